@@ -51,7 +51,8 @@ Conventions:
   rounds (round 0: the initial weights, when the schedule includes it; the last round: the
   final master). Their values are logged at step r · L into the run's series. Distributed,
   rank 0 measures and then tells every rank in one all-reduce whether it failed, so all stop
-  in that round. An instrument's ``FloatingPointError`` ends the run as diverged.
+  in that round. An instrument's ``FloatingPointError`` ends the run as diverged, with the
+  master it measured.
 - **Divergence.** A non-finite mean replica loss ends the run with status ``"diverged"``
   (all processes see the same all-reduced value, so they stop together). A replica whose
   loss was not finite at any inner step reports NaN for the round, so the round takes no
@@ -598,6 +599,7 @@ class _ReplicaTraining:
                                 data=on_dev, batch_size=self.workers[0].B,
                                 logger=self._store_row)
         self.measured = -1               # the round the instruments last measured
+        self.evaluated = -1              # the step of the master's last metrics (rank 0)
         if self.comm is not None:
             self._same_instruments()
 
@@ -814,6 +816,7 @@ class _ReplicaTraining:
             recompute_eval_statistics(self.master_model, self.x_recompute, self.cfg.batch_size)
         if not metrics:
             return
+        self.evaluated = step
         for name, v in evaluation_metrics(self.master_model, self.loss_fn, self.eval_sets,
                                           classification=self.classification):
             self.log(name, v, step)
@@ -952,10 +955,19 @@ class _ReplicaTraining:
         finals = [w.optimizer.anchors() + _float_buffers(w.model) for w in workers]
         master_all, _ = self._reduce(finals, [torch.zeros(()) for _ in workers])
         n_params = len(workers[0].optimizer.anchors())
-        self._set_master(master_all[:n_params], master_all[n_params:])   # every rank returns it
+        params = master_all[:n_params]
+        by_instrument = self.status == "diverged" and self.measured == self.round
+        if by_instrument and self.last_master is not None:
+            # an instrument met non-finite numbers at this round's x̄: the run ends with it,
+            # as train() ends with the weights a measurement diverged at
+            params = self.last_master
+        self._set_master(params, master_all[n_params:])   # every rank returns it
         step = self.round * cfg.L
+        # the same master as evaluated at this step already (that x̄, or the initial
+        # weights) is not logged twice there
+        again = self.evaluated == step and (by_instrument or self.round == 0)
         if self.is_main:
-            self._evaluate_master(step)
+            self._evaluate_master(step, metrics=not again)
         if self.measured != self.round and self.status == "finished":
             self._measure(self._due(self.round), step)
 

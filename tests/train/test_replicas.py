@@ -997,3 +997,27 @@ def test_a_run_extended_by_a_resume_keeps_its_old_last_round_s_evaluation_and_me
         rows = store.metrics(res.run_id, key)[key]
         assert [int(s) for s, _ in rows] == [0, 3, 6, 9, 12], key
         assert res.history[key] == pytest.approx(whole.history[key], rel=1e-9), key
+
+
+@pytest.mark.parametrize("rounds_before", [0, 2])
+def test_a_run_an_instrument_ends_keeps_the_master_it_measured_and_evaluates_it_once(
+        rounds_before):
+    """An instrument's non-finite numbers at round r's x̄ end the run there, as train() ends
+    with the weights a measurement diverged at: the result's master is that x̄, its metrics
+    (evaluated every round) logged once at step r · L, not again for the final master."""
+    from sgdlab.train.callbacks import MeasurementCallback, Schedule
+    seen = []
+
+    def non_finite(ctx):
+        seen.append(params(ctx.model))
+        if ctx.step >= rounds_before * BN_CFG["L"]:
+            raise FloatingPointError("not finite")
+        return {"x": 1.0}
+
+    res = train_replicas(toy_model(), LOSS, toy_data(), ParleConfig(**BN_CFG), rounds=4,
+                         eval_every=1, callbacks=[MeasurementCallback(non_finite,
+                                                                      Schedule.every(1))])
+    assert res.status == "diverged" and res.rounds == rounds_before
+    steps = [3 * r for r in range(rounds_before + 1)]
+    assert [s for s, _ in res.history["test_loss"]] == steps
+    assert all(torch.equal(a, b) for a, b in zip(params(res.master), seen[-1]))
