@@ -90,7 +90,7 @@ from ..data.augment import batch_augmentation
 from ..errors import ConfigError, UserError, did_you_mean
 from ..operators.params import copy_module
 from ..optim.elastic import Parle, master_average
-from .callbacks import MeasurementCallback, TrainContext, callback_keys
+from .callbacks import MeasurementCallback, Schedule, TrainContext, callback_keys
 from .checkpoint import (changed_settings, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
 from .loop import (BatchStream, as_callbacks, check_callbacks, check_dataset, check_loss,
@@ -882,7 +882,7 @@ class _ReplicaTraining:
         instruments of the same kinds on the same schedules (rank 0 measures, all ranks meet
         at its measurement rounds, so the rounds each rank finds due must agree)."""
         keys = callback_keys(self.instruments)
-        said = [f"{k} ({getattr(cb, 'schedule', None)!r}, at round 0: "
+        said = [f"{k} ({_schedule_said(getattr(cb, 'schedule', None))}, at round 0: "
                 f"{getattr(cb, 'at_train_begin', None)})"
                 for k, cb in zip(keys, self.instruments)]
         # a digest in small whole numbers, whose sums and sums of squares float64 holds
@@ -994,6 +994,12 @@ class _ReplicaTraining:
                              history=self.history, final=final, wall_time=wall,
                              comm_time=self.comm_time, replicas=[w.model for w in workers],
                              run_id=self.run_id, message=self.message)
+
+
+def _schedule_said(schedule: Any) -> str:
+    """A schedule as every process spells it: a Schedule's description; of any other callable
+    its type alone (its repr may hold an address, which differs between processes)."""
+    return repr(schedule) if isinstance(schedule, Schedule) else type(schedule).__qualname__
 
 
 def check_checkpoint_dir(ckpt: str | os.PathLike, resume: bool) -> None:

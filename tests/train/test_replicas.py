@@ -964,14 +964,22 @@ def test_replica_processes_given_instruments_on_other_schedules_are_all_refused_
     from sgdlab.train.replicas import _ReplicaTraining
     data, cfg = toy_data(), ParleConfig(**BN_CFG)
 
-    def start(rank, comm, every):
+    def start(rank, comm, every, callbacks=None):
         _ReplicaTraining(toy_model(), LOSS, data, cfg, rounds=4, epochs=None, grad_evals=None,
                          mode="distributed", eval_every=None, eval_subset=None, device=None,
                          communicator=comm, checkpoint_dir=None, checkpoint_every=None,
-                         resume=False, callbacks=[hessian_every(every[rank])])
+                         resume=False, callbacks=callbacks or [hessian_every(every[rank])])
         return "started"
 
     assert run_threads(lambda rank, comm: start(rank, comm, [2, 2]), 2) == ["started"] * 2
+    # a schedule of one's own (a plain function, whose repr holds its address) is the same
+    # schedule on every rank when each process builds it alike
+    from sgdlab.train.callbacks import MeasurementCallback
+
+    def own(rank, comm):
+        return start(rank, comm, [2, 2], [MeasurementCallback(
+            lambda ctx: {"x": 1.0}, lambda s, rank=rank: s % 2 == 0)])
+    assert run_threads(own, 2) == ["started"] * 2
     out = run_threads(lambda rank, comm: start(rank, comm, [2, 3]), 2)
     assert all(isinstance(e, ConfigError) for e in out), out
     assert "different instruments" in str(out[0]) and "every 3" in str(out[1])
