@@ -169,7 +169,7 @@ def test_an_instrument_series_is_a_curve_of_its_own_figure_with_a_readable_label
         assert name == "curve_sharpness_expected"       # a "/" would make a sub-folder
         line, = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "sgd"]
         assert list(line.get_ydata()) == [0.02, 0.01]
-        assert fig.axes[0].get_ylabel() == "expected sharpness E[L(θ+ξ)] − L(θ)"
+        assert fig.axes[0].get_ylabel() == "expected sharpness E[L(θ+ν)] − L(θ)"
         plt.close(fig)
     spec.options["curve_labels"] = {"sharpness/expected": "E sharpness"}
     spec.options["curve_marks"] = [50]                  # Fig. 7's dashed line at the switch

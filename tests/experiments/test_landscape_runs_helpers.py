@@ -167,6 +167,26 @@ def test_the_escape_table_pools_the_seeds_with_wilson_intervals_at_z_2():
                                    runs)
 
 
+@pytest.mark.usefixtures("close_figures")
+def test_the_escape_sharpness_axis_is_labelled_as_every_sharpness_axis():
+    from types import SimpleNamespace
+
+    from sgdlab.report.figures.axes import METRIC_LABELS
+
+    run = stored_run("sgd", 0, params={"method": "sgd", "lr": 0.1},
+                     summary={"success_rate": 0.5, "successes": 5, "repetitions": 10,
+                              "reached_rate": 1.0, "final_sharpness": 0.1,
+                              "first_passage_mean": 5.0, "never_reached": 0},
+                     data={"first_passage": [5] * 10, "sharpness_steps": [0, 10],
+                           "sharpness": [0.2, 0.1]})
+    an = lr.zhu_escape_analysis(SimpleNamespace(paper={"figure": "Fig. 3"}, options={}), [run])
+    ax = dict(an.figures)["escape_sharpness"].axes[0]
+    # Zhu et al.'s E_ν[L(θ+ν)] − L(θ), the label of the instrument's "sharpness/expected"
+    assert ax.get_ylabel() == METRIC_LABELS["sharpness/expected"] \
+        == "expected sharpness E[L(θ+ν)] − L(θ)"
+    assert "ν ~ N(0, s²I)" in ax.get_title()
+
+
 def test_speed_compares_the_slowest_of_the_faster_tier_with_the_fastest_of_the_other():
     ok, _, ev = lr.speed_finding({"x": [1.0, 3.0] * 5, "y": [10.0, 12.0] * 5},
                                  {"z": [30.0, 32.0] * 5, "w": [20.0, 22.0] * 5})

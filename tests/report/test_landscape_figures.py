@@ -24,6 +24,21 @@ def test_escape_run_figure_names_the_success_rule_it_was_given():
     plt.close(fig)
 
 
+def test_escape_run_figure_writes_expected_sharpness_as_every_sharpness_axis():
+    from sgdlab.report.figures.axes import METRIC_LABELS
+    from sgdlab.report.figures.landscapes import escape_run_figure
+
+    g = np.linspace(-2.0, 2.0, 5)
+    gx, gy = np.meshgrid(g, g)
+    fig = escape_run_figure(gx, gy, gx ** 2 + gy ** 2, {"gd": np.zeros((3, 2))}, {"gd": 0.5},
+                            [0, 10], {"gd": [1.0, 0.5]})
+    # Zhu et al.'s E_ν[L(θ+ν)] − L(θ) (§4.2), one notation in every figure
+    assert fig.axes[2].get_ylabel() == METRIC_LABELS["sharpness/expected"] \
+        == "expected sharpness E[L(θ+ν)] − L(θ)"
+    assert fig.axes[2].get_title() == "ν ~ N(0, σ²I)"
+    plt.close(fig)
+
+
 def test_escape_run_figure_draws_the_intervals_it_is_given_around_each_rate():
     from sgdlab.report.figures.landscapes import escape_run_figure
 

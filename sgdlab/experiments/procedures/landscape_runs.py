@@ -183,6 +183,7 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
     ``options.claims`` (:func:`check_claims`) are checked on the seeds' mean success rate and
     final sharpness."""
     from sgdlab.landscapes.escape import LABELS
+    from sgdlab.report.figures.axes import metric_label
     from sgdlab.report.figures.charts import curves, grouped_bars, interval_errors
     from sgdlab.report.figures.landscapes import escape_chains_figure
 
@@ -245,7 +246,7 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
 
             arr = np.array([r.data["sharpness"] for r in rs], float)
             series[names[m]] = (r0.data["sharpness_steps"], arr.mean(0).tolist(), None)
-    f2 = curves(series, xlabel="iteration", ylabel="E[L(w + ν)] − L(w)", logy=True,
+    f2 = curves(series, xlabel="iteration", ylabel=metric_label("sharpness/expected"), logy=True,
                 styles={names[m]: {"color": colour[m]} for m in groups},
                 title=f"expected sharpness, ν ~ N(0, s²I), s = "
                       f"{runs[0].params.get('sharpness_sigma', 0.1):g}\nmean over {held}")

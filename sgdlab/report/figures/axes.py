@@ -22,12 +22,14 @@ __all__ = ["METRIC_LABELS", "all_log_spaced", "grid_ticks", "isolated", "log_sca
 
 MAX_LABELS = 6
 
-# axis labels of the series the training loop and the instruments record, by recorded name
+# axis labels of the series the training loop and the instruments record, by recorded name;
+# expected sharpness in Zhu et al.'s notation (§4.2, after Neyshabur et al. 2017 eq. 7),
+# ν ~ N(0, σ²I), which every sharpness figure uses
 METRIC_LABELS = {"train_loss": "train loss", "test_loss": "test loss",
                  "batch_loss": "mini-batch loss", "train_acc": "train accuracy",
                  "test_acc": "test accuracy", "train_perplexity": "train perplexity",
                  "test_perplexity": "test perplexity", "lr": "learning rate",
-                 "sharpness/expected": "expected sharpness E[L(θ+ξ)] − L(θ)",
+                 "sharpness/expected": "expected sharpness E[L(θ+ν)] − L(θ)",
                  "effective_epochs": "effective epochs", "grad_evals": "gradient evaluations",
                  "dist_from_init": r"distance from initialisation $\|\theta_t - \theta_0\|$",
                  "grad_cosine": r"consecutive-gradient cosine $\cos(g_{t-1}, g_t)$"}

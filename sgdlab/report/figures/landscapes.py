@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from sgdlab.report.figures import label_colours  # noqa: E402
+from sgdlab.report.figures.axes import metric_label  # noqa: E402
 from sgdlab.report.figures.charts import (curves, error_bars, grouped_bars,  # noqa: E402
                                           interval_errors, panels)
 
@@ -66,8 +67,8 @@ def escape_run_figure(
                  colors=[colour[n] for n in rates])
     axes[1].set_ylim(0, 105)
     curves({name: (list(sharpness_steps), list(vals), None) for name, vals in sharpness.items()},
-           xlabel="iteration", ylabel="expected sharpness", logy=True, ax=axes[2],
-           title="E[L(w+ξ)] − L(w), ξ ~ N(0, σ²I)", legend=False,
+           xlabel="iteration", ylabel=metric_label("sharpness/expected"), logy=True,
+           ax=axes[2], title="ν ~ N(0, σ²I)", legend=False,
            styles={name: {"color": colour[name]} for name in sharpness})
     handles = [Line2D([], [], color=colour[n], marker="o", ms=5, label=labels.get(n, n))
                for n in names]
