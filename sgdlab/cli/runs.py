@@ -12,6 +12,7 @@ import math
 import os
 import shlex
 from pathlib import Path
+from typing import Any
 
 from sgdlab.strict_json import dumps
 
@@ -428,6 +429,29 @@ def _fmt(v) -> str:
     return "" if v is None else str(v)
 
 
+def _fmt_row(values) -> list[str]:
+    """A table row's numbers in one precision: four significant digits, trailing zeros kept
+    where some other number of the row needs that digit (2.310 beside 2.312, not 2.31) and
+    dropped where none does (0.05 beside 0.1). Zeros, non-finite floats, ints and None as
+    :func:`_fmt` writes them."""
+    def zeros(t: str) -> int:       # trailing zeros of the mantissa's fraction
+        frac = t.partition("e")[0].partition(".")[2]
+        return len(frac) - len(frac.rstrip("0"))
+
+    full = {i: f"{v:#.4g}" for i, v in enumerate(values)
+            if isinstance(v, float) and math.isfinite(v) and v != 0}
+    drop = min(map(zeros, full.values()), default=0)
+    out = []
+    for i, v in enumerate(values):
+        if i not in full:
+            out.append(_fmt(v))
+            continue
+        mant, e, exp = full[i].partition("e")
+        mant = mant[:len(mant) - drop] if drop else mant
+        out.append(mant.rstrip(".") + e + exp)
+    return out
+
+
 # what `runs list` shows of each run's evaluation
 _TEST_COLUMNS = ("test_acc", "test_loss", "test_perplexity")
 
@@ -658,25 +682,30 @@ def _compare(args) -> int:
     differing = [k for k in differ if not (k == "name" and all(
         f.get("name") == (r["name"] or "") for f, r in zip(flats, runs)))]
     rows += [[k, *cut[k]] for k in differing]
-    def last(h: dict, m: str, run: dict) -> str:
+    def last(h: dict, m: str, run: dict) -> tuple[Any, str]:
         # a run that has not ended has no final value yet: its last one, at its step (as
-        # `runs list` shows it)
+        # `runs list` shows it); (the value, what follows it)
         if not h.get(m):
-            return "—"
+            return None, "—"
         step, value = h[m][-1]
-        return _fmt(value) + ("" if run["status"] in ("finished", "diverged") else f" @{step}")
+        return value, "" if run["status"] in ("finished", "diverged") else f" @{step}"
+
+    def row(cells: list[tuple[Any, str]]) -> list[str]:
+        # the run's numbers of one row in one precision (2.310 beside 2.312), a missing one "—"
+        return [t + after for t, (_, after) in zip(_fmt_row([v for v, _ in cells]), cells)]
 
     for m in asked if args.metrics else [*metrics, *summary_only]:
         if m == "lr":    # its last sample need not be the last step's lr: see lr_over_steps
             held = [lr_over_steps(h.get("lr", []), r, last_step=max(
                         (int(s) for pts in h.values() for s, _ in pts), default=None))
                     for h, r in zip(histories, runs)]
-            rows.append(["last-step lr", *(_fmt(v[0]) if v else "—" for v in held)])
-            rows.append(["mean lr", *(_fmt(v[1]) if v else "—" for v in held)])
+            rows.append(["last-step lr", *row([(v[0], "") if v else (None, "—")
+                                               for v in held])])
+            rows.append(["mean lr", *row([(v[1], "") if v else (None, "—") for v in held])])
             continue
-        rows.append([f"final {m}", *(
-            last(h, m, r) if m in metrics else (_fmt(f[m]) if m in f else "—")
-            for h, f, r in zip(histories, finals, runs))])
+        rows.append([f"final {m}", *row([
+            last(h, m, r) if m in metrics else ((f[m], "") if m in f else (None, "—"))
+            for h, f, r in zip(histories, finals, runs)])])
     if note:
         print(note)
     if not differ:

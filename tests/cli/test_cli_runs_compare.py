@@ -84,3 +84,31 @@ def test_runs_compare_reads_a_stopped_run_s_steps_from_its_other_series(tmp_path
             for line in capsys.readouterr().out.splitlines()}
     # the interrupted run's last steps, 10 to 13, took the sample at step 10
     assert rows["last-step lr"] == ["0.025", "0"]
+
+
+def test_runs_compare_writes_a_row_s_numbers_in_one_precision(tmp_path, capsys):
+    store_path = tmp_path / "runs.sqlite"
+    with RunStore(store_path) as store:
+        ids = []
+        for name, loss, status in (("a", 2.312, "finished"), ("b", 2.31, "running"),
+                                   ("c", 2.3, "finished")):
+            run_id = store.create_run({"name": name}, name=name, env={})
+            store.log_many(run_id, [("test_loss", 0, 3.0), ("test_loss", 10, loss)])
+            if status == "finished":
+                store.complete_run(run_id, "finished", summary={"steps": 10})
+            ids.append(run_id)
+    assert main(["runs", "compare", *ids, "--metric", "test_loss", "--store",
+                 str(store_path)]) == 0
+    (row,) = [ln for ln in capsys.readouterr().out.splitlines()
+              if ln.startswith("final test_loss")]
+    # 2.310, not 2.31 beside 2.312: the zero is a digit the row's other numbers have
+    assert row.split()[2:] == ["2.312", "2.310", "@10", "2.300"]
+
+
+def test_a_row_s_numbers_share_their_significant_digits():
+    from sgdlab.cli.runs import _fmt_row
+
+    assert _fmt_row([2.312, 2.31]) == ["2.312", "2.310"]
+    assert _fmt_row([0.1, 0.05, 0.0]) == ["0.1", "0.05", "0"]   # no row needs a fourth digit
+    assert _fmt_row([1.5e-5, 2e-5]) == ["1.5e-05", "2.0e-05"]
+    assert _fmt_row([float("nan"), None, 3, 2.5, 100.0]) == ["nan", "", "3", "2.50", "100"]
