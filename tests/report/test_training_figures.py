@@ -107,7 +107,7 @@ def test_compared_runs_label_each_panel_with_its_metric_and_the_unit_its_name_gi
          "entropy_angle/degrees": [(5, 30.0)], "hess/top_1": [(5, 2.0)]}
     fig = compare_runs_figure({"a": h, "b": h}, list(h))
     assert [ax.get_ylabel() for ax in fig.axes[:4]] == [
-        "train loss", "test accuracy", "entropy_angle (degrees)", "hess/top_1"]
+        "train loss", "test accuracy", "entropy_angle (degrees)", r"Hessian $\lambda_{max}$"]
     assert {ax.get_xlabel() for ax in fig.axes[:4]} == {"step"}
     plt.close(fig)
 
@@ -234,3 +234,32 @@ def test_the_learning_rate_is_drawn_as_the_steps_used_it_not_the_rate_after_the_
     # a schedule whose only change is after the end has no panel (a constant rate)
     assert "learning rate" not in recorded_groups(used_rates(
         {"lr": [(0, 0.1), (5, 0.1), (10, 0.01)], "epoch": [(5, 1.0), (10, 2.0)]}))
+
+
+def test_each_instrument_panel_labels_its_y_axis_with_what_its_series_measure():
+    h = {"sharpness/expected": [(0, 0.02), (5, 0.01)], "hess/top_1": [(0, 2.0), (5, 3.0)],
+         "hess/top_2": [(0, 1.0), (5, 1.5)], "hess/trace": [(0, 9.0), (5, 8.0)],
+         "lr": [(0, 0.1), (3, 0.05)], "walk_height": [(0, 0.1), (5, 0.2)]}
+    fig = instrument_panels(h)
+    labels = {ax.get_title(): ax.get_ylabel().replace("\n", " ") for ax in fig.axes
+              if ax.get_visible()}
+    assert labels == {
+        "sharpness": "expected sharpness E[L(θ+ν)] − L(θ)",
+        "hess": r"Hessian $\lambda_{max}$, Hessian $\lambda_{2}$, Hessian trace Tr H",
+        "learning rate": "learning rate", "walk": "walk_height"}
+    fig.canvas.draw()                   # mathtext that parses
+    plt.close(fig)
+
+
+def test_each_curvature_history_panel_labels_its_y_axis_with_what_its_series_measure():
+    from sgdlab.report.figures.curvature import curvature_history_figure
+
+    h = {"hess/top_1": [(0, 2.0), (5, 3.0)], "hess/trace": [(0, 9.0), (5, 8.0)],
+         "noise/trace": [(0, 1.0), (5, 0.5)], "noise/rank": [(0, 3.0), (5, 3.0)],
+         "align/residual": [(0, 0.4), (5, 0.3)]}
+    fig = curvature_history_figure(h)
+    assert [ax.get_ylabel().replace("\n", " ") for ax in fig.axes] == [
+        r"Hessian $\lambda_{max}$, Hessian trace Tr H", "noise trace Tr Σ, noise rank",
+        "Σ–H alignment residual"]
+    fig.canvas.draw()
+    plt.close(fig)

@@ -18,7 +18,8 @@ import numpy as np
 from matplotlib import ticker
 
 __all__ = ["METRIC_LABELS", "all_log_spaced", "grid_ticks", "isolated", "log_scale",
-           "log_spaced", "log_steps", "metric_label", "setting_labels"]
+           "log_spaced", "log_steps", "metric_label", "quantity_label",
+           "setting_labels"]
 
 MAX_LABELS = 6
 
@@ -32,7 +33,13 @@ METRIC_LABELS = {"train_loss": "train loss", "test_loss": "test loss",
                  "sharpness/expected": "expected sharpness E[L(θ+ν)] − L(θ)",
                  "effective_epochs": "effective epochs", "grad_evals": "gradient evaluations",
                  "dist_from_init": r"distance from initialisation $\|\theta_t - \theta_0\|$",
-                 "grad_cosine": r"consecutive-gradient cosine $\cos(g_{t-1}, g_t)$"}
+                 "grad_cosine": r"consecutive-gradient cosine $\cos(g_{t-1}, g_t)$",
+                 "hess/trace": "Hessian trace Tr H", "hess/frobenius": r"Hessian $\|H\|_F$",
+                 "noise/trace": "noise trace Tr Σ", "noise/rank": "noise rank",
+                 "align/residual": "Σ–H alignment residual"}
+# the curvature and noise instruments' eigenvalues by rank i (hess/top_1 is λ_max)
+RANKED_LABELS = {"hess/top_": r"Hessian $\lambda_{{{i}}}$",
+                 "noise/top_": r"noise $\lambda_{{{i}}}$ of Σ"}
 # a recorded name's last part that is its unit ("entropy_angle/degrees"), as the axis says it
 UNITS = {"degrees": "degrees", "seconds": "s"}
 
@@ -44,11 +51,22 @@ def metric_label(name: str) -> str:
     "entropy_angle (degrees)"."""
     if name in METRIC_LABELS:
         return METRIC_LABELS[name]
+    for head, label in RANKED_LABELS.items():
+        if name.startswith(head) and name[len(head):].isdigit():
+            rank = int(name[len(head):])
+            return label.format(i="max" if rank == 1 else rank)
     for sep in "/_":
         head, _, last = name.rpartition(sep)
         if head and last in UNITS:
             return f"{head} ({UNITS[last]})"
     return name
+
+
+def quantity_label(names: Iterable[str]) -> str:
+    """The y label of a panel of the recorded series ``names``: their labels
+    (:func:`metric_label`), each once, in order, joined by commas (a legend tells the curves
+    apart; the axis says what they measure)."""
+    return ", ".join(dict.fromkeys(map(metric_label, names)))
 
 
 class PlainLogFormatter(ticker.Formatter):

@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from sgdlab.report.figures.axes import quantity_label  # noqa: E402
 from sgdlab.report.figures.charts import curves  # noqa: E402
 
 __all__ = ["alignment_figure", "batch_statistics_figure", "curvature_history_figure",
@@ -210,14 +211,16 @@ def alignment_figure(cosines: Sequence[float], hessian_normalised: Sequence[floa
 def _series(ax, history: History, names: Sequence[str], log: bool = False,
             labels: Mapping[str, str] | None = None) -> int:
     """The recorded ``names`` against steps (:func:`~sgdlab.report.figures.charts.curves`),
-    labelled by ``labels`` (default: the names); a log y axis where ``log`` allows it and a
-    log step axis keeping 0 where the instruments measured at log-spaced steps. How many
-    were drawn."""
+    labelled by ``labels`` (default: the names), the y axis by what they measure
+    (:func:`~sgdlab.report.figures.axes.quantity_label`); a log y axis where ``log`` allows
+    it and a log step axis keeping 0 where the instruments measured at log-spaced steps. How
+    many were drawn."""
     drawn = {(labels or {}).get(n, n): (*np.asarray(history[n], float).T, None)
              for n in names if history.get(n)}
     if drawn:
-        curves(drawn, xlabel="step", ylabel="", ax=ax, logy=log, log_steps_x=True,
-               markers=True)
+        curves(drawn, xlabel="step", ax=ax,
+               ylabel=quantity_label(n for n in names if history.get(n)), logy=log,
+               log_steps_x=True, markers=True)
     return len(drawn)
 
 

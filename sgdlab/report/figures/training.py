@@ -24,7 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from sgdlab.report.figures import label_colours  # noqa: E402
-from sgdlab.report.figures.axes import all_log_spaced, log_scale, metric_label  # noqa: E402
+from sgdlab.report.figures.axes import (all_log_spaced, log_scale, metric_label,  # noqa: E402
+                                        quantity_label)
 from sgdlab.report.figures.charts import curves, panels  # noqa: E402
 
 __all__ = ["compare_runs_figure", "headline_series", "instrument_panels", "learning_curves",
@@ -218,7 +219,8 @@ def instrument_panels(history: History, *, title: str | None = None) -> plt.Figu
     fig, axes = panels(len(groups), width=4.2, height=3.0, constrained=True)
     for ax, (group, names) in zip(axes, groups.items()):
         shown = headline_series(group, names)
-        _plot(ax, history, shown, [_style(len(history[n])) for n in shown])
+        _plot(ax, history, shown, [_style(len(history[n])) for n in shown],
+              ylabel=quantity_label(shown))
         vals = np.concatenate([thinned(history[n])[1] for n in shown])
         more = f" (+{len(names) - len(shown)} more)" if len(names) > len(shown) else ""
         _finish_panel(ax, group + more, vals[np.isfinite(vals)])
