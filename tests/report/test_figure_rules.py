@@ -73,6 +73,34 @@ def test_spectrum_leaves_exact_zeros_out_of_the_log_axis_and_counts_them():
     plt.close(fig)
 
 
+def test_a_spectrum_of_known_dtype_marks_its_round_off_and_cuts_the_axis_below_it():
+    import torch
+
+    v = [1.0, 0.5, 1e-3, 1e-20, -1e-30, 1e-40]
+    level = 1.0 * 6 * np.finfo(np.float32).eps         # numpy's rank threshold λ_max·d·eps
+    fig = eigenspectrum_figure({"H": v}, dtype="float32")
+    ax = fig.axes[0]
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("round-off")]
+    assert line.get_label() == "round-off (float32)" and line.get_linestyle() == ":"
+    assert list(line.get_ydata()) == pytest.approx([level, level])
+    assert ax.get_ylim()[0] == pytest.approx(1e-2 * level)     # not down to 1e-40
+    assert "round-off (float32)" in [t.get_text() for t in fig.legends[0].get_texts()]
+    plt.close(fig)
+    # several spectra, the dtype of one known, a top-k of a d = 1000 matrix
+    fig = eigenspectrum_figure({"Σ": v, "H (top-k)": [2.0, 1.0]}, dtype={"H (top-k)":
+                               torch.float64}, dims={"H (top-k)": 1000})
+    ax = fig.axes[0]
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("round-off")]
+    assert line.get_label() == "round-off (H (top-k), float64)"
+    assert line.get_ydata()[0] == pytest.approx(2.0 * 1000 * np.finfo(np.float64).eps)
+    assert fig.axes[0].get_ylim()[0] < 1e-39            # Σ's dtype unknown: all of it shown
+    plt.close(fig)
+    fig = eigenspectrum_figure({"H": v})                       # dtype unknown: no line, no cut
+    assert not [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("round")]
+    assert fig.axes[0].get_ylim()[0] < 1e-39
+    plt.close(fig)
+
+
 def test_the_spectrum_legend_lies_below_the_axes_and_hides_no_point():
     """chaudhari-hessian-spectrum's six entries: inside the axes the legend covered the small
     eigenvalues of the spectra running from the top left to the bottom right."""

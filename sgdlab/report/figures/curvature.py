@@ -33,8 +33,8 @@ from sgdlab.report.figures.axes import quantity_label  # noqa: E402
 from sgdlab.report.figures.charts import curves  # noqa: E402
 
 __all__ = ["alignment_figure", "batch_statistics_figure", "curvature_history_figure",
-           "eigenspectrum_figure", "noise_magnitude_figure", "signed_log_histogram_figure",
-           "spectral_density_figure"]
+           "eigenspectrum_figure", "noise_magnitude_figure", "round_off_level",
+           "signed_log_histogram_figure", "spectral_density_figure"]
 
 History = Mapping[str, Sequence[tuple[int, float]]]
 
@@ -90,14 +90,47 @@ def _thinned(ranks: np.ndarray, sizes: np.ndarray, max_points: int) -> np.ndarra
     return np.unique(np.clip(np.concatenate([by_rank, by_size, [n - 1]]), 0, n - 1))
 
 
+def _eps(dtype) -> float:
+    """Machine epsilon of a torch or numpy dtype, or of one named ("float32")."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return float(torch.finfo(dtype).eps)
+    return float(np.finfo(np.dtype(dtype)).eps)
+
+
+def _dtype_name(dtype) -> str:
+    import torch
+
+    return str(dtype).removeprefix("torch.") if isinstance(dtype, torch.dtype) \
+        else np.dtype(dtype).name
+
+
+def round_off_level(values: Sequence[float], dtype, dim: int | None = None) -> float:
+    """The round-off level of a spectrum computed in ``dtype``: numpy's ``matrix_rank``
+    threshold |λ|_max · d · eps, which the rank and the dense spectra here use
+    (:meth:`sgdlab.measure.noise.GradientCovariance.rank_threshold`); ``dim``: the matrix's
+    d, default the number of ``values`` (a full spectrum)."""
+    v = np.abs(np.asarray(values, float))
+    v = v[np.isfinite(v)]
+    return float(v.max(initial=0.0)) * (dim or len(v)) * _eps(dtype)
+
+
 def eigenspectrum_figure(spectra: Mapping[str, Sequence[float]], *,
-                         title: str | None = None, max_points: int = 2000) -> plt.Figure:
+                         title: str | None = None, max_points: int = 2000,
+                         dtype=None, dims: Mapping[str, int] | None = None) -> plt.Figure:
     """Each spectrum sorted by decreasing |λ| against its rank (log-log), negative eigenvalues
     drawn hollow; exact zeros (e.g. weights no input reaches) have no place on a log axis and
     are counted in the legend instead. Each sign draws at most ``max_points`` of its points
-    (:func:`_thinned`)."""
+    (:func:`_thinned`).
+
+    ``dtype``: the dtype the spectra were computed in (one for all, or ``{name: dtype}`` for
+    those whose dtype is known): a dotted line at each one's :func:`round_off_level` (``dims``:
+    ``{name: d}`` of a spectrum that is not the whole one, a top-k), the axis cut two decades
+    below the lowest when every spectrum has one, since what lies below is round-off, not
+    curvature."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6), constrained_layout=True)
-    drawn, labels = 0, []
+    drawn, labels, levels = 0, [], []
     for i, (name, vals) in enumerate(spectra.items()):
         v = np.asarray(vals, float)
         if len(v) == 0:
@@ -118,6 +151,14 @@ def eigenspectrum_figure(spectra: Mapping[str, Sequence[float]], *,
             ax.loglog(rn[keep], vn[keep], "o", mfc="none", color=f"C{i}", ms=3,
                       label=f"{name} (negative, |λ|)")
             labels.append(f"{name} (negative, |λ|)")
+        kind = dtype.get(name) if isinstance(dtype, Mapping) else dtype
+        level = round_off_level(v, kind, (dims or {}).get(name)) if kind is not None else 0.0
+        if level > 0:
+            what = _dtype_name(kind)
+            label = "round-off" + (f" ({name}, {what})" if len(spectra) > 1 else f" ({what})")
+            ax.axhline(level, color=f"C{i}", ls=":", lw=1, label=label)
+            labels.append(label)
+            levels.append(level)
         drawn += 1
     if drawn:
         # below the axes: the spectra fill the plot from the top left to the bottom right,
@@ -127,6 +168,9 @@ def eigenspectrum_figure(spectra: Mapping[str, Sequence[float]], *,
         fig.legend(fontsize=7, ncol=ncol, loc="outside lower center")
     else:
         _empty(ax, "no spectrum recorded")
+    # a spectrum of unknown dtype keeps its small values in view: they may be curvature
+    if levels and len(levels) == drawn and ax.get_ylim()[0] < 1e-2 * min(levels):
+        ax.set_ylim(1e-2 * min(levels), None)
     ax.set_xlabel("rank i")
     ax.set_ylabel(r"$|\lambda_i|$")
     # a caller's title naming what is drawn runs wider than the 5.5-inch figure: wrapped,
