@@ -530,9 +530,15 @@ def _noise(m: _Measuring) -> None:
                           "noise/rank_fraction": len(spec) / cov.dim})
         m.arrays["noise/spectrum"] = _tolist(spec)
     spectra = {"D(x) = Σ": m.arrays.get("noise/spectrum", _tolist(s_vals))}
+    # the round-off each was computed with: Σ's rank threshold; Lanczos in the model's dtype
+    dtypes, dims = {"D(x) = Σ": cov.dtype}, {"D(x) = Σ": cov.dim}
     if "hess/top" in m.arrays:   # the Hessian's top-k, when measured too
         spectra["Hessian (top-k)"] = m.arrays["hess/top"]
-    m.figures.append(_save(eigenspectrum_figure(spectra), m.out_dir / "spectra.png"))
+        params = [p for p in m.model.parameters() if p.requires_grad]
+        dtypes["Hessian (top-k)"] = params[0].dtype
+        dims["Hessian (top-k)"] = sum(p.numel() for p in params)
+    m.figures.append(_save(eigenspectrum_figure(spectra, dtype=dtypes, dims=dims),
+                           m.out_dir / "spectra.png"))
 
 
 def _alignment(m: _Measuring) -> None:

@@ -117,3 +117,32 @@ def test_fewer_lanczos_iterations_than_eigenpairs_are_refused(tmp_path, capsys):
     assert main(["measure", str(tmp_path), "--what", "surface", "--lanczos-iter", "50"]) == 2
     assert ("--lanczos-iter: of --what surface it applies to --directions hessian only"
             in capsys.readouterr().err)
+
+
+def test_the_measured_spectra_name_their_dtypes_for_the_round_off_line(tmp_path, capsys,
+                                                                     monkeypatch):
+    import torch
+
+    import sgdlab.report.figures.curvature as curvature
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("name: tiny\ndata: {name: cubic, seed: 0}\nmodel: {name: zhu-mlp-1-6-6-6-1}\n"
+                   "optimizer: {name: sgd, lr: 0.01}\n"
+                   "train: {epochs: 1, batch_size: 4, threads: 1, progress: false}\n")
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--store", str(tmp_path / "s.sqlite"), "--out",
+                 str(run)]) == 0
+    calls = []
+    figure = curvature.eigenspectrum_figure
+
+    def recording(spectra, **kw):
+        calls.append(kw)
+        return figure(spectra, **kw)
+    monkeypatch.setattr(curvature, "eigenspectrum_figure", recording)
+    assert main(["measure", str(run), "--what", "hessian,noise", "--k", "2", "--probes", "2",
+                 "--out", str(tmp_path / "m")]) == 0
+    (kw,) = calls
+    # Σ's rank threshold (its own dtype, d = 103 weights) and the Hessian's Lanczos in the
+    # model's dtype
+    assert kw["dims"] == {"D(x) = Σ": 103, "Hessian (top-k)": 103}
+    assert set(kw["dtype"].values()) == {torch.float32}

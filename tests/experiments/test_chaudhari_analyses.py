@@ -964,3 +964,24 @@ def test_the_trivialized_values_read_the_epoch_asked_for():
         assert r.summary["early_train_loss"] == pytest.approx(want, nan_ok=True)
     with pytest.raises(ConfigError, match="options.early_step is not read"):
         trivialized(SimpleNamespace(paper=PAPER, options={"early_step": 10}), [r])
+
+
+def test_the_hessian_spectra_mark_the_round_off_of_the_dtype_they_were_computed_in():
+    """Fig. 3.4: a dense spectrum runs down to 1e-40, round-off drawn as data; each Hessian
+    spectrum gets a dotted line at |λ|_max·d·eps of its run's dtype (float32 by default), the
+    Fisher diagonal none (it is no eigen-decomposition)."""
+
+    from sgdlab.experiments.procedures.chaudhari import hessian_spectrum
+
+    ev = [-1e-3, 1e-40, 1e-20, 0.5, 2.0]
+    runs = [stored_run(label, 0, params=params, summary={"hessian_dim": 5, "test_acc": 0.9},
+                       data={"hessian_eigenvalues": ev})
+            for label, params in (("fc", {}), ("lstm", {"dtype": "float64"}))]
+    runs.append(_fisher_run("allcnn", 0, [1.0, 1e-30, 0.0], "per-sample"))
+    an = hessian_spectrum(SimpleNamespace(paper=PAPER, options={}), runs)
+    ax = dict(an.figures)["eigenspectrum"].axes[0]
+    marks = {ln.get_label(): ln.get_ydata()[0] for ln in ax.get_lines()
+             if ln.get_label().startswith("round-off")}
+    assert marks == pytest.approx({"round-off (fc, float32)": 2.0 * 5 * np.finfo("f4").eps,
+                                   "round-off (lstm, float64)": 2.0 * 5 * np.finfo("f8").eps})
+    plt.close("all")

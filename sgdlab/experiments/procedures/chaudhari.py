@@ -253,6 +253,7 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
     neg_max = float(o.get("negative_fraction_below", 0.1))
     groups = by_group(runs, key=lambda r: r.group)
     rows, concl, spectra, fisher, clips = [], [], {}, {}, []
+    dtypes = {}         # the dtype each Hessian spectrum was computed in (train.py's default)
     claims = (f"a large fraction of the eigenvalues is near zero (at least the thesis' "
               f"fraction less {allow:g})",
               f"the right (positive) tail is much longer than the left (λ_max ≥ {ratio:g} "
@@ -294,6 +295,8 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
         rows.append([name, d, thr, f["near_zero"], paper, f["lambda_max"], f["lambda_min"],
                      f["negative"], acc if n_acc else None])
         spectra[name] = r0.data[key]
+        if not is_fisher:
+            dtypes[name] = r0.params.get("dtype", "float32")
         concl.append(Conclusion(
             f"{g}: {f['near_zero']:.1%} of the {entries} have |λ| ≤ {thr:g} (the thesis: "
             f"{paper:.0%})",
@@ -321,7 +324,7 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
                   caption="Means over each run group's seeds; the figures show the spectrum of "
                           "its first seed that recorded one.")
     f1 = eigenspectrum_figure(spectra, title="Hessian eigenvalues (and Fisher diagonals) at "
-                                             "the end of training")
+                                             "the end of training", dtype=dtypes)
     f2 = histogram({k: v for k, v in spectra.items() if k not in fisher},
                    xlabel="eigenvalue λ", title="Hessian eigenspectrum (log counts)")
     f3 = signed_log_histogram_figure(
