@@ -345,6 +345,15 @@ def test_series_with_equal_points_are_drawn_side_by_side_not_over_one_another():
     assert len({round(p[1], 6) for p in first}) == 1              # the value is unchanged
     # the data are the data: the lines hold the settings themselves
     assert [list(c.lines[0].get_xdata()) for c in ax.containers] == [[0.005, 0.1]] * 3
+    # and in view: lines shifted off transData widened no data limits (the y axis read -0.05
+    # to 0.05 around none of them)
+    lo, hi = ax.get_ylim()
+    assert lo <= 0.0 and hi >= 1.0 and hi - lo < 2
+    plt.close(fig)
+    fig = error_bars({"a": ([5.0], [3.0], [0.5]), "b": ([5.0], [3.0], [0.5])}, xlabel="x",
+                     ylabel="y")
+    lo, hi = fig.axes[0].get_ylim()
+    assert lo <= 2.5 and hi >= 3.5 and hi - lo < 2
     plt.close(fig)
     # different values at one setting: each series where its setting is
     fig = error_bars({"A": ([1, 2], [0.0, 1.0], None), "B": ([1, 2], [0.5, 0.2], None)},

@@ -211,6 +211,10 @@ def error_bars(series: Series, *, xlabel: str, ylabel: str, title: str = "",
                       dx=9 * (i - (len(series) - 1) / 2))
         # the x axis spans the settings without a value too (their marks out of view else)
         ax.dataLim.update_from_data_x(x[np.isfinite(x)], ignore=False)
+        if shift:
+            # lines not in transData leave the data limits alone: the axes spanned none of
+            # the shifted points
+            _span_points(ax, x, y, e)
     ax.autoscale_view(scaley=False)
     _scales_and_labels(ax, series, logx=logx, logy=logy, xlabel=xlabel, ylabel=ylabel,
                        title=title)
@@ -220,6 +224,18 @@ def error_bars(series: Series, *, xlabel: str, ylabel: str, title: str = "",
     if fig is not None:
         fig.tight_layout()
     return fig if fig is not None else ax.figure
+
+
+def _span_points(ax, x, y, e) -> None:
+    """Widen ``ax``'s data limits to the finite points (x, y) and their error bars."""
+    if e is None:
+        lo = hi = np.zeros_like(y)
+    else:
+        e = np.nan_to_num(np.broadcast_to(e, y.shape) if e.ndim < 2 else e, nan=0.0)
+        lo, hi = (e, e) if e.ndim < 2 else (e[0], e[1])
+    ok = np.isfinite(x) & np.isfinite(y)
+    for ys in (y - lo, y + hi):
+        ax.update_datalim(np.column_stack([x[ok], ys[ok]]))
 
 
 # points between the series of error_bars drawn side by side (_coincide)
