@@ -318,6 +318,15 @@ def test_grid_ticks_label_a_ratio_sweep_in_three_digits_alike():
     plt.close(fig)
 
 
+def test_grid_ticks_label_a_batch_size_sweep_in_all_its_digits():
+    from sgdlab.report.figures.axes import setting_labels
+
+    # within 1 % in three digits, 1024 and 2048 read 1020 and 2050: settings never run
+    assert setting_labels([128, 256, 512, 1024, 2048]) == ["128", "256", "512", "1024", "2048"]
+    assert setting_labels([0.1, 12345]) == ["0.1", "12345"]
+    assert setting_labels([0.05, 0.2, 25]) == ["0.05", "0.2", "25"]
+
+
 def test_a_time_axis_named_by_its_recorded_series_reads_as_words():
     from sgdlab.report.figures.axes import metric_label
 

@@ -184,7 +184,7 @@ def setting_labels(values: Iterable[float]) -> list[str]:
     """Labels of a sweep's settings in the fewest significant digits (two to six) that tell
     them apart and round none by over 1 %, all in one notation: scientific when some nonzero
     setting is below 1e-3 or from 1e5 up (η/B = 0.05/512 reads 9.77e-05, not 9.76563e-05
-    beside 0.000390625), else positional (25, 0.05)."""
+    beside 0.000390625), else positional (25, 0.05, 1024: its whole digits all)."""
     v = [float(x) for x in values]
     sci = any(x and not 1e-3 <= abs(x) < 1e5 for x in v)
 
@@ -193,7 +193,10 @@ def setting_labels(values: Iterable[float]) -> list[str]:
             return "0"
         if sci:
             return np.format_float_scientific(x, precision=p - 1, trim="-")
-        return np.format_float_positional(x, precision=p, fractional=False, trim="-")
+        # never rounded left of the point: batch sizes 1024 and 2048 read 1020 and 2050
+        whole = math.floor(math.log10(abs(x))) + 1 if abs(x) >= 1 else 0
+        return np.format_float_positional(x, precision=max(p, whole), fractional=False,
+                                          trim="-")
 
     for p in range(2, 7):
         labels = [fmt(x, p) for x in v]
