@@ -440,6 +440,24 @@ def test_a_long_title_and_axis_label_are_wrapped_inside_the_figure():
         "escape success (Wilson interval,\nz = 2)")
 
 
+def test_wrapping_keeps_what_a_dollar_sign_means():
+    from matplotlib.cbook import is_math_text
+
+    from sgdlab.report.figures.charts import wrapped
+
+    # an escaped dollar opens no mathtext span: the rest of the label is wrapped still
+    label = r"cost in \$ per unit of the long runs over many settings $x_1$ beyond the edge"
+    lines = wrapped(label, 1.5).split("\n")
+    assert len(lines) > 2 and max(map(len, lines)) < 30
+    assert " ".join(lines) == label and r"$x_1$" in wrapped(label, 1.5)
+    # a line of an odd number of dollars is plain text; no piece of it becomes mathtext
+    label = "gain in $ per $ share over the many settings of a long sweep, $ at the end"
+    assert not is_math_text(label)
+    lines = wrapped(label, 1.5).split("\n")
+    assert len(lines) > 2 and not any(is_math_text(line) for line in lines)
+    assert " ".join(lines).replace(r"\$", "$") == label
+
+
 def test_a_zoomed_bar_chart_keeps_its_longer_label_inside_the_figure():
     from sgdlab.report.figures.charts import grouped_bars
 

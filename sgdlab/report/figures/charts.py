@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import re
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -120,13 +122,17 @@ RELATIONS = {"=", "<", ">", "≤", "≥", "≈", "±", "×", "~", "→"}
 def wrapped(text: str, inches: float, fontsize: float = 10.0) -> str:
     """``text`` broken at spaces into lines about ``inches`` wide at ``fontsize`` points
     (DejaVu Sans averages under 0.6 em a character); a mathtext span ``$...$`` is kept whole and
-    counted at half its source length. Lines ``text`` already breaks are kept."""
+    counted at half its source length. Lines ``text`` already breaks are kept. A line of an
+    odd number of unescaped ``$``, which matplotlib draws as plain text, has them escaped
+    (``\\$``): a piece of it holding two would be parsed as mathtext."""
     per_line = max(20, int(inches * 72 / (0.6 * fontsize)))
     out = []
     for line in text.split("\n"):
+        if (line.count("$") - line.count(r"\$")) % 2:
+            line = re.sub(r"(?<!\\)\$", r"\\$", line)
         words, cur, in_math = [], "", False
-        for ch in line:               # split at spaces outside $...$
-            if ch == "$":
+        for j, ch in enumerate(line):   # split at spaces outside $...$
+            if ch == "$" and line[j - 1:j] != "\\":     # \$ is a dollar sign, not math
                 in_math = not in_math
             if ch == " " and not in_math:
                 words.append(cur)
@@ -140,7 +146,7 @@ def wrapped(text: str, inches: float, fontsize: float = 10.0) -> str:
                 words[i - 1:i + 2] = [" ".join(words[i - 1:i + 2])]
         rows, row, size = [], [], 0
         for w in words:
-            n = len(w) // 2 if "$" in w else len(w)
+            n = len(w) // 2 if re.search(r"(?<!\\)\$", w) else len(w)
             if row and size + 1 + n > per_line:
                 rows.append(" ".join(row))
                 row, size = [], 0
