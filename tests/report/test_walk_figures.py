@@ -1,6 +1,8 @@
 """Walk / interpolation / trajectory figures read recorded data only; tables count barriers."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -160,6 +162,11 @@ def test_walk_figure_crops_to_max_steps_but_not_past_the_data():
     # a run shorter than max_steps: the axis ends with its data, not empty up to 40
     assert [ax.get_xlim() for ax in fig.axes] == [(0, 3)] * 3
     assert walk_figure(h, max_steps=2).axes[0].get_xlim() == (0, 2)
+    # a run recorded at step 0 only: an iteration wide, not the singular limits (0, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = walk_figure({"dist_from_init": [(0, 0.0)]}, max_steps=40)
+    assert fig.axes[0].get_xlim() == (0, 1)
     # the title says what the rows are, under the caller's (the paper's figure)
     title = walk_figure(h, title="Xing 2018, Figs. 1-2").get_suptitle()
     assert title.startswith("Xing 2018, Figs. 1-2\nwalk plot: the loss between consecutive")

@@ -119,7 +119,9 @@ def walk_figure(runs: History | Mapping[str, History], *, max_steps: int | None 
             # max_steps read as a walk that stopped recording
             end = _last_iteration(h)
             for a in axes[:, j]:
-                a.set_xlim(0, max_steps if end is None else min(max_steps, end))
+                # at least one iteration wide: a run recorded at step 0 only set the limits
+                # (0, 0), which matplotlib warns of and widens around 0
+                a.set_xlim(0, max_steps if end is None else min(max_steps, max(end, 1)))
     # the panels' y labels are symbols: the title says what the three rows are
     rows = ("walk plot: the loss between consecutive iterates, the cosine of consecutive "
             "gradients, the distance from initialisation")
