@@ -1147,3 +1147,11 @@ def test_the_gap_to_beta_1_is_a_mean_over_seeds_with_their_sample_std():
     assert out["gap"] == pytest.approx(0.2) and out["gap__n"] == 2
     assert out["gap__std"] == pytest.approx(math.sqrt(0.02))       # sample std, n − 1
     assert "gap__missing" not in out
+
+
+def test_a_curve_of_the_hessian_names_its_axis_with_a_subscript():
+    from sgdlab.experiments.procedures.jastrzebski import _label
+
+    # λ_max read with a literal underscore on a curve's axis (the grid's axes had mathtext)
+    assert _label("hessian_top", {}) == r"Hessian $\lambda_{max}$"
+    assert _label("test_acc", {}) == "validation accuracy"

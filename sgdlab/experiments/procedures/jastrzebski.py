@@ -216,9 +216,9 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
 
 
 def _label(metric: str, options: dict[str, Any]) -> str:
-    """A curve's axis label: the paper's name (:data:`LABELS`: validation accuracy), else the
-    catalogue's or a known one."""
-    return LABELS.get(metric) or curve_label(metric, options)
+    """A curve's axis label: the paper's name (:data:`AXIS_LABELS`: validation accuracy,
+    subscripts in mathtext), else the catalogue's or a known one."""
+    return AXIS_LABELS.get(metric) or curve_label(metric, options)
 
 
 def _group_key(r: StoredRun) -> str:
