@@ -407,6 +407,14 @@ def test_a_density_clipped_on_a_log_axis_lies_on_the_axis_foot():
     assert line.get_ydata().min() == pytest.approx(ax.get_ylim()[0])
     assert rug.get_xdata()[0] == 1.0 and rug.get_ydata()[0] == 0.04   # in axes fraction
     plt.close(fig)
+    # a NaN in the density is a gap in the line, not a NaN floor that hid every point
+    dens[200] = np.nan
+    fig = spectral_density_figure(grid, dens)
+    ax = fig.axes[0]
+    assert ax.get_ylim()[0] == pytest.approx(np.nanmax(dens) * 1e-12)
+    y = ax.get_lines()[0].get_ydata()
+    assert np.isnan(y[200]) and np.isfinite(np.delete(y, 200)).all()
+    plt.close(fig)
 
 
 def test_a_long_title_and_axis_label_are_wrapped_inside_the_figure():

@@ -57,7 +57,9 @@ def spectral_density_figure(grid: Sequence[float], density: Sequence[float], *,
         _empty(ax, "no spectral density recorded")
         return fig
     if log:
-        floor = max(dens.max() * 1e-12, 1e-300)
+        # of the finite values: a NaN peak made the floor NaN and every point with it
+        peak = np.max(dens[np.isfinite(dens)], initial=0.0)
+        floor = max(peak * 1e-12, 1e-300)
         ax.semilogy(g, np.maximum(dens, floor), lw=1.5)
         if (dens < floor).any():
             # clipped stretches drawn above the axis' foot read as a measured density of
