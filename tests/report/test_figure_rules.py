@@ -488,3 +488,10 @@ def test_histograms_of_several_series_share_their_bins():
     widths = {round(p.get_width(), 12) for p in fig.axes[0].patches}
     assert widths == {round(1.65 / 10, 12)}
     plt.close(fig)
+    # non-finite values lie in no bin: the legend counts them, the bins span the finite ones
+    fig = histogram({"a": [0.0, 1.0, np.nan, np.inf], "b": [0.5]}, xlabel="v", bins=4)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "a (2 non-finite left out)", "b"]
+    assert {round(p.get_width(), 12) for p in ax.patches} == {0.25}
+    plt.close(fig)

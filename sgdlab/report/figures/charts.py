@@ -336,7 +336,8 @@ def histogram(values: dict[str, Sequence[float]], *, xlabel: str, title: str = "
               bins: int = 60, logy: bool = True, figsize=(5.2, 3.6), ax=None):
     """Counts of each series' values in ``bins`` bins shared by all of them (over the range
     of their finite values pooled): with bins of its own each, a series of a narrower range
-    had narrower bins, and its counts read as lower than another's of the same density."""
+    had narrower bins, and its counts read as lower than another's of the same density. A
+    series' NaN and infinite values are counted in its legend entry."""
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
@@ -344,7 +345,11 @@ def histogram(values: dict[str, Sequence[float]], *, xlabel: str, title: str = "
     pooled = np.concatenate([a[np.isfinite(a)] for a in arrays.values()] or [np.zeros(0)])
     edges = np.histogram_bin_edges(pooled, bins=bins) if pooled.size else bins
     for label, a in arrays.items():
-        ax.hist(a[np.isfinite(a)], bins=edges, alpha=0.5, label=label)
+        ok = np.isfinite(a)
+        # left out of the bins, the values are counted in the legend: not drawn, not lost
+        ax.hist(a[ok], bins=edges, alpha=0.5,
+                label=label if ok.all() else f"{label} ({int((~ok).sum())} non-finite "
+                                             "left out)")
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
