@@ -168,5 +168,11 @@ def test_walk_figure_crops_to_max_steps_but_not_past_the_data():
         fig = walk_figure({"dist_from_init": [(0, 0.0)]}, max_steps=40)
     assert fig.axes[0].get_xlim() == (0, 1)
     # the title says what the rows are, under the caller's (the paper's figure)
-    title = walk_figure(h, title="Xing 2018, Figs. 1-2").get_suptitle()
+    fig = walk_figure(h, title="Xing 2018, Figs. 1-2")
+    title = fig.get_suptitle()
     assert title.startswith("Xing 2018, Figs. 1-2\nwalk plot: the loss between consecutive")
+    # inside the figure of one run (5 inches wide), broken only at spaces
+    fig.canvas.draw()
+    box = fig._suptitle.get_window_extent(fig.canvas.get_renderer())
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
+    assert title.replace("\n", " ").endswith("gradients, the distance from initialisation")

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from sgdlab.measure.walk import VALLEY_FLOORS, has_valley_floor  # noqa: E402
+from sgdlab.report.figures.charts import wrapped  # noqa: E402
 from sgdlab.report.tables import Table  # noqa: E402
 
 __all__ = ["epoch_rows", "walk_epoch_table", "walk_figure", "walk_segments"]
@@ -125,7 +126,9 @@ def walk_figure(runs: History | Mapping[str, History], *, max_steps: int | None 
     # the panels' y labels are symbols: the title says what the three rows are
     rows = ("walk plot: the loss between consecutive iterates, the cosine of consecutive "
             "gradients, the distance from initialisation")
-    fig.suptitle(f"{title}\n{rows}" if title else rows, fontsize=10)
+    # wrapped to the figure: on one run's 5 inches the rows' line ran past both edges
+    fig.suptitle(wrapped(f"{title}\n{rows}" if title else rows, 0.95 * fig.get_figwidth()),
+                 fontsize=10)
     fig.tight_layout()
     return fig
 
