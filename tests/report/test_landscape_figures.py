@@ -144,6 +144,15 @@ def test_the_escape_chains_figure_says_what_its_panels_show():
     fig = escape_chains_figure(chains, title="Fig. 3(c): the first 5 of 100 repetitions")
     assert fig.get_suptitle() == "Fig. 3(c): the first 5 of 100 repetitions"
     plt.close(fig)
+    # the catalogue's title over one method's panel: inside the figure, broken at spaces
+    title = ("Zhu et al. Fig. 3(c): escape paths from the sharp minimum, the first 5 of 100 "
+             "repetitions")
+    fig = escape_chains_figure(chains, title=title)
+    fig.canvas.draw()
+    box = fig._suptitle.get_window_extent(fig.canvas.get_renderer())
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.x1
+    assert fig.get_suptitle().replace("\n", " ") == title
+    plt.close(fig)
 
 
 def test_the_pspin_figure_says_what_its_points_are_and_that_its_scales_differ():

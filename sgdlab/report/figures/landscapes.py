@@ -17,7 +17,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from sgdlab.report.figures import label_colours  # noqa: E402
 from sgdlab.report.figures.axes import metric_label  # noqa: E402
 from sgdlab.report.figures.charts import (curves, error_bars, grouped_bars,  # noqa: E402
-                                          interval_errors, panels)
+                                          interval_errors, panels, wrapped)
 
 __all__ = ["double_well_figure", "escape_chains_figure", "escape_run_figure",
            "fokker_planck_figure", "ou_figure", "pde_figure", "perceptron_figure",
@@ -86,7 +86,10 @@ def escape_chains_figure(chains: Mapping[str, tuple[Sequence[Array], Sequence[fl
     the figure's (which figure of the paper, how many of the repetitions are drawn); the
     panels name only the method."""
     fig, axes = panels(len(chains))
-    fig.suptitle(title or "escape paths from the sharp minimum", fontsize=10)
+    # wrapped to the figure: one method's panel (4.2 inches) was narrower than the paper's
+    # figure and repetitions named
+    fig.suptitle(wrapped(title or "escape paths from the sharp minimum",
+                         0.95 * fig.get_figwidth()), fontsize=10)
     for ax, (title, (trajectories, sharp, flat)) in zip(axes, chains.items()):
         for tr in trajectories:
             xs, ys = zip(*tr)
