@@ -167,3 +167,10 @@ def test_the_pspin_figure_says_what_its_points_are_and_that_its_scales_differ():
     box = fig._suptitle.get_window_extent(fig.canvas.get_renderer())
     assert 0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
     plt.close(fig)
+    # one regime's panel, 5 inches: the title inside it too
+    fig = pspin_figure({"glassy": emb["glassy"]}, {"glassy": en["glassy"]}, {"glassy": 2})
+    fig.canvas.draw()
+    box = fig._suptitle.get_window_extent(fig.canvas.get_renderer())
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
+    assert fig.get_suptitle().replace("\n", " ") == title.replace("\n", " ")
+    plt.close(fig)

@@ -206,8 +206,10 @@ def pspin_figure(embeddings: Mapping[str, Array], energies: Mapping[str, Array],
         ax.set_title(f"{name}\n{c} distinct {'minimum' if c == 1 else 'minima'}{starts}",
                      fontsize=10)
     # the panels name the regimes; what the points are, and that each colour bar is its own
-    fig.suptitle("minima of the spherical p-spin glass found by projected GD, one point per "
-                 "distinct minimum (t-SNE); each panel's colours on its own scale", fontsize=10)
+    # wrapped to the figure: over one regime's 5 inches it ran past both edges
+    fig.suptitle(wrapped("minima of the spherical p-spin glass found by projected GD, one "
+                         "point per distinct minimum (t-SNE); each panel's colours on its "
+                         "own scale", 0.95 * fig.get_figwidth()), fontsize=10)
     fig.tight_layout()
     return fig
 
