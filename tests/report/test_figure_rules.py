@@ -495,3 +495,13 @@ def test_histograms_of_several_series_share_their_bins():
         "a (2 non-finite left out)", "b"]
     assert {round(p.get_width(), 12) for p in ax.patches} == {0.25}
     plt.close(fig)
+
+
+def test_a_ranked_series_name_that_is_no_number_is_named_as_it_was_recorded():
+    from sgdlab.report.figures.axes import metric_label
+
+    # str.isdigit() holds for "²", which int() refuses: the label raised a ValueError
+    assert metric_label("hess/top_²") == "hess/top_²"
+    assert metric_label("hess/top_") == "hess/top_"
+    assert metric_label("noise/top_3") == r"noise $\lambda_{3}$ of Σ"
+

@@ -44,6 +44,19 @@ RANKED_LABELS = {"hess/top_": r"Hessian $\lambda_{{{i}}}$",
 UNITS = {"degrees": "degrees", "seconds": "s"}
 
 
+def _ranked(name: str) -> tuple[str, int] | None:
+    """(its :data:`RANKED_LABELS` head, its rank) of a ranked eigenvalue's name, else None."""
+    for head in RANKED_LABELS:
+        # isdecimal, not isdigit: "²" is a digit that int() refuses
+        if name.startswith(head) and name[len(head):].isdecimal():
+            return head, int(name[len(head):])
+    return None
+
+
+def _rank_text(rank: int) -> str:
+    return "max" if rank == 1 else str(rank)
+
+
 def metric_label(name: str) -> str:
     """The axis label of the recorded series ``name``: its :data:`METRIC_LABELS` entry, else
     the name itself (what ``--metric`` and ``options.curves`` take), a unit its last part
@@ -51,10 +64,9 @@ def metric_label(name: str) -> str:
     "entropy_angle (degrees)"."""
     if name in METRIC_LABELS:
         return METRIC_LABELS[name]
-    for head, label in RANKED_LABELS.items():
-        if name.startswith(head) and name[len(head):].isdigit():
-            rank = int(name[len(head):])
-            return label.format(i="max" if rank == 1 else rank)
+    ranked = _ranked(name)
+    if ranked:
+        return RANKED_LABELS[ranked[0]].format(i=_rank_text(ranked[1]))
     for sep in "/_":
         head, _, last = name.rpartition(sep)
         if head and last in UNITS:
