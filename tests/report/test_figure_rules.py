@@ -505,3 +505,23 @@ def test_a_ranked_series_name_that_is_no_number_is_named_as_it_was_recorded():
     assert metric_label("hess/top_") == "hess/top_"
     assert metric_label("noise/top_3") == r"noise $\lambda_{3}$ of Σ"
 
+
+
+def test_a_panel_of_many_eigenvalues_names_their_ranks_as_a_range():
+    from sgdlab.report.figures.axes import quantity_label
+
+    # a hessian instrument of k = 20 drew a y label of 20 "Hessian λ_i" over ~10 lines
+    names = [f"hess/top_{i}" for i in range(1, 21)] + ["hess/trace"]
+    assert quantity_label(names) == (
+        r"Hessian $\lambda_{max}, \ldots, \lambda_{20}$, Hessian trace Tr H")
+    assert quantity_label([f"noise/top_{i}" for i in (2, 3, 4)]) == (
+        r"noise $\lambda_{2}, \ldots, \lambda_{4}$ of Σ")
+    # two ranks, or ranks with a gap, are each named
+    assert quantity_label(["hess/top_1", "hess/top_2"]) == (
+        r"Hessian $\lambda_{max}$, Hessian $\lambda_{2}$")
+    assert quantity_label(["hess/top_1", "hess/top_10", "hess/top_11"]) == (
+        r"Hessian $\lambda_{max}$, Hessian $\lambda_{10}$, Hessian $\lambda_{11}$")
+    fig, ax = plt.subplots()
+    ax.set_ylabel(quantity_label(names))
+    fig.canvas.draw()                   # mathtext that parses
+    plt.close(fig)

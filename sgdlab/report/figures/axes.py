@@ -77,8 +77,24 @@ def metric_label(name: str) -> str:
 def quantity_label(names: Iterable[str]) -> str:
     """The y label of a panel of the recorded series ``names``: their labels
     (:func:`metric_label`), each once, in order, joined by commas (a legend tells the curves
-    apart; the axis says what they measure)."""
-    return ", ".join(dict.fromkeys(map(metric_label, names)))
+    apart; the axis says what they measure). Three or more consecutive ranks of one
+    eigenvalue series are written as their range (Hessian λ_max, …, λ_20): each named, a
+    hessian instrument of k = 20 labelled its axis over ten lines."""
+    names = list(names)
+    ranks: dict[str, list[int]] = {}
+    for n in names:
+        if (r := _ranked(n)) is not None:
+            ranks.setdefault(r[0], []).append(r[1])
+    spans = {}
+    for head, rs in ranks.items():
+        rs = sorted(set(rs))
+        if len(rs) >= 3 and rs[-1] - rs[0] == len(rs) - 1:
+            a, b = _rank_text(rs[0]), _rank_text(rs[-1])
+            spans[head] = RANKED_LABELS[head].replace(
+                r"\lambda_{{{i}}}", r"\lambda_{{{a}}}, \ldots, \lambda_{{{b}}}").format(a=a, b=b)
+    return ", ".join(dict.fromkeys(
+        spans[r[0]] if (r := _ranked(n)) is not None and r[0] in spans else metric_label(n)
+        for n in names))
 
 
 class PlainLogFormatter(ticker.Formatter):
