@@ -525,3 +525,15 @@ def test_a_panel_of_many_eigenvalues_names_their_ranks_as_a_range():
     ax.set_ylabel(quantity_label(names))
     fig.canvas.draw()                   # mathtext that parses
     plt.close(fig)
+
+
+def test_a_spectrum_s_round_off_counts_every_eigenvalue_in_d():
+    from sgdlab.report.figures.curvature import round_off_level
+
+    eps = np.finfo(np.float32).eps
+    assert round_off_level([2.0, 1.0, 0.5], "float32") == pytest.approx(2.0 * 3 * eps)
+    # a non-finite eigenvalue is one of the matrix's d: it read d = 2
+    assert round_off_level([2.0, float("nan"), 0.5], "float32") == pytest.approx(2.0 * 3 * eps)
+    assert round_off_level([-4.0, 1.0], "float64", 10) == pytest.approx(
+        4.0 * 10 * np.finfo(np.float64).eps)             # |λ|_max of a negative one
+    assert round_off_level([0.0, 0.0], "float32") == 0.0

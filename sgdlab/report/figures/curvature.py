@@ -113,9 +113,9 @@ def round_off_level(values: Sequence[float], dtype, dim: int | None = None) -> f
     threshold |λ|_max · d · eps, which the rank and the dense spectra here use
     (:meth:`sgdlab.measure.noise.GradientCovariance.rank_threshold`); ``dim``: the matrix's
     d, default the number of ``values`` (a full spectrum)."""
-    v = np.abs(np.asarray(values, float))
-    v = v[np.isfinite(v)]
-    return float(v.max(initial=0.0)) * (dim or len(v)) * _eps(dtype)
+    v = np.abs(np.asarray(values, float)).reshape(-1)
+    # d counts a non-finite eigenvalue too: it is one of the matrix's
+    return float(v[np.isfinite(v)].max(initial=0.0)) * (dim or len(v)) * _eps(dtype)
 
 
 def eigenspectrum_figure(spectra: Mapping[str, Sequence[float]], *,
