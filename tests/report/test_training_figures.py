@@ -263,3 +263,19 @@ def test_each_curvature_history_panel_labels_its_y_axis_with_what_its_series_mea
         "Σ–H alignment residual"]
     fig.canvas.draw()
     plt.close(fig)
+
+
+def test_a_panel_of_many_ranked_eigenvalues_shows_the_top_ranks_not_the_first_names():
+    from sgdlab.report.figures.training import headline_series
+
+    # a hessian instrument of k = 12: by name, top_1, top_10, top_11, ... (top_2 unseen)
+    names = sorted(f"hess/top_{i}" for i in range(1, 13))
+    assert headline_series("hess", names) == [f"hess/top_{i}" for i in range(1, 7)]
+    h = {n: [(0, 1.0), (5, 0.5)] for n in names}
+    fig = instrument_panels(h)
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        f"hess/top_{i}" for i in range(1, 7)]
+    assert ax.get_ylabel().replace("\n", " ") == r"Hessian $\lambda_{max}, \ldots, \lambda_{6}$"
+    assert ax.get_title() == "hess (+6 more)"
+    plt.close(fig)

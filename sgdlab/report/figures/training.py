@@ -187,9 +187,15 @@ def recorded_groups(history: History) -> dict[str, list[str]]:
 
 def headline_series(group: str, names: Sequence[str]) -> list[str]:
     """The series of ``group`` a panel shows: its headline series when recorded, else the
-    first ``MAX_SERIES`` in name order."""
+    first ``MAX_SERIES`` in name order, a number in a name read as a number (``top_2`` before
+    ``top_10``: by characters, a k = 12 panel showed top_1, top_10, ..., top_14)."""
     head = [n for n in names if n.split("/")[-1] in _HEADLINES.get(group, ())]
-    return list(head or names)[:MAX_SERIES]
+    return sorted(head or names, key=_natural)[:MAX_SERIES]
+
+
+def _natural(name: str) -> list:
+    # digits as numbers, the rest as text; the parts alternate, so like parts are compared
+    return [int(p) if p.isdecimal() else p for p in re.split(r"(\d+)", name)]
 
 
 def _style(num_points: int) -> dict:
