@@ -512,10 +512,14 @@ def test_a_panel_of_many_eigenvalues_names_their_ranks_as_a_range():
 
     # a hessian instrument of k = 20 drew a y label of 20 "Hessian λ_i" over ~10 lines
     names = [f"hess/top_{i}" for i in range(1, 21)] + ["hess/trace"]
-    assert quantity_label(names) == (
-        r"Hessian $\lambda_{max}, \ldots, \lambda_{20}$, Hessian trace Tr H")
+    assert quantity_label(names) == r"Hessian $\lambda_{i}$ (i = 1 … 20), Hessian trace Tr H"
     assert quantity_label([f"noise/top_{i}" for i in (2, 3, 4)]) == (
-        r"noise $\lambda_{2}, \ldots, \lambda_{4}$ of Σ")
+        r"noise $\lambda_{i}$ of Σ (i = 2 … 4)")
+    # the alignment's cosines by rank, named as the alignment figure names them
+    cos = [f"align/cos_{i}" for i in range(1, 13)] + ["align/residual"]
+    assert quantity_label(cos) == (
+        r"$|\cos(u_{i}(H), v_{i}(\Sigma))|$ (i = 1 … 12), Σ–H alignment residual")
+    assert quantity_label(["align/cos_1"]) == r"$|\cos(u_{1}(H), v_{1}(\Sigma))|$"
     # two ranks, or ranks with a gap, are each named
     assert quantity_label(["hess/top_1", "hess/top_2"]) == (
         r"Hessian $\lambda_{max}$, Hessian $\lambda_{2}$")

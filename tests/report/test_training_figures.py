@@ -276,6 +276,20 @@ def test_a_panel_of_many_ranked_eigenvalues_shows_the_top_ranks_not_the_first_na
     (ax,) = [a for a in fig.axes if a.get_visible()]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
         f"hess/top_{i}" for i in range(1, 7)]
-    assert ax.get_ylabel().replace("\n", " ") == r"Hessian $\lambda_{max}, \ldots, \lambda_{6}$"
+    assert ax.get_ylabel().replace("\n", " ") == r"Hessian $\lambda_{i}$ (i = 1 … 6)"
     assert ax.get_title() == "hess (+6 more)"
+    plt.close(fig)
+
+
+def test_the_curvature_history_draws_the_alignment_cosines_in_rank_order():
+    from sgdlab.report.figures.curvature import curvature_history_figure
+
+    h = {f"align/cos_{i}": [(0, 0.5), (5, 0.4)] for i in range(1, 13)}
+    fig = curvature_history_figure(h)
+    # by name, cos_10 came second
+    assert [t.get_text() for t in fig.axes[2].get_legend().get_texts()] == [
+        f"align/cos_{i}" for i in range(1, 13)]
+    assert fig.axes[2].get_ylabel().replace("\n", " ") == (
+        r"$|\cos(u_{i}(H), v_{i}(\Sigma))|$ (i = 1 … 12)")
+    fig.canvas.draw()
     plt.close(fig)

@@ -37,9 +37,13 @@ METRIC_LABELS = {"train_loss": "train loss", "test_loss": "test loss",
                  "hess/trace": "Hessian trace Tr H", "hess/frobenius": r"Hessian $\|H\|_F$",
                  "noise/trace": "noise trace Tr Σ", "noise/rank": "noise rank",
                  "align/residual": "Σ–H alignment residual"}
-# the curvature and noise instruments' eigenvalues by rank i (hess/top_1 is λ_max)
+# the curvature and noise instruments' eigenvalues by rank i (hess/top_1 is λ_max), and the
+# alignment's cosines of the i-th eigenvectors of H and Σ
 RANKED_LABELS = {"hess/top_": r"Hessian $\lambda_{{{i}}}$",
-                 "noise/top_": r"noise $\lambda_{{{i}}}$ of Σ"}
+                 "noise/top_": r"noise $\lambda_{{{i}}}$ of Σ",
+                 "align/cos_": r"$|\cos(u_{{{i}}}(H), v_{{{i}}}(\Sigma))|$"}
+# the series whose rank 1 is the largest eigenvalue, λ_max
+_RANK_ONE_IS_MAX = {"hess/top_", "noise/top_"}
 # a recorded name's last part that is its unit ("entropy_angle/degrees"), as the axis says it
 UNITS = {"degrees": "degrees", "seconds": "s"}
 
@@ -53,8 +57,8 @@ def _ranked(name: str) -> tuple[str, int] | None:
     return None
 
 
-def _rank_text(rank: int) -> str:
-    return "max" if rank == 1 else str(rank)
+def _rank_text(head: str, rank: int) -> str:
+    return "max" if rank == 1 and head in _RANK_ONE_IS_MAX else str(rank)
 
 
 def metric_label(name: str) -> str:
@@ -66,7 +70,7 @@ def metric_label(name: str) -> str:
         return METRIC_LABELS[name]
     ranked = _ranked(name)
     if ranked:
-        return RANKED_LABELS[ranked[0]].format(i=_rank_text(ranked[1]))
+        return RANKED_LABELS[ranked[0]].format(i=_rank_text(*ranked))
     for sep in "/_":
         head, _, last = name.rpartition(sep)
         if head and last in UNITS:
@@ -78,8 +82,8 @@ def quantity_label(names: Iterable[str]) -> str:
     """The y label of a panel of the recorded series ``names``: their labels
     (:func:`metric_label`), each once, in order, joined by commas (a legend tells the curves
     apart; the axis says what they measure). Three or more consecutive ranks of one
-    eigenvalue series are written as their range (Hessian λ_max, …, λ_20): each named, a
-    hessian instrument of k = 20 labelled its axis over ten lines."""
+    eigenvalue (or cosine) series are written as their range, "Hessian λ_i (i = 1 … 20)":
+    each named, a hessian instrument of k = 20 labelled its axis over ten lines."""
     names = list(names)
     ranks: dict[str, list[int]] = {}
     for n in names:
@@ -89,9 +93,7 @@ def quantity_label(names: Iterable[str]) -> str:
     for head, rs in ranks.items():
         rs = sorted(set(rs))
         if len(rs) >= 3 and rs[-1] - rs[0] == len(rs) - 1:
-            a, b = _rank_text(rs[0]), _rank_text(rs[-1])
-            spans[head] = RANKED_LABELS[head].replace(
-                r"\lambda_{{{i}}}", r"\lambda_{{{a}}}, \ldots, \lambda_{{{b}}}").format(a=a, b=b)
+            spans[head] = f"{RANKED_LABELS[head].format(i='i')} (i = {rs[0]} … {rs[-1]})"
     return ", ".join(dict.fromkeys(
         spans[r[0]] if (r := _ranked(n)) is not None and r[0] in spans else metric_label(n)
         for n in names))

@@ -278,7 +278,9 @@ def curvature_history_figure(history: History, *, title: str | None = None) -> p
     panels = [
         (tops + [n for n in ("hess/trace", "hess/frobenius") if n in history], "curvature", True),
         (["noise/trace", "noise/top_1", "noise/rank"], "gradient noise", True),
-        (sorted(n for n in history if n.startswith("align/cos_")) + ["align/residual"],
+        # by rank: by name, cos_10 came before cos_2
+        (sorted((n for n in history if n.startswith("align/cos_")), key=lambda n: (len(n), n))
+         + ["align/residual"],
          "Σ–H alignment", False),
     ]
     for ax, (names, label, log) in zip(axes, panels):
