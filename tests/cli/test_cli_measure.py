@@ -7,6 +7,19 @@ import pytest
 from sgdlab.cli.main import main
 
 
+def _trained_tiny(tmp_path, *, lr: str, exit_code: int):
+    """A one-epoch run of Zhu's 1-6-6-6-1 MLP on the cubic data, its folder (``sgdlab train``
+    exits with ``exit_code``: 3 for a diverging ``lr``)."""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("name: tiny\ndata: {name: cubic, seed: 0}\nmodel: {name: zhu-mlp-1-6-6-6-1}\n"
+                   f"optimizer: {{name: sgd, lr: {lr}}}\n"
+                   "train: {epochs: 1, batch_size: 4, threads: 1, progress: false}\n")
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--store", str(tmp_path / "s.sqlite"), "--out",
+                 str(run)]) == exit_code
+    return run
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--what", "hessian", "--batches", "0"],
      "--batches applies to --what batch, not measured with --what hessian: it would change "
@@ -45,13 +58,7 @@ def test_an_option_of_a_measurement_asked_for_passes_to_the_checks_after(tmp_pat
 def test_the_checkpoint_of_a_diverged_run_is_refused_in_one_line(tmp_path, capsys):
     # each measurement failed on its non-finite loss with a traceback (FloatingPointError from
     # Lanczos, the noise or sharpness; ValueError from the surface's directions)
-    cfg = tmp_path / "tiny.yaml"
-    cfg.write_text("name: tiny\ndata: {name: cubic, seed: 0}\nmodel: {name: zhu-mlp-1-6-6-6-1}\n"
-                   "optimizer: {name: sgd, lr: 1.0e+30}\n"
-                   "train: {epochs: 1, batch_size: 4, threads: 1, progress: false}\n")
-    run = tmp_path / "run"
-    assert main(["train", str(cfg), "--store", str(tmp_path / "s.sqlite"), "--out",
-                 str(run)]) == 3
+    run = _trained_tiny(tmp_path, lr="1.0e+30", exit_code=3)
     capsys.readouterr()
     for what in ("hessian", "surface"):
         assert main(["measure", str(run), "--what", what, "--out", str(tmp_path / what)]) == 2
@@ -82,13 +89,7 @@ def test_a_lanczos_that_did_not_converge_names_the_option_that_iterates_longer(t
                                                                               capsys):
     # the warning said "raise num_iter", an argument of a Python call that sgdlab measure
     # had no option for
-    cfg = tmp_path / "tiny.yaml"
-    cfg.write_text("name: tiny\ndata: {name: cubic, seed: 0}\nmodel: {name: zhu-mlp-1-6-6-6-1}\n"
-                   "optimizer: {name: sgd, lr: 0.01}\n"
-                   "train: {epochs: 1, batch_size: 4, threads: 1, progress: false}\n")
-    run = tmp_path / "run"
-    assert main(["train", str(cfg), "--store", str(tmp_path / "s.sqlite"), "--out",
-                 str(run)]) == 0
+    run = _trained_tiny(tmp_path, lr="0.01", exit_code=0)
     capsys.readouterr()
     argv = ["measure", str(run), "--what", "hessian,alignment", "--k", "1", "--probes", "2"]
     assert main([*argv, "--lanczos-iter", "2", "--out", str(tmp_path / "short")]) == 0
@@ -125,13 +126,7 @@ def test_the_measured_spectra_name_their_dtypes_for_the_round_off_line(tmp_path,
 
     import sgdlab.report.figures.curvature as curvature
 
-    cfg = tmp_path / "tiny.yaml"
-    cfg.write_text("name: tiny\ndata: {name: cubic, seed: 0}\nmodel: {name: zhu-mlp-1-6-6-6-1}\n"
-                   "optimizer: {name: sgd, lr: 0.01}\n"
-                   "train: {epochs: 1, batch_size: 4, threads: 1, progress: false}\n")
-    run = tmp_path / "run"
-    assert main(["train", str(cfg), "--store", str(tmp_path / "s.sqlite"), "--out",
-                 str(run)]) == 0
+    run = _trained_tiny(tmp_path, lr="0.01", exit_code=0)
     calls = []
     figure = curvature.eigenspectrum_figure
 
