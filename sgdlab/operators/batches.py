@@ -139,7 +139,7 @@ def plain_checkpoints() -> Iterator[None]:
 
 def _changed_embedding(m: nn.Module) -> tuple[nn.Module, bool, bool] | None:
     """``(m, sparse, scale_grad_by_freq)`` for an embedding whose flags
-    :func:`dense_embedding_gradients` turns off; None for any other module."""
+    :func:`_embeddings_dense` turns off; None for any other module."""
     if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and (m.sparse or m.scale_grad_by_freq):
         return m, m.sparse, m.scale_grad_by_freq
     return None
@@ -147,8 +147,17 @@ def _changed_embedding(m: nn.Module) -> tuple[nn.Module, bool, bool] | None:
 
 @contextlib.contextmanager
 def _embeddings_dense(changed: list[tuple[nn.Module, bool, bool]]) -> Iterator[None]:
-    """Within: the embeddings of ``changed`` (:func:`_changed_embedding`) with both flags
-    off; put back on exit."""
+    """Within: the embeddings of ``changed`` (:func:`_changed_embedding`; ``nn.Embedding``,
+    ``nn.EmbeddingBag``) with both flags off, so they give their weights the loss's own
+    gradient, dense. Built with ``sparse=True``, the forward pass and the gradient's values
+    are the same; autograd's sparse gradient is only another layout of them, one that the
+    measurements' flat vectors, per-sample gradients and second derivatives cannot take
+    (every measurement failed on it: "reshape is not implemented for sparse tensors"). Built
+    with ``scale_grad_by_freq=True``, backward divides each row's gradient by its token's
+    count in the batch: no derivative of the loss, and one that depends on how the data is
+    batched (the Hessian of a 6-token bag model was 0.024 off the loss's, its gradient norm
+    0.017, and one batch against two disagreed); the measurements differentiate the loss.
+    The flags are put back on exit."""
     for m, _, _ in changed:
         m.sparse = m.scale_grad_by_freq = False
     try:
@@ -156,23 +165,6 @@ def _embeddings_dense(changed: list[tuple[nn.Module, bool, bool]]) -> Iterator[N
     finally:
         for m, sparse, by_freq in changed:
             m.sparse, m.scale_grad_by_freq = sparse, by_freq
-
-
-@contextlib.contextmanager
-def dense_embedding_gradients(model: nn.Module) -> Iterator[None]:
-    """Within: the model's embeddings (``nn.Embedding``, ``nn.EmbeddingBag``) give their
-    weights the loss's own gradient, dense. Built with ``sparse=True``, the forward pass and
-    the gradient's values are the same; autograd's sparse gradient is only another layout of
-    them, one that the measurements' flat vectors, per-sample gradients and second
-    derivatives cannot take (every measurement failed on it: "reshape is not implemented for
-    sparse tensors"). Built with ``scale_grad_by_freq=True``, backward divides each row's
-    gradient by its token's count in the batch: no derivative of the loss, and one that
-    depends on how the data is batched (the Hessian of a 6-token bag model was 0.024 off the
-    loss's, its gradient norm 0.017, and one batch against two disagreed); the measurements
-    differentiate the loss. The flags are put back on exit."""
-    changed = [c for c in map(_changed_embedding, model.modules()) if c is not None]
-    with _embeddings_dense(changed):
-        yield
 
 
 class _ComposedEmbeddingBag(nn.EmbeddingBag):
@@ -236,20 +228,13 @@ class _ComposedEmbeddingBag(nn.EmbeddingBag):
 
 
 @contextlib.contextmanager
-def differentiable_embedding_bags(model: nn.Module) -> Iterator[None]:
-    """Within: the model's ``nn.EmbeddingBag`` layers compute their bags in ops with a
+def _bags_composed(bags: list[nn.Module]) -> Iterator[None]:
+    """Within: the ``nn.EmbeddingBag`` layers ``bags`` compute their bags in ops with a
     double backward (:class:`_ComposedEmbeddingBag`, the same function): torch's own has none,
     and every Hessian and GGN product failed on "the derivative for '_embedding_bag_backward'
     is not implemented". Their gradient is the loss's own, dense and unscaled, whatever
-    ``sparse`` and ``scale_grad_by_freq`` say (as :func:`dense_embedding_gradients` makes
-    torch's). The class is put back on exit."""
-    with _bags_composed([m for m in model.modules() if type(m) is nn.EmbeddingBag]):
-        yield
-
-
-@contextlib.contextmanager
-def _bags_composed(bags: list[nn.Module]) -> Iterator[None]:
-    """Within: the ``nn.EmbeddingBag`` layers ``bags`` are :class:`_ComposedEmbeddingBag`."""
+    ``sparse`` and ``scale_grad_by_freq`` say (as :func:`_embeddings_dense` makes torch's).
+    The class is put back on exit."""
     for m in bags:
         m.__class__ = _ComposedEmbeddingBag
     try:
@@ -329,8 +314,8 @@ def gradient_hooks_held(model: nn.Module) -> Iterator[None]:
 @contextlib.contextmanager
 def loss_derivatives(model: nn.Module) -> Iterator[None]:
     """Within: the derivatives autograd gives in ``model``'s parameters are those of the loss
-    itself: embeddings' dense and unscaled (:func:`dense_embedding_gradients`), embedding
-    bags twice differentiable (:func:`differentiable_embedding_bags`), no gradient hook run
+    itself: embeddings' dense and unscaled (:func:`_embeddings_dense`), embedding bags twice
+    differentiable (:func:`_bags_composed`), no gradient hook run
     (:func:`gradient_hooks_held`). Every measurement differentiates within it; the training
     loop's ``.backward()`` runs outside, and so honours the hooks."""
     # the contexts' walks over the modules in one (per_sample_gradients on the digits
