@@ -52,7 +52,7 @@ from torch.func import vmap
 from sgdlab.measure.batch_norm import BN_TYPES
 from sgdlab.measure.passes import (PassPlan, evaluate_points, pointwise_passes, resolved_budget,
                                    vmapped_passes)
-from sgdlab.models.modes import eval_mode
+from sgdlab.models.modes import buffers_kept, eval_mode
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data, is_single_batch,
                                       iterate_batches)
 from sgdlab.operators.params import (check_params_vector, frozen_named_params, functional_call,
@@ -137,21 +137,13 @@ def evaluation_mode(model: nn.Module, bn_mode: str = "eval") -> Iterator[None]:
     """
     if bn_mode not in ("eval", "train"):
         raise ValueError(f"Invalid bn_mode={bn_mode!r}: expected 'eval' or 'train'")
-    saved: dict[str, Tensor] = {}
-    try:
-        with eval_mode(model):
-            if bn_mode == "train":
-                for m in model.modules():
-                    if isinstance(m, BN_TYPES):
-                        m.train()
-                saved = {n: b.detach().clone() for n, b in model.named_buffers()}
+    with eval_mode(model):
+        if bn_mode == "train":
+            for m in model.modules():
+                if isinstance(m, BN_TYPES):
+                    m.train()
+        with buffers_kept(model) if bn_mode == "train" else contextlib.nullcontext():
             yield
-    finally:
-        if saved:
-            with torch.no_grad():
-                for n, b in model.named_buffers():
-                    if n in saved:
-                        b.copy_(saved[n])
 
 
 def _stacked_params(theta_a: Tensor, theta_b: Tensor, alphas: Tensor,
