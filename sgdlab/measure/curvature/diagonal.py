@@ -19,13 +19,13 @@ from torch import Tensor, nn
 from sgdlab.errors import UserError
 from sgdlab.loss_settings import torch_loss_class
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data,
-                                      fixed_randomness, iterate_batches, loss_derivatives,
-                                      plain_checkpoints, stochastic_modules)
+                                      iterate_batches, loss_derivatives, stochastic_modules)
 from sgdlab.operators.factors import checked_per_sample_factors, samples_interact
 from sgdlab.operators.ggn import check_tensor_output
 from sgdlab.operators.linear import kept_running_statistics
 from sgdlab.operators.params import num_params, require_trainable
-from sgdlab.operators.per_sample import check_per_sample_model, checked_per_sample_gradients
+from sgdlab.operators.per_sample import (check_per_sample_model, checked_per_sample_gradients,
+                                         per_sample_contexts)
 
 from .._repr import compact_repr
 from ._common import Operand, probe_block, unit_column_blocks, working_operator
@@ -216,9 +216,8 @@ def ggn_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
             # the model, data and loss checked above: per_sample_factors' checks again per
             # column (a probe forward each) were 23% of a small CNN's call (13.1 vs 10.1 ms),
             # and per_sample_gradients' on the vmap route (a digits MLP with layer norm,
-            # 64 samples: 1.13-1.27x the call)
-            with kept_running_statistics(model), fixed_randomness(model, device), \
-                    plain_checkpoints(), loss_derivatives(model):
+            # 64 samples: 1.13-1.27x the call); within per_sample_gradients' own contexts
+            with per_sample_contexts(model):
                 ps = checked_per_sample_factors(model, _pseudo_loss, (x, s))
                 if ps is None:
                     g = checked_per_sample_gradients(model, _pseudo_loss, (x, s),
