@@ -145,16 +145,19 @@ class _Minibatches:
 
 
 def _mean_gradient(model: nn.Module, loss_fn: LossFn, names: list[str], ys: list[Tensor],
-                   draws: _Minibatches) -> list[Tensor]:
+                   draws: _Minibatches, restore: Callable[[], None] | None = None
+                   ) -> list[Tensor]:
     """∇ of the size-weighted mean loss over the next batches of ``draws`` at the parameters
-    ``ys`` (by ``names``; the model's own parameters are not touched)."""
+    ``ys`` (by ``names``; the model's own parameters are not touched). ``restore``: the
+    model's :func:`~sgdlab.models.modes.buffer_restorer`, when a loop of calls made it once."""
     first = draws.passes
     batches = draws.draw()
     grads: list[Tensor] = []
     n = 0
     # each pass from the model's buffers: a train-mode module writing its own (a running
     # scale, spectral norm's u and v) would otherwise show each step another function
-    restore = buffer_restorer(model)
+    if restore is None:
+        restore = buffer_restorer(model)
     for i, (x, y) in enumerate(batches):
         leaves = [t.detach().requires_grad_() for t in ys]
         try:
@@ -183,8 +186,10 @@ def _langevin_gradient(model: nn.Module, loss_fn: LossFn, gamma: float, beta: fl
     ys = [x.clone() for x in xs]
     zs = [x.clone() for x in xs]
     temperature = 0.0 if beta == math.inf else 1.0 / beta
+    # every step's passes put the buffers back as they are now: saved once, not once a step
+    restore = buffer_restorer(model)
     for _ in range(steps):
-        d = _mean_gradient(model, loss_fn, names, ys, draws)
+        d = _mean_gradient(model, loss_fn, names, ys, draws, restore)
         langevin_step_(ys, xs, zs, d, lr=inner_lr, gamma=gamma, alpha=alpha,
                        temperature=temperature, generator=draws.generator)
     return (flatten(xs) - flatten(zs)) / gamma
