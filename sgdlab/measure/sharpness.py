@@ -267,17 +267,16 @@ def expected_sharpness(
 
 
 def _gradient_sums(model: nn.Module, loss_fn: LossFn, data: Data, plan: PassPlan,
-                   params: list[Tensor], device: torch.device
+                   params: list[Tensor], device: torch.device, restore: Callable[[], None]
                    ) -> tuple[float, int, list[Tensor]]:
     """(size-weighted loss sum, samples, size-weighted gradient sums) over ``data`` at the
     model's parameters, each batch in the chunks of samples of ``plan``; whole where its loss
-    depends on all its samples at once (batch statistics, dropout masks drawn per batch)."""
+    depends on all its samples at once (batch statistics, dropout masks drawn per batch).
+    ``restore``: the model's :func:`~sgdlab.models.modes.buffer_restorer`, run after each
+    pass."""
     total, n = 0.0, 0
     grads = [torch.zeros_like(p) for p in params]
     whole = plan.batch_statistics or bool(plan.random)
-    # each pass from the model's buffers, as L(θ): a train-mode module writing its own (a
-    # running scale) would otherwise show each step another function
-    restore = buffer_restorer(model)
     for x, y in _batches(model, data, device):
         for xc, yc in [(x, y)] if whole else plan.split(x, y)[1]:
             try:
@@ -345,13 +344,18 @@ def epsilon_sharpness(
     plan = PassPlan(model, max(1, resolved_budget(memory_budget, device) // 2), 1,
                     vectorized=False, caller="epsilon_sharpness", loss_fn=loss_fn)
     best = -math.inf
+    # each pass from the model's buffers, as L(θ): a train-mode module writing its own (a
+    # running scale) would otherwise show each step another function (saved once, not once
+    # a step: every step puts them back to the same values)
+    restore = buffer_restorer(model)
     # forward passes in train mode would move batch norm's running statistics
     with buffers_kept(model), loss_derivatives(model):
         try:
             for _ in range(num_steps + 1):
                 set_params_vector(model, theta + zeta)
                 total, n, grads = run_within_memory(
-                    lambda: _gradient_sums(model, loss_fn, data, plan, params, device),
+                    lambda: _gradient_sums(model, loss_fn, data, plan, params, device,
+                                           restore),
                     plan, device)
                 best = max(best, total / n)
                 step = torch.cat([gi.reshape(-1) for gi in grads]).sign()
