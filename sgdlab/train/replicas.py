@@ -593,8 +593,10 @@ class _ReplicaTraining:
         self.progress: Callable[[int, int, float], None] | None = None
         self.status, self.message = "finished", None
         self.t_start = math.nan          # the run's clock starts with the rounds (``fit``)
-        # what the instruments see: the master model, on the data where the replicas are
-        on_dev = data if data.x_train.device == dev or not hasattr(data, "to") else data.to(dev)
+        # what the instruments see: the master model, on the data where the replicas are (a
+        # copy of the data made only for a process that measures)
+        on_dev = data if (data.x_train.device == dev or not hasattr(data, "to")
+                          or not (self.instruments and self.is_main)) else data.to(dev)
         self.ctx = TrainContext(model=self.master_model, optimizer=None, loss_fn=loss_fn,
                                 data=on_dev, batch_size=self.workers[0].B,
                                 logger=self._store_row)
