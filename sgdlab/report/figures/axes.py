@@ -12,13 +12,14 @@ alike.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 
 import numpy as np
 from matplotlib import ticker
 
 __all__ = ["METRIC_LABELS", "all_log_spaced", "grid_ticks", "isolated", "log_scale",
-           "log_spaced", "log_steps", "metric_label", "quantity_label",
+           "log_spaced", "log_steps", "metric_label", "natural_order", "quantity_label",
            "setting_labels"]
 
 MAX_LABELS = 6
@@ -55,6 +56,13 @@ def _ranked(name: str) -> tuple[str, int] | None:
         if name.startswith(head) and name[len(head):].isdecimal():
             return head, int(name[len(head):])
     return None
+
+
+def natural_order(name: str) -> list:
+    """A sort key of recorded names with the numbers in them read as numbers: ``top_2``
+    before ``top_10`` (by characters, cos_10 came before cos_2)."""
+    # digits as numbers, the rest as text; the parts alternate, so like parts are compared
+    return [int(p) if p.isdecimal() else p for p in re.split(r"(\d+)", name)]
 
 
 def _rank_text(head: str, rank: int) -> str:

@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from sgdlab.report.figures.axes import quantity_label  # noqa: E402
+from sgdlab.report.figures.axes import natural_order, quantity_label  # noqa: E402
 from sgdlab.report.figures.charts import curves  # noqa: E402
 
 __all__ = ["alignment_figure", "batch_statistics_figure", "curvature_history_figure",
@@ -273,13 +273,11 @@ def _series(ax, history: History, names: Sequence[str], log: bool = False,
 def curvature_history_figure(history: History, *, title: str | None = None) -> plt.Figure:
     """Hessian top eigenvalues / trace, noise trace / rank and alignment residual vs step."""
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), constrained_layout=True)
-    tops = sorted((n for n in history if n.startswith("hess/top_")),
-                  key=lambda n: int(n.rsplit("_", 1)[1]))
+    tops = sorted((n for n in history if n.startswith("hess/top_")), key=natural_order)
     panels = [
         (tops + [n for n in ("hess/trace", "hess/frobenius") if n in history], "curvature", True),
         (["noise/trace", "noise/top_1", "noise/rank"], "gradient noise", True),
-        # by rank: by name, cos_10 came before cos_2
-        (sorted((n for n in history if n.startswith("align/cos_")), key=lambda n: (len(n), n))
+        (sorted((n for n in history if n.startswith("align/cos_")), key=natural_order)
          + ["align/residual"],
          "Σ–H alignment", False),
     ]

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from sgdlab.report.figures import label_colours  # noqa: E402
 from sgdlab.report.figures.axes import (all_log_spaced, log_scale, metric_label,  # noqa: E402
-                                        quantity_label)
+                                        natural_order, quantity_label)
 from sgdlab.report.figures.charts import curves, panels  # noqa: E402
 
 __all__ = ["compare_runs_figure", "headline_series", "instrument_panels", "learning_curves",
@@ -190,12 +190,7 @@ def headline_series(group: str, names: Sequence[str]) -> list[str]:
     first ``MAX_SERIES`` in name order, a number in a name read as a number (``top_2`` before
     ``top_10``: by characters, a k = 12 panel showed top_1, top_10, ..., top_14)."""
     head = [n for n in names if n.split("/")[-1] in _HEADLINES.get(group, ())]
-    return sorted(head or names, key=_natural)[:MAX_SERIES]
-
-
-def _natural(name: str) -> list:
-    # digits as numbers, the rest as text; the parts alternate, so like parts are compared
-    return [int(p) if p.isdecimal() else p for p in re.split(r"(\d+)", name)]
+    return sorted(head or names, key=natural_order)[:MAX_SERIES]
 
 
 def _style(num_points: int) -> dict:
