@@ -722,14 +722,8 @@ class _ReplicaTraining:
         elif self.resumed_last is not None and self.start < self.rounds:
             # the saved run's last round, evaluated and measured after its set by
             # final_master (rows a resume drops), is not redone: do it as a middle round
-            r = self.start
-            metrics = self.eval_every is not None and r % self.eval_every == 0
-            due = self._due(r)
-            if metrics or due:
-                self.evaluate(self.resumed_last, r * self.cfg.L, metrics=metrics,
-                              instruments=due)
-                if self.status != "finished":
-                    return
+            if not self._middle_round(self.start, self.resumed_last):
+                return
         for r in range(self.start + 1, self.rounds + 1):
             master = self._round(r)
             if master is None:
@@ -739,17 +733,22 @@ class _ReplicaTraining:
                 self.progress(r, self.rounds, self.history["replica_loss"][-1][1])
             # the last round's master is evaluated and measured after its outer step, by
             # final_master, as the run's final model
-            metrics = self.eval_every is not None and r % self.eval_every == 0
-            due = self._due(r)
-            if r < self.rounds and (metrics or due):
-                self.evaluate(master, r * self.cfg.L, metrics=metrics, instruments=due)
-                if self.status != "finished":
-                    return    # an instrument met non-finite numbers: diverged there
+            if r < self.rounds and not self._middle_round(r, master):
+                return    # an instrument met non-finite numbers: diverged there
             if self.checkpoint_every is not None and r % self.checkpoint_every == 0:
                 self.checkpoint(r, master)
         if self.ckpt is not None and self.saved != self.round:
             # the end of the run: it can be extended with more rounds
             self.checkpoint(self.round, self.last_master)
+
+    def _middle_round(self, r: int, master: Sequence[Tensor]) -> bool:
+        """The metrics and instruments due at the end of round ``r`` (not the run's last),
+        at ``master``; False when an instrument met non-finite numbers (the run diverged)."""
+        metrics = self.eval_every is not None and r % self.eval_every == 0
+        due = self._due(r)
+        if metrics or due:
+            self.evaluate(master, r * self.cfg.L, metrics=metrics, instruments=due)
+        return self.status == "finished"
 
     def _round(self, r: int) -> list[Tensor] | None:
         """Round ``r`` (1-based): L inner steps on every replica, the master, the outer steps
