@@ -419,24 +419,9 @@ def _finish(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[s
             result: Any, resumed_from: int | None) -> RunOutcome:
     """The run's figures and results.json, then its end, summary and files in one
     transaction."""
-    figure_path = instruments_path = None
-    try:
-        from ..report.figures.training import learning_curves
-        import matplotlib.pyplot as plt
-        fig = learning_curves(result.history, title=f"{cfg['name'] or 'run'} ({run_id}, "
-                                                    f"{result.status})")
-        figure_path = out / "learning_curves.png"
-        save_figure(fig, figure_path, dpi=120)
-        plt.close(fig)
-        from ..report.figures.training import instrument_panels
-        fig = instrument_panels(result.history, title=f"{cfg['name'] or 'run'} ({run_id}): "
-                                                      "instruments")
-        if fig is not None:
-            instruments_path = out / "instruments.png"
-            save_figure(fig, instruments_path, dpi=110)
-            plt.close(fig)
-    except Exception as e:  # a plot must not lose a finished run
-        print(f"sgdlab: warning: could not draw the run's figures: {e}")
+    figure_path, instruments_path = draw_run_figures(
+        result.history, out, title=f"{cfg['name'] or 'run'} ({run_id}, {result.status})",
+        instruments_title=f"{cfg['name'] or 'run'} ({run_id}): instruments")
     results = {
         "run_id": run_id, "status": result.status, "message": result.message,
         "steps": result.steps, "epochs_completed": result.epochs_completed,
@@ -463,6 +448,34 @@ def _finish(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[s
         _tensorboard_final(folder, cfg, summary, result.history)
     return RunOutcome(run_id, result, out, results_path, figure_path, store.path, resumed_from,
                       instruments_path, folder)
+
+
+def draw_run_figures(history: Any, out: Path, *, title: str, instruments_title: str,
+                     instruments: Any = None) -> tuple[Path | None, Path | None]:
+    """A run's learning curves (``learning_curves.png``, titled ``title``) and, when
+    instruments logged series (those of ``instruments``, default ``history``), their panels
+    (``instruments.png``) in folder ``out``, as ``sgdlab train`` and ``sgdlab parle --out``
+    draw them; the paths of those saved, else None. A figure that cannot be drawn is a
+    warning: it must not lose a finished run."""
+    from ..store.folders import REPLICA_FIGURE, REPLICA_INSTRUMENTS
+
+    figure_path = instruments_path = None
+    try:
+        import matplotlib.pyplot as plt
+
+        from ..report.figures.training import instrument_panels, learning_curves
+
+        fig = learning_curves(history, title=title)
+        figure_path = save_figure(fig, out / REPLICA_FIGURE, dpi=120)
+        plt.close(fig)
+        fig = instrument_panels(history if instruments is None else instruments,
+                                title=instruments_title)
+        if fig is not None:
+            instruments_path = save_figure(fig, out / REPLICA_INSTRUMENTS, dpi=110)
+            plt.close(fig)
+    except Exception as e:
+        print(f"sgdlab: warning: could not draw the run's figures: {e}", file=sys.stderr)
+    return figure_path, instruments_path
 
 
 def _tensorboard_final(folder: Path, cfg: dict[str, Any], summary: dict[str, Any],

@@ -78,8 +78,7 @@ from ..errors import (ConfigError, DataError, UserError, check_config_kind, chec
                       refuse_results_of_others)
 from ..losses import build_loss
 from ..plugins import import_plugins, recorded_plugins
-from ..store.folders import (REPLICA_FIGURE, REPLICA_INSTRUMENTS, REPLICA_MASTER,
-                             REPLICA_RESULT, store_option)
+from ..store.folders import REPLICA_MASTER, REPLICA_RESULT, store_option
 from ..strict_json import dumps as strict_dumps, write_atomic
 from .communicator import ReplicaCommunicationError, TorchDistributedCommunicator
 from .replicas import (MASTER_CHECKPOINT, ParleConfig, check_checkpoint_dir,
@@ -585,29 +584,17 @@ def _write_outputs(res, o: Path, mode: str, parle: ParleConfig, store: Any) -> N
 def _draw_figures(res, o: Path) -> list[Path]:
     """The master's learning curves (``learning_curves.png``: its train and test loss and
     accuracy against steps, rounds · L) and, when instruments logged series, their panels
-    (``instruments.png``), drawn by ``sgdlab train``'s functions. A figure that cannot be
-    drawn is a warning: it must not lose a finished run."""
-    drawn = []
-    try:
-        import matplotlib.pyplot as plt
+    (``instruments.png``), as ``sgdlab train`` draws its own
+    (:func:`sgdlab.config.runner.draw_run_figures`); the paths of those drawn."""
+    from ..config.runner import draw_run_figures
 
-        from ..atomic import save_figure
-        from ..report.figures.training import instrument_panels, learning_curves
-
-        title = f"parle ({res.run_id or 'unrecorded'}, {res.status})"
-        fig = learning_curves(res.history, title=title)
-        drawn.append(save_figure(fig, o / REPLICA_FIGURE, dpi=120))
-        plt.close(fig)
-        # Parle's own series (the replicas' loss, γ, ρ, lr) are no instruments
-        measured = {k: v for k, v in res.history.items()
-                    if k not in ("replica_loss", "gamma", "rho", "lr")}
-        fig = instrument_panels(measured, title=f"{title}: instruments")
-        if fig is not None:
-            drawn.append(save_figure(fig, o / REPLICA_INSTRUMENTS, dpi=110))
-            plt.close(fig)
-    except Exception as e:
-        print(f"sgdlab: warning: could not draw the run's figures: {e}", file=sys.stderr)
-    return drawn
+    title = f"parle ({res.run_id or 'unrecorded'}, {res.status})"
+    # Parle's own series (the replicas' loss, γ, ρ, lr) are no instruments
+    measured = {k: v for k, v in res.history.items()
+                if k not in ("replica_loss", "gamma", "rho", "lr")}
+    drawn = draw_run_figures(res.history, o, title=title,
+                             instruments_title=f"{title}: instruments", instruments=measured)
+    return [f for f in drawn if f is not None]
 
 
 def report(res, *, out: str | Path | None, processes: int | None = None,
