@@ -210,6 +210,10 @@ class MeasurementCallback(Callback):
             ctx.model, ctx.loss_fn, ctx.data.train)}, Schedule.every(100))
     """
 
+    # reads the training loop's optimizer or step batch (noise_magnitude, batch_statistics):
+    # no measurement of a model at a point, such as Parle's master at round ends
+    reads_training_step = False
+
     def __init__(self, fn: Callable[[TrainContext], dict[str, float]], schedule: Schedule,
                  *, at_train_begin: bool = True):
         self.fn, self.schedule, self.at_train_begin = fn, schedule, at_train_begin

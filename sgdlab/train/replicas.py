@@ -417,11 +417,6 @@ def _float_buffers(model: nn.Module) -> list[Tensor]:
     return [b for b in model.buffers() if b.is_floating_point()]
 
 
-# instruments that read the training loop's optimizer or step batch, which the master x̄
-# has none of
-STEP_INSTRUMENTS = ("noise_magnitude", "batch_statistics")
-
-
 def master_instruments(callbacks: Any, model: nn.Module, data: Any
                         ) -> list[MeasurementCallback]:
     """The callbacks as instruments of the master: measurements of a model at a point
@@ -430,7 +425,7 @@ def master_instruments(callbacks: Any, model: nn.Module, data: Any
     cbs = as_callbacks(callbacks)
     for i, cb in enumerate(cbs):
         name = getattr(cb, "instrument", None) or type(cb).__name__
-        if not isinstance(cb, MeasurementCallback) or name in STEP_INSTRUMENTS:
+        if not isinstance(cb, MeasurementCallback) or cb.reads_training_step:
             raise UserError(
                 f"callbacks[{i}] ({name}) cannot measure a replica run: Parle measures the "
                 "master x̄ at round ends, which takes a measurement of the model at a point "

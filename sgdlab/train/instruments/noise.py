@@ -100,6 +100,8 @@ class AlignmentCallback(MeasuredCallback):
 
 
 class NoiseMagnitudeCallback(MeasuredCallback):
+    reads_training_step = True      # the optimizer's step size
+
     def __init__(self, schedule: Schedule, *, batch_size: int | None = None, **kw):
         super().__init__(schedule, **kw)
         check_options(batch_size=(batch_size, batch_size is None
@@ -117,6 +119,8 @@ class NoiseMagnitudeCallback(MeasuredCallback):
 
 class BatchStatisticsCallback(MeasuredCallback):
     """Batch statistics (module docstring) on a fresh or the step's mini-batch."""
+
+    reads_training_step = True      # the optimizer's step size, the step's batch
 
     def __init__(self, schedule: Schedule, *, batch_size: int | None = None,
                  source: str = "fresh", epsilon: float = 0.0, tic: str | None = None,
