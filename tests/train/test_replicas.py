@@ -912,6 +912,18 @@ def test_an_instrument_of_the_training_loop_or_a_failing_one_is_named():
     assert "non-finite values in a measurement of the master after round 1" in res.message
 
 
+def test_a_step_instrument_built_by_its_class_is_refused_as_one_built_by_name():
+    from sgdlab.errors import UserError
+    from sgdlab.train.callbacks import Schedule
+    from sgdlab.train.instruments.noise import BatchStatisticsCallback, NoiseMagnitudeCallback
+    from sgdlab.train.replicas import master_instruments
+    data = toy_data()
+    for cls in (NoiseMagnitudeCallback, BatchStatisticsCallback):
+        with pytest.raises(UserError, match=rf"callbacks\[0\] \({cls.__name__}\) cannot "
+                                            "measure a replica run"):
+            master_instruments([cls(Schedule.every(1))], toy_model(), data)
+
+
 class ThreadCommunicator:
     """``world`` replica processes as threads: ``average`` and ``reduce_round`` all-reduce
     through shared slots (a barrier that times out: a mismatched collective fails, not hangs)."""
