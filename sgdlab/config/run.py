@@ -502,8 +502,11 @@ def _no_data_source(path: str) -> str:
 
 
 def _model_key(name: str) -> str:
-    """The registry key a config's ``model.name`` is looked up under."""
-    return name.strip().lower()
+    """The registry key a config's ``model.name`` is looked up under, as ``build_model`` looks
+    it up."""
+    from ..models.registry import model_key
+
+    return model_key(name)
 
 
 def _check_model(path: str, sec: dict[str, Any], errors: list[str]) -> None:

@@ -94,6 +94,16 @@ def _check_builder(name: str, fn: Builder) -> None:
                          f"keyword-only: def {fn.__name__}({fixed})")
 
 
+def model_key(name: str) -> str:
+    """The registry key model ``name`` is looked up under: either spelling of ``-`` / ``_``,
+    any case, and "vgg16" / "resnet56" / "zhu-lenet" spelled without a hyphen (the name's
+    shared spelling when no model has it)."""
+    key = registered_spelling(name, MODELS) or name_spelling(name)
+    if key not in MODELS:
+        key = {k.replace("-", ""): k for k in MODELS}.get(key.replace("-", ""), key)
+    return key
+
+
 def _lookup(name: str) -> ModelInfo:
     if not isinstance(name, str):
         # a config's model section, {name: ..., OPTION: ...}, passed whole
@@ -102,10 +112,7 @@ def _lookup(name: str) -> ModelInfo:
         raise UserError(f"A model name must be a string, got {type(name).__name__} "
                         f"{name!r}{hint}")
     try:
-        key = registered_spelling(name, MODELS) or name_spelling(name)
-        if key not in MODELS:  # "vgg16" / "resnet56" / "zhu-lenet" spelled without a hyphen
-            key = {k.replace("-", ""): k for k in MODELS}.get(key.replace("-", ""), key)
-        return MODELS[key]
+        return MODELS[model_key(name)]
     except (KeyError, TypeError, AttributeError):
         raise UserError(f"Unknown model {name!r}{did_you_mean(name, MODELS)}; known models: "
                         f"{', '.join(sorted(MODELS))}"

@@ -131,6 +131,15 @@ def test_a_schedule_of_either_spelling_is_stored_as_registered_and_built():
         == "optimizer.gama: unknown key (did you mean gamma?)"
 
 
+@pytest.mark.parametrize("spelt", ["zhu_lenet", "ZHU-LENET", "zhulenet"])
+def test_a_model_spelt_as_build_model_takes_it_is_a_valid_config(spelt):
+    # build_model took zhu_lenet / zhulenet while a run config refused them by name
+    assert validate_config({**TINY, "model": {"name": spelt}})["model"]["name"] == spelt
+    # its options are checked as the registered model's
+    assert "model.options.activaton: unknown key (did you mean activation?)" in config_errors(
+        {**TINY, "model": {"name": spelt, "options": {"activaton": "tanh"}}})
+
+
 def test_optimizer_rejections_name_the_key():
     adam = {**TINY, "optimizer": {"name": "adam", "lr": 0.1, "betas": [0.9, 1.5]}}
     assert config_errors(adam) == "optimizer.betas: Invalid beta parameter at index 1: 1.5"
