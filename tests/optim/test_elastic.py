@@ -105,6 +105,27 @@ def _by_hand(Qs, ms, x0, *, rounds, L, eta, eta0, gamma0, rho0, B, gmin, rmin, a
     return xs
 
 
+def _parle_rounds(ps, opts, loss_of, rounds: int) -> list[float]:
+    """Run `rounds` Parle rounds over the replicas (inner loop on loss_of(p, a), then the
+    elastic pull to the master average); returns ρ as each round's outer step saw it."""
+    def closure(p, a):
+        def cl():
+            p.grad = None
+            loss = loss_of(p, a)
+            loss.backward()
+            return loss
+        return cl
+    rhos = []
+    for _ in range(rounds):
+        for a, (p, o) in enumerate(zip(ps, opts)):
+            o.inner_loop(closure(p, a))
+        rhos.append(opts[0].current_rho())
+        xbar = master_average([o.anchors() for o in opts])
+        for o in opts:
+            o.outer_step(xbar)
+    return rhos
+
+
 def _with_parle(Qs, ms, x0, *, rounds, L, eta, eta0, gamma0, rho0, B, gmin, rmin, alpha, mu,
                 normalization="paper", master="current", inner_on="gradient", wd=0.0,
                 wd_on="inner", inner_buffer="reset"):
@@ -117,20 +138,7 @@ def _with_parle(Qs, ms, x0, *, rounds, L, eta, eta0, gamma0, rho0, B, gmin, rmin
                   inner_momentum_on=inner_on, inner_momentum_buffer=inner_buffer,
                   weight_decay=wd, weight_decay_on=wd_on)
             for p in ps]
-
-    def closure(p, a):
-        def cl():
-            p.grad = None
-            loss = 0.5 * (p - ms[a]) @ Qs[a] @ (p - ms[a])
-            loss.backward()
-            return loss
-        return cl
-    for _ in range(rounds):
-        for a, o in enumerate(opts):
-            o.inner_loop(closure(ps[a], a))
-        xbar = master_average([o.anchors() for o in opts])
-        for o in opts:
-            o.outer_step(xbar)
+    _parle_rounds(ps, opts, lambda p, a: 0.5 * (p - ms[a]) @ Qs[a] @ (p - ms[a]), rounds)
     return [p.detach().clone() for p in ps]
 
 
@@ -267,16 +275,7 @@ def test_one_paper_step_in_numbers():
     x^1 = 1 − 0.1·[(1 − 0.5) + 2·0] = 0.95, x^2 = 1 − 0.1·(−0.5) = 1.05."""
     ps = [nn.Parameter(torch.ones(1, dtype=F64)) for _ in range(2)]
     opts = [Parle([p], lr=0.1, inner_lr=0.5, L=1, gamma=1.0, rho=0.5, alpha=0.0) for p in ps]
-    for p, o, m in zip(ps, opts, (0.0, 2.0)):
-        def cl(p=p, m=m):
-            p.grad = None
-            loss = 0.5 * (p - m).pow(2).sum()
-            loss.backward()
-            return loss
-        o.inner_loop(cl)
-    xbar = master_average([o.anchors() for o in opts])
-    for o in opts:
-        o.outer_step(xbar)
+    _parle_rounds(ps, opts, lambda p, a: 0.5 * (p - 2.0 * a).pow(2).sum(), 1)
     assert ps[0].item() == pytest.approx(0.95, abs=1e-15)
     assert ps[1].item() == pytest.approx(1.05, abs=1e-15)
 
@@ -289,19 +288,7 @@ def test_rho_max_clips_a_growing_rho_in_the_steps():
     ps = [nn.Parameter(torch.tensor([x], dtype=F64)) for x in (0.0, 2.0)]
     opts = [Parle([p], lr=0.1, inner_lr=0.5, L=1, gamma=1.0, rho=0.25, rho_decay=-1.0,
                   rho_max=0.5, alpha=0.0, momentum=0.0) for p in ps]
-    rhos = []
-    for _ in range(3):
-        for p, o in zip(ps, opts):
-            def cl(p=p):
-                p.grad = None
-                loss = (0.0 * p).sum()
-                loss.backward()
-                return loss
-            o.inner_loop(cl)
-        rhos.append(opts[0].current_rho())
-        xbar = master_average([o.anchors() for o in opts])
-        for o in opts:
-            o.outer_step(xbar)
+    rhos = _parle_rounds(ps, opts, lambda p, a: (0.0 * p).sum(), 3)
     assert rhos == [0.25, 0.5, 0.5]
     assert ps[0].item() == pytest.approx(1 - 0.384, abs=1e-15)
     assert ps[1].item() == pytest.approx(1 + 0.384, abs=1e-15)
@@ -449,19 +436,7 @@ def test_elastic_sgd_as_the_catalogue_runs_it_is_eq_5_4_by_hand():
     opts = [Parle([p], lr=eta, inner_lr=1.0, L=1, gamma=math.inf, alpha=0.0, rho=rho0,
                   rho_decay=1 / (2 * B), rho_min=rmin, momentum=mu, nesterov=True,
                   replicas=n) for p in ps]
-    rhos = []
-    for _ in range(5):
-        for a, (p, o) in enumerate(zip(ps, opts)):
-            def cl(p=p, a=a):
-                p.grad = None
-                loss = 0.5 * (p - ms[a]) @ Qs[a] @ (p - ms[a])
-                loss.backward()
-                return loss
-            o.inner_loop(cl)
-        rhos.append(opts[0].current_rho())
-        xbar = master_average([o.anchors() for o in opts])
-        for o in opts:
-            o.outer_step(xbar)
+    rhos = _parle_rounds(ps, opts, lambda p, a: 0.5 * (p - ms[a]) @ Qs[a] @ (p - ms[a]), 5)
     assert rhos == pytest.approx([max(rho0 * 0.75 ** k, rmin) for k in range(5)], rel=1e-14)
     assert rhos[-1] == rmin                                     # the floor is reached
     for p, x in zip(ps, xs):
