@@ -191,9 +191,9 @@ SAMPLE_SECONDS = 0.05      # a timed sample this long at least (about), by loopi
 
 def _calls_per_sample(first: list[float]) -> int:
     """Calls per timed sample: 1, unless the fastest library's calibration call is under
-    2/3 of ``SAMPLE_SECONDS`` (33.3 ms); then enough calls that a sample takes
-    ~``SAMPLE_SECONDS`` (a lone call of 3-5 ms is at the thread clock's and the allocator's
-    noise: digits MLP 1.16-1.51x)."""
+    2/3 of ``SAMPLE_SECONDS``; then enough calls that a sample takes ~``SAMPLE_SECONDS`` (a
+    lone call of a few ms is at the thread clock's and the allocator's noise; measured in
+    docs/design/curvature.md, "Per-sample calls of a few milliseconds")."""
     if not first:
         return 1
     return max(1, min(1000, round(SAMPLE_SECONDS / max(min(first), 1e-6))))
