@@ -397,6 +397,13 @@ def make_cifar10(root: Path, n=10, n_test=10, seed=0):
     return np.concatenate(xs), np.concatenate(ys), xt
 
 
+def drawn_inside_width_and_top(fig, text) -> bool:
+    """Whether the matplotlib ``text`` of ``fig`` (a title, once the figure has been drawn)
+    lies within the figure's width and below its top edge: a long title ran past them."""
+    box = text.get_window_extent(fig.canvas.get_renderer())
+    return 0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
+
+
 def start_twice_at_once(start: Callable[[], object]) -> tuple[list, list[str]]:
     """Call ``start`` in two threads at once (a test holds them together where it matters,
     e.g. with a barrier after a free-folder check); returns what the calls returned and the

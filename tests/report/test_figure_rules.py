@@ -9,6 +9,7 @@ from sgdlab.report.figures.charts import curves
 from sgdlab.report.figures.curvature import eigenspectrum_figure, signed_log_histogram_figure
 from sgdlab.report.figures.training import learning_curves
 from sgdlab.report.tables import Table
+from sgdlab.testing import drawn_inside_width_and_top
 
 
 def _tick_texts(ax, axis="y"):
@@ -120,8 +121,7 @@ def test_a_spectrum_titled_at_length_keeps_its_title_inside_the_figure():
     title = "Hessian eigenvalues (and Fisher diagonals) at the end of training"
     fig = eigenspectrum_figure({"H": [2.0, 0.5, -0.1]}, title=title)
     fig.canvas.draw()
-    box = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
-    assert 0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
+    assert drawn_inside_width_and_top(fig, fig.axes[0].title)
     assert fig.axes[0].get_title().replace("\n", " ") == title
     plt.close(fig)
 
@@ -504,7 +504,6 @@ def test_a_ranked_series_name_that_is_no_number_is_named_as_it_was_recorded():
     assert metric_label("hess/top_²") == "hess/top_²"
     assert metric_label("hess/top_") == "hess/top_"
     assert metric_label("noise/top_3") == r"noise $\lambda_{3}$ of Σ"
-
 
 
 def test_a_panel_of_many_eigenvalues_names_their_ranks_as_a_range():

@@ -7,6 +7,8 @@ import pytest
 from matplotlib.colors import to_hex
 from matplotlib.container import ErrorbarContainer
 
+from sgdlab.testing import drawn_inside_width_and_top
+
 
 def test_escape_run_figure_names_the_success_rule_it_was_given():
     from sgdlab.report.figures.landscapes import escape_run_figure
@@ -164,13 +166,11 @@ def test_the_pspin_figure_says_what_its_points_are_and_that_its_scales_differ():
     title = fig.get_suptitle()
     assert "projected GD" in title and "own scale" in title
     fig.canvas.draw()
-    box = fig._suptitle.get_window_extent(fig.canvas.get_renderer())
-    assert 0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
+    assert drawn_inside_width_and_top(fig, fig._suptitle)
     plt.close(fig)
     # one regime's panel, 5 inches: the title inside it too
     fig = pspin_figure({"glassy": emb["glassy"]}, {"glassy": en["glassy"]}, {"glassy": 2})
     fig.canvas.draw()
-    box = fig._suptitle.get_window_extent(fig.canvas.get_renderer())
-    assert 0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
+    assert drawn_inside_width_and_top(fig, fig._suptitle)
     assert fig.get_suptitle().replace("\n", " ") == title.replace("\n", " ")
     plt.close(fig)

@@ -15,6 +15,7 @@ from sgdlab.measure.trajectory import (
 from sgdlab.report.figures.interpolation import interpolation_figure
 from sgdlab.report.figures.trajectory import trajectory_figure
 from sgdlab.report.figures.walk import walk_epoch_table, walk_figure, walk_segments
+from sgdlab.testing import drawn_inside_width_and_top
 
 
 def _history():
@@ -173,6 +174,5 @@ def test_walk_figure_crops_to_max_steps_but_not_past_the_data():
     assert title.startswith("Xing 2018, Figs. 1-2\nwalk plot: the loss between consecutive")
     # inside the figure of one run (5 inches wide), broken only at spaces
     fig.canvas.draw()
-    box = fig._suptitle.get_window_extent(fig.canvas.get_renderer())
-    assert 0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
+    assert drawn_inside_width_and_top(fig, fig._suptitle)
     assert title.replace("\n", " ").endswith("gradients, the distance from initialisation")
