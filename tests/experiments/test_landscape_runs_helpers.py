@@ -132,20 +132,24 @@ def test_the_escape_runs_summary_and_kept_chains():
     assert [len(c) for c in out.data["trajectories"]] == [251, 251]
 
 
+def _analysed_escape_run(seed, successes, **data):
+    """An SGD escape run at η = 0.1 as the analysis reads it: ``successes`` of 10 repetitions,
+    every chain through at iteration 5; ``data`` added to its first passages."""
+    return stored_run("sgd", seed, params={"method": "sgd", "lr": 0.1},
+                      summary={"success_rate": successes / 10, "successes": successes,
+                               "repetitions": 10, "reached_rate": 1.0, "final_sharpness": 0.1,
+                               "first_passage_mean": 5.0, "never_reached": 0},
+                      data={"first_passage": [5] * 10, **data})
+
+
 @pytest.mark.usefixtures("close_figures")
 def test_the_escape_table_pools_the_seeds_with_wilson_intervals_at_z_2():
     from types import SimpleNamespace
 
     from sgdlab.landscapes.escape import wilson_interval
 
-    def run(seed, k):
-        return stored_run("sgd", seed, params={"method": "sgd", "lr": 0.1},
-                          summary={"success_rate": k / 10, "successes": k, "repetitions": 10,
-                                   "reached_rate": 1.0, "final_sharpness": 0.1,
-                                   "first_passage_mean": 5.0, "never_reached": 0},
-                          data={"first_passage": [5] * 10})
     spec = SimpleNamespace(paper={"figure": "Fig. 3"}, options={})
-    runs = [run(0, 3), run(1, 6)]
+    runs = [_analysed_escape_run(0, 3), _analysed_escape_run(1, 6)]
     an = lr.zhu_escape_analysis(spec, runs)
     table = an.table("escape_success")
     # 10 repetitions a run (not the 20 pooled) times 2 seeds
@@ -173,12 +177,7 @@ def test_the_escape_sharpness_axis_is_labelled_as_every_sharpness_axis():
 
     from sgdlab.report.figures.axes import METRIC_LABELS
 
-    run = stored_run("sgd", 0, params={"method": "sgd", "lr": 0.1},
-                     summary={"success_rate": 0.5, "successes": 5, "repetitions": 10,
-                              "reached_rate": 1.0, "final_sharpness": 0.1,
-                              "first_passage_mean": 5.0, "never_reached": 0},
-                     data={"first_passage": [5] * 10, "sharpness_steps": [0, 10],
-                           "sharpness": [0.2, 0.1]})
+    run = _analysed_escape_run(0, 5, sharpness_steps=[0, 10], sharpness=[0.2, 0.1])
     an = lr.zhu_escape_analysis(SimpleNamespace(paper={"figure": "Fig. 3"}, options={}), [run])
     ax = dict(an.figures)["escape_sharpness"].axes[0]
     # Zhu et al.'s E_ν[L(θ+ν)] − L(θ), the label of the instrument's "sharpness/expected"
