@@ -80,6 +80,14 @@ def test_the_spectrum_facts_are_the_seeds_means():
     assert row[3] == pytest.approx(0.625) and row[5:8] == [3.0, -0.5, pytest.approx(0.125)]
 
 
+def _diffusion_analysis(options, runs):
+    import matplotlib.pyplot as plt
+
+    an = chaudhari.diffusion_spectrum(SimpleNamespace(paper=PAPER, options=options), runs)
+    plt.close("all")            # its figures are not read here
+    return an
+
+
 def _diffusion(label, fraction, trace=1.0, rank=None, d=10_000):
     return _run(label, summary={"diffusion_rank": fraction * d if rank is None else rank,
                                 "diffusion_rank_fraction": fraction, "diffusion_trace": trace,
@@ -88,19 +96,14 @@ def _diffusion(label, fraction, trace=1.0, rank=None, d=10_000):
 
 
 def test_the_diffusion_analysis_reads_an_unmarked_run_as_the_end_of_training():
-    import matplotlib.pyplot as plt
-
-    def verdicts(runs):
-        an = chaudhari.diffusion_spectrum(SimpleNamespace(paper=PAPER, options={}), runs)
-        plt.close("all")
-        return an
     # the default range 0.3%-2%, both ends in; a label without @ is at 100% of training
     for fraction, agrees in ((0.0025, False), (0.003, True), (0.02, True)):
-        (rank,) = verdicts([_diffusion("net", fraction)]).conclusions
+        (rank,) = _diffusion_analysis({}, [_diffusion("net", fraction)]).conclusions
         assert rank.agrees_with_paper is agrees, fraction
         assert rank.claim.startswith("D(x) has a very small rank: between 0.3% and 2%")
     # Tr D / d in the table; an earlier instant's Tr D and rank as multiples of the end's
-    an = verdicts([_diffusion("net", 0.01, trace=50.0), _diffusion("net@40", 0.004, trace=20.0)])
+    an = _diffusion_analysis({}, [_diffusion("net", 0.01, trace=50.0),
+                                  _diffusion("net@40", 0.004, trace=20.0)])
     rows = {r[1]: r for r in an.table("diffusion_spectrum").rows}
     assert rows["100%"][7] == pytest.approx(50.0 / 10_000)
     (_, same) = an.conclusions
@@ -122,15 +125,11 @@ def test_a_fisher_group_with_a_seed_that_recorded_nothing_is_read_from_the_other
 
 
 def test_the_diffusion_claims_compare_the_networks_at_the_end_of_training():
-    import matplotlib.pyplot as plt
-
     # at 100% lenet's rank (200) is above fc's (50); at 40% (listed last) it is below
     runs = [_diffusion("lenet@100", 0.02, rank=200), _diffusion("fc@100", 0.005, rank=50),
             _diffusion("lenet@40", 0.002, rank=20), _diffusion("fc@40", 0.005, rank=50)]
     claim = {"greater": ["lenet", "fc"], "metric": "rank", "claim": "lenet's rank is larger"}
-    an = chaudhari.diffusion_spectrum(SimpleNamespace(paper=PAPER, options={"claims": [claim]}),
-                                      runs)
-    plt.close("all")
+    an = _diffusion_analysis({"claims": [claim]}, runs)
     (c,) = [c for c in an.conclusions if c.claim == "lenet's rank is larger"]
     assert c.agrees_with_paper is True
 
