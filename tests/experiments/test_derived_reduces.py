@@ -139,15 +139,15 @@ def test_each_reduce_of_a_series_out_of_order_by_hand():
 
 
 def _reduce_one(r: StoredRun, red: str, **kw) -> float:
+    """The value ``red`` derives from ``r``'s "acc" (another series: ``metric=``)."""
     add_derived([r], [{"name": "v", "metric": "acc", "reduce": red, **kw}])
     return r.summary["v"]
 
 
 def test_minus_takes_the_difference_of_the_two_reductions():
     r = _run({"train_acc": [(0, 0.5), (9, 0.99)], "test_acc": [(0, 0.4), (9, 0.9)]})
-    add_derived([r], [{"name": "gap", "metric": "train_acc", "minus": "test_acc",
-                       "reduce": "last"}])
-    assert r.summary["gap"] == pytest.approx(0.09)
+    gap = _reduce_one(r, "last", metric="train_acc", minus="test_acc")
+    assert gap == pytest.approx(0.09)
 
 
 def test_at_step_reads_the_last_record_at_or_before_the_step():
@@ -171,10 +171,9 @@ def test_two_records_at_one_step_give_no_change_rate():
 
 
 def test_exp_of_a_loss_just_below_the_overflow_is_finite():
-    r = _run({"test_loss": [(0, 705.0)]})
-    add_derived([r], [{"name": "ppl", "metric": "test_loss", "reduce": "last",
-                       "transform": "exp"}])
-    assert r.summary["ppl"] == math.exp(705.0) < math.inf
+    ppl = _reduce_one(_run({"test_loss": [(0, 705.0)]}), "last", metric="test_loss",
+                      transform="exp")
+    assert ppl == math.exp(705.0) < math.inf
 
 
 def test_time_to_error_leaves_out_a_baseline_seed_with_no_finite_final():
