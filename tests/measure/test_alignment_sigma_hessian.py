@@ -183,3 +183,48 @@ def test_a_bfloat16_model_s_alignment_is_that_of_its_float64_copy():
                                        generator=torch.Generator().manual_seed(0)).as_metrics()
     for key in ("align/cos_1", "align/residual"):
         assert abs(half[key] - ref[key]) < 0.02, (key, half[key], ref[key])
+
+
+def test_zhu_alignment_quantities_of_least_squares_in_closed_form():
+    """Every Σ–H quantity on ℓ_i = (x_iᵀθ − y_i)², N = 6, d = 3, from closed forms: H =
+    (2/N) XᵀX, g_i = 2 r_i x_i, Σ by eq. (3) (1/N). Eq. (9)'s cosine of the i-th eigenvectors
+    of eq. (8)'s non-increasing orders (as |cos|: an eigenvector's sign is arbitrary), Fig.
+    1(c)'s λ_i / ‖H‖_F and γ_i / ‖Σ‖_F, eq. (20)'s e(U_k, V_k), and Tr(HΣ) against the
+    isotropic noise of the same trace, (Tr Σ / d) I, whose indicator is Tr H · Tr Σ / d."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 3, generator=g, dtype=torch.float64) * torch.tensor(
+        [2.0, 1.0, 0.3], dtype=torch.float64)
+    y = torch.randn(6, 1, generator=g, dtype=torch.float64)
+    model = nn.Linear(3, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.2, -0.4, 1.0]], dtype=torch.float64))
+    n, d, k = 6, 3, 2
+    r = x @ model.weight.detach()[0] - y[:, 0]
+    grads = 2 * r[:, None] * x
+    g0 = grads.mean(0)
+    sigma = sum(torch.outer(gi - g0, gi - g0) for gi in grads) / n
+    h = 2 * x.T @ x / n
+    hl, hv = torch.linalg.eigh(h)
+    sl, sv = torch.linalg.eigh(sigma)
+    hl, hv, sl, sv = hl.flip(0), hv.flip(1), sl.flip(0), sv.flip(1)      # non-increasing
+    res = sigma_hessian_alignment(model, nn.MSELoss(), (x, y), k, tol=1e-12,
+                                  generator=torch.Generator().manual_seed(0),
+                                  trace_alignment=True)
+    torch.testing.assert_close(res.hessian_eigvals, hl[:k], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(res.sigma_eigvals, sl[:k], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(res.cosines, (hv[:, :k] * sv[:, :k]).sum(0).abs(),
+                               rtol=0, atol=1e-8)
+    u, v = hv[:, :k], sv[:, :k]
+    e = float(torch.linalg.matrix_norm(u - v @ v.T @ u) ** 2)
+    assert res.residual == pytest.approx(e, abs=1e-9)
+    torch.testing.assert_close(res.hessian_normalised, hl[:k] / torch.linalg.matrix_norm(h),
+                               rtol=1e-9, atol=0)
+    torch.testing.assert_close(res.sigma_normalised,
+                               sl[:k] / torch.linalg.matrix_norm(sigma), rtol=1e-9, atol=0)
+    ths, trh, trs = (float(torch.trace(h @ sigma)), float(torch.trace(h)),
+                     float(torch.trace(sigma)))
+    assert res.trace_h_sigma == pytest.approx(ths, rel=1e-10)
+    iso = (trs / d) * torch.eye(d, dtype=torch.float64)          # same E‖ε‖² = Tr Σ
+    assert float(torch.trace(h @ iso)) == pytest.approx(trh * trs / d, rel=1e-12)
+    assert res.trace_ratio == pytest.approx(ths / (trh * trs / d), rel=1e-10)
+    assert res.trace_ratio != pytest.approx(1.0, abs=0.05)      # Σ is not isotropic here

@@ -295,3 +295,37 @@ def test_noise_magnitude_refuses_a_batch_loss_that_is_not_the_mean_of_the_sample
     with pytest.raises(UserError, match=r"noise_magnitude .*ignore_index=-100"):
         noise_magnitude(model, nn.CrossEntropyLoss(), DataLoader(TensorDataset(x, y),
                                                                  batch_size=len(x)), 0.1, 4)
+
+
+def _least_squares():
+    """ℓ_i(θ) = (x_iᵀθ − y_i)² (nn.MSELoss of a bias-free linear model), N = 5, d = 3: the
+    per-sample gradients are 2 r_i x_i, r_i = x_iᵀθ − y_i, in closed form."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(5, 1, generator=g, dtype=torch.float64)
+    model = nn.Linear(3, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.5, -1.0, 0.25]], dtype=torch.float64))
+    r = x @ model.weight.detach()[0] - y[:, 0]
+    return model, (x, y), 2 * r[:, None] * x
+
+
+def test_zhu_eq3_and_fig2_quantities_of_least_squares_in_closed_form():
+    """Zhu et al. eq. (3): Σ = (1/N) Σ_i (g_i − g₀)(g_i − g₀)ᵀ, the 1/N of the population,
+    not the unbiased 1/(N − 1); eq. (11): E[εᵀε] = Tr Σ; Fig. 2: ‖g₀‖ against
+    sqrt(η E[εᵀε] / m). Per-sample gradients by hand, not by autograd."""
+    model, data, grads = _least_squares()
+    n = len(grads)
+    g0 = grads.mean(0)
+    sigma = sum(torch.outer(gi - g0, gi - g0) for gi in grads) / n
+    cov = gradient_covariance(model, nn.MSELoss(), data)
+    torch.testing.assert_close(cov.dense(), sigma, rtol=1e-12, atol=1e-14)
+    assert not torch.allclose(cov.dense(), sigma * n / (n - 1))     # the test can fail
+    eta, m = 0.05, 2
+    nm = noise_magnitude(model, nn.MSELoss(), data, lr=eta, batch_size=m)
+    assert nm.grad_norm == pytest.approx(float(g0.norm()), rel=1e-12)
+    assert nm.trace_sigma == pytest.approx(float(torch.trace(sigma)), rel=1e-12)
+    assert nm.noise_norm == pytest.approx(math.sqrt(eta * float(torch.trace(sigma)) / m),
+                                          rel=1e-12)
+    # eq. (2): the covariance of a mean of m with-replacement draws is Σ/m
+    torch.testing.assert_close(cov.minibatch(m).dense(), sigma / m, rtol=1e-12, atol=1e-14)
