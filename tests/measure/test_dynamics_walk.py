@@ -151,3 +151,39 @@ def test_dynamics_callback_cosine_matches_manual_gradients():
     want = [gradient_cosine(grads[i], grads[i + 1]) for i in range(len(grads) - 1)]
     assert [v for _, v in res.history["grad_cosine"]] == pytest.approx(want, rel=1e-6)
     assert [s for s, _ in res.history["grad_cosine"]] == list(range(2, 7))
+
+
+def test_sparse_logging_still_takes_the_cosine_of_consecutive_gradients():
+    """Xing et al. §3: cos(g_{t−1}, g_t) := g_{t−1}ᵀg_t / (‖g_{t−1}‖₂ ‖g_t‖₂) of two
+    *consecutive* gradients, ‖θ_t − θ_0‖₂, and the step ‖θ_{t+1} − θ_t‖₂, logged every 3 steps
+    only. GD on L = ½ θᵀHθ by hand: g_t = H θ_t, θ_{t+1} = (I − ηH) θ_t; the entry logged at
+    step s (after s updates) is cos(g_{s−2}, g_{s−1}), not the cosine between the gradients
+    of two logged steps (g_{s−4}, g_{s−1})."""
+    h = torch.tensor([[2.0, 0.6, 0.0], [0.6, 1.0, 0.2], [0.0, 0.2, 0.3]], dtype=torch.float64)
+    theta0 = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)
+    lr = 0.9                                # η λ_max ≈ 2.0: the sharp direction bounces
+    model = Quadratic(h, theta0)
+    data = Dataset(torch.zeros(4, 1, dtype=torch.float64), torch.zeros(4, dtype=torch.float64),
+                   torch.zeros(2, 1, dtype=torch.float64), torch.zeros(2, dtype=torch.float64),
+                   {"name": "toy", "task": "regression", "num_outputs": 1})
+    res = train(model, lambda out, y: out.mean(), data, torch.optim.SGD(model.parameters(),
+                lr=lr), epochs=12, batch_size=4, callbacks=[DynamicsCallback(Schedule.every(3))],
+                progress=False)
+    thetas = [theta0]
+    for _ in range(12):
+        thetas.append(thetas[-1] - lr * h @ thetas[-1])
+    g = [h @ t for t in thetas]
+
+    def cos(a, b):
+        return float(a @ b / (a.norm() * b.norm()))
+
+    hist = res.history
+    assert [s for s, _ in hist["grad_cosine"]] == [3, 6, 9, 12]
+    assert [v for _, v in hist["grad_cosine"]] == pytest.approx(
+        [cos(g[s - 2], g[s - 1]) for s in (3, 6, 9, 12)], rel=1e-12, abs=1e-12)
+    assert [v for s, v in hist["grad_cosine"] if s > 3] != pytest.approx(  # it can fail
+        [cos(g[s - 4], g[s - 1]) for s in (6, 9, 12)], abs=1e-3)
+    assert dict(hist["dist_from_init"]) == pytest.approx(
+        {s: float((thetas[s] - theta0).norm()) for s in (0, 3, 6, 9, 12)}, rel=1e-12)
+    assert dict(hist["update_norm"]) == pytest.approx(
+        {s: float((thetas[s] - thetas[s - 1]).norm()) for s in (3, 6, 9, 12)}, rel=1e-12)
