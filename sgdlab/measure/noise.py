@@ -437,7 +437,9 @@ class NoiseMagnitude:
 
     ``grad_norm`` = ‖∇L(θ)‖ (full batch, mean loss); ``noise_norm`` = sqrt(η Tr Σ / m), the
     root-mean-square size of the noise term in the SDE view dθ = −∇L dt + sqrt(η Σ / m) dW
-    (Σ: population per-sample covariance, m: batch size, with replacement).
+    (Σ: population per-sample covariance, m: batch size, with replacement: Zhu's eq. (2));
+    without replacement sqrt(η c Tr Σ), c = (N − m)/(m (N − 1)) the covariance factor of a
+    batch of m distinct samples of N (:func:`minibatch_noise_factor`).
     """
 
     grad_norm: float
@@ -459,14 +461,24 @@ def noise_magnitude(
     *,
     covariance: GradientCovariance | None = None,
     chunk_size: int | None = 256,
+    replacement: bool = True,
+    num_samples: int | None = None,
 ) -> NoiseMagnitude:
     """‖∇L‖ and sqrt(η Tr Σ / m) at the current parameters (pass ``covariance`` to reuse one);
-    η = 0 (a schedule's zero, as cosine-cyclic's at τ = P) gives no noise."""
+    η = 0 (a schedule's zero, as cosine-cyclic's at τ = P) gives no noise.
+
+    ``replacement=False``: the noise of batches of m distinct samples drawn from the
+    ``num_samples`` (default: the N of ``data``) that training draws from, sqrt(η c Tr Σ)
+    with c = (N − m)/(m (N − 1)); zero for a batch of all N (full-batch GD)."""
     if lr < 0 or batch_size < 1:
         raise ValueError(f"Invalid lr={lr} / batch_size={batch_size}")
     check_mean_of_samples(loss_fn, data, "noise_magnitude")
     cov = covariance or gradient_covariance(model, loss_fn, data, chunk_size=chunk_size)
     tr = cov.trace()
+    if replacement:
+        noise = math.sqrt(lr * tr / batch_size)
+    else:
+        n = cov.num_samples if num_samples is None else num_samples
+        noise = math.sqrt(lr * tr * minibatch_noise_factor(batch_size, n, replacement=False))
     # in float64, as Tr Σ: ‖ḡ‖ of a finite float32 ḡ may exceed float32's range (~3.4e38)
-    return NoiseMagnitude(float(torch.linalg.vector_norm(cov.mean.double())),
-                          math.sqrt(lr * tr / batch_size), tr)
+    return NoiseMagnitude(float(torch.linalg.vector_norm(cov.mean.double())), noise, tr)

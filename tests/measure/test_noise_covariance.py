@@ -329,3 +329,25 @@ def test_zhu_eq3_and_fig2_quantities_of_least_squares_in_closed_form():
                                           rel=1e-12)
     # eq. (2): the covariance of a mean of m with-replacement draws is Σ/m
     torch.testing.assert_close(cov.minibatch(m).dense(), sigma / m, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("m", [1, 2, 4, 5])
+def test_noise_magnitude_without_replacement_is_that_of_batches_of_distinct_samples(m):
+    """The SGD noise of the batches a training loop's epochs draw, m distinct samples of N:
+    E‖g_B − g₀‖² by enumerating all C(N, m) batches of the hand-computed per-sample gradients,
+    so noise_norm² = η E‖g_B − g₀‖² (zero for m = N, full-batch GD); the default stays Zhu's
+    eq. (2), Tr Σ / m."""
+    import itertools
+
+    model, data, grads = _least_squares()
+    n, eta = len(grads), 0.05
+    g0 = grads.mean(0)
+    batches = list(itertools.combinations(range(n), m))
+    spread = sum(float((grads[list(b)].mean(0) - g0).norm() ** 2) for b in batches) / len(batches)
+    nm = noise_magnitude(model, nn.MSELoss(), data, lr=eta, batch_size=m, replacement=False)
+    assert nm.noise_norm == pytest.approx(math.sqrt(eta * spread), rel=1e-10, abs=1e-12)
+    tr = float(torch.trace(sum(torch.outer(gi - g0, gi - g0) for gi in grads) / n))
+    assert noise_magnitude(model, nn.MSELoss(), data, lr=eta, batch_size=m).noise_norm == \
+        pytest.approx(math.sqrt(eta * tr / m), rel=1e-12)
+    if 1 < m < n:       # the two readings differ: the test can fail
+        assert nm.noise_norm < 0.99 * math.sqrt(eta * tr / m)

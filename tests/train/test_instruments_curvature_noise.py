@@ -536,3 +536,30 @@ def test_an_alignment_instrument_that_did_not_converge_names_itself_and_num_iter
     assert len(said) == 1 and said[0].startswith(
         "align (the Hessian's top-k): 2 eigenpair(s) not converged after 3 iterations")
     assert said[0].endswith("; raise the alignment instrument's num_iter")
+
+
+def test_noise_magnitude_without_replacement_counts_the_whole_training_set():
+    """``replacement: false``: sqrt(η Tr Σ (N − m)/(m (N − 1))) with N the training set the
+    loop's epochs draw from (40), not the subset Σ is estimated on (16)."""
+    import math
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    data = toy_dataset()
+    data = Dataset(data.x_train.double(), data.y_train, meta=data.meta)
+    logged = {}
+    for replacement in (True, False):
+        m = copy.deepcopy(model)
+        res = train(m, nn.CrossEntropyLoss(), data, torch.optim.SGD(m.parameters(), lr=0.1),
+                    epochs=1, batch_size=8, progress=False, callbacks=[build_instrument(
+                        "noise_magnitude", at=[0], eval_subset=16, replacement=replacement)])
+        logged[replacement] = dict(res.history["noise/noise_norm"])[0]
+    from sgdlab.train.callbacks import train_subset
+
+    sub = train_subset(data, 16, 0)
+    tr = float(torch.trace(covariance_reference(
+        per_sample_gradients_loop(model.eval(), nn.CrossEntropyLoss(), sub))))
+    assert logged[True] == pytest.approx(math.sqrt(0.1 * tr / 8), rel=1e-10)
+    assert logged[False] == pytest.approx(math.sqrt(0.1 * tr * 32 / (8 * 39)), rel=1e-10)
+    with pytest.raises(ValueError, match="replacement"):
+        build_instrument("noise_magnitude", every=1, replacement="no")

@@ -10,7 +10,8 @@ Instruments:
 - ``noise_magnitude``: ``noise/grad_norm`` ‖∇L‖ and ``noise/noise_norm`` sqrt(η Tr Σ / m)
   (Zhu Fig. 2), with η the optimizer's current lr (first param group) and m the batch size of
   the current step (at step 0 the one the loop will step with; or ``batch_size`` when
-  given).
+  given); ``replacement: false`` takes the noise of batches of m distinct samples of the N
+  training samples, sqrt(η Tr Σ (N − m)/(m (N − 1))), as the loop's epochs draw them.
 
 - ``batch_statistics``: a mini-batch's gradient tests and ratios
   (:mod:`sgdlab.measure.batch_statistics`): ``batch/norm_test``, ``batch/inner_product_test``,
@@ -102,18 +103,25 @@ class AlignmentCallback(MeasuredCallback):
 class NoiseMagnitudeCallback(MeasuredCallback):
     reads_training_step = True      # the optimizer's step size
 
-    def __init__(self, schedule: Schedule, *, batch_size: int | None = None, **kw):
+    def __init__(self, schedule: Schedule, *, batch_size: int | None = None,
+                 replacement: bool = True, **kw):
         super().__init__(schedule, **kw)
         check_options(batch_size=(batch_size, batch_size is None
-                                  or int_at_least(batch_size, 1), "an int >= 1"))
-        self.batch_size = batch_size
+                                  or int_at_least(batch_size, 1), "an int >= 1"),
+                      replacement=(replacement, isinstance(replacement, bool),
+                                   "true or false"))
+        self.batch_size, self.replacement = batch_size, replacement
 
     def compute(self, ctx, data, generator):
         lr = gradient_step_size(ctx.optimizer.param_groups[0])
         m = self.batch_size or step_batch_size(ctx)
         if m is None:
             return {}   # a loop of one's own that sets no batch, before its first step
-        nm = noise_magnitude(ctx.model, ctx.loss_fn, data, lr, m)
+        # without replacement the batches are drawn from the whole training set, whatever
+        # subset Σ is estimated on
+        n = None if self.replacement else len(ctx.data.x_train)
+        nm = noise_magnitude(ctx.model, ctx.loss_fn, data, lr, m, replacement=self.replacement,
+                             num_samples=n)
         return {"noise/grad_norm": nm.grad_norm, "noise/noise_norm": nm.noise_norm}
 
 
@@ -201,10 +209,11 @@ def alignment_instrument(*, schedule: Schedule, k: int = 5, num_probes: int = 20
 
 @register_instrument("noise_magnitude")
 def noise_magnitude_instrument(*, schedule: Schedule, batch_size: int | None = None,
-                               eval_subset: int | None = 1000, eval_mode: bool = True,
-                               seed: int = 0) -> NoiseMagnitudeCallback:
-    """‖∇L‖ vs sqrt(η Tr Σ / m) (Zhu et al. 2019, Fig. 2)."""
-    return NoiseMagnitudeCallback(schedule, batch_size=batch_size,
+                               replacement: bool = True, eval_subset: int | None = 1000,
+                               eval_mode: bool = True, seed: int = 0) -> NoiseMagnitudeCallback:
+    """‖∇L‖ vs sqrt(η Tr Σ / m) (Zhu et al. 2019, Fig. 2); ``replacement: false``: the noise
+    of batches of m distinct training samples, sqrt(η Tr Σ (N − m)/(m (N − 1)))."""
+    return NoiseMagnitudeCallback(schedule, batch_size=batch_size, replacement=replacement,
                                   **_common(eval_subset, eval_mode, seed))
 
 
