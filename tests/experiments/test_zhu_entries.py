@@ -514,6 +514,20 @@ def test_noise_scale_reading_compares_one_steps_noise_with_its_drift():
     assert c.agrees_with_paper is None
 
 
+@pytest.mark.parametrize("scale", SCALES)
+def test_noise_sampling_reading_measures_the_noise_of_the_epochs_batches(scale):
+    """Eq. (2)'s Σ/m (with replacement) by default, the runs and their keys as before; the
+    reading ``noise-sampling=epochs`` sets ``replacement: false`` on every run's
+    noise_magnitude instrument, so that those runs are new ones."""
+    default = load_experiment("zhu-noise-vs-gradient", scale).expand(data_dir="/data")
+    epochs = load_experiment("zhu-noise-vs-gradient", scale,
+                             readings={"noise-sampling": "epochs"}).expand(data_dir="/data")
+    assert all("replacement" not in m for r in default for m in r.params["measure"])
+    assert [[m.get("replacement") for m in r.params["measure"]] for r in epochs] == \
+        [[False] for _ in epochs]
+    assert not {r.key for r in default} & {r.key for r in epochs}
+
+
 # --- Suppl. A's grid, "sampled equidifferently from ... x in [-1, 1]": a named reading --------
 @pytest.mark.parametrize("name,cubic", [("zhu-alignment-cubic", ["mlp-251", "mlp-141", "mlp-103"]),
                                         ("zhu-noise-vs-gradient", ["cubic-sgd"])])
