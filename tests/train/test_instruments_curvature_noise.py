@@ -563,3 +563,27 @@ def test_noise_magnitude_without_replacement_counts_the_whole_training_set():
     assert logged[False] == pytest.approx(math.sqrt(0.1 * tr * 32 / (8 * 39)), rel=1e-10)
     with pytest.raises(ValueError, match="replacement"):
         build_instrument("noise_magnitude", every=1, replacement="no")
+
+
+def test_the_sharpness_curve_is_zhus_expected_sharpness_with_sigma_a_standard_deviation():
+    """Zhu et al. §4.2 (and Figs. 5(b), 6(b), 7(c)): E_{ν~N(0, σ²I)}[L(θ+ν)] − L(θ), σ "the
+    noise std" (Fig. 5 caption). For least squares, L(θ) = (1/N) Σ (x_iᵀθ − y_i)², it is
+    σ² Tr H / 2 exactly, H = (2/N) XᵀX; the instrument's value at step 0 lies within
+    4 of its standard errors of it, and far from σ Tr H / 2 (σ read as a variance)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(12, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(12, 1, generator=g, dtype=torch.float64)
+    data = Dataset(x, y, x[:4], y[:4], meta={"name": "toy", "task": "regression",
+                                             "input_shape": (3,), "num_outputs": 1})
+    model = nn.Linear(3, 1, bias=False).double()
+    with torch.no_grad():       # at the minimum: no gradient term to swamp the estimate
+        model.weight.copy_(torch.linalg.lstsq(x, y).solution.T)
+    sigma = 0.05
+    res = train(model, nn.MSELoss(), data, torch.optim.SGD(model.parameters(), lr=0.01),
+                epochs=1, batch_size=12, progress=False, callbacks=[build_instrument(
+                    "sharpness", at=[0], sigma=sigma, num_samples=200)])
+    value = dict(res.history["sharpness/expected"])[0]
+    se = dict(res.history["sharpness/expected_se"])[0]
+    tr_h = float(torch.trace(2 * x.T @ x / len(x)))
+    assert abs(value - sigma ** 2 * tr_h / 2) < 4 * se
+    assert 4 * se < sigma ** 2 * tr_h / 2 < sigma * tr_h / 2 - 4 * se
