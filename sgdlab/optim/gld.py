@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -77,7 +77,7 @@ from torch.optim import Optimizer
 from sgdlab.errors import warn
 from sgdlab.measure.curvature import hessian_eigenpairs, hutchinson_trace, lanczos
 from sgdlab.measure.noise import GradientCovariance, gradient_covariance
-from sgdlab.models.modes import eval_mode, has_batchnorm
+from sgdlab.models.modes import buffers_kept, eval_mode, has_batchnorm
 from sgdlab.operators import HessianOperator
 from sgdlab.operators.batches import concat_batches
 from sgdlab.operators.params import trainable_named_params
@@ -427,20 +427,15 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
         # such models are measured in eval mode (running statistics, or ``variance_bn="data"``
         # the estimation data's), then restored
         bn = has_batchnorm(self.model)
-        saved = ({k: b.clone() for k, b in self.model.named_buffers()}
-                 if bn and h["variance_bn"] == "data" else None)
-        try:
-            if saved is not None:
+        on_data = bn and h["variance_bn"] == "data"
+        # the model's own statistics back afterwards, even after an error
+        with buffers_kept(self.model) if on_data else nullcontext():
+            if on_data:
                 from sgdlab.measure.batch_norm import recompute_bn_statistics
 
                 recompute_bn_statistics(self.model, est)     # one batch: the data's statistics
             with eval_mode(self.model, bn), self._held_only():
                 stats = self._refresh_from(est, kind, h, m, dense)
-        finally:
-            if saved is not None:       # the model's own statistics back, even after an error
-                with torch.no_grad():
-                    for k, b in self.model.named_buffers():
-                        b.copy_(saved[k])
         self._stats = stats
         return stats
 

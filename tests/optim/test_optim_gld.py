@@ -477,6 +477,41 @@ def test_batch_norm_model_refreshes_in_eval_mode_and_restores_train_mode():
     torch.testing.assert_close(opt.covariance(), torch.diag(torch.diagonal(ref)) / 2)
 
 
+@pytest.mark.parametrize("fails", [False, True])
+def test_variance_bn_data_leaves_a_train_mode_models_running_statistics_unchanged(fails):
+    """``variance_bn="data"`` writes the estimation data's statistics into the batch norm for
+    the measurement: the running statistics (and batch counter) are the model's own again
+    afterwards, also when the measurement raises, and the model is still in train mode."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4),
+                                torch.nn.Tanh(), torch.nn.Linear(4, 2)).double().train()
+    x, y = tiny_classification(n=16)
+    with torch.no_grad():           # running statistics far from the data's
+        model[1].running_mean.fill_(3.0)
+        model[1].running_var.fill_(0.25)
+        model[1].num_batches_tracked.fill_(7)
+    before = {k: b.clone() for k, b in model.named_buffers()}
+    opt = build_optimizer_for("gld-diagonal", model, loss_fn=LOSS, data=(x, y), lr=0.1,
+                              noise_batch_size=2, variance_bn="data")
+    seen = {}
+
+    def refresh_from(*args):
+        seen["mean"] = model[1].running_mean.clone()
+        raise RuntimeError("measurement failed")
+
+    if fails:
+        opt._refresh_from = refresh_from
+        with pytest.raises(RuntimeError, match="measurement failed"):
+            opt.refresh_statistics()
+        # the measurement did see the data's statistics, not the model's
+        assert not torch.equal(seen["mean"], before["1.running_mean"])
+    else:
+        opt.refresh_statistics()
+    for k, b in model.named_buffers():
+        assert torch.equal(b, before[k]), k
+    assert model.training
+
+
 def test_problem_has_negative_curvature_among_the_top_abs_eigenvalues(problem):
     """The |λ| ranking of GLD Hessian differs from the algebraic one on this problem, so the
     exact-covariance test above checks the |λ| reading."""
