@@ -613,6 +613,7 @@ def _show(args) -> int:
 
 def _compare(args) -> int:
     from sgdlab.errors import UserError, did_you_mean
+    from sgdlab.report.rates import last_step, lr_over_steps
     from sgdlab.store.runstore import summary_numbers
 
     plot = _plot_path(args.plot) if args.plot else None
@@ -696,8 +697,7 @@ def _compare(args) -> int:
 
     for m in asked if args.metrics else [*metrics, *summary_only]:
         if m == "lr":    # its last sample need not be the last step's lr: see lr_over_steps
-            held = [lr_over_steps(h.get("lr", []), r, last_step=max(
-                        (int(s) for pts in h.values() for s, _ in pts), default=None))
+            held = [lr_over_steps(h.get("lr", []), r, last_step=last_step(h))
                     for h, r in zip(histories, runs)]
             rows.append(["last-step lr", *row([(v[0], "") if v else (None, "—")
                                                for v in held])])
@@ -726,41 +726,13 @@ def _compare(args) -> int:
                             "summaries, not a recorded series")
         if not metrics:
             raise UserError("no series recorded by every run to plot; name them with --metric")
-        fig = compare_runs_figure(dict(zip(labels, histories)), metrics)
+        # each run's record: its steps and kind say which lr its steps took, as in the table
+        fig = compare_runs_figure(dict(zip(labels, histories)), metrics,
+                                  runs=dict(zip(labels, runs)))
         save_figure(fig, plot, dpi=110)
         plt.close(fig)
         print(f"wrote {plot}")
     return 0
-
-
-def lr_over_steps(points: list, run: dict, *,
-                  last_step: int | None = None) -> tuple[float, float] | None:
-    """(the lr of the last step the run took, the mean lr over its steps) from its ``lr``
-    samples ``points`` [(step, lr)]. The loop logs the lr at step 0 and after each epoch, the
-    lr the next epoch steps with, so each sample holds from its step until the next one's and
-    the last, at the run's final step count, is that of a step no one took: of a cyclic
-    schedule, a point of the next cycle; of a random one, one more draw. The steps taken: the
-    summary's ``steps``, else (a run still going, or stopped without one) ``last_step``, the
-    last step any of its series reached, or the last sample's step. A schedule that
-    changes the lr within an epoch (``random``, one draw per step) is seen through its
-    samples, one per epoch: the mean then estimates its mean lr from those draws. A run of
-    ``sgdlab parle`` logs round r's lr at its end, step r·L: each sample holds over the steps
-    since the one before (the first, since step 0), and the last is the last round's. None
-    when no sample lies within the steps taken."""
-    pts = sorted(((int(s), float(v)) for s, v in points), key=lambda p: p[0])
-    steps = (run.get("summary") or {}).get("steps")
-    end = int(steps) if isinstance(steps, (int, float)) and not isinstance(steps, bool) \
-        else max(pts[-1][0] if pts else 0, last_step or 0)
-    if (run.get("config") or {}).get("method") == "parle":
-        held = [(s, v, s - max(prev, 0)) for (s, v), prev
-                in zip(pts, [0] + [s for s, _ in pts[:-1]]) if 0 < s <= end]
-    else:
-        held = [(s, v, min(nxt, end) - s) for (s, v), nxt
-                in zip(pts, [s for s, _ in pts[1:]] + [end]) if s < end]
-    if not held:
-        return None
-    total = sum(n for _, _, n in held)
-    return held[-1][1], sum(v * n for _, v, n in held) / total
 
 
 TRAINING_NOTE = ("(compared on their training settings, named as in a run config of `sgdlab "

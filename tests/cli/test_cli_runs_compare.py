@@ -2,27 +2,12 @@
 mean over the steps, not the sample logged after the last step, which no step used."""
 from __future__ import annotations
 
-import pytest
-
 from sgdlab.cli.main import main
-from sgdlab.cli.runs import lr_over_steps
 from sgdlab.store import RunStore
 
 # cosine-cyclic (Musso eq. (20), period 3 epochs, η = 0.1) over 4 epochs of 5 steps: the
 # loop logs the lr at step 0 and after each epoch; the sample at step 20 is the next cycle's
 CYCLIC = [(0, 0.1), (5, 0.075), (10, 0.025), (15, 0.0), (20, 0.025)]
-
-
-def test_lr_over_steps_weighs_each_sample_by_the_steps_it_held():
-    assert lr_over_steps(CYCLIC, {"summary": {"steps": 20}}) == pytest.approx((0.0, 0.05))
-    # a run still going (no summary): its steps so far, up to its last sample's step
-    assert lr_over_steps(CYCLIC[:3], {"summary": None}) == pytest.approx((0.075, 0.0875))
-    # uneven epochs (a last, shorter one) and a step count between samples
-    pts = [(0, 1.0), (4, 0.5), (6, 0.25)]
-    assert lr_over_steps(pts, {"summary": {"steps": 6}}) == pytest.approx((0.5, 5.0 / 6))
-    assert lr_over_steps(pts, {"summary": {"steps": 5}}) == pytest.approx((0.5, 4.5 / 5))
-    assert lr_over_steps([], {"summary": {"steps": 5}}) is None
-    assert lr_over_steps([(0, 1.0)], {"summary": {"steps": 0}}) is None
 
 
 def test_runs_compare_shows_the_last_step_s_lr_and_the_mean(tmp_path, capsys):
@@ -41,33 +26,6 @@ def test_runs_compare_shows_the_last_step_s_lr_and_the_mean(tmp_path, capsys):
     assert "final lr" not in rows
 
 
-def test_lr_over_steps_of_a_parle_run_reads_each_round_s_lr_at_its_end():
-    # `sgdlab parle` logs round r's lr at its end, step r·L (L = 5 here): the sample at the
-    # final step is the lr of the last round taken, and each sample held over the L steps
-    # before it (an lr_factor of 0.1 from round 3 on)
-    parle = {"config": {"method": "parle"}, "summary": {"steps": 15}}
-    pts = [(5, 0.1), (10, 0.1), (15, 0.01)]
-    assert lr_over_steps(pts, parle) == pytest.approx((0.01, 0.07))
-    # one round: its lr, not nothing
-    assert lr_over_steps(pts[:1], {**parle, "summary": {"steps": 5}}) == pytest.approx(
-        (0.1, 0.1))
-    # still going: up to its last sample's step
-    assert lr_over_steps(pts[:2], {**parle, "summary": None}) == pytest.approx((0.1, 0.1))
-
-
-def test_lr_over_steps_of_a_stopped_run_reads_its_steps_from_its_other_series():
-    # interrupted in its third epoch (no summary), at step 13 by its per-step instrument: the
-    # sample at step 10 is the lr its last steps took, not one no step used
-    stopped = {"summary": None}
-    assert lr_over_steps(CYCLIC[:3], stopped, last_step=13) == pytest.approx(
-        (0.025, (0.1 * 5 + 0.075 * 5 + 0.025 * 3) / 13))
-    # its other series ending at the last sample: as without them
-    assert lr_over_steps(CYCLIC[:3], stopped, last_step=10) == pytest.approx((0.075, 0.0875))
-    # a finished run's summary steps stand
-    assert lr_over_steps(CYCLIC, {"summary": {"steps": 20}}, last_step=20) == pytest.approx(
-        (0.0, 0.05))
-
-
 def test_runs_compare_reads_a_stopped_run_s_steps_from_its_other_series(tmp_path, capsys):
     store_path = tmp_path / "runs.sqlite"
     with RunStore(store_path) as store:
@@ -84,6 +42,40 @@ def test_runs_compare_reads_a_stopped_run_s_steps_from_its_other_series(tmp_path
             for line in capsys.readouterr().out.splitlines()}
     # the interrupted run's last steps, 10 to 13, took the sample at step 10
     assert rows["last-step lr"] == ["0.025", "0"]
+
+
+def test_runs_compare_plots_the_lr_its_table_reads_of_a_parle_and_a_plain_run(
+        tmp_path, capsys, monkeypatch):
+    """``--plot`` draws each run's lr as its steps took it, from its record (a Parle run logs
+    each round's lr at its end): the curve's last value is the table's last-step lr."""
+    import matplotlib.pyplot as plt
+
+    import sgdlab.report.figures.training as training
+
+    store_path = tmp_path / "runs.sqlite"
+    with RunStore(store_path) as store:
+        plain = store.create_run({"name": "plain"}, name="plain", env={})
+        store.log_many(plain, [("lr", s, v) for s, v in CYCLIC])
+        store.complete_run(plain, "finished", summary={"steps": 20})
+        parle = store.create_run({"name": "parle", "method": "parle"}, name="parle", env={})
+        store.log_many(parle, [("lr", 5, 0.1), ("lr", 10, 0.1), ("lr", 15, 0.01)])
+        store.complete_run(parle, "finished", summary={"steps": 15})
+    figs = []
+    draw = training.compare_runs_figure
+    monkeypatch.setattr(training, "compare_runs_figure",
+                        lambda *a, **k: figs.append(draw(*a, **k)) or figs[-1])
+    monkeypatch.setattr(plt, "close", lambda fig=None: None)   # the figure read below
+    assert main(["runs", "compare", plain, parle, "--metric", "lr", "--plot",
+                 str(tmp_path / "lr.png"), "--store", str(store_path)]) == 0
+    rows = {line.split("  ")[0]: line.split()[-2:]
+            for line in capsys.readouterr().out.splitlines()}
+    assert rows["last-step lr"] == ["0", "0.01"] and rows["mean lr"] == ["0.05", "0.07"]
+    lines = {ln.get_label().split()[0]: list(zip(ln.get_xdata(), ln.get_ydata()))
+             for ln in figs[0].axes[0].get_lines()}
+    assert lines[plain] == [(0, 0.1), (5, 0.075), (10, 0.025), (15, 0.0), (20, 0.0)]
+    assert lines[parle] == [(0, 0.1), (5, 0.1), (10, 0.01), (15, 0.01)]
+    monkeypatch.undo()
+    plt.close(figs[0])
 
 
 def test_runs_compare_writes_a_row_s_numbers_in_one_precision(tmp_path, capsys):

@@ -436,7 +436,7 @@ def test_runs_compare_shows_config_differences_final_values_and_curves(tmp_path,
     # runs of one config file share its name: each curve is named by what sets it apart
     drawn = {}
     monkeypatch.setattr(training_figures, "compare_runs_figure",
-                        lambda h, m: drawn.update(h) or plt.figure())
+                        lambda h, m, **runs: drawn.update(h) or plt.figure())
     assert main(["runs", "compare", a, b, "--metric", "test_loss", "--store", store,
                  "--plot", str(png)]) == 0
     assert list(drawn) == [f"{a} (optimizer.lr=0.05)", f"{b} (optimizer.lr=0.01)"]
@@ -633,7 +633,7 @@ def test_runs_compare_names_a_sweeps_curves_by_their_runs_names(tmp_path, monkey
     c = sweep_run("lr=0.1", 0.1, "train", "x --reading bn=train")
     drawn = []
     monkeypatch.setattr(training_figures, "compare_runs_figure",
-                        lambda h, m: drawn.append(list(h)) or plt.figure())
+                        lambda h, m, **runs: drawn.append(list(h)) or plt.figure())
     for pair in ((a, b), (a, c)):
         assert main(["runs", "compare", *pair, "--store", str(store.path),
                      "--plot", str(tmp_path / "c.png")]) == 0
@@ -663,7 +663,7 @@ def test_runs_compare_names_curves_by_the_optimizer_and_model_before_the_data(tm
         store.log_many(rid, [("train_loss", 0, 1.0), ("train_loss", 5, 0.5)])
     drawn = []
     monkeypatch.setattr(training_figures, "compare_runs_figure",
-                        lambda h, m: drawn.append(list(h)) or plt.figure())
+                        lambda h, m, **runs: drawn.append(list(h)) or plt.figure())
     assert main(["runs", "compare", a, b, "--store", str(store.path),
                  "--plot", str(tmp_path / "c.png")]) == 0
     assert drawn == [[f"{a} (optimizer.name=sgd, model.name=lin, optimizer.lr=0.1, …)",

@@ -14,6 +14,7 @@ of a config has a plot next to the learning curves.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import re
 
@@ -27,6 +28,7 @@ from sgdlab.report.figures import label_colours  # noqa: E402
 from sgdlab.report.figures.axes import (all_log_spaced, log_scale, metric_label,  # noqa: E402
                                         natural_order, quantity_label)
 from sgdlab.report.figures.charts import curves, panels  # noqa: E402
+from sgdlab.report.rates import last_step, used_rate_points  # noqa: E402
 
 __all__ = ["compare_runs_figure", "headline_series", "instrument_panels", "learning_curves",
            "recorded_groups", "thinned"]
@@ -54,26 +56,20 @@ def thinned(pts: Sequence[tuple[int, float]], max_points: int = MAX_POINTS
 HELD = {"lr"}
 
 
-def used_rates(history: History) -> History:
-    """``history`` with its :data:`HELD` series cut to the values steps were taken with: the
-    value sampled at step s is the one step s uses, and a run that ends at step S (its
+def used_rates(history: History, run: Mapping[str, Any] | None = None) -> History:
+    """``history`` with its :data:`HELD` series cut to the values steps were taken with
+    (:func:`~sgdlab.report.rates.used_rate_points`, the rule ``runs compare``'s last-step and
+    mean lr read too): a run that took S steps (``run``'s summary's ``steps``, else its
     history's last step) took steps 0..S - 1, so a sample at S (the loop samples the rate
     after each epoch's schedule step, the last one the rate of an epoch after the run's end:
-    a cosine-cyclic schedule's 0) is left out, and the last used one is held to S. The stored
-    history keeps what was sampled."""
-    end = max((pts[-1][0] for n, pts in history.items() if n not in HELD and pts),
-              default=None)
-    if end is None:
-        return history
+    a cosine-cyclic schedule's 0) is left out, and the last used one is held to S; ``run``
+    (its record as the run store gives it) of ``sgdlab parle``: each round's rate, logged at
+    its end, drawn from the round's start. The stored history keeps what was sampled."""
+    end = last_step(history)
     out = dict(history)
     for name in HELD:
-        pts = history.get(name)
-        if not pts:
-            continue
-        used = [p for p in pts if p[0] < end] or list(pts[:1])
-        if used[-1][0] < end:
-            used.append((end, used[-1][1]))
-        out[name] = used
+        if history.get(name):
+            out[name] = used_rate_points(history[name], run, last_step=end)
     return out
 
 
@@ -231,13 +227,15 @@ def instrument_panels(history: History, *, title: str | None = None) -> plt.Figu
 
 
 def compare_runs_figure(histories: Mapping[str, History], metrics: Sequence[str], *,
-                        title: str | None = None) -> plt.Figure:
+                        title: str | None = None,
+                        runs: Mapping[str, Mapping[str, Any]] | None = None) -> plt.Figure:
     """One panel per metric with every run's curve (``histories``: {label: history}), titled
     with the recorded name and labelled by :func:`~sgdlab.report.figures.axes.metric_label`,
     drawn by :func:`~sgdlab.report.figures.charts.curves` (a run that diverged ends in a
     cross); log scale for losses and for positive series spanning over two decades; the
-    learning rate as the steps used it (:func:`used_rates`)."""
-    histories = {label: used_rates(h) for label, h in histories.items()}
+    learning rate as the steps used it (:func:`used_rates`, of each run's record in ``runs``,
+    {label: run}, where given: its steps and whether it is a Parle run's)."""
+    histories = {label: used_rates(h, (runs or {}).get(label)) for label, h in histories.items()}
     # wide enough for the legend's longest label (about 0.07 in per character at 8 pt)
     label_width = 0.07 * max(map(len, histories), default=0) + 0.8
     legend_cols = 2 if 2 * label_width <= 4.4 * min(3, len(metrics)) else 1
