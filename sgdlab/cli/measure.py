@@ -422,7 +422,10 @@ def _measure(args: argparse.Namespace) -> int:
     store.add_artifact(run_id, "measurements", path.resolve())
     # the run's curvature/noise series recorded during training by the instruments, if any
     recorded = store.metrics(run_id)
-    history = {k: v for k, v in recorded.items() if k.split("/")[0] in ("hess", "noise", "align")}
+    from sgdlab.report.figures.axes import CURVATURE_SERIES    # hess/, ggn/, fisher/
+
+    history = {k: v for k, v in recorded.items()
+               if k.split("/")[0] in (*CURVATURE_SERIES, "noise", "align")}
     if len(recorded.get("batch/norm_test", ())) > 1:
         from sgdlab.report.figures.curvature import batch_statistics_figure
         figures.append(_save(batch_statistics_figure(recorded, title=f"run {run_id}"),

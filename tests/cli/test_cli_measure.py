@@ -141,3 +141,19 @@ def test_the_measured_spectra_name_their_dtypes_for_the_round_off_line(tmp_path,
     # model's dtype
     assert kw["dims"] == {"D(x) = Σ": 103, "Hessian (top-k)": 103}
     assert set(kw["dtype"].values()) == {torch.float32}
+
+
+def test_a_run_s_ggn_series_are_drawn_in_its_curvature_history(tmp_path, capsys):
+    # the hessian instrument of operator ggn logs ggn/...: the curvature history of the
+    # series recorded in training draws them as it draws hess/...
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("name: tiny\ndata: {name: cubic, seed: 0}\nmodel: {name: zhu-mlp-1-6-6-6-1}\n"
+                   "optimizer: {name: sgd, lr: 0.01}\n"
+                   "train: {epochs: 1, batch_size: 4, threads: 1, progress: false}\n"
+                   "measure: [{name: hessian, at: [0, 1], operator: ggn, eval_subset: 16}]\n")
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--store", str(tmp_path / "s.sqlite"), "--out",
+                 str(run)]) == 0
+    assert main(["measure", str(run), "--what", "noise", "--k", "1", "--store",
+                 str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "m")]) == 0
+    assert (tmp_path / "m" / "curvature_history.png").exists()

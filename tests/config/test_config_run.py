@@ -416,20 +416,23 @@ def test_instrument_parameters_annotated_optional_accept_null():
 
 
 def test_two_hessian_instruments_need_their_own_series():
-    """The Hessian and the GGN measured side by side: one ``prefix`` each, else the second
-    would write into the first's series."""
+    """The Hessian and the GGN measured side by side write their own series, ``hess/`` and
+    ``ggn/`` (the operator's prefix); two instruments of one operator need one ``prefix``
+    each, else the second would write into the first's series."""
     from sgdlab.train import train
 
     both = [{"name": "hessian", "at": [0], "eval_subset": None},
             {"name": "hessian", "at": [0], "eval_subset": None, "operator": "ggn"}]
-    with pytest.raises(ConfigError, match=r"measure\[1\]: its series \(hess/...\) are already "
-                                          r"written by measure\[0\]"):
-        build_from_config({**TINY, "measure": both})
-    both[1]["prefix"] = "ggn"
     b = build_from_config({**TINY, "measure": both})
     res = train(*b[:4], callbacks=b.callbacks, **{**b.train_kwargs, "progress": False})
     assert len(res.history["hess/top_1"]) == len(res.history["ggn/top_1"]) == 1
     assert res.history["hess/top_1"] != res.history["ggn/top_1"]
+    two = [both[1], {**both[1], "k": 2}]
+    with pytest.raises(ConfigError, match=r"measure\[1\]: its series \(ggn/...\) are already "
+                                          r"written by measure\[0\]"):
+        build_from_config({**TINY, "measure": two})
+    two[1]["prefix"] = "ggn_k2"
+    build_from_config({**TINY, "measure": two})
 
 
 def test_bad_instrument_option_values_are_reported_together_under_their_key():

@@ -264,6 +264,17 @@ def test_each_curvature_history_panel_labels_its_y_axis_with_what_its_series_mea
         "Σ–H alignment residual"]
     fig.canvas.draw()
     plt.close(fig)
+    # a GGN measured beside the Hessian (the hessian instrument's operator: ggn) is drawn
+    # in the curvature panel as the GGN's, not as a Hessian's
+    fig = curvature_history_figure({"hess/top_1": h["hess/top_1"],
+                                    "ggn/top_1": [(0, 1.0), (5, 2.0)],
+                                    "ggn/trace": [(0, 7.0), (5, 6.0)]})
+    assert fig.axes[0].get_ylabel().replace("\n", " ") == (
+        r"Hessian $\lambda_{max}$, GGN $\lambda_{max}$, GGN trace Tr G")
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "hess/top_1", "ggn/top_1", "ggn/trace"]
+    fig.canvas.draw()
+    plt.close(fig)
 
 
 def test_a_panel_of_many_ranked_eigenvalues_shows_the_top_ranks_not_the_first_names():

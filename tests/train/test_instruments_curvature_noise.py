@@ -108,6 +108,60 @@ def test_instruments_registered_and_log():
         assert torch.equal(p, q)
 
 
+def test_every_curvature_operator_has_a_series_prefix_with_labels():
+    from sgdlab.operators.factory import OPERATORS
+    from sgdlab.report.figures.axes import CURVATURE_SERIES
+    from sgdlab.train.instruments.curvature import SERIES_PREFIXES
+
+    assert set(SERIES_PREFIXES) == set(OPERATORS)
+    assert sorted(SERIES_PREFIXES.values()) == sorted(CURVATURE_SERIES)
+    assert SERIES_PREFIXES["hessian"] == "hess"          # the name stored runs hold
+
+
+@pytest.mark.parametrize("operator, prefix, matrix", [
+    ("ggn", "ggn", "GGN"), ("empirical_fisher", "fisher", "empirical Fisher")])
+def test_a_ggn_or_fisher_instrument_writes_and_labels_its_own_series(operator, prefix, matrix):
+    """``operator: ggn`` (``empirical_fisher``) logs ``ggn/...`` (``fisher/...``), the
+    eigenvalues of that matrix, labelled as its own, not as the Hessian's; the default
+    operator keeps ``hess/...``."""
+    import matplotlib.pyplot as plt
+
+    from sgdlab.report.figures.training import instrument_panels
+    from sgdlab.testing import empirical_fisher_reference, ggn_reference
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    init = copy.deepcopy(model).double()
+    data = toy_dataset()
+    at0 = Schedule.at([0])
+    cbs = [build_instrument("hessian", schedule=at0, k=2, trace_probes=3, frobenius_probes=3,
+                            eval_subset=None, operator=operator),
+           build_instrument("hessian", schedule=at0, k=1, eval_subset=None)]
+    assert cbs[0].prefix == prefix and cbs[1].prefix == "hess"
+    res = train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
+                epochs=1, batch_size=8, callbacks=cbs, progress=False)
+    h = res.history
+    assert {k for k in h if k.startswith(f"{prefix}/")} == {
+        f"{prefix}/{n}" for n in ("top_1", "top_2", "trace", "trace_se", "frobenius")}
+    assert {k for k in h if k.startswith("hess/")} == {"hess/top_1"}
+    full = (data.x_train.double(), data.y_train)
+    loss = nn.CrossEntropyLoss()
+    dense = (ggn_reference(init, loss, full) if operator == "ggn" else
+             empirical_fisher_reference(per_sample_gradients_loop(init, loss, full)))
+    exact = torch.linalg.eigvalsh(dense).flip(0)[:2].tolist()
+    assert [dict(h[f"{prefix}/top_{i}"])[0] for i in (1, 2)] == pytest.approx(exact, rel=1e-3)
+    hess = torch.linalg.eigvalsh(dense_hessian_reference(init, loss, full))
+    assert dict(h["hess/top_1"])[0] == pytest.approx(float(hess[-1]), rel=1e-3)
+    fig = instrument_panels(h)
+    labels = {ax.get_title(): ax.get_ylabel().replace("\n", " ") for ax in fig.axes
+              if ax.get_visible()}
+    plt.close(fig)
+    sym = "G" if operator == "ggn" else "F"
+    assert labels[prefix] == (rf"{matrix} $\|{sym}\|_F$, {matrix} $\lambda_{{max}}$, "
+                              rf"{matrix} $\lambda_{{2}}$, {matrix} trace Tr {sym}")
+    assert labels["hess"] == r"Hessian $\lambda_{max}$"
+
+
 def test_noise_magnitude_at_a_zero_learning_rate_is_zero_noise():
     """Cosine-cyclic (Musso eq. 20) reaches η = 0 at τ = P: the instrument logs no noise there
     (sqrt(η Tr Σ / m) = 0) instead of ending the run."""

@@ -18,12 +18,17 @@ from collections.abc import Iterable
 import numpy as np
 from matplotlib import ticker
 
-__all__ = ["METRIC_LABELS", "all_log_spaced", "grid_ticks", "isolated", "log_scale",
-           "log_spaced", "log_steps", "metric_label", "natural_order", "quantity_label",
-           "setting_labels"]
+__all__ = ["CURVATURE_SERIES", "METRIC_LABELS", "all_log_spaced", "grid_ticks", "isolated",
+           "log_scale", "log_spaced", "log_steps", "metric_label", "natural_order",
+           "quantity_label", "setting_labels"]
 
 MAX_LABELS = 6
 
+# the curvature instrument's series prefix by the matrix it measured
+# (sgdlab.train.instruments.curvature.SERIES_PREFIXES): the matrix's name and symbol, so that
+# a GGN or an empirical Fisher eigenvalue is not labelled a Hessian one
+CURVATURE_SERIES = {"hess": ("Hessian", "H"), "ggn": ("GGN", "G"),
+                    "fisher": ("empirical Fisher", "F")}
 # axis labels of the series the training loop and the instruments record, by recorded name;
 # expected sharpness in Zhu et al.'s notation (§4.2, after Neyshabur et al. 2017 eq. 7),
 # ν ~ N(0, σ²I), which every sharpness figure uses
@@ -35,16 +40,20 @@ METRIC_LABELS = {"train_loss": "train loss", "test_loss": "test loss",
                  "effective_epochs": "effective epochs", "grad_evals": "gradient evaluations",
                  "dist_from_init": r"distance from initialisation $\|\theta_t - \theta_0\|$",
                  "grad_cosine": r"consecutive-gradient cosine $\cos(g_{t-1}, g_t)$",
-                 "hess/trace": "Hessian trace Tr H", "hess/frobenius": r"Hessian $\|H\|_F$",
+                 **{f"{p}/trace": f"{name} trace Tr {m}" for p, (name, m) in
+                    CURVATURE_SERIES.items()},
+                 **{f"{p}/frobenius": rf"{name} $\|{m}\|_F$" for p, (name, m) in
+                    CURVATURE_SERIES.items()},
                  "noise/trace": "noise trace Tr Σ", "noise/rank": "noise rank",
                  "align/residual": "Σ–H alignment residual"}
 # the curvature and noise instruments' eigenvalues by rank i (hess/top_1 is λ_max), and the
 # alignment's cosines of the i-th eigenvectors of H and Σ
-RANKED_LABELS = {"hess/top_": r"Hessian $\lambda_{{{i}}}$",
+RANKED_LABELS = {**{f"{p}/top_": name + r" $\lambda_{{{i}}}$" for p, (name, _) in
+                    CURVATURE_SERIES.items()},
                  "noise/top_": r"noise $\lambda_{{{i}}}$ of Σ",
                  "align/cos_": r"$|\cos(u_{{{i}}}(H), v_{{{i}}}(\Sigma))|$"}
 # the series whose rank 1 is the largest eigenvalue, λ_max
-_RANK_ONE_IS_MAX = {"hess/top_", "noise/top_"}
+_RANK_ONE_IS_MAX = {*(f"{p}/top_" for p in CURVATURE_SERIES), "noise/top_"}
 # a recorded name's last part that is its unit ("entropy_angle/degrees"), as the axis says it
 UNITS = {"degrees": "degrees", "seconds": "s"}
 

@@ -12,7 +12,8 @@ with the names the instruments log (:mod:`sgdlab.train.instruments.curvature` / 
   Fisher information, Chaudhari Fig. 3.4c) in log-spaced bins of |λ|, the peak at zero clipped;
 - :func:`alignment_figure` — Σ–H alignment: |cos| of the i-th eigenvectors and normalised
   eigenvalues (Zhu et al. Fig. 3 style), from a single measurement;
-- :func:`curvature_history_figure` — ``hess/*``, ``noise/*``, ``align/residual`` against steps;
+- :func:`curvature_history_figure` — ``hess/*`` (``ggn/*``, ``fisher/*``), ``noise/*``,
+  ``align/residual`` against steps;
 - :func:`noise_magnitude_figure` — ‖∇L‖ vs sqrt(η Tr Σ / m) against steps (Zhu Fig. 2);
 - :func:`batch_statistics_figure` — the ``batch_statistics`` instrument's tests, GSNR / EB
   criterion and noise scale against steps.
@@ -29,7 +30,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from sgdlab.report.figures.axes import natural_order, quantity_label  # noqa: E402
+from sgdlab.report.figures.axes import (CURVATURE_SERIES, natural_order,  # noqa: E402
+                                        quantity_label)
 from sgdlab.report.figures.charts import curves  # noqa: E402
 
 __all__ = ["alignment_figure", "batch_statistics_figure", "curvature_history_figure",
@@ -271,11 +273,15 @@ def _series(ax, history: History, names: Sequence[str], log: bool = False,
 
 
 def curvature_history_figure(history: History, *, title: str | None = None) -> plt.Figure:
-    """Hessian top eigenvalues / trace, noise trace / rank and alignment residual vs step."""
+    """Hessian top eigenvalues / trace (and those of a GGN or an empirical Fisher the run
+    measured: ``ggn/*``, ``fisher/*``), noise trace / rank and alignment residual vs step."""
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), constrained_layout=True)
-    tops = sorted((n for n in history if n.startswith("hess/top_")), key=natural_order)
+    curvature = [n for p in CURVATURE_SERIES
+                 for n in sorted((n for n in history if n.startswith(f"{p}/top_")),
+                                 key=natural_order)
+                 + [n for n in (f"{p}/trace", f"{p}/frobenius") if n in history]]
     panels = [
-        (tops + [n for n in ("hess/trace", "hess/frobenius") if n in history], "curvature", True),
+        (curvature, "curvature", True),
         (["noise/trace", "noise/top_1", "noise/rank"], "gradient noise", True),
         (sorted((n for n in history if n.startswith("align/cos_")), key=natural_order)
          + ["align/residual"],

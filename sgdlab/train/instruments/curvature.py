@@ -4,7 +4,8 @@
 Instruments (names in :data:`~sgdlab.train.instruments.INSTRUMENTS`):
 
 - ``hessian``: ``hess/top_i`` (Lanczos), ``hess/bottom_i`` (most negative), ``hess/trace`` and
-  ``hess/trace_se`` (Hutchinson), ``hess/frobenius`` (E‖Hv‖²);
+  ``hess/trace_se`` (Hutchinson), ``hess/frobenius`` (E‖Hv‖²); of ``operator: ggn`` or
+  ``empirical_fisher``, ``ggn/...`` or ``fisher/...`` (:data:`SERIES_PREFIXES`);
 - ``sharpness``: ``sharpness/expected`` (+ ``_se``), optionally ``sharpness/epsilon``
   (Keskar) and ``sharpness/local_entropy`` (−f_γ, thesis Def. 4.20).
 
@@ -34,7 +35,12 @@ from ..callbacks import (MeasurementCallback, Schedule, TrainContext, step_gener
                          train_subset)
 from . import register_instrument
 
-__all__ = ["HessianCallback", "SharpnessCallback", "MeasuredCallback"]
+__all__ = ["HessianCallback", "SERIES_PREFIXES", "SharpnessCallback", "MeasuredCallback"]
+
+# the series prefix of each curvature matrix (the ``hessian`` instrument's ``operator``): a GGN
+# or an empirical Fisher eigenvalue is not logged, nor labelled (sgdlab.report.figures.axes.
+# CURVATURE_SERIES), as a Hessian one; the Hessian keeps ``hess``, the name stored runs read
+SERIES_PREFIXES = {"hessian": "hess", "ggn": "ggn", "empirical_fisher": "fisher"}
 
 
 def check_options(**rules: tuple[Any, bool, str]) -> None:
@@ -103,6 +109,8 @@ class HessianCallback(MeasuredCallback):
         k: number of top eigenvalues (0: none); ``bottom``: number of most negative ones.
         trace_probes / frobenius_probes: Rademacher / Gaussian probes (0: skip).
         operator: ``hessian`` | ``ggn`` | ``empirical_fisher``.
+        prefix: the series' prefix, ``<prefix>/top_1``, ...; None: the operator's
+            (:data:`SERIES_PREFIXES`: ``hess``, ``ggn``, ``fisher``).
         tol: Lanczos relative residual tolerance; ``num_iter``: its most iterations (None:
             :func:`sgdlab.measure.curvature.lanczos`'s default, min(d, 2k + 60)), which a
             warning naming the series that did not reach ``tol`` says to raise.
@@ -114,7 +122,7 @@ class HessianCallback(MeasuredCallback):
 
     def __init__(self, schedule: Schedule, *, k: int = 1, bottom: int = 0,
                  trace_probes: int = 0, frobenius_probes: int = 0, operator: str = "hessian",
-                 tol: float = 1e-3, num_iter: int | None = None, prefix: str = "hess",
+                 tol: float = 1e-3, num_iter: int | None = None, prefix: str | None = None,
                  block_size: int | None = None, **kw):
         super().__init__(schedule, **kw)
         check_options(**{key: (v, int_at_least(v, 0), "an int >= 0") for key, v in (
@@ -132,8 +140,8 @@ class HessianCallback(MeasuredCallback):
                              "the instrument would measure nothing (set one of them >= 1)")
         self.k, self.bottom, self.tol, self.operator = k, bottom, tol, operator
         self.num_iter = num_iter
-        self.trace_probes, self.frobenius_probes, self.prefix = (trace_probes, frobenius_probes,
-                                                                 prefix)
+        self.trace_probes, self.frobenius_probes = trace_probes, frobenius_probes
+        self.prefix = SERIES_PREFIXES.get(operator, operator) if prefix is None else prefix
         self.block_size = block_size
 
     def check(self, model, data) -> None:
@@ -216,12 +224,12 @@ def hessian_instrument(*, schedule: Schedule, k: int = 1, bottom: int = 0,
                        trace_probes: int = 0, frobenius_probes: int = 0,
                        operator: str = "hessian", tol: float = 1e-3,
                        eval_subset: int | None = 1000, eval_mode: bool = True,
-                       seed: int = 0, prefix: str = "hess",
+                       seed: int = 0, prefix: str | None = None,
                        block_size: int | None = None,
                        num_iter: int | None = None) -> HessianCallback:
     """Hessian (or GGN / empirical Fisher) top-k, bottom-k, trace, Frobenius norm, logged as
-    ``<prefix>/top_1``, ... (a second instrument, e.g. the GGN beside the Hessian, needs its
-    own prefix)."""
+    ``<prefix>/top_1``, ...; ``prefix`` absent or null: the operator's, ``hess``, ``ggn`` or
+    ``fisher`` (a second instrument of one operator needs its own prefix)."""
     return HessianCallback(schedule, k=k, bottom=bottom, trace_probes=trace_probes,
                            frobenius_probes=frobenius_probes, operator=operator, tol=tol,
                            num_iter=num_iter, prefix=prefix, block_size=block_size,
