@@ -149,3 +149,64 @@ def test_the_fisher_histogram_clips_at_the_smallest_near_zero_threshold_of_its_g
     a, b = sorted(t.get_text() for t in fig.legends[0].get_texts())
     assert a.startswith("a (") and "(25.0% with |λ| ≤ 0.0001, clipped)" in a
     assert b.startswith("b (") and "(75.0% with |λ| ≤ 0.0001, clipped)" in b
+
+
+def _measured_diffusion(label: str, grads: list[list[float]]):
+    """The ``diffusion_spectrum`` measurement of a model whose per-sample gradients are
+    ``grads``: loss_k(w) = w · x_k, so ∇f_k = x_k wherever w is; float64."""
+    import torch
+
+    from sgdlab.experiments.procedures.measures import ARRAYS
+
+    x = torch.tensor(grads, dtype=torch.float64)
+    model = torch.nn.Linear(x.shape[1], 1, bias=False).double()
+    summary, data = ARRAYS["diffusion_spectrum"][0](
+        model, lambda out, y: out.squeeze(-1).mean(), (x, torch.zeros(len(x))))
+    return _run(label, params={"final": [{"kind": "diffusion_spectrum"}]}, summary=summary,
+                data=data)
+
+
+def test_diffusion_spectrum_statistics_are_eq_6_4_and_footnote_1_by_hand():
+    """Eq. (6.4), D = (1/N) Σ_k g_k g_kᵀ − g gᵀ, from per-sample gradients written out; its
+    eigenvalues above footnote 1's λ_max · d · eps (float64 here) are the nonzero ones. The
+    table's Tr D / d is (6.45)'s (1/d) Σ_{k=1}^d λ, its variance and mean of nonzero λ those of
+    the thresholded spectrum. The two means order these networks oppositely: "wide" spreads
+    Tr D over two directions, "narrow" a little less over one (reading eigenvalue-mean)."""
+    import numpy as np
+
+    nets = {"wide": [[1.0, 0.0, 0.0, 0.5], [0.0, 1.0, 0.0, 0.5], [-1.0, -1.0, 0.0, 0.5]],
+            "narrow": [[1.2, 0.6, 0.0, 0.0], [-1.2, -0.6, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]}
+    expect = {}
+    for net, grads in nets.items():
+        g = np.array(grads)
+        d_mat = g.T @ g / len(g) - np.outer(g.mean(0), g.mean(0))
+        lam = np.linalg.eigvalsh(d_mat)
+        nonzero = lam[lam > lam.max() * g.shape[1] * np.finfo(np.float64).eps]
+        expect[net] = (lam.sum() / g.shape[1], len(nonzero), nonzero.var(), nonzero.mean())
+    assert [expect[n][1] for n in nets] == [2, 1]
+    assert expect["wide"][0] > expect["narrow"][0] and expect["wide"][3] < expect["narrow"][3]
+    claims = [{"greater": ["wide", "narrow"], "metric": m, "claim": m}
+              for m in ("mean_eig", "mean_nonzero_eig")]
+    an = _diffusion_analysis({"claims": claims},
+                             [_measured_diffusion(n, g) for n, g in nets.items()])
+    rows = {r[0]: r for r in an.table("diffusion_spectrum").rows}
+    for net, (mean_all, rank, var, mean_nonzero) in expect.items():
+        assert rows[net][4] == rank
+        assert rows[net][7] == pytest.approx(mean_all, rel=1e-12)
+        assert rows[net][8] == pytest.approx(mean_nonzero, rel=1e-12)
+        assert rows[net][9] == pytest.approx(var, rel=1e-12, abs=1e-15)
+    verdicts = {c.claim: c.agrees_with_paper for c in an.conclusions if c.claim in
+                ("mean_eig", "mean_nonzero_eig")}
+    assert verdicts == {"mean_eig": True, "mean_nonzero_eig": False}
+
+
+def test_the_eigenvalue_mean_reading_picks_the_mean_of_remark_6_38s_claims():
+    from sgdlab.experiments.spec import load_experiment
+
+    for choice, metric in (("over-d", "mean_eig"), ("over-nonzero", "mean_nonzero_eig")):
+        spec = load_experiment("chaudhari-diffusion-spectrum", "paper",
+                               readings={"eigenvalue-mean": choice})
+        means = [c["metric"] for c in spec.options["claims"] if "mean" in c["metric"]]
+        assert means == [metric, metric]
+    assert [c["metric"] for c in load_experiment("chaudhari-diffusion-spectrum", "paper")
+            .options["claims"] if "mean" in c["metric"]] == ["mean_eig", "mean_eig"]

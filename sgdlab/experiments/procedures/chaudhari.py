@@ -351,7 +351,10 @@ def diffusion_spectrum(spec, runs: list[StoredRun]) -> Analysis:
     training is "almost indistinguishable" (Tr D and rank within a factor
     ``same_within_factor`` of the final ones; Remark 6.37). Run labels are ``NET@PERCENT``.
     ``options.claims`` compare networks at 100% on ``rank``, ``rank_fraction``, ``mean_eig``
-    (Tr D / d, Remark 6.39), ``eig_variance`` (variance of the nonzero eigenvalues)."""
+    (Tr D / d: eq. (6.45)'s (1/d) Σ_{k=1}^d λ_k, zeros included), ``mean_nonzero_eig`` (the
+    mean of the eigenvalues above footnote 1's threshold, the spectrum Figs. 6.1-6.2 plot:
+    reading ``eigenvalue-mean`` of Remark 6.38), ``eig_variance`` (variance of the nonzero
+    eigenvalues)."""
     from sgdlab.report.figures.charts import curves
 
     o = spec.options
@@ -369,18 +372,20 @@ def diffusion_spectrum(spec, runs: list[StoredRun]) -> Analysis:
         n = r0.summary.get("diffusion_samples") or int(
             (r0.params.get("final") or [{}])[0].get("samples") or 0) or None
         # each seed's spectrum has its own spread: the mean over seeds, as for the rank
-        spreads = [float(np.var(e)) for e in
-                   (np.asarray(r.data.get("diffusion_eigenvalues", []), float) for r in rs)
-                   if e.size]
+        plotted = [e for e in (np.asarray(r.data.get("diffusion_eigenvalues", []), float)
+                               for r in rs) if e.size]
+        spreads = [float(np.var(e)) for e in plotted]
         v = {"rank": stat(rs, "diffusion_rank")[0], "rank_fraction":
              stat(rs, "diffusion_rank_fraction")[0], "trace": stat(rs, "diffusion_trace")[0],
-             "eig_variance": float(np.mean(spreads)) if spreads else float("nan")}
+             "eig_variance": float(np.mean(spreads)) if spreads else float("nan"),
+             "mean_nonzero_eig": float(np.mean([e.mean() for e in plotted])) if plotted
+             else float("nan")}
         v["mean_eig"] = v["trace"] / d if d else float("nan")
         by_net.setdefault(net, {})[pct] = v
         if pct == 100.0:
             vals[net] = v
         rows.append([net, f"{pct:g}%", d, n, v["rank"], v["rank_fraction"], v["trace"],
-                     v["mean_eig"], v["eig_variance"]])
+                     v["mean_eig"], v["mean_nonzero_eig"], v["eig_variance"]])
         if ev.size:
             spectra[f"{net}, {pct:g}% of training"] = (
                 list(range(1, len(ev) + 1)), sorted(ev.tolist(), reverse=True), None)
@@ -411,7 +416,7 @@ def diffusion_spectrum(spec, runs: list[StoredRun]) -> Analysis:
     several = any(len(rs) > 1 for rs in groups.values())
     table = Table("diffusion_spectrum", ["network", "training", "d", "samples N",
                                          "numerical rank", "rank / d", "Tr D", "Tr D / d",
-                                         "variance of nonzero λ"], rows,
+                                         "mean of nonzero λ", "variance of nonzero λ"], rows,
                   caption="means over each run's seeds" + ("; the figure shows the first "
                                                             "seed's spectrum" if several else ""))
     # a colour per network, a line style per instant: the thesis compares the instants of
