@@ -111,3 +111,34 @@ def test_p_values_are_the_exact_f_and_binomial_tails_of_the_periodogram():
     sig = int((p < level).sum())
     assert 0 < sig < 24 and t.num_low == k
     assert t.combined_p_value == pytest.approx(stats.binom.sf(sig - 1, 24, level), rel=1e-10)
+
+
+def test_iterate_and_increment_acfs_are_the_sample_autocorrelation_by_hand():
+    """Fig. 6.3b's autocorrelation written out: per coordinate c = x − mean x (iterates) or
+    c = Δx − mean Δx (increments), ρ(ℓ) = Σ_{k<n−ℓ} c_k c_{k+ℓ} / Σ_k c_k², the mean and
+    standard deviation over the coordinates that move, the 99% band ±z_{0.995}/√n and the
+    share of |ρ(ℓ)| beyond it at lags min_lag..max_lag. A coordinate that never moves is left
+    out (its ρ is 0/0)."""
+    from sgdlab.measure.trajectory import increment_autocorrelation
+
+    k = np.arange(40.0)
+    x = np.stack([0.1 * k + 0.5 * (-1) ** k, np.sin(k) + 0.02 * k ** 1.5, np.full(40, 2.0)], 1)
+
+    def by_hand(c, max_lag, min_lag):
+        n = len(c)
+        rho = np.array([[sum(c[k, j] * c[k + lag, j] for k in range(n - lag))
+                         / sum(c[k, j] ** 2 for k in range(n)) for j in range(2)]
+                        for lag in range(max_lag + 1)])
+        band = 2.5758293035489004 / np.sqrt(n)
+        return rho.mean(1), rho.std(1), band, np.mean(np.abs(rho[min_lag:]) > band)
+
+    for acf, c in ((iterate_autocorrelation, x[:, :2] - x[:, :2].mean(0)),
+                   (increment_autocorrelation, np.diff(x[:, :2], axis=0)
+                    - np.diff(x[:, :2], axis=0).mean(0))):
+        got = acf(x, max_lag=12, min_lag=2)
+        mean, std, band, outside = by_hand(c, 12, 2)
+        np.testing.assert_allclose(got.mean, mean, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(got.std, std, rtol=1e-12, atol=1e-14)
+        assert got.band == pytest.approx(band, rel=1e-15) and got.n == len(c)
+        assert got.fraction_outside == outside
+        assert 0 < outside < 1           # lags on both sides of the band
