@@ -59,6 +59,13 @@ def test_eq_19_is_the_temperature_of_the_stationary_law_of_eqs_9_10(l, c, mu):
     np.testing.assert_allclose(cov[:n, :n], t * np.linalg.inv(kmat), rtol=1e-10, atol=1e-15)
     np.testing.assert_allclose(cov[n:, n:], t * np.eye(n), rtol=1e-10, atol=1e-15)
     np.testing.assert_allclose(cov[:n, n:], 0.0, atol=1e-12 * t)
+    # eq. (3) read with dt = l gives force ∇f/l and noise D/(3Cl) per unit time instead
+    # (docs/FIDELITY.md, "The time scale of eq. (9)"): the weights keep T, the velocity T/l
+    a[n:, :n] = -kmat / l
+    q[n:, n:] /= l
+    cov = solve_continuous_lyapunov(a, -q)
+    np.testing.assert_allclose(cov[:n, :n], t * np.linalg.inv(kmat), rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(cov[n:, n:], t / l * np.eye(n), rtol=1e-10, atol=1e-15)
     # the "mean-lr" convention reads its lr as ⟨α⟩ l = l/2: the same T
     assert musso_temperature(l / 2, c, mu, diffusion=d, convention="mean-lr") == \
         pytest.approx(t, rel=1e-15)
