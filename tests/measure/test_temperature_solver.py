@@ -130,3 +130,31 @@ def test_cli_musso_pair_of_fig5(capsys):
     out = capsys.readouterr().out
     assert "batch size 30 -> lr 0.0001" in out
     assert f"{2e-4 / 360:.6g}" in out and "musso-mean-lr" in out
+
+
+def test_thesis_temperature_is_eq_6_45_at_remark_6_37s_noise_scale():
+    """Remark 6.39, eq. (6.45): (η/ℓ) · (1/d) Σ_{k=1}^d λ_k(D), D of eq. (6.4) (the printed η/β
+    is η/ℓ, docs/FIDELITY.md), i.e. Remark 6.37's noise variance ηD/ℓ = 2β⁻¹D (β⁻¹ of eq. 6.6)
+    averaged over all d directions. D from four per-sample gradients written out (loss_k(w) =
+    w · g_k, so ∇f_k = g_k), its eigenvalues by numpy; the mean eigenvalue as sgdlab measures
+    it, Tr D / d of ``diffusion_matrix``."""
+    import numpy as np
+    import torch
+
+    from sgdlab.measure.noise import diffusion_matrix
+    from sgdlab.measure.temperature import thesis_temperature
+
+    g = np.array([[1.0, 0.0, 2.0], [0.5, -1.0, 0.0], [0.0, 1.5, -1.0], [-0.5, 0.5, 1.0]])
+    d_mat = g.T @ g / len(g) - np.outer(g.mean(0), g.mean(0))
+    mean_eig = float(np.linalg.eigvalsh(d_mat).mean())
+    model = torch.nn.Linear(3, 1, bias=False).double()
+    x = torch.tensor(g)
+    measured = diffusion_matrix(model, lambda out, y: out.squeeze(-1).mean(),
+                                (x, torch.zeros(len(x))))
+    assert measured.trace() / measured.dim == pytest.approx(mean_eig, rel=1e-13)
+    lr, b = 0.05, 16
+    assert thesis_temperature(lr, b, mean_eig) == pytest.approx(lr / b * mean_eig, rel=1e-15)
+    assert thesis_temperature(lr, b, mean_eig) == pytest.approx(2 * beta_inv(lr, b) * mean_eig,
+                                                               rel=1e-15)
+    assert temperature("thesis", lr, b, mean_eigenvalue=mean_eig) == \
+        thesis_temperature(lr, b, mean_eig)
