@@ -158,3 +158,25 @@ def test_thesis_temperature_is_eq_6_45_at_remark_6_37s_noise_scale():
                                                                rel=1e-15)
     assert temperature("thesis", lr, b, mean_eigenvalue=mean_eig) == \
         thesis_temperature(lr, b, mean_eig)
+
+
+@pytest.mark.parametrize("b", [1, 2, 4])
+def test_beta_inv_without_replacement_is_eq_6_7_and_goes_with_eq_6_5s_d_wo(b):
+    """Theorem 6.5: the SDE's noise over one step, η · 2β⁻¹ D, is η² times the variance of the
+    mini-batch gradient. With replacement β⁻¹ = η/(2ℓ) (6.6) and D_w of (6.4); without,
+    β_wo⁻¹ = η/(2ℓ)(1 − ℓ/N) (6.7) and D_wo = N/(N − 1) D_w (6.5 as its proof gives it): every
+    mini-batch of six written-out gradients enumerated."""
+    import torch
+
+    from sgdlab.testing import minibatch_covariance_enumerated
+
+    g = torch.tensor([[1.0, 0.0], [0.5, -1.0], [0.0, 1.5], [-0.5, 0.5], [2.0, 1.0],
+                      [-1.0, -0.5]], dtype=torch.float64)
+    n, lr = len(g), 0.1
+    c = g - g.mean(0)
+    d_w = c.T @ c / n
+    for replacement, beta, d in ((True, beta_inv(lr, b), d_w),
+                                 (False, beta_inv(lr, b, n), n / (n - 1) * d_w)):
+        assert beta == pytest.approx(lr / (2 * b) * (1 if replacement else 1 - b / n))
+        exact = minibatch_covariance_enumerated(g, b, replacement=replacement)
+        torch.testing.assert_close(2 * beta * d, lr * exact, rtol=1e-12, atol=1e-15)
