@@ -472,6 +472,13 @@ def noise_magnitude(
     with c = (N − m)/(m (N − 1)); zero for a batch of all N (full-batch GD)."""
     if lr < 0 or batch_size < 1:
         raise ValueError(f"Invalid lr={lr} / batch_size={batch_size}")
+    if not isinstance(replacement, bool):    # a string such as "false" would read as True
+        raise ValueError(f"noise_magnitude: replacement must be True or False, got "
+                         f"{replacement!r}")
+    if replacement and num_samples is not None:
+        raise ValueError(f"noise_magnitude: num_samples={num_samples!r} is the number of "
+                         "samples batches are drawn from without replacement; with "
+                         "replacement=True it has no effect (pass replacement=False)")
     check_mean_of_samples(loss_fn, data, "noise_magnitude")
     cov = covariance or gradient_covariance(model, loss_fn, data, chunk_size=chunk_size)
     tr = cov.trace()

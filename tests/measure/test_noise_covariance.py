@@ -351,3 +351,16 @@ def test_noise_magnitude_without_replacement_is_that_of_batches_of_distinct_samp
         pytest.approx(math.sqrt(eta * tr / m), rel=1e-12)
     if 1 < m < n:       # the two readings differ: the test can fail
         assert nm.noise_norm < 0.99 * math.sqrt(eta * tr / m)
+
+
+def test_noise_magnitude_refuses_a_replacement_that_is_not_a_bool_or_a_lone_num_samples():
+    """``replacement="false"`` would be truthy and silently give eq. (2)'s Σ/m; num_samples
+    only counts without replacement, so passing it with replacement=True is a mistake."""
+    model, data, _ = _least_squares()
+    for bad in ("false", 0, None):
+        with pytest.raises(ValueError, match=r"replacement must be True or False, got"):
+            noise_magnitude(model, nn.MSELoss(), data, lr=0.1, batch_size=2, replacement=bad)
+    with pytest.raises(ValueError, match=r"num_samples=10 .*replacement=False"):
+        noise_magnitude(model, nn.MSELoss(), data, lr=0.1, batch_size=2, num_samples=10)
+    with pytest.raises(ValueError, match=r"batch size 6 exceeds the 5 samples"):
+        noise_magnitude(model, nn.MSELoss(), data, lr=0.1, batch_size=6, replacement=False)
