@@ -201,8 +201,7 @@ def test_zhu_alignment_quantities_of_least_squares_in_closed_form():
     n, d, k = 6, 3, 2
     r = x @ model.weight.detach()[0] - y[:, 0]
     grads = 2 * r[:, None] * x
-    g0 = grads.mean(0)
-    sigma = sum(torch.outer(gi - g0, gi - g0) for gi in grads) / n
+    sigma = covariance_reference(grads)         # eq. (3), 1/N
     h = 2 * x.T @ x / n
     hl, hv = torch.linalg.eigh(h)
     sl, sv = torch.linalg.eigh(sigma)

@@ -317,7 +317,7 @@ def test_zhu_eq3_and_fig2_quantities_of_least_squares_in_closed_form():
     model, data, grads = _least_squares()
     n = len(grads)
     g0 = grads.mean(0)
-    sigma = sum(torch.outer(gi - g0, gi - g0) for gi in grads) / n
+    sigma = covariance_reference(grads)     # the explicit sum of eq. (3), 1/N
     cov = gradient_covariance(model, nn.MSELoss(), data)
     torch.testing.assert_close(cov.dense(), sigma, rtol=1e-12, atol=1e-14)
     assert not torch.allclose(cov.dense(), sigma * n / (n - 1))     # the test can fail
@@ -337,16 +337,12 @@ def test_noise_magnitude_without_replacement_is_that_of_batches_of_distinct_samp
     E‖g_B − g₀‖² by enumerating all C(N, m) batches of the hand-computed per-sample gradients,
     so noise_norm² = η E‖g_B − g₀‖² (zero for m = N, full-batch GD); the default stays Zhu's
     eq. (2), Tr Σ / m."""
-    import itertools
-
     model, data, grads = _least_squares()
     n, eta = len(grads), 0.05
-    g0 = grads.mean(0)
-    batches = list(itertools.combinations(range(n), m))
-    spread = sum(float((grads[list(b)].mean(0) - g0).norm() ** 2) for b in batches) / len(batches)
+    spread = float(torch.trace(minibatch_covariance_enumerated(grads, m, replacement=False)))
     nm = noise_magnitude(model, nn.MSELoss(), data, lr=eta, batch_size=m, replacement=False)
     assert nm.noise_norm == pytest.approx(math.sqrt(eta * spread), rel=1e-10, abs=1e-12)
-    tr = float(torch.trace(sum(torch.outer(gi - g0, gi - g0) for gi in grads) / n))
+    tr = float(torch.trace(covariance_reference(grads)))
     assert noise_magnitude(model, nn.MSELoss(), data, lr=eta, batch_size=m).noise_norm == \
         pytest.approx(math.sqrt(eta * tr / m), rel=1e-12)
     if 1 < m < n:       # the two readings differ: the test can fail
