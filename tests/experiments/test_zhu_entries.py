@@ -431,6 +431,27 @@ def test_the_noise_magnitude_figure_names_the_seed_it_shows():
         "‖∇L‖ (mean gradient)", "sqrt(η Tr Σ / m) (noise)"]
 
 
+def test_the_noise_of_batches_of_distinct_samples_is_named_as_such():
+    """Runs of the reading noise-sampling=epochs plot sqrt(η Tr Σ (N − m)/(m (N − 1))): the
+    figure, its legend and the table name that quantity, not eq. (2)'s sqrt(η Tr Σ/m)."""
+    from sgdlab.experiments.procedures.zhu import zhu_noise_magnitude
+
+    pts = {"noise/grad_norm": [(t, 1.0) for t in range(9)],
+           "noise/noise_norm": [(t, 2.0) for t in range(9)]}
+    spec = load_experiment("zhu-noise-vs-gradient", "cpu", readings={"noise-sampling": "epochs"})
+    params = {"measure": [{"name": "noise_magnitude", "replacement": False}]}
+    res = zhu_noise_magnitude(spec, [run("r", 0, metrics=pts, params=params)])
+    (_, fig), = res.figures
+    name = "sqrt(η Tr Σ (N − m)/(m (N − 1)))"
+    assert fig.axes[0].get_title() == f"r: ‖∇L‖ vs {name}"
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "‖∇L‖ (mean gradient)", f"{name} (noise)"]
+    (table,) = res.tables
+    assert table.columns[-1] == f"{name} at end"
+    (default,) = zhu_noise_magnitude(spec, [run("r", 0, metrics=pts)]).tables
+    assert default.columns[-1] == "sqrt(η Tr Σ/m) at end"
+
+
 def test_the_escape_trajectories_of_several_seeds_name_the_seed_they_draw():
     """Each seed draws its own data shifts (its own minima): the panel of one method draws
     the chains of one seed, and says which."""

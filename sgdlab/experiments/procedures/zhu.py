@@ -255,6 +255,19 @@ def _ratio_thirds(r: StoredRun, scale: str = "figure"
     return median(first), median(last), [t for t, _ in first], [t for t, _ in last]
 
 
+def _noise_variance(runs: list[StoredRun]) -> str:
+    """What the runs' ``noise/noise_norm`` is the root of, over η: Tr Σ/m of eq. (2), or
+    Tr Σ (N − m)/(m (N − 1)) where every run's ``noise_magnitude`` instrument took batches
+    of distinct samples (``replacement: false``); both for a mixture."""
+    def without(r: StoredRun) -> bool:
+        return any(isinstance(m, dict) and m.get("name") == "noise_magnitude"
+                   and m.get("replacement") is False for m in r.params.get("measure") or [])
+    kinds = {without(r) for r in runs}
+    if kinds == {True}:
+        return "Tr Σ (N − m)/(m (N − 1))"
+    return "Tr Σ/m" if kinds != {True, False} else "Tr Σ/m or Tr Σ (N − m)/(m (N − 1))"
+
+
 @register_analysis("zhu_noise_magnitude")
 def zhu_noise_magnitude(spec, runs: list[StoredRun]) -> Analysis:
     """‖∇L‖ vs the noise magnitude sqrt(η Tr Σ / m) over training (Fig. 2).
@@ -273,8 +286,9 @@ def zhu_noise_magnitude(spec, runs: list[StoredRun]) -> Analysis:
     groups = by_group(runs, key=lambda r: r.group)
     dom = float(spec.options.get("dominance_ratio", 1.0))
     scale = spec.options.get("noise_scale", "figure")
+    var = _noise_variance(runs)     # the readings' names of what the runs measured
     what = ("noise/gradient norm ratio" if scale == "figure" else
-            "ratio of one step's noise to its drift, sqrt(Tr Σ/m)/‖g₀‖,")
+            f"ratio of one step's noise to its drift, sqrt({var})/‖g₀‖,")
     rows, concl, figs = [], [], []
     for g, rs in groups.items():
         thirds = [_ratio_thirds(r, scale) for r in rs]
@@ -288,8 +302,9 @@ def zhu_noise_magnitude(spec, runs: list[StoredRun]) -> Analysis:
         rows.append([g, len(rs), r_start, r_end, gn_end, nn_end])
         # one trajectory of the norms (a mean would smooth the swings the medians are for)
         one = f"{g}, seed {rs[0].seed}" if len(rs) > 1 else g
+        noise = f"sqrt(η {_noise_variance(rs)})".replace("Tr Σ/m)", "Tr Σ / m)")  # figures: "Tr Σ / m"
         figs.append((f"noise_magnitude_{g}", noise_magnitude_figure(
-            rs[0].metrics, title=f"{one}: ‖∇L‖ vs sqrt(η Tr Σ / m)")))
+            rs[0].metrics, title=f"{one}: ‖∇L‖ vs {noise}", noise=noise)))
         concl.append(Conclusion(
             f"{g}: median {what} {r_start:.3g} over the first third of the "
             f"log points ({_steps(early)}), {r_end:.3g} over the last third ({_steps(late)}); "
@@ -307,10 +322,10 @@ def zhu_noise_magnitude(spec, runs: list[StoredRun]) -> Analysis:
                       **({} if scale == "figure" else {"step_ratio": True})}))
     table = Table("noise_magnitude", ["run", "seeds", "median noise/grad, first third",
                                       "median noise/grad, last third", "‖∇L‖ at end",
-                                      "sqrt(η Tr Σ/m) at end"], rows,
+                                      f"sqrt(η {var}) at end"], rows,
                   caption="medians over the first and the last third of the log points, "
                           "mean over seeds" + ("" if scale == "figure" else
-                                               "; noise/grad: sqrt(Tr Σ/m)/‖∇L‖, one "
+                                               f"; noise/grad: sqrt({var})/‖∇L‖, one "
                                                "step's noise over its drift"))
     return Analysis(tables=[table], figures=figs, conclusions=concl)
 

@@ -297,12 +297,14 @@ def curvature_history_figure(history: History, *, title: str | None = None) -> p
     return fig
 
 
-def noise_magnitude_figure(history: History, *, title: str | None = None) -> plt.Figure:
-    """‖∇L‖ and sqrt(η Tr Σ / m) against steps (log scale)."""
+def noise_magnitude_figure(history: History, *, title: str | None = None,
+                           noise: str = "sqrt(η Tr Σ / m)") -> plt.Figure:
+    """‖∇L‖ and the noise magnitude (``noise`` names it: sqrt(η Tr Σ / m) by default)
+    against steps (log scale)."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6), constrained_layout=True)
     if not _series(ax, history, ["noise/grad_norm", "noise/noise_norm"], log=True,
                    labels={"noise/grad_norm": "‖∇L‖ (mean gradient)",
-                           "noise/noise_norm": "sqrt(η Tr Σ / m) (noise)"}):
+                           "noise/noise_norm": f"{noise} (noise)"}):
         _empty(ax, "no noise magnitude recorded")
     ax.set_xlabel("step")
     ax.set_ylabel("norm")
