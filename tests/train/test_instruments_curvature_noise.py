@@ -1,5 +1,6 @@
 """The curvature / noise / alignment / sharpness instruments inside the training loop."""
 import copy
+import math
 import warnings
 
 import pytest
@@ -11,7 +12,7 @@ from sgdlab.measure.noise import noise_magnitude
 from sgdlab.errors import UserError
 from sgdlab.testing import (covariance_reference, dense_hessian_reference,
                             per_sample_gradients_loop, toy_dataset)
-from sgdlab.train.callbacks import MeasurementCallback, Schedule
+from sgdlab.train.callbacks import MeasurementCallback, Schedule, train_subset
 from sgdlab.train.instruments import build_instrument, instruments
 from sgdlab.train.loop import train
 
@@ -595,8 +596,6 @@ def test_an_alignment_instrument_that_did_not_converge_names_itself_and_num_iter
 def test_noise_magnitude_without_replacement_counts_the_whole_training_set():
     """``replacement: false``: sqrt(η Tr Σ (N − m)/(m (N − 1))) with N the training set the
     loop's epochs draw from (40), not the subset Σ is estimated on (16)."""
-    import math
-
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
     data = toy_dataset()
@@ -608,8 +607,6 @@ def test_noise_magnitude_without_replacement_counts_the_whole_training_set():
                     epochs=1, batch_size=8, progress=False, callbacks=[build_instrument(
                         "noise_magnitude", at=[0], eval_subset=16, replacement=replacement)])
         logged[replacement] = dict(res.history["noise/noise_norm"])[0]
-    from sgdlab.train.callbacks import train_subset
-
     sub = train_subset(data, 16, 0)
     tr = float(torch.trace(covariance_reference(
         per_sample_gradients_loop(model.eval(), nn.CrossEntropyLoss(), sub))))
