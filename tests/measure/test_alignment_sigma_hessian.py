@@ -227,3 +227,32 @@ def test_zhu_alignment_quantities_of_least_squares_in_closed_form():
     assert float(torch.trace(h @ iso)) == pytest.approx(trh * trs / d, rel=1e-12)
     assert res.trace_ratio == pytest.approx(ths / (trh * trs / d), rel=1e-10)
     assert res.trace_ratio != pytest.approx(1.0, abs=0.05)      # Σ is not isotropic here
+
+
+class _Bilinear(nn.Module):
+    """f(x) = a b x₁ + w x₂: at a = b = 0 the Hessian of the mean of (f − y)² is
+    [[0, c, 0], [c, 0, 0], [0, 0, 2 mean(x₂²)]], c = 2 mean(r x₁), r = w x₂ − y."""
+
+    def __init__(self, w: float):
+        super().__init__()
+        self.a, self.b = (nn.Parameter(torch.zeros((), dtype=torch.float64)) for _ in "ab")
+        self.w = nn.Parameter(torch.tensor(w, dtype=torch.float64))
+
+    def forward(self, x):
+        return (self.a * self.b * x[:, 0] + self.w * x[:, 1])[:, None]
+
+
+def test_the_hessians_top_k_are_its_largest_eigenvalues_not_its_largest_in_magnitude():
+    """Eq. (8): Λ holds H's eigenvalues "in a non-increasing order", so near a saddle the top
+    k are the algebraically largest: here H's eigenvalues are ±|c| = ±6 and 2, and k = 2 takes
+    6 and 2, not 6 and −6 (the two largest in magnitude)."""
+    x = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]], dtype=torch.float64)
+    y = torch.tensor([[-3.0], [-3.0], [3.0], [3.0]], dtype=torch.float64)
+    model = _Bilinear(0.0)          # r = −y, c = 2 mean(−y x₁) = 6, 2 mean(x₂²) = 2
+    h = dense_hessian_reference(model, nn.MSELoss(), (x, y))
+    torch.testing.assert_close(torch.linalg.eigvalsh(h), torch.tensor(
+        [-6.0, 2.0, 6.0], dtype=torch.float64))
+    res = sigma_hessian_alignment(model, nn.MSELoss(), (x, y), 2, tol=1e-12,
+                                  generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(res.hessian_eigvals, torch.tensor([6.0, 2.0],
+                                                                 dtype=torch.float64))
