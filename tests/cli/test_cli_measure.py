@@ -143,9 +143,15 @@ def test_the_measured_spectra_name_their_dtypes_for_the_round_off_line(tmp_path,
     assert set(kw["dtype"].values()) == {torch.float32}
 
 
-def test_a_run_s_ggn_series_are_drawn_in_its_curvature_history(tmp_path, capsys):
+def test_a_run_s_ggn_series_are_drawn_in_its_curvature_history(tmp_path, capsys,
+                                                              monkeypatch):
     # the hessian instrument of operator ggn logs ggn/...: the curvature history of the
     # series recorded in training draws them as it draws hess/...
+    import sgdlab.report.figures.curvature as curvature
+
+    drawn, draw = [], curvature.curvature_history_figure
+    monkeypatch.setattr(curvature, "curvature_history_figure",
+                        lambda h, **kw: drawn.append(set(h)) or draw(h, **kw))
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text("name: tiny\ndata: {name: cubic, seed: 0}\nmodel: {name: zhu-mlp-1-6-6-6-1}\n"
                    "optimizer: {name: sgd, lr: 0.01}\n"
@@ -157,3 +163,5 @@ def test_a_run_s_ggn_series_are_drawn_in_its_curvature_history(tmp_path, capsys)
     assert main(["measure", str(run), "--what", "noise", "--k", "1", "--store",
                  str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "m")]) == 0
     assert (tmp_path / "m" / "curvature_history.png").exists()
+    # the series the run recorded, not the measurement's own (measure/noise/...)
+    assert drawn == [{"ggn/top_1"}]
