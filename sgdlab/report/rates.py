@@ -4,10 +4,11 @@ The training loop (:mod:`sgdlab.train.loop`) logs the rate at step 0 and after e
 schedule step, the rate the next epoch steps with: a sample holds from its step until the
 next one's, and the last, at the run's final step count, is that of a step no one took (of a
 cyclic schedule, a point of the next cycle; of a random one, one more draw). ``sgdlab parle``
-logs round r's rate at its end, step r·L (:mod:`sgdlab.train.replicas`): a sample holds over
-the steps since the one before. :func:`rate_stretches` reads both; the figures that draw a
-run's rate (:mod:`sgdlab.report.figures.training`) and ``runs compare``'s last-step and mean
-rate (:func:`lr_over_steps`) read it through it, so a curve and its table agree.
+and an experiment's ``replicas`` procedure log round r's rate at its end, step r·L
+(:mod:`sgdlab.train.replicas`): a sample holds over the steps since the one before.
+:func:`rate_stretches` reads both; the figures that draw a run's rate
+(:mod:`sgdlab.report.figures.training`) and ``runs compare``'s last-step and mean rate
+(:func:`lr_over_steps`) read it through it, so a curve and its table agree.
 
 Plain Python, no matplotlib: ``runs compare`` reads it without drawing.
 """
@@ -16,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["last_step", "lr_over_steps", "rate_stretches", "used_rate_points"]
+__all__ = ["last_step", "lr_over_steps", "rate_stretches", "rounds_logged_at_their_end",
+           "used_rate_points"]
 
 Points = Sequence[tuple[int, float]]
 
@@ -26,6 +28,15 @@ def last_step(history: Mapping[str, Points]) -> int | None:
     return max((int(s) for pts in history.values() for s, _ in pts), default=None)
 
 
+def rounds_logged_at_their_end(run: Mapping[str, Any] | None) -> bool:
+    """Whether ``run`` (its record as the run store gives it) was trained by
+    :mod:`sgdlab.train.replicas`, which logs each round's rate at its end: a run of ``sgdlab
+    parle`` (its config's ``method: parle``) or of an experiment's ``replicas`` procedure
+    (the sweep's config names the procedure instead)."""
+    config = (run or {}).get("config") or {}
+    return config.get("method") == "parle" or config.get("procedure") == "replicas"
+
+
 def rate_stretches(points: Points, run: Mapping[str, Any] | None = None, *,
                    last_step: int | None = None) -> list[tuple[int, int, float]]:
     """(first step, step after the last, lr) of each stretch of the steps a run took that used
@@ -33,16 +44,16 @@ def rate_stretches(points: Points, run: Mapping[str, Any] | None = None, *,
     lies within the steps taken. The steps taken, 0..S - 1: S the summary's ``steps`` of
     ``run`` (its record as the run store gives it), else (a run still going, or stopped
     without one) ``last_step``, the last step any of its series reached, or the last sample's
-    step. ``run``'s config with ``method: parle`` says the samples are a Parle run's, one at
-    each round's end, each holding over the steps since the one before (the first, since step
-    0); else each holds from its step until the next sample's or S. Two samples at one step
-    make a stretch of no steps (the later one holds)."""
+    step. A replica run's (:func:`rounds_logged_at_their_end`) samples are one at each
+    round's end, each holding over the steps since the one before (the first, since step 0);
+    else each holds from its step until the next sample's or S. Two samples at one step make a
+    stretch of no steps (the later one holds)."""
     pts = sorted(((int(s), float(v)) for s, v in points), key=lambda p: p[0])
     run = run or {}
     steps = (run.get("summary") or {}).get("steps")
     end = int(steps) if isinstance(steps, (int, float)) and not isinstance(steps, bool) \
         else max(pts[-1][0] if pts else 0, last_step or 0)
-    if (run.get("config") or {}).get("method") == "parle":
+    if rounds_logged_at_their_end(run):
         return [(max(prev, 0), s, v) for (s, v), prev
                 in zip(pts, [0] + [s for s, _ in pts[:-1]]) if 0 < s <= end]
     return [(s, min(nxt, end), v) for (s, v), nxt

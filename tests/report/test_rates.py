@@ -41,6 +41,20 @@ def test_lr_over_steps_of_a_parle_run_reads_each_round_s_lr_at_its_end():
         (0.1, 0.1))
 
 
+def test_an_experiment_s_replica_run_reads_each_round_s_lr_at_its_end_too():
+    # the `replicas` procedure (chaudhari-parle) trains through sgdlab.train.replicas into
+    # the sweep's record, whose config names the procedure, not `method: parle`
+    sweep = {"config": {"procedure": "replicas", "params": {"parle": {"L": 5}}},
+             "summary": {"steps": 15}}
+    assert lr_over_steps(PARLE_LR, sweep) == pytest.approx((0.01, 0.07))
+    assert rate_stretches(PARLE_LR, sweep) == rate_stretches(PARLE_LR, PARLE)
+    assert used_rates({"lr": PARLE_LR}, sweep)["lr"] == [(0, 0.1), (5, 0.1), (10, 0.01),
+                                                         (15, 0.01)]
+    # a `train` procedure's run is the loop's: a sample holds from its step
+    train = {"config": {"procedure": "train"}, "summary": {"steps": 20}}
+    assert lr_over_steps(CYCLIC, train) == pytest.approx((0.0, 0.05))
+
+
 def test_lr_over_steps_of_a_stopped_run_reads_its_steps_from_its_other_series():
     # interrupted in its third epoch (no summary), at step 13 by its per-step instrument: the
     # sample at step 10 is the lr its last steps took, not one no step used

@@ -63,8 +63,9 @@ def used_rates(history: History, run: Mapping[str, Any] | None = None) -> Histor
     history's last step) took steps 0..S - 1, so a sample at S (the loop samples the rate
     after each epoch's schedule step, the last one the rate of an epoch after the run's end:
     a cosine-cyclic schedule's 0) is left out, and the last used one is held to S; ``run``
-    (its record as the run store gives it) of ``sgdlab parle``: each round's rate, logged at
-    its end, drawn from the round's start. The stored history keeps what was sampled."""
+    (its record as the run store gives it) of ``sgdlab parle`` or an experiment's ``replicas``
+    procedure: each round's rate, logged at its end, drawn from the round's start. The
+    stored history keeps what was sampled."""
     end = last_step(history)
     out = dict(history)
     for name in HELD:
