@@ -286,7 +286,8 @@ def test_loss_landscapes_sgdlab_side():
         assert loss == pytest.approx(_loss_at(ns, torch.lerp(a, b, alpha)), rel=1e-12)
     plane, (d1, d2) = ns["plane"], ns["dirs"]
     c = plane.coords[0]
-    assert c[5] == pytest.approx(0, abs=1e-15) and plane.train_loss[5][5] == pytest.approx(_loss_at(ns, a), rel=1e-12)
+    assert c[5] == pytest.approx(0, abs=1e-15)
+    assert plane.train_loss[5][5] == pytest.approx(_loss_at(ns, a), rel=1e-12)
     assert plane.train_loss[2][9] == pytest.approx(_loss_at(ns, a + c[2] * d1 + c[9] * d2),
                                                    rel=1e-12)
     # filter-normalised, biases zero: each output row of a weight has that row's norm
@@ -369,7 +370,8 @@ def test_hessian_eigenthings_agrees():
     # 2k steps: not converged, no warning (the note's 0.907 and 0.284)
     default = ns["peer_default"].numpy()
     assert default[0] == pytest.approx(0.907, abs=5e-4)
-    assert default[2] == pytest.approx(0.284, abs=5e-4) and top3[2] == pytest.approx(0.582, abs=5e-4)
+    assert default[2] == pytest.approx(0.284, abs=5e-4)
+    assert top3[2] == pytest.approx(0.582, abs=5e-4)
     # equal weights for a 10 + 6 split: another matrix (the note's 0.951)
     assert float(ns["peer_top3_batches"][0]) == pytest.approx(0.951, abs=5e-4)
     assert float(ns["top3_batches"][0]) == pytest.approx(0.920, abs=5e-4)
