@@ -415,6 +415,26 @@ def test_curvlinops_agrees():
     assert torch.allclose(torch.as_tensor(ns["peer_Gv"]).reshape(-1), ns["Gv"], atol=1e-14)
 
 
+def test_curvlinops_sum_loss_is_n_times_the_mean_and_sgdlab_refuses_it_in_batches():
+    pytest.importorskip("curvlinops")
+    from curvlinops import HessianLinearOperator
+
+    from sgdlab.errors import UserError
+    from sgdlab.operators import HessianOperator
+
+    ns = _setup()
+    model, batches, n = ns["model"], ns["batches"], len(ns["x"])
+    summed = torch.nn.CrossEntropyLoss(reduction="sum")
+    v = torch.randn(sum(p.numel() for p in model.parameters()), dtype=torch.float64)
+    peer = HessianLinearOperator(model, summed, list(model.parameters()), batches) @ v
+    assert torch.allclose(peer, n * HessianOperator(model, ns["loss_fn"], batches).matvec(v),
+                          atol=1e-13)
+    one = HessianOperator(model, summed, (ns["x"], ns["y"])).matvec(v)
+    assert torch.allclose(peer, one, atol=1e-13)
+    with pytest.raises(UserError, match="reduction='sum'"):
+        HessianOperator(model, summed, batches).matvec(v)
+
+
 def test_curvlinops_refuses_active_dropout():
     pytest.importorskip("curvlinops")
     from curvlinops import HessianLinearOperator
