@@ -597,13 +597,19 @@ def said_out_of_memory(fn: Callable, *args, **kwargs):
     return out
 
 
-def torchrun_rank(rank: int, world: int, port, argv: list[str], log: str) -> None:
+def torchrun_rank(rank: int, world: int, port, argv: list[str], log: str,
+                  hold: str | None = None) -> None:
     """A forked child (torch already imported: no start-up cost) that runs the torchrun
     entry point ``python -m sgdlab.train.distributed`` as rank ``rank``, with the
     environment torchrun gives it: the rendezvous store's port (read from the pipe ``port``)
-    is its launcher's, which every rank joins. Its output goes to ``log``."""
+    is its launcher's, which every rank joins. Its output goes to ``log``. With ``hold``,
+    a process that outlives its end: once the entry point has returned or raised it writes
+    its exit status to ``log + ".end"`` and waits (60 s at most) for file ``hold`` to exist
+    before it exits, as a process that is slow to exit after an error would (its peers see
+    no closed socket meanwhile)."""
     import os
     import sys
+    import time
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port.recv()),
@@ -617,17 +623,23 @@ def torchrun_rank(rank: int, world: int, port, argv: list[str], log: str) -> Non
         except BaseException as e:  # pragma: no cover - reported through the log
             print(f"unexpected {type(e).__name__}: {e}", flush=True)
         f.flush()
+    if hold is not None:
+        with open(log + ".end", "w") as f:
+            f.write(str(rc))
+        t0 = time.monotonic()
+        while not os.path.exists(hold) and time.monotonic() - t0 < 60:
+            time.sleep(0.02)
     os._exit(rc)
 
 
-def forked_torchrun(world: int, argv: list[str], logs: list[str]):
+def forked_torchrun(world: int, argv: list[str], logs: list[str], hold: str | None = None):
     """``world`` ranks of ``python -m sgdlab.train.distributed argv`` as torchrun starts them
     (:func:`torchrun_rank`, rank r printing to ``logs[r]``), forked from this process, and
     the rendezvous store they join, held here on a port the system picks free (a port found
     free here and bound later by rank 0 could be taken meanwhile by another process). This
     process' heartbeat threads are stopped first (``stop_heartbeats``: one inside SQLite at
     the fork would leave SQLite's locks held in the children). Returns (processes, store);
-    keep the store as long as the ranks run."""
+    keep the store as long as the ranks run. ``hold``: :func:`torchrun_rank`'s."""
     import multiprocessing as mp
 
     import torch.distributed as dist
@@ -639,8 +651,8 @@ def forked_torchrun(world: int, argv: list[str], logs: list[str]):
     procs, tells = [], []
     for rank in range(world):
         port, tell = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=torchrun_rank, args=(rank, world, port, argv, logs[rank]),
-                        daemon=True)
+        p = ctx.Process(target=torchrun_rank,
+                        args=(rank, world, port, argv, logs[rank], hold), daemon=True)
         p.start()
         procs.append(p)
         tells.append(tell)

@@ -4,6 +4,12 @@ Used by the replica trainer (:mod:`sgdlab.train.replicas`, ``mode="distributed"`
 Parle optimizer's communicator protocol; the launcher (:mod:`sgdlab.train.distributed`)
 creates the process group. Every collective failure surfaces as
 :class:`ReplicaCommunicationError` naming the rank and the collective.
+
+Work that one rank does alone (rank 0 evaluating or measuring the master, recording the run,
+writing ``master.pt`` and the outputs) or whose failure on one rank the others would not see
+(each rank's checkpoint file, its resume) ends in :func:`status_all_reduce`: every rank says
+how its part went in one small all-reduce before the next collective, so a failure stops all
+ranks at once instead of leaving the others waiting in that collective until its timeout.
 """
 from __future__ import annotations
 
@@ -16,11 +22,78 @@ from torch import Tensor
 
 from ..errors import UserError
 
-__all__ = ["ReplicaCommunicationError", "TorchDistributedCommunicator"]
+__all__ = ["ReplicaCommunicationError", "ReplicaFailed", "ReplicaRefused",
+           "TorchDistributedCommunicator", "status_all_reduce"]
 
 
 class ReplicaCommunicationError(RuntimeError):
     """A collective between replica processes failed (a peer died, hung or timed out)."""
+
+
+class ReplicaFailed(ReplicaCommunicationError):
+    """Another replica process' own work failed (:func:`status_all_reduce`): this one stops
+    with it. ``rank`` is the failing process'."""
+
+    def __init__(self, message: str, rank: int):
+        super().__init__(message)
+        self.rank = rank
+
+
+class ReplicaRefused(ReplicaFailed, UserError):
+    """As :class:`ReplicaFailed` where the failing process refused with a
+    :class:`~sgdlab.errors.UserError` (a bad config, a folder that is taken): the others
+    refuse too, naming it."""
+
+
+# the codes of status_all_reduce: fine, diverged (non-finite numbers), failed, refused
+OK, DIVERGED, FAILED, REFUSED = 0, 1, 2, 3
+# how much of the failing process' account (where, and its error) the others are told (UTF-8
+# bytes; each a float64 in the all-reduce: a few KiB per process)
+STATUS_TEXT = 480
+
+
+def status_all_reduce(comm: Any, where: str, error: BaseException | None = None, *,
+                      diverged: bool = False, device: Any = None) -> bool:
+    """Tell every process how this one's part of ``where`` (rank-local work: "evaluating
+    the master after round 3") went, in one all-reduce, before any of them goes on to its
+    next collective. ``error``: what that work raised here (None: it succeeded);
+    ``diverged``: it met non-finite numbers (a ``FloatingPointError``).
+
+    When any process failed, every process raises: the failing one its own ``error``, the
+    others :class:`ReplicaFailed` (:class:`ReplicaRefused` for a ``UserError``) naming the
+    lowest failing rank, its ``where`` and the start of its error. Otherwise returns whether any
+    process diverged. ``comm`` None (in-process): ``error`` is raised, nothing is sent.
+    Every process of the group must call it at the same point (a collective)."""
+    if error is not None and (comm is None or not isinstance(error, Exception)):
+        raise error         # an interrupt stops this process alone, as ever
+    if comm is None:
+        return diverged
+    code = (REFUSED if isinstance(error, UserError) else FAILED) if error is not None else (
+        DIVERGED if diverged else OK)
+    world, rank = comm.world_size, comm.rank
+    # one row per rank, each rank filling its own: the sum is every rank's row, exactly
+    rows = torch.zeros(world, 1 + STATUS_TEXT, dtype=torch.float64, device=device)
+    rows[rank, 0] = code
+    if error is not None:
+        said = f"{where} ({type(error).__name__}: {error})".encode()[:STATUS_TEXT]
+        rows[rank, 1:1 + len(said)] = torch.tensor(list(said), dtype=torch.float64)
+    try:
+        (mean,) = comm.average([rows])
+    except ReplicaCommunicationError:
+        if error is not None:   # this process' own error says more than the lost peer
+            raise error from None
+        raise
+    got = (mean * world).round().cpu()
+    codes = [int(c) for c in got[:, 0]]
+    failed = [r for r, c in enumerate(codes) if c >= FAILED]
+    if not failed:
+        return DIVERGED in codes
+    if error is not None:
+        raise error
+    r = failed[0]
+    said = bytes(int(b) for b in got[r, 1:] if b > 0).decode(errors="replace")
+    kind = ReplicaRefused if codes[r] == REFUSED else ReplicaFailed
+    raise kind(f"replica {rank}/{world}: rank {r} failed {said}; stopped with it", r)
 
 
 class TorchDistributedCommunicator:

@@ -80,7 +80,8 @@ from ..losses import build_loss
 from ..plugins import import_plugins, recorded_plugins
 from ..store.folders import REPLICA_MASTER, REPLICA_RESULT, store_option
 from ..strict_json import dumps as strict_dumps, write_atomic
-from .communicator import ReplicaCommunicationError, TorchDistributedCommunicator
+from .communicator import (ReplicaCommunicationError, ReplicaFailed,
+                           TorchDistributedCommunicator, status_all_reduce)
 from .replicas import (MASTER_CHECKPOINT, ParleConfig, check_checkpoint_dir,
                        train_replicas)
 
@@ -423,31 +424,19 @@ def lock_out(out: str | Path) -> int | None:
         raise UserError(f"--out {out}: cannot write {LOCK_FILE}: {file_problem(e)}") from None
 
 
-def _take_for_all(out: str | Path, comm: Any, model: torch.nn.Module, *, claim: bool
-                  ) -> tuple[str | None, int | None]:
+def _take_out(out: str | Path, *, claim: bool) -> tuple[str | None, int | None]:
     """Rank 0 (or the in-process run) takes a new run's ``out`` (``claim``:
-    :func:`claim_out`) and holds its lock (:func:`lock_out`); every rank learns whether it
-    could (one all-reduce), so all stop together when it could not. Returns the claim's text
-    and the lock's descriptor."""
-    text, fd, problem = None, None, None
-    if comm is None or comm.rank == 0:
-        try:
-            if claim:
-                text = claim_out(out)
-            fd = lock_out(out)
-        except UserError as e:
-            problem = e
-            if text is not None:
-                release_out(out, text)
-    if comm is not None:
-        flag = torch.ones(1, device=next(model.parameters()).device)
-        if problem is not None:
-            flag.zero_()
-        if float(comm.average([flag])[0]) != 1.0 and problem is None:
-            raise UserError(f"rank 0 could not take {out} for this run (see its error)")
-    if problem is not None:
-        raise problem
-    return text, fd
+    :func:`claim_out`) and holds its lock (:func:`lock_out`). Returns the claim's text and
+    the lock's descriptor."""
+    text = None
+    try:
+        if claim:
+            text = claim_out(out)
+        return text, lock_out(out)
+    except BaseException:
+        if text is not None:
+            release_out(out, text)
+        raise
 
 
 def run_store_path(cfg: dict[str, Any], store: str | os.PathLike | None = None,
@@ -484,10 +473,18 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
     first (:func:`claim_out`; ``claimed``: its launcher has) and frees it when it fails before
     its first checkpoint. ``progress``: :func:`train_replicas`' (:func:`round_lines`).
     Returns the :class:`ReplicaResult`."""
-    model, loss_fn, data, parle, kw = build_run(cfg)
     comm, device = None, cfg.get("device")
     if mode == "distributed":
         comm = communicator or TorchDistributedCommunicator()
+    # every rank builds its own: one that cannot (a data file it does not see) stops them all
+    where = "building the run from its config"
+    error = None
+    try:
+        model, loss_fn, data, parle, kw = build_run(cfg)
+    except Exception as e:
+        error = e
+    status_all_reduce(comm, where, error, device=_status_device(comm, device))
+    if mode == "distributed":
         if device == "cuda":     # one GPU per replica on each machine (as nccl's set-up)
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', comm.rank))}"
             model.to(device)     # (nccl broadcasts GPU tensors only)
@@ -502,20 +499,36 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
     elif resume:
         raise UserError("resume needs an output directory (--out DIR; checkpoints are in "
                         "DIR/checkpoints)")
+    from ..store.folders import drop_if_unused, open_new_store
+
     store, made = None, []
-    if cfg.get("store") and is_main:   # rank 0 alone records the run
-        from ..store.folders import drop_if_unused, open_new_store
-        store, made = open_new_store(cfg["store"])
     claim, lock = None, None
+    on = next(model.parameters()).device
     try:
-        if out is not None:
-            claim, lock = _take_for_all(out, comm, model, claim=not resume and not claimed)
+        error = None
+        if is_main:   # rank 0 alone records the run and takes OUT; the others learn how it went
+            try:
+                if cfg.get("store"):
+                    store, made = open_new_store(cfg["store"])
+                if out is not None:
+                    claim, lock = _take_out(out, claim=not resume and not claimed)
+            except Exception as e:
+                error = e
+        status_all_reduce(comm, "opening the run store" if out is None else
+                          f"opening the run store and taking {out} for this run", error,
+                          device=on)
         res = train_replicas(model, loss_fn, data, parle, mode=mode, communicator=comm,
                              device=device,
                              store=store, complete=out is None,
                              run_config=_recorded_config(cfg), progress=progress, **kw)
-        if out is not None and is_main:
-            _write_outputs(res, Path(out), mode, parle, store)
+        if out is not None:
+            error = None
+            if is_main:
+                try:
+                    _write_outputs(res, Path(out), mode, parle, store)
+                except Exception as e:
+                    error = e
+            status_all_reduce(comm, f"writing the run's outputs to {out}", error, device=on)
     except BaseException:
         if claim is not None:
             release_out(out, claim)
@@ -527,6 +540,14 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
         if lock is not None:
             os.close(lock)
     return res
+
+
+def _status_device(comm: Any, device: str | None) -> torch.device | None:
+    """Where a status all-reduce's tensor goes before the model is placed: nccl's on this
+    rank's GPU."""
+    if comm is not None and device == "cuda":
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', comm.rank))}")
+    return None
 
 
 def round_lines(every_s: float = 5.0) -> Callable[[int, int, float], None]:
@@ -677,23 +698,37 @@ def main(argv: list[str] | None = None) -> int:
         res = run_from_config(cfg, mode="distributed", out=args.out, resume=args.resume,
                               checkpoint_every=args.checkpoint_every, claimed=args.claimed,
                               progress=round_lines())
+        error = None
         if dist.get_rank() == 0:
-            print(report(res, out=args.out, processes=dist.get_world_size(),
-                         store=cfg["store"]), flush=True)
-            if os.environ.get(STATUS_ENV):
-                Path(os.environ[STATUS_ENV]).write_text(res.status)
-        try:  # a clean shutdown; a peer that already left must not turn success into failure
-            dist.barrier()          # all ranks tear gloo down together, rank 0's store still up
+            try:
+                print(report(res, out=args.out, processes=dist.get_world_size(),
+                             store=cfg["store"]), flush=True)
+                if os.environ.get(STATUS_ENV):
+                    Path(os.environ[STATUS_ENV]).write_text(res.status)
+            except Exception as e:
+                error = e
+        try:  # also the barrier of a clean shutdown: all ranks tear gloo down together, rank
+            # 0's store still up
+            on = torch.device("cuda") if dist.get_backend() == "nccl" else None
+            status_all_reduce(TorchDistributedCommunicator(), "reporting the run", error,
+                              device=on)
+        except ReplicaFailed:
+            raise
+        except Exception as e:
+            if e is error:
+                raise
+            # a peer that already left after a success must not turn it into a failure
+        try:
             dist.destroy_process_group()
         except Exception:
             pass
         return 0
+    except UserError as e:     # (a ReplicaRefused too: another rank refused)
+        print(f"sgdlab.train.distributed: rank {rank}: error: {e}", file=sys.stderr, flush=True)
+        return 2
     except ReplicaCommunicationError as e:
         print(f"sgdlab.train.distributed: rank {rank}: error: {e}", file=sys.stderr, flush=True)
         return 1
-    except UserError as e:
-        print(f"sgdlab.train.distributed: rank {rank}: error: {e}", file=sys.stderr, flush=True)
-        return 2
 
 
 if __name__ == "__main__":

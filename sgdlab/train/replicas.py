@@ -74,6 +74,7 @@ Conventions:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -93,6 +94,7 @@ from ..optim.elastic import Parle, master_average
 from .callbacks import MeasurementCallback, Schedule, TrainContext, callback_keys
 from .checkpoint import (changed_settings, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
+from .communicator import status_all_reduce
 from .loop import (BatchStream, as_callbacks, check_callbacks, check_dataset, check_loss,
                    evaluation_metrics, evaluation_sets, input_refusal, is_int,
                    model_setting_changes, model_settings, open_writer, recompute_eval_statistics,
@@ -654,18 +656,19 @@ class _ReplicaTraining:
         return rounds
 
     def _resume(self) -> None:
-        head, mine_state = _load_replica_checkpoint(self.ckpt, self.rank, self.world, self.cfg,
-                                                    self.mode, examples=self.examples,
-                                                    settings=self.settings)
-        ok = torch.tensor([1.0 if head is not None else 0.0], device=self.dev)
-        if self.comm is not None:  # every rank must have found a consistent set, or none starts
-            ok = self.comm.average([ok])[0]
-        if head is None or float(ok) != 1.0:
-            raise UserError(f"cannot resume from {str(self.ckpt)!r}: "
-                            + (mine_state if head is None else "another rank's checkpoint "
-                               "file is missing or inconsistent (see its error)"))
-        for w in self.workers:
-            w.load_state_dict(mine_state["workers"][w.index])
+        error = None
+        try:
+            head, mine_state = _load_replica_checkpoint(
+                self.ckpt, self.rank, self.world, self.cfg, self.mode, examples=self.examples,
+                settings=self.settings)
+            if head is None:
+                raise UserError(f"cannot resume from {str(self.ckpt)!r}: {mine_state}")
+            for w in self.workers:
+                w.load_state_dict(mine_state["workers"][w.index])
+        except Exception as e:
+            error = e
+        # every rank must have found and loaded a consistent set, or none starts
+        status_all_reduce(self.comm, "resuming from its checkpoint", error, device=self.dev)
         set_rng_state(mine_state["rng"])
         self.start = int(head["round"])
         self.stored_rows = head.get("stored_rows")
@@ -682,6 +685,17 @@ class _ReplicaTraining:
         resumed one's; on a resume the rows logged after the checkpoint are dropped (those
         rounds are redone). A resume of a run its checkpoints name no record of (one trained
         unrecorded) records it anew, its rounds up to the checkpoint first."""
+        error = None
+        try:
+            run_id = self._open_record(store, run_id, name, run_config)
+        except Exception as e:
+            error = e
+        # rank 0 alone records the run: the others learn here whether it could
+        status_all_reduce(self.comm, "recording the run in its store", error, device=self.dev)
+        self.run_id = run_id
+
+    def _open_record(self, store: Any, run_id: str | None, name: str | None,
+                     run_config: dict[str, Any] | None) -> str | None:
         if self.resume and self.is_main:
             run_id = run_id or self.saved_run_id
         if store is not None and self.is_main:
@@ -705,7 +719,7 @@ class _ReplicaTraining:
                 # a resume with more rounds extends the run: its record says how far it goes
                 store.set_config(run_id, {**recorded, **config})
             self.store = store
-        self.run_id = run_id
+        return run_id
 
     # --- the rounds -------------------------------------------------------------------------
     def fit(self) -> None:
@@ -724,8 +738,6 @@ class _ReplicaTraining:
             if master is None:
                 return    # diverged: no end-of-run checkpoint over the last good one
             self.round, self.last_master = r, master
-            if self.progress is not None and self.is_main:
-                self.progress(r, self.rounds, self.history["replica_loss"][-1][1])
             # the last round's master is evaluated and measured after its outer step, by
             # final_master, as the run's final model
             if r < self.rounds and not self._middle_round(r, master):
@@ -766,10 +778,17 @@ class _ReplicaTraining:
         for w in workers:
             w.optimizer.outer_step(master)
         step = r * cfg.L
-        self.log("replica_loss", mean_loss, step)
-        self.log("gamma", gamma, step)
-        self.log("rho", rho, step)
-        self.log("lr", cfg.lr * lr_scale, step)
+        error = None
+        try:   # rank 0 writes the rows to the store (every flush_every s) and the progress
+            self.log("replica_loss", mean_loss, step)
+            self.log("gamma", gamma, step)
+            self.log("rho", rho, step)
+            self.log("lr", cfg.lr * lr_scale, step)
+            if self.progress is not None and self.is_main:
+                self.progress(r, self.rounds, mean_loss)
+        except Exception as e:
+            error = e
+        status_all_reduce(self.comm, f"recording round {r}", error, device=self.dev)
         return master
 
     def _reduce(self, values: list[list[Tensor]], losses: list[Tensor]
@@ -793,10 +812,14 @@ class _ReplicaTraining:
         ``master_buffers="recompute"`` its batch-norm statistics recomputed at ``master``;
         its metrics (``metrics``) and the ``instruments`` due, all at ``step``."""
         buffers = self._mean_buffers()
+        error = None
         if self.is_main:
-            self._set_master(master, buffers)
-            self._evaluate_master(step, metrics=metrics)
-        self._measure(instruments, step)
+            try:
+                self._set_master(master, buffers)
+                self._evaluate_master(step, metrics=metrics)
+            except Exception as e:
+                error = e
+        self._measure(instruments, step, error)
 
     def _set_master(self, params: Sequence[Tensor], buffers: Sequence[Tensor]) -> None:
         """The master model's parameters ``params`` and floating buffers ``buffers``."""
@@ -836,42 +859,37 @@ class _ReplicaTraining:
         if self.writer is not None:     # (the history row is the context's)
             self.writer.log(name, float(value), step)
 
-    def _measure(self, due: Sequence[MeasurementCallback], step: int) -> None:
+    def _measure(self, due: Sequence[MeasurementCallback], step: int,
+                 error: Exception | None = None) -> None:
         """Measure the master model as it is with the ``due`` instruments (rank 0 only) and
-        log their values at ``step``. Distributed, rank 0 then tells every rank how it went
-        in one all-reduce, so that an instrument's error or non-finite numbers stop every
-        process at once, not only rank 0 while the others wait at the next collective until
-        its timeout. A ``FloatingPointError`` ends the run as diverged (as in
-        :func:`sgdlab.train.loop.train`); any other error fails it."""
-        if not due:
-            return
-        self.measured = step // self.cfg.L
-        code, error = 0.0, None
-        if self.is_main:
+        log their values at ``step``, unless its evaluation before failed with ``error``.
+        Distributed, every rank then learns how rank 0's evaluation and measurements went
+        (:func:`~sgdlab.train.communicator.status_all_reduce`), so that an error or
+        non-finite numbers stop every process at once, not only rank 0 while the others wait
+        at the next collective until its timeout. A ``FloatingPointError`` ends the run as
+        diverged (as in :func:`sgdlab.train.loop.train`); any other error fails it."""
+        r = step // self.cfg.L
+        if due:
+            self.measured = r
+        where, diverged = f"evaluating the master after round {r}", None
+        if self.is_main and due and error is None:
             self.ctx.step, self.ctx.history = step, self.history
+            cb = None
             try:
                 for cb in due:
                     cb.record(self.ctx)
             except FloatingPointError as e:
-                code, error = 1.0, e
+                diverged = e
             except Exception as e:       # (an interrupt stops this process alone, as ever)
-                code, error = 2.0, e
-        if self.comm is not None:
-            # rank 0's code, the others' 0, averaged: every rank reads rank 0's code
-            flag = torch.tensor([code], dtype=torch.float64, device=self.dev)
-            code = round(float(self.comm.average([flag])[0]) * self.world)
-        if code == 1:
-            r = self.measured
+                error = e
+                where = (f"measuring the master after round {r} with "
+                         f"{getattr(cb, 'instrument', None) or type(cb).__name__}")
+        if status_all_reduce(self.comm, where, error, diverged=diverged is not None,
+                             device=self.dev):
             self.status = "diverged"
             self.message = (f"non-finite values in a measurement of the master after round "
-                            f"{r}" + (f": {error}" if error is not None else " (on rank 0)"))
-        elif code == 2:
-            if error is not None:
-                raise error
-            from .communicator import ReplicaCommunicationError
-            raise ReplicaCommunicationError(
-                f"replica {self.rank}/{self.world}: an instrument failed on rank 0 measuring "
-                f"the master after round {step // self.cfg.L} (see rank 0's error); stopped")
+                            f"{r}" + (f": {diverged}" if diverged is not None else
+                                      " (on rank 0)"))
 
     def _same_instruments(self) -> None:
         """Distributed: a ``ConfigError`` on every rank unless each passed as many
@@ -898,17 +916,38 @@ class _ReplicaTraining:
         ``master.pt``, between barriers; the store holds every row of the saved history (and
         ``master.pt`` their count) before the set exists."""
         assert self.ckpt is not None
-        if self.writer is not None:   # the store holds every row of the saved history first
-            self.writer.flush()
         mine, prev = self.ckpt / f"rank{self.rank}.pt", self.ckpt / f"rank{self.rank}.prev.pt"
-        if mine.exists():
-            # the set master.pt names stays whole until the new master.pt is written: a kill
-            # from here on leaves the previous round's rank file beside the previous master
-            os.replace(mine, prev)
-        save_checkpoint(mine, {
-            "round": r, "world_size": self.world, "rank": self.rank, "comm_time": self.comm_time,
-            "workers": {w.index: w.state_dict() for w in self.workers}, "rng": rng_state()})
-        self._barrier()  # every rank file of round r is on disk before master.pt names round r
+        error = None
+        try:
+            if self.writer is not None:   # the store holds every row of the saved history
+                self.writer.flush()
+            if mine.exists():
+                # the set master.pt names stays whole until the new master.pt is written: a
+                # kill from here on leaves the previous round's rank file beside the previous
+                # master
+                os.replace(mine, prev)
+            save_checkpoint(mine, {
+                "round": r, "world_size": self.world, "rank": self.rank,
+                "comm_time": self.comm_time,
+                "workers": {w.index: w.state_dict() for w in self.workers}, "rng": rng_state()})
+        except Exception as e:
+            error = e
+        # every rank file of round r is on disk before master.pt names round r
+        status_all_reduce(self.comm, f"writing its checkpoint of round {r}", error,
+                          device=self.dev)
+        try:
+            self._save_master(r, master)
+        except Exception as e:
+            error = e
+        # nobody overwrites its rank file before master.pt is written
+        status_all_reduce(self.comm, f"writing master.pt of round {r}", error, device=self.dev)
+        with contextlib.suppress(OSError):   # (a leftover only costs disk: a resume reads
+            prev.unlink(missing_ok=True)     # the rank file of master.pt's round)
+        self.saved = r
+
+    def _save_master(self, r: int, master: Sequence[Tensor] | None) -> None:
+        """Rank 0's ``master.pt`` of round ``r``."""
+        assert self.ckpt is not None
         if self.is_main:
             save_checkpoint(self.ckpt / MASTER_CHECKPOINT, {
                 "round": r, "world_size": self.world, "replicas": self.cfg.replicas,
@@ -922,13 +961,6 @@ class _ReplicaTraining:
                 # the run's last round: its evaluation and instruments come after this set
                 "last": r == self.rounds,
                 "history": {k: [[s, v] for s, v in pts] for k, pts in self.history.items()}})
-        self._barrier()  # nobody overwrites its rank file before master.pt is written
-        prev.unlink(missing_ok=True)
-        self.saved = r
-
-    def _barrier(self) -> None:
-        if self.comm is not None:
-            self.comm.average([torch.zeros(1, device=self.dev)])
 
     # --- completion -------------------------------------------------------------------------
     def diverged(self, r: int, mean_loss: float) -> None:
@@ -962,10 +994,15 @@ class _ReplicaTraining:
         # the same master as evaluated at this step already (that x̄, or the initial
         # weights) is not logged twice there
         again = self.evaluated == step and (by_instrument or self.round == 0)
+        error = None
         if self.is_main:
-            self._evaluate_master(step, metrics=not again)
-        if self.measured != self.round and self.status == "finished":
-            self._measure(self._due(self.round), step)
+            try:
+                self._evaluate_master(step, metrics=not again)
+            except Exception as e:
+                error = e
+        due = (self._due(self.round) if self.measured != self.round
+               and self.status == "finished" else [])
+        self._measure(due, step, error)
 
     def complete(self, *, record_end: bool) -> ReplicaResult:
         """The accounting and the summary of the run :meth:`final_master` ended; with
@@ -982,9 +1019,14 @@ class _ReplicaTraining:
         final.update(rounds=self.round, steps=step, grad_evals=w0.grad_evals,
                      effective_epochs=w0.effective_epochs, comm_time=self.comm_time,
                      wall_time=wall)
-        record_completion(self.store, self.writer, self.run_id, self.status,
-                          summary={**final, "status": self.status}, message=self.message,
-                          record_end=record_end)
+        error = None
+        try:
+            record_completion(self.store, self.writer, self.run_id, self.status,
+                              summary={**final, "status": self.status}, message=self.message,
+                              record_end=record_end)
+        except Exception as e:
+            error = e
+        status_all_reduce(self.comm, "recording the end of the run", error, device=self.dev)
         return ReplicaResult(master=self.master_model, status=self.status, rounds=self.round,
                              grad_evals=w0.grad_evals, effective_epochs=w0.effective_epochs,
                              history=self.history, final=final, wall_time=wall,

@@ -480,7 +480,9 @@ def test_replica_processes_started_into_a_taken_folder_all_stop_with_its_reason(
     assert [p.exitcode for p in procs] == [2, 2], [read(log)[-2000:] for log in logs]
     assert (f"rank 0: error: {out} already holds a parle run started "
             "2026-01-01T00:00:00+00:00 (pid 1 on elsewhere)") in read(logs[0])
-    assert f"rank 1: error: rank 0 could not take {out} for this run" in read(logs[1])
+    # rank 1 names rank 0, what it did and its error (one status all-reduce)
+    assert (f"rank 1: error: replica 1/2: rank 0 failed opening the run store and taking {out} "
+            f"for this run (UserError: {out} already holds a parle run started") in read(logs[1])
     assert sorted(p.name for p in out.iterdir()) == ["parle.json"]
 
 
@@ -661,5 +663,5 @@ def test_an_instrument_failing_on_rank_0_stops_every_rank_at_once(tmp_path):
     assert procs[0].exitcode not in (0, None) and procs[1].exitcode == 1, [
         read(l)[-2000:] for l in logs]
     assert "boom: this instrument fails" in read(logs[0]), read(logs[0])[-2000:]
-    assert "an instrument failed on rank 0 measuring the master after round 3" in read(
-        logs[1]), read(logs[1])[-2000:]
+    assert ("rank 0 failed measuring the master after round 3 with boom (RuntimeError: boom: "
+            "this instrument fails); stopped with it") in read(logs[1]), read(logs[1])[-2000:]

@@ -1,0 +1,187 @@
+"""Distributed Parle fails fast: work one rank does alone (rank 0 evaluating the master,
+recording the run, writing master.pt and the outputs; a rank building its data) that fails
+stops every rank at once, each naming the failing rank and its error, even while the failing
+process is slow to exit (its peers see no closed socket): a status all-reduce tells them
+before their next collective, not the collective's timeout (30 s here)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+import torch
+
+import sgdlab.data  # noqa: F401  (imported before forking: the workers start warm)
+import sgdlab.models  # noqa: F401
+from sgdlab.testing import forked_torchrun
+
+pytestmark = pytest.mark.usefixtures("tmp_store")
+
+torch.set_num_threads(1)
+
+# imported by every rank (the config's plugins); $SGDLAB_TEST_FAIL says what fails, where
+INJECT = '''
+import os
+
+import sgdlab.data.files as files
+import sgdlab.store.runstore as runstore
+import sgdlab.train.distributed as distributed
+import sgdlab.train.replicas as replicas
+from sgdlab.errors import DataError
+
+WHAT = os.environ.get("SGDLAB_TEST_FAIL", "")
+RANK = os.environ["RANK"]
+
+
+def patch(module, name, fails):
+    real = getattr(module, name)
+
+    def patched(*a, **k):
+        fails(*a, **k)
+        return real(*a, **k)
+    setattr(module, name, patched)
+
+
+if RANK == "0" and WHAT == "evaluate":
+    calls = []
+
+    def evaluate(*a, **k):   # the master's metrics after round 0 pass, the next ones fail
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("boom: evaluation fails")
+    patch(replicas, "evaluation_metrics", evaluate)
+if RANK == "0" and WHAT == "rows":
+    def rows(self, name, value, step):
+        if step >= 9:
+            raise OSError("boom: the store cannot take the rows")
+    patch(runstore.MetricWriter, "log", rows)
+if RANK == "0" and WHAT == "record":
+    def record(*a, **k):
+        raise RuntimeError("boom: the store cannot record the run")
+    patch(runstore.RunStore, "create_run", record)
+if RANK == "0" and WHAT == "outputs":
+    def outputs(*a, **k):
+        raise OSError("boom: no space left for the outputs")
+    patch(distributed, "_write_outputs", outputs)
+if RANK == "0" and WHAT == "master.pt":
+    def save(path, state):
+        if path.name == "master.pt" and state["round"] == 4:
+            raise OSError("boom: no space left for master.pt")
+    patch(replicas, "save_checkpoint", save)
+if RANK == "1" and WHAT == "data":
+    def data(path, *a, **k):
+        raise DataError(f"{path}: boom: this rank cannot read the data file")
+    patch(files, "load_data_file", data)
+'''
+
+
+def write_problem(tmp_path, rounds):
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    X = torch.randn(48, 4, generator=g, dtype=torch.float64)
+    Xt = torch.randn(16, 4, generator=g, dtype=torch.float64)
+    torch.save({"x_train": X, "y_train": (X @ W).argmax(1), "x_test": Xt,
+                "y_test": (Xt @ W).argmax(1),
+                "meta": {"name": "toy", "task": "classification", "input_shape": (4,),
+                         "num_outputs": 3}}, tmp_path / "toy.pt")
+    (tmp_path / "inject.py").write_text(INJECT)
+    cfg = {"data": {"file": str(tmp_path / "toy.pt")},
+           "model": {"name": "mlp", "widths": [6], "activation": "tanh"},
+           "parle": {"replicas": 2, "L": 3, "lr": 0.1, "gamma": 1.0, "rho": 0.5,
+                     "momentum": 0.5, "batch_size": 8, "seed": 2},
+           "rounds": rounds, "dtype": "float64", "seed": 1, "eval_every": 2,
+           "plugins": [str(tmp_path / "inject.py")]}
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def read(path) -> str:
+    return open(path).read() if os.path.exists(path) else ""
+
+
+def run_held(tmp_path, argv, *, within: float = 5.0):
+    """2 ranks whose processes stay (:func:`sgdlab.testing.torchrun_rank`'s ``hold``) once
+    their entry point has ended. Asserts that both end within ``within`` s of the first, well
+    before the collectives' 30 s timeout; then lets them exit. Returns (exit statuses, logs)."""
+    logs = [str(tmp_path / f"rank{r}.log") for r in range(2)]
+    for log in logs:
+        for f in (log, log + ".end"):
+            if os.path.exists(f):
+                os.remove(f)
+    hold = str(tmp_path / "exit-now")
+    procs, store = forked_torchrun(2, argv + ["--timeout", "30"], logs, hold=hold)
+    try:
+        t0 = time.monotonic()
+        first = None
+        while True:
+            ended = [os.path.exists(log + ".end") for log in logs]
+            now = time.monotonic()
+            if all(ended):
+                break
+            if first is None and any(ended):
+                first = now
+            assert now - t0 < 30, [read(log)[-2000:] for log in logs]     # start-up at most
+            assert first is None or now - first < within, (
+                f"rank {ended.index(False)} still waits {within} s after another rank ended",
+                [read(log)[-2000:] for log in logs])
+            time.sleep(0.02)
+        codes = [int(read(log + ".end")) for log in logs]
+    finally:
+        open(hold, "w").close()
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        del store
+        os.remove(hold)
+    return codes, [read(log) for log in logs]
+
+
+@pytest.mark.parametrize("what, failing, said", [
+    ("evaluate", 0, "evaluating the master after round 2 (RuntimeError: boom: evaluation "
+                    "fails)"),
+    ("rows", 0, "recording round 3 (OSError: boom: the store cannot take the rows)"),
+    ("record", 0, "recording the run in its store (RuntimeError: boom: the store cannot "
+                  "record the run)"),
+    ("outputs", 0, "writing the run's outputs to {out} (OSError: boom: no space left for the "
+                   "outputs)"),
+    ("data", 1, "building the run from its config (DataError: {data}: boom: this rank cannot "
+                "read the data file)"),
+])
+def test_work_failing_on_one_rank_stops_every_rank_at_once(tmp_path, monkeypatch, what,
+                                                           failing, said):
+    monkeypatch.setenv("SGDLAB_TEST_FAIL", what)
+    path = write_problem(tmp_path, rounds=10 if what == "outputs" else 10**6)
+    out = tmp_path / "out"
+    codes, logs = run_held(tmp_path, [str(path), "--out", str(out)])
+    other = 1 - failing
+    # the failing rank raises its own error (a refusal, a UserError: exit 2), the other
+    # names that rank, what it did and its error
+    assert "boom" in logs[failing] and codes[failing] != 0, logs
+    assert codes[other] == (2 if what == "data" else 1), logs
+    said = said.format(out=out, data=tmp_path / "toy.pt")
+    assert (f"rank {other}: error: replica {other}/2: rank {failing} failed {said}; "
+            "stopped with it") in logs[other], logs[other]
+
+
+def test_a_failed_master_pt_stops_every_rank_and_the_last_set_resumes(tmp_path, monkeypatch):
+    """Rank 0 cannot write master.pt of round 4 (checkpoints every 2 rounds): every rank
+    stops at once, and the set of round 2 stays whole: a resume continues from it."""
+    monkeypatch.setenv("SGDLAB_TEST_FAIL", "master.pt")
+    path = write_problem(tmp_path, rounds=6)
+    out = tmp_path / "out"
+    argv = [str(path), "--out", str(out), "--checkpoint-every", "2"]
+    codes, logs = run_held(tmp_path, argv)
+    assert codes[0] != 0 and "boom: no space left for master.pt" in logs[0], logs
+    assert codes[1] == 1 and ("rank 1: error: replica 1/2: rank 0 failed writing master.pt of "
+                              "round 4 (OSError: boom: no space left for master.pt)") in logs[1]
+    head = torch.load(out / "checkpoints" / "master.pt", weights_only=True)
+    assert head["round"] == 2
+    monkeypatch.setenv("SGDLAB_TEST_FAIL", "")
+    codes, logs = run_held(tmp_path, argv + ["--resume"], within=30)
+    assert codes == [0, 0], logs
+    result = json.loads((out / "results.json").read_text())
+    assert result["status"] == "finished" and result["final"]["rounds"] == 6
