@@ -624,8 +624,9 @@ def torchrun_rank(rank: int, world: int, port, argv: list[str], log: str,
             print(f"unexpected {type(e).__name__}: {e}", flush=True)
         f.flush()
     if hold is not None:
-        with open(log + ".end", "w") as f:
+        with open(log + ".ending", "w") as f:
             f.write(str(rc))
+        os.replace(log + ".ending", log + ".end")     # whole when seen
         t0 = time.monotonic()
         while not os.path.exists(hold) and time.monotonic() - t0 < 60:
             time.sleep(0.02)

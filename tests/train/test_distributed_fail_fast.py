@@ -14,6 +14,7 @@ import torch
 
 import sgdlab.data  # noqa: F401  (imported before forking: the workers start warm)
 import sgdlab.models  # noqa: F401
+import sgdlab.train.distributed  # noqa: F401
 from sgdlab.testing import forked_torchrun
 
 pytestmark = pytest.mark.usefixtures("tmp_store")
@@ -95,6 +96,17 @@ def write_problem(tmp_path, rounds):
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(cfg))
     return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm(tmp_path_factory):
+    """One in-process run first: the forked workers start with its imports done."""
+    from sgdlab.train.distributed import run_from_config
+
+    tmp = tmp_path_factory.mktemp("warm")
+    cfg = json.loads(write_problem(tmp, rounds=1).read_text())
+    cfg.pop("plugins")
+    run_from_config(cfg, mode="inprocess")
 
 
 def read(path) -> str:
