@@ -580,6 +580,8 @@ class _ReplicaTraining:
         self.saved_run_id: str | None = None
         # a resumed set of a run's last round: its master, evaluated after the set was saved
         self.resumed_last: list[Tensor] | None = None
+        # (where, error) of this rank's own work that failed, not yet told (_settle)
+        self.pending: tuple[str, Exception] | None = None
         if resume:
             self._resume()
         self.round = self.start         # the last round completed
@@ -668,7 +670,7 @@ class _ReplicaTraining:
         except Exception as e:
             error = e
         # every rank must have found and loaded a consistent set, or none starts
-        status_all_reduce(self.comm, "resuming from its checkpoint", error, device=self.dev)
+        self._settle("resuming from its checkpoint", error)
         set_rng_state(mine_state["rng"])
         self.start = int(head["round"])
         self.stored_rows = head.get("stored_rows")
@@ -691,7 +693,7 @@ class _ReplicaTraining:
         except Exception as e:
             error = e
         # rank 0 alone records the run: the others learn here whether it could
-        status_all_reduce(self.comm, "recording the run in its store", error, device=self.dev)
+        self._settle("recording the run in its store", error)
         self.run_id = run_id
 
     def _open_record(self, store: Any, run_id: str | None, name: str | None,
@@ -778,7 +780,6 @@ class _ReplicaTraining:
         for w in workers:
             w.optimizer.outer_step(master)
         step = r * cfg.L
-        error = None
         try:   # rank 0 writes the rows to the store (every flush_every s) and the progress
             self.log("replica_loss", mean_loss, step)
             self.log("gamma", gamma, step)
@@ -787,17 +788,40 @@ class _ReplicaTraining:
             if self.progress is not None and self.is_main:
                 self.progress(r, self.rounds, mean_loss)
         except Exception as e:
-            error = e
-        status_all_reduce(self.comm, f"recording round {r}", error, device=self.dev)
+            if self.comm is None:
+                raise
+            # told at the next collective, which every one carries (_reduce, _settle), not
+            # in a collective of its own every round
+            self.pending = (f"recording round {r}", e)
         return master
 
     def _reduce(self, values: list[list[Tensor]], losses: list[Tensor]
                 ) -> tuple[list[Tensor], float]:
-        """The mean over all replicas of ``values`` and of ``losses``, timed as communication."""
+        """The mean over all replicas of ``values`` and of ``losses``, timed as communication.
+        Distributed, one more number rides along: whether a rank's own work failed since its
+        last collective (``pending``); then every rank learns which and how (:meth:`_settle`)."""
         tc = time.perf_counter()
-        out = self.reduce(values, losses)
+        if self.comm is None:
+            out = self.reduce(values, losses)
+            failed = False
+        else:
+            v = values[0][0]
+            flag = torch.full((1,), float(self.pending is not None), dtype=v.dtype,
+                              device=v.device)
+            mean, loss = self.reduce([list(vs) + [flag] for vs in values], losses)
+            out, failed = (mean[:-1], loss), float(mean[-1]) > 0
         self.comm_time += time.perf_counter() - tc
+        if failed:
+            self._settle("", None)
         return out
+
+    def _settle(self, where: str, error: Exception | None, *, diverged: bool = False) -> bool:
+        """:func:`~sgdlab.train.communicator.status_all_reduce` of rank-local work
+        ``where`` that raised ``error`` here (or of the ``pending`` failure before it): every
+        rank raises when any failed; else whether any diverged."""
+        if self.pending is not None:
+            (where, error), self.pending = self.pending, None
+        return status_all_reduce(self.comm, where, error, diverged=diverged, device=self.dev)
 
     def log(self, name: str, value: float, step: int) -> None:
         self.history.setdefault(name, []).append((step, float(value)))
@@ -884,8 +908,7 @@ class _ReplicaTraining:
                 error = e
                 where = (f"measuring the master after round {r} with "
                          f"{getattr(cb, 'instrument', None) or type(cb).__name__}")
-        if status_all_reduce(self.comm, where, error, diverged=diverged is not None,
-                             device=self.dev):
+        if self._settle(where, error, diverged=diverged is not None):
             self.status = "diverged"
             self.message = (f"non-finite values in a measurement of the master after round "
                             f"{r}" + (f": {diverged}" if diverged is not None else
@@ -933,14 +956,13 @@ class _ReplicaTraining:
         except Exception as e:
             error = e
         # every rank file of round r is on disk before master.pt names round r
-        status_all_reduce(self.comm, f"writing its checkpoint of round {r}", error,
-                          device=self.dev)
+        self._settle(f"writing its checkpoint of round {r}", error)
         try:
             self._save_master(r, master)
         except Exception as e:
             error = e
         # nobody overwrites its rank file before master.pt is written
-        status_all_reduce(self.comm, f"writing master.pt of round {r}", error, device=self.dev)
+        self._settle(f"writing master.pt of round {r}", error)
         with contextlib.suppress(OSError):   # (a leftover only costs disk: a resume reads
             prev.unlink(missing_ok=True)     # the rank file of master.pt's round)
         self.saved = r
@@ -1026,7 +1048,7 @@ class _ReplicaTraining:
                               record_end=record_end)
         except Exception as e:
             error = e
-        status_all_reduce(self.comm, "recording the end of the run", error, device=self.dev)
+        self._settle("recording the end of the run", error)
         return ReplicaResult(master=self.master_model, status=self.status, rounds=self.round,
                              grad_evals=w0.grad_evals, effective_epochs=w0.effective_epochs,
                              history=self.history, final=final, wall_time=wall,
