@@ -46,7 +46,12 @@ a collective that cannot complete (a peer died or hangs) raises after at most th
 gloo usually notices a dead peer at once (its socket closes). Every collective is wrapped so
 that the failure surfaces as :class:`ReplicaCommunicationError` naming the rank and round,
 and the process exits with status 1; ``torchrun`` then stops the other workers (its default
-fail-fast behaviour, no restarts unless ``--max-restarts`` is given). With NCCL,
+fail-fast behaviour, no restarts unless ``--max-restarts`` is given). Work one rank does
+alone or fails at alone (building the run, rank 0 opening the store and taking ``OUT``,
+evaluating, measuring, checkpointing, writing the outputs and the report) ends in a status
+all-reduce (:func:`sgdlab.train.communicator.status_all_reduce`): when it fails, every rank
+stops at once, the others naming the failing rank and its error (exit 1, or 2 for a
+refusal), even where the failing process is slow to exit. With NCCL,
 ``TORCH_NCCL_ASYNC_ERROR_HANDLING=1`` is set so a timed-out collective aborts the process
 instead of hanging. Start-up uses a monitored barrier (gloo), which names ranks that never
 arrived. A replica dies with the process that started it (torchrun; on Linux the kernel

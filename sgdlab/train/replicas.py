@@ -51,8 +51,8 @@ Conventions:
   rounds (round 0: the initial weights, when the schedule includes it; the last round: the
   final master). Their values are logged at step r · L into the run's series. Distributed,
   rank 0 measures and then tells every rank in one all-reduce whether it failed, so all stop
-  in that round. An instrument's ``FloatingPointError`` ends the run as diverged, with the
-  master it measured.
+  in that round (**Failures**). An instrument's ``FloatingPointError`` ends the run as
+  diverged, with the master it measured.
 - **Divergence.** A non-finite mean replica loss ends the run with status ``"diverged"``
   (all processes see the same all-reduced value, so they stop together). A replica whose
   loss was not finite at any inner step reports NaN for the round, so the round takes no
@@ -60,10 +60,11 @@ Conventions:
 - **Checkpoints** (``checkpoint_dir``): every ``checkpoint_every`` rounds and at the end of a
   finished run, each process writes ``rank{r}.pt`` (its replicas' weights, optimizer states
   — Parle state incl. scoping counters and noise generator —, batch-stream positions and
-  sampling generators, grad-eval counters, and the process' global RNG states), then, after a
-  barrier, rank 0 writes ``master.pt`` (round, master weights x̄, history, config, world
-  size, run id) and a second barrier follows. Every file is written atomically
-  (:func:`sgdlab.train.checkpoint.save_checkpoint`) and loads with ``weights_only=True``.
+  sampling generators, grad-eval counters, and the process' global RNG states), then, once
+  every rank has said its file is written, rank 0 writes ``master.pt`` (round, master
+  weights x̄, history, config, world size, run id), and every rank waits to hear it is.
+  Every file is written atomically (:func:`sgdlab.train.checkpoint.save_checkpoint`) and
+  loads with ``weights_only=True``.
   Each process keeps its previous rank file (``rank{r}.prev.pt``) until the new ``master.pt``
   is written, so a kill while saving leaves the previous set whole. ``resume=True`` continues
   bit for bit from the set ``master.pt`` names; it refuses a set whose world size / replica
@@ -71,6 +72,14 @@ Conventions:
   another Parle config, training-set size, torch loss class, dtype, ``eval_subset`` or (for a
   config's run, ``run_config``) data, model or seed spec, naming each difference with both
   values; the length, ``eval_every`` and ``checkpoint_every`` may change.
+- **Failures** (distributed). Work one process does alone — rank 0 recording the run,
+  evaluating and measuring the master, writing ``master.pt`` and the run's end — and work
+  whose failure on one process the others would not see — a rank's checkpoint file, its
+  resume — ends in :func:`sgdlab.train.communicator.status_all_reduce`: every process learns
+  how it went before its next collective, and when any failed all raise, the failing one its
+  own error, the others :class:`~sgdlab.train.communicator.ReplicaFailed` naming its rank,
+  what it was doing and its error. Rank 0's rows and progress line of every round are told
+  by one number in the next all-reduce instead (no collective of their own per round).
 """
 from __future__ import annotations
 
