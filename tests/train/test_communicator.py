@@ -1,4 +1,5 @@
 """The all-reduce communicator of the replica trainer (sgdlab.train.communicator)."""
+import pytest
 import torch
 
 from sgdlab.train.communicator import TorchDistributedCommunicator
@@ -22,3 +23,82 @@ def test_reduce_round_puts_the_loss_in_the_anchors_dtype_and_device(monkeypatch)
     assert flat.dtype == torch.float64 and flat.device == anchors[0].device
     assert [m.tolist() for m in master] == [[1.0, 2.0], [[3.0]]]
     assert mean_loss == float(loss)
+
+
+class _Threads:
+    """``world`` ranks as threads whose ``average`` all-reduces through shared slots."""
+
+    def __init__(self, rank, shared):
+        self.rank, self.shared, self.world_size = rank, shared, len(shared["slots"])
+
+    def average(self, tensors):
+        (t,) = tensors
+        self.shared["slots"][self.rank] = t.clone()
+        self.shared["barrier"].wait()
+        total = sum(self.shared["slots"]) / self.world_size
+        self.shared["barrier"].wait()
+        return [total]
+
+
+def _on_threads(fn, world=3):
+    """``fn(comm)`` on ``world`` threads: each rank's result or exception."""
+    import threading
+    shared = {"slots": [None] * world, "barrier": threading.Barrier(world, timeout=10)}
+    out = [None] * world
+
+    def target(rank):
+        try:
+            out[rank] = fn(_Threads(rank, shared))
+        except Exception as e:      # (handed back to the test)
+            out[rank] = e
+    threads = [threading.Thread(target=target, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return out
+
+
+def test_a_status_all_reduce_tells_every_rank_which_rank_failed_where_and_how():
+    """Rank 1's error (non-ASCII text included) reaches ranks 0 and 2 whole, naming rank 1
+    and where it failed; rank 1 raises its own; a UserError makes the others refuse too."""
+    from sgdlab.errors import UserError
+    from sgdlab.train.communicator import ReplicaFailed, ReplicaRefused, status_all_reduce
+
+    mine = OSError("disk full at x̄ — écriture")
+
+    def fails_on_1(comm):
+        return status_all_reduce(comm, f"writing rank{comm.rank}.pt",
+                                 mine if comm.rank == 1 else None)
+    got = _on_threads(fails_on_1)
+    assert got[1] is mine
+    for r in (0, 2):
+        assert type(got[r]) is ReplicaFailed and got[r].rank == 1
+        assert str(got[r]) == (f"replica {r}/3: rank 1 failed writing rank1.pt (OSError: disk "
+                               "full at x̄ — écriture); stopped with it")
+    refusal = UserError("bad folder")
+    got = _on_threads(lambda comm: status_all_reduce(comm, "taking OUT",
+                                                     refusal if comm.rank == 2 else None))
+    assert got[2] is refusal and all(isinstance(g, ReplicaRefused) and isinstance(g, UserError)
+                                     for g in got[:2])
+    assert "rank 2 failed taking OUT (UserError: bad folder)" in str(got[0])
+
+
+def test_a_status_all_reduce_says_whether_any_rank_diverged_and_names_the_lowest_failure():
+    from sgdlab.train.communicator import ReplicaFailed, status_all_reduce
+
+    assert _on_threads(lambda c: status_all_reduce(c, "x")) == [False] * 3
+    assert _on_threads(lambda c: status_all_reduce(c, "x", diverged=c.rank == 0)) == [True] * 3
+    errors = [None, RuntimeError("one"), RuntimeError("two")]
+    got = _on_threads(lambda c: status_all_reduce(c, f"step {c.rank}", errors[c.rank]))
+    assert got[1] is errors[1] and got[2] is errors[2]
+    assert isinstance(got[0], ReplicaFailed) and "rank 1 failed step 1 (RuntimeError: one)" in (
+        str(got[0]))
+
+
+def test_a_status_all_reduce_in_process_raises_the_error_and_sends_nothing():
+    from sgdlab.train.communicator import status_all_reduce
+
+    with pytest.raises(KeyError, match="k"):
+        status_all_reduce(None, "x", KeyError("k"))
+    assert status_all_reduce(None, "x") is False
