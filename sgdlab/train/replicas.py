@@ -572,25 +572,23 @@ class _ReplicaTraining:
         self.settings = _run_settings(model, loss_fn, eval_subset, run_config)
         self.classification = getattr(data, "task", "classification") == "classification"
         self._processes(mode, communicator)
-        self._build_workers(model, data, x_all, y_all)
-        self.instruments = master_instruments(callbacks, model, data)
-        self.rounds = self._length(rounds, epochs, grad_evals)
-
-        self.eval_sets = evaluation_sets(data, eval_subset, _seed(cfg.seed, 0, 3), dev)
+        # (where, error) of this rank's own work that failed, not yet told (_settle)
+        self.pending: tuple[str, Exception] | None = None
         self.history: dict[str, list[tuple[int, float]]] = {}
         self.start = 0                  # rounds done before this call (a resume)
         self.stored_rows: int | None = None
         self.comm_time = 0.0
-        # (copied before a resume loads the replicas' weights: the same model either way)
-        self.master_model = copy_module(self.workers[0].model)
-        self.ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        if self.ckpt is not None:
-            check_checkpoint_dir(self.ckpt, resume)
+        error = None
+        try:
+            self._set_up(model, data, x_all, y_all, callbacks, rounds, epochs, grad_evals,
+                         eval_subset, checkpoint_dir, resume)
+        except Exception as e:
+            error = e
+        # a rank that cannot (its device out of memory, an OUT it does not see) stops them all
+        self._settle("setting up its replicas", error)
         self.saved_run_id: str | None = None
         # a resumed set of a run's last round: its master, evaluated after the set was saved
         self.resumed_last: list[Tensor] | None = None
-        # (where, error) of this rank's own work that failed, not yet told (_settle)
-        self.pending: tuple[str, Exception] | None = None
         if resume:
             self._resume()
         self.round = self.start         # the last round completed
@@ -601,19 +599,34 @@ class _ReplicaTraining:
         self.progress: Callable[[int, int, float], None] | None = None
         self.status, self.message = "finished", None
         self.t_start = math.nan          # the run's clock starts with the rounds (``fit``)
-        # what the instruments see: the master model, on the data where the replicas are (a
-        # copy of the data made only for a process that measures)
-        on_dev = data if (data.x_train.device == dev or not hasattr(data, "to")
-                          or not (self.instruments and self.is_main)) else data.to(dev)
-        self.ctx = TrainContext(model=self.master_model, optimizer=None, loss_fn=loss_fn,
-                                data=on_dev, batch_size=self.workers[0].B,
-                                logger=self._store_row)
         self.measured = -1               # the round the instruments last measured
         self.evaluated = -1              # the step of the master's last metrics (rank 0)
         if self.comm is not None:
             self._same_instruments()
 
     # --- set-up -----------------------------------------------------------------------------
+    def _set_up(self, model, data, x_all, y_all, callbacks, rounds, epochs, grad_evals,
+                eval_subset, checkpoint_dir, resume) -> None:
+        """The replicas, instruments, length, evaluation sets, master model and the
+        instruments' context: this process' own work, whose failure every rank learns."""
+        self._build_workers(model, data, x_all, y_all)
+        self.instruments = master_instruments(callbacks, model, data)
+        self.rounds = self._length(rounds, epochs, grad_evals)
+        self.eval_sets = evaluation_sets(data, eval_subset, _seed(self.cfg.seed, 0, 3),
+                                         self.dev)
+        # (copied before a resume loads the replicas' weights: the same model either way)
+        self.master_model = copy_module(self.workers[0].model)
+        self.ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        if self.ckpt is not None:
+            check_checkpoint_dir(self.ckpt, resume)
+        # what the instruments see: the master model, on the data where the replicas are (a
+        # copy of the data made only for a process that measures)
+        on_dev = data if (data.x_train.device == self.dev or not hasattr(data, "to")
+                          or not (self.instruments and self.is_main)) else data.to(self.dev)
+        self.ctx = TrainContext(model=self.master_model, optimizer=None, loss_fn=self.loss_fn,
+                                data=on_dev, batch_size=self.workers[0].B,
+                                logger=self._store_row)
+
     def _processes(self, mode: str, communicator: Any) -> None:
         """Which replicas this process steps, and how it computes the master from them."""
         n = self.cfg.replicas

@@ -1,8 +1,8 @@
 """Distributed Parle fails fast: work one rank does alone (rank 0 evaluating the master,
-recording the run, writing master.pt and the outputs; a rank building its data) that fails
-stops every rank at once, each naming the failing rank and its error, even while the failing
-process is slow to exit (its peers see no closed socket): a status all-reduce tells them
-before their next collective, not the collective's timeout (30 s here)."""
+recording the run, writing master.pt and the outputs; a rank building its data or setting up
+its replica) that fails stops every rank at once, each naming the failing rank and its error,
+even while the failing process is slow to exit (its peers see no closed socket): a status
+all-reduce tells them before their next collective, not the collective's timeout (30 s)."""
 from __future__ import annotations
 
 import json
@@ -29,7 +29,7 @@ import sgdlab.data.files as files
 import sgdlab.store.runstore as runstore
 import sgdlab.train.distributed as distributed
 import sgdlab.train.replicas as replicas
-from sgdlab.errors import DataError
+from sgdlab.errors import DataError, UserError
 
 WHAT = os.environ.get("SGDLAB_TEST_FAIL", "")
 RANK = os.environ["RANK"]
@@ -70,6 +70,10 @@ if RANK == "0" and WHAT == "master.pt":
         if path.name == "master.pt" and state["round"] == 4:
             raise OSError("boom: no space left for master.pt")
     patch(replicas, "save_checkpoint", save)
+if RANK == "1" and WHAT == "setup":
+    def setup(path, resume):
+        raise UserError(f"{path}: boom: this rank does not see the output folder")
+    patch(replicas, "check_checkpoint_dir", setup)
 if RANK == "1" and WHAT == "data":
     def data(path, *a, **k):
         raise DataError(f"{path}: boom: this rank cannot read the data file")
@@ -162,6 +166,8 @@ def run_held(tmp_path, argv, *, within: float = 5.0):
                    "outputs)"),
     ("data", 1, "building the run from its config (DataError: {data}: boom: this rank cannot "
                 "read the data file)"),
+    ("setup", 1, "setting up its replicas (UserError: {out}/checkpoints: boom: this rank does "
+                 "not see the output folder)"),
 ])
 def test_work_failing_on_one_rank_stops_every_rank_at_once(tmp_path, monkeypatch, what,
                                                            failing, said):
@@ -173,7 +179,7 @@ def test_work_failing_on_one_rank_stops_every_rank_at_once(tmp_path, monkeypatch
     # the failing rank raises its own error (a refusal, a UserError: exit 2), the other
     # names that rank, what it did and its error
     assert "boom" in logs[failing] and codes[failing] != 0, logs
-    assert codes[other] == (2 if what == "data" else 1), logs
+    assert codes[other] == (2 if what in ("data", "setup") else 1), logs
     said = said.format(out=out, data=tmp_path / "toy.pt")
     assert (f"rank {other}: error: replica {other}/2: rank {failing} failed {said}; "
             "stopped with it") in logs[other], logs[other]
