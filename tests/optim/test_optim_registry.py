@@ -130,3 +130,17 @@ def test_a_name_one_spelling_from_a_registered_one_is_refused():
     with pytest.raises(ValueError, match="'entropy-sgd' is another spelling of 'entropy_sgd'"):
         register_optimizer("entropy-sgd")(torch.optim.SGD)
     assert "entropy-sgd" not in OPTIMIZERS and "cosine_cyclic" not in SCHEDULES
+
+
+def test_every_registered_optimizer_class_is_exported_by_sgdlab_optim():
+    # as torch.optim.SGD: `from sgdlab.optim import EntropySGD` is what a reader tries first
+    import sgdlab.optim
+    from sgdlab.optim import EntropySGD as exported, RandomLRSGD as random_lr
+
+    assert exported is EntropySGD and random_lr is OPTIMIZERS["random-lr-sgd"]
+    builtin = {n: c for n, c in OPTIMIZERS.items()
+               if c.__module__.startswith("sgdlab.optim.") and isinstance(c, type)}
+    assert len(builtin) >= 18
+    for name, cls in builtin.items():
+        assert getattr(sgdlab.optim, cls.__name__, None) is cls, name
+        assert cls.__name__ in sgdlab.optim.__all__, name
