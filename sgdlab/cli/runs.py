@@ -186,8 +186,12 @@ def _open(args, readonly: bool = True):
     from sgdlab.store import RunStore, default_store_path, folder_hint
     path = Path(args.store) if args.store else default_store_path()
     if not path.is_file():  # do not create an empty store just to look into it
+        # the default store missing: most often nothing was recorded from this folder yet
+        first = ("; no run has been recorded from this folder yet: `sgdlab train digits-mlp` "
+                 "or `sgdlab run NAME` records runs there"
+                 if not args.store and not path.exists() and not path.is_absolute() else "")
         raise UserError(f"no run store at {path} (use --store PATH or $SGDLAB_STORE"
-                        f"{folder_hint(path)})")
+                        f"{folder_hint(path)}{first})")
     return RunStore(path, readonly=readonly)
 
 

@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train a model from a run config (YAML/TOML or a packaged name)",
         description="Train from a run config. CONFIG is a .yaml/.toml file or the name of a "
-                    "packaged config (e.g. digits-mlp). The run is recorded in the run store; "
+                    f"packaged config ({', '.join(_packaged_names()) or 'none'}; `sgdlab train "
+                    "NAME --print-config` shows one). The run is recorded in the run store; "
                     "results.json, the learning-curve plot and checkpoints go to --out "
                     "(default: a folder named after the run id next to the store).",
         epilog=EXIT_STATUSES)
@@ -53,6 +54,16 @@ def register(subparsers) -> None:
                         "training (the data and model are built on the CPU, so bad option "
                         "values and missing data files are reported)")
     p.set_defaults(func=_train)
+
+
+def _packaged_names() -> list[str]:
+    """The packaged configs' names, read from the folder: `sgdlab.config` would import torch,
+    which `sgdlab train --help` does without."""
+    from importlib import resources
+
+    root = resources.files("sgdlab") / "configs"
+    return sorted(f.name.rsplit(".", 1)[0] for f in root.iterdir()
+                  if f.name.endswith((".yaml", ".yml", ".toml")))
 
 
 def _refuse_an_experiment(config: str) -> None:

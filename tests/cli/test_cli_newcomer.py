@@ -293,3 +293,29 @@ def test_a_ctrl_c_as_the_program_exits_leaves_its_exit_status(when, times, argv,
     assert late == ([] if when == "teardown" else [
         f"sgdlab: interrupted after the command had ended (exit status {ended}); finishing its "
         "exit (again to stop at once)"])
+
+
+def test_train_help_names_the_packaged_configs():
+    """`sgdlab train --help` named one packaged config by example: the others (char-lstm)
+    were found only by reading the source tree."""
+    from sgdlab.config import packaged_configs
+
+    text = " ".join(dict(_parsers(build_parser()))[("sgdlab", "train")].format_help().split())
+    assert len(packaged_configs()) >= 2
+    assert f"packaged config ({', '.join(packaged_configs())};" in text
+
+
+def test_runs_in_a_fresh_folder_says_nothing_was_recorded_there(tmp_path, monkeypatch, capsys):
+    """A first `sgdlab runs list` before any run: the missing default store is explained,
+    with the command that records a first run."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SGDLAB_STORE", raising=False)
+    for argv in (["runs", "list"], ["runs", "show", "abc"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "no run store at sgdlab-runs/runs.sqlite" in err
+        assert "no run has been recorded from this folder yet: `sgdlab train digits-mlp`" in err
+    assert list(tmp_path.iterdir()) == []
+    # a store named explicitly is a path to check, not a first visit
+    assert main(["runs", "list", "--store", "elsewhere.sqlite"]) == 2
+    assert "recorded from this folder" not in capsys.readouterr().err
