@@ -250,3 +250,26 @@ def test_the_readmes_count_of_findings_is_results_mds():
     said = " ".join(README.read_text().split())
     assert (f"of {a + d + o} findings over {len(rows)} entries, {a} agree, {d} disagree and {o} "
             "are inconclusive") in said
+
+
+def test_the_plugin_block_runs_as_written(tmp_path, monkeypatch):
+    """The block that registers a model of one's own trained on `data: {file: data.pt}`,
+    a file the README never wrote: it ended on "data file not found". Its heredoc and its
+    `python -c` run as written; its `sgdlab train` with one epoch and no instruments."""
+    import shlex
+
+    (block,) = [t for lang, t in blocks() if lang == "bash" and "--plugin ./my_models.py" in t]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SGDLAB_STORE", str(tmp_path / "runs.sqlite"))
+    monkeypatch.setenv("SGDLAB_THREADS", "1")
+    name = re.match(r"# (\S+\.yaml)\n", next(t for lang, t in blocks() if lang == "yaml"))
+    (tmp_path / name.group(1)).write_text(next(t for lang, t in blocks() if lang == "yaml"))
+    heredoc = re.search(r"cat > (\S+) <<'EOF'\n(.*?)^EOF\n(.*)", block, re.S | re.M)
+    (tmp_path / heredoc.group(1)).write_text(heredoc.group(2))
+    words = shlex.split(heredoc.group(3).replace("\\\n", " "))
+    assert words[:2] == ["python", "-c"]
+    exec(compile(words[2], "README.md python -c", "exec"), {"__name__": "__main__"})
+    assert words[3] == "sgdlab"
+    cli(*words[4:], "--set", "train.epochs=1", "--set", "measure=[]", "--no-progress")
+    (run,) = RunStore().list_runs(status="finished")
+    assert run["config"]["model"]["name"] == "my-linear"

@@ -690,7 +690,8 @@ def load_data_file(path: str | Path, sha256: str | None = None) -> Dataset:
                         "dict of tensors x_train, y_train (x_test, y_test, meta optional); a "
                         "named dataset reads its folder as `name:` with `data_dir:`")
     if not f.is_file():
-        raise DataError(f"data file not found: {f}")
+        raise DataError(f"data file not found: {f} (`file:` names a torch.save'd dict of "
+                        "tensors x_train, y_train; x_test, y_test and meta optional)")
     if sha256 is not None and (now := data_file_sha256(f)) != sha256:
         raise DataError(f"data file {str(f)!r} has changed since the run recorded it "
                         f"(sha256 {sha256[:16]}... recorded, {now[:16]}... now): it is not the "

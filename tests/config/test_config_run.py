@@ -785,7 +785,8 @@ def test_a_run_config_trains_on_a_file_of_tensors_as_a_replica_config_reads_it(t
             build()
         messages.append(str(e.value).replace(str(tmp_path.resolve()) + "/", ""))
     assert messages[0] == messages[1]
-    with pytest.raises(DataError, match="data file not found"):
+    with pytest.raises(DataError, match="data file not found: .*missing.pt .*torch.save'd dict "
+                                        "of tensors x_train, y_train"):
         build_from_config({**TINY, "data": {"file": "missing.pt"}})
     (tmp_path / "mnist").mkdir()
     with pytest.raises(DataError, match=r"/mnist' is a folder: .*`name:` with `data_dir:`"):
