@@ -182,6 +182,8 @@ def unexpected_keyword(function: str, key: str, valid, advice: dict[str, str] | 
     if advice and key in advice:
         return f"{function}() takes no {key}=: {advice[key]}"
     mapped = PYHESSIAN_NAMES.get(key)
+    if advice and mapped in advice:    # top_n= to hessian_top_eigenvalue: k is refused too
+        return f"{function}() takes no {key}= (PyHessian's {key} is {mapped}): {advice[mapped]}"
     hint = (f" (PyHessian's {key} is {mapped} here)" if mapped in valid
             else did_you_mean(key, valid))
     return (f"{function}() got an unexpected keyword argument {key!r}{hint}; it takes "

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from sgdlab.errors import checked_keywords
 from sgdlab.loss_settings import loss_reduction
 from sgdlab.operators import HessianOperator
 from sgdlab.operators.batches import Data, check_mean_of_samples
@@ -40,12 +41,14 @@ def _check_bases(u: Tensor, v: Tensor) -> None:
                          f"{tuple(v.shape)}")
 
 
+@checked_keywords()
 def eigenvector_cosines(u: Tensor, v: Tensor) -> Tensor:
     """|cos| between the i-th columns of U and V (unit columns assumed), shape (k,)."""
     _check_bases(u, v)
     return (u * v).sum(0).abs()
 
 
+@checked_keywords()
 def projection_residual(u: Tensor, v: Tensor) -> float:
     """e(U, V) = ‖U − V Vᵀ U‖²_F for orthonormal (d, k) U, V; in [0, k]."""
     _check_bases(u, v)
@@ -56,6 +59,7 @@ def projection_residual(u: Tensor, v: Tensor) -> float:
     return float((r ** 2).sum())
 
 
+@checked_keywords()
 def normalised_eigenvalues(eigvals: Tensor, frobenius: float) -> Tensor:
     """λ_i / ‖M‖_F."""
     if not frobenius > 0:
@@ -120,6 +124,7 @@ class Alignment:
 EXACT_FROBENIUS_MAX_DIM = 1000     # d products of a model this small cost next to nothing
 
 
+@checked_keywords()
 def sigma_hessian_alignment(
     model: nn.Module,
     loss_fn: Callable[[Tensor, Tensor], Tensor],

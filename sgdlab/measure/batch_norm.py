@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sgdlab.errors import checked_keywords
 from sgdlab.models.modes import (BN_TYPES, buffers_kept, eval_mode, has_batchnorm,
                                  uses_batch_statistics)
 from sgdlab.operators.batches import Data, is_single_batch, iterate_batches
@@ -202,6 +203,7 @@ def _pooled_moments(model: nn.Module, inputs: Callable[[], Iterable[Tensor]]
     return pooled
 
 
+@checked_keywords()
 @torch.no_grad()
 def recompute_bn_statistics(model: nn.Module, data: Data, *, layerwise: bool = True) -> None:
     """Replace every batch-norm layer's running mean and variance by those of all the samples

@@ -53,6 +53,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from sgdlab.errors import checked_keywords
 from sgdlab.operators.batches import Data, check_mean_of_samples
 from sgdlab.operators.ggn import OutputNotTensor
 
@@ -91,6 +92,7 @@ class BatchStatistics:
         return {f"{prefix}/{k}": float(v) for k, v in asdict(self).items() if k not in skip}
 
 
+@checked_keywords()
 def batch_statistics(
     model: nn.Module,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
@@ -159,6 +161,7 @@ class TakeuchiInformation:
     curvature: str
 
 
+@checked_keywords()
 def takeuchi_information(
     model: nn.Module,
     loss_fn: Callable[[Tensor, Tensor], Tensor],

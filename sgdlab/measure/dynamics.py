@@ -43,6 +43,7 @@ def _flat(v: Tensor | nn.Module) -> Tensor:
     return params_vector(v) if isinstance(v, nn.Module) else v.detach().reshape(-1)
 
 
+@checked_keywords()
 def gradient_cosine(g_prev: Tensor, g_next: Tensor, *, eps: float = 1e-30) -> float:
     """cos ∠(g_prev, g_next) = ⟨g_prev, g_next⟩ / (‖g_prev‖ ‖g_next‖), in float64.
 
@@ -57,6 +58,7 @@ def gradient_cosine(g_prev: Tensor, g_next: Tensor, *, eps: float = 1e-30) -> fl
     return float(torch.dot(a, b)) / den
 
 
+@checked_keywords()
 def distance_from_init(theta: Tensor | nn.Module, theta0: Tensor) -> float:
     """‖θ − θ_0‖₂ over the trainable parameters (flat vectors, or a model for θ)."""
     t = _flat(theta)
@@ -65,16 +67,19 @@ def distance_from_init(theta: Tensor | nn.Module, theta0: Tensor) -> float:
     return float(torch.linalg.vector_norm((t - theta0.to(t)).double()))
 
 
+@checked_keywords()
 def parameter_norm(theta: Tensor | nn.Module) -> float:
     """‖θ‖₂ of the flat trainable parameters."""
     return float(torch.linalg.vector_norm(_flat(theta).double()))
 
 
+@checked_keywords()
 def update_norm(theta_before: Tensor, theta_after: Tensor | nn.Module) -> float:
     """‖θ_{t+1} − θ_t‖₂ (the step actually taken, including momentum and weight decay)."""
     return distance_from_init(theta_after, theta_before)
 
 
+@checked_keywords()
 def full_batch_grad_norm(model: nn.Module, loss_fn: LossFn, data: Data, *,
                          bn_mode: str = "eval") -> float:
     """‖∇L(θ)‖₂ of the mean loss over all of ``data`` (batches weighted by size).

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from sgdlab.errors import checked_keywords
 from sgdlab.models.modes import buffer_restorer, buffers_kept
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data, concat_batches,
                                       fixed_randomness, iterate_batches, loss_derivatives,
@@ -219,6 +220,7 @@ def _check_estimate(method: str, steps: int, inner_lr: float, alpha: float,
         raise ValueError(f"Invalid alpha={alpha} (in [0, 1))")
 
 
+@checked_keywords()
 def local_entropy_gradient(
     model: nn.Module,
     loss_fn: LossFn,
@@ -312,6 +314,7 @@ class EntropyGradientAngle:
     sgd_grad_norm: float
 
 
+@checked_keywords()
 def local_entropy_gradient_angle(
     model: nn.Module,
     loss_fn: LossFn,

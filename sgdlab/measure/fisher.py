@@ -28,12 +28,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from sgdlab.errors import checked_keywords
 from sgdlab.operators.batches import Data
 from sgdlab.operators.params import trainable_named_params
 
 FISHER_READINGS = ("per-sample", "adam-moments")
 
 
+@checked_keywords()
 def fisher_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
                     data: Data | None = None, *, reading: str = "per-sample",
                     optimizer: torch.optim.Optimizer | None = None,

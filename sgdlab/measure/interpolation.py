@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from sgdlab.accuracy import argmax_hits
-from sgdlab.errors import warn
+from sgdlab.errors import checked_keywords, warn
 from sgdlab.measure.batch_norm import BN_TYPES, has_batchnorm, recompute_bn_statistics
 from sgdlab.models.modes import eval_mode
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data,
@@ -115,6 +115,7 @@ def _frozen_params(model: nn.Module) -> dict[str, Tensor]:
     return {n: p.clone() for n, p in frozen_named_params(model).items()}
 
 
+@checked_keywords()
 def interpolate_models(
     model_a: nn.Module,
     model_b: nn.Module,
@@ -242,6 +243,7 @@ class BasinWidth:
         return asdict(self)
 
 
+@checked_keywords()
 def basin_width(alphas: Sequence[float] | Tensor, losses: Sequence[float] | Tensor,
                 center: float, rise: float, *, side: str = "both") -> BasinWidth:
     """Width of the basin around the grid point α = ``center`` of an interpolation curve.

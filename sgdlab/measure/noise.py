@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from sgdlab.errors import checked_keywords
 from sgdlab.operators import LinearOperator, per_sample_gradients
 from sgdlab.operators.factors import PerSampleFactors, per_sample_factors
 from sgdlab.operators.batches import Data, check_mean_of_samples
@@ -39,6 +40,7 @@ from sgdlab.operators.batches import Data, check_mean_of_samples
 DENSE_EIG_LIMIT = 6000
 
 
+@checked_keywords()
 def minibatch_noise_factor(batch_size: int, num_samples: int, *, replacement: bool = True) -> float:
     """c such that Cov[g_B] = c · Σ for a mini-batch of size b drawn from N samples.
 
@@ -378,6 +380,7 @@ class GradientCovariance:
                 f"dtype={self.dtype})")
 
 
+@checked_keywords()
 def gradient_covariance(
     model: nn.Module,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
@@ -415,6 +418,7 @@ def gradient_covariance(
     return GradientCovariance(factor, mean, n)
 
 
+@checked_keywords()
 def diffusion_matrix(
     model: nn.Module,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
@@ -452,6 +456,7 @@ class NoiseMagnitude:
         return self.noise_norm / self.grad_norm if self.grad_norm > 0 else float("inf")
 
 
+@checked_keywords()
 def noise_magnitude(
     model: nn.Module,
     loss_fn: Callable[[Tensor, Tensor], Tensor],

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from sgdlab.errors import checked_keywords
 from sgdlab.models.modes import PLAIN_BN_TYPES, eval_mode, module_label
 from sgdlab.operators.batches import Data, iterate_batches
 from sgdlab.operators.params import copy_module, params_vector
@@ -169,6 +170,7 @@ def _permute_outputs(layer: nn.Module, bn: nn.Module | None, perm: Tensor) -> No
                 t.copy_(t[p])
 
 
+@checked_keywords()
 def align_to(reference: nn.Module, model: nn.Module, *, similarity: str = "cosine",
              check_input: Tensor | None = None, atol: float = 1e-5) -> nn.Module:
     """A copy of ``model`` with its hidden units permuted to match ``reference`` (same
@@ -228,6 +230,7 @@ def _weights(model: nn.Module, reading: str) -> list[Tensor]:
                      f"got {reading!r}")
 
 
+@checked_keywords()
 def weight_overlap(a: nn.Module, b: nn.Module, *, reading: str = "whole") -> float:
     """Fig. 5.1's overlap ⟨x^a, x^b⟩ / (‖x^a‖ ‖x^b‖) of two networks' weights: over all
     parameters in one vector (``reading="whole"``) or averaged over the weighted layers'
@@ -244,6 +247,7 @@ def weight_overlap(a: nn.Module, b: nn.Module, *, reading: str = "whole") -> flo
     return sum(cos) / len(cos)
 
 
+@checked_keywords()
 def overlap_matrix(models: Sequence[nn.Module], *, reading: str = "whole") -> list[list[float]]:
     """The symmetric matrix of :func:`weight_overlap` over ``models`` (1 on the diagonal)."""
     n = len(models)
@@ -254,6 +258,7 @@ def overlap_matrix(models: Sequence[nn.Module], *, reading: str = "whole") -> li
     return out
 
 
+@checked_keywords()
 @torch.no_grad()
 def average_weights(models: Sequence[nn.Module]) -> nn.Module:
     """A copy of the first model whose floating-point parameters and buffers (batch-norm
@@ -276,6 +281,7 @@ def average_weights(models: Sequence[nn.Module]) -> nn.Module:
     return out
 
 
+@checked_keywords()
 @torch.no_grad()
 def ensemble_accuracy(models: Sequence[nn.Module], data: Data) -> float:
     """Accuracy of the mean of the models' softmax predictions (eval mode): the fraction

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from sgdlab.errors import checked_keywords
 from sgdlab.operators.params import flatten
 
 __all__ = ["min_abs_coordinates", "overall_minimum", "perturbation_alignment", "zero_fraction"]
@@ -45,6 +46,7 @@ def _flat_sizes(tensors: Sequence[Tensor], flat: Tensor, what: str) -> list[int]
     return sizes
 
 
+@checked_keywords()
 def min_abs_coordinates(grads: Sequence[Tensor], added: Tensor | None = None, *,
                         nonzero: bool = False) -> Tensor:
     """min_j |g_kj + a_kj| for each tensor g_k of ``grads`` (float64, shape (len(grads),)).
@@ -101,6 +103,7 @@ def _nonzero_minimum(v: Tensor) -> Tensor:
     return torch.where(largest.isnan(), largest, m)
 
 
+@checked_keywords()
 def overall_minimum(minima: Tensor) -> float:
     """The minimum over all tensors of :func:`min_abs_coordinates`' per-tensor minima, the
     tensors without a counted coordinate (NaN) left out; NaN when none has one."""
@@ -108,12 +111,14 @@ def overall_minimum(minima: Tensor) -> float:
     return float(kept.min()) if kept.numel() else math.nan
 
 
+@checked_keywords()
 def zero_fraction(grads: Sequence[Tensor]) -> float:
     """The share of the coordinates of ``grads`` that are exactly 0."""
     zeros = int(torch.stack([(g.detach() == 0).sum() for g in grads]).sum())
     return zeros / sum(g.numel() for g in grads)
 
 
+@checked_keywords()
 def perturbation_alignment(weights: Sequence[Tensor], direction: Tensor, *,
                            normalise: bool = True) -> float:
     """|hᵀx| for the weights x (``weights`` flattened and concatenated in order) and the flat

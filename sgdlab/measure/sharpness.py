@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from sgdlab.accuracy import argmax_hits
+from sgdlab.errors import checked_keywords
 from sgdlab.models.modes import buffer_restorer, buffers_kept
 from sgdlab.operators.batches import (Data, check_batch_loss, check_data, check_model_data,
                                       fixed_randomness, is_single_batch, iterate_batches,
@@ -113,6 +114,7 @@ def _row_sums(rows: list[list[tuple[Tensor, Tensor, Tensor]]], sizes: list[int],
     return sums, hit_sums, sum(sizes), labels
 
 
+@checked_keywords()
 @torch.no_grad()
 def mean_loss(model: nn.Module, loss_fn: LossFn, data: Data, *,
               memory_budget: int | None = None) -> float:
@@ -236,6 +238,7 @@ def _gaussian(num: int, d: int, sigma: float, theta: Tensor,
     return sigma * z.to(theta.device)
 
 
+@checked_keywords()
 def expected_sharpness(
     model: nn.Module,
     loss_fn: LossFn,
@@ -302,6 +305,7 @@ class EpsilonSharpness:
     epsilon: float
 
 
+@checked_keywords()
 def epsilon_sharpness(
     model: nn.Module,
     loss_fn: LossFn,
@@ -380,6 +384,7 @@ class LocalEntropy:
         return -self.f_gamma
 
 
+@checked_keywords()
 def local_entropy(
     model: nn.Module,
     loss_fn: LossFn,

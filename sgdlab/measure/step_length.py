@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from torch.func import vmap
 from torch.utils._pytree import tree_leaves, tree_map, tree_map_only
 
-from sgdlab.errors import UserError
+from sgdlab.errors import UserError, checked_keywords
 from sgdlab.operators.batches import (Data, check_mean_of_samples, concat_batches,
                                       fixed_randomness)
 from sgdlab.operators.params import (check_params_vector, copy_module, functional_call,
@@ -111,6 +111,7 @@ def per_sample_losses_and_slopes(model: nn.Module, loss_fn: LossFn, theta: Tenso
         return values, g @ direction.to(g.dtype)
 
 
+@checked_keywords()
 def normalized_step_length(model: nn.Module, loss_fn: LossFn, theta_start: Tensor,
                            theta_end: Tensor, data: Data, *, data_end: Data | None = None,
                            weights: str = "noise") -> StepLength:

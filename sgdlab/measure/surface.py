@@ -72,6 +72,7 @@ def _scaled_to(d: Tensor, w: Tensor, dim: int | None = None) -> Tensor:
     return d * (wn / dn).reshape(shape)
 
 
+@checked_keywords()
 @torch.no_grad()
 def random_direction(model: nn.Module, *, normalization: str = "filter", bias_bn: str = "zero",
                      generator: torch.Generator | None = None) -> Tensor:
@@ -129,6 +130,7 @@ class TrajectoryPCA:
     __repr__ = compact_repr
 
 
+@checked_keywords()
 def trajectory_pca(points: Tensor | np.ndarray | Sequence[Tensor], k: int = 2) -> TrajectoryPCA:
     """PCA of a trajectory's iterates centred on its last one (Li et al. 2018 §7): the plane
     that captures most of the path, and the path's coordinates in it (so the path can be drawn
@@ -230,6 +232,7 @@ def _recompute_in_chunks(model: nn.Module, data: Data, layerwise: bool,
     run_within_memory(recompute, plan, device)
 
 
+@checked_keywords()
 def loss_surface(
     model: nn.Module, loss_fn: LossFn, train_data: Data, directions: Sequence[Tensor] | Tensor,
     *, extent: float | tuple[float, float] = 1.0, steps: int = 21,

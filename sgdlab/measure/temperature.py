@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import math
 
+from sgdlab.errors import checked_keywords
+
 KINDS = ("eta_over_b", "beta_inv", "musso", "musso-mean-lr", "thesis")
 #: how ``musso_temperature`` reads its ``lr``: the maximal l (eq. (19)) or the mean l/2
 MUSSO_CONVENTIONS = {"paper": 1.0, "mean-lr": 2.0}
@@ -61,6 +63,7 @@ def beta_inv(lr: float, batch_size: float, dataset_size: int | None = None) -> f
     return t * (1 - batch_size / dataset_size) if dataset_size is not None else t
 
 
+@checked_keywords()
 def musso_temperature(lr: float, batch_size: float, momentum: float = 0.0, *,
                       diffusion: float = 1.0, convention: str = "paper") -> float:
     """T = l D / (6 C (1 − μ)): Musso 2020, eq. (19) (sign as eq. (16) gives it).
@@ -105,6 +108,7 @@ def temperature(kind: str, lr: float, batch_size: float, *, momentum: float = 0.
     raise ValueError(f"Unknown temperature {kind!r}; known: {', '.join(KINDS)}")
 
 
+@checked_keywords()
 def temperatures(lr: float, batch_size: float, *, momentum: float = 0.0,
                  dataset_size: int | None = None,
                  mean_eigenvalue: float | None = None) -> dict[str, float]:
@@ -122,6 +126,7 @@ def temperatures(lr: float, batch_size: float, *, momentum: float = 0.0,
     return out
 
 
+@checked_keywords()
 def solve_lr(kind: str, target: float, batch_size: float, *, momentum: float = 0.0,
              dataset_size: int | None = None, mean_eigenvalue: float | None = None) -> float:
     """The learning rate giving temperature ``target`` at ``batch_size`` (all temperatures are
@@ -136,6 +141,7 @@ def solve_lr(kind: str, target: float, batch_size: float, *, momentum: float = 0
     return target / unit
 
 
+@checked_keywords()
 def solve_batch_size(kind: str, target: float, lr: float, *, momentum: float = 0.0,
                      dataset_size: int | None = None,
                      mean_eigenvalue: float | None = None) -> float:

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sgdlab.errors import checked_keywords
+
 __all__ = [
     "CONFIDENCE_Z_99",
     "Autocorrelation",
@@ -69,6 +71,7 @@ def _as_2d(snapshots) -> np.ndarray:
     return a
 
 
+@checked_keywords()
 def discard_burnin(snapshots, burnin: int) -> np.ndarray:
     """The snapshots after the first ``burnin`` (thesis §6.3.3: "We discard the first 10³
     epochs of training ("burnin") to ensure that SGD has reached the steady-state")."""
@@ -115,6 +118,7 @@ class IncrementSpectrum:
     n: int
 
 
+@checked_keywords()
 def increment_spectrum(snapshots, *, standardize: bool = True) -> IncrementSpectrum:
     """Amplitude spectrum of x_{k+1} − x_k per coordinate, mean ± std over coordinates.
 
@@ -169,6 +173,7 @@ def _autocorrelation(c: np.ndarray, max_lag: int | None, min_lag: int) -> Autoco
                            float(np.mean(np.abs(rho[min_lag:]) > band)))
 
 
+@checked_keywords()
 def increment_autocorrelation(snapshots, max_lag: int | None = None, *,
                               min_lag: int = 1) -> Autocorrelation:
     """ρ(ℓ) = Σ_k c_k c_{k+ℓ} / Σ_k c_k² of the centred increments c, per coordinate.
@@ -180,6 +185,7 @@ def increment_autocorrelation(snapshots, max_lag: int | None = None, *,
     return _autocorrelation(c, max_lag, min_lag)
 
 
+@checked_keywords()
 def iterate_autocorrelation(snapshots, max_lag: int | None = None, *,
                             min_lag: int = 1) -> Autocorrelation:
     """The same sample ACF computed on the iterates x_k themselves (thesis Fig. 6.3b; the
@@ -192,6 +198,7 @@ def iterate_autocorrelation(snapshots, max_lag: int | None = None, *,
     return _autocorrelation(c[:, keep], max_lag, min_lag)
 
 
+@checked_keywords()
 def brownian_reference(n: int, num_coords: int, *, seed: int = 0) -> np.ndarray:
     """Snapshots (n, num_coords) of independent standard Brownian paths (cumulative sums of
     i.i.d. N(0, 1) increments): the process the thesis compares SGD's trajectory with."""
@@ -219,6 +226,7 @@ def _fisher_p_value(g: float, m: int, max_terms: int = 12) -> float:
     return float(min(1.0, max(0.0, p)))
 
 
+@checked_keywords()
 def fisher_g_test(series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fisher's g for each column of ``series`` (n, d) (already the series to test, e.g.
     increments). Returns (g, p_value, peak frequency in cycles per sample), each shape (d,).
@@ -278,6 +286,7 @@ def _test_increments(snapshots, level: float) -> np.ndarray:
     return c
 
 
+@checked_keywords()
 def periodicity_test(snapshots, *, level: float = 0.01) -> PeriodicityTest:
     """Test the increments x_{k+1} − x_k of every coordinate for a hidden periodicity."""
     c = _test_increments(snapshots, level)
@@ -313,6 +322,7 @@ class LowFrequencyTest:
     low_frequency_excess: bool
 
 
+@checked_keywords()
 def low_frequency_test(snapshots, *, fraction: float = 0.1, level: float = 0.01
                        ) -> LowFrequencyTest:
     """Test the increments x_{k+1} − x_k of every coordinate for excess low-frequency power

@@ -49,6 +49,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
+from sgdlab.errors import checked_keywords
 from sgdlab.measure.batch_norm import BN_TYPES
 from sgdlab.measure.passes import (PassPlan, evaluate_points, pointwise_passes, resolved_budget,
                                    vmapped_passes)
@@ -108,6 +109,7 @@ def height_floor_of(reading: str, spacing: str) -> str:
     return "interior" if reading == "sampled" and spacing == "interior" else "segment"
 
 
+@checked_keywords()
 def segment_alphas(num_points: int = 10, *, spacing: str = "interior",
                    dtype: torch.dtype = torch.float64) -> Tensor:
     """The α of the points evaluated on a segment, increasing from 0 to 1 (both iterates).
@@ -212,6 +214,7 @@ def _vectorized_losses(model: nn.Module, loss_fn: LossFn, data: Data, theta_a: T
     return total, n
 
 
+@checked_keywords()
 @torch.no_grad()
 def segment_losses(
     model: nn.Module,
@@ -328,6 +331,7 @@ def _parabola_vertex(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, f
     return xv, c - b * b / (4 * a)
 
 
+@checked_keywords()
 def analyze_segment(
     alphas: Tensor | Sequence[float],
     losses: Tensor | Sequence[float],
@@ -393,6 +397,7 @@ def analyze_segment(
     )
 
 
+@checked_keywords()
 def step_interpolation(
     model: nn.Module,
     loss_fn: LossFn,
@@ -445,6 +450,7 @@ class EpochWalkSummary:
         return asdict(self)
 
 
+@checked_keywords()
 def summarize_epochs(records: Sequence[StepInterpolation]) -> list[EpochWalkSummary]:
     """Group step records by ``epoch`` (records without one count as epoch 0)."""
     groups: dict[int, list[StepInterpolation]] = {}

@@ -300,6 +300,14 @@ def test_slq_quadrature_is_exact_gauss_quadrature_per_probe():
     ("hessian_eigenpairs", {"top_n": 2}, r"^hessian_eigenpairs\(\) .*'top_n' \(PyHessian's "
                                          r"top_n is k here\)"),
     ("hessian_bottom_eigenvalues", {"tl": 1e-3}, r"'tl' \(did you mean tol\?\)"),
+    # PyHessian's top_n is k, which hessian_top_eigenvalue refuses with its own advice
+    ("hessian_top_eigenvalue", {"top_n": 3}, r"^hessian_top_eigenvalue\(\) takes no top_n= "
+                                             r"\(PyHessian's top_n is k\): .*hessian_eigenpairs"),
+    # the measurements without options of an estimator behind them said only "unexpected
+    # keyword argument", without the closest option or the list
+    ("hessian_trace", {"probes": 3}, r"^hessian_trace\(\) got an unexpected keyword argument "
+                                     r"'probes' \(did you mean num_probes\?\); it takes model,"),
+    ("hessian_frobenius_norm", {"n_v": 3}, r"\(PyHessian's n_v is num_probes here\)"),
     ("hessian_spectrum", {"chunk": 3}, r"^hessian_spectrum\(\) .*'chunk' \(did you mean "
                                        r"chunk_size\?\); it takes .*max_params"),
     ("hessian_directions", {"maxIter": 3}, r"^hessian_directions\(\) .*PyHessian's maxIter is "

@@ -46,3 +46,24 @@ def test_the_temperature_command_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.splitlines()[-1] == "[]", out
+
+
+def test_every_measurement_names_an_unknown_keyword_and_its_valid_ones():
+    """The README's promise for every function of sgdlab.measure, not only those that pass
+    their options on to an estimator: an unknown keyword is refused by the function's name,
+    with the closest option and all of them, before anything is computed."""
+    import inspect
+
+    import pytest
+
+    functions = [n for n in measure.__all__ if inspect.isfunction(getattr(measure, n))]
+    assert len(functions) >= 50
+    for name in functions:
+        fn = getattr(measure, name)
+        params = inspect.signature(fn).parameters
+        assert not any(p.kind is p.VAR_KEYWORD for p in params.values()), name
+        option = next(iter(params))
+        with pytest.raises(TypeError) as e:
+            fn(**{option + "x": 1})
+        assert str(e.value).startswith(f"{name}() got an unexpected keyword argument "
+                                       f"'{option}x' (did you mean {option}?); it takes "), name

@@ -11,6 +11,7 @@ from sgdlab.operators import HessianOperator
 from sgdlab.operators.batches import Data
 
 
+@checked_keywords()
 def dense_hessian(
     model: nn.Module,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
@@ -57,6 +58,7 @@ def hessian_spectrum(
     return torch.linalg.eigvalsh(dense_hessian(model, loss_fn, data, **kw))
 
 
+@checked_keywords()
 def harmonic_mean_eigenvalue(
     eigvals: Tensor, *, threshold: float | None = None
 ) -> tuple[float, int]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import UserError
+from sgdlab.errors import UserError, checked_keywords
 from sgdlab.loss_settings import torch_loss_class
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data,
                                       iterate_batches, loss_derivatives, stochastic_modules)
@@ -150,6 +150,7 @@ def _pseudo_loss(out: Tensor, s: Tensor) -> Tensor:
     return (out.reshape(len(out), -1) * s).sum(1).mean()
 
 
+@checked_keywords()
 def ggn_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
                  data: Data) -> Tensor:
     """diag G of G = (1/N) Σ_n J_nᵀ H_n J_n exactly, as a flat float64 vector.

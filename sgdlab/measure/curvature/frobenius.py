@@ -5,10 +5,13 @@ import math
 
 import torch
 
+from sgdlab.errors import checked_keywords
+
 from ._common import (Estimate, Operand, mc_estimate, probe_samples, unit_column_blocks,
                       working_operator)
 
 
+@checked_keywords()
 def frobenius_norm(
     A: Operand,
     num_probes: int = 100,

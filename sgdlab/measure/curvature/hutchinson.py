@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import torch
 
+from sgdlab.errors import checked_keywords
+
 from ._common import Estimate, Operand, mc_estimate, probe_samples, working_operator
 
 
+@checked_keywords()
 def hutchinson_trace(
     A: Operand,
     num_probes: int = 100,

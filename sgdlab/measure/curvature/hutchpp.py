@@ -4,9 +4,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from sgdlab.errors import checked_keywords
+
 from ._common import Estimate, Operand, mc_estimate, probe_block, working_operator
 
 
+@checked_keywords()
 def hutchpp_trace(
     A: Operand,
     num_matvecs: int = 102,

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgdlab.errors import warn
+from sgdlab.errors import checked_keywords, warn
 from sgdlab.operators import as_operator
 
 from .._repr import compact_repr
@@ -199,6 +199,7 @@ def lanczos_decomposition(
     )
 
 
+@checked_keywords()
 def lanczos(
     A: Operand,
     k: int = 1,
@@ -357,6 +358,7 @@ def eigenvalue_error_bound(theta: np.ndarray, idx: np.ndarray,
         return np.where(np.isinf(gap), residuals, np.minimum(residuals, residuals ** 2 / gap))
 
 
+@checked_keywords()
 def power_iteration(
     A: Operand,
     *,

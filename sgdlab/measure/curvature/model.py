@@ -60,6 +60,7 @@ def hessian_bottom_eigenvalues(model: nn.Module, loss_fn: LossFn, data: Data, k:
     return vals
 
 
+@checked_keywords()
 def hessian_trace(
     model: nn.Module,
     loss_fn: LossFn,
@@ -76,6 +77,7 @@ def hessian_trace(
                             generator=generator, dtype=dtype)
 
 
+@checked_keywords()
 def hessian_frobenius_norm(
     model: nn.Module,
     loss_fn: LossFn,
@@ -102,6 +104,7 @@ def hessian_spectral_density(model: nn.Module, loss_fn: LossFn, data: Data, *,
     return spectral_density(curvature_operator(operator, model, loss_fn, data), **kw)
 
 
+@checked_keywords()
 def hessian_diagonal(
     model: nn.Module,
     loss_fn: LossFn,

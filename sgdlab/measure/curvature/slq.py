@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from sgdlab.errors import checked_keywords
 from sgdlab.operators import LinearOperator
 
 from ._common import Operand, random_vector, working_operator
@@ -91,6 +92,7 @@ def lanczos_lockstep(op: LinearOperator, starts: Tensor, m: int) -> list[Lanczos
                           residual=beta_next[r]) for r in range(p)]
 
 
+@checked_keywords()
 def spectral_density(
     A: Operand,
     *,
