@@ -506,6 +506,11 @@ def check_mean_of_samples(loss_fn: object, data: Data, who: str) -> None:
 def check_data(data: object) -> None:
     """A ``UserError`` for what is often passed where a batch or batches go: the training
     loop's :class:`~sgdlab.data.Dataset` record, or a tuple of more tensors than (x, y)."""
+    if data is None:
+        # most often a callback's ctx.batch at step 0 ("'NoneType' object is not iterable")
+        raise UserError("data is None: measurements take a batch (x, y) or an iterable of "
+                        "batches (in a training callback, ctx.batch is None at step 0, before "
+                        "the first batch: measure on ctx.data.train or a fixed batch)")
     if all(hasattr(data, a) for a in ("x_train", "y_train")):
         raise UserError("data is a sgdlab.data.Dataset: measurements take a batch (x, y) or "
                         "an iterable of batches; pass data.train (its training examples) or "

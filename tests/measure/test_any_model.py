@@ -541,6 +541,24 @@ def test_a_loss_function_of_ones_own_returning_a_loss_per_sample_is_named():
         M.mean_loss(model, lambda out, y: 1.0, data)
 
 
+def test_none_as_data_is_named_with_the_callback_it_most_often_comes_from():
+    # a MeasurementCallback's fn on ctx.batch, None at step 0, failed deep in the passes on
+    # "'NoneType' object is not iterable"
+    from sgdlab.data import Dataset
+    from sgdlab.train import MeasurementCallback, Schedule, train
+
+    model, loss_fn, (x, y) = make("residual")
+    for fn in (M.hessian_top_eigenvalue, M.hessian_trace, M.gradient_covariance, M.mean_loss):
+        with pytest.raises(UserError, match=r"^data is None: .* ctx.batch is None at step 0"):
+            fn(model, loss_fn, None)
+    on_batch = MeasurementCallback(
+        lambda ctx: {"lmax": M.hessian_top_eigenvalue(ctx.model, ctx.loss_fn, ctx.batch)},
+        Schedule.every(2))
+    with pytest.raises(UserError, match=r"^data is None: .*ctx.data.train"):
+        train(model, loss_fn, Dataset(x, y), torch.optim.SGD(model.parameters(), lr=0.0),
+              epochs=1, batch_size=4, callbacks=[on_batch], progress=False)
+
+
 def test_a_dataset_record_or_a_longer_tuple_given_as_data_is_named():
     # a sgdlab Dataset (what train() takes) failed on "'Dataset' object is not iterable"; an
     # (x, y, w) tuple on "batch 0 is not an (inputs, targets) pair of tensors (got Tensor)"
