@@ -14,7 +14,7 @@ Hooks (all optional), in the order the loop calls them:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -214,8 +214,24 @@ class MeasurementCallback(Callback):
     # no measurement of a model at a point, such as Parle's master at round ends
     reads_training_step = False
 
-    def __init__(self, fn: Callable[[TrainContext], dict[str, float]], schedule: Schedule,
-                 *, at_train_begin: bool = True):
+    def __init__(self, fn: Callable[[TrainContext], dict[str, float]],
+                 schedule: Schedule | None = None, *, every: int | None = None, start: int = 0,
+                 at: Iterable[int] | None = None, at_train_begin: bool = True):
+        # every= / at= as build_instrument takes them: MeasurementCallback(fn, every=100)
+        given = [k for k, v in (("schedule", schedule), ("every", every), ("at", at))
+                 if v is not None]
+        if len(given) != 1:
+            raise ValueError("MeasurementCallback needs one step schedule: Schedule.every(k), "
+                             "every=K (from start=S) or at=[steps], got "
+                             f"{' and '.join(given) or 'none'}")
+        if schedule is not None and not isinstance(schedule, Schedule):
+            raise ValueError(f"MeasurementCallback: schedule must be a Schedule "
+                             f"(Schedule.every(k), Schedule.at(steps), ...), got {schedule!r}; "
+                             "every=K and at=[steps] build one")
+        if every is not None:
+            schedule = Schedule.every(every, start)
+        elif at is not None:
+            schedule = Schedule.at(at)
         self.fn, self.schedule, self.at_train_begin = fn, schedule, at_train_begin
 
     def on_train_begin(self, ctx: TrainContext) -> None:
@@ -240,6 +256,10 @@ class MeasurementCallback(Callback):
         with naming_divergence(self), torch.random.fork_rng(
                 devices=[dev] if dev.type == "cuda" else [], device_type="cuda"):
             values = self.fn(ctx)
+        if not isinstance(values, Mapping):
+            raise UserError(f"MeasurementCallback: fn returned a {type(values).__name__}, not "
+                            "a dict {name: value}: return {'my/name': value}, so that the "
+                            "series has a name")
         for k, v in values.items():
             if v is not None and not (isinstance(v, float) and math.isnan(v)):
                 ctx.log(k, _scalar(k, v))

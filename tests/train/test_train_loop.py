@@ -1175,6 +1175,34 @@ def test_a_measurement_callback_value_that_is_no_number_is_named():
     assert len(r.history["trace"]) > 1 and r.history["norm"][-1][1] == 2.0
 
 
+def test_a_measurement_callback_returning_a_bare_number_is_named():
+    # "'float' object has no attribute 'items'"
+    from sgdlab.measure import hessian_top_eigenvalue
+    from sgdlab.train import MeasurementCallback
+
+    bare = MeasurementCallback(
+        lambda ctx: hessian_top_eigenvalue(ctx.model, ctx.loss_fn, ctx.data.train), every=2)
+    with pytest.raises(UserError, match=r"fn returned a float, not a dict \{name: value\}"):
+        run(epochs=1, callbacks=[bare])
+
+
+def test_a_measurement_callback_takes_every_and_at_as_build_instrument_does():
+    from sgdlab.train import MeasurementCallback
+
+    def steps(**cadence):
+        _, r = run(epochs=1, callbacks=[MeasurementCallback(lambda ctx: {"one": 1.0},
+                                                            **cadence)])
+        return [s for s, _ in r.history["one"]]
+
+    assert steps(every=2) == steps(schedule=Schedule.every(2)) == [0, 2, 4, 6, 8]   # 8 steps
+    assert steps(every=2, start=3) == [0, 3, 5, 7]
+    assert steps(at=[1, 4]) == [0, 1, 4]
+    for cadence, says in [({}, "got none"), ({"every": 2, "at": [1]}, "got every and at"),
+                          ({"schedule": 5}, "schedule must be a Schedule")]:
+        with pytest.raises(ValueError, match=says):
+            MeasurementCallback(lambda ctx: {}, **cadence)
+
+
 def test_a_measurement_callback_measures_a_model_without_parameters():
     # StopIteration (next(model.parameters())) for a model the loop trains: its weights a
     # tensor it closes over, which the optimizer updates
