@@ -93,7 +93,17 @@ def _closure_loop(out: list[str]) -> None:
     assert out[0].endswith("inner steps 50")                # L = 5 closure calls per step
 
 
+def _own_model(out: list[str]) -> None:
+    assert out[0].startswith("finished test_acc")
+    (_, lmax), (_, trace) = re.findall(r"\((\d+), ([\d.e-]+)\)", out[1])
+    after = _floats(out[2])                                 # λ_max, Tr H, Tr Σ at the end
+    assert after[0] == pytest.approx(float(lmax), abs=1e-4)  # the callback's last point
+    assert after[2] == pytest.approx(float(trace), abs=1e-4)  # noise on all 200 examples
+    assert out[3] == "100 gradient evaluations in 20 steps"  # L = 5 per Entropy-SGD step
+
+
 CHECKS = {
+    "lmax = MeasurementCallback(": _own_model,
     'opt = build_optimizer("random-lr-sgd"': _musso,
     "land = TwoBasin()": _zhu,
     "cfg = ParleConfig(": _chaudhari,
@@ -131,7 +141,7 @@ def test_guide_links_resolve():
     assert len(local) >= 5
     for link in local:
         path, _, anchor = link.partition("#")
-        page = (GUIDE.parent / path).resolve()
+        page = (GUIDE.parent / path).resolve() if path else GUIDE    # "#anchor": this page
         assert page.exists(), f"GUIDE links to a missing page: {link}"
         if anchor:
             assert anchor in _anchors(page), f"GUIDE links to a missing anchor: {link}"
