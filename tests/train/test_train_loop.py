@@ -1223,6 +1223,17 @@ def test_a_measurement_callback_measures_a_model_without_parameters():
     assert norms[0] == 0 and norms[-1] > norms[1] > 0
 
 
+def test_build_instrument_is_imported_beside_train():
+    # `from sgdlab.train import train, MeasurementCallback, build_instrument`: an ImportError
+    import sgdlab.train
+    from sgdlab.train import build_instrument
+    from sgdlab.train.instruments import build_instrument as defined
+
+    assert build_instrument is defined and "build_instrument" in sgdlab.train.__all__
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
+        sgdlab.train.no_such_name
+
+
 def test_callbacks_that_are_not_callbacks_are_named_and_a_single_one_is_taken():
     # a measurement function failed at the first hook ("'function' object has no attribute
     # 'on_train_begin'"); a single callback failed on "'...' object is not iterable"
