@@ -511,6 +511,10 @@ def check_data(data: object) -> None:
         raise UserError("data is None: measurements take a batch (x, y) or an iterable of "
                         "batches (in a training callback, ctx.batch is None at step 0, before "
                         "the first batch: measure on ctx.data.train or a fixed batch)")
+    if isinstance(data, Tensor):
+        # iterated by rows: "batch 0 is not an (inputs, targets) pair of tensors (got Tensor)"
+        raise UserError(f"data is one tensor of shape {tuple(data.shape)}: measurements take a "
+                        "batch (x, y) of inputs and targets, or an iterable of batches")
     if all(hasattr(data, a) for a in ("x_train", "y_train")):
         raise UserError("data is a sgdlab.data.Dataset: measurements take a batch (x, y) or "
                         "an iterable of batches; pass data.train (its training examples) or "

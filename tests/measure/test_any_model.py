@@ -551,6 +551,11 @@ def test_none_as_data_is_named_with_the_callback_it_most_often_comes_from():
     for fn in (M.hessian_top_eigenvalue, M.hessian_trace, M.gradient_covariance, M.mean_loss):
         with pytest.raises(UserError, match=r"^data is None: .* ctx.batch is None at step 0"):
             fn(model, loss_fn, None)
+        # the inputs alone were read as batches of rows: "batch 0 is not an (inputs,
+        # targets) pair of tensors (got Tensor)"
+        with pytest.raises(UserError, match=r"^data is one tensor of shape \(\d+, .*: "
+                                            r"measurements take a batch \(x, y\)"):
+            fn(model, loss_fn, x)
     on_batch = MeasurementCallback(
         lambda ctx: {"lmax": M.hessian_top_eigenvalue(ctx.model, ctx.loss_fn, ctx.batch)},
         Schedule.every(2))
