@@ -32,3 +32,12 @@ def test_nothing_found_is_still_an_error(capsys):
 def test_a_misspelt_name_still_names_the_closest(capsys):
     assert main(["list", "zhu-escape2d"]) == 2
     assert "did you mean zhu-escape-2d" in capsys.readouterr().err
+
+
+def test_the_catalogue_is_listed_by_name(capsys):
+    # in the files' order chaudhari-entropy-sgd-rnn came before chaudhari-entropy-sgd
+    assert main(["list"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()
+             if line.split() and "-" in line.split()[0] and line[0].isalpha()]
+    assert len(names) >= 40 and names == sorted(names)
+    assert names.index("chaudhari-entropy-sgd") < names.index("chaudhari-entropy-sgd-rnn")
