@@ -1,6 +1,10 @@
 """``sgdlab measure CHECKPOINT_OR_RUN --what hessian,noise,alignment,sharpness,surface,batch``.
 
-Loads a stored model — a run id (or unique prefix) in the run store, a run folder, or a
+Measures a trained model: by default the Hessian's top eigenvalues, trace and Frobenius norm,
+the gradient-noise covariance Σ, the Σ–H alignment and the sharpness, on 1000 training
+examples (``sgdlab measure RUN_ID``; ``--what`` adds the loss surface and mini-batch tests).
+
+It loads a stored model — a run id (or unique prefix) in the run store, a run folder, or a
 checkpoint file/folder written by the training loop (its run folder must hold the
 ``config.yaml`` that ``sgdlab train`` writes, so the model can be rebuilt); of a finished
 run of an experiment's sweep, by run id, the final weights it keeps (``weights.pt``, its
