@@ -70,7 +70,8 @@ def build_instrument(name: str, *, schedule: Schedule | None = None, every: int 
                      start: int = 0, at: Any = None, **params: Any) -> Callback:
     """The instrument ``name`` with its options ``params``, run on ``schedule`` or, as a run
     config's ``measure`` entry spells it, every ``every`` steps from ``start`` or at the steps
-    ``at``: ``build_instrument("hessian", every=8, k=2)``."""
+    ``at``: ``build_instrument("hessian", every=8, k=2)``. ``instrument_params(name)`` lists
+    the options with their defaults (``help(instruments()[name])`` says what each logs)."""
     from sgdlab.errors import did_you_mean
 
     # the name first: a misspelt name without a schedule was told only of the schedule
