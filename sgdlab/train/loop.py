@@ -137,6 +137,18 @@ class RunResult:
     grad_evals: int = 0
     message: str | None = None
 
+    def __repr__(self) -> str:
+        # the history as each series' length: the dataclass's repr printed every point of
+        # every series (thousands of lines for `r` in a notebook)
+        series = ", ".join(f"{k!r}: {len(v)} points" for k, v in self.history.items())
+        final = ", ".join(f"{k!r}: {v:.6g}" if isinstance(v, float) else f"{k!r}: {v!r}"
+                          for k, v in self.final.items())
+        return (f"RunResult(run_id={self.run_id!r}, status={self.status!r}, "
+                f"steps={self.steps}, epochs_completed={self.epochs_completed}, "
+                f"final={{{final}}}, history={{{series}}}, checkpoint={self.checkpoint!r}, "
+                f"wall_time={self.wall_time:.3g}, grad_evals={self.grad_evals}, "
+                f"message={self.message!r})")
+
     def last(self, name: str, default: float = math.nan) -> float:
         series = self.history.get(name)
         return series[-1][1] if series else default

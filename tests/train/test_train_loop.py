@@ -1223,6 +1223,17 @@ def test_a_measurement_callback_measures_a_model_without_parameters():
     assert norms[0] == 0 and norms[-1] > norms[1] > 0
 
 
+def test_a_run_result_prints_its_series_lengths_not_every_point():
+    # the dataclass's repr printed every (step, value) of every series
+    _, r = run(epochs=3)
+    text = repr(r)
+    assert len(r.history["train_loss"]) > 1 and len(r.history["batch_loss"]) > 1
+    assert f"'batch_loss': {len(r.history['batch_loss'])} points" in text
+    assert "status='finished'" in text and f"steps={r.steps}" in text
+    assert f"'test_acc': {r.final['test_acc']:.6g}" in text
+    assert "(0, " not in text and len(text) < 1500
+
+
 def test_build_instrument_is_imported_beside_train():
     # `from sgdlab.train import train, MeasurementCallback, build_instrument`: an ImportError
     import sgdlab.train
