@@ -691,18 +691,21 @@ GLDConst = register_optimizer("gld-const")(_variant(
     "GLDConst", "const", "GLD const: ε ~ N(0, σ² I), σ fixed (``sigma``).", ("sigma",)))
 GLDDynamic = register_optimizer("gld-dynamic")(_variant(
     "GLDDynamic", "dynamic",
-    "GLD dynamic: ε ~ N(0, Tr Σ/(m d) I), so E‖ε‖² = Tr Σ / m equals SGD's noise norm."))
+    "GLD dynamic: ε ~ N(0, Tr Σ/(m d) I), so E‖ε‖² = Tr Σ / m equals SGD's noise norm.",
+    ("noise_batch_size",)))
 GLDDiagonal = register_optimizer("gld-diagonal")(_variant(
-    "GLDDiagonal", "diagonal", "GLD diagonal: ε ~ N(0, diag Σ / m)."))
+    "GLDDiagonal", "diagonal", "GLD diagonal: ε ~ N(0, diag Σ / m).", ("noise_batch_size",)))
 GLDLeading = register_optimizer("gld-leading")(_variant(
-    "GLDLeading", "leading", "GLD leading: ε ~ N(0, Σ̃_k / m), the top-k eigenpairs of Σ."))
+    "GLDLeading", "leading", "GLD leading: ε ~ N(0, Σ̃_k / m), the top-k eigenpairs of Σ.",
+    ("noise_batch_size",)))
 GLDHessian = register_optimizer("gld-hessian")(_variant(
     "GLDHessian", "hessian",
     "GLD Hessian: ε ~ N(0, σ_H² H₊) over the top-k |λ| Hessian eigenpairs; σ_H² defaults to "
     "Tr Σ / (m Tr H₊), SGD's expected noise norm (Zhu et al. §5.1)."))
 GLDSGDLike = register_optimizer("gld-sgd-like")(_variant(
     "GLDSGDLike", "sgd-like",
-    "GD + SGD-like Gaussian noise: ε ~ N(0, Σ / m) through the exact per-sample factor."))
+    "GD + SGD-like Gaussian noise: ε ~ N(0, Σ / m) through the exact per-sample factor.",
+    ("noise_batch_size",)))
 IsotropicNoiseGD = register_optimizer("gd-isotropic")(_variant(
     "IsotropicNoiseGD", "isotropic-init",
     "Xing et al. §4 control: GD + isotropic noise of variance ``variance_factor`` (the paper: "

@@ -80,6 +80,11 @@ def test_packaged_default_validates_with_defaults_filled():
                                              "'gld-const'"),
     ("optimizer={name: gd-isotropic, lr: 0.1}", "optimizer.variance_factor: required by "
                                                 "optimizer 'gd-isotropic'"),
+    # m of the SGD noise GLD mimics: "optimizer: Invalid noise_batch_size: None" named no key
+    ("optimizer={name: gld-leading, lr: 0.1}", "optimizer.noise_batch_size: required by "
+                                               "optimizer 'gld-leading'"),
+    ("optimizer={name: gld-sgd-like, lr: 0.1}", "optimizer.noise_batch_size: required by "
+                                                "optimizer 'gld-sgd-like'"),
     ("plugins=no_such_plugin_module", "plugins: must be a list, got 'no_such_plugin_module'"),
     ("measure=[{name: no_such_instrument}]", "measure[0].name: unknown instrument"),
     # a misspelt schedule key: the instrument's own arguments were listed, without every
