@@ -662,3 +662,69 @@ def forked_torchrun(world: int, argv: list[str], logs: list[str], hold: str | No
     for tell in tells:
         tell.send(store.port)
     return procs, store
+
+
+# a tiny run of an experiment's `replicas` procedure (chaudhari-parle's), one process per
+# replica: 3 rounds of L = 2 steps
+SWEEP_REPLICA_PARAMS = {
+    "dataset": {"name": "digits", "flatten": True, "n_train": 48},
+    "model": {"name": "mlp", "widths": [6]}, "dtype": "float64", "grad_evals": 6,
+    "eval_every": 1, "mode": "distributed",
+    "parle": {"replicas": 2, "L": 2, "lr": 0.1, "batch_size": 24, "rho": 0.5, "gamma": "inf",
+              "lr_milestones": [1]}}
+
+
+def sweep_replica_run(folder: Path, *, stop_in_round: int | None = None):
+    """A run of an experiment's ``replicas`` procedure in its ``distributed`` mode on
+    :data:`SWEEP_REPLICA_PARAMS`, recorded as a sweep records it in the store
+    ``folder/runs.sqlite`` (config ``procedure: replicas``, not ``method: parle``), its
+    ``sgdlab parle --out`` folder in its run key's artifact folder. The launcher runs ``sgdlab
+    parle`` here in-process mode (the same files), checkpointing every round;
+    ``stop_in_round``: it dies in that round, the sweep's record then ``interrupted``, the
+    checkpoint set of the round before kept. Returns (store, run id, run spec)."""
+    import pytest
+
+    from sgdlab.experiments.procedures import chaudhari, get_procedure
+    from sgdlab.experiments.spec import RunSpec
+    from sgdlab.experiments.sweep import artifacts_root
+    from sgdlab.experiments.worker import RunContext
+    from sgdlab.store import RunStore
+    from sgdlab.train import replicas
+    from sgdlab.train.distributed import load_config, run_from_config
+
+    class Launch:
+        def __init__(self, cmd, **kw):
+            self.code = 0
+            try:
+                run_from_config(load_config(cmd[4]), mode="inprocess", checkpoint_every=1,
+                                out=cmd[cmd.index("--out") + 1])
+            except KeyboardInterrupt:
+                self.code = 1
+
+        def wait(self):
+            return self.code
+
+    one_round = replicas._ReplicaTraining._round
+
+    def dies(self, r):
+        if r == stop_in_round:
+            raise KeyboardInterrupt
+        return one_round(self, r)
+
+    store = RunStore(Path(folder) / "runs.sqlite")
+    spec = RunSpec("e", 1, "smoke", "parle", SWEEP_REPLICA_PARAMS, 3, "replicas")
+    run_id = store.create_run(spec.config(), name=spec.run_name, experiment="e")
+    ctx = RunContext(store=store, run_id=run_id, device="cpu",
+                     artifact_dir=artifacts_root(store) / spec.key, dependencies={})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(chaudhari, "_start", Launch)
+        mp.setattr(replicas._ReplicaTraining, "_round", dies)
+        try:
+            out = get_procedure("replicas").run(spec, ctx)
+        except RuntimeError:
+            if stop_in_round is None:
+                raise
+            store.set_status(run_id, "interrupted")
+            return store, run_id, spec
+    store.complete_run(run_id, out.status, summary=out.summary)
+    return store, run_id, spec

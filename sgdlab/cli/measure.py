@@ -44,6 +44,7 @@ from typing import Any
 from sgdlab.cli._help import plain
 from sgdlab.errors import UserError, did_you_mean, make_output_dir
 from sgdlab.atomic import save_figure
+from sgdlab.store.folders import is_replica_run
 from sgdlab.strict_json import write_atomic
 
 WHAT = ("hessian", "noise", "alignment", "sharpness", "surface", "batch")
@@ -172,7 +173,7 @@ def _rebuild(cfg: dict, ckpt: Path, train_mode: bool = False, step: int | None =
 
     if cfg.get("run_key") and isinstance(cfg.get("params"), dict):
         return _rebuild_sweep_run(cfg, ckpt, train_mode, step)
-    if cfg.get("method") == "parle":
+    if cfg.get("method") == "parle":     # (a sweep's replicas run is a sweep run's, above)
         from sgdlab.train.distributed import build_model_and_data
 
         model, loss_fn, data = build_model_and_data(cfg)
@@ -205,13 +206,25 @@ def _rebuild_sweep_run(cfg: dict, weights: Path, train_mode: bool, step: int | N
     """:func:`_rebuild` for a run of an experiment's sweep (the ``train`` procedure's): its
     model and data from the run parameters the store holds, its final weights loaded
     (``weights.pt``; ``model.pt``, a bare state dict at ``step``), or the last checkpoint of
-    a run stopped before its end."""
+    a run stopped before its end. Of the ``replicas`` procedure's (distributed) run, the
+    master: its ``master.pt`` (at ``step``, rounds · L), or of its last checkpoint set."""
     from sgdlab.experiments.procedures.train import build
     from sgdlab.train.checkpoint import load_state, load_weights
 
+    if is_replica_run(cfg):
+        # the model and data the procedure built (sgdlab.experiments.procedures.chaudhari)
+        ds, model, loss_fn, _ = build(cfg["params"], int(cfg["seed"]))
+        _refuse_train_mode_batch_norm(model, train_mode)
+        if weights.parent.name == "checkpoints" and any(weights.parent.glob("rank*.pt")):
+            from sgdlab.train.replicas import load_master_checkpoint
+
+            load_master_checkpoint(weights.parent, model)
+        else:
+            load_state(model, load_weights(weights, step)["model"], weights, "model")
+        return model, loss_fn, ds, int(step or 0), {}
     if cfg.get("procedure") not in ("train", "train_or_interpolate") or "between" in cfg["params"]:
         raise UserError(f"cannot rebuild the model of a run of the {cfg.get('procedure')!r} "
-                        "procedure (the `train` procedure's runs are measured)")
+                        "procedure (the `train` and `replicas` procedures' runs are measured)")
     # the weights replace the initial ones: a dependency's (init_from) is not read
     ds, model, loss_fn, _ = build({**cfg["params"], "init_from": None}, int(cfg["seed"]))
     _refuse_train_mode_batch_norm(model, train_mode)
@@ -340,6 +353,8 @@ def _measure(args: argparse.Namespace) -> int:
         # a sweep run's settings under the names --what batch reads for a run of sgdlab train
         cfg = {**cfg, "train": {"batch_size": cfg["params"].get("batch_size")},
                "optimizer": cfg["params"].get("optimizer")}
+        if is_replica_run(cfg):     # (sgdlab parle's name: its batch size, its lr)
+            cfg["parle"] = cfg["params"].get("parle")
     run_id = run_id or state.get("run_id")
     model.train(args.train_mode)
 
@@ -640,7 +655,7 @@ def _checkpoint_lr(state: dict, cfg: dict, store, run_id: str | None) -> float |
     HJ / heat smoothers the inner step η_y (``inner_lr``), not the outer η′ that moves x
     towards the inner loop's average; a replica run's: the last one it recorded (after its
     milestones); None when there is none > 0."""
-    if cfg.get("method") == "parle":
+    if is_replica_run(cfg):
         recorded = store.metrics(run_id).get("lr") if run_id is not None else None
         lr = recorded[-1][1] if recorded else None
         return float(lr) if isinstance(lr, (int, float)) and lr > 0 else None

@@ -14,6 +14,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from sgdlab.store.folders import is_replica_run, sweep_replica_checkpoints
 from sgdlab.strict_json import dumps
 
 from .columns import aligned
@@ -299,7 +300,8 @@ def continue_hint(run: dict, store) -> str | None:
         return resume_command(run["id"], store.path)
     cfg = run.get("config") or {}
     ckpts = [a["path"] for a in run.get("artifacts", []) if a["kind"] == "checkpoints"]
-    if isinstance(cfg, dict) and cfg.get("method") == "parle" and ckpts:
+    # (a sweep's replicas run is continued by its sweep, below)
+    if is_replica_run(cfg) and _sweep_entry(run) is None and ckpts:
         mode = " --mode distributed" if cfg.get("mode") == "distributed" else ""
         n = (cfg.get("parle") or {}).get("replicas")
         return (f"sgdlab parle CONFIG{mode}{f' --replicas {n}' if n else ''} --out "
@@ -322,8 +324,9 @@ def continue_hint(run: dict, store) -> str | None:
 def _checkpoint_file(run: dict, store_path: str | Path | None = None) -> Path | None:
     """The checkpoint a resume of ``run`` reads: its folder's checkpoints/last.pt for a run of
     ``sgdlab train``, master.pt for one of ``sgdlab parle``, ``checkpoint/last.pt`` in its run
-    key's artifact folder beside the store at ``store_path`` for one of a sweep; None when
-    neither is recorded (or no store is named)."""
+    key's artifact folder beside the store at ``store_path`` for one of a sweep (of the
+    ``replicas`` procedure: its distributed run's checkpoint set's master.pt there, which its
+    sweep continues); None when neither is recorded (or no store is named)."""
     from sgdlab.config.runner import run_folder
 
     folder = run_folder(run)
@@ -335,6 +338,9 @@ def _checkpoint_file(run: dict, store_path: str | Path | None = None) -> Path | 
         from sgdlab.train.replicas import MASTER_CHECKPOINT
         return Path(ckpts[-1]) / MASTER_CHECKPOINT
     entry = _sweep_entry(run)
+    if entry is not None and store_path is not None and is_replica_run(run.get("config")):
+        from sgdlab.train.replicas import MASTER_CHECKPOINT
+        return sweep_replica_checkpoints(store_path, entry[1]) / MASTER_CHECKPOINT
     if entry is not None and store_path is not None:
         from sgdlab.experiments.worker import CHECKPOINT_DIR
         from sgdlab.train.checkpoint import checkpoint_path

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import UserError
+from ..store.folders import is_replica_run
 
 _MASTER_IN_CHECKPOINTS = (
     "{what} is a run of `sgdlab parle` without its master.pt (unfinished, or the file "
@@ -136,8 +137,8 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
         if rebuild or not str(e).startswith("no run "):
             raise
         raise UserError(f"{target!r} is no file or folder, and {e}") from None
-    if run["config"].get("method") == "parle":
-        return _replica_master(run, store, rebuild)
+    if is_replica_run(run["config"]) and not run["config"].get("run_key"):
+        return _replica_master(run, store, rebuild)     # (a sweep's: _sweep_run_weights)
     folder = run_folder(run)
     if run["config"].get("run_key") and run["experiment"] and folder is None:
         return _sweep_run_weights(run, store, rebuild)
@@ -180,6 +181,8 @@ def _sweep_run_weights(run: dict, store, rebuild: bool = True) -> Located:
         return Located(run["config"], weights[-1], run["id"], weights[-1].parent, store, step)
     if weights:
         raise UserError(f"{what} has no final weights on disk: {weights[-1]} is gone")
+    if run["status"] not in ("finished", "diverged") and is_replica_run(run["config"]):
+        return _sweep_replica_checkpoint(run, store, rebuild, what)
     if run["status"] not in ("finished", "diverged"):
         ckpt = (Path(os.path.abspath(store.path)).parent / "artifacts"
                 / run["config"]["run_key"] / _SWEEP_CHECKPOINT / CHECKPOINT_NAME)
@@ -195,10 +198,39 @@ def _sweep_run_weights(run: dict, store, rebuild: bool = True) -> Located:
     if procedure not in ("train", "train_or_interpolate") or "between" in (
             run["config"].get("params") or {}):       # (an interpolation's run)
         raise UserError(f"{what} keeps no model: its procedure {procedure!r} records results "
-                        "only (the `train` procedure keeps a run's final weights)")
+                        "only (the `train` procedure keeps a run's final weights"
+                        + (", the `replicas` procedure's with `mode: distributed` its master"
+                           if is_replica_run(run["config"]) else "") + ")")
     raise UserError(f"{what} keeps no final weights ({WEIGHTS_NAME}): it was run by an "
                     "sgdlab that removed a finished run's checkpoint without keeping them; "
                     "run its sweep again into a new store to keep them")
+
+
+def _sweep_replica_checkpoint(run: dict, store, rebuild: bool, what: str) -> Located:
+    """:func:`_sweep_run_weights` for a run of the ``replicas`` procedure stopped before its
+    end: with ``rebuild``, the master of its last checkpoint set (a distributed run's, which
+    its sweep continues: ``round`` · L its step); a warm start is refused, as for an
+    unfinished run of ``sgdlab parle`` (the master's buffers are the mean of every replica's
+    file)."""
+    from ..store.folders import sweep_replica_checkpoints
+    from ..train.checkpoint import load_checkpoint
+    from ..train.replicas import MASTER_CHECKPOINT
+
+    head = sweep_replica_checkpoints(store.path, run["config"]["run_key"]) / MASTER_CHECKPOINT
+    if not head.is_file():
+        raise UserError(f"{what} has no final weights: only a finished or diverged run keeps "
+                        "them; it has no checkpoint set either (its sweep runs it again)")
+    if not rebuild:
+        raise UserError(f"{what} has no final weights: only a finished or diverged run keeps "
+                        f"them; its master is only in its last checkpoint set, {head.parent}, "
+                        "which a warm start does not read (the master's buffers are the mean "
+                        "of every replica's file); `sgdlab measure` reads it, and its sweep "
+                        "continues it")
+    state = load_checkpoint(head, require=("round", "parle"), mmap=True)
+    step = int(state["round"]) * int(state["parle"]["L"])
+    print(f"sgdlab: {what}: measuring the master of its last checkpoint (round "
+          f"{state['round']}), {head}", flush=True)
+    return Located(run["config"], head, run["id"], head.parent.parent, store, step)
 
 
 def _sweep_run_checkpoint(ckpt: Path, store_path: str | os.PathLike | None) -> Located:

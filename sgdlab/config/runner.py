@@ -26,7 +26,7 @@ from ..atomic import save_figure, write_whole
 from ..claims import claim_file
 from ..errors import (ResumableError, RunInterrupted, UserError, file_problem,
                       make_output_dir)
-from ..store.folders import RUN_FILE, store_option
+from ..store.folders import RUN_FILE, is_replica_run, store_option
 from ..store.runstore import is_locked, locked_message
 from ..strict_json import dumps as strict_dumps, write_atomic
 from .io import dump_yaml
@@ -159,7 +159,7 @@ def resume_run(run_id: str, *, store: Any = None, progress: bool | None = None,
         raise UserError(f"run {run_id} is {run['status']}; only interrupted, stale, failed "
                         f"(or killed) runs can be resumed{further}")
     out = run_folder(run)
-    if out is None and (run["config"] or {}).get("method") == "parle":
+    if out is None and is_replica_run(run["config"]) and not run["config"].get("run_key"):
         raise UserError(f"run {run_id} is a run of `sgdlab parle`: continue it with `sgdlab "
                         "parle CONFIG --out DIR --resume`, DIR the folder that holds its "
                         "checkpoints")

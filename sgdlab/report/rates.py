@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sgdlab.store.folders import is_replica_run
+
 __all__ = ["last_step", "lr_over_steps", "rate_stretches", "rounds_logged_at_their_end",
            "used_rate_points"]
 
@@ -31,10 +33,9 @@ def last_step(history: Mapping[str, Points]) -> int | None:
 def rounds_logged_at_their_end(run: Mapping[str, Any] | None) -> bool:
     """Whether ``run`` (its record as the run store gives it) was trained by
     :mod:`sgdlab.train.replicas`, which logs each round's rate at its end: a run of ``sgdlab
-    parle`` (its config's ``method: parle``) or of an experiment's ``replicas`` procedure
-    (the sweep's config names the procedure instead)."""
-    config = (run or {}).get("config") or {}
-    return config.get("method") == "parle" or config.get("procedure") == "replicas"
+    parle`` or of an experiment's ``replicas`` procedure
+    (:func:`sgdlab.store.folders.is_replica_run`)."""
+    return is_replica_run((run or {}).get("config"))
 
 
 def rate_stretches(points: Points, run: Mapping[str, Any] | None = None, *,

@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 from pathlib import Path
+from typing import Any
 
 # what `sgdlab parle --out DIR` writes in DIR: its results (with its run id; the name
 # `sgdlab train` gives its own), the master and its learning curves
@@ -17,6 +18,28 @@ REPLICA_FIGURE, REPLICA_INSTRUMENTS = "learning_curves.png", "instruments.png"
 OLD_REPLICA_RESULT = "result.json"
 # what makes a folder a run's: {"run_id", "store"}, written before anything else of the run
 RUN_FILE = "run.json"
+# the `sgdlab parle --out` folder of a distributed run of an experiment's `replicas` procedure,
+# in its run key's artifact folder (its checkpoint set in checkpoints/, its master.pt)
+SWEEP_REPLICA_FOLDER = "parle"
+
+
+def is_replica_run(config: Any) -> bool:
+    """Whether the run whose record holds ``config`` (its stored config) was trained by
+    :mod:`sgdlab.train.replicas`: a run of ``sgdlab parle`` (``method: parle``, its data, model
+    and Parle config at the top) or of an experiment's ``replicas`` procedure (the sweep's
+    record: ``procedure: replicas``, the same settings under ``params``, and a ``run_key``).
+    Such a run logs each round's lr at its end, keeps a master x̄ and a checkpoint set, not
+    the training loop's checkpoint."""
+    return isinstance(config, dict) and (config.get("method") == "parle"
+                                         or config.get("procedure") == "replicas")
+
+
+def sweep_replica_checkpoints(store_path: str | os.PathLike, run_key: str) -> Path:
+    """The checkpoint set of the distributed run of the ``replicas`` procedure with run key
+    ``run_key`` in the sweep whose store is at ``store_path`` (its ``master.pt`` the master of
+    the last round saved)."""
+    return (Path(os.path.abspath(store_path)).parent / "artifacts" / run_key
+            / SWEEP_REPLICA_FOLDER / "checkpoints")
 
 
 def replica_result(folder: str | os.PathLike) -> Path | None:

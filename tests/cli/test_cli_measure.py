@@ -2,6 +2,9 @@
 exist) when they would change nothing."""
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 
 from sgdlab.cli.main import main
@@ -165,3 +168,36 @@ def test_a_run_s_ggn_series_are_drawn_in_its_curvature_history(tmp_path, capsys,
     assert (tmp_path / "m" / "curvature_history.png").exists()
     # the series the run recorded, not the measurement's own (measure/noise/...)
     assert drawn == [{"ggn/top_1"}]
+
+
+def test_an_experiment_s_replicas_run_is_measured_at_its_master(tmp_path, capsys):
+    """A run of the ``replicas`` procedure (chaudhari-parle, Elastic-SGD; its record says
+    ``procedure: replicas``, not ``method: parle``) was refused as a run of a procedure that
+    keeps no model, though its distributed mode keeps the master x̄ (``master.pt``): it is
+    measured there, at step rounds · L, with its Parle batch size, and CABS takes the last
+    lr it recorded (after its milestone: 0.01, not the configured 0.1), as for a run of
+    ``sgdlab parle``; a plain run's checkpoint rule found no lr (CABS NaN)."""
+    import torch
+
+    from sgdlab.cli.measure import _checkpoint_lr
+    from sgdlab.experiments.procedures.train import build
+    from sgdlab.testing import SWEEP_REPLICA_PARAMS, dense_hessian_reference, sweep_replica_run
+
+    store, run_id, spec = sweep_replica_run(tmp_path)
+    run = store.get_run(run_id)
+    (master,) = [a["path"] for a in run["artifacts"] if a["kind"] == "model"]
+    assert main(["measure", run_id, "--store", str(store.path), "--what", "hessian,batch",
+                 "--subset", "0", "--k", "1", "--probes", "2", "--batches", "2",
+                 "--out", str(tmp_path / "m")]) == 0, capsys.readouterr().err
+    res = json.loads((tmp_path / "m" / "measurements.json").read_text())
+    assert res["run_id"] == run_id and res["step"] == 3 * 2 and res["checkpoint"] == master
+    assert res["scalars"]["batch/batch_size"] == 24
+    assert store.metrics(run_id)["lr"][-1] == (6, pytest.approx(0.01))
+    assert _checkpoint_lr({}, run["config"], store, run_id) == pytest.approx(0.01)
+    assert math.isfinite(res["scalars"]["batch/cabs_batch_size"])
+
+    data, model, loss_fn, _ = build(SWEEP_REPLICA_PARAMS, 3)
+    model.load_state_dict(torch.load(master, weights_only=True))
+    hessian = dense_hessian_reference(model, loss_fn, data.train)
+    top = float(torch.linalg.eigvalsh(hessian)[-1])
+    assert res["scalars"]["hess/top_1"] == pytest.approx(top, rel=1e-6)

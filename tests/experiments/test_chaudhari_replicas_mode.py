@@ -258,3 +258,43 @@ def test_a_replicas_run_gives_its_length_one_way():
     with pytest.raises(ConfigError, match="give exactly one of 'epochs' or 'grad_evals'"):
         proc.validate({**PARAMS, "epochs": 1}, "run")
     proc.validate({**{k: v for k, v in PARAMS.items() if k != "grad_evals"}, "epochs": 1}, "run")
+
+
+def test_an_interrupted_distributed_run_is_listed_and_measured_at_its_checkpoint_set(
+        tmp_path, capsys):
+    """A run of the ``replicas`` procedure keeps the master of its last round saved in its
+    ``sgdlab parle`` folder's checkpoint set, which its sweep continues. Its record says
+    ``procedure: replicas``, not ``method: parle``, so it was taken for a ``train``
+    procedure's run: ``runs list`` said its sweep reruns it from step 0, and ``sgdlab
+    measure`` found no checkpoint. Both now read the set: round 2 of L = 2 steps, x̄ of that
+    round; a warm start, which does not read a set, is refused saying so."""
+    import torch
+
+    from sgdlab.cli.main import main
+    from sgdlab.cli.measure import _rebuild
+    from sgdlab.config.locate import locate_run
+    from sgdlab.errors import UserError
+    from sgdlab.experiments.sweep import artifacts_root
+    from sgdlab.testing import sweep_replica_run
+
+    store, run_id, spec = sweep_replica_run(tmp_path, stop_in_round=3)
+    ckpt = (artifacts_root(store) / spec.key / chaudhari.DISTRIBUTED_FOLDER / "checkpoints"
+            / "master.pt")
+    assert store.get_run(run_id)["status"] == "interrupted" and ckpt.is_file()
+    capsys.readouterr()
+    assert main(["runs", "list", "--store", str(store.path)]) == 0
+    listing = capsys.readouterr().out
+    assert "4 (ckpt)" in listing and "(its sweep resumes it from its last checkpoint, step 4)" \
+        in listing
+
+    found = locate_run(run_id, store.path)
+    assert (found.checkpoint, found.run_id, found.step) == (ckpt, run_id, 2 * 2)
+    assert "measuring the master of its last checkpoint (round 2)" in capsys.readouterr().out
+    model, _, _, step, _ = _rebuild(found.config, found.checkpoint, step=found.step)
+    assert step == 4
+    head = torch.load(ckpt, weights_only=True)
+    assert head["round"] == 2
+    for p, v in zip(model.parameters(), head["master"], strict=True):
+        assert torch.equal(p, v)
+    with pytest.raises(UserError, match="which a warm start does not read"):
+        locate_run(run_id, store.path, rebuild=False)
