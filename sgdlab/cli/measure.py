@@ -391,7 +391,8 @@ def _measure(args: argparse.Namespace) -> int:
     # a fixed order, not --what's: with --train-mode dropout draws on the global RNG in turn
     steps = {"hessian": lambda: _hessian(m), "noise": lambda: _noise(m),
              "alignment": lambda: _alignment(m), "sharpness": lambda: _sharpness(m),
-             "batch": lambda: _batch(m, batch_size, _checkpoint_lr(state, cfg, store, run_id)),
+             "batch": lambda: _batch(m, batch_size, _checkpoint_lr(state, cfg, store, run_id),
+                                     is_replica_run(cfg) and not _recorded_lr(store, run_id)),
              "surface": lambda: _surface(m)}
     done: list[str] = []
     stopped = None
@@ -597,10 +598,17 @@ def _sharpness(m: _Measuring) -> None:
                                     "gamma": args.gamma, "samples": args.samples}
 
 
-def _batch(m: _Measuring, batch_size: int, lr: float | None) -> None:
+def _batch(m: _Measuring, batch_size: int, lr: float | None, unrecorded: bool = False
+           ) -> None:
+    """``unrecorded``: a replica run whose record holds no lr (``lr`` None)."""
     m.scalars.update(_batch_scalars(m.args, batch_size, lr, m.model, m.loss_fn, m.batch,
                                     m.gen()))
-    if lr is None:
+    if lr is None and unrecorded:
+        m.notes.append("batch/cabs_batch_size is NaN (null in measurements.json): CABS "
+                       "scales with the learning rate, and the run recorded none (a stopped "
+                       "distributed run of the `replicas` procedure keeps its rows in its "
+                       "own store, parle/runs.sqlite in its artifact folder, until it ends)")
+    elif lr is None:
         m.notes.append("batch/cabs_batch_size is NaN (null in measurements.json): CABS "
                        "scales with the learning rate, and the checkpoint's is not > 0 (e.g. "
                        "a schedule ending at 0)")
@@ -649,6 +657,11 @@ def _batch_size(args, cfg: dict, n: int) -> int:
     return b
 
 
+def _recorded_lr(store, run_id: str | None) -> list:
+    """The ``lr`` rows [(step, lr)] the store holds for ``run_id``; none without a run id."""
+    return (store.metrics(run_id).get("lr") or []) if run_id is not None else []
+
+
 def _checkpoint_lr(state: dict, cfg: dict, store, run_id: str | None) -> float | None:
     """The step size that multiplies mini-batch gradients at the checkpoint's next step (the
     optimizer's, which a schedule has moved), else the config's: for Entropy-SGD and the
@@ -656,7 +669,7 @@ def _checkpoint_lr(state: dict, cfg: dict, store, run_id: str | None) -> float |
     towards the inner loop's average; a replica run's: the last one it recorded (after its
     milestones); None when there is none > 0."""
     if is_replica_run(cfg):
-        recorded = store.metrics(run_id).get("lr") if run_id is not None else None
+        recorded = _recorded_lr(store, run_id)
         lr = recorded[-1][1] if recorded else None
         return float(lr) if isinstance(lr, (int, float)) and lr > 0 else None
     from sgdlab.optim import gradient_step_size

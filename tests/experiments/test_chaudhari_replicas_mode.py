@@ -298,3 +298,9 @@ def test_an_interrupted_distributed_run_is_listed_and_measured_at_its_checkpoint
         assert torch.equal(p, v)
     with pytest.raises(UserError, match="which a warm start does not read"):
         locate_run(run_id, store.path, rebuild=False)
+    # its rows are in its own store until it ends: CABS has no lr, and says why
+    assert main(["measure", run_id, "--store", str(store.path), "--what", "batch",
+                 "--batches", "1", "--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert "(step 4)" in out and "CABS scales with the learning rate, and the run recorded none" \
+        in out
