@@ -352,8 +352,9 @@ def _checkpoint_file(run: dict, store_path: str | Path | None = None) -> Path | 
 def checkpoint_step(run: dict, store_path: str | Path | None = None) -> int | None:
     """The step of the last checkpoint of a run of ``sgdlab train`` or ``sgdlab parle``
     (``run`` as :meth:`RunStore.get_run` gives it, with its artifacts), or of a sweep run (the
-    ``train`` procedure's, in its run key's artifact folder beside the store at
-    ``store_path``): where its resume continues it. None when its folder holds no checkpoint
+    ``train`` procedure's, or the ``replicas`` procedure's checkpoint set, at round · L, in
+    its run key's artifact folder beside the store at ``store_path``): where its resume
+    continues it. None when its folder holds no checkpoint
     or it cannot be read (``sgdlab resume`` names why); -1 for a run of an experiment without
     a checkpoint (its sweep reruns it from step 0)."""
     path = _checkpoint_file(run, store_path)
