@@ -127,9 +127,10 @@ def test_pyhessian_sgdlab_side():
 
 def test_pyhessian_agrees():
     ns = peer_side("PyHessian", sgdlab_side("PyHessian"))
-    # power iteration's float32 start vectors leave ~1e-6 (the note)
-    np.testing.assert_allclose(ns["peer_top5"], ns["top5"].numpy(), rtol=1e-4)
-    assert 1e-7 < abs(ns["peer_top5"][0] / float(ns["top5"][0]) - 1) < 1e-5
+    # converged (tol=1e-10), every one is low by the same factor: its vectors' norm
+    # 1/(1 + 1e-6) squared in vᵀHv (the note), not a round-off, which would vary
+    offset = np.asarray(ns["peer_top5"]) / ns["top5"].numpy() - 1
+    np.testing.assert_allclose(offset, (1 + 1e-6) ** -2 - 1, rtol=0.02)
     # the same Rademacher probes as its trace drew, through sgdlab's Hessian operator
     from sgdlab.operators import HessianOperator, params_vector
 
@@ -145,7 +146,7 @@ def test_pyhessian_agrees():
     probes = torch.stack(probes, 1)
     assert probes.shape[0] == params_vector(model).numel()
     np.testing.assert_allclose(ns["peer_vhv"], op.quadratic_forms(probes).numpy(), rtol=1e-10)
-    # its default tolerance: λ_max off by about 1e-3 (the note's 1.4e-3)
+    # its default tolerance: λ_max off by about 1e-3 (1.1e-3 here, the note's "1e-3 or so")
     torch.manual_seed(0)
     default, _ = ns["h"].eigenvalues(top_n=1)
     err = abs(default[0] - float(ns["top5"][0])) / float(ns["top5"][0])
