@@ -355,6 +355,36 @@ def test_loss_landscapes_interpolation_moves_the_start_model():
                                          Loss(ns["loss_fn"], ns["x"], ns["y"]), steps=4)
     for p, q in zip(start.parameters(), ns["model_end"].parameters()):
         assert torch.allclose(p, q, atol=1e-12) and not p.requires_grad
+        assert not q.requires_grad                          # the end model's too (the note)
+
+
+def test_loss_landscapes_random_line_is_one_sided():
+    """random_line's S points are the last S of loss_surface's line over (0, ‖θ‖ / (D‖d‖)) in
+    S + 1 points (the table's mapping and the Scale note), its direction rebuilt."""
+    pytest.importorskip("loss_landscapes")
+    import loss_landscapes
+    from loss_landscapes.metrics import Loss
+    from loss_landscapes.model_interface.model_parameters import rand_u_like
+    from loss_landscapes.model_interface.model_wrapper import wrap_model
+
+    from sgdlab.measure import loss_surface
+    from sgdlab.operators import params_vector
+
+    ns = _setup()
+    model, data, steps, distance = ns["model"], (ns["x"], ns["y"]), 4, 2
+    torch.manual_seed(0)
+    peer = loss_landscapes.random_line(model, Loss(ns["loss_fn"], *data), distance=distance,
+                                       steps=steps, normalization="filter",
+                                       deepcopy_model=True)
+    torch.manual_seed(0)
+    start = wrap_model(copy.deepcopy(model)).get_module_parameters()
+    d = rand_u_like(start)
+    d.filter_normalize_(start)
+    u = torch.cat([t.reshape(-1) for t in d.parameters])
+    extent = float(params_vector(model).norm() / (distance * u.norm()))
+    line = loss_surface(model, ns["loss_fn"], data, u, extent=(0, extent), steps=steps + 1,
+                        accuracy=False)
+    np.testing.assert_allclose(peer, line.train_loss[1:], rtol=1e-12)
 
 
 # --------------------------------------------------------------------------------------------
