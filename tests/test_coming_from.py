@@ -476,5 +476,18 @@ def test_curvlinops_refuses_active_dropout():
 
     ns = _setup()
     model = torch.nn.Sequential(ns["model"], torch.nn.Dropout(0.5)).train()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="deterministic"):
         HessianLinearOperator(model, ns["loss_fn"], list(model.parameters()), ns["batches"])
+
+
+def test_sgdlab_fixes_one_dropout_draw_and_warns():
+    """The curvlinops section's note on sgdlab's side: one fixed draw of the masks per batch,
+    said in a warning, so the same v gives the same Hv."""
+    from sgdlab.operators import HessianOperator
+
+    ns = _setup()
+    model = torch.nn.Sequential(ns["model"], torch.nn.Dropout(0.5)).train()
+    with pytest.warns(UserWarning, match="one fixed draw of the dropout masks"):
+        H = HessianOperator(model, ns["loss_fn"], ns["batches"])
+        v = torch.ones(H.shape[0], dtype=torch.float64)
+        assert torch.equal(H.matvec(v), H.matvec(v))
