@@ -684,7 +684,7 @@ class _ReplicaTraining:
         try:
             head, mine_state = _load_replica_checkpoint(
                 self.ckpt, self.rank, self.world, self.cfg, self.mode, examples=self.examples,
-                settings=self.settings)
+                settings=self.settings, promote=True)
             if head is None:
                 raise UserError(f"cannot resume from {str(self.ckpt)!r}: {mine_state}")
             for w in self.workers:
@@ -1096,13 +1096,16 @@ def check_checkpoint_dir(ckpt: str | os.PathLike, resume: bool) -> None:
 
 
 def _load_replica_checkpoint(ckpt: Path, rank: int, world: int, cfg: ParleConfig,
-                             mode: str, *, examples: int, settings: dict[str, Any] | None = None
-                             ) -> tuple[dict[str, Any] | None, Any]:
+                             mode: str, *, examples: int, settings: dict[str, Any] | None = None,
+                             promote: bool = False) -> tuple[dict[str, Any] | None, Any]:
     """(master.pt's content, this rank's file) or (None, why not). A mismatched world size,
     replica count, Parle config, training set or other :func:`_run_settings` raises
     :class:`ConfigError` at once, naming each difference (every rank sees the same
     master.pt): the continuation would not be the run it saved. The length, ``eval_every``
-    and ``checkpoint_every`` may differ (a finished run extended)."""
+    and ``checkpoint_every`` may differ (a finished run extended). ``promote`` (a resume):
+    a rank file of master.pt's round found as ``rank{r}.prev.pt`` becomes ``rank{r}.pt``
+    again, over the newer one of the set that was not completed, so that the next set, which
+    keeps ``rank{r}.pt`` as its previous file, keeps this one."""
     try:
         head = load_checkpoint(ckpt / MASTER_CHECKPOINT)
     except UserError as e:
@@ -1132,6 +1135,8 @@ def _load_replica_checkpoint(ckpt: Path, rank: int, world: int, cfg: ParleConfig
             found.append(str(e))
             continue
         if int(mine["round"]) == int(head["round"]):
+            if promote and name.endswith(".prev.pt"):
+                os.replace(ckpt / name, ckpt / f"rank{rank}.pt")
             return head, mine
         found.append(f"{name} is from round {mine['round']}")
     if not found:

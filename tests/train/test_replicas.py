@@ -492,6 +492,41 @@ def test_a_run_killed_while_saving_resumes_from_the_previous_set(tmp_path, monke
     assert sorted(p.name for p in ck.iterdir()) == ["master.pt", "rank0.pt"]
 
 
+def test_a_set_failing_twice_while_saving_still_resumes_from_the_set_before(tmp_path,
+                                                                            monkeypatch):
+    """master.pt of round 4 cannot be written (a full disk), and again in the resumed run:
+    the round-2 set stays whole both times and a third start ends where an uninterrupted run
+    ends. Before, the resumed run moved the first failure's round-4 rank file over the
+    round-2 one it had resumed from (kept as rank0.prev.pt): nothing could resume."""
+    import sgdlab.train.replicas as R
+
+    data = toy_data()
+    cfg = ParleConfig(replicas=2, L=3, lr=0.05, gamma=0.5, rho=0.5, noise=1e-3,
+                      momentum=0.5, batch_size=7, seed=4)
+    ref = train_replicas(dropout_model(), LOSS, data, cfg, rounds=6, eval_every=2)
+    save = R.save_checkpoint
+
+    def full_at_round_4_master(path, state):
+        if Path(path).name == R.MASTER_CHECKPOINT and state["round"] == 4:
+            raise OSError(28, "No space left on device")
+        return save(path, state)
+
+    ck = tmp_path / "ck"
+    monkeypatch.setattr(R, "save_checkpoint", full_at_round_4_master)
+    kw = dict(rounds=6, eval_every=2, checkpoint_dir=ck, checkpoint_every=2)
+    with pytest.raises(OSError, match="No space"):
+        train_replicas(dropout_model(), LOSS, data, cfg, **kw)
+    with pytest.raises(OSError, match="No space"):
+        train_replicas(dropout_model(7), LOSS, data, cfg, resume=True, **kw)
+    assert torch.load(ck / "master.pt", weights_only=True)["round"] == 2
+    monkeypatch.setattr(R, "save_checkpoint", save)
+    res = train_replicas(dropout_model(7), LOSS, data, cfg, resume=True, **kw)
+    for a, b in zip(params(res.master), params(ref.master)):
+        assert torch.equal(a, b)
+    assert res.history == ref.history
+    assert sorted(p.name for p in ck.iterdir()) == ["master.pt", "rank0.pt"]
+
+
 def test_resume_with_another_loss_dtype_or_evaluation_subset_is_refused(tmp_path):
     """Besides the Parle config (now named with both values) and the training set's size: a
     resume with another torch loss trained another objective, float32 replicas took the
