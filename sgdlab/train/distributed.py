@@ -486,13 +486,15 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
     error = None
     try:
         model, loss_fn, data, parle, kw = build_run(cfg)
+        if mode == "distributed" and device == "cuda":
+            # one GPU per replica on each machine (as nccl's set-up); nccl broadcasts GPU
+            # tensors only (and one GPU short of memory fails on its rank alone)
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', comm.rank))}"
+            model.to(device)
     except Exception as e:
         error = e
-    status_all_reduce(comm, where, error, device=_status_device(comm, device))
+    status_all_reduce(comm, where, error, device=_status_device(comm, cfg.get("device")))
     if mode == "distributed":
-        if device == "cuda":     # one GPU per replica on each machine (as nccl's set-up)
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', comm.rank))}"
-            model.to(device)     # (nccl broadcasts GPU tensors only)
         # identical initial weights on every rank, whatever the init's determinism
         comm.broadcast_([p.data for p in model.parameters()])
     is_main = comm is None or comm.rank == 0

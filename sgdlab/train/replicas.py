@@ -564,11 +564,8 @@ class _ReplicaTraining:
         check_loss(loss_fn)
         self.cfg, self.mode, self.loss_fn = cfg, mode, loss_fn
         self.eval_every, self.checkpoint_every, self.resume = eval_every, checkpoint_every, resume
-        self.dev = dev = torch.device(device) if device is not None else data.x_train.device
-        x_all, y_all = data.x_train.to(dev), data.y_train.to(dev)
-        self.examples = len(x_all)
-        # the whole training set, for the master's batch-norm pass (also on split data)
-        self.x_recompute = x_all if cfg.master_buffers == "recompute" else None
+        self.dev = torch.device(device) if device is not None else data.x_train.device
+        self.examples = len(data.x_train)
         self.settings = _run_settings(model, loss_fn, eval_subset, run_config)
         self.classification = getattr(data, "task", "classification") == "classification"
         self._processes(mode, communicator)
@@ -580,8 +577,8 @@ class _ReplicaTraining:
         self.comm_time = 0.0
         error = None
         try:
-            self._set_up(model, data, x_all, y_all, callbacks, rounds, epochs, grad_evals,
-                         eval_subset, checkpoint_dir, resume)
+            self._set_up(model, data, callbacks, rounds, epochs, grad_evals, eval_subset,
+                         checkpoint_dir, resume)
         except Exception as e:
             error = e
         # a rank that cannot (its device out of memory, an OUT it does not see) stops them all
@@ -605,10 +602,15 @@ class _ReplicaTraining:
             self._same_instruments()
 
     # --- set-up -----------------------------------------------------------------------------
-    def _set_up(self, model, data, x_all, y_all, callbacks, rounds, epochs, grad_evals,
-                eval_subset, checkpoint_dir, resume) -> None:
-        """The replicas, instruments, length, evaluation sets, master model and the
-        instruments' context: this process' own work, whose failure every rank learns."""
+    def _set_up(self, model, data, callbacks, rounds, epochs, grad_evals, eval_subset,
+                checkpoint_dir, resume) -> None:
+        """The training set on the device, the replicas, instruments, length, evaluation
+        sets, master model and the instruments' context: this process' own work, whose
+        failure every rank learns."""
+        # (a device too small for the training set fails here, on its rank alone)
+        x_all, y_all = data.x_train.to(self.dev), data.y_train.to(self.dev)
+        # the whole training set, for the master's batch-norm pass (also on split data)
+        self.x_recompute = x_all if self.cfg.master_buffers == "recompute" else None
         self._build_workers(model, data, x_all, y_all)
         self.instruments = master_instruments(callbacks, model, data)
         self.rounds = self._length(rounds, epochs, grad_evals)
@@ -791,7 +793,16 @@ class _ReplicaTraining:
             w.set_lr(lr_scale)
         gamma = workers[0].optimizer.current_gamma()
         rho = workers[0].optimizer.current_rho()
-        losses = [w.inner() for w in workers]
+        try:
+            losses = [w.inner() for w in workers]
+        except Exception as e:
+            if self.comm is None:
+                raise
+            # (its device out of memory, a batch only its shard holds): told by the round's
+            # all-reduce itself, which the others already wait in
+            if self.pending is None:
+                self.pending = (f"training its replica in round {r}", e)
+            losses = [torch.full((), math.nan) for _ in workers]
         anchors = [w.optimizer.anchors() for w in workers]
         master, mean_loss = self._reduce(anchors, losses)
         if not math.isfinite(mean_loss):

@@ -74,6 +74,24 @@ if RANK == "1" and WHAT == "setup":
     def setup(path, resume):
         raise UserError(f"{path}: boom: this rank does not see the output folder")
     patch(replicas, "check_checkpoint_dir", setup)
+if RANK == "1" and WHAT == "inner":
+    steps = []
+
+    def inner(self):    # the replica's inner steps of round 3 fail on rank 1 alone
+        steps.append(1)
+        if len(steps) == 3:
+            raise RuntimeError("boom: out of memory in an inner step")
+    patch(replicas.ReplicaWorker, "inner", inner)
+if RANK == "1" and WHAT == "device":
+    import torch
+
+    to = torch.Tensor.to
+
+    def onto(self, *a, **k):     # rank 1's device cannot take the training set
+        if a and isinstance(a[0], torch.device) and len(self) == 48:
+            raise RuntimeError("boom: the device is out of memory")
+        return to(self, *a, **k)
+    torch.Tensor.to = onto
 if RANK == "1" and WHAT == "data":
     def data(path, *a, **k):
         raise DataError(f"{path}: boom: this rank cannot read the data file")
@@ -168,6 +186,9 @@ def run_held(tmp_path, argv, *, within: float = 5.0):
                 "read the data file)"),
     ("setup", 1, "setting up its replicas (UserError: {out}/checkpoints: boom: this rank does "
                  "not see the output folder)"),
+    ("device", 1, "setting up its replicas (RuntimeError: boom: the device is out of memory)"),
+    ("inner", 1, "training its replica in round 3 (RuntimeError: boom: out of memory in an "
+                 "inner step)"),
 ])
 def test_work_failing_on_one_rank_stops_every_rank_at_once(tmp_path, monkeypatch, what,
                                                            failing, said):
