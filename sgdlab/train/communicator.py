@@ -75,7 +75,7 @@ def status_all_reduce(comm: Any, where: str, error: BaseException | None = None,
     rows = torch.zeros(world, 1 + STATUS_TEXT, dtype=torch.float64, device=device)
     rows[rank, 0] = code
     if error is not None:
-        said = f"{where} ({type(error).__name__}: {error})".encode()[:STATUS_TEXT]
+        said = _account(where, error)
         rows[rank, 1:1 + len(said)] = torch.tensor(list(said), dtype=torch.float64)
     try:
         (mean,) = comm.average([rows])
@@ -94,6 +94,23 @@ def status_all_reduce(comm: Any, where: str, error: BaseException | None = None,
     said = bytes(int(b) for b in got[r, 1:] if b > 0).decode(errors="replace")
     kind = ReplicaRefused if codes[r] == REFUSED else ReplicaFailed
     raise kind(f"replica {rank}/{world}: rank {r} failed {said}; stopped with it", r)
+
+
+def _account(where: str, error: BaseException) -> bytes:
+    """"where (Type: message)" in at most ``STATUS_TEXT`` UTF-8 bytes, cut at whole
+    characters: a long ``where`` (a deep folder) keeps a third of them, so that the error
+    itself is told too."""
+    said = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    if len(f"{where} ({said})".encode()) > STATUS_TEXT:
+        where = _cut(where, STATUS_TEXT // 3)
+    return _cut(f"{where} ({said})", STATUS_TEXT).encode()
+
+
+def _cut(text: str, n: int) -> str:
+    """``text`` in at most ``n`` UTF-8 bytes, ending in "…" where cut (never mid-character)."""
+    if len(text.encode()) <= n:
+        return text
+    return text.encode()[:n - len("…".encode())].decode(errors="ignore") + "…"
 
 
 class TorchDistributedCommunicator:

@@ -102,3 +102,26 @@ def test_a_status_all_reduce_in_process_raises_the_error_and_sends_nothing():
     with pytest.raises(KeyError, match="k"):
         status_all_reduce(None, "x", KeyError("k"))
     assert status_all_reduce(None, "x") is False
+
+
+def test_a_long_account_is_cut_at_whole_characters_and_keeps_the_error_after_a_long_where():
+    """The others are told at most 480 UTF-8 bytes: a non-ASCII message is cut at a whole
+    character (no U+FFFD), a long ``where`` (a deep folder) leaves room for the error, and an
+    error without a message says its type alone."""
+    from sgdlab.train.communicator import STATUS_TEXT, status_all_reduce
+
+    def told(where, error):
+        got = _on_threads(lambda c: status_all_reduce(c, where, error if c.rank == 1 else None),
+                          world=2)
+        assert got[1] is error
+        text = str(got[0]).removeprefix("replica 0/2: rank 1 failed ")
+        return text.removesuffix("; stopped with it")
+
+    said = told("x", RuntimeError("é" * 600))
+    assert said.startswith("x (RuntimeError: éé") and said.endswith("é…")
+    assert "\ufffd" not in said and len(said.encode()) <= STATUS_TEXT
+    folder = "/a-long-folder" * 80
+    said = told(f"taking {folder} for this run", OSError("no space left"))
+    assert "(OSError: no space left)" in said and said.startswith("taking /a-long-folder")
+    assert len(said.encode()) <= STATUS_TEXT and "…" in said
+    assert told("x", RuntimeError()) == "x (RuntimeError)"
