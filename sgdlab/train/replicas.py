@@ -1066,8 +1066,6 @@ class _ReplicaTraining:
         step = self.round * cfg.L
         wall = time.perf_counter() - self.t_start
         w0 = workers[0]
-        self.log("grad_evals", w0.grad_evals, step)
-        self.log("effective_epochs", w0.effective_epochs, step)
         final = {k: v[-1][1] for k, v in self.history.items()
                  if k.startswith(("train_", "test_")) and v}
         # steps: the step axis of the run's metrics (rounds · L), as a trained run's steps
@@ -1075,7 +1073,9 @@ class _ReplicaTraining:
                      effective_epochs=w0.effective_epochs, comm_time=self.comm_time,
                      wall_time=wall)
         error = None
-        try:
+        try:   # (rank 0's rows go to the store's writer too)
+            self.log("grad_evals", w0.grad_evals, step)
+            self.log("effective_epochs", w0.effective_epochs, step)
             record_completion(self.store, self.writer, self.run_id, self.status,
                               summary={**final, "status": self.status}, message=self.message,
                               record_end=record_end)

@@ -57,6 +57,11 @@ if RANK == "0" and WHAT == "rows":
         if step >= 9:
             raise OSError("boom: the store cannot take the rows")
     patch(runstore.MetricWriter, "log", rows)
+if RANK == "0" and WHAT == "end":
+    def end(self, name, value, step):
+        if name == "grad_evals":
+            raise OSError("boom: the store cannot take the last rows")
+    patch(runstore.MetricWriter, "log", end)
 if RANK == "0" and WHAT == "record":
     def record(*a, **k):
         raise RuntimeError("boom: the store cannot record the run")
@@ -178,6 +183,8 @@ def run_held(tmp_path, argv, *, within: float = 5.0):
     ("evaluate", 0, "evaluating the master after round 2 (RuntimeError: boom: evaluation "
                     "fails)"),
     ("rows", 0, "recording round 3 (OSError: boom: the store cannot take the rows)"),
+    ("end", 0, "recording the end of the run (OSError: boom: the store cannot take the last "
+               "rows)"),
     ("record", 0, "recording the run in its store (RuntimeError: boom: the store cannot "
                   "record the run)"),
     ("outputs", 0, "writing the run's outputs to {out} (OSError: boom: no space left for the "
@@ -193,7 +200,7 @@ def run_held(tmp_path, argv, *, within: float = 5.0):
 def test_work_failing_on_one_rank_stops_every_rank_at_once(tmp_path, monkeypatch, what,
                                                            failing, said):
     monkeypatch.setenv("SGDLAB_TEST_FAIL", what)
-    path = write_problem(tmp_path, rounds=10 if what == "outputs" else 10**6)
+    path = write_problem(tmp_path, rounds=10 if what in ("outputs", "end") else 10**6)
     out = tmp_path / "out"
     codes, logs = run_held(tmp_path, [str(path), "--out", str(out)])
     other = 1 - failing
