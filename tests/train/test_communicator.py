@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from sgdlab.train.communicator import TorchDistributedCommunicator
+from test_replicas import run_threads
 
 
 def test_reduce_round_puts_the_loss_in_the_anchors_dtype_and_device(monkeypatch):
@@ -25,38 +26,9 @@ def test_reduce_round_puts_the_loss_in_the_anchors_dtype_and_device(monkeypatch)
     assert mean_loss == float(loss)
 
 
-class _Threads:
-    """``world`` ranks as threads whose ``average`` all-reduces through shared slots."""
-
-    def __init__(self, rank, shared):
-        self.rank, self.shared, self.world_size = rank, shared, len(shared["slots"])
-
-    def average(self, tensors):
-        (t,) = tensors
-        self.shared["slots"][self.rank] = t.clone()
-        self.shared["barrier"].wait()
-        total = sum(self.shared["slots"]) / self.world_size
-        self.shared["barrier"].wait()
-        return [total]
-
-
 def _on_threads(fn, world=3):
     """``fn(comm)`` on ``world`` threads: each rank's result or exception."""
-    import threading
-    shared = {"slots": [None] * world, "barrier": threading.Barrier(world, timeout=10)}
-    out = [None] * world
-
-    def target(rank):
-        try:
-            out[rank] = fn(_Threads(rank, shared))
-        except Exception as e:      # (handed back to the test)
-            out[rank] = e
-    threads = [threading.Thread(target=target, args=(r,)) for r in range(world)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return out
+    return run_threads(lambda rank, comm: fn(comm), world)
 
 
 def test_a_status_all_reduce_tells_every_rank_which_rank_failed_where_and_how():

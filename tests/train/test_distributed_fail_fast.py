@@ -16,6 +16,7 @@ import sgdlab.data  # noqa: F401  (imported before forking: the workers start wa
 import sgdlab.models  # noqa: F401
 import sgdlab.train.distributed  # noqa: F401
 from sgdlab.testing import forked_torchrun
+from test_distributed_parle import write_problem as parle_problem
 
 pytestmark = pytest.mark.usefixtures("tmp_store")
 
@@ -105,22 +106,11 @@ if RANK == "1" and WHAT == "data":
 
 
 def write_problem(tmp_path, rounds):
-    g = torch.Generator().manual_seed(0)
-    W = torch.randn(4, 3, generator=g, dtype=torch.float64)
-    X = torch.randn(48, 4, generator=g, dtype=torch.float64)
-    Xt = torch.randn(16, 4, generator=g, dtype=torch.float64)
-    torch.save({"x_train": X, "y_train": (X @ W).argmax(1), "x_test": Xt,
-                "y_test": (Xt @ W).argmax(1),
-                "meta": {"name": "toy", "task": "classification", "input_shape": (4,),
-                         "num_outputs": 3}}, tmp_path / "toy.pt")
+    """test_distributed_parle's toy problem on 2 ranks, evaluated every 2 rounds, whose
+    ranks import INJECT."""
+    cfg, path = parle_problem(tmp_path, 2, rounds)
     (tmp_path / "inject.py").write_text(INJECT)
-    cfg = {"data": {"file": str(tmp_path / "toy.pt")},
-           "model": {"name": "mlp", "widths": [6], "activation": "tanh"},
-           "parle": {"replicas": 2, "L": 3, "lr": 0.1, "gamma": 1.0, "rho": 0.5,
-                     "momentum": 0.5, "batch_size": 8, "seed": 2},
-           "rounds": rounds, "dtype": "float64", "seed": 1, "eval_every": 2,
-           "plugins": [str(tmp_path / "inject.py")]}
-    path = tmp_path / "cfg.json"
+    cfg.update(eval_every=2, plugins=[str(tmp_path / "inject.py")])
     path.write_text(json.dumps(cfg))
     return path
 
