@@ -459,6 +459,23 @@ def test_checkpoint_resume_is_bit_exact(tmp_path):
         train_replicas(dropout_model(), LOSS, data, cfg, rounds=2, checkpoint_dir=tmp_path / "b")
 
 
+SAVING = ParleConfig(replicas=2, L=3, lr=0.05, gamma=0.5, rho=0.5, noise=1e-3, momentum=0.5,
+                    batch_size=7, seed=4)
+
+
+def master_pt_of_round_4_raises(error):
+    """``save_checkpoint`` of sgdlab.train.replicas, but raising ``error`` for master.pt of
+    round 4 (its rank files written before)."""
+    import sgdlab.train.replicas as R
+    save = R.save_checkpoint
+
+    def saving(path, state):
+        if Path(path).name == R.MASTER_CHECKPOINT and state["round"] == 4:
+            raise error
+        return save(path, state)
+    return saving
+
+
 def test_a_run_killed_while_saving_resumes_from_the_previous_set(tmp_path, monkeypatch):
     """Killed after its round-4 rank file was written but before master.pt named round 4:
     the round-2 set is still whole (the previous rank file was kept beside it), and the
@@ -466,19 +483,10 @@ def test_a_run_killed_while_saving_resumes_from_the_previous_set(tmp_path, monke
     overwritten and nothing could resume."""
     import sgdlab.train.replicas as R
 
-    data = toy_data()
-    cfg = ParleConfig(replicas=2, L=3, lr=0.05, gamma=0.5, rho=0.5, noise=1e-3,
-                      momentum=0.5, batch_size=7, seed=4)
+    data, cfg, save = toy_data(), SAVING, R.save_checkpoint
     ref = train_replicas(dropout_model(), LOSS, data, cfg, rounds=6, eval_every=2)
-    save = R.save_checkpoint
-
-    def killed_at_round_4_master(path, state):
-        if Path(path).name == R.MASTER_CHECKPOINT and state["round"] == 4:
-            raise _Interrupted
-        return save(path, state)
-
     ck = tmp_path / "ck"
-    monkeypatch.setattr(R, "save_checkpoint", killed_at_round_4_master)
+    monkeypatch.setattr(R, "save_checkpoint", master_pt_of_round_4_raises(_Interrupted))
     with pytest.raises(_Interrupted):
         train_replicas(dropout_model(), LOSS, data, cfg, rounds=6, eval_every=2,
                        checkpoint_dir=ck, checkpoint_every=2)
@@ -500,19 +508,11 @@ def test_a_set_failing_twice_while_saving_still_resumes_from_the_set_before(tmp_
     round-2 one it had resumed from (kept as rank0.prev.pt): nothing could resume."""
     import sgdlab.train.replicas as R
 
-    data = toy_data()
-    cfg = ParleConfig(replicas=2, L=3, lr=0.05, gamma=0.5, rho=0.5, noise=1e-3,
-                      momentum=0.5, batch_size=7, seed=4)
+    data, cfg, save = toy_data(), SAVING, R.save_checkpoint
     ref = train_replicas(dropout_model(), LOSS, data, cfg, rounds=6, eval_every=2)
-    save = R.save_checkpoint
-
-    def full_at_round_4_master(path, state):
-        if Path(path).name == R.MASTER_CHECKPOINT and state["round"] == 4:
-            raise OSError(28, "No space left on device")
-        return save(path, state)
-
     ck = tmp_path / "ck"
-    monkeypatch.setattr(R, "save_checkpoint", full_at_round_4_master)
+    monkeypatch.setattr(R, "save_checkpoint",
+                        master_pt_of_round_4_raises(OSError(28, "No space left on device")))
     kw = dict(rounds=6, eval_every=2, checkpoint_dir=ck, checkpoint_every=2)
     with pytest.raises(OSError, match="No space"):
         train_replicas(dropout_model(), LOSS, data, cfg, **kw)
