@@ -94,7 +94,7 @@ if RANK == "1" and WHAT == "device":
     to = torch.Tensor.to
 
     def onto(self, *a, **k):     # rank 1's device cannot take the training set
-        if a and isinstance(a[0], torch.device) and len(self) == 48:
+        if a and isinstance(a[0], torch.device) and self.shape[:1] == (48,):
             raise RuntimeError("boom: the device is out of memory")
         return to(self, *a, **k)
     torch.Tensor.to = onto
