@@ -875,6 +875,29 @@ def test_speed_target_reading_changes_the_claims_not_the_runs(name, scale):
     assert [r.key for r in other.expand(data_dir="/d")] == keys
 
 
+def test_the_eigenvalue_mean_reading_changes_remark_6_38s_means_not_the_runs():
+    """Remark 6.38's two mean claims (CIFAR above MNIST, CIFAR-100 above CIFAR-10) compare the
+    same networks on (6.45)'s Tr D / d by default and on the mean of the plotted nonzero
+    eigenvalues under over-nonzero; the other claims and every run key stay the same."""
+    name = "chaudhari-diffusion-spectrum"
+
+    def claims(readings):
+        return [({k: c[k] for k in ("above", "greater") if k in c}, c["metric"])
+                for c in load_experiment(name, "paper", readings=readings).options["claims"]]
+
+    over_d, nonzero = claims({"eigenvalue-mean": "over-d"}), claims({"eigenvalue-mean":
+                                                                        "over-nonzero"})
+    assert claims(None) == over_d
+    assert [p for p, _ in over_d] == [p for p, _ in nonzero]
+    changed = [(a, b) for (_, a), (_, b) in zip(over_d, nonzero) if a != b]
+    assert changed == [("mean_eig", "mean_nonzero_eig")] * 2
+    for scale in ("smoke", "cpu", "paper"):
+        keys = [r.key for r in load_experiment(name, scale).expand(data_dir="/d")]
+        for choice in ("over-d", "over-nonzero"):
+            spec = load_experiment(name, scale, readings={"eigenvalue-mean": choice})
+            assert [r.key for r in spec.expand(data_dir="/d")] == keys, (scale, choice)
+
+
 ENTROPY_ENTRIES = ("chaudhari-entropy-sgd", "chaudhari-entropy-sgd-rnn", "chaudhari-sgld",
                    "chaudhari-smoothing")
 
