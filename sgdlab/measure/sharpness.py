@@ -399,10 +399,11 @@ def local_entropy(
     memory_budget: int | None = None,
 ) -> LocalEntropy:
     """Monte-Carlo local entropy f_γ(x) = −(1/β) log E_ξ exp(−β L(x + ξ)), ξ ~ N(0, (γ/β) I):
-    the log-partition of the thesis' modified Gibbs distribution (3.8), whose coupling
-    exp(−β|x − y|²/(2γ)) is a Gaussian of variance γ/β (Def. 3.3 is β = 1; the same scope as
-    ``landscapes.pde.local_entropy`` and ``EntropySGD``), without its constant; the width is
-    −f_γ (Def. 4.20). A log-mean-exp over M samples: biased upwards by Jensen for small M; the
+    the thesis' (4.11), the heat kernel's normalised form of the log-partition of (3.8), whose
+    coupling exp(−β|x − y|²/(2γ)) is a Gaussian of variance γ/β (the same scope as
+    ``landscapes.pde.local_entropy`` and ``EntropySGD``); Def. 3.3's unnormalised one (β = 1)
+    is this minus (d/(2β)) log(2πγ/β). It tends to L(x) as γ → 0; the width is −f_γ
+    (Def. 4.20). A log-mean-exp over M samples: biased upwards by Jensen for small M; the
     standard error is the delta-method one, se(mean w) / (β · mean w) with
     w = exp(−β (L − min L)). ``memory_budget``: as in :func:`perturbed_evaluations`."""
     if not (0 <= gamma < math.inf and 0 < beta < math.inf):

@@ -12,8 +12,8 @@ the diffusion matrix D(x) (:mod:`sgdlab.measure.noise`).
   factor (1 − B/N): β⁻¹ = η/(2B) · (1 − B/N). (The exact finite-population covariance factor
   is (N − B)/(B(N − 1)) = (1 − B/N)/B · N/(N − 1), see ``minibatch_noise_factor``; the thesis
   keeps N/(N − 1) in D_wo (eq. 6.5 as its proof gives it, D_wo = N/(N − 1) · D_w) and not in
-  β_wo⁻¹ of eq. (6.7), which is what this returns: 2β_wo⁻¹ D_wo is the exact covariance,
-  2β_wo⁻¹ D_w falls short of it by N/(N − 1).)
+  β_wo⁻¹ of eq. (6.7), which is what this returns: 2β_wo⁻¹ D_wo is η times the mini-batch
+  gradient's exact covariance (Remark 6.37's ηD/ℓ), 2β_wo⁻¹ D_w falls short by N/(N − 1).)
 - ``musso``:       T = l D / (6 C (1 − μ)) — Musso 2020, eq. (19), in the paper's own terms:
   l the *maximal* learning rate (the random factor α ~ U[0, 1] of eq. (1) multiplies it), C the
   mini-batch size, μ the momentum and D the isotropic diffusion constant of eq. (8), unknown

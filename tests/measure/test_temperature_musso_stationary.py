@@ -20,10 +20,11 @@ S2 = K ** 2 * float(np.mean(CENTRES ** 2))   # per-example gradient variance Σ�
 
 
 def _d_hat(x: float, c: int) -> float:
-    """D̂(x) = 3C Σ(x), Σ the first line of eq. (24) taken literally: the mean over the
-    mini-batches Γ (here every C-tuple of examples, i.e. sampling with replacement) of
-    ∫₀¹ dα [∇f − α ∇f_Γ]², ∇f_Γ = (1/C) Σ_{j∈Γ} ∇f_j (eq. 23); the α integral is exact:
-    ∫₀¹ (g − αb)² dα = g² − g b + b²/3."""
+    """D̂(x) = 3C Σ(x), Σ the first line of eq. (24) with eq. (5)'s batch means (its printed
+    1/𝒩 is a factor C below a mean: docs/FIDELITY.md, Musso, "Eq. (24)'s prefactors"): the
+    mean over the mini-batches Γ (here every C-tuple of examples, i.e. sampling with
+    replacement) of ∫₀¹ dα [∇f − α ∇f_Γ]², ∇f_Γ = (1/C) Σ_{j∈Γ} ∇f_j (eq. 23); the α
+    integral is exact: ∫₀¹ (g − αb)² dα = g² − g b + b²/3."""
     grads = K * (x - CENTRES)
     g = float(grads.mean())
     batches = [float(np.mean(grads[list(b)])) for b in
@@ -92,14 +93,18 @@ def test_the_discrete_rule_sits_at_twice_eq_19s_temperature_and_the_constant_rul
     """At small l the weights of the random rule (α ~ U[0, 1]: ⟨α⟩ = ½, ⟨α²⟩ = ⅓, eq. 25) have
     E x² → 2T/k, with T of eq. (19) and D = D̂ at the minimum (eq. 24): ξ of eq. (6) has mean
     ½∇f, which halves the drift that eq. (9) keeps whole; a constant rate (α ≡ 1) gives
-    3T/k, its noise ⟨α²⟩ = 1 against eq. (24)'s ⅓ (docs/FIDELITY.md, Musso: "ξ does not have
-    zero mean", "No reading makes l. 173 and l. 188 both true"). Corrections are O(l)."""
+    3T/k, its noise ⟨α²⟩ = 1 against eq. (24)'s ⅓; α ~ U[0, 2] (the `mean` reading's random
+    rule: ⟨α⟩ = 1, ⟨α²⟩ = 4/3) gives 4T/k, twice eq. (19) at its maximal rate 2l
+    (docs/FIDELITY.md, Musso: "ξ does not have zero mean", "No reading makes l. 173 and
+    l. 188 both true"). Corrections are O(l)."""
     l = 1e-6
     t = musso_temperature(l, c, mu, diffusion=_d_hat(0.0, c))
     random_rule = _discrete_stationary_x2(l, c, mu, 0.5, 1 / 3)
     constant_rule = _discrete_stationary_x2(l, c, mu, 1.0, 1.0)
     assert random_rule / (t / K) == pytest.approx(2.0, rel=1e-4)
     assert constant_rule / (t / K) == pytest.approx(3.0, rel=1e-4)
+    mean_rule = _discrete_stationary_x2(l, c, mu, 1.0, 4 / 3)
+    assert mean_rule / (t / K) == pytest.approx(4.0, rel=1e-4)
     # the hand-derived moment system against the step's own matrices: z = (x, v) goes to
     # A(α) z + b(α) ζ, so vec Cov z = E[A ⊗ A] vec Cov z + E[b ⊗ b] Σ₁/C, with E over α by
     # Gauss-Legendre on [0, 1] (two nodes: exact for these degree-2 polynomials in α)
