@@ -140,7 +140,8 @@ def checked_keywords(*forwards_to, advice: dict[str, str] | None = None):
     valid key, not an internal function's "unexpected keyword argument". ``advice``: a message
     of its own for a key (one the function takes on purpose not). A function with ``**kw``
     shows in ``inspect.signature`` and ``help()`` the keyword-only options of ``forwards_to``
-    in its place, with their defaults as those functions have them (never copied)."""
+    in its place, with their defaults as those functions have them (never copied); one with
+    ``**kw`` and no ``forwards_to`` takes any keyword, so it is returned as it is."""
     import functools
     import inspect
 
@@ -149,16 +150,21 @@ def checked_keywords(*forwards_to, advice: dict[str, str] | None = None):
         return [p.name for p in params if p.kind.name in kinds]
 
     def deco(fn):
+        if not forwards_to and keywords(fn, ("VAR_KEYWORD",)):
+            return fn       # its **kwargs are its own to take: no list to check them against
         # the forwarded functions' keyword-only options (their positional arguments are the
         # function's to give)
         valid = list(dict.fromkeys(
             keywords(fn, ("POSITIONAL_OR_KEYWORD", "KEYWORD_ONLY"))
             + [k for f in forwards_to for k in keywords(f, ("KEYWORD_ONLY",))]))
+        # a positional-only name passed by keyword: Python's own error names it as such
+        accepted = (frozenset(valid) - set(advice or ())) | frozenset(
+            keywords(fn, ("POSITIONAL_ONLY",)))
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            bad = next((k for k in kwargs if k not in valid or k in (advice or {})), None)
-            if bad is not None:
+            if kwargs and not accepted.issuperset(kwargs):    # the call without keywords: free
+                bad = next(k for k in kwargs if k not in accepted)
                 raise TypeError(unexpected_keyword(fn.__name__, bad, valid, advice))
             return fn(*args, **kwargs)
 

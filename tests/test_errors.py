@@ -94,3 +94,34 @@ def test_registered_spelling_finds_the_registered_name_in_either_spelling():
     assert registered_spelling("a_b", ["a_b", "a-b"]) == "a_b"
     assert registered_spelling("A_B", ["a_b", "a-b"]) is None
     assert name_spelling("Xing_Walk") == "xing-walk"
+
+
+def test_checked_keywords_keeps_the_function_and_refuses_only_unknown_keywords():
+    import inspect
+    import pickle
+
+    from sgdlab import measure
+    from sgdlab.errors import checked_keywords
+
+    @checked_keywords()
+    def own(a, **kw):                   # its **kw are its own: every keyword was refused
+        return kw
+
+    assert own(1, anything=2) == {"anything": 2}
+
+    @checked_keywords()
+    def positional(a, /, b=1, *rest, scale=1.0):
+        """Doc."""
+        return a, b, rest, scale
+
+    assert positional(1, 2, 3, scale=2.0) == (1, 2, (3,), 2.0)
+    assert positional.__doc__ == "Doc." and positional.__name__ == "positional"
+    assert str(inspect.signature(positional)) == "(a, /, b=1, *rest, scale=1.0)"
+    with pytest.raises(TypeError, match=r"positional-only arguments passed as keyword"):
+        positional(a=1)                 # Python's own words, not "it takes b, scale"
+    with pytest.raises(TypeError, match=r"'scal' \(did you mean scale\?\); it takes b, scale"):
+        positional(1, scal=2.0)
+    # the measurements: their signatures, and pickled by name for a sweep's workers
+    fn = measure.hessian_trace
+    assert inspect.signature(fn) == inspect.signature(fn.__wrapped__)
+    assert pickle.loads(pickle.dumps(fn)) is fn

