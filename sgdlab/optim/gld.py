@@ -697,11 +697,11 @@ GLDDiagonal = register_optimizer("gld-diagonal")(_variant(
     "GLDDiagonal", "diagonal", "GLD diagonal: ε ~ N(0, diag Σ / m).", ("noise_batch_size",)))
 GLDLeading = register_optimizer("gld-leading")(_variant(
     "GLDLeading", "leading", "GLD leading: ε ~ N(0, Σ̃_k / m), the top-k eigenpairs of Σ.",
-    ("noise_batch_size",)))
+    ("noise_batch_size", "k")))
 GLDHessian = register_optimizer("gld-hessian")(_variant(
     "GLDHessian", "hessian",
     "GLD Hessian: ε ~ N(0, σ_H² H₊) over the top-k |λ| Hessian eigenpairs; σ_H² defaults to "
-    "Tr Σ / (m Tr H₊), SGD's expected noise norm (Zhu et al. §5.1)."))
+    "Tr Σ / (m Tr H₊), SGD's expected noise norm (Zhu et al. §5.1).", ("k",)))
 GLDSGDLike = register_optimizer("gld-sgd-like")(_variant(
     "GLDSGDLike", "sgd-like",
     "GD + SGD-like Gaussian noise: ε ~ N(0, Σ / m) through the exact per-sample factor.",

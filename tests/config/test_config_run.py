@@ -85,6 +85,11 @@ def test_packaged_default_validates_with_defaults_filled():
                                                "optimizer 'gld-leading'"),
     ("optimizer={name: gld-sgd-like, lr: 0.1}", "optimizer.noise_batch_size: required by "
                                                 "optimizer 'gld-sgd-like'"),
+    # k, the eigenpairs of gld-leading and gld-hessian: "optimizer: Invalid k: None"
+    ("optimizer={name: gld-leading, lr: 0.1, noise_batch_size: 2}", "optimizer.k: required by "
+                                                                    "optimizer 'gld-leading'"),
+    ("optimizer={name: gld-hessian, lr: 0.1, sigma_h2: 0.1}", "optimizer.k: required by "
+                                                              "optimizer 'gld-hessian'"),
     ("plugins=no_such_plugin_module", "plugins: must be a list, got 'no_such_plugin_module'"),
     ("measure=[{name: no_such_instrument}]", "measure[0].name: unknown instrument"),
     # a misspelt schedule key: the instrument's own arguments were listed, without every
