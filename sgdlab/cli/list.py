@@ -48,9 +48,7 @@ def catalogue() -> list[dict]:
                                  for k, r in (raw.get("readings") or {}).items()},
                     "scales": sorted(set(raw.get("scales", {})) | {"smoke", "cpu", "paper"}),
                     "file": str(path)})
-    # by name: the files' order put chaudhari-entropy-sgd-rnn before chaudhari-entropy-sgd
-    # ("-" sorts before the ".yaml" of the shorter name)
-    return sorted(out, key=lambda entry: entry["name"])
+    return out
 
 
 def _squash(text: str | None) -> str | None:

@@ -803,11 +803,10 @@ def read_file(path: str | Path) -> dict[str, Any]:
 
 
 def catalogue_files() -> dict[str, Path]:
-    """Experiment name -> shipped YAML file."""
-    out = {}
-    for p in sorted(CATALOGUE_DIR.glob("*.yaml")):
-        out[p.stem] = p
-    return out
+    """Experiment name -> shipped YAML file, by name: `sgdlab list`, `sgdlab run --paper` and
+    docs/RESULTS.md in one order (the files' order put chaudhari-entropy-sgd-rnn first: "-"
+    sorts before the ".yaml" of the shorter name)."""
+    return {p.stem: p for p in sorted(CATALOGUE_DIR.glob("*.yaml"), key=lambda p: p.stem)}
 
 
 def list_names() -> list[str]:

@@ -39,6 +39,20 @@ def test_a_paper_selects_its_entries_in_catalogue_order():
     assert sum(len(spec.catalogue_entries(p)) for p in spec.catalogue_papers()) == len(names)
 
 
+def test_the_paper_runs_in_the_order_sgdlab_list_and_results_md_show():
+    # by name: --paper ran chaudhari-entropy-sgd-rnn before chaudhari-entropy-sgd, the files'
+    # order, while `sgdlab list` and docs/RESULTS.md show them by name
+    import re
+    from pathlib import Path
+
+    from sgdlab.cli.list import catalogue
+
+    names = spec.catalogue_entries("all")
+    assert names == sorted(names) and [e["name"] for e in catalogue()] == names
+    page = (Path(__file__).resolve().parents[2] / "docs" / "RESULTS.md").read_text()
+    assert re.findall(r"^\| \[([a-z0-9-]+)\]\(#", page, re.M) == names
+
+
 @pytest.mark.parametrize("argv, says", [
     (["--paper", "xng"], "unknown paper 'xng' (did you mean xing?); one of: chaudhari, "
                          "jastrzebski, musso, xing, zhu, all"),
