@@ -135,6 +135,25 @@ class Schedule:
         return cls(lambda s: s in chosen, f"at {sorted(chosen)}")
 
     @classmethod
+    def given(cls, who: str, schedule: Schedule | None, every: int | None, start: int,
+              at: Iterable[int] | None) -> Schedule:
+        """The one schedule of a callback's ``schedule=``, ``every=`` (from ``start=``) or
+        ``at=`` (as a run config's measure entry spells it); a ValueError naming ``who``
+        for none, two, or a schedule that is no Schedule."""
+        given = [k for k, v in (("schedule", schedule), ("every", every), ("at", at))
+                 if v is not None]
+        if len(given) != 1:
+            raise ValueError(f"{who} needs one step schedule: schedule=Schedule..., every=K "
+                             f"(from start=S) or at=[steps], got {' and '.join(given) or 'none'}")
+        if schedule is not None and not isinstance(schedule, Schedule):
+            raise ValueError(f"{who}: schedule must be a Schedule (Schedule.every(k), "
+                             f"Schedule.at(steps), ...), got {schedule!r}; every=K and "
+                             "at=[steps] build one")
+        if every is not None:
+            return cls.every(every, start)
+        return cls.at(at) if at is not None else schedule
+
+    @classmethod
     def log_spaced(cls, num: int, max_step: int, start: int = 1) -> "Schedule":
         """About ``num`` steps spaced logarithmically in [start, max_step] (plus step 0)."""
         pts = {0} | {int(round(start * (max_step / start) ** (i / max(num - 1, 1))))
@@ -218,20 +237,7 @@ class MeasurementCallback(Callback):
                  schedule: Schedule | None = None, *, every: int | None = None, start: int = 0,
                  at: Iterable[int] | None = None, at_train_begin: bool = True):
         # every= / at= as build_instrument takes them: MeasurementCallback(fn, every=100)
-        given = [k for k, v in (("schedule", schedule), ("every", every), ("at", at))
-                 if v is not None]
-        if len(given) != 1:
-            raise ValueError("MeasurementCallback needs one step schedule: Schedule.every(k), "
-                             "every=K (from start=S) or at=[steps], got "
-                             f"{' and '.join(given) or 'none'}")
-        if schedule is not None and not isinstance(schedule, Schedule):
-            raise ValueError(f"MeasurementCallback: schedule must be a Schedule "
-                             f"(Schedule.every(k), Schedule.at(steps), ...), got {schedule!r}; "
-                             "every=K and at=[steps] build one")
-        if every is not None:
-            schedule = Schedule.every(every, start)
-        elif at is not None:
-            schedule = Schedule.at(at)
+        schedule = Schedule.given("MeasurementCallback", schedule, every, start, at)
         self.fn, self.schedule, self.at_train_begin = fn, schedule, at_train_begin
 
     def on_train_begin(self, ctx: TrainContext) -> None:

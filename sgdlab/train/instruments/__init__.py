@@ -90,8 +90,6 @@ def build_instrument(name: str, *, schedule: Schedule | None = None, every: int 
                          f"{', '.join(sorted(known))}"
                          + ("; its schedule: every, start, at or schedule" if cadence_keys
                             else ""))
-    given = [k for k, v in (("schedule", schedule), ("every", every), ("at", at))
-             if v is not None]
     cadence = getattr(registry[name], "own_cadence", None)
     if cadence and (every is not None or at is not None):
         raise ValueError(f"instrument {name!r} keeps its own cadence ({cadence}); "
@@ -100,18 +98,7 @@ def build_instrument(name: str, *, schedule: Schedule | None = None, every: int 
         # "trajectory" records by every_steps / every_epochs: a step schedule was demanded
         # and then ignored
         schedule = Schedule.never()
-    elif len(given) != 1:
-        raise ValueError(f"instrument {name!r} needs one step schedule: schedule=Schedule..., "
-                         f"every=K (from start=S) or at=[steps], got "
-                         f"{' and '.join(given) or 'none'}")
-    if schedule is not None and not isinstance(schedule, Schedule):
-        raise ValueError(f"instrument {name!r}: schedule must be a Schedule "
-                         f"(Schedule.every(k), Schedule.at(steps), ...), got {schedule!r}; "
-                         "every=K and at=[steps] build one")
-    if every is not None:
-        schedule = Schedule.every(every, start)
-    elif at is not None:
-        schedule = Schedule.at(at)
+    schedule = Schedule.given(f"instrument {name!r}", schedule, every, start, at)
     cb = registry[name](schedule=schedule, **params)
     cb.instrument = name  # named in its errors
     return cb
