@@ -252,13 +252,21 @@ def test_the_readmes_count_of_findings_is_results_mds():
             "are inconclusive") in said
 
 
-def test_the_plugin_block_runs_as_written(tmp_path, monkeypatch):
+def test_the_plugin_block_runs_as_written(tmp_path, monkeypatch, request):
     """The block that registers a model of one's own trained on `data: {file: data.pt}`,
     a file the README never wrote: it ended on "data file not found". Its heredoc and its
     `python -c` run as written; its `sgdlab train` with one epoch and no instruments."""
     import shlex
+    import sys
+
+    from sgdlab.models import MODELS
 
     (block,) = [t for lang, t in blocks() if lang == "bash" and "--plugin ./my_models.py" in t]
+    # the plugin's model and module go with the test (a later test's own my_models.py, or
+    # `sgdlab models`, saw them)
+    assert "my-linear" not in MODELS and "my_models" not in sys.modules
+    request.addfinalizer(lambda: (MODELS.pop("my-linear", None),
+                                  sys.modules.pop("my_models", None)))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SGDLAB_STORE", str(tmp_path / "runs.sqlite"))
     monkeypatch.setenv("SGDLAB_THREADS", "1")
