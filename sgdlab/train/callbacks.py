@@ -263,9 +263,11 @@ class MeasurementCallback(Callback):
                 devices=[dev] if dev.type == "cuda" else [], device_type="cuda"):
             values = self.fn(ctx)
         if not isinstance(values, Mapping):
-            raise UserError(f"MeasurementCallback: fn returned a {type(values).__name__}, not "
-                            "a dict {name: value}: return {'my/name': value}, so that the "
-                            "series has a name")
+            got = ("None (a function without a return?)" if values is None
+                   else f"a {type(values).__name__}")
+            raise UserError(f"MeasurementCallback: fn returned {got}, not a dict "
+                            "{name: value}: return {'my/name': value}, so that the series has "
+                            "a name")
         for k, v in values.items():
             if v is not None and not (isinstance(v, float) and math.isnan(v)):
                 ctx.log(k, _scalar(k, v))

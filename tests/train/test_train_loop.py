@@ -1184,6 +1184,11 @@ def test_a_measurement_callback_returning_a_bare_number_is_named():
         lambda ctx: hessian_top_eigenvalue(ctx.model, ctx.loss_fn, ctx.data.train), every=2)
     with pytest.raises(UserError, match=r"fn returned a float, not a dict \{name: value\}"):
         run(epochs=1, callbacks=[bare])
+    # a fn that logs nothing back ("'NoneType' object has no attribute 'items'")
+    silent = MeasurementCallback(lambda ctx: None, every=2)
+    with pytest.raises(UserError, match=r"fn returned None \(a function without a return\?\), "
+                                        r"not a dict"):
+        run(epochs=1, callbacks=[silent])
 
 
 def test_a_measurement_callback_takes_every_and_at_as_build_instrument_does():
