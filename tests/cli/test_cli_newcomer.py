@@ -316,6 +316,9 @@ def test_runs_in_a_fresh_folder_says_nothing_was_recorded_there(tmp_path, monkey
         assert "no run store at sgdlab-runs/runs.sqlite" in err
         assert "no run has been recorded from this folder yet: `sgdlab train digits-mlp`" in err
     assert list(tmp_path.iterdir()) == []
-    # a store named explicitly is a path to check, not a first visit
+    # a store named explicitly, or by $SGDLAB_STORE, is a path to check, not a first visit
     assert main(["runs", "list", "--store", "elsewhere.sqlite"]) == 2
+    assert "recorded from this folder" not in capsys.readouterr().err
+    monkeypatch.setenv("SGDLAB_STORE", "elsewhere.sqlite")
+    assert main(["runs", "list"]) == 2
     assert "recorded from this folder" not in capsys.readouterr().err
