@@ -1,7 +1,8 @@
 """``sgdlab parle CONFIG``: train n coupled replicas (Parle / Elastic-SGD / Entropy-SGD).
 
 ``--mode inprocess`` steps the replicas in turn in this process; ``--mode distributed``
-launches one process per replica with torchrun on this machine (gloo on CPU, nccl on GPU),
+launches one process per replica with torchrun on this machine (gloo for the config's
+``device: cpu``, nccl for ``device: cuda``),
 i.e. ``torchrun --nproc-per-node N --standalone -m sgdlab.train.distributed CONFIG`` (its
 rendezvous on a free port: runs started at the same time do not collide). For several
 machines, ``--print-command`` prints that command without ``--standalone``, for you to run
@@ -87,7 +88,8 @@ def register(subparsers) -> None:
                    help="run store the run is recorded in (default: config's store, "
                         "$SGDLAB_STORE, or ./sgdlab-runs/runs.sqlite)")
     p.add_argument("--backend", choices=["auto", "gloo", "nccl"], default="auto",
-                   help="distributed backend (default: nccl with CUDA, else gloo)")
+                   help="distributed backend (default: auto, the config's device's: nccl for "
+                        "device: cuda, else gloo)")
     p.add_argument("--timeout", type=float, default=60.0,
                    help="seconds before a stuck collective fails (distributed; default 60)")
     p.add_argument("--checkpoint-every", type=int, default=None,
@@ -140,7 +142,8 @@ def torchrun_command(config: str, replicas: int, *, out: str | None = None,
 
 def _run(args) -> int:
     from sgdlab.errors import ConfigError
-    from sgdlab.train.distributed import (LAUNCHER_ENV, STATUS_ENV, add_plugins, claim_out,
+    from sgdlab.train.distributed import (LAUNCHER_ENV, STATUS_ENV, add_plugins, choose_backend,
+                                          claim_out,
                                           die_with_parent, load_config, lock_out, release_out,
                                           report, round_lines, run_from_config,
                                           run_store_path, timeout_delta)
@@ -176,6 +179,9 @@ def _run(args) -> int:
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out DIR (checkpoints are in DIR/checkpoints)")
     timeout_delta(args.timeout, "--timeout")
+    # a backend the config's device contradicts (nccl for CPU tensors): refused here, not by
+    # every replica at its first collective
+    choose_backend(args.backend, cfg.get("device", "cpu"))
     if args.out and not args.print_command:       # here, before n processes start
         check_checkpoint_dir(Path(args.out) / "checkpoints", args.resume)
         if args.resume:      # a run still trained there refuses it (its rank 0 holds the lock)

@@ -10,8 +10,9 @@ or on several machines (same command on each, ``--node-rank`` 0..N-1)::
     torchrun --nnodes 2 --nproc-per-node 4 --node-rank 0 \\
         --rdzv-backend c10d --rdzv-endpoint HOST:29500 -m sgdlab.train.distributed run.yaml
 
-``config.parle.replicas`` must equal the world size. Backend: gloo on CPU, nccl when CUDA is
-available (``--backend`` overrides). The processes communicate only once every L inner
+``config.parle.replicas`` must equal the world size. Backend: the config's ``device``'s, gloo
+for ``cpu`` (the default), nccl for ``cuda`` (``--backend`` overrides; nccl with ``cpu`` is
+refused: :func:`choose_backend`). The processes communicate only once every L inner
 steps: one all-reduce (sum) of the flattened replica weights x^a (plus the replica loss, in
 the same buffer) from which every process forms the master x̄ = Σ_a x^a / n. Rank 0
 evaluates the master, logs to the run store and writes ``OUT/master.pt`` (the master's
@@ -145,24 +146,56 @@ def timeout_delta(timeout: float, name: str = "timeout") -> datetime.timedelta:
     return td
 
 
-def init_distributed(backend: str = "auto", timeout: float = 60.0) -> str:
-    """Initialise the default process group from torchrun's environment (``env://``).
+def choose_backend(backend: str, device: str = "cpu") -> str:
+    """The process group's backend for a run whose replicas live on ``device`` (the config's
+    ``device``: cpu | cuda). ``auto`` follows the device, not the machine: gloo for CPU
+    tensors, nccl for CUDA ones (with CUDA present but ``device: cpu``, nccl failed at the
+    first collective, the initial broadcast of CPU weights). ``gloo`` with ``cuda`` is
+    kept (gloo reduces CUDA tensors too, through the host); ``nccl`` with ``cpu`` is refused
+    here, before any process group exists, naming both."""
+    if backend not in ("auto", "gloo", "nccl"):
+        raise ConfigError(f"backend must be auto, gloo or nccl, got {backend!r}")
+    if device not in DEVICES:
+        raise ConfigError(f"device must be cpu or cuda, got {device!r}")
+    if backend == "auto":
+        return "nccl" if device == "cuda" else "gloo"
+    if backend == "nccl" and device != "cuda":
+        raise ConfigError(f"--backend nccl with device: {device}: nccl reduces CUDA tensors "
+                          "only, and this run's replicas live on the CPU; give the config "
+                          "device: cuda (--set device=cuda), or --backend gloo (or auto)")
+    return backend
+
+
+def local_device(device: str = "cpu") -> torch.device:
+    """Where this rank's replica lives: the CPU, or for ``device: cuda`` GPU ``LOCAL_RANK``
+    of its machine (one GPU per replica; not cuda:0 for every rank)."""
+    if device != "cuda":
+        return torch.device("cpu")
+    return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+
+
+def init_distributed(backend: str = "auto", timeout: float = 60.0, device: str = "cpu") -> str:
+    """Initialise the default process group from torchrun's environment (``env://``) for a
+    run whose replicas live on ``device`` (cpu | cuda; :func:`choose_backend`).
 
     Returns the backend used. A monitored barrier (gloo) checks that all ranks arrived.
     """
+    backend = choose_backend(backend, device)
     for var in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         if var not in os.environ:
             raise UserError(f"environment variable {var} is not set: launch with torchrun, "
                             "e.g. `torchrun --standalone --nproc-per-node 3 -m "
                             "sgdlab.train.distributed CONFIG`")
-    if backend == "auto":
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend not in ("gloo", "nccl"):
-        raise ConfigError(f"backend must be auto, gloo or nccl, got {backend!r}")
     td = timeout_delta(timeout)
+    if device == "cuda":
+        on = local_device(device)
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if on.index >= count:
+            raise UserError(f"device: cuda puts this replica (local rank {on.index}) on {on}, "
+                            f"but this machine has {count} CUDA device(s)")
+        torch.cuda.set_device(on)
     if backend == "nccl":
         os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend, timeout=td)
     if backend == "gloo":
         try:
@@ -489,7 +522,7 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
         if mode == "distributed" and device == "cuda":
             # one GPU per replica on each machine (as nccl's set-up); nccl broadcasts GPU
             # tensors only (and one GPU short of memory fails on its rank alone)
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', comm.rank))}"
+            device = str(local_device(device))
             model.to(device)
     except Exception as e:
         error = e
@@ -552,9 +585,7 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
 def _status_device(comm: Any, device: str | None) -> torch.device | None:
     """Where a status all-reduce's tensor goes before the model is placed: nccl's on this
     rank's GPU."""
-    if comm is not None and device == "cuda":
-        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', comm.rank))}")
-    return None
+    return local_device(device) if comm is not None and device == "cuda" else None
 
 
 def round_lines(every_s: float = 5.0) -> Callable[[int, int, float], None]:
@@ -655,7 +686,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None,
                    help="directory for master.pt, results.json and learning_curves.png")
     p.add_argument("--backend", default="auto", choices=["auto", "gloo", "nccl"],
-                   help="distributed backend (default: nccl with CUDA, else gloo)")
+                   help="distributed backend (default: auto, the config's device's: nccl for "
+                        "device: cuda, else gloo)")
     p.add_argument("--timeout", type=float, default=60.0,
                    help="seconds before a stuck collective fails (default 60)")
     p.add_argument("--replicas", type=int, default=None,
@@ -698,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg.setdefault("parle", {})["replicas"] = args.replicas
         add_plugins(cfg, args.plugins)
         cfg["store"] = str(run_store_path(cfg, args.store, args.out, args.resume))
-        backend = init_distributed(args.backend, args.timeout)
+        backend = init_distributed(args.backend, args.timeout, cfg.get("device", "cpu"))
         if dist.get_rank() == 0:
             print(f"parle: {dist.get_world_size()} replica processes connected ({backend}, "
                   f"timeout {args.timeout:g} s)", flush=True)
@@ -716,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
                 error = e
         try:  # also the barrier of a clean shutdown: all ranks tear gloo down together, rank
             # 0's store still up
-            on = torch.device("cuda") if dist.get_backend() == "nccl" else None
+            on = local_device(cfg.get("device", "cpu"))    # this rank's GPU, not cuda:0
             status_all_reduce(TorchDistributedCommunicator(), "reporting the run", error,
                               device=on)
         except ReplicaFailed:

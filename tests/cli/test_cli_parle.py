@@ -56,6 +56,22 @@ def test_bad_launches_are_refused_before_any_process_starts(tmp_path, capsys):
     assert "already holds a run's checkpoints" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("extra", [[], ["--print-command"]])
+def test_nccl_for_a_cpu_run_is_refused_before_any_process_starts(tmp_path, capsys, monkeypatch,
+                                                                  extra):
+    """The config names no device (the CPU): nccl, which reduces CUDA tensors only, failed in
+    every replica at its first collective; refused here, naming both."""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    launched = fake_torchrun(monkeypatch)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(CONFIG))
+    assert main(["parle", str(cfg), "--mode", "distributed", "--backend", "nccl",
+                 "--out", str(tmp_path / "out")] + extra) == 2
+    captured = capsys.readouterr()
+    assert "--backend nccl with device: cpu: nccl reduces CUDA tensors only" in captured.err
+    assert launched == [] and not (tmp_path / "out").exists() and "torchrun" not in captured.out
+
+
 @pytest.mark.parametrize("mode", ["inprocess", "distributed"])
 def test_checkpoint_every_below_one_is_refused_by_its_flag_before_a_folder_is_made(
         tmp_path, capsys, mode):

@@ -495,8 +495,8 @@ def test_the_torchrun_entry_point_helps_with_every_option(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "--backend {auto,gloo,nccl} distributed backend (default: nccl with CUDA, else gloo)" \
-        in out
+    assert ("--backend {auto,gloo,nccl} distributed backend (default: auto, the config's "
+            "device's: nccl for device: cuda, else gloo)") in out
 
 
 def test_rank_0_writes_a_diverged_run_s_status_for_its_launcher(tmp_path, monkeypatch):

@@ -1,0 +1,105 @@
+"""The process group's backend follows the device the run's replicas live on (the config's
+``device``), not whether the machine has CUDA: ``auto`` is gloo for a CPU run on a machine
+with a GPU (nccl failed there at the first collective, the broadcast of CPU weights), nccl
+for ``device: cuda``, each rank on GPU ``LOCAL_RANK``; ``--backend nccl`` with a CPU run is
+refused before any process group work. No GPU here: CUDA's presence is patched, and the
+process group's creation recorded instead of done."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.distributed as dist
+
+import sgdlab.train.distributed as distributed
+from sgdlab.errors import ConfigError, UserError
+from sgdlab.train.distributed import choose_backend, local_device
+
+CONFIG = {"data": {"name": "digits", "flatten": True, "n_train": 64},
+          "model": {"name": "mlp", "widths": [8]}, "parle": {"replicas": 2, "L": 2},
+          "rounds": 2}
+
+
+class Started(Exception):
+    """Raised by the recorded process group creation: nothing past it runs."""
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """A machine with 2 GPUs as torch sees it, rank 1 of 2 on it (LOCAL_RANK 1); returns what
+    the rank asked for: the process group's backend, the GPU it selected."""
+    asked: dict = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: asked.setdefault("gpu", str(d)))
+
+    def init(backend, **kw):
+        asked["backend"] = backend
+        raise Started
+
+    monkeypatch.setattr(dist, "init_process_group", init)
+    for k, v in dict(RANK="1", WORLD_SIZE="2", LOCAL_RANK="1", MASTER_ADDR="127.0.0.1",
+                     MASTER_PORT="1").items():
+        monkeypatch.setenv(k, v)
+    return asked
+
+
+def config(tmp_path, **extra) -> str:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({**CONFIG, **extra}))
+    return str(path)
+
+
+@pytest.mark.parametrize("extra", [{}, {"device": "cpu"}])
+def test_auto_is_gloo_for_a_cpu_run_on_a_machine_with_cuda(tmp_path, machine, extra):
+    with pytest.raises(Started):
+        distributed.main([config(tmp_path, **extra)])
+    assert machine == {"backend": "gloo"}        # and no GPU selected
+
+
+def test_auto_is_nccl_for_a_cuda_run_each_rank_on_its_local_gpu(tmp_path, machine):
+    with pytest.raises(Started):
+        distributed.main([config(tmp_path, device="cuda")])
+    assert machine == {"backend": "nccl", "gpu": "cuda:1"}
+    assert local_device("cuda") == torch.device("cuda:1")     # the status all-reduces' too
+    assert local_device("cpu") == torch.device("cpu")
+
+
+def test_gloo_is_kept_for_a_cuda_run(tmp_path, machine):
+    with pytest.raises(Started):
+        distributed.main([config(tmp_path, device="cuda"), "--backend", "gloo"])
+    assert machine == {"backend": "gloo", "gpu": "cuda:1"}
+
+
+@pytest.mark.parametrize("extra", [{}, {"device": "cpu"}])
+def test_nccl_for_a_cpu_run_is_refused_before_any_process_group_work(tmp_path, machine,
+                                                                      capsys, extra):
+    assert distributed.main([config(tmp_path, **extra), "--backend", "nccl"]) == 2
+    err = capsys.readouterr().err
+    assert ("rank 1: error: --backend nccl with device: cpu: nccl reduces CUDA tensors only"
+            in err), err
+    assert machine == {}
+    with pytest.raises(ConfigError, match="--backend nccl with device: cpu"):
+        choose_backend("nccl", "cpu")
+
+
+def test_a_local_rank_past_the_machine_s_gpus_is_refused_before_any_process_group_work(
+        tmp_path, machine, monkeypatch, capsys):
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert distributed.main([config(tmp_path, device="cuda")]) == 2
+    assert ("device: cuda puts this replica (local rank 2) on cuda:2, but this machine has 2 "
+            "CUDA device(s)") in capsys.readouterr().err
+    assert machine == {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="this machine has 0 CUDA device"):
+        distributed.init_distributed("auto", device="cuda")
+
+
+def test_choose_backend_follows_the_device():
+    assert [choose_backend(b, d) for b, d in (("auto", "cpu"), ("auto", "cuda"),
+                                              ("gloo", "cpu"), ("gloo", "cuda"),
+                                              ("nccl", "cuda"))] == [
+        "gloo", "nccl", "gloo", "gloo", "nccl"]
+    with pytest.raises(ConfigError, match="device must be cpu or cuda, got 'gpu'"):
+        choose_backend("auto", "gpu")
