@@ -600,7 +600,8 @@ def said_out_of_memory(fn: Callable, *args, **kwargs):
 def torchrun_rank(rank: int, world: int, port, argv: list[str], log: str,
                   hold: str | None = None) -> None:
     """A forked child (torch already imported: no start-up cost) that runs the torchrun
-    entry point ``python -m sgdlab.train.distributed`` as rank ``rank``, with the
+    entry point ``python -m sgdlab.train.distributed`` (its exit status,
+    :func:`~sgdlab.train.distributed.exit_status`) as rank ``rank``, with the
     environment torchrun gives it: the rendezvous store's port (read from the pipe ``port``)
     is its launcher's, which every rank joins. Its output goes to ``log``. With ``hold``,
     a process that outlives its end: once the entry point has returned or raised it writes
@@ -618,8 +619,9 @@ def torchrun_rank(rank: int, world: int, port, argv: list[str], log: str,
     with open(log, "w", buffering=1) as f:
         sys.stdout = sys.stderr = f
         try:
-            from sgdlab.train.distributed import main
-            rc = main(argv)
+            # the entry point's own status on every path (a traceback printed: 1)
+            from sgdlab.train.distributed import exit_status
+            rc = exit_status(argv)
         except BaseException as e:  # pragma: no cover - reported through the log
             print(f"unexpected {type(e).__name__}: {e}", flush=True)
         f.flush()

@@ -70,9 +70,10 @@ import os
 import secrets
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -770,11 +771,44 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # no interpreter teardown: once in 33 two-replica runs on a loaded machine a replica that
-    # had finished died there with SIGABRT (gloo's threads, "terminate called without an
-    # active exception"), and torchrun reported the finished run as failed
+def exit_status(argv: list[str] | None = None) -> int:
+    """:func:`main`'s exit status, whatever ends it: its own (0; 1 a failed collective; 2 a
+    refusal, its message printed), 1 for any other error, printed with its traceback, 130 for
+    an interrupt, and argparse's for bad options (2; 0 after ``--help``). Nothing escapes:
+    :func:`entry` leaves through ``os._exit`` on every path."""
+    rank = os.environ.get("RANK", "?")
+    try:
+        return main(argv)
+    except SystemExit as e:         # argparse: --help, a bad option
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        print(e.code, file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print(f"sgdlab.train.distributed: rank {rank}: interrupted", file=sys.stderr,
+              flush=True)
+        return 130
+    except BaseException as e:
+        traceback.print_exc()
+        print(f"sgdlab.train.distributed: rank {rank}: error: {type(e).__name__}: {e}",
+              file=sys.stderr, flush=True)
+        return 1
+
+
+def entry(argv: list[str] | None = None) -> NoReturn:
+    """``python -m sgdlab.train.distributed``: :func:`exit_status`, the output flushed, then
+    ``os._exit`` with it, on every path (a failure's too). No interpreter teardown: once in
+    33 two-replica runs on a loaded machine a replica that had finished died there with
+    SIGABRT (gloo's threads, "terminate called without an active exception"), and torchrun
+    reported the run as failed; an error that escaped main still went through it."""
+    code = exit_status(argv)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:   # a closed or broken stream must not keep the process alive
+            pass
     os._exit(code)
+
+
+if __name__ == "__main__":
+    entry()

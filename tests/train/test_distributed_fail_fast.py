@@ -196,8 +196,11 @@ def test_work_failing_on_one_rank_stops_every_rank_at_once(tmp_path, monkeypatch
     other = 1 - failing
     # the failing rank raises its own error (a refusal, a UserError: exit 2), the other
     # names that rank, what it did and its error
-    assert "boom" in logs[failing] and codes[failing] != 0, logs
-    assert codes[other] == (2 if what in ("data", "setup") else 1), logs
+    refused = what in ("data", "setup")
+    assert "boom" in logs[failing] and codes[failing] == (2 if refused else 1), logs
+    assert codes[other] == (2 if refused else 1), logs
+    if not refused:     # the failing rank's own error, escaping its entry point: its traceback
+        assert "Traceback (most recent call last)" in logs[failing], logs[failing]
     said = said.format(out=out, data=tmp_path / "toy.pt")
     assert (f"rank {other}: error: replica {other}/2: rank {failing} failed {said}; "
             "stopped with it") in logs[other], logs[other]
@@ -221,3 +224,106 @@ def test_a_failed_master_pt_stops_every_rank_and_the_last_set_resumes(tmp_path, 
     assert codes == [0, 0], logs
     result = json.loads((out / "results.json").read_text())
     assert result["status"] == "finished" and result["final"]["rounds"] == 6
+
+
+class Exited(Exception):
+    """``os._exit`` called, with ``code``."""
+
+    def __init__(self, code):
+        super().__init__(code)
+        self.code = code
+
+
+def test_every_exit_of_the_entry_point_goes_through_os_exit(tmp_path, monkeypatch, capsys):
+    """An error that escaped ``main`` (anything but a refusal or a failed collective) skipped
+    the ``os._exit`` of ``python -m sgdlab.train.distributed`` and went through the
+    interpreter's teardown, where a replica once in 33 died of SIGABRT (gloo's threads). Now
+    every path leaves through it: a failure with its traceback and 1, a refusal with its
+    message and 2, a bad option with argparse's 2, an interrupt with 130."""
+    import sgdlab.train.distributed as distributed
+
+    def exits(code):
+        raise Exited(code)
+
+    def fails(*a, **k):
+        raise RuntimeError("boom: the process group cannot start")
+
+    monkeypatch.setattr(os, "_exit", exits)
+    monkeypatch.setattr(distributed, "init_distributed", fails)
+    monkeypatch.setenv("RANK", "1")
+    path = str(write_problem(tmp_path, rounds=1))
+    with pytest.raises(Exited) as e:
+        distributed.entry([path])
+    err = capsys.readouterr().err
+    assert e.value.code == 1
+    assert "Traceback (most recent call last)" in err and ", in main\n" in err
+    assert err.rstrip().endswith("sgdlab.train.distributed: rank 1: error: RuntimeError: boom: "
+                                 "the process group cannot start"), err
+    with pytest.raises(Exited) as e:
+        distributed.entry([str(tmp_path / "missing.json")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert "rank 1: error: config file not found" in err, err
+    with pytest.raises(Exited) as e:
+        distributed.entry([path, "--timeout", "soon"])
+    assert e.value.code == 2 and "invalid float value: 'soon'" in capsys.readouterr().err
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed, "init_distributed", interrupted)
+    with pytest.raises(Exited) as e:
+        distributed.entry([path])
+    assert e.value.code == 130 and "rank 1: interrupted" in capsys.readouterr().err
+
+
+def _entry_rank(port, argv: list[str], log: str) -> None:
+    """A forked rank 0 of 1 running ``python -m sgdlab.train.distributed``'s own exit path."""
+    import sys
+
+    import sgdlab.train.distributed as distributed
+
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port.recv()), TORCHELASTIC_USE_AGENT_STORE="True")
+    sys.stdout = sys.stderr = open(log, "w", buffering=1)
+    distributed.entry(argv)
+
+
+def test_a_rank_whose_error_escapes_its_entry_point_exits_1_with_its_traceback(tmp_path,
+                                                                              monkeypatch):
+    """The error comes once the process group (gloo's threads) is up: the process leaves with
+    status 1 through ``os._exit``, not through the interpreter's teardown."""
+    import multiprocessing as mp
+
+    import torch.distributed as dist
+
+    import sgdlab.train.distributed as distributed
+    from sgdlab.store.runstore import stop_heartbeats
+
+    def fails(*a, **k):
+        assert dist.is_initialized()
+        raise RuntimeError("boom: after the process group started")
+
+    monkeypatch.setattr(distributed, "run_from_config", fails)    # inherited by the fork
+    log = tmp_path / "rank0.log"
+    stop_heartbeats()
+    ctx = mp.get_context("fork")
+    port, tell = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_entry_rank, daemon=True,
+                    args=(port, [str(write_problem(tmp_path, rounds=1)), "--timeout", "30"],
+                          str(log)))
+    p.start()
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    try:
+        tell.send(store.port)
+        p.join(60)
+    finally:
+        if p.is_alive():
+            p.kill()
+            p.join()
+        del store
+    said = read(log)
+    assert p.exitcode == 1, (p.exitcode, said)     # (SIGABRT: -6)
+    assert "Traceback (most recent call last)" in said and ("rank 0: error: RuntimeError: "
+                                                            "boom: after the process group "
+                                                            "started") in said, said
