@@ -391,7 +391,8 @@ def _measure(args: argparse.Namespace) -> int:
     # a fixed order, not --what's: with --train-mode dropout draws on the global RNG in turn
     steps = {"hessian": lambda: _hessian(m), "noise": lambda: _noise(m),
              "alignment": lambda: _alignment(m), "sharpness": lambda: _sharpness(m),
-             "batch": lambda: _batch(m, batch_size, _checkpoint_lr(state, cfg, store, run_id),
+             "batch": lambda: _batch(m, batch_size,
+                                     _checkpoint_lr(state, cfg, store, run_id, step),
                                      is_replica_run(cfg) and not _recorded_lr(store, run_id)),
              "surface": lambda: _surface(m)}
     done: list[str] = []
@@ -605,9 +606,9 @@ def _batch(m: _Measuring, batch_size: int, lr: float | None, unrecorded: bool = 
                                     m.gen()))
     if lr is None and unrecorded:
         m.notes.append("batch/cabs_batch_size is NaN (null in measurements.json): CABS "
-                       "scales with the learning rate, and the run recorded none (a stopped "
-                       "distributed run of the `replicas` procedure keeps its rows in its "
-                       "own store, parle/runs.sqlite in its artifact folder, until it ends)")
+                       "scales with the learning rate, and the run recorded none up to this "
+                       "step (a distributed run of the `replicas` procedure: neither its "
+                       "record nor its own store, parle/runs.sqlite in its artifact folder)")
     elif lr is None:
         m.notes.append("batch/cabs_batch_size is NaN (null in measurements.json): CABS "
                        "scales with the learning rate, and the checkpoint's is not > 0 (e.g. "
@@ -662,14 +663,41 @@ def _recorded_lr(store, run_id: str | None) -> list:
     return (store.metrics(run_id).get("lr") or []) if run_id is not None else []
 
 
-def _checkpoint_lr(state: dict, cfg: dict, store, run_id: str | None) -> float | None:
+def _sweep_replica_lr(store, cfg: dict, step: int | None) -> list:
+    """The ``lr`` rows [(step, lr)] up to ``step`` (all without one) that a distributed run of
+    an experiment's ``replicas`` procedure holds in its own store, ``parle/runs.sqlite`` in its
+    artifact folder, where its rank 0 records them until the run ends (a stopped run's are
+    only there); none for another run, or without that store."""
+    from sgdlab.store import RunStore
+    from sgdlab.store.folders import sweep_replica_checkpoints
+
+    path = getattr(store, "path", None)
+    if path is None or not cfg.get("run_key"):
+        return []
+    own = sweep_replica_checkpoints(path, cfg["run_key"]).parent / "runs.sqlite"
+    if not own.is_file():
+        return []
+    private = RunStore(own, readonly=True)       # read only: its resume goes on writing it
+    try:
+        rows: list = []
+        for run in private.list_runs():          # one run (rank 0's); the newest rows last
+            rows = (private.metrics(run["id"], "lr").get("lr") or []) or rows
+    finally:
+        private.close()
+    return [r for r in rows if step is None or r[0] <= step]
+
+
+def _checkpoint_lr(state: dict, cfg: dict, store, run_id: str | None,
+                   step: int | None = None) -> float | None:
     """The step size that multiplies mini-batch gradients at the checkpoint's next step (the
     optimizer's, which a schedule has moved), else the config's: for Entropy-SGD and the
     HJ / heat smoothers the inner step η_y (``inner_lr``), not the outer η′ that moves x
     towards the inner loop's average; a replica run's: the last one it recorded (after its
-    milestones); None when there is none > 0."""
+    milestones), of a stopped distributed run of the ``replicas`` procedure, whose record holds
+    none, the last one its own store holds up to the checkpoint's ``step``; None when there is
+    none > 0."""
     if is_replica_run(cfg):
-        recorded = _recorded_lr(store, run_id)
+        recorded = _recorded_lr(store, run_id) or _sweep_replica_lr(store, cfg, step)
         lr = recorded[-1][1] if recorded else None
         return float(lr) if isinstance(lr, (int, float)) and lr > 0 else None
     from sgdlab.optim import gradient_step_size

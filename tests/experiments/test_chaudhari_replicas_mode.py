@@ -4,6 +4,7 @@ and rows. Its replicas run here in forked workers (torchrun's entry point, witho
 start-up cost); the launcher itself is ``tests/cli/test_cli_parle.py``'s."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -271,7 +272,7 @@ def test_an_interrupted_distributed_run_is_listed_and_measured_at_its_checkpoint
     import torch
 
     from sgdlab.cli.main import main
-    from sgdlab.cli.measure import _rebuild
+    from sgdlab.cli.measure import _checkpoint_lr, _rebuild
     from sgdlab.config.locate import locate_run
     from sgdlab.errors import UserError
     from sgdlab.experiments.sweep import artifacts_root
@@ -298,9 +299,22 @@ def test_an_interrupted_distributed_run_is_listed_and_measured_at_its_checkpoint
         assert torch.equal(p, v)
     with pytest.raises(UserError, match="which a warm start does not read"):
         locate_run(run_id, store.path, rebuild=False)
-    # its rows are in its own store until it ends: CABS has no lr, and says why
+    # its rows are in its own store until it ends, which CABS reads its lr from (it was NaN):
+    # the last row up to the checkpoint's step, not one of a round after it (here one added
+    # as a run checkpointing every 10 rounds logs rounds past its last checkpoint)
+    own = ckpt.parent.parent / chaudhari.DISTRIBUTED_STORE
+    private = RunStore(own)
+    (rank_0_run,) = private.list_runs()
+    assert private.metrics(rank_0_run["id"])["lr"] == [(2, 0.1), (4, 0.1)]
+    private.log_metric(rank_0_run["id"], "lr", 6, 0.01)
+    private.close()
+    assert store.metrics(run_id).get("lr") is None
+    assert _checkpoint_lr({}, found.config, store, run_id, 4) == 0.1
+    assert _checkpoint_lr({}, found.config, store, run_id, 2) == 0.1
+    assert _checkpoint_lr({}, found.config, store, run_id) == 0.01
     assert main(["measure", run_id, "--store", str(store.path), "--what", "batch",
                  "--batches", "1", "--out", str(tmp_path / "m")]) == 0
     out = capsys.readouterr().out
-    assert "(step 4)" in out and "CABS scales with the learning rate, and the run recorded none" \
-        in out
+    assert "(step 4)" in out and "CABS" not in out, out
+    res = json.loads((tmp_path / "m" / "measurements.json").read_text())
+    assert math.isfinite(res["scalars"]["batch/cabs_batch_size"])
