@@ -173,6 +173,14 @@ def _sweep_run_weights(run: dict, store, rebuild: bool = True) -> Located:
 
     weights = [Path(a["path"]) for a in run["artifacts"] if a["kind"] == "model"]
     what = f"run {run['id']} (of the sweep of {run['experiment']}, {run['status']})"
+    params = run["config"].get("params") or {}
+    if is_replica_run(run["config"]) and params.get("mode", "inprocess") != "distributed":
+        # finished or stopped alike: the replicas live in the worker's memory only
+        raise UserError(f"{what} keeps no model: the `replicas` procedure's in-process mode "
+                        "(its params' `mode`: inprocess, the default) keeps no master x̄; "
+                        "with `mode: distributed` a run keeps it (master.pt), which `sgdlab "
+                        "measure` reads: set `mode: distributed` in the experiment's params "
+                        "and run its sweep again (another mode, another run)")
     if weights and weights[-1].is_file():
         # model.pt, a bare state dict (what `save_model` kept before weights.pt): its step is
         # the run's

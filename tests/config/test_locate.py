@@ -33,3 +33,23 @@ def test_a_file_of_a_run_folder_names_the_folder_to_measure(tmp_path, monkeypatc
                                         rf"'{run}'$"):
         locate_run(str(run / "config.yaml"), rebuild=True)
     assert not (tmp_path / "sgdlab-runs").exists()
+
+
+@pytest.mark.parametrize("status", ["finished", "interrupted"])
+def test_an_in_process_replicas_run_is_refused_as_keeping_no_master(tmp_path, status):
+    """The ``replicas`` procedure's in-process mode keeps no master, finished or stopped: the
+    refusal says so and names the mode that keeps one (a stopped run was told only a finished
+    run keeps final weights, which a finished one does not either)."""
+    from sgdlab.experiments.spec import RunSpec
+    from sgdlab.store import RunStore
+    from sgdlab.testing import SWEEP_REPLICA_PARAMS
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    params = {k: v for k, v in SWEEP_REPLICA_PARAMS.items() if k != "mode"}   # the default
+    spec = RunSpec("e", 1, "smoke", "parle", params, 3, "replicas")
+    run_id = store.create_run(spec.config(), name=spec.run_name, experiment="e")
+    store.set_status(run_id, status)
+    for rebuild in (True, False):
+        with pytest.raises(UserError, match=r"in-process mode .*keeps no master.* set `mode: "
+                                            r"distributed` in the experiment's params"):
+            locate_run(run_id, store.path, rebuild=rebuild)
