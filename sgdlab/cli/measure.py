@@ -354,7 +354,11 @@ def _measure(args: argparse.Namespace) -> int:
         cfg = {**cfg, "train": {"batch_size": cfg["params"].get("batch_size")},
                "optimizer": cfg["params"].get("optimizer")}
         if is_replica_run(cfg):     # (sgdlab parle's name: its batch size, its lr)
-            cfg["parle"] = cfg["params"].get("parle")
+            from sgdlab.train.replicas import ParleConfig
+
+            # the params hold the Parle settings as given, sgdlab parle's record all of them
+            cfg["parle"] = {"batch_size": ParleConfig.batch_size,
+                            **(cfg["params"].get("parle") or {})}
     run_id = run_id or state.get("run_id")
     model.train(args.train_mode)
 

@@ -201,3 +201,35 @@ def test_an_experiment_s_replicas_run_is_measured_at_its_master(tmp_path, capsys
     hessian = dense_hessian_reference(model, loss_fn, data.train)
     top = float(torch.linalg.eigvalsh(hessian)[-1])
     assert res["scalars"]["hess/top_1"] == pytest.approx(top, rel=1e-6)
+
+
+def test_a_replicas_run_without_a_parle_batch_size_is_measured_at_the_default(tmp_path):
+    """A ``replicas`` run's params hold its Parle settings as the experiment gave them (a
+    record of ``sgdlab parle`` holds all of them): without ``batch_size`` it trained with
+    ParleConfig's default, 128, which ``--what batch`` takes (it said the run's
+    parle.batch_size is None). A stored record and master, no training."""
+    import torch
+
+    from sgdlab.experiments.procedures.train import build
+    from sgdlab.experiments.spec import RunSpec
+    from sgdlab.store import RunStore
+    from sgdlab.testing import SWEEP_REPLICA_PARAMS
+    from sgdlab.train.replicas import ParleConfig
+
+    parle = {k: v for k, v in SWEEP_REPLICA_PARAMS["parle"].items() if k != "batch_size"}
+    params = {**SWEEP_REPLICA_PARAMS, "dataset": {**SWEEP_REPLICA_PARAMS["dataset"],
+                                                  "n_train": 160}, "parle": parle}
+    store = RunStore(tmp_path / "runs.sqlite")
+    spec = RunSpec("e", 1, "smoke", "parle", params, 3, "replicas")
+    run_id = store.create_run(spec.config(), name=spec.run_name, experiment="e")
+    master = tmp_path / "master.pt"
+    torch.save(build(params, 3)[1].state_dict(), master)
+    store.add_artifact(run_id, "model", str(master))
+    store.log_many(run_id, [("lr", 2, 0.1), ("lr", 6, 0.01)])
+    store.complete_run(run_id, "finished", summary={"steps": 6})
+    assert main(["measure", run_id, "--store", str(store.path), "--what", "batch",
+                 "--batches", "1", "--out", str(tmp_path / "m")]) == 0
+    res = json.loads((tmp_path / "m" / "measurements.json").read_text())
+    assert res["step"] == 6
+    assert res["scalars"]["batch/batch_size"] == ParleConfig.batch_size == 128
+    assert math.isfinite(res["scalars"]["batch/cabs_batch_size"])
