@@ -681,7 +681,7 @@ def sweep_replica_run(folder: Path, *, stop_in_round: int | None = None):
     :data:`SWEEP_REPLICA_PARAMS`, recorded as a sweep records it in the store
     ``folder/runs.sqlite`` (config ``procedure: replicas``, not ``method: parle``), its
     ``sgdlab parle --out`` folder in its run key's artifact folder. The launcher runs ``sgdlab
-    parle`` here in-process mode (the same files), checkpointing every round;
+    parle`` in-process here (the same files), checkpointing every round;
     ``stop_in_round``: it dies in that round, the sweep's record then ``interrupted``, the
     checkpoint set of the round before kept. Returns (store, run id, run spec)."""
     import pytest
