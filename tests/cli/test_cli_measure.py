@@ -198,6 +198,10 @@ def test_an_experiment_s_replicas_run_is_measured_at_its_master(tmp_path, capsys
 
     data, model, loss_fn, _ = build(SWEEP_REPLICA_PARAMS, 3)
     model.load_state_dict(torch.load(master, weights_only=True))
+    # the params' build is the model and data the run trained: its last evaluation, exactly
+    with torch.no_grad():
+        assert float(loss_fn(model(data.train[0]), data.train[1])) == pytest.approx(
+            store.metrics(run_id)["train_loss"][-1][1], rel=1e-12)
     hessian = dense_hessian_reference(model, loss_fn, data.train)
     top = float(torch.linalg.eigvalsh(hessian)[-1])
     assert res["scalars"]["hess/top_1"] == pytest.approx(top, rel=1e-6)
