@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-import scipy.linalg
 import torch
 from torch import Tensor
 
@@ -51,6 +50,8 @@ def _square(name: str, m) -> np.ndarray:
 def linear_potential(F: Tensor, D: Tensor) -> LinearPotential:
     """U and Q of Lemma 6.44 for the linearised gradient ∇f(x) = F x and the diffusion matrix
     D (symmetric positive definite), in float64 (module docstring)."""
+    import scipy.linalg   # here: ~0.3 s that importing the landscapes need not pay
+
     f = _square("F", F)
     d = check_psd_matrix("D", torch.as_tensor(D).detach().cpu(), len(f), definite=True).numpy()
     ev = np.linalg.eigvals(f)

@@ -1,6 +1,7 @@
 """What a sweep worker imports before its first run (the timing itself is the benchmark figure
 worker_imports_vs_torch): the procedure modules and the run path leave matplotlib to the
-analyses that draw, which run in the driver."""
+analyses that draw, which run in the driver, and scipy (~0.3 s for scipy.linalg alone) to the
+functions that solve with it."""
 import pkgutil
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from sgdlab.testing import user_model_plugin
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_procedure_modules_and_the_run_path_import_no_matplotlib():
+def test_procedure_modules_and_the_run_path_import_no_matplotlib_nor_scipy():
     modules = ["sgdlab.experiments.worker", "sgdlab.experiments.backends",
                "sgdlab.experiments.ray_backend", "sgdlab.train",
                *(f"sgdlab.experiments.procedures.{m.name}"
@@ -21,7 +22,8 @@ def test_procedure_modules_and_the_run_path_import_no_matplotlib():
     code = ("import importlib, sys\n"
             "for name in sys.argv[1:]:\n"
             "    importlib.import_module(name)\n"
-            "    drawn = sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib')\n"
+            "    drawn = sorted(m for m in sys.modules\n"
+            "                   if m.split('.')[0] in ('matplotlib', 'scipy'))\n"
             "    print(name, drawn[:3])\n")
     out = subprocess.run([sys.executable, "-c", code, *modules], capture_output=True,
                          text=True, cwd=ROOT, timeout=120, env={"PYTHONPATH": str(ROOT),
