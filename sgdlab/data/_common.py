@@ -71,12 +71,54 @@ def seeded_indices(labels: np.ndarray, n: int | None, seed: int, *, balanced: bo
 
 
 def stratified_split(labels: np.ndarray, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded stratified train/test split (scikit-learn's ``train_test_split``) of indices."""
-    from sklearn.model_selection import train_test_split
+    """Seeded stratified train/test split (scikit-learn's ``train_test_split``) of indices.
 
+    scikit-learn's answer is cached (:mod:`.cache`) under the labels, ``n_test``, ``seed`` and
+    the scikit-learn and numpy versions: ``import sklearn`` costs ~2 s of CPU (it imports
+    scipy.stats), as much as torch, in every process that loads the data."""
     check_int("test_size", n_test, minimum=1)
     if n_test >= len(labels):
         raise UserError(f"test_size {n_test} leaves no training examples (of {len(labels)})")
+    key = _split_cache_key(labels, n_test, seed)
+    if key is None:
+        return _sklearn_split(labels, n_test, seed)
+    from .cache import cached_arrays
+
+    arrays = cached_arrays(key, lambda: dict(zip(("train", "test"),
+                                                 _sklearn_split(labels, n_test, seed))))
+    tr, te = arrays.get("train"), arrays.get("test")
+    n = len(labels)
+    if (tr is None or te is None or len(te) != n_test or len(tr) != n - n_test
+            or not np.array_equal(np.sort(np.concatenate([tr, te])), np.arange(n))):
+        return _sklearn_split(labels, n_test, seed)    # a damaged entry: not trusted
+    return tr, te
+
+
+def _split_cache_key(labels: np.ndarray, n_test: int, seed: int) -> str | None:
+    """The cache key of a split, or None where the split is not to be cached (no seed, or no
+    scikit-learn version to key it on)."""
+    from importlib import metadata
+
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        return None
+    try:
+        sklearn_version = metadata.version("scikit-learn")
+    except metadata.PackageNotFoundError:
+        return None
+    import hashlib
+
+    from .cache import cache_key
+
+    labels = np.ascontiguousarray(labels)
+    digest = hashlib.sha1(f"{labels.dtype.str}{labels.shape}".encode() + labels.tobytes())
+    return cache_key("stratified-split", {"labels": digest.hexdigest(), "n_test": int(n_test),
+                                          "seed": int(seed), "sklearn": sklearn_version,
+                                          "numpy": np.__version__})
+
+
+def _sklearn_split(labels: np.ndarray, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
     idx = np.arange(len(labels))
     try:
         tr, te = train_test_split(idx, test_size=n_test, random_state=seed, stratify=labels)

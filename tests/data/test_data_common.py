@@ -48,3 +48,85 @@ def test_an_unbalanced_subset_of_all_but_one_example_has_that_many():
     for n in (5, 6):
         idx = seeded_indices(labels, n, 3, balanced=False)
         assert len(idx) == len(set(idx.tolist())) == n and list(idx) == sorted(idx)
+
+
+# the stratified split's cache: scikit-learn's own answer, stored so that a warm process
+# loads the digits without importing scikit-learn (~2 s of CPU, as much as torch)
+DIGITS_CHILD = ("import hashlib, sys\n"
+                "from sgdlab.data import load_dataset\n"
+                "ds = load_dataset('digits', seed=3, test_size=100)\n"
+                "h = hashlib.sha1()\n"
+                "for t in (ds.x_train, ds.y_train, ds.x_test, ds.y_test):\n"
+                "    h.update(t.numpy().tobytes())\n"
+                "print(h.hexdigest(), 'sklearn' in sys.modules)\n")
+
+
+def _digits_child(cache) -> str:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", DIGITS_CHILD], capture_output=True, text=True,
+                         cwd=root, timeout=120, env={"PYTHONPATH": str(root), "PATH": "",
+                                                     "SGDLAB_CACHE": str(cache)})
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_a_cached_split_loads_the_same_digits_without_sklearn(tmp_path, monkeypatch):
+    import hashlib
+
+    monkeypatch.setenv("SGDLAB_CACHE", str(tmp_path))
+    ds = load_dataset("digits", seed=3, test_size=100)    # scikit-learn's split, now stored
+    assert len(list(tmp_path.glob("stratified-split-*.npz"))) == 1
+    h = hashlib.sha1()
+    for t in (ds.x_train, ds.y_train, ds.x_test, ds.y_test):
+        h.update(t.numpy().tobytes())
+    assert _digits_child(tmp_path) == f"{h.hexdigest()} False"
+
+
+def _sklearn(labels, n_test, seed):
+    from sklearn.model_selection import train_test_split
+
+    tr, te = train_test_split(np.arange(len(labels)), test_size=n_test, random_state=seed,
+                              stratify=labels)
+    return np.sort(tr), np.sort(te)
+
+
+def test_the_split_cache_is_keyed_on_what_the_split_depends_on(tmp_path, monkeypatch):
+    from importlib import metadata
+
+    from sgdlab.data._common import _split_cache_key, stratified_split
+
+    monkeypatch.setenv("SGDLAB_CACHE", str(tmp_path))
+    labels = np.arange(40) % 4
+    key = _split_cache_key(labels, 8, 0)
+    others = {_split_cache_key(labels, 8, 1), _split_cache_key(labels, 12, 0),
+              _split_cache_key(labels[::-1].copy(), 8, 0),
+              _split_cache_key(labels.astype(np.int32), 8, 0)}
+    assert key not in others and len(others) == 4
+    assert _split_cache_key(labels, 8, None) is None    # an unseeded split is drawn afresh
+    for seed, n_test in [(0, 8), (1, 8), (0, 12), (0, 8)]:
+        got, want = stratified_split(labels, n_test, seed), _sklearn(labels, n_test, seed)
+        assert all(np.array_equal(g, w) and g.dtype == w.dtype for g, w in zip(got, want))
+    assert len(list(tmp_path.glob("stratified-split-*.npz"))) == 3
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version",
+                        lambda name: "0.0" if name == "scikit-learn" else real(name))
+    assert _split_cache_key(labels, 8, 0) != key
+
+
+def test_a_damaged_split_entry_is_not_trusted(tmp_path, monkeypatch):
+    from sgdlab.data._common import _split_cache_key, stratified_split
+
+    monkeypatch.setenv("SGDLAB_CACHE", str(tmp_path))
+    labels = np.arange(40) % 4
+    want = _sklearn(labels, 8, 0)
+    path = tmp_path / f"{_split_cache_key(labels, 8, 0)}.npz"
+    for bad in [{"train": np.arange(32), "test": np.arange(32, 40) - 1},   # not a partition
+                {"train": np.arange(30), "test": np.arange(30, 40)},       # wrong sizes
+                {"test": np.arange(8)}]:
+        np.savez(path, **bad)
+        got = stratified_split(labels, 8, 0)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
