@@ -671,7 +671,12 @@ def _sweep_replica_lr(store, cfg: dict, step: int | None) -> list:
     """The ``lr`` rows [(step, lr)] up to ``step`` (all without one) that a distributed run of
     an experiment's ``replicas`` procedure holds in its own store, ``parle/runs.sqlite`` in its
     artifact folder, where its rank 0 records them until the run ends (a stopped run's are
-    only there); none for another run, or without that store."""
+    only there); none for another run, or without that store. A store that cannot be read
+    (no run store, damaged) gives none with a warning: the measurements taken before CABS
+    were lost with the error."""
+    import sqlite3
+    import sys
+
     from sgdlab.store import RunStore
     from sgdlab.store.folders import sweep_replica_checkpoints
 
@@ -681,13 +686,18 @@ def _sweep_replica_lr(store, cfg: dict, step: int | None) -> list:
     own = sweep_replica_checkpoints(path, cfg["run_key"]).parent / "runs.sqlite"
     if not own.is_file():
         return []
-    private = RunStore(own, readonly=True)       # read only: its resume goes on writing it
+    rows: list = []
     try:
-        rows: list = []
-        for run in private.list_runs():          # one run (rank 0's); the newest rows last
-            rows = (private.metrics(run["id"], "lr").get("lr") or []) or rows
-    finally:
-        private.close()
+        private = RunStore(own, readonly=True)   # read only: its resume goes on writing it
+        try:
+            for run in private.list_runs():      # one run (rank 0's); the newest rows last
+                rows = (private.metrics(run["id"], "lr").get("lr") or []) or rows
+        finally:
+            private.close()
+    except (UserError, sqlite3.Error) as e:
+        print(f"sgdlab: warning: cannot read the run's lr from its own store {own}: {e}",
+              file=sys.stderr, flush=True)
+        return []
     return [r for r in rows if step is None or r[0] <= step]
 
 

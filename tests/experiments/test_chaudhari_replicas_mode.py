@@ -318,3 +318,26 @@ def test_an_interrupted_distributed_run_is_listed_and_measured_at_its_checkpoint
     assert "(step 4)" in out and "CABS" not in out, out
     res = json.loads((tmp_path / "m" / "measurements.json").read_text())
     assert math.isfinite(res["scalars"]["batch/cabs_batch_size"])
+
+
+@pytest.mark.parametrize("content", [None, b"", b"not a database" * 8])
+def test_cabs_of_a_stopped_run_whose_own_store_cannot_be_read_has_no_lr_and_says_why(
+        tmp_path, capsys, content):
+    """The run's own store missing, empty or damaged: CABS has no lr (NaN, with its note), and
+    ``sgdlab measure`` goes on; the error was raised after the measurements before CABS
+    (Hessian, noise, ...) had been taken, and they were lost with it."""
+    from sgdlab.cli.measure import _checkpoint_lr
+    from sgdlab.store.folders import sweep_replica_checkpoints
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    cfg = {"procedure": "replicas", "run_key": "k", "params": dict(PARAMS)}
+    own = sweep_replica_checkpoints(store.path, "k").parent / chaudhari.DISTRIBUTED_STORE
+    own.parent.mkdir(parents=True)
+    if content is not None:
+        own.write_bytes(content)
+    assert _checkpoint_lr({}, cfg, store, None, 4) is None
+    err = capsys.readouterr().err
+    if content is None:
+        assert err == ""
+    else:
+        assert f"warning: cannot read the run's lr from its own store {own}: " in err, err
