@@ -192,8 +192,12 @@ def init_distributed(backend: str = "auto", timeout: float = 60.0, device: str =
         on = local_device(device)
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if on.index >= count:
+            # (a batch system's or Ray's CUDA_VISIBLE_DEVICES hides the machine's others)
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            seen = f" visible (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
             raise UserError(f"device: cuda puts this replica (local rank {on.index}) on {on}, "
-                            f"but this machine has {count} CUDA device(s)")
+                            f"but this machine has {count} CUDA device(s){seen}: one GPU per "
+                            f"replica, at most {count} replicas on this machine")
         torch.cuda.set_device(on)
     if backend == "nccl":
         os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
@@ -749,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
                 error = e
         try:  # also the barrier of a clean shutdown: all ranks tear gloo down together, rank
             # 0's store still up
-            on = local_device(cfg.get("device", "cpu"))    # this rank's GPU, not cuda:0
+            on = local_device(cfg.get("device", "cpu"))    # this rank's GPU, as the run's others
             status_all_reduce(TorchDistributedCommunicator(), "reporting the run", error,
                               device=on)
         except ReplicaFailed:

@@ -87,10 +87,17 @@ def test_nccl_for_a_cpu_run_is_refused_before_any_process_group_work(tmp_path, m
 def test_a_local_rank_past_the_machine_s_gpus_is_refused_before_any_process_group_work(
         tmp_path, machine, monkeypatch, capsys):
     monkeypatch.setenv("LOCAL_RANK", "2")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert distributed.main([config(tmp_path, device="cuda")]) == 2
     assert ("device: cuda puts this replica (local rank 2) on cuda:2, but this machine has 2 "
-            "CUDA device(s)") in capsys.readouterr().err
+            "CUDA device(s): one GPU per replica, at most 2 replicas on this machine"
+            ) in capsys.readouterr().err
     assert machine == {}
+    # the GPUs a batch system or Ray left visible are the ones counted, and said to be
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
+    assert distributed.main([config(tmp_path, device="cuda")]) == 2
+    assert "this machine has 2 CUDA device(s) visible (CUDA_VISIBLE_DEVICES=4,5): one GPU" \
+        in capsys.readouterr().err
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match="this machine has 0 CUDA device"):
         distributed.init_distributed("auto", device="cuda")
