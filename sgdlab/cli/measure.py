@@ -397,7 +397,7 @@ def _measure(args: argparse.Namespace) -> int:
              "alignment": lambda: _alignment(m), "sharpness": lambda: _sharpness(m),
              "batch": lambda: _batch(m, batch_size,
                                      _checkpoint_lr(state, cfg, store, run_id, step),
-                                     is_replica_run(cfg) and not _recorded_lr(store, run_id)),
+                                     is_replica_run(cfg) and not _recorded_lr(store, run_id, step)),
              "surface": lambda: _surface(m)}
     done: list[str] = []
     stopped = None
@@ -662,9 +662,12 @@ def _batch_size(args, cfg: dict, n: int) -> int:
     return b
 
 
-def _recorded_lr(store, run_id: str | None) -> list:
-    """The ``lr`` rows [(step, lr)] the store holds for ``run_id``; none without a run id."""
-    return (store.metrics(run_id).get("lr") or []) if run_id is not None else []
+def _recorded_lr(store, run_id: str | None, step: int | None = None) -> list:
+    """The ``lr`` rows [(step, lr)] the store holds for ``run_id`` up to ``step`` (all without
+    one: an interrupted run has logged the rounds past its last checkpoint); none without a
+    run id."""
+    rows = (store.metrics(run_id).get("lr") or []) if run_id is not None else []
+    return [r for r in rows if step is None or r[0] <= step]
 
 
 def _sweep_replica_lr(store, cfg: dict, step: int | None) -> list:
@@ -707,11 +710,11 @@ def _checkpoint_lr(state: dict, cfg: dict, store, run_id: str | None,
     optimizer's, which a schedule has moved), else the config's: for Entropy-SGD and the
     HJ / heat smoothers the inner step η_y (``inner_lr``), not the outer η′ that moves x
     towards the inner loop's average; a replica run's: the last one it recorded (after its
-    milestones), of a stopped distributed run of the ``replicas`` procedure, whose record holds
-    none, the last one its own store holds up to the checkpoint's ``step``; None when there is
-    none > 0."""
+    milestones) up to the checkpoint's ``step``, of a stopped distributed run of the
+    ``replicas`` procedure, whose record holds none, the last one its own store holds up to it;
+    None when there is none > 0."""
     if is_replica_run(cfg):
-        recorded = _recorded_lr(store, run_id) or _sweep_replica_lr(store, cfg, step)
+        recorded = _recorded_lr(store, run_id, step) or _sweep_replica_lr(store, cfg, step)
         lr = recorded[-1][1] if recorded else None
         return float(lr) if isinstance(lr, (int, float)) and lr > 0 else None
     from sgdlab.optim import gradient_step_size
