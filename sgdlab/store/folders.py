@@ -21,6 +21,8 @@ RUN_FILE = "run.json"
 # the `sgdlab parle --out` folder of a distributed run of an experiment's `replicas` procedure,
 # in its run key's artifact folder (its checkpoint set in checkpoints/, its master.pt)
 SWEEP_REPLICA_FOLDER = "parle"
+# where its rank 0 records the run until it ends (the procedure then copies the rows)
+SWEEP_REPLICA_STORE = "runs.sqlite"
 
 
 def is_replica_run(config: Any) -> bool:

@@ -21,13 +21,13 @@ from sgdlab.experiments.procedures import (Procedure, RunOutput, StoredRun, regi
 from sgdlab.experiments.procedures.common import (by_group, check_claims, finite,
                                                   group_colours, seeds_named, stat, x_axis)
 from sgdlab.report.tables import Table, mean_std
-from sgdlab.store.folders import SWEEP_REPLICA_FOLDER
+from sgdlab.store.folders import SWEEP_REPLICA_FOLDER, SWEEP_REPLICA_STORE
 
 
 REPLICA_MODES = ("inprocess", "distributed")
 DISTRIBUTED_FOLDER = SWEEP_REPLICA_FOLDER   # the distributed run's folder in its artifacts
 DISTRIBUTED_LOG = "parle.log"      # what its launcher and replicas print
-DISTRIBUTED_STORE = "runs.sqlite"  # where its rank 0 records the run
+DISTRIBUTED_STORE = SWEEP_REPLICA_STORE  # where its rank 0 records the run
 
 
 @register_procedure("replicas")
