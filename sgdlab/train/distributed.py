@@ -175,6 +175,15 @@ def local_device(device: str = "cpu") -> torch.device:
     return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
 
 
+def visible_gpus() -> tuple[int, str]:
+    """(the CUDA devices this process sees, how a message names them): a batch system's or
+    Ray's ``CUDA_VISIBLE_DEVICES`` hides the machine's others."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    seen = f" visible (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
+    return count, f"this machine has {count} CUDA device(s){seen}"
+
+
 def init_distributed(backend: str = "auto", timeout: float = 60.0, device: str = "cpu") -> str:
     """Initialise the default process group from torchrun's environment (``env://``) for a
     run whose replicas live on ``device`` (cpu | cuda; :func:`choose_backend`).
@@ -190,14 +199,11 @@ def init_distributed(backend: str = "auto", timeout: float = 60.0, device: str =
     td = timeout_delta(timeout)
     if device == "cuda":
         on = local_device(device)
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        count, said = visible_gpus()
         if on.index >= count:
-            # (a batch system's or Ray's CUDA_VISIBLE_DEVICES hides the machine's others)
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            seen = f" visible (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
             raise UserError(f"device: cuda puts this replica (local rank {on.index}) on {on}, "
-                            f"but this machine has {count} CUDA device(s){seen}: one GPU per "
-                            f"replica, at most {count} replicas on this machine")
+                            f"but {said}: one GPU per replica, at most {count} replicas on "
+                            "this machine")
         torch.cuda.set_device(on)
     if backend == "nccl":
         os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")

@@ -72,6 +72,28 @@ def test_nccl_for_a_cpu_run_is_refused_before_any_process_starts(tmp_path, capsy
     assert launched == [] and not (tmp_path / "out").exists() and "torchrun" not in captured.out
 
 
+def test_more_cuda_replicas_than_gpus_are_refused_before_any_process_starts(
+        tmp_path, capsys, monkeypatch):
+    """Each replica of a `device: cuda` run takes GPU LOCAL_RANK: the ranks past the machine's
+    GPUs refused themselves, once torchrun had started them all."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    launched = fake_torchrun(monkeypatch)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({**CONFIG, "device": "cuda"}))
+    assert main(["parle", str(cfg), "--mode", "distributed", "--out", str(tmp_path / "out"),
+                 "--store", str(tmp_path / "runs.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert ("device: cuda puts each of the 2 replicas on a GPU of its own, but this machine "
+            "has 1 CUDA device(s) visible (CUDA_VISIBLE_DEVICES=3); give at most 1 replicas "
+            "(--replicas) or device: cpu") in err, err
+    assert launched == [] and not (tmp_path / "out").exists()
+    assert not (tmp_path / "runs.sqlite").exists()
+
+
 @pytest.mark.parametrize("mode", ["inprocess", "distributed"])
 def test_checkpoint_every_below_one_is_refused_by_its_flag_before_a_folder_is_made(
         tmp_path, capsys, mode):
