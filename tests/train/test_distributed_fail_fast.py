@@ -291,8 +291,10 @@ def _entry_rank(port, argv: list[str], log: str) -> None:
 
 def test_a_rank_whose_error_escapes_its_entry_point_exits_1_with_its_traceback(tmp_path,
                                                                               monkeypatch):
-    """The error comes once the process group (gloo's threads) is up: the process leaves with
-    status 1 through ``os._exit``, not through the interpreter's teardown."""
+    """The error comes once the process group (gloo's threads) is up: the rank says it with
+    its traceback and leaves with status 1. (That it leaves through ``os._exit`` is the test
+    above's: a forked multiprocessing child never runs the interpreter's teardown, so here
+    ``sys.exit`` would pass too.)"""
     import multiprocessing as mp
 
     import torch.distributed as dist
