@@ -228,13 +228,23 @@ class _ComposedEmbeddingBag(nn.EmbeddingBag):
 
 
 @contextlib.contextmanager
-def _bags_composed(bags: list[nn.Module]) -> Iterator[None]:
-    """Within: the ``nn.EmbeddingBag`` layers ``bags`` compute their bags in ops with a
-    double backward (:class:`_ComposedEmbeddingBag`, the same function): torch's own has none,
-    and every Hessian and GGN product failed on "the derivative for '_embedding_bag_backward'
-    is not implemented". Their gradient is the loss's own, dense and unscaled, whatever
+def bags_composed(model: nn.Module) -> Iterator[None]:
+    """Within: ``model``'s ``nn.EmbeddingBag`` layers compute their bags in ops with a double
+    backward (:class:`_ComposedEmbeddingBag`, the same function): torch's own has none, and
+    every Hessian and GGN product failed on "the derivative for '_embedding_bag_backward' is
+    not implemented". Their gradient is the loss's own, dense and unscaled, whatever
     ``sparse`` and ``scale_grad_by_freq`` say (as :func:`_embeddings_dense` makes torch's).
-    The class is put back on exit."""
+    The class is put back on exit.
+
+    Entered only by a forward pass whose graph is differentiated twice
+    (:func:`~sgdlab.operators.hessian.second_order_forward`: Hessian and GGN products, and
+    the estimators and diagonals built on them). A first-order pass (gradients, per-sample
+    gradients under vmap, the gradient noise, losses) keeps torch's fused bag, which is
+    faster: the composition forms the (B, L, D) embeddings (docs/design/curvature.md)."""
+    bags = [m for m in model.modules() if type(m) is nn.EmbeddingBag]
+    if not bags:
+        yield
+        return
     for m in bags:
         m.__class__ = _ComposedEmbeddingBag
     try:
@@ -314,23 +324,21 @@ def gradient_hooks_held(model: nn.Module) -> Iterator[None]:
 @contextlib.contextmanager
 def loss_derivatives(model: nn.Module) -> Iterator[None]:
     """Within: the derivatives autograd gives in ``model``'s parameters are those of the loss
-    itself: embeddings' dense and unscaled (:func:`_embeddings_dense`), embedding bags twice
-    differentiable (:func:`_bags_composed`), no gradient hook run
+    itself: embeddings' dense and unscaled (:func:`_embeddings_dense`), no gradient hook run
     (:func:`gradient_hooks_held`). Every measurement differentiates within it; the training
-    loop's ``.backward()`` runs outside, and so honours the hooks."""
+    loop's ``.backward()`` runs outside, and so honours the hooks. Embedding bags stay
+    torch's: a pass differentiated twice composes them itself (:func:`bags_composed`)."""
     # the contexts' walks over the modules in one (per_sample_gradients on the digits
     # MLP: see docs/design/curvature.md); the hooks skipped when held already, as there
     hold = id(model) not in _hooks_held
-    changed, bags, tables = [], [], _global_hook_tables() if hold else {}
+    changed, tables = [], _global_hook_tables() if hold else {}
     for m in model.modules():
         c = _changed_embedding(m)
         if c is not None:
             changed.append(c)
-        if type(m) is nn.EmbeddingBag:
-            bags.append(m)
         if hold:
             _add_hook_tables(m, tables)
-    with _embeddings_dense(changed), _bags_composed(bags), (
+    with _embeddings_dense(changed), (
             _tables_held(model, tables) if hold else contextlib.nullcontext()):
         yield
 

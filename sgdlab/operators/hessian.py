@@ -29,7 +29,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..errors import warn
 from ..models.modes import BN_TYPES
-from .batches import Data, is_single_batch
+from .batches import Data, bags_composed, is_single_batch
 from .linear import ModelOperator
 from .params import UNUSED_ZERO, batched_columns, flatten, unflatten_like
 from .graph_rop import GraphHVP, GraphTaylor
@@ -118,8 +118,13 @@ def second_order_forward(model: nn.Module) -> Iterator[None]:
     for correct second derivatives), and ``scaled_dot_product_attention``
     (``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer``) on its math kernel, the only
     one with a double backward: the fused flash and memory-efficient kernels it picks
-    otherwise have none, so every Hessian-vector product through them would fail."""
-    with affine_batchnorm(model), composed_weight_norm(model), sdpa_kernel([SDPBackend.MATH]):
+    otherwise have none, so every Hessian-vector product through them would fail; and
+    ``nn.EmbeddingBag`` in plain ops (:func:`~sgdlab.operators.batches.bags_composed`).
+    This is the one place that composition is chosen: first-order passes keep torch's
+    fused ops, and every product that differentiates a model's graph twice (the Hessian's
+    create_graph pass, the GGN's double vector-Jacobian product) builds it in here."""
+    with affine_batchnorm(model), composed_weight_norm(model), bags_composed(model), \
+            sdpa_kernel([SDPBackend.MATH]):
         yield
 
 

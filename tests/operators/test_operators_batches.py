@@ -12,8 +12,8 @@ from sgdlab.errors import UserError
 from sgdlab.measure import ggn_diagonal, mean_loss
 from sgdlab.models.recurrent import LSTMStack
 from sgdlab.operators import HessianOperator
-from sgdlab.operators.batches import (check_model_data, fixed_randomness, gradient_hooks_held,
-                                      loss_derivatives, stochastic_modules)
+from sgdlab.operators.batches import (bags_composed, check_model_data, fixed_randomness,
+                                      gradient_hooks_held, loss_derivatives, stochastic_modules)
 from sgdlab.testing import memory_budget_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -149,7 +149,7 @@ def test_a_loss_that_reads_the_parameters_is_refused_unless_the_caller_takes_it(
 
 
 def _bag_pair(**kw) -> tuple[nn.EmbeddingBag, nn.EmbeddingBag]:
-    """Two float64 bags with the same weights: one left as torch's, one for loss_derivatives."""
+    """Two float64 bags with the same weights: one left as torch's, one for bags_composed."""
     torch.manual_seed(0)
     ref = nn.EmbeddingBag(7, 3, dtype=torch.float64, **kw)
     composed = nn.EmbeddingBag(7, 3, dtype=torch.float64, **kw)
@@ -160,7 +160,7 @@ def _bag_pair(**kw) -> tuple[nn.EmbeddingBag, nn.EmbeddingBag]:
 @pytest.mark.parametrize("mode", ["sum", "mean", "max"])
 @pytest.mark.parametrize("padding_idx", [None, 0])
 def test_the_composed_embedding_bag_is_torch_s_function(mode, padding_idx):
-    # within loss_derivatives a bag computes its sum, mean or max in ops with a double backward:
+    # within bags_composed a bag computes its sum, mean or max in ops with a double backward:
     # the outputs and gradients are torch's, for (B, L) rows, 1-d runs between offsets (an
     # empty bag, a bag of padding), include_last_offset, max_norm and per_sample_weights
     tokens = torch.tensor([[1, 2, 2, 0], [0, 0, 0, 0], [3, 4, 5, 6]])
@@ -175,7 +175,7 @@ def test_the_composed_embedding_bag_is_torch_s_function(mode, padding_idx):
         ref, composed = _bag_pair(mode=mode, padding_idx=padding_idx, **kw)
         out = ref(*args)
         g_ref = torch.autograd.grad(out.sin().sum(), ref.weight)[0]
-        with loss_derivatives(composed):
+        with bags_composed(composed):
             assert type(composed) is not nn.EmbeddingBag
             out2 = composed(*args)
             g = torch.autograd.grad(out2.sin().sum(), composed.weight, create_graph=True)[0]
@@ -199,6 +199,6 @@ def test_the_composed_embedding_bag_refuses_what_torch_s_refuses():
         ref, composed = _bag_pair(**kw)
         with pytest.raises((RuntimeError, ValueError)) as torch_s:
             ref(*args)
-        with loss_derivatives(composed), pytest.raises(type(torch_s.value)) as composed_s:
+        with bags_composed(composed), pytest.raises(type(torch_s.value)) as composed_s:
             composed(*args)
         assert str(composed_s.value) == str(torch_s.value)

@@ -1083,3 +1083,51 @@ def test_an_embedding_bag_has_a_hessian(mode, runs):
         torch.testing.assert_close(full_gradient(model, loss_fn, d),
                                    per_sample_gradients_loop(plain, loss_fn, data).mean(0))
     assert type(model.bag) is nn.EmbeddingBag        # the module as it was
+
+
+@pytest.mark.parametrize("mode", ["mean", "max"])
+def test_only_second_order_passes_compose_an_embedding_bag(mode, monkeypatch):
+    # the composed bag forms the (B, L, D) embeddings, 1.1-3x slower than torch's fused op:
+    # the gradient, per-sample gradients (vmap), the empirical Fisher, the gradient noise and
+    # the loss run torch's bag and equal what the composed one gave; Hessian and GGN products
+    # still compose it (torch's has no double backward)
+    from sgdlab.measure import epsilon_sharpness, gradient_covariance, mean_loss
+    from sgdlab.operators import full_gradient
+    from sgdlab.operators.batches import _ComposedEmbeddingBag, bags_composed
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 6, (8, 4), generator=g)
+    data, loss_fn = (x, torch.randint(0, 2, (8,), generator=g)), nn.CrossEntropyLoss()
+    torch.manual_seed(0)
+    model = BagClassifier(mode).double()
+    v = torch.randn(sum(p.numel() for p in model.parameters()), generator=g,
+                    dtype=torch.float64)
+
+    def first_order():
+        return [full_gradient(model, loss_fn, data),
+                per_sample_gradients(model, loss_fn, data, method="vmap"),
+                EmpiricalFisherOperator(model, loss_fn, data, store_gradients=False) @ v,
+                gradient_covariance(model, loss_fn, data).factor,
+                torch.tensor(mean_loss(model, loss_fn, data)),
+                torch.tensor(epsilon_sharpness(
+                    model, loss_fn, data, generator=torch.Generator().manual_seed(2)).max_loss)]
+
+    with bags_composed(model):         # as every measurement ran before
+        composed = first_order()
+    calls = []
+    forward = _ComposedEmbeddingBag.forward
+    monkeypatch.setattr(_ComposedEmbeddingBag, "forward",
+                        lambda self, *a: calls.append(1) or forward(self, *a))
+    with warnings.catch_warnings():
+        # torch's bag has no vmap batching rule: its fallback runs sample by sample, still
+        # faster than the composed bag's batched ops (docs/design/curvature.md)
+        warnings.filterwarnings("ignore", "There is a performance drop")
+        native = first_order()
+    assert calls == []
+    for a, b in zip(native, composed):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-15)
+    for op in (HessianOperator, GGNOperator):
+        op(model, loss_fn, data, cache_graph=False) @ v
+        assert calls, op
+        calls.clear()
+    assert type(model.bag) is nn.EmbeddingBag
