@@ -236,11 +236,14 @@ def bags_composed(model: nn.Module) -> Iterator[None]:
     ``sparse`` and ``scale_grad_by_freq`` say (as :func:`_embeddings_dense` makes torch's).
     The class is put back on exit.
 
-    Entered only by a forward pass whose graph is differentiated twice
-    (:func:`~sgdlab.operators.hessian.second_order_forward`: Hessian and GGN products, and
-    the estimators and diagonals built on them). A first-order pass (gradients, per-sample
-    gradients under vmap, the gradient noise, losses) keeps torch's fused bag, which is
-    faster: the composition forms the (B, L, D) embeddings (docs/design/curvature.md)."""
+    Entered where torch's bag cannot serve: a forward pass whose graph is differentiated
+    twice (:func:`~sgdlab.operators.hessian.second_order_forward`: Hessian and GGN products,
+    and the estimators and diagonals built on them), and the vmapped per-sample gradients
+    (:func:`~sgdlab.operators.per_sample.checked_per_sample_gradients`: torch's bag has no
+    batching rule, and vmap's fallback, a call per sample, was 1.25-2x slower than these
+    ops). Every other pass (gradients, sign-gradient ascent, losses) keeps torch's fused
+    bag, which is faster: the composition forms the (B, L, D) embeddings
+    (docs/design/curvature.md)."""
     bags = [m for m in model.modules() if type(m) is nn.EmbeddingBag]
     if not bags:
         yield

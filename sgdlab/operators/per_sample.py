@@ -35,8 +35,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from sgdlab.errors import UserError, warn
 from sgdlab.models.modes import BN_TYPES, module_label
 
-from .batches import (Data, check_loss_reduction, check_model_data, concat_batches,
-                      fixed_randomness, loss_derivatives, plain_checkpoints,
+from .batches import (Data, bags_composed, check_loss_reduction, check_model_data,
+                      concat_batches, fixed_randomness, loss_derivatives, plain_checkpoints,
                       stochastic_modules)
 from .linear import kept_running_statistics
 from .params import (UNUSED_ZERO, flat_dtype, flatten, frozen_named_params, functional_call,
@@ -184,8 +184,9 @@ def checked_per_sample_gradients(model: nn.Module, loss_fn, data: Data, *,
     for i in range(0, len(x), step):
         try:
             # attention on the math kernel: vmap has no rule for the fused CPU kernel's
-            # forward or backward and ran them sample by sample
-            with sdpa_kernel([SDPBackend.MATH]):
+            # forward or backward and ran them sample by sample; embedding bags likewise
+            # in plain ops (no batching rule for torch's: 1.25-2x slower, bags_composed)
+            with sdpa_kernel([SDPBackend.MATH]), bags_composed(model):
                 g = per_sample(params, x[i : i + step], y[i : i + step])
         except (RuntimeError, NotImplementedError) as e:
             # an op vmap cannot batch (nn.GRU / nn.LSTM write into an unbatched hidden

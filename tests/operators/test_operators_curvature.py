@@ -1086,11 +1086,11 @@ def test_an_embedding_bag_has_a_hessian(mode, runs):
 
 
 @pytest.mark.parametrize("mode", ["mean", "max"])
-def test_only_second_order_passes_compose_an_embedding_bag(mode, monkeypatch):
+def test_only_second_order_and_vmapped_passes_compose_an_embedding_bag(mode, monkeypatch):
     # the composed bag forms the (B, L, D) embeddings, 1.1-3x slower than torch's fused op:
-    # the gradient, per-sample gradients (vmap), the empirical Fisher, the gradient noise and
-    # the loss run torch's bag and equal what the composed one gave; Hessian and GGN products
-    # still compose it (torch's has no double backward)
+    # the gradient, the loss and ε-sharpness's gradient ascent run torch's bag and equal what
+    # the composed one gave; Hessian and GGN products (torch's bag has no double backward) and
+    # the vmapped per-sample gradients (no batching rule: its fallback is the slower) compose
     from sgdlab.measure import epsilon_sharpness, gradient_covariance, mean_loss
     from sgdlab.operators import full_gradient
     from sgdlab.operators.batches import _ComposedEmbeddingBag, bags_composed
@@ -1105,9 +1105,6 @@ def test_only_second_order_passes_compose_an_embedding_bag(mode, monkeypatch):
 
     def first_order():
         return [full_gradient(model, loss_fn, data),
-                per_sample_gradients(model, loss_fn, data, method="vmap"),
-                EmpiricalFisherOperator(model, loss_fn, data, store_gradients=False) @ v,
-                gradient_covariance(model, loss_fn, data).factor,
                 torch.tensor(mean_loss(model, loss_fn, data)),
                 torch.tensor(epsilon_sharpness(
                     model, loss_fn, data, generator=torch.Generator().manual_seed(2)).max_loss)]
@@ -1118,16 +1115,16 @@ def test_only_second_order_passes_compose_an_embedding_bag(mode, monkeypatch):
     forward = _ComposedEmbeddingBag.forward
     monkeypatch.setattr(_ComposedEmbeddingBag, "forward",
                         lambda self, *a: calls.append(1) or forward(self, *a))
-    with warnings.catch_warnings():
-        # torch's bag has no vmap batching rule: its fallback runs sample by sample, still
-        # faster than the composed bag's batched ops (docs/design/curvature.md)
-        warnings.filterwarnings("ignore", "There is a performance drop")
-        native = first_order()
+    native = first_order()
     assert calls == []
     for a, b in zip(native, composed):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-15)
-    for op in (HessianOperator, GGNOperator):
-        op(model, loss_fn, data, cache_graph=False) @ v
-        assert calls, op
+    for product in (lambda: HessianOperator(model, loss_fn, data, cache_graph=False) @ v,
+                    lambda: GGNOperator(model, loss_fn, data, cache_graph=False) @ v,
+                    lambda: per_sample_gradients(model, loss_fn, data, method="vmap"),
+                    lambda: EmpiricalFisherOperator(model, loss_fn, data) @ v,
+                    lambda: gradient_covariance(model, loss_fn, data).factor):
+        product()
+        assert calls
         calls.clear()
     assert type(model.bag) is nn.EmbeddingBag
