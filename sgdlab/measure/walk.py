@@ -258,6 +258,9 @@ def segment_losses(
             one pass per batch-norm layer, one point after another). Running out of memory all
             the same halves the chunks and starts again, with a warning that says so.
     """
+    # the parameter vectors first: data and a θ swapped are named by the argument order
+    for name, th in (("theta_a", theta_a), ("theta_b", theta_b)):
+        check_params_vector(model, th, name, "(model, loss_fn, data, theta_a, theta_b, ...)")
     check_batch_loss(loss_fn, data)
     check_model_data(model, loss_fn, data)
     if isinstance(alphas, int):
@@ -265,8 +268,6 @@ def segment_losses(
     alphas = torch.as_tensor(alphas, dtype=torch.float64).reshape(-1)
     if alpha_chunk is not None and alpha_chunk < 1:
         raise ValueError(f"Invalid alpha_chunk={alpha_chunk} (must be >= 1 or None)")
-    for name, th in (("theta_a", theta_a), ("theta_b", theta_b)):
-        check_params_vector(model, th, name, "(model, loss_fn, data, theta_a, theta_b, ...)")
     budget = resolved_budget(memory_budget, theta_a.device)
     if not is_single_batch(data) and (iter(data) is data or bn_mode == "train"):
         # a one-shot iterator: every point needs another pass; batch statistics: every point
