@@ -39,7 +39,9 @@ class EmpiricalFisherOperator(ModelOperator):
         chunk_size: int | None = 256,
         gradients: Tensor | None = None,
     ):
-        super().__init__(model, loss_fn, data)
+        if data is None and gradients is None:
+            raise ValueError("EmpiricalFisherOperator needs data or precomputed gradients")
+        super().__init__(model, loss_fn, data, data_optional=gradients is not None)
         self.chunk_size = chunk_size
         self._store = store_gradients
         self._versions: tuple[int, ...] | None = None    # of the model G was computed at
@@ -48,8 +50,6 @@ class EmpiricalFisherOperator(ModelOperator):
                 raise ValueError(f"gradients have {gradients.shape[1]} columns, model has "
                                  f"{self.shape[0]} parameters")
             self.gradients = gradients.detach()
-        elif data is None:
-            raise ValueError("EmpiricalFisherOperator needs data or precomputed gradients")
         elif store_gradients:
             self._compute_gradients()
         else:

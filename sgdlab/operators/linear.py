@@ -181,11 +181,13 @@ class ModelOperator(LinearOperator):
     the model runs, in the forward passes (:meth:`fixed_randomness`) nor in the backward
     passes through a kept graph (:func:`~sgdlab.operators.batches.gradient_hooks_held`)."""
 
-    def __init__(self, model, loss_fn, data):
+    def __init__(self, model, loss_fn, data, *, data_optional: bool = False):
         from .params import flat_dtype, num_params, require_trainable
 
-        check_batch_loss(loss_fn, data)
-        check_model_data(model, loss_fn, data)
+        # data_optional: an operator built from precomputed gradients may have no data
+        if data is not None or not data_optional:
+            check_batch_loss(loss_fn, data)
+            check_model_data(model, loss_fn, data)
         self.params = require_trainable(model)
         first = next(iter(self.params.values()))
         # parameters of several dtypes: products in the widest, as their flat vectors are
