@@ -139,16 +139,17 @@ class Schedule:
               at: Iterable[int] | None) -> Schedule:
         """The one schedule of a callback's ``schedule=``, ``every=`` (from ``start=``) or
         ``at=`` (as a run config's measure entry spells it); a ValueError naming ``who``
-        for none, two, or a schedule that is no Schedule."""
+        for none, two, or a schedule that is not callable (a Schedule, or a function of one's
+        own from the step to a bool)."""
         given = [k for k, v in (("schedule", schedule), ("every", every), ("at", at))
                  if v is not None]
         if len(given) != 1:
             raise ValueError(f"{who} needs one step schedule: schedule=Schedule..., every=K "
                              f"(from start=S) or at=[steps], got {' and '.join(given) or 'none'}")
-        if schedule is not None and not isinstance(schedule, Schedule):
+        if schedule is not None and not callable(schedule):
             raise ValueError(f"{who}: schedule must be a Schedule (Schedule.every(k), "
-                             f"Schedule.at(steps), ...), got {schedule!r}; every=K and "
-                             "at=[steps] build one")
+                             f"Schedule.at(steps), ...) or a function step -> bool, got "
+                             f"{schedule!r}; every=K and at=[steps] build one")
         if every is not None:
             return cls.every(every, start)
         return cls.at(at) if at is not None else schedule
