@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
                 table = np.loadtxt(f, delimiter=",")
             if table.shape == (DIGITS_SHAPE[0], DIGITS_SHAPE[1] + 1):
                 return table[:, :-1], table[:, -1].astype(int, copy=False)
-        except (OSError, ValueError, EOFError):
+        except (OSError, ValueError, EOFError, zlib.error):    # zlib.error: a damaged stream
             pass
     from sklearn.datasets import load_digits as _sk_load_digits
 

@@ -2,6 +2,7 @@
 the arrays of ``load_digits`` bit for bit, and ``load_digits`` itself when the file moved."""
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 from pathlib import Path
@@ -47,11 +48,13 @@ def test_a_missing_or_unreadable_file_falls_back_to_load_digits(tmp_path, monkey
     monkeypatch.setattr(bundled, "_digits_file", lambda: bad)
     x, y = bundled._digits_arrays()
     assert x.tobytes() == ref_x.tobytes() and y.tobytes() == ref_y.tobytes()
+    # a gzip header, then a deflate block of the reserved type: zlib.error, not an OSError
+    bad.write_bytes(gzip.compress(b"0,1\n")[:10] + b"\xff" * 16)
+    x, y = bundled._digits_arrays()
+    assert x.tobytes() == ref_x.tobytes() and y.tobytes() == ref_y.tobytes()
 
 
 def test_a_file_of_another_shape_falls_back_to_load_digits(tmp_path, monkeypatch):
-    import gzip
-
     other = tmp_path / "digits.csv.gz"
     with gzip.open(other, "wt") as f:
         np.savetxt(f, np.zeros((3, 65)), delimiter=",")
