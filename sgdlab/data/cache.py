@@ -3,7 +3,8 @@
 Location: ``$SGDLAB_CACHE`` if set, else ``~/.cache/sgdlab``. Entries are ``.npz`` files named by
 a key that encodes every argument the arrays depend on; they are written to a temporary file and
 renamed into place, so concurrent processes never read a half-written entry. A cache that cannot
-be written (read-only home) is skipped silently: the arrays are rebuilt each time.
+be found, searched or written (no home directory, a read-only home) is skipped silently: the
+arrays are rebuilt each time; an entry that does not read back as an ``.npz`` is rebuilt.
 """
 from __future__ import annotations
 
@@ -37,12 +38,19 @@ def cached_arrays(key: str, build: Callable[[], dict[str, np.ndarray]], *,
     """Return ``build()``'s arrays, reading/writing ``<cache_dir>/<key>.npz`` when ``enabled``."""
     if not enabled:
         return build()
-    path = cache_dir() / f"{key}.npz"
-    if path.is_file():
+    try:
+        # no home directory (a uid without a passwd entry: RuntimeError or KeyError) or a
+        # folder that cannot be searched (is_file raises PermissionError): no cache
+        path = cache_dir() / f"{key}.npz"
+        found = path.is_file()
+    except (OSError, RuntimeError, KeyError):
+        return build()
+    if found:
         try:
             with np.load(path, allow_pickle=False) as f:
                 return {k: f[k] for k in f.files}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        # TypeError: a bare .npy under the name (np.load's array is no context manager)
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError, TypeError):
             pass  # corrupt entry (e.g. disk full on an old write): rebuild and overwrite
     arrays = build()
     try:
