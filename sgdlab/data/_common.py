@@ -89,30 +89,44 @@ def stratified_split(labels: np.ndarray, n_test: int, seed: int) -> tuple[np.nda
     tr, te = arrays.get("train"), arrays.get("test")
     n = len(labels)
     if (tr is None or te is None or len(te) != n_test or len(tr) != n - n_test
+            or tr.dtype.kind not in "iu" or te.dtype.kind not in "iu"
             or not np.array_equal(np.sort(np.concatenate([tr, te])), np.arange(n))):
         return _sklearn_split(labels, n_test, seed)    # a damaged entry: not trusted
     return tr, te
 
 
 def _split_cache_key(labels: np.ndarray, n_test: int, seed: int) -> str | None:
-    """The cache key of a split, or None where the split is not to be cached (no seed, or no
-    scikit-learn version to key it on)."""
+    """The cache key of a split, or None where the split is not to be cached: no seed, labels
+    whose bytes are pointers (object dtype), or no installed scikit-learn whose version is the
+    one imported (one from a source folder or an editable install changes without its version:
+    its metadata names site-packages, its code is elsewhere)."""
+    import importlib.util
     from importlib import metadata
+    from pathlib import Path
 
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+    labels = np.ascontiguousarray(labels)
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or labels.dtype.hasobject:
         return None
     try:
-        sklearn_version = metadata.version("scikit-learn")
-    except metadata.PackageNotFoundError:
+        dist = metadata.distribution("scikit-learn")
+        spec = importlib.util.find_spec("sklearn")
+        if spec is None or spec.origin is None:
+            return None
+        origin = Path(spec.origin).resolve()
+        if Path(dist.locate_file("sklearn/__init__.py")).resolve() != origin:
+            return None
+        # a reinstall of the same version (a dev build) rewrites the splitter's source
+        source = (origin.parent / "model_selection" / "_split.py").stat()
+    except (metadata.PackageNotFoundError, ValueError, OSError):
         return None
     import hashlib
 
     from .cache import cache_key
 
-    labels = np.ascontiguousarray(labels)
     digest = hashlib.sha1(f"{labels.dtype.str}{labels.shape}".encode() + labels.tobytes())
     return cache_key("stratified-split", {"labels": digest.hexdigest(), "n_test": int(n_test),
-                                          "seed": int(seed), "sklearn": sklearn_version,
+                                          "seed": int(seed), "sklearn": dist.version,
+                                          "sklearn_split": [source.st_size, source.st_mtime_ns],
                                           "numpy": np.__version__})
 
 

@@ -111,10 +111,39 @@ def test_the_split_cache_is_keyed_on_what_the_split_depends_on(tmp_path, monkeyp
         got, want = stratified_split(labels, n_test, seed), _sklearn(labels, n_test, seed)
         assert all(np.array_equal(g, w) and g.dtype == w.dtype for g, w in zip(got, want))
     assert len(list(tmp_path.glob("stratified-split-*.npz"))) == 3
-    real = metadata.version
-    monkeypatch.setattr(metadata, "version",
-                        lambda name: "0.0" if name == "scikit-learn" else real(name))
+    assert _split_cache_key(labels.astype(object), 8, 0) is None    # bytes are pointers
+    real = metadata.distribution
+    monkeypatch.setattr(metadata, "distribution", lambda name: _Installed(real(name), "0.0"))
     assert _split_cache_key(labels, 8, 0) != key
+
+
+class _Installed:
+    """scikit-learn's metadata with another version or another folder."""
+
+    def __init__(self, dist, version=None, folder=None):
+        self.dist, self.version, self.folder = dist, version or dist.version, folder
+
+    def locate_file(self, path):
+        return self.folder / path if self.folder else self.dist.locate_file(path)
+
+
+def test_a_sklearn_imported_from_elsewhere_than_its_metadata_is_not_cached(tmp_path,
+                                                                           monkeypatch):
+    # a source checkout on PYTHONPATH or an editable install: its code changes under a version
+    from importlib import metadata
+
+    from sgdlab.data._common import _split_cache_key, stratified_split
+
+    monkeypatch.setenv("SGDLAB_CACHE", str(tmp_path))
+    labels = np.arange(40) % 4
+    assert _split_cache_key(labels, 8, 0) is not None
+    real = metadata.distribution
+    monkeypatch.setattr(metadata, "distribution",
+                        lambda name: _Installed(real(name), folder=tmp_path / "site-packages"))
+    assert _split_cache_key(labels, 8, 0) is None
+    got, want = stratified_split(labels, 8, 0), _sklearn(labels, 8, 0)
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))
+    assert not list(tmp_path.glob("stratified-split-*.npz"))
 
 
 def test_a_damaged_split_entry_is_not_trusted(tmp_path, monkeypatch):
@@ -126,7 +155,9 @@ def test_a_damaged_split_entry_is_not_trusted(tmp_path, monkeypatch):
     path = tmp_path / f"{_split_cache_key(labels, 8, 0)}.npz"
     for bad in [{"train": np.arange(32), "test": np.arange(32, 40) - 1},   # not a partition
                 {"train": np.arange(30), "test": np.arange(30, 40)},       # wrong sizes
-                {"test": np.arange(8)}]:
+                {"test": np.arange(8)},
+                {"train": np.arange(32.0), "test": np.arange(32.0, 40.0)}]:    # not indices
         np.savez(path, **bad)
         got = stratified_split(labels, 8, 0)
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+        assert got[0].dtype == want[0].dtype and got[1].dtype == want[1].dtype
