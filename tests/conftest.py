@@ -4,6 +4,8 @@ No fixture here is autouse: a module opts in, e.g.
     pytestmark = pytest.mark.usefixtures("one_thread")
 """
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,10 +14,27 @@ import torch
 
 def pytest_configure(config):
     """Under pytest-xdist the workers share the cores: each one's torch takes its share (tiny
-    tensors on oversubscribed cores thrash)."""
+    tensors on oversubscribed cores thrash). The data cache (``$SGDLAB_CACHE``) is a folder of
+    the session's, inherited by the commands the tests start: the suite leaves the user's
+    ``~/.cache/sgdlab`` alone, and no test finds another session's entries."""
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
+    config._sgdlab_cache = (os.environ.get("SGDLAB_CACHE"),
+                            tempfile.mkdtemp(prefix="sgdlab-cache-"))
+    os.environ["SGDLAB_CACHE"] = config._sgdlab_cache[1]
+
+
+def pytest_unconfigure(config):
+    saved = getattr(config, "_sgdlab_cache", None)
+    if saved is None:
+        return
+    before, folder = saved
+    shutil.rmtree(folder, ignore_errors=True)
+    if before is None:
+        os.environ.pop("SGDLAB_CACHE", None)
+    else:
+        os.environ["SGDLAB_CACHE"] = before
 
 
 @pytest.fixture

@@ -42,3 +42,8 @@ def test_a_bare_npy_under_the_entry_name_is_rebuilt(tmp_path, monkeypatch):
     assert cache.cached_arrays("k", _build)["a"].tolist() == [0, 1, 2]
     with np.load(tmp_path / "k.npz", allow_pickle=False) as f:    # overwritten with the build
         assert f["a"].tolist() == [0, 1, 2]
+
+
+def test_the_suite_keeps_out_of_the_users_cache():
+    # conftest points $SGDLAB_CACHE at a folder of the session's
+    assert not cache.cache_dir().resolve().is_relative_to((Path.home() / ".cache").resolve())
