@@ -84,15 +84,17 @@ def stratified_split(labels: np.ndarray, n_test: int, seed: int) -> tuple[np.nda
         return _sklearn_split(labels, n_test, seed)
     from .cache import cached_arrays
 
+    def whole(arrays: dict[str, np.ndarray]) -> bool:
+        # a damaged entry is not trusted: scikit-learn is asked again and the entry rewritten
+        tr, te, n = arrays.get("train"), arrays.get("test"), len(labels)
+        return (tr is not None and te is not None and len(te) == n_test and len(tr) == n - n_test
+                and tr.dtype.kind in "iu" and te.dtype.kind in "iu"
+                and np.array_equal(np.sort(np.concatenate([tr, te])), np.arange(n)))
+
     arrays = cached_arrays(key, lambda: dict(zip(("train", "test"),
-                                                 _sklearn_split(labels, n_test, seed))))
-    tr, te = arrays.get("train"), arrays.get("test")
-    n = len(labels)
-    if (tr is None or te is None or len(te) != n_test or len(tr) != n - n_test
-            or tr.dtype.kind not in "iu" or te.dtype.kind not in "iu"
-            or not np.array_equal(np.sort(np.concatenate([tr, te])), np.arange(n))):
-        return _sklearn_split(labels, n_test, seed)    # a damaged entry: not trusted
-    return tr, te
+                                                 _sklearn_split(labels, n_test, seed))),
+                           valid=whole)
+    return arrays["train"], arrays["test"]
 
 
 def _split_cache_key(labels: np.ndarray, n_test: int, seed: int) -> str | None:

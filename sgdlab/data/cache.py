@@ -34,8 +34,11 @@ def cache_key(prefix: str, args: dict[str, Any]) -> str:
 
 
 def cached_arrays(key: str, build: Callable[[], dict[str, np.ndarray]], *,
-                  enabled: bool = True) -> dict[str, np.ndarray]:
-    """Return ``build()``'s arrays, reading/writing ``<cache_dir>/<key>.npz`` when ``enabled``."""
+                  enabled: bool = True,
+                  valid: Callable[[dict[str, np.ndarray]], bool] | None = None
+                  ) -> dict[str, np.ndarray]:
+    """Return ``build()``'s arrays, reading/writing ``<cache_dir>/<key>.npz`` when ``enabled``.
+    An entry that ``valid`` rejects is rebuilt and overwritten, as a corrupt one is."""
     if not enabled:
         return build()
     try:
@@ -48,7 +51,9 @@ def cached_arrays(key: str, build: Callable[[], dict[str, np.ndarray]], *,
     if found:
         try:
             with np.load(path, allow_pickle=False) as f:
-                return {k: f[k] for k in f.files}
+                arrays = {k: f[k] for k in f.files}
+            if valid is None or valid(arrays):
+                return arrays
         # TypeError: a bare .npy under the name (np.load's array is no context manager)
         except (OSError, ValueError, zipfile.BadZipFile, EOFError, TypeError):
             pass  # corrupt entry (e.g. disk full on an old write): rebuild and overwrite
