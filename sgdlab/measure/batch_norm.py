@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from sgdlab.errors import checked_keywords
 from sgdlab.models.modes import (BN_TYPES, buffers_kept, eval_mode, has_batchnorm,
                                  uses_batch_statistics)
-from sgdlab.operators.batches import Data, is_single_batch, iterate_batches
+from sgdlab.operators.batches import Data, check_data, is_single_batch, iterate_batches
 
 __all__ = [
     "BN_TYPES",
@@ -230,6 +230,7 @@ def recompute_bn_statistics(model: nn.Module, data: Data, *, layerwise: bool = T
     tracked = [m for m in model.modules() if isinstance(m, BN_TYPES) and m.track_running_stats]
     if not tracked:
         return
+    check_data(data)        # before iter(data): None's "'NoneType' object is not iterable"
     if not is_single_batch(data) and iter(data) is data:
         data = list(data)              # every pass reads the same batches
     device = tracked[0].running_mean.device     # a model without parameters has its buffers

@@ -199,3 +199,17 @@ def test_a_model_without_tracked_batch_norm_is_left_alone():
     recompute_bn_statistics(model, [(x[:4], x[:4, 0]), (x[4:], x[4:, 0])], layerwise=False)
     assert before.keys() == model.state_dict().keys()
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_none_or_a_dataset_record_as_data_is_named_as_the_measurements_name_it():
+    # None failed on "'NoneType' object is not iterable" before the data check the
+    # measurements run (a callback's ctx.batch at step 0)
+    from sgdlab.data import Dataset
+    from sgdlab.errors import UserError
+
+    model = _stacked()
+    x = _inputs((3,), n=8)
+    with pytest.raises(UserError, match=r"^data is None: .*ctx.batch is None at step 0"):
+        recompute_bn_statistics(model, None)
+    with pytest.raises(UserError, match=r"^data is a sgdlab.data.Dataset: .*data.train"):
+        recompute_bn_statistics(model, Dataset(x, x[:, 0], x, x[:, 0]))
