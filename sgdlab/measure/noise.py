@@ -473,8 +473,9 @@ def noise_magnitude(
     η = 0 (a schedule's zero, as cosine-cyclic's at τ = P) gives no noise.
 
     ``replacement=False``: the noise of batches of m distinct samples drawn from the
-    ``num_samples`` (default: the N of ``data``) that training draws from, sqrt(η c Tr Σ)
-    with c = (N − m)/(m (N − 1)); zero for a batch of all N (full-batch GD)."""
+    ``num_samples`` that training draws from (default: the N that Σ is estimated on, that of
+    ``data`` or of ``covariance``), sqrt(η c Tr Σ) with c = (N − m)/(m (N − 1)); zero for a
+    batch of all N (full-batch GD)."""
     if lr < 0 or batch_size < 1:
         raise ValueError(f"Invalid lr={lr} / batch_size={batch_size}")
     if not isinstance(replacement, bool):    # a string such as "false" would read as True
