@@ -330,7 +330,8 @@ def loss_derivatives(model: nn.Module) -> Iterator[None]:
     itself: embeddings' dense and unscaled (:func:`_embeddings_dense`), no gradient hook run
     (:func:`gradient_hooks_held`). Every measurement differentiates within it; the training
     loop's ``.backward()`` runs outside, and so honours the hooks. Embedding bags stay
-    torch's: a pass differentiated twice composes them itself (:func:`bags_composed`)."""
+    torch's: a pass differentiated twice, and the vmapped per-sample gradients, compose them
+    themselves (:func:`bags_composed`)."""
     # the contexts' walks over the modules in one (per_sample_gradients on the digits
     # MLP: see docs/design/curvature.md); the hooks skipped when held already, as there
     hold = id(model) not in _hooks_held

@@ -120,9 +120,11 @@ def second_order_forward(model: nn.Module) -> Iterator[None]:
     one with a double backward: the fused flash and memory-efficient kernels it picks
     otherwise have none, so every Hessian-vector product through them would fail; and
     ``nn.EmbeddingBag`` in plain ops (:func:`~sgdlab.operators.batches.bags_composed`).
-    This is the one place that composition is chosen: first-order passes keep torch's
-    fused ops, and every product that differentiates a model's graph twice (the Hessian's
-    create_graph pass, the GGN's double vector-Jacobian product) builds it in here."""
+    Every product that differentiates a model's graph twice (the Hessian's create_graph
+    pass, the GGN's double vector-Jacobian product) builds it in here; first-order passes
+    keep torch's fused ops, but for the vmapped per-sample gradients, which take the math
+    kernel and the composed bags too, as vmap has no batching rule for torch's
+    (:func:`~sgdlab.operators.per_sample.checked_per_sample_gradients`)."""
     with affine_batchnorm(model), composed_weight_norm(model), bags_composed(model), \
             sdpa_kernel([SDPBackend.MATH]):
         yield
