@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from .batches import Data
+from .batches import Data, cast_batches
 from .linear import ModelOperator
 from .params import copy_module, state_versions
 from .per_sample import (check_per_sample_data, checked_per_sample_gradients,
@@ -45,6 +45,8 @@ class EmpiricalFisherOperator(ModelOperator):
         self.chunk_size = chunk_size
         self._store = store_gradients
         self._versions: tuple[int, ...] | None = None    # of the model G was computed at
+        # a G of the caller's is the operator (no data needed): kept in another dtype too
+        self._given = gradients is not None
         if gradients is not None:
             if gradients.shape[1] != self.shape[0]:
                 raise ValueError(f"gradients have {gradients.shape[1]} columns, model has "
@@ -82,12 +84,12 @@ class EmpiricalFisherOperator(ModelOperator):
         return dict(store_gradients=self._store, chunk_size=self.chunk_size)
 
     def to(self, dtype: torch.dtype) -> "EmpiricalFisherOperator":
-        if dtype == self.dtype or self.data is not None:
+        if dtype == self.dtype or not self._given:
             return super().to(dtype)
-        # built from precomputed gradients only: convert those
-        return EmpiricalFisherOperator(copy_module(self.model).to(dtype), self.loss_fn,
-                                       gradients=self.gradients.to(dtype),
-                                       chunk_size=self.chunk_size)
+        # built from precomputed gradients: convert those, not G of the data in their place
+        data = None if self.data is None else cast_batches(self.data, dtype)
+        return EmpiricalFisherOperator(copy_module(self.model).to(dtype), self.loss_fn, data,
+                                       gradients=self.gradients.to(dtype), **self._options())
 
     def _matvec(self, v: Tensor) -> Tensor:
         """F v for a flat v, or F M for a (d, k) M (the same two thin matmuls)."""

@@ -360,6 +360,24 @@ def test_cached_gradient_graphs_follow_a_parameter_change(changed):
         torch.testing.assert_close(op.matmat(v), a @ v)
 
 
+def test_fisher_of_given_gradients_keeps_them_in_another_dtype():
+    # with data beside them, .to(dtype) rebuilt the operator from the data: its products in
+    # float64 were the data's Fisher, not that of the gradients the caller gave
+    from sgdlab.operators import EmpiricalFisherOperator, per_sample_gradients
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    (x, y), loss_fn = tiny_classification(6, 3, 2), nn.CrossEntropyLoss()
+    data = (x.float(), y)
+    g = 2 * per_sample_gradients(model, loss_fn, data)        # not the data's G
+    ref = g.double().T @ g.double() / len(g)
+    for given in (EmpiricalFisherOperator(model, loss_fn, data, gradients=g),
+                  EmpiricalFisherOperator(model, loss_fn, gradients=g)):
+        wide = given.to(torch.float64)
+        assert wide.dtype == torch.float64
+        torch.testing.assert_close(wide.to_dense(), ref, rtol=0, atol=1e-12)
+
+
 def test_stored_fisher_gradients_follow_a_parameter_change():
     """The empirical Fisher keeps G from construction: after an optimizer step its products
     were the old parameters' Fisher, where the Hessian and GGN operators beside it follow the
