@@ -516,8 +516,10 @@ def check_mean_of_samples(loss_fn: object, data: Data, who: str) -> None:
 
 
 def check_data(data: object) -> None:
-    """A ``UserError`` for what is often passed where a batch or batches go: the training
-    loop's :class:`~sgdlab.data.Dataset` record, or a tuple of more tensors than (x, y)."""
+    """A ``UserError`` for what is often passed where a batch or batches go: None (a training
+    callback's ``ctx.batch`` before the first step), one tensor (the inputs alone), the
+    training loop's :class:`~sgdlab.data.Dataset` record, or a tuple of more tensors than
+    (x, y)."""
     if data is None:
         # most often a callback's ctx.batch at step 0 ("'NoneType' object is not iterable")
         raise UserError("data is None: measurements take a batch (x, y) or an iterable of "
