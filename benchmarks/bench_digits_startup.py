@@ -12,7 +12,8 @@ figures are ratios of median CPU seconds (user + system of the child): wall time
 machine mostly measures the other tenants. The old path is the same code with the CSV reader
 and the split cache switched off in the child (``load_digits`` and ``train_test_split`` as
 before), so old and new run side by side. ``cold``: a fresh, empty cache folder each time (the
-first process on a machine); ``warm``: a cache that holds the split. One thread, CPU only.
+first process on a machine); ``warm``: a cache that holds the split. One thread, CPU only;
+the digits are float32, as `digits-mlp` trains on them.
 """
 from __future__ import annotations
 
