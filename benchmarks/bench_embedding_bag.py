@@ -3,7 +3,7 @@ plain-ops bag (``sgdlab.operators.batches.bags_composed``) that every measuremen
 and that only passes differentiated twice and vmapped per-sample gradients now take
 (docs/design/curvature.md).
 
-    python benchmarks/run.py --only embedding_bag      # about half a minute, one thread
+    python benchmarks/run.py --only embedding_bag      # 10-30 s, one thread
 
 A 10,000 x 64 bag and a linear head to 10 classes, float32, CPU, in one process, alternating
 the contenders (median of 15, calling thread's CPU time; each pair's results are checked to
