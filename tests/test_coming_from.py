@@ -19,6 +19,11 @@ import numpy as np
 import pytest
 import torch
 
+from sgdlab.testing import dense_hessian_reference, ggn_reference, per_sample_gradients_loop
+
+# one torch thread while a test runs, restored after it (not left set for the next files)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "COMING-FROM.md"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.M | re.S)
 PEERS = {"PyHessian": "pyhessian", "BackPACK": "backpack", "Cockpit": None,
@@ -50,7 +55,6 @@ def _run(code: str, ns: dict) -> dict:
 
 
 def _setup() -> dict:
-    torch.set_num_threads(1)
     return _run(_blocks("")["setup"], {})
 
 
@@ -106,9 +110,8 @@ def test_named_functions_and_instruments_exist():
 # PyHessian
 
 def _dense(ns) -> torch.Tensor:
-    from sgdlab.measure import dense_hessian
-
-    return dense_hessian(ns["model"], ns["loss_fn"], (ns["x"], ns["y"]))
+    """The float64 Hessian by double backward, row by row (not sgdlab.measure's, under test)."""
+    return dense_hessian_reference(ns["model"], ns["loss_fn"], (ns["x"], ns["y"]))
 
 
 def test_pyhessian_sgdlab_side():
@@ -192,12 +195,7 @@ def test_pyhessian_sets_eval_mode_and_stops_early_on_a_negative_trace():
 
 def _explicit_grads(ns) -> torch.Tensor:
     """∇ℓ_i one sample at a time (the float64 reference)."""
-    model, params = ns["model"], list(ns["model"].parameters())
-    rows = []
-    for i in range(len(ns["x"])):
-        loss = ns["loss_fn"](model(ns["x"][i:i + 1]), ns["y"][i:i + 1])
-        rows.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)]))
-    return torch.stack(rows)
+    return per_sample_gradients_loop(ns["model"], ns["loss_fn"], (ns["x"], ns["y"]))
 
 
 def test_backpack_sgdlab_side():
@@ -418,21 +416,8 @@ def test_hessian_eigenthings_agrees():
 # curvlinops
 
 def _dense_ggn(ns) -> torch.Tensor:
-    """Σ_i J_iᵀ (diag p_i − p_i p_iᵀ) J_i / N, the cross-entropy's GGN, from the Jacobian."""
-    from torch.func import functional_call, jacrev
-
-    from sgdlab.operators import params_vector, unflatten_like
-
-    model, theta = ns["model"], params_vector(ns["model"])
-    like = dict(model.named_parameters())
-
-    def logits(t):
-        return functional_call(model, unflatten_like(t, like), (ns["x"],))
-
-    jac = jacrev(logits)(theta)                                  # (N, C, d)
-    p = torch.softmax(logits(theta), 1)
-    hess_out = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
-    return torch.einsum("ncd,nce,nef->df", jac, hess_out, jac) / len(ns["x"])
+    """Jᵀ (∂²L/∂f²) J, the cross-entropy's GGN, from the full Jacobian."""
+    return ggn_reference(ns["model"], ns["loss_fn"], (ns["x"], ns["y"]))
 
 
 def test_curvlinops_sgdlab_side():
