@@ -4,7 +4,6 @@ and rows. Its replicas run here in forked workers (torchrun's entry point, witho
 start-up cost); the launcher itself is ``tests/cli/test_cli_parle.py``'s."""
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -259,85 +258,3 @@ def test_a_replicas_run_gives_its_length_one_way():
     with pytest.raises(ConfigError, match="give exactly one of 'epochs' or 'grad_evals'"):
         proc.validate({**PARAMS, "epochs": 1}, "run")
     proc.validate({**{k: v for k, v in PARAMS.items() if k != "grad_evals"}, "epochs": 1}, "run")
-
-
-def test_an_interrupted_distributed_run_is_listed_and_measured_at_its_checkpoint_set(
-        tmp_path, capsys):
-    """A run of the ``replicas`` procedure keeps the master of its last round saved in its
-    ``sgdlab parle`` folder's checkpoint set, which its sweep continues. Its record says
-    ``procedure: replicas``, not ``method: parle``, so it was taken for a ``train``
-    procedure's run: ``runs list`` said its sweep reruns it from step 0, and ``sgdlab
-    measure`` found no checkpoint. Both now read the set: round 2 of L = 2 steps, x̄ of that
-    round; a warm start, which does not read a set, is refused saying so."""
-    import torch
-
-    from sgdlab.cli.main import main
-    from sgdlab.cli.measure import _checkpoint_lr, _rebuild
-    from sgdlab.config.locate import locate_run
-    from sgdlab.errors import UserError
-    from sgdlab.experiments.sweep import artifacts_root
-    from sgdlab.testing import sweep_replica_run
-
-    store, run_id, spec = sweep_replica_run(tmp_path, stop_in_round=3)
-    ckpt = (artifacts_root(store) / spec.key / chaudhari.DISTRIBUTED_FOLDER / "checkpoints"
-            / "master.pt")
-    assert store.get_run(run_id)["status"] == "interrupted" and ckpt.is_file()
-    capsys.readouterr()
-    assert main(["runs", "list", "--store", str(store.path)]) == 0
-    listing = capsys.readouterr().out
-    assert "4 (ckpt)" in listing and "(its sweep resumes it from its last checkpoint, step 4)" \
-        in listing
-
-    found = locate_run(run_id, store.path)
-    assert (found.checkpoint, found.run_id, found.step) == (ckpt, run_id, 2 * 2)
-    assert "measuring the master of its last checkpoint (round 2)" in capsys.readouterr().out
-    model, _, _, step, _ = _rebuild(found.config, found.checkpoint, step=found.step)
-    assert step == 4
-    head = torch.load(ckpt, weights_only=True)
-    assert head["round"] == 2
-    for p, v in zip(model.parameters(), head["master"], strict=True):
-        assert torch.equal(p, v)
-    with pytest.raises(UserError, match="which a warm start does not read"):
-        locate_run(run_id, store.path, rebuild=False)
-    # its rows are in its own store until it ends, which CABS reads its lr from (it was NaN):
-    # the last row up to the checkpoint's step, not one of a round after it (here one added
-    # as a run checkpointing every 10 rounds logs rounds past its last checkpoint)
-    own = ckpt.parent.parent / chaudhari.DISTRIBUTED_STORE
-    private = RunStore(own)
-    (rank_0_run,) = private.list_runs()
-    assert private.metrics(rank_0_run["id"])["lr"] == [(2, 0.1), (4, 0.1)]
-    private.log_metric(rank_0_run["id"], "lr", 6, 0.01)
-    private.close()
-    assert store.metrics(run_id).get("lr") is None
-    assert _checkpoint_lr({}, found.config, store, run_id, 4) == 0.1
-    assert _checkpoint_lr({}, found.config, store, run_id, 2) == 0.1
-    assert _checkpoint_lr({}, found.config, store, run_id) == 0.01
-    assert main(["measure", run_id, "--store", str(store.path), "--what", "batch",
-                 "--batches", "1", "--out", str(tmp_path / "m")]) == 0
-    out = capsys.readouterr().out
-    assert "(step 4)" in out and "CABS" not in out, out
-    res = json.loads((tmp_path / "m" / "measurements.json").read_text())
-    assert math.isfinite(res["scalars"]["batch/cabs_batch_size"])
-
-
-@pytest.mark.parametrize("content", [None, b"", b"not a database" * 8])
-def test_cabs_of_a_stopped_run_whose_own_store_cannot_be_read_has_no_lr_and_says_why(
-        tmp_path, capsys, content):
-    """The run's own store missing, empty or damaged: CABS has no lr (NaN, with its note), and
-    ``sgdlab measure`` goes on; the error was raised after the measurements before CABS
-    (Hessian, noise, ...) had been taken, and they were lost with it."""
-    from sgdlab.cli.measure import _checkpoint_lr
-    from sgdlab.store.folders import sweep_replica_checkpoints
-
-    store = RunStore(tmp_path / "runs.sqlite")
-    cfg = {"procedure": "replicas", "run_key": "k", "params": dict(PARAMS)}
-    own = sweep_replica_checkpoints(store.path, "k").parent / chaudhari.DISTRIBUTED_STORE
-    own.parent.mkdir(parents=True)
-    if content is not None:
-        own.write_bytes(content)
-    assert _checkpoint_lr({}, cfg, store, None, 4) is None
-    err = capsys.readouterr().err
-    if content is None:
-        assert err == ""
-    else:
-        assert f"warning: cannot read the run's lr from its own store {own}: " in err, err
