@@ -324,3 +324,23 @@ def test_cabs_of_a_stopped_run_whose_own_store_cannot_be_read_has_no_lr_and_says
         assert err == ""
     else:
         assert f"warning: cannot read the run's lr from its own store {own}: " in err, err
+
+
+def test_cabs_of_an_interrupted_replica_run_takes_the_lr_of_its_checkpoint_s_round(tmp_path):
+    """A run checkpointing every 2 rounds and interrupted in round 4 has logged round 3 (step
+    6) past its checkpoint (round 2, step 4): CABS of that checkpoint took round 3's lr, after
+    a milestone the checkpoint's master never trained with."""
+    from sgdlab.cli.measure import _checkpoint_lr
+    from sgdlab.store import RunStore
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    # a record of `sgdlab parle` (2 replicas, L = 2)
+    cfg = {"data": {"name": "digits", "flatten": True, "n_train": 64},
+           "model": {"name": "mlp", "widths": [8]}, "parle": {"replicas": 2, "L": 2},
+           "rounds": 2, "method": "parle"}
+    run_id = store.create_run(cfg)
+    store.log_many(run_id, [("lr", 2, 0.1), ("lr", 4, 0.1), ("lr", 6, 0.01)])
+    assert _checkpoint_lr({}, cfg, store, run_id, 4) == 0.1
+    assert _checkpoint_lr({}, cfg, store, run_id, 6) == 0.01
+    assert _checkpoint_lr({}, cfg, store, run_id, 1) is None      # no round before it
+    assert _checkpoint_lr({}, cfg, store, run_id) == 0.01

@@ -459,23 +459,6 @@ def test_an_interrupted_replica_run_is_measured_from_its_last_checkpoint(
     assert f"has no master weights on disk: it is interrupted and {out / 'checkpoints'}" in err
 
 
-def test_cabs_of_an_interrupted_replica_run_takes_the_lr_of_its_checkpoint_s_round(tmp_path):
-    """A run checkpointing every 2 rounds and interrupted in round 4 has logged round 3 (step
-    6) past its checkpoint (round 2, step 4): CABS of that checkpoint took round 3's lr, after
-    a milestone the checkpoint's master never trained with."""
-    from sgdlab.cli.measure import _checkpoint_lr
-    from sgdlab.store import RunStore
-
-    store = RunStore(tmp_path / "runs.sqlite")
-    cfg = {**CONFIG, "method": "parle"}
-    run_id = store.create_run(cfg)
-    store.log_many(run_id, [("lr", 2, 0.1), ("lr", 4, 0.1), ("lr", 6, 0.01)])
-    assert _checkpoint_lr({}, cfg, store, run_id, 4) == 0.1
-    assert _checkpoint_lr({}, cfg, store, run_id, 6) == 0.01
-    assert _checkpoint_lr({}, cfg, store, run_id, 1) is None      # no round before it
-    assert _checkpoint_lr({}, cfg, store, run_id) == 0.01
-
-
 def test_a_diverged_run_exits_as_sgdlab_train_s_does(tmp_path, capsys, monkeypatch):
     """A run whose replica loss becomes non-finite (a huge step size) exits EXIT_DIVERGED, as
     `sgdlab train` does, not 1, a failure's status; in-process, and distributed where rank 0
