@@ -3,15 +3,10 @@ the arrays of ``load_digits`` bit for bit, and ``load_digits`` itself when the f
 from __future__ import annotations
 
 import gzip
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 
 from sgdlab.data import bundled
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_csv_arrays_are_load_digits_bit_for_bit():
@@ -25,15 +20,9 @@ def test_the_csv_arrays_are_load_digits_bit_for_bit():
     assert x.tobytes() == ref_x.tobytes() and y.tobytes() == ref_y.tobytes()
 
 
-def test_reading_the_digits_imports_no_sklearn():
-    code = ("import sys\n"
-            "from sgdlab.data.bundled import _digits_arrays\n"
-            "x, y = _digits_arrays()\n"
-            "print(x.shape, sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn')[:3])\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": ""})
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "(1797, 64) []"
+# that reading the CSV imports no scikit-learn is checked in a fresh process by
+# tests/data/test_data_common.py's cached-split test: load_dataset("digits") reads its arrays
+# here and, its split cached, imports no scikit-learn at all (one child process for both)
 
 
 def test_a_missing_or_unreadable_file_falls_back_to_load_digits(tmp_path, monkeypatch):

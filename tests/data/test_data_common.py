@@ -51,7 +51,8 @@ def test_an_unbalanced_subset_of_all_but_one_example_has_that_many():
 
 
 # the stratified split's cache: scikit-learn's own answer, stored so that a warm process
-# loads the digits without importing scikit-learn (~2 s of CPU, as much as torch)
+# loads the digits without importing scikit-learn (~2 s of CPU, as much as torch); the arrays
+# come from the bundled CSV (sgdlab.data.bundled), whose reading imports none either
 DIGITS_CHILD = ("import hashlib, sys\n"
                 "from sgdlab.data import load_dataset\n"
                 "ds = load_dataset('digits', seed=3, test_size=100)\n"
