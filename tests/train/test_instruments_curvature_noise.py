@@ -33,6 +33,27 @@ def test_an_instrument_takes_the_schedule_as_a_run_config_spells_it():
             build_instrument("noise", **bad)
 
 
+def test_an_instrument_class_takes_its_schedule_as_measurement_callback_does():
+    # MeasurementCallback(fn, every=K) was accepted, HessianCallback(every=K) was a TypeError
+    # (missing 'schedule'), and HessianCallback(5) called 5 ("'int' object is not callable")
+    # before the schedule was checked
+    from sgdlab.train.instruments.curvature import HessianCallback
+    from sgdlab.train.instruments.noise import NoiseCallback
+
+    def steps(cb) -> list[int]:
+        return [s for s in range(12) if cb.should_run(s)]
+
+    assert steps(HessianCallback(every=4)) == steps(HessianCallback(Schedule.every(4))) == [
+        0, 4, 8]
+    assert steps(NoiseCallback(every=4, start=2, k=1)) == [2, 6, 10]
+    assert steps(NoiseCallback(at=[1, 5], k=1)) == [1, 5]
+    assert steps(NoiseCallback(lambda s: s == 3, k=1)) == [3]
+    assert not HessianCallback(every=4, start=2).at_train_begin
+    for bad, says in (({}, "got none"), ({"schedule": 5}, "schedule must be a Schedule")):
+        with pytest.raises(ValueError, match=f"HessianCallback.*{says}"):
+            HessianCallback(**bad)
+
+
 def test_a_misspelt_instrument_is_named_before_its_schedule_is_asked_for():
     # build_instrument("StepLength") said it "needs one step schedule", not that no instrument
     # has that name

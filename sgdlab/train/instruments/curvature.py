@@ -64,12 +64,17 @@ def eval_set_size(data: Any, eval_subset: int | None) -> int:
 
 
 class MeasuredCallback(MeasurementCallback):
-    """A :class:`MeasurementCallback` on a fixed evaluation set, with a per-step generator."""
+    """A :class:`MeasurementCallback` on a fixed evaluation set, with a per-step generator;
+    its schedule given as :class:`MeasurementCallback` takes it (``schedule=``, ``every=`` from
+    ``start=``, or ``at=``), as are its subclasses' (``HessianCallback(every=10)``)."""
 
-    def __init__(self, schedule: Schedule, *, eval_subset: int | None = 1000,
+    def __init__(self, schedule: Schedule | None = None, *, every: int | None = None,
+                 start: int = 0, at: Any = None, eval_subset: int | None = 1000,
                  eval_mode: bool = True, seed: int = 0, at_train_begin: bool | None = None):
         if eval_subset is not None and eval_subset < 1:
             raise ValueError(f"Invalid eval_subset={eval_subset} (must be >= 1)")
+        # checked (and every= / at= made one) before step 0 is asked of it
+        schedule = Schedule.given(type(self).__name__, schedule, every, start, at)
         # default: measure the initial model only when the schedule includes step 0
         begin = schedule(0) if at_train_begin is None else at_train_begin
         super().__init__(self._measure, schedule, at_train_begin=begin)
@@ -120,7 +125,7 @@ class HessianCallback(MeasuredCallback):
             how busy the machine was (two runs of one config store identical values).
     """
 
-    def __init__(self, schedule: Schedule, *, k: int = 1, bottom: int = 0,
+    def __init__(self, schedule: Schedule | None = None, *, k: int = 1, bottom: int = 0,
                  trace_probes: int = 0, frobenius_probes: int = 0, operator: str = "hessian",
                  tol: float = 1e-3, num_iter: int | None = None, prefix: str | None = None,
                  block_size: int | None = None, **kw):
@@ -186,8 +191,8 @@ class SharpnessCallback(MeasuredCallback):
     samples, :func:`sgdlab.measure.sharpness.perturbed_evaluations`), as
     :func:`~sgdlab.measure.passes.memory_budget_bytes` reads it (``2e9``, ``"2GiB"``)."""
 
-    def __init__(self, schedule: Schedule, *, sigma: float = 0.01, num_samples: int = 20,
-                 epsilon: float | None = None, gamma: float | None = None, beta: float = 1.0,
+    def __init__(self, schedule: Schedule | None = None, *, sigma: float = 0.01,
+                 num_samples: int = 20, epsilon: float | None = None, gamma: float | None = None, beta: float = 1.0,
                  memory_budget: int | str | None = None, **kw):
         super().__init__(schedule, **kw)
         self.memory_budget = memory_budget_bytes(memory_budget)

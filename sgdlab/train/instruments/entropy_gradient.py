@@ -55,7 +55,7 @@ def _positive(v: Any, *, finite: bool = True) -> bool:
 class EntropyAngleCallback(MeasuredCallback):
     """∠(∇f_γ, SGD gradient) on the evaluation set (module docstring)."""
 
-    def __init__(self, schedule: Schedule, *, gamma: float, beta: float = 1.0,
+    def __init__(self, schedule: Schedule | None = None, *, gamma: float, beta: float = 1.0,
                  method: str = "langevin", steps: int = 20, inner_lr: float = 0.1,
                  alpha: float = 0.25, batch_size: int | None = None,
                  sgd_gradient: str = "batch", num_samples: int = 64,

@@ -52,7 +52,7 @@ __all__ = ["AlignmentCallback", "BatchStatisticsCallback", "NoiseCallback",
 class NoiseCallback(MeasuredCallback):
     """Tr Σ, top-k eigenvalues and numerical rank of the per-sample gradient covariance."""
 
-    def __init__(self, schedule: Schedule, *, k: int = 5, rank: bool = True, **kw):
+    def __init__(self, schedule: Schedule | None = None, *, k: int = 5, rank: bool = True, **kw):
         super().__init__(schedule, **kw)
         check_options(k=(k, int_at_least(k, 0), "an int >= 0; 0: no eigenvalues"))
         self.k, self.rank = k, rank
@@ -70,7 +70,7 @@ class NoiseCallback(MeasuredCallback):
 
 
 class AlignmentCallback(MeasuredCallback):
-    def __init__(self, schedule: Schedule, *, k: int = 5, num_probes: int = 20,
+    def __init__(self, schedule: Schedule | None = None, *, k: int = 5, num_probes: int = 20,
                  tol: float = 1e-3, trace_alignment: bool = False,
                  num_iter: int | None = None, **kw):
         super().__init__(schedule, **kw)
@@ -103,7 +103,7 @@ class AlignmentCallback(MeasuredCallback):
 class NoiseMagnitudeCallback(MeasuredCallback):
     reads_training_step = True      # the optimizer's step size
 
-    def __init__(self, schedule: Schedule, *, batch_size: int | None = None,
+    def __init__(self, schedule: Schedule | None = None, *, batch_size: int | None = None,
                  replacement: bool = True, **kw):
         super().__init__(schedule, **kw)
         check_options(batch_size=(batch_size, batch_size is None
@@ -130,7 +130,7 @@ class BatchStatisticsCallback(MeasuredCallback):
 
     reads_training_step = True      # the optimizer's step size, the step's batch
 
-    def __init__(self, schedule: Schedule, *, batch_size: int | None = None,
+    def __init__(self, schedule: Schedule | None = None, *, batch_size: int | None = None,
                  source: str = "fresh", epsilon: float = 0.0, tic: str | None = None,
                  curvature: str | None = None, prefix: str = "batch", **kw):
         super().__init__(schedule, **kw)
