@@ -302,7 +302,8 @@ def zhu_noise_magnitude(spec, runs: list[StoredRun]) -> Analysis:
         rows.append([g, len(rs), r_start, r_end, gn_end, nn_end])
         # one trajectory of the norms (a mean would smooth the swings the medians are for)
         one = f"{g}, seed {rs[0].seed}" if len(rs) > 1 else g
-        noise = f"sqrt(η {_noise_variance(rs)})".replace("Tr Σ/m)", "Tr Σ / m)")  # figures: "Tr Σ / m"
+        # the figure's own spelling, "Tr Σ / m", as noise_magnitude_figure's default
+        noise = f"sqrt(η {_noise_variance(rs)})".replace("Tr Σ/m)", "Tr Σ / m)")
         figs.append((f"noise_magnitude_{g}", noise_magnitude_figure(
             rs[0].metrics, title=f"{one}: ‖∇L‖ vs {noise}", noise=noise)))
         concl.append(Conclusion(
