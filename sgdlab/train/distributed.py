@@ -169,10 +169,11 @@ def choose_backend(backend: str, device: str = "cpu") -> str:
 
 def local_device(device: str = "cpu") -> torch.device:
     """Where this rank's replica lives: the CPU, or for ``device: cuda`` GPU ``LOCAL_RANK``
-    of its machine (one GPU per replica; not cuda:0 for every rank)."""
+    of its machine (one GPU per replica; not cuda:0 for every rank), ``RANK`` where a
+    launcher sets no ``LOCAL_RANK`` (its ranks all on one machine)."""
     if device != "cuda":
         return torch.device("cpu")
-    return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', os.environ.get('RANK', 0)))}")
 
 
 def visible_gpus() -> tuple[int, str]:

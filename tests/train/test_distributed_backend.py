@@ -66,6 +66,19 @@ def test_auto_is_nccl_for_a_cuda_run_each_rank_on_its_local_gpu(tmp_path, machin
     assert local_device("cpu") == torch.device("cpu")
 
 
+def test_a_launcher_without_local_rank_puts_each_rank_on_its_own_gpu(monkeypatch):
+    # one that sets RANK alone (as the replicas of one machine): every rank took cuda:0,
+    # where the launch before local_device took GPU RANK
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setenv("RANK", "2")
+    assert local_device("cuda") == torch.device("cuda:2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert local_device("cuda") == torch.device("cuda:1")
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("LOCAL_RANK")
+    assert local_device("cuda") == torch.device("cuda:0")
+
+
 def test_gloo_is_kept_for_a_cuda_run(tmp_path, machine):
     with pytest.raises(Started):
         distributed.main([config(tmp_path, device="cuda"), "--backend", "gloo"])
