@@ -533,7 +533,8 @@ class _ReplicaTraining:
       written, and ``master.pt`` records how many rows that is; a resume truncates the run's
       rows to that count, so no row is lost or doubled;
     - ``master.pt`` names a round only once every rank file of that round is on disk
-      (barriers around it), so a resume finds a consistent set or refuses;
+      (a status all-reduce before and after it, which stops every rank when a file could
+      not be written), so a resume finds a consistent set or refuses;
     - a finished run ends with a checkpoint set (it can be extended with more rounds),
       written at the end of ``fit``: its history is the last round's, without the final
       evaluation (the set says it is the last round's: a resume that extends the run
@@ -969,7 +970,8 @@ class _ReplicaTraining:
     # --- checkpoint -------------------------------------------------------------------------
     def checkpoint(self, r: int, master: Sequence[Tensor] | None) -> None:
         """The checkpoint set of round ``r``: this process' ``rank{r}.pt``, then rank 0's
-        ``master.pt``, between barriers; the store holds every row of the saved history (and
+        ``master.pt``, each followed by a status all-reduce (every rank stops when any file
+        could not be written); the store holds every row of the saved history (and
         ``master.pt`` their count) before the set exists."""
         assert self.ckpt is not None
         mine, prev = self.ckpt / f"rank{self.rank}.pt", self.ckpt / f"rank{self.rank}.prev.pt"
