@@ -236,10 +236,13 @@ class MeasurementCallback(Callback):
 
     def __init__(self, fn: Callable[[TrainContext], dict[str, float]],
                  schedule: Schedule | None = None, *, every: int | None = None, start: int = 0,
-                 at: Iterable[int] | None = None, at_train_begin: bool = True):
+                 at: Iterable[int] | None = None, at_train_begin: bool | None = None):
         # every= / at= as build_instrument takes them: MeasurementCallback(fn, every=100)
-        schedule = Schedule.given("MeasurementCallback", schedule, every, start, at)
-        self.fn, self.schedule, self.at_train_begin = fn, schedule, at_train_begin
+        schedule = Schedule.given(type(self).__name__, schedule, every, start, at)
+        # the initial model (step 0) when the schedule has step 0, as the instruments: at=[5]
+        # is step 5 alone
+        begin = schedule(0) if at_train_begin is None else at_train_begin
+        self.fn, self.schedule, self.at_train_begin = fn, schedule, bool(begin)
 
     def on_train_begin(self, ctx: TrainContext) -> None:
         if self.at_train_begin and ctx.step == 0:

@@ -1200,8 +1200,12 @@ def test_a_measurement_callback_takes_every_and_at_as_build_instrument_does():
         return [s for s, _ in r.history["one"]]
 
     assert steps(every=2) == steps(schedule=Schedule.every(2)) == [0, 2, 4, 6, 8]   # 8 steps
-    assert steps(every=2, start=3) == [0, 3, 5, 7]
-    assert steps(at=[1, 4]) == [0, 1, 4]
+    # the initial model only where the schedule has step 0, as build_instrument's: at=[1, 4]
+    # measured step 0 too
+    assert steps(every=2, start=3) == [3, 5, 7]
+    assert steps(at=[1, 4]) == [1, 4]
+    assert steps(at=[1, 4], at_train_begin=True) == [0, 1, 4]
+    assert steps(schedule=lambda s: s in (0, 5)) == [0, 5]
     for cadence, says in [({}, "got none"), ({"every": 2, "at": [1]}, "got every and at"),
                           ({"schedule": 5}, "schedule must be a Schedule")]:
         with pytest.raises(ValueError, match=says):

@@ -73,11 +73,8 @@ class MeasuredCallback(MeasurementCallback):
                  eval_mode: bool = True, seed: int = 0, at_train_begin: bool | None = None):
         if eval_subset is not None and eval_subset < 1:
             raise ValueError(f"Invalid eval_subset={eval_subset} (must be >= 1)")
-        # checked (and every= / at= made one) before step 0 is asked of it
-        schedule = Schedule.given(type(self).__name__, schedule, every, start, at)
-        # default: measure the initial model only when the schedule includes step 0
-        begin = schedule(0) if at_train_begin is None else at_train_begin
-        super().__init__(self._measure, schedule, at_train_begin=begin)
+        super().__init__(self._measure, schedule, every=every, start=start, at=at,
+                         at_train_begin=at_train_begin)
         self.eval_subset, self.eval_mode, self.seed = eval_subset, eval_mode, seed
         self._data: Any = None
 
