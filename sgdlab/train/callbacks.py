@@ -220,8 +220,10 @@ def naming_divergence(cb: Callback) -> Iterator[None]:
 
 
 class MeasurementCallback(Callback):
-    """Call ``fn(ctx) -> dict[str, float]`` on a step schedule and log every entry. ``fn``
-    runs on a fork of torch's global generators: its random draws do not change the run's.
+    """Call ``fn(ctx) -> dict[str, float]`` on a step schedule (``schedule=``, ``every=`` from
+    ``start=``, or ``at=``) and log every entry; the initial model too (step 0, before
+    training) where the schedule has step 0, or as ``at_train_begin`` says. ``fn`` runs on a
+    fork of torch's global generators: its random draws do not change the run's.
 
     Example::
 
