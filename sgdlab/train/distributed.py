@@ -199,13 +199,13 @@ def init_distributed(backend: str = "auto", timeout: float = 60.0, device: str =
                             "sgdlab.train.distributed CONFIG`")
     td = timeout_delta(timeout)
     if device == "cuda":
-        on = local_device(device)
+        gpu = local_device(device)
         count, said = visible_gpus()
-        if on.index >= count:
-            raise UserError(f"device: cuda puts this replica (local rank {on.index}) on {on}, "
+        if gpu.index >= count:
+            raise UserError(f"device: cuda puts this replica (local rank {gpu.index}) on {gpu}, "
                             f"but {said}: one GPU per replica, at most {count} replicas on "
                             "this machine")
-        torch.cuda.set_device(on)
+        torch.cuda.set_device(gpu)
     if backend == "nccl":
         os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
     dist.init_process_group(backend, timeout=td)
@@ -555,7 +555,7 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
 
     store, made = None, []
     claim, lock = None, None
-    on = next(model.parameters()).device
+    status_device = next(model.parameters()).device
     try:
         error = None
         if is_main:   # rank 0 alone records the run and takes OUT; the others learn how it went
@@ -568,7 +568,7 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
                 error = e
         status_all_reduce(comm, "opening the run store" if out is None else
                           f"opening the run store and taking {out} for this run", error,
-                          device=on)
+                          device=status_device)
         res = train_replicas(model, loss_fn, data, parle, mode=mode, communicator=comm,
                              device=device,
                              store=store, complete=out is None,
@@ -580,7 +580,7 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
                     _write_outputs(res, Path(out), mode, parle, store)
                 except Exception as e:
                     error = e
-            status_all_reduce(comm, f"writing the run's outputs to {out}", error, device=on)
+            status_all_reduce(comm, f"writing the run's outputs to {out}", error, device=status_device)
     except BaseException:
         if claim is not None:
             release_out(out, claim)
@@ -760,9 +760,9 @@ def main(argv: list[str] | None = None) -> int:
                 error = e
         try:  # also the barrier of a clean shutdown: all ranks tear gloo down together, rank
             # 0's store still up
-            on = local_device(cfg.get("device", "cpu"))    # this rank's GPU, as the run's others
+            # on this rank's GPU, as the run's other status all-reduces (nccl's tensors)
             status_all_reduce(TorchDistributedCommunicator(), "reporting the run", error,
-                              device=on)
+                              device=local_device(cfg.get("device", "cpu")))
         except ReplicaFailed:
             raise
         except Exception as e:
