@@ -253,12 +253,12 @@ def test_an_interrupted_distributed_run_is_listed_and_measured_at_its_checkpoint
     from sgdlab.config.locate import locate_run
     from sgdlab.errors import UserError
     from sgdlab.experiments.sweep import artifacts_root
-    from sgdlab.experiments.procedures import chaudhari
     from sgdlab.store import RunStore
+    from sgdlab.store.folders import SWEEP_REPLICA_FOLDER, SWEEP_REPLICA_STORE
     from sgdlab.testing import sweep_replica_run
 
     store, run_id, spec = sweep_replica_run(tmp_path, stop_in_round=3)
-    ckpt = (artifacts_root(store) / spec.key / chaudhari.DISTRIBUTED_FOLDER / "checkpoints"
+    ckpt = (artifacts_root(store) / spec.key / SWEEP_REPLICA_FOLDER / "checkpoints"
             / "master.pt")
     assert store.get_run(run_id)["status"] == "interrupted" and ckpt.is_file()
     capsys.readouterr()
@@ -281,7 +281,7 @@ def test_an_interrupted_distributed_run_is_listed_and_measured_at_its_checkpoint
     # its rows are in its own store until it ends, which CABS reads its lr from (it was NaN):
     # the last row up to the checkpoint's step, not one of a round after it (here one added
     # as a run checkpointing every 10 rounds logs rounds past its last checkpoint)
-    own = ckpt.parent.parent / chaudhari.DISTRIBUTED_STORE
+    own = ckpt.parent.parent / SWEEP_REPLICA_STORE
     private = RunStore(own)
     (rank_0_run,) = private.list_runs()
     assert private.metrics(rank_0_run["id"])["lr"] == [(2, 0.1), (4, 0.1)]
@@ -306,15 +306,14 @@ def test_cabs_of_a_stopped_run_whose_own_store_cannot_be_read_has_no_lr_and_says
     ``sgdlab measure`` goes on; the error was raised after the measurements before CABS
     (Hessian, noise, ...) had been taken, and they were lost with it."""
     from sgdlab.cli.measure import _checkpoint_lr
-    from sgdlab.experiments.procedures import chaudhari
     from sgdlab.store import RunStore
-    from sgdlab.store.folders import sweep_replica_checkpoints
+    from sgdlab.store.folders import SWEEP_REPLICA_STORE, sweep_replica_checkpoints
     from sgdlab.testing import SWEEP_REPLICA_PARAMS
 
     store = RunStore(tmp_path / "runs.sqlite")
     params = {k: v for k, v in SWEEP_REPLICA_PARAMS.items() if k != "mode"}
     cfg = {"procedure": "replicas", "run_key": "k", "params": params}
-    own = sweep_replica_checkpoints(store.path, "k").parent / chaudhari.DISTRIBUTED_STORE
+    own = sweep_replica_checkpoints(store.path, "k").parent / SWEEP_REPLICA_STORE
     own.parent.mkdir(parents=True)
     if content is not None:
         own.write_bytes(content)

@@ -13,6 +13,7 @@ from sgdlab.experiments.procedures import chaudhari, get_procedure
 from sgdlab.experiments.spec import RunSpec
 from sgdlab.experiments.worker import RunContext
 from sgdlab.store import RunStore
+from sgdlab.store.folders import SWEEP_REPLICA_FOLDER
 from sgdlab.testing import forked_torchrun
 
 # one thread, as each replica process has: the same sums, so the same iterates
@@ -196,7 +197,7 @@ def test_a_distributed_run_a_sweep_finished_keeps_its_weights_not_its_checkpoint
     launch_in_process(monkeypatch)
     spec = replicas_spec(distributed())
     store = tmp_path / "s.sqlite"
-    parle = artifacts_root(RunStore(store)) / spec.key / chaudhari.DISTRIBUTED_FOLDER
+    parle = artifacts_root(RunStore(store)) / spec.key / SWEEP_REPLICA_FOLDER
     InProcessLaunch.stop_at = 3
     assert run_sweep([spec], store_path=str(store), progress=None, retries=0).failed
     assert (parle / "checkpoints").is_dir()
@@ -236,7 +237,7 @@ def test_a_distributed_run_whose_attempt_failed_continues_in_a_shipped_task(
     assert "--resume" in cmd and not cmd[cmd.index("--out") + 1].startswith(str(tmp_path))
     (run,) = sweep.load_runs([spec], store_path=str(store))[0]
     assert untimed(run.summary) == untimed(ref.summary)
-    parle = sweep.artifacts_root(RunStore(store)) / spec.key / chaudhari.DISTRIBUTED_FOLDER
+    parle = sweep.artifacts_root(RunStore(store)) / spec.key / SWEEP_REPLICA_FOLDER
     assert (parle / "master.pt").is_file() and not (parle / "checkpoints").exists()
 
 

@@ -25,9 +25,7 @@ from sgdlab.store.folders import SWEEP_REPLICA_FOLDER, SWEEP_REPLICA_STORE
 
 
 REPLICA_MODES = ("inprocess", "distributed")
-DISTRIBUTED_FOLDER = SWEEP_REPLICA_FOLDER   # the distributed run's folder in its artifacts
 DISTRIBUTED_LOG = "parle.log"      # what its launcher and replicas print
-DISTRIBUTED_STORE = SWEEP_REPLICA_STORE  # where its rank 0 records the run
 
 
 @register_procedure("replicas")
@@ -73,7 +71,7 @@ class ReplicasProcedure(Procedure):
         (the weights the run keeps are its ``master.pt``)."""
         from sgdlab.train.distributed import checkpoint_folder
 
-        return ([checkpoint_folder(Path(folder) / DISTRIBUTED_FOLDER)]
+        return ([checkpoint_folder(Path(folder) / SWEEP_REPLICA_FOLDER)]
                 if params.get("mode") == "distributed" else [])
 
     def run(self, run, ctx) -> RunOutput:
@@ -138,7 +136,7 @@ def _has_checkpoints(art: Path) -> bool:
     """Whether a distributed run in artifact folder ``art`` has written a checkpoint set."""
     from sgdlab.train.distributed import has_checkpoint
 
-    return has_checkpoint(art / DISTRIBUTED_FOLDER)
+    return has_checkpoint(art / SWEEP_REPLICA_FOLDER)
 
 
 def _start(cmd: list[str], **kw: Any) -> subprocess.Popen:
@@ -162,7 +160,7 @@ def run_distributed(run, ctx) -> RunOutput:
     art = Path(ctx.artifact_dir)
     art.mkdir(parents=True, exist_ok=True)
     config = art / "parle-config.json"
-    out = art / DISTRIBUTED_FOLDER
+    out = art / SWEEP_REPLICA_FOLDER
     # an earlier attempt's checkpoint set is continued (the sweep keeps the folder for it),
     # anything else it left removed
     resume = _has_checkpoints(art)
@@ -171,7 +169,7 @@ def run_distributed(run, ctx) -> RunOutput:
     out.mkdir(exist_ok=True)
     # rank 0 records into a store of its own, whose rows are then copied: the history in
     # result.json is strict JSON, where inf (γ = ∞ of Elastic-SGD) and NaN are both null
-    store = out / DISTRIBUTED_STORE
+    store = out / SWEEP_REPLICA_STORE
     config.write_text(json.dumps({**replica_run_config(p, run.seed, ctx.device),
                                   "store": str(store)}, indent=1))
     # the child imports this process's sgdlab, wherever it was imported from
