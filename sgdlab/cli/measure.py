@@ -44,7 +44,7 @@ from typing import Any
 from sgdlab.cli._help import plain
 from sgdlab.errors import UserError, did_you_mean, make_output_dir
 from sgdlab.atomic import save_figure
-from sgdlab.store.folders import is_replica_run
+from sgdlab.store.folders import SWEEP_REPLICA_FOLDER, SWEEP_REPLICA_STORE, is_replica_run
 from sgdlab.strict_json import write_atomic
 
 WHAT = ("hessian", "noise", "alignment", "sharpness", "surface", "batch")
@@ -608,15 +608,13 @@ def _batch(m: _Measuring, batch_size: int, lr: float | None, unrecorded: bool = 
     """``unrecorded``: a replica run whose record holds no lr (``lr`` None)."""
     m.scalars.update(_batch_scalars(m.args, batch_size, lr, m.model, m.loss_fn, m.batch,
                                     m.gen()))
-    if lr is None and unrecorded:
+    if lr is None:
+        why = (f"the run recorded none up to this step (a distributed run of the `replicas` "
+               f"procedure: neither its record nor its own store, "
+               f"{SWEEP_REPLICA_FOLDER}/{SWEEP_REPLICA_STORE} in its artifact folder)"
+               if unrecorded else "the checkpoint's is not > 0 (e.g. a schedule ending at 0)")
         m.notes.append("batch/cabs_batch_size is NaN (null in measurements.json): CABS "
-                       "scales with the learning rate, and the run recorded none up to this "
-                       "step (a distributed run of the `replicas` procedure: neither its "
-                       "record nor its own store, parle/runs.sqlite in its artifact folder)")
-    elif lr is None:
-        m.notes.append("batch/cabs_batch_size is NaN (null in measurements.json): CABS "
-                       "scales with the learning rate, and the checkpoint's is not > 0 (e.g. "
-                       "a schedule ending at 0)")
+                       f"scales with the learning rate, and {why}")
 
 
 def _surface(m: _Measuring) -> None:
