@@ -31,8 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-from sgdlab.atomic import save_figure
 from sgdlab.cli.run import add_device_option, check_device
+from sgdlab.report.figures import save_and_close
 from sgdlab.strict_json import write_atomic
 
 DEMOS = ("escape", "ou", "double-well", "pspin", "pde", "perceptron")
@@ -105,11 +105,7 @@ def _env() -> dict:
 
 
 def _save(out: Path, name: str, fig) -> str:
-    import matplotlib.pyplot as plt
-
-    path = out / name
-    save_figure(fig, path, dpi=120)
-    plt.close(fig)
+    save_and_close(fig, out / name, dpi=120)
     return name
 
 

@@ -43,7 +43,7 @@ from typing import Any
 
 from sgdlab.cli._help import plain
 from sgdlab.errors import UserError, did_you_mean, make_output_dir
-from sgdlab.atomic import save_figure
+from sgdlab.report.figures import save_and_close
 from sgdlab.store.folders import SWEEP_REPLICA_FOLDER, SWEEP_REPLICA_STORE, is_replica_run
 from sgdlab.strict_json import write_atomic
 
@@ -758,8 +758,4 @@ def _batch_scalars(args, b: int, lr: float | None, model, loss_fn, data,
 
 
 def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_and_close(fig, path, dpi=110)

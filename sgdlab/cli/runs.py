@@ -728,9 +728,7 @@ def _compare(args) -> int:
     if any(r["status"] not in ("finished", "diverged") for r in runs) and len(rows) > 3:
         print("(VALUE @STEP: the last value of a run that has not finished)")
     if plot is not None:
-        import matplotlib.pyplot as plt
-
-        from sgdlab.atomic import save_figure
+        from sgdlab.report.figures import save_and_close
         from sgdlab.report.figures.training import compare_runs_figure
 
         if not metrics and args.metrics:
@@ -742,8 +740,7 @@ def _compare(args) -> int:
         # each run's record: its steps and kind say which lr its steps took, as in the table
         fig = compare_runs_figure(dict(zip(labels, histories)), metrics,
                                   runs=dict(zip(labels, runs)))
-        save_figure(fig, plot, dpi=110)
-        plt.close(fig)
+        save_and_close(fig, plot, dpi=110)
         print(f"wrote {plot}")
     return 0
 

@@ -22,8 +22,9 @@ import math
 import time
 from pathlib import Path
 
-from sgdlab.atomic import save_figure, write_whole
+from sgdlab.atomic import write_whole
 from sgdlab.cli.train import EXIT_DIVERGED
+from sgdlab.report.figures import save_and_close
 from sgdlab.strict_json import write_atomic
 
 # as sgdlab train's: a script must not take a walk whose run diverged for a finished one
@@ -209,7 +210,7 @@ def _walk(args: argparse.Namespace) -> int:
                  {label: {k: [list(p) for p in v] for k, v in h.items()}
                   for label, h in runs.items()})
     fig = walk_figure(runs, title=f"walk with SGD on {args.data}: MLP {args.widths}")
-    save_figure(fig, out / "walk.png", dpi=130)
+    save_and_close(fig, out / "walk.png", dpi=130)
     table = walk_epoch_table(runs)
     write_whole(out / "walk_barriers.csv", table.to_csv())
     write_whole(out / "walk_barriers.md", table.to_markdown())
@@ -222,8 +223,8 @@ def _walk(args: argparse.Namespace) -> int:
         # float32 parameters
         curve = interpolate_models(models["GD"], models["SGD"], torch.nn.CrossEntropyLoss(),
                                    data.train, data.test)
-        save_figure(interpolation_figure(curve, labels=("GD", "SGD")),
-                    out / "interpolation.png", dpi=130)
+        save_and_close(interpolation_figure(curve, labels=("GD", "SGD")),
+                       out / "interpolation.png", dpi=130)
         results["interpolation_gd_to_sgd"] = curve.to_dict()
         results["figures"].append("interpolation.png")
     if "SGD" in models:
@@ -232,8 +233,8 @@ def _walk(args: argparse.Namespace) -> int:
         if len(snaps) >= 6:
             spec, acf = increment_spectrum(snaps), increment_autocorrelation(snaps)
             test = periodicity_test(snaps)
-            save_figure(trajectory_figure(spec, acf, test=test, title="SGD"),
-                        out / "trajectory.png", dpi=130)
+            save_and_close(trajectory_figure(spec, acf, test=test, title="SGD"),
+                           out / "trajectory.png", dpi=130)
             results["trajectory_sgd"] = {
                 "snapshots": len(snaps), "coords": int(snaps.shape[1]),
                 "fraction_significant": test.fraction_significant,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..atomic import save_figure, write_whole
+from ..atomic import write_whole
 from ..claims import claim_file
 from ..errors import (ResumableError, RunInterrupted, UserError, file_problem,
                       make_output_dir)
@@ -461,18 +461,15 @@ def draw_run_figures(history: Any, out: Path, *, title: str, instruments_title: 
 
     figure_path = instruments_path = None
     try:
-        import matplotlib.pyplot as plt
-
+        from ..report.figures import save_and_close
         from ..report.figures.training import instrument_panels, learning_curves
 
         fig = learning_curves(history, title=title)
-        figure_path = save_figure(fig, out / REPLICA_FIGURE, dpi=120)
-        plt.close(fig)
+        figure_path = save_and_close(fig, out / REPLICA_FIGURE, dpi=120)
         fig = instrument_panels(history if instruments is None else instruments,
                                 title=instruments_title)
         if fig is not None:
-            instruments_path = save_figure(fig, out / REPLICA_INSTRUMENTS, dpi=110)
-            plt.close(fig)
+            instruments_path = save_and_close(fig, out / REPLICA_INSTRUMENTS, dpi=110)
     except Exception as e:
         print(f"sgdlab: warning: could not draw the run's figures: {e}", file=sys.stderr)
     return figure_path, instruments_path

@@ -30,6 +30,7 @@ from sgdlab.experiments.spec import (ExperimentSpec, RunSpec, expand_data_dir, g
 from sgdlab.experiments.sweep import (DONE, SweepReport, check_backend, check_options,
                                      load_runs, open_store, run_sweep, store_file,
                                      threads_per_worker)
+from sgdlab.report.figures import close_figures, save_and_close
 from sgdlab.report.tables import Table
 from sgdlab.strict_json import finite_or_none, write_atomic
 
@@ -262,6 +263,19 @@ def _resource(given: float | None, var: str, spec: ExperimentSpec, key: str) -> 
     return spec.resources.get(key)
 
 
+def _open_figures() -> set[int]:
+    """The numbers of the figures pyplot holds (none where it is not imported)."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    return set(plt.get_fignums()) if plt is not None else set()
+
+
+def _close_figures_since(before: set[int]) -> None:
+    """Close the figures pyplot opened since :func:`_open_figures` returned ``before``."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    for num in _open_figures() - before:
+        plt.close(num)
+
+
 def analyze(spec: ExperimentSpec, *, store_path: str, data_dir: str | None = None
             ) -> tuple[Analysis, list, list]:
     runs = spec.expand(data_dir=data_dir if needs_data_dir(spec) else None)
@@ -270,9 +284,12 @@ def analyze(spec: ExperimentSpec, *, store_path: str, data_dir: str | None = Non
     if not stored:
         analysis = Analysis(notes=["no finished runs in the store: nothing to analyse"])
     else:
+        before = _open_figures()
         try:
             analysis = fn(spec, stored)
         except Exception as e:  # noqa: BLE001
+            # the figures it drew before it failed are nobody's: pyplot would keep them
+            _close_figures_since(before)
             if not missing:
                 raise
             analysis = Analysis(notes=[f"analysis needs the missing runs: {type(e).__name__}: {e}"])
@@ -301,6 +318,21 @@ def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: st
     ``require_runs``, a ``UserError`` instead when none of its runs is in the store (nothing
     written: an existing report stays as it was)."""
     analysis, stored, missing = analyze(spec, store_path=store_path, data_dir=data_dir)
+    try:
+        return _report_analysis(spec, out, analysis, stored, missing, store_path=store_path,
+                                device=device, workers=workers, data_dir=data_dir,
+                                sweep=sweep, require_runs=require_runs)
+    finally:
+        # also when a report is refused or fails part way: pyplot holds every figure until
+        # it is closed, and `run --paper all` reports entry after entry in one process
+        close_figures(analysis.figures)
+
+
+def _report_analysis(spec: ExperimentSpec, out: Path, analysis, stored: list, missing: list,
+                     *, store_path: str, device: str, workers: int | None,
+                     data_dir: str | None, sweep: SweepReport | None,
+                     require_runs: bool) -> dict[str, Any]:
+    """:func:`build_report`'s work once ``analysis`` is computed."""
     if require_runs and missing and not stored:
         others = _other_scales(spec, store_path)
         raise UserError(
@@ -325,18 +357,12 @@ def _write_report(spec: ExperimentSpec, out: Path, analysis, stored: list, missi
     (out / "tables").mkdir(exist_ok=True)
     replaced = _output_files(out)
     fig_records = []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     for name, fig in analysis.figures:
         png, svg = out / "figures" / f"{name}.png", out / "figures" / f"{name}.svg"
         # figures are laid out by their makers (tight_layout / constrained): a "tight" bbox
         # would cost one more full draw per file
         save_figure(fig, png, dpi=100)
-        save_figure(fig, svg)
-        plt.close(fig)
+        save_and_close(fig, svg)
         fig_records.append({"name": name, "png": f"figures/{name}.png",
                             "svg": f"figures/{name}.svg"})
     for t in analysis.tables:

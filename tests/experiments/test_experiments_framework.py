@@ -1253,3 +1253,52 @@ def test_an_optimizer_of_either_spelling_makes_the_same_run_key():
     # a spec in the registered spelling keeps the key its params always made
     params = _train_raw("entropy_sgd", "cosine-cyclic")["base"]
     assert written.key == run_key("t-square", 1, "smoke", "sq", params, 0, "train")
+
+
+@register_analysis("_test_draws_then_fails")
+def _draws_then_fails(spec, runs):
+    from sgdlab.report.figures.charts import plt
+
+    plt.subplots()
+    raise KeyError("sq|x=2")
+
+
+def test_a_report_closes_its_figures_also_when_it_fails_part_way(tmp_path, monkeypatch):
+    # pyplot holds a figure until it is closed: `run --paper all` reports entry after entry in
+    # one process, and a report stopped while its first figure was saved kept them all
+    import sgdlab.experiments.runner as runner
+    from sgdlab.report.figures.charts import plt
+
+    before = set(plt.get_fignums())
+    cfg = _write(tmp_path, _raw(outputs={"figures": ["ys", "zs"]}))
+    out, store = tmp_path / "out", str(tmp_path / "runs.sqlite")
+    run_experiment(str(cfg), scale="smoke", out_dir=out, store_path=store, progress=None)
+    assert set(plt.get_fignums()) == before
+
+    def second_figure(spec, runs):
+        a = _analysis(spec, runs)
+        a.figures.append(("zs", plt.subplots()[0]))
+        return a
+    monkeypatch.setattr(runner, "get_analysis", lambda name: second_figure)
+
+    def interrupted(fig, path, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(runner, "save_figure", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        rebuild(out)
+    assert set(plt.get_fignums()) == before
+
+
+def test_figures_drawn_by_an_analysis_that_fails_on_missing_runs_are_closed(tmp_path):
+    from sgdlab.report.figures.charts import plt
+
+    before = set(plt.get_fignums())
+    marker = tmp_path / "crash"
+    marker.touch()
+    cfg = _write(tmp_path, _raw(analysis="_test_draws_then_fails",
+                                base={"x": 1, "fail_if": str(marker)}))
+    res = run_experiment(str(cfg), scale="smoke", out_dir=tmp_path / "out",
+                         store_path=str(tmp_path / "runs.sqlite"), progress=None)
+    assert res.results["missing_runs"]
+    assert "analysis needs the missing runs: KeyError" in " ".join(res.results["notes"])
+    assert set(plt.get_fignums()) == before

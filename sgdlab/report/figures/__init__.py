@@ -1,4 +1,6 @@
-"""Figures: matplotlib (Agg) functions that read recorded data only and return the Figure."""
+"""Figures: matplotlib (Agg) functions that read recorded data only and return the Figure
+(the caller's to close: :func:`save_and_close`, :func:`close_figures`)."""
+import sys
 
 
 def label_colours(labels) -> dict[str, str]:
@@ -8,3 +10,27 @@ def label_colours(labels) -> dict[str, str]:
     charts, so that modules that do not draw (a sweep worker's) can name colours without
     importing matplotlib."""
     return {g: f"C{i % 10}" for i, g in enumerate(labels)}
+
+
+def save_and_close(fig, path, **kwargs):
+    """``fig`` saved to ``path`` (:func:`sgdlab.atomic.save_figure`, ``kwargs`` to
+    ``savefig``) and closed, also when saving fails; ``path`` as a Path. pyplot holds every
+    figure it made until it is closed: a long process (a paper's entries one after another, a
+    notebook, a Ray worker) that draws and saves without closing keeps them all in memory."""
+    from sgdlab.atomic import save_figure
+
+    try:
+        return save_figure(fig, path, **kwargs)
+    finally:
+        close_figures([fig])
+
+
+def close_figures(figures) -> None:
+    """Close each of ``figures`` (Figures, or (name, Figure) pairs as an analysis returns them)
+    that pyplot still holds; for a caller that received figures and is done with them."""
+    # a figure pyplot holds means pyplot is imported: none is imported (a backend chosen) here
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:
+        return
+    for f in figures:
+        plt.close(f[1] if isinstance(f, tuple) else f)
