@@ -10,10 +10,15 @@ from sgdlab.cli.train import EXIT_DIVERGED
 
 
 def test_walk_command_writes_plots_tables_and_results(tmp_path, capsys):
+    from sgdlab.report.figures.charts import plt
+
     out = tmp_path / "walk"
+    before = set(plt.get_fignums())
     rc = main(["walk", "--steps", "6", "--widths", "16", "--batch-size", "256",
                "--points", "5", "--eval-subset", "300", "--out", str(out)])
     assert rc == 0
+    # each figure closed once saved: pyplot would hold them in a notebook or a long process
+    assert set(plt.get_fignums()) == before
     for f in ("walk.png", "walk_barriers.csv", "walk_barriers.md", "results.json",
               "interpolation.png", "trajectory.png"):
         assert (out / f).exists(), f
