@@ -1,5 +1,22 @@
 """Fixtures shared by the experiments' tests."""
+import sys
+
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def figures_taken_are_closed():
+    """The figures a test left open, closed after it: an analysis returns its figures to
+    the caller on purpose, and those of the tests that read analyses added up in pyplot
+    (matplotlib warns past 20). That the lab's own paths close theirs is tested where they
+    save them (the catalogue's smoke runs, test_experiments_framework)."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    before = set(plt.get_fignums()) if plt is not None else set()
+    yield
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        for num in set(plt.get_fignums()) - before:
+            plt.close(num)
 
 
 @pytest.fixture

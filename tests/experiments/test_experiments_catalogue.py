@@ -46,9 +46,14 @@ README_RESULT_KEYS = _readme_result_keys()
 
 @pytest.mark.parametrize("name", NAMES)
 def test_smoke_run_writes_outputs(name, tmp_path):
+    from sgdlab.report.figures.charts import plt
+
     out = tmp_path / "out"
+    before = set(plt.get_fignums())
     res = run_experiment(name, scale="smoke", out_dir=out, store_path=str(tmp_path / "s.sqlite"),
                          progress=None)
+    # every figure closed once saved: `run --paper all` runs entry after entry in one process
+    assert set(plt.get_fignums()) == before
     r = json.loads((out / "results.json").read_text())
     assert not r["sweep"]["failed"], r["sweep"]["failed"]
     assert res.ok and not r["missing_runs"] and not r["missing_outputs"], r["missing_outputs"]
