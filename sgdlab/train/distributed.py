@@ -580,7 +580,8 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
                     _write_outputs(res, Path(out), mode, parle, store)
                 except Exception as e:
                     error = e
-            status_all_reduce(comm, f"writing the run's outputs to {out}", error, device=status_device)
+            status_all_reduce(comm, f"writing the run's outputs to {out}", error,
+                              device=status_device)
     except BaseException:
         if claim is not None:
             release_out(out, claim)

@@ -189,7 +189,8 @@ class SharpnessCallback(MeasuredCallback):
     :func:`~sgdlab.measure.passes.memory_budget_bytes` reads it (``2e9``, ``"2GiB"``)."""
 
     def __init__(self, schedule: Schedule | None = None, *, sigma: float = 0.01,
-                 num_samples: int = 20, epsilon: float | None = None, gamma: float | None = None, beta: float = 1.0,
+                 num_samples: int = 20, epsilon: float | None = None,
+                 gamma: float | None = None, beta: float = 1.0,
                  memory_budget: int | str | None = None, **kw):
         super().__init__(schedule, **kw)
         self.memory_budget = memory_budget_bytes(memory_budget)
