@@ -538,7 +538,7 @@ def checked_per_sample_factors(model: nn.Module, loss_fn, data: Data, *,
     probe = next((x for x, _ in batches if len(x) >= 2), batches[0][0])
     row_wise = found is None and _row_wise_sequential(seq)
     if row_wise:
-        found = _plain_passes(model, loss_fn, batches, layers, seq)
+        found = _plain_passes(loss_fn, batches, layers, seq)
     if found is None and (row_wise or _hooks_split_samples(model, layers, probe)):
         found = _hooked_passes(model, loss_fn, batches, layers)
     if found is None:
@@ -633,7 +633,7 @@ def _layer_factor_input(m: nn.Module, x: Tensor) -> Tensor:
     return batchnorm_primal(m, x)[0] if type(m) in PLAIN_BN_TYPES else x
 
 
-def _plain_passes(model, loss_fn, batches, layers, seq):
+def _plain_passes(loss_fn, batches, layers, seq):
     """Each layer's inputs (batch norm: x̂) and δ for a plain ``nn.Sequential``
     (:func:`_row_wise_sequential`): its layers called one by one, each weighted layer's
     output kept, and one backward pass of the loss times the batch size w.r.t. those outputs
