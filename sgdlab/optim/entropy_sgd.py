@@ -177,13 +177,15 @@ def _check(cond: bool, msg: str) -> None:
         raise ValueError(msg)
 
 
-def _check_shared_L(optimizer: Optimizer) -> None:
-    """After ``add_param_group``: every group must have the same L (one closure call serves
-    all groups); a group that differs is removed again and named."""
-    Ls = sorted({g["L"] for g in optimizer.param_groups})
-    if len(Ls) > 1:
-        optimizer.param_groups.pop()
-        raise ValueError(f"All parameter groups must share L, got {Ls}")
+def _check_shared_L(optimizer: Optimizer, keys: tuple[str, ...] = ("L",)) -> None:
+    """After ``add_param_group``: every group must have the same L, and the same value of
+    each other option of ``keys`` (one closure call serves all groups); a group that differs
+    is removed again and named."""
+    for key in keys:
+        values = sorted({g[key] for g in optimizer.param_groups})
+        if len(values) > 1:
+            optimizer.param_groups.pop()
+            raise ValueError(f"All parameter groups must share {key}, got {values}")
 
 
 class EntropySGD(SeededNoise, Optimizer):

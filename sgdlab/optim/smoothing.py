@@ -190,11 +190,7 @@ class HEAT(SeededNoise, Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
-        _check_shared_L(self)
-        batches = sorted({g["batches"] for g in self.param_groups})
-        if len(batches) > 1:    # one closure call serves all groups
-            self.param_groups.pop()
-            raise ValueError(f"All parameter groups must share batches, got {batches}")
+        _check_shared_L(self, ("L", "batches"))
 
     @property
     def closure_repeats_batch(self) -> bool:
