@@ -181,9 +181,7 @@ class _ComposedEmbeddingBag(nn.EmbeddingBag):
             return self._bags_of_runs(input, offsets, per_sample_weights)
         if input.dim() != 2 or offsets is not None:
             return super().forward(input, offsets, per_sample_weights)   # torch's own error
-        e = F.embedding(input, self.weight, None, self.max_norm, self.norm_type)
-        if per_sample_weights is not None:
-            e = e * per_sample_weights.unsqueeze(-1).to(e.dtype)
+        e = self._weighted_rows(input, per_sample_weights)
         if self.padding_idx is None:
             if self.mode == "max":
                 return e.amax(1)
@@ -193,6 +191,14 @@ class _ComposedEmbeddingBag(nn.EmbeddingBag):
             return torch.where(keep.any(1), torch.where(keep, e, -torch.inf).amax(1), 0.0)
         out = (e * keep).sum(1)
         return out if self.mode == "sum" else out / keep.sum(1).clamp_min(1)
+
+    def _weighted_rows(self, input: Tensor, per_sample_weights: Tensor | None) -> Tensor:
+        """Each token's embedding row, times its weight where ``per_sample_weights`` are
+        given."""
+        e = F.embedding(input, self.weight, None, self.max_norm, self.norm_type)
+        if per_sample_weights is not None:
+            e = e * per_sample_weights.unsqueeze(-1).to(e.dtype)
+        return e
 
     def _refused(self, input: Tensor, per_sample_weights: Tensor | None) -> bool:
         """Whether torch's bag refuses these arguments, where the ops would compute something:
@@ -209,9 +215,7 @@ class _ComposedEmbeddingBag(nn.EmbeddingBag):
         starts = offsets[:-1] if self.include_last_offset else offsets
         positions = torch.arange(len(input), device=input.device)
         bag = torch.searchsorted(starts, positions, right=True) - 1      # each token's bag
-        e = F.embedding(input, self.weight, None, self.max_norm, self.norm_type)
-        if per_sample_weights is not None:
-            e = e * per_sample_weights.unsqueeze(-1).to(e.dtype)
+        e = self._weighted_rows(input, per_sample_weights)
         keep = (torch.ones_like(input, dtype=torch.bool) if self.padding_idx is None
                 else input != self.padding_idx)
         shape = (len(starts), e.shape[1])
