@@ -396,8 +396,7 @@ def _measure(args: argparse.Namespace) -> int:
     steps = {"hessian": lambda: _hessian(m), "noise": lambda: _noise(m),
              "alignment": lambda: _alignment(m), "sharpness": lambda: _sharpness(m),
              "batch": lambda: _batch(m, batch_size,
-                                     _checkpoint_lr(state, cfg, store, run_id, step),
-                                     is_replica_run(cfg) and not _recorded_lr(store, run_id, step)),
+                                     *_batch_lr(state, cfg, store, run_id, step)),
              "surface": lambda: _surface(m)}
     done: list[str] = []
     stopped = None
@@ -711,10 +710,18 @@ def _checkpoint_lr(state: dict, cfg: dict, store, run_id: str | None,
     milestones) up to the checkpoint's ``step``, of a stopped distributed run of the
     ``replicas`` procedure, whose record holds none, the last one its own store holds up to it;
     None when there is none > 0."""
+    return _batch_lr(state, cfg, store, run_id, step)[0]
+
+
+def _batch_lr(state: dict, cfg: dict, store, run_id: str | None,
+              step: int | None = None) -> tuple[float | None, bool]:
+    """:func:`_checkpoint_lr`, and whether the run is a replica run whose record holds no lr
+    up to ``step`` (the note :func:`_batch` writes when there is none): the record read once."""
     if is_replica_run(cfg):
-        recorded = _recorded_lr(store, run_id, step) or _sweep_replica_lr(store, cfg, step)
+        own = _recorded_lr(store, run_id, step)
+        recorded = own or _sweep_replica_lr(store, cfg, step)
         lr = recorded[-1][1] if recorded else None
-        return float(lr) if isinstance(lr, (int, float)) and lr > 0 else None
+        return (float(lr) if isinstance(lr, (int, float)) and lr > 0 else None), not own
     from sgdlab.optim import gradient_step_size
 
     groups = (state.get("optimizer") or {}).get("param_groups") or [{}]
@@ -722,8 +729,8 @@ def _checkpoint_lr(state: dict, cfg: dict, store, run_id: str | None,
     try:
         lr = gradient_step_size(group)
     except (KeyError, TypeError, ValueError):
-        return None
-    return lr if lr > 0 else None
+        return None, False
+    return (lr if lr > 0 else None), False
 
 
 def _batch_scalars(args, b: int, lr: float | None, model, loss_fn, data,
