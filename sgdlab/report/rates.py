@@ -19,8 +19,7 @@ from typing import Any
 
 from sgdlab.store.folders import is_replica_run
 
-__all__ = ["last_step", "lr_over_steps", "rate_stretches", "rounds_logged_at_their_end",
-           "used_rate_points"]
+__all__ = ["last_step", "lr_over_steps", "rate_stretches", "used_rate_points"]
 
 Points = Sequence[tuple[int, float]]
 
@@ -30,14 +29,6 @@ def last_step(history: Mapping[str, Points]) -> int | None:
     return max((int(s) for pts in history.values() for s, _ in pts), default=None)
 
 
-def rounds_logged_at_their_end(run: Mapping[str, Any] | None) -> bool:
-    """Whether ``run`` (its record as the run store gives it) was trained by
-    :mod:`sgdlab.train.replicas`, which logs each round's rate at its end: a run of ``sgdlab
-    parle`` or of an experiment's ``replicas`` procedure
-    (:func:`sgdlab.store.folders.is_replica_run`)."""
-    return is_replica_run((run or {}).get("config"))
-
-
 def rate_stretches(points: Points, run: Mapping[str, Any] | None = None, *,
                    last_step: int | None = None) -> list[tuple[int, int, float]]:
     """(first step, step after the last, lr) of each stretch of the steps a run took that used
@@ -45,16 +36,16 @@ def rate_stretches(points: Points, run: Mapping[str, Any] | None = None, *,
     lies within the steps taken. The steps taken, 0..S - 1: S the summary's ``steps`` of
     ``run`` (its record as the run store gives it), else (a run still going, or stopped
     without one) ``last_step``, the last step any of its series reached, or the last sample's
-    step. A replica run's (:func:`rounds_logged_at_their_end`) samples are one at each
-    round's end, each holding over the steps since the one before (the first, since step 0);
-    else each holds from its step until the next sample's or S. Two samples at one step make a
+    step. A replica run's (:func:`~sgdlab.store.folders.is_replica_run`) samples are one at
+    each round's end, each holding over the steps since the one before (the first, since step
+    0); else each holds from its step until the next sample's or S. Two samples at one step make a
     stretch of no steps (the later one holds)."""
     pts = sorted(((int(s), float(v)) for s, v in points), key=lambda p: p[0])
     run = run or {}
     steps = (run.get("summary") or {}).get("steps")
     end = int(steps) if isinstance(steps, (int, float)) and not isinstance(steps, bool) \
         else max(pts[-1][0] if pts else 0, last_step or 0)
-    if rounds_logged_at_their_end(run):
+    if is_replica_run(run.get("config")):     # each round's rate is logged at its end
         return [(max(prev, 0), s, v) for (s, v), prev
                 in zip(pts, [0] + [s for s, _ in pts[:-1]]) if 0 < s <= end]
     return [(s, min(nxt, end), v) for (s, v), nxt
