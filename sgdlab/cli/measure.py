@@ -678,7 +678,7 @@ def _sweep_replica_lr(store, cfg: dict, step: int | None) -> list:
     import sys
 
     from sgdlab.store import RunStore
-    from sgdlab.store.folders import SWEEP_REPLICA_STORE, sweep_replica_checkpoints
+    from sgdlab.store.folders import sweep_replica_checkpoints
 
     path = getattr(store, "path", None)
     if path is None or not cfg.get("run_key"):
