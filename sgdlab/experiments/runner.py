@@ -269,13 +269,6 @@ def _open_figures() -> set[int]:
     return set(plt.get_fignums()) if plt is not None else set()
 
 
-def _close_figures_since(before: set[int]) -> None:
-    """Close the figures pyplot opened since :func:`_open_figures` returned ``before``."""
-    plt = sys.modules.get("matplotlib.pyplot")
-    for num in _open_figures() - before:
-        plt.close(num)
-
-
 def analyze(spec: ExperimentSpec, *, store_path: str, data_dir: str | None = None
             ) -> tuple[Analysis, list, list]:
     runs = spec.expand(data_dir=data_dir if needs_data_dir(spec) else None)
@@ -289,7 +282,7 @@ def analyze(spec: ExperimentSpec, *, store_path: str, data_dir: str | None = Non
             analysis = fn(spec, stored)
         except Exception as e:  # noqa: BLE001
             # the figures it drew before it failed are nobody's: pyplot would keep them
-            _close_figures_since(before)
+            close_figures(_open_figures() - before)     # (numbers: plt.close takes them)
             if not missing:
                 raise
             analysis = Analysis(notes=[f"analysis needs the missing runs: {type(e).__name__}: {e}"])
