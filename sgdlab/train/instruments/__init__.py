@@ -82,15 +82,14 @@ def build_instrument(name: str, *, schedule: Schedule | None = None, every: int 
     # the options before the schedule: a misspelt every= (evry=5) was told of no schedule
     known = instrument_params(name)
     unknown = [k for k in params if known is not None and k not in known]
+    cadence = getattr(registry[name], "own_cadence", None)
     if unknown:
-        cadence_keys = () if getattr(registry[name], "own_cadence", None) else (
-            "schedule", "every", "start", "at")
+        cadence_keys = () if cadence else ("schedule", "every", "start", "at")
         raise ValueError(f"instrument {name!r} has no option {unknown[0]!r}"
                          f"{did_you_mean(unknown[0], [*known, *cadence_keys])}; its options: "
                          f"{', '.join(sorted(known))}"
                          + ("; its schedule: every, start, at or schedule" if cadence_keys
                             else ""))
-    cadence = getattr(registry[name], "own_cadence", None)
     if cadence and (every is not None or at is not None):
         raise ValueError(f"instrument {name!r} keeps its own cadence ({cadence}); "
                          f"{'every' if every is not None else 'at'} would be ignored")
