@@ -604,7 +604,7 @@ def _sharpness(m: _Measuring) -> None:
 
 def _batch(m: _Measuring, batch_size: int, lr: float | None, unrecorded: bool = False
            ) -> None:
-    """``unrecorded``: a replica run whose record holds no lr (``lr`` None)."""
+    """``unrecorded``: a replica run that recorded no lr, in its record nor its own store."""
     m.scalars.update(_batch_scalars(m.args, batch_size, lr, m.model, m.loss_fn, m.batch,
                                     m.gen()))
     if lr is None:
@@ -715,13 +715,13 @@ def _checkpoint_lr(state: dict, cfg: dict, store, run_id: str | None,
 
 def _batch_lr(state: dict, cfg: dict, store, run_id: str | None,
               step: int | None = None) -> tuple[float | None, bool]:
-    """:func:`_checkpoint_lr`, and whether the run is a replica run whose record holds no lr
-    up to ``step`` (the note :func:`_batch` writes when there is none): the record read once."""
+    """:func:`_checkpoint_lr`, and whether the run is a replica run that recorded no lr up to
+    ``step``, in its record nor its own store (the note :func:`_batch` writes): read once."""
     if is_replica_run(cfg):
         own = _recorded_lr(store, run_id, step)
         recorded = own or _sweep_replica_lr(store, cfg, step)
         lr = recorded[-1][1] if recorded else None
-        return (float(lr) if isinstance(lr, (int, float)) and lr > 0 else None), not own
+        return (float(lr) if isinstance(lr, (int, float)) and lr > 0 else None), not recorded
     from sgdlab.optim import gradient_step_size
 
     groups = (state.get("optimizer") or {}).get("param_groups") or [{}]

@@ -325,6 +325,26 @@ def test_cabs_of_a_stopped_run_whose_own_store_cannot_be_read_has_no_lr_and_says
         assert f"warning: cannot read the run's lr from its own store {own}: " in err, err
 
 
+def test_a_replica_run_whose_own_store_holds_an_lr_of_zero_is_not_told_it_recorded_none(
+        tmp_path):
+    """CABS's note says why the lr is missing: 'recorded none' only where neither the record
+    nor the run's own store holds one; an lr of 0 there is the 'not > 0' case."""
+    from sgdlab.cli.measure import _batch_lr
+    from sgdlab.store import RunStore
+    from sgdlab.store.folders import SWEEP_REPLICA_STORE, sweep_replica_checkpoints
+    from sgdlab.testing import SWEEP_REPLICA_PARAMS
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    cfg = {"procedure": "replicas", "run_key": "k", "params": dict(SWEEP_REPLICA_PARAMS)}
+    own = sweep_replica_checkpoints(store.path, "k").parent / SWEEP_REPLICA_STORE
+    own.parent.mkdir(parents=True)
+    assert _batch_lr({}, cfg, store, None, 4) == (None, True)
+    private = RunStore(own)
+    private.log_metric(private.create_run({"method": "parle"}), "lr", 2, 0.0)
+    private.close()
+    assert _batch_lr({}, cfg, store, None, 4) == (None, False)
+
+
 def test_cabs_of_an_interrupted_replica_run_takes_the_lr_of_its_checkpoint_s_round(tmp_path):
     """A run checkpointing every 2 rounds and interrupted in round 4 has logged round 3 (step
     6) past its checkpoint (round 2, step 4): CABS of that checkpoint took round 3's lr, after
