@@ -934,6 +934,12 @@ def test_plain_checkpoints_is_put_back_in_any_order_and_reaches_worker_threads()
     assert ck.CheckpointFunction is torch_class
 
 
+def _assert_hessian_and_ggn(model, loss_fn, data, hessian, ggn):
+    """The model's Hessian and GGN operators, made dense, equal the references given."""
+    torch.testing.assert_close(HessianOperator(model, loss_fn, data).to_dense(), hessian)
+    torch.testing.assert_close(GGNOperator(model, loss_fn, data).to_dense(), ggn)
+
+
 def test_an_embedding_with_sparse_gradients_is_measured_as_a_dense_one():
     # every measurement failed on nn.Embedding(sparse=True): "reshape is not implemented for
     # sparse tensors" (flattening autograd's sparse gradient of the embedding's weight)
@@ -950,10 +956,9 @@ def test_an_embedding_with_sparse_gradients_is_measured_as_a_dense_one():
     ref = dense_hessian_reference(dense, loss_fn, data)
     grads = per_sample_gradients_loop(dense, loss_fn, data)
     assert bool(ref[:18, :18].any())                 # the embedding's block is not empty
+    ggn = ggn_reference(dense, loss_fn, data)
     for d in (data, batches):
-        torch.testing.assert_close(HessianOperator(sparse, loss_fn, d).to_dense(), ref)
-        torch.testing.assert_close(GGNOperator(sparse, loss_fn, d).to_dense(),
-                                   ggn_reference(dense, loss_fn, data))
+        _assert_hessian_and_ggn(sparse, loss_fn, d, ref, ggn)
         torch.testing.assert_close(EmpiricalFisherOperator(sparse, loss_fn, d).to_dense(),
                                    empirical_fisher_reference(grads))
         torch.testing.assert_close(full_gradient(sparse, loss_fn, d), grads.mean(0))
@@ -1090,10 +1095,9 @@ def test_an_embedding_bag_has_a_hessian(mode, runs):
     plain.load_state_dict(model.state_dict())
     ref = dense_hessian_reference(plain, loss_fn, data)
     assert bool(ref[:18, :18].any())                 # the bag's block is not empty
+    ggn = ggn_reference(plain, loss_fn, data)
     for d in (data, batches):
-        torch.testing.assert_close(HessianOperator(model, loss_fn, d).to_dense(), ref)
-        torch.testing.assert_close(GGNOperator(model, loss_fn, d).to_dense(),
-                                   ggn_reference(plain, loss_fn, data))
+        _assert_hessian_and_ggn(model, loss_fn, d, ref, ggn)
         torch.testing.assert_close(
             hessian_top_eigenvalue(model, loss_fn, d, tol=1e-10,
                                    generator=torch.Generator().manual_seed(1)),
