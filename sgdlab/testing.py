@@ -404,6 +404,22 @@ def drawn_inside_width_and_top(fig, text) -> bool:
     return 0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
 
 
+def fresh_python(code: str, *args: str, env: dict | None = None, timeout: float = 120) -> str:
+    """Run ``python -c code *args`` in a fresh interpreter that sees only this checkout (on
+    PYTHONPATH, with an empty PATH, plus ``env``), for checks of what an import or a command
+    pulls into ``sys.modules``; asserts it exited 0 (its stderr as the message), returns its
+    stdout."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         cwd=root, timeout=timeout,
+                         env={"PYTHONPATH": str(root), "PATH": "", **(env or {})})
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def start_twice_at_once(start: Callable[[], object]) -> tuple[list, list[str]]:
     """Call ``start`` in two threads at once (a test holds them together where it matters,
     e.g. with a barrier after a free-folder check); returns what the calls returned and the

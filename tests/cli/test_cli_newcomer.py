@@ -15,6 +15,7 @@ import pytest
 import sgdlab
 from sgdlab.cli.main import build_parser, main
 from sgdlab.store import RunStore
+from sgdlab.testing import fresh_python
 
 ROOT = Path(__file__).resolve().parents[2]
 REST = re.compile(r"``|:(mod|func|class|meth|data|attr):`")
@@ -179,10 +180,7 @@ def test_help_and_list_import_no_numerics(argv):
             "except SystemExit:\n    pass\n"
             "heavy = ('torch', 'numpy', 'scipy', 'matplotlib', 'sklearn', 'pydantic')\n"
             "print('IMPORTED', sorted(m for m in heavy if m in sys.modules))" % argv)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, timeout=60, env={"PYTHONPATH": str(ROOT), "PATH": ""})
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "IMPORTED []"
+    assert fresh_python(code, timeout=60).strip().splitlines()[-1] == "IMPORTED []"
 
 
 def test_runs_show_leaves_out_what_a_run_does_not_have(tmp_path, capsys):

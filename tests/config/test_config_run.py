@@ -889,9 +889,7 @@ def test_an_unreadable_data_file_is_a_data_error_naming_the_file_not_a_bad_optio
 def test_building_a_run_on_a_data_file_imports_no_distributed_training(tmp_path):
     """The reader of data files lives in the data package: a run config on a file of tensors
     is built without importing the torchrun entry point (nor config code from train)."""
-    import subprocess
-    import sys
-    from pathlib import Path
+    from sgdlab.testing import fresh_python
 
     torch.save({"x_train": torch.randn(8, 1), "y_train": torch.randn(8, 1)}, tmp_path / "d.pt")
     code = ("import sys\n"
@@ -900,12 +898,8 @@ def test_building_a_run_on_a_data_file_imports_no_distributed_training(tmp_path)
             f"build_from_config({{**TINY_RUN, 'data': {{'file': {str(tmp_path / 'd.pt')!r}}}}})\n"
             "print(sorted(m for m in sys.modules if m in ('sgdlab.train.distributed',"
             " 'sgdlab.train.communicator')))\n")
-    root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=root, timeout=300, env={"PYTHONPATH": str(root), "PATH": "",
-                                                     "OMP_NUM_THREADS": "1"})
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[-1] == "[]"
+    out = fresh_python(code, env={"OMP_NUM_THREADS": "1"}, timeout=300)
+    assert out.splitlines()[-1] == "[]"
 
 
 def test_instrument_defaults_leave_an_item_of_an_unregistered_instrument_as_stored():

@@ -63,16 +63,9 @@ DIGITS_CHILD = ("import hashlib, sys\n"
 
 
 def _digits_child(cache) -> str:
-    import subprocess
-    import sys
-    from pathlib import Path
+    from sgdlab.testing import fresh_python
 
-    root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", DIGITS_CHILD], capture_output=True, text=True,
-                         cwd=root, timeout=120, env={"PYTHONPATH": str(root), "PATH": "",
-                                                     "SGDLAB_CACHE": str(cache)})
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
+    return fresh_python(DIGITS_CHILD, env={"SGDLAB_CACHE": str(cache)}).strip()
 
 
 def test_a_cached_split_loads_the_same_digits_without_sklearn(tmp_path, monkeypatch):

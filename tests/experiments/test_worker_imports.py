@@ -3,14 +3,9 @@ worker_imports_vs_torch): the procedure modules and the run path leave matplotli
 analyses that draw, which run in the driver, and scipy (~0.3 s for scipy.linalg alone) to the
 functions that solve with it."""
 import pkgutil
-import subprocess
-import sys
-from pathlib import Path
 
 import sgdlab.experiments.procedures as procedures
-from sgdlab.testing import user_model_plugin
-
-ROOT = Path(__file__).resolve().parents[2]
+from sgdlab.testing import fresh_python, user_model_plugin
 
 
 def test_procedure_modules_and_the_run_path_import_no_matplotlib_nor_scipy():
@@ -25,11 +20,7 @@ def test_procedure_modules_and_the_run_path_import_no_matplotlib_nor_scipy():
             "    drawn = sorted(m for m in sys.modules\n"
             "                   if m.split('.')[0] in ('matplotlib', 'scipy'))\n"
             "    print(name, drawn[:3])\n")
-    out = subprocess.run([sys.executable, "-c", code, *modules], capture_output=True,
-                         text=True, cwd=ROOT, timeout=120, env={"PYTHONPATH": str(ROOT),
-                                                                "PATH": ""})
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == [f"{m} []" for m in modules]
+    assert fresh_python(code, *modules).splitlines() == [f"{m} []" for m in modules]
 
 
 # a model of the user's own, registered by a plugin file (tests/cli/test_cli_plugins.py has

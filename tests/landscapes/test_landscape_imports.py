@@ -1,11 +1,7 @@
 """Importing the landscapes (a landscape experiment's driver and workers do) leaves scipy to the
 solvers that call it (``solve_*_lyapunov``, ``solve_sylvester``): scipy.linalg alone took
 ~0.3 s of CPU after torch."""
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from sgdlab.testing import fresh_python
 
 
 def test_importing_the_landscapes_imports_no_scipy_until_a_solver_runs():
@@ -16,7 +12,4 @@ def test_importing_the_landscapes_imports_no_scipy_until_a_solver_runs():
             "import torch\n"
             "p = linear_potential(torch.tensor([[2.0, 1.0], [0.0, 1.0]]), torch.eye(2))\n"
             "print('scipy.linalg' in sys.modules, p.U.dtype)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": ""})
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["[]", "True torch.float64"]
+    assert fresh_python(code).splitlines() == ["[]", "True torch.float64"]
