@@ -9,7 +9,8 @@ def figures_taken_are_closed():
     """The figures a test left open, closed after it: an analysis returns its figures to
     the caller on purpose, and those of the tests that read analyses added up in pyplot
     (matplotlib warns past 20). That the lab's own paths close theirs is tested where they
-    save them (the catalogue's smoke runs, test_experiments_framework)."""
+    save them (the catalogue's smoke runs, test_experiments_framework). Every test here has
+    it, so none asks for the root conftest's opt-in ``close_figures``."""
     plt = sys.modules.get("matplotlib.pyplot")
     before = set(plt.get_fignums()) if plt is not None else set()
     yield

@@ -18,8 +18,6 @@ from sgdlab.testing import stored_run
 
 PAPER = {"author": "Chaudhari", "figure": "Fig. 0"}
 
-pytestmark = pytest.mark.usefixtures("close_figures")
-
 
 def stored(label="r", params=None, summary=None, metrics=None, data=None) -> StoredRun:
     """A stored run of seed 0; its parts may be given by position here."""

@@ -11,8 +11,6 @@ from sgdlab.testing import stored_run as _run
 
 PAPER = {"author": "Chaudhari", "figure": "Fig. 0"}
 
-pytestmark = pytest.mark.usefixtures("close_figures")
-
 
 def _spectrum(options, runs):
     import matplotlib.pyplot as plt

@@ -16,8 +16,6 @@ from sgdlab.store import RunStore
 from sgdlab.testing import run_experiment_config, stored_run
 from sgdlab.train.checkpoint import load_checkpoint
 
-pytestmark = pytest.mark.usefixtures("close_figures")
-
 MODEL = {"name": "small-mnistfc", "hidden": 6}
 DATA = {"name": "mnist_small", "n_train": 64, "n_test": 48}
 

@@ -219,7 +219,6 @@ def _spec(**options):
     return SimpleNamespace(options=options, paper={"figure": "Fig. 9"})
 
 
-@pytest.mark.usefixtures("close_figures")
 def test_compare_groups_groups_by_a_parameter_and_tabulates_the_keys_asked_for():
     from sgdlab.experiments.procedures.generic import compare_groups
 
@@ -237,7 +236,6 @@ def test_compare_groups_groups_by_a_parameter_and_tabulates_the_keys_asked_for()
     assert fig.axes[0].get_xlabel() == "step"
 
 
-@pytest.mark.usefixtures("close_figures")
 def test_bars_show_the_seeds_std_and_propagate_a_differences_error(monkeypatch):
     from sgdlab.experiments.procedures import generic
     from sgdlab.report.figures import charts

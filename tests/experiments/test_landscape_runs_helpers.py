@@ -142,7 +142,6 @@ def _analysed_escape_run(seed, successes, **data):
                       data={"first_passage": [5] * 10, **data})
 
 
-@pytest.mark.usefixtures("close_figures")
 def test_the_escape_table_pools_the_seeds_with_wilson_intervals_at_z_2():
     from types import SimpleNamespace
 
@@ -171,7 +170,6 @@ def test_the_escape_table_pools_the_seeds_with_wilson_intervals_at_z_2():
                                    runs)
 
 
-@pytest.mark.usefixtures("close_figures")
 def test_the_escape_sharpness_axis_is_labelled_as_every_sharpness_axis():
     from types import SimpleNamespace
 
@@ -195,7 +193,6 @@ def test_speed_compares_the_slowest_of_the_faster_tier_with_the_fastest_of_the_o
     assert ev["interval"] == [0.0, 4.0] and ok is None
 
 
-@pytest.mark.usefixtures("close_figures")
 def test_the_double_well_claims_on_their_default_thresholds():
     from types import SimpleNamespace
 
@@ -224,7 +221,6 @@ def test_the_double_well_claims_on_their_default_thresholds():
     assert claims(w=1.12)[5] is True and claims(w=1.3)[5] is False
 
 
-@pytest.mark.usefixtures("close_figures")
 def test_the_sweep_marks_where_gd_stops_being_stable():
     from types import SimpleNamespace
 

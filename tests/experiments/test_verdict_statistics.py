@@ -21,8 +21,6 @@ T95_DF4 = 2.131847        # Student t 0.95 quantile, 4 degrees of freedom (print
 T95_DF8 = 1.859548
 
 
-pytestmark = pytest.mark.usefixtures("close_figures")
-
 
 def test_welch_interval_uses_the_satterthwaite_degrees_of_freedom():
     from scipy import stats

@@ -20,8 +20,6 @@ matplotlib.use("Agg")
 PAPER = {"author": "X", "figure": "Fig. 0"}
 
 
-pytestmark = pytest.mark.usefixtures("close_figures")
-
 
 def test_rise_fraction_and_curve_gap():
     assert rise_fraction([3.0, 2.0, 1.0]) == 0.0

@@ -18,8 +18,6 @@ from sgdlab.testing import stored_run
 matplotlib.use("Agg")
 NAME = "xing-stuck-continuation"
 
-pytestmark = pytest.mark.usefixtures("close_figures")
-
 
 def run(label, seed, loss, acc=None, params=None, status="finished"):
     """A stored run whose train loss (accuracy) is ``loss`` (``acc``) at steps 0, 10, 20, ..."""

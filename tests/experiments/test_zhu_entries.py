@@ -24,8 +24,6 @@ SCALES = ("smoke", "cpu", "paper")
 CURVATURE_AWARE = ["sgd", "gld-leading", "gld-hessian"]
 OTHERS = ["gd", "gld-const", "gld-dynamic", "gld-diagonal"]
 
-pytestmark = pytest.mark.usefixtures("close_figures")
-
 
 def _norm(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", text.lower())
