@@ -355,8 +355,6 @@ def test_the_gradient_norm_drop_of_several_seeds_is_the_mean_of_theirs():
 def test_a_group_whose_first_seed_recorded_no_spectrum_is_read_from_the_next():
     """A seed that diverged records no spectrum; the group is still analysed, from a seed that
     did, and the figures name that seed."""
-    import matplotlib.pyplot as plt
-
     diverged = stored("tiny-fc", _trajectory_params(100, 1), {}, {}, {})
     kept = _trajectory_run(0.03)
     kept.seed, kept.key = 1, "tiny-fc-1"
@@ -366,7 +364,6 @@ def test_a_group_whose_first_seed_recorded_no_spectrum_is_read_from_the_next():
     assert row[0] == "tiny-fc" and row[2] == 200
     titles = [ax.get_title() for _, fig in res.figures for ax in fig.axes]
     assert any("tiny-fc, seed 1" in t for t in titles), titles
-    plt.close("all")
 
 
 def test_iterate_correlations_no_larger_than_a_brownian_paths_say_so():
@@ -582,7 +579,6 @@ def test_the_diffusion_table_names_the_samples_measured_when_the_config_gives_no
     run.summary["diffusion_samples"] = 60_000
     (row,) = diffusion_spectrum(SimpleNamespace(paper=PAPER, options={}), [run]).tables[0].rows
     assert row[3] == 60_000
-    plt.close("all")
 
 
 def test_a_network_keeps_its_colour_across_the_instants_of_its_diffusion_spectra():
@@ -982,4 +978,3 @@ def test_the_hessian_spectra_mark_the_round_off_of_the_dtype_they_were_computed_
              if ln.get_label().startswith("round-off")}
     assert marks == pytest.approx({"round-off (fc, float32)": 2.0 * 5 * np.finfo("f4").eps,
                                    "round-off (lstm, float64)": 2.0 * 5 * np.finfo("f8").eps})
-    plt.close("all")
