@@ -11,6 +11,7 @@ from sgdlab.landscapes.escape import (
     method_seed, sample_method_noise, top_eigenpairs,
 )
 from sgdlab.landscapes.two_basin import LANDSCAPES, TwoBasin, printed_sharp_hessian, two_basin
+from sgdlab.testing import covariance_reference
 
 f64 = torch.float64
 
@@ -622,7 +623,7 @@ def test_one_escape_step_is_zhus_section_4_2_update_by_hand(method, m):
     losses = _direct_per_sample(land, w0)
     g = torch.stack([torch.autograd.grad(li, w0, retain_graph=True)[0] for li in losses])
     g0 = g.mean(0)
-    sigma = (g - g0).T @ (g - g0) / len(g)                                   # eq. (3)
+    sigma = covariance_reference(g)                                          # eq. (3)
     hess = torch.autograd.functional.hessian(
         lambda v: _direct_per_sample(land, v).mean(), w0.detach())
     eta, d = cfg.lr, 2

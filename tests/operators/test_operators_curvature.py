@@ -370,7 +370,7 @@ def test_fisher_of_given_gradients_keeps_them_in_another_dtype():
     (x, y), loss_fn = tiny_classification(6, 3, 2), nn.CrossEntropyLoss()
     data = (x.float(), y)
     g = 2 * per_sample_gradients(model, loss_fn, data)        # not the data's G
-    ref = g.double().T @ g.double() / len(g)
+    ref = empirical_fisher_reference(g)
     for given in (EmpiricalFisherOperator(model, loss_fn, data, gradients=g),
                   EmpiricalFisherOperator(model, loss_fn, gradients=g)):
         wide = given.to(torch.float64)
