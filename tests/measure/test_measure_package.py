@@ -32,8 +32,7 @@ def test_batch_statistics_stays_the_function_once_its_module_is_imported():
 def test_the_temperature_command_imports_no_torch():
     """What the lazy package is for: ``sgdlab.measure``, its temperature formulas and the
     ``sgdlab temperature`` command, whose arithmetic needs no tensors, run without torch."""
-    import subprocess
-    import sys
+    from sgdlab.testing import fresh_python
 
     code = ("import sys\n"
             "import sgdlab.measure\n"
@@ -43,10 +42,7 @@ def test_the_temperature_command_imports_no_torch():
             "assert main(['temperature', '--lr', '0.1', '--batch-size', '32', "
             "'--match-lr', '64']) == 0\n"
             "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=120)
-    assert p.returncode == 0, p.stderr      # (check=True said only the status)
-    out = p.stdout
+    out = fresh_python(code)
     assert out.splitlines()[-1] == "[]", out
 
 
