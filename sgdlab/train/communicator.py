@@ -13,7 +13,8 @@ ranks at once instead of leaving the others waiting in that collective until its
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from types import TracebackType
 from typing import Any
 
 import torch
@@ -23,7 +24,7 @@ from torch import Tensor
 from ..errors import UserError
 
 __all__ = ["ReplicaCommunicationError", "ReplicaFailed", "ReplicaRefused",
-           "TorchDistributedCommunicator", "status_all_reduce"]
+           "TorchDistributedCommunicator", "status_all_reduce", "told_all"]
 
 
 class ReplicaCommunicationError(RuntimeError):
@@ -96,6 +97,33 @@ def status_all_reduce(comm: Any, where: str, error: BaseException | None = None,
     raise kind(f"replica {rank}/{world}: rank {r} failed {said}; stopped with it", r)
 
 
+class told_all:
+    """``with told_all(comm, where, device=...): work`` — this process' own part of
+    ``where`` (rank-local work, or rank 0's alone under an ``if``), then
+    :func:`status_all_reduce` of how it went: an ``Exception`` it raised is the ``error``
+    (every process raises), none tells success. An interrupt (a ``BaseException`` only)
+    stops this process alone, as ever, with no all-reduce. ``settle(where, error)``
+    replaces the all-reduce (the replica trainer's, which tells an earlier failure first).
+    ``error``: what the work raised here (None: nothing)."""
+
+    def __init__(self, comm: Any, where: str, *, device: Any = None,
+                 settle: Callable[[str, Exception | None], Any] | None = None):
+        self.where, self.error = where, None
+        self.settle = settle or (lambda where, error: status_all_reduce(comm, where, error,
+                                                                        device=device))
+
+    def __enter__(self) -> "told_all":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        if error is not None and not isinstance(error, Exception):
+            return False
+        self.error = error
+        self.settle(self.where, error)    # raises ``error`` itself when it is not None
+        return False
+
+
 def _account(where: str, error: BaseException) -> bytes:
     """"where (Type: message)" in at most ``STATUS_TEXT`` UTF-8 bytes, cut at whole
     characters: a long ``where`` (a deep folder) keeps a third of them, so that the error
@@ -134,11 +162,15 @@ class TorchDistributedCommunicator:
         try:
             dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
         except Exception as e:  # DistBackendError, RuntimeError (gloo), timeouts
-            raise ReplicaCommunicationError(
-                f"replica {self.rank}/{self.world_size}: all-reduce #{self.rounds} failed — "
-                f"another replica process probably died or hung ({type(e).__name__}: "
-                f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from e
+            raise self._failed(f"all-reduce #{self.rounds}", e) from e
         return flat.div_(self.world_size)
+
+    def _failed(self, what: str, e: Exception) -> ReplicaCommunicationError:
+        """The error of collective ``what`` that raised ``e``, naming this rank."""
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return ReplicaCommunicationError(
+            f"replica {self.rank}/{self.world_size}: {what} failed — another replica process "
+            f"probably died or hung ({type(e).__name__}: {first})")
 
     def average(self, tensors: Sequence[Tensor]) -> list[Tensor]:
         flat = torch.cat([t.detach().reshape(-1) for t in tensors])
@@ -162,11 +194,7 @@ class TorchDistributedCommunicator:
         try:
             dist.broadcast(flat, src=src, group=self.group)
         except Exception as e:
-            raise ReplicaCommunicationError(
-                f"replica {self.rank}/{self.world_size}: broadcast of the initial weights "
-                f"failed — another replica process probably died or hung "
-                f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})"
-            ) from e
+            raise self._failed("broadcast of the initial weights", e) from e
         with torch.no_grad():
             for t, v in zip(tensors, _split(flat, tensors)):
                 t.copy_(v)

@@ -88,7 +88,7 @@ from ..plugins import import_plugins, recorded_plugins
 from ..store.folders import REPLICA_MASTER, REPLICA_RESULT, store_option
 from ..strict_json import dumps as strict_dumps, write_atomic
 from .communicator import (ReplicaCommunicationError, ReplicaFailed,
-                           TorchDistributedCommunicator, status_all_reduce)
+                           TorchDistributedCommunicator, told_all)
 from .replicas import (MASTER_CHECKPOINT, ParleConfig, check_checkpoint_dir,
                        train_replicas)
 
@@ -527,18 +527,14 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
     if mode == "distributed":
         comm = communicator or TorchDistributedCommunicator()
     # every rank builds its own: one that cannot (a data file it does not see) stops them all
-    where = "building the run from its config"
-    error = None
-    try:
+    with told_all(comm, "building the run from its config",
+                  device=_status_device(comm, cfg.get("device"))):
         model, loss_fn, data, parle, kw = build_run(cfg)
         if mode == "distributed" and device == "cuda":
             # one GPU per replica on each machine (as nccl's set-up); nccl broadcasts GPU
             # tensors only (and one GPU short of memory fails on its rank alone)
             device = str(local_device(device))
             model.to(device)
-    except Exception as e:
-        error = e
-    status_all_reduce(comm, where, error, device=_status_device(comm, cfg.get("device")))
     if mode == "distributed":
         # identical initial weights on every rank, whatever the init's determinism
         comm.broadcast_([p.data for p in model.parameters()])
@@ -557,31 +553,23 @@ def run_from_config(cfg: dict[str, Any], *, mode: str, out: str | Path | None = 
     claim, lock = None, None
     status_device = next(model.parameters()).device
     try:
-        error = None
-        if is_main:   # rank 0 alone records the run and takes OUT; the others learn how it went
-            try:
+        # rank 0 alone records the run and takes OUT; the others learn how it went
+        with told_all(comm, "opening the run store" if out is None else
+                      f"opening the run store and taking {out} for this run",
+                      device=status_device):
+            if is_main:
                 if cfg.get("store"):
                     store, made = open_new_store(cfg["store"])
                 if out is not None:
                     claim, lock = _take_out(out, claim=not resume and not claimed)
-            except Exception as e:
-                error = e
-        status_all_reduce(comm, "opening the run store" if out is None else
-                          f"opening the run store and taking {out} for this run", error,
-                          device=status_device)
         res = train_replicas(model, loss_fn, data, parle, mode=mode, communicator=comm,
                              device=device,
                              store=store, complete=out is None,
                              run_config=_recorded_config(cfg), progress=progress, **kw)
         if out is not None:
-            error = None
-            if is_main:
-                try:
+            with told_all(comm, f"writing the run's outputs to {out}", device=status_device):
+                if is_main:
                     _write_outputs(res, Path(out), mode, parle, store)
-                except Exception as e:
-                    error = e
-            status_all_reduce(comm, f"writing the run's outputs to {out}", error,
-                              device=status_device)
     except BaseException:
         if claim is not None:
             release_out(out, claim)
@@ -750,24 +738,21 @@ def main(argv: list[str] | None = None) -> int:
         res = run_from_config(cfg, mode="distributed", out=args.out, resume=args.resume,
                               checkpoint_every=args.checkpoint_every, claimed=args.claimed,
                               progress=round_lines())
-        error = None
-        if dist.get_rank() == 0:
-            try:
-                print(report(res, out=args.out, processes=dist.get_world_size(),
-                             store=cfg["store"]), flush=True)
-                if os.environ.get(STATUS_ENV):
-                    Path(os.environ[STATUS_ENV]).write_text(res.status)
-            except Exception as e:
-                error = e
+        # on this rank's GPU, as the run's other status all-reduces (nccl's tensors)
+        told = told_all(TorchDistributedCommunicator(), "reporting the run",
+                        device=local_device(cfg.get("device", "cpu")))
         try:  # also the barrier of a clean shutdown: all ranks tear gloo down together, rank
             # 0's store still up
-            # on this rank's GPU, as the run's other status all-reduces (nccl's tensors)
-            status_all_reduce(TorchDistributedCommunicator(), "reporting the run", error,
-                              device=local_device(cfg.get("device", "cpu")))
+            with told:
+                if dist.get_rank() == 0:
+                    print(report(res, out=args.out, processes=dist.get_world_size(),
+                                 store=cfg["store"]), flush=True)
+                    if os.environ.get(STATUS_ENV):
+                        Path(os.environ[STATUS_ENV]).write_text(res.status)
         except ReplicaFailed:
             raise
         except Exception as e:
-            if e is error:
+            if e is told.error:
                 raise
             # a peer that already left after a success must not turn it into a failure
         try:

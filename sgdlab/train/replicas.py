@@ -103,7 +103,7 @@ from ..optim.elastic import Parle, master_average
 from .callbacks import MeasurementCallback, Schedule, TrainContext, callback_keys
 from .checkpoint import (changed_settings, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
-from .communicator import status_all_reduce
+from .communicator import status_all_reduce, told_all
 from .loop import (BatchStream, as_callbacks, check_callbacks, check_dataset, check_loss,
                    evaluation_metrics, evaluation_sets, input_refusal, is_int,
                    model_setting_changes, model_settings, open_writer, recompute_eval_statistics,
@@ -576,14 +576,10 @@ class _ReplicaTraining:
         self.start = 0                  # rounds done before this call (a resume)
         self.stored_rows: int | None = None
         self.comm_time = 0.0
-        error = None
-        try:
+        # a rank that cannot (its device out of memory, an OUT it does not see) stops them all
+        with self._told("setting up its replicas"):
             self._set_up(model, data, callbacks, rounds, epochs, grad_evals, eval_subset,
                          checkpoint_dir, resume)
-        except Exception as e:
-            error = e
-        # a rank that cannot (its device out of memory, an OUT it does not see) stops them all
-        self._settle("setting up its replicas", error)
         self.saved_run_id: str | None = None
         # a resumed set of a run's last round: its master, evaluated after the set was saved
         self.resumed_last: list[Tensor] | None = None
@@ -683,8 +679,8 @@ class _ReplicaTraining:
         return rounds
 
     def _resume(self) -> None:
-        error = None
-        try:
+        # every rank must have found and loaded a consistent set, or none starts
+        with self._told("resuming from its checkpoint"):
             head, mine_state = _load_replica_checkpoint(
                 self.ckpt, self.rank, self.world, self.cfg, self.mode, examples=self.examples,
                 settings=self.settings, promote=True)
@@ -692,10 +688,6 @@ class _ReplicaTraining:
                 raise UserError(f"cannot resume from {str(self.ckpt)!r}: {mine_state}")
             for w in self.workers:
                 w.load_state_dict(mine_state["workers"][w.index])
-        except Exception as e:
-            error = e
-        # every rank must have found and loaded a consistent set, or none starts
-        self._settle("resuming from its checkpoint", error)
         set_rng_state(mine_state["rng"])
         self.start = int(head["round"])
         self.stored_rows = head.get("stored_rows")
@@ -712,13 +704,9 @@ class _ReplicaTraining:
         resumed one's; on a resume the rows logged after the checkpoint are dropped (those
         rounds are redone). A resume of a run its checkpoints name no record of (one trained
         unrecorded) records it anew, its rounds up to the checkpoint first."""
-        error = None
-        try:
-            run_id = self._open_record(store, run_id, name, run_config)
-        except Exception as e:
-            error = e
         # rank 0 alone records the run: the others learn here whether it could
-        self._settle("recording the run in its store", error)
+        with self._told("recording the run in its store"):
+            run_id = self._open_record(store, run_id, name, run_config)
         self.run_id = run_id
 
     def _open_record(self, store: Any, run_id: str | None, name: str | None,
@@ -849,6 +837,11 @@ class _ReplicaTraining:
             self._settle("", None)
         return out
 
+    def _told(self, where: str) -> told_all:
+        """``with self._told(where): work``: :meth:`_settle` of how this rank's ``where``
+        went (:class:`~sgdlab.train.communicator.told_all`)."""
+        return told_all(self.comm, where, settle=self._settle)
+
     def _settle(self, where: str, error: Exception | None, *, diverged: bool = False) -> bool:
         """:func:`~sgdlab.train.communicator.status_all_reduce` of rank-local work
         ``where`` that raised ``error`` here (or of the ``pending`` failure before it): every
@@ -975,8 +968,8 @@ class _ReplicaTraining:
         ``master.pt`` their count) before the set exists."""
         assert self.ckpt is not None
         mine, prev = self.ckpt / f"rank{self.rank}.pt", self.ckpt / f"rank{self.rank}.prev.pt"
-        error = None
-        try:
+        # every rank file of round r is on disk before master.pt names round r
+        with self._told(f"writing its checkpoint of round {r}"):
             if self.writer is not None:   # the store holds every row of the saved history
                 self.writer.flush()
             if mine.exists():
@@ -988,16 +981,9 @@ class _ReplicaTraining:
                 "round": r, "world_size": self.world, "rank": self.rank,
                 "comm_time": self.comm_time,
                 "workers": {w.index: w.state_dict() for w in self.workers}, "rng": rng_state()})
-        except Exception as e:
-            error = e
-        # every rank file of round r is on disk before master.pt names round r
-        self._settle(f"writing its checkpoint of round {r}", error)
-        try:
-            self._save_master(r, master)
-        except Exception as e:
-            error = e
         # nobody overwrites its rank file before master.pt is written
-        self._settle(f"writing master.pt of round {r}", error)
+        with self._told(f"writing master.pt of round {r}"):
+            self._save_master(r, master)
         with contextlib.suppress(OSError):   # (a leftover only costs disk: a resume reads
             prev.unlink(missing_ok=True)     # the rank file of master.pt's round)
         self.saved = r
@@ -1074,16 +1060,12 @@ class _ReplicaTraining:
         final.update(rounds=self.round, steps=step, grad_evals=w0.grad_evals,
                      effective_epochs=w0.effective_epochs, comm_time=self.comm_time,
                      wall_time=wall)
-        error = None
-        try:   # (rank 0's rows go to the store's writer too)
+        with self._told("recording the end of the run"):   # (rank 0's rows to its writer too)
             self.log("grad_evals", w0.grad_evals, step)
             self.log("effective_epochs", w0.effective_epochs, step)
             record_completion(self.store, self.writer, self.run_id, self.status,
                               summary={**final, "status": self.status}, message=self.message,
                               record_end=record_end)
-        except Exception as e:
-            error = e
-        self._settle("recording the end of the run", error)
         return ReplicaResult(master=self.master_model, status=self.status, rounds=self.round,
                              grad_evals=w0.grad_evals, effective_epochs=w0.effective_epochs,
                              history=self.history, final=final, wall_time=wall,

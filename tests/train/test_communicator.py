@@ -97,3 +97,52 @@ def test_a_long_account_is_cut_at_whole_characters_and_keeps_the_error_after_a_l
     assert "(OSError: no space left)" in said and said.startswith("taking /a-long-folder")
     assert len(said.encode()) <= STATUS_TEXT and "…" in said
     assert told("x", RuntimeError()) == "x (RuntimeError)"
+
+
+def test_told_all_reports_a_rank_0_failure_to_every_rank_and_a_success_returns():
+    """``with told_all(comm, where): work``: rank 0's error reaches every rank with its
+    message and ``where`` (rank 0 raises its own, its ``error`` kept); when no rank fails the
+    block ends normally on each and every rank goes on past the all-reduce."""
+    from sgdlab.train.communicator import ReplicaFailed, told_all
+
+    mine = ValueError("no store at /x")
+
+    def rank_0_fails(comm):
+        told = told_all(comm, "opening the run store")
+        try:
+            with told:
+                if comm.rank == 0:
+                    raise mine
+        except ValueError:
+            assert told.error is mine
+            raise
+        return "went on"
+    got = _on_threads(rank_0_fails)
+    assert got[0] is mine
+    for r in (1, 2):
+        assert type(got[r]) is ReplicaFailed and got[r].rank == 0
+        assert str(got[r]) == (f"replica {r}/3: rank 0 failed opening the run store "
+                               "(ValueError: no store at /x); stopped with it")
+
+    def succeeds(comm):
+        with told_all(comm, "opening the run store") as told:
+            done = comm.rank
+        return done, told.error
+    assert _on_threads(succeeds) == [(0, None), (1, None), (2, None)]
+
+
+def test_told_all_in_process_raises_the_error_and_lets_an_interrupt_pass_untold():
+    """``comm`` None: the work's error is raised as it is. An interrupt (no ``Exception``)
+    stops this process alone: raised without the all-reduce, whose ``settle`` never runs."""
+    from sgdlab.train.communicator import told_all
+
+    with pytest.raises(KeyError, match="k"), told_all(None, "x"):
+        raise KeyError("k")
+    with told_all(None, "x") as told:
+        pass
+    assert told.error is None
+    settled = []
+    with pytest.raises(KeyboardInterrupt), told_all(None, "x",
+                                                     settle=lambda *a: settled.append(a)):
+        raise KeyboardInterrupt
+    assert settled == []
