@@ -142,19 +142,13 @@ def torchrun_command(config: str, replicas: int, *, out: str | None = None,
 
 def _run(args) -> int:
     from sgdlab.errors import ConfigError
-    from sgdlab.train.distributed import (LAUNCHER_ENV, STATUS_ENV, add_plugins, choose_backend,
-                                          claim_out,
-                                          die_with_parent, load_config, lock_out, release_out,
+    from sgdlab.train.distributed import (LAUNCHER_ENV, STATUS_ENV, choose_backend, claim_out,
+                                          die_with_parent, lock_out, read_config, release_out,
                                           report, round_lines, run_from_config,
                                           run_store_path, timeout_delta)
     from sgdlab.train.replicas import check_checkpoint_dir
 
-    cfg = load_config(args.config)
-    if args.overrides:
-        from sgdlab.config.io import apply_overrides
-
-        cfg = apply_overrides(cfg, args.overrides)
-    add_plugins(cfg, args.plugins)     # (imported already, by main)
+    cfg = read_config(args.config, args.overrides, args.plugins)   # (plugins imported by main)
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
         # the flag, not the config key it stands for, and before any folder is made
         raise ConfigError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")

@@ -93,8 +93,8 @@ from .replicas import (MASTER_CHECKPOINT, ParleConfig, check_checkpoint_dir,
                        train_replicas)
 
 __all__ = ["ReplicaCommunicationError", "TorchDistributedCommunicator", "init_distributed",
-           "build_run", "checkpoint_folder", "claim_out", "load_config", "release_out",
-           "run_from_config", "main"]
+           "build_run", "checkpoint_folder", "claim_out", "load_config", "read_config",
+           "release_out", "run_from_config", "main"]
 
 CLAIM_FILE = "parle.json"
 LOCK_FILE = "parle.lock"
@@ -244,6 +244,19 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(cfg, dict):
         raise ConfigError(f"{p}: a replica run config must be a mapping")
     check_config_kind(cfg, "replica", p)
+    return cfg
+
+
+def read_config(path: str | Path, overrides: list[str], plugins: list[str]) -> dict[str, Any]:
+    """The replica run config at ``path`` (:func:`load_config`) as a command's options change
+    it: ``--set KEY=VALUE`` ``overrides`` applied, ``--plugin`` modules added to its
+    ``plugins`` (:func:`add_plugins`); ``sgdlab parle`` and :func:`main` alike."""
+    cfg = load_config(path)
+    if overrides:
+        from ..config.io import apply_overrides
+
+        cfg = apply_overrides(cfg, overrides)
+    add_plugins(cfg, plugins)
     return cfg
 
 
@@ -722,14 +735,9 @@ def main(argv: list[str] | None = None) -> int:
         from ..plugins import import_env_plugins
 
         import_env_plugins()    # the launcher's $SGDLAB_PLUGINS: the config may name theirs
-        cfg = load_config(args.config)
-        if args.overrides:
-            from ..config.io import apply_overrides
-
-            cfg = apply_overrides(cfg, args.overrides)
+        cfg = read_config(args.config, args.overrides, args.plugins)
         if args.replicas is not None:
             cfg.setdefault("parle", {})["replicas"] = args.replicas
-        add_plugins(cfg, args.plugins)
         cfg["store"] = str(run_store_path(cfg, args.store, args.out, args.resume))
         backend = init_distributed(args.backend, args.timeout, cfg.get("device", "cpu"))
         if dist.get_rank() == 0:
