@@ -86,7 +86,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import torch
 from torch import Tensor, nn
@@ -382,12 +382,21 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
     except FloatingPointError as e:  # how measurements report a non-finite model
         run.diverged_in_measurement(e)
     except BaseException as e:
-        refusal = input_refusal(e, run.model, run.loss_fn, run.x_train, run.y_train)
-        run.abort(refusal or e)
-        if refusal is not None:
-            raise refusal from e
-        raise
+        abort_run(run, e, run.model, run.loss_fn, run.x_train, run.y_train)
     return run.complete(record_end=complete)
+
+
+def abort_run(run: Any, e: BaseException, model: nn.Module, loss_fn: Any, x: Tensor,
+              y: Tensor) -> NoReturn:
+    """End ``run`` (its ``abort``: what was logged kept, why recorded), which failed with
+    ``e`` on the training inputs ``x`` and targets ``y``, and raise the
+    :func:`input_refusal` that names the cause, from ``e``, else ``e`` itself (``train`` and
+    ``train_replicas`` alike)."""
+    refusal = input_refusal(e, model, loss_fn, x, y)
+    run.abort(refusal or e)
+    if refusal is not None:
+        raise refusal from e
+    raise e
 
 
 def input_refusal(e: BaseException, model: nn.Module, loss_fn: Any, x: Tensor,

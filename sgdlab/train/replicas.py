@@ -105,7 +105,7 @@ from .checkpoint import (changed_settings, load_checkpoint, rng_state, save_chec
                          set_rng_state)
 from .communicator import status_all_reduce, told_all
 from .loop import (BatchStream, as_callbacks, check_callbacks, check_dataset, check_loss,
-                   evaluation_metrics, evaluation_sets, input_refusal, is_int,
+                   evaluation_metrics, evaluation_sets, abort_run, is_int,
                    model_setting_changes, model_settings, open_writer, recompute_eval_statistics,
                    record_abort, record_completion, steps_per_epoch)
 
@@ -513,11 +513,7 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
         # as train() names them: inputs of another dtype than the model's, a loss per sample
         # (found on the first two examples: only those go to the device)
         x, y = data.x_train[:2].to(run.dev), data.y_train[:2].to(run.dev)
-        refusal = input_refusal(e, run.master_model, loss_fn, x, y)
-        run.abort(refusal or e)
-        if refusal is not None:
-            raise refusal from e
-        raise
+        abort_run(run, e, run.master_model, loss_fn, x, y)
     return run.complete(record_end=complete)
 
 
