@@ -31,11 +31,22 @@ def _on_threads(fn, world=3):
     return run_threads(lambda rank, comm: fn(comm), world)
 
 
+def _assert_others_told(got, failing, said):
+    """Every rank of ``got`` but ``failing`` raised :class:`ReplicaFailed` naming it and its
+    account ``said``."""
+    from sgdlab.train.communicator import ReplicaFailed
+
+    world = len(got)
+    for r in set(range(world)) - {failing}:
+        assert type(got[r]) is ReplicaFailed and got[r].rank == failing
+        assert str(got[r]) == f"replica {r}/{world}: rank {failing} failed {said}; stopped with it"
+
+
 def test_a_status_all_reduce_tells_every_rank_which_rank_failed_where_and_how():
     """Rank 1's error (non-ASCII text included) reaches ranks 0 and 2 whole, naming rank 1
     and where it failed; rank 1 raises its own; a UserError makes the others refuse too."""
     from sgdlab.errors import UserError
-    from sgdlab.train.communicator import ReplicaFailed, ReplicaRefused, status_all_reduce
+    from sgdlab.train.communicator import ReplicaRefused, status_all_reduce
 
     mine = OSError("disk full at x̄ — écriture")
 
@@ -44,10 +55,7 @@ def test_a_status_all_reduce_tells_every_rank_which_rank_failed_where_and_how():
                                  mine if comm.rank == 1 else None)
     got = _on_threads(fails_on_1)
     assert got[1] is mine
-    for r in (0, 2):
-        assert type(got[r]) is ReplicaFailed and got[r].rank == 1
-        assert str(got[r]) == (f"replica {r}/3: rank 1 failed writing rank1.pt (OSError: disk "
-                               "full at x̄ — écriture); stopped with it")
+    _assert_others_told(got, 1, "writing rank1.pt (OSError: disk full at x̄ — écriture)")
     refusal = UserError("bad folder")
     got = _on_threads(lambda comm: status_all_reduce(comm, "taking OUT",
                                                      refusal if comm.rank == 2 else None))
@@ -103,7 +111,7 @@ def test_told_all_reports_a_rank_0_failure_to_every_rank_and_a_success_returns()
     """``with told_all(comm, where): work``: rank 0's error reaches every rank with its
     message and ``where`` (rank 0 raises its own, its ``error`` kept); when no rank fails the
     block ends normally on each and every rank goes on past the all-reduce."""
-    from sgdlab.train.communicator import ReplicaFailed, told_all
+    from sgdlab.train.communicator import told_all
 
     mine = ValueError("no store at /x")
 
@@ -119,10 +127,7 @@ def test_told_all_reports_a_rank_0_failure_to_every_rank_and_a_success_returns()
         return "went on"
     got = _on_threads(rank_0_fails)
     assert got[0] is mine
-    for r in (1, 2):
-        assert type(got[r]) is ReplicaFailed and got[r].rank == 0
-        assert str(got[r]) == (f"replica {r}/3: rank 0 failed opening the run store "
-                               "(ValueError: no store at /x); stopped with it")
+    _assert_others_told(got, 0, "opening the run store (ValueError: no store at /x)")
 
     def succeeds(comm):
         with told_all(comm, "opening the run store") as told:
