@@ -768,12 +768,10 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:
             pass
         return 0
-    except UserError as e:     # (a ReplicaRefused too: another rank refused)
+    except (UserError, ReplicaCommunicationError) as e:
         print(f"sgdlab.train.distributed: rank {rank}: error: {e}", file=sys.stderr, flush=True)
-        return 2
-    except ReplicaCommunicationError as e:
-        print(f"sgdlab.train.distributed: rank {rank}: error: {e}", file=sys.stderr, flush=True)
-        return 1
+        # a refusal (a ReplicaRefused too: another rank refused) 2, a failed collective 1
+        return 2 if isinstance(e, UserError) else 1
 
 
 def exit_status(argv: list[str] | None = None) -> int:

@@ -859,14 +859,11 @@ class _ReplicaTraining:
         ``master_buffers="recompute"`` its batch-norm statistics recomputed at ``master``;
         its metrics (``metrics``) and the ``instruments`` due, all at ``step``."""
         buffers = self._mean_buffers()
-        error = None
-        if self.is_main:
-            try:
-                self._set_master(master, buffers)
-                self._evaluate_master(step, metrics=metrics)
-            except Exception as e:
-                error = e
-        self._measure(instruments, step, error)
+
+        def evaluate() -> None:
+            self._set_master(master, buffers)
+            self._evaluate_master(step, metrics=metrics)
+        self._measure(instruments, step, evaluate)
 
     def _set_master(self, params: Sequence[Tensor], buffers: Sequence[Tensor]) -> None:
         """The master model's parameters ``params`` and floating buffers ``buffers``."""
@@ -907,14 +904,21 @@ class _ReplicaTraining:
             self.writer.log(name, float(value), step)
 
     def _measure(self, due: Sequence[MeasurementCallback], step: int,
-                 error: Exception | None = None) -> None:
-        """Measure the master model as it is with the ``due`` instruments (rank 0 only) and
-        log their values at ``step``, unless its evaluation before failed with ``error``.
-        Distributed, every rank then learns how rank 0's evaluation and measurements went
-        (:func:`~sgdlab.train.communicator.status_all_reduce`), so that an error or
-        non-finite numbers stop every process at once, not only rank 0 while the others wait
-        at the next collective until its timeout. A ``FloatingPointError`` ends the run as
-        diverged (as in :func:`sgdlab.train.loop.train`); any other error fails it."""
+                 evaluate: Callable[[], None]) -> None:
+        """Evaluate the master model (``evaluate()``, rank 0 only), then measure it as it is
+        with the ``due`` instruments (rank 0 only) and log their values at ``step``, unless
+        its evaluation failed. Distributed, every rank then learns how rank 0's evaluation
+        and measurements went (:func:`~sgdlab.train.communicator.status_all_reduce`), so
+        that an error or non-finite numbers stop every process at once, not only rank 0
+        while the others wait at the next collective until its timeout. A
+        ``FloatingPointError`` of an instrument ends the run as diverged (as in
+        :func:`sgdlab.train.loop.train`); any other error fails it."""
+        error = None
+        if self.is_main:
+            try:
+                evaluate()
+            except Exception as e:
+                error = e
         r = step // self.cfg.L
         if due:
             self.measured = r
@@ -1033,15 +1037,9 @@ class _ReplicaTraining:
         # the same master as evaluated at this step already (that x̄, or the initial
         # weights) is not logged twice there
         again = self.evaluated == step and (by_instrument or self.round == 0)
-        error = None
-        if self.is_main:
-            try:
-                self._evaluate_master(step, metrics=not again)
-            except Exception as e:
-                error = e
         due = (self._due(self.round) if self.measured != self.round
                and self.status == "finished" else [])
-        self._measure(due, step, error)
+        self._measure(due, step, lambda: self._evaluate_master(step, metrics=not again))
 
     def complete(self, *, record_end: bool) -> ReplicaResult:
         """The accounting and the summary of the run :meth:`final_master` ended; with
