@@ -370,7 +370,8 @@ class EntropySGD(SeededNoise, Optimizer):
         ys = [p for p in self._params(group) if p.grad is not None]
         if not ys:
             return
-        grads = [p.grad for p in ys]
+        # nn.Embedding(sparse=True): a sparse gradient meets dense decay, pulls and moments
+        grads = [p.grad.to_dense() if p.grad.is_sparse else p.grad for p in ys]
         xs = [self.state[p]["x"] for p in ys]
         if (group["inner_momentum_on"] == "step" and group["inner_momentum"] > 0
                 and gamma < math.inf):

@@ -394,7 +394,9 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
             # a trainable parameter outside the loss has a zero gradient (as per-sample ones)
             g = torch.autograd.grad(self.loss_fn(self.model(x[b]), y[b]), params,
                                     allow_unused=True, materialize_grads=True)
-            grads.append(torch.cat([t.reshape(-1) for t in g]).detach())
+            # nn.Embedding(sparse=True) gives a sparse gradient, which has no reshape
+            grads.append(torch.cat([(t.to_dense() if t.is_sparse else t).reshape(-1)
+                                    for t in g]).detach())
         g = torch.stack(grads)
         mean = g.mean(0)
         # factor of Cov(g_B) = Σ/m, times √m so that the shared code's "/ m" gives Σ/m back
