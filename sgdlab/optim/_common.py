@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -30,6 +31,36 @@ def inner_closure_loss(closure: Callable[[], Tensor]) -> Tensor:
     torch.clear_autocast_cache()
     with torch.enable_grad():
         return closure()
+
+
+class NonFiniteLoss(Exception):
+    """Raised inside the step of an optimizer that calls its closure several times when one
+    call's loss is not finite (:func:`check_finite_loss`); the step puts the parameters back
+    where it began and returns ``loss``, untaken (private: it never leaves ``step``)."""
+
+    def __init__(self, loss):
+        super().__init__(f"non-finite loss {loss}")
+        self.loss = loss
+
+
+def check_finite_loss(loss) -> None:
+    """:class:`NonFiniteLoss` unless ``loss`` (a closure's return) is finite. Used by the
+    ``step`` of the optimizers that call their closure several times a step: the caller sees
+    only the first call's loss (torch.optim.LBFGS's convention), so a NaN at a later call would
+    reach the parameters and the persistent state (momentum, Adam moments) behind a finite
+    returned loss; a step that stops there returns the non-finite loss instead. One device
+    sync per call; sgdlab's training loop reads every call's loss anyway."""
+    if isinstance(loss, Tensor):
+        if loss.device.type == "meta":      # no values (a dry run on meta parameters)
+            return
+        finite = bool(torch.isfinite(loss.detach()).all())
+    else:
+        try:
+            finite = math.isfinite(float(loss))
+        except (TypeError, ValueError):     # not a number: nothing to check
+            return
+    if not finite:
+        raise NonFiniteLoss(loss)
 
 
 def require_closure(optimizer, closure: Callable[[], Tensor] | None) -> None:

@@ -61,6 +61,7 @@ from typing import Any, Protocol
 
 from torch import Tensor
 
+from ._common import NonFiniteLoss
 from .entropy_sgd import EntropySGD, _check
 from .registry import register_optimizer
 from .scoping import ExponentialScope
@@ -188,7 +189,10 @@ class Parle(EntropySGD):
         return p.detach() if group["normalization"] == "authors-code" else self.state[p]["x"]
 
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
-        loss = self.inner_loop(closure)
+        try:
+            loss = self.inner_loop(closure, check_finite=True)
+        except NonFiniteLoss as e:      # untaken, as EntropySGD.step (no average either)
+            return e.loss
         master = None
         if self.communicator is not None:
             master = self.communicator.average(self.anchors())

@@ -64,8 +64,9 @@ from torch.optim import Optimizer
 
 from sgdlab.measure.entropy_gradient import langevin_step_
 
-from ._common import (PicklesWhole, check_real_parameters, inner_closure_loss,
-                      momentum_direction, require_closure, runs_state_dict_hooks)
+from ._common import (NonFiniteLoss, PicklesWhole, check_finite_loss, check_real_parameters,
+                      inner_closure_loss, momentum_direction, require_closure,
+                      runs_state_dict_hooks)
 from .registry import register_optimizer
 from .scoping import ExponentialScope
 from .settings import split_own_state
@@ -333,9 +334,11 @@ class EntropySGD(SeededNoise, Optimizer):
         return grads
 
     @torch.no_grad()
-    def inner_loop(self, closure: Callable[[], Tensor]) -> Tensor:
+    def inner_loop(self, closure: Callable[[], Tensor], *, check_finite: bool = False) -> Tensor:
         """L Langevin steps from y = x; leaves x in ``state[p]["x"]``, z in ``state[p]["z"]``
-        and y in the parameters. Returns the loss of the first closure call (at x)."""
+        and y in the parameters. Returns the loss of the first closure call (at x).
+        ``check_finite`` (``step``'s): a non-finite loss of any call, before its gradient is
+        used, puts x back and raises :class:`~sgdlab.optim._common.NonFiniteLoss`."""
         require_closure(self, closure)
         self._begin_outer()
         gammas = [self.current_gamma(g) for g in self.param_groups]
@@ -346,6 +349,8 @@ class EntropySGD(SeededNoise, Optimizer):
                 loss = inner_closure_loss(closure)
                 if first is None:
                     first = loss
+                if check_finite:
+                    check_finite_loss(loss)
                 stepped.update(k for k, p in enumerate(
                     p for g in self.param_groups for p in self._params(g)) if p.grad is not None)
                 for group, gamma in zip(self.param_groups, gammas):
@@ -440,7 +445,12 @@ class EntropySGD(SeededNoise, Optimizer):
         return out
 
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
-        loss = self.inner_loop(closure)
+        """``inner_loop`` + ``outer_step``; the first closure call's loss, or the first
+        non-finite one, whose step is not taken (the parameters stay at x)."""
+        try:
+            loss = self.inner_loop(closure, check_finite=True)
+        except NonFiniteLoss as e:
+            return e.loss
         self.outer_step()
         return loss
 

@@ -51,7 +51,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._common import inner_closure_loss, momentum_direction, require_closure
+from ._common import (NonFiniteLoss, check_finite_loss, inner_closure_loss,
+                      momentum_direction, require_closure)
 from .entropy_sgd import EntropySGD, SeededNoise, _check, _check_shared_L, check_choice
 from .registry import register_optimizer
 from .scoping import ExponentialScope
@@ -239,13 +240,17 @@ class HEAT(SeededNoise, Optimizer):
                         i += 1
                 loss = inner_closure_loss(closure)
                 first = loss if first is None else first
+                check_finite_loss(loss)
                 for i, p in enumerate(params):
                     if p.grad is not None:
                         acc[i] = p.grad.clone() if acc[i] is None else acc[i].add_(p.grad)
-        except BaseException:
-            # a closure that raises ends the step untaken: x back, not the perturbed x + ε
+        except BaseException as e:
+            # a closure that raises ends the step untaken: x back, not the perturbed x + ε;
+            # so does a non-finite loss, which the step returns (EntropySGD.step's rule)
             for p, x0 in zip(params, x):
                 p.copy_(x0)
+            if isinstance(e, NonFiniteLoss):
+                return e.loss
             raise
         i = 0
         for group in self.param_groups:

@@ -627,6 +627,49 @@ def test_step_closure_loss_step_without_closure_and_zero_grad(name):
     assert all(p.grad is None for p in model.parameters()), name
 
 
+@pytest.mark.parametrize("bad_call,bad", [(0, math.inf), (1, math.nan)])
+@pytest.mark.parametrize("name", CASES)
+def test_a_non_finite_closure_loss_is_returned_and_leaves_no_trace(name, bad_call, bad):
+    # step(closure) returns the non-finite loss, as torch.optim.SGD does, so a loop of one's
+    # own sees it. The optimizers that call the closure several times returned the first
+    # call's loss, finite, while a NaN at a later call had reached the parameters, x, z, the
+    # momentum and Adam moments: they now stop there, parameters and state as before the step
+    model, (x, y) = _model(), _data()
+    opt = _build_on(name, model.parameters(), model, (x, y))
+    if bad_call and not _needs_closure(opt):
+        pytest.skip("one closure call a step")
+    _steps(opt, model, (x, y), 1)
+    calls = []
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        if len(calls) == bad_call:
+            loss = loss * bad
+        calls.append(loss)
+        loss.backward()
+        return loss
+
+    before = _snapshot(model)
+    state = copy.deepcopy(opt.state_dict())
+    loss = opt.step(closure)
+    assert not math.isfinite(float(loss.detach())), name
+    if not _needs_closure(opt):         # one call: torch's step on that gradient, whatever it is
+        return
+    assert len(calls) == bad_call + 1, name        # stopped at the non-finite call
+    after = _snapshot(model)
+    assert all(torch.equal(before[k], after[k]) for k in before), name
+    for t in _state_tensors(opt.state_dict()["state"]):
+        assert not t.is_floating_point() or torch.isfinite(t).all(), name
+    # the persistent state is the one of before the step, bar what earlier calls moved
+    later = opt.state_dict()["state"]
+    for k, st in state["state"].items():
+        for key in ("momentum_buffer", "exp_avg", "exp_avg_sq"):
+            if key in st and not (key.startswith("exp") and _case(name)[1].get("adam")):
+                assert torch.equal(st[key], later[k][key]), (name, key)
+    assert all(math.isfinite(v) for v in _steps(opt, model, (x, y), 2)), name
+
+
 @pytest.mark.parametrize("name", sorted(HYPER))
 def test_a_deep_copy_and_a_pickle_continue_the_trajectory(name):
     # torch's Optimizer.__getstate__ keeps defaults, state and param_groups only: a copy of
