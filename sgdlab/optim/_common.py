@@ -84,6 +84,17 @@ def require_closure(optimizer, closure: Callable[[], Tensor] | None) -> None:
                          "the loss and gradients: step(closure)")
 
 
+def refuse_meta(optimizer, devices, why: str) -> None:
+    """A ValueError naming ``optimizer`` and ``why`` if one of ``devices`` (the parameters')
+    is the meta device (shapes without values): torch.optim.SGD steps such parameters (a dry run), but
+    a torch.Generator or a measured statistic needs numbers, and torch's own errors there
+    ("META device type not an accelerator", "unsupported scalarType") do not say so."""
+    if any(torch.device(d).type == "meta" for d in devices):
+        raise ValueError(f"{type(optimizer).__name__} cannot step parameters on the meta "
+                         f"device ({why}); materialize them first, e.g. "
+                         "model.to_empty(device=...) and an initialization")
+
+
 def seeded_generator(seed: int | None) -> torch.Generator:
     """A CPU generator seeded with ``seed``, by default with ``torch.initial_seed()`` (the run's
     seed, so runs seeded differently draw differently)."""

@@ -65,7 +65,7 @@ from torch.optim import Optimizer
 from sgdlab.measure.entropy_gradient import langevin_step_
 
 from ._common import (NonFiniteLoss, PicklesWhole, check_finite_loss, check_real_parameters,
-                      inner_closure_loss, momentum_direction, require_closure,
+                      inner_closure_loss, momentum_direction, refuse_meta, require_closure,
                       runs_state_dict_hooks)
 from .registry import register_optimizer
 from .scoping import ExponentialScope
@@ -116,6 +116,8 @@ class SeededNoise(PicklesWhole):
 
     def _rng(self, device: torch.device) -> torch.Generator:
         if self._generator is None:
+            refuse_meta(self, [device],
+                        "its noise is drawn by a torch.Generator, which has no meta device")
             self._generator = torch.Generator(device=device)
             self._generator.manual_seed(self._seed)
             if self._pending_rng is not None:

@@ -84,7 +84,7 @@ from sgdlab.operators.params import trainable_named_params
 
 from . import noise as N
 from ._common import (PicklesWhole, check_real_parameters, closure_loss, is_whole,
-                      runs_state_dict_hooks, seeded_generator)
+                      refuse_meta, runs_state_dict_hooks, seeded_generator)
 from .registry import register_optimizer
 from .settings import split_own_state
 
@@ -608,6 +608,8 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
     # --- step --------------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
+        refuse_meta(self, (p.device for g in self.param_groups for p in g["params"]),
+                    "the GLD family's step measures and draws its noise on the model's numbers")
         loss = closure_loss(closure)
         self._follow_trainable()
         if self.noise != "none" and self._due():

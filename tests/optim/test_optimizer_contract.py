@@ -829,6 +829,80 @@ def test_float32_parameters_and_state_stay_float32(name):
 
 
 
+
+class MixedDtypeNet(SkipNet):
+    """The output layer in float32 inside a float64 model (``.out.float()`` after
+    ``.double()``): one group, two dtypes."""
+
+    def forward(self, x):
+        h = torch.tanh(self.inp(x))
+        h = h + torch.tanh(self.hidden(h))
+        return F.linear(h, self.out.weight.double(), self.out.bias.double())
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_float32_and_float64_parameters_in_one_group_keep_their_dtypes(name):
+    # torch.optim.SGD takes a group of mixed dtypes (its foreach path groups them by dtype)
+    model, data = _model(MixedDtypeNet), _data()
+    model.out.float()
+    opt = _build_on(name, list(model.parameters()), model, data)
+    before = _snapshot(model)
+    losses = _steps(opt, model, data, _n_warmup(name) + 1)
+    assert all(math.isfinite(v) for v in losses), (name, losses)
+    for k, p in model.named_parameters():
+        assert p.dtype == (torch.float32 if k.startswith("out.") else torch.float64), (name, k)
+        assert not torch.equal(before[k], p.detach()), (name, k)
+        for t in _state_tensors(opt.state.get(p, {})):
+            if t.is_floating_point() and t.shape == p.shape:
+                assert t.dtype == p.dtype, (name, k)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_meta_parameters_step_as_torch_or_are_refused_naming_the_meta_device(name):
+    # torch.optim.SGD steps meta parameters (shapes, no values: a dry run); the optimizers
+    # that draw noise from a torch.Generator or measure statistics cannot, and said
+    # "META device type not an accelerator" or "unsupported scalarType"
+    model = _model().to("meta")
+    x, y = (t.to("meta") for t in _data())
+    opt = _build_on(name, list(model.parameters()), model, (x, y))
+    try:
+        for _ in range(_n_warmup(name) + 1):
+            loss = opt.step(lambda: _closure_on(opt, model, x, y))
+        assert loss.device.type == "meta", name
+    except ValueError as e:
+        assert re.match(rf"{type(opt).__name__} cannot step parameters on the meta device \(",
+                        str(e)), (name, str(e))
+        assert name.startswith(("gld", "gd", "heat")) or _case(name)[1].get("noise"), name
+    assert all(p.device.type == "meta" for p in model.parameters()), name
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_state_dict_round_trip_after_add_param_group(name):
+    # a group added mid-training (its own lr), saved, loaded into a fresh optimizer given the
+    # same groups: the same trajectory, bit for bit
+    def build():
+        model, data = _model(), _data()
+        body = [p for n, p in model.named_parameters() if not n.startswith("out.")]
+        return model, data, _build_on(name, body, model, data)
+
+    model, data, opt = build()
+    _steps(opt, model, data, 1)
+    opt.add_param_group({"params": list(model.out.parameters()), "lr": 0.03})
+    _steps(opt, model, data, _n_warmup(name))
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    later = _steps(opt, model, data, 2)
+
+    model2, _, opt2 = build()
+    model2.load_state_dict(saved)
+    opt2.add_param_group({"params": list(model2.out.parameters()), "lr": 0.03})
+    buf.seek(0)
+    opt2.load_state_dict(torch.load(buf, weights_only=True))
+    assert _steps(opt2, model2, data, 2) == later, name
+    for a, b in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(a, b), name
+
 COUNTS = [("switch", "switch_step"), ("gld-const", "refresh_every"),
           ("gld-const", "trace_probes"), ("gld-dynamic", "noise_batch_size"), ("gld-leading", "k"),
           ("gld-dynamic", "estimation_size")]
