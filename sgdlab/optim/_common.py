@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections import OrderedDict
 from collections.abc import Callable
@@ -232,3 +233,40 @@ class PicklesWhole:
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items()
                 if k not in _ALL_HOOK_TABLES and k not in ("step", "_opt_called")}
+
+    def add_param_group(self, param_group: dict) -> None:
+        refuse_optimizer_level_keys(self, param_group)
+        super().add_param_group(param_group)  # type: ignore[misc]
+
+
+def refuse_optimizer_level_keys(optimizer, param_group: dict) -> None:
+    """A ValueError for a key of ``param_group`` that is an argument of the optimizer's
+    constructor held outside the groups (a seed, GLD's ``sigma``, a switch's ``first``):
+    torch keeps any key in a group without a word, so a group given its own ``sigma``
+    stepped with the optimizer's."""
+    own = optimizer_level_options(type(optimizer)) - set(optimizer.defaults)
+    for key in param_group:
+        if key in own:
+            name = type(optimizer).__name__
+            takes = ", ".join(sorted(optimizer.defaults))
+            raise ValueError(
+                f"{name}'s {key!r} is a setting of the whole optimizer, not of a parameter "
+                f"group: give it to {name}(...)" + (f"; a group takes {takes}" if takes else ""))
+
+
+@functools.lru_cache(maxsize=None)
+def optimizer_level_options(cls) -> frozenset:
+    """The keyword arguments of ``cls``'s constructor and those of the classes it passes its
+    ``**kw`` on to (its bases up to torch's Optimizer), less ``params`` and private ones."""
+    names = set()
+    for klass in cls.__mro__:
+        if klass is torch.optim.Optimizer:
+            break
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and \
+                    p.name not in ("self", "params") and not p.name.startswith("_"):
+                names.add(p.name)
+    return frozenset(names)

@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ._common import (PicklesWhole, check_plain_optimizer, closure_loss, is_whole,
-                      runs_state_dict_hooks)
+                      refuse_optimizer_level_keys, runs_state_dict_hooks)
 from .registry import build_optimizer, register_optimizer
 from .settings import inner_settings
 
@@ -78,6 +78,7 @@ class SwitchOptimizer(PicklesWhole, Optimizer):
         if self.param_groups is not self.active.param_groups:   # in Optimizer.__init__
             super().add_param_group(param_group)
             return
+        refuse_optimizer_level_keys(self, param_group)
         params = param_group["params"]
         params = [params] if isinstance(params, Tensor) else list(params)
         for opt in (self.first, self.second):

@@ -49,7 +49,8 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from ._common import (PicklesWhole, check_plain_optimizer, check_real_parameters,
-                      closure_loss, runs_state_dict_hooks, seeded_generator)
+                      closure_loss, refuse_optimizer_level_keys, runs_state_dict_hooks,
+                      seeded_generator)
 from .noise import standard_normal
 from .registry import build_optimizer, register_optimizer
 from .settings import inner_settings, split_own_state
@@ -180,6 +181,7 @@ class TrivializedSGD(PicklesWhole, Optimizer):
             super().add_param_group(param_group)
             check_real_parameters(self, _REAL_FIELD)
             return
+        refuse_optimizer_level_keys(self, param_group)
         self.base.add_param_group(param_group)
         self._link()
         check_real_parameters(self, _REAL_FIELD)

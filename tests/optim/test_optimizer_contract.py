@@ -903,6 +903,37 @@ def test_state_dict_round_trip_after_add_param_group(name):
     for a, b in zip(model.parameters(), model2.parameters()):
         assert torch.equal(a, b), name
 
+# a constructor argument of each optimizer that is no group key (held for the whole optimizer)
+OPTIMIZER_LEVEL = {
+    "entropy_sgd": ("seed", 3), "entropy_adam": ("seed", 3), "hj": ("seed", 3),
+    "heat": ("seed", 3), "parle": ("communicator", None), "random-lr-sgd": ("seed", 3),
+    "sgld": ("num_data", 7), "switch": ("first", "adam"), "trivialized": ("p", 0.5),
+    "annealed-noise": ("tau0", 2.0), "gld-const": ("sigma", 0.5),
+    **{name: ("noise_batch_size", 2) for name in HYPER
+       if name.startswith(("gld-", "gd")) and name != "gld-const"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZER_LEVEL))
+def test_a_group_key_that_is_a_setting_of_the_whole_optimizer_is_refused(name):
+    # torch keeps any key in a group: GLD's noise, a seed, a switch's optimizers are one for
+    # the whole optimizer, and a group given its own stepped with the optimizer's, silently
+    key, value = OPTIMIZER_LEVEL[name]
+    model, data = _model(), _data()
+    body = [p for n, p in model.named_parameters() if not n.startswith("out.")]
+    out = list(model.out.parameters())
+    msg = rf"^{{}}'s '{key}' is a setting of the whole optimizer, not of a parameter group"
+    with pytest.raises(ValueError) as e:
+        _build_on(name, [{"params": body}, {"params": out, key: value}], model, data)
+    assert re.match(msg.format(type(_build_on(name, body, model, data)).__name__),
+                    str(e.value)), str(e.value)
+    opt = _build_on(name, body, model, data)
+    with pytest.raises(ValueError, match=msg.format(type(opt).__name__)):
+        opt.add_param_group({"params": out, key: value})
+    assert len(opt.param_groups) == 1
+    opt.add_param_group({"params": out})            # without it: added and trained
+    assert _steps(opt, model, data, 1)
+
 COUNTS = [("switch", "switch_step"), ("gld-const", "refresh_every"),
           ("gld-const", "trace_probes"), ("gld-dynamic", "noise_batch_size"), ("gld-leading", "k"),
           ("gld-dynamic", "estimation_size")]
