@@ -221,6 +221,8 @@ class HEAT(SeededNoise, Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
+        """L perturbed gradients, then the step at x; the first closure call's loss, or the
+        first non-finite one, whose step is not taken (the parameters stay at x)."""
         require_closure(self, closure)
         params = [p for g in self.param_groups for p in g["params"]]
         x = [p.detach().clone() for p in params]
