@@ -87,9 +87,10 @@ def require_closure(optimizer, closure: Callable[[], Tensor] | None) -> None:
 
 def refuse_meta(optimizer, devices, why: str) -> None:
     """A ValueError naming ``optimizer`` and ``why`` if one of ``devices`` (the parameters')
-    is the meta device (shapes without values): torch.optim.SGD steps such parameters (a dry run), but
-    a torch.Generator or a measured statistic needs numbers, and torch's own errors there
-    ("META device type not an accelerator", "unsupported scalarType") do not say so."""
+    is the meta device (shapes without values): torch.optim.SGD steps such parameters (a
+    dry run), but a torch.Generator or a measured statistic needs numbers, and torch's own
+    errors there ("META device type not an accelerator", "unsupported scalarType") do not
+    say so."""
     if any(torch.device(d).type == "meta" for d in devices):
         raise ValueError(f"{type(optimizer).__name__} cannot step parameters on the meta "
                          f"device ({why}); materialize them first, e.g. "
