@@ -145,6 +145,13 @@ class SecondOrderOperator(ModelOperator):
         taylor: bool = True,
         rop: bool = True,
     ):
+        from sgdlab.measure.passes import eager_module
+
+        # a torch.compile'd model's products go through the module it wraps (the same
+        # parameters and function): AOTAutograd, every backend but "eager", has no double
+        # backward ("torch.compile with aot_autograd does not currently support double
+        # backward"), and the R-op and Taylor passes need the eager layers
+        model = eager_module(model)
         super().__init__(model, loss_fn, data)
         self._kw = dict(cache_graph=cache_graph, taylor=taylor, rop=rop)
         # (parameter versions, the single batch's graph), when kept

@@ -1,0 +1,229 @@
+"""More model kinds researchers measure, beyond tests/measure/test_any_model.py's zoo, each
+against dense float64 references or refused by name: an LSTM, self-attention with layer
+norm in train mode (dropout 0), a Transformer encoder layer in train mode on embedded
+tokens, a parameter stored transposed (non-contiguous) and a channels-last conv net,
+cross-entropy with label smoothing and with soft (probability) targets, binary
+cross-entropy on logits, float32 parameters, a model returning a tuple or a dict with a
+loss that takes it apart (the Gauss-Newton products refuse it by name), and a
+``torch.compile``d model."""
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import sgdlab.measure as M
+from sgdlab.operators import GGNOperator, HessianOperator, per_sample_gradients
+from sgdlab.testing import (covariance_reference, dense_hessian_reference,
+                            empirical_fisher_reference, ggn_reference, per_sample_gradients_loop)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+N = 6
+
+
+def gen(seed: int = 5) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+class LSTMClassifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.head = nn.LSTM(3, 2, batch_first=True), nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+class SelfAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.att, self.norm = nn.MultiheadAttention(2, 1, batch_first=True), nn.LayerNorm(2)
+        self.head = nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.head(self.norm(x + self.att(x, x, x)[0]).mean(1))
+
+
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(5, 2)
+        self.enc = nn.TransformerEncoderLayer(2, 1, 2, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.head(self.enc(self.emb(x)).mean(1))
+
+
+class Transposed(nn.Module):
+    """A weight held as the transpose of a (4, 3) tensor: a non-contiguous parameter."""
+
+    def __init__(self):
+        super().__init__()
+        self.w, self.head = nn.Parameter(torch.randn(4, 3).t()), nn.Linear(4, 2)
+        assert not self.w.is_contiguous()
+
+    def forward(self, x):
+        return self.head(torch.tanh(x @ self.w))
+
+
+class TupleOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.head = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.a(x))
+        return self.head(h), h
+
+
+class DictOut(TupleOut):
+    def forward(self, x):
+        logits, h = super().forward(x)
+        return {"logits": logits, "features": h}
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+
+
+def _conv_channels_last():
+    return nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.Tanh(), nn.Flatten(),
+                         nn.Linear(2 * 4 * 4, 2)).to(memory_format=torch.channels_last)
+
+
+def _data(kind: str):
+    labels = torch.randint(0, 2, (N,), generator=gen(2))
+    if kind == "sequence3":
+        return torch.randn(N, 4, 3, generator=gen(1)), labels
+    if kind == "sequence2":
+        return torch.randn(N, 3, 2, generator=gen(1)), labels
+    if kind == "tokens":
+        return torch.randint(0, 5, (N, 4), generator=gen(1)), labels
+    if kind == "image":
+        return torch.randn(N, 2, 4, 4, generator=gen(1)), labels
+    x = torch.randn(N, 3, generator=gen(1))
+    if kind == "soft":
+        return x, torch.softmax(torch.randn(N, 2, generator=gen(3)), 1)
+    if kind == "binary":
+        return x, torch.randint(0, 2, (N, 2), generator=gen(3)).float()
+    return x, labels
+
+
+CE = nn.CrossEntropyLoss()
+# name: (model factory, loss, data kind)
+KINDS = {
+    "lstm": (LSTMClassifier, CE, "sequence3"),
+    "attention_layer_norm_train": (lambda: SelfAttention().train(), CE, "sequence2"),
+    "encoder_train": (lambda: Encoder().train(), CE, "tokens"),
+    "transposed_parameter": (Transposed, CE, "vector"),
+    "channels_last_conv": (_conv_channels_last, CE, "image"),
+    "label_smoothing": (_mlp, nn.CrossEntropyLoss(label_smoothing=0.2), "vector"),
+    "soft_targets": (_mlp, CE, "soft"),
+    "bce_logits": (_mlp, nn.BCEWithLogitsLoss(), "binary"),
+    "tuple_output": (TupleOut, lambda out, y: F.cross_entropy(out[0], y), "vector"),
+    "dict_output": (DictOut, lambda out, y: F.cross_entropy(out["logits"], y), "vector"),
+}
+# the GGN reference's jacrev has no vmap rule through nn.LSTM (6 s point by point); the GRU of
+# test_any_model.py's zoo checks the Gauss-Newton products of a recurrent layer
+TENSOR_OUT = [k for k in KINDS if not k.endswith("_output") and k != "lstm"]
+
+
+def make(name: str, dtype: torch.dtype = torch.float64):
+    factory, loss_fn, kind = KINDS[name]
+    torch.manual_seed(0)
+    model = factory().to(dtype)
+    x, y = _data(kind)
+    return model, loss_fn, tuple(t.to(dtype) if t.is_floating_point() else t for t in (x, y))
+
+
+def two_batches(data):
+    x, y = data
+    return [(x[:3], y[:3]), (x[3:], y[3:])]
+
+
+def close(a, b, tol=1e-9):
+    a, b = (torch.as_tensor(t, dtype=torch.float64) for t in (a, b))
+    assert bool(torch.isfinite(a).all()), a
+    torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+def references(model, loss_fn, data):
+    """(H, per-sample gradients) of the float64 copy of ``model`` on ``data``."""
+    m = copy.deepcopy(model).double()
+    d = tuple(t.double() if t.is_floating_point() else t for t in data)
+    return dense_hessian_reference(m, loss_fn, d), per_sample_gradients_loop(m, loss_fn, d)
+
+
+# float32 parameters on a few kinds (the products in float32, against float64 references)
+CASES = [(k, torch.float64) for k in KINDS] + [
+    (k, torch.float32) for k in ("attention_layer_norm_train", "transposed_parameter")]
+
+
+# nn.LSTM's in-place writes have no vmap rule: per-sample gradients go one sample at a time
+@pytest.mark.filterwarnings("ignore:per_sample_gradients. vmap failed:RuntimeWarning")
+@pytest.mark.parametrize(("name", "dtype"), CASES)
+def test_curvature_and_noise_match_dense_references(name, dtype):
+    model, loss_fn, data = make(name, dtype)
+    hess, rows = references(model, loss_fn, data)
+    eig, sigma = torch.linalg.eigvalsh(hess), covariance_reference(rows)
+    tol = 1e-9 if dtype == torch.float64 else 3e-5
+    v = torch.randn(len(eig), 2, generator=gen(), dtype=dtype)
+    if name in TENSOR_OUT:
+        ggn = ggn_reference(copy.deepcopy(model).double(), loss_fn,
+                            tuple(t.double() if t.is_floating_point() else t for t in data))
+    # the batching itself is test_any_model.py's: two batches for the dense matrices only
+    for d in (two_batches(data),):
+        close(M.dense_hessian(model, loss_fn, d), hess, tol)
+        close(M.gradient_covariance(model, loss_fn, d).dense(), sigma, tol)
+        if name in TENSOR_OUT:
+            close(GGNOperator(model, loss_fn, d).to_dense(), ggn, tol)
+    for d in (data,):
+        close(M.dense_hessian(model, loss_fn, d), hess, tol)
+        close(M.hessian_diagonal(model, loss_fn, d, exact=True).value, hess.diagonal(), tol)
+        for rop in (True, False):          # R-op products where supported, and backward ones
+            close(HessianOperator(model, loss_fn, d, rop=rop).matmat(v), hess @ v.double(), tol)
+        close(M.hessian_top_eigenvalue(model, loss_fn, d, generator=gen(), tol=1e-10), eig[-1],
+              max(tol, 1e-7))
+        close(M.hessian_bottom_eigenvalues(model, loss_fn, d, 2, generator=gen(), tol=1e-10),
+              eig[:2], max(tol, 1e-7))
+        close(per_sample_gradients(model, loss_fn, d), rows, tol)
+        cov = M.gradient_covariance(model, loss_fn, d)
+        close(cov.dense(), sigma, tol)
+        close(cov.mean, rows.mean(0), tol)
+        close(M.fisher_diagonal(model, loss_fn, d), rows.var(0, unbiased=False), tol)
+        close(M.diffusion_matrix(model, loss_fn, d, 2, replacement=False).trace(),
+              sigma.trace() * (N - 2) / (2 * (N - 1)), tol)
+        close(M.noise_magnitude(model, loss_fn, d, 0.1, 2).noise_norm,
+              math.sqrt(0.1 * float(sigma.trace()) / 2), tol)
+        close(M.batch_statistics(model, loss_fn, d).trace_cov, sigma.trace() * N / (N - 1), tol)
+        al = M.sigma_hessian_alignment(model, loss_fn, d, k=2, generator=gen())
+        close(al.sigma_eigvals, torch.linalg.eigvalsh(sigma).flip(0)[:2], tol)
+        close(al.hessian_eigvals, eig.flip(0)[:2], max(tol, 1e-6))
+        if name in TENSOR_OUT:
+            close(GGNOperator(model, loss_fn, d).to_dense(), ggn, tol)
+            close(M.ggn_diagonal(model, loss_fn, d), ggn.diagonal(), tol)
+        close(M.hessian_diagonal(model, loss_fn, d, exact=True,
+                                 operator="empirical_fisher").value,
+              empirical_fisher_reference(rows).diagonal(), tol)
+
+
+def test_a_compiled_model_has_its_curvature_measured_through_the_module_it_wraps():
+    # torch.compile's AOTAutograd (every backend but "eager", inductor included) has no
+    # double backward: the Hessian, its eigenvalues, trace, the alignment and the GGN
+    # products failed on "torch.compile with aot_autograd does not currently support double
+    # backward"
+    model, loss_fn, data = make("label_smoothing")
+    compiled = torch.compile(model, backend="aot_eager")     # no code generation
+    try:
+        close(M.dense_hessian(compiled, loss_fn, data),
+              dense_hessian_reference(model, loss_fn, data))
+        close(GGNOperator(compiled, loss_fn, data, rop=False).to_dense(),
+              ggn_reference(model, loss_fn, data))
+    finally:
+        torch._dynamo.reset()
