@@ -136,9 +136,40 @@ def measured_params(model: nn.Module) -> dict[str, Tensor]:
     params = trainable_named_params(model)
     if not params:
         raise no_trainable_parameters()
+    check_initialised(params)
     check_real(params)
     check_parametrizations_uncached(model)
+    check_no_renormalising_embedding(model)
     return params
+
+
+def check_initialised(params: Mapping[str, Tensor]) -> None:
+    """A ``UserError`` naming a parameter of a lazy module (``nn.LazyLinear``) that has not
+    run yet: it has no shape, and torch failed on it inside the first flat vector."""
+    for name, p in params.items():
+        if isinstance(p, nn.parameter.UninitializedParameter):
+            raise UserError(
+                f"parameter {name} is not initialised yet (a lazy module, such as "
+                "nn.LazyLinear, that has not run): run the model once on a batch (model(x)) "
+                "before measuring it")
+
+
+def check_no_renormalising_embedding(model: nn.Module) -> None:
+    """A ``UserError`` for a trainable ``nn.Embedding`` / ``nn.EmbeddingBag`` with
+    ``max_norm``: its forward pass renormalises the rows it looks up in place, so every
+    measurement wrote into the model's weight (even a no-grad loss), and the derivatives
+    torch gives treat the renormalised rows as the parameters, which they are not where a row
+    was renormalised (the loss has a kink there)."""
+    for name, m in model.named_modules():
+        if (isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.max_norm is not None
+                and m.weight.requires_grad):
+            raise UserError(
+                f"{name or 'the model'} ({type(m).__name__}, max_norm={m.max_norm}) "
+                "renormalises its weight's rows in place in every forward pass: a "
+                "measurement would change the model's weight, and its derivatives are not "
+                "the loss's where a row is renormalised; measure with max_norm=None (the "
+                "same function where every row's norm is within max_norm: renormalise them "
+                "first, e.g. by one forward pass over all tokens) or freeze the embedding")
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -4,8 +4,9 @@ norm in train mode (dropout 0), a Transformer encoder layer in train mode on emb
 tokens, a parameter stored transposed (non-contiguous) and a channels-last conv net,
 cross-entropy with label smoothing and with soft (probability) targets, binary
 cross-entropy on logits, float32 parameters, a model returning a tuple or a dict with a
-loss that takes it apart (the Gauss-Newton products refuse it by name), and a
-``torch.compile``d model."""
+loss that takes it apart (the Gauss-Newton products refuse it by name), a
+``torch.compile``d model, an embedding that renormalises its rows (``max_norm``) and a lazy
+module not yet run."""
 from __future__ import annotations
 
 import copy
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import sgdlab.measure as M
+from sgdlab.errors import UserError
 from sgdlab.operators import GGNOperator, HessianOperator, per_sample_gradients
 from sgdlab.testing import (covariance_reference, dense_hessian_reference,
                             empirical_fisher_reference, ggn_reference, per_sample_gradients_loop)
@@ -227,3 +229,47 @@ def test_a_compiled_model_has_its_curvature_measured_through_the_module_it_wraps
               ggn_reference(model, loss_fn, data))
     finally:
         torch._dynamo.reset()
+
+
+class Renormalising(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb, self.head = nn.Embedding(5, 3, max_norm=1.0), nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.emb(x).mean(1)))
+
+
+def test_an_embedding_renormalising_its_rows_is_refused_by_name():
+    # nn.Embedding(max_norm=...) renormalises the rows it looks up in place: every
+    # measurement wrote into the model's weight, and vmapped passes warned of
+    # embedding_renorm_ and went sample by sample
+    torch.manual_seed(0)
+    model, loss_fn, data = Renormalising().double(), nn.CrossEntropyLoss(), _data("tokens")
+    weight = model.emb.weight.detach().clone()
+    for fn in (M.dense_hessian, M.full_batch_grad_norm, M.gradient_covariance, M.ggn_diagonal,
+               lambda *a: M.hessian_top_eigenvalue(*a, generator=gen()),
+               lambda *a: M.expected_sharpness(*a, 0.01, 2, generator=gen())):
+        with pytest.raises(UserError, match=r"emb \(Embedding, max_norm=1.0\) renormalises its "
+                                            r"weight's rows in place.*max_norm=None"):
+            fn(model, loss_fn, data)
+    assert torch.equal(model.emb.weight, weight)
+    # a frozen one is a fixed function of the tokens (after its first pass's renormalisation)
+    model.emb.requires_grad_(False)
+    model(data[0])
+    close(M.dense_hessian(model, loss_fn, data), dense_hessian_reference(model, loss_fn, data))
+
+
+def test_a_lazy_module_not_yet_run_is_refused_naming_the_first_forward_pass():
+    # torch's ValueError came from inside the first flat vector ("Attempted to use an
+    # uninitialized parameter in <method 'detach'...>")
+    model = nn.Sequential(nn.LazyLinear(4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x, y = _data("vector")
+    for fn in (M.dense_hessian, M.gradient_covariance, M.full_batch_grad_norm,
+               lambda *a: M.expected_sharpness(*a, 0.01, 2, generator=gen())):
+        with pytest.raises(UserError, match=r"parameter 0.weight is not initialised yet \(a "
+                                            r"lazy module.*run the model once on a batch"):
+            fn(model, nn.CrossEntropyLoss(), (x.double(), y))
+    model(x.double())
+    close(M.dense_hessian(model, nn.CrossEntropyLoss(), (x.double(), y)),
+          dense_hessian_reference(model, nn.CrossEntropyLoss(), (x.double(), y)))
