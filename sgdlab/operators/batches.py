@@ -56,6 +56,38 @@ def stochastic_modules(model: nn.Module) -> list[str]:
             if m.training and _draws(m)]
 
 
+def draws_unseen(model: nn.Module, data: object, device: torch.device) -> bool:
+    """Whether ``model``, with modules in train mode but none that :func:`stochastic_modules`
+    knows to draw, still draws random numbers in a forward pass: ``F.dropout(h, p,
+    self.training)`` or noise written in a ``forward`` of one's own. One no-grad pass over
+    the data's first samples (:func:`_first_samples`; none for a loader it cannot read them
+    from), the generator's state compared before and after it; the buffers a train-mode pass
+    moves are put back, and the generators are as they were. A model that fails on them is
+    left to the measurement."""
+    from sgdlab.measure.passes import eager_module
+
+    from .linear import kept_running_statistics
+
+    if not any(m.training for m in model.modules()) or stochastic_modules(model):
+        return False
+    first = _first_samples(data)
+    if first is None or not len(first[0]):
+        return False
+
+    model, device = eager_module(model), torch.device(device)
+    cuda = device.type == "cuda"
+    gen = torch.cuda.default_generators[device.index or 0] if cuda else torch.default_generator
+    # the generators forked, not seeded: an outer fixed draw goes on as if no probe had run
+    with torch.random.fork_rng(devices=[device] if cuda else [], device_type="cuda"), \
+            kept_running_statistics(model), torch.no_grad():
+        state = gen.get_state()
+        try:
+            model(first[0].to(device))
+        except Exception:
+            return False
+        return not torch.equal(gen.get_state(), state)
+
+
 @contextlib.contextmanager
 def fixed_randomness(model: nn.Module, device: torch.device, index: int = 0) -> Iterator[None]:
     """Within: the random generators (CPU, and ``device`` when it is a CUDA device) seeded for

@@ -14,7 +14,7 @@ from torch import Tensor
 from sgdlab.errors import warn
 from sgdlab.models.modes import buffers_kept, writes_buffers
 
-from .batches import (check_batch_loss, check_model_data, fixed_randomness,
+from .batches import (check_batch_loss, check_model_data, draws_unseen, fixed_randomness,
                       gradient_hooks_held, iterate_batches, loss_derivatives, plain_checkpoints,
                       stochastic_modules)
 from .blocking import BlockTuner
@@ -200,6 +200,12 @@ class ModelOperator(LinearOperator):
                 "dropout in train mode, so the curvature is that of the loss under one fixed "
                 "draw of the dropout masks per batch; call model.eval() for the network "
                 "without dropout", UserWarning)
+        elif data is not None and draws_unseen(model, data, first.device):
+            # F.dropout(h, p, self.training) in a forward of one's own: no module says so
+            warn("the model's forward pass draws random numbers in train mode (F.dropout or "
+                 "noise in a forward of its own?), so the curvature is that of the loss "
+                 "under one fixed draw per batch; call model.eval() for the network without "
+                 "them", UserWarning)
         if self.dtype in (torch.float16, torch.bfloat16):
             # bfloat16's 8-bit mantissa: a 3-4-2 MLP's dense Hessian 0.8% off float64's
             warn(f"the model's parameters are {self.dtype}: its curvature products carry "
