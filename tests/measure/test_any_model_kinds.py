@@ -5,8 +5,9 @@ tokens, a parameter stored transposed (non-contiguous) and a channels-last conv 
 cross-entropy with label smoothing and with soft (probability) targets, binary
 cross-entropy on logits, float32 parameters, a model returning a tuple or a dict with a
 loss that takes it apart (the Gauss-Newton products refuse it by name), a
-``torch.compile``d model, an embedding that renormalises its rows (``max_norm``) and a lazy
-module not yet run."""
+``torch.compile``d model, an embedding that renormalises its rows (``max_norm``), a lazy
+module not yet run, parameters over shared memory, and randomness drawn by a forward of
+one's own in train mode."""
 from __future__ import annotations
 
 import copy
