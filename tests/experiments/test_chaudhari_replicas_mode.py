@@ -259,3 +259,138 @@ def test_a_replicas_run_gives_its_length_one_way():
     with pytest.raises(ConfigError, match="give exactly one of 'epochs' or 'grad_evals'"):
         proc.validate({**PARAMS, "epochs": 1}, "run")
     proc.validate({**{k: v for k, v in PARAMS.items() if k != "grad_evals"}, "epochs": 1}, "run")
+
+
+# --- the run's GPUs ------------------------------------------------------------------------
+class RecordedLaunch:
+    """Stands for the launcher: records the command and environment it was given and exits
+    1 without training (the run then fails, naming the exit status)."""
+
+    seen: list = []
+
+    def __init__(self, cmd, env, **kw):
+        self.seen.append((cmd, env))
+
+    def wait(self):
+        return 1
+
+
+def gpus_seen(monkeypatch, count: int, visible: str | None) -> None:
+    """This process sees ``count`` GPUs, with ``CUDA_VISIBLE_DEVICES`` ``visible`` (None:
+    unset), and its launcher is :class:`RecordedLaunch`."""
+    from sgdlab.train import distributed
+
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    said = f"this machine has {count} CUDA device(s)" + (
+        f" visible (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else "")
+    monkeypatch.setattr(distributed, "visible_gpus", lambda: (count, said))
+    monkeypatch.setattr(RecordedLaunch, "seen", [])
+    monkeypatch.setattr(chaudhari, "_start", RecordedLaunch)
+
+
+def replicas_of(n: int) -> dict:
+    return {**distributed(), "parle": {**PARAMS["parle"], "replicas": n}}
+
+
+def launched_on(tmp_path, device: str, n: int) -> tuple[list[str], dict, dict]:
+    """(command, environment, run config) of the launch of an ``n``-replica run on
+    ``device``."""
+    import json
+
+    ctx = RunContext(store=None, run_id="r", device=device, artifact_dir=tmp_path / "run",
+                     dependencies={})
+    with pytest.raises(RuntimeError, match="sgdlab parle exit status 1"):
+        chaudhari.run_distributed(replicas_spec(replicas_of(n)), ctx)
+    ((cmd, env),) = RecordedLaunch.seen
+    return cmd, env, json.loads((tmp_path / "run" / "parle-config.json").read_text())
+
+
+@pytest.mark.parametrize("visible, child", [(None, "2"), ("4,5,6,7", "6"),
+                                            ("GPU-a,GPU-b,GPU-c", "GPU-c")])
+def test_a_run_on_cuda_k_launches_its_replica_with_only_gpu_k_visible(
+        tmp_path, monkeypatch, visible, child):
+    """Its rank 0 takes cuda:0 of what it sees: GPU K of the sweep's process, not GPU 0
+    (entries of CUDA_VISIBLE_DEVICES may be indices or UUIDs)."""
+    gpus_seen(monkeypatch, 4 if visible != "GPU-a,GPU-b,GPU-c" else 3, visible)
+    cmd, env, cfg = launched_on(tmp_path, "cuda:2", 1)
+    assert env["CUDA_VISIBLE_DEVICES"] == child
+    assert cfg["device"] == "cuda" and cmd[cmd.index("--backend") + 1] == "auto"
+    assert cmd[cmd.index("--replicas") + 1] == "1"
+
+
+def test_a_run_given_gpus_by_ray_launches_its_replicas_on_those(tmp_path, monkeypatch):
+    """A Ray task given 2 GPUs sees those (Ray sets CUDA_VISIBLE_DEVICES, here 2,3) and runs
+    on ``cuda``: its launcher sees the same two, local rank r on the r-th of them."""
+    gpus_seen(monkeypatch, 2, "2,3")
+    cmd, env, cfg = launched_on(tmp_path, "cuda", 2)
+    assert env["CUDA_VISIBLE_DEVICES"] == "2,3" and cfg["device"] == "cuda"
+    assert cmd[cmd.index("--replicas") + 1] == "2"
+
+
+@pytest.mark.parametrize("device, count, visible, said", [
+    ("cuda:2", 4, None, r"device cuda:2 gives this run one GPU, but its distributed mode "
+                        r"puts each of its 2 replicas on a GPU of its own: give it 2 GPUs"),
+    ("cuda", 1, "3", r"device cuda puts each of the 2 replicas of this distributed run on a "
+                     r"GPU of its own, but this machine has 1 CUDA device\(s\) visible "
+                     r"\(CUDA_VISIBLE_DEVICES=3\): give the run 2 GPUs \(--backend ray "
+                     r"--gpus-per-run 2\)"),
+    ("cuda:4", 4, None, r"device cuda:4 names GPU 4, but this machine has 4 CUDA device")])
+def test_a_run_given_fewer_gpus_than_replicas_is_refused_before_its_launcher_starts(
+        tmp_path, monkeypatch, device, count, visible, said):
+    from sgdlab.errors import UserError
+
+    gpus_seen(monkeypatch, count, visible)
+    art = tmp_path / "run"
+    (art / SWEEP_REPLICA_FOLDER).mkdir(parents=True)
+    ctx = RunContext(store=None, run_id="r", device=device, artifact_dir=art, dependencies={})
+    with pytest.raises(UserError, match=said):
+        chaudhari.run_distributed(replicas_spec(replicas_of(2)), ctx)
+    assert RecordedLaunch.seen == []
+    # nothing of an earlier attempt's folder touched
+    assert (art / SWEEP_REPLICA_FOLDER).is_dir() and not (art / "parle-config.json").exists()
+
+
+def test_a_run_on_the_cpu_launches_with_this_process_s_gpus_untouched(tmp_path, monkeypatch):
+    from sgdlab.train import distributed as dist
+
+    gpus_seen(monkeypatch, 0, "0,1")
+    monkeypatch.setattr(dist, "visible_gpus", lambda: pytest.fail("GPUs looked at"))
+    cmd, env, cfg = launched_on(tmp_path, "cpu", 2)
+    assert env["CUDA_VISIBLE_DEVICES"] == "0,1" and cfg["device"] == "cpu"
+    assert cmd[cmd.index("--backend") + 1] == "gloo"
+
+
+@pytest.mark.parametrize("device, current", [("cuda:2", [2]), ("cuda", []), ("cpu", [])])
+def test_an_in_process_run_trains_on_its_device_with_it_current(tmp_path, monkeypatch,
+                                                                 device, current):
+    """On ``cuda:K`` the replicas live on cuda:K, and K is the current GPU while they train
+    (torch's current-device choice a stand-in here: no GPU)."""
+    import contextlib
+    import types
+
+    import torch
+
+    from sgdlab.train import replicas
+
+    selected: list[int] = []
+    calls: list = []
+
+    @contextlib.contextmanager
+    def select(index):
+        selected.append(index)
+        yield
+        selected.pop()
+
+    def train(*a, device, **kw):
+        calls.append((device, list(selected)))
+        return types.SimpleNamespace(final={}, status="finished", message=None)
+
+    monkeypatch.setattr(torch.cuda, "device", select)
+    monkeypatch.setattr(replicas, "train_replicas", train)
+    ctx = RunContext(store=None, run_id="r", device=device, artifact_dir=tmp_path,
+                     dependencies={})
+    out = get_procedure("replicas").run(replicas_spec(PARAMS), ctx)
+    assert out.status == "finished" and calls == [(device, current)] and selected == []

@@ -85,10 +85,11 @@ class ReplicasProcedure(Procedure):
         cfg = ParleConfig.from_dict({**p["parle"], "seed": run.seed})
         length = ({"epochs": float(p["epochs"])} if "epochs" in p
                   else {"grad_evals": int(p["grad_evals"])})
-        res = train_replicas(model, loss_fn, ds, cfg, **length, mode="inprocess",
-                             eval_every=p.get("eval_every"),
-                             eval_subset=p.get("eval_subset"), store=ctx.store,
-                             run_id=ctx.run_id, device=ctx.device, complete=False)
+        with current_gpu(ctx.device):
+            res = train_replicas(model, loss_fn, ds, cfg, **length, mode="inprocess",
+                                 eval_every=p.get("eval_every"),
+                                 eval_subset=p.get("eval_subset"), store=ctx.store,
+                                 run_id=ctx.run_id, device=ctx.device, complete=False)
         return _replica_output(res.final, res.status, res.message, cfg.replicas)
 
 
@@ -105,7 +106,8 @@ def replica_run_config(params: dict[str, Any], seed: int, device: str = "cpu"
     trains what the ``replicas`` procedure trains for ``params`` and ``seed``: the same data
     (``load_dataset(name, seed=data_seed, **options)``), initial weights (``seed``), Parle
     config (its ``seed`` the run seed), length and evaluations. No ``store``: the procedure
-    records the run itself. ``device``: cuda places replica r on cuda:r (its local rank)."""
+    records the run itself. ``device``: any cuda device places replica r on cuda:r (its local
+    rank) of the GPUs the launcher sees, which :func:`replica_gpus` restricts to the run's."""
     dataset = dict(params["dataset"])
     cfg: dict[str, Any] = {
         "data": {"name": dataset.pop("name"), "seed": int(params.get("data_seed", 0)),
@@ -132,6 +134,55 @@ def distributed_command(config: str | Path, replicas: int, out: str | Path, devi
             "--replicas", str(replicas), "--out", str(out), "--backend", backend]
 
 
+def current_gpu(device: str):
+    """``torch.cuda.device(K)`` for a run on ``cuda:K`` (a null context otherwise): what torch
+    puts on the current GPU while the run trains goes to the run's GPU, not to GPU 0."""
+    import contextlib
+
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is not None:
+        return torch.cuda.device(dev.index)
+    return contextlib.nullcontext()
+
+
+def replica_gpus(device: str, replicas: int) -> str | None:
+    """The ``CUDA_VISIBLE_DEVICES`` that the launcher of a distributed run on ``device`` gets,
+    so that local rank r, which takes ``cuda:r``, is the r-th GPU assigned to the run: for
+    ``cuda:K``, GPU K of those this process sees (its entry of this process's
+    ``CUDA_VISIBLE_DEVICES``, or K); None, the launcher seeing what this process sees, for the
+    CPU and for ``cuda`` (the GPUs this process sees are the run's: a Ray task given G GPUs
+    sees those G). A run given fewer GPUs than it has replicas is refused (``UserError``),
+    before the launcher starts."""
+    import torch
+
+    from sgdlab.errors import UserError
+    from sgdlab.train.distributed import visible_gpus
+
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return None
+    count, said = visible_gpus()
+    ways = "fewer replicas, or mode: inprocess (the replicas stepped in turn on one GPU)"
+    if dev.index is None:
+        if replicas > count:
+            raise UserError(f"device cuda puts each of the {replicas} replicas of this "
+                            f"distributed run on a GPU of its own, but {said}: give the run "
+                            f"{replicas} GPUs (--backend ray --gpus-per-run {replicas}), {ways}")
+        return None
+    if dev.index >= count:
+        raise UserError(f"device {device} names GPU {dev.index}, but {said}")
+    if replicas > 1:
+        raise UserError(f"device {device} gives this run one GPU, but its distributed mode puts "
+                        f"each of its {replicas} replicas on a GPU of its own: give it "
+                        f"{replicas} GPUs (--device cuda: those this process sees; --backend "
+                        f"ray --gpus-per-run {replicas}), {ways}")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    # (CUDA numbers the GPUs it sees in the variable's order, up to its first invalid entry)
+    return visible.split(",")[dev.index].strip() if visible is not None else str(dev.index)
+
+
 def _has_checkpoints(art: Path) -> bool:
     """Whether a distributed run in artifact folder ``art`` has written a checkpoint set."""
     from sgdlab.train.distributed import has_checkpoint
@@ -150,13 +201,16 @@ def run_distributed(run, ctx) -> RunOutput:
     ``sgdlab parle --mode distributed`` (torchrun; a crashed replica stops the others and
     fails the run), whose ``result.json`` gives the summary and the metric rows, recorded
     under the sweep's run id as the in-process mode records them. An earlier attempt's
-    checkpoint set there is continued (``--resume``)."""
+    checkpoint set there is continued (``--resume``). On a GPU, the launcher sees only the
+    run's GPUs (:func:`replica_gpus`)."""
     from sgdlab.store.folders import REPLICA_RESULT
     from sgdlab.train.distributed import die_with_parent
     from sgdlab.train.replicas import ParleConfig
 
     p = run.params
     n = ParleConfig.from_dict({**p["parle"], "seed": run.seed}).replicas
+    # the run's GPUs: refused here, before its folder is touched, when fewer than n
+    gpus = replica_gpus(ctx.device, n)
     art = Path(ctx.artifact_dir)
     art.mkdir(parents=True, exist_ok=True)
     config = art / "parle-config.json"
@@ -176,6 +230,8 @@ def run_distributed(run, ctx) -> RunOutput:
     root = str(Path(__file__).resolve().parents[3])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [root] + [q for q in os.environ.get("PYTHONPATH", "").split(os.pathsep) if q])}
+    if gpus is not None:        # local rank r on the run's r-th GPU, not on this machine's
+        env["CUDA_VISIBLE_DEVICES"] = gpus
     log = art / DISTRIBUTED_LOG
     cmd = distributed_command(config, n, out, ctx.device) + (["--resume"] if resume else [])
     with open(log, "w") as f:
