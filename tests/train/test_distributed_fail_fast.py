@@ -71,6 +71,10 @@ if RANK == "0" and WHAT == "outputs":
     def outputs(*a, **k):
         raise OSError("boom: no space left for the outputs")
     patch(distributed, "_write_outputs", outputs)
+if RANK == "0" and WHAT == "report":
+    def said(*a, **k):
+        raise OSError("boom: stdout is gone")
+    patch(distributed, "report", said)
 if RANK == "0" and WHAT == "master.pt":
     def save(path, state):
         if path.name == "master.pt" and state["round"] == 4:
@@ -179,6 +183,8 @@ def run_held(tmp_path, argv, *, within: float = 5.0):
                   "record the run)"),
     ("outputs", 0, "writing the run's outputs to {out} (OSError: boom: no space left for the "
                    "outputs)"),
+    # main's final report, after the run: the status all-reduce is the shutdown barrier too
+    ("report", 0, "reporting the run (OSError: boom: stdout is gone)"),
     ("data", 1, "building the run from its config (DataError: {data}: boom: this rank cannot "
                 "read the data file)"),
     ("setup", 1, "setting up its replicas (UserError: {out}/checkpoints: boom: this rank does "
@@ -190,7 +196,7 @@ def run_held(tmp_path, argv, *, within: float = 5.0):
 def test_work_failing_on_one_rank_stops_every_rank_at_once(tmp_path, monkeypatch, what,
                                                            failing, said):
     monkeypatch.setenv("SGDLAB_TEST_FAIL", what)
-    path = write_problem(tmp_path, rounds=10 if what in ("outputs", "end") else 10**6)
+    path = write_problem(tmp_path, rounds=10 if what in ("outputs", "end", "report") else 10**6)
     out = tmp_path / "out"
     codes, logs = run_held(tmp_path, [str(path), "--out", str(out)])
     other = 1 - failing
