@@ -1032,6 +1032,31 @@ def test_replica_processes_given_instruments_on_other_schedules_are_all_refused_
     assert "different instruments" in str(out[0]) and "every 3" in str(out[1])
 
 
+def test_a_kept_failure_is_told_by_the_next_checkpoint_whose_set_is_not_written(tmp_path):
+    """Rank 0's progress fails in round 2, a failure kept for the next collective: that is
+    the checkpoint of round 2, whose status all-reduce tells it first, so every rank stops
+    there, rank 1 naming it, and no master.pt names round 2 (its rows never reached rank 0's
+    record)."""
+    from sgdlab.train.communicator import ReplicaFailed
+    data, cfg, ckpt = toy_data(), ParleConfig(**BN_CFG), tmp_path / "ckpt"
+    mine = OSError("boom: no terminal")
+
+    def progress(r, rounds, loss):
+        if r == 2:
+            raise mine
+
+    def run(rank, comm):
+        return train_replicas(toy_model(), LOSS, data, cfg, rounds=4, mode="distributed",
+                              communicator=comm, checkpoint_dir=ckpt, checkpoint_every=2,
+                              progress=progress if rank == 0 else None)
+    got = run_threads(run, 2)
+    assert got[0] is mine, got
+    assert type(got[1]) is ReplicaFailed and str(got[1]) == (
+        "replica 1/2: rank 0 failed recording round 2 (OSError: boom: no terminal); stopped "
+        "with it"), got
+    assert not (ckpt / "master.pt").exists()
+
+
 @pytest.mark.parametrize("checkpoint_every", [None, 1])
 def test_a_run_extended_by_a_resume_keeps_its_old_last_round_s_evaluation_and_measurement(
         tmp_path, checkpoint_every):
