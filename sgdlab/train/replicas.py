@@ -104,8 +104,8 @@ from .callbacks import MeasurementCallback, Schedule, TrainContext, callback_key
 from .checkpoint import (changed_settings, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
 from .communicator import status_all_reduce, told_all
-from .loop import (BatchStream, as_callbacks, check_callbacks, check_dataset, check_loss,
-                   evaluation_metrics, evaluation_sets, abort_run, is_int,
+from .loop import (BatchStream, abort_run, as_callbacks, check_callbacks, check_dataset,
+                   check_loss, evaluation_metrics, evaluation_sets, is_int,
                    model_setting_changes, model_settings, open_writer, recompute_eval_statistics,
                    record_abort, record_completion, steps_per_epoch)
 
