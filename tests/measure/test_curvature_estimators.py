@@ -399,3 +399,25 @@ def test_a_spectral_density_prints_in_one_line_of_its_sizes_and_ranges():
                           f"range [{float(value.min()):.4g}, {float(value.max()):.4g}]), "
                           f"stderr=Tensor(shape=({len(value)},), float64, range [0, 0]), "
                           f"num_samples={len(value)}, exact=True)")
+
+
+def test_slq_probe_that_breaks_down_early_keeps_unit_mass(monkeypatch):
+    """A probe whose Krylov space is exhausted before the others' (here an eigenvector: one
+    step) is padded to the common length with nodes of zero weight, so each probe's weights
+    still sum to 1 and its moments are its own vᵀAᵖv / vᵀv; the probes are set by hand."""
+    import importlib
+
+    slq = importlib.import_module("sgdlab.measure.curvature.slq")
+    lam = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    a = torch.diag(lam)
+    probes = iter([torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64),
+                   torch.ones(4, dtype=torch.float64)])
+    monkeypatch.setattr(slq, "random_vector", lambda op, generator: next(probes))
+    dens = spectral_density(a, num_probes=2, num_iter=4, sigma=0.05, grid=4000)
+    assert dens.nodes.shape == (2, 4)
+    torch.testing.assert_close(dens.weights.sum(1), torch.ones(2, dtype=torch.float64))
+    for p in range(4):
+        # probe 1 sees λ = 1 only, probe 2 all four with weight 1/4
+        exact = (1.0 + float((lam ** p).mean())) / 2
+        assert dens.moment(p) == pytest.approx(exact, rel=1e-12)
+    assert float(torch.trapezoid(dens.density, dens.grid)) == pytest.approx(1.0, abs=1e-6)
