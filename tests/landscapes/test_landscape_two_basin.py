@@ -454,6 +454,17 @@ def test_wilson_interval_keeps_its_width_at_zero_and_one():
     assert all(math.isnan(v) for v in wilson_interval(0, 0, 2.0))
 
 
+def test_binomial_se_is_the_population_standard_error_of_the_rate():
+    """sqrt(p(1 − p)/R) of the escape table: R repetitions, not R − 1; 0 at a rate of 0 or 1,
+    NaN without repetitions."""
+    from sgdlab.landscapes.escape import binomial_se
+
+    assert binomial_se(0.3, 10) == pytest.approx(math.sqrt(0.3 * 0.7 / 10), rel=1e-15)
+    assert binomial_se(0.25, 4) == pytest.approx(math.sqrt(3) / 8, rel=1e-15)
+    assert binomial_se(0.0, 7) == 0.0 and binomial_se(1.0, 7) == 0.0
+    assert math.isnan(binomial_se(0.5, 0))
+
+
 def test_an_escape_result_gives_each_method_the_wilson_interval_of_its_repetitions():
     """The table, results.json and figure of ``sgdlab landscape escape`` carry it: the
     binomial s.e. beside it is 0 at a rate of 0% (GD's, as a rule)."""
