@@ -33,6 +33,23 @@ def test_covariance_matches_explicit_sum(problem):
     assert abs(cov.frobenius_norm() - float(torch.linalg.matrix_norm(ref))) < 1e-12
 
 
+@pytest.mark.parametrize("batch", [None, 4])
+def test_mean_projections_are_the_centred_gradients_along_the_mean(problem, batch):
+    """F ḡ = (g_i − ḡ)ᵀ ḡ / √N per sample (times √c for a mini-batch covariance c Σ), so that
+    ‖F ḡ‖² = ḡᵀ Σ ḡ; the factored engine reads it from the uncentred Gram matrix."""
+    model, loss_fn, data, method = problem
+    cov = gradient_covariance(model, loss_fn, data, method=method)
+    if batch is not None:
+        cov = cov.minibatch(batch)
+    g = per_sample_gradients_loop(model, loss_fn, data)
+    n, mean = len(g), g.mean(0)
+    c = 1.0 if batch is None else minibatch_noise_factor(batch, n)
+    ref = (g - mean) @ mean * math.sqrt(c / n)
+    torch.testing.assert_close(cov.mean_projections(), ref, rtol=1e-10, atol=1e-14)
+    quad = float(mean @ covariance_reference(g) @ mean) * c
+    assert float(cov.mean_projections().square().sum()) == pytest.approx(quad, rel=1e-10)
+
+
 def test_gram_spectrum_equals_dense_spectrum(problem):
     model, loss_fn, data, method = problem
     cov = gradient_covariance(model, loss_fn, data, method=method)   # d = 26 > N = 10: Gram path
