@@ -284,3 +284,19 @@ def test_lanczos_stops_at_the_first_step_that_meets_tol(criterion, steps):
     vals, _ = lanczos(op, 1, v0=v0, tol=1.5 * at, criterion=criterion)
     assert op.num_matvecs == steps
     assert abs(float(vals[0]) - 4.0) <= before * 4.0
+
+
+def test_lanczos_step_repeats_gram_schmidt_before_it_calls_a_breakdown():
+    """DGKS: a w with a large component in the basis' span (orthogonality lost) is cleaned by
+    a second Gram–Schmidt pass and goes on; only a w that the second pass shrinks as much
+    again lies in the span (a breakdown). Basis e1, e2; α = wᵀe2 = 0, no β term."""
+    from sgdlab.measure.curvature.lanczos import lanczos_step
+
+    basis = torch.eye(3, dtype=torch.float64)[:2]
+    w = torch.tensor([0.9, 0.0, 0.1], dtype=torch.float64)
+    a, b, scale, breakdown = lanczos_step(w, basis, 0.0, 1.0)
+    assert a == 0.0 and not breakdown
+    assert b == pytest.approx(0.1, rel=1e-15)
+    torch.testing.assert_close(w, torch.tensor([0.0, 0.0, 0.1], dtype=torch.float64))
+    w = torch.tensor([0.9, 0.0, 0.0], dtype=torch.float64)
+    assert lanczos_step(w, basis, 0.0, 1.0)[3]          # in the span: a breakdown
