@@ -157,6 +157,18 @@ def test_mean_angle_is_the_pairs_arccos_overlap_by_hand(chunk):
     assert math.isnan(mean_angular_distance(pts[:1]))
 
 
+def test_mean_angle_of_copies_is_zero_not_nan():
+    """A point and its copy have q = 1 up to rounding; a normalised overlap that rounds to
+    1 + 4e-16 (several of these draws) has arccos NaN without the clamp. Copy pair 0, the
+    antipodes π each, up to arccos' √ε sensitivity at ±1 (≈ 3e-8)."""
+    xs = [torch.randn(50, generator=torch.Generator().manual_seed(s), dtype=f64)
+          for s in range(20)]
+    assert any(float((x / x.norm()) @ (x / x.norm())) > 1.0 for x in xs)   # the clamp's case
+    for x in xs:
+        assert mean_angular_distance(torch.stack([x, x, -x])) == pytest.approx(
+            2 * math.pi / 3, abs=1e-7)
+
+
 def test_regimes_and_bad_input():
     assert regime_field("glassy", 100) == 0.01
     assert regime_field("critical", 100) == pytest.approx(math.sqrt(3) * math.sqrt(0.99))
