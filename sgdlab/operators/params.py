@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import functools
 import itertools
+import math
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -160,27 +161,66 @@ def check_no_shared_memory(params: Mapping[str, Tensor]) -> None:
     view of another, ``nn.Parameter(lin.weight.t())``): autograd and functional calls take
     them as separate coordinates, but writing a point into the model writes one over the
     other, so evaluations one point at a time and vmapped ones measured different functions
-    (expected sharpness 0.33 against 0.013 on a 3-4-2 MLP). Views of one buffer that do not
-    overlap (flat-parameter wrappers) are separate coordinates indeed and pass."""
-    spans: dict[tuple, list[tuple[int, int, str]]] = {}
+    (expected sharpness 0.33 against 0.013 on a 3-4-2 MLP). Views of one buffer that share
+    no element (flat-parameter wrappers' slices, or column blocks of one matrix, whose
+    address ranges interleave) are separate coordinates indeed and pass."""
+    spans: dict[tuple, list[tuple[int, int, str, Tensor]]] = {}
     for name, p in params.items():
-        if p.layout != torch.strided or not p.numel():
+        # meta tensors have no memory (every one at address 0)
+        if p.layout != torch.strided or not p.numel() or p.device.type == "meta":
             continue
         size = p.element_size()
         start = p.storage_offset() * size
         extent = sum((n - 1) * abs(st) for n, st in zip(p.shape, p.stride())) + 1
         key = (p.device, p.untyped_storage().data_ptr())
-        spans.setdefault(key, []).append((start, start + extent * size, name))
+        spans.setdefault(key, []).append((start, start + extent * size, name, p))
     for group in spans.values():
-        group.sort()
-        for (_, end, first), (start, _, second) in zip(group, group[1:]):
-            if start < end:
-                raise UserError(
-                    f"parameters {first} and {second} share memory (one is a view of the "
-                    "other): the measurements take each parameter as coordinates of its own, "
-                    "which writing a point into the model cannot hold apart; register one "
-                    "of them and compute the other from it in forward (e.g. "
-                    "self.lin.weight.t()), which ties them as one parameter")
+        group.sort(key=lambda s: s[:3])
+        # runs of parameters whose address ranges overlap, each looked at element by element
+        run, end = [group[0]], group[0][1]
+        for span in group[1:] + [None]:
+            if span is not None and span[0] < end:
+                run.append(span)
+                end = max(end, span[1])
+                continue
+            if len(run) > 1:
+                _check_disjoint_elements(run)
+            if span is not None:
+                run, end = [span], span[1]
+
+
+def _unit_offsets(p: Tensor, unit: int) -> Tensor:
+    """The offsets in its storage, in ``unit`` bytes, of every ``unit`` of ``p``'s elements
+    (from its shape, strides and offset alone; no value is read)."""
+    size = p.element_size()
+    offsets = torch.tensor(p.storage_offset() * size)
+    for n, st in zip(p.shape, p.stride()):
+        offsets = offsets[..., None] + torch.arange(n) * (st * size)
+    return (offsets.reshape(-1, 1) // unit + torch.arange(size // unit)).reshape(-1)
+
+
+def _check_disjoint_elements(run: list[tuple[int, int, str, Tensor]]) -> None:
+    """The shared-memory ``UserError`` for the first two parameters of ``run`` (over one
+    storage, their address ranges overlapping) that have a byte in common. Counted in
+    elements where they have one size (in bytes otherwise), and only for such runs: flat
+    wrappers' slices never overlap in range and cost nothing."""
+    unit = functools.reduce(math.gcd, (s[3].element_size() for s in run))
+    lo = run[0][0] // unit
+    owner = torch.full((max(s[1] for s in run) // unit - lo,), -1, dtype=torch.int32)
+    for i, (_, _, second, p) in enumerate(run):
+        where = _unit_offsets(p, unit) - lo
+        seen = owner[where]
+        seen = seen[seen >= 0]
+        if seen.numel():
+            # named in address order, as the ranges are sorted
+            first = run[int(seen[0])][2]
+            raise UserError(
+                f"parameters {first} and {second} share memory (one is a view "
+                "of the other): the measurements take each parameter as coordinates of its "
+                "own, which writing a point into the model cannot hold apart; register one "
+                "of them and compute the other from it in forward (e.g. "
+                "self.lin.weight.t()), which ties them as one parameter")
+        owner[where] = i
 
 
 def check_no_renormalising_embedding(model: nn.Module) -> None:

@@ -22,6 +22,7 @@ from torch import nn
 import sgdlab.measure as M
 from sgdlab.errors import UserError
 from sgdlab.operators import GGNOperator, HessianOperator, per_sample_gradients
+from sgdlab.operators.params import measured_params
 from sgdlab.testing import (covariance_reference, dense_hessian_reference,
                             empirical_fisher_reference, ggn_reference, per_sample_gradients_loop)
 
@@ -328,6 +329,50 @@ def test_parameters_that_are_disjoint_views_of_one_buffer_are_measured():
     x, y = _data("vector")
     data, loss_fn = (x.double(), y), nn.CrossEntropyLoss()
     close(M.dense_hessian(model, loss_fn, data), dense_hessian_reference(plain, loss_fn, data))
+
+
+class ColumnBlocks(nn.Module):
+    """A layer's weight held as two parameters, column blocks of one (4, 3) matrix: their
+    address ranges interleave, but no element is shared."""
+
+    def __init__(self):
+        super().__init__()
+        w = torch.randn(4, 3, dtype=torch.float64)
+        self.a, self.b = nn.Parameter(w[:, :1]), nn.Parameter(w[:, 1:])
+        self.head = nn.Linear(4, 2).double()
+
+    def forward(self, x):
+        return self.head(torch.tanh(x @ torch.cat([self.a, self.b], 1).t()))
+
+
+def test_interleaved_views_that_share_no_element_are_measured():
+    # column blocks of one matrix (and every other entry of one vector) span overlapping
+    # address ranges without sharing an element: they were refused as sharing memory
+    torch.manual_seed(0)
+    model, loss_fn = ColumnBlocks(), nn.CrossEntropyLoss()
+    x, y = _data("vector")
+    data = (x.double(), y)
+    close(M.dense_hessian(model, loss_fn, data), dense_hessian_reference(model, loss_fn, data))
+    for v in (True, False):     # one point at a time as vmapped: one function
+        close(M.expected_sharpness(model, loss_fn, data, 0.3, 3, generator=gen(),
+                                   vectorize=v).value,
+              M.expected_sharpness(copy.deepcopy(model), loss_fn, data, 0.3, 3,
+                                   generator=gen()).value)
+    flat = torch.randn(8, dtype=torch.float64)
+    even, odd, pair = flat[0::2], flat[1::2], flat[2:4]
+    assert list(measured_params(_holding(even, odd))) == ["p0", "p1"]
+    # the third overlaps the first at flat[2] (not the second, before it in address order)
+    with pytest.raises(UserError, match="parameters p0 and p2 share memory"):
+        measured_params(_holding(even, odd, pair))
+    meta = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)).to("meta")   # no memory at all
+    assert list(measured_params(meta)) == ["0.weight", "0.bias", "1.weight", "1.bias"]
+
+
+def _holding(*tensors) -> nn.Module:
+    module = nn.Module()
+    for i, t in enumerate(tensors):
+        module.register_parameter(f"p{i}", nn.Parameter(t))
+    return module
 
 
 class FunctionalDropout(nn.Module):
