@@ -76,16 +76,19 @@ def draws_unseen(model: nn.Module, data: object, device: torch.device) -> bool:
 
     model, device = eager_module(model), torch.device(device)
     cuda = device.type == "cuda"
-    gen = torch.cuda.default_generators[device.index or 0] if cuda else torch.default_generator
+    # the CPU generator as well as the device's, as fixed_randomness seeds both: a model on
+    # a GPU may still draw on the CPU (torch.randperm(n), torch.rand(shape) without device)
+    gens = [torch.default_generator] + (
+        [torch.cuda.default_generators[device.index or 0]] if cuda else [])
     # the generators forked, not seeded: an outer fixed draw goes on as if no probe had run
     with torch.random.fork_rng(devices=[device] if cuda else [], device_type="cuda"), \
             kept_running_statistics(model), torch.no_grad():
-        state = gen.get_state()
+        states = [g.get_state() for g in gens]
         try:
             model(first[0].to(device))
         except Exception:
             return False
-        return not torch.equal(gen.get_state(), state)
+        return not all(torch.equal(g.get_state(), s) for g, s in zip(gens, states))
 
 
 @contextlib.contextmanager

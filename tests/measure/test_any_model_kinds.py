@@ -405,3 +405,27 @@ def test_a_forward_drawing_random_numbers_of_its_own_in_train_mode_is_said():
         close(M.dense_hessian(model.eval(), loss_fn, data),
               dense_hessian_reference(model, loss_fn, data))
         M.dense_hessian(make("label_smoothing")[0].train(), loss_fn, data)   # draws nothing
+
+
+class CPUDraws(nn.Module):
+    """A GPU model that draws on the CPU generator: a random mask made without a device."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.a(x))
+        return self.b(h * (torch.rand(h.shape) < 0.5).to(h.device) if self.training else h)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="a CUDA model drawing on the CPU")
+def test_a_gpu_model_drawing_on_the_cpu_generator_is_said():
+    # only the device's generator was compared around the probe, while fixed_randomness
+    # seeds the CPU's as well: such draws went without a word
+    torch.manual_seed(0)
+    model, (x, y) = CPUDraws().double().cuda(), _data("vector")
+    data, state = (x.double().cuda(), y.cuda()), torch.random.get_rng_state()
+    with pytest.warns(UserWarning, match=r"forward pass draws random numbers in train mode"):
+        M.dense_hessian(model, nn.CrossEntropyLoss(), data)
+    assert torch.equal(torch.random.get_rng_state(), state)
