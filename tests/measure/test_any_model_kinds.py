@@ -407,6 +407,24 @@ def test_a_forward_drawing_random_numbers_of_its_own_in_train_mode_is_said():
         M.dense_hessian(make("label_smoothing")[0].train(), loss_fn, data)   # draws nothing
 
 
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_the_random_draw_probe_leaves_batch_norm_statistics_and_generators_as_they_were(
+        momentum):
+    # the probe is a train-mode forward pass: batch norm's running statistics and its
+    # counter (the cumulative average's weights when momentum is None) must not move
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, momentum=momentum), nn.Tanh(),
+                          nn.Linear(4, 2)).double()
+    model[1].running_mean.normal_(generator=gen(3))
+    x, y = _data("vector")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = torch.random.get_rng_state()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # the probe runs, and finds no draw
+        HessianOperator(model, nn.CrossEntropyLoss(), (x.double(), y))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(torch.random.get_rng_state(), state)
+
 class CPUDraws(nn.Module):
     """A GPU model that draws on the CPU generator: a random mask made without a device."""
 
