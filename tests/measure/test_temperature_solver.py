@@ -3,7 +3,8 @@ import pytest
 
 from sgdlab.measure.noise import minibatch_noise_factor
 from sgdlab.measure.temperature import (
-    KINDS, beta_inv, musso_temperature, solve_batch_size, solve_lr, temperature, temperatures,
+    KINDS, beta_inv, musso_temperature, round_batch_size, solve_batch_size, solve_lr, temperature,
+    temperatures,
 )
 
 
@@ -29,6 +30,18 @@ def test_round_trips(kind, n):
     assert temperature(kind, lr2, 512, **kw) == pytest.approx(t)
     b2 = solve_batch_size(kind, t, 0.4, **kw)
     assert temperature(kind, 0.4, b2, **kw) == pytest.approx(t)
+
+
+@pytest.mark.parametrize("b, want", [
+    (127.49, 127), (127.51, 128), (3.0, 3),
+    # half-way rounds up, not to even as round() would (round(2.5) == 2)
+    (2.5, 3), (127.5, 128), (0.5, 1),
+    # at least 1, however small the solved batch size
+    (0.49, 1), (0.0, 1), (1e-9, 1),
+])
+def test_round_batch_size_is_the_nearest_integer_at_least_one(b, want):
+    got = round_batch_size(b)
+    assert type(got) is int and got == want
 
 
 def test_errors():
