@@ -103,6 +103,36 @@ def test_full_batch_grad_norm_weights_batches_by_size():
     assert got == pytest.approx(want, rel=1e-12)
 
 
+@pytest.mark.parametrize("bn_mode", ["eval", "train"])
+def test_full_batch_grad_norm_follows_bn_mode(bn_mode):
+    """‖∇L‖ with batch norm on running ("eval") or batch ("train") statistics, dropout off."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Dropout(0.5),
+                          nn.Linear(4, 2)).double()
+    x = torch.randn(10, 3, dtype=torch.float64)
+    y = torch.randint(0, 2, (10,))
+    with torch.no_grad():
+        model(x * 3 + 1)  # running statistics far from the batch statistics
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    loss_fn = nn.CrossEntropyLoss()
+
+    def by_hand(bn_train: bool) -> float:
+        model.eval()
+        model[1].train(bn_train)
+        g = torch.autograd.grad(loss_fn(model(x), y), list(model.parameters()))
+        model.load_state_dict(state)  # a train-mode forward moved the running statistics
+        model.train()
+        return float(torch.cat([t.reshape(-1) for t in g]).norm())
+
+    got = full_batch_grad_norm(model, loss_fn, (x, y), bn_mode=bn_mode)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, state[k], rtol=0, atol=0)
+    assert model.training and model[1].training and model[3].training
+    want, other = by_hand(bn_mode == "train"), by_hand(bn_mode != "train")
+    assert got == pytest.approx(want, rel=1e-12)
+    assert abs(want - other) > 1e-2 * want  # the modes differ here, so the check can fail
+
+
 def _digits_like(n=48, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 6, generator=g)
