@@ -300,3 +300,36 @@ def test_lanczos_step_repeats_gram_schmidt_before_it_calls_a_breakdown():
     torch.testing.assert_close(w, torch.tensor([0.0, 0.0, 0.1], dtype=torch.float64))
     w = torch.tensor([0.9, 0.0, 0.0], dtype=torch.float64)
     assert lanczos_step(w, basis, 0.0, 1.0)[3]          # in the span: a breakdown
+
+
+def test_the_restart_vector_is_orthogonalised_twice():
+    """A restart draws a random vector and removes its projection on the invariant block found
+    so far. Here the block spans all but one eigenvector u of a 6 x 6 matrix, and the drawn
+    vector r has |⟨r̂, u⟩| = 1e-14: one Gram–Schmidt pass leaves rounding-level components in
+    the block ~eps/1e-14 of what remains, so the new basis vector is ~1e-2 off orthogonal and
+    u's eigenvalue ~1e-4 off; a second pass brings both to rounding level."""
+    from sgdlab.measure.curvature._common import random_vector
+    from sgdlab.operators import as_operator
+
+    d, seed = 6, 7
+    # the restart vector that lanczos will draw from a generator seeded so (float64, size d)
+    r = random_vector(as_operator(torch.eye(d, dtype=torch.float64)),
+                      torch.Generator().manual_seed(seed))
+    r = r / r.norm()
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(d, generator=g, dtype=torch.float64)
+    p = p - (p @ r) * r
+    u = p / p.norm() + 1e-14 * r
+    q, _ = torch.linalg.qr(torch.cat([u[:, None], torch.randn(d, d - 1, generator=g,
+                                                              dtype=torch.float64)], 1))
+    u, rest = q[:, 0], q[:, 1:]
+    # u's eigenvalue inside the block's spectrum 1 … 5, so the block's rounding barely moves it
+    a = (rest * torch.arange(1.0, d, dtype=torch.float64)) @ rest.T + 3.25 * torch.outer(u, u)
+    a = (a + a.T) / 2
+    v0 = rest.sum(1)                      # its Krylov space is the invariant block span(rest)
+    res = lanczos_decomposition(a, d, v0=v0, generator=torch.Generator().manual_seed(seed))
+    assert res.beta[-1] == 0.0 and (res.beta[:-1] > 0.1).all()     # one restart, at the end
+    vals, vecs = lanczos(a, d, v0=v0, generator=torch.Generator().manual_seed(seed), tol=1e-12)
+    torch.testing.assert_close(vals, torch.linalg.eigvalsh(a).flip(0), rtol=0, atol=1e-13)
+    torch.testing.assert_close(vecs.T @ vecs, torch.eye(d, dtype=torch.float64), rtol=0,
+                               atol=1e-13)
