@@ -50,7 +50,7 @@ def check_finite_loss(loss) -> None:
     only the first call's loss (torch.optim.LBFGS's convention), so a NaN at a later call would
     reach the parameters and the persistent state (momentum, Adam moments) behind a finite
     returned loss; a step that stops there returns the non-finite loss instead. One device
-    sync per call; sgdlab's training loop reads every call's loss anyway."""
+    sync per call, left out for a closure that checks itself (:func:`closure_checks_finite`)."""
     if isinstance(loss, Tensor):
         if loss.device.type == "meta":      # no values (a dry run on meta parameters)
             return
@@ -62,6 +62,14 @@ def check_finite_loss(loss) -> None:
             return
     if not finite:
         raise NonFiniteLoss(loss)
+
+
+def closure_checks_finite(closure) -> bool:
+    """Whether ``closure`` raises on a non-finite loss itself, which it says with a true
+    ``checks_finite_loss`` attribute (sgdlab's training loop's closure reads each loss on the
+    host before its backward pass and raises). :func:`check_finite_loss` is then left out: on
+    a GPU it is one more sync per call, one that waits for the queued backward pass."""
+    return bool(getattr(closure, "checks_finite_loss", False))
 
 
 def require_closure(optimizer, closure: Callable[[], Tensor] | None) -> None:

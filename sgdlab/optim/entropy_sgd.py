@@ -65,8 +65,8 @@ from torch.optim import Optimizer
 from sgdlab.measure.entropy_gradient import langevin_step_
 
 from ._common import (NonFiniteLoss, PicklesWhole, check_finite_loss, check_real_parameters,
-                      inner_closure_loss, momentum_direction, refuse_meta, require_closure,
-                      runs_state_dict_hooks)
+                      closure_checks_finite, inner_closure_loss, momentum_direction,
+                      refuse_meta, require_closure, runs_state_dict_hooks)
 from .registry import register_optimizer
 from .scoping import ExponentialScope
 from .settings import split_own_state
@@ -342,6 +342,7 @@ class EntropySGD(SeededNoise, Optimizer):
         ``check_finite`` (``step``'s): a non-finite loss of any call, before its gradient is
         used, puts x back and raises :class:`~sgdlab.optim._common.NonFiniteLoss`."""
         require_closure(self, closure)
+        check_finite = check_finite and not closure_checks_finite(closure)
         self._begin_outer()
         gammas = [self.current_gamma(g) for g in self.param_groups]
         first = None

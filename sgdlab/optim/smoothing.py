@@ -51,8 +51,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._common import (NonFiniteLoss, check_finite_loss, inner_closure_loss,
-                      momentum_direction, require_closure)
+from ._common import (NonFiniteLoss, check_finite_loss, closure_checks_finite,
+                      inner_closure_loss, momentum_direction, require_closure)
 from .entropy_sgd import EntropySGD, SeededNoise, _check, _check_shared_L, check_choice
 from .registry import register_optimizer
 from .scoping import ExponentialScope
@@ -229,6 +229,7 @@ class HEAT(SeededNoise, Optimizer):
         acc: list[Tensor | None] = [None] * len(params)
         L = int(self.param_groups[0]["L"])
         first = None
+        check_finite = not closure_checks_finite(closure)
         try:
             for _ in range(L):
                 i = 0
@@ -242,7 +243,8 @@ class HEAT(SeededNoise, Optimizer):
                         i += 1
                 loss = inner_closure_loss(closure)
                 first = loss if first is None else first
-                check_finite_loss(loss)
+                if check_finite:
+                    check_finite_loss(loss)
                 for i, p in enumerate(params):
                     if p.grad is not None:
                         acc[i] = p.grad.clone() if acc[i] is None else acc[i].add_(p.grad)

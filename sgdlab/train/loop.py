@@ -1006,6 +1006,9 @@ def _closure_step(ctx: TrainContext, optimizer, model, loss_fn, stream: BatchStr
         calls += 1
         return loss
 
+    # it raises on a non-finite loss, read on the host above: the closure optimizers' own
+    # check would add a device sync per call, after the backward pass is queued
+    closure.checks_finite_loss = True  # type: ignore[attr-defined]
     optimizer.step(closure)
 
 

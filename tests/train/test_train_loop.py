@@ -1506,6 +1506,28 @@ def test_entropy_sgd_on_the_window_s_summed_loss_is_entropy_sgd_on_the_mean_resc
         torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["entropy_sgd", "heat"])
+def test_the_loop_s_closure_spares_the_optimizer_s_finite_check(name, monkeypatch):
+    """The loop's closure reads each loss on the host and raises on a non-finite one; the
+    closure optimizers' own check (a device sync per call, after the backward pass is
+    queued) is left out for it (docs/design/smoothing-parle.md)."""
+    import sgdlab.optim.entropy_sgd as es
+    import sgdlab.optim.smoothing as sm
+    from sgdlab.optim import build_optimizer
+
+    checked = []
+    for module in (es, sm):
+        monkeypatch.setattr(module, "check_finite_loss", checked.append)
+    model = make_model(0)
+    opt = build_optimizer(name, model.parameters(), L=2, seed=0)
+    res = train(model, nn.CrossEntropyLoss(), toy_data(), opt, epochs=1, batch_size=20,
+                max_steps=2, progress=False, eval_every=0)
+    assert res.steps == 2 and res.grad_evals == 4
+    assert checked == []
+    opt.step(lambda: nn.CrossEntropyLoss()(model(toy_data().x_train), toy_data().y_train))
+    assert len(checked) == 2         # a closure of one's own is checked
+
+
 def test_sequence_loss_bad_values_non_sequence_data_and_a_resume_changing_it_are_refused(
         tmp_path):
     def run(sequence_loss, epochs=1, data=None, **kw):
