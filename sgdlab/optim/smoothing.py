@@ -119,7 +119,8 @@ class HJ(EntropySGD):
             if y.grad is None:
                 continue
             st = self.state[y]
-            g = y.grad
+            # nn.Embedding(sparse=True): the dense step, as the prox form's inner loop
+            g = y.grad.to_dense() if y.grad.is_sparse else y.grad
             if group["weight_decay"] > 0:
                 g = g.add(y, alpha=group["weight_decay"])
             st["p"] = g.clone()
@@ -247,7 +248,9 @@ class HEAT(SeededNoise, Optimizer):
                     check_finite_loss(loss)
                 for i, p in enumerate(params):
                     if p.grad is not None:
-                        acc[i] = p.grad.clone() if acc[i] is None else acc[i].add_(p.grad)
+                        # a sparse gradient (nn.Embedding(sparse=True)) meets dense decay
+                        g = p.grad.to_dense() if p.grad.is_sparse else p.grad
+                        acc[i] = g.clone() if acc[i] is None else acc[i].add_(g)
         except BaseException as e:
             # a closure that raises ends the step untaken: x back, not the perturbed x + ε;
             # so does a non-finite loss, which the step returns (EntropySGD.step's rule)

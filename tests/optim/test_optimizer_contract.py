@@ -166,8 +166,16 @@ MOVES_AT_LR_ZERO = {"parle:authors-code"}
 SQRT_LR_NOISE = {"sgld"}
 
 
+# paths of their own for a sparse gradient only (weight decay where HEAT sums the L gradients
+# and where HJ's implicit form decays its gradient)
+SPARSE_VARIANTS = {
+    "hj:implicit-decay": ("hj", dict(form="implicit", weight_decay=1e-2)),
+    "heat:decay": ("heat", dict(weight_decay=1e-2)),
+}
+
+
 def _case(case: str) -> tuple[str, dict]:
-    name, extra = VARIANTS.get(case, (case, {}))
+    name, extra = {**VARIANTS, **SPARSE_VARIANTS}.get(case, (case, {}))
     return name, {**HYPER[name], **extra}
 
 
@@ -1104,12 +1112,12 @@ class SparseBag(nn.Module):
         return self.head(self.emb(x).mean(1))
 
 
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", CASES + sorted(SPARSE_VARIANTS))
 def test_sparse_embedding_gradients_take_the_dense_trajectory(name):
     # the GLD family and trivialized failed on nn.Embedding(sparse=True): "add(sparse, dense)
     # is not supported" at the step, "reshape is not implemented for sparse tensors" in the
     # noise statistics; so did Entropy-SGD with weight decay or momentum, Entropy-Adam's
-    # inner Adam (addcmul_) and GLD's minibatch covariance
+    # inner Adam (addcmul_), GLD's minibatch covariance, HEAT and HJ's implicit form with decay
     g = torch.Generator().manual_seed(0)
     data = torch.randint(0, 10, (16, 4), generator=g), torch.randint(0, 2, (16,), generator=g)
 
