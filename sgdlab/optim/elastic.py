@@ -59,6 +59,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import torch
 from torch import Tensor
 
 from ._common import NonFiniteLoss
@@ -189,13 +190,32 @@ class Parle(EntropySGD):
         return p.detach() if group["normalization"] == "authors-code" else self.state[p]["x"]
 
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
+        """``inner_loop``, the average over the replicas, ``outer_step``; the first closure
+        call's loss, or the first non-finite one, whose step is not taken (the parameters stay
+        at x). With a communicator every replica skips the step when one of them met a
+        non-finite loss (a flag averaged with the anchors: one that left the average out
+        would leave the others waiting in it), and those that did not return NaN."""
         try:
-            loss = self.inner_loop(closure, check_finite=True)
-        except NonFiniteLoss as e:      # untaken, as EntropySGD.step (no average either)
-            return e.loss
+            loss, bad = self.inner_loop(closure, check_finite=True), None
+        except NonFiniteLoss as e:      # untaken, as EntropySGD.step
+            if self.communicator is None:
+                return e.loss
+            loss, bad = e.loss, e.loss
         master = None
         if self.communicator is not None:
-            master = self.communicator.average(self.anchors())
+            anchors = self.anchors()
+            flag = anchors[0].new_full((1,), float(bad is not None))
+            *master, flag = self.communicator.average(anchors + [flag])
+            if bad is not None or float(flag) > 0:
+                self._stepped = None
+                with torch.no_grad():       # y_L back to x, as inner_loop's stop does
+                    for group in self.param_groups:
+                        for p in self._params(group):
+                            if "x" in self.state[p]:
+                                p.copy_(self.state[p]["x"])
+                if bad is not None:
+                    return bad
+                return torch.full_like(loss, math.nan) if isinstance(loss, Tensor) else math.nan
         self.outer_step(master)
         return loss
 
