@@ -108,6 +108,16 @@ class HJ(EntropySGD):
                          normalize=(form == "prox") if normalize is None else bool(normalize),
                          seed=0, _extra_defaults={"form": form})
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        # Entropy-SGD's thermal noise and average, which HJ holds at 0: a group's own would
+        # step it as Entropy-SGD, silently
+        for key in ("noise", "alpha"):
+            if param_group.get(key, 0.0) != 0.0:
+                raise ValueError(f"HJ has no {key!r} (its inner loop is a noiseless descent "
+                                 f"whose last iterate is y_L): a group's {key} would make it "
+                                 "Entropy-SGD; use entropy_sgd")
+        super().add_param_group(param_group)
+
     def _inner_group_step(self, group: dict, gamma: float) -> None:
         if group["form"] == "prox":
             super()._inner_group_step(group, gamma)

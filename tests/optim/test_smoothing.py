@@ -188,6 +188,20 @@ def test_invalid_hyper_parameters(cls, kw):
         cls([nn.Parameter(torch.zeros(2))], **kw)
 
 
+@pytest.mark.parametrize("key,value", [("noise", 1e-3), ("alpha", 0.25)])
+def test_an_hj_group_given_entropy_sgd_s_noise_or_average_is_refused(key, value):
+    # HJ holds Entropy-SGD's thermal noise and average at 0; a group's own was kept and the
+    # inner loop drew noise or averaged, silently
+    a, b = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match=rf"^HJ has no '{key}'"):
+        HJ([{"params": [a]}, {"params": [b], key: value}])
+    opt = HJ([a])
+    with pytest.raises(ValueError, match=rf"^HJ has no '{key}'"):
+        opt.add_param_group({"params": [b], key: value})
+    opt.add_param_group({"params": [b], key: 0.0})
+    assert len(opt.param_groups) == 2
+
+
 def test_defaults_are_the_thesis_settings():
     """§4.6.1.2: HJ has L = 5, β_ex⁻¹ = 0, α = 0 (last iterate), η_y = 0.1 (§4.6.1.1);
     §4.6.1.3: HEAT "We again set L = 20"."""
