@@ -28,6 +28,10 @@ from sgdlab.optim import OPTIMIZERS, build_optimizer, build_optimizer_for
 from sgdlab.optim.registry import needs_model
 from sgdlab.testing import GRUClassifier, TiedEmbedding, TinyTransformer
 
+# tiny tensors: more torch threads only contend on a shared machine (the file took 250 s on
+# two busy cores with torch's default threads, 13 s with one)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 # the hyper-parameters each optimizer cannot do without (small L for the inner loops)
