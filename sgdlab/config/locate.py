@@ -134,8 +134,9 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
     try:
         run = store.get_run(target)   # UserError names the run if missing
     except UserError as e:
-        if rebuild or not str(e).startswith("no run "):
+        if not str(e).startswith("no run "):
             raise
+        # a mistyped path (runs/t9) is named as one, as a warm start names it
         raise UserError(f"{target!r} is no file or folder, and {e}") from None
     if is_replica_run(run["config"]) and not run["config"].get("run_key"):
         return _replica_master(run, store, rebuild)     # (a sweep's: _sweep_run_weights)

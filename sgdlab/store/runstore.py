@@ -836,11 +836,21 @@ class RunStore:
         if run_id in ids:
             return run_id
         if not ids:
-            raise UserError(f"no run {run_id!r} in {self.path}")
+            raise UserError(f"no run {run_id!r} in {self.path}{self._closest_id(run_id)}")
         if len(ids) > 1:
             raise UserError(f"run id prefix {run_id!r} is ambiguous: {', '.join(ids[:5])}"
                             + (" ..." if len(ids) > 5 else ""))
         return ids[0]
+
+    def _closest_id(self, run_id: str) -> str:
+        """`` (did you mean ID?)`` for a run id of the store one or two characters from a
+        mistyped ``run_id``, else ``""``. Strict: ids of one day share most characters, and a
+        loose hint would name another run."""
+        import difflib
+
+        ids = [r[0] for r in self._conn.execute("SELECT id FROM runs")]
+        close = difflib.get_close_matches(run_id, ids, n=1, cutoff=0.85)
+        return f" (did you mean {close[0]}?)" if close else ""
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         """The run as a dict: id, name, experiment, config, env, status (as
