@@ -120,7 +120,7 @@ def message(err: dict[str, Any], model: type[Section], path: str = "") -> str:
     if kind == "missing":
         _, info = _locate(model, loc)
         what = "section" if info is not None and _section_of(info.annotation) else "key"
-        return f"{where}: required {what} is missing"
+        return f"{where}: required {what} is missing{_name_elsewhere(loc, value, model)}"
     if kind == "extra_forbidden":
         holder, _ = _locate(model, (*loc[:-1], ""))  # the section holding the unknown key
         known = list(holder.model_fields) if holder is not None else []
@@ -145,6 +145,22 @@ def message(err: dict[str, Any], model: type[Section], path: str = "") -> str:
     if kind == "sgdlab":
         return f"{where}: {err['ctx']['message']}"
     return f"{where}: {err['msg']}"
+
+
+def _name_elsewhere(loc: Sequence[str | int], given: Any, model: type[Section]) -> str:
+    """For a missing ``name`` whose section gives one under a key of its own (``instrument:
+    hessian``, ``type: sgd``): `` (write name: hessian, not instrument: hessian)``, else
+    ``""``. The stray key is otherwise kept as an argument of the callable
+    the name would give, so no other message names it."""
+    if not loc or loc[-1] != "name" or not isinstance(given, dict):
+        return ""
+    holder, _ = _locate(model, loc)
+    fields = holder.model_fields if holder is not None else {}
+    stray = [(k, v) for k, v in given.items() if k not in fields and isinstance(v, str)]
+    if len(stray) != 1:
+        return ""
+    key, value = stray[0]
+    return f" (write name: {value}, not {key}: {value})"
 
 
 def problems(exc: ValidationError, model: type[Section], path: str = "") -> list[str]:

@@ -5,6 +5,14 @@ from __future__ import annotations
 from sgdlab.cli.main import main
 from sgdlab.store import RunStore
 
+TINY = """
+name: tiny
+data: {name: cubic, seed: 0}
+model: {name: zhu-mlp-1-6-6-6-1}
+optimizer: {name: sgd, lr: 0.05}
+train: {epochs: 1, batch_size: 4, threads: 1, progress: false}
+"""
+
 
 def one_error_line(capsys) -> str:
     err = capsys.readouterr().err
@@ -32,3 +40,18 @@ def test_a_mistyped_run_id_names_the_closest_id_of_the_store(tmp_path, capsys):
     # an id far from every run's gets no hint rather than another run's
     assert main(["runs", "show", "19990101-000000-zzzz", "--store", str(store)]) == 2
     assert "did you mean" not in one_error_line(capsys)
+
+
+def test_a_sections_name_given_under_another_key_is_named(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(TINY)
+    for override, says in (("optimizer={type: sgd, lr: 0.1}",
+                            "optimizer.name: required key is missing (write name: sgd, not "
+                            "type: sgd)"),
+                           ("measure=[{instrument: hessian, every: 5}]",
+                            "measure[0].name: required key is missing (write name: hessian, "
+                            "not instrument: hessian)")):
+        assert main(["train", str(cfg), "--print-config", "--set", override]) == 2
+        assert says in one_error_line(capsys)
+    assert main(["train", str(cfg), "--print-config", "--set", "measure=[{every: 5}]"]) == 2
+    assert one_error_line(capsys).endswith("measure[0].name: required key is missing\n")
