@@ -128,14 +128,51 @@ def _train(args: argparse.Namespace) -> int:
     # the store is opened (or made) by run_config once the run is built: a config that fails
     # there (a missing data file, no CUDA) leaves no empty store behind
     store = Path(args.store or cfg["store"]["path"] or default_store_path())
+    twin = _stopped_twin(cfg, store)
 
     def started(run_id: str) -> None:
         print(f"sgdlab: training {cfg['name'] or args.config} (store {store})", flush=True)
+        if twin is not None:
+            print(twin, flush=True)
         announce(run_id, store)
 
     outcome = run_config(cfg, out_dir=args.out, store=store,
                          progress=False if args.no_progress else None, announce=started)
     return print_outcome(outcome)
+
+
+def _stopped_twin(cfg: dict, store_path: Path) -> str | None:
+    """A note when ``store_path`` holds a run of this very config that stopped before its end
+    (interrupted, stale) from a checkpoint and no later run of it: the same command given
+    again after a Ctrl-C starts a new run from step 0, where ``sgdlab resume`` would continue
+    that one. None otherwise, or when the store cannot say."""
+    import json
+    import sqlite3
+
+    from sgdlab.config.runner import resume_command
+    from sgdlab.errors import UserError
+    from sgdlab.store import RunStore
+
+    if not store_path.is_file():
+        return None
+    same = json.loads(json.dumps(cfg))      # as the store keeps it: tuples are lists
+    try:
+        with RunStore(store_path, readonly=True) as store:
+            runs = [r for r in store.list_runs() if r["config"] == same]   # oldest first
+            if not runs or runs[-1]["status"] not in ("interrupted", "stale"):
+                return None
+            run = store.get_run(runs[-1]["id"])     # with its artifacts: its folder
+    except (UserError, OSError, sqlite3.Error):
+        return None
+    from sgdlab.cli.runs import checkpoint_step
+
+    step = checkpoint_step(run, store_path)
+    if step in (None, -1):      # no checkpoint: its resume too would start from step 0
+        return None
+    return (f"sgdlab: note: run {run['id']} of this store has this config and is "
+            f"{run['status']} (its last checkpoint is at step {step}); this is a new run "
+            "from step 0: to continue that one instead, stop this and run: "
+            f"{resume_command(run['id'], store_path)}")
 
 
 def _kept_keys_hint(loaded: dict, overrides: list[str], message: str) -> str | None:

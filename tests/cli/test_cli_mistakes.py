@@ -55,3 +55,35 @@ def test_a_sections_name_given_under_another_key_is_named(tmp_path, capsys):
         assert says in one_error_line(capsys)
     assert main(["train", str(cfg), "--print-config", "--set", "measure=[{every: 5}]"]) == 2
     assert one_error_line(capsys).endswith("measure[0].name: required key is missing\n")
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_the_same_train_command_after_a_ctrl_c_names_the_run_it_could_resume(
+        tmp_path, capsys, monkeypatch):
+    """Without --out, `sgdlab train CONFIG` again after a Ctrl-C started a new run from step 0
+    and said nothing of the stopped run, whose checkpoint `sgdlab resume` continues."""
+    import sgdlab.report.figures.training as figures
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    store = tmp_path / "runs.sqlite"
+    argv = ["train", str(cfg), "--store", str(store)]
+    drawn = figures.learning_curves
+    monkeypatch.setattr(figures, "learning_curves", _interrupt)   # after its last checkpoint
+    assert main(argv) == 130
+    (stopped,) = RunStore(store).list_runs()
+    capsys.readouterr()
+    monkeypatch.setattr(figures, "learning_curves", drawn)
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert (f"note: run {stopped['id']} of this store has this config and is interrupted (its "
+            f"last checkpoint is at step 5); this is a new run from step 0: to continue that "
+            f"one instead, stop this and run: sgdlab resume {stopped['id']} --store {store}"
+            ) in out
+    assert main([*argv, "--set", "optimizer.lr=0.01"]) == 0    # another config: no note
+    assert main(argv) == 0              # the latest run of this config finished: no note
+    assert "note:" not in capsys.readouterr().out
+
