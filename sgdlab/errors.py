@@ -210,6 +210,29 @@ def read_config_text(path: str | Path) -> str:
         raise ConfigError(f"{path}: cannot read the config: {e.strerror or e}") from None
 
 
+def not_a_config_file(path: str | Path, what: str = "config file",
+                      suffixes: tuple[str, ...] = (".yaml", ".yml", ".toml", ".json"),
+                      also: tuple[str, ...] = ()) -> str:
+    """Why ``path`` (no readable file) is no ``what``, for each reader of configs alike: a
+    folder (with the config files in it: a run folder's config.yaml), or no such file, with
+    the closest of the config files beside it and of ``also`` (packaged names)."""
+    p = Path(path)
+
+    def configs(folder: Path) -> list[str]:
+        try:
+            return sorted(str(f) if str(folder) != "." else f.name for f in folder.iterdir()
+                          if f.name.endswith(suffixes) and f.is_file())
+        except OSError:
+            return []
+
+    if p.is_dir():
+        inside = configs(p)
+        held = (f"; the config files in it: {', '.join(inside[:5])}"
+                + (" ..." if len(inside) > 5 else "") if inside else "; it holds no config file")
+        return f"{str(path)!r} is a folder, not a {what}{held}"
+    return f"no {what} {str(path)!r}{did_you_mean(str(path), [*configs(p.parent), *also])}"
+
+
 def results_holder(out: str | Path) -> tuple[str, str | None] | None:
     """Whose results.json folder ``out`` holds: ``("train", None)`` for a `sgdlab train` run
     (its run.json), ``("experiment", NAME)`` for an experiment's report, ``("other", None)``

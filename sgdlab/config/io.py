@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import (ConfigError, check_config_kind, check_not_empty, did_you_mean,
-                      read_config_text)
+from ..errors import (ConfigError, check_config_kind, check_not_empty,
+                      not_a_config_file, read_config_text)
 from ..yaml_loaders import config_loader, yaml_problem
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".toml")
@@ -44,15 +44,12 @@ def find_config(name_or_path: str | Path) -> Path:
     packaged = packaged_configs()
     if str(name_or_path) in packaged:
         return packaged[str(name_or_path)]
+    if p.is_dir():    # a run folder (its config.yaml), a folder of configs
+        raise ConfigError(not_a_config_file(p, suffixes=CONFIG_SUFFIXES))
     # a misspelt name is most likely one of the files beside it or a packaged config
-    try:
-        beside = [f.name if str(p.parent) == "." else str(p.parent / f.name)
-                  for f in p.parent.iterdir() if f.name.endswith(CONFIG_SUFFIXES)]
-    except OSError:
-        beside = []
-    raise ConfigError(f"no config file {str(name_or_path)!r}"
-                      f"{did_you_mean(name_or_path, [*beside, *packaged])} and no packaged "
-                      f"config of that name; packaged configs: {', '.join(packaged) or '(none)'}")
+    raise ConfigError(f"{not_a_config_file(name_or_path, suffixes=CONFIG_SUFFIXES, also=packaged)}"
+                      " and no packaged config of that name; packaged configs: "
+                      f"{', '.join(packaged) or '(none)'}")
 
 
 def _other_format(text: str, fmt: str) -> str:

@@ -88,7 +88,8 @@ from typing import Any
 import yaml
 
 from sgdlab.errors import (SEED_LIMIT, ConfigError, check_config_kind, check_not_empty,
-                           did_you_mean, name_spelling, read_config_text,
+                           did_you_mean, name_spelling, not_a_config_file,
+                           read_config_text,
                            registered_spelling)
 from sgdlab.yaml_loaders import exponent_floats, strict_yaml_loader, yaml_problem
 
@@ -787,7 +788,7 @@ _CACHE: dict[tuple[str, float, int], dict[str, Any]] = {}
 def read_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"experiment config {str(path)!r} does not exist")
+        raise ConfigError(not_a_config_file(path, "experiment config", (".yaml", ".yml")))
     st = path.stat()
     key = (str(path.resolve()), st.st_mtime, st.st_size)
     if key not in _CACHE:

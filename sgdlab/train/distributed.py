@@ -81,7 +81,8 @@ import torch.distributed as dist
 from ..atomic import replaced_whole
 from ..claims import FolderBusy, claim_file, hold_lock
 from ..errors import (ConfigError, DataError, UserError, check_config_kind, check_not_empty,
-                      did_you_mean, file_problem, is_seed, make_output_dir, read_config_text,
+                      did_you_mean, file_problem, is_seed, make_output_dir, not_a_config_file,
+                      read_config_text,
                       refuse_results_of_others)
 from ..losses import build_loss
 from ..plugins import import_plugins, recorded_plugins
@@ -221,7 +222,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     """A replica run config from YAML or JSON (data only: YAML tags are refused)."""
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"config file not found: {p}")
+        raise UserError(not_a_config_file(p, "replica run config", (".yaml", ".yml")))
     text = read_config_text(p)
     if p.suffix in (".yaml", ".yml"):
         import yaml

@@ -87,3 +87,23 @@ def test_the_same_train_command_after_a_ctrl_c_names_the_run_it_could_resume(
     assert main(argv) == 0              # the latest run of this config finished: no note
     assert "note:" not in capsys.readouterr().out
 
+
+def test_a_folder_or_a_misspelt_file_given_as_a_config_is_named_by_each_reader(
+        tmp_path, capsys, monkeypatch):
+    """A run folder given to `sgdlab train` was "no config file" (it exists); `sgdlab parle`
+    and `sgdlab run --config` named a misspelt file without the one meant."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(TINY)
+    (tmp_path / "parle.yaml").write_text("parle: {}\n")
+    cases = ((["train", "run"], "'run' is a folder, not a config file; the config files in "
+                                "it: run/config.yaml"),
+             (["parle", "run"], "'run' is a folder, not a replica run config; the config files "
+                                "in it: run/config.yaml"),
+             (["parle", "parel.yaml"], "no replica run config 'parel.yaml' (did you mean "
+                                       "parle.yaml?)"),
+             (["run", "--config", "parl.yaml", "--dry-run"],
+              "no experiment config 'parl.yaml' (did you mean parle.yaml?)"))
+    for argv, says in cases:
+        assert main(argv) == 2
+        assert f"sgdlab: error: {says}\n" == one_error_line(capsys)
