@@ -289,7 +289,7 @@ def test_an_experiment_given_to_train_names_the_command_that_runs_it(tmp_path, c
         "it with `sgdlab run xing-walk --scale smoke|cpu|paper`")
     (tmp_path / "xing-walk").mkdir()       # a folder of that name is no config either
     assert main(["train", "xing-walk"]) == 2
-    assert "no config file 'xing-walk'" in capsys.readouterr().err
+    assert "'xing-walk' is a folder, not a config file" in capsys.readouterr().err
     assert not (tmp_path / "sgdlab-runs").exists()
 
 
