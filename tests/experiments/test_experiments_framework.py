@@ -145,7 +145,7 @@ def test_a_misspelled_procedure_analysis_or_parameter_gets_the_closest_name(over
 def test_unknown_experiment_and_missing_file():
     with pytest.raises(ConfigError, match="unknown experiment"):
         load_experiment("no-such-experiment")
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="no experiment config"):
         load_experiment("/nonexistent/x.yaml")
 
 

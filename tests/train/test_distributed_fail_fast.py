@@ -269,7 +269,7 @@ def test_every_exit_of_the_entry_point_goes_through_os_exit(tmp_path, monkeypatc
         distributed.entry([str(tmp_path / "missing.json")])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "Traceback" not in err
-    assert "rank 1: error: config file not found" in err, err
+    assert "rank 1: error: no replica run config" in err, err
     with pytest.raises(Exited) as e:
         distributed.entry([path, "--timeout", "soon"])
     assert e.value.code == 2 and "invalid float value: 'soon'" in capsys.readouterr().err
