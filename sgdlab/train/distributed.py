@@ -303,8 +303,13 @@ def build_run(cfg: dict[str, Any]):
 
     check_run_data(model, loss_fn, data)
     parle = ParleConfig.from_dict(dict(cfg["parle"]))
-    if sum(k in cfg for k in ("rounds", "epochs", "grad_evals")) != 1:
-        raise ConfigError("give exactly one of 'rounds', 'epochs' or 'grad_evals'")
+    lengths = [k for k in ("rounds", "epochs", "grad_evals") if k in cfg]
+    if len(lengths) != 1:
+        # which two, when a --set adds a length to the file's own
+        given = (f"; it gives {' and '.join(f'{k}: {cfg[k]}' for k in lengths)}" if lengths
+                 else "; it gives none")
+        raise ConfigError(f"give exactly one of 'rounds', 'epochs' or 'grad_evals' (the run's "
+                          f"length){given}")
     kw = {k: cfg[k] for k in ("rounds", "epochs", "grad_evals", "eval_every", "eval_subset",
                               "name") if k in cfg}
     if cfg.get("measure"):

@@ -107,3 +107,15 @@ def test_a_folder_or_a_misspelt_file_given_as_a_config_is_named_by_each_reader(
     for argv, says in cases:
         assert main(argv) == 2
         assert f"sgdlab: error: {says}\n" == one_error_line(capsys)
+
+
+def test_a_replica_run_of_two_lengths_names_both(tmp_path, capsys):
+    """`--set epochs=2` on a config with rounds: "give exactly one of ..." did not say that the
+    file gives the other."""
+    cfg = tmp_path / "parle.yaml"
+    cfg.write_text("data: {name: cubic, seed: 0}\nmodel: {name: zhu-mlp-1-6-6-6-1}\n"
+                   "parle: {replicas: 2}\nrounds: 4\n")
+    assert main(["parle", str(cfg), "--set", "epochs=2", "--store",
+                 str(tmp_path / "runs.sqlite")]) == 2
+    assert one_error_line(capsys).endswith("it gives rounds: 4 and epochs: 2\n")
+    assert not (tmp_path / "runs.sqlite").exists()
