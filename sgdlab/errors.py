@@ -120,7 +120,8 @@ def closest_name(name: object, choices) -> str | None:
 
 # {a name: the names of the same thing elsewhere, first choice first}
 _SAME_MEANING = {"num_probes": ("trace_probes",), "n_v": ("num_probes", "trace_probes"),
-                 "top_k": ("k",), "top_n": ("k",)}
+                 "top_k": ("k",), "top_n": ("k",),
+                 "gpu": ("cuda",)}     # a device: spelling alone takes it for cpu
 
 
 def _spelling_key(name: object) -> str:

@@ -74,7 +74,8 @@ def _batch_size(v: Any) -> Any:
 
 def _device(v: Any) -> Any:
     if isinstance(v, str) and not _DEVICE_RE.match(v):
-        raise invalid(f"must be cpu, cuda, cuda:N, mps or auto, got {v!r}")
+        hint = did_you_mean(v, ("cpu", "cuda", "mps", "auto"))
+        raise invalid(f"must be cpu, cuda, cuda:N, mps or auto, got {v!r}{hint}")
     return v
 
 

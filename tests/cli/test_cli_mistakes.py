@@ -119,3 +119,11 @@ def test_a_replica_run_of_two_lengths_names_both(tmp_path, capsys):
                  str(tmp_path / "runs.sqlite")]) == 2
     assert one_error_line(capsys).endswith("it gives rounds: 4 and epochs: 2\n")
     assert not (tmp_path / "runs.sqlite").exists()
+
+
+def test_a_misspelt_device_names_the_one_meant(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(TINY)
+    for given, meant in (("cdua", "cuda"), ("gpu", "cuda"), ("cppu", "cpu")):
+        assert main(["train", str(cfg), "--print-config", "--set", f"train.device={given}"]) == 2
+        assert one_error_line(capsys).endswith(f"got '{given}' (did you mean {meant}?)\n")
