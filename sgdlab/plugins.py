@@ -67,12 +67,30 @@ def import_plugin(name: str, *, where: str = "plugin") -> ModuleType:
                               f"{e.name!r} (put its folder on PYTHONPATH, or give the path of "
                               "its .py file)") from None
         raise ConfigError(f"{where}: importing plugin {name!r} failed: {type(e).__name__}: "
-                          f"{e}") from e
+                          f"{e}{_raised_at(e)}") from e
     except ConfigError as e:        # a missing file, or the module's own config error
         raise ConfigError(f"{where}: {e}") from None
     except Exception as e:  # noqa: BLE001 - the user's module: any error, named as its own
         raise ConfigError(f"{where}: importing plugin {name!r} failed: {type(e).__name__}: "
-                          f"{e}") from e
+                          f"{e}{_raised_at(e)}") from e
+
+
+def _raised_at(e: BaseException) -> str:
+    """`` (FILE, line N)``: the line of the user's code where an import failed (the last frame
+    outside importlib, sgdlab, the standard library and installed packages), as a traceback
+    would show it; ``""`` for a SyntaxError, whose message has its line, or when none is."""
+    import sysconfig
+    import traceback
+
+    if isinstance(e, SyntaxError):
+        return ""
+    installed = tuple(os.path.abspath(p) + os.sep for p in {
+        os.path.dirname(__file__), *(sysconfig.get_paths()[k] for k in ("stdlib", "purelib",
+                                                                         "platlib"))})
+    own = [f for f in traceback.extract_tb(e.__traceback__)
+           if not f.filename.startswith("<") and not os.path.abspath(f.filename).startswith(
+               installed)]
+    return f" ({own[-1].filename}, line {own[-1].lineno})" if own else ""
 
 
 def _import_file(path: Path) -> ModuleType:

@@ -127,3 +127,14 @@ def test_a_misspelt_device_names_the_one_meant(tmp_path, capsys):
     for given, meant in (("cdua", "cuda"), ("gpu", "cuda"), ("cppu", "cpu")):
         assert main(["train", str(cfg), "--print-config", "--set", f"train.device={given}"]) == 2
         assert one_error_line(capsys).endswith(f"got '{given}' (did you mean {meant}?)\n")
+
+
+def test_a_plugin_that_raises_on_import_is_named_with_its_line(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(TINY)
+    plugin = tmp_path / "mine.py"
+    plugin.write_text("import math\n\n\ndef f():\n    return math.sqrt(-1)\n\n\nf()\n")
+    assert main(["train", str(cfg), "--print-config", "--plugin", str(plugin)]) == 2
+    assert one_error_line(capsys).endswith(
+        f"importing plugin '{plugin}' failed: ValueError: math domain error ({plugin}, "
+        "line 5)\n")
