@@ -77,6 +77,15 @@ def test_walk_refuses_a_count_below_one_before_it_makes_the_folder(tmp_path, cap
     assert not (tmp_path / "w").exists()
 
 
+def test_walk_names_a_width_below_one_by_its_option(tmp_path, capsys):
+    # the model's message named "option 'widths[1]'", no option of sgdlab walk
+    assert main(["walk", "--widths", "16", "0", "--steps", "2", "--out",
+                 str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert err == "sgdlab: error: --widths must each be >= 1, got 16 0\n"
+    assert not (tmp_path / "w").exists()
+
+
 def test_walk_and_landscape_leave_a_training_runs_folder_alone(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "digits-mlp", "--set", "train.epochs=1", "--no-progress",
