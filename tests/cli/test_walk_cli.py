@@ -49,7 +49,7 @@ def test_walk_refuses_an_unknown_dataset_before_it_makes_the_folder(tmp_path, ca
     assert main(["walk", "--data", "digitz", "--steps", "2", "--out", str(tmp_path / "w")]) == 2
     assert "did you mean digits?" in capsys.readouterr().err
     assert main(["walk", "--widths", "0", "--steps", "2", "--out", str(tmp_path / "w")]) == 2
-    assert "must be a positive integer, got 0" in capsys.readouterr().err
+    assert "--widths must each be >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
 
 
