@@ -108,6 +108,11 @@ def closest_name(name: object, choices) -> str | None:
     # a measurement function's name for an instrument's option (hessian_trace's num_probes
     # is the hessian instrument's trace_probes), which spelling alone takes for another
     close = [c for c in _SAME_MEANING.get(str(name), ()) if c in choices][:1]
+    # a name cut short (cosin for cosine-cyclic), which spelling alone takes for a name of its
+    # length (scoping): the one choice it begins
+    begun = [c for c in choices if len(str(name)) >= 3 and c.lower().startswith(
+        str(name).lower())]
+    close = close or begun[:len(begun) == 1]
     close = close or difflib.get_close_matches(str(name), choices, n=1, cutoff=0.6)
     if not close:
         # a class or paper spelling of a registry name (EntropySGD, Entropy-SGD, RandomLRSGD

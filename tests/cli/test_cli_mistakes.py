@@ -138,3 +138,11 @@ def test_a_plugin_that_raises_on_import_is_named_with_its_line(tmp_path, capsys)
     assert one_error_line(capsys).endswith(
         f"importing plugin '{plugin}' failed: ValueError: math domain error ({plugin}, "
         "line 5)\n")
+
+
+def test_a_name_cut_short_names_the_one_choice_it_begins(tmp_path, capsys):
+    # 'cosin' was "did you mean scoping?", a name of its length, not cosine-cyclic
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(TINY)
+    assert main(["train", str(cfg), "--print-config", "--set", "schedule.name=cosin"]) == 2
+    assert "unknown schedule 'cosin' (did you mean cosine-cyclic?)" in one_error_line(capsys)
