@@ -235,7 +235,7 @@ def not_a_config_file(path: str | Path, what: str = "config file",
         inside = configs(p)
         held = (f"; the config files in it: {', '.join(inside[:5])}"
                 + (" ..." if len(inside) > 5 else "") if inside else "; it holds no config file")
-        return f"{str(path)!r} is a folder, not a {what}{held}"
+        return f"{str(path)!r} is a folder, not {_a(what)}{held}"
     return f"no {what} {str(path)!r}{did_you_mean(str(path), [*configs(p.parent), *also])}"
 
 

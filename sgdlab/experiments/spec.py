@@ -864,8 +864,8 @@ def load_experiment(name_or_path: str | Path, scale: str = "smoke",
     spelled = name_spelling(s)  # Xing_Walk is xing-walk, as for models
     if s in files or spelled in files:
         path = files[s if s in files else spelled]
-    elif s.endswith((".yaml", ".yml")) or Path(s).is_file():
-        path = Path(s)
+    elif s.endswith((".yaml", ".yml")) or Path(s).is_file() or Path(s).is_dir():
+        path = Path(s)      # (a folder: read_file says it is one, not "unknown experiment")
     else:
         path = files[catalogue_name(s)]
     raw = read_file(path)

@@ -102,6 +102,9 @@ def test_a_folder_or_a_misspelt_file_given_as_a_config_is_named_by_each_reader(
                                 "in it: run/config.yaml"),
              (["parle", "parel.yaml"], "no replica run config 'parel.yaml' (did you mean "
                                        "parle.yaml?)"),
+             (["run", "--config", "run", "--dry-run"],
+              "'run' is a folder, not an experiment config; the config files in it: "
+              "run/config.yaml"),
              (["run", "--config", "parl.yaml", "--dry-run"],
               "no experiment config 'parl.yaml' (did you mean parle.yaml?)"))
     for argv, says in cases:
