@@ -4,20 +4,7 @@ from __future__ import annotations
 
 from sgdlab.cli.main import main
 from sgdlab.store import RunStore
-
-TINY = """
-name: tiny
-data: {name: cubic, seed: 0}
-model: {name: zhu-mlp-1-6-6-6-1}
-optimizer: {name: sgd, lr: 0.05}
-train: {epochs: 1, batch_size: 4, threads: 1, progress: false}
-"""
-
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    return err
+from test_cli_bad_inputs import TINY, one_error_line
 
 
 def test_measure_of_a_mistyped_folder_says_there_is_no_such_file_or_folder(tmp_path, capsys):
