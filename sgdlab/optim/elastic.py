@@ -62,7 +62,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from ._common import NonFiniteLoss
+from ._common import NonFiniteLoss, require_closure
 from .entropy_sgd import EntropySGD, _check
 from .registry import register_optimizer
 from .scoping import ExponentialScope
@@ -193,28 +193,38 @@ class Parle(EntropySGD):
         """``inner_loop``, the average over the replicas, ``outer_step``; the first closure
         call's loss, or the first non-finite one, whose step is not taken (the parameters stay
         at x). With a communicator every replica skips the step when one of them met a
-        non-finite loss (a flag averaged with the anchors: one that left the average out
-        would leave the others waiting in it), and those that did not return NaN."""
+        non-finite loss or its closure raised (a flag averaged with the anchors: one that left
+        the average out would leave the others waiting in it); the closure's exception is then
+        raised after the average, and the replicas that met neither return NaN."""
+        require_closure(self, closure)      # refused here, not as a failure told the others
         try:
-            loss, bad = self.inner_loop(closure, check_finite=True), None
+            loss, failed = self.inner_loop(closure, check_finite=True), None
         except NonFiniteLoss as e:      # untaken, as EntropySGD.step
             if self.communicator is None:
                 return e.loss
-            loss, bad = e.loss, e.loss
+            loss, failed = e.loss, e
+        except Exception as e:
+            # a closure that raises itself (sgdlab's loop's, at a non-finite loss; out of
+            # memory): inner_loop put x back; the others are told, then it is raised
+            if self.communicator is None:
+                raise
+            loss, failed = None, e
         master = None
         if self.communicator is not None:
             anchors = self.anchors()
-            flag = anchors[0].new_full((1,), float(bad is not None))
+            flag = anchors[0].new_full((1,), float(failed is not None))
             *master, flag = self.communicator.average(anchors + [flag])
-            if bad is not None or float(flag) > 0:
+            if failed is not None or float(flag) > 0:
                 self._stepped = None
                 with torch.no_grad():       # y_L back to x, as inner_loop's stop does
                     for group in self.param_groups:
                         for p in self._params(group):
                             if "x" in self.state[p]:
                                 p.copy_(self.state[p]["x"])
-                if bad is not None:
-                    return bad
+                if isinstance(failed, NonFiniteLoss):
+                    return failed.loss
+                if failed is not None:
+                    raise failed
                 return torch.full_like(loss, math.nan) if isinstance(loss, Tensor) else math.nan
         self.outer_step(master)
         return loss

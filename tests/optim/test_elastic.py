@@ -369,6 +369,112 @@ def test_a_replica_s_non_finite_loss_skips_every_replica_s_step_in_the_average()
     assert out == [(True, True, 6, True, True), (True, True, 5, True, True)]
 
 
+class _Threads:
+    """The communicators of ``n`` replicas run as threads: ``average`` sums the replicas'
+    tensors in rank order and divides by n (what master_average does in process)."""
+
+    def __init__(self, n: int):
+        import threading
+        self.n, self.slots = n, [None] * n
+        self.barrier = threading.Barrier(n, timeout=5)
+
+    def of(self, rank: int):
+        threads = self
+
+        class Communicator:
+            def average(self, tensors):
+                threads.slots[rank] = torch.cat([t.detach().reshape(-1) for t in tensors])
+                threads.barrier.wait()
+                total = threads.slots[0].clone()
+                for s in threads.slots[1:]:
+                    total = total + s
+                threads.barrier.wait()
+                return list((total / threads.n).split([t.numel() for t in tensors]))
+        return Communicator()
+
+    def run(self, replica) -> list:
+        """``replica(rank)`` in a thread per rank; what each returned, or the exception."""
+        import threading
+        out: list = [None] * self.n
+
+        def target(rank):
+            try:
+                out[rank] = replica(rank)
+            except Exception as e:      # (handed back to the test)
+                out[rank] = e
+        threads = [threading.Thread(target=target, args=(r,)) for r in range(self.n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        return out
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_parle_step_with_a_communicator_is_the_trainer_s_round_bit_for_bit(n):
+    """Finite losses: Parle.step over replicas as threads (the flag of a non-finite loss
+    averaged with the anchors) equals inner_loop, master_average and outer_step, exactly."""
+    Qs, ms, x0 = _problem(n)
+    hyper = dict(lr=0.3, inner_lr=0.1, L=3, gamma=2.0, rho=0.8, alpha=0.25, momentum=0.9,
+                 nesterov=True, replicas=n, noise=1e-3)
+
+    def loss_of(p, a):
+        return 0.5 * (p - ms[a]) @ Qs[a] @ (p - ms[a])
+
+    ps = [nn.Parameter(x0.clone()) for _ in range(n)]
+    opts = [Parle([p], seed=a, **hyper) for a, p in enumerate(ps)]
+    _parle_rounds(ps, opts, loss_of, 4)
+    threads = _Threads(n)
+
+    def replica(a):
+        p = nn.Parameter(x0.clone())
+        opt = Parle([p], seed=a, communicator=threads.of(a), **hyper)
+
+        def closure():
+            p.grad = None
+            loss = loss_of(p, a)
+            loss.backward()
+            return loss
+        for _ in range(4):
+            opt.step(closure)
+        return p.detach().clone()
+    got = threads.run(replica)
+    assert all(torch.equal(g, p.detach()) for g, p in zip(got, ps))
+
+
+def test_a_closure_that_raises_itself_meets_the_others_in_the_average():
+    """A closure that checks its loss itself (checks_finite_loss, as sgdlab's loop's) raises
+    at replica 1's non-finite loss: replica 1 still meets replica 0 in the average, then
+    raises; both skip the step (at x), replica 0 returns NaN instead of waiting for ever."""
+    class Stop(Exception):
+        pass
+
+    threads = _Threads(2)
+
+    def replica(rank):
+        torch.manual_seed(0)
+        model = nn.Linear(3, 2).double()
+        x0 = [p.detach().clone() for p in model.parameters()]
+        opt = Parle(model.parameters(), lr=0.5, L=3, communicator=threads.of(rank), seed=rank)
+        X, calls = torch.randn(8, 3, dtype=F64, generator=torch.Generator().manual_seed(1)), []
+
+        def closure():
+            model.zero_grad()
+            loss = model(X).square().mean() * (math.nan if rank == 1 and calls else 1)
+            calls.append(1)
+            if not math.isfinite(float(loss.detach())):
+                raise Stop(rank)
+            loss.backward()
+            return loss
+        closure.checks_finite_loss = True
+        try:
+            got = math.isnan(float(opt.step(closure).detach()))
+        except Stop:
+            got = "stopped"
+        return got, all(torch.equal(a, p) for a, p in zip(x0, model.parameters()))
+    assert threads.run(replica) == [(True, True), ("stopped", True)]
+
+
 def test_parle_defaults_are_section_5_3_2():
     g = Parle([nn.Parameter(torch.zeros(1))]).param_groups[0]
     assert (g["L"], g["alpha"], g["gamma"], g["rho"], g["normalization"]) == (25, 0.25, 100.0,
