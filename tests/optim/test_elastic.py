@@ -389,7 +389,8 @@ class _Threads:
                 for s in threads.slots[1:]:
                     total = total + s
                 threads.barrier.wait()
-                return list((total / threads.n).split([t.numel() for t in tensors]))
+                sizes = [t.numel() for t in tensors]
+                return [c.view_as(t) for c, t in zip((total / threads.n).split(sizes), tensors)]
         return Communicator()
 
     def run(self, replica) -> list:
