@@ -1009,7 +1009,14 @@ def _closure_step(ctx: TrainContext, optimizer, model, loss_fn, stream: BatchStr
     # it raises on a non-finite loss, read on the host above: the closure optimizers' own
     # check would add a device sync per call, after the backward pass is queued
     closure.checks_finite_loss = True  # type: ignore[attr-defined]
-    optimizer.step(closure)
+    loss = optimizer.step(closure)
+    if getattr(optimizer, "communicator", None) is not None and loss is not None:
+        # Parle over a communicator: another replica's non-finite loss comes back as this
+        # step's NaN (every replica skipped the step), and this run stops as that one does
+        # (read after the step's all-reduce, which has already waited for the device)
+        v = float(loss.detach()) if isinstance(loss, Tensor) else float(loss)
+        if not math.isfinite(v):
+            raise _Diverged(loop["step"], v)
 
 
 def _epoch_metrics(loop: dict, epochs_done: int, n: int) -> dict[str, float]:

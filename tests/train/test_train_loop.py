@@ -1552,3 +1552,52 @@ def test_sequence_loss_bad_values_non_sequence_data_and_a_resume_changing_it_are
         run("mean", epochs=2, checkpoint_dir=tmp_path, resume=True)
     resumed = run("window-sum", epochs=2, checkpoint_dir=tmp_path, resume=True)
     assert resumed.history["train_loss"] == whole.history["train_loss"]
+
+
+def test_parle_with_a_communicator_stops_every_replica_at_one_s_non_finite_loss():
+    """Two replicas, each trained by the loop in a thread with Parle over a communicator:
+    replica 1's loss is NaN at the second inner call of step 1. Its closure raises there
+    (the loop's check); Parle meets replica 0 in the average all the same, and replica 0,
+    handed the step's NaN, stops as replica 1 does: both runs diverged at step 1, neither
+    waiting for ever in an average the other left."""
+    import threading
+
+    from sgdlab.optim.elastic import Parle
+
+    slots, barrier = [None, None], threading.Barrier(2, timeout=5)
+
+    class Threads:
+        def __init__(self, rank):
+            self.rank = rank
+
+        def average(self, tensors):
+            slots[self.rank] = torch.cat([t.detach().reshape(-1) for t in tensors])
+            barrier.wait()
+            total = (slots[0] + slots[1]) / 2
+            barrier.wait()
+            return [c.view_as(t) for c, t in zip(total.split([t.numel() for t in tensors]),
+                                                  tensors)]
+
+    def replica(rank, out):
+        calls = []
+
+        def loss_fn(out_, y):
+            calls.append(torch.is_grad_enabled())      # training's calls, not evaluation's
+            loss = nn.functional.cross_entropy(out_, y)
+            return loss * math.nan if rank == 1 and sum(calls) == 5 else loss
+        try:
+            model = make_model(0)
+            opt = Parle(model.parameters(), lr=0.1, L=3, communicator=Threads(rank), seed=rank)
+            res = train(model, loss_fn, toy_data(), opt, epochs=1, batch_size=20,
+                        progress=False, eval_every=0)
+            out[rank] = (res.status, res.steps)
+        except Exception as e:      # (handed back to the test)
+            out[rank] = e
+
+    out = [None, None]
+    threads = [threading.Thread(target=replica, args=(r, out)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert out == [("diverged", 1), ("diverged", 1)]
