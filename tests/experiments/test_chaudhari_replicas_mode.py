@@ -309,12 +309,13 @@ def launched_on(tmp_path, device: str, n: int) -> tuple[list[str], dict, dict]:
 
 
 @pytest.mark.parametrize("visible, child", [(None, "2"), ("4,5,6,7", "6"),
-                                            ("GPU-a,GPU-b,GPU-c", "GPU-c")])
+                                            ("GPU-a,GPU-b,GPU-c", "GPU-c"),
+                                            ("MIG-a/1/0, MIG-b/1/0, MIG-c/2/0", "MIG-c/2/0")])
 def test_a_run_on_cuda_k_launches_its_replica_with_only_gpu_k_visible(
         tmp_path, monkeypatch, visible, child):
     """Its rank 0 takes cuda:0 of what it sees: GPU K of the sweep's process, not GPU 0
-    (entries of CUDA_VISIBLE_DEVICES may be indices or UUIDs)."""
-    gpus_seen(monkeypatch, 4 if visible != "GPU-a,GPU-b,GPU-c" else 3, visible)
+    (entries of CUDA_VISIBLE_DEVICES may be indices, UUIDs or MIG ids, spaced or not)."""
+    gpus_seen(monkeypatch, 4 if visible is None else len(visible.split(",")), visible)
     cmd, env, cfg = launched_on(tmp_path, "cuda:2", 1)
     assert env["CUDA_VISIBLE_DEVICES"] == child
     assert cfg["device"] == "cuda" and cmd[cmd.index("--backend") + 1] == "auto"
@@ -337,7 +338,10 @@ def test_a_run_given_gpus_by_ray_launches_its_replicas_on_those(tmp_path, monkey
                      r"GPU of its own, but this machine has 1 CUDA device\(s\) visible "
                      r"\(CUDA_VISIBLE_DEVICES=3\): give the run 2 GPUs \(--backend ray "
                      r"--gpus-per-run 2\)"),
-    ("cuda:4", 4, None, r"device cuda:4 names GPU 4, but this machine has 4 CUDA device")])
+    ("cuda:4", 4, None, r"device cuda:4 names GPU 4, but this machine has 4 CUDA device"),
+    ("cuda:0", 0, "", r"device cuda:0 names GPU 0, but this machine has 0 CUDA device\(s\) "
+                      r"visible \(CUDA_VISIBLE_DEVICES=\)"),
+    ("cuda", 0, "", r"device cuda puts each of the 2 replicas .* but this machine has 0 CUDA")])
 def test_a_run_given_fewer_gpus_than_replicas_is_refused_before_its_launcher_starts(
         tmp_path, monkeypatch, device, count, visible, said):
     from sgdlab.errors import UserError
