@@ -22,9 +22,11 @@ from torch import nn
 import sgdlab.measure as M
 from sgdlab.errors import UserError
 from sgdlab.operators import GGNOperator, HessianOperator, per_sample_gradients
+from sgdlab.operators.ggn import OutputNotTensor
 from sgdlab.operators.params import measured_params
-from sgdlab.testing import (covariance_reference, dense_hessian_reference,
-                            empirical_fisher_reference, ggn_reference, per_sample_gradients_loop)
+from sgdlab.testing import (DictOutput, covariance_reference, dense_hessian_reference,
+                            dict_logits_loss, empirical_fisher_reference, ggn_reference,
+                            per_sample_gradients_loop, tiny_mlp)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -55,6 +57,9 @@ class SelfAttention(nn.Module):
 
 
 class Encoder(nn.Module):
+    """sgdlab.testing's TinyTransformer at width 2 and one head: a 60-parameter dense Hessian
+    (its 4-wide, 2-head one takes 2.5x as long here)."""
+
     def __init__(self):
         super().__init__()
         self.emb = nn.Embedding(5, 2)
@@ -85,16 +90,6 @@ class TupleOut(nn.Module):
     def forward(self, x):
         h = torch.tanh(self.a(x))
         return self.head(h), h
-
-
-class DictOut(TupleOut):
-    def forward(self, x):
-        logits, h = super().forward(x)
-        return {"logits": logits, "features": h}
-
-
-def _mlp():
-    return nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
 
 
 def _conv_channels_last():
@@ -128,11 +123,11 @@ KINDS = {
     "encoder_train": (lambda: Encoder().train(), CE, "tokens"),
     "transposed_parameter": (Transposed, CE, "vector"),
     "channels_last_conv": (_conv_channels_last, CE, "image"),
-    "label_smoothing": (_mlp, nn.CrossEntropyLoss(label_smoothing=0.2), "vector"),
-    "soft_targets": (_mlp, CE, "soft"),
-    "bce_logits": (_mlp, nn.BCEWithLogitsLoss(), "binary"),
+    "label_smoothing": (tiny_mlp, nn.CrossEntropyLoss(label_smoothing=0.2), "vector"),
+    "soft_targets": (tiny_mlp, CE, "soft"),
+    "bce_logits": (tiny_mlp, nn.BCEWithLogitsLoss(), "binary"),
     "tuple_output": (TupleOut, lambda out, y: F.cross_entropy(out[0], y), "vector"),
-    "dict_output": (DictOut, lambda out, y: F.cross_entropy(out["logits"], y), "vector"),
+    "dict_output": (DictOutput, dict_logits_loss, "vector"),
 }
 # the GGN reference's jacrev has no vmap rule through nn.LSTM (6 s point by point); the GRU of
 # test_any_model.py's zoo checks the Gauss-Newton products of a recurrent layer
@@ -183,39 +178,43 @@ def test_curvature_and_noise_match_dense_references(name, dtype):
         ggn = ggn_reference(copy.deepcopy(model).double(), loss_fn,
                             tuple(t.double() if t.is_floating_point() else t for t in data))
     # the batching itself is test_any_model.py's: two batches for the dense matrices only
-    for d in (two_batches(data),):
-        close(M.dense_hessian(model, loss_fn, d), hess, tol)
-        close(M.gradient_covariance(model, loss_fn, d).dense(), sigma, tol)
-        if name in TENSOR_OUT:
-            close(GGNOperator(model, loss_fn, d).to_dense(), ggn, tol)
-    for d in (data,):
-        close(M.dense_hessian(model, loss_fn, d), hess, tol)
-        close(M.hessian_diagonal(model, loss_fn, d, exact=True).value, hess.diagonal(), tol)
-        for rop in (True, False):          # R-op products where supported, and backward ones
-            close(HessianOperator(model, loss_fn, d, rop=rop).matmat(v), hess @ v.double(), tol)
-        close(M.hessian_top_eigenvalue(model, loss_fn, d, generator=gen(), tol=1e-10), eig[-1],
-              max(tol, 1e-7))
-        close(M.hessian_bottom_eigenvalues(model, loss_fn, d, 2, generator=gen(), tol=1e-10),
-              eig[:2], max(tol, 1e-7))
-        close(per_sample_gradients(model, loss_fn, d), rows, tol)
-        cov = M.gradient_covariance(model, loss_fn, d)
-        close(cov.dense(), sigma, tol)
-        close(cov.mean, rows.mean(0), tol)
-        close(M.fisher_diagonal(model, loss_fn, d), rows.var(0, unbiased=False), tol)
-        close(M.diffusion_matrix(model, loss_fn, d, 2, replacement=False).trace(),
-              sigma.trace() * (N - 2) / (2 * (N - 1)), tol)
-        close(M.noise_magnitude(model, loss_fn, d, 0.1, 2).noise_norm,
-              math.sqrt(0.1 * float(sigma.trace()) / 2), tol)
-        close(M.batch_statistics(model, loss_fn, d).trace_cov, sigma.trace() * N / (N - 1), tol)
-        al = M.sigma_hessian_alignment(model, loss_fn, d, k=2, generator=gen())
-        close(al.sigma_eigvals, torch.linalg.eigvalsh(sigma).flip(0)[:2], tol)
-        close(al.hessian_eigvals, eig.flip(0)[:2], max(tol, 1e-6))
-        if name in TENSOR_OUT:
-            close(GGNOperator(model, loss_fn, d).to_dense(), ggn, tol)
-            close(M.ggn_diagonal(model, loss_fn, d), ggn.diagonal(), tol)
-        close(M.hessian_diagonal(model, loss_fn, d, exact=True,
-                                 operator="empirical_fisher").value,
-              empirical_fisher_reference(rows).diagonal(), tol)
+    batches = two_batches(data)
+    close(M.dense_hessian(model, loss_fn, batches), hess, tol)
+    close(M.gradient_covariance(model, loss_fn, batches).dense(), sigma, tol)
+    if name in TENSOR_OUT:
+        close(GGNOperator(model, loss_fn, batches).to_dense(), ggn, tol)
+    d = data
+    close(M.dense_hessian(model, loss_fn, d), hess, tol)
+    close(M.hessian_diagonal(model, loss_fn, d, exact=True).value, hess.diagonal(), tol)
+    for rop in (True, False):          # R-op products where supported, and backward ones
+        close(HessianOperator(model, loss_fn, d, rop=rop).matmat(v), hess @ v.double(), tol)
+    close(M.hessian_top_eigenvalue(model, loss_fn, d, generator=gen(), tol=1e-10), eig[-1],
+          max(tol, 1e-7))
+    close(M.hessian_bottom_eigenvalues(model, loss_fn, d, 2, generator=gen(), tol=1e-10),
+          eig[:2], max(tol, 1e-7))
+    close(per_sample_gradients(model, loss_fn, d), rows, tol)
+    cov = M.gradient_covariance(model, loss_fn, d)
+    close(cov.dense(), sigma, tol)
+    close(cov.mean, rows.mean(0), tol)
+    close(M.fisher_diagonal(model, loss_fn, d), rows.var(0, unbiased=False), tol)
+    close(M.diffusion_matrix(model, loss_fn, d, 2, replacement=False).trace(),
+          sigma.trace() * (N - 2) / (2 * (N - 1)), tol)
+    close(M.noise_magnitude(model, loss_fn, d, 0.1, 2).noise_norm,
+          math.sqrt(0.1 * float(sigma.trace()) / 2), tol)
+    close(M.batch_statistics(model, loss_fn, d).trace_cov, sigma.trace() * N / (N - 1), tol)
+    al = M.sigma_hessian_alignment(model, loss_fn, d, k=2, generator=gen())
+    close(al.sigma_eigvals, torch.linalg.eigvalsh(sigma).flip(0)[:2], tol)
+    close(al.hessian_eigvals, eig.flip(0)[:2], max(tol, 1e-6))
+    if name in TENSOR_OUT:
+        close(GGNOperator(model, loss_fn, d).to_dense(), ggn, tol)
+        close(M.ggn_diagonal(model, loss_fn, d), ggn.diagonal(), tol)
+    elif name.endswith("_output"):      # no one output f for G = Jᵀ ∇²_f L J
+        kind = type(model(data[0])).__name__
+        with pytest.raises(OutputNotTensor, match=f"the model returned a {kind}"):
+            GGNOperator(model, loss_fn, d).to_dense()
+    close(M.hessian_diagonal(model, loss_fn, d, exact=True,
+                             operator="empirical_fisher").value,
+          empirical_fisher_reference(rows).diagonal(), tol)
 
 
 def test_a_compiled_model_has_its_curvature_measured_through_the_module_it_wraps():
@@ -318,7 +317,7 @@ def test_parameters_sharing_memory_are_refused_naming_both_and_the_tie():
 def test_parameters_that_are_disjoint_views_of_one_buffer_are_measured():
     # flat-parameter wrappers hold each parameter as a slice of one buffer: no overlap
     torch.manual_seed(0)
-    plain = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    plain = tiny_mlp()
     flat = torch.cat([p.detach().reshape(-1) for p in plain.parameters()])
     model, i = copy.deepcopy(plain), 0
     for mod in (model[0], model[2]):
@@ -424,6 +423,7 @@ def test_the_random_draw_probe_leaves_batch_norm_statistics_and_generators_as_th
         HessianOperator(model, nn.CrossEntropyLoss(), (x.double(), y))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert torch.equal(torch.random.get_rng_state(), state)
+
 
 class CPUDraws(nn.Module):
     """A GPU model that draws on the CPU generator: a random mask made without a device."""
