@@ -61,9 +61,9 @@ def draws_unseen(model: nn.Module, data: object, device: torch.device) -> bool:
     knows to draw, still draws random numbers in a forward pass: ``F.dropout(h, p,
     self.training)`` or noise written in a ``forward`` of one's own. One no-grad pass over
     the data's first samples (:func:`_first_samples`; none for a loader it cannot read them
-    from), the generator's state compared before and after it; the buffers a train-mode pass
-    moves are put back, and the generators are as they were. A model that fails on them is
-    left to the measurement."""
+    from), the generators' states (the CPU's, and ``device``'s when it is a CUDA device)
+    compared before and after it; the buffers a train-mode pass moves are put back, and the
+    generators are as they were. A model that fails on them is left to the measurement."""
     from sgdlab.measure.passes import eager_module
 
     from .linear import kept_running_statistics

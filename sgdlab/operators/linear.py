@@ -174,8 +174,10 @@ class ModelOperator(LinearOperator):
     random generators seeded per batch (:meth:`batches`, :meth:`fixed_randomness`), so every
     product sees one fixed draw; the global generators are left as they were. With dropout in
     train mode that is the curvature under one draw of the masks, which a warning says (call
-    ``model.eval()`` for the network without dropout). A loader that reshuffles its samples
-    gives other batches, and so other masks per sample, on every pass.
+    ``model.eval()`` for the network without dropout); so it does for a forward of one's own
+    that draws (``F.dropout(h, p, self.training)``), found by one no-grad pass over the first
+    samples (:func:`~sgdlab.operators.batches.draws_unseen`). A loader that reshuffles its
+    samples gives other batches, and so other masks per sample, on every pass.
 
     The products are those of the loss's own derivatives: no gradient hook the user put on
     the model runs, in the forward passes (:meth:`fixed_randomness`) nor in the backward
