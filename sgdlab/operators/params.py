@@ -215,11 +215,11 @@ def _check_disjoint_elements(run: list[tuple[int, int, str, Tensor]]) -> None:
             # named in address order, as the ranges are sorted
             first = run[int(seen[0])][2]
             raise UserError(
-                f"parameters {first} and {second} share memory (one is a view "
-                "of the other): the measurements take each parameter as coordinates of its "
-                "own, which writing a point into the model cannot hold apart; register one "
-                "of them and compute the other from it in forward (e.g. "
-                "self.lin.weight.t()), which ties them as one parameter")
+                f"parameters {first} and {second} share memory (views with elements in "
+                "common, as a weight and its transpose have): the measurements take each "
+                "parameter as coordinates of its own, which writing a point into the model "
+                "cannot hold apart; register one of them and compute the other from it in "
+                "forward (e.g. self.lin.weight.t()), which ties them as one parameter")
         owner[where] = i
 
 

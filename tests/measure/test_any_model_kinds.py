@@ -360,8 +360,10 @@ def test_interleaved_views_that_share_no_element_are_measured():
     flat = torch.randn(8, dtype=torch.float64)
     even, odd, pair = flat[0::2], flat[1::2], flat[2:4]
     assert list(measured_params(_holding(even, odd))) == ["p0", "p1"]
-    # the third overlaps the first at flat[2] (not the second, before it in address order)
-    with pytest.raises(UserError, match="parameters p0 and p2 share memory"):
+    # the third overlaps the first at flat[2] and the second at flat[3]: named with the
+    # first, whose common element comes first; no one of them is a view of another
+    with pytest.raises(UserError, match=r"parameters p0 and p2 share memory \(views with "
+                                        r"elements in common"):
         measured_params(_holding(even, odd, pair))
     meta = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)).to("meta")   # no memory at all
     assert list(measured_params(meta)) == ["0.weight", "0.bias", "1.weight", "1.bias"]
