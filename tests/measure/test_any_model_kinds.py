@@ -23,7 +23,6 @@ import sgdlab.measure as M
 from sgdlab.errors import UserError
 from sgdlab.operators import GGNOperator, HessianOperator, per_sample_gradients
 from sgdlab.operators.ggn import OutputNotTensor
-from sgdlab.operators.params import measured_params
 from sgdlab.testing import (DictOutput, covariance_reference, dense_hessian_reference,
                             dict_logits_loss, empirical_fisher_reference, ggn_reference,
                             per_sample_gradients_loop, tiny_mlp)
@@ -345,8 +344,9 @@ class ColumnBlocks(nn.Module):
 
 
 def test_interleaved_views_that_share_no_element_are_measured():
-    # column blocks of one matrix (and every other entry of one vector) span overlapping
-    # address ranges without sharing an element: they were refused as sharing memory
+    # column blocks of one matrix span overlapping address ranges without sharing an
+    # element: they were refused as sharing memory (views of one vector:
+    # tests/operators/test_operators_params.py)
     torch.manual_seed(0)
     model, loss_fn = ColumnBlocks(), nn.CrossEntropyLoss()
     x, y = _data("vector")
@@ -357,23 +357,6 @@ def test_interleaved_views_that_share_no_element_are_measured():
                                    vectorize=v).value,
               M.expected_sharpness(copy.deepcopy(model), loss_fn, data, 0.3, 3,
                                    generator=gen()).value)
-    flat = torch.randn(8, dtype=torch.float64)
-    even, odd, pair = flat[0::2], flat[1::2], flat[2:4]
-    assert list(measured_params(_holding(even, odd))) == ["p0", "p1"]
-    # the third overlaps the first at flat[2] and the second at flat[3]: named with the
-    # first, whose common element comes first; no one of them is a view of another
-    with pytest.raises(UserError, match=r"parameters p0 and p2 share memory \(views with "
-                                        r"elements in common"):
-        measured_params(_holding(even, odd, pair))
-    meta = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)).to("meta")   # no memory at all
-    assert list(measured_params(meta)) == ["0.weight", "0.bias", "1.weight", "1.bias"]
-
-
-def _holding(*tensors) -> nn.Module:
-    module = nn.Module()
-    for i, t in enumerate(tensors):
-        module.register_parameter(f"p{i}", nn.Parameter(t))
-    return module
 
 
 class FunctionalDropout(nn.Module):

@@ -14,6 +14,20 @@ def _holding(*tensors) -> nn.Module:
     return module
 
 
+def test_views_of_one_vector_are_refused_only_where_they_share_an_element():
+    # every other entry of one vector: address ranges interleave, no element in common
+    flat = torch.randn(8, dtype=torch.float64)
+    even, odd, pair = flat[0::2], flat[1::2], flat[2:4]
+    assert list(P.measured_params(_holding(even, odd))) == ["p0", "p1"]
+    # the third overlaps the first at flat[2] and the second at flat[3]: named with the
+    # first, whose common element comes first; no one of them is a view of another
+    with pytest.raises(UserError, match=r"parameters p0 and p2 share memory \(views with "
+                                        r"elements in common"):
+        P.measured_params(_holding(even, odd, pair))
+    meta = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)).to("meta")   # no memory at all
+    assert list(P.measured_params(meta)) == ["0.weight", "0.bias", "1.weight", "1.bias"]
+
+
 def test_the_element_by_element_overlap_check_runs_once_per_layout(monkeypatch):
     # measured_params runs on every flat vector: parameters whose address ranges interleave
     # (column blocks of one matrix) were compared element by element on every call
