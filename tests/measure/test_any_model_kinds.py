@@ -152,10 +152,15 @@ def close(a, b, tol=1e-9):
     torch.testing.assert_close(a, b, rtol=tol, atol=tol)
 
 
+def float64(model, data):
+    """A float64 copy of ``model``, and ``data`` with its floating tensors in float64."""
+    return (copy.deepcopy(model).double(),
+            tuple(t.double() if t.is_floating_point() else t for t in data))
+
+
 def references(model, loss_fn, data):
     """(H, per-sample gradients) of the float64 copy of ``model`` on ``data``."""
-    m = copy.deepcopy(model).double()
-    d = tuple(t.double() if t.is_floating_point() else t for t in data)
+    m, d = float64(model, data)
     return dense_hessian_reference(m, loss_fn, d), per_sample_gradients_loop(m, loss_fn, d)
 
 
@@ -174,8 +179,8 @@ def test_curvature_and_noise_match_dense_references(name, dtype):
     tol = 1e-9 if dtype == torch.float64 else 3e-5
     v = torch.randn(len(eig), 2, generator=gen(), dtype=dtype)
     if name in TENSOR_OUT:
-        ggn = ggn_reference(copy.deepcopy(model).double(), loss_fn,
-                            tuple(t.double() if t.is_floating_point() else t for t in data))
+        m64, d64 = float64(model, data)
+        ggn = ggn_reference(m64, loss_fn, d64)
     # the batching itself is test_any_model.py's: two batches for the dense matrices only
     batches = two_batches(data)
     close(M.dense_hessian(model, loss_fn, batches), hess, tol)
