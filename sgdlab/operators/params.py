@@ -132,8 +132,12 @@ def require_trainable(model: nn.Module) -> dict[str, Tensor]:
 
 def measured_params(model: nn.Module) -> dict[str, Tensor]:
     """:func:`trainable_named_params`, refusing what no measurement can move or
-    differentiate: none at all, a complex one (:func:`check_real`), a parametrized one
-    cached (:func:`check_parametrizations_uncached`)."""
+    differentiate: none at all, one of a lazy module not yet run (:func:`check_initialised`),
+    two over common memory (:func:`check_no_shared_memory`), a complex one
+    (:func:`check_real`), a parametrized one cached
+    (:func:`check_parametrizations_uncached`), an embedding that renormalises its rows
+    (:func:`check_no_renormalising_embedding`). Every flat vector starts here: each check
+    costs little (docs/design/curvature.md)."""
     params = trainable_named_params(model)
     if not params:
         raise no_trainable_parameters()
