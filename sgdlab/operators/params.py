@@ -167,17 +167,17 @@ def check_no_shared_memory(params: Mapping[str, Tensor]) -> None:
     other, so evaluations one point at a time and vmapped ones measured different functions
     (expected sharpness 0.33 against 0.013 on a 3-4-2 MLP). Views of one buffer that share
     no element (flat-parameter wrappers' slices, or column blocks of one matrix, whose
-    address ranges interleave) are separate coordinates indeed and pass."""
-    spans: dict[tuple, list[tuple[int, int, str, Tensor]]] = {}
+    address ranges interleave) are separate coordinates indeed and pass. Addresses are
+    absolute, not offsets in a storage: two storages may hold the same memory
+    (``torch.from_numpy`` of two views of one array)."""
+    spans: dict[torch.device, list[tuple[int, int, str, Tensor]]] = {}
     for name, p in params.items():
         # meta tensors have no memory (every one at address 0)
         if p.layout != torch.strided or not p.numel() or p.device.type == "meta":
             continue
-        size = p.element_size()
-        start = p.storage_offset() * size
+        size, start = p.element_size(), p.data_ptr()
         extent = sum((n - 1) * abs(st) for n, st in zip(p.shape, p.stride())) + 1
-        key = (p.device, p.untyped_storage().data_ptr())
-        spans.setdefault(key, []).append((start, start + extent * size, name, p))
+        spans.setdefault(p.device, []).append((start, start + extent * size, name, p))
     for group in spans.values():
         group.sort(key=lambda s: s[:3])
         # runs of parameters whose address ranges overlap, each looked at element by element
@@ -193,27 +193,27 @@ def check_no_shared_memory(params: Mapping[str, Tensor]) -> None:
                 run, end = [span], span[1]
 
 
-#: (offset, shape, strides, element size) of one parameter in its storage, in elements
+#: (address of its first element, shape, strides, element size) of one parameter
 Layout = tuple[int, tuple[int, ...], tuple[int, ...], int]
 
 
 def _unit_offsets(layout: Layout, unit: int) -> Tensor:
-    """The offsets in its storage, in ``unit`` bytes, of every ``unit`` of the elements of a
-    tensor laid out as ``layout`` (from its shape, strides and offset alone)."""
-    offset, shape, strides, size = layout
-    offsets = torch.tensor(offset * size)
+    """The addresses, in ``unit`` bytes, of every ``unit`` of the elements of a tensor laid
+    out as ``layout`` (from its shape, strides and address alone)."""
+    address, shape, strides, size = layout
+    offsets = torch.tensor(address)
     for n, st in zip(shape, strides):
         offsets = offsets[..., None] + torch.arange(n) * (st * size)
     return (offsets.reshape(-1, 1) // unit + torch.arange(size // unit)).reshape(-1)
 
 
 def _check_disjoint_elements(run: list[tuple[int, int, str, Tensor]]) -> None:
-    """The shared-memory ``UserError`` for the first two parameters of ``run`` (over one
-    storage, their address ranges overlapping) that have a byte in common. Only such runs
+    """The shared-memory ``UserError`` for the first two parameters of ``run`` (on one
+    device, their address ranges overlapping) that have a byte in common. Only such runs
     are compared element by element: flat wrappers' slices never overlap in range and cost
     nothing."""
     pair = _first_common_element(tuple(
-        (name, (p.storage_offset(), tuple(p.shape), p.stride(), p.element_size()))
+        (name, (p.data_ptr(), tuple(p.shape), p.stride(), p.element_size()))
         for _, _, name, p in run))
     if pair is not None:
         first, second = pair
@@ -227,7 +227,7 @@ def _check_disjoint_elements(run: list[tuple[int, int, str, Tensor]]) -> None:
 
 @functools.lru_cache(maxsize=32)
 def _first_common_element(run: tuple[tuple[str, Layout], ...]) -> tuple[str, str] | None:
-    """The names of the first two of ``run``'s (name, layout) in one storage, sorted by
+    """The names of the first two of ``run``'s (name, layout) on one device, sorted by
     address, that have a byte in common, else None. Counted in units of the elements' sizes'
     greatest common divisor (elements, where they have one size). Kept per layout, since
     measured_params runs on every flat vector: column blocks of a 1024 x 1024 matrix took

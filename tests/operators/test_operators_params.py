@@ -1,4 +1,5 @@
 """sgdlab.operators.params: the refusals of measured_params."""
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -40,13 +41,21 @@ def test_the_element_by_element_overlap_check_runs_once_per_layout(monkeypatch):
     for _ in range(3):
         assert list(P.measured_params(blocks)) == ["p0", "p1"]
     assert len(calls) == 2              # one per parameter, on the first call only
-    # another matrix laid out alike: the same answer, without a new comparison
-    v = torch.randn(6, 5, dtype=torch.float64)
-    assert list(P.measured_params(_holding(v[:, :2], v[:, 2:]))) == ["p0", "p1"]
-    assert len(calls) == 2
     # a real overlap is still refused, on every call
     shared = _holding(w[:, :3], w[:, 2:])
     for _ in range(2):
         with pytest.raises(UserError, match="parameters p0 and p1 share memory"):
             P.measured_params(shared)
     assert len(calls) == 4
+
+
+def test_parameters_over_one_memory_in_two_storages_are_refused():
+    # torch.from_numpy of two views of one array (rows 0-2 and 2-3): two storages, at two
+    # addresses, over common memory, which the check looked at storage by storage
+    a = np.random.default_rng(0).standard_normal((4, 3))
+    both = _holding(torch.from_numpy(a[:3]), torch.from_numpy(a[2:]))
+    assert both.p0.untyped_storage().data_ptr() != both.p1.untyped_storage().data_ptr()
+    with pytest.raises(UserError, match="parameters p0 and p1 share memory"):
+        P.measured_params(both)
+    apart = _holding(torch.from_numpy(a[:2]), torch.from_numpy(a[2:]))
+    assert list(P.measured_params(apart)) == ["p0", "p1"]
