@@ -72,6 +72,12 @@ def closure_checks_finite(closure) -> bool:
     return bool(getattr(closure, "checks_finite_loss", False))
 
 
+def dense(t: Tensor) -> Tensor:
+    """``t``, densified if sparse: ``nn.Embedding(sparse=True)`` gives sparse gradients, which
+    meet dense noise, decay, momentum and statistics in the optimizers' steps."""
+    return t.to_dense() if t.is_sparse else t
+
+
 def require_closure(optimizer, closure: Callable[[], Tensor] | None) -> None:
     """The check that opens the step of an optimizer that calls its closure several times a
     step (``needs_closure``): a ValueError naming it and what the closure must do when there

@@ -216,11 +216,7 @@ class Parle(EntropySGD):
             *master, flag = self.communicator.average(anchors + [flag])
             if failed is not None or float(flag) > 0:
                 self._stepped = None
-                with torch.no_grad():       # y_L back to x, as inner_loop's stop does
-                    for group in self.param_groups:
-                        for p in self._params(group):
-                            if "x" in self.state[p]:
-                                p.copy_(self.state[p]["x"])
+                self._restore_x()           # y_L back to x, as inner_loop's stop does
                 if isinstance(failed, NonFiniteLoss):
                     return failed.loss
                 if failed is not None:

@@ -65,7 +65,7 @@ from torch.optim import Optimizer
 from sgdlab.measure.entropy_gradient import langevin_step_
 
 from ._common import (NonFiniteLoss, PicklesWhole, check_finite_loss, check_real_parameters,
-                      closure_checks_finite, inner_closure_loss, momentum_direction,
+                      closure_checks_finite, dense, inner_closure_loss, momentum_direction,
                       refuse_meta, require_closure, runs_state_dict_hooks)
 from .registry import register_optimizer
 from .scoping import ExponentialScope
@@ -362,13 +362,19 @@ class EntropySGD(SeededNoise, Optimizer):
         except BaseException:
             # a closure that raises (non-finite loss, interrupt) ends the step untaken: the
             # parameters go back to x, not the Langevin iterate y they hold
-            for group in self.param_groups:
-                for p in self._params(group):
-                    if "x" in self.state[p]:
-                        p.copy_(self.state[p]["x"])
+            self._restore_x()
             raise
         self._stepped = stepped
         return first
+
+    @torch.no_grad()
+    def _restore_x(self) -> None:
+        """The parameters back to x (``state[p]["x"]``), where the step began: an untaken
+        step."""
+        for group in self.param_groups:
+            for p in self._params(group):
+                if "x" in self.state[p]:
+                    p.copy_(self.state[p]["x"])
 
     def _inner_group_step(self, group: dict, gamma: float) -> None:
         """One inner step on ``group``'s parameters that have a gradient: the Langevin step of
@@ -379,7 +385,7 @@ class EntropySGD(SeededNoise, Optimizer):
         if not ys:
             return
         # nn.Embedding(sparse=True): a sparse gradient meets dense decay, pulls and moments
-        grads = [p.grad.to_dense() if p.grad.is_sparse else p.grad for p in ys]
+        grads = [dense(p.grad) for p in ys]
         xs = [self.state[p]["x"] for p in ys]
         if (group["inner_momentum_on"] == "step" and group["inner_momentum"] > 0
                 and gamma < math.inf):

@@ -83,8 +83,8 @@ from sgdlab.operators.batches import concat_batches
 from sgdlab.operators.params import trainable_named_params
 
 from . import noise as N
-from ._common import (PicklesWhole, check_real_parameters, closure_loss, is_whole,
-                      refuse_meta, runs_state_dict_hooks, seeded_generator)
+from ._common import (PicklesWhole, check_real_parameters, closure_loss, dense,
+                      is_whole, refuse_meta, runs_state_dict_hooks, seeded_generator)
 from .registry import register_optimizer
 from .settings import split_own_state
 
@@ -395,8 +395,7 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
             g = torch.autograd.grad(self.loss_fn(self.model(x[b]), y[b]), params,
                                     allow_unused=True, materialize_grads=True)
             # nn.Embedding(sparse=True) gives a sparse gradient, which has no reshape
-            grads.append(torch.cat([(t.to_dense() if t.is_sparse else t).reshape(-1)
-                                    for t in g]).detach())
+            grads.append(torch.cat([dense(t).reshape(-1) for t in g]).detach())
         g = torch.stack(grads)
         mean = g.mean(0)
         # factor of Cov(g_B) = Σ/m, times √m so that the shared code's "/ m" gives Σ/m back
@@ -622,7 +621,7 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
                 if p.grad is None:
                     continue
                 # a sparse gradient (nn.Embedding(sparse=True)) meets dense noise and decay
-                d_p = p.grad.to_dense() if p.grad.is_sparse else p.grad
+                d_p = dense(p.grad)
                 if wd != 0:
                     d_p = d_p.add(p, alpha=wd)
                 if eps is not None and id(p) in self._layout:   # frozen: a stale .grad, no noise

@@ -50,7 +50,7 @@ from torch.optim import Optimizer
 
 from sgdlab.operators.batches import num_samples
 
-from ._common import (PicklesWhole, check_real_parameters, closure_loss,
+from ._common import (PicklesWhole, check_real_parameters, closure_loss, dense,
                       runs_state_dict_hooks, seeded_generator)
 from .noise import standard_normal
 from .registry import register_optimizer
@@ -153,7 +153,7 @@ class SGLD(PicklesWhole, Optimizer):
                 if p.grad is None or not p.requires_grad:
                     continue
                 # a sparse gradient (nn.Embedding(sparse=True)) meets dense noise and decay
-                d_p = p.grad.to_dense() if p.grad.is_sparse else p.grad
+                d_p = dense(p.grad)
                 if wd != 0:
                     d_p = d_p.add(p, alpha=wd)
                 p.add_(d_p, alpha=-lr)

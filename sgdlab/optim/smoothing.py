@@ -52,7 +52,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ._common import (NonFiniteLoss, check_finite_loss, closure_checks_finite,
-                      inner_closure_loss, momentum_direction, require_closure)
+                      dense, inner_closure_loss, momentum_direction, require_closure)
 from .entropy_sgd import EntropySGD, SeededNoise, _check, _check_shared_L, check_choice
 from .registry import register_optimizer
 from .scoping import ExponentialScope
@@ -130,7 +130,7 @@ class HJ(EntropySGD):
                 continue
             st = self.state[y]
             # nn.Embedding(sparse=True): the dense step, as the prox form's inner loop
-            g = y.grad.to_dense() if y.grad.is_sparse else y.grad
+            g = dense(y.grad)
             if group["weight_decay"] > 0:
                 g = g.add(y, alpha=group["weight_decay"])
             st["p"] = g.clone()
@@ -259,7 +259,7 @@ class HEAT(SeededNoise, Optimizer):
                 for i, p in enumerate(params):
                     if p.grad is not None:
                         # a sparse gradient (nn.Embedding(sparse=True)) meets dense decay
-                        g = p.grad.to_dense() if p.grad.is_sparse else p.grad
+                        g = dense(p.grad)
                         acc[i] = g.clone() if acc[i] is None else acc[i].add_(g)
         except BaseException as e:
             # a closure that raises ends the step untaken: x back, not the perturbed x + ε;
