@@ -840,8 +840,6 @@ def test_float32_parameters_and_state_stay_float32(name):
             assert t.dtype == dtype, (name, t.shape, t.dtype)
 
 
-
-
 class MixedDtypeNet(SkipNet):
     """The output layer in float32 inside a float64 model (``.out.float()`` after
     ``.double()``): one group, two dtypes."""
@@ -915,6 +913,7 @@ def test_state_dict_round_trip_after_add_param_group(name):
     for a, b in zip(model.parameters(), model2.parameters()):
         assert torch.equal(a, b), name
 
+
 # a constructor argument of each optimizer that is no group key (held for the whole optimizer)
 OPTIMIZER_LEVEL = {
     "entropy_sgd": ("seed", 3), "entropy_adam": ("seed", 3), "hj": ("seed", 3),
@@ -944,7 +943,11 @@ def test_a_group_key_that_is_a_setting_of_the_whole_optimizer_is_refused(name):
         opt.add_param_group({"params": out, key: value})
     assert len(opt.param_groups) == 1
     opt.add_param_group({"params": out})            # without it: added and trained
-    assert _steps(opt, model, data, 1)
+    before = [p.detach().clone() for p in out]
+    losses = _steps(opt, model, data, _n_warmup(name) + 1)
+    assert all(math.isfinite(v) for v in losses), (name, losses)
+    assert not any(torch.equal(b, p.detach()) for b, p in zip(before, out)), name
+
 
 COUNTS = [("switch", "switch_step"), ("gld-const", "refresh_every"),
           ("gld-const", "trace_probes"), ("gld-dynamic", "noise_batch_size"), ("gld-leading", "k"),
