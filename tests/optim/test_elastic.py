@@ -322,51 +322,28 @@ def test_a_replica_s_non_finite_loss_skips_every_replica_s_step_in_the_average()
     second closure call. Both meet in the average (replica 1 left it out, and replica 0
     waited in it for ever), both put x back and skip the outer step; replica 0, whose losses
     were finite, returns NaN; the next step, all finite, is taken by both."""
-    import threading
-    slots, barrier = [None, None], threading.Barrier(2, timeout=5)
+    threads = _Threads(2)
 
-    class Threads:
-        def __init__(self, rank):
-            self.rank = rank
+    def replica(rank):
+        torch.manual_seed(0)
+        model = nn.Linear(3, 2).double()
+        x0 = [p.detach().clone() for p in model.parameters()]
+        opt = Parle(model.parameters(), lr=0.5, L=3, communicator=threads.of(rank), seed=rank)
+        X, calls = torch.randn(8, 3, dtype=F64, generator=torch.Generator().manual_seed(1)), []
 
-        def average(self, tensors):
-            slots[self.rank] = torch.cat([t.detach().reshape(-1) for t in tensors])
-            barrier.wait()
-            total = (slots[0] + slots[1]) / 2
-            barrier.wait()
-            return [c.view_as(t) for c, t in zip(total.split([t.numel() for t in tensors]),
-                                                  tensors)]
-
-    def replica(rank, out):
-        try:
-            torch.manual_seed(0)
-            model = nn.Linear(3, 2).double()
-            x0 = [p.detach().clone() for p in model.parameters()]
-            opt = Parle(model.parameters(), lr=0.5, L=3, communicator=Threads(rank), seed=rank)
-            X, calls = torch.randn(8, 3, dtype=F64, generator=torch.Generator().manual_seed(1)), []
-
-            def closure(bad=rank == 1):
-                model.zero_grad()
-                loss = model(X).square().mean()
-                loss.backward()
-                calls.append(1)
-                return loss * math.nan if bad and len(calls) == 2 else loss
-            first = opt.step(closure)
-            kept = all(torch.equal(a, p) for a, p in zip(x0, model.parameters()))
-            second = opt.step(lambda: closure(bad=False))
-            moved = not any(torch.equal(a, p) for a, p in zip(x0, model.parameters()))
-            out[rank] = (math.isnan(float(first.detach())), kept, len(calls),
-                         math.isfinite(float(second.detach())), moved)
-        except Exception as e:      # (handed back to the test)
-            out[rank] = e
-
-    out = [None, None]
-    threads = [threading.Thread(target=replica, args=(r, out)) for r in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert out == [(True, True, 6, True, True), (True, True, 5, True, True)]
+        def closure(bad=rank == 1):
+            model.zero_grad()
+            loss = model(X).square().mean()
+            loss.backward()
+            calls.append(1)
+            return loss * math.nan if bad and len(calls) == 2 else loss
+        first = opt.step(closure)
+        kept = all(torch.equal(a, p) for a, p in zip(x0, model.parameters()))
+        second = opt.step(lambda: closure(bad=False))
+        moved = not any(torch.equal(a, p) for a, p in zip(x0, model.parameters()))
+        return (math.isnan(float(first.detach())), kept, len(calls),
+                math.isfinite(float(second.detach())), moved)
+    assert threads.run(replica) == [(True, True, 6, True, True), (True, True, 5, True, True)]
 
 
 class _Threads:
