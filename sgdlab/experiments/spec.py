@@ -88,8 +88,7 @@ from typing import Any
 import yaml
 
 from sgdlab.errors import (SEED_LIMIT, ConfigError, check_config_kind, check_not_empty,
-                           did_you_mean, name_spelling, not_a_config_file,
-                           read_config_text,
+                           did_you_mean, name_spelling, not_a_config_file, read_config_text,
                            registered_spelling)
 from sgdlab.yaml_loaders import exponent_floats, strict_yaml_loader, yaml_problem
 

@@ -82,8 +82,7 @@ from ..atomic import replaced_whole
 from ..claims import FolderBusy, claim_file, hold_lock
 from ..errors import (ConfigError, DataError, UserError, check_config_kind, check_not_empty,
                       did_you_mean, file_problem, is_seed, make_output_dir, not_a_config_file,
-                      read_config_text,
-                      refuse_results_of_others)
+                      read_config_text, refuse_results_of_others)
 from ..losses import build_loss
 from ..plugins import import_plugins, recorded_plugins
 from ..store.folders import REPLICA_MASTER, REPLICA_RESULT, store_option
