@@ -118,7 +118,9 @@ def master_average(anchors: Sequence[Sequence[Tensor]]) -> list[Tensor]:
 
 
 class Communicator(Protocol):
-    """Averages the replicas' anchors across processes (see ``sgdlab.train.distributed``)."""
+    """Averages tensors across the replicas' processes: ``average`` returns each tensor's mean
+    over the replicas, in order and shape (``Parle.step`` passes its anchors and a one-element
+    failure flag; ``sgdlab.train.communicator.TorchDistributedCommunicator``)."""
 
     def average(self, tensors: Sequence[Tensor]) -> list[Tensor]: ...
 
