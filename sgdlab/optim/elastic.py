@@ -218,7 +218,7 @@ class Parle(EntropySGD):
             *master, flag = self.communicator.average(anchors + [flag])
             if failed is not None or float(flag) > 0:
                 self._stepped = None
-                self._restore_x()           # y_L back to x, as inner_loop's stop does
+                self.restore_x()           # y_L back to x, as inner_loop's stop does
                 if isinstance(failed, NonFiniteLoss):
                     return failed.loss
                 if failed is not None:

@@ -362,15 +362,16 @@ class EntropySGD(SeededNoise, Optimizer):
         except BaseException:
             # a closure that raises (non-finite loss, interrupt) ends the step untaken: the
             # parameters go back to x, not the Langevin iterate y they hold
-            self._restore_x()
+            self.restore_x()
             raise
         self._stepped = stepped
         return first
 
     @torch.no_grad()
-    def _restore_x(self) -> None:
-        """The parameters back to x (``state[p]["x"]``), where the step began: an untaken
-        step."""
+    def restore_x(self) -> None:
+        """The parameters back to x (``state[p]["x"]``, where the step began) from the inner
+        loop's y: a step left untaken (a closure that raised, a non-finite loss, a Parle round
+        that diverged)."""
         for group in self.param_groups:
             for p in self._params(group):
                 if "x" in self.state[p]:

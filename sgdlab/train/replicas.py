@@ -387,13 +387,10 @@ class ReplicaWorker:
         loss = self.optimizer.inner_loop(self.closure)
         return torch.where(self.finite, loss, torch.full_like(loss, math.nan))
 
-    @torch.no_grad()
     def restore_anchors(self) -> None:
         """The parameters back to x^a (they hold the inner loop's last y) when the round
         diverged and took no outer step."""
-        opt = self.optimizer
-        for p in (p for g in opt.param_groups for p in g["params"] if "x" in opt.state[p]):
-            p.copy_(opt.state[p]["x"])
+        self.optimizer.restore_x()
 
     @property
     def effective_epochs(self) -> float:
