@@ -122,9 +122,12 @@ class CyclicBatchSize(BatchSchedule):
 
     def value(self, epoch: int) -> int:
         p = self.period
-        e = (epoch + (p // 2 if self.start == "high" else 0)) % p
         if self.shape == "square":
-            return self.low if e < p / 2 else self.high
+            # the first half is low (high with start="high"): for an odd period a shift by
+            # p // 2 epochs would start a "high" cycle low
+            first = epoch % p < p / 2
+            return self.low if first == (self.start == "low") else self.high
+        e = (epoch + (p // 2 if self.start == "high" else 0)) % p
         frac = 1.0 - abs(2.0 * e / p - 1.0)            # 0 at e = 0, 1 at e = P/2
         if self.shape == "harmonic":
             inv = 1.0 / self.low + (1.0 / self.high - 1.0 / self.low) * frac

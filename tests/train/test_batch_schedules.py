@@ -181,3 +181,20 @@ def test_random_lr_sgd_inside_a_wrapper_logs_the_step_it_takes(wrapper):
     want = [0.2] * first_steps + [0.1 * a for a in spy.seen[first_steps:]]
     assert [v for _, v in lrs] == pytest.approx(want)
     assert len({v for _, v in lrs[first_steps:]}) == 9 - first_steps
+
+
+def test_square_cycle_of_an_odd_period_starts_at_its_start():
+    # period 5: the first half is epochs 0, 1, 2 (e < 2.5); start="high" reverses it
+    s = CyclicBatchSize(10, 20, period=5, shape="square")
+    assert [s(e) for e in range(6)] == [10, 10, 10, 20, 20, 10]
+    s = CyclicBatchSize(10, 20, period=5, shape="square", start="high")
+    assert [s(e) for e in range(6)] == [20, 20, 20, 10, 10, 20]
+
+
+def test_triangular_and_harmonic_round_half_up():
+    # period 4, 1 → 2: epoch 1 is half-way, 1.5, rounded up to 2 (a floor would give 1)
+    s = CyclicBatchSize(1, 2, period=4)
+    assert [s(e) for e in range(4)] == [1, 2, 2, 2]
+    # harmonic 2 → 6 at frac 0.5: 1/B = 1/2 + (1/6 − 1/2)/2 = 1/3, B = 3; at frac 1, 6
+    h = CyclicBatchSize(2, 6, period=4, shape="harmonic")
+    assert [h(e) for e in range(4)] == [2, 3, 6, 3]
