@@ -413,3 +413,13 @@ def test_compare_pairs_a_claim_tested_twice_by_its_order():
                                       ("m2: 0.8", "c", "agrees")])}
     assert compare_pages(old, new)[:3] == ["e: 2 / 0 / 0 -> 1 / 1 / 0",
                                            "  agrees -> disagrees: c", "    now: m1: 0.5"]
+
+
+def test_compare_reports_counts_that_moved_without_a_finding_that_moved():
+    from sgdlab.experiments.summary import PageEntry, compare_pages
+
+    # a finding without a claim pairs with nothing, yet the counts say the entry changed
+    old = {"e": PageEntry((1, 0, 0), [("m: 0.9", "c", "agrees")])}
+    new = {"e": PageEntry((1, 1, 0), [("m: 0.9", "c", "agrees"), ("x: 0.1", "", "disagrees")])}
+    assert compare_pages(old, new)[0] == "e: 1 / 0 / 0 -> 1 / 1 / 0"
+    assert compare_pages(old, old)[0] == "no verdict changed"

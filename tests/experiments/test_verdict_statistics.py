@@ -1123,3 +1123,15 @@ def test_zhu_thirds_round_up_and_the_late_window_starts_at_two_thirds():
     small, stable = _residual_checks({}, 2, None, [0, 10, 20, 30], [1.0, 0.8, 0.4, 0.4])
     assert small[3]["late_steps"] == [20, 30] and small[1] is True
     assert stable[1] is True and stable[3]["late_values"] == [0.4, 0.4]
+
+
+def test_close_and_far_take_their_relative_tolerance_of_the_claims_b_by_hand():
+    # |2 − 1| = 1 against rtol·|B|: 0.6·1 = 0.6 (far) in one order, 0.6·2 = 1.2 (close) in the
+    # other; a tolerance of |A| would swap the two verdicts
+    v = _vals(a=(2.0, 0.0, 1), b=(1.0, 0.0, 1))
+    (c,) = check_claims([{"close": ["a", "b"], "metric": "m", "rtol": 0.6}], v)
+    assert c.agrees_with_paper is False and "tolerance 0.6" in c.text
+    assert _agrees({"far": ["a", "b"], "metric": "m", "rtol": 0.6}, v) is True
+    (c,) = check_claims([{"close": ["b", "a"], "metric": "m", "rtol": 0.6}], v)
+    assert c.agrees_with_paper is True and "tolerance 1.2" in c.text
+    assert _agrees({"far": ["b", "a"], "metric": "m", "rtol": 0.6}, v) is False
