@@ -157,3 +157,18 @@ def test_a_damaged_split_entry_is_not_trusted(tmp_path, monkeypatch):
         assert got[0].dtype == want[0].dtype and got[1].dtype == want[1].dtype
         with np.load(path, allow_pickle=False) as f:    # rewritten: the next process trusts it
             assert np.array_equal(f["train"], want[0]) and np.array_equal(f["test"], want[1])
+
+
+def test_standardize_divides_by_the_population_std_of_each_channel():
+    from sgdlab.data._common import normalize_images
+
+    # channel 0 holds 0, 2, 4, 6 (mean 3, population std √5), channel 1 is constant (std 1)
+    x = np.zeros((2, 2, 1, 2), np.float32)
+    x[:, 0] = np.array([[[0, 2]], [[4, 6]]])
+    x[:, 1] = 7
+    tr, te, info = normalize_images(x.copy(), x[:1].copy(), "standardize", 255.0)
+    assert info["mean"] == [3.0, 7.0]
+    assert info["std"] == pytest.approx([np.sqrt(5.0), 1.0], rel=1e-15)
+    np.testing.assert_allclose(tr[:, 0].ravel(), np.array([-3, -1, 1, 3]) / np.sqrt(5.0),
+                               rtol=1e-6)
+    assert (tr[:, 1] == 0).all() and (te[:, 1] == 0).all()

@@ -697,3 +697,30 @@ def test_a_token_file_padded_with_cross_entropys_ignore_index_is_read(tmp_path):
                 "meta": {"num_outputs": 5}}, tmp_path / "d.pt")
     with pytest.raises(DataError, match="y_train holds the class label 5"):
         load_data_file(tmp_path / "d.pt")
+
+
+def test_idx_subsets_draw_the_test_split_from_its_own_seeded_stream(tmp_path):
+    # train from default_rng(seed), test from default_rng(seed + 1): the test subset is not
+    # the train one's indices again, and changing one size leaves the other subset alone
+    from sgdlab.data._common import seeded_indices
+
+    arrays = make_idx_dir(tmp_path, n_train=50, n_test=50)
+    ds = load_dataset("mnist", data_dir=tmp_path, train_size=20, test_size=20, seed=3,
+                      normalize="none")
+    i_tr = seeded_indices(arrays["train_labels"], 20, 3, balanced=True)
+    i_te = seeded_indices(arrays["test_labels"], 20, 4, balanced=True)
+    assert not np.array_equal(i_tr, i_te)
+    np.testing.assert_array_equal(ds.x_train[:, 0].numpy(), arrays["train_images"][i_tr])
+    np.testing.assert_array_equal(ds.y_train.numpy(), arrays["train_labels"][i_tr])
+    np.testing.assert_array_equal(ds.x_test[:, 0].numpy(), arrays["test_images"][i_te])
+    np.testing.assert_array_equal(ds.y_test.numpy(), arrays["test_labels"][i_te])
+
+
+def test_idx_reads_signed_and_wide_types_big_endian(tmp_path):
+    # written byte by byte: magic 0x00000901 (int8, 1-D), size 3, then 0xff 0x80 0x7f
+    p = tmp_path / "s.idx"
+    p.write_bytes(bytes([0, 0, 0x09, 1, 0, 0, 0, 3, 0xFF, 0x80, 0x7F]))
+    assert read_idx(p).tolist() == [-1, -128, 127]
+    # 0x0B: int16, big-endian: 0x0102 = 258, 0xfffe = -2
+    p.write_bytes(bytes([0, 0, 0x0B, 1, 0, 0, 0, 2, 0x01, 0x02, 0xFF, 0xFE]))
+    assert read_idx(p).tolist() == [258, -2]

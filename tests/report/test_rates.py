@@ -102,3 +102,10 @@ def test_the_drawn_rate_and_runs_compare_s_last_step_and_mean_lr_agree(run, lr, 
     assert last == got[-1][1]
     steps = [b[0] - a[0] for a, b in zip(got, got[1:])]
     assert mean == pytest.approx(sum(v * n for (_, v), n in zip(got, steps)) / sum(steps))
+
+
+def test_a_replica_run_s_sample_at_step_0_holds_over_no_step():
+    # each round's rate is logged at its end: a sample at step 0 closed no round
+    pts = [(0, 9.0)] + PARLE_LR
+    assert rate_stretches(pts, PARLE) == [(0, 5, 0.1), (5, 10, 0.1), (10, 15, 0.01)]
+    assert lr_over_steps([(0, 9.0)], {**PARLE, "summary": {"steps": 0}}) is None
