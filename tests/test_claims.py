@@ -2,6 +2,7 @@
 the kernel drops it when that process ends, a SIGKILL included."""
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import textwrap
 
 import pytest
 
-from sgdlab.claims import FolderBusy, hold_lock
+from sgdlab.claims import FolderBusy, claim_file, hold_lock
 
 HOLDER = textwrap.dedent("""
     import sys, time
@@ -40,3 +41,39 @@ def test_a_lock_held_by_a_live_process_is_refused_and_freed_by_its_death(tmp_pat
     finally:
         os.close(fd)
     os.close(hold_lock(path, "after close"))
+
+
+def _claims(folder):
+    """The folder's files: a claim leaves its file and no temporary one beside it."""
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_claim_is_made_once_and_read_whole(tmp_path):
+    target = tmp_path / "run.json"
+    claim_file(target, "first")
+    with pytest.raises(FileExistsError):
+        claim_file(target, "second")
+    assert target.read_text() == "first" and _claims(tmp_path) == ["run.json"]
+
+
+@pytest.mark.parametrize("code", [errno.EPERM, errno.ENOTSUP, errno.ENOSYS])
+def test_a_file_system_without_hard_links_still_claims_once(tmp_path, monkeypatch, code):
+    # FAT says EPERM to link(2): the claim falls back to an exclusive create, which must
+    # refuse a second claim, not overwrite the first
+    def no_link(src, dst):
+        raise OSError(code, os.strerror(code))
+    monkeypatch.setattr(os, "link", no_link)
+    target = tmp_path / "run.json"
+    claim_file(target, "first")
+    with pytest.raises(FileExistsError):
+        claim_file(target, "second")
+    assert target.read_text() == "first" and _claims(tmp_path) == ["run.json"]
+
+
+def test_a_link_that_fails_otherwise_is_raised(tmp_path, monkeypatch):
+    def denied(src, dst):
+        raise OSError(errno.EACCES, "denied")
+    monkeypatch.setattr(os, "link", denied)
+    with pytest.raises(PermissionError):
+        claim_file(tmp_path / "run.json", "x")
+    assert _claims(tmp_path) == []
