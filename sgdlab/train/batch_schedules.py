@@ -87,7 +87,7 @@ class CyclicBatchSize(BatchSchedule):
     - ``shape="triangular"`` (default): low → high linearly over the first half period, back
       to low over the second, like Smith's triangular CLR; the value at epoch e is
       low + (high − low)·(1 − |2 (e mod P)/P − 1|), rounded to an int. ``start="low"`` begins
-      at low; ``start="high"`` shifts by half a period.
+      at low; ``start="high"`` shifts by half a period (P // 2 epochs for an odd P).
     - ``shape="harmonic"``: the same cycle in 1/B,
       1/B = 1/low + (1/high − 1/low)·(1 − |2 (e mod P)/P − 1|), B rounded to an int: η/B is
       then triangular between η/high and η/low, the η/S of a triangular cyclic learning rate

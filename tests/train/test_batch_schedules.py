@@ -189,6 +189,9 @@ def test_square_cycle_of_an_odd_period_starts_at_its_start():
     assert [s(e) for e in range(6)] == [10, 10, 10, 20, 20, 10]
     s = CyclicBatchSize(10, 20, period=5, shape="square", start="high")
     assert [s(e) for e in range(6)] == [20, 20, 20, 10, 10, 20]
+    # a triangular cycle shifts by P // 2 = 2 epochs: fractions 0.8, 0.8, 0.4, 0, 0.4 of the way
+    t = CyclicBatchSize(10, 20, period=5, start="high")
+    assert [t(e) for e in range(5)] == [18, 18, 14, 10, 14]
 
 
 def test_triangular_and_harmonic_round_half_up():
