@@ -235,3 +235,18 @@ def test_random_protocol_default_seed_follows_the_run_seed():
 
     assert draws(1) == draws(1)
     assert draws(1) != draws(2)
+
+
+def test_a_loaded_schedule_scales_the_saved_initial_lr():
+    # the base rate travels with the schedule's state: loaded over an optimizer built with
+    # another lr, the step-decay schedule resumes at 0.1·0.5^2 (0.5·0.5^2 from the new one)
+    src = build_schedule("step", _opt(0.1), steps_per_epoch=1, total_steps=4,
+                         milestones=[1, 2], gamma=0.5)
+    src.step()
+    src.step()
+    opt = _opt(0.5)
+    dst = build_schedule("step", opt, steps_per_epoch=1, total_steps=4, milestones=[1, 2],
+                         gamma=0.5)
+    dst.load_state_dict(src.state_dict())
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.025, rel=1e-15)
+    assert dst.get_last_lr() == src.get_last_lr()
