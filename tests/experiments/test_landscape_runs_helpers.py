@@ -191,6 +191,12 @@ def test_speed_compares_the_slowest_of_the_faster_tier_with_the_fastest_of_the_o
     # an interval whose lower end is exactly 0 does not lie above it: gap 2 = z·√(2/2 + 0)
     ok, _, ev = lr.speed_finding({"x": [0.0, 2.0]}, {"z": [3.0, 3.0]})
     assert ev["interval"] == [0.0, 4.0] and ok is None
+    # one whose upper end is exactly 0 lies at or below it: gap −2 = −z·√(2/2 + 0)
+    ok, _, ev = lr.speed_finding({"x": [3.0, 5.0]}, {"z": [2.0, 2.0]})
+    assert ev["interval"] == [-4.0, 0.0] and ok is False
+    # the half-width is z·√(s_a²/n_a + s_b²/n_b) = 2·√(8/2) = 4, not 2·(8/2)
+    ok, _, ev = lr.speed_finding({"x": [2.0, 6.0]}, {"z": [8.5, 8.5]})
+    assert ev["interval"] == [0.5, 8.5] and ok is True
 
 
 def test_the_double_well_claims_on_their_default_thresholds():
