@@ -146,26 +146,28 @@ def _stopped_twin(cfg: dict, store_path: Path) -> str | None:
     (interrupted, stale) from a checkpoint and no later run of it: the same command given
     again after a Ctrl-C starts a new run from step 0, where ``sgdlab resume`` would continue
     that one. None otherwise, or when the store cannot say."""
-    import json
-    import sqlite3
-
-    from sgdlab.config.runner import resume_command
-    from sgdlab.errors import UserError
-    from sgdlab.store import RunStore
-
     if not store_path.is_file():
         return None
-    same = json.loads(json.dumps(cfg))      # as the store keeps it: tuples are lists
     try:
-        with RunStore(store_path, readonly=True) as store:
-            runs = [r for r in store.list_runs() if r["config"] == same]   # oldest first
-            if not runs or runs[-1]["status"] not in ("interrupted", "stale"):
-                return None
-            run = store.get_run(runs[-1]["id"])     # with its artifacts: its folder
-    except (UserError, OSError, sqlite3.Error):
+        return _twin_note(cfg, store_path)
+    except Exception:  # noqa: BLE001 - only a note: a damaged row or checkpoint never stops a run
         return None
-    from sgdlab.cli.runs import checkpoint_step
 
+
+def _twin_note(cfg: dict, store_path: Path) -> str | None:
+    import json
+
+    from sgdlab.cli.runs import checkpoint_step
+    from sgdlab.config.runner import resume_command
+    from sgdlab.store import RunStore
+
+    same = json.loads(json.dumps(cfg))      # as the store keeps it: tuples are lists
+    # a second's wait at most for a locked store: the note is not worth delaying the run
+    with RunStore(store_path, readonly=True, timeout=1.0) as store:
+        runs = [r for r in store.list_runs() if r["config"] == same]   # oldest first
+        if not runs or runs[-1]["status"] not in ("interrupted", "stale"):
+            return None
+        run = store.get_run(runs[-1]["id"])     # with its artifacts: its folder
     step = checkpoint_step(run, store_path)
     if step in (None, -1):      # no checkpoint: its resume too would start from step 0
         return None
