@@ -25,8 +25,9 @@ from sgdlab.claims import folder_lock
 from sgdlab.errors import ConfigError, ReportInterrupted, UserError, make_output_dir
 from sgdlab.experiments.analysis import Analysis, Conclusion, outside_regime
 from sgdlab.experiments.procedures import get_analysis
-from sgdlab.experiments.spec import (ExperimentSpec, RunSpec, expand_data_dir, grid_point,
-                                    load_experiment, load_yaml, needs_data_dir, resolve)
+from sgdlab.experiments.spec import (ExperimentSpec, RunSpec, catalogue_name, expand_data_dir,
+                                    grid_point, load_experiment, load_yaml, needs_data_dir,
+                                    resolve)
 from sgdlab.experiments.sweep import (DONE, SweepReport, check_backend, check_options,
                                      load_runs, open_store, run_sweep, store_file,
                                      threads_per_worker)
@@ -518,6 +519,9 @@ def rebuild(target: str | Path, *, scale: str | None = None, store_path: str | N
         raise UserError(f"{str(t)!r}: no such directory (a report is rebuilt from an output "
                         "directory or a catalogue name)")
     else:
+        if not t.exists() and not str(target).endswith((".yaml", ".yml")):
+            # o99: a mistyped output folder as likely as an experiment name
+            catalogue_name(str(target), or_folder=True)
         spec = load_experiment(str(target), scale or "cpu", readings)
         out = Path(out_dir) if out_dir else default_out_dir(spec)
     if store_path is None:      # not opened: that would make an empty store to look into

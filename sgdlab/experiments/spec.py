@@ -828,9 +828,10 @@ def catalogue_entries(paper: str) -> list[str]:
     return [n for n in catalogue_files() if paper == "all" or n.split("-")[0] == paper]
 
 
-def catalogue_name(name: str) -> str:
+def catalogue_name(name: str, *, or_folder: bool = False) -> str:
     """The catalogue entry ``name`` spells (``Xing_Walk`` is ``xing-walk``); a ConfigError
-    naming the closest entries for one that is not in the catalogue."""
+    naming the closest entries for one that is not in the catalogue. ``or_folder``: ``name``
+    could have been a folder too (`sgdlab report`'s target), and the error says it is none."""
     files = catalogue_files()
     spelled = name_spelling(name)  # as for models
     if name in files or spelled in files:
@@ -851,7 +852,9 @@ def catalogue_name(name: str) -> str:
         count = sum(n.split("-")[0] == spelled for n in files)
         hint = (f": it is a paper, whose {count} entries `sgdlab run --paper {spelled}` "
                 f"runs one after another (`sgdlab list {spelled}` lists them)")
-    raise ConfigError(f"unknown experiment {name!r}{hint}; `sgdlab list` shows the catalogue")
+    what = (f"no experiment and no folder {name!r}" if or_folder
+            else f"unknown experiment {name!r}")
+    raise ConfigError(f"{what}{hint}; `sgdlab list` shows the catalogue")
 
 
 def load_experiment(name_or_path: str | Path, scale: str = "smoke",

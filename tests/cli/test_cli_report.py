@@ -73,3 +73,17 @@ def test_a_results_json_whose_experiment_is_not_a_mapping_is_named(tmp_path, cap
         {"environment": "cpu", "scale": "smoke", "config": {"file": {}}}))
     assert main(["report", str(folder)]) == 2
     assert "key 'environment' is str 'cpu', not a mapping" in capsys.readouterr().err
+
+
+def test_a_name_that_is_neither_an_experiment_nor_a_folder_is_said_to_be_neither(
+        tmp_path, capsys, monkeypatch):
+    """`sgdlab report o99` (a mistyped output folder, as likely as a mistyped name) said
+    "unknown experiment", as if only a catalogue name could be meant."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "o99"]) == 2
+    err = capsys.readouterr().err
+    assert "no experiment and no folder 'o99'; `sgdlab list` shows the catalogue" in err
+    assert main(["report", "xing-wlak"]) == 2
+    assert ("no experiment and no folder 'xing-wlak' (did you mean xing-walk?)"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "runs.sqlite").exists() and not list(tmp_path.iterdir())
