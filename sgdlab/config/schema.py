@@ -147,6 +147,10 @@ def message(err: dict[str, Any], model: type[Section], path: str = "") -> str:
     return f"{where}: {err['msg']}"
 
 
+_NAME_KEYS = frozenset({"type", "kind", "method", "algorithm", "optimizer", "model", "data",
+                        "dataset", "instrument", "measure", "schedule"})
+
+
 def _name_elsewhere(loc: Sequence[str | int], given: Any, model: type[Section]) -> str:
     """For a missing ``name`` whose section gives one under a key of its own (``instrument:
     hessian``, ``type: sgd``): `` (write name: hessian, not instrument: hessian)``, else
@@ -156,7 +160,10 @@ def _name_elsewhere(loc: Sequence[str | int], given: Any, model: type[Section]) 
         return ""
     holder, _ = _locate(model, loc)
     fields = holder.model_fields if holder is not None else {}
-    stray = [(k, v) for k, v in given.items() if k not in fields and isinstance(v, str)]
+    # a key that names the thing (type: sgd), not an option of it with a word for a value
+    # (split: test, sigma_h2_rule: fixed): that one is meant, and the name merely forgotten
+    stray = [(k, v) for k, v in given.items()
+             if k not in fields and k in _NAME_KEYS and isinstance(v, str)]
     if len(stray) != 1:
         return ""
     key, value = stray[0]

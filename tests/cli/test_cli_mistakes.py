@@ -42,6 +42,12 @@ def test_a_sections_name_given_under_another_key_is_named(tmp_path, capsys):
         assert says in one_error_line(capsys)
     assert main(["train", str(cfg), "--print-config", "--set", "measure=[{every: 5}]"]) == 2
     assert one_error_line(capsys).endswith("measure[0].name: required key is missing\n")
+    # an option with a word for its value is no name given under another key: the hint
+    # said "write name: test, not split: test"
+    for override, where in (("measure=[{split: test, every: 5}]", "measure[0]"),
+                            ("optimizer={lr: 0.1, sigma_h2_rule: fixed}", "optimizer")):
+        assert main(["train", str(cfg), "--print-config", "--set", override]) == 2
+        assert one_error_line(capsys).endswith(f"{where}.name: required key is missing\n")
 
 
 def _interrupt(*args, **kwargs):
