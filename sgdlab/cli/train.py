@@ -155,19 +155,18 @@ def _stopped_twin(cfg: dict, store_path: Path) -> str | None:
 
 
 def _twin_note(cfg: dict, store_path: Path) -> str | None:
-    import json
-
     from sgdlab.cli.runs import checkpoint_step
     from sgdlab.config.runner import resume_command
     from sgdlab.store import RunStore
 
-    same = json.loads(json.dumps(cfg))      # as the store keeps it: tuples are lists
     # a second's wait at most for a locked store: the note is not worth delaying the run
     with RunStore(store_path, readonly=True, timeout=1.0) as store:
-        runs = [r for r in store.list_runs() if r["config"] == same]   # oldest first
-        if not runs or runs[-1]["status"] not in ("interrupted", "stale"):
+        ids = store.runs_with_config(cfg)
+        if not ids:
             return None
-        run = store.get_run(runs[-1]["id"])     # with its artifacts: its folder
+        run = store.get_run(ids[-1])     # with its artifacts: its folder
+    if run["status"] not in ("interrupted", "stale"):
+        return None
     step = checkpoint_step(run, store_path)
     if step in (None, -1):      # no checkpoint: its resume too would start from step 0
         return None

@@ -852,6 +852,12 @@ class RunStore:
         close = difflib.get_close_matches(run_id, ids, n=1, cutoff=0.85)
         return f" (did you mean {close[0]}?)" if close else ""
 
+    def runs_with_config(self, config: dict[str, Any]) -> list[str]:
+        """The ids of the runs stored with ``config`` (oldest first): compared as the stored
+        text, so that no row is parsed (a store of 20,000 runs took 2 s to list)."""
+        return [r[0] for r in self._conn.execute(
+            "SELECT id FROM runs WHERE config = ? ORDER BY created, id", (_to_json(config),))]
+
     def get_run(self, run_id: str) -> dict[str, Any]:
         """The run as a dict: id, name, experiment, config, env, status (as
         :func:`shown_status` sees it), recorded_status, message, summary, created, updated,

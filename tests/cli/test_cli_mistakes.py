@@ -98,6 +98,8 @@ def test_the_stopped_run_note_never_stops_a_run_nor_waits_on_a_locked_store(tmp_
     con = sqlite3.connect(store, isolation_level=None)
     con.execute("UPDATE runs SET config = '{damaged' WHERE config = '{\"a\": 1}'")
     assert _stopped_twin({"a": 2}, store) is None
+    con.execute("UPDATE runs SET summary = '{damaged' WHERE config = '{\"a\": 2}'")
+    assert _stopped_twin({"a": 2}, store) is None
     con.execute("PRAGMA journal_mode = DELETE")     # (a WAL store's readers never wait)
     con.execute("BEGIN EXCLUSIVE")
     start = time.perf_counter()
