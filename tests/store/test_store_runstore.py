@@ -427,3 +427,13 @@ def test_environment_names_the_gpu_a_run_used_and_none_for_a_cpu_run(monkeypatch
     assert "gpu" not in environment(device="cpu")
     assert environment(device="cuda:1")["gpu"] == "GPU 1"
     assert environment(device="cuda")["gpu"] == "GPU 0"
+
+
+def test_runs_with_config_are_those_stored_with_it_oldest_first(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    first = store.create_run({"b": (1, 2), "a": 0.1}, status="finished")
+    store.create_run({"a": 0.1, "b": [1, 3]}, status="finished")
+    last = store.create_run({"a": 0.1, "b": [1, 2]}, status="interrupted")
+    # key order and tuples aside, as the store keeps a config
+    assert store.runs_with_config({"b": [1, 2], "a": 0.1}) == [first, last]
+    assert store.runs_with_config({"a": 0.1}) == []
