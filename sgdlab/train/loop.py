@@ -284,11 +284,13 @@ def _overrides(cb: Callback, hook: str) -> bool:
 
 
 class _Diverged(Exception):
-    """A non-finite mini-batch loss of the weights after ``step`` steps (the history's step)."""
+    """A non-finite mini-batch loss of the weights after ``step`` steps (the history's step);
+    ``elsewhere``: another replica's (Parle over a communicator), this one's were finite."""
 
-    def __init__(self, step: int, value: float):
-        super().__init__(f"non-finite loss {value} at step {step}")
-        self.step, self.value = step, value
+    def __init__(self, step: int, value: float, *, elsewhere: bool = False):
+        super().__init__(f"non-finite loss {value} at step {step}"
+                         + (" (another replica's)" if elsewhere else ""))
+        self.step, self.value, self.elsewhere = step, value, elsewhere
 
 
 def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: Any,
@@ -902,8 +904,11 @@ class _Training:
         # the loss of the weights after d.step steps, before the step it would have made
         weights = (f"the weights after {d.step} step{'s' * (d.step != 1)}" if d.step
                    else "the initial weights")
-        self.message = (f"{LOSS_DIVERGENCE} ({d.value}) at step {d.step} "
-                        f"(epoch {loop['epoch']}, {weights}); ")
+        # another replica's loss: not LOSS_DIVERGENCE, as this replica's weights gave a finite
+        # one (a warm start from them is not refused as one from weights that diverged)
+        what = ("another replica's mini-batch loss was non-finite" if d.elsewhere
+                else f"{LOSS_DIVERGENCE} ({d.value})")
+        self.message = f"{what} at step {d.step} (epoch {loop['epoch']}, {weights}); "
         if loop["step"] == d.step:
             self.message += "stopped before the next step"
         else:  # deferred loss read-back: the weights went on for a few steps
@@ -1015,8 +1020,8 @@ def _closure_step(ctx: TrainContext, optimizer, model, loss_fn, stream: BatchStr
         # step's NaN (every replica skipped the step), and this run stops as that one does
         # (read after the step's all-reduce, which has already waited for the device)
         v = float(loss.detach()) if isinstance(loss, Tensor) else float(loss)
-        if not math.isfinite(v):
-            raise _Diverged(loop["step"], v)
+        if not math.isfinite(v):    # this replica's own non-finite loss raised in closure()
+            raise _Diverged(loop["step"], v, elsewhere=True)
 
 
 def _epoch_metrics(loop: dict, epochs_done: int, n: int) -> dict[str, float]:

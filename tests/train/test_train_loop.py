@@ -1559,7 +1559,8 @@ def test_parle_with_a_communicator_stops_every_replica_at_one_s_non_finite_loss(
     replica 1's loss is NaN at the second inner call of step 1. Its closure raises there
     (the loop's check); Parle meets replica 0 in the average all the same, and replica 0,
     handed the step's NaN, stops as replica 1 does: both runs diverged at step 1, neither
-    waiting for ever in an average the other left."""
+    waiting for ever in an average the other left. Replica 0's record says the loss that
+    stopped it was another replica's (its own were finite); replica 1's names its own."""
     import threading
 
     from sgdlab.optim.elastic import Parle
@@ -1590,7 +1591,7 @@ def test_parle_with_a_communicator_stops_every_replica_at_one_s_non_finite_loss(
             opt = Parle(model.parameters(), lr=0.1, L=3, communicator=Threads(rank), seed=rank)
             res = train(model, loss_fn, toy_data(), opt, epochs=1, batch_size=20,
                         progress=False, eval_every=0)
-            out[rank] = (res.status, res.steps)
+            out[rank] = (res.status, res.steps, res.message)
         except Exception as e:      # (handed back to the test)
             out[rank] = e
 
@@ -1600,4 +1601,8 @@ def test_parle_with_a_communicator_stops_every_replica_at_one_s_non_finite_loss(
         t.start()
     for t in threads:
         t.join(30)
-    assert out == [("diverged", 1), ("diverged", 1)]
+    assert [o[:2] for o in out] == [("diverged", 1), ("diverged", 1)], out
+    assert out[0][2] == ("another replica's mini-batch loss was non-finite at step 1 (epoch 0, "
+                         "the weights after 1 step); stopped before the next step")
+    assert out[1][2] == ("non-finite mini-batch loss (nan) at step 1 (epoch 0, the weights "
+                         "after 1 step); stopped before the next step")
