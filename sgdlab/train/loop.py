@@ -41,7 +41,10 @@ Conventions (see docs/ARCHITECTURE.md):
 - **Divergence.** A non-finite mini-batch loss stops the run before the step that would use it;
   the result has status ``"diverged"``, the weights of the last finite step and the metrics
   recorded so far. It is not an exception. A callback's ``FloatingPointError`` (how the
-  measurements report a non-finite model) ends the run the same way. (On CUDA without
+  measurements report a non-finite model) ends the run the same way, and so does a closure
+  optimizer's loss that is finite but overflows times ``sequence_loss``'s scale (the
+  optimizer is handed the scaled loss; a plain optimizer only its gradient, which does not
+  overflow with it). (On CUDA without
   callbacks the loss is read back every 16 steps to avoid a device sync per step, so the run
   may end up to 15 steps later.)
 - **Checkpoints** (``checkpoint_dir``) are written every ``checkpoint_every`` steps (each epoch
@@ -285,12 +288,25 @@ def _overrides(cb: Callback, hook: str) -> bool:
 
 class _Diverged(Exception):
     """A non-finite mini-batch loss of the weights after ``step`` steps (the history's step);
-    ``elsewhere``: another replica's (Parle over a communicator), this one's were finite."""
+    ``elsewhere``: another replica's (Parle over a communicator), this one's were finite;
+    ``scale``: the loss was finite but overflowed times the loss scale (``scaled``)."""
 
-    def __init__(self, step: int, value: float, *, elsewhere: bool = False):
-        super().__init__(f"non-finite loss {value} at step {step}"
-                         + (" (another replica's)" if elsewhere else ""))
+    def __init__(self, step: int, value: float, *, elsewhere: bool = False,
+                 scale: int | None = None, scaled: float | None = None):
+        super().__init__(f"non-finite loss {value if scale is None else scaled} at step {step}"
+                         + (" (another replica's)" if elsewhere else "")
+                         + (f" (times the loss scale {scale})" if scale is not None else ""))
         self.step, self.value, self.elsewhere = step, value, elsewhere
+        self.scale, self.scaled = scale, scaled
+
+
+def _check_scaled(step: int, v: float, scaled: float, scale: int) -> None:
+    # the closure returns the loss the optimizer steps on, and tells it that loss is finite
+    # (checks_finite_loss): a finite loss whose product with the loss scale overflows
+    # (float16/bfloat16) is refused there as the optimizer's own check would refuse it
+    # (Parle over a communicator would otherwise read it as another replica's divergence)
+    if not math.isfinite(scaled):
+        raise _Diverged(step, v, scale=scale, scaled=scaled)
 
 
 def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: Any,
@@ -761,6 +777,8 @@ class _Training:
                     loop["loss_count"] += 1
                 else:
                     pending.append(loss.detach())
+                # (a scaled loss that overflows to inf in float16 still has the gradient
+                # loss_scale x that of the finite loss: mul's backward does not read its output)
                 (loss if self.loss_scale == 1 else loss * self.loss_scale).backward()
                 if self.clip is not None:
                     torch.nn.utils.clip_grad_norm_(*self.clip)
@@ -907,7 +925,9 @@ class _Training:
         # another replica's loss: not LOSS_DIVERGENCE, as this replica's weights gave a finite
         # one (a warm start from them is not refused as one from weights that diverged)
         what = ("another replica's mini-batch loss was non-finite" if d.elsewhere
-                else f"{LOSS_DIVERGENCE} ({d.value})")
+                else f"{LOSS_DIVERGENCE} ({d.value})" if d.scale is None else
+                f"{LOSS_DIVERGENCE} times the loss scale {d.scale} ({d.value} x {d.scale} "
+                f"overflowed to {d.scaled})")
         self.message = f"{what} at step {d.step} (epoch {loop['epoch']}, {weights}); "
         if loop["step"] == d.step:
             self.message += "stopped before the next step"
@@ -992,11 +1012,16 @@ def _closure_step(ctx: TrainContext, optimizer, model, loss_fn, stream: BatchStr
         optimizer.zero_grad(set_to_none=True)
         with torch.enable_grad():
             loss = loss_fn(model(xb), yb)
-            v = loss.item()
+            if loss_scale == 1:
+                v = loss.item()
+            else:      # the optimizer sees the loss it steps on; both in one read-back
+                scaled = loss * loss_scale
+                v, sv = torch.stack([loss.detach(), scaled.detach()]).tolist()
+                loss = scaled
             if not math.isfinite(v):
                 raise _Diverged(loop["step"], v)
-            if loss_scale != 1:      # the optimizer sees the loss it steps on
-                loss = loss * loss_scale
+            if loss_scale != 1:
+                _check_scaled(loop["step"], v, sv, loss_scale)
             loss.backward()
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(*clip)

@@ -1606,3 +1606,53 @@ def test_parle_with_a_communicator_stops_every_replica_at_one_s_non_finite_loss(
                          "the weights after 1 step); stopped before the next step")
     assert out[1][2] == ("non-finite mini-batch loss (nan) at step 1 (epoch 0, the weights "
                          "after 1 step); stopped before the next step")
+
+
+def test_a_finite_loss_that_overflows_times_the_loss_scale(monkeypatch):
+    """A float16 loss of 49984 is finite, but times the window-sum loss scale (T = 4) it is
+    inf. A plain optimizer never sees that value: the gradient of T f is T times f's (mul's
+    backward does not read its output), so the run steps exactly as with the float64 loss,
+    read back every step or in groups. A closure optimizer is handed the loss it steps on,
+    told it is finite: the run diverges at that step, naming the loss scale, with the weights
+    of the last finite step."""
+    import sgdlab.train.loop as loop_mod
+    from sgdlab.optim import EntropySGD
+
+    data = token_windows(t=4)
+
+    def run(opt_of, half, sync=1):
+        now, kept = {}, {}
+
+        def loss_fn(out, y):    # 49984 (a float16) from step 2; float16's max is 65504
+            ce = F.cross_entropy(out, y)
+            loss = ce / ce.detach() * (49984.0 if now.get("step", 0) >= 2 else 1000.0)
+            return loss.half() if half else loss
+
+        class Keep(loop_mod.Callback):
+            def on_step_begin(self, ctx):
+                now["step"] = ctx.step
+
+            def on_step_end(self, ctx):
+                kept[ctx.step] = flat(model).clone()
+        monkeypatch.setattr(loop_mod, "_loss_sync_every", lambda device, cb: sync)
+        torch.manual_seed(0)
+        model = TokenTagger(5).double()
+        res = train(model, loss_fn, data, opt_of(model.parameters()), epochs=4,
+                    batch_size=len(data.x_train), progress=False, eval_every=0,
+                    sequence_loss="window-sum", callbacks=[Keep()])
+        return res, flat(model), kept
+
+    def sgd(p):
+        return torch.optim.SGD(p, lr=1e-5)
+    res64, w64, _ = run(sgd, half=False)
+    for sync in (1, 3):
+        res, w, _ = run(sgd, half=True, sync=sync)
+        assert res.status == "finished" and res.steps == 4, res
+        assert torch.isfinite(w).all() and torch.equal(w, w64)
+
+    res, w, kept = run(lambda p: EntropySGD(p, lr=1e-5, L=1), half=True)
+    assert res.status == "diverged" and res.steps == 2, res
+    assert res.message == ("non-finite mini-batch loss times the loss scale 4 (49984.0 x 4 "
+                           "overflowed to inf) at step 2 (epoch 2, the weights after 2 steps); "
+                           "stopped before the next step")
+    assert torch.equal(w, kept[2])
