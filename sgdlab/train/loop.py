@@ -44,9 +44,8 @@ Conventions (see docs/ARCHITECTURE.md):
   measurements report a non-finite model) ends the run the same way, and so does a closure
   optimizer's loss that is finite but overflows times ``sequence_loss``'s scale (the
   optimizer is handed the scaled loss; a plain optimizer only its gradient, which does not
-  overflow with it). (On CUDA without
-  callbacks the loss is read back every 16 steps to avoid a device sync per step, so the run
-  may end up to 15 steps later.)
+  overflow with it). (On CUDA without callbacks the loss is read back every 16 steps to
+  avoid a device sync per step, so the run may end up to 15 steps later.)
 - **Checkpoints** (``checkpoint_dir``) are written every ``checkpoint_every`` steps (each epoch
   end when None), when training ends (before the final evaluation and the ``on_train_end``
   hooks, so that a resume after an interrupt there trains no step again) and at the end;
