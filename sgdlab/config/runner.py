@@ -53,6 +53,16 @@ class RunOutcome:
     tensorboard_path: Path | None = None       # DIR/<name>-<run id>, with train.tensorboard
 
 
+def batch_size_note(batch_size: Any, n: int) -> str | None:
+    """The note ``sgdlab train`` prints when an int ``train.batch_size`` exceeds the training
+    set's ``n`` examples: the loop then draws all of them each step, full-batch GD, which
+    the config does not say (``batch_size: full``, or B = N exactly, says so: no note)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= n:
+        return None
+    return (f"sgdlab: note: train.batch_size {batch_size} is larger than the training set "
+            f"({n} examples): each step is full-batch GD, B={n}, the full training set")
+
+
 def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
                store: Any = None, progress: bool | None = None,
                announce: Any = None) -> RunOutcome:
@@ -93,6 +103,9 @@ def run_config(cfg: dict[str, Any], *, out_dir: str | os.PathLike | None = None,
     from ..operators.batches import check_run_data
 
     check_run_data(built.model, built.loss_fn, built.data)
+    note = batch_size_note(cfg["train"]["batch_size"], len(built.data.x_train))
+    if note is not None:
+        print(note, file=sys.stderr, flush=True)
     if cfg["data"]["data_dir"] is not None:
         # recorded absolute, as the run's folder is: `sgdlab resume` and `sgdlab measure` from
         # another folder read the same files

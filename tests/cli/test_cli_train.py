@@ -1683,3 +1683,26 @@ def test_a_run_stopped_by_a_checkpoint_it_could_not_write_says_to_resume(
             f"{run['id']} --store {store_path}") in err
     monkeypatch.setattr(checkpoint.torch, "save", save)
     assert main(["resume", run["id"], "--store", str(store_path)]) == 0
+
+
+def test_a_batch_size_above_the_training_set_says_each_step_is_full_batch_gd(tmp_path, capsys):
+    """One line on stderr at the start, naming the batch size and the training set's size;
+    none for B = N exactly or ``full`` (the config says full batch there), with or without
+    --no-progress (a note, not progress)."""
+    from sgdlab.config import build_from_config, validate_config
+
+    raw = yaml.safe_load("name: tiny\ndata: {name: cubic, seed: 0}\n"
+                         "model: {name: zhu-mlp-1-6-6-6-1}\noptimizer: {name: sgd, lr: 0.01}\n"
+                         "train: {epochs: 1, batch_size: 4, threads: 1, progress: false}\n")
+    n = len(build_from_config(validate_config(raw), validated=True).data.x_train)
+    note = (f"sgdlab: note: train.batch_size {n + 1} is larger than the training set ({n} "
+            f"examples): each step is full-batch GD, B={n}, the full training set")
+    cfg = tmp_path / "c.yaml"
+    for i, (bs, extra, said) in enumerate([(n + 1, ["--no-progress"], True), (n, [], False)]):
+        cfg.write_text(yaml.safe_dump({**raw, "train": {**raw["train"], "batch_size": bs}}))
+        assert main(["train", str(cfg), "--store", str(tmp_path / "s.sqlite"), "--out",
+                     str(tmp_path / f"run{i}"), *extra]) == 0
+        err = capsys.readouterr().err
+        assert (note in err.splitlines()) == said and ("full-batch" in err) == said, (bs, err)
+    from sgdlab.config.runner import batch_size_note
+    assert batch_size_note("full", n) is None and batch_size_note({"name": "cyclic"}, n) is None
