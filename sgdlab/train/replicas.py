@@ -790,7 +790,9 @@ class _ReplicaTraining:
         if not math.isfinite(mean_loss):
             for w in workers:
                 w.restore_anchors()
-            self.diverged(r, mean_loss)
+            # (read after the all-reduce, which has already waited for the device)
+            self.diverged(r, mean_loss, elsewhere=self.comm is not None and all(
+                math.isfinite(float(v)) for v in losses))
             return None
         for w in workers:
             w.optimizer.outer_step(master)
@@ -1003,12 +1005,15 @@ class _ReplicaTraining:
                 "history": {k: [[s, v] for s, v in pts] for k, pts in self.history.items()}})
 
     # --- completion -------------------------------------------------------------------------
-    def diverged(self, r: int, mean_loss: float) -> None:
+    def diverged(self, r: int, mean_loss: float, *, elsewhere: bool = False) -> None:
         """A non-finite mean replica loss in round ``r`` (every process sees the same
-        all-reduced value, so all stop together): the run keeps round ``r - 1``."""
+        all-reduced value, so all stop together): the run keeps round ``r - 1``.
+        ``elsewhere``: this process's own replicas' losses were finite, another's was not
+        (said so, as the training loop says it of Parle over a communicator)."""
         self.status = "diverged"
-        self.message = (f"non-finite replica loss ({mean_loss}) in round {r}; stopped with "
-                        f"the weights of round {r - 1}")
+        what = ("another replica's loss was non-finite" if elsewhere
+                else f"non-finite replica loss ({mean_loss})")
+        self.message = f"{what} in round {r}; stopped with the weights of round {r - 1}"
 
     def abort(self, e: BaseException) -> None:
         """An exception or interrupt ends the run: keep what was logged, record why."""

@@ -1103,3 +1103,26 @@ def test_a_run_an_instrument_ends_keeps_the_master_it_measured_and_evaluates_it_
     steps = [3 * r for r in range(rounds_before + 1)]
     assert [s for s, _ in res.history["test_loss"]] == steps
     assert all(torch.equal(a, b) for a, b in zip(params(res.master), seen[-1]))
+
+
+def test_a_rank_whose_replicas_losses_were_finite_says_another_replica_s_was_not():
+    """Rank 1's loss turns NaN in round 2: both ranks diverge there (the all-reduced mean is
+    NaN), rank 1 naming the non-finite replica loss, rank 0, whose own losses were finite,
+    saying that another replica's was not."""
+    data, cfg = toy_data(), ParleConfig(**BN_CFG)
+
+    def run(rank, comm):
+        calls = []
+
+        def loss_fn(out, y):
+            calls.append(torch.is_grad_enabled())      # training's calls, not evaluation's
+            bad = rank == 1 and sum(calls) > cfg.L + 1
+            return LOSS(out, y) * (math.nan if bad else 1.0)
+        res = train_replicas(toy_model(), loss_fn, data, cfg, rounds=3, mode="distributed",
+                             communicator=comm)
+        return res.status, res.rounds, res.message
+    got = run_threads(run, 2)
+    assert got == [("diverged", 1, "another replica's loss was non-finite in round 2; "
+                    "stopped with the weights of round 1"),
+                   ("diverged", 1, "non-finite replica loss (nan) in round 2; stopped with "
+                    "the weights of round 1")], got
