@@ -7,6 +7,7 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 # seeds run in 0..SEED_LIMIT - 1: numpy's legacy seeding and scikit-learn's random_state take
@@ -112,7 +113,8 @@ def closest_name(name: object, choices) -> str | None:
     # length (scoping): the one choice it begins
     begun = [c for c in choices if len(str(name)) >= 3 and c.lower().startswith(
         str(name).lower())]
-    close = close or begun[:len(begun) == 1]
+    if not close and len(begun) == 1:
+        close = begun
     close = close or difflib.get_close_matches(str(name), choices, n=1, cutoff=0.6)
     if not close:
         # a class or paper spelling of a registry name (EntropySGD, Entropy-SGD, RandomLRSGD
@@ -218,7 +220,7 @@ def read_config_text(path: str | Path) -> str:
 
 def not_a_config_file(path: str | Path, what: str = "config file",
                       suffixes: tuple[str, ...] = (".yaml", ".yml", ".toml", ".json"),
-                      also: tuple[str, ...] = ()) -> str:
+                      also: Iterable[str] = ()) -> str:
     """Why ``path`` (no readable file) is no ``what``, for each reader of configs alike: a
     folder (with the config files in it: a run folder's config.yaml), or no such file, with
     the closest of the config files beside it and of ``also`` (packaged names)."""

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from sgdlab.data.registry import load_dataset
-from sgdlab.errors import name_spelling, registered_spelling, warn
+from sgdlab.errors import closest_name, name_spelling, registered_spelling, warn
 from sgdlab.measure.curvature import hessian_eigenpairs
 from sgdlab.measure.sharpness import (expected_sharpness, local_entropy, mean_loss,
                                       perturbed_evaluations)
@@ -125,3 +125,12 @@ def test_checked_keywords_keeps_the_function_and_refuses_only_unknown_keywords()
     fn = measure.hessian_trace
     assert inspect.signature(fn) == inspect.signature(fn.__wrapped__)
     assert pickle.loads(pickle.dumps(fn)) is fn
+
+
+def test_a_name_cut_short_is_the_one_choice_it_begins_and_only_one():
+    # by spelling alone 'cosin' is closer to 'scoping', a name of its length
+    assert closest_name("cosin", ["scoping", "cosine-cyclic"]) == "cosine-cyclic"
+    assert closest_name("COSIN", ["scoping", "cosine-cyclic"]) == "cosine-cyclic"
+    # a prefix that two choices begin, or one under 3 characters, picks none of them
+    assert closest_name("sgd", ["sgd-momentum", "sgd-nesterov"]) is None
+    assert closest_name("co", ["cosine-cyclic", "xy"]) is None
