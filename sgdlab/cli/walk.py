@@ -139,7 +139,7 @@ def _walk(args: argparse.Namespace) -> int:
     for flag, value in (("--eval-subset", args.eval_subset), ("--threads", args.threads)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be >= 1, got {value}")
-    if any(w < 1 for w in args.widths):     # the model's own words named 'widths[1]'
+    if any(w < 1 for w in args.widths):     # the model's message names 'widths[1]', no flag
         raise UserError(f"--widths must each be >= 1, got {' '.join(map(str, args.widths))}")
     for name in ("lr", "lr_gd", "lr_sgd"):
         v = getattr(args, name)

@@ -81,7 +81,6 @@ def test_the_same_train_command_after_a_ctrl_c_names_the_run_it_could_resume(
     assert "note:" not in capsys.readouterr().out
 
 
-
 def test_the_stopped_run_note_never_stops_a_run_nor_waits_on_a_locked_store(tmp_path):
     """The note is only a note: a store row whose config is no JSON raised JSONDecodeError out
     of `sgdlab train`, and a store locked by another process held the start for the store's
@@ -96,16 +95,19 @@ def test_the_stopped_run_note_never_stops_a_run_nor_waits_on_a_locked_store(tmp_
         s.create_run({"a": 1}, status="interrupted")
         s.create_run({"a": 2}, status="finished")
     con = sqlite3.connect(store, isolation_level=None)
-    con.execute("UPDATE runs SET config = '{damaged' WHERE config = '{\"a\": 1}'")
-    assert _stopped_twin({"a": 2}, store) is None
-    con.execute("UPDATE runs SET summary = '{damaged' WHERE config = '{\"a\": 2}'")
-    assert _stopped_twin({"a": 2}, store) is None
-    con.execute("PRAGMA journal_mode = DELETE")     # (a WAL store's readers never wait)
-    con.execute("BEGIN EXCLUSIVE")
-    start = time.perf_counter()
-    assert _stopped_twin({"a": 2}, store) is None
-    assert time.perf_counter() - start < 10
-    con.close()
+    try:
+        con.execute("UPDATE runs SET config = '{damaged' WHERE config = '{\"a\": 1}'")
+        assert _stopped_twin({"a": 2}, store) is None
+        con.execute("UPDATE runs SET summary = '{damaged' WHERE config = '{\"a\": 2}'")
+        assert _stopped_twin({"a": 2}, store) is None
+        con.execute("PRAGMA journal_mode = DELETE")     # (a WAL store's readers never wait)
+        con.execute("BEGIN EXCLUSIVE")
+        start = time.perf_counter()
+        assert _stopped_twin({"a": 2}, store) is None
+        assert time.perf_counter() - start < 10
+    finally:
+        con.close()
+
 
 def test_a_folder_or_a_misspelt_file_given_as_a_config_is_named_by_each_reader(
         tmp_path, capsys, monkeypatch):
