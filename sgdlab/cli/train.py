@@ -142,10 +142,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _stopped_twin(cfg: dict, store_path: Path) -> str | None:
-    """A note when ``store_path`` holds a run of this very config that stopped before its end
-    (interrupted, stale) from a checkpoint and no later run of it: the same command given
-    again after a Ctrl-C starts a new run from step 0, where ``sgdlab resume`` would continue
-    that one. None otherwise, or when the store cannot say."""
+    """A note when the latest run of this very config in ``store_path`` stopped before its end
+    (interrupted, stale) with a checkpoint: the same command given again after a Ctrl-C
+    starts a new run from step 0, where ``sgdlab resume`` would continue that one. None
+    otherwise, or when the store cannot say."""
     if not store_path.is_file():
         return None
     try:
