@@ -1001,6 +1001,7 @@ def _closure_step(ctx: TrainContext, optimizer, model, loss_fn, stream: BatchStr
                   loss_scale: int = 1) -> None:
     calls = 0
     same_batch = bool(getattr(optimizer, "closure_repeats_batch", False))
+    returned: list[Tensor] = []     # the losses closure() read on the host, all finite
 
     def closure() -> Tensor:
         nonlocal calls
@@ -1033,6 +1034,7 @@ def _closure_step(ctx: TrainContext, optimizer, model, loss_fn, stream: BatchStr
             for cb in after_backward:
                 cb.on_after_backward(ctx)
         calls += 1
+        returned.append(loss)
         return loss
 
     # it raises on a non-finite loss, read on the host above: the closure optimizers' own
@@ -1041,11 +1043,13 @@ def _closure_step(ctx: TrainContext, optimizer, model, loss_fn, stream: BatchStr
     loss = optimizer.step(closure)
     if getattr(optimizer, "communicator", None) is not None and loss is not None:
         # Parle over a communicator: another replica's non-finite loss comes back as this
-        # step's NaN (every replica skipped the step), and this run stops as that one does
-        # (read after the step's all-reduce, which has already waited for the device)
-        v = float(loss.detach()) if isinstance(loss, Tensor) else float(loss)
-        if not math.isfinite(v):    # this replica's own non-finite loss raised in closure()
-            raise _Diverged(loop["step"], v, elsewhere=True)
+        # step's NaN (every replica skipped the step), and this run stops as that one does.
+        # A loss closure() returned was read on the host there and is finite: reading it
+        # again would wait for the outer step queued after the all-reduce, a sync per step
+        if not any(loss is t for t in returned):
+            v = float(loss.detach()) if isinstance(loss, Tensor) else float(loss)
+            if not math.isfinite(v):  # this replica's own non-finite loss raised in closure()
+                raise _Diverged(loop["step"], v, elsewhere=True)
 
 
 def _epoch_metrics(loop: dict, epochs_done: int, n: int) -> dict[str, float]:

@@ -1656,3 +1656,36 @@ def test_a_finite_loss_that_overflows_times_the_loss_scale(monkeypatch):
                            "overflowed to inf) at step 2 (epoch 2, the weights after 2 steps); "
                            "stopped before the next step")
     assert torch.equal(w, kept[2])
+
+
+def test_parle_with_a_communicator_does_not_read_its_step_s_finite_loss_again(monkeypatch):
+    """The loss a Parle step over a communicator returns, when it is one the loop's closure
+    read on the host (finite), is not read back again after the step: on a GPU that read
+    waits for the outer step queued after the all-reduce, a device sync per step. (One
+    replica: the average is the identity; the step's NaN path is tested above.)"""
+    from sgdlab.optim.elastic import Parle
+
+    class One:
+        def average(self, tensors):
+            return [t.detach().clone() for t in tensors]
+
+    read, stepped = [], []
+    float_ = torch.Tensor.__float__
+
+    def counting_float(self):
+        read.append(self)     # (kept alive, as the steps' losses: no address reused)
+        return float_(self)
+    monkeypatch.setattr(torch.Tensor, "__float__", counting_float)
+    model = make_model(0)
+    opt = Parle(model.parameters(), lr=0.1, L=2, communicator=One(), seed=0)
+    step = opt.step
+
+    def recorded_step(closure):
+        loss = step(closure)
+        stepped.append(loss)
+        return loss
+    opt.step = recorded_step
+    res = train(model, nn.CrossEntropyLoss(), toy_data(), opt, epochs=1, batch_size=20,
+                progress=False, eval_every=0)
+    assert res.status == "finished" and res.steps == len(stepped) == 3, res
+    assert not {t.data_ptr() for t in stepped} & {t.data_ptr() for t in read}
