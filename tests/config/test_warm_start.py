@@ -430,3 +430,26 @@ def test_only_a_run_that_diverged_on_its_loss_refuses_its_last_weights(tmp_path)
         (tmp_path / "results.json").write_text(json.dumps(
             {"run_id": "r1", "status": "diverged", "message": message, "steps": steps}))
         assert _diverged_on({"loop": {"step": at}}, found) == why, (message, steps, at)
+
+
+def test_a_replica_stopped_by_another_replica_s_loss_keeps_weights_a_warm_start_takes(tmp_path):
+    # Parle over a communicator: both replicas keep x, the last finite step's weights; the one
+    # whose own loss was non-finite (or overflowed times the loss scale) is refused as any run
+    # that diverged on its loss, the one stopped by another replica's loss is not (its own
+    # losses at x and at every inner iterate were finite). Messages as the loop records them.
+    import json
+    from types import SimpleNamespace
+
+    from sgdlab.config.warm_start import _diverged_on
+
+    found = SimpleNamespace(run_id="r1", store=None, folder=tmp_path)
+    own = ("non-finite mini-batch loss (nan) at step 1 (epoch 0, the weights after 1 step); "
+           "stopped before the next step")
+    scaled = ("non-finite mini-batch loss times the loss scale 4 (49984.0 x 4 overflowed to "
+              "inf) at step 2 (epoch 2, the weights after 2 steps); stopped before the next step")
+    other = ("another replica's mini-batch loss was non-finite at step 1 (epoch 0, the weights "
+             "after 1 step); stopped before the next step")
+    for message, why in [(own, own), (scaled, scaled), (other, None)]:
+        (tmp_path / "results.json").write_text(json.dumps(
+            {"run_id": "r1", "status": "diverged", "message": message, "steps": 1}))
+        assert _diverged_on({"loop": {"step": 2}}, found) == why, message
