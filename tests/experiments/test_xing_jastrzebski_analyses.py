@@ -1153,3 +1153,27 @@ def test_a_curve_of_the_hessian_names_its_axis_with_a_subscript():
     # λ_max read with a literal underscore on a curve's axis (the grid's axes had mathtext)
     assert _label("hessian_top", {}) == r"Hessian $\lambda_{max}$"
     assert _label("test_acc", {}) == "validation accuracy"
+
+
+def test_fifths_of_two_values_put_the_first_before_the_end():
+    # n = 2k (n = 2, windows of 1): the fifth before the end is the first value, not empty
+    w = fifths([1.0, 3.0])
+    assert (w["start"], w["before_end"], w["end"]) == (1.0, 1.0, 3.0)
+    assert np.isnan(w["middle"])
+
+
+def test_cosine_grid_tests_the_smallest_against_the_largest_learning_rate():
+    # lr 0.05 and 0.1 share a cosine of -0.2; lr 0.4 falls to -0.4: the equivalence test of
+    # the smallest and the largest learning rate (0.2 apart, margin 0.05) is not passed
+    def r(lr, b, cos, seed):
+        return run(f"lr{lr}B{b}", seed, params={"optimizer": {"lr": lr}, "batch_size": b},
+                   metrics={"grad_cosine": [(s, cos) for s in range(1, 20)],
+                            "dist_from_init": [(19, 1.0)]})
+    runs = [r(lr, 100, cos + j, seed) for seed, j in ((0, 0.0), (1, 0.002))
+            for lr, cos in ((0.05, -0.2), (0.1, -0.2), (0.4, -0.4))]
+    spec = SimpleNamespace(paper=PAPER, options={"fixed_lr": 0.1, "fixed_batch": 100,
+                                                 "after_step": 0, "lr_margin": 0.05})
+    c = xing_cosine_grid(spec, runs).conclusions
+    eq = c[2]
+    assert "lr=0.05" in eq.text and "lr=0.4" in eq.text
+    assert eq.agrees_with_paper is False
