@@ -1135,3 +1135,32 @@ def test_close_and_far_take_their_relative_tolerance_of_the_claims_b_by_hand():
     (c,) = check_claims([{"close": ["b", "a"], "metric": "m", "rtol": 0.6}], v)
     assert c.agrees_with_paper is True and "tolerance 1.2" in c.text
     assert _agrees({"far": ["b", "a"], "metric": "m", "rtol": 0.6}, v) is False
+
+
+def test_zhu_alignment_cosine_at_the_threshold_is_not_above_it():
+    """"|cos(u_i, v_i)| > cosine_above": a smallest cosine of exactly 0.9 does not pass."""
+    from sgdlab.experiments.procedures.zhu import zhu_alignment
+
+    r = _alignment_run("g", (0.9, 0.1), (0.9, 0.1))
+    r.metrics["align/cos_2"] = [(10, 0.9)]
+    spec = SimpleNamespace(paper=PAPER, options={"tests": ["cosine"]})
+    c = zhu_alignment(spec, [r]).conclusions[0]
+    matplotlib.pyplot.close("all")
+    assert c.evidence["cosines"] == [0.99, 0.9] and c.agrees_with_paper is False
+    spec.options["cosine_above"] = 0.89
+    assert zhu_alignment(spec, [r]).conclusions[0].agrees_with_paper is True
+
+
+def test_zhu_projection_residual_spread_at_its_bound_is_stable():
+    """The last third 0.875, 1.125, 1.0: spread (max − min)/mean = 0.25/1.0, exactly the
+    default bound 0.25, which "stable" admits (≤)."""
+    from sgdlab.experiments.procedures.zhu import zhu_alignment
+
+    r = _alignment_run("g", (0.9, 0.1), (0.9, 0.1),
+                       [1.8, 1.6, 1.5, 1.4, 1.3, 1.2, 0.875, 1.125, 1.0])
+    spec = SimpleNamespace(paper=PAPER, options={"tests": ["residual"]})
+    stable = zhu_alignment(spec, [r]).conclusions[1]
+    matplotlib.pyplot.close("all")
+    assert stable.evidence["relative_spread"] == 0.25 and stable.agrees_with_paper is True
+    spec.options["residual_spread"] = 0.2
+    assert zhu_alignment(spec, [r]).conclusions[1].agrees_with_paper is False
