@@ -146,3 +146,17 @@ def test_the_terminal_numbers_a_claim_tested_more_than_once(tmp_path):
         "conclusions: 2 of 2 differ:",
         "  same acc (#1): A agrees with the paper → B disagrees with the paper",
         "  same acc (#2): only in A (inconclusive)"]
+
+
+def test_the_terminal_numbers_a_claim_that_only_b_tests_more_than_once(tmp_path):
+    from sgdlab.report.compare import compare_lines
+
+    dirs = {}
+    for name, verdicts in (("a", [True]), ("b", [True, False])):
+        d = dirs[name] = _results(tmp_path, name, grid={}, seeds=[0], run_ids=["r1"])
+        res = json.loads((d / "results.json").read_text())
+        res["conclusions"] = [{"text": "...", "claim": "same acc", "agrees_with_paper": v}
+                              for v in verdicts]
+        (d / "results.json").write_text(json.dumps(res))
+    assert compare_lines(dirs["a"], dirs["b"])[-2:] == [
+        "conclusions: 1 of 2 differ:", "  same acc (#2): only in B (disagrees with the paper)"]

@@ -136,3 +136,24 @@ def test_table_keys_are_columns_and_round_trip():
         Table("t", ["run", "acc"], [], keys=["seed"])
     t = Table("t", ["run", "seed", "acc"], [["x", 0, 1.0]], keys=["run", "seed"])
     assert Table.from_json(t.to_json()).keys == ["run", "seed"]
+
+
+def test_table_differences_take_bs_key_columns_where_as_declares_none():
+    # A written before tables declared their keys: rows match on B's (lr, batch size), so
+    # the two rows of lr 0.1 are told apart by their batch size, not matched in order
+    cols = ["lr", "batch size", "acc"]
+    a = {"tables": [{"name": "g", "columns": cols, "rows": [[0.1, 64, 0.5], [0.1, 128, 0.6]]}]}
+    b = {"tables": [{"name": "g", "columns": cols, "keys": ["lr", "batch size"],
+                     "rows": [[0.1, 128, 0.7], [0.1, 64, 0.75]]}]}
+    (d,) = table_differences(a, b)
+    assert d.rows == [[0.1, 64, 0.25], [0.1, 128, pytest.approx(0.1)]]
+
+
+def test_table_differences_key_a_list_cell_and_show_a_changed_text_cell_as_a_to_b():
+    cols = ["milestones", "optimizer", "acc"]
+    a = {"tables": [{"name": "m", "columns": cols, "keys": ["milestones"],
+                     "rows": [[[10, 20], "sgd", 0.5]]}]}
+    b = {"tables": [{"name": "m", "columns": cols, "keys": ["milestones"],
+                     "rows": [[[10, 20], "adam", 0.75]]}]}
+    (d,) = table_differences(a, b)
+    assert d.rows == [[[10, 20], "sgd → adam", 0.25]]
