@@ -325,11 +325,7 @@ def test_a_replica_s_non_finite_loss_skips_every_replica_s_step_in_the_average()
     threads = _Threads(2)
 
     def replica(rank):
-        torch.manual_seed(0)
-        model = nn.Linear(3, 2).double()
-        x0 = [p.detach().clone() for p in model.parameters()]
-        opt = Parle(model.parameters(), lr=0.5, L=3, communicator=threads.of(rank), seed=rank)
-        X, calls = torch.randn(8, 3, dtype=F64, generator=torch.Generator().manual_seed(1)), []
+        model, x0, opt, X, calls = _replica_of(threads, rank)
 
         def closure(bad=rank == 1):
             model.zero_grad()
@@ -344,6 +340,17 @@ def test_a_replica_s_non_finite_loss_skips_every_replica_s_step_in_the_average()
         return (math.isnan(float(first.detach())), kept, len(calls),
                 math.isfinite(float(second.detach())), moved)
     assert threads.run(replica) == [(True, True, 6, True, True), (True, True, 5, True, True)]
+
+
+def _replica_of(threads, rank):
+    """Replica ``rank`` of a two-thread Parle: a float64 linear model, its starting weights,
+    its optimizer over ``threads``' communicator, the data and a list counting closure calls."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2).double()
+    x0 = [p.detach().clone() for p in model.parameters()]
+    opt = Parle(model.parameters(), lr=0.5, L=3, communicator=threads.of(rank), seed=rank)
+    return model, x0, opt, torch.randn(8, 3, dtype=F64,
+                                       generator=torch.Generator().manual_seed(1)), []
 
 
 class _Threads:
@@ -430,11 +437,7 @@ def test_a_closure_that_raises_itself_meets_the_others_in_the_average():
     threads = _Threads(2)
 
     def replica(rank):
-        torch.manual_seed(0)
-        model = nn.Linear(3, 2).double()
-        x0 = [p.detach().clone() for p in model.parameters()]
-        opt = Parle(model.parameters(), lr=0.5, L=3, communicator=threads.of(rank), seed=rank)
-        X, calls = torch.randn(8, 3, dtype=F64, generator=torch.Generator().manual_seed(1)), []
+        model, x0, opt, X, calls = _replica_of(threads, rank)
 
         def closure():
             model.zero_grad()
