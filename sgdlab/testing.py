@@ -511,14 +511,17 @@ class TokenBag(nn.Module):
 
 
 class TinyTransformer(nn.Module):
-    """Tokens -> a Transformer encoder layer -> mean over positions -> a linear head."""
+    """Tokens -> a Transformer encoder layer -> mean over positions -> a linear head. The sizes
+    are options: a dense-Hessian reference grows with the square of the parameter count."""
 
-    def __init__(self):
+    def __init__(self, vocab: int = 6, dim: int = 4, heads: int = 2, feedforward: int = 8,
+                 activation: str = "gelu"):
         super().__init__()
-        self.emb = nn.Embedding(6, 4)
-        self.enc = nn.TransformerEncoderLayer(d_model=4, nhead=2, dim_feedforward=8, dropout=0.0,
-                                              batch_first=True, activation="gelu")
-        self.head = nn.Linear(4, 2)
+        self.emb = nn.Embedding(vocab, dim)
+        self.enc = nn.TransformerEncoderLayer(d_model=dim, nhead=heads,
+                                              dim_feedforward=feedforward, dropout=0.0,
+                                              batch_first=True, activation=activation)
+        self.head = nn.Linear(dim, 2)
 
     def forward(self, x):
         return self.head(self.enc(self.emb(x)).mean(1))
