@@ -67,14 +67,18 @@ class Transposed(nn.Module):
         return self.head(torch.tanh(x @ self.w))
 
 
-class TupleOut(nn.Module):
+class TwoLayers(nn.Module):
+    """Linear(3, 4) then Linear(4, 2): the subclasses differ in the forward that joins them."""
+
     def __init__(self):
         super().__init__()
-        self.a, self.head = nn.Linear(3, 4), nn.Linear(4, 2)
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
 
+
+class TupleOut(TwoLayers):
     def forward(self, x):
         h = torch.tanh(self.a(x))
-        return self.head(h), h
+        return self.b(h), h
 
 
 def _conv_channels_last():
@@ -353,12 +357,8 @@ def test_interleaved_views_that_share_no_element_are_measured():
                                    generator=gen()).value)
 
 
-class FunctionalDropout(nn.Module):
+class FunctionalDropout(TwoLayers):
     """Dropout by ``F.dropout(h, p, self.training)`` in its forward: no dropout module."""
-
-    def __init__(self):
-        super().__init__()
-        self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
 
     def forward(self, x):
         return self.b(F.dropout(torch.tanh(self.a(x)), 0.5, self.training))
@@ -404,12 +404,8 @@ def test_the_random_draw_probe_leaves_batch_norm_statistics_and_generators_as_th
     assert torch.equal(torch.random.get_rng_state(), state)
 
 
-class CPUDraws(nn.Module):
+class CPUDraws(TwoLayers):
     """A GPU model that draws on the CPU generator: a random mask made without a device."""
-
-    def __init__(self):
-        super().__init__()
-        self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
 
     def forward(self, x):
         h = torch.tanh(self.a(x))
