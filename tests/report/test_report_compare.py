@@ -130,18 +130,24 @@ def test_the_terminal_words_a_smoke_scale_verdict_as_the_report_pages_do(tmp_pat
         f"  same acc: A {SMOKE} → B inconclusive"]
 
 
-def test_the_terminal_numbers_a_claim_tested_more_than_once(tmp_path):
-    # one claim tested per pair of settings (equal η/B, two pairs in A, one in B) printed
-    # "same acc: A … → B …" and "same acc: only in A": one conclusion twice, to the eye
-    from sgdlab.report.compare import compare_lines
-
+def _same_claim_results(tmp_path, **verdicts_by_name):
+    """One results dir per name, each testing the claim "same acc" once per verdict."""
     dirs = {}
-    for name, verdicts in (("a", [True, None]), ("b", [False])):
+    for name, verdicts in verdicts_by_name.items():
         d = dirs[name] = _results(tmp_path, name, grid={}, seeds=[0], run_ids=["r1"])
         res = json.loads((d / "results.json").read_text())
         res["conclusions"] = [{"text": "...", "claim": "same acc", "agrees_with_paper": v}
                               for v in verdicts]
         (d / "results.json").write_text(json.dumps(res))
+    return dirs
+
+
+def test_the_terminal_numbers_a_claim_tested_more_than_once(tmp_path):
+    # one claim tested per pair of settings (equal η/B, two pairs in A, one in B) printed
+    # "same acc: A … → B …" and "same acc: only in A": one conclusion twice, to the eye
+    from sgdlab.report.compare import compare_lines
+
+    dirs = _same_claim_results(tmp_path, a=[True, None], b=[False])
     assert compare_lines(dirs["a"], dirs["b"])[-3:] == [
         "conclusions: 2 of 2 differ:",
         "  same acc (#1): A agrees with the paper → B disagrees with the paper",
@@ -151,12 +157,6 @@ def test_the_terminal_numbers_a_claim_tested_more_than_once(tmp_path):
 def test_the_terminal_numbers_a_claim_that_only_b_tests_more_than_once(tmp_path):
     from sgdlab.report.compare import compare_lines
 
-    dirs = {}
-    for name, verdicts in (("a", [True]), ("b", [True, False])):
-        d = dirs[name] = _results(tmp_path, name, grid={}, seeds=[0], run_ids=["r1"])
-        res = json.loads((d / "results.json").read_text())
-        res["conclusions"] = [{"text": "...", "claim": "same acc", "agrees_with_paper": v}
-                              for v in verdicts]
-        (d / "results.json").write_text(json.dumps(res))
+    dirs = _same_claim_results(tmp_path, a=[True], b=[True, False])
     assert compare_lines(dirs["a"], dirs["b"])[-2:] == [
         "conclusions: 1 of 2 differ:", "  same acc (#2): only in B (disagrees with the paper)"]
