@@ -299,15 +299,6 @@ class _Diverged(Exception):
         self.scale, self.scaled = scale, scaled
 
 
-def _check_scaled(step: int, v: float, scaled: float, scale: int) -> None:
-    # the closure returns the loss the optimizer steps on, and tells it that loss is finite
-    # (checks_finite_loss): a finite loss whose product with the loss scale overflows
-    # (float16/bfloat16) is refused there as the optimizer's own check would refuse it
-    # (Parle over a communicator would otherwise read it as another replica's divergence)
-    if not math.isfinite(scaled):
-        raise _Diverged(step, v, scale=scale, scaled=scaled)
-
-
 def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: Any,
           optimizer: torch.optim.Optimizer, *, epochs: int,
           batch_size: int | str | Callable[[int], int] = 128, schedule: Any = None,
@@ -1013,15 +1004,19 @@ def _closure_step(ctx: TrainContext, optimizer, model, loss_fn, stream: BatchStr
         with torch.enable_grad():
             loss = loss_fn(model(xb), yb)
             if loss_scale == 1:
-                v = loss.item()
+                v = sv = loss.item()
             else:      # the optimizer sees the loss it steps on; both in one read-back
                 scaled = loss * loss_scale
                 v, sv = torch.stack([loss.detach(), scaled.detach()]).tolist()
                 loss = scaled
             if not math.isfinite(v):
                 raise _Diverged(loop["step"], v)
-            if loss_scale != 1:
-                _check_scaled(loop["step"], v, sv, loss_scale)
+            if not math.isfinite(sv):
+                # the closure tells the optimizer its loss is finite (checks_finite_loss): a
+                # finite loss whose product with the loss scale overflows (float16/bfloat16)
+                # is refused here as the optimizer's own check would refuse it (Parle over a
+                # communicator would otherwise read it as another replica's divergence)
+                raise _Diverged(loop["step"], v, scale=loss_scale, scaled=sv)
             loss.backward()
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(*clip)
