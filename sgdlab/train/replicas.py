@@ -387,11 +387,6 @@ class ReplicaWorker:
         loss = self.optimizer.inner_loop(self.closure)
         return torch.where(self.finite, loss, torch.full_like(loss, math.nan))
 
-    def restore_anchors(self) -> None:
-        """The parameters back to x^a (they hold the inner loop's last y) when the round
-        diverged and took no outer step."""
-        self.optimizer.restore_x()
-
     @property
     def effective_epochs(self) -> float:
         return self.samples / len(self.x)
@@ -788,8 +783,8 @@ class _ReplicaTraining:
         anchors = [w.optimizer.anchors() for w in workers]
         master, mean_loss = self._reduce(anchors, losses)
         if not math.isfinite(mean_loss):
-            for w in workers:
-                w.restore_anchors()
+            for w in workers:   # no outer step: x^a back from the inner loop's last y
+                w.optimizer.restore_x()
             # (read after the all-reduce, which has already waited for the device)
             self.diverged(r, mean_loss, elsewhere=self.comm is not None and all(
                 math.isfinite(float(v)) for v in losses))
