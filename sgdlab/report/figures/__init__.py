@@ -27,7 +27,8 @@ def save_and_close(fig, path, **kwargs):
 
 def close_figures(figures) -> None:
     """Close each of ``figures`` (Figures or figure numbers, or (name, Figure) pairs as an
-    analysis returns them) that pyplot still holds; for a caller that received figures and is done with them."""
+    analysis returns them) that pyplot still holds; for a caller that received figures and is
+    done with them."""
     # a figure pyplot holds means pyplot is imported: none is imported (a backend chosen) here
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is None:
