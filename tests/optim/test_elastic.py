@@ -105,20 +105,23 @@ def _by_hand(Qs, ms, x0, *, rounds, L, eta, eta0, gamma0, rho0, B, gmin, rmin, a
     return xs
 
 
+def _closure(p, loss_of, a):
+    """Replica a's closure: the gradient of loss_of(p, a) in p.grad, and that loss."""
+    def cl():
+        p.grad = None
+        loss = loss_of(p, a)
+        loss.backward()
+        return loss
+    return cl
+
+
 def _parle_rounds(ps, opts, loss_of, rounds: int) -> list[float]:
     """Run `rounds` Parle rounds over the replicas (inner loop on loss_of(p, a), then the
     elastic pull to the master average); returns ρ as each round's outer step saw it."""
-    def closure(p, a):
-        def cl():
-            p.grad = None
-            loss = loss_of(p, a)
-            loss.backward()
-            return loss
-        return cl
     rhos = []
     for _ in range(rounds):
         for a, (p, o) in enumerate(zip(ps, opts)):
-            o.inner_loop(closure(p, a))
+            o.inner_loop(_closure(p, loss_of, a))
         rhos.append(opts[0].current_rho())
         xbar = master_average([o.anchors() for o in opts])
         for o in opts:
@@ -414,14 +417,8 @@ def test_parle_step_with_a_communicator_is_the_trainer_s_round_bit_for_bit(n):
     def replica(a):
         p = nn.Parameter(x0.clone())
         opt = Parle([p], seed=a, communicator=threads.of(a), **hyper)
-
-        def closure():
-            p.grad = None
-            loss = loss_of(p, a)
-            loss.backward()
-            return loss
         for _ in range(4):
-            opt.step(closure)
+            opt.step(_closure(p, loss_of, a))
         return p.detach().clone()
     got = threads.run(replica)
     assert all(torch.equal(g, p.detach()) for g, p in zip(got, ps))
