@@ -1561,46 +1561,24 @@ def test_parle_with_a_communicator_stops_every_replica_at_one_s_non_finite_loss(
     handed the step's NaN, stops as replica 1 does: both runs diverged at step 1, neither
     waiting for ever in an average the other left. Replica 0's record says the loss that
     stopped it was another replica's (its own were finite); replica 1's names its own."""
-    import threading
+    from test_replicas import run_threads
 
     from sgdlab.optim.elastic import Parle
 
-    slots, barrier = [None, None], threading.Barrier(2, timeout=5)
-
-    class Threads:
-        def __init__(self, rank):
-            self.rank = rank
-
-        def average(self, tensors):
-            slots[self.rank] = torch.cat([t.detach().reshape(-1) for t in tensors])
-            barrier.wait()
-            total = (slots[0] + slots[1]) / 2
-            barrier.wait()
-            return [c.view_as(t) for c, t in zip(total.split([t.numel() for t in tensors]),
-                                                  tensors)]
-
-    def replica(rank, out):
+    def replica(rank, comm):
         calls = []
 
         def loss_fn(out_, y):
             calls.append(torch.is_grad_enabled())      # training's calls, not evaluation's
             loss = nn.functional.cross_entropy(out_, y)
             return loss * math.nan if rank == 1 and sum(calls) == 5 else loss
-        try:
-            model = make_model(0)
-            opt = Parle(model.parameters(), lr=0.1, L=3, communicator=Threads(rank), seed=rank)
-            res = train(model, loss_fn, toy_data(), opt, epochs=1, batch_size=20,
-                        progress=False, eval_every=0)
-            out[rank] = (res.status, res.steps, res.message)
-        except Exception as e:      # (handed back to the test)
-            out[rank] = e
+        model = make_model(0)
+        opt = Parle(model.parameters(), lr=0.1, L=3, communicator=comm, seed=rank)
+        res = train(model, loss_fn, toy_data(), opt, epochs=1, batch_size=20,
+                    progress=False, eval_every=0)
+        return res.status, res.steps, res.message
 
-    out = [None, None]
-    threads = [threading.Thread(target=replica, args=(r, out)) for r in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    out = run_threads(replica, 2)
     assert [o[:2] for o in out] == [("diverged", 1), ("diverged", 1)], out
     assert out[0][2] == ("another replica's mini-batch loss was non-finite at step 1 (epoch 0, "
                          "the weights after 1 step); stopped before the next step")
