@@ -16,7 +16,7 @@ import sgdlab.data  # noqa: F401  (imported before forking: the workers start wa
 import sgdlab.models  # noqa: F401
 import sgdlab.train.distributed  # noqa: F401
 from sgdlab.testing import forked_torchrun
-from test_distributed_parle import write_problem as parle_problem
+from test_distributed_parle import read, write_problem as parle_problem
 
 pytestmark = pytest.mark.usefixtures("tmp_store")
 
@@ -128,10 +128,6 @@ def _warm(tmp_path_factory):
     cfg = json.loads(write_problem(tmp, rounds=1).read_text())
     cfg.pop("plugins")
     run_from_config(cfg, mode="inprocess")
-
-
-def read(path) -> str:
-    return open(path).read() if os.path.exists(path) else ""
 
 
 def run_held(tmp_path, argv, *, within: float = 5.0):
