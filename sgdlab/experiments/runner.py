@@ -31,7 +31,7 @@ from sgdlab.experiments.spec import (ExperimentSpec, RunSpec, catalogue_name, ex
 from sgdlab.experiments.sweep import (DONE, SweepReport, check_backend, check_options,
                                      load_runs, open_store, run_sweep, store_file,
                                      threads_per_worker)
-from sgdlab.report.figures import close_figures, save_and_close
+from sgdlab.report.figures import close_figures, open_figures, save_and_close
 from sgdlab.report.tables import Table
 from sgdlab.strict_json import finite_or_none, write_atomic
 
@@ -264,12 +264,6 @@ def _resource(given: float | None, var: str, spec: ExperimentSpec, key: str) -> 
     return spec.resources.get(key)
 
 
-def _open_figures() -> set[int]:
-    """The numbers of the figures pyplot holds (none where it is not imported)."""
-    plt = sys.modules.get("matplotlib.pyplot")
-    return set(plt.get_fignums()) if plt is not None else set()
-
-
 def analyze(spec: ExperimentSpec, *, store_path: str, data_dir: str | None = None
             ) -> tuple[Analysis, list, list]:
     runs = spec.expand(data_dir=data_dir if needs_data_dir(spec) else None)
@@ -278,12 +272,12 @@ def analyze(spec: ExperimentSpec, *, store_path: str, data_dir: str | None = Non
     if not stored:
         analysis = Analysis(notes=["no finished runs in the store: nothing to analyse"])
     else:
-        before = _open_figures()
+        before = open_figures()
         try:
             analysis = fn(spec, stored)
         except Exception as e:  # noqa: BLE001
             # the figures it drew before it failed are nobody's: pyplot would keep them
-            close_figures(_open_figures() - before)     # (numbers: plt.close takes them)
+            close_figures(open_figures() - before)     # (numbers: plt.close takes them)
             if not missing:
                 raise
             analysis = Analysis(notes=[f"analysis needs the missing runs: {type(e).__name__}: {e}"])

@@ -1,6 +1,4 @@
 """Fixtures shared by the experiments' tests."""
-import sys
-
 import pytest
 
 
@@ -11,13 +9,11 @@ def figures_taken_are_closed():
     (matplotlib warns past 20). That the lab's own paths close theirs is tested where they
     save them (the catalogue's smoke runs, test_experiments_framework). Every test here has
     it, so none asks for the root conftest's opt-in ``close_figures``."""
-    plt = sys.modules.get("matplotlib.pyplot")
-    before = set(plt.get_fignums()) if plt is not None else set()
+    from sgdlab.report.figures import close_figures, open_figures
+
+    before = open_figures()
     yield
-    plt = sys.modules.get("matplotlib.pyplot")
-    if plt is not None:
-        for num in set(plt.get_fignums()) - before:
-            plt.close(num)
+    close_figures(open_figures() - before)
 
 
 @pytest.fixture

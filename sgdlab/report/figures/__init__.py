@@ -25,6 +25,13 @@ def save_and_close(fig, path, **kwargs):
         close_figures([fig])
 
 
+def open_figures() -> set[int]:
+    """The numbers of the figures pyplot holds (none where it is not imported): what a
+    caller that closes what a piece of code left open (:func:`close_figures`) reads before."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    return set(plt.get_fignums()) if plt is not None else set()
+
+
 def close_figures(figures) -> None:
     """Close each of ``figures`` (Figures or figure numbers, or (name, Figure) pairs as an
     analysis returns them) that pyplot still holds; for a caller that received figures and is
