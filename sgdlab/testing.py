@@ -695,6 +695,50 @@ SWEEP_REPLICA_PARAMS = {
               "lr_milestones": [1]}}
 
 
+class InProcessLaunch:
+    """Stands in for the ``replicas`` procedure's launcher (``chaudhari._start``): ``sgdlab
+    parle`` run here in in-process mode on the config it was given, checkpointing every round
+    (``--resume`` passed on); the commands it was given kept in ``commands``; ``stop_at``: it
+    dies in that round (a Ctrl-C, exit status 1). :func:`launch_in_process` installs it."""
+
+    commands: list = []
+    stop_at: int | None = None
+
+    def __init__(self, cmd, **kw):
+        from sgdlab.train.distributed import load_config, run_from_config
+
+        self.commands.append(cmd)
+        self.code = 0
+        try:
+            run_from_config(load_config(cmd[4]), mode="inprocess", checkpoint_every=1,
+                            out=cmd[cmd.index("--out") + 1], resume="--resume" in cmd)
+        except KeyboardInterrupt:
+            self.code = 1
+
+    def wait(self):
+        return self.code
+
+
+def launch_in_process(mp) -> None:
+    """Through the monkeypatch ``mp``: the ``replicas`` procedure's launcher is
+    :class:`InProcessLaunch`, whose training dies in round ``InProcessLaunch.stop_at``; its
+    ``commands`` and ``stop_at`` start afresh."""
+    from sgdlab.experiments.procedures import chaudhari
+    from sgdlab.train import replicas
+
+    mp.setattr(InProcessLaunch, "commands", [])
+    mp.setattr(InProcessLaunch, "stop_at", None)
+    mp.setattr(chaudhari, "_start", InProcessLaunch)
+    one_round = replicas._ReplicaTraining._round
+
+    def dies(self, r):
+        if r == InProcessLaunch.stop_at:
+            raise KeyboardInterrupt
+        return one_round(self, r)
+
+    mp.setattr(replicas._ReplicaTraining, "_round", dies)
+
+
 def sweep_replica_run(folder: Path, *, stop_in_round: int | None = None):
     """A run of an experiment's ``replicas`` procedure in its ``distributed`` mode on
     :data:`SWEEP_REPLICA_PARAMS`, recorded as a sweep records it in the store
@@ -705,32 +749,11 @@ def sweep_replica_run(folder: Path, *, stop_in_round: int | None = None):
     checkpoint set of the round before kept. Returns (store, run id, run spec)."""
     import pytest
 
-    from sgdlab.experiments.procedures import chaudhari, get_procedure
+    from sgdlab.experiments.procedures import get_procedure
     from sgdlab.experiments.spec import RunSpec
     from sgdlab.experiments.sweep import artifacts_root
     from sgdlab.experiments.worker import RunContext
     from sgdlab.store import RunStore
-    from sgdlab.train import replicas
-    from sgdlab.train.distributed import load_config, run_from_config
-
-    class Launch:
-        def __init__(self, cmd, **kw):
-            self.code = 0
-            try:
-                run_from_config(load_config(cmd[4]), mode="inprocess", checkpoint_every=1,
-                                out=cmd[cmd.index("--out") + 1])
-            except KeyboardInterrupt:
-                self.code = 1
-
-        def wait(self):
-            return self.code
-
-    one_round = replicas._ReplicaTraining._round
-
-    def dies(self, r):
-        if r == stop_in_round:
-            raise KeyboardInterrupt
-        return one_round(self, r)
 
     store = RunStore(Path(folder) / "runs.sqlite")
     spec = RunSpec("e", 1, "smoke", "parle", SWEEP_REPLICA_PARAMS, 3, "replicas")
@@ -738,8 +761,8 @@ def sweep_replica_run(folder: Path, *, stop_in_round: int | None = None):
     ctx = RunContext(store=store, run_id=run_id, device="cpu",
                      artifact_dir=artifacts_root(store) / spec.key, dependencies={})
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(chaudhari, "_start", Launch)
-        mp.setattr(replicas._ReplicaTraining, "_round", dies)
+        launch_in_process(mp)
+        InProcessLaunch.stop_at = stop_in_round
         try:
             out = get_procedure("replicas").run(spec, ctx)
         except RuntimeError:

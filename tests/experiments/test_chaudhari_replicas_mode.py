@@ -14,7 +14,7 @@ from sgdlab.experiments.spec import RunSpec
 from sgdlab.experiments.worker import RunContext
 from sgdlab.store import RunStore
 from sgdlab.store.folders import SWEEP_REPLICA_FOLDER
-from sgdlab.testing import forked_torchrun
+from sgdlab.testing import InProcessLaunch, forked_torchrun, launch_in_process
 
 # one thread, as each replica process has: the same sums, so the same iterates
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -124,47 +124,6 @@ def test_a_crashed_replica_fails_the_run_naming_what_happened(tmp_path, monkeypa
     with pytest.raises(RuntimeError, match=r"(?s)distributed run of 2 replica processes "
                        r"failed \(sgdlab parle exit status 1\).*rank 1 is gone"):
         run_once(tmp_path, distributed(), "crashed")
-
-
-class InProcessLaunch:
-    """``sgdlab parle`` run here in-process mode on the config it was given, checkpointing
-    every round (``--resume`` passed on); ``stop_at``: it dies in that round."""
-
-    commands: list = []
-    stop_at: int | None = None
-
-    def __init__(self, cmd, **kw):
-        from sgdlab.train.distributed import load_config, run_from_config
-
-        self.commands.append(cmd)
-        self.code = 0
-        try:
-            run_from_config(load_config(cmd[4]), mode="inprocess", checkpoint_every=1,
-                            out=cmd[cmd.index("--out") + 1], resume="--resume" in cmd)
-        except KeyboardInterrupt:
-            self.code = 1
-
-    def wait(self):
-        return self.code
-
-
-def launch_in_process(monkeypatch) -> None:
-    """The launcher is :class:`InProcessLaunch`, whose training dies in round 3 while
-    ``InProcessLaunch.stop_at`` is 3; its ``commands`` and ``stop_at`` start afresh in
-    each test."""
-    from sgdlab.train import replicas
-
-    monkeypatch.setattr(InProcessLaunch, "commands", [])
-    monkeypatch.setattr(InProcessLaunch, "stop_at", None)
-    monkeypatch.setattr(chaudhari, "_start", InProcessLaunch)
-    one_round = replicas._ReplicaTraining._round
-
-    def dies_in_round_3(self, r):
-        if r == 3 and InProcessLaunch.stop_at == 3:
-            raise KeyboardInterrupt
-        return one_round(self, r)
-
-    monkeypatch.setattr(replicas._ReplicaTraining, "_round", dies_in_round_3)
 
 
 def test_an_interrupted_distributed_run_continues_from_its_checkpoint_set(tmp_path,
