@@ -663,7 +663,12 @@ def _recorded_lr(store, run_id: str | None, step: int | None = None) -> list:
     """The ``lr`` rows [(step, lr)] the store holds for ``run_id`` up to ``step`` (all without
     one: an interrupted run has logged the rounds past its last checkpoint); none without a
     run id."""
-    rows = (store.metrics(run_id).get("lr") or []) if run_id is not None else []
+    rows = (store.metrics(run_id, "lr").get("lr") or []) if run_id is not None else []
+    return _up_to(rows, step)
+
+
+def _up_to(rows: list, step: int | None) -> list:
+    """The rows [(step, value)] at or before ``step`` (all without one)."""
     return [r for r in rows if step is None or r[0] <= step]
 
 
@@ -698,7 +703,7 @@ def _sweep_replica_lr(store, cfg: dict, step: int | None) -> list:
         print(f"sgdlab: warning: cannot read the run's lr from its own store {own}: {e}",
               file=sys.stderr, flush=True)
         return []
-    return [r for r in rows if step is None or r[0] <= step]
+    return _up_to(rows, step)
 
 
 def _checkpoint_lr(state: dict, cfg: dict, store, run_id: str | None,
