@@ -44,7 +44,6 @@ from typing import Any
 from sgdlab.cli._help import plain
 from sgdlab.errors import UserError, did_you_mean, make_output_dir
 from sgdlab.report.figures import save_and_close
-from sgdlab.store.folders import SWEEP_REPLICA_FOLDER, SWEEP_REPLICA_STORE, is_replica_run
 from sgdlab.strict_json import write_atomic
 
 WHAT = ("hessian", "noise", "alignment", "sharpness", "surface", "batch")
@@ -209,6 +208,7 @@ def _rebuild_sweep_run(cfg: dict, weights: Path, train_mode: bool, step: int | N
     a run stopped before its end. Of the ``replicas`` procedure's (distributed) run, the
     master: its ``master.pt`` (at ``step``, rounds · L), or of its last checkpoint set."""
     from sgdlab.experiments.procedures.train import build
+    from sgdlab.store.folders import is_replica_run
     from sgdlab.train.checkpoint import load_state, load_weights
 
     if is_replica_run(cfg):
@@ -306,6 +306,7 @@ def _measure(args: argparse.Namespace) -> int:
 
     from sgdlab.measure.passes import memory_budget_bytes
     from sgdlab.operators.params import num_params
+    from sgdlab.store.folders import is_replica_run
     from sgdlab.store.runstore import MEASURED
 
     what = [w.strip() for w in args.what.split(",") if w.strip()]
@@ -608,6 +609,8 @@ def _batch(m: _Measuring, batch_size: int, lr: float | None, unrecorded: bool = 
     m.scalars.update(_batch_scalars(m.args, batch_size, lr, m.model, m.loss_fn, m.batch,
                                     m.gen()))
     if lr is None:
+        from sgdlab.store.folders import SWEEP_REPLICA_FOLDER, SWEEP_REPLICA_STORE
+
         why = (f"the run recorded none up to this step (a distributed run of the `replicas` "
                f"procedure: neither its record nor its own store, "
                f"{SWEEP_REPLICA_FOLDER}/{SWEEP_REPLICA_STORE} in its artifact folder)"
@@ -683,7 +686,7 @@ def _sweep_replica_lr(store, cfg: dict, step: int | None) -> list:
     import sys
 
     from sgdlab.store import RunStore
-    from sgdlab.store.folders import sweep_replica_checkpoints
+    from sgdlab.store.folders import SWEEP_REPLICA_STORE, sweep_replica_checkpoints
 
     path = getattr(store, "path", None)
     if path is None or not cfg.get("run_key"):
@@ -722,6 +725,8 @@ def _batch_lr(state: dict, cfg: dict, store, run_id: str | None,
               step: int | None = None) -> tuple[float | None, bool]:
     """:func:`_checkpoint_lr`, and whether the run is a replica run that recorded no lr up to
     ``step``, in its record nor its own store (the note :func:`_batch` writes): read once."""
+    from sgdlab.store.folders import is_replica_run
+
     if is_replica_run(cfg):
         own = _recorded_lr(store, run_id, step)
         recorded = own or _sweep_replica_lr(store, cfg, step)

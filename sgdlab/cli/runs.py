@@ -14,7 +14,6 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from sgdlab.store.folders import is_replica_run, sweep_replica_checkpoints
 from sgdlab.strict_json import dumps
 
 from .columns import aligned
@@ -296,7 +295,7 @@ def continue_hint(run: dict, store) -> str | None:
     ``sgdlab run`` that recorded it (None once a later run of its sweep entry finished:
     :func:`finished_since`)."""
     from sgdlab.config.runner import resume_command, run_folder
-    from sgdlab.store.folders import store_option
+    from sgdlab.store.folders import is_replica_run, store_option
 
     if run_folder(run) is not None:
         return resume_command(run["id"], store.path)
@@ -330,6 +329,7 @@ def _checkpoint_file(run: dict, store_path: str | Path | None = None) -> Path | 
     ``replicas`` procedure: its distributed run's checkpoint set's master.pt there, which its
     sweep continues); None when neither is recorded (or no store is named)."""
     from sgdlab.config.runner import run_folder
+    from sgdlab.store.folders import is_replica_run, sweep_replica_checkpoints
 
     folder = run_folder(run)
     ckpts = [a["path"] for a in run.get("artifacts", []) if a["kind"] == "checkpoints"]
