@@ -203,8 +203,6 @@ def _run_ref(args, ref: str, doing: str = "compared") -> tuple[str, tuple[str, s
     (else None). A folder stands for the run (and the store) its run.json or results.json
     records; without ``--store`` that store is used. ``doing``: what is done to several
     runs, which must share one store."""
-    import os
-
     from sgdlab.store.folders import recorded_run
     from sgdlab.errors import UserError
 
@@ -329,7 +327,7 @@ def _checkpoint_file(run: dict, store_path: str | Path | None = None) -> Path | 
     ``replicas`` procedure: its distributed run's checkpoint set's master.pt there, which its
     sweep continues); None when neither is recorded (or no store is named)."""
     from sgdlab.config.runner import run_folder
-    from sgdlab.store.folders import is_replica_run, sweep_replica_checkpoints
+    from sgdlab.store.folders import is_replica_run, sweep_replica_checkpoints, sweep_run_folder
 
     folder = run_folder(run)
     ckpts = [a["path"] for a in run.get("artifacts", []) if a["kind"] == "checkpoints"]
@@ -346,8 +344,7 @@ def _checkpoint_file(run: dict, store_path: str | Path | None = None) -> Path | 
     if entry is not None and store_path is not None:
         from sgdlab.experiments.worker import CHECKPOINT_DIR
         from sgdlab.train.checkpoint import checkpoint_path
-        folder = Path(os.path.abspath(store_path)).parent / "artifacts" / entry[1]
-        return checkpoint_path(folder / CHECKPOINT_DIR)
+        return checkpoint_path(sweep_run_folder(store_path, entry[1]) / CHECKPOINT_DIR)
     return None
 
 

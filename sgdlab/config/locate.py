@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import UserError
-from ..store.folders import is_replica_run
+from ..store.folders import is_replica_run, sweep_run_folder
 
 _MASTER_IN_CHECKPOINTS = (
     "{what} is a run of `sgdlab parle` without its master.pt (unfinished, or the file "
@@ -193,8 +193,8 @@ def _sweep_run_weights(run: dict, store, rebuild: bool = True) -> Located:
     if run["status"] not in ("finished", "diverged") and is_replica_run(run["config"]):
         return _sweep_replica_checkpoint(run, store, rebuild, what)
     if run["status"] not in ("finished", "diverged"):
-        ckpt = (Path(os.path.abspath(store.path)).parent / "artifacts"
-                / run["config"]["run_key"] / _SWEEP_CHECKPOINT / CHECKPOINT_NAME)
+        ckpt = (sweep_run_folder(store.path, run["config"]["run_key"]) / _SWEEP_CHECKPOINT
+                / CHECKPOINT_NAME)
         if rebuild and ckpt.is_file():
             print(f"sgdlab: {what}: measuring its last checkpoint, {ckpt}", flush=True)
             return Located(run["config"], ckpt, run["id"], ckpt.parent.parent, store)

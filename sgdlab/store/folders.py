@@ -36,12 +36,18 @@ def is_replica_run(config: Any) -> bool:
                                          or config.get("procedure") == "replicas")
 
 
+def sweep_run_folder(store_path: str | os.PathLike, run_key: str) -> Path:
+    """The artifact folder of the run with run key ``run_key`` in the sweep whose store is at
+    ``store_path``: ``artifacts/<run key>`` beside the store, absolute (as the sweep makes it,
+    :func:`sgdlab.experiments.sweep.artifacts_root`)."""
+    return Path(os.path.abspath(store_path)).parent / "artifacts" / run_key
+
+
 def sweep_replica_checkpoints(store_path: str | os.PathLike, run_key: str) -> Path:
     """The checkpoint set of the distributed run of the ``replicas`` procedure with run key
     ``run_key`` in the sweep whose store is at ``store_path`` (its ``master.pt`` the master of
     the last round saved)."""
-    return (Path(os.path.abspath(store_path)).parent / "artifacts" / run_key
-            / SWEEP_REPLICA_FOLDER / "checkpoints")
+    return sweep_run_folder(store_path, run_key) / SWEEP_REPLICA_FOLDER / "checkpoints"
 
 
 def replica_result(folder: str | os.PathLike) -> Path | None:
