@@ -26,12 +26,13 @@ def timed(fn: Callable[[], Any]) -> tuple[float, float]:
     return time.thread_time() - c0, time.perf_counter() - w0
 
 
-def timed_child(args: list[str]) -> tuple[float, float]:
+def timed_child(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
     """(CPU seconds, wall seconds) of one child process ``python ARGS`` (this interpreter, run
-    in the repository root with it first on ``PYTHONPATH``, its stdout discarded). CPU is user
-    + system from ``resource.getrusage(RUSAGE_CHILDREN)``: on a shared machine wall time mostly
-    measures the other tenants."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    in the repository root with it first on ``PYTHONPATH``, ``env`` added to this process's
+    environment, its stdout discarded). CPU is user + system from
+    ``resource.getrusage(RUSAGE_CHILDREN)``: on a shared machine wall time mostly measures the
+    other tenants."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(
         [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()

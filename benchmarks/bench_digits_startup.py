@@ -42,16 +42,8 @@ TRAIN = ("import sys\nfrom sgdlab.cli.main import main\n"
 def _child(code: str, cache: str | None, *args: str) -> float:
     """CPU seconds of one child running ``code`` with ``$SGDLAB_CACHE`` at ``cache`` (a fresh
     empty folder when None)."""
-    before = os.environ.get("SGDLAB_CACHE")
     with tempfile.TemporaryDirectory() as fresh:
-        os.environ["SGDLAB_CACHE"] = cache or fresh
-        try:
-            return timed_child(["-c", code, *args])[0]
-        finally:
-            if before is None:
-                del os.environ["SGDLAB_CACHE"]
-            else:
-                os.environ["SGDLAB_CACHE"] = before
+        return timed_child(["-c", code, *args], env={"SGDLAB_CACHE": cache or fresh})[0]
 
 
 def _rounds(children: dict, repeats: int) -> dict[str, float]:
