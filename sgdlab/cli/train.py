@@ -57,8 +57,9 @@ def register(subparsers) -> None:
 
 
 def _packaged_names() -> list[str]:
-    """The packaged configs' names, read from the folder: `sgdlab.config` would import torch,
-    which `sgdlab train --help` does without."""
+    """The packaged configs' names, as :func:`sgdlab.config.packaged_configs` lists them, read
+    from the folder here: `sgdlab.config` imports pydantic and yaml, which the parser every
+    command builds does without."""
     from importlib import resources
 
     root = resources.files("sgdlab") / "configs"
