@@ -458,14 +458,16 @@ def sgd_steps_then_interrupt(steps: int) -> Callable:
     return stopping
 
 
-def without_hard_links(monkeypatch) -> None:
+def without_hard_links(monkeypatch, code: int | None = None) -> None:
     """Make ``os.link`` fail as on a file system without hard links (FAT, some network
-    file systems), for the rest of the test."""
+    file systems), for the rest of the test: with errno ``code`` (default EPERM, FAT's)."""
     import errno
     import os
 
+    code = errno.EPERM if code is None else code
+
     def no_link(*a, **k):
-        raise OSError(errno.EPERM, "Operation not permitted")
+        raise OSError(code, os.strerror(code))
     monkeypatch.setattr(os, "link", no_link)
 
 

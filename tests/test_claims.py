@@ -11,6 +11,7 @@ import textwrap
 import pytest
 
 from sgdlab.claims import FolderBusy, claim_file, hold_lock
+from sgdlab.testing import without_hard_links
 
 HOLDER = textwrap.dedent("""
     import sys, time
@@ -60,9 +61,7 @@ def test_a_claim_is_made_once_and_read_whole(tmp_path):
 def test_a_file_system_without_hard_links_still_claims_once(tmp_path, monkeypatch, code):
     # FAT says EPERM to link(2): the claim falls back to an exclusive create, which must
     # refuse a second claim, not overwrite the first
-    def no_link(src, dst):
-        raise OSError(code, os.strerror(code))
-    monkeypatch.setattr(os, "link", no_link)
+    without_hard_links(monkeypatch, code)
     target = tmp_path / "run.json"
     claim_file(target, "first")
     with pytest.raises(FileExistsError):

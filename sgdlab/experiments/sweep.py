@@ -94,9 +94,10 @@ def store_file(store) -> Path:
 
 
 def artifacts_root(store) -> Path:
-    """``artifacts/`` beside the store, absolute: the paths recorded under it are read by
-    reports started from any folder."""
-    return Path(os.path.abspath(store_file(store))).parent / "artifacts"
+    """``artifacts/`` beside the store, absolute (:func:`sgdlab.store.folders.sweep_artifacts`)."""
+    from sgdlab.store.folders import sweep_artifacts
+
+    return sweep_artifacts(store_file(store))
 
 
 def artifact_file(path: str, store_path: str | os.PathLike) -> Path:

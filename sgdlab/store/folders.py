@@ -40,7 +40,13 @@ def sweep_run_folder(store_path: str | os.PathLike, run_key: str) -> Path:
     """The artifact folder of the run with run key ``run_key`` in the sweep whose store is at
     ``store_path``: ``artifacts/<run key>`` beside the store, absolute (as the sweep makes it,
     :func:`sgdlab.experiments.sweep.artifacts_root`)."""
-    return Path(os.path.abspath(store_path)).parent / "artifacts" / run_key
+    return sweep_artifacts(store_path) / run_key
+
+
+def sweep_artifacts(store_path: str | os.PathLike) -> Path:
+    """``artifacts/`` beside the sweep store at ``store_path``, absolute: the paths recorded
+    under it are read by reports started from any folder."""
+    return Path(os.path.abspath(store_path)).parent / "artifacts"
 
 
 def sweep_replica_checkpoints(store_path: str | os.PathLike, run_key: str) -> Path:
