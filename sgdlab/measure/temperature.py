@@ -22,6 +22,10 @@ the diffusion matrix D(x) (:mod:`sgdlab.measure.noise`).
   what equal-temperature comparisons use, are the same either way.
 - ``musso-mean-lr``: the same T with ``lr`` read as the *mean* learning rate ⟨η⟩ = l/2
   (§3.1's convention, "the same mean value l"): T = ⟨η⟩ D / (3 C (1 − μ)).
+  Which rate eq. (19)'s l stands for is itself read two ways (``musso_temperature``'s
+  ``eq19_l``): line 142 and the derivation from eq. (1) make it the maximal one (default),
+  while the abstract (line 19), the introduction (line 48) and §3.3 (line 226) say T depends
+  on the *average* learning rate: ``eq19_l="average"`` gives T = ⟨η⟩ D / (6 C (1 − μ)).
 - ``thesis``:      (η / B) · mean λ(D) — the thesis' proposal to compare runs by the noise
   actually injected: mean λ(D) = Tr D / d (mean over all d eigenvalues), measured.
 """
@@ -34,6 +38,9 @@ from sgdlab.errors import checked_keywords
 KINDS = ("eta_over_b", "beta_inv", "musso", "musso-mean-lr", "thesis")
 #: how ``musso_temperature`` reads its ``lr``: the maximal l (eq. (19)) or the mean l/2
 MUSSO_CONVENTIONS = {"paper": 1.0, "mean-lr": 2.0}
+#: which rate eq. (19)'s l is, as a share of the maximal one: line 142's "(maximal) learning
+#: rate l", or the "average learning rate" of lines 19, 48 and 226 (half of it, α ~ U[0, 1])
+MUSSO_EQ19_RATES = {"maximal": 1.0, "average": 0.5}
 
 
 def _check(lr: float, batch_size: float, momentum: float = 0.0,
@@ -65,20 +72,30 @@ def beta_inv(lr: float, batch_size: float, dataset_size: int | None = None) -> f
 
 @checked_keywords()
 def musso_temperature(lr: float, batch_size: float, momentum: float = 0.0, *,
-                      diffusion: float = 1.0, convention: str = "paper") -> float:
+                      diffusion: float = 1.0, convention: str = "paper",
+                      eq19_l: str = "maximal") -> float:
     """T = l D / (6 C (1 − μ)): Musso 2020, eq. (19) (sign as eq. (16) gives it).
 
-    ``convention="paper"``: ``lr`` is the maximal learning rate l (α ~ U[0, 1]);
-    ``"mean-lr"``: ``lr`` is the mean learning rate, l = 2·lr. ``diffusion`` is D of eq. (8).
+    ``convention`` says what ``lr`` is for the random protocol: ``"paper"`` the maximal
+    learning rate (α ~ U[0, 1] of eq. (1)), ``"mean-lr"`` the mean one (maximal = 2·lr).
+    ``eq19_l`` says which of the two eq. (19)'s l is: ``"maximal"`` (line 142, the
+    derivation's) or ``"average"`` (lines 19, 48 and 226: T = ⟨η⟩ D / (6 C (1 − μ))). A
+    constant learning rate η is its own maximum and mean: give ``lr=η`` with
+    ``convention="paper"`` (``"maximal"``) or ``"mean-lr"`` (``"average"``) for l = η.
+    ``diffusion`` is D of eq. (8).
     """
     _check(lr, batch_size, momentum)
     if convention not in MUSSO_CONVENTIONS:
         raise ValueError(f"Invalid convention {convention!r}; known: "
                          f"{', '.join(MUSSO_CONVENTIONS)}")
+    if eq19_l not in MUSSO_EQ19_RATES:
+        raise ValueError(f"Invalid eq19_l {eq19_l!r} (which rate eq. (19)'s l is); known: "
+                         f"{', '.join(MUSSO_EQ19_RATES)}")
     if not diffusion > 0:
         raise ValueError(f"Invalid diffusion constant D = {diffusion} (must be > 0)")
     max_lr = lr * MUSSO_CONVENTIONS[convention]
-    return max_lr * diffusion / (6 * batch_size * (1 - momentum))
+    l = max_lr * MUSSO_EQ19_RATES[eq19_l]
+    return l * diffusion / (6 * batch_size * (1 - momentum))
 
 
 def thesis_temperature(lr: float, batch_size: float, mean_eigenvalue: float) -> float:

@@ -95,8 +95,8 @@ def test_the_discrete_rule_sits_at_twice_eq_19s_temperature_and_the_constant_rul
     ½∇f, which halves the drift that eq. (9) keeps whole; a constant rate (α ≡ 1) gives
     3T/k, its noise ⟨α²⟩ = 1 against eq. (24)'s ⅓; α ~ U[0, 2] (the `mean` reading's random
     rule: ⟨α⟩ = 1, ⟨α²⟩ = 4/3) gives 4T/k, twice eq. (19) at its maximal rate 2l
-    (docs/FIDELITY.md, Musso: "ξ does not have zero mean", "No reading makes l. 173 and
-    l. 188 both true"). Corrections are O(l)."""
+    (docs/FIDELITY.md, Musso: "ξ does not have zero mean", "No reading keeps l. 142,
+    l. 173 and l. 188 together"). Corrections are O(l)."""
     l = 1e-6
     t = musso_temperature(l, c, mu, diffusion=_d_hat(0.0, c))
     random_rule = _discrete_stationary_x2(l, c, mu, 0.5, 1 / 3)

@@ -128,6 +128,26 @@ def test_musso_equal_temperature_pairs_of_the_figures():
     assert solve_batch_size("musso", T(0.005, 60, 0.75), 0.005, momentum=0.5) == pytest.approx(30)
 
 
+def test_musso_eq19_read_with_the_average_rate_of_the_abstract_and_section_3_3():
+    # line 142: eq. (19) "depends on the (maximal) learning rate l"; the abstract (line 19),
+    # the introduction (line 48) and §3.3 (line 226) say the temperature depends on the
+    # average learning rate: T = ⟨η⟩ D / (6 C (1 − μ)), half the maximal reading's
+    assert musso_temperature(0.05, 128, 0.9, diffusion=2.0, convention="mean-lr",
+                             eq19_l="average") == pytest.approx(0.05 * 2.0 / (6 * 128 * 0.1))
+    assert musso_temperature(0.1, 128, 0.9, eq19_l="average") == pytest.approx(
+        musso_temperature(0.1, 128, 0.9) / 2)
+    assert musso_temperature(0.05, 128, 0.9, convention="mean-lr", eq19_l="maximal") == \
+        pytest.approx(2 * musso_temperature(0.05, 128, 0.9, convention="mean-lr",
+                                            eq19_l="average"))
+    # the figures' pairs stay at equal T under either reading (only ratios enter)
+    T = musso_temperature
+    assert T(2e-4, 60, eq19_l="average") == pytest.approx(T(1e-4, 30, eq19_l="average"))
+    assert T(0.005, 60, 0.75, eq19_l="average") == pytest.approx(
+        T(0.005, 30, 0.5, eq19_l="average"))
+    with pytest.raises(ValueError, match="eq19_l 'mean'.*maximal, average"):
+        T(0.1, 10, eq19_l="mean")
+
+
 def test_musso_bad_convention_or_diffusion():
     with pytest.raises(ValueError, match="convention"):
         musso_temperature(0.1, 10, convention="max")
