@@ -56,6 +56,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sgdlab.cli._help import plain
+from sgdlab.distributed_options import (DEFAULT_BACKEND, DEFAULT_TIMEOUT,
+                                        add_process_group_options)
 from sgdlab.plugins import plugin_key
 from sgdlab.cli.train import EXIT_DIVERGED
 
@@ -87,11 +89,7 @@ def register(subparsers) -> None:
     p.add_argument("--store", metavar="PATH", default=None,
                    help="run store the run is recorded in (default: config's store, "
                         "$SGDLAB_STORE, or ./sgdlab-runs/runs.sqlite)")
-    p.add_argument("--backend", choices=["auto", "gloo", "nccl"], default="auto",
-                   help="distributed backend (default: auto, the config's device's: nccl for "
-                        "device: cuda, else gloo)")
-    p.add_argument("--timeout", type=float, default=60.0,
-                   help="seconds before a stuck collective fails (distributed; default 60)")
+    add_process_group_options(p, "distributed")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="rounds between checkpoints in OUT/checkpoints (default: config or 10)")
     p.add_argument("--resume", action="store_true",
@@ -105,9 +103,9 @@ def register(subparsers) -> None:
 
 
 def torchrun_command(config: str, replicas: int, *, out: str | None = None,
-                     backend: str = "auto", timeout: float = 60.0, resume: bool = False,
-                     checkpoint_every: int | None = None, claimed: bool = False,
-                     standalone: bool = False, store: str | None = None,
+                     backend: str = DEFAULT_BACKEND, timeout: float = DEFAULT_TIMEOUT,
+                     resume: bool = False, checkpoint_every: int | None = None,
+                     claimed: bool = False, standalone: bool = False, store: str | None = None,
                      plugins: Sequence[str] = (), overrides: Sequence[str] = ()) -> list[str]:
     """The torchrun command line that runs ``config`` with one process per replica
     (``claimed``: the caller has taken ``out`` for them). ``standalone``: this machine only,
@@ -292,8 +290,8 @@ def _continue(args, n: int | None) -> str:
     for item in args.overrides:
         command += f" --set {shlex.quote(item)}"
     # the options the run was started with, so that it goes on as it ran
-    for flag, value, default in (("--backend", args.backend, "auto"),
-                                 ("--timeout", args.timeout, 60.0),
+    for flag, value, default in (("--backend", args.backend, DEFAULT_BACKEND),
+                                 ("--timeout", args.timeout, DEFAULT_TIMEOUT),
                                  ("--checkpoint-every", args.checkpoint_every, None)):
         if value != default:
             command += f" {flag} {value:g}" if isinstance(value, float) else f" {flag} {value}"

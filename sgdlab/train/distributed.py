@@ -80,6 +80,8 @@ import torch.distributed as dist
 
 from ..atomic import replaced_whole
 from ..claims import FolderBusy, claim_file, hold_lock
+from ..distributed_options import (BACKENDS, DEFAULT_BACKEND, DEFAULT_TIMEOUT,
+                                   add_process_group_options)
 from ..errors import (ConfigError, DataError, UserError, check_config_kind, check_not_empty,
                       did_you_mean, file_problem, is_seed, make_output_dir, not_a_config_file,
                       read_config_text, refuse_results_of_others)
@@ -154,7 +156,7 @@ def choose_backend(backend: str, device: str = "cpu") -> str:
     first collective, the initial broadcast of CPU weights). ``gloo`` with ``cuda`` is
     kept (gloo reduces CUDA tensors too, through the host); ``nccl`` with ``cpu`` is refused
     here, before any process group exists, naming both."""
-    if backend not in ("auto", "gloo", "nccl"):
+    if backend not in BACKENDS:
         raise ConfigError(f"backend must be auto, gloo or nccl, got {backend!r}")
     if device not in DEVICES:
         raise ConfigError(f"device must be cpu or cuda, got {device!r}")
@@ -185,7 +187,8 @@ def visible_gpus() -> tuple[int, str]:
     return count, f"this machine has {count} CUDA device(s){seen}"
 
 
-def init_distributed(backend: str = "auto", timeout: float = 60.0, device: str = "cpu") -> str:
+def init_distributed(backend: str = DEFAULT_BACKEND, timeout: float = DEFAULT_TIMEOUT,
+                     device: str = "cpu") -> str:
     """Initialise the default process group from torchrun's environment (``env://``) for a
     run whose replicas live on ``device`` (cpu | cuda; :func:`choose_backend`).
 
@@ -704,11 +707,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", help="replica run config (YAML or JSON)")
     p.add_argument("--out", default=None,
                    help="directory for master.pt, results.json and learning_curves.png")
-    p.add_argument("--backend", default="auto", choices=["auto", "gloo", "nccl"],
-                   help="distributed backend (default: auto, the config's device's: nccl for "
-                        "device: cuda, else gloo)")
-    p.add_argument("--timeout", type=float, default=60.0,
-                   help="seconds before a stuck collective fails (default 60)")
+    add_process_group_options(p)
     p.add_argument("--replicas", type=int, default=None,
                    help="override parle.replicas (must equal the number of processes)")
     p.add_argument("--checkpoint-every", type=int, default=None,
