@@ -7,7 +7,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 # seeds run in 0..SEED_LIMIT - 1: numpy's legacy seeding and scikit-learn's random_state take
@@ -29,6 +29,42 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """An invalid run or experiment config; the message names the offending key."""
+
+
+def join(path: str, key: str | int) -> str:
+    """The key path of ``key`` under ``path``: ``path.key``, ``path[i]``."""
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def unknown_key(path: str, key: str, known: Sequence[str],
+                nested: dict[str, Sequence[str]] | None = None) -> str:
+    """``path.key: unknown key (did you mean x?)`` or listing the valid keys. ``nested``: the
+    keys of the sections one level down, by section, where a key given a level too high
+    (``--set epochs=5`` for ``train.epochs``) is found."""
+    close = closest_name(key, known)
+    homes = [join(join(path, section), key) for section, keys in (nested or {}).items()
+             if key in keys]
+    hint = (f"did you mean {close}?" if close is not None
+            else f"did you mean {' or '.join(homes)}?" if homes
+            else f"valid keys: {', '.join(sorted(known))}" if known else "no keys allowed here")
+    return f"{join(path, key)}: unknown key ({hint})"
+
+
+def config_error(errors: list[str]) -> ConfigError:
+    if len(errors) == 1:
+        return ConfigError(errors[0])
+    return ConfigError(f"{len(errors)} problems in the config:\n  " + "\n  ".join(errors))
+
+
+def check_keys(path: str, given: Iterable[str], known: Sequence[str],
+               nested: dict[str, Sequence[str]] | None = None) -> None:
+    """Refuse the keys of ``given`` not in ``known``, each as :func:`unknown_key` words it
+    (all of them in one :class:`ConfigError`, as a config's other problems are)."""
+    found = [unknown_key(path, k, known, nested) for k in given if k not in known]
+    if found:
+        raise config_error(found)
 
 
 class DataError(UserError, FileNotFoundError):

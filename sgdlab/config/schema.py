@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticCustomError
 
-from ..errors import ConfigError, closest_name, did_you_mean
+from ..errors import config_error, did_you_mean, join, unknown_key
 
 
 class Section(BaseModel):
@@ -41,30 +41,10 @@ def invalid(message: str) -> PydanticCustomError:
     return PydanticCustomError("sgdlab", "{message}", {"message": message})
 
 
-def join(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else str(key)
-
-
 def path_of(path: str, loc: Sequence[str | int]) -> str:
     for k in loc:
         path = join(path, k)
     return path
-
-
-def unknown_key(path: str, key: str, known: Sequence[str],
-                nested: dict[str, Sequence[str]] | None = None) -> str:
-    """``path.key: unknown key (did you mean x?)`` or listing the valid keys. ``nested``: the
-    keys of the sections one level down, by section, where a key given a level too high
-    (``--set epochs=5`` for ``train.epochs``) is found."""
-    close = closest_name(key, known)
-    homes = [join(join(path, section), key) for section, keys in (nested or {}).items()
-             if key in keys]
-    hint = (f"did you mean {close}?" if close is not None
-            else f"did you mean {' or '.join(homes)}?" if homes
-            else f"valid keys: {', '.join(sorted(known))}" if known else "no keys allowed here")
-    return f"{join(path, key)}: unknown key ({hint})"
 
 
 def describe_value(v: Any) -> str:
@@ -190,12 +170,6 @@ def validate(value: Any, model: type[Section], *, path: str = "",
         raise config_error(found)
     errors.extend(found)
     return None
-
-
-def config_error(errors: list[str]) -> ConfigError:
-    if len(errors) == 1:
-        return ConfigError(errors[0])
-    return ConfigError(f"{len(errors)} problems in the config:\n  " + "\n  ".join(errors))
 
 
 def plain_data(path: str, value: Any, errors: list[str]) -> None:

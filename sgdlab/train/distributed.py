@@ -72,6 +72,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -82,9 +83,9 @@ from ..atomic import replaced_whole
 from ..claims import FolderBusy, claim_file, hold_lock
 from ..distributed_options import (BACKENDS, DEFAULT_BACKEND, DEFAULT_TIMEOUT,
                                    add_process_group_options)
-from ..errors import (ConfigError, DataError, UserError, check_config_kind, check_not_empty,
-                      did_you_mean, file_problem, is_seed, make_output_dir, not_a_config_file,
-                      read_config_text, refuse_results_of_others)
+from ..errors import (ConfigError, DataError, UserError, check_config_kind, check_keys,
+                      check_not_empty, file_problem, is_seed, make_output_dir,
+                      not_a_config_file, read_config_text, refuse_results_of_others)
 from ..losses import build_loss
 from ..plugins import import_plugins, recorded_plugins
 from ..store.folders import REPLICA_MASTER, REPLICA_RESULT, store_option
@@ -289,11 +290,8 @@ def build_run(cfg: dict[str, Any]):
     rounds; ``at`` names rounds, ``log_points`` needs ``rounds``; in kw as ``callbacks``).
     """
     check_config_kind(cfg, "replica")
-    unknown = sorted(set(cfg) - RUN_KEYS)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in replica run config"
-                          f"{did_you_mean(unknown[0], RUN_KEYS)}; known: "
-                          f"{', '.join(sorted(RUN_KEYS))}")
+    # a Parle key given at the top (--set lr=0.1) is pointed to its place, parle.lr
+    check_keys("", cfg, sorted(RUN_KEYS), {"parle": [f.name for f in fields(ParleConfig)]})
     for k in ("data", "model", "parle"):
         if not isinstance(cfg.get(k), dict):
             raise ConfigError(f"replica run config needs a mapping {k!r}")

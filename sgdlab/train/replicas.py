@@ -97,7 +97,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.augment import batch_augmentation
-from ..errors import ConfigError, UserError, did_you_mean
+from ..errors import ConfigError, UserError, check_keys
 from ..operators.params import copy_module
 from ..optim.elastic import Parle, master_average
 from .callbacks import MeasurementCallback, Schedule, TrainContext, callback_keys
@@ -246,13 +246,10 @@ class ParleConfig:
             raise ConfigError(f"invalid Parle hyper-parameters: {e}") from None
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ParleConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown Parle config key(s) {', '.join(unknown)}"
-                              f"{did_you_mean(unknown[0], known)}; known: "
-                              f"{', '.join(sorted(known))}")
+    def from_dict(cls, d: dict[str, Any], path: str = "parle") -> "ParleConfig":
+        """The config of mapping ``d``, found at key path ``path`` of its run config (named
+        by the message on an unknown key, as a run config's are)."""
+        check_keys(path, d, [f.name for f in fields(cls)])
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:

@@ -767,7 +767,7 @@ def test_set_overrides_a_key_of_the_replica_config_in_both_modes(tmp_path, capsy
                  "--set", "rounds=3"]) == 0
     assert capsys.readouterr().out.rstrip().endswith(" --set rounds=3")
     assert main(["parle", str(cfg), "--set", "parle.lrr=1"]) == 2
-    assert "unknown Parle config key(s) lrr (did you mean lr?)" in capsys.readouterr().err
+    assert "parle.lrr: unknown key (did you mean lr?)" in capsys.readouterr().err
 
 
 def test_out_holds_results_json_and_learning_curves_as_sgdlab_train_names_them(tmp_path,

@@ -370,7 +370,7 @@ def test_cli_inprocess_and_torchrun_command(tmp_path, capsys, tmp_store):
     cfg["parle"]["gama"] = 1
     (tmp_path / "c.json").write_text(json.dumps(cfg))
     assert main(["parle", str(tmp_path / "c.json")]) == 2
-    assert "unknown Parle config key" in capsys.readouterr().err
+    assert "parle.gama: unknown key (did you mean gamma?)" in capsys.readouterr().err
 
 
 class _Interrupted(Exception):
@@ -631,14 +631,25 @@ def test_a_mistyped_key_of_a_replica_run_config_is_named_with_the_closest_one():
     # they listed the known keys as Python lists, without pointing at the one meant
     from sgdlab.train.distributed import build_run
 
-    with pytest.raises(ConfigError, match=r"unknown Parle config key\(s\) LL \(did you mean "
-                                          r"L\?\); known: L, alpha, "):
+    # (now in the words of a run config's: the key path, then the hint)
+    with pytest.raises(ConfigError, match=r"^parle\.LL: unknown key \(did you mean L\?\)$"):
         ParleConfig.from_dict({"LL": 5})
+    with pytest.raises(ConfigError) as e:
+        ParleConfig.from_dict({"LL": 5, "zzz": 1})
+    lines = str(e.value).splitlines()
+    assert lines[:2] == ["2 problems in the config:", "  parle.LL: unknown key (did you mean L?)"]
+    assert lines[2].startswith("  parle.zzz: unknown key (valid keys: L, alpha, anneal_inner, ")
     cfg = {"data": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
-           "parle": {"replicas": 2}, "epoch": 1}
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) epoch in replica run config "
-                                          r"\(did you mean epochs\?\); known: checkpoint_"):
-        build_run(cfg)
+           "parle": {"replicas": 2}}
+    with pytest.raises(ConfigError, match=r"^epoch: unknown key \(did you mean epochs\?\)$"):
+        build_run({**cfg, "epoch": 1})
+    # a Parle key given a level too high is pointed to its place
+    with pytest.raises(ConfigError, match=r"^inner_lr: unknown key \(did you mean "
+                                          r"parle\.inner_lr\?\)$"):
+        build_run({**cfg, "epochs": 1, "inner_lr": 0.1})
+    with pytest.raises(ConfigError, match=r"^zzz: unknown key \(valid keys: checkpoint_every, "
+                                          r"data, device, "):
+        build_run({**cfg, "zzz": 1})
 
 
 def test_parle_config_passes_rho_max_to_each_replica_s_optimizer():
