@@ -445,6 +445,56 @@ def start_twice_at_once(start: Callable[[], object]) -> tuple[list, list[str]]:
     return started, refused
 
 
+class ThreadCommunicator:
+    """Replica ``rank`` of ``world`` replica processes run as threads (:func:`run_threads`):
+    ``average`` all-reduces through shared slots, summing in rank order and dividing by the
+    world size (what :func:`sgdlab.optim.elastic.master_average` does in process), and
+    ``reduce_round`` averages the anchors and the replica loss in one buffer, as
+    :class:`sgdlab.train.communicator.TorchDistributedCommunicator` does. The barrier times
+    out: a mismatched collective fails the test instead of hanging it."""
+
+    def __init__(self, rank: int, shared: dict):
+        self.rank, self.shared = rank, shared
+        self.world_size = len(shared["slots"])
+
+    def average(self, tensors: list[Tensor]) -> list[Tensor]:
+        slots = self.shared["slots"]
+        slots[self.rank] = torch.cat([t.detach().reshape(-1) for t in tensors])
+        self.shared["barrier"].wait()
+        total = slots[0].clone()
+        for s in slots[1:]:
+            total = total + s
+        self.shared["barrier"].wait()     # every rank has read the slots before any refills
+        sizes = [t.numel() for t in tensors]
+        return [c.view_as(t) for c, t in zip((total / self.world_size).split(sizes), tensors)]
+
+    def reduce_round(self, anchors, losses):
+        (mine,), (loss,) = anchors, losses
+        *master, mean = self.average(list(mine) + [loss.detach().reshape(1).to(mine[0])])
+        return master, float(mean)
+
+
+def run_threads(fn: Callable[[int, ThreadCommunicator], object], world: int) -> list:
+    """``fn(rank, communicator)`` in a thread per rank, the ranks' communicators a
+    :class:`ThreadCommunicator` each; what each returned, or the exception it raised."""
+    import threading
+
+    shared = {"slots": [None] * world, "barrier": threading.Barrier(world, timeout=10)}
+    out: list = [None] * world
+
+    def target(rank: int) -> None:
+        try:
+            out[rank] = fn(rank, ThreadCommunicator(rank, shared))
+        except Exception as e:      # (handed back to the test)
+            out[rank] = e
+    threads = [threading.Thread(target=target, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return out
+
+
 def sgd_steps_then_interrupt(steps: int) -> Callable:
     """A ``torch.optim.SGD.step`` that takes ``steps`` steps, then raises KeyboardInterrupt
     (a Ctrl-C during the next one): patched in, it stops a run where a user would."""

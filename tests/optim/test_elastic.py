@@ -12,6 +12,7 @@ from sgdlab.data.base import Dataset
 from sgdlab.optim import OPTIMIZERS, build_optimizer
 from sgdlab.optim.elastic import Parle, elastic_sgd_update, master_average, parle_coefficients
 from sgdlab.optim.entropy_sgd import EntropySGD
+from sgdlab.testing import run_threads
 
 torch.set_num_threads(1)
 F64 = torch.float64
@@ -325,10 +326,8 @@ def test_a_replica_s_non_finite_loss_skips_every_replica_s_step_in_the_average()
     second closure call. Both meet in the average (replica 1 left it out, and replica 0
     waited in it for ever), both put x back and skip the outer step; replica 0, whose losses
     were finite, returns NaN; the next step, all finite, is taken by both."""
-    threads = _Threads(2)
-
-    def replica(rank):
-        model, x0, opt, X, calls = _replica_of(threads, rank)
+    def replica(rank, comm):
+        model, x0, opt, X, calls = _replica_of(comm, rank)
 
         def closure(bad=rank == 1):
             model.zero_grad()
@@ -342,60 +341,18 @@ def test_a_replica_s_non_finite_loss_skips_every_replica_s_step_in_the_average()
         moved = not any(torch.equal(a, p) for a, p in zip(x0, model.parameters()))
         return (math.isnan(float(first.detach())), kept, len(calls),
                 math.isfinite(float(second.detach())), moved)
-    assert threads.run(replica) == [(True, True, 6, True, True), (True, True, 5, True, True)]
+    assert run_threads(replica, 2) == [(True, True, 6, True, True), (True, True, 5, True, True)]
 
 
-def _replica_of(threads, rank):
+def _replica_of(comm, rank):
     """Replica ``rank`` of a two-thread Parle: a float64 linear model, its starting weights,
-    its optimizer over ``threads``' communicator, the data and a list counting closure calls."""
+    its optimizer over communicator ``comm``, the data and a list counting closure calls."""
     torch.manual_seed(0)
     model = nn.Linear(3, 2).double()
     x0 = [p.detach().clone() for p in model.parameters()]
-    opt = Parle(model.parameters(), lr=0.5, L=3, communicator=threads.of(rank), seed=rank)
+    opt = Parle(model.parameters(), lr=0.5, L=3, communicator=comm, seed=rank)
     return model, x0, opt, torch.randn(8, 3, dtype=F64,
                                        generator=torch.Generator().manual_seed(1)), []
-
-
-class _Threads:
-    """The communicators of ``n`` replicas run as threads: ``average`` sums the replicas'
-    tensors in rank order and divides by n (what master_average does in process)."""
-
-    def __init__(self, n: int):
-        import threading
-        self.n, self.slots = n, [None] * n
-        self.barrier = threading.Barrier(n, timeout=5)
-
-    def of(self, rank: int):
-        threads = self
-
-        class Communicator:
-            def average(self, tensors):
-                threads.slots[rank] = torch.cat([t.detach().reshape(-1) for t in tensors])
-                threads.barrier.wait()
-                total = threads.slots[0].clone()
-                for s in threads.slots[1:]:
-                    total = total + s
-                threads.barrier.wait()
-                sizes = [t.numel() for t in tensors]
-                return [c.view_as(t) for c, t in zip((total / threads.n).split(sizes), tensors)]
-        return Communicator()
-
-    def run(self, replica) -> list:
-        """``replica(rank)`` in a thread per rank; what each returned, or the exception."""
-        import threading
-        out: list = [None] * self.n
-
-        def target(rank):
-            try:
-                out[rank] = replica(rank)
-            except Exception as e:      # (handed back to the test)
-                out[rank] = e
-        threads = [threading.Thread(target=target, args=(r,)) for r in range(self.n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        return out
 
 
 @pytest.mark.parametrize("n", [2, 3])
@@ -412,15 +369,13 @@ def test_parle_step_with_a_communicator_is_the_trainer_s_round_bit_for_bit(n):
     ps = [nn.Parameter(x0.clone()) for _ in range(n)]
     opts = [Parle([p], seed=a, **hyper) for a, p in enumerate(ps)]
     _parle_rounds(ps, opts, loss_of, 4)
-    threads = _Threads(n)
-
-    def replica(a):
+    def replica(a, comm):
         p = nn.Parameter(x0.clone())
-        opt = Parle([p], seed=a, communicator=threads.of(a), **hyper)
+        opt = Parle([p], seed=a, communicator=comm, **hyper)
         for _ in range(4):
             opt.step(_closure(p, loss_of, a))
         return p.detach().clone()
-    got = threads.run(replica)
+    got = run_threads(replica, n)
     assert all(torch.equal(g, p.detach()) for g, p in zip(got, ps))
 
 
@@ -431,10 +386,8 @@ def test_a_closure_that_raises_itself_meets_the_others_in_the_average():
     class Stop(Exception):
         pass
 
-    threads = _Threads(2)
-
-    def replica(rank):
-        model, x0, opt, X, calls = _replica_of(threads, rank)
+    def replica(rank, comm):
+        model, x0, opt, X, calls = _replica_of(comm, rank)
 
         def closure():
             model.zero_grad()
@@ -450,7 +403,7 @@ def test_a_closure_that_raises_itself_meets_the_others_in_the_average():
         except Stop:
             got = "stopped"
         return got, all(torch.equal(a, p) for a, p in zip(x0, model.parameters()))
-    assert threads.run(replica) == [(True, True), ("stopped", True)]
+    assert run_threads(replica, 2) == [(True, True), ("stopped", True)]
 
 
 def test_parle_defaults_are_section_5_3_2():

@@ -15,6 +15,7 @@ from sgdlab.data.base import Dataset
 from sgdlab.errors import ConfigError
 from sgdlab.optim.elastic import elastic_sgd_update
 from sgdlab.optim.entropy_sgd import EntropySGD
+from sgdlab.testing import run_threads
 from sgdlab.train.loop import BatchStream
 from sgdlab.train.replicas import ParleConfig, replica_seeds, replica_shards, train_replicas
 
@@ -968,51 +969,6 @@ def test_a_step_instrument_built_by_its_class_is_refused_as_one_built_by_name():
         with pytest.raises(UserError, match=rf"callbacks\[0\] \({cls.__name__}\) cannot "
                                             "measure a replica run"):
             master_instruments([cls(Schedule.every(1))], toy_model(), data)
-
-
-class ThreadCommunicator:
-    """``world`` replica processes as threads: ``average`` and ``reduce_round`` all-reduce
-    through shared slots (a barrier that times out: a mismatched collective fails, not hangs)."""
-
-    def __init__(self, rank, shared):
-        self.rank, self.shared = rank, shared
-        self.world_size = len(shared["slots"])
-
-    def average(self, tensors):
-        flat = torch.cat([t.detach().reshape(-1) for t in tensors])
-        self.shared["slots"][self.rank] = flat
-        self.shared["barrier"].wait()
-        total = sum(self.shared["slots"]) / self.world_size
-        self.shared["barrier"].wait()
-        out, i = [], 0
-        for t in tensors:
-            out.append(total[i:i + t.numel()].view_as(t))
-            i += t.numel()
-        return out
-
-    def reduce_round(self, anchors, losses):
-        (mine,), (loss,) = anchors, losses
-        *master, mean = self.average(list(mine) + [loss.detach().reshape(1).to(mine[0])])
-        return master, float(mean)
-
-
-def run_threads(fn, world):
-    """``fn(rank, communicator)`` on ``world`` threads: each one's result or exception."""
-    import threading
-    shared = {"slots": [None] * world, "barrier": threading.Barrier(world, timeout=10)}
-    out = [None] * world
-
-    def target(rank):
-        try:
-            out[rank] = fn(rank, ThreadCommunicator(rank, shared))
-        except Exception as e:      # (handed back to the test)
-            out[rank] = e
-    threads = [threading.Thread(target=target, args=(r,)) for r in range(world)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return out
 
 
 def test_replica_processes_given_instruments_on_other_schedules_are_all_refused_at_once():
