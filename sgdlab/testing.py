@@ -13,10 +13,12 @@ import gzip
 import itertools
 import json
 import pickle
+import re
 import struct
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -443,6 +445,25 @@ def start_twice_at_once(start: Callable[[], object]) -> tuple[list, list[str]]:
     for t in threads:
         t.join(120)
     return started, refused
+
+
+# a fenced block of Markdown: its language (maybe none) and its text, up to the closing fence
+FENCED_BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
+
+
+class FencedBlock(NamedTuple):
+    lang: str         # "" for a block that names none
+    code: str
+    line: int         # the line of its opening fence, 1-based
+
+
+def fenced_blocks(text: str, *langs: str) -> list[FencedBlock]:
+    """The fenced code blocks of Markdown ``text`` in order, those of languages ``langs``
+    only where given (the doc tests run or parse them); :data:`FENCED_BLOCK` removes them
+    (``FENCED_BLOCK.sub("", text)``: the prose)."""
+    found = [FencedBlock(m.group(1), m.group(2), text.count("\n", 0, m.start()) + 1)
+             for m in FENCED_BLOCK.finditer(text)]
+    return [b for b in found if not langs or b.lang in langs]
 
 
 class ThreadCommunicator:

@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 import torch
 
-from sgdlab.testing import dense_hessian_reference, ggn_reference, per_sample_gradients_loop
+from sgdlab.testing import (dense_hessian_reference, fenced_blocks, ggn_reference,
+                            per_sample_gradients_loop)
 
 # one torch thread while a test runs, restored after it (not left set for the next files)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "COMING-FROM.md"
-BLOCK = re.compile(r"^```python\n(.*?)^```", re.M | re.S)
 PEERS = {"PyHessian": "pyhessian", "BackPACK": "backpack", "Cockpit": None,
          "loss-landscapes": "loss_landscapes", "hessian-eigenthings": "hessian_eigenthings",
          "curvlinops": "curvlinops"}
@@ -39,7 +39,7 @@ def _sections() -> dict[str, str]:
 def _blocks(section: str) -> dict[str, str]:
     """{"setup" | "sgdlab" | "peer: MODULE": code} of a section, by each block's first line."""
     out = {}
-    for code in BLOCK.findall(_sections()[section]):
+    for code in (b.code for b in fenced_blocks(_sections()[section], "python")):
         key = code.split("\n", 1)[0].lstrip("# ").split(":")[0]
         key = code.split("\n", 1)[0][2:] if key == "peer" else key
         assert key not in out, f"{section}: two {key} blocks"

@@ -4,21 +4,19 @@ written with ``|`` alternatives or annotated arguments is marked ```text."""
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 
 import pytest
 
+from sgdlab.testing import fenced_blocks
+
 ROOT = Path(__file__).resolve().parents[1]
-BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 def python_blocks(path: Path) -> list[tuple[int, str]]:
     """(line, text) of each ```python block of ``path``."""
-    text = path.read_text()
-    return [(text[:m.start()].count("\n") + 1, m.group(2)) for m in BLOCK.finditer(text)
-            if m.group(1) in ("python", "py")]
+    return [(b.line, b.code) for b in fenced_blocks(path.read_text(), "python", "py")]
 
 
 @pytest.mark.parametrize("path", DOCS, ids=[str(p.relative_to(ROOT)) for p in DOCS])

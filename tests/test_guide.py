@@ -21,18 +21,18 @@ import torch
 
 from sgdlab.cli.main import build_parser
 from sgdlab.experiments.spec import catalogue_files, catalogue_papers
+from sgdlab.testing import FENCED_BLOCK, fenced_blocks
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "GUIDE.md"
-BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.M | re.S)
 
 
 def blocks(lang: str) -> list[str]:
-    return [m.group(2) for m in BLOCK.finditer(GUIDE.read_text()) if m.group(1) == lang]
+    return [b.code for b in fenced_blocks(GUIDE.read_text(), lang)]
 
 
 def prose() -> str:
     """The GUIDE without its fenced blocks, line breaks inside inline code joined."""
-    return re.sub(r"\s*\n\s*", " ", BLOCK.sub("", GUIDE.read_text()))
+    return re.sub(r"\s*\n\s*", " ", FENCED_BLOCK.sub("", GUIDE.read_text()))
 
 
 def _floats(line: str) -> list[float]:
@@ -130,7 +130,7 @@ def _anchors(page: Path) -> set[str]:
     """Explicit `<a id>` anchors and GitHub's heading slugs of a Markdown page."""
     text = page.read_text()
     slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
-             for h in re.findall(r"^#+ (.+)$", BLOCK.sub("", text), re.M)}
+             for h in re.findall(r"^#+ (.+)$", FENCED_BLOCK.sub("", text), re.M)}
     return slugs | set(re.findall(r'<a id="([^"]+)"', text))
 
 

@@ -14,13 +14,13 @@ import pytest
 from sgdlab.cli.main import main
 from sgdlab.config import json_schema, load_config
 from sgdlab.store import RunStore
+from sgdlab.testing import fenced_blocks
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.M | re.S)
 
 
 def blocks() -> list[tuple[str, str]]:
-    return [(m.group(1), m.group(2)) for m in BLOCK.finditer(README.read_text())]
+    return [(b.lang, b.code) for b in fenced_blocks(README.read_text()) if b.lang]
 
 
 def cli(*argv: str) -> str:
