@@ -70,16 +70,18 @@ def seeded_indices(labels: np.ndarray, n: int | None, seed: int, *, balanced: bo
     return np.sort(np.concatenate(picked))
 
 
-def stratified_split(labels: np.ndarray, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(labels: np.ndarray, n_test: int, seed: int, *, cache: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded stratified train/test split (scikit-learn's ``train_test_split``) of indices.
 
     scikit-learn's answer is cached (:mod:`.cache`) under the labels, ``n_test``, ``seed`` and
     the scikit-learn and numpy versions: ``import sklearn`` costs ~2 s of CPU (it imports
-    scipy.stats), as much as torch, in every process that loads the data."""
+    scipy.stats), as much as torch, in every process that loads the data. ``cache=False`` (a
+    loader's own ``cache=False``): no cache entry is read or written."""
     check_int("test_size", n_test, minimum=1)
     if n_test >= len(labels):
         raise UserError(f"test_size {n_test} leaves no training examples (of {len(labels)})")
-    key = _split_cache_key(labels, n_test, seed)
+    key = _split_cache_key(labels, n_test, seed) if cache else None
     if key is None:
         return _sklearn_split(labels, n_test, seed)
     from .cache import cached_arrays

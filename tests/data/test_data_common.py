@@ -159,6 +159,24 @@ def test_a_damaged_split_entry_is_not_trusted(tmp_path, monkeypatch):
             assert np.array_equal(f["train"], want[0]) and np.array_equal(f["test"], want[1])
 
 
+def test_a_split_with_cache_false_neither_reads_nor_writes_the_cache(tmp_path, monkeypatch):
+    # a loader's cache=False cached its split all the same
+    from sgdlab.data._common import _split_cache_key, stratified_split
+
+    monkeypatch.setenv("SGDLAB_CACHE", str(tmp_path))
+    labels = np.arange(40) % 4
+    want = _sklearn(labels, 8, 0)
+    got = stratified_split(labels, 8, 0, cache=False)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    assert not list(tmp_path.iterdir())
+    # an entry that is a valid partition, but not scikit-learn's split, is not read
+    planted = {"train": np.arange(8, 40), "test": np.arange(8)}
+    np.savez(tmp_path / f"{_split_cache_key(labels, 8, 0)}.npz", **planted)
+    got = stratified_split(labels, 8, 0, cache=False)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    assert np.array_equal(stratified_split(labels, 8, 0)[1], planted["test"])   # cache=True
+
+
 def test_standardize_divides_by_the_population_std_of_each_channel():
     from sgdlab.data._common import normalize_images
 

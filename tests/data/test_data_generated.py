@@ -139,6 +139,14 @@ def test_mnist_small(tmp_path, monkeypatch):
         assert len(set(y.tolist())) == 10
 
 
+def test_mnist_small_with_cache_false_writes_no_cache_entry(tmp_path, monkeypatch):
+    # its stratified split was cached all the same
+    monkeypatch.setenv("SGDLAB_CACHE", str(tmp_path))
+    d = load_dataset("mnist_small", seed=3, cache=False)
+    assert d.x_train.shape == (4000, 1, 28, 28)
+    assert not list(tmp_path.iterdir())
+
+
 def test_generic_subset_and_label_noise_options():
     ds = load_dataset("digits", n_train=100, n_test=50, label_noise=10, seed=2)
     assert len(ds.y_train) == 100 and len(ds.y_test) == 50
