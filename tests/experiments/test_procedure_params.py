@@ -36,6 +36,14 @@ def test_a_wrong_number_in_the_base_names_the_run_and_the_parameter(name, key, v
         resolve(raw, "smoke")
 
 
+def test_an_unknown_parle_key_is_named_by_its_path_in_the_run():
+    raw = copy.deepcopy(RAW["chaudhari-parle"])
+    raw["base"]["parle"]["lrr"] = 0.1
+    with pytest.raises(ConfigError, match=r"^chaudhari-parle\[smoke\] run '[^']+': parle\.lrr: "
+                                          r"unknown key \(did you mean lr\?\)$"):
+        resolve(raw, "smoke")
+
+
 def test_an_unknown_p_spin_regime_is_refused_with_the_closest():
     raw = copy.deepcopy(RAW["chaudhari-spin-glass"])
     raw["runs"][0]["params"]["regime"] = "glasy"

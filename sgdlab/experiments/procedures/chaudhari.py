@@ -9,12 +9,13 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sgdlab.errors import ConfigError
+from sgdlab.errors import ConfigError, check_keys
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import (Procedure, RunOutput, StoredRun, register_analysis,
                                            register_procedure)
@@ -57,6 +58,10 @@ class ReplicasProcedure(Procedure):
         if params.get("mode", "inprocess") not in REPLICA_MODES:
             raise ConfigError(f"{where}: mode must be one of {', '.join(REPLICA_MODES)}, got "
                               f"{params['mode']!r}")
+        # an unknown key named by its path in the run, not by "parle: parle.KEY"
+        if isinstance(params["parle"], dict):
+            check_keys(f"{where}: parle", params["parle"],
+                       [f.name for f in fields(ParleConfig)])
         try:
             ParleConfig.from_dict(dict(params["parle"]))
         except ConfigError as e:
