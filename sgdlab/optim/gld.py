@@ -54,7 +54,12 @@ partition of the data into mini-batches of m (``"minibatches"``: their covarianc
 Σ/m directly, rank < N/m). The partition is drawn afresh at every refresh
 (``minibatch_partition="redrawn"``, default) or once, at the first, and kept
 (``"fixed"``: Suppl. C's "we first randomly divide the training set", read as one division;
-it is part of ``state_dict()``). Sampling uses the factor /
+it is part of ``state_dict()``). What the batch gradients' covariance Cov(g_B) ≈ Σ/m stands
+for is not said either: ``minibatch_scale="sigma"`` (default) takes m Cov(g_B) as the estimate
+of Σ, so that the injected covariance is Cov(g_B) ≈ Σ/m as with per-sample gradients;
+``"batch"`` takes Cov(g_B) itself as Σ (the paper calls Σ "the covariance matrix of the noisy
+gradient", eq. (3)), which injects Cov(g_B)/m ≈ Σ/m², a noise std √m times smaller.
+Sampling uses the factor /
 low-rank representations (:mod:`sgdlab.optim.noise`, Gram trick: no d x d matrix);
 ``sampling="dense"`` builds the d x d covariance and samples through its square root instead
 (the baseline of ``benchmarks/bench_gld.py``; small d only).
@@ -124,6 +129,8 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
         covariance_estimate: ``"per-sample"`` (default) or ``"minibatches"`` (module docstring).
         minibatch_partition: ``"redrawn"`` (default) or ``"fixed"``, the partition of
             ``"minibatches"`` (module docstring).
+        minibatch_scale: ``"sigma"`` (default: m Cov(g_B) estimates Σ) or ``"batch"``
+            (Cov(g_B) taken as Σ), the scale of ``"minibatches"`` (module docstring).
         variance_factor: s for ``isotropic-init`` (Xing et al.'s multiple of the largest
             per-coordinate gradient variance at the first step).
         refresh_every: f, recompute the statistics every f steps (>= 1). Statistics use the
@@ -161,7 +168,7 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
                  noise_batch_size: int | None = None, k: int | None = None,
                  sigma_h2: float | None = None, sigma_h2_rule: str = "top-k",
                  trace_probes: int = 20, covariance_estimate: str = "per-sample",
-                 minibatch_partition: str = "redrawn",
+                 minibatch_partition: str = "redrawn", minibatch_scale: str = "sigma",
                  variance_factor: float | None = None,
                  refresh_every: int = 1, estimation_size: int | None = None,
                  variance_bn: str = "running", momentum: float = 0.0,
@@ -213,6 +220,12 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
         if minibatch_partition not in ("redrawn", "fixed"):
             raise ValueError(f"Invalid minibatch_partition: {minibatch_partition!r} "
                              "(redrawn | fixed)")
+        if minibatch_scale not in ("sigma", "batch"):
+            raise ValueError(f"Invalid minibatch_scale: {minibatch_scale!r} (sigma | batch)")
+        if minibatch_scale != "sigma" and covariance_estimate != "minibatches":
+            raise ValueError(f"minibatch_scale={minibatch_scale!r} is the scale of the "
+                             "mini-batch estimate of Σ: it needs "
+                             "covariance_estimate='minibatches'")
         if minibatch_partition == "fixed" and estimation_size is not None:
             raise ValueError("minibatch_partition='fixed' partitions the whole data once: it "
                              "takes no estimation_size (a subset redrawn at every refresh)")
@@ -258,6 +271,7 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
                           sigma_h2_rule=sigma_h2_rule, trace_probes=int(trace_probes),
                           covariance_estimate=covariance_estimate,
                           minibatch_partition=minibatch_partition,
+                          minibatch_scale=minibatch_scale,
                           variance_factor=variance_factor, refresh_every=int(refresh_every),
                           estimation_size=estimation_size, variance_bn=variance_bn,
                           sampling=sampling,
@@ -371,7 +385,8 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
 
     def _covariance(self, est) -> GradientCovariance:
         """Σ over ``est``: exact from per-sample gradients, or (``minibatches``) m times the
-        covariance of the gradients of a random partition into mini-batches of m (Suppl. C)."""
+        covariance of the gradients of a random partition into mini-batches of m (Suppl. C;
+        the covariance itself with ``minibatch_scale="batch"``)."""
         if self.hyper["covariance_estimate"] == "per-sample":
             return gradient_covariance(self.model, self.loss_fn, est,
                                        chunk_size=self.hyper["chunk_size"])
@@ -399,7 +414,9 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
         g = torch.stack(grads)
         mean = g.mean(0)
         # factor of Cov(g_B) = Σ/m, times √m so that the shared code's "/ m" gives Σ/m back
-        return GradientCovariance((g - mean) * math.sqrt(m / nb), mean, nb)
+        # ("batch": Cov(g_B) read as Σ, and the "/ m" then gives Σ/m²)
+        scale = m if self.hyper["minibatch_scale"] == "sigma" else 1
+        return GradientCovariance((g - mean) * math.sqrt(scale / nb), mean, nb)
 
     def refresh_statistics(self) -> dict[str, Any]:
         """Recompute the statistics at the current parameters (called every ``refresh_every``

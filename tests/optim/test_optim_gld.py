@@ -572,6 +572,32 @@ def test_minibatch_covariance_estimate_is_the_covariance_of_batch_gradients(prob
         build("gld-leading", model, data, covariance_estimate="other")
 
 
+def test_minibatch_scale_batch_takes_the_batch_gradients_covariance_as_sigma(problem):
+    """Suppl. C's mini-batch estimate read the other way (``minibatch_scale="batch"``):
+    Cov(g_B) itself taken as Σ, so GLD leading injects its top-k part divided by m (Σ/m²),
+    not Cov(g_B) (≈ Σ/m) as by default; the option needs ``covariance_estimate="minibatches"``."""
+    model, data, _, _ = problem
+    x, y = data
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(11))
+    grads = []
+    for b in perm.view(-1, M):
+        model.zero_grad()
+        LOSS(model(x[b]), y[b]).backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone())
+    vals, vecs = torch.linalg.eigh(torch.cov(torch.stack(grads).T, correction=0))
+    top = (vecs[:, -K:] * vals[-K:]) @ vecs[:, -K:].T
+    opt = build("gld-leading", model, data, covariance_estimate="minibatches",
+                minibatch_scale="batch", seed=11)
+    opt.refresh_statistics()
+    torch.testing.assert_close(opt.covariance(), top / M, atol=1e-10, rtol=1e-7)
+    assert opt.settings()["minibatch_scale"] == "batch"
+    with pytest.raises(ValueError, match="minibatch_scale"):
+        build("gld-leading", model, data, minibatch_scale="batch")
+    with pytest.raises(ValueError, match="minibatch_scale"):
+        build("gld-leading", model, data, covariance_estimate="minibatches",
+              minibatch_scale="other")
+
+
 def test_a_fixed_minibatch_partition_is_drawn_once_and_kept_through_a_resume(problem):
     """Suppl. C's "we first randomly divide the training set into 60 mini batches" read as one
     division (``minibatch_partition="fixed"``): every refresh uses the first partition, which
