@@ -799,6 +799,63 @@ def test_paper_scale_large_network_and_rmsprop_use_the_stated_constants():
     assert all(p["batch_size"] == 20 for p in runs.values())
 
 
+NOISY_SET = {"name": "fashion_mnist", "data_dir": "/d", "train_size": 1200, "balanced": False,
+             "label_noise": 200}                         # §5.1 line 205, Suppl. C line 405
+SUPPL_C_SHARPNESS = {"sigma": 0.01, "num_samples": 1000}   # Suppl. C line 450, Fig. 5(b)
+
+
+def test_paper_scale_gld_statistics_follow_suppl_c():
+    """Suppl. C (lines 436-442): only the Hessian is refreshed every 10 iterations ("Do to the
+    limit of computational resources", line 442); GLD dynamic, diagonal and leading draw from
+    statistics of the current iterate at every step; GLD leading estimates Σ from mini-batches of 20,
+    GLD Hessian takes the top 20 |λ| and §5.1's σ_H² (line 230); Fig. 5(b)'s sharpness curve
+    is Suppl. C's estimate (σ = 0.01, M = 1,000)."""
+    runs = _paper_runs("zhu-noisy-label")
+    for label in ("gld-dynamic", "gld-diagonal", "gld-leading"):
+        assert runs[label]["optimizer"].get("refresh_every", 1) == 1, label
+    assert runs["gld-leading"]["optimizer"]["covariance_estimate"] == "minibatches"
+    hess = runs["gld-hessian"]["optimizer"]
+    assert (hess["sigma_h2_rule"], hess["hessian_which"]) == ("paper", "magnitude")
+    for label, p in runs.items():
+        assert p["dataset"] == NOISY_SET and p["model"] == {"name": "zhu-lenet"}, label
+        (m,) = p["measure"]
+        assert {k: m[k] for k in ("name", "sigma", "num_samples", "eval_subset")} == {
+            "name": "sharpness", **SUPPL_C_SHARPNESS, "eval_subset": None}, label
+
+
+@pytest.mark.parametrize("name,label", [("zhu-projection-residual", "sgd"),
+                                        ("zhu-noise-vs-gradient", "noisy-label-sgd"),
+                                        ("zhu-rmsprop-sgd", "rmsprop"),
+                                        ("zhu-rmsprop-sgd", "rmsprop-then-sgd")])
+def test_paper_scale_noisy_label_runs_take_sec_5_1s_data_and_network(name, label):
+    """Fig. 4(b), Fig. 11 (Suppl. E, line 491) and Fig. 7 (Suppl. F, line 495) train on §5.1's
+    noisy set with its 11,330-parameter CNN; Fig. 4(b) compares k = 20 leading eigenvectors
+    (line 223), Fig. 11 the noise of SGD's m = 20, Fig. 7(c) Suppl. C's expected sharpness."""
+    p = _paper_runs(name)[label]
+    assert p["dataset"] == NOISY_SET and p["model"] == {"name": "zhu-lenet"}
+    (m,) = p["measure"]
+    if name == "zhu-projection-residual":
+        assert (m["name"], m["k"], m["eval_subset"]) == ("alignment", 20, None)
+    elif name == "zhu-noise-vs-gradient":
+        assert (m["name"], m["batch_size"], p["batch_size"]) == ("noise_magnitude", 20, 20)
+    else:
+        assert (m["name"], m["sigma"], m["num_samples"]) == ("sharpness", 0.01, 1000)
+        assert p["final"] == [{"kind": "expected_sharpness", **SUPPL_C_SHARPNESS}]
+
+
+def test_paper_scale_large_network_is_suppl_ds_vgg11_on_plain_cifar10():
+    """Suppl. D (lines 475-485): VGG11 without batch norm (9,750,922 parameters: a 512-512-10
+    head), CIFAR-10 without augmentation, expected sharpness at σ = 0.01; SGD's 3,000
+    iterations of m = 100 over 50,000 images after the GD stage, as long as the others'."""
+    runs = _paper_runs("zhu-large-network")
+    for label, p in runs.items():
+        assert p["model"] == {"name": "vgg-11", "batchnorm": False,
+                              "classifier_widths": [512, 512]}, label
+        assert p["dataset"] == {"name": "cifar10", "data_dir": "/d"}, label
+        assert all(m["sigma"] == 0.01 for m in p["measure"] + p["final"]), label
+    assert runs["sgd"]["epochs"] * 50_000 // runs["sgd"]["batch_size"] == runs["gd"]["epochs"]
+
+
 # --- zhu-large-network: Suppl. D's "M = 1,00" (line 485), read as 1,000 or as 100 -------------
 CONTINUATIONS = ["gd", "gld-const", "gld-dynamic", "gld-diagonal", "sgd"]
 
