@@ -46,6 +46,10 @@ top-k). σ_H² is either given (``sigma_h2``) or set at each refresh by ``sigma_
 - ``"appendix"``: σ_H² = Tr H / (m Tr Σ), Suppl. C's printed coefficient √(Tr H / m Tr V) read
   with V = Σ (the inverse of the main text's ratio).
 
+Its Tr Σ is that of the refresh's iterate (``sigma_h2_timing="refresh"``, default), or, with
+``"step"``, of every step's (§5.1's "Tr(Σ(θ_t))" with H refreshed every few steps: one
+per-sample-gradient pass a step, the Hessian traces kept from the last refresh).
+
 Σ is estimated from per-sample gradients (``covariance_estimate="per-sample"``, default: the
 exact population covariance over the estimation data) or, as Suppl. C does for GLD leading
 ("we first randomly divide the training set into 60 mini batches containing 20 examples, and
@@ -126,6 +130,8 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
         sigma_h2_rule: ``"top-k"`` (Tr Σ/(m Tr H₊), default), ``"paper"`` (Tr Σ/(m Tr H)) or
             ``"appendix"`` (Tr H/(m Tr Σ)); see the module docstring.
         trace_probes: Hutchinson probes for the full Tr H of the ``paper``/``appendix`` rules.
+        sigma_h2_timing: ``"refresh"`` (default: σ_H² set with H, from Tr Σ at the refresh) or
+            ``"step"`` (Tr Σ measured again at every step in between; module docstring).
         covariance_estimate: ``"per-sample"`` (default) or ``"minibatches"`` (module docstring).
         minibatch_partition: ``"redrawn"`` (default) or ``"fixed"``, the partition of
             ``"minibatches"`` (module docstring).
@@ -167,7 +173,8 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
                  data: Any = None, sigma: float | None = None,
                  noise_batch_size: int | None = None, k: int | None = None,
                  sigma_h2: float | None = None, sigma_h2_rule: str = "top-k",
-                 trace_probes: int = 20, covariance_estimate: str = "per-sample",
+                 trace_probes: int = 20, sigma_h2_timing: str = "refresh",
+                 covariance_estimate: str = "per-sample",
                  minibatch_partition: str = "redrawn", minibatch_scale: str = "sigma",
                  variance_factor: float | None = None,
                  refresh_every: int = 1, estimation_size: int | None = None,
@@ -214,6 +221,13 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
         if sigma_h2_rule not in SIGMA_H2_RULES:
             raise ValueError(f"Invalid sigma_h2_rule: {sigma_h2_rule!r} "
                              f"({' | '.join(SIGMA_H2_RULES)})")
+        if sigma_h2_timing not in ("refresh", "step"):
+            raise ValueError(f"Invalid sigma_h2_timing: {sigma_h2_timing!r} (refresh | step)")
+        if sigma_h2_timing == "step" and (kind != "hessian" or sigma_h2 is not None
+                                          or sampling == "dense"):
+            raise ValueError("sigma_h2_timing='step' measures the Tr Σ of gld-hessian's "
+                             "sigma_h2_rule at every step: it needs noise 'hessian', no fixed "
+                             "sigma_h2 and sampling='factor'")
         if covariance_estimate not in ("per-sample", "minibatches"):
             raise ValueError(f"Invalid covariance_estimate: {covariance_estimate!r} "
                              "(per-sample | minibatches)")
@@ -269,6 +283,7 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
 
         self.hyper = dict(sigma=sigma, noise_batch_size=noise_batch_size, k=k, sigma_h2=sigma_h2,
                           sigma_h2_rule=sigma_h2_rule, trace_probes=int(trace_probes),
+                          sigma_h2_timing=sigma_h2_timing,
                           covariance_estimate=covariance_estimate,
                           minibatch_partition=minibatch_partition,
                           minibatch_scale=minibatch_scale,
@@ -424,7 +439,7 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
         with self._full_precision():
             return self._refresh_statistics()
 
-    def _refresh_statistics(self) -> dict[str, Any]:
+    def _refresh_statistics(self, sigma_h2_only: bool = False) -> dict[str, Any]:
         kind, h = self.noise, self.hyper
         if self.model is not None:
             # the statistics cover the model's trainable parameters as they are now (a layer
@@ -453,7 +468,13 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
 
                 recompute_bn_statistics(self.model, est)     # one batch: the data's statistics
             with eval_mode(self.model, bn), self._held_only():
-                stats = self._refresh_from(est, kind, h, m, dense)
+                if sigma_h2_only:       # H and its traces kept, Tr Σ of this step's iterate
+                    with torch.enable_grad():
+                        cov = self._covariance(est)
+                    stats = {**self._stats, "sigma_h2": self._sigma_h2(
+                        self._stats["trace_hk"], self._stats["trace_h"], cov, m)}
+                else:
+                    stats = self._refresh_from(est, kind, h, m, dense)
         self._stats = stats
         return stats
 
@@ -511,7 +532,8 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
             stats["factor"], stats["scale"] = cov.factor, 1.0 / m
         elif kind == "hessian":
             stats["eigvals"], stats["eigvecs"] = vals, vecs
-            stats["sigma_h2"] = self._sigma_h2(float(vals.abs().sum()), trace_h, cov, m)
+            stats["trace_hk"], stats["trace_h"] = float(vals.abs().sum()), trace_h
+            stats["sigma_h2"] = self._sigma_h2(stats["trace_hk"], trace_h, cov, m)
         if dense:
             stats = {"sqrt": N.psd_sqrt(self._dense_covariance(stats, cov))}
         return stats
@@ -631,6 +653,9 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
         self._follow_trainable()
         if self.noise != "none" and self._due():
             self.refresh_statistics()
+        elif self.hyper["sigma_h2_timing"] == "step" and "trace_hk" in self._stats:
+            with self._full_precision():
+                self._refresh_statistics(sigma_h2_only=True)
         eps = self.sample_noise()
         for group in self.param_groups:
             lr, wd = group["lr"], group["weight_decay"]

@@ -807,9 +807,9 @@ SUPPL_C_SHARPNESS = {"sigma": 0.01, "num_samples": 1000}   # Suppl. C line 450, 
 def test_paper_scale_gld_statistics_follow_suppl_c():
     """Suppl. C (lines 436-442): only the Hessian is refreshed every 10 iterations ("Do to the
     limit of computational resources", line 442); GLD dynamic, diagonal and leading draw from
-    statistics of the current iterate at every step; GLD leading estimates Σ from mini-batches of 20,
-    GLD Hessian takes the top 20 |λ| and §5.1's σ_H² (line 230); Fig. 5(b)'s sharpness curve
-    is Suppl. C's estimate (σ = 0.01, M = 1,000)."""
+    statistics of the current iterate at every step; GLD leading estimates Σ from mini-batches
+    of 20, GLD Hessian takes the top 20 |λ| and §5.1's σ_H² (line 230); Fig. 5(b)'s sharpness
+    curve is Suppl. C's estimate (σ = 0.01, M = 1,000)."""
     runs = _paper_runs("zhu-noisy-label")
     for label in ("gld-dynamic", "gld-diagonal", "gld-leading"):
         assert runs[label]["optimizer"].get("refresh_every", 1) == 1, label

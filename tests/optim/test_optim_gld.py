@@ -172,6 +172,32 @@ def _run(model, opt, data, steps):
         opt.step()
 
 
+@pytest.mark.parametrize("timing", ["refresh", "step"])
+def test_sigma_h2_timing_takes_tr_sigma_at_the_refresh_or_at_every_step(problem, timing):
+    """§5.1's σ_H² = Tr Σ(θ_t)/(m Tr H(θ_t)) with H refreshed every 10 iterations: by default
+    (``"refresh"``) σ_H² is set with H, from Tr Σ at the refresh; with ``"step"`` Tr Σ is
+    that of each step's iterate, over the Hessian's top-k |λ| of the last refresh. Checked at
+    step 3 of refresh_every = 10 (rule "top-k", Σ and H by explicit float64 references)."""
+    model = copy.deepcopy(problem[0])
+    data = problem[1]
+    opt = build("gld-hessian", model, data, refresh_every=10, sigma_h2_timing=timing)
+    vals, vecs = _top_abs(dense_hessian_reference(model, LOSS, data), K)
+    hp = (vecs * vals.abs()) @ vecs.T
+    traces = []
+    for _ in range(4):
+        traces.append(float(torch.trace(covariance_reference(
+            per_sample_gradients_loop(model, LOSS, data)))))
+        _run(model, opt, data, 1)
+    assert abs(traces[3] - traces[0]) > 1e-3 * traces[0]     # Σ moved: the readings differ
+    tr = traces[0] if timing == "refresh" else traces[3]
+    torch.testing.assert_close(opt.covariance(), tr / (M * float(vals.abs().sum())) * hp,
+                               atol=1e-9, rtol=1e-6)
+    with pytest.raises(ValueError, match="sigma_h2_timing"):
+        build("gld-dynamic", model, data, sigma_h2_timing="step")
+    with pytest.raises(ValueError, match="sigma_h2_timing"):
+        build("gld-hessian", model, data, sigma_h2_timing="always")
+
+
 def test_statistics_are_refreshed_every_k_steps_from_the_first(problem):
     """refresh_every = 3 over 8 steps: the statistics are measured before steps 0, 3 and 6, at
     the parameters of those steps, and kept in between (checked on gld-dynamic's
