@@ -71,6 +71,24 @@ def test_rotational_force_is_divergence_free_against_the_steady_state():
     assert dw.normaliser() == pytest.approx(math.sqrt(2 * math.pi) * one_d, rel=1e-9)
 
 
+@pytest.mark.parametrize("beta", [1.0, 2.0])
+def test_rotational_force_itself_breaks_assumption_6_22_and_lemma_6_23_ii(beta):
+    """Example 6.43's j = λ e^{βΦ} J_ss keeps ∇·(j e^{−βΦ}) = 0 (above) but is not the
+    divergence-free j of Assumption 6.22, nor orthogonal to ∇Φ as Lemma 6.23 (ii) has it:
+    ∇·j = β j·∇Φ = βλ e^{βΦ−|x|⁴/4} x₁x₂(2 − x₁²) (docs/FIDELITY.md)."""
+    dw = DoubleWell(0.7, beta=beta)
+    x = torch.randn(50, 2, dtype=f64, generator=torch.Generator().manual_seed(3))
+    jac = torch.func.vmap(torch.func.jacrev(dw.rotational_force))(x)
+    div = jac.diagonal(dim1=-2, dim2=-1).sum(-1)
+    along = (dw.rotational_force(x) * dw.grad(x)).sum(-1)
+    x1, x2 = x[:, 0], x[:, 1]
+    by_hand = 0.7 * torch.exp(beta * dw.potential(x) - (x ** 2).sum(-1) ** 2 / 4) \
+        * x1 * x2 * (2 - x1 ** 2)
+    assert torch.allclose(along, by_hand, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(div, beta * by_hand, rtol=1e-12, atol=1e-14)
+    assert float(by_hand.abs().max()) > 0.1
+
+
 @pytest.mark.parametrize("lam,beta", [(0.5, 1.0), (1.5, 2.0)])
 def test_drift_angular_rate_has_the_closed_form_mean_under_the_steady_state(lam, beta):
     """E_ρ[(x × b)/|x|²] = λ π^{3/2} / Z for ρ = e^{−βΦ}/Z (module docstring), by 2-D
