@@ -1275,3 +1275,78 @@ def test_hessian_spectrum_near_zero_claims_are_the_thesis_numbers(scale):
 def test_the_thesis_states_the_near_zero_numbers_where_the_catalogue_says(paper_text):
     for _, line, threshold, fraction in NEAR_ZERO.values():
         assert threshold in paper_text[line - 1] and fraction in paper_text[line - 1]
+
+
+# --- chapters 2 and 6 at paper scale: the constants the thesis states -------------------------
+def test_spin_glass_paper_scale_is_section_2_4_1s():
+    """§2.4.1 (lines 648-665): the 3-spin glass with N = 100, h ~ N(0, ν²) with ν = 1/N,
+    √3 (1 − 1/N)^½ and 3, gradient descent with η = 0.1 until ‖∇H̃‖ ≤ 10⁻⁴, 20,000 runs."""
+    from sgdlab.landscapes.pspin import regime_field
+
+    runs = _runs("chaudhari-spin-glass")
+    assert sorted(runs) == ["critical", "glassy", "trivial"]
+    for p in runs.values():
+        assert (p["n"], p["lr"], p["tol"], p["starts"]) == (100, 0.1, 1e-4, 20000)
+    fields = {label: regime_field(p["regime"], p["n"]) for label, p in runs.items()}
+    assert fields == pytest.approx({"glassy": 1 / 100, "critical": math.sqrt(3 * 0.99),
+                                    "trivial": 3.0}, rel=1e-15)
+
+
+def test_double_well_runs_example_6_43_at_unit_temperature():
+    """Example 6.43 (lines 2975-2999): dX = −∇f dt + √2 dB (β = 1), j = λ e^Φ J_ss; Fig. 6.4's
+    λ = 0 (j = 0) and 0.5, and 1.5 for 'a large ‖j(x)‖' (a listed choice)."""
+    from sgdlab.landscapes.double_well import DoubleWell
+
+    runs = _runs("chaudhari-double-well")
+    assert sorted(p["lam"] for p in runs.values()) == [0.0, 0.5, 1.5]
+    dw = DoubleWell(0.5)        # as the procedure builds it: no β of its own
+    x = torch.tensor([0.3, -0.7], dtype=torch.float64)
+    phi = (0.3 ** 2 - 1) ** 2 / 4 + 0.7 ** 2 / 2
+    j = 0.5 * math.exp(phi) * math.exp(-(0.3 ** 2 + 0.7 ** 2) ** 2 / 4) * torch.tensor(
+        [0.7, 0.3], dtype=torch.float64)
+    assert dw.beta == 1.0
+    assert torch.allclose(dw.rotational_force(x), j, rtol=1e-14, atol=0)
+
+
+def test_trajectory_fft_paper_scale_is_section_6_3_3s():
+    """§6.3.1 (ii) and §6.3.3 (lines 2910, 2914, 2958): tiny-fc (small-fc with 16 hidden units,
+    5 classes: the digits 0-4 of MNIST) trained with Nesterov momentum 0.9 for 10⁵ epochs, a
+    snapshot of every weight after each epoch; the full gradient once an epoch."""
+    from sgdlab.train.loop import steps_per_epoch
+
+    (p,) = _runs("chaudhari-trajectory-fft").values()
+    assert p["model"]["name"] == "tiny-fc" and p["dataset"]["name"] == "mnist"
+    assert p["dataset"]["classes"] == [0, 1, 2, 3, 4]
+    assert (p["optimizer"]["momentum"], p["optimizer"]["nesterov"]) == (0.9, True)
+    assert p["epochs"] == 100_000
+    (traj,) = [m for m in p["measure"] if m["name"] == "trajectory"]
+    assert (traj["every_epochs"], traj["every_steps"], traj["num_coords"]) == (1, None, None)
+    (dyn,) = [m for m in p["measure"] if m["name"] == "dynamics"]
+    # MNIST's training digits 0-4: 5,923 + 6,742 + 5,958 + 6,131 + 5,842
+    assert dyn["full_grad_every"] == steps_per_epoch(30_596, p["batch_size"])
+
+
+def test_diffusion_spectrum_paper_scale_is_section_6_3_1s():
+    """§6.3.1-6.3.2 (lines 2906-2926): small-lenet and small-fc on MNIST, small-allcnn on
+    CIFAR-10 and CIFAR-100 (GCN + ZCA, no augmentation), Nesterov momentum 0.9; D(x) of (6.4)
+    over the training set at 20%, 40% and 100% of one training."""
+    runs = _runs("chaudhari-diffusion-spectrum")
+    nets = {}
+    for label, p in runs.items():
+        net, pct = label.split("@")
+        nets.setdefault(net, {})[int(pct)] = p
+        assert (p["optimizer"]["momentum"], p["optimizer"]["nesterov"]) == (0.9, True)
+        assert p["final"] == [{"kind": "diffusion_spectrum"}]     # no `samples`: all of them
+        cifar = p["dataset"]["name"].startswith("cifar")
+        assert p["dataset"].get("normalize") == ("gcn-zca" if cifar else None)
+        assert not p["dataset"].get("augment")
+    assert sorted(nets) == ["small-allcnn-cifar10", "small-allcnn-cifar100", "small-fc",
+                            "small-lenet"]
+    for net, inst in nets.items():
+        assert sorted(inst) == [20, 40, 100]
+        end = inst[100]
+        for pct, p in inst.items():
+            # the same run stopped early: only the epochs differ, in the stated proportion
+            assert {k: v for k, v in p.items() if k != "epochs"} == {
+                k: v for k, v in end.items() if k != "epochs"}
+            assert p["epochs"] * 100 == pct * end["epochs"]
