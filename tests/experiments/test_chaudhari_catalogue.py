@@ -1293,7 +1293,7 @@ def test_spin_glass_paper_scale_is_section_2_4_1s():
 
 
 def test_double_well_runs_example_6_43_at_unit_temperature():
-    """Example 6.43 (lines 2975-2999): dX = −∇f dt + √2 dB (β = 1), j = λ e^Φ J_ss; Fig. 6.4's
+    """Example 6.43 (lines 2982-2999): dX = −∇f dt + √2 dB (β = 1), j = λ e^Φ J_ss; Fig. 6.4's
     λ = 0 (j = 0) and 0.5, and 1.5 for 'a large ‖j(x)‖' (a listed choice)."""
     from sgdlab.landscapes.double_well import DoubleWell
 
@@ -1309,7 +1309,7 @@ def test_double_well_runs_example_6_43_at_unit_temperature():
 
 
 def test_trajectory_fft_paper_scale_is_section_6_3_3s():
-    """§6.3.1 (ii) and §6.3.3 (lines 2910, 2914, 2958): tiny-fc (small-fc with 16 hidden units,
+    """§6.3.1 (ii) and §6.3.3 (lines 2911, 2914, 2958): tiny-fc (small-fc with 16 hidden units,
     5 classes: the digits 0-4 of MNIST) trained with Nesterov momentum 0.9 for 10⁵ epochs, a
     snapshot of every weight after each epoch; the full gradient once an epoch."""
     from sgdlab.train.loop import steps_per_epoch
