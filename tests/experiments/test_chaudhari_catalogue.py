@@ -1350,3 +1350,20 @@ def test_diffusion_spectrum_paper_scale_is_section_6_3_1s():
             assert {k: v for k, v in p.items() if k != "epochs"} == {
                 k: v for k, v in end.items() if k != "epochs"}
             assert p["epochs"] * 100 == pct * end["epochs"]
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_trajectory_full_gradient_bn_reading_changes_the_dynamics_instrument_only(scale):
+    """Fig. 6.3c's full gradient (line 2969) states no batch-norm mode: eval mode by default,
+    the reading `full-grad-bn=train` takes each batch of 128 with its own statistics (the
+    authors' code), in runs of their own; the default runs keep their keys."""
+    name = "chaudhari-trajectory-fft"
+    (default,) = load_experiment(name, scale).expand(data_dir="/d")
+    (train_bn,) = load_experiment(name, scale, readings={"full-grad-bn": "train"}).expand(
+        data_dir="/d")
+    (dyn,) = [m for m in default.params["measure"] if m["name"] == "dynamics"]
+    assert "full_grad_bn_mode" not in dyn and "eval_batch_size" not in dyn
+    changed = {**dyn, "full_grad_bn_mode": "train", "eval_batch_size": 128}
+    assert train_bn.params == {**default.params, "measure": [
+        changed if m["name"] == "dynamics" else m for m in default.params["measure"]]}
+    assert train_bn.key != default.key

@@ -12,7 +12,9 @@ after the update θ_{s−1} → θ_s):
 
 and on their own (sparser) schedules, on the training set or a fixed subset of it:
 
-- ``full_grad_norm`` ‖∇L(θ_s)‖ (:func:`~sgdlab.measure.dynamics.full_batch_grad_norm`);
+- ``full_grad_norm`` ‖∇L(θ_s)‖ (:func:`~sgdlab.measure.dynamics.full_batch_grad_norm`), batch
+  norm in eval mode (running statistics) or, with ``full_grad_bn_mode="train"``, each
+  evaluation batch normalised with its own statistics (``eval_batch_size``), as SGD sees it;
 - ``hess_norm_eval`` / ``hess_norm_train``: ‖∇²L(θ_s)‖₂ by Lanczos with batch norm in eval or
   train mode (:func:`~sgdlab.measure.dynamics.hessian_spectral_norm`). Xing et al. (§3.1,
   footnote 5) track it "in the train mode of batchnorm" because that is what SGD experiences:
@@ -51,6 +53,7 @@ class DynamicsCallback(Callback):
         full_grad_schedule: steps for ``full_grad_norm`` (default never).
         hessian_schedule: steps for the Hessian spectral norm (default never).
         hessian_bn_mode: "eval", "train" or "both".
+        full_grad_bn_mode: batch norm's mode for ``full_grad_norm``: "eval" or "train".
         eval_subset: None: the whole training set; n: a fixed random subset of n examples
             (drawn with ``seed``) for the full-gradient and Hessian norms.
         eval_batch_size: split that set into batches of this size (None: one batch); batch
@@ -61,11 +64,16 @@ class DynamicsCallback(Callback):
     def __init__(self, schedule: Schedule | None = None, *,
                  full_grad_schedule: Schedule | None = None,
                  hessian_schedule: Schedule | None = None, hessian_bn_mode: str = "eval",
+                 full_grad_bn_mode: str = "eval",
                  eval_subset: int | None = None, eval_batch_size: int | None = None,
                  hessian_kw: dict | None = None, seed: int = 0):
         if hessian_bn_mode not in ("eval", "train", "both"):
             raise ValueError(f"Invalid hessian_bn_mode={hessian_bn_mode!r}: expected 'eval', "
                              "'train' or 'both'")
+        if full_grad_bn_mode not in ("eval", "train"):
+            raise ValueError(f"Invalid full_grad_bn_mode={full_grad_bn_mode!r}: expected "
+                             "'eval' or 'train'")
+        self.full_grad_bn_mode = full_grad_bn_mode
         if eval_subset is not None and eval_subset < 1:
             raise ValueError(f"Invalid eval_subset={eval_subset} (must be >= 1)")
         if eval_batch_size is not None and eval_batch_size < 1:
@@ -214,8 +222,8 @@ class DynamicsCallback(Callback):
 
     def _expensive(self, ctx: TrainContext) -> None:
         if self.full_grad_schedule(ctx.step):
-            ctx.log("full_grad_norm", full_batch_grad_norm(ctx.model, ctx.loss_fn,
-                                                           self._eval_data(ctx)))
+            ctx.log("full_grad_norm", full_batch_grad_norm(
+                ctx.model, ctx.loss_fn, self._eval_data(ctx), bn_mode=self.full_grad_bn_mode))
         if self.hessian_schedule(ctx.step):
             for mode in self.bn_modes:
                 kw = {"generator": step_generator(ctx, self.seed), **self.hessian_kw}
@@ -245,6 +253,7 @@ class DynamicsCallback(Callback):
 @register_instrument("dynamics")
 def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = None,
                         hessian_every: int | None = None, hessian_bn_mode: str = "eval",
+                        full_grad_bn_mode: str = "eval",
                         eval_subset: int | None = None, eval_batch_size: int | None = None,
                         hessian_tol: float | None = None, hessian_iter: int | None = None,
                         seed: int = 0) -> Callback:
@@ -271,5 +280,6 @@ def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = Non
         full_grad_schedule=(Schedule.every(full_grad_every) if full_grad_every is not None
                             else None),
         hessian_schedule=Schedule.every(hessian_every) if hessian_every is not None else None,
-        hessian_bn_mode=hessian_bn_mode, eval_subset=eval_subset,
+        hessian_bn_mode=hessian_bn_mode, full_grad_bn_mode=full_grad_bn_mode,
+        eval_subset=eval_subset,
         eval_batch_size=eval_batch_size, hessian_kw=kw, seed=seed)

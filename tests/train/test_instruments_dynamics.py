@@ -1,0 +1,61 @@
+"""The dynamics instrument's full-gradient norm with batch norm in eval or train mode (thesis
+Fig. 6.3c does not say which; the authors' code takes train mode on batches of 128)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.data.base import Dataset
+from sgdlab.train.callbacks import Schedule
+from sgdlab.train.instruments import build_instrument
+from sgdlab.train.loop import train
+
+
+def _data(n=12):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, generator=g, dtype=torch.float64) * 2 + 1
+    y = torch.randint(0, 2, (n,), generator=g)
+    return Dataset(x, y, x[:4].clone(), y[:4].clone(),
+                   {"name": "tiny", "task": "classification", "num_outputs": 2})
+
+
+def _bn_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).double()
+
+
+def _by_hand(model: nn.Module, data: Dataset, mode: str, batch: int) -> float:
+    """‖(1/N) Σ_batches |B| ∇ mean-loss(B)‖ with batch norm's own statistics per batch
+    (train) or its running ones (eval); the running statistics left as they were."""
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train(mode == "train")
+    params = list(model.parameters())
+    total = [torch.zeros_like(p) for p in params]
+    x, y = data.x_train, data.y_train
+    for i in range(0, len(x), batch):
+        loss = nn.functional.cross_entropy(model(x[i:i + batch]), y[i:i + batch])
+        for t, g in zip(total, torch.autograd.grad(loss, params)):
+            t += g * len(x[i:i + batch]) / len(x)
+    model.load_state_dict(saved)
+    return float(torch.cat([t.flatten() for t in total]).norm())
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_full_gradient_norm_takes_batch_norm_in_the_mode_asked(mode):
+    data, model = _data(), _bn_model()
+    cb = build_instrument("dynamics", schedule=Schedule.never(), full_grad_every=3,
+                          full_grad_bn_mode=mode, eval_batch_size=4)
+    r = train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
+              epochs=1, batch_size=4, callbacks=[cb], progress=False)
+    assert r.status == "finished", r.message
+    (step, logged), = [(s, v) for s, v in r.history["full_grad_norm"] if s == 3]
+    assert logged == pytest.approx(_by_hand(model, data, mode, 4), rel=1e-12)
+    other = _by_hand(model, data, "train" if mode == "eval" else "eval", 4)
+    assert abs(logged - other) > 1e-3 * logged
+
+
+def test_full_gradient_bn_mode_is_checked():
+    with pytest.raises(ValueError, match="Invalid full_grad_bn_mode='both'"):
+        build_instrument("dynamics", schedule=Schedule.every(1), full_grad_every=1,
+                         full_grad_bn_mode="both")
