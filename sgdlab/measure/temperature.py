@@ -4,9 +4,9 @@ Each temperature is a function of the hyper-parameters (η: learning rate, B: ba
 μ: momentum, N: dataset size) and, for the thesis' proposal, of a measured mean eigenvalue of
 the diffusion matrix D(x) (:mod:`sgdlab.measure.noise`).
 
-- ``eta_over_b``:  η / B — Jastrzebski et al. (2018), "Width of minima reached by SGD is
-  influenced by learning rate to batch size ratio" (the ICANN version of "Three factors
-  influencing minima in SGD"), §2.1.
+- ``eta_over_b``:  η / B — Jastrzebski et al. (2018), "Width of Minima Reached by
+  Stochastic Gradient Descent is Influenced by Learning Rate to Batch Size Ratio" (the ICANN
+  version of "Three factors influencing minima in SGD"), §2.1.
 - ``beta_inv``:    β⁻¹ = η / (2B) — Chaudhari & Soatto (2018) / Chaudhari's thesis Thm 6.5, for
   sampling with replacement; with ``dataset_size=N`` and without replacement, the thesis'
   factor (1 − B/N): β⁻¹ = η/(2B) · (1 − B/N). (The exact finite-population covariance factor

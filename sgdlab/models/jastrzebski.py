@@ -1,5 +1,6 @@
-"""Jastrzebski et al. (2018), "Width of minima reached by SGD is influenced by learning rate to
-batch size ratio" (the ICANN version of "Three factors influencing minima in SGD"), §3: "a
+"""Jastrzebski et al. (2018), "Width of Minima Reached by Stochastic Gradient Descent is
+Influenced by Learning Rate to Batch Size Ratio" (the ICANN version of "Three factors
+influencing minima in SGD"), §3: "a
 series of 4-layer batch-normalized ReLU MLPs on Fashion-MNIST".
 
 The paper states neither what "4-layer" counts nor the width. sgdlab's default reading: four
@@ -16,9 +17,10 @@ from .mlp import MLP
 from .registry import check_positive, register_model
 
 
-@register_model("jastrzebski-mlp", paper="Jastrzebski et al. 2018, Width of minima reached by "
-                "SGD is influenced by learning rate to batch size ratio (Three factors "
-                "influencing minima in SGD)", description="4-layer batch-normalised ReLU MLP",
+@register_model("jastrzebski-mlp", paper="Jastrzebski et al. 2018, Width of Minima Reached by "
+                "Stochastic Gradient Descent is Influenced by Learning Rate to Batch Size "
+                "Ratio (Three factors influencing minima in SGD)",
+                description="4-layer batch-normalised ReLU MLP",
                 reference_input=(1, 28, 28),
                 notes="4 linear layers = 3 hidden x width (default 400) + output; our reading")
 def jastrzebski_mlp(input_shape, num_outputs, *, width: int = 400, depth: int = 3) -> nn.Module:

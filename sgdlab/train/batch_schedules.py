@@ -1,7 +1,8 @@
 """Batch-size schedules: callables ``epoch -> batch size`` for ``train(batch_size=...)``.
 
-Jastrzebski et al. (2018, "Width of minima reached by SGD is influenced by learning rate to
-batch size ratio", the ICANN version of "Three factors influencing minima in SGD") compare a
+Jastrzebski et al. (2018, "Width of Minima Reached by Stochastic Gradient Descent is
+Influenced by Learning Rate to Batch Size Ratio", the ICANN version of "Three factors
+influencing minima in SGD") compare a
 cyclic learning rate with a **cyclic batch size** at fixed η (e.g. B cycling between 128 and
 640, §3, Fig. 1): the ratio η/B sets the SGD temperature. A cyclic learning rate moves η/S
 linearly; a batch size moving linearly (``shape="triangular"``) moves η/B as 1/B, below the

@@ -538,8 +538,8 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
     ("The curves diverging from the blue ... magnified for smaller dataset size", line
     215).
 
-    ``options.within_limit`` says at which sizes the smallest β > 1 lies "within the limit"
-    (line 219 names none): ``every-size`` (default), its two claims at every size;
+    ``options.within_limit`` says at which sizes the smallest β > 1 lies within "a certain
+    limit" (line 219 names none): ``every-size`` (default), its two claims at every size;
     ``largest-size``, at the largest training set only (the breakdown is "magnified for
     smaller dataset size", line 215, so the limit may lie below it on the smaller sets),
     its comparisons at the other sizes described, not scored."""
