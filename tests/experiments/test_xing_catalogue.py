@@ -126,3 +126,81 @@ def test_cpu_mlp_of_section_3_lists_the_learning_rate_and_batch_size_it_borrows(
     assert 0.1 in {r.params["optimizer"]["lr"] for r in spec.expand(data_dir="/d")}
     found = [d for d in spec.deviations if d.startswith("§3 states no learning rate")]
     assert len(found) == 1 and "line 150" in found[0] and "line 63" in found[0], spec.deviations
+
+
+# line -> words of that line stating a constant the paper-scale runs below are held to
+STATED = {
+    61: "we obtain 10 samples uniformly placed between these two parameter points",
+    63: "for all experiments with VGG-11 we use a batch size of 100 and a fixed learning rate",
+    70: "Training loss for the 1st 40 iterations of training",
+    85: "a whole epoch (450 iterations)",
+    87: "Epoch 1\tEpoch 10\tEpoch 25\tEpoch 100",
+    95: "using a fixed learning rate of 0.1 and batch size 100",
+    101: "VGG-11 and Resnet-56 trained on CIFAR-10 (trained for 100 epochs)",
+    111: "we track the spectral norm in the train mode of batchnorm",
+    121: "LR 0.1\t",
+    122: "LR 0.05\t",
+    148: "at the initialization with a factor of 0.1 and 0.05",
+    150: "using batch size 100 and a fixed learning rate of 0.1",
+    262: "we use batch size 100 for all models",
+}
+
+
+def test_the_stated_constants_are_on_the_lines_cited(paper_lines):
+    for number, words in STATED.items():
+        assert words in paper_lines[number - 1], number
+
+
+def _paper_runs(name: str) -> dict[str, dict]:
+    return {r.label: r.params for r in load_experiment(name, "paper").expand(data_dir="/d")}
+
+
+def _measure(p: dict, name: str) -> dict:
+    (m,) = [m for m in p.get("measure", []) if m["name"] == name]
+    return m
+
+
+def test_paper_scale_runs_the_constants_the_text_states():
+    """Every constant §§3-5 and the appendix state for VGG-11 on CIFAR-10 reaches the
+    paper-scale runs (the lines of :data:`STATED`)."""
+    # Figs. 1-2: 40 updates of full-batch GD and of SGD (line 70), lr 0.1, batch 100
+    # (line 63), each segment at 10 points strictly between the iterates (line 61)
+    walk = _paper_runs("xing-walk")
+    assert walk["gd"]["batch_size"] == "full" and walk["gd"]["epochs"] == 40
+    assert walk["sgd"]["batch_size"] == 100 and walk["sgd"]["max_steps"] == 40
+    for p in walk.values():
+        assert p["optimizer"]["lr"] == 0.1 and not p.get("schedule")
+        m = _measure(p, "step_interpolation")
+        assert m["num_points"] == 10 and m.get("spacing", "interior") == "interior"
+        assert m.get("eval_subset") is None           # the whole training set (line 83)
+    # Tables 1-2: epochs 1, 10, 25, 100 of 450 updates (lines 85, 87), 100 epochs (line
+    # 101), VGG-11 at learning rates 0.1 and 0.05 (Table 2, lines 121-122), batch 100
+    bars = _paper_runs("xing-barriers")
+    assert {p["optimizer"]["lr"] for p in bars.values()} == {0.1, 0.05}
+    for p in bars.values():
+        assert p["batch_size"] == 100 and p["epochs"] == 100 and not p.get("schedule")
+        m = _measure(p, "step_interpolation")
+        assert m["epochs"] == [1, 10, 25, 100] and m["num_points"] == 10
+        assert m.get("spacing", "interior") == "interior" and m.get("eval_subset") is None
+    # Fig. 3: lr 0.1, batch 100 (line 95); the spectral norm in batch norm's train mode
+    # (footnote 5, line 111), each batch of SGD's size normalised by its own statistics
+    (hess,) = _paper_runs("xing-hessian-norm").values()
+    assert (hess["optimizer"]["lr"], hess["batch_size"]) == (0.1, 100)
+    m = _measure(hess, "dynamics")
+    assert m["hessian_bn_mode"] in ("train", "both") and m["eval_batch_size"] == 100
+    # §4: noise factors 0.1 and 0.05 (line 148); lr 0.1 and SGD's batch 100 (line 150)
+    iso = _paper_runs("xing-isotropic-noise")
+    assert sorted(p["optimizer"].get("variance_factor", 0) for p in iso.values()
+                  if p["optimizer"]["name"] == "gd-isotropic") == [0.05, 0.1]
+    assert all(p["optimizer"]["lr"] == 0.1 for p in iso.values())
+    assert iso["sgd"]["batch_size"] == 100 and iso["gd"]["batch_size"] == "full"
+    # footnote 6 continues §4's runs: the same lr 0.1 and SGD batch 100
+    stuck = _paper_runs("xing-stuck-continuation")
+    assert stuck["sgd"]["batch_size"] == 100
+    assert all(p["optimizer"]["lr"] == 0.1 for p in stuck.values())
+    # Fig. 4: the sweeps pass through (0.1, 100) (line 63)
+    grid = {(p["optimizer"]["lr"], p["batch_size"])
+            for p in _paper_runs("xing-cosine-grid").values()}
+    assert (0.1, 100) in grid
+    # Appendix C: batch size 100 for every schedule (line 262)
+    assert {p["batch_size"] for p in _paper_runs("xing-schedules").values()} == {100}
