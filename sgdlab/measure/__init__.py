@@ -44,8 +44,8 @@ _FROM: dict[str, str] = {
     "StepInterpolation": "walk", "analyze_segment": "walk", "segment_alphas": "walk",
     "segment_losses": "walk", "step_interpolation": "walk", "summarize_epochs": "walk",
     "distance_from_init": "dynamics", "full_batch_grad_norm": "dynamics", "gradient_cosine":
-    "dynamics", "hessian_spectral_norm": "dynamics", "parameter_norm": "dynamics",
-    "update_norm": "dynamics",
+    "dynamics", "hessian_largest_eigenvalue": "dynamics", "hessian_spectral_norm": "dynamics",
+    "parameter_norm": "dynamics", "update_norm": "dynamics",
     "recompute_bn_statistics": "batch_norm",
     "min_abs_coordinates": "perturbation", "overall_minimum": "perturbation",
     "perturbation_alignment": "perturbation", "zero_fraction": "perturbation",

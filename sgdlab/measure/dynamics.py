@@ -10,7 +10,8 @@ Plain functions of flat vectors or of (model, loss_fn, data):
 - :func:`full_batch_grad_norm` ‖∇L(θ)‖₂ of the mean loss over ``data``;
 - :func:`hessian_spectral_norm` ‖∇²L(θ)‖₂ = max_i |λ_i| by Lanczos (``sgdlab.measure.curvature``)
   with batch norm in eval mode (running statistics) or train mode (batch statistics: the Hessian
-  then includes the dependence of the statistics on θ; Xing et al. note the two differ).
+  then includes the dependence of the statistics on θ; Xing et al. note the two differ);
+- :func:`hessian_largest_eigenvalue` λ_max, the algebraically largest eigenvalue, likewise.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ __all__ = [
     "distance_from_init",
     "full_batch_grad_norm",
     "gradient_cosine",
+    "hessian_largest_eigenvalue",
     "hessian_spectral_norm",
     "parameter_norm",
     "update_norm",
@@ -109,3 +111,18 @@ def hessian_spectral_norm(model: nn.Module, loss_fn: LossFn, data: Data, *,
     with torch.enable_grad(), evaluation_mode(model, bn_mode):
         vals, _ = hessian_eigenpairs(model, loss_fn, data, 1, "magnitude", **lanczos_kw)
     return abs(float(vals[0]))
+
+
+@checked_keywords(hessian_eigenpairs, advice={
+    k: "it is the algebraically largest eigenvalue; for others use "
+       "hessian_eigenpairs(model, loss_fn, data, k, which)" for k in ("k", "which")})
+def hessian_largest_eigenvalue(model: nn.Module, loss_fn: LossFn, data: Data, *,
+                               bn_mode: str = "eval", **lanczos_kw) -> float:
+    """λ_max = max_i λ_i, the algebraically largest eigenvalue of the Hessian of the mean loss
+    over ``data``: the other reading of Xing et al.'s "Max eigenvalue (spectral norm)" (Fig. 3,
+    line 95), below the spectral norm where a negative eigenvalue is the larger in magnitude.
+    Lanczos with ``which="largest"``; batch norm per ``bn_mode`` as in
+    :func:`hessian_spectral_norm`."""
+    with torch.enable_grad(), evaluation_mode(model, bn_mode):
+        vals, _ = hessian_eigenpairs(model, loss_fn, data, 1, "largest", **lanczos_kw)
+    return float(vals[0])

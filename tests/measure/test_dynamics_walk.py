@@ -14,6 +14,7 @@ from sgdlab.measure.dynamics import (
     distance_from_init,
     full_batch_grad_norm,
     gradient_cosine,
+    hessian_largest_eigenvalue,
     hessian_spectral_norm,
     parameter_norm,
     update_norm,
@@ -89,6 +90,33 @@ def test_hessian_spectral_norm_of_a_negative_dominant_eigenvalue_is_its_magnitud
     data = (torch.zeros(4, 1, dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
     got = hessian_spectral_norm(model, lambda out, y: out.mean(), data, tol=1e-12)
     assert got == pytest.approx(3.0, rel=1e-10)
+
+
+@pytest.mark.parametrize("bn_mode", ["eval", "train"])
+def test_hessian_largest_eigenvalue_matches_dense(bn_mode):
+    """Fig. 3's other reading, λ_max: the top of the dense Hessian's spectrum in either mode."""
+    model = _bn_model()
+    model.train()
+    x = torch.randn(16, 3, dtype=torch.float64)
+    y = torch.randint(0, 2, (16,))
+    with torch.no_grad():
+        model(x * 3 + 1)
+    loss_fn = nn.CrossEntropyLoss()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    got = hessian_largest_eigenvalue(model, loss_fn, (x, y), bn_mode=bn_mode, tol=1e-10)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, state[k])
+    assert model.training
+    h = _dense_hessian(model, loss_fn, x, y, bn_mode == "train")
+    assert got == pytest.approx(float(torch.linalg.eigvalsh(h).max()), rel=1e-6)
+
+
+def test_hessian_largest_eigenvalue_of_a_negative_dominant_spectrum_is_not_its_norm():
+    """H = diag(−3, 1, 0.5): λ_max = 1 where the spectral norm is 3."""
+    model = Quadratic(torch.diag(torch.tensor([-3.0, 1.0, 0.5], dtype=torch.float64)))
+    data = (torch.zeros(4, 1, dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
+    got = hessian_largest_eigenvalue(model, lambda out, y: out.mean(), data, tol=1e-12)
+    assert got == pytest.approx(1.0, rel=1e-10)
 
 
 def test_full_batch_grad_norm_weights_batches_by_size():

@@ -121,6 +121,36 @@ def test_train_mode_hessian_uses_the_statistics_of_each_batch():
             torch.testing.assert_close(v, before[k])
 
 
+def test_dynamics_logs_the_spectral_norm_or_the_largest_eigenvalue_as_asked():
+    """hessian_which: Fig. 3's "Max eigenvalue (spectral norm)" as max |λ| (default) or as
+    λ_max, each against the dense Hessian of a model whose spectrum has a negative end."""
+    data = _data()
+    model = _bn_model(hidden=2)
+
+    def loss_fn(out, y):                  # the cross-entropy's spectrum turned over
+        return -nn.functional.cross_entropy(out, y)
+    ref = copy.deepcopy(model).eval()
+    lam = torch.linalg.eigvalsh(torch.autograd.functional.hessian(
+        flat_loss(ref, loss_fn, (data.x_train, data.y_train)), params_vector(ref)))
+    got = {}
+    for which in ("magnitude", "largest"):
+        dyn = DynamicsCallback(Schedule.never(), hessian_schedule=Schedule.at([0]),
+                               hessian_kw={"tol": 1e-10, "num_iter": 18}, hessian_which=which)
+        m = copy.deepcopy(model)
+        res = train(m, loss_fn, data, torch.optim.SGD(m.parameters(), lr=0.0), epochs=1,
+                    batch_size=12, callbacks=[dyn], progress=False)
+        (step, got[which]), *_ = res.history["hess_norm_eval"]
+        assert step == 0                    # before a train-mode pass moves the statistics
+    assert -lam.min() > lam.max()                     # the readings differ on this model
+    assert got["magnitude"] == pytest.approx(float(lam.abs().max()), rel=1e-6)
+    assert got["largest"] == pytest.approx(float(lam.max()), rel=1e-6)
+    with pytest.raises(ValueError, match="hessian_which='top'"):
+        DynamicsCallback(hessian_which="top")
+    # a run's measure entry reaches it by name
+    assert build_instrument("dynamics", every=1, hessian_which="largest").hessian_which == \
+        "largest"
+
+
 def test_hessian_norm_leaves_the_global_rng_to_dropout():
     # dropout draws its masks from torch's global RNG: a Lanczos start vector drawn there
     # would change every later mask, and the run would end at other weights than without it

@@ -22,6 +22,10 @@ and on their own (sparser) schedules, on the training set or a fixed subset of i
   normalised with its own statistics as in training (the Hessian is that of the mean loss
   over those batches). Lanczos starts from a vector drawn with its own generator (``seed`` +
   step), so dropout masks and optimizer noise, which read torch's global RNG, are unchanged.
+  ``hessian_which="largest"`` logs the algebraically largest eigenvalue λ_max under the same
+  names instead (:func:`~sgdlab.measure.dynamics.hessian_largest_eigenvalue`): Fig. 3's "Max
+  eigenvalue (spectral norm)" (line 95) names both, which differ where a negative eigenvalue
+  is the larger in magnitude.
 
 θ_0 is the model at ``on_train_begin`` of a fresh run (restored from ``state_dict`` on resume).
 An instrument added when a run is resumed has no θ_0 to restore: it logs everything but
@@ -36,13 +40,19 @@ import torch
 from torch import Tensor
 
 from sgdlab.errors import warn
-from sgdlab.measure.dynamics import full_batch_grad_norm, hessian_spectral_norm
+from sgdlab.measure.dynamics import (full_batch_grad_norm, hessian_largest_eigenvalue,
+                                     hessian_spectral_norm)
 from sgdlab.operators.params import grads_vector, params_vector, trainable_named_params
 
 from ..callbacks import Callback, Schedule, TrainContext, step_generator, train_subset
 from . import register_instrument
 
 __all__ = ["DynamicsCallback", "dynamics_instrument"]
+
+
+# the Hessian quantity logged as hess_norm_*: Fig. 3's "Max eigenvalue (spectral norm)" read
+# as the norm max |λ| (the text tracks "the spectral norm") or as the largest eigenvalue
+HESSIAN_WHICH = {"magnitude": hessian_spectral_norm, "largest": hessian_largest_eigenvalue}
 
 
 class DynamicsCallback(Callback):
@@ -59,6 +69,7 @@ class DynamicsCallback(Callback):
         eval_batch_size: split that set into batches of this size (None: one batch); batch
             norm in train mode then uses each batch's statistics.
         hessian_kw: passed to Lanczos (e.g. ``{"tol": 1e-3, "num_iter": 30}``).
+        hessian_which: "magnitude" (the spectral norm max |λ|, default) or "largest" (λ_max).
     """
 
     def __init__(self, schedule: Schedule | None = None, *,
@@ -66,7 +77,12 @@ class DynamicsCallback(Callback):
                  hessian_schedule: Schedule | None = None, hessian_bn_mode: str = "eval",
                  full_grad_bn_mode: str = "eval",
                  eval_subset: int | None = None, eval_batch_size: int | None = None,
-                 hessian_kw: dict | None = None, seed: int = 0):
+                 hessian_kw: dict | None = None, hessian_which: str = "magnitude",
+                 seed: int = 0):
+        if hessian_which not in HESSIAN_WHICH:
+            raise ValueError(f"Invalid hessian_which={hessian_which!r}: expected 'magnitude' "
+                             "(the spectral norm) or 'largest' (the largest eigenvalue)")
+        self.hessian_which = hessian_which
         if hessian_bn_mode not in ("eval", "train", "both"):
             raise ValueError(f"Invalid hessian_bn_mode={hessian_bn_mode!r}: expected 'eval', "
                              "'train' or 'both'")
@@ -227,7 +243,7 @@ class DynamicsCallback(Callback):
         if self.hessian_schedule(ctx.step):
             for mode in self.bn_modes:
                 kw = {"generator": step_generator(ctx, self.seed), **self.hessian_kw}
-                ctx.log(f"hess_norm_{mode}", hessian_spectral_norm(
+                ctx.log(f"hess_norm_{mode}", HESSIAN_WHICH[self.hessian_which](
                     ctx.model, ctx.loss_fn, self._eval_data(ctx), bn_mode=mode, **kw))
 
     def state_dict(self) -> dict[str, Any]:
@@ -256,10 +272,11 @@ def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = Non
                         full_grad_bn_mode: str = "eval",
                         eval_subset: int | None = None, eval_batch_size: int | None = None,
                         hessian_tol: float | None = None, hessian_iter: int | None = None,
-                        seed: int = 0) -> Callback:
+                        hessian_which: str = "magnitude", seed: int = 0) -> Callback:
     """Gradient cosine, distances and norms every scheduled step; full-gradient and Hessian
     norms every ``full_grad_every`` / ``hessian_every`` steps (None: never), the latter by
-    Lanczos with relative tolerance ``hessian_tol`` and at most ``hessian_iter`` iterations."""
+    Lanczos with relative tolerance ``hessian_tol`` and at most ``hessian_iter`` iterations;
+    ``hessian_which``: the spectral norm ("magnitude") or the largest eigenvalue ("largest")."""
     from .curvature import check_options, int_at_least
 
     # 0 read as "never" (the falsy test below) while the docs say None does: refused, like
@@ -281,5 +298,5 @@ def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = Non
                             else None),
         hessian_schedule=Schedule.every(hessian_every) if hessian_every is not None else None,
         hessian_bn_mode=hessian_bn_mode, full_grad_bn_mode=full_grad_bn_mode,
-        eval_subset=eval_subset,
-        eval_batch_size=eval_batch_size, hessian_kw=kw, seed=seed)
+        eval_subset=eval_subset, eval_batch_size=eval_batch_size, hessian_kw=kw,
+        hessian_which=hessian_which, seed=seed)
