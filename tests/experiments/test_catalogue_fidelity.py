@@ -72,6 +72,17 @@ def test_quotes_are_passages_of_the_papers(name, paper_texts):
             f"{name}: quote not at {where!r}: {quote[:60]!r}"
 
 
+@pytest.mark.parametrize("name", [n for n in FILES if n.startswith(("xing-", "jastrzebski-"))])
+def test_the_walk_and_ratio_entries_quote_their_papers_verbatim(name, paper_texts):
+    """Stricter than letters and digits for Xing et al. and Jastrzebski et al.: each quote is
+    the text's own characters, punctuation and LaTeX included, up to line breaks and runs of
+    spaces (a paraphrase or a dropped word fails)."""
+    raw = read_file(FILES[name])
+    text = re.sub(r"\s+", " ", _own_paper(raw, paper_texts))
+    for quote, where in _quotes(raw):
+        assert re.sub(r"\s+", " ", quote) in text, f"{name}: not verbatim: {quote[:80]!r}"
+
+
 def test_quote_and_location_go_together():
     raw = read_file(next(iter(FILES.values())))
     raw["paper"] = {k: v for k, v in raw["paper"].items() if k not in ("quote", "where")}
