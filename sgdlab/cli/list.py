@@ -1,17 +1,28 @@
-"""``sgdlab list [NAME ...] [--json]``: the experiment catalogue, one line per entry with the
-paper figure it reproduces; with names, those entries' claim, file and the readings
-(``sgdlab run NAME --reading KEY=CHOICE``) of the passages their paper leaves open."""
+"""``sgdlab list [NAME ...] [--json]``: the experiment catalogue, one line per entry with its
+wall time at ``cpu`` scale and the paper figure it reproduces; with names, those entries' claim,
+file and the readings (``sgdlab run NAME --reading KEY=CHOICE``) of the passages their paper
+leaves open."""
 from __future__ import annotations
 
 import argparse
 
 from sgdlab.strict_json import dumps
 
+# docs/RESULTS.md names the cpu times of the longest entries of its run (the catalogue files'
+# ``scales.cpu.wall_minutes``), the shortest of them 8 minutes: every other entry took at most
+# that. tests/cli/test_cli_list.py reads the page for both.
+CPU_UNRECORDED_AT_MOST = 8
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("list", help="list the experiment catalogue",
                               description="List the catalogue: one line per experiment with "
-                                          "the paper figure/table it reproduces. With NAMEs: "
+                                          "its wall time at --scale cpu (~N min: the "
+                                          "whole entry on 2 cores with --workers 2 in the "
+                                          "run of docs/RESULTS.md; "
+                                          f"≤{CPU_UNRECORDED_AT_MOST} min: no time "
+                                          "recorded, not among the longest) and the paper "
+                                          "figure/table it reproduces. With NAMEs: "
                                           "their claim, file and readings (the passages the "
                                           "paper leaves open, for --reading KEY=CHOICE). A "
                                           "NAME that is no entry searches the names, papers, "
@@ -46,6 +57,9 @@ def catalogue() -> list[dict]:
                                      "choices": {c: v["description"].strip()
                                                  for c, v in r["choices"].items()}}
                                  for k, r in (raw.get("readings") or {}).items()},
+                    "wall_minutes": {s: ov["wall_minutes"]
+                                     for s, ov in (raw.get("scales") or {}).items()
+                                     if ov and "wall_minutes" in ov},
                     "scales": sorted(set(raw.get("scales", {})) | {"smoke", "cpu", "paper"}),
                     "file": str(path)})
     return out
@@ -81,16 +95,31 @@ def _list(args: argparse.Namespace) -> int:
         p = i["paper"]
         n = sum(len(r["choices"]) > 1 for r in i["readings"].values())
         many = f"  [{n} reading{'s' if n > 1 else ''}]" if n and not args.names else ""
-        print(f"{i['name']:<{w}}  {p['author']} {p['year']}, {p['figure']}: {i['title']}{many}")
+        print(f"{i['name']:<{w}}  {cpu_time(i):<7}  {p['author']} {p['year']}, "
+              f"{p['figure']}: {i['title']}{many}")
         if args.names:
             _details(i, w)
     if args.names:
         return 0
     print(f"\n{len(items)} experiments. Run one: sgdlab run NAME --scale smoke|cpu|paper "
-          "(--dry-run: its runs).\n`sgdlab list NAME` shows an entry's claim, file and "
-          "readings (--reading KEY=CHOICE);\n--json adds the quotes and each scale's "
-          "departures.")
+          "(--dry-run: its runs).\nTimes: the whole entry at --scale cpu, 2 cores, "
+          "--workers 2, in the run of docs/RESULTS.md\n"
+          f"(≤{CPU_UNRECORDED_AT_MOST} min: no time recorded, not among the longest); "
+          "--scale smoke: seconds.\n`sgdlab list NAME` shows an "
+          "entry's claim, file and readings (--reading KEY=CHOICE);\n--json adds the quotes "
+          "and each scale's departures.")
     return 0
+
+
+def cpu_time(item: dict) -> str:
+    """The entry's wall time at ``cpu`` scale as ``sgdlab list`` shows it: ``~40 s``,
+    ``~19 min``, or ``≤8 min`` where none is recorded."""
+    minutes = item["wall_minutes"].get("cpu")
+    if minutes is None:
+        return f"≤{CPU_UNRECORDED_AT_MOST} min"
+    if minutes < 1:
+        return f"~{round(minutes * 60)} s"
+    return f"~{round(minutes)} min"
 
 
 def _matches(query: str, item: dict) -> bool:
@@ -105,7 +134,8 @@ def _details(item: dict, w: int) -> None:
     pad = " " * (w + 4)
     if item["paper"].get("claim"):
         print(f"{pad}claim: {item['paper']['claim']}")
-    print(f"{pad}run: sgdlab run {item['name']} --scale cpu  (smoke: seconds, only checks "
+    print(f"{pad}run: sgdlab run {item['name']} --scale cpu --workers 2  ({cpu_time(item)} "
+          "on 2 cores; smoke: seconds, only checks "
           "that it runs; paper: the paper's grid, --data-dir for data files; --dry-run: its "
           "runs)")
     print(f"{pad}file: {item['file']}")

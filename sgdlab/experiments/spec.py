@@ -51,6 +51,10 @@ scale is then reported as neither agreeing nor disagreeing, with that reason, an
 the inconclusive ones; the measured numbers stay in the findings
 (:func:`sgdlab.experiments.analysis.outside_regime`).
 
+A scale may record ``wall_minutes``: the whole entry's measured wall time at that scale, for a
+reader choosing what to run (``sgdlab list`` shows it). The ``cpu`` scale's come from the run
+that docs/RESULTS.md reports, which names the longest entries' times; a test holds the two equal.
+
 Overrides are deep-merged into dicts (lists are replaced); a mapping whose ``name`` differs
 from the one it overrides (another model, optimizer, dataset) replaces it whole. Grid keys and
 override keys may be dotted paths (``optimizer.lr``); a part ``list[key=value]`` reaches the
@@ -103,7 +107,7 @@ _REQUIRED = ("name", "version", "description", "paper", "analysis")
 _PAPER_KEYS = {"author", "year", "figure", "title", "claim", "quote", "where", "quotes"}
 _QUOTE_KEYS = {"quote", "where"}
 _SCALE_KEYS = {"base", "runs", "grid", "seeds", "options", "requires_data_dir", "description",
-               "deviations", "resources", "outside_regime"}
+               "deviations", "resources", "outside_regime", "wall_minutes"}
 # what one run asks of a Ray cluster (`sgdlab run --backend ray`); not part of the run keys
 _RESOURCE_KEYS = {"cpus_per_run", "gpus_per_run"}
 _RUN_KEYS = {"label", "params", "depends"}
@@ -530,6 +534,11 @@ def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:
         _check_run_lists(where, ov or {})
         _check_resources(where, ov or {})
         _check_sentences(f"{where}.deviations", (ov or {}).get("deviations", []))
+        minutes = (ov or {}).get("wall_minutes")
+        if "wall_minutes" in (ov or {}) and (isinstance(minutes, bool) or not isinstance(
+                minutes, (int, float)) or not minutes > 0):
+            raise ConfigError(f"{where}.wall_minutes: expected the measured wall time in "
+                              f"minutes, a number > 0, got {minutes!r}")
         reason = (ov or {}).get("outside_regime")
         if "outside_regime" in (ov or {}) and not (isinstance(reason, str) and reason.strip()):
             raise ConfigError(f"{where}.outside_regime: expected one sentence saying why the "

@@ -1,6 +1,13 @@
 """`sgdlab list`: finding the entry that reproduces a figure."""
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from sgdlab.cli.list import CPU_UNRECORDED_AT_MOST, catalogue, cpu_time
 from sgdlab.cli.main import main
 
 
@@ -41,3 +48,55 @@ def test_the_catalogue_is_listed_by_name(capsys):
              if line.split() and "-" in line.split()[0] and line[0].isalpha()]
     assert len(names) >= 40 and names == sorted(names)
     assert names.index("chaudhari-entropy-sgd") < names.index("chaudhari-entropy-sgd-rnn")
+
+
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "RESULTS.md"
+
+
+def _page_times() -> tuple[dict[str, float], dict[str, float]]:
+    """The cpu wall times, in minutes, that docs/RESULTS.md's opening names: ``({entry:
+    minutes} of "The longest entries: ...", {entry: minutes} of the entries run after them)``."""
+    text = " ".join(RESULTS.read_text().split("<!--")[0].split())
+    longest = re.search(r"The longest entries: (.*?)\. A run's", text)
+    assert longest, "docs/RESULTS.md no longer names its longest entries' times"
+    found = re.findall(r"`([a-z0-9-]+)` (?:about )?(\d+)", longest.group(1))
+    after = re.findall(r"`([a-z0-9-]+)`, ran after them on the same machine \(\d+ runs in "
+                       r"(\d+) minutes (\d+) s", text)
+    return ({n: float(m) for n, m in found},
+            {n: int(m) + int(s) / 60 for n, m, s in after})
+
+
+def test_the_cpu_times_listed_are_those_of_the_results_page():
+    """`sgdlab list` reads the times from the catalogue files (docs/ is not shipped): they
+    must stay those of the run docs/RESULTS.md reports."""
+    longest, after = _page_times()
+    assert len(longest) == 6 and len(after) == 1
+    recorded = {i["name"]: i["wall_minutes"]["cpu"] for i in catalogue()
+                if "cpu" in i["wall_minutes"]}
+    assert set(recorded) == set(longest) | set(after)
+    for name, minutes in {**longest, **after}.items():
+        assert recorded[name] == pytest.approx(minutes, abs=0.05), name
+    # the others are not among the longest: at most the shortest of them
+    assert CPU_UNRECORDED_AT_MOST == min(longest.values())
+
+
+def test_list_shows_each_entrys_cpu_time(capsys):
+    """A newcomer could not tell an entry of seconds from one of twenty minutes before
+    `sgdlab run NAME`."""
+    assert main(["list"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()
+            if line.split() and line[0].isalpha() and "-" in line.split()[0]}
+    assert rows["chaudhari-hessian-spectrum"].split()[1:3] == ["~19", "min"]
+    assert rows["zhu-gld-const-tuning"].split()[1:3] == ["~7", "min"]
+    assert rows["xing-walk"].split()[1:3] == [f"≤{CPU_UNRECORDED_AT_MOST}", "min"]
+    assert main(["list", "zhu-large-network"]) == 0
+    assert "run: sgdlab run zhu-large-network --scale cpu --workers 2  (~9 min on 2 cores" \
+        in capsys.readouterr().out
+    assert main(["list", "--json", "zhu-large-network"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["wall_minutes"] == {"cpu": 9}
+
+
+def test_a_time_under_a_minute_reads_in_seconds():
+    assert cpu_time({"wall_minutes": {"cpu": 0.66}}) == "~40 s"
+    assert cpu_time({"wall_minutes": {"cpu": 11.4}}) == "~11 min"
+    assert cpu_time({"wall_minutes": {}}) == f"≤{CPU_UNRECORDED_AT_MOST} min"

@@ -1302,3 +1302,13 @@ def test_figures_drawn_by_an_analysis_that_fails_on_missing_runs_are_closed(tmp_
     assert res.results["missing_runs"]
     assert "analysis needs the missing runs: KeyError" in " ".join(res.results["notes"])
     assert set(plt.get_fignums()) == before
+
+
+def test_a_scales_wall_time_is_a_positive_number_and_leaves_the_runs_alone():
+    timed = resolve(_raw(scales={"cpu": {"seeds": [0], "wall_minutes": 6.7}}), "cpu")
+    plain = resolve(_raw(scales={"cpu": {"seeds": [0]}}), "cpu")
+    assert [r.key for r in timed.expand()] == [r.key for r in plain.expand()]
+    for bad in (0, -1, "6 min", True):
+        with pytest.raises(ConfigError, match="cpu.wall_minutes: expected the measured wall "
+                                              "time in minutes, a number > 0"):
+            resolve(_raw(scales={"cpu": {"wall_minutes": bad}}), "cpu")
