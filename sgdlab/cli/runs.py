@@ -183,17 +183,11 @@ def register(subparsers) -> None:
 
 def _open(args, readonly: bool = True):
     from sgdlab.errors import UserError
-    from sgdlab.store import RunStore, default_store_path, folder_hint
-    from sgdlab.store.runstore import DEFAULT_PATH
+    from sgdlab.store import RunStore, default_store_path, first_run_hint, folder_hint
     path = Path(args.store) if args.store else default_store_path()
     if not path.is_file():  # do not create an empty store just to look into it
-        # the default store missing: most often nothing was recorded from this folder yet
-        # (not a store named by $SGDLAB_STORE, a path to check)
-        first = ("; no run has been recorded from this folder yet: `sgdlab train digits-mlp` "
-                 "or `sgdlab run NAME` records runs there"
-                 if path == DEFAULT_PATH and not path.exists() else "")
         raise UserError(f"no run store at {path} (use --store PATH or $SGDLAB_STORE"
-                        f"{folder_hint(path)}{first})")
+                        f"{folder_hint(path)}{first_run_hint(path)})")
     return RunStore(path, readonly=readonly)
 
 

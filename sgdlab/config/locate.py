@@ -126,10 +126,10 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
         return Located(cfg, ckpt, run_id, folder, store)
     path = Path(store_path) if store_path else default_store_path()
     if not path.is_file():  # a mistyped id or folder must not create an empty store
-        from ..store import folder_hint
+        from ..store import first_run_hint, folder_hint
         raise UserError(f"{target!r} is no run folder or checkpoint, and there is no run store "
                         f"at {path} to look it up in (use --store PATH or $SGDLAB_STORE"
-                        f"{folder_hint(path)})")
+                        f"{folder_hint(path)}{first_run_hint(path)})")
     store = RunStore(path)
     try:
         run = store.get_run(target)   # UserError names the run if missing

@@ -11,6 +11,7 @@ from .runstore import (
     MetricWriter,
     RunStore,
     default_store_path,
+    first_run_hint,
     folder_hint,
     new_run_id,
     owner_alive,
@@ -19,6 +20,6 @@ from .runstore import (
 )
 
 __all__ = ["SHOWN_STATUSES", "STATUSES", "MetricWriter", "RunStore", "default_store_path",
-           "environment", "folder_hint", "git_commit", "new_run_id", "owner_alive",
+           "environment", "first_run_hint", "folder_hint", "git_commit", "new_run_id", "owner_alive",
            "read_export",
            "shown_status"]

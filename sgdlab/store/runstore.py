@@ -154,6 +154,19 @@ def folder_hint(path: str | os.PathLike, *, said: bool = False) -> str:
     return "" if said else "; it is a folder, not a store's file"
 
 
+def first_run_hint(path: str | os.PathLike, record: str | None = None) -> str:
+    """What to append to a message that finds no store at ``path`` when that is the default
+    store of the current folder and nothing is there: most often no run was recorded from this
+    folder yet (a store named by ``--store`` or ``$SGDLAB_STORE`` is a path to check). Names
+    the folder and ``record``, the sentence naming the command that records a first run
+    (default: a training or an experiment); else ``""``."""
+    path = Path(path)
+    if path != DEFAULT_PATH or path.exists():
+        return ""
+    record = record or "`sgdlab train digits-mlp` or `sgdlab run NAME` records runs there"
+    return f"; no run has been recorded from this folder ({os.getcwd()}) yet: {record}"
+
+
 def default_store_path() -> Path:
     """``$SGDLAB_STORE`` if set, else ``./sgdlab-runs/runs.sqlite`` (relative to the cwd)."""
     env = os.environ.get(ENV_VAR)

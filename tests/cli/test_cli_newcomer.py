@@ -312,11 +312,34 @@ def test_runs_in_a_fresh_folder_says_nothing_was_recorded_there(tmp_path, monkey
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "no run store at sgdlab-runs/runs.sqlite" in err
-        assert "no run has been recorded from this folder yet: `sgdlab train digits-mlp`" in err
+        assert (f"no run has been recorded from this folder ({tmp_path}) yet: `sgdlab train "
+                "digits-mlp`") in err
     assert list(tmp_path.iterdir()) == []
     # a store named explicitly, or by $SGDLAB_STORE, is a path to check, not a first visit
     assert main(["runs", "list", "--store", "elsewhere.sqlite"]) == 2
     assert "recorded from this folder" not in capsys.readouterr().err
     monkeypatch.setenv("SGDLAB_STORE", "elsewhere.sqlite")
     assert main(["runs", "list"]) == 2
+    assert "recorded from this folder" not in capsys.readouterr().err
+
+
+def test_every_command_that_looks_up_runs_in_a_fresh_folder_says_none_was_recorded_there(
+        tmp_path, monkeypatch, capsys):
+    """`sgdlab report NAME`, `sgdlab measure RUN` and `--init-from RUN` said only that the
+    store was missing (with --store PATH as the way out): nothing named the folder or the
+    command that records a first run, as `sgdlab runs` does."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SGDLAB_STORE", raising=False)
+    first = f"no run has been recorded from this folder ({tmp_path}) yet: "
+    assert main(["report", "zhu-escape-2d", "--scale", "smoke"]) == 2
+    assert first + "`sgdlab run zhu-escape-2d --scale smoke` runs it and writes its report" \
+        in capsys.readouterr().err
+    for argv in (["measure", "abc"], ["resume", "abc"],
+                 ["train", "digits-mlp", "--init-from", "abc"]):
+        assert main(argv) == 2, argv
+        assert first + "`sgdlab train digits-mlp` or `sgdlab run NAME` records runs there" \
+            in capsys.readouterr().err, argv
+    assert list(tmp_path.iterdir()) == []
+    # a store named explicitly is a path to check, not a first visit
+    assert main(["report", "zhu-escape-2d", "--store", "elsewhere.sqlite"]) == 2
     assert "recorded from this folder" not in capsys.readouterr().err
