@@ -26,12 +26,38 @@ class _Parser(argparse.ArgumentParser):
         except argparse.ArgumentError:
             from sgdlab.errors import did_you_mean
 
-            hint = did_you_mean(value, action.choices or ())
+            # an option's own word for a value that spelling alone takes for another
+            # (`--scale gpu` is no misspelt cpu), then an action of a command given as one
+            own = getattr(action, "hints", {}).get(value) or _nested_command(action, value)
+            hint = f" ({own})" if own else did_you_mean(value, action.choices or ())
             if not hint:
                 raise
             choices = ", ".join(map(str, action.choices))
             raise argparse.ArgumentError(action, f"invalid choice: {value!r}{hint}; choose "
                                                  f"from {choices}") from None
+
+
+def _nested_command(action, value) -> str | None:
+    """``did you mean `sgdlab runs compare`?`` for ``sgdlab compare``: a command's action given
+    without its command, when one command alone has it."""
+    if not isinstance(action, argparse._SubParsersAction):
+        return None
+    found = [f"{parser.prog} {value}" for parser in action.choices.values()
+             for a in parser._actions
+             if isinstance(a, argparse._SubParsersAction) and value in a.choices]
+    return f"did you mean `{found[0]}`?" if len(found) == 1 else None
+
+
+# what a newcomer types for a command sgdlab has under another name (a word an action of
+# another command also is, such as show, is answered here first)
+_COMMAND_HINTS = {
+    "help": "`sgdlab --help` lists the commands, `sgdlab COMMAND --help` explains one",
+    "version": "`sgdlab --version` prints it",
+    "show": "`sgdlab list NAME` shows an experiment, `sgdlab runs show RUN_ID` a run",
+    "status": "`sgdlab runs list` shows each run's status",
+    "plot": "`sgdlab runs compare RUN RUN --plot FILE.png` plots runs' curves; `sgdlab run "
+            "NAME` and `sgdlab report` draw an experiment's figures",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"sgdlab {sgdlab.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.hints = _COMMAND_HINTS
 
     for m in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
         if m.name in ("main", "__main__") or m.name.startswith("_"):
@@ -82,10 +109,25 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
         flag = next((w.split("=", 1)[0] for w in unknown if w.startswith("--")), None)
         hint = did_you_mean(flag, options) if flag else _split_pair(words, unknown[0])
         own = getattr(command, "unknown_option_hint", None)
-        if own and flag and (flag == "--set" or not hint):   # --set is no misspelt --store
+        if callable(own):        # a hint of the command's own for this option, or none
+            own = own(flag, _value_after(unknown, flag), hint) if flag else None
+            hint = f" ({own})" if own else hint
+        elif own and flag and (flag == "--set" or not hint):   # --set is no misspelt --store
             hint = f" ({own})"
         command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
     return args
+
+
+def _value_after(unknown: list[str], flag: str) -> str | None:
+    """The value given to the unknown option ``flag``: ``2`` of ``--epochs=2`` or of
+    ``--epochs 2``; None when none follows it."""
+    for i, w in enumerate(unknown):
+        if w.split("=", 1)[0] == flag:
+            if "=" in w:
+                return w.split("=", 1)[1]
+            after = unknown[i + 1] if i + 1 < len(unknown) else None
+            return after if after is not None and not after.startswith("--") else None
+    return None
 
 
 def _split_pair(words: list[str], stray: str) -> str:

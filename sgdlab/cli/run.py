@@ -28,10 +28,11 @@ def check_device(device: str, *, here: bool = True) -> None:
     """A :class:`~sgdlab.errors.UserError` unless ``--device`` names cpu, cuda or cuda:N; with
     ``here`` (the command computes in this process), also unless that device is on this
     machine (:func:`~sgdlab.experiments.runner.require_device`)."""
-    from sgdlab.errors import UserError
+    from sgdlab.errors import UserError, did_you_mean
 
     if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
-        raise UserError(f"--device must be cpu or cuda, got {device!r}")
+        raise UserError(f"--device must be cpu or cuda, got {device!r}"
+                        f"{did_you_mean(device, ('cpu', 'cuda'))}")
     if here:
         from sgdlab.experiments.runner import require_device
 
@@ -82,9 +83,13 @@ def register(subparsers) -> None:
     p.add_argument("--config", metavar="FILE",
                    help="an experiment YAML file (e.g. a copy of a catalogue entry) "
                         "instead of NAME")
-    p.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"],
-                   help="smoke: seconds; cpu: minutes on 2 cores, embedded data (default); "
-                        "paper: the paper's model, data (--data-dir) and grid")
+    scale = p.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"],
+                           help="smoke: seconds; cpu: minutes on 2 cores, embedded data "
+                                "(default); paper: the paper's model, data (--data-dir) "
+                                "and grid")
+    # a device for a size: spelling alone took gpu for cpu
+    scale.hints = dict.fromkeys(("gpu", "cuda"), "--scale sets the experiment's size, "
+                                "--device cuda the device it runs on")
     # the shell leaves ~ in --data-dir=~/data alone; configs and the loaders expand it
     p.add_argument("--data-dir", metavar="DIR", type=os.path.expanduser,
                    help="directory with the paper's dataset files")

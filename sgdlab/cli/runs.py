@@ -208,8 +208,10 @@ def _run_ref(args, ref: str, doing: str = "compared") -> tuple[str, tuple[str, s
         return ref, None
     rid, recorded = recorded_run(Path(ref))
     if rid is None:
-        raise UserError(_report_folder(Path(ref)) or f"{ref} is a folder but not a run's (no "
-                        "readable run.json or results.json naming its run)")
+        from sgdlab.store.folders import experiment_report_note
+
+        raise UserError(experiment_report_note(Path(ref)) or f"{ref} is a folder but not a "
+                        "run's (no readable run.json or results.json naming its run)")
     if recorded is None:
         return rid, None
     first = getattr(args, "store_from", None)     # the folder an earlier ref took it from
@@ -238,25 +240,6 @@ def _get_run(store, ref: str, elsewhere: tuple[str, str] | None) -> dict:
         folder, recorded = elsewhere
         raise UserError(f"{e}; {folder} records its run in the store {recorded} (leave out "
                         "--store to use it)") from None
-
-
-def _report_folder(folder: Path) -> str | None:
-    """What to do instead with ``folder`` when it holds an experiment's report (its
-    results.json names an experiment and its runs, not one run); None when it does not."""
-    import json
-
-    from sgdlab.store.folders import store_option
-
-    try:
-        res = json.loads((folder / "results.json").read_text())
-        name, runs = res["experiment"]["name"], res["runs"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    store = f" {store_option(res['store'])}" if res.get("store") else ""
-    return (f"{folder} holds the report of experiment {name} (scale {res.get('scale')}, "
-            f"{len(runs)} runs), not one run: `sgdlab runs list --experiment {name}{store}` "
-            f"lists its runs (`runs export --experiment {name}` writes them), and two reports "
-            f"compare with `sgdlab report {folder} --compare OTHER`")
 
 
 def finished_since(run: dict, store) -> str | None:

@@ -25,6 +25,7 @@ def register(subparsers) -> None:
                     "results.json, the learning-curve plot and checkpoints go to --out "
                     "(default: a folder named after the run id next to the store).",
         epilog=EXIT_STATUSES)
+    p.unknown_option_hint = config_key_hint
     p.add_argument("config", metavar="CONFIG",
                    help="a .yaml/.toml run config or a packaged config's name")
     p.add_argument("--out", metavar="DIR", help="run folder (default: <store folder>/<run id>)")
@@ -54,6 +55,37 @@ def register(subparsers) -> None:
                         "training (the data and model are built on the CPU, so bad option "
                         "values and missing data files are reported)")
     p.set_defaults(func=_train)
+
+
+# keys of the optimizer's open section (its callable's arguments) a newcomer gives as options
+_OPTIMIZER_KEYS = ("lr", "momentum", "weight_decay")
+
+
+def config_key_hint(flag: str, value: str | None, option_hint: str = "") -> str | None:
+    """``... --set train.epochs=2 ...`` for ``--epochs 2``, an option that is a key of the run
+    config's sections, or misspells one where it misspells no option (``option_hint``, the
+    closest option's: ``--no-progres`` is ``--no-progress``); None for any other."""
+    from sgdlab.config.run import RunConfig
+    from sgdlab.config.schema import Section
+
+    import difflib
+
+    keys = {k: [f"optimizer.{k}"] for k in _OPTIMIZER_KEYS}
+    for name, field in RunConfig.model_fields.items():
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, Section):
+            for k in section.model_fields:
+                if k != "name":
+                    keys.setdefault(k, []).append(f"{name}.{k}")
+    key = flag.lstrip("-").replace("-", "_")
+    close = [key] if key in keys else difflib.get_close_matches(key, list(keys), n=1,
+                                                                cutoff=0.8)   # --devce
+    if not close or (option_hint and close[0] != key):
+        return None
+    given = value if value is not None else "VALUE"
+    return ("a value of the run config is set with --set KEY=VALUE: "
+            + " or ".join(f"--set {path}={given}" for path in keys[close[0]])
+            + "; --print-config shows them")
 
 
 def _packaged_names() -> list[str]:

@@ -83,7 +83,11 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
         elif (p / WEIGHTS_NAME).exists():     # a sweep run's folder, its checkpoint removed
             ckpt, folder = p / WEIGHTS_NAME, p
         else:
-            raise UserError(f"no checkpoint in {target!r} (expected {CHECKPOINT_NAME}, "
+            from ..store.folders import experiment_report_note
+
+            # an experiment's output folder: its runs are measured one by one, by run id
+            raise UserError(experiment_report_note(p) or f"no checkpoint in {target!r} "
+                            f"(expected {CHECKPOINT_NAME}, "
                             f"checkpoints/{CHECKPOINT_NAME} or a finished run's "
                             f"{WEIGHTS_NAME})")
         if not rebuild:   # the caller builds its own model: the folder's config is not read

@@ -877,6 +877,11 @@ def load_experiment(name_or_path: str | Path, scale: str = "smoke",
         path = files[s if s in files else spelled]
     elif s.endswith((".yaml", ".yml")) or Path(s).is_file() or Path(s).is_dir():
         path = Path(s)      # (a folder: read_file says it is one, not "unknown experiment")
+        entry = name_spelling(path.stem)
+        if not path.exists() and entry in files:
+            # a catalogue file's name or its path from another folder: the name reaches it
+            raise ConfigError(f"no experiment config {s!r}; the catalogue entry {entry} is "
+                              f"given by its name alone: {entry} (its file: {files[entry]})")
     else:
         path = files[catalogue_name(s)]
     raw = read_file(path)

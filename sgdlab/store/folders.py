@@ -86,6 +86,22 @@ def store_option(store_path: str | os.PathLike) -> str:
     return f"--store {shlex.quote(os.path.abspath(store_path))}"
 
 
+def experiment_report_note(folder: Path) -> str | None:
+    """What to do instead with ``folder``, given where one run is asked for (resume, compare,
+    measure), when it holds an experiment's report (its results.json names an experiment and
+    its runs, not one run); None when it does not."""
+    try:
+        res = json.loads((folder / "results.json").read_text())
+        name, runs = res["experiment"]["name"], res["runs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    store = f" {store_option(res['store'])}" if res.get("store") else ""
+    return (f"{folder} holds the report of experiment {name} (scale {res.get('scale')}, "
+            f"{len(runs)} runs), not one run: `sgdlab runs list --experiment {name}{store}` "
+            f"lists its runs (`runs export --experiment {name}` writes them), and two reports "
+            f"compare with `sgdlab report {folder} --compare OTHER`")
+
+
 def open_new_store(path: str | os.PathLike):
     """Open (or make) the run store at ``path`` for a run about to start: returns the
     :class:`~sgdlab.store.RunStore` and whether this call made it (its file and, where it

@@ -2,6 +2,10 @@
 id, a section's name under another key, a run started again instead of resumed."""
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from sgdlab.cli.main import main
 from sgdlab.store import RunStore
 from test_cli_bad_inputs import TINY, one_error_line
@@ -170,3 +174,86 @@ def test_a_name_cut_short_names_the_one_choice_it_begins(tmp_path, capsys):
     cfg.write_text(TINY)
     assert main(["train", str(cfg), "--print-config", "--set", "schedule.name=cosin"]) == 2
     assert "unknown schedule 'cosin' (did you mean cosine-cyclic?)" in one_error_line(capsys)
+
+
+def _usage_error(argv, capsys) -> str:
+    """The last line argparse prints for ``argv``, a usage error (exit status 2)."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    return capsys.readouterr().err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("word, says", [
+    # an action of `sgdlab runs` given as a command: compare was "did you mean parle?"
+    ("compare", "did you mean `sgdlab runs compare`?"),
+    ("export", "did you mean `sgdlab runs export`?"),
+    ("delete", "did you mean `sgdlab runs delete`?"),
+    # words of other tools: argparse listed the commands and said nothing more
+    ("show", "`sgdlab list NAME` shows an experiment, `sgdlab runs show RUN_ID` a run"),
+    ("help", "`sgdlab --help` lists the commands, `sgdlab COMMAND --help` explains one"),
+    ("version", "`sgdlab --version` prints it"),
+    ("status", "`sgdlab runs list` shows each run's status"),
+])
+def test_a_command_sgdlab_has_under_another_name_is_named(word, says, capsys):
+    assert _usage_error([word, "x"], capsys).startswith(
+        f"sgdlab: error: argument COMMAND: invalid choice: '{word}' ({says}); choose from ")
+
+
+def test_a_device_given_to_scale_names_the_device_option(capsys):
+    # --scale gpu was "did you mean cpu?" (--device gpu: tests/cli/test_cli_run.py)
+    assert _usage_error(["run", "xing-walk", "--scale", "gpu"], capsys) == (
+        "sgdlab run: error: argument --scale: invalid choice: 'gpu' (--scale sets the "
+        "experiment's size, --device cuda the device it runs on); choose from smoke, cpu, paper")
+
+
+def test_a_catalogue_file_by_its_file_name_or_path_names_the_entry(tmp_path, monkeypatch,
+                                                                    capsys):
+    """`sgdlab run xing-walk.yaml`, or the file's path in the repository from another folder,
+    was "no experiment config 'xing-walk.yaml'" and no more."""
+    monkeypatch.chdir(tmp_path)
+    for argv in (["run", "xing-walk.yaml", "--dry-run"], ["report", "Xing_Walk.yml"],
+                 ["run", "--config", "sgdlab/experiments/catalogue/xing-walk.yaml",
+                  "--dry-run"]):
+        assert main(argv) == 2, argv
+        err = one_error_line(capsys)
+        assert "the catalogue entry xing-walk is given by its name alone: xing-walk (its " \
+               "file: " in err and err.rstrip().endswith("catalogue/xing-walk.yaml)"), argv
+    assert main(["run", "--config", "mine.yaml", "--dry-run"]) == 2
+    assert "catalogue entry" not in one_error_line(capsys)
+
+
+def test_measure_of_an_experiments_output_folder_says_how_to_reach_its_runs(tmp_path, capsys):
+    # it was "no checkpoint in 'OUT' (expected last.pt, ...)", as of a run folder
+    out = tmp_path / "xing-walk-smoke"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({
+        "experiment": {"name": "xing-walk"}, "scale": "smoke", "runs": [{}, {}],
+        "store": str(tmp_path / "runs.sqlite")}))
+    assert main(["measure", str(out)]) == 2
+    assert one_error_line(capsys).startswith(
+        f"sgdlab: error: {out} holds the report of experiment xing-walk (scale smoke, 2 runs), "
+        f"not one run: `sgdlab runs list --experiment xing-walk --store {tmp_path}/runs.sqlite` "
+        "lists its runs")
+
+
+@pytest.mark.parametrize("given, says", [
+    (["--epochs", "2"], "--set train.epochs=2"),
+    (["--lr=0.1"], "--set optimizer.lr=0.1"),
+    (["--batch-size", "64"], "--set train.batch_size=64"),
+    (["--seed", "3"], "--set data.seed=3 or --set train.seed=3"),
+    (["--devce", "cuda"], "--set train.device=cuda"),
+])
+def test_a_config_value_given_to_train_as_an_option_names_its_set(given, says, capsys):
+    # "unrecognized arguments: --epochs 2" and no more (--seed: "did you mean --set?")
+    assert _usage_error(["train", "digits-mlp", *given], capsys) == (
+        f"sgdlab train: error: unrecognized arguments: {' '.join(given)} (a value of the run "
+        f"config is set with --set KEY=VALUE: {says}; --print-config shows them)")
+
+
+def test_a_misspelt_option_of_train_is_still_named_as_that_option(capsys):
+    # progress is a config key too: the option it misspells comes first
+    assert _usage_error(["train", "digits-mlp", "--no-progrss"], capsys).endswith(
+        "unrecognized arguments: --no-progrss (did you mean --no-progress?)")
+    assert _usage_error(["train", "digits-mlp", "--xyz", "1"], capsys).endswith(
+        "unrecognized arguments: --xyz 1")

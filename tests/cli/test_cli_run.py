@@ -493,7 +493,7 @@ def test_on_ray_the_data_files_are_not_looked_up_on_the_driver(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("device,message", [
-    ("gpu", "--device must be cpu or cuda, got 'gpu'"),
+    ("gpu", "--device must be cpu or cuda, got 'gpu' (did you mean cuda?)"),
     ("cuda", "--device cuda requested but CUDA is not available on this machine"),
 ])
 def test_a_device_not_here_is_refused_before_the_plan(tmp_path, capsys, monkeypatch, device,
