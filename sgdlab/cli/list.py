@@ -114,12 +114,10 @@ def _list(args: argparse.Namespace) -> int:
 def cpu_time(item: dict) -> str:
     """The entry's wall time at ``cpu`` scale as ``sgdlab list`` shows it: ``~40 s``,
     ``~19 min``, or ``≤8 min`` where none is recorded."""
+    from sgdlab.experiments.spec import wall_time_text
+
     minutes = item["wall_minutes"].get("cpu")
-    if minutes is None:
-        return f"≤{CPU_UNRECORDED_AT_MOST} min"
-    if minutes < 1:
-        return f"~{round(minutes * 60)} s"
-    return f"~{round(minutes)} min"
+    return f"≤{CPU_UNRECORDED_AT_MOST} min" if minutes is None else wall_time_text(minutes)
 
 
 def _matches(query: str, item: dict) -> bool:

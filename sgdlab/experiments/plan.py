@@ -92,6 +92,7 @@ class Plan:
                        "stored": len(self.runs) - len(self.to_run),
                        "steps": total if known == len(self.to_run) else None,
                        "steps_known": total, "runs_with_known_steps": known},
+            "wall_minutes": self.spec.wall_minutes(),
             "datasets": list(self.datasets),
             "files": [{"what": f.what, "found": f.found, "problem": f.problem, "runs": f.runs,
                        "to_run": f.to_run} for f in self.files],
@@ -135,6 +136,12 @@ class Plan:
         elif n:
             out.append(f"training steps: {total} in the {known} of {n} runs to execute whose "
                        "parameters tell (the others' depend on their data's size)")
+        minutes = self.spec.wall_minutes()
+        if n and minutes is not None:
+            from sgdlab.experiments.spec import wall_time_text
+
+            out.append(f"wall time: {wall_time_text(minutes)} for all {len(self.runs)} runs as "
+                       "measured for docs/RESULTS.md (2 cores, --workers 2)")
         out.append("datasets: " + (", ".join(self.datasets) or "none"))
         for f in self.files:
             used = f"read by {f.runs} runs, {f.to_run} to execute"

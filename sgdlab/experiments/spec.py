@@ -317,6 +317,14 @@ class ExperimentSpec:
                 **({"outside_regime": self.outside_regime} if self.outside_regime else {}),
                 "procedure": self.procedure, "analysis": self.analysis}
 
+    def wall_minutes(self) -> float | None:
+        """The whole entry's measured wall time at this scale (``scales.<scale>.wall_minutes``)
+        when the spec is a catalogue file's under its default readings, as measured; else
+        None."""
+        if Path(self.source).parent != CATALOGUE_DIR or self.changed_readings():
+            return None       # an edited copy, another reading: not the runs measured
+        return ((self.raw.get("scales") or {}).get(self.scale) or {}).get("wall_minutes")
+
     def changed_readings(self) -> dict[str, str]:
         """The readings not at their default choice, in the file's order."""
         table = self.raw.get("readings") or {}
@@ -633,6 +641,11 @@ def _check_quotes(where: str, paper: dict[str, Any]) -> None:
         for k in ("quote", "where"):
             if not (isinstance(q.get(k), str) and q[k].strip()):
                 raise ConfigError(f"{where}.quotes[{i}]: missing string key {k!r}")
+
+
+def wall_time_text(minutes: float) -> str:
+    """A measured wall time as a reader glances at it: ``~40 s``, ``~19 min``."""
+    return f"~{round(minutes * 60)} s" if minutes < 1 else f"~{round(minutes)} min"
 
 
 def scale_deviations(raw: dict[str, Any]) -> dict[str, list[str]]:

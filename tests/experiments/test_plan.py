@@ -149,3 +149,21 @@ def test_the_local_backend_refuses_the_resource_flags_but_not_the_variables_or_r
         with pytest.raises(UserError, match=f"^{flag} is an option of --backend ray"):
             plan_experiment(path, scale="smoke", store_path=str(tmp_path / "s.sqlite"),
                             **given)
+
+
+def test_the_plan_says_how_long_the_catalogue_measured_the_entry(tmp_path):
+    """A reader could not tell a dry run of twenty minutes from one of seconds."""
+    store = str(tmp_path / "s.sqlite")
+    plan = plan_experiment("zhu-large-network", scale="cpu", store_path=store)
+    assert plan.spec.wall_minutes() == 9 and plan.to_json()["wall_minutes"] == 9
+    assert ("wall time: ~9 min for all 18 runs as measured for docs/RESULTS.md (2 cores, "
+            "--workers 2)") in plan.lines()
+    # not measured: another scale, another reading, an edited copy
+    for other in (plan_experiment("zhu-large-network", scale="smoke", store_path=store),
+                  plan_experiment("zhu-large-network", scale="cpu", store_path=store,
+                                  readings={"lr": "suppl-d"})):
+        assert other.spec.wall_minutes() is None
+        assert not any(line.startswith("wall time:") for line in other.lines())
+    copy = tmp_path / "zhu-large-network.yaml"
+    copy.write_text((CATALOGUE_DIR / "zhu-large-network.yaml").read_text())
+    assert plan_experiment(str(copy), scale="cpu", store_path=store).spec.wall_minutes() is None
