@@ -525,8 +525,9 @@ def rebuild(target: str | Path, *, scale: str | None = None, store_path: str | N
         where = f" (the store {t / RESULTS} records)" if recorded else ""
         from sgdlab.store import first_run_hint, folder_hint
         # a catalogue name in a fresh folder: the command that runs it writes the report too
-        record = (None if recorded else f"`sgdlab run {spec.name} --scale {spec.scale}` "
-                  "runs it and writes its report")
+        chosen = "".join(f" --reading {k}={c}" for k, c in spec.changed_readings().items())
+        record = (None if recorded else f"`sgdlab run {spec.name} --scale {spec.scale}"
+                  f"{chosen}` runs it and writes its report")
         raise UserError(f"no run store at {store_path}{where}: a report reads its runs from "
                         "the store they were run into; give that with --store PATH"
                         f"{folder_hint(store_path)}{first_run_hint(store_path, record)}")

@@ -334,6 +334,9 @@ def test_every_command_that_looks_up_runs_in_a_fresh_folder_says_none_was_record
     assert main(["report", "zhu-escape-2d", "--scale", "smoke"]) == 2
     assert first + "`sgdlab run zhu-escape-2d --scale smoke` runs it and writes its report" \
         in capsys.readouterr().err
+    assert main(["report", "xing-walk", "--reading", "spacing=inclusive"]) == 2
+    assert first + ("`sgdlab run xing-walk --scale cpu --reading spacing=inclusive` runs it "
+                    "and writes its report") in capsys.readouterr().err
     for argv in (["measure", "abc"], ["resume", "abc"],
                  ["train", "digits-mlp", "--init-from", "abc"]):
         assert main(argv) == 2, argv
