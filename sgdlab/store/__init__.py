@@ -20,6 +20,5 @@ from .runstore import (
 )
 
 __all__ = ["SHOWN_STATUSES", "STATUSES", "MetricWriter", "RunStore", "default_store_path",
-           "environment", "first_run_hint", "folder_hint", "git_commit", "new_run_id", "owner_alive",
-           "read_export",
-           "shown_status"]
+           "environment", "first_run_hint", "folder_hint", "git_commit", "new_run_id",
+           "owner_alive", "read_export", "shown_status"]
