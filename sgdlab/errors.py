@@ -43,11 +43,13 @@ def unknown_key(path: str, key: str, known: Sequence[str],
     """``path.key: unknown key (did you mean x?)`` or listing the valid keys. ``nested``: the
     keys of the sections one level down, by section, where a key given a level too high
     (``--set epochs=5`` for ``train.epochs``) is found."""
-    close = closest_name(key, known)
     homes = [join(join(path, section), key) for section, keys in (nested or {}).items()
              if key in keys]
-    hint = (f"did you mean {close}?" if close is not None
-            else f"did you mean {' or '.join(homes)}?" if homes
+    # a key found as it is one level down is that one, not a spelling of a key here
+    # (replacement is train.replacement, not experiment)
+    close = None if homes else closest_name(key, known)
+    hint = (f"did you mean {' or '.join(homes)}?" if homes
+            else f"did you mean {close}?" if close is not None
             else f"valid keys: {', '.join(sorted(known))}" if known else "no keys allowed here")
     return f"{join(path, key)}: unknown key ({hint})"
 

@@ -648,6 +648,10 @@ def test_a_mistyped_key_of_a_replica_run_config_is_named_with_the_closest_one():
     with pytest.raises(ConfigError, match=r"^inner_lr: unknown key \(did you mean "
                                           r"parle\.inner_lr\?\)$"):
         build_run({**cfg, "epochs": 1, "inner_lr": 0.1})
+    # a Parle key is that key even where its name is close to a top-level one's
+    with pytest.raises(ConfigError, match=r"^master: unknown key \(did you mean "
+                                          r"parle\.master\?\)$"):
+        build_run({**cfg, "epochs": 1, "master": "lagged"})
     with pytest.raises(ConfigError, match=r"^zzz: unknown key \(valid keys: checkpoint_every, "
                                           r"data, device, "):
         build_run({**cfg, "zzz": 1})
