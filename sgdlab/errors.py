@@ -60,11 +60,17 @@ def config_error(errors: list[str]) -> ConfigError:
     return ConfigError(f"{len(errors)} problems in the config:\n  " + "\n  ".join(errors))
 
 
+def unknown_keys(path: str, given: Iterable[str], known: Sequence[str],
+                 nested: dict[str, Sequence[str]] | None = None) -> list[str]:
+    """The keys of ``given`` not in ``known``, each as :func:`unknown_key` words it."""
+    return [unknown_key(path, k, known, nested) for k in given if k not in known]
+
+
 def check_keys(path: str, given: Iterable[str], known: Sequence[str],
                nested: dict[str, Sequence[str]] | None = None) -> None:
-    """Refuse the keys of ``given`` not in ``known``, each as :func:`unknown_key` words it
-    (all of them in one :class:`ConfigError`, as a config's other problems are)."""
-    found = [unknown_key(path, k, known, nested) for k in given if k not in known]
+    """Refuse the keys of ``given`` not in ``known`` (:func:`unknown_keys`), all of them in
+    one :class:`ConfigError`, as a config's other problems are."""
+    found = unknown_keys(path, given, known, nested)
     if found:
         raise config_error(found)
 
