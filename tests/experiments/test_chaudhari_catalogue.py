@@ -1306,6 +1306,11 @@ def test_double_well_runs_example_6_43_at_unit_temperature():
         [0.7, 0.3], dtype=torch.float64)
     assert dw.beta == 1.0
     assert torch.allclose(dw.rotational_force(x), j, rtol=1e-14, atol=0)
+    # the simulated SDE: drift −∇f = −∇Φ + j, noise √2 dB
+    sde = dw.sde()
+    grad_phi = torch.tensor([0.3 * (0.3 ** 2 - 1), -0.7], dtype=torch.float64)
+    assert torch.allclose(sde.drift(x), -grad_phi + j, rtol=1e-14, atol=1e-15)
+    assert sde.scalar_noise == pytest.approx(math.sqrt(2), rel=1e-15)
 
 
 def test_trajectory_fft_paper_scale_is_section_6_3_3s():
