@@ -1,7 +1,7 @@
 """Jastrzebski et al. (2018), "Width of Minima Reached by Stochastic Gradient Descent is
 Influenced by Learning Rate to Batch Size Ratio" (the ICANN version of "Three factors
-influencing minima in SGD"), §3: "a
-series of 4-layer batch-normalized ReLU MLPs on Fashion-MNIST".
+influencing minima in SGD"), §3: "a series of 4-layer batch-normalized ReLU MLPs on
+Fashion-MNIST".
 
 The paper states neither what "4-layer" counts nor the width. sgdlab's default reading: four
 linear layers, i.e. ``depth=3`` hidden layers of ``width`` units (``Linear -> BatchNorm1d ->

@@ -2,13 +2,12 @@
 
 Jastrzebski et al. (2018, "Width of Minima Reached by Stochastic Gradient Descent is
 Influenced by Learning Rate to Batch Size Ratio", the ICANN version of "Three factors
-influencing minima in SGD") compare a
-cyclic learning rate with a **cyclic batch size** at fixed η (e.g. B cycling between 128 and
-640, §3, Fig. 1): the ratio η/B sets the SGD temperature. A cyclic learning rate moves η/S
-linearly; a batch size moving linearly (``shape="triangular"``) moves η/B as 1/B, below the
-straight line between the same ends (128 → 640 at η = 0.005: η/B is 0.56 times the linear
-cycle's value a quarter period in). ``shape="harmonic"`` moves 1/B linearly, so η/B follows the
-cyclic learning rate's triangle.
+influencing minima in SGD") compare a cyclic learning rate with a **cyclic batch size** at
+fixed η (e.g. B cycling between 128 and 640, §3, Fig. 1): the ratio η/B sets the SGD
+temperature. A cyclic learning rate moves η/S linearly; a batch size moving linearly
+(``shape="triangular"``) moves η/B as 1/B, below the straight line between the same ends
+(128 → 640 at η = 0.005: η/B is 0.56 times the linear cycle's value a quarter period in).
+``shape="harmonic"`` moves 1/B linearly, so η/B follows the cyclic learning rate's triangle.
 
 A schedule is stateless (a pure function of the 0-based epoch index, so resuming needs no
 state); ``state_dict()`` returns its spec and :func:`build_batch_schedule` rebuilds it from
