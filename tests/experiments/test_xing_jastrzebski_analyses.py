@@ -206,6 +206,29 @@ def test_hessian_norm_claims_can_fail_on_a_flat_or_falling_norm():
     assert verdicts(falling) == [True, False]
 
 
+@pytest.mark.parametrize("which, sym, axis", [
+    (None, "‖H‖", "Hessian spectral norm ‖H‖"),
+    ("magnitude", "‖H‖", "Hessian spectral norm ‖H‖"),
+    ("largest", "λ_max", "Hessian largest eigenvalue λ_max")])
+def test_hessian_norm_names_the_eigenvalue_the_runs_logged(which, sym, axis):
+    # under --reading hessian-eig=largest the table and figure had said ‖H‖ and "spectral
+    # norm" over the λ_max values the dynamics instrument logs under hess_norm_*
+    dyn = {"name": "dynamics", "every": 1, **({"hessian_which": which} if which else {})}
+    runs = [run("sgd", s, params={"measure": [{"name": "walk"}, dyn]},
+                metrics={"hess_norm_train": [(0, 9.0), (10, 2.0), (20, 1.5), (30, 1.7)]})
+            for s in (0, 1)]
+    out = xing_hessian_norm(SimpleNamespace(paper=PAPER, options={}), runs)
+    (table,) = out.tables
+    heads = [c for c in table.columns if "first fifth (train BN)" in c]
+    assert heads and all(c.startswith(sym + " first fifth") for c in heads), table.columns
+    fig = dict(out.figures)["curve_hess_norm"]
+    assert fig.axes[0].get_ylabel() == axis
+    assert fig.axes[0].get_title().startswith(f"Fig. 0: {sym},")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
 def test_cosine_grid_batch_trend_and_learning_rate_equivalence():
     def r(label, lr, b, cos, seed):
         return run(label, seed, params={"optimizer": {"lr": lr}, "batch_size": b},

@@ -251,23 +251,25 @@ def fifths(values: list[float]) -> dict[str, float]:
 
 @register_analysis("xing_hessian_norm")
 def xing_hessian_norm(spec, runs: list[StoredRun]) -> Analysis:
-    """The Hessian spectral norm logged by the ``dynamics`` instrument, per batch-norm mode M
-    (``hess_norm_train`` / ``hess_norm_eval``). Per run, over the measurements after step 0
-    (the initialisation is not on SGD's path): the window means of :func:`fifths`
+    """The Hessian spectral norm (or λ_max: :func:`hessian_quantity`) logged by the
+    ``dynamics`` instrument, per batch-norm mode M (``hess_norm_train`` /
+    ``hess_norm_eval``). Per run, over the measurements after step 0 (the initialisation is
+    not on SGD's path): the window means of :func:`fifths`
     (``hess_M_start``, ``hess_M_middle``, ``hess_M_before_end``, ``hess_M_end``), the minimum
     ``hess_M_min`` and the mean ``hess_M_mean``; plus ``best_test_acc``, ``test_acc`` and the
     window means of the validation accuracy after the start (``acc_start``, ``acc_middle``,
     ``acc_before_end``, ``acc_end``: Fig. 3's accuracy "roughly improves throughout training
     but drops towards the end")."""
     modes = [m for m in ("train", "eval") if any(f"hess_norm_{m}" in r.metrics for r in runs)]
+    sym, _ = hessian_quantity(runs)
     metrics: list[tuple[str, str]] = []
     for m in modes:
-        metrics += [(f"hess_{m}_start", f"‖H‖ first fifth ({m} BN)"),
-                    (f"hess_{m}_middle", f"‖H‖ middle ({m} BN)"),
-                    (f"hess_{m}_before_end", f"‖H‖ fifth before the last ({m} BN)"),
-                    (f"hess_{m}_end", f"‖H‖ last fifth ({m} BN)"),
-                    (f"hess_{m}_min", f"‖H‖ min ({m} BN)"),
-                    (f"hess_{m}_mean", f"‖H‖ mean ({m} BN)")]
+        metrics += [(f"hess_{m}_start", f"{sym} first fifth ({m} BN)"),
+                    (f"hess_{m}_middle", f"{sym} middle ({m} BN)"),
+                    (f"hess_{m}_before_end", f"{sym} fifth before the last ({m} BN)"),
+                    (f"hess_{m}_end", f"{sym} last fifth ({m} BN)"),
+                    (f"hess_{m}_min", f"{sym} min ({m} BN)"),
+                    (f"hess_{m}_mean", f"{sym} mean ({m} BN)")]
     metrics += [("best_test_acc", "best validation accuracy"),
                 ("test_acc", "final validation accuracy"),
                 ("acc_start", "validation accuracy, first fifth"),
@@ -288,14 +290,30 @@ def xing_hessian_norm(spec, runs: list[StoredRun]) -> Analysis:
                           for k, x in fifths([x for _, x in _points(r, "test_acc", 1)]).items()})
     groups, _, concl = _claims(spec, runs, [m for m, _ in metrics])
     table = summary_table("hessian_norm", groups, metrics, caption="mean and std over seeds")
-    figs = [("curve_hess_norm", _hessian_norm_figure(spec, groups, modes))] if modes else []
+    figs = ([("curve_hess_norm", _hessian_norm_figure(spec, groups, modes, runs))] if modes
+            else [])
     figs += epoch_curves(spec, groups, ["test_acc"])
     return Analysis(tables=[table], figures=figs, conclusions=concl)
 
 
-def _hessian_norm_figure(spec, groups, modes: list[str]):
-    """Both batch-norm modes' ‖H‖ on one axis (log scale when positive), train mode solid
-    and eval mode dashed, so that the comparison of footnote 5 reads off one y scale."""
+def hessian_quantity(runs: list[StoredRun]) -> tuple[str, str]:
+    """(symbol, axis label) of what the runs' ``dynamics`` instrument logged as
+    ``hess_norm_*``: the spectral norm ‖H‖ (``hessian_which: magnitude``, its default) or,
+    under the reading ``hessian-eig=largest``, the largest eigenvalue λ_max."""
+    which = {m.get("hessian_which", "magnitude") for r in runs
+             for m in r.params.get("measure") or [] if isinstance(m, dict)
+             and m.get("name") == "dynamics"}
+    if which == {"largest"}:
+        return "λ_max", "Hessian largest eigenvalue λ_max"
+    if "largest" in which:
+        return "‖H‖ or λ_max", "Hessian spectral norm ‖H‖ or largest eigenvalue λ_max"
+    return "‖H‖", "Hessian spectral norm ‖H‖"
+
+
+def _hessian_norm_figure(spec, groups, modes: list[str], runs: list[StoredRun]):
+    """Both batch-norm modes' ‖H‖ (or λ_max: :func:`hessian_quantity`) on one axis (log
+    scale when positive), train mode solid and eval mode dashed, so that the comparison of
+    footnote 5 reads off one y scale."""
     from sgdlab.report.figures.charts import curves
 
     series = {}
@@ -305,8 +323,9 @@ def _hessian_norm_figure(spec, groups, modes: list[str]):
             if steps:
                 series[seeds_label(f"{g}, {m}-mode BN", n, len(rs))] = (
                     group_x_axis(rs, steps, "epoch"), mean, std if len(rs) > 1 else None)
-    fig = curves(series, xlabel="epoch", ylabel="Hessian spectral norm ‖H‖", logy=True,
-                 title=f"{spec.paper['figure']}: ‖H‖, batch norm in train and eval mode")
+    sym, label = hessian_quantity(runs)
+    fig = curves(series, xlabel="epoch", ylabel=label, logy=True,
+                 title=f"{spec.paper['figure']}: {sym}, batch norm in train and eval mode")
     for line in fig.axes[0].get_lines():
         if "eval-mode BN" in line.get_label():
             line.set_linestyle("--")
