@@ -210,8 +210,9 @@ def _run_ref(args, ref: str, doing: str = "compared") -> tuple[str, tuple[str, s
     if rid is None:
         from sgdlab.store.folders import experiment_report_note
 
-        raise UserError(experiment_report_note(Path(ref)) or f"{ref} is a folder but not a "
-                        "run's (no readable run.json or results.json naming its run)")
+        raise UserError(experiment_report_note(Path(ref), compare=doing == "compared")
+                        or f"{ref} is a folder but not a run's (no readable run.json or "
+                        "results.json naming its run)")
     if recorded is None:
         return rid, None
     first = getattr(args, "store_from", None)     # the folder an earlier ref took it from
@@ -536,7 +537,7 @@ def _show(args) -> int:
     from sgdlab.config.runner import FailedRunAdvice
     from sgdlab.store.runstore import run_scale
 
-    ref, elsewhere = _run_ref(args, args.run_id)
+    ref, elsewhere = _run_ref(args, args.run_id, "shown")
     store = _open(args)
     run = _get_run(store, ref, elsewhere)
     metrics = store.metrics(run["id"])
@@ -1052,7 +1053,7 @@ def _resume(args) -> int:
     from sgdlab.config.runner import RESUMABLE, resume_run, run_folder
     from sgdlab.errors import UserError
     from .train import announce, print_outcome
-    ref, elsewhere = _run_ref(args, args.run_id)
+    ref, elsewhere = _run_ref(args, args.run_id, "resumed")
     store = _open(args, readonly=False)
     run = _get_run(store, ref, elsewhere)
     if (run["status"] in RESUMABLE and run["status"] != "running"

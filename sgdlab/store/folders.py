@@ -86,20 +86,24 @@ def store_option(store_path: str | os.PathLike) -> str:
     return f"--store {shlex.quote(os.path.abspath(store_path))}"
 
 
-def experiment_report_note(folder: Path) -> str | None:
+def experiment_report_note(folder: Path, *, compare: bool = False) -> str | None:
     """What to do instead with ``folder``, given where one run is asked for (resume, compare,
     measure), when it holds an experiment's report (its results.json names an experiment and
-    its runs, not one run); None when it does not."""
+    its runs, not one run); None when it does not. ``compare``: the command compares runs, and
+    two reports compare too."""
     try:
         res = json.loads((folder / "results.json").read_text())
         name, runs = res["experiment"]["name"], res["runs"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     store = f" {store_option(res['store'])}" if res.get("store") else ""
+    # runs export writes nowhere without a PATH; the compare advice answers only a compare
+    reports = (f"; two reports compare with `sgdlab report {folder} --compare OTHER`"
+               if compare else "")
     return (f"{folder} holds the report of experiment {name} (scale {res.get('scale')}, "
             f"{len(runs)} runs), not one run: `sgdlab runs list --experiment {name}{store}` "
-            f"lists its runs (`runs export --experiment {name}` writes them), and two reports "
-            f"compare with `sgdlab report {folder} --compare OTHER`")
+            f"lists its runs, whose ids each stand for one run here (`sgdlab runs export "
+            f"runs.csv --experiment {name}{store}` writes their metrics){reports}")
 
 
 def open_new_store(path: str | os.PathLike):

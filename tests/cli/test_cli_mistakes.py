@@ -237,6 +237,36 @@ def test_measure_of_an_experiments_output_folder_says_how_to_reach_its_runs(tmp_
         "lists its runs")
 
 
+def test_the_commands_named_for_an_experiments_output_folder_run_as_written(
+        tmp_path, monkeypatch, capsys):
+    """The note named `runs export --experiment NAME`, which exits 2 without a PATH to write
+    to, and the way to compare two reports to measure and resume as well as to compare."""
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "runs.sqlite"
+    with RunStore(store) as s:
+        rid = s.create_run({"a": 1}, name="gd|seed=0", experiment="xing-walk",
+                           status="finished")
+        s.log_metrics(rid, 1, {"loss": 0.5})
+    out = tmp_path / "xing-walk-smoke"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({
+        "experiment": {"name": "xing-walk"}, "scale": "smoke", "runs": [{}], "store": str(store)}))
+    for argv, compares in ((["measure", str(out)], False), (["resume", str(out)], False),
+                           (["runs", "show", str(out)], False),
+                           (["runs", "compare", str(out), rid], True)):
+        assert main(argv) == 2, argv
+        err = one_error_line(capsys)
+        assert ("two reports compare with" in err) is compares, argv
+        commands = [c for c in err.split("`")[1::2] if c.startswith("sgdlab runs ")]
+        assert len(commands) == 2, err
+        for command in commands:
+            assert main(shlex.split(command)[1:]) == 0, command
+        assert rid in capsys.readouterr().out
+    assert (tmp_path / "runs.csv").is_file()
+
+
 @pytest.mark.parametrize("given, says", [
     (["--epochs", "2"], "--set train.epochs=2"),
     (["--lr=0.1"], "--set optimizer.lr=0.1"),
