@@ -59,16 +59,20 @@ def register(subparsers) -> None:
 
 # keys of the optimizer's open section (its callable's arguments) a newcomer gives as options
 _OPTIMIZER_KEYS = ("lr", "momentum", "weight_decay")
+# options other tools take for a value of the run config: --optimizer adam names the section's
+# callable (it was "did you mean --help?" for --model and --schedule)
+_OTHER_NAMES = {"dataset": ["data.name"], "steps": ["train.max_steps"], "loss": ["loss"]}
 
 
 def config_key_hint(flag: str, value: str | None, option_hint: str = "") -> str | None:
     """``... --set train.epochs=2 ...`` for ``--epochs 2``, an option that is a key of the run
-    config's sections, or misspells one where it misspells no option (``option_hint``, the
-    closest option's: ``--no-progres`` is ``--no-progress``); None for any other."""
+    config's sections (``--optimizer adam``: its ``name``), or misspells one where it
+    misspells no option (``option_hint``, the closest option's: ``--no-progres`` is
+    ``--no-progress``); None for any other."""
+    import difflib
+
     from sgdlab.config.run import RunConfig
     from sgdlab.config.schema import Section
-
-    import difflib
 
     keys = {k: [f"optimizer.{k}"] for k in _OPTIMIZER_KEYS}
     for name, field in RunConfig.model_fields.items():
@@ -77,6 +81,10 @@ def config_key_hint(flag: str, value: str | None, option_hint: str = "") -> str 
             for k in section.model_fields:
                 if k != "name":
                     keys.setdefault(k, []).append(f"{name}.{k}")
+            if "name" in section.model_fields:
+                keys.setdefault(name, []).append(f"{name}.name")
+    for k, paths in _OTHER_NAMES.items():
+        keys.setdefault(k, paths)
     key = flag.lstrip("-").replace("-", "_")
     close = [key] if key in keys else difflib.get_close_matches(key, list(keys), n=1,
                                                                 cutoff=0.8)   # --devce

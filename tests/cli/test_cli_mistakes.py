@@ -273,12 +273,26 @@ def test_the_commands_named_for_an_experiments_output_folder_run_as_written(
     (["--batch-size", "64"], "--set train.batch_size=64"),
     (["--seed", "3"], "--set data.seed=3 or --set train.seed=3"),
     (["--devce", "cuda"], "--set train.device=cuda"),
+    # a section's callable, and other tools' words (--model was "did you mean --help?")
+    (["--optimizer", "adam"], "--set optimizer.name=adam"),
+    (["--model", "lenet"], "--set model.name=lenet"),
+    (["--schedule=cosine-cyclic"], "--set schedule.name=cosine-cyclic"),
+    (["--dataset", "mnist_small"], "--set data.name=mnist_small"),
+    (["--steps", "3"], "--set train.max_steps=3"),
+    (["--loss", "mse"], "--set loss=mse"),
 ])
 def test_a_config_value_given_to_train_as_an_option_names_its_set(given, says, capsys):
     # "unrecognized arguments: --epochs 2" and no more (--seed: "did you mean --set?")
     assert _usage_error(["train", "digits-mlp", *given], capsys) == (
         f"sgdlab train: error: unrecognized arguments: {' '.join(given)} (a value of the run "
         f"config is set with --set KEY=VALUE: {says}; --print-config shows them)")
+    # the named --set takes the value (a callable's name may need keys of its own)
+    if ".name=" not in says:
+        for kv in says.replace("--set ", "").split(" or "):
+            assert main(["train", "digits-mlp", "--print-config", "--set", kv]) == 0, kv
+            path, value = kv.split("=")
+            key = path.rsplit(".", 1)[-1]
+            assert f"{key}: {value}" in capsys.readouterr().out, kv
 
 
 def test_a_misspelt_option_of_train_is_still_named_as_that_option(capsys):
