@@ -23,7 +23,7 @@ from typing import Any
 
 from sgdlab.errors import UserError
 from sgdlab.experiments.runner import default_out_dir, foreign_out_dir, prepare
-from sgdlab.experiments.spec import ExperimentSpec, RunSpec, expand_data_dir
+from sgdlab.experiments.spec import ExperimentSpec, RunSpec, expand_data_dir, wall_time_text
 from sgdlab.experiments.sweep import (dependency_layers, finished_runs, run_device,
                                      run_threads)
 
@@ -138,8 +138,6 @@ class Plan:
                        "parameters tell (the others' depend on their data's size)")
         minutes = self.spec.wall_minutes()
         if n and minutes is not None:
-            from sgdlab.experiments.spec import wall_time_text
-
             out.append(f"wall time: {wall_time_text(minutes)} for all {len(self.runs)} runs as "
                        "measured for docs/RESULTS.md (2 cores, --workers 2)")
         out.append("datasets: " + (", ".join(self.datasets) or "none"))
