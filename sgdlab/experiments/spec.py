@@ -321,7 +321,9 @@ class ExperimentSpec:
         """The whole entry's measured wall time at this scale (``scales.<scale>.wall_minutes``)
         when the spec is a catalogue file's under its default readings, as measured; else
         None."""
-        if Path(self.source).parent != CATALOGUE_DIR or self.changed_readings():
+        # resolved: --config catalogue/NAME.yaml from the package's folder is the file measured
+        catalogued = Path(self.source).resolve().parent == CATALOGUE_DIR.resolve()
+        if not catalogued or self.changed_readings():
             return None       # an edited copy, another reading: not the runs measured
         return ((self.raw.get("scales") or {}).get(self.scale) or {}).get("wall_minutes")
 

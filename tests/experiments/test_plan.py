@@ -151,7 +151,7 @@ def test_the_local_backend_refuses_the_resource_flags_but_not_the_variables_or_r
                             **given)
 
 
-def test_the_plan_says_how_long_the_catalogue_measured_the_entry(tmp_path):
+def test_the_plan_says_how_long_the_catalogue_measured_the_entry(tmp_path, monkeypatch):
     """A reader could not tell a dry run of twenty minutes from one of seconds."""
     store = str(tmp_path / "s.sqlite")
     plan = plan_experiment("zhu-large-network", scale="cpu", store_path=store)
@@ -164,6 +164,10 @@ def test_the_plan_says_how_long_the_catalogue_measured_the_entry(tmp_path):
                                   readings={"lr": "suppl-d"})):
         assert other.spec.wall_minutes() is None
         assert not any(line.startswith("wall time:") for line in other.lines())
+    # the catalogue file itself, given by a relative path, is the one measured
+    monkeypatch.chdir(CATALOGUE_DIR)
+    assert plan_experiment("zhu-large-network.yaml", scale="cpu",
+                           store_path=store).spec.wall_minutes() == 9
     copy = tmp_path / "zhu-large-network.yaml"
     copy.write_text((CATALOGUE_DIR / "zhu-large-network.yaml").read_text())
     assert plan_experiment(str(copy), scale="cpu", store_path=store).spec.wall_minutes() is None
