@@ -59,6 +59,23 @@ def readings_of(args: argparse.Namespace) -> dict[str, str]:
     return out
 
 
+# what `sgdlab run X --set ...` (as `sgdlab train` takes) or `--epochs 2` is told
+_NO_OVERRIDES = ("sgdlab run takes no overrides: change an experiment's parameters in a copy "
+                 "of its file (`sgdlab list NAME` names it) and run that with --config FILE; "
+                 "--scale smoke is its shortest version")
+
+
+def _override_hint(flag: str, value: str | None, option_hint: str = "") -> str | None:
+    """:data:`_NO_OVERRIDES` for ``--set`` and a run config's key given as an option (``--seed
+    3`` was "did you mean --store?"), and for an option close to none of run's; None for a
+    misspelt option of run's (``--scael``), which ``option_hint`` names."""
+    from sgdlab.cli.train import config_key_hint
+
+    if flag == "--set" or not option_hint or config_key_hint(flag, value, option_hint):
+        return _NO_OVERRIDES
+    return None
+
+
 def register(subparsers) -> None:
     from sgdlab.cli._plugins import add_plugin_option
 
@@ -66,11 +83,7 @@ def register(subparsers) -> None:
         "run", help="run an experiment from the catalogue (see `sgdlab list`)",
         description="Run an experiment: its sweep (only the runs missing from the store), then "
                     "tables, figures, conclusions and an HTML report in --out.")
-    # what `sgdlab run X --set ...` (as `sgdlab train` takes) or `--epochs 2` is told
-    p.unknown_option_hint = (
-        "sgdlab run takes no overrides: change an experiment's parameters in a copy of its "
-        "file (`sgdlab list NAME` names it) and run that with --config FILE; --scale smoke "
-        "is its shortest version")
+    p.unknown_option_hint = _override_hint
     p.add_argument("name", nargs="?", help="catalogue name (see `sgdlab list`)")
     p.add_argument("--paper", metavar="PAPER",
                    help="instead of NAME: every entry of one paper (chaudhari, jastrzebski, "

@@ -107,15 +107,22 @@ def test_a_space_for_set_s_equals_sign_is_named(capsys):
         "--set train.epochs=5)")
 
 
-@pytest.mark.parametrize("flag", ["--set", "--epochs"])
+@pytest.mark.parametrize("flag", ["--set", "--epochs", "--seed", "--optimizer"])
 def test_an_override_given_to_run_says_how_an_experiment_is_changed(flag, capsys):
-    # --set was "did you mean --store?", --epochs had no hint
+    # --set and --seed were "did you mean --store?", --epochs had no hint
     with pytest.raises(SystemExit):
         main(["run", "xing-walk", flag, "2"])
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"sgdlab run: error: unrecognized arguments: {flag} 2 (sgdlab run takes no overrides: "
         "change an experiment's parameters in a copy of its file (`sgdlab list NAME` names it) "
         "and run that with --config FILE; --scale smoke is its shortest version)")
+
+
+def test_a_misspelt_option_of_run_is_named_as_that_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "xing-walk", "--scael", "smoke"])
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "sgdlab run: error: unrecognized arguments: --scael smoke (did you mean --scale?)")
 
 
 @pytest.mark.parametrize("argv, prog, message", [
