@@ -960,6 +960,26 @@ def test_the_trivialized_values_read_the_epoch_asked_for():
         trivialized(SimpleNamespace(paper=PAPER, options={"early_step": 10}), [r])
 
 
+def test_a_trivialized_run_without_records_has_no_values_not_winning_ones():
+    """A run that logged no accuracy or loss (stopped before its first evaluation, a NaN
+    test accuracy) is missing from the claims: 0 epochs to train or a 100% test error would
+    be a value under the claim's name. A level of 0 is reached at the first evaluation."""
+    from sgdlab.experiments.procedures.chaudhari import trivialized
+
+    opts = {"early_epoch": 1, "trained_at": 0.5, "table": [["early_train_loss", "l"]]}
+    empty = stored_run("t", 0, summary={"test_acc": float("nan")},
+                       metrics={"epoch": [(32, 1.0)]})
+    trivialized(SimpleNamespace(paper=PAPER, options=opts), [empty])
+    plt.close("all")
+    for key in ("early_train_loss", "test_error", "epochs_to_train"):
+        assert np.isnan(empty.summary[key]), key
+    assert empty.summary["epochs_to_train__censored"] is False
+    r = _trivialized_run("t", 0, [0.0, 0.1])
+    trivialized(SimpleNamespace(paper=PAPER, options={**opts, "trained_at": 0.0}), [r])
+    plt.close("all")
+    assert (r.summary["epochs_to_train"], r.summary["epochs_to_train__censored"]) == (1.0, False)
+
+
 def test_the_hessian_spectra_mark_the_round_off_of_the_dtype_they_were_computed_in():
     """Fig. 3.4: a dense spectrum runs down to 1e-40, round-off drawn as data; each Hessian
     spectrum gets a dotted line at |λ|_max·d·eps of its run's dtype (float32 by default), the
