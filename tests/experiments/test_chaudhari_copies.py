@@ -205,3 +205,19 @@ def test_the_overlap_figure_is_the_first_seeds_and_labels_its_cells_readably():
     cells = {t.get_text(): t.get_color() for t in ax.texts}
     # white on the dark low overlaps, black on the bright high ones
     assert cells == {"1.00": "black", "0.40": "white"}
+
+
+def test_a_comparison_stored_before_the_best_copy_was_summarised_gets_its_lowest_error():
+    from sgdlab.experiments.procedures.copies import copies_analysis
+    from sgdlab.experiments.spec import load_experiment
+
+    spec = load_experiment("chaudhari-independent-copies", "cpu")
+    summary = {"individual_err": 0.15, "ensemble_err": 0.09, "oneshot_err": 0.9,
+               "aligned_err": 0.5, "overlap_aligned": 0.4, "overlap_raw": 0.3,
+               "ensemble_rel_gain": 0.4, "copies": 2}
+    old = stored_run("compare", 0, summary=summary,
+                     data={"copy_errors": [0.2, 0.1], "overlap_aligned": [[1.0, 0.4], [0.4, 1.0]],
+                           "overlap_raw": [[1.0, 0.3], [0.3, 1.0]]})
+    (table,) = copies_analysis(spec, [old]).tables
+    assert old.summary["best_copy_err"] == 0.1
+    assert table.rows[0][table.columns.index("best_copy_err")] == 0.1
