@@ -260,3 +260,62 @@ def test_bars_show_the_seeds_std_and_propagate_a_differences_error(monkeypatch):
     for bad in ({"name": "b2"}, {"metrics": [["x", "X"]]}):
         with pytest.raises(ConfigError, match="each entry needs a name and metrics"):
             generic.compare_groups(_spec(bars=[bad], curves=[]), runs)
+
+
+def test_a_transform_of_a_series_without_a_finite_record_is_nan_not_infinite():
+    # exp of NaN would read "not below 709" and give inf: a run that logged only NaN losses
+    # has no perplexity, not an infinite one
+    r = _run({"test_loss": [(0, math.nan), (1, math.nan)]})
+    assert math.isnan(_reduce_one(r, "last", metric="test_loss", transform="exp"))
+    assert math.isnan(_reduce_one(r, "last", metric="test_loss", transform="log"))
+
+
+def test_a_propagated_error_needs_two_seeds_of_every_value_it_is_computed_from(monkeypatch):
+    from sgdlab.experiments.procedures import generic
+    from sgdlab.report.figures import charts
+
+    drawn = {}
+
+    def spy(labels, series, **kw):
+        drawn.update(series=series)
+        return charts.plt.figure()
+    monkeypatch.setattr(charts, "grouped_bars", spy)
+    # x has two seeds (std √2), y only one (the other NaN): d = x − y has no propagated
+    # error, though √(2 + 0) could be computed from y's std of one value, 0
+    runs = [_grouped("a", 0, 0.1, {"x": 1.0, "y": 0.0, "d": 1.0}),
+            _grouped("a", 1, 0.1, {"x": 3.0, "y": math.nan, "d": math.nan})]
+    bars = {"name": "b1", "metrics": [["d", "X − Y"]], "propagate": {"d": ["x", "y"]}}
+    generic.compare_groups(_spec(bars=[bars], curves=[]), runs)
+    (md,), (ed,) = drawn["series"]["X − Y"]
+    assert md == 1.0 and math.isnan(ed)
+
+
+def test_log_of_the_smallest_positive_rate_is_its_log():
+    # log is NaN only where the value is not positive: 5e-324 (the smallest subnormal) has one
+    tiny = _reduce_one(_run({"acc": [(0, 5e-324)]}), "last", transform="log")
+    assert tiny == math.log(5e-324) == pytest.approx(-744.44, abs=0.01)
+
+
+def test_minus_reduces_the_other_series_the_same_way():
+    # max(train) − max(test) = 0.9 − 0.75, not minus test's last record (0.7)
+    r = _run({"train_acc": [(0, 0.9), (9, 0.8)], "test_acc": [(0, 0.75), (9, 0.7)]})
+    assert _reduce_one(r, "max", metric="train_acc", minus="test_acc") == pytest.approx(0.15)
+
+
+def test_a_claim_reads_a_summary_value_that_is_neither_tabulated_nor_derived():
+    from sgdlab.experiments.procedures.generic import compare_groups
+
+    runs = [_grouped(g, s, 0.1, {"v": base + 0.1 * s})
+            for g, base in (("a", 1.0), ("b", 2.0)) for s in range(3)]
+    claim = {"less": ["a", "b"], "metric": "v", "claim": "a is lower"}
+    res = compare_groups(_spec(table=[["acc", "accuracy"]], curves=[], claims=[claim]), runs)
+    (c,) = res.conclusions
+    assert c.agrees_with_paper is True, c.text
+
+
+def test_time_to_error_without_a_slack_waits_for_the_error_itself():
+    # own final error 0.1; an error of 0.102 at step 2 is not it (no slack by default)
+    r = _acc_run("a", 0, [(0, 0.1), (2, 0.898), (4, 0.9)], 1.0)
+    add_derived([r], [{"name": "t", "metric": "test_acc", "reduce": "time_to_error",
+                       "error_of": "own", "x": "step"}])
+    assert r.summary["t"] == 4.0 and r.summary["t__censored"] is False
