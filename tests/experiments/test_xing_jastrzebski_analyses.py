@@ -1067,6 +1067,25 @@ def test_bn_stats_passes_chooses_the_recomputations_passes(tmp_path):
     assert min(gaps) > 1e-6, gaps
 
 
+def test_the_interpolation_summary_reads_the_segment_between_the_two_ends(tmp_path):
+    """On a grid past both ends (α = −0.5 ... 1.5): the losses at α = 0 and 1, and the barrier,
+    the highest loss on [0, 1] above the higher of the two ends (float64 references)."""
+    from sgdlab.experiments.procedures import get_procedure
+
+    folders, models = _pair(tmp_path)
+    params = _interpolation_params(alphas={"start": -0.5, "stop": 1.5, "num": 5})
+    proc = get_procedure("interpolate")
+    proc.validate(params, "run")
+    s = proc.run(SimpleNamespace(params=params, seed=0),
+                 SimpleNamespace(dependencies=folders)).summary
+    ref = _whole_set_losses(models, [-0.5, 0.0, 0.5, 1.0, 1.5])
+    assert abs(ref[1] - ref[3]) > 1e-3 * ref[1]     # the higher end is the one that counts
+    assert s["loss_at_A"] == pytest.approx(ref[1], rel=1e-10)
+    assert s["loss_at_B"] == pytest.approx(ref[3], rel=1e-10)
+    assert s["barrier_on_segment"] == pytest.approx(max(ref[1:4]) - max(ref[1], ref[3]),
+                                                    rel=1e-9, abs=1e-12)
+
+
 def test_a_bad_bn_stats_passes_is_refused_by_name():
     from sgdlab.experiments.procedures import get_procedure
 
