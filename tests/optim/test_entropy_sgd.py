@@ -101,6 +101,27 @@ def test_langevin_noise_has_the_stated_temperature():
     assert (c.mean(0).abs() / (3 * d / R).sqrt()).max() < 5      # thinned chain: ~3x variance
 
 
+def test_the_outer_step_descends_3_9s_local_entropy_differentiated_by_quadrature():
+    """f_γ(x) = −log ∫ exp(−f(y) − |x − y|²/(2γ)) dy (3.9) by quadrature on a 1-D grid and
+    central differences in x: the noiseless step (its chain's limit ⟨y⟩ for a quadratic f) is
+    x − η′∇f_γ(x), the sign of (4.12) and line 1447, not (3.10)'s and line 1423's opposite."""
+    q, p, x0, gamma, lr = 1.5, -0.4, 0.8, 0.5, 0.3
+    ys = torch.linspace(-30.0, 30.0, 60001, dtype=torch.float64)
+
+    def f_gamma(x):
+        return -torch.logsumexp(-(0.5 * q * ys ** 2 + p * ys) - (x - ys) ** 2 / (2 * gamma), 0)
+
+    h = 1e-4
+    grad = float(f_gamma(x0 + h) - f_gamma(x0 - h)) / (2 * h)
+    assert abs(grad) > 0.3                                  # the two signs are far apart
+    y = nn.Parameter(torch.tensor([x0], dtype=torch.float64))
+    opt = EntropySGD([y], lr=lr, inner_lr=0.1, L=400, gamma=gamma, noise=0.0, alpha=0.0,
+                     normalize=False)
+    opt.step(quad_closure(y, torch.tensor([[q]], dtype=torch.float64),
+                          torch.tensor([p], dtype=torch.float64)))
+    assert float(y.detach()) == pytest.approx(x0 - lr * grad, abs=1e-8)
+
+
 def test_noiseless_inner_loop_converges_to_proximal_point():
     Q, p, x0 = quadratic(d=4, seed=3)
     gamma = 0.3
