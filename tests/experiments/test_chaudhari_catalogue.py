@@ -284,12 +284,17 @@ def test_heat_variance_reading_halves_the_perturbations_of_every_heat_run(scale)
         k: r.key for k, r in runs.items() if k not in want}
 
 
+def _without_noise(params: dict) -> dict:
+    return {**params, "optimizer": {k: v for k, v in params["optimizer"].items()
+                                    if k != "noise"}}
+
+
 @pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
 def test_langevin_noise_readings_set_every_entropy_sgd_runs_thermal_noise_and_no_other(scale):
     """§4.6.1.1's β_ex⁻¹ = 10⁻⁸ in (4.40)'s √(η_y β_ex⁻¹) is Algorithm 2's β⁻¹ = 5·10⁻⁹ by
     default; langevin-noise=algorithm-2 takes 10⁻⁸ as Algorithm 2's β⁻¹, and =zero the
-    β_ex⁻¹ = 0 of §4.6.1 (line 1807) and §4.7 (line 1899). HJ and HEAT have no thermal noise;
-    the other runs keep their keys."""
+    β_ex⁻¹ = 0 of §4.6.1.1 (line 1807) and §4.7 (line 1899). HJ and HEAT have no thermal
+    noise; the other runs keep their keys, the Entropy-SGD runs every other parameter."""
     def runs(readings):
         spec = load_experiment("chaudhari-smoothing", scale, readings=readings)
         return {r.label: r for r in spec.expand(data_dir="/d")}
@@ -305,6 +310,8 @@ def test_langevin_noise_readings_set_every_entropy_sgd_runs_thermal_noise_and_no
             assert read[label].params["optimizer"]["noise"] == noise, (choice, label)
             if choice is not None:
                 assert read[label].key != default[label].key
+                assert _without_noise(read[label].params) == _without_noise(
+                    default[label].params), (choice, label)
         assert {k: r.key for k, r in read.items() if k not in entropy} == {
             k: r.key for k, r in default.items() if k not in entropy}
 
