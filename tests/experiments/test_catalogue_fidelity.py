@@ -499,3 +499,35 @@ def test_paper_scale_lists_the_unstated_cifar10_training_details(name):
         assert "no data augmentation" in text, name
     if any(p["model"]["name"] == "vgg-11" for p in runs):
         assert "footnote 5" in text, name
+
+
+# a quote in docs/FIDELITY.md followed by the line it cites: "...", l. 173 / "..." (line 84) /
+# "..." (Fig. 5 caption, line 251) / "..." (lines 87-90)
+FIDELITY_QUOTE = re.compile(r'"([^"]{4,}?)"[,;]?\s*\(?(?:[^()"]{0,30}?,\s*)??'
+                            r'(?:l\.|ll\.|lines?)\s*(\d+)(?:\s*[-–]\s*(\d+))?')
+
+
+def test_fidelity_md_quotes_are_their_papers_characters_on_the_lines_cited(paper_texts):
+    """docs/FIDELITY.md's quotes that cite a line of their paper (the paper of the section,
+    "## Xing, ...") hold to the catalogue's convention, and begin within 3 lines of the line
+    cited."""
+    from pathlib import Path
+
+    md = (Path(__file__).resolve().parents[2] / "docs" / "FIDELITY.md").read_text()
+    sections = [(m.start(), m.group(1).lower())
+                for m in re.finditer(r"^## ([A-Za-z]+)", md, re.M)]
+    checked, wrong = 0, []
+    for m in FIDELITY_QUOTE.finditer(md):
+        author = ([a for at, a in sections if at < m.start()] or [None])[-1]
+        found = [t for stem, t in paper_texts.items() if stem.startswith(f"{author}-")]
+        if len(found) != 1:
+            continue
+        quote, first = m.group(1), int(m.group(2))
+        last = int(m.group(3) or first)
+        lines = found[0].splitlines()[max(0, first - 4):last + 3]
+        head = _norm(next(p for p in re.split(r"\[[^\]]*\]", quote) if _norm(p)))[:40]
+        checked += 1
+        if not _verbatim(quote, found[0]) or head not in _norm(" ".join(lines)):
+            wrong.append(f"line {md[:m.start()].count(chr(10)) + 1}: {' '.join(quote.split())}")
+    assert checked >= 150, checked
+    assert not wrong, "\n".join(wrong)
