@@ -136,6 +136,78 @@ def test_quotes_are_their_papers_characters(name, paper_texts):
         assert _verbatim(quote, text), f"{name} ({where}): not verbatim: {quote[:80]!r}"
 
 
+# a quote followed by the line it cites: "...", l. 173 / "..." (line 84) / "..." (Fig. 5 caption,
+# line 251) / '...' (lines 87-90)
+CITED_QUOTE = re.compile(r'''(?:"([^"]{4,}?)"|(?<!\w)'([^']{4,}?)'(?!\w))[,;]?\s*\(?'''
+                         r'(?:[^()"]{0,30}?,\s*)??(?:l\.|ll\.|lines?)\s*(\d+)(?:\s*[-–]\s*(\d+))?')
+
+
+def _misquoted(text: str, paper: str) -> list[str]:
+    """The quotes of ``text`` that cite a line of ``paper`` and are not its characters (by the
+    catalogue's convention) or do not begin within 3 lines of the line cited."""
+    wrong = []
+    for m in CITED_QUOTE.finditer(text):
+        quote, first = m.group(1) or m.group(2), int(m.group(3))
+        lines = paper.splitlines()[max(0, first - 4):int(m.group(4) or first) + 3]
+        head = _norm(next((p for p in re.split(r"\[[^\]]*\]", quote) if _norm(p)), ""))[:40]
+        if not _verbatim(quote, paper) or head not in _norm(" ".join(lines)):
+            wrong.append(" ".join(quote.split()))
+    return wrong
+
+
+def test_a_quote_that_cites_a_line_is_checked_there():
+    paper = "one\ntwo\nThe covariance scales.\n" + "x\n" * 10 + "It is standard.\n"
+    text = 'it says "The covariance scales" (line 3) and \'It is\', line 14'
+    assert _misquoted(text, paper) == []
+    assert _misquoted('"It is standard", line 3; "[t]he covariance", l. 9', paper) == [
+        "It is standard", "[t]he covariance"]
+    assert _misquoted('"the covariance scales" (Fig. 1, line 3)', paper) == [
+        "the covariance scales"]
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_the_catalogues_other_quotes_that_cite_a_line_are_their_papers_characters(
+        name, paper_texts):
+    """Descriptions, readings, departures and claims quote their paper too ("'a large
+    [‖j(x)‖]' (line 2999)"): where such a quote cites a line, it holds to the convention of
+    ``paper.quote`` and begins near that line."""
+    raw = read_file(FILES[name])
+    paper = _own_paper(raw, paper_texts)
+
+    def strings(o, path=""):
+        if isinstance(o, dict):
+            for k, v in o.items():
+                yield from strings(v, f"{path}.{k}")
+        elif isinstance(o, list):
+            for i, v in enumerate(o):
+                yield from strings(v, f"{path}[{i}]")
+        elif isinstance(o, str) and not re.search(r"paper\.quotes?(\[\d+\]\.quote)?$", path):
+            yield path, o
+
+    wrong = [f"{path}: {q}" for path, s in strings(raw) for q in _misquoted(s, paper)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_fidelity_md_quotes_are_their_papers_characters_on_the_lines_cited(paper_texts):
+    """docs/FIDELITY.md's quotes that cite a line of their paper (the paper of the section,
+    "## Xing, ...") hold to the catalogue's convention, and begin within 3 lines of the line
+    cited."""
+    from pathlib import Path
+
+    md = (Path(__file__).resolve().parents[2] / "docs" / "FIDELITY.md").read_text()
+    heads = [(m.start(), m.group(1).lower()) for m in re.finditer(r"^## ([A-Za-z]+)", md, re.M)]
+    bounds = [a for a, _ in heads] + [len(md)]
+    checked, wrong = 0, []
+    for (at, author), end in zip(heads, bounds[1:]):
+        found = [t for stem, t in paper_texts.items() if stem.startswith(f"{author}-")]
+        if len(found) != 1:
+            continue
+        checked += len(CITED_QUOTE.findall(md[at:end]))
+        wrong += _misquoted(md[at:end], found[0])
+    assert checked >= 150, checked
+    assert not wrong, "\n".join(wrong)
+
+
 def test_quote_and_location_go_together():
     raw = read_file(next(iter(FILES.values())))
     raw["paper"] = {k: v for k, v in raw["paper"].items() if k not in ("quote", "where")}
@@ -499,74 +571,3 @@ def test_paper_scale_lists_the_unstated_cifar10_training_details(name):
         assert "no data augmentation" in text, name
     if any(p["model"]["name"] == "vgg-11" for p in runs):
         assert "footnote 5" in text, name
-
-
-# a quote followed by the line it cites: "...", l. 173 / "..." (line 84) / "..." (Fig. 5 caption,
-# line 251) / '...' (lines 87-90)
-CITED_QUOTE = re.compile(r'''(?:"([^"]{4,}?)"|(?<!\w)'([^']{4,}?)'(?!\w))[,;]?\s*\(?'''
-                         r'(?:[^()"]{0,30}?,\s*)??(?:l\.|ll\.|lines?)\s*(\d+)(?:\s*[-–]\s*(\d+))?')
-
-
-def _misquoted(text: str, paper: str) -> list[str]:
-    """The quotes of ``text`` that cite a line of ``paper`` and are not its characters (by the
-    catalogue's convention) or do not begin within 3 lines of the line cited."""
-    wrong = []
-    for m in CITED_QUOTE.finditer(text):
-        quote, first = m.group(1) or m.group(2), int(m.group(3))
-        lines = paper.splitlines()[max(0, first - 4):int(m.group(4) or first) + 3]
-        head = _norm(next((p for p in re.split(r"\[[^\]]*\]", quote) if _norm(p)), ""))[:40]
-        if not _verbatim(quote, paper) or head not in _norm(" ".join(lines)):
-            wrong.append(" ".join(quote.split()))
-    return wrong
-
-
-def test_a_quote_that_cites_a_line_is_checked_there():
-    paper = "one\ntwo\nThe covariance scales.\n" + "x\n" * 10 + "It is standard.\n"
-    assert _misquoted('it says "The covariance scales" (line 3) and \'It is\', line 14', paper) == []
-    assert _misquoted('"It is standard", line 3; "[t]he covariance", l. 9', paper) == [
-        "It is standard", "[t]he covariance"]
-    assert _misquoted('"the covariance scales" (Fig. 1, line 3)', paper) == [
-        "the covariance scales"]
-
-
-@pytest.mark.parametrize("name", list(FILES))
-def test_the_catalogues_other_quotes_that_cite_a_line_are_their_papers_characters(
-        name, paper_texts):
-    """Descriptions, readings, departures and claims quote their paper too ("'a large
-    [‖j(x)‖]' (line 2999)"): where such a quote cites a line, it holds to the convention of
-    ``paper.quote`` and begins near that line."""
-    raw = read_file(FILES[name])
-    paper = _own_paper(raw, paper_texts)
-
-    def strings(o, path=""):
-        if isinstance(o, dict):
-            for k, v in o.items():
-                yield from strings(v, f"{path}.{k}")
-        elif isinstance(o, list):
-            for i, v in enumerate(o):
-                yield from strings(v, f"{path}[{i}]")
-        elif isinstance(o, str) and not re.search(r"paper\.quotes?(\[\d+\]\.quote)?$", path):
-            yield path, o
-
-    wrong = [f"{path}: {q}" for path, s in strings(raw) for q in _misquoted(s, paper)]
-    assert not wrong, "\n".join(wrong)
-
-
-def test_fidelity_md_quotes_are_their_papers_characters_on_the_lines_cited(paper_texts):
-    """docs/FIDELITY.md's quotes that cite a line of their paper (the paper of the section,
-    "## Xing, ...") hold to the catalogue's convention, and begin within 3 lines of the line
-    cited."""
-    from pathlib import Path
-
-    md = (Path(__file__).resolve().parents[2] / "docs" / "FIDELITY.md").read_text()
-    heads = [(m.start(), m.group(1).lower()) for m in re.finditer(r"^## ([A-Za-z]+)", md, re.M)]
-    bounds = [a for a, _ in heads] + [len(md)]
-    checked, wrong = 0, []
-    for (at, author), end in zip(heads, bounds[1:]):
-        found = [t for stem, t in paper_texts.items() if stem.startswith(f"{author}-")]
-        if len(found) != 1:
-            continue
-        checked += len(CITED_QUOTE.findall(md[at:end]))
-        wrong += _misquoted(md[at:end], found[0])
-    assert checked >= 150, checked
-    assert not wrong, "\n".join(wrong)
