@@ -43,11 +43,13 @@ def unknown_key(path: str, key: str, known: Sequence[str],
     """``path.key: unknown key (did you mean x?)`` or listing the valid keys. ``nested``: the
     keys of the sections one level down, by section, where a key given a level too high
     (``--set epochs=5`` for ``train.epochs``) is found."""
-    close = closest_name(key, known)
     homes = [join(join(path, section), key) for section, keys in (nested or {}).items()
              if key in keys]
-    hint = (f"did you mean {close}?" if close is not None
-            else f"did you mean {' or '.join(homes)}?" if homes
+    # a key found as it is one level down is that one, not a spelling of a key here
+    # (replacement is train.replacement, not experiment)
+    close = None if homes else closest_name(key, known)
+    hint = (f"did you mean {' or '.join(homes)}?" if homes
+            else f"did you mean {close}?" if close is not None
             else f"valid keys: {', '.join(sorted(known))}" if known else "no keys allowed here")
     return f"{join(path, key)}: unknown key ({hint})"
 
@@ -58,11 +60,17 @@ def config_error(errors: list[str]) -> ConfigError:
     return ConfigError(f"{len(errors)} problems in the config:\n  " + "\n  ".join(errors))
 
 
+def unknown_keys(path: str, given: Iterable[str], known: Sequence[str],
+                 nested: dict[str, Sequence[str]] | None = None) -> list[str]:
+    """The keys of ``given`` not in ``known``, each as :func:`unknown_key` words it."""
+    return [unknown_key(path, k, known, nested) for k in given if k not in known]
+
+
 def check_keys(path: str, given: Iterable[str], known: Sequence[str],
                nested: dict[str, Sequence[str]] | None = None) -> None:
-    """Refuse the keys of ``given`` not in ``known``, each as :func:`unknown_key` words it
-    (all of them in one :class:`ConfigError`, as a config's other problems are)."""
-    found = [unknown_key(path, k, known, nested) for k in given if k not in known]
+    """Refuse the keys of ``given`` not in ``known`` (:func:`unknown_keys`), all of them in
+    one :class:`ConfigError`, as a config's other problems are."""
+    found = unknown_keys(path, given, known, nested)
     if found:
         raise config_error(found)
 

@@ -8,8 +8,9 @@ Because j e^{−βΦ} = λ J_ss is divergence-free (a rotation field times a rad
 Fokker–Planck equation keeps ρ_ss ∝ e^{−βΦ} stationary for every λ (β = 1 in the thesis):
 the steady state does not see the rotational force, but the dynamics do. j itself is not
 divergence-free: ∇·j = β j·∇Φ = βλ e^{βΦ−|x|⁴/4} x₁x₂(2 − x₁²), so the example satisfies (6.10)
-and j = J_ss/ρ_ss (6.26) but not Assumption 6.22 (∇·j = 0) nor Lemma 6.23 (ii) (j·∇Φ = 0),
-which the thesis derives from it (docs/FIDELITY.md). Two consequences:
+and (6.26), j = J/ρ_ss for its stationary probability current J = j ρ_ss = λ J_ss / Z (J_ss
+above up to the factor λ/Z), but not Assumption 6.22 (∇·j = 0) nor Lemma 6.23 (ii)
+(j·∇Φ = 0), which the thesis derives from it (docs/FIDELITY.md). Two consequences:
 
 - the zeros of the drift b = −∇Φ + j (where a noiseless trajectory would rest, the "most likely
   locations" of the small-noise dynamics) move away from (±1, 0) as λ grows, and disappear for

@@ -108,9 +108,7 @@ def hessian_spectral_norm(model: nn.Module, loss_fn: LossFn, data: Data, *,
     "eval" differentiates through the running statistics (constants), "train" through the
     statistics of each batch of ``data``; the model's running statistics are restored after.
     """
-    with torch.enable_grad(), evaluation_mode(model, bn_mode):
-        vals, _ = hessian_eigenpairs(model, loss_fn, data, 1, "magnitude", **lanczos_kw)
-    return abs(float(vals[0]))
+    return abs(_extreme_eigenvalue(model, loss_fn, data, "magnitude", bn_mode, lanczos_kw))
 
 
 @checked_keywords(hessian_eigenpairs, advice={
@@ -123,6 +121,13 @@ def hessian_largest_eigenvalue(model: nn.Module, loss_fn: LossFn, data: Data, *,
     line 95), below the spectral norm where a negative eigenvalue is the larger in magnitude.
     Lanczos with ``which="largest"``; batch norm per ``bn_mode`` as in
     :func:`hessian_spectral_norm`."""
+    return _extreme_eigenvalue(model, loss_fn, data, "largest", bn_mode, lanczos_kw)
+
+
+def _extreme_eigenvalue(model: nn.Module, loss_fn: LossFn, data: Data, which: str,
+                        bn_mode: str, lanczos_kw: dict) -> float:
+    """The Ritz value Lanczos selects by ``which`` ("magnitude": signed, largest |λ|;
+    "largest": algebraic), batch norm in ``bn_mode``: the one path of both readings."""
     with torch.enable_grad(), evaluation_mode(model, bn_mode):
-        vals, _ = hessian_eigenpairs(model, loss_fn, data, 1, "largest", **lanczos_kw)
+        vals, _ = hessian_eigenpairs(model, loss_fn, data, 1, which, **lanczos_kw)
     return float(vals[0])

@@ -641,6 +641,8 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
             return True
         if self.noise == "isotropic-init":       # Xing: variance fixed at initialisation
             return False
+        if self.hyper["sigma_h2_timing"] == "step" and "trace_hk" not in self._stats:
+            return True     # a state saved before the Hessian traces were kept: none to reuse
         return self._t % self.hyper["refresh_every"] == 0
 
     # --- step --------------------------------------------------------------------------------
@@ -653,7 +655,7 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
         self._follow_trainable()
         if self.noise != "none" and self._due():
             self.refresh_statistics()
-        elif self.hyper["sigma_h2_timing"] == "step" and "trace_hk" in self._stats:
+        elif self.hyper["sigma_h2_timing"] == "step":
             with self._full_precision():
                 self._refresh_statistics(sigma_h2_only=True)
         eps = self.sample_noise()

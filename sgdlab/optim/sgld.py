@@ -13,8 +13,11 @@ size lr = N ε / 2 on f (the step a ``torch.optim.SGD`` of that ``lr`` would tak
     θ ← θ − lr (∇f + λ θ) + √(2 lr T / N) ξ,       ξ ~ N(0, I) drawn fresh every step,
 
 with weight decay λ as the prior: −log p(θ) = (N λ / 2) ‖θ‖², a Gaussian of precision N λ
-(λ = 0: a flat prior). The thesis prints neither the update nor the noise's size, so the
-scale of the noise relative to the step is a named option, ``energy``:
+(λ = 0: a flat prior). The thesis prints this update in §3.2.1, eqs. (3.15)–(3.16):
+Δx_t = (η_t/2)(∇log p(x_t) + (N/m) Σ_k ∇p(ξ_k|x_t)) + √η_t ε_t with ε_t ~ N(0, ε²) (∇p
+printed for ∇log p), which is ``energy="full-data"`` at lr = N η_t / 2 and T = ε² (ε = 1:
+Welling and Teh's); §3.3.6, which runs SGLD, states neither ε nor the step, so the scale of
+the noise relative to the step is a named option, ``energy``:
 
 ==============  ===================================  ==========================================
 ``energy``      noise std per coordinate             reading

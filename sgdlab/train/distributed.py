@@ -72,7 +72,6 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -83,9 +82,9 @@ from ..atomic import replaced_whole
 from ..claims import FolderBusy, claim_file, hold_lock
 from ..distributed_options import (BACKENDS, DEFAULT_BACKEND, DEFAULT_TIMEOUT,
                                    add_process_group_options)
-from ..errors import (ConfigError, DataError, UserError, check_config_kind, check_keys,
-                      check_not_empty, file_problem, is_seed, make_output_dir,
-                      not_a_config_file, read_config_text, refuse_results_of_others)
+from ..errors import (ConfigError, DataError, UserError, check_config_kind, check_not_empty,
+                      config_error, file_problem, is_seed, make_output_dir, not_a_config_file,
+                      read_config_text, refuse_results_of_others, unknown_keys)
 from ..losses import build_loss
 from ..plugins import import_plugins, recorded_plugins
 from ..store.folders import REPLICA_MASTER, REPLICA_RESULT, store_option
@@ -290,8 +289,13 @@ def build_run(cfg: dict[str, Any]):
     rounds; ``at`` names rounds, ``log_points`` needs ``rounds``; in kw as ``callbacks``).
     """
     check_config_kind(cfg, "replica")
-    # a Parle key given at the top (--set lr=0.1) is pointed to its place, parle.lr
-    check_keys("", cfg, sorted(RUN_KEYS), {"parle": [f.name for f in fields(ParleConfig)]})
+    # a Parle key given at the top (--set lr=0.1) is pointed to its place, parle.lr; the
+    # parle mapping's own unknown keys in the same message, before the data is loaded
+    problems = unknown_keys("", cfg, sorted(RUN_KEYS), {"parle": ParleConfig.field_names()})
+    if isinstance(cfg.get("parle"), dict):
+        problems += unknown_keys("parle", cfg["parle"], ParleConfig.field_names())
+    if problems:
+        raise config_error(problems)
     for k in ("data", "model", "parle"):
         if not isinstance(cfg.get(k), dict):
             raise ConfigError(f"replica run config needs a mapping {k!r}")
@@ -324,7 +328,6 @@ def build_master_instruments(items: Any, rounds: Any, model: torch.nn.Module, da
     are and as instruments of the master (:func:`sgdlab.train.replicas.master_instruments`);
     every bad item at once as a :class:`ConfigError`. Their schedules count rounds."""
     from ..config.run import _check_measure_item, build_measure
-    from ..config.schema import config_error
     from .replicas import master_instruments
 
     if not (isinstance(items, list) and all(isinstance(i, dict) for i in items)):

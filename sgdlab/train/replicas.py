@@ -246,10 +246,15 @@ class ParleConfig:
             raise ConfigError(f"invalid Parle hyper-parameters: {e}") from None
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], path: str = "parle") -> "ParleConfig":
-        """The config of mapping ``d``, found at key path ``path`` of its run config (named
-        by the message on an unknown key, as a run config's are)."""
-        check_keys(path, d, [f.name for f in fields(cls)])
+    def field_names(cls) -> list[str]:
+        """The keys of a ``parle`` mapping: the fields, in their order."""
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ParleConfig":
+        """The config of a run config's ``parle`` mapping ``d`` (an unknown key named
+        ``parle.KEY``, as a run config's are)."""
+        check_keys("parle", d, cls.field_names())
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:

@@ -55,6 +55,9 @@ def test_packaged_default_validates_with_defaults_filled():
     # a section's key given a level too high, as `--set epochs=5`: the list of top-level keys
     ("epochs=5", "epochs: unknown key (did you mean train.epochs?)"),
     ("seed=1", "seed: unknown key (did you mean data.seed or train.seed?)"),
+    # found as it is one level down, it is that key, not a spelling of a top-level one
+    ("replacement=without", "replacement: unknown key (did you mean train.replacement?)"),
+    ("data_dir=x", "data_dir: unknown key (did you mean data.data_dir?)"),
     # a model's or dataset's argument beside its name, as replica configs write them
     ("model={name: mlp, widths: [4]}",
      "model.widths: unknown key (widths is an argument of the model 'mlp': it goes under "

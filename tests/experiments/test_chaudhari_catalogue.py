@@ -284,6 +284,31 @@ def test_heat_variance_reading_halves_the_perturbations_of_every_heat_run(scale)
         k: r.key for k, r in runs.items() if k not in want}
 
 
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_langevin_noise_readings_set_every_entropy_sgd_runs_thermal_noise_and_no_other(scale):
+    """§4.6.1.1's β_ex⁻¹ = 10⁻⁸ in (4.40)'s √(η_y β_ex⁻¹) is Algorithm 2's β⁻¹ = 5·10⁻⁹ by
+    default; langevin-noise=algorithm-2 takes 10⁻⁸ as Algorithm 2's β⁻¹, and =zero the
+    β_ex⁻¹ = 0 of §4.6.1 (line 1807) and §4.7 (line 1899). HJ and HEAT have no thermal noise;
+    the other runs keep their keys."""
+    def runs(readings):
+        spec = load_experiment("chaudhari-smoothing", scale, readings=readings)
+        return {r.label: r for r in spec.expand(data_dir="/d")}
+
+    default = runs(None)
+    entropy = {k for k, r in default.items() if r.params["optimizer"]["name"] == "entropy_sgd"}
+    assert entropy == {"smoke": {"entropy-sgd"}, "cpu": {"entropy-sgd"},
+                       "paper": {"entropy-sgd", "entropy-sgd-mnistfc", "entropy-sgd-allcnn"}
+                       }[scale]
+    for choice, noise in ((None, 5e-9), ("algorithm-2", 1e-8), ("zero", 0.0)):
+        read = default if choice is None else runs({"langevin-noise": choice})
+        for label in entropy:
+            assert read[label].params["optimizer"]["noise"] == noise, (choice, label)
+            if choice is not None:
+                assert read[label].key != default[label].key
+        assert {k: r.key for k, r in read.items() if k not in entropy} == {
+            k: r.key for k, r in default.items() if k not in entropy}
+
+
 def test_section_3_3_2s_mnistfc_has_batch_norm_by_the_code_and_none_by_the_text():
     """"a fully-connected network with two hidden layers of 1024 units each" (line 1050) names
     batch normalisation for lenet only: mnistfc-bn=text drops it; the default keeps the code's."""
@@ -1306,6 +1331,11 @@ def test_double_well_runs_example_6_43_at_unit_temperature():
         [0.7, 0.3], dtype=torch.float64)
     assert dw.beta == 1.0
     assert torch.allclose(dw.rotational_force(x), j, rtol=1e-14, atol=0)
+    # the simulated SDE: drift −∇f = −∇Φ + j, noise √2 dB
+    sde = dw.sde()
+    grad_phi = torch.tensor([0.3 * (0.3 ** 2 - 1), -0.7], dtype=torch.float64)
+    assert torch.allclose(sde.drift(x), -grad_phi + j, rtol=1e-14, atol=1e-15)
+    assert sde.scalar_noise == pytest.approx(math.sqrt(2), rel=1e-15)
 
 
 def test_trajectory_fft_paper_scale_is_section_6_3_3s():

@@ -198,3 +198,30 @@ def test_cpu_scale_states_the_choices_the_text_leaves_open():
     spec = load_experiment("jastrzebski-equal-ratio", "cpu")
     assert isinstance(spec.options["rescaling"], dict)             # one network
     assert "footnote 7" in _cpu_deviations("jastrzebski-equal-ratio")
+
+
+def test_fig_3s_eigenvalue_readings_share_one_name_and_the_which_vocabulary():
+    """Xing's "Max eigenvalue (spectral norm)" and Jastrzebski's "largest eigenvalue" are read
+    by one reading, ``hessian-eig``, whose choices are the ``which`` values they set (as
+    zhu-noisy-label's ``hessian-eigs``): each entry's default is its text's word and leaves
+    the measurement as it was; the other choice sets the other ``which``."""
+    import inspect
+
+    from sgdlab.train.instruments.dynamics import dynamics_instrument
+
+    # the instrument's own default where the entry leaves the option out
+    own = inspect.signature(dynamics_instrument).parameters["hessian_which"].default
+    spots = {"xing-hessian-norm": ("magnitude", "largest",
+                                   lambda p: [m.get("hessian_which", own) for m in p["measure"]
+                                              if m["name"] == "dynamics"]),
+             "jastrzebski-ratio-grid": ("largest", "magnitude",
+                                        lambda p: [m["which"] for m in p["final"]
+                                                   if m["kind"] == "hessian_top"])}
+    for name, (default, other, which) in spots.items():
+        spec = load_experiment(name, "cpu")
+        assert spec.readings["hessian-eig"] == default
+        before = spec.expand()
+        assert {w for r in before for w in which(r.params)} == {default}, name
+        runs = load_experiment(name, "cpu", {"hessian-eig": other}).expand()
+        assert {w for r in runs for w in which(r.params)} == {other}, name
+        assert not {r.key for r in before} & {r.key for r in runs}

@@ -119,6 +119,30 @@ def test_hessian_largest_eigenvalue_of_a_negative_dominant_spectrum_is_not_its_n
     assert got == pytest.approx(1.0, rel=1e-10)
 
 
+def test_hessian_largest_eigenvalue_is_lanczos_on_h_not_on_its_magnitude():
+    """A dense float64 H (d = 40) whose negative end is 3x the larger in magnitude, with
+    fewer Lanczos steps than d (the Krylov space does not fill the space, so the selection
+    of the Ritz value decides): λ_max = 2 against the dense eigvalsh, where the spectral norm
+    is 6 and the signed largest-magnitude eigenvalue −6."""
+    g = torch.Generator().manual_seed(3)
+    q, _ = torch.linalg.qr(torch.randn(40, 40, generator=g, dtype=torch.float64))
+    lam = torch.cat([torch.tensor([-6.0], dtype=torch.float64),
+                     torch.linspace(-3.0, -0.5, 29, dtype=torch.float64),
+                     torch.linspace(0.1, 1.0, 9, dtype=torch.float64),
+                     torch.tensor([2.0], dtype=torch.float64)])
+    h = (q * lam) @ q.T
+    h = (h + h.T) / 2
+    model = Quadratic(h)
+    data = (torch.zeros(4, 1, dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
+    ref = torch.linalg.eigvalsh(h)
+    kw = {"tol": 1e-10, "num_iter": 30, "generator": torch.Generator().manual_seed(0)}
+    got = hessian_largest_eigenvalue(model, lambda out, y: out.mean(), data, **kw)
+    assert got == pytest.approx(float(ref[-1]), rel=1e-9)
+    kw["generator"] = torch.Generator().manual_seed(0)
+    norm = hessian_spectral_norm(model, lambda out, y: out.mean(), data, **kw)
+    assert norm == pytest.approx(float(ref.abs().max()), rel=1e-9) and norm > 2.5 * got
+
+
 def test_full_batch_grad_norm_weights_batches_by_size():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 1)).double()

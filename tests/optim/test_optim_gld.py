@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from sgdlab.measure.batch_norm import recompute_bn_statistics
 from sgdlab.optim import build_optimizer, build_optimizer_for
 from sgdlab.optim.gld import NOISE_KINDS, StructuredNoiseGD
 from sgdlab.testing import (
@@ -196,6 +197,61 @@ def test_sigma_h2_timing_takes_tr_sigma_at_the_refresh_or_at_every_step(problem,
         build("gld-dynamic", model, data, sigma_h2_timing="step")
     with pytest.raises(ValueError, match="sigma_h2_timing"):
         build("gld-hessian", model, data, sigma_h2_timing="always")
+
+
+def test_sigma_h2_timing_step_measures_as_the_refresh_does():
+    """The per-step Tr Σ of ``sigma_h2_timing="step"`` is measured as a refresh measures it:
+    batch norm in eval mode with the estimation data's statistics (``variance_bn="data"``),
+    over the optimizer's parameters alone; the model's buffers and train mode are its own
+    again after the step (float64 reference at the step's iterate)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4),
+                                torch.nn.Tanh(), torch.nn.Linear(4, 2)).double().train()
+    x, y = tiny_classification(n=16)
+    with torch.no_grad():           # running statistics far from the data's
+        model[1].running_mean.fill_(3.0)
+        model[1].running_var.fill_(0.25)
+    held = [p for n, p in model.named_parameters() if not n.startswith("3.")]
+    opt = build_optimizer(
+        "gld-hessian", held, model=model, loss_fn=LOSS, data=(x, y), lr=0.5, noise_batch_size=2,
+        k=2, refresh_every=10, sigma_h2_timing="step", variance_bn="data", hessian_tol=1e-12)
+    _run(model, opt, (x, y), 1)                       # the refresh: H and its traces
+    opt.zero_grad()
+    LOSS(model(x), y).backward()
+    ref = copy.deepcopy(model)
+    recompute_bn_statistics(ref, (x, y))
+    ref.eval()
+    ref[3].requires_grad_(False)
+    tr = float(torch.trace(covariance_reference(per_sample_gradients_loop(ref, LOSS, (x, y)))))
+    before = {k: b.clone() for k, b in model.named_buffers()}
+    opt.step()
+    assert opt.settings()["sigma_h2_timing"] == "step"
+    assert opt._stats["sigma_h2"] == pytest.approx(tr / (2 * opt._stats["trace_hk"]), rel=1e-9)
+    assert model.training
+    for k, b in model.named_buffers():
+        assert torch.equal(b, before[k]), k
+
+
+def test_sigma_h2_timing_step_refreshes_a_state_saved_without_the_hessian_traces(problem):
+    """A GLD Hessian state saved before the Hessian traces were part of the statistics has
+    none for the per-step σ_H²: ``sigma_h2_timing="step"`` refreshes at the next step (H and
+    Tr Σ of that iterate) instead of keeping the loaded σ_H² until the next refresh."""
+    model = copy.deepcopy(problem[0])
+    data = problem[1]
+    opt = build("gld-hessian", model, data, refresh_every=10, sigma_h2_timing="step")
+    _run(model, opt, data, 1)
+    sd = opt.state_dict()
+    for key in ("trace_hk", "trace_h"):
+        del sd["gld"]["stats"][key]
+    resumed = build("gld-hessian", model, data, refresh_every=10, sigma_h2_timing="step")
+    resumed.load_state_dict(sd)
+    vals, vecs = _top_abs(dense_hessian_reference(model, LOSS, data), K)
+    tr = float(torch.trace(covariance_reference(per_sample_gradients_loop(model, LOSS, data))))
+    _run(model, resumed, data, 1)
+    sigma_h2 = tr / (M * float(vals.abs().sum()))
+    assert abs(sigma_h2 - sd["gld"]["stats"]["sigma_h2"]) > 1e-3 * sigma_h2   # not the saved
+    assert resumed._stats["sigma_h2"] == pytest.approx(sigma_h2, rel=1e-6)
+    assert resumed._stats["trace_hk"] == pytest.approx(float(vals.abs().sum()), rel=1e-6)
 
 
 def test_statistics_are_refreshed_every_k_steps_from_the_first(problem):

@@ -48,6 +48,31 @@ def test_one_step_by_hand(energy, temperature):
         assert torch.allclose(p.detach(), expected, rtol=0, atol=1e-15)
 
 
+@pytest.mark.parametrize("eps", [1.0, 0.3])
+def test_thesis_eq_3_16_is_full_data_sgld_at_temperature_eps_squared(eps):
+    """Thesis (3.16), line 924: Δx = (η/2)(∇log p(x) + (N/m) Σ_k ∇log p(ξ_k|x)) + √η ε_t,
+    ε_t ~ N(0, ε²), with the Gaussian prior log p = −(Nλ/2)|x|² and log p(ξ|x) the negative
+    per-sample loss, is ``energy="full-data"`` at lr = Nη/2 and temperature T = ε² (ε = 1:
+    Welling and Teh's eq. 4), in float64 with the same draws."""
+    model = tiny_mlp(seed=0).double()
+    eta, wd, n, seed = 4e-4, 0.01, 250, 5
+    m = len(Y)
+    opt = SGLD(model.parameters(), lr=n * eta / 2, temperature=eps ** 2, weight_decay=wd,
+               num_data=n, seed=seed)
+    x0 = [p.detach().clone() for p in model.parameters()]
+    model.zero_grad()
+    # Σ_k ∇log p(ξ_k|x): the gradient of minus the summed per-sample losses
+    (-nn.CrossEntropyLoss(reduction="sum")(model(X), Y)).backward()
+    grad_loglik = [p.grad.clone() for p in model.parameters()]
+    _backward(model)            # the mean loss the optimizer steps on
+    opt.step()
+    g = torch.Generator().manual_seed(seed)
+    for p, x, gl in zip(model.parameters(), x0, grad_loglik):
+        eps_t = eps * torch.randn(p.shape, generator=g, dtype=torch.float64)
+        expected = x + eta / 2 * (-n * wd * x + n / m * gl) + math.sqrt(eta) * eps_t
+        assert torch.allclose(p.detach(), expected, rtol=0, atol=1e-14)
+
+
 @pytest.mark.parametrize("energy,std", [("full-data", math.sqrt(2 * 0.05 / 40)),
                                         ("mean", math.sqrt(2 * 0.05))])
 def test_noise_variance_matches_the_reading(energy, std):

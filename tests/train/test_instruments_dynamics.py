@@ -55,6 +55,26 @@ def test_full_gradient_norm_takes_batch_norm_in_the_mode_asked(mode):
     assert abs(logged - other) > 1e-3 * logged
 
 
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_full_gradient_norm_leaves_the_model_as_training_left_it(mode):
+    """The full gradient's train-mode batch norm updates the running statistics of each batch
+    it sees: they are the model's own again afterwards, so a run with the measurement ends
+    with the buffers, parameters and mode of the same run without it."""
+    ends = []
+    for callbacks in ([], [build_instrument("dynamics", schedule=Schedule.never(),
+                                            full_grad_every=1, full_grad_bn_mode=mode,
+                                            eval_batch_size=4)]):
+        data, model = _data(), _bn_model()
+        r = train(model, nn.CrossEntropyLoss(), data,
+                  torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, batch_size=4,
+                  callbacks=callbacks, progress=False)
+        assert r.status == "finished", r.message
+        ends.append((model.training, model.state_dict()))
+    assert ends[0][0] == ends[1][0]
+    for k, v in ends[0][1].items():
+        assert torch.equal(v, ends[1][1][k]), k
+
+
 def test_full_gradient_bn_mode_is_checked():
     with pytest.raises(ValueError, match="Invalid full_grad_bn_mode='both'"):
         build_instrument("dynamics", schedule=Schedule.every(1), full_grad_every=1,

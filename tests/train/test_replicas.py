@@ -648,9 +648,24 @@ def test_a_mistyped_key_of_a_replica_run_config_is_named_with_the_closest_one():
     with pytest.raises(ConfigError, match=r"^inner_lr: unknown key \(did you mean "
                                           r"parle\.inner_lr\?\)$"):
         build_run({**cfg, "epochs": 1, "inner_lr": 0.1})
+    # a Parle key is that key even where its name is close to a top-level one's
+    with pytest.raises(ConfigError, match=r"^master: unknown key \(did you mean "
+                                          r"parle\.master\?\)$"):
+        build_run({**cfg, "epochs": 1, "master": "lagged"})
     with pytest.raises(ConfigError, match=r"^zzz: unknown key \(valid keys: checkpoint_every, "
                                           r"data, device, "):
         build_run({**cfg, "zzz": 1})
+    # the parle mapping's unknown keys with the top level's, in one message, before the data
+    # is loaded (they came one at a time, the parle ones after the dataset was read)
+    with pytest.raises(ConfigError) as e:
+        build_run({**cfg, "data": {"name": "no-such-dataset"}, "epoch": 1,
+                   "parle": {"replicas": 2, "lrr": 0.1}})
+    assert str(e.value).splitlines() == ["2 problems in the config:",
+                                         "  epoch: unknown key (did you mean epochs?)",
+                                         "  parle.lrr: unknown key (did you mean lr?)"]
+    with pytest.raises(ConfigError, match=r"^parle\.lrr: unknown key \(did you mean lr\?\)$"):
+        build_run({**cfg, "data": {"name": "no-such-dataset"}, "epochs": 1,
+                   "parle": {"replicas": 2, "lrr": 0.1}})
 
 
 def test_parle_config_passes_rho_max_to_each_replica_s_optimizer():

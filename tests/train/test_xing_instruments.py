@@ -151,6 +151,14 @@ def test_dynamics_logs_the_spectral_norm_or_the_largest_eigenvalue_as_asked():
         "largest"
 
 
+@pytest.mark.parametrize("which", [["largest"], {"largest": 1}, None, "Largest"])
+def test_dynamics_names_a_hessian_which_that_is_not_one_of_its_choices(which):
+    # a list or mapping from a config had escaped as "TypeError: unhashable type" from the
+    # lookup, naming neither the option nor its choices
+    with pytest.raises(ValueError, match=r"Invalid hessian_which=.*expected 'magnitude'"):
+        build_instrument("dynamics", every=1, hessian_which=which)
+
+
 def test_hessian_norm_leaves_the_global_rng_to_dropout():
     # dropout draws its masks from torch's global RNG: a Lanczos start vector drawn there
     # would change every later mask, and the run would end at other weights than without it

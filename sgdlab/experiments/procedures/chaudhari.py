@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +59,7 @@ class ReplicasProcedure(Procedure):
                               f"{params['mode']!r}")
         # an unknown key named by its path in the run, not by "parle: parle.KEY"
         if isinstance(params["parle"], dict):
-            check_keys(f"{where}: parle", params["parle"],
-                       [f.name for f in fields(ParleConfig)])
+            check_keys(f"{where}: parle", params["parle"], ParleConfig.field_names())
         try:
             ParleConfig.from_dict(dict(params["parle"]))
         except ConfigError as e:

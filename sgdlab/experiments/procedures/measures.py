@@ -135,19 +135,14 @@ def _hessian_top(model, loss_fn, data, tol: float = 1e-3, num_iter: int = 40,
     (spectral norm)"); ``"largest"``: the algebraically largest eigenvalue λ_max
     (Jastrzebski et al.'s "largest eigenvalue"), which differs from the norm when a negative
     eigenvalue is the larger in magnitude."""
-    from sgdlab.measure.curvature.model import hessian_top_eigenvalue
-    from sgdlab.measure.dynamics import hessian_spectral_norm
-    from sgdlab.measure.walk import evaluation_mode
+    from sgdlab.measure.dynamics import hessian_largest_eigenvalue, hessian_spectral_norm
 
-    if which == "magnitude":
-        return {"hessian_top": hessian_spectral_norm(model, loss_fn, data, bn_mode=bn_mode,
-                                                     tol=tol, num_iter=num_iter,
-                                                     generator=_gen(0))}
-    if which != "largest":
+    fn = {"magnitude": hessian_spectral_norm, "largest": hessian_largest_eigenvalue}.get(
+        which) if isinstance(which, str) else None
+    if fn is None:
         raise ValueError(f"hessian_top: which must be 'magnitude' or 'largest', got {which!r}")
-    with torch.enable_grad(), evaluation_mode(model, bn_mode):
-        return {"hessian_top": hessian_top_eigenvalue(model, loss_fn, data, tol=tol,
-                                                      num_iter=num_iter, generator=_gen(0))}
+    return {"hessian_top": fn(model, loss_fn, data, bn_mode=bn_mode, tol=tol,
+                              num_iter=num_iter, generator=_gen(0))}
 
 
 @scalar("hessian_frobenius", {"probes", "bn_mode"})

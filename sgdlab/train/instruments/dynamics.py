@@ -61,7 +61,7 @@ class DynamicsCallback(Callback):
     Args:
         schedule: steps at which to log the cheap quantities (default every step).
         full_grad_schedule: steps for ``full_grad_norm`` (default never).
-        hessian_schedule: steps for the Hessian spectral norm (default never).
+        hessian_schedule: steps for the Hessian's ``hessian_which`` eigenvalue (default never).
         hessian_bn_mode: "eval", "train" or "both".
         full_grad_bn_mode: batch norm's mode for ``full_grad_norm``: "eval" or "train".
         eval_subset: None: the whole training set; n: a fixed random subset of n examples
@@ -79,7 +79,8 @@ class DynamicsCallback(Callback):
                  eval_subset: int | None = None, eval_batch_size: int | None = None,
                  hessian_kw: dict | None = None, hessian_which: str = "magnitude",
                  seed: int = 0):
-        if hessian_which not in HESSIAN_WHICH:
+        # (a list from a config is unhashable: named here, not a TypeError from the lookup)
+        if not isinstance(hessian_which, str) or hessian_which not in HESSIAN_WHICH:
             raise ValueError(f"Invalid hessian_which={hessian_which!r}: expected 'magnitude' "
                              "(the spectral norm) or 'largest' (the largest eigenvalue)")
         self.hessian_which = hessian_which
