@@ -5,8 +5,8 @@ predictions and the network of their averaged weights.
 Alignment (:func:`align_to`): the hidden units of a feed-forward chain (Linear and Conv2d
 layers, each optionally followed by BatchNorm1d/2d, with element-wise activations, dropout,
 pooling and one Flatten in between) can be permuted without changing the function it
-computes. The thesis aligns "each network to the first by permuting its filters using a
-greedy layer-wise matching algorithm" (line 1921) and states no more; our greedy rule, layer
+computes. The thesis aligns "each network to the first [one] by permuting its filters using
+a greedy layer-wise matching algorithm" (line 1921) and states no more; our greedy rule, layer
 by layer from the input:
 
 1. the layer's incoming weights in the copy have their input dimension already permuted as

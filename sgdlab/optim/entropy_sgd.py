@@ -27,7 +27,7 @@ the noise as √(η_y β⁻¹) ε: that is ``noise = β⁻¹/2`` here.
 
 Outer step (line 6): x ← x − η′ γ⁻¹(x − z) with ``normalize=False``. §3.2.3: "In practice, we
 therefore scale down the Local Entropy gradient by γ before the weight update [...] We can
-further set η′ = 1 which simply gives x ← z as the update": ``normalize=True`` (default,
+further set [η′ = 1] which simply gives [x ← z] as the update": ``normalize=True`` (default,
 also the authors' code) is x ← x − η′(x − z). (The thesis prints the modified line with the
 γ⁻¹ still in it; only the γ-scaled reading gives x ← z for η′ = 1.)
 

@@ -535,7 +535,7 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
     mismatch the same way); and the departure at the largest β — per seed
     |best_acc(β_max) − best_acc(1)| — is larger for the smaller training set ("magnified for
     smaller dataset size"), and so is the gap between the largest β's curve and β = 1's
-    ("The curves diverging from the blue ... magnified for smaller dataset size", line
+    ("The curves diverging from the blue […] magnified for smaller dataset size", line
     215).
 
     ``options.within_limit`` says at which sizes the smallest β > 1 lies within "a certain
@@ -667,7 +667,7 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
             "greater": [f"{lo_n} examples", f"{hi_n} examples"], "metric": "departure",
             "metric_name": "|best accuracy at the largest β − at β = 1|",
             "claim": "the breakdown at large β is larger for the smaller training set"}], dv)
-        # the caption's "curves diverging from the blue ... magnified for smaller dataset
+        # the caption's "curves diverging from the blue […] magnified for smaller dataset
         # size" (line 215): the same comparison on the curves' gap to β = 1's
         concl += check_claims([{
             "greater": [f"{lo_n} examples", f"{hi_n} examples"], "metric": "gap",
