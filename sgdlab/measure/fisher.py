@@ -33,6 +33,8 @@ from sgdlab.operators.batches import Data
 from sgdlab.operators.params import trainable_named_params
 
 FISHER_READINGS = ("per-sample", "adam-moments")
+# float64 bytes of one band of columns of a chunk's per-sample gradients
+_BAND_BYTES = 32 * 2**20
 
 
 @checked_keywords()
@@ -88,10 +90,10 @@ def per_sample_variance(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Te
                 check_per_sample_data(model, loss_fn, chunk)
             with per_sample_contexts(model):
                 g = checked_per_sample_gradients(model, loss_fn, chunk,
-                                                 chunk_size=chunk_size).detach().double()
+                                                 chunk_size=chunk_size).detach()
             k = len(g)
-            mu = g.mean(0)
-            dev = (g - mu).square_().sum(0)
+            mu, dev = _block_moments(g)
+            del g
             if mean is None:
                 n, mean, m2 = k, mu, dev
                 continue
@@ -103,6 +105,22 @@ def per_sample_variance(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Te
     if mean is None:
         raise ValueError("per_sample_variance: data holds no samples")
     return m2 / n
+
+
+def _block_moments(g: Tensor) -> tuple[Tensor, Tensor]:
+    """The column means and sums of squared deviations of ``g`` (k, d), float64, a band of
+    columns at a time: the float64 copies of the whole block (two of them) took 4x the memory
+    of ``g`` itself in float32 (d = 10⁶, k = 256: 4 GB beside its 1 GB)."""
+    k, d = g.shape
+    mean = torch.empty(d, dtype=torch.float64, device=g.device)
+    dev = torch.empty(d, dtype=torch.float64, device=g.device)
+    step = max(1, _BAND_BYTES // (8 * max(k, 1)))
+    for a in range(0, d, step):
+        band = g[:, a:a + step].double()
+        mu = band.mean(0)
+        mean[a:a + step] = mu
+        dev[a:a + step] = band.sub_(mu).square_().sum(0)
+    return mean, dev
 
 
 def adam_moments_variance(model: nn.Module, optimizer: torch.optim.Optimizer, *,
