@@ -26,6 +26,7 @@ _FROM: dict[str, str] = {
     "curvature", "hutchinson_trace": "curvature", "hutchpp_trace": "curvature", "lanczos":
     "curvature", "power_iteration": "curvature", "spectral_density": "curvature",
     "GradientCovariance": "noise", "diffusion_matrix": "noise", "gradient_covariance": "noise",
+    "GradientVariance": "noise", "gradient_variance": "noise",
     "minibatch_noise_factor": "noise", "noise_magnitude": "noise",
     "fisher_diagonal": "fisher",
     "BatchStatistics": "batch_statistics", "TakeuchiInformation": "batch_statistics",

@@ -418,6 +418,62 @@ def gradient_covariance(
     return GradientCovariance(factor, mean, n)
 
 
+class GradientVariance:
+    """diag Σ alone: the :meth:`GradientCovariance.trace` and :meth:`~GradientCovariance.diagonal`
+    of per-sample gradients pooled in chunks (:func:`~sgdlab.measure.fisher.per_sample_variance`,
+    float64), without the (N, d) factor. ``diagonal()`` is in ``dtype``, the parameters' (as
+    :class:`GradientCovariance`'s), ``trace()`` from the float64 variances."""
+
+    def __init__(self, variance: Tensor, dtype: torch.dtype):
+        if not bool(torch.isfinite(variance).all()):
+            raise FloatingPointError("non-finite gradients (diverged model or bad data?)")
+        self.variance, self.dtype = variance, dtype
+
+    @property
+    def dim(self) -> int:
+        return self.variance.shape[0]
+
+    def trace(self) -> float:
+        """Tr Σ = Σ_j Σ_jj."""
+        return float(self.variance.sum())
+
+    def diagonal(self) -> Tensor:
+        """diag Σ, shape (d,), in ``dtype``."""
+        return self.variance.to(self.dtype)
+
+
+@checked_keywords()
+def gradient_variance(
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    data: Data,
+    *,
+    chunk_size: int | None = 256,
+) -> GradientCovariance | GradientVariance:
+    """Tr Σ and diag Σ (``.trace()``, ``.diagonal()``: same convention as
+    :func:`gradient_covariance`) without the (N, d) matrix of per-sample gradients: the
+    factored Σ where the model qualifies (Gram matrix and squared sums layer by layer, memory
+    O(N · layer widths), the same numbers as :func:`gradient_covariance`), else per-sample
+    gradients ``chunk_size`` samples at a time pooled in float64
+    (:func:`~sgdlab.measure.fisher.per_sample_variance`: memory O(chunk_size · d), where
+    :func:`gradient_covariance`'s ``torch.func`` route holds the (N, d) matrix and its centred
+    copy). Dropout in train mode: the masks of one fixed draw over all chunks, as
+    :func:`~sgdlab.operators.per_sample_gradients` draws them."""
+    from sgdlab.operators.batches import fixed_randomness
+    from sgdlab.operators.params import flat_dtype, trainable_named_params
+
+    from .fisher import per_sample_variance
+
+    ps = per_sample_factors(model, loss_fn, data)
+    if ps is not None:
+        return GradientCovariance.from_per_sample(ps)
+    params = list(trainable_named_params(model).values())
+    # one draw for all chunks (per_sample_variance's own, per chunk, then changes nothing)
+    with fixed_randomness(model, params[0].device if params else "cpu"):
+        var = per_sample_variance(model, loss_fn, data, chunk_size=chunk_size)
+    return GradientVariance(var, flat_dtype(params))
+
+
 @checked_keywords()
 def diffusion_matrix(
     model: nn.Module,

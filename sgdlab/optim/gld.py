@@ -85,7 +85,8 @@ from torch.optim import Optimizer
 
 from sgdlab.errors import warn
 from sgdlab.measure.curvature import hessian_eigenpairs, hutchinson_trace, lanczos
-from sgdlab.measure.noise import GradientCovariance, gradient_covariance
+from sgdlab.measure.noise import (GradientCovariance, GradientVariance, gradient_covariance,
+                                  gradient_variance)
 from sgdlab.models.modes import buffers_kept, eval_mode, has_batchnorm
 from sgdlab.operators import HessianOperator
 from sgdlab.operators.batches import concat_batches
@@ -398,13 +399,21 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
         idx = torch.randperm(len(self._x), generator=self.generator)[:n].to(self._x.device)
         return self._x[idx], self._y[idx]
 
-    def _covariance(self, est) -> GradientCovariance:
+    def _covariance(self, est, *, diagonal_only: bool = False
+                    ) -> GradientCovariance | GradientVariance:
         """Σ over ``est``: exact from per-sample gradients, or (``minibatches``) m times the
         covariance of the gradients of a random partition into mini-batches of m (Suppl. C;
-        the covariance itself with ``minibatch_scale="batch"``)."""
-        if self.hyper["covariance_estimate"] == "per-sample":
+        the covariance itself with ``minibatch_scale="batch"``). ``diagonal_only``: the caller
+        reads ``trace()`` and ``diagonal()`` alone, which per-sample estimates then take
+        without the (N, d) matrix (:func:`~sgdlab.measure.noise.gradient_variance`), except
+        for ``sampling="dense"``, the d x d baseline, kept as it was."""
+        h = self.hyper
+        if h["covariance_estimate"] == "per-sample":
+            if diagonal_only and h["sampling"] != "dense":
+                return gradient_variance(self.model, self.loss_fn, est,
+                                         chunk_size=h["chunk_size"])
             return gradient_covariance(self.model, self.loss_fn, est,
-                                       chunk_size=self.hyper["chunk_size"])
+                                       chunk_size=h["chunk_size"])
         x, y = est
         m = self.hyper["noise_batch_size"]
         nb = len(x) // m
@@ -470,7 +479,7 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
             with eval_mode(self.model, bn), self._held_only():
                 if sigma_h2_only:       # H and its traces kept, Tr Σ of this step's iterate
                     with torch.enable_grad():
-                        cov = self._covariance(est)
+                        cov = self._covariance(est, diagonal_only=True)
                     stats = {**self._stats, "sigma_h2": self._sigma_h2(
                         self._stats["trace_hk"], self._stats["trace_h"], cov, m)}
                 else:
@@ -504,7 +513,9 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
                 stats = {"sqrt": N.psd_sqrt(self._dense_covariance(stats, None))}
             return stats
         with torch.enable_grad():
-            cov = self._covariance(est) if kind != "hessian" or h["sigma_h2"] is None else None
+            # dynamic, diagonal and σ_H² read Tr Σ or diag Σ alone
+            cov = (self._covariance(est, diagonal_only=kind in ("dynamic", "diagonal", "hessian"))
+                   if kind != "hessian" or h["sigma_h2"] is None else None)
             trace_h = None
             if kind == "hessian":
                 vals, vecs = hessian_eigenpairs(
@@ -539,7 +550,7 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
         return stats
 
     def _sigma_h2(self, trace_hk: float, trace_h: float | None,
-                  cov: GradientCovariance | None, m: int | None) -> float:
+                  cov: GradientCovariance | GradientVariance | None, m: int | None) -> float:
         """σ_H² by ``sigma_h2`` or ``sigma_h2_rule`` (module docstring); 0 where the trace it
         divides by is not positive (no Hessian-shaped noise to scale)."""
         h = self.hyper

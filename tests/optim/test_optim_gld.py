@@ -802,3 +802,83 @@ def test_step_is_zhus_section_4_2_update_by_hand(problem, name, kw):
         want = theta - eta * g0 + eta * vecs @ ((1.0 * vals.abs()).sqrt() * z)
     torch.testing.assert_close(new, want, rtol=0, atol=1e-9)
     assert (new - (theta - eta * g0)).abs().max() > 1e-4       # the noise moved θ
+
+
+def _layer_norm_mlp():
+    """A float64 MLP with a LayerNorm: outside the factored engine, so per-sample gradients
+    come from torch.func (the route where Σ's factor is the (N, d) matrix)."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.LayerNorm(5), torch.nn.Tanh(),
+                               torch.nn.Linear(5, 2)).double()
+
+
+@pytest.mark.parametrize("timing", ["refresh", "step"])
+def test_trace_and_diagonal_statistics_without_the_factor_match_dense_float64(timing):
+    """GLD dynamic's σ² = Tr Σ/(m d), diagonal's diag Σ/m and Hessian's σ_H² = Tr Σ/(m Tr H₊)
+    taken in chunks of 5 of 13 samples (per-sample variances pooled, no (N, d) matrix) equal
+    those of the explicit 1/N covariance of a loop of per-sample backward passes, in float64
+    (σ_H² at a refresh and at a step between refreshes)."""
+    model = _layer_norm_mlp()
+    data = tiny_classification(n=13, seed=4)
+    sigma = covariance_reference(per_sample_gradients_loop(model, LOSS, data))
+    d = sigma.shape[0]
+    opt = build("gld-dynamic", model, data, chunk_size=5)
+    assert opt.refresh_statistics()["sigma2"] == pytest.approx(
+        float(torch.trace(sigma)) / (M * d), rel=1e-12)
+    opt = build("gld-diagonal", model, data, chunk_size=5)
+    var = opt.refresh_statistics()["var"]
+    assert var.dtype == torch.float64
+    torch.testing.assert_close(var, torch.diagonal(sigma) / M, rtol=1e-12, atol=1e-15)
+    opt = build("gld-hessian", model, data, chunk_size=5, sigma_h2_timing=timing,
+                refresh_every=10)
+    stats = opt.refresh_statistics()
+    if timing == "step":        # Tr Σ taken again at the same θ, between refreshes
+        opt._t = 1
+        with torch.no_grad():
+            opt._refresh_statistics(sigma_h2_only=True)
+        stats = opt._stats
+    assert stats["sigma_h2"] == pytest.approx(
+        float(torch.trace(sigma)) / (M * stats["trace_hk"]), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["gld-dynamic", "gld-diagonal", "gld-hessian"])
+def test_trace_and_diagonal_statistics_hold_one_chunk_of_per_sample_gradients(name,
+                                                                               monkeypatch):
+    """Tr Σ and diag Σ never hold the (N, d) matrix of per-sample gradients: every block of
+    rows the per-sample-gradient engine returns is at most ``chunk_size`` rows (here 4 of 14
+    samples), and Σ's factor is never built; the statistic is that of the whole data."""
+    import sgdlab.operators.per_sample as per_sample
+
+    rows = []
+    engine = per_sample.checked_per_sample_gradients
+
+    def recording(*args, **kwargs):
+        g = engine(*args, **kwargs)
+        rows.append(len(g))
+        return g
+
+    monkeypatch.setattr(per_sample, "checked_per_sample_gradients", recording)
+    model = _layer_norm_mlp()
+    data = tiny_classification(n=14, seed=5)
+    stats = build(name, model, data, chunk_size=4).refresh_statistics()
+    assert rows and max(rows) <= 4 and sum(rows) == 14
+    sigma = covariance_reference(per_sample_gradients_loop(model, LOSS, data))
+    if name == "gld-diagonal":
+        torch.testing.assert_close(stats["var"], torch.diagonal(sigma) / M)
+    elif name == "gld-dynamic":
+        assert stats["sigma2"] == pytest.approx(float(torch.trace(sigma)) / (M * len(sigma)))
+
+
+def test_leading_and_dense_sampling_still_take_the_whole_covariance(monkeypatch):
+    """GLD leading needs Σ's eigenvectors and ``sampling="dense"`` its d x d matrix: both
+    still go through the covariance (and its factor), the variance-only route is not taken."""
+    import sgdlab.optim.gld as gld
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the variance-only route")
+
+    monkeypatch.setattr(gld, "gradient_variance", refuse)
+    model = _layer_norm_mlp()
+    data = tiny_classification(n=8, seed=6)
+    build("gld-leading", model, data).refresh_statistics()
+    build("gld-dynamic", model, data, sampling="dense").refresh_statistics()
