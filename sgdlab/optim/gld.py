@@ -51,7 +51,9 @@ Its Tr Σ is that of the refresh's iterate (``sigma_h2_timing="refresh"``, defau
 per-sample-gradient pass a step, the Hessian traces kept from the last refresh).
 
 Σ is estimated from per-sample gradients (``covariance_estimate="per-sample"``, default: the
-exact population covariance over the estimation data) or, as Suppl. C does for GLD leading
+exact population covariance over the estimation data; GLD dynamic, diagonal and σ_H²'s rules
+read its trace or diagonal alone, taken without the (N, d) matrix of per-sample gradients,
+:func:`~sgdlab.measure.noise.gradient_variance`) or, as Suppl. C does for GLD leading
 ("we first randomly divide the training set into 60 mini batches containing 20 examples, and
 then use those minibatches to estimate covariance matrix"), from the gradients of a random
 partition of the data into mini-batches of m (``"minibatches"``: their covariance estimates
