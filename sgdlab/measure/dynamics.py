@@ -124,6 +124,11 @@ def hessian_largest_eigenvalue(model: nn.Module, loss_fn: LossFn, data: Data, *,
     return _extreme_eigenvalue(model, loss_fn, data, "largest", bn_mode, lanczos_kw)
 
 
+# the two readings of Xing et al.'s "Max eigenvalue (spectral norm)" (Fig. 3), by the name a
+# config gives them (the dynamics instrument's hessian_which, the hessian_top measure's which)
+HESSIAN_WHICH = {"magnitude": hessian_spectral_norm, "largest": hessian_largest_eigenvalue}
+
+
 def _extreme_eigenvalue(model: nn.Module, loss_fn: LossFn, data: Data, which: str,
                         bn_mode: str, lanczos_kw: dict) -> float:
     """The Ritz value Lanczos selects by ``which`` ("magnitude": signed, largest |λ|;

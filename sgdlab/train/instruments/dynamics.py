@@ -40,19 +40,13 @@ import torch
 from torch import Tensor
 
 from sgdlab.errors import warn
-from sgdlab.measure.dynamics import (full_batch_grad_norm, hessian_largest_eigenvalue,
-                                     hessian_spectral_norm)
+from sgdlab.measure.dynamics import HESSIAN_WHICH, full_batch_grad_norm
 from sgdlab.operators.params import grads_vector, params_vector, trainable_named_params
 
 from ..callbacks import Callback, Schedule, TrainContext, step_generator, train_subset
 from . import register_instrument
 
 __all__ = ["DynamicsCallback", "dynamics_instrument"]
-
-
-# the Hessian quantity logged as hess_norm_*: Fig. 3's "Max eigenvalue (spectral norm)" read
-# as the norm max |λ| (the text tracks "the spectral norm") or as the largest eigenvalue
-HESSIAN_WHICH = {"magnitude": hessian_spectral_norm, "largest": hessian_largest_eigenvalue}
 
 
 class DynamicsCallback(Callback):
