@@ -2,8 +2,8 @@
 import pytest
 import torch
 
+from sgdlab.testing import run_threads
 from sgdlab.train.communicator import TorchDistributedCommunicator
-from test_replicas import run_threads
 
 
 def test_reduce_round_puts_the_loss_in_the_anchors_dtype_and_device(monkeypatch):
