@@ -108,12 +108,10 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
         options = [s for a in command._actions for s in a.option_strings]
         flag = next((w.split("=", 1)[0] for w in unknown if w.startswith("--")), None)
         hint = did_you_mean(flag, options) if flag else _split_pair(words, unknown[0])
-        own = getattr(command, "unknown_option_hint", None)
-        if callable(own):        # a hint of the command's own for this option, or none
-            own = own(flag, _value_after(unknown, flag), hint) if flag else None
-            hint = f" ({own})" if own else hint
-        elif own and flag and (flag == "--set" or not hint):   # --set is no misspelt --store
-            hint = f" ({own})"
+        # a command's own hint for this option, or none: (flag, its value, the closest option's)
+        own_hint = getattr(command, "unknown_option_hint", None)
+        own = own_hint(flag, _value_after(unknown, flag), hint) if own_hint and flag else None
+        hint = f" ({own})" if own else hint
         command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
     return args
 
