@@ -62,8 +62,10 @@ def _dense_hessian(model, loss_fn, x, y, bn_train: bool):
     return torch.autograd.functional.hessian(f, params_vector(model))
 
 
-@pytest.mark.parametrize("bn_mode", ["eval", "train"])
-def test_hessian_spectral_norm_matches_dense(bn_mode):
+def _measured_and_dense(measure, bn_mode: str):
+    """``measure`` (a Hessian extreme) of a batch-norm model in train mode whose running
+    statistics are far from the batch's, its buffers and mode checked restored after; with
+    the dense Hessian's eigenvalues and the model, loss and data it was taken on."""
     model = _bn_model()
     model.train()
     x = torch.randn(16, 3, dtype=torch.float64)
@@ -72,15 +74,21 @@ def test_hessian_spectral_norm_matches_dense(bn_mode):
         model(x * 3 + 1)  # running statistics far from the batch statistics
     loss_fn = nn.CrossEntropyLoss()
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    got = hessian_spectral_norm(model, loss_fn, (x, y), bn_mode=bn_mode, tol=1e-10)
+    got = measure(model, loss_fn, (x, y), bn_mode=bn_mode, tol=1e-10)
     for k, v in model.state_dict().items():  # buffers restored, flags restored
         torch.testing.assert_close(v, state[k])
     assert model.training
-    h = _dense_hessian(model, loss_fn, x, y, bn_mode == "train")
+    lam = torch.linalg.eigvalsh(_dense_hessian(model, loss_fn, x, y, bn_mode == "train"))
     model.train()
-    assert got == pytest.approx(float(torch.linalg.eigvalsh(h).abs().max()), rel=1e-6)
+    return got, lam, (model, loss_fn, (x, y))
+
+
+@pytest.mark.parametrize("bn_mode", ["eval", "train"])
+def test_hessian_spectral_norm_matches_dense(bn_mode):
+    got, lam, (model, loss_fn, data) = _measured_and_dense(hessian_spectral_norm, bn_mode)
+    assert got == pytest.approx(float(lam.abs().max()), rel=1e-6)
     if bn_mode == "train":  # the two modes are different Hessians (Xing et al.)
-        other = hessian_spectral_norm(model, loss_fn, (x, y), bn_mode="eval", tol=1e-10)
+        other = hessian_spectral_norm(model, loss_fn, data, bn_mode="eval", tol=1e-10)
         assert abs(other - got) > 1e-3 * got
 
 
@@ -95,20 +103,8 @@ def test_hessian_spectral_norm_of_a_negative_dominant_eigenvalue_is_its_magnitud
 @pytest.mark.parametrize("bn_mode", ["eval", "train"])
 def test_hessian_largest_eigenvalue_matches_dense(bn_mode):
     """Fig. 3's other reading, λ_max: the top of the dense Hessian's spectrum in either mode."""
-    model = _bn_model()
-    model.train()
-    x = torch.randn(16, 3, dtype=torch.float64)
-    y = torch.randint(0, 2, (16,))
-    with torch.no_grad():
-        model(x * 3 + 1)
-    loss_fn = nn.CrossEntropyLoss()
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    got = hessian_largest_eigenvalue(model, loss_fn, (x, y), bn_mode=bn_mode, tol=1e-10)
-    for k, v in model.state_dict().items():
-        torch.testing.assert_close(v, state[k])
-    assert model.training
-    h = _dense_hessian(model, loss_fn, x, y, bn_mode == "train")
-    assert got == pytest.approx(float(torch.linalg.eigvalsh(h).max()), rel=1e-6)
+    got, lam, _ = _measured_and_dense(hessian_largest_eigenvalue, bn_mode)
+    assert got == pytest.approx(float(lam.max()), rel=1e-6)
 
 
 def test_hessian_largest_eigenvalue_of_a_negative_dominant_spectrum_is_not_its_norm():
