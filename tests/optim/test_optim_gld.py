@@ -199,18 +199,25 @@ def test_sigma_h2_timing_takes_tr_sigma_at_the_refresh_or_at_every_step(problem,
         build("gld-hessian", model, data, sigma_h2_timing="always")
 
 
+def _bn_model_far_from_its_data():
+    """A float64 batch-norm model in train mode and 16 examples, its running statistics far
+    from the examples' (so a measurement that uses the wrong ones is seen)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4),
+                                torch.nn.Tanh(), torch.nn.Linear(4, 2)).double().train()
+    data = tiny_classification(n=16)
+    with torch.no_grad():
+        model[1].running_mean.fill_(3.0)
+        model[1].running_var.fill_(0.25)
+    return model, data
+
+
 def test_sigma_h2_timing_step_measures_as_the_refresh_does():
     """The per-step Tr Σ of ``sigma_h2_timing="step"`` is measured as a refresh measures it:
     batch norm in eval mode with the estimation data's statistics (``variance_bn="data"``),
     over the optimizer's parameters alone; the model's buffers and train mode are its own
     again after the step (float64 reference at the step's iterate)."""
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4),
-                                torch.nn.Tanh(), torch.nn.Linear(4, 2)).double().train()
-    x, y = tiny_classification(n=16)
-    with torch.no_grad():           # running statistics far from the data's
-        model[1].running_mean.fill_(3.0)
-        model[1].running_var.fill_(0.25)
+    model, (x, y) = _bn_model_far_from_its_data()
     held = [p for n, p in model.named_parameters() if not n.startswith("3.")]
     opt = build_optimizer(
         "gld-hessian", held, model=model, loss_fn=LOSS, data=(x, y), lr=0.5, noise_batch_size=2,
@@ -564,13 +571,8 @@ def test_variance_bn_data_leaves_a_train_mode_models_running_statistics_unchange
     """``variance_bn="data"`` writes the estimation data's statistics into the batch norm for
     the measurement: the running statistics (and batch counter) are the model's own again
     afterwards, also when the measurement raises, and the model is still in train mode."""
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4),
-                                torch.nn.Tanh(), torch.nn.Linear(4, 2)).double().train()
-    x, y = tiny_classification(n=16)
-    with torch.no_grad():           # running statistics far from the data's
-        model[1].running_mean.fill_(3.0)
-        model[1].running_var.fill_(0.25)
+    model, (x, y) = _bn_model_far_from_its_data()
+    with torch.no_grad():
         model[1].num_batches_tracked.fill_(7)
     before = {k: b.clone() for k, b in model.named_buffers()}
     opt = build_optimizer_for("gld-diagonal", model, loss_fn=LOSS, data=(x, y), lr=0.1,
