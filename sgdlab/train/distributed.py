@@ -83,8 +83,9 @@ from ..claims import FolderBusy, claim_file, hold_lock
 from ..distributed_options import (BACKENDS, DEFAULT_BACKEND, DEFAULT_TIMEOUT,
                                    add_process_group_options)
 from ..errors import (ConfigError, DataError, UserError, check_config_kind, check_not_empty,
-                      config_error, file_problem, is_seed, make_output_dir, not_a_config_file,
-                      read_config_text, refuse_results_of_others, unknown_keys)
+                      config_error, did_you_mean, file_problem, is_seed, make_output_dir,
+                      not_a_config_file, read_config_text, refuse_results_of_others,
+                      unknown_keys)
 from ..losses import build_loss
 from ..plugins import import_plugins, recorded_plugins
 from ..store.folders import REPLICA_MASTER, REPLICA_RESULT, store_option
@@ -159,7 +160,8 @@ def choose_backend(backend: str, device: str = "cpu") -> str:
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be auto, gloo or nccl, got {backend!r}")
     if device not in DEVICES:
-        raise ConfigError(f"device must be cpu or cuda, got {device!r}")
+        raise ConfigError(f"device must be cpu or cuda, got {device!r}"
+                          f"{did_you_mean(device, DEVICES)}")
     if backend == "auto":
         return "nccl" if device == "cuda" else "gloo"
     if backend == "nccl" and device != "cuda":
@@ -300,7 +302,8 @@ def build_run(cfg: dict[str, Any]):
         if not isinstance(cfg.get(k), dict):
             raise ConfigError(f"replica run config needs a mapping {k!r}")
     if cfg.get("device", "cpu") not in DEVICES:
-        raise ConfigError(f"device must be cpu or cuda, got {cfg['device']!r}")
+        raise ConfigError(f"device must be cpu or cuda, got {cfg['device']!r}"
+                          f"{did_you_mean(cfg['device'], DEVICES)}")
     model, loss_fn, data = build_model_and_data(cfg)
     # as `sgdlab train` does: refused here, before the run is recorded failed at its first step
     from ..operators.batches import check_run_data

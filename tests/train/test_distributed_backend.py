@@ -121,5 +121,6 @@ def test_choose_backend_follows_the_device():
                                               ("gloo", "cpu"), ("gloo", "cuda"),
                                               ("nccl", "cuda"))] == [
         "gloo", "nccl", "gloo", "gloo", "nccl"]
-    with pytest.raises(ConfigError, match="device must be cpu or cuda, got 'gpu'"):
+    with pytest.raises(ConfigError, match=r"^device must be cpu or cuda, got 'gpu' \(did you "
+                                          r"mean cuda\?\)$"):
         choose_backend("auto", "gpu")

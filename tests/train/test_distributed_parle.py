@@ -549,7 +549,9 @@ def test_a_device_other_than_cpu_or_cuda_is_refused(tmp_path):
     from sgdlab.train.distributed import build_run
 
     cfg, _ = write_problem(tmp_path, replicas=2, rounds=1)
-    with pytest.raises(ConfigError, match="device must be cpu or cuda, got 'gpu'"):
+    # worded as `sgdlab run --device gpu` and a run config's train.device are
+    with pytest.raises(ConfigError, match=r"^device must be cpu or cuda, got 'gpu' \(did you "
+                                          r"mean cuda\?\)$"):
         build_run({**cfg, "device": "gpu"})
     assert build_run({**cfg, "device": "cpu"})[3].replicas == 2
 
