@@ -10,19 +10,12 @@ from sgdlab.data.base import Dataset
 from sgdlab.train.callbacks import Schedule
 from sgdlab.train.instruments import build_instrument
 from sgdlab.train.loop import train
+from test_xing_instruments import _bn_model
+from test_xing_instruments import _data as _xing_data
 
 
 def _data(n=12):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, 3, generator=g, dtype=torch.float64) * 2 + 1
-    y = torch.randint(0, 2, (n,), generator=g)
-    return Dataset(x, y, x[:4].clone(), y[:4].clone(),
-                   {"name": "tiny", "task": "classification", "num_outputs": 2})
-
-
-def _bn_model():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).double()
+    return _xing_data(n, scale=2.0, shift=1.0)
 
 
 def _by_hand(model: nn.Module, data: Dataset, mode: str, batch: int) -> float:

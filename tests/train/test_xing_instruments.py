@@ -18,9 +18,11 @@ from sgdlab.train.instruments.dynamics import DynamicsCallback
 from sgdlab.train.loop import train
 
 
-def _data(n=12, seed=0):
+def _data(n=12, seed=0, *, scale=1.0, shift=0.0):
+    """n float64 examples of 3 features (× ``scale`` + ``shift``: batch statistics away from
+    a fresh batch norm's running ones) with 2 classes; the first 4 again as the test set."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    x = torch.randn(n, 3, generator=g, dtype=torch.float64) * scale + shift
     y = torch.randint(0, 2, (n,), generator=g)
     return Dataset(x, y, x[:4].clone(), y[:4].clone(),
                    {"name": "tiny", "task": "classification", "num_outputs": 2})
