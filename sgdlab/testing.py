@@ -116,6 +116,16 @@ def config_errors(raw) -> str:
     raise AssertionError(f"the config was accepted: {raw!r}")
 
 
+def paper_runs(name: str, data_dir: str = "/d") -> dict[str, dict]:
+    """``{label: params}`` of catalogue entry ``name``'s runs at ``paper`` scale, its data files
+    under ``data_dir`` (only named, not read): what a test of the paper's stated settings
+    compares with the text."""
+    from sgdlab.experiments.spec import load_experiment
+
+    return {r.label: r.params
+            for r in load_experiment(name, "paper").expand(data_dir=data_dir)}
+
+
 def stored_run(label: str = "a", seed: int = 0, *, params: dict | None = None,
                summary: dict | None = None, metrics: dict | None = None,
                data: dict | None = None, status: str = "finished", key: str | None = None):

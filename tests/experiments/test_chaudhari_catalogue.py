@@ -14,6 +14,7 @@ import torch
 
 from sgdlab.experiments.spec import load_experiment
 from sgdlab.optim.registry import build_optimizer
+from sgdlab.testing import paper_runs
 
 SGD_ALLCNN = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3}
 SGD_SCHEDULE = {"name": "step", "every": 60, "gamma": 0.2}
@@ -27,13 +28,9 @@ ALLCNN_RUNS = {
 }
 
 
-def _runs(name: str) -> dict[str, dict]:
-    return {r.label: r.params for r in load_experiment(name, "paper").expand(data_dir="/d")}
-
-
 @pytest.mark.parametrize("name", sorted(ALLCNN_RUNS))
 def test_allcnn_runs_use_the_stated_data_model_batch_and_weight_decay(name):
-    runs = _runs(name)
+    runs = paper_runs(name)
     for label in ALLCNN_RUNS[name]:
         p = runs[label]
         assert p["dataset"]["name"] == "cifar10" and p["model"] == {"name": "allcnn"}, label
@@ -51,19 +48,19 @@ def test_allcnn_runs_use_the_stated_data_model_batch_and_weight_decay(name):
 @pytest.mark.parametrize("name,label", [("chaudhari-entropy-sgd", "sgd-allcnn"),
                                         ("chaudhari-smoothing", "sgd-allcnn")])
 def test_sgd_baseline_on_allcnn_is_the_stated_one(name, label):
-    p = _runs(name)[label]
+    p = paper_runs(name)[label]
     assert p["optimizer"] == SGD_ALLCNN and p["schedule"] == SGD_SCHEDULE
     assert p["epochs"] == (200 if name == "chaudhari-entropy-sgd" else 195)  # Table 4.1: 195
 
 
 def test_trivialized_allcnn_baseline_is_table_2_1s():
-    p = _runs("chaudhari-trivialized-allcnn")["sgd"]
+    p = paper_runs("chaudhari-trivialized-allcnn")["sgd"]
     assert p["optimizer"] == SGD_ALLCNN and p["schedule"] == SGD_SCHEDULE
     assert p["epochs"] == 200
 
 
 def test_entropy_sgd_on_cifar_is_section_3_3_3():
-    p = _runs("chaudhari-entropy-sgd")["entropy-sgd-allcnn"]
+    p = paper_runs("chaudhari-entropy-sgd")["entropy-sgd-allcnn"]
     opt = p["optimizer"]
     assert (opt["name"], opt["L"], opt["lr"], opt["inner_lr"], opt["noise"], opt["gamma"]) == \
         ("entropy_sgd", 20, 1.0, 0.1, 1e-8, 30.0)
@@ -80,7 +77,7 @@ def test_paper_scale_data_is_preprocessed_as_the_thesis_says():
 
     seen = set()
     for name in sorted(n for n in catalogue_files() if n.startswith("chaudhari-")):
-        for label, p in _runs(name).items():
+        for label, p in paper_runs(name).items():
             d = p.get("dataset") if isinstance(p, dict) else None
             if not d:
                 continue
@@ -975,7 +972,7 @@ def test_table_3_1s_mnistfc_epochs_beyond_section_3_3_2s_budget_are_named():
     5 epochs × L = 20 = 100 of §3.3.2 (line 1052) that the paper scale runs: the entry names
     the inconsistency, since no time read inside the budget can be the table's."""
     spec = load_experiment("chaudhari-entropy-sgd", "paper")
-    p = _runs("chaudhari-entropy-sgd")["entropy-sgd-mnistfc"]
+    p = paper_runs("chaudhari-entropy-sgd")["entropy-sgd-mnistfc"]
     assert p["epochs"] * p["optimizer"]["L"] == 100 < 120
     devs = " ".join(" ".join(d.split()) for d in spec.deviations)
     assert "120 for Entropy-SGD on mnistfc exceeds the 100 effective epochs" in devs
@@ -1315,7 +1312,7 @@ def test_spin_glass_paper_scale_is_section_2_4_1s():
     √3 (1 − 1/N)^½ and 3, gradient descent with η = 0.1 until ‖∇H̃‖ ≤ 10⁻⁴, 20,000 runs."""
     from sgdlab.landscapes.pspin import regime_field
 
-    runs = _runs("chaudhari-spin-glass")
+    runs = paper_runs("chaudhari-spin-glass")
     assert sorted(runs) == ["critical", "glassy", "trivial"]
     for p in runs.values():
         assert (p["n"], p["lr"], p["tol"], p["starts"]) == (100, 0.1, 1e-4, 20000)
@@ -1329,7 +1326,7 @@ def test_double_well_runs_example_6_43_at_unit_temperature():
     λ = 0 (j = 0) and 0.5, and 1.5 for 'a large ‖j(x)‖' (a listed choice)."""
     from sgdlab.landscapes.double_well import DoubleWell
 
-    runs = _runs("chaudhari-double-well")
+    runs = paper_runs("chaudhari-double-well")
     assert sorted(p["lam"] for p in runs.values()) == [0.0, 0.5, 1.5]
     dw = DoubleWell(0.5)        # as the procedure builds it: no β of its own
     x = torch.tensor([0.3, -0.7], dtype=torch.float64)
@@ -1351,7 +1348,7 @@ def test_trajectory_fft_paper_scale_is_section_6_3_3s():
     snapshot of every weight after each epoch; the full gradient once an epoch."""
     from sgdlab.train.loop import steps_per_epoch
 
-    (p,) = _runs("chaudhari-trajectory-fft").values()
+    (p,) = paper_runs("chaudhari-trajectory-fft").values()
     assert p["model"]["name"] == "tiny-fc" and p["dataset"]["name"] == "mnist"
     assert p["dataset"]["classes"] == [0, 1, 2, 3, 4]
     assert (p["optimizer"]["momentum"], p["optimizer"]["nesterov"]) == (0.9, True)
@@ -1367,7 +1364,7 @@ def test_diffusion_spectrum_paper_scale_is_section_6_3_1s():
     """§6.3.1-6.3.2 (lines 2906-2926): small-lenet and small-fc on MNIST, small-allcnn on
     CIFAR-10 and CIFAR-100 (GCN + ZCA, no augmentation), Nesterov momentum 0.9; D(x) of (6.4)
     over the training set at 20%, 40% and 100% of one training."""
-    runs = _runs("chaudhari-diffusion-spectrum")
+    runs = paper_runs("chaudhari-diffusion-spectrum")
     nets = {}
     for label, p in runs.items():
         net, pct = label.split("@")

@@ -8,7 +8,7 @@ import pytest
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures.generic import add_derived
 from sgdlab.experiments.spec import load_experiment
-from sgdlab.testing import stored_run
+from sgdlab.testing import paper_runs, stored_run
 
 # label -> (dataset, model, lr, C, mu, nesterov, weight decay, random factor's convention)
 # from the captions of Figs. 1, 2, 5 and 6 (lines 159, 182, 233, 248 of the text); Fig. 4
@@ -35,7 +35,7 @@ STATED = {
 
 @pytest.mark.parametrize("name", sorted(STATED))
 def test_paper_scale_uses_the_stated_settings(name):
-    runs = {r.label: r.params for r in load_experiment(name, "paper").expand(data_dir="/d")}
+    runs = paper_runs(name)
     assert set(runs) == set(STATED[name])
     for label, (data, model, lr, c, mu, nesterov, wd) in STATED[name].items():
         p = runs[label]

@@ -8,6 +8,7 @@ import pytest
 
 from sgdlab.experiments.spec import catalogue_files, load_experiment
 from sgdlab.models import build_model
+from sgdlab.testing import paper_runs
 
 TEXT = "xing-2018-walk-with-sgd.txt"
 XING = sorted(n for n in catalogue_files() if n.startswith("xing-"))
@@ -151,10 +152,6 @@ def test_the_stated_constants_are_on_the_lines_cited(paper_lines):
         assert words in paper_lines[number - 1], number
 
 
-def _paper_runs(name: str) -> dict[str, dict]:
-    return {r.label: r.params for r in load_experiment(name, "paper").expand(data_dir="/d")}
-
-
 def _measure(p: dict, name: str) -> dict:
     (m,) = [m for m in p.get("measure", []) if m["name"] == name]
     return m
@@ -165,7 +162,7 @@ def test_paper_scale_runs_the_constants_the_text_states():
     paper-scale runs (the lines of :data:`STATED`)."""
     # Figs. 1-2: 40 updates of full-batch GD and of SGD (line 70), lr 0.1, batch 100
     # (line 63), each segment at 10 points strictly between the iterates (line 61)
-    walk = _paper_runs("xing-walk")
+    walk = paper_runs("xing-walk")
     assert walk["gd"]["batch_size"] == "full" and walk["gd"]["epochs"] == 40
     assert walk["sgd"]["batch_size"] == 100 and walk["sgd"]["max_steps"] == 40
     for p in walk.values():
@@ -175,7 +172,7 @@ def test_paper_scale_runs_the_constants_the_text_states():
         assert m.get("eval_subset") is None           # the whole training set (line 83)
     # Tables 1-2: epochs 1, 10, 25, 100 of 450 updates (lines 85, 87), 100 epochs (line
     # 101), VGG-11 at learning rates 0.1 and 0.05 (Table 2, lines 121-122), batch 100
-    bars = _paper_runs("xing-barriers")
+    bars = paper_runs("xing-barriers")
     assert {p["optimizer"]["lr"] for p in bars.values()} == {0.1, 0.05}
     for p in bars.values():
         assert p["batch_size"] == 100 and p["epochs"] == 100 and not p.get("schedule")
@@ -184,23 +181,23 @@ def test_paper_scale_runs_the_constants_the_text_states():
         assert m.get("spacing", "interior") == "interior" and m.get("eval_subset") is None
     # Fig. 3: lr 0.1, batch 100 (line 95); the spectral norm in batch norm's train mode
     # (footnote 5, line 111), each batch of SGD's size normalised by its own statistics
-    (hess,) = _paper_runs("xing-hessian-norm").values()
+    (hess,) = paper_runs("xing-hessian-norm").values()
     assert (hess["optimizer"]["lr"], hess["batch_size"]) == (0.1, 100)
     m = _measure(hess, "dynamics")
     assert m["hessian_bn_mode"] in ("train", "both") and m["eval_batch_size"] == 100
     # §4: noise factors 0.1 and 0.05 (line 148); lr 0.1 and SGD's batch 100 (line 150)
-    iso = _paper_runs("xing-isotropic-noise")
+    iso = paper_runs("xing-isotropic-noise")
     assert sorted(p["optimizer"].get("variance_factor", 0) for p in iso.values()
                   if p["optimizer"]["name"] == "gd-isotropic") == [0.05, 0.1]
     assert all(p["optimizer"]["lr"] == 0.1 for p in iso.values())
     assert iso["sgd"]["batch_size"] == 100 and iso["gd"]["batch_size"] == "full"
     # footnote 6 continues §4's runs: the same lr 0.1 and SGD batch 100
-    stuck = _paper_runs("xing-stuck-continuation")
+    stuck = paper_runs("xing-stuck-continuation")
     assert stuck["sgd"]["batch_size"] == 100
     assert all(p["optimizer"]["lr"] == 0.1 for p in stuck.values())
     # Fig. 4: the sweeps pass through (0.1, 100) (line 63)
     grid = {(p["optimizer"]["lr"], p["batch_size"])
-            for p in _paper_runs("xing-cosine-grid").values()}
+            for p in paper_runs("xing-cosine-grid").values()}
     assert (0.1, 100) in grid
     # Appendix C: batch size 100 for every schedule (line 262)
-    assert {p["batch_size"] for p in _paper_runs("xing-schedules").values()} == {100}
+    assert {p["batch_size"] for p in paper_runs("xing-schedules").values()} == {100}

@@ -15,6 +15,7 @@ from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import StoredRun
 from sgdlab.experiments.procedures.common import check_claims
 from sgdlab.experiments.spec import catalogue_files, load_experiment, read_file
+from sgdlab.testing import paper_runs
 from sgdlab.testing import stored_run as run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -663,13 +664,9 @@ def test_escape_runs_refuse_a_bad_value_when_planned(params, match):
 
 
 # --- paper scale: the constants the text states ----------------------------------------------
-def _paper_runs(name: str) -> dict[str, dict]:
-    return {r.label: r.params for r in load_experiment(name, "paper").expand(data_dir="/d")}
-
-
 def test_paper_scale_escape_uses_the_constants_of_fig3_and_suppl_b():
     # Fig. 3 caption (line 172) and Suppl. B (lines 388-398)
-    for p in _paper_runs("zhu-escape-2d").values():
+    for p in paper_runs("zhu-escape-2d").values():
         assert {k: p[k] for k in ("landscape", "protocol", "lr", "iterations", "repetitions",
                                   "batch_size", "const_sigma", "leading_k", "hessian_scale",
                                   "sharpness_sigma", "sharpness_samples", "start")} == {
@@ -680,7 +677,7 @@ def test_paper_scale_escape_uses_the_constants_of_fig3_and_suppl_b():
 
 
 def test_paper_scale_noisy_label_uses_the_constants_of_sec_5_1_and_suppl_c():
-    runs = _paper_runs("zhu-noisy-label")
+    runs = paper_runs("zhu-noisy-label")
     start = runs.pop("gd-start")
     # 1,200 FashionMNIST images, 200 wrongly labelled, the 11,330-parameter LeNet (line 405)
     assert start["dataset"]["name"] == "fashion_mnist"
@@ -717,7 +714,7 @@ def test_paper_scale_cubic_runs_use_the_constants_of_suppl_a(name):
     with m = 5 at Suppl. A's η; the cosines of the first 4 (Fig. 1) or 3 (Figs. 8-9) leading
     eigenvector pairs; Fig. 2's noise sqrt(η Tr Σ/m) with the training batch size m = 5, over
     the whole training set."""
-    cubic = {r: p for r, p in _paper_runs(name).items() if p["dataset"]["name"] == "cubic"}
+    cubic = {r: p for r, p in paper_runs(name).items() if p["dataset"]["name"] == "cubic"}
     assert cubic and set(cubic) <= set(SUPPL_A)
     for label, p in cubic.items():
         model, lr, k = SUPPL_A[label]
@@ -784,14 +781,14 @@ def test_paper_scale_lists_the_initialisation_and_input_scaling_the_text_leaves_
 
 
 def test_paper_scale_large_network_and_rmsprop_use_the_stated_constants():
-    for label, p in _paper_runs("zhu-large-network").items():
+    for label, p in paper_runs("zhu-large-network").items():
         assert p["dataset"]["name"] == "cifar10" and p["model"]["name"] == "vgg-11"
         assert p["optimizer"]["lr"] == 0.1, label               # Fig. 6 caption, line 260
         if label == "sgd":
             assert p["batch_size"] == 100                       # Suppl. D, line 479
         if label == "gld-const":
             assert p["optimizer"]["sigma"] == 1e-3              # line 479
-    runs = _paper_runs("zhu-rmsprop-sgd")                        # Suppl. F, lines 502-503
+    runs = paper_runs("zhu-rmsprop-sgd")                        # Suppl. F, lines 502-503
     assert runs["rmsprop"]["optimizer"] == {"name": "rmsprop", "lr": 1e-3, "alpha": 0.99,
                                             "eps": 1e-8}
     sw = runs["rmsprop-then-sgd"]["optimizer"]
@@ -810,7 +807,7 @@ def test_paper_scale_gld_statistics_follow_suppl_c():
     statistics of the current iterate at every step; GLD leading estimates Σ from mini-batches
     of 20, GLD Hessian takes the top 20 |λ| and §5.1's σ_H² (line 230); Fig. 5(b)'s sharpness
     curve is Suppl. C's estimate (σ = 0.01, M = 1,000)."""
-    runs = _paper_runs("zhu-noisy-label")
+    runs = paper_runs("zhu-noisy-label")
     for label in ("gld-dynamic", "gld-diagonal", "gld-leading"):
         assert runs[label]["optimizer"].get("refresh_every", 1) == 1, label
     assert runs["gld-leading"]["optimizer"]["covariance_estimate"] == "minibatches"
@@ -831,7 +828,7 @@ def test_paper_scale_noisy_label_runs_take_sec_5_1s_data_and_network(name, label
     """Fig. 4(b), Fig. 11 (Suppl. E, line 491) and Fig. 7 (Suppl. F, line 495) train on §5.1's
     noisy set with its 11,330-parameter CNN; Fig. 4(b) compares k = 20 leading eigenvectors
     (line 223), Fig. 11 the noise of SGD's m = 20, Fig. 7(c) Suppl. C's expected sharpness."""
-    p = _paper_runs(name)[label]
+    p = paper_runs(name)[label]
     assert p["dataset"] == NOISY_SET and p["model"] == {"name": "zhu-lenet"}
     (m,) = p["measure"]
     if name == "zhu-projection-residual":
@@ -847,7 +844,7 @@ def test_paper_scale_large_network_is_suppl_ds_vgg11_on_plain_cifar10():
     """Suppl. D (lines 475-485): VGG11 without batch norm (9,750,922 parameters: a 512-512-10
     head), CIFAR-10 without augmentation, expected sharpness at σ = 0.01; SGD's 3,000
     iterations of m = 100 over 50,000 images after the GD stage, as long as the others'."""
-    runs = _paper_runs("zhu-large-network")
+    runs = paper_runs("zhu-large-network")
     for label, p in runs.items():
         assert p["model"] == {"name": "vgg-11", "batchnorm": False,
                               "classifier_widths": [512, 512]}, label
