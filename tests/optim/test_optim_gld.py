@@ -634,24 +634,28 @@ def test_sigma_h2_rules_use_the_full_hessian_trace(problem, rule):
     assert s2 == pytest.approx(exact, rel=rel)
 
 
+def _top_batch_covariance(model, data, seed: int):
+    """Top-K eigenpart of the covariance (population, over batches) of the gradients of the
+    batches of M that ``randperm`` with ``seed`` partitions ``data`` into."""
+    x, y = data
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    grads = []
+    for b in perm.view(-1, M):
+        model.zero_grad()
+        LOSS(model(x[b]), y[b]).backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone())
+    vals, vecs = torch.linalg.eigh(torch.cov(torch.stack(grads).T, correction=0))
+    return (vecs[:, -K:] * vals[-K:]) @ vecs[:, -K:].T
+
+
 def test_minibatch_covariance_estimate_is_the_covariance_of_batch_gradients(problem):
     """Suppl. C's GLD leading estimate: a random partition into batches of m, the covariance
     of their gradients (an estimate of Σ/m), top-k eigenpart."""
     model, data, _, _ = problem
     opt = build("gld-leading", model, data, covariance_estimate="minibatches", seed=11)
     opt.refresh_statistics()
-    x, y = data
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(11))
-    grads = []
-    for b in perm.view(-1, M):
-        model.zero_grad()
-        LOSS(model(x[b]), y[b]).backward()
-        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone())
-    g = torch.stack(grads)
-    cov_b = torch.cov(g.T, correction=0)
-    vals, vecs = torch.linalg.eigh(cov_b)
-    target = (vecs[:, -K:] * vals[-K:]) @ vecs[:, -K:].T
-    torch.testing.assert_close(opt.covariance(), target, atol=1e-10, rtol=1e-7)
+    torch.testing.assert_close(opt.covariance(), _top_batch_covariance(model, data, 11),
+                               atol=1e-10, rtol=1e-7)
     with pytest.raises(ValueError, match="covariance_estimate"):
         build("gld-leading", model, data, covariance_estimate="other")
 
@@ -661,15 +665,7 @@ def test_minibatch_scale_batch_takes_the_batch_gradients_covariance_as_sigma(pro
     Cov(g_B) itself taken as Σ, so GLD leading injects its top-k part divided by m (Σ/m²),
     not Cov(g_B) (≈ Σ/m) as by default; the option needs ``covariance_estimate="minibatches"``."""
     model, data, _, _ = problem
-    x, y = data
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(11))
-    grads = []
-    for b in perm.view(-1, M):
-        model.zero_grad()
-        LOSS(model(x[b]), y[b]).backward()
-        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone())
-    vals, vecs = torch.linalg.eigh(torch.cov(torch.stack(grads).T, correction=0))
-    top = (vecs[:, -K:] * vals[-K:]) @ vecs[:, -K:].T
+    top = _top_batch_covariance(model, data, 11)
     opt = build("gld-leading", model, data, covariance_estimate="minibatches",
                 minibatch_scale="batch", seed=11)
     opt.refresh_statistics()
