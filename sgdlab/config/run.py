@@ -36,10 +36,9 @@ from typing import Annotated, Any, Literal, NamedTuple
 from pydantic import BeforeValidator, Field, ValidationError, WithJsonSchema
 
 from ..errors import (SEED_LIMIT, ConfigError, DataError, UserError, check_config_kind,
-                      did_you_mean, registered_spelling)
+                      config_error, did_you_mean, join, registered_spelling, unknown_key)
 from ..losses import LOSSES, build_loss
-from .schema import (OpenSection, Section, config_error, invalid, join, plain_data, problems,
-                     unknown_key, validate)
+from .schema import OpenSection, Section, invalid, plain_data, problems, validate
 
 REQUIRED: Any = inspect.Parameter.empty
 DTYPES = ("float32", "float64")

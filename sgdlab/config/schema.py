@@ -186,5 +186,5 @@ def plain_data(path: str, value: Any, errors: list[str]) -> None:
         errors.append(f"{path}: must be plain data, got {type(value).__name__}")
 
 
-__all__ = ["OpenSection", "Section", "config_error", "describe_value", "invalid", "join",
-           "message", "path_of", "plain_data", "problems", "unknown_key", "validate"]
+__all__ = ["OpenSection", "Section", "describe_value", "invalid", "message", "path_of",
+           "plain_data", "problems", "validate"]
