@@ -403,9 +403,9 @@ def gradient_covariance(
     if method not in ("auto", "factored", "vmap"):
         raise ValueError(f"Invalid method={method!r}: expected 'auto', 'factored' or 'vmap'")
     if method in ("auto", "factored"):
-        ps = per_sample_factors(model, loss_fn, data)
-        if ps is not None:
-            return GradientCovariance.from_per_sample(ps)
+        cov = _factored_covariance(model, loss_fn, data)
+        if cov is not None:
+            return cov
         if method == "factored":
             raise ValueError("method='factored' needs a network whose trainable parameters all "
                              "sit in nn.Linear / nn.Conv1d / nn.Conv2d layers, each called once, "
@@ -416,6 +416,14 @@ def gradient_covariance(
     mean = g.mean(0)
     factor = (g - mean) / math.sqrt(n)
     return GradientCovariance(factor, mean, n)
+
+
+def _factored_covariance(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
+                         data: Data) -> GradientCovariance | None:
+    """Σ from the per-layer factored engine, or None where the model does not qualify: the
+    one decision of :func:`gradient_covariance`'s ``"auto"`` and :func:`gradient_variance`."""
+    ps = per_sample_factors(model, loss_fn, data)
+    return None if ps is None else GradientCovariance.from_per_sample(ps)
 
 
 class GradientVariance:
@@ -464,9 +472,9 @@ def gradient_variance(
 
     from .fisher import per_sample_variance
 
-    ps = per_sample_factors(model, loss_fn, data)
-    if ps is not None:
-        return GradientCovariance.from_per_sample(ps)
+    cov = _factored_covariance(model, loss_fn, data)     # gradient_covariance's "auto"
+    if cov is not None:
+        return cov
     params = list(trainable_named_params(model).values())
     # one draw for all chunks (per_sample_variance's own, per chunk, then changes nothing)
     with fixed_randomness(model, params[0].device if params else "cpu"):
