@@ -840,8 +840,8 @@ def test_trace_and_diagonal_statistics_without_the_factor_match_dense_float64(ti
 
 
 @pytest.mark.parametrize("name", ["gld-dynamic", "gld-diagonal", "gld-hessian"])
-def test_trace_and_diagonal_statistics_hold_one_chunk_of_per_sample_gradients(name,
-                                                                               monkeypatch):
+def test_trace_and_diagonal_statistics_hold_one_chunk_of_per_sample_gradients(
+        name, monkeypatch):
     """Tr Σ and diag Σ never hold the (N, d) matrix of per-sample gradients: every block of
     rows the per-sample-gradient engine returns is at most ``chunk_size`` rows (here 4 of 14
     samples), and Σ's factor is never built; the statistic is that of the whole data."""
