@@ -69,15 +69,27 @@ def per_sample_variance(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Te
     :func:`sgdlab.operators.per_sample_gradients` taken ``chunk_size`` samples at a time (one
     (chunk, d) block in memory, not the (N, d) matrix) and pooled exactly (each block's mean
     and sum of squared deviations in float64, combined as Chan et al.'s parallel variance), so
-    no entry is negative and none loses digits to E(g²) − (E g)² cancelling."""
-    from sgdlab.operators.batches import iterate_batches
-    from sgdlab.operators.per_sample import (check_per_sample_data, checked_per_sample_gradients,
-                                             per_sample_contexts)
+    no entry is negative and none loses digits to E(g²) − (E g)² cancelling. Dropout in train
+    mode: per_sample_gradients' masks, one fixed draw going on from chunk to chunk."""
+    from sgdlab.operators.batches import fixed_randomness
 
     if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool)
                                    or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
     device = next(iter(trainable_named_params(model).values()), torch.empty(0)).device
+    # dropout in train mode: per_sample_gradients' one draw for all chunks (each chunk's own
+    # context would seed the same masks again for every chunk)
+    with fixed_randomness(model, device):
+        return _pooled_variance(model, loss_fn, data, device, chunk_size)
+
+
+def _pooled_variance(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: Data,
+                     device: torch.device, chunk_size: int | None) -> Tensor:
+    """:func:`per_sample_variance`'s pass over the chunks, within its fixed draw."""
+    from sgdlab.operators.batches import iterate_batches
+    from sgdlab.operators.per_sample import (check_per_sample_data, checked_per_sample_gradients,
+                                             per_sample_contexts)
+
     n, mean, m2 = 0, None, None
     for x, y in iterate_batches(data, device):
         step = len(x) if chunk_size is None else chunk_size

@@ -467,7 +467,6 @@ def gradient_variance(
     :func:`gradient_covariance`'s ``torch.func`` route holds the (N, d) matrix and its centred
     copy). Dropout in train mode: the masks of one fixed draw over all chunks, as
     :func:`~sgdlab.operators.per_sample_gradients` draws them."""
-    from sgdlab.operators.batches import fixed_randomness
     from sgdlab.operators.params import flat_dtype, trainable_named_params
 
     from .fisher import per_sample_variance
@@ -475,11 +474,8 @@ def gradient_variance(
     cov = _factored_covariance(model, loss_fn, data)     # gradient_covariance's "auto"
     if cov is not None:
         return cov
-    params = list(trainable_named_params(model).values())
-    # one draw for all chunks (per_sample_variance's own, per chunk, then changes nothing)
-    with fixed_randomness(model, params[0].device if params else "cpu"):
-        var = per_sample_variance(model, loss_fn, data, chunk_size=chunk_size)
-    return GradientVariance(var, flat_dtype(params))
+    var = per_sample_variance(model, loss_fn, data, chunk_size=chunk_size)
+    return GradientVariance(var, flat_dtype(trainable_named_params(model).values()))
 
 
 @checked_keywords()

@@ -151,3 +151,18 @@ def test_readings_refuse_what_they_cannot_read():
         fisher_diagonal(model, reading="adam-moments", optimizer=fresh, bias_correction="no")
     with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
         fisher_diagonal(model, loss_fn, (x, y), chunk_size=0)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5])
+def test_per_sample_reading_of_train_mode_dropout_is_per_sample_gradients_one_draw(chunk_size):
+    """Dropout in train mode: the masks per_sample_gradients draws for all samples at once
+    (one fixed draw going on from chunk to chunk), not the same masks again for each chunk."""
+    from sgdlab.operators import per_sample_gradients
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 6), nn.LayerNorm(6), nn.Dropout(0.5), nn.Tanh(),
+                          nn.Linear(6, 1)).double().train()
+    _, loss_fn, x, y = _regression(n=11)
+    G = per_sample_gradients(model, loss_fn, (x, y), chunk_size=None, method="vmap")
+    got = fisher_diagonal(model, loss_fn, (x, y), chunk_size=chunk_size)
+    torch.testing.assert_close(got, ((G - G.mean(0)) ** 2).mean(0), rtol=1e-12, atol=1e-16)
