@@ -128,6 +128,7 @@ def _block_moments(g: Tensor) -> tuple[Tensor, Tensor]:
     dev = torch.empty(d, dtype=torch.float64, device=g.device)
     step = max(1, _BAND_BYTES // (8 * max(k, 1)))
     for a in range(0, d, step):
+        # a float64 g's band is a view of g, centred in place: the caller's scratch block
         band = g[:, a:a + step].double()
         mu = band.mean(0)
         mean[a:a + step] = mu
