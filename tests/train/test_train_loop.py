@@ -1561,9 +1561,8 @@ def test_parle_with_a_communicator_stops_every_replica_at_one_s_non_finite_loss(
     handed the step's NaN, stops as replica 1 does: both runs diverged at step 1, neither
     waiting for ever in an average the other left. Replica 0's record says the loss that
     stopped it was another replica's (its own were finite); replica 1's names its own."""
-    from test_replicas import run_threads
-
     from sgdlab.optim.elastic import Parle
+    from sgdlab.testing import run_threads
 
     def replica(rank, comm):
         calls = []
