@@ -1042,7 +1042,7 @@ def _closure_step(ctx: TrainContext, optimizer, model, loss_fn, stream: BatchStr
         # A loss closure() returned was read on the host there and is finite: reading it
         # again would wait for the outer step queued after the all-reduce, a sync per step
         if not any(loss is t for t in returned):
-            v = float(loss.detach()) if isinstance(loss, Tensor) else float(loss)
+            v = float(loss)    # (a tensor or a number)
             if not math.isfinite(v):  # this replica's own non-finite loss raised in closure()
                 raise _Diverged(loop["step"], v, elsewhere=True)
 
