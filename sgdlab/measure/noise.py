@@ -90,6 +90,13 @@ class _GramOperator(LinearOperator):
         return self.factor @ (self.factor.T @ v)
 
 
+def _check_finite_gradients(t: Tensor) -> None:
+    """The ``FloatingPointError`` of a Σ (:class:`GradientCovariance`, :class:`GradientVariance`)
+    built from gradients with a non-finite entry: a diverged model or bad data."""
+    if not bool(torch.isfinite(t).all()):
+        raise FloatingPointError("non-finite gradients (diverged model or bad data?)")
+
+
 class GradientCovariance:
     """Σ = Fᵀ F with F = (G − 1ḡᵀ)·sqrt(scale/N) (population covariance of per-sample gradients,
     times ``scale`` when built by :meth:`minibatch` / :meth:`scaled`).
@@ -112,8 +119,7 @@ class GradientCovariance:
                  per_sample: PerSampleFactors | None = None, scale: float = 1.0):
         if factor is None and per_sample is None:
             raise ValueError("GradientCovariance needs a factor or factored per-sample gradients")
-        if not bool(torch.isfinite(mean).all()):
-            raise FloatingPointError("non-finite gradients (diverged model or bad data?)")
+        _check_finite_gradients(mean)
         self._factor, self.mean, self.num_samples = factor, mean, int(num_samples)
         self._ps, self._scale = per_sample, float(scale)
         self._gram: Tensor | None = None
@@ -433,8 +439,7 @@ class GradientVariance:
     :class:`GradientCovariance`'s), ``trace()`` from the float64 variances."""
 
     def __init__(self, variance: Tensor, dtype: torch.dtype):
-        if not bool(torch.isfinite(variance).all()):
-            raise FloatingPointError("non-finite gradients (diverged model or bad data?)")
+        _check_finite_gradients(variance)
         self.variance, self.dtype = variance, dtype
 
     @property
