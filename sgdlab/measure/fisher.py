@@ -86,34 +86,31 @@ def per_sample_variance(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Te
 def _pooled_variance(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: Data,
                      device: torch.device, chunk_size: int | None) -> Tensor:
     """:func:`per_sample_variance`'s pass over the chunks, within its fixed draw."""
-    from sgdlab.operators.batches import iterate_batches
+    from sgdlab.operators.batches import iterate_chunks
     from sgdlab.operators.per_sample import (check_per_sample_data, checked_per_sample_gradients,
                                              per_sample_contexts)
 
     n, mean, m2 = 0, None, None
-    for x, y in iterate_batches(data, device):
-        step = len(x) if chunk_size is None else chunk_size
-        for i in range(0, len(x), step):
-            chunk = x[i:i + step], y[i:i + step]
-            if mean is None:
-                # per_sample_gradients' checks on the first chunk, not on every chunk again
-                # (a probe forward each: docs/design/curvature.md); each chunk its own call,
-                # under the same fixed draw of a train-mode model's dropout masks
-                check_per_sample_data(model, loss_fn, chunk)
-            with per_sample_contexts(model):
-                g = checked_per_sample_gradients(model, loss_fn, chunk,
-                                                 chunk_size=chunk_size).detach()
-            k = len(g)
-            mu, dev = _block_moments(g)
-            del g
-            if mean is None:
-                n, mean, m2 = k, mu, dev
-                continue
-            delta = mu - mean
-            total = n + k
-            mean = mean + delta * (k / total)
-            m2 = m2 + dev + delta.square() * (n * k / total)
-            n = total
+    for chunk in iterate_chunks(data, device, chunk_size):
+        if mean is None:
+            # per_sample_gradients' checks on the first chunk, not on every chunk again
+            # (a probe forward each: docs/design/curvature.md); each chunk its own call,
+            # under the same fixed draw of a train-mode model's dropout masks
+            check_per_sample_data(model, loss_fn, chunk)
+        with per_sample_contexts(model):
+            g = checked_per_sample_gradients(model, loss_fn, chunk,
+                                             chunk_size=chunk_size).detach()
+        k = len(g)
+        mu, dev = _block_moments(g)
+        del g
+        if mean is None:
+            n, mean, m2 = k, mu, dev
+            continue
+        delta = mu - mean
+        total = n + k
+        mean = mean + delta * (k / total)
+        m2 = m2 + dev + delta.square() * (n * k / total)
+        n = total
     if mean is None:
         raise ValueError("per_sample_variance: data holds no samples")
     return m2 / n

@@ -853,6 +853,16 @@ def iterate_batches(data: Data, device: torch.device | None = None) -> Iterator[
         raise UserError("data: no samples (an empty batch or an empty loader)")
 
 
+def iterate_chunks(data: Data, device: torch.device | None,
+                   chunk_size: int | None) -> Iterator[Batch]:
+    """:func:`iterate_batches`' batches cut into chunks of ``chunk_size`` samples (views; the
+    last chunk of a batch may be shorter), each batch whole for ``chunk_size`` None or 0."""
+    for x, y in iterate_batches(data, device):
+        step = chunk_size or len(x)
+        for i in range(0, len(x), step):
+            yield x[i : i + step], y[i : i + step]
+
+
 def num_samples(data: Data) -> int:
     return sum(len(x) for x, _ in iterate_batches(data))
 

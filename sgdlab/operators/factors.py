@@ -45,7 +45,7 @@ from ..accuracy import ignored_target
 from ..loss_settings import ELEMENTWISE_LOSSES, torch_loss_class
 from ..models.modes import BN_TYPES, PLAIN_BN_TYPES
 from .batches import (Data, check_loss_reduction, check_model_data, fixed_randomness,
-                      iterate_batches, loss_derivatives, plain_checkpoints)
+                      iterate_chunks, loss_derivatives, plain_checkpoints)
 from .linear import kept_running_statistics
 from .params import check_not_inference_mode, trainable_named_params
 from .taylor import _CONV, conv_padding, flat_layers
@@ -526,10 +526,7 @@ def checked_per_sample_factors(model: nn.Module, loss_fn, data: Data, *,
     if flat != sorted(flat):
         return None
     device = next(iter(params.values())).device
-    batches = []
-    for x, y in iterate_batches(data, device):
-        step = len(x) if not chunk_size else chunk_size
-        batches += [(x[j : j + step], y[j : j + step]) for j in range(0, len(x), step)]
+    batches = list(iterate_chunks(data, device, chunk_size))
     # the plain nn.Sequential's layers, read once for the routes below
     seq = flat_layers(model)
     found = _sequential_passes(model, loss_fn, batches, layers, seq)

@@ -13,7 +13,8 @@ from sgdlab.measure import ggn_diagonal, mean_loss
 from sgdlab.models.recurrent import LSTMStack
 from sgdlab.operators import HessianOperator
 from sgdlab.operators.batches import (bags_composed, check_model_data, fixed_randomness,
-                                      gradient_hooks_held, loss_derivatives, stochastic_modules)
+                                      gradient_hooks_held, iterate_chunks, loss_derivatives,
+                                      stochastic_modules)
 from sgdlab.testing import memory_budget_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -202,3 +203,12 @@ def test_the_composed_embedding_bag_refuses_what_torch_s_refuses():
         with bags_composed(composed), pytest.raises(type(torch_s.value)) as composed_s:
             composed(*args)
         assert str(composed_s.value) == str(torch_s.value)
+
+
+@pytest.mark.parametrize("chunk_size, sizes", [(2, [2, 2, 1, 2]), (None, [5, 2]), (9, [5, 2])])
+def test_iterate_chunks_cuts_each_batch_and_skips_the_empty_ones(chunk_size, sizes):
+    x, y = torch.arange(7.0)[:, None], torch.arange(7)
+    data = [(x[:5], y[:5]), (x[:0], y[:0]), (x[5:], y[5:])]
+    chunks = list(iterate_chunks(data, None, chunk_size))
+    assert [len(cx) for cx, _ in chunks] == sizes
+    assert torch.equal(torch.cat([cy for _, cy in chunks]), y)
