@@ -886,8 +886,7 @@ def test_sharpness_samples_default_keeps_the_stored_runs_keys():
         for readings in (None, {"sharpness-samples": "1000"}):
             spec = load_experiment("zhu-large-network", scale, readings=readings)
             assert [r.key for r in spec.expand(data_dir="/d")] == old
-    paper = {r.label: r.params for r in load_experiment("zhu-large-network", "paper").expand(
-        data_dir="/d")}
+    paper = paper_runs("zhu-large-network")
     assert {lab: [m["num_samples"] for m in p["final"]] for lab, p in paper.items()} == {
         "gd-start": [], **{lab: [1000] for lab in CONTINUATIONS}}
 
