@@ -30,7 +30,6 @@ from sgdlab.operators.batches import Data, concat_batches
 from sgdlab.operators.hessian import composed_weight_norm
 from sgdlab.operators.params import (UNUSED_ZERO, flatten, functional_call, params_vector,
                                      trainable_named_params, unflatten_like)
-from sgdlab.train.communicator import TorchDistributedCommunicator
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -477,28 +476,33 @@ def fenced_blocks(text: str, *langs: str) -> list[FencedBlock]:
     return [b for b in found if not langs or b.lang in langs]
 
 
-class ThreadCommunicator(TorchDistributedCommunicator):
+class ThreadCommunicator:
     """Replica ``rank`` of ``world`` replica processes run as threads (:func:`run_threads`):
-    :class:`sgdlab.train.communicator.TorchDistributedCommunicator` itself (its ``average``
-    and ``reduce_round``, the anchors and the replica loss in one buffer), whose all-reduce
-    goes through shared slots, summing in rank order and dividing by the world size (what
-    :func:`sgdlab.optim.elastic.master_average` does in process). The barrier times out: a
-    mismatched collective fails the test instead of hanging it."""
+    ``average`` all-reduces through shared slots, summing in rank order and dividing by the
+    world size (what :func:`sgdlab.optim.elastic.master_average` does in process), and
+    ``reduce_round`` averages the anchors and the replica loss in one buffer, as
+    :class:`sgdlab.train.communicator.TorchDistributedCommunicator` does. The barrier times
+    out: a mismatched collective fails the test instead of hanging it."""
 
-    def __init__(self, rank: int, shared: dict):     # no process group to ask
+    def __init__(self, rank: int, shared: dict):
         self.rank, self.shared = rank, shared
         self.world_size = len(shared["slots"])
-        self.group, self.rounds = None, 0
 
-    def _all_reduce_mean(self, flat: Tensor) -> Tensor:
+    def average(self, tensors: list[Tensor]) -> list[Tensor]:
         slots = self.shared["slots"]
-        slots[self.rank] = flat
+        slots[self.rank] = torch.cat([t.detach().reshape(-1) for t in tensors])
         self.shared["barrier"].wait()
         total = slots[0].clone()
         for s in slots[1:]:
             total = total + s
         self.shared["barrier"].wait()     # every rank has read the slots before any refills
-        return total / self.world_size
+        sizes = [t.numel() for t in tensors]
+        return [c.view_as(t) for c, t in zip((total / self.world_size).split(sizes), tensors)]
+
+    def reduce_round(self, anchors, losses):
+        (mine,), (loss,) = anchors, losses
+        *master, mean = self.average(list(mine) + [loss.detach().reshape(1).to(mine[0])])
+        return master, float(mean)
 
 
 def run_threads(fn: Callable[[int, ThreadCommunicator], object], world: int) -> list:
