@@ -197,14 +197,11 @@ def _run(args) -> int:
     if cfg.get("device") == "cuda":
         # one GPU per replica on this machine (local_device): refused here, not by the ranks
         # past them once torchrun has started every one
-        from sgdlab.errors import UserError
-        from sgdlab.train.distributed import visible_gpus
+        from sgdlab.train.distributed import check_replica_gpus, visible_gpus
 
         count, said = visible_gpus()
-        if n > count:
-            raise UserError(f"device: cuda puts each of the {n} replicas on a GPU of its own, "
-                            f"but {said}; give at most {count} replicas (--replicas) or "
-                            "device: cpu (--set device=cpu)")
+        check_replica_gpus(n, "cuda", f"give at most {count} replicas (--replicas) or device: "
+                           "cpu (--set device=cpu)", (count, said))
     # the store rank 0 records the run in, opened (or made) here: a path that is no store is
     # refused before any process starts; one made here for a run that then does not start
     # (its folder busy, torchrun failing before rank 0 records it) is removed again, as

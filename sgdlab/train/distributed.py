@@ -189,6 +189,19 @@ def visible_gpus() -> tuple[int, str]:
     return count, f"this machine has {count} CUDA device(s){seen}"
 
 
+def check_replica_gpus(replicas: int, device: str, remedy: str,
+                       gpus: tuple[int, str] | None = None) -> None:
+    """Refuse (``UserError``) a distributed run on ``device`` whose ``replicas`` replicas,
+    one GPU each (replica r on ``cuda:r`` of the GPUs it sees, :func:`local_device`), have
+    fewer GPUs: ``gpus`` (their count, how a message names them; by default
+    :func:`visible_gpus`). ``remedy``: what the caller's user can change. The one check and
+    message of ``sgdlab parle``, an experiment's ``replicas`` runs and each rank's start-up."""
+    count, said = visible_gpus() if gpus is None else gpus
+    if replicas > count:
+        raise UserError(f"device {device} puts each of the {replicas} replicas of a "
+                        f"distributed run on a GPU of its own, but {said}: {remedy}")
+
+
 def init_distributed(backend: str = DEFAULT_BACKEND, timeout: float = DEFAULT_TIMEOUT,
                      device: str = "cpu") -> str:
     """Initialise the default process group from torchrun's environment (``env://``) for a
@@ -205,11 +218,12 @@ def init_distributed(backend: str = DEFAULT_BACKEND, timeout: float = DEFAULT_TI
     td = timeout_delta(timeout)
     if device == "cuda":
         gpu = local_device(device)
+        # torchrun says how many replicas share this machine: each refuses, not only those
+        # past its GPUs while the others wait for them at the barrier
+        local = max(int(os.environ.get("LOCAL_WORLD_SIZE", 0)), gpu.index + 1)
         count, said = visible_gpus()
-        if gpu.index >= count:
-            raise UserError(f"device: cuda puts this replica (local rank {gpu.index}) on {gpu}, "
-                            f"but {said}: one GPU per replica, at most {count} replicas on "
-                            "this machine")
+        check_replica_gpus(local, "cuda", f"at most {count} replicas on this machine "
+                           f"(this replica, local rank {gpu.index}, on {gpu})", (count, said))
         torch.cuda.set_device(gpu)
     if backend == "nccl":
         os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")

@@ -291,9 +291,10 @@ def test_a_run_given_gpus_by_ray_launches_its_replicas_on_those(tmp_path, monkey
 
 
 @pytest.mark.parametrize("device, count, visible, said", [
-    ("cuda:2", 4, None, r"device cuda:2 gives this run one GPU, but its distributed mode "
-                        r"puts each of its 2 replicas on a GPU of its own: give it 2 GPUs"),
-    ("cuda", 1, "3", r"device cuda puts each of the 2 replicas of this distributed run on a "
+    ("cuda:2", 4, None, r"device cuda:2 puts each of the 2 replicas of a distributed run on a "
+                        r"GPU of its own, but it gives the run one GPU, GPU 2 of those this "
+                        r"process sees: give it 2 GPUs"),
+    ("cuda", 1, "3", r"device cuda puts each of the 2 replicas of a distributed run on a "
                      r"GPU of its own, but this machine has 1 CUDA device\(s\) visible "
                      r"\(CUDA_VISIBLE_DEVICES=3\): give the run 2 GPUs \(--backend ray "
                      r"--gpus-per-run 2\)"),

@@ -39,8 +39,8 @@ def machine(monkeypatch):
         raise Started
 
     monkeypatch.setattr(dist, "init_process_group", init)
-    for k, v in dict(RANK="1", WORLD_SIZE="2", LOCAL_RANK="1", MASTER_ADDR="127.0.0.1",
-                     MASTER_PORT="1").items():
+    for k, v in dict(RANK="1", WORLD_SIZE="2", LOCAL_RANK="1", LOCAL_WORLD_SIZE="2",
+                     MASTER_ADDR="127.0.0.1", MASTER_PORT="1").items():
         monkeypatch.setenv(k, v)
     return asked
 
@@ -100,20 +100,51 @@ def test_nccl_for_a_cpu_run_is_refused_before_any_process_group_work(tmp_path, m
 def test_a_local_rank_past_the_machine_s_gpus_is_refused_before_any_process_group_work(
         tmp_path, machine, monkeypatch, capsys):
     monkeypatch.setenv("LOCAL_RANK", "2")
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")      # a launcher other than torchrun
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert distributed.main([config(tmp_path, device="cuda")]) == 2
-    assert ("device: cuda puts this replica (local rank 2) on cuda:2, but this machine has 2 "
-            "CUDA device(s): one GPU per replica, at most 2 replicas on this machine"
-            ) in capsys.readouterr().err
+    assert ("device cuda puts each of the 3 replicas of a distributed run on a GPU of its own, "
+            "but this machine has 2 CUDA device(s): at most 2 replicas on this machine (this "
+            "replica, local rank 2, on cuda:2)") in capsys.readouterr().err
     assert machine == {}
     # the GPUs a batch system or Ray left visible are the ones counted, and said to be
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
     assert distributed.main([config(tmp_path, device="cuda")]) == 2
-    assert "this machine has 2 CUDA device(s) visible (CUDA_VISIBLE_DEVICES=4,5): one GPU" \
+    assert "this machine has 2 CUDA device(s) visible (CUDA_VISIBLE_DEVICES=4,5): at most 2" \
         in capsys.readouterr().err
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match="this machine has 0 CUDA device"):
         distributed.init_distributed("auto", device="cuda")
+
+
+def test_every_rank_of_more_replicas_than_the_machine_s_gpus_refuses_itself(
+        tmp_path, machine, monkeypatch, capsys):
+    """torchrun's LOCAL_WORLD_SIZE: rank 0 of 3 replicas on 2 GPUs, whose own GPU exists,
+    refuses with the rank past the GPUs, as sgdlab parle and an experiment refuse the run
+    (:func:`check_replica_gpus`), instead of waiting for it in the process group."""
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert distributed.main([config(tmp_path, device="cuda")]) == 2
+    assert ("device cuda puts each of the 3 replicas of a distributed run on a GPU of its own, "
+            "but this machine has 2 CUDA device(s): at most 2 replicas on this machine (this "
+            "replica, local rank 0, on cuda:0)") in capsys.readouterr().err
+    assert machine == {}
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(Started):
+        distributed.init_distributed("gloo", device="cuda")
+    assert machine == {"backend": "gloo", "gpu": "cuda:0"}
+
+
+def test_check_replica_gpus_names_the_replicas_the_gpus_and_the_remedy(monkeypatch):
+    monkeypatch.setattr(distributed, "visible_gpus", lambda: (2, "this machine has 2"))
+    distributed.check_replica_gpus(2, "cuda", "fix it")
+    with pytest.raises(UserError, match=r"^device cuda puts each of the 3 replicas of a "
+                                        r"distributed run on a GPU of its own, but this "
+                                        r"machine has 2: fix it$"):
+        distributed.check_replica_gpus(3, "cuda", "fix it")
+    with pytest.raises(UserError, match=r"^device cuda:1 puts each of the 2 .*, but one: x$"):
+        distributed.check_replica_gpus(2, "cuda:1", "x", (1, "one"))
 
 
 def test_choose_backend_follows_the_device():

@@ -161,7 +161,7 @@ def replica_gpus(device: str, replicas: int) -> str | None:
     import torch
 
     from sgdlab.errors import UserError
-    from sgdlab.train.distributed import visible_gpus
+    from sgdlab.train.distributed import check_replica_gpus, visible_gpus
 
     dev = torch.device(device)
     if dev.type != "cuda":
@@ -169,18 +169,15 @@ def replica_gpus(device: str, replicas: int) -> str | None:
     count, said = visible_gpus()
     ways = "fewer replicas, or mode: inprocess (the replicas stepped in turn on one GPU)"
     if dev.index is None:
-        if replicas > count:
-            raise UserError(f"device cuda puts each of the {replicas} replicas of this "
-                            f"distributed run on a GPU of its own, but {said}: give the run "
-                            f"{replicas} GPUs (--backend ray --gpus-per-run {replicas}), {ways}")
+        check_replica_gpus(replicas, device, f"give the run {replicas} GPUs (--backend ray "
+                           f"--gpus-per-run {replicas}), {ways}", (count, said))
         return None
     if dev.index >= count:
         raise UserError(f"device {device} names GPU {dev.index}, but {said}")
-    if replicas > 1:
-        raise UserError(f"device {device} gives this run one GPU, but its distributed mode puts "
-                        f"each of its {replicas} replicas on a GPU of its own: give it "
-                        f"{replicas} GPUs (--device cuda: those this process sees; --backend "
-                        f"ray --gpus-per-run {replicas}), {ways}")
+    check_replica_gpus(replicas, device, f"give it {replicas} GPUs (--device cuda: those this "
+                       f"process sees; --backend ray --gpus-per-run {replicas}), {ways}",
+                       (1, f"it gives the run one GPU, GPU {dev.index} of those this process "
+                           "sees"))
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     # (CUDA numbers the GPUs it sees in the variable's order, up to its first invalid entry)
     return visible.split(",")[dev.index].strip() if visible is not None else str(dev.index)
