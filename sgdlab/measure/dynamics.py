@@ -129,6 +129,17 @@ def hessian_largest_eigenvalue(model: nn.Module, loss_fn: LossFn, data: Data, *,
 HESSIAN_WHICH = {"magnitude": hessian_spectral_norm, "largest": hessian_largest_eigenvalue}
 
 
+def check_hessian_which(which: object, name: str = "hessian_which") -> str:
+    """``which`` if it names a reading of :data:`HESSIAN_WHICH`, else a ``ValueError`` naming
+    them: the one check of the option ``name`` (the dynamics instrument's and GLD's
+    ``hessian_which``, the ``hessian_top`` measure's ``which``)."""
+    # (a list from a config is unhashable: named here, not a TypeError from the lookup)
+    if not isinstance(which, str) or which not in HESSIAN_WHICH:
+        valid = " or ".join(f"{k!r} ({f.__name__})" for k, f in HESSIAN_WHICH.items())
+        raise ValueError(f"Invalid {name}={which!r}: expected {valid}")
+    return which
+
+
 def _extreme_eigenvalue(model: nn.Module, loss_fn: LossFn, data: Data, which: str,
                         bn_mode: str, lanczos_kw: dict) -> float:
     """The Ritz value Lanczos selects by ``which`` ("magnitude": signed, largest |λ|;

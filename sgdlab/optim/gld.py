@@ -87,6 +87,7 @@ from torch.optim import Optimizer
 
 from sgdlab.errors import warn
 from sgdlab.measure.curvature import hessian_eigenpairs, hutchinson_trace, lanczos
+from sgdlab.measure.dynamics import check_hessian_which
 from sgdlab.measure.noise import (GradientCovariance, GradientVariance, gradient_covariance,
                                   gradient_variance)
 from sgdlab.models.modes import buffers_kept, eval_mode, has_batchnorm
@@ -219,8 +220,7 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
             raise ValueError(f"Invalid variance_bn: {variance_bn!r} (running | data)")
         if sampling not in ("factor", "dense"):
             raise ValueError(f"Invalid sampling: {sampling!r} (factor | dense)")
-        if hessian_which not in ("largest", "magnitude"):
-            raise ValueError(f"Invalid hessian_which: {hessian_which!r} (magnitude | largest)")
+        check_hessian_which(hessian_which)
         if sigma_h2_rule not in SIGMA_H2_RULES:
             raise ValueError(f"Invalid sigma_h2_rule: {sigma_h2_rule!r} "
                              f"({' | '.join(SIGMA_H2_RULES)})")

@@ -265,3 +265,13 @@ def test_sparse_logging_still_takes_the_cosine_of_consecutive_gradients():
         {s: float((thetas[s] - theta0).norm()) for s in (0, 3, 6, 9, 12)}, rel=1e-12)
     assert dict(hist["update_norm"]) == pytest.approx(
         {s: float((thetas[s] - thetas[s - 1]).norm()) for s in (3, 6, 9, 12)}, rel=1e-12)
+
+
+def test_check_hessian_which_names_every_reading_of_hessian_which():
+    from sgdlab.measure.dynamics import HESSIAN_WHICH, check_hessian_which
+
+    assert [check_hessian_which(w) for w in HESSIAN_WHICH] == list(HESSIAN_WHICH)
+    with pytest.raises(ValueError) as e:
+        check_hessian_which({"largest": 1}, "which")
+    assert str(e.value) == ("Invalid which={'largest': 1}: expected 'magnitude' "
+                            "(hessian_spectral_norm) or 'largest' (hessian_largest_eigenvalue)")

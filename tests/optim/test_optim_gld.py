@@ -604,6 +604,17 @@ def test_problem_has_negative_curvature_among_the_top_abs_eigenvalues(problem):
     assert (vals < 0).any()
 
 
+def test_an_invalid_hessian_which_names_the_readings_of_hessian_which(problem):
+    """The message of the dynamics instrument and the hessian_top measure (HESSIAN_WHICH's
+    names), not a wording of its own."""
+    model, data, _, _ = problem
+    for which in ("top", ["largest"]):
+        with pytest.raises(ValueError, match=r"^Invalid hessian_which=.*: expected 'magnitude' "
+                                             r"\(hessian_spectral_norm\) or 'largest' "
+                                             r"\(hessian_largest_eigenvalue\)$"):
+            build("gld-hessian", model, data, hessian_which=which)
+
+
 def test_hessian_which_largest_takes_the_algebraic_top_k(problem):
     """``hessian_which="largest"``: the top-k eigenpairs by value, not by |λ| (on this problem
     the two differ), carried as H₊ = Σ |λ_i| u_i u_iᵀ with σ_H² = Tr Σ / (m Tr H₊) (rule

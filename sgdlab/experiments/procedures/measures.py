@@ -135,11 +135,9 @@ def _hessian_top(model, loss_fn, data, tol: float = 1e-3, num_iter: int = 40,
     (spectral norm)"); ``"largest"``: the algebraically largest eigenvalue λ_max
     (Jastrzebski et al.'s "largest eigenvalue"), which differs from the norm when a negative
     eigenvalue is the larger in magnitude."""
-    from sgdlab.measure.dynamics import HESSIAN_WHICH
+    from sgdlab.measure.dynamics import HESSIAN_WHICH, check_hessian_which
 
-    fn = HESSIAN_WHICH.get(which) if isinstance(which, str) else None
-    if fn is None:
-        raise ValueError(f"hessian_top: which must be 'magnitude' or 'largest', got {which!r}")
+    fn = HESSIAN_WHICH[check_hessian_which(which, "hessian_top which")]
     return {"hessian_top": fn(model, loss_fn, data, bn_mode=bn_mode, tol=tol,
                               num_iter=num_iter, generator=_gen(0))}
 

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from sgdlab.errors import warn
-from sgdlab.measure.dynamics import HESSIAN_WHICH, full_batch_grad_norm
+from sgdlab.measure.dynamics import HESSIAN_WHICH, check_hessian_which, full_batch_grad_norm
 from sgdlab.operators.params import grads_vector, params_vector, trainable_named_params
 
 from ..callbacks import Callback, Schedule, TrainContext, step_generator, train_subset
@@ -73,11 +73,7 @@ class DynamicsCallback(Callback):
                  eval_subset: int | None = None, eval_batch_size: int | None = None,
                  hessian_kw: dict | None = None, hessian_which: str = "magnitude",
                  seed: int = 0):
-        # (a list from a config is unhashable: named here, not a TypeError from the lookup)
-        if not isinstance(hessian_which, str) or hessian_which not in HESSIAN_WHICH:
-            raise ValueError(f"Invalid hessian_which={hessian_which!r}: expected 'magnitude' "
-                             "(the spectral norm) or 'largest' (the largest eigenvalue)")
-        self.hessian_which = hessian_which
+        self.hessian_which = check_hessian_which(hessian_which)
         if hessian_bn_mode not in ("eval", "train", "both"):
             raise ValueError(f"Invalid hessian_bn_mode={hessian_bn_mode!r}: expected 'eval', "
                              "'train' or 'both'")
