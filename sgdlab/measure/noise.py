@@ -90,6 +90,17 @@ class _GramOperator(LinearOperator):
         return self.factor @ (self.factor.T @ v)
 
 
+def _in_range(t: Tensor, quantity: str, dtype: torch.dtype) -> Tensor:
+    """``t``, or a ``FloatingPointError`` (a measurement's word for a diverged model) when
+    it holds a non-finite number: the gradients are finite (checked when Σ is built), so
+    their products overflowed ``dtype`` (~1e19 per entry in float32)."""
+    if not bool(torch.isfinite(t).all()):
+        raise FloatingPointError(
+            f"{quantity} overflows {dtype}: per-sample gradients too large for their "
+            "products (diverged model?); in float64 (train.dtype: float64) they fit")
+    return t
+
+
 def _check_finite_gradients(t: Tensor) -> None:
     """The ``FloatingPointError`` of a Σ (:class:`GradientCovariance`, :class:`GradientVariance`)
     built from gradients with a non-finite entry: a diverged model or bad data."""
@@ -168,18 +179,9 @@ class GradientCovariance:
                 f = self._factor
                 # products in the factor's dtype (the cost is N²d), accumulated result in float64
                 gram = (f @ f.T).double()
-            self._gram = self._in_range(gram, "the Gram matrix of the per-sample gradients")
+            self._gram = _in_range(gram, "the Gram matrix of the per-sample gradients",
+                                   self.dtype)
         return self._gram
-
-    def _in_range(self, t: Tensor, quantity: str) -> Tensor:
-        """``t``, or a ``FloatingPointError`` (a measurement's word for a diverged model) when
-        it holds a non-finite number: the gradients are finite (checked when Σ is built), so
-        their products overflowed the dtype (~1e19 per entry in float32)."""
-        if not bool(torch.isfinite(t).all()):
-            raise FloatingPointError(
-                f"{quantity} overflows {self.dtype}: per-sample gradients too large for their "
-                "products (diverged model?); in float64 (train.dtype: float64) they fit")
-        return t
 
     def _uncentred_gram(self) -> Tensor:
         """G Gᵀ (N x N, float64) of the factored per-sample gradients; cached."""
@@ -209,7 +211,7 @@ class GradientCovariance:
             diag = (self._ps.sq_sum() / n - self.mean ** 2) * self._scale
         else:
             diag = (self._factor ** 2).sum(0)
-        return self._in_range(diag, "the diagonal of the gradient covariance")
+        return _in_range(diag, "the diagonal of the gradient covariance", self.dtype)
 
     def rmatmul(self, u: Tensor) -> Tensor:
         """Fᵀ U for U of shape (N, k) or (N,)."""
@@ -228,7 +230,7 @@ class GradientCovariance:
     def dense(self) -> Tensor:
         """Σ as a dense (d, d) matrix (small d and tests only)."""
         f = self.factor
-        return self._in_range(f.T @ f, "the gradient covariance")
+        return _in_range(f.T @ f, "the gradient covariance", self.dtype)
 
     def frobenius_norm(self) -> float:
         """‖Σ‖_F = ‖F Fᵀ‖_F (same nonzero spectrum), without forming d x d when d > N."""
@@ -302,8 +304,8 @@ class GradientCovariance:
             v = self.rmatmul(vecs.to(dtype)).double()
             vecs = v / torch.linalg.vector_norm(v, dim=0).clamp_min(1e-300)
             vecs = self._complete_null_columns(vals.double(), vecs, generator)
-        vals = self._in_range(vals.to(dtype=dtype, device=dev),
-                              "an eigenvalue of the gradient covariance")
+        vals = _in_range(vals.to(dtype=dtype, device=dev),
+                         "an eigenvalue of the gradient covariance", self.dtype)
         return vals, vecs.to(dtype=dtype, device=dev)
 
     def _complete_null_columns(self, vals: Tensor, vecs: Tensor,
@@ -451,8 +453,10 @@ class GradientVariance:
         return float(self.variance.sum())
 
     def diagonal(self) -> Tensor:
-        """diag Σ, shape (d,), in ``dtype``."""
-        return self.variance.to(self.dtype)
+        """diag Σ, shape (d,), in ``dtype``: a variance beyond its range (finite in float64)
+        is refused as :meth:`GradientCovariance.diagonal` refuses it, not returned as inf."""
+        return _in_range(self.variance.to(self.dtype),
+                         "the diagonal of the gradient covariance", self.dtype)
 
 
 @checked_keywords()
