@@ -468,3 +468,17 @@ def test_xing_batch_100_reading_end_to_end(tmp_path, capsys):
     assert m == {"gd": None, "gd-iso-0.05": 100, "gd-iso-0.1": 100, "sgd": None}
     assert "max-variance=batch-100</code> (default: per-example)" in (
         out / "report.html").read_text()
+
+
+@pytest.mark.parametrize("entry, given, meant", [
+    ("zhu-noisy-label", "hessian-eig", "hessian-eigs"),
+    ("xing-hessian-norm", "hessian-eigs", "hessian-eig"),
+    ("jastrzebski-ratio-grid", "hessian-eigs", "hessian-eig")])
+def test_the_other_entries_spelling_of_the_hessian_reading_is_answered_with_this_ones(
+        entry, given, meant):
+    """Zhu's entry names its reading hessian-eigs (the top-k), Xing's and Jastrzebski's
+    hessian-eig (the top one); stored runs keep those names, so the other spelling is met
+    with the entry's own."""
+    with pytest.raises(ConfigError, match=rf"^{entry}: unknown reading '{given}' \(did you "
+                                          rf"mean {meant}\?\); its readings: "):
+        resolve(read_file(catalogue_files()[entry]), "smoke", readings={given: "largest"})
