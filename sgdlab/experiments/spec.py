@@ -91,9 +91,9 @@ from typing import Any
 
 import yaml
 
-from sgdlab.errors import (SEED_LIMIT, ConfigError, check_config_kind, check_not_empty,
-                           did_you_mean, name_spelling, not_a_config_file, read_config_text,
-                           registered_spelling)
+from sgdlab.errors import (SEED_LIMIT, ConfigError, check_config_kind, check_keys,
+                           check_not_empty, did_you_mean, name_spelling, not_a_config_file,
+                           read_config_text, registered_spelling)
 from sgdlab.yaml_loaders import exponent_floats, strict_yaml_loader, yaml_problem
 
 SCALES = ("smoke", "cpu", "paper")
@@ -461,13 +461,16 @@ def _substitute(obj: Any, data_dir: str | None) -> Any:
     return obj
 
 
-def _check_keys(where: str, d: Any, allowed: set[str]) -> None:
+def _check_keys(where: str, d: Any, allowed: set[str],
+                nested: dict[str, set[str]] | None = None) -> None:
+    """A mapping whose unknown keys are refused all at once, each worded as a run config's
+    (:func:`~sgdlab.errors.check_keys`: ``where.key: unknown key (did you mean x?)``, else
+    the valid keys; ``nested``: the sections one level down where a key may belong)."""
     if not isinstance(d, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
-    for k in d:
-        if k not in allowed:
-            raise ConfigError(f"{where}: unknown key {k!r}{did_you_mean(k, allowed)}; allowed: "
-                              f"{', '.join(sorted(allowed))}")
+    # sorted: the suggestion between two equally close keys does not follow set order
+    check_keys(where, d, sorted(allowed),
+               {k: sorted(v) for k, v in (nested or {}).items()})
 
 
 def _check_runs(where: str, runs: Any) -> None:
@@ -512,7 +515,8 @@ def _check_seeds(where: str, seeds: Any) -> None:
 def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:
     """Check the file's structure; raises ``ConfigError`` naming the offending key."""
     check_config_kind(raw, "experiment", source)
-    _check_keys(source, raw, _TOP_KEYS)
+    # a paper's or a run's resources key given at the top: named where it belongs
+    _check_keys(source, raw, _TOP_KEYS, {"paper": _PAPER_KEYS, "resources": _RESOURCE_KEYS})
     for k in _REQUIRED:
         if k not in raw:
             raise ConfigError(f"{source}: missing required key {k!r}")

@@ -92,6 +92,31 @@ def _write(tmp_path, raw, name="exp.yaml"):
     return p
 
 
+def test_an_experiment_file_s_unknown_keys_are_named_together_as_a_run_config_s():
+    """Each by its path, with the key meant (one level down where it belongs there), else
+    the valid keys: the words of a run config's unknown keys (sgdlab.errors.check_keys). The
+    file's check stopped at the first."""
+    from sgdlab.experiments.spec import validate_raw
+
+    with pytest.raises(ConfigError) as e:
+        validate_raw(_raw(seed=[0], author="Nobody", cpus_per_run=2), "x.yaml")
+    assert str(e.value) == ("3 problems in the config:\n"
+                            "  x.yaml.seed: unknown key (did you mean seeds?)\n"
+                            "  x.yaml.author: unknown key (did you mean x.yaml.paper.author?)\n"
+                            "  x.yaml.cpus_per_run: unknown key (did you mean "
+                            "x.yaml.resources.cpus_per_run?)")
+    with pytest.raises(ConfigError, match=r"^x.yaml.runs\[0\].lable: unknown key \(did you "
+                                          r"mean label\?\)$"):
+        validate_raw(_raw(runs=[{"label": "x", "lable": "y"}]), "x.yaml")
+    with pytest.raises(ConfigError, match=r"^x.yaml.paper.colour: unknown key \(valid keys: "
+                                          r"author, claim, figure, quote, quotes, title, where, "
+                                          r"year\)$"):
+        validate_raw(_raw(paper={"author": "A", "year": 1, "figure": "F", "colour": 1}),
+                     "x.yaml")
+    with pytest.raises(ConfigError, match=r"^x.yaml.outputs: expected a mapping, got list$"):
+        validate_raw(_raw(outputs=[]), "x.yaml")
+
+
 def test_expand_keys_and_scale_override(tmp_path):
     spec = resolve(_raw(), "smoke")
     runs = spec.expand()

@@ -242,13 +242,14 @@ TWO = "readings/m/choices/two"
 @pytest.mark.parametrize("mutate, message", [
     (_set("readings", []), "x.yaml.readings: expected a mapping"),
     (_set("readings/M V", {}), "reading name 'M V' must be"),
-    (_set(f"{MV}/colour", 1), "x.yaml.readings.m: unknown key 'colour'"),
+    (_set(f"{MV}/colour", 1), "x.yaml.readings.m.colour: unknown key (valid keys: choices, "
+                              "default)"),
     (_set(f"{MV}/default", "three"), "x.yaml.readings.m.default: 'three' is not one of its "
                                      "choices (one, two)"),
     (_set(f"{MV}/choices", {"one": {"description": "d"}}), "readings.m.choices: expected a "
                                                            "mapping of at least two"),
     (_set(f"{MV}/choices/Two!", {"description": "d"}), "choice name 'Two!' must be"),
-    (_set(f"{TWO}/parms", {}), "x.yaml.readings.m.choices.two: unknown key 'parms' (did you "
+    (_set(f"{TWO}/parms", {}), "x.yaml.readings.m.choices.two.parms: unknown key (did you "
                                "mean params?)"),
     (_set(f"{TWO}/description", KeyError), "readings.m.choices.two: missing one-line string "
                                            "key 'description'"),
