@@ -135,8 +135,10 @@ def check_hessian_which(which: object, name: str = "hessian_which") -> str:
     ``hessian_which``, the ``hessian_top`` measure's ``which``)."""
     # (a list from a config is unhashable: named here, not a TypeError from the lookup)
     if not isinstance(which, str) or which not in HESSIAN_WHICH:
-        valid = " or ".join(f"{k!r} ({f.__name__})" for k, f in HESSIAN_WHICH.items())
-        raise ValueError(f"Invalid {name}={which!r}: expected {valid}")
+        # (worded for one eigenvalue and for GLD's top k alike)
+        raise ValueError(f"Invalid {name}={which!r}: expected "
+                         f"{' or '.join(map(repr, HESSIAN_WHICH))} (Lanczos's which: the "
+                         "Hessian's eigenvalues ranked by |λ| or by value)")
     return which
 
 

@@ -89,7 +89,7 @@ def test_the_hessian_spectrum_summary_of_a_known_spectrum():
     assert s["hessian_near_zero_fraction"] == 0.25
     assert s["hessian_dim"] == 4
     with pytest.raises(ValueError, match=r"^Invalid hessian_top which='min': expected "
-                                         r"'magnitude' \(hessian_spectral_norm\) or 'largest'"):
+                                         r"'magnitude' or 'largest' \(Lanczos's which"):
         compute_final({"kind": "hessian_top", "which": "min"}, model, loss, data)
     with pytest.raises(ValueError, match="chunk_size must be a positive integer, got True"):
         compute_final({"kind": "hessian_spectrum", "chunk_size": True}, model, loss, data)

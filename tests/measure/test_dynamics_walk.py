@@ -273,5 +273,6 @@ def test_check_hessian_which_names_every_reading_of_hessian_which():
     assert [check_hessian_which(w) for w in HESSIAN_WHICH] == list(HESSIAN_WHICH)
     with pytest.raises(ValueError) as e:
         check_hessian_which({"largest": 1}, "which")
-    assert str(e.value) == ("Invalid which={'largest': 1}: expected 'magnitude' "
-                            "(hessian_spectral_norm) or 'largest' (hessian_largest_eigenvalue)")
+    assert str(e.value) == ("Invalid which={'largest': 1}: expected 'magnitude' or 'largest' "
+                            "(Lanczos's which: the Hessian's eigenvalues ranked by |λ| or by "
+                            "value)")

@@ -610,8 +610,8 @@ def test_an_invalid_hessian_which_names_the_readings_of_hessian_which(problem):
     model, data, _, _ = problem
     for which in ("top", ["largest"]):
         with pytest.raises(ValueError, match=r"^Invalid hessian_which=.*: expected 'magnitude' "
-                                             r"\(hessian_spectral_norm\) or 'largest' "
-                                             r"\(hessian_largest_eigenvalue\)$"):
+                                             r"or 'largest' \(Lanczos's which: the Hessian's "
+                                             r"eigenvalues ranked by \|λ\| or by value\)$"):
             build("gld-hessian", model, data, hessian_which=which)
 
 
