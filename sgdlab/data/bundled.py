@@ -52,19 +52,21 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 @register_dataset("digits")
 def load_digits(*, seed: int = 0, test_size: int = 360, flatten: bool = False,
-                normalize: str = "unit") -> Dataset:
+                normalize: str = "unit", cache: bool = True) -> Dataset:
     """scikit-learn's 8x8 handwritten digits (UCI optdigits test set, 1,797 images, 10 classes).
 
     Inputs shaped (1, 8, 8) (or (64,) with ``flatten``); pixel values 0..16 scaled to [0, 1]
     (``normalize="unit"``), to [−1, 1] (``"symmetric"``), per-channel standardised
     (``"standardize"``), contrast-normalised (``"gcn"``, ``"gcn-zca"``: as :func:`load_mnist`)
     or raw (``"none"``).
-    Split: seeded stratified train/test split, 1,437 / 360 by default. This is sgdlab's
-    embedded default dataset: no download, a fraction of a second to load.
+    Split: seeded stratified train/test split, 1,437 / 360 by default, cached as
+    :func:`load_mnist_small`'s (importing scikit-learn takes ~2 s); ``cache=False`` reads and
+    writes no cache entry. This is sgdlab's embedded default dataset: no download, a fraction
+    of a second to load.
     """
     x, y = _digits_arrays()
     x = x.reshape(-1, 1, 8, 8)
-    tr, te = stratified_split(y, test_size, seed)
+    tr, te = stratified_split(y, test_size, seed, cache=cache)
     x_tr, x_te, info = normalize_images(x[tr], x[te], normalize, 16.0)
     return make_classification(x_tr, y[tr], x_te, y[te], name="digits", seed=seed,
                                num_classes=10, flatten=flatten,

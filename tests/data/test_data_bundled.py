@@ -64,3 +64,21 @@ def test_the_digits_dataset_is_unchanged():
     want = (raw_x[tr] / 16.0).astype(np.float32)
     assert ds.x_train.numpy().tobytes() == want.tobytes()
     assert ds.y_test.numpy().tolist() == raw_y[te].tolist()
+
+
+def test_digits_with_cache_false_neither_reads_nor_writes_the_split_cache(tmp_path, monkeypatch):
+    # as mnist_small(cache=False): digits took no cache option and always cached its split
+    from sgdlab.data._common import _split_cache_key
+
+    monkeypatch.setenv("SGDLAB_CACHE", str(tmp_path))
+    want = bundled.load_digits(seed=1, flatten=True, cache=False)
+    assert not list(tmp_path.iterdir())
+    _, y = bundled._digits_arrays()
+    key = _split_cache_key(y, 360, 1)
+    assert key is not None    # else the planted entry below would not be read with cache=True
+    # a partition of the right sizes, but not scikit-learn's split: read only with the cache
+    np.savez(tmp_path / f"{key}.npz", train=np.arange(360, 1797), test=np.arange(360))
+    got = bundled.load_digits(seed=1, flatten=True, cache=False)
+    assert got.y_test.numpy().tobytes() == want.y_test.numpy().tobytes()
+    cached = bundled.load_digits(seed=1, flatten=True)
+    assert cached.y_test.numpy().tolist() == y[:360].tolist()
