@@ -32,7 +32,12 @@ Readings where the paper is silent or says two things (docs/FIDELITY.md#musso):
 - Weight decay: the L2 term w x is part of the loss, so α multiplies it with ∇f_Γ.
 
 The generator (one CPU ``torch.Generator``, seeded with ``seed`` or the run's seed), the step
-count and the last α are part of ``state_dict()``, so a resumed run draws the same sequence.
+count and the last α of each parameter group are part of ``state_dict()``, so a resumed run
+draws the same sequence.
+
+Parameter groups: eq. (1) draws one α per step for the whole weight vector, so every group
+takes the same draw u ~ U[0, 1]; a group's α is u times its own convention's upper end, so
+groups of different conventions step with different α (``last_alphas``, one per group).
 """
 from __future__ import annotations
 
@@ -95,7 +100,9 @@ class RandomLRSGD(PicklesWhole, Optimizer):
             lr in ``torch.optim.SGD`` does).
         seed: seed of α's generator (default ``torch.initial_seed()``: the run's seed).
 
-    ``last_alpha`` is the α of the latest step (None before the first).
+    ``last_alphas`` holds the α each parameter group took in the latest step (None before the
+    first); ``last_alpha`` is that α where every group took the same (one convention, as with
+    one group), and a ValueError where the groups' conventions made them differ.
     """
 
     def __init__(self, params, lr: float, *, momentum: float = 0.0, nesterov: bool = False,
@@ -118,7 +125,7 @@ class RandomLRSGD(PicklesWhole, Optimizer):
         self.generator = seeded_generator(seed)
         self._given_seed = None if seed is None else int(seed)
         self.steps = 0
-        self.last_alpha: float | None = None
+        self.last_alphas: list[float] | None = None
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
@@ -129,9 +136,24 @@ class RandomLRSGD(PicklesWhole, Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             random_lr_sgd(params, [p.grad for p in params], [self.state[p] for p in params],
                           group, u)
-        self.last_alpha = u * alpha_high(self.param_groups[0]["convention"])
+        # α as random_lr_sgd computed it for each group: the same draw, the group's convention
+        self.last_alphas = [u * alpha_high(g["convention"]) for g in self.param_groups]
         self.steps += 1
         return loss
+
+    @property
+    def last_alpha(self) -> float | None:
+        """The α of the latest step (None before the first), where every parameter group took
+        the same; groups of different conventions took different α: read ``last_alphas``."""
+        alphas = self.last_alphas
+        if alphas is None:
+            return None
+        if any(a != alphas[0] for a in alphas):
+            conventions = [g["convention"] for g in self.param_groups]
+            raise ValueError(f"the parameter groups took different α in the latest step "
+                             f"(conventions {conventions}): read last_alphas, one per group "
+                             f"({alphas})")
+        return alphas[0]
 
     def settings(self) -> dict[str, Any]:
         """Its generator's seed as given, None for the default (:mod:`sgdlab.optim.settings`):
@@ -141,8 +163,11 @@ class RandomLRSGD(PicklesWhole, Optimizer):
     @runs_state_dict_hooks
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
+        alphas = self.last_alphas
         sd["random_lr"] = {"generator": self.generator.get_state(), "steps": self.steps,
-                           "last_alpha": self.last_alpha}
+                           # the first group's, as states saved before last_alphas hold it
+                           "last_alpha": None if alphas is None else alphas[0],
+                           "last_alphas": None if alphas is None else list(alphas)}
         return sd
 
     @runs_state_dict_hooks
@@ -151,4 +176,10 @@ class RandomLRSGD(PicklesWhole, Optimizer):
         super().load_state_dict(state_dict)
         self.generator.set_state(extra["generator"])
         self.steps = int(extra["steps"])
-        self.last_alpha = extra["last_alpha"]
+        alphas = extra.get("last_alphas")
+        if alphas is None and extra["last_alpha"] is not None:
+            # a state saved with the first group's α only: the draw u is that α over its
+            # convention's upper end (1 or 2, so exact), and each group's α is u times its own
+            u = extra["last_alpha"] / alpha_high(self.param_groups[0]["convention"])
+            alphas = [u * alpha_high(g["convention"]) for g in self.param_groups]
+        self.last_alphas = None if alphas is None else [float(a) for a in alphas]

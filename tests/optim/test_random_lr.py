@@ -225,3 +225,64 @@ def test_seed_follows_the_run_seed_and_registry_name():
 def test_invalid_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
         RandomLRSGD([torch.nn.Parameter(torch.zeros(1))], **kw)
+
+
+def _two_groups(seed=5):
+    """Two parameter groups of different conventions: U[0, 1] and U[0, 2]."""
+    x = torch.nn.Parameter(torch.tensor([0.3, -0.2], dtype=D))
+    y = torch.nn.Parameter(torch.tensor([0.5], dtype=D))
+    opt = RandomLRSGD([{"params": [x]}, {"params": [y], "convention": "mean-lr"}], lr=0.1,
+                      momentum=0.5, seed=seed)
+    return x, y, opt
+
+
+def _step(x, y, opt, k):
+    x.grad = torch.tensor([1.0, -2.0], dtype=D) * (k + 1)
+    y.grad = torch.tensor([3.0], dtype=D)
+    opt.step()
+
+
+def test_each_parameter_group_reports_the_alpha_it_stepped_with():
+    # one draw u per step (eq. (1)'s scalar α); the mean-lr group's α is 2u. last_alpha gave
+    # the first group's u for both
+    x, y, opt = _two_groups()
+    assert opt.last_alphas is None and opt.last_alpha is None
+    x0, y0 = x.detach().clone(), y.detach().clone()
+    _step(x, y, opt, 0)
+    u = _alphas(5, 1)[0]
+    assert opt.last_alphas == [u, 2 * u]
+    # first step, buffer = α g: x − l α g, written out in float64
+    torch.testing.assert_close(x.detach(), x0 - 0.1 * u * x.grad, rtol=0, atol=1e-15)
+    torch.testing.assert_close(y.detach(), y0 - 0.1 * 2 * u * y.grad, rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match="last_alphas"):
+        opt.last_alpha
+    opt.param_groups[1]["convention"] = "paper"     # one convention: one α, as with one group
+    _step(x, y, opt, 1)
+    assert opt.last_alphas == [_alphas(5, 2)[1]] * 2 and opt.last_alpha == _alphas(5, 2)[1]
+
+
+def test_state_dict_round_trip_of_several_groups_is_bit_exact():
+    x, y, opt = _two_groups()
+    for k in range(3):
+        _step(x, y, opt, k)
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    x2, y2, opt2 = _two_groups(seed=99)
+    with torch.no_grad():
+        x2.copy_(x)
+        y2.copy_(y)
+    opt2.load_state_dict(saved)
+    assert opt2.last_alphas == opt.last_alphas and opt2.steps == 3
+    for k in range(3, 6):
+        _step(x, y, opt, k)
+        _step(x2, y2, opt2, k)
+        assert opt2.last_alphas == opt.last_alphas
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    # a state saved with the first group's α only gives each group its own α back, exactly
+    old = opt.state_dict()
+    del old["random_lr"]["last_alphas"]
+    _, _, opt3 = _two_groups()
+    opt3.load_state_dict(old)
+    assert opt3.last_alphas == opt.last_alphas

@@ -29,7 +29,7 @@ def _drawing_optimizer(optimizer):
     (``last_alpha``): ``optimizer`` itself or the one a wrapper steps with (TrivializedSGD's
     ``base``, SwitchOptimizer's ``active``, read before the step); None when there is none."""
     opt = optimizer
-    while opt is not None and not hasattr(opt, "last_alpha"):
+    while opt is not None and not (hasattr(opt, "last_alphas") or hasattr(opt, "last_alpha")):
         inner = getattr(opt, "base", None)
         opt = inner if inner is not None else getattr(opt, "active", None)
     return opt
@@ -57,7 +57,9 @@ class ProtocolCallback(Callback):
             return
         step, lr, b, drawing = self._pending
         self._pending = None
-        alpha = drawing.last_alpha
+        # the α of the group whose lr is logged (the first): groups may draw different α
+        alphas = getattr(drawing, "last_alphas", None)
+        alpha = alphas[0] if alphas is not None else getattr(drawing, "last_alpha", None)
         self._log(ctx, step, lr * float(alpha) if alpha is not None else lr, b)
 
     @staticmethod
