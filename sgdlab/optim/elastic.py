@@ -176,16 +176,37 @@ class Parle(EntropySGD):
         c_g, c_r = parle_coefficients(gamma=gamma, rho=self.current_rho(group),
                                       normalization=group["normalization"], L=group["L"],
                                       replicas=group["replicas"])
-        if master is not None and group["master"] == "lagged":
-            # x_k of (5.8c) is the average formed at the previous communication; at the first
-            # one every replica still holds x₀, so that average is the current one
-            prev = st.get("master_prev")
-            st["master_prev"] = master.detach().clone()
-            master = master if prev is None else prev
         G = (st["x"] - st["z"]).mul_(c_g)
         if master is not None and c_r != 0.0:
             G.add_(st["x"] - master, alpha=c_r)
         return G
+
+    @torch.no_grad()
+    def outer_step(self, master: Sequence[Tensor] | None = None) -> None:
+        """(5.8c) towards ``master``, the replicas' fresh average (one tensor per parameter,
+        param_groups order), or for a group with ``master="lagged"`` the average of the
+        previous communication (:meth:`_pulling_master`)."""
+        super().outer_step(None if master is None else self._pulling_master(master))
+
+    def _pulling_master(self, master: Sequence[Tensor]) -> list[Tensor]:
+        """The x_k each parameter's (5.8c) pulls towards. With ``master="lagged"`` it is the
+        average formed at the previous communication, kept for every parameter at every
+        communication: kept only for the parameters this replica stepped (those with a
+        gradient), a replica that left one out of a round pulled it towards an older
+        average, or the fresh one, than the others did. At the first communication every
+        replica still holds x₀, so the previous average is the current one."""
+        out, k = [], 0
+        for group in self.param_groups:
+            for p in self._params(group):
+                m = master[k]
+                k += 1
+                if group["master"] == "lagged":
+                    st = self.state[p]
+                    prev = st.get("master_prev")
+                    st["master_prev"] = m.detach().clone()
+                    m = m if prev is None else prev
+                out.append(m)
+        return out
 
     def _outer_base(self, group: dict, p: Tensor) -> Tensor:
         # the authors' code takes the outer step from the last inner iterate y_L (= p here)

@@ -406,6 +406,42 @@ def test_a_closure_that_raises_itself_meets_the_others_in_the_average():
     assert run_threads(replica, 2) == [(True, True), ("stopped", True)]
 
 
+def test_a_lagged_master_is_the_previous_average_on_every_replica_whatever_it_stepped():
+    """master="lagged": x_k of (5.8c) is the average of the previous communication on every
+    replica. Replica 1's first loss leaves v out (no gradient): it kept no previous average
+    for v and pulled v towards the fresh one at the second round, replica 0 towards the old.
+    By hand with L = 1, α = 0, γ = ∞, η⁽⁰⁾ = 1, no momentum: z = x − ∇f, so (5.8c) with the
+    "paper" normalisation is x − η(∇f + ρ⁻¹(x − x_k)); round 1's average of v is v₀."""
+    eta, rho = 0.5, 0.8
+    v0 = torch.tensor([0.3], dtype=F64)
+
+    def replica(rank, comm):
+        u = nn.Parameter(torch.tensor([1.0, -1.0], dtype=F64))
+        v = nn.Parameter(v0.clone())
+        opt = Parle([u, v], lr=eta, inner_lr=1.0, L=1, gamma=math.inf, alpha=0.0, rho=rho,
+                    master="lagged", replicas=2, communicator=comm)
+        grads = []
+
+        def closure():
+            u.grad = v.grad = None
+            loss = (u - rank).square().sum()
+            if not (rank == 1 and not grads):      # replica 1's first round: no v
+                loss = loss + (rank + 2) * v.square().sum()
+            loss.backward()
+            grads.append(None if v.grad is None else v.grad.clone())
+            return loss
+        opt.step(closure)
+        v1 = v.detach().clone()
+        opt.step(closure)
+        return v1, grads[-1], v.detach().clone()
+
+    for rank, got in enumerate(run_threads(replica, 2)):
+        assert not isinstance(got, Exception), got
+        v1, g2, v2 = got
+        want = v1 - eta * (g2 + (v1 - v0) / rho)
+        torch.testing.assert_close(v2, want, rtol=0, atol=1e-15, msg=f"replica {rank}")
+
+
 def test_parle_defaults_are_section_5_3_2():
     g = Parle([nn.Parameter(torch.zeros(1))]).param_groups[0]
     assert (g["L"], g["alpha"], g["gamma"], g["rho"], g["normalization"]) == (25, 0.25, 100.0,
