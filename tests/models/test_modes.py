@@ -2,8 +2,8 @@
 import torch
 from torch import nn
 
-from sgdlab.models.modes import (buffer_restorer, buffers_kept, eval_mode, first_batch_norm,
-                                 module_label, modes_kept)
+from sgdlab.models.modes import (attributes_kept, buffer_restorer, buffers_kept, eval_mode,
+                                 first_batch_norm, module_label, modes_kept)
 
 
 def _fine_tuning_model() -> nn.Sequential:
@@ -131,3 +131,72 @@ def test_buffers_are_put_back_in_their_modules_with_their_values():
     bn.running_mean.add_(1.0)
     restore()
     assert torch.equal(bn.running_mean, before["running_mean"] + 1.0)
+
+
+class _Counting(nn.Module):
+    """A layer whose forward changes plain attributes: a call counter, a flag, the last
+    input's size (added on first call), and a list it appends to in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self.calls, self.seen_eval, self.history = 0, False, []
+
+    def forward(self, x):
+        self.calls += 1
+        self.seen_eval = self.seen_eval or not self.training
+        self.last_size = len(x)
+        self.history.append(len(x))
+        return self.lin(x)
+
+
+def _counting_model() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(_Counting(), nn.BatchNorm1d(3), nn.Linear(3, 2)).train()
+
+
+def test_a_measurement_leaves_plain_attributes_as_it_found_them():
+    # the helpers restored flags and buffers, but a forward's counter, flag and new
+    # attribute stayed changed: a measurement on a schedule changed the model it measured
+    model = _counting_model()
+    x = torch.randn(8, 3)
+    model(x[:5])
+    layer, history = model[0], model[0].history
+    for block in (eval_mode(model), modes_kept(model), buffers_kept(model),
+                  attributes_kept(model)):
+        with block:
+            model(x)
+            model.train()(x)
+        assert (layer.calls, layer.seen_eval, layer.last_size) == (1, False, 5)
+        assert layer.history is history      # the binding; the list was appended in place
+    bn = {k: v.clone() for k, v in model[1].state_dict().items()}
+    assert "num_batches_tracked" in bn
+    with buffers_kept(model):
+        model(x)
+    assert all(torch.equal(v, model[1].state_dict()[k]) for k, v in bn.items())
+    fresh = _counting_model()
+    with eval_mode(fresh):
+        fresh(x)
+    assert "last_size" not in vars(fresh[0]) and fresh[0].calls == 0
+
+
+def test_public_measurements_leave_the_counter_and_batch_norm_statistics_alone():
+    from sgdlab.measure.interpolation import evaluate
+    from sgdlab.measure.sharpness import mean_loss
+
+    model = _counting_model()
+    x, y = torch.randn(8, 3), torch.arange(8) % 2
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loss_fn = nn.CrossEntropyLoss()
+    evaluate(model, loss_fn, (x, y))
+    mean_loss(model, loss_fn, (x, y))
+    assert model[0].calls == 0 and model.training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_lazy_module_materialised_in_a_block_keeps_its_new_attributes():
+    model = nn.Sequential(nn.LazyLinear(2))
+    with eval_mode(model):
+        model(torch.zeros(1, 5))
+    assert type(model[0]) is nn.Linear and model[0].in_features == 5
+    assert model(torch.zeros(1, 5)).shape == (1, 2)
