@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
+from ..models.modes import buffers_kept, modes_kept
 
 
 @dataclass
@@ -223,7 +224,10 @@ class MeasurementCallback(Callback):
     """Call ``fn(ctx) -> dict[str, float]`` on a step schedule (``schedule=``, ``every=`` from
     ``start=``, or ``at=``) and log every entry; the initial model too (step 0, before
     training) where the schedule has step 0, or as ``at_train_begin`` says. ``fn`` runs on a
-    fork of torch's global generators: its random draws do not change the run's.
+    fork of torch's global generators: its random draws do not change the run's; and the
+    model's train/eval flags, buffers (batch norm's running statistics) and plain attributes
+    are put back after it (:mod:`sgdlab.models.modes`): forward passes it takes in train mode
+    or that count themselves do not change the model the run goes on training.
 
     Example::
 
@@ -266,7 +270,8 @@ class MeasurementCallback(Callback):
         # noise go on as without the callback, as for the instruments
         dev = model_device(ctx)
         with naming_divergence(self), torch.random.fork_rng(
-                devices=[dev] if dev.type == "cuda" else [], device_type="cuda"):
+                devices=[dev] if dev.type == "cuda" else [], device_type="cuda"), \
+                modes_kept(ctx.model), buffers_kept(ctx.model):
             values = self.fn(ctx)
         if not isinstance(values, Mapping):
             got = ("None (a function without a return?)" if values is None

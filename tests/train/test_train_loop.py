@@ -1156,6 +1156,43 @@ def test_a_measurement_callback_leaves_the_runs_random_draws_to_dropout():
     assert torch.equal(flat(measured), flat(plain))
 
 
+class _Warming(nn.Module):
+    """A layer whose output depends on how often it ran: a warm-up counted in forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return x * min(1.0, self.calls / 10)
+
+
+def test_a_measurement_callback_leaves_the_model_as_it_found_it():
+    # fn's forward passes in train mode moved batch norm's running statistics and the model's
+    # own counter: the run went on from another model than a run without the measurement
+    from sgdlab.train import MeasurementCallback
+
+    data = toy_data()
+
+    def run(callbacks):
+        torch.manual_seed(0)
+        model = nn.Sequential(_Warming(), nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+        train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
+              epochs=1, batch_size=10, callbacks=callbacks, progress=False)
+        return model
+
+    def probe(ctx):
+        ctx.model.train()
+        return {"out": float(ctx.model(ctx.data.x_train[:10]).sum())}
+
+    plain = run([])
+    measured = run([MeasurementCallback(probe, Schedule.every(2))])
+    assert measured[0].calls == plain[0].calls
+    for (k, a), b in zip(plain.state_dict().items(), measured.state_dict().values()):
+        assert torch.equal(a, b), k     # num_batches_tracked and running statistics too
+
+
 def test_a_measurement_callback_value_that_is_no_number_is_named():
     # a GradientCovariance failed on float()'s bare "float() argument must be a string or a real
     # number", a vector on "only one element tensors can be converted to Python scalars"
