@@ -151,7 +151,8 @@ def restore_buffers(saved: list[SavedBuffer], *, keep_versions: bool = False) ->
     ``.data``, as :func:`buffers_kept`'s."""
     with torch.no_grad():
         for m, name, b, value in saved:
-            if m._buffers.get(name) is not b:
+            # (a scripted module's buffer table has [] and in, no .get)
+            if (m._buffers[name] if name in m._buffers else None) is not b:
                 m._buffers[name] = b
             (b.data if keep_versions else b).copy_(value)
 

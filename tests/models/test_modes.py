@@ -200,3 +200,13 @@ def test_a_lazy_module_materialised_in_a_block_keeps_its_new_attributes():
         model(torch.zeros(1, 5))
     assert type(model[0]) is nn.Linear and model[0].in_features == 5
     assert model(torch.zeros(1, 5)).shape == (1, 2)
+
+
+def test_buffers_kept_on_a_scripted_model():
+    # a scripted module's buffer table has no .get: buffers_kept (and so every
+    # MeasurementCallback) failed on exit with an AttributeError
+    model = torch.jit.script(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)).train())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with buffers_kept(model):
+        model(torch.randn(8, 3))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
