@@ -78,8 +78,9 @@ def saved_attributes(model: nn.Module) -> list[SavedAttributes]:
 def restore_attributes(saved: list[SavedAttributes]) -> None:
     """The plain attributes (those of a module's ``__dict__`` that are not nn.Module's own
     slots) of :func:`saved_attributes` bound as they were: an attribute rebound is put back,
-    one added is removed. A module whose class changed meanwhile (a lazy module that
-    materialised its parameters) keeps its new attributes, which describe them."""
+    one added is removed. A lazy module that materialised its parameters meanwhile (its
+    class changed, or, one without ``cls_to_become``, its initialising hook's handle gone)
+    keeps its new attributes, which describe them."""
     for m, cls, attrs in saved:
         if type(m) is not cls:
             continue
@@ -88,6 +89,8 @@ def restore_attributes(saved: list[SavedAttributes]) -> None:
         # key's place, so the values line up
         if d.keys() == attrs.keys() and all(map(operator.is_, d.values(), attrs.values())):
             continue
+        if "_initialize_hook" in attrs and "_initialize_hook" not in d:
+            continue    # LazyModuleMixin removed it: materialised in the block
         changed = [k for k, v in d.items() if attrs.get(k, _ABSENT) is not v]
         gone = [k for k in attrs if k not in d]
         for k in changed + gone:

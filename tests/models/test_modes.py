@@ -210,3 +210,28 @@ def test_buffers_kept_on_a_scripted_model():
     with buffers_kept(model):
         model(torch.randn(8, 3))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_lazy_module_that_keeps_its_class_keeps_what_it_set_when_materialised():
+    # a LazyModuleMixin without cls_to_become keeps its class: the size its
+    # initialize_parameters recorded was put back to 0 beside a materialised weight
+    from torch.nn.modules.lazy import LazyModuleMixin
+    from torch.nn.parameter import UninitializedParameter
+
+    class LazyScale(LazyModuleMixin, nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight, self.features = UninitializedParameter(), 0
+
+        def initialize_parameters(self, x):
+            self.features = x.shape[-1]
+            self.weight.materialize((self.features,))
+
+        def forward(self, x):
+            return x * self.weight
+
+    model = nn.Sequential(LazyScale())
+    with eval_mode(model):
+        model(torch.ones(1, 4))
+    assert type(model[0]) is LazyScale and model[0].weight.shape == (4,)
+    assert model[0].features == 4 and "_initialize_hook" not in vars(model[0])
