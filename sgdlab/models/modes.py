@@ -24,6 +24,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 # batch norm of every kind: BatchNorm1d/2d/3d, their lazy forms, SyncBatchNorm and subclasses
 BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
@@ -142,9 +143,11 @@ SavedBuffer = tuple[nn.Module, str, torch.Tensor, torch.Tensor]
 
 def saved_buffers(model: nn.Module) -> list[SavedBuffer]:
     """Each buffer of ``model`` with its module, name and a copy of its value, for
-    :func:`restore_buffers`."""
+    :func:`restore_buffers`. A lazy module's buffer not yet materialised has no value to copy
+    (torch refuses any operation on it): it is left as the block leaves it, as the lazy
+    module's attributes are (:func:`restore_attributes`)."""
     return [(m, name, b, b.detach().clone()) for m in model.modules()
-            for name, b in m._buffers.items() if b is not None]
+            for name, b in m._buffers.items() if b is not None and not is_lazy(b)]
 
 
 def restore_buffers(saved: list[SavedBuffer], *, keep_versions: bool = False) -> None:

@@ -235,3 +235,14 @@ def test_a_lazy_module_that_keeps_its_class_keeps_what_it_set_when_materialised(
         model(torch.ones(1, 4))
     assert type(model[0]) is LazyScale and model[0].weight.shape == (4,)
     assert model[0].features == 4 and "_initialize_hook" not in vars(model[0])
+
+
+def test_buffers_kept_on_a_lazy_model_not_yet_materialised():
+    # an uninitialized buffer cannot be copied: buffers_kept (and so a MeasurementCallback at
+    # step 0, before the first forward pass) failed on entry with torch's ValueError
+    model = nn.Sequential(nn.LazyLinear(3), nn.LazyBatchNorm1d(), nn.BatchNorm1d(3)).train()
+    before = {k: v.clone() for k, v in model[2].state_dict().items()}
+    with buffers_kept(model):
+        model(torch.randn(4, 5))
+    assert type(model[1]) is nn.BatchNorm1d and model[1].running_mean.shape == (3,)
+    assert all(torch.equal(v, model[2].state_dict()[k]) for k, v in before.items())
