@@ -198,8 +198,9 @@ def check_replica_gpus(replicas: int, device: str, remedy: str,
     message of ``sgdlab parle``, an experiment's ``replicas`` runs and each rank's start-up."""
     count, said = visible_gpus() if gpus is None else gpus
     if replicas > count:
-        raise UserError(f"device {device} puts each of the {replicas} replicas of a "
-                        f"distributed run on a GPU of its own, but {said}: {remedy}")
+        # (the run puts the replicas on GPUs; the device names one, or all those it sees)
+        raise UserError(f"a distributed run on device {device} puts each of its {replicas} "
+                        f"replicas on a GPU of its own, but {said}: {remedy}")
 
 
 def init_distributed(backend: str = DEFAULT_BACKEND, timeout: float = DEFAULT_TIMEOUT,

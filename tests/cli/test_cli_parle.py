@@ -87,9 +87,9 @@ def test_more_cuda_replicas_than_gpus_are_refused_before_any_process_starts(
     assert main(["parle", str(cfg), "--mode", "distributed", "--out", str(tmp_path / "out"),
                  "--store", str(tmp_path / "runs.sqlite")]) == 2
     err = capsys.readouterr().err
-    assert ("device cuda puts each of the 2 replicas of a distributed run on a GPU of its own, "
-            "but this machine has 1 CUDA device(s) visible (CUDA_VISIBLE_DEVICES=3): give at "
-            "most 1 replicas (--replicas) or device: cpu") in err, err
+    assert ("a distributed run on device cuda puts each of its 2 replicas on a GPU of its "
+            "own, but this machine has 1 CUDA device(s) visible (CUDA_VISIBLE_DEVICES=3): "
+            "give at most 1 replicas (--replicas) or device: cpu") in err, err
     assert launched == [] and not (tmp_path / "out").exists()
     assert not (tmp_path / "runs.sqlite").exists()
 

@@ -291,17 +291,18 @@ def test_a_run_given_gpus_by_ray_launches_its_replicas_on_those(tmp_path, monkey
 
 
 @pytest.mark.parametrize("device, count, visible, said", [
-    ("cuda:2", 4, None, r"device cuda:2 puts each of the 2 replicas of a distributed run on a "
+    ("cuda:2", 4, None, r"a distributed run on device cuda:2 puts each of its 2 replicas on a "
                         r"GPU of its own, but it gives the run one GPU, GPU 2 of those this "
                         r"process sees: give it 2 GPUs"),
-    ("cuda", 1, "3", r"device cuda puts each of the 2 replicas of a distributed run on a "
+    ("cuda", 1, "3", r"a distributed run on device cuda puts each of its 2 replicas on a "
                      r"GPU of its own, but this machine has 1 CUDA device\(s\) visible "
                      r"\(CUDA_VISIBLE_DEVICES=3\): give the run 2 GPUs \(--backend ray "
                      r"--gpus-per-run 2\)"),
     ("cuda:4", 4, None, r"device cuda:4 names GPU 4, but this machine has 4 CUDA device"),
     ("cuda:0", 0, "", r"device cuda:0 names GPU 0, but this machine has 0 CUDA device\(s\) "
                       r"visible \(CUDA_VISIBLE_DEVICES=\)"),
-    ("cuda", 0, "", r"device cuda puts each of the 2 replicas .* but this machine has 0 CUDA")])
+    ("cuda", 0, "", r"a distributed run on device cuda puts each of its 2 replicas .* but "
+                    r"this machine has 0 CUDA")])
 def test_a_run_given_fewer_gpus_than_replicas_is_refused_before_its_launcher_starts(
         tmp_path, monkeypatch, device, count, visible, said):
     from sgdlab.errors import UserError

@@ -103,9 +103,9 @@ def test_a_local_rank_past_the_machine_s_gpus_is_refused_before_any_process_grou
     monkeypatch.delenv("LOCAL_WORLD_SIZE")      # a launcher other than torchrun
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert distributed.main([config(tmp_path, device="cuda")]) == 2
-    assert ("device cuda puts each of the 3 replicas of a distributed run on a GPU of its own, "
-            "but this machine has 2 CUDA device(s): at most 2 replicas on this machine (this "
-            "replica, local rank 2, on cuda:2)") in capsys.readouterr().err
+    assert ("a distributed run on device cuda puts each of its 3 replicas on a GPU of its "
+            "own, but this machine has 2 CUDA device(s): at most 2 replicas on this machine "
+            "(this replica, local rank 2, on cuda:2)") in capsys.readouterr().err
     assert machine == {}
     # the GPUs a batch system or Ray left visible are the ones counted, and said to be
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
@@ -126,9 +126,9 @@ def test_every_rank_of_more_replicas_than_the_machine_s_gpus_refuses_itself(
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert distributed.main([config(tmp_path, device="cuda")]) == 2
-    assert ("device cuda puts each of the 3 replicas of a distributed run on a GPU of its own, "
-            "but this machine has 2 CUDA device(s): at most 2 replicas on this machine (this "
-            "replica, local rank 0, on cuda:0)") in capsys.readouterr().err
+    assert ("a distributed run on device cuda puts each of its 3 replicas on a GPU of its "
+            "own, but this machine has 2 CUDA device(s): at most 2 replicas on this machine "
+            "(this replica, local rank 0, on cuda:0)") in capsys.readouterr().err
     assert machine == {}
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     with pytest.raises(Started):
@@ -139,11 +139,12 @@ def test_every_rank_of_more_replicas_than_the_machine_s_gpus_refuses_itself(
 def test_check_replica_gpus_names_the_replicas_the_gpus_and_the_remedy(monkeypatch):
     monkeypatch.setattr(distributed, "visible_gpus", lambda: (2, "this machine has 2"))
     distributed.check_replica_gpus(2, "cuda", "fix it")
-    with pytest.raises(UserError, match=r"^device cuda puts each of the 3 replicas of a "
-                                        r"distributed run on a GPU of its own, but this "
+    with pytest.raises(UserError, match=r"^a distributed run on device cuda puts each of "
+                                        r"its 3 replicas on a GPU of its own, but this "
                                         r"machine has 2: fix it$"):
         distributed.check_replica_gpus(3, "cuda", "fix it")
-    with pytest.raises(UserError, match=r"^device cuda:1 puts each of the 2 .*, but one: x$"):
+    with pytest.raises(UserError, match=r"^a distributed run on device cuda:1 puts each of its "
+                                        r"2 .*, but one: x$"):
         distributed.check_replica_gpus(2, "cuda:1", "x", (1, "one"))
 
 
