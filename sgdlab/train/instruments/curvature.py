@@ -26,7 +26,7 @@ from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
 from sgdlab.measure.curvature.lanczos import convergence_warnings_named
 from sgdlab.measure.passes import memory_budget_bytes
 from sgdlab.measure.sharpness import epsilon_sharpness, expected_sharpness, local_entropy
-from sgdlab.models.modes import buffers_kept, eval_mode, first_batch_norm
+from sgdlab.models.modes import first_batch_norm
 from sgdlab.operators import curvature_operator
 from sgdlab.operators.factory import OPERATORS
 from sgdlab.operators.params import num_params
@@ -95,10 +95,11 @@ class MeasuredCallback(MeasurementCallback):
         return step_generator(ctx, self.seed)
 
     def _measure(self, ctx: TrainContext) -> dict[str, float]:
-        # in train mode (eval_mode=False) the forward passes would move batch norm's running
-        # statistics, and so the run's evaluations and checkpoints
-        with eval_mode(ctx.model, self.eval_mode), buffers_kept(ctx.model):
-            return self.compute(ctx, self.eval_data(ctx), self.generator(ctx))
+        # MeasurementCallback._record puts every flag, buffer (batch norm's running statistics
+        # a train-mode pass moves) and plain attribute back after this call
+        if self.eval_mode:
+            ctx.model.eval()
+        return self.compute(ctx, self.eval_data(ctx), self.generator(ctx))
 
     def compute(self, ctx: TrainContext, data, generator: torch.Generator) -> dict[str, float]:
         raise NotImplementedError
