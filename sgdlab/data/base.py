@@ -45,6 +45,16 @@ class Dataset:
             # a numpy array failed later, deep in training ("'numpy.ndarray' object has no
             # attribute 'to'")
             numpy = type(value).__module__ == "numpy"
+            # several input tensors (a two-input or dict-input model) cannot be converted:
+            # they failed later with "unhashable type: 'slice'" or a stacking error
+            several = isinstance(value, dict) or (
+                isinstance(value, (list, tuple)) and any(isinstance(v, Tensor) for v in value))
+            if several:
+                raise ValueError(
+                    f"Dataset: {key} is a {type(value).__name__} of tensors, not one tensor: "
+                    "the inputs of a split are one tensor (N, ...); concatenate them "
+                    "(torch.cat(..., dim=1)) and wrap the model in a module that takes that "
+                    "tensor and splits it")
             if isinstance(value, (list, tuple)) or numpy:
                 raise ValueError(
                     f"Dataset: {key} is a {'numpy.' * numpy}{type(value).__name__}, not "

@@ -87,3 +87,17 @@ def test_numpy_arrays_and_lists_are_refused_saying_how_to_convert(key):
         with pytest.raises(ValueError, match=rf"Dataset: {key} is a {kind}, not a torch tensor: "
                                              r"convert it, torch\.as_tensor"):
             Dataset(**{**parts, key: value})
+
+
+@pytest.mark.parametrize("key", ["x_train", "x_test"])
+def test_inputs_of_several_tensors_are_refused_saying_how_to_wrap_the_model(key):
+    # a dict of inputs failed with "unhashable type: 'slice'", a tuple of two tensors was told
+    # to go through torch.as_tensor, which cannot convert it
+    x, y = torch.randn(6, 3), torch.arange(6) % 2
+    parts = {"x_train": x, "y_train": y, "x_test": x[:4], "y_test": y[:4]}
+    n = len(parts[key])
+    for value, kind in (({"a": torch.randn(n, 2), "b": torch.randn(n, 1)}, "dict"),
+                        ((torch.randn(n, 2), torch.randn(n, 1)), "tuple")):
+        with pytest.raises(ValueError, match=rf"Dataset: {key} is a {kind} of tensors, not one "
+                                             r"tensor: .*wrap the model in a module"):
+            Dataset(**{**parts, key: value})
