@@ -129,7 +129,15 @@ def temperature(kind: str, lr: float, batch_size: float, *, momentum: float = 0.
 def temperatures(lr: float, batch_size: float, *, momentum: float = 0.0,
                  dataset_size: int | None = None,
                  mean_eigenvalue: float | None = None) -> dict[str, float]:
-    """All temperatures computable from the given inputs, by name."""
+    """All temperatures computable from the given inputs, by name.
+
+    Keys: ``eta_over_b`` η/B (:func:`eta_over_b`; no momentum); ``beta_inv`` η/(2B), with
+    replacement (:func:`beta_inv`); ``musso`` and ``musso-mean-lr``, Musso's eq. (19) with
+    D = 1 and ``lr`` read as the maximal or the mean rate (:func:`musso_temperature`; the
+    only ones that take ``momentum``); with ``dataset_size``,
+    ``beta_inv_without_replacement`` η/(2B)·(1 − B/N); with ``mean_eigenvalue`` (Tr D / d),
+    ``thesis`` (η/B)·Tr D/d (:func:`thesis_temperature`).
+    """
     out = {
         "eta_over_b": eta_over_b(lr, batch_size),
         "beta_inv": beta_inv(lr, batch_size),
