@@ -229,6 +229,12 @@ class MeasurementCallback(Callback):
     are put back after it (:mod:`sgdlab.models.modes`): forward passes it takes in train mode
     or that count themselves do not change the model the run goes on training.
 
+    ``fn`` sees the model in the mode the loop keeps it in: train mode inside :func:`train`
+    (batch norm on batch statistics, dropout on), unlike the instruments, which measure in
+    eval mode. ``fn`` may call ``ctx.model.eval()`` (per-sample gradients, Σ and D(x) need
+    it with batch norm): the modes are put back after it, so training goes on in the mode it
+    had.
+
     Example::
 
         from sgdlab.measure import hessian_top_eigenvalue
@@ -269,6 +275,8 @@ class MeasurementCallback(Callback):
         # without ``generator=``) comes from a fork of them: the run's dropout masks and
         # noise go on as without the callback, as for the instruments
         dev = model_device(ctx)
+        # fn may call model.eval(), as a measurement's error tells it to: training must not
+        # go on in eval mode (batch norm frozen, dropout off) without a word
         with naming_divergence(self), torch.random.fork_rng(
                 devices=[dev] if dev.type == "cuda" else [], device_type="cuda"), \
                 modes_kept(ctx.model), buffers_kept(ctx.model):
