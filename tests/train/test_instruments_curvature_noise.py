@@ -70,6 +70,16 @@ def test_a_misspelt_instrument_is_named_before_its_schedule_is_asked_for():
         build_instrument("hessian", evry=5, k=1)
 
 
+def test_a_required_option_left_out_is_named_with_the_instrument():
+    # it was Python's TypeError about the factory: "entropy_angle_instrument() missing 1
+    # required keyword-only argument: 'gamma'", and trajectory's 'path' likewise
+    for name, needs in (("entropy_angle", "gamma"), ("trajectory", "path")):
+        schedule = {} if name == "trajectory" else {"every": 2}
+        with pytest.raises(ValueError, match=f"instrument '{name}' requires {needs}=; its "
+                                             "options: "):
+            build_instrument(name, **schedule)
+
+
 def test_instruments_registered_and_log():
     names = {"hessian", "sharpness", "noise", "alignment", "noise_magnitude"}
     assert names <= set(instruments())

@@ -90,6 +90,14 @@ def build_instrument(name: str, *, schedule: Schedule | None = None, every: int 
                          f"{', '.join(sorted(known))}"
                          + ("; its schedule: every, start, at or schedule" if cadence_keys
                             else ""))
+    # a required option left out was Python's TypeError, naming the factory
+    # ("entropy_angle_instrument() missing ... 'gamma'") rather than the instrument
+    missing = [k for k, v in (known or {}).items()
+               if v is inspect.Parameter.empty and k not in params]
+    if missing:
+        raise ValueError(f"instrument {name!r} requires {', '.join(f'{k}=' for k in missing)}; "
+                         f"its options: {', '.join(sorted(known))} "
+                         f"(help(instruments()[{name!r}]) says what each is)")
     if cadence and (every is not None or at is not None):
         raise ValueError(f"instrument {name!r} keeps its own cadence ({cadence}); "
                          f"{'every' if every is not None else 'at'} would be ignored")
