@@ -68,6 +68,10 @@ def test_a_misspelt_instrument_is_named_before_its_schedule_is_asked_for():
     with pytest.raises(ValueError, match=r"no option 'evry' \(did you mean every\?\); its "
                                          r"options: .*; its schedule: every, start, at"):
         build_instrument("hessian", evry=5, k=1)
+    # a run config's log_points was "no option 'log_points'", with no word of Schedule
+    with pytest.raises(ValueError, match=r"log_points is a run config's key; from Python give "
+                                         r"schedule=Schedule\.log_spaced\(log_points, "):
+        build_instrument("hessian", log_points=5, k=1)
 
 
 def test_a_required_option_left_out_is_named_with_the_instrument():

@@ -81,6 +81,11 @@ def build_instrument(name: str, *, schedule: Schedule | None = None, every: int 
                          f"{', '.join(sorted(registry))}")
     # the options before the schedule: a misspelt every= (evry=5) was told of no schedule
     known = instrument_params(name)
+    if "log_points" in params and (known is None or "log_points" not in known):
+        # a run config's key (README: "each takes every, start, at or log_points")
+        raise ValueError(f"instrument {name!r}: log_points is a run config's key; from Python "
+                         "give schedule=Schedule.log_spaced(log_points, total_steps) "
+                         "(sgdlab.train.Schedule)")
     unknown = [k for k in params if known is not None and k not in known]
     cadence = getattr(registry[name], "own_cadence", None)
     if unknown:
