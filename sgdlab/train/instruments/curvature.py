@@ -247,7 +247,9 @@ def sharpness_instrument(*, schedule: Schedule, sigma: float = 0.01, num_samples
                          eval_mode: bool = True, seed: int = 0,
                          memory_budget: int | str | None = None) -> SharpnessCallback:
     """Expected sharpness; Keskar ε-sharpness with ``epsilon``; local entropy with ``gamma``;
-    ``memory_budget``: :class:`SharpnessCallback`'s (absent or null: the device's default)."""
+    ``memory_budget``: :class:`SharpnessCallback`'s (absent or null: the device's default).
+    Logs ``sharpness/expected`` and ``sharpness/expected_se``; ``sharpness/epsilon`` with
+    ``epsilon``, ``sharpness/local_entropy`` with ``gamma``."""
     return SharpnessCallback(schedule, sigma=sigma, num_samples=num_samples, epsilon=epsilon,
                              gamma=gamma, beta=beta, memory_budget=memory_budget,
                              **_common(eval_subset, eval_mode, seed))

@@ -267,7 +267,9 @@ def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = Non
     """Gradient cosine, distances and norms every scheduled step; full-gradient and Hessian
     norms every ``full_grad_every`` / ``hessian_every`` steps (None: never), the latter by
     Lanczos with relative tolerance ``hessian_tol`` and at most ``hessian_iter`` iterations;
-    ``hessian_which``: the spectral norm ("magnitude") or the largest eigenvalue ("largest")."""
+    ``hessian_which``: the spectral norm ("magnitude") or the largest eigenvalue ("largest").
+    Logs ``grad_cosine``, ``dist_from_init``, ``param_norm``, ``update_norm`` (no prefix);
+    ``full_grad_norm`` and ``hess_norm_eval`` on their own cadences."""
     from .curvature import check_options, int_at_least
 
     # 0 read as "never" (the falsy test below) while the docs say None does: refused, like

@@ -128,7 +128,8 @@ def entropy_angle_instrument(*, schedule: Schedule, gamma: float, beta: float = 
                              prefix: str = "entropy_angle", eval_subset: int | None = 1000,
                              eval_mode: bool = True, seed: int = 0) -> EntropyAngleCallback:
     """Angle between the local-entropy gradient at scope ``gamma`` (thesis convention) and the
-    SGD gradient (thesis §3.3.5), by Entropy-SGD's Langevin chain or importance sampling."""
+    SGD gradient (thesis §3.3.5), by Entropy-SGD's Langevin chain or importance sampling.
+    Logs ``entropy_angle/cosine``, ``/degrees``, ``/grad_norm`` and ``/sgd_grad_norm``."""
     return EntropyAngleCallback(schedule, gamma=gamma, beta=beta, method=method, steps=steps,
                                 inner_lr=inner_lr, alpha=alpha, batch_size=batch_size,
                                 sgd_gradient=sgd_gradient, num_samples=num_samples,

@@ -191,7 +191,9 @@ class BatchStatisticsCallback(MeasuredCallback):
 def noise_instrument(*, schedule: Schedule, k: int = 5, rank: bool = True,
                      eval_subset: int | None = 1000, eval_mode: bool = True,
                      seed: int = 0) -> NoiseCallback:
-    """Diffusion matrix D(x) = Σ: trace, top-k eigenvalues, numerical rank."""
+    """Diffusion matrix D(x) = Σ: trace, top-k eigenvalues, numerical rank. Logs
+    ``noise/trace``, ``noise/top_1`` ... ``noise/top_k``, ``noise/mean_eig``, ``noise/rank``
+    and ``noise/rank_fraction``."""
     return NoiseCallback(schedule, k=k, rank=rank, **_common(eval_subset, eval_mode, seed))
 
 
@@ -201,7 +203,9 @@ def alignment_instrument(*, schedule: Schedule, k: int = 5, num_probes: int = 20
                          eval_subset: int | None = 1000, eval_mode: bool = True,
                          seed: int = 0, num_iter: int | None = None) -> AlignmentCallback:
     """Σ–H alignment (Zhu et al. 2019); ``tol`` and ``num_iter`` (None: the default of
-    :func:`sgdlab.measure.curvature.lanczos`) are its Hessian Lanczos iteration's."""
+    :func:`sgdlab.measure.curvature.lanczos`) are its Hessian Lanczos iteration's. Logs
+    ``align/residual`` (in [0, k]), ``align/cos_i``, ``align/hess_norm_eig_i`` and
+    ``align/sigma_norm_eig_i`` for i = 1..k (:class:`sgdlab.measure.Alignment`)."""
     return AlignmentCallback(schedule, k=k, num_probes=num_probes, tol=tol,
                              trace_alignment=trace_alignment, num_iter=num_iter,
                              **_common(eval_subset, eval_mode, seed))
@@ -212,7 +216,8 @@ def noise_magnitude_instrument(*, schedule: Schedule, batch_size: int | None = N
                                replacement: bool = True, eval_subset: int | None = 1000,
                                eval_mode: bool = True, seed: int = 0) -> NoiseMagnitudeCallback:
     """‖∇L‖ vs sqrt(η Tr Σ / m) (Zhu et al. 2019, Fig. 2); ``replacement: false``: the noise
-    of batches of m distinct training samples, sqrt(η Tr Σ (N − m)/(m (N − 1)))."""
+    of batches of m distinct training samples, sqrt(η Tr Σ (N − m)/(m (N − 1))). Logs
+    ``noise/grad_norm`` and ``noise/noise_norm``."""
     return NoiseMagnitudeCallback(schedule, batch_size=batch_size, replacement=replacement,
                                   **_common(eval_subset, eval_mode, seed))
 

@@ -200,7 +200,12 @@ def step_interpolation_instrument(*, schedule: Schedule, num_points: int = 10,
                                   memory_budget: int | str | None = None) -> Callback:
     """Xing et al.'s step interpolation (K points between θ_t and θ_{t+1}) by name;
     ``memory_budget``: :class:`StepInterpolationCallback`'s (absent or null: the device's
-    default)."""
+    default). Logs, at each interpolated step t, ``walk_loss_k00`` ... (the segment's losses,
+    both iterates included), ``walk_valley_alpha``, ``walk_valley_loss``, ``walk_barrier``
+    (1 or 0), ``walk_barrier_height`` and ``walk_height`` (above the valley floor); at each
+    epoch's end ``walk_epoch``, ``walk_epoch_steps``, ``walk_epoch_barriers``,
+    ``walk_epoch_mean_height``, ``walk_epoch_mean_barrier_height`` (with a barrier) and
+    ``walk_seconds``."""
     return StepInterpolationCallback(schedule, num_points=num_points, spacing=spacing,
                                      epochs=epochs, eval_data=eval_subset,
                                      eval_batch_size=eval_batch_size, bn_mode=bn_mode,
@@ -252,6 +257,8 @@ class StepLengthCallback(Callback):
 def step_length_instrument(*, schedule: Schedule, source: str = "step",
                            eval_subset: int | None = 1000, weights: str = "noise",
                            seed: int = 0, prefix: str = "step") -> Callback:
-    """Cockpit's α: where the step lands on a quadratic fitted along it (0: the floor)."""
+    """Cockpit's α: where the step lands on a quadratic fitted along it (0: the floor).
+    Logs ``step/alpha``, ``step/length``, ``step/concave``, ``step/loss_start``,
+    ``step/loss_end``, ``step/slope_start`` and ``step/slope_end``."""
     return StepLengthCallback(schedule, source=source, eval_subset=eval_subset,
                               weights=weights, seed=seed, prefix=prefix)
