@@ -348,6 +348,10 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
             with the status where the run ends elsewhere (max_steps, a divergence).
         device: moves model and data there (default: the model's device).
         max_steps: stop after this many optimizer steps in total (status "finished").
+            Such a run resumed with a larger budget goes on from its last checkpoint, and
+            its history keeps the rows its end wrote at that step (the final evaluation, the
+            instruments' epoch-end rows): a killed run resumed has an uninterrupted run's
+            rows, a run stopped by ``max_steps`` and continued has these too.
         drop_last: drop the last partial batch of each pass (without replacement).
         resume: continue from ``checkpoint_dir``'s last checkpoint.
         on_checkpoint: called with the checkpoint file after each checkpoint is written (its
