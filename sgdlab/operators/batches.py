@@ -618,9 +618,16 @@ def check_batch_rows(x: Tensor, y: Tensor, which: str = "the batch") -> None:
 
 def _other_dtype(model: nn.Module, x: Tensor) -> torch.dtype | None:
     """The dtype of ``model``'s floating parameters (all of one) when the inputs ``x`` are of
-    another floating dtype; None otherwise."""
+    another floating dtype, or integers to a model without embeddings (images of bytes given
+    to a model that wants features); None otherwise."""
     dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    if not (x.is_floating_point() and x.dim() and len(x) and len(dtypes) == 1
+    numeric = x.is_floating_point() or not (x.is_complex() or x.dtype == torch.bool)
+    # integers to a model that embeds tokens are its input: no probe pass (an embedding's
+    # max_norm would renormalise its rows in place before that is refused by name)
+    if not x.is_floating_point() and any(
+            isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules()):
+        return None
+    if not (numeric and x.dim() and len(x) and len(dtypes) == 1
             and x.dtype not in dtypes):
         return None
     (dtype,) = dtypes
@@ -637,6 +644,14 @@ def _probe_forward(model: nn.Module, x: Tensor) -> object:
 
 
 def _dtype_error(dtype: torch.dtype, x: Tensor, reason: str) -> UserError:
+    if not x.is_floating_point():
+        # Dataset.to(dtype=) casts floating inputs only (integers are token indices): the
+        # tensor itself is what to cast
+        return UserError(
+            f"the data's inputs are integers ({x.dtype}) but the model's parameters are "
+            f"{dtype}, and its forward pass refuses them ({reason}): integer inputs are token "
+            f"indices for an nn.Embedding; give features as floating point, x.to({dtype}) "
+            "(images of bytes: x.float() / 255)")
     return UserError(
         f"the model's parameters are {dtype} but the data's inputs are {x.dtype}, and "
         f"its forward pass refuses them ({reason}): cast one to the other, "

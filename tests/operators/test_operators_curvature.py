@@ -981,6 +981,23 @@ class MixedPrecision(nn.Module):
         return self.head(torch.tanh(self.body(x)).double())
 
 
+def test_integer_inputs_a_model_of_features_refuses_are_named_with_the_cast():
+    """Integer inputs (images of bytes) to a model of linear layers failed with torch's "mat1
+    and mat2 must have the same dtype, but got Long and Float"; an embedding takes them."""
+    from sgdlab import measure
+    from sgdlab.errors import UserError
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    x, y = tiny_classification(8, 3, 2)
+    x = (x * 10).to(torch.uint8)
+    loss_fn = nn.CrossEntropyLoss()
+    with pytest.raises(UserError, match=r"inputs are integers \(torch.uint8\) but the model's "
+                                        r"parameters are torch.float32, .*x.to\(torch.float32\)"):
+        measure.hessian_trace(model, loss_fn, (x, y), 2)
+    tokens = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 2))
+    assert measure.gradient_covariance(tokens, loss_fn, (x.long() % 10, y)).dim == 66
+
+
 def test_a_model_with_parameters_of_two_dtypes_is_measured_in_the_widest():
     # Lanczos failed on "dot: expected both vectors to have same dtype" (the operator's
     # vectors in the first parameter's float32, its products in float64), the gradient
