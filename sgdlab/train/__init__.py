@@ -4,8 +4,8 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .loop import RunResult, evaluate, steps_per_epoch, train
 
 __all__ = ["Callback", "MeasurementCallback", "RunResult", "Schedule", "TrainContext",
-           "build_instrument", "evaluate", "load_checkpoint", "save_checkpoint",
-           "steps_per_epoch", "train"]
+           "ParleConfig", "build_instrument", "evaluate", "load_checkpoint", "save_checkpoint",
+           "steps_per_epoch", "train", "train_replicas"]
 
 
 def __getattr__(name: str):
@@ -15,4 +15,10 @@ def __getattr__(name: str):
         from .instruments import build_instrument
 
         return build_instrument
+    # Elastic-SGD and Parle in one process (or distributed), beside train(); imported when
+    # asked for, so that a plain training run loads no replica machinery
+    if name in ("train_replicas", "ParleConfig"):
+        from . import replicas
+
+        return getattr(replicas, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

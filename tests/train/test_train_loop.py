@@ -1291,6 +1291,17 @@ def test_build_instrument_is_imported_beside_train():
         sgdlab.train.no_such_name
 
 
+def test_train_replicas_is_imported_beside_train():
+    # the README's table names train_replicas (Elastic-SGD, Parle) with the optimizers:
+    # `from sgdlab.train import train_replicas` was an ImportError (sgdlab.train.replicas only)
+    import sgdlab.train
+    from sgdlab.train import ParleConfig, train_replicas
+    from sgdlab.train import replicas
+
+    assert train_replicas is replicas.train_replicas and ParleConfig is replicas.ParleConfig
+    assert {"train_replicas", "ParleConfig"} <= set(sgdlab.train.__all__)
+
+
 def test_callbacks_that_are_not_callbacks_are_named_and_a_single_one_is_taken():
     # a measurement function failed at the first hook ("'function' object has no attribute
     # 'on_train_begin'"); a single callback failed on "'...' object is not iterable"
