@@ -77,6 +77,13 @@ def _check_options(what: str, name: str, fn: Callable, given: dict[str, Any],
         raise ValueError(f"{what} {name!r} has no option {unknown[0]!r}"
                          f"{did_you_mean(unknown[0], known)}; its options: "
                          f"{', '.join(known) or '(none)'}")
+    # a required option left out was the call's TypeError, naming a private factory
+    # ("_polynomial_decay() missing 1 required keyword-only argument: 'power'")
+    missing = [p.name for p in params if p.name in known and p.name not in given
+               and p.default is p.empty]
+    if missing:
+        raise ValueError(f"{what} {name!r} requires {', '.join(f'{k}=' for k in missing)}; "
+                         f"its options: {', '.join(known)}")
 
 
 def register_optimizer(name: str):

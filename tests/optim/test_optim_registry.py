@@ -54,6 +54,17 @@ def test_a_misspelled_schedule_or_argument_is_named(name, hyper, message):
     assert message in str(e.value)
 
 
+def test_a_required_argument_left_out_is_named_with_the_schedule_or_optimizer():
+    # it was the call's TypeError about a private factory: "_polynomial_decay() missing 1
+    # required keyword-only argument: 'power'", "RandomLRSGD.__init__() missing ... 'lr'"
+    opt = torch.optim.SGD(_params(), lr=0.1)
+    for name, needs in (("polynomial-decay", "power="), ("trapezoid", "warmup=, hold=")):
+        with pytest.raises(ValueError, match=f"schedule '{name}' requires {needs}; its options"):
+            build_schedule(name, opt, steps_per_epoch=2, total_steps=4)
+    with pytest.raises(ValueError, match="optimizer 'random-lr-sgd' requires lr=; its options"):
+        build_optimizer("random-lr-sgd", _params())
+
+
 def test_right_arguments_still_build():
     opt = build_optimizer("sgd", _params(), lr=0.1, momentum=0.9)
     assert opt.param_groups[0]["momentum"] == 0.9
