@@ -190,6 +190,10 @@ def build_scope(spec: float | int | dict[str, Any] | Scope) -> Scope:
         raise ValueError(f"Invalid scope spec {spec!r}: expected a number or a dict with 'kind'")
     spec = dict(spec)
     kind = spec.pop("kind", None)
+    if kind is None:
+        # "Unknown scope kind None" when the key was simply left out
+        raise ValueError(f"scope {spec!r} has no kind: give kind= (one of "
+                         f"{', '.join(sorted(_KINDS))}) or value= (a constant)")
     if kind not in _KINDS:
         raise ValueError(f"Unknown scope kind {kind!r}; known: {', '.join(sorted(_KINDS))}")
     try:

@@ -75,3 +75,14 @@ def test_scoping_schedule_protocol():
     with pytest.raises(ValueError, match="gamma is scoped twice.*gamma_decay=0.1"):
         build_schedule("scoping", twice, steps_per_epoch=1, total_steps=10, key="gamma",
                        kind="exponential", initial=100.0, rate=0.1)
+
+
+def test_a_scoping_schedule_without_kind_or_value_says_to_give_one():
+    # it said "Unknown scope kind None; known: ..."
+    opt = EntropySGD([torch.zeros(2, requires_grad=True)], lr=1.0, L=2, gamma=1.0)
+    with pytest.raises(ValueError, match=r"has no kind: give kind= \(one of constant, "
+                                         r"exponential, linear, step\) or value="):
+        build_schedule("scoping", opt, steps_per_epoch=4, total_steps=8)
+    sched = build_schedule("scoping", opt, steps_per_epoch=4, total_steps=8, value=0.5)
+    sched.step()
+    assert opt.param_groups[0]["gamma"] == 0.5
