@@ -50,11 +50,13 @@ class Dataset:
             several = isinstance(value, dict) or (
                 isinstance(value, (list, tuple)) and any(isinstance(v, Tensor) for v in value))
             if several:
+                samples = "" if isinstance(value, dict) else (
+                    "samples one by one: torch.stack them; ")
                 raise ValueError(
                     f"Dataset: {key} is a {type(value).__name__} of tensors, not one tensor: "
-                    "the inputs of a split are one tensor (N, ...); concatenate them "
-                    "(torch.cat(..., dim=1)) and wrap the model in a module that takes that "
-                    "tensor and splits it")
+                    f"the inputs of a split are one tensor (N, ...); {samples}several inputs "
+                    "per sample: concatenate them (torch.cat(..., dim=1)) and wrap the model "
+                    "in a module that takes that tensor and splits it")
             if isinstance(value, (list, tuple)) or numpy:
                 raise ValueError(
                     f"Dataset: {key} is a {'numpy.' * numpy}{type(value).__name__}, not "

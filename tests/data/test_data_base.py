@@ -101,3 +101,7 @@ def test_inputs_of_several_tensors_are_refused_saying_how_to_wrap_the_model(key)
         with pytest.raises(ValueError, match=rf"Dataset: {key} is a {kind} of tensors, not one "
                                              r"tensor: .*wrap the model in a module"):
             Dataset(**{**parts, key: value})
+    # a list of samples is stacked, not concatenated
+    with pytest.raises(ValueError, match=r"is a list of tensors, not one tensor: .*samples one "
+                                         r"by one: torch\.stack them; several inputs"):
+        Dataset(**{**parts, key: list(parts[key])})
