@@ -414,10 +414,26 @@ def abort_run(run: Any, e: BaseException, model: nn.Module, loss_fn: Any, x: Ten
 def input_refusal(e: BaseException, model: nn.Module, loss_fn: Any, x: Tensor,
                   y: Tensor) -> UserError | None:
     """The :class:`UserError` that names what made training fail with ``e`` on the training
-    inputs ``x`` and targets ``y``: inputs of another dtype than the model's, or a loss that
-    returns a value per sample; None for any other failure (``train`` and ``train_replicas``
-    alike)."""
-    return _dtype_refusal(e, model, x) or _loss_refusal(e, model, loss_fn, x, y)
+    inputs ``x`` and targets ``y``: inputs of another dtype than the model's, a loss that
+    returns a value per sample, or a batch of one sample in train-mode batch norm; None for
+    any other failure (``train`` and ``train_replicas`` alike)."""
+    return (_dtype_refusal(e, model, x) or _loss_refusal(e, model, loss_fn, x, y)
+            or _batch_of_one_refusal(e, x))
+
+
+def _batch_of_one_refusal(e: BaseException, x: Tensor) -> UserError | None:
+    """The :class:`UserError` for torch's "Expected more than 1 value per channel when
+    training" (batch norm in train mode given a batch of one sample: most often the last
+    partial batch of an epoch, N mod batch_size = 1), which says nothing of the batch; None
+    for any other failure."""
+    if not (isinstance(e, ValueError)
+            and str(e).startswith("Expected more than 1 value per channel when training")):
+        return None
+    return UserError(
+        f"a mini-batch of one sample reached a batch-norm layer in train mode, which needs at "
+        f"least two ({str(e).splitlines()[0]}); with {len(x)} training samples the last "
+        "partial batch of an epoch holds one when N mod batch_size = 1: train with "
+        "drop_last=True (a run config's train.drop_last: true) or another batch_size")
 
 
 def _dtype_refusal(e: BaseException, model: nn.Module, x: Tensor) -> UserError | None:

@@ -1291,6 +1291,24 @@ def test_build_instrument_is_imported_beside_train():
         sgdlab.train.no_such_name
 
 
+def test_a_last_batch_of_one_in_train_mode_batch_norm_is_named_with_drop_last():
+    # torch's "Expected more than 1 value per channel when training" said nothing of the
+    # batch: 65 samples in batches of 16 leave one for the last
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(65, 4, generator=g), torch.randint(0, 2, (65,), generator=g)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Linear(6, 2))
+    with pytest.raises(UserError, match=r"a mini-batch of one sample reached a batch-norm layer "
+                                        r"in train mode.*65 training samples.*drop_last=True"):
+        train(model, nn.CrossEntropyLoss(), Dataset(x, y),
+              torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, batch_size=16,
+              progress=False)
+    r = train(model, nn.CrossEntropyLoss(), Dataset(x, y),
+              torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, batch_size=16,
+              drop_last=True, progress=False)
+    assert r.status == "finished" and r.steps == 4
+
+
 def test_train_replicas_is_imported_beside_train():
     # the README's table names train_replicas (Elastic-SGD, Parle) with the optimizers:
     # `from sgdlab.train import train_replicas` was an ImportError (sgdlab.train.replicas only)
