@@ -200,9 +200,13 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
         # first: built by build_optimizer over bare parameters, the missing model is the cause
         # of whichever hyper-parameter check would fail next
         if kind not in ("none", "const") and (model is None or loss_fn is None or data is None):
-            raise ValueError(f"gld noise {kind!r} needs model=, loss_fn= and data= "
-                             "(build it with build_optimizer_for(name, model, loss_fn=, data=, "
-                             "...))")
+            # name what is missing: build_optimizer_for without loss_fn= or data= was told to
+            # use build_optimizer_for
+            missing = [k for k, v in (("model", model), ("loss_fn", loss_fn), ("data", data))
+                       if v is None]
+            raise ValueError(f"gld noise {kind!r} needs model=, loss_fn= and data= (missing: "
+                             f"{', '.join(missing)}): build it with build_optimizer_for(name, "
+                             "model, loss_fn=, data=, ...), data the estimation batch (x, y)")
         if not lr >= 0:
             raise ValueError(f"Invalid learning rate: {lr}")
         # finite: torch.optim.SGD lets nan/inf through, to NaN parameters a few steps later

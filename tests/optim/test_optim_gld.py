@@ -418,9 +418,13 @@ def test_missing_model_is_an_error(name):
                           noise_batch_size=1)
     # built over bare parameters, its first complaint was a hyper-parameter of the noise
     # (noise_batch_size, variance_factor), not the model that build_optimizer_for passes
-    with pytest.raises(ValueError, match=r"needs model=, loss_fn= and data= \(build it with "
+    with pytest.raises(ValueError, match=r"needs model=, loss_fn= and data= \(missing: model, "
+                                         r"loss_fn, data\): build it with "
                                          r"build_optimizer_for\(name, model"):
         build_optimizer(name, [torch.zeros(2, requires_grad=True)], lr=0.1)
+    # build_optimizer_for without the loss and the data was told to use build_optimizer_for
+    with pytest.raises(ValueError, match=r"\(missing: loss_fn, data\)"):
+        build_optimizer_for(name, torch.nn.Linear(2, 1), lr=0.1)
     assert set(NOISE_KINDS) >= {"none", "const", "dynamic", "diagonal", "leading", "hessian",
                                 "sgd-like"}
 
