@@ -44,7 +44,11 @@ def hessian_eigenpairs(model: nn.Module, loss_fn: LossFn, data: Data, k: int = 1
           "hessian_eigenpairs(model, loss_fn, data, k, which)" for name in ("k", "which")})
 def hessian_top_eigenvalue(model: nn.Module, loss_fn: LossFn, data: Data, **kw) -> float:
     """λ_max of the Hessian (or ``operator=``) of the mean loss over ``data`` (Lanczos,
-    ``tol`` relative; the options as in :func:`hessian_eigenpairs`)."""
+    ``tol`` relative; the options as in :func:`hessian_eigenpairs`): the algebraically largest
+    eigenvalue, of the model in the mode it is in. :func:`sgdlab.measure.
+    hessian_largest_eigenvalue` is the same eigenvalue with dropout off and batch norm per
+    its ``bn_mode`` (eval by default); :func:`sgdlab.measure.hessian_spectral_norm` is
+    max |λ_i| (the magnitude of PyHessian's top eigenvalue)."""
     vals, _ = hessian_eigenpairs(model, loss_fn, data, 1, "largest", **kw)
     return float(vals[0])
 
