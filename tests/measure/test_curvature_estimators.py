@@ -421,3 +421,13 @@ def test_slq_probe_that_breaks_down_early_keeps_unit_mass(monkeypatch):
         exact = (1.0 + float((lam ** p).mean())) / 2
         assert dens.moment(p) == pytest.approx(exact, rel=1e-12)
     assert float(torch.trapezoid(dens.density, dens.grid)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_an_estimate_formats_as_its_value_and_standard_error():
+    # f"{hessian_trace(...):.3f}" was a TypeError: "unsupported format string passed to
+    # Estimate.__format__"
+    from sgdlab.measure import Estimate
+
+    est = Estimate(1.23456, 0.0456, 10)
+    assert f"{est:.2f}" == "1.23 ± 0.05" and f"{est:.1e}" == "1.2e+00 ± 4.6e-02"
+    assert f"{est}" == str(est) and float(est) == 1.23456

@@ -76,6 +76,13 @@ class Estimate:
     def __float__(self) -> float:
         return self.value
 
+    def __format__(self, spec: str) -> str:
+        # f"{hessian_trace(...):.3f}" was a TypeError ("unsupported format string passed to
+        # Estimate.__format__"): the value and its standard error, both in the spec
+        if not spec:
+            return str(self)
+        return f"{format(self.value, spec)} ± {format(self.stderr, spec)}"
+
 
 def mc_estimate(samples: list[float]) -> Estimate:
     t = torch.tensor(samples, dtype=torch.float64)
