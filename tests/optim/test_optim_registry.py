@@ -65,6 +65,14 @@ def test_a_required_argument_left_out_is_named_with_the_schedule_or_optimizer():
         build_optimizer("random-lr-sgd", _params())
 
 
+def test_elastic_sgd_asked_for_as_an_optimizer_is_told_where_it_is():
+    # "Unknown optimizer 'elastic-sgd'" and the list, none of which is it
+    for name in ("elastic-sgd", "ElasticSGD", "easgd"):
+        with pytest.raises(ValueError, match=r"Elastic-SGD couples replicas: run it with "
+                                             r"sgdlab\.train\.train_replicas"):
+            build_optimizer(name, _params(), lr=0.1)
+
+
 def test_right_arguments_still_build():
     opt = build_optimizer("sgd", _params(), lr=0.1, momentum=0.9)
     assert opt.param_groups[0]["momentum"] == 0.9
