@@ -515,6 +515,11 @@ class _Training:
             raise UserError("resume=True needs checkpoint_dir")
         if device is not None:
             device = torch.device(device)
+            # torch's own words were an AssertionError, "Torch not compiled with CUDA enabled"
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise UserError(f"device={str(device)!r}, but CUDA is not available on this "
+                                "machine (a CPU build of torch, or no GPU visible): leave "
+                                "device= out, or give 'cpu'")
             model.to(device)
         else:
             p = next(model.parameters(), None)

@@ -1309,6 +1309,16 @@ def test_a_last_batch_of_one_in_train_mode_batch_norm_is_named_with_drop_last():
     assert r.status == "finished" and r.steps == 4
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_cuda_device_on_a_machine_without_cuda_is_refused_by_name():
+    # torch's AssertionError "Torch not compiled with CUDA enabled" came from model.to()
+    data, model = toy_data(), make_model()
+    with pytest.raises(UserError, match=r"device='cuda', but CUDA is not available on this "
+                                        r"machine .*leave device= out, or give 'cpu'"):
+        train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
+              epochs=1, device="cuda", progress=False)
+
+
 def test_train_replicas_is_imported_beside_train():
     # the README's table names train_replicas (Elastic-SGD, Parle) with the optimizers:
     # `from sgdlab.train import train_replicas` was an ImportError (sgdlab.train.replicas only)
