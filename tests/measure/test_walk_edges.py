@@ -1,0 +1,73 @@
+"""Step interpolation (Xing et al. §3) at its edges, each against numbers worked out by hand:
+the K points between the iterates of an integer ``alphas``, batch statistics in
+``step_interpolation``, a segment along which the loss is linear, records without an epoch."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.measure.walk import (StepInterpolation, analyze_segment, segment_losses,
+                                 step_interpolation, summarize_epochs)
+
+
+class HalfSquare(nn.Module):
+    """Outputs L(θ) = θ²/2 for every sample (the data only sets the batch size)."""
+
+    def __init__(self):
+        super().__init__()
+        self.theta = nn.Parameter(torch.zeros(1, dtype=torch.float64))
+
+    def forward(self, x):
+        return (0.5 * self.theta**2).expand(len(x))
+
+
+def _mean_out(out, y):
+    return out.mean()
+
+
+def test_an_integer_alphas_is_k_points_between_the_iterates_and_the_iterates():
+    # θ from 1 to −1: α = k/4 (3 points between, as segment_alphas(3)) puts θ at
+    # 1, 1/2, 0, −1/2, −1 and L = θ²/2 at 1/2, 1/8, 0, 1/8, 1/2
+    data = (torch.zeros(4, 1, dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
+    a, b = (torch.tensor([v], dtype=torch.float64) for v in (1.0, -1.0))
+    got = segment_losses(HalfSquare(), _mean_out, data, a, b, 3)
+    assert got.dtype == torch.float64
+    assert got.tolist() == [0.5, 0.125, 0.0, 0.125, 0.5]
+
+
+def test_step_interpolation_evaluates_batch_norm_in_the_mode_it_is_given():
+    # z = BN(w x) on x = (1, 3), loss mean z². Batch statistics: mean 2w, biased variance w²,
+    # so z = ±w / √(w² + ε) and L = w² / (w² + ε). Running statistics (0, 1): z = w x / √(1 + ε)
+    # and L = 5 w² / (1 + ε).
+    eps = 1e-5
+    model = nn.Sequential(nn.Linear(1, 1, bias=False), nn.BatchNorm1d(1, affine=False)).double()
+    x = torch.tensor([[1.0], [3.0]], dtype=torch.float64)
+    data = (x, torch.zeros(2, dtype=torch.float64))
+
+    def loss_fn(out, y):
+        return (out**2).mean()
+
+    a, b = (torch.tensor([v], dtype=torch.float64) for v in (1.0, 2.0))
+    w = [1.0, 1.5, 2.0]                                      # α = 0, 1/2, 1
+    train = step_interpolation(model, loss_fn, data, a, b, 1, bn_mode="train")
+    assert train.losses == pytest.approx([v * v / (v * v + eps) for v in w], rel=1e-12)
+    evals = step_interpolation(model, loss_fn, data, a, b, 1)
+    assert evals.losses == pytest.approx([5 * v * v / (1 + eps) for v in w], rel=1e-12)
+
+
+def test_refining_a_linear_segment_keeps_the_lowest_grid_point():
+    # three collinear losses: the fitted "parabola" has no vertex; the floor stays at the end
+    r = analyze_segment([0.0, 0.5, 1.0], [2.0, 1.0, 0.0], refine=True)
+    assert (r.valley_alpha, r.valley_loss) == (1.0, 0.0)
+    assert r.height_above_floor == 1.0 and not r.barrier
+
+
+def test_records_without_an_epoch_are_epoch_zero():
+    def rec(epoch, height):
+        return StepInterpolation([0.0, 1.0], [1.0, 1.0], 1.0, 1.0, 0.0, 1.0, False, 0.0,
+                                 height, epoch=epoch)
+
+    rows = summarize_epochs([rec(None, 1.0), rec(1, 2.0), rec(None, 3.0)])
+    assert [(s.epoch, s.steps, s.mean_height_above_floor) for s in rows] == [(0, 2, 2.0),
+                                                                           (1, 1, 2.0)]
