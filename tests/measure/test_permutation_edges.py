@@ -1,0 +1,36 @@
+"""Averaged weights and the aligned copy's check (Chaudhari's thesis §5.0.1) at their edges:
+integer buffers, and a check whose outputs are not numbers."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.measure.permutation import align_to, average_weights
+
+
+def _bn_net(seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.ReLU(),
+                         nn.Linear(3, 2)).double()
+
+
+def test_integer_buffers_of_the_average_are_the_first_models():
+    # batch norm's step counters are no weights to average: the first model's, 7
+    models = [_bn_net(s) for s in (1, 2, 3)]
+    for m, count in zip(models, (7, 4, 10)):
+        m[1].num_batches_tracked.fill_(count)
+    avg = average_weights(models)
+    assert avg[1].num_batches_tracked.dtype == torch.long
+    assert int(avg[1].num_batches_tracked) == 7
+    w = [m[0].weight[1, 0].item() for m in models]
+    assert avg[0].weight[1, 0].item() == pytest.approx(sum(w) / 3, rel=1e-15)
+
+
+def test_a_check_whose_outputs_are_nan_does_not_pass():
+    # a NaN difference says nothing about the function: it is refused, not read as <= atol
+    ref, other = _bn_net(1), _bn_net(2)
+    x = torch.tensor([[math.nan, 0.0], [1.0, 2.0]], dtype=torch.float64)
+    with pytest.raises(ValueError, match="differ from the model's by nan"):
+        align_to(ref, other, check_input=x)
+    align_to(ref, other, check_input=torch.nan_to_num(x))
