@@ -34,3 +34,24 @@ def test_a_check_whose_outputs_are_nan_does_not_pass():
     with pytest.raises(ValueError, match="differ from the model's by nan"):
         align_to(ref, other, check_input=x)
     align_to(ref, other, check_input=torch.nan_to_num(x))
+
+
+def test_batch_norm_shifts_alone_tell_two_units_apart():
+    # units 0 and 1 have the same weights, bias and batch-norm scale and differ only in the
+    # batch-norm shift β: the copy with them swapped is aligned back by β
+    ref = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2), nn.ReLU(), nn.Linear(2, 2)).double()
+    with torch.no_grad():
+        ref[0].weight.copy_(torch.tensor([[1.0, 2.0], [1.0, 2.0]]))
+        ref[0].bias.fill_(0.5)
+        ref[1].weight.fill_(1.5)
+        ref[1].bias.copy_(torch.tensor([0.3, -0.7], dtype=torch.float64))
+        ref[3].weight.copy_(torch.tensor([[1.0, -2.0], [3.0, 4.0]]))
+    swap = torch.tensor([1, 0])
+    copy = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2), nn.ReLU(), nn.Linear(2, 2)).double()
+    copy.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        copy[1].bias.copy_(ref[1].bias[swap])
+        copy[3].weight.copy_(ref[3].weight[:, swap])
+    aligned = align_to(ref, copy)
+    assert aligned[1].bias.tolist() == [0.3, -0.7]
+    assert aligned[3].weight.tolist() == [[1.0, -2.0], [3.0, 4.0]]

@@ -71,3 +71,11 @@ def test_records_without_an_epoch_are_epoch_zero():
     rows = summarize_epochs([rec(None, 1.0), rec(1, 2.0), rec(None, 3.0)])
     assert [(s.epoch, s.steps, s.mean_height_above_floor) for s in rows] == [(0, 2, 2.0),
                                                                            (1, 1, 2.0)]
+
+
+def test_the_barrier_tolerance_is_relative_to_the_higher_end_point():
+    # ends 1 and 0.5, a bump of 1.6: 1.6 > 1 + 0.5·|1| is a barrier at rtol = 0.5 (relative to
+    # the peak, 1 + 0.5·1.6 = 1.8, it would not be), of height 0.6; 1.4 is not
+    r = analyze_segment([0.0, 0.5, 1.0], [1.0, 1.6, 0.5], rtol=0.5)
+    assert r.barrier and r.barrier_height == pytest.approx(0.6, rel=1e-15)
+    assert not analyze_segment([0.0, 0.5, 1.0], [1.0, 1.4, 0.5], rtol=0.5).barrier
