@@ -1,12 +1,12 @@
-"""Averaged weights and the aligned copy's check (Chaudhari's thesis §5.0.1) at their edges:
-integer buffers, and a check whose outputs are not numbers."""
+"""Averaged weights, the aligned copy's check and the weight overlap (Chaudhari's thesis §5.0.1,
+Fig. 5.1) at their edges, against numbers worked out by hand."""
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from sgdlab.measure.permutation import align_to, average_weights
+from sgdlab.measure.permutation import align_to, average_weights, weight_overlap
 
 
 def _bn_net(seed):
@@ -55,3 +55,19 @@ def test_batch_norm_shifts_alone_tell_two_units_apart():
     aligned = align_to(ref, copy)
     assert aligned[1].bias.tolist() == [0.3, -0.7]
     assert aligned[3].weight.tolist() == [[1.0, -2.0], [3.0, 4.0]]
+
+
+def test_the_layer_mean_overlap_counts_convolutions_too():
+    # conv weights (1, 0) and (0, 1): cosine 0; read-out weights (1, 1) in both: cosine 1.
+    # Layer mean (0 + 1)/2; the whole vectors (1, 0, 1, 1) and (0, 1, 1, 1): 2/3
+    def net(conv):
+        m = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.Flatten(),
+                          nn.Linear(2, 1, bias=False)).double()
+        with torch.no_grad():
+            m[0].weight.copy_(torch.tensor(conv, dtype=torch.float64).view(2, 1, 1, 1))
+            m[2].weight.fill_(1.0)
+        return m
+
+    a, b = net([1.0, 0.0]), net([0.0, 1.0])
+    assert weight_overlap(a, b, reading="layer-mean") == pytest.approx(0.5, rel=1e-15)
+    assert weight_overlap(a, b) == pytest.approx(2 / 3, rel=1e-15)
