@@ -670,8 +670,24 @@ def dtype_refusal(model: nn.Module, x: Tensor, reason: str = "") -> UserError | 
     try:
         _probe_forward(model, x[:1])
     except RuntimeError as e:
+        if not _cast_runs(model, x[:1], dtype):
+            return None
         return _dtype_error(dtype, x, reason or str(e).splitlines()[0])
     return None
+
+
+def _cast_runs(model: nn.Module, x: Tensor, dtype: torch.dtype) -> bool:
+    """Whether ``model``'s probe pass runs on ``x`` cast to ``dtype``, for inputs it refused;
+    floating inputs always count as cast. A model that reads integers itself (one-hot rows, a
+    parameter indexed by them) and fails for another reason is left its own error, not told
+    to give floats."""
+    if x.is_floating_point():
+        return True
+    try:
+        _probe_forward(model, x.to(dtype))
+    except Exception:
+        return False
+    return True
 
 
 # samples of the first batch a measurement's entry runs the model on (a couple: a model that
@@ -757,7 +773,7 @@ def check_model_data(model: nn.Module, loss_fn: object, data: Data, *,
     try:
         out = _probe_forward(model, x)
     except Exception as e:
-        if dtype is not None and isinstance(e, RuntimeError):
+        if dtype is not None and isinstance(e, RuntimeError) and _cast_runs(model, x, dtype):
             raise _dtype_error(dtype, x, str(e).splitlines()[0]) from e
         return      # a model that cannot run on two samples: the measurement reports it
     where = f" on the data's first {len(x)} samples"

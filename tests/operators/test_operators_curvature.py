@@ -998,6 +998,30 @@ def test_integer_inputs_a_model_of_features_refuses_are_named_with_the_cast():
     assert measure.gradient_covariance(tokens, loss_fn, (x.long() % 10, y)).dim == 66
 
 
+class _OneHotTagger(nn.Module):
+    """Integer inputs read as one-hot rows, no embedding module; ``features``: its layer's."""
+
+    def __init__(self, vocab: int = 5, features: int | None = None):
+        super().__init__()
+        self.vocab, self.lin = vocab, nn.Linear(features or vocab, 2)
+
+    def forward(self, x):
+        return self.lin(torch.eye(self.vocab, dtype=self.lin.weight.dtype)[x])
+
+
+def test_integer_inputs_a_model_reads_itself_are_not_blamed_for_its_own_failure():
+    """A model that reads integers itself (one-hot, no nn.Embedding) and fails for another
+    reason (a shape) was told its integer inputs were the cause and to cast them to float."""
+    from sgdlab import measure
+
+    x, y = torch.arange(8) % 5, torch.arange(8) % 2
+    loss_fn = nn.CrossEntropyLoss()
+    assert measure.gradient_covariance(_OneHotTagger(), loss_fn, (x, y)).dim == 12
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied") as failed:
+        measure.hessian_trace(_OneHotTagger(features=4), loss_fn, (x, y), 2)
+    assert "integers" not in str(failed.value)
+
+
 def test_a_model_with_parameters_of_two_dtypes_is_measured_in_the_widest():
     # Lanczos failed on "dot: expected both vectors to have same dtype" (the operator's
     # vectors in the first parameter's float32, its products in float64), the gradient

@@ -791,6 +791,26 @@ def test_a_model_of_another_dtype_than_its_data_is_refused_saying_both(tmp_path,
     assert res.status == "finished"
 
 
+def test_integer_inputs_a_model_reads_itself_keep_its_own_error():
+    """A model that reads integer inputs as one-hot rows (no nn.Embedding) and fails on a
+    shape was told its integers were the cause (a UserError saying to give floats)."""
+
+    class OneHot(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.lin(torch.eye(5)[x])
+
+    x = torch.arange(10) % 5
+    data = Dataset(x, x % 2, x, x % 2)
+    model = OneHot()
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
+              epochs=1, progress=False)
+
+
 def test_evaluate_uses_eval_mode_and_restores_train_mode():
     data = toy_data()
     model = make_model(0, dropout=0.5)
