@@ -514,12 +514,7 @@ class _Training:
         if resume and checkpoint_dir is None:
             raise UserError("resume=True needs checkpoint_dir")
         if device is not None:
-            device = torch.device(device)
-            # torch's own words were an AssertionError, "Torch not compiled with CUDA enabled"
-            if device.type == "cuda" and not torch.cuda.is_available():
-                raise UserError(f"device={str(device)!r}, but CUDA is not available on this "
-                                "machine (a CPU build of torch, or no GPU visible): leave "
-                                "device= out, or give 'cpu'")
+            device = training_device(device)
             model.to(device)
         else:
             p = next(model.parameters(), None)
@@ -1218,6 +1213,18 @@ def _sequence_loss_scale(sequence_loss: Any, y_train: Tensor) -> int:
                         f"per position of each window), got {y_train.dtype} targets of shape "
                         f"{tuple(y_train.shape)}")
     return int(y_train.shape[1])
+
+
+def training_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device``; a ``UserError`` for CUDA on a machine without it
+    (``train`` and ``train_replicas`` alike)."""
+    device = torch.device(device)
+    # torch's own words were an AssertionError, "Torch not compiled with CUDA enabled"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={str(device)!r}, but CUDA is not available on this "
+                        "machine (a CPU build of torch, or no GPU visible): leave "
+                        "device= out, or give 'cpu'")
+    return device
 
 
 def check_dataset(data: Any) -> None:

@@ -107,7 +107,7 @@ from .communicator import status_all_reduce, told_all
 from .loop import (BatchStream, abort_run, as_callbacks, check_callbacks, check_dataset,
                    check_loss, evaluation_metrics, evaluation_sets, is_int,
                    model_setting_changes, model_settings, open_writer, recompute_eval_statistics,
-                   record_abort, record_completion, steps_per_epoch)
+                   record_abort, record_completion, steps_per_epoch, training_device)
 
 __all__ = ["ParleConfig", "ReplicaResult", "ReplicaWorker", "train_replicas", "replica_shards",
            "replica_seeds"]
@@ -555,7 +555,7 @@ class _ReplicaTraining:
         check_loss(loss_fn)
         self.cfg, self.mode, self.loss_fn = cfg, mode, loss_fn
         self.eval_every, self.checkpoint_every, self.resume = eval_every, checkpoint_every, resume
-        self.dev = torch.device(device) if device is not None else data.x_train.device
+        self.dev = training_device(device) if device is not None else data.x_train.device
         self.examples = len(data.x_train)
         self.settings = _run_settings(model, loss_fn, eval_subset, run_config)
         self.classification = getattr(data, "task", "classification") == "classification"

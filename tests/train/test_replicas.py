@@ -143,6 +143,17 @@ def test_master_is_mean_of_replicas_and_training_reduces_loss():
     assert res.status == "finished" and res.rounds == 12 and res.grad_evals == 60
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_cuda_device_on_a_machine_without_cuda_is_refused_by_name():
+    # as train(): torch's AssertionError "Torch not compiled with CUDA enabled"
+    from sgdlab.errors import UserError
+
+    cfg = ParleConfig(replicas=2, L=1, batch_size=8, seed=0)
+    with pytest.raises(UserError, match=r"device='cuda', but CUDA is not available on this "
+                                        r"machine .*leave device= out, or give 'cpu'"):
+        train_replicas(toy_model(), LOSS, toy_data(), cfg, rounds=1, device="cuda")
+
+
 def test_own_regression_tensors_get_no_accuracy():
     # a Dataset of one's own real-valued targets, no meta: its task is regression
     g = torch.Generator().manual_seed(0)
