@@ -1231,6 +1231,15 @@ def check_dataset(data: Any) -> None:
     """Training takes a :class:`sgdlab.data.Dataset`, not the ``(x, y)`` batches the
     measurements take: say so instead of failing on a missing attribute; and as many labels
     as examples."""
+    from torch.utils.data import TensorDataset
+
+    if isinstance(data, TensorDataset) and len(data.tensors) == 2:
+        # its (inputs, targets) are a Dataset's training split: it was told to build one
+        # from "your own tensors" without saying which
+        raise UserError(
+            "data is a torch TensorDataset: training takes a sgdlab.data.Dataset; its two "
+            "tensors are one's training split, sgdlab.data.Dataset(*data.tensors) (with a "
+            "test set: Dataset(*train.tensors, *test.tensors))")
     if not all(hasattr(data, a) for a in ("x_train", "y_train", "x_test", "y_test")):
         raise UserError(
             f"data must be a sgdlab.data.Dataset (x_train, y_train, x_test, y_test), got "

@@ -1339,6 +1339,22 @@ def test_a_cuda_device_on_a_machine_without_cuda_is_refused_by_name():
               epochs=1, device="cuda", progress=False)
 
 
+def test_a_torch_tensor_dataset_is_told_the_dataset_to_build():
+    """A TensorDataset was told to build "Dataset(x_train, y_train, x_test, y_test)", not that
+    its own two tensors are a training split; that split trains."""
+    from torch.utils.data import TensorDataset
+
+    data, model = toy_data(), make_model()
+    td = TensorDataset(data.x_train, data.y_train)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(UserError,
+                       match=r"TensorDataset.*sgdlab.data.Dataset\(\*data.tensors\)"):
+        train(model, nn.CrossEntropyLoss(), td, opt, epochs=1, progress=False)
+    res = train(model, nn.CrossEntropyLoss(), Dataset(*td.tensors), opt, epochs=1,
+                progress=False)
+    assert res.status == "finished"
+
+
 def test_train_replicas_is_imported_beside_train():
     # the README's table names train_replicas (Elastic-SGD, Parle) with the optimizers:
     # `from sgdlab.train import train_replicas` was an ImportError (sgdlab.train.replicas only)
