@@ -52,11 +52,14 @@ class Dataset:
             if several:
                 samples = "" if isinstance(value, dict) else (
                     "samples one by one: torch.stack them; ")
+                # targets (labels gathered one by one, most often) are split by the loss
+                role, splits = (("inputs", "wrap the model in a module") if key[0] == "x"
+                                else ("targets", "give a loss_fn(outputs, targets)"))
                 raise ValueError(
                     f"Dataset: {key} is a {type(value).__name__} of tensors, not one tensor: "
-                    f"the inputs of a split are one tensor (N, ...); {samples}several inputs "
-                    "per sample: concatenate them (torch.cat(..., dim=1)) and wrap the model "
-                    "in a module that takes that tensor and splits it")
+                    f"the {role} of a split are one tensor (N, ...); {samples}several {role} "
+                    f"per sample: concatenate them (torch.cat(..., dim=1)) and {splits} that "
+                    "takes that tensor and splits it")
             if isinstance(value, (list, tuple)) or numpy:
                 raise ValueError(
                     f"Dataset: {key} is a {'numpy.' * numpy}{type(value).__name__}, not "

@@ -105,3 +105,17 @@ def test_inputs_of_several_tensors_are_refused_saying_how_to_wrap_the_model(key)
     with pytest.raises(ValueError, match=r"is a list of tensors, not one tensor: .*samples one "
                                          r"by one: torch\.stack them; several inputs"):
         Dataset(**{**parts, key: list(parts[key])})
+
+
+@pytest.mark.parametrize("key", ["y_train", "y_test"])
+def test_targets_of_several_tensors_are_refused_speaking_of_targets(key):
+    # labels gathered one by one (a list of 0-d tensors) were told of "the inputs of a split"
+    # and to wrap the model
+    x, y = torch.randn(6, 3), torch.arange(6) % 2
+    parts = {"x_train": x, "y_train": y, "x_test": x[:4], "y_test": y[:4]}
+    with pytest.raises(ValueError, match=r"is a list of tensors, not one tensor: the targets of "
+                                         r"a split .*torch\.stack them; several targets .*a "
+                                         r"loss_fn\(outputs, targets\)") as refused:
+        Dataset(**{**parts, key: list(parts[key])})
+    assert "model" not in str(refused.value)
+    assert Dataset(**{**parts, key: torch.stack(list(parts[key]))}).y_train.shape == (6,)
