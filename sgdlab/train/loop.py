@@ -399,12 +399,12 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
 
 
 def abort_run(run: Any, e: BaseException, model: nn.Module, loss_fn: Any, x: Tensor,
-              y: Tensor) -> NoReturn:
+              y: Tensor, *, batch_of_one: str | None = None) -> NoReturn:
     """End ``run`` (its ``abort``: what was logged kept, why recorded), which failed with
     ``e`` on the training inputs ``x`` and targets ``y``, and raise the
     :func:`input_refusal` that names the cause, from ``e``, else ``e`` itself (``train`` and
-    ``train_replicas`` alike)."""
-    refusal = input_refusal(e, model, loss_fn, x, y)
+    ``train_replicas`` alike; ``batch_of_one`` as there)."""
+    refusal = input_refusal(e, model, loss_fn, x, y, batch_of_one=batch_of_one)
     run.abort(refusal or e)
     if refusal is not None:
         raise refusal from e
@@ -412,28 +412,33 @@ def abort_run(run: Any, e: BaseException, model: nn.Module, loss_fn: Any, x: Ten
 
 
 def input_refusal(e: BaseException, model: nn.Module, loss_fn: Any, x: Tensor,
-                  y: Tensor) -> UserError | None:
+                  y: Tensor, *, batch_of_one: str | None = None) -> UserError | None:
     """The :class:`UserError` that names what made training fail with ``e`` on the training
     inputs ``x`` and targets ``y``: inputs of another dtype than the model's, a loss that
-    returns a value per sample, or a batch of one sample in train-mode batch norm; None for
-    any other failure (``train`` and ``train_replicas`` alike)."""
+    returns a value per sample, or a batch of one sample in train-mode batch norm (where
+    that comes from and what to change: ``batch_of_one``, by default ``train``'s last partial
+    batch of an epoch of the ``len(x)`` samples); None for any other failure (``train`` and
+    ``train_replicas`` alike)."""
+    if batch_of_one is None:
+        batch_of_one = (f"with {len(x)} training samples the last partial batch of an epoch "
+                        "holds one when N mod batch_size = 1: train with drop_last=True (a run "
+                        "config's train.drop_last: true) or another batch_size")
     return (_dtype_refusal(e, model, x) or _loss_refusal(e, model, loss_fn, x, y)
-            or _batch_of_one_refusal(e, x))
+            or _batch_of_one_refusal(e, batch_of_one))
 
 
-def _batch_of_one_refusal(e: BaseException, x: Tensor) -> UserError | None:
+def _batch_of_one_refusal(e: BaseException, remedy: str) -> UserError | None:
     """The :class:`UserError` for torch's "Expected more than 1 value per channel when
     training" (batch norm in train mode given a batch of one sample: most often the last
-    partial batch of an epoch, N mod batch_size = 1), which says nothing of the batch; None
-    for any other failure."""
+    partial batch of an epoch, N mod batch_size = 1), which says nothing of the batch, with
+    ``remedy`` (where the batch of one comes from, what to change); None for any other
+    failure."""
     if not (isinstance(e, ValueError)
             and str(e).startswith("Expected more than 1 value per channel when training")):
         return None
     return UserError(
         f"a mini-batch of one sample reached a batch-norm layer in train mode, which needs at "
-        f"least two ({str(e).splitlines()[0]}); with {len(x)} training samples the last "
-        "partial batch of an epoch holds one when N mod batch_size = 1: train with "
-        "drop_last=True (a run config's train.drop_last: true) or another batch_size")
+        f"least two ({str(e).splitlines()[0]}); {remedy}")
 
 
 def _dtype_refusal(e: BaseException, model: nn.Module, x: Tensor) -> UserError | None:

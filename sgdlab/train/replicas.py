@@ -507,7 +507,12 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
         # as train() names them: inputs of another dtype than the model's, a loss per sample
         # (found on the first two examples: only those go to the device)
         x, y = data.x_train[:2].to(run.dev), data.y_train[:2].to(run.dev)
-        abort_run(run, e, run.master_model, loss_fn, x, y)
+        # not train()'s words: x holds two samples, and the replicas keep partial batches
+        one = (f"a replica's pass over its examples ({len(data.x_train)} training samples, "
+               "or its shard of them) ends in a partial batch of one when their number mod "
+               "batch_size = 1: give the ParleConfig another batch_size (train_replicas has "
+               "no drop_last)")
+        abort_run(run, e, run.master_model, loss_fn, x, y, batch_of_one=one)
     return run.complete(record_end=complete)
 
 

@@ -154,6 +154,22 @@ def test_a_cuda_device_on_a_machine_without_cuda_is_refused_by_name():
         train_replicas(toy_model(), LOSS, toy_data(), cfg, rounds=1, device="cuda")
 
 
+def test_a_last_batch_of_one_in_batch_norm_names_the_training_set_and_the_batch_size():
+    # train()'s message was given: "with 2 training samples" (the two probed) and
+    # drop_last=True, an option train_replicas does not have
+    from sgdlab.errors import UserError
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(17, 4, generator=g), torch.randint(0, 2, (17,), generator=g)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Linear(6, 2))
+    with pytest.raises(UserError, match=r"a mini-batch of one sample reached a batch-norm "
+                                        r"layer.*\(17 training samples.*another batch_size "
+                                        r"\(train_replicas has no drop_last\)") as refused:
+        train_replicas(model, nn.CrossEntropyLoss(), Dataset(x, y),
+                       ParleConfig(replicas=1, L=1, batch_size=8), rounds=5)
+    assert "drop_last=True" not in str(refused.value)
+
+
 def test_own_regression_tensors_get_no_accuracy():
     # a Dataset of one's own real-valued targets, no meta: its task is regression
     g = torch.Generator().manual_seed(0)
