@@ -627,13 +627,18 @@ def _param_schema_defaults(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _unknown_name(path: str, name: str, registry, what: str) -> str:
+    from ..optim.registry import not_an_optimizer
+
     hint = did_you_mean(name, registry)
+    # Elastic-SGD is a replica method (sgdlab parle), told as build_optimizer tells it
+    elsewhere = not_an_optimizer(name) if what == "optimizer" else ""
     # a name of the user's own is registered by a module sgdlab has not imported
-    own = ("" if hint or what not in ("model", "dataset", "optimizer", "instrument") else
+    own = ("" if hint or elsewhere or what not in ("model", "dataset", "optimizer",
+                                                   "instrument") else
            f" (a {what} of your own: name the module that registers it under plugins: "
            "[MODULE] or with --plugin MODULE)")
     return (f"{path}: unknown {what} {name!r}{hint}{own}; known: "
-            f"{', '.join(sorted(registry))}")
+            f"{', '.join(sorted(registry))}{elsewhere}")
 
 
 _CHECKS: dict[str, Callable[[str, dict[str, Any], list[str]], None]] = {

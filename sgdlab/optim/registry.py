@@ -48,15 +48,15 @@ def _resolve(table: dict[str, Any], what: str, name: str) -> str:
     if key is None:
         raise ValueError(
             f"Unknown {what} {name!r}{did_you_mean(name, table)}; known: "
-            f"{', '.join(sorted(table))}{_not_an_optimizer(what, name)}")
+            f"{', '.join(sorted(table))}{not_an_optimizer(name) if what == 'optimizer' else ''}")
     return key
 
 
-def _not_an_optimizer(what: str, name: str) -> str:
+def not_an_optimizer(name: str) -> str:
     """Where a method the papers name that is no single optimizer lives, for an unknown
-    optimizer ``name`` that names it ("" otherwise)."""
+    optimizer ``name`` that names it ("" otherwise): build_optimizer's and a run config's."""
     low = name.lower()
-    if what == "optimizer" and ("elastic" in low or low == "easgd"):
+    if "elastic" in low or low == "easgd":
         # thesis eq. (5.4): replicas coupled to their average, not one parameter set's step
         return ("; Elastic-SGD couples replicas: run it with sgdlab.train.train_replicas (or "
                 "`sgdlab parle`) and ParleConfig(L=1, gamma=inf, alpha=0, inner_lr=1, "
