@@ -88,3 +88,135 @@ def test_speed_is_testable_when_only_one_side_has_a_single_passage():
     assert ev["interval"] == pytest.approx([16 - 2 / math.sqrt(3), 16 + 2 / math.sqrt(3)],
                                           rel=1e-12)
     assert ok is True and "untestable" not in text
+
+
+def _well(lam: float, w: float, zeros: list, exact: float = 1.0):
+    s = {"total_variation": 0.01, "angular_velocity": w, "angular_velocity_exact": exact,
+         "angular_velocity_se": 0.01, "drift_zeros": zeros, "orbit_speed_end": [0.5],
+         "orbit_radius_half": [1.0], "orbit_radius_end": [1.0], "orbit_turns": [3.0]}
+    return stored_run(f"λ={lam}", 0, params={"lam": lam}, summary=s,
+                      data={"histogram": [[0.25, 0.25], [0.25, 0.25]],
+                            "stationary": [[0.25, 0.25], [0.25, 0.25]],
+                            "edges1": [-1.0, 0.0, 1.0], "edges2": [-1.0, 0.0, 1.0]})
+
+
+def test_a_zero_of_the_drift_at_minus_one_is_at_its_distance_from_the_left_well():
+    # λ = 0's only zero found at (−1, 0): distance 0 from (±1, 0), not 2 from (1, 0); λ = 0.5's
+    # at (−1.002, 0.001): sqrt(0.002² + 0.001²) = 2.24e-3 away, moved
+    runs = [_well(0.0, 0.0, [[-1.0, 0.0], None]), _well(0.5, 0.5, [[-1.002, 0.001]]),
+            _well(1.5, 1.0, [None])]
+    an = lr.double_well_analysis(SimpleNamespace(paper=PAPER, options={}), runs)
+    zero, moved = [c for c in an.conclusions if "zeros" in c.claim or "critical" in c.claim]
+    assert zero.agrees_with_paper is True and "distance 0 from" in zero.text
+    assert moved.agrees_with_paper is True and "0.002 away" in moved.text
+
+
+def test_a_current_turning_the_wrong_way_does_not_circulate_as_the_thesis_says():
+    # closed form 0.01 (a small λ), measured −0.02 ± 0.01: |−0.03| < 5·0.01 + 0.1·0.01, but
+    # the chains turn clockwise, against the current j
+    runs = [_well(0.0, 0.0, [[1.0, 0.0]]), _well(0.01, -0.02, [None], exact=0.01)]
+    an = lr.double_well_analysis(SimpleNamespace(paper=PAPER, options={}), runs)
+    (c,) = [c for c in an.conclusions if "circulate" in c.claim]
+    assert c.agrees_with_paper is False
+    runs[1] = _well(0.01, 0.02, [None], exact=0.01)
+    an = lr.double_well_analysis(SimpleNamespace(paper=PAPER, options={}), runs)
+    (c,) = [c for c in an.conclusions if "circulate" in c.claim]
+    assert c.agrees_with_paper is True
+
+
+def _pde(**over):
+    """A stored PDE-smoothing run on the grid x = −4, −3.5, ..., 4 (dx = 0.5) with C = 1, every
+    verdict of the analysis met unless ``over`` changes a summary value."""
+    import torch
+
+    x = torch.linspace(-4, 4, 17, dtype=torch.float64)
+    f = (x - 1.5) ** 2 / 2
+    s = {"C": 1.0, "t": 0.5, "t_w": 0.25, "t_star": 0.5, "beta": 1.0, "bound": 0.6,
+         "bound_w": 0.8, "argmin_f": 1.5, "min_f": -1.0, "x_narrow": 1.5, "x_wide": -1.5,
+         "f_xx_narrow": 4.0, "f_xx_wide": 1.0, "convex_f_lo": 1.0, "convex_f_hi": 2.0,
+         "convex_u_lo_w": 0.5, "convex_u_hi_w": 2.5, f"{lr._HEAT}: max u_xx_w": 0.9}
+    for k in (lr._VISCOUS, lr._HOPF, lr._HEAT):
+        s.update({f"{k}: max u_xx": 0.5, f"{k}: argmin": -1.5, f"{k}: min": -1.0})
+    for k in (lr._VISCOUS, lr._HOPF):
+        s.update({f"{k}: max u_xx_w": 0.7, f"{k}: argmin_w": 1.5, f"{k}: min_w": -1.0,
+                  f"{k}: u_xx narrow_w": 2.0, f"{k}: u_xx wide_w": 0.9})
+    s[f"{lr._HEAT}: max u_xx_w"] = 0.9
+    s.update(over)
+    data = {"x": x, "f": f, **{k: f for k in (lr._VISCOUS, lr._HOPF, lr._HEAT)}}
+    run = stored_run("pde", params={"t": 0.5}, summary=s, data=data)
+    concl = lr.pde_analysis(SimpleNamespace(paper=PAPER, options={}), [run]).conclusions
+    return {c.claim: c.agrees_with_paper for c in concl}
+
+
+def _verdict(verdicts: dict, words: str) -> bool | None:
+    """The verdict of the one claim that starts with ``words``."""
+    (v,) = [a for claim, a in verdicts.items() if claim.startswith(words)]
+    return v
+
+
+def test_the_pde_verdicts_on_a_run_that_meets_them_all():
+    v = _pde()
+    assert len(v) == 7 and all(a is True for a in v.values()), v
+
+
+_KEEPS = "non-viscous HJ keeps the value and location of the minimum while its region of " \
+         "convexity widens"
+_WIDE = "for large γ local entropy has its global minimum in the wide valley"
+_FASTER = "evolving f by (4.1)"
+
+
+def test_the_hopf_lax_minimum_may_move_by_one_grid_step_and_its_value_by_c_dx_squared():
+    h = lr._HOPF
+    assert _verdict(_pde(**{f"{h}: argmin_w": 2.0}), _KEEPS) is True     # dx = 0.5 away
+    assert _verdict(_pde(**{f"{h}: argmin_w": 2.25}), _KEEPS) is False
+    assert _verdict(_pde(**{f"{h}: min_w": -0.8}), _KEEPS) is True       # 0.2 ≤ C·dx²
+    assert _verdict(_pde(**{f"{h}: min_w": -0.7}), _KEEPS) is False      # 0.3 > 0.25
+
+
+def test_the_convexity_interval_must_widen_at_both_ends():
+    assert _verdict(_pde(convex_u_hi_w=1.9), _KEEPS) is False
+    assert _verdict(_pde(convex_u_lo_w=1.1), _KEEPS) is False
+    assert _verdict(_pde(convex_u_lo_w=1.0, convex_u_hi_w=2.0), _KEEPS) is True
+
+
+def test_the_widening_quote_needs_the_narrow_minimum_to_be_the_more_curved_one():
+    # the drops 4 − 2 = 2 > 1 − 0.9: met; with f'' 0.5 at the "narrow" minimum (drop
+    # 0.5 − (−2) = 2.5 > 0.1 still) it is not the high-curvature one
+    v = lr._VISCOUS
+    assert _verdict(_pde(), _FASTER) is True
+    assert _verdict(_pde(f_xx_narrow=0.5, **{f"{v}: u_xx narrow_w": -2.0}), _FASTER) is False
+
+
+def test_local_entropys_minimum_must_be_in_the_wide_valley_and_fs_in_the_narrow_one():
+    assert _verdict(_pde(), _WIDE) is True
+    assert _verdict(_pde(argmin_f=-0.5, **{f"{lr._HOPF}: argmin_w": -0.5}), _WIDE) is False
+    assert _verdict(_pde(**{f"{lr._VISCOUS}: argmin": 0.5}), _WIDE) is False
+
+
+def _density_verdicts(**over) -> dict:
+    """The Fig. 4.1 verdicts of :func:`lr._density_conclusions` on a run started at a poor
+    minimum (x = 2.8), f's global basin [1, 2]."""
+    v, h, g = lr._VISCOUS, lr._HOPF, lr._SGD
+    s = {"fp: horizon": 1.0, "fp: start_min": 2.8, "fp: f_start_min": 0.5, "fp: D": 0.5,
+         "fp: start_is_global": 0.0, "fp: start_is_nearly_optimal": 0.0, "fp: rho0_mean": 2.8,
+         "fp: rho0_std": 0.1, "fp: global_basin": [1.0, 2.0], "t": 0.5, "argmin_f": 1.5,
+         "fp: viscous convex": 1.0, f"{v}: argmin": 1.5, "fp: hopf convex": 0.0,
+         "fp: nearly_optimal": 0.1, "fp: nearly_optimal_minima": [1.5],
+         f"fp: {g}: start basin": 0.6, f"fp: {g}: global basin": 0.2,
+         f"fp: {g}: nearly optimal": 0.2, f"fp: {v}: global basin": 0.8,
+         f"fp: {h}: global basin": 0.6, f"fp: {h}: nearly optimal": 0.6, **over}
+    return {c.claim.split(" (Fig. 4.1")[0]: c.agrees_with_paper
+            for c in lr._density_conclusions(s)}
+
+
+_SGD_STAYS = "the terminal density of SGD remains concentrated in a local minimum"
+_CONVEX = "u_viscousHJ(x, T) is convex, with the global minimum close to that of f"
+
+
+def test_the_density_verdicts_take_more_than_half_the_mass_and_fs_whole_basin():
+    assert all(a is True for a in _density_verdicts().values())
+    assert _density_verdicts(**{f"fp: {lr._SGD}: start basin": 0.45})[_SGD_STAYS] is False
+    assert _density_verdicts(**{f"fp: {lr._SGD}: start basin": 0.5})[_SGD_STAYS] is False
+    # u's minimum on either end of f's global basin [1, 2] is in it; past them it is not
+    for x, inside in ((1.0, True), (2.0, True), (0.99, False), (2.01, False)):
+        assert _density_verdicts(**{f"{lr._VISCOUS}: argmin": x})[_CONVEX] is inside, x
