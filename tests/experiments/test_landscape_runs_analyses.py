@@ -220,3 +220,40 @@ def test_the_density_verdicts_take_more_than_half_the_mass_and_fs_whole_basin():
     # u's minimum on either end of f's global basin [1, 2] is in it; past them it is not
     for x, inside in ((1.0, True), (2.0, True), (0.99, False), (2.01, False)):
         assert _density_verdicts(**{f"{lr._VISCOUS}: argmin": x})[_CONVEX] is inside, x
+
+
+def test_sharpness_claims_weigh_the_spread_of_two_seeds():
+    # SGD's final sharpness 0.1 and 0.9 over two seeds (std 0.4·√2 = 0.566) against GD's
+    # 0.52: 0.02 apart, inside the spread, so a 'less' claim on it is inconclusive
+    runs = [stored_run(m, s, params={"method": m, "lr": 0.1},
+                       summary={"success_rate": 0.5, "successes": 50, "repetitions": 100,
+                                "reached_rate": 0.5, "final_sharpness": v})
+            for m, vs in (("sgd", (0.1, 0.9)), ("gd", (0.52, 0.52))) for s, v in enumerate(vs)]
+    claims = [{"less": ["sgd", "gd"], "metric": "final_sharpness", "claim": "sharpness"}]
+    spec = SimpleNamespace(paper={**PAPER, "claim": "x"}, options={"claims": claims})
+    (c,) = [c for c in lr.zhu_escape_analysis(spec, runs).conclusions
+            if c.claim == "sharpness"]
+    assert c.agrees_with_paper is None and "seed-to-seed spread" in c.text
+
+
+def _pspin(regime: str, minima: int, converged: int, starts: int = 12):
+    return stored_run(regime, params={"regime": regime},
+                      summary={"nu": 1.0, "distinct_minima": minima, "starts": starts,
+                               "converged": converged, "cosine_distance": 0.1,
+                               "angular_distance": 0.1, "energy_min": -1.0,
+                               "energy_spread": 0.0},
+                      data={"embedding": [[0.0, 0.0]] * minima, "energies": [-1.0] * minima,
+                            "basin_sizes": [1] * minima})
+
+
+def test_the_pspin_claims_read_one_minimum_and_the_number_of_starts():
+    # one minimum is "one" (within 0.5); 10 of 12 starts converged is not all of them
+    claims = [{"close": ["trivial", "one"], "metric": "distinct_minima", "rtol": 0,
+               "atol": 0.5, "claim": "one"},
+              {"close": ["trivial", "trivial"], "metric": "converged", "metric_b": "starts",
+               "rtol": 0, "atol": 0.5, "claim": "all"}]
+    spec = SimpleNamespace(paper=PAPER, options={"claims": claims})
+    one, every = lr.pspin_analysis(spec, [_pspin("trivial", 1, 10)]).conclusions
+    assert (one.agrees_with_paper, every.agrees_with_paper) == (True, False)
+    one, every = lr.pspin_analysis(spec, [_pspin("trivial", 2, 12)]).conclusions
+    assert (one.agrees_with_paper, every.agrees_with_paper) == (False, True)
