@@ -257,3 +257,12 @@ def test_the_pspin_claims_read_one_minimum_and_the_number_of_starts():
     assert (one.agrees_with_paper, every.agrees_with_paper) == (True, False)
     one, every = lr.pspin_analysis(spec, [_pspin("trivial", 2, 12)]).conclusions
     assert (one.agrees_with_paper, every.agrees_with_paper) == (False, True)
+
+
+def test_an_escape_run_may_keep_no_trajectories_but_not_fewer():
+    from sgdlab.errors import ConfigError
+
+    proc = lr.EscapeProcedure()
+    proc.validate({"method": "sgd", "trajectories": 0}, "runs[0]")
+    with pytest.raises(ConfigError, match="trajectories must be an integer >= 0, got -1"):
+        proc.validate({"method": "sgd", "trajectories": -1}, "runs[0]")
