@@ -82,9 +82,9 @@ def test_a_speed_pair_whose_later_tier_recorded_no_passages_is_not_judged():
 
 
 def test_speed_is_testable_when_only_one_side_has_a_single_passage():
-    # a: every chain at 5; b: 20, 22, 20, 22 — mean gap 16, interval 16 ± 2·sqrt((4/3)/4)
-    # (b's sample variance 4/3 over 4 chains): above 0, an order, not a tie
-    ok, text, ev = lr.speed_finding({"a": [5.0] * 4}, {"b": [20.0, 22.0] * 2})
+    # a: two chains at 5; b: 20, 22, 20, 22 — mean gap 16, interval 16 ± 2·sqrt(0/2 + (4/3)/4)
+    # (b's sample variance 4/3 over its own 4 chains): above 0, an order, not a tie
+    ok, text, ev = lr.speed_finding({"a": [5.0] * 2}, {"b": [20.0, 22.0] * 2})
     assert ev["interval"] == pytest.approx([16 - 2 / math.sqrt(3), 16 + 2 / math.sqrt(3)],
                                           rel=1e-12)
     assert ok is True and "untestable" not in text
