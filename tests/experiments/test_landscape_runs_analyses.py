@@ -266,3 +266,25 @@ def test_an_escape_run_may_keep_no_trajectories_but_not_fewer():
     proc.validate({"method": "sgd", "trajectories": 0}, "runs[0]")
     with pytest.raises(ConfigError, match="trajectories must be an integer >= 0, got -1"):
         proc.validate({"method": "sgd", "trajectories": -1}, "runs[0]")
+
+
+def test_the_nearly_optimal_level_is_a_fraction_of_fs_range_above_its_minimum():
+    # f on x = 0 … 10 shifted by −5: min −5 at x = 2, max 5, level −5 + 0.1·10 = −4 (not
+    # −5 + 0.1·5): the minimum −4 at x = 5 lies on it; the basins [0, 4), [4, 6), [6, 11)
+    import torch
+
+    x = torch.arange(11, dtype=torch.float64)
+    values = torch.tensor([10.0, 4.0, 0.0, 4.0, 9.0, 1.0, 9.0, 2.5, 2.0, 2.5, 10.0],
+                          dtype=torch.float64) - 5
+
+    def fn(z):
+        return values.clone()
+    frozen = {lr._VISCOUS: values, lr._HOPF: values}
+    s, d = lr.fokker_planck_densities({"rho0_mean": 5.0, "rho0_std": 1.0, "horizon": 0.1},
+                                      x, fn, 0.5, 1.0, x, x, values, frozen)
+    assert s["fp: nearly_optimal_level"] == -4.0
+    assert s["fp: nearly_optimal_minima"] == [2.0, 5.0]
+    # the mass in a basin is the density summed over its grid points (dx = 1), no more
+    rho = d[f"density: {lr._SGD}"]
+    assert s[f"fp: {lr._SGD}: start basin"] == pytest.approx(float(rho[4:6].sum()), rel=1e-12)
+    assert s[f"fp: {lr._SGD}: global basin"] == pytest.approx(float(rho[0:4].sum()), rel=1e-12)
