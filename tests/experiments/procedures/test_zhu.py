@@ -39,3 +39,69 @@ def test_a_seed_that_diverges_within_the_late_window_leaves_the_residual_inconcl
     assert "1 of 2 seeds have no finite value there" in small.text
     alone = zhu.zhu_alignment(spec, runs[:1]).conclusions
     assert [c.agrees_with_paper for c in alone] == [True, True]
+
+
+def test_a_pair_of_zero_normalised_eigenvalues_is_no_relative_gap():
+    """λ_2(H) = λ_2(Σ) = 0 (both spectra rank one): the gap 0 is within every tolerance; the
+    relative gap 0/0 reads 0, not a mismatch."""
+    text, ok, _, ev = zhu._eigenvalue_check({}, [(0.9, 0.88), (0.0, 0.0)])
+    assert ok is True
+    assert ev["gaps"] == pytest.approx([0.02, 0.0], abs=1e-15)
+    assert ev["relative_gaps"] == pytest.approx([0.02 / 0.9, 0.0], abs=1e-15)
+
+
+def test_a_residual_of_zero_throughout_the_late_window_is_stable():
+    """e = 0 at every late log point (the subspaces coincide): spread 0, not 0/0."""
+    small, stable = zhu._residual_checks({}, 2, 10, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+                                         [1.5, 1.0, 0.5, 0.0, 0.0, 0.0])
+    assert small[3]["late_steps"] == [4.0, 5.0]
+    assert (small[1], stable[1]) == (True, True)
+    assert stable[3]["relative_spread"] == 0.0
+
+
+@pytest.mark.parametrize("lr, want", [(0.04, 5.0), (4, 0.5), (0, None), (-0.01, None),
+                                      (True, None), (float("nan"), None), ("0.1", None)])
+def test_the_step_factor_is_one_over_the_root_of_a_positive_step_size(lr, want):
+    got = zhu._step_factor(run(params={"optimizer": {"lr": lr}}))
+    assert got == pytest.approx(want, rel=1e-12) if want is not None else got != got
+
+
+def test_a_log_point_with_a_zero_gradient_norm_has_no_ratio():
+    """‖g₀‖ = 0 at step 1: the ratio there is undefined and left out of the first third's
+    median (that of step 0's 0.5 alone), not a division by zero."""
+    gn = [(t, 0.0 if t == 1 else 2.0) for t in range(6)]
+    nn = [(t, 1.0 if t < 1 else 3.0) for t in range(6)]
+    first, last, early, late = zhu._ratio_thirds(run(metrics={"noise/grad_norm": gn,
+                                                              "noise/noise_norm": nn}))
+    assert (early, late) == ([0, 1], [4, 5])
+    assert (first, last) == (pytest.approx(0.5), pytest.approx(1.5))
+
+
+def _noise_run(measure):
+    return run(params={"measure": measure} if measure is not None else {})
+
+
+def test_the_noise_variance_is_eq_2s_unless_every_run_took_distinct_samples():
+    eq2, distinct = "Tr Σ/m", "Tr Σ (N − m)/(m (N − 1))"
+    off = [{"name": "noise_magnitude", "replacement": False}]
+    assert zhu._noise_variance([_noise_run(None)]) == eq2
+    assert zhu._noise_variance([_noise_run([{"name": "noise_magnitude"}])]) == eq2
+    assert zhu._noise_variance([_noise_run([{"name": "noise_magnitude",
+                                             "replacement": True}])]) == eq2
+    # another instrument's replacement: false is not the noise's
+    assert zhu._noise_variance([_noise_run([{"name": "other", "replacement": False}])]) == eq2
+    assert zhu._noise_variance([_noise_run(off), _noise_run(off)]) == distinct
+    assert zhu._noise_variance([_noise_run(off), _noise_run(None)]) == f"{eq2} or {distinct}"
+
+
+def test_eigenvalue_gaps_at_the_tolerances_themselves_are_within_them():
+    """The tolerances bound the gap from above, inclusive: 0.5 vs 0.375 is a gap of 0.125 and
+    0.125/0.5 = 0.25 of the larger, each exactly (binary fractions)."""
+    _, ok, _, ev = zhu._eigenvalue_check({"eigenvalue_atol": 0.125, "eigenvalue_rtol": None},
+                                         [(0.5, 0.375)])
+    assert ev["gaps"] == [0.125] and ok is True
+    # the default relative tolerance 0.25 at 0.0625/0.25, within the default 0.1
+    _, ok, _, ev = zhu._eigenvalue_check({}, [(0.25, 0.1875)])
+    assert ev["relative_gaps"] == [0.25] and ok is True
+    _, ok, _, _ = zhu._eigenvalue_check({}, [(0.25, 0.1874)])
+    assert ok is False
