@@ -105,3 +105,48 @@ def test_eigenvalue_gaps_at_the_tolerances_themselves_are_within_them():
     assert ev["relative_gaps"] == [0.25] and ok is True
     _, ok, _, _ = zhu._eigenvalue_check({}, [(0.25, 0.1874)])
     assert ok is False
+
+
+def test_a_residual_no_lower_than_at_the_start_is_not_small_and_a_spread_at_its_bound_is_stable():
+    # e = 0.4 throughout: below k/4 = 0.5 but not below its first value
+    small, stable = zhu._residual_checks({}, 2, 10, [0, 1, 2, 3], [0.4] * 4)
+    assert (small[1], stable[1]) == (False, True)
+    # late window steps 2-3: 0.875 and 1.125, mean 1, spread 0.25 = the default bound
+    small, stable = zhu._residual_checks({}, 8, 100, [0, 1, 2, 3], [4.0, 3.0, 0.875, 1.125])
+    assert small[3]["residual_late_mean"] == 1.0 and small[1] is True
+    assert stable[3]["relative_spread"] == 0.25 and stable[1] is True
+    # 0.86 and 1.14: spread 0.28, past the default bound
+    _, stable = zhu._residual_checks({}, 8, 100, [0, 1, 2, 3], [4.0, 3.0, 0.86, 1.14])
+    assert stable[3]["relative_spread"] == pytest.approx(0.28) and stable[1] is False
+
+
+def _ratio_run(seed, early, late, n=9):
+    """Gradient norm 1 at n log points, noise norm ``early`` over the first third and ``late``
+    after: the ratio is the noise norm."""
+    third = -(-n // 3)
+    noise = [(t, early if t < third else late) for t in range(n)]
+    return run("g", seed, metrics={"noise/grad_norm": [(t, 1.0) for t in range(n)],
+                                   "noise/noise_norm": noise})
+
+
+def _dominance(runs, **options):
+    spec = SimpleNamespace(paper=PAPER, options=options)
+    (c,) = zhu.zhu_noise_magnitude(spec, runs).conclusions
+    return c
+
+
+def test_dominance_is_a_ratio_above_1_or_of_at_least_the_reading():
+    assert _dominance([_ratio_run(0, 0.5, 1.0)]).agrees_with_paper is False   # 1 is not above 1
+    assert _dominance([_ratio_run(0, 0.5, 1.25)]).agrees_with_paper is True
+    assert _dominance([_ratio_run(0, 0.5, 10.0)], dominance_ratio=10).agrees_with_paper is True
+    assert _dominance([_ratio_run(0, 0.5, 9.75)], dominance_ratio=10).agrees_with_paper is False
+    # dominant but no larger than early on: not "especially in the late iterations"
+    assert _dominance([_ratio_run(0, 2.0, 2.0)]).agrees_with_paper is False
+
+
+def test_the_ratios_are_means_over_seeds_and_a_seed_without_an_early_ratio_is_inconclusive():
+    c = _dominance([_ratio_run(0, 0.5, 2.0), _ratio_run(1, 1.0, 4.0)])
+    assert c.agrees_with_paper is True
+    assert (c.evidence["ratio_first_third"], c.evidence["ratio_last_third"]) == (0.75, 3.0)
+    c = _dominance([_ratio_run(0, 0.5, 2.0), _ratio_run(1, float("nan"), 4.0)])
+    assert c.agrees_with_paper is None and "1 of 2 seeds have no finite ratio" in c.text
