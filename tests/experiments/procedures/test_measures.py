@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
-from sgdlab.experiments.procedures.measures import trajectory_spectrum
+from sgdlab.experiments.procedures.measures import (compute_final, compute_scalar,
+                                                    trajectory_spectrum)
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +42,56 @@ def test_the_trajectory_spectrum_passes_its_lag_level_and_fraction(walk):
     assert pt.combined_p_value != periodicity_test(x, level=0.01).combined_p_value
     assert lf.mean_ratio != low_frequency_test(x, fraction=0.1, level=0.3).mean_ratio
     assert lf.combined_p_value != low_frequency_test(x, fraction=0.4).combined_p_value
+
+
+def _linear(w, dtype=torch.float64):
+    model = nn.Linear(len(w), 1, bias=False).to(dtype)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([w], dtype=dtype))
+    return model
+
+
+def test_the_fisher_of_per_sample_gradients_counts_a_zero_entry_as_not_negative():
+    """MSE of a bias-free linear model at w = 0 on the inputs (1, 0) with targets 1 and 3: the
+    per-sample gradients −2 y x are (−2, 0) and (−6, 0), variances 4 and exactly 0."""
+    x = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    y = torch.tensor([[1.0], [3.0]], dtype=torch.float64)
+    s, d = compute_final({"kind": "fisher_diagonal"}, _linear([0.0, 0.0]), nn.MSELoss(), (x, y))
+    assert d["fisher_diagonal"] == [4.0, 0.0]
+    assert (s["fisher_max"], s["fisher_min"], s["fisher_negative_fraction"]) == (4.0, 0.0, 0.0)
+
+
+def test_the_adam_moments_fisher_is_bias_corrected_by_default():
+    """One full-batch Adam step from w: m = 0.1 g, v = 0.001 g²; corrected, m̂² = v̂ = g², so
+    v̂ − m̂² = 0 (uncorrected: −0.009 g²)."""
+    model = _linear([1.0, 2.0])
+    x, y = torch.eye(2, dtype=torch.float64), torch.zeros(2, 1, dtype=torch.float64)
+    opt = torch.optim.Adam(model.parameters(), lr=0.0)
+    nn.MSELoss()(model(x), y).backward()
+    opt.step()
+    m = {"kind": "fisher_diagonal", "reading": "adam-moments"}
+    _, d = compute_final(m, model, nn.MSELoss(), (x, y), optimizer=opt)
+    assert d["fisher_diagonal"] == pytest.approx([0.0, 0.0], abs=1e-12)
+
+
+def _saddle(out, _y):
+    """0.5 (−3 w0² + w1²) of a bias-free linear model on the inputs I: Hessian diag(−3, 1)."""
+    return 0.5 * (-3 * out[0, 0] ** 2 + out[1, 0] ** 2)
+
+
+def test_the_top_eigenvalue_is_the_spectral_norm_by_default():
+    """Hessian diag(−3, 1): the spectral norm 3, not the largest eigenvalue 1."""
+    x, y = torch.eye(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    s = compute_scalar({"kind": "hessian_top", "every": 1}, _linear([0.5, 0.5]), _saddle, (x, y))
+    assert s["hessian_top"] == pytest.approx(3.0, rel=1e-6)
+
+
+def test_the_diffusion_rank_fraction_is_the_rank_over_the_dimension():
+    """Two samples of a 3-parameter linear model: the per-sample gradients span at most one
+    direction around their mean, rank 1 of 3."""
+    x = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    y = torch.tensor([[1.0], [-1.0]], dtype=torch.float64)
+    s, _ = compute_final({"kind": "diffusion_spectrum"}, _linear([0.0, 0.0, 0.0]),
+                         nn.MSELoss(), (x, y))
+    assert (s["diffusion_rank"], s["diffusion_dim"]) == (1, 3)
+    assert s["diffusion_rank_fraction"] == pytest.approx(1 / 3, rel=1e-15)
