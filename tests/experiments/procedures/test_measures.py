@@ -95,3 +95,49 @@ def test_the_diffusion_rank_fraction_is_the_rank_over_the_dimension():
                          nn.MSELoss(), (x, y))
     assert (s["diffusion_rank"], s["diffusion_dim"]) == (1, 3)
     assert s["diffusion_rank_fraction"] == pytest.approx(1 / 3, rel=1e-15)
+
+
+def _batch_norm_mlp():
+    """A float64 2-3-1 MLP with batch norm whose running statistics differ from the batch's,
+    its MSE loss and 8 samples: its Hessian has off-diagonal terms, so each probe counts."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Linear(3, 1)).double()
+    model[1].running_mean.fill_(0.5)
+    model[1].running_var.fill_(2.0)
+    x, y = torch.randn(8, 2, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
+    return model, nn.MSELoss(), (x, y)
+
+
+@pytest.mark.parametrize("kind, seed", [("hessian_trace", 2), ("hessian_frobenius", 1)])
+def test_the_hessian_trace_and_norm_take_20_probes_in_evaluation_mode_by_default(kind, seed):
+    from sgdlab.measure.curvature import hessian_frobenius_norm, hessian_trace
+    from sgdlab.measure.walk import evaluation_mode
+
+    est = {"hessian_trace": hessian_trace, "hessian_frobenius": hessian_frobenius_norm}[kind]
+    model, loss, data = _batch_norm_mlp()
+
+    def lib(probes, mode):
+        with evaluation_mode(model, mode):
+            return est(model, loss, data, probes,
+                       generator=torch.Generator().manual_seed(seed)).value
+    got = compute_scalar({"kind": kind, "every": 1}, model, loss, data)
+    assert got[kind] == pytest.approx(lib(20, "eval"), rel=1e-12)
+    assert lib(20, "eval") != pytest.approx(lib(20, "train"), rel=1e-3)
+    assert lib(20, "eval") != pytest.approx(lib(2, "eval"), rel=1e-3)
+
+
+def test_the_expected_sharpness_takes_sigma_0_01_and_20_samples_by_default():
+    from sgdlab.measure.sharpness import expected_sharpness
+
+    model, loss, data = _batch_norm_mlp()
+    model.eval()
+
+    def lib(sigma, n):
+        return expected_sharpness(model, loss, data, sigma, n,
+                                  generator=torch.Generator().manual_seed(3))
+    got = compute_scalar({"kind": "expected_sharpness", "every": 1}, model, loss, data)
+    want = lib(0.01, 20)
+    assert (got["expected_sharpness"], got["expected_sharpness_se"]) == pytest.approx(
+        (want.value, want.stderr), rel=1e-12)
+    assert want.value != pytest.approx(lib(0.02, 20).value, rel=1e-3)
+    assert want.value != pytest.approx(lib(0.01, 2).value, rel=1e-3)
