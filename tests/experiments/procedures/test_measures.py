@@ -141,3 +141,21 @@ def test_the_expected_sharpness_takes_sigma_0_01_and_20_samples_by_default():
         (want.value, want.stderr), rel=1e-12)
     assert want.value != pytest.approx(lib(0.02, 20).value, rel=1e-3)
     assert want.value != pytest.approx(lib(0.01, 2).value, rel=1e-3)
+
+
+@pytest.mark.parametrize("m, max_params, chunk", [
+    ({}, 60_000, 256), ({"max_params": 10, "chunk_size": 1}, 10, 1)])
+def test_the_hessian_spectrum_passes_its_size_limit_and_chunks(monkeypatch, m, max_params,
+                                                               chunk):
+    """Dense up to d = 60,000 by default (docs/GUIDE.md), 256 columns per product."""
+    from sgdlab.measure import curvature
+
+    seen = {}
+
+    def spectrum(model, loss_fn, data, **kw):
+        seen.update(kw)
+        return torch.tensor([-1.0, 2.0])
+    monkeypatch.setattr(curvature, "hessian_spectrum", spectrum)
+    s, _ = compute_final({"kind": "hessian_spectrum", **m}, _linear([0.0]), None, None)
+    assert seen == {"max_params": max_params, "chunk_size": chunk}
+    assert (s["hessian_lambda_min"], s["hessian_lambda_max"]) == (-1.0, 2.0)
