@@ -150,3 +150,17 @@ def test_the_ratios_are_means_over_seeds_and_a_seed_without_an_early_ratio_is_in
     assert (c.evidence["ratio_first_third"], c.evidence["ratio_last_third"]) == (0.75, 3.0)
     c = _dominance([_ratio_run(0, 0.5, 2.0), _ratio_run(1, float("nan"), 4.0)])
     assert c.agrees_with_paper is None and "1 of 2 seeds have no finite ratio" in c.text
+
+
+def test_the_residual_verdicts_read_the_mean_over_seeds():
+    """Over steps 2-3 (k = 2, bound 0.5) seed 0 reads 0.3, 0.3 and seed 1 0.5, 0.7: the means
+    0.4, 0.5 are small (0.45) and stable (spread 0.22); seed 1 alone is neither (0.6, 0.33)."""
+    runs = [_residual_run(0, [1.8, 1.0, 0.3, 0.3]), _residual_run(1, [1.6, 1.2, 0.5, 0.7])]
+    spec = SimpleNamespace(paper=PAPER, options={"tests": ["residual"]})
+    small, stable = zhu.zhu_alignment(spec, runs).conclusions
+    assert small.evidence["residual_late_mean"] == pytest.approx(0.45)
+    assert small.evidence["residual_start"] == pytest.approx(1.7)
+    assert stable.evidence["late_values"] == pytest.approx([0.4, 0.5])
+    assert (small.agrees_with_paper, stable.agrees_with_paper) == (True, True)
+    alone = zhu.zhu_alignment(spec, runs[1:]).conclusions
+    assert [c.agrees_with_paper for c in alone] == [False, False]
