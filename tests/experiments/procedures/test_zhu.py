@@ -164,3 +164,11 @@ def test_the_residual_verdicts_read_the_mean_over_seeds():
     assert (small.agrees_with_paper, stable.agrees_with_paper) == (True, True)
     alone = zhu.zhu_alignment(spec, runs[1:]).conclusions
     assert [c.agrees_with_paper for c in alone] == [False, False]
+
+
+def test_the_noisy_label_curves_are_test_accuracy_and_expected_sharpness_by_default():
+    """Fig. 5's two panels: (a) test accuracy, (b) expected sharpness over iterations."""
+    m = {"test_acc": [(0, 0.5), (10, 0.6)], "sharpness/expected": [(0, 0.02), (10, 0.01)]}
+    spec = SimpleNamespace(paper=PAPER, options={})
+    res = zhu.zhu_noisy_label(spec, [run("sgd", 0, metrics=m, summary={"steps": 10})])
+    assert [name for name, _ in res.figures] == ["curve_test_acc", "curve_sharpness_expected"]
