@@ -62,16 +62,22 @@ def test_the_fisher_of_per_sample_gradients_counts_a_zero_entry_as_not_negative(
 
 
 def test_the_adam_moments_fisher_is_bias_corrected_by_default():
-    """One full-batch Adam step from w: m = 0.1 g, v = 0.001 g²; corrected, m̂² = v̂ = g², so
-    v̂ − m̂² = 0 (uncorrected: −0.009 g²)."""
+    """Adam's state after one step on the gradient g = (1, 4): m = 0.1 g, v = 0.001 g²;
+    corrected, m̂² = v̂ = g², so v̂ − m̂² = 0 (uncorrected: −0.009 g²). An optimizer holding
+    the state and groups an Adam's step leaves (constructing torch's Adam takes seconds)."""
+    from types import SimpleNamespace
+
     model = _linear([1.0, 2.0])
-    x, y = torch.eye(2, dtype=torch.float64), torch.zeros(2, 1, dtype=torch.float64)
-    opt = torch.optim.Adam(model.parameters(), lr=0.0)
-    nn.MSELoss()(model(x), y).backward()
-    opt.step()
+    g = torch.tensor([[1.0, 4.0]], dtype=torch.float64)
+    opt = SimpleNamespace(
+        param_groups=[{"params": [model.weight], "betas": (0.9, 0.999)}],
+        state={model.weight: {"step": torch.tensor(1.0), "exp_avg": 0.1 * g,
+                              "exp_avg_sq": 0.001 * g ** 2}})
     m = {"kind": "fisher_diagonal", "reading": "adam-moments"}
-    _, d = compute_final(m, model, nn.MSELoss(), (x, y), optimizer=opt)
+    _, d = compute_final(m, model, None, None, optimizer=opt)
     assert d["fisher_diagonal"] == pytest.approx([0.0, 0.0], abs=1e-12)
+    _, d = compute_final({**m, "bias_correction": False}, model, None, None, optimizer=opt)
+    assert d["fisher_diagonal"] == pytest.approx([-0.009, -0.009 * 16], rel=1e-12)
 
 
 def _saddle(out, _y):
