@@ -135,9 +135,29 @@ class _SquareNoForwardMode(torch.autograd.Function):
         return 2 * x * g
 
 
+class _OldStyleSquare(torch.autograd.Function):
+    """x² as an autograd.Function of the old style (``forward(ctx, ...)``, no
+    ``setup_context``): torch.func.jvp raises a RuntimeError on it, not a
+    NotImplementedError."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g
+
+
 class _Square(nn.Module):
+    def __init__(self, function=_SquareNoForwardMode):
+        super().__init__()
+        self.function = function
+
     def forward(self, x):
-        return _SquareNoForwardMode.apply(x)
+        return self.function.apply(x)
 
 
 def test_models_without_forward_mode_fall_back_to_per_sample_gradients():
@@ -162,6 +182,26 @@ def test_models_without_forward_mode_fall_back_to_per_sample_gradients():
     ref = torch.stack([loss_fn(moved(x[i:i + 1]), y[i:i + 1]) for i in range(7)]).detach()
     torch.testing.assert_close(ell, ref, rtol=1e-12, atol=1e-12)
     assert params_vector(model).equal(theta)            # the model is not touched
+
+
+def test_an_old_style_autograd_function_falls_back_to_per_sample_gradients():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), _Square(_OldStyleSquare), nn.Linear(4, 2)).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    y = torch.tensor([0, 1, 1, 0, 1])
+    loss_fn = nn.CrossEntropyLoss()
+    theta = params_vector(model).detach()
+    with pytest.raises(RuntimeError, match="setup_context"):     # the route that fails
+        torch.func.jvp(lambda t: model(t), (x,), (x,))
+    v = torch.linspace(-1.0, 1.0, len(theta), dtype=torch.float64)
+    ell, slope = per_sample_losses_and_slopes(model, loss_fn, theta, v, (x, y))
+    # by hand: one backward pass per sample, and each sample's cross-entropy
+    torch.testing.assert_close(slope, per_sample_gradients_loop(model, loss_fn, (x, y)) @ v,
+                               rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        out = model(x)
+    want = torch.logsumexp(out, 1) - out[torch.arange(5), y]
+    torch.testing.assert_close(ell, want, rtol=1e-12, atol=1e-12)
 
 
 def test_dropout_in_train_mode_sees_the_same_masks_at_both_ends():
