@@ -511,7 +511,7 @@ def test_cli_run_errors_are_clear(tmp_path, capsys):
     assert "unknown experiment" in capsys.readouterr().err
     bad = _write(tmp_path, _raw(extra=1))
     assert cli(["run", "--config", str(bad), "--scale", "smoke"]) == 2
-    assert "'extra'" in capsys.readouterr().err
+    assert "exp.yaml.extra: unknown key" in capsys.readouterr().err
     assert cli(["run", "--config", str(_write(tmp_path, _raw(), "ok.yaml")), "--scale", "smoke",
                 "--workers", "0", "--store", str(tmp_path / "s.sqlite")]) == 2
     assert "--workers" in capsys.readouterr().err

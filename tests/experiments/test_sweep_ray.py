@@ -135,7 +135,8 @@ def test_backend_options_are_checked_before_anything_runs(tmp_path):
         "gpus_per_run": 0.25}
     with pytest.raises(ConfigError, match="resources.cpus_per_run: expected a number > 0"):
         resolve({**raw, "resources": {"cpus_per_run": 0}}, "smoke")
-    with pytest.raises(ConfigError, match="'gpus'"):
+    with pytest.raises(ConfigError,
+                       match=r"resources\.gpus: unknown key \(did you mean gpus_per_run\?\)"):
         resolve({**raw, "resources": {"gpus": 1}}, "smoke")
 
 
