@@ -166,3 +166,17 @@ def test_per_sample_reading_of_train_mode_dropout_is_per_sample_gradients_one_dr
     G = per_sample_gradients(model, loss_fn, (x, y), chunk_size=None, method="vmap")
     got = fisher_diagonal(model, loss_fn, (x, y), chunk_size=chunk_size)
     torch.testing.assert_close(got, ((G - G.mean(0)) ** 2).mean(0), rtol=1e-12, atol=1e-16)
+
+
+def test_a_state_at_step_zero_is_refused_with_bias_correction_and_read_raw_without():
+    """A state with ``step`` 0 (a hand-made or zeroed checkpoint) has no bias correction:
+    1 − β₁⁰ = 0 would divide by zero, so it is refused by name; read raw it is v − m²."""
+    model = nn.Linear(2, 1, bias=False).double()
+    opt = torch.optim.Adam(model.parameters())
+    model.weight.grad = torch.tensor([[2.0, -3.0]], dtype=torch.float64)
+    opt.step()
+    opt.state[model.weight]["step"] = torch.tensor(0.0)
+    with pytest.raises(ValueError, match=r"'weight' has taken no Adam step \(step 0\)"):
+        adam_moments_variance(model, opt)
+    torch.testing.assert_close(adam_moments_variance(model, opt, bias_correction=False),
+                               torch.tensor([-0.036, -0.081], dtype=torch.float64))
