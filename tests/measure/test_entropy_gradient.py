@@ -321,3 +321,18 @@ def test_each_langevin_step_starts_from_the_buffers_a_train_mode_module_writes()
                    m, nn.CrossEntropyLoss(), data, 0.5, beta=math.inf, steps=3).cosine)):
         torch.testing.assert_close(fn(model), fn(held), rtol=1e-12, atol=1e-12)
     assert torch.equal(model[1].scale, before) and model.training
+
+
+def test_data_in_batches_of_unequal_size_weighs_each_sample_once():
+    """The quadratic's 4 samples as batches of 1 and 3: the full-data gradient is the
+    size-weighted mean Ax (not the mean of the two batches' gradients, nor their sum over the
+    number of batches), and the noiseless chain on it reaches (I + γA)⁻¹x's closed form."""
+    model, loss_fn, (X, Y), A = quadratic(d=4, seed=5)
+    x = params_vector(model)
+    batches = [(X[:1], Y[:1]), (X[1:], Y[1:])]
+    r = local_entropy_gradient_angle(model, loss_fn, batches, 0.5, sgd_gradient="full",
+                                     beta=math.inf, steps=200, inner_lr=0.1, alpha=0.0)
+    exact = quadratic_local_entropy_gradient(A, x, 0.5)
+    assert r.sgd_grad_norm == pytest.approx(float((A @ x).norm()), rel=1e-12)
+    assert r.entropy_grad_norm == pytest.approx(float(exact.norm()), rel=1e-12)
+    assert r.degrees == pytest.approx(degrees(exact, A @ x), abs=1e-9)
