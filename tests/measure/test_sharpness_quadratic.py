@@ -1,5 +1,6 @@
 """Sharpness measures on a quadratic loss with closed forms."""
 import copy
+import math
 from contextlib import nullcontext
 
 import pytest
@@ -281,3 +282,33 @@ def test_vmapped_points_stay_below_the_element_limit(monkeypatch):
     assert seen and max(seen) <= 3 * 10 * widest, seen
     loop, _ = sharpness.perturbed_evaluations(model, loss_fn, data, pert, vectorize=False)
     torch.testing.assert_close(out, loop, rtol=1e-12, atol=0)
+
+
+def test_one_sample_of_expected_sharpness_is_its_own_difference():
+    """M = 1 is allowed: on L = cᵀθ the one sample reads cᵀξ, ξ = σ z with z the generator's
+    first standard normal draw (no standard error from one sample)."""
+    c = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    model = Linear(c, torch.tensor([0.2, -1.0, 0.3], dtype=torch.float64))
+    est = expected_sharpness(model, _loss, DATA, 0.1, 1,
+                             generator=torch.Generator().manual_seed(2))
+    z = torch.randn(1, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert est.value == pytest.approx(float(0.1 * z[0] @ c), rel=1e-12)
+
+
+def test_local_entropy_of_two_samples_by_hand():
+    """M = 2 on L = cᵀθ: f = −(1/β) log mean exp(−β L_i) and the delta-method standard error
+    sd(w) / (√2 β mean w), w_i = exp(−β (L_i − min L)), from the generator's two draws
+    ξ_i = √(γ/β) z_i."""
+    c = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    theta = torch.tensor([0.2, -1.0, 0.3], dtype=torch.float64)
+    gamma, beta = 0.5, 2.0
+    le = local_entropy(Linear(c, theta), _loss, DATA, gamma, beta=beta, num_samples=2,
+                       generator=torch.Generator().manual_seed(3))
+    z = torch.randn(2, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    losses = [float(c @ (theta + (gamma / beta) ** 0.5 * zi)) for zi in z]
+    lo = min(losses)
+    w = [math.exp(-beta * (v - lo)) for v in losses]
+    mean_w = sum(w) / 2
+    sd_w = abs(w[0] - w[1]) / math.sqrt(2)                   # n − 1 = 1
+    assert le.f_gamma == pytest.approx(lo - math.log(mean_w) / beta, rel=1e-12)
+    assert le.stderr == pytest.approx(sd_w / math.sqrt(2) / mean_w / beta, rel=1e-12)
