@@ -336,3 +336,15 @@ def test_data_in_batches_of_unequal_size_weighs_each_sample_once():
     assert r.sgd_grad_norm == pytest.approx(float((A @ x).norm()), rel=1e-12)
     assert r.entropy_grad_norm == pytest.approx(float(exact.norm()), rel=1e-12)
     assert r.degrees == pytest.approx(degrees(exact, A @ x), abs=1e-9)
+
+
+def test_a_batch_of_every_sample_is_allowed_and_is_the_full_gradient():
+    """batch_size = N (the largest allowed): the mini-batch is a permutation of all of the
+    data, so the SGD gradient is the full one, Ax."""
+    model, loss_fn, data, A = quadratic(d=4, seed=5)
+    x = params_vector(model)
+    r = local_entropy_gradient_angle(model, loss_fn, data, 0.5, batch_size=4, beta=math.inf,
+                                     steps=2, generator=torch.Generator().manual_seed(0))
+    assert r.sgd_grad_norm == pytest.approx(float((A @ x).norm()), rel=1e-12)
+    with pytest.raises(ValueError, match="Invalid batch_size=5"):
+        local_entropy_gradient_angle(model, loss_fn, data, 0.5, batch_size=5)
