@@ -40,6 +40,9 @@ def test_residual_extremes_and_errors():
     torch.testing.assert_close(eigenvector_cosines(u, swapped), torch.zeros(2, dtype=torch.float64))
     torch.testing.assert_close(normalised_eigenvalues(torch.tensor([3.0, 4.0]), 5.0),
                                torch.tensor([0.6, 0.8]))
+    for bad in (0.0, -1.0, math.nan):       # 0: Σ or H vanishing is no normalisation
+        with pytest.raises(ValueError, match="Frobenius norm must be > 0"):
+            normalised_eigenvalues(torch.tensor([3.0, 4.0]), bad)
     with pytest.raises(ValueError, match="shape"):
         projection_residual(u, w[:, :1])
 
