@@ -213,3 +213,47 @@ def test_none_or_a_dataset_record_as_data_is_named_as_the_measurements_name_it()
         recompute_bn_statistics(model, None)
     with pytest.raises(UserError, match=r"^data is a sgdlab.data.Dataset: .*data.train"):
         recompute_bn_statistics(model, Dataset(x, x[:, 0], x, x[:, 0]))
+
+
+def test_channel_moments_pool_batches_and_skip_an_empty_one():
+    """Batches of 2 and 1 samples (2 channels, 2 positions each) with an empty batch between
+    them pool to the mean and biased variance of all 6 values per channel, worked by hand."""
+    from sgdlab.measure.batch_norm import ChannelMoments
+
+    a = torch.tensor([[[1.0, 3.0], [0.0, 2.0]], [[5.0, 7.0], [4.0, 4.0]]], dtype=torch.float64)
+    b = torch.tensor([[[2.0, 0.0], [10.0, -2.0]]], dtype=torch.float64)
+    acc = ChannelMoments()
+    for x in (a, a[:0], b):
+        acc.add(x)
+    # channel 0: 1, 3, 5, 7, 2, 0 (mean 3, squares about it 4+0+4+16+1+9 = 34);
+    # channel 1: 0, 2, 4, 4, 10, −2 (mean 3, 9+1+1+1+49+25 = 86)
+    assert acc.n == 6
+    torch.testing.assert_close(acc.mean, torch.tensor([3.0, 3.0], dtype=torch.float64))
+    torch.testing.assert_close(acc.biased_variance(),
+                               torch.tensor([34 / 6, 86 / 6], dtype=torch.float64))
+
+
+def test_a_batch_norm_the_forward_pass_never_reaches_is_reset():
+    """A registered batch norm the forward pass does not call gets the reset statistics
+    (mean 0, variance 1, no batches), not whatever it held before."""
+    class Skips(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn, self.unused = nn.BatchNorm1d(2).double(), nn.BatchNorm1d(2).double()
+
+        def forward(self, x):
+            return self.bn(x)
+
+    model = Skips()
+    with torch.no_grad():
+        model.unused.running_mean.fill_(5.0)
+        model.unused.running_var.fill_(7.0)
+        model.unused.num_batches_tracked.fill_(3)
+    x = torch.tensor([[1.0, 0.0], [3.0, 4.0]], dtype=torch.float64)
+    y = torch.zeros(2)
+    recompute_bn_statistics(model, [(x, y), (x, y)])
+    torch.testing.assert_close(model.bn.running_mean, torch.tensor([2.0, 2.0],
+                                                                   dtype=torch.float64))
+    torch.testing.assert_close(model.unused.running_mean, torch.zeros(2, dtype=torch.float64))
+    torch.testing.assert_close(model.unused.running_var, torch.ones(2, dtype=torch.float64))
+    assert int(model.unused.num_batches_tracked) == 0
