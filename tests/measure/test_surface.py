@@ -271,6 +271,10 @@ def test_a_single_direction_tensor_and_the_grid_checks():
     bad[0] = float("nan")
     with pytest.raises(ValueError, match="direction 1 has non-finite entries"):
         loss_surface(model, loss_fn, data, [d1, bad], extent=0.5, steps=3)
+    # a plane holds two directions: a third (or none) would be dropped from the grid silently
+    for dirs in ([d1, d2, d1], [], torch.stack([d1, d2, d1])):
+        with pytest.raises(ValueError, match="need one or two directions, got"):
+            loss_surface(model, loss_fn, data, dirs, extent=0.5, steps=3)
 
 
 def test_loss_only_surface_matches_the_full_one():
