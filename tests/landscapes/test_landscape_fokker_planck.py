@@ -134,3 +134,15 @@ def test_bad_input_is_refused_with_the_problem_named():
         fokker_planck(r0, x, faces, 0.1, 1.0, dt=1.01 * bound)
     ok = fokker_planck(r0, x, faces, 0.1, 1.0, dt=bound)
     assert float(ok.min()) >= 0
+
+
+def test_the_step_is_cfl_times_the_stability_bound():
+    """Pure diffusion D = 1 on x = 0, …, 4 (dx = 1): each cell sends D/dx² = 1 per unit time
+    each way, the bound is 1/2, and cfl = 1/2 steps by 1/4. Two such steps from a unit mass
+    in the middle cell, each ρᵢ ← ρᵢ − 2kρᵢ + k(ρᵢ₋₁ + ρᵢ₊₁), by hand: [0, 1/4, 1/2, 1/4, 0],
+    then [1/16, 1/4, 3/8, 1/4, 1/16] (one step of the full bound would give [0, ½, 0, ½, 0])."""
+    x = torch.arange(5, dtype=f64)
+    rho0 = torch.tensor([0.0, 0, 1, 0, 0], dtype=f64)
+    rho = fokker_planck(rho0, x, torch.zeros(5, dtype=f64), 1.0, 0.5, cfl=0.5)
+    expect = torch.tensor([1 / 16, 1 / 4, 3 / 8, 1 / 4, 1 / 16], dtype=f64)
+    torch.testing.assert_close(rho, expect, atol=1e-15, rtol=0)
