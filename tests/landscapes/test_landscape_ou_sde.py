@@ -561,3 +561,34 @@ def test_euler_maruyama_strong_orders_half_and_one_for_additive_noise():
     assert em.strong_order_for(gbm) == 0.5 and em.strong_order_for(additive) == 1.0
     assert 0.35 < _slope(hs, errors(gbm, exact)) < 0.65
     assert 0.85 < _slope(hs, errors(additive, ref)) < 1.2
+
+
+def test_quadratic_needs_more_samples_than_dimensions():
+    """N centred samples span N − 1 dimensions: N = d cannot be whitened (its empirical
+    covariance is singular), so it is refused like N < d."""
+    with pytest.raises(UserError, match="num_samples must exceed the dimension 2"):
+        Quadratic(torch.eye(2, dtype=f64), num_samples=2)
+    assert Quadratic(torch.eye(2, dtype=f64), num_samples=3).num_samples == 3
+
+
+def test_sgd_stationary_covariance_refuses_the_marginal_step():
+    """H = diag(1, 1/2), η = 2: I − ηH = diag(−1, 0) has |eigenvalue| = 1 exactly, the
+    chain does not settle along the first axis and the discrete Lyapunov equation has no
+    solution; just below, η = 1.9, var₁ = η/(S(2 − η)) = 19 (S = 1)."""
+    q = Quadratic(torch.diag(torch.tensor([1.0, 0.5], dtype=f64)), num_samples=10)
+    with pytest.raises(UserError, match="unstable at lr=2.0"):
+        q.sgd_stationary_covariance(2.0, 1)
+    assert float(q.sgd_stationary_covariance(1.9, 1)[0, 0]) == pytest.approx(19, rel=1e-10)
+
+
+def test_quadratic_potential_with_isotropic_noise_is_the_hessian():
+    """C = I: Lemma 6.44 with F = H, D = I gives Q = 0 and U = H, so the OU limit's Σ solving
+    HΣ + ΣH = (η/S) I is β⁻¹ U⁻¹ = (η/2S) H⁻¹ (β⁻¹ = η/2S, eq. 6.6)."""
+    h = torch.diag(torch.tensor([2.0, 0.5], dtype=f64))
+    q = Quadratic(h, num_samples=10, noise_cov=torch.eye(2, dtype=f64))
+    pot = q.potential()
+    torch.testing.assert_close(pot.U, h, atol=1e-12, rtol=0)
+    torch.testing.assert_close(pot.Q, torch.zeros(2, 2, dtype=f64), atol=1e-12, rtol=0)
+    cov = q.sde_stationary_covariance(0.1, 4)
+    torch.testing.assert_close(cov, 0.1 / 8 * torch.diag(torch.tensor([0.5, 2.0], dtype=f64)),
+                               atol=1e-14, rtol=0)
