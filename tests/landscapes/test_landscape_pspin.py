@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sgdlab.errors import UserError
-from sgdlab.landscapes.pspin import (PSpinGlass, cluster_minima, embed_tsne,
+from sgdlab.landscapes.pspin import (PSpinGlass, cluster_minima, embed_tsne, overlaps,
                                     mean_angular_distance, mean_cosine_distance, regime_field)
 
 f64 = torch.float64
@@ -256,3 +256,23 @@ def test_a_whole_number_size_is_an_int():
     p = PSpinGlass(torch.tensor(4), nu=0.1)         # a 0-d tensor was kept as the dimension
     assert type(p.dim) is int and p.dim == 4
     assert p.random_starts(3.0).shape == (3, 4)
+
+
+def test_cluster_minima_joins_at_an_overlap_equal_to_the_threshold():
+    """Overlaps exact in binary: q(a, b) = (1 + 1 + 1 − 1)/4 = 1/2 and q(a, a) = 1, so b joins
+    a at threshold 1/2 and a copy of a joins it at threshold 1 (q ≥ threshold), while c, with
+    q(a, c) = 0, starts its own cluster."""
+    a = torch.tensor([1.0, 1, 1, 1], dtype=f64)
+    b = torch.tensor([1.0, 1, 1, -1], dtype=f64)
+    c = torch.tensor([1.0, 1, -1, -1], dtype=f64)
+    labels, reps = cluster_minima(torch.stack([a, b, c]), threshold=0.5)
+    assert labels.tolist() == [0, 0, 1] and reps == [0, 2]
+    labels, reps = cluster_minima(torch.stack([a, b, a]), threshold=1.0)
+    assert labels.tolist() == [0, 1, 0] and reps == [0, 1]
+
+
+def test_overlaps_are_dot_products_over_the_number_of_spins():
+    """Three points of N = 4 spins: q = σ_a·σ_b / 4, by hand 1, 1/2, 0 (B = 3 ≠ N)."""
+    sigma = torch.tensor([[1.0, 1, 1, 1], [1, 1, 1, -1], [1, 1, -1, -1]], dtype=f64)
+    expect = torch.tensor([[1.0, 0.5, 0.0], [0.5, 1.0, 0.5], [0.0, 0.5, 1.0]], dtype=f64)
+    torch.testing.assert_close(overlaps(sigma), expect, atol=0, rtol=0)
