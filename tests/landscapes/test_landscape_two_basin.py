@@ -663,3 +663,19 @@ def test_one_escape_step_is_zhus_section_4_2_update_by_hand(method, m):
         vals, vecs = aligned(hess, land.hessian(land.sharp_center), True)
         want = base + eta * math.sqrt(cfg.hessian_scale) * (z * vals.abs().sqrt()) @ vecs.T
     torch.testing.assert_close(final[0], want, rtol=0, atol=1e-10)
+
+
+def test_escape_rate_intervals_by_hand():
+    """z = 2, n = 4 (z² = n): Wilson's centre (p + z²/2n)/(1 + z²/n) and half-width
+    z √(p(1 − p)/n + z²/4n²)/(1 + z²/n) are (0.25, 0.25) at k = 0, i.e. [0, z²/(n + z²)] =
+    [0, 1/2], and (1/2, √2/4) at k = 2. Newcombe's difference 2/4 − 0/4 then spans
+    1/2 − √((√2/4)² + (1/2)²) to 1/2 + √((√2/4)² + 0²). The standard error of 1/4 over 3 runs
+    is √(3/16/3) = 1/4."""
+    from sgdlab.landscapes.escape import binomial_se, rate_difference_interval, wilson_interval
+
+    assert wilson_interval(0, 4) == (0.0, pytest.approx(0.5, abs=1e-15))
+    assert wilson_interval(2, 4) == pytest.approx((0.5 - 2 ** 0.5 / 4, 0.5 + 2 ** 0.5 / 4),
+                                                  abs=1e-15)
+    assert rate_difference_interval(2, 4, 0, 4) == pytest.approx(
+        (0.5 - 0.375 ** 0.5, 0.5 + 2 ** 0.5 / 4), abs=1e-15)
+    assert binomial_se(0.25, 3) == pytest.approx(0.25, abs=1e-15)
