@@ -1219,3 +1219,14 @@ def test_cosine_grid_tests_the_smallest_against_the_largest_learning_rate():
     eq = c[2]
     assert "lr=0.05" in eq.text and "lr=0.4" in eq.text
     assert eq.agrees_with_paper is False
+
+
+def test_the_walks_distance_is_read_at_the_step_asked_for_else_the_last():
+    # ‖θ − θ₀‖ logged at steps 0, 20, 40 (1, 3, 2): the last by default, the step asked for,
+    # NaN at a step not logged (not the nearest one)
+    r = walk_run("gd", 0, 0.0, [1.0, 0.9], 2.0)
+    r.metrics["dist_from_init"] = [(0, 1.0), (20, 3.0), (40, 2.0)]
+    for at, want in ((None, 2.0), (20, 3.0), (0, 1.0), (30, math.nan)):
+        opts = {"claims": []} if at is None else {"claims": [], "distance_at": at}
+        xing_walk(SimpleNamespace(paper=PAPER, options=opts), [r])
+        assert r.summary["distance"] == pytest.approx(want, nan_ok=True), at
