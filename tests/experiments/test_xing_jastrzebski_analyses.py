@@ -1230,3 +1230,14 @@ def test_the_walks_distance_is_read_at_the_step_asked_for_else_the_last():
         opts = {"claims": []} if at is None else {"claims": [], "distance_at": at}
         xing_walk(SimpleNamespace(paper=PAPER, options=opts), [r])
         assert r.summary["distance"] == pytest.approx(want, nan_ok=True), at
+
+
+def test_a_segment_without_a_finite_valley_alpha_has_no_interior_floor():
+    from sgdlab.experiments.procedures.xing import valley_floor
+
+    # segments 0-3: the lowest point at α = 0.5, 0 (an end point), NaN, not logged; only the
+    # first lies strictly between its iterates, every one has a segment minimum
+    r = run("sgd", 0, metrics={"walk_valley_loss": [(0, 1.0), (1, 2.0), (2, 3.0), (3, 4.0)],
+                               "walk_valley_alpha": [(0, 0.5), (1, 0.0), (2, math.nan)]})
+    assert valley_floor(r, "interior") == [1.0]
+    assert valley_floor(r, "segment") == [1.0, 2.0, 3.0, 4.0]
