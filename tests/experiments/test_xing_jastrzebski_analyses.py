@@ -1241,3 +1241,15 @@ def test_a_segment_without_a_finite_valley_alpha_has_no_interior_floor():
                                "walk_valley_alpha": [(0, 0.5), (1, 0.0), (2, math.nan)]})
     assert valley_floor(r, "interior") == [1.0]
     assert valley_floor(r, "segment") == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_runs_that_logged_both_hessian_quantities_name_both():
+    from sgdlab.experiments.procedures.xing import hessian_quantity
+
+    def logged(which):
+        return run("sgd", 0, params={"measure": [{"name": "dynamics", "hessian_which": which}]})
+    # one run's ‖H‖ and another's λ_max under one name: neither symbol alone is right
+    assert hessian_quantity([logged("magnitude"), logged("largest")]) == (
+        "‖H‖ or λ_max", "Hessian spectral norm ‖H‖ or largest eigenvalue λ_max")
+    assert hessian_quantity([logged("largest")])[0] == "λ_max"
+    assert hessian_quantity([run("sgd", 0)])[0] == "‖H‖"
