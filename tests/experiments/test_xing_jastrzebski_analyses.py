@@ -1253,3 +1253,17 @@ def test_runs_that_logged_both_hessian_quantities_name_both():
         "‖H‖ or λ_max", "Hessian spectral norm ‖H‖ or largest eigenvalue λ_max")
     assert hessian_quantity([logged("largest")])[0] == "λ_max"
     assert hessian_quantity([run("sgd", 0)])[0] == "‖H‖"
+
+
+def test_a_segment_without_a_barrier_record_crossed_no_barrier():
+    from sgdlab.experiments.procedures.xing import barrier_height_ratios
+
+    # update 999 crossed a barrier 0.1 · 0.5 high; update 500 was interpolated (its losses
+    # rise to 0.9) but its barrier flag was not recorded: it is no crossing
+    r = _barrier_run("lr0.1", 0, {1: (1000, 1, 0.01)}, rise={1: 0.1})
+    for k, v in enumerate((0.5, 0.9, 0.4)):
+        r.metrics[f"walk_loss_k{k:02d}"].append((500, v))
+    r.metrics["walk_barrier_height"].append((500, 0.4))
+    out = barrier_height_ratios(r)
+    assert out["barriers_crossed"] == 1
+    assert out["barrier_rise_ratio"] == pytest.approx(0.1)
