@@ -1267,3 +1267,32 @@ def test_a_segment_without_a_barrier_record_crossed_no_barrier():
     out = barrier_height_ratios(r)
     assert out["barriers_crossed"] == 1
     assert out["barrier_rise_ratio"] == pytest.approx(0.1)
+
+
+def test_the_barriers_of_epoch_1_by_default_and_epochs_counted_from_1():
+    from sgdlab.experiments.procedures.xing import xing_barriers
+
+    r = _barrier_run("lr0.1", 0, {1: (450, 3, 0.02), 2: (450, 9, 0.04)})
+    xing_barriers(SimpleNamespace(paper=PAPER, options={"claims": []}), [r])
+    assert r.summary["barriers_epoch1"] == 3.0 and "barriers_epoch2" not in r.summary
+    assert r.summary["barrier_fraction_epoch1"] == pytest.approx(3 / 450)
+    for bad in ([0], [1, 0], 1, [True]):
+        with pytest.raises(ConfigError, match="options.barrier_epochs"):
+            xing_barriers(SimpleNamespace(paper=PAPER, options={"barrier_epochs": bad}), [r])
+
+
+def test_hessian_norm_numbers_of_a_run_by_hand():
+    # after step 0 (the initialisation, 99): 4, 2, 3, 5, 6 — windows of one value (⌈5/5⌉)
+    r = run("sgd", 0, metrics={
+        "hess_norm_train": [(0, 99.0), (10, 4.0), (20, 2.0), (30, 3.0), (40, 5.0), (50, 6.0)],
+        "test_acc": [(0, 0.1), (10, 0.5), (20, 0.7), (30, 0.6)]})
+    xing_hessian_norm(SimpleNamespace(paper=PAPER, options={"claims": []}), [r])
+    s = r.summary
+    assert (s["hess_train_start"], s["hess_train_before_end"], s["hess_train_end"]) == (
+        4.0, 5.0, 6.0)
+    assert s["hess_train_middle"] == pytest.approx(10 / 3)
+    assert (s["hess_train_min"], s["hess_train_mean"]) == (2.0, 4.0)
+    # the accuracy's windows also leave out step 0
+    assert (s["acc_start"], s["acc_middle"], s["acc_before_end"], s["acc_end"]) == (
+        0.5, 0.7, 0.7, 0.6)
+    assert s["best_test_acc"] == 0.7
