@@ -1296,3 +1296,19 @@ def test_hessian_norm_numbers_of_a_run_by_hand():
     assert (s["acc_start"], s["acc_middle"], s["acc_before_end"], s["acc_end"]) == (
         0.5, 0.7, 0.7, 0.6)
     assert s["best_test_acc"] == 0.7
+
+
+def test_cosine_grid_ranks_the_cosine_against_the_learning_rate_at_the_default_margin():
+    # per lr (0.05, 0.1, 0.4) mean cosines −0.199, −0.199, −0.399, distances all 1: Spearman
+    # of the cosine with the lr on ranks (1, 2, 3) and (2.5, 2.5, 1) is −1.5 / √3 = −√3/2
+    def r(lr, cos, seed):
+        return run(f"lr{lr}", seed, params={"optimizer": {"lr": lr}, "batch_size": 100},
+                   metrics={"grad_cosine": [(s, cos) for s in range(1, 20)],
+                            "dist_from_init": [(19, 1.0)]})
+    runs = [r(lr, cos + j, seed) for seed, j in ((0, 0.0), (1, 0.002))
+            for lr, cos in ((0.05, -0.2), (0.1, -0.2), (0.4, -0.4))]
+    # no lr_margin: the default 0.05 is narrower than the 0.2 between the ends
+    spec = SimpleNamespace(paper=PAPER, options={"fixed_lr": 0.1, "fixed_batch": 100})
+    c = xing_cosine_grid(spec, runs).conclusions
+    assert c[2].agrees_with_paper is False
+    assert c[3].evidence["spearman"] == pytest.approx(-math.sqrt(3) / 2, rel=1e-12)
