@@ -137,6 +137,10 @@ def test_the_analysis_needs_its_options():
                    runs)
     with pytest.raises(ConfigError, match="no run group 'noisy'"):
         xing_stuck(_spec(stuck_run="noisy"), runs)
+    # each of the two lengths must be positive, not only one of them
+    for window, lag in ((20, 0), (0, 20), (20, -10)):
+        with pytest.raises(ConfigError, match="window and lag must be > 0"):
+            xing_stuck(_spec(window=window, lag=lag), runs)
     with pytest.raises(ConfigError, match="options.switch_step: run group 'lower-lr'"):
         o = _spec()
         del o.options["switch_step"]
