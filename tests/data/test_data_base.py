@@ -14,6 +14,12 @@ def own(y_train, y_test) -> Dataset:
                    torch.randn(len(y_test), 3, generator=g), y_test)
 
 
+def _parts() -> dict[str, torch.Tensor]:
+    """A record's four tensors: 6 training examples of 3 inputs, the first 4 as the test split."""
+    x, y = torch.randn(6, 3), torch.arange(6) % 2
+    return {"x_train": x, "y_train": y, "x_test": x[:4], "y_test": y[:4]}
+
+
 def test_task_and_outputs_follow_the_targets_when_meta_is_empty():
     # integer targets are class labels, floating-point ones regression targets (GUIDE)
     labels = own(torch.tensor([0, 2, 1, 0]), torch.tensor([3, 1]))
@@ -65,8 +71,8 @@ def test_a_record_without_a_test_split_trains_without_test_metrics():
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_a_record_with_more_inputs_than_targets_is_refused_naming_both_lengths(split):
     # it was accepted and failed later, in training, with an indexing error
-    x, y = torch.randn(6, 3), torch.arange(6) % 2
-    parts = {"x_train": x, "y_train": y, "x_test": x[:4], "y_test": y[:4]}
+    parts = _parts()
+    x, y = parts["x_train"], parts["y_train"]
     parts[f"y_{split}"] = parts[f"y_{split}"][:-1]
     n = len(parts[f"x_{split}"])
     with pytest.raises(ValueError, match=f"x_{split} has {n} examples but y_{split} has "
@@ -81,8 +87,7 @@ def test_a_record_with_more_inputs_than_targets_is_refused_naming_both_lengths(s
 def test_numpy_arrays_and_lists_are_refused_saying_how_to_convert(key):
     # a numpy array was accepted and training failed on it with "'numpy.ndarray' object has no
     # attribute 'to'"
-    x, y = torch.randn(6, 3), torch.arange(6) % 2
-    parts = {"x_train": x, "y_train": y, "x_test": x[:4], "y_test": y[:4]}
+    parts = _parts()
     for value, kind in ((parts[key].numpy(), "numpy.ndarray"), (parts[key].tolist(), "list")):
         with pytest.raises(ValueError, match=rf"Dataset: {key} is a {kind}, not a torch tensor: "
                                              r"convert it, torch\.as_tensor"):
@@ -93,8 +98,7 @@ def test_numpy_arrays_and_lists_are_refused_saying_how_to_convert(key):
 def test_inputs_of_several_tensors_are_refused_saying_how_to_wrap_the_model(key):
     # a dict of inputs failed with "unhashable type: 'slice'", a tuple of two tensors was told
     # to go through torch.as_tensor, which cannot convert it
-    x, y = torch.randn(6, 3), torch.arange(6) % 2
-    parts = {"x_train": x, "y_train": y, "x_test": x[:4], "y_test": y[:4]}
+    parts = _parts()
     n = len(parts[key])
     for value, kind in (({"a": torch.randn(n, 2), "b": torch.randn(n, 1)}, "dict"),
                         ((torch.randn(n, 2), torch.randn(n, 1)), "tuple")):
@@ -111,8 +115,7 @@ def test_inputs_of_several_tensors_are_refused_saying_how_to_wrap_the_model(key)
 def test_targets_of_several_tensors_are_refused_speaking_of_targets(key):
     # labels gathered one by one (a list of 0-d tensors) were told of "the inputs of a split"
     # and to wrap the model
-    x, y = torch.randn(6, 3), torch.arange(6) % 2
-    parts = {"x_train": x, "y_train": y, "x_test": x[:4], "y_test": y[:4]}
+    parts = _parts()
     with pytest.raises(ValueError, match=r"is a list of tensors, not one tensor: the targets of "
                                          r"a split .*torch\.stack them; several targets .*a "
                                          r"loss_fn\(outputs, targets\)") as refused:
