@@ -3,6 +3,7 @@ id, a section's name under another key, a run started again instead of resumed."
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -223,13 +224,20 @@ def test_a_catalogue_file_by_its_file_name_or_path_names_the_entry(tmp_path, mon
     assert "catalogue entry" not in one_error_line(capsys)
 
 
-def test_measure_of_an_experiments_output_folder_says_how_to_reach_its_runs(tmp_path, capsys):
-    # it was "no checkpoint in 'OUT' (expected last.pt, ...)", as of a run folder
+def _xing_walk_report(tmp_path, runs: int, store) -> Path:
+    """An experiment's output folder as the note reads it: its results.json naming xing-walk's
+    smoke report of ``runs`` runs, recorded in ``store``."""
     out = tmp_path / "xing-walk-smoke"
     out.mkdir()
     (out / "results.json").write_text(json.dumps({
-        "experiment": {"name": "xing-walk"}, "scale": "smoke", "runs": [{}, {}],
-        "store": str(tmp_path / "runs.sqlite")}))
+        "experiment": {"name": "xing-walk"}, "scale": "smoke", "runs": [{}] * runs,
+        "store": str(store)}))
+    return out
+
+
+def test_measure_of_an_experiments_output_folder_says_how_to_reach_its_runs(tmp_path, capsys):
+    # it was "no checkpoint in 'OUT' (expected last.pt, ...)", as of a run folder
+    out = _xing_walk_report(tmp_path, 2, tmp_path / "runs.sqlite")
     assert main(["measure", str(out)]) == 2
     assert one_error_line(capsys).startswith(
         f"sgdlab: error: {out} holds the report of experiment xing-walk (scale smoke, 2 runs), "
@@ -249,10 +257,7 @@ def test_the_commands_named_for_an_experiments_output_folder_run_as_written(
         rid = s.create_run({"a": 1}, name="gd|seed=0", experiment="xing-walk",
                            status="finished")
         s.log_metrics(rid, 1, {"loss": 0.5})
-    out = tmp_path / "xing-walk-smoke"
-    out.mkdir()
-    (out / "results.json").write_text(json.dumps({
-        "experiment": {"name": "xing-walk"}, "scale": "smoke", "runs": [{}], "store": str(store)}))
+    out = _xing_walk_report(tmp_path, 1, store)
     for argv, compares in ((["measure", str(out)], False), (["resume", str(out)], False),
                            (["runs", "show", str(out)], False),
                            (["runs", "compare", str(out), rid], True)):
