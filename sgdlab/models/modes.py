@@ -64,22 +64,11 @@ def uses_batch_statistics(model: nn.Module) -> bool:
 _MODULE_SLOTS = frozenset(nn.Module().__dict__)
 _ABSENT = object()
 
-#: a module's attributes as :func:`saved_attributes` keeps them: the module, its class, a
-#: shallow copy of its ``__dict__`` (name → object)
-SavedAttributes = tuple[nn.Module, type, dict[str, object]]
 
-
-def saved_attributes(model: nn.Module) -> list[SavedAttributes]:
-    """Each submodule of ``model`` with its class and a shallow copy of its ``__dict__``, for
-    :func:`restore_attributes` (a copy, filtered on restore: a filtered copy took twice as
-    long on ResNet-56's 143 modules, and the copy is what every block pays)."""
-    return [(m, type(m), m.__dict__.copy()) for m in model.modules()]
-
-
-def restore_attributes(saved: list[SavedAttributes]) -> None:
+def _restore_attributes(saved: list[tuple[nn.Module, type, dict[str, object]]]) -> None:
     """The plain attributes (those of a module's ``__dict__`` that are not nn.Module's own
-    slots) of :func:`saved_attributes` bound as they were: an attribute rebound is put back,
-    one added is removed. A lazy module that materialised its parameters meanwhile (its
+    slots) of each (module, class, ``__dict__`` copy) bound as they were: an attribute
+    rebound is put back, one added is removed. A lazy module that materialised its parameters meanwhile (its
     class changed, or, one without ``cls_to_become``, its initialising hook's handle gone)
     keeps its new attributes, which describe them."""
     for m, cls, attrs in saved:
@@ -106,12 +95,14 @@ def restore_attributes(saved: list[SavedAttributes]) -> None:
 @contextmanager
 def attributes_kept(model: nn.Module) -> Iterator[None]:
     """Every submodule's plain attributes bound on exit as they were on entry
-    (:func:`restore_attributes`; the module docstring says what is and is not restored)."""
-    saved = saved_attributes(model)
+    (:func:`_restore_attributes`; the module docstring says what is and is not restored)."""
+    # a shallow copy, filtered on restore: a filtered copy took twice as long on ResNet-56's
+    # 143 modules, and the copy is what every block pays
+    saved = [(m, type(m), m.__dict__.copy()) for m in model.modules()]
     try:
         yield
     finally:
-        restore_attributes(saved)
+        _restore_attributes(saved)
 
 
 @contextmanager
@@ -145,7 +136,7 @@ def saved_buffers(model: nn.Module) -> list[SavedBuffer]:
     """Each buffer of ``model`` with its module, name and a copy of its value, for
     :func:`restore_buffers`. A lazy module's buffer not yet materialised has no value to copy
     (torch refuses any operation on it): it is left as the block leaves it, as the lazy
-    module's attributes are (:func:`restore_attributes`)."""
+    module's attributes are (:func:`attributes_kept`)."""
     return [(m, name, b, b.detach().clone()) for m in model.modules()
             for name, b in m._buffers.items() if b is not None and not is_lazy(b)]
 
