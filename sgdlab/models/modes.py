@@ -68,9 +68,9 @@ _ABSENT = object()
 def _restore_attributes(saved: list[tuple[nn.Module, type, dict[str, object]]]) -> None:
     """The plain attributes (those of a module's ``__dict__`` that are not nn.Module's own
     slots) of each (module, class, ``__dict__`` copy) bound as they were: an attribute
-    rebound is put back, one added is removed. A lazy module that materialised its parameters meanwhile (its
-    class changed, or, one without ``cls_to_become``, its initialising hook's handle gone)
-    keeps its new attributes, which describe them."""
+    rebound is put back, one added is removed. A lazy module that materialised its
+    parameters meanwhile (its class changed, or, one without ``cls_to_become``, its
+    initialising hook's handle gone) keeps its new attributes, which describe them."""
     for m, cls, attrs in saved:
         if type(m) is not cls:
             continue
