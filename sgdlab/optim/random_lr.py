@@ -136,10 +136,14 @@ class RandomLRSGD(PicklesWhole, Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             random_lr_sgd(params, [p.grad for p in params], [self.state[p] for p in params],
                           group, u)
-        # α as random_lr_sgd computed it for each group: the same draw, the group's convention
-        self.last_alphas = [u * alpha_high(g["convention"]) for g in self.param_groups]
+        self.last_alphas = self._alphas(u)
         self.steps += 1
         return loss
+
+    def _alphas(self, u: float) -> list[float]:
+        """Each group's α for the draw ``u``, as :func:`random_lr_sgd` computes it: the same
+        draw times the group's convention's upper end."""
+        return [u * alpha_high(g["convention"]) for g in self.param_groups]
 
     @property
     def last_alpha(self) -> float | None:
@@ -180,6 +184,6 @@ class RandomLRSGD(PicklesWhole, Optimizer):
         if alphas is None and extra["last_alpha"] is not None:
             # a state saved with the first group's α only: the draw u is that α over its
             # convention's upper end (1 or 2, so exact), and each group's α is u times its own
-            u = extra["last_alpha"] / alpha_high(self.param_groups[0]["convention"])
-            alphas = [u * alpha_high(g["convention"]) for g in self.param_groups]
+            alphas = self._alphas(
+                extra["last_alpha"] / alpha_high(self.param_groups[0]["convention"]))
         self.last_alphas = None if alphas is None else [float(a) for a in alphas]
