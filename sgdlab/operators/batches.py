@@ -621,7 +621,7 @@ def _other_dtype(model: nn.Module, x: Tensor) -> torch.dtype | None:
     another floating dtype, or integers to a model without embeddings (images of bytes given
     to a model that wants features); None otherwise."""
     dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    numeric = x.is_floating_point() or not (x.is_complex() or x.dtype == torch.bool)
+    numeric = not (x.is_complex() or x.dtype == torch.bool)     # floating or integer
     # integers to a model that embeds tokens are its input: no probe pass (an embedding's
     # max_norm would renormalise its rows in place before that is refused by name)
     if not x.is_floating_point() and any(
