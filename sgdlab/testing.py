@@ -569,6 +569,19 @@ class Quadratic(nn.Module):
         return (0.5 * self.theta @ self.h @ self.theta).expand(len(x))
 
 
+class AffineByHand(nn.Module):
+    """x ↦ x w + b without nn.Linear (w ones, b zero): per-sample gradients through
+    torch.func, outside the factored engine (:mod:`sgdlab.operators.factors`)."""
+
+    def __init__(self, d_in: int = 2):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(d_in, 1))
+        self.b = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return x @ self.w + self.b
+
+
 class TokenTagger(nn.Module):
     """A label per position: (N, C, L) scores for (N, L) targets, as cross-entropy reads them."""
 

@@ -8,7 +8,7 @@ from torch import nn
 from sgdlab.measure.noise import (diffusion_matrix, gradient_covariance, minibatch_noise_factor,
                                   noise_magnitude)
 from sgdlab.testing import (
-    covariance_reference, minibatch_covariance_enumerated, per_sample_gradients_loop,
+    AffineByHand, covariance_reference, minibatch_covariance_enumerated, per_sample_gradients_loop,
     tiny_classification, tiny_mlp,
 )
 
@@ -238,18 +238,6 @@ def test_gradients_whose_products_overflow_are_reported_as_a_diverged_model(fact
             quantity()
 
 
-class _Weighted(nn.Module):
-    """x ↦ x w + b without nn.Linear: per-sample gradients through torch.func (no factors)."""
-
-    def __init__(self, d_in: int):
-        super().__init__()
-        self.w = nn.Parameter(torch.ones(d_in, 1))
-        self.b = nn.Parameter(torch.zeros(1))
-
-    def forward(self, x):
-        return x @ self.w + self.b
-
-
 @pytest.mark.parametrize("method", ["auto", "vmap"])
 def test_a_covariance_whose_values_overflow_float32_is_reported_not_returned_as_inf(method):
     """N = 8 > d = 3 (Σ itself, not the Gram matrix) with inputs ~1e10: finite float32
@@ -257,7 +245,7 @@ def test_a_covariance_whose_values_overflow_float32_is_reported_not_returned_as_
     They were returned as inf or nan (logged as such); a FloatingPointError names what
     overflowed and float64, in which the same model gives Σ's exact values."""
     torch.manual_seed(0)
-    model = nn.Linear(2, 1) if method == "auto" else _Weighted(2)
+    model = nn.Linear(2, 1) if method == "auto" else AffineByHand(2)
     x, y = torch.randn(8, 2) * 1e10, torch.zeros(8, 1)
     cov = gradient_covariance(model, nn.MSELoss(), (x, y), method=method)
     assert cov.num_samples > cov.dim and bool(torch.isfinite(cov.mean).all())
@@ -279,7 +267,7 @@ def test_a_gradient_norm_beyond_float32s_range_is_measured_in_float64():
     float32); like Tr Σ it is a Python float, so it is computed in float64: the float64
     model's value."""
     torch.manual_seed(0)
-    model = _Weighted(2)
+    model = AffineByHand(2)
     x, y = torch.randn(8, 2) * 1e10, torch.zeros(8, 1)
     got = noise_magnitude(model, nn.MSELoss(), (x, y), 0.1, 4)
     model, x, y = model.double(), x.double(), y.double()

@@ -8,7 +8,7 @@ import sgdlab.measure.fisher as fisher
 from sgdlab.errors import UserError
 from sgdlab.measure.noise import (GradientCovariance, GradientVariance, gradient_covariance,
                                   gradient_variance)
-from sgdlab.testing import (covariance_reference, per_sample_gradients_loop,
+from sgdlab.testing import (AffineByHand, covariance_reference, per_sample_gradients_loop,
                             tiny_classification, tiny_mlp)
 
 LOSS = nn.CrossEntropyLoss()
@@ -114,18 +114,6 @@ def test_non_finite_gradients_are_refused():
         GradientVariance(torch.tensor([1.0, float("nan")], dtype=torch.float64), torch.float32)
 
 
-class _Weighted(nn.Module):
-    """x w + b with its own parameters: outside the factored engine."""
-
-    def __init__(self):
-        super().__init__()
-        self.w = nn.Parameter(torch.ones(2, 1))
-        self.b = nn.Parameter(torch.zeros(1))
-
-    def forward(self, x):
-        return x @ self.w + self.b
-
-
 def test_a_diagonal_that_overflows_float32_is_reported_not_returned_as_inf():
     """Inputs ~1e10: finite float32 per-sample gradients ~1e20, pooled in float64 into
     variances ~1e40, beyond float32's range (~3.4e38). diagonal() cast them to inf; it is
@@ -133,13 +121,13 @@ def test_a_diagonal_that_overflows_float32_is_reported_not_returned_as_inf():
     explicit covariance's diagonal."""
     torch.manual_seed(0)
     x, y = torch.randn(8, 2) * 1e10, torch.zeros(8, 1)
-    var = gradient_variance(_Weighted(), nn.MSELoss(), (x, y))
+    var = gradient_variance(AffineByHand(), nn.MSELoss(), (x, y))
     assert isinstance(var, GradientVariance) and var.dtype == torch.float32
     assert bool(torch.isfinite(var.variance).all()) and float(var.variance.max()) > 1e39
     with pytest.raises(FloatingPointError, match=r"^the diagonal of the gradient covariance "
                                                  r"overflows torch.float32: .*float64"):
         var.diagonal()
-    model, x, y = _Weighted().double(), x.double(), y.double()
+    model, x, y = AffineByHand().double(), x.double(), y.double()
     ref = covariance_reference(per_sample_gradients_loop(model, nn.MSELoss(), (x, y)))
     torch.testing.assert_close(gradient_variance(model, nn.MSELoss(), (x, y)).diagonal(),
                                torch.diagonal(ref), rtol=1e-10, atol=0)
