@@ -394,12 +394,15 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
     except FloatingPointError as e:  # how measurements report a non-finite model
         run.diverged_in_measurement(e)
     except BaseException as e:
-        abort_run(run, e, run.model, run.loss_fn, run.x_train, run.y_train)
+        one = (f"with {len(run.x_train)} training samples the last partial batch of an epoch "
+               "holds one when N mod batch_size = 1: train with drop_last=True (a run "
+               "config's train.drop_last: true) or another batch_size")
+        abort_run(run, e, run.model, run.loss_fn, run.x_train, run.y_train, batch_of_one=one)
     return run.complete(record_end=complete)
 
 
 def abort_run(run: Any, e: BaseException, model: nn.Module, loss_fn: Any, x: Tensor,
-              y: Tensor, *, batch_of_one: str | None = None) -> NoReturn:
+              y: Tensor, *, batch_of_one: str) -> NoReturn:
     """End ``run`` (its ``abort``: what was logged kept, why recorded), which failed with
     ``e`` on the training inputs ``x`` and targets ``y``, and raise the
     :func:`input_refusal` that names the cause, from ``e``, else ``e`` itself (``train`` and
@@ -412,17 +415,12 @@ def abort_run(run: Any, e: BaseException, model: nn.Module, loss_fn: Any, x: Ten
 
 
 def input_refusal(e: BaseException, model: nn.Module, loss_fn: Any, x: Tensor,
-                  y: Tensor, *, batch_of_one: str | None = None) -> UserError | None:
+                  y: Tensor, *, batch_of_one: str) -> UserError | None:
     """The :class:`UserError` that names what made training fail with ``e`` on the training
     inputs ``x`` and targets ``y``: inputs of another dtype than the model's, a loss that
-    returns a value per sample, or a batch of one sample in train-mode batch norm (where
-    that comes from and what to change: ``batch_of_one``, by default ``train``'s last partial
-    batch of an epoch of the ``len(x)`` samples); None for any other failure (``train`` and
-    ``train_replicas`` alike)."""
-    if batch_of_one is None:
-        batch_of_one = (f"with {len(x)} training samples the last partial batch of an epoch "
-                        "holds one when N mod batch_size = 1: train with drop_last=True (a run "
-                        "config's train.drop_last: true) or another batch_size")
+    returns a value per sample, or a batch of one sample in train-mode batch norm
+    (``batch_of_one``: where the caller's batch of one comes from and what to change); None
+    for any other failure (``train`` and ``train_replicas`` alike)."""
     return (_dtype_refusal(e, model, x) or _loss_refusal(e, model, loss_fn, x, y)
             or _batch_of_one_refusal(e, batch_of_one))
 
