@@ -261,7 +261,8 @@ def xing_hessian_norm(spec, runs: list[StoredRun]) -> Analysis:
     ``acc_before_end``, ``acc_end``: Fig. 3's accuracy "roughly improves throughout training
     but drops towards the end")."""
     modes = [m for m in ("train", "eval") if any(f"hess_norm_{m}" in r.metrics for r in runs)]
-    sym, _ = hessian_quantity(runs)
+    quantity = hessian_quantity(runs)
+    sym = quantity[0]
     metrics: list[tuple[str, str]] = []
     for m in modes:
         metrics += [(f"hess_{m}_start", f"{sym} first fifth ({m} BN)"),
@@ -290,7 +291,7 @@ def xing_hessian_norm(spec, runs: list[StoredRun]) -> Analysis:
                           for k, x in fifths([x for _, x in _points(r, "test_acc", 1)]).items()})
     groups, _, concl = _claims(spec, runs, [m for m, _ in metrics])
     table = summary_table("hessian_norm", groups, metrics, caption="mean and std over seeds")
-    figs = ([("curve_hess_norm", _hessian_norm_figure(spec, groups, modes, runs))] if modes
+    figs = ([("curve_hess_norm", _hessian_norm_figure(spec, groups, modes, quantity))] if modes
             else [])
     figs += epoch_curves(spec, groups, ["test_acc"])
     return Analysis(tables=[table], figures=figs, conclusions=concl)
@@ -310,10 +311,10 @@ def hessian_quantity(runs: list[StoredRun]) -> tuple[str, str]:
     return "‖H‖", "Hessian spectral norm ‖H‖"
 
 
-def _hessian_norm_figure(spec, groups, modes: list[str], runs: list[StoredRun]):
+def _hessian_norm_figure(spec, groups, modes: list[str], quantity: tuple[str, str]):
     """Both batch-norm modes' ‖H‖ (or λ_max: :func:`hessian_quantity`) on one axis (log
     scale when positive), train mode solid and eval mode dashed, so that the comparison of
-    footnote 5 reads off one y scale."""
+    footnote 5 reads off one y scale; ``quantity``: its (symbol, axis label)."""
     from sgdlab.report.figures.charts import curves
 
     series = {}
@@ -323,7 +324,7 @@ def _hessian_norm_figure(spec, groups, modes: list[str], runs: list[StoredRun]):
             if steps:
                 series[seeds_label(f"{g}, {m}-mode BN", n, len(rs))] = (
                     group_x_axis(rs, steps, "epoch"), mean, std if len(rs) > 1 else None)
-    sym, label = hessian_quantity(runs)
+    sym, label = quantity
     fig = curves(series, xlabel="epoch", ylabel=label, logy=True,
                  title=f"{spec.paper['figure']}: {sym}, batch norm in train and eval mode")
     for line in fig.axes[0].get_lines():
