@@ -26,8 +26,9 @@ __all__ = ["ProtocolCallback"]
 
 def _drawing_optimizer(optimizer):
     """The optimizer taking this step that draws its learning-rate factor inside ``step``
-    (``last_alpha``): ``optimizer`` itself or the one a wrapper steps with (TrivializedSGD's
-    ``base``, SwitchOptimizer's ``active``, read before the step); None when there is none."""
+    (``last_alphas``, one per group, or ``last_alpha``): ``optimizer`` itself or the one a
+    wrapper steps with (TrivializedSGD's ``base``, SwitchOptimizer's ``active``, read before
+    the step); None when there is none."""
     opt = optimizer
     while opt is not None and not (hasattr(opt, "last_alphas") or hasattr(opt, "last_alpha")):
         inner = getattr(opt, "base", None)
