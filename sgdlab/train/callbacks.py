@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..models.modes import buffers_kept, modes_kept
+from ..models.modes import modes_kept, restore_buffers, saved_buffers
 
 
 @dataclass
@@ -276,11 +276,17 @@ class MeasurementCallback(Callback):
         # noise go on as without the callback, as for the instruments
         dev = model_device(ctx)
         # fn may call model.eval(), as a measurement's error tells it to: training must not
-        # go on in eval mode (batch norm frozen, dropout off) without a word
-        with naming_divergence(self), torch.random.fork_rng(
-                devices=[dev] if dev.type == "cuda" else [], device_type="cuda"), \
-                modes_kept(ctx.model), buffers_kept(ctx.model):
-            values = self.fn(ctx)
+        # go on in eval mode (batch norm frozen, dropout off) without a word. The buffers are
+        # saved beside modes_kept, which keeps the flags and plain attributes: a buffers_kept
+        # block would save and restore the attributes a second time
+        saved = saved_buffers(ctx.model)
+        try:
+            with naming_divergence(self), torch.random.fork_rng(
+                    devices=[dev] if dev.type == "cuda" else [], device_type="cuda"), \
+                    modes_kept(ctx.model):
+                values = self.fn(ctx)
+        finally:
+            restore_buffers(saved)
         if not isinstance(values, Mapping):
             got = ("None (a function without a return?)" if values is None
                    else f"a {type(values).__name__}")
