@@ -37,6 +37,17 @@ def test_basins_are_cut_at_the_strict_maxima():
     assert lr._basin_of([(0, 2), (2, 5)], 2) == (2, 5)
 
 
+def test_a_flat_topped_maximum_cuts_the_basins_at_its_middle():
+    # a plateau of two: shared half and half; of three: its middle goes right, as a strict top
+    assert lr._basins([0.0, 1.0, 2.0, 2.0, 1.0, 0.0]) == [(0, 3), (3, 6)]
+    assert lr._basins([0.0, 2.0, 2.0, 2.0, 0.0, 1.0, 0.0]) == [(0, 2), (2, 5), (5, 7)]
+    # a shelf (rising on both sides) and a plateau at a grid end are no cut
+    assert lr._basins([0.0, 1.0, 1.0, 2.0, 0.0]) == [(0, 3), (3, 5)]
+    assert lr._basins([1.0, 1.0, 0.0, 1.0, 1.0]) == [(0, 5)]
+    # a flat bottom (falling into it, rising out of it) is no cut either
+    assert lr._basins([2.0, 1.0, 1.0, 2.0]) == [(0, 4)]
+
+
 def test_a_scoped_drift_takes_its_stages_in_order_over_equal_times():
     stages = [torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0]), torch.tensor([5.0, 6.0])]
     drift, times = lr._staged(stages, 3.0)

@@ -865,9 +865,20 @@ _SCOPED_STAGES = 16
 
 def _basins(f) -> list[tuple[int, int]]:
     """The basins of attraction of f's grid local minima under gradient descent in 1-D: the
-    index ranges [lo, hi) between consecutive strict local maxima (and the grid's ends)."""
+    index ranges [lo, hi) between consecutive local maxima (and the grid's ends). A maximum
+    is a run f[i] = … = f[j] of equal values with f rising into it and falling out of it
+    (i = j: a strict maximum), cut at c = (i + j + 1) // 2, where [lo, c) and [c, hi) meet:
+    an even plateau is shared half and half, an odd one's middle point goes to the right
+    basin, as a strict maximum does. A run touching a grid end is no cut."""
     n = len(f)
-    tops = [i for i in range(1, n - 1) if f[i] > f[i - 1] and f[i] > f[i + 1]]
+    tops, i = [], 1
+    while i < n - 1:
+        j = i
+        while j + 1 < n and f[j + 1] == f[i]:
+            j += 1
+        if j < n - 1 and f[i] > f[i - 1] and f[j] > f[j + 1]:
+            tops.append((i + j + 1) // 2)
+        i = j + 1
     cuts = [0] + tops + [n]
     return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
 
