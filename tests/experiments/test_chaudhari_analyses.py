@@ -824,6 +824,26 @@ def test_the_fisher_panel_tests_the_caption_and_reads_a_variance_as_one():
     assert "no negative entries" in tails.text and "0.00%" in negative.text
 
 
+
+def test_the_hessian_spectrum_s_round_off_is_that_of_the_run_s_dtype():
+    """A Hessian's negative eigenvalue counts beyond the rank tolerance λ_max·d·eps of the
+    dtype the run computed it in: −10⁻⁹ with λ_max = 1, d = 10 is float32 round-off (bar
+    1.2e-6), not float64's (bar 2.2e-15); a run without a ``dtype`` ran in float32."""
+    from sgdlab.experiments.procedures.chaudhari import hessian_spectrum
+
+    ev = [-1e-9] + [0.0] * 8 + [1.0]
+    spec = SimpleNamespace(paper=PAPER, options={"near_zero": {"fc": [1e-4, 0.8]}})
+
+    def negative(params):
+        run = stored_run("fc", 0, params=params, summary={"hessian_dim": 10, "test_acc": 0.9},
+                         data={"hessian_eigenvalues": ev})
+        (row,) = hessian_spectrum(spec, [run]).table("hessian_spectrum").rows
+        plt.close("all")
+        return row[7]
+    assert negative({}) == 0.0
+    assert negative({"dtype": "float32"}) == 0.0
+    assert negative({"dtype": "float64"}) == pytest.approx(0.1)
+
 # --- thesis §5.0.1: the ensemble of independently trained copies ------------------------------
 @pytest.mark.parametrize("choice,agrees", [("mean-copy", True), ("every-copy", False)])
 def test_the_ensemble_is_compared_with_every_copy_or_with_a_mean_copy(choice, agrees):

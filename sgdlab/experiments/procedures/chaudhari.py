@@ -263,14 +263,16 @@ def run_distributed(run, ctx) -> RunOutput:
 
 
 # --- Hessian eigenspectrum at the end of training (thesis §3.3.1) ---------------------------
-def _spectrum_facts(ev: np.ndarray, thr: float, *, eigenvalues: bool = True
-                    ) -> dict[str, float]:
+def _spectrum_facts(ev: np.ndarray, thr: float, *, eigenvalues: bool = True,
+                    dtype: str = "float32") -> dict[str, float]:
     """Fractions of a spectrum: near zero (|λ| ≤ thr), negative beyond round-off, and the tail
-    sizes λ_max, |λ_min|. Round-off: numpy's rank tolerance λ_max·d·eps32 for the eigenvalues
-    of a Hessian; max |λ|·eps32 for entries each computed on its own (a Fisher diagonal's,
-    ``eigenvalues=False``: no eigensolver)."""
+    sizes λ_max, |λ_min|. Round-off: numpy's rank tolerance λ_max·d·eps for the eigenvalues
+    of a Hessian; max |λ|·eps for entries each computed on its own (a Fisher diagonal's,
+    ``eigenvalues=False``: no eigensolver). eps is that of ``dtype``, the dtype the spectrum
+    was computed in: the run's model dtype (its ``dtype`` parameter, float32 when absent, as
+    train.py's default), not the float64 of the stored list the measurement cast it to."""
     noise = (float(np.abs(ev).max()) * (ev.size if eigenvalues else 1)
-             * float(np.finfo(np.float32).eps))
+             * float(np.finfo(np.dtype(dtype)).eps))
     return {"near_zero": float(np.mean(np.abs(ev) <= thr)), "lambda_max": float(ev.max()),
             "lambda_min": float(ev.min()), "negative": float(np.mean(ev < -noise))}
 
@@ -321,7 +323,8 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
         key = "fisher_diagonal" if is_fisher else "hessian_eigenvalues"
         what, items = (("Fisher diagonal", "entries") if is_fisher
                        else ("Hessian spectrum", "eigenvalues"))
-        spectra_g = [np.asarray(r.data[key], float) for r in rs if r.data.get(key)]
+        recorded = [r for r in rs if r.data.get(key)]
+        spectra_g = [np.asarray(r.data[key], float) for r in recorded]
         why = (f"no {what} was recorded" if not spectra_g else
                f"a recorded {what} holds non-finite {items}"
                if not all(np.isfinite(e).all() for e in spectra_g) else None)
@@ -329,7 +332,9 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
             concl += [Conclusion(f"{g}: {why}, so the claim cannot be checked",
                                  agrees_with_paper=None, claim=c) for c in claims]
             continue
-        facts = [_spectrum_facts(e, thr, eigenvalues=not is_fisher) for e in spectra_g]
+        facts = [_spectrum_facts(e, thr, eigenvalues=not is_fisher,
+                                 dtype=r.params.get("dtype") or "float32")
+                 for e, r in zip(spectra_g, recorded)]
         # the first seed that recorded one (a diverged seed records none): its reading, size
         # and spectrum stand for the group's
         r0 = next(r for r in rs if r.data.get(key))
