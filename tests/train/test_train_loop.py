@@ -1778,3 +1778,208 @@ def test_parle_with_a_communicator_does_not_read_its_step_s_finite_loss_again(mo
                 progress=False, eval_every=0)
     assert res.status == "finished" and res.steps == len(stepped) == 3, res
     assert not {t.data_ptr() for t in stepped} & {t.data_ptr() for t in read}
+
+
+# --- references written by hand: plain SGD in float64, hook steps, resume after an interrupt
+def linear_regression_data(n: int = 10, d: int = 3) -> Dataset:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(n + 4, d, generator=g, dtype=torch.float64)
+    y = x @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)[:d] + 0.1 * torch.randn(
+        n + 4, generator=g, dtype=torch.float64)
+    return Dataset(x[:n], y[:n, None], x[n:], y[n:, None],
+                   {"name": "lin", "task": "regression", "num_outputs": 1})
+
+
+def linear_model() -> nn.Linear:
+    model = nn.Linear(3, 1).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.3, 0.1, -0.2]], dtype=torch.float64))
+        model.bias.fill_(0.05)
+    return model
+
+
+def sgd_by_hand(data: Dataset, lr, *, epochs: int, b: int, seed: int,
+                replacement: bool = False, drop_last: bool = False):
+    """Plain SGD on the mean squared error of a linear model, the gradient in closed form
+    (2/|B| Xᵀ(Xw + c - y)), batches as the loop's docstring states them: per epoch
+    ceil(N/B) steps (N // B with drop_last) over a fresh permutation of range(N) drawn from a
+    generator seeded with ``seed`` (with replacement: B indices drawn uniformly at each
+    step); ``lr(s)`` is the rate step s uses. Returns (w, c, the mini-batch losses of each
+    epoch)."""
+    x, y = data.x_train, data.y_train[:, 0]
+    n = len(x)
+    w = torch.tensor([0.3, 0.1, -0.2], dtype=torch.float64)
+    c = torch.tensor(0.05, dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    s, losses = 0, []
+    for _ in range(epochs):
+        steps = n // b if drop_last else -(-n // b)
+        perm = None if replacement else torch.randperm(n, generator=g)
+        losses.append([])
+        for i in range(steps):
+            idx = (torch.randint(n, (b,), generator=g) if replacement
+                   else perm[i * b:(i + 1) * b])
+            xb, yb = x[idx], y[idx]
+            r = xb @ w + c - yb
+            losses[-1].append(float((r ** 2).mean()))
+            w, c = w - lr(s) * 2 * xb.T @ r / len(idx), c - lr(s) * 2 * r.sum() / len(idx)
+            s += 1
+    return w, c, losses
+
+
+@pytest.mark.parametrize("b, replacement, drop_last", [(4, False, False), (4, False, True),
+                                                       (4, True, False), (3, False, False)])
+def test_plain_sgd_in_float64_is_the_sgd_written_by_hand(b, replacement, drop_last):
+    """The loop's SGD on a linear model in float64, with a learning rate that changes every
+    step (LambdaLR stepped per step: step s uses lr0 / (1 + s)), against SGD written by hand:
+    the same weights, the same epoch mean of the mini-batch losses, and the counts the
+    docstring defines (grad_evals = steps, effective_epochs = examples processed / N)."""
+    data = linear_regression_data()
+    model = linear_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s))
+    r = train(model, nn.MSELoss(), data, opt, schedule=sched, epochs=3, batch_size=b,
+              seed=7, replacement=replacement, drop_last=drop_last, progress=False)
+    w, c, losses = sgd_by_hand(data, lambda s: 0.2 / (1 + s), epochs=3, b=b, seed=7,
+                               replacement=replacement, drop_last=drop_last)
+    torch.testing.assert_close(model.weight.detach()[0], w, rtol=0, atol=1e-12)
+    torch.testing.assert_close(model.bias.detach()[0], c, rtol=0, atol=1e-12)
+    steps = len(losses[0])
+    assert r.steps == 3 * steps and r.grad_evals == 3 * steps
+    assert [s for s, _ in r.history["batch_loss"]] == [steps, 2 * steps, 3 * steps]
+    for (_, got), want in zip(r.history["batch_loss"], losses):
+        assert got == pytest.approx(sum(want) / len(want), rel=1e-12)
+    examples = [steps * b if replacement else (steps * b if drop_last else 10)] * 3
+    assert [v for _, v in r.history["effective_epochs"]] == pytest.approx(
+        [sum(examples[:e + 1]) / 10 for e in range(3)])
+    # step s logs the lr step s uses: 0.2/(1 + s) at 0 and each epoch end
+    assert r.history["lr"] == [(s, pytest.approx(0.2 / (1 + s)))
+                               for s in (0, steps, 2 * steps, 3 * steps)]
+    # the final evaluation: the mean squared error over the whole set, in float64
+    x, y = data.x_train, data.y_train[:, 0]
+    assert r.final["train_loss"] == pytest.approx(float(((x @ w + c - y) ** 2).mean()),
+                                                  rel=1e-12)
+
+
+def test_full_batch_gd_is_gradient_descent_on_the_whole_set_in_its_stored_order():
+    """B >= N: every step uses all N examples (one step an epoch), no batch drawn: gradient
+    descent written by hand, and the sampling generator untouched (any seed, same run)."""
+    data = linear_regression_data()
+    x, y = data.x_train, data.y_train[:, 0]
+    w = torch.tensor([0.3, 0.1, -0.2], dtype=torch.float64)
+    c = torch.tensor(0.05, dtype=torch.float64)
+    for _ in range(4):
+        r_ = x @ w + c - y
+        w, c = w - 0.1 * 2 * x.T @ r_ / 10, c - 0.1 * 2 * r_.sum() / 10
+    for seed, b in ((0, 10), (1, 25)):
+        model = linear_model()
+        r = train(model, nn.MSELoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
+                  epochs=4, batch_size=b, seed=seed, progress=False)
+        assert r.steps == 4
+        torch.testing.assert_close(model.weight.detach()[0], w, rtol=0, atol=1e-13)
+        torch.testing.assert_close(model.bias.detach()[0], c, rtol=0, atol=1e-13)
+
+
+class HookSteps(Callback):
+    """Writes down ctx.step and ctx.epoch at every hook, what the step's parameters were,
+    and whether the epoch's evaluation was logged before on_epoch_end."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def on_train_begin(self, ctx):
+        self.calls.append(("train_begin", ctx.step, ctx.epoch, ctx.batch_size))
+
+    def on_step_begin(self, ctx):
+        self.w = ctx.model.weight.detach().clone()
+        self.calls.append(("step_begin", ctx.step, ctx.epoch, len(ctx.batch[0])))
+
+    def on_after_backward(self, ctx):
+        # the gradient is in p.grad and the weights have not moved yet
+        assert torch.equal(ctx.model.weight, self.w) and ctx.model.weight.grad is not None
+        self.calls.append(("after_backward", ctx.step, ctx.epoch, ctx.batch_size))
+
+    def on_step_end(self, ctx):
+        assert not torch.equal(ctx.model.weight, self.w)      # the step was taken
+        self.calls.append(("step_end", ctx.step, ctx.epoch, ctx.steps_per_epoch))
+
+    def on_epoch_end(self, ctx):
+        evaluated = ctx.history["train_loss"][-1][0] == ctx.step
+        self.calls.append(("epoch_end", ctx.step, ctx.epoch, evaluated))
+
+    def on_train_end(self, ctx):
+        self.calls.append(("train_end", ctx.step, ctx.epoch, None))
+
+
+def test_each_hook_sees_the_step_count_the_callbacks_docstring_gives():
+    """N = 10, B = 4: three steps an epoch (the last of 2 examples). on_step_begin and
+    on_after_backward see the steps taken before the step, on_step_end after it; on_epoch_end
+    the epoch's last step, after its evaluation; on_train_end the total, once."""
+    cb = HookSteps()
+    model = linear_model()
+    train(model, nn.MSELoss(), linear_regression_data(), torch.optim.SGD(
+        model.parameters(), lr=0.1), epochs=2, batch_size=4, callbacks=[cb], progress=False)
+    want = [("train_begin", 0, 0, 4)]
+    s = 0
+    for e in range(2):
+        for size in (4, 4, 2):
+            want += [("step_begin", s, e, size), ("after_backward", s, e, 4),
+                     ("step_end", s + 1, e, 3)]
+            s += 1
+        want.append(("epoch_end", s, e, True))
+    want.append(("train_end", 6, 1, None))
+    assert cb.calls == want
+
+
+def test_evaluations_fall_at_step_0_every_eval_every_epochs_and_the_end():
+    """eval_every=2 over 3 epochs of 3 steps: steps 0, 6 and (the end) 9; None: each epoch;
+    0: the start and the end; a Schedule: its steps."""
+    def steps(**kw):
+        model = linear_model()
+        r = train(model, nn.MSELoss(), linear_regression_data(), torch.optim.SGD(
+            model.parameters(), lr=0.1), epochs=3, batch_size=4, progress=False, **kw)
+        return [s for s, _ in r.history["train_loss"]]
+
+    assert steps(eval_every=2) == [0, 6, 9]
+    assert steps() == [0, 3, 6, 9]
+    assert steps(eval_every=0) == [0, 9]
+    assert steps(eval_every=Schedule.at([2, 9])) == [0, 2, 9]
+
+
+class Interrupt(Callback):
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_step_end(self, ctx):
+        if ctx.step == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("replacement, drop_last", [(False, False), (True, False),
+                                                    (False, True)])
+def test_a_run_interrupted_mid_epoch_resumes_to_the_uninterrupted_run(tmp_path, replacement,
+                                                                      drop_last):
+    """Killed at step 7 (mid-epoch 2 of 3-step epochs) with a checkpoint every 2 steps: the
+    resume from step 6 ends with the uninterrupted run's weights, momentum, history and
+    callback memory, bit for bit."""
+    def go(callbacks, **kw):
+        model = linear_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        r = train(model, nn.MSELoss(), linear_regression_data(), opt, epochs=4, batch_size=4,
+                  seed=3, replacement=replacement, drop_last=drop_last, progress=False,
+                  callbacks=callbacks, **kw)
+        return model, opt, r
+
+    cb_ref = RunningSum()
+    m_ref, o_ref, r_ref = go([cb_ref])
+    with pytest.raises(KeyboardInterrupt):
+        go([RunningSum(), Interrupt(7)], checkpoint_dir=tmp_path, checkpoint_every=2)
+    cb = RunningSum()
+    model, opt, r = go([cb, Interrupt(-1)], checkpoint_dir=tmp_path, checkpoint_every=2,
+                       resume=True)
+    assert r.steps == r_ref.steps
+    assert torch.equal(model.weight, m_ref.weight) and torch.equal(model.bias, m_ref.bias)
+    assert torch.equal(opt.state[model.weight]["momentum_buffer"],
+                       o_ref.state[m_ref.weight]["momentum_buffer"])
+    assert r.history == r_ref.history
+    assert cb.total == cb_ref.total
