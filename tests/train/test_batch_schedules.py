@@ -71,6 +71,7 @@ def test_trace_counts_steps_per_epoch():
     ({"kind": "cyclic", "low": 2, "high": 4, "period": 2, "shape": "sine"}, "shape"),
     ({"kind": "cyclic", "low": 2, "high": 4, "period": 2, "start": "mid"}, "start"),
     ({"kind": "nope"}, "kind"),
+    ({"kind": "constant", "size": 0}, "size"),
     ({"kind": "cyclic", "low": 2}, "missing high, period"),
 ])
 def test_invalid(spec, match):
@@ -201,3 +202,20 @@ def test_triangular_and_harmonic_round_half_up():
     # harmonic 2 → 6 at frac 0.5: 1/B = 1/2 + (1/6 − 1/2)/2 = 1/3, B = 3; at frac 1, 6
     h = CyclicBatchSize(2, 6, period=4, shape="harmonic")
     assert [h(e) for e in range(4)] == [2, 3, 6, 3]
+
+
+def test_rounding_half_up_where_round_half_to_even_differs_and_b_a_fraction_above_half():
+    # triangular 2 → 3 half-way is 2.5: up to 3 (Python's round() would give 2)
+    assert [CyclicBatchSize(2, 3, period=4)(e) for e in range(4)] == [2, 3, 3, 3]
+    # harmonic 2 → 5 half-way: 1/B = (1/2 + 1/5)/2 = 7/20, B = 20/7 = 2.857..., rounded to 3
+    assert [CyclicBatchSize(2, 5, period=4, shape="harmonic")(e) for e in range(4)] == [
+        2, 3, 5, 3]
+
+
+def test_a_negative_epoch_is_refused_and_low_equal_to_high_is_a_constant_cycle():
+    with pytest.raises(ValueError, match="epoch=-1"):
+        CyclicBatchSize(2, 4, period=2)(-1)
+    with pytest.raises(ValueError, match="epoch=-1"):
+        ConstantBatchSize(3)(-1)
+    s = CyclicBatchSize(5, 5, period=3)
+    assert [s(e) for e in range(4)] == [5] * 4
