@@ -72,6 +72,7 @@ def test_trace_counts_steps_per_epoch():
     ({"kind": "cyclic", "low": 2, "high": 4, "period": 2, "start": "mid"}, "start"),
     ({"kind": "nope"}, "kind"),
     ({"kind": "constant", "size": 0}, "size"),
+    (True, "an int or a dict"),
     ({"kind": "cyclic", "low": 2}, "missing high, period"),
 ])
 def test_invalid(spec, match):

@@ -602,3 +602,36 @@ def test_a_text_file_is_named_not_a_checkpoint_not_a_key_error(tmp_path):
     with pytest.raises(UserError, match=r"cannot read checkpoint .*notes\.pt': not a checkpoint "
                                         r"file \(neither a torch archive nor a pickle"):
         load_checkpoint(path)
+
+
+def test_rng_state_round_trip_restores_every_generator(tmp_path):
+    """torch's, numpy's, Python's global generators and the sampler: the draws after a
+    restore from a saved and reloaded checkpoint repeat the draws after the save."""
+    import random
+
+    from sgdlab.train.checkpoint import rng_state, set_rng_state
+
+    gen = torch.Generator().manual_seed(4)
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    np.random.randn(), random.gauss(0, 1)          # a cached second normal in each
+
+    def draws():
+        return (torch.rand(3).tolist(), np.random.randn(3).tolist(),
+                [random.gauss(0, 1) for _ in range(3)], torch.rand(3, generator=gen).tolist())
+
+    save_checkpoint(tmp_path / "c.pt", {"rng": rng_state(gen)})
+    want = draws()
+    draws()
+    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"], gen)
+    assert draws() == want
+
+
+def test_load_checkpoint_reads_a_folder_s_last_pt_and_refuses_another_format(tmp_path):
+    save_checkpoint(tmp_path / "last.pt", {"model": {"w": torch.ones(2)}})
+    assert torch.equal(load_checkpoint(tmp_path)["model"]["w"], torch.ones(2))
+    torch.save({"format": 2, "model": {}}, tmp_path / "v2.pt")
+    with pytest.raises(UserError, match="not an sgdlab checkpoint"):
+        load_checkpoint(tmp_path / "v2.pt")
+    save_checkpoint(tmp_path / "none.pt", {"model": None, "loop": {}})
+    with pytest.raises(UserError, match="has no 'model' entry"):
+        load_checkpoint(tmp_path / "none.pt", require=("model",))

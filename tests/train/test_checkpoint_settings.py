@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from sgdlab.train.checkpoint import changed_settings
+from sgdlab.train.checkpoint import changed_settings, snapshot
 
 
 def test_changed_settings_names_each_difference_written_by_hand():
@@ -36,3 +36,20 @@ def test_changed_settings_names_each_difference_written_by_hand():
         f"longer x ('{'a' * 38}' -> '{'b' * 36}...)",
     ]
     assert changed_settings(saved, saved) == []
+
+
+def test_nan_lists_of_another_length_and_keys_of_a_mapping_are_compared():
+    nan = float("nan")
+    assert changed_settings({"a": nan, "b": [nan, 1]}, {"a": nan, "b": [nan, 1]}) == []
+    assert changed_settings({"b": [1, 2]}, {"b": [1, 2, 3]}) == ["b ([1, 2] -> [1, 2, 3])"]
+    assert changed_settings({"b": [1, 2, 3]}, {"b": [1, 2]}) == ["b ([1, 2, 3] -> [1, 2])"]
+    assert changed_settings({"m": {"x": 1}}, {"m": {}}) == ["m.x (1 -> not set)"]
+    assert changed_settings({"only_saved": 1}, {"only_now": 2}) == []
+
+
+def test_snapshot_is_a_copy_a_later_in_place_change_does_not_reach():
+    lr = torch.tensor(0.1)
+    held = snapshot({"groups": [{"lr": lr, "betas": (0.9, 0.99)}]})
+    lr.mul_(0.5)                        # a schedule moving a tensor lr in place
+    assert held == {"groups": [{"lr": torch.tensor(0.1), "betas": (0.9, 0.99)}]}
+    assert isinstance(held["groups"][0]["betas"], tuple)
