@@ -220,3 +220,10 @@ def test_a_negative_epoch_is_refused_and_low_equal_to_high_is_a_constant_cycle()
         ConstantBatchSize(3)(-1)
     s = CyclicBatchSize(5, 5, period=3)
     assert [s(e) for e in range(4)] == [5] * 4
+
+
+def test_description_names_the_batch_size_the_cycle_starts_from():
+    assert CyclicBatchSize(128, 640, period=10, start="high").description == (
+        "cyclic 128–640, triangular, period 10 epochs, from 640")
+    assert CyclicBatchSize(128, 640, period=4, shape="square").description.endswith("from 128")
+    assert ConstantBatchSize(32).description == "32"
