@@ -201,6 +201,10 @@ class BatchStream:
             self._perm_dev = self.perm if self.device is None else self.perm.to(self.device)
         idx = self._perm_dev[self.pos:self.pos + b]
         self.pos += len(idx)
+        if self.drop_last and self.n - self.pos < b:
+            # the pass ends here, its leftover dropped: a smaller batch size next (a batch-size
+            # schedule's next epoch) starts a new pass, not one made of the leftover
+            self.pos = self.n
         return idx
 
     def batch(self, x: Tensor, y: Tensor, b: int) -> tuple[Tensor, Tensor]:

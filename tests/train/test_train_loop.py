@@ -1993,3 +1993,20 @@ def test_a_run_interrupted_mid_epoch_resumes_to_the_uninterrupted_run(tmp_path, 
                        o_ref.state[m_ref.weight]["momentum_buffer"])
     assert r.history == r_ref.history
     assert cb.total == cb_ref.total
+
+
+def test_drop_last_with_a_shrinking_batch_size_visits_every_example_once_an_epoch():
+    """N = 10, B = 4 then 2 with drop_last: epoch 0 takes 8 examples of its pass (2
+    dropped); epoch 1 is a new pass of 5 batches of 2, each example once. (The pass's two
+    leftover examples made epoch 1's first batch, and two examples of its pass went to
+    epoch 2.)"""
+    seen = RecordBatches()
+    model = nn.Linear(1, 2)
+    train(model, nn.CrossEntropyLoss(), index_data(10), torch.optim.SGD(model.parameters(), 0.0),
+          epochs=3, batch_size=lambda e: 4 if e == 0 else 2, drop_last=True,
+          callbacks=[seen], progress=False)
+    assert [len(b) for b in seen.batches] == [4, 4] + [2] * 10
+    assert len(set(torch.cat(seen.batches[:2]).tolist())) == 8
+    for e in (1, 2):
+        epoch = torch.cat(seen.batches[2 + 5 * (e - 1):2 + 5 * e])
+        assert sorted(epoch.tolist()) == list(range(10)), e
