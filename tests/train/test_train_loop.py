@@ -2010,3 +2010,35 @@ def test_drop_last_with_a_shrinking_batch_size_visits_every_example_once_an_epoc
     for e in (1, 2):
         epoch = torch.cat(seen.batches[2 + 5 * (e - 1):2 + 5 * e])
         assert sorted(epoch.tolist()) == list(range(10)), e
+
+
+class EndCount(Callback):
+    def __init__(self):
+        self.ends, self.sizes = 0, []
+
+    def on_train_begin(self, ctx):
+        self.sizes.append(ctx.batch_size)
+
+    def on_train_end(self, ctx):
+        self.ends += 1
+
+
+def test_resuming_a_finished_run_runs_no_end_hook_again_and_a_full_batch_is_n(tmp_path):
+    """A finished run resumed with nothing left to train: no second on_train_end (the
+    checkpoint says the end ran); continued with more epochs it ends again. B = 25 > N = 10:
+    the step's batch size before the first step is N."""
+    def go(cb, epochs, **kw):
+        model = linear_model()
+        return train(model, nn.MSELoss(), linear_regression_data(), torch.optim.SGD(
+            model.parameters(), lr=0.1), epochs=epochs, batch_size=25, callbacks=[cb],
+            progress=False, checkpoint_dir=tmp_path, **kw)
+
+    cb = EndCount()
+    go(cb, 2)
+    assert cb.ends == 1 and cb.sizes == [10]
+    again = EndCount()
+    r = go(again, 2, resume=True)
+    assert r.steps == 2 and again.ends == 0
+    more = EndCount()
+    r = go(more, 3, resume=True)
+    assert r.steps == 3 and more.ends == 1
