@@ -2042,3 +2042,20 @@ def test_resuming_a_finished_run_runs_no_end_hook_again_and_a_full_batch_is_n(tm
     more = EndCount()
     r = go(more, 3, resume=True)
     assert r.steps == 3 and more.ends == 1
+
+
+def test_every_closure_call_of_a_repeating_optimizer_sees_the_step_s_batch():
+    """lr = 0: the weights never move, so equal losses within a step mean one batch. With
+    ``closure_repeats_batch`` a step's three calls give one loss, and the steps walk the
+    stream as a plain optimizer's would (the same first losses as the one-look run)."""
+    def losses(looks):
+        model = make_model(0)
+        opt = SharedLookSGD(model.parameters(), lr=0.0, looks=looks)
+        train(model, nn.CrossEntropyLoss(), toy_data(), opt, epochs=1, batch_size=20,
+              progress=False)
+        return opt.losses
+
+    three, one = losses(3), losses(1)
+    assert all(len(set(step)) == 1 for step in three)
+    assert len({step[0] for step in three}) == 3
+    assert [step[0] for step in three] == [step[0] for step in one]
