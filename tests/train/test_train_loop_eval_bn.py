@@ -133,3 +133,28 @@ def test_unknown_values_are_refused_with_the_choices():
     with pytest.raises(ConfigError, match="eval_bn must be one of running, recompute, got "
                                           "'recomputed'"):
         get_procedure("train").validate({**params, "eval_bn": "recomputed"}, "x")
+
+
+class Square(nn.Module):
+    def forward(self, x):
+        return x * x
+
+
+def test_recompute_batches_the_training_set_by_the_evaluated_epoch_s_batch_size():
+    """Batch sizes 10 then 3 (N = 10): the last evaluation (end of epoch 1) recomputes with
+    ceil(10/3) = 4 consecutive batches of 3, 3, 2, 2. The second batch norm's running mean is
+    then the mean over all N of z², z the input standardised within its own batch (biased
+    variance, eps 1e-5), written by hand in float64."""
+    x = torch.linspace(-1.0, 2.0, 10, dtype=torch.float64)[:, None] ** 3
+    y = torch.zeros(10, dtype=torch.long)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(1, affine=False), Square(),
+                          nn.BatchNorm1d(1, affine=False), nn.Linear(1, 2)).double()
+    train(model, nn.CrossEntropyLoss(), Dataset(x, y, x, y), torch.optim.SGD(
+        model.parameters(), lr=0.0), epochs=2, batch_size=lambda e: 10 if e == 0 else 3,
+        drop_last=True, eval_bn="recompute", progress=False)   # (no training batch of 1)
+    z2 = torch.cat([((c - c.mean()) / torch.sqrt(c.var(unbiased=False) + 1e-5)) ** 2
+                    for c in (x[:3], x[3:6], x[6:8], x[8:])])
+    assert model[0].running_mean.item() == pytest.approx(x.mean().item(), rel=1e-12)
+    assert model[2].running_mean.item() == pytest.approx(z2.mean().item(), rel=1e-12)
+    assert model[2].running_var.item() == pytest.approx(z2.var().item(), rel=1e-12)
