@@ -2019,6 +2019,9 @@ class EndCount(Callback):
     def on_train_begin(self, ctx):
         self.sizes.append(ctx.batch_size)
 
+    def on_step_begin(self, ctx):
+        self.sizes.append(ctx.batch_size)
+
     def on_train_end(self, ctx):
         self.ends += 1
 
@@ -2035,7 +2038,7 @@ def test_resuming_a_finished_run_runs_no_end_hook_again_and_a_full_batch_is_n(tm
 
     cb = EndCount()
     go(cb, 2)
-    assert cb.ends == 1 and cb.sizes == [10]
+    assert cb.ends == 1 and cb.sizes == [10, 10, 10]
     again = EndCount()
     r = go(again, 2, resume=True)
     assert r.steps == 2 and again.ends == 0
