@@ -2062,3 +2062,25 @@ def test_every_closure_call_of_a_repeating_optimizer_sees_the_step_s_batch():
     assert all(len(set(step)) == 1 for step in three)
     assert len({step[0] for step in three}) == 3
     assert [step[0] for step in three] == [step[0] for step in one]
+
+
+def test_checkpoints_fall_every_checkpoint_every_steps_and_at_the_end(tmp_path):
+    """3-step epochs, 9 steps: checkpoint_every=5 writes at step 5, not at the epoch ends,
+    then at the end twice (the trained steps before the final evaluation and end hooks, then
+    the end); None writes at each epoch end (3, 6, 9: the last is the trained steps) and
+    at the end."""
+    from sgdlab.train.checkpoint import load_checkpoint
+
+    def steps(every):
+        seen = []
+        model = linear_model()
+        train(model, nn.MSELoss(), linear_regression_data(), torch.optim.SGD(
+            model.parameters(), lr=0.1), epochs=3, batch_size=4, progress=False,
+            checkpoint_dir=tmp_path / str(every), checkpoint_every=every,
+            on_checkpoint=lambda f: seen.append(load_checkpoint(f)["loop"]["step"]))
+        return seen
+
+    assert steps(5) == [5, 9, 9]
+    assert steps(None) == [3, 6, 9, 9]
+    # one due on an epoch's last step waits for the epoch end's work: written once
+    assert steps(3) == [3, 6, 9, 9]
