@@ -615,3 +615,64 @@ def test_release_makes_a_block_first_only_when_it_is_no_larger_than_its_factors(
     assert not _made_first(ps.layers[1], samples)        # a dense layer's block: into G
     ref = per_sample_gradients(model, loss_fn, (x, y), method="vmap")
     torch.testing.assert_close(ps.materialize(release=True), ref, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_dense_layers_without_bias_or_with_a_frozen_weight_or_bias(chunked, monkeypatch):
+    """A linear layer's g_i is [δ_i a_iᵀ, δ_i] minus what is not trained: no bias (Gram
+    (δ_i·δ_j)(a_i·a_j)), a frozen weight (bias alone: δ_i·δ_j), a frozen bias (weight alone);
+    the Gram trick, Gᵀ U (a matrix and a vector), Σ g_i², the mean and G against the loop."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5, bias=False), nn.Tanh(), nn.Linear(5, 6), nn.Tanh(),
+                          nn.Linear(6, 3)).double()
+    model[2].weight.requires_grad_(False)
+    model[4].bias.requires_grad_(False)
+    if chunked:      # the generic chunked paths of the layer base class
+        monkeypatch.setattr(_Layer, "block_budget", 8 * 3 * 30)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(7, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (7,), generator=g)
+    loss_fn = nn.CrossEntropyLoss()
+    ref = per_sample_gradients_loop(model, loss_fn, (x, y))
+    assert ref.shape == (7, 20 + 6 + 18)
+    ps = per_sample_factors(model, loss_fn, (x, y))
+    assert ps is not None and ps.dim == ref.shape[1]
+    u = torch.randn(7, 2, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(ps.gram(), ref @ ref.T, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ps.rmatmul(u), ref.T @ u, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ps.rmatmul(u[:, 0]), ref.T @ u[:, 0], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ps.sq_sum(), (ref ** 2).sum(0), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ps.mean(), ref.mean(0), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ps.materialize(), ref, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(per_sample_gradients(model, loss_fn, (x, y)), ref,
+                               rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+def test_same_padding_is_factored_only_where_it_is_symmetric():
+    """padding="same" pads d (k − 1) in total along each dimension, half on each side: numbers
+    when every total is even (dilation 2 on a 3-kernel: 2), None when one is odd (a 2-kernel
+    beside a 3-kernel: torch pads one side more), where the factored engine declines (vmap's
+    G then)."""
+    from sgdlab.operators.taylor import conv_padding
+
+    def same(k, dilation=1):
+        return nn.Conv2d(1, 2, k, padding="same", dilation=dilation)
+    assert conv_padding(same((3, 5), (2, 1))) == (2, 2)
+    assert conv_padding(same((3, 3))) == (1, 1)
+    assert conv_padding(same((2, 3))) is None and conv_padding(same((3, 2))) is None
+    assert conv_padding(nn.Conv2d(1, 2, (2, 3), padding="valid")) == (0, 0)
+    torch.manual_seed(0)
+    model = nn.Sequential(same((2, 3)), nn.Tanh(), nn.Flatten(), nn.Linear(32, 3)).double()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 1, 4, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (5,), generator=g)
+    loss_fn = nn.CrossEntropyLoss()
+    assert per_sample_factors(model, loss_fn, (x, y)) is None
+
+
+def test_an_unknown_method_is_refused_by_name():
+    model = nn.Sequential(nn.Linear(3, 2)).double()
+    x, y = torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 0, 1])
+    with pytest.raises(ValueError, match="method='exact'"):
+        per_sample_gradients(model, nn.CrossEntropyLoss(), (x, y), method="exact")
