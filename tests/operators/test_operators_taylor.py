@@ -109,3 +109,30 @@ def test_per_sample_relu_masks_are_made_in_the_layout_the_next_layer_records():
         mask = per_sample["pooled", i][0]
         assert mask.is_contiguous()
         assert torch.equal(mask, ops["pooled", i][0])
+
+
+def test_data_columns_keep_every_column_nonzero_in_some_sample():
+    """The first linear layer drops only the columns of the data that are zero in every
+    sample (MNIST's border pixels): a column zero in some samples only still counts for the
+    others, in the forms and products against the dense Hessian and GGN."""
+    from sgdlab.operators.taylor import data_columns
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(8, 10, generator=g, dtype=torch.float64)
+    x[:, :2] = 0            # zero in every sample: dropped
+    x[:5, 2] = 0            # zero in five samples of eight: kept
+    y = torch.randint(0, 3, (8,), generator=g)
+    kept, a = data_columns(model[0], x)
+    assert kept.tolist() == list(range(2, 10))
+    assert torch.equal(a, x[:, 2:])
+    loss_fn = nn.CrossEntropyLoss()
+    v = torch.randn(59, 4, generator=g, dtype=torch.float64)
+    h = dense_hessian_reference(model, loss_fn, (x, y))
+    op = HessianOperator(model, loss_fn, (x, y))
+    torch.testing.assert_close(op.quadratic_forms(v), (v * (h @ v)).sum(0))
+    torch.testing.assert_close(op.matmat(v), h @ v)
+    ggn = ggn_reference(model, loss_fn, (x, y))
+    torch.testing.assert_close(GGNOperator(model, loss_fn, (x, y)).quadratic_forms(v),
+                               (v * (ggn @ v)).sum(0))
