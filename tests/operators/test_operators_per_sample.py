@@ -676,3 +676,37 @@ def test_an_unknown_method_is_refused_by_name():
     x, y = torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 0, 1])
     with pytest.raises(ValueError, match="method='exact'"):
         per_sample_gradients(model, nn.CrossEntropyLoss(), (x, y), method="exact")
+
+
+class _Skipped(nn.Module):
+    """A layer the forward never calls (an auxiliary head): its rows of G are zero."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.aux = nn.Linear(3, 4), nn.Linear(4, 2), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x)))
+
+
+class _FreeScale(nn.Module):
+    """A trainable parameter outside any layer: no hook sees its gradient."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+        self.scale = nn.Parameter(torch.tensor(1.5))
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x)) * self.scale)
+
+
+@pytest.mark.parametrize("model", [_Skipped, _FreeScale])
+def test_a_skipped_layer_or_a_parameter_outside_the_layers_makes_the_engine_decline(model):
+    """The factored engine has no δ for a layer that never runs and no factors for a
+    parameter outside its layers: it declines, and G (zero columns for the skipped layer, the
+    free parameter's column) matches the loop's."""
+    x, y, loss_fn = _declined_yet_exact(model().double(), classes=2)
+    if model is _Skipped:
+        assert torch.equal(per_sample_gradients(model().double(), loss_fn, (x, y))[:, -10:],
+                           torch.zeros(9, 10, dtype=torch.float64))
