@@ -710,3 +710,44 @@ def test_a_skipped_layer_or_a_parameter_outside_the_layers_makes_the_engine_decl
     if model is _Skipped:
         assert torch.equal(per_sample_gradients(model().double(), loss_fn, (x, y))[:, -10:],
                            torch.zeros(9, 10, dtype=torch.float64))
+
+
+class _MixedDtypes(nn.Module):
+    """A float64 layer feeding a float32 head."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4).double(), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x)).float())
+
+
+def _bias_registered_first() -> nn.Module:
+    """A linear layer whose bias comes before its weight in the flat-vector order."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    w = model[0].weight
+    del model[0].weight
+    model[0].register_parameter("weight", w)
+    return model
+
+
+@pytest.mark.parametrize("make", [_MixedDtypes, _bias_registered_first])
+def test_parameters_of_several_dtypes_or_out_of_layer_order_make_the_engine_decline(make):
+    """Factors are written layer by layer, weight before bias, in one dtype: parameters of
+    several dtypes, or a bias registered before its weight (the flat order), decline to
+    vmap, whose G and covariance match the loop's (the factored covariance's products
+    met a float32 head with float64 vectors: a dtype error)."""
+    model = make()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 2, (6,), generator=g)
+    loss_fn = nn.CrossEntropyLoss()
+    ref = per_sample_gradients_loop(model, loss_fn, (x, y))
+    torch.testing.assert_close(per_sample_gradients(model, loss_fn, (x, y)), ref,
+                               rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(
+        gradient_covariance(model, loss_fn, (x, y)).eigenpairs(2)[0].double(),
+        torch.linalg.eigvalsh(covariance_reference(ref)).flip(0)[:2], rtol=1e-5, atol=1e-7)
+    assert per_sample_factors(model, loss_fn, (x, y)) is None
