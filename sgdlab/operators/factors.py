@@ -824,8 +824,14 @@ def _hooked_passes(model, loss_fn, batches, layers):
             output.register_hook(lambda g: deltas[i].append(g.detach()))
         return hook
 
+    from torch.nn.modules import module as _mod
+
+    if _mod._global_forward_hooks:
+        return None          # they run before any hook of the layer's: its output may be theirs
     for i, m in enumerate(layers):
-        handles.append(m.register_forward_hook(fwd_hook(i)))
+        # first of the layer's hooks: a later one may return another output (2 z), whose δ
+        # is not the layer's (rows off by that factor)
+        handles.append(m.register_forward_hook(fwd_hook(i), prepend=True))
     n = 0
     try:
         params = [p for m in layers for p in m.parameters() if p.requires_grad]

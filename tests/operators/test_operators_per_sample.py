@@ -751,3 +751,55 @@ def test_parameters_of_several_dtypes_or_out_of_layer_order_make_the_engine_decl
         gradient_covariance(model, loss_fn, (x, y)).eigenpairs(2)[0].double(),
         torch.linalg.eigvalsh(covariance_reference(ref)).flip(0)[:2], rtol=1e-5, atol=1e-7)
     assert per_sample_factors(model, loss_fn, (x, y)) is None
+
+
+@pytest.mark.parametrize("hook", ["forward", "pre", "global"])
+def test_a_forward_hook_that_returns_another_output_is_part_of_the_rows(hook):
+    """A forward hook of a factored layer that returns another output (here twice the
+    convolution's) ran before the engine's own, whose δ was then that output's, not the
+    layer's: rows half the loop's (0.42 off in Frobenius norm on an MLP). The engine's hook
+    now runs first, and a global forward hook (run before any of a layer's) declines to vmap;
+    a pre-hook's input is the layer's own."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(8, 3)).double()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 1, 4, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (5,), generator=g)
+    loss_fn = nn.CrossEntropyLoss()
+    if hook == "global":
+        handle = nn.modules.module.register_module_forward_hook(
+            lambda m, args, out: 2 * out if isinstance(m, nn.Conv2d) else None)
+    elif hook == "pre":
+        handle = model[4].register_forward_pre_hook(lambda m, args: (2 * args[0],))
+    else:
+        handle = model[0].register_forward_hook(lambda m, args, out: 2 * out)
+    try:
+        ref = per_sample_gradients_loop(model, loss_fn, (x, y))
+        assert (per_sample_factors(model, loss_fn, (x, y)) is None) == (hook == "global")
+        torch.testing.assert_close(per_sample_gradients(model, loss_fn, (x, y)), ref,
+                                   rtol=1e-12, atol=1e-14)
+    finally:
+        handle.remove()
+
+
+def test_a_vmapped_convolution_in_chunks_with_a_shorter_last_one(monkeypatch):
+    """Blocks built two samples at a time over five samples (the last chunk one sample) on
+    the vmapped convolution route (5 input channels): Gram, Gᵀ U, Σ g_i² and G against the
+    loop."""
+    monkeypatch.setattr(_Layer, "block_budget", 2 * (2 * 5 * 9 + 2) * 8)
+    monkeypatch.setattr(_Layer, "keep_budget", 0)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(5, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(8, 3)).double()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 5, 4, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (5,), generator=g)
+    loss_fn = nn.CrossEntropyLoss()
+    ref = per_sample_gradients_loop(model, loss_fn, (x, y))
+    ps = per_sample_factors(model, loss_fn, (x, y))
+    u = torch.randn(5, 2, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(ps.gram(), ref @ ref.T, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ps.rmatmul(u), ref.T @ u, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ps.sq_sum(), (ref ** 2).sum(0), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ps.materialize(), ref, rtol=1e-12, atol=1e-14)
+    assert ps.layers[0]._chunks() == [(0, 2), (2, 4), (4, 5)]
