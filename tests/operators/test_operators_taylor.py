@@ -136,3 +136,25 @@ def test_data_columns_keep_every_column_nonzero_in_some_sample():
     ggn = ggn_reference(model, loss_fn, (x, y))
     torch.testing.assert_close(GGNOperator(model, loss_fn, (x, y)).quadratic_forms(v),
                                (v * (ggn @ v)).sum(0))
+
+
+@pytest.mark.parametrize("pre", [False, True])
+def test_a_hook_on_an_inner_layer_makes_the_forward_mode_decline(pre):
+    """The hand-written passes would skip a forward hook of a layer inside the Sequential
+    (here one that doubles the layer's output, or its input): the forward mode declines and
+    the forms come out of the model's own graph, against the dense Hessian (its functional
+    call runs the hook)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    if pre:
+        model[2].register_forward_pre_hook(lambda m, args: (2 * args[0],))
+    else:
+        model[0].register_forward_hook(lambda m, args, out: 2 * out)
+    g = torch.Generator().manual_seed(1)
+    data = (torch.randn(5, 3, generator=g, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1]))
+    loss_fn = nn.CrossEntropyLoss()
+    op = HessianOperator(model, loss_fn, data)
+    v = torch.randn(31, 3, generator=g, dtype=torch.float64)
+    h = dense_hessian_reference(model, loss_fn, data)
+    torch.testing.assert_close(op.quadratic_forms(v), (v * (h @ v)).sum(0))
+    assert op._taylor is None
