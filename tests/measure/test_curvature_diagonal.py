@@ -204,6 +204,32 @@ def test_ggn_diagonal_through_an_activation_in_place():
                                rtol=1e-9, atol=1e-12)
 
 
+
+@pytest.mark.parametrize("hook", ["layer", "global"])
+def test_ggn_diagonal_under_a_forward_hook_that_returns_another_output(hook):
+    """A first layer's forward hook returning twice its output ran before the linear path's
+    own hook, which took that output's gradient for δ: the diagonal of the first layer a
+    quarter of the GGN's. The path's hook now runs first; a global forward hook (run before
+    any of a layer's) declines to the per-sample path."""
+    from sgdlab.measure.curvature import ggn_diagonal
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    x, y = tiny_classification(8, 3, 3)
+    loss_fn = nn.CrossEntropyLoss()
+    if hook == "global":
+        handle = nn.modules.module.register_module_forward_hook(
+            lambda m, args, out: 2 * out if m is model[0] else None)
+    else:
+        handle = model[0].register_forward_hook(lambda m, args, out: 2 * out)
+    try:
+        torch.testing.assert_close(ggn_diagonal(model, loss_fn, (x, y)),
+                                   torch.diagonal(ggn_reference(model, loss_fn, (x, y))),
+                                   rtol=1e-9, atol=1e-12)
+    finally:
+        handle.remove()
+
+
 class _BatchCentred(nn.Module):     # each sample's output depends on the batch's mean
     def __init__(self):
         super().__init__()

@@ -247,7 +247,12 @@ def _hooked_linear_forward(model: nn.Module, x: Tensor):
     def hook(m, inp, out):
         seen[m].append((inp[0].detach(), out, out._version))
 
-    handles = [m.register_forward_hook(hook) for m in layers]
+    from torch.nn.modules import module as _mod
+
+    if _mod._global_forward_hooks:
+        return None          # they run before any hook of the layer's: its output may be theirs
+    # first of the layer's hooks: a later one may return another output (2 z), not the layer's
+    handles = [m.register_forward_hook(hook, prepend=True) for m in layers]
     try:
         with torch.enable_grad():
             out = model(x.detach())
