@@ -803,3 +803,20 @@ def test_a_vmapped_convolution_in_chunks_with_a_shorter_last_one(monkeypatch):
     torch.testing.assert_close(ps.sq_sum(), (ref ** 2).sum(0), rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(ps.materialize(), ref, rtol=1e-12, atol=1e-14)
     assert ps.layers[0]._chunks() == [(0, 2), (2, 4), (4, 5)]
+
+
+def test_eval_batch_norm_over_positions_sums_each_channel_over_its_positions():
+    """An eval-mode BatchNorm1d on (N, C, L) inputs: g_i = [Σ_p δ_ip x̂_ip, Σ_p δ_ip] per
+    channel (the plain passes), against the loop."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(2, 3, 2), random_eval_batchnorm(nn.BatchNorm1d(3), 7),
+                          nn.Tanh(), nn.Flatten(), nn.Linear(12, 3)).double()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 2, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (5,), generator=g)
+    loss_fn = nn.CrossEntropyLoss()
+    ps = per_sample_factors(model, loss_fn, (x, y))
+    assert ps is not None
+    ref = per_sample_gradients_loop(model, loss_fn, (x, y))
+    torch.testing.assert_close(ps.materialize(), ref, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ps.sq_sum(), (ref ** 2).sum(0), rtol=1e-12, atol=1e-14)
