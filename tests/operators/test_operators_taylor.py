@@ -73,7 +73,8 @@ def test_frozen_weights_and_unsupported_layers():
 
 @pytest.mark.parametrize("opts", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
                                   dict(kernel_size=2, stride=1, dilation=2),
-                                  dict(kernel_size=3, stride=2, ceil_mode=True)])
+                                  dict(kernel_size=3, stride=2, ceil_mode=True),
+                                  dict(kernel_size=2, ceil_mode=True)])    # 9 -> 5, not 4
 def test_max_pool_with_indices_matches_torch(opts):
     """The channels-last route gives torch's values and argmax, ties (ReLU zeros) and NaN
     included."""
