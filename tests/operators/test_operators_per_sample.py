@@ -820,3 +820,12 @@ def test_eval_batch_norm_over_positions_sums_each_channel_over_its_positions():
     ref = per_sample_gradients_loop(model, loss_fn, (x, y))
     torch.testing.assert_close(ps.materialize(), ref, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(ps.sq_sum(), (ref ** 2).sum(0), rtol=1e-12, atol=1e-14)
+
+
+def test_vmap_rows_are_no_function_of_the_parameters():
+    """G is data: vmap's rows are taken at detached parameters, so G holds no autograd
+    graph back to them (one per call would keep every chunk's activations alive)."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x, y = torch.randn(5, 3, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 1])
+    g = per_sample_gradients(model, nn.CrossEntropyLoss(), (x, y), method="vmap")
+    assert not g.requires_grad and g.grad_fn is None
