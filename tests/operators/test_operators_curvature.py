@@ -1192,3 +1192,52 @@ def test_only_second_order_and_vmapped_passes_compose_an_embedding_bag(mode, mon
         assert calls
         calls.clear()
     assert type(model.bag) is nn.EmbeddingBag
+
+
+def test_to_dense_in_chunks_scipy_view_and_operator_algebra_match_dense():
+    """Dense H of a 3-4-2 MLP (d = 26) by columns in chunks that do not divide d, the scipy
+    view's products, and -H, c·H, H - H', H + H' against the float64 reference."""
+    model = tiny_mlp(3, 4, 2)
+    data, loss_fn = tiny_classification(9, 3, 2), nn.CrossEntropyLoss()
+    h = dense_hessian_reference(model, loss_fn, data)
+    op = HessianOperator(model, loss_fn, data)
+    for chunk in (4, 7, 26):
+        torch.testing.assert_close(op.to_dense(chunk_size=chunk), h)
+    v = torch.randn(h.shape[0], 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    scipy_op = op.to_scipy()
+    torch.testing.assert_close(torch.from_numpy(scipy_op.matvec(v[:, 0].numpy())), h @ v[:, 0])
+    torch.testing.assert_close(torch.from_numpy(scipy_op.rmatvec(v[:, 0].numpy())), h @ v[:, 0])
+    b = torch.randn(h.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    b = b + b.T
+    for combined, want in ((-op, -h), (-3.0 * op, -3 * h), (op * 0.5, 0.5 * h),
+                           (op - b, h - b), (op + b, h + b), (as_operator(b) - op, b - h)):
+        torch.testing.assert_close(combined.matvec(v[:, 0]), want @ v[:, 0])
+        torch.testing.assert_close(combined.matmat(v), want @ v)
+        torch.testing.assert_close(combined.quadratic_forms(v), (v * (want @ v)).sum(0))
+    # every column a product: k for a (d, k) block, one for a vector
+    op.num_matvecs = 0
+    op.matvec(v[:, 0])
+    op.matmat(v)
+    op.quadratic_forms(v)
+    assert op.num_matvecs == 1 + 3 + 3
+
+
+@pytest.mark.parametrize("kind", ["hessian", "ggn"])
+def test_the_kept_graph_of_one_batch_sees_that_batchs_draw_of_dropout(kind):
+    """The autograd route keeps one batch's graph: its forward pass draws the dropout masks of
+    batch 0, as the R-op route and every forward of a product do, so both routes give the
+    curvature of the loss under that one mask (dense float64 reference on the masked net)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Dropout(0.5), nn.Linear(6, 2)).double()
+    x, y = tiny_classification(8, 3, 2)
+    loss_fn = nn.CrossEntropyLoss()
+    cls, reference = {"hessian": (HessianOperator, dense_hessian_reference),
+                      "ggn": (GGNOperator, ggn_reference)}[kind]
+    with pytest.warns(UserWarning, match="dropout in train mode"):
+        kept = cls(model, loss_fn, (x, y), rop=False, taylor=False)
+    assert kept._cached_graph is not None
+    with kept.fixed_randomness(0):
+        mask = model[2](torch.ones(len(x), 6, dtype=torch.float64))
+    masked = copy.deepcopy(model)
+    masked[2] = _Times(mask)
+    torch.testing.assert_close(kept.to_dense(), reference(masked, loss_fn, (x, y)))

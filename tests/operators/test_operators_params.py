@@ -59,3 +59,24 @@ def test_parameters_over_one_memory_in_two_storages_are_refused():
         P.measured_params(both)
     apart = _holding(torch.from_numpy(a[:2]), torch.from_numpy(a[2:]))
     assert list(P.measured_params(apart)) == ["p0", "p1"]
+
+
+def test_flat_gradients_take_zeros_for_none_and_dense_values_of_a_sparse_gradient():
+    """grads_vector in flat-parameter order: a parameter without .grad contributes zeros, a
+    sparse gradient (nn.Embedding(sparse=True)) its dense values; frozen ones are left out."""
+    torch.manual_seed(0)
+    emb = nn.Embedding(5, 2, sparse=True).double()
+    lin, unused = nn.Linear(2, 1).double(), nn.Linear(2, 3).double()
+    frozen = nn.Linear(1, 1).double().requires_grad_(False)
+    model = nn.ModuleDict({"emb": emb, "lin": lin, "unused": unused, "frozen": frozen})
+    tokens = torch.tensor([1, 3, 1])
+    lin(emb(tokens)).sum().backward()
+    assert emb.weight.grad.is_sparse and unused.weight.grad is None
+    # by hand: d/dE[t] of Σ_i w·E[tokens_i] + b is w for each occurrence of t
+    e_grad = torch.zeros(5, 2, dtype=torch.float64)
+    for t in tokens.tolist():
+        e_grad[t] += lin.weight.detach()[0]
+    want = torch.cat([e_grad.reshape(-1), emb(tokens).detach().sum(0), torch.tensor(
+        [3.0], dtype=torch.float64), torch.zeros(2 * 3 + 3, dtype=torch.float64)])
+    torch.testing.assert_close(P.grads_vector(model), want, rtol=0, atol=1e-14)
+    assert P.num_params(model) == want.numel()
