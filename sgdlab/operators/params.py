@@ -309,6 +309,10 @@ def flatten(tensors: Iterable[Tensor]) -> Tensor:
 
 def unflatten_like(vec: Tensor, like: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Split a flat vector into tensors shaped like ``like`` (same keys, same order)."""
+    # checked first: a short vector failed inside view_as on torch's "shape is invalid"
+    total = sum(t.numel() for t in like.values())
+    if total != vec.numel():
+        raise ValueError(f"vector has {vec.numel()} entries, parameters have {total}")
     out, i = {}, 0
     for name, t in like.items():
         n = t.numel()
@@ -316,8 +320,6 @@ def unflatten_like(vec: Tensor, like: Mapping[str, Tensor]) -> dict[str, Tensor]
         # of the widest)
         out[name] = vec[i : i + n].view_as(t).to(t.dtype)
         i += n
-    if i != vec.numel():
-        raise ValueError(f"vector has {vec.numel()} entries, parameters have {i}")
     return out
 
 

@@ -83,6 +83,31 @@ def test_block_tuner_settles_on_the_cheapest_block_per_column():
         BlockTuner(16, fixed=0)
 
 
+
+def test_block_tuner_keeps_the_cheaper_single_product_and_stops_within_its_margin():
+    """The first single product may pay one-off set-up: of the two tries of 1, the cheaper
+    per column counts. A larger block must be 5% cheaper per column to be tried further."""
+    tuner = BlockTuner(16)
+    for b, seconds in ((1, 1.0), (1, 5.0)):        # the second, slower, does not replace it
+        assert tuner._next(100) == b
+        tuner.record(b, seconds)
+    assert tuner.per_column[1] == 1.0
+    tuner.record(2, 2.4)                            # 1.2 per column: dearer than 1.0
+    assert tuner.settled == 1 and tuner._next(100) == 1
+    close = BlockTuner(16)
+    for b, seconds in ((1, 1.0), (1, 1.0), (2, 1.96)):   # 2% cheaper: not worth trying 4
+        close.record(b, seconds)
+    assert close.settled == 2 and close._next(100) == 2 and close._next(1) == 1
+    odd = BlockTuner(12)                            # a cap off the powers of two is tried too
+    sizes = []
+    for b in iter(lambda: odd._next(100), None):
+        if odd.settled is not None:
+            break
+        sizes.append(b)
+        odd.record(b, 1.0)                          # every block costs the same: larger pays
+    assert sizes == [1, 1, 2, 4, 8, 12] and odd.settled == 12
+
+
 def test_samples_do_not_depend_on_the_blocks():
     """Gaussian probes are drawn one vector at a time, so measured (timing-dependent) blocks
     cannot change an estimate: Frobenius and SLQ give the same numbers for every block."""

@@ -80,3 +80,20 @@ def test_flat_gradients_take_zeros_for_none_and_dense_values_of_a_sparse_gradien
         [3.0], dtype=torch.float64), torch.zeros(2 * 3 + 3, dtype=torch.float64)])
     torch.testing.assert_close(P.grads_vector(model), want, rtol=0, atol=1e-14)
     assert P.num_params(model) == want.numel()
+
+
+def test_flat_vectors_split_back_in_order_and_refuse_a_wrong_length():
+    model = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1)).double()
+    model[1].weight.requires_grad_(False)           # frozen: no coordinates of its own
+    params = P.trainable_named_params(model)
+    assert list(params) == ["0.weight", "0.bias", "1.bias"]
+    vec = torch.arange(10, dtype=torch.float64)
+    parts = P.unflatten_like(vec, params)
+    torch.testing.assert_close(parts["0.weight"], vec[:6].reshape(3, 2))
+    torch.testing.assert_close(parts["1.bias"], vec[9:])
+    P.set_params_vector(model, vec)
+    torch.testing.assert_close(P.params_vector(model), vec)
+    for wrong in (vec[:9], torch.arange(11, dtype=torch.float64)):
+        with pytest.raises(ValueError, match=f"vector has {wrong.numel()} entries, parameters "
+                                             "have 10"):
+            P.unflatten_like(wrong, params)
