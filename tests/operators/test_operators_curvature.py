@@ -404,6 +404,24 @@ def test_stored_fisher_gradients_follow_a_parameter_change():
     torch.testing.assert_close(given.matmat(v), before)
 
 
+
+def test_stored_fisher_gradients_follow_a_change_of_buffers():
+    """G depends on eval-mode batch norm's running statistics as well: new ones written in
+    place (a train-mode pass, a load_state_dict) make it again, as a parameter change does."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(),
+                          nn.Linear(4, 2)).double().eval()
+    data, loss_fn = tiny_classification(6, 3, 2), nn.CrossEntropyLoss()
+    op = EmpiricalFisherOperator(model, loss_fn, data)
+    before = op.to_dense()
+    with torch.no_grad():
+        model[1].running_mean.add_(0.7)
+        model[1].running_var.mul_(3.0)
+    f = empirical_fisher_reference(per_sample_gradients_loop(model, loss_fn, data))
+    assert (f - before).abs().max() > 1e-3                 # the statistics changed the Fisher
+    torch.testing.assert_close(op.to_dense(), f)
+
+
 def test_hutchinson_blocks_do_not_change_the_samples():
     from sgdlab.measure.curvature import hutchinson_trace
     from sgdlab.operators import HessianOperator
