@@ -148,6 +148,9 @@ def test_block_sizes_follow_the_device(monkeypatch):
     cpu = _Unused(10, torch.float32, "cpu")
     assert cpu.memory_budget() == 256 * 2**20 and cpu.probe_block_size() == 16
     assert cpu.block_tuner("quadratic_forms").settled is None           # measured
+    # a caller's cap never exceeds what the memory budget allows
+    assert cpu.block_tuner("matmat", cap=1000).cap == 16
+    assert cpu.block_tuner("matmat", cap=0).cap == 1
     free = {"bytes": 40 * 2**20}
     monkeypatch.setattr(torch.cuda, "mem_get_info",
                         lambda device=None: (free["bytes"], 80 * 2**30))

@@ -376,6 +376,25 @@ def test_fisher_of_given_gradients_keeps_them_in_another_dtype():
         wide = given.to(torch.float64)
         assert wide.dtype == torch.float64
         torch.testing.assert_close(wide.to_dense(), ref, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=f"gradients have {g.shape[1] - 1} columns, model "
+                                         f"has {g.shape[1]} parameters"):
+        EmpiricalFisherOperator(model, loss_fn, gradients=g[:, 1:])
+
+
+
+@pytest.mark.parametrize("store", [True, False])
+def test_fisher_of_data_in_another_dtype_computes_its_gradients_in_that_dtype(store):
+    """.to(float64) of a float32 operator over data: G of the float64 copy (float64 round-off,
+    not float32's cast up), stored or streamed as the operator was."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    (x, y), loss_fn = tiny_classification(6, 3, 2), nn.CrossEntropyLoss()
+    wide = EmpiricalFisherOperator(model, loss_fn, (x.float(), y), store_gradients=store).to(
+        torch.float64)
+    assert wide.dtype == torch.float64 and wide._store is store
+    ref = empirical_fisher_reference(per_sample_gradients_loop(copy.deepcopy(model).double(),
+                                                               loss_fn, (x.float().double(), y)))
+    torch.testing.assert_close(wide.to_dense(), ref, rtol=1e-12, atol=1e-14)
 
 
 def test_stored_fisher_gradients_follow_a_parameter_change():
