@@ -256,6 +256,9 @@ def test_hessian_products_through_group_norm(multi_batch):
     op = HessianOperator(model, loss_fn, src)
     with pytest.warns(RuntimeWarning, match="one column at a time"):
         torch.testing.assert_close(op.matmat(v), h @ v)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # said once: later blocks go by columns at once
+        torch.testing.assert_close(op.matmat(v), h @ v)
     torch.testing.assert_close(op.quadratic_forms(v), (v * (h @ v)).sum(0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -1251,6 +1254,12 @@ def test_to_dense_in_chunks_scipy_view_and_operator_algebra_match_dense():
         torch.testing.assert_close(combined.matvec(v[:, 0]), want @ v[:, 0])
         torch.testing.assert_close(combined.matmat(v), want @ v)
         torch.testing.assert_close(combined.quadratic_forms(v), (v * (want @ v)).sum(0))
+    # vectors of another dtype are taken in the operator's (float64 products, not float32's)
+    for product in (op.matvec, op.matmat, op.quadratic_forms):
+        assert product(v.float()[:, 0] if product is op.matvec else v.float()).dtype == h.dtype
+    torch.testing.assert_close(op.matvec(v[:, 0].float()), h @ v[:, 0].float().double())
+    narrow = as_operator(b).to(torch.float32)
+    assert narrow.dtype == torch.float32 and narrow.matvec(v[:, 0]).dtype == torch.float32
     # every column a product: k for a (d, k) block, one for a vector
     op.num_matvecs = 0
     op.matvec(v[:, 0])
