@@ -93,7 +93,25 @@ def test_flat_vectors_split_back_in_order_and_refuse_a_wrong_length():
     torch.testing.assert_close(parts["1.bias"], vec[9:])
     P.set_params_vector(model, vec)
     torch.testing.assert_close(P.params_vector(model), vec)
+    mixed = {"a": torch.zeros(2, dtype=torch.float32), "b": torch.zeros(3, dtype=torch.float64)}
+    parts = P.unflatten_like(torch.arange(5, dtype=torch.float64), mixed)
+    assert parts["a"].dtype == torch.float32 and parts["b"].dtype == torch.float64
     for wrong in (vec[:9], torch.arange(11, dtype=torch.float64)):
         with pytest.raises(ValueError, match=f"vector has {wrong.numel()} entries, parameters "
                                              "have 10"):
             P.unflatten_like(wrong, params)
+
+
+def test_a_functional_call_leaves_a_layer_used_twice_with_its_parameters():
+    """torch's functional_call left a module registered under two names holding the call's
+    plain tensors; the model's own parameters are put back, and the call used the given ones."""
+    lin = nn.Linear(2, 2).double()
+    model = nn.Sequential(lin, nn.Tanh(), lin)
+    weight, bias = lin.weight, lin.bias
+    x = torch.randn(3, 2, dtype=torch.float64)
+    w = torch.eye(2, dtype=torch.float64)
+    b = torch.zeros(2, dtype=torch.float64)
+    out = P.functional_call(model, {"0.weight": w, "0.bias": b}, (x,))
+    torch.testing.assert_close(out, torch.tanh(x))       # I · tanh(I x + 0) + 0
+    assert lin.weight is weight and lin.bias is bias
+    assert isinstance(lin.weight, nn.Parameter)
