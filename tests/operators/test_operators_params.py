@@ -115,3 +115,17 @@ def test_a_functional_call_leaves_a_layer_used_twice_with_its_parameters():
     torch.testing.assert_close(out, torch.tanh(x))       # I · tanh(I x + 0) + 0
     assert lin.weight is weight and lin.bias is bias
     assert isinstance(lin.weight, nn.Parameter)
+
+
+def test_complex_lazy_and_renormalising_parameters_are_refused_by_name():
+    with pytest.raises(UserError, match=r"parameter p1 of shape \(4,\) is torch.complex128"):
+        P.measured_params(_holding(torch.zeros(2), torch.zeros(4, dtype=torch.complex128)))
+    with pytest.raises(UserError, match="parameter 0.weight is not initialised yet"):
+        P.measured_params(nn.Sequential(nn.LazyLinear(2)))
+    emb = nn.Sequential(nn.Embedding(5, 2, max_norm=1.0))
+    with pytest.raises(UserError, match=r"0 \(Embedding, max_norm=1.0\) renormalises"):
+        P.measured_params(emb)
+    emb[0].weight.requires_grad_(False)            # frozen: nothing measured moves it
+    with pytest.raises(UserError, match="no trainable parameters"):
+        P.measured_params(emb)
+    assert list(P.measured_params(nn.Sequential(nn.Embedding(5, 2)))) == ["0.weight"]
