@@ -1,4 +1,6 @@
 """sgdlab.operators.params: the refusals of measured_params."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -129,3 +131,24 @@ def test_complex_lazy_and_renormalising_parameters_are_refused_by_name():
     with pytest.raises(UserError, match="no trainable parameters"):
         P.measured_params(emb)
     assert list(P.measured_params(nn.Sequential(nn.Embedding(5, 2)))) == ["0.weight"]
+
+
+def test_slices_sharing_only_their_boundary_element_are_refused():
+    # the first's last element is the second's first: the address ranges just touch
+    flat = torch.randn(8, dtype=torch.float64)
+    with pytest.raises(UserError, match="parameters p0 and p1 share memory"):
+        P.measured_params(_holding(flat[0:3], flat[2:5]))
+    assert list(P.measured_params(_holding(flat[0:3], flat[3:5]))) == ["p0", "p1"]
+
+
+def test_a_parameter_vector_must_be_flat():
+    model = nn.Linear(2, 3).double()
+    vec = P.params_vector(model)
+    P.check_params_vector(model, vec, "theta", "f(model, theta)")
+    for wrong in (vec[None], vec.reshape(3, 3), vec[:-1]):
+        shape = re.escape(str(tuple(wrong.shape)))
+        with pytest.raises(ValueError, match=rf"theta has shape {shape}; the model has 9 "):
+            P.check_params_vector(model, wrong, "theta", "f(model, theta)")
+    with pytest.raises(TypeError, match=r"theta must be a flat vector .* the arguments are "
+                                        r"f\(model, theta\)"):
+        P.check_params_vector(model, vec.tolist(), "theta", "f(model, theta)")
