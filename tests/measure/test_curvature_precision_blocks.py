@@ -98,6 +98,10 @@ def test_block_tuner_keeps_the_cheaper_single_product_and_stops_within_its_margi
     for b, seconds in ((1, 1.0), (1, 1.0), (2, 1.96)):   # 2% cheaper: not worth trying 4
         close.record(b, seconds)
     assert close.settled == 2 and close._next(100) == 2 and close._next(1) == 1
+    cut = BlockTuner(16)            # a block cut short by the columns left is no trial of 4
+    for b, seconds in ((1, 1.0), (1, 1.0), (2, 1.0), (3, 0.3)):
+        cut.record(b, seconds)
+    assert 3 not in cut.per_column and cut.settled is None and cut._next(100) == 4
     odd = BlockTuner(12)                            # a cap off the powers of two is tried too
     sizes = []
     for b in iter(lambda: odd._next(100), None):
