@@ -7,8 +7,8 @@ import torch
 
 from sgdlab.errors import UserError
 from sgdlab.landscapes.escape import (
-    METHODS, EscapeConfig, escape_experiment, expected_sharpness_batched, method_noise_covariance,
-    method_seed, sample_method_noise, top_eigenpairs,
+    METHODS, EscapeConfig, EscapeResult, escape_experiment, expected_sharpness_batched,
+    method_noise_covariance, method_seed, run_methods, sample_method_noise, top_eigenpairs,
 )
 from sgdlab.landscapes.two_basin import LANDSCAPES, TwoBasin, printed_sharp_hessian, two_basin
 from sgdlab.testing import covariance_reference
@@ -679,3 +679,86 @@ def test_escape_rate_intervals_by_hand():
     assert rate_difference_interval(2, 4, 0, 4) == pytest.approx(
         (0.5 - 0.375 ** 0.5, 0.5 + 2 ** 0.5 / 4), abs=1e-15)
     assert binomial_se(0.25, 3) == pytest.approx(0.25, abs=1e-15)
+
+
+def _ar1_stationary_cov(a, c):
+    """S = A S Aᵀ + C solved exactly: vec S = (I − A⊗A)⁻¹ vec C (float64, 2×2)."""
+    eye = torch.eye(4, dtype=f64)
+    return torch.linalg.solve(eye - torch.kron(a, a), c.reshape(4)).reshape(2, 2)
+
+
+@pytest.mark.parametrize("method, protocol", [("gld_const", "paper"),
+                                              ("gld_const", "authors-code"), ("sgd", "paper")])
+def test_chains_in_the_sharp_basin_reach_the_ar1_stationary_law(method, protocol):
+    """Inside the sharp basin every sample is on the sharp branch, so the update is linear:
+    w − w* ← (I − ηH_s)(w − w*) + noise, with noise η σ z (GLD const, paper), √(τ/d) z
+    (authors-code: ε after the step, no η), or −η H_s (x̄_B − x̄) (SGD, B a size-m
+    with-replacement batch: covariance η² H_s Cov(x) H_s / m). The chains' covariance after
+    the transient is the discrete OU (AR(1)) law S = A S Aᵀ + C, A = I − ηH_s; solved here by
+    the Kronecker formula, compared within 6 standard errors of a covariance of R chains."""
+    # λ = 10, 1 (A's eigenvalues 0, 0.9); data std 0.05 keeps every sample's sharp branch
+    # active over the chains' spread (the printed 0.1 puts one of these 20 near the ridge)
+    land = TwoBasin.rescaled(num_samples=20, seed=1, data_var=0.0025)
+    eta, sigma, tau, m, reps = 0.1, 0.05, 0.0005, 3, 2000
+    cfg = EscapeConfig(lr=eta, iterations=60, repetitions=reps, batch_size=m,
+                       const_sigma=sigma, sharpness_every=0, record_trajectory=False,
+                       start="sharp_minimum", protocol=protocol, noise_trace=tau)
+    final, *_ = run_methods([method], land, cfg, generators=[torch.Generator().manual_seed(3)])
+    h = land.sharp_hessian
+    a = torch.eye(2, dtype=f64) - eta * h
+    if method == "sgd":
+        c = eta ** 2 * h @ torch.cov(land.data.T, correction=0) @ h / m
+    elif protocol == "paper":
+        c = eta ** 2 * sigma ** 2 * torch.eye(2, dtype=f64)
+    else:
+        c = tau / 2 * torch.eye(2, dtype=f64)
+    s = _ar1_stationary_cov(a, c)
+    dev = final[0] - land.sharp_minimum
+    assert torch.equal(land.sharp_fraction(final[0]), torch.ones(reps, dtype=f64))
+    emp = dev.T @ dev / reps
+    se = ((torch.outer(s.diagonal(), s.diagonal()) + s ** 2) / reps).sqrt()
+    assert bool(((emp - s).abs() < 6 * se).all()), (emp, s)
+    assert float(dev.mean(0).abs().max()) < 6 * math.sqrt(float(s.diagonal().max()) / reps)
+
+
+def test_a_singular_sharp_hessian_is_refused():
+    """The basins are quadratics with positive definite Hessians; a singular one (a valley
+    with no minimum along one axis) is refused by name, as a negative definite one is."""
+    for h in ([[1.0, 0.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, -1.0]]):
+        with pytest.raises(UserError, match="sharp_hessian must be a symmetric positive definite"):
+            TwoBasin(sharp_hessian=torch.tensor(h, dtype=f64))
+
+
+def test_in_flat_basin_needs_more_than_half_of_the_samples():
+    """x = (0, 0) and (2, 2) at w = (1, 1): w − x₁ = c_s is sharp-branch, w − x₂ = c_f is
+    flat-branch, so exactly half the samples are flat and w is not "in the flat basin" (most
+    samples' active branch is the flat quadratic); a third sample at (2, 2) tips it."""
+    w = torch.tensor([1.0, 1.0], dtype=f64)
+    half = TwoBasin(data=torch.tensor([[0.0, 0.0], [2.0, 2.0]], dtype=f64))
+    assert float(half.sharp_fraction(w)) == 0.5
+    assert not bool(half.in_flat_basin(w))
+    most = TwoBasin(data=torch.tensor([[0.0, 0.0], [2.0, 2.0], [2.0, 2.0]], dtype=f64))
+    assert bool(most.in_flat_basin(w))
+
+
+def test_escape_config_defaults_are_the_constants_of_fig3_and_suppl_b():
+    """Fig. 3 caption / Suppl. B: η = 0.1, m = 1, σ = 2 (GLD const), k = 2 (GLD leading),
+    σ_H² = 1, 600 iterations, 100 runs, sharpness σ = 0.1 with M = 100; every optimizer starts
+    at the sharp minimum (w₁, w₂) = (1, 1) (§4.2, line 187)."""
+    cfg = EscapeConfig()
+    assert (cfg.lr, cfg.batch_size, cfg.const_sigma, cfg.leading_k, cfg.hessian_scale) == \
+        (0.1, 1, 2.0, 2, 1.0)
+    assert (cfg.iterations, cfg.repetitions) == (600, 100)
+    assert (cfg.sharpness_sigma, cfg.sharpness_samples) == (0.1, 100)
+    assert (cfg.start, cfg.protocol, cfg.success_rule) == ("sharp_center", "paper", "flat_basin")
+    land = TwoBasin(dtype=f64)
+    final, *_ = run_methods(["gd"], land, EscapeConfig(iterations=1, repetitions=1,
+                                                         sharpness_every=0, lr=1e-300),
+                            generators=[torch.Generator()])
+    torch.testing.assert_close(final[0, 0], torch.tensor([1.0, 1.0], dtype=f64))
+
+
+def test_the_count_of_successes_is_the_rate_times_the_runs_rounded():
+    """29/100 · 100 is 28.999999999999996 in floating point: the count is 29, not 28."""
+    res = EscapeResult(config=EscapeConfig(repetitions=100), success_rate={"sgd": 29 / 100})
+    assert res.successes("sgd") == 29
