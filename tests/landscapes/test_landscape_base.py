@@ -86,3 +86,12 @@ def test_analytic_loss_refuses_a_function_that_is_not_one_loss_per_chain():
 def test_analytic_loss_arguments_are_checked(args, match):
     with pytest.raises(UserError, match=match):
         AnalyticLoss(*args)
+
+
+def test_a_batch_without_replacement_of_every_sample_is_a_permutation():
+    """m = N without replacement is allowed and draws each sample exactly once per chain."""
+    land = _Cubic(torch.ones(5, 2, dtype=f64))
+    idx = land.sample_batches((6,), 5, replacement=False,
+                              generator=torch.Generator().manual_seed(0))
+    assert idx.shape == (6, 5)
+    assert all(sorted(r.tolist()) == [0, 1, 2, 3, 4] for r in idx)

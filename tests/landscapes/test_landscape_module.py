@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from sgdlab.landscapes.base import AnalyticLoss
 from sgdlab.landscapes.module import as_problem
 from sgdlab.landscapes.pspin import PSpinGlass
 from sgdlab.landscapes.quadratic import Quadratic
@@ -90,3 +91,24 @@ def test_a_non_finite_start_is_named():
 
     with pytest.raises(UserError, match="theta0 has non-finite entries"):
         as_problem(DoubleWell(), torch.tensor([math.nan, 0.0]))
+
+
+def test_the_model_returns_the_losses_of_the_samples_it_is_given():
+    """forward(idx) is ℓ_idx(θ) of shape (B,), repeated and out-of-order indices included
+    (here the min of the two printed quadratics written out per sample); a sample-free
+    landscape gives L(θ) once per index."""
+    data = torch.tensor([[0.0, 0.0], [0.5, -0.5], [2.0, 2.0]], dtype=f64)
+    land = TwoBasin(data=data)
+    theta = torch.tensor([0.7, 0.9], dtype=f64)
+    model, _, _ = as_problem(land, theta)
+    hs, hf = land.sharp_hessian, land.flat_hessian
+    ref = []
+    for x in data:
+        us, uf = theta - x - 1.0, theta - x + 1.0
+        ref.append(min(float(0.5 * us @ hs @ us), float(0.5 * uf @ hf @ uf)))
+    torch.testing.assert_close(model(torch.tensor([2, 0, 2, 1])),
+                               torch.tensor([ref[2], ref[0], ref[2], ref[1]], dtype=f64))
+    bowl = AnalyticLoss(lambda t: (t ** 2).sum(-1), 2)
+    model, _, _ = as_problem(bowl, theta)
+    torch.testing.assert_close(model(torch.tensor([0, 0, 0])),
+                               torch.full((3,), 0.49 + 0.81, dtype=f64))
