@@ -762,3 +762,20 @@ def test_the_count_of_successes_is_the_rate_times_the_runs_rounded():
     """29/100 · 100 is 28.999999999999996 in floating point: the count is 29, not 28."""
     res = EscapeResult(config=EscapeConfig(repetitions=100), success_rate={"sgd": 29 / 100})
     assert res.successes("sgd") == 29
+
+
+@pytest.mark.parametrize("method", ["gld_dynamic", "gld_diag", "gld_leading"])
+def test_drawn_noise_divides_sigma_by_the_batch_size(method):
+    """Called on its own (no Σ passed in), the sampler draws from Σ/m (§4.2: (η/√m) ε with
+    ε ~ N(0, ·Σ)): at m = 4 the draws' covariance is a quarter of eq. (3)'s Σ, computed here
+    from per-sample gradients by autograd, in the method's form (Tr Σ/d I, diag Σ, Σ)."""
+    land = TwoBasin.rescaled()
+    w0 = torch.tensor([0.55, 0.62], dtype=f64)           # near the ridge: Σ not ∝ H
+    g = torch.func.jacrev(land.per_sample_loss)(w0)       # (N, 2)
+    sigma = covariance_reference(g) / 4
+    target = {"gld_dynamic": torch.trace(sigma) / 2 * torch.eye(2, dtype=f64),
+              "gld_diag": torch.diag(sigma.diagonal()), "gld_leading": sigma}[method]
+    eps = sample_method_noise(method, land, w0.expand(20000, 2), EscapeConfig(batch_size=4),
+                              generator=torch.Generator().manual_seed(5))
+    emp = eps.T @ eps / eps.shape[0]
+    assert torch.allclose(emp, target, atol=0.04 * float(target.diagonal().max())), (emp, target)
