@@ -1,9 +1,11 @@
 """The Landscape base: autograd defaults, mini-batches, and constant-matrix diffusion."""
+import math
+
 import pytest
 import torch
 
 from sgdlab.errors import UserError
-from sgdlab.landscapes.base import AnalyticLoss, Landscape
+from sgdlab.landscapes.base import AnalyticLoss, Landscape, check_positive
 from sgdlab.landscapes.sde import SDE, simulate
 
 f64 = torch.float64
@@ -95,3 +97,10 @@ def test_a_batch_without_replacement_of_every_sample_is_a_permutation():
                               generator=torch.Generator().manual_seed(0))
     assert idx.shape == (6, 5)
     assert all(sorted(r.tolist()) == [0, 1, 2, 3, 4] for r in idx)
+
+
+@pytest.mark.parametrize("value", [0, 0.0, -1e-300, math.nan, math.inf])
+def test_check_positive_refuses_zero_and_non_finite_values(value):
+    with pytest.raises(UserError, match="alpha must be > 0 and finite"):
+        check_positive("alpha", value)
+    assert check_positive("alpha", 1e-300) == 1e-300

@@ -9,6 +9,7 @@ from sgdlab.errors import UserError
 from sgdlab.landscapes.escape import (
     METHODS, EscapeConfig, EscapeResult, escape_experiment, expected_sharpness_batched,
     method_noise_covariance, method_seed, run_methods, sample_method_noise, top_eigenpairs,
+    wilson_interval,
 )
 from sgdlab.landscapes.two_basin import LANDSCAPES, TwoBasin, printed_sharp_hessian, two_basin
 from sgdlab.testing import covariance_reference
@@ -779,3 +780,48 @@ def test_drawn_noise_divides_sigma_by_the_batch_size(method):
                               generator=torch.Generator().manual_seed(5))
     emp = eps.T @ eps / eps.shape[0]
     assert torch.allclose(emp, target, atol=0.04 * float(target.diagonal().max())), (emp, target)
+
+
+def test_a_chain_that_overflows_without_reaching_the_flat_basin_never_reached_it():
+    """H_s = I, H_f = 2 I, x̄ = (2, −2): both samples are on the sharp branch at c_s = (1, 1)
+    (½|(−4, 4)|² = 16 < |(−2, 6)|² = 40 and 0 < 4), where ∇L = −x̄;
+    GD at η = 10³⁰⁸ steps to (+inf, −inf) and then to NaN. Neither iterate lies in the flat
+    basin (a non-finite point is on no branch, though its all-False branch mask reads
+    "flat"), so the chain never reached it: first passage −1, reached rate 0."""
+    land = TwoBasin(sharp_hessian=torch.eye(2, dtype=f64), flat_hessian=2 * torch.eye(
+        2, dtype=f64), data=torch.tensor([[4.0, -4.0], [0.0, 0.0]], dtype=f64))
+    assert float(land.sharp_fraction(land.sharp_center)) == 1.0
+    cfg = EscapeConfig(lr=1e308, iterations=3, repetitions=2, sharpness_every=0,
+                       record_trajectory=True, success_rule="reached")
+    res = escape_experiment(land, cfg, methods=("gd",))
+    traj = res.trajectory["gd"][:, 0]
+    assert traj[1].tolist() == [math.inf, -math.inf] and bool(traj[2:].isnan().all())
+    assert res.diverged_rate["gd"] == 1.0
+    assert res.first_passage["gd"].tolist() == [-1, -1]
+    assert res.reached_rate["gd"] == 0.0 and res.success_rate["gd"] == 0.0
+
+
+@pytest.mark.parametrize("centre, corner", [((1.0, -1.0), False), ((-1.0, 1.0), False),
+                                            ((-1.0, -1.0), True)])
+def test_the_corner_rule_needs_both_coordinates_below_minus_a_half(centre, corner):
+    """No data and the start at c_s: GD's gradient is 0 there, so the final iterate is c_s;
+    the authors' success test is both coordinates < −0.5, not either."""
+    flat = (3.0, 3.0)
+    land = TwoBasin(data=torch.zeros(1, 2, dtype=f64), sharp_center=centre, flat_center=flat)
+    cfg = EscapeConfig(iterations=3, repetitions=2, sharpness_every=0,
+                       record_trajectory=False, success_rule="corner")
+    res = escape_experiment(land, cfg, methods=("gd",))
+    assert res.final["gd"].tolist() == [list(centre)] * 2
+    assert res.success_rate["gd"] == float(corner)
+
+
+@pytest.mark.parametrize("n", [5, 65, 77, 146])
+def test_wilson_interval_ends_at_exactly_zero_and_one_for_rates_zero_and_one(n):
+    """At k = 0 the Wilson score interval is [0, z²/(n + z²)] and at k = n it is
+    [n/(n + z²), 1] (centre ± half-width cancel exactly); the computed ends are exactly 0 and
+    1 at these n, where the floating-point sums miss them by an ulp."""
+    z2 = 4.0
+    lo, hi = wilson_interval(0, n)
+    assert lo == 0.0 and hi == pytest.approx(z2 / (n + z2), rel=1e-14)
+    lo, hi = wilson_interval(n, n)
+    assert hi == 1.0 and lo == pytest.approx(n / (n + z2), rel=1e-14)
