@@ -104,3 +104,17 @@ def test_check_positive_refuses_zero_and_non_finite_values(value):
     with pytest.raises(UserError, match="alpha must be > 0 and finite"):
         check_positive("alpha", value)
     assert check_positive("alpha", 1e-300) == 1e-300
+
+
+def test_the_psd_check_allows_round_off_of_64_d_eps_relative_to_the_largest_eigenvalue():
+    """psd_tolerances: λ_min ≥ −64 d eps max|λ| passes (d = 3: −192 eps), below is refused."""
+    from sgdlab.landscapes.base import check_psd_matrix
+
+    eps = torch.finfo(f64).eps
+    for lam, ok in ((-100 * eps, True), (-300 * eps, False)):
+        mat = torch.diag(torch.tensor([2.0, 1.0, 2 * lam], dtype=f64))
+        if ok:
+            check_psd_matrix("D", mat, 3)
+        else:
+            with pytest.raises(UserError, match="D must be positive semi-definite"):
+                check_psd_matrix("D", mat, 3)
