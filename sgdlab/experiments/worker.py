@@ -232,8 +232,12 @@ def execute_run(task: RunTask, send: Callable[[list[tuple]], None] | None = None
     if task.threads:
         torch.set_num_threads(max(1, task.threads))
     local = local_run_folder() if task.ship else None
+    from sgdlab.operators.blocking import reproducible_blocks
+
     try:
-        return _execute(task, send, local, t0, send_checkpoint)
+        # untimed probe blocks: a run's numbers must not depend on the machine's load
+        with reproducible_blocks():
+            return _execute(task, send, local, t0, send_checkpoint)
     finally:
         if torch.get_num_threads() != prev_threads:
             torch.set_num_threads(prev_threads)   # in-process runs leave the caller's setting

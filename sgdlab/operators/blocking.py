@@ -10,16 +10,44 @@ call may include one-off set-up), and the tuner settles on the size with the low
 column as soon as a larger block stops being cheaper per column. Every block is useful work;
 the samples an estimator draws do not depend on the block sizes (see
 :mod:`sgdlab.measure.curvature`), only the time does.
+
+The float round-off does depend on them: a column's product in a block of b >= 2 is not
+bitwise its single product. Within :func:`reproducible_blocks` no block is timed: each
+operator takes the fixed size of its :meth:`~sgdlab.operators.LinearOperator.
+reproducible_block_size` rule, so an estimate's bits do not depend on how busy the machine
+was. The experiment worker and the training loop turn it on; outside it (interactive use)
+the blocks are timed.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
+from contextvars import ContextVar
 
 import torch
 
 # a larger block must be at least this much cheaper per column to be preferred (timing noise)
 _MARGIN = 0.95
+
+_REPRODUCIBLE: ContextVar[bool] = ContextVar("sgdlab_reproducible_blocks", default=False)
+
+
+@contextlib.contextmanager
+def reproducible_blocks(enabled: bool = True) -> Iterator[None]:
+    """Within: operators take a fixed, ruled block size instead of timing their first blocks
+    (:meth:`~sgdlab.operators.LinearOperator.block_tuner`), so estimates are bitwise the same
+    from run to run on CPU; ``enabled=False`` restores the timed choice inside."""
+    token = _REPRODUCIBLE.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _REPRODUCIBLE.reset(token)
+
+
+def blocks_reproducible() -> bool:
+    """Whether :func:`reproducible_blocks` is in force here."""
+    return _REPRODUCIBLE.get()
 
 
 class BlockTuner:

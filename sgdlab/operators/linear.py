@@ -17,7 +17,7 @@ from sgdlab.models.modes import buffers_kept, writes_buffers
 from .batches import (check_batch_loss, check_model_data, draws_unseen, fixed_randomness,
                       gradient_hooks_held, iterate_batches, loss_derivatives, plain_checkpoints,
                       stochastic_modules)
-from .blocking import BlockTuner
+from .blocking import BlockTuner, blocks_reproducible
 from .params import copy_module
 
 
@@ -112,7 +112,9 @@ class LinearOperator:
         """Block sizes for a run of ``kind`` products (``"matmat"`` or ``"quadratic_forms"``):
         ``block_size`` if given; else at most ``cap`` (default :meth:`probe_block_size`), and
         for operators with ``tune_blocks`` the size measured cheapest per column (the
-        measurement is kept on the operator and reused by later estimators)."""
+        measurement is kept on the operator and reused by later estimators), or within
+        :func:`~sgdlab.operators.blocking.reproducible_blocks` the size
+        :meth:`reproducible_block_size` rules (no timing: the round-off does not vary)."""
         if block_size is not None:
             return BlockTuner(block_size, device=self.device, fixed=block_size)
         cap = self.probe_block_size() if cap is None else max(1, min(cap, self.probe_block_size()))
@@ -120,10 +122,19 @@ class LinearOperator:
         # block of a new size pays one-off set-up that would stop the measurement early
         if not self.tune_blocks or self.device.type == "cuda":
             return BlockTuner(cap, device=self.device, fixed=cap)
+        if blocks_reproducible():
+            size = max(1, min(cap, self.reproducible_block_size(cap)))
+            return BlockTuner(size, device=self.device, fixed=size)
         tuners = self.__dict__.setdefault("_block_tuners", {})
         if (kind, cap) not in tuners:
             tuners[kind, cap] = BlockTuner(cap, device=self.device)
         return tuners[kind, cap]
+
+    def reproducible_block_size(self, cap: int) -> int:
+        """The block size taken, untimed, within :func:`~sgdlab.operators.blocking.
+        reproducible_blocks` (at most ``cap``, the memory bound): ``cap`` here; model
+        operators rule by their layers (:meth:`ModelOperator.reproducible_block_size`)."""
+        return cap
 
     def __matmul__(self, v: Tensor) -> Tensor:
         return self.matvec(v)
@@ -253,6 +264,14 @@ class ModelOperator(LinearOperator):
 
     tune_blocks = True
 
+    def reproducible_block_size(self, cap: int) -> int:
+        """1 for a model with convolutions or recurrent layers, whose batched products cost
+        more per column than single ones on CPU (zhu-lenet: blocks of 2 1.27x, of 4 1.34x);
+        else ``cap``, the memory bound (a 784-14-10 MLP: blocks of 16 0.53x the single
+        products): docs/design/curvature.md, "Probe blocks"."""
+        costly = (torch.nn.modules.conv._ConvNd, torch.nn.RNNBase)
+        return 1 if any(isinstance(m, costly) for m in self.model.modules()) else cap
+
     def _options(self) -> dict:
         """Keyword arguments (besides model, loss_fn, data) that rebuild this operator."""
         return {}
@@ -332,6 +351,9 @@ class _Sum(LinearOperator):
 
     def _quadratic_forms(self, m: Tensor) -> Tensor:
         return self.a.quadratic_forms(m) + self.b.quadratic_forms(m)
+
+    def reproducible_block_size(self, cap: int) -> int:
+        return min(self.a.reproducible_block_size(cap), self.b.reproducible_block_size(cap))
 
     def _probe_bytes(self) -> int:
         return max(self.a._probe_bytes(), self.b._probe_bytes())

@@ -100,6 +100,7 @@ from ..loss_settings import loss_name, loss_reduction, torch_loss_class
 from ..measure.batch_norm import recompute_bn_statistics
 from ..models.modes import eval_mode
 from ..operators.batches import check_target_shape, dtype_refusal, loss_refusal
+from ..operators.blocking import reproducible_blocks
 from .callbacks import Callback, Schedule, TrainContext, callback_keys
 from .checkpoint import (changed_settings, checkpoint_path, load_checkpoint, load_state,
                          rng_state, save_checkpoint, set_rng_state, snapshot)
@@ -390,19 +391,23 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
                     schedule_every=schedule_every, clip_grad_norm=clip_grad_norm,
                     sequence_loss=sequence_loss, eval_bn=eval_bn,
                     on_checkpoint=on_checkpoint)
-    run.open_record(store, run_id, name)
-    try:
-        run.fit()
-    except _Diverged as d:
-        run.diverged(d)
-    except FloatingPointError as e:  # how measurements report a non-finite model
-        run.diverged_in_measurement(e)
-    except BaseException as e:
-        one = (f"with {len(run.x_train)} training samples the last partial batch of an epoch "
-               "holds one when N mod batch_size = 1: train with drop_last=True (a run "
-               "config's train.drop_last: true) or another batch_size")
-        abort_run(run, e, run.model, run.loss_fn, run.x_train, run.y_train, batch_of_one=one)
-    return run.complete(record_end=complete)
+    # untimed probe blocks in the instruments, optimizers (GLD's Tr H) and end-of-run hooks:
+    # a run's series must not depend on how busy the machine was
+    with reproducible_blocks():
+        run.open_record(store, run_id, name)
+        try:
+            run.fit()
+        except _Diverged as d:
+            run.diverged(d)
+        except FloatingPointError as e:  # how measurements report a non-finite model
+            run.diverged_in_measurement(e)
+        except BaseException as e:
+            one = (f"with {len(run.x_train)} training samples the last partial batch of an "
+                   "epoch holds one when N mod batch_size = 1: train with drop_last=True (a "
+                   "run config's train.drop_last: true) or another batch_size")
+            abort_run(run, e, run.model, run.loss_fn, run.x_train, run.y_train,
+                      batch_of_one=one)
+        return run.complete(record_end=complete)
 
 
 def abort_run(run: Any, e: BaseException, model: nn.Module, loss_fn: Any, x: Tensor,

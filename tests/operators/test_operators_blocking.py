@@ -1,0 +1,82 @@
+"""Untimed probe blocks (``reproducible_blocks``): estimates whose bits do not depend on how
+the BlockTuner's timing settled."""
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.measure.curvature import frobenius_norm
+from sgdlab.operators import DenseOperator, HessianOperator
+from sgdlab.operators.blocking import BlockTuner, blocks_reproducible, reproducible_blocks
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _problem():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(),
+                          nn.Linear(32, 5))
+    x, y = torch.randn(64, 20), torch.randint(0, 5, (64,))
+    return model, nn.CrossEntropyLoss(), (x, y)
+
+
+def _clock(per_block):
+    """A fake BlockTuner clock: a block of b columns takes ``per_block(b)`` seconds."""
+    ticks = itertools.count()
+    now = [0.0]
+
+    def clock(self):
+        # called before and after each timed block: the second call adds the block's cost
+        if next(ticks) % 2:
+            now[0] += per_block(self._timing)
+        return now[0]
+    return clock
+
+
+def _estimate(monkeypatch, per_block):
+    """‖H‖_F of one problem with the tuner's clock replaced; its settled block size."""
+    nxt = BlockTuner._next
+
+    def spy(self, remaining):
+        self._timing = nxt(self, remaining)
+        return self._timing
+    monkeypatch.setattr(BlockTuner, "_next", spy)
+    monkeypatch.setattr(BlockTuner, "_clock", _clock(per_block))
+    model, loss_fn, data = _problem()
+    op = HessianOperator(model, loss_fn, data)
+    value = frobenius_norm(op, 40, generator=torch.Generator().manual_seed(1)).value
+    tuners = op.__dict__.get("_block_tuners", {})
+    return value, [t.settled for t in tuners.values()]
+
+
+def test_timed_blocks_move_the_bits_and_reproducible_blocks_do_not(monkeypatch):
+    cheap_blocks = lambda b: 1.0            # noqa: E731 - a block costs the same whatever b
+    dear_blocks = lambda b: float(b * b)    # noqa: E731 - per column dearer as b grows
+    timed = [_estimate(monkeypatch, f) for f in (cheap_blocks, dear_blocks)]
+    assert timed[0][1] == [16] and timed[1][1] == [1]        # the timing settled differently
+    assert timed[0][0] != timed[1][0]                         # and the round-off followed it
+    assert timed[0][0] == pytest.approx(timed[1][0], rel=1e-6)
+    with reproducible_blocks():
+        assert blocks_reproducible()
+        fixed = [_estimate(monkeypatch, f) for f in (cheap_blocks, dear_blocks)]
+    assert fixed[0][0] == fixed[1][0]                         # bitwise
+    assert fixed[0][1] == fixed[1][1] == []                   # nothing timed, nothing kept
+    assert not blocks_reproducible()
+
+
+def test_reproducible_block_size_rule_follows_the_layers():
+    model, loss_fn, data = _problem()
+    mlp = HessianOperator(model, loss_fn, data)
+    cnn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3))
+    conv = HessianOperator(cnn, loss_fn, (torch.randn(4, 1, 4, 4), torch.randint(0, 3, (4,))))
+    with reproducible_blocks():
+        assert mlp.block_tuner("matmat").settled == mlp.probe_block_size() == 16
+        assert conv.block_tuner("matmat").settled == 1
+        assert mlp.block_tuner("matmat", cap=3).settled == 3     # within the caller's cap
+        shifted = conv + DenseOperator(torch.eye(conv.shape[0]))
+        assert shifted.block_tuner("matmat").settled == 1          # the sum: the lesser rule
+        assert mlp.block_tuner("matmat", block_size=5).settled == 5
+        with reproducible_blocks(False):                          # timed again inside
+            assert mlp.block_tuner("matmat").settled is None
+    assert mlp.block_tuner("matmat").settled is None
