@@ -98,6 +98,7 @@ from torch import Tensor, nn
 
 from ..data.augment import batch_augmentation
 from ..errors import ConfigError, UserError, check_keys
+from ..operators.blocking import reproducible_blocks
 from ..operators.params import copy_module
 from ..optim.elastic import Parle, master_average
 from .callbacks import MeasurementCallback, Schedule, TrainContext, callback_keys
@@ -499,21 +500,23 @@ def train_replicas(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor]
                            checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                            resume=resume, run_config=run_config, callbacks=callbacks)
     run.progress = progress
-    run.open_record(store, run_id, name, run_config)
-    try:
-        run.fit()
-        run.final_master()
-    except BaseException as e:
-        # as train() names them: inputs of another dtype than the model's, a loss per sample
-        # (found on the first two examples: only those go to the device)
-        x, y = data.x_train[:2].to(run.dev), data.y_train[:2].to(run.dev)
-        # not train()'s words: x holds two samples, and the replicas keep partial batches
-        one = (f"a replica's pass over its examples ({len(data.x_train)} training samples, "
-               "or its shard of them) ends in a partial batch of one when their number mod "
-               "batch_size = 1: give the ParleConfig another batch_size (train_replicas has "
-               "no drop_last)")
-        abort_run(run, e, run.master_model, loss_fn, x, y, batch_of_one=one)
-    return run.complete(record_end=complete)
+    # untimed probe blocks in the callbacks' measurements, as train() has them
+    with reproducible_blocks():
+        run.open_record(store, run_id, name, run_config)
+        try:
+            run.fit()
+            run.final_master()
+        except BaseException as e:
+            # as train() names them: inputs of another dtype than the model's, a loss per
+            # sample (found on the first two examples: only those go to the device)
+            x, y = data.x_train[:2].to(run.dev), data.y_train[:2].to(run.dev)
+            # not train()'s words: x holds two samples, and the replicas keep partial batches
+            one = (f"a replica's pass over its examples ({len(data.x_train)} training "
+                   "samples, or its shard of them) ends in a partial batch of one when their "
+                   "number mod batch_size = 1: give the ParleConfig another batch_size "
+                   "(train_replicas has no drop_last)")
+            abort_run(run, e, run.master_model, loss_fn, x, y, batch_of_one=one)
+        return run.complete(record_end=complete)
 
 
 class _ReplicaTraining:

@@ -1135,3 +1135,24 @@ def test_a_rank_whose_replicas_losses_were_finite_says_another_replica_s_was_not
                     "stopped with the weights of round 1"),
                    ("diverged", 1, "non-finite replica loss (nan) in round 2; stopped with "
                     "the weights of round 1")], got
+
+
+def test_measurements_take_untimed_probe_blocks():
+    """As in train(): a measurement of the master at a round's end takes the ruled probe
+    block (``reproducible_blocks``), not one timed on this machine's load; nothing stays on."""
+    from sgdlab.operators import HessianOperator
+    from sgdlab.operators.blocking import blocks_reproducible
+    from sgdlab.train import MeasurementCallback
+
+    data, seen = toy_data(n=16), []
+
+    def sees(ctx):
+        op = HessianOperator(ctx.model, LOSS, (data.x_train, data.y_train))
+        seen.append((blocks_reproducible(), op.block_tuner("matmat").settled))
+        return {}
+
+    train_replicas(toy_model(), LOSS, data, ParleConfig(replicas=2, L=1, batch_size=8),
+                   rounds=2, callbacks=[MeasurementCallback(sees, every=1)])
+    assert len(seen) == 3 and all(on for on, _ in seen)
+    assert all(size is not None for _, size in seen)     # fixed, never timed
+    assert not blocks_reproducible()
