@@ -9,8 +9,9 @@ Conventions (see docs/ARCHITECTURE.md):
 - **Sampling.** Mini-batches come from one stream of indices driven by the loop's own
   ``torch.Generator`` seeded with ``seed``. Without replacement (default) the stream walks a
   fresh random permutation of ``range(N)`` per pass; the last batch of a pass holds the
-  ``N mod B`` leftover examples (or is dropped with ``drop_last=True``), so one epoch visits every
-  example exactly once. With replacement every batch is B indices drawn i.i.d. uniformly.
+  ``N mod B`` leftover examples (or is dropped with ``drop_last=True``, which ends the pass), so
+  one epoch visits every example exactly once (with ``drop_last``, all but its leftover). With
+  replacement every batch is B indices drawn i.i.d. uniformly.
   The sampling generator is separate from torch's global one, so dropout or noisy optimizers do
   not change which batches are drawn. A dataset loaded with ``augment=`` (``meta["augment"]``,
   :mod:`sgdlab.data.augment`) has each drawn batch cropped / flipped with random numbers from
