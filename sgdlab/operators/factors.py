@@ -737,8 +737,11 @@ def _hooks_split_samples(model, layers: list[nn.Module], x: Tensor) -> bool:
     def leave(m, args, out) -> None:       # returns None: the output stays the layer's
         uses.running.pop()
 
+    # leave first of the layer's forward hooks: a parameter use in a later one (o / ‖W‖) is
+    # outside the layer's output, whose δ the engine takes
     handles = [h for m in layers
-               for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
+               for h in (m.register_forward_pre_hook(enter),
+                         m.register_forward_hook(leave, prepend=True))]
     cuda = x.device.type == "cuda"
     try:
         # its own randomness: the passes after it take the caller's fixed draw from its start

@@ -370,3 +370,21 @@ def test_ggn_diagonal_of_train_mode_spectral_norm_leaves_its_vectors(hook_based)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_ggn_diagonal_under_a_forward_hook_that_uses_the_layer_s_weight():
+    """A first layer's forward hook returning o / ‖W‖ uses W outside o: the linear path's
+    (Σ δ²)ᵀ a² missed that share (7.7e-3 off). It now declines to the per-sample path."""
+    from sgdlab.measure.curvature import ggn_diagonal
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    x, y = tiny_classification(8, 3, 3)
+    loss_fn = nn.CrossEntropyLoss()
+    handle = model[0].register_forward_hook(lambda m, args, out: out / m.weight.norm())
+    try:
+        torch.testing.assert_close(ggn_diagonal(model, loss_fn, (x, y)),
+                                   torch.diagonal(ggn_reference(model, loss_fn, (x, y))),
+                                   rtol=1e-9, atol=1e-12)
+    finally:
+        handle.remove()

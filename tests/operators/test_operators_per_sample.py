@@ -829,3 +829,23 @@ def test_vmap_rows_are_no_function_of_the_parameters():
     x, y = torch.randn(5, 3, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 1])
     g = per_sample_gradients(model, nn.CrossEntropyLoss(), (x, y), method="vmap")
     assert not g.requires_grad and g.grad_fn is None
+
+
+def test_a_forward_hook_that_uses_the_layer_s_weight_makes_the_engine_decline():
+    """A layer's forward hook returning o / ‖W‖ uses W outside the layer's output o, whose δ
+    the engine takes: δ aᵀ missed the hook's share (0.33 off in Frobenius norm here, of 3.4).
+    The probe's own hook ran after the layer's others and counted that use as inside."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    handle = model[0].register_forward_hook(lambda m, args, out: out / m.weight.norm())
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (6,), generator=g)
+    loss_fn = nn.CrossEntropyLoss()
+    try:
+        ref = per_sample_gradients_loop(model, loss_fn, (x, y))
+        assert per_sample_factors(model, loss_fn, (x, y)) is None
+        torch.testing.assert_close(per_sample_gradients(model, loss_fn, (x, y)), ref,
+                                   rtol=1e-12, atol=1e-14)
+    finally:
+        handle.remove()
