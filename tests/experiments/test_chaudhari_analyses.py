@@ -825,14 +825,16 @@ def test_the_fisher_panel_tests_the_caption_and_reads_a_variance_as_one():
 
 
 
-def test_the_hessian_spectrum_s_round_off_is_that_of_the_run_s_dtype():
-    """A Hessian's negative eigenvalue counts beyond the rank tolerance λ_max·d·eps of the
-    dtype the run computed it in: −10⁻⁹ with λ_max = 1, d = 10 is float32 round-off (bar
-    1.2e-6), not float64's (bar 2.2e-15); a run without a ``dtype`` ran in float32."""
+def test_the_hessian_spectrum_s_dtype_round_off_is_that_of_the_run_s_dtype():
+    """Under ``negative_bar: dtype-round-off`` a Hessian's negative eigenvalue counts beyond the
+    rank tolerance λ_max·d·eps of the dtype the run computed it in: −10⁻⁹ with λ_max = 1,
+    d = 10 is float32 round-off (bar 1.2e-6), not float64's (bar 2.2e-15); a run without a
+    ``dtype`` ran in float32."""
     from sgdlab.experiments.procedures.chaudhari import hessian_spectrum
 
     ev = [-1e-9] + [0.0] * 8 + [1.0]
-    spec = SimpleNamespace(paper=PAPER, options={"near_zero": {"fc": [1e-4, 0.8]}})
+    spec = SimpleNamespace(paper=PAPER, options={"near_zero": {"fc": [1e-4, 0.8]},
+                                                 "negative_bar": "dtype-round-off"})
 
     def negative(params):
         run = stored_run("fc", 0, params=params, summary={"hessian_dim": 10, "test_acc": 0.9},
@@ -843,6 +845,64 @@ def test_the_hessian_spectrum_s_round_off_is_that_of_the_run_s_dtype():
     assert negative({}) == 0.0
     assert negative({"dtype": "float32"}) == 0.0
     assert negative({"dtype": "float64"}) == pytest.approx(0.1)
+
+
+# one float64 spectrum, d = 10, λ_max = 1, the peak at |λ| ≤ 10⁻⁴: −10⁻³ lies beyond the peak,
+# −5·10⁻⁵ inside it but beyond float32 round-off (bar 1.2e-6), −10⁻⁹ beyond float64's only
+# (bar 2.2e-15)
+@pytest.mark.parametrize("bar,share,agrees,words", [
+    ("float32-round-off", 0.2, True, "beyond float32 round-off (λ < −max |λ|·d·eps32)"),
+    ("dtype-round-off", 0.3, False,
+     "beyond the round-off of the run's float64 (λ < −max |λ|·d·eps64)"),
+    ("beyond-peak", 0.1, True, "beyond the figure's peak at zero (λ < −0.0001)")])
+def test_the_negative_share_counts_below_the_bar_the_reading_names(bar, share, agrees, words):
+    """Fig. 3.4's "very small fraction of directions have negative curvature" (line 1071):
+    the share is of the eigenvalues below −b, b the bar of the reading ``negative`` (float32
+    round-off, the run's dtype's round-off, or the figure's clipped peak at zero), and the
+    conclusion names the bar."""
+    from sgdlab.experiments.procedures.chaudhari import hessian_spectrum
+
+    ev = [-1e-3, -5e-5, -1e-9] + [0.0] * 6 + [1.0]
+    run = stored_run("char-lstm", 0, params={"dtype": "float64"},
+                     summary={"hessian_dim": 10, "test_acc": 0.9},
+                     data={"hessian_eigenvalues": ev})
+    opts = {"near_zero": {"char-lstm": [1e-4, 0.8]}, "negative_fraction_below": 0.25,
+            "negative_bar": bar}
+    an = hessian_spectrum(SimpleNamespace(paper=PAPER, options=opts), [run])
+    plt.close("all")
+    (row,) = an.table("hessian_spectrum").rows
+    assert row[7] == pytest.approx(share)
+    negative = an.conclusions[2]
+    assert negative.agrees_with_paper is agrees
+    assert negative.text == (f"char-lstm: {share:.2%} of the 10 eigenvalues are negative "
+                             f"{words}")
+
+
+def test_the_negative_bars_of_a_fisher_diagonal_and_an_unknown_bar():
+    """The Fisher diagonal's entries are no eigen-decomposition: their round-off is
+    max |λ|·eps32, without the factor d; beyond the peak is beyond the group's threshold. A
+    bar that is none of the three is an error naming them."""
+    from sgdlab.experiments.procedures.chaudhari import hessian_spectrum
+
+    # max |λ| = 1: −10⁻⁷ is inside float32 round-off (1.2e-7), −10⁻⁶ beyond it but inside the
+    # peak at 10⁻⁵; −10⁻⁴ beyond both
+    diag = [1.0, -1e-4, -1e-6, -1e-7] + [0.0] * 6
+
+    def share(bar):
+        spec = SimpleNamespace(paper=PAPER, options={"near_zero": {"allcnn": [1e-5, 0.6]},
+                                                     "negative_bar": bar})
+        an = hessian_spectrum(spec, [_fisher_run("allcnn", 0, diag, "adam-moments")])
+        plt.close("all")
+        return an.table("hessian_spectrum").rows[0][7], an.conclusions[2].text
+    assert share("float32-round-off") == (pytest.approx(0.2), pytest.approx(
+        "allcnn: 20.00% of the 10 Fisher-diagonal entries (adam-moments; mean over 1 run) are "
+        "negative beyond float32 round-off (λ < −max |λ|·eps32)"))
+    assert share("dtype-round-off")[0] == pytest.approx(0.2)        # the run's float32
+    assert share("beyond-peak")[0] == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match="options.negative_bar: 'float16' is not one of "
+                                          "float32-round-off, dtype-round-off, beyond-peak"):
+        share("float16")
+
 
 # --- thesis §5.0.1: the ensemble of independently trained copies ------------------------------
 @pytest.mark.parametrize("choice,agrees", [("mean-copy", True), ("every-copy", False)])
