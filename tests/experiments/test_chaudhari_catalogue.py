@@ -1306,6 +1306,29 @@ def test_the_thesis_states_the_near_zero_numbers_where_the_catalogue_says(paper_
         assert threshold in paper_text[line - 1] and fraction in paper_text[line - 1]
 
 
+def test_the_negative_reading_changes_the_analysis_bar_not_the_runs():
+    """Fig. 3.4's "very small fraction of directions have negative curvature" (line 1071) names
+    no bar: reading ``negative`` picks the analysis' ``negative_bar`` (float32 round-off by
+    default, as docs/RESULTS.md measured), every run key stays the same, and each choice
+    quotes the line it reads."""
+    from sgdlab.experiments.procedures.chaudhari import NEGATIVE_BARS
+
+    name = "chaudhari-hessian-spectrum"
+    table = load_experiment(name, "cpu").raw["readings"]["negative"]
+    assert (table["default"], tuple(table["choices"])) == ("float32-round-off", NEGATIVE_BARS)
+    for choice, c in table["choices"].items():
+        assert "'A very small fraction of directions have negative curvature'" in \
+            c["description"] and "line 1071" in c["description"], choice
+    for scale in ("smoke", "cpu", "paper"):
+        default = load_experiment(name, scale)
+        assert "negative_bar" not in default.options
+        keys = [r.key for r in default.expand(data_dir="/d")]
+        for choice in NEGATIVE_BARS[1:]:
+            spec = load_experiment(name, scale, readings={"negative": choice})
+            assert spec.options["negative_bar"] == choice
+            assert [r.key for r in spec.expand(data_dir="/d")] == keys, (scale, choice)
+
+
 # --- chapters 2 and 6 at paper scale: the constants the thesis states -------------------------
 def test_spin_glass_paper_scale_is_section_2_4_1s():
     """§2.4.1 (lines 648-665): the 3-spin glass with N = 100, h ~ N(0, ν²) with ν = 1/N,
