@@ -316,6 +316,8 @@ class _Scaled(LinearOperator):
     def __init__(self, op: LinearOperator, c: float):
         super().__init__(op.shape[0], op.dtype, op.device)
         self.op, self.c = op, c
+        # a sum holding it (-H + σI) has its products: timed or ruled as they are
+        self.tune_blocks = op.tune_blocks
 
     def _matvec(self, v: Tensor) -> Tensor:
         return self.c * self.op.matvec(v)
@@ -331,6 +333,9 @@ class _Scaled(LinearOperator):
 
     def block_tuner(self, kind: str = "matmat", **kw) -> BlockTuner:
         return self.op.block_tuner(kind, **kw)      # same products, same costs
+
+    def reproducible_block_size(self, cap: int) -> int:
+        return self.op.reproducible_block_size(cap)
 
 
 class _Sum(LinearOperator):

@@ -80,3 +80,16 @@ def test_reproducible_block_size_rule_follows_the_layers():
         with reproducible_blocks(False):                          # timed again inside
             assert mlp.block_tuner("matmat").settled is None
     assert mlp.block_tuner("matmat").settled is None
+
+
+def test_a_scaled_model_operator_keeps_its_rule_in_sums():
+    """-H + σI (a shift for the most negative eigenvalues) is the model's products: a CNN's
+    takes its rule's block of 1, as H + σI does, not the memory cap."""
+    loss_fn = nn.CrossEntropyLoss()
+    cnn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3))
+    conv = HessianOperator(cnn, loss_fn, (torch.randn(4, 1, 4, 4), torch.randint(0, 3, (4,))))
+    eye = DenseOperator(torch.eye(conv.shape[0]))
+    with reproducible_blocks():
+        for op in (-conv + eye, 2.0 * conv + eye, eye - conv):
+            assert op.block_tuner("matmat").settled == 1
+    assert (-conv + eye).block_tuner("matmat").settled is None    # timed, as conv + eye is
