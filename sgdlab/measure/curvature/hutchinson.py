@@ -22,7 +22,9 @@ def hutchinson_trace(
 
     The standard error is the sample standard deviation of vᵀAv over probes divided by √M.
     Probes go through ``LinearOperator.quadratic_forms`` in blocks (``block_size``, default
-    chosen by the operator: the size measured cheapest per probe, within its memory budget);
+    chosen by the operator, :meth:`~sgdlab.operators.LinearOperator.block_tuner`: the size
+    measured cheapest per probe within its memory budget, or untimed, ruled by the model's
+    layers, within :func:`~sgdlab.operators.blocking.reproducible_blocks`, as in a run);
     for a Hessian or GGN of an ``nn.Sequential`` of linear / convolution / pooling / eval-mode
     batch-norm layers that is one forward Taylor-mode pass per block (no A v formed),
     otherwise ``(V ⊙ A V).sum(0)``. The samples do not depend on the blocks.

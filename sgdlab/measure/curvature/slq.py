@@ -111,7 +111,9 @@ def spectral_density(
     vᵀ f(A) v ≈ Σ_j S[0,j]² f(θ_j) with f a Gaussian kernel of width ``sigma`` gives the
     density φ(t) = (1/d) Tr N(t; A, σ²) averaged over probes. The probes' runs go in lockstep,
     ``block_size`` of them sharing one ``matmat`` per step (default: the group size measured
-    cheapest per product, bounded by the operator's ``memory_budget()`` for their bases);
+    cheapest per product, or the ruled one within
+    :func:`~sgdlab.operators.blocking.reproducible_blocks`, bounded by the operator's
+    ``memory_budget()`` for their bases);
     the nodes and weights equal one run per probe up to round-off.
 
     Args:
