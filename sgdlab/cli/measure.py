@@ -399,6 +399,8 @@ def _measure(args: argparse.Namespace) -> int:
              "batch": lambda: _batch(m, batch_size,
                                      *_batch_lr(state, cfg, store, run_id, step)),
              "surface": lambda: _surface(m)}
+    from sgdlab.operators.blocking import reproducible_blocks
+
     done: list[str] = []
     stopped = None
     for name, measure in steps.items():
@@ -409,7 +411,9 @@ def _measure(args: argparse.Namespace) -> int:
         print(f"  {name} ...", flush=True)
         before = (dict(m.scalars), dict(m.arrays), list(m.figures), list(m.notes))
         try:
-            measure()
+            # untimed probe blocks: the values it stores must not depend on the machine's load
+            with reproducible_blocks():
+                measure()
         except KeyboardInterrupt:
             # the measurements done are kept (written below); this one's partial values not
             stopped = name

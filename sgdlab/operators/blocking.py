@@ -15,8 +15,9 @@ The float round-off does depend on them: a column's product in a block of b >= 2
 bitwise its single product. Within :func:`reproducible_blocks` no block is timed: each
 operator takes the fixed size of its :meth:`~sgdlab.operators.LinearOperator.
 reproducible_block_size` rule, so an estimate's bits do not depend on how busy the machine
-was. The experiment worker and the training loops (``train``, ``train_replicas``) turn it
-on; outside it (interactive use) the blocks are timed.
+was. The experiment worker, the training loops (``train``, ``train_replicas``) and
+``sgdlab measure`` turn it on; outside it (the library's functions called directly) the
+blocks are timed.
 """
 from __future__ import annotations
 

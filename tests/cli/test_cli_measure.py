@@ -363,3 +363,23 @@ def test_cabs_of_an_interrupted_replica_run_takes_the_lr_of_its_checkpoint_s_rou
     assert _checkpoint_lr({}, cfg, store, run_id, 6) == 0.01
     assert _checkpoint_lr({}, cfg, store, run_id, 1) is None      # no round before it
     assert _checkpoint_lr({}, cfg, store, run_id) == 0.01
+
+
+def test_measurements_take_untimed_probe_blocks(tmp_path, monkeypatch):
+    """The values ``sgdlab measure`` stores do not depend on the machine's load: its
+    estimators run within ``reproducible_blocks`` (ruled, untimed probe blocks), as a
+    training run's do, and leave it off after."""
+    import sgdlab.cli.measure as measure
+    from sgdlab.operators.blocking import blocks_reproducible
+
+    run = _trained_tiny(tmp_path, lr="0.01", exit_code=0)
+    seen = []
+    hessian = measure._hessian
+
+    def recording(m):
+        seen.append(blocks_reproducible())
+        return hessian(m)
+    monkeypatch.setattr(measure, "_hessian", recording)
+    assert main(["measure", str(run), "--what", "hessian", "--k", "2", "--probes", "2",
+                 "--out", str(tmp_path / "m")]) == 0
+    assert seen == [True] and not blocks_reproducible()
