@@ -12,9 +12,11 @@ from sgdlab.errors import UserError
 from sgdlab.measure import ggn_diagonal, mean_loss
 from sgdlab.models.recurrent import LSTMStack
 from sgdlab.operators import HessianOperator
-from sgdlab.operators.batches import (bags_composed, check_model_data, fixed_randomness,
-                                      gradient_hooks_held, iterate_chunks, loss_derivatives,
-                                      stochastic_modules)
+from sgdlab.operators.batches import (bags_composed, cast_batches, check_batch_loss,
+                                      check_batch_rows, check_model_data, check_target_shape,
+                                      chunk_loss_problem, concat_batches, fixed_randomness,
+                                      gradient_hooks_held, iterate_batches, iterate_chunks,
+                                      loss_derivatives, num_samples, stochastic_modules)
 from sgdlab.testing import memory_budget_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -212,3 +214,84 @@ def test_iterate_chunks_cuts_each_batch_and_skips_the_empty_ones(chunk_size, siz
     chunks = list(iterate_chunks(data, None, chunk_size))
     assert [len(cx) for cx, _ in chunks] == sizes
     assert torch.equal(torch.cat([cy for _, cy in chunks]), y)
+
+
+def _batches(n: int = 7, split: int = 3):
+    x = torch.arange(2.0 * n, dtype=torch.float64).view(n, 2).requires_grad_(True)
+    y = torch.arange(n)
+    return x, y, [(x[:split], y[:split]), (x[split:], y[split:])]
+
+
+def test_iterate_batches_reads_a_list_pair_as_one_batch_and_detaches_it():
+    x, y, batches = _batches()
+    got = list(iterate_batches([x, y]))            # a list [x, y] is one batch, as (x, y)
+    assert len(got) == 1 and torch.equal(got[0][0], x) and torch.equal(got[0][1], y)
+    for bx, _ in list(iterate_batches(batches)) + got:
+        assert not bx.requires_grad                # activations kept as data: no graph
+
+
+def test_num_samples_and_concat_batches_count_every_sample():
+    x, y, batches = _batches()
+    assert num_samples(batches) == 7 and num_samples((x, y)) == 7
+    cx, cy = concat_batches(batches)
+    assert torch.equal(cx, x) and torch.equal(cy, y) and not cx.requires_grad
+    sx, _ = concat_batches((x, y))
+    assert torch.equal(sx, x) and not sx.requires_grad
+
+
+def test_cast_batches_casts_floating_inputs_and_targets_and_keeps_labels():
+    x, y, batches = _batches()
+    yf = y.double()[:, None]
+    cast = [cast_batches((x, y), torch.float32), cast_batches((x, yf), torch.float32),
+            *cast_batches(batches, torch.float32), *cast_batches([(x, yf)], torch.float32)]
+    assert [(bx.dtype, by.dtype) for bx, by in cast] == [
+        (torch.float32, torch.int64), (torch.float32, torch.float32),
+        (torch.float32, torch.int64), (torch.float32, torch.int64),
+        (torch.float32, torch.float32)]
+
+
+@pytest.mark.parametrize("x_shape, n_targets, refused", [
+    ((5, 3), 4, True), ((4, 3), 5, True), ((5, 3), 5, False),
+    ((5, 3), 1, False),                 # one placeholder target for five samples
+    ((7, 1, 3), 1, True),               # one sequence, time first: (T, 1, F)
+    ((5, 1, 4, 4), 1, False)])          # images of one channel with a placeholder target
+def test_check_batch_rows_compares_the_samples_of_inputs_and_targets(x_shape, n_targets,
+                                                                     refused):
+    x, y = torch.zeros(x_shape), torch.zeros(n_targets)
+    if refused:
+        with pytest.raises(UserError, match="along dimension 0"):
+            check_batch_rows(x, y)
+    else:
+        check_batch_rows(x, y)
+
+
+def test_check_batch_loss_refuses_what_batches_would_average_wrongly():
+    from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+
+    x, y = torch.zeros(6, 2), torch.tensor([0, 1, 2, 0, 1, -100])
+    batches = [(x[:3], y[:3]), (x[3:], y[3:])]
+    summed = nn.CrossEntropyLoss(reduction="sum")
+    check_batch_loss(summed, (x, y))               # one batch: its weight cancels
+    with pytest.raises(UserError, match="reduction='sum'"):
+        check_batch_loss(summed, batches)
+    with pytest.raises(UserError, match="reduction='sum'"):
+        check_batch_loss(summed, DataLoader(TensorDataset(x, y), batch_size=3))
+    check_batch_loss(summed, DataLoader(TensorDataset(x, y), batch_size=6))
+    check_batch_loss(nn.CrossEntropyLoss(weight=torch.ones(3)), batches[:1] * 2)
+    with pytest.raises(UserError, match="class weights"):
+        check_batch_loss(nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 1.0])),
+                         batches[:1] * 2)
+    with pytest.raises(UserError, match="ignore_index"):
+        check_batch_loss(nn.CrossEntropyLoss(), batches)
+    # drawn with replacement, a pass need not read every target: not looked at
+    ds = TensorDataset(x, y)
+    check_batch_loss(nn.CrossEntropyLoss(), DataLoader(
+        ds, batch_size=3, sampler=RandomSampler(ds, replacement=True)))
+    assert chunk_loss_problem(nn.CrossEntropyLoss(), y) is not None
+    assert chunk_loss_problem(nn.CrossEntropyLoss(), y[:5]) is None
+
+
+def test_check_target_shape_refuses_broadcasting_targets():
+    with pytest.raises(UserError, match="broadcasts"):
+        check_target_shape(nn.MSELoss(), torch.zeros(4, 1), torch.zeros(4))
+    check_target_shape(nn.MSELoss(), torch.zeros(4, 1), torch.zeros(4, 1))
