@@ -329,3 +329,41 @@ def test_probe_width_is_the_weighted_layers_outputs_per_sample():
     x, y = tiny_images()
     graph.forward(x, y, nn.CrossEntropyLoss())
     assert graph.width == 11
+
+
+class _BroadcastSum(nn.Module):
+    """The data plus one trained value per sample, broadcast over the features, then reshaped:
+    the sum's tangent (from the small input alone) has the sum's full shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.fc = nn.Linear(6, 1), nn.Linear(6, 3)
+
+    def forward(self, x):
+        s = (x + self.a(x)).view(-1, 2, 3)
+        return self.fc(torch.tanh(s).flatten(1))
+
+
+def test_a_broadcast_sum_of_data_and_a_trained_value_matches_dense():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(2)
+    data = (torch.randn(5, 6, generator=g, dtype=torch.float64),
+            torch.randint(0, 3, (5,), generator=g))
+    assert_rop_products_match_dense(_BroadcastSum().double(), data, GraphHVP)
+
+
+class _OneOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.fc(x) * 2.0
+
+
+def test_probe_width_of_one_value_per_sample_is_one():
+    model = _OneOutput().double()
+    graph = GraphHVP.build(model, dict(model.named_parameters()))
+    x = torch.randn(3, 4, dtype=torch.float64)
+    graph.forward(x, torch.zeros(3, 1, dtype=torch.float64), nn.MSELoss())
+    assert graph.width == 1
