@@ -1,6 +1,8 @@
 """``sgdlab temperature --match-*`` without ``--keep``: every temperature that can be kept."""
 from __future__ import annotations
 
+import pytest
+
 from sgdlab.cli.main import main
 
 BASE = ["temperature", "--lr", "0.1", "--batch-size", "128", "--dataset-size", "1000"]
@@ -38,3 +40,38 @@ def test_an_infinite_learning_rate_or_batch_size_is_refused(capsys):
              "--match-batch-size takes the new learning rate, finite and > 0; got inf")):
         assert main(["temperature", *argv]) == 2
         assert message in capsys.readouterr().err
+
+
+def _printed(out: str) -> dict[str, float]:
+    """The temperature lines ``  name value`` of the command's output."""
+    return {parts[0]: float(parts[1]) for line in out.splitlines()
+            if line.startswith("  ") and len(parts := line.split()) == 2}
+
+
+def test_musso_temperatures_are_eq_19_with_the_momentum_given(capsys):
+    """Musso eq. (19) with D = 1, T = l / (6 C (1 − μ)), computed by hand: at Fig. 6's
+    (l = 0.005, C = 60, μ = 0.75) and (C = 30, μ = 0.5) both are 0.005 / 90; ``musso-mean-lr``
+    reads --lr as the mean rate, l = 2·lr."""
+    for batch, mu in ((60, 0.75), (30, 0.5)):
+        assert main(["temperature", "--lr", "0.005", "--batch-size", str(batch),
+                     "--momentum", str(mu)]) == 0
+        got = _printed(capsys.readouterr().out)
+        t = 0.005 / (6.0 * batch * (1.0 - mu))
+        assert t == 0.005 / 90.0
+        assert got["musso"] == pytest.approx(t, rel=1e-5)
+        assert got["musso-mean-lr"] == pytest.approx(2 * t, rel=1e-5)
+        assert got["eta_over_b"] == pytest.approx(0.005 / batch, rel=1e-5)   # no μ in η/B
+
+
+def test_keeping_musso_solves_eq_19_for_the_other_hyper_parameter(capsys):
+    """Fig. 5: (l = 2e-4, C = 60) and (l = 1e-4, C = 30) share eq. (19)'s T at μ = 0; with
+    μ = 0.9 on both sides, l / C is kept all the same (l′ = 0.1 · 256/128)."""
+    assert main(["temperature", "--lr", "2e-4", "--batch-size", "60", "--match-lr", "30",
+                 "--keep", "musso"]) == 0
+    assert "keep musso: batch size 30 -> lr 0.0001" in capsys.readouterr().out.splitlines()
+    assert main(["temperature", "--lr", "2e-4", "--batch-size", "60",
+                 "--match-batch-size", "1e-4", "--keep", "musso-mean-lr"]) == 0
+    assert "keep musso-mean-lr: lr 0.0001 -> batch size 30 (exact 30;" in capsys.readouterr().out
+    assert main(["temperature", "--lr", "0.1", "--batch-size", "128", "--momentum", "0.9",
+                 "--match-lr", "256", "--keep", "musso"]) == 0
+    assert "keep musso: batch size 256 -> lr 0.2" in capsys.readouterr().out.splitlines()
