@@ -164,6 +164,27 @@ def test_steps_taken_have_eq_25s_mean_and_eq_1s_bounds(convention, high):
     assert abs(sum(taken) / n - high / 2) < 4 * se
 
 
+
+@pytest.mark.parametrize("convention,high", [("paper", 1.0), ("mean-lr", 2.0)])
+def test_steps_taken_have_the_variance_of_a_uniform_on_eq_1s_interval(convention, high):
+    """Var α = high²/12 for α ~ U[0, high] (U[0, 1] in eq. (1)), read off the weights as the
+    steps l α_k (μ = 0, ∇f = 1) at a fixed seed; tolerance 4 standard errors of the sample
+    variance, √((μ₄ − σ⁴)/n) with μ₄ = high⁴/80 the uniform's fourth central moment."""
+    l, n = 0.25, 4000
+    p = torch.nn.Parameter(torch.zeros(1, dtype=D))
+    opt = RandomLRSGD([p], lr=l, convention=convention, seed=7)
+    before = []
+    for _ in range(n):
+        before.append(float(p.detach()))
+        p.grad = torch.ones(1, dtype=D)
+        opt.step()
+    xs = torch.tensor(before + [float(p.detach())], dtype=D)
+    taken = (xs[:-1] - xs[1:]) / l
+    var = high ** 2 / 12
+    se = high ** 2 * math.sqrt((1 / 80 - 1 / 144) / n)
+    assert abs(float(taken.var()) - var) < 4 * se
+    assert abs(float(taken.mean()) - high / 2) < 4 * math.sqrt(var / n)
+
 def test_state_dict_round_trip_resumes_the_same_trajectory():
     model0 = tiny_mlp(3, 4, 2, seed=0)
     x, y = tiny_classification(n=16, seed=1)
