@@ -307,3 +307,13 @@ def test_state_dict_round_trip_of_several_groups_is_bit_exact():
     _, _, opt3 = _two_groups()
     opt3.load_state_dict(old)
     assert opt3.last_alphas == opt.last_alphas
+
+
+def test_boundary_arguments_are_accepted_as_torch_sgd_accepts_them():
+    """lr = 0 (a frozen run: l = 0 in eq. (2) leaves x unchanged) and μ = 0 are valid, as in
+    ``torch.optim.SGD``; only lr < 0 and μ ∉ [0, 1) are refused (test above)."""
+    p = torch.nn.Parameter(torch.ones(2, dtype=D))
+    opt = RandomLRSGD([p], lr=0.0, momentum=0.0, seed=0)
+    p.grad = torch.ones(2, dtype=D)
+    opt.step()
+    assert torch.equal(p.detach(), torch.ones(2, dtype=D)) and 0 <= opt.last_alpha <= 1
