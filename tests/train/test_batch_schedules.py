@@ -227,3 +227,30 @@ def test_description_names_the_batch_size_the_cycle_starts_from():
         "cyclic 128–640, triangular, period 10 epochs, from 640")
     assert CyclicBatchSize(128, 640, period=4, shape="square").description.endswith("from 128")
     assert ConstantBatchSize(32).description == "32"
+
+
+def test_random_lr_sgd_with_two_groups_logs_the_first_groups_step():
+    # one draw u per step (Musso eq. (1)); the first group (lr 0.1, α = u on U[0, 1]) is the
+    # one logged, not the second (lr 0.3, "mean-lr": α = 2u on U[0, 2])
+    from types import SimpleNamespace
+
+    from sgdlab.optim.random_lr import RandomLRSGD
+    from sgdlab.train.instruments.noise_protocols import ProtocolCallback
+
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = RandomLRSGD([{"params": [a]}, {"params": [b], "lr": 0.3, "convention": "mean-lr"}],
+                      lr=0.1, seed=0)
+    logged = []
+    ctx = SimpleNamespace(optimizer=opt, batch=(torch.zeros(5, 2), torch.zeros(5)),
+                          log=lambda name, v, step: logged.append((name, v, step)))
+    cb = ProtocolCallback()
+    for k in range(3):
+        ctx.step = k
+        cb.on_step_begin(ctx)
+        a.grad, b.grad = torch.ones(1), torch.ones(1)
+        opt.step()
+        cb.on_step_end(ctx)
+        u = opt.last_alphas[0]
+        assert opt.last_alphas[1] == 2 * u
+        assert logged[-3:] == [("lr_step", pytest.approx(0.1 * u), k), ("batch_size", 5, k),
+                               ("lr_over_batch", pytest.approx(0.1 * u / 5), k)]
