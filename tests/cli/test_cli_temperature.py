@@ -71,7 +71,9 @@ def test_keeping_musso_solves_eq_19_for_the_other_hyper_parameter(capsys):
     assert "keep musso: batch size 30 -> lr 0.0001" in capsys.readouterr().out.splitlines()
     assert main(["temperature", "--lr", "2e-4", "--batch-size", "60",
                  "--match-batch-size", "1e-4", "--keep", "musso-mean-lr"]) == 0
-    assert "keep musso-mean-lr: lr 0.0001 -> batch size 30 (exact 30;" in capsys.readouterr().out
+    # T = 2·lr / (6 C) at both: 2 · 2e-4 / 360 = 2 · 1e-4 / 180 = 1.11111e-06
+    assert ("keep musso-mean-lr: lr 0.0001 -> batch size 30 (exact 30; temperature 1.11111e-06"
+            " vs 1.11111e-06)") in capsys.readouterr().out.splitlines()
     assert main(["temperature", "--lr", "0.1", "--batch-size", "128", "--momentum", "0.9",
                  "--match-lr", "256", "--keep", "musso"]) == 0
     assert "keep musso: batch size 256 -> lr 0.2" in capsys.readouterr().out.splitlines()

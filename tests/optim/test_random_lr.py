@@ -317,3 +317,26 @@ def test_boundary_arguments_are_accepted_as_torch_sgd_accepts_them():
     p.grad = torch.ones(2, dtype=D)
     opt.step()
     assert torch.equal(p.detach(), torch.ones(2, dtype=D)) and 0 <= opt.last_alpha <= 1
+
+
+def test_a_state_with_only_a_mean_lr_first_groups_alpha_restores_each_groups_alpha():
+    """A state saved before ``last_alphas`` holds the first group's α only; with that group on
+    U[0, 2] ("mean-lr") the draw is u = α/2, so a "paper" group's α is α/2 (eq. (1)'s U[0, 1])."""
+    def make():
+        a, b = torch.nn.Parameter(torch.zeros(1, dtype=D)), torch.nn.Parameter(
+            torch.zeros(1, dtype=D))
+        return [a, b], RandomLRSGD([{"params": [a], "convention": "mean-lr"},
+                                    {"params": [b], "convention": "paper"}], lr=0.1, seed=4)
+
+    params, opt = make()
+    for p in params:
+        p.grad = torch.ones(1, dtype=D)
+    opt.step()
+    u = _alphas(4, 1)[0]
+    assert opt.last_alphas == [2 * u, u]
+    old = opt.state_dict()
+    del old["random_lr"]["last_alphas"]
+    assert old["random_lr"]["last_alpha"] == 2 * u
+    _, opt2 = make()
+    opt2.load_state_dict(old)
+    assert opt2.last_alphas == [2 * u, u]
