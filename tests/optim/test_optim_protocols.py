@@ -9,7 +9,7 @@ import torch
 from scipy import stats
 
 from sgdlab.optim import build_schedule
-from sgdlab.optim.protocols import lr_trace
+from sgdlab.optim.protocols import RandomLR, lr_trace
 from sgdlab.testing import tiny_classification, tiny_mlp
 
 LOSS = torch.nn.CrossEntropyLoss()
@@ -38,21 +38,25 @@ def test_random_protocol_mean_equals_constant():
 
 
 def test_random_protocol_default_width_has_the_mean_and_variance_of_u_0_2eta():
-    """The default width 1: η_t ~ U[0, 2η] (the mean-lr reading of Musso's random protocol),
-    mean η and variance (2η)²/12, within 4 standard errors (sample variance:
-    √((μ₄ − σ⁴)/n), μ₄ = (2η)⁴/80)."""
+    """The default width 1 (by name and of the class): η_t ~ U[0, 2η] (the mean-lr reading of
+    Musso's random protocol), mean η and variance (2η)²/12, within 4 standard errors (sample
+    variance: √((μ₄ − σ⁴)/n), μ₄ = (2η)⁴/80)."""
     eta, n = 0.2, 4000
-    sched = build_schedule("random", _opt(eta), steps_per_epoch=1, total_steps=n, seed=11)
-    lrs = []
-    for _ in range(n):
-        lrs.append(sched.get_last_lr()[0])
-        sched.step()
-    lrs = torch.tensor(lrs, dtype=torch.float64)
     h = 2 * eta
     var = h ** 2 / 12
-    assert abs(float(lrs.mean()) - eta) < 4 * math.sqrt(var / n)
-    assert abs(float(lrs.var()) - var) < 4 * h ** 2 * math.sqrt((1 / 80 - 1 / 144) / n)
-    assert float(lrs.min()) >= 0 and float(lrs.max()) <= h
+    for make in (lambda o: build_schedule("random", o, steps_per_epoch=1, total_steps=n,
+                                          seed=11),
+                 lambda o: RandomLR(o, seed=11)):
+        sched = make(_opt(eta))
+        lrs = []
+        for _ in range(n):
+            lrs.append(sched.get_last_lr()[0])
+            sched.step()
+        lrs = torch.tensor(lrs, dtype=torch.float64)
+        assert abs(float(lrs.mean()) - eta) < 4 * math.sqrt(var / n)
+        assert abs(float(lrs.var()) - var) < 4 * h ** 2 * math.sqrt((1 / 80 - 1 / 144) / n)
+        assert float(lrs.min()) >= 0 and float(lrs.max()) <= h
+
 
 def test_random_protocol_width_zero_is_constant():
     assert lr_trace("random", 5, lr=0.3, width=0.0) == [0.3] * 5

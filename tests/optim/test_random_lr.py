@@ -185,6 +185,7 @@ def test_steps_taken_have_the_variance_of_a_uniform_on_eq_1s_interval(convention
     assert abs(float(taken.var()) - var) < 4 * se
     assert abs(float(taken.mean()) - high / 2) < 4 * math.sqrt(var / n)
 
+
 def test_state_dict_round_trip_resumes_the_same_trajectory():
     model0 = tiny_mlp(3, 4, 2, seed=0)
     x, y = tiny_classification(n=16, seed=1)
