@@ -9,7 +9,7 @@ import torch
 from scipy import stats
 
 from sgdlab.optim import build_schedule
-from sgdlab.optim.protocols import RandomLR, lr_trace
+from sgdlab.optim.protocols import CosineCyclicLR, RandomLR, lr_trace
 from sgdlab.testing import tiny_classification, tiny_mlp
 
 LOSS = torch.nn.CrossEntropyLoss()
@@ -76,6 +76,20 @@ def test_cosine_cyclic_formula():
                     convention="full-period")
     for tau, expected in [(0, 2 * lr), (3, 0.0), (6, 2 * lr), (2, 0.5 * lr)]:
         assert full[tau * spe] == pytest.approx(expected, abs=1e-15)
+
+
+def test_cosine_cyclic_class_defaults_to_eq_20_at_given_steps():
+    """eq. (20), l_τ = l [1 + cos(π τ / P)], by hand at P = 18 (Fig. 1), 3 steps an epoch, from
+    the class with its default convention as from the registry's."""
+    lr, spe, P = 0.05, 3, 18
+    want = {0: 2 * lr, 2: 2 * lr, 27: lr, 28: lr, 40: lr * (1 + math.cos(13 * math.pi / 18)),
+            54: 0.0, 108: 2 * lr}
+    for make in (lambda o: CosineCyclicLR(o, period=P, steps_per_epoch=spe),
+                 lambda o: build_schedule("cosine-cyclic", o, steps_per_epoch=spe,
+                                          total_steps=200, period=P)):
+        sched = make(_opt(lr))
+        for t, v in want.items():
+            assert sched.lr_at(t) == pytest.approx(v, rel=1e-12, abs=1e-17)
 
 
 def test_paper_periods_average_l_over_180_epochs():
