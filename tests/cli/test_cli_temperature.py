@@ -77,3 +77,10 @@ def test_keeping_musso_solves_eq_19_for_the_other_hyper_parameter(capsys):
     assert main(["temperature", "--lr", "0.1", "--batch-size", "128", "--momentum", "0.9",
                  "--match-lr", "256", "--keep", "musso"]) == 0
     assert "keep musso: batch size 256 -> lr 0.2" in capsys.readouterr().out.splitlines()
+
+
+def test_a_new_batch_size_equal_to_the_dataset_size_is_accepted(capsys):
+    # the full batch is a batch size (only one beyond N is refused); eq. (19) keeps l / C:
+    # l' = 0.1 · 1000 / 128
+    assert main([*BASE, "--match-lr", "1000", "--keep", "musso"]) == 0
+    assert "keep musso: batch size 1000 -> lr 0.78125" in capsys.readouterr().out.splitlines()

@@ -286,3 +286,8 @@ def test_a_loaded_schedule_scales_the_saved_initial_lr():
     dst.load_state_dict(src.state_dict())
     assert opt.param_groups[0]["lr"] == pytest.approx(0.025, rel=1e-15)
     assert dst.get_last_lr() == src.get_last_lr()
+
+
+def test_fewer_than_one_step_per_epoch_is_refused():
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        CosineCyclicLR(_opt(), period=6, steps_per_epoch=0)

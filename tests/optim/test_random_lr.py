@@ -341,3 +341,9 @@ def test_a_state_with_only_a_mean_lr_first_groups_alpha_restores_each_groups_alp
     _, opt2 = make()
     opt2.load_state_dict(old)
     assert opt2.last_alphas == [2 * u, u]
+
+
+def test_settings_hold_the_seed_as_given():
+    p = torch.nn.Parameter(torch.zeros(1))
+    assert RandomLRSGD([p], lr=0.1, seed=5).settings() == {"seed": 5}
+    assert RandomLRSGD([p], lr=0.1).settings() == {"seed": None}

@@ -254,3 +254,25 @@ def test_random_lr_sgd_with_two_groups_logs_the_first_groups_step():
         assert opt.last_alphas[1] == 2 * u
         assert logged[-3:] == [("lr_step", pytest.approx(0.1 * u), k), ("batch_size", 5, k),
                                ("lr_over_batch", pytest.approx(0.1 * u / 5), k)]
+
+
+def test_protocol_callback_logs_only_the_scheduled_steps():
+    from types import SimpleNamespace
+
+    from sgdlab.optim.random_lr import RandomLRSGD
+    from sgdlab.train.callbacks import Schedule
+    from sgdlab.train.instruments.noise_protocols import ProtocolCallback
+
+    a = torch.nn.Parameter(torch.zeros(1))
+    opt = RandomLRSGD([a], lr=0.1, seed=0)
+    logged = []
+    ctx = SimpleNamespace(optimizer=opt, batch=(torch.zeros(3, 2), torch.zeros(3)),
+                          log=lambda name, v, step: logged.append((name, step)))
+    cb = ProtocolCallback(Schedule.every(2))
+    for k in range(5):
+        ctx.step = k
+        cb.on_step_begin(ctx)
+        a.grad = torch.ones(1)
+        opt.step()
+        cb.on_step_end(ctx)
+    assert [s for name, s in logged if name == "lr_step"] == [0, 2, 4]
