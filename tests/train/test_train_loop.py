@@ -1204,7 +1204,7 @@ def test_a_measurement_callback_leaves_the_model_as_it_found_it():
 
     def probe(ctx):
         ctx.model.train()
-        return {"out": float(ctx.model(ctx.data.x_train[:10]).sum())}
+        return {"out": float(ctx.model(ctx.data.x_train[:10]).sum().detach())}
 
     plain = run([])
     measured = run([MeasurementCallback(probe, Schedule.every(2))])
