@@ -802,6 +802,18 @@ def samples_interact(model: nn.Module, x: Tensor) -> bool:
     return not _row_agrees(alone, pair)
 
 
+def _own_output_hooks(layers: list[nn.Module], hook_of) -> list | None:
+    """Forward hooks ``hook_of(i)`` on ``layers[i]`` that see the layer's own output: each the
+    first of its layer's hooks (a later one may return another output, 2 z, whose δ is not
+    the layer's: rows off by that factor); None where torch's global forward hooks are
+    registered, which run before any of a layer's (its output may be theirs)."""
+    from torch.nn.modules import module as _mod
+
+    if _mod._global_forward_hooks:
+        return None
+    return [m.register_forward_hook(hook_of(i), prepend=True) for i, m in enumerate(layers)]
+
+
 def _hooked_passes(model, loss_fn, batches, layers):
     """Each layer's inputs (batch norm: x̂) and δ from the model's own forward pass with hooks
     and one backward pass w.r.t. the layers' outputs; None when a layer runs twice."""
@@ -810,7 +822,6 @@ def _hooked_passes(model, loss_fn, batches, layers):
     calls = [0] * len(layers)
     outputs: list[tuple[Tensor, int]] = []
     ok = True
-    handles = []
     batch_len = [0]
     checked = False          # whether the loss was seen to be a mean over samples
 
@@ -827,14 +838,9 @@ def _hooked_passes(model, loss_fn, batches, layers):
             output.register_hook(lambda g: deltas[i].append(g.detach()))
         return hook
 
-    from torch.nn.modules import module as _mod
-
-    if _mod._global_forward_hooks:
-        return None          # they run before any hook of the layer's: its output may be theirs
-    for i, m in enumerate(layers):
-        # first of the layer's hooks: a later one may return another output (2 z), whose δ
-        # is not the layer's (rows off by that factor)
-        handles.append(m.register_forward_hook(fwd_hook(i), prepend=True))
+    handles = _own_output_hooks(layers, fwd_hook)
+    if handles is None:
+        return None
     n = 0
     try:
         params = [p for m in layers for p in m.parameters() if p.requires_grad]

@@ -236,7 +236,7 @@ def _hooked_linear_forward(model: nn.Module, x: Tensor):
     """The forward pass of a network whose trainable parameters all sit in ``nn.Linear``
     layers (the factored engine's layers, all linear), each called once on (N, in) inputs
     whose rows are the samples: (output, {layer: (input, output)}); None otherwise."""
-    from sgdlab.operators.factors import _hooks_split_samples, _supported
+    from sgdlab.operators.factors import _hooks_split_samples, _own_output_hooks, _supported
 
     layers = _supported(model)
     if not layers or not all(isinstance(m, nn.Linear) for m in layers) \
@@ -247,12 +247,9 @@ def _hooked_linear_forward(model: nn.Module, x: Tensor):
     def hook(m, inp, out):
         seen[m].append((inp[0].detach(), out, out._version))
 
-    from torch.nn.modules import module as _mod
-
-    if _mod._global_forward_hooks:
-        return None          # they run before any hook of the layer's: its output may be theirs
-    # first of the layer's hooks: a later one may return another output (2 z), not the layer's
-    handles = [m.register_forward_hook(hook, prepend=True) for m in layers]
+    handles = _own_output_hooks(layers, lambda i: hook)
+    if handles is None:
+        return None
     try:
         with torch.enable_grad():
             out = model(x.detach())
