@@ -21,6 +21,13 @@ def _problem():
     return model, nn.CrossEntropyLoss(), (x, y)
 
 
+def _conv_operator() -> HessianOperator:
+    """The Hessian of a small CNN: its rule takes blocks of 1."""
+    cnn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3))
+    data = (torch.randn(4, 1, 4, 4), torch.randint(0, 3, (4,)))
+    return HessianOperator(cnn, nn.CrossEntropyLoss(), data)
+
+
 def _clock(per_block):
     """A fake BlockTuner clock: a block of b columns takes ``per_block(b)`` seconds."""
     ticks = itertools.count()
@@ -68,8 +75,7 @@ def test_timed_blocks_move_the_bits_and_reproducible_blocks_do_not(monkeypatch):
 def test_reproducible_block_size_rule_follows_the_layers():
     model, loss_fn, data = _problem()
     mlp = HessianOperator(model, loss_fn, data)
-    cnn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3))
-    conv = HessianOperator(cnn, loss_fn, (torch.randn(4, 1, 4, 4), torch.randint(0, 3, (4,))))
+    conv = _conv_operator()
     with reproducible_blocks():
         assert mlp.block_tuner("matmat").settled == mlp.probe_block_size() == 16
         assert conv.block_tuner("matmat").settled == 1
@@ -85,9 +91,7 @@ def test_reproducible_block_size_rule_follows_the_layers():
 def test_a_scaled_model_operator_keeps_its_rule_in_sums():
     """-H + σI (a shift for the most negative eigenvalues) is the model's products: a CNN's
     takes its rule's block of 1, as H + σI does, not the memory cap."""
-    loss_fn = nn.CrossEntropyLoss()
-    cnn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3))
-    conv = HessianOperator(cnn, loss_fn, (torch.randn(4, 1, 4, 4), torch.randint(0, 3, (4,))))
+    conv = _conv_operator()
     eye = DenseOperator(torch.eye(conv.shape[0]))
     with reproducible_blocks():
         for op in (-conv + eye, 2.0 * conv + eye, eye - conv):
