@@ -145,24 +145,30 @@ def test_alpha_is_uniform(convention, high):
 
 
 
-@pytest.mark.parametrize("convention,high", [("paper", 1.0), ("mean-lr", 2.0)])
-def test_steps_taken_have_eq_25s_mean_and_eq_1s_bounds(convention, high):
-    """The factors the steps actually took, read off the weights (μ = 0, ∇f = 1, so
-    x_k − x_{k+1} = l α_k): within [0, high] and of mean ⟨α⟩ = ∫₀¹ α dα = 1/2 (eq. (25), l. 288)
-    under eq. (1)'s U[0, 1] ("paper": the mean step is l/2), 1 under U[0, 2] ("mean-lr")."""
-    l, n = 0.3, 4000
+def _steps_taken(convention: str, l: float, n: int, seed: int) -> list[float]:
+    """The factors α_k of n steps, read off the weights: μ = 0 and ∇f = 1, so
+    x_k − x_{k+1} = l α_k."""
     p = torch.nn.Parameter(torch.zeros(1, dtype=D))
-    opt = RandomLRSGD([p], lr=l, convention=convention, seed=1)
+    opt = RandomLRSGD([p], lr=l, convention=convention, seed=seed)
     taken = []
     for _ in range(n):
         before = float(p.detach())
         p.grad = torch.ones(1, dtype=D)
         opt.step()
         taken.append((before - float(p.detach())) / l)
+    return taken
+
+
+@pytest.mark.parametrize("convention,high", [("paper", 1.0), ("mean-lr", 2.0)])
+def test_steps_taken_have_eq_25s_mean_and_eq_1s_bounds(convention, high):
+    """The factors the steps actually took, read off the weights (μ = 0, ∇f = 1, so
+    x_k − x_{k+1} = l α_k): within [0, high] and of mean ⟨α⟩ = ∫₀¹ α dα = 1/2 (eq. (25), l. 288)
+    under eq. (1)'s U[0, 1] ("paper": the mean step is l/2), 1 under U[0, 2] ("mean-lr")."""
+    n = 4000
+    taken = _steps_taken(convention, 0.3, n, seed=1)
     assert min(taken) >= 0 and max(taken) <= high * (1 + 1e-12)
     se = high / math.sqrt(12 * n)                     # std of U[0, high] over √n
     assert abs(sum(taken) / n - high / 2) < 4 * se
-
 
 
 @pytest.mark.parametrize("convention,high", [("paper", 1.0), ("mean-lr", 2.0)])
@@ -170,16 +176,8 @@ def test_steps_taken_have_the_variance_of_a_uniform_on_eq_1s_interval(convention
     """Var α = high²/12 for α ~ U[0, high] (U[0, 1] in eq. (1)), read off the weights as the
     steps l α_k (μ = 0, ∇f = 1) at a fixed seed; tolerance 4 standard errors of the sample
     variance, √((μ₄ − σ⁴)/n) with μ₄ = high⁴/80 the uniform's fourth central moment."""
-    l, n = 0.25, 4000
-    p = torch.nn.Parameter(torch.zeros(1, dtype=D))
-    opt = RandomLRSGD([p], lr=l, convention=convention, seed=7)
-    before = []
-    for _ in range(n):
-        before.append(float(p.detach()))
-        p.grad = torch.ones(1, dtype=D)
-        opt.step()
-    xs = torch.tensor(before + [float(p.detach())], dtype=D)
-    taken = (xs[:-1] - xs[1:]) / l
+    n = 4000
+    taken = torch.tensor(_steps_taken(convention, 0.25, n, seed=7), dtype=D)
     var = high ** 2 / 12
     se = high ** 2 * math.sqrt((1 / 80 - 1 / 144) / n)
     assert abs(float(taken.var()) - var) < 4 * se
