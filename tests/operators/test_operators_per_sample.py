@@ -617,6 +617,14 @@ def test_release_makes_a_block_first_only_when_it_is_no_larger_than_its_factors(
     torch.testing.assert_close(ps.materialize(release=True), ref, rtol=1e-12, atol=1e-14)
 
 
+def _assert_factors_match(ps, ref: torch.Tensor, u: torch.Tensor) -> None:
+    """The factors' Gram matrix, Gᵀ U, Σ g_i² and G against the loop's rows ``ref``."""
+    torch.testing.assert_close(ps.gram(), ref @ ref.T, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ps.rmatmul(u), ref.T @ u, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ps.sq_sum(), (ref ** 2).sum(0), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ps.materialize(), ref, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("chunked", [False, True])
 def test_dense_layers_without_bias_or_with_a_frozen_weight_or_bias(chunked, monkeypatch):
     """A linear layer's g_i is [δ_i a_iᵀ, δ_i] minus what is not trained: no bias (Gram
@@ -638,12 +646,9 @@ def test_dense_layers_without_bias_or_with_a_frozen_weight_or_bias(chunked, monk
     ps = per_sample_factors(model, loss_fn, (x, y))
     assert ps is not None and ps.dim == ref.shape[1]
     u = torch.randn(7, 2, generator=g, dtype=torch.float64)
-    torch.testing.assert_close(ps.gram(), ref @ ref.T, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(ps.rmatmul(u), ref.T @ u, rtol=1e-12, atol=1e-14)
+    _assert_factors_match(ps, ref, u)
     torch.testing.assert_close(ps.rmatmul(u[:, 0]), ref.T @ u[:, 0], rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(ps.sq_sum(), (ref ** 2).sum(0), rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(ps.mean(), ref.mean(0), rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(ps.materialize(), ref, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(per_sample_gradients(model, loss_fn, (x, y)), ref,
                                rtol=1e-12, atol=1e-14)
 
@@ -798,10 +803,7 @@ def test_a_vmapped_convolution_in_chunks_with_a_shorter_last_one(monkeypatch):
     ref = per_sample_gradients_loop(model, loss_fn, (x, y))
     ps = per_sample_factors(model, loss_fn, (x, y))
     u = torch.randn(5, 2, generator=g, dtype=torch.float64)
-    torch.testing.assert_close(ps.gram(), ref @ ref.T, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(ps.rmatmul(u), ref.T @ u, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(ps.sq_sum(), (ref ** 2).sum(0), rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(ps.materialize(), ref, rtol=1e-12, atol=1e-14)
+    _assert_factors_match(ps, ref, u)
     assert ps.layers[0]._chunks() == [(0, 2), (2, 4), (4, 5)]
 
 
