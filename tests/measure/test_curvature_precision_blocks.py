@@ -83,7 +83,6 @@ def test_block_tuner_settles_on_the_cheapest_block_per_column():
         BlockTuner(16, fixed=0)
 
 
-
 def test_block_tuner_keeps_the_cheaper_single_product_and_stops_within_its_margin():
     """The first single product may pay one-off set-up: of the two tries of 1, the cheaper
     per column counts. A larger block must be 5% cheaper per column to be tried further."""

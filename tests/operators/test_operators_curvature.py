@@ -384,7 +384,6 @@ def test_fisher_of_given_gradients_keeps_them_in_another_dtype():
         EmpiricalFisherOperator(model, loss_fn, gradients=g[:, 1:])
 
 
-
 @pytest.mark.parametrize("store", [True, False])
 def test_fisher_of_data_in_another_dtype_computes_its_gradients_in_that_dtype(store):
     """.to(float64) of a float32 operator over data: G of the float64 copy (float64 round-off,
@@ -424,7 +423,6 @@ def test_stored_fisher_gradients_follow_a_parameter_change():
     torch.testing.assert_close(op.matmat(v), f @ v)
     torch.testing.assert_close(op.quadratic_forms(v), ((f @ v) * v).sum(0))
     torch.testing.assert_close(given.matmat(v), before)
-
 
 
 def test_stored_fisher_gradients_follow_a_change_of_buffers():

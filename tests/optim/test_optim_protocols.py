@@ -36,7 +36,6 @@ def test_random_protocol_mean_equals_constant():
         assert abs(float(torch.corrcoef(torch.stack([lrs[:-1], lrs[1:]]))[0, 1])) < 0.05
 
 
-
 def test_random_protocol_default_width_has_the_mean_and_variance_of_u_0_2eta():
     """The default width 1 (by name and of the class): η_t ~ U[0, 2η] (the mean-lr reading of
     Musso's random protocol), mean η and variance (2η)²/12, within 4 standard errors (sample

@@ -144,7 +144,6 @@ def test_alpha_is_uniform(convention, high):
     assert stats.kstest([d / high for d in draws], "uniform").pvalue > 1e-3
 
 
-
 def _steps_taken(convention: str, l: float, n: int, seed: int) -> list[float]:
     """The factors α_k of n steps, read off the weights: μ = 0 and ∇f = 1, so
     x_k − x_{k+1} = l α_k."""
