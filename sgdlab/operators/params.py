@@ -310,17 +310,13 @@ def flatten(tensors: Iterable[Tensor]) -> Tensor:
 def unflatten_like(vec: Tensor, like: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Split a flat vector into tensors shaped like ``like`` (same keys, same order)."""
     # checked first: a short vector failed inside view_as on torch's "shape is invalid"
-    total = sum(t.numel() for t in like.values())
-    if total != vec.numel():
-        raise ValueError(f"vector has {vec.numel()} entries, parameters have {total}")
-    out, i = {}, 0
-    for name, t in like.items():
-        n = t.numel()
-        # a model with parameters of several dtypes: each in its own (the flat vector is
-        # of the widest)
-        out[name] = vec[i : i + n].view_as(t).to(t.dtype)
-        i += n
-    return out
+    sizes = [t.numel() for t in like.values()]
+    if sum(sizes) != vec.numel():
+        raise ValueError(f"vector has {vec.numel()} entries, parameters have {sum(sizes)}")
+    # a model with parameters of several dtypes: each in its own (the flat vector is of the
+    # widest)
+    return {name: part.view_as(t).to(t.dtype)
+            for (name, t), part in zip(like.items(), vec.split(sizes))}
 
 
 def params_vector(model: nn.Module) -> Tensor:
