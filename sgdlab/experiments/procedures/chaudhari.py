@@ -312,6 +312,12 @@ def _negative_bar_text(negative: str, thr: float, *, eigenvalues: bool, dtype: s
     return f"beyond the round-off of the run's {dtype} (λ < −max |λ|{d}·eps{bits})"
 
 
+def _run_dtype(r: StoredRun) -> str:
+    """The dtype a run computed its spectrum in: its ``dtype`` parameter, float32 when absent
+    (train.py's default)."""
+    return r.params.get("dtype") or "float32"
+
+
 def _fisher_reading(r: StoredRun) -> str:
     """The ``fisher_diagonal`` measurement's reading in a run's parameters, with
     ``-uncorrected`` for Adam's moments without bias correction."""
@@ -371,12 +377,11 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
             concl += [Conclusion(f"{g}: {why}, so the claim cannot be checked",
                                  agrees_with_paper=None, claim=c) for c in claims]
             continue
-        facts = [_spectrum_facts(e, thr, eigenvalues=not is_fisher,
-                                 dtype=r.params.get("dtype") or "float32", negative=bar)
-                 for e, r in zip(spectra_g, recorded)]
+        facts = [_spectrum_facts(e, thr, eigenvalues=not is_fisher, dtype=_run_dtype(r),
+                                 negative=bar) for e, r in zip(spectra_g, recorded)]
         # the first seed that recorded one (a diverged seed records none): its reading, size
         # and spectrum stand for the group's
-        r0 = next(r for r in rs if r.data.get(key))
+        r0 = recorded[0]
         f = {k: float(np.mean([x[k] for x in facts])) for k in facts[0]}
         if is_fisher:
             reading = _fisher_reading(r0)
@@ -406,8 +411,7 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
         tails = (f"{g}: λ_max = {f['lambda_max']:.3g}, λ_min = {f['lambda_min']:.3g} "
                  f"(right tail {f['lambda_max'] / lmin if lmin else float('inf'):.3g} times "
                  "the left)")
-        beyond = _negative_bar_text(bar, thr, eigenvalues=not is_fisher,
-                                    dtype=r0.params.get("dtype") or "float32")
+        beyond = _negative_bar_text(bar, thr, eigenvalues=not is_fisher, dtype=_run_dtype(r0))
         negative = f"{g}: {f['negative']:.2%} of the {entries} are negative {beyond}"
         if reading == "per-sample":     # a variance: its negative side is empty by definition
             concl.append(Conclusion(f"{g}: λ_max = {f['lambda_max']:.3g}, λ_min = "
