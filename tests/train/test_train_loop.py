@@ -1861,31 +1861,20 @@ def test_plain_sgd_in_float64_is_the_sgd_written_by_hand(b, replacement, drop_la
                                                   rel=1e-12)
 
 
-class BatchInputs(Callback):
-    def __init__(self):
-        self.inputs: list[torch.Tensor] = []
-
-    def on_step_begin(self, ctx):
-        self.inputs.append(ctx.batch[0].clone())
-
-
 def test_full_batch_gd_is_gradient_descent_on_the_whole_set_in_its_stored_order():
     """B >= N: every step uses all N examples (one step an epoch), no batch drawn: gradient
     descent written by hand, and the sampling generator untouched (any seed, same run)."""
     data = linear_regression_data()
-    x, y = data.x_train, data.y_train[:, 0]
-    w = torch.tensor([0.3, 0.1, -0.2], dtype=torch.float64)
-    c = torch.tensor(0.05, dtype=torch.float64)
-    for _ in range(4):
-        r_ = x @ w + c - y
-        w, c = w - 0.1 * 2 * x.T @ r_ / 10, c - 0.1 * 2 * r_.sum() / 10
+    x = data.x_train
+    # one batch of all 10 an epoch: gradient descent (its rows' order only rounds differently)
+    w, c, _ = sgd_by_hand(data, lambda s: 0.1, epochs=4, b=10, seed=0)
     for seed, b in ((0, 10), (1, 25)):
         model = linear_model()
-        seen = BatchInputs()
+        seen = RecordImages()
         r = train(model, nn.MSELoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
                   epochs=4, batch_size=b, seed=seed, progress=False, callbacks=[seen])
-        assert r.steps == 4 and len(seen.inputs) == 4
-        assert all(torch.equal(xb, x) for xb in seen.inputs)       # in the stored order
+        assert r.steps == 4 and len(seen.batches) == 4
+        assert all(torch.equal(xb, x) for xb, _ in seen.batches)    # in the stored order
         torch.testing.assert_close(model.weight.detach()[0], w, rtol=0, atol=1e-13)
         torch.testing.assert_close(model.bias.detach()[0], c, rtol=0, atol=1e-13)
 
