@@ -776,6 +776,12 @@ def _fisher_run(label: str, seed: int, diag: list[float], reading: str, test_acc
                       data={"fisher_diagonal": diag})
 
 
+def _hessian_run(label: str, ev: list[float], params: dict | None = None) -> StoredRun:
+    return stored_run(label, 0, params=params or {},
+                      summary={"hessian_dim": len(ev), "test_acc": 0.9},
+                      data={"hessian_eigenvalues": ev})
+
+
 def test_the_fisher_panel_tests_the_caption_and_reads_a_variance_as_one():
     """Fig. 3.4c: the share of entries with |λ| ≤ 10⁻⁵ against the caption's 95% (less the
     allowance), per run and then averaged; Adam's moments are tested on both tails like the
@@ -837,9 +843,8 @@ def test_the_hessian_spectrum_s_dtype_round_off_is_that_of_the_run_s_dtype():
                                                  "negative_bar": "dtype-round-off"})
 
     def negative(params):
-        run = stored_run("fc", 0, params=params, summary={"hessian_dim": 10, "test_acc": 0.9},
-                         data={"hessian_eigenvalues": ev})
-        (row,) = hessian_spectrum(spec, [run]).table("hessian_spectrum").rows
+        (row,) = hessian_spectrum(spec, [_hessian_run("fc", ev, params)]).table(
+            "hessian_spectrum").rows
         plt.close("all")
         return row[7]
     assert negative({}) == 0.0
@@ -863,9 +868,7 @@ def test_the_negative_share_counts_below_the_bar_the_reading_names(bar, share, a
     from sgdlab.experiments.procedures.chaudhari import hessian_spectrum
 
     ev = [-1e-3, -5e-5, -1e-9] + [0.0] * 6 + [1.0]
-    run = stored_run("char-lstm", 0, params={"dtype": "float64"},
-                     summary={"hessian_dim": 10, "test_acc": 0.9},
-                     data={"hessian_eigenvalues": ev})
+    run = _hessian_run("char-lstm", ev, {"dtype": "float64"})
     opts = {"near_zero": {"char-lstm": [1e-4, 0.8]}, "negative_fraction_below": 0.25,
             "negative_bar": bar}
     an = hessian_spectrum(SimpleNamespace(paper=PAPER, options=opts), [run])
@@ -1068,8 +1071,7 @@ def test_the_hessian_spectra_mark_the_round_off_of_the_dtype_they_were_computed_
     from sgdlab.experiments.procedures.chaudhari import hessian_spectrum
 
     ev = [-1e-3, 1e-40, 1e-20, 0.5, 2.0]
-    runs = [stored_run(label, 0, params=params, summary={"hessian_dim": 5, "test_acc": 0.9},
-                       data={"hessian_eigenvalues": ev})
+    runs = [_hessian_run(label, ev, params)
             for label, params in (("fc", {}), ("lstm", {"dtype": "float64"}))]
     runs.append(_fisher_run("allcnn", 0, [1.0, 1e-30, 0.0], "per-sample"))
     an = hessian_spectrum(SimpleNamespace(paper=PAPER, options={}), runs)
