@@ -229,50 +229,52 @@ def test_description_names_the_batch_size_the_cycle_starts_from():
     assert ConstantBatchSize(32).description == "32"
 
 
+def _protocol_steps(cb, opt, steps: int, batch_size: int, after=None) -> list[tuple]:
+    """Drive ``cb`` by hand around ``steps`` steps of ``opt`` (every gradient 1, batches of
+    ``batch_size``); ``after(k, logged)`` runs after step k. Returns what ``cb`` logged, as
+    (name, value, step)."""
+    from types import SimpleNamespace
+
+    logged: list[tuple] = []
+    ctx = SimpleNamespace(optimizer=opt, batch=(torch.zeros(batch_size, 2),
+                                                torch.zeros(batch_size)),
+                          log=lambda name, v, step: logged.append((name, v, step)))
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for k in range(steps):
+        ctx.step = k
+        cb.on_step_begin(ctx)
+        for p in params:
+            p.grad = torch.ones(1)
+        opt.step()
+        cb.on_step_end(ctx)
+        if after is not None:
+            after(k, logged)
+    return logged
+
+
 def test_random_lr_sgd_with_two_groups_logs_the_first_groups_step():
     # one draw u per step (Musso eq. (1)); the first group (lr 0.1, α = u on U[0, 1]) is the
     # one logged, not the second (lr 0.3, "mean-lr": α = 2u on U[0, 2])
-    from types import SimpleNamespace
-
     from sgdlab.optim.random_lr import RandomLRSGD
     from sgdlab.train.instruments.noise_protocols import ProtocolCallback
 
     a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
     opt = RandomLRSGD([{"params": [a]}, {"params": [b], "lr": 0.3, "convention": "mean-lr"}],
                       lr=0.1, seed=0)
-    logged = []
-    ctx = SimpleNamespace(optimizer=opt, batch=(torch.zeros(5, 2), torch.zeros(5)),
-                          log=lambda name, v, step: logged.append((name, v, step)))
-    cb = ProtocolCallback()
-    for k in range(3):
-        ctx.step = k
-        cb.on_step_begin(ctx)
-        a.grad, b.grad = torch.ones(1), torch.ones(1)
-        opt.step()
-        cb.on_step_end(ctx)
+
+    def check(k, logged):
         u = opt.last_alphas[0]
         assert opt.last_alphas[1] == 2 * u
         assert logged[-3:] == [("lr_step", pytest.approx(0.1 * u), k), ("batch_size", 5, k),
                                ("lr_over_batch", pytest.approx(0.1 * u / 5), k)]
+    _protocol_steps(ProtocolCallback(), opt, 3, 5, after=check)
 
 
 def test_protocol_callback_logs_only_the_scheduled_steps():
-    from types import SimpleNamespace
-
     from sgdlab.optim.random_lr import RandomLRSGD
     from sgdlab.train.callbacks import Schedule
     from sgdlab.train.instruments.noise_protocols import ProtocolCallback
 
-    a = torch.nn.Parameter(torch.zeros(1))
-    opt = RandomLRSGD([a], lr=0.1, seed=0)
-    logged = []
-    ctx = SimpleNamespace(optimizer=opt, batch=(torch.zeros(3, 2), torch.zeros(3)),
-                          log=lambda name, v, step: logged.append((name, step)))
-    cb = ProtocolCallback(Schedule.every(2))
-    for k in range(5):
-        ctx.step = k
-        cb.on_step_begin(ctx)
-        a.grad = torch.ones(1)
-        opt.step()
-        cb.on_step_end(ctx)
-    assert [s for name, s in logged if name == "lr_step"] == [0, 2, 4]
+    opt = RandomLRSGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, seed=0)
+    logged = _protocol_steps(ProtocolCallback(Schedule.every(2)), opt, 5, 3)
+    assert [s for name, _, s in logged if name == "lr_step"] == [0, 2, 4]
