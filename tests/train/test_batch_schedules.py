@@ -196,16 +196,13 @@ def test_square_cycle_of_an_odd_period_starts_at_its_start():
     assert [t(e) for e in range(5)] == [18, 18, 14, 10, 14]
 
 
-def test_triangular_and_harmonic_round_half_up():
+def test_triangular_and_harmonic_round_half_up_where_floor_and_round_half_even_differ():
     # period 4, 1 → 2: epoch 1 is half-way, 1.5, rounded up to 2 (a floor would give 1)
     s = CyclicBatchSize(1, 2, period=4)
     assert [s(e) for e in range(4)] == [1, 2, 2, 2]
     # harmonic 2 → 6 at frac 0.5: 1/B = 1/2 + (1/6 − 1/2)/2 = 1/3, B = 3; at frac 1, 6
     h = CyclicBatchSize(2, 6, period=4, shape="harmonic")
     assert [h(e) for e in range(4)] == [2, 3, 6, 3]
-
-
-def test_rounding_half_up_where_round_half_to_even_differs_and_b_a_fraction_above_half():
     # triangular 2 → 3 half-way is 2.5: up to 3 (Python's round() would give 2)
     assert [CyclicBatchSize(2, 3, period=4)(e) for e in range(4)] == [2, 3, 3, 3]
     # harmonic 2 → 5 half-way: 1/B = (1/2 + 1/5)/2 = 7/20, B = 20/7 = 2.857..., rounded to 3
