@@ -227,13 +227,13 @@ def execute_run(task: RunTask, send: Callable[[list[tuple]], None] | None = None
     sends each checkpoint (:class:`CheckpointShipper`); without it, such a run keeps none."""
     import torch
 
+    from sgdlab.operators.blocking import reproducible_blocks
+
     t0 = time.perf_counter()
     prev_threads = torch.get_num_threads()
     if task.threads:
         torch.set_num_threads(max(1, task.threads))
     local = local_run_folder() if task.ship else None
-    from sgdlab.operators.blocking import reproducible_blocks
-
     try:
         # untimed probe blocks: a run's numbers must not depend on the machine's load
         with reproducible_blocks():
