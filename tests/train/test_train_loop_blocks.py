@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sgdlab.data import Dataset
 from sgdlab.operators import HessianOperator
 from sgdlab.operators.blocking import blocks_reproducible
+from sgdlab.testing import toy_dataset
 from sgdlab.train import Callback, train
 
 
@@ -27,13 +27,10 @@ class _Sees(Callback):
 
 
 def test_measurements_during_training_take_untimed_probe_blocks():
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(60, 5, generator=g), torch.randint(0, 2, (60,), generator=g)
-    data = Dataset(x[:40], y[:40], x[40:], y[40:],
-                   {"name": "toy", "task": "classification", "num_outputs": 2})
+    data = toy_dataset(40, 5, 2)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 2))
-    cb = _Sees((x[:40], y[:40]))
+    cb = _Sees((data.x_train, data.y_train))
     train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
           epochs=1, batch_size=20, callbacks=[cb], progress=False)
     assert len(cb.seen) == 3 and all(on for on, _ in cb.seen)
