@@ -268,13 +268,6 @@ def run_distributed(run, ctx) -> RunOutput:
 NEGATIVE_BARS = ("float32-round-off", "dtype-round-off", "beyond-peak")
 
 
-def _checked_bar(negative: str) -> str:
-    if negative not in NEGATIVE_BARS:
-        raise ConfigError(f"options.negative_bar: {negative!r} is not one of "
-                          f"{', '.join(NEGATIVE_BARS)}")
-    return negative
-
-
 def _negative_bar(ev: np.ndarray, thr: float, *, eigenvalues: bool, dtype: str,
                   negative: str) -> float:
     """The bar b of a spectrum's negative share (λ < −b). ``float32-round-off``: numpy's rank
@@ -282,7 +275,7 @@ def _negative_bar(ev: np.ndarray, thr: float, *, eigenvalues: bool, dtype: str,
     computed on its own (a Fisher diagonal's, ``eigenvalues=False``: no eigensolver);
     ``dtype-round-off``: the same with the eps of ``dtype``, the dtype the spectrum was computed
     in; ``beyond-peak``: ``thr``, the figure's clipped peak at zero (|λ| ≤ thr)."""
-    if _checked_bar(negative) == "beyond-peak":
+    if negative == "beyond-peak":
         return float(thr)
     eps = np.finfo(np.float32 if negative == "float32-round-off" else np.dtype(dtype)).eps
     return float(np.abs(ev).max()) * (ev.size if eigenvalues else 1) * float(eps)
@@ -352,7 +345,10 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
     allow = float(o.get("allowance", 0.1))
     ratio = float(o.get("tail_ratio", 10.0))
     neg_max = float(o.get("negative_fraction_below", 0.1))
-    bar = _checked_bar(o.get("negative_bar", "float32-round-off"))
+    bar = o.get("negative_bar", "float32-round-off")
+    if bar not in NEGATIVE_BARS:
+        raise ConfigError(f"options.negative_bar: {bar!r} is not one of "
+                          f"{', '.join(NEGATIVE_BARS)}")
     groups = by_group(runs, key=lambda r: r.group)
     rows, concl, spectra, fisher, clips = [], [], {}, {}, []
     dtypes = {}         # the dtype each Hessian spectrum was computed in (train.py's default)
