@@ -539,6 +539,27 @@ def sgd_steps_then_interrupt(steps: int) -> Callable:
     return stopping
 
 
+def fake_block_timing(monkeypatch, per_block: Callable[[int], float]) -> None:
+    """Replace :class:`~sgdlab.operators.blocking.BlockTuner`'s clock: a block of b columns
+    takes ``per_block(b)`` seconds, so a test decides where a timed tuner settles (the same
+    cost whatever b: the cap; dearer per column as b grows: 1). The tuner reads its clock
+    before and after each timed block."""
+    from sgdlab.operators.blocking import BlockTuner
+
+    nxt, ticks, now = BlockTuner._next, itertools.count(), [0.0]
+
+    def spy(self, remaining):
+        self._timing = nxt(self, remaining)
+        return self._timing
+
+    def clock(self):
+        if next(ticks) % 2:           # after a block: its cost
+            now[0] += per_block(self._timing)
+        return now[0]
+    monkeypatch.setattr(BlockTuner, "_next", spy)
+    monkeypatch.setattr(BlockTuner, "_clock", clock)
+
+
 def without_hard_links(monkeypatch, code: int | None = None) -> None:
     """Make ``os.link`` fail as on a file system without hard links (FAT, some network
     file systems), for the rest of the test: with errno ``code`` (default EPERM, FAT's)."""

@@ -1,14 +1,13 @@
 """Untimed probe blocks (``reproducible_blocks``): estimates whose bits do not depend on how
 the BlockTuner's timing settled."""
-import itertools
-
 import pytest
 import torch
 from torch import nn
 
 from sgdlab.measure.curvature import frobenius_norm
 from sgdlab.operators import DenseOperator, HessianOperator
-from sgdlab.operators.blocking import BlockTuner, blocks_reproducible, reproducible_blocks
+from sgdlab.operators.blocking import blocks_reproducible, reproducible_blocks
+from sgdlab.testing import fake_block_timing
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,28 +27,9 @@ def _conv_operator() -> HessianOperator:
     return HessianOperator(cnn, nn.CrossEntropyLoss(), data)
 
 
-def _clock(per_block):
-    """A fake BlockTuner clock: a block of b columns takes ``per_block(b)`` seconds."""
-    ticks = itertools.count()
-    now = [0.0]
-
-    def clock(self):
-        # called before and after each timed block: the second call adds the block's cost
-        if next(ticks) % 2:
-            now[0] += per_block(self._timing)
-        return now[0]
-    return clock
-
-
 def _estimate(monkeypatch, per_block):
     """‖H‖_F of one problem with the tuner's clock replaced; its settled block size."""
-    nxt = BlockTuner._next
-
-    def spy(self, remaining):
-        self._timing = nxt(self, remaining)
-        return self._timing
-    monkeypatch.setattr(BlockTuner, "_next", spy)
-    monkeypatch.setattr(BlockTuner, "_clock", _clock(per_block))
+    fake_block_timing(monkeypatch, per_block)
     model, loss_fn, data = _problem()
     op = HessianOperator(model, loss_fn, data)
     value = frobenius_norm(op, 40, generator=torch.Generator().manual_seed(1)).value
