@@ -9,17 +9,7 @@ from torch import nn
 
 from sgdlab.measure.walk import (StepInterpolation, analyze_segment, segment_losses,
                                  step_interpolation, summarize_epochs)
-
-
-class HalfSquare(nn.Module):
-    """Outputs L(θ) = θ²/2 for every sample (the data only sets the batch size)."""
-
-    def __init__(self):
-        super().__init__()
-        self.theta = nn.Parameter(torch.zeros(1, dtype=torch.float64))
-
-    def forward(self, x):
-        return (0.5 * self.theta**2).expand(len(x))
+from sgdlab.testing import Quadratic
 
 
 def _mean_out(out, y):
@@ -31,7 +21,9 @@ def test_an_integer_alphas_is_k_points_between_the_iterates_and_the_iterates():
     # 1, 1/2, 0, −1/2, −1 and L = θ²/2 at 1/2, 1/8, 0, 1/8, 1/2
     data = (torch.zeros(4, 1, dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
     a, b = (torch.tensor([v], dtype=torch.float64) for v in (1.0, -1.0))
-    got = segment_losses(HalfSquare(), _mean_out, data, a, b, 3)
+    # L(θ) = θ²/2 for every sample (the data only sets the batch size)
+    half_square = Quadratic(torch.ones(1, 1, dtype=torch.float64))
+    got = segment_losses(half_square, _mean_out, data, a, b, 3)
     assert got.dtype == torch.float64
     assert got.tolist() == [0.5, 0.125, 0.0, 0.125, 0.5]
 
