@@ -310,14 +310,29 @@ class DenseOperator(LinearOperator):
         return self if dtype == self.dtype else DenseOperator(self.matrix.to(dtype))
 
 
-class _Scaled(LinearOperator):
+class _Wrapped(LinearOperator):
+    """An operator whose products are ``op``'s, transformed (a scale, a cast): same products,
+    same costs, so it takes ``op``'s block sizes, timed or ruled, and a sum holding it
+    (-H + σI) times or rules its blocks as ``op``'s."""
+
+    def __init__(self, op: LinearOperator, dtype: torch.dtype):
+        super().__init__(op.shape[0], dtype, op.device)
+        self.op = op
+        self.tune_blocks = op.tune_blocks
+
+    def block_tuner(self, kind: str = "matmat", **kw) -> BlockTuner:
+        return self.op.block_tuner(kind, **kw)
+
+    def reproducible_block_size(self, cap: int) -> int:
+        return self.op.reproducible_block_size(cap)
+
+
+class _Scaled(_Wrapped):
     """c · A (e.g. −H for the most negative eigenvalues by a largest-eigenvalue method)."""
 
     def __init__(self, op: LinearOperator, c: float):
-        super().__init__(op.shape[0], op.dtype, op.device)
-        self.op, self.c = op, c
-        # a sum holding it (-H + σI) has its products: timed or ruled as they are
-        self.tune_blocks = op.tune_blocks
+        super().__init__(op, op.dtype)
+        self.c = c
 
     def _matvec(self, v: Tensor) -> Tensor:
         return self.c * self.op.matvec(v)
@@ -330,12 +345,6 @@ class _Scaled(LinearOperator):
 
     def _probe_bytes(self) -> int:
         return self.op._probe_bytes()
-
-    def block_tuner(self, kind: str = "matmat", **kw) -> BlockTuner:
-        return self.op.block_tuner(kind, **kw)      # same products, same costs
-
-    def reproducible_block_size(self, cap: int) -> int:
-        return self.op.reproducible_block_size(cap)
 
 
 class _Sum(LinearOperator):

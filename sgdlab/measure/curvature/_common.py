@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from sgdlab.operators import LinearOperator, as_operator
+from sgdlab.operators.linear import _Wrapped
 
 Operand = "Tensor | LinearOperator"
 
@@ -110,15 +111,10 @@ def probe_samples(op: LinearOperator, num_probes: int, generator, kind: str,
     return samples
 
 
-class _Cast(LinearOperator):
+class _Cast(_Wrapped):
     """A in a wider working precision: vectors arrive and leave in ``dtype``, the operator
     computes its products in its own precision (the Krylov recurrence, not the products'
     round-off, limits Ritz values: see docs/design/curvature.md)."""
-
-    def __init__(self, op: LinearOperator, dtype: torch.dtype):
-        super().__init__(op.shape[0], dtype, op.device)
-        self.op = op
-        self.tune_blocks = op.tune_blocks
 
     def _matvec(self, v: Tensor) -> Tensor:
         return self.op.matvec(v.to(self.op.dtype)).to(self.dtype)
@@ -131,9 +127,6 @@ class _Cast(LinearOperator):
 
     def _probe_bytes(self) -> int:
         return self.op._probe_bytes() + super()._probe_bytes()
-
-    def block_tuner(self, kind: str = "matmat", **kw):
-        return self.op.block_tuner(kind, **kw)
 
 
 def working_operator(A: Operand, dtype: torch.dtype | None, *,
