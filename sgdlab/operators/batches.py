@@ -660,9 +660,10 @@ def _dtype_error(dtype: torch.dtype, x: Tensor, reason: str) -> UserError:
 
 
 def dtype_refusal(model: nn.Module, x: Tensor, reason: str = "") -> UserError | None:
-    """The :class:`UserError` for inputs ``x`` of another floating dtype than ``model``'s
-    parameters (all of one dtype) when a no-grad, eval-mode forward pass of one example
-    refuses them; None otherwise (a model that casts its own inputs runs on them). ``reason``:
+    """The :class:`UserError` for inputs ``x`` of another dtype than ``model``'s parameters
+    (all of one dtype; integers to a model without embeddings, :func:`_other_dtype`) when a
+    no-grad, eval-mode forward pass of one example refuses them and runs on them cast; None
+    otherwise (a model that casts its own inputs runs on them). ``reason``:
     the first line of torch's error, when one was raised already."""
     dtype = _other_dtype(model, x)
     if dtype is None:
