@@ -26,11 +26,12 @@ __all__ = ["ProtocolCallback"]
 
 def _drawing_optimizer(optimizer):
     """The optimizer taking this step that draws its learning-rate factor inside ``step``
-    (``last_alphas``, one per group, or ``last_alpha``): ``optimizer`` itself or the one a
-    wrapper steps with (TrivializedSGD's ``base``, SwitchOptimizer's ``active``, read before
-    the step); None when there is none."""
+    (``last_alphas``, one per group): ``optimizer`` itself or the one a wrapper steps with
+    (TrivializedSGD's ``base``, SwitchOptimizer's ``active``, read before the step); None when
+    there is none."""
     opt = optimizer
-    while opt is not None and not (hasattr(opt, "last_alphas") or hasattr(opt, "last_alpha")):
+    # not last_alpha: a property that raises where the groups' conventions differ
+    while opt is not None and not hasattr(opt, "last_alphas"):
         inner = getattr(opt, "base", None)
         opt = inner if inner is not None else getattr(opt, "active", None)
     return opt
@@ -59,8 +60,8 @@ class ProtocolCallback(Callback):
         step, lr, b, drawing = self._pending
         self._pending = None
         # the α of the group whose lr is logged (the first): groups may draw different α
-        alphas = getattr(drawing, "last_alphas", None)
-        alpha = alphas[0] if alphas is not None else getattr(drawing, "last_alpha", None)
+        alphas = drawing.last_alphas
+        alpha = alphas[0] if alphas is not None else None
         self._log(ctx, step, lr * float(alpha) if alpha is not None else lr, b)
 
     @staticmethod
