@@ -8,6 +8,7 @@ from torch import nn
 
 from sgdlab.data import Dataset
 from sgdlab.measure import gradient_covariance
+from sgdlab.testing import tiny_classification
 from sgdlab.train import Callback, MeasurementCallback, Schedule, train
 from sgdlab.train.callbacks import (
     TrainContext,
@@ -67,8 +68,7 @@ def test_log_spaced_holds_step_0_its_start_and_its_last_step():
 
 
 def tiny_run(callbacks, epochs=2, **kw):
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(12, 3, generator=g), torch.randint(0, 2, (12,), generator=g)
+    x, y = tiny_classification(seed=0, dtype=torch.float32)
     torch.manual_seed(0)
     model = nn.Linear(3, 2)
     return train(model, nn.CrossEntropyLoss(), Dataset(x, y),
