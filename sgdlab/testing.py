@@ -12,6 +12,7 @@ import copy
 import gzip
 import itertools
 import json
+import math
 import pickle
 import re
 import struct
@@ -537,6 +538,15 @@ def sgd_steps_then_interrupt(steps: int) -> Callable:
         taken.append(1)
         return step(self, *args, **kwargs)
     return stopping
+
+
+def assert_uniform_moments(samples: Tensor, high: float) -> None:
+    """``samples`` (n of them) have the mean high/2 and the variance high²/12 of U[0, high],
+    each within 4 standard errors: √(σ²/n) for the mean, √((μ₄ − σ⁴)/n) for the sample
+    variance, with μ₄ = high⁴/80 the uniform's fourth central moment."""
+    n, var = len(samples), high ** 2 / 12
+    assert abs(float(samples.var()) - var) < 4 * high ** 2 * math.sqrt((1 / 80 - 1 / 144) / n)
+    assert abs(float(samples.mean()) - high / 2) < 4 * math.sqrt(var / n)
 
 
 def fake_block_timing(monkeypatch, per_block: Callable[[int], float]) -> None:

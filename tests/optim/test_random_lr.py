@@ -9,7 +9,7 @@ from scipy import stats
 
 from sgdlab.optim import build_optimizer, build_schedule
 from sgdlab.optim.random_lr import RandomLRSGD
-from sgdlab.testing import tiny_classification, tiny_mlp
+from sgdlab.testing import assert_uniform_moments, tiny_classification, tiny_mlp
 
 D = torch.float64
 LOSS = torch.nn.CrossEntropyLoss()
@@ -175,12 +175,8 @@ def test_steps_taken_have_the_variance_of_a_uniform_on_eq_1s_interval(convention
     """Var α = high²/12 for α ~ U[0, high] (U[0, 1] in eq. (1)), read off the weights as the
     steps l α_k (μ = 0, ∇f = 1) at a fixed seed; tolerance 4 standard errors of the sample
     variance, √((μ₄ − σ⁴)/n) with μ₄ = high⁴/80 the uniform's fourth central moment."""
-    n = 4000
-    taken = torch.tensor(_steps_taken(convention, 0.25, n, seed=7), dtype=D)
-    var = high ** 2 / 12
-    se = high ** 2 * math.sqrt((1 / 80 - 1 / 144) / n)
-    assert abs(float(taken.var()) - var) < 4 * se
-    assert abs(float(taken.mean()) - high / 2) < 4 * math.sqrt(var / n)
+    taken = torch.tensor(_steps_taken(convention, 0.25, 4000, seed=7), dtype=D)
+    assert_uniform_moments(taken, high)
 
 
 def test_state_dict_round_trip_resumes_the_same_trajectory():
