@@ -460,7 +460,6 @@ def test_callable_batch_size_and_eval_schedule():
     assert [s for s, _ in res.history["train_loss"]] == [0, 4, 8, 12, 16]
 
 
-
 def test_batch_size_full_is_full_batch_gd_as_in_a_run_config(tmp_path):
     # a run config's `batch_size: full` was refused from Python, where the GUIDE shows it for
     # Zhu's GD + noise
@@ -848,7 +847,6 @@ def test_training_on_a_batch_tuple_names_the_dataset_it_needs():
         train_replicas(model, nn.CrossEntropyLoss(), batch, ParleConfig(replicas=1), epochs=1)
 
 
-
 def test_names_given_for_the_optimizer_schedule_or_a_callback_say_what_builds_them(tmp_path):
     # an optimizer or schedule by name was an AttributeError ('str' object has no attribute
     # 'param_groups' / 'step', the latter at the first step), and callbacks="hessian" was
@@ -1150,7 +1148,6 @@ def test_the_measurement_callbacks_docstring_example_runs_in_train():
     model.eval()
     assert res.history["hess_top"][-1][1] == pytest.approx(
         hessian_top_eigenvalue(model, nn.CrossEntropyLoss(), data.train), rel=1e-4)
-
 
 
 @pytest.mark.filterwarnings("ignore:.*dropout in train mode")
