@@ -378,6 +378,7 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
         # the first seed that recorded one (a diverged seed records none): its reading, size
         # and spectrum stand for the group's
         r0 = recorded[0]
+        dtype0 = _run_dtype(r0)
         f = {k: float(np.mean([x[k] for x in facts])) for k in facts[0]}
         if is_fisher:
             reading = _fisher_reading(r0)
@@ -396,7 +397,7 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
                      f["negative"], acc if n_acc else None])
         spectra[name] = r0.data[key]
         if not is_fisher:
-            dtypes[name] = r0.params.get("dtype", "float32")
+            dtypes[name] = dtype0
         concl.append(Conclusion(
             f"{g}: {f['near_zero']:.1%} of the {entries} have |λ| ≤ {thr:g} (the thesis: "
             f"{paper:.0%})",
@@ -407,7 +408,7 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
         tails = (f"{g}: λ_max = {f['lambda_max']:.3g}, λ_min = {f['lambda_min']:.3g} "
                  f"(right tail {f['lambda_max'] / lmin if lmin else float('inf'):.3g} times "
                  "the left)")
-        beyond = _negative_bar_text(bar, thr, eigenvalues=not is_fisher, dtype=_run_dtype(r0))
+        beyond = _negative_bar_text(bar, thr, eigenvalues=not is_fisher, dtype=dtype0)
         negative = f"{g}: {f['negative']:.2%} of the {entries} are negative {beyond}"
         if reading == "per-sample":     # a variance: its negative side is empty by definition
             concl.append(Conclusion(f"{g}: λ_max = {f['lambda_max']:.3g}, λ_min = "
