@@ -117,6 +117,14 @@ def test_the_scalar_curvatures_of_a_known_hessian():
     assert 0.02 < s["expected_sharpness_se"] / s["expected_sharpness"] < 1
 
 
+def _linear(w, dtype=torch.float64):
+    """A bias-free linear model to one output with the weights ``w``."""
+    model = nn.Linear(len(w), 1, bias=False).to(dtype)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([w], dtype=dtype))
+    return model
+
+
 def _batch_norm_mlp():
     """A float64 2-3-1 MLP with batch norm whose running statistics (0.5, 2) differ from any
     batch's, its MSE loss and 8 samples."""
@@ -148,9 +156,7 @@ def test_the_noise_trace_is_the_population_variance_of_the_per_sample_gradients(
     g = torch.Generator().manual_seed(0)
     x = torch.randn(6, 2, dtype=torch.float64, generator=g)
     y = torch.randn(6, 1, dtype=torch.float64, generator=g)
-    model = nn.Linear(2, 1, bias=False).double()
-    with torch.no_grad():
-        model.weight.copy_(torch.tensor([[0.5, -1.0]], dtype=torch.float64))
+    model = _linear([0.5, -1.0])
     per = 2 * (x @ model.weight.detach().T - y) * x
     want = float(((per - per.mean(0)) ** 2).sum(1).mean())
     s, _ = compute_final({"kind": "noise_trace"}, model, nn.MSELoss(), (x, y))
@@ -298,9 +304,7 @@ def test_jastrzebski_curvatures_of_logistic_regression_in_closed_form():
     g = torch.Generator().manual_seed(7)         # eigenvalues 0.13, 0.21, 0.41
     x = torch.randn(8, 3, generator=g, dtype=torch.float64)
     y = torch.randint(0, 2, (8, 1), generator=g).double()
-    model = nn.Linear(3, 1, bias=False).double()
-    with torch.no_grad():
-        model.weight.copy_(torch.tensor([[0.3, -0.6, 0.9]], dtype=torch.float64))
+    model = _linear([0.3, -0.6, 0.9])
     p = torch.sigmoid(x @ model.weight.detach()[0])
     h = (x.T * (p * (1 - p))) @ x / len(x)
     lam = torch.linalg.eigvalsh(h)
@@ -356,13 +360,6 @@ def test_the_trajectory_spectrum_passes_its_lag_level_and_fraction(walk):
     assert pt.combined_p_value != periodicity_test(x, level=0.01).combined_p_value
     assert lf.mean_ratio != low_frequency_test(x, fraction=0.1, level=0.3).mean_ratio
     assert lf.combined_p_value != low_frequency_test(x, fraction=0.4).combined_p_value
-
-
-def _linear(w, dtype=torch.float64):
-    model = nn.Linear(len(w), 1, bias=False).to(dtype)
-    with torch.no_grad():
-        model.weight.copy_(torch.tensor([w], dtype=dtype))
-    return model
 
 
 def test_the_fisher_of_per_sample_gradients_counts_a_zero_entry_as_not_negative():
