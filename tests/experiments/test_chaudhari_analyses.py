@@ -830,7 +830,6 @@ def test_the_fisher_panel_tests_the_caption_and_reads_a_variance_as_one():
     assert "no negative entries" in tails.text and "0.00%" in negative.text
 
 
-
 def test_the_hessian_spectrum_s_dtype_round_off_is_that_of_the_run_s_dtype():
     """Under ``negative_bar: dtype-round-off`` a Hessian's negative eigenvalue counts beyond the
     rank tolerance λ_max·d·eps of the dtype the run computed it in: −10⁻⁹ with λ_max = 1,
