@@ -286,9 +286,8 @@ def _spectrum_facts(ev: np.ndarray, thr: float, *, eigenvalues: bool = True,
                     ) -> dict[str, float]:
     """Fractions of a spectrum: near zero (|λ| ≤ thr), negative beyond the bar of the reading
     ``negative`` (:func:`_negative_bar`), and the tail sizes λ_max, |λ_min|. ``dtype`` is the
-    dtype the spectrum was computed in: the run's model dtype (its ``dtype`` parameter, float32
-    when absent, as train.py's default), not the float64 of the stored list the measurement
-    cast it to."""
+    dtype the spectrum was computed in (:func:`_run_dtype`), not the float64 of the stored list
+    the measurement cast it to."""
     bar = _negative_bar(ev, thr, eigenvalues=eigenvalues, dtype=dtype, negative=negative)
     return {"near_zero": float(np.mean(np.abs(ev) <= thr)), "lambda_max": float(ev.max()),
             "lambda_min": float(ev.min()), "negative": float(np.mean(ev < -bar))}
