@@ -30,11 +30,13 @@ def test_the_rate_estimate_takes_its_z():
     assert (lo, hi) == pytest.approx(_wilson(4, 10, 1.0), rel=1e-12)
 
 
-def _escape(method: str, seed: int, successes: int, passage: list[int] | None = None):
-    """An escape run of 100 repetitions at η = 0.1 as the analysis reads it."""
-    summary = {"success_rate": successes / 100, "successes": successes, "repetitions": 100,
-               "reached_rate": 1.0, "final_sharpness": 0.1, "never_reached": 0}
-    data = {}
+def _escape(method: str, seed: int, successes: int, passage: list[int] | None = None, *,
+            repetitions: int = 100, **data):
+    """An escape run of ``repetitions`` chains at η = 0.1 as the analysis reads it; ``data``
+    added to its first passages."""
+    summary = {"success_rate": successes / repetitions, "successes": successes,
+               "repetitions": repetitions, "reached_rate": 1.0, "final_sharpness": 0.1,
+               "never_reached": 0}
     if passage is not None:
         summary["first_passage_mean"] = sum(passage) / len(passage)
         data["first_passage"] = passage
@@ -88,6 +90,46 @@ def test_speed_is_testable_when_only_one_side_has_a_single_passage():
     assert ev["interval"] == pytest.approx([16 - 2 / math.sqrt(3), 16 + 2 / math.sqrt(3)],
                                           rel=1e-12)
     assert ok is True and "untestable" not in text
+
+
+def test_the_escape_table_pools_the_seeds_with_wilson_intervals_at_z_2():
+    from sgdlab.landscapes.escape import wilson_interval
+
+    spec = SimpleNamespace(paper={"figure": "Fig. 3"}, options={})
+    runs = [_escape("sgd", 0, 3, [5] * 10, repetitions=10),
+            _escape("sgd", 1, 6, [5] * 10, repetitions=10)]
+    an = lr.zhu_escape_analysis(spec, runs)
+    table = an.table("escape_success")
+    # 10 repetitions a run (not the 20 pooled) times 2 seeds
+    assert "10 repetitions × 2 seeds pooled" in dict(an.figures)["escape_success"].axes[0] \
+        .get_title()
+    (row,) = [dict(zip(table.columns, r)) for r in table.rows]
+    lo, hi = wilson_interval(9, 20, 2.0)
+    assert row["success rate"] == 0.45 and row["runs"] == 20
+    assert (row["Wilson low (z = 2)"], row["Wilson high (z = 2)"]) == (lo, hi)
+    # an ordering with an empty side, a speed ordering of one tier: refused by name
+    from sgdlab.errors import ConfigError
+
+    for options, msg in (({"ordering": {"faster": [], "slower": ["sgd"]}},
+                          r"options.ordering: needs methods in 'faster' and 'slower'"),
+                         ({"speed": {"tiers": [["sgd"]]}},
+                          r"options.speed: needs two or more non-empty tiers")):
+        with pytest.raises(ConfigError, match=msg):
+            lr.zhu_escape_analysis(SimpleNamespace(paper={"figure": "F"}, options=options),
+                                   runs)
+
+
+def test_the_escape_sharpness_axis_is_labelled_as_every_sharpness_axis():
+    from sgdlab.report.figures.axes import METRIC_LABELS
+
+    run = _escape("sgd", 0, 5, [5] * 10, repetitions=10, sharpness_steps=[0, 10],
+                  sharpness=[0.2, 0.1])
+    an = lr.zhu_escape_analysis(SimpleNamespace(paper={"figure": "Fig. 3"}, options={}), [run])
+    ax = dict(an.figures)["escape_sharpness"].axes[0]
+    # Zhu et al.'s E_ν[L(θ+ν)] − L(θ), the label of the instrument's "sharpness/expected"
+    assert ax.get_ylabel() == METRIC_LABELS["sharpness/expected"] \
+        == "expected sharpness E[L(θ+ν)] − L(θ)"
+    assert "ν ~ N(0, s²I)" in ax.get_title()
 
 
 def _well(lam: float, w: float, zeros: list, exact: float = 1.0):

@@ -143,58 +143,6 @@ def test_the_escape_runs_summary_and_kept_chains():
     assert [len(c) for c in out.data["trajectories"]] == [251, 251]
 
 
-def _analysed_escape_run(seed, successes, **data):
-    """An SGD escape run at η = 0.1 as the analysis reads it: ``successes`` of 10 repetitions,
-    every chain through at iteration 5; ``data`` added to its first passages."""
-    return stored_run("sgd", seed, params={"method": "sgd", "lr": 0.1},
-                      summary={"success_rate": successes / 10, "successes": successes,
-                               "repetitions": 10, "reached_rate": 1.0, "final_sharpness": 0.1,
-                               "first_passage_mean": 5.0, "never_reached": 0},
-                      data={"first_passage": [5] * 10, **data})
-
-
-def test_the_escape_table_pools_the_seeds_with_wilson_intervals_at_z_2():
-    from types import SimpleNamespace
-
-    from sgdlab.landscapes.escape import wilson_interval
-
-    spec = SimpleNamespace(paper={"figure": "Fig. 3"}, options={})
-    runs = [_analysed_escape_run(0, 3), _analysed_escape_run(1, 6)]
-    an = lr.zhu_escape_analysis(spec, runs)
-    table = an.table("escape_success")
-    # 10 repetitions a run (not the 20 pooled) times 2 seeds
-    assert "10 repetitions × 2 seeds pooled" in dict(an.figures)["escape_success"].axes[0] \
-        .get_title()
-    (row,) = [dict(zip(table.columns, r)) for r in table.rows]
-    lo, hi = wilson_interval(9, 20, 2.0)
-    assert row["success rate"] == 0.45 and row["runs"] == 20
-    assert (row["Wilson low (z = 2)"], row["Wilson high (z = 2)"]) == (lo, hi)
-    # an ordering with an empty side, a speed ordering of one tier: refused by name
-    from sgdlab.errors import ConfigError
-
-    for options, msg in (({"ordering": {"faster": [], "slower": ["sgd"]}},
-                          r"options.ordering: needs methods in 'faster' and 'slower'"),
-                         ({"speed": {"tiers": [["sgd"]]}},
-                          r"options.speed: needs two or more non-empty tiers")):
-        with pytest.raises(ConfigError, match=msg):
-            lr.zhu_escape_analysis(SimpleNamespace(paper={"figure": "F"}, options=options),
-                                   runs)
-
-
-def test_the_escape_sharpness_axis_is_labelled_as_every_sharpness_axis():
-    from types import SimpleNamespace
-
-    from sgdlab.report.figures.axes import METRIC_LABELS
-
-    run = _analysed_escape_run(0, 5, sharpness_steps=[0, 10], sharpness=[0.2, 0.1])
-    an = lr.zhu_escape_analysis(SimpleNamespace(paper={"figure": "Fig. 3"}, options={}), [run])
-    ax = dict(an.figures)["escape_sharpness"].axes[0]
-    # Zhu et al.'s E_ν[L(θ+ν)] − L(θ), the label of the instrument's "sharpness/expected"
-    assert ax.get_ylabel() == METRIC_LABELS["sharpness/expected"] \
-        == "expected sharpness E[L(θ+ν)] − L(θ)"
-    assert "ν ~ N(0, s²I)" in ax.get_title()
-
-
 def test_speed_compares_the_slowest_of_the_faster_tier_with_the_fastest_of_the_other():
     ok, _, ev = lr.speed_finding({"x": [1.0, 3.0] * 5, "y": [10.0, 12.0] * 5},
                                  {"z": [30.0, 32.0] * 5, "w": [20.0, 22.0] * 5})
