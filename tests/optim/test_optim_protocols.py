@@ -288,3 +288,97 @@ def test_a_loaded_schedule_scales_the_saved_initial_lr():
 def test_fewer_than_one_step_per_epoch_is_refused():
     with pytest.raises(ValueError, match="steps_per_epoch"):
         CosineCyclicLR(_opt(), period=6, steps_per_epoch=0)
+
+
+def test_trapezoid_lengths_round_to_the_nearest_step_and_may_be_zero():
+    """Lengths in epochs become ``round(epochs · steps_per_epoch)`` steps: 0.29 epochs of 100
+    steps is 29 steps (0.29 · 100 is 28.999... in floating point). A zero warm-up starts at η,
+    a zero anneal drops to end_factor·η right after the hold."""
+    tr = lr_trace("trapezoid", 31, lr=1.0, steps_per_epoch=100, warmup=0.29, hold=1,
+                  anneal=1, start_factor=0.1)
+    assert tr[28] == pytest.approx(0.1 + 0.9 * 28 / 29, rel=1e-12)
+    assert tr[29] == 1.0 and tr[30] == 1.0
+    tr = lr_trace("trapezoid", 5, lr=2.0, steps_per_epoch=2, warmup=0, hold=1, anneal=0,
+                  start_factor=0.1, end_factor=0.01)
+    assert tr == pytest.approx([2.0, 2.0, 0.02, 0.02, 0.02], rel=1e-15)
+
+
+def test_step_decay_of_jastrzebski_et_al_resnet_and_vgg_schedules():
+    """Jastrzebski et al., footnote 7: η / 10 at epochs 60, 100, 140, 180 (ResNet56) and η / 2
+    every 25 epochs (VGG11), by hand at the epochs around each drop (2 steps an epoch)."""
+    eta, spe = 0.1, 2
+    resnet = build_schedule("step", _opt(eta), steps_per_epoch=spe, total_steps=400,
+                            milestones=[60, 100, 140, 180], gamma=0.1)
+    for epoch, drops in [(0, 0), (59.5, 0), (60, 1), (99.5, 1), (100, 2), (140, 3),
+                         (179.5, 3), (180, 4), (199.5, 4)]:
+        assert resnet.lr_at(int(epoch * spe)) == pytest.approx(eta * 10.0 ** -drops,
+                                                               rel=1e-12), epoch
+    vgg = build_schedule("step", _opt(eta), steps_per_epoch=spe, total_steps=400, every=25,
+                         gamma=0.5)
+    for epoch in (0, 24.5, 25, 49.5, 50, 199.5):
+        assert vgg.lr_at(int(epoch * spe)) == pytest.approx(eta * 0.5 ** (epoch // 25),
+                                                            rel=1e-12), epoch
+
+
+def test_triangular_max_factor_one_is_the_constant_rate():
+    assert lr_trace("triangular", 6, lr=0.3, max_factor=1, step_size=2) == [0.3] * 6
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(milestones=[1], gamma=0.0), "gamma"),          # η · 0^k: no rate after the drop
+    (dict(milestones=[-1, 2]), "milestones"),
+    (dict(every=0), "every"),                            # was a ZeroDivisionError at step 0
+    (dict(every=1, start=math.inf), "start"),
+])
+def test_step_schedule_refuses_settings_of_no_schedule(kw, match):
+    with pytest.raises(ValueError, match=match):
+        build_schedule("step", _opt(), steps_per_epoch=2, total_steps=10, **kw)
+
+
+def test_counts_epochs_for_every_schedule_that_reads_epochs():
+    from sgdlab.optim.protocols import counts_epochs
+
+    assert counts_epochs("trapezoid", {"warmup": 1, "hold": 1})
+    assert counts_epochs("triangular", {"max_factor": 2, "step_size_epochs": 1})
+    assert not counts_epochs("random", {}) and not counts_epochs("constant", {})
+
+
+def test_registered_schedules_default_as_their_classes():
+    """build_schedule(name, ...) without an option is the class without it: the registry's
+    factories repeat each default (gamma, per, convention, width, start/end factors)."""
+    import inspect
+
+    from sgdlab.optim import SCHEDULES
+    from sgdlab.optim import protocols
+
+    classes = {c.name: c for c in (protocols.ConstantLR, protocols.RandomLR,
+                                   protocols.CosineCyclicLR, protocols.StepLR,
+                                   protocols.TriangularLR, protocols.TrapezoidLR,
+                                   protocols.PolynomialDecayLR)}
+    for name, cls in classes.items():
+        made = inspect.signature(cls.__init__).parameters
+        for key, p in inspect.signature(SCHEDULES[name]).parameters.items():
+            if key in made and key not in ("optimizer", "steps_per_epoch", "total_steps"):
+                assert p.default == made[key].default, (name, key)
+
+
+def test_another_schedules_state_is_refused_naming_both():
+    src = build_schedule("step", _opt(), steps_per_epoch=1, total_steps=4, milestones=[1])
+    dst = build_schedule("cosine-cyclic", _opt(), steps_per_epoch=1, total_steps=4, period=2)
+    with pytest.raises(ValueError, match="state_dict is for schedule 'step', not "
+                                         "'cosine-cyclic'"):
+        dst.load_state_dict(src.state_dict())
+
+
+def test_constant_schedule_resumes_from_torch_lambda_lr_state():
+    # a checkpoint whose constant schedule was torch's LambdaLR(lambda t: 1) resumes at its step
+    from sgdlab.optim.protocols import ConstantLR
+
+    old = torch.optim.lr_scheduler.LambdaLR(_opt(0.1), lambda t: 1.0)
+    for _ in range(3):
+        old.optimizer.step()
+        old.step()
+    opt = _opt(0.1)
+    new = ConstantLR(opt)
+    new.load_state_dict(old.state_dict())
+    assert new.t == 3 and opt.param_groups[0]["lr"] == 0.1
