@@ -86,3 +86,39 @@ def test_a_scoping_schedule_without_kind_or_value_says_to_give_one():
     sched = build_schedule("scoping", opt, steps_per_epoch=4, total_steps=8, value=0.5)
     sched.step()
     assert opt.param_groups[0]["gamma"] == 0.5
+
+
+def test_thesis_exponential_schedules_by_hand():
+    """Parle, eq. (5.10): γ_k = γ₀ (1 − 1/(2B))^⌊k/L⌋ with γ₀ = 100, L = 25, clipped at 1
+    (§5.3.2); here B = 4 batches, so the factor is 7/8 and the clip is reached at
+    ⌊k/L⌋ = 35 (100 · (7/8)^34 = 1.067, (7/8)^35 · 100 = 0.934). Entropy-SGD §3.3: γ divided
+    by 1 + 10⁻³ after each update, γ₁ = 1 − 1/1.001."""
+    parle = build_scope({"kind": "exponential", "initial": 100.0, "rate": 1 / 8, "period": 25,
+                         "lower": 1.0})
+    for k, n in [(0, 0), (24, 0), (25, 1), (49, 1), (50, 2), (874, 34)]:
+        assert parle(k) == pytest.approx(100.0 * (7 / 8) ** n, rel=1e-12), k
+    assert parle(875) == 1.0 and parle(10_000) == 1.0
+    entropy = ExponentialScope(0.03, 1 - 1 / 1.001)
+    for t in (0, 1, 1000, 5000):
+        assert entropy(t) == pytest.approx(0.03 / 1.001 ** t, rel=1e-10)
+
+
+def test_clipping_edges_and_an_infinite_scale_far_into_training():
+    # lower == upper clips every value to it; inf stays inf where (1 − rate)^t underflows
+    # to 0 (inf · 0 would be NaN)
+    assert [ExponentialScope(1.0, 0.5, lower=0.3, upper=0.3)(t) for t in range(3)] == [0.3] * 3
+    assert ExponentialScope(math.inf, 0.5)(5000) == math.inf
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: ExponentialScope(1.0, 0.5, lower=-1.0), "lower clip"),
+    (lambda: ExponentialScope(1.0, 0.5, period=0), "period"),
+    (lambda: ConstantScope(1.0)(-1), "scoping step"),
+    (lambda: StepScope(1.0, [1], 0.0), "factor"),
+    (lambda: StepScope(1.0, [3, 1], 0.5), "milestones"),
+    (lambda: LinearScope(1.0, math.inf, 3), "finite"),
+    (lambda: build_scope(True), "expected a number"),
+])
+def test_a_scope_of_no_schedule_is_refused(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
