@@ -163,3 +163,22 @@ def test_every_registered_optimizer_class_is_exported_by_sgdlab_optim():
     for name, cls in builtin.items():
         assert getattr(sgdlab.optim, cls.__name__, None) is cls, name
         assert cls.__name__ in sgdlab.optim.__all__, name
+
+
+def test_a_name_taken_by_another_object_is_refused_and_the_same_one_is_kept():
+    from sgdlab.optim import register_schedule
+
+    with pytest.raises(ValueError, match="optimizer name 'sgd' registered twice"):
+        register_optimizer("sgd")(torch.optim.Adam)
+    assert OPTIMIZERS["sgd"] is torch.optim.SGD
+    assert register_optimizer("sgd")(torch.optim.SGD) is torch.optim.SGD   # (a re-import)
+    with pytest.raises(ValueError, match="schedule name 'step' registered twice"):
+        register_schedule("step")(lambda optimizer, **kw: None)
+
+
+def test_build_optimizer_for_trains_only_the_trainable_parameters():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    model[0].weight.requires_grad_(False)
+    opt = build_optimizer_for("sgd", model, lr=0.1)
+    held = [p for g in opt.param_groups for p in g["params"]]
+    assert len(held) == 3 and all(p is not model[0].weight for p in held)
