@@ -275,3 +275,16 @@ def test_protocol_callback_logs_only_the_scheduled_steps():
     opt = RandomLRSGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, seed=0)
     logged = _protocol_steps(ProtocolCallback(Schedule.every(2)), opt, 5, 3)
     assert [s for name, _, s in logged if name == "lr_step"] == [0, 2, 4]
+
+
+@pytest.mark.parametrize("spec,match", [
+    ({"kind": "constant", "size": 2.5}, "size=2.5"),
+    ({"kind": "cyclic", "low": 2.5, "high": 4, "period": 2}, "low=2.5"),
+    ({"kind": "cyclic", "low": 2, "high": 4.5, "period": 2}, "high=4.5"),
+    ({"kind": "cyclic", "low": 2, "high": 4, "period": 2.5}, "period=2.5"),
+    ({"kind": "cyclic", "low": 2, "high": 4, "period": 2, "shap": "square"},
+     r"unknown shap \(did you mean shape\?\)"),
+])
+def test_a_batch_size_or_period_that_is_no_whole_number_or_an_unknown_key_is_named(spec, match):
+    with pytest.raises(ValueError, match=match):
+        build_batch_schedule(spec)
