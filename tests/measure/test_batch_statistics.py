@@ -236,3 +236,31 @@ def test_a_ggn_of_an_output_that_is_no_tensor_names_the_curvature_keyword():
                                             r"a dict.*curvature='hessian'"):
             fn(curvature="ggn")
         fn(curvature="hessian")
+
+
+def test_a_zero_mini_batch_gradient_gives_nan_not_zero_or_an_error():
+    """A linear model at zero weights fitting zero targets: every per-sample gradient is 0 and
+    the loss 0, so each ratio of the module docstring is 0/0: NaN (the class docstring),
+    CABS included (η Tr Σ / L with L = 0)."""
+    model = nn.Linear(3, 1).double()
+    with torch.no_grad():
+        model.weight.zero_()
+        model.bias.zero_()
+    x = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    st = batch_statistics(model, nn.MSELoss(), (x, torch.zeros(6, 1, dtype=torch.float64)),
+                          lr=0.1)
+    assert st.loss == 0 and st.grad_sq == 0 and st.trace_cov == 0
+    for key in ("norm_test", "inner_product_test", "orthogonality_test", "mean_gsnr",
+                "eb_criterion", "cabs_batch_size", "noise_scale"):
+        assert math.isnan(getattr(st, key)), key
+
+
+def test_takeuchi_trace_form_adds_epsilon_to_the_trace_of_the_curvature():
+    # Cockpit's TICTrace: Tr C / (Tr H + ε) (ε once, not once per coordinate)
+    model, loss_fn = tiny_mlp(3, 4, 3), nn.CrossEntropyLoss()
+    data = tiny_classification(n=11, in_dim=3, classes=3)
+    g = per_sample_gradients_loop(model, loss_fn, data)
+    h = torch.diagonal(ggn_reference(model, loss_fn, data))
+    tic = takeuchi_information(model, loss_fn, data, curvature="ggn", epsilon=0.1)
+    assert tic.trace == pytest.approx(float((g ** 2).sum() / len(g) / (h.sum() + 0.1)),
+                                      rel=1e-9)
