@@ -433,3 +433,15 @@ def test_algorithm_1_by_hand_with_n_below_big_n_and_nesterov():
     torch.testing.assert_close(w.detach(), x, rtol=0, atol=1e-13)
     # the annealing with n < N ends above n = N's: (1 − n/N)^{1/2} > 0 at i → ∞
     assert opt.strength(10 ** 6) == pytest.approx(math.sqrt(1 - n / N), rel=1e-12)
+
+
+def test_switch_step_zero_runs_the_second_optimizer_from_the_start():
+    """switch_step k >= 0 steps of the first: k = 0 is the second alone (Zhu et al.'s
+    RMSProp → SGD with no RMSProp phase)."""
+    m1, m2 = tiny_mlp(seed=0), tiny_mlp(seed=0)
+    opt = build_optimizer_for("switch", m1, first="rmsprop", second="sgd", switch_step=0,
+                              first_hyper=dict(lr=1e-2), second_hyper=dict(lr=0.1, momentum=0.9))
+    assert opt.switched and opt.param_groups[0]["lr"] == 0.1
+    _run(m1, opt, 2)
+    _run(m2, torch.optim.SGD(m2.parameters(), lr=0.1, momentum=0.9), 2)
+    assert all(torch.equal(p, q) for p, q in zip(m1.parameters(), m2.parameters()))
