@@ -445,3 +445,45 @@ def test_switch_step_zero_runs_the_second_optimizer_from_the_start():
     _run(m1, opt, 2)
     _run(m2, torch.optim.SGD(m2.parameters(), lr=0.1, momentum=0.9), 2)
     assert all(torch.equal(p, q) for p, q in zip(m1.parameters(), m2.parameters()))
+
+
+def _switch(switch_step, first="rmsprop"):
+    return build_optimizer("switch", [torch.zeros(2, requires_grad=True)], first=first,
+                           second="sgd", switch_step=switch_step,
+                           first_hyper=dict(lr=1e-2), second_hyper=dict(lr=0.1))
+
+
+def test_switch_state_puts_the_saved_switch_step_back_and_refuses_other_optimizers():
+    """Loading restores the saved switch_step (the settings() docstring; a resume with
+    another one is refused before that) and is refused for another pair of optimizers."""
+    src = _switch(5)
+    for p in src.param_groups[0]["params"]:
+        p.grad = torch.ones(2)
+    for _ in range(3):
+        src.step()
+    dst = _switch(2)
+    dst.load_state_dict(src.state_dict())
+    assert dst.switch_step == 5 and not dst.switched and dst.active is dst.first
+    with pytest.raises(ValueError, match=r"state_dict is for optimizers \['rmsprop', 'sgd'\], "
+                                         r"not \['adam', 'sgd'\]"):
+        _switch(5, first="adam").load_state_dict(src.state_dict())
+
+
+def test_switch_settings_name_the_groups_of_the_optimizer_not_active_at_construction():
+    before = _switch(2).settings()
+    assert before["second.lr"] == 0.1 and "first.lr" not in before
+    after = _switch(0).settings()
+    assert after["first.lr"] == 1e-2 and "second.lr" not in after
+
+
+def test_a_key_set_on_the_second_optimizers_group_after_the_switch_stays():
+    # the first's keys go to the second only where it lacks them: not back over a new value
+    p = torch.zeros(2, requires_grad=True)
+    opt = build_optimizer("switch", [{"params": [p], "tag": "a"}], first="rmsprop",
+                          second="sgd", switch_step=1, first_hyper=dict(lr=1e-2),
+                          second_hyper=dict(lr=0.1))
+    p.grad = torch.ones(2)
+    opt.step()
+    opt.param_groups[0]["tag"] = "b"
+    opt.step()
+    assert opt.param_groups[0]["tag"] == "b"
