@@ -566,3 +566,82 @@ def test_elastic_sgd_as_the_catalogue_runs_it_is_eq_5_4_by_hand():
     assert rhos[-1] == rmin                                     # the floor is reached
     for p, x in zip(ps, xs):
         assert torch.allclose(p.detach(), x, atol=1e-13, rtol=0), (p.detach(), x)
+
+
+# --- hyper-parameters users rely on --------------------------------------------------------
+def test_the_inner_step_defaults_to_the_outer_lr():
+    """§5.3.2: η⁽⁰⁾ = η₀, the initial learning rate. One replica, L = 1, α = 0, on f = x²/2
+    from x = 1: y = z = x − η⁽⁰⁾x (the pull is zero at y = x), then x ← x − η(x − z) =
+    1 − η·η⁽⁰⁾ = 1 − 0.3·0.3 = 0.91 with inner_lr left out."""
+    p = nn.Parameter(torch.ones(1, dtype=F64))
+    opt = Parle([p], lr=0.3, L=1, gamma=1.0, alpha=0.0, momentum=0.0)
+    assert opt.param_groups[0]["inner_lr"] == 0.3
+    opt.step(_closure(p, lambda q, a: 0.5 * q.square().sum(), 0))
+    assert p.item() == pytest.approx(0.91, abs=1e-15)
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(rho=0.0), "Invalid rho: 0"),      # an infinite coupling 1/ρ, named as ρ
+    (dict(replicas=0), "Invalid replicas: 0"),
+    # the scoping of ρ is checked when the optimizer is built, not at its first outer step
+    (dict(rho_decay=1.0), "scoping rate"),
+    (dict(rho_min=2.0, rho_max=1.0), "clipping range"),
+])
+def test_invalid_parle_hyper_parameters_are_refused_when_built(kw, match):
+    with pytest.raises(ValueError, match=match):
+        Parle([nn.Parameter(torch.zeros(1))], **kw)
+
+
+def test_parameter_groups_are_pulled_each_by_its_own_rho():
+    """ρ is a group option: two groups with ρ = 0.5 and ρ = 2, two replicas, the Elastic-SGD
+    setting (L = 1, γ = ∞, α = 0, η⁽⁰⁾ = 1, no momentum), so (5.8c) is
+    x^a ← x^a − η(∇f_a(x^a) + ρ_g⁻¹(x^a − x̄)) per group g, by hand for three rounds on
+    f_a = |u − a|² + |v + a|²."""
+    eta, rhos = 0.1, (0.5, 2.0)
+    starts = [(torch.tensor([1.0, -1.0], dtype=F64), torch.tensor([0.5], dtype=F64)),
+              (torch.tensor([-2.0, 3.0], dtype=F64), torch.tensor([4.0], dtype=F64))]
+    ps = [[nn.Parameter(u.clone()), nn.Parameter(v.clone())] for u, v in starts]
+    opts = [Parle([{"params": [u], "rho": rhos[0]}, {"params": [v], "rho": rhos[1]}],
+                  lr=eta, inner_lr=1.0, L=1, gamma=math.inf, alpha=0.0, momentum=0.0,
+                  replicas=2) for u, v in ps]
+
+    def loss_of(a):
+        def closure():
+            u, v = ps[a]
+            u.grad = v.grad = None
+            loss = (u - a).square().sum() + (v + a).square().sum()
+            loss.backward()
+            return loss
+        return closure
+    xs = [[u.clone(), v.clone()] for u, v in starts]
+    for _ in range(3):
+        for a, o in enumerate(opts):
+            o.inner_loop(loss_of(a))
+        got_master = master_average([o.anchors() for o in opts])
+        for o in opts:
+            o.outer_step(got_master)
+        xbar = [(xs[0][k] + xs[1][k]) / 2 for k in range(2)]
+        for a in range(2):
+            grads = [2 * (xs[a][0] - a), 2 * (xs[a][1] + a)]
+            xs[a] = [xs[a][k] - eta * (grads[k] + (xs[a][k] - xbar[k]) / rhos[k])
+                     for k in range(2)]
+    for a in range(2):
+        for p, x in zip(ps[a], xs[a]):
+            torch.testing.assert_close(p.detach(), x, rtol=0, atol=1e-15)
+
+
+def test_a_lagged_master_is_kept_even_when_the_caller_reuses_its_buffer():
+    """master="lagged" pulls towards the average of the previous communication, also for a
+    caller (a communicator) that all-reduces into one buffer it refills every round. Zero
+    loss (z = x), η = 0.5, ρ = 1, no momentum: x ← x − 0.5(x − x_k); round 1 pulls x = 0
+    towards 2 (the first communication: the fresh average), x = 1; round 2 towards the
+    previous average 2 (not the refilled 10): x = 1.5."""
+    p = nn.Parameter(torch.zeros(1, dtype=F64))
+    opt = Parle([p], lr=0.5, inner_lr=1.0, L=1, gamma=math.inf, alpha=0.0, rho=1.0,
+                momentum=0.0, master="lagged", replicas=2)
+    buffer = torch.empty(1, dtype=F64)
+    for average, want in ((2.0, 1.0), (10.0, 1.5)):
+        opt.inner_loop(_closure(p, lambda q, a: 0.0 * q.sum(), 0))
+        buffer.fill_(average)
+        opt.outer_step([buffer])
+        assert p.item() == want
