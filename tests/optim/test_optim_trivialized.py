@@ -487,3 +487,40 @@ def test_a_key_set_on_the_second_optimizers_group_after_the_switch_stays():
     opt.param_groups[0]["tag"] = "b"
     opt.step()
     assert opt.param_groups[0]["tag"] == "b"
+
+
+def test_a_parameter_without_gradient_keeps_its_field_coordinates():
+    """The field is flat over all parameters in group order, whether or not each has a
+    gradient at a step: u (3 coordinates) left out of the loss is not stepped, and v gets
+    h[3:], the coordinates after u's, not h[:2]. Plain SGD at lr 1 from zero on the loss
+    |v − c|²/2 (gradient v − c), h drawn as Algorithm 1's line 4 with the optimizer's seed."""
+    J, p, seed, tau0 = 0.2, 3, 5, 4.0
+    u, v = nn.Parameter(torch.zeros(3, dtype=torch.float64)), nn.Parameter(
+        torch.zeros(2, dtype=torch.float64))
+    c = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    opt = build_optimizer("trivialized", [u, v], lr=1.0, coupling=J, p=p, num_spins=5.0,
+                          tau0=tau0, seed=seed)
+    h = J * math.sqrt(p * (p - 2)) * torch.randn(5, generator=torch.Generator().manual_seed(
+        seed), dtype=torch.float64)
+    for i, with_u in enumerate((False, True)):
+        before = u.detach().clone(), v.detach().clone()
+        u.grad = before[0].clone() if with_u else None        # the gradient of |u|²/2
+        v.grad = before[1] - c
+        opt.step()
+        s = math.sqrt(2) * math.exp(-i / (2 * tau0))           # n = N: √2 e^{−i/(2τ₀)}
+        want_u = before[0] - (before[0] + s * h[:3]) if with_u else before[0]
+        torch.testing.assert_close(u.detach(), want_u, rtol=0, atol=1e-15)
+        torch.testing.assert_close(v.detach(), before[1] - (before[1] - c + s * h[3:]),
+                                   rtol=0, atol=1e-15)
+
+
+def test_the_heuristics_count_the_trained_layers_and_weights_only():
+    """§2.4.2's p and N describe the network being trained: a frozen layer (``requires_grad``
+    off, e.g. a fixed feature extractor) is neither one of the p layers nor among the d
+    weights. Four linear layers, the first frozen: p = 3, d = 5·5+5 + 5·5+5 + 5·2+2 = 72,
+    N = (72/3)^{1/2}."""
+    net = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 5), nn.Tanh(),
+                        nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 2))
+    net[0].requires_grad_(False)
+    h = trivialization_heuristics(net)
+    assert h == {"p": 3, "num_spins": pytest.approx(math.sqrt(72 / 3)), "layers": 3}
