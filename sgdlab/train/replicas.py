@@ -33,7 +33,8 @@ Conventions:
   master agrees up to the order of the floating-point sum in the all-reduce (bit-exact for
   n = 2).
 - **Accounting.** ``grad_evals`` and ``effective_epochs`` are per replica
-  (effective epochs = grad_evals · b / N_a, N_a the replica's data size). ``rounds``,
+  (effective epochs = examples drawn / N_a, N_a the replica's data size: grad_evals · b / N_a
+  when b divides N_a, a short last batch counting its examples). ``rounds``,
   ``epochs`` (effective, per replica) or ``grad_evals`` (per replica) set the length.
 - **Evaluation** of the master (``train_loss``/``test_loss``, ``*_acc`` for classification)
   every ``eval_every`` rounds and at the end, with :func:`sgdlab.train.loop.evaluate`

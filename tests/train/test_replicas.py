@@ -111,6 +111,40 @@ def test_L1_gamma_inf_is_elastic_sgd():
                                                     params(res.replicas[1]))) > 1e-3
 
 
+
+def test_elastic_sgd_on_split_least_squares_reaches_the_coupled_fixed_point():
+    """Elastic-SGD (5.4) with full-batch gradients on three disjoint shards of a least-squares
+    problem, f_a(w) = |X_a w − y_a|²/n_a: its fixed point solves the coupled linear system
+    ∇f_a(w_a) + ρ⁻¹(w_a − w̄) = 0 for every a, w̄ = (1/n) Σ_b w_b, i.e.
+    (H_a + ρ⁻¹I) w_a − (nρ)⁻¹ Σ_b w_b = 2X_aᵀy_a/n_a with H_a = 2X_aᵀX_a/n_a, solved here
+    densely in float64. The replicas stay apart (each pulled by its own data) and the master
+    is their mean; Σ_a ∇f_a(w_a) = 0 there (the elastic forces cancel)."""
+    n, d, rho = 3, 2, 0.5
+    g = torch.Generator().manual_seed(2)
+    X = torch.randn(30, d, generator=g, dtype=torch.float64)
+    y = X @ torch.tensor([[1.0], [-2.0]], dtype=torch.float64) + torch.randn(
+        30, 1, generator=g, dtype=torch.float64)
+    cfg = ParleConfig(replicas=n, L=1, lr=0.3, inner_lr=1.0, gamma=math.inf, rho=rho,
+                      rho_decay=0.0, rho_min=None, alpha=0.0, momentum=0.0,
+                      outer_momentum=0.0, shard=True, batch_size=10, seed=0)
+    torch.manual_seed(0)
+    res = train_replicas(nn.Linear(d, 1, bias=False).double(), nn.MSELoss(),
+                         Dataset(X, y, X[:4], y[:4]), cfg, rounds=90)
+    eye = torch.eye(d, dtype=torch.float64)
+    A = torch.kron(torch.ones(n, n, dtype=torch.float64), -eye / (n * rho))
+    rhs, grads = torch.zeros(n * d, dtype=torch.float64), []
+    for a, idx in enumerate(replica_shards(30, n, cfg.seed)):
+        H = 2 * X[idx].T @ X[idx] / len(idx)
+        A[a * d:(a + 1) * d, a * d:(a + 1) * d] += H + eye / rho
+        rhs[a * d:(a + 1) * d] = 2 * X[idx].T @ y[idx, 0] / len(idx)
+        grads.append(lambda w, H=H, b=rhs[a * d:(a + 1) * d].clone(): H @ w - b)
+    want = torch.linalg.solve(A, rhs).view(n, d)
+    got = torch.stack([m.weight.detach()[0] for m in res.replicas])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(res.master.weight.detach()[0], want.mean(0), rtol=0, atol=1e-12)
+    assert (want[0] - want[1]).abs().max() > 0.05
+    assert sum(gr(w) for gr, w in zip(grads, want)).abs().max() < 1e-12
+
 @pytest.mark.parametrize("mu", [0.0, 0.9])
 def test_L1_n1_gamma_rho_inf_is_sgd(mu):
     """One replica, L = 1, γ = ρ = ∞, α = 0, η⁽⁰⁾ = 1: SGD (with the outer Nesterov momentum
@@ -141,6 +175,19 @@ def test_master_is_mean_of_replicas_and_training_reduces_loss():
     assert [s for s, _ in tl] == [0, 20, 40, 60]
     assert tl[-1][1] < 0.8 * tl[0][1]
     assert res.status == "finished" and res.rounds == 12 and res.grad_evals == 60
+
+
+def test_the_replica_loss_of_a_round_is_the_mean_over_the_replicas_at_their_anchors():
+    """``replica_loss`` of round 1 is (1/n) Σ_a f_a(x₀): each replica's first mini-batch
+    loss at x^a = x₀, here the whole of its shard (batch_size = the shard's 16 examples),
+    averaged over the three replicas, by hand."""
+    data, model = toy_data(), toy_model()
+    cfg = ParleConfig(replicas=3, L=2, lr=0.1, shard=True, batch_size=16, seed=0)
+    res = train_replicas(model, LOSS, data, cfg, rounds=1)
+    with torch.no_grad():
+        want = sum(float(LOSS(model(data.x_train[idx]), data.y_train[idx]))
+                   for idx in replica_shards(48, 3, cfg.seed)) / 3
+    assert res.history["replica_loss"] == [(2, pytest.approx(want, rel=1e-13))]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -187,6 +234,7 @@ def test_disjoint_shards():
     shards = replica_shards(10, 3, seed=0)
     allidx = torch.cat(shards).sort().values
     assert torch.equal(allidx, torch.arange(10)) and [len(s) for s in shards] == [4, 3, 3]
+    assert all(torch.equal(s, s.sort().values) for s in shards)      # each sorted
     # §5.5: n = 3 replicas with 50% each and n = 6 with 25% each — equal sizes, every
     # sample in at least one subset; n = 1 with 50%: a random half
     for n, f in ((3, 0.5), (6, 0.25)):
@@ -195,6 +243,8 @@ def test_disjoint_shards():
         assert all(len(s.unique()) == len(s) for s in sh)
         counts = torch.bincount(torch.cat(sh), minlength=1000)
         assert counts.min() >= 1 and counts.sum() == int(1000 * f) * n
+    # m = round(f·N) examples each: 0.37·10 = 3.7 gives 4
+    assert [len(s) for s in replica_shards(10, 3, seed=1, fraction=0.37)] == [4] * 3
     half = replica_shards(1000, 1, seed=1, fraction=0.5)[0]
     assert len(half) == 500 and half.max() > 900 and half.min() < 100
     data = toy_data(n=48)
@@ -347,6 +397,25 @@ def test_local_epochs_count_passes_over_each_replicas_subset(batch_size):
         want = [0.3] * b + [0.03] * b + [0.003] * (3 * global_b - 2 * b)
         assert lrs[unit] == pytest.approx(want), unit
 
+
+
+def test_local_epochs_count_passes_over_the_largest_replica_subset():
+    """Disjoint shards of 47 examples over three replicas hold 16, 16 and 15: with b = 5 a
+    pass over the largest is ⌈16/5⌉ = 4 rounds (over the smallest ⌈15/5⌉ = 3), so with
+    ``epoch_unit="local"`` the lr drops after round 4, L = 1."""
+    data = toy_data(n=47)
+    cfg = ParleConfig(replicas=3, L=1, lr=0.3, lr_milestones=[1], lr_factor=0.1,
+                      batch_size=5, shard=True, epoch_unit="local")
+    assert sorted(len(s) for s in replica_shards(47, 3, cfg.seed)) == [15, 16, 16]
+    res = train_replicas(toy_model(), LOSS, data, cfg, rounds=6)
+    assert [v for _, v in res.history["lr"]] == pytest.approx([0.3] * 4 + [0.03] * 2)
+
+
+def test_grad_evals_round_up_to_whole_rounds():
+    # rounds = ⌈grad_evals / L⌉: 7 gradient evaluations at L = 3 are 3 rounds (9 evaluations)
+    cfg = ParleConfig(replicas=2, L=3, lr=0.1, batch_size=8)
+    res = train_replicas(toy_model(), LOSS, toy_data(), cfg, grad_evals=7)
+    assert res.rounds == 3 and res.grad_evals == 9
 
 def test_local_epochs_are_the_global_ones_with_the_whole_set():
     data = toy_data()
@@ -589,7 +658,10 @@ def test_epochs_count_the_short_last_batch():
     assert n % 7                                      # the last batch is short
     res = train_replicas(dropout_model(), LOSS, data, cfg, epochs=20)
     assert res.rounds == math.ceil(20 * math.ceil(n / 7) / 3) == 47   # n·E/(B·L) gave 46
-    assert res.effective_epochs >= 20
+    # the examples drawn over N: 141 steps are 20 passes of 7 batches (6 of 7 examples and
+    # one of 6) and one batch of 7, not 141·7/48 (which counts the short batches whole)
+    assert res.grad_evals == 141
+    assert res.effective_epochs == pytest.approx((20 * 48 + 7) / 48, rel=1e-15)
 
 
 def test_cli_resume(tmp_path, capsys, tmp_store):
@@ -710,6 +782,28 @@ def test_parle_config_passes_rho_max_to_each_replica_s_optimizer():
         got.append(opt.current_rho())
     assert got == [0.125, 0.25, 0.5, 0.5]
 
+
+
+def test_parle_config_gives_each_field_to_its_own_option_of_the_replica_s_optimizer():
+    """The config's names (the thesis' Remark 5.3 loops: ``momentum``/``nesterov`` on y in
+    (5.8a), ``outer_momentum``/``outer_nesterov`` on x^a in (5.8c)) land on the optimizer's
+    options, each with a value no other field has; "1/2B" (eq. 5.10) is 1/(2B)."""
+    cfg = ParleConfig(replicas=4, L=7, lr=0.3, inner_lr=0.05, gamma=50.0, gamma_decay=0.01,
+                      gamma_min=2.0, gamma_max=60.0, rho=3.0, rho_min=0.2, rho_max=5.0,
+                      alpha=0.6, noise=1e-4, momentum=0.5, nesterov=False,
+                      outer_momentum=0.8, outer_nesterov=True, weight_decay=1e-3,
+                      normalization="raw", master="lagged")
+    g = cfg.optimizer([nn.Parameter(torch.zeros(1))], seed=0, batches=5).param_groups[0]
+    want = dict(L=7, lr=0.3, inner_lr=0.05, gamma=50.0, gamma_decay=0.01, gamma_min=2.0,
+                gamma_max=60.0, rho=3.0, rho_decay=0.1, rho_min=0.2, rho_max=5.0, alpha=0.6,
+                noise=1e-4, inner_momentum=0.5, inner_nesterov=False, momentum=0.8,
+                nesterov=True, weight_decay=1e-3, normalization="raw", master="lagged",
+                replicas=4)
+    assert {k: g[k] for k in want} == want
+    # a Nesterov flag with momentum 0 is ignored, on either loop
+    g = ParleConfig(momentum=0.0, outer_momentum=0.0).optimizer(
+        [nn.Parameter(torch.zeros(1))], seed=0, batches=5).param_groups[0]
+    assert not g["nesterov"] and not g["inner_nesterov"]
 
 def test_parle_config_passes_weight_decay_on_to_each_replica_s_optimizer():
     p = [nn.Parameter(torch.zeros(1))]
