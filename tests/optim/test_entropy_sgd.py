@@ -815,3 +815,61 @@ def test_entropy_adam_inner_as_algorithm_2_with_adam_in_the_inner_loop_by_hand()
         opt.step(quad_closure(w, Q, p))
     assert torch.allclose(w.detach(), x, atol=1e-13, rtol=0), (w.detach(), x)
     assert (x - x0).abs().max() > 0.05
+
+
+def test_step_returns_the_loss_at_x_the_first_closure_calls():
+    """Algorithm 2's step evaluates f at y, which moves away from x; ``step`` returns the first
+    call's loss, f(x) (torch.optim.LBFGS's convention), not the last inner iterate's."""
+    Q, p, x0 = quadratic(d=3, seed=1)
+    w = nn.Parameter(x0.clone())
+    opt = EntropySGD([w], lr=1.0, inner_lr=0.2, L=4, gamma=0.5, alpha=0.25)
+    losses = []
+    inner = quad_closure(w, Q, p)
+
+    def closure():
+        losses.append(inner())
+        return losses[-1]
+    got = opt.step(closure)
+    assert got.item() == pytest.approx(float(0.5 * x0 @ Q @ x0 + p @ x0), rel=1e-14)
+    assert abs(losses[-1].item() - got.item()) > 1e-3        # the later calls saw other y
+
+
+def test_a_zero_scope_is_refused_naming_gamma():
+    """γ is the variance of (3.8)'s Gaussian: γ = 0 has no coupling |x − y|²/(2γ); the error
+    names Entropy-SGD's own argument, not the scoping schedule's."""
+    with pytest.raises(ValueError, match=r"Invalid gamma: 0 \(must be > 0"):
+        EntropySGD([nn.Parameter(torch.zeros(2))], gamma=0)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_each_group_is_coupled_and_scoped_with_its_own_gamma(normalize):
+    """Two groups with their own scope γ₀ and scoping γ₁ (one closure serves both): each
+    group's Langevin pull γ⁻¹(y − x) and raw outer step γ⁻¹(x − z) use that group's γ(t),
+    Algorithm 2 by hand in float64 on f(u, v) = f₁(u) + f₂(v)."""
+    Q1, p1, u0 = quadratic(d=3, seed=2)
+    Q2, p2, v0 = quadratic(d=2, seed=3)
+    eta, eta_out, L, alpha = 0.1, 0.5, 3, 0.25
+    scopes = [(0.4, 0.0), (2.0, 0.3)]
+
+    def by_hand(Q, p, x, g0, g1):
+        for t in range(2):
+            gamma = g0 * (1 - g1) ** t
+            y, z = x.clone(), x.clone()
+            for _ in range(L):
+                y = y - eta * (Q @ y + p + (y - x) / gamma)
+                z = alpha * z + (1 - alpha) * y
+            x = x - eta_out * (x - z) / (1.0 if normalize else gamma)
+        return x
+    want = [by_hand(Q1, p1, u0, *scopes[0]), by_hand(Q2, p2, v0, *scopes[1])]
+    u, v = nn.Parameter(u0.clone()), nn.Parameter(v0.clone())
+    opt = EntropySGD([{"params": [u], "gamma": scopes[0][0], "gamma_decay": scopes[0][1]},
+                      {"params": [v], "gamma": scopes[1][0], "gamma_decay": scopes[1][1]}],
+                     lr=eta_out, inner_lr=eta, L=L, alpha=alpha, normalize=normalize)
+    cu, cv = quad_closure(u, Q1, p1), quad_closure(v, Q2, p2)
+
+    def closure():
+        return cu() + cv()
+    for _ in range(2):
+        opt.step(closure)
+    assert torch.allclose(u.detach(), want[0], atol=1e-14, rtol=0)
+    assert torch.allclose(v.detach(), want[1], atol=1e-14, rtol=0)

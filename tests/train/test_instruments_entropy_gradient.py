@@ -176,3 +176,42 @@ def test_run_configs_take_it_and_refuse_unknown_or_missing_keys():
         good, ["measure=[{name: entropy_angle, gamma: 0.1, gama: 1}]"])))
     assert list(schema.iter_errors(apply_overrides(
         good, ["measure=[{name: entropy_angle, every: 2}]"])))
+
+
+def test_logs_algorithm_2s_chain_with_its_options_on_a_quadratic_by_hand():
+    """L(w) = ½ wᵀAw (a linear model under MSE, float64) and a run that does not move
+    (lr = 0): the logged values are the noiseless chain of Algorithm 2 with the instrument's
+    own ``inner_lr``, ``alpha``, ``steps`` and ``gamma`` written out by hand, y ← y −
+    η_y(Ay + γ⁻¹(y − x)), z ← αz + (1 − α)y, ∇f_γ = γ⁻¹(x − z), against the full gradient Ax."""
+    from sgdlab.data.base import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    U, _ = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
+    lam = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    A = U @ torch.diag(lam) @ U.T
+    X = math.sqrt(3 / 2) * U @ torch.diag(lam.sqrt()) @ U.T      # 2XᵀX/3 = A
+    Y = torch.zeros(3, 1, dtype=torch.float64)
+    model = nn.Linear(3, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, -0.5, 0.8]], dtype=torch.float64))
+    x = model.weight.detach().reshape(-1).clone()
+    gamma, eta, alpha, L = 2.0, 0.3, 0.6, 4
+    y, z = x.clone(), x.clone()
+    for _ in range(L):
+        y = y - eta * (A @ y + (y - x) / gamma)
+        z = alpha * z + (1 - alpha) * y
+    ent, sgd = (x - z) / gamma, A @ x
+    cos = float(ent @ sgd / (ent.norm() * sgd.norm()))
+    data = Dataset(X, Y, X, Y, {"name": "quad", "task": "regression", "num_outputs": 1})
+    cb = build_instrument("entropy_angle", schedule=Schedule.every(1), gamma=gamma,
+                          beta=math.inf, steps=L, inner_lr=eta, alpha=alpha, batch_size=3,
+                          sgd_gradient="full", eval_subset=None)
+    res = train(model, nn.MSELoss(), data, torch.optim.SGD(model.parameters(), lr=0.0),
+                epochs=1, batch_size=3, callbacks=[cb], progress=False)
+    h = {k: dict(res.history[k]) for k in SERIES}
+    assert h["entropy_angle/cosine"][0] == pytest.approx(cos, abs=1e-12)
+    assert h["entropy_angle/degrees"][0] == pytest.approx(math.degrees(math.acos(cos)),
+                                                         abs=1e-9)
+    assert h["entropy_angle/grad_norm"][0] == pytest.approx(float(ent.norm()), rel=1e-12)
+    assert h["entropy_angle/sgd_grad_norm"][0] == pytest.approx(float(sgd.norm()), rel=1e-12)
+    assert 5 < h["entropy_angle/degrees"][0] < 175          # the two directions differ
