@@ -348,3 +348,19 @@ def test_a_batch_of_every_sample_is_allowed_and_is_the_full_gradient():
     assert r.sgd_grad_norm == pytest.approx(float((A @ x).norm()), rel=1e-12)
     with pytest.raises(ValueError, match="Invalid batch_size=5"):
         local_entropy_gradient_angle(model, loss_fn, data, 0.5, batch_size=5)
+
+
+def test_importance_weights_ignore_a_constant_added_to_the_loss():
+    """ρ_γ(y; x) ∝ exp(−β L(y) − β|x − y|²/(2γ)) is normalised, so L + c has the same ⟨y⟩
+    and the same ∇f_γ for any c: with c = 10⁴ every weight exp(−β L) underflows in float64
+    unless the largest is factored out; the estimate is the offset-free one to round-off."""
+    model, loss_fn, data, A = quadratic()
+
+    def shifted(out, y):
+        return loss_fn(out, y) + 1e4
+    kw = dict(method="importance", beta=1.0, num_samples=256)
+    plain = local_entropy_gradient(model, loss_fn, data, 0.5,
+                                   generator=torch.Generator().manual_seed(0), **kw)
+    far = local_entropy_gradient(model, shifted, data, 0.5,
+                                 generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.allclose(far, plain, rtol=1e-9, atol=1e-12), (far, plain)

@@ -476,3 +476,24 @@ def test_heat_batches_is_checked_shared_by_groups_and_survives_a_checkpoint():
     assert not old.closure_repeats_batch
     with pytest.raises(ValueError, match="saved before batches.*'shared'"):
         HEAT([y], gamma=0.2, L=2, batches="shared").load_state_dict(sd)
+
+
+def test_heat_step_returns_the_first_perturbed_loss():
+    """(4.43)'s step calls the closure at x + ε¹, ..., x + ε^L; ``step`` returns the first
+    call's loss, f(x + ε¹) with ε¹ the first draw of a generator seeded as the optimizer's,
+    by hand in float64 (the first call's loss, as Entropy-SGD's step and torch.optim.LBFGS)."""
+    Q, p, x0 = quadratic(seed=2)
+    f, gamma, seed = _f(Q, p), 0.3, 5
+    eps1 = math.sqrt(gamma) * torch.randn(3, generator=torch.Generator().manual_seed(seed),
+                                          dtype=torch.float64)
+    w = nn.Parameter(x0.clone())
+    opt = HEAT([w], lr=0.1, gamma=gamma, L=3, seed=seed)
+    losses = []
+    inner = closure_for(w, f)
+
+    def closure():
+        losses.append(inner().item())
+        return torch.tensor(losses[-1], dtype=torch.float64)
+    got = opt.step(closure)
+    assert got.item() == pytest.approx(float(f(x0 + eps1)), rel=1e-13)
+    assert len(losses) == 3 and abs(losses[-1] - losses[0]) > 1e-3
