@@ -364,3 +364,21 @@ def test_importance_weights_ignore_a_constant_added_to_the_loss():
     far = local_entropy_gradient(model, shifted, data, 0.5,
                                  generator=torch.Generator().manual_seed(0), **kw)
     assert torch.allclose(far, plain, rtol=1e-9, atol=1e-12), (far, plain)
+
+
+def test_the_chain_draws_other_dropout_masks_than_the_sgd_gradient():
+    """One noiseless Langevin step from x with α = 0 on all of the data: z = x − η∇L(x), so
+    ∇f_γ = (η/γ)∇L(x) and its angle with the full gradient is 0 exactly, in eval mode. In train
+    mode with dropout, each pass draws its own masks (module docstring): the chain's gradient
+    is at x as the SGD gradient is, but under other masks, at an angle."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Dropout(0.5), nn.Linear(8, 2)).double()
+    gen = torch.Generator().manual_seed(2)
+    data = (torch.randn(16, 3, generator=gen, dtype=torch.float64),
+            torch.randint(0, 2, (16,), generator=gen))
+    kw = dict(sgd_gradient="full", beta=math.inf, steps=1, inner_lr=0.1, alpha=0.0)
+    still = local_entropy_gradient_angle(model.eval(), nn.CrossEntropyLoss(), data, 0.5, **kw)
+    assert still.degrees == pytest.approx(0.0, abs=1e-5)
+    assert still.entropy_grad_norm == pytest.approx(0.2 * still.sgd_grad_norm, rel=1e-12)
+    masked = local_entropy_gradient_angle(model.train(), nn.CrossEntropyLoss(), data, 0.5, **kw)
+    assert masked.degrees > 1.0

@@ -873,3 +873,17 @@ def test_each_group_is_coupled_and_scoped_with_its_own_gamma(normalize):
         opt.step(closure)
     assert torch.allclose(u.detach(), want[0], atol=1e-14, rtol=0)
     assert torch.allclose(v.detach(), want[1], atol=1e-14, rtol=0)
+
+
+def test_defaults_are_the_thesis_settings():
+    """Algorithm 2's settings as the thesis states them: L = 20 and η_y = 0.1 (§4.6.1.1),
+    α = 0.25 (§3.2.2), η′ = 1 with the γ-scaled step x ← z (§3.2.3), no thermal noise;
+    Entropy-Adam's η′ = 0.01 (§3.3.5, char-LSTM) and, with Adam in the inner loop, Adam's own
+    step 10⁻³ for η_y."""
+    g = EntropySGD([nn.Parameter(torch.zeros(2))]).param_groups[0]
+    assert (g["L"], g["inner_lr"], g["alpha"], g["lr"], g["normalize"], g["noise"]) == (
+        20, 0.1, 0.25, 1.0, True, 0.0)
+    outer = EntropyAdam([nn.Parameter(torch.zeros(2))]).param_groups[0]
+    assert (outer["lr"], outer["inner_lr"], outer["alpha"]) == (0.01, 0.1, 0.25)
+    assert EntropyAdam([nn.Parameter(torch.zeros(2))], adam="inner").param_groups[0][
+        "inner_lr"] == 1e-3
