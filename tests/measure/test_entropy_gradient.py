@@ -378,7 +378,26 @@ def test_the_chain_draws_other_dropout_masks_than_the_sgd_gradient():
             torch.randint(0, 2, (16,), generator=gen))
     kw = dict(sgd_gradient="full", beta=math.inf, steps=1, inner_lr=0.1, alpha=0.0)
     still = local_entropy_gradient_angle(model.eval(), nn.CrossEntropyLoss(), data, 0.5, **kw)
-    assert still.degrees == pytest.approx(0.0, abs=1e-5)
+    # its cosine rounds to 1 + 2⁻⁵² here: clamped to 1, not acos's domain error
+    assert still.cosine == 1.0 and still.degrees == 0.0
     assert still.entropy_grad_norm == pytest.approx(0.2 * still.sgd_grad_norm, rel=1e-12)
     masked = local_entropy_gradient_angle(model.train(), nn.CrossEntropyLoss(), data, 0.5, **kw)
     assert masked.degrees > 1.0
+
+
+def test_a_non_finite_sgd_gradient_is_a_floating_point_error():
+    """L(w) = mean (w x_i)², one sample x = 10²⁰⁰: its gradient 2w x² overflows. The SGD
+    gradient's mini-batch (the generator's first draw, seed 1) is that sample, the one-step
+    chain's batch another: the estimate is finite, the SGD gradient is not, and the angle
+    is refused by name rather than returned as NaN."""
+    gen = torch.Generator().manual_seed(1)
+    assert [int(torch.randperm(3, generator=gen)[0]) for _ in range(2)] == [1, 0]
+    model = nn.Linear(1, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.fill_(0.5)
+    data = (torch.tensor([[1.0], [1e200], [2.0]], dtype=torch.float64),
+            torch.zeros(3, 1, dtype=torch.float64))
+    with pytest.raises(FloatingPointError, match="non-finite SGD gradient"):
+        local_entropy_gradient_angle(model, nn.MSELoss(), data, 0.5, batch_size=1,
+                                     beta=math.inf, steps=1,
+                                     generator=torch.Generator().manual_seed(1))
