@@ -215,3 +215,40 @@ def test_logs_algorithm_2s_chain_with_its_options_on_a_quadratic_by_hand():
     assert h["entropy_angle/grad_norm"][0] == pytest.approx(float(ent.norm()), rel=1e-12)
     assert h["entropy_angle/sgd_grad_norm"][0] == pytest.approx(float(sgd.norm()), rel=1e-12)
     assert 5 < h["entropy_angle/degrees"][0] < 175          # the two directions differ
+
+
+def test_a_step_batch_larger_than_the_evaluation_set_draws_all_of_it():
+    """Batches of 8 and an evaluation set of 5: the instrument's mini-batches (the step's size
+    by default) hold all 5 examples, so its SGD gradient is the evaluation set's full one."""
+    model = _model()
+    cbs = [build_instrument("entropy_angle", schedule=Schedule.every(2), gamma=0.05,
+                            beta=1e4, steps=2, eval_subset=5, prefix=prefix,
+                            sgd_gradient=sgd)
+           for prefix, sgd in (("ea_batch", "batch"), ("ea_full", "full"))]
+    res = train(model, nn.CrossEntropyLoss(), toy_dataset(),
+                torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, batch_size=8,
+                callbacks=cbs, progress=False, max_steps=3)
+    batch, full = (dict(res.history[f"{p}/sgd_grad_norm"]) for p in ("ea_batch", "ea_full"))
+    assert list(batch) == [0, 2] == list(full)
+    assert all(batch[s] == pytest.approx(full[s], rel=1e-5) for s in batch)
+
+
+def test_the_full_sgd_gradient_leaves_the_chain_on_mini_batches_of_the_steps_size():
+    """``sgd_gradient="full"`` is about g only: the Langevin chain still steps on mini-batches
+    of the step's size (8 here), as the measurement with ``batch_size=8`` does, not on all of
+    the evaluation set."""
+    model, data = _model(), toy_dataset()
+    x0 = copy.deepcopy(model).eval()
+    cb = build_instrument("entropy_angle", schedule=Schedule.every(1), gamma=0.05,
+                          beta=math.inf, steps=3, sgd_gradient="full", eval_subset=None, seed=3)
+    res = train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=0.0),
+                epochs=1, batch_size=8, callbacks=[cb], progress=False, max_steps=1)
+    logged = dict(res.history["entropy_angle/grad_norm"])[0]
+
+    def measured(b):
+        return local_entropy_gradient_angle(
+            x0, nn.CrossEntropyLoss(), (data.x_train, data.y_train), 0.05, batch_size=b,
+            sgd_gradient="full", beta=math.inf, steps=3,
+            generator=torch.Generator().manual_seed(3)).entropy_grad_norm
+    assert logged == measured(8)
+    assert abs(measured(None) - logged) > 1e-6 * logged
