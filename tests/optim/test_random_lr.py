@@ -340,3 +340,24 @@ def test_settings_hold_the_seed_as_given():
     p = torch.nn.Parameter(torch.zeros(1))
     assert RandomLRSGD([p], lr=0.1, seed=5).settings() == {"seed": 5}
     assert RandomLRSGD([p], lr=0.1).settings() == {"seed": None}
+
+
+def test_momentum_survives_a_gradient_written_in_place():
+    """``zero_grad(set_to_none=False)`` and ``backward`` write each gradient into the same
+    ``.grad`` tensor; the heavy-ball buffer starts as a copy of the first one (torch.optim.SGD's
+    b₁ = g₁), so the in-place writes do not reach it: buf ← μ buf + g, x ← x − l α_k buf by
+    hand (``multiply="step"``: the gradient stepped as it is)."""
+    a, b, batches = _problem(seed=2)
+    x0 = torch.tensor([0.2, 0.4, -0.3], dtype=D)
+    l, mu = 0.05, 0.9
+    x = torch.nn.Parameter(x0.clone())
+    x.grad = torch.zeros(3, dtype=D)
+    opt = RandomLRSGD([x], lr=l, momentum=mu, multiply="step", seed=3)
+    want, buf = x0.clone(), None
+    for idx in batches:
+        x.grad.copy_(_grad(x.detach(), a, b, idx))
+        opt.step()
+        g = _grad(want, a, b, idx)
+        buf = g.clone() if buf is None else mu * buf + g
+        want = want - l * opt.last_alpha * buf
+        torch.testing.assert_close(x.detach(), want, rtol=0, atol=1e-14)
