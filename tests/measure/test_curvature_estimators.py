@@ -431,3 +431,73 @@ def test_an_estimate_formats_as_its_value_and_standard_error():
     est = Estimate(1.23456, 0.0456, 10)
     assert f"{est:.2f}" == "1.23 ± 0.05" and f"{est:.1e}" == "1.2e+00 ± 4.6e-02"
     assert f"{est}" == str(est) and float(est) == 1.23456
+
+
+def test_slq_of_a_multiple_of_the_identity_is_one_exact_node_per_probe():
+    """A = 2.5·I: every probe is an eigenvector, its Krylov space one-dimensional, its measure
+    the single node 2.5 of weight 1; so each moment is 2.5ᵖ and the trace d·2.5 = 20 exactly
+    (the density's d, not d − 1). A point spectrum has no range: the default width is 1% of
+    its scale |2.5| (not the 1e-12 floor), and the grid spans 2.5 ± (margin·2.5 + 5σ)."""
+    dens = spectral_density(2.5 * torch.eye(8, dtype=torch.float64), num_probes=3,
+                            num_iter=5, generator=torch.Generator().manual_seed(0))
+    assert dens.nodes.shape == (3, 1) and dens.dim == 8
+    torch.testing.assert_close(dens.weights, torch.ones(3, 1, dtype=torch.float64))
+    assert dens.trace() == pytest.approx(20.0, rel=1e-14)
+    for p in range(4):
+        assert dens.moment(p) == pytest.approx(2.5 ** p, rel=1e-14)
+    assert dens.sigma == pytest.approx(0.025, rel=1e-12)
+    pad = 0.05 * 2.5 + 5 * 0.025
+    assert (float(dens.grid[0]), float(dens.grid[-1])) == (pytest.approx(2.5 - pad),
+                                                           pytest.approx(2.5 + pad))
+
+
+def test_slq_default_width_is_one_percent_of_the_spectral_range():
+    """With m = d steps each probe's nodes are the eigenvalues, here linspace(−1, 4, 20): the
+    estimated range is 5, the default σ = 0.05 (Ghorbani et al.'s choice of a width small
+    against the spectrum), the default grid [−1 − (0.05·5 + 5σ), 4 + (0.05·5 + 5σ)]."""
+    lam = torch.linspace(-1.0, 4.0, 20, dtype=torch.float64)
+    dens = spectral_density(torch.diag(lam), num_probes=2, num_iter=20,
+                            generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(dens.nodes[0], lam, rtol=0, atol=1e-12)
+    assert dens.sigma == pytest.approx(0.05, rel=1e-10)
+    assert float(dens.grid[0]) == pytest.approx(-1.5) and float(dens.grid[-1]) == pytest.approx(4.5)
+    assert float(torch.trapezoid(dens.density, dens.grid)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_hessian_spectral_density_is_gauss_quadrature_of_the_dense_hessian():
+    """SLQ on a tiny model's Hessian (and GGN) against the float64 dense references: each
+    probe's quadrature reproduces vᵀHᵖv / vᵀv for p ≤ 2m − 1 with v the Gaussian vectors the
+    generator draws, so the moments are those of the dense matrix, probe by probe."""
+    from sgdlab.measure.curvature import hessian_spectral_density
+    from sgdlab.testing import ggn_reference
+
+    model = tiny_mlp(3, 3, 2)
+    data, loss_fn = tiny_classification(10, 3, 2), nn.CrossEntropyLoss()
+    m, probes = 3, 2
+    for operator, ref in (("hessian", dense_hessian_reference(model, loss_fn, data)),
+                          ("ggn", ggn_reference(model, loss_fn, data))):
+        dens = hessian_spectral_density(model, loss_fn, data, operator=operator, num_iter=m,
+                                        num_probes=probes,
+                                        generator=torch.Generator().manual_seed(3))
+        g = torch.Generator().manual_seed(3)
+        for i in range(probes):
+            v = torch.randn(ref.shape[0], generator=g, dtype=torch.float64)
+            for p in range(2 * m):
+                exact = float(v @ torch.linalg.matrix_power(ref, p) @ v / (v @ v))
+                quad = float((dens.weights[i] * dens.nodes[i] ** p).sum())
+                assert quad == pytest.approx(exact, rel=1e-8, abs=1e-12), (operator, i, p)
+
+
+def test_probe_estimators_refuse_no_probes_and_a_non_finite_operator():
+    """Zero probes is no estimate (a NaN mean of nothing) and is refused by name; an operator
+    whose products are not finite (a diverged model) is a FloatingPointError, not an
+    estimate of inf or NaN."""
+    a = _spd_like(6, seed=1)
+    for estimate in (hutchinson_trace, frobenius_norm):
+        with pytest.raises(ValueError, match="num_probes=0"):
+            estimate(a, 0)
+    bad = a.clone()
+    bad[2, 3] = bad[3, 2] = float("inf")
+    for estimate in (hutchinson_trace, frobenius_norm):
+        with pytest.raises(FloatingPointError, match="non-finite"):
+            estimate(bad, 4, generator=torch.Generator().manual_seed(0))
