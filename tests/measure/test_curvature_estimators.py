@@ -501,3 +501,61 @@ def test_probe_estimators_refuse_no_probes_and_a_non_finite_operator():
     for estimate in (hutchinson_trace, frobenius_norm):
         with pytest.raises(FloatingPointError, match="non-finite"):
             estimate(bad, 4, generator=torch.Generator().manual_seed(0))
+
+
+def test_hutchpp_and_frobenius_in_float64_on_a_float32_matrix_are_the_float64_matrix_s():
+    """``dtype=torch.float64`` computes the products in float64 too (a dense matrix is
+    converted, ``working_operator(..., exact_products=True)``), not only the probes: on a
+    float32 matrix whose entries are exact (integer factors, dyadic weights: rank 3 in any
+    precision) Hutch++ with m = 12 ≥ 3·rank products is Tr A exactly (Meyer et al. 2021: the
+    sketch spans the range, nothing is left to the Hutchinson part), and both estimates equal
+    those of the float64 matrix from the same probes. Float32 products would leave ~1e-7
+    relative errors, and a remainder in the full-rank rounding."""
+    from sgdlab.measure.curvature import hutchpp_trace
+
+    g = torch.Generator().manual_seed(2)
+    f = torch.randint(-3, 4, (30, 3), generator=g).double()
+    a64 = f @ torch.diag(torch.tensor([4.0, -1.5, 0.75], dtype=torch.float64)) @ f.T
+    a32 = a64.float()
+    assert torch.equal(a32.double(), a64)
+    pp = hutchpp_trace(a32, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert pp.value == pytest.approx(float(torch.trace(a64)), rel=1e-12)
+    assert pp.stderr < 1e-9 * abs(pp.value)
+    for dist in ("gaussian", "rademacher"):
+        fro = frobenius_norm(a32, 7, generator=torch.Generator().manual_seed(1),
+                             distribution=dist, dtype=torch.float64)
+        ref = frobenius_norm(a64, 7, generator=torch.Generator().manual_seed(1),
+                             distribution=dist)
+        assert fro.value == pytest.approx(ref.value, rel=1e-13), dist
+        assert fro.stderr == pytest.approx(ref.stderr, rel=1e-10), dist
+
+
+def test_a_half_precision_operator_s_products_leave_in_the_working_precision():
+    """A bfloat16 A without ``dtype`` is worked on in float32 (``working_operator``): its
+    vectors arrive and leave in float32, whichever product is asked for, the values those of
+    the bfloat16 products (float32 holds every bfloat16 exactly)."""
+    from sgdlab.measure.curvature._common import working_operator
+    from sgdlab.operators import as_operator
+
+    a = _spd_like(6, seed=2).to(torch.bfloat16)
+    v = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    op, raw = working_operator(a, None), as_operator(a)
+    assert op.dtype == torch.float32
+    for name, arg in (("matvec", v[:, 0]), ("matmat", v), ("quadratic_forms", v)):
+        out = getattr(op, name)(arg)
+        assert out.dtype == torch.float32, name
+        assert torch.equal(out, getattr(raw, name)(arg.to(torch.bfloat16)).float()), name
+
+
+def test_dense_hessian_takes_exactly_max_params_parameters():
+    """``max_params`` is the largest d allowed (refuses d > max_params): the 21-parameter MLP
+    at max_params=21 gives its Hessian, at 20 is refused."""
+    model = tiny_mlp(3, 4, 1)
+    data, loss_fn = tiny_classification(6, 3, 2), nn.MSELoss()
+    data = (data[0], torch.randn(6, 1, generator=torch.Generator().manual_seed(0),
+                                 dtype=torch.float64))
+    ref = dense_hessian_reference(model, loss_fn, data)
+    assert ref.shape == (21, 21)
+    torch.testing.assert_close(dense_hessian(model, loss_fn, data, max_params=21), ref)
+    with pytest.raises(ValueError, match="max_params"):
+        dense_hessian(model, loss_fn, data, max_params=20)
