@@ -559,3 +559,44 @@ def test_dense_hessian_takes_exactly_max_params_parameters():
     torch.testing.assert_close(dense_hessian(model, loss_fn, data, max_params=21), ref)
     with pytest.raises(ValueError, match="max_params"):
         dense_hessian(model, loss_fn, data, max_params=20)
+
+
+def test_model_trace_and_frobenius_of_each_curvature_matrix_by_hand():
+    """``hessian_trace`` / ``hessian_frobenius_norm`` of the Hessian, GGN and empirical Fisher
+    (1/N) Σ g_i g_iᵀ of a tiny model: with the probes drawn by hand from the same generator
+    stream (Rademacher for the trace, one Gaussian vector at a time for ‖·‖_F), each estimate
+    is its samples' mean vᵀMv, resp. √mean ‖Mv‖², of the float64 dense matrix M. With
+    ``dtype=torch.float64`` a float32 model's estimates are those of its float64 copy."""
+    import copy
+
+    from sgdlab.testing import (empirical_fisher_reference, ggn_reference,
+                                per_sample_gradients_loop)
+
+    model = tiny_mlp(3, 3, 2)
+    data, loss_fn = tiny_classification(10, 3, 2), nn.CrossEntropyLoss()
+    refs = {"hessian": dense_hessian_reference(model, loss_fn, data),
+            "ggn": ggn_reference(model, loss_fn, data),
+            "empirical_fisher": empirical_fisher_reference(
+                per_sample_gradients_loop(model, loss_fn, data))}
+    d, m = 20, 6
+    assert refs["hessian"].shape == (d, d)
+    v = torch.randint(0, 2, (m, d), generator=torch.Generator().manual_seed(0),
+                      dtype=torch.float64) * 2 - 1
+    g = torch.Generator().manual_seed(1)
+    w = torch.stack([torch.randn(d, generator=g, dtype=torch.float64) for _ in range(m)])
+    for operator, ref in refs.items():
+        tr = hessian_trace(model, loss_fn, data, m, operator=operator,
+                           generator=torch.Generator().manual_seed(0))
+        assert tr.value == pytest.approx(float(((v @ ref) * v).sum(1).mean()), rel=1e-10)
+        fro = hessian_frobenius_norm(model, loss_fn, data, m, operator=operator,
+                                     generator=torch.Generator().manual_seed(1))
+        assert fro.value == pytest.approx(math.sqrt(float((w @ ref).square().sum(1).mean())),
+                                          rel=1e-10), operator
+    m32 = copy.deepcopy(model).float()
+    d32 = (data[0].float(), data[1])
+    for measure in (hessian_trace, hessian_frobenius_norm):
+        low = measure(m32, loss_fn, d32, m, generator=torch.Generator().manual_seed(0),
+                      dtype=torch.float64)
+        high = measure(copy.deepcopy(m32).double(), loss_fn, (d32[0].double(), d32[1]), m,
+                       generator=torch.Generator().manual_seed(0))
+        assert low.value == pytest.approx(high.value, rel=1e-12), measure.__name__
