@@ -312,3 +312,49 @@ def test_local_entropy_of_two_samples_by_hand():
     sd_w = abs(w[0] - w[1]) / math.sqrt(2)                   # n − 1 = 1
     assert le.f_gamma == pytest.approx(lo - math.log(mean_w) / beta, rel=1e-12)
     assert le.stderr == pytest.approx(sd_w / math.sqrt(2) / mean_w / beta, rel=1e-12)
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_losses_over_batches_of_unequal_size_are_means_over_samples(vectorize):
+    """L(w) = (1/N) Σ_i (w x_i − y_i)², a quadratic in the one weight w, over batches of 3 and
+    1 samples: the mean over all N = 4 samples (batches weighted by their size, not a mean of
+    batch means). Each sample of the expected sharpness is, exactly,
+    L(w + ξ) − L(w) = (1/N) Σ_i [2 ξ x_i (w x_i − y_i) + ξ² x_i²], ξ = σ z with z the
+    generator's draws; its expectation σ²/2 · Tr H with H = (2/N) Σ x_i²."""
+    x = torch.tensor([[1.0], [2.0], [-1.0], [3.0]], dtype=torch.float64)
+    y = torch.tensor([[0.5], [1.0], [2.0], [-4.0]], dtype=torch.float64)
+    model = nn.Linear(1, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.fill_(0.7)
+    batches = [(x[:3], y[:3]), (x[3:], y[3:])]
+    r = 0.7 * x - y
+    assert mean_loss(model, nn.MSELoss(), batches) == pytest.approx(float(r.square().mean()),
+                                                                    rel=1e-14)
+    sigma, m = 0.3, 5
+    est = expected_sharpness(model, nn.MSELoss(), batches, sigma, m, vectorize=vectorize,
+                             generator=torch.Generator().manual_seed(4))
+    xi = sigma * torch.randn(m, 1, generator=torch.Generator().manual_seed(4),
+                             dtype=torch.float64)[:, 0]
+    samples = torch.stack([(2 * s * x * r + s ** 2 * x ** 2).mean() for s in xi])
+    assert est.value == pytest.approx(float(samples.mean()), rel=1e-12)
+    assert est.stderr == pytest.approx(float(samples.std()) / math.sqrt(m), rel=1e-12)
+    assert model.weight.item() == 0.7
+
+
+def test_epsilon_sharpness_climbs_the_gradient_of_the_mean_over_all_samples():
+    """L(w) = (1/4) Σ_i (w − y_i)² over batches of 3 samples (y = −0.3, residual +1 each)
+    and 1 (y = 2.7, residual −2) at w = 0.7: dL/dw ∝ 3·1 − 2 > 0 throughout the box
+    |ζ| ≤ ε(|w| + 1) = 0.17 (its minimiser mean y = 0.45 lies below it), so Keskar's ascent
+    ends at the corner w + 0.17 and the maximum is L(0.87) exactly; a sum of the batches'
+    mean gradients, not weighted by their sizes (1 − 2 < 0), would descend instead."""
+    x = torch.ones(4, 1, dtype=torch.float64)
+    y = torch.tensor([[-0.3], [-0.3], [-0.3], [2.7]], dtype=torch.float64)
+    model = nn.Linear(1, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.fill_(0.7)
+    res = epsilon_sharpness(model, nn.MSELoss(), [(x[:3], y[:3]), (x[3:], y[3:])], 0.1,
+                            generator=torch.Generator().manual_seed(0))
+    base, top = float((0.7 - y).square().mean()), float((0.87 - y).square().mean())
+    assert res.loss == pytest.approx(base, rel=1e-14)
+    assert res.max_loss == pytest.approx(top, rel=1e-12)
+    assert res.sharpness == pytest.approx(100 * (top - base) / (1 + base), rel=1e-12)
