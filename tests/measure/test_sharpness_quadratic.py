@@ -358,3 +358,34 @@ def test_epsilon_sharpness_climbs_the_gradient_of_the_mean_over_all_samples():
     assert res.loss == pytest.approx(base, rel=1e-14)
     assert res.max_loss == pytest.approx(top, rel=1e-12)
     assert res.sharpness == pytest.approx(100 * (top - base) / (1 + base), rel=1e-12)
+
+
+def test_epsilon_sharpness_reports_the_largest_loss_along_the_ascent_not_the_last():
+    """On the concave L(θ) = −½θ² (a maximum inside the box, at θ = 0) the sign-gradient ascent
+    from ζ⁰ = (2u − 1) r oscillates around 0 in steps of r/4: the maximum is the loss at the
+    visited point nearest 0, replayed here by hand (the loss at ζ⁰ … ζᵏ, k = num_steps), and
+    not the loss at the last point."""
+    theta = torch.zeros(1, dtype=torch.float64)
+    model = Quadratic(-torch.eye(1, dtype=torch.float64), theta)
+    eps, k = 0.1, 5
+    res = epsilon_sharpness(model, _loss, DATA, eps, num_steps=k,
+                            generator=torch.Generator().manual_seed(0))
+    r = eps
+    zeta = (2 * torch.rand(1, generator=torch.Generator().manual_seed(0),
+                           dtype=torch.float64) - 1) * r
+    losses = []
+    for _ in range(k + 1):
+        losses.append(float(-0.5 * zeta.square()))
+        zeta = (zeta - 0.25 * r * zeta.sign()).clamp(-r, r)
+    assert max(losses) > losses[-1]                  # the test can tell the two apart
+    assert res.max_loss == pytest.approx(max(losses), rel=1e-12)
+
+
+def test_sharpness_refuses_no_samples_and_a_zero_box():
+    """Zero samples estimate nothing; a box of half-width ε = 0 has no sharpness to find."""
+    model = Quadratic(H)
+    with pytest.raises(ValueError, match="num_samples=0"):
+        expected_sharpness(model, _loss, DATA, 0.1, 0)
+    for bad in (0.0, -1e-3, float("nan")):
+        with pytest.raises(ValueError, match="Invalid epsilon"):
+            epsilon_sharpness(model, _loss, DATA, bad)
