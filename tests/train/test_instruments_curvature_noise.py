@@ -1,6 +1,7 @@
 """The curvature / noise / alignment / sharpness instruments inside the training loop."""
 import copy
 import math
+import re
 import warnings
 
 import pytest
@@ -708,3 +709,25 @@ def test_curvature_and_sharpness_instruments_log_the_closed_forms_of_a_quadratic
     assert sharp["sharpness/expected_se"] < 0.05 * sigma ** 2 / 2 * 4.8
     width = -float(torch.log1p(gamma * lam).sum()) / (2 * beta)
     assert sharp["sharpness/local_entropy"] == pytest.approx(width, rel=0.05)
+
+
+def test_curvature_instrument_options_are_checked_where_they_are_built():
+    """Options no measurement can take are refused when the instrument is built (a config's
+    key path names them before training): tol = 0 (a relative tolerance never met early),
+    num_iter below k or below bottom (fewer Krylov vectors than pairs), no evaluation
+    examples, a zero ε box; the largest counts a model can give, k = bottom = d, pass its
+    check."""
+    from sgdlab.train.instruments.curvature import HessianCallback
+
+    every = Schedule.every(5)
+    for name, options, needle in [
+            ("hessian", {"tol": 0}, "Invalid tol=0 (must be > 0)"),
+            ("hessian", {"k": 2, "num_iter": 1}, "Invalid num_iter=1"),
+            ("hessian", {"k": 1, "bottom": 4, "num_iter": 3}, "Invalid num_iter=3"),
+            ("hessian", {"eval_subset": 0}, "Invalid eval_subset=0"),
+            ("sharpness", {"epsilon": 0}, "Invalid epsilon=0 (must be > 0)"),
+            ("sharpness", {"sigma": -0.1}, "Invalid sigma=-0.1")]:
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            build_instrument(name, schedule=every, **options)
+    model = nn.Sequential(nn.Linear(4, 2), nn.Tanh(), nn.Linear(2, 3))      # d = 19
+    HessianCallback(every=5, k=19, bottom=19, num_iter=19).check(model, None)
