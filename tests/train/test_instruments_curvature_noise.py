@@ -731,3 +731,34 @@ def test_curvature_instrument_options_are_checked_where_they_are_built():
             build_instrument(name, schedule=every, **options)
     model = nn.Sequential(nn.Linear(4, 2), nn.Tanh(), nn.Linear(2, 3))      # d = 19
     HessianCallback(every=5, k=19, bottom=19, num_iter=19).check(model, None)
+
+
+def test_hessian_instrument_passes_its_lanczos_options_and_a_step_seeded_generator(monkeypatch):
+    """Each Lanczos call gets the instrument's tol and num_iter (the top-k with
+    ``which="largest"``, the bottom ones ``"smallest"``), drawing its start vector from the
+    generator seeded ``seed + step`` (a resumed run logs the same values); and an evaluation
+    subset larger than the training set is the whole set (the noise instruments' k ≤ min(N, d)
+    check counts N so)."""
+    from types import SimpleNamespace
+
+    import sgdlab.train.instruments.curvature as inst
+
+    calls = []
+    real = inst.lanczos
+
+    def spy(op, k, **kw):
+        g = kw["generator"]
+        calls.append((k, kw.get("which", "largest"), kw["tol"], kw["num_iter"],
+                      g.initial_seed()))
+        return real(op, k, **kw)
+
+    monkeypatch.setattr(inst, "lanczos", spy)
+    model = nn.Sequential(nn.Linear(4, 2), nn.Tanh(), nn.Linear(2, 3))
+    data = toy_dataset()
+    ctx = SimpleNamespace(model=model, loss_fn=nn.CrossEntropyLoss(), data=data, step=7)
+    cb = inst.HessianCallback(every=1, k=2, bottom=1, tol=0.25, num_iter=9, seed=3,
+                              eval_subset=None)
+    cb._measure(ctx)
+    assert calls == [(2, "largest", 0.25, 9, 10), (1, "smallest", 0.25, 9, 10)]
+    assert inst.eval_set_size(data, 10_000) == len(data.x_train) == inst.eval_set_size(data, None)
+    assert inst.eval_set_size(data, 7) == 7
