@@ -389,3 +389,22 @@ def test_sharpness_refuses_no_samples_and_a_zero_box():
     for bad in (0.0, -1e-3, float("nan")):
         with pytest.raises(ValueError, match="Invalid epsilon"):
             epsilon_sharpness(model, _loss, DATA, bad)
+
+
+def test_local_entropy_of_losses_spread_over_thousands_stays_finite():
+    """A log-mean-exp shifted by the largest −βL: on L = cᵀθ with |c| ~ 10³ the sampled losses
+    spread over thousands, so exp(−β(L − L_min)) underflows harmlessly for the large ones,
+    while a shift by the smallest −βL would overflow to inf. f = L_min − log(mean w)/β by
+    hand from the generator's draws ξ_i = √(γ/β) z_i."""
+    c = torch.tensor([1000.0, -2000.0, 500.0], dtype=torch.float64)
+    theta = torch.tensor([0.2, -1.0, 0.3], dtype=torch.float64)
+    gamma, beta, m = 0.5, 2.0, 4
+    le = local_entropy(Linear(c, theta), _loss, DATA, gamma, beta=beta, num_samples=m,
+                       generator=torch.Generator().manual_seed(3))
+    z = torch.randn(m, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    losses = [float(c @ (theta + (gamma / beta) ** 0.5 * zi)) for zi in z]
+    lo = min(losses)
+    assert max(losses) - lo > 1000
+    mean_w = sum(math.exp(-beta * (v - lo)) for v in losses) / m
+    assert math.isfinite(le.f_gamma) and math.isfinite(le.stderr)
+    assert le.f_gamma == pytest.approx(lo - math.log(mean_w) / beta, rel=1e-12)
