@@ -612,3 +612,33 @@ def test_dense_hessian_is_exactly_symmetric():
     assert torch.equal(h, h.T)
     ref = dense_hessian_reference(tiny_mlp(3, 4, 3), nn.CrossEntropyLoss(), (x.double(), y))
     torch.testing.assert_close(h.double(), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_slq_padding_of_a_probe_that_broke_down_leaves_the_default_grid_alone(monkeypatch):
+    """The zero-weight nodes that pad a probe which broke down early repeat its last node:
+    they do not widen the estimated range [1, 4] (its scale max(4 − 1, |4|, |1|) = 4 sets the
+    default σ = 0.04), and the grid spans [1 − (0.05·4 + 5σ), 4 + (0.05·4 + 5σ)], not down
+    to 0 or below."""
+    import importlib
+
+    slq = importlib.import_module("sgdlab.measure.curvature.slq")
+    probes = iter([torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64),
+                   torch.ones(4, dtype=torch.float64)])
+    monkeypatch.setattr(slq, "random_vector", lambda op, generator: next(probes))
+    dens = spectral_density(torch.diag(torch.arange(1.0, 5.0, dtype=torch.float64)),
+                            num_probes=2, num_iter=4)
+    assert dens.sigma == pytest.approx(0.04, rel=1e-10)
+    assert float(dens.grid[0]) == pytest.approx(0.6) and float(dens.grid[-1]) == pytest.approx(4.4)
+
+
+def test_a_float32_operator_draws_the_float64_probes_cast():
+    """Gaussian start vectors are drawn in float64 and cast to the operator's precision: SLQ of
+    a float32 matrix starts from the same probes as of its float64 copy (same generator), so
+    the two agree to float32 round-off, node by node and weight by weight (d = 20: from 16
+    entries on, torch's float32 and float64 normal streams part)."""
+    a64 = _spd_like(20, seed=3)
+    dens = [spectral_density(a, num_probes=2, num_iter=4, sigma=0.1, grid=20,
+                             generator=torch.Generator().manual_seed(5))
+            for a in (a64.float(), a64)]
+    torch.testing.assert_close(dens[0].nodes, dens[1].nodes, rtol=0, atol=1e-5)
+    torch.testing.assert_close(dens[0].weights, dens[1].weights, rtol=0, atol=1e-5)
