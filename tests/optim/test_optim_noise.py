@@ -137,3 +137,52 @@ def test_reproducible_and_device_independent_of_generator_seed():
 def test_invalid_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_dense_noise_takes_any_square_root_not_only_the_symmetric_one():
+    """ε = R z has covariance R Rᵀ: a Cholesky factor L (lower triangular, L ≠ Lᵀ) of C draws
+    N(0, C), not N(0, Lᵀ L)."""
+    _, cov = _spd(4, 4, seed=12)
+    chol = torch.linalg.cholesky(cov)
+    assert not torch.allclose(chol.T @ chol, cov, atol=0.5)      # the other product differs
+    eps = N.dense_noise(chol, sample_shape=(S,), generator=_gen())
+    assert_cov(eps, cov)
+
+
+def test_zero_variances_draw_exactly_zero_on_their_coordinates():
+    """A zero of diag Σ (a parameter every example's gradient leaves alone) or a zero
+    eigenvalue is a valid covariance: no noise there, not an error; zero Tr Σ gives σ_H² = 0."""
+    eps = N.diagonal_noise(torch.tensor([0.0, 1.0, 0.25], dtype=torch.float64),
+                           sample_shape=(100,), generator=_gen())
+    assert torch.equal(eps[:, 0], torch.zeros(100, dtype=torch.float64))
+    assert float(eps[:, 1].abs().max()) > 0
+    q, _ = torch.linalg.qr(torch.randn(5, 2, generator=_gen(1), dtype=torch.float64))
+    eps = N.low_rank_noise(torch.tensor([2.0, 0.0], dtype=torch.float64), q,
+                           sample_shape=(50,), generator=_gen(2))
+    torch.testing.assert_close(eps @ q[:, 1], torch.zeros(50, dtype=torch.float64),
+                               atol=1e-14, rtol=0)
+    assert N.hessian_noise_variance(torch.tensor(0.0), torch.tensor(3.0), 2) == 0
+
+
+def test_leading_noise_clips_a_round_off_negative_eigenvalue_to_zero():
+    """The k-th eigenvalue of a rank-deficient Σ can come out as −1e-17: the sampler treats it
+    as 0 (no noise along its eigenvector) instead of refusing the covariance."""
+    q, _ = torch.linalg.qr(torch.randn(6, 3, generator=_gen(4), dtype=torch.float64))
+    vals = torch.tensor([3.0, 0.5, -1e-17], dtype=torch.float64)
+    eps = N.leading_noise(vals, q, sample_shape=(S,), generator=_gen(5))
+    assert_cov(eps, (q[:, :2] * vals[:2]) @ q[:, :2].T)
+    torch.testing.assert_close(eps @ q[:, 2], torch.zeros(S, dtype=torch.float64),
+                               atol=1e-12, rtol=0)
+
+
+def test_low_rank_noise_refuses_eigenpairs_of_different_chains():
+    """eigvals (2 chains, k) and eigvecs (3 chains, d, k) do not belong together."""
+    with pytest.raises(ValueError, match="do not match"):
+        N.low_rank_noise(torch.ones(2, 3), torch.ones(3, 5, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_isotropic_noise_of_a_tensor_sigma_keeps_its_dtype(dtype):
+    """Per-chain scales in float64 (a float64 landscape's chains) give float64 noise."""
+    eps = N.isotropic_noise(3, torch.tensor([0.5, 2.0], dtype=dtype), generator=_gen())
+    assert eps.dtype == dtype and eps.shape == (2, 3)
