@@ -187,3 +187,29 @@ def test_bad_arguments_are_named():
         SGLD(p, lr=-0.1, num_data=3)
     assert SGLD(p, lr=0.1, energy="mean").num_data is None   # mean: no N needed
     assert sgld_noise_std(0.5, energy="mean", temperature=0.25) == pytest.approx(0.5)
+
+
+def test_a_frozen_parameter_with_a_stale_gradient_takes_neither_step_nor_noise():
+    """A layer frozen after its gradient was computed keeps its values: no gradient step and
+    no Langevin noise on coordinates the model no longer trains."""
+    model = tiny_mlp(seed=0).double()
+    opt = SGLD(model.parameters(), lr=0.1, temperature=1.0, num_data=16, seed=0)
+    _backward(model)
+    frozen = model[0].weight
+    frozen.requires_grad_(False)
+    assert frozen.grad is not None and float(frozen.grad.abs().sum()) > 0
+    before = frozen.detach().clone()
+    opt.step()
+    assert torch.equal(frozen.detach(), before)
+    assert not torch.equal(model[0].bias.detach(), torch.zeros_like(model[0].bias))
+
+
+def test_load_state_dict_restores_the_saved_n():
+    """N is part of the saved state: an optimizer built with another N resumes with the saved
+    one, so the noise std √(2 lr T / N) is the saved run's."""
+    model = tiny_mlp(seed=0).double()
+    saved = SGLD(model.parameters(), lr=0.1, num_data=16, seed=0).state_dict()
+    other = SGLD(model.parameters(), lr=0.1, num_data=250, seed=0)
+    other.load_state_dict(saved)
+    assert other.num_data == 16
+    assert other.noise_std(other.param_groups[0]) == pytest.approx(math.sqrt(2 * 0.1 / 16))
