@@ -258,3 +258,21 @@ def test_the_hessians_top_k_are_its_largest_eigenvalues_not_its_largest_in_magni
                                   generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(res.hessian_eigvals, torch.tensor([6.0, 2.0],
                                                                  dtype=torch.float64))
+
+
+def test_the_trace_ratio_of_a_noiseless_point_is_nan_not_an_error():
+    """N copies of one example: every g_i is ḡ, so Σ = 0 (eq. 3) and Tr(HΣ) = Tr Σ = 0; the
+    indicator against isotropic noise of the same (zero) trace is 0/0, NaN (the instrument
+    then leaves it out), while Tr H = (2/N) Σ‖x_i‖² = 2‖x‖² is still measured exactly."""
+    x = torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64).repeat(4, 1)
+    y = torch.full((4, 1), 0.3, dtype=torch.float64)
+    model = nn.Linear(3, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.2, -0.4, 1.0]], dtype=torch.float64))
+    res = sigma_hessian_alignment(model, nn.MSELoss(), (x, y), 1, tol=1e-12,
+                                  generator=torch.Generator().manual_seed(0),
+                                  trace_alignment=True)
+    assert res.trace_sigma == 0 and res.trace_h_sigma == 0
+    assert res.trace_h == pytest.approx(2 * float((x[0] ** 2).sum()), rel=1e-12)
+    assert math.isnan(res.trace_ratio)
+    assert math.isnan(res.as_metrics()["align/trace_ratio"])
