@@ -895,3 +895,52 @@ def test_leading_and_dense_sampling_still_take_the_whole_covariance(monkeypatch)
     data = tiny_classification(n=8, seed=6)
     build("gld-leading", model, data).refresh_statistics()
     build("gld-dynamic", model, data, sampling="dense").refresh_statistics()
+
+
+def test_a_minibatch_estimate_needs_two_batches(problem):
+    """The covariance of one batch gradient is 0: with 16 examples and m = 9 there is one
+    batch of 9, and the estimate is refused rather than injecting no noise without a word."""
+    model, data, _, _ = problem
+    opt = build("gld-leading", model, data, covariance_estimate="minibatches",
+                noise_batch_size=9)
+    with pytest.raises(ValueError, match="at least 2 batches of 9"):
+        opt.refresh_statistics()
+
+
+@pytest.mark.parametrize("rule", ["top-k", "paper", "appendix"])
+def test_sigma_h2_is_zero_without_a_warning_where_sgd_has_no_noise(rule):
+    """N copies of one example: Σ = 0 (eq. 3), so SGD has no noise and σ_H² is 0 under every
+    rule (the appendix's Tr H / (m Tr Σ) included, which divides by Tr Σ) — there is nothing
+    to warn about: GLD Hessian is then plain GD, as SGD is."""
+    import warnings
+
+    model = torch.nn.Linear(3, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.2, -0.4, 1.0]], dtype=torch.float64))
+    x = torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64).repeat(8, 1)
+    data = (x, torch.full((8, 1), 0.3, dtype=torch.float64))
+    opt = build_optimizer_for("gld-hessian", model, loss_fn=torch.nn.MSELoss(), data=data,
+                              lr=0.1, noise_batch_size=4, k=1, sigma_h2_rule=rule,
+                              trace_probes=4, hessian_tol=1e-10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stats = opt.refresh_statistics()
+    assert stats["sigma_h2"] == 0.0
+    assert stats["trace_hk"] == pytest.approx(2 * float((x[0] ** 2).sum()), rel=1e-9)   # H > 0
+
+
+def test_the_top_k_rule_warns_where_the_hessian_vanishes():
+    """ℓ_i = u_i + u_i³ − y_i with u_i = x_iᵀθ, at θ = 0: H = mean 6 u_i x_i x_iᵀ = 0 but the
+    per-sample gradients x_i differ (Σ ≠ 0): Tr H₊ = 0, so σ_H² = 0 with the warning that
+    SGD's noise is not matched, not a division by zero."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1, bias=False).double()
+    torch.nn.init.zeros_(model.weight)
+    x = torch.randn(8, 3, dtype=torch.float64)
+    data = (x, torch.zeros(8, 1, dtype=torch.float64))
+    opt = build_optimizer_for("gld-hessian", model,
+                              loss_fn=lambda out, y: (out + out ** 3 - y).mean(),
+                              data=data, lr=0.1, noise_batch_size=4, k=1)
+    with pytest.warns(RuntimeWarning, match="sigma_h2_rule='top-k' divides by Tr H₊ = 0"):
+        stats = opt.refresh_statistics()
+    assert stats["sigma_h2"] == 0.0
