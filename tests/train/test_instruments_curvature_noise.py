@@ -762,3 +762,66 @@ def test_hessian_instrument_passes_its_lanczos_options_and_a_step_seeded_generat
     assert calls == [(2, "largest", 0.25, 9, 10), (1, "smallest", 0.25, 9, 10)]
     assert inst.eval_set_size(data, 10_000) == len(data.x_train) == inst.eval_set_size(data, None)
     assert inst.eval_set_size(data, 7) == 7
+
+
+def _measuring_context(model, **kw):
+    """What a noise instrument's ``compute`` reads of the loop's context."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**{"model": model, "loss_fn": nn.CrossEntropyLoss(), "batch": None,
+                              "batch_size": None, **kw})
+
+
+def test_the_noise_instrument_divides_by_d_and_logs_at_most_n_eigenvalues():
+    """``noise/mean_eig`` = Tr Σ / d and ``noise/rank_fraction`` = rank / d (d parameters, not
+    N samples); k = 20 > N = 6 logs the N eigenvalues Σ has pairs for, against Σ by outer
+    products in float64."""
+    from sgdlab.testing import tiny_classification, tiny_mlp
+    from sgdlab.train.instruments.noise import NoiseCallback
+
+    model = tiny_mlp(3, 4, 2, seed=0)                   # d = 26, float64
+    data = tiny_classification(n=6, seed=1)
+    sigma = covariance_reference(per_sample_gradients_loop(model, nn.CrossEntropyLoss(), data))
+    d = sigma.shape[0]
+    out = NoiseCallback(Schedule.every(1), k=20).compute(_measuring_context(model), data,
+                                                         torch.Generator())
+    assert out["noise/mean_eig"] == pytest.approx(float(torch.trace(sigma)) / d, rel=1e-10)
+    rank = int(torch.linalg.matrix_rank(sigma))
+    assert rank == 5                                    # N − 1: centring removes one direction
+    assert out["noise/rank"] == rank and out["noise/rank_fraction"] == pytest.approx(rank / d)
+    assert sorted(k for k in out if k.startswith("noise/top_")) == sorted(
+        f"noise/top_{i}" for i in range(1, 7))
+    assert out["noise/top_1"] == pytest.approx(float(torch.linalg.eigvalsh(sigma)[-1]),
+                                               rel=1e-10)
+
+
+def test_the_noise_magnitude_instrument_takes_its_batch_size_and_the_groups_current_lr():
+    """sqrt(η Tr Σ / m) with η the group's lr as a schedule has set it (not the optimizer's
+    initial lr) and m the instrument's ``batch_size`` (not the loop's)."""
+    from types import SimpleNamespace
+
+    from sgdlab.testing import tiny_classification, tiny_mlp
+    from sgdlab.train.instruments.noise import NoiseMagnitudeCallback
+
+    model = tiny_mlp(3, 4, 2, seed=0)
+    data = tiny_classification(n=6, seed=1)
+    sigma = covariance_reference(per_sample_gradients_loop(model, nn.CrossEntropyLoss(), data))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt.param_groups[0]["lr"] = 0.05                    # as a schedule leaves it
+    ctx = _measuring_context(model, optimizer=opt, batch_size=16,
+                             data=SimpleNamespace(x_train=data[0]))
+    out = NoiseMagnitudeCallback(Schedule.every(1), batch_size=4).compute(ctx, data,
+                                                                          torch.Generator())
+    assert out["noise/noise_norm"] == pytest.approx(
+        math.sqrt(0.05 * float(torch.trace(sigma)) / 4), rel=1e-10)
+
+
+def test_the_alignment_instrument_logs_the_trace_ratio_when_asked():
+    from sgdlab.testing import tiny_classification, tiny_mlp
+    from sgdlab.train.instruments.noise import AlignmentCallback
+
+    model = tiny_mlp(3, 4, 2, seed=0)
+    data = tiny_classification(n=6, seed=1)
+    out = AlignmentCallback(Schedule.every(1), k=1, trace_alignment=True).compute(
+        _measuring_context(model), data, torch.Generator().manual_seed(0))
+    assert math.isfinite(out["align/trace_ratio"]) and "align/trace_h_sigma" in out
