@@ -365,3 +365,10 @@ def test_noise_magnitude_refuses_a_replacement_that_is_not_a_bool_or_a_lone_num_
         noise_magnitude(model, nn.MSELoss(), data, lr=0.1, batch_size=2, num_samples=10)
     with pytest.raises(ValueError, match=r"batch size 6 exceeds the 5 samples"):
         noise_magnitude(model, nn.MSELoss(), data, lr=0.1, batch_size=6, replacement=False)
+
+
+def test_one_sample_drawn_without_replacement_has_no_noise():
+    """N = 1, b = 1: the only batch is the whole data, so Cov g_B = 0 — the factor
+    (N − b)/(b (N − 1)) is 0/0 there and taken as its value for b = N, 0."""
+    assert minibatch_noise_factor(1, 1, replacement=False) == 0.0
+    assert minibatch_noise_factor(1, 1) == 1.0          # with replacement: Σ / 1 (Σ = 0 here)
