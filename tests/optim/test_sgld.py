@@ -213,3 +213,12 @@ def test_load_state_dict_restores_the_saved_n():
     other.load_state_dict(saved)
     assert other.num_data == 16
     assert other.noise_std(other.param_groups[0]) == pytest.approx(math.sqrt(2 * 0.1 / 16))
+
+
+def test_settings_name_the_reading_n_and_the_given_seed():
+    """The noise's provenance: a given seed is recorded, an unseeded run records None (its
+    generator then follows torch.initial_seed())."""
+    p = [nn.Parameter(torch.zeros(3))]
+    assert SGLD(p, lr=0.1, num_data=16, seed=7).settings() == {
+        "energy": "full-data", "num_data": 16, "seed": 7}
+    assert SGLD(p, lr=0.1, energy="mean").settings()["seed"] is None
