@@ -944,3 +944,18 @@ def test_the_top_k_rule_warns_where_the_hessian_vanishes():
     with pytest.warns(RuntimeWarning, match="sigma_h2_rule='top-k' divides by Tr H₊ = 0"):
         stats = opt.refresh_statistics()
     assert stats["sigma_h2"] == 0.0
+
+
+def test_gd_isotropic_keeps_the_variance_of_the_first_step(problem):
+    """Xing et al. §4: the isotropic variance is s · max_j Σ_jj at initialisation and then
+    fixed; after three steps that moved θ it is still that of θ₀ (dense float64 Σ by outer
+    products), not that of the current iterate."""
+    model0, data, sigma0, _ = problem
+    model = copy.deepcopy(model0)
+    opt = build("gd-isotropic", model, data, seed=0)
+    _run(model, opt, data, 3)
+    sigma3 = covariance_reference(per_sample_gradients_loop(model, LOSS, data))
+    first, now = (0.5 * float(torch.diagonal(s).max()) for s in (sigma0, sigma3))
+    assert now != pytest.approx(first, rel=1e-3)                  # θ moved enough to tell
+    eye = torch.eye(opt.dim, dtype=torch.float64)
+    torch.testing.assert_close(opt.covariance(), first * eye, atol=1e-12, rtol=1e-9)
