@@ -372,3 +372,12 @@ def test_one_sample_drawn_without_replacement_has_no_noise():
     (N − b)/(b (N − 1)) is 0/0 there and taken as its value for b = N, 0."""
     assert minibatch_noise_factor(1, 1, replacement=False) == 0.0
     assert minibatch_noise_factor(1, 1) == 1.0          # with replacement: Σ / 1 (Σ = 0 here)
+
+
+def test_the_noise_magnitude_ratio_is_noise_over_gradient():
+    """Zhu et al. Fig. 2 compares sqrt(η Tr Σ / m) with ‖∇L‖: the ratio > 1 where the noise
+    dominates the drift, +inf at a stationary point."""
+    from sgdlab.measure.noise import NoiseMagnitude
+
+    assert NoiseMagnitude(grad_norm=2.0, noise_norm=6.0, trace_sigma=1.0).ratio == 3.0
+    assert NoiseMagnitude(grad_norm=0.0, noise_norm=6.0, trace_sigma=1.0).ratio == math.inf

@@ -825,3 +825,20 @@ def test_the_alignment_instrument_logs_the_trace_ratio_when_asked():
     out = AlignmentCallback(Schedule.every(1), k=1, trace_alignment=True).compute(
         _measuring_context(model), data, torch.Generator().manual_seed(0))
     assert math.isfinite(out["align/trace_ratio"]) and "align/trace_h_sigma" in out
+
+
+def test_the_alignment_instrument_refuses_more_eigenpairs_than_sigma_has():
+    """Σ of N examples has at most min(N, d) eigenpairs: k = 7 on an evaluation set of 6 is
+    refused when the run is checked, before training."""
+    from types import SimpleNamespace
+
+    from sgdlab.testing import tiny_classification, tiny_mlp
+    from sgdlab.train.instruments.noise import AlignmentCallback
+
+    x, y = tiny_classification(n=6, seed=1)
+    data = SimpleNamespace(x_train=x, y_train=y)
+    cb = AlignmentCallback(Schedule.every(1), k=7, eval_subset=None)
+    with pytest.raises(ValueError, match=r"Invalid k=7 \(at most min\(N, d\) = 6"):
+        cb.check(tiny_mlp(3, 4, 2, seed=0), data)
+    AlignmentCallback(Schedule.every(1), k=6, eval_subset=None).check(
+        tiny_mlp(3, 4, 2, seed=0), data)
