@@ -381,3 +381,19 @@ def test_the_noise_magnitude_ratio_is_noise_over_gradient():
 
     assert NoiseMagnitude(grad_norm=2.0, noise_norm=6.0, trace_sigma=1.0).ratio == 3.0
     assert NoiseMagnitude(grad_norm=0.0, noise_norm=6.0, trace_sigma=1.0).ratio == math.inf
+
+
+@pytest.mark.parametrize("n,d", [(6, 26), (10, 3)])
+def test_eigenpairs_refuse_more_pairs_than_min_n_d(n, d):
+    """Σ = FᵀF of an (N, d) factor has min(N, d) eigenpairs: asking for one more is an error
+    that names the bound, not fewer pairs returned without a word."""
+    from sgdlab.measure.noise import GradientCovariance
+
+    f = torch.randn(n, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    cov = GradientCovariance(f, torch.zeros(d, dtype=torch.float64), n)
+    k = min(n, d)
+    vals, vecs = cov.eigenpairs(k)
+    assert vals.shape == (k,) and vecs.shape == (d, k)
+    torch.testing.assert_close(vals, torch.linalg.eigvalsh(f.T @ f).flip(0)[:k])
+    with pytest.raises(ValueError, match=rf"Invalid k={k + 1}: need 1 <= k <= min\(N, d\)"):
+        cov.eigenpairs(k + 1)
