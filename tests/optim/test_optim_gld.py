@@ -959,3 +959,22 @@ def test_gd_isotropic_keeps_the_variance_of_the_first_step(problem):
     assert now != pytest.approx(first, rel=1e-3)                  # θ moved enough to tell
     eye = torch.eye(opt.dim, dtype=torch.float64)
     torch.testing.assert_close(opt.covariance(), first * eye, atol=1e-12, rtol=1e-9)
+
+
+def test_gd_isotropic_keeps_its_first_variance_when_a_layer_is_frozen(problem):
+    """Freezing a bias after three steps lays the noise out again over d − 4 coordinates; the
+    isotropic variance stays the one fixed at the first step (a scalar, valid in any layout),
+    not one measured again at the current iterate."""
+    model0, data, sigma0, _ = problem
+    model = copy.deepcopy(model0)
+    opt = build("gd-isotropic", model, data, seed=0)
+    _run(model, opt, data, 3)
+    model[0].bias.requires_grad_(False)
+    opt.zero_grad()
+    LOSS(model(data[0]), data[1]).backward()
+    opt.step()
+    assert opt.dim == sigma0.shape[0] - 4
+    first = 0.5 * float(torch.diagonal(sigma0).max())
+    torch.testing.assert_close(opt.covariance(),
+                               first * torch.eye(opt.dim, dtype=torch.float64),
+                               atol=1e-12, rtol=1e-9)
