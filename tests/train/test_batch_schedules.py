@@ -288,3 +288,24 @@ def test_protocol_callback_logs_only_the_scheduled_steps():
 def test_a_batch_size_or_period_that_is_no_whole_number_or_an_unknown_key_is_named(spec, match):
     with pytest.raises(ValueError, match=match):
         build_batch_schedule(spec)
+
+
+def test_a_step_that_never_ended_logs_nothing_at_the_next_unscheduled_step():
+    """A scheduled step whose α is awaited but whose end never comes (the step raised, the
+    callback is reused) leaves nothing behind: the next, unscheduled step logs nothing."""
+    from types import SimpleNamespace
+
+    from sgdlab.train.callbacks import Schedule
+    from sgdlab.train.instruments.noise_protocols import ProtocolCallback
+
+    logged = []
+    opt = SimpleNamespace(param_groups=[{"lr": 0.1}], last_alphas=[0.5])
+    ctx = SimpleNamespace(step=0, optimizer=opt, batch=(torch.zeros(4, 2),),
+                          log=lambda *a: logged.append(a))
+    cb = ProtocolCallback(Schedule.at([0]))
+    cb.on_step_begin(ctx)                  # step 0: waits for its α, then raises
+    ctx.step = 1
+    cb.on_step_begin(ctx)                  # step 1: not scheduled
+    ctx.step = 2
+    cb.on_step_end(ctx)
+    assert logged == []
