@@ -319,3 +319,38 @@ def test_a_loss_that_is_no_mean_of_the_samples_losses_is_refused():
     with pytest.raises(UserError, match=r"normalized_step_length .*ignore_index=-100"):
         normalized_step_length(model, nn.CrossEntropyLoss(), theta, end, (x, y),
                                data_end=(x, ignored))
+
+
+class _TanhLine(nn.Module):
+    """Per-sample loss (tanh θ − y_n)² under MSELoss (x = 1): not quadratic in θ."""
+
+    def __init__(self):
+        super().__init__()
+        self.theta = nn.Parameter(torch.zeros(1, dtype=torch.float64))
+
+    def forward(self, x):
+        return torch.tanh(self.theta) * x
+
+
+def test_an_observation_without_noise_is_fitted_exactly():
+    """y = (1, −1, −1, −1): at θ₀ = 0 every sample's loss is 1 (zero variance: an exact
+    observation) while the slopes 2y are not; Cockpit weights an exact observation by a large
+    stand-in, so the noise-weighted fit passes through f(0) = 1: it is the fit of the other
+    three observations, weighted by their inverse variances, with w₀ = 1 fixed. The step
+    θ₁ = −1 has t = 1, u = −1, and d/dθ tanh = 1 − tanh²."""
+    y = np.array([1.0, -1.0, -1.0, -1.0])
+    data = (torch.ones(4, 1, dtype=torch.float64), torch.tensor(y)[:, None])
+    st = normalized_step_length(_TanhLine(), nn.MSELoss(), torch.zeros(1, dtype=torch.float64),
+                                -torch.ones(1, dtype=torch.float64), data)
+    t, th = 1.0, math.tanh(-1.0)
+    s0 = 2 * y                                          # −2(tanh 0 − y)(1 − 0)
+    ell1 = (th - y) ** 2
+    s1 = -2 * (th - y) * (1 - th * th)
+    assert st.losses == pytest.approx((1.0, ell1.mean()), rel=1e-12)
+    assert st.slopes == pytest.approx((s0.mean(), s1.mean()), rel=1e-12)
+    # rows (w₁, w₂) of f(t) − f(0), f'(0), f'(t) with weights 1/variance (ddof 1)
+    rows = np.array([[t, t * t], [1.0, 0.0], [1.0, 2 * t]])
+    rhs = np.array([ell1.mean() - 1.0, s0.mean(), s1.mean()])
+    w = 1 / np.array([ell1.var(ddof=1), s0.var(ddof=1), s1.var(ddof=1)])
+    w1, w2 = np.linalg.solve(rows.T @ (w[:, None] * rows), rows.T @ (w * rhs))
+    assert w2 > 0 and st.alpha == pytest.approx(-2 * t * w2 / w1 - 1, rel=1e-8)

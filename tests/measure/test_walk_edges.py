@@ -71,3 +71,34 @@ def test_the_barrier_tolerance_is_relative_to_the_higher_end_point():
     r = analyze_segment([0.0, 0.5, 1.0], [1.0, 1.6, 0.5], rtol=0.5)
     assert r.barrier and r.barrier_height == pytest.approx(0.6, rel=1e-15)
     assert not analyze_segment([0.0, 0.5, 1.0], [1.0, 1.4, 0.5], rtol=0.5).barrier
+
+
+def test_the_barrier_tolerance_scales_with_the_size_of_a_negative_end_loss():
+    # a loss below zero (a Gaussian negative log-likelihood): ends −1 and −2, so the tolerance
+    # is 1e-4·|−1|; a bump of 5e-5 above −1 is round-off, one of 2e-4 a barrier of that height
+    a = [0.0, 0.5, 1.0]
+    assert not analyze_segment(a, [-1.0, -1.0 + 5e-5, -2.0]).barrier
+    r = analyze_segment(a, [-1.0, -1.0 + 2e-4, -2.0])
+    assert r.barrier and r.barrier_height == pytest.approx(2e-4, rel=1e-9)
+
+
+def test_alphas_that_repeat_a_point_are_refused():
+    # the segment's points must be distinct: α = 0.5 twice is no increasing grid
+    with pytest.raises(ValueError, match="alphas must increase"):
+        analyze_segment([0.0, 0.5, 0.5, 1.0], [1.0, 0.5, 0.5, 1.0])
+
+
+def test_a_flat_segment_is_no_barrier_even_without_a_tolerance():
+    # Xing et al.: a barrier is a point whose loss is *higher* than at both iterates; an
+    # interior loss equal to the higher end is not, with rtol = atol = 0 as with the defaults
+    r = analyze_segment([0.0, 0.5, 1.0], [1.0, 1.0, 1.0], rtol=0.0)
+    assert not r.barrier and r.barrier_height == 0.0
+    assert not analyze_segment([0.0, 0.5, 1.0], [0.5, 1.0, 1.0], rtol=0.0).barrier
+
+
+def test_an_alpha_chunk_below_one_is_refused():
+    model = Quadratic(torch.eye(1, dtype=torch.float64))
+    data = (torch.zeros(2, 1, dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
+    one = torch.ones(1, dtype=torch.float64)
+    with pytest.raises(ValueError, match="alpha_chunk"):
+        segment_losses(model, _mean_out, data, one, -one, 3, alpha_chunk=0)
