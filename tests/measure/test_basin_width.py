@@ -73,11 +73,3 @@ def test_an_overflowed_loss_ends_the_basin_at_the_last_finite_point(bad):
     assert (w.lo, w.hi, w.closed) == (-0.5, 0.0, True)
     with pytest.raises(ValueError, match="not finite"):
         basin_width(a, torch.tensor([0.0, 0.1, bad, 0.1, 0.2]), 0.0, 0.5)
-
-
-def test_a_loss_that_touches_the_level_without_exceeding_it_stays_in_the_basin():
-    # level 0 + 1 = 1: L(1) = 1 reaches it but does not exceed it, so the basin goes on to
-    # the crossing between α = 2 (L 0.5) and α = 3 (L 2), at 2 + (1 − 0.5)/(2 − 0.5) = 7/3
-    w = basin_width([0.0, 1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 0.5, 2.0, 5.0], 0.0, 1.0,
-                    side="right")
-    assert w.closed and w.hi == pytest.approx(7 / 3, rel=1e-12)
