@@ -274,3 +274,15 @@ def test_the_default_grid_holds_both_models_exactly():
     assert len(curve.alphas) == 31 and curve.alphas[::10] == [-1.0, 0.0, 1.0, 2.0]
     assert curve.alphas[4] == -0.6 and curve.alphas[17] == 0.7
     assert curve.train_loss[10] == evaluate(a, nn.CrossEntropyLoss(), train)[0]
+
+
+def test_evaluate_weights_batches_by_their_size():
+    # x ↦ x (weight 1, no bias) against targets 0: squared errors 1, 4, 9 in one batch and 16
+    # in the other, mean over the 4 samples 30/4 (not the mean of the batch means, 31/3)
+    model = nn.Linear(1, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    x = torch.tensor([[1.0], [2.0], [3.0], [4.0]], dtype=torch.float64)
+    y = torch.zeros(4, 1, dtype=torch.float64)
+    loss, acc = evaluate(model, nn.MSELoss(), [(x[:3], y[:3]), (x[3:], y[3:])])
+    assert loss == pytest.approx(7.5, rel=1e-15) and acc != acc    # regression: no accuracy
