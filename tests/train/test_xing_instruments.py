@@ -309,8 +309,11 @@ def test_sgd_walk_interpolates_the_whole_training_sets_loss_not_the_mini_batchs(
     model = nn.Linear(3, 1).double()
     its = Iterates()
     walk = build_instrument("step_interpolation", schedule=Schedule.every(1))
-    train(model, nn.MSELoss(), data, torch.optim.SGD(model.parameters(), lr=0.3), epochs=2,
-          batch_size=4, callbacks=[its, walk], progress=False, seed=0)
+    # the same set evaluated in batches of 5, 5 and 2: the same means, every sample counted
+    walk5 = build_instrument("step_interpolation", schedule=Schedule.every(1),
+                             eval_batch_size=5)
+    res = train(model, nn.MSELoss(), data, torch.optim.SGD(model.parameters(), lr=0.3),
+                epochs=2, batch_size=4, callbacks=[its, walk, walk5], progress=False, seed=0)
 
     def full_loss(theta):
         w, b = theta[:3], theta[3]
@@ -327,6 +330,10 @@ def test_sgd_walk_interpolates_the_whole_training_sets_loss_not_the_mini_batchs(
         assert r.height_above_floor == pytest.approx((exact[0] + exact[-1] - 2 * exact[i]) / 2,
                                                      rel=1e-12)
         assert not r.barrier
+        assert walk5.records[t].losses == pytest.approx(exact, rel=1e-12)
+    # no barrier in an epoch: its mean barrier height is left out, not logged as NaN
+    assert [v for _, v in res.history["walk_epoch_barriers"]] == [0.0, 0.0]
+    assert "walk_epoch_mean_barrier_height" not in res.history
     # a batch of 4 gives another loss at θ_t: the whole set is what the segments read
     xb = x[:4]
     assert any(abs(r.loss_start - float(((xb @ a[:3] + a[3] - y[:4, 0]) ** 2).mean())) > 1e-3
