@@ -273,6 +273,8 @@ def test_sparse_logging_still_takes_the_cosine_of_consecutive_gradients():
         {s: float((thetas[s] - theta0).norm()) for s in (0, 3, 6, 9, 12)}, rel=1e-12)
     assert dict(hist["update_norm"]) == pytest.approx(
         {s: float((thetas[s] - thetas[s - 1]).norm()) for s in (3, 6, 9, 12)}, rel=1e-12)
+    assert dict(hist["param_norm"]) == pytest.approx(
+        {s: float(thetas[s].norm()) for s in (0, 3, 6, 9, 12)}, rel=1e-12)
 
 
 def test_check_hessian_which_names_every_reading_of_hessian_which():
