@@ -102,3 +102,16 @@ def test_an_alpha_chunk_below_one_is_refused():
     one = torch.ones(1, dtype=torch.float64)
     with pytest.raises(ValueError, match="alpha_chunk"):
         segment_losses(model, _mean_out, data, one, -one, 3, alpha_chunk=0)
+
+
+def test_step_interpolation_with_inclusive_spacing_evaluates_k_points_with_the_iterates():
+    # 4 points, the iterates among them: α = 0, 1/3, 2/3, 1 puts θ = 1 − 2α at 1, 1/3, −1/3,
+    # −1 and L = θ²/2 at 1/2, 1/18, 1/18, 1/2 (the lowest first: α = 1/3)
+    data = (torch.zeros(2, 1, dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
+    a, b = (torch.tensor([v], dtype=torch.float64) for v in (1.0, -1.0))
+    r = step_interpolation(Quadratic(torch.ones(1, 1, dtype=torch.float64)), _mean_out, data,
+                           a, b, 4, spacing="inclusive")
+    assert r.alphas == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0], abs=1e-15)
+    assert r.losses == pytest.approx([0.5, 1 / 18, 1 / 18, 0.5], rel=1e-12)
+    assert r.valley_alpha == pytest.approx(1 / 3, abs=1e-15)
+    assert r.height_above_floor == pytest.approx(0.5 - 1 / 18, rel=1e-12)
