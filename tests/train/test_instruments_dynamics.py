@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from sgdlab.data.base import Dataset
+from sgdlab.testing import Quadratic
 from sgdlab.train.callbacks import Schedule
 from sgdlab.train.instruments import build_instrument
 from sgdlab.train.loop import train
@@ -72,3 +73,19 @@ def test_full_gradient_bn_mode_is_checked():
     with pytest.raises(ValueError, match="Invalid full_grad_bn_mode='both'"):
         build_instrument("dynamics", schedule=Schedule.every(1), full_grad_every=1,
                          full_grad_bn_mode="both")
+
+
+def test_the_gradient_cosine_of_float32_gradients_stays_within_minus_one_and_one():
+    """GD on L = θ²/2 with lr 1.7: g_{t+1} = −0.7 g_t, so cos(g_t, g_{t+1}) = −1 exactly
+    (Xing et al. Fig. 1's bouncing); float32 dot products round it past −1 by ~1e-8, which a
+    cosine never is (an arccos of it would be NaN)."""
+    data = Dataset(torch.zeros(2, 1), torch.zeros(2), torch.zeros(2, 1), torch.zeros(2),
+                   {"name": "toy", "task": "regression", "num_outputs": 1})
+    model = Quadratic(torch.ones(1, 1), torch.ones(1))
+    res = train(model, lambda out, y: out.mean(), data,
+                torch.optim.SGD(model.parameters(), lr=1.7), epochs=12, batch_size=2,
+                callbacks=[build_instrument("dynamics", schedule=Schedule.every(1))],
+                progress=False)
+    cos = [v for _, v in res.history["grad_cosine"]]
+    assert len(cos) == 11 and all(-1.0 <= v <= 1.0 for v in cos)
+    assert cos == pytest.approx([-1.0] * 11, abs=1e-6)
