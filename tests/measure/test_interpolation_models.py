@@ -286,3 +286,32 @@ def test_evaluate_weights_batches_by_their_size():
     y = torch.zeros(4, 1, dtype=torch.float64)
     loss, acc = evaluate(model, nn.MSELoss(), [(x[:3], y[:3]), (x[3:], y[3:])])
     assert loss == pytest.approx(7.5, rel=1e-15) and acc != acc    # regression: no accuracy
+
+
+class _Square(nn.Module):
+    def forward(self, x):
+        return x * x
+
+
+def test_recomputed_statistics_are_exact_at_every_layer_by_default():
+    # x → BN₁ → square → BN₂ (no affine; x ↦ x in front), two batches. By default every
+    # layer gets what the whole set as one batch in train mode stores: BN₁ the mean μ₁ and
+    # unbiased variance of x, BN₂ those of z = ((x − μ₁)/√(v₁ + ε))² with v₁ the biased
+    # variance train mode normalises by. Evaluated (running statistics) against targets 0,
+    # the loss is mean(out²), worked out here in float64.
+    def make():
+        lin = nn.Linear(1, 1, bias=False)
+        with torch.no_grad():
+            lin.weight.fill_(1.0)
+        return nn.Sequential(lin, nn.BatchNorm1d(1, affine=False), _Square(),
+                             nn.BatchNorm1d(1, affine=False)).double()
+
+    x = torch.tensor([[0.0], [1.0], [3.0], [-2.0], [5.0], [0.5]], dtype=torch.float64)
+    y = torch.zeros(6, 1, dtype=torch.float64)
+    batches = [(x[:2], y[:2]), (x[2:], y[2:])]
+    eps = 1e-5
+    z = ((x - x.mean()) / torch.sqrt(x.var(unbiased=False) + eps)) ** 2
+    z_eval = ((x - x.mean()) / torch.sqrt(x.var() + eps)) ** 2
+    exact = float((((z_eval - z.mean()) / torch.sqrt(z.var() + eps)) ** 2).mean())
+    c = interpolate_models(make(), make(), nn.MSELoss(), batches, alphas=[0.0])
+    assert c.train_loss == pytest.approx([exact], rel=1e-12)
