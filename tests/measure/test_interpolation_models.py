@@ -315,3 +315,23 @@ def test_recomputed_statistics_are_exact_at_every_layer_by_default():
     exact = float((((z_eval - z.mean()) / torch.sqrt(z.var() + eps)) ** 2).mean())
     c = interpolate_models(make(), make(), nn.MSELoss(), batches, alphas=[0.0])
     assert c.train_loss == pytest.approx([exact], rel=1e-12)
+
+
+def test_keep_evaluates_every_point_with_model_a_s_batch_norm_statistics():
+    # x ↦ x then batch norm (no affine) with running mean/variance 0/1 in A and 2/4 in B:
+    # bn_stats="keep" normalises with A's at every α, B's end included: the loss against
+    # targets 0 is mean(x²)/(1 + ε), not mean((x − 2)²)/(4 + ε)
+    def make(mean, var):
+        lin = nn.Linear(1, 1, bias=False)
+        bn = nn.BatchNorm1d(1, affine=False)
+        with torch.no_grad():
+            lin.weight.fill_(1.0)
+            bn.running_mean.fill_(mean)
+            bn.running_var.fill_(var)
+        return nn.Sequential(lin, bn).double()
+
+    x = torch.tensor([[1.0], [2.0], [-3.0]], dtype=torch.float64)
+    data = (x, torch.zeros(3, 1, dtype=torch.float64))
+    c = interpolate_models(make(0.0, 1.0), make(2.0, 4.0), nn.MSELoss(), data,
+                           alphas=[0.0, 0.5, 1.0], bn_stats="keep")
+    assert c.train_loss == pytest.approx([14 / 3 / (1 + 1e-5)] * 3, rel=1e-12)
