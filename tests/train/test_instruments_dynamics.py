@@ -89,3 +89,18 @@ def test_the_gradient_cosine_of_float32_gradients_stays_within_minus_one_and_one
     cos = [v for _, v in res.history["grad_cosine"]]
     assert len(cos) == 11 and all(-1.0 <= v <= 1.0 for v in cos)
     assert cos == pytest.approx([-1.0] * 11, abs=1e-6)
+
+
+def test_hessian_bn_mode_both_logs_the_norm_in_each_mode():
+    # L = ½ θᵀHθ with H = diag(3, −5): no batch norm, so both modes give ‖H‖₂ = 5
+    data = Dataset(torch.zeros(2, 1), torch.zeros(2), torch.zeros(2, 1), torch.zeros(2),
+                   {"name": "toy", "task": "regression", "num_outputs": 1})
+    model = Quadratic(torch.diag(torch.tensor([3.0, -5.0], dtype=torch.float64)))
+    res = train(model, lambda out, y: out.mean(), data,
+                torch.optim.SGD(model.parameters(), lr=0.0), epochs=1, batch_size=2,
+                callbacks=[build_instrument("dynamics", schedule=Schedule.every(1),
+                                            hessian_every=1, hessian_bn_mode="both")],
+                progress=False)
+    for mode in ("eval", "train"):
+        assert res.history[f"hess_norm_{mode}"] == [(0, pytest.approx(5.0, rel=1e-10)),
+                                                     (1, pytest.approx(5.0, rel=1e-10))]
