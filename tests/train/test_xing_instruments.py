@@ -331,6 +331,11 @@ def test_sgd_walk_interpolates_the_whole_training_sets_loss_not_the_mini_batchs(
                                                      rel=1e-12)
         assert not r.barrier
         assert walk5.records[t].losses == pytest.approx(exact, rel=1e-12)
+    # each segment's metrics are logged at its start t (the step counter before the update),
+    # by both instruments
+    assert sorted({t for t, _ in res.history["walk_loss_k00"]}) == list(range(6))
+    assert dict(res.history["walk_height"]) == pytest.approx(
+        {t: r.height_above_floor for t, r in enumerate(walk.records)}, rel=1e-12)
     # no barrier in an epoch: its mean barrier height is left out, not logged as NaN
     assert [v for _, v in res.history["walk_epoch_barriers"]] == [0.0, 0.0]
     assert "walk_epoch_mean_barrier_height" not in res.history
