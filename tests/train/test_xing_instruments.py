@@ -11,7 +11,7 @@ from torch import nn
 
 from sgdlab.data.base import Dataset
 from sgdlab.operators.params import params_vector
-from sgdlab.testing import TokenBag, flat_loss
+from sgdlab.testing import Quadratic, TokenBag, flat_loss
 from sgdlab.train.callbacks import Callback, Schedule
 from sgdlab.train.instruments import build_instrument
 from sgdlab.train.instruments.dynamics import DynamicsCallback
@@ -343,3 +343,19 @@ def test_sgd_walk_interpolates_the_whole_training_sets_loss_not_the_mini_batchs(
     xb = x[:4]
     assert any(abs(r.loss_start - float(((xb @ a[:3] + a[3] - y[:4, 0]) ** 2).mean())) > 1e-3
                for r, (a, _) in zip(walk.records, its.pairs))
+
+
+def test_the_step_interpolation_instrument_passes_its_height_floor_on():
+    # GD on L = θ²/2 with lr 0.2 from θ = 1: θ₁ = 0.8; "sampled" measures Table 2's height from
+    # the lowest of the 10 points between the iterates, α = 10/11 (θ = 9/11), not from θ₁:
+    # (1/2 + 0.32 − (9/11)²)/2
+    data = Dataset(torch.zeros(2, 1, dtype=torch.float64), torch.zeros(2, dtype=torch.float64),
+                   torch.zeros(2, 1, dtype=torch.float64), torch.zeros(2, dtype=torch.float64),
+                   {"name": "toy", "task": "regression", "num_outputs": 1})
+    model = Quadratic(torch.ones(1, 1, dtype=torch.float64))
+    walk = build_instrument("step_interpolation", schedule=Schedule.every(1),
+                            height_floor="sampled")
+    train(model, lambda out, y: out.mean(), data, torch.optim.SGD(model.parameters(), lr=0.2),
+          epochs=1, batch_size=2, callbacks=[walk], progress=False)
+    (r,) = walk.records
+    assert r.height_above_floor == pytest.approx((0.5 + 0.32 - (9 / 11) ** 2) / 2, rel=1e-12)
