@@ -359,3 +359,10 @@ def test_the_step_interpolation_instrument_passes_its_height_floor_on():
           epochs=1, batch_size=2, callbacks=[walk], progress=False)
     (r,) = walk.records
     assert r.height_above_floor == pytest.approx((0.5 + 0.32 - (9 / 11) ** 2) / 2, rel=1e-12)
+
+
+def test_a_segment_without_a_point_between_the_iterates_is_refused():
+    # two points, both iterates: no interior point could be a barrier (Xing et al. §3)
+    with pytest.raises(ValueError, match="a barrier needs a point between the iterates"):
+        build_instrument("step_interpolation", schedule=Schedule.every(1), num_points=2,
+                         spacing="inclusive")
