@@ -232,8 +232,11 @@ def test_the_recorder_snapshots_every_k_epochs_at_the_end_of_the_kth(tmp_path):
     # 2 steps per epoch, every_epochs=2 over 4 epochs: step 0, then the ends of epochs 2 and 4
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(10, 5, generator=g), torch.randint(0, 2, (10,), generator=g)
-    model = nn.Linear(5, 2)
-    rec = TrajectoryRecorder(tmp_path / "t", every_epochs=2)
-    train(model, nn.CrossEntropyLoss(), Dataset(x, y), torch.optim.SGD(model.parameters(),
-          lr=0.1), epochs=4, batch_size=5, callbacks=[rec], progress=False)
-    assert list(open_trajectory(tmp_path / "t").steps) == [0, 4, 8]
+    # (labelled by the epochs completed); a fresh run at the same path starts the file again
+    for _ in range(2):
+        model = nn.Linear(5, 2)
+        rec = TrajectoryRecorder(tmp_path / "t", every_epochs=2)
+        train(model, nn.CrossEntropyLoss(), Dataset(x, y), torch.optim.SGD(model.parameters(),
+              lr=0.1), epochs=4, batch_size=5, callbacks=[rec], progress=False)
+        traj = open_trajectory(tmp_path / "t")
+        assert list(traj.steps) == [0, 4, 8] and list(traj.epochs) == [0, 2, 4]
