@@ -41,6 +41,7 @@ def test_cosine_and_norms_match_explicit_formulas():
     assert parameter_norm(model) == pytest.approx(float(th.norm()))
     assert distance_from_init(model, th + 1.0) == pytest.approx(math.sqrt(3))
     assert update_norm(th, th + torch.tensor([3.0, 0.0, 4.0], dtype=torch.float64)) == 5.0
+    assert update_norm(th - torch.tensor([0.0, 3.0, 4.0], dtype=torch.float64), model) == 5.0
 
 
 

@@ -366,3 +366,13 @@ def test_a_segment_without_a_point_between_the_iterates_is_refused():
     with pytest.raises(ValueError, match="a barrier needs a point between the iterates"):
         build_instrument("step_interpolation", schedule=Schedule.every(1), num_points=2,
                          spacing="inclusive")
+
+
+def test_a_step_that_does_not_move_logs_no_step_length():
+    # lr 0: θ_{t+1} = θ_t, a step of length 0 has no α; the run goes on without one
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    cb = build_instrument("step_length", schedule=Schedule.every(1))
+    res = train(model, nn.CrossEntropyLoss(), _data(), torch.optim.SGD(model.parameters(), lr=0.0),
+                epochs=1, batch_size=4, callbacks=[cb], progress=False)
+    assert res.status == "finished" and "step/alpha" not in res.history
