@@ -67,6 +67,8 @@ class GGNOperator(SecondOrderOperator):
         return x, y, out, o, g_out
 
     def _batch_ggn(self, x, y, out, o, g_out, v: Tensor, retain: bool) -> Tensor:
+        if not g_out.requires_grad:    # a loss linear in the outputs: ∇²_f L = 0, so G = 0
+            return torch.zeros_like(v)
         params = list(self.params.values())
         vs = list(unflatten_like(v, self.params).values())
         # J v by the double-vjp trick (reverse over reverse through the cached output graph):
@@ -82,6 +84,8 @@ class GGNOperator(SecondOrderOperator):
     def _batch_ggn_cols(self, x, y, out, o, g_out, m: Tensor, retain: bool) -> Tensor:
         """G M for (d, k) M: the three products of :meth:`_batch_ggn`, each one vmapped
         backward over the k columns (``is_grads_batched``)."""
+        if not g_out.requires_grad:    # ∇²_f L = 0, as in _batch_ggn
+            return torch.zeros_like(m)
         params = list(self.params.values())
         vs = [t.movedim(-1, 0) for t in _unflatten_cols(m, self.params)]
         u = torch.zeros_like(out, requires_grad=True)

@@ -194,15 +194,13 @@ class HessianOperator(SecondOrderOperator):
 
     def _batch_hvp(self, grads: tuple[Tensor, ...], v: Tensor, retain: bool) -> Tensor:
         vs = list(unflatten_like(v, self.params).values())
-        hv = torch.autograd.grad(grads, list(self.params.values()), vs, retain_graph=retain,
-                                 **UNUSED_ZERO)
-        return flatten(hv)
+        return flatten(_gradient_products(grads, self.params, vs, retain_graph=retain))
 
     def _batch_hmm(self, grads: tuple[Tensor, ...], m: Tensor, retain: bool) -> Tensor:
         """H M for (d, k) M: k products in one vmapped backward through a gradient graph."""
         vs = [t.movedim(-1, 0) for t in _unflatten_cols(m, self.params)]
-        hv = torch.autograd.grad(grads, list(self.params.values()), vs,
-                                 retain_graph=retain, is_grads_batched=True, **UNUSED_ZERO)
+        hv = _gradient_products(grads, self.params, vs, retain_graph=retain,
+                                is_grads_batched=True)
         return batched_columns(hv, self.params.values(), m.shape[1])
 
     # False once a batched backward has failed on this model: blocks go column by column
@@ -250,6 +248,19 @@ class HessianOperator(SecondOrderOperator):
         if self._taylor is None:
             return super()._quadratic_forms(m)
         return taylor_quadratic_forms(self, m, hessian=True)
+
+
+def _gradient_products(grads, params: dict[str, Tensor], vs: list[Tensor],
+                       **kwargs) -> tuple[Tensor, ...]:
+    """∇_θ Σ_j ⟨g_j, v_j⟩ for the gradient g = ∇_θ L (with its graph): H v. A gradient entry
+    without a graph is constant in θ (a last layer's bias under a loss linear in the
+    outputs) and adds no curvature; autograd refuses it as an output ("element 0 of tensors
+    does not require grad"), so it is left out, and with none left H v = 0."""
+    keep = [i for i, g in enumerate(grads) if g.requires_grad]
+    if not keep:
+        return tuple(torch.zeros_like(p) for p in params.values())
+    return torch.autograd.grad([grads[i] for i in keep], list(params.values()),
+                               [vs[i] for i in keep], **kwargs, **UNUSED_ZERO)
 
 
 def _unflatten_cols(m: Tensor, like: dict[str, Tensor]) -> list[Tensor]:

@@ -466,6 +466,8 @@ def output_hessian_products(g_out: Tensor, o: Tensor, t: Tensor, cache: dict) ->
     if p is not None:
         pt = p * t
         return pt.sub_(p * pt.sum(-1, keepdim=True)).div_(p.shape[0])
+    if not g_out.requires_grad:     # a loss linear in the outputs: ∇ℓ is constant, ∇²ℓ = 0
+        return torch.zeros_like(t)
     try:
         return torch.autograd.grad(g_out, o, t, retain_graph=True, is_grads_batched=True)[0]
     except RuntimeError:     # loss without a batching rule: one backward per probe

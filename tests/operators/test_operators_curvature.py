@@ -82,6 +82,40 @@ def test_unused_parameters_have_zero_gradient_and_curvature():
                                        ref)
 
 
+def _mean_residual(out, y):
+    return (out - y).mean()
+
+
+@pytest.mark.parametrize("paths", [{}, {"rop": False}, {"rop": False, "taylor": False}])
+@pytest.mark.parametrize("model", ["linear", "two_linear"])
+def test_a_loss_linear_in_the_outputs_has_curvature_from_the_model_alone(model, paths):
+    # a gradient entry constant in θ (the last bias under a loss linear in the outputs) was
+    # autograd's "element 0 of tensors does not require grad" in every product; ∇²_f L = 0
+    torch.manual_seed(0)
+    model = (nn.Linear(3, 1) if model == "linear"
+             else nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1))).double()
+    x, y = _regression(9)
+    y = y[:, :1]
+    like = {k: p.detach() for k, p in model.named_parameters()}
+    theta = torch.cat([p.reshape(-1) for p in like.values()])
+
+    def loss_of(t):
+        return _mean_residual(torch.func.functional_call(
+            model, sgdlab.operators.params.unflatten_like(t, like), (x,)), y)
+
+    h = torch.func.hessian(loss_of)(theta)     # bilinear W2 W1 terms, zero for the linear one
+    assert (h.abs().max() > 0) == (len(like) > 2)
+    v = torch.randn(len(theta), 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for data in ((x, y), [(x[:4], y[:4]), (x[4:], y[4:])]):
+        hess = HessianOperator(model, _mean_residual, data, **paths)
+        torch.testing.assert_close(hess.matvec(v[:, 0]), h @ v[:, 0])
+        torch.testing.assert_close(hess.matmat(v), h @ v)
+        torch.testing.assert_close(hess.quadratic_forms(v), (v * (h @ v)).sum(0))
+        ggn = GGNOperator(model, _mean_residual, data, **paths)
+        assert ggn.matvec(v[:, 0]).abs().max() == 0 and ggn.matmat(v).abs().max() == 0
+        assert ggn.quadratic_forms(v).abs().max() == 0
+
+
 def test_bad_data_and_frozen_models_are_named_errors():
     from sgdlab.errors import UserError
     from sgdlab.measure import (expected_sharpness, gradient_covariance, hessian_top_eigenvalue,
