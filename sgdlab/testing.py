@@ -216,6 +216,8 @@ def dense_hessian_reference(model: nn.Module, loss_fn: LossFn, data: Data) -> Te
     f = flat_loss(model, loss_fn, data)
     with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]), composed_weight_norm(model):
         (g,) = torch.autograd.grad(f(theta), theta, create_graph=True)
+        if not g.requires_grad:     # a loss linear in θ: ∇L is constant, ∇²L = 0
+            return torch.zeros(len(theta), len(theta), dtype=theta.dtype, device=theta.device)
         return torch.stack([torch.autograd.grad(g, theta, e, retain_graph=True)[0]
                             for e in torch.eye(len(theta), dtype=theta.dtype,
                                                device=theta.device)]).detach()

@@ -1,0 +1,25 @@
+import pytest
+import torch
+from torch import nn
+
+from sgdlab.operators.params import unflatten_like
+from sgdlab.testing import dense_hessian_reference
+
+
+@pytest.mark.parametrize("two_layers", [False, True])
+def test_the_dense_hessian_reference_of_a_loss_linear_in_the_outputs(two_layers):
+    # ∇L of a model linear in θ under a loss linear in the outputs has no graph: the
+    # reference's rows were autograd's "element 0 of tensors does not require grad"
+    torch.manual_seed(0)
+    model = (nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1)) if two_layers
+             else nn.Linear(3, 1)).double()
+    x, y = torch.randn(7, 3, dtype=torch.float64), torch.randn(7, 1, dtype=torch.float64)
+
+    def loss_fn(out, y):
+        return (out - y).mean()
+    like = {k: p.detach() for k, p in model.named_parameters()}
+    theta = torch.cat([p.reshape(-1) for p in like.values()])
+    h = torch.func.hessian(lambda t: loss_fn(torch.func.functional_call(
+        model, unflatten_like(t, like), (x,)), y))(theta)
+    assert bool(h.abs().max() > 0) == two_layers     # the W2 W1 cross terms
+    torch.testing.assert_close(dense_hessian_reference(model, loss_fn, (x, y)), h)
