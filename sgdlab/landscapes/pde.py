@@ -121,6 +121,8 @@ def derivatives(fn, z: Tensor) -> tuple[Tensor, Tensor]:
     """(f'(z), f''(z)) of an elementwise function ``fn`` (torch ops), exactly, by autograd."""
     z = z.detach().requires_grad_(True)
     (g,) = torch.autograd.grad(fn(z).sum(), z, create_graph=True)
+    if not g.requires_grad:      # fn affine in z: f' is constant, f'' = 0
+        return g.detach(), torch.zeros_like(z)
     (h,) = torch.autograd.grad(g.sum(), z)
     return g.detach(), h
 

@@ -6,7 +6,8 @@ import torch
 
 from sgdlab.errors import UserError
 from sgdlab.landscapes.pde import (
-    finite_difference_viscous_hj, heat_smoothing, hopf_lax, local_entropy, periodic_cole_hopf,
+    derivatives, finite_difference_viscous_hj, heat_smoothing, hopf_lax, hopf_lax_newton,
+    local_entropy, periodic_cole_hopf,
     proximal_point, second_difference, semiconcavity_bound, viscous_hj,
 )
 
@@ -264,3 +265,19 @@ def test_convexity_interval_from_its_last_convex_point():
     assert convexity_interval(u, x, 3) == (1.0, 3.0)
     assert convexity_interval(u, x, 1) == (1.0, 3.0)
     assert convexity_interval(u, x, 4) == (4.0, 4.0)
+
+
+def test_derivatives_of_an_affine_function_have_zero_curvature():
+    # f' has no graph when f is affine in z; the second backward through it was autograd's
+    # "element 0 of tensors does not require grad"
+    z = torch.linspace(-1, 1, 5, dtype=torch.float64)
+    g, h = derivatives(lambda t: 3 * t - 1, z)
+    torch.testing.assert_close(g, torch.full_like(z, 3.0))
+    torch.testing.assert_close(h, torch.zeros_like(z))
+    g, h = derivatives(lambda t: t ** 3, z)     # the ordinary path, unchanged
+    torch.testing.assert_close(h, 6 * z)
+    u, p = hopf_lax_newton(lambda t: 2 * t, z, 0.5, y=torch.linspace(-4, 4, 801,
+                                                                      dtype=torch.float64))
+    # f(p) = 2p at t = ½: the prox is p = x − 2t = x − 1, u = f(p) + (p − x)²/(2t) = 2x − 1
+    torch.testing.assert_close(p, z - 1.0)
+    torch.testing.assert_close(u, 2 * z - 1.0)
