@@ -190,3 +190,21 @@ def test_standardize_divides_by_the_population_std_of_each_channel():
     np.testing.assert_allclose(tr[:, 0].ravel(), np.array([-3, -1, 1, 3]) / np.sqrt(5.0),
                                rtol=1e-6)
     assert (tr[:, 1] == 0).all() and (te[:, 1] == 0).all()
+
+
+def test_a_balanced_subset_keeps_the_files_order():
+    # labels 0..4 repeated: a balanced subset of 10 takes 2 of each class, and its indices
+    # come back increasing so the subset lists its examples in the file's order
+    labels = np.arange(50) % 5
+    for seed in range(5):
+        idx = seeded_indices(labels, 10, seed, balanced=True)
+        assert np.bincount(labels[idx], minlength=5).tolist() == [2] * 5
+        assert np.all(np.diff(idx) > 0)
+
+
+def test_a_test_split_of_every_example_names_the_empty_training_split():
+    from sgdlab.data._common import stratified_split
+
+    labels = np.arange(6) % 2
+    with pytest.raises(UserError, match=r"^test_size 6 leaves no training examples \(of 6\)$"):
+        stratified_split(labels, 6, 0, cache=False)

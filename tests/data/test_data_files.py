@@ -724,3 +724,56 @@ def test_idx_reads_signed_and_wide_types_big_endian(tmp_path):
     # 0x0B: int16, big-endian: 0x0102 = 258, 0xfffe = -2
     p.write_bytes(bytes([0, 0, 0x0B, 1, 0, 0, 0, 2, 0x01, 0x02, 0xFF, 0xFE]))
     assert read_idx(p).tolist() == [258, -2]
+
+
+# --- pinned by a mutation audit: the IDX header and data read exactly as LeCun's spec ------
+
+def test_idx_reads_big_endian_floats_and_int32_as_native_arrays(tmp_path):
+    # 0x0D float32, 0x0E float64, 0x0C int32, all big-endian: 1.0f = 3f800000, -2.0f = c0000000,
+    # 1.5 = 3ff8000000000000, 0x00000102 = 258, 0xfffffffe = -2
+    p = tmp_path / "f.idx"
+    p.write_bytes(bytes([0, 0, 0x0D, 1, 0, 0, 0, 2, 0x3F, 0x80, 0, 0, 0xC0, 0, 0, 0]))
+    f32 = read_idx(p)
+    assert f32.dtype == np.float32 and f32.tolist() == [1.0, -2.0]
+    p.write_bytes(bytes([0, 0, 0x0E, 1, 0, 0, 0, 1, 0x3F, 0xF8, 0, 0, 0, 0, 0, 0]))
+    f64 = read_idx(p)
+    assert f64.dtype == np.float64 and f64.tolist() == [1.5]
+    p.write_bytes(bytes([0, 0, 0x0C, 1, 0, 0, 0, 2, 0, 0, 1, 2, 0xFF, 0xFF, 0xFF, 0xFE]))
+    i32 = read_idx(p)
+    assert i32.dtype == np.int32 and i32.tolist() == [258, -2]
+    # the arrays come back in the machine's byte order: torch takes them as they are
+    for a in (f32, f64, i32):
+        assert a.dtype.isnative
+        assert torch.from_numpy(a).tolist() == a.tolist()
+
+
+def test_idx_with_zero_dimensions_or_bytes_past_the_data_is_malformed(tmp_path):
+    p = tmp_path / "x.idx"
+    # magic 0x00000800: ubyte data of 0 dimensions; the spec's files have at least one
+    p.write_bytes(bytes([0, 0, 0x08, 0, 7]))
+    with pytest.raises(DataError, match="bad magic number 2048"):
+        read_idx(p)
+    # 2049 with one size of 2, then 3 data bytes: one byte more than the header says
+    p.write_bytes(bytes([0, 0, 0x08, 1, 0, 0, 0, 2, 1, 2, 3]))
+    with pytest.raises(DataError, match=r"shape \(2,\) \(2 data bytes\) but the file has 3"):
+        read_idx(p)
+
+
+def test_mnist_label_10_is_outside_the_ten_classes(tmp_path):
+    make_idx_dir(tmp_path)
+    labels = np.arange(40) % 10
+    labels[7] = 10
+    write_idx(tmp_path / IDX_NAMES["train_labels"], labels)
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte outside 0\.\.9"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_cifar_batch_labels_come_back_int64_whatever_they_were_pickled_as(tmp_path):
+    # a batch whose labels are a uint8 array, not the originals' list of ints
+    p = tmp_path / "data_batch_1"
+    data = np.arange(2 * 3072, dtype=np.int64).astype(np.uint8).reshape(2, 3072)
+    with open(p, "wb") as f:
+        pickle.dump({b"data": data, b"labels": np.array([3, 255], np.uint8)}, f, protocol=2)
+    x, y = read_cifar_batch(p)
+    assert y.dtype == np.int64 and y.tolist() == [3, 255]
+    assert x.shape == (2, 3, 32, 32) and x[1, 2, 31, 31] == (2 * 3072 - 1) % 256
