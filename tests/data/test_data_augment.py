@@ -147,3 +147,17 @@ def test_an_augment_value_that_is_not_a_name_is_a_user_error():
     ds = Dataset(images(), torch.zeros(16, dtype=torch.long), images(2), torch.zeros(2),
                  {"augment": {}})
     assert batch_augmentation(ds) is None
+
+
+def test_the_draws_are_row_offsets_column_offsets_then_flips_from_the_generator():
+    # the protocol a recorded run's crops depend on: randint(0, 2p + 1, (2, n)) gives the row
+    # offsets then the column offsets, then rand(n) < flip the mirrored images
+    x = images(n=12, c=1, h=4, w=5)
+    out = augment_batch(x, torch.Generator().manual_seed(7), padding=2, flip=0.5)
+    g = torch.Generator().manual_seed(7)
+    off = torch.randint(0, 5, (2, 12), generator=g)
+    mirror = torch.rand(12, generator=g) < 0.5
+    assert 0 < int(mirror.sum()) < 12 and not torch.equal(off[0], off[1])
+    for i in range(12):
+        crop = F.pad(x[i], (2,) * 4)[:, off[0, i]:off[0, i] + 4, off[1, i]:off[1, i] + 5]
+        assert torch.equal(out[i], crop.flip(-1) if mirror[i] else crop)

@@ -195,3 +195,11 @@ def test_standardize_uses_each_channels_training_mean_and_population_std():
 def test_zca_refuses_a_filter_bias_of_zero():
     with pytest.raises(ValueError, match="filter_bias must be > 0"):
         ZCA.fit(torch.ones(3, 2, dtype=torch.float64), filter_bias=0.0)
+
+
+def test_gcn_divides_by_a_divisor_equal_to_min_divisor():
+    # pylearn2 leaves undivided only divisors strictly below min_divisor: the image (0, 2)
+    # centres to (-1, 1), divisor sqrt(2 + 1 + 1) / 1 = 2 = min_divisor, so it is divided
+    x = torch.tensor([[0.0, 2.0]], dtype=F64)
+    g = global_contrast_normalize(x, scale=1.0, sqrt_bias=2.0, min_divisor=2.0)
+    assert g.tolist() == [[-0.5, 0.5]]
