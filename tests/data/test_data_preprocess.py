@@ -203,3 +203,14 @@ def test_gcn_divides_by_a_divisor_equal_to_min_divisor():
     x = torch.tensor([[0.0, 2.0]], dtype=F64)
     g = global_contrast_normalize(x, scale=1.0, sqrt_bias=2.0, min_divisor=2.0)
     assert g.tolist() == [[-0.5, 0.5]]
+
+
+def test_zca_fit_counts_the_images_past_a_whole_chunk():
+    # 4097 images of 2 values: one more than the 4096 per chunk; only the last is nonzero,
+    # so the training mean is exactly (1, 0) and it is the last image that makes it so
+    x = torch.zeros(4097, 2, dtype=F64)
+    x[-1] = torch.tensor([4097.0, 0.0])
+    zca = ZCA.fit(x)
+    assert zca.mean.tolist() == [1.0, 0.0]
+    _, _, _, _, p = closed_form(x, 0.1)
+    torch.testing.assert_close(zca.matrix, p, rtol=1e-12, atol=1e-12)

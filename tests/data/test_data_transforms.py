@@ -133,3 +133,30 @@ def test_transforms_for_one_label_per_example_refuse_a_label_per_position():
     with pytest.raises(UserError, match=r"standardize shifts and scales real-valued inputs; "
                                         r"dataset 'windows' has torch.int64 inputs"):
         standardize(ds)
+
+
+def test_subset_draws_the_test_examples_with_other_numbers_than_the_training_ones():
+    # train and test with the same labels: were both drawn from one seed, the test subset
+    # would be the training subset's positions again, for every seed
+    ds = toy(n_train=30, n_test=30, k=3)
+    same = [torch.equal(_positions(ds, subset(ds, 6, 6, seed=s)),
+                        _positions(ds, subset(ds, 6, 6, seed=s), test=True)) for s in range(4)]
+    assert not all(same)
+
+
+def _positions(ds: Dataset, sub: Dataset, test: bool = False) -> torch.Tensor:
+    """The positions in ``ds`` of the examples ``sub`` holds (inputs are random: unique)."""
+    full, part = (ds.x_test, sub.x_test) if test else (ds.x_train, sub.x_train)
+    return torch.tensor([next(i for i in range(len(full)) if torch.equal(full[i], r))
+                         for r in part])
+
+
+def test_standardize_keeps_float64_inputs_float64():
+    x = torch.tensor([[0.0], [2.0]], dtype=torch.float64)
+    ds = Dataset(x, torch.tensor([0, 1]), torch.tensor([[3.0]], dtype=torch.float64),
+                 torch.tensor([0]), {"name": "f64", "task": "classification",
+                                     "input_shape": (1,), "num_outputs": 2})
+    st = standardize(ds)
+    assert st.x_train.dtype == st.x_test.dtype == torch.float64
+    # mean 1, population std 1: exactly -1, 1 and (3 - 1) / 1
+    assert st.x_train.tolist() == [[-1.0], [1.0]] and st.x_test.tolist() == [[2.0]]
