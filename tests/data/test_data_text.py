@@ -332,3 +332,24 @@ def test_find_files_looks_up_the_text_file_as_loading_does(tmp_path):
     with pytest.raises(DataError, match=rf"^text_lines: text file not found: "
                                         rf"{tmp_path / 'other.txt'}$"):
         find_files("text_lines", str(tmp_path), "other.txt")
+
+
+def test_read_text_reads_windows_and_old_mac_line_ends_as_newlines(tmp_path):
+    from sgdlab.data.text import read_text
+
+    p = tmp_path / "book.txt"
+    # a byte-order mark, then lines ended by CR LF (Windows), CR (classic Mac OS) and LF
+    p.write_bytes(b"\xef\xbb\xbfone\r\ntwo\rthree\n")
+    assert read_text(p) == "one\ntwo\nthree\n"
+
+
+def test_text_words_vocabulary_is_the_training_parts_words_only(tmp_path):
+    # 8 lines "alpha beta" then "zebra zebra": 27 tokens, the training part the first
+    # 27 * 8 // 10 = 21 (7 lines); zebra lies in the test part and is read as <unk>
+    f = tmp_path / "t.txt"
+    f.write_text("alpha beta\n" * 8 + "zebra zebra\n")
+    ds = load_dataset("text_words", path=str(f), seq_len=2, vocab_size=100)
+    assert ds.meta["boundaries"] == [21, 24]
+    assert ds.meta["vocabulary"] == ["<eos>", "alpha", "beta", "<unk>"]
+    # test part: tokens 24..26 = zebra, zebra, <eos>: one window
+    assert ds.x_test.tolist() == [[3, 3]] and ds.y_test.tolist() == [[3, 0]]
