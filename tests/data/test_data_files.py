@@ -777,3 +777,79 @@ def test_cifar_batch_labels_come_back_int64_whatever_they_were_pickled_as(tmp_pa
     x, y = read_cifar_batch(p)
     assert y.dtype == np.int64 and y.tolist() == [3, 255]
     assert x.shape == (2, 3, 32, 32) and x[1, 2, 31, 31] == (2 * 3072 - 1) % 256
+
+
+def test_idx_files_named_with_a_dot_before_idx_are_read(tmp_path):
+    # some mirrors name them train-images.idx3-ubyte etc.
+    arrays = make_idx_dir(tmp_path / "src")
+    for k, name in IDX_NAMES.items():
+        write_idx(tmp_path / name.replace("-idx", ".idx"), arrays[k])
+    ds = load_dataset("mnist", data_dir=tmp_path, normalize="none")
+    np.testing.assert_array_equal(ds.y_test.numpy(), arrays["test_labels"])
+    np.testing.assert_array_equal(ds.x_train[:, 0].numpy(), arrays["train_images"])
+
+
+def test_labels_that_only_begin_like_a_published_file_are_ones_own(tmp_path):
+    # 40 training labels whose first ten are MNIST's training file's (5 0 4 1 9 2 1 3 1 4):
+    # not its 60,000, so Fashion-MNIST files of one's own, read as such
+    make_idx_dir(tmp_path)
+    labels = np.array([5, 0, 4, 1, 9, 2, 1, 3, 1, 4] * 4)
+    write_idx(tmp_path / IDX_NAMES["train_labels"], labels)
+    ds = load_dataset("fashion_mnist", data_dir=tmp_path)
+    assert ds.y_train.tolist() == labels.tolist()
+
+
+def test_unbalanced_idx_subsets_are_plain_draws_without_replacement(tmp_path):
+    # balanced=False: np.random.default_rng(seed).choice(N, n, replace=False), sorted, for the
+    # training split and default_rng(seed + 1) for the test split, whatever the classes
+    arrays = make_idx_dir(tmp_path, n_train=40, n_test=20)
+    ds = load_dataset("mnist", data_dir=tmp_path, train_size=13, test_size=7, seed=2,
+                      balanced=False, normalize="none")
+    i_tr = np.sort(np.random.default_rng(2).choice(40, size=13, replace=False))
+    i_te = np.sort(np.random.default_rng(3).choice(20, size=7, replace=False))
+    np.testing.assert_array_equal(ds.y_train.numpy(), arrays["train_labels"][i_tr])
+    np.testing.assert_array_equal(ds.x_test[:, 0].numpy(), arrays["test_images"][i_te])
+    np.testing.assert_array_equal(ds.y_test.numpy(), arrays["test_labels"][i_te])
+
+
+def test_keras_npz_of_flattened_images_or_2d_labels_is_malformed(tmp_path):
+    # keras.datasets.mnist: x_* uint8 (N, 28, 28), y_* uint8 (N,); a flattened (N, 784) copy
+    # would read as 1x784 images
+    a = {"x_train": np.zeros((30, 784), np.uint8), "y_train": np.zeros(30, np.uint8),
+         "x_test": np.zeros((10, 784), np.uint8), "y_test": np.zeros(10, np.uint8)}
+    p = tmp_path / "mnist.npz"
+    np.savez(p, **a)
+    with pytest.raises(DataError, match=r"x_train must be uint8 with 3 dimension\(s\), got "
+                                        r"uint8 \(30, 784\)"):
+        load_dataset("mnist", data_dir=tmp_path)
+    images = {"x_train": np.zeros((30, 28, 28), np.uint8),
+              "x_test": np.zeros((10, 28, 28), np.uint8)}
+    np.savez(p, **{**a, **images, "y_train": np.zeros((30, 1), np.uint8)})
+    with pytest.raises(DataError, match=r"y_train must be uint8 with 1 dimension\(s\)"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_mnist_flatten_flattens_both_splits(tmp_path):
+    arrays = make_idx_dir(tmp_path, n_train=40, n_test=20)
+    ds = load_dataset("mnist", data_dir=tmp_path, normalize="none", flatten=True)
+    assert ds.x_train.shape == (40, 784) and ds.x_test.shape == (20, 784)
+    np.testing.assert_array_equal(ds.x_test.numpy(), arrays["test_images"].reshape(20, 784))
+
+
+def test_a_missing_idx_file_is_a_data_error_naming_it(tmp_path):
+    with pytest.raises(DataError, match=rf"^IDX file not found: {tmp_path / 'nope'}$"):
+        read_idx(tmp_path / "nope")
+
+
+def test_an_unreadable_idx_file_beside_its_gz_is_not_called_cut_short(tmp_path):
+    # the hint is for a malformed file (a decompression cut short); a corrupt gzip stream
+    # in the file read first is a "cannot read" error without it
+    arrays = make_idx_dir(tmp_path, gz=True)
+    raw = tmp_path / IDX_NAMES["train_images"]
+    raw.write_bytes(b"\x1f\x8b\x08\x00" + bytes(20))
+    with pytest.raises(DataError, match=rf"^cannot read IDX file {raw}") as e:
+        load_dataset("mnist", data_dir=tmp_path)
+    assert "lies beside it" not in str(e.value)
+    raw.unlink()
+    ds = load_dataset("mnist", data_dir=tmp_path, normalize="none")
+    np.testing.assert_array_equal(ds.x_train.numpy()[:, 0], arrays["train_images"])
