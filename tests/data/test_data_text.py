@@ -344,12 +344,14 @@ def test_read_text_reads_windows_and_old_mac_line_ends_as_newlines(tmp_path):
 
 
 def test_text_words_vocabulary_is_the_training_parts_words_only(tmp_path):
-    # 8 lines "alpha beta" then "zebra zebra": 27 tokens, the training part the first
-    # 27 * 8 // 10 = 21 (7 lines); zebra lies in the test part and is read as <unk>
+    # 8 lines "alpha beta", then "yak", "zebra", "zebra": 30 tokens, the training part the
+    # first 30 * 8 // 10 = 24 (the 8 lines); yak lies in the validation part (tokens 24..26)
+    # and zebra in both held-out parts: both are read as <unk>
     f = tmp_path / "t.txt"
-    f.write_text("alpha beta\n" * 8 + "zebra zebra\n")
-    ds = load_dataset("text_words", path=str(f), seq_len=2, vocab_size=100)
-    assert ds.meta["boundaries"] == [21, 24]
+    f.write_text("alpha beta\n" * 8 + "yak\n" + "zebra\n" * 2)
+    ds = load_dataset("text_words", path=str(f), seq_len=2, vocab_size=100,
+                      split="validation")
+    assert ds.meta["boundaries"] == [24, 27]
     assert ds.meta["vocabulary"] == ["<eos>", "alpha", "beta", "<unk>"]
-    # test part: tokens 24..26 = zebra, zebra, <eos>: one window
-    assert ds.x_test.tolist() == [[3, 3]] and ds.y_test.tolist() == [[3, 0]]
+    # validation part: yak, <eos>, zebra: one window
+    assert ds.x_test.tolist() == [[3, 0]] and ds.y_test.tolist() == [[0, 3]]

@@ -160,3 +160,11 @@ def test_standardize_keeps_float64_inputs_float64():
     assert st.x_train.dtype == st.x_test.dtype == torch.float64
     # mean 1, population std 1: exactly -1, 1 and (3 - 1) / 1
     assert st.x_train.tolist() == [[-1.0], [1.0]] and st.x_test.tolist() == [[2.0]]
+
+
+def test_subset_keeps_the_label_noise_of_the_first_example():
+    # every training label corrupted, the whole split kept: all 12 stay marked, example 0 too
+    ds = with_label_noise(toy(n_train=12, k=3), 12, seed=0)
+    sub = subset(ds, 12, seed=1, balanced=False)
+    assert sub.meta["label_noise"]["indices"] == list(range(12))
+    assert sub.meta["label_noise"]["num_noisy"] == 12 and bool(noisy_mask(sub).all())
