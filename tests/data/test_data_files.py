@@ -853,3 +853,11 @@ def test_an_unreadable_idx_file_beside_its_gz_is_not_called_cut_short(tmp_path):
     raw.unlink()
     ds = load_dataset("mnist", data_dir=tmp_path, normalize="none")
     np.testing.assert_array_equal(ds.x_train.numpy()[:, 0], arrays["train_images"])
+
+
+def test_idx_header_shorter_than_its_sizes_is_a_truncated_header(tmp_path):
+    # magic 2051 announces three big-endian sizes (12 bytes); the file stops after one
+    p = tmp_path / "x.idx"
+    p.write_bytes(bytes([0, 0, 0x08, 3, 0, 0, 0, 2]))
+    with pytest.raises(DataError, match=rf"^malformed IDX file {p}: truncated header$"):
+        read_idx(p)
