@@ -437,3 +437,76 @@ def test_runs_with_config_are_those_stored_with_it_oldest_first(tmp_path):
     # key order and tuples aside, as the store keeps a config
     assert store.runs_with_config({"b": [1, 2], "a": 0.1}) == [first, last]
     assert store.runs_with_config({"a": 0.1}) == []
+
+
+def test_an_exact_id_wins_over_the_longer_ids_it_is_a_prefix_of(tmp_path):
+    # "run1" is both a whole id and a prefix of "run10": the whole id is meant
+    store = RunStore(tmp_path / "runs.sqlite")
+    short = store.create_run({}, env={}, run_id="run1")
+    store.create_run({}, env={}, run_id="run10")
+    assert store.resolve("run1") == short
+    assert store.get_run("run1")["id"] == short
+    with pytest.raises(UserError, match="ambiguous"):
+        store.resolve("run")
+
+
+def test_a_replacing_log_supersedes_only_the_rows_of_its_names_at_its_step(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    rid = store.create_run({}, env={})
+    store.log_many(rid, [("m", 5, 1.0), ("m", 5, 2.0), ("m", 6, 3.0), ("n", 5, 4.0)])
+    store.log_metrics(rid, 5, {"m": 9.0}, replace=True)
+    assert store.metrics(rid) == {"m": [(5, 9.0), (6, 3.0)], "n": [(5, 4.0)]}
+    store.log_metrics(rid, 6, {"m": 7.0})            # without replace: a second row
+    assert store.metrics(rid, "m") == {"m": [(5, 9.0), (6, 3.0), (6, 7.0)]}
+
+
+def test_copy_metrics_copies_a_source_holding_exactly_the_count(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    old, new = store.create_run({}, env={}), store.create_run({}, env={})
+    store.log_many(old, [("loss", 0, 2.0), ("loss", 1, 1.0)])
+    assert store.copy_metrics(old, new, 2)
+    assert store.metrics(new) == {"loss": [(0, 2.0), (1, 1.0)]}
+
+
+def test_artifacts_of_a_kind_are_only_those_recorded_with_it_in_order(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    rid = store.create_run({}, env={})
+    for kind, name in (("figure", "a.png"), ("checkpoint", "c.pt"), ("figure", "b.png")):
+        store.add_artifact(rid, kind, tmp_path / name)
+    assert store.artifacts(rid, "figure") == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert store.artifacts(rid, "checkpoint") == [str(tmp_path / "c.pt")]
+    assert store.artifacts(rid, "model") == [] and len(store.artifacts(rid)) == 3
+
+
+def test_done_run_is_the_latest_run_of_the_key_in_a_status_asked_for(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    first = store.create_run({"run_key": "k"}, experiment="e", env={}, status="finished")
+    last = store.create_run({"run_key": "k"}, experiment="e", env={}, status="finished")
+    store.create_run({"run_key": "k"}, experiment="e", env={}, status="failed")
+    # the key spelled as another field's value is not the run's key
+    store.create_run({"run_key": "j", "note": "k"}, experiment="e", env={}, status="finished")
+    assert store.done_run("k", "e") == {"run_id": last, "status": "finished"}
+    assert store.done_run("k", "other") is None
+    assert store.done_run("j", "e")["status"] == "finished"
+    assert store.done_run("i", "e") is None
+    store.delete_runs([last])
+    assert store.done_run("k", "e") == {"run_id": first, "status": "finished"}
+
+
+def test_summary_numbers_keep_the_numbers_as_stored_and_leave_out_bools_and_words():
+    from sgdlab.store.runstore import summary_numbers
+
+    got = summary_numbers({"acc": 0.5, "steps": 3, "ok": True, "status": "done",
+                           "loss": float("inf"), "none": None, "list": [1.0]})
+    assert got == {"acc": 0.5, "steps": 3, "loss": float("inf")}
+    assert list(got) == ["acc", "steps", "loss"] and type(got["steps"]) is int
+
+
+def test_a_row_s_own_wall_time_is_kept_and_exported(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    rid = store.create_run({}, name="w", env={})
+    store.log_many(rid, [("loss", 0, 1.0, 123.5)])
+    store.export(tmp_path / "w.csv")
+    rows = list(csv.DictReader(open(tmp_path / "w.csv")))
+    assert [(r["metric"], r["step"], r["value"], r["wall"]) for r in rows] == [
+        ("loss", "0", "1.0", "123.5")]
