@@ -360,3 +360,80 @@ def test_a_key_folder_a_live_sweep_leases_is_no_orphan_until_its_holder_is_gone(
     proc.kill()
     proc.wait()
     assert [f for f, _ in find_orphans(store).folders] == [folder]
+
+
+def test_a_key_folder_two_deleted_runs_share_is_listed_and_removed_once(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    first = _sweep_run(store, "k", status="interrupted", size=40)
+    second = _sweep_run(store, "k", size=40)        # writes weights.pt again: 40 bytes
+    folder = tmp_path / ARTIFACTS / "k"
+    plan = plan_deletion(store, [first, second])
+    assert [r.folders for r in plan.runs] == [[folder], []]
+    assert [r.shared for r in plan.runs] == [[], []] and plan.size == 40
+    result = delete_planned(store, plan)
+    assert result.removed == [folder] and result.freed == 40 and not folder.exists()
+
+
+def test_a_deleted_run_is_rerun_only_when_no_remaining_run_completes_its_key(tmp_path):
+    # finished and diverged both complete a key: the sweep runs neither again
+    store = RunStore(tmp_path / "runs.sqlite")
+    done = _sweep_run(store, "k")
+    _sweep_run(store, "k", status="diverged")
+    failed = _sweep_run(store, "j", status="failed")
+    blew = _sweep_run(store, "j", status="diverged")
+    assert plan_deletion(store, [done]).rerun == []
+    # a failed run is rerun whatever: it did not complete its key
+    assert plan_deletion(store, [blew]).rerun == [blew]
+    assert plan_deletion(store, [failed, blew]).rerun == [blew]
+
+
+def test_a_run_named_artifacts_does_not_take_the_sweeps_artifact_folder(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    _sweep_run(store, "k", size=10)
+    odd = store.create_run({}, env={}, status="finished", run_id=ARTIFACTS)
+    plan = plan_deletion(store, [odd])
+    assert plan.runs[0].folders == [] and plan.size == 0
+    delete_planned(store, plan)
+    assert (tmp_path / ARTIFACTS / "k" / "weights.pt").stat().st_size == 10
+
+
+def test_human_size_moves_to_the_next_decimal_unit_at_each_thousand():
+    assert [human_size(n) for n in (1000, 999_900, 1_010_000, 1_000_000_000, 2_000_000_000_000)
+            ] == ["1.0 KB", "999.9 KB", "1.0 MB", "1.0 GB", "2.0 TB"]
+
+
+def test_a_key_folder_a_run_finished_since_the_plan_has_is_kept(tmp_path):
+    # no lease left (the new run released it): its row alone keeps the folder
+    store = RunStore(tmp_path / "runs.sqlite")
+    old = _sweep_run(store, "k")
+    plan = plan_deletion(store, [old])
+    new = _sweep_run(store, "k", size=7)
+    assert store.lease_holder("k") is None
+    result = delete_planned(store, plan)
+    assert result.removed == [] and result.kept[0][0] == tmp_path / ARTIFACTS / "k"
+    assert (tmp_path / ARTIFACTS / "k" / "weights.pt").stat().st_size == 7
+    assert [r["id"] for r in store.list_runs()] == [new]
+
+
+def test_a_folder_whose_run_file_names_another_run_is_no_orphan(tmp_path):
+    # a copy of a run's folder under another name holds that run's run.json: not its folder
+    import json
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    for folder in ("20260101-000000-aaaa", "backup"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "run.json").write_text(json.dumps(
+            {"run_id": "20260101-000000-aaaa", "store": str(store.path.resolve())}))
+    assert [f for f, _ in find_orphans(store).folders] == [tmp_path / "20260101-000000-aaaa"]
+
+
+def test_a_run_warm_started_from_a_checkpoint_in_a_removed_folder_is_a_dependant(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    a = _train_run(store, [1.0])
+    ckpt = str(tmp_path / a / "checkpoints" / "last.pt")
+    warm = store.create_run({"model": {"warm_start": {"checkpoint": ckpt}}}, env={},
+                            status="finished")
+    store.create_run({"model": {"warm_start": {"checkpoint": str(tmp_path / "x.pt")}}},
+                     env={}, status="finished")
+    plan = plan_deletion(store, [a])
+    assert [(r["id"], why) for r, why in plan.dependants] == [(warm, ckpt)]
