@@ -423,3 +423,17 @@ def test_compare_reports_counts_that_moved_without_a_finding_that_moved():
     new = {"e": PageEntry((1, 1, 0), [("m: 0.9", "c", "agrees"), ("x: 0.1", "", "disagrees")])}
     assert compare_pages(old, new)[0] == "e: 1 / 0 / 0 -> 1 / 1 / 0"
     assert compare_pages(old, old)[0] == "no verdict changed"
+
+
+def test_a_page_listing_an_entry_twice_in_its_overview_is_refused():
+    from sgdlab.errors import UserError
+    from sgdlab.experiments.summary import parse_page
+
+    cs = [{"text": "x", "agrees_with_paper": True, "claim": "c"}]
+    page = results_markdown([_result("e1", cs, [])], command=None)
+    parse_page(page, "page.md")                     # once: read
+    (row,) = [ln for ln in page.splitlines() if ln.startswith("| [e1](#e1)")]
+    twice = page.replace(row, f"{row}\n{row.replace('1 / 0 / 0', '0 / 1 / 0')}")
+    n = twice.splitlines().index(row) + 2          # the second row's line number
+    with pytest.raises(UserError, match=f"cannot parse page.md: line {n} "):
+        parse_page(twice, "page.md")
