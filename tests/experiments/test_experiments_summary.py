@@ -437,3 +437,14 @@ def test_a_page_listing_an_entry_twice_in_its_overview_is_refused():
     n = twice.splitlines().index(row) + 2          # the second row's line number
     with pytest.raises(UserError, match=f"cannot parse page.md: line {n} "):
         parse_page(twice, "page.md")
+
+
+def test_an_incomplete_experiment_says_how_many_runs_are_missing():
+    from sgdlab.experiments.summary import parse_page
+
+    cs = [{"text": "x", "agrees_with_paper": True, "claim": "c"}]
+    r = {**_result("e1", cs, []), "incomplete": True, "missing_runs": ["a", "b"]}
+    page = results_markdown([r], command=None)
+    assert "| x | c | agrees |\n| incomplete: 2 runs missing | | |\n" in page
+    assert parse_page(page, "p")["e1"].findings[1] == ("incomplete: 2 runs missing", "", "")
+    assert "incomplete" not in results_markdown([_result("e1", cs, [])], command=None)

@@ -437,3 +437,11 @@ def test_a_run_warm_started_from_a_checkpoint_in_a_removed_folder_is_a_dependant
                      env={}, status="finished")
     plan = plan_deletion(store, [a])
     assert [(r["id"], why) for r, why in plan.dependants] == [(warm, ckpt)]
+
+
+def test_a_relative_path_under_artifacts_of_an_old_store_is_the_key_folder_s(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    rid = _sweep_run(store, "k")
+    store.add_artifact(rid, "data", "old-cwd/sgdlab-runs/artifacts/k/data.json")
+    plan = plan_deletion(store, [rid])
+    assert plan.runs[0].folders == [tmp_path / ARTIFACTS / "k"] and plan.runs[0].outside == []

@@ -238,3 +238,12 @@ def test_stop_heartbeats_ends_this_process_heartbeat_threads_and_the_next_run_re
     store.create_run({"a": 2})
     assert beating()
     rs.stop_heartbeats()
+
+
+def test_an_owner_on_another_host_lives_only_by_a_recent_heartbeat():
+    now = 1000.0
+    other = socket.gethostname() + "-elsewhere"
+    assert rs.owner_alive(other, 1, None, now - 10.0, now) is True
+    assert rs.owner_alive(other, 1, None, now - rs.STALE_AFTER - 1.0, now) is False
+    assert rs.owner_alive(other, 1, None, None, now) is False        # never beat
+    assert rs.owner_alive(None, 1, None, now, now) is None           # nothing recorded
