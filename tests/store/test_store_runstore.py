@@ -510,3 +510,20 @@ def test_a_row_s_own_wall_time_is_kept_and_exported(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "w.csv")))
     assert [(r["metric"], r["step"], r["value"], r["wall"]) for r in rows] == [
         ("loss", "0", "1.0", "123.5")]
+
+
+def test_complete_run_records_the_env_given_and_keeps_it_otherwise(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    a, b = store.create_run({}, env={"python": "3.11"}), store.create_run({}, env={"p": 1})
+    store.complete_run(a, "finished", env={"python": "3.12", "gpu": "H100"})
+    store.complete_run(b, "failed", message="boom")
+    assert store.get_run(a)["env"] == {"python": "3.12", "gpu": "H100"}
+    assert (store.get_run(b)["env"], store.get_run(b)["message"]) == ({"p": 1}, "boom")
+
+
+def test_listing_by_a_status_no_run_can_have_is_an_error_not_an_empty_list(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    store.create_run({}, env={}, status="finished")
+    with pytest.raises(ValueError, match="Invalid run status 'done'"):
+        store.list_runs(status="done")
+    assert store.list_runs(status="stale") == []          # a shown status is one to ask for
