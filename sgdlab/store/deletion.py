@@ -371,6 +371,6 @@ def human_size(n: int) -> str:
     if n < 1000:
         return f"{n} B"
     for unit, scale in (("KB", 1e3), ("MB", 1e6), ("GB", 1e9)):
-        if n < scale * 1000:
+        if round(n / scale, 1) < 1000:     # 999,950 B is 1.0 MB, not "1000.0 KB"
             return f"{n / scale:.1f} {unit}"
     return f"{n / 1e12:.1f} TB"

@@ -445,3 +445,8 @@ def test_a_relative_path_under_artifacts_of_an_old_store_is_the_key_folder_s(tmp
     store.add_artifact(rid, "data", "old-cwd/sgdlab-runs/artifacts/k/data.json")
     plan = plan_deletion(store, [rid])
     assert plan.runs[0].folders == [tmp_path / ARTIFACTS / "k"] and plan.runs[0].outside == []
+
+
+def test_human_size_rounds_up_into_the_next_unit_rather_than_printing_1000():
+    assert [human_size(n) for n in (999_949, 999_950, 999_950_000, 999_960_000_000)] == [
+        "999.9 KB", "1.0 MB", "1.0 GB", "1.0 TB"]
