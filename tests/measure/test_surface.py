@@ -339,3 +339,49 @@ def test_a_trajectory_pca_prints_its_directions_by_shape_not_entry_by_entry():
     assert "\n" not in text and len(text) < 400, text
     assert text.startswith("TrajectoryPCA(directions=[Tensor(shape=(500,), float32, range [")
     assert "coords=Tensor(shape=(10, 2), float32, range [" in text
+
+
+def test_grid_coordinates_are_float64_even_where_float32_rounds():
+    model = nn.Linear(2, 1).double()
+    x, y = torch.ones(3, 2, dtype=torch.float64), torch.zeros(3, 1, dtype=torch.float64)
+    d = torch.ones(3, dtype=torch.float64)
+    surf = loss_surface(model, nn.MSELoss(), (x, y), d, extent=0.3, steps=7)
+    exact = [-0.3 + 0.1 * k for k in range(7)]               # 0.1 is no float32
+    assert surf.coords[0] == pytest.approx(exact, rel=1e-14, abs=1e-15)
+    w, b = model.weight.detach(), model.bias.detach()
+    for c, loss in zip(exact, surf.train_loss):      # all-ones inputs: pred = Σw + b + 3c
+        assert loss == pytest.approx(float(w.sum() + b[0] + 3 * c) ** 2, rel=1e-12)
+
+
+def _bn_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 4),
+                         nn.BatchNorm1d(4), nn.Linear(4, 2)).double()
+
+
+def test_a_model_in_train_mode_is_evaluated_in_eval_mode_with_its_running_statistics():
+    model = _bn_net()
+    data = tiny_classification(10, 3, 2)
+    model(data[0])                                   # train mode: running statistics move
+    d = random_direction(model, generator=torch.Generator().manual_seed(0))
+    surf = loss_surface(model, nn.CrossEntropyLoss(), data, d, extent=1.0, steps=3)
+    assert model.training
+    assert surf.train_loss[1] == pytest.approx(
+        evaluate(model, nn.CrossEntropyLoss(), data)[0], rel=1e-12)
+
+
+def test_recomputed_statistics_default_to_the_whole_training_set_as_one_batch():
+    # default bn_layerwise: the statistics of the whole set as one batch at every layer, and
+    # the test split's losses use the training data's statistics (bn_data's default)
+    model = _bn_net().eval()
+    x, y = tiny_classification(24, 3, 2)
+    batches = [(x[:7], y[:7]), (x[7:], y[7:])]
+    test = tiny_classification(9, 3, 2, seed=3)
+    d = random_direction(model, generator=torch.Generator().manual_seed(0))
+    loss_fn = nn.CrossEntropyLoss()
+    s = loss_surface(model, loss_fn, batches, d, extent=1.0, steps=3, bn_stats="recompute",
+                     test_data=test)
+    ref = copy.deepcopy(model)
+    recompute_bn_statistics(ref, (x, y))             # one batch: exact at every layer
+    assert s.train_loss[1] == pytest.approx(evaluate(ref, loss_fn, batches)[0], rel=1e-10)
+    assert s.test_loss[1] == pytest.approx(evaluate(ref, loss_fn, test)[0], rel=1e-10)
