@@ -112,3 +112,24 @@ def test_alignment_is_the_dot_product_by_hand_raw_and_normalised():
     assert math.isnan(perturbation_alignment([torch.zeros(22, dtype=torch.float64)], h))
     with pytest.raises(ValueError, match="direction has shape"):
         perturbation_alignment(w, h[:-1])
+
+
+def test_sums_are_in_float64_whatever_the_gradients_and_weights_dtype():
+    # a float32 gradient of 1 plus a float64 field of −1 + 2⁻⁴⁰: in float32 the sum is 0
+    g = [torch.ones(1, dtype=torch.float32), torch.full((2,), 3.0, dtype=torch.float32)]
+    field = torch.tensor([-1.0 + 2.0 ** -40, 0.0, 0.0], dtype=torch.float64)
+    assert min_abs_coordinates(g, field).tolist() == [2.0 ** -40, 3.0]
+    # weights (2²⁴, 1) in float32: hᵀx = 2²⁴ + 1 for h = (1, 1), which float32 rounds to 2²⁴
+    w = [torch.tensor([2.0 ** 24, 1.0], dtype=torch.float32)]
+    h = torch.ones(2, dtype=torch.float64)
+    assert perturbation_alignment(w, h, normalise=False) == 2.0 ** 24 + 1
+
+
+def test_zero_fraction_counts_every_tensor_the_last_included():
+    grads = [torch.tensor([0.0, 1.0]), torch.tensor([[2.0, 0.0, 0.0]])]
+    assert zero_fraction(grads) == 3 / 5
+
+
+def test_a_field_of_the_right_size_but_not_flat_is_refused():
+    with pytest.raises(ValueError, match=r"shape \(2, 11\): expected a flat vector"):
+        min_abs_coordinates(_tensors(), torch.zeros(2, 11, dtype=torch.float64))
