@@ -153,3 +153,53 @@ def test_the_instruments_leave_training_unchanged():
     for a, b in zip(m0.parameters(), model.parameters()):
         assert torch.equal(a, b)
     assert math.isfinite(h0["min_abs_grad/step"][-1][1])
+
+
+class _FieldOpt:
+    """An optimizer that reports it added s·h, h flat over its parameter groups' order."""
+
+    def __init__(self, params, s, h):
+        self.param_groups, self._pert = [{"params": params}], (s, h)
+
+    def last_perturbation(self):
+        return self._pert
+
+
+class _Switch:
+    """A wrapper without a field of its own, stepping with ``active`` (as ``switch`` does)."""
+
+    def __init__(self, active):
+        self.active, self.param_groups = active, active.param_groups
+
+
+def test_field_slices_follow_the_optimizer_order_skip_gradientless_tensors_and_unwrap_switch():
+    from types import SimpleNamespace
+
+    from sgdlab.train.instruments.perturbation import (FieldAlignmentCallback,
+                                                       MinAbsGradientCallback)
+    model = nn.Sequential(nn.Linear(2, 1), nn.Linear(1, 1)).double()
+    w0, b0, w1, b1 = model.parameters()
+    order = [w1, b0, w0, b1]                   # not the model's order; b0 has no gradient
+    h = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0], dtype=torch.float64)   # w1 | b0 | w0 | b1
+    for p, g in ((w0, [[0.5, -4.0]]), (w1, [[-0.25]]), (b1, [-2.0])):
+        p.grad = torch.tensor(g, dtype=torch.float64)
+    opt = _Switch(_FieldOpt(order, 0.5, h))
+    logged = {}
+    ctx = SimpleNamespace(step=0, optimizer=opt, model=model, log_dict=logged.update)
+    cb = MinAbsGradientCallback(Schedule.every(1), layers="all")
+    cb.on_after_backward(ctx)
+    cb.on_step_end(ctx)                   # a step that did not happen: nothing logged
+    assert logged == {}
+    cb.on_after_backward(ctx)
+    ctx.step = 1
+    cb.on_step_end(ctx)
+    # g + s h by hand: w1: −0.25 + 0.5; w0: (0.5 + 1.5, −4 + 2); b1: −2 + 2.5
+    assert logged["min_abs_grad/step/1.weight"] == 0.25
+    assert logged["min_abs_grad/step/0.weight"] == 2.0
+    assert logged["min_abs_grad/step/1.bias"] == 0.5
+    assert logged["min_abs_grad/step"] == 0.25 and logged["min_abs_grad/loss"] == 0.25
+    assert "min_abs_grad/step/0.bias" not in logged
+    logged.clear()
+    FieldAlignmentCallback(Schedule.every(1)).on_step_end(ctx)
+    x = torch.cat([p.detach().reshape(-1) for p in order])
+    assert logged["field_alignment/raw"] == pytest.approx(abs(float(x @ h)), rel=1e-14)
