@@ -203,3 +203,22 @@ def test_field_slices_follow_the_optimizer_order_skip_gradientless_tensors_and_u
     FieldAlignmentCallback(Schedule.every(1)).on_step_end(ctx)
     x = torch.cat([p.detach().reshape(-1) for p in order])
     assert logged["field_alignment/raw"] == pytest.approx(abs(float(x @ h)), rel=1e-14)
+
+
+def test_the_loss_gradient_is_read_before_a_base_step_changes_it_in_place():
+    from types import SimpleNamespace
+
+    from sgdlab.train.instruments.perturbation import MinAbsGradientCallback
+    model = nn.Linear(2, 1, bias=False).double()
+    model.weight.grad = torch.tensor([[0.5, -4.0]], dtype=torch.float64)
+    # foreach Nesterov SGD adds the momentum into p.grad in place: 1.9 g at the first step
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
+                          foreach=True)
+    logged = {}
+    ctx = SimpleNamespace(step=0, optimizer=opt, model=model, log_dict=logged.update)
+    cb = MinAbsGradientCallback(Schedule.every(1))
+    cb.on_after_backward(ctx)
+    opt.step()
+    ctx.step = 1
+    cb.on_step_end(ctx)
+    assert logged["min_abs_grad/loss"] == 0.5 and logged["min_abs_grad/step"] == 0.5
