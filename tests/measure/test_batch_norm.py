@@ -257,3 +257,18 @@ def test_a_batch_norm_the_forward_pass_never_reaches_is_reset():
     torch.testing.assert_close(model.unused.running_mean, torch.zeros(2, dtype=torch.float64))
     torch.testing.assert_close(model.unused.running_var, torch.ones(2, dtype=torch.float64))
     assert int(model.unused.num_batches_tracked) == 0
+
+
+def test_the_layers_before_normalise_with_their_own_eps():
+    # a large eps moves every deeper layer's input: the passes must normalise with each
+    # layer's eps, as train mode does
+    model = _stacked()
+    for bn in (model[1], model[5], model[8]):
+        bn.eps = 0.5
+    x = _inputs((3,))
+    reference = _by_hand(model, x)
+    y = torch.zeros(len(x))
+    recompute_bn_statistics(model, [(x[:10], y[:10]), (x[10:], y[10:])])
+    for bn, (mean, var) in zip((model[1], model[5], model[8]), reference):
+        torch.testing.assert_close(bn.running_mean, mean, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(bn.running_var, var, rtol=1e-12, atol=1e-12)
