@@ -80,3 +80,71 @@ def test_the_measurements_read_the_budget_as_the_options_do():
     assert resolved_budget(None, "cpu") == 2**30
     with pytest.raises(ValueError, match=re.escape("Invalid memory_budget=0 (must be >= 1")):
         resolved_budget(0, torch.device("cpu"))
+
+
+def test_a_vmapped_call_over_k_points_is_sized_for_k_plus_one_copies():
+    # k points under vmap hold about k + 1 copies of one point's activations: 3 points
+    # need 4 copies of 4 samples, 16 samples' worth; a budget of 15 fits 2 points (12)
+    from torch import nn
+
+    from sgdlab.measure.passes import PassPlan, activation_sizes
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    x, y = torch.randn(4, 3, dtype=torch.float64), torch.zeros(4, dtype=torch.long)
+    per_sample = activation_sizes(model, x)[0]
+    for budget, k in ((16 * per_sample, 3), (15 * per_sample, 2)):
+        plan = PassPlan(model, budget, 3, vectorized=True, caller="test")
+        got_k, chunks = plan.split(x, y)
+        assert (got_k, len(chunks)) == (k, 1)
+
+
+def test_after_running_out_of_memory_samples_halve_then_points_then_samples():
+    from sgdlab.measure.passes import _smaller
+    assert _smaller(4, 1001) == (4, 501)        # halved, rounded up, down to 256 samples
+    assert _smaller(4, 256) == (2, 256)         # then the points
+    assert _smaller(1, 256) == (1, 128)         # then the samples below 256
+    assert _smaller(1, 1) is None
+
+
+def test_chunks_of_a_batch_cover_every_sample_the_last_one_alone_included():
+    from torch import nn
+
+    from sgdlab.measure.passes import PassPlan, activation_sizes
+    model = nn.Linear(3, 2).double()
+    x, y = torch.randn(9, 3, dtype=torch.float64), torch.arange(9)
+    plan = PassPlan(model, 4 * activation_sizes(model, x)[0], 1, vectorized=False,
+                    caller="test")
+    chunks = plan.split(x, y)[1]
+    assert [len(c[0]) for c in chunks] == [4, 4, 1]
+    assert torch.equal(torch.cat([c[1] for c in chunks]), y)
+
+
+def test_vmapped_points_with_batch_statistics_in_chunks_normalise_by_the_whole_batch():
+    import copy
+
+    from torch import nn
+
+    from sgdlab.measure.passes import activation_sizes
+    from sgdlab.measure.sharpness import perturbed_evaluations
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)).double()
+    x, y = torch.randn(12, 3, dtype=torch.float64), torch.arange(12) % 2
+    n = sum(p.numel() for p in model.parameters())
+    offsets = 0.1 * torch.randn(2, n, dtype=torch.float64)
+    budget = 8 * activation_sizes(model, x)[0]          # chunks of the 12 samples
+    loss_fn = nn.CrossEntropyLoss()
+    got, _ = perturbed_evaluations(model, loss_fn, (x, y), offsets, vectorize=True,
+                                   chunk_size=2, memory_budget=budget)
+    for off, g in zip(offsets, got.tolist()):
+        m = copy.deepcopy(model)                        # train mode: the whole batch's stats
+        theta = torch.nn.utils.parameters_to_vector(m.parameters())
+        torch.nn.utils.vector_to_parameters(theta + off, m.parameters())
+        with torch.no_grad():
+            assert g == pytest.approx(float(loss_fn(m(x), y)), rel=1e-10)
+
+
+def test_the_vmap_budget_keeps_every_activation_below_two_to_the_31_elements():
+    from sgdlab.measure.passes import vmap_budget
+    # one sample's widest activation 2²⁹ elements: at most 3 samples x points per call
+    assert vmap_budget(10**15, 100, 2**29) == 3 * 100
+    assert vmap_budget(250, 100, 2**29) == 250               # a smaller budget stays
+    assert vmap_budget(10**15, 100, 2**32) == 100             # at least one sample
