@@ -994,3 +994,80 @@ def test_a_loss_that_fails_on_the_outputs_records_no_run(tmp_path, request):
                        r"\(2, 3\) with targets of shape \(2,\).*first step"):
         run_config(raw, out_dir=tmp_path / "out", store=store, progress=False)
     assert store.list_runs() == [] and not (tmp_path / "out").exists()
+
+
+def test_the_defaults_of_a_run_config_are_those_documented():
+    # the module docstring of sgdlab.config.run (and --print-config) lists these by hand
+    cfg = validate_config({"data": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
+                           "optimizer": {"name": "sgd", "lr": 0.1}})
+    assert cfg["train"] == {
+        "epochs": 10, "batch_size": 128, "replacement": False, "drop_last": False, "seed": 0,
+        "eval_every": 1, "eval_subset": None, "eval_bn": "running", "checkpoint_every": None,
+        "max_steps": None, "clip_grad_norm": None, "sequence_loss": "mean", "device": "cpu",
+        "dtype": "float32", "threads": None, "progress": True, "tensorboard": None}
+    assert cfg["data"] == {"name": "cubic", "seed": 0, "data_dir": None, "options": {}}
+    assert cfg["model"] == {"name": "zhu-mlp-1-6-6-6-1", "options": {}}
+    assert cfg["loss"] == "auto" and cfg["schedule"] == {"name": "constant"}
+    assert cfg["measure"] == [] and cfg["store"] == {"path": None}
+    assert cfg["name"] is None and cfg["experiment"] is None and "plugins" not in cfg
+
+
+@pytest.mark.parametrize("override", [
+    "train.eval_every=0", "train.epochs=0", "train.max_steps=0", "data.seed=4294967295",
+    "train.seed=4294967295", "train.device=cuda:10", "train.device=auto", "train.threads=1",
+    "train.batch_size=1", "measure=[{name: hessian, every: 1, start: 0}]",
+    "measure=[{name: hessian, at: [0, 3]}]", "train.eval_subset=1", "train.checkpoint_every=1",
+])
+def test_values_at_the_edge_of_their_range_are_valid(override):
+    validate_config(apply_overrides(TINY, [override]))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.threads=0", "train.threads: must be >= 1, got 0"),
+    ("train.eval_subset=0", "train.eval_subset: must be >= 1, got 0"),
+    ("train.checkpoint_every=0", "train.checkpoint_every: must be >= 1, got 0"),
+    ("train.max_steps=-1", "train.max_steps: must be >= 0, got -1"),
+    ("train.eval_every=-1", "train.eval_every: must be >= 0, got -1"),
+    ("train.device='cuda:'", "train.device: must be cpu, cuda, cuda:N, mps or auto, got 'cuda:'"),
+    ("train.device=cuda0", "train.device: must be cpu, cuda, cuda:N, mps or auto, got 'cuda0'"),
+    ("train.dtype=float46", "train.dtype: must be one of float32, float64, got 'float46' (did "
+                            "you mean float64?)"),
+    ("train.clip_grad_norm=.inf", "train.clip_grad_norm: must be a finite number, got inf"),
+    ("measure=[{name: hessian, every: 0}]", "measure[0].every: must be >= 1, got 0"),
+    ("measure=[{name: hessian, every: 2, start: -1}]", "measure[0].start: must be >= 0, got -1"),
+    ("measure=[{name: hessian, at: [1, -1]}]", "measure[0].at[1]: must be >= 0, got -1"),
+    ("measure=[{name: hessian, every: 2, at: [1]}]",
+     "measure[0]: give at most one of every, at, log_points"),
+    ("measure=[{name: hessian, start: 2, log_points: 5}]",
+     "measure[0].start: start is the first step of `every`; log_points names its own steps"),
+    ("optimizer.weight_decay=-0.1", "optimizer.weight_decay: must be >= 0, got -0.1"),
+    ("optimizer={name: adam, lr: 0.1, eps: -1.0e-8}", "optimizer.eps: must be >= 0, got -1e-08"),
+    ("optimizer.lr=.inf", "optimizer.lr: a learning rate must be finite, got inf"),
+    ("optimizer.momentum=.inf", "optimizer.momentum: must be a finite number, got inf"),
+    ("optimizer.lr=.nan", "optimizer.lr: must be a number, got nan"),
+    ("optimizer={name: adam, lr: 0.1, betas: [0.9]}",
+     "optimizer.betas: must be a list of 2 numbers, got [0.9]"),
+    ("optimizer={name: adam, lr: 0.1, betas: [0.9, 0.99, 0.9]}",
+     "optimizer.betas: must be a list of 2 numbers, got [0.9, 0.99, 0.9]"),
+    ("optimizer={name: adam, lr: 0.1, betas: 0.9}",
+     "optimizer.betas: must be a list of numbers, got 0.9"),
+    ("optimizer.nesterov=null", "optimizer.nesterov: must be true or false, got None"),
+    # a message naming three of the given keys singles none out: the section is named
+    ("optimizer={name: sgd, lr: 0.1, momentum: 0.9, dampening: 0.5, nesterov: true}",
+     "optimizer (sgd): Nesterov momentum requires a momentum and zero dampening"),
+    ("model={name: zhu-mlp-1-6-6-6-1, warm_start: {init_from: x, checkpoint: c, step: 0, "
+     "sha256: " + "a" * 64 + "}}",
+     "model.warm_start: records a warm start, but model.init_from is not set"),
+    ("data={file: x.pt, seed: 1}", "data.file: a data file takes no other keys, got data.seed "),
+    ("model.name=null", "model.name: must be a string, got null"),
+])
+def test_values_out_of_range_name_their_key(override, message):
+    assert message in config_errors(apply_overrides(TINY, [override]))
+
+
+def test_a_data_file_is_stored_as_an_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    cfg = validate_config({**TINY, "data": {"file": "sub/../d.pt"}})
+    assert cfg["data"] == {"file": str(tmp_path.resolve() / "d.pt"), "seed": 0,
+                           "data_dir": None, "options": {}}
