@@ -22,3 +22,41 @@ def test_aliases_that_add_more_values_than_the_limit_are_refused():
     with pytest.raises(ConstructorError, match=r"aliases expand this document to 110,015 "
                        r"values, more than the 100,000 a config may add to the 15 it writes"):
         yaml.load(text, Loader=LOADER)
+
+
+def _config(text: str):
+    from sgdlab.yaml_loaders import config_loader
+
+    return yaml.load(text, Loader=config_loader())
+
+
+def test_exponent_floats_of_either_sign_are_numbers():
+    # YAML 1.1 reads 1e-3 as a string; a config's lr: 1e-3 is a number
+    assert _config("a: 1e-3\nb: -1e-3\nc: +2E4\nd: .5e-1\ne: 1.5e2\nf: 3\ng: -.inf\n") == {
+        "a": 0.001, "b": -0.001, "c": 20000.0, "d": 0.05, "e": 150.0, "f": 3,
+        "g": float("-inf")}
+    assert isinstance(_config("x: 2e3")["x"], float)
+    assert _config("x: e3\ny: 1e\n") == {"x": "e3", "y": "1e"}
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines():
+    with pytest.raises(ConstructorError, match=r"key 'lr' is given twice \(first on line 2\)"):
+        _config("optimizer:\n  lr: 0.1\n  momentum: 0.9\n  lr: 0.2\n")
+    assert _config("a: {lr: 1}\nb: {lr: 2}\n") == {"a": {"lr": 1}, "b": {"lr": 2}}
+
+
+def test_a_recursive_alias_is_refused_and_a_shared_one_read():
+    with pytest.raises(ConstructorError, match="recursive alias"):
+        _config("a: &x [1, *x]\n")
+    assert _config("a: &x [1, 2]\nb: [*x, *x]\n") == {"a": [1, 2], "b": [[1, 2], [1, 2]]}
+
+
+def test_aliases_adding_exactly_the_limit_are_read_and_one_more_value_refused():
+    # written: the document, key a, a's list and its 9 items, key b, b's list: 14 values; each
+    # alias of a adds its 10 again: 10,000 aliases add 100,000, the limit, which is allowed
+    def doc(n: int) -> str:
+        return "a: &a [" + ", ".join(["0"] * 9) + "]\nb: [" + ", ".join(["*a"] * n) + "]\n"
+
+    assert len(yaml.load(doc(10_000), Loader=LOADER)["b"]) == 10_000
+    with pytest.raises(ConstructorError, match="expand this document to 100,024 values"):
+        yaml.load(doc(10_001), Loader=LOADER)

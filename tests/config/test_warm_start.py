@@ -95,6 +95,12 @@ def test_weights_sha256_tells_one_changed_value_and_a_renamed_entry():
     assert weights_sha256(a) != weights_sha256({k: v.double() for k, v in a.items()})
 
 
+def test_weights_sha256_tells_the_same_values_in_another_shape():
+    # its docstring: each entry's name, dtype, shape and bytes; (2, 3) and (3, 2) share bytes
+    assert weights_sha256({"w": torch.zeros(2, 3)}) != weights_sha256({"w": torch.zeros(3, 2)})
+    assert weights_sha256({"w": torch.zeros(6)}) != weights_sha256({"w": torch.zeros(1, 6)})
+
+
 def _refused(cfg: dict, store, *words: str) -> str:
     with pytest.raises(ConfigError) as e:
         build_from_config(cfg, store=store)
