@@ -1071,3 +1071,66 @@ def test_a_data_file_is_stored_as_an_absolute_path(tmp_path, monkeypatch):
     cfg = validate_config({**TINY, "data": {"file": "sub/../d.pt"}})
     assert cfg["data"] == {"file": str(tmp_path.resolve() / "d.pt"), "seed": 0,
                            "data_dir": None, "options": {}}
+
+
+def test_an_override_without_a_value_is_null_and_leaves_the_config_given_unchanged():
+    raw = {**TINY, "train": {"epochs": 2, "batch_size": 5, "eval_subset": 10}}
+    out = apply_overrides(raw, ["train.eval_subset=", "schedule.name=step"])
+    assert out["train"] == {"epochs": 2, "batch_size": 5, "eval_subset": None}
+    assert out["schedule"] == {"name": "step"}          # a section not given is made
+    assert raw["train"]["eval_subset"] == 10 and "schedule" not in raw
+
+
+def test_a_yml_file_loads_and_its_name_is_its_stem_unless_given(tmp_path):
+    (tmp_path / "a.run.yml").write_text("data: {name: cubic}\noptimizer: {lr: -1e-3}\n")
+    assert load_config(tmp_path / "a.run.yml") == {"data": {"name": "cubic"},
+                                                   "optimizer": {"lr": -0.001},
+                                                   "name": "a.run"}
+    (tmp_path / "b.toml").write_text('name = "mine"\n')
+    assert load_config(tmp_path / "b.toml") == {"name": "mine"}
+
+
+def test_a_validated_config_round_trips_through_yaml_and_keeps_its_key_order(tmp_path):
+    from sgdlab.config.io import dump_yaml
+
+    assert dump_yaml({"b": 1, "a": {"d": 2.5e-3, "c": [1, 2]}}) == (
+        "b: 1\na:\n  d: 0.0025\n  c: [1, 2]\n")
+    cfg = validate_config({**TINY, "optimizer": {"name": "sgd", "lr": 1e-3, "momentum": 0.9},
+                           "measure": [{"name": "hessian", "at": [0, 2]}]})
+    (tmp_path / "back.yaml").write_text(dump_yaml(cfg))
+    assert validate_config(load_config(tmp_path / "back.yaml")) == cfg
+
+
+def test_a_toml_config_is_the_same_run_as_its_yaml(tmp_path):
+    (tmp_path / "r.yaml").write_text("data: {name: cubic, seed: 1}\nmodel: {name: mlp, options: "
+                                     "{widths: [4, 4]}}\noptimizer: {name: sgd, lr: 1e-2}\n"
+                                     "train: {batch_size: full, replacement: true}\n")
+    (tmp_path / "r.toml").write_text('[data]\nname = "cubic"\nseed = 1\n[model]\nname = "mlp"\n'
+                                     'options = {widths = [4, 4]}\n[optimizer]\nname = "sgd"\n'
+                                     'lr = 0.01\n[train]\nbatch_size = "full"\n'
+                                     'replacement = true\n')
+    assert (validate_config(load_config(tmp_path / "r.yaml"))
+            == validate_config(load_config(tmp_path / "r.toml")))
+
+
+def test_a_section_given_as_null_takes_its_defaults():
+    from sgdlab.config.run import TrainSection
+
+    assert validate(None, TrainSection) == validate({}, TrainSection)
+    assert validate(None, TrainSection)["epochs"] == 10
+
+
+def test_tuples_in_a_config_are_data_and_other_objects_are_named_by_path():
+    from sgdlab.config.schema import plain_data
+
+    errors: list[str] = []
+    plain_data("x", {"a": (1, [2, {"b": {3}}]), "c": (None, "s", 1.5, True)}, errors)
+    assert errors == ["x.a[1][1].b: must be plain data, got set"]
+
+
+def test_a_name_given_under_two_naming_keys_gets_no_hint():
+    # one stray naming key is the name mistyped; two leave it unclear which was meant
+    one = config_errors({**TINY, "optimizer": {"type": "sgd", "lr": 0.1}})
+    assert "optimizer.name: required key is missing (write name: sgd, not type: sgd)" in one
+    two = config_errors({**TINY, "optimizer": {"type": "sgd", "method": "adam", "lr": 0.1}})
+    assert "optimizer.name: required key is missing" in two and "write name" not in two
