@@ -1134,3 +1134,53 @@ def test_a_name_given_under_two_naming_keys_gets_no_hint():
     assert "optimizer.name: required key is missing (write name: sgd, not type: sgd)" in one
     two = config_errors({**TINY, "optimizer": {"type": "sgd", "method": "adam", "lr": 0.1}})
     assert "optimizer.name: required key is missing" in two and "write name" not in two
+
+
+def test_argument_defaults_are_the_optimizer_s_own_as_a_config_spells_them():
+    from sgdlab.config.run import argument_defaults
+
+    cfg = validate_config({**TINY, "optimizer": {"name": "adam", "lr": 0.1, "eps": 1e-6}})
+    opt = argument_defaults(cfg)["optimizer"]
+    # torch.optim.Adam's: betas as the list a config gives; the given keys are not repeated
+    assert opt["betas"] == [0.9, 0.999] and opt["weight_decay"] == 0
+    assert opt["amsgrad"] is False and "lr" not in opt and "eps" not in opt
+    ent = argument_defaults(validate_config({**TINY, "optimizer": {"name": "entropy_sgd"}}))
+    assert not any(k.startswith("_") for k in ent["optimizer"])     # private: not a setting
+
+
+def test_only_string_keyed_plain_data_is_a_config_value():
+    from sgdlab.config.run import _plain_value
+
+    assert _plain_value({"a": [1, 2.5, None, True, "s", {"b": []}]})
+    assert not _plain_value({1: "a"}) and not _plain_value((1, 2)) and not _plain_value({"a": {1}})
+
+
+def test_stored_training_settings_are_none_for_a_sweep_s_config():
+    from sgdlab.config.run import stored_training_settings, training_settings
+
+    cfg = validate_config(TINY)
+    assert stored_training_settings(cfg) == training_settings(cfg)
+    assert "init_from" not in training_settings(cfg)["model"]
+    assert stored_training_settings({**cfg, "run_key": "abc"}) is None
+
+
+@pytest.mark.parametrize("override, present, absent", [
+    # a key beside the name that is no argument of the model: listed as unknown, not moved
+    ("model={name: mlp, colour: red}", "model.colour: unknown key (valid keys: ",
+     "argument of the model"),
+    # a misspelt known model: the suggestion, not the plugin advice
+    ("model.name=mpl", "model.name: unknown model 'mpl' (did you mean mlp?); known: ",
+     "of your own"),
+])
+def test_unknown_keys_and_names_get_the_one_fitting_hint(override, present, absent):
+    errors = config_errors(apply_overrides(TINY, [override]))
+    assert present in errors and absent not in errors
+
+
+def test_a_start_of_zero_moves_nothing_and_is_valid_beside_at():
+    validate_config(apply_overrides(TINY, ["measure=[{name: hessian, at: [1], start: 0}]"]))
+
+
+def test_an_override_picks_an_entry_of_a_list_in_a_list():
+    raw = {**TINY, "measure": [{"name": "hessian", "at": [1, 2]}]}
+    assert apply_overrides(raw, ["measure[0].at[1]=7"])["measure"][0]["at"] == [1, 7]

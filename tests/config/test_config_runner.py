@@ -30,3 +30,24 @@ def test_failed_run_advice_is_for_a_failed_run_of_sgdlab_train_only(tmp_path):
     # one the caller found unreadable is not
     assert FailedRunAdvice.of(_run("failed", [folder]), store, checkpoint=False).warm_start \
         is None
+
+
+def test_the_batch_size_note_is_for_a_batch_larger_than_the_training_set_only():
+    from sgdlab.config.runner import batch_size_note
+
+    # B = N is full-batch GD as the config says it: no note; B = N + 1 draws N all the same
+    assert batch_size_note(100, 100) is None and batch_size_note("full", 100) is None
+    assert batch_size_note(True, 0) is None
+    assert "train.batch_size 101 is larger than the training set (100 examples)" in (
+        batch_size_note(101, 100))
+
+
+def test_the_command_s_progress_flag_wins_over_the_config(monkeypatch):
+    import sgdlab.train.loop as loop
+    from sgdlab.config.runner import progress_mode
+
+    monkeypatch.setattr(loop, "progress_watched", lambda: True)
+    assert progress_mode(False, True) is False and progress_mode(True, False) is True
+    assert progress_mode(None, True) is True and progress_mode(None, False) is False
+    monkeypatch.setattr(loop, "progress_watched", lambda: False)   # a log file: epoch lines
+    assert progress_mode(None, True) == "epochs" and progress_mode(False, True) is False
