@@ -1184,3 +1184,14 @@ def test_a_start_of_zero_moves_nothing_and_is_valid_beside_at():
 def test_an_override_picks_an_entry_of_a_list_in_a_list():
     raw = {**TINY, "measure": [{"name": "hessian", "at": [1, 2]}]}
     assert apply_overrides(raw, ["measure[0].at[1]=7"])["measure"][0]["at"] == [1, 7]
+    assert apply_overrides({"grid": [[1, 2], [3, 4]]}, ["grid[1][0]=9"]) == {
+        "grid": [[1, 2], [9, 4]]}
+
+
+def test_a_file_that_reads_as_an_empty_mapping_in_the_other_format_gets_no_suffix_hint(
+        tmp_path):
+    # "{}" is no TOML and an empty YAML mapping: renaming the file would give no config either
+    (tmp_path / "run.toml").write_text("{}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path / "run.toml")
+    assert "not valid TOML" in str(e.value) and "reads as YAML" not in str(e.value)
