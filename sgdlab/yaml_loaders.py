@@ -8,7 +8,7 @@ import re
 
 _FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
                   |[-+]?\.(?:inf|Inf|INF)
                   |\.(?:nan|NaN|NAN))$""", re.X)
 
@@ -18,7 +18,8 @@ _EXPONENT_LOADERS: dict[type, type] = {}
 
 def exponent_floats(base: type) -> type:
     """``base`` (a YAML safe loader class) that also reads ``1e-3`` as a float (YAML 1.1
-    wants ``1.0e-3``), for every config file the lab reads (one class per base)."""
+    wants ``1.0e-3``) and ``-.5`` as one (YAML 1.1 reads ``.5`` but not ``-.5``), as YAML 1.2
+    does, for every config file the lab reads (one class per base)."""
     if base not in _EXPONENT_LOADERS:
         cls = type(f"ExponentFloat{base.__name__}", (base,), {})
         cls.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))

@@ -60,3 +60,11 @@ def test_aliases_adding_exactly_the_limit_are_read_and_one_more_value_refused():
     assert len(yaml.load(doc(10_000), Loader=LOADER)["b"]) == 10_000
     with pytest.raises(ConstructorError, match="expand this document to 100,024 values"):
         yaml.load(doc(10_001), Loader=LOADER)
+
+
+def test_a_signed_fraction_without_a_leading_digit_is_a_number():
+    # YAML 1.1 reads .5 as 0.5 but -.5 as the string '-.5' (YAML 1.2 reads both as numbers):
+    # a landscape's start [-.5, 1] or a gamma of -.5e-1 was text where a number was meant
+    assert _config("a: -.5\nb: +.5e-1\nc: [-.5, .5]\n") == {"a": -0.5, "b": 0.05,
+                                                            "c": [-0.5, 0.5]}
+    assert _config("x: -.\ny: -.e3\n") == {"x": "-.", "y": "-.e3"}
