@@ -1164,3 +1164,11 @@ def test_zhu_projection_residual_spread_at_its_bound_is_stable():
     assert stable.evidence["relative_spread"] == 0.25 and stable.agrees_with_paper is True
     spec.options["residual_spread"] = 0.2
     assert zhu_alignment(spec, [r]).conclusions[1].agrees_with_paper is False
+
+
+def test_a_boolean_summary_value_is_a_flag_not_a_measurement():
+    # True is an int to isinstance; as a value it would enter the mean as 1.0
+    groups = OrderedDict(a=[run("a", 0, summary={"m": True}), run("a", 1, summary={"m": 3.0})])
+    v = values_by_group(groups, ["m"])
+    assert v["a"]["m"] == 3.0 and v["a"]["m__n"] == 1 and v["a"]["m__missing"] == 1
+    assert v["a"]["m__by_seed"] == {1: 3.0}
