@@ -89,3 +89,50 @@ def test_the_train_procedure_names_its_settings_as_a_run_config_does():
     # a model option a run config refuses (null for a number): no settings, not a failure
     bad = {**params, "model": {"name": "small-fc", "input_size": None}}
     assert get_procedure("train").training_settings(bad, 0) is None
+
+
+def test_a_train_run_is_minibatch_sgd_from_the_seeds_weights_and_batch_order(tmp_path):
+    """The ``train`` procedure's run by hand (float64): weights from
+    ``torch.manual_seed(seed)``, each epoch a fresh permutation of the training set from a
+    generator seeded with the run seed, batches of 8, 8 and the leftover 4, and
+    p ← p − lr·∇ mean cross-entropy; ``max_steps`` caps the run at 5 of its 6 steps."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from sgdlab.data import load_dataset
+    from sgdlab.experiments.procedures import get_procedure
+    from sgdlab.models import build_model
+    from sgdlab.store import RunStore
+    from sgdlab.train.checkpoint import load_weights
+
+    seed, lr = 3, 0.5
+    params = {"dataset": {"name": "digits", "n_train": 20, "n_test": 10},
+              "model": {"name": "mlp", "widths": [5]}, "dtype": "float64",
+              "optimizer": {"name": "sgd", "lr": lr}, "batch_size": 8, "epochs": 2,
+              "max_steps": 5, "eval_every": 0}
+    store = RunStore(str(tmp_path / "runs.sqlite"))
+    run_id = store.create_run({"t": 1}, name="sgd")
+    ctx = SimpleNamespace(store=store, run_id=run_id, progress=None, device=None,
+                          artifact_dir=tmp_path, dependencies={}, checkpoint_dir=None)
+    out = get_procedure("train").run(SimpleNamespace(params=params, seed=seed), ctx)
+    assert out.status == "finished" and out.summary["steps"] == 5
+    ds = load_dataset("digits", n_train=20, n_test=10).to(dtype=torch.float64)
+    torch.manual_seed(seed)
+    net = build_model("mlp", ds.input_shape, ds.num_outputs, widths=[5]).to(torch.float64)
+    gen, steps = torch.Generator().manual_seed(seed), 0
+    for _ in range(2):
+        perm = torch.randperm(20, generator=gen)
+        for idx in (perm[:8], perm[8:16], perm[16:]):
+            if steps == 5:
+                break
+            loss = torch.nn.functional.cross_entropy(net(ds.x_train[idx]), ds.y_train[idx])
+            grads = torch.autograd.grad(loss, list(net.parameters()))
+            with torch.no_grad():
+                for p, g in zip(net.parameters(), grads):
+                    p -= lr * g
+            steps += 1
+    (path,) = store.artifacts(run_id, "model")
+    weights = load_weights(path)["model"]
+    for name, p in net.state_dict().items():
+        torch.testing.assert_close(weights[name], p, rtol=0, atol=1e-12)
