@@ -311,3 +311,19 @@ def test_a_propagated_error_bar_combines_the_stds_of_what_the_difference_is_made
     fig = _bar_figure(spec, {"a": runs}, bar)
     assert _error_bar_half_lengths(fig) == pytest.approx([want])
     plt.close(fig)
+
+
+def test_compare_groups_draws_its_curves_against_the_step_unless_told():
+    # the runs log epochs every 10 steps: the default axis is still the optimizer step
+    metrics = {"epoch": [(10, 1.0), (20, 2.0)], "train_loss": [(0, 1.0), (10, 0.5), (20, 0.25)]}
+    spec = SimpleNamespace(options={"table": [], "curves": ["train_loss"]},
+                           paper={"figure": "Fig. 0"})
+    (_, fig), = compare_groups(spec, [run("sgd", 0, {}, metrics)]).figures
+    (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "sgd"]
+    assert list(line.get_xdata()) == [0.0, 10.0, 20.0]
+    plt.close(fig)
+    spec.options["curve_x"] = "epoch"
+    (_, fig), = compare_groups(spec, [run("sgd", 0, {}, metrics)]).figures
+    (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "sgd"]
+    assert list(line.get_xdata()) == [0.0, 1.0, 2.0]
+    plt.close(fig)
