@@ -327,3 +327,16 @@ def test_compare_groups_draws_its_curves_against_the_step_unless_told():
     (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "sgd"]
     assert list(line.get_xdata()) == [0.0, 1.0, 2.0]
     plt.close(fig)
+
+
+def test_a_continuation_starts_after_the_longest_run_of_the_group_it_continues():
+    """A seed of the source group that stopped early (diverged at step 3) does not move the
+    start of the continuation: the group's training ran to step 8; a run without a
+    ``steps`` summary counts its last recorded step (12 here)."""
+    from sgdlab.experiments.procedures.common import continuation_offsets
+
+    groups = {"gd": [run("gd", 0, {}, {"loss": [(0, 1.0), (8, 0.5)]}, summary={"steps": 8}),
+                     run("gd", 1, {}, {"loss": [(0, 1.0), (3, 9.0)]}, summary={"steps": 3})],
+              "sgd": [run("sgd", 0, {"init_from": "gd"}, {"loss": [(0, 0.5), (12, 0.1)]})],
+              "late": [run("late", 0, {"init_from": "sgd"}, {"loss": [(0, 0.1)]})]}
+    assert continuation_offsets(groups) == {"gd": 0, "sgd": 8, "late": 20}
