@@ -136,3 +136,46 @@ def test_a_train_run_is_minibatch_sgd_from_the_seeds_weights_and_batch_order(tmp
     weights = load_weights(path)["model"]
     for name, p in net.state_dict().items():
         torch.testing.assert_close(weights[name], p, rtol=0, atol=1e-12)
+
+
+def test_a_full_batch_train_run_is_gradient_descent_and_measures_its_final_weights(tmp_path):
+    """``batch_size: full``: one step per epoch on the whole training set (2 steps, as the
+    plan counts them); the ``final`` measurement ``grad_norm`` is ‖∇ mean cross-entropy‖ over
+    the training set at the final weights, by hand in float64."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from sgdlab.data import load_dataset
+    from sgdlab.experiments.procedures import get_procedure
+    from sgdlab.models import build_model
+    from sgdlab.store import RunStore
+
+    seed, lr = 1, 0.5
+    params = {"dataset": {"name": "digits", "n_train": 20, "n_test": 10},
+              "model": {"name": "mlp", "widths": [5]}, "dtype": "float64",
+              "optimizer": {"name": "sgd", "lr": lr}, "batch_size": "full", "epochs": 2,
+              "eval_every": 0, "final": [{"kind": "grad_norm"}]}
+    proc = get_procedure("train")
+    assert proc.planned_steps(params) == 2
+    store = RunStore(str(tmp_path / "runs.sqlite"))
+    ctx = SimpleNamespace(store=store, run_id=store.create_run({"t": 1}, name="gd"),
+                          progress=None, device=None, artifact_dir=tmp_path, dependencies={},
+                          checkpoint_dir=None)
+    out = proc.run(SimpleNamespace(params=params, seed=seed), ctx)
+    assert out.status == "finished" and out.summary["steps"] == 2
+    ds = load_dataset("digits", n_train=20, n_test=10).to(dtype=torch.float64)
+    torch.manual_seed(seed)
+    net = build_model("mlp", ds.input_shape, ds.num_outputs, widths=[5]).to(torch.float64)
+
+    def grads():
+        loss = torch.nn.functional.cross_entropy(net(ds.x_train), ds.y_train)
+        return torch.autograd.grad(loss, list(net.parameters()))
+
+    for _ in range(2):
+        step = grads()
+        with torch.no_grad():
+            for p, g in zip(net.parameters(), step):
+                p -= lr * g
+    norm = torch.sqrt(sum((g ** 2).sum() for g in grads())).item()
+    assert out.summary["grad_norm"] == pytest.approx(norm, rel=1e-10)
