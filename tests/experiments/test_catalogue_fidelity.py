@@ -571,3 +571,27 @@ def test_paper_scale_lists_the_unstated_cifar10_training_details(name):
         assert "no data augmentation" in text, name
     if any(p["model"]["name"] == "vgg-11" for p in runs):
         assert "footnote 5" in text, name
+
+
+@pytest.mark.parametrize("dataset", [{"name": "digits"}, {"name": "digits", "test_size": 300},
+                                     {"name": "mnist_small", "test_size": 1000}])
+def test_train_examples_of_an_embedded_set_are_the_loaders_count(dataset):
+    # at batch 64 a count one off plans the same steps: the count itself is checked
+    from sgdlab.data import load_dataset
+    from sgdlab.experiments.procedures.train import train_examples
+
+    opts = {k: v for k, v in dataset.items() if k != "name"}
+    assert train_examples(dataset) == len(load_dataset(dataset["name"], **opts).x_train)
+
+
+def test_max_steps_caps_the_planned_steps_and_never_adds_to_them():
+    from sgdlab.experiments.procedures import get_procedure
+
+    # 20 examples at batch 8: 3 steps an epoch, 6 in 2 epochs
+    p = {"dataset": {"name": "digits", "n_train": 20}, "model": {"name": "mlp"},
+         "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 8, "epochs": 2}
+    train = get_procedure("train")
+    assert train.planned_steps(p) == 6
+    assert train.planned_steps({**p, "max_steps": 5}) == 5
+    assert train.planned_steps({**p, "max_steps": 100}) == 6
+    assert train.planned_steps({**p, "batch_size": "full"}) == 2
