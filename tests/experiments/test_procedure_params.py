@@ -179,3 +179,30 @@ def test_a_full_batch_train_run_is_gradient_descent_and_measures_its_final_weigh
                 p -= lr * g
     norm = torch.sqrt(sum((g ** 2).sum() for g in grads())).item()
     assert out.summary["grad_norm"] == pytest.approx(norm, rel=1e-10)
+
+
+def test_max_steps_zero_is_a_run_that_measures_its_initialisation():
+    from sgdlab.experiments.procedures import get_procedure
+
+    p = {"dataset": {"name": "digits", "n_train": 20}, "model": {"name": "mlp"},
+         "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 8, "epochs": 1}
+    get_procedure("train").validate({**p, "max_steps": 0}, "r")
+    assert get_procedure("train").planned_steps({**p, "max_steps": 0}) == 0
+    with pytest.raises(ConfigError, match="max_steps must be an integer >= 0, got -1"):
+        get_procedure("train").validate({**p, "max_steps": -1}, "r")
+
+
+def test_final_weights_prefer_the_weights_file_to_an_older_bare_state_dict(tmp_path):
+    import torch
+
+    from sgdlab.experiments.procedures.train import MODEL_FILE, final_weights
+    from sgdlab.train.checkpoint import save_weights
+
+    new, old = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        new.weight.fill_(1.0)
+        old.weight.fill_(-1.0)
+    torch.save(old.state_dict(), tmp_path / MODEL_FILE)
+    assert torch.equal(final_weights(tmp_path)["weight"], old.weight)    # only the old file
+    save_weights(tmp_path / "weights.pt", new, 7)
+    assert torch.equal(final_weights(tmp_path)["weight"], new.weight)
