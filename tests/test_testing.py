@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from sgdlab.operators.params import unflatten_like
-from sgdlab.testing import dense_hessian_reference
+from sgdlab.operators.params import params_vector
+from sgdlab.testing import dense_hessian_reference, flat_loss
 
 
 @pytest.mark.parametrize("two_layers", [False, True])
@@ -17,9 +17,7 @@ def test_the_dense_hessian_reference_of_a_loss_linear_in_the_outputs(two_layers)
 
     def loss_fn(out, y):
         return (out - y).mean()
-    like = {k: p.detach() for k, p in model.named_parameters()}
-    theta = torch.cat([p.reshape(-1) for p in like.values()])
-    h = torch.func.hessian(lambda t: loss_fn(torch.func.functional_call(
-        model, unflatten_like(t, like), (x,)), y))(theta)
+
+    h = torch.func.hessian(flat_loss(model, loss_fn, (x, y)))(params_vector(model))
     assert bool(h.abs().max() > 0) == two_layers     # the W2 W1 cross terms
     torch.testing.assert_close(dense_hessian_reference(model, loss_fn, (x, y)), h)
