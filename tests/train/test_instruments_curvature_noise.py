@@ -3,6 +3,7 @@ import copy
 import math
 import re
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,8 +12,9 @@ from torch import nn
 from sgdlab.data.base import Dataset
 from sgdlab.measure.noise import noise_magnitude
 from sgdlab.errors import UserError
-from sgdlab.testing import (covariance_reference, dense_hessian_reference,
-                            per_sample_gradients_loop, toy_dataset)
+from sgdlab.testing import (Quadratic, covariance_reference, dense_hessian_reference,
+                            per_sample_gradients_loop, tiny_classification, tiny_mlp,
+                            toy_dataset)
 from sgdlab.train.callbacks import MeasurementCallback, Schedule, train_subset
 from sgdlab.train.instruments import build_instrument, instruments
 from sgdlab.train.loop import train
@@ -684,9 +686,6 @@ def test_curvature_and_sharpness_instruments_log_the_closed_forms_of_a_quadratic
     probes: its own probe count, not the trace's two); ``sharpness/expected`` is
     σ²/2 · Tr H (Zhu et al.), ``sharpness/local_entropy`` the width −f_γ with
     f_γ = Σ log(1 + γλ)/(2β) at the minimum (the thesis' local entropy, β = 4)."""
-    from types import SimpleNamespace
-
-    from sgdlab.testing import Quadratic
     from sgdlab.train.instruments.curvature import HessianCallback, SharpnessCallback
 
     lam = torch.tensor([3.0, 1.0, 0.5, 0.2, 0.1], dtype=torch.float64)
@@ -739,8 +738,6 @@ def test_hessian_instrument_passes_its_lanczos_options_and_a_step_seeded_generat
     generator seeded ``seed + step`` (a resumed run logs the same values); and an evaluation
     subset larger than the training set is the whole set (the noise instruments' k ≤ min(N, d)
     check counts N so)."""
-    from types import SimpleNamespace
-
     import sgdlab.train.instruments.curvature as inst
 
     calls = []
@@ -764,10 +761,13 @@ def test_hessian_instrument_passes_its_lanczos_options_and_a_step_seeded_generat
     assert inst.eval_set_size(data, 7) == 7
 
 
+def _noise_problem():
+    """The noise tests' model (d = 26, float64) and evaluation set (N = 6)."""
+    return tiny_mlp(3, 4, 2, seed=0), tiny_classification(n=6, seed=1)
+
+
 def _measuring_context(model, **kw):
     """What a noise instrument's ``compute`` reads of the loop's context."""
-    from types import SimpleNamespace
-
     return SimpleNamespace(**{"model": model, "loss_fn": nn.CrossEntropyLoss(), "batch": None,
                               "batch_size": None, **kw})
 
@@ -776,11 +776,9 @@ def test_the_noise_instrument_divides_by_d_and_logs_at_most_n_eigenvalues():
     """``noise/mean_eig`` = Tr Σ / d and ``noise/rank_fraction`` = rank / d (d parameters, not
     N samples); k = 20 > N = 6 logs the N eigenvalues Σ has pairs for, against Σ by outer
     products in float64."""
-    from sgdlab.testing import tiny_classification, tiny_mlp
     from sgdlab.train.instruments.noise import NoiseCallback
 
-    model = tiny_mlp(3, 4, 2, seed=0)                   # d = 26, float64
-    data = tiny_classification(n=6, seed=1)
+    model, data = _noise_problem()                      # d = 26, float64
     sigma = covariance_reference(per_sample_gradients_loop(model, nn.CrossEntropyLoss(), data))
     d = sigma.shape[0]
     out = NoiseCallback(Schedule.every(1), k=20).compute(_measuring_context(model), data,
@@ -798,13 +796,9 @@ def test_the_noise_instrument_divides_by_d_and_logs_at_most_n_eigenvalues():
 def test_the_noise_magnitude_instrument_takes_its_batch_size_and_the_groups_current_lr():
     """sqrt(η Tr Σ / m) with η the group's lr as a schedule has set it (not the optimizer's
     initial lr) and m the instrument's ``batch_size`` (not the loop's)."""
-    from types import SimpleNamespace
-
-    from sgdlab.testing import tiny_classification, tiny_mlp
     from sgdlab.train.instruments.noise import NoiseMagnitudeCallback
 
-    model = tiny_mlp(3, 4, 2, seed=0)
-    data = tiny_classification(n=6, seed=1)
+    model, data = _noise_problem()
     sigma = covariance_reference(per_sample_gradients_loop(model, nn.CrossEntropyLoss(), data))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     opt.param_groups[0]["lr"] = 0.05                    # as a schedule leaves it
@@ -817,11 +811,9 @@ def test_the_noise_magnitude_instrument_takes_its_batch_size_and_the_groups_curr
 
 
 def test_the_alignment_instrument_logs_the_trace_ratio_when_asked():
-    from sgdlab.testing import tiny_classification, tiny_mlp
     from sgdlab.train.instruments.noise import AlignmentCallback
 
-    model = tiny_mlp(3, 4, 2, seed=0)
-    data = tiny_classification(n=6, seed=1)
+    model, data = _noise_problem()
     out = AlignmentCallback(Schedule.every(1), k=1, trace_alignment=True).compute(
         _measuring_context(model), data, torch.Generator().manual_seed(0))
     assert math.isfinite(out["align/trace_ratio"]) and "align/trace_h_sigma" in out
@@ -830,15 +822,11 @@ def test_the_alignment_instrument_logs_the_trace_ratio_when_asked():
 def test_the_alignment_instrument_refuses_more_eigenpairs_than_sigma_has():
     """Σ of N examples has at most min(N, d) eigenpairs: k = 7 on an evaluation set of 6 is
     refused when the run is checked, before training."""
-    from types import SimpleNamespace
-
-    from sgdlab.testing import tiny_classification, tiny_mlp
     from sgdlab.train.instruments.noise import AlignmentCallback
 
-    x, y = tiny_classification(n=6, seed=1)
+    model, (x, y) = _noise_problem()
     data = SimpleNamespace(x_train=x, y_train=y)
     cb = AlignmentCallback(Schedule.every(1), k=7, eval_subset=None)
     with pytest.raises(ValueError, match=r"Invalid k=7 \(at most min\(N, d\) = 6"):
-        cb.check(tiny_mlp(3, 4, 2, seed=0), data)
-    AlignmentCallback(Schedule.every(1), k=6, eval_subset=None).check(
-        tiny_mlp(3, 4, 2, seed=0), data)
+        cb.check(model, data)
+    AlignmentCallback(Schedule.every(1), k=6, eval_subset=None).check(model, data)
