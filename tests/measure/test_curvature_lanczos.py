@@ -1,4 +1,6 @@
 """Lanczos / power iteration / Hessian eigenpairs against dense float64 references."""
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -7,7 +9,7 @@ from sgdlab.measure.curvature import (
     hessian_eigenpairs, hessian_top_eigenvalue, lanczos, lanczos_decomposition, power_iteration,
 )
 from sgdlab.measure.curvature.slq import lanczos_lockstep
-from sgdlab.operators import HessianOperator, LinearOperator
+from sgdlab.operators import DenseOperator, HessianOperator, LinearOperator
 from sgdlab.testing import dense_hessian_reference, tiny_classification, tiny_mlp
 
 
@@ -108,8 +110,6 @@ def test_ritz_change_criterion_stops_earlier_but_is_close():
                      torch.linspace(-1, 4, 198, dtype=torch.float64)])
     a = q @ torch.diag(lam) @ q.T
     ref = 10.0
-    from sgdlab.operators import DenseOperator
-
     loose, tight = DenseOperator(a), DenseOperator(a)
     v1, _ = lanczos(loose, 1, tol=1e-3, criterion="ritz_change",
                     generator=torch.Generator().manual_seed(0))
@@ -130,8 +130,6 @@ def test_error_bound_criterion_meets_its_eigenvalue_tolerance_in_fewer_steps(k):
     lam = torch.cat([torch.tensor([12.0, 9.0, 7.5], dtype=torch.float64),
                      torch.linspace(-2, 5, 297, dtype=torch.float64)])
     a = q @ torch.diag(lam) @ q.T
-    from sgdlab.operators import DenseOperator
-
     tol = 1e-6
     bound_op, resid_op = DenseOperator(a), DenseOperator(a)
     v1, _ = lanczos(bound_op, k, tol=tol, criterion="error_bound",
@@ -224,7 +222,6 @@ def test_a_half_precision_model_s_eigenvalues_come_from_a_float32_recurrence(dty
     the basis lost orthogonality at once: λ_max 17-72% off the float64 copy's over these four
     seeds, where the dense Hessian of the bfloat16 model is within 0.2% of it."""
     import copy
-    import warnings
 
     from sgdlab.measure import hessian_spectral_density
 
@@ -241,6 +238,11 @@ def test_a_half_precision_model_s_eigenvalues_come_from_a_float32_recurrence(dty
         density = hessian_spectral_density(half, loss_fn, (x.to(dtype), y), num_probes=1,
                                            num_iter=8, generator=torch.Generator().manual_seed(0))
     assert abs(float(density.nodes.max()) - top) < 1e-2 * top       # SLQ's top Ritz value
+
+
+def _diag_4_over_bulk() -> torch.Tensor:
+    """diag(4, linspace(0, 2, 39)): an outlier above a bulk that reaches down to 0."""
+    return torch.cat([torch.tensor([4.0]), torch.linspace(0, 2, 39)]).double()
 
 
 def _krylov_ritz_errors(lam: torch.Tensor, v0: torch.Tensor, steps: int) -> list[dict]:
@@ -272,14 +274,12 @@ def test_lanczos_stops_at_the_first_step_that_meets_tol(criterion, steps):
     after exactly ``steps`` products: one product per step, the check after each step (not
     one late; the first one too, where the Krylov space is as large as the number of pairs
     wanted), and the checked quantity itself (twice it would not be met)."""
-    lam = torch.cat([torch.tensor([4.0]), torch.linspace(0, 2, 39)]).double()
+    lam = _diag_4_over_bulk()
     v0 = torch.ones(40, dtype=torch.float64)
     errors = [e[criterion] for e in _krylov_ritz_errors(lam, v0, steps)]
     at = errors[-1]
     before = errors[-2] if steps > 1 else 16 * at
     assert before > 4 * at and all(e > before for e in errors[:-2])
-    from sgdlab.operators import DenseOperator
-
     op = DenseOperator(torch.diag(lam))
     vals, _ = lanczos(op, 1, v0=v0, tol=1.5 * at, criterion=criterion)
     assert op.num_matvecs == steps
@@ -335,19 +335,12 @@ def test_the_restart_vector_is_orthogonalised_twice():
                                atol=1e-13)
 
 
-def _diag_4_over_bulk() -> torch.Tensor:
-    """diag(4, linspace(0, 2, 39)): an outlier above a bulk that reaches down to 0."""
-    return torch.cat([torch.tensor([4.0]), torch.linspace(0, 2, 39)]).double()
-
-
 @pytest.mark.parametrize("criterion", ["residual", "error_bound", "ritz_change"])
 def test_every_stopping_rule_is_relative_to_the_spectrum_s_scale(criterion):
     """Each rule compares with ``tol`` a quantity relative to the Ritz values (the docstring's
     ``tol · max|θ|`` / ``tol · |θ|``): c·A from the same start vector is the same Krylov
     space with Ritz values scaled by c, so it stops after the same number of products at any
     scale c (a rule read as absolute stops at once for c = 1e-4 and late for c = 1e4)."""
-    from sgdlab.operators import DenseOperator
-
     lam, v0 = _diag_4_over_bulk(), torch.ones(40, dtype=torch.float64)
     steps = []
     for c in (1e-4, 1.0, 1e4):
@@ -363,10 +356,6 @@ def test_an_eigenvalue_at_zero_converges_relative_to_the_spectral_radius():
     Ritz value: the smallest eigenvalue of diag(4, linspace(0, 2, 39)) is 0, and it must
     converge before the Krylov space fills the whole space (relative to θ ≈ 0 it never
     would)."""
-    import warnings
-
-    from sgdlab.operators import DenseOperator
-
     op = DenseOperator(torch.diag(_diag_4_over_bulk()))
     with warnings.catch_warnings():
         warnings.simplefilter("error")          # converged: no RuntimeWarning
@@ -436,8 +425,6 @@ def test_a_copy_of_the_top_eigenvalue_outside_the_first_block_is_found():
     spectrum's scale of 1000) before the exact 999 of the first block may count as second.
     With the residual ≤ tol·1000 = 10 and a gap of 500 to the bulk, that Ritz value is within
     r²/gap = 0.2 of 1000."""
-    from sgdlab.operators import DenseOperator
-
     lam = torch.cat([torch.tensor([1000.0, 1000.0, 999.0]),
                      torch.linspace(0, 500, 57)]).double()
     v0 = torch.zeros(60, dtype=torch.float64)
@@ -453,8 +440,6 @@ def test_the_warning_says_when_the_wanted_pair_missed_tol_and_only_then():
     """From the all-ones vector the top Ritz pair of diag(4, linspace(0, 2, 39)) has relative
     residual 4.9e-3 after 5 steps (the float64 Krylov reference above): num_iter=5 with
     tol = 2e-3 (missed by a factor 2.5) warns, tol = 1e-2 (met) does not."""
-    import warnings
-
     lam, v0 = _diag_4_over_bulk(), torch.ones(40, dtype=torch.float64)
     assert _krylov_ritz_errors(lam, v0, 5)[-1]["residual"] == pytest.approx(4.9e-3, rel=0.02)
     with pytest.warns(RuntimeWarning, match=r"not converged after 5 iterations"):
