@@ -218,6 +218,16 @@ def test_folder_size_counts_each_file_once_and_follows_no_link(tmp_path):
         "0 B", "999 B", "3.8 KB", "37.0 MB", "537.0 MB", "1.1 GB"]
 
 
+def test_human_size_moves_to_the_next_decimal_unit_at_each_thousand():
+    assert [human_size(n) for n in (1000, 999_900, 1_010_000, 1_000_000_000, 2_000_000_000_000)
+            ] == ["1.0 KB", "999.9 KB", "1.0 MB", "1.0 GB", "2.0 TB"]
+
+
+def test_human_size_rounds_up_into_the_next_unit_rather_than_printing_1000():
+    assert [human_size(n) for n in (999_949, 999_950, 999_950_000, 999_960_000_000)] == [
+        "999.9 KB", "1.0 MB", "1.0 GB", "1.0 TB"]
+
+
 def test_compact_gives_the_deleted_rows_pages_back_and_waits_for_no_busy_writer(tmp_path):
     """SQLite keeps a file's size after a delete; ``compact`` (VACUUM, then a truncating
     checkpoint of the log) shrinks it, keeping every row left; a store another process is
@@ -397,11 +407,6 @@ def test_a_run_named_artifacts_does_not_take_the_sweeps_artifact_folder(tmp_path
     assert (tmp_path / ARTIFACTS / "k" / "weights.pt").stat().st_size == 10
 
 
-def test_human_size_moves_to_the_next_decimal_unit_at_each_thousand():
-    assert [human_size(n) for n in (1000, 999_900, 1_010_000, 1_000_000_000, 2_000_000_000_000)
-            ] == ["1.0 KB", "999.9 KB", "1.0 MB", "1.0 GB", "2.0 TB"]
-
-
 def test_a_key_folder_a_run_finished_since_the_plan_has_is_kept(tmp_path):
     # no lease left (the new run released it): its row alone keeps the folder
     store = RunStore(tmp_path / "runs.sqlite")
@@ -445,8 +450,3 @@ def test_a_relative_path_under_artifacts_of_an_old_store_is_the_key_folder_s(tmp
     store.add_artifact(rid, "data", "old-cwd/sgdlab-runs/artifacts/k/data.json")
     plan = plan_deletion(store, [rid])
     assert plan.runs[0].folders == [tmp_path / ARTIFACTS / "k"] and plan.runs[0].outside == []
-
-
-def test_human_size_rounds_up_into_the_next_unit_rather_than_printing_1000():
-    assert [human_size(n) for n in (999_949, 999_950, 999_950_000, 999_960_000_000)] == [
-        "999.9 KB", "1.0 MB", "1.0 GB", "1.0 TB"]
