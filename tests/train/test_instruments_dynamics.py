@@ -11,7 +11,7 @@ from sgdlab.testing import Quadratic
 from sgdlab.train.callbacks import Schedule
 from sgdlab.train.instruments import build_instrument
 from sgdlab.train.loop import train
-from test_xing_instruments import _bn_model
+from test_xing_instruments import _bn_model, _no_data
 from test_xing_instruments import _data as _xing_data
 
 
@@ -79,8 +79,7 @@ def test_the_gradient_cosine_of_float32_gradients_stays_within_minus_one_and_one
     """GD on L = θ²/2 with lr 1.7: g_{t+1} = −0.7 g_t, so cos(g_t, g_{t+1}) = −1 exactly
     (Xing et al. Fig. 1's bouncing); float32 dot products round it past −1 by ~1e-8, which a
     cosine never is (an arccos of it would be NaN)."""
-    data = Dataset(torch.zeros(2, 1), torch.zeros(2), torch.zeros(2, 1), torch.zeros(2),
-                   {"name": "toy", "task": "regression", "num_outputs": 1})
+    data = _no_data()
     model = Quadratic(torch.ones(1, 1), torch.ones(1))
     res = train(model, lambda out, y: out.mean(), data,
                 torch.optim.SGD(model.parameters(), lr=1.7), epochs=12, batch_size=2,
@@ -93,8 +92,7 @@ def test_the_gradient_cosine_of_float32_gradients_stays_within_minus_one_and_one
 
 def test_hessian_bn_mode_both_logs_the_norm_in_each_mode():
     # L = ½ θᵀHθ with H = diag(3, −5): no batch norm, so both modes give ‖H‖₂ = 5
-    data = Dataset(torch.zeros(2, 1), torch.zeros(2), torch.zeros(2, 1), torch.zeros(2),
-                   {"name": "toy", "task": "regression", "num_outputs": 1})
+    data = _no_data()
     model = Quadratic(torch.diag(torch.tensor([3.0, -5.0], dtype=torch.float64)))
     res = train(model, lambda out, y: out.mean(), data,
                 torch.optim.SGD(model.parameters(), lr=0.0), epochs=1, batch_size=2,

@@ -28,6 +28,13 @@ def _data(n=12, seed=0, *, scale=1.0, shift=0.0):
                    {"name": "tiny", "task": "classification", "num_outputs": 2})
 
 
+def _no_data(dtype=torch.float32):
+    """Two zero examples (a ``Quadratic`` ignores its inputs): one full batch of 2."""
+    z, t = torch.zeros(2, 1, dtype=dtype), torch.zeros(2, dtype=dtype)
+    return Dataset(z, t, z.clone(), t.clone(),
+                   {"name": "toy", "task": "regression", "num_outputs": 1})
+
+
 def _bn_model(hidden=4):
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(3, hidden), nn.BatchNorm1d(hidden), nn.Tanh(),
@@ -349,9 +356,7 @@ def test_the_step_interpolation_instrument_passes_its_height_floor_on():
     # GD on L = θ²/2 with lr 0.2 from θ = 1: θ₁ = 0.8; "sampled" measures Table 2's height from
     # the lowest of the 10 points between the iterates, α = 10/11 (θ = 9/11), not from θ₁:
     # (1/2 + 0.32 − (9/11)²)/2
-    data = Dataset(torch.zeros(2, 1, dtype=torch.float64), torch.zeros(2, dtype=torch.float64),
-                   torch.zeros(2, 1, dtype=torch.float64), torch.zeros(2, dtype=torch.float64),
-                   {"name": "toy", "task": "regression", "num_outputs": 1})
+    data = _no_data(torch.float64)
     model = Quadratic(torch.ones(1, 1, dtype=torch.float64))
     walk = build_instrument("step_interpolation", schedule=Schedule.every(1),
                             height_floor="sampled")
