@@ -111,7 +111,6 @@ def test_L1_gamma_inf_is_elastic_sgd():
                                                     params(res.replicas[1]))) > 1e-3
 
 
-
 def test_elastic_sgd_on_split_least_squares_reaches_the_coupled_fixed_point():
     """Elastic-SGD (5.4) with full-batch gradients on three disjoint shards of a least-squares
     problem, f_a(w) = |X_a w − y_a|²/n_a: its fixed point solves the coupled linear system
@@ -144,6 +143,7 @@ def test_elastic_sgd_on_split_least_squares_reaches_the_coupled_fixed_point():
     torch.testing.assert_close(res.master.weight.detach()[0], want.mean(0), rtol=0, atol=1e-12)
     assert (want[0] - want[1]).abs().max() > 0.05
     assert sum(gr(w) for gr, w in zip(grads, want)).abs().max() < 1e-12
+
 
 @pytest.mark.parametrize("mu", [0.0, 0.9])
 def test_L1_n1_gamma_rho_inf_is_sgd(mu):
@@ -398,7 +398,6 @@ def test_local_epochs_count_passes_over_each_replicas_subset(batch_size):
         assert lrs[unit] == pytest.approx(want), unit
 
 
-
 def test_local_epochs_count_passes_over_the_largest_replica_subset():
     """Disjoint shards of 47 examples over three replicas hold 16, 16 and 15: with b = 5 a
     pass over the largest is ⌈16/5⌉ = 4 rounds (over the smallest ⌈15/5⌉ = 3), so with
@@ -416,6 +415,7 @@ def test_grad_evals_round_up_to_whole_rounds():
     cfg = ParleConfig(replicas=2, L=3, lr=0.1, batch_size=8)
     res = train_replicas(toy_model(), LOSS, toy_data(), cfg, grad_evals=7)
     assert res.rounds == 3 and res.grad_evals == 9
+
 
 def test_local_epochs_are_the_global_ones_with_the_whole_set():
     data = toy_data()
@@ -783,7 +783,6 @@ def test_parle_config_passes_rho_max_to_each_replica_s_optimizer():
     assert got == [0.125, 0.25, 0.5, 0.5]
 
 
-
 def test_parle_config_gives_each_field_to_its_own_option_of_the_replica_s_optimizer():
     """The config's names (the thesis' Remark 5.3 loops: ``momentum``/``nesterov`` on y in
     (5.8a), ``outer_momentum``/``outer_nesterov`` on x^a in (5.8c)) land on the optimizer's
@@ -804,6 +803,7 @@ def test_parle_config_gives_each_field_to_its_own_option_of_the_replica_s_optimi
     g = ParleConfig(momentum=0.0, outer_momentum=0.0).optimizer(
         [nn.Parameter(torch.zeros(1))], seed=0, batches=5).param_groups[0]
     assert not g["nesterov"] and not g["inner_nesterov"]
+
 
 def test_parle_config_passes_weight_decay_on_to_each_replica_s_optimizer():
     p = [nn.Parameter(torch.zeros(1))]
