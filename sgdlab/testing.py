@@ -46,6 +46,14 @@ def tiny_mlp(in_dim: int = 3, hidden: int = 4, out_dim: int = 2, *, seed: int = 
     return model.to(dtype)
 
 
+def scalar_linear(weight: float) -> nn.Linear:
+    """x ↦ w·x in float64, one weight and no bias: losses and gradients worked out by hand."""
+    model = nn.Linear(1, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.fill_(weight)
+    return model
+
+
 def random_eval_batchnorm(bn: nn.Module, seed: int) -> nn.Module:
     """``bn`` in eval mode with seeded random running statistics (and affine weights), so that
     eval-mode batch norm is not the identity in the tests."""

@@ -13,7 +13,7 @@ from sgdlab.measure.entropy_gradient import (langevin_step_, local_entropy_gradi
                                              local_entropy_gradient_angle)
 from sgdlab.operators.params import params_vector
 from sgdlab.optim.entropy_sgd import EntropySGD
-from sgdlab.testing import quadratic_local_entropy_gradient
+from sgdlab.testing import quadratic_local_entropy_gradient, scalar_linear
 
 torch.set_num_threads(1)
 
@@ -205,9 +205,7 @@ def test_an_sgd_gradient_against_the_entropy_gradient_is_at_180_degrees(seed, pa
     2(w + 1) = +2: in one dimension the angle is 180° exactly (0° for a pair with t = 5)."""
     assert sorted(torch.randperm(3, generator=torch.Generator().manual_seed(seed))[:2]
                   .tolist()) == pair
-    model = nn.Linear(1, 1, bias=False).double()
-    with torch.no_grad():
-        model.weight.zero_()
+    model = scalar_linear(0.0)
     data = (torch.ones(3, 1, dtype=torch.float64),
             torch.tensor([[-1.0], [-1.0], [5.0]], dtype=torch.float64))
     r = local_entropy_gradient_angle(model, nn.MSELoss(), data, 0.5, batch_size=2,
@@ -392,9 +390,7 @@ def test_a_non_finite_sgd_gradient_is_a_floating_point_error():
     is refused by name rather than returned as NaN."""
     gen = torch.Generator().manual_seed(1)
     assert [int(torch.randperm(3, generator=gen)[0]) for _ in range(2)] == [1, 0]
-    model = nn.Linear(1, 1, bias=False).double()
-    with torch.no_grad():
-        model.weight.fill_(0.5)
+    model = scalar_linear(0.5)
     data = (torch.tensor([[1.0], [1e200], [2.0]], dtype=torch.float64),
             torch.zeros(3, 1, dtype=torch.float64))
     with pytest.raises(FloatingPointError, match="non-finite SGD gradient"):

@@ -10,6 +10,7 @@ from torch import nn
 
 from sgdlab.measure.interpolation import evaluate, interpolate_models, recompute_bn_statistics
 from sgdlab.operators.params import params_vector, set_params_vector
+from sgdlab.testing import scalar_linear
 
 
 def _data(n, seed):
@@ -279,9 +280,7 @@ def test_the_default_grid_holds_both_models_exactly():
 def test_evaluate_weights_batches_by_their_size():
     # x ↦ x (weight 1, no bias) against targets 0: squared errors 1, 4, 9 in one batch and 16
     # in the other, mean over the 4 samples 30/4 (not the mean of the batch means, 31/3)
-    model = nn.Linear(1, 1, bias=False).double()
-    with torch.no_grad():
-        model.weight.fill_(1.0)
+    model = scalar_linear(1.0)
     x = torch.tensor([[1.0], [2.0], [3.0], [4.0]], dtype=torch.float64)
     y = torch.zeros(4, 1, dtype=torch.float64)
     loss, acc = evaluate(model, nn.MSELoss(), [(x[:3], y[:3]), (x[3:], y[3:])])
@@ -300,10 +299,7 @@ def test_recomputed_statistics_are_exact_at_every_layer_by_default():
     # variance train mode normalises by. Evaluated (running statistics) against targets 0,
     # the loss is mean(out²), worked out here in float64.
     def make():
-        lin = nn.Linear(1, 1, bias=False)
-        with torch.no_grad():
-            lin.weight.fill_(1.0)
-        return nn.Sequential(lin, nn.BatchNorm1d(1, affine=False), _Square(),
+        return nn.Sequential(scalar_linear(1.0), nn.BatchNorm1d(1, affine=False), _Square(),
                              nn.BatchNorm1d(1, affine=False)).double()
 
     x = torch.tensor([[0.0], [1.0], [3.0], [-2.0], [5.0], [0.5]], dtype=torch.float64)
@@ -322,13 +318,11 @@ def test_keep_evaluates_every_point_with_model_a_s_batch_norm_statistics():
     # bn_stats="keep" normalises with A's at every α, B's end included: the loss against
     # targets 0 is mean(x²)/(1 + ε), not mean((x − 2)²)/(4 + ε)
     def make(mean, var):
-        lin = nn.Linear(1, 1, bias=False)
         bn = nn.BatchNorm1d(1, affine=False)
         with torch.no_grad():
-            lin.weight.fill_(1.0)
             bn.running_mean.fill_(mean)
             bn.running_var.fill_(var)
-        return nn.Sequential(lin, bn).double()
+        return nn.Sequential(scalar_linear(1.0), bn).double()
 
     x = torch.tensor([[1.0], [2.0], [-3.0]], dtype=torch.float64)
     data = (x, torch.zeros(3, 1, dtype=torch.float64))

@@ -11,7 +11,7 @@ from sgdlab.measure.sharpness import (
     epsilon_sharpness, expected_sharpness, local_entropy, mean_loss,
 )
 from sgdlab.operators import params_vector
-from sgdlab.testing import Quadratic
+from sgdlab.testing import Quadratic, scalar_linear
 
 
 def _loss(out, y):
@@ -323,9 +323,7 @@ def test_losses_over_batches_of_unequal_size_are_means_over_samples(vectorize):
     generator's draws; its expectation σ²/2 · Tr H with H = (2/N) Σ x_i²."""
     x = torch.tensor([[1.0], [2.0], [-1.0], [3.0]], dtype=torch.float64)
     y = torch.tensor([[0.5], [1.0], [2.0], [-4.0]], dtype=torch.float64)
-    model = nn.Linear(1, 1, bias=False).double()
-    with torch.no_grad():
-        model.weight.fill_(0.7)
+    model = scalar_linear(0.7)
     batches = [(x[:3], y[:3]), (x[3:], y[3:])]
     r = 0.7 * x - y
     assert mean_loss(model, nn.MSELoss(), batches) == pytest.approx(float(r.square().mean()),
@@ -349,9 +347,7 @@ def test_epsilon_sharpness_climbs_the_gradient_of_the_mean_over_all_samples():
     mean gradients, not weighted by their sizes (1 − 2 < 0), would descend instead."""
     x = torch.ones(4, 1, dtype=torch.float64)
     y = torch.tensor([[-0.3], [-0.3], [-0.3], [2.7]], dtype=torch.float64)
-    model = nn.Linear(1, 1, bias=False).double()
-    with torch.no_grad():
-        model.weight.fill_(0.7)
+    model = scalar_linear(0.7)
     res = epsilon_sharpness(model, nn.MSELoss(), [(x[:3], y[:3]), (x[3:], y[3:])], 0.1,
                             generator=torch.Generator().manual_seed(0))
     base, top = float((0.7 - y).square().mean()), float((0.87 - y).square().mean())
