@@ -44,13 +44,13 @@ def test_cosine_and_norms_match_explicit_formulas():
     assert update_norm(th - torch.tensor([0.0, 3.0, 4.0], dtype=torch.float64), model) == 5.0
 
 
-
 def test_gradient_cosine_is_computed_in_float64_whatever_the_gradients_dtype():
     # cos ∠((1, 1e-4), (1, 0)) = 1/√(1 + 1e-8) = 1 − 5e-9 (to 4e-17): float32 rounds it to 1
     g = torch.tensor([1.0, 1e-4], dtype=torch.float32)
     exact = 1 / math.sqrt(1 + float(g[1].double()) ** 2)
     assert gradient_cosine(g, torch.tensor([1.0, 0.0])) == pytest.approx(exact, abs=1e-15)
     assert gradient_cosine(g, torch.tensor([1.0, 0.0])) < 1.0
+
 
 def _bn_model():
     torch.manual_seed(1)
