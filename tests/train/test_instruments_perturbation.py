@@ -3,6 +3,7 @@ training loop, in float64 with plain SGD at learning rate 1 as the base: the fie
 optimizer added is then θ_before − θ_after − ∇f, read off the weights, independently of the
 optimizer's report that the instruments use."""
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from sgdlab.optim import build_optimizer_for
 from sgdlab.testing import tiny_classification, tiny_mlp
 from sgdlab.train.callbacks import Callback, Schedule
 from sgdlab.train.instruments import build_instrument, instruments
+from sgdlab.train.instruments.perturbation import FieldAlignmentCallback, MinAbsGradientCallback
 from sgdlab.train.loop import train
 
 LOSS = nn.CrossEntropyLoss()
@@ -173,10 +175,6 @@ class _Switch:
 
 
 def test_field_slices_follow_the_optimizer_order_skip_gradientless_tensors_and_unwrap_switch():
-    from types import SimpleNamespace
-
-    from sgdlab.train.instruments.perturbation import (FieldAlignmentCallback,
-                                                       MinAbsGradientCallback)
     model = nn.Sequential(nn.Linear(2, 1), nn.Linear(1, 1)).double()
     w0, b0, w1, b1 = model.parameters()
     order = [w1, b0, w0, b1]                   # not the model's order; b0 has no gradient
@@ -206,9 +204,6 @@ def test_field_slices_follow_the_optimizer_order_skip_gradientless_tensors_and_u
 
 
 def test_the_loss_gradient_is_read_before_a_base_step_changes_it_in_place():
-    from types import SimpleNamespace
-
-    from sgdlab.train.instruments.perturbation import MinAbsGradientCallback
     model = nn.Linear(2, 1, bias=False).double()
     model.weight.grad = torch.tensor([[0.5, -4.0]], dtype=torch.float64)
     # foreach Nesterov SGD adds the momentum into p.grad in place: 1.9 g at the first step
