@@ -4,7 +4,7 @@ import pytest
 import yaml
 from yaml.constructor import ConstructorError
 
-from sgdlab.yaml_loaders import MAX_EXPANDED_VALUES, strict_yaml_loader
+from sgdlab.yaml_loaders import MAX_EXPANDED_VALUES, config_loader, strict_yaml_loader
 
 # the C composer where there is one: a 100,000-item document composes in a fraction of a second
 LOADER = strict_yaml_loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader))
@@ -25,8 +25,6 @@ def test_aliases_that_add_more_values_than_the_limit_are_refused():
 
 
 def _config(text: str):
-    from sgdlab.yaml_loaders import config_loader
-
     return yaml.load(text, Loader=config_loader())
 
 
