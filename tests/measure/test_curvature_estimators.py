@@ -1,4 +1,5 @@
 """Trace, Frobenius norm, SLQ density, dense spectra and the harmonic mean vs exact values."""
+import copy
 import math
 
 import pytest
@@ -10,7 +11,8 @@ from sgdlab.measure.curvature import (
     hessian_bottom_eigenvalues, hessian_frobenius_norm, hessian_spectrum, hessian_trace,
     hutchinson_trace, spectral_density,
 )
-from sgdlab.testing import dense_hessian_reference, tiny_classification, tiny_mlp
+from sgdlab.testing import (dense_hessian_reference, empirical_fisher_reference, ggn_reference,
+                            per_sample_gradients_loop, tiny_classification, tiny_mlp)
 
 
 def _spd_like(d=50, seed=0):
@@ -139,7 +141,6 @@ def test_eigenvalue_conveniences_take_every_curvature_operator():
     ``operator=``: the extreme eigenvalues of the dense GGN and empirical Fisher."""
     from sgdlab.measure.curvature import hessian_eigenpairs, hessian_top_eigenvalue
     from sgdlab.operators import per_sample_gradients
-    from sgdlab.testing import empirical_fisher_reference, ggn_reference
 
     model, loss_fn = tiny_mlp(3, 4, 2), nn.CrossEntropyLoss()
     data = tiny_classification(9, 3, 2)
@@ -469,7 +470,6 @@ def test_hessian_spectral_density_is_gauss_quadrature_of_the_dense_hessian():
     probe's quadrature reproduces vᵀHᵖv / vᵀv for p ≤ 2m − 1 with v the Gaussian vectors the
     generator draws, so the moments are those of the dense matrix, probe by probe."""
     from sgdlab.measure.curvature import hessian_spectral_density
-    from sgdlab.testing import ggn_reference
 
     model = tiny_mlp(3, 3, 2)
     data, loss_fn = tiny_classification(10, 3, 2), nn.CrossEntropyLoss()
@@ -567,11 +567,6 @@ def test_model_trace_and_frobenius_of_each_curvature_matrix_by_hand():
     stream (Rademacher for the trace, one Gaussian vector at a time for ‖·‖_F), each estimate
     is its samples' mean vᵀMv, resp. √mean ‖Mv‖², of the float64 dense matrix M. With
     ``dtype=torch.float64`` a float32 model's estimates are those of its float64 copy."""
-    import copy
-
-    from sgdlab.testing import (empirical_fisher_reference, ggn_reference,
-                                per_sample_gradients_loop)
-
     model = tiny_mlp(3, 3, 2)
     data, loss_fn = tiny_classification(10, 3, 2), nn.CrossEntropyLoss()
     refs = {"hessian": dense_hessian_reference(model, loss_fn, data),
