@@ -447,9 +447,9 @@ def test_switch_step_zero_runs_the_second_optimizer_from_the_start():
     assert all(torch.equal(p, q) for p, q in zip(m1.parameters(), m2.parameters()))
 
 
-def _switch(switch_step, first="rmsprop"):
-    return build_optimizer("switch", [torch.zeros(2, requires_grad=True)], first=first,
-                           second="sgd", switch_step=switch_step,
+def _switch(switch_step, first="rmsprop", params=None):
+    params = [torch.zeros(2, requires_grad=True)] if params is None else params
+    return build_optimizer("switch", params, first=first, second="sgd", switch_step=switch_step,
                            first_hyper=dict(lr=1e-2), second_hyper=dict(lr=0.1))
 
 
@@ -479,9 +479,7 @@ def test_switch_settings_name_the_groups_of_the_optimizer_not_active_at_construc
 def test_a_key_set_on_the_second_optimizers_group_after_the_switch_stays():
     # the first's keys go to the second only where it lacks them: not back over a new value
     p = torch.zeros(2, requires_grad=True)
-    opt = build_optimizer("switch", [{"params": [p], "tag": "a"}], first="rmsprop",
-                          second="sgd", switch_step=1, first_hyper=dict(lr=1e-2),
-                          second_hyper=dict(lr=0.1))
+    opt = _switch(1, params=[{"params": [p], "tag": "a"}])
     p.grad = torch.ones(2)
     opt.step()
     opt.param_groups[0]["tag"] = "b"
