@@ -8,8 +8,8 @@ import pytest
 import torch
 from scipy import stats
 
-from sgdlab.optim import build_schedule
-from sgdlab.optim.protocols import CosineCyclicLR, RandomLR, lr_trace
+from sgdlab.optim import build_schedule, protocols
+from sgdlab.optim.protocols import ConstantLR, CosineCyclicLR, RandomLR, counts_epochs, lr_trace
 from sgdlab.testing import assert_uniform_moments, tiny_classification, tiny_mlp
 
 LOSS = torch.nn.CrossEntropyLoss()
@@ -118,7 +118,6 @@ def test_triangular_per_epoch_holds_each_epoch_at_its_first_step():
     assert epoch[::4] == pytest.approx(step[::4])
     with pytest.raises(ValueError, match="per='batch'"):
         lr_trace("triangular", 4, lr=0.1, max_factor=5, step_size=2, per="batch")
-    from sgdlab.optim.protocols import counts_epochs
     assert counts_epochs("triangular", {"step_size": 8, "per": "epoch"})
     assert not counts_epochs("triangular", {"step_size": 8})
 
@@ -179,7 +178,6 @@ def test_polynomial_decay_is_eta_over_one_plus_t_to_the_b():
     ep = lr_trace("polynomial-decay", 12, lr=eta, power=b, per="epoch", steps_per_epoch=4)
     assert ep == pytest.approx([eta / (1 + t // 4) ** b for t in range(12)], rel=1e-12)
     assert lr_trace("polynomial-decay", 3, lr=eta, power=0.0) == [eta] * 3
-    from sgdlab.optim.protocols import counts_epochs
     assert counts_epochs("polynomial-decay", {"power": b, "per": "epoch"})
     assert not counts_epochs("polynomial-decay", {"power": b})
     for bad in (dict(power=-1.0), dict(power=b, per="batch")):
@@ -336,8 +334,6 @@ def test_step_schedule_refuses_settings_of_no_schedule(kw, match):
 
 
 def test_counts_epochs_for_every_schedule_that_reads_epochs():
-    from sgdlab.optim.protocols import counts_epochs
-
     assert counts_epochs("trapezoid", {"warmup": 1, "hold": 1})
     assert counts_epochs("triangular", {"max_factor": 2, "step_size_epochs": 1})
     assert not counts_epochs("random", {}) and not counts_epochs("constant", {})
@@ -348,8 +344,7 @@ def test_registered_schedules_default_as_their_classes():
     factories repeat each default (gamma, per, convention, width, start/end factors)."""
     import inspect
 
-    from sgdlab.optim import SCHEDULES
-    from sgdlab.optim import protocols
+    from sgdlab.optim import SCHEDULES     # the registry; the module's SCHEDULES is a list
 
     classes = {c.name: c for c in (protocols.ConstantLR, protocols.RandomLR,
                                    protocols.CosineCyclicLR, protocols.StepLR,
@@ -372,8 +367,6 @@ def test_another_schedules_state_is_refused_naming_both():
 
 def test_constant_schedule_resumes_from_torch_lambda_lr_state():
     # a checkpoint whose constant schedule was torch's LambdaLR(lambda t: 1) resumes at its step
-    from sgdlab.optim.protocols import ConstantLR
-
     old = torch.optim.lr_scheduler.LambdaLR(_opt(0.1), lambda t: 1.0)
     for _ in range(3):
         old.optimizer.step()
