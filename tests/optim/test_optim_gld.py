@@ -71,8 +71,13 @@ def target_covariance(name, sigma, hess):
     if name == "gld-sgd-like":
         return sigma / M
     if name == "gd-isotropic":
-        return 0.5 * float(torch.diagonal(sigma).max()) * eye    # noise_batch_size defaults to 1
+        return _isotropic_variance(sigma) * eye
     raise KeyError(name)
+
+
+def _isotropic_variance(sigma):
+    """gd-isotropic's s · max_j Σ_jj with VARIANTS' s = 0.5 (noise_batch_size defaults to 1)."""
+    return 0.5 * float(torch.diagonal(sigma).max())
 
 
 def _top_abs(mat, k):
@@ -955,7 +960,7 @@ def test_gd_isotropic_keeps_the_variance_of_the_first_step(problem):
     opt = build("gd-isotropic", model, data, seed=0)
     _run(model, opt, data, 3)
     sigma3 = covariance_reference(per_sample_gradients_loop(model, LOSS, data))
-    first, now = (0.5 * float(torch.diagonal(s).max()) for s in (sigma0, sigma3))
+    first, now = _isotropic_variance(sigma0), _isotropic_variance(sigma3)
     assert now != pytest.approx(first, rel=1e-3)                  # θ moved enough to tell
     eye = torch.eye(opt.dim, dtype=torch.float64)
     torch.testing.assert_close(opt.covariance(), first * eye, atol=1e-12, rtol=1e-9)
@@ -974,7 +979,6 @@ def test_gd_isotropic_keeps_its_first_variance_when_a_layer_is_frozen(problem):
     LOSS(model(data[0]), data[1]).backward()
     opt.step()
     assert opt.dim == sigma0.shape[0] - 4
-    first = 0.5 * float(torch.diagonal(sigma0).max())
-    torch.testing.assert_close(opt.covariance(),
-                               first * torch.eye(opt.dim, dtype=torch.float64),
+    eye = torch.eye(opt.dim, dtype=torch.float64)
+    torch.testing.assert_close(opt.covariance(), _isotropic_variance(sigma0) * eye,
                                atol=1e-12, rtol=1e-9)
