@@ -5,6 +5,7 @@ from one backward per sample, H by torch.func.hessian (sgdlab.testing)."""
 import copy
 import io
 import math
+import warnings
 
 import pytest
 import torch
@@ -756,7 +757,6 @@ def test_the_paper_rule_warns_when_a_non_positive_trace_leaves_no_noise(rule):
                                             "injected"):
         stats = opt.refresh_statistics()
     assert stats["sigma_h2"] == 0.0
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")          # said once per optimizer, not every refresh
         opt.refresh_statistics()
@@ -917,8 +917,6 @@ def test_sigma_h2_is_zero_without_a_warning_where_sgd_has_no_noise(rule):
     """N copies of one example: Σ = 0 (eq. 3), so SGD has no noise and σ_H² is 0 under every
     rule (the appendix's Tr H / (m Tr Σ) included, which divides by Tr Σ) — there is nothing
     to warn about: GLD Hessian is then plain GD, as SGD is."""
-    import warnings
-
     model = torch.nn.Linear(3, 1, bias=False).double()
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[0.2, -0.4, 1.0]], dtype=torch.float64))
