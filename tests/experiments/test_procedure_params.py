@@ -91,35 +91,55 @@ def test_the_train_procedure_names_its_settings_as_a_run_config_does():
     assert get_procedure("train").training_settings(bad, 0) is None
 
 
+# 20 digits, a float64 MLP of width 5, plain SGD: the train procedure's runs below by hand
+TRAIN = {"dataset": {"name": "digits", "n_train": 20, "n_test": 10},
+         "model": {"name": "mlp", "widths": [5]}, "dtype": "float64", "eval_every": 0}
+
+
+def _train_run(params: dict, seed: int, tmp_path, name: str):
+    """The ``train`` procedure run on ``params`` at ``seed`` into a fresh store:
+    (outcome, store, run id)."""
+    from types import SimpleNamespace
+
+    from sgdlab.experiments.procedures import get_procedure
+    from sgdlab.experiments.worker import RunContext
+    from sgdlab.store import RunStore
+
+    store = RunStore(str(tmp_path / "runs.sqlite"))
+    run_id = store.create_run({"t": 1}, name=name)
+    ctx = RunContext(store=store, run_id=run_id, progress=None, device=None,
+                     artifact_dir=tmp_path, dependencies={}, checkpoint_dir=None)
+    out = get_procedure("train").run(SimpleNamespace(params=params, seed=seed), ctx)
+    return out, store, run_id
+
+
+def _train_start(seed: int):
+    """TRAIN's data set and its model as ``torch.manual_seed(seed)`` initialises it."""
+    import torch
+
+    from sgdlab.data import load_dataset
+    from sgdlab.models import build_model
+
+    ds = load_dataset("digits", n_train=20, n_test=10).to(dtype=torch.float64)
+    torch.manual_seed(seed)
+    return ds, build_model("mlp", ds.input_shape, ds.num_outputs, widths=[5]).to(torch.float64)
+
+
 def test_a_train_run_is_minibatch_sgd_from_the_seeds_weights_and_batch_order(tmp_path):
     """The ``train`` procedure's run by hand (float64): weights from
     ``torch.manual_seed(seed)``, each epoch a fresh permutation of the training set from a
     generator seeded with the run seed, batches of 8, 8 and the leftover 4, and
     p ← p − lr·∇ mean cross-entropy; ``max_steps`` caps the run at 5 of its 6 steps."""
-    from types import SimpleNamespace
-
     import torch
 
-    from sgdlab.data import load_dataset
-    from sgdlab.experiments.procedures import get_procedure
-    from sgdlab.models import build_model
-    from sgdlab.store import RunStore
     from sgdlab.train.checkpoint import load_weights
 
     seed, lr = 3, 0.5
-    params = {"dataset": {"name": "digits", "n_train": 20, "n_test": 10},
-              "model": {"name": "mlp", "widths": [5]}, "dtype": "float64",
-              "optimizer": {"name": "sgd", "lr": lr}, "batch_size": 8, "epochs": 2,
-              "max_steps": 5, "eval_every": 0}
-    store = RunStore(str(tmp_path / "runs.sqlite"))
-    run_id = store.create_run({"t": 1}, name="sgd")
-    ctx = SimpleNamespace(store=store, run_id=run_id, progress=None, device=None,
-                          artifact_dir=tmp_path, dependencies={}, checkpoint_dir=None)
-    out = get_procedure("train").run(SimpleNamespace(params=params, seed=seed), ctx)
+    params = {**TRAIN, "optimizer": {"name": "sgd", "lr": lr}, "batch_size": 8, "epochs": 2,
+              "max_steps": 5}
+    out, store, run_id = _train_run(params, seed, tmp_path, "sgd")
     assert out.status == "finished" and out.summary["steps"] == 5
-    ds = load_dataset("digits", n_train=20, n_test=10).to(dtype=torch.float64)
-    torch.manual_seed(seed)
-    net = build_model("mlp", ds.input_shape, ds.num_outputs, widths=[5]).to(torch.float64)
+    ds, net = _train_start(seed)
     gen, steps = torch.Generator().manual_seed(seed), 0
     for _ in range(2):
         perm = torch.randperm(20, generator=gen)
@@ -142,31 +162,17 @@ def test_a_full_batch_train_run_is_gradient_descent_and_measures_its_final_weigh
     """``batch_size: full``: one step per epoch on the whole training set (2 steps, as the
     plan counts them); the ``final`` measurement ``grad_norm`` is ‖∇ mean cross-entropy‖ over
     the training set at the final weights, by hand in float64."""
-    from types import SimpleNamespace
-
     import torch
 
-    from sgdlab.data import load_dataset
     from sgdlab.experiments.procedures import get_procedure
-    from sgdlab.models import build_model
-    from sgdlab.store import RunStore
 
     seed, lr = 1, 0.5
-    params = {"dataset": {"name": "digits", "n_train": 20, "n_test": 10},
-              "model": {"name": "mlp", "widths": [5]}, "dtype": "float64",
-              "optimizer": {"name": "sgd", "lr": lr}, "batch_size": "full", "epochs": 2,
-              "eval_every": 0, "final": [{"kind": "grad_norm"}]}
-    proc = get_procedure("train")
-    assert proc.planned_steps(params) == 2
-    store = RunStore(str(tmp_path / "runs.sqlite"))
-    ctx = SimpleNamespace(store=store, run_id=store.create_run({"t": 1}, name="gd"),
-                          progress=None, device=None, artifact_dir=tmp_path, dependencies={},
-                          checkpoint_dir=None)
-    out = proc.run(SimpleNamespace(params=params, seed=seed), ctx)
+    params = {**TRAIN, "optimizer": {"name": "sgd", "lr": lr}, "batch_size": "full",
+              "epochs": 2, "final": [{"kind": "grad_norm"}]}
+    assert get_procedure("train").planned_steps(params) == 2
+    out, _, _ = _train_run(params, seed, tmp_path, "gd")
     assert out.status == "finished" and out.summary["steps"] == 2
-    ds = load_dataset("digits", n_train=20, n_test=10).to(dtype=torch.float64)
-    torch.manual_seed(seed)
-    net = build_model("mlp", ds.input_shape, ds.num_outputs, widths=[5]).to(torch.float64)
+    ds, net = _train_start(seed)
 
     def grads():
         loss = torch.nn.functional.cross_entropy(net(ds.x_train), ds.y_train)
