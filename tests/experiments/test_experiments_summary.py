@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from sgdlab.experiments.summary import load_all, results_markdown
+from sgdlab.experiments.summary import load_all, parse_page, results_markdown
 
 
 def _result(name: str, conclusions: list[dict], deviations: list[str]) -> dict:
@@ -227,7 +227,6 @@ def test_results_md_parses_to_the_counts_of_its_totals_line():
     import re
     from pathlib import Path
 
-    from sgdlab.experiments.summary import parse_page
     from sgdlab.report.verdicts import OUTSIDE
 
     md = (Path(__file__).resolve().parents[2] / "docs" / "RESULTS.md").read_text()
@@ -425,12 +424,13 @@ def test_compare_reports_counts_that_moved_without_a_finding_that_moved():
     assert compare_pages(old, old)[0] == "no verdict changed"
 
 
+ONE_AGREEING = [{"text": "x", "agrees_with_paper": True, "claim": "c"}]
+
+
 def test_a_page_listing_an_entry_twice_in_its_overview_is_refused():
     from sgdlab.errors import UserError
-    from sgdlab.experiments.summary import parse_page
 
-    cs = [{"text": "x", "agrees_with_paper": True, "claim": "c"}]
-    page = results_markdown([_result("e1", cs, [])], command=None)
+    page = results_markdown([_result("e1", ONE_AGREEING, [])], command=None)
     parse_page(page, "page.md")                     # once: read
     (row,) = [ln for ln in page.splitlines() if ln.startswith("| [e1](#e1)")]
     twice = page.replace(row, f"{row}\n{row.replace('1 / 0 / 0', '0 / 1 / 0')}")
@@ -440,11 +440,8 @@ def test_a_page_listing_an_entry_twice_in_its_overview_is_refused():
 
 
 def test_an_incomplete_experiment_says_how_many_runs_are_missing():
-    from sgdlab.experiments.summary import parse_page
-
-    cs = [{"text": "x", "agrees_with_paper": True, "claim": "c"}]
-    r = {**_result("e1", cs, []), "incomplete": True, "missing_runs": ["a", "b"]}
+    r = {**_result("e1", ONE_AGREEING, []), "incomplete": True, "missing_runs": ["a", "b"]}
     page = results_markdown([r], command=None)
     assert "| x | c | agrees |\n| incomplete: 2 runs missing | | |\n" in page
     assert parse_page(page, "p")["e1"].findings[1] == ("incomplete: 2 runs missing", "", "")
-    assert "incomplete" not in results_markdown([_result("e1", cs, [])], command=None)
+    assert "incomplete" not in results_markdown([_result("e1", ONE_AGREEING, [])], command=None)
