@@ -318,15 +318,13 @@ def test_compare_groups_draws_its_curves_against_the_step_unless_told():
     metrics = {"epoch": [(10, 1.0), (20, 2.0)], "train_loss": [(0, 1.0), (10, 0.5), (20, 0.25)]}
     spec = SimpleNamespace(options={"table": [], "curves": ["train_loss"]},
                            paper={"figure": "Fig. 0"})
-    (_, fig), = compare_groups(spec, [run("sgd", 0, {}, metrics)]).figures
-    (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "sgd"]
-    assert list(line.get_xdata()) == [0.0, 10.0, 20.0]
-    plt.close(fig)
-    spec.options["curve_x"] = "epoch"
-    (_, fig), = compare_groups(spec, [run("sgd", 0, {}, metrics)]).figures
-    (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "sgd"]
-    assert list(line.get_xdata()) == [0.0, 1.0, 2.0]
-    plt.close(fig)
+    for curve_x, want in ((None, [0.0, 10.0, 20.0]), ("epoch", [0.0, 1.0, 2.0])):
+        if curve_x is not None:
+            spec.options["curve_x"] = curve_x
+        (_, fig), = compare_groups(spec, [run("sgd", 0, {}, metrics)]).figures
+        (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "sgd"]
+        assert list(line.get_xdata()) == want, curve_x
+        plt.close(fig)
 
 
 def test_a_continuation_starts_after_the_longest_run_of_the_group_it_continues():
