@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sgdlab.experiments.procedures.common import schedule_lr
+from sgdlab.experiments.procedures.common import continuation_offsets, schedule_lr
 from sgdlab.experiments.procedures.generic import compare_groups
 from sgdlab.testing import stored_run
 
@@ -134,7 +134,6 @@ def test_the_spin_glass_embeds_each_distinct_minimum_once_with_its_multiplicity(
 
 
 def test_zhu_continuations_are_drawn_after_the_gd_run_they_start_from():
-    from sgdlab.experiments.procedures.common import continuation_offsets
     from sgdlab.experiments.procedures.zhu import zhu_noisy_label
 
     acc = {"test_acc": [(0, 0.5), (2, 0.6)]}
@@ -331,8 +330,6 @@ def test_a_continuation_starts_after_the_longest_run_of_the_group_it_continues()
     """A seed of the source group that stopped early (diverged at step 3) does not move the
     start of the continuation: the group's training ran to step 8; a run without a
     ``steps`` summary counts its last recorded step (12 here)."""
-    from sgdlab.experiments.procedures.common import continuation_offsets
-
     groups = {"gd": [run("gd", 0, {}, {"loss": [(0, 1.0), (8, 0.5)]}, summary={"steps": 8}),
                      run("gd", 1, {}, {"loss": [(0, 1.0), (3, 9.0)]}, summary={"steps": 3})],
               "sgd": [run("sgd", 0, {"init_from": "gd"}, {"loss": [(0, 0.5), (12, 0.1)]})],
