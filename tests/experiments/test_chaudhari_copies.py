@@ -227,12 +227,7 @@ def test_copy_k_of_seed_s_trains_at_seed_1000s_plus_k(monkeypatch):
     """§5.0.1's copies have their own initialisation and batch order: copy k of run seed s
     trains at 1000·s + k (at seed 0 that is k, which the other tests run), and only the
     copy's own parameters reach training."""
-    from dataclasses import dataclass
-
-    @dataclass
-    class Run:
-        params: dict
-        seed: int
+    from sgdlab.experiments.spec import RunSpec
 
     seen = []
     train = get_procedure("train")
@@ -241,6 +236,7 @@ def test_copy_k_of_seed_s_trains_at_seed_1000s_plus_k(monkeypatch):
             "batch_size": 32, "epochs": 1, "similarity": "inner"}
     proc = get_procedure("train_or_compare_copies")
     for seed, k in ((2, 3), (1, 0), (0, 5)):
-        proc.run(Run(dict(base, copy=k), seed), None)
+        proc.run(RunSpec("e", 1, "smoke", "c", dict(base, copy=k), seed,
+                         "train_or_compare_copies"), None)
     assert [s for s, _ in seen] == [2003, 1000, 5]
     assert all("copy" not in p and "similarity" not in p for _, p in seen)
