@@ -851,15 +851,11 @@ def test_each_group_is_coupled_and_scoped_with_its_own_gamma(normalize):
     eta, eta_out, L, alpha = 0.1, 0.5, 3, 0.25
     scopes = [(0.4, 0.0), (2.0, 0.3)]
 
-    def by_hand(Q, p, x, g0, g1):
-        for t in range(2):
-            gamma = g0 * (1 - g1) ** t
-            y, z = x.clone(), x.clone()
-            for _ in range(L):
-                y = y - eta * (Q @ y + p + (y - x) / gamma)
-                z = alpha * z + (1 - alpha) * y
-            x = x - eta_out * (x - z) / (1.0 if normalize else gamma)
-        return x
+    def by_hand(Q, p, x, g0, g1):       # no noise, momentum or weight decay
+        return _algorithm_2_with_decay(Q, p, x, where="inner", steps=2, lr=eta_out,
+                                       inner_lr=eta, L=L, g0=g0, g1=g1, alpha=alpha, temp=0.0,
+                                       mom=0.0, inner_mom=0.0, wd=0.0, normalize=normalize,
+                                       seed=0)
     want = [by_hand(Q1, p1, u0, *scopes[0]), by_hand(Q2, p2, v0, *scopes[1])]
     u, v = nn.Parameter(u0.clone()), nn.Parameter(v0.clone())
     opt = EntropySGD([{"params": [u], "gamma": scopes[0][0], "gamma_decay": scopes[0][1]},
