@@ -3,12 +3,20 @@ is planned, naming the run and the parameter, not by every run with Python's own
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import pytest
+import torch
 
+from sgdlab.data import load_dataset
 from sgdlab.errors import ConfigError
-from sgdlab.experiments.procedures import number_problem
+from sgdlab.experiments.procedures import get_procedure, number_problem
+from sgdlab.experiments.procedures.train import MODEL_FILE, final_weights
 from sgdlab.experiments.spec import catalogue_files, read_file, resolve
+from sgdlab.experiments.worker import RunContext
+from sgdlab.models import build_model
+from sgdlab.store import RunStore
+from sgdlab.train.checkpoint import load_weights, save_weights
 
 RAW = {name: read_file(catalogue_files()[name]) for name in (
     "chaudhari-double-well", "chaudhari-spin-glass", "chaudhari-pde-smoothing",
@@ -72,8 +80,6 @@ def test_number_rules(value, rule, ok):
 
 
 def test_the_train_procedure_names_its_settings_as_a_run_config_does():
-    from sgdlab.experiments.procedures import get_procedure
-
     params = {"dataset": {"name": "cubic", "n_train": 30}, "data_seed": 2,
               "model": {"name": "zhu-mlp-1-6-6-6-1"}, "optimizer": {"name": "sgd", "lr": 0.1},
               "batch_size": "full", "epochs": 3, "eval_every_steps": 5, "save_model": True,
@@ -99,12 +105,6 @@ TRAIN = {"dataset": {"name": "digits", "n_train": 20, "n_test": 10},
 def _train_run(params: dict, seed: int, tmp_path, name: str):
     """The ``train`` procedure run on ``params`` at ``seed`` into a fresh store:
     (outcome, store, run id)."""
-    from types import SimpleNamespace
-
-    from sgdlab.experiments.procedures import get_procedure
-    from sgdlab.experiments.worker import RunContext
-    from sgdlab.store import RunStore
-
     store = RunStore(str(tmp_path / "runs.sqlite"))
     run_id = store.create_run({"t": 1}, name=name)
     ctx = RunContext(store=store, run_id=run_id, progress=None, device=None,
@@ -115,11 +115,6 @@ def _train_run(params: dict, seed: int, tmp_path, name: str):
 
 def _train_start(seed: int):
     """TRAIN's data set and its model as ``torch.manual_seed(seed)`` initialises it."""
-    import torch
-
-    from sgdlab.data import load_dataset
-    from sgdlab.models import build_model
-
     ds = load_dataset("digits", n_train=20, n_test=10).to(dtype=torch.float64)
     torch.manual_seed(seed)
     return ds, build_model("mlp", ds.input_shape, ds.num_outputs, widths=[5]).to(torch.float64)
@@ -130,10 +125,6 @@ def test_a_train_run_is_minibatch_sgd_from_the_seeds_weights_and_batch_order(tmp
     ``torch.manual_seed(seed)``, each epoch a fresh permutation of the training set from a
     generator seeded with the run seed, batches of 8, 8 and the leftover 4, and
     p ← p − lr·∇ mean cross-entropy; ``max_steps`` caps the run at 5 of its 6 steps."""
-    import torch
-
-    from sgdlab.train.checkpoint import load_weights
-
     seed, lr = 3, 0.5
     params = {**TRAIN, "optimizer": {"name": "sgd", "lr": lr}, "batch_size": 8, "epochs": 2,
               "max_steps": 5}
@@ -162,10 +153,6 @@ def test_a_full_batch_train_run_is_gradient_descent_and_measures_its_final_weigh
     """``batch_size: full``: one step per epoch on the whole training set (2 steps, as the
     plan counts them); the ``final`` measurement ``grad_norm`` is ‖∇ mean cross-entropy‖ over
     the training set at the final weights, by hand in float64."""
-    import torch
-
-    from sgdlab.experiments.procedures import get_procedure
-
     seed, lr = 1, 0.5
     params = {**TRAIN, "optimizer": {"name": "sgd", "lr": lr}, "batch_size": "full",
               "epochs": 2, "final": [{"kind": "grad_norm"}]}
@@ -188,8 +175,6 @@ def test_a_full_batch_train_run_is_gradient_descent_and_measures_its_final_weigh
 
 
 def test_max_steps_zero_is_a_run_that_measures_its_initialisation():
-    from sgdlab.experiments.procedures import get_procedure
-
     p = {"dataset": {"name": "digits", "n_train": 20}, "model": {"name": "mlp"},
          "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 8, "epochs": 1}
     get_procedure("train").validate({**p, "max_steps": 0}, "r")
@@ -199,11 +184,6 @@ def test_max_steps_zero_is_a_run_that_measures_its_initialisation():
 
 
 def test_final_weights_prefer_the_weights_file_to_an_older_bare_state_dict(tmp_path):
-    import torch
-
-    from sgdlab.experiments.procedures.train import MODEL_FILE, final_weights
-    from sgdlab.train.checkpoint import save_weights
-
     new, old = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
     with torch.no_grad():
         new.weight.fill_(1.0)
