@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from sgdlab.optim import (OPTIMIZERS, SCHEDULES, build_optimizer, build_optimizer_for,
-                          build_schedule, optimizer_name, register_optimizer, schedule_name)
+                          build_schedule, optimizer_name, register_optimizer,
+                          register_schedule, schedule_name)
 from sgdlab.optim.entropy_sgd import EntropySGD
 from sgdlab.optim.gld import StructuredNoiseGD
 from sgdlab.optim.protocols import counts_epochs
@@ -166,8 +167,6 @@ def test_every_registered_optimizer_class_is_exported_by_sgdlab_optim():
 
 
 def test_a_name_taken_by_another_object_is_refused_and_the_same_one_is_kept():
-    from sgdlab.optim import register_schedule
-
     with pytest.raises(ValueError, match="optimizer name 'sgd' registered twice"):
         register_optimizer("sgd")(torch.optim.Adam)
     assert OPTIMIZERS["sgd"] is torch.optim.SGD
