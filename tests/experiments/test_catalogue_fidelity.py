@@ -582,16 +582,3 @@ def test_train_examples_of_an_embedded_set_are_the_loaders_count(dataset):
 
     opts = {k: v for k, v in dataset.items() if k != "name"}
     assert train_examples(dataset) == len(load_dataset(dataset["name"], **opts).x_train)
-
-
-def test_max_steps_caps_the_planned_steps_and_never_adds_to_them():
-    from sgdlab.experiments.procedures import get_procedure
-
-    # 20 examples at batch 8: 3 steps an epoch, 6 in 2 epochs
-    p = {"dataset": {"name": "digits", "n_train": 20}, "model": {"name": "mlp"},
-         "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 8, "epochs": 2}
-    train = get_procedure("train")
-    assert train.planned_steps(p) == 6
-    assert train.planned_steps({**p, "max_steps": 5}) == 5
-    assert train.planned_steps({**p, "max_steps": 100}) == 6
-    assert train.planned_steps({**p, "batch_size": "full"}) == 2

@@ -174,9 +174,22 @@ def test_a_full_batch_train_run_is_gradient_descent_and_measures_its_final_weigh
     assert out.summary["grad_norm"] == pytest.approx(norm, rel=1e-10)
 
 
+# 20 examples at batch 8: 3 steps an epoch
+SMALL_RUN = {"dataset": {"name": "digits", "n_train": 20}, "model": {"name": "mlp"},
+             "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 8}
+
+
+def test_max_steps_caps_the_planned_steps_and_never_adds_to_them():
+    p = {**SMALL_RUN, "epochs": 2}
+    train = get_procedure("train")
+    assert train.planned_steps(p) == 6
+    assert train.planned_steps({**p, "max_steps": 5}) == 5
+    assert train.planned_steps({**p, "max_steps": 100}) == 6
+    assert train.planned_steps({**p, "batch_size": "full"}) == 2
+
+
 def test_max_steps_zero_is_a_run_that_measures_its_initialisation():
-    p = {"dataset": {"name": "digits", "n_train": 20}, "model": {"name": "mlp"},
-         "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 8, "epochs": 1}
+    p = {**SMALL_RUN, "epochs": 1}
     get_procedure("train").validate({**p, "max_steps": 0}, "r")
     assert get_procedure("train").planned_steps({**p, "max_steps": 0}) == 0
     with pytest.raises(ConfigError, match="max_steps must be an integer >= 0, got -1"):
