@@ -31,6 +31,13 @@ def _run(model, opt, steps):
         opt.step()
 
 
+def _rmsprop_then_sgd(model, switch_step):
+    """Zhu et al.'s switch on ``model``: RMSProp at 1e-2, then SGD at 0.1 with momentum 0.9."""
+    return build_optimizer_for("switch", model, first="rmsprop", second="sgd",
+                               switch_step=switch_step, first_hyper=dict(lr=1e-2),
+                               second_hyper=dict(lr=0.1, momentum=0.9))
+
+
 def test_field_strength_formula():
     # (1 + 2 τ_i / N)^{1/2}, τ_i = n (e^{-i/τ0} - 1/2)
     for i, n, big_n, tau0 in [(0, 10, 10, 5.0), (3, 4, 10, 2.0), (50, 10, 10, 5.0)]:
@@ -152,15 +159,12 @@ def test_trivialized_round_trip(name):
 
 
 def test_switch_round_trip_across_the_switch():
-    _round_trip("switch", lambda m, seed: build_optimizer_for(
-        "switch", m, first="rmsprop", second="sgd", switch_step=4,
-        first_hyper=dict(lr=1e-2), second_hyper=dict(lr=0.1, momentum=0.9)))
+    _round_trip("switch", lambda m, seed: _rmsprop_then_sgd(m, 4))
 
 
 def test_switch_is_rmsprop_then_sgd():
     m1, m2 = tiny_mlp(seed=0), tiny_mlp(seed=0)
-    opt = build_optimizer_for("switch", m1, first="rmsprop", second="sgd", switch_step=3,
-                              first_hyper=dict(lr=1e-2), second_hyper=dict(lr=0.1, momentum=0.9))
+    opt = _rmsprop_then_sgd(m1, 3)
     assert isinstance(opt.active, torch.optim.RMSprop)
     _run(m1, opt, 3)
     _run(m2, torch.optim.RMSprop(m2.parameters(), lr=1e-2), 3)
@@ -439,8 +443,7 @@ def test_switch_step_zero_runs_the_second_optimizer_from_the_start():
     """switch_step k >= 0 steps of the first: k = 0 is the second alone (Zhu et al.'s
     RMSProp → SGD with no RMSProp phase)."""
     m1, m2 = tiny_mlp(seed=0), tiny_mlp(seed=0)
-    opt = build_optimizer_for("switch", m1, first="rmsprop", second="sgd", switch_step=0,
-                              first_hyper=dict(lr=1e-2), second_hyper=dict(lr=0.1, momentum=0.9))
+    opt = _rmsprop_then_sgd(m1, 0)
     assert opt.switched and opt.param_groups[0]["lr"] == 0.1
     _run(m1, opt, 2)
     _run(m2, torch.optim.SGD(m2.parameters(), lr=0.1, momentum=0.9), 2)
