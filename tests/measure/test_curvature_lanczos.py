@@ -212,8 +212,59 @@ def test_repeated_eigenvalues_are_not_passed_over_after_a_restart(dtype, which, 
     torch.testing.assert_close(vals, torch.tensor(expect, dtype=dtype), rtol=0, atol=1e-5)
     torch.testing.assert_close(vecs.T @ vecs, torch.eye(len(expect), dtype=dtype), rtol=0,
                                atol=1e-5)
-    if k == 1:
-        assert op.num_matvecs <= 6         # nothing to wait for: one value, whatever its copies
+    # one block of three products a copy of the wanted extreme value; the last block's ends
+    # (1 and 3) do not beat the k-th wanted value, so no restart could change the answer
+    assert op.num_matvecs == 3 * expect.count(expect[0])
+
+
+@pytest.mark.parametrize("which", ["largest", "smallest", "magnitude", "both"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_a_multiple_of_the_identity_takes_one_product_a_wanted_pair(which, k):
+    """On c·I every Krylov block is invariant after one product. Each block's one value is
+    every value left, so once the wanted pairs are found no restart can change them: k
+    products (2k for "both"), where a restart after each (no residual to ask) ran all
+    num_iter = 2k + 60 of them."""
+    op = _Diagonal(torch.full((50,), 2.5, dtype=torch.float64))
+    want = 2 * k if which == "both" else k
+    vals, vecs = lanczos(op, k, which=which, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(vals, torch.full((want,), 2.5, dtype=torch.float64))
+    torch.testing.assert_close(vecs.T @ vecs, torch.eye(want, dtype=torch.float64))
+    assert op.num_matvecs == want
+
+
+def test_both_ends_wait_for_the_copies_of_their_own_values():
+    """diag(6, 5, 4, 3, 1, 1, 1, 1), which="both", k=3: the first block {1, 3, 4, 5, 6}
+    holds the top three; the second, {1}, ends below 4, so the top is complete, but the
+    bottom three are 1, 1, 1 and the second block's low end still beats the third (3): a
+    third block must find the last copy of 1 (seven products of the eight)."""
+    lam = torch.tensor([6.0, 5.0, 4.0, 3.0, 1.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+    op = _Diagonal(lam)
+    vals, _ = lanczos(op, 3, which="both", generator=torch.Generator().manual_seed(0))
+    assert vals.tolist() == pytest.approx([6.0, 5.0, 4.0, 1.0, 1.0, 1.0], abs=1e-12)
+    assert op.num_matvecs == 7
+
+
+def test_magnitude_waits_for_a_copy_of_a_negative_end():
+    """diag(-3, -3, 1, 2), which="magnitude", k=2: the first block {-3, 1, 2} ends at -3,
+    whose magnitude beats the second wanted value (2): the second copy of -3 must be found."""
+    op = _Diagonal(torch.tensor([-3.0, -3.0, 1.0, 2.0], dtype=torch.float64))
+    vals, _ = lanczos(op, 2, which="magnitude", generator=torch.Generator().manual_seed(0))
+    assert vals.tolist() == pytest.approx([-3.0, -3.0], abs=1e-12)
+
+
+def test_a_chosen_start_s_invariant_block_is_not_taken_for_the_whole_spectrum():
+    """From v0 = e_0 on diag(1, 2, 3, 3) the first block is invariant after one product and
+    holds 1 only: a chosen start may miss eigenspaces, so its ends say nothing of the rest.
+    The random restart that follows finds 3 and, invariant after two products (2, 3), that
+    no value left beats it."""
+    op = _Diagonal(torch.tensor([1.0, 2.0, 3.0, 3.0], dtype=torch.float64))
+    v0 = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    vals, _ = lanczos(op, 1, v0=v0, generator=torch.Generator().manual_seed(0))
+    assert vals.tolist() == pytest.approx([3.0], abs=1e-12)
+    # and with tol = 0 (every step wanted) nothing ends before num_iter or the whole space
+    op = _Diagonal(torch.full((20,), 2.0, dtype=torch.float64))
+    lanczos(op, 1, tol=0, num_iter=7, generator=torch.Generator().manual_seed(0))
+    assert op.num_matvecs == 7
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -133,6 +133,7 @@ def lanczos_decomposition(
     stop: Callable[[Tensor, Tensor, Tensor, float], bool] | None = None,
     restart_on_breakdown: bool = True,
     dtype: torch.dtype | None = None,
+    stop_at_breakdown: Callable[[Tensor, Tensor, int], bool] | None = None,
 ) -> LanczosResult:
     """Run ``num_iter`` Lanczos steps from ``v0`` (random Gaussian if None) with full
     re-orthogonalisation (classical Gram–Schmidt applied twice, so the basis stays orthonormal to
@@ -140,7 +141,10 @@ def lanczos_decomposition(
 
     On breakdown (an invariant subspace is found, |β| ≈ 0) the iteration restarts from a fresh
     random vector orthogonal to the basis (T decouples, β = 0), so multiplicities are recovered;
-    with ``restart_on_breakdown=False`` (SLQ) it stops instead. ``dtype`` is the working
+    with ``restart_on_breakdown=False`` (SLQ) it stops instead. Before a restart,
+    ``stop_at_breakdown(alpha, beta, start)`` may end the iteration there: ``start`` is the
+    index of the invariant block's first step, or -1 when that block began at ``v0`` (a
+    chosen vector, which may miss eigenspaces, unlike a random one). ``dtype`` is the working
     precision of the basis and recurrence (default the operator's, float32 for a float16 or
     bfloat16 one; products stay in the operator's precision).
     """
@@ -158,6 +162,7 @@ def lanczos_decomposition(
     eps = torch.finfo(op.dtype).eps
     scale = 0.0
     beta_next = 0.0
+    block_start = 0 if v0 is None else -1
     for j in range(m):
         w = op.matvec(basis[j]).clone()           # the operator's output may alias its input
         q = basis[: j + 1]
@@ -174,10 +179,15 @@ def lanczos_decomposition(
         if j == m - 1:
             break
         if breakdown:
-            if not restart_on_breakdown:
+            if not restart_on_breakdown or (
+                    stop_at_breakdown is not None
+                    and stop_at_breakdown(torch.from_numpy(np.array(alpha)),
+                                          torch.from_numpy(np.array(beta, dtype=np.float64)),
+                                          block_start)):
                 m = j + 1
                 beta_next = 0.0
                 break
+            block_start = j + 1
             w = random_vector(op, generator)
             for _ in range(2):
                 w = w - q.T @ (q @ w)
@@ -228,7 +238,10 @@ def lanczos(
             for the k-th. Restarts happen at a breakdown only: without one, a start vector's
             Krylov space holds one direction of each eigenspace, so an exactly repeated
             eigenvalue among the k can come out once, the next distinct eigenvalue in its
-            place (5, 4, 4, 3.9, ... read as 5, 4, 3.9).
+            place (5, 4, 4, 3.9, ... read as 5, 4, 3.9). At a breakdown of a block begun at a
+            random vector the iteration ends when that block's extreme values do not beat
+            the k-th wanted one: nothing left in the space can change the wanted values
+            (c·I takes k products).
         criterion: ``"residual"`` (above; a residual r bounds the eigenvalue error by r²/gap)
             or ``"error_bound"``: stop once that bound on the eigenvalue error,
             min(r, r²/gap) with gap the distance from θ to the nearest other Ritz value (the
@@ -306,7 +319,31 @@ def lanczos(
         return bool(np.abs(b * sb[-1, ends]).max()
                     <= tol * max(float(np.abs(theta).max()), 1e-300))
 
-    res = lanczos_decomposition(op, m_max, v0=v0, generator=generator, stop=converged)
+    def complete_at_breakdown(alpha: Tensor, beta: Tensor, start: int) -> bool:
+        # A block begun at a random vector spans, once invariant, one vector of each
+        # eigenspace of the rest of the space it explored: its extreme Ritz values are that
+        # rest's extreme eigenvalues, exactly. Copies still hidden in what is left lie
+        # between them, so they cannot change the wanted values unless those ends beat the
+        # k-th wanted one; otherwise restarting (one product a block on c·I) finds nothing.
+        if tol == 0 or start < 0 or len(alpha) < want:
+            return False
+        alpha, beta = alpha.numpy(), beta.numpy()
+        theta = tridiagonal_eigh(alpha, beta)[0]
+        ends = tridiagonal_eigh(alpha[start:], beta[start:])[0][[0, -1]]
+        idx = select_ritz(theta, k, which)
+        kth = theta[idx]
+        margin = tol * (float(np.abs(theta).max()) if criterion == "residual"
+                        else float(np.abs(kth).min()))
+        if which == "largest":
+            return bool(ends[1] <= kth[-1] + margin)
+        if which == "smallest":
+            return bool(ends[0] >= kth[-1] - margin)
+        if which == "magnitude":
+            return bool(np.abs(ends).max() <= abs(kth[-1]) + margin)
+        return bool(ends[1] <= kth[k - 1] + margin and ends[0] >= kth[-1] - margin)
+
+    res = lanczos_decomposition(op, m_max, v0=v0, generator=generator, stop=converged,
+                                stop_at_breakdown=complete_at_breakdown)
     theta, s = tridiagonal_eigh(res.alpha.numpy(), res.beta.numpy())
     idx = select_ritz(theta, k, which)
     if tol > 0 and criterion != "ritz_change" and len(res.alpha) < d:
