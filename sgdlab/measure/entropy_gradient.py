@@ -59,7 +59,7 @@ from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data, 
                                       fixed_randomness, iterate_batches, loss_derivatives,
                                       plain_checkpoints)
 from sgdlab.operators.params import (UNUSED_ZERO, flatten, functional_call, params_vector,
-                                     require_trainable)
+                                     reaching_parameters, require_trainable)
 
 from .dynamics import gradient_cosine
 from .sharpness import _gaussian, _same_batches, perturbed_evaluations
@@ -165,7 +165,8 @@ def _mean_gradient(model: nn.Module, loss_fn: LossFn, names: list[str], ys: list
             with torch.enable_grad(), fixed_randomness(model, ys[0].device, first + i), \
                     plain_checkpoints(), loss_derivatives(model):
                 out = functional_call(model, dict(zip(names, leaves)), (x,))
-                g = torch.autograd.grad(loss_fn(out, y), leaves, **UNUSED_ZERO)
+                g = torch.autograd.grad(reaching_parameters(loss_fn(out, y)), leaves,
+                                        **UNUSED_ZERO)
         finally:
             restore()
         if len(batches) == 1:

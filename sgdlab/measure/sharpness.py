@@ -48,7 +48,7 @@ from sgdlab.operators.batches import (Data, check_batch_loss, check_data, check_
 from sgdlab.operators.params import (UNUSED_ZERO, check_not_inference_mode, params_vector,
                                      set_params_vector, trainable_named_params)
 from sgdlab.operators.params import (frozen_named_params, functional_call, model_device,
-                                     unflatten_like)
+                                     reaching_parameters, unflatten_like)
 
 from .curvature import Estimate
 from .curvature import mc_estimate as _mc
@@ -284,7 +284,7 @@ def _gradient_sums(model: nn.Module, loss_fn: LossFn, data: Data, plan: PassPlan
         for xc, yc in [(x, y)] if whole else plan.split(x, y)[1]:
             try:
                 with torch.enable_grad():
-                    loss = loss_fn(model(xc), yc)
+                    loss = reaching_parameters(loss_fn(model(xc), yc))
                     g = torch.autograd.grad(loss, params, **UNUSED_ZERO)
             finally:
                 restore()

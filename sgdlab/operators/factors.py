@@ -47,7 +47,7 @@ from ..models.modes import BN_TYPES, PLAIN_BN_TYPES
 from .batches import (Data, check_loss_reduction, check_model_data, fixed_randomness,
                       iterate_chunks, loss_derivatives, plain_checkpoints)
 from .linear import kept_running_statistics
-from .params import check_not_inference_mode, trainable_named_params
+from .params import check_not_inference_mode, reaching_parameters, trainable_named_params
 from .taylor import _CONV, conv_padding, flat_layers
 
 
@@ -830,7 +830,10 @@ def _hooked_passes(model, loss_fn, batches, layers):
             nonlocal ok
             calls[i] += 1
             x = inputs[0]
-            if calls[i] > 1 or not _batched_input(mod, x, batch_len[0]):
+            # an output without a graph (the layer ran under no_grad): vmap, which sees the
+            # same function and gives it zero rows
+            if (calls[i] > 1 or not _batched_input(mod, x, batch_len[0])
+                    or not output.requires_grad):
                 ok = False
                 return
             acts[i].append(_layer_factor_input(mod, x))
@@ -859,7 +862,8 @@ def _hooked_passes(model, loss_fn, batches, layers):
                 # no input gradient of the first layer) is computed; an output changed in place
                 # afterwards (inplace activation) no longer names it: then w.r.t. the weights
                 intact = all(t._version == v for t, v in outputs)
-                torch.autograd.grad(loss_fn(out, y), [t for t, _ in outputs] if intact else params,
+                torch.autograd.grad(reaching_parameters(loss_fn(out, y)),
+                                    [t for t, _ in outputs] if intact else params,
                                     allow_unused=True)     # an unused output: no δ, vmap
             outputs.clear()
             for i in range(len(layers)):

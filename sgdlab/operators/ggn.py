@@ -24,7 +24,8 @@ from sgdlab.errors import UserError
 from .hessian import SecondOrderOperator, _unflatten_cols, second_order_forward
 from .taylor import taylor_quadratic_forms
 from .rop import rop_products
-from .params import UNUSED_ZERO, batched_columns, flatten, unflatten_like
+from .params import (UNUSED_ZERO, batched_columns, flatten, reaching_parameters,
+                     unflatten_like)
 
 
 class OutputNotTensor(UserError):
@@ -62,6 +63,7 @@ class GGNOperator(SecondOrderOperator):
             with second_order_forward(self.model):
                 out = self.model(x)
             check_tensor_output(out, "GGNOperator")
+            reaching_parameters(out, "the model's output")
             o = out.detach().requires_grad_(True)
             g_out = torch.autograd.grad(self.loss_fn(o, y), o, create_graph=True)[0]
         return x, y, out, o, g_out

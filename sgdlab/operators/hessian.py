@@ -31,7 +31,8 @@ from ..errors import warn
 from ..models.modes import BN_TYPES
 from .batches import Data, bags_composed, is_single_batch
 from .linear import ModelOperator
-from .params import UNUSED_ZERO, batched_columns, flatten, unflatten_like
+from .params import (UNUSED_ZERO, batched_columns, flatten, reaching_parameters,
+                     unflatten_like)
 from .graph_rop import GraphHVP, GraphTaylor
 from .rop import SequentialHVP, rop_products
 from .taylor import (SequentialTaylor, forward_preparation, global_forward_hooks,
@@ -188,7 +189,7 @@ class HessianOperator(SecondOrderOperator):
     def _graph(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
         """The gradient graph (created with ``create_graph``)."""
         with torch.enable_grad(), second_order_forward(self.model):
-            loss = self.loss_fn(self.model(x), y)
+            loss = reaching_parameters(self.loss_fn(self.model(x), y))
             return torch.autograd.grad(loss, list(self.params.values()), create_graph=True,
                                        **UNUSED_ZERO)
 

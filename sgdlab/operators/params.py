@@ -284,6 +284,18 @@ def check_not_inference_mode() -> None:
                         "themselves)")
 
 
+def reaching_parameters(t: Tensor, what: str = "the loss") -> Tensor:
+    """``t``, or a ``UserError`` where autograd reaches none of the parameters from it: a
+    forward pass that skips the model's layers, runs them under ``torch.no_grad()`` or
+    detaches their output. The gradient and curvature are then zero; autograd's own words
+    were "element 0 of tensors does not require grad", which names neither."""
+    if not t.requires_grad:
+        raise UserError(f"{what} does not depend on the model's trainable parameters (autograd "
+                        "reaches none of them from it): does forward() use its layers, "
+                        "outside torch.no_grad() and without .detach()?")
+    return t
+
+
 def state_versions(model: nn.Module) -> tuple[int, ...]:
     """The version counters of ``model``'s parameters and buffers. Every in-place change moves
     them (an optimizer step, new batch-norm running statistics), so a result kept with them

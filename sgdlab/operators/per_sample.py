@@ -40,7 +40,7 @@ from .batches import (Data, bags_composed, check_loss_reduction, check_model_dat
                       stochastic_modules)
 from .linear import kept_running_statistics
 from .params import (UNUSED_ZERO, flat_dtype, flatten, frozen_named_params, functional_call,
-                     require_trainable, trainable_named_params)
+                     reaching_parameters, require_trainable, trainable_named_params)
 
 # CPU buffers at least this large are backed by transparent huge pages when the kernel allows
 # it: first-touch page faults otherwise dominate writing G (first write of a 2.7 GB G 2.4x
@@ -241,7 +241,8 @@ def full_gradient(
         # each batch from the model's own buffers; reentrant checkpoints differentiable
         with fixed_randomness(model, device, i), kept_running_statistics(model), \
                 plain_checkpoints(), loss_derivatives(model):
-            g = torch.autograd.grad(loss_fn(model(x), y), params, **UNUSED_ZERO)
+            g = torch.autograd.grad(reaching_parameters(loss_fn(model(x), y)), params,
+                                    **UNUSED_ZERO)
         g = flatten(g) * len(x)
         total = g if total is None else total + g
         n += len(x)

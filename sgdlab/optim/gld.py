@@ -93,7 +93,7 @@ from sgdlab.measure.noise import (GradientCovariance, GradientVariance, gradient
 from sgdlab.models.modes import buffers_kept, eval_mode, has_batchnorm
 from sgdlab.operators import HessianOperator
 from sgdlab.operators.batches import concat_batches
-from sgdlab.operators.params import trainable_named_params
+from sgdlab.operators.params import reaching_parameters, trainable_named_params
 
 from . import noise as N
 from ._common import (PicklesWhole, check_real_parameters, closure_loss, dense,
@@ -437,8 +437,8 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
         grads = []
         for b in perm.view(nb, m):
             # a trainable parameter outside the loss has a zero gradient (as per-sample ones)
-            g = torch.autograd.grad(self.loss_fn(self.model(x[b]), y[b]), params,
-                                    allow_unused=True, materialize_grads=True)
+            loss = reaching_parameters(self.loss_fn(self.model(x[b]), y[b]))
+            g = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
             # nn.Embedding(sparse=True) gives a sparse gradient, which has no reshape
             grads.append(torch.cat([dense(t).reshape(-1) for t in g]).detach())
         g = torch.stack(grads)

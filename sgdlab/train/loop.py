@@ -102,6 +102,7 @@ from ..measure.batch_norm import recompute_bn_statistics
 from ..models.modes import eval_mode
 from ..operators.batches import check_target_shape, dtype_refusal, loss_refusal
 from ..operators.blocking import reproducible_blocks
+from ..operators.params import reaching_parameters
 from .callbacks import Callback, Schedule, TrainContext, callback_keys
 from .checkpoint import (changed_settings, checkpoint_path, load_checkpoint, load_state,
                          rng_state, save_checkpoint, set_rng_state, snapshot)
@@ -790,7 +791,7 @@ class _Training:
                               loop, cb_after_backward, self.clip, self.loss_scale)
             else:
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(xb), yb)
+                loss = reaching_parameters(loss_fn(model(xb), yb))
                 if sync_every == 1:
                     v = loss.item()
                     if not math.isfinite(v):
@@ -1035,7 +1036,7 @@ def _closure_step(ctx: TrainContext, optimizer, model, loss_fn, stream: BatchStr
             xb, yb = stream.batch(x_train, y_train, b)
         optimizer.zero_grad(set_to_none=True)
         with torch.enable_grad():
-            loss = loss_fn(model(xb), yb)
+            loss = reaching_parameters(loss_fn(model(xb), yb))
             if loss_scale == 1:
                 v = sv = loss.item()
             else:      # the optimizer sees the loss it steps on; both in one read-back

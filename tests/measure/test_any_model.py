@@ -723,6 +723,55 @@ def test_inside_inference_mode_gradient_measurements_are_refused_by_name():
         close(M.dense_hessian(model, loss_fn, data), M.dense_hessian(model, loss_fn, data))
 
 
+class _SkipsItsLayer(nn.Module):
+    """A forward pass that never uses the model's parameters (a forgotten call)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return x[:, :2] * 2.0
+
+
+class _DetachesItsLayer(_SkipsItsLayer):
+    def forward(self, x):
+        return self.lin(x).detach()
+
+
+_GRAPH_MEASUREMENTS = {
+    "dense_hessian": M.dense_hessian, "top": M.hessian_top_eigenvalue,
+    "ggn_top": lambda *a: M.hessian_top_eigenvalue(*a, operator="ggn"),
+    "trace": lambda *a: M.hessian_trace(*a, 2), "grad_norm": M.full_batch_grad_norm,
+    "epsilon_sharpness": lambda *a: M.epsilon_sharpness(*a),
+    "alignment": lambda *a: M.sigma_hessian_alignment(*a, 1),
+    "local_entropy_gradient": lambda *a: M.local_entropy_gradient(*a, 1.0, steps=2)}
+_PER_SAMPLE_MEASUREMENTS = {
+    "covariance": lambda *a: M.gradient_covariance(*a).dense(),
+    "ggn_diagonal": M.ggn_diagonal,
+    "fisher_top": lambda *a: M.hessian_top_eigenvalue(*a, operator="empirical_fisher"),
+    "noise": lambda *a: M.noise_magnitude(*a, 0.1, 2).noise_norm}
+
+
+@pytest.mark.parametrize("name", [*_GRAPH_MEASUREMENTS, *_PER_SAMPLE_MEASUREMENTS])
+def test_a_loss_that_autograd_cannot_reach_the_parameters_from_is_named(name):
+    """A forward pass that skips the layers or detaches their output: autograd reaches no
+    parameter from the loss. Each measurement failed on autograd's "element 0 of tensors
+    does not require grad" (or "cannot register a hook"), naming neither the loss nor the
+    model. Now by name; where the layer is skipped, per-sample gradients (vmap's view of a
+    function constant in θ) are exact zeros, as are its gradient and Hessian."""
+    fn = {**_GRAPH_MEASUREMENTS, **_PER_SAMPLE_MEASUREMENTS}[name]
+    data = (torch.randn(8, 3), torch.tensor([0, 1] * 4))
+    loss_fn = nn.CrossEntropyLoss()
+    with pytest.raises(UserError, match=r"does not depend on the model's trainable param"):
+        fn(_DetachesItsLayer(), loss_fn, data)
+    if name in _GRAPH_MEASUREMENTS:
+        with pytest.raises(UserError, match=r"does not depend on the model's trainable param"):
+            fn(_SkipsItsLayer(), loss_fn, data)
+    else:
+        assert not torch.as_tensor(fn(_SkipsItsLayer(), loss_fn, data)).any()
+
+
 @pytest.mark.parametrize("kind", ["no_parameters", "all_frozen"])
 def test_a_model_with_nothing_to_perturb_has_a_loss_and_names_the_problem_elsewhere(kind):
     """A module without trainable parameters (a fixed feature map, a frozen network) has a

@@ -980,3 +980,24 @@ def test_gd_isotropic_keeps_its_first_variance_when_a_layer_is_frozen(problem):
     eye = torch.eye(opt.dim, dtype=torch.float64)
     torch.testing.assert_close(opt.covariance(), _isotropic_variance(sigma0) * eye,
                                atol=1e-12, rtol=1e-9)
+
+
+def test_minibatch_gradients_that_do_not_reach_the_parameters_are_named():
+    """Σ from mini-batch gradients of a forward pass that never calls its layer: autograd's
+    "element 0 of tensors does not require grad" before, naming neither loss nor model."""
+    from sgdlab.errors import UserError
+
+    class Skips(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            return x[:, :2] * 2.0
+
+    model, data = Skips(), (torch.randn(8, 3), torch.tensor([0, 1] * 4))
+    opt = StructuredNoiseGD(model.parameters(), lr=0.1, noise="diagonal", noise_batch_size=2,
+                            covariance_estimate="minibatches", model=model, loss_fn=LOSS,
+                            data=data, seed=0)
+    with pytest.raises(UserError, match=r"the loss does not depend on the model's trainable"):
+        opt.step()

@@ -1250,3 +1250,22 @@ def test_measurements_take_untimed_probe_blocks():
     assert len(seen) == 3 and all(on for on, _ in seen)
     assert all(size is not None for _, size in seen)     # fixed, never timed
     assert not blocks_reproducible()
+
+
+def test_a_loss_that_does_not_reach_the_parameters_is_named():
+    """A replica's backward() on a loss of a forward pass that never calls its layer failed
+    with autograd's "element 0 of tensors does not require grad"."""
+    from sgdlab.errors import UserError
+
+    class Skips(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 3).double()
+
+        def forward(self, x):
+            return x[:, :3] * 2.0
+
+    cfg = ParleConfig(replicas=2, L=2, lr=0.5, inner_lr=0.2, gamma=1.0, rho=1.0, batch_size=8,
+                      seed=0)
+    with pytest.raises(UserError, match=r"the loss does not depend on the model's trainable"):
+        train_replicas(Skips(), LOSS, toy_data(), cfg, rounds=1)

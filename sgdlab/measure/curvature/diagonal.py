@@ -23,7 +23,7 @@ from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data,
 from sgdlab.operators.factors import checked_per_sample_factors, samples_interact
 from sgdlab.operators.ggn import check_tensor_output
 from sgdlab.operators.linear import kept_running_statistics
-from sgdlab.operators.params import num_params, require_trainable
+from sgdlab.operators.params import num_params, reaching_parameters, require_trainable
 from sgdlab.operators.per_sample import (check_per_sample_model, checked_per_sample_gradients,
                                          per_sample_contexts)
 
@@ -278,7 +278,7 @@ def _linear_squares(model: nn.Module, out: Tensor, layers: dict[nn.Module, tuple
     # doubled the first layer's GEMM on the large MLP)
     sq = [torch.zeros_like(z) for z in zs]
     with torch.enable_grad():            # a caller's no_grad would cut the reshape's graph
-        flat_out = out.reshape(len(out), -1)
+        flat_out = reaching_parameters(out, "the model's output").reshape(len(out), -1)
     for c in range(factors.shape[2]):
         s = factors[:, :, c]
         if not bool(s.any()):
