@@ -149,6 +149,34 @@ def test_a_train_run_is_minibatch_sgd_from_the_seeds_weights_and_batch_order(tmp
         torch.testing.assert_close(weights[name], p, rtol=0, atol=1e-12)
 
 
+def test_a_schedule_spans_the_steps_the_run_takes_when_max_steps_is_beyond_them(tmp_path):
+    """``max_steps: 100`` over 2 epochs of 3 steps: the run takes 6 steps, so a trapezoid
+    without ``anneal`` (warmup 0, hold 0, end_factor 0) anneals over those 6, lr·(1 − t/6)
+    at step t, as ``sgdlab train`` builds it; it was built for 100 steps and ended at
+    lr·0.95, its decay barely begun. By hand in float64."""
+    seed, lr = 2, 0.5
+    params = {**TRAIN, "optimizer": {"name": "sgd", "lr": lr}, "batch_size": 8, "epochs": 2,
+              "max_steps": 100, "schedule": {"name": "trapezoid", "warmup": 0, "hold": 0,
+                                             "end_factor": 0.0}}
+    out, store, run_id = _train_run(params, seed, tmp_path, "trapezoid")
+    assert out.status == "finished" and out.summary["steps"] == 6
+    ds, net = _train_start(seed)
+    gen, t = torch.Generator().manual_seed(seed), 0
+    for _ in range(2):
+        perm = torch.randperm(20, generator=gen)
+        for idx in (perm[:8], perm[8:16], perm[16:]):
+            loss = torch.nn.functional.cross_entropy(net(ds.x_train[idx]), ds.y_train[idx])
+            grads = torch.autograd.grad(loss, list(net.parameters()))
+            with torch.no_grad():
+                for p, g in zip(net.parameters(), grads):
+                    p -= lr * (1 - t / 6) * g
+            t += 1
+    (path,) = store.artifacts(run_id, "model")
+    weights = load_weights(path)["model"]
+    for name, p in net.state_dict().items():
+        torch.testing.assert_close(weights[name], p, rtol=0, atol=1e-12)
+
+
 def test_a_full_batch_train_run_is_gradient_descent_and_measures_its_final_weights(tmp_path):
     """``batch_size: full``: one step per epoch on the whole training set (2 steps, as the
     plan counts them); the ``final`` measurement ``grad_norm`` is ‖∇ mean cross-entropy‖ over

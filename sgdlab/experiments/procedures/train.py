@@ -315,7 +315,10 @@ class TrainProcedure(Procedure):
         # a batch-size schedule changes the steps of each epoch: count them as the loop does
         counts = [steps_per_epoch(n, bs(e), drop_last) if callable(bs) else spe
                   for e in range(p["epochs"])]
-        total = sum(counts) if p.get("max_steps") is None else int(p["max_steps"])
+        # the steps the run takes (max_steps beyond the epochs' steps adds none), which a
+        # schedule that decays over the run and log-spaced measurements are built for
+        total = sum(counts) if p.get("max_steps") is None else min(sum(counts),
+                                                                   int(p["max_steps"]))
         sched = None
         if p.get("schedule"):
             from sgdlab.optim.protocols import counts_epochs
