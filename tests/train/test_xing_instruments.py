@@ -200,8 +200,10 @@ def test_step_length_instrument_logs_alpha_of_the_scheduled_steps():
     cb = build_instrument("step_length", schedule=Schedule.at([1, 3]))
     cb_eq = build_instrument("step_length", schedule=Schedule.at([3]), weights="equal",
                              source="eval", eval_subset=None, prefix="step_eq")
+    cb_sub = build_instrument("step_length", schedule=Schedule.at([2]), source="eval",
+                              eval_subset=6, seed=3, prefix="step_sub")
     res = train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=lr),
-                epochs=5, batch_size=16, callbacks=[cb, cb_eq], progress=False)
+                epochs=5, batch_size=16, callbacks=[cb, cb_eq, cb_sub], progress=False)
     h = res.history
     assert [s for s, _ in h["step/alpha"]] == [1, 3] and [s for s, _ in h["step_eq/alpha"]] == [3]
     loss_fn = nn.CrossEntropyLoss()
@@ -216,6 +218,12 @@ def test_step_length_instrument_logs_alpha_of_the_scheduled_steps():
         assert dict(h["step/length"])[t] == pytest.approx(ref.length, rel=1e-9)
     ref = normalized_step_length(start, loss_fn, thetas[3], thetas[4], full, weights="equal")
     assert dict(h["step_eq/alpha"])[3] == pytest.approx(ref.alpha, rel=1e-6, abs=1e-9)
+    # eval_subset=6, seed=3: the first 6 of a permutation drawn from a generator seeded 3
+    idx = torch.randperm(16, generator=torch.Generator().manual_seed(3))[:6]
+    ref = normalized_step_length(start, loss_fn, thetas[2], thetas[3],
+                                 (data.x_train[idx], data.y_train[idx]))
+    assert dict(h["step_sub/alpha"])[2] == pytest.approx(ref.alpha, rel=1e-6, abs=1e-9)
+    assert dict(h["step_sub/loss_start"])[2] == pytest.approx(ref.losses[0], rel=1e-9)
     for bad in ({"source": "next"}, {"weights": "cockpit"}, {"eval_subset": 1}):
         with pytest.raises(ValueError):
             build_instrument("step_length", schedule=Schedule.every(1), **bad)
