@@ -210,3 +210,23 @@ def test_the_mean_of_the_nonzero_eigenvalues_is_the_seeds_mean():
     (row,) = _diffusion_analysis({}, runs).table("diffusion_spectrum").rows
     assert row[8] == pytest.approx(2.5, rel=1e-15)
     assert row[9] == pytest.approx((1.0 + 8.0) / 2, rel=1e-15)  # the spreads too
+
+
+def test_the_round_off_bar_scales_with_the_largest_eigenvalue_in_size_as_numpys_rank():
+    """Footnote 1 of §6.3.2: "thresholded at λ_max × d × machine-precision. This formula is
+    widely used, for instance, in numpy" — numpy's ``matrix_rank`` takes the largest singular
+    value, max |λ| for a symmetric matrix. With λ_min = −100 the largest in size: the bar is
+    100·10·eps32 = 1.19e-4, so −1e-5 is round-off and only −100 is negative (1 of 10)."""
+    import numpy as np
+
+    ev = np.array([1.0, -100.0, -1e-5] + [0.0] * 7)
+    eps32 = float(np.finfo(np.float32).eps)
+    a = np.diag(ev).astype(np.float32)
+    # numpy's default tolerance: S.max() · max(M, N) · eps
+    tol = np.linalg.svd(a, compute_uv=False).max() * a.shape[0] * eps32
+    assert tol == pytest.approx(100.0 * 10 * eps32, rel=1e-7)
+    bar = chaudhari._negative_bar(ev, 1e-4, eigenvalues=True, dtype="float32",
+                                  negative="float32-round-off")
+    assert bar == pytest.approx(tol, rel=1e-7)
+    facts = chaudhari._spectrum_facts(ev, 1e-4)
+    assert facts["negative"] == 0.1 and facts["lambda_min"] == -100.0
