@@ -230,3 +230,15 @@ def test_the_round_off_bar_scales_with_the_largest_eigenvalue_in_size_as_numpys_
     assert bar == pytest.approx(tol, rel=1e-7)
     facts = chaudhari._spectrum_facts(ev, 1e-4)
     assert facts["negative"] == 0.1 and facts["lambda_min"] == -100.0
+
+
+def test_beyond_the_peak_is_exactly_outside_the_near_zero_band():
+    """``beyond-peak``: negative means left of Fig. 3.4's clipped peak |λ| ≤ thr, so an
+    eigenvalue is near zero or beyond the peak on one side, never both and never neither:
+    with thr = 0.25, −0.25 (on the edge) and −0.2 are in the peak, −0.5 beyond it."""
+    import numpy as np
+
+    ev = np.array([1.0, -0.25, -0.2, -0.5] + [0.0] * 6)
+    f = chaudhari._spectrum_facts(ev, 0.25, negative="beyond-peak")
+    assert (f["near_zero"], f["negative"]) == (0.8, 0.1)
+    assert f["near_zero"] + f["negative"] + np.mean(ev > 0.25) == 1.0
