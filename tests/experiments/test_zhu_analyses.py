@@ -172,3 +172,16 @@ def test_the_noisy_label_curves_are_test_accuracy_and_expected_sharpness_by_defa
     spec = SimpleNamespace(paper=PAPER, options={})
     res = zhu.zhu_noisy_label(spec, [run("sgd", 0, metrics=m, summary={"steps": 10})])
     assert [name for name, _ in res.figures] == ["curve_test_acc", "curve_sharpness_expected"]
+
+
+def test_the_residual_at_the_start_is_the_first_finite_measurement():
+    """"The projection residual becomes small [...] in the later stage" (Fig. 4b): the late
+    mean is compared with the first measured e; a log point without a finite e (NaN at step
+    0) is no measurement, so the start is step 1's 1.5, and the late mean 0.3 (steps 3-4,
+    k = 2, bound 0.5) is small against it."""
+    nan = float("nan")
+    small, stable = zhu._residual_checks({}, 2, 10, [0, 1, 2, 3, 4], [nan, 1.5, 1.0, 0.3, 0.3])
+    assert small[3]["residual_start"] == 1.5 and small[3]["late_steps"] == [3, 4]
+    assert (small[1], stable[1]) == (True, True)
+    # the reference of eq. (13) for random k-subspaces of R^d: E e = k − k²/d = 2 − 0.4
+    assert small[3]["random_expectation"] == pytest.approx(1.6, rel=1e-15)
