@@ -185,3 +185,27 @@ def test_the_residual_at_the_start_is_the_first_finite_measurement():
     assert (small[1], stable[1]) == (True, True)
     # the reference of eq. (13) for random k-subspaces of R^d: E e = k − k²/d = 2 − 0.4
     assert small[3]["random_expectation"] == pytest.approx(1.6, rel=1e-15)
+
+
+def test_a_seed_that_stopped_inside_the_late_window_leaves_the_residual_inconclusive():
+    """Seed 1 stopped after step 6 (its last record finite), inside the window 6-8: the means
+    at steps 7 and 8 are seed 0's alone, so both verdicts are inconclusive, not read as
+    though seed 1, finite at its end, were in them."""
+    good = [1.8, 1.5, 1.0, 0.8, 0.6, 0.5, 0.42, 0.40, 0.41]
+    runs = [_residual_run(0, good), _residual_run(1, good[:7])]
+    spec = SimpleNamespace(paper=PAPER, options={"tests": ["residual"]})
+    small, stable = zhu.zhu_alignment(spec, runs).conclusions
+    assert small.evidence["late_steps"] == [6, 7, 8]
+    assert (small.agrees_with_paper, stable.agrees_with_paper) == (None, None)
+    assert "1 of 2 seeds have no finite value there" in small.text
+
+
+def test_a_missing_eigenvalue_pair_past_the_first_is_no_verdict():
+    """A NaN in the second pair: its gap is unknown, so the eigenvalue test is undecided,
+    not failed (``max`` and ``all(... <= atol)`` would read it as a mismatch)."""
+    nan = float("nan")
+    for pairs in ([(0.9, 0.88), (nan, 0.1)], [(0.9, 0.88), (0.1, nan)]):
+        _, ok, _, _ = zhu._eigenvalue_check({}, pairs)
+        assert ok is None, pairs
+    _, ok, _, _ = zhu._eigenvalue_check({}, [(0.9, 0.88), (0.1, 0.1)])
+    assert ok is True
