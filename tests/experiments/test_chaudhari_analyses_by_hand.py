@@ -242,3 +242,17 @@ def test_beyond_the_peak_is_exactly_outside_the_near_zero_band():
     f = chaudhari._spectrum_facts(ev, 0.25, negative="beyond-peak")
     assert (f["near_zero"], f["negative"]) == (0.8, 0.1)
     assert f["near_zero"] + f["negative"] + np.mean(ev > 0.25) == 1.0
+
+
+def test_a_zero_diffusion_matrix_at_the_end_is_no_ratio_not_a_crash():
+    """D(x) = 0 at 100% of training (every per-sample gradient equal, e.g. all zero in a net
+    whose units all died): Tr D = 0 and rank 0, so the 20% and 40% spectra have no multiple
+    of the end's. Remark 6.37's "almost indistinguishable" is then not shown (as for a rank
+    of 0 alone), and the analysis still reports: it divided by the zero trace."""
+    runs = [_diffusion("net", 0.0, trace=0.0, rank=0), _diffusion("net@40", 0.004, trace=2.0)]
+    an = _diffusion_analysis({}, runs)
+    rank, same = an.conclusions
+    assert rank.agrees_with_paper is False              # 0% is below the thesis' 0.3%
+    assert same.agrees_with_paper is False and "Tr D ×nan, rank ×nan" in same.text
+    rows = {r[1]: r for r in an.table("diffusion_spectrum").rows}
+    assert (rows["100%"][6], rows["40%"][6]) == (0.0, 2.0)

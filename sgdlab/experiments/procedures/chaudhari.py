@@ -504,7 +504,8 @@ def diffusion_spectrum(spec, runs: list[StoredRun]) -> Analysis:
             end = inst[100.0]
             ok, parts = True, []
             for p in others:
-                tr = inst[p]["trace"] / end["trace"]
+                # D = 0 at the end (Tr D = 0, rank 0): no multiple of it, as for the rank
+                tr = inst[p]["trace"] / end["trace"] if end["trace"] else float("nan")
                 rk = inst[p]["rank"] / end["rank"] if end["rank"] else float("nan")
                 ok = ok and all(np.isfinite(x) and 1 / factor <= x <= factor for x in (tr, rk))
                 parts.append(f"{p:g}%: Tr D ×{tr:.2f}, rank ×{rk:.2f}")
