@@ -256,3 +256,16 @@ def test_a_zero_diffusion_matrix_at_the_end_is_no_ratio_not_a_crash():
     assert same.agrees_with_paper is False and "Tr D ×nan, rank ×nan" in same.text
     rows = {r[1]: r for r in an.table("diffusion_spectrum").rows}
     assert (rows["100%"][6], rows["40%"][6]) == (0.0, 2.0)
+
+
+def test_the_rank_of_d_in_the_table_is_the_seeds_mean():
+    """As every other column ("means over each run's seeds"): seeds of rank 20 and 40 (0.2%
+    and 0.4% of d = 10,000) give a rank of 30 and a fraction of 0.3%, inside the thesis'
+    0.3% - 2% (line 2920), though the first seed alone is not."""
+    runs = [_diffusion("net", 0.002, rank=20), _diffusion("net", 0.004, rank=40)]
+    runs[1].seed, runs[1].key = 1, "net-1"
+    an = _diffusion_analysis({}, runs)
+    (row,) = an.table("diffusion_spectrum").rows
+    assert row[4:6] == [30.0, pytest.approx(0.003, rel=1e-12)]
+    (rank,) = an.conclusions
+    assert rank.agrees_with_paper is True and "rank D = 30" in rank.text

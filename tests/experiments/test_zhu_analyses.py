@@ -209,3 +209,17 @@ def test_a_missing_eigenvalue_pair_past_the_first_is_no_verdict():
         assert ok is None, pairs
     _, ok, _, _ = zhu._eigenvalue_check({}, [(0.9, 0.88), (0.1, 0.1)])
     assert ok is True
+
+
+def test_the_alignment_tests_by_default_are_fig_1s_two_statements():
+    """Without ``options.tests``, both statements of Fig. 1's text are checked: "the cosine
+    similarity between leading eigen vectors of H and Σ approaches 1" and "the normalized
+    eigenvalues are extremely similar" (k = 2 pairs)."""
+    m = {"align/cos_1": [(10, 0.99)], "align/cos_2": [(10, 0.95)],
+         "align/hess_norm_eig_1": [(10, 0.9)], "align/sigma_norm_eig_1": [(10, 0.875)],
+         "align/hess_norm_eig_2": [(10, 0.25)], "align/sigma_norm_eig_2": [(10, 0.25)]}
+    spec = SimpleNamespace(paper=PAPER, options={})
+    cos, eig = zhu.zhu_alignment(spec, [run("g", 0, metrics=m)]).conclusions
+    assert "approach 1" in cos.claim and cos.agrees_with_paper is True
+    assert "extremely similar" in eig.claim and eig.agrees_with_paper is True
+    assert eig.evidence["gaps"] == pytest.approx([0.025, 0.0], abs=1e-15)
