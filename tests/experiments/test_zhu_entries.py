@@ -948,3 +948,16 @@ def test_the_code_cites_the_zhu_text_it_was_read_from():
                    if "ICML" in line), path
         cited += "Regularization Effects of Anisotropic Noise" in " ".join(text.split())
     assert cited >= 6
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_projection_residual_compares_the_top_20_eigenspaces(scale):
+    """Fig. 4(b): "plot the squared norm of the 'projection residual' [...] when first k=20
+    leading eigenvectors are considered" (line 223), and the analysis tests it."""
+    spec = load_experiment("zhu-projection-residual", scale)
+    runs = spec.expand(data_dir="/d")
+    assert runs
+    for r in runs:
+        (m,) = [m for m in r.params["measure"] if m["name"] == "alignment"]
+        assert m["k"] == 20, r.label
+    assert "residual" in spec.options["tests"]
