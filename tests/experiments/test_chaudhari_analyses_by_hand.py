@@ -269,3 +269,21 @@ def test_the_rank_of_d_in_the_table_is_the_seeds_mean():
     assert row[4:6] == [30.0, pytest.approx(0.003, rel=1e-12)]
     (rank,) = an.conclusions
     assert rank.agrees_with_paper is True and "rank D = 30" in rank.text
+
+
+def test_a_burn_in_counted_in_steps_starts_the_gradient_norm_window_there():
+    """Remark 6.42: the full gradient "drops only by about a factor of 3" after the burn-in.
+    Snapshots every 40 steps with a burn-in of 30 end it at step 1200: the window starts at
+    the record at step 1200 itself (0.03, not the burn-in's 1.0) and ends at 0.01."""
+    params = {"measure": [{"name": "trajectory", "every_steps": 40, "every_epochs": None}],
+              "final": [{"kind": "trajectory_spectrum", "burnin": 30}]}
+    start = chaudhari.burnin_end(params)
+    assert start == ("step", 1200.0)
+    steps = list(range(0, 3001, 100))
+    g = [1.0 if s < 1200 else 0.03 * (1 / 3) ** ((s - 1200) / 1800) for s in steps]
+    r = _run("tiny-fc", params=params, metrics={"full_grad_norm": list(zip(steps, g))})
+    first, last, drop = chaudhari._grad_norm_drop(r, start, 1)
+    assert (first, last) == (0.03, pytest.approx(0.01, rel=1e-12))
+    assert drop == pytest.approx(3.0, rel=1e-12)
+    # two records at each end
+    assert chaudhari._grad_norm_drop(r, start, 2)[0] == pytest.approx((g[12] + g[13]) / 2)
