@@ -1424,3 +1424,23 @@ def test_trajectory_full_gradient_bn_reading_changes_the_dynamics_instrument_onl
     assert train_bn.params == {**default.params, "measure": [
         changed if m["name"] == "dynamics" else m for m in default.params["measure"]]}
     assert train_bn.key != default.key
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_diffusion_spectrum_instants_are_20_40_and_100_percent_of_one_training(scale):
+    """Remark 6.37 (line 2926): "the eigenspectra of the diffusion matrix [...] at three
+    different instants, 20%, 40% and 100% training completion": at every scale each
+    network's @20 and @40 runs are its @100 run stopped at that share of its epochs."""
+    runs = load_experiment("chaudhari-diffusion-spectrum", scale).expand(data_dir="/d")
+    nets = {}
+    for r in runs:
+        net, pct = r.label.split("@")
+        nets.setdefault(net, {})[int(pct)] = r.params
+    assert nets
+    for net, inst in nets.items():
+        assert sorted(inst) == [20, 40, 100], net
+        end = inst[100]
+        for pct, p in inst.items():
+            assert {k: v for k, v in p.items() if k != "epochs"} == {
+                k: v for k, v in end.items() if k != "epochs"}, (net, pct)
+            assert p["epochs"] * 100 == pct * end["epochs"], (net, pct)
