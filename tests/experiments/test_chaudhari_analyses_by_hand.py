@@ -287,3 +287,13 @@ def test_a_burn_in_counted_in_steps_starts_the_gradient_norm_window_there():
     assert drop == pytest.approx(3.0, rel=1e-12)
     # two records at each end
     assert chaudhari._grad_norm_drop(r, start, 2)[0] == pytest.approx((g[12] + g[13]) / 2)
+
+
+def test_the_diffusion_table_takes_the_configured_samples_when_the_run_recorded_none():
+    """The N of eq. (6.4)'s average: the measured ``diffusion_samples``, else the
+    ``samples`` the run's ``final`` measurement was given (2,000)."""
+    r = _diffusion("net", 0.01)
+    del r.summary["diffusion_samples"]
+    r.params["final"] = [{"kind": "diffusion_spectrum", "samples": 2000}]
+    (row,) = _diffusion_analysis({}, [r]).table("diffusion_spectrum").rows
+    assert row[3] == 2000
