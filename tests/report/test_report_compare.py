@@ -160,3 +160,35 @@ def test_the_terminal_numbers_a_claim_that_only_b_tests_more_than_once(tmp_path)
     dirs = _same_claim_results(tmp_path, a=[True], b=[True, False])
     assert compare_lines(dirs["a"], dirs["b"])[-2:] == [
         "conclusions: 1 of 2 differ:", "  same acc (#2): only in B (disagrees with the paper)"]
+
+
+def test_reports_that_read_as_many_runs_but_other_ones_say_so(tmp_path):
+    a = _results(tmp_path, "a", grid={}, seeds=[0], run_ids=["r1", "r2"])
+    b = _results(tmp_path, "b", grid={}, seeds=[0], run_ids=["r2", "r3"])
+    settings = " ".join(_text(compare_html(a, b), "<h2>Settings", "<h2>Tables").split())
+    assert "stored runs 2 (1 also in B) 2 (1 also in A)" in settings
+
+
+def test_a_reading_taken_differently_is_a_setting_that_differs(tmp_path):
+    from sgdlab.report.compare import settings_differences
+
+    def res(choice):
+        return {"experiment": {"name": "e", "version": 1, "readings": {
+            "lr": {"choice": choice, "default": "caption", "description": "..."}}},
+            "scale": "cpu", "runs": []}
+
+    assert settings_differences(res("caption"), res("caption")) is None
+    t = settings_differences(res("caption"), res("text"))
+    assert t.rows == [["readings.lr", "caption", "text"]]
+
+
+def test_a_report_whose_experiment_is_not_known_is_not_refused():
+    import pytest
+
+    from sgdlab.errors import UserError
+    from sgdlab.report.compare import check_same_experiment
+
+    for names in ((None, "grid"), ("grid", None), (None, None), ("grid", "grid")):
+        check_same_experiment(*names, "a", "b")
+    with pytest.raises(UserError, match="two experiments"):
+        check_same_experiment("grid", "other", "a", "b")

@@ -115,3 +115,43 @@ def test_a_claim_outside_the_papers_regime_is_neither_agreement_nor_disagreement
             {"experiment": {"name": "grid"}, "scale": "cpu", "conclusions": cs}))
     lines = compare_lines(tmp_path / "a", tmp_path / "b")
     assert f"  sharper at small η/B: A disagrees with the paper → B {OUTSIDE}" in lines
+
+
+def test_each_verdict_is_worded_for_its_claim_and_scale():
+    from sgdlab.report.verdicts import OUTSIDE, verdict
+
+    claim = {"text": "t", "claim": "c"}
+    assert verdict(claim | {"agrees_with_paper": True}, "cpu") == ("agrees with the paper",
+                                                                   "agree")
+    assert verdict(claim | {"agrees_with_paper": False}, "paper") == (
+        "disagrees with the paper", "disagree")
+    assert verdict(claim | {"agrees_with_paper": None}, "cpu") == ("inconclusive", "neutral")
+    assert verdict(claim | {"agrees_with_paper": True, "outside_regime": "why"}, "cpu") == (
+        OUTSIDE, "neutral")
+    # a finding without a claim is a description, outside the paper's regime or not
+    for extra in ({}, {"outside_regime": "why"}):
+        assert verdict({"text": "t", "agrees_with_paper": None} | extra, "cpu") == (
+            "descriptive", "neutral")
+    assert verdict(claim | {"agrees_with_paper": True}, "smoke") == (SMOKE, "neutral")
+
+
+def test_the_page_shows_every_table_note_missing_run_and_the_claim_beside_its_verdict(
+        tmp_path):
+    from sgdlab.report.tables import Table
+
+    r = _results(tmp_path, "cpu") | {
+        "tables": [Table("t1", ["a"], [[1]]).to_json(), Table("t2", ["b"], [[2]]).to_json()],
+        "incomplete": True, "missing_runs": ["m1", "m2"], "notes": ["one seed failed"],
+        "runs": [{"label": "lr=0.1", "seed": 3, "status": "finished", "run_id": "ID7",
+                  "key": "KEY9"}]}
+    page = render(r, tmp_path)
+    assert "<thead><tr><th>a</th></tr></thead>" in page and "<th>b</th>" in page
+    assert "2 runs missing (m1, m2)" in page
+    assert "<p class='note'>one seed failed</p>" in page
+    assert "<li>λ_max falls with η/B — <span class='disagree'>disagrees with the paper</span>" \
+        "<br><span class='note'>paper: sharper at small η/B</span></li>" in page
+    # the runs table: each value under its column
+    assert ("<th>run</th><th>seed</th><th>status</th><th>store run id</th><th>run key</th>"
+            in page)
+    assert "<tr><td>lr=0.1</td><td>3</td><td>finished</td><td>ID7</td><td>KEY9</td></tr>" \
+        in page

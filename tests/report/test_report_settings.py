@@ -28,3 +28,23 @@ def test_every_pair_of_different_values_stays_different():
     # starts and ends suffice where they tell the values apart
     assert shown(["a" * 50 + "1", "b" * 50 + "1"]) == ["a" * 39 + "…", "b" * 39 + "…"]
     assert shown(["a" * 50 + "1", "a" * 50 + "2"]) == ["…" + "a" * 38 + "1", "…" + "a" * 38 + "2"]
+
+
+def test_an_empty_section_is_a_setting_of_its_own():
+    # `optimizer: {}` against a set optimizer: the empty one reads {}, not as if missing
+    flats = [flat_config({"optimizer": {}}), flat_config({"optimizer": {"lr": 0.1}})]
+    assert flats[0] == {"optimizer": "{}"}
+    assert differing_keys(flats) == ["optimizer", "optimizer.lr"]
+
+
+def test_a_value_that_is_the_start_of_another_is_cut_apart_from_it():
+    # b extends a; c departs from a in the middle; starts and ends leave a and c equal, and a
+    # window at the middle difference leaves a and b equal: a is cut at its end, where b
+    # goes on
+    s, t = "s" * 30, "t" * 45
+    a, c = s + "A" + t, s + "C" + t
+    b = a + "y" * 5
+    cut = shown([a, b, c])
+    assert len(set(cut)) == 3 and all(len(v) <= WIDTH for v in cut)
+    assert cut[0] == "…" + a[1 - WIDTH:] and cut[1] == "…" + b[1 - WIDTH:]
+    assert "C" in cut[2]

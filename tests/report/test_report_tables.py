@@ -157,3 +157,32 @@ def test_table_differences_key_a_list_cell_and_show_a_changed_text_cell_as_a_to_
                      "rows": [[[10, 20], "adam", 0.75]]}]}
     (d,) = table_differences(a, b)
     assert d.rows == [[[10, 20], "sgd → adam", 0.25]]
+
+
+def test_csv_writes_zero_and_false_and_an_empty_cell_only_for_none():
+    t = Table("t", ["run", "n", "x", "ok"], [["a", 0, 0.0, False], ["b", None, 1.5, True]])
+    assert list(csv.reader(io.StringIO(t.to_csv())))[1:] == [["a", "0", "0.0", "False"],
+                                                            ["b", "", "1.5", "True"]]
+
+
+def test_markdown_right_aligns_a_column_by_all_its_rows_and_not_one_without_numbers():
+    # column "x": a text first row makes it a text column (left), "n": numbers in every row
+    # (right), "none": no value at all (left)
+    t = Table("t", ["x", "n", "none"], [["a", 1, None], [2.0, 3.5, None]])
+    assert "\n|---|---:|---|\n" in t.to_markdown()
+
+
+def test_table_notes_and_caption_survive_the_json_record_into_the_page():
+    t = Table("t", ["run", "acc"], [["a", 0.5]], caption="cap", notes=["seed 1 failed"])
+    back = Table.from_json(t.to_json())
+    assert (back.caption, back.notes) == ("cap", ["seed 1 failed"])
+    assert "<p class='note'>seed 1 failed</p>" in back.to_html()
+
+
+def test_table_differences_show_a_changed_boolean_cell_as_a_to_b_not_a_number():
+    # a boolean is a verdict, not a count: True − False is not a difference of 1
+    cols = ["run", "passed", "acc"]
+    a = {"tables": [{"name": "v", "columns": cols, "rows": [["x", False, 0.5]]}]}
+    b = {"tables": [{"name": "v", "columns": cols, "rows": [["x", True, 0.75]]}]}
+    (d,) = table_differences(a, b)
+    assert d.rows == [["x", "False → True", 0.25]]
