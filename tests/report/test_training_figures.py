@@ -305,3 +305,33 @@ def test_the_curvature_history_draws_the_alignment_cosines_in_rank_order():
         r"$|\cos(u_{i}(H), v_{i}(\Sigma))|$ (i = 1 … 12)")
     fig.canvas.draw()
     plt.close(fig)
+
+
+def test_thinned_keeps_every_k_th_point_and_the_last_within_max_points():
+    pts = [(s, float(s * s)) for s in range(25)]
+    steps, vals = thinned(pts, max_points=10)    # k = ceil(25 / 10) = 3: 0, 3, ..., 24
+    assert list(steps) == list(range(0, 25, 3)) and list(vals) == [s * s for s in steps]
+    steps, _ = thinned(pts[:24], max_points=10)  # 23 is not a multiple of 3: kept at the end
+    assert list(steps) == [*range(0, 24, 3), 23]
+    assert list(thinned(pts, max_points=25)[0]) == list(range(25))
+
+
+def test_learning_curves_draw_train_solid_and_test_dashed():
+    h = {"batch_loss": [(0, 3.0), (1, 2.0)], "train_loss": [(0, 2.0), (1, 1.0)],
+         "test_loss": [(0, 2.5), (1, 1.5)], "train_acc": [(0, 0.5), (1, 0.6)],
+         "test_acc": [(0, 0.4), (1, 0.55)]}
+    fig = learning_curves(h)
+    styles = {ln.get_label(): (ln.get_linestyle(), list(ln.get_ydata()))
+              for ax in fig.axes for ln in ax.get_lines()}
+    plt.close(fig)
+    assert styles["train loss"] == ("-", [2.0, 1.0]) and styles["test loss"] == ("--", [2.5, 1.5])
+    assert styles["train accuracy"] == ("-", [0.5, 0.6])
+    assert styles["test accuracy"] == ("--", [0.4, 0.55])
+
+
+def test_compare_runs_figure_draws_a_loss_on_a_log_axis_even_within_a_decade():
+    h = {"train_loss": [(0, 2.0), (5, 1.0)], "test_acc": [(0, 0.5), (5, 0.9)]}
+    fig = compare_runs_figure({"a": h}, ["train_loss", "test_acc"])
+    scales = [ax.get_yscale() for ax in fig.axes if ax.get_visible()]
+    plt.close(fig)
+    assert scales == ["log", "linear"]
