@@ -540,3 +540,26 @@ def test_a_spectrum_s_round_off_counts_every_eigenvalue_in_d():
     assert round_off_level([-4.0, 1.0], "float64", 10) == pytest.approx(
         4.0 * 10 * np.finfo(np.float64).eps)             # |λ|_max of a negative one
     assert round_off_level([0.0, 0.0], "float32") == 0.0
+
+
+def test_series_are_drawn_beside_each_other_only_where_they_share_a_setting_and_a_value():
+    from sgdlab.report.figures.charts import _coincide
+
+    # within 1 % of the y span (here 100) at one setting: one would hide the other
+    assert _coincide({"a": ([1, 2], [0.0, 100.0], None), "b": ([1, 2], [0.5, 50.0], None)})
+    # 5 % apart: both visible; the same value at two settings hides nothing
+    assert not _coincide({"a": ([1, 2], [0.0, 100.0], None),
+                          "b": ([1, 2], [5.0, 50.0], None)})
+    assert not _coincide({"a": ([1, 2], [0.0, 100.0], None), "b": ([3, 4], [0.0, 100.0], None)})
+
+
+def test_error_bars_beside_each_other_keep_each_interval_in_view():
+    from sgdlab.report.figures.charts import error_bars
+
+    # a 2 × n error: below, above each point; the series coincide, so their bars are shifted
+    # off the data transform and the axes are widened to the intervals by hand
+    fig = error_bars({"a": ([1, 2], [1.0, 1.0], [[0.5, 0.5], [5.0, 5.0]]),
+                      "b": ([1, 2], [1.0, 1.0], None)}, xlabel="x", ylabel="y")
+    lim = fig.axes[0].dataLim
+    plt.close(fig)
+    assert lim.y0 == pytest.approx(0.5) and lim.y1 == pytest.approx(6.0)
