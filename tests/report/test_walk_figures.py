@@ -176,3 +176,35 @@ def test_walk_figure_crops_to_max_steps_but_not_past_the_data():
     fig.canvas.draw()
     assert drawn_inside_width_and_top(fig, fig._suptitle)
     assert title.replace("\n", " ").endswith("gradients, the distance from initialisation")
+
+
+def test_walk_figure_counts_only_the_steps_before_max_steps_and_ends_at_the_last_turn():
+    import matplotlib.pyplot as plt
+
+    fig = walk_figure(_history(), max_steps=2)
+    # segments 0 and 1 (step 1 crossed a barrier), not segment 2
+    assert fig.axes[0].get_legend().get_title().get_text() == "1 barrier(s) in 2 steps"
+    (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "interpolated loss"]
+    assert list(line.get_xdata()) == [0.0, 0.5, 1.0, 1.0, 1.5, 2.0]
+    plt.close(fig)
+    # a cosine logged at step 7 is the turn at iteration 6: the axis ends there
+    fig = walk_figure({"grad_cosine": [(2, 0.1), (7, 0.2)]}, max_steps=40)
+    assert fig.axes[0].get_xlim() == (0, 6)
+    plt.close(fig)
+
+
+def test_interpolation_figure_draws_train_solid_test_dashed_and_a_at_alpha_0():
+    import matplotlib.pyplot as plt
+
+    curve = {"alphas": [0.0, 0.5, 1.0], "train_loss": [1.0, 2.0, 0.5],
+             "test_loss": [1.5, 2.5, 0.7], "train_acc": [0.9, 0.5, 0.95],
+             "test_acc": [float("nan")] * 3, "bn_stats": "none"}
+    fig = interpolation_figure(curve, labels=("SGD", "Adam"))
+    lines = {ln.get_label(): (ln.get_linestyle(), list(ln.get_ydata()))
+             for ax in fig.axes for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+    marks = {t.get_text(): t.xy[0] for t in fig.axes[0].texts}
+    plt.close(fig)
+    # the test accuracy, never measured, is not a curve
+    assert lines == {"train loss": ("-", [1.0, 2.0, 0.5]), "test loss": ("--", [1.5, 2.5, 0.7]),
+                     "train accuracy": ("-", [0.9, 0.5, 0.95])}
+    assert marks == {"SGD": 0.0, "Adam": 1.0}
