@@ -537,8 +537,9 @@ def test_a_spectrum_s_round_off_counts_every_eigenvalue_in_d():
     assert round_off_level([2.0, 1.0, 0.5], "float32") == pytest.approx(2.0 * 3 * eps)
     # a non-finite eigenvalue is one of the matrix's d: it read d = 2
     assert round_off_level([2.0, float("nan"), 0.5], "float32") == pytest.approx(2.0 * 3 * eps)
+    # (relative only: approx's default absolute 1e-12 passed any level near 1e-15)
     assert round_off_level([-4.0, 1.0], "float64", 10) == pytest.approx(
-        4.0 * 10 * np.finfo(np.float64).eps)             # |λ|_max of a negative one
+        4.0 * 10 * np.finfo(np.float64).eps, rel=1e-12, abs=0)   # |λ|_max of a negative one
     assert round_off_level([0.0, 0.0], "float32") == 0.0
 
 
@@ -563,3 +564,16 @@ def test_error_bars_beside_each_other_keep_each_interval_in_view():
     lim = fig.axes[0].dataLim
     plt.close(fig)
     assert lim.y0 == pytest.approx(0.5) and lim.y1 == pytest.approx(6.0)
+
+
+def test_alignment_figure_draws_each_series_at_its_eigen_index_from_1():
+    from sgdlab.report.figures.curvature import alignment_figure
+
+    fig = alignment_figure([0.9, 0.5], [0.8, 0.2], [0.7, 0.3])
+    a, b = fig.axes
+    bars = [(p.get_x() + p.get_width() / 2, p.get_height()) for p in a.patches]
+    lines = {ln.get_label(): (list(ln.get_xdata()), list(ln.get_ydata()))
+             for ln in b.get_lines()}
+    plt.close(fig)
+    assert bars == [(1.0, 0.9), (2.0, 0.5)]
+    assert lines == {"H": ([1, 2], [0.8, 0.2]), "Σ": ([1, 2], [0.7, 0.3])}

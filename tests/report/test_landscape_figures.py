@@ -174,3 +174,27 @@ def test_the_pspin_figure_says_what_its_points_are_and_that_its_scales_differ():
     assert drawn_inside_width_and_top(fig, fig._suptitle)
     assert fig.get_suptitle().replace("\n", " ") == title.replace("\n", " ")
     plt.close(fig)
+
+
+def test_the_ou_figure_draws_eq_7_in_order_and_each_batch_size_s_chains_with_2_se():
+    from sgdlab.report.figures.landscapes import ou_figure
+
+    # settings given out of order of η/S; chains of S = 1 at 0.1, of S = 2 at 0.05 and 0.2
+    fig = ou_figure([0.1, 0.05, 0.2], [0.03, 0.02, 0.09], [1e-3, 2e-3, 3e-3],
+                    [0.025, 0.0125, 0.05], [1, 2, 2])
+    ax = fig.axes[0]
+    (eq7,) = [ln for ln in ax.get_lines() if ln.get_label() == "(η/4S) Tr H (eq. 7)"]
+    assert list(eq7.get_xdata()) == [0.05, 0.1, 0.2]
+    assert list(eq7.get_ydata()) == [0.0125, 0.025, 0.05]
+    chains = {}
+    for c in ax.containers:
+        line, _, (bars,) = c.lines
+        chains[c.get_label()] = (list(line.get_xdata()), list(line.get_ydata()),
+                                 [seg[:, 1].tolist() for seg in bars.get_segments()])
+    plt.close(fig)
+    assert chains == {
+        "SGD chains, S = 1 (±2 s.e.)": ([0.1], [0.03], [[pytest.approx(0.028),
+                                                         pytest.approx(0.032)]]),
+        "SGD chains, S = 2 (±2 s.e.)": ([0.05, 0.2], [0.02, 0.09],
+                                       [[pytest.approx(0.016), pytest.approx(0.024)],
+                                        [pytest.approx(0.084), pytest.approx(0.096)]])}
