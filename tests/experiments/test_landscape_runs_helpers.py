@@ -308,3 +308,47 @@ def test_a_minimum_exactly_on_the_nearly_optimal_level_counts_and_the_basins_end
     assert s["fp: nearly_optimal_minima"] == [2.0, 5.0]
     assert s["fp: start_is_nearly_optimal"] == 1.0 and s["fp: start_is_global"] == 0.0
     assert s["fp: global_basin"] == [0.0, 3.0] and s["fp: start_basin"] == [4.0, 5.0]
+
+
+def test_an_escape_chain_already_in_the_flat_basin_at_iteration_0_has_reached_it(monkeypatch):
+    # a start in the flat basin (``start``) passes at iteration 0: reached, not censored;
+    # only −1 is "never", counted at the run length 10 in the mean
+    from types import SimpleNamespace
+
+    import sgdlab.landscapes.escape as escape
+
+    def fake(land, cfg, methods):
+        (m,) = methods
+        return SimpleNamespace(sharpness={}, sharpness_steps=[], success_rate={m: 2 / 3},
+                               reached_rate={m: 2 / 3},
+                               first_passage={m: torch.tensor([0, -1, 4])},
+                               successes=lambda _m: 2)
+    monkeypatch.setattr(escape, "escape_experiment", fake)
+    ctx = SimpleNamespace(run_id="r", device="cpu",
+                          store=SimpleNamespace(log_many=lambda rid, rows: None))
+    params = {"method": "sgd", "iterations": 10, "repetitions": 3, "trajectories": 0}
+    out = lr.EscapeProcedure().run(SimpleNamespace(params=params, seed=0), ctx)
+    assert out.summary["never_reached"] == out.data["first_passage_censored"] == 1
+    assert out.summary["first_passage_mean"] == pytest.approx((0 + 10 + 4) / 3)
+    assert "trajectories" not in out.data
+
+
+def test_passages_all_at_one_iteration_cannot_order_the_methods():
+    # every repetition of both compared methods at the same passage (here: all censored at
+    # the run length): no spread, an interval of width 0 at gap 0 — untestable, not "does not
+    # appear"; distinct passages of zero spread are ordered by their gap alone
+    ok, _, ev = lr.speed_finding({"a": [600.0] * 3}, {"b": [600.0] * 3})
+    assert ok is None and ev["ordering"] == "is untestable" and ev["interval"] == [0.0, 0.0]
+    ok, _, ev = lr.speed_finding({"a": [5.0] * 3}, {"b": [20.0] * 3})
+    assert ok is True and ev["interval"] == [15.0, 15.0]
+    ok, _, ev = lr.speed_finding({"a": [20.0] * 3}, {"b": [5.0] * 3})
+    assert ok is False and ev["ordering"] == "does not appear"
+
+
+def test_an_ordering_interval_of_width_0_at_gap_0_lies_at_0_not_above_it():
+    # at z = 0 the Newcombe interval is the point gap: equal rates 3/10 and 3/10 give [0, 0],
+    # which "lies at or below 0" (False), not above it; 4/10 against 3/10 lies above
+    ok, gap, ci = lr.ordering_verdict({"a": (3, 10)}, {"b": (3, 10)}, z=0.0)
+    assert (ok, gap, ci) == (False, 0.0, (0.0, 0.0))
+    ok, gap, ci = lr.ordering_verdict({"a": (4, 10)}, {"b": (3, 10)}, z=0.0)
+    assert ok is True and ci[0] == ci[1] == pytest.approx(0.1, abs=1e-15)
