@@ -352,3 +352,29 @@ def test_an_ordering_interval_of_width_0_at_gap_0_lies_at_0_not_above_it():
     assert (ok, gap, ci) == (False, 0.0, (0.0, 0.0))
     ok, gap, ci = lr.ordering_verdict({"a": (4, 10)}, {"b": (3, 10)}, z=0.0)
     assert ok is True and ci[0] == ci[1] == pytest.approx(0.1, abs=1e-15)
+
+
+def test_the_double_well_at_lambda_0_holds_the_ou_law_of_its_second_coordinate():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    # λ = 0: X₂ is the Ornstein–Uhlenbeck dX₂ = −X₂ dt + √2 dB of Example 6.43 (β = 1),
+    # independent of X₁; from X₂ = 0, n Euler–Maruyama steps of dt give exactly
+    # Var X₂ = 2dt (1 − (1 − dt)²ⁿ) / (1 − (1 − dt)²), 0.871 here (0.435 for a √1 noise)
+    dt, n, chains = 0.01, 100, 2000
+    params = {"lam": 0.0, "chains": chains, "burn_time": 0.5, "time": 0.5,
+              "orbit_starts": [[1.0, 0.0]], "orbit_time": 1.0}
+    out = lr.DoubleWellProcedure().run(SimpleNamespace(params=params, seed=0),
+                                       SimpleNamespace(device="cpu"))
+    var = 2 * dt * (1 - (1 - dt) ** (2 * n)) / (1 - (1 - dt) ** 2)
+    h = np.asarray(out.data["histogram"])
+    mid = 0.5 * (np.asarray(out.data["edges2"])[:-1] + np.asarray(out.data["edges2"])[1:])
+    x2 = h.sum(0)                       # X₂'s bins, over the chains with X₁ inside the grid
+
+    def p(a):                           # P(|X₂| < a) of N(0, var)
+        return math.erf(a / math.sqrt(2 * var))
+    # by independence, the share of |X₂| < 1 among the histogram's chains is the Gaussian's
+    # P(|X₂| < 1) / P(|X₂| < 2.5); its binomial standard error is ≈ 0.01
+    share = x2[np.abs(mid) < 1].sum() / x2.sum()
+    assert share == pytest.approx(p(1.0) / p(2.5), abs=0.04)
