@@ -410,3 +410,38 @@ def test_a_double_well_seed_gives_its_burn_in_then_its_winding_on_one_stream():
     # the seed sets the draws: the same seed gives the same run, another another
     assert run(3).summary["angular_velocity"] == out.summary["angular_velocity"]
     assert run(4).summary["angular_velocity"] != out.summary["angular_velocity"]
+
+
+def test_pspin_descends_by_default_as_section_2_4_1_with_n_100_eta_0_1_and_tol_1e_4(monkeypatch):
+    # §2.4.1: n = 100 spins, "gradient descent with a fixed step size η = 0.1 and stop when
+    # ‖∇H̃‖₂ ≤ 10⁻⁴", from starts uniform on the sphere drawn apart from the couplings
+    from types import SimpleNamespace
+
+    from sgdlab.landscapes.pspin import PSpinGlass, starts_seed
+
+    class Reached(Exception):
+        pass
+    seen = {}
+
+    def spy(self, starts, **kw):
+        seen.update(kw, n=self.n, starts=starts)
+        raise Reached
+    monkeypatch.setattr(PSpinGlass, "descend", spy)
+    with pytest.raises(Reached):
+        lr.PSpinProcedure().run(SimpleNamespace(params={"regime": "trivial", "starts": 3},
+                                                seed=5), SimpleNamespace(device="cpu"))
+    assert (seen["n"], seen["lr"], seen["tol"]) == (100, 0.1, 1e-4)
+    want = PSpinGlass(100, regime="trivial", seed=5).random_starts(
+        3, generator=torch.Generator().manual_seed(starts_seed(5)))
+    assert torch.equal(seen["starts"], want)
+
+
+def test_each_stage_of_a_staged_drift_starts_at_its_own_time():
+    # 16 stages over τ = 0.7: stage j starts at τ·j/16, though (0.7·3/16)/0.7·16 is 2.999…
+    # in floating point (also j = 6, 12): the stage at its start time is j, not j − 1
+    stages = [torch.full((2,), float(j)) for j in range(16)]
+    drift, times = lr._staged(stages, 0.7)
+    assert times == [0.7 * j / 16 for j in range(1, 16)]
+    for j in range(1, 16):
+        assert float(drift(times[j - 1])[0]) == j, j
+    assert float(drift(0.7)[0]) == 15 and float(drift(0.0)[0]) == 0
