@@ -308,6 +308,8 @@ def test_a_minimum_exactly_on_the_nearly_optimal_level_counts_and_the_basins_end
     assert s["fp: nearly_optimal_minima"] == [2.0, 5.0]
     assert s["fp: start_is_nearly_optimal"] == 1.0 and s["fp: start_is_global"] == 0.0
     assert s["fp: global_basin"] == [0.0, 3.0] and s["fp: start_basin"] == [4.0, 5.0]
+    # the start minimum is f's lowest point of the start basin (x = 5, f = 1), not its top
+    assert (s["fp: start_min"], s["fp: f_start_min"]) == (5.0, 1.0)
 
 
 def test_an_escape_chain_already_in_the_flat_basin_at_iteration_0_has_reached_it(monkeypatch):
