@@ -447,3 +447,30 @@ def test_each_stage_of_a_staged_drift_starts_at_its_own_time():
     for j in range(1, 16):
         assert float(drift(times[j - 1])[0]) == j, j
     assert float(drift(0.7)[0]) == 15 and float(drift(0.0)[0]) == 0
+
+
+def test_the_double_well_takes_the_steps_nearest_its_times_over_dt(monkeypatch):
+    # 0.3 / 0.1 and 0.7 / 0.1 are 2.9999… and 6.9999… in floating point: 3 and 7 steps (the
+    # times asked for), not 2 and 6 (a truncation that cut a step off each stage)
+    from types import SimpleNamespace
+
+    import sgdlab.landscapes.double_well as double_well
+    import sgdlab.landscapes.sde as sde
+
+    seen = []
+    simulate, winding = sde.simulate, double_well.winding_rate
+
+    def spy_simulate(*a, steps, **kw):
+        seen.append(steps)
+        return simulate(*a, steps=steps, **kw)
+
+    def spy_winding(*a, steps, **kw):
+        seen.append(steps)
+        return winding(*a, steps=steps, **kw)
+    monkeypatch.setattr(sde, "simulate", spy_simulate)
+    monkeypatch.setattr(double_well, "winding_rate", spy_winding)
+    params = {"lam": 0.5, "chains": 2, "dt": 0.1, "burn_time": 0.3, "time": 0.7,
+              "orbit_starts": [[1.0, 0.0]], "orbit_time": 0.1}
+    lr.DoubleWellProcedure().run(SimpleNamespace(params=params, seed=0),
+                                 SimpleNamespace(device="cpu"))
+    assert seen == [3, 7]
