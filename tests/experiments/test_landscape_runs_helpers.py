@@ -473,3 +473,24 @@ def test_the_double_well_takes_the_steps_nearest_its_times_over_dt(monkeypatch):
     lr.DoubleWellProcedure().run(SimpleNamespace(params=params, seed=0),
                                  SimpleNamespace(device="cpu"))
     assert seen == [3, 7]
+
+
+def test_the_pde_run_reads_c_and_t_star_off_f_and_takes_t_w_at_half_t_star(monkeypatch):
+    # f'' of the Fig. 4.1 loss in closed form, on x ∈ [−4, 4]: C = max f'' (Lemma 4.17),
+    # t* = 1/max(−f'') (Example 4.15's range t ≤ t*), t_w = t*/2 and the two bounds
+    # u_xx ≤ 1/(C⁻¹ + t) at t and at t_w; the densities are left out (stubbed: not read here)
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(lr, "fokker_planck_densities", lambda *a, **k: ({}, {}))
+    z = torch.linspace(-4, 4, 8001, dtype=torch.float64)
+    a, b = (z + 1.5) ** 2, (z - 1.5) ** 2
+    f_xx = (0.1 - 0.8 * (4 * a - 2) * torch.exp(-a) - (256 * b - 16) * torch.exp(-8 * b)
+            - 3.6 * torch.sin(6 * z))
+    c, t_star = float(f_xx.max()), 1 / float((-f_xx).max())
+    s = lr.PDEProcedure().run(SimpleNamespace(params={"t": 0.5, "points": 121}, seed=0),
+                              None).summary
+    assert s["C"] == pytest.approx(c, rel=1e-9)
+    assert s["t_star"] == pytest.approx(t_star, rel=1e-9)
+    assert s["t_w"] == pytest.approx(t_star / 2, rel=1e-9)
+    assert s["bound"] == pytest.approx(1 / (1 / c + 0.5), rel=1e-9)
+    assert s["bound_w"] == pytest.approx(1 / (1 / c + t_star / 2), rel=1e-9)
