@@ -4,6 +4,7 @@ learning rate 0.1 unless an experiment says otherwise (line 63), 45,000 training
 (Table 1's "whole epoch (450 iterations)" at batch 100, line 85)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from sgdlab.experiments.spec import catalogue_files, load_experiment
@@ -201,3 +202,48 @@ def test_paper_scale_runs_the_constants_the_text_states():
     assert (0.1, 100) in grid
     # Appendix C: batch size 100 for every schedule (line 262)
     assert {p["batch_size"] for p in paper_runs("xing-schedules").values()} == {100}
+
+
+def _lr_per_step(p: dict, steps_per_epoch: int) -> list[float]:
+    """The learning rate of run params ``p`` at every step of its ``epochs``, from its
+    schedule as training builds it."""
+    import torch
+
+    from sgdlab.optim.registry import build_schedule
+
+    total = int(p["epochs"]) * steps_per_epoch
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=p["optimizer"]["lr"])
+    sched = {k: v for k, v in p["schedule"].items() if k != "name"}
+    s = build_schedule(p["schedule"]["name"], opt, steps_per_epoch=steps_per_epoch,
+                       total_steps=total, **sched)
+    out = []
+    for _ in range(total):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        s.step()
+    return out
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_the_trapezoid_rises_as_clrs_first_cycle_then_holds_and_anneals(scale):
+    """§5 (line 172): "we increase the learning rate as in the first cycle of CLR, then keep
+    it flat, then linearly anneal it (we call it the trapezoid schedule)"; CLR repeats its
+    cycle ("repeat this process in a cycle")."""
+    runs = {r.label: r.params for r in load_experiment("xing-schedules", scale).expand(
+        data_dir="/d")}
+    spe = 4                       # any fixed number of steps per epoch reads the same shape
+    clr, trap = _lr_per_step(runs["clr"], spe), _lr_per_step(runs["trapezoid"], spe)
+    assert len(clr) == len(trap)
+    peak = max(clr)
+    rise = clr.index(peak)        # CLR's first half-cycle: from its base up to its peak
+    assert 0 < rise < len(clr) and clr[0] < peak
+    assert trap[:rise + 1] == pytest.approx(clr[:rise + 1], rel=1e-12)
+    # then flat at that peak, then a linear anneal (equal steps down) to the end
+    flat = [i for i in range(rise, len(trap)) if trap[i] == pytest.approx(peak, rel=1e-12)]
+    assert flat == list(range(rise, flat[-1] + 1)) and len(flat) > 1
+    down = np.diff(trap[flat[-1]:])
+    assert len(down) > 0 and np.all(down < 0)
+    assert down == pytest.approx(np.full(len(down), down[0]), rel=1e-9)
+    # CLR falls back to its base after the peak and reaches the peak again: cycles
+    assert min(clr[rise:2 * rise + 1]) == pytest.approx(clr[0], rel=1e-12)
+    assert max(clr[2 * rise + 1:]) == pytest.approx(peak, rel=1e-12)
