@@ -102,3 +102,23 @@ def test_the_breakdown_reads_the_best_accuracy_over_training_not_the_last():
     (t,) = breakdown(SimpleNamespace(paper=PAPER, options={}), [r]).tables
     plt.close("all")
     assert r.summary["best_acc"] == 0.8 and t.rows[0][4] == 0.8
+
+
+def test_the_grid_by_default_expects_flatter_minima_and_better_accuracy_at_larger_ratios():
+    # Fig. 3's caption (line 191): "Higher η/S correlates with lower Hessian maximum
+    # eigenvalue and lower Hessian Frobenius norm, i.e. wider minima, and better
+    # generalization": with no options.expect, a grid that does so agrees on all three
+    def run(lr, b, top, frob, acc):
+        return stored_run(f"lr={lr},B={b}", 0, summary={
+            "hessian_top": top, "hessian_frobenius": frob, "test_acc": acc},
+            params={"optimizer": {"name": "sgd", "lr": lr}, "batch_size": b})
+    # η/B = 1e-4, 2e-4, 4e-4, 8e-4: λ_max and ‖H‖_F fall, accuracy rises (ρ = ∓1)
+    runs = [run(0.01, 100, 40.0, 90.0, 0.80), run(0.02, 100, 30.0, 70.0, 0.82),
+            run(0.04, 100, 20.0, 50.0, 0.84), run(0.08, 100, 10.0, 30.0, 0.86)]
+    res = ratio_grid(SimpleNamespace(paper=PAPER, options={}), runs)
+    plt.close("all")
+    top, frob, acc = res.conclusions[:3]
+    assert [c.evidence["spearman"] for c in (top, frob, acc)] == pytest.approx([-1, -1, 1])
+    assert [c.agrees_with_paper for c in (top, frob, acc)] == [True, True, True]
+    assert "λ_max decreases as η/B grows" in top.claim
+    assert "‖H‖_F decreases" in frob.claim and "accuracy increases" in acc.claim
