@@ -1312,3 +1312,22 @@ def test_cosine_grid_ranks_the_cosine_against_the_learning_rate_at_the_default_m
     c = xing_cosine_grid(spec, runs).conclusions
     assert c[2].agrees_with_paper is False
     assert c[3].evidence["spearman"] == pytest.approx(-math.sqrt(3) / 2, rel=1e-12)
+
+
+def test_breakdown_holds_the_curves_to_the_margin_unless_a_curve_margin_is_given():
+    # "similar learning dynamics" (line 219) within options.curve_margin, by default
+    # options.margin: a β = 2 curve 0.03 above β = 1's at every evaluation of every seed
+    up = [0.5, 0.6, 0.7, 0.8, 0.9]
+    runs = []
+    for s in (0, 1, 2):
+        runs += [_beta_run(1, s, up), _beta_run(2, s, [x + 0.03 for x in up]),
+                 _beta_run(16, s, [0.2] * 5)]
+
+    def small_curves(**options):
+        spec = SimpleNamespace(paper=PAPER, options={"metric": "test_acc", **options})
+        (c,) = [x for x in breakdown(spec, runs).conclusions
+                if x.claim == "multiplying η and S by a small β keeps the learning dynamics"]
+        return c.agrees_with_paper
+    assert small_curves(margin=0.05) is True
+    assert small_curves(margin=0.05, curve_margin=0.02) is False
+    assert small_curves(margin=0.02, curve_margin=0.05) is True
