@@ -1331,3 +1331,38 @@ def test_breakdown_holds_the_curves_to_the_margin_unless_a_curve_margin_is_given
     assert small_curves(margin=0.05) is True
     assert small_curves(margin=0.05, curve_margin=0.02) is False
     assert small_curves(margin=0.02, curve_margin=0.05) is True
+
+
+def test_cosine_grid_default_margin_is_the_catalogues_0_05_in_cosine():
+    # lr 0.05 and 0.4 at cosines −0.2 and −0.27 (seed spread 0.002): 0.07 apart, outside
+    # the default margin 0.05 (xing-cosine-grid's lr_margin), inside a margin of 0.1
+    def r(lr, cos, seed):
+        return run(f"lr{lr}", seed, params={"optimizer": {"lr": lr}, "batch_size": 100},
+                   metrics={"grad_cosine": [(s, cos) for s in range(1, 20)],
+                            "dist_from_init": [(19, 1.0)]})
+    runs = [r(lr, cos + j, seed) for seed, j in ((0, 0.0), (1, 0.002))
+            for lr, cos in ((0.05, -0.2), (0.1, -0.2), (0.4, -0.27))]
+
+    def equivalent(**margin):
+        spec = SimpleNamespace(paper=PAPER, options={"fixed_lr": 0.1, "fixed_batch": 100,
+                                                     **margin})
+        return xing_cosine_grid(spec, runs).conclusions[2].agrees_with_paper
+    assert equivalent() is False and equivalent(lr_margin=0.05) is False
+    assert equivalent(lr_margin=0.1) is True
+
+
+def test_breakdown_default_margin_is_one_percentage_point():
+    # β = 2 reaches a best accuracy 0.015 above β = 1's on every seed: not equivalent within
+    # the default margin 0.01 (jastrzebski-breakdown's), equivalent within 0.02
+    runs = []
+    for seed, e in ((0, 0.0), (1, 0.001), (2, -0.001)):
+        runs += [breakdown_run(800, 1, seed, 0.90 + e), breakdown_run(800, 2, seed, 0.915 + e),
+                 breakdown_run(800, 16, seed, 0.70 + e)]
+
+    def small_beta_kept(**options):
+        spec = SimpleNamespace(paper=PAPER, options={"metric": "test_acc", **options})
+        (c,) = [x for x in breakdown(spec, runs).conclusions if x.claim ==
+                "multiplying η and S by a small β keeps the final performance"]
+        return c.agrees_with_paper
+    assert small_beta_kept() is False and small_beta_kept(margin=0.01) is False
+    assert small_beta_kept(margin=0.02) is True
