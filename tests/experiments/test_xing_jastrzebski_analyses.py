@@ -1366,3 +1366,21 @@ def test_breakdown_default_margin_is_one_percentage_point():
         return c.agrees_with_paper
     assert small_beta_kept() is False and small_beta_kept(margin=0.01) is False
     assert small_beta_kept(margin=0.02) is True
+
+
+def test_breakdown_skips_a_training_set_that_lacks_beta_1():
+    # β is η / the smallest η of the experiment: on 800 examples, which ran β = 2 and 16
+    # only, there is no β = 1 to compare with, so its claims are left out (not a KeyError),
+    # and with one size compared no size-versus-size claim is made
+    runs = []
+    for seed, e in ((0, 0.0), (1, 0.001), (2, -0.001)):
+        runs += [breakdown_run(4000, 1, seed, 0.95 + e), breakdown_run(4000, 2, seed, 0.95 + e),
+                 breakdown_run(4000, 16, seed, 0.90 + e),
+                 breakdown_run(800, 2, seed, 0.90 + e), breakdown_run(800, 16, seed, 0.70 + e)]
+    spec = SimpleNamespace(paper=PAPER, options={"metric": "test_acc", "margin": 0.01})
+    res = breakdown(spec, runs)
+    assert len(res.conclusions) == 4
+    assert all("(800 examples)" not in c.text for c in res.conclusions)
+    assert [c.agrees_with_paper for c in res.conclusions] == [True, True, True, True]
+    # the table still lists the 800-example runs, at their β
+    assert sorted(row[1] for row in res.tables[0].rows if row[0] == 800) == [2, 16]
