@@ -218,3 +218,16 @@ def test_at_smoke_scale_the_lower_rate_repeats_phase_one_up_to_the_switch(tmp_pa
     assert first == runs["gd-iso"].metrics["train_loss"]
     later = [v for s, v in runs["lower-lr"].metrics["lr"] if s > switch]
     assert later and all(v == pytest.approx(0.01) for v in later)
+
+
+def test_the_end_of_a_run_is_its_last_train_loss_evaluation():
+    # the training loss logged to step 60, the accuracy only to step 40 (or not at all): the
+    # last window of the run is (40, 60], where the loss is 3 and 2
+    r = stored_run("gd", 0, metrics={
+        "train_loss": [(10 * i, v) for i, v in enumerate([8, 7, 6, 5, 4, 3, 2])],
+        "train_acc": [(10 * i, 0.5) for i in range(5)]})
+    v = stuck_continuation(r, 30, r, window=20, lag=10)
+    assert v["loss_end"] == 2.5 and v["loss_drop"] == pytest.approx(1 - 2.5 / 5.5)
+    r.metrics.pop("train_acc")
+    v = stuck_continuation(r, 30, r, window=20, lag=10)
+    assert v["loss_end"] == 2.5 and math.isnan(v["acc_end"])
