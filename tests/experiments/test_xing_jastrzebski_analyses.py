@@ -1384,3 +1384,12 @@ def test_breakdown_skips_a_training_set_that_lacks_beta_1():
     assert [c.agrees_with_paper for c in res.conclusions] == [True, True, True, True]
     # the table still lists the 800-example runs, at their β
     assert sorted(row[1] for row in res.tables[0].rows if row[0] == 800) == [2, 16]
+
+
+def test_fewer_than_two_valley_floors_have_no_rise_fraction_quietly():
+    import warnings
+
+    # no consecutive pair to compare: NaN, without numpy's "mean of empty slice" warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(rise_fraction([1.0])) and math.isnan(rise_fraction([]))
