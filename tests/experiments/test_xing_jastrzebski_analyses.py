@@ -1084,6 +1084,11 @@ def test_the_interpolation_summary_reads_the_segment_between_the_two_ends(tmp_pa
     assert s["loss_at_B"] == pytest.approx(ref[3], rel=1e-10)
     assert s["barrier_on_segment"] == pytest.approx(max(ref[1:4]) - max(ref[1], ref[3]),
                                                     rel=1e-9, abs=1e-12)
+    # the length of the segment, ‖θ_B − θ_A‖ over every parameter (the table's ‖Δθ‖ units)
+    a, b = models
+    dist = math.sqrt(sum(float(((pb - pa).double() ** 2).sum())
+                         for pa, pb in zip(a.parameters(), b.parameters())))
+    assert dist > 0 and s["distance"] == pytest.approx(dist, rel=1e-12)
 
 
 def test_a_bad_bn_stats_passes_is_refused_by_name():
