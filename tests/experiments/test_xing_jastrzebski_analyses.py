@@ -1398,3 +1398,45 @@ def test_fewer_than_two_valley_floors_have_no_rise_fraction_quietly():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert math.isnan(rise_fraction([1.0])) and math.isnan(rise_fraction([]))
+
+
+def test_the_interpolation_evaluates_a_fixed_random_subset_of_samples(tmp_path):
+    """``samples``: a fixed random subset of the training set (drawn with ``data_seed``, a
+    permutation's first ``samples`` images), on which the batch-norm statistics are
+    recomputed and the loss taken; not the first images (datasets stored sorted by class)."""
+    import copy
+
+    import torch
+
+    from sgdlab.experiments.procedures.train import build
+
+    folders, models = _pair(tmp_path)
+    params = _interpolation_params(samples=20, data_seed=3, eval_batch_size=None)
+    s = _interpolation_summary(folders, params)
+    ds, _, loss_fn, _ = build(_interpolation_params(data_seed=3), 0)
+    idx = torch.randperm(60, generator=torch.Generator().manual_seed(3))[:20]
+
+    def loss_at_a(x, y):       # float64 reference: A's batch norms given x's statistics
+        net = copy.deepcopy(models[0])
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.momentum = 1.0
+        with torch.no_grad():
+            net.train()(x)
+            return float(loss_fn(net.eval()(x), y))
+    assert s["loss_at_A"] == pytest.approx(loss_at_a(ds.x_train[idx], ds.y_train[idx]),
+                                           rel=1e-10)
+    assert s["loss_at_A"] != pytest.approx(loss_at_a(ds.x_train, ds.y_train), rel=1e-6)
+    assert s["loss_at_A"] != pytest.approx(loss_at_a(ds.x_train[:20], ds.y_train[:20]),
+                                           rel=1e-6)
+    assert _interpolation_summary(folders, params)["loss_at_A"] == s["loss_at_A"]
+
+
+def _interpolation_summary(folders, params) -> dict:
+    from sgdlab.experiments.procedures import get_procedure
+
+    params = {k: v for k, v in params.items() if v is not None}
+    proc = get_procedure("interpolate")
+    proc.validate(params, "run")
+    return proc.run(SimpleNamespace(params=params, seed=0),
+                    SimpleNamespace(dependencies=folders)).summary
