@@ -122,3 +122,15 @@ def test_the_grid_by_default_expects_flatter_minima_and_better_accuracy_at_large
     assert [c.agrees_with_paper for c in (top, frob, acc)] == [True, True, True]
     assert "λ_max decreases as η/B grows" in top.claim
     assert "‖H‖_F decreases" in frob.claim and "accuracy increases" in acc.claim
+
+
+def test_spearman_of_a_constant_side_is_undefined_quietly():
+    import warnings
+
+    from sgdlab.experiments.procedures.jastrzebski import _spearman
+
+    # one η/B for every point (or one value): no ranking, NaN without scipy's warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(_spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+        assert math.isnan(_spearman([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]))

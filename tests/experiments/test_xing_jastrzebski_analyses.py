@@ -1440,3 +1440,24 @@ def _interpolation_summary(folders, params) -> dict:
     proc.validate(params, "run")
     return proc.run(SimpleNamespace(params=params, seed=0),
                     SimpleNamespace(dependencies=folders)).summary
+
+
+def test_the_interpolation_evaluates_a_last_batch_of_one_image_too(tmp_path):
+    # 60 images in batches of 59: the 60th image is a batch of its own, still counted (the
+    # pooled batch-norm statistics and the loss of the whole set, float64 reference)
+    folders, models = _pair(tmp_path)
+    s = _interpolation_summary(folders, _interpolation_params(eval_batch_size=59))
+    ref = _whole_set_losses(models, [0.0, 1.0])
+    assert s["loss_at_A"] == pytest.approx(ref[0], rel=1e-10)
+    assert s["loss_at_B"] == pytest.approx(ref[1], rel=1e-10)
+
+
+def test_a_walk_without_segments_or_barrier_records_has_no_shares():
+    # "NaN with no such segment recorded": a run that logged cosines only
+    r = run("sgd", 0, metrics={"grad_cosine": [(s, -0.5) for s in range(1, 5)],
+                               "dist_from_init": [(4, 1.0)]})
+    xing_walk(SimpleNamespace(paper=PAPER, options={}), [r])
+    matplotlib.pyplot.close("all")
+    assert math.isnan(r.summary["interior_min_share"])
+    assert math.isnan(r.summary["barrier_fraction"])
+    assert r.summary["valley_floors"] == 0.0 and math.isnan(r.summary["floor_rise_fraction"])
