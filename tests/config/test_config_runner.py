@@ -51,3 +51,54 @@ def test_the_command_s_progress_flag_wins_over_the_config(monkeypatch):
     assert progress_mode(None, True) is True and progress_mode(None, False) is False
     monkeypatch.setattr(loop, "progress_watched", lambda: False)   # a log file: epoch lines
     assert progress_mode(None, True) == "epochs" and progress_mode(False, True) is False
+
+
+def test_a_run_its_store_fails_to_record_leaves_its_folder_free(tmp_path, monkeypatch):
+    """The run.json that claims ``--out`` is removed again when the store cannot record the
+    run: the folder is never left claimed by a run no store knows."""
+    import sqlite3
+
+    import pytest
+
+    import sgdlab.config.runner as runner
+    from sgdlab.store import RunStore
+    from sgdlab.testing import TINY_RUN
+
+    store = RunStore(tmp_path / "runs.sqlite")
+
+    def fails(*a, **k):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "create_run", fails)
+    out = tmp_path / "out"
+    with pytest.raises(sqlite3.OperationalError):
+        runner.run_config(TINY_RUN, out_dir=out, store=store, progress=False)
+    assert not (out / "run.json").exists()
+    runner._refuse_held(out)          # free: a new run may take it
+
+
+def test_resume_of_a_run_whose_process_is_alive_is_refused(tmp_path, monkeypatch):
+    """A run whose owner is alive (here: another host with a fresh heartbeat) is not resumed
+    a second time: the resume is refused naming it, and nothing is trained into its folder."""
+    import sqlite3
+    import time
+
+    import pytest
+
+    import sgdlab.config.runner as runner
+    from sgdlab.errors import UserError
+    from sgdlab.store import RunStore
+    from sgdlab.testing import TINY_RUN
+
+    path, out = tmp_path / "runs.sqlite", tmp_path / "out"
+    # recorded and its folder written, then left running: no training
+    with monkeypatch.context() as m:
+        m.setattr(runner, "_execute", lambda cfg, store, run_id, *a, **k: run_id)
+        rid = runner.run_config(TINY_RUN, out_dir=out, store=RunStore(path), progress=False)
+    with sqlite3.connect(path) as c:
+        c.execute("UPDATE runs SET host = 'another-host', pid = 1, pid_start = NULL, "
+                  "heartbeat = ? WHERE id = ?", (time.time(), rid))
+    with pytest.raises(UserError, match=f"run {rid} is still running"):
+        runner.resume_run(rid, store=RunStore(path), progress=False)
+    assert not (out / "checkpoints").exists()
+    assert RunStore(path).get_run(rid)["host"] == "another-host"
