@@ -162,7 +162,9 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
                         f"{'its experiment' if run['experiment'] else 'this run'} "
                         "recorded metrics only")
     if not ckpt.exists():
-        why = ("it stopped before its first one, or it was removed" if ckpt.parent.is_dir()
+        # a run stopped in its first epoch has its folder, but no checkpoints/ folder yet
+        there = ckpt.parent.is_dir() or (folder is not None and folder.is_dir())
+        why = ("it stopped before its first one, or it was removed" if there
                else "its folder is gone")
         raise UserError(f"run {run['id']} has no checkpoint on disk ({ckpt}: {why})")
     return Located(run["config"], ckpt, run["id"], folder, store)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -52,4 +53,72 @@ def test_an_in_process_replicas_run_is_refused_as_keeping_no_master(tmp_path, st
     for rebuild in (True, False):
         with pytest.raises(UserError, match=r"in-process mode .*keeps no master.* set `mode: "
                                             r"distributed` in the experiment's params"):
+            locate_run(run_id, store.path, rebuild=rebuild)
+
+
+@pytest.fixture(scope="module")
+def one_run(tmp_path_factory):
+    """A finished run of ``sgdlab train`` (one epoch of a tiny model), its folder and store."""
+    from sgdlab.config.runner import run_config
+    from sgdlab.store import RunStore
+    from sgdlab.testing import TINY_RUN
+
+    root = tmp_path_factory.mktemp("located")
+    raw = {**TINY_RUN, "train": {**TINY_RUN["train"], "epochs": 1, "progress": False}}
+    store = RunStore(root / "runs.sqlite")
+    outcome = run_config(raw, out_dir=root / "run", store=store, progress=False)
+    store.close()
+    return outcome.run_id, root / "run", root / "runs.sqlite"
+
+
+def test_a_run_is_the_same_model_by_its_id_folder_checkpoints_folder_or_file(one_run):
+    run_id, folder, store = one_run
+    ckpt = folder / "checkpoints" / "last.pt"
+    for target in (run_id, run_id[:-2], folder, folder / "checkpoints", ckpt):
+        found = locate_run(str(target), store)
+        assert (found.run_id, found.checkpoint.resolve(), found.folder.resolve()) == (
+            run_id, ckpt.resolve(), folder.resolve()), target
+        assert found.config["model"] == {"name": "zhu-mlp-1-6-6-6-1", "options": {}}
+        assert Path(found.store.path).resolve() == store.resolve()
+        if target != run_id[:-2]:      # a warm start reads the file, the config not
+            bare = locate_run(str(target), rebuild=False) if not isinstance(
+                target, str) else locate_run(target, store, rebuild=False)
+            assert (bare.run_id, bare.checkpoint.resolve(), bare.folder.resolve()) == (
+                run_id, ckpt.resolve(), folder.resolve()), target
+
+
+def test_a_store_given_wins_over_the_one_a_folder_records_and_a_gone_one_is_named(
+        one_run, tmp_path):
+    import shutil
+
+    run_id, folder, store = one_run
+    shutil.copy(store, tmp_path / "copy.sqlite")
+    found = locate_run(str(folder), tmp_path / "copy.sqlite")
+    assert Path(found.store.path) == tmp_path / "copy.sqlite" and found.run_id == run_id
+    (tmp_path / "run.json").write_text(json.dumps({"run_id": run_id,
+                                                   "store": str(tmp_path / "gone.sqlite")}))
+    shutil.copytree(folder / "checkpoints", tmp_path / "checkpoints")
+    shutil.copy(folder / "config.yaml", tmp_path / "config.yaml")
+    with pytest.raises(UserError, match=rf"the run store of {str(tmp_path)!r} "
+                                        rf"\({tmp_path / 'gone.sqlite'}\) is gone"):
+        locate_run(str(tmp_path))
+    assert not (tmp_path / "gone.sqlite").exists()       # no empty store made in its place
+    with pytest.raises(UserError, match="there is no run store at"):
+        locate_run(run_id, tmp_path / "none.sqlite")
+    assert not (tmp_path / "none.sqlite").exists()
+
+
+def test_a_run_stopped_before_its_first_checkpoint_is_named_as_having_none(tmp_path,
+                                                                            monkeypatch):
+    import sgdlab.config.runner as runner
+    from sgdlab.store import RunStore
+    from sgdlab.testing import TINY_RUN
+
+    # recorded and its folder written, then stopped: no training, no checkpoint
+    monkeypatch.setattr(runner, "_execute", lambda cfg, store, run_id, *a, **k: run_id)
+    store = RunStore(tmp_path / "runs.sqlite")
+    run_id = runner.run_config(TINY_RUN, out_dir=tmp_path / "run", store=store)
+    for rebuild in (True, False):
+        with pytest.raises(UserError, match=rf"run {run_id} has no checkpoint on disk \(.*"
+                                            "it stopped before its first one"):
             locate_run(run_id, store.path, rebuild=rebuild)
