@@ -1017,6 +1017,8 @@ def test_the_defaults_of_a_run_config_are_those_documented():
     "train.seed=4294967295", "train.device=cuda:10", "train.device=auto", "train.threads=1",
     "train.batch_size=1", "measure=[{name: hessian, every: 1, start: 0}]",
     "measure=[{name: hessian, at: [0, 3]}]", "train.eval_subset=1", "train.checkpoint_every=1",
+    # no optimizer takes these negative; zero is plain SGD
+    "optimizer.momentum=0", "optimizer.weight_decay=0", "optimizer.lr=0",
 ])
 def test_values_at_the_edge_of_their_range_are_valid(override):
     validate_config(apply_overrides(TINY, [override]))
@@ -1195,3 +1197,44 @@ def test_a_file_that_reads_as_an_empty_mapping_in_the_other_format_gets_no_suffi
     with pytest.raises(ConfigError) as e:
         load_config(tmp_path / "run.toml")
     assert "not valid TOML" in str(e.value) and "reads as YAML" not in str(e.value)
+
+
+def test_a_config_dumped_with_defaults_loads_back_to_the_same_config_with_long_values():
+    """A long value in a section written a key per line (a path with spaces, a long list)
+    stays on its one line: wrapped at 80 columns, the continuation of a path was not
+    indented under its section and the YAML did not read back as the config."""
+    from sgdlab.config import parse_yaml
+    from sgdlab.config.io import dump_yaml_with_defaults
+
+    cfg = {"name": "long", "data": {"name": "cubic", "options": {}},
+           "model": {"name": "mlp", "options": {"widths": list(range(1000, 1040))},
+                     "init_from": "/my runs/" + "a folder with spaces in its name/" * 4},
+           "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
+           "measure": [{"name": "hessian", "at": list(range(0, 400, 7))}]}
+    defaults = {"optimizer": {"dampening": 0, "nesterov": False},
+                "model.options": {"bias": True, "activation": "relu"}}
+    text = dump_yaml_with_defaults(cfg, defaults)
+    assert parse_yaml(text) == cfg
+    # uncommented, each default is set beside the given values
+    assert parse_yaml(text.replace("# ", "").replace("  default\n", "\n")) == {
+        **cfg, "optimizer": {**cfg["optimizer"], "dampening": 0, "nesterov": False},
+        "model": {**cfg["model"], "options": {**cfg["model"]["options"], "bias": True,
+                                              "activation": "relu"}}}
+
+
+def test_an_override_into_a_section_given_as_null_makes_the_section():
+    # `schedule:` (null) takes the section's defaults; a --set into it gives the key
+    assert apply_overrides({"schedule": None, "train": {"epochs": 1}},
+                           ["schedule.name=step", "train.seed=3"]) == {
+        "schedule": {"name": "step"}, "train": {"epochs": 1, "seed": 3}}
+
+
+def test_a_file_of_a_packaged_config_s_name_is_read_before_the_packaged_one(tmp_path,
+                                                                              monkeypatch):
+    from pathlib import Path
+
+    from sgdlab.config.io import find_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "digits-mlp").write_text("name: mine\n")
+    assert find_config("digits-mlp") == Path("digits-mlp")
