@@ -15,7 +15,8 @@ def test_failed_run_advice_is_for_a_failed_run_of_sgdlab_train_only(tmp_path):
     parle = {"kind": "checkpoints", "path": str(tmp_path / "parle" / "checkpoints")}
     assert FailedRunAdvice.of(_run("failed", [parle]), store) is None       # `sgdlab parle`
     assert FailedRunAdvice.of(_run("failed", []), store) is None            # a sweep's run
-    assert FailedRunAdvice.of(_run("interrupted", [folder]), store) is None
+    for status in ("interrupted", "stale", "running", "finished", "diverged"):
+        assert FailedRunAdvice.of(_run(status, [folder]), store) is None, status
     advice = FailedRunAdvice.of(_run("failed", [parle, folder]), store)
     assert advice == FailedRunAdvice("r1", store, checkpoint=False)
     assert advice.warm_start is None and "--init-from" not in advice.corrected()
