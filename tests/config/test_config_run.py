@@ -1238,3 +1238,50 @@ def test_a_file_of_a_packaged_config_s_name_is_read_before_the_packaged_one(tmp_
     monkeypatch.chdir(tmp_path)
     (tmp_path / "digits-mlp").write_text("name: mine\n")
     assert find_config("digits-mlp") == Path("digits-mlp")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_run_is_built_in_the_dtype_its_config_names(dtype):
+    built = build_from_config({**TINY, "train": {**TINY["train"], "dtype": dtype}})
+    want = getattr(torch, dtype)
+    assert {p.dtype for p in built.model.parameters()} == {want}
+    assert built.data.x_train.dtype == want and built.data.x_test.dtype == want
+
+
+@pytest.mark.parametrize("train, drop_last", [
+    ({"epochs": 2}, False), ({"epochs": 3, "max_steps": 4}, False),
+    ({"epochs": 2, "drop_last": True}, True), ({"epochs": 2, "max_steps": 100}, False)])
+def test_measure_schedules_span_the_run_s_steps(train, drop_last):
+    """log_points: 2 measures at 0, 1 and the run's last step: epochs times the steps of an
+    epoch (N/B rounded up, or down with drop_last), cut at max_steps; every: 3 from start: 2
+    at 2, 5, 8, ..."""
+    items = [{"name": "dynamics", "log_points": 2},
+             {"name": "hessian", "every": 3, "start": 2, "k": 1}]
+    built = build_from_config({**TINY, "train": {"batch_size": 7, **train}, "measure": items})
+    n = len(built.data.x_train)
+    per_epoch = n // 7 if drop_last else math.ceil(n / 7)
+    assert n % 7 != 0 and built.train_kwargs["drop_last"] is drop_last
+    total = min(per_epoch * train["epochs"], train.get("max_steps") or 10**9)
+    log, every = (cb.schedule for cb in built.callbacks)
+    assert [s for s in range(total + 5) if log(s)] == [0, 1, total]
+    assert [s for s in range(12) if every(s)] == [2, 5, 8, 11]
+
+
+def test_a_cuda_device_beyond_the_machine_s_count_is_named(monkeypatch):
+    from sgdlab.config.run import missing_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert missing_device("cuda") is None and missing_device("cuda:1") is None
+    assert missing_device("cuda:2") == "this machine has 2 CUDA device(s)"
+    assert missing_device("cpu") is None
+
+
+def test_training_settings_keep_the_dtype_a_run_trains_in():
+    # a float64 run's settings, run as a config, train in float64 (float32 is the default)
+    from sgdlab.config.run import training_settings
+
+    cfg = validate_config({**TINY, "train": {**TINY["train"], "dtype": "float64"}})
+    again = validate_config(training_settings(cfg))
+    assert again["train"]["dtype"] == "float64"
+    assert training_settings(again) == training_settings(cfg)
