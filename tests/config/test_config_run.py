@@ -544,6 +544,8 @@ def test_results_of_a_diverged_run_are_strict_json(tmp_path):
     outcome = run_config(raw, out_dir=tmp_path / "out", store=store, progress=False)
     assert outcome.result.status == "diverged"
     results = strict_loads((tmp_path / "out" / "results.json").read_text())
+    # recorded diverged, in the store and its results: not finished
+    assert results["status"] == store.get_run(outcome.run_id)["status"] == "diverged"
     norms = [v for _, v in outcome.result.history["param_norm"]]
     assert not all(math.isfinite(v) for v in norms)
     assert [v for _, v in results["history"]["param_norm"]] == [
