@@ -103,3 +103,25 @@ def test_resume_of_a_run_whose_process_is_alive_is_refused(tmp_path, monkeypatch
         runner.resume_run(rid, store=RunStore(path), progress=False)
     assert not (out / "checkpoints").exists()
     assert RunStore(path).get_run(rid)["host"] == "another-host"
+
+
+def test_a_resume_whose_checkpoint_cannot_be_read_is_recorded_failed_saying_why(tmp_path):
+    """A resume stopped in its own set-up (here a truncated checkpoint, before training) is
+    recorded failed with the reason, as ``sgdlab runs show`` then tells it; the file is kept."""
+    import pytest
+
+    from sgdlab.config.runner import resume_run, run_config
+    from sgdlab.errors import UserError
+    from sgdlab.store import RunStore
+    from sgdlab.testing import TINY_RUN
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    first = run_config(TINY_RUN, out_dir=tmp_path / "out", store=store, progress=False)
+    store.set_status(first.run_id, "interrupted")           # as if killed before its end
+    ckpt = tmp_path / "out" / "checkpoints" / "last.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    with pytest.raises(UserError, match="cannot read checkpoint"):
+        resume_run(first.run_id, store=store, progress=False)
+    run = store.get_run(first.run_id)
+    assert run["recorded_status"] == "failed" and "cannot read checkpoint" in run["message"]
+    assert len(ckpt.read_bytes()) == 100
