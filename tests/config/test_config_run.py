@@ -1287,3 +1287,44 @@ def test_training_settings_keep_the_dtype_a_run_trains_in():
     again = validate_config(training_settings(cfg))
     assert again["train"]["dtype"] == "float64"
     assert training_settings(again) == training_settings(cfg)
+
+
+def test_a_run_given_its_data_file_s_sha256_refuses_a_file_that_differs(tmp_path,
+                                                                         monkeypatch):
+    """A config that records its data file's SHA-256 (a stored run's, run again) names those
+    bytes: a file that differs at that path is refused, not fingerprinted anew, and no run is
+    recorded; the same bytes run."""
+    import hashlib
+
+    import sgdlab.config.runner as runner
+    from sgdlab.errors import UserError
+    from sgdlab.store import RunStore
+
+    tensors = {"x_train": torch.linspace(-1, 1, 12).reshape(12, 1),
+               "y_train": torch.linspace(0, 1, 12).reshape(12, 1)}
+    torch.save(tensors, tmp_path / "d.pt")
+    digest = hashlib.sha256((tmp_path / "d.pt").read_bytes()).hexdigest()
+    store = RunStore(tmp_path / "runs.sqlite")
+    monkeypatch.setattr(runner, "_execute", lambda cfg, store, run_id, *a, **k: cfg)
+    other = {**TINY, "data": {"file": str(tmp_path / "d.pt"), "sha256": "0" * 64}}
+    with pytest.raises(UserError):
+        runner.run_config(other, out_dir=tmp_path / "a", store=store)
+    assert store.list_runs() == []
+    same = {**TINY, "data": {"file": str(tmp_path / "d.pt"), "sha256": digest}}
+    assert runner.run_config(same, out_dir=tmp_path / "b", store=store)["data"]["sha256"] == \
+        digest
+
+
+def test_sigterm_while_the_data_is_built_says_terminated(tmp_path, monkeypatch):
+    # main turns SIGTERM into a KeyboardInterrupt that says so: the message says which it was
+    import sgdlab.config.runner as runner
+    from sgdlab.errors import RunInterrupted
+
+    def terminated(*a, **k):
+        raise KeyboardInterrupt("terminated (SIGTERM)")
+
+    monkeypatch.setattr(runner, "build_from_config", terminated)
+    with pytest.raises(RunInterrupted, match="^terminated while the data and model were "
+                                             "built, before the run was recorded"):
+        runner.run_config(TINY, store=tmp_path / "runs.sqlite")
+    assert not (tmp_path / "runs.sqlite").exists()
