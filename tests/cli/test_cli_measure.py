@@ -383,3 +383,173 @@ def test_measurements_take_untimed_probe_blocks(tmp_path, monkeypatch):
     assert main(["measure", str(run), "--what", "hessian", "--k", "2", "--probes", "2",
                  "--out", str(tmp_path / "m")]) == 0
     assert seen == [True] and not blocks_reproducible()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """(run folder, store) of the one-epoch run of Zhu's 1-6-6-6-1 MLP on the cubic data (20
+    training and 100 test examples, d = 103 weights), trained once for the tests below."""
+    tmp = tmp_path_factory.mktemp("tiny")
+    return _trained_tiny(tmp, lr="0.01", exit_code=0), tmp / "s.sqlite"
+
+
+def _printed_scalars(out: str) -> dict[str, float]:
+    """The ``  name/key   value`` lines ``sgdlab measure`` prints as each measurement ends."""
+    import re
+
+    return {m[1]: float(m[2]) for m in re.finditer(r"^  (\S+/\S+) +(\S+)$", out, re.M)}
+
+
+def _float64_model_and_examples(run, split: str = "train", subset: int = 0, seed: int = 0):
+    """The run's checkpointed model in float64, rebuilt from its config.yaml, and the examples
+    ``--data split --subset subset --seed seed`` names: a fixed random subset drawn with
+    ``torch.randperm`` seeded by ``--seed`` (all of the split for 0)."""
+    import torch
+
+    from sgdlab.config.io import load_config
+    from sgdlab.config.run import build_from_config
+    from sgdlab.train.checkpoint import load_checkpoint
+
+    built = build_from_config(load_config(run / "config.yaml"))
+    model = built.model
+    model.load_state_dict(load_checkpoint(run / "checkpoints" / "last.pt")["model"])
+    model = model.double().eval()
+    x, y = built.data.train if split == "train" else built.data.test
+    if subset:
+        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:subset]
+        x, y = x[idx], y[idx]
+    return model, built.loss_fn, (x.double(), y.double())
+
+
+def test_printed_curvature_and_noise_are_the_dense_float64_values_of_the_seeded_subset(
+        tiny_run, tmp_path, capsys):
+    """Each printed number (and its measurements.json and run-store copy) is the one measured
+    on the ``--subset`` that ``--seed`` draws: the top ``--k`` and bottom eigenvalues of the
+    dense float64 Hessian, Hutchinson's trace within its standard error, the Frobenius norm,
+    and of Σ = (1/N) Σᵢ (gᵢ − ḡ)(gᵢ − ḡ)ᵀ its trace, trace / d, top k and rank (/ d)."""
+    import torch
+
+    from sgdlab.store import RunStore
+    from sgdlab.testing import (
+        covariance_reference, dense_hessian_reference, per_sample_gradients_loop,
+    )
+
+    run, store = tiny_run
+    capsys.readouterr()
+    assert main(["measure", str(run), "--what", "hessian,noise", "--k", "3", "--probes", "300",
+                 "--subset", "12", "--seed", "5", "--store", str(store),
+                 "--out", str(tmp_path / "m")]) == 0
+    printed = _printed_scalars(capsys.readouterr().out)
+    res = json.loads((tmp_path / "m" / "measurements.json").read_text())
+    assert res["num_samples"] == 12 and res["seed"] == 5 and res["data"] == "train"
+    assert set(printed) == set(res["scalars"]) and "hess/top_4" not in printed
+    for key, value in res["scalars"].items():
+        assert printed[key] == pytest.approx(value, rel=1e-5), key
+    stored = RunStore(store).metrics(res["run_id"])
+    assert stored["measure/hess/top_1"] == [(res["step"], res["scalars"]["hess/top_1"])]
+
+    model, loss_fn, data = _float64_model_and_examples(run, subset=12, seed=5)
+    h = dense_hessian_reference(model, loss_fn, data)
+    eig = torch.linalg.eigvalsh(h).flip(0)
+    scale = float(eig.abs().max())
+    for i in range(3):
+        assert printed[f"hess/top_{i + 1}"] == pytest.approx(float(eig[i]), abs=1e-4 * scale)
+    assert printed["hess/bottom_1"] == pytest.approx(float(eig[-1]), abs=1e-4 * scale)
+    exact_trace = float(h.trace())
+    assert 0 < printed["hess/trace_se"] < 0.2 * abs(exact_trace)
+    assert abs(printed["hess/trace"] - exact_trace) < 4 * printed["hess/trace_se"]
+    assert printed["hess/frobenius"] == pytest.approx(float(torch.linalg.norm(h)), rel=0.15)
+
+    sigma = covariance_reference(per_sample_gradients_loop(model, loss_fn, data))
+    vals = torch.linalg.eigvalsh(sigma).flip(0)
+    d = sigma.shape[0]
+    assert d == 103
+    assert printed["noise/trace"] == pytest.approx(float(sigma.trace()), rel=1e-4)
+    assert printed["noise/mean_eig"] == pytest.approx(float(sigma.trace()) / d, rel=1e-4)
+    for i in range(3):
+        assert printed[f"noise/top_{i + 1}"] == pytest.approx(float(vals[i]), rel=1e-3,
+                                                              abs=1e-6 * float(vals[0]))
+    # numpy's matrix_rank threshold in the model's float32, λ_max · d · eps: Σ's spectrum
+    # decays smoothly through it, so float32 round-off decides the eigenvalues near it
+    threshold = float(vals[0]) * d * torch.finfo(torch.float32).eps
+    rank = printed["noise/rank"]
+    assert int((vals > 10 * threshold).sum()) <= rank <= int((vals > threshold / 10).sum())
+    assert rank <= 11      # centred: at most N − 1
+    assert printed["noise/rank_fraction"] == pytest.approx(rank / d, rel=1e-5)
+
+
+def test_data_test_measures_the_test_split(tiny_run, tmp_path, capsys):
+    """``--data test --subset 0``: Σ of all 100 test examples, not of the training ones."""
+    from sgdlab.testing import covariance_reference, per_sample_gradients_loop
+
+    run, store = tiny_run
+    capsys.readouterr()
+    assert main(["measure", str(run), "--what", "noise", "--k", "1", "--data", "test",
+                 "--subset", "0", "--store", str(store), "--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert "on 100 test examples" in out
+    model, loss_fn, data = _float64_model_and_examples(run, "test")
+    sigma = covariance_reference(per_sample_gradients_loop(model, loss_fn, data))
+    assert _printed_scalars(out)["noise/trace"] == pytest.approx(float(sigma.trace()),
+                                                                 rel=1e-4)
+
+
+def _spy(monkeypatch, module, name: str, calls: dict) -> None:
+    """Replace ``module.name`` by a wrapper that records its bound arguments, the model's
+    train/eval mode at the call and the result."""
+    import inspect
+
+    real = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        bound = inspect.signature(real).bind(*args, **kwargs).arguments
+        mode = {"training": bound["model"].training} if "model" in bound else {}
+        out = real(*args, **kwargs)
+        calls.setdefault(name, []).append({**bound, **mode, "result": out})
+        return out
+    monkeypatch.setattr(module, name, spy)
+
+
+def test_each_option_reaches_the_measurement_it_names(tiny_run, tmp_path, capsys,
+                                                      monkeypatch):
+    """--k, --probes, --lanczos-iter, --sigma, --epsilon, --gamma, --samples and --seed reach
+    the estimators (each generator seeded with --seed), in the mode --train-mode asks for,
+    and the printed sharpness values are the ones they return."""
+    import sgdlab.measure.alignment as alignment
+    import sgdlab.measure.curvature as curvature
+    import sgdlab.measure.sharpness as sharpness
+
+    calls: dict = {}
+    for module, names in ((curvature, ("lanczos", "hutchinson_trace", "frobenius_norm")),
+                          (alignment, ("sigma_hessian_alignment",)),
+                          (sharpness, ("expected_sharpness", "epsilon_sharpness",
+                                       "local_entropy"))):
+        for name in names:
+            _spy(monkeypatch, module, name, calls)
+    run, store = tiny_run
+    capsys.readouterr()
+    assert main(["measure", str(run), "--what", "hessian,alignment,sharpness", "--k", "2",
+                 "--probes", "7", "--lanczos-iter", "40", "--sigma", "0.02", "--epsilon",
+                 "0.003", "--gamma", "0.0002", "--samples", "4", "--seed", "9", "--subset",
+                 "0", "--train-mode", "--store", str(store), "--out", str(tmp_path / "m")]) == 0
+    printed = _printed_scalars(capsys.readouterr().out)
+    top, bottom = calls["lanczos"]
+    assert (top["k"], top.get("which", "largest"), top["num_iter"]) == (2, "largest", 40)
+    assert (bottom["k"], bottom["which"], bottom["num_iter"]) == (1, "smallest", 40)
+    (tr,), (fro,), (al,) = (calls["hutchinson_trace"], calls["frobenius_norm"],
+                            calls["sigma_hessian_alignment"])
+    assert tr["num_probes"] == fro["num_probes"] == al["num_probes"] == 7
+    assert (al["k"], al["num_iter"]) == (2, 40)
+    (es,), (ke,), (le,) = (calls["expected_sharpness"], calls["epsilon_sharpness"],
+                           calls["local_entropy"])
+    assert (es["sigma"], es["num_samples"]) == (0.02, 4)
+    assert ke["epsilon"] == 0.003
+    assert (le["gamma"], le["num_samples"]) == (0.0002, 4)
+    for call in (top, bottom, tr, fro, al, es, ke, le):
+        assert call["generator"].initial_seed() == 9
+    for call in (al, es, ke, le):      # --subset 0: the 20 training examples, in train mode
+        assert len(call["data"][0]) == 20 and call["training"]
+    assert printed["sharpness/expected"] == pytest.approx(es["result"].value, rel=1e-5)
+    assert printed["sharpness/epsilon"] == pytest.approx(ke["result"].sharpness, rel=1e-5)
+    assert printed["sharpness/local_entropy"] == pytest.approx(le["result"].width, rel=1e-5)
+    assert printed["hess/trace"] == pytest.approx(tr["result"].value, rel=1e-5)
