@@ -1,6 +1,8 @@
 """``sgdlab temperature --match-*`` without ``--keep``: every temperature that can be kept."""
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from sgdlab.cli.main import main
@@ -84,3 +86,77 @@ def test_a_new_batch_size_equal_to_the_dataset_size_is_accepted(capsys):
     # l' = 0.1 · 1000 / 128
     assert main([*BASE, "--match-lr", "1000", "--keep", "musso"]) == 0
     assert "keep musso: batch size 1000 -> lr 0.78125" in capsys.readouterr().out.splitlines()
+
+
+def _kept(out: str) -> dict[str, tuple[float, ...]]:
+    """The numbers of each ``keep NAME: ...`` line: (new lr,) for --match-lr, (batch size,
+    exact, achieved temperature, target) for --match-batch-size."""
+    import re
+
+    lines = {m[1]: m[2] for m in re.finditer(r"^keep (\S+): (.*)$", out, re.M)}
+    pattern = re.compile(r"batch size \d+ -> lr (\S+)$|lr \S+ -> batch size (\d+) \(exact "
+                         r"(\S+); temperature (\S+) vs (\S+)\)$")
+    return {k: tuple(float(v) for v in pattern.fullmatch(line).groups() if v is not None)
+            for k, line in lines.items()}
+
+
+def test_every_temperature_and_match_is_the_closed_form(capsys):
+    """At η = 0.1, B = 128, N = 1000, μ = 0.9, Tr D / d = 0.5, each printed temperature is its
+    formula (η/B; β⁻¹ = η/(2B) and ×(1 − B/N); Musso's l/(6C(1 − μ)) and 2× for the mean rate;
+    the thesis' (η/B)·Tr D/d), and each match solves that formula: at B′ = 256 the lr, at
+    η′ = 0.07 the batch size, rounded, with the temperature it reaches there."""
+    lr, b, n, mu, m = 0.1, 128, 1000, 0.9, 0.5
+    base = ["temperature", "--lr", str(lr), "--batch-size", str(b), "--dataset-size", str(n),
+            "--momentum", str(mu), "--mean-eig", str(m)]
+    closed = {"eta_over_b": lambda lr, b: lr / b, "beta_inv": lambda lr, b: lr / (2 * b),
+              "beta_inv_without_replacement": lambda lr, b: lr / (2 * b) * (1 - b / n),
+              "musso": lambda lr, b: lr / (6 * b * (1 - mu)),
+              "musso-mean-lr": lambda lr, b: 2 * lr / (6 * b * (1 - mu)),
+              "thesis": lambda lr, b: lr / b * m}
+    assert main(base) == 0
+    got = _printed(capsys.readouterr().out)
+    assert set(got) == set(closed)
+    for name, t in closed.items():
+        assert got[name] == pytest.approx(t(lr, b), rel=1e-5), name
+    kept = {"eta_over_b", "beta_inv_without_replacement", "musso", "musso-mean-lr", "thesis"}
+    assert main([*base, "--match-lr", "256"]) == 0
+    lines = _kept(capsys.readouterr().out)
+    assert set(lines) == kept
+    for name in kept:
+        new_lr = (lr * 256 / b * (1 - b / n) / (1 - 256 / n)
+                  if name == "beta_inv_without_replacement" else lr * 256 / b)
+        assert lines[name] == pytest.approx((new_lr,), rel=1e-5), name
+    assert main([*base, "--match-batch-size", "0.07"]) == 0
+    lines = _kept(capsys.readouterr().out)
+    assert set(lines) == kept
+    for name in kept:
+        target = closed[name](lr, b)
+        exact = (0.07 * n / (2 * target * n + 0.07) if name == "beta_inv_without_replacement"
+                 else 0.07 * b / lr)
+        rounded = math.floor(exact + 0.5)
+        assert lines[name] == pytest.approx(
+            (rounded, exact, closed[name](0.07, rounded), target), rel=1e-3), name
+        assert rounded != exact     # the rounded batch size misses the target a little
+
+
+def test_the_kept_beta_inv_without_a_dataset_size_is_eta_over_2b(capsys):
+    assert main(["temperature", "--lr", "0.1", "--batch-size", "128", "--match-lr",
+                 "256"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "keep beta_inv: batch size 256 -> lr 0.2" in out
+    assert not any("thesis" in line for line in out)     # no --mean-eig: nothing to keep
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--keep", "musso"], "--keep musso picks the temperature that --match-lr or "
+                          "--match-batch-size keeps: give one of them"),
+    (["--match-lr", "0"], "--match-lr takes the new batch size, >= 1; got 0"),
+    (["--match-batch-size", "0"], "--match-batch-size takes the new learning rate, finite "
+                                  "and > 0; got 0"),
+    (["--match-lr", "256", "--keep", "thesis"], "--keep thesis needs --mean-eig"),
+    (["--dataset-size", "1000", "--match-batch-size", "1", "--keep", "eta_over_b"],
+     "eta_over_b: matching needs batch size 1280.0 > dataset size 1000"),
+])
+def test_a_match_that_cannot_be_made_is_refused_with_exit_2(capsys, argv, message):
+    assert main(["temperature", "--lr", "0.1", "--batch-size", "128", *argv]) == 2
+    assert capsys.readouterr().err == f"sgdlab: error: {message}\n"
