@@ -553,3 +553,31 @@ def test_each_option_reaches_the_measurement_it_names(tiny_run, tmp_path, capsys
     assert printed["sharpness/epsilon"] == pytest.approx(ke["result"].sharpness, rel=1e-5)
     assert printed["sharpness/local_entropy"] == pytest.approx(le["result"].width, rel=1e-5)
     assert printed["hess/trace"] == pytest.approx(tr["result"].value, rel=1e-5)
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["--probes", "0"], "--probes must be >= 1, got 0"),
+    (["--what", "sharpness", "--samples", "0"], "--samples must be >= 1, got 0"),
+    (["--what", "sharpness", "--epsilon", "0"], "--epsilon must be finite and > 0, got 0"),
+    (["--what", "sharpness", "--sigma", "-0.01"], "--sigma must be finite and >= 0, got -0.01"),
+    (["--what", "sharpness", "--sigma", "inf"], "--sigma must be finite and >= 0, got inf"),
+    (["--what", "sharpness", "--gamma=-0.001"], "--gamma must be finite and >= 0, got -0.001"),
+    (["--what", "surface", "--extent", "0"], "--extent must be finite and > 0, got 0"),
+    (["--what", "noise,alignment", "--k", "2", "--lanczos-iter", "1"],
+     "--lanczos-iter must be >= --k (2), got 1"),
+])
+def test_a_value_out_of_range_is_refused_at_its_boundary(tmp_path, capsys, argv, problem):
+    # checked before the checkpoint is read: the target need not exist
+    assert main(["measure", str(tmp_path / "no-such-run"), *argv]) == 2
+    assert capsys.readouterr().err == f"sgdlab: error: {problem}\n"
+
+
+@pytest.mark.parametrize("argv", [["--what", "sharpness", "--sigma", "0", "--gamma", "0"],
+                                  ["--subset", "0", "--probes", "1", "--samples", "1"],
+                                  ["--what", "hessian", "--k", "2", "--lanczos-iter", "2"]])
+def test_a_value_at_its_boundary_is_accepted(tmp_path, capsys, argv):
+    # σ = 0 and γ = 0 are the unperturbed loss, --subset 0 all examples: the options pass
+    # their checks and the command goes on to the (missing) run
+    assert main(["measure", str(tmp_path / "no-such-run"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert "must be" not in err and "no-such-run" in err, err
