@@ -136,3 +136,38 @@ def test_a_walk_whose_run_diverges_exits_as_train_does(tmp_path, capsys, monkeyp
     # everything is written all the same
     assert json.loads((out / "results.json").read_text())["runs"]["GD"]["status"] == "diverged"
     assert (out / "walk.png").is_file() and (out / "history.json").is_file()
+
+
+
+def test_each_run_takes_its_own_lr_and_its_summary_is_that_of_its_recorded_series(tmp_path,
+                                                                                 capsys):
+    """--lr-gd and --lr-sgd reach GD's and SGD's runs: GD at 1e30 diverges at its first step,
+    SGD at 2 finishes, and the walk exits 3 as soon as any of its runs diverged. SGD's
+    gradient-cosine mean, median (the upper middle of the sorted values) and share below
+    −0.9, its barriers and mean height above the valley floor are those of history.json's
+    per-step series, computed by hand; --points 3 evaluates K + 2 = 5 points per step."""
+    out = tmp_path / "walk"
+    assert main(["walk", "--steps", "9", "--widths", "8", "--batch-size", "16", "--points",
+                 "3", "--eval-subset", "60", "--lr-gd", "1e30", "--lr-sgd", "2", "--out",
+                 str(out)]) == EXIT_DIVERGED
+    lines = capsys.readouterr().out.splitlines()
+    assert any(s.startswith("GD: 1 steps (B=1437, the full training set; lr=1e+30)")
+               for s in lines)
+    assert any(s.startswith("SGD: 9 steps (B=16, lr=2.0)") for s in lines)
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert (runs["GD"]["lr"], runs["GD"]["status"]) == (1e30, "diverged")
+    sgd = runs["SGD"]
+    assert (sgd["lr"], sgd["status"]) == (2.0, "finished")
+    history = json.loads((out / "history.json").read_text())["SGD"]
+    cos = sorted(v for _, v in history["grad_cosine"])
+    assert len(cos) >= 7
+    assert sgd["grad_cosine_mean"] == pytest.approx(sum(cos) / len(cos), rel=1e-12)
+    assert sgd["grad_cosine_median"] == cos[len(cos) // 2]
+    assert sgd["grad_cosine_frac_below_-0.9"] == sum(c < -0.9 for c in cos) / len(cos)
+    barrier = [v for _, v in history["walk_barrier"]]
+    height = [v for _, v in history["walk_height"]]
+    assert sgd["steps_interpolated"] == len(barrier) == 9
+    assert sgd["barriers_total"] == sum(barrier)
+    assert sgd["mean_height_above_floor"] == pytest.approx(sum(height) / 9, rel=1e-12)
+    assert sorted(k for k in history if k.startswith("walk_loss_k")) == [
+        f"walk_loss_k{i:02d}" for i in range(5)]
