@@ -1706,3 +1706,34 @@ def test_a_batch_size_above_the_training_set_says_each_step_is_full_batch_gd(tmp
         assert (note in err.splitlines()) == said and ("full-batch" in err) == said, (bs, err)
     from sgdlab.config.runner import batch_size_note
     assert batch_size_note("full", n) is None and batch_size_note({"name": "cyclic"}, n) is None
+
+
+@pytest.mark.parametrize("points, rose", [
+    ([(0, 2.0), (50, 20.5)], True),        # above 10 × its step-0 value
+    ([(0, 2.0), (50, 19.5)], False),       # risen, but less than 10-fold
+    ([(0, 2.0), (50, 1.0)], False),        # it trained
+    ([(5, 2.0), (50, 200.0)], False),      # no step-0 value to compare with (a resumed run)
+    ([(0, 0.0), (50, 2.0)], False),        # a zero loss at step 0: no factor of it
+    ([(0, 2.0)], False),
+])
+def test_the_loss_rose_note_is_for_a_final_loss_ten_times_its_step_0_value(points, rose):
+    from sgdlab.cli.train import _loss_rose
+
+    note = _loss_rose(points)
+    assert (note is not None) == rose
+    if rose:
+        assert note.startswith(f"train_loss rose from 2 at step 0 to {points[-1][1]:.4g}:")
+
+
+def test_an_option_named_as_a_config_key_is_answered_with_its_set_only_when_close():
+    """--epochs 2 and --epoch 2 (a close misspelling) point at --set train.epochs=2; a word
+    only loosely like a key (--lrate: lr), or a misspelt option of the command itself, not."""
+    from sgdlab.cli.train import config_key_hint
+
+    assert "--set train.epochs=2" in config_key_hint("--epochs", "2")
+    assert "--set train.epochs=2" in config_key_hint("--epoch", "2")
+    assert config_key_hint("--lrate", "0.1") is None
+    # --tensorbord misspells the option --tensorboard before the key train.tensorboard
+    assert "--set train.tensorboard=x" in config_key_hint("--tensorbord", "x")
+    assert config_key_hint("--tensorbord", "x", " (did you mean --tensorboard?)") is None
+    assert "--set optimizer.lr=VALUE" in config_key_hint("--lr", None)
