@@ -581,3 +581,67 @@ def test_a_value_at_its_boundary_is_accepted(tmp_path, capsys, argv):
     assert main(["measure", str(tmp_path / "no-such-run"), *argv]) == 2
     err = capsys.readouterr().err
     assert "must be" not in err and "no-such-run" in err, err
+
+
+def test_surface_options_reach_the_plane_and_its_printed_losses_are_the_grid_s(
+        tiny_run, tmp_path, capsys, monkeypatch):
+    """--normalization, --bias-bn (each direction), --extent, --steps and --bn-stats reach
+    the loss surface; the printed mean loss is the mean of the written grid and the origin's
+    loss is the float64 loss of the model on the seeded subset."""
+    import torch
+
+    import sgdlab.measure.surface as surface
+
+    calls: dict = {}
+    for name in ("random_direction", "loss_surface"):
+        _spy(monkeypatch, surface, name, calls)
+    run, store = tiny_run
+    capsys.readouterr()
+    assert main(["measure", str(run), "--what", "surface", "--normalization", "layer",
+                 "--bias-bn", "weights", "--extent", "0.3", "--steps", "5", "--bn-stats",
+                 "recompute", "--subset", "12", "--seed", "3", "--store", str(store),
+                 "--out", str(tmp_path / "m")]) == 0
+    printed = _printed_scalars(capsys.readouterr().out)
+    assert [(c["normalization"], c["bias_bn"], c["generator"].initial_seed())
+            for c in calls["random_direction"]] == [("layer", "weights", 3)] * 2
+    (surf,) = calls["loss_surface"]
+    assert (surf["extent"], surf["steps"], surf["bn_stats"]) == (0.3, 5, "recompute")
+    grid = json.loads((tmp_path / "m" / "measurements.json").read_text())["surface"][
+        "train_loss"]
+    assert len(grid) == 5 and all(len(row) == 5 for row in grid)
+    mean = float(torch.tensor(grid, dtype=torch.float64).mean())
+    assert printed["surface/mean_loss"] == pytest.approx(mean, rel=1e-5)
+    model, loss_fn, (x, y) = _float64_model_and_examples(run, subset=12, seed=3)
+    with torch.no_grad():
+        origin = float(loss_fn(model(x), y))
+    assert printed["surface/origin_loss"] == pytest.approx(origin, rel=1e-5)
+
+
+def test_batch_options_reach_each_mini_batch_and_the_printed_values_are_their_means(
+        tiny_run, tmp_path, capsys, monkeypatch):
+    """--batches mini-batches of --batch-size examples, each drawn without repeats from the
+    measured ones with --batch-curvature: the printed statistics are the means over them."""
+    import importlib
+
+    import torch
+
+    # the module (the package's attribute of that name is the function)
+    module = importlib.import_module("sgdlab.measure.batch_statistics")
+    calls: dict = {}
+    _spy(monkeypatch, module, "batch_statistics", calls)
+    run, store = tiny_run
+    capsys.readouterr()
+    assert main(["measure", str(run), "--what", "batch", "--batch-size", "6", "--batches",
+                 "3", "--batch-curvature", "hessian", "--subset", "0", "--store", str(store),
+                 "--out", str(tmp_path / "m")]) == 0
+    printed = _printed_scalars(capsys.readouterr().out)
+    rows = calls["batch_statistics"]
+    assert len(rows) == 3
+    for row in rows:
+        x = row["batch"][0]
+        assert len(x) == 6 and len(torch.unique(x, dim=0)) == 6
+        assert row["curvature"] == "hessian"
+    for key in ("norm_test", "inner_product_test", "mean_gsnr", "trace_cov"):
+        mean = sum(float(getattr(r["result"], key)) for r in rows) / 3
+        assert printed[f"batch/{key}"] == pytest.approx(mean, rel=1e-5), key
+    assert printed["batch/batch_size"] == 6
