@@ -306,3 +306,21 @@ def test_a_misspelt_option_of_train_is_still_named_as_that_option(capsys):
         "unrecognized arguments: --no-progrss (did you mean --no-progress?)")
     assert _usage_error(["train", "digits-mlp", "--xyz", "1"], capsys).endswith(
         "unrecognized arguments: --xyz 1")
+
+
+def test_a_config_key_option_followed_by_another_option_has_no_value_to_name(capsys):
+    # the word after --epochs is another option, not its value
+    assert _usage_error(["train", "digits-mlp", "--epochs", "--xyz"], capsys).endswith(
+        "(a value of the run config is set with --set KEY=VALUE: --set train.epochs=VALUE; "
+        "--print-config shows them)")
+
+
+def test_a_stray_word_after_a_whole_set_pair_gets_no_key_value_hint(capsys):
+    # `--set a.b 2` is a pair split by a space; `--set train.epochs=2 5` is not
+    assert _usage_error(["train", "digits-mlp", "--set", "train.epochs=2", "5"],
+                        capsys).endswith("unrecognized arguments: 5")
+
+
+def test_sgdlab_without_a_command_prints_the_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert capsys.readouterr().out.startswith("usage: sgdlab")
