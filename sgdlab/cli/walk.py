@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import time
 from pathlib import Path
 
@@ -179,7 +180,8 @@ def _walk(args: argparse.Namespace) -> int:
             "final_train_acc": res.final.get("train_acc"),
             "final_test_acc": res.final.get("test_acc"),
             "grad_cosine_mean": sum(cos) / len(cos) if cos else None,
-            "grad_cosine_median": cos[len(cos) // 2] if cos else None,
+            # the mean of the middle two of an even count (the upper one was reported)
+            "grad_cosine_median": statistics.median(cos) if cos else None,
             "grad_cosine_frac_below_-0.9": (sum(c < -0.9 for c in cos) / len(cos)
                                             if cos else None),
             "barriers_total": sum(int(r.barrier) for r in walk.records),
