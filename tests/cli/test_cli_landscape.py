@@ -22,3 +22,16 @@ def test_a_refused_escape_option_prints_no_progress_line(tmp_path, capsys, argv,
     err = capsys.readouterr().err
     assert err.startswith("sgdlab: error: ") and needle in err, err
     assert "computing" not in err and not out.exists()
+
+
+def test_escape_prints_eta_times_the_sharp_minimum_s_top_curvature(tmp_path, capsys):
+    """Zhu et al.'s printed H_s has top eigenvalue λ = 110 + √9100: the line says η·λ and the
+    η below which GD is stable there, 2 / λ (0.00974)."""
+    import math
+
+    lam = 110 + math.sqrt(9100)
+    assert main(["landscape", "escape", "--quick", "--repetitions", "2", "--iterations", "3",
+                 "--lr", "0.005", "--out", str(tmp_path / "e")]) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert (f"eta=0.005 (eta*lambda_max = {0.005 * lam:.3g}; GD is stable at the sharp "
+            f"minimum only for eta < {2 / lam:.3g})") in head, head
