@@ -35,3 +35,16 @@ def test_escape_prints_eta_times_the_sharp_minimum_s_top_curvature(tmp_path, cap
     head = capsys.readouterr().out.splitlines()[0]
     assert (f"eta=0.005 (eta*lambda_max = {0.005 * lam:.3g}; GD is stable at the sharp "
             f"minimum only for eta < {2 / lam:.3g})") in head, head
+
+
+def test_escape_noise_trace_and_quick_repetitions_reach_the_experiment(tmp_path, capsys):
+    """--noise-trace sets the authors' protocol's Tr Cov(ε) (default 0.01), and --quick runs
+    50 repetitions unless --repetitions says otherwise."""
+    import json
+
+    out = tmp_path / "a"
+    assert main(["landscape", "escape", "--protocol", "authors-code", "--noise-trace", "0.02",
+                 "--quick", "--iterations", "2", "--out", str(out)]) == 0
+    assert "(Tr Cov(eps) = 0.02, added after the step)" in capsys.readouterr().out
+    config = json.loads((out / "results.json").read_text())["config"]
+    assert (config["noise_trace"], config["repetitions"]) == (0.02, 50)
