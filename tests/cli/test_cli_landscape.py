@@ -48,3 +48,11 @@ def test_escape_noise_trace_and_quick_repetitions_reach_the_experiment(tmp_path,
     assert "(Tr Cov(eps) = 0.02, added after the step)" in capsys.readouterr().out
     config = json.loads((out / "results.json").read_text())["config"]
     assert (config["noise_trace"], config["repetitions"]) == (0.02, 50)
+
+
+def test_a_thread_count_below_one_is_refused(tmp_path, capsys):
+    # --threads 0 reached torch.set_num_threads, whose error was a traceback
+    assert main(["landscape", "ou", "--quick", "--threads", "0", "--out",
+                 str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == "sgdlab: error: --threads must be >= 1, got 0\n"
+    assert not (tmp_path / "o").exists()
