@@ -197,7 +197,8 @@ def _walk(args: argparse.Namespace) -> int:
         row = summary[label]
         # a diverged run has no final loss nor cosines: None, which no float format takes
         below = row["grad_cosine_frac_below_-0.9"]
-        print(f"{label}: {res.steps} steps (B={info['batch_size']}{full} lr={info['lr']}), "
+        steps = f"{res.steps} step{'' if res.steps == 1 else 's'}"
+        print(f"{label}: {steps} (B={info['batch_size']}{full} lr={info['lr']}), "
               f"{'final' if res.status == 'finished' else 'last finite'} train loss "
               f"{_num(row['final_train_loss'], '.4f')}, "
               f"grad cosine mean {_num(row['grad_cosine_mean'], '.3f')}, median "

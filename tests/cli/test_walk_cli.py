@@ -138,7 +138,6 @@ def test_a_walk_whose_run_diverges_exits_as_train_does(tmp_path, capsys, monkeyp
     assert (out / "walk.png").is_file() and (out / "history.json").is_file()
 
 
-
 def test_each_run_takes_its_own_lr_and_its_summary_is_that_of_its_recorded_series(tmp_path,
                                                                                  capsys):
     """--lr-gd and --lr-sgd reach GD's and SGD's runs: GD at 1e30 diverges at its first step,
@@ -152,7 +151,7 @@ def test_each_run_takes_its_own_lr_and_its_summary_is_that_of_its_recorded_serie
                  "3", "--eval-subset", "60", "--lr-gd", "1e30", "--lr-sgd", "2", "--out",
                  str(out)]) == EXIT_DIVERGED
     lines = capsys.readouterr().out.splitlines()
-    assert any(s.startswith("GD: 1 steps (B=1437, the full training set; lr=1e+30)")
+    assert any(s.startswith("GD: 1 step (B=1437, the full training set; lr=1e+30)")
                for s in lines)
     assert any(s.startswith("SGD: 9 steps (B=16, lr=2.0)") for s in lines)
     runs = json.loads((out / "results.json").read_text())["runs"]
