@@ -6,7 +6,9 @@ refused before any process group work. No GPU here: CUDA's presence is patched, 
 process group's creation recorded instead of done."""
 from __future__ import annotations
 
+import datetime
 import json
+import os
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ import torch.distributed as dist
 
 import sgdlab.train.distributed as distributed
 from sgdlab.errors import ConfigError, UserError
+from sgdlab.train.communicator import ReplicaCommunicationError
 from sgdlab.train.distributed import choose_backend, local_device
 
 CONFIG = {"data": {"name": "digits", "flatten": True, "n_train": 64},
@@ -156,3 +159,51 @@ def test_choose_backend_follows_the_device():
     with pytest.raises(ConfigError, match=r"^device must be cpu or cuda, got 'gpu' \(did you "
                                           r"mean cuda\?\)$"):
         choose_backend("auto", "gpu")
+
+
+@pytest.mark.parametrize("var", ["RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"])
+def test_a_rank_started_without_torchrun_s_environment_is_told_to_launch_with_torchrun(
+        machine, monkeypatch, var):
+    monkeypatch.delenv(var)
+    with pytest.raises(UserError, match=f"^environment variable {var} is not set: launch "
+                                        "with torchrun"):
+        distributed.init_distributed("auto", 60.0, "cpu")
+    assert machine == {}             # refused before any process group work
+
+
+def test_the_process_group_fails_a_stuck_collective_after_the_timeout(machine, monkeypatch):
+    """The fail-fast guarantee: the group is created with ``--timeout`` (a dead or hung peer
+    raises after at most that long), and with nccl a timed-out collective aborts the process
+    (TORCH_NCCL_ASYNC_ERROR_HANDLING=1) instead of hanging in it."""
+    asked: dict = {}
+
+    def init(backend, **kw):
+        asked.update(kw, backend=backend)
+        raise Started
+
+    monkeypatch.setattr(dist, "init_process_group", init)
+    monkeypatch.delenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", raising=False)
+    with pytest.raises(Started):
+        distributed.init_distributed("auto", 2.5, "cuda")
+    assert asked == {"backend": "nccl", "timeout": datetime.timedelta(seconds=2.5)}
+    assert os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1"
+
+
+def test_the_start_up_barrier_waits_for_every_rank_and_names_a_missing_one(machine,
+                                                                            monkeypatch):
+    """gloo: a monitored barrier with the run's timeout that reports every rank that never
+    arrived (``wait_all_ranks``), its failure a ReplicaCommunicationError (exit 1)."""
+    barrier: dict = {}
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: None)
+
+    def monitored_barrier(**kw):
+        barrier.update(kw)
+        raise RuntimeError("Ranks 1 failed to pass monitoredBarrier in 3000 ms")
+
+    monkeypatch.setattr(dist, "monitored_barrier", monitored_barrier)
+    with pytest.raises(ReplicaCommunicationError, match=r"^start-up barrier failed: Ranks 1 "
+                                                        r"failed to pass"):
+        distributed.init_distributed("auto", 3.0, "cpu")
+    assert barrier == {"timeout": datetime.timedelta(seconds=3), "wait_all_ranks": True}
+    monkeypatch.setattr(dist, "monitored_barrier", lambda **kw: None)
+    assert distributed.init_distributed("auto", 3.0, "cpu") == "gloo"
