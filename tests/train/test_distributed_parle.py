@@ -670,3 +670,112 @@ def test_an_instrument_failing_on_rank_0_stops_every_rank_at_once(tmp_path):
     assert "boom: this instrument fails" in read(logs[0]), read(logs[0])[-2000:]
     assert ("rank 0 failed measuring the master after round 3 with boom (RuntimeError: boom: "
             "this instrument fails); stopped with it") in read(logs[1]), read(logs[1])[-2000:]
+
+
+def test_a_replica_config_without_a_length_is_refused_naming_the_three(tmp_path):
+    # with none, the run was built and recorded, then refused by the trainer in other words
+    from sgdlab.train.distributed import build_run
+
+    cfg, _ = write_problem(tmp_path, replicas=2, rounds=1)
+    del cfg["rounds"]
+    with pytest.raises(ConfigError, match=r"^give exactly one of 'rounds', 'epochs' or "
+                                          r"'grad_evals' \(the run's length\); it gives none$"):
+        build_run(cfg)
+
+
+def test_build_run_hands_the_config_s_run_options_to_the_trainer(tmp_path):
+    from sgdlab.train.distributed import build_run
+
+    cfg, _ = write_problem(tmp_path, replicas=2, rounds=3)
+    extra = {"eval_every": 2, "eval_subset": 5, "name": "mine"}
+    assert build_run({**cfg, **extra})[4] == {"rounds": 3, **extra}
+    del cfg["rounds"]
+    for length in ({"epochs": 1.5}, {"grad_evals": 30}):
+        assert build_run({**cfg, **length})[4] == length
+
+
+def test_plugin_options_are_added_to_the_config_s_plugins_once_each():
+    from sgdlab.train.distributed import add_plugins
+
+    cfg = {"plugins": ["mine", "theirs.py"]}
+    add_plugins(cfg, ["theirs.py", "new", "new"])
+    assert cfg["plugins"] == ["mine", "theirs.py", "new"]
+    cfg = {}
+    add_plugins(cfg, [])
+    assert cfg == {}                 # no empty list recorded for a run without plugins
+    add_plugins(cfg, ["a"])
+    assert cfg == {"plugins": ["a"]}
+    cfg = {"plugins": "mine"}        # no list: left for build_run to refuse, by its value
+    add_plugins(cfg, ["a"])
+    assert cfg == {"plugins": "mine"}
+
+
+def test_the_replica_config_s_seed_and_dtype_make_the_initial_model_and_data(tmp_path):
+    """``seed`` seeds the weight init (0 when not given, as a run config's); ``dtype``
+    (float32 by default) is that of the weights and the data: float64 keeps the data file's
+    float64 values exactly."""
+    from sgdlab.models import build_model
+    from sgdlab.train.distributed import build_model_and_data
+
+    cfg, _ = write_problem(tmp_path, replicas=2, rounds=1)
+    base = {"data": cfg["data"], "model": cfg["model"]}
+    x = torch.load(tmp_path / "toy.pt", weights_only=True)["x_train"]
+    torch.manual_seed(0)
+    ref = build_model("mlp", (4,), 3, widths=[6], activation="tanh")
+    for given, dtype in (({}, torch.float32), ({"seed": 0, "dtype": "float64"}, torch.float64)):
+        model, _, data = build_model_and_data({**base, **given})
+        assert data.x_train.dtype == dtype and torch.equal(data.x_train, x.to(dtype))
+        for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+            assert p.dtype == dtype and torch.equal(p, q.to(dtype))
+    other = build_model_and_data({**base, "seed": 1})[0]
+    assert not torch.equal(next(other.parameters()), next(ref.parameters()))
+
+
+def test_a_start_frees_only_its_own_claim_and_never_a_folder_with_a_checkpoint(tmp_path):
+    from sgdlab.train.distributed import claim_out, release_out
+
+    out = tmp_path / "o"
+    mine = claim_out(out)
+    claim = out / "parle.json"
+    release_out(out, json.dumps({"claim": "another start's"}))     # the file is not its
+    assert claim.read_text() == mine
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / "master.pt").write_bytes(b"")
+    release_out(out, mine)           # the run has a checkpoint: the folder stays its (--resume)
+    assert claim.read_text() == mine
+    (out / "checkpoints" / "master.pt").unlink()
+    release_out(out, mine)
+    assert not claim.exists()
+    release_out(out, mine)           # nothing left to free: no error
+
+
+def test_a_start_whose_lock_fails_after_its_claim_frees_the_folder(tmp_path, monkeypatch):
+    import sgdlab.train.distributed as distributed
+
+    def busy(out):
+        raise UserError(f"{out}: its parle run is being trained by another process")
+
+    monkeypatch.setattr(distributed, "lock_out", busy)
+    with pytest.raises(UserError, match="being trained by another process"):
+        distributed._take_out(tmp_path / "o", claim=True)
+    assert not (tmp_path / "o" / "parle.json").exists()    # the same command starts it again
+
+
+def test_the_run_store_is_the_option_s_then_the_config_s_then_the_resumed_run_s(tmp_path,
+                                                                                 monkeypatch):
+    """As ``sgdlab train`` picks it: ``--store``, the config's ``store``, on a resume the
+    store the run's checkpoints name, else ``$SGDLAB_STORE``."""
+    from sgdlab.train.checkpoint import save_checkpoint
+    from sgdlab.train.distributed import run_store_path
+
+    monkeypatch.setenv("SGDLAB_STORE", str(tmp_path / "env.sqlite"))
+    out = tmp_path / "o"
+    (out / "checkpoints").mkdir(parents=True)
+    save_checkpoint(out / "checkpoints" / "master.pt",
+                    {"format": 1, "store": str(tmp_path / "recorded.sqlite")})
+    mine = {"store": str(tmp_path / "cfg.sqlite")}
+    assert run_store_path(mine, tmp_path / "opt.sqlite", out, True) == tmp_path / "opt.sqlite"
+    assert run_store_path(mine, None, out, True) == tmp_path / "cfg.sqlite"
+    assert run_store_path({}, None, out, True) == tmp_path / "recorded.sqlite"
+    assert run_store_path({}, None, out, False) == tmp_path / "env.sqlite"   # a new run
+    assert run_store_path({}, None, tmp_path / "none", True) == tmp_path / "env.sqlite"
