@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -812,3 +813,74 @@ def test_a_measure_item_parle_cannot_take_is_refused_before_any_process_starts(t
             err = capsys.readouterr().err
             assert message in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_torchrun_command_passes_every_option_to_every_replica(tmp_path):
+    import sgdlab.cli.parle as parle
+
+    plugin = tmp_path / "mine.py"
+    plugin.write_text("")
+    cmd = parle.torchrun_command("c.yaml", 3, out="o", backend="gloo", timeout=2.5,
+                                 resume=True, checkpoint_every=4, claimed=True,
+                                 standalone=True, store="r.sqlite",
+                                 plugins=[str(plugin), "pkg.mod"], overrides=["epochs=2"])
+    assert cmd == [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "3",
+                   "--standalone", "-m", "sgdlab.train.distributed", "c.yaml",
+                   "--replicas", "3", "--backend", "gloo", "--timeout", "2.5",
+                   "--out", "o", "--store", "r.sqlite", "--checkpoint-every", "4",
+                   "--resume", "--claimed", "--plugin", str(plugin.resolve()),
+                   "--plugin", "pkg.mod", "--set", "epochs=2"]
+    assert parle.torchrun_command("c.yaml", 2) == [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m",
+        "sgdlab.train.distributed", "c.yaml", "--replicas", "2", "--backend", "auto",
+        "--timeout", "60"]
+
+
+@pytest.mark.parametrize("mode", ["inprocess", "distributed"])
+def test_replicas_below_one_are_refused_by_the_flag(tmp_path, capsys, mode):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(CONFIG))
+    assert main(["parle", str(cfg), "--mode", mode, "--replicas", "0", "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "--replicas must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("threads", [None, "3"])
+def test_the_replicas_run_one_thread_each_unless_told_and_know_their_launcher(
+        tmp_path, monkeypatch, threads):
+    """One thread per process (OMP_NUM_THREADS=1) unless the user set it: what makes the
+    distributed iterates bit-identical to the in-process ones; the launcher's pid (a replica
+    whose launcher died while it started ends) and the file rank 0 writes the status to."""
+    import sgdlab.cli.parle as parle
+    from sgdlab.train.distributed import LAUNCHER_ENV, STATUS_ENV
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(CONFIG))
+    if threads is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", threads)
+    envs = []
+
+    class Launched:                       # torchrun, started and finished at once
+        def __init__(self, cmd, env, **kw):
+            envs.append(env)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(parle.subprocess, "Popen", Launched)
+    assert main(["parle", str(cfg), "--mode", "distributed"]) == 0
+    (env,) = envs
+    assert env["OMP_NUM_THREADS"] == (threads or "1")
+    assert env[LAUNCHER_ENV] == str(os.getpid())
+    assert Path(env[STATUS_ENV]).parent == Path(tempfile.gettempdir())
+
+
+def test_a_run_s_exit_status_follows_how_rank_0_says_it_ended():
+    from sgdlab.cli.parle import _exit_status
+    from sgdlab.cli.train import EXIT_DIVERGED
+
+    assert [_exit_status(s) for s in ("finished", None, "diverged", "failed")] == [
+        0, 0, EXIT_DIVERGED, 1]
