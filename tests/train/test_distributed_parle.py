@@ -779,3 +779,60 @@ def test_the_run_store_is_the_option_s_then_the_config_s_then_the_resumed_run_s(
     assert run_store_path({}, None, out, True) == tmp_path / "recorded.sqlite"
     assert run_store_path({}, None, out, False) == tmp_path / "env.sqlite"   # a new run
     assert run_store_path({}, None, tmp_path / "none", True) == tmp_path / "env.sqlite"
+
+
+def test_a_run_with_an_output_folder_is_finished_in_its_store_once_its_files_are_written(
+        tmp_path, monkeypatch):
+    import sgdlab.train.distributed as distributed
+    from sgdlab.store import RunStore
+
+    cfg, _ = write_problem(tmp_path, replicas=2, rounds=2)
+    cfg["store"] = str(tmp_path / "runs.sqlite")
+
+    def no_space(*a, **k):
+        raise OSError("boom: no space left for the figures")
+
+    monkeypatch.setattr(distributed, "_draw_figures", no_space)
+    with pytest.raises(OSError, match="boom"):
+        run_from_config(cfg, mode="inprocess", out=tmp_path / "o")
+    (run,) = RunStore(tmp_path / "runs.sqlite").list_runs()
+    assert run["status"] != "finished"      # its master.pt and results.json are not all there
+
+
+def test_a_folder_its_launcher_claimed_is_not_claimed_again(tmp_path):
+    # sgdlab parle takes OUT and passes --claimed: rank 0 taking it again refused the run
+    from sgdlab.train.distributed import claim_out
+
+    cfg, _ = write_problem(tmp_path, replicas=2, rounds=1)
+    claim_out(tmp_path / "o")
+    res = run_from_config(cfg, mode="inprocess", out=tmp_path / "o", claimed=True)
+    assert res.status == "finished" and (tmp_path / "o" / "master.pt").exists()
+    with pytest.raises(UserError, match="already holds a run's checkpoints"):
+        run_from_config(cfg, mode="inprocess", out=tmp_path / "o", claimed=True)
+
+
+def test_every_rank_starts_from_rank_0_s_initial_weights(tmp_path):
+    """A rank overwrites the weights it built with rank 0's (a broadcast) before any other
+    collective: identical initial replicas whatever the init's determinism (a plugin model
+    seeded per process, a GPU's kernels)."""
+    from sgdlab.train.distributed import build_run
+
+    cfg, _ = write_problem(tmp_path, replicas=2, rounds=1)
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    class Rank1:                     # rank 1 of 2; the other rank's part all OK
+        rank, world_size = 1, 2
+
+        def average(self, tensors):
+            return [t / 2 for t in tensors]
+
+        def broadcast_(self, tensors, src=0):
+            asked.append((src, [t.shape for t in tensors]))
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_from_config(cfg, mode="distributed", communicator=Rank1())
+    assert asked == [(0, [p.shape for p in build_run(cfg)[0].parameters()])]
