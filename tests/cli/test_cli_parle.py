@@ -884,3 +884,14 @@ def test_a_run_s_exit_status_follows_how_rank_0_says_it_ended():
 
     assert [_exit_status(s) for s in ("finished", None, "diverged", "failed")] == [
         0, 0, EXIT_DIVERGED, 1]
+
+
+def test_a_config_without_a_replica_count_launches_parle_s_default_count(tmp_path, capsys):
+    # a process count other than the config's replicas is refused by every rank at start-up
+    from sgdlab.train.replicas import ParleConfig
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({**CONFIG, "parle": {"L": 2}}))
+    assert main(["parle", str(cfg), "--mode", "distributed", "--print-command"]) == 0
+    n = ParleConfig().replicas
+    assert f" --nproc-per-node {n} -m sgdlab.train.distributed" in capsys.readouterr().out

@@ -836,3 +836,32 @@ def test_every_rank_starts_from_rank_0_s_initial_weights(tmp_path):
     with pytest.raises(Stop):
         run_from_config(cfg, mode="distributed", communicator=Rank1())
     assert asked == [(0, [p.shape for p in build_run(cfg)[0].parameters()])]
+
+
+def test_the_report_names_every_non_finite_final_value(tmp_path):
+    from types import SimpleNamespace
+
+    from sgdlab.train.distributed import report
+
+    res = SimpleNamespace(rounds=2, grad_evals=6, status="diverged", message="why",
+                          run_id="r1", final={"a": float("nan"), "b": float("inf"),
+                                              "c": -float("inf"), "d": 0.5, "rounds": 2})
+    lines = report(res, out=tmp_path / "o", processes=2, store="s.sqlite").splitlines()
+    assert lines[0] == ("parle (distributed, 2 processes, 2 rounds, 6 gradient evaluations "
+                        "per replica): diverged (why)")
+    assert strict_loads("\n".join(lines[1:-3])) == {"a": None, "b": None, "c": None,
+                                                    "d": 0.5, "rounds": 2}
+    assert lines[-3] == "not finite (null in the JSON): a, b, c"
+    assert lines[-2] == f"master weights: {tmp_path / 'o' / 'master.pt'}"
+    assert lines[-1].startswith("run r1 in the run store s.sqlite (sgdlab runs show r1 ")
+    res.final, res.run_id = {"d": 0.5}, None
+    assert report(res, out=None).splitlines()[0].startswith("parle (in-process, 2 rounds")
+    assert report(res, out=None, store="s.sqlite").splitlines()[-1] == "}"
+
+
+def test_a_run_without_instruments_draws_no_instruments_figure(tmp_path):
+    # Parle's own series (the replicas' loss, gamma, rho, lr) are no instruments
+    cfg, _ = write_problem(tmp_path, replicas=2, rounds=2)
+    run_from_config(cfg, mode="inprocess", out=tmp_path / "o")
+    assert (tmp_path / "o" / "learning_curves.png").exists()
+    assert not (tmp_path / "o" / "instruments.png").exists()
