@@ -865,3 +865,23 @@ def test_a_run_without_instruments_draws_no_instruments_figure(tmp_path):
     run_from_config(cfg, mode="inprocess", out=tmp_path / "o")
     assert (tmp_path / "o" / "learning_curves.png").exists()
     assert not (tmp_path / "o" / "instruments.png").exists()
+
+
+def test_the_entry_point_s_replicas_and_set_options_change_the_config_it_runs(tmp_path,
+                                                                             monkeypatch):
+    import sgdlab.train.distributed as distributed
+
+    _, path = write_problem(tmp_path, replicas=2, rounds=1)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def store_of(cfg, *a):
+        seen.append(cfg)
+        raise Stop
+
+    monkeypatch.setattr(distributed, "run_store_path", store_of)
+    with pytest.raises(Stop):
+        distributed.main([str(path), "--replicas", "3", "--set", "parle.L=4"])
+    assert seen[0]["parle"]["replicas"] == 3 and seen[0]["parle"]["L"] == 4
