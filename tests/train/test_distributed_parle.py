@@ -885,3 +885,23 @@ def test_the_entry_point_s_replicas_and_set_options_change_the_config_it_runs(tm
     with pytest.raises(Stop):
         distributed.main([str(path), "--replicas", "3", "--set", "parle.L=4"])
     assert seen[0]["parle"]["replicas"] == 3 and seen[0]["parle"]["L"] == 4
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc")
+def test_a_replica_knows_its_launcher_gone_unless_its_parent_s_parent_is_it(monkeypatch):
+    import subprocess
+
+    import sgdlab.train.distributed as distributed
+
+    monkeypatch.delenv(distributed.LAUNCHER_ENV, raising=False)
+    assert distributed.launcher_gone() is False            # not started by sgdlab parle
+    parent = os.getppid()
+    grandparent = int(open(f"/proc/{parent}/stat").read().rsplit(")", 1)[1].split()[1])
+    monkeypatch.setenv(distributed.LAUNCHER_ENV, str(grandparent))
+    assert distributed.launcher_gone() is False
+    monkeypatch.setenv(distributed.LAUNCHER_ENV, str(parent))
+    assert distributed.launcher_gone() is True             # reparented: another grandparent
+    done = subprocess.Popen(["true"])
+    done.wait()                                            # a pid no process has now
+    monkeypatch.setattr(distributed.os, "getppid", lambda: done.pid)
+    assert distributed.launcher_gone() is True             # the parent gone meanwhile
