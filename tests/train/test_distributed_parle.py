@@ -905,3 +905,10 @@ def test_a_replica_knows_its_launcher_gone_unless_its_parent_s_parent_is_it(monk
     done.wait()                                            # a pid no process has now
     monkeypatch.setattr(distributed.os, "getppid", lambda: done.pid)
     assert distributed.launcher_gone() is True             # the parent gone meanwhile
+
+
+def test_a_resume_without_an_output_folder_is_refused_naming_where_checkpoints_are(tmp_path):
+    cfg, _ = write_problem(tmp_path, replicas=2, rounds=1)
+    with pytest.raises(UserError, match=r"^resume needs an output directory \(--out DIR; "
+                                        r"checkpoints are in DIR/checkpoints\)$"):
+        run_from_config(cfg, mode="inprocess", resume=True)
