@@ -912,3 +912,23 @@ def test_a_resume_without_an_output_folder_is_refused_naming_where_checkpoints_a
     with pytest.raises(UserError, match=r"^resume needs an output directory \(--out DIR; "
                                         r"checkpoints are in DIR/checkpoints\)$"):
         run_from_config(cfg, mode="inprocess", resume=True)
+
+
+def test_results_json_says_how_the_run_ran_and_master_pt_holds_the_master(tmp_path):
+    from types import SimpleNamespace
+
+    from sgdlab.train.distributed import _write_outputs
+    from sgdlab.train.replicas import ParleConfig
+
+    master = torch.nn.Linear(2, 1).double()
+    res = SimpleNamespace(master=master, status="finished", message=None, run_id=None,
+                          final={"train_loss": 0.5},
+                          history={"train_loss": [[0, 1.0], [3, 0.5]]})
+    parle = ParleConfig(replicas=2, L=3)
+    _write_outputs(res, tmp_path / "o", "distributed", parle, None)
+    assert strict_loads((tmp_path / "o" / "results.json").read_text()) == {
+        "status": "finished", "message": None, "mode": "distributed", "run_id": None,
+        "store": None, "final": {"train_loss": 0.5}, "parle": parle.to_json(),
+        "history": {"train_loss": [[0, 1.0], [3, 0.5]]}}
+    saved = torch.load(tmp_path / "o" / "master.pt", weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in master.state_dict().items())
