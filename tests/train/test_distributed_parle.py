@@ -932,3 +932,29 @@ def test_results_json_says_how_the_run_ran_and_master_pt_holds_the_master(tmp_pa
         "history": {"train_loss": [[0, 1.0], [3, 0.5]]}}
     saved = torch.load(tmp_path / "o" / "master.pt", weights_only=True)
     assert all(torch.equal(saved[k], v) for k, v in master.state_dict().items())
+
+
+def test_a_replica_config_named_yml_is_read_as_yaml(tmp_path):
+    from sgdlab.train.distributed import load_config
+
+    for suffix in (".yaml", ".yml"):
+        (tmp_path / f"c{suffix}").write_text("data: {name: digits}\nparle: {lr: 1e-2}\n")
+        assert load_config(tmp_path / f"c{suffix}") == {"data": {"name": "digits"},
+                                                        "parle": {"lr": 0.01}}
+
+
+def test_an_exit_with_a_message_is_status_1_with_the_message(monkeypatch, capsys):
+    import sgdlab.train.distributed as distributed
+
+    def leaves(code):
+        def main(argv):
+            raise SystemExit(code)
+        return main
+
+    for code, status in (("a message", 1), (None, 0), (2, 2), (0, 0)):
+        monkeypatch.setattr(distributed, "main", leaves(code))
+        assert distributed.exit_status([]) == status
+    capsys.readouterr()
+    monkeypatch.setattr(distributed, "main", leaves("a message"))
+    distributed.exit_status([])
+    assert capsys.readouterr().err == "a message\n"
