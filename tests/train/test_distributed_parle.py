@@ -958,3 +958,17 @@ def test_an_exit_with_a_message_is_status_1_with_the_message(monkeypatch, capsys
     monkeypatch.setattr(distributed, "main", leaves("a message"))
     distributed.exit_status([])
     assert capsys.readouterr().err == "a message\n"
+
+
+def test_a_claim_whose_holder_cannot_be_told_gone_is_not_called_gone(tmp_path, monkeypatch):
+    # owner_alive None (its start time unreadable): the run may still be going, so the
+    # message does not tell the user to remove its claim as a dead one's
+    import sgdlab.store.runstore as runstore
+    from sgdlab.train.distributed import claim_out
+
+    out = tmp_path / "out"
+    claim_out(out)
+    monkeypatch.setattr(runstore, "owner_alive", lambda *a: None)
+    with pytest.raises(UserError, match="already holds a parle run started .* that has "
+                                        "written no checkpoint yet"):
+        claim_out(out)
