@@ -895,3 +895,17 @@ def test_a_config_without_a_replica_count_launches_parle_s_default_count(tmp_pat
     assert main(["parle", str(cfg), "--mode", "distributed", "--print-command"]) == 0
     n = ParleConfig().replicas
     assert f" --nproc-per-node {n} -m sgdlab.train.distributed" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_a_zombie_replica_counts_as_stopped():
+    # a stopped replica nobody has reaped yet (its new parent slow to) is no longer running
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    deadline = time.monotonic() + 20
+    while "Z" not in Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert not _alive(child.pid)           # a zombie, not yet waited for
+    child.wait()
+    assert not _alive(child.pid)
+    assert _alive(os.getpid())
