@@ -909,3 +909,25 @@ def test_a_zombie_replica_counts_as_stopped():
     child.wait()
     assert not _alive(child.pid)
     assert _alive(os.getpid())
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_stop_kills_a_replica_that_ignores_sigterm_after_the_grace():
+    code = ("import subprocess, sys, time\n"
+            "subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'],"
+            " start_new_session=True)\n"
+            "time.sleep(60)\n")
+    launcher = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    deadline = time.monotonic() + 20
+
+    def ignores_sigterm(pid: int) -> bool:
+        status = Path(f"/proc/{pid}/status").read_text()
+        mask = int(status.split("SigIgn:")[1].split()[0], 16)
+        return bool(mask & (1 << (signal.SIGTERM - 1)))
+
+    while not ((kids := _children(launcher.pid)) and ignores_sigterm(kids[0])):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    _stop(launcher, grace=0.5)
+    assert not _alive(kids[0])
