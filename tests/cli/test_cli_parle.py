@@ -931,3 +931,26 @@ def test_stop_kills_a_replica_that_ignores_sigterm_after_the_grace():
         time.sleep(0.05)
     _stop(launcher, grace=0.5)
     assert not _alive(kids[0])
+
+
+def test_a_distributed_resume_without_out_is_refused_before_any_process_starts(tmp_path,
+                                                                              capsys,
+                                                                              monkeypatch):
+    launched = fake_torchrun(monkeypatch)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(CONFIG))
+    assert main(["parle", str(cfg), "--mode", "distributed", "--resume"]) == 2
+    assert "--resume needs --out DIR (checkpoints are in DIR/checkpoints)" in (
+        capsys.readouterr().err)
+    assert launched == []
+
+
+def test_a_run_without_out_has_no_command_to_go_on_with():
+    import argparse
+
+    from sgdlab.cli.parle import _continue
+
+    args = argparse.Namespace(out=None, config="c.json", replicas=None, store=None,
+                              plugins=[], overrides=[], backend="auto", timeout=60.0,
+                              checkpoint_every=None)
+    assert _continue(args, None) == "" and _continue(args, 2) == ""
