@@ -954,3 +954,17 @@ def test_a_run_without_out_has_no_command_to_go_on_with():
                               plugins=[], overrides=[], backend="auto", timeout=60.0,
                               checkpoint_every=None)
     assert _continue(args, None) == "" and _continue(args, 2) == ""
+
+
+def test_a_distributed_resume_leaves_the_folder_s_lock_to_its_rank_0(tmp_path, capsys,
+                                                                    monkeypatch):
+    # the launcher checks that no process trains the run, then lets go: rank 0 takes it
+    out = tmp_path / "out"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "master.pt").write_bytes(b"")
+    fake_torchrun(monkeypatch, "from sgdlab.train.distributed import lock_out; "
+                               f"lock_out({str(out)!r})")
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(CONFIG))
+    assert main(["parle", str(cfg), "--mode", "distributed", "--out", str(out),
+                 "--resume"]) == 0, capsys.readouterr().err
