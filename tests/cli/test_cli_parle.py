@@ -968,3 +968,15 @@ def test_a_distributed_resume_leaves_the_folder_s_lock_to_its_rank_0(tmp_path, c
     cfg.write_text(json.dumps(CONFIG))
     assert main(["parle", str(cfg), "--mode", "distributed", "--out", str(out),
                  "--resume"]) == 0, capsys.readouterr().err
+
+
+def test_the_command_to_go_on_keeps_an_in_process_run_s_replica_count(tmp_path):
+    import argparse
+
+    from sgdlab.cli.parle import _continue
+
+    args = argparse.Namespace(out=str(tmp_path / "o"), config="c.json", replicas=4, store=None,
+                              plugins=[], overrides=[], backend="auto", timeout=60.0,
+                              checkpoint_every=None)
+    assert _continue(args, None) == ("; no checkpoint was written yet: start it again with "
+                                     f"sgdlab parle c.json --replicas 4 --out {tmp_path / 'o'}")
