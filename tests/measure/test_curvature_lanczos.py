@@ -212,9 +212,10 @@ def test_repeated_eigenvalues_are_not_passed_over_after_a_restart(dtype, which, 
     torch.testing.assert_close(vals, torch.tensor(expect, dtype=dtype), rtol=0, atol=1e-5)
     torch.testing.assert_close(vecs.T @ vecs, torch.eye(len(expect), dtype=dtype), rtol=0,
                                atol=1e-5)
-    # one block of three products a copy of the wanted extreme value; the last block's ends
-    # (1 and 3) do not beat the k-th wanted value, so no restart could change the answer
-    assert op.num_matvecs == 3 * expect.count(expect[0])
+    # one block of three products a copy of the wanted extreme value; the last two blocks'
+    # ends (1 and 3) do not beat the k-th wanted value, so no restart could change the answer
+    # (k = 1: the residual test ends it at the next block's first product)
+    assert op.num_matvecs == (4 if k == 1 else 3 * expect.count(expect[0]) + 3)
 
 
 @pytest.mark.parametrize("which", ["largest", "smallest", "magnitude", "both"])
@@ -222,26 +223,45 @@ def test_repeated_eigenvalues_are_not_passed_over_after_a_restart(dtype, which, 
 def test_a_multiple_of_the_identity_takes_one_product_a_wanted_pair(which, k):
     """On c·I every Krylov block is invariant after one product. Each block's one value is
     every value left, so once the wanted pairs are found no restart can change them: k
-    products (2k for "both"), where a restart after each (no residual to ask) ran all
-    num_iter = 2k + 60 of them."""
+    products (2k for "both") and one more, a second random block to agree, where a restart
+    after each (no residual to ask) ran all num_iter = 2k + 60 of them."""
     op = _Diagonal(torch.full((50,), 2.5, dtype=torch.float64))
     want = 2 * k if which == "both" else k
     vals, vecs = lanczos(op, k, which=which, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(vals, torch.full((want,), 2.5, dtype=torch.float64))
     torch.testing.assert_close(vecs.T @ vecs, torch.eye(want, dtype=torch.float64))
-    assert op.num_matvecs == want
+    assert op.num_matvecs == want + 1
+
+
+@pytest.mark.parametrize("dtype,overlap", [(torch.float32, 1e-6), (torch.float64, 1e-15)])
+def test_a_start_nearly_orthogonal_to_the_top_eigenvector_does_not_end_the_search(dtype,
+                                                                                 overlap):
+    """I + 9uuᵀ with u at ``overlap`` from the seeded random start: the first block breaks
+    down after one product (|β| = 9·overlap is below the threshold 100·eps·scale) holding 1
+    only. Its ends do not beat 1, yet 10 is left: one near-invariant block must not end the
+    search (it returned 1, without a warning)."""
+    d = 200
+    v = torch.randn(d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    v = v / v.norm()
+    g = torch.randn(d, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    g = g - (g @ v) * v
+    u = overlap * v + (1 - overlap ** 2) ** 0.5 * g / g.norm()
+    a = torch.eye(d, dtype=torch.float64) + 9 * torch.outer(u, u)
+    assert float(torch.linalg.eigvalsh(a)[-1]) == pytest.approx(10.0)
+    vals, _ = lanczos(a.to(dtype), 1, generator=torch.Generator().manual_seed(0))
+    assert float(vals[0]) == pytest.approx(10.0, rel=1e-5)
 
 
 def test_both_ends_wait_for_the_copies_of_their_own_values():
     """diag(6, 5, 4, 3, 1, 1, 1, 1), which="both", k=3: the first block {1, 3, 4, 5, 6}
     holds the top three; the second, {1}, ends below 4, so the top is complete, but the
     bottom three are 1, 1, 1 and the second block's low end still beats the third (3): a
-    third block must find the last copy of 1 (seven products of the eight)."""
+    third block must find the last copy of 1 and a fourth agree (all eight products)."""
     lam = torch.tensor([6.0, 5.0, 4.0, 3.0, 1.0, 1.0, 1.0, 1.0], dtype=torch.float64)
     op = _Diagonal(lam)
     vals, _ = lanczos(op, 3, which="both", generator=torch.Generator().manual_seed(0))
     assert vals.tolist() == pytest.approx([6.0, 5.0, 4.0, 1.0, 1.0, 1.0], abs=1e-12)
-    assert op.num_matvecs == 7
+    assert op.num_matvecs == 8
 
 
 def test_magnitude_waits_for_a_copy_of_a_negative_end():

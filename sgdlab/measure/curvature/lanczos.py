@@ -239,9 +239,11 @@ def lanczos(
             Krylov space holds one direction of each eigenspace, so an exactly repeated
             eigenvalue among the k can come out once, the next distinct eigenvalue in its
             place (5, 4, 4, 3.9, ... read as 5, 4, 3.9). At a breakdown of a block begun at a
-            random vector the iteration ends when that block's extreme values do not beat
-            the k-th wanted one: nothing left in the space can change the wanted values
-            (c·I takes k products).
+            random vector the iteration ends when that block's extreme values, and the
+            previous random block's, do not beat the k-th wanted one: nothing left in the
+            space can change the wanted values (c·I takes k + 1 products; two blocks, as a
+            start with a component along an extreme eigenvector below the breakdown
+            threshold misses it).
         criterion: ``"residual"`` (above; a residual r bounds the eigenvalue error by r²/gap)
             or ``"error_bound"``: stop once that bound on the eigenvalue error,
             min(r, r²/gap) with gap the distance from θ to the nearest other Ritz value (the
@@ -319,13 +321,21 @@ def lanczos(
         return bool(np.abs(b * sb[-1, ends]).max()
                     <= tol * max(float(np.abs(theta).max()), 1e-300))
 
+    quiet = 0   # consecutive random-start blocks whose ends did not beat the k-th value
+
     def complete_at_breakdown(alpha: Tensor, beta: Tensor, start: int) -> bool:
         # A block begun at a random vector spans, once invariant, one vector of each
         # eigenspace of the rest of the space it explored: its extreme Ritz values are that
         # rest's extreme eigenvalues, exactly. Copies still hidden in what is left lie
         # between them, so they cannot change the wanted values unless those ends beat the
         # k-th wanted one; otherwise restarting (one product a block on c·I) finds nothing.
+        # In floating point a breakdown is |β| below 100·eps·scale, so a start whose
+        # component along an extreme eigenvector is below that (relative to the gap) ends
+        # its block without it: I + 9uuᵀ with uᵀv₀ = 1e-6 read 1 for 10. Two independent
+        # random blocks must agree before the iteration ends (that miss needs both).
+        nonlocal quiet
         if tol == 0 or start < 0 or len(alpha) < want:
+            quiet = 0
             return False
         alpha, beta = alpha.numpy(), beta.numpy()
         theta = tridiagonal_eigh(alpha, beta)[0]
@@ -335,12 +345,15 @@ def lanczos(
         margin = tol * (float(np.abs(theta).max()) if criterion == "residual"
                         else float(np.abs(kth).min()))
         if which == "largest":
-            return bool(ends[1] <= kth[-1] + margin)
-        if which == "smallest":
-            return bool(ends[0] >= kth[-1] - margin)
-        if which == "magnitude":
-            return bool(np.abs(ends).max() <= abs(kth[-1]) + margin)
-        return bool(ends[1] <= kth[k - 1] + margin and ends[0] >= kth[-1] - margin)
+            done = ends[1] <= kth[-1] + margin
+        elif which == "smallest":
+            done = ends[0] >= kth[-1] - margin
+        elif which == "magnitude":
+            done = np.abs(ends).max() <= abs(kth[-1]) + margin
+        else:
+            done = ends[1] <= kth[k - 1] + margin and ends[0] >= kth[-1] - margin
+        quiet = quiet + 1 if done else 0
+        return quiet >= 2
 
     res = lanczos_decomposition(op, m_max, v0=v0, generator=generator, stop=converged,
                                 stop_at_breakdown=complete_at_breakdown)
