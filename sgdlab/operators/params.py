@@ -287,12 +287,16 @@ def check_not_inference_mode() -> None:
 def reaching_parameters(t: Tensor, what: str = "the loss") -> Tensor:
     """``t``, or a ``UserError`` where autograd reaches none of the parameters from it: a
     forward pass that skips the model's layers, runs them under ``torch.no_grad()`` or
-    detaches their output. The gradient and curvature are then zero; autograd's own words
-    were "element 0 of tensors does not require grad", which names neither."""
+    detaches their output, or wraps them all in a reentrant ``torch.utils.checkpoint`` whose
+    inputs do not require grad (it runs them under no_grad: PyTorch's own pitfall, which only
+    a warning names). The gradient and curvature are then zero; autograd's own words were
+    "element 0 of tensors does not require grad", which names neither."""
     if not t.requires_grad:
         raise UserError(f"{what} does not depend on the model's trainable parameters (autograd "
                         "reaches none of them from it): does forward() use its layers, "
-                        "outside torch.no_grad() and without .detach()?")
+                        "outside torch.no_grad() and without .detach()? (A "
+                        "checkpoint(..., use_reentrant=True) over inputs that do not require "
+                        "grad cuts them off too: use use_reentrant=False.)")
     return t
 
 

@@ -1,5 +1,6 @@
 """sgdlab.operators.params: the refusals of measured_params."""
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -152,3 +153,18 @@ def test_a_parameter_vector_must_be_flat():
     with pytest.raises(TypeError, match=r"theta must be a flat vector .* the arguments are "
                                         r"f\(model, theta\)"):
         P.check_params_vector(model, vec.tolist(), "theta", "f(model, theta)")
+
+
+def test_a_loss_cut_off_by_a_reentrant_checkpoint_names_the_checkpoint():
+    """A reentrant checkpoint over an input that does not require grad runs its layers under
+    no_grad, so the loss reaches no parameter: the refusal names that cause, which a
+    "does forward() use its layers?" question alone would hide."""
+    import torch.utils.checkpoint
+
+    lin = nn.Linear(3, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # PyTorch's own "none of the inputs" warning
+        out = torch.utils.checkpoint.checkpoint(lin, torch.randn(4, 3), use_reentrant=True)
+    with pytest.raises(UserError, match=r"use_reentrant=False"):
+        P.reaching_parameters(out.sum())
+    assert P.reaching_parameters(lin(torch.randn(4, 3)).sum()).requires_grad
