@@ -26,3 +26,37 @@ def test_export_summary_writes_a_run_named_twice_once(tmp_path):
     rows = list(csv.DictReader(open(out)))
     assert [(r["run_id"], r["config.lr"], r["loss"]) for r in rows] == [
         (a, "0.1", "0.5"), (b, "0.2", "0.25")]
+
+
+def test_export_summary_writes_each_final_value_as_stored(tmp_path):
+    # the CSV is read back by other tools: every digit of a float, not the table's four
+    store = _store(tmp_path)
+    rid = store.create_run({"lr": 0.1}, name="a", env={}, status="finished")
+    store.set_summary(rid, {"hessian_top": 0.123456789012345, "steps": 7,
+                            "escape": float("-inf")})
+    out = tmp_path / "s.csv"
+    assert main(["runs", "export", str(out), "--summary", "--store", str(store.path)]) == 0
+    (row,) = csv.DictReader(open(out))
+    assert float(row["hessian_top"]) == 0.123456789012345
+    assert (row["steps"], row["escape"], row["config.lr"]) == ("7", "-inf", "0.1")
+
+
+def test_a_run_s_age_reads_in_seconds_minutes_then_hours():
+    import time
+
+    from sgdlab.cli.runs import _ago
+
+    now = time.time()
+    assert _ago(now - 30) == "30 s"
+    assert _ago(now - 3000) == "50 min"          # 2 min to 2 h: minutes
+    assert _ago(now - 3 * 3600) == "3.0 h"
+    assert _ago(now + 60) == "0 s"               # a clock ahead of this one: not negative
+
+
+def test_a_replica_run_s_steps_are_its_rounds_times_l():
+    from sgdlab.cli.runs import summary_steps
+
+    assert summary_steps({"steps": 12, "rounds": 3, "grad_evals": 60}) == 12
+    # stored before its summary had steps: its inner steps per replica, rounds · L
+    assert summary_steps({"rounds": 3, "grad_evals": 60}) == 60
+    assert summary_steps({"rounds": 3}) is None and summary_steps({}) is None
