@@ -446,13 +446,14 @@ _TEST_COLUMNS = ("test_acc", "test_loss", "test_perplexity")
 
 def _experiment_hint(store, experiment: str | None) -> str:
     """`` (did you mean X?)`` for a mistyped --experiment: the closest experiment the store
-    holds runs of; "" when none is close or no --experiment was given."""
+    holds runs of; "" when none is close, no --experiment was given or the store holds runs
+    of it (another filter left them out)."""
     if not experiment:
         return ""
     from sgdlab.errors import did_you_mean
 
-    return did_you_mean(experiment, {r["experiment"] for r in store.list_runs()
-                                     if r["experiment"]})
+    held = {r["experiment"] for r in store.list_runs() if r["experiment"]}
+    return "" if experiment in held else did_you_mean(experiment, held)
 
 
 def _list(args) -> int:

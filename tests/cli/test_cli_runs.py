@@ -60,3 +60,63 @@ def test_a_replica_run_s_steps_are_its_rounds_times_l():
     # stored before its summary had steps: its inner steps per replica, rounds · L
     assert summary_steps({"rounds": 3, "grad_evals": 60}) == 60
     assert summary_steps({"rounds": 3}) is None and summary_steps({}) is None
+
+
+def _listed(capsys) -> tuple[list[str], dict[str, list[str]]]:
+    """The table `runs list` printed: its header's columns and each run's cells by id, cut at
+    the columns' starts in the header (an empty cell stays one)."""
+    import re
+
+    head, *lines = capsys.readouterr().out.splitlines()
+    starts = [m.start() for m in re.finditer(r"\S+", head)]
+    rows = {}
+    for line in lines:
+        if not line or line.startswith("("):
+            break
+        cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None])]
+        rows[cells[0]] = cells
+    return head.split(), rows
+
+
+def test_runs_list_prints_the_stored_values_and_filters_by_status_and_experiment(
+        tmp_path, capsys):
+    store = _store(tmp_path)
+    done = store.create_run({}, name="done", experiment="e1", env={}, status="finished")
+    store.set_summary(done, {"test_acc": 0.912345, "test_loss": 0.3, "steps": 100})
+    failed = store.create_run({}, name="failed", experiment="e2", env={}, status="failed")
+    store.log_many(failed, [("test_loss", 5, 2.5), ("test_loss", 10, 1.5)])
+    # finished without a test_loss in its summary: its last evaluation is no final value
+    bare = store.create_run({}, name="bare", experiment="e1", env={}, status="finished")
+    store.log_many(bare, [("test_loss", 10, 0.7)])
+    base = ["runs", "list", "--store", str(store.path)]
+    assert main(base) == 0
+    head, rows = _listed(capsys)
+    assert head == ["RUN_ID", "NAME", "EXPERIMENT", "STATUS", "STEPS", "TEST_ACC", "TEST_LOSS",
+                    "CREATED"]
+    assert list(rows) == [done, failed, bare]            # oldest first
+    created = {r["id"]: r["created"] for r in store.list_runs()}
+    assert rows[done] == [done, "done", "e1", "finished", "100", "0.9123", "0.3",
+                          created[done][:19].replace("T", " ")]
+    assert rows[failed][3:7] == ["failed", "", "", "1.5 @10"]
+    assert rows[bare][3:7] == ["finished", "", "", ""]
+    assert main([*base, "--status", "failed"]) == 0
+    assert list(_listed(capsys)[1]) == [failed]
+    assert main([*base, "--experiment", "e1"]) == 0
+    assert list(_listed(capsys)[1]) == [done, bare]
+
+
+def test_an_experiment_held_but_filtered_out_is_not_said_to_be_mistyped(tmp_path, capsys):
+    # "(did you mean xing-walk?)" after --experiment xing-walk: the status left its runs
+    # out, not a typo
+    store = _store(tmp_path)
+    store.create_run({}, name="a", experiment="xing-walk", env={}, status="finished")
+    for cmd, then in ((["list"], " in "), (["delete", "--dry-run"], " to delete in "),
+                      (["export", str(tmp_path / "e.csv")], " to export in ")):
+        code = main(["runs", *cmd, "--experiment", "xing-walk", "--status", "failed", "--store",
+                     str(store.path)])
+        said = capsys.readouterr()
+        assert (said.out + said.err).strip().endswith(
+            f"no runs with experiment 'xing-walk' and status 'failed'{then}{store.path}"), cmd
+        assert code == (2 if cmd[0] == "export" else 0)
+    assert main(["runs", "list", "--experiment", "xing-wlak", "--store", str(store.path)]) == 0
+    assert capsys.readouterr().out.endswith(f"{store.path} (did you mean xing-walk?)\n")
