@@ -120,3 +120,25 @@ def test_an_experiment_held_but_filtered_out_is_not_said_to_be_mistyped(tmp_path
         assert code == (2 if cmd[0] == "export" else 0)
     assert main(["runs", "list", "--experiment", "xing-wlak", "--store", str(store.path)]) == 0
     assert capsys.readouterr().out.endswith(f"{store.path} (did you mean xing-walk?)\n")
+
+
+def test_a_stopped_run_s_checkpoint_step_is_read_from_its_checkpoint(tmp_path):
+    from sgdlab.cli.runs import checkpoint_state, checkpoint_step
+    from sgdlab.train.checkpoint import checkpoint_path, save_checkpoint
+
+    # of `sgdlab parle`: master.pt after round 3 of L = 5 inner steps ends at step 3 · 5
+    save_checkpoint(tmp_path / "ckpts" / "master.pt", {"round": 3, "parle": {"L": 5}})
+    parle = {"config": {}, "artifacts": [{"kind": "checkpoints",
+                                          "path": str(tmp_path / "ckpts")}]}
+    assert checkpoint_step(parle) == 15 and checkpoint_state(parle, 15) == "ok"
+    # of `sgdlab train`: its folder's checkpoints/last.pt, at its loop's step
+    train = {"config": {}, "artifacts": [{"kind": "out_dir", "path": str(tmp_path / "run")}]}
+    assert checkpoint_step(train) is None and checkpoint_state(train, None) == "none"
+    save_checkpoint(checkpoint_path(tmp_path / "run" / "checkpoints"), {"loop": {"step": 14}})
+    assert checkpoint_step(train) == 14
+    checkpoint_path(tmp_path / "run" / "checkpoints").write_bytes(b"cut")
+    assert checkpoint_step(train) is None and checkpoint_state(train, None) == "unreadable"
+    # of a sweep, none kept: its sweep reruns it from step 0
+    sweep = {"config": {"run_key": "k"}, "experiment": "e", "artifacts": []}
+    assert checkpoint_step(sweep, tmp_path / "runs.sqlite") == -1
+    assert checkpoint_state(sweep, -1) == "none"
