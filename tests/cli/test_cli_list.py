@@ -36,6 +36,13 @@ def test_nothing_found_is_still_an_error(capsys):
     assert "unknown experiment 'fig. 99'" in capsys.readouterr().err
 
 
+def test_a_blank_name_finds_nothing(capsys):
+    # a query of no words matches every entry's text vacuously: not a search for everything
+    assert main(["list", "  "]) == 2
+    said = capsys.readouterr()
+    assert "unknown experiment '  '" in said.err and said.out == ""
+
+
 def test_a_misspelt_name_still_names_the_closest(capsys):
     assert main(["list", "zhu-escape2d"]) == 2
     assert "did you mean zhu-escape-2d" in capsys.readouterr().err
