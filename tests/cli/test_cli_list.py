@@ -31,6 +31,14 @@ def test_an_exact_name_shows_that_entry_alone(capsys):
     assert "run: sgdlab run xing-walk --scale cpu" in out
 
 
+def test_an_entry_both_named_and_found_is_shown_once(capsys):
+    assert main(["list", "xing-walk", "xing", "xing-walk"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()
+             if line and not line.startswith(" ")]
+    assert names[0] == "xing-walk" and sorted(names) == sorted(set(names))
+    assert set(names) == {e["name"] for e in catalogue() if e["name"].startswith("xing-")}
+
+
 def test_nothing_found_is_still_an_error(capsys):
     assert main(["list", "fig. 99"]) == 2
     assert "unknown experiment 'fig. 99'" in capsys.readouterr().err
