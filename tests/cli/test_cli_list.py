@@ -39,6 +39,19 @@ def test_an_entry_both_named_and_found_is_shown_once(capsys):
     assert set(names) == {e["name"] for e in catalogue() if e["name"].startswith("xing-")}
 
 
+def test_an_entry_shown_in_full_lists_its_readings_and_marks_each_default(capsys):
+    (entry,) = [e for e in catalogue() if e["name"] == "xing-walk"]
+    assert main(["list"]) == 0
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("xing-walk ")]
+    assert line.endswith(f"  [{len(entry['readings'])} readings]")
+    assert main(["list", "xing-walk"]) == 0
+    out = capsys.readouterr().out
+    assert "readings]" not in out.splitlines()[0]     # listed in full below it instead
+    shown = re.findall(r"--reading ([\w-]+)=([\w.-]+)( \(default\))?: ", out)
+    assert shown == [(k, c, " (default)" if c == r["default"] else "")
+                     for k, r in entry["readings"].items() for c in r["choices"]]
+
+
 def test_nothing_found_is_still_an_error(capsys):
     assert main(["list", "fig. 99"]) == 2
     assert "unknown experiment 'fig. 99'" in capsys.readouterr().err
