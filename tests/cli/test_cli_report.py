@@ -87,3 +87,20 @@ def test_a_name_that_is_neither_an_experiment_nor_a_folder_is_said_to_be_neither
     assert ("no experiment and no folder 'xing-wlak' (did you mean xing-walk?)"
             in capsys.readouterr().err)
     assert not (tmp_path / "runs.sqlite").exists() and not list(tmp_path.iterdir())
+
+
+def test_a_report_folder_alone_refuses_a_scale_or_reading_it_was_not_written_at(
+        tmp_path, capsys):
+    # without --compare, --scale and --reading reach the folder's rebuild, which refuses
+    # them: its recorded scale and readings are what it rebuilds
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({
+        "scale": "cpu", "config": {"file": {}}, "experiment": {"name": "xing-walk",
+                                                               "version": 1}}))
+    assert main(["report", str(folder), "--scale", "paper"]) == 2
+    assert (f"--scale paper chooses for an experiment name; {folder} holds a report at scale "
+            "cpu" in capsys.readouterr().err)
+    assert main(["report", str(folder), "--reading", "spacing=inclusive"]) == 2
+    assert "--reading chooses for an experiment name" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["results.json"]
