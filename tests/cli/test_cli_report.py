@@ -104,3 +104,16 @@ def test_a_report_folder_alone_refuses_a_scale_or_reading_it_was_not_written_at(
     assert main(["report", str(folder), "--reading", "spacing=inclusive"]) == 2
     assert "--reading chooses for an experiment name" in capsys.readouterr().err
     assert sorted(p.name for p in folder.iterdir()) == ["results.json"]
+
+
+def test_a_partial_report_says_how_many_of_its_runs_are_missing(tmp_path, capsys):
+    from sgdlab.cli.report import _say_if_partial
+
+    missing = [f"m{i}" for i in range(7)]
+    _say_if_partial(tmp_path, {"incomplete": True, "missing_runs": missing,
+                               "runs": [{}, {}, {}]})
+    out = capsys.readouterr().out
+    assert out.startswith(f"{tmp_path}: incomplete: 7 of 10 runs missing (m0, m1, m2, m3, m4, "
+                          "...); ")
+    _say_if_partial(tmp_path, {"incomplete": False, "missing_runs": [], "runs": [{}]})
+    assert capsys.readouterr().out == ""

@@ -104,3 +104,15 @@ def test_a_row_s_numbers_share_their_significant_digits():
     assert _fmt_row([0.1, 0.05, 0.0]) == ["0.1", "0.05", "0"]   # no row needs a fourth digit
     assert _fmt_row([1.5e-5, 2e-5]) == ["1.5e-05", "2.0e-05"]
     assert _fmt_row([float("nan"), None, 3, 2.5, 100.0]) == ["nan", "", "3", "2.50", "100"]
+
+
+def test_runs_compare_of_one_run_is_refused(tmp_path, capsys):
+    store_path = tmp_path / "runs.sqlite"
+    with RunStore(store_path) as store:
+        run_id = store.create_run({"name": "a"}, name="a", env={}, status="finished")
+    assert main(["runs", "compare", run_id, "--store", str(store_path)]) == 2
+    assert f"compare needs at least two runs, got one ({run_id})" in capsys.readouterr().err
+    # the same run twice, by its id and a prefix: still one
+    assert main(["runs", "compare", run_id, run_id[:-1], "--store", str(store_path)]) == 2
+    assert (f"compare needs at least two different runs; {run_id}, {run_id[:-1]} all name run "
+            f"{run_id}" in capsys.readouterr().err)
