@@ -504,3 +504,11 @@ def test_a_device_not_here_is_refused_before_the_plan(tmp_path, capsys, monkeypa
                  "--store", str(tmp_path / "s.sqlite"), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert err == f"sgdlab: error: {message}\n"
+
+
+@pytest.mark.parametrize("given", ["spacing=", "=inclusive", "spacing", " = "])
+def test_a_reading_without_its_key_or_choice_is_refused_as_an_argument(capsys, given):
+    with pytest.raises(SystemExit) as e:
+        main(["run", "xing-walk", "--reading", given, "--dry-run"])
+    assert e.value.code == 2
+    assert "argument --reading: expected KEY=CHOICE" in capsys.readouterr().err

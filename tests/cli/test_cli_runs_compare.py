@@ -116,3 +116,22 @@ def test_runs_compare_of_one_run_is_refused(tmp_path, capsys):
     assert main(["runs", "compare", run_id, run_id[:-1], "--store", str(store_path)]) == 2
     assert (f"compare needs at least two different runs; {run_id}, {run_id[:-1]} all name run "
             f"{run_id}" in capsys.readouterr().err)
+
+
+def test_runs_compare_takes_a_metric_one_run_recorded(tmp_path, capsys):
+    store_path = tmp_path / "runs.sqlite"
+    with RunStore(store_path) as store:
+        ids = []
+        for name, rows in (("a", [("grad_norm", 4, 2.5), ("grad_norm", 9, 1.25)]), ("b", [])):
+            run_id = store.create_run({"name": name}, name=name, env={})
+            store.log_many(run_id, [("train_loss", 9, 0.5), *rows])
+            store.complete_run(run_id, "finished", summary={"steps": 9})
+            ids.append(run_id)
+    assert main(["runs", "compare", *ids, "--metric", "grad_norm", "--store",
+                 str(store_path)]) == 0
+    (row,) = [ln for ln in capsys.readouterr().out.splitlines()
+              if ln.startswith("final grad_norm")]
+    assert row.split()[2:] == ["1.25", "—"]          # its last value; the other has none
+    assert main(["runs", "compare", *ids, "--metric", "grad_nrom", "--store",
+                 str(store_path)]) == 2
+    assert "no run recorded grad_nrom (did you mean grad_norm?)" in capsys.readouterr().err
