@@ -135,3 +135,20 @@ def test_runs_compare_takes_a_metric_one_run_recorded(tmp_path, capsys):
     assert main(["runs", "compare", *ids, "--metric", "grad_nrom", "--store",
                  str(store_path)]) == 2
     assert "no run recorded grad_nrom (did you mean grad_norm?)" in capsys.readouterr().err
+
+
+def test_runs_compare_shows_by_default_what_every_run_recorded(tmp_path, capsys):
+    store_path = tmp_path / "runs.sqlite"
+    with RunStore(store_path) as store:
+        ids = []
+        for name, extra, summary in (("a", [("test_loss", 9, 0.75)], {"hessian_top": 3.5}),
+                                     ("b", [], {})):
+            run_id = store.create_run({"name": name}, name=name, env={})
+            store.log_many(run_id, [("train_loss", 0, 2.0), ("train_loss", 9, 0.5), *extra])
+            store.complete_run(run_id, "finished", summary={"steps": 9, **summary})
+            ids.append(run_id)
+    assert main(["runs", "compare", *ids, "--store", str(store_path)]) == 0
+    rows = {ln.split("  ")[0]: ln.split()[2:] for ln in capsys.readouterr().out.splitlines()
+            if ln.startswith("final ")}
+    # a series or final value one run lacks is left out unless asked for with --metric
+    assert rows == {"final train_loss": ["0.5", "0.5"], "final steps": ["9", "9"]}
