@@ -512,3 +512,29 @@ def test_a_reading_without_its_key_or_choice_is_refused_as_an_argument(capsys, g
         main(["run", "xing-walk", "--reading", given, "--dry-run"])
     assert e.value.code == 2
     assert "argument --reading: expected KEY=CHOICE" in capsys.readouterr().err
+
+
+def test_name_and_config_together_are_refused(tmp_path, capsys):
+    assert main(["run", "xing-walk", "--config", str(tmp_path / "x.yaml"), "--scale",
+                 "smoke", "--store", str(tmp_path / "s.sqlite")]) == 2
+    assert (f"give NAME (xing-walk) or --config FILE ({tmp_path / 'x.yaml'}), not both"
+            in capsys.readouterr().err)
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_results_of_a_sweep_with_failed_runs_exit_1(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from sgdlab.cli.run import print_results
+
+    def res(failed):
+        return SimpleNamespace(results={"scale": "cpu", "conclusions": []},
+                               sweep=SimpleNamespace(failed=failed), out_dir=tmp_path,
+                               report_path=tmp_path / "report.html", ok=not failed)
+
+    assert print_results(res([("lr=0.1|seed=0", "boom")])) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("1 runs failed (first: lr=0.1|seed=0: boom); re-run the same command")
+    assert print_results(res([])) == 0
+    assert capsys.readouterr().out == (f"results: {tmp_path / 'results.json'}\n"
+                                       f"report:  {tmp_path / 'report.html'}\n")

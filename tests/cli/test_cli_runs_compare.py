@@ -152,3 +152,22 @@ def test_runs_compare_shows_by_default_what_every_run_recorded(tmp_path, capsys)
             if ln.startswith("final ")}
     # a series or final value one run lacks is left out unless asked for with --metric
     assert rows == {"final train_loss": ["0.5", "0.5"], "final steps": ["9", "9"]}
+
+
+def test_runs_compare_marks_the_last_value_of_a_run_not_ended_alone(tmp_path, capsys):
+    # a diverged run has ended: its last value is final, as a finished run's
+    store_path = tmp_path / "runs.sqlite"
+    with RunStore(store_path) as store:
+        ids = []
+        for name, status in (("done", "finished"), ("blown", "diverged"),
+                             ("cut", "interrupted")):
+            run_id = store.create_run({"name": name}, name=name, env={})
+            store.log_many(run_id, [("train_loss", 0, 2.0), ("train_loss", 7, 0.25)])
+            store.complete_run(run_id, status)
+            ids.append(run_id)
+    assert main(["runs", "compare", *ids, "--metric", "train_loss", "--store",
+                 str(store_path)]) == 0
+    out = capsys.readouterr().out
+    (row,) = [ln for ln in out.splitlines() if ln.startswith("final train_loss")]
+    assert row.split()[2:] == ["0.25", "0.25", "0.25", "@7"]
+    assert "(VALUE @STEP: the last value of a run that has not finished)" in out
