@@ -4,6 +4,7 @@ their own files)."""
 from __future__ import annotations
 
 import csv
+import json
 
 from sgdlab.cli.main import main
 from sgdlab.store import RunStore
@@ -142,3 +143,33 @@ def test_a_stopped_run_s_checkpoint_step_is_read_from_its_checkpoint(tmp_path):
     sweep = {"config": {"run_key": "k"}, "experiment": "e", "artifacts": []}
     assert checkpoint_step(sweep, tmp_path / "runs.sqlite") == -1
     assert checkpoint_state(sweep, -1) == "none"
+
+
+def test_runs_list_of_stopped_sweep_runs_without_checkpoints(tmp_path, capsys):
+    store = _store(tmp_path)
+    cfg = {"scale": "cpu", "command": "sgdlab run e --scale cpu"}
+    ids = []
+    for key, status, loss in (("k1", "finished", 0.5), ("k2", "interrupted", 0.75),
+                              ("k3", "interrupted", 0.25)):
+        rid = store.create_run({**cfg, "run_key": key}, name=key, experiment="e", env={},
+                               status="finished")
+        store.log_many(rid, [("test_loss", 5, loss)])
+        store.set_status(rid, status)
+        ids.append(rid)
+    assert main(["runs", "list", "--store", str(store.path)]) == 0
+    out = capsys.readouterr().out
+    head = out.splitlines()[0].split()
+    assert head[3] == "SCALE"
+    rows = [ln.split() for ln in out.splitlines()[1:4]]
+    # no checkpoint: no steps (not "-1 (ckpt)"); its last evaluation, at its step
+    assert rows[1][3:] == ["cpu", "interrupted", "0.75", "@5", *rows[1][-2:]]
+    assert rows[0][3:5] == ["cpu", "finished"] and "0.5" not in rows[0]
+    assert "(VALUE @STEP: the last evaluation of a run that has not finished)" in out
+    # one command continues both entries: their sweep reruns them from step 0
+    assert out.endswith(f"\n2 run(s) stopped before they ended; continue with:\n"
+                        f"  sgdlab run e --scale cpu --store {store.path}  (a sweep reruns "
+                        "what the store lacks)\n    (its sweep reruns it from step 0)\n")
+    assert main(["runs", "list", "--json", "--store", str(store.path)]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(r["checkpoint_step"], r["checkpoint"]) for r in listed] == [
+        (None, None), (None, "none"), (None, "none")]
