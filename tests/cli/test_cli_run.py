@@ -538,3 +538,23 @@ def test_the_results_of_a_sweep_with_failed_runs_exit_1(tmp_path, capsys):
     assert print_results(res([])) == 0
     assert capsys.readouterr().out == (f"results: {tmp_path / 'results.json'}\n"
                                        f"report:  {tmp_path / 'report.html'}\n")
+
+
+def test_the_command_that_continues_a_sweep_repeats_its_options_with_absolute_paths(
+        tmp_path, monkeypatch):
+    import argparse
+
+    from sgdlab.cli.run import same_command
+
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(
+        paper=None, name="xing-walk", config=None, scale="smoke", data_dir="data", workers=2,
+        backend=None, address=None, cpus_per_run=None, gpus_per_run=None, device="cpu",
+        out="out", store="s.sqlite", tensorboard=None,
+        reading=[("spacing", "inclusive"), ("valley-floor", "segment")])
+    assert same_command(args) == (
+        f"sgdlab run xing-walk --scale smoke --data-dir {tmp_path / 'data'} --workers 2 "
+        f"--out {tmp_path / 'out'} --store {tmp_path / 's.sqlite'} "
+        "--reading spacing=inclusive --reading valley-floor=segment")
+    # recorded with each run: the store it is read from is its own
+    assert "--store" not in same_command(args, store=False)
