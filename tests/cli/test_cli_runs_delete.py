@@ -277,3 +277,25 @@ def test_a_catalogue_sweep_s_runs_go_with_their_artifact_folders(tmp_path, capsy
     assert not weights["a"].parent.exists() and weights["b"].is_file()
     assert RunStore(store).metrics(b.run_id) == before
     assert [r["id"] for r in RunStore(store).list_runs()] == [b.run_id]
+
+
+def test_a_folder_that_cannot_be_removed_exits_1_naming_it(tmp_path, capsys, monkeypatch):
+    import sgdlab.store.deletion as deletion
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    folder = tmp_path / ARTIFACTS / "k"
+    rid, _ = store.claim_key("k", {"run_key": "k"}, name="ok", experiment="e", env={})
+    folder.mkdir(parents=True)
+    (folder / "weights.pt").write_bytes(b"w" * 100)
+    store.complete_run(rid, "finished", artifacts=[("model", folder / "weights.pt")],
+                       release="k")
+
+    def refuse(path, *a, **k):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(deletion.shutil, "rmtree", refuse)
+    assert _delete(store.path, rid, "--yes") == 1
+    out = capsys.readouterr().out
+    assert (f"could not remove {folder} (Permission denied); its runs' rows are deleted: "
+            "remove it by hand") in out
+    assert RunStore(store.path).list_runs() == [] and (folder / "weights.pt").is_file()
