@@ -173,3 +173,20 @@ def test_runs_list_of_stopped_sweep_runs_without_checkpoints(tmp_path, capsys):
     listed = json.loads(capsys.readouterr().out)
     assert [(r["checkpoint_step"], r["checkpoint"]) for r in listed] == [
         (None, None), (None, "none"), (None, "none")]
+
+
+def test_runs_show_prints_each_series_length_and_last_value(tmp_path, capsys):
+    store = _store(tmp_path)
+    rid = store.create_run({"lr": 0.1}, name="a", env={}, status="finished")
+    store.log_many(rid, [("train_loss", 0, 2.0), ("train_loss", 5, 1.0),
+                         ("train_loss", 10, 0.125), ("test_acc", 10, 0.875)])
+    # stopped as the process recorded it (Ctrl-C): not "recorded as running"
+    store.set_status(rid, "interrupted", "KeyboardInterrupt")
+    assert main(["runs", "show", rid, "--store", str(store.path)]) == 0
+    out = capsys.readouterr().out
+    assert "status: interrupted (KeyboardInterrupt)\n" in out
+    assert "recorded as running" not in out
+    series = {ln.split()[0]: ln.split()[1:] for ln in
+              out.split("metrics (points, last step: value):\n")[1].split("config:")[0]
+              .splitlines() if ln.startswith("  ")}
+    assert series == {"test_acc": ["1", "10:", "0.875"], "train_loss": ["3", "10:", "0.125"]}
