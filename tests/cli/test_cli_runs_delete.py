@@ -299,3 +299,17 @@ def test_a_folder_that_cannot_be_removed_exits_1_naming_it(tmp_path, capsys, mon
     assert (f"could not remove {folder} (Permission denied); its runs' rows are deleted: "
             "remove it by hand") in out
     assert RunStore(store.path).list_runs() == [] and (folder / "weights.pt").is_file()
+
+
+def test_orphans_are_removed_when_the_runs_named_beside_them_match_none(tmp_path, capsys):
+    store = RunStore(tmp_path / "runs.sqlite")
+    kept = store.create_run({"run_key": "k"}, name="kept", experiment="e", env={},
+                            status="finished")
+    orphan = tmp_path / ARTIFACTS / "gone"        # no run has run key "gone"
+    orphan.mkdir(parents=True)
+    (orphan / "weights.pt").write_bytes(b"w" * 10)
+    assert _delete(store.path, "--experiment", "nope", "--orphans", "--yes") == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"no runs with experiment 'nope' to delete in {store.path}\n")
+    assert f"  removes {orphan} (" in out and "removed 1 folder that no run names" in out
+    assert not orphan.exists() and [r["id"] for r in store.list_runs()] == [kept]
