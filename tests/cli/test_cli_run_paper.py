@@ -233,3 +233,28 @@ def test_the_dry_run_plans_every_entry(tmp_path, capsys):
     assert len(plans) == 9 and sum(not p["ok"] for p in plans) == 6
     assert {p["experiment"]: p["ok"] for p in plans}["zhu-escape-2d"]
     assert not any(tmp_path.iterdir())
+
+
+def test_a_batch_with_one_entry_failed_exits_1_though_another_is_done(tmp_path, capsys,
+                                                                       monkeypatch):
+    import argparse
+    from types import SimpleNamespace
+
+    import sgdlab.experiments.summary as summary
+
+    def run_entry(args, name, out):
+        if name == "a":
+            raise UserError("the data went away")
+        return SimpleNamespace(ok=True, out_dir=out, report_path=out / "report.html",
+                               results={})
+
+    monkeypatch.setattr(run_paper, "run_entry", run_entry)
+    monkeypatch.setattr(run_paper, "print_results", lambda res: 0)
+    monkeypatch.setattr(run_paper, "verdict_counts", lambda results: (1, 0, 0))
+    monkeypatch.setattr(run_paper, "same_command", lambda args: "sgdlab run --paper p")
+    monkeypatch.setattr(summary, "write_summary", lambda outs, page, command: page)
+    args = argparse.Namespace(paper="p", scale="smoke", compare=None)
+    outs = {n: tmp_path / n for n in ("a", "b")}
+    assert run_paper._run_all(args, ["a", "b"], outs, tmp_path) == 1
+    table = capsys.readouterr().out.split("\nentry ")[1].splitlines()[1:]
+    assert [row.split()[:2] for row in table[:2]] == [["a", "failed:"], ["b", "done"]]
