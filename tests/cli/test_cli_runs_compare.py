@@ -102,6 +102,7 @@ def test_a_row_s_numbers_share_their_significant_digits():
 
     assert _fmt_row([2.312, 2.31]) == ["2.312", "2.310"]
     assert _fmt_row([0.1, 0.05, 0.0]) == ["0.1", "0.05", "0"]   # no row needs a fourth digit
+    assert _fmt_row([2.312, 0.0]) == ["2.312", "0"]           # a zero has no digits to share
     assert _fmt_row([1.5e-5, 2e-5]) == ["1.5e-05", "2.0e-05"]
     assert _fmt_row([float("nan"), None, 3, 2.5, 100.0]) == ["nan", "", "3", "2.50", "100"]
 
