@@ -213,3 +213,19 @@ def test_beta_inv_without_replacement_is_eq_6_7_and_goes_with_eq_6_5s_d_wo(b):
         assert beta == pytest.approx(lr / (2 * b) * (1 if replacement else 1 - b / n))
         exact = minibatch_covariance_enumerated(g, b, replacement=replacement)
         torch.testing.assert_close(2 * beta * d, lr * exact, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("args,match", [
+    # eq. (3): μ ∈ [0, 1) makes the friction γ = (1 − μ)/l positive; μ < 0 is no momentum
+    ((0.1, 128, -0.5), "Invalid momentum value: -0.5"),
+    # T is linear in l and l D / (6 C (1 − μ)) at l = 0 is no temperature to compare by
+    ((0.0, 128, 0.9), "Invalid learning rate: 0.0"),
+    # C = inf gave T = 0 (and solving for l then divided by it)
+    ((0.1, float("inf"), 0.9), "Invalid batch size: inf"),
+])
+def test_musso_refuses_hyper_parameters_outside_eq_19s_domain(args, match):
+    with pytest.raises(ValueError, match=match):
+        musso_temperature(*args)
+    lr, batch, mu = args
+    with pytest.raises(ValueError, match=match):
+        temperature("musso", lr, batch, momentum=mu)
