@@ -361,3 +361,20 @@ def test_momentum_survives_a_gradient_written_in_place():
         buf = g.clone() if buf is None else mu * buf + g
         want = want - l * opt.last_alpha * buf
         torch.testing.assert_close(x.detach(), want, rtol=0, atol=1e-14)
+
+
+def test_a_parameter_without_a_gradient_is_left_alone_and_still_one_draw_per_step():
+    """A frozen parameter (``grad is None``) is skipped, as torch.optim.SGD skips it: it keeps
+    its value and takes no momentum buffer, while the other steps by eqs. (1)-(2) with the
+    step's α (first step, buffer = α g: x − l α g, in float64)."""
+    x = torch.nn.Parameter(torch.tensor([0.3, -0.2], dtype=D))
+    frozen = torch.nn.Parameter(torch.tensor([1.0], dtype=D))
+    opt = RandomLRSGD([x, frozen], lr=0.1, momentum=0.9, weight_decay=0.01, seed=2)
+    x0 = x.detach().clone()
+    x.grad = torch.tensor([1.0, -2.0], dtype=D)
+    opt.step()
+    u = _alphas(2, 1)[0]
+    want = x0 - 0.1 * u * (torch.tensor([1.0, -2.0], dtype=D) + 0.01 * x0)
+    torch.testing.assert_close(x.detach(), want, rtol=0, atol=1e-15)
+    assert torch.equal(frozen.detach(), torch.tensor([1.0], dtype=D))
+    assert "momentum_buffer" not in opt.state[frozen] and opt.last_alpha == u
