@@ -208,3 +208,74 @@ def test_interpolation_figure_draws_train_solid_test_dashed_and_a_at_alpha_0():
     assert lines == {"train loss": ("-", [1.0, 2.0, 0.5]), "test loss": ("--", [1.5, 2.5, 0.7]),
                      "train accuracy": ("-", [0.9, 0.5, 0.95])}
     assert marks == {"SGD": 0.0, "Adam": 1.0}
+
+
+def test_loss_surface_figure_draws_the_line_and_the_plane_from_the_surface_s_data():
+    import matplotlib.pyplot as plt
+
+    from sgdlab.report.figures.surface import loss_surface_figure
+
+    a = np.array([-1.0, 0.0, 1.0])
+    line = {"coords": [a], "train_loss": [2.0, 0.1, 3.0], "test_loss": [2.5, 0.2, 3.5],
+            "bn_stats": "fixed"}
+    fig = loss_surface_figure(line)
+    ax = fig.axes[0]
+    train, test = [ln for ln in ax.get_lines() if ln.get_label() in ("train loss", "test loss")]
+    np.testing.assert_array_equal(train.get_xydata(), np.column_stack([a, [2.0, 0.1, 3.0]]))
+    np.testing.assert_array_equal(test.get_xydata(), np.column_stack([a, [2.5, 0.2, 3.5]]))
+    assert (train.get_linestyle(), test.get_linestyle()) == ("-", "--")
+    assert ax.get_yscale() == "log" and ax.get_xlabel() == "α along d₁"
+    plt.close(fig)
+    b = np.array([-2.0, 0.0, 2.0, 4.0])
+    loss = 1.0 + np.add.outer(a ** 2, b ** 2)       # (len(a), len(b)), α across
+    path = np.array([[0.5, 1.5], [0.0, 0.5], [0.0, 0.0]])
+    fig = loss_surface_figure({"coords": [a, b], "train_loss": loss, "test_loss": [],
+                               "bn_stats": "fixed"}, path=path)
+    ax = fig.axes[0]
+    lines = {ln.get_label(): ln.get_xydata() for ln in ax.get_lines()}
+    np.testing.assert_array_equal(lines["trajectory"], path)
+    np.testing.assert_array_equal(lines["model"], [[0.0, 0.0]])
+    (contours,) = [c for c in ax.collections if hasattr(c, "levels")] or [ax.collections[0]]
+    # log-spaced levels from the lowest to the highest loss
+    assert contours.levels == pytest.approx(np.geomspace(loss.min(), loss.max(), 25))
+    assert ax.get_xlim()[1] >= 1.0 and ax.get_ylim()[1] >= 4.0 - 1e-9
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("α along d₁", "β along d₂")
+    plt.close(fig)
+
+
+def test_trajectory_figure_draws_the_spectrum_s_band_and_the_white_noise_band_from_the_data():
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+
+    spec = SimpleNamespace(freqs=np.array([0.0, 0.1, 0.2, 0.3]), mean=np.array([9.0, 1.0, 2.0, 3.0]),
+                           std=np.array([9.0, 0.1, 0.2, 0.3]), num_coords=2, n=8)
+    acf = SimpleNamespace(lags=np.array([0, 1, 2]), mean=np.array([1.0, 0.3, -0.2]),
+                          std=np.array([0.0, 0.05, 0.1]), band=0.4)
+    fig = trajectory_figure(spec, acf)
+    a1, a2 = fig.axes
+    (line,) = a1.lines
+    np.testing.assert_array_equal(line.get_xydata(), [[0.1, 1.0], [0.2, 2.0], [0.3, 3.0]])
+    (band,) = a1.collections
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert (ys.min(), ys.max()) == pytest.approx((0.9, 3.3))
+    (span,) = [p for p in a2.patches if p.get_label() == "99% white-noise band"]
+    ys = span.get_path().transformed(span.get_patch_transform()).vertices[:, 1] \
+        if hasattr(span, "get_patch_transform") else span.get_xy()[:, 1]
+    assert (min(ys), max(ys)) == pytest.approx((-0.4, 0.4))
+    plt.close(fig)
+
+
+def test_a_loss_line_through_a_zero_loss_keeps_it_on_a_linear_axis():
+    import matplotlib.pyplot as plt
+
+    from sgdlab.report.figures.surface import loss_surface_figure
+
+    # the model fits its batch exactly: a log axis dropped the point at α = 0 unseen
+    fig = loss_surface_figure({"coords": [np.array([-1.0, 0.0, 1.0])],
+                               "train_loss": [0.5, 0.0, 0.4], "test_loss": [],
+                               "bn_stats": "fixed"})
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "linear"
+    assert ax.get_ylim()[0] <= 0.0
+    plt.close(fig)

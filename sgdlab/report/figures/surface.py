@@ -13,6 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sgdlab.report.figures.axes import log_scale  # noqa: E402
+
 __all__ = ["loss_surface_figure"]
 
 
@@ -22,7 +24,8 @@ def _get(surface: Any, key: str):
 
 def loss_surface_figure(surface: Any, *, path: Any = None, labels: tuple[str, str] = ("d₁", "d₂"),
                         title: str | None = None):
-    """A line: train (solid) and test (dashed) loss against the coordinate, log scale. A plane:
+    """A line: train (solid) and test (dashed) loss against the coordinate, on a log scale when
+    every finite loss is positive (:func:`~sgdlab.report.figures.axes.log_scale`). A plane:
     contours of the training loss (log-spaced levels) with the model at the origin and, given
     ``path`` ((T, 2) coordinates, e.g. :class:`~sgdlab.measure.surface.TrajectoryPCA`'s
     ``coords``), the trajectory drawn over it."""
@@ -34,7 +37,8 @@ def loss_surface_figure(surface: Any, *, path: Any = None, labels: tuple[str, st
         test = _get(surface, "test_loss")
         if len(test):
             ax.plot(coords[0], test, "--", color="tab:blue", label="test loss")
-        ax.set_yscale("log")
+        # a log axis would drop a loss of exactly 0 (a fitted MSE, a saturated softmax) unseen
+        log_scale(ax, [*loss, *np.asarray(test, dtype=float)])
         ax.set_xlabel(f"α along {labels[0]}")
         ax.set_ylabel("loss")
         ax.axvline(0.0, color="k", lw=0.5, ls=":")
