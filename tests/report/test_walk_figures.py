@@ -235,7 +235,7 @@ def test_loss_surface_figure_draws_the_line_and_the_plane_from_the_surface_s_dat
     lines = {ln.get_label(): ln.get_xydata() for ln in ax.get_lines()}
     np.testing.assert_array_equal(lines["trajectory"], path)
     np.testing.assert_array_equal(lines["model"], [[0.0, 0.0]])
-    (contours,) = [c for c in ax.collections if hasattr(c, "levels")] or [ax.collections[0]]
+    (contours,) = [c for c in ax.collections if hasattr(c, "levels")]
     # log-spaced levels from the lowest to the highest loss
     assert contours.levels == pytest.approx(np.geomspace(loss.min(), loss.max(), 25))
     assert ax.get_xlim()[1] >= 1.0 and ax.get_ylim()[1] >= 4.0 - 1e-9
@@ -248,7 +248,8 @@ def test_trajectory_figure_draws_the_spectrum_s_band_and_the_white_noise_band_fr
 
     import matplotlib.pyplot as plt
 
-    spec = SimpleNamespace(freqs=np.array([0.0, 0.1, 0.2, 0.3]), mean=np.array([9.0, 1.0, 2.0, 3.0]),
+    spec = SimpleNamespace(freqs=np.array([0.0, 0.1, 0.2, 0.3]),
+                           mean=np.array([9.0, 1.0, 2.0, 3.0]),
                            std=np.array([9.0, 0.1, 0.2, 0.3]), num_coords=2, n=8)
     acf = SimpleNamespace(lags=np.array([0, 1, 2]), mean=np.array([1.0, 0.3, -0.2]),
                           std=np.array([0.0, 0.05, 0.1]), band=0.4)
@@ -260,8 +261,7 @@ def test_trajectory_figure_draws_the_spectrum_s_band_and_the_white_noise_band_fr
     ys = band.get_paths()[0].vertices[:, 1]
     assert (ys.min(), ys.max()) == pytest.approx((0.9, 3.3))
     (span,) = [p for p in a2.patches if p.get_label() == "99% white-noise band"]
-    ys = span.get_path().transformed(span.get_patch_transform()).vertices[:, 1] \
-        if hasattr(span, "get_patch_transform") else span.get_xy()[:, 1]
+    ys = span.get_path().transformed(span.get_patch_transform()).vertices[:, 1]
     assert (min(ys), max(ys)) == pytest.approx((-0.4, 0.4))
     plt.close(fig)
 
