@@ -198,3 +198,115 @@ def test_the_ou_figure_draws_eq_7_in_order_and_each_batch_size_s_chains_with_2_s
         "SGD chains, S = 2 (±2 s.e.)": ([0.05, 0.2], [0.02, 0.09],
                                        [[pytest.approx(0.016), pytest.approx(0.024)],
                                         [pytest.approx(0.084), pytest.approx(0.096)]])}
+
+
+def test_the_pde_figures_draw_f_and_each_smoothing_against_x():
+    from sgdlab.report.figures.landscapes import fokker_planck_figure, pde_figure
+
+    x = np.linspace(-1.0, 1.0, 5)
+    f, u1, u2 = x ** 2, x ** 2 / 2, x ** 2 / 4
+    names = ["viscous HJ", "non-viscous HJ"]
+    fig = pde_figure(x, f, dict(zip(names, (u1, u2))), 0.5)
+    (ax,) = fig.axes
+    lines = ax.get_lines()
+    assert [ln.get_label() for ln in lines] == ["f", *names]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["f", *names]
+    for ln, y in zip(lines, (f, u1, u2)):
+        np.testing.assert_array_equal(ln.get_xydata(), np.column_stack([x, y]))
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("x", "u(x, t)")
+    plt.close(fig)
+    r0, r1, r2, r3 = (np.exp(-x ** 2 * k) for k in (1, 2, 3, 4))
+    fig = fokker_planck_figure(x, f, dict(zip(names, (u1, u2))),
+                               {"initial": r0, "SGD (u = f)": r1, names[0]: r2, names[1]: r3},
+                               0.5, 2.0)
+    top, bottom = fig.axes
+    for ln, y in zip(top.get_lines(), (f, u1, u2)):
+        np.testing.assert_array_equal(ln.get_xydata(), np.column_stack([x, y]))
+    # the initial density filled, every terminal one a line: none left out
+    (fill,) = bottom.collections
+    assert fill.get_paths()[0].vertices[:, 1].max() == pytest.approx(r0.max())
+    assert [ln.get_label() for ln in bottom.get_lines()] == [
+        "SGD (u = f), τ = 2", f"{names[0]}, τ = 2", f"{names[1]}, τ = 2"]
+    for ln, y in zip(bottom.get_lines(), (r1, r2, r3)):
+        np.testing.assert_array_equal(ln.get_xydata(), np.column_stack([x, y]))
+    plt.close(fig)
+
+
+def test_the_double_well_figure_draws_each_histogram_with_x1_across_and_its_velocities():
+    from sgdlab.report.figures.landscapes import double_well_figure
+
+    e1, e2 = np.linspace(-2.0, 2.0, 5), np.linspace(-1.0, 1.0, 4)
+    h = np.arange(12.0).reshape(4, 3)      # (x1 bins, x2 bins)
+    fig = double_well_figure(e1, e2, {"λ=1": h}, np.ones((4, 3)), {"λ=1": [(1.5, -0.5), None]},
+                             {"λ=1": (0.9, 1.0, 0.01), "λ=2": (1.9, 2.0, 0.02)})
+    hist_ax, bars_ax = fig.axes[:2]
+    (mesh,) = [c for c in hist_ax.collections if hasattr(c, "get_coordinates")]
+    np.testing.assert_array_equal(np.asarray(mesh.get_array()).reshape(3, 4), h.T)
+    np.testing.assert_allclose(mesh.get_coordinates()[0, :, 0], e1)
+    (star,) = [ln for ln in hist_ax.get_lines() if ln.get_marker() == "*"]
+    np.testing.assert_array_equal(star.get_xydata(), [[1.5, -0.5]])
+    measured, exact = bars_ax.containers[1], bars_ax.containers[-1]
+    assert [b.get_height() for b in measured] == [0.9, 1.9]
+    assert [b.get_height() for b in exact] == [1.0, 2.0]
+    plt.close(fig)
+
+
+def test_the_pspin_figure_places_colours_and_sizes_each_minimum_as_recorded():
+    from sgdlab.report.figures.landscapes import pspin_figure
+
+    emb = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, -5.0]])
+    e = np.array([-0.5, -0.6, -0.7])
+    fig = pspin_figure({"a": emb}, {"a": e}, {"a": 3}, {"a": np.array([1, 4, 9])})
+    ax = fig.axes[0]
+    (sc,) = ax.collections
+    np.testing.assert_array_equal(sc.get_offsets(), emb)
+    np.testing.assert_array_equal(sc.get_array(), e)
+    assert sc.get_sizes() == pytest.approx(24.0 * np.sqrt([1, 4, 9]))
+    # only minima reached from more than one start are labelled
+    assert [t.get_text() for t in ax.texts] == ["×4", "×9"]
+    assert "from 14 starts" in ax.get_title()
+    plt.close(fig)
+
+
+def test_the_perceptron_figure_draws_each_method_s_errors_with_their_bars():
+    from sgdlab.report.figures.landscapes import perceptron_figure
+
+    alphas = [0.5, 1.0, 2.0]
+    fig = perceptron_figure(alphas, {"sgd": [0.4, 0.3, 0.2], "entropy": [0.35, 0.2, 0.1]},
+                            {"sgd": [0.01, 0.02, 0.03]})
+    (ax,) = fig.axes
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["entropy", "sgd"]
+    ys = sorted(tuple(c.lines[0].get_ydata()) for c in ax.containers)
+    assert ys == [(0.35, 0.2, 0.1), (0.4, 0.3, 0.2)]
+    sgd = [c for c in ax.containers if tuple(c.lines[0].get_ydata()) == (0.4, 0.3, 0.2)][0]
+    (seg,) = sgd.lines[2]
+    assert [s[1, 1] - s[0, 1] for s in seg.get_segments()] == pytest.approx([0.02, 0.04, 0.06])
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("α = N / d", "generalisation error ε")
+    plt.close(fig)
+
+
+def test_the_escape_figures_draw_paths_rates_and_sharpness_from_the_data():
+    from sgdlab.report.figures.landscapes import escape_chains_figure, escape_run_figure
+
+    g = np.linspace(-2.0, 2.0, 5)
+    gx, gy = np.meshgrid(g, g)
+    t = np.array([[0.0, 1.0], [0.5, 1.5], [1.0, -1.0]])
+    fig = escape_run_figure(gx, gy, gx ** 2 + gy ** 2, {"gd": t}, {"gd": 0.25, "sgd": 1.0},
+                            [0, 10, 20], {"gd": [1.0, 0.5, 0.1]})
+    traj, bars, sharp = fig.axes[:3]
+    np.testing.assert_array_equal(traj.get_lines()[0].get_xydata(), t)
+    assert [p.get_height() for p in bars.patches] == [25.0, 100.0]
+    assert bars.get_ylim() == (0, 105)
+    (curve,) = [ln for ln in sharp.get_lines() if len(ln.get_xydata()) == 3]
+    np.testing.assert_array_equal(curve.get_xydata(), [[0, 1.0], [10, 0.5], [20, 0.1]])
+    assert sharp.get_yscale() == "log"
+    plt.close(fig)
+    paths = [np.array([[0.0, 0.0], [1.0, 2.0]]), np.array([[3.0, 4.0], [5.0, 6.0]])]
+    fig = escape_chains_figure({"SGD": (paths, (1.0, -1.0), (-2.0, 2.0))})
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    for ln, p in zip(lines, paths):
+        np.testing.assert_array_equal(ln.get_xydata(), p)
+    marks = {ln.get_label(): ln.get_xydata().tolist() for ln in lines[2:]}
+    assert marks == {"sharp min": [[1.0, -1.0]], "flat min": [[-2.0, 2.0]]}
+    plt.close(fig)
