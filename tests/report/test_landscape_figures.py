@@ -291,12 +291,12 @@ def test_the_escape_figures_draw_paths_rates_and_sharpness_from_the_data():
     g = np.linspace(-2.0, 2.0, 5)
     gx, gy = np.meshgrid(g, g)
     t = np.array([[0.0, 1.0], [0.5, 1.5], [1.0, -1.0]])
-    fig = escape_run_figure(gx, gy, gx ** 2 + gy ** 2, {"gd": t}, {"gd": 0.25, "sgd": 1.0},
+    fig = escape_run_figure(gx, gy, gx ** 2 + gy ** 2, {"gd": t}, {"gd": 0.25, "sgd": 0.5},
                             [0, 10, 20], {"gd": [1.0, 0.5, 0.1]})
     traj, bars, sharp = fig.axes[:3]
     np.testing.assert_array_equal(traj.get_lines()[0].get_xydata(), t)
-    assert [p.get_height() for p in bars.patches] == [25.0, 100.0]
-    assert bars.get_ylim() == (0, 105)
+    assert [p.get_height() for p in bars.patches] == [25.0, 50.0]
+    assert bars.get_ylim() == (0, 105)          # the whole 0-100 % scale, whatever the rates
     (curve,) = [ln for ln in sharp.get_lines() if len(ln.get_xydata()) == 3]
     np.testing.assert_array_equal(curve.get_xydata(), [[0, 1.0], [10, 0.5], [20, 0.1]])
     assert sharp.get_yscale() == "log"
