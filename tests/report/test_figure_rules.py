@@ -577,3 +577,73 @@ def test_alignment_figure_draws_each_series_at_its_eigen_index_from_1():
     plt.close(fig)
     assert bars == [(1.0, 0.9), (2.0, 0.5)]
     assert lines == {"H": ([1, 2], [0.8, 0.2]), "Σ": ([1, 2], [0.7, 0.3])}
+
+
+def test_a_spectral_density_is_drawn_against_the_grid_on_a_log_axis_unless_told_otherwise():
+    from sgdlab.report.figures.curvature import spectral_density_figure
+
+    grid, dens = np.array([0.0, 1.0, 2.0]), np.array([0.1, 0.5, 0.2])
+    fig = spectral_density_figure(grid, dens, eigenvalues=[0.5, 1.5], eigenvalues_label="exact")
+    ax = fig.axes[0]
+    line, rug = ax.get_lines()
+    np.testing.assert_array_equal(line.get_xydata(), np.column_stack([grid, dens]))
+    np.testing.assert_array_equal(rug.get_xdata(), [0.5, 1.5])
+    assert ax.get_yscale() == "log" and ax.get_xlabel() == "eigenvalue"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["exact"]
+    plt.close(fig)
+    fig = spectral_density_figure(grid, dens, log=False)
+    assert fig.axes[0].get_yscale() == "linear"
+    np.testing.assert_array_equal(fig.axes[0].get_lines()[0].get_ydata(), dens)
+    plt.close(fig)
+
+
+def test_a_histogram_counts_each_series_values_in_the_shared_bins_on_a_log_axis():
+    from sgdlab.report.figures.charts import histogram
+
+    fig = histogram({"a": [0.0, 0.1, 0.9, 1.0], "b": [0.6, 0.7, 0.8]}, xlabel="v", bins=2)
+    ax = fig.axes[0]
+    a, b = ax.containers
+    assert [p.get_height() for p in a] == [2, 2] and [p.get_height() for p in b] == [0, 3]
+    assert [p.get_x() for p in a] == pytest.approx([0.0, 0.5])
+    assert ax.get_yscale() == "log" and (ax.get_xlabel(), ax.get_ylabel()) == ("v", "count")
+    plt.close(fig)
+    fig = histogram({"a": [0.0, 1.0]}, xlabel="v", bins=2, logy=False)
+    assert fig.axes[0].get_yscale() == "linear"
+    plt.close(fig)
+
+
+def test_grouped_bars_stand_each_series_mean_at_its_label_with_its_error():
+    from sgdlab.report.figures.charts import grouped_bars
+
+    fig = grouped_bars(["x", "y", "z"], {"A": ([1.0, 2.0, 3.0], [0.1, 0.2, 0.3]),
+                                         "B": ([4.0, 5.0, 6.0], None)}, ylabel="v")
+    ax = fig.axes[0]
+    a, b = [c for c in ax.containers if hasattr(c, "patches")]
+    assert [p.get_height() for p in a] == [1.0, 2.0, 3.0]
+    assert [p.get_height() for p in b] == [4.0, 5.0, 6.0]
+    # A left of B at each label, the labels in the order given
+    assert [p.get_x() + p.get_width() / 2 for p in a] == pytest.approx([-0.2, 0.8, 1.8])
+    assert [p.get_x() + p.get_width() / 2 for p in b] == pytest.approx([0.2, 1.2, 2.2])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["x", "y", "z"]
+    assert list(ax.get_xticks()) == [0, 1, 2]
+    (seg,) = a.errorbar.lines[2]
+    assert [s[1, 1] - s[0, 1] for s in seg.get_segments()] == pytest.approx([0.2, 0.4, 0.6])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["A", "B"]
+    plt.close(fig)
+
+
+def test_a_log_axis_under_two_decades_reads_plain_numbers_and_one_over_them_does_not():
+    from sgdlab.report.figures.axes import PlainLogFormatter, log_scale
+
+    fig, (a, b) = plt.subplots(1, 2)
+    assert log_scale(a, [1.0, 50.0]) and log_scale(b, [1.0, 1000.0])
+    assert isinstance(a.yaxis.get_major_formatter(), PlainLogFormatter)
+    assert not isinstance(b.yaxis.get_major_formatter(), PlainLogFormatter)
+    plt.close(fig)
+
+
+def test_steps_are_log_spaced_only_when_most_lie_below_a_tenth_of_the_last():
+    from sgdlab.report.figures.axes import log_spaced
+
+    assert log_spaced([1, 2, 5, 300])            # three of four below 30
+    assert not log_spaced([1, 2, 200, 300])      # half: evenly spaced from a small start

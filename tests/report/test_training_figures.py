@@ -335,3 +335,24 @@ def test_compare_runs_figure_draws_a_loss_on_a_log_axis_even_within_a_decade():
     scales = [ax.get_yscale() for ax in fig.axes if ax.get_visible()]
     plt.close(fig)
     assert scales == ["log", "linear"]
+
+
+def test_the_curvature_history_draws_each_series_against_its_steps_in_its_panel():
+    from sgdlab.report.figures.curvature import curvature_history_figure
+
+    h = {"hess/top_10": [(0, 2.0), (5, 1.5)], "hess/top_2": [(0, 4.0), (5, 3.0)],
+         "noise/trace": [(0, 1.0), (5, 0.5)], "noise/top_1": [(0, 0.3), (5, 0.2)],
+         "align/cos_1": [(0, 0.9), (5, 0.8)], "align/residual": [(0, 0.4), (5, 0.3)]}
+    fig = curvature_history_figure(h)
+    # ranks in order: by characters, top_10 came before top_2
+    for ax, names, scale in zip(fig.axes, (["hess/top_2", "hess/top_10"],
+                                           ["noise/trace", "noise/top_1"],
+                                           ["align/cos_1", "align/residual"]),
+                                ("log", "log", "linear")):
+        lines = {ln.get_label(): ln.get_xydata() for ln in ax.get_lines()
+                 if not ln.get_label().startswith("_")}
+        assert list(lines) == names
+        for n in names:
+            assert lines[n].tolist() == [list(p) for p in h[n]]
+        assert ax.get_yscale() == scale and ax.get_xlabel() == "step"
+    plt.close(fig)
