@@ -1078,7 +1078,8 @@ def test_the_hessian_spectra_mark_the_round_off_of_the_dtype_they_were_computed_
     marks = {ln.get_label(): ln.get_ydata()[0] for ln in ax.get_lines()
              if ln.get_label().startswith("round-off")}
     assert marks == pytest.approx({"round-off (fc, float32)": 2.0 * 5 * np.finfo("f4").eps,
-                                   "round-off (lstm, float64)": 2.0 * 5 * np.finfo("f8").eps})
+                                   "round-off (lstm, float64)": 2.0 * 5 * np.finfo("f8").eps},
+                         rel=1e-6, abs=0)   # the float64 mark (2e-15) is below approx's abs 1e-12
 
 
 @pytest.mark.usefixtures("blank_figures")
