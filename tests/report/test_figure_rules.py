@@ -93,7 +93,9 @@ def test_a_spectrum_of_known_dtype_marks_its_round_off_and_cuts_the_axis_below_i
     ax = fig.axes[0]
     (line,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("round-off")]
     assert line.get_label() == "round-off (H (top-k), float64)"
-    assert line.get_ydata()[0] == pytest.approx(2.0 * 1000 * np.finfo(np.float64).eps)
+    # 4.4e-13 lies below approx's default abs 1e-12: relative only
+    assert line.get_ydata()[0] == pytest.approx(2.0 * 1000 * np.finfo(np.float64).eps, rel=1e-6,
+                                                abs=0)
     assert fig.axes[0].get_ylim()[0] < 1e-39            # Σ's dtype unknown: all of it shown
     plt.close(fig)
     fig = eigenspectrum_figure({"H": v})                       # dtype unknown: no line, no cut
