@@ -130,19 +130,29 @@ def test_a_train_run_is_minibatch_sgd_from_the_seeds_weights_and_batch_order(tmp
               "max_steps": 5}
     out, store, run_id = _train_run(params, seed, tmp_path, "sgd")
     assert out.status == "finished" and out.summary["steps"] == 5
+    _assert_stored_weights(store, run_id, _sgd_by_hand(seed, lambda t: lr, steps=5))
+
+
+def _sgd_by_hand(seed: int, lr_at, steps: int) -> torch.nn.Module:
+    """TRAIN's model after ``steps`` steps of mini-batch SGD at ``lr_at(t)``, 2 epochs of
+    batches 8, 8 and 4 from a permutation per epoch drawn from a generator seeded ``seed``."""
     ds, net = _train_start(seed)
-    gen, steps = torch.Generator().manual_seed(seed), 0
+    gen, t = torch.Generator().manual_seed(seed), 0
     for _ in range(2):
         perm = torch.randperm(20, generator=gen)
         for idx in (perm[:8], perm[8:16], perm[16:]):
-            if steps == 5:
+            if t == steps:
                 break
             loss = torch.nn.functional.cross_entropy(net(ds.x_train[idx]), ds.y_train[idx])
             grads = torch.autograd.grad(loss, list(net.parameters()))
             with torch.no_grad():
                 for p, g in zip(net.parameters(), grads):
-                    p -= lr * g
-            steps += 1
+                    p -= lr_at(t) * g
+            t += 1
+    return net
+
+
+def _assert_stored_weights(store, run_id: str, net: torch.nn.Module) -> None:
     (path,) = store.artifacts(run_id, "model")
     weights = load_weights(path)["model"]
     for name, p in net.state_dict().items():
@@ -160,21 +170,7 @@ def test_a_schedule_spans_the_steps_the_run_takes_when_max_steps_is_beyond_them(
                                              "end_factor": 0.0}}
     out, store, run_id = _train_run(params, seed, tmp_path, "trapezoid")
     assert out.status == "finished" and out.summary["steps"] == 6
-    ds, net = _train_start(seed)
-    gen, t = torch.Generator().manual_seed(seed), 0
-    for _ in range(2):
-        perm = torch.randperm(20, generator=gen)
-        for idx in (perm[:8], perm[8:16], perm[16:]):
-            loss = torch.nn.functional.cross_entropy(net(ds.x_train[idx]), ds.y_train[idx])
-            grads = torch.autograd.grad(loss, list(net.parameters()))
-            with torch.no_grad():
-                for p, g in zip(net.parameters(), grads):
-                    p -= lr * (1 - t / 6) * g
-            t += 1
-    (path,) = store.artifacts(run_id, "model")
-    weights = load_weights(path)["model"]
-    for name, p in net.state_dict().items():
-        torch.testing.assert_close(weights[name], p, rtol=0, atol=1e-12)
+    _assert_stored_weights(store, run_id, _sgd_by_hand(seed, lambda t: lr * (1 - t / 6), 6))
 
 
 def test_a_full_batch_train_run_is_gradient_descent_and_measures_its_final_weights(tmp_path):
