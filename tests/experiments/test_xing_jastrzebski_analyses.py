@@ -1086,7 +1086,7 @@ def test_the_interpolation_summary_reads_the_segment_between_the_two_ends(tmp_pa
                                                     rel=1e-9, abs=1e-12)
     # the length of the segment, ‖θ_B − θ_A‖ over every parameter (the table's ‖Δθ‖ units)
     a, b = models
-    dist = math.sqrt(sum(float(((pb - pa).double() ** 2).sum())
+    dist = math.sqrt(sum(float(((pb - pa).detach().double() ** 2).sum())
                          for pa, pb in zip(a.parameters(), b.parameters())))
     assert dist > 0 and s["distance"] == pytest.approx(dist, rel=1e-12)
 
