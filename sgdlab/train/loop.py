@@ -429,11 +429,30 @@ def input_refusal(e: BaseException, model: nn.Module, loss_fn: Any, x: Tensor,
                   y: Tensor, *, batch_of_one: str) -> UserError | None:
     """The :class:`UserError` that names what made training fail with ``e`` on the training
     inputs ``x`` and targets ``y``: inputs of another dtype than the model's, a loss that
-    returns a value per sample, or a batch of one sample in train-mode batch norm
+    returns a value per sample or that autograd cannot connect to the parameters, or a batch
+    of one sample in train-mode batch norm
     (``batch_of_one``: where the caller's batch of one comes from and what to change); None
     for any other failure (``train`` and ``train_replicas`` alike)."""
     return (_dtype_refusal(e, model, x) or _loss_refusal(e, model, loss_fn, x, y)
-            or _batch_of_one_refusal(e, batch_of_one))
+            or _graph_refusal(e, model, loss_fn, x, y) or _batch_of_one_refusal(e, batch_of_one))
+
+
+def _graph_refusal(e: BaseException, model: nn.Module, loss_fn: Any, x: Tensor,
+                   y: Tensor) -> UserError | None:
+    """The :class:`UserError` of :func:`~sgdlab.operators.params.reaching_parameters` for a
+    failure ``e`` (autograd's "element 0 of tensors does not require grad") of a loss that
+    autograd cannot connect to the parameters, found on the first two examples (checked here,
+    after the failure, not at every step); None for any other failure."""
+    if not (isinstance(e, RuntimeError) and "does not require grad" in str(e)):
+        return None
+    try:
+        with torch.enable_grad(), eval_mode(model):
+            reaching_parameters(loss_fn(model(x[:2]), y[:2]))
+    except UserError as refusal:
+        return refusal
+    except Exception:
+        return None
+    return None
 
 
 def _batch_of_one_refusal(e: BaseException, remedy: str) -> UserError | None:
@@ -791,7 +810,7 @@ class _Training:
                               loop, cb_after_backward, self.clip, self.loss_scale)
             else:
                 optimizer.zero_grad(set_to_none=True)
-                loss = reaching_parameters(loss_fn(model(xb), yb))
+                loss = loss_fn(model(xb), yb)
                 if sync_every == 1:
                     v = loss.item()
                     if not math.isfinite(v):
@@ -1036,7 +1055,7 @@ def _closure_step(ctx: TrainContext, optimizer, model, loss_fn, stream: BatchStr
             xb, yb = stream.batch(x_train, y_train, b)
         optimizer.zero_grad(set_to_none=True)
         with torch.enable_grad():
-            loss = reaching_parameters(loss_fn(model(xb), yb))
+            loss = loss_fn(model(xb), yb)
             if loss_scale == 1:
                 v = sv = loss.item()
             else:      # the optimizer sees the loss it steps on; both in one read-back

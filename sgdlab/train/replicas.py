@@ -100,7 +100,7 @@ from torch import Tensor, nn
 from ..data.augment import batch_augmentation
 from ..errors import ConfigError, UserError, check_keys
 from ..operators.blocking import reproducible_blocks
-from ..operators.params import copy_module, reaching_parameters
+from ..operators.params import copy_module
 from ..optim.elastic import Parle, master_average
 from .callbacks import MeasurementCallback, Schedule, TrainContext, callback_keys
 from .checkpoint import (changed_settings, load_checkpoint, rng_state, save_checkpoint,
@@ -368,7 +368,7 @@ class ReplicaWorker:
         """Draw the next mini-batch, zero grads, forward + backward; returns the loss."""
         xb, yb = self.stream.batch(self.x, self.y, self.B)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = reaching_parameters(self.loss_fn(self.model(xb), yb))
+        loss = self.loss_fn(self.model(xb), yb)
         loss.backward()
         self.grad_evals += 1
         self.samples += len(yb)
