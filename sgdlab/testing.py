@@ -717,6 +717,19 @@ def dict_logits_loss(out: dict[str, Tensor], y: Tensor) -> Tensor:
     return nn.functional.cross_entropy(out["logits"], y)
 
 
+class SkipsItsLayer(nn.Module):
+    """A forward pass that never calls its layer (a forgotten call): autograd reaches none of
+    the parameters from the loss. The output is the first ``out_dim`` inputs, doubled."""
+
+    def __init__(self, in_dim: int = 3, out_dim: int = 2, dtype: torch.dtype | None = None):
+        super().__init__()
+        self.lin = nn.Linear(in_dim, out_dim, dtype=dtype)
+        self.out_dim = out_dim
+
+    def forward(self, x):
+        return x[:, :self.out_dim] * 2.0
+
+
 # --------------------------------------------------------------------------------------------
 # Evaluations in chunks of samples (sgdlab.measure.passes)
 # --------------------------------------------------------------------------------------------

@@ -29,8 +29,8 @@ import sgdlab.measure as M
 from sgdlab.errors import UserError
 from sgdlab.measure.sharpness import perturbed_evaluations
 from sgdlab.operators.params import flatten, params_vector, set_params_vector
-from sgdlab.testing import (GRUClassifier, TiedByHand, TiedEmbedding, TinyTransformer,
-                            covariance_reference, dense_hessian_reference,
+from sgdlab.testing import (GRUClassifier, SkipsItsLayer, TiedByHand, TiedEmbedding,
+                            TinyTransformer, covariance_reference, dense_hessian_reference,
                             empirical_fisher_reference, flat_loss, ggn_reference,
                             per_sample_gradients_loop, random_eval_batchnorm)
 
@@ -723,18 +723,7 @@ def test_inside_inference_mode_gradient_measurements_are_refused_by_name():
         close(M.dense_hessian(model, loss_fn, data), M.dense_hessian(model, loss_fn, data))
 
 
-class _SkipsItsLayer(nn.Module):
-    """A forward pass that never uses the model's parameters (a forgotten call)."""
-
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(3, 2)
-
-    def forward(self, x):
-        return x[:, :2] * 2.0
-
-
-class _DetachesItsLayer(_SkipsItsLayer):
+class _DetachesItsLayer(SkipsItsLayer):
     def forward(self, x):
         return self.lin(x).detach()
 
@@ -767,9 +756,9 @@ def test_a_loss_that_autograd_cannot_reach_the_parameters_from_is_named(name):
         fn(_DetachesItsLayer(), loss_fn, data)
     if name in _GRAPH_MEASUREMENTS:
         with pytest.raises(UserError, match=r"does not depend on the model's trainable param"):
-            fn(_SkipsItsLayer(), loss_fn, data)
+            fn(SkipsItsLayer(), loss_fn, data)
     else:
-        assert not torch.as_tensor(fn(_SkipsItsLayer(), loss_fn, data)).any()
+        assert not torch.as_tensor(fn(SkipsItsLayer(), loss_fn, data)).any()
 
 
 @pytest.mark.parametrize("kind", ["no_parameters", "all_frozen"])

@@ -14,6 +14,7 @@ from sgdlab.measure.batch_norm import recompute_bn_statistics
 from sgdlab.optim import build_optimizer, build_optimizer_for
 from sgdlab.optim.gld import NOISE_KINDS, StructuredNoiseGD
 from sgdlab.testing import (
+    SkipsItsLayer,
     covariance_reference,
     dense_hessian_reference,
     per_sample_gradients_loop,
@@ -987,15 +988,7 @@ def test_minibatch_gradients_that_do_not_reach_the_parameters_are_named():
     "element 0 of tensors does not require grad" before, naming neither loss nor model."""
     from sgdlab.errors import UserError
 
-    class Skips(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = torch.nn.Linear(3, 2)
-
-        def forward(self, x):
-            return x[:, :2] * 2.0
-
-    model, data = Skips(), (torch.randn(8, 3), torch.tensor([0, 1] * 4))
+    model, data = SkipsItsLayer(), (torch.randn(8, 3), torch.tensor([0, 1] * 4))
     opt = StructuredNoiseGD(model.parameters(), lr=0.1, noise="diagonal", noise_batch_size=2,
                             covariance_estimate="minibatches", model=model, loss_fn=LOSS,
                             data=data, seed=0)

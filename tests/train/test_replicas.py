@@ -15,7 +15,7 @@ from sgdlab.data.base import Dataset
 from sgdlab.errors import ConfigError
 from sgdlab.optim.elastic import elastic_sgd_update
 from sgdlab.optim.entropy_sgd import EntropySGD
-from sgdlab.testing import run_threads
+from sgdlab.testing import SkipsItsLayer, run_threads
 from sgdlab.train.loop import BatchStream
 from sgdlab.train.replicas import ParleConfig, replica_seeds, replica_shards, train_replicas
 
@@ -1257,15 +1257,7 @@ def test_a_loss_that_does_not_reach_the_parameters_is_named():
     with autograd's "element 0 of tensors does not require grad"."""
     from sgdlab.errors import UserError
 
-    class Skips(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = nn.Linear(4, 3).double()
-
-        def forward(self, x):
-            return x[:, :3] * 2.0
-
     cfg = ParleConfig(replicas=2, L=2, lr=0.5, inner_lr=0.2, gamma=1.0, rho=1.0, batch_size=8,
                       seed=0)
     with pytest.raises(UserError, match=r"the loss does not depend on the model's trainable"):
-        train_replicas(Skips(), LOSS, toy_data(), cfg, rounds=1)
+        train_replicas(SkipsItsLayer(4, 3, torch.float64), LOSS, toy_data(), cfg, rounds=1)

@@ -16,7 +16,7 @@ from torch import nn
 from sgdlab.data import Dataset
 from sgdlab.errors import UserError
 from sgdlab.store import RunStore
-from sgdlab.testing import TokenTagger
+from sgdlab.testing import SkipsItsLayer, TokenTagger
 from sgdlab.train import Callback, Schedule, evaluate, train
 from sgdlab.train.loop import BatchStream, steps_per_epoch
 
@@ -406,20 +406,11 @@ def test_closure_optimizer_counts_gradient_evaluations():
     assert len(rec.batches) == 12
 
 
-class _SkipsItsLayers(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(5, 2)
-
-    def forward(self, x):
-        return x[:, :2] * 2.0          # the layer is never called
-
-
 @pytest.mark.parametrize("closure", [False, True])
 def test_a_loss_that_does_not_reach_the_parameters_is_named_before_a_step(closure):
     """backward() on such a loss failed with autograd's "element 0 of tensors does not
     require grad", naming neither the loss nor the model; with or without a closure."""
-    model = _SkipsItsLayers()
+    model = SkipsItsLayer(5, 2)
     opt = (TwoLookSGD if closure else torch.optim.SGD)(model.parameters(), lr=0.1)
     with pytest.raises(UserError, match=r"the loss does not depend on the model's trainable"):
         train(model, nn.CrossEntropyLoss(), toy_data(), opt, epochs=1, batch_size=10,
