@@ -811,6 +811,10 @@ def test_a_folder_its_launcher_claimed_is_not_claimed_again(tmp_path):
         run_from_config(cfg, mode="inprocess", out=tmp_path / "o", claimed=True)
 
 
+class Stop(Exception):
+    """Raised by a recorded call: nothing past it runs."""
+
+
 def test_every_rank_starts_from_rank_0_s_initial_weights(tmp_path):
     """A rank overwrites the weights it built with rank 0's (a broadcast) before any other
     collective: identical initial replicas whatever the init's determinism (a plugin model
@@ -819,9 +823,6 @@ def test_every_rank_starts_from_rank_0_s_initial_weights(tmp_path):
 
     cfg, _ = write_problem(tmp_path, replicas=2, rounds=1)
     asked = []
-
-    class Stop(Exception):
-        pass
 
     class Rank1:                     # rank 1 of 2; the other rank's part all OK
         rank, world_size = 1, 2
@@ -873,9 +874,6 @@ def test_the_entry_point_s_replicas_and_set_options_change_the_config_it_runs(tm
 
     _, path = write_problem(tmp_path, replicas=2, rounds=1)
     seen = []
-
-    class Stop(Exception):
-        pass
 
     def store_of(cfg, *a):
         seen.append(cfg)
