@@ -133,7 +133,7 @@ def lanczos_decomposition(
     stop: Callable[[Tensor, Tensor, Tensor, float], bool] | None = None,
     restart_on_breakdown: bool = True,
     dtype: torch.dtype | None = None,
-    stop_at_breakdown: Callable[[Tensor, Tensor, int], bool] | None = None,
+    stop_at_breakdown: Callable[[Tensor, Tensor], bool] | None = None,
 ) -> LanczosResult:
     """Run ``num_iter`` Lanczos steps from ``v0`` (random Gaussian if None) with full
     re-orthogonalisation (classical Gram–Schmidt applied twice, so the basis stays orthonormal to
@@ -142,9 +142,8 @@ def lanczos_decomposition(
     On breakdown (an invariant subspace is found, |β| ≈ 0) the iteration restarts from a fresh
     random vector orthogonal to the basis (T decouples, β = 0), so multiplicities are recovered;
     with ``restart_on_breakdown=False`` (SLQ) it stops instead. Before a restart,
-    ``stop_at_breakdown(alpha, beta, start)`` may end the iteration there: ``start`` is the
-    index of the invariant block's first step, or -1 when that block began at ``v0`` (a
-    chosen vector, which may miss eigenspaces, unlike a random one). ``dtype`` is the working
+    ``stop_at_breakdown(alpha, beta)`` may end the iteration there (each restart is a zero in
+    ``beta``: the invariant block began after the last one). ``dtype`` is the working
     precision of the basis and recurrence (default the operator's, float32 for a float16 or
     bfloat16 one; products stay in the operator's precision).
     """
@@ -162,7 +161,6 @@ def lanczos_decomposition(
     eps = torch.finfo(op.dtype).eps
     scale = 0.0
     beta_next = 0.0
-    block_start = 0 if v0 is None else -1
     for j in range(m):
         w = op.matvec(basis[j]).clone()           # the operator's output may alias its input
         q = basis[: j + 1]
@@ -182,12 +180,10 @@ def lanczos_decomposition(
             if not restart_on_breakdown or (
                     stop_at_breakdown is not None
                     and stop_at_breakdown(torch.from_numpy(np.array(alpha)),
-                                          torch.from_numpy(np.array(beta, dtype=np.float64)),
-                                          block_start)):
+                                          torch.from_numpy(np.array(beta, dtype=np.float64)))):
                 m = j + 1
                 beta_next = 0.0
                 break
-            block_start = j + 1
             w = random_vector(op, generator)
             for _ in range(2):
                 w = w - q.T @ (q @ w)
@@ -323,7 +319,7 @@ def lanczos(
 
     quiet = 0   # consecutive random-start blocks whose ends did not beat the k-th value
 
-    def complete_at_breakdown(alpha: Tensor, beta: Tensor, start: int) -> bool:
+    def complete_at_breakdown(alpha: Tensor, beta: Tensor) -> bool:
         # A block begun at a random vector spans, once invariant, one vector of each
         # eigenspace of the rest of the space it explored: its extreme Ritz values are that
         # rest's extreme eigenvalues, exactly. Copies still hidden in what is left lie
@@ -333,11 +329,15 @@ def lanczos(
         # component along an extreme eigenvector is below that (relative to the gap) ends
         # its block without it: I + 9uuᵀ with uᵀv₀ = 1e-6 read 1 for 10. Two independent
         # random blocks must agree before the iteration ends (that miss needs both).
+        # The first block began at v0 where one is given: a chosen vector, which may miss
+        # eigenspaces (unlike a random one), so its ends say nothing of the rest.
         nonlocal quiet
-        if tol == 0 or start < 0 or len(alpha) < want:
+        alpha, beta = alpha.numpy(), beta.numpy()
+        restarts = np.flatnonzero(beta == 0)
+        start = int(restarts[-1]) + 1 if len(restarts) else 0
+        if tol == 0 or (start == 0 and v0 is not None) or len(alpha) < want:
             quiet = 0
             return False
-        alpha, beta = alpha.numpy(), beta.numpy()
         theta = tridiagonal_eigh(alpha, beta)[0]
         ends = tridiagonal_eigh(alpha[start:], beta[start:])[0][[0, -1]]
         idx = select_ritz(theta, k, which)
