@@ -10,15 +10,33 @@ from sgdlab.store import RunStore
 CYCLIC = [(0, 0.1), (5, 0.075), (10, 0.025), (15, 0.0), (20, 0.025)]
 
 
+def _store_runs(store_path, *runs) -> list[str]:
+    """Stores each ``(name, [(metric, step, value), ...], status, summary)`` as a run named
+    and configured by its name, ended with that status (``None``: left running); their ids."""
+    ids = []
+    with RunStore(store_path) as store:
+        for name, rows, status, summary in runs:
+            run_id = store.create_run({"name": name}, name=name, env={})
+            store.log_many(run_id, rows)
+            if status is not None:
+                store.complete_run(run_id, status, summary=summary)
+            ids.append(run_id)
+    return ids
+
+
+def _final_row(out: str, metric: str) -> list[str]:
+    """The cells of the ``final METRIC`` row of the table ``runs compare`` printed."""
+    (row,) = [ln for ln in out.splitlines() if ln.startswith(f"final {metric}")]
+    return row.split()[2:]
+
+
 def test_runs_compare_shows_the_last_step_s_lr_and_the_mean(tmp_path, capsys):
     store_path = tmp_path / "runs.sqlite"
-    with RunStore(store_path) as store:
-        ids = []
-        for name, lrs in (("cyclic", CYCLIC), ("constant", [(s, 0.05) for s, _ in CYCLIC])):
-            run_id = store.create_run({"name": name}, name=name, env={})
-            store.log_many(run_id, [("lr", s, v) for s, v in lrs])
-            store.complete_run(run_id, "finished", summary={"steps": 20})
-            ids.append(run_id)
+    constant = [(s, 0.05) for s, _ in CYCLIC]
+    ids = _store_runs(store_path, *((name, [("lr", s, v) for s, v in lrs], "finished",
+                                     {"steps": 20})
+                                    for name, lrs in (("cyclic", CYCLIC),
+                                                      ("constant", constant))))
     assert main(["runs", "compare", *ids, "--metric", "lr", "--store", str(store_path)]) == 0
     rows = {line.split("  ")[0]: line.split()[-2:]
             for line in capsys.readouterr().out.splitlines()}
@@ -80,21 +98,16 @@ def test_runs_compare_plots_the_lr_its_table_reads_of_a_parle_and_a_plain_run(
 
 def test_runs_compare_writes_a_row_s_numbers_in_one_precision(tmp_path, capsys):
     store_path = tmp_path / "runs.sqlite"
-    with RunStore(store_path) as store:
-        ids = []
-        for name, loss, status in (("a", 2.312, "finished"), ("b", 2.31, "running"),
-                                   ("c", 2.3, "finished")):
-            run_id = store.create_run({"name": name}, name=name, env={})
-            store.log_many(run_id, [("test_loss", 0, 3.0), ("test_loss", 10, loss)])
-            if status == "finished":
-                store.complete_run(run_id, "finished", summary={"steps": 10})
-            ids.append(run_id)
+    ids = _store_runs(store_path, *((name, [("test_loss", 0, 3.0), ("test_loss", 10, loss)],
+                                     status, {"steps": 10})
+                                    for name, loss, status in (("a", 2.312, "finished"),
+                                                               ("b", 2.31, None),
+                                                               ("c", 2.3, "finished"))))
     assert main(["runs", "compare", *ids, "--metric", "test_loss", "--store",
                  str(store_path)]) == 0
-    (row,) = [ln for ln in capsys.readouterr().out.splitlines()
-              if ln.startswith("final test_loss")]
     # 2.310, not 2.31 beside 2.312: the zero is a digit the row's other numbers have
-    assert row.split()[2:] == ["2.312", "2.310", "@10", "2.300"]
+    assert _final_row(capsys.readouterr().out, "test_loss") == ["2.312", "2.310", "@10",
+                                                                "2.300"]
 
 
 def test_a_row_s_numbers_share_their_significant_digits():
@@ -121,18 +134,15 @@ def test_runs_compare_of_one_run_is_refused(tmp_path, capsys):
 
 def test_runs_compare_takes_a_metric_one_run_recorded(tmp_path, capsys):
     store_path = tmp_path / "runs.sqlite"
-    with RunStore(store_path) as store:
-        ids = []
-        for name, rows in (("a", [("grad_norm", 4, 2.5), ("grad_norm", 9, 1.25)]), ("b", [])):
-            run_id = store.create_run({"name": name}, name=name, env={})
-            store.log_many(run_id, [("train_loss", 9, 0.5), *rows])
-            store.complete_run(run_id, "finished", summary={"steps": 9})
-            ids.append(run_id)
+    ids = _store_runs(store_path, *((name, [("train_loss", 9, 0.5), *rows], "finished",
+                                     {"steps": 9})
+                                    for name, rows in (("a", [("grad_norm", 4, 2.5),
+                                                              ("grad_norm", 9, 1.25)]),
+                                                       ("b", []))))
     assert main(["runs", "compare", *ids, "--metric", "grad_norm", "--store",
                  str(store_path)]) == 0
-    (row,) = [ln for ln in capsys.readouterr().out.splitlines()
-              if ln.startswith("final grad_norm")]
-    assert row.split()[2:] == ["1.25", "—"]          # its last value; the other has none
+    # its last value; the other has none
+    assert _final_row(capsys.readouterr().out, "grad_norm") == ["1.25", "—"]
     assert main(["runs", "compare", *ids, "--metric", "grad_nrom", "--store",
                  str(store_path)]) == 2
     assert "no run recorded grad_nrom (did you mean grad_norm?)" in capsys.readouterr().err
@@ -140,14 +150,11 @@ def test_runs_compare_takes_a_metric_one_run_recorded(tmp_path, capsys):
 
 def test_runs_compare_shows_by_default_what_every_run_recorded(tmp_path, capsys):
     store_path = tmp_path / "runs.sqlite"
-    with RunStore(store_path) as store:
-        ids = []
-        for name, extra, summary in (("a", [("test_loss", 9, 0.75)], {"hessian_top": 3.5}),
-                                     ("b", [], {})):
-            run_id = store.create_run({"name": name}, name=name, env={})
-            store.log_many(run_id, [("train_loss", 0, 2.0), ("train_loss", 9, 0.5), *extra])
-            store.complete_run(run_id, "finished", summary={"steps": 9, **summary})
-            ids.append(run_id)
+    ids = _store_runs(store_path, *((name, [("train_loss", 0, 2.0), ("train_loss", 9, 0.5),
+                                            *extra], "finished", {"steps": 9, **summary})
+                                    for name, extra, summary in (
+                                        ("a", [("test_loss", 9, 0.75)], {"hessian_top": 3.5}),
+                                        ("b", [], {}))))
     assert main(["runs", "compare", *ids, "--store", str(store_path)]) == 0
     rows = {ln.split("  ")[0]: ln.split()[2:] for ln in capsys.readouterr().out.splitlines()
             if ln.startswith("final ")}
@@ -158,17 +165,13 @@ def test_runs_compare_shows_by_default_what_every_run_recorded(tmp_path, capsys)
 def test_runs_compare_marks_the_last_value_of_a_run_not_ended_alone(tmp_path, capsys):
     # a diverged run has ended: its last value is final, as a finished run's
     store_path = tmp_path / "runs.sqlite"
-    with RunStore(store_path) as store:
-        ids = []
-        for name, status in (("done", "finished"), ("blown", "diverged"),
-                             ("cut", "interrupted")):
-            run_id = store.create_run({"name": name}, name=name, env={})
-            store.log_many(run_id, [("train_loss", 0, 2.0), ("train_loss", 7, 0.25)])
-            store.complete_run(run_id, status)
-            ids.append(run_id)
+    ids = _store_runs(store_path, *((name, [("train_loss", 0, 2.0), ("train_loss", 7, 0.25)],
+                                     status, None)
+                                    for name, status in (("done", "finished"),
+                                                         ("blown", "diverged"),
+                                                         ("cut", "interrupted"))))
     assert main(["runs", "compare", *ids, "--metric", "train_loss", "--store",
                  str(store_path)]) == 0
     out = capsys.readouterr().out
-    (row,) = [ln for ln in out.splitlines() if ln.startswith("final train_loss")]
-    assert row.split()[2:] == ["0.25", "0.25", "0.25", "@7"]
+    assert _final_row(out, "train_loss") == ["0.25", "0.25", "0.25", "@7"]
     assert "(VALUE @STEP: the last value of a run that has not finished)" in out
