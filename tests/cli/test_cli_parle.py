@@ -945,14 +945,20 @@ def test_a_distributed_resume_without_out_is_refused_before_any_process_starts(t
     assert launched == []
 
 
-def test_a_run_without_out_has_no_command_to_go_on_with():
+def _parle_args(**given):
+    """The parsed options of `sgdlab parle c.json` with the defaults, but those ``given``."""
     import argparse
 
+    return argparse.Namespace(**{"out": None, "config": "c.json", "replicas": None,
+                                 "store": None, "plugins": [], "overrides": [],
+                                 "backend": "auto", "timeout": 60.0, "checkpoint_every": None,
+                                 **given})
+
+
+def test_a_run_without_out_has_no_command_to_go_on_with():
     from sgdlab.cli.parle import _continue
 
-    args = argparse.Namespace(out=None, config="c.json", replicas=None, store=None,
-                              plugins=[], overrides=[], backend="auto", timeout=60.0,
-                              checkpoint_every=None)
+    args = _parle_args()
     assert _continue(args, None) == "" and _continue(args, 2) == ""
 
 
@@ -971,12 +977,8 @@ def test_a_distributed_resume_leaves_the_folder_s_lock_to_its_rank_0(tmp_path, c
 
 
 def test_the_command_to_go_on_keeps_an_in_process_run_s_replica_count(tmp_path):
-    import argparse
-
     from sgdlab.cli.parle import _continue
 
-    args = argparse.Namespace(out=str(tmp_path / "o"), config="c.json", replicas=4, store=None,
-                              plugins=[], overrides=[], backend="auto", timeout=60.0,
-                              checkpoint_every=None)
+    args = _parle_args(out=str(tmp_path / "o"), replicas=4)
     assert _continue(args, None) == ("; no checkpoint was written yet: start it again with "
                                      f"sgdlab parle c.json --replicas 4 --out {tmp_path / 'o'}")
