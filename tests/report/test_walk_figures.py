@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import warnings
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -13,6 +14,7 @@ from sgdlab.measure.trajectory import (
     periodicity_test,
 )
 from sgdlab.report.figures.interpolation import interpolation_figure
+from sgdlab.report.figures.surface import loss_surface_figure
 from sgdlab.report.figures.trajectory import trajectory_figure
 from sgdlab.report.figures.walk import walk_epoch_table, walk_figure, walk_segments
 from sgdlab.testing import drawn_inside_width_and_top
@@ -179,8 +181,6 @@ def test_walk_figure_crops_to_max_steps_but_not_past_the_data():
 
 
 def test_walk_figure_counts_only_the_steps_before_max_steps_and_ends_at_the_last_turn():
-    import matplotlib.pyplot as plt
-
     fig = walk_figure(_history(), max_steps=2)
     # segments 0 and 1 (step 1 crossed a barrier), not segment 2
     assert fig.axes[0].get_legend().get_title().get_text() == "1 barrier(s) in 2 steps"
@@ -194,8 +194,6 @@ def test_walk_figure_counts_only_the_steps_before_max_steps_and_ends_at_the_last
 
 
 def test_interpolation_figure_draws_train_solid_test_dashed_and_a_at_alpha_0():
-    import matplotlib.pyplot as plt
-
     curve = {"alphas": [0.0, 0.5, 1.0], "train_loss": [1.0, 2.0, 0.5],
              "test_loss": [1.5, 2.5, 0.7], "train_acc": [0.9, 0.5, 0.95],
              "test_acc": [float("nan")] * 3, "bn_stats": "none"}
@@ -211,10 +209,6 @@ def test_interpolation_figure_draws_train_solid_test_dashed_and_a_at_alpha_0():
 
 
 def test_loss_surface_figure_draws_the_line_and_the_plane_from_the_surface_s_data():
-    import matplotlib.pyplot as plt
-
-    from sgdlab.report.figures.surface import loss_surface_figure
-
     a = np.array([-1.0, 0.0, 1.0])
     line = {"coords": [a], "train_loss": [2.0, 0.1, 3.0], "test_loss": [2.5, 0.2, 3.5],
             "bn_stats": "fixed"}
@@ -246,8 +240,6 @@ def test_loss_surface_figure_draws_the_line_and_the_plane_from_the_surface_s_dat
 def test_trajectory_figure_draws_the_spectrum_s_band_and_the_white_noise_band_from_the_data():
     from types import SimpleNamespace
 
-    import matplotlib.pyplot as plt
-
     spec = SimpleNamespace(freqs=np.array([0.0, 0.1, 0.2, 0.3]),
                            mean=np.array([9.0, 1.0, 2.0, 3.0]),
                            std=np.array([9.0, 0.1, 0.2, 0.3]), num_coords=2, n=8)
@@ -267,10 +259,6 @@ def test_trajectory_figure_draws_the_spectrum_s_band_and_the_white_noise_band_fr
 
 
 def test_a_loss_line_through_a_zero_loss_keeps_it_on_a_linear_axis():
-    import matplotlib.pyplot as plt
-
-    from sgdlab.report.figures.surface import loss_surface_figure
-
     # the model fits its batch exactly: a log axis dropped the point at α = 0 unseen
     fig = loss_surface_figure({"coords": [np.array([-1.0, 0.0, 1.0])],
                                "train_loss": [0.5, 0.0, 0.4], "test_loss": [],
