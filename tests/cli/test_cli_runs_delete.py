@@ -224,16 +224,22 @@ def test_orphans_lists_asks_and_removes_the_folders_an_interrupted_delete_left(
                                        "names\n")
 
 
+def _sweep_run(store: RunStore, status: str, size: int) -> tuple[str, Path]:
+    """A run of experiment "e"'s sweep under run key "k", ended with ``status``, its weights of
+    ``size`` bytes in the key's folder beside the store: (run id, that folder)."""
+    folder = store.path.parent / ARTIFACTS / "k"
+    rid, _ = store.claim_key("k", {"run_key": "k"}, name="ok", experiment="e", env={})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "weights.pt").write_bytes(b"w" * size)
+    store.complete_run(rid, status, artifacts=[("model", folder / "weights.pt")], release="k")
+    return rid, folder
+
+
 def test_a_sweep_run_s_folder_goes_with_the_last_run_of_its_key(tmp_path, capsys):
     store = RunStore(tmp_path / "runs.sqlite")
-    folder = tmp_path / ARTIFACTS / "k"
     attempts = []
     for status in ("interrupted", "finished"):
-        rid, _ = store.claim_key("k", {"run_key": "k"}, name="ok", experiment="e", env={})
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "weights.pt").write_bytes(b"w" * 2000)
-        store.complete_run(rid, status, artifacts=[("model", folder / "weights.pt")],
-                           release="k")
+        rid, folder = _sweep_run(store, status, 2000)
         attempts.append(rid)
     assert _delete(store.path, attempts[0], "--yes") == 0
     out = capsys.readouterr().out
@@ -283,12 +289,7 @@ def test_a_folder_that_cannot_be_removed_exits_1_naming_it(tmp_path, capsys, mon
     import sgdlab.store.deletion as deletion
 
     store = RunStore(tmp_path / "runs.sqlite")
-    folder = tmp_path / ARTIFACTS / "k"
-    rid, _ = store.claim_key("k", {"run_key": "k"}, name="ok", experiment="e", env={})
-    folder.mkdir(parents=True)
-    (folder / "weights.pt").write_bytes(b"w" * 100)
-    store.complete_run(rid, "finished", artifacts=[("model", folder / "weights.pt")],
-                       release="k")
+    rid, folder = _sweep_run(store, "finished", 100)
 
     def refuse(path, *a, **k):
         raise PermissionError(13, "Permission denied", str(path))
