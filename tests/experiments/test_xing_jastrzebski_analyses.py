@@ -1016,15 +1016,16 @@ def _pair(tmp_path):
     return folders, models
 
 
-def _interpolation_curve(folders, **extra) -> dict:
+def _interpolate(folders, **extra):
+    """The interpolate procedure's output between ``folders`` at ``_interpolation_params``
+    with ``extra`` (a key given as None is left out)."""
     from sgdlab.experiments.procedures import get_procedure
 
     proc = get_procedure("interpolate")
-    params = _interpolation_params(**extra)
+    params = {k: v for k, v in _interpolation_params(**extra).items() if v is not None}
     proc.validate(params, "run")
-    out = proc.run(SimpleNamespace(params=params, seed=0),
-                   SimpleNamespace(dependencies=folders))
-    return out.data
+    return proc.run(SimpleNamespace(params=params, seed=0),
+                    SimpleNamespace(dependencies=folders))
 
 
 def _whole_set_losses(models, alphas) -> list[float]:
@@ -1057,9 +1058,9 @@ def test_bn_stats_passes_chooses_the_recomputations_passes(tmp_path):
     ``layerwise``) gives at every α the loss of the whole set's statistics at every layer;
     ``one-pass``, each of the 3 batches normalised by its own statistics, another one."""
     folders, models = _pair(tmp_path)
-    default = _interpolation_curve(folders)
-    layerwise = _interpolation_curve(folders, bn_stats_passes="layerwise")
-    one_pass = _interpolation_curve(folders, bn_stats_passes="one-pass")
+    default = _interpolate(folders).data
+    layerwise = _interpolate(folders, bn_stats_passes="layerwise").data
+    one_pass = _interpolate(folders, bn_stats_passes="one-pass").data
     reference = _whole_set_losses(models, default["alphas"])
     assert default["train_loss"] == layerwise["train_loss"]
     assert layerwise["train_loss"] == pytest.approx(reference, rel=1e-10, abs=0)
@@ -1070,14 +1071,8 @@ def test_bn_stats_passes_chooses_the_recomputations_passes(tmp_path):
 def test_the_interpolation_summary_reads_the_segment_between_the_two_ends(tmp_path):
     """On a grid past both ends (α = −0.5 ... 1.5): the losses at α = 0 and 1, and the barrier,
     the highest loss on [0, 1] above the higher of the two ends (float64 references)."""
-    from sgdlab.experiments.procedures import get_procedure
-
     folders, models = _pair(tmp_path)
-    params = _interpolation_params(alphas={"start": -0.5, "stop": 1.5, "num": 5})
-    proc = get_procedure("interpolate")
-    proc.validate(params, "run")
-    s = proc.run(SimpleNamespace(params=params, seed=0),
-                 SimpleNamespace(dependencies=folders)).summary
+    s = _interpolate(folders, alphas={"start": -0.5, "stop": 1.5, "num": 5}).summary
     ref = _whole_set_losses(models, [-0.5, 0.0, 0.5, 1.0, 1.5])
     assert abs(ref[1] - ref[3]) > 1e-3 * ref[1]     # the higher end is the one that counts
     assert s["loss_at_A"] == pytest.approx(ref[1], rel=1e-10)
@@ -1411,8 +1406,8 @@ def test_the_interpolation_evaluates_a_fixed_random_subset_of_samples(tmp_path):
     from sgdlab.experiments.procedures.train import build
 
     folders, models = _pair(tmp_path)
-    params = _interpolation_params(samples=20, data_seed=3, eval_batch_size=None)
-    s = _interpolation_summary(folders, params)
+    subset = {"samples": 20, "data_seed": 3, "eval_batch_size": None}
+    s = _interpolate(folders, **subset).summary
     ds, _, loss_fn, _ = build(_interpolation_params(data_seed=3), 0)
     idx = torch.randperm(60, generator=torch.Generator().manual_seed(3))[:20]
 
@@ -1429,24 +1424,14 @@ def test_the_interpolation_evaluates_a_fixed_random_subset_of_samples(tmp_path):
     assert s["loss_at_A"] != pytest.approx(loss_at_a(ds.x_train, ds.y_train), rel=1e-6)
     assert s["loss_at_A"] != pytest.approx(loss_at_a(ds.x_train[:20], ds.y_train[:20]),
                                            rel=1e-6)
-    assert _interpolation_summary(folders, params)["loss_at_A"] == s["loss_at_A"]
-
-
-def _interpolation_summary(folders, params) -> dict:
-    from sgdlab.experiments.procedures import get_procedure
-
-    params = {k: v for k, v in params.items() if v is not None}
-    proc = get_procedure("interpolate")
-    proc.validate(params, "run")
-    return proc.run(SimpleNamespace(params=params, seed=0),
-                    SimpleNamespace(dependencies=folders)).summary
+    assert _interpolate(folders, **subset).summary["loss_at_A"] == s["loss_at_A"]
 
 
 def test_the_interpolation_evaluates_a_last_batch_of_one_image_too(tmp_path):
     # 60 images in batches of 59: the 60th image is a batch of its own, still counted (the
     # pooled batch-norm statistics and the loss of the whole set, float64 reference)
     folders, models = _pair(tmp_path)
-    s = _interpolation_summary(folders, _interpolation_params(eval_batch_size=59))
+    s = _interpolate(folders, eval_batch_size=59).summary
     ref = _whole_set_losses(models, [0.0, 1.0])
     assert s["loss_at_A"] == pytest.approx(ref[0], rel=1e-10)
     assert s["loss_at_B"] == pytest.approx(ref[1], rel=1e-10)
