@@ -1314,6 +1314,14 @@ def test_cosine_grid_ranks_the_cosine_against_the_learning_rate_at_the_default_m
     assert c[3].evidence["spearman"] == pytest.approx(-math.sqrt(3) / 2, rel=1e-12)
 
 
+def _breakdown_verdict(runs, claim: str, **options):
+    """The verdict of the breakdown's one conclusion ``claim`` on the test accuracy of
+    ``runs``, under ``options``."""
+    spec = SimpleNamespace(paper=PAPER, options={"metric": "test_acc", **options})
+    (c,) = [x for x in breakdown(spec, runs).conclusions if x.claim == claim]
+    return c.agrees_with_paper
+
+
 def test_breakdown_holds_the_curves_to_the_margin_unless_a_curve_margin_is_given():
     # "similar learning dynamics" (line 219) within options.curve_margin, by default
     # options.margin: a β = 2 curve 0.03 above β = 1's at every evaluation of every seed
@@ -1324,10 +1332,8 @@ def test_breakdown_holds_the_curves_to_the_margin_unless_a_curve_margin_is_given
                  _beta_run(16, s, [0.2] * 5)]
 
     def small_curves(**options):
-        spec = SimpleNamespace(paper=PAPER, options={"metric": "test_acc", **options})
-        (c,) = [x for x in breakdown(spec, runs).conclusions
-                if x.claim == "multiplying η and S by a small β keeps the learning dynamics"]
-        return c.agrees_with_paper
+        return _breakdown_verdict(
+            runs, "multiplying η and S by a small β keeps the learning dynamics", **options)
     assert small_curves(margin=0.05) is True
     assert small_curves(margin=0.05, curve_margin=0.02) is False
     assert small_curves(margin=0.02, curve_margin=0.05) is True
@@ -1360,10 +1366,8 @@ def test_breakdown_default_margin_is_one_percentage_point():
                  breakdown_run(800, 16, seed, 0.70 + e)]
 
     def small_beta_kept(**options):
-        spec = SimpleNamespace(paper=PAPER, options={"metric": "test_acc", **options})
-        (c,) = [x for x in breakdown(spec, runs).conclusions if x.claim ==
-                "multiplying η and S by a small β keeps the final performance"]
-        return c.agrees_with_paper
+        return _breakdown_verdict(
+            runs, "multiplying η and S by a small β keeps the final performance", **options)
     assert small_beta_kept() is False and small_beta_kept(margin=0.01) is False
     assert small_beta_kept(margin=0.02) is True
 
