@@ -233,6 +233,12 @@ def test_the_end_of_a_run_is_its_last_train_loss_evaluation():
     assert v["loss_end"] == 2.5 and math.isnan(v["acc_end"])
 
 
+def _switch_marks(fig) -> list:
+    """The steps the figure marks with a dashed vertical line (a switch)."""
+    return sorted({ln.get_xdata()[0] for ln in fig.axes[0].get_lines()
+                   if len(set(ln.get_xdata())) == 1 and ln.get_linestyle() == "--"})
+
+
 def test_a_warm_started_run_continues_from_phase_ones_last_step_not_switch_step():
     # phase one runs to step 60 (its window (40, 60] at 1.0, (20, 40] at 1.1);
     # options.switch_step (40) is the switch of a run that continues itself, not of one
@@ -247,9 +253,7 @@ def test_a_warm_started_run_continues_from_phase_ones_last_step_not_switch_step(
     assert sgd["stuck_drop"] == pytest.approx(1 - 1.0 / 1.1)
     (_, fig), = res.figures
     # the end of phase one is marked once, where the continuation starts (step 60)
-    marks = sorted({ln.get_xdata()[0] for ln in fig.axes[0].get_lines()
-                    if len(set(ln.get_xdata())) == 1 and ln.get_linestyle() == "--"})
-    assert marks == [60]
+    assert _switch_marks(fig) == [60]
     matplotlib.pyplot.close("all")
 
 
@@ -259,7 +263,5 @@ def test_phase_ones_own_end_is_not_a_switch_to_mark():
     p1 = [2.0, 1.5, 1.2, 1.0, 1.0, 1.0, 1.0]
     runs = [run("gd-iso", 0, p1), run("lower-lr", 0, p1[:5] + [0.9, 0.8])]
     (_, fig), = xing_stuck(_spec(), runs).figures
-    marks = sorted({ln.get_xdata()[0] for ln in fig.axes[0].get_lines()
-                    if len(set(ln.get_xdata())) == 1 and ln.get_linestyle() == "--"})
-    assert marks == [40]
+    assert _switch_marks(fig) == [40]
     matplotlib.pyplot.close("all")
