@@ -2,7 +2,13 @@
 decided by the run's record, not by the wording of another command."""
 from __future__ import annotations
 
+import pytest
+
+import sgdlab.config.runner as runner
 from sgdlab.config.runner import FailedRunAdvice
+from sgdlab.errors import UserError
+from sgdlab.store import RunStore
+from sgdlab.testing import TINY_RUN
 
 
 def _run(status: str, artifacts: list[dict]) -> dict:
@@ -59,12 +65,6 @@ def test_a_run_its_store_fails_to_record_leaves_its_folder_free(tmp_path, monkey
     run: the folder is never left claimed by a run no store knows."""
     import sqlite3
 
-    import pytest
-
-    import sgdlab.config.runner as runner
-    from sgdlab.store import RunStore
-    from sgdlab.testing import TINY_RUN
-
     store = RunStore(tmp_path / "runs.sqlite")
 
     def fails(*a, **k):
@@ -84,13 +84,6 @@ def test_resume_of_a_run_whose_process_is_alive_is_refused(tmp_path, monkeypatch
     import sqlite3
     import time
 
-    import pytest
-
-    import sgdlab.config.runner as runner
-    from sgdlab.errors import UserError
-    from sgdlab.store import RunStore
-    from sgdlab.testing import TINY_RUN
-
     path, out = tmp_path / "runs.sqlite", tmp_path / "out"
     # recorded and its folder written, then left running: no training
     with monkeypatch.context() as m:
@@ -108,20 +101,13 @@ def test_resume_of_a_run_whose_process_is_alive_is_refused(tmp_path, monkeypatch
 def test_a_resume_whose_checkpoint_cannot_be_read_is_recorded_failed_saying_why(tmp_path):
     """A resume stopped in its own set-up (here a truncated checkpoint, before training) is
     recorded failed with the reason, as ``sgdlab runs show`` then tells it; the file is kept."""
-    import pytest
-
-    from sgdlab.config.runner import resume_run, run_config
-    from sgdlab.errors import UserError
-    from sgdlab.store import RunStore
-    from sgdlab.testing import TINY_RUN
-
     store = RunStore(tmp_path / "runs.sqlite")
-    first = run_config(TINY_RUN, out_dir=tmp_path / "out", store=store, progress=False)
+    first = runner.run_config(TINY_RUN, out_dir=tmp_path / "out", store=store, progress=False)
     store.set_status(first.run_id, "interrupted")           # as if killed before its end
     ckpt = tmp_path / "out" / "checkpoints" / "last.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:100])
     with pytest.raises(UserError, match="cannot read checkpoint"):
-        resume_run(first.run_id, store=store, progress=False)
+        runner.resume_run(first.run_id, store=store, progress=False)
     run = store.get_run(first.run_id)
     assert run["recorded_status"] == "failed" and "cannot read checkpoint" in run["message"]
     assert len(ckpt.read_bytes()) == 100
