@@ -4,6 +4,7 @@ success-rate summaries of the escape runs, and the double well's noiseless-flow 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -112,8 +113,6 @@ def test_the_standard_error_of_the_mean_over_seeds():
 
 
 def test_the_escape_runs_summary_and_kept_chains():
-    from types import SimpleNamespace
-
     from sgdlab.landscapes.two_basin import two_basin
 
     logged = []
@@ -159,8 +158,6 @@ def test_speed_compares_the_slowest_of_the_faster_tier_with_the_fastest_of_the_o
 
 
 def test_the_double_well_claims_on_their_default_thresholds():
-    from types import SimpleNamespace
-
     def run(lam, tv, w, zeros, seed=0):
         s = {"total_variation": tv, "angular_velocity": w, "angular_velocity_exact": 1.0,
              "angular_velocity_se": 0.01, "drift_zeros": zeros,
@@ -187,8 +184,6 @@ def test_the_double_well_claims_on_their_default_thresholds():
 
 
 def test_the_sweep_marks_where_gd_stops_being_stable():
-    from types import SimpleNamespace
-
     # η·λ_max = 10 η: GD at the sharp minimum is stable below η = 2/λ_max = 0.2
     runs = [stored_run("sgd", key=f"sgd-{lr}", params={"method": "sgd", "lr": lr},
                        summary={"repetitions": 10, "successes": 5, "reached_rate": 0.5,
@@ -206,7 +201,6 @@ def test_the_sweep_marks_where_gd_stops_being_stable():
 def test_the_double_well_run_starts_half_its_chains_in_each_well_and_its_tv_by_hand():
     # barely run (0.01 of burn-in and of time): the chains are still by their starts (±1, 0)
     import numpy as np
-    from types import SimpleNamespace
 
     from sgdlab.landscapes.double_well import DoubleWell
 
@@ -234,8 +228,6 @@ def test_the_double_well_steps_at_its_default_dt_and_reads_the_chains_standard_e
         monkeypatch, lam, dt):
     # dt = 0.01 below λ = 1 and 0.002 from λ = 1 on; the chains'
     # per-chain velocities 1, 2, 3, 4: mean 2.5, standard error s/√n = √(5/3)/2
-    from types import SimpleNamespace
-
     import sgdlab.landscapes.double_well as double_well
     import sgdlab.landscapes.sde as sde
 
@@ -315,8 +307,6 @@ def test_a_minimum_exactly_on_the_nearly_optimal_level_counts_and_the_basins_end
 def test_an_escape_chain_already_in_the_flat_basin_at_iteration_0_has_reached_it(monkeypatch):
     # a start in the flat basin (``start``) passes at iteration 0: reached, not censored;
     # only −1 is "never", counted at the run length 10 in the mean
-    from types import SimpleNamespace
-
     import sgdlab.landscapes.escape as escape
 
     def fake(land, cfg, methods):
@@ -357,8 +347,6 @@ def test_an_ordering_interval_of_width_0_at_gap_0_lies_at_0_not_above_it():
 
 
 def test_the_double_well_at_lambda_0_holds_the_ou_law_of_its_second_coordinate():
-    from types import SimpleNamespace
-
     import numpy as np
 
     # λ = 0: X₂ is the Ornstein–Uhlenbeck dX₂ = −X₂ dt + √2 dB of Example 6.43 (β = 1),
@@ -385,8 +373,6 @@ def test_the_double_well_at_lambda_0_holds_the_ou_law_of_its_second_coordinate()
 def test_pspin_descends_by_default_as_section_2_4_1_with_n_100_eta_0_1_and_tol_1e_4(monkeypatch):
     # §2.4.1: n = 100 spins, "gradient descent with a fixed step size η = 0.1 and stop when
     # ‖∇H̃‖₂ ≤ 10⁻⁴", from starts uniform on the sphere drawn apart from the couplings
-    from types import SimpleNamespace
-
     from sgdlab.landscapes.pspin import PSpinGlass, starts_seed
 
     class Reached(Exception):
@@ -420,8 +406,6 @@ def test_each_stage_of_a_staged_drift_starts_at_its_own_time():
 def test_the_double_well_takes_the_steps_nearest_its_times_over_dt(monkeypatch):
     # 0.3 / 0.1 and 0.7 / 0.1 are 2.9999… and 6.9999… in floating point: 3 and 7 steps (the
     # times asked for), not 2 and 6 (a truncation that cut a step off each stage)
-    from types import SimpleNamespace
-
     import sgdlab.landscapes.double_well as double_well
     import sgdlab.landscapes.sde as sde
 
@@ -448,8 +432,6 @@ def test_the_pde_run_reads_c_t_star_t_w_and_the_minima_curvatures_off_f(monkeypa
     # f'' of the Fig. 4.1 loss in closed form, on x ∈ [−4, 4]: C = max f'' (Lemma 4.17),
     # t* = 1/max(−f'') (Example 4.15's range t ≤ t*), t_w = t*/2 and the two bounds
     # u_xx ≤ 1/(C⁻¹ + t) at t and at t_w; the densities are left out (stubbed: not read here)
-    from types import SimpleNamespace
-
     monkeypatch.setattr(lr, "fokker_planck_densities", lambda *a, **k: ({}, {}))
     z = torch.linspace(-4, 4, 8001, dtype=torch.float64)
     a, b = (z + 1.5) ** 2, (z - 1.5) ** 2
