@@ -223,11 +223,10 @@ def test_the_double_well_run_starts_half_its_chains_in_each_well_and_its_tv_by_h
     assert out.summary["total_variation"] == pytest.approx(tv, rel=1e-9)
 
 
-@pytest.mark.parametrize("lam, dt", [(0.9, 0.01), (1.0, 0.002), (1.5, 0.002)])
-def test_the_double_well_steps_at_its_default_dt_and_reads_the_chains_standard_error(
-        monkeypatch, lam, dt):
-    # dt = 0.01 below λ = 1 and 0.002 from λ = 1 on; the chains'
-    # per-chain velocities 1, 2, 3, 4: mean 2.5, standard error s/√n = √(5/3)/2
+def _spy_double_well_steps(monkeypatch, velocities=None) -> list:
+    """Records ("burn" or "time", dt, steps) of the double well's burn-in and timed run as
+    they are called; the timed run's per-chain angular velocities become ``velocities`` when
+    given."""
     import sgdlab.landscapes.double_well as double_well
     import sgdlab.landscapes.sde as sde
 
@@ -240,10 +239,19 @@ def test_the_double_well_steps_at_its_default_dt_and_reads_the_chains_standard_e
 
     def spy_winding(dw, x0, *, dt, steps, **kw):
         seen.append(("time", dt, steps))
-        final, _ = winding(dw, x0, dt=dt, steps=steps, **kw)
-        return final, torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+        final, w = winding(dw, x0, dt=dt, steps=steps, **kw)
+        return final, w if velocities is None else torch.tensor(velocities, dtype=torch.float64)
     monkeypatch.setattr(sde, "simulate", spy_simulate)
     monkeypatch.setattr(double_well, "winding_rate", spy_winding)
+    return seen
+
+
+@pytest.mark.parametrize("lam, dt", [(0.9, 0.01), (1.0, 0.002), (1.5, 0.002)])
+def test_the_double_well_steps_at_its_default_dt_and_reads_the_chains_standard_error(
+        monkeypatch, lam, dt):
+    # dt = 0.01 below λ = 1 and 0.002 from λ = 1 on; the chains'
+    # per-chain velocities 1, 2, 3, 4: mean 2.5, standard error s/√n = √(5/3)/2
+    seen = _spy_double_well_steps(monkeypatch, velocities=[1.0, 2.0, 3.0, 4.0])
     params = {"lam": lam, "chains": 4, "burn_time": 0.04, "time": 0.02,
               "orbit_starts": [[1.0, 0.0]], "orbit_time": 0.1}
     s = lr.DoubleWellProcedure().run(SimpleNamespace(params=params, seed=0),
@@ -406,26 +414,12 @@ def test_each_stage_of_a_staged_drift_starts_at_its_own_time():
 def test_the_double_well_takes_the_steps_nearest_its_times_over_dt(monkeypatch):
     # 0.3 / 0.1 and 0.7 / 0.1 are 2.9999… and 6.9999… in floating point: 3 and 7 steps (the
     # times asked for), not 2 and 6 (a truncation that cut a step off each stage)
-    import sgdlab.landscapes.double_well as double_well
-    import sgdlab.landscapes.sde as sde
-
-    seen = []
-    simulate, winding = sde.simulate, double_well.winding_rate
-
-    def spy_simulate(*a, steps, **kw):
-        seen.append(steps)
-        return simulate(*a, steps=steps, **kw)
-
-    def spy_winding(*a, steps, **kw):
-        seen.append(steps)
-        return winding(*a, steps=steps, **kw)
-    monkeypatch.setattr(sde, "simulate", spy_simulate)
-    monkeypatch.setattr(double_well, "winding_rate", spy_winding)
+    seen = _spy_double_well_steps(monkeypatch)
     params = {"lam": 0.5, "chains": 2, "dt": 0.1, "burn_time": 0.3, "time": 0.7,
               "orbit_starts": [[1.0, 0.0]], "orbit_time": 0.1}
     lr.DoubleWellProcedure().run(SimpleNamespace(params=params, seed=0),
                                  SimpleNamespace(device="cpu"))
-    assert seen == [3, 7]
+    assert [steps for _, _, steps in seen] == [3, 7]
 
 
 def test_the_pde_run_reads_c_t_star_t_w_and_the_minima_curvatures_off_f(monkeypatch):
