@@ -74,17 +74,18 @@ def one_run(tmp_path_factory):
 def test_a_run_is_the_same_model_by_its_id_folder_checkpoints_folder_or_file(one_run):
     run_id, folder, store = one_run
     ckpt = folder / "checkpoints" / "last.pt"
+
+    def where(found):
+        return found.run_id, found.checkpoint.resolve(), found.folder.resolve()
     for target in (run_id, run_id[:-2], folder, folder / "checkpoints", ckpt):
         found = locate_run(str(target), store)
-        assert (found.run_id, found.checkpoint.resolve(), found.folder.resolve()) == (
-            run_id, ckpt.resolve(), folder.resolve()), target
+        assert where(found) == (run_id, ckpt.resolve(), folder.resolve()), target
         assert found.config["model"] == {"name": "zhu-mlp-1-6-6-6-1", "options": {}}
         assert Path(found.store.path).resolve() == store.resolve()
         if target != run_id[:-2]:      # a warm start reads the file, the config not
-            bare = locate_run(str(target), rebuild=False) if not isinstance(
-                target, str) else locate_run(target, store, rebuild=False)
-            assert (bare.run_id, bare.checkpoint.resolve(), bare.folder.resolve()) == (
-                run_id, ckpt.resolve(), folder.resolve()), target
+            bare = locate_run(str(target), store if target == run_id else None,
+                              rebuild=False)
+            assert where(bare) == (run_id, ckpt.resolve(), folder.resolve()), target
 
 
 def test_a_store_given_wins_over_the_one_a_folder_records_and_a_gone_one_is_named(
