@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from sgdlab.experiments.procedures import chaudhari
@@ -170,8 +171,6 @@ def test_diffusion_spectrum_statistics_are_eq_6_4_and_footnote_1_by_hand():
     table's Tr D / d is (6.45)'s (1/d) Σ_{k=1}^d λ, its variance and mean of nonzero λ those of
     the thresholded spectrum. The two means order these networks oppositely: "wide" spreads
     Tr D over two directions, "narrow" a little less over one (reading eigenvalue-mean)."""
-    import numpy as np
-
     nets = {"wide": [[1.0, 0.0, 0.0, 0.5], [0.0, 1.0, 0.0, 0.5], [-1.0, -1.0, 0.0, 0.5]],
             "narrow": [[1.2, 0.6, 0.0, 0.0], [-1.2, -0.6, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]}
     expect = {}
@@ -217,8 +216,6 @@ def test_the_round_off_bar_scales_with_the_largest_eigenvalue_in_size_as_numpys_
     widely used, for instance, in numpy" — numpy's ``matrix_rank`` takes the largest singular
     value, max |λ| for a symmetric matrix. With λ_min = −100 the largest in size: the bar is
     100·10·eps32 = 1.19e-4, so −1e-5 is round-off and only −100 is negative (1 of 10)."""
-    import numpy as np
-
     ev = np.array([1.0, -100.0, -1e-5] + [0.0] * 7)
     eps32 = float(np.finfo(np.float32).eps)
     a = np.diag(ev).astype(np.float32)
@@ -236,8 +233,6 @@ def test_beyond_the_peak_is_exactly_outside_the_near_zero_band():
     """``beyond-peak``: negative means left of Fig. 3.4's clipped peak |λ| ≤ thr, so an
     eigenvalue is near zero or beyond the peak on one side, never both and never neither:
     with thr = 0.25, −0.25 (on the edge) and −0.2 are in the peak, −0.5 beyond it."""
-    import numpy as np
-
     ev = np.array([1.0, -0.25, -0.2, -0.5] + [0.0] * 6)
     f = chaudhari._spectrum_facts(ev, 0.25, negative="beyond-peak")
     assert (f["near_zero"], f["negative"]) == (0.8, 0.1)
