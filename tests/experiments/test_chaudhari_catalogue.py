@@ -1388,25 +1388,33 @@ def test_diffusion_spectrum_paper_scale_is_section_6_3_1s():
     CIFAR-10 and CIFAR-100 (GCN + ZCA, no augmentation), Nesterov momentum 0.9; D(x) of (6.4)
     over the training set at 20%, 40% and 100% of one training."""
     runs = paper_runs("chaudhari-diffusion-spectrum")
-    nets = {}
-    for label, p in runs.items():
-        net, pct = label.split("@")
-        nets.setdefault(net, {})[int(pct)] = p
+    for p in runs.values():
         assert (p["optimizer"]["momentum"], p["optimizer"]["nesterov"]) == (0.9, True)
         assert p["final"] == [{"kind": "diffusion_spectrum"}]     # no `samples`: all of them
         cifar = p["dataset"]["name"].startswith("cifar")
         assert p["dataset"].get("normalize") == ("gcn-zca" if cifar else None)
         assert not p["dataset"].get("augment")
-    assert sorted(nets) == ["small-allcnn-cifar10", "small-allcnn-cifar100", "small-fc",
-                            "small-lenet"]
+    assert sorted(_instants_of_one_training(runs)) == [
+        "small-allcnn-cifar10", "small-allcnn-cifar100", "small-fc", "small-lenet"]
+
+
+def _instants_of_one_training(runs: dict[str, dict]) -> dict[str, dict[int, dict]]:
+    """``{network: {20 | 40 | 100: params}}`` of the diffusion-spectrum runs ``{label: params}``,
+    each network's @20 and @40 runs checked to be its @100 run stopped at that share of its
+    epochs."""
+    nets = {}
+    for label, p in runs.items():
+        net, pct = label.split("@")
+        nets.setdefault(net, {})[int(pct)] = p
     for net, inst in nets.items():
-        assert sorted(inst) == [20, 40, 100]
+        assert sorted(inst) == [20, 40, 100], net
         end = inst[100]
         for pct, p in inst.items():
             # the same run stopped early: only the epochs differ, in the stated proportion
             assert {k: v for k, v in p.items() if k != "epochs"} == {
-                k: v for k, v in end.items() if k != "epochs"}
-            assert p["epochs"] * 100 == pct * end["epochs"]
+                k: v for k, v in end.items() if k != "epochs"}, (net, pct)
+            assert p["epochs"] * 100 == pct * end["epochs"], (net, pct)
+    return nets
 
 
 @pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
@@ -1426,21 +1434,10 @@ def test_trajectory_full_gradient_bn_reading_changes_the_dynamics_instrument_onl
     assert train_bn.key != default.key
 
 
-@pytest.mark.parametrize("scale", ["cpu", "paper"])
-def test_diffusion_spectrum_instants_are_20_40_and_100_percent_of_one_training(scale):
+def test_diffusion_spectrum_instants_are_20_40_and_100_percent_of_one_training():
     """Remark 6.37 (line 2926): "the eigenspectra of the diffusion matrix [...] at three
-    different instants, 20%, 40% and 100% training completion": at every scale each
-    network's @20 and @40 runs are its @100 run stopped at that share of its epochs."""
-    runs = load_experiment("chaudhari-diffusion-spectrum", scale).expand(data_dir="/d")
-    nets = {}
-    for r in runs:
-        net, pct = r.label.split("@")
-        nets.setdefault(net, {})[int(pct)] = r.params
-    assert nets
-    for net, inst in nets.items():
-        assert sorted(inst) == [20, 40, 100], net
-        end = inst[100]
-        for pct, p in inst.items():
-            assert {k: v for k, v in p.items() if k != "epochs"} == {
-                k: v for k, v in end.items() if k != "epochs"}, (net, pct)
-            assert p["epochs"] * 100 == pct * end["epochs"], (net, pct)
+    different instants, 20%, 40% and 100% training completion": at the cpu scale, as at the
+    paper's (test_diffusion_spectrum_paper_scale_is_section_6_3_1s), each network's @20 and
+    @40 runs are its @100 run stopped at that share of its epochs."""
+    runs = load_experiment("chaudhari-diffusion-spectrum", "cpu").expand(data_dir="/d")
+    assert _instants_of_one_training({r.label: r.params for r in runs})
