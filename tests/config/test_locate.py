@@ -123,3 +123,22 @@ def test_a_run_stopped_before_its_first_checkpoint_is_named_as_having_none(tmp_p
         with pytest.raises(UserError, match=rf"run {run_id} has no checkpoint on disk \(.*"
                                             "it stopped before its first one"):
             locate_run(run_id, store.path, rebuild=rebuild)
+
+
+def test_a_parle_run_s_master_is_at_step_rounds_times_l(tmp_path):
+    """A run of ``sgdlab parle`` keeps a bare state dict, no loop: its step is the one its last
+    round logged at, rounds · L (each round is L inner steps of every replica), and the rounds
+    are those it ended with (its summary's, which a ``--resume`` with more rounds extends)."""
+    from sgdlab.store import RunStore
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    (tmp_path / "master.pt").write_bytes(b"")       # located, not loaded
+    config = {"method": "parle", "data": {"name": "digits"}, "model": {"name": "mlp"},
+              "parle": {"replicas": 2, "L": 5}, "rounds": 3}
+    run_id = store.create_run(config, name="parle")
+    store.complete_run(run_id, "finished", summary={"rounds": 4},
+                       artifacts=[("model", tmp_path / "master.pt")])
+    for rebuild in (True, False):
+        found = locate_run(run_id, store.path, rebuild=rebuild)
+        assert (found.checkpoint, found.step) == (tmp_path / "master.pt", 4 * 5)
+        assert found.config["rounds"] == 4
