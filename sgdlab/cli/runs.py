@@ -518,16 +518,23 @@ def _list(args) -> int:
         hint = continue_hint(run, store)
         if hint:
             covered += 1
-            latest[_sweep_entry(run) or rid] = hint, _resume_point(run, ckpt[rid])
+            latest[_sweep_entry(run) or rid] = hint, rid, _resume_point(run, ckpt[rid])
         elif finished_since(run, store) is not None:
             redone += 1
-    hints: dict[str, str] = {}
-    for hint, where in latest.values():
-        hints.setdefault(hint, where)
+    # one sweep command continues all its stopped entries, each from its own point: the
+    # first entry's alone would misstate the others'
+    hints: dict[str, dict[str, str]] = {}
+    for hint, rid, where in latest.values():
+        hints.setdefault(hint, {})[rid] = where
     if hints:
         print(f"\n{covered} run(s) stopped before they ended; continue with:")
-        for h, where in hints.items():
-            print(f"  {h}\n    ({where})")
+        for h, points in hints.items():
+            print(f"  {h}")
+            if len(set(points.values())) == 1:
+                print(f"    ({next(iter(points.values()))})")
+                continue
+            for rid, where in points.items():
+                print(f"    (run {rid}: {where})")
     if redone:
         print(f"{'' if hints else chr(10)}{redone} other stopped run(s) need nothing: a later "
               "run of the same sweep entry finished")

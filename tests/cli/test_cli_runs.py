@@ -175,6 +175,30 @@ def test_runs_list_of_stopped_sweep_runs_without_checkpoints(tmp_path, capsys):
         (None, None), (None, "none"), (None, "none")]
 
 
+def test_one_sweep_command_for_two_stopped_entries_gives_each_entry_s_resume_point(tmp_path,
+                                                                                 capsys):
+    """The command continues both entries, each from its own point (docs/design/sweeps.md:
+    `runs list` gives a stopped sweep run's checkpoint step): k1 from its checkpoint at step
+    8, k2 from step 0. The listing gave the first entry's point alone, under the one command,
+    as if it were both's."""
+    from sgdlab.experiments.worker import CHECKPOINT_DIR
+    from sgdlab.store.folders import sweep_run_folder
+    from sgdlab.train.checkpoint import checkpoint_path, save_checkpoint
+
+    store = _store(tmp_path)
+    cfg = {"scale": "cpu", "command": "sgdlab run e --scale cpu"}
+    ids = [store.create_run({**cfg, "run_key": key}, name=key, experiment="e", env={},
+                            status="interrupted") for key in ("k1", "k2")]
+    save_checkpoint(checkpoint_path(sweep_run_folder(store.path, "k1") / CHECKPOINT_DIR),
+                    {"loop": {"step": 8}})
+    assert main(["runs", "list", "--store", str(store.path)]) == 0
+    assert capsys.readouterr().out.endswith(
+        f"\n2 run(s) stopped before they ended; continue with:\n"
+        f"  sgdlab run e --scale cpu --store {store.path}  (a sweep reruns what the store "
+        f"lacks)\n    (run {ids[0]}: its sweep resumes it from its last checkpoint, step 8)\n"
+        f"    (run {ids[1]}: its sweep reruns it from step 0)\n")
+
+
 def test_runs_show_prints_each_series_length_and_last_value(tmp_path, capsys):
     store = _store(tmp_path)
     rid = store.create_run({"lr": 0.1}, name="a", env={}, status="finished")
