@@ -1064,9 +1064,17 @@ def _resume(args) -> int:
     ref, elsewhere = _run_ref(args, args.run_id, "resumed")
     store = _open(args, readonly=False)
     run = _get_run(store, ref, elsewhere)
-    if (run["status"] in RESUMABLE and run["status"] != "running"
-            and (run.get("config") or {}).get("run_key")
-            and run_folder(run) is None):
+    sweep_run = bool((run.get("config") or {}).get("run_key")) and run_folder(run) is None
+    if sweep_run and run["status"] == "running":
+        # (claim's "stop it first" is never reached: a sweep's run has no folder to resume)
+        hint = continue_hint(run, store)
+        raise UserError(f"run {run['id']} of the sweep of {run['experiment']} is still running "
+                        f"(process {run['pid']} on {run['host']}): its sweep is training it, "
+                        "so there is nothing to resume; wait for it to end (`sgdlab runs "
+                        f"show {run['id']}` shows how far it got)" + (
+                            f", or stop that sweep and continue it with: {hint}" if hint
+                            else ""))
+    if run["status"] in RESUMABLE and sweep_run:
         # a sweep's run keeps no checkpoints to resume: its sweep reruns what the store lacks
         hint = continue_hint(run, store)
         raise UserError(f"run {run['id']} is a run of the sweep of {run['experiment']}, "

@@ -214,3 +214,24 @@ def test_runs_show_prints_each_series_length_and_last_value(tmp_path, capsys):
               out.split("metrics (points, last step: value):\n")[1].split("config:")[0]
               .splitlines() if ln.startswith("  ")}
     assert series == {"test_acc": ["1", "10:", "0.875"], "train_loss": ["3", "10:", "0.125"]}
+
+
+def test_resume_of_a_running_sweep_run_names_it_and_says_what_to_do(tmp_path, capsys):
+    """A sweep's run still running (its owner, this process, alive) was told it "has no run
+    folder recorded (was it started by `sgdlab train`?)": neither that it runs nor what to
+    do. It is named as running, with the wait and the sweep's command to continue it."""
+    import os
+    import socket
+
+    store = _store(tmp_path)
+    command = f"sgdlab run e --scale cpu --store {store.path}"
+    rid = store.create_run({"run_key": "k1", "scale": "cpu", "command": "sgdlab run e --scale "
+                            "cpu"}, name="k1", experiment="e", env={})
+    assert store.get_run(rid)["status"] == "running"
+    assert main(["resume", rid, "--store", str(store.path)]) == 2
+    assert capsys.readouterr().err == (
+        f"sgdlab: error: run {rid} of the sweep of e is still running (process {os.getpid()} "
+        f"on {socket.gethostname()}): its sweep is training it, so there is nothing to resume; "
+        f"wait for it to end (`sgdlab runs show {rid}` shows how far it got), or stop that "
+        f"sweep and continue it with: {command}  (a sweep reruns what the store lacks)\n")
+    assert store.get_run(rid)["status"] == "running"        # left to its sweep
