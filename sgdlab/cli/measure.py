@@ -753,7 +753,8 @@ def _batch_scalars(args, b: int, lr: float | None, model, loss_fn, data,
     size ``b`` drawn from ``data`` (each without repeats; CABS with the learning rate ``lr``),
     except the noise scale: McCandlish et al.'s ratio of the averaged estimates Tr S and |G|²,
     as they recommend, and Takeuchi's criterion on all of ``data`` with the exact GGN diagonal
-    (``batch/tic_...``, the names the ``batch_statistics`` instrument records)."""
+    (``batch/tic_...``, the names the ``batch_statistics`` instrument records). A statistic
+    undefined (NaN) on some batches is the mean of those that define it."""
     import torch
 
     from sgdlab.measure.batch_statistics import batch_statistics, takeuchi_information

@@ -645,3 +645,38 @@ def test_batch_options_reach_each_mini_batch_and_the_printed_values_are_their_me
         mean = sum(float(getattr(r["result"], key)) for r in rows) / 3
         assert printed[f"batch/{key}"] == pytest.approx(mean, rel=1e-5), key
     assert printed["batch/batch_size"] == 6
+
+
+def test_batch_means_leave_out_the_batches_where_a_statistic_is_undefined(monkeypatch):
+    """``--what batch`` averages each statistic over the batches that define it (NaN: a zero
+    gradient's tests, no coordinate with variance for the GSNR), as the GSNR and EB means leave
+    out their undefined coordinates (docs/design/batch-statistics.md); NaN only when no batch
+    defines it. A plain mean gave NaN for one undefined batch, zeros would pull it to 0."""
+    import importlib
+    import math
+    from types import SimpleNamespace
+
+    import torch
+
+    from sgdlab.cli.measure import _batch_scalars
+
+    module = importlib.import_module("sgdlab.measure.batch_statistics")
+
+    rows = iter([{"batch/norm_test": 1.0, "batch/mean_gsnr": math.nan,
+                  "batch/trace_cov": 2.0, "batch/grad_sq_unbiased": math.nan},
+                 {"batch/norm_test": math.nan, "batch/mean_gsnr": math.nan,
+                  "batch/trace_cov": 4.0, "batch/grad_sq_unbiased": 1.0},
+                 {"batch/norm_test": 4.0, "batch/mean_gsnr": math.nan,
+                  "batch/trace_cov": 9.0, "batch/grad_sq_unbiased": 3.0}])
+    monkeypatch.setattr(module, "batch_statistics", lambda *a, **k: SimpleNamespace(
+        as_metrics=lambda: next(rows)))
+    monkeypatch.setattr(module, "takeuchi_information",
+                        lambda *a, **k: SimpleNamespace(diagonal=0.5, trace=0.25))
+    data = (torch.zeros(6, 2), torch.zeros(6, dtype=torch.long))
+    out = _batch_scalars(SimpleNamespace(batches=3, batch_curvature=None), 2, None, None,
+                         None, data, torch.Generator().manual_seed(0))
+    assert out["batch/norm_test"] == (1.0 + 4.0) / 2
+    assert math.isnan(out["batch/mean_gsnr"])
+    # the noise scale: the ratio of the two means, each over its own defined batches
+    assert out["batch/trace_cov"] == 5.0 and out["batch/grad_sq_unbiased"] == 2.0
+    assert out["batch/noise_scale"] == 5.0 / 2.0
