@@ -365,6 +365,37 @@ def test_batch_statistics_instrument_draws_its_own_batch():
             build_instrument("batch_statistics", schedule=Schedule.every(1), **bad)
 
 
+def test_the_instrument_s_tic_hessian_divides_by_the_hessian_diagonal_on_a_tanh_net():
+    """``tic: hessian`` is Σ_j C_jj / H_jj with the Hessian's diagonal, which on a tanh net
+    differs from the GGN's (on ReLU nets they agree, so only a smooth net tells them apart):
+    checked against the dense float64 Hessian of the instrument's batch at step 0."""
+    from sgdlab.testing import ggn_reference
+
+    data = toy_dataset()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    init = copy.deepcopy(model).double()
+    tics = {kind: build_instrument("batch_statistics", schedule=Schedule.at([0]),
+                                   batch_size=12, seed=3, tic=kind, prefix=kind)
+            for kind in ("hessian", "ggn")}
+    res = train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
+                epochs=1, max_steps=1, batch_size=8, callbacks=list(tics.values()),
+                progress=False)
+    idx = torch.randperm(40, generator=torch.Generator().manual_seed(3))[:12]
+    batch = (data.x_train[idx].double(), data.y_train[idx])
+    g = per_sample_gradients_loop(init, nn.CrossEntropyLoss(), batch)
+    c = torch.diagonal(g.T @ g) / len(g)                    # diag of the uncentred moment
+    for kind, reference in (("hessian", dense_hessian_reference), ("ggn", ggn_reference)):
+        h = torch.diagonal(reference(init, nn.CrossEntropyLoss(), batch))
+        keep = h > 0
+        want = (float((c[keep] / h[keep]).sum()), float(c.sum() / h.sum()))
+        got = (res.history[f"{kind}/tic_diagonal"][0][1], res.history[f"{kind}/tic_trace"][0][1])
+        assert got == pytest.approx(want, rel=1e-4), kind
+    # the two curvatures differ here by far more than the tolerance
+    assert res.history["hessian/tic_diagonal"][0][1] != pytest.approx(
+        res.history["ggn/tic_diagonal"][0][1], rel=1e-2)
+
+
 def test_step_scaled_noise_measures_take_the_inner_step_of_entropy_sgd():
     """CABS (η Tr Σ / L) and the noise magnitude scale with the step along mini-batch
     gradients: Entropy-SGD's inner η_y, not its outer η′ = 1 (10x the values at η_y = 0.1)."""
