@@ -171,3 +171,31 @@ def test_each_run_takes_its_own_lr_and_its_summary_is_that_of_its_recorded_serie
     assert sgd["mean_height_above_floor"] == pytest.approx(sum(height) / 9, rel=1e-12)
     assert sorted(k for k in history if k.startswith("walk_loss_k")) == [
         f"walk_loss_k{i:02d}" for i in range(5)]
+
+
+def test_points_and_seed_reach_the_walk(tmp_path, capsys):
+    """--points K: K + 2 losses per step (the iterates and K points between them); --seed S:
+    the MLP's initialisation and the evaluation subset are drawn with S (the help's
+    "initialisation and sampling seed"), so the first point of step 0 is the loss of the model
+    torch.manual_seed(S) builds on the subset of 50 examples drawn with S."""
+    import torch
+    from torch import nn
+
+    from sgdlab.data import load_dataset
+    from sgdlab.models import build_model
+    from sgdlab.train.callbacks import train_subset
+
+    out = tmp_path / "walk"
+    assert main(["walk", "--optimizer", "gd", "--steps", "2", "--widths", "4", "--points",
+                 "2", "--eval-subset", "50", "--seed", "7", "--out", str(out)]) == 0
+    capsys.readouterr()
+    history = json.loads((out / "history.json").read_text())["GD"]
+    assert sorted(k for k in history if k.startswith("walk_loss_k")) == [
+        f"walk_loss_k{i:02d}" for i in range(2 + 2)]
+    data = load_dataset("digits")
+    torch.manual_seed(7)
+    model = build_model("mlp", data.input_shape, data.num_outputs, widths=[4])
+    x, y = train_subset(data, 50, 7)
+    with torch.no_grad():
+        loss = float(nn.CrossEntropyLoss()(model(x), y))
+    assert history["walk_loss_k00"][0] == [0, pytest.approx(loss, rel=1e-5)]
