@@ -561,6 +561,16 @@ def test_dense_hessian_takes_exactly_max_params_parameters():
     torch.testing.assert_close(dense_hessian(model, loss_fn, data, max_params=21), ref)
     with pytest.raises(ValueError, match="max_params"):
         dense_hessian(model, loss_fn, data, max_params=20)
+    # the dense eigenvalues take the same limit: d = limit allowed, d = limit + 1 refused
+    # with an error naming d, the limit and the way out
+    from sgdlab.measure.curvature.dense import hessian_spectrum
+
+    torch.testing.assert_close(hessian_spectrum(model, loss_fn, data, max_params=21),
+                               torch.linalg.eigvalsh(ref))
+    with pytest.raises(ValueError, match=r"^dense Hessian of 21 parameters needs [0-9.]+ GB; "
+                                         r"raise max_params \(now 20\) if you mean it, or "
+                                         r"use lanczos$"):
+        hessian_spectrum(model, loss_fn, data, max_params=20)
 
 
 def test_model_trace_and_frobenius_of_each_curvature_matrix_by_hand():
