@@ -1221,6 +1221,33 @@ def test_cosine_grid_tests_the_smallest_against_the_largest_learning_rate():
     assert eq.agrees_with_paper is False
 
 
+def test_cosine_grid_rows_run_by_learning_rate_then_batch_size_in_number_order():
+    """The table's rows (and so each panel's points and the equivalence test's smallest and
+    largest learning rate) are in numeric order of (lr, B), whatever the runs' order: not the
+    runs' order, nor their labels' text order (lr=0.05 < lr=0.1 < lr=0.2; B 25 < 50 < 100 <
+    200, where text puts 100 and 200 before 25)."""
+    import matplotlib.pyplot as plt
+
+    def r(lr, b):
+        return run(f"lr{lr}B{b}", 0, params={"optimizer": {"lr": lr}, "batch_size": b},
+                   metrics={"grad_cosine": [(s, -b / 1000 - lr) for s in range(1, 5)],
+                            "dist_from_init": [(4, 1.0)]})
+    settings = [(0.1, 200), (0.2, 100), (0.1, 25), (0.05, 100), (0.1, 100), (0.1, 50)]
+    spec = SimpleNamespace(paper=PAPER, options={"fixed_lr": 0.1, "fixed_batch": 100,
+                                                 "after_step": 0, "lr_margin": 0.05})
+    out = xing_cosine_grid(spec, [r(lr, b) for lr, b in settings])
+    rows = out.tables[0].rows
+    assert [(row[0], row[1]) for row in rows] == [(0.05, 100), (0.1, 25), (0.1, 50),
+                                                  (0.1, 100), (0.1, 200), (0.2, 100)]
+    assert [row[2] for row in rows] == pytest.approx([-0.15, -0.125, -0.15, -0.2, -0.3, -0.3])
+    eq = out.conclusions[2].text        # the smallest against the largest learning rate
+    assert "lr=0.05,B=100" in eq and "lr=0.2,B=100" in eq and "lr=0.1," not in eq
+    ax_b, ax_lr = out.figures[0][1].axes[:2]
+    assert list(ax_b.lines[0].get_xdata()) == [25, 50, 100, 200]
+    assert list(ax_lr.lines[0].get_xdata()) == [0.05, 0.1, 0.2]
+    plt.close(out.figures[0][1])
+
+
 def test_the_walks_distance_is_read_at_the_step_asked_for_else_the_last():
     # ‖θ − θ₀‖ logged at steps 0, 20, 40 (1, 3, 2): the last by default, the step asked for,
     # NaN at a step not logged (not the nearest one)
