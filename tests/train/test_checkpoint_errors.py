@@ -375,6 +375,25 @@ def test_resume_with_another_seed_or_scope_of_the_schedule_is_refused(tmp_path):
         assert torch.equal(p, q)
 
 
+def test_resume_on_another_horizon_of_a_schedule_built_for_it_is_refused(tmp_path):
+    """A trapezoid without ``anneal`` decays over the steps the run takes (epochs' steps
+    capped by max_steps, as a sweep's train procedure builds it): a run saved on a horizon of
+    12 steps resumed with epochs for 16 would go on under another decay. Warm-up and hold
+    take 4 steps each (1 epoch of 32 / 8), so the anneal is 12 − 8 = 4 steps, then 16 − 8 = 8:
+    refused by name. On the same horizon it resumes to the uninterrupted run."""
+    def trapezoid(total):
+        return lambda opt: build_schedule("trapezoid", opt, steps_per_epoch=4,
+                                          total_steps=total, warmup=1, hold=1)
+
+    fit_with(schedule=trapezoid(12), checkpoint_dir=tmp_path, epochs=3, max_steps=5)
+    assert "anneal_steps of the schedule (4 -> 8)" in refusal(
+        tmp_path, schedule=trapezoid(16), epochs=4)
+    ref = fit_with(schedule=trapezoid(12), epochs=3)[0]
+    model = fit_with(schedule=trapezoid(12), checkpoint_dir=tmp_path, epochs=3, resume=True)[0]
+    for p, q in zip(model.parameters(), ref.parameters()):
+        assert torch.equal(p, q)
+
+
 def test_a_run_with_numpy_numbers_in_its_settings_resumes_bit_for_bit(tmp_path):
     """An lr taken from np.logspace (in the optimizer's groups) or a GLD sigma given as a
     numpy float (in the run's settings) was saved as a numpy object, which
