@@ -190,6 +190,39 @@ def test_a_checkpoint_its_training_refuses_is_removed_and_the_run_started_again(
     assert outcome(store, spec) == reference
 
 
+def test_a_checkpoint_saved_on_another_schedule_horizon_is_not_resumed_on_the_new_one(
+        tmp_path, monkeypatch):
+    """A trapezoid without ``anneal`` decays over the steps the run takes. A changed epochs
+    or max_steps changes the run key (a new run); with the key the same, the steps the
+    schedule is built for changed only with an sgdlab that counts them otherwise (as when
+    max_steps beyond the epochs' steps stopped counting): its checkpoint, annealing over
+    20 − 8 = 12 steps (4 a warm-up, 4 a hold), is refused by the run annealing over 16, and the
+    run starts again from step 0 (docs/design/runner.md: settings compared on resume)."""
+    import sgdlab.optim.registry as registry
+
+    raw = tiny()      # (no instrument nor final measurement: the schedule is the point)
+    raw["base"].update(schedule={"name": "trapezoid", "warmup": 1, "hold": 1}, measure=[],
+                       final=[], save_model=False)
+    spec, store = resolve(raw, "cpu"), tmp_path / "s.sqlite"
+    counted_steps(monkeypatch, stop_at=11)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec.expand(), store_path=str(store), progress=None)
+    built = registry.build_schedule
+
+    def longer(name, optimizer, *, steps_per_epoch, total_steps, **hyper):
+        return built(name, optimizer, steps_per_epoch=steps_per_epoch,
+                     total_steps=total_steps + 4, **hyper)
+
+    monkeypatch.setattr(registry, "build_schedule", longer)
+    said: list[str] = []
+    taken = counted_steps(monkeypatch)
+    assert not run_sweep(spec.expand(), store_path=str(store), progress=said.append).failed
+    assert any(x.startswith("a|seed=0: its checkpoint cannot be resumed (cannot resume from ")
+               and "anneal_steps of the schedule (12 -> 16)" in x
+               and x.endswith("; starting it from step 0") for x in said), said
+    assert len(taken) == 20
+
+
 def test_a_checkpoint_whose_rows_the_store_lacks_is_not_resumed_from(reference, tmp_path,
                                                                       monkeypatch):
     spec, store = resolve(tiny(), "cpu"), tmp_path / "s.sqlite"
