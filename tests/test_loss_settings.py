@@ -21,7 +21,8 @@ class _Nested(functools.partial):
 @pytest.mark.filterwarnings("ignore:size_average and reduce args")
 @pytest.mark.parametrize("kwargs", [
     {}, {"reduction": "sum"}, {"reduction": "none"}, {"size_average": False},
-    {"reduce": False}, {"size_average": True, "reduce": True}, {"ignore_index": 3}])
+    {"reduce": False}, {"size_average": True, "reduce": True}, {"ignore_index": 3},
+    {"reduce": True}, {"size_average": False, "reduce": False}])
 def test_a_partial_reads_as_the_module_built_with_the_same_keywords(kwargs):
     module = nn.CrossEntropyLoss(**kwargs)
     partial = functools.partial(F.cross_entropy, **kwargs)

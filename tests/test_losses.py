@@ -61,3 +61,30 @@ def test_mse_on_labels_per_position_is_refused_by_name():
     tokens = load_dataset("text_lines", n_lines=4, test_lines=2)
     with pytest.raises(ConfigError, match=r"mse.*'text_lines'.*\(4, 31\).*cross_entropy"):
         build_loss("mse", tokens)
+
+
+def _labels_dataset(y, num_outputs):
+    from sgdlab.data import Dataset
+
+    return Dataset(torch.zeros(len(y), 1), y, meta={"name": "toy", "task": "classification",
+                                                    "num_outputs": num_outputs})
+
+
+def test_cross_entropy_is_the_plain_mean_of_minus_log_softmax():
+    # no label smoothing, no weights: scores [ln 1, ln 3, 0] and [0, 0, ln 2] -> softmax
+    # probabilities of the labels 3/5 (label 1) and 2/4 (label 2): loss (ln(5/3) + ln 2) / 2
+    import math
+
+    loss = build_loss("cross_entropy", _labels_dataset(torch.tensor([1, 2]), 3))
+    out = torch.tensor([[0.0, math.log(3.0), 0.0], [0.0, 0.0, math.log(2.0)]],
+                       dtype=torch.float64)
+    want = (math.log(5 / 3) + math.log(2.0)) / 2
+    assert loss(out, torch.tensor([1, 2])).item() == pytest.approx(want, rel=1e-12)
+
+
+def test_mse_on_class_labels_has_one_output_per_class_of_the_dataset():
+    # 4 classes, the training labels only 0..2: the one-hot targets are 4 wide all the same
+    loss = build_loss("mse", _labels_dataset(torch.tensor([0, 2, 1]), 4))
+    out = torch.zeros(2, 4, dtype=torch.float64)
+    out[0, 3] = 2.0                       # squared errors: 1 (label) + 4, then 1: sum 6 of 8
+    assert loss(out, torch.tensor([0, 3])).item() == pytest.approx(6 / 8, rel=1e-12)
