@@ -122,3 +122,24 @@ def test_targets_of_several_tensors_are_refused_speaking_of_targets(key):
         Dataset(**{**parts, key: list(parts[key])})
     assert "model" not in str(refused.value)
     assert Dataset(**{**parts, key: torch.stack(list(parts[key]))}).y_train.shape == (6,)
+
+
+def test_a_record_with_fewer_inputs_than_targets_is_refused_too():
+    parts = _parts()
+    parts["x_test"] = parts["x_test"][:3]
+    with pytest.raises(ValueError, match=r"x_test has 3 examples but y_test has 4"):
+        Dataset(**parts)
+
+
+def test_shapes_and_outputs_of_a_record_without_meta_follow_its_tensors():
+    # inputs (N, 3): input_shape (3,); regression targets (N, 2, 3): 6 outputs per example
+    ds = Dataset(torch.zeros(4, 3), torch.zeros(4, 2, 3))
+    assert ds.input_shape == (3,) and ds.task == "regression" and ds.num_outputs == 6
+
+
+def test_to_casts_inputs_and_regression_targets_but_keeps_class_labels_int64():
+    labels = own(torch.tensor([0, 1, 0, 1]), torch.tensor([1, 0])).to(dtype=torch.float64)
+    assert labels.x_train.dtype == labels.x_test.dtype == torch.float64
+    assert labels.y_train.dtype == labels.y_test.dtype == torch.int64
+    targets = own(torch.randn(4, 2), torch.randn(2, 2)).to(dtype=torch.float64)
+    assert targets.y_train.dtype == targets.y_test.dtype == torch.float64
