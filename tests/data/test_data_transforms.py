@@ -168,3 +168,17 @@ def test_subset_keeps_the_label_noise_of_the_first_example():
     sub = subset(ds, 12, seed=1, balanced=False)
     assert sub.meta["label_noise"]["indices"] == list(range(12))
     assert sub.meta["label_noise"]["num_noisy"] == 12 and bool(noisy_mask(sub).all())
+
+
+def test_standardize_flat_inputs_per_feature_a_constant_one_unscaled_and_eps_added():
+    # features (0, 2) and (5, 5): means 1 and 5, population stds 1 and 0 (taken as 1)
+    x = torch.tensor([[0.0, 5.0], [2.0, 5.0]], dtype=torch.float64)
+    ds = Dataset(x, torch.tensor([0, 1]), torch.tensor([[4.0, 8.0]], dtype=torch.float64),
+                 torch.tensor([0]), {"name": "flat", "task": "classification",
+                                     "input_shape": (2,), "num_outputs": 2})
+    st = standardize(ds)
+    assert st.x_train.tolist() == [[-1.0, 0.0], [1.0, 0.0]] and st.x_test.tolist() == [[3.0, 3.0]]
+    assert st.meta["standardize"]["mean"] == [1.0, 5.0]
+    assert st.meta["standardize"]["std"] == [1.0, 1.0]
+    # eps is added to the std (after a zero std became 1): (4 - 1) / 1.5, (8 - 5) / 1.5
+    assert standardize(ds, eps=0.5).x_test.tolist() == [[2.0, 2.0]]
