@@ -194,3 +194,72 @@ def test_a_data_dir_given_to_a_dataset_that_reads_no_files_is_named_in_a_warning
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert torch.equal(load_dataset("digits").x_train, ds.x_train)
+
+
+def test_names_match_with_either_separator_and_register_once():
+    from sgdlab.data.registry import register_dataset
+
+    assert dataset_options("Fashion-MNIST") == dataset_options("fashion_mnist")
+    # a second loader under a name already taken (in any spelling) is refused
+    with pytest.raises(ValueError, match="dataset name 'CUBIC' registered twice"):
+        register_dataset("CUBIC")(lambda **kwargs: None)
+    assert register_dataset("cubic")(DATASETS["cubic"]) is DATASETS["cubic"]   # same: fine
+
+
+def test_dataset_options_are_the_loaders_with_its_own_defaults_then_the_generic_ones():
+    cubic = dataset_options("cubic")
+    # cubic's own n_train / n_test (grid sizes) keep their defaults over the generic None
+    assert (cubic["n_train"], cubic["n_test"], cubic["grid"]) == (20, 100, "closed")
+    assert cubic["label_noise"] == 0 and cubic["classes"] is None
+    mnist = dataset_options("mnist")
+    assert "seed" not in mnist and "data_dir" not in mnist and mnist["n_train"] is None
+    # and a loader that takes n_train itself gets it: no seeded subset on top of the grid
+    assert "subsets" not in load_dataset("cubic", n_train=5, n_test=7).meta
+
+
+def test_a_negative_label_noise_is_named_as_the_option_it_is():
+    # it reached with_label_noise, whose refusal named its own argument, num_noisy
+    with pytest.raises(UserError, match=r"option 'label_noise' is a number of training "
+                                        r"examples to mislabel \(an integer >= 0\), got -3"):
+        load_dataset("cubic", label_noise=-3)
+
+
+def test_mnist1d_cache_entries_are_kept_apart_by_seed_split_and_shuffle(tmp_path, monkeypatch):
+    # an entry served for another seed, split or shuffle_seq would be another dataset's file
+    monkeypatch.setenv("SGDLAB_CACHE", str(tmp_path))
+
+    def load(cache=True, **options):
+        return load_dataset("mnist1d", num_samples=20, cache=cache, **options)
+
+    plain = load(seed=5)
+    assert not torch.equal(load(seed=6).x_train, plain.x_train)
+    assert torch.equal(load(seed=6).x_train, load(seed=6, cache=False).x_train)
+    assert len(load(seed=5, train_split=0.5).y_train) == 10
+    shuffled = load(seed=5, shuffle_seq=True)
+    assert len(list(tmp_path.glob("mnist1d-*.npz"))) == 4
+    # shuffle_seq permutes the 40 positions (the same permutation for every sequence) of the
+    # same sequences: each row holds the same values in another order
+    a, b = plain.x_train[:, 0], shuffled.x_train[:, 0]
+    assert not torch.equal(a, b)
+    assert torch.equal(a.sort(dim=1).values, b.sort(dim=1).values)
+
+
+def test_generated_sizes_that_have_no_data_are_refused():
+    with pytest.raises(UserError, match="option 'n_train' must be an integer >= 2, got 1"):
+        load_dataset("cubic", n_train=1)     # one point: no grid step
+    for split in (0.0, 1.0):                 # 1.0 left no test sequence
+        with pytest.raises(UserError, match=rf"'train_split' must be in \(0, 1\), got {split}"):
+            load_dataset("mnist1d", num_samples=20, train_split=split, cache=False)
+
+
+def test_generic_options_are_the_documented_transforms_in_order_seeded_by_the_seed():
+    # classes, then the n_train / n_test subset, then label noise, each seeded by seed=4
+    from sgdlab.data import select_classes, subset, with_label_noise
+
+    full = load_dataset("digits", seed=4)
+    got = load_dataset("digits", seed=4, classes=[7, 1], n_train=30, n_test=10, label_noise=5)
+    want = with_label_noise(subset(select_classes(full, [7, 1]), 30, 10, seed=4), 5, seed=4)
+    for a, b in zip((got.x_train, got.y_train, got.x_test, got.y_test),
+                    (want.x_train, want.y_train, want.x_test, want.y_test)):
+        assert torch.equal(a, b)
+    assert got.meta["label_noise"] == want.meta["label_noise"]
