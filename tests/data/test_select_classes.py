@@ -43,3 +43,13 @@ def test_classes_of_a_dataset_with_uint8_labels():
     ds = select_classes(Dataset(x, y, x, y), [2, 0])
     assert ds.x_test.flatten().tolist() == [0.0, 2.0, 3.0, 5.0]
     assert ds.y_test.tolist() == [1, 0, 1, 0]
+
+
+def test_classes_are_selected_before_label_noise_not_after():
+    # the recorded noisy indices and original labels would no longer match the examples
+    from sgdlab.data import Dataset, with_label_noise
+
+    x, y = torch.arange(6.0)[:, None], torch.tensor([0, 1, 2, 0, 1, 2])
+    noisy = with_label_noise(Dataset(x, y, x, y), 2, seed=0)
+    with pytest.raises(UserError, match="select classes before adding label noise"):
+        select_classes(noisy, [0, 1])
