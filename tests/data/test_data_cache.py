@@ -47,3 +47,13 @@ def test_a_bare_npy_under_the_entry_name_is_rebuilt(tmp_path, monkeypatch):
 def test_the_suite_keeps_out_of_the_users_cache():
     # conftest points $SGDLAB_CACHE at a folder of the session's
     assert not cache.cache_dir().resolve().is_relative_to((Path.home() / ".cache").resolve())
+
+
+def test_the_key_is_the_prefix_and_the_sha1_of_the_sorted_json_arguments():
+    # computed by hand: the same arguments in any order are one entry, a changed one another
+    import hashlib
+
+    want = hashlib.sha1(b'{"a": 2, "b": "x"}').hexdigest()[:16]
+    assert cache.cache_key("p", {"b": "x", "a": 2}) == f"p-{want}"
+    assert cache.cache_key("p", {"a": 2, "b": "x"}) == f"p-{want}"
+    assert cache.cache_key("p", {"a": 3, "b": "x"}) != f"p-{want}"

@@ -208,3 +208,18 @@ def test_a_test_split_of_every_example_names_the_empty_training_split():
     labels = np.arange(6) % 2
     with pytest.raises(UserError, match=r"^test_size 6 leaves no training examples \(of 6\)$"):
         stratified_split(labels, 6, 0, cache=False)
+
+
+def test_unit_scaling_divides_both_splits_by_the_largest_pixel_value():
+    from sgdlab.data._common import normalize_images
+
+    tr, te, info = normalize_images(np.array([[[0, 255]]], np.uint8),
+                                    np.array([[[51, 255]]], np.uint8), "unit", 255.0)
+    assert tr.dtype == te.dtype == np.float32 and info == {"normalize": "unit"}
+    assert tr.tolist() == [[[0.0, 1.0]]] and te.tolist() == [[[np.float32(0.2), 1.0]]]
+
+
+def test_sizes_must_be_integers_not_booleans():
+    # True is an int to Python: a subset of True examples was one example
+    with pytest.raises(UserError, match="option 'n_train' must be an integer >= 1, got True"):
+        seeded_indices(np.zeros(4), True, 0, balanced=False, what="n_train")
