@@ -223,3 +223,4 @@ def test_sizes_must_be_integers_not_booleans():
     # True is an int to Python: a subset of True examples was one example
     with pytest.raises(UserError, match="option 'n_train' must be an integer >= 1, got True"):
         seeded_indices(np.zeros(4), True, 0, balanced=False, what="n_train")
+    assert len(seeded_indices(np.zeros(4), 1, 0, balanced=False)) == 1    # the minimum is valid
