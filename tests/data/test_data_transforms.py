@@ -182,3 +182,19 @@ def test_standardize_flat_inputs_per_feature_a_constant_one_unscaled_and_eps_add
     assert st.meta["standardize"]["std"] == [1.0, 1.0]
     # eps is added to the std (after a zero std became 1): (4 - 1) / 1.5, (8 - 5) / 1.5
     assert standardize(ds, eps=0.5).x_test.tolist() == [[2.0, 2.0]]
+
+
+def test_label_noise_draws_wrong_labels_over_num_classes_and_needs_two():
+    # num_classes=5 for a set whose labels are 0..2: wrong labels come from all 5 classes
+    ds = toy(n_train=60, k=3)
+    wide = with_label_noise(ds, 60, seed=0, num_classes=5).y_train
+    assert set(wide.tolist()) == {0, 1, 2, 3, 4} and bool((wide != ds.y_train).all())
+    one = Dataset(torch.zeros(4, 1), torch.zeros(4, dtype=torch.long), meta={"name": "one"})
+    with pytest.raises(UserError, match="label noise needs at least 2 classes"):
+        with_label_noise(one, 2)
+
+
+def test_subset_records_its_sizes_in_meta():
+    sub = subset(toy(), 12, 6, seed=0)
+    assert (sub.meta["n_train"], sub.meta["n_test"]) == (12, 6)
+    assert sub.meta["subsets"] == [{"n_train": 12, "n_test": 6, "seed": 0, "balanced": True}]
