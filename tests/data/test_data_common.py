@@ -224,3 +224,11 @@ def test_sizes_must_be_integers_not_booleans():
     with pytest.raises(UserError, match="option 'n_train' must be an integer >= 1, got True"):
         seeded_indices(np.zeros(4), True, 0, balanced=False, what="n_train")
     assert len(seeded_indices(np.zeros(4), 1, 0, balanced=False)) == 1    # the minimum is valid
+
+
+def test_a_test_size_that_is_a_fraction_is_refused():
+    # scikit-learn would read 0.25 as a quarter of the examples: the option counts examples
+    from sgdlab.data._common import stratified_split
+
+    with pytest.raises(UserError, match=r"option 'test_size' must be an integer >= 1, got 0.25"):
+        stratified_split(np.arange(8) % 2, 0.25, 0, cache=False)

@@ -198,3 +198,9 @@ def test_subset_records_its_sizes_in_meta():
     sub = subset(toy(), 12, 6, seed=0)
     assert (sub.meta["n_train"], sub.meta["n_test"]) == (12, 6)
     assert sub.meta["subsets"] == [{"n_train": 12, "n_test": 6, "seed": 0, "balanced": True}]
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5])
+def test_label_noise_of_no_whole_number_of_examples_is_named(bad):
+    with pytest.raises(UserError, match=rf"option 'num_noisy' must be an integer >= 0, got {bad}"):
+        with_label_noise(toy(), bad)
