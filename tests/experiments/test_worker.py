@@ -2,6 +2,8 @@
 a run's numbers do not depend on how busy the machine was."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -47,3 +49,164 @@ def test_a_runs_curvature_estimate_does_not_depend_on_the_block_timing(tmp_path,
         assert not missing
         values.append(done.summary["hessian_frobenius"])
     assert values[0] == values[1]                # bitwise
+
+
+# --- the worker's contract, run by run: what a procedure's outcome becomes in its RunRecord
+
+
+class _Scripted:
+    """A procedure doing what ``run.params["do"]`` says (picklable by reference)."""
+
+    def run(self, run, ctx):
+        import numpy as np
+
+        from sgdlab.errors import UserError
+
+        do = run.params["do"]
+        ctx.store.log_many(ctx.run_id, [("loss", 0, 1.5), ("loss", 1, 0.5, 123.0)])
+        if do == "crash":
+            raise RuntimeError("boom " + "x" * 5000)
+        if do == "bad-input":
+            raise UserError("lr must be > 0, got -1")
+        if do == "not-an-output":
+            return {"loss": 0.5}
+        if do == "threads":
+            return RunOutput(summary={"threads": torch.get_num_threads()})
+        if do == "files":
+            (ctx.artifact_dir / "sub").mkdir()
+            (ctx.artifact_dir / "sub" / "w.bin").write_bytes(b"\x00\x01")
+            ctx.store.add_artifact(ctx.run_id, "weights", "sub/w.bin")
+            ctx.store.add_artifact(ctx.run_id, "weights", "sub/w.bin")   # said twice
+            return RunOutput(summary={"ckpt": str(ctx.checkpoint_dir),
+                                      "ships": ctx.on_checkpoint is not None})
+        return RunOutput(summary={"a": np.float64(0.25)},
+                         data={"spectrum": (np.array([1.0, 2.0]), 3), 7: np.int64(4)})
+
+
+def _task(do: str, tmp_path, **kw):
+    from sgdlab.experiments.worker import RunTask
+
+    run = {"experiment": "t", "version": 1, "scale": "cpu", "label": do,
+           "params": {"do": do}, "seed": 0, "procedure": "_scripted", "depends": [],
+           "dependency_keys": ["k0"], "grid": []}
+    return RunTask(run, _Scripted(), "r1", "cpu", str(tmp_path / "art"), **kw)
+
+
+def test_a_crash_is_a_failed_record_named_by_its_exception_with_the_rows_before_it(tmp_path):
+    from sgdlab.experiments.worker import execute_run
+
+    rec = execute_run(_task("crash", tmp_path))
+    assert rec.status == "failed" and rec.message.startswith("RuntimeError: boom xx")
+    # the tail of the traceback: where it ended, the exception's last words
+    assert rec.detail.endswith("x" * 100 + "\n") and len(rec.detail) == 4000
+    assert [r[:3] for r in rec.rows] == [("loss", 0, 1.5), ("loss", 1, 0.5)]
+    assert rec.rows[1][3] == 123.0 and rec.rows[0][3] > 1e9     # given time, or now
+    assert rec.seconds > 0 and rec.env["seed"] == 0
+
+
+def test_bad_input_is_failed_input_in_its_own_words_and_a_wrong_return_is_named(tmp_path):
+    from sgdlab.experiments.worker import execute_run
+
+    rec = execute_run(_task("bad-input", tmp_path))
+    assert (rec.status, rec.message) == ("failed-input", "lr must be > 0, got -1")
+    rec = execute_run(_task("not-an-output", tmp_path))
+    assert rec.status == "failed"
+    assert rec.message == "TypeError: procedure '_scripted' returned dict, expected RunOutput"
+
+
+def test_a_runs_data_is_written_as_json_and_listed_once(tmp_path):
+    import json
+
+    from sgdlab.experiments.worker import DATA_FILE, execute_run
+
+    rec = execute_run(_task("data", tmp_path))
+    assert rec.status == "finished" and rec.summary == {"a": 0.25}
+    path = tmp_path / "art" / DATA_FILE
+    assert rec.artifacts == [("data", str(path))]
+    assert json.loads(path.read_text()) == {"spectrum": [[1.0, 2.0], 3], "7": 4}
+
+
+def test_a_runs_threads_are_set_for_it_and_given_back(tmp_path):
+    from sgdlab.experiments.worker import execute_run
+
+    before = torch.get_num_threads()
+    want = 2 if before != 2 else 3
+    rec = execute_run(_task("threads", tmp_path, threads=want))
+    assert rec.summary == {"threads": want} and torch.get_num_threads() == before
+
+
+def test_rows_sent_while_a_run_runs_are_not_sent_again_with_its_record(tmp_path):
+    from sgdlab.experiments.worker import execute_run
+
+    sent = []
+    rec = execute_run(_task("data", tmp_path), send=sent.append)
+    assert [[r[:3] for r in b] for b in sent] == [[("loss", 0, 1.5), ("loss", 1, 0.5)]]
+    assert rec.rows == []
+
+
+def test_a_shipped_run_returns_its_files_but_no_checkpoint_and_leaves_no_folder(tmp_path):
+    from sgdlab.experiments.worker import CHECKPOINT_DIR, execute_run
+
+    rec = execute_run(_task("files", tmp_path, ship=True))
+    # no one to send a checkpoint to, none to resume from: it keeps none
+    assert rec.summary == {"ckpt": "None", "ships": False}
+    assert rec.files == {"sub/w.bin": b"\x00\x01"}
+    assert rec.artifacts == [("weights", "sub/w.bin")]
+    assert not Path(rec.artifact_dir).exists() and not (tmp_path / "art").exists()
+    rec = execute_run(_task("files", tmp_path, ship=True,
+                            resume_files={f"{CHECKPOINT_DIR}/last.pt": b"c", "a.txt": b"a"}),
+                      send_checkpoint=lambda shipped: None)
+    assert rec.summary["ships"] and Path(rec.summary["ckpt"]).name == CHECKPOINT_DIR
+    assert rec.files == {"a.txt": b"a", "sub/w.bin": b"\x00\x01"}     # the checkpoint apart
+
+
+def test_task_for_copies_the_params_and_ships_the_folder_it_resumes(tmp_path):
+    from sgdlab.experiments.spec import RunSpec
+    from sgdlab.experiments.worker import task_for
+
+    run = RunSpec("t", 1, "cpu", "a", {"opt": {"lr": 0.1}}, 0, "_scripted",
+                  dependency_keys=("k0",))
+    art = tmp_path / "art"
+    (art / "d").mkdir(parents=True)
+    (art / "d" / "f.bin").write_bytes(b"abc")
+    task = task_for(run, _Scripted(), "r1", device="cpu", artifact_dir=art, dependencies={},
+                    threads=None, ship=True, resume=True)
+    assert task.resume_files == {"d/f.bin": b"abc"} and task.spec.key == run.key
+    assert task.spec.dependency_keys == ("k0",)
+    task.run["params"]["opt"]["lr"] = 9.0
+    assert run.params == {"opt": {"lr": 0.1}}
+    assert task_for(run, None, "r1", device="cpu", artifact_dir=art, dependencies={},
+                    threads=None, ship=True).resume_files == {}
+
+
+def test_the_recorder_counts_the_rows_given_sent_and_kept_and_records_only_its_run():
+    from sgdlab.errors import UserError
+    from sgdlab.experiments.worker import RunRecorder
+
+    sent = []
+    rec = RunRecorder("r1", sent.append, stored=3)
+    rec.log_many("r1", [("a", 0, 1.0), ("a", 1, 2.0)])
+    rec.log_many("r1", [])
+    assert rec.count_metrics() == 5 and sent == [[("a", 0, 1.0, sent[0][0][3]),
+                                                  ("a", 1, 2.0, sent[0][1][3])]]
+    with pytest.raises(UserError, match=r"records only itself \(r1\), not r2"):
+        rec.log_metric("r2", "a", 0, 1.0)
+    kept = RunRecorder("r1", stored=2)
+    assert kept.truncate_metrics("r1", 2) == 0
+    with pytest.raises(UserError, match="counts 1 metric rows, but the sweep gave the run 2"):
+        kept.truncate_metrics("r1", 1)
+    kept.complete_run("r1", "finished", rows=[("b", 0, 1.0, 5.0)],
+                      artifacts=[("data", "x"), ("data", "x")])
+    assert kept.take_rows() == [("b", 0, 1.0, 5.0)] and kept.take_rows() == []
+    assert kept.artifacts == [("data", "x")] and kept.count_metrics() == 2
+
+
+def test_files_are_never_written_outside_their_folder(tmp_path):
+    from sgdlab.errors import UserError
+    from sgdlab.experiments.worker import read_files, write_files
+
+    write_files(tmp_path / "f", {"a/b.bin": b"1"})
+    assert read_files(tmp_path / "f") == {"a/b.bin": b"1"}
+    with pytest.raises(UserError, match=r"refusing to write '../x' outside"):
+        write_files(tmp_path / "f", {"../x": b"2"})
+    assert not (tmp_path / "x").exists()
