@@ -435,3 +435,114 @@ def test_the_folder_a_killed_task_left_goes_when_the_next_task_starts_on_its_hos
     assert not left.exists() and all(f.is_dir() for f in kept)
     assert new.parent == tmp_path and new.name.startswith(f"sgdlab-run-{host}-{os.getpid()}-")
     assert local_run_folder() != new and new.is_dir()        # its own process lives on
+
+
+# --- the backend's own arithmetic and dispatch, against a stand-in for Ray (no cluster)
+
+
+class _FakeRay:
+    """Ray as RayBackend uses it: a cluster of ``resources``; ``init`` and the tasks
+    submitted recorded; the inbox's ``take`` answers ``batches``."""
+
+    def __init__(self, resources: dict, initialized: bool = True):
+        from types import SimpleNamespace
+
+        self.resources, self.initialized = resources, initialized
+        self.inits, self.submitted, self.cancelled, self.batches = [], [], [], []
+        self.exceptions = SimpleNamespace(RayError=RuntimeError)
+
+    def is_initialized(self):
+        return self.initialized
+
+    def init(self, **kw):
+        self.inits.append(kw)
+        self.initialized = True
+
+    def shutdown(self):
+        self.initialized = False
+
+    def cluster_resources(self):
+        return self.resources
+
+    def remote(self, fn=None, **kw):
+        from types import SimpleNamespace
+
+        if fn is None:                     # @ray.remote(num_cpus=0): the inbox actor class
+            inbox = SimpleNamespace(take=SimpleNamespace(remote=lambda: "take"))
+            return lambda cls: SimpleNamespace(remote=lambda: inbox)
+        ray = self
+
+        class Task:
+            def options(self, **given):
+                return SimpleNamespace(remote=lambda *args: ray._submit(given, args))
+
+        return Task()
+
+    def _submit(self, options: dict, args: tuple) -> int:
+        self.submitted.append((options, args))
+        return len(self.submitted)
+
+    def get(self, ref):
+        assert ref == "take"
+        batches, self.batches = self.batches, []
+        return batches
+
+    def cancel(self, ref, force):
+        self.cancelled.append(ref)
+
+
+@pytest.mark.parametrize("resources, kw, capacity", [
+    ({"CPU": 8.0}, {}, 8), ({"CPU": 8.0}, {"cpus_per_run": 3.0}, 2),
+    ({"CPU": 8.0}, {"workers": 3}, 3), ({"CPU": 2.0}, {"workers": 5}, 2),
+    ({"CPU": 8.0, "GPU": 1.0}, {"gpus_per_run": 0.25}, 4),
+    ({"CPU": 8.0, "GPU": 1.0}, {"gpus_per_run": 1.0}, 1),
+    ({"CPU": 0.5}, {}, 1)])
+def test_runs_in_flight_are_what_the_clusters_resources_and_workers_allow(
+        monkeypatch, resources, kw, capacity):
+    from sgdlab.experiments import ray_backend
+
+    monkeypatch.setattr(ray_backend, "import_ray", lambda: _FakeRay(resources))
+    assert ray_backend.RayBackend(lambda *a: None, **kw).capacity == capacity
+
+
+def test_a_ray_instance_started_here_gets_the_cores_of_its_workers_and_stops_at_the_end(
+        monkeypatch):
+    from sgdlab.errors import UserError
+    from sgdlab.experiments import ray_backend
+
+    fake = _FakeRay({"CPU": 4.0}, initialized=False)
+    monkeypatch.setattr(ray_backend, "import_ray", lambda: fake)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    backend = ray_backend.RayBackend(lambda *a: None, workers=2, cpus_per_run=2.0)
+    assert fake.inits[-1]["num_cpus"] == 4.0 and backend.capacity == 2
+    backend.close()
+    assert not fake.initialized
+    for bad in ({"cpus_per_run": 0.0}, {"gpus_per_run": -1.0}):
+        with pytest.raises(UserError, match="--cpus-per-run must be > 0 and --gpus-per-run"):
+            ray_backend.RayBackend(lambda *a: None, **bad)
+    with pytest.raises(UserError, match="--gpus-per-run 1.0: the Ray cluster has 0 GPUs"):
+        ray_backend.RayBackend(lambda *a: None, gpus_per_run=1.0)
+
+
+def test_a_ray_task_ships_its_files_is_never_retried_by_ray_and_its_sends_reach_the_driver(
+        monkeypatch):
+    from sgdlab.experiments import ray_backend
+    from sgdlab.experiments.worker import RunTask
+
+    fake = _FakeRay({"CPU": 4.0, "GPU": 1.0})
+    monkeypatch.setattr(ray_backend, "import_ray", lambda: fake)
+    rows, checkpoints = [], []
+    backend = ray_backend.RayBackend(lambda run_id, r: rows.append((run_id, r)),
+                                     cpus_per_run=2.0, gpus_per_run=0.5,
+                                     on_checkpoint=lambda run_id, c: checkpoints.append(
+                                         (run_id, c)))
+    task = RunTask({}, None, "r7", "cpu", "unused")
+    backend.submit(task)
+    options, (sent, _inbox, keeps_checkpoints) = fake.submitted[-1]
+    # the driver retries a lost run itself, from its checkpoint (max_retries=0 for Ray)
+    assert options == {"num_cpus": 2.0, "num_gpus": 0.5, "max_retries": 0}
+    assert sent is task and task.ship and keeps_checkpoints
+    fake.batches = [("rows", "r7", [1]), ("checkpoint", "r7", {"c": 1}), ("rows", "r7", [2])]
+    backend.cancel_all()             # what was sent before a Ctrl-C is taken
+    assert rows == [("r7", [1]), ("r7", [2])] and checkpoints == [("r7", {"c": 1})]
+    assert fake.cancelled == [1] and backend.refs == {}
