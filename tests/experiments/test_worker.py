@@ -210,3 +210,38 @@ def test_files_are_never_written_outside_their_folder(tmp_path):
     with pytest.raises(UserError, match=r"refusing to write '../x' outside"):
         write_files(tmp_path / "f", {"../x": b"2"})
     assert not (tmp_path / "x").exists()
+
+
+def test_a_checkpoint_ships_what_changed_by_size_time_and_content(tmp_path):
+    """A file rewritten at its size is shipped whole; one touched only, as an empty tail;
+    one grown twice, as its two tails (the CRC-32 of what was shipped runs on)."""
+    import os
+
+    from sgdlab.experiments.worker import CheckpointShipper, apply_checkpoint
+
+    task, driver, sent = tmp_path / "task", tmp_path / "driver", []
+    task.mkdir()
+    driver.mkdir()
+    f = task / "a.bin"
+    f.write_bytes(b"12")
+    (driver / "a.bin").write_bytes(b"12")
+    ns = f.stat().st_mtime_ns
+    ship, ckpt = CheckpointShipper(task, sent.append), tmp_path / "last.pt"
+    ckpt.write_bytes(b"c")
+
+    def shipped(data: bytes | None, at: int) -> tuple:
+        if data is not None:
+            f.write_bytes(data)
+        os.utime(f, ns=(ns + at * 10**9, ns + at * 10**9))
+        ship(ckpt)
+        return sent[-1]["files"], sent[-1]["tails"]
+
+    assert shipped(None, 1) == ({}, {"a.bin": (2, b"")})
+    assert shipped(b"123", 2) == ({}, {"a.bin": (2, b"3")})
+    assert shipped(b"1234", 3) == ({}, {"a.bin": (3, b"4")})
+    assert shipped(b"9234", 4) == ({"a.bin": b"9234"}, {})
+    # a driver's copy longer than where the tail starts is not the worker's either
+    (driver / "a.bin").write_bytes(b"123456")
+    assert shipped(b"92345", 5) == ({}, {"a.bin": (4, b"5")})
+    assert apply_checkpoint(driver, sent[-1]) == \
+        "its file a.bin has 6 bytes here, its tail starts at 4"
