@@ -1337,3 +1337,23 @@ def test_a_scales_wall_time_is_a_positive_number_and_leaves_the_runs_alone():
         with pytest.raises(ConfigError, match="cpu.wall_minutes: expected the measured wall "
                                               "time in minutes, a number > 0"):
             resolve(_raw(scales={"cpu": {"wall_minutes": bad}}), "cpu")
+
+
+def test_a_reports_environment_lists_the_runs_differing_values_numbers_by_size(tmp_path):
+    """Where the runs disagree, their values sorted (numbers by size: 9 before 10); a GPU is
+    named only for the runs that ran on one."""
+    from types import SimpleNamespace
+
+    from sgdlab.experiments.runner import _report_environment
+    from sgdlab.store import RunStore
+
+    store = RunStore(tmp_path / "s.sqlite")
+    envs = [{"device": "cuda:0", "gpu": "G1", "torch_threads": 10, "python": "3.11"},
+            {"device": "cpu", "gpu": "G2", "torch_threads": 9, "python": "3.11"},
+            {"device": "cpu", "torch_threads": 9, "python": "3.11"}]
+    stored = [SimpleNamespace(run_id=store.create_run({"x": i}, env=e, status="finished"))
+              for i, e in enumerate(envs)]
+    env = _report_environment(str(tmp_path / "s.sqlite"), stored, "cpu", 2)
+    store.close()
+    assert env == {"device": ["cpu", "cuda:0"], "gpu": "G1", "torch_threads": [9, 10],
+                   "python": "3.11", "workers": 2, "from_runs": 3}
