@@ -1357,3 +1357,21 @@ def test_a_reports_environment_lists_the_runs_differing_values_numbers_by_size(t
     store.close()
     assert env == {"device": ["cpu", "cuda:0"], "gpu": "G1", "torch_threads": [9, 10],
                    "python": "3.11", "workers": 2, "from_runs": 3}
+
+
+def test_resources_per_run_are_the_flags_then_the_variables_and_for_ray_only(monkeypatch):
+    """``--cpus-per-run`` over ``$SGDLAB_CPUS_PER_RUN``; the local backend, which gives each
+    run cores // --workers threads, takes neither (a variable set for Ray is not an error)."""
+    from sgdlab.experiments.runner import prepare
+
+    monkeypatch.setenv("SGDLAB_CPUS_PER_RUN", "2")
+    monkeypatch.setenv("SGDLAB_GPUS_PER_RUN", "0.5")
+    kw = dict(scale="smoke", device="cpu", data_dir=None, readings=None, workers=None,
+              address=None, gpus_per_run=None)
+    assert prepare("chaudhari-pde-smoothing", backend="local", cpus_per_run=None,
+                   **kw)[2:] == ("local", None, None)
+    assert prepare("chaudhari-pde-smoothing", backend="ray", cpus_per_run=3.0,
+                   **kw)[2:] == ("ray", 3.0, 0.5)
+    monkeypatch.setenv("SGDLAB_CPUS_PER_RUN", "two")
+    with pytest.raises(UserError, match=r"\$SGDLAB_CPUS_PER_RUN must be a number, got 'two'"):
+        prepare("chaudhari-pde-smoothing", backend="ray", cpus_per_run=None, **kw)
