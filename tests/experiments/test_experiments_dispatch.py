@@ -1,6 +1,7 @@
 """Parallel sweeps: spawned worker processes (the Ray backend: test_sweep_ray.py)."""
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
@@ -161,3 +162,32 @@ def test_the_in_process_backend_takes_one_run_at_a_time_and_streams_its_rows(tmp
     ((handle, kind, record),) = backend.wait(0.1)
     assert (handle, kind, record.status, record.rows) == (h, "done", "finished", [])
     assert got == [("r1", [("loss", 0, 1.5), ("loss", 1, 0.5)])] and backend.has_capacity()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_worker_ignores_ctrl_c_which_the_driver_handles_and_ends_when_told():
+    """Ctrl-C reaches every process of the terminal's group: the workers let the driver stop
+    them (and record their runs interrupted) instead of dying each with a traceback."""
+    import multiprocessing as mp
+    import os
+    import signal
+    from pathlib import Path
+
+    from sgdlab.experiments.backends import _Worker
+
+    w = _Worker(mp.get_context("fork"), 0)
+    try:
+        status = Path(f"/proc/{w.process.pid}/status")
+        end = time.monotonic() + 10
+        while time.monotonic() < end:      # until it has set up its signals
+            mask = next(int(line.split()[1], 16) for line in status.read_text().splitlines()
+                        if line.startswith("SigIgn:"))
+            if mask & (1 << (signal.SIGINT - 1)):
+                break
+            time.sleep(0.01)
+        os.kill(w.process.pid, signal.SIGINT)
+        time.sleep(0.2)
+        assert w.process.is_alive()
+    finally:
+        w.stop(kill=False)
+    assert w.process.exitcode == 0            # told to end, it ended of itself
