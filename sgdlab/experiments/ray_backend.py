@@ -86,7 +86,12 @@ class RayBackend:
                                 f"{str(e).strip().splitlines()[0] if str(e).strip() else e}"
                                 ) from None
         total = ray.cluster_resources()
-        slots = int(total.get("CPU", 1) // cpus_per_run)
+        # a task no node can hold stays pending for ever: the sweep would wait without end
+        if total.get("CPU", 0) < cpus_per_run:
+            self.close()
+            raise UserError(f"--cpus-per-run {cpus_per_run:g}: the Ray cluster has "
+                            f"{total.get('CPU', 0):g} CPUs")
+        slots = int(total["CPU"] // cpus_per_run)
         if gpus_per_run > 0:
             if total.get("GPU", 0) < gpus_per_run:
                 self.close()

@@ -496,7 +496,7 @@ class _FakeRay:
     ({"CPU": 8.0}, {"workers": 3}, 3), ({"CPU": 2.0}, {"workers": 5}, 2),
     ({"CPU": 8.0, "GPU": 1.0}, {"gpus_per_run": 0.25}, 4),
     ({"CPU": 8.0, "GPU": 1.0}, {"gpus_per_run": 1.0}, 1),
-    ({"CPU": 0.5}, {}, 1)])
+    ({"CPU": 2.0}, {"cpus_per_run": 2.0}, 1)])
 def test_runs_in_flight_are_what_the_clusters_resources_and_workers_allow(
         monkeypatch, resources, kw, capacity):
     from sgdlab.experiments import ray_backend
@@ -522,6 +522,22 @@ def test_a_ray_instance_started_here_gets_the_cores_of_its_workers_and_stops_at_
             ray_backend.RayBackend(lambda *a: None, **bad)
     with pytest.raises(UserError, match="--gpus-per-run 1.0: the Ray cluster has 0 GPUs"):
         ray_backend.RayBackend(lambda *a: None, gpus_per_run=1.0)
+
+
+def test_more_cpus_per_run_than_the_cluster_has_is_a_clear_error_not_a_sweep_that_waits(
+        monkeypatch):
+    """Ray holds a task it can place on no node pending for ever (its autoscaler says so in
+    a line of its own): the sweep waited without end for a run that could never start."""
+    from sgdlab.errors import UserError
+    from sgdlab.experiments import ray_backend
+
+    fake = _FakeRay({"CPU": 16.0}, initialized=False)
+    monkeypatch.setattr(ray_backend, "import_ray", lambda: fake)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray_backend.os, "cpu_count", lambda: 16)
+    with pytest.raises(UserError, match="--cpus-per-run 32: the Ray cluster has 16 CPUs"):
+        ray_backend.RayBackend(lambda *a: None, cpus_per_run=32.0)
+    assert not fake.initialized              # the instance it started is stopped
 
 
 def test_a_ray_task_ships_its_files_is_never_retried_by_ray_and_its_sends_reach_the_driver(
