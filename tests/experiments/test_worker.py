@@ -158,6 +158,10 @@ def test_a_shipped_run_returns_its_files_but_no_checkpoint_and_leaves_no_folder(
                       send_checkpoint=lambda shipped: None)
     assert rec.summary["ships"] and Path(rec.summary["ckpt"]).name == CHECKPOINT_DIR
     assert rec.files == {"a.txt": b"a", "sub/w.bin": b"\x00\x01"}     # the checkpoint apart
+    # nobody to send new ones to, but one to resume from: it is kept where the run reads it
+    rec = execute_run(_task("files", tmp_path, ship=True,
+                            resume_files={f"{CHECKPOINT_DIR}/last.pt": b"c"}))
+    assert not rec.summary["ships"] and Path(rec.summary["ckpt"]).name == CHECKPOINT_DIR
 
 
 def test_task_for_copies_the_params_and_ships_the_folder_it_resumes(tmp_path):
