@@ -80,7 +80,8 @@ class _Scripted:
             return RunOutput(summary={"ckpt": str(ctx.checkpoint_dir),
                                       "ships": ctx.on_checkpoint is not None})
         return RunOutput(summary={"a": np.float64(0.25)},
-                         data={"spectrum": (np.array([1.0, 2.0]), 3), 7: np.int64(4)})
+                         data={"spectrum": (np.array([1.0, 2.0]), 3), 7: np.int64(4),
+                               ("lr", 0.1): 1.0})
 
 
 def _task(do: str, tmp_path, **kw):
@@ -123,7 +124,9 @@ def test_a_runs_data_is_written_as_json_and_listed_once(tmp_path):
     assert rec.status == "finished" and rec.summary == {"a": 0.25}
     path = tmp_path / "art" / DATA_FILE
     assert rec.artifacts == [("data", str(path))]
-    assert json.loads(path.read_text()) == {"spectrum": [[1.0, 2.0], 3], "7": 4}
+    # keys as text: JSON has no tuple key (a grid point's)
+    assert json.loads(path.read_text()) == {"spectrum": [[1.0, 2.0], 3], "7": 4,
+                                            "('lr', 0.1)": 1.0}
 
 
 def test_a_runs_threads_are_set_for_it_and_given_back(tmp_path):
