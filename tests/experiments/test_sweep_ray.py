@@ -161,6 +161,7 @@ def test_unreachable_ray_addresses_fail_at_once():
         s.bind(("127.0.0.1", 0))
         s.listen()
         check_reachable(f"127.0.0.1:{s.getsockname()[1]}", timeout=2)
+        check_reachable(f"ray://127.0.0.1:{s.getsockname()[1]}", timeout=2)   # a client's
     for fine in (None, "auto", "local"):
         check_reachable(fine)
 
