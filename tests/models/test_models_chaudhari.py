@@ -194,3 +194,94 @@ def test_bad_options_are_user_errors():
         build_model("trivialized-lenet", MNIST, 10, pools=3)
     with pytest.raises(UserError, match="no features|cannot take"):
         build_model("trivialized-lenet", (1, 12, 12), 10)
+
+
+# --- layer placements the thesis prints (dropout, strides, BN): counts do not see them --------
+def _dropouts(module: nn.Module) -> list[float]:
+    return [m.p for m in module.modules() if isinstance(m, nn.Dropout)]
+
+
+def test_mnistfc_dropouts_are_section_4_6_2s():
+    # §4.6.2: input_784 -> drop_0.2 -> (fc_1024 -> drop_0.2) x 2 -> fc_10
+    kinds = [type(x).__name__ for x in build_model("mnistfc", MNIST, 10).m]
+    assert kinds == ["Flatten", "Dropout", "Linear", "ReLU", "BatchNorm1d", "Dropout",
+                     "Linear", "ReLU", "BatchNorm1d", "Dropout", "Linear"]
+    assert _dropouts(build_model("mnistfc", MNIST, 10)) == [0.2, 0.2, 0.2]
+
+
+def test_lenet_layers_and_dropouts_are_section_4_6_2s():
+    # §4.6.2: conv_{20,5,3} -> drop_0.25 -> conv_{50,5,2} -> drop_0.25 -> fc_500 -> drop_0.25
+    # -> fc_10; conv = conv -> ReLU -> max-pool -> BN (the Lua order, the stated count)
+    net = build_model("lenet", MNIST, 10)
+    assert [type(x).__name__ for x in net.features] == [
+        "Conv2d", "ReLU", "MaxPool2d", "BatchNorm2d", "Dropout"] * 2 + ["Flatten"]
+    assert [type(x).__name__ for x in net.classifier] == ["Linear", "ReLU", "Dropout", "Linear"]
+    assert _dropouts(net) == [0.25, 0.25, 0.25]
+    assert [x.kernel_size for x in net.features if isinstance(x, nn.MaxPool2d)] == [3, 2]
+
+
+def test_trivialized_lenet_has_batch_norm_not_dropout_after_its_convolutions():
+    # §2.4.3: "we have replaced the drop layer after the convolutional layer with batch-
+    # normalization"; block32 -> block64 -> linear512 -> drop0.1
+    net = build_model("trivialized-lenet", MNIST, 10)
+    assert _dropouts(net.features) == [] and _dropouts(net.classifier) == [0.1]
+    assert sum(isinstance(x, nn.BatchNorm2d) for x in net.features) == 2
+
+
+def test_allcnn_layers_strides_and_dropouts_are_section_4_6_3s():
+    # §4.6.3: drop_0.2 -> block_96 -> block_192 -> conv_192,3 x 2 -> conv_10 -> mean-pool,
+    # block_d = conv_d,3 -> conv_d,3 -> conv*_d,3 (stride 2) -> drop_0.5; mean-pool takes
+    # 10 x 8 x 8 on CIFAR's 32 x 32
+    net = build_model("allcnn", CIFAR, 10)
+    convs = [x for x in net.m if isinstance(x, nn.Conv2d)]
+    assert [c.stride[0] for c in convs] == [1, 1, 2, 1, 1, 2, 1, 1, 1]
+    assert [c.out_channels for c in convs] == [96] * 3 + [192] * 5 + [10]
+    kinds = [type(x).__name__ for x in net.m]
+    assert kinds[0] == "Dropout" and kinds[-2:] == ["AdaptiveAvgPool2d", "Flatten"]
+    cbr = ["Conv2d", "BatchNorm2d", "ReLU"]
+    assert kinds[1:-2] == cbr * 3 + ["Dropout"] + cbr * 3 + ["Dropout"] + cbr * 3
+    assert _dropouts(net) == [0.2, 0.5, 0.5]
+    seen = []
+    net.m[-3].register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[1:])))
+    net.eval()(torch.zeros(1, *CIFAR))
+    assert seen == [(10, 8, 8)]
+
+
+def test_downsampled_fc_nets_read_every_channel_and_refuse_a_side_too_short():
+    # 7x7 average pooling keeps the channels: 3 x 7 x 7 = 147 inputs
+    assert count("small-fc", (3, 28, 28), 10) == dense(147, 64) + bn(64) + dense(64, 10)
+    with pytest.raises(UserError, match=r"cannot down-sample \(5, 28\) images to 7x7"):
+        build_model("small-fc", (1, 5, 28), 10)
+
+
+def test_wide_resnet_16_4_count_by_hand_and_its_layers():
+    # Zagoruyko & Komodakis: bias-free convolutions, 1x1 projections where width or stride
+    # change, BN -> ReLU before the pooled read-out
+    def wrn(depth, k, classes=10):
+        n, total, ci = (depth - 4) // 6, conv(3, 16, 3, False), 16
+        for co in (16 * k, 32 * k, 64 * k):
+            for i in range(n):
+                total += bn(ci) + conv(ci, co, 3, False) + bn(co) + conv(co, co, 3, False)
+                total += conv(ci, co, 1, False) if ci != co or (i == 0 and co != 16 * k) else 0
+                ci = co
+        return total + bn(ci) + dense(ci, classes)
+    assert count("wide-resnet", CIFAR, 10, **WRN_16_4) == wrn(16, 4) == 2_748_890
+    net = build_model("wide-resnet", CIFAR, 10, **WRN_16_4)
+    assert [type(x).__name__ for x in net.m[-5:]] == [
+        "BatchNorm2d", "ReLU", "AdaptiveAvgPool2d", "Flatten", "Linear"]
+    block = net.m[1]
+    assert [type(x).__name__ for x in block.body] == [
+        "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "ReLU", "Dropout", "Conv2d"]
+    assert _dropouts(net) == [0.4] * 6
+    with pytest.raises(UserError, match="6n\\+4"):
+        build_model("wide-resnet", CIFAR, 10, depth=4)     # n = 0: no block at all
+
+
+def test_wide_resnet_groups_work_on_32_16_and_8_pixel_maps():
+    # Zagoruyko & Komodakis, Table 1: conv2 32x32, conv3 16x16, conv4 8x8 (strides 1, 2, 2)
+    net = build_model("wide-resnet", CIFAR, 10, depth=10, widen=1).eval()
+    seen = []
+    for block in net.m[1:4]:
+        block.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[1:])))
+    net(torch.zeros(1, *CIFAR))
+    assert seen == [(16, 32, 32), (32, 16, 16), (64, 8, 8)]
