@@ -211,3 +211,47 @@ def test_a_model_of_ones_own_registers_by_name_alone():
         MODELS.pop("mine-bare", None)
     # the packaged architectures keep what their tests build them on
     assert all(info.reference_input is not None for info in MODELS.values())
+
+
+def test_registry_refusals_name_the_problem():
+    with pytest.raises(UserError, match=r"positive sizes, got \(0, 4\)"):
+        build_model("mlp", (0, 4), 2)
+    with pytest.raises(UserError, match="num_outputs must be a positive integer, got True"):
+        build_model("mlp", (4,), True)
+    for p in (1.0, -0.1):
+        with pytest.raises(UserError, match=r"'dropout' must be a probability in \[0, 1\)"):
+            build_model("mlp", (4,), 2, dropout=p)
+    from sgdlab.models import register_model
+    with pytest.raises(ValueError, match="inputs of model 'mine-images' must be one of"):
+        register_model("mine-images", inputs="images")
+    with pytest.raises(ValueError, match="model name 'mlp' registered twice"):
+        register_model("mlp")(lambda input_shape, num_outputs: nn.Identity())
+    assert describe("mlp").builder.__name__ == "mlp"
+
+
+def test_count_parameters_leaves_out_frozen_ones_unless_asked():
+    m = build_model("mlp", (3,), 2, widths=[4])
+    m.net[1].weight.requires_grad_(False)                    # 3 x 4 frozen
+    assert count_parameters(m) == dense(3, 4) + dense(4, 2) - 12
+    assert count_parameters(m, trainable_only=False) == dense(3, 4) + dense(4, 2)
+
+
+def test_mlp_layer_order_bias_and_dropouts_as_documented():
+    # Flatten -> [Dropout(input_dropout)] -> (Linear -> BN -> act -> Dropout) per hidden layer
+    m = build_model("mlp", (6,), 2, widths=[5], activation="Tanh", batchnorm=True,
+                    dropout=0.3, input_dropout=0.1, bias=False)
+    assert [type(x).__name__ for x in m.net] == ["Flatten", "Dropout", "Linear",
+                                                  "BatchNorm1d", "Tanh", "Dropout", "Linear"]
+    assert [m.net[1].p, m.net[5].p] == [0.1, 0.3]
+    assert count_parameters(m) == 6 * 5 + bn(5) + 5 * 2            # no biases
+
+
+def test_papers_mlps_use_the_activation_they_state():
+    # Jastrzebski et al. §3: "4-layer batch-normalized ReLU MLPs": Linear -> BN -> ReLU
+    m = build_model("jastrzebski-mlp", (1, 28, 28), 10)
+    assert [type(x).__name__ for x in m.net] == ["Flatten"] + [
+        "Linear", "BatchNorm1d", "ReLU"] * 3 + ["Linear"]
+    # Zhu et al. Suppl. A: ReLU by default; the activation option is honoured
+    tanh = build_model("zhu-mlp-1-6-6-6-1", (1,), 1, activation="tanh")
+    assert sum(isinstance(x, nn.Tanh) for x in tanh.modules()) == 3
+    assert not any(isinstance(x, nn.ReLU) for x in tanh.modules())
