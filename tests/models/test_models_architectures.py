@@ -255,3 +255,65 @@ def test_papers_mlps_use_the_activation_they_state():
     tanh = build_model("zhu-mlp-1-6-6-6-1", (1,), 1, activation="tanh")
     assert sum(isinstance(x, nn.Tanh) for x in tanh.modules()) == 3
     assert not any(isinstance(x, nn.ReLU) for x in tanh.modules())
+
+
+def test_resnet_blocks_are_he_et_als_residual_units():
+    # He et al. 2016, Fig. 2 and Sec. 3: y = ReLU(F(x) + x), F = BN(W2 ReLU(BN(W1 x)));
+    # option A on down-sampling: the identity taken with a stride of 2, extra channels zero
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    net = build_model("resnet-56", (3, 8, 8), 10, depth=8).double().eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):            # non-trivial statistics and weights
+                m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 2), m.bias.uniform_(-1, 1)
+        same, down = net.blocks[0], net.blocks[1]           # 16 -> 16; 16 -> 32, stride 2
+
+        def bn(b, h):
+            return (h - b.running_mean[:, None, None]) / (b.running_var[:, None, None]
+                                                          + b.eps).sqrt() \
+                * b.weight[:, None, None] + b.bias[:, None, None]
+        x = torch.randn(2, 16, 8, 8, dtype=torch.float64)
+        h = F.relu(bn(same.bn1, F.conv2d(x, same.conv1.weight, padding=1)))
+        want = F.relu(bn(same.bn2, F.conv2d(h, same.conv2.weight, padding=1)) + x)
+        torch.testing.assert_close(same(x), want)
+        h = F.relu(bn(down.bn1, F.conv2d(x, down.conv1.weight, stride=2, padding=1)))
+        r = bn(down.bn2, F.conv2d(h, down.conv2.weight, padding=1))
+        short = down._shortcut(x)
+        torch.testing.assert_close(down(x), F.relu(r + short))
+        # x's 16 channels, in order, at every other pixel; which 16 of the 32 the paper
+        # does not say (ours: 8 zero channels on either side)
+        live = [c for c in range(32) if short[:, c].abs().sum() > 0]
+        assert len(live) == 16 and live == list(range(live[0], live[0] + 16))
+        torch.testing.assert_close(short[:, live], x[:, :, ::2, ::2])
+    # the feature maps of the three stages are 32, 16 and 8 pixels on CIFAR (Sec. 4.2)
+    seen = []
+    net = build_model("resnet-56", (3, 32, 32), 10, depth=8)
+    for block in net.blocks:
+        block.register_forward_hook(lambda m, a, o: seen.append(tuple(o.shape[1:])))
+    net.eval()(torch.zeros(1, 3, 32, 32))
+    assert seen == [(16, 32, 32), (32, 16, 16), (64, 8, 8)]
+    with pytest.raises(UserError, match="6n\\+2"):
+        build_model("resnet-56", (3, 32, 32), 10, depth=2)     # n = 0: no residual block
+
+
+def test_resnet_convolutions_have_he_initialisation():
+    # N(0, 2 / (k^2 c_out)) (He et al. 2015's fan-out form, as torchvision); the stem's
+    # fan-in form 2/27 would be 5.3x larger
+    torch.manual_seed(0)
+    net = build_model("resnet-56", (3, 32, 32), 10)
+    for conv_ in (net.stem[0], net.blocks[-1].conv2):
+        c_out = conv_.out_channels
+        assert conv_.weight.var().item() == pytest.approx(2 / (9 * c_out), rel=0.15)
+
+
+def test_vgg11_is_configuration_a():
+    # Simonyan & Zisserman, Table 1, column A: conv3-64, maxpool, conv3-128, maxpool,
+    # conv3-256 x 2, maxpool, conv3-512 x 2, maxpool, conv3-512 x 2, maxpool (2x2, stride 2)
+    net = build_model("vgg-11", (3, 32, 32), 10, batchnorm=False)
+    seq = [x.out_channels if isinstance(x, nn.Conv2d) else "M" for x in net.features
+           if isinstance(x, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))]
+    assert seq == [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
+    pools = [x for x in net.features if isinstance(x, nn.MaxPool2d)]
+    assert len(pools) == 5 and all(p.kernel_size == p.stride == 2 for p in pools)

@@ -116,3 +116,30 @@ def test_small_vgg16_family_member():
     assert m(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
     with pytest.raises(UserError, match="stages"):
         build_model("musso-vgg16", (1, 8, 8), 10, stages=6)
+
+
+def test_model3_has_torchvisions_initialisation():
+    # torchvision's VGG: conv weights N(0, 2 / (9 c_out)) (Kaiming, fan-out), linear weights
+    # N(0, 0.01^2), every bias zero
+    torch.manual_seed(0)
+    m = build_model("musso-vgg16", (3, 8, 8), 10, stages=2, width=16, classifier_width=64)
+    convs = [x for x in m.modules() if isinstance(x, nn.Conv2d)]
+    for c in convs[1:]:
+        assert c.weight.var().item() == pytest.approx(2 / (9 * c.out_channels), rel=0.15)
+    for lin in (x for x in m.modules() if isinstance(x, nn.Linear)):
+        assert lin.weight.std().item() == pytest.approx(0.01, rel=0.15)
+    assert all(x.bias.abs().max().item() == 0 for x in m.modules()
+               if isinstance(x, (nn.Conv2d, nn.Linear)))
+
+
+def test_model3_refuses_an_incomplete_state_dict_a_directory_and_no_stages(tmp_path):
+    kw = dict(stages=2, width=4, classifier_width=8)
+    src = build_model("musso-vgg16", (3, 8, 8), 10, **kw).state_dict()
+    del src["features.0.weight"]
+    torch.save(src, tmp_path / "part.pth")
+    with pytest.raises(UserError, match=r"not a torchvision vgg16 .*features\.0\.weight"):
+        build_model("musso-vgg16", (3, 8, 8), 10, weights=str(tmp_path / "part.pth"), **kw)
+    with pytest.raises(UserError, match="not found"):
+        build_model("musso-vgg16", (3, 8, 8), 10, weights=str(tmp_path), **kw)
+    with pytest.raises(UserError, match="stages"):
+        build_model("musso-vgg16", (3, 8, 8), 10, stages=0, width=4, classifier_width=8)
