@@ -436,3 +436,35 @@ def test_a_run_config_refuses_a_model_of_the_other_input_kind(tmp_path, capsys, 
         check_model_inputs("char-lstm", torch.randn(4, 5))
     check_model_inputs("char-lstm", torch.zeros(4, 5, dtype=torch.int64))
     check_model_inputs("mlp", torch.randn(4, 5))
+
+
+@pytest.mark.parametrize("name, inputs, opts", [
+    # Zaremba et al.: dropout on every non-recurrent connection: the embedding's output,
+    # between the layers, before the output layer (0.65 for the large model)
+    ("ptb-lstm", [(2, 3, 4), (2, 3, 4), (2, 3, 4)], {}),
+    # char-rnn: between layers and before the output layer, never on the one-hot input
+    ("char-lstm", [(2, 3, 4), (2, 3, 4)], {"dropout": 0.65}),
+])
+def test_dropout_falls_on_the_non_recurrent_connections_only(name, inputs, opts, monkeypatch):
+    net = build_model(name, (3,), 6, hidden=4, impl="cells", **opts)
+    seen = []
+    real = F.dropout
+
+    def spy(x, p=0.5, training=True, inplace=False):
+        seen.append((tuple(x.shape), p, training))
+        return real(x, p, training, inplace)
+    monkeypatch.setattr(F, "dropout", spy)
+    net.train()(torch.zeros(2, 3, dtype=torch.long))
+    assert seen == [(shape, 0.65, True) for shape in inputs]
+
+
+def test_initialisations_fill_their_stated_ranges():
+    torch.manual_seed(0)
+    # nn.LSTM's default U(-1/sqrt(H), 1/sqrt(H)) for LSTMStack; Zaremba's U(-0.04, 0.04)
+    for params, bound in ((LSTMStack(3, 16).parameters(), 0.25),
+                          (build_model("ptb-lstm", (3,), 50, hidden=16).parameters(), 0.04)):
+        flat = torch.cat([p.detach().flatten() for p in params])
+        assert flat.abs().max() <= bound
+        assert flat.min() < -0.9 * bound and flat.max() > 0.9 * bound
+    with pytest.raises(UserError, match="at least 2 tokens"):
+        build_model("ptb-lstm", (3,), 1, hidden=4)

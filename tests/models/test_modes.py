@@ -246,3 +246,10 @@ def test_buffers_kept_on_a_lazy_model_not_yet_materialised():
         model(torch.randn(4, 5))
     assert type(model[1]) is nn.BatchNorm1d and model[1].running_mean.shape == (3,)
     assert all(torch.equal(v, model[2].state_dict()[k]) for k, v in before.items())
+
+
+def test_a_batch_norm_without_running_statistics_uses_its_batch_in_eval_mode_too():
+    from sgdlab.models.modes import uses_batch_statistics
+    net = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3, track_running_stats=False)).eval()
+    assert uses_batch_statistics(net)
+    assert not uses_batch_statistics(nn.Sequential(nn.BatchNorm1d(3)).eval())
