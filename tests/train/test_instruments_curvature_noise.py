@@ -861,3 +861,23 @@ def test_the_alignment_instrument_refuses_more_eigenpairs_than_sigma_has():
     with pytest.raises(ValueError, match=r"Invalid k=7 \(at most min\(N, d\) = 6"):
         cb.check(model, data)
     AlignmentCallback(Schedule.every(1), k=6, eval_subset=None).check(model, data)
+
+
+@pytest.mark.parametrize("name, options, says", [
+    ("noise", {"eval_subset": 2.5}, "Invalid eval_subset=2.5 (an int >= 1, or None"),
+    ("hessian", {"eval_subset": True}, "Invalid eval_subset=True (an int >= 1"),
+    ("hessian", {"seed": 1.5}, "Invalid seed=1.5 (an int)"),
+    ("batch_statistics", {"batch_size": 2.5}, "Invalid batch_size=2.5 (an int >= 2)"),
+    ("sharpness", {"sigma": math.inf}, "Invalid sigma=inf (must be a finite number)"),
+    ("sharpness", {"epsilon": math.inf}, "Invalid epsilon=inf (must be a finite number)"),
+    ("sharpness", {"gamma": math.inf}, "Invalid gamma=inf (must be a finite number)"),
+    ("sharpness", {"beta": math.inf}, "Invalid beta=inf (must be a finite number)"),
+    ("sharpness", {"sigma": True}, "Invalid sigma=True (must be a finite number)"),
+    ("hessian", {"k": True}, "Invalid k=True (an int >= 0)")])
+def test_options_the_measurement_cannot_take_are_refused_when_built(name, options, says):
+    """Each was accepted by the instrument and failed its first measurement, after the steps
+    before it: a fraction as a count or a seed ("slice indices must be integers",
+    "manual_seed expected a long"), inf where the measurement wants a finite number
+    (expected_sharpness, epsilon_sharpness, local_entropy refuse it), a bool as a number."""
+    with pytest.raises(ValueError, match=re.escape(says)):
+        build_instrument(name, every=1, **options)

@@ -18,6 +18,7 @@ run logs the same values.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -56,6 +57,11 @@ def int_at_least(v: Any, low: int) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= low
 
 
+def finite_number(v: Any) -> bool:
+    """``v`` is a finite int or float (not a bool)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def eval_set_size(data: Any, eval_subset: int | None) -> int:
     """The number of examples a measurement on ``eval_subset`` of ``data``'s training set
     sees (:func:`~sgdlab.train.callbacks.train_subset`)."""
@@ -71,8 +77,13 @@ class MeasuredCallback(MeasurementCallback):
     def __init__(self, schedule: Schedule | None = None, *, every: int | None = None,
                  start: int = 0, at: Any = None, eval_subset: int | None = 1000,
                  eval_mode: bool = True, seed: int = 0, at_train_begin: bool | None = None):
-        if eval_subset is not None and eval_subset < 1:
-            raise ValueError(f"Invalid eval_subset={eval_subset} (must be >= 1)")
+        # a fraction or a bool was taken, then failed the first measurement ("slice indices
+        # must be integers", "manual_seed expected a long")
+        check_options(eval_subset=(eval_subset, eval_subset is None
+                                   or int_at_least(eval_subset, 1),
+                                   "an int >= 1, or None: the whole training set"),
+                      seed=(seed, isinstance(seed, int) and not isinstance(seed, bool),
+                            "an int"))
         super().__init__(self._measure, schedule, every=every, start=start, at=at,
                          at_train_begin=at_train_begin)
         self.eval_subset, self.eval_mode, self.seed = eval_subset, eval_mode, seed
@@ -195,6 +206,10 @@ class SharpnessCallback(MeasuredCallback):
                  memory_budget: int | str | None = None, **kw):
         super().__init__(schedule, **kw)
         self.memory_budget = memory_budget_bytes(memory_budget)
+        # inf was taken here, then refused by the measurement at its first step
+        check_options(**{key: (v, v is None or finite_number(v), "must be a finite number")
+                         for key, v in (("sigma", sigma), ("epsilon", epsilon),
+                                        ("gamma", gamma), ("beta", beta))})
         check_options(sigma=(sigma, sigma >= 0, "must be >= 0"),
                       num_samples=(num_samples, int_at_least(num_samples, 1), "an int >= 1"),
                       epsilon=(epsilon, epsilon is None or epsilon > 0, "must be > 0"),

@@ -136,8 +136,9 @@ class BatchStatisticsCallback(MeasuredCallback):
         super().__init__(schedule, **kw)
         if source not in ("fresh", "step"):
             raise ValueError(f"Invalid source={source!r}: expected 'fresh' or 'step'")
-        if batch_size is not None and batch_size < 2:
-            raise ValueError(f"Invalid batch_size={batch_size} (must be >= 2)")
+        if batch_size is not None and not int_at_least(batch_size, 2):
+            # 2.5 was taken, then failed the first draw ("slice indices must be integers")
+            raise ValueError(f"Invalid batch_size={batch_size!r} (an int >= 2)")
         if source == "step" and batch_size is not None:
             raise ValueError("batch_size applies to source='fresh' only (source='step' uses "
                              "the step's own batch)")
