@@ -863,6 +863,199 @@ def test_the_alignment_instrument_refuses_more_eigenpairs_than_sigma_has():
     AlignmentCallback(Schedule.every(1), k=6, eval_subset=None).check(model, data)
 
 
+def _at_step(model, x, y, step, **kw):
+    """A loop's context at ``step`` whose training set is (x, y)."""
+    return _measuring_context(model, data=SimpleNamespace(x_train=x, y_train=y), step=step, **kw)
+
+
+def test_the_hessian_instrument_logs_the_measurements_called_by_hand_at_that_step():
+    """Each option reaches its measurement: the logged values are lanczos (top k, bottom),
+    hutchinson_trace (trace_probes) and frobenius_norm (frobenius_probes) of the Hessian called
+    by hand, in that order, on one generator seeded seed + step, with the instrument's tol,
+    num_iter and block_size."""
+    from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
+    from sgdlab.operators import curvature_operator
+
+    model, (x, y) = _noise_problem()                            # d = 26, float64
+    loss = nn.CrossEntropyLoss()
+    cb = build_instrument("hessian", every=1, k=2, bottom=1, trace_probes=3,
+                          frobenius_probes=5, tol=1e-8, num_iter=26, seed=4, block_size=2,
+                          eval_subset=None)
+    got = cb._measure(_at_step(model, x, y, 3))
+    g = torch.Generator().manual_seed(4 + 3)
+    op = curvature_operator("hessian", model, loss, (x, y))
+    top, _ = lanczos(op, 2, tol=1e-8, num_iter=26, generator=g)
+    bottom, _ = lanczos(op, 1, which="smallest", tol=1e-8, num_iter=26, generator=g)
+    tr = hutchinson_trace(op, 3, generator=g, block_size=2)
+    fro = frobenius_norm(op, 5, generator=g, block_size=2).value
+    assert got == {"hess/top_1": float(top[0]), "hess/top_2": float(top[1]),
+                   "hess/bottom_1": float(bottom[0]), "hess/trace": tr.value,
+                   "hess/trace_se": tr.stderr, "hess/frobenius": fro}
+    # the trace's probe count is its own (3), not the Frobenius norm's (5): the estimates of
+    # a non-diagonal H differ
+    g = torch.Generator().manual_seed(7)
+    lanczos(op, 2, tol=1e-8, num_iter=26, generator=g)
+    lanczos(op, 1, which="smallest", tol=1e-8, num_iter=26, generator=g)
+    assert hutchinson_trace(op, 5, generator=g, block_size=2).value != got["hess/trace"]
+
+
+def test_the_hessian_instruments_probe_block_counts_a_conv_nets_activations():
+    """With no block_size the trace and Frobenius probes go in blocks of the operator's memory
+    bound, which for a convolutional net counts the Taylor pass's activations per probe:
+    8 (4d + 4 w N) bytes, d = 119 parameters, w = 2·4·4 + 3 = 35 outputs of the weighted
+    layers per example, N = 10 examples (float64). A budget of 3 such probes gives blocks of 3
+    (the parameters alone, 4d·8 bytes, would allow 11; CPU's default cap is 16)."""
+    import sgdlab.train.instruments.curvature as inst
+    from sgdlab.operators.linear import LinearOperator
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(),
+                          nn.Linear(32, 3)).double()
+    x = torch.randn(10, 1, 6, 6, dtype=torch.float64)
+    y = torch.randint(0, 3, (10,))
+    per_probe = 8 * (4 * 119 + 4 * 35 * 10)
+    assert sum(p.numel() for p in model.parameters()) == 119
+    blocks = []
+
+    def spy(name):
+        real = getattr(inst, name)
+
+        def call(*args, **kw):
+            blocks.append((name, kw["block_size"]))
+            return real(*args, **kw)
+        return call
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LinearOperator, "probe_memory_budget", 3 * per_probe + per_probe // 2)
+        for name in ("hutchinson_trace", "frobenius_norm"):
+            mp.setattr(inst, name, spy(name))
+        cb = build_instrument("hessian", every=1, k=0, trace_probes=4, frobenius_probes=4,
+                              eval_subset=None)
+        out = cb._measure(_at_step(model, x, y, 0))
+    assert blocks == [("hutchinson_trace", 3), ("frobenius_norm", 3)]
+    assert math.isfinite(out["hess/trace"]) and math.isfinite(out["hess/frobenius"])
+
+
+def test_the_noise_instrument_measures_the_model_in_eval_mode_and_takes_k_0_and_rank_false():
+    """By default Σ is that of the model in eval mode (dropout off: per-sample gradients by
+    hand on the eval-mode model, float64), whatever mode the loop left it in; ``k: 0`` logs no
+    eigenvalue and ``rank: false`` no rank, the trace still."""
+    from sgdlab.train.instruments.noise import NoiseCallback
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Dropout(0.5), nn.Linear(4, 2)).double()
+    x, y = tiny_classification(n=6, seed=1)
+    sigma = covariance_reference(per_sample_gradients_loop(
+        model.eval(), nn.CrossEntropyLoss(), (x, y)))
+    model.train()
+    out = build_instrument("noise", every=1, k=2, eval_subset=None)._measure(
+        _at_step(model, x, y, 0))
+    assert out["noise/trace"] == pytest.approx(float(torch.trace(sigma)), rel=1e-10)
+    assert out["noise/top_1"] == pytest.approx(float(torch.linalg.eigvalsh(sigma)[-1]),
+                                               rel=1e-10)
+    out = NoiseCallback(every=1, k=0, rank=False).compute(_measuring_context(model.eval()),
+                                                          (x, y), torch.Generator())
+    assert set(out) == {"noise/trace", "noise/mean_eig"}
+    assert build_instrument("noise", every=1, k=0, rank=False).rank is False
+
+
+def test_the_sharpness_instrument_logs_the_measurements_called_by_hand_at_that_step(
+        monkeypatch):
+    """sigma, num_samples, epsilon, gamma and beta, given to build_instrument, reach
+    expected_sharpness, epsilon_sharpness and local_entropy, called by hand in that order on
+    one generator seeded seed + step (float64)."""
+    import functools
+
+    import sgdlab.train.instruments.curvature as inst
+    from sgdlab.measure.sharpness import expected_sharpness, local_entropy
+
+    # the ascent's steps cut from 20 to 2, in the instrument and by hand: a faster test
+    epsilon_sharpness = functools.partial(inst.epsilon_sharpness, num_steps=2)
+    monkeypatch.setattr(inst, "epsilon_sharpness", epsilon_sharpness)
+    model, (x, y) = _noise_problem()
+    loss = nn.CrossEntropyLoss()
+    cb = build_instrument("sharpness", every=1, sigma=0.05, num_samples=3, epsilon=0.02,
+                          gamma=0.3, beta=2.5, seed=5, eval_subset=None)
+    got = cb._measure(_at_step(model, x, y, 2))
+    g = torch.Generator().manual_seed(5 + 2)
+    est = expected_sharpness(model, loss, (x, y), 0.05, 3, generator=g)
+    eps = epsilon_sharpness(model, loss, (x, y), 0.02, generator=g).sharpness
+    width = local_entropy(model, loss, (x, y), 0.3, beta=2.5, num_samples=3,
+                          generator=g).width
+    assert got == {"sharpness/expected": est.value, "sharpness/expected_se": est.stderr,
+                   "sharpness/epsilon": eps, "sharpness/local_entropy": width}
+
+
+def test_the_sharpness_instrument_takes_sigma_0_and_gamma_0_the_unperturbed_loss():
+    """sigma = 0 and gamma = 0 are allowed (">= 0"): no perturbation, so the expected
+    sharpness E[L(θ + 0)] − L(θ) is 0 and the local-entropy width −f_0 is −L(θ)."""
+    model, (x, y) = _noise_problem()
+    got = build_instrument("sharpness", every=1, sigma=0, num_samples=2, gamma=0,
+                           eval_subset=None)._measure(_at_step(model, x, y, 0))
+    with torch.no_grad():
+        loss = float(nn.CrossEntropyLoss()(model(x), y))
+    assert got["sharpness/expected"] == pytest.approx(0.0, abs=1e-12)
+    assert got["sharpness/local_entropy"] == pytest.approx(-loss, rel=1e-12)
+
+
+def test_the_alignment_instrument_logs_the_measurement_called_by_hand_at_that_step(
+        monkeypatch):
+    """k, num_probes, tol, num_iter and trace_alignment reach sigma_hessian_alignment, called
+    by hand with the generator seed + step (‖H‖_F and Tr H from probes: exact only above
+    d = 0 here, so num_probes counts)."""
+    import sgdlab.measure.alignment as alignment
+    from sgdlab.measure.alignment import sigma_hessian_alignment
+
+    monkeypatch.setattr(alignment, "EXACT_FROBENIUS_MAX_DIM", 0)
+    model, (x, y) = _noise_problem()
+    loss = nn.CrossEntropyLoss()
+    cb = build_instrument("alignment", every=1, k=2, num_probes=3, tol=1e-6, num_iter=20,
+                          trace_alignment=True, seed=1, eval_subset=None)
+    got = cb._measure(_at_step(model, x, y, 4))
+
+    def by_hand(num_probes):
+        return sigma_hessian_alignment(model, loss, (x, y), 2, num_probes=num_probes, tol=1e-6,
+                                       num_iter=20, trace_alignment=True,
+                                       generator=torch.Generator().manual_seed(1 + 4))
+    assert got == by_hand(3).as_metrics("align")
+    assert got["align/trace_ratio"] != by_hand(20).as_metrics("align")["align/trace_ratio"]
+
+
+def test_the_noise_magnitude_reads_the_first_groups_lr():
+    """η is the first parameter group's lr (module docstring), not another group's:
+    sqrt(η Tr Σ / m) with η = 0.05, Σ by outer products in float64."""
+    from sgdlab.train.instruments.noise import NoiseMagnitudeCallback
+
+    model, data = _noise_problem()
+    sigma = covariance_reference(per_sample_gradients_loop(model, nn.CrossEntropyLoss(), data))
+    params = list(model.parameters())
+    opt = torch.optim.SGD([{"params": params[:2], "lr": 0.05}, {"params": params[2:],
+                                                                 "lr": 0.3}])
+    ctx = _measuring_context(model, optimizer=opt, data=SimpleNamespace(x_train=data[0]))
+    out = NoiseMagnitudeCallback(every=1, batch_size=4).compute(ctx, data, torch.Generator())
+    assert out["noise/noise_norm"] == pytest.approx(
+        math.sqrt(0.05 * float(torch.trace(sigma)) / 4), rel=1e-10)
+
+
+def test_the_batch_statistics_instrument_logs_the_measurements_called_by_hand():
+    """On the step's batch: batch_statistics with the instrument's epsilon (and no lr where the
+    step's is 0: no CABS size from a zero step) and takeuchi_information with its tic
+    curvature, called by hand (float64)."""
+    from sgdlab.measure.batch_statistics import batch_statistics, takeuchi_information
+
+    model, (x, y) = _noise_problem()
+    loss = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    cb = build_instrument("batch_statistics", every=1, source="step", epsilon=1e-3,
+                          tic="hessian", prefix="b")
+    got = cb._measure(_at_step(model, x, y, 1, batch=(x, y), optimizer=opt))
+    ref = batch_statistics(model, loss, (x, y), lr=None, epsilon=1e-3).as_metrics("b")
+    tic = takeuchi_information(model, loss, (x, y), curvature="hessian")
+    assert got == {**ref, "b/tic_diagonal": tic.diagonal, "b/tic_trace": tic.trace}
+    assert ref != batch_statistics(model, loss, (x, y), lr=None).as_metrics("b")
+    assert tic.trace != takeuchi_information(model, loss, (x, y), curvature="ggn").trace
+
+
 @pytest.mark.parametrize("name, options, says", [
     ("noise", {"eval_subset": 2.5}, "Invalid eval_subset=2.5 (an int >= 1, or None"),
     ("hessian", {"eval_subset": True}, "Invalid eval_subset=True (an int >= 1"),
@@ -881,3 +1074,71 @@ def test_options_the_measurement_cannot_take_are_refused_when_built(name, option
     (expected_sharpness, epsilon_sharpness, local_entropy refuse it), a bool as a number."""
     with pytest.raises(ValueError, match=re.escape(says)):
         build_instrument(name, every=1, **options)
+
+
+# each instrument's options at values other than their defaults (source="step" refuses a
+# batch_size: batch_statistics has two rows), with the attribute value where it is converted
+OPTION_ROWS = [
+    ("hessian", dict(k=3, bottom=2, trace_probes=4, frobenius_probes=5, operator="ggn",
+                     tol=0.01, eval_subset=7, eval_mode=False, seed=9, prefix="h2",
+                     block_size=3, num_iter=40), {}),
+    ("sharpness", dict(sigma=0.2, num_samples=3, epsilon=0.5, gamma=0.25, beta=3.0,
+                       eval_subset=7, eval_mode=False, seed=9, memory_budget="4KiB"),
+     {"memory_budget": 4096}),
+    ("noise", dict(k=2, rank=False, eval_subset=7, eval_mode=False, seed=9), {}),
+    ("alignment", dict(k=2, num_probes=3, tol=0.01, trace_alignment=True, eval_subset=7,
+                       eval_mode=False, seed=9, num_iter=30), {}),
+    ("noise_magnitude", dict(batch_size=3, replacement=False, eval_subset=7,
+                             eval_mode=False, seed=9), {}),
+    ("batch_statistics", dict(batch_size=3, epsilon=0.5, tic="hessian", curvature="ggn",
+                              prefix="b2", eval_subset=7, eval_mode=False, seed=9), {}),
+    ("batch_statistics", dict(source="step"), {}),
+    ("entropy_angle", dict(gamma=0.3, beta=2.0, method="importance", steps=3, inner_lr=0.2,
+                           alpha=0.5, batch_size=4, sgd_gradient="full", num_samples=5,
+                           memory_budget="4KiB", prefix="ea", eval_subset=7,
+                           eval_mode=False, seed=9), {"memory_budget": 4096}),
+    ("min_abs_grad", dict(layers=["0.weight"], prefix="m2"), {"layers": ("0.weight",)}),
+    ("field_alignment", dict(prefix="f2"), {}),
+    ("trajectory", dict(path="t", every_steps=3, every_epochs=2, num_coords=4, seed=9,
+                        dtype="float64"), {})]
+
+
+def test_the_option_table_lists_every_option_of_every_instrument():
+    from sgdlab.train.instruments import instrument_params, instruments
+
+    covered = {}
+    for name, options, _ in OPTION_ROWS:
+        covered.setdefault(name, set()).update(options)
+    for name in ("hessian", "sharpness", "noise", "alignment", "noise_magnitude",
+                 "batch_statistics", "entropy_angle", "min_abs_grad", "field_alignment",
+                 "trajectory"):
+        assert name in instruments() and covered[name] == set(instrument_params(name)), name
+
+
+@pytest.mark.parametrize("name, options, attrs", OPTION_ROWS)
+def test_every_option_given_to_build_instrument_reaches_its_callback(name, options, attrs):
+    """Each option, at a value other than its default, is the callback's (its factory passed
+    it on, by its own name: a factory that dropped one left the default in its place); the
+    table lists every option each factory takes."""
+    schedule = {} if name == "trajectory" else {"every": 2}
+    cb = build_instrument(name, **schedule, **options)
+    for key, value in options.items():
+        assert getattr(cb, key) == attrs.get(key, value), key
+
+
+def test_an_instrument_taking_any_keyword_gets_every_option(monkeypatch):
+    """A factory with ``**kwargs`` (a plugin's) has no option list: build_instrument passes
+    what it is given, refusing nothing as unknown."""
+    from sgdlab.train import instruments as registry
+    from sgdlab.train.instruments import instrument_params
+
+    seen = {}
+
+    def anything(*, schedule, **kw):
+        seen.update(kw)
+        return MeasurementCallback(lambda ctx: {}, schedule)
+
+    monkeypatch.setitem(registry.INSTRUMENTS, "anything", anything)
+    assert instrument_params("anything") is None
+    build_instrument("anything", every=1, depth=3, label="x")
+    assert seen == {"depth": 3, "label": "x"}
