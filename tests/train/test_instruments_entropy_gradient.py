@@ -252,3 +252,52 @@ def test_the_full_sgd_gradient_leaves_the_chain_on_mini_batches_of_the_steps_siz
             generator=torch.Generator().manual_seed(3)).entropy_grad_norm
     assert logged == measured(8)
     assert abs(measured(None) - logged) > 1e-6 * logged
+
+
+def test_importance_sampling_logs_the_measurement_called_by_hand_without_a_batch_size():
+    """``method="importance"`` with ``sgd_gradient="full"`` draws no mini-batch: at step 0 of a
+    loop that says no batch size it still logs, the value of local_entropy_gradient_angle
+    called by hand with the instrument's gamma, beta and num_samples and the generator
+    seed + step (float64); another num_samples gives another estimate."""
+    from types import SimpleNamespace
+
+    from sgdlab.testing import tiny_classification, tiny_mlp
+
+    model, (x, y) = tiny_mlp(3, 4, 2, seed=0), tiny_classification(n=6, seed=1)
+    ctx = SimpleNamespace(model=model, loss_fn=nn.CrossEntropyLoss(), batch=None,
+                          batch_size=None, step=0,
+                          data=SimpleNamespace(x_train=x, y_train=y))
+    cb = build_instrument("entropy_angle", every=1, gamma=0.2, beta=3.0, method="importance",
+                          num_samples=5, sgd_gradient="full", eval_subset=None, seed=2)
+    got = cb._measure(ctx)
+
+    def by_hand(num_samples):
+        return local_entropy_gradient_angle(
+            model, nn.CrossEntropyLoss(), (x, y), 0.2, sgd_gradient="full", beta=3.0,
+            method="importance", num_samples=num_samples,
+            generator=torch.Generator().manual_seed(2))
+    ref = by_hand(5)
+    assert got == {"entropy_angle/degrees": ref.degrees, "entropy_angle/cosine": ref.cosine,
+                   "entropy_angle/grad_norm": ref.entropy_grad_norm,
+                   "entropy_angle/sgd_grad_norm": ref.sgd_grad_norm}
+    assert by_hand(6).entropy_grad_norm != ref.entropy_grad_norm
+
+
+def test_the_edges_of_the_options_ranges():
+    """alpha = 0 (z the chain's last point) and a batch_size of the whole evaluation set are
+    allowed; an infinite scope gamma is not (finite and > 0), nor a batch larger than the
+    evaluation set."""
+    from types import SimpleNamespace
+
+    assert build_instrument("entropy_angle", every=1, gamma=0.1, alpha=0).alpha == 0
+    with pytest.raises(ValueError, match=re.escape("Invalid gamma=inf (the scope, finite")):
+        build_instrument("entropy_angle", every=1, gamma=math.inf)
+    data = SimpleNamespace(x_train=torch.zeros(20, 4))
+    for b in (20, 21):
+        cb = build_instrument("entropy_angle", every=1, gamma=0.1, batch_size=b,
+                              eval_subset=None)
+        if b == 20:
+            cb.check(_model(), data)
+        else:
+            with pytest.raises(ValueError, match=r"Invalid batch_size=21 .* N = 20"):
+                cb.check(_model(), data)
