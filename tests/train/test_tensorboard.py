@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -241,3 +242,29 @@ def test_an_experiment_without_tensorboard_stops_before_anything_is_made(tmp_pat
                  "--out", str(tmp_path / "out"), "--tensorboard", str(tmp_path / "tb")]) == 2
     assert "needs the tensorboard package" in capsys.readouterr().err
     assert not store_path.exists() and not (tmp_path / "out").exists()
+
+
+def test_run_hparams_folder_and_final_metrics_written_by_hand():
+    """The pure helpers, against values written out by hand: a config's leaves by dotted key,
+    an empty mapping a leaf ("{}"), bools and lists as sorted JSON, None and ``name`` left
+    out; a sweep run's grid point, label and seed; a folder name with the characters a path
+    cannot take replaced and its ends trimmed; ``final/`` tags cleaned as add_scalar cleans
+    them; the last step of any series."""
+    from sgdlab.train.tensorboard import final_metrics, last_step, run_folder, run_hparams
+
+    config = {"name": "n", "optimizer": {"name": "sgd", "lr": 0.1, "nesterov": False,
+                                         "betas": [0.9, 0.99], "decay": None},
+              "model": {"options": {}}, "seed": 3}
+    assert run_hparams(config) == {"optimizer.name": "sgd", "optimizer.lr": 0.1,
+                                   "optimizer.nesterov": "false",
+                                   "optimizer.betas": "[0.9, 0.99]", "model.options": "{}",
+                                   "seed": 3}
+    assert run_hparams({"run_key": "k", "grid": {"a.b": True}, "label": "L", "seed": None,
+                        "name": "x"}) == {"a.b": "true", "label": "L"}
+    assert run_folder("root", "id7", " my run/1 ") == run_folder("root", "id7", "my_run_1")
+    assert run_folder("root", "id7", "my run/1") == Path("root") / "my_run_1-id7"
+    assert run_folder("root", "id7", "///") == run_folder("root", "id7") == Path("root/id7")
+    assert final_metrics({"fp: D": 1, "a/b-c.d": 2.5, "status": "finished"}) == {
+        "final/fp__D": 1.0, "final/a/b-c.d": 2.5}
+    assert last_step({"a": [(0, 1.0), (9, 2.0)], "b": [(4, 1.0)], "c": []}) == 9
+    assert last_step({}) == 0
