@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+import warnings
 
 import jsonschema
 import pytest
@@ -93,7 +94,11 @@ def test_a_diverged_chain_logs_nothing_and_training_goes_on_a_diverged_model_end
     assert res.history["train_loss"] == plain.history["train_loss"]
     cb = build_instrument("entropy_angle", schedule=Schedule.every(1), gamma=0.05,
                           beta=1e4, steps=2, batch_size=8)
-    assert run(math.inf, [cb]).status == "diverged"
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert run(math.inf, [cb]).status == "diverged"
+    # the model's divergence, not the chain's: no "training goes on" said of it
+    assert not [w for w in seen if "the local-entropy estimate diverged" in str(w.message)]
 
 
 def test_a_given_batch_size_or_the_full_gradient_logs_from_step_0():
@@ -301,3 +306,23 @@ def test_the_edges_of_the_options_ranges():
         else:
             with pytest.raises(ValueError, match=r"Invalid batch_size=21 .* N = 20"):
                 cb.check(_model(), data)
+
+
+def test_the_memory_budget_reaches_the_measurement(monkeypatch):
+    """``memory_budget`` (as memory_budget_bytes reads it) is passed to the measurement."""
+    import sgdlab.train.instruments.entropy_gradient as inst
+
+    seen = []
+    real = inst.local_entropy_gradient_angle
+
+    def spy(*args, **kw):
+        seen.append(kw["memory_budget"])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(inst, "local_entropy_gradient_angle", spy)
+    model = _model()
+    train(model, nn.CrossEntropyLoss(), toy_dataset(), torch.optim.SGD(model.parameters(),
+          lr=0.1), epochs=1, batch_size=8, progress=False, max_steps=1,
+          callbacks=[build_instrument("entropy_angle", at=[1], gamma=0.05, beta=1e4, steps=2,
+                                      memory_budget="8KiB")])
+    assert seen == [8192]
