@@ -3,6 +3,7 @@ distribution, and the on-disk recorder (write, reopen, subset, resume)."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -240,3 +241,17 @@ def test_the_recorder_snapshots_every_k_epochs_at_the_end_of_the_kth(tmp_path):
               lr=0.1), epochs=4, batch_size=5, callbacks=[rec], progress=False)
         traj = open_trajectory(tmp_path / "t")
         assert list(traj.steps) == [0, 4, 8] and list(traj.epochs) == [0, 2, 4]
+
+
+@pytest.mark.parametrize("options, says", [
+    ({"every_steps": None, "every_epochs": None}, "needs every_steps or every_epochs"),
+    ({"every_epochs": 0}, "Invalid every_epochs=0 (must be >= 1)"),
+    ({"every_steps": 0}, "Invalid every_steps=0 (must be >= 1)"),
+    ({"num_coords": 0}, "Invalid num_coords=0 (an int >= 1"),
+    ({"num_coords": 2.0}, "Invalid num_coords=2.0 (an int >= 1"),
+    ({"dtype": "int8"}, "Invalid dtype='int8' (one of ")])
+def test_the_recorder_refuses_a_cadence_or_subset_it_cannot_record(tmp_path, options, says):
+    """Refused when built, each naming the option (every_epochs = 0 would divide by zero at
+    the first epoch's end, a float num_coords fail the draw of the subset)."""
+    with pytest.raises(ValueError, match=re.escape(says)):
+        TrajectoryRecorder(tmp_path / "t", **options)
