@@ -1142,3 +1142,14 @@ def test_an_instrument_taking_any_keyword_gets_every_option(monkeypatch):
     assert instrument_params("anything") is None
     build_instrument("anything", every=1, depth=3, label="x")
     assert seen == {"depth": 3, "label": "x"}
+
+
+def test_fresh_batches_may_take_the_whole_evaluation_set_and_no_more():
+    """batch_size = N, the whole pool fresh batches are drawn from, passes the run's check;
+    N + 1 is refused, naming N."""
+    model, (x, y) = _noise_problem()                    # N = 6
+    data = SimpleNamespace(x_train=x, y_train=y)
+    build_instrument("batch_statistics", every=1, batch_size=6).check(model, data)
+    with pytest.raises(ValueError, match=r"Invalid batch_size=7 \(fresh batches are drawn "
+                                         r"from N = 6 examples"):
+        build_instrument("batch_statistics", every=1, batch_size=7).check(model, data)
