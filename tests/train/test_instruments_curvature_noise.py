@@ -1153,3 +1153,11 @@ def test_fresh_batches_may_take_the_whole_evaluation_set_and_no_more():
     with pytest.raises(ValueError, match=r"Invalid batch_size=7 \(fresh batches are drawn "
                                          r"from N = 6 examples"):
         build_instrument("batch_statistics", every=1, batch_size=7).check(model, data)
+
+
+def test_the_alignment_instrument_refuses_fewer_lanczos_iterations_than_pairs():
+    """num_iter below k would give fewer Krylov vectors than the k eigenpairs asked for:
+    refused when built; num_iter = k is taken."""
+    with pytest.raises(ValueError, match=re.escape("Invalid num_iter=2 (an int >= k (3))")):
+        build_instrument("alignment", every=1, k=3, num_iter=2)
+    assert build_instrument("alignment", every=1, k=3, num_iter=3).num_iter == 3
