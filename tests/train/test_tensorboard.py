@@ -268,3 +268,17 @@ def test_run_hparams_folder_and_final_metrics_written_by_hand():
         "final/fp__D": 1.0, "final/a/b-c.d": 2.5}
     assert last_step({"a": [(0, 1.0), (9, 2.0)], "b": [(4, 1.0)], "c": []}) == 9
     assert last_step({}) == 0
+
+
+def test_exporting_a_run_again_replaces_its_events(tmp_path):
+    """A second export to the same folder (the run continued, or the same command run twice)
+    writes each point once: the folder's earlier event files are removed first."""
+    from sgdlab.train.tensorboard import export_runs
+
+    store = RunStore(tmp_path / "s.sqlite")
+    rid = store.create_run(TINY_RUN, name="r")
+    store.log_many(rid, [("train_loss", 0, 1.0), ("train_loss", 3, 0.5)])
+    for _ in range(2):
+        export_runs(store, tmp_path / "tb")
+    assert read_events(tmp_path / "tb" / f"r-{rid}") == {"train_loss": [(0, 1.0), (3, 0.5)]}
+    store.close()
