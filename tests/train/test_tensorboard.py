@@ -282,3 +282,19 @@ def test_exporting_a_run_again_replaces_its_events(tmp_path):
         export_runs(store, tmp_path / "tb")
     assert read_events(tmp_path / "tb" / f"r-{rid}") == {"train_loss": [(0, 1.0), (3, 0.5)]}
     store.close()
+
+
+def test_a_live_runs_session_sits_at_its_last_step_whatever_order_rows_came_in(tmp_path):
+    """Rows of several series arrive interleaved (a later step of one before an earlier one
+    of another): the HParams session's final metrics sit at the run's last step, 9, not at
+    the step of the last row written."""
+    from sgdlab.train.tensorboard import LiveRuns, run_folder
+
+    live = LiveRuns(tmp_path)
+    live.write("id1", "r", [("train_loss", 0, 1.0), ("train_loss", 9, 0.5)])
+    live.write("id1", "r", [("test_loss", 4, 0.7)])
+    live.finish("id1", "r", {"seed": 1}, {"test_loss": 0.7})
+    live.close_all()
+    hparams, finals, steps = read_hparams(run_folder(tmp_path, "id1", "r"))
+    assert (hparams, finals, steps) == ({"seed": 1}, {"final/test_loss": pytest.approx(0.7)},
+                                        [9])
