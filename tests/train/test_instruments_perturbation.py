@@ -217,3 +217,28 @@ def test_the_loss_gradient_is_read_before_a_base_step_changes_it_in_place():
     ctx.step = 1
     cb.on_step_end(ctx)
     assert logged["min_abs_grad/loss"] == 0.5 and logged["min_abs_grad/step"] == 0.5
+
+
+def test_the_nonzero_minima_skip_exact_zeros_written_by_hand():
+    """Gradients set by hand, (0, 0.5, −0.2) and (−0.3,), under plain SGD (no field): the
+    minimum |∇f_j| is 0, over the non-zero coordinates 0.2, the zero share 1/4; the step's
+    readings are the loss gradient's."""
+    w = nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    b = nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    model = nn.Module()
+    model.w, model.b = w, b
+    logged = {}
+    ctx = SimpleNamespace(step=0, model=model, optimizer=torch.optim.SGD([w, b], lr=0.1),
+                          log_dict=logged.update)
+    cb = MinAbsGradientCallback(Schedule.every(1), layers=["w"])
+    w.grad = torch.tensor([0.0, 0.5, -0.2], dtype=torch.float64)
+    b.grad = torch.tensor([-0.3], dtype=torch.float64)
+    cb.on_after_backward(ctx)
+    ctx.step = 1
+    cb.on_step_end(ctx)
+    p = "min_abs_grad"
+    assert logged == pytest.approx({
+        f"{p}/loss": 0.0, f"{p}/step": 0.0, f"{p}/loss_nonzero": 0.2,
+        f"{p}/step_nonzero": 0.2, f"{p}/zero_fraction": 0.25,
+        f"{p}/loss/w": 0.0, f"{p}/step/w": 0.0, f"{p}/loss_nonzero/w": 0.2,
+        f"{p}/step_nonzero/w": 0.2}, rel=1e-15)
