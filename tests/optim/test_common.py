@@ -1,0 +1,69 @@
+"""The pieces several optimizers share (sgdlab.optim._common), each on a tiny case written out
+by hand: the momentum rule against torch.optim.SGD's documented recursion, the seeded
+generators, the whole-number check."""
+import math
+
+import pytest
+import torch
+
+from sgdlab.optim._common import is_whole, momentum_direction, seeded_generator
+
+GRADS = [[1.0, -2.0], [0.5, 0.25], [-3.0, 1.0], [2.0, 2.0]]
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_momentum_direction_is_torch_sgds_recursion_without_dampening(nesterov):
+    """torch.optim.SGD's documented rule with dampening 0: b_1 = g_1, b_t = μ b_{t−1} + g_t;
+    the direction is b_t, or g_t + μ b_t (Nesterov). Written out in float64 for μ = 0.9."""
+    mu = 0.9
+    group = {"momentum": mu, "nesterov": nesterov}
+    state: dict = {}
+    buf = None
+    for g in GRADS:
+        buf = list(g) if buf is None else [mu * b + gi for b, gi in zip(buf, g)]
+        expected = [gi + mu * b for gi, b in zip(g, buf)] if nesterov else buf
+        got = momentum_direction(state, torch.tensor(g, dtype=torch.float64), group)
+        torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64),
+                                   rtol=0, atol=1e-15)
+        torch.testing.assert_close(state["momentum_buffer"],
+                                   torch.tensor(buf, dtype=torch.float64), rtol=0, atol=1e-15)
+
+
+def test_the_momentum_buffer_is_not_the_gradient_it_started_from():
+    """b_1 = g_1 is a copy: a gradient the caller changes in place afterwards (an optimizer's
+    gradient of the next step, written into the same tensor by backward) leaves b as it was."""
+    g = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    state: dict = {}
+    momentum_direction(state, g, {"momentum": 0.5, "nesterov": False})
+    g.mul_(10.0)
+    torch.testing.assert_close(state["momentum_buffer"],
+                               torch.tensor([1.0, -2.0], dtype=torch.float64), rtol=0, atol=0)
+
+
+def test_no_momentum_is_the_gradient_itself_and_keeps_no_buffer():
+    g = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    state: dict = {}
+    assert momentum_direction(state, g, {"momentum": 0.0, "nesterov": False}) is g
+    assert state == {}
+
+
+def test_a_seeded_generator_draws_the_seeds_stream_and_by_default_the_runs_seed():
+    """seed=s draws as torch.Generator().manual_seed(s); seed=None as the run's seed
+    (torch.initial_seed()), so runs seeded differently draw differently."""
+    ref = torch.randn(5, generator=torch.Generator().manual_seed(17), dtype=torch.float64)
+    got = torch.randn(5, generator=seeded_generator(17), dtype=torch.float64)
+    assert torch.equal(got, ref)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(12345)
+        run = seeded_generator(None)
+    ref = torch.randn(5, generator=torch.Generator().manual_seed(12345), dtype=torch.float64)
+    assert torch.equal(torch.randn(5, generator=run, dtype=torch.float64), ref)
+
+
+@pytest.mark.parametrize("value, whole", [(3, True), (3.0, True), (0, True), (2.5, False),
+                                          (math.nan, False), (math.inf, False),
+                                          (-math.inf, False), ("3", False), (None, False)])
+def test_is_whole(value, whole):
+    # inf raises OverflowError in int(): a count given as inf is "not whole", named by the
+    # caller's ValueError, not an OverflowError from inside the check
+    assert is_whole(value) is whole
