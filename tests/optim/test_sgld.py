@@ -222,3 +222,26 @@ def test_settings_name_the_reading_n_and_the_given_seed():
     assert SGLD(p, lr=0.1, num_data=16, seed=7).settings() == {
         "energy": "full-data", "num_data": 16, "seed": 7}
     assert SGLD(p, lr=0.1, energy="mean").settings()["seed"] is None
+
+
+def test_bad_n_weight_decay_and_temperature_are_named():
+    """N = 0 would divide the variance 2 lr T / N by zero; a negative λ is no Gaussian prior;
+    an infinite T no temperature: each a ValueError naming the argument."""
+    p = [nn.Parameter(torch.zeros(3))]
+    with pytest.raises(ValueError, match="num_data: 0"):
+        SGLD(p, lr=0.1, num_data=0)
+    with pytest.raises(ValueError, match="num_data: 0"):
+        sgld_noise_std(0.1, num_data=0)
+    with pytest.raises(ValueError, match="weight_decay"):
+        SGLD(p, lr=0.1, num_data=3, weight_decay=-0.01)
+    with pytest.raises(ValueError, match="temperature"):
+        SGLD(p, lr=0.1, num_data=3, temperature=math.inf)
+
+
+def test_a_state_saved_under_the_other_reading_is_refused():
+    """A state of energy="mean" loaded into a "full-data" SGLD would continue with a noise √N
+    times smaller than the one saved: refused, naming both readings."""
+    p = [nn.Parameter(torch.zeros(3))]
+    saved = SGLD(p, lr=0.1, energy="mean", seed=0).state_dict()
+    with pytest.raises(ValueError, match="energy 'mean', not 'full-data'"):
+        SGLD(p, lr=0.1, num_data=16, seed=0).load_state_dict(saved)
