@@ -69,3 +69,63 @@ def test_every_figure_of_the_package_is_saved_through_save_figure():
                     and node.func.attr in ("savefig", "print_figure")):
                 direct.append(f"{f.relative_to(root)}:{node.lineno}")
     assert direct == []
+
+
+def test_two_writers_of_one_file_each_write_their_own_temporary_file(tmp_path):
+    """Two writes of one file in flight at once (two sweeps ending with the same report): each
+    through a temporary file of its own, so each replaces the file whole and neither renames
+    the other's; the write that ends last is the file."""
+    from sgdlab.atomic import replaced_whole
+
+    target = tmp_path / "report.md"
+    with replaced_whole(target) as first:
+        first.write_text("first\n")
+        with replaced_whole(target) as second:
+            assert second != first
+            second.write_text("second\n")
+        assert target.read_text() == "second\n" and first.read_text() == "first\n"
+    assert target.read_text() == "first\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+def test_write_whole_writes_utf8_and_the_line_endings_given(tmp_path):
+    """The bytes on disk are the text's UTF-8 bytes, CRLF kept and no CR added to LF."""
+    text = "σ² = 2·lr·T\r\nnext\nlast"
+    path = write_whole(tmp_path / "page.md", text)
+    assert path.read_bytes() == text.encode("utf-8")
+
+
+def test_an_interrupted_write_leaves_the_previous_file(tmp_path, monkeypatch):
+    """A write stopped half-way (a full disk, Ctrl-C) leaves the file as it was and no
+    temporary file."""
+    target = tmp_path / "results.json"
+    target.write_text("old")
+    real = Path.write_text
+
+    def half(self, text, *args, **kwargs):
+        real(self, text[:3], *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", half)
+    with pytest.raises(KeyboardInterrupt):
+        write_whole(target, "new contents")
+    monkeypatch.undo()
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_write_whole_never_writes_into_the_file_itself(tmp_path, monkeypatch):
+    """Every byte goes to the temporary file, which then replaces the target: a write into the
+    target itself is what a reader could find half done."""
+    target = tmp_path / "results.json"
+    target.write_text("old")
+    written, real = [], Path.write_text
+
+    def recording(self, *args, **kwargs):
+        written.append(self)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", recording)
+    write_whole(target, "new")
+    assert written and target not in written
+    assert target.read_text() == "new"
