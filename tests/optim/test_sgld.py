@@ -245,3 +245,19 @@ def test_a_state_saved_under_the_other_reading_is_refused():
     saved = SGLD(p, lr=0.1, energy="mean", seed=0).state_dict()
     with pytest.raises(ValueError, match="energy 'mean', not 'full-data'"):
         SGLD(p, lr=0.1, num_data=16, seed=0).load_state_dict(saved)
+
+
+def test_a_sparse_gradient_with_weight_decay_steps_as_its_dense_gradient():
+    """nn.Embedding(sparse=True): the step θ − lr(∇f + λθ) + std ξ is the one of the dense
+    gradient (torch has no sparse + dense add with the sparse tensor first)."""
+    torch.manual_seed(0)
+    sparse = nn.Embedding(6, 3, sparse=True).double()
+    dense = nn.Embedding(6, 3).double()
+    dense.load_state_dict(sparse.state_dict())
+    opts = [SGLD(m.parameters(), lr=0.1, num_data=16, weight_decay=0.05, seed=2)
+            for m in (sparse, dense)]
+    for m, o in zip((sparse, dense), opts):
+        m(torch.tensor([1, 4, 4])).pow(2).sum().backward()
+        o.step()
+    assert sparse.weight.grad.is_sparse
+    assert torch.equal(sparse.weight.detach(), dense.weight.detach())
