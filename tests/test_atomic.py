@@ -129,3 +129,20 @@ def test_write_whole_never_writes_into_the_file_itself(tmp_path, monkeypatch):
     write_whole(target, "new")
     assert written and target not in written
     assert target.read_text() == "new"
+
+
+def test_save_figure_takes_the_format_given_over_the_suffix(tmp_path):
+    """format= names the format where the path's suffix does not (a page's ``figure.out``)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sgdlab.atomic import save_figure
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    try:
+        path = save_figure(fig, tmp_path / "figure.out", format="svg")
+    finally:
+        plt.close(fig)
+    assert path == tmp_path / "figure.out" and b"<svg" in path.read_bytes()[:400]
