@@ -133,6 +133,12 @@ def test_reproducible_and_device_independent_of_generator_seed():
     (lambda: N.low_rank_noise(torch.ones(2), torch.ones(3, 3)), "eigvals"),
     (lambda: N.sgd_like_noise(torch.ones(2, 3), 0), "batch_size"),
     (lambda: N.hessian_noise_variance(1.0, 0.0), "trace_h_plus"),
+    # a negative scale was math's "math domain error" or a NaN draw
+    (lambda: N.factor_noise(torch.ones(2, 3), scale=-1.0), "Invalid scale"),
+    (lambda: N.factor_noise(torch.ones(2, 3), scale=torch.tensor(-1.0)), "Invalid scale"),
+    (lambda: N.low_rank_noise(torch.ones(2), torch.eye(3)[:, :2], scale=-0.5), "Invalid scale"),
+    (lambda: N.dynamic_variance(1.0, 0), "dim"),
+    (lambda: N.dynamic_variance(-1.0, 3), "trace_sigma"),
 ])
 def test_invalid_arguments(call, match):
     with pytest.raises(ValueError, match=match):
