@@ -134,3 +134,63 @@ def test_a_name_cut_short_is_the_one_choice_it_begins_and_only_one():
     # a prefix that two choices begin, or one under 3 characters, picks none of them
     assert closest_name("sgd", ["sgd-momentum", "sgd-nesterov"]) is None
     assert closest_name("co", ["cosine-cyclic", "xy"]) is None
+
+
+def test_a_seed_is_a_whole_number_of_32_bits_not_a_bool():
+    """numpy's legacy seeding takes 0 .. 2**32 - 1."""
+    from sgdlab.errors import SEED_LIMIT, is_seed
+
+    assert SEED_LIMIT == 2 ** 32
+    assert is_seed(0) and is_seed(2 ** 32 - 1)
+    for bad in (-1, 2 ** 32, True, False, 1.0, "1", None):
+        assert not is_seed(bad), bad
+
+
+def test_unknown_keys_are_named_with_their_path_and_the_closest_or_a_level_down():
+    from sgdlab.errors import ConfigError, check_keys, config_error, unknown_key
+
+    known = ["epochs", "batch_size"]
+    assert unknown_key("train", "epohcs", known) == (
+        "train.epohcs: unknown key (did you mean epochs?)")
+    assert unknown_key("train", "zzz", known) == (
+        "train.zzz: unknown key (valid keys: batch_size, epochs)")
+    assert unknown_key("", "zzz", []) == "zzz: unknown key (no keys allowed here)"
+    # a key of a section one level down, given at the top: its home, not a close spelling
+    assert unknown_key("", "epochs", ["experiment"], {"train": known}) == (
+        "epochs: unknown key (did you mean train.epochs?)")
+    one = config_error(["a: bad"])
+    assert isinstance(one, ConfigError) and str(one) == "a: bad"
+    assert str(config_error(["a: bad", "b: bad"])) == (
+        "2 problems in the config:\n  a: bad\n  b: bad")
+    with pytest.raises(ConfigError) as e:
+        check_keys("train", ["epochs", "epohcs", "zzz"], known)
+    assert str(e.value).startswith("2 problems in the config:\n  train.epohcs: unknown key")
+
+
+def test_an_empty_config_or_one_of_another_kind_is_named_in_one_line():
+    from sgdlab.errors import ConfigError, check_config_kind, check_not_empty
+
+    for raw in (None, {}):
+        with pytest.raises(ConfigError, match=r"^c\.yaml: the file is empty .* a run config "
+                                              r"needs data, model and optimizer"):
+            check_not_empty(raw, "run", "c.yaml")
+    check_not_empty({"data": {}}, "run", "c.yaml")
+    with pytest.raises(ConfigError, match=r"^e\.yaml is an experiment config, not a run config "
+                                          r"\(it has paper, runs\): run it with `sgdlab run "
+                                          r"--config e\.yaml`"):
+        check_config_kind({"paper": "x", "runs": []}, "run", "e.yaml")
+    # a run config with a stray experiment key is a run config (its key is reported unknown)
+    check_config_kind({"optimizer": {}, "paper": "x"}, "run", "c.yaml")
+
+
+def test_a_file_where_a_folder_is_needed_is_named(tmp_path):
+    import errno
+    import os
+
+    from sgdlab.errors import file_problem
+
+    (tmp_path / "f").write_text("")
+    e = OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(tmp_path / "f" / "a" / "b"))
+    assert file_problem(e) == f"{tmp_path / 'f'} is a file, not a folder"
+    e = OSError(errno.EACCES, "Permission denied", str(tmp_path / "x"))
+    assert file_problem(e) == "Permission denied"
