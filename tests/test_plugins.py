@@ -160,3 +160,35 @@ def test_two_plugin_files_of_one_name_are_refused_not_swapped(tmp_path):
     assert sys.modules[module] is first and model + "-b" not in MODELS
     # the same file again, by another spelling of its path: the module imported
     assert import_plugin(str(tmp_path / "b" / ".." / f"{module}.py")) is first
+
+
+def test_a_plugin_file_whose_import_failed_is_imported_again_once_fixed(tmp_path):
+    """A failed import leaves no half-run module under the plugin's name: the file, fixed,
+    imports and registers (a stale entry was returned as "imported already")."""
+    module, model = _plugin(tmp_path, "raise RuntimeError('not yet')\n")
+    path = tmp_path / f"{module}.py"
+    with pytest.raises(ConfigError, match="RuntimeError: not yet"):
+        import_plugin(str(path))
+    assert module not in sys.modules
+    path.write_text(PLUGIN.replace("{name}", model))
+    import_plugin(str(path))
+    assert model in MODELS
+
+
+def test_a_failing_plugin_is_named_with_the_line_of_its_own_code(tmp_path):
+    module, _ = _plugin(tmp_path, "x = 1\nraise RuntimeError('its own bug')\n")
+    path = tmp_path / f"{module}.py"
+    with pytest.raises(ConfigError) as e:
+        import_plugin(str(path))
+    assert str(e.value).endswith(f"RuntimeError: its own bug ({path.resolve()}, line 2)")
+
+
+def test_empty_entries_of_the_variable_and_surrounding_space_are_no_plugins(tmp_path,
+                                                                            monkeypatch):
+    """``a::b`` (an empty entry, as PYTHONPATH may have) names two plugins; a name with spaces
+    around it names the module."""
+    import os
+
+    monkeypatch.setenv(PLUGINS_ENV, os.pathsep.join(["json", "", " ", "json"]))
+    assert env_plugins() == ["json", "json"]
+    assert import_plugin("  json ") is sys.modules["json"]
