@@ -181,3 +181,19 @@ def test_build_optimizer_for_trains_only_the_trainable_parameters():
     opt = build_optimizer_for("sgd", model, lr=0.1)
     held = [p for g in opt.param_groups for p in g["params"]]
     assert len(held) == 3 and all(p is not model[0].weight for p in held)
+
+
+def test_an_optimizer_taking_any_keyword_is_built_with_them_unchecked():
+    """A user's optimizer with ``**kw`` names its options itself: none is refused for want of
+    a list to check them against."""
+    class Anything(torch.optim.SGD):
+        def __init__(self, params, **kw):
+            self.extra = kw.pop("extra")
+            super().__init__(params, **kw)
+
+    register_optimizer("test-anything-kw")(Anything)
+    try:
+        opt = build_optimizer("test-anything-kw", _params(), lr=0.5, extra=3)
+    finally:
+        del OPTIMIZERS["test-anything-kw"]
+    assert isinstance(opt, Anything) and opt.extra == 3 and opt.param_groups[0]["lr"] == 0.5
