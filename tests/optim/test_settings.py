@@ -45,3 +45,19 @@ def test_split_own_state_refuses_a_missing_entry_or_another_reading():
         split_own_state(state, "gld", "a GLD optimizer", noise="const")
     with pytest.raises(ValueError, match=r"no 'gld' entry \(not saved by a GLD optimizer\)"):
         split_own_state({"state": {}}, "gld", "a GLD optimizer")
+
+
+def test_plain_attributes_are_numbers_strings_none_and_lists_of_them_less_the_position():
+    from sgdlab.optim.settings import plain_attributes
+
+    class Schedule:
+        def __init__(self):
+            self.gamma, self.kind, self.off, self.flag = 0.5, "cosine", None, True
+            self.milestones, self.pairs = [1, 2.5], ((1, "a"), (2, "b"))
+            self.t = 4                                    # moved by each step
+            self.table, self.x = {"a": 1}, torch.zeros(1)   # no plain data
+            self.mixed = [1, torch.zeros(1)]
+
+    assert plain_attributes(Schedule(), {"t"}) == {
+        "gamma": 0.5, "kind": "cosine", "off": None, "flag": True, "milestones": [1, 2.5],
+        "pairs": ((1, "a"), (2, "b"))}
