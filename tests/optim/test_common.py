@@ -67,3 +67,34 @@ def test_is_whole(value, whole):
     # inf raises OverflowError in int(): a count given as inf is "not whole", named by the
     # caller's ValueError, not an OverflowError from inside the check
     assert is_whole(value) is whole
+
+
+def test_the_gradient_step_size_is_the_inner_one_where_there_is_one():
+    from sgdlab.optim._common import gradient_step_size
+
+    assert gradient_step_size({"lr": 0.1}) == 0.1
+    assert gradient_step_size({"lr": 1.0, "inner_lr": 0.05}) == 0.05
+
+
+def test_an_inner_optimizer_must_be_a_registered_plain_one_not_excluded():
+    from sgdlab.optim._common import check_plain_optimizer
+
+    check_plain_optimizer("base", "SGD", ())                 # either spelling, any case
+    with pytest.raises(ValueError, match=r"^Invalid base optimizer 'sdg'; known: adam, "):
+        check_plain_optimizer("base", "sdg", ())
+    with pytest.raises(ValueError, match=r"^Invalid first optimizer 'switch'; known: "):
+        check_plain_optimizer("first", "switch", ("switch",))
+    for needs in ("entropy_sgd", "gd"):                       # a closure, a model
+        with pytest.raises(ValueError, match=f"'{needs}': must be a plain optimizer"):
+            check_plain_optimizer("base", needs, ())
+
+
+def test_a_non_finite_loss_stops_a_step_and_anything_else_does_not():
+    from sgdlab.optim._common import NonFiniteLoss, check_finite_loss
+
+    for bad in (torch.tensor(math.nan), torch.tensor([1.0, math.inf]), math.inf, -math.inf):
+        with pytest.raises(NonFiniteLoss):
+            check_finite_loss(bad)
+    for fine in (torch.tensor(2.0), 1.5, "not a number", None,
+                 torch.empty((), device="meta")):      # a dry run: no values to check
+        check_finite_loss(fine)
