@@ -194,3 +194,11 @@ def test_a_file_where_a_folder_is_needed_is_named(tmp_path):
     assert file_problem(e) == f"{tmp_path / 'f'} is a file, not a folder"
     e = OSError(errno.EACCES, "Permission denied", str(tmp_path / "x"))
     assert file_problem(e) == "Permission denied"
+
+
+def test_a_pyhessian_keyword_is_told_its_sgdlab_name():
+    from sgdlab.errors import unexpected_keyword
+
+    assert unexpected_keyword("hessian_trace", "n_v", ["num_probes", "seed"]) == (
+        "hessian_trace() got an unexpected keyword argument 'n_v' (PyHessian's n_v is "
+        "num_probes here); it takes num_probes, seed")
