@@ -1375,3 +1375,66 @@ def test_resources_per_run_are_the_flags_then_the_variables_and_for_ray_only(mon
     monkeypatch.setenv("SGDLAB_CPUS_PER_RUN", "two")
     with pytest.raises(UserError, match=r"\$SGDLAB_CPUS_PER_RUN must be a number, got 'two'"):
         prepare("chaudhari-pde-smoothing", backend="ray", cpus_per_run=None, **kw)
+
+
+def test_the_stored_run_of_a_key_is_its_latest_finished_or_diverged_one(tmp_path):
+    """A store written by hand: two finished runs of one key (the later is the one reused), a
+    later failed and a later running one (neither replaces it), a diverged run (reused: its
+    divergence is the result), another experiment's run of the same key (not this one's)."""
+    from sgdlab.experiments.sweep import finished_runs
+
+    st = RunStore(tmp_path / "s.sqlite")
+
+    def run(key: str, status: str, experiment: str = "e") -> str:
+        rid = st.create_run({"run_key": key}, experiment=experiment)
+        if status != "running":
+            st.complete_run(rid, status)
+        return rid
+
+    run("a", "finished")
+    second = run("a", "finished")
+    run("a", "failed")
+    run("a", "running")
+    diverged = run("b", "diverged")
+    run("c", "failed")
+    run("d", "finished", experiment="other")
+    done = finished_runs(st, "e")
+    assert {k: r["id"] for k, r in done.items()} == {"a": second, "b": diverged}
+
+
+def test_the_threads_and_device_of_a_run_by_backend(monkeypatch):
+    """Local: cores // workers, at least 1 also when $SGDLAB_THREADS says 0 (torch takes no
+    0 threads); Ray: the run's whole CPUs (at least 1), on the GPU it is given unless the
+    user named a device."""
+    from sgdlab.experiments.sweep import run_device, run_threads, threads_per_worker
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("SGDLAB_THREADS", "0")
+    assert threads_per_worker(2) == 1
+    monkeypatch.delenv("SGDLAB_THREADS")
+    assert [run_threads("local", w, None) for w in (None, 1, 3)] == [8, 8, 2]
+    assert [run_threads("ray", 4, c) for c in (None, 0.5, 2.5, 3)] == [1, 1, 2, 3]
+    monkeypatch.setenv("SGDLAB_THREADS", "5")         # on either backend
+    assert run_threads("ray", 1, 2) == run_threads("local", 4, None) == 5
+    monkeypatch.delenv("SGDLAB_THREADS")
+    assert run_device("ray", "cpu", 1) == "cuda" and run_device("ray", "cuda:1", 0.5) == "cuda:1"
+    assert run_device("ray", "cpu", 0) == "cpu" and run_device("ray", "cpu", None) == "cpu"
+    assert run_device("local", "cpu", 1) == "cpu"
+
+
+def test_one_worker_runs_in_this_process_and_more_in_a_pool_of_that_many():
+    from sgdlab.experiments.backends import InProcessBackend, ProcessPoolBackend
+    from sgdlab.experiments.sweep import make_backend
+
+    assert [type(make_backend("local", None, workers=w)) for w in (None, 1)] == [
+        InProcessBackend] * 2
+    pool = make_backend("local", None, workers=2)
+    assert type(pool) is ProcessPoolBackend and pool.capacity == 2
+
+
+def test_a_duration_is_said_in_seconds_minutes_or_hours():
+    from sgdlab.experiments.sweep import _duration
+
+    assert [_duration(s) for s in (0, 59.9, 60, 3599, 3600, 3725)] == [
+        "0 s", "59 s", "1 min 00 s", "59 min 59 s", "1 h 00 min", "1 h 02 min"]
