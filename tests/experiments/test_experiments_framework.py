@@ -1438,3 +1438,17 @@ def test_a_duration_is_said_in_seconds_minutes_or_hours():
 
     assert [_duration(s) for s in (0, 59.9, 60, 3599, 3600, 3725)] == [
         "0 s", "59 s", "1 min 00 s", "59 min 59 s", "1 h 00 min", "1 h 02 min"]
+
+
+def test_ray_is_needed_while_any_run_is_not_stored(tmp_path, monkeypatch):
+    """One run of three stored: the other two would start Ray, so its absence is said before
+    the report's folder is made (only a store holding every run needs no Ray)."""
+    import sys
+
+    cfg, out, store = _write(tmp_path, _raw()), tmp_path / "o", str(tmp_path / "s.sqlite")
+    run_sweep(resolve(_raw(), "smoke").expand()[:1], store_path=store, progress=None)
+    monkeypatch.setitem(sys.modules, "ray", None)          # `import ray` raises ImportError
+    with pytest.raises(UserError, match="needs Ray"):
+        run_experiment(str(cfg), scale="smoke", out_dir=out, store_path=store,
+                       backend="ray", progress=None)
+    assert not out.exists() and len(RunStore(store).list_runs()) == 1
