@@ -1452,3 +1452,41 @@ def test_ray_is_needed_while_any_run_is_not_stored(tmp_path, monkeypatch):
         run_experiment(str(cfg), scale="smoke", out_dir=out, store_path=store,
                        backend="ray", progress=None)
     assert not out.exists() and len(RunStore(store).list_runs()) == 1
+
+
+def test_a_resumed_sweep_counts_only_the_runs_it_executes(tmp_path):
+    """Four runs, the first stored: the sweep says so, runs the other three in grid order
+    (seeds within a grid point) and numbers them out of three; each gets its own seed's
+    result (y = x**2 + seed)."""
+    runs = resolve(_raw(grid={"x": [1, 2]}, seeds=[0, 1], scales={}), "cpu").expand()
+    store = str(tmp_path / "s.sqlite")
+    run_sweep(runs[:1], store_path=store, progress=None)
+    CALLS.clear()
+    lines: list[str] = []
+    rep = run_sweep(runs, store_path=store, progress=lines.append)
+    assert rep.skipped == [runs[0].key] and rep.executed == [r.key for r in runs[1:]]
+    assert lines[0] == (f"1 of 4 runs already in the store ({store}); running the 3 missing")
+    assert [ln.split(" ")[0] for ln in lines[1:]] == ["[1/3]", "[2/3]", "[3/3]"]
+    assert CALLS == ["sq|x=1", "sq|x=2", "sq|x=2"]
+    stored, missing = load_runs(runs, store_path=store)
+    assert not missing
+    assert [(r.label, r.seed, r.summary["y"]) for r in stored] == [
+        ("sq|x=1", 0, 1), ("sq|x=1", 1, 2), ("sq|x=2", 0, 4), ("sq|x=2", 1, 5)]
+
+
+def test_a_sweep_records_the_file_of_an_experiment_outside_the_catalogue(tmp_path,
+                                                                         monkeypatch):
+    """The command that continues a stopped run names an experiment file by its absolute
+    path; a catalogue entry by its name (no file recorded)."""
+    from sgdlab.experiments.spec import CATALOGUE_DIR
+
+    runs = resolve(_raw(), "smoke").expand()
+    store = str(tmp_path / "s.sqlite")
+    _write(tmp_path, _raw())
+    monkeypatch.chdir(tmp_path)
+    run_sweep(runs[:1], store_path=store, progress=None, source="exp.yaml", command="c")
+    run_sweep(runs[1:2], store_path=store, progress=None,
+              source=str(CATALOGUE_DIR / "t-square.yaml"))
+    first, second = (r["config"] for r in RunStore(store).list_runs())
+    assert first["source"] == str(tmp_path.resolve() / "exp.yaml") and first["command"] == "c"
+    assert "source" not in second and "command" not in second
