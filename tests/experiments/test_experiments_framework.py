@@ -1490,3 +1490,42 @@ def test_a_sweep_records_the_file_of_an_experiment_outside_the_catalogue(tmp_pat
     first, second = (r["config"] for r in RunStore(store).list_runs())
     assert first["source"] == str(tmp_path.resolve() / "exp.yaml") and first["command"] == "c"
     assert "source" not in second and "command" not in second
+
+
+@register_procedure("_test_fails_once")
+class _FailsOnce(Procedure):
+    """Records the files its folder holds when it starts, writes one, and fails while the
+    marker file ``fail_if`` exists (an attempt that leaves a file half written)."""
+    allowed = {"v", "fail_if"}
+
+    def run(self, run, ctx):
+        CALLS.append(f"{run.label}: {sorted(p.name for p in ctx.artifact_dir.iterdir())}")
+        (ctx.artifact_dir / "partial.txt").write_text("x")
+        if run.params.get("fail_if") and Path(run.params["fail_if"]).exists():
+            raise RuntimeError("lost half-way")
+        return RunOutput(summary={})
+
+
+def test_a_failed_run_fails_what_depends_on_it_and_its_next_attempt_starts_afresh(tmp_path):
+    """parent fails: child and grandchild (through child) are failed without running; the
+    sweep re-run after the cause is gone runs all three, parent in an empty folder (no
+    checkpoint to resume: the failed attempt's files go)."""
+    marker = tmp_path / "fail"
+    marker.touch()
+    runs = resolve(_raw(procedure="_test_fails_once", base={}, grid={}, runs=[
+        {"label": "grandchild", "depends": ["child"]}, {"label": "child", "depends": ["parent"]},
+        {"label": "parent", "params": {"fail_if": str(marker)}}]), "smoke").expand()
+    store = str(tmp_path / "s.sqlite")
+    CALLS.clear()
+    rep = run_sweep(runs, store_path=store, progress=None)
+    assert CALLS == ["parent: []"]
+    assert sorted(rep.failed) == [
+        ("child|seed=0", "dependency 'parent' failed"),
+        ("grandchild|seed=0", "dependency 'child' failed"),
+        ("parent|seed=0", "RuntimeError: lost half-way")]
+    [failed] = RunStore(store).list_runs(status="failed")
+    assert failed["name"] == "parent|seed=0" and "lost half-way" in failed["message"]
+    marker.unlink()
+    CALLS.clear()
+    rep = run_sweep(runs, store_path=store, progress=None)
+    assert CALLS == ["parent: []", "child: []", "grandchild: []"] and not rep.failed
