@@ -1529,3 +1529,85 @@ def test_a_failed_run_fails_what_depends_on_it_and_its_next_attempt_starts_afres
     CALLS.clear()
     rep = run_sweep(runs, store_path=store, progress=None)
     assert CALLS == ["parent: []", "child: []", "grandchild: []"] and not rep.failed
+
+
+class _TwoSlots:
+    """A backend of two slots that runs a task here when waited on, or loses its worker for
+    ``lose`` of its first submissions (the reason a lost worker's run is recorded with)."""
+
+    def __init__(self, on_rows, lose: int = 0):
+        from sgdlab.experiments.backends import InProcessBackend
+
+        self.inner, self.lose, self.submitted = InProcessBackend(on_rows), lose, 0
+
+    def has_capacity(self) -> bool:
+        return len(self.inner.queue) < 2
+
+    def submit(self, task) -> int:
+        self.submitted += 1
+        assert self.submitted <= 10, "the sweep retries without end"
+        return self.inner.submit(task)
+
+    def wait(self, timeout: float):
+        if self.lose and self.inner.queue:
+            self.lose -= 1
+            return [(self.inner.queue.popleft()[0], "lost", "its worker died (SIGKILL)")]
+        return self.inner.wait(timeout)
+
+    def cancel_all(self) -> None:
+        self.inner.cancel_all()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.mark.parametrize("retries,lose", [(1, 1), (1, 2), (0, 1), (2, 3)])
+def test_a_run_whose_worker_is_lost_is_tried_again_retries_times(tmp_path, monkeypatch,
+                                                                 retries, lose):
+    """Each attempt is a run of its own in the store, failed with the reason; the run is
+    reported failed only when its ``1 + retries`` attempts were all lost."""
+    import sgdlab.experiments.sweep as sweep
+
+    backend = {}
+    monkeypatch.setattr(sweep, "make_backend", lambda name, on_rows, **kw: backend.setdefault(
+        "b", _TwoSlots(on_rows, lose)))
+    runs = resolve(_raw(grid={}), "smoke").expand()
+    store = str(tmp_path / "s.sqlite")
+    lines: list[str] = []
+    rep = run_sweep(runs, store_path=store, progress=lines.append, retries=retries)
+    attempts = min(lose, retries) + 1
+    assert backend["b"].submitted == attempts
+    statuses = [(r["status"], r["message"]) for r in RunStore(store).list_runs()]
+    lost = ("failed", "its worker died (SIGKILL)")
+    if lose > retries:
+        assert statuses == [lost] * attempts
+        assert rep.failed == [("sq|seed=0", "its worker died (SIGKILL)")]
+    else:
+        assert statuses == [lost] * lose + [("finished", None)] and not rep.failed
+    assert sum("trying it again on a fresh worker" in ln for ln in lines) == attempts - 1
+
+
+def test_no_run_starts_after_one_failed_on_its_input(tmp_path, monkeypatch):
+    """Two slots: the first run fails on its input while the second runs; the third is not
+    started (it would fail the same way), the second ends and is kept."""
+    import sgdlab.experiments.sweep as sweep
+    from sgdlab.errors import DataError
+
+    @register_procedure("_test_bad_first")
+    class _BadFirst(Procedure):
+        allowed = {"x"}
+
+        def run(self, run, ctx):
+            CALLS.append(run.label)
+            if run.params["x"] == 1:
+                raise DataError("mnist: missing file")
+            return RunOutput(summary={"y": 1.0})
+
+    monkeypatch.setattr(sweep, "make_backend", lambda name, on_rows, **kw: _TwoSlots(on_rows))
+    runs = resolve(_raw(procedure="_test_bad_first"), "smoke").expand()
+    store = str(tmp_path / "s.sqlite")
+    CALLS.clear()
+    with pytest.raises(UserError, match="failed on its input: mnist: missing file"):
+        run_sweep(runs, store_path=store, progress=None, workers=2)
+    assert CALLS == ["sq|x=1", "sq|x=2"]
+    assert [r["status"] for r in RunStore(store).list_runs()] == ["failed", "finished"]
