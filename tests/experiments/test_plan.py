@@ -171,3 +171,39 @@ def test_the_plan_says_how_long_the_catalogue_measured_the_entry(tmp_path, monke
     copy = tmp_path / "zhu-large-network.yaml"
     copy.write_text((CATALOGUE_DIR / "zhu-large-network.yaml").read_text())
     assert plan_experiment(str(copy), scale="cpu", store_path=store).spec.wall_minutes() is None
+
+
+def test_the_plan_counts_the_steps_of_the_runs_to_execute_whose_length_is_known():
+    """Four runs of 10 (stored), 5, unknown and 7 steps: 3 to run, 12 steps in the 2 of them
+    whose parameters tell; the total is unknown until all of them tell."""
+    from sgdlab.experiments.plan import Plan, PlannedRun
+
+    from sgdlab.experiments.spec import resolve
+
+    spec = resolve(yaml.safe_load((CATALOGUE_DIR / f"{GRID}.yaml").read_text()), "smoke")
+    runs = spec.expand()
+    planned = [PlannedRun(r, {}, {}, steps, stored) for r, steps, stored in
+               zip(runs, (10, 5, None, 7), ("id-a", None, None, None))]
+    settings = {"device": "cpu", "backend": "local", "address": None, "workers": None,
+                "cpus_per_run": None, "gpus_per_run": None, "threads_per_run": 1,
+                "store": "s", "store_exists": True, "out": "o", "data_dir": None}
+    plan = Plan(spec, planned, settings, datasets=[])
+    assert [p.run.key for p in plan.to_run] == [r.key for r in runs[1:]]
+    assert plan.steps == (12, 2)
+    got = plan.to_json()
+    assert got["totals"] == {"runs": 4, "to_run": 3, "stored": 1, "steps": None,
+                             "steps_known": 12, "runs_with_known_steps": 2}
+    assert [r["status"] for r in got["runs"]] == ["stored", "to run", "to run", "to run"]
+    assert [r["run_id"] for r in got["runs"]] == ["id-a", None, None, None]
+    lines = plan.lines()
+    assert "to run: 3 of 4 (1 already stored)" in lines
+    assert ("training steps: 12 in the 2 of 3 runs to execute whose parameters tell (the "
+            "others' depend on their data's size)") in lines
+    planned[2].steps = 1
+    assert plan.to_json()["totals"]["steps"] == 13 and "training steps: 13" in plan.lines()
+    for p in planned[1:]:
+        p.steps = None
+    assert "training steps: not told by the runs' parameters" in plan.lines()
+    for p in planned:             # all stored: nothing to count
+        p.stored = "id"
+    assert not any(line.startswith("training steps") for line in plan.lines())
