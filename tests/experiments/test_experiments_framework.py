@@ -5,6 +5,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -1607,7 +1608,29 @@ def test_no_run_starts_after_one_failed_on_its_input(tmp_path, monkeypatch):
     runs = resolve(_raw(procedure="_test_bad_first"), "smoke").expand()
     store = str(tmp_path / "s.sqlite")
     CALLS.clear()
+    lines: list[str] = []
     with pytest.raises(UserError, match="failed on its input: mnist: missing file"):
-        run_sweep(runs, store_path=store, progress=None, workers=2)
+        run_sweep(runs, store_path=store, progress=lines.append, workers=2)
     assert CALLS == ["sq|x=1", "sq|x=2"]
+    # said failed, as any failed run (its input named in the error that follows)
+    assert lines[1].startswith("[1/3] sq|x=1|seed=0 failed (") and "bad input" in lines[1]
     assert [r["status"] for r in RunStore(store).list_runs()] == ["failed", "finished"]
+
+
+def test_a_run_stored_with_a_relative_data_path_is_read_from_beside_its_store(tmp_path,
+                                                                             monkeypatch):
+    """A store written before artifact paths were absolute holds them relative to the folder
+    `sgdlab run` was started in: read from another folder, its data is found under the
+    store's ``artifacts/``."""
+    runs = resolve(_raw(grid={}), "smoke").expand()
+    (tmp_path / "st" / "artifacts" / "k").mkdir(parents=True)
+    (tmp_path / "st" / "artifacts" / "k" / "data.json").write_text('{"curve": [1, null]}')
+    st = RunStore(tmp_path / "st" / "s.sqlite")
+    rid = st.create_run({"run_key": runs[0].key}, experiment=runs[0].experiment)
+    st.complete_run(rid, "finished", summary={"y": 1.0},
+                    artifacts=[("data", "st/artifacts/k/data.json")])
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    [run], missing = load_runs(runs, store_path=str(tmp_path / "st" / "s.sqlite"))
+    assert not missing and run.summary == {"y": 1.0} and run.data["curve"][0] == 1
+    assert np.isnan(run.data["curve"][1])         # strict JSON's null: a non-finite number
