@@ -1526,6 +1526,8 @@ def test_a_failed_run_fails_what_depends_on_it_and_its_next_attempt_starts_afres
         ("parent|seed=0", "RuntimeError: lost half-way")]
     [failed] = RunStore(store).list_runs(status="failed")
     assert failed["name"] == "parent|seed=0" and "lost half-way" in failed["message"]
+    # with where it was raised (the traceback's tail), for `sgdlab runs show`
+    assert 'raise RuntimeError("lost half-way")' in failed["message"]
     marker.unlink()
     CALLS.clear()
     rep = run_sweep(runs, store_path=store, progress=None)
@@ -1634,3 +1636,11 @@ def test_a_run_stored_with_a_relative_data_path_is_read_from_beside_its_store(tm
     [run], missing = load_runs(runs, store_path=str(tmp_path / "st" / "s.sqlite"))
     assert not missing and run.summary == {"y": 1.0} and run.data["curve"][0] == 1
     assert np.isnan(run.data["curve"][1])         # strict JSON's null: a non-finite number
+
+
+def test_a_sweep_of_no_runs_runs_nothing(tmp_path):
+    from sgdlab.experiments.sweep import SweepReport
+
+    rep = run_sweep([], store_path=str(tmp_path / "s.sqlite"), progress=None)
+    assert (rep.executed, rep.skipped, rep.failed) == ([], [], [])
+    assert isinstance(rep, SweepReport)
