@@ -1644,3 +1644,23 @@ def test_a_sweep_of_no_runs_runs_nothing(tmp_path):
     rep = run_sweep([], store_path=str(tmp_path / "s.sqlite"), progress=None)
     assert (rep.executed, rep.skipped, rep.failed) == ([], [], [])
     assert isinstance(rep, SweepReport)
+
+
+def test_the_sweep_options_that_cannot_go_together_are_named():
+    """The local backend refuses Ray's options (all of those given, named together) but not
+    --gpus-per-run 0, which asks for nothing it lacks."""
+    from sgdlab.experiments.sweep import check_options
+
+    check_options(workers=2, backend="local", address=None, gpus_per_run=0)
+    check_options(workers=1, backend="ray", address="a:1", gpus_per_run=1, cpus_per_run=2)
+    for kw, says in (
+            ({"address": "a:1", "cpus_per_run": 1}, "--address and --cpus-per-run are options "
+             "of --backend ray; the local backend gives each run cores // --workers"),
+            ({"gpus_per_run": 0.5}, "--gpus-per-run is an option of --backend ray"),
+            ({"workers": 0}, "--workers must be >= 1, got 0"),
+            ({"backend": "slurm"}, "--backend must be one of local, ray, got 'slurm'")):
+        args = {"workers": None, "backend": "local", "address": None, "gpus_per_run": None,
+                **kw}
+        with pytest.raises(UserError) as e:
+            check_options(**args)
+        assert str(e.value).startswith(says)
