@@ -207,3 +207,24 @@ def test_the_plan_counts_the_steps_of_the_runs_to_execute_whose_length_is_known(
     for p in planned:             # all stored: nothing to count
         p.stored = "id"
     assert not any(line.startswith("training steps") for line in plan.lines())
+
+
+def test_a_store_that_could_not_be_created_is_named_with_the_folder_in_the_way(tmp_path,
+                                                                              monkeypatch):
+    """The nearest existing folder above a new store decides: absent folders are made; a
+    file, or a folder this user may not write (faked: root may write anywhere), is named."""
+    import os
+
+    import sgdlab.experiments.plan as plan
+
+    assert plan._store_problem(tmp_path / "a" / "b" / "s.sqlite") is None
+    (tmp_path / "f").write_text("")
+    assert plan._store_problem(tmp_path / "f" / "b" / "s.sqlite") == (
+        f"run store {str(tmp_path / 'f' / 'b' / 's.sqlite')!r}: cannot create it: "
+        f"{tmp_path / 'f'} is a file, not a folder")
+    (tmp_path / "d").mkdir()
+    asked = []
+    monkeypatch.setattr(plan.os, "access", lambda p, mode: asked.append((p, mode)) or False)
+    assert plan._store_problem(tmp_path / "d" / "s.sqlite").endswith(
+        f"cannot create it: {tmp_path / 'd'} is not writable")
+    assert asked == [(tmp_path / "d", os.W_OK | os.X_OK)]
