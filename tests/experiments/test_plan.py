@@ -228,3 +228,14 @@ def test_a_store_that_could_not_be_created_is_named_with_the_folder_in_the_way(t
     assert plan._store_problem(tmp_path / "d" / "s.sqlite").endswith(
         f"cannot create it: {tmp_path / 'd'} is not writable")
     assert asked == [(tmp_path / "d", os.W_OK | os.X_OK)]
+
+
+def test_the_plan_gives_each_run_the_threads_the_sweep_would(tmp_path, monkeypatch):
+    """8 cores: cores // --workers on the local backend, as the sweep gives them."""
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    for var in ("SGDLAB_THREADS", "OMP_NUM_THREADS", "SGDLAB_BACKEND"):
+        monkeypatch.delenv(var, raising=False)
+    store = str(tmp_path / "s.sqlite")
+    got = [plan_experiment("zhu-escape-2d", scale="smoke", store_path=store, workers=w)
+           .settings["threads_per_run"] for w in (None, 2, 3)]
+    assert got == [8, 4, 2]
