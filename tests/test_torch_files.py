@@ -92,13 +92,15 @@ def test_map_location_is_passed_on(tmp_path):
     assert read_torch_file(tmp_path / "d.pt", map_location="meta")["w"].is_meta
 
 
-def test_a_file_saved_without_checksums_reads(tmp_path, monkeypatch):
+def test_a_file_saved_without_checksums_reads(tmp_path):
     """torch.save with compute_crc32=False records CRC 0 for every entry: no checksum to check,
     not a corrupt file (zipfile would report each entry's bytes as a CRC mismatch)."""
     from torch.utils.serialization import config
 
-    monkeypatch.setattr(config.save, "compute_crc32", False)
-    torch.save({"w": torch.arange(4.0)}, tmp_path / "d.pt")
+    # config.patch, not monkeypatch: undoing a monkeypatch deletes the key from torch's config,
+    # and every later torch.save in the process then fails
+    with config.patch({"save.compute_crc32": False}):
+        torch.save({"w": torch.arange(4.0)}, tmp_path / "d.pt")
     with zipfile.ZipFile(tmp_path / "d.pt") as z:
         assert {i.CRC for i in z.infolist()} == {0}
     assert torch.equal(read_torch_file(tmp_path / "d.pt")["w"], torch.arange(4.0))
