@@ -1664,3 +1664,36 @@ def test_the_sweep_options_that_cannot_go_together_are_named():
         with pytest.raises(UserError) as e:
             check_options(**args)
         assert str(e.value).startswith(says)
+
+
+def test_a_run_key_is_the_sha256_of_its_documented_fields():
+    """The key a store finds finished runs by: SHA-256 of experiment, version, scale, label,
+    params, seed and procedure (deps only when there are some), computed here by hand from
+    the JSON of those fields; a run without dependencies has no ``deps`` field."""
+    import hashlib
+
+    from sgdlab.experiments.spec import run_key
+
+    def by_hand(fields):
+        text = json.dumps(fields, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    plain = {"e": "t-square", "v": 1, "s": "smoke", "l": "sq|x=2", "p": {"x": 2}, "seed": 0,
+             "proc": "_test_square"}
+    (run,) = [r for r in resolve(_raw(), "smoke").expand() if r.label == "sq|x=2"]
+    assert run.key == by_hand(plain)
+    assert run_key("t-square", 1, "smoke", "sq|x=2", {"x": 2}, 0, "_test_square",
+                   ("k1",)) == by_hand({**plain, "deps": ["k1"]})
+
+
+def test_a_run_depends_on_the_run_of_its_own_seed():
+    """With seeds [0, 1] the child of seed 1 is computed from the parent of seed 1: its
+    dependency key is that run's key, not seed 0's."""
+    register_dependency_recorder("_test_dep_seeds", {})
+    runs = resolve(_raw(procedure="_test_dep_seeds", base={}, grid={}, seeds=[0, 1], scales={},
+                        runs=[{"label": "parent"}, {"label": "child", "depends": ["parent"]}]),
+                   "cpu").expand()
+    key = {(r.label, r.seed): r.key for r in runs}
+    deps = {r.seed: r.dependency_keys for r in runs if r.label == "child"}
+    assert key[("parent", 0)] != key[("parent", 1)]
+    assert deps == {0: (key[("parent", 0)],), 1: (key[("parent", 1)],)}
