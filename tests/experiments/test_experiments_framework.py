@@ -1697,3 +1697,11 @@ def test_a_run_depends_on_the_run_of_its_own_seed():
     deps = {r.seed: r.dependency_keys for r in runs if r.label == "child"}
     assert key[("parent", 0)] != key[("parent", 1)]
     assert deps == {0: (key[("parent", 0)],), 1: (key[("parent", 1)],)}
+
+
+def test_a_dependency_cycle_is_named_not_a_recursion_error():
+    register_dependency_recorder("_test_dep_cycle", {})
+    raw = _raw(procedure="_test_dep_cycle", base={}, grid={}, scales={}, seeds=[0],
+               runs=[{"label": "a", "depends": ["b"]}, {"label": "b", "depends": ["a"]}])
+    with pytest.raises(ConfigError, match=r"^t-square: dependency cycle through 'a'$"):
+        resolve(raw, "cpu")
