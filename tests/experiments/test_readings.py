@@ -483,3 +483,15 @@ def test_the_other_entries_spelling_of_the_hessian_reading_is_answered_with_this
     with pytest.raises(ConfigError, match=rf"^{entry}: unknown reading '{given}' \(did you "
                                           rf"mean {meant}\?\); its readings: "):
         resolve(read_file(catalogue_files()[entry]), "smoke", readings={given: "largest"})
+
+
+def test_a_grid_axis_names_its_runs_by_the_last_part_of_its_path():
+    """The run labels (and so the run keys) say ``group|x=1,m=2``: each axis by the last part
+    of its dotted path, in the grid's order; a group without a label is named by the grid."""
+    raw = _raw()
+    del raw["readings"]
+    raw["grid"] = {"x": [1], "cfg.m": [2, 3]}
+    raw["runs"] = [{"label": ""}, {"label": "b"}]
+    runs = resolve(raw, "smoke").expand()
+    assert [r.label for r in runs] == ["x=1,m=2", "x=1,m=3", "b|x=1,m=2", "b|x=1,m=3"]
+    assert [r.params["cfg"]["m"] for r in runs] == [2, 3, 2, 3]
