@@ -148,6 +148,15 @@ def test_expand_keys_and_scale_override(tmp_path):
     (lambda r: r.update(runs=[{"label": "a", "parms": {}}]), "'parms'"),
     (lambda r: r.update(runs=[{"label": "a", "depends": ["zz"]}]), "'zz'"),
     (lambda r: r.update(name="Bad Name"), "name"),
+    # (each below: a check that no other entry made fail)
+    (lambda r: r.update(grid={"x": [1, 1]}), "duplicate run label 'sq|x=1'"),
+    (lambda r: r.update(grid={"x": []}), "grid.x: expected a non-empty list of values"),
+    (lambda r: r.update(seeds=[2**32]), "seeds: 4294967296 is outside 0"),
+    (lambda r: r.update(version=0), "version must be a positive integer"),
+    (lambda r: r["paper"].pop("figure"), "paper: missing required key 'figure'"),
+    (lambda r: r["paper"].update(quote="a passage"), "'quote' and 'where' go together"),
+    (lambda r: r["scales"].update(cpu={"outside_regime": "  "}),
+     "scales.cpu.outside_regime: expected one sentence"),
 ])
 def test_bad_configs_name_the_problem(mutate, needle):
     raw = _raw()
