@@ -1714,3 +1714,27 @@ def test_a_dependency_cycle_is_named_not_a_recursion_error():
                runs=[{"label": "a", "depends": ["b"]}, {"label": "b", "depends": ["a"]}])
     with pytest.raises(ConfigError, match=r"^t-square: dependency cycle through 'a'$"):
         resolve(raw, "cpu")
+
+
+def test_a_scale_replaces_runs_grid_and_seeds_and_merges_base_and_resources():
+    """The documented override rules of ``scales.<scale>``: its runs, grid and seeds replace
+    the file's; its base and resources merge over the file's; requires_data_dir is the
+    scale's own. An unknown scale is named with the valid ones."""
+    raw = _raw(base={"x": 1, "factor": 2}, resources={"cpus_per_run": 2, "gpus_per_run": 0},
+               scales={"cpu": {"runs": [{"label": "c"}], "grid": {"factor": [5]},
+                               "seeds": [7], "base": {"x": 4},
+                               "resources": {"gpus_per_run": 0.5}},
+                       "paper": {"requires_data_dir": True}})
+    assert resolve(raw, "paper").requires_data_dir
+    cpu = resolve(raw, "cpu")
+    assert [(r.label, r.seed, r.params) for r in cpu.expand()] == [
+        ("c|factor=5", 7, {"x": 4, "factor": 5})]
+    assert cpu.resources == {"cpus_per_run": 2, "gpus_per_run": 0.5}
+    assert not cpu.requires_data_dir
+    smoke = resolve(raw, "smoke")       # (no overrides: the file's own)
+    assert [(r.label, r.seed) for r in smoke.expand()] == [
+        (f"sq|x={x}", s) for x in (1, 2, 3) for s in (0, 1)]
+    assert smoke.resources == {"cpus_per_run": 2, "gpus_per_run": 0}
+    with pytest.raises(ConfigError, match=r"^unknown scale 'huge'; choose one of smoke, cpu, "
+                                          r"paper$"):
+        resolve(raw, "huge")
