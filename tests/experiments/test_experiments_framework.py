@@ -1725,12 +1725,14 @@ def test_a_scale_replaces_runs_grid_and_seeds_and_merges_base_and_resources():
                                "seeds": [7], "base": {"x": 4},
                                "resources": {"gpus_per_run": 0.5}},
                        "paper": {"requires_data_dir": True}})
-    assert resolve(raw, "paper").requires_data_dir
+    from sgdlab.experiments.spec import needs_data_dir
+
+    assert resolve(raw, "paper").requires_data_dir and needs_data_dir(resolve(raw, "paper"))
     cpu = resolve(raw, "cpu")
     assert [(r.label, r.seed, r.params) for r in cpu.expand()] == [
         ("c|factor=5", 7, {"x": 4, "factor": 5})]
     assert cpu.resources == {"cpus_per_run": 2, "gpus_per_run": 0.5}
-    assert not cpu.requires_data_dir
+    assert not cpu.requires_data_dir and not needs_data_dir(cpu)
     smoke = resolve(raw, "smoke")       # (no overrides: the file's own)
     assert [(r.label, r.seed) for r in smoke.expand()] == [
         (f"sq|x={x}", s) for x in (1, 2, 3) for s in (0, 1)]
@@ -1738,3 +1740,34 @@ def test_a_scale_replaces_runs_grid_and_seeds_and_merges_base_and_resources():
     with pytest.raises(ConfigError, match=r"^unknown scale 'huge'; choose one of smoke, cpu, "
                                           r"paper$"):
         resolve(raw, "huge")
+
+
+def test_an_outside_regime_reason_is_said_on_one_line():
+    """A reason folded over lines in the YAML is said with single spaces, in the finding's
+    text and in its ``outside_regime``."""
+    from sgdlab.experiments.analysis import Conclusion, outside_regime
+
+    (c,) = outside_regime([Conclusion("y = 1", True, claim="c")], "l is ten times\n  the paper's")
+    assert c.outside_regime == "l is ten times the paper's"
+    assert c.text == ("y = 1 — outside the paper's regime: l is ten times the paper's; not "
+                      "scored (the numbers alone: agrees)")
+
+
+def test_an_analysis_table_is_found_by_name_and_a_missing_one_is_a_key_error():
+    t = Table("squares", ["a"], [[1]])
+    assert Analysis(tables=[Table("other", ["b"], []), t]).table("squares") is t
+    with pytest.raises(KeyError, match="nope"):
+        Analysis(tables=[t]).table("nope")
+
+
+def test_deep_merge_reaches_dotted_keys_and_starts_a_renamed_section_afresh():
+    from sgdlab.experiments.spec import deep_merge
+
+    base = {"optimizer": {"name": "sgd", "lr": 1, "momentum": 0.9}, "x": 1}
+    assert deep_merge(base, {"optimizer.lr": 2}) == {
+        "optimizer": {"name": "sgd", "lr": 2, "momentum": 0.9}, "x": 1}
+    assert deep_merge(base, {"optimizer": {"lr": 3}}) == {
+        "optimizer": {"name": "sgd", "lr": 3, "momentum": 0.9}, "x": 1}
+    assert deep_merge(base, {"optimizer": {"name": "adam", "lr": 3}}) == {
+        "optimizer": {"name": "adam", "lr": 3}, "x": 1}
+    assert base == {"optimizer": {"name": "sgd", "lr": 1, "momentum": 0.9}, "x": 1}

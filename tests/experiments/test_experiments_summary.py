@@ -445,3 +445,28 @@ def test_an_incomplete_experiment_says_how_many_runs_are_missing():
     assert "| x | c | agrees |\n| incomplete: 2 runs missing | | |\n" in page
     assert parse_page(page, "p")["e1"].findings[1] == ("incomplete: 2 runs missing", "", "")
     assert "incomplete" not in results_markdown([_result("e1", ONE_AGREEING, [])], command=None)
+
+
+def test_a_readme_with_two_totals_sentences_is_refused_and_left_as_it_was(tmp_path, capsys):
+    """--readme sets exactly one sentence: with two, which one the page's totals belong to is
+    not known, and neither file is written."""
+    from sgdlab.experiments import summary
+
+    _write(tmp_path, {"e1": _result("e1", [], [])})
+    page, readme = tmp_path / "RESULTS.md", tmp_path / "README.md"
+    page.write_bytes(_page("stale\n").encode())
+    one = "of 7 findings over 3 entries, 4 agree, 2 disagree and 1 are inconclusive"
+    readme.write_text(f"{one}.\n{one}.\n")
+    assert summary.main([str(tmp_path), "--update", str(page), "--readme", str(readme)]) == 2
+    assert f"{readme} has 2 sentences 'of N findings" in capsys.readouterr().err
+    assert readme.read_text() == f"{one}.\n{one}.\n"
+    assert page.read_bytes().decode() == _page("stale\n")
+
+
+def test_a_smoke_scale_finding_reads_as_no_verdict_in_the_findings_table():
+    from sgdlab.report.verdicts import SMOKE
+
+    smoke = {**_result("e1", [{"text": "x", "agrees_with_paper": True, "claim": "c"}], []),
+             "scale": "smoke"}
+    assert f"| x | c | {SMOKE} |" in results_markdown([smoke], command=None)
+    assert "| x | c | agrees |" in results_markdown([{**smoke, "scale": "cpu"}], command=None)
