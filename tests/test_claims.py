@@ -76,3 +76,29 @@ def test_a_link_that_fails_otherwise_is_raised(tmp_path, monkeypatch):
     with pytest.raises(PermissionError):
         claim_file(tmp_path / "run.json", "x")
     assert _claims(tmp_path) == []
+
+
+@pytest.mark.parametrize("code, locked", [(errno.ENOLCK, False), (errno.EBADF, True)])
+def test_a_file_system_without_locks_guards_nothing_and_another_flock_error_is_raised(
+        tmp_path, monkeypatch, code, locked):
+    """ENOLCK (no locks kept there): nothing is held, None, for both locks; any other error of
+    flock(2) is raised, not taken for a file system without locks."""
+    import fcntl
+
+    from sgdlab.claims import folder_lock
+
+    def fails(fd, op):
+        raise OSError(code, os.strerror(code))
+    monkeypatch.setattr(fcntl, "flock", fails)
+    if not locked:
+        assert hold_lock(tmp_path / "lock", "me") is None
+        with folder_lock(tmp_path):
+            pass
+        return
+    with pytest.raises(OSError) as e:
+        hold_lock(tmp_path / "lock", "me")
+    assert e.value.errno == code
+    with pytest.raises(OSError) as e:
+        with folder_lock(tmp_path):
+            pass
+    assert e.value.errno == code

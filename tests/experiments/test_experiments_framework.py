@@ -1771,3 +1771,12 @@ def test_deep_merge_reaches_dotted_keys_and_starts_a_renamed_section_afresh():
     assert deep_merge(base, {"optimizer": {"name": "adam", "lr": 3}}) == {
         "optimizer": {"name": "adam", "lr": 3}, "x": 1}
     assert base == {"optimizer": {"name": "sgd", "lr": 1, "momentum": 0.9}, "x": 1}
+
+
+def test_data_dir_is_put_into_strings_inside_lists_too(tmp_path):
+    """``${data_dir}`` anywhere in run parameters, a list's items included, becomes the
+    absolute --data-dir."""
+    from sgdlab.experiments.spec import _substitute
+
+    got = _substitute({"a": ["${data_dir}/x", 1, {"b": ["${data_dir}"]}]}, str(tmp_path))
+    assert got == {"a": [f"{tmp_path}/x", 1, {"b": [str(tmp_path)]}]}

@@ -495,3 +495,14 @@ def test_a_grid_axis_names_its_runs_by_the_last_part_of_its_path():
     runs = resolve(raw, "smoke").expand()
     assert [r.label for r in runs] == ["x=1,m=2", "x=1,m=3", "b|x=1,m=2", "b|x=1,m=3"]
     assert [r.params["cfg"]["m"] for r in runs] == [2, 3, 2, 3]
+
+
+def test_a_list_selector_compares_the_items_value_as_text():
+    """``items[n=1]`` reaches an item whose ``n`` is the number 1 (YAML reads it so): the
+    path's value is text, compared with the item's value as text."""
+    from sgdlab.experiments.spec import get_dotted, set_dotted
+
+    params = {"items": [{"n": 1, "v": 0}, {"n": 2, "v": 0}]}
+    set_dotted(params, "items[n=1].v", 5)
+    assert params == {"items": [{"n": 1, "v": 5}, {"n": 2, "v": 0}]}
+    assert get_dotted(params, "items[n=2].n") == 2
