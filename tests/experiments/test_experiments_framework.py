@@ -150,6 +150,7 @@ def test_expand_keys_and_scale_override(tmp_path):
     (lambda r: r.update(name="Bad Name"), "name"),
     # (each below: a check that no other entry made fail)
     (lambda r: r.update(grid={"x": [1, 1]}), "duplicate run label 'sq|x=1'"),
+    (lambda r: r.update(runs=[{"label": "a"}, {"label": "a"}]), "duplicate label 'a'"),
     (lambda r: r.update(grid={"x": []}), "grid.x: expected a non-empty list of values"),
     (lambda r: r.update(seeds=[2**32]), "seeds: 4294967296 is outside 0"),
     (lambda r: r.update(version=0), "version must be a positive integer"),
@@ -1780,3 +1781,27 @@ def test_data_dir_is_put_into_strings_inside_lists_too(tmp_path):
 
     got = _substitute({"a": ["${data_dir}/x", 1, {"b": ["${data_dir}"]}]}, str(tmp_path))
     assert got == {"a": [f"{tmp_path}/x", 1, {"b": [str(tmp_path)]}]}
+
+
+def test_paper_ref_is_first_author_year_and_figure():
+    from sgdlab.experiments.spec import paper_ref
+
+    assert paper_ref({"author": "Xing, Arpit, Tsirigotis", "year": 2018,
+                      "figure": "Fig. 5"}) == "Xing 2018, Fig. 5"
+    assert paper_ref({"author": "Zhu", "year": 2019}) == "Zhu 2019"
+
+
+def test_a_wall_time_under_a_minute_is_said_in_seconds_from_one_minute_in_minutes():
+    from sgdlab.experiments.spec import wall_time_text
+
+    assert [wall_time_text(m) for m in (0.66, 1, 19.4)] == ["~40 s", "~1 min", "~19 min"]
+
+
+def test_a_catalogue_file_whose_name_is_not_its_file_name_is_refused(tmp_path, monkeypatch):
+    from sgdlab.experiments import spec as spec_module
+
+    monkeypatch.setattr(spec_module, "CATALOGUE_DIR", tmp_path)
+    (tmp_path / "t-other.yaml").write_text(yaml.safe_dump(_raw()))
+    with pytest.raises(ConfigError, match=r"t-other.yaml: name 't-square' differs from the "
+                                          r"file name$"):
+        load_experiment("t-other")
