@@ -495,6 +495,8 @@ def test_a_grid_axis_names_its_runs_by_the_last_part_of_its_path():
     runs = resolve(raw, "smoke").expand()
     assert [r.label for r in runs] == ["x=1,m=2", "x=1,m=3", "b|x=1,m=2", "b|x=1,m=3"]
     assert [r.params["cfg"]["m"] for r in runs] == [2, 3, 2, 3]
+    # results.json's runs[].grid: the values at the grid's dotted paths
+    assert [r.grid_point for r in runs[:2]] == [{"x": 1, "cfg.m": 2}, {"x": 1, "cfg.m": 3}]
 
 
 def test_a_list_selector_compares_the_items_value_as_text():
