@@ -1805,3 +1805,124 @@ def test_a_catalogue_file_whose_name_is_not_its_file_name_is_refused(tmp_path, m
     with pytest.raises(ConfigError, match=r"t-other.yaml: name 't-square' differs from the "
                                           r"file name$"):
         load_experiment("t-other")
+
+
+@register_analysis("_test_always_fails")
+def _always_fails(spec, runs):
+    raise ValueError("the analysis is broken")
+
+
+def test_an_analysis_that_fails_on_a_complete_sweep_raises_its_error(tmp_path):
+    # with runs missing, the report notes the failure (the analysis may need them); with none
+    # missing, nothing explains it: the error is the analysis's own and must surface
+    cfg = _write(tmp_path, _raw(analysis="_test_always_fails", grid={"x": [1]}))
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="the analysis is broken"):
+        run_experiment(str(cfg), scale="smoke", out_dir=out,
+                       store_path=str(tmp_path / "runs.sqlite"), progress=None)
+    assert not (out / "results.json").exists()
+
+
+def test_a_rewritten_report_removes_no_file_named_by_a_path_in_its_results_json(tmp_path):
+    # the names of the outputs to replace are read from results.json, which may have been
+    # edited by hand: a name that is a path does not name a file the report wrote
+    cfg = _write(tmp_path, _raw(grid={"x": [1]}, outputs={}))
+    out, store = tmp_path / "out", str(tmp_path / "runs.sqlite")
+    run_experiment(str(cfg), scale="smoke", out_dir=out, store_path=store, progress=None)
+    keep = [tmp_path / "up.csv", tmp_path / "far.svg", out / "tables" / ".csv"]
+    for p in keep:
+        p.write_text("not the report's")
+    old = json.loads((out / "results.json").read_text())
+    old["tables"] += [{"name": "../../up"}, {"name": ""}]
+    old["figures"] += [{"name": str(tmp_path / "far")}]
+    (out / "results.json").write_text(json.dumps(old))
+    run_experiment(str(cfg), scale="smoke", out_dir=out, store_path=store, progress=None)
+    assert all(p.read_text() == "not the report's" for p in keep)
+    assert (out / "tables/squares.csv").is_file() and (out / "figures/ys.png").is_file()
+
+
+@register_procedure("_test_step_17")
+class _Step17(Procedure):
+    """Logs step 17 of a planned 40, then waits, twice (one worker: the driver hears the run
+    only through its rows, and says it is running on the second)."""
+    allowed = {"x"}
+
+    def planned_steps(self, params):
+        return 40
+
+    def run(self, run, ctx):
+        import time
+
+        for name in ("a", "b"):
+            ctx.store.log_metric(ctx.run_id, name, 17, 1.0)
+            time.sleep(0.3)
+        return RunOutput(summary={"y": 1.0})
+
+
+def test_a_long_run_is_reported_at_the_last_step_it_logged(tmp_path, monkeypatch):
+    import sgdlab.experiments.sweep as sweep
+
+    monkeypatch.setattr(sweep, "HEARTBEAT", 0.2, raising=False)
+    lines: list[str] = []
+    run_sweep(resolve(_raw(procedure="_test_step_17", grid={"x": [1]}), "smoke").expand(),
+              store_path=str(tmp_path / "s.sqlite"), progress=lines.append, workers=1)
+    beats = [ln for ln in lines if "running:" in ln]
+    assert beats and all(ln.endswith(" (step 17 of 40)") for ln in beats), lines
+
+
+@register_procedure("_test_interrupts")
+class _Interrupts(Procedure):
+    """Ctrl-C while it runs."""
+    allowed = {"x"}
+
+    def run(self, run, ctx):
+        raise KeyboardInterrupt
+
+
+def test_a_run_stopped_before_it_ended_records_its_seed(tmp_path):
+    # the worker records where it ran (its seed too) only at the end: a run that is still
+    # running, or was interrupted, shows the environment the driver recorded when it claimed it
+    store = tmp_path / "s.sqlite"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(resolve(_raw(procedure="_test_interrupts", grid={"x": [1]}, seeds=[3],
+                               scales={}), "cpu").expand(),
+                  store_path=str(store), progress=None)
+    (run,) = RunStore(store).list_runs()
+    assert run["status"] == "interrupted"
+    assert RunStore(store).get_run(run["id"])["env"]["seed"] == 3
+
+
+@register_procedure("_test_crashes_naming_its_checkpoint")
+class _CrashNamingCheckpoint(Procedure):
+    """Fails as a full disk would, naming the checkpoint file it was to write."""
+    allowed = {"x"}
+
+    def run(self, run, ctx):
+        from sgdlab.experiments.worker import CHECKPOINT_DIR
+        from sgdlab.train.checkpoint import checkpoint_path
+
+        CALLS.append(run.label)
+        raise OSError(f"no space left writing {checkpoint_path(ctx.artifact_dir / CHECKPOINT_DIR)}")
+
+
+def test_a_resumed_run_that_crashes_naming_its_checkpoint_is_a_crash(tmp_path):
+    # only a checkpoint its training refuses as bad input is removed and the run started again:
+    # a crash whose message names the file (a full disk) is the run's failure, and the
+    # checkpoint stays for the next sweep to resume
+    from sgdlab.experiments.worker import CHECKPOINT_DIR
+    from sgdlab.train.checkpoint import checkpoint_path, save_checkpoint
+
+    store = tmp_path / "s.sqlite"
+    (run,) = resolve(_raw(procedure="_test_crashes_naming_its_checkpoint", grid={"x": [1]}),
+                     "smoke").expand()
+    ckpt = checkpoint_path(artifacts_root(RunStore(store)) / run.key / CHECKPOINT_DIR)
+    ckpt.parent.mkdir(parents=True)
+    # an earlier attempt's checkpoint at step 0, which counted no rows
+    save_checkpoint(ckpt, {"loop": {"step": 0, "stored_rows": 0}, "run_id": "earlier"})
+    said: list[str] = []
+    CALLS.clear()
+    rep = run_sweep([run], store_path=str(store), progress=said.append)
+    assert rep.failed == [(run.run_name, f"OSError: no space left writing {ckpt}")]
+    assert CALLS == ["sq|x=1"] and ckpt.is_file()
+    assert "resuming sq|x=1|seed=0 from step 0 (its last checkpoint)" in said
+    assert not any("cannot be resumed" in x for x in said), said
