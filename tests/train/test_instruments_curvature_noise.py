@@ -5,6 +5,7 @@ import re
 import warnings
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -1161,3 +1162,39 @@ def test_the_alignment_instrument_refuses_fewer_lanczos_iterations_than_pairs():
     with pytest.raises(ValueError, match=re.escape("Invalid num_iter=2 (an int >= k (3))")):
         build_instrument("alignment", every=1, k=3, num_iter=2)
     assert build_instrument("alignment", every=1, k=3, num_iter=3).num_iter == 3
+
+
+@pytest.mark.parametrize("make", [np.int64, np.int32, torch.tensor],
+                         ids=["np.int64", "np.int32", "torch"])
+def test_numpy_and_torch_ints_are_counts_and_seeds_and_measure_as_python_ints(make):
+    """A count computed with numpy or torch (``np.int64(12)`` from ``np.geomspace(...)
+    .astype(int)``) is an int: the int check of eval_subset and batch_size refused it, though
+    the measurement took it, and a numpy seed failed the first measurement (``manual_seed``:
+    "an integer is required"). Kept as Python ints, the run logs what the ints give."""
+    data = toy_dataset()
+
+    def run(**options):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+        cb = build_instrument("batch_statistics", schedule=Schedule.at([0, 2]), **options)
+        res = train(model, nn.CrossEntropyLoss(), data,
+                    torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, batch_size=8,
+                    callbacks=[cb], progress=False)
+        return cb, res.history["batch/norm_test"]
+
+    cb, got = run(batch_size=make(12), eval_subset=make(30), seed=make(3))
+    assert (cb.batch_size, cb.eval_subset, cb.seed) == (12, 30, 3)
+    assert {type(v) for v in (cb.batch_size, cb.eval_subset, cb.seed)} == {int}
+    _, want = run(batch_size=12, eval_subset=30, seed=3)
+    assert got == want and len(got) == 2
+    hess = build_instrument("hessian", every=1, eval_subset=make(5), seed=make(7))
+    assert (hess.eval_subset, hess.seed) == (5, 7)
+
+
+@pytest.mark.parametrize("value", [np.bool_(True), torch.tensor(True), np.float64(4.0),
+                                   torch.tensor(4.0), torch.tensor([4, 5])],
+                         ids=["np.bool_", "torch bool", "np.float64", "torch float", "2 ints"])
+def test_bools_floats_and_tensors_of_several_ints_stay_refused_as_counts(value):
+    for key in ("eval_subset", "seed", "batch_size"):
+        with pytest.raises(ValueError, match=f"Invalid {key}="):
+            build_instrument("batch_statistics", every=1, **{key: value})

@@ -19,6 +19,7 @@ run logs the same values.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import torch
@@ -57,6 +58,20 @@ def int_at_least(v: Any, low: int) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= low
 
 
+def plain_int(v: Any) -> Any:
+    """``v`` as a Python int when it is an integer of numpy or torch (``np.int64(256)``, a
+    one-element integer tensor: a count or seed computed with them), which the checks' ``int``
+    would refuse and ``torch.manual_seed`` fails on; anything else (a bool of any kind, a
+    float, a string, None) unchanged, for the checks to judge."""
+    if v is None or isinstance(v, int) or (isinstance(v, torch.Tensor)
+                                           and v.dtype == torch.bool):
+        return v
+    try:
+        return operator.index(v)
+    except TypeError:
+        return v
+
+
 def finite_number(v: Any) -> bool:
     """``v`` is a finite int or float (not a bool)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -78,7 +93,8 @@ class MeasuredCallback(MeasurementCallback):
                  start: int = 0, at: Any = None, eval_subset: int | None = 1000,
                  eval_mode: bool = True, seed: int = 0, at_train_begin: bool | None = None):
         # a fraction or a bool was taken, then failed the first measurement ("slice indices
-        # must be integers", "manual_seed expected a long")
+        # must be integers", "manual_seed expected a long"); numpy's and torch's ints are ints
+        eval_subset, seed = plain_int(eval_subset), plain_int(seed)
         check_options(eval_subset=(eval_subset, eval_subset is None
                                    or int_at_least(eval_subset, 1),
                                    "an int >= 1, or None: the whole training set"),

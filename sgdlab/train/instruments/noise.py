@@ -43,7 +43,8 @@ from ..callbacks import Schedule, step_batch_size
 from . import register_instrument
 from sgdlab.operators.params import num_params
 
-from .curvature import MeasuredCallback, _common, check_options, eval_set_size, int_at_least
+from .curvature import (MeasuredCallback, _common, check_options, eval_set_size, int_at_least,
+                        plain_int)
 
 __all__ = ["AlignmentCallback", "BatchStatisticsCallback", "NoiseCallback",
            "NoiseMagnitudeCallback"]
@@ -136,6 +137,7 @@ class BatchStatisticsCallback(MeasuredCallback):
         super().__init__(schedule, **kw)
         if source not in ("fresh", "step"):
             raise ValueError(f"Invalid source={source!r}: expected 'fresh' or 'step'")
+        batch_size = plain_int(batch_size)     # np.int64(8) is a batch size
         if batch_size is not None and not int_at_least(batch_size, 2):
             # 2.5 was taken, then failed the first draw ("slice indices must be integers")
             raise ValueError(f"Invalid batch_size={batch_size!r} (an int >= 2)")
