@@ -1198,3 +1198,17 @@ def test_bools_floats_and_tensors_of_several_ints_stay_refused_as_counts(value):
     for key in ("eval_subset", "seed", "batch_size"):
         with pytest.raises(ValueError, match=f"Invalid {key}="):
             build_instrument("batch_statistics", every=1, **{key: value})
+
+
+def test_numpy_floats_are_sharpness_parameters():
+    """``np.float32(0.01)`` as sigma (epsilon, gamma, beta) is measured as 0.01 is
+    (expected_sharpness takes it); the finite-number check refused it as "must be a finite
+    number". Kept as a Python float; numpy's inf and a bool stay refused."""
+    cb = build_instrument("sharpness", every=1, sigma=np.float32(0.25), epsilon=np.float32(1),
+                          gamma=np.float64(0.5), beta=np.float32(2))
+    assert (cb.sigma, cb.epsilon, cb.gamma, cb.beta) == (0.25, 1.0, 0.5, 2.0)
+    assert {type(v) for v in (cb.sigma, cb.epsilon, cb.beta)} == {float}   # (np.float64 is)
+    for bad, says in ((np.float32("inf"), "Invalid sigma=inf (must be a finite number)"),
+                      (np.bool_(True), "Invalid sigma=np.True_ (must be a finite number)")):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            build_instrument("sharpness", every=1, sigma=bad)

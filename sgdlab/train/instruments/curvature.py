@@ -19,6 +19,7 @@ run logs the same values.
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 from typing import Any
 
@@ -70,6 +71,15 @@ def plain_int(v: Any) -> Any:
         return operator.index(v)
     except TypeError:
         return v
+
+
+def plain_float(v: Any) -> Any:
+    """``v`` as a Python float when it is a real number of numpy's (``np.float32(0.01)``),
+    which the measurements take and the checks' ``float`` would refuse; anything else (a
+    Python number, a bool, a string, None) unchanged."""
+    if isinstance(v, numbers.Real) and not isinstance(v, (int, float)):
+        return float(v)
+    return v
 
 
 def finite_number(v: Any) -> bool:
@@ -223,6 +233,7 @@ class SharpnessCallback(MeasuredCallback):
         super().__init__(schedule, **kw)
         self.memory_budget = memory_budget_bytes(memory_budget)
         # inf was taken here, then refused by the measurement at its first step
+        sigma, epsilon, gamma, beta = map(plain_float, (sigma, epsilon, gamma, beta))
         check_options(**{key: (v, v is None or finite_number(v), "must be a finite number")
                          for key, v in (("sigma", sigma), ("epsilon", epsilon),
                                         ("gamma", gamma), ("beta", beta))})
