@@ -20,6 +20,7 @@ end); with one (``--address``, ``$RAY_ADDRESS``, ``auto``), the sweep joins that
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import signal
 import socket
@@ -71,7 +72,10 @@ class RayBackend:
             kw: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR",
                                   "log_to_driver": True}
             if address is None and not os.environ.get("RAY_ADDRESS"):
-                kw["num_cpus"] = workers * cpus_per_run if workers else os.cpu_count()
+                # whole CPUs: Ray refuses to start with 1.5 ("Resource quantities must all be
+                # whole numbers"), which 3 workers of 0.5 CPU asked for
+                kw["num_cpus"] = (math.ceil(workers * cpus_per_run) if workers
+                                  else os.cpu_count())
             # Ray installs a SIGTERM handler that aborts the driver; keep ours (SIGTERM stops
             # the sweep like Ctrl-C: tasks cancelled, runs recorded interrupted)
             term = signal.getsignal(signal.SIGTERM) if _main_thread() else None

@@ -3,8 +3,10 @@ backend is finished by the other (a local Ray instance: ``ray.init(num_cpus=2)``
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -563,3 +565,47 @@ def test_a_ray_task_ships_its_files_is_never_retried_by_ray_and_its_sends_reach_
     backend.cancel_all()             # what was sent before a Ctrl-C is taken
     assert rows == [("r7", [1]), ("r7", [2])] and checkpoints == [("r7", {"c": 1})]
     assert fake.cancelled == [1] and backend.refs == {}
+
+
+@pytest.mark.parametrize("workers, cpus_per_run, num_cpus, capacity", [
+    (3, 0.5, 2, 3), (1, 0.5, 1, 1), (2, 1.5, 3, 2), (4, 0.25, 1, 4), (2, 2.0, 4, 2)])
+def test_a_ray_instance_started_for_fractional_cpus_per_run_gets_whole_cpus(
+        monkeypatch, workers, cpus_per_run, num_cpus, capacity):
+    """Fractions of a CPU per run are allowed (``resources:``, --cpus-per-run 0.5), but Ray
+    refuses to start with a fractional CPU count ("Resource quantities must all be whole
+    numbers. Violated by resource 'CPU'"): 3 workers of 0.5 CPU asked it for 1.5 and the sweep
+    failed with "cannot start or join Ray". The instance gets the whole CPUs that hold them."""
+    from sgdlab.experiments import ray_backend
+
+    class WholeCpus(_FakeRay):
+        def init(self, **kw):
+            if kw.get("num_cpus") is not None and kw["num_cpus"] != int(kw["num_cpus"]):
+                raise ValueError("Resource quantities must all be whole numbers.")
+            super().init(**kw)
+            self.resources = {"CPU": float(kw["num_cpus"])}
+
+    fake = WholeCpus({}, initialized=False)
+    monkeypatch.setattr(ray_backend, "import_ray", lambda: fake)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    backend = ray_backend.RayBackend(lambda *a: None, workers=workers,
+                                     cpus_per_run=cpus_per_run)
+    assert fake.inits[-1]["num_cpus"] == num_cpus and backend.capacity == capacity
+    backend.submit(SimpleNamespace(run_id="r"))
+    assert fake.submitted[-1][0]["num_cpus"] == cpus_per_run      # each run asks its share
+
+
+@pytest.mark.parametrize("resources, says", [
+    ({"CPU": 1.0}, "--cpus-per-run 1.5: the Ray cluster has 1 CPUs"),
+    ({"GPU": 1.0}, "--cpus-per-run 1.5: the Ray cluster has 0 CPUs")])
+def test_a_joined_cluster_with_too_few_cpus_is_refused_and_left_running(monkeypatch,
+                                                                        resources, says):
+    """Joining a cluster (this process already connected, or --address) whose CPUs cannot
+    hold one run is refused; the cluster this backend did not start is not shut down."""
+    from sgdlab.errors import UserError
+    from sgdlab.experiments import ray_backend
+
+    fake = _FakeRay(resources, initialized=True)
+    monkeypatch.setattr(ray_backend, "import_ray", lambda: fake)
+    with pytest.raises(UserError, match=re.escape(says)):
+        ray_backend.RayBackend(lambda *a: None, cpus_per_run=1.5)
+    assert fake.initialized and not fake.inits
