@@ -235,3 +235,83 @@ def test_resume_of_a_running_sweep_run_names_it_and_says_what_to_do(tmp_path, ca
         f"wait for it to end (`sgdlab runs show {rid}` shows how far it got), or stop that "
         f"sweep and continue it with: {command}  (a sweep reruns what the store lacks)\n")
     assert store.get_run(rid)["status"] == "running"        # left to its sweep
+
+
+def _stopped_sweep_runs(store, keys, steps):
+    """Stopped runs of sweep entries ``keys`` of experiment e (one command), each entry's
+    checkpoint at ``steps[key]`` (none where absent)."""
+    from sgdlab.experiments.worker import CHECKPOINT_DIR
+    from sgdlab.store.folders import sweep_run_folder
+    from sgdlab.train.checkpoint import checkpoint_path, save_checkpoint
+
+    cfg = {"scale": "cpu", "command": "sgdlab run e --scale cpu"}
+    ids = [store.create_run({**cfg, "run_key": key}, name=key, experiment="e", env={},
+                            status="interrupted") for key in keys]
+    for key, step in steps.items():
+        save_checkpoint(checkpoint_path(sweep_run_folder(store.path, key) / CHECKPOINT_DIR),
+                        {"loop": {"step": step}})
+    return ids
+
+
+def test_stopped_sweep_entries_at_one_checkpoint_step_share_one_resume_line(tmp_path, capsys):
+    store = _store(tmp_path)
+    _stopped_sweep_runs(store, ("k1", "k2"), {"k1": 8, "k2": 8})
+    assert main(["runs", "list", "--store", str(store.path)]) == 0
+    assert capsys.readouterr().out.endswith(
+        f"\n2 run(s) stopped before they ended; continue with:\n"
+        f"  sgdlab run e --scale cpu --store {store.path}  (a sweep reruns what the store "
+        f"lacks)\n    (its sweep resumes it from its last checkpoint, step 8)\n")
+
+
+def test_an_entry_stopped_twice_is_listed_by_its_latest_run_beside_another_entry(tmp_path,
+                                                                                capsys):
+    """k1 stopped twice (its checkpoint at step 8, shared by its runs: the sweep's artifact
+    folder of its run key), k2 before its first checkpoint: the sweep continues k1 from step 8
+    once, named by its latest run, and k2 from step 0; the three stopped runs are counted."""
+    store = _store(tmp_path)
+    old, new, other = _stopped_sweep_runs(store, ("k1", "k1", "k2"), {"k1": 8})
+    assert main(["runs", "list", "--store", str(store.path)]) == 0
+    out = capsys.readouterr().out
+    assert out.endswith(
+        f"\n3 run(s) stopped before they ended; continue with:\n"
+        f"  sgdlab run e --scale cpu --store {store.path}  (a sweep reruns what the store "
+        f"lacks)\n    (run {new}: its sweep resumes it from its last checkpoint, step 8)\n"
+        f"    (run {other}: its sweep reruns it from step 0)\n")
+    assert f"(run {old}:" not in out
+
+
+def test_resume_of_a_train_run_another_process_runs_is_refused_as_before(tmp_path, capsys,
+                                                                         monkeypatch):
+    """The sweep's running case has its own message; a running run of ``sgdlab train`` (its
+    folder recorded, its owner another live process) still reaches the claim's refusal, and
+    neither is touched."""
+    import socket
+    import subprocess
+
+    from sgdlab.config import validate_config
+    from sgdlab.store import runstore
+    from sgdlab.testing import TINY_RUN
+
+    owner = subprocess.Popen(["sleep", "30"])
+    try:
+        monkeypatch.setattr(runstore, "this_process", lambda: {
+            "host": socket.gethostname(), "pid": owner.pid,
+            "pid_start": runstore._start_token(owner.pid)})
+        store = _store(tmp_path)
+        rid = store.create_run(validate_config(TINY_RUN), name="t", env={})
+        store.add_artifact(rid, "out_dir", tmp_path / "run")
+        sweep = store.create_run({"run_key": "k1", "scale": "cpu", "command": "sgdlab run e"},
+                                 name="k1", experiment="e", env={})
+        monkeypatch.undo()
+        assert main(["resume", rid, "--store", str(store.path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"sgdlab: error: run {rid} is still running (process "
+                              f"{owner.pid} on {socket.gethostname()}, heartbeat ")
+        assert err.endswith("; stop it first\n")
+        assert main(["resume", sweep, "--store", str(store.path)]) == 2
+        assert f"run {sweep} of the sweep of e is still running (process {owner.pid} " in (
+            capsys.readouterr().err)
+        assert {store.get_run(r)["status"] for r in (rid, sweep)} == {"running"}
+    finally:
+        owner.kill()
+        owner.wait()
