@@ -1067,7 +1067,22 @@ def test_the_batch_statistics_instrument_logs_the_measurements_called_by_hand():
     ("sharpness", {"gamma": math.inf}, "Invalid gamma=inf (must be a finite number)"),
     ("sharpness", {"beta": math.inf}, "Invalid beta=inf (must be a finite number)"),
     ("sharpness", {"sigma": True}, "Invalid sigma=True (must be a finite number)"),
-    ("hessian", {"k": True}, "Invalid k=True (an int >= 0)")])
+    ("hessian", {"k": True}, "Invalid k=True (an int >= 0)"),
+    # an on/off option read by truth: "no" and 0.5 were on
+    ("noise", {"rank": "no"}, "Invalid rank='no' (true or false)"),
+    ("noise", {"rank": 1}, "Invalid rank=1 (true or false)"),
+    ("alignment", {"trace_alignment": "no"}, "Invalid trace_alignment='no' (true or false)"),
+    ("hessian", {"eval_mode": "no"}, "Invalid eval_mode='no' (true or false)"),
+    ("noise", {"eval_mode": 0.5}, "Invalid eval_mode=0.5 (true or false)"),
+    ("entropy_angle", {"gamma": 1.0, "eval_mode": None},
+     "Invalid eval_mode=None (true or false)"),
+    # inf: Lanczos stops at its first iterate and calls it converged
+    ("hessian", {"tol": math.inf}, "Invalid tol=inf (must be a finite number > 0)"),
+    ("hessian", {"tol": math.nan}, "Invalid tol=nan (must be a finite number > 0)"),
+    ("hessian", {"tol": -1e-3}, "Invalid tol=-0.001 (must be a finite number > 0)"),
+    ("alignment", {"tol": math.inf}, "Invalid tol=inf (must be a finite number > 0)"),
+    ("dynamics", {"hessian_tol": math.inf},
+     "Invalid hessian_tol=inf (must be a finite number >= 0)")])
 def test_options_the_measurement_cannot_take_are_refused_when_built(name, options, says):
     """Each was accepted by the instrument and failed its first measurement, after the steps
     before it: a fraction as a count or a seed ("slice indices must be integers",
@@ -1075,6 +1090,17 @@ def test_options_the_measurement_cannot_take_are_refused_when_built(name, option
     (expected_sharpness, epsilon_sharpness, local_entropy refuse it), a bool as a number."""
     with pytest.raises(ValueError, match=re.escape(says)):
         build_instrument(name, every=1, **options)
+
+
+def test_numpy_bools_are_taken_as_the_flags_they_are():
+    """numpy's bool_ (a mask's element, a config built with numpy) is a bool: taken, and
+    stored as Python's."""
+    import numpy as np
+
+    noise = build_instrument("noise", every=1, rank=np.bool_(False), eval_mode=np.bool_(True))
+    align = build_instrument("alignment", every=1, trace_alignment=np.bool_(True))
+    assert (noise.rank, noise.eval_mode, align.trace_alignment) == (False, True, True)
+    assert all(type(v) is bool for v in (noise.rank, noise.eval_mode, align.trace_alignment))
 
 
 # each instrument's options at values other than their defaults (source="step" refuses a

@@ -23,6 +23,7 @@ import numbers
 import operator
 from typing import Any
 
+import numpy as np
 import torch
 
 from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
@@ -87,6 +88,18 @@ def finite_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def is_flag(v: Any) -> bool:
+    """``v`` is a bool (numpy's included): an on/off option, where a truthy string or number
+    ("no", 0.5) would be read as on."""
+    return isinstance(v, (bool, np.bool_))
+
+
+def positive_tolerance(v: Any) -> bool:
+    """``v`` is a finite number > 0: a relative residual tolerance (inf stops Lanczos at its
+    first iterate and reports it converged)."""
+    return finite_number(v) and v > 0
+
+
 def eval_set_size(data: Any, eval_subset: int | None) -> int:
     """The number of examples a measurement on ``eval_subset`` of ``data``'s training set
     sees (:func:`~sgdlab.train.callbacks.train_subset`)."""
@@ -109,10 +122,11 @@ class MeasuredCallback(MeasurementCallback):
                                    or int_at_least(eval_subset, 1),
                                    "an int >= 1, or None: the whole training set"),
                       seed=(seed, isinstance(seed, int) and not isinstance(seed, bool),
-                            "an int"))
+                            "an int"),
+                      eval_mode=(eval_mode, is_flag(eval_mode), "true or false"))
         super().__init__(self._measure, schedule, every=every, start=start, at=at,
                          at_train_begin=at_train_begin)
-        self.eval_subset, self.eval_mode, self.seed = eval_subset, eval_mode, seed
+        self.eval_subset, self.eval_mode, self.seed = eval_subset, bool(eval_mode), seed
         self._data: Any = None
 
     def check(self, model, data) -> None:
@@ -168,7 +182,7 @@ class HessianCallback(MeasuredCallback):
         check_options(**{key: (v, int_at_least(v, 0), "an int >= 0") for key, v in (
             ("k", k), ("bottom", bottom), ("trace_probes", trace_probes),
             ("frobenius_probes", frobenius_probes))},
-            tol=(tol, tol > 0, "must be > 0"),
+            tol=(tol, positive_tolerance(tol), "must be a finite number > 0"),
             num_iter=(num_iter, num_iter is None or int_at_least(num_iter, max(k, bottom, 1)),
                       f"an int >= k and bottom ({max(k, bottom, 1)})"),
             block_size=(block_size, block_size is None or int_at_least(block_size, 1),

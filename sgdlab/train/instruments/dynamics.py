@@ -270,7 +270,7 @@ def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = Non
     ``hessian_which``: the spectral norm ("magnitude") or the largest eigenvalue ("largest").
     Logs ``grad_cosine``, ``dist_from_init``, ``param_norm``, ``update_norm`` (no prefix);
     ``full_grad_norm`` and ``hess_norm_eval`` on their own cadences."""
-    from .curvature import check_options, int_at_least
+    from .curvature import check_options, finite_number, int_at_least
 
     # 0 read as "never" (the falsy test below) while the docs say None does: refused, like
     # every other period
@@ -280,8 +280,9 @@ def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = Non
                   hessian_every=(hessian_every, hessian_every is None
                                  or int_at_least(hessian_every, 1),
                                  "an int >= 1, or leave it out for never"),
-                  hessian_tol=(hessian_tol, hessian_tol is None or hessian_tol >= 0,
-                               "must be >= 0"),
+                  hessian_tol=(hessian_tol, hessian_tol is None
+                               or (finite_number(hessian_tol) and hessian_tol >= 0),
+                               "must be a finite number >= 0"),
                   hessian_iter=(hessian_iter, hessian_iter is None
                                 or int_at_least(hessian_iter, 1), "an int >= 1"))
     kw = {k: v for k, v in (("tol", hessian_tol), ("num_iter", hessian_iter)) if v is not None}

@@ -44,7 +44,7 @@ from . import register_instrument
 from sgdlab.operators.params import num_params
 
 from .curvature import (MeasuredCallback, _common, check_options, eval_set_size, int_at_least,
-                        plain_int)
+                        is_flag, plain_int, positive_tolerance)
 
 __all__ = ["AlignmentCallback", "BatchStatisticsCallback", "NoiseCallback",
            "NoiseMagnitudeCallback"]
@@ -55,8 +55,9 @@ class NoiseCallback(MeasuredCallback):
 
     def __init__(self, schedule: Schedule | None = None, *, k: int = 5, rank: bool = True, **kw):
         super().__init__(schedule, **kw)
-        check_options(k=(k, int_at_least(k, 0), "an int >= 0; 0: no eigenvalues"))
-        self.k, self.rank = k, rank
+        check_options(k=(k, int_at_least(k, 0), "an int >= 0; 0: no eigenvalues"),
+                      rank=(rank, is_flag(rank), "true or false"))
+        self.k, self.rank = k, bool(rank)
 
     def compute(self, ctx, data, generator):
         cov = gradient_covariance(ctx.model, ctx.loss_fn, data)
@@ -77,11 +78,13 @@ class AlignmentCallback(MeasuredCallback):
         super().__init__(schedule, **kw)
         check_options(k=(k, int_at_least(k, 1), "an int >= 1"),
                       num_probes=(num_probes, int_at_least(num_probes, 1), "an int >= 1"),
-                      tol=(tol, tol > 0, "must be > 0"),
+                      tol=(tol, positive_tolerance(tol), "must be a finite number > 0"),
                       num_iter=(num_iter, num_iter is None or int_at_least(num_iter, k),
-                                f"an int >= k ({k})"))
-        self.k, self.num_probes, self.tol, self.trace_alignment = (k, num_probes, tol,
-                                                                   trace_alignment)
+                                f"an int >= k ({k})"),
+                      trace_alignment=(trace_alignment, is_flag(trace_alignment),
+                                       "true or false"))
+        self.k, self.num_probes, self.tol = k, num_probes, tol
+        self.trace_alignment = bool(trace_alignment)
         self.num_iter = num_iter
 
     def check(self, model, data) -> None:
