@@ -173,6 +173,62 @@ def test_update_rule(problem):
     assert checked == 1                    # the comparison ran (the second step)
 
 
+# (momentum, dampening, nesterov, weight_decay): torch.optim.SGD's recursion, each part on
+GLD_BY_HAND = [(0.0, 0.0, False, 0.0), (0.0, 0.0, False, 0.05), (0.9, 0.3, False, 0.05),
+               (0.8, 0.0, True, 0.02)]
+
+
+@pytest.mark.parametrize("momentum,dampening,nesterov,weight_decay", GLD_BY_HAND)
+def test_gld_const_follows_the_update_written_by_hand(momentum, dampening, nesterov,
+                                                      weight_decay):
+    """GLD const on L(θ) = ½ θᵀHθ against the update written out in float64 (Zhu et al. §4.2
+    item 2, θ' = θ − η g₀ + η ε, ε ~ N(0, σ² I) drawn fresh each step, with torch.optim.SGD's
+    documented momentum on g = g₀ + λθ − ε: b₁ = g, b = μ b + (1 − τ) g, step b or, Nesterov,
+    g + μ b). The group's lr and weight_decay change after step 2 (a schedule), and the run
+    is saved and resumed after step 3 through state_dict."""
+    from sgdlab.testing import Quadratic
+
+    h = torch.tensor([[2.0, 0.5, 0.0], [0.5, 1.0, -0.3], [0.0, -0.3, 0.5]], dtype=torch.float64)
+    theta0 = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    data = (torch.zeros(4, 1, dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
+    sigma, seed = 0.3, 7
+    hyper = dict(momentum=momentum, dampening=dampening, nesterov=nesterov,
+                 weight_decay=weight_decay, sigma=sigma, seed=seed)
+
+    def mean_loss(out, y):
+        return out.mean()
+
+    def make(model):
+        return build_optimizer_for("gld-const", model, loss_fn=mean_loss, data=data, lr=0.1,
+                                   **hyper)
+
+    model = Quadratic(h, theta0)
+    opt = make(model)
+    theta, buf, gen = theta0.clone(), None, torch.Generator().manual_seed(seed)
+    lr, wd = 0.1, weight_decay
+    for t in range(6):
+        if t == 2:                   # read from the group at every step, as torch's SGD
+            lr, wd = 0.05, 2 * weight_decay
+            opt.param_groups[0].update(lr=lr, weight_decay=wd)
+        if t == 3:                   # resume a copy from the saved state
+            buf_io = io.BytesIO()
+            torch.save(opt.state_dict(), buf_io)
+            buf_io.seek(0)
+            model = Quadratic(h, model.theta.detach())
+            opt = make(model)
+            opt.load_state_dict(torch.load(buf_io, weights_only=True))
+        opt.zero_grad()
+        mean_loss(model(data[0]), data[1]).backward()
+        opt.step()
+        eps = sigma * torch.randn(3, generator=gen, dtype=torch.float64)
+        g = h @ theta + wd * theta - eps
+        if momentum:
+            buf = g.clone() if buf is None else momentum * buf + (1 - dampening) * g
+            g = g + momentum * buf if nesterov else buf
+        theta = theta - lr * g
+        torch.testing.assert_close(model.theta.detach(), theta, rtol=0, atol=1e-13)
+
+
 def _run(model, opt, data, steps):
     for _ in range(steps):
         opt.zero_grad()
