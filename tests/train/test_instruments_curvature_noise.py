@@ -752,7 +752,7 @@ def test_curvature_instrument_options_are_checked_where_they_are_built():
 
     every = Schedule.every(5)
     for name, options, needle in [
-            ("hessian", {"tol": 0}, "Invalid tol=0 (must be > 0)"),
+            ("hessian", {"tol": 0}, "Invalid tol=0 (must be a finite number > 0)"),
             ("hessian", {"k": 2, "num_iter": 1}, "Invalid num_iter=1"),
             ("hessian", {"k": 1, "bottom": 4, "num_iter": 3}, "Invalid num_iter=3"),
             ("hessian", {"eval_subset": 0}, "Invalid eval_subset=0"),

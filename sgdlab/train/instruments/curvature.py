@@ -95,8 +95,8 @@ def is_flag(v: Any) -> bool:
 
 
 def positive_tolerance(v: Any) -> bool:
-    """``v`` is a finite number > 0: a relative residual tolerance (inf stops Lanczos at its
-    first iterate and reports it converged)."""
+    """``v`` is a finite number > 0: a relative residual tolerance (with inf, Lanczos takes
+    its first k Ritz values as converged and warns of nothing)."""
     return finite_number(v) and v > 0
 
 
