@@ -1238,3 +1238,12 @@ def test_numpy_floats_are_sharpness_parameters():
                       (np.bool_(True), "Invalid sigma=np.True_ (must be a finite number)")):
         with pytest.raises(ValueError, match=re.escape(says)):
             build_instrument("sharpness", every=1, sigma=bad)
+
+
+def test_a_numpy_float_tolerance_is_a_tolerance():
+    """``np.float32(1e-3)`` as the Lanczos tol is a finite number > 0 (lanczos takes it); numpy's
+    inf is not."""
+    assert build_instrument("hessian", every=1, tol=np.float32(1e-3)).tol == np.float32(1e-3)
+    assert build_instrument("alignment", every=1, tol=np.float32(1e-3)).tol == np.float32(1e-3)
+    with pytest.raises(ValueError, match=re.escape("Invalid tol=np.float32(inf) (must be a finite")):
+        build_instrument("hessian", every=1, tol=np.float32("inf"))

@@ -96,7 +96,8 @@ def is_flag(v: Any) -> bool:
 
 def positive_tolerance(v: Any) -> bool:
     """``v`` is a finite number > 0: a relative residual tolerance (with inf, Lanczos takes
-    its first k Ritz values as converged and warns of nothing)."""
+    its first k Ritz values as converged and warns of nothing); numpy's floats included."""
+    v = plain_float(v)
     return finite_number(v) and v > 0
 
 
