@@ -297,6 +297,9 @@ def test_resume_of_a_train_run_another_process_runs_is_refused_as_before(tmp_pat
         monkeypatch.setattr(runstore, "this_process", lambda: {
             "host": socket.gethostname(), "pid": owner.pid,
             "pid_start": runstore._start_token(owner.pid)})
+        # no heartbeat thread for the stand-in owner: one would beat its rows for ever, beyond
+        # this process' stop_heartbeats (its pid is not this process')
+        monkeypatch.setattr(runstore.RunStore, "_keep_alive", lambda self: None)
         store = _store(tmp_path)
         rid = store.create_run(validate_config(TINY_RUN), name="t", env={})
         store.add_artifact(rid, "out_dir", tmp_path / "run")
