@@ -89,19 +89,11 @@ class RayBackend:
                                 f"{f' at {address}' if address else ''}: "
                                 f"{str(e).strip().splitlines()[0] if str(e).strip() else e}"
                                 ) from None
-        total = ray.cluster_resources()
-        # a task no node can hold stays pending for ever: the sweep would wait without end
-        if total.get("CPU", 0) < cpus_per_run:
+        try:
+            slots = _slots(ray, cpus_per_run, gpus_per_run)
+        except UserError:
             self.close()
-            raise UserError(f"--cpus-per-run {cpus_per_run:g}: the Ray cluster has "
-                            f"{total.get('CPU', 0):g} CPUs")
-        slots = int(total["CPU"] // cpus_per_run)
-        if gpus_per_run > 0:
-            if total.get("GPU", 0) < gpus_per_run:
-                self.close()
-                raise UserError(f"--gpus-per-run {gpus_per_run}: the Ray cluster has "
-                                f"{total.get('GPU', 0):g} GPUs")
-            slots = min(slots, int(total["GPU"] // gpus_per_run))
+            raise
         self.capacity = max(1, min(slots, workers) if workers else slots)
         self.cpus, self.gpus = cpus_per_run, gpus_per_run
         self.on_rows = on_rows
@@ -208,6 +200,29 @@ def check_reachable(address: str | None, timeout: float = 5.0) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as e:
         raise UserError(f"cannot reach Ray at {address}: {e.strerror or e}") from None
+
+
+def _slots(ray, cpus: float, gpus: float) -> int:
+    """How many runs of ``cpus`` CPUs and ``gpus`` GPUs the alive nodes of the cluster hold
+    at once; a :class:`UserError` where no node can hold one. A task must fit on one node:
+    one no node can hold stays pending for ever (Ray's autoscaler says so in a log line), so
+    the sweep would wait without end, though the cluster's totals are enough (two 4-CPU
+    nodes, 6 CPUs per run). An autoscaling cluster whose nodes are not up yet is refused."""
+    nodes = [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive")]
+    for kind, need in (("CPU", cpus), ("GPU", gpus)):
+        if need <= 0:
+            continue
+        largest = max((n.get(kind, 0) for n in nodes), default=0)
+        if largest < need:
+            raise UserError(f"{need:g} {kind}s per run: the largest node of the Ray cluster "
+                            f"has {largest:g} {kind}s "
+                            f"({sum(n.get(kind, 0) for n in nodes):g} in all)")
+    slots = sum(min(n.get("CPU", 0) // cpus,
+                    n.get("GPU", 0) // gpus if gpus > 0 else math.inf) for n in nodes)
+    if slots < 1:
+        raise UserError(f"{cpus:g} CPUs and {gpus:g} GPUs per run: no node of the Ray cluster "
+                        f"has both")
+    return int(slots)
 
 
 def _main_thread() -> bool:

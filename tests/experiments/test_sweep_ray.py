@@ -205,7 +205,7 @@ def test_too_few_gpus_is_a_clear_error(ray_local):
     from sgdlab.errors import UserError
     from sgdlab.experiments.ray_backend import RayBackend
 
-    with pytest.raises(UserError, match="--gpus-per-run 64: the Ray cluster has"):
+    with pytest.raises(UserError, match="64 GPUs per run: the largest node of the Ray cluster has"):
         RayBackend(lambda *a: None, gpus_per_run=64)
 
 
@@ -444,13 +444,16 @@ def test_the_folder_a_killed_task_left_goes_when_the_next_task_starts_on_its_hos
 
 
 class _FakeRay:
-    """Ray as RayBackend uses it: a cluster of ``resources``; ``init`` and the tasks
-    submitted recorded; the inbox's ``take`` answers ``batches``."""
+    """Ray as RayBackend uses it: a cluster of ``resources`` (one node, or the alive nodes'
+    ``node_resources``); ``init`` and the tasks submitted recorded; the inbox's ``take``
+    answers ``batches``."""
 
-    def __init__(self, resources: dict, initialized: bool = True):
+    def __init__(self, resources: dict, initialized: bool = True,
+                 node_resources: list[dict] | None = None):
         from types import SimpleNamespace
 
         self.resources, self.initialized = resources, initialized
+        self.node_resources = node_resources
         self.inits, self.submitted, self.cancelled, self.batches = [], [], [], []
         self.exceptions = SimpleNamespace(RayError=RuntimeError)
 
@@ -466,6 +469,12 @@ class _FakeRay:
 
     def cluster_resources(self):
         return self.resources
+
+    def nodes(self):
+        if self.node_resources is None:
+            return [{"Alive": True, "Resources": self.resources}]
+        return [{"Alive": True, "Resources": r} for r in self.node_resources] + [
+            {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]    # a dead node
 
     def remote(self, fn=None, **kw):
         from types import SimpleNamespace
@@ -523,7 +532,8 @@ def test_a_ray_instance_started_here_gets_the_cores_of_its_workers_and_stops_at_
     for bad in ({"cpus_per_run": 0.0}, {"gpus_per_run": -1.0}):
         with pytest.raises(UserError, match="--cpus-per-run must be > 0 and --gpus-per-run"):
             ray_backend.RayBackend(lambda *a: None, **bad)
-    with pytest.raises(UserError, match="--gpus-per-run 1.0: the Ray cluster has 0 GPUs"):
+    with pytest.raises(UserError, match=re.escape(
+            "1 GPUs per run: the largest node of the Ray cluster has 0 GPUs")):
         ray_backend.RayBackend(lambda *a: None, gpus_per_run=1.0)
 
 
@@ -538,9 +548,46 @@ def test_more_cpus_per_run_than_the_cluster_has_is_a_clear_error_not_a_sweep_tha
     monkeypatch.setattr(ray_backend, "import_ray", lambda: fake)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(ray_backend.os, "cpu_count", lambda: 16)
-    with pytest.raises(UserError, match="--cpus-per-run 32: the Ray cluster has 16 CPUs"):
+    with pytest.raises(UserError, match=re.escape(
+            "32 CPUs per run: the largest node of the Ray cluster has 16 CPUs (16 in all)")):
         ray_backend.RayBackend(lambda *a: None, cpus_per_run=32.0)
     assert not fake.initialized              # the instance it started is stopped
+
+
+@pytest.mark.parametrize("nodes, kw, says", [
+    ([{"CPU": 4.0}, {"CPU": 4.0}], {"cpus_per_run": 6.0},
+     "6 CPUs per run: the largest node of the Ray cluster has 4 CPUs (8 in all)"),
+    ([{"CPU": 4.0, "GPU": 1.0}, {"CPU": 4.0, "GPU": 1.0}], {"gpus_per_run": 1.5},
+     "1.5 GPUs per run: the largest node of the Ray cluster has 1 GPUs (2 in all)"),
+    ([{"CPU": 8.0}, {"CPU": 2.0, "GPU": 1.0}], {"cpus_per_run": 4.0, "gpus_per_run": 1.0},
+     "4 CPUs and 1 GPUs per run: no node of the Ray cluster has both"),
+    ([], {}, "1 CPUs per run: the largest node of the Ray cluster has 0 CPUs (0 in all)")])
+def test_a_run_no_single_node_can_hold_is_refused_though_the_cluster_totals_would(
+        monkeypatch, nodes, kw, says):
+    """Ray places a task on one node: with two 4-CPU nodes a 6-CPU run stays pending for
+    ever though the cluster has 8 CPUs. The check is per alive node (an autoscaling cluster
+    whose nodes are not up yet, no node alive, is refused the same way)."""
+    from sgdlab.errors import UserError
+    from sgdlab.experiments import ray_backend
+
+    total = {k: sum(n.get(k, 0) for n in nodes) for k in ("CPU", "GPU")}
+    fake = _FakeRay(total, node_resources=nodes)
+    monkeypatch.setattr(ray_backend, "import_ray", lambda: fake)
+    with pytest.raises(UserError, match=re.escape(says)):
+        ray_backend.RayBackend(lambda *a: None, **kw)
+
+
+@pytest.mark.parametrize("nodes, kw, capacity", [
+    ([{"CPU": 4.0}, {"CPU": 4.0}], {"cpus_per_run": 3.0}, 2),
+    ([{"CPU": 4.0}, {"CPU": 4.0}], {"cpus_per_run": 2.5}, 2),      # 8 // 2.5 = 3 never run
+    ([{"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0}], {"gpus_per_run": 0.5}, 2)])
+def test_runs_in_flight_are_what_the_nodes_hold_one_by_one(monkeypatch, nodes, kw, capacity):
+    from sgdlab.experiments import ray_backend
+
+    total = {k: sum(n.get(k, 0) for n in nodes) for k in ("CPU", "GPU")}
+    fake = _FakeRay(total, node_resources=nodes)
+    monkeypatch.setattr(ray_backend, "import_ray", lambda: fake)
+    assert ray_backend.RayBackend(lambda *a: None, **kw).capacity == capacity
 
 
 def test_a_ray_task_ships_its_files_is_never_retried_by_ray_and_its_sends_reach_the_driver(
@@ -595,8 +642,8 @@ def test_a_ray_instance_started_for_fractional_cpus_per_run_gets_whole_cpus(
 
 
 @pytest.mark.parametrize("resources, says", [
-    ({"CPU": 1.0}, "--cpus-per-run 1.5: the Ray cluster has 1 CPUs"),
-    ({"GPU": 1.0}, "--cpus-per-run 1.5: the Ray cluster has 0 CPUs")])
+    ({"CPU": 1.0}, "1.5 CPUs per run: the largest node of the Ray cluster has 1 CPUs"),
+    ({"GPU": 1.0}, "1.5 CPUs per run: the largest node of the Ray cluster has 0 CPUs")])
 def test_a_joined_cluster_with_too_few_cpus_is_refused_and_left_running(monkeypatch,
                                                                         resources, says):
     """Joining a cluster (this process already connected, or --address) whose CPUs cannot
