@@ -1247,3 +1247,43 @@ def test_a_numpy_float_tolerance_is_a_tolerance():
     assert build_instrument("alignment", every=1, tol=np.float32(1e-3)).tol == np.float32(1e-3)
     with pytest.raises(ValueError, match=re.escape("Invalid tol=np.float32(inf) (must be a finite")):
         build_instrument("hessian", every=1, tol=np.float32("inf"))
+
+
+_INT_OPTIONS = [  # (instrument, option, value, other options, where the built one keeps it)
+    ("hessian", "k", 2, {}, "k"), ("hessian", "bottom", 1, {}, "bottom"),
+    ("hessian", "trace_probes", 3, {}, "trace_probes"),
+    ("hessian", "frobenius_probes", 3, {}, "frobenius_probes"),
+    ("hessian", "num_iter", 4, {}, "num_iter"), ("hessian", "block_size", 2, {}, "block_size"),
+    ("sharpness", "num_samples", 5, {}, "num_samples"), ("noise", "k", 2, {}, "k"),
+    ("alignment", "k", 2, {}, "k"), ("alignment", "num_probes", 3, {}, "num_probes"),
+    ("alignment", "num_iter", 6, {}, "num_iter"),
+    ("noise_magnitude", "batch_size", 8, {}, "batch_size"),
+    ("entropy_angle", "steps", 3, {"gamma": 0.1}, "steps"),
+    ("entropy_angle", "batch_size", 4, {"gamma": 0.1}, "batch_size"),
+    ("entropy_angle", "num_samples", 6, {"gamma": 0.1}, "num_samples"),
+    ("dynamics", "hessian_iter", 7, {}, None), ("dynamics", "full_grad_every", 3, {}, None),
+    ("dynamics", "hessian_every", 3, {}, None)]
+
+
+@pytest.mark.parametrize("make", [np.int64, np.int32, torch.tensor],
+                         ids=["np.int64", "np.int32", "torch"])
+@pytest.mark.parametrize("name, option, value, other, attr", _INT_OPTIONS,
+                         ids=[f"{n}.{o}" for n, o, *_ in _INT_OPTIONS])
+def test_every_int_option_of_the_instruments_takes_numpy_and_torch_ints(
+        make, name, option, value, other, attr):
+    """The int checks (``int_at_least``) refused ``np.int64(5)`` ("Invalid k=np.int64(5)
+    (an int >= 0)") where eval_subset, seed and batch_statistics' batch_size took it: every
+    count is taken the same way and kept as a Python int; a float of the same value and a
+    bool stay refused."""
+    cb = build_instrument(name, every=1, **other, **{option: make(value)})
+    if attr is not None:
+        got = getattr(cb, attr)
+        assert got == value and type(got) is int
+    elif option == "hessian_iter":
+        assert cb.hessian_kw["num_iter"] == value and type(cb.hessian_kw["num_iter"]) is int
+    else:       # a period: the schedule fires every `value` steps
+        sched = cb.full_grad_schedule if option == "full_grad_every" else cb.hessian_schedule
+        assert [s for s in range(7) if sched(s)] == [0, 3, 6]
+    for bad in (np.float64(value), np.bool_(True)):
+        with pytest.raises(ValueError, match=f"Invalid {option}="):
+            build_instrument(name, every=1, **other, **{option: bad})

@@ -57,6 +57,8 @@ def check_options(**rules: tuple[Any, bool, str]) -> None:
 
 
 def int_at_least(v: Any, low: int) -> bool:
+    """``v`` is a Python int >= ``low`` (not a bool); give it :func:`plain_int` first, and
+    store what that returns, for numpy's and torch's ints to pass."""
     return isinstance(v, int) and not isinstance(v, bool) and v >= low
 
 
@@ -180,6 +182,9 @@ class HessianCallback(MeasuredCallback):
                  tol: float = 1e-3, num_iter: int | None = None, prefix: str | None = None,
                  block_size: int | None = None, **kw):
         super().__init__(schedule, **kw)
+        # numpy's and torch's ints are counts (np.int64(5) from a grid); kept as Python ints
+        k, bottom, trace_probes, frobenius_probes, num_iter, block_size = map(
+            plain_int, (k, bottom, trace_probes, frobenius_probes, num_iter, block_size))
         check_options(**{key: (v, int_at_least(v, 0), "an int >= 0") for key, v in (
             ("k", k), ("bottom", bottom), ("trace_probes", trace_probes),
             ("frobenius_probes", frobenius_probes))},
@@ -249,6 +254,7 @@ class SharpnessCallback(MeasuredCallback):
         self.memory_budget = memory_budget_bytes(memory_budget)
         # inf was taken here, then refused by the measurement at its first step
         sigma, epsilon, gamma, beta = map(plain_float, (sigma, epsilon, gamma, beta))
+        num_samples = plain_int(num_samples)
         check_options(**{key: (v, v is None or finite_number(v), "must be a finite number")
                          for key, v in (("sigma", sigma), ("epsilon", epsilon),
                                         ("gamma", gamma), ("beta", beta))})

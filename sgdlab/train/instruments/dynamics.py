@@ -270,7 +270,10 @@ def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = Non
     ``hessian_which``: the spectral norm ("magnitude") or the largest eigenvalue ("largest").
     Logs ``grad_cosine``, ``dist_from_init``, ``param_norm``, ``update_norm`` (no prefix);
     ``full_grad_norm`` and ``hess_norm_eval`` on their own cadences."""
-    from .curvature import check_options, finite_number, int_at_least
+    from .curvature import check_options, finite_number, int_at_least, plain_int
+
+    full_grad_every, hessian_every, hessian_iter = map(
+        plain_int, (full_grad_every, hessian_every, hessian_iter))
 
     # 0 read as "never" (the falsy test below) while the docs say None does: refused, like
     # every other period

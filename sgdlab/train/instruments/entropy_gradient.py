@@ -42,7 +42,8 @@ from sgdlab.measure.passes import memory_budget_bytes
 
 from ..callbacks import Schedule, step_batch_size
 from . import register_instrument
-from .curvature import MeasuredCallback, _common, check_options, eval_set_size, int_at_least
+from .curvature import (MeasuredCallback, _common, check_options, eval_set_size, int_at_least,
+                        plain_int)
 
 __all__ = ["EntropyAngleCallback", "entropy_angle_instrument"]
 
@@ -62,6 +63,7 @@ class EntropyAngleCallback(MeasuredCallback):
                  memory_budget: int | str | None = None, prefix: str = "entropy_angle",
                  **kw):
         super().__init__(schedule, **kw)
+        steps, batch_size, num_samples = map(plain_int, (steps, batch_size, num_samples))
         check_options(
             gamma=(gamma, _positive(gamma), "the scope, finite and > 0"),
             method=(method, method in METHODS, f"one of {', '.join(METHODS)}"),

@@ -55,6 +55,7 @@ class NoiseCallback(MeasuredCallback):
 
     def __init__(self, schedule: Schedule | None = None, *, k: int = 5, rank: bool = True, **kw):
         super().__init__(schedule, **kw)
+        k = plain_int(k)
         check_options(k=(k, int_at_least(k, 0), "an int >= 0; 0: no eigenvalues"),
                       rank=(rank, is_flag(rank), "true or false"))
         self.k, self.rank = k, bool(rank)
@@ -76,6 +77,7 @@ class AlignmentCallback(MeasuredCallback):
                  tol: float = 1e-3, trace_alignment: bool = False,
                  num_iter: int | None = None, **kw):
         super().__init__(schedule, **kw)
+        k, num_probes, num_iter = map(plain_int, (k, num_probes, num_iter))
         check_options(k=(k, int_at_least(k, 1), "an int >= 1"),
                       num_probes=(num_probes, int_at_least(num_probes, 1), "an int >= 1"),
                       tol=(tol, positive_tolerance(tol), "must be a finite number > 0"),
@@ -110,6 +112,7 @@ class NoiseMagnitudeCallback(MeasuredCallback):
     def __init__(self, schedule: Schedule | None = None, *, batch_size: int | None = None,
                  replacement: bool = True, **kw):
         super().__init__(schedule, **kw)
+        batch_size = plain_int(batch_size)
         check_options(batch_size=(batch_size, batch_size is None
                                   or int_at_least(batch_size, 1), "an int >= 1"),
                       replacement=(replacement, isinstance(replacement, bool),
