@@ -1060,7 +1060,7 @@ def test_the_batch_statistics_instrument_logs_the_measurements_called_by_hand():
 @pytest.mark.parametrize("name, options, says", [
     ("noise", {"eval_subset": 2.5}, "Invalid eval_subset=2.5 (an int >= 1, or None"),
     ("hessian", {"eval_subset": True}, "Invalid eval_subset=True (an int >= 1"),
-    ("hessian", {"seed": 1.5}, "Invalid seed=1.5 (an int)"),
+    ("hessian", {"seed": 1.5}, "Invalid seed=1.5 (an int in 0..2**32 - 1"),
     ("batch_statistics", {"batch_size": 2.5}, "Invalid batch_size=2.5 (an int >= 2)"),
     ("sharpness", {"sigma": math.inf}, "Invalid sigma=inf (must be a finite number)"),
     ("sharpness", {"epsilon": math.inf}, "Invalid epsilon=inf (must be a finite number)"),
@@ -1287,3 +1287,28 @@ def test_every_int_option_of_the_instruments_takes_numpy_and_torch_ints(
     for bad in (np.float64(value), np.bool_(True)):
         with pytest.raises(ValueError, match=f"Invalid {option}="):
             build_instrument(name, every=1, **other, **{option: bad})
+
+
+@pytest.mark.parametrize("name", ["hessian", "noise", "dynamics"])
+def test_an_instrument_seed_is_a_run_configs_seed_checked_at_its_bounds(name):
+    """The generator of the measurement at step s is seeded with seed + s, which torch takes
+    below 2**64: seed = 2**64 was taken, then failed the first measurement ("Overflow when
+    unpacking long long"). Refused when built, with the range a run config's seed has."""
+    for ok in (0, 2**32 - 1, np.uint32(2**32 - 1)):
+        assert build_instrument(name, every=1, seed=ok).seed == ok
+    for bad in (-1, 2**32, 2**64, True):
+        with pytest.raises(ValueError, match=re.escape(
+                f"Invalid seed={bad!r} (an int in 0..2**32 - 1, as a run config's seed: the "
+                "measurement at step s seeds its generator with seed + s)")):
+            build_instrument(name, every=1, seed=bad)
+
+
+def test_the_largest_instrument_seed_measures_late_in_a_run():
+    """seed + step of the largest seed is a seed torch takes (the measurement runs)."""
+    from types import SimpleNamespace
+
+    from sgdlab.train.callbacks import step_generator
+
+    ctx = SimpleNamespace(model=nn.Linear(2, 1), step=10**9)
+    g = step_generator(ctx, 2**32 - 1)
+    assert g.initial_seed() == 2**32 - 1 + 10**9

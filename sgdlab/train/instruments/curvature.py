@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sgdlab.errors import is_seed
 from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
 from sgdlab.measure.curvature.lanczos import convergence_warnings_named
 from sgdlab.measure.passes import memory_budget_bytes
@@ -76,6 +77,13 @@ def plain_int(v: Any) -> Any:
         return v
 
 
+# a measurement at step s seeds its generator with seed + s (callbacks.step_generator), which
+# torch takes below 2**64: a seed past that was taken, then failed the first measurement
+# ("Overflow when unpacking long long"); 32 bits as a run config's seeds leave any step count
+SEED_RULE = ("an int in 0..2**32 - 1, as a run config's seed: the measurement at step s "
+             "seeds its generator with seed + s")
+
+
 def plain_float(v: Any) -> Any:
     """``v`` as a Python float when it is a real number of numpy's (``np.float32(0.01)``),
     which the measurements take and the checks' ``float`` would refuse; anything else (a
@@ -124,8 +132,7 @@ class MeasuredCallback(MeasurementCallback):
         check_options(eval_subset=(eval_subset, eval_subset is None
                                    or int_at_least(eval_subset, 1),
                                    "an int >= 1, or None: the whole training set"),
-                      seed=(seed, isinstance(seed, int) and not isinstance(seed, bool),
-                            "an int"),
+                      seed=(seed, is_seed(seed), SEED_RULE),
                       eval_mode=(eval_mode, is_flag(eval_mode), "true or false"))
         super().__init__(self._measure, schedule, every=every, start=start, at=at,
                          at_train_begin=at_train_begin)

@@ -270,10 +270,12 @@ def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = Non
     ``hessian_which``: the spectral norm ("magnitude") or the largest eigenvalue ("largest").
     Logs ``grad_cosine``, ``dist_from_init``, ``param_norm``, ``update_norm`` (no prefix);
     ``full_grad_norm`` and ``hess_norm_eval`` on their own cadences."""
-    from .curvature import check_options, finite_number, int_at_least, plain_int
+    from sgdlab.errors import is_seed
 
-    full_grad_every, hessian_every, hessian_iter = map(
-        plain_int, (full_grad_every, hessian_every, hessian_iter))
+    from .curvature import SEED_RULE, check_options, finite_number, int_at_least, plain_int
+
+    full_grad_every, hessian_every, hessian_iter, seed = map(
+        plain_int, (full_grad_every, hessian_every, hessian_iter, seed))
 
     # 0 read as "never" (the falsy test below) while the docs say None does: refused, like
     # every other period
@@ -287,7 +289,8 @@ def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = Non
                                or (finite_number(hessian_tol) and hessian_tol >= 0),
                                "must be a finite number >= 0"),
                   hessian_iter=(hessian_iter, hessian_iter is None
-                                or int_at_least(hessian_iter, 1), "an int >= 1"))
+                                or int_at_least(hessian_iter, 1), "an int >= 1"),
+                  seed=(seed, is_seed(seed), SEED_RULE))
     kw = {k: v for k, v in (("tol", hessian_tol), ("num_iter", hessian_iter)) if v is not None}
     return DynamicsCallback(
         schedule,
