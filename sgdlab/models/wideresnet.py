@@ -90,8 +90,9 @@ class WideResNet(nn.Module):
 @register_model("wide-resnet", paper=_WRN, description="WRN-depth-widen (pre-activation "
                 "basic blocks, dropout between the convolutions)", reference_input=(3, 32, 32),
                 stated_params=2_700_000,
-                notes="depth and width default to WRN-16-4 (2.7M as Zagoruyko & Komodakis state it; "
-                "the thesis states no count), dropout to 0 (§5.4.4 trains it with 0.4); depth=28, widen=10, dropout=0.3 is §5.4.3's WRN-28-10 (36.5M). "
+                notes="depth and width default to WRN-16-4 (2.7M as Zagoruyko & Komodakis "
+                "state it; the thesis states no count), dropout to 0 (§5.4.4 trains it with "
+                "0.4); depth=28, widen=10, dropout=0.3 is §5.4.3's WRN-28-10 (36.5M). "
                 "shortcut='input': projections of the raw block input")
 def wide_resnet(input_shape, num_outputs, *, depth: int = 16, widen: int = 4,
                 dropout: float = 0.0, shortcut: str = "preact") -> nn.Module:

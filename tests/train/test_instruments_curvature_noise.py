@@ -1245,7 +1245,8 @@ def test_a_numpy_float_tolerance_is_a_tolerance():
     inf is not."""
     assert build_instrument("hessian", every=1, tol=np.float32(1e-3)).tol == np.float32(1e-3)
     assert build_instrument("alignment", every=1, tol=np.float32(1e-3)).tol == np.float32(1e-3)
-    with pytest.raises(ValueError, match=re.escape("Invalid tol=np.float32(inf) (must be a finite")):
+    says = "Invalid tol=np.float32(inf) (must be a finite"
+    with pytest.raises(ValueError, match=re.escape(says)):
         build_instrument("hessian", every=1, tol=np.float32("inf"))
 
 
