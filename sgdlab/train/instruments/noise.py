@@ -144,9 +144,9 @@ class BatchStatisticsCallback(MeasuredCallback):
         if source not in ("fresh", "step"):
             raise ValueError(f"Invalid source={source!r}: expected 'fresh' or 'step'")
         batch_size = plain_int(batch_size)     # np.int64(8) is a batch size
-        if batch_size is not None and not int_at_least(batch_size, 2):
-            # 2.5 was taken, then failed the first draw ("slice indices must be integers")
-            raise ValueError(f"Invalid batch_size={batch_size!r} (an int >= 2)")
+        # 2.5 was taken, then failed the first draw ("slice indices must be integers")
+        check_options(batch_size=(batch_size, batch_size is None
+                                  or int_at_least(batch_size, 2), "an int >= 2"))
         if source == "step" and batch_size is not None:
             raise ValueError("batch_size applies to source='fresh' only (source='step' uses "
                              "the step's own batch)")
