@@ -1095,8 +1095,6 @@ def test_options_the_measurement_cannot_take_are_refused_when_built(name, option
 def test_numpy_bools_are_taken_as_the_flags_they_are():
     """numpy's bool_ (a mask's element, a config built with numpy) is a bool: taken, and
     stored as Python's."""
-    import numpy as np
-
     noise = build_instrument("noise", every=1, rank=np.bool_(False), eval_mode=np.bool_(True))
     align = build_instrument("alignment", every=1, trace_alignment=np.bool_(True))
     assert (noise.rank, noise.eval_mode, align.trace_alignment) == (False, True, True)
@@ -1306,8 +1304,6 @@ def test_an_instrument_seed_is_a_run_configs_seed_checked_at_its_bounds(name):
 
 def test_the_largest_instrument_seed_measures_late_in_a_run():
     """seed + step of the largest seed is a seed torch takes (the measurement runs)."""
-    from types import SimpleNamespace
-
     from sgdlab.train.callbacks import step_generator
 
     ctx = SimpleNamespace(model=nn.Linear(2, 1), step=10**9)

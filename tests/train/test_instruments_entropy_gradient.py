@@ -7,6 +7,7 @@ import copy
 import math
 import re
 import warnings
+from types import SimpleNamespace
 
 import jsonschema
 import pytest
@@ -17,7 +18,7 @@ from sgdlab.config import apply_overrides, build_from_config, json_schema, valid
 from sgdlab.errors import ConfigError
 from sgdlab.measure.entropy_gradient import local_entropy_gradient_angle
 from sgdlab.optim.entropy_sgd import EntropySGD
-from sgdlab.testing import TINY_RUN, config_errors, toy_dataset
+from sgdlab.testing import TINY_RUN, config_errors, tiny_classification, tiny_mlp, toy_dataset
 from sgdlab.train.callbacks import MeasurementCallback, Schedule
 from sgdlab.train.instruments import build_instrument, instruments
 from sgdlab.train.loop import train
@@ -264,10 +265,6 @@ def test_importance_sampling_logs_the_measurement_called_by_hand_without_a_batch
     loop that says no batch size it still logs, the value of local_entropy_gradient_angle
     called by hand with the instrument's gamma, beta and num_samples and the generator
     seed + step (float64); another num_samples gives another estimate."""
-    from types import SimpleNamespace
-
-    from sgdlab.testing import tiny_classification, tiny_mlp
-
     model, (x, y) = tiny_mlp(3, 4, 2, seed=0), tiny_classification(n=6, seed=1)
     ctx = SimpleNamespace(model=model, loss_fn=nn.CrossEntropyLoss(), batch=None,
                           batch_size=None, step=0,
@@ -292,8 +289,6 @@ def test_the_edges_of_the_options_ranges():
     """alpha = 0 (z the chain's last point) and a batch_size of the whole evaluation set are
     allowed; an infinite scope gamma is not (finite and > 0), nor a batch larger than the
     evaluation set."""
-    from types import SimpleNamespace
-
     assert build_instrument("entropy_angle", every=1, gamma=0.1, alpha=0).alpha == 0
     with pytest.raises(ValueError, match=re.escape("Invalid gamma=inf (the scope, finite")):
         build_instrument("entropy_angle", every=1, gamma=math.inf)
