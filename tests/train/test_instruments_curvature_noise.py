@@ -826,13 +826,15 @@ def test_the_noise_instrument_divides_by_d_and_logs_at_most_n_eigenvalues():
 
 
 def test_the_noise_magnitude_instrument_takes_its_batch_size_and_the_groups_current_lr():
-    """sqrt(η Tr Σ / m) with η the group's lr as a schedule has set it (not the optimizer's
-    initial lr) and m the instrument's ``batch_size`` (not the loop's)."""
+    """sqrt(η Tr Σ / m) with η the first parameter group's lr (module docstring; not another
+    group's) as a schedule has set it (not the optimizer's initial lr) and m the instrument's
+    ``batch_size`` (not the loop's); Σ by outer products in float64."""
     from sgdlab.train.instruments.noise import NoiseMagnitudeCallback
 
     model, data = _noise_problem()
     sigma = covariance_reference(per_sample_gradients_loop(model, nn.CrossEntropyLoss(), data))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    params = list(model.parameters())
+    opt = torch.optim.SGD([{"params": params[:2]}, {"params": params[2:], "lr": 0.3}], lr=0.1)
     opt.param_groups[0]["lr"] = 0.05                    # as a schedule leaves it
     ctx = _measuring_context(model, optimizer=opt, batch_size=16,
                              data=SimpleNamespace(x_train=data[0]))
@@ -1020,22 +1022,6 @@ def test_the_alignment_instrument_logs_the_measurement_called_by_hand_at_that_st
                                        generator=torch.Generator().manual_seed(1 + 4))
     assert got == by_hand(3).as_metrics("align")
     assert got["align/trace_ratio"] != by_hand(20).as_metrics("align")["align/trace_ratio"]
-
-
-def test_the_noise_magnitude_reads_the_first_groups_lr():
-    """η is the first parameter group's lr (module docstring), not another group's:
-    sqrt(η Tr Σ / m) with η = 0.05, Σ by outer products in float64."""
-    from sgdlab.train.instruments.noise import NoiseMagnitudeCallback
-
-    model, data = _noise_problem()
-    sigma = covariance_reference(per_sample_gradients_loop(model, nn.CrossEntropyLoss(), data))
-    params = list(model.parameters())
-    opt = torch.optim.SGD([{"params": params[:2], "lr": 0.05}, {"params": params[2:],
-                                                                 "lr": 0.3}])
-    ctx = _measuring_context(model, optimizer=opt, data=SimpleNamespace(x_train=data[0]))
-    out = NoiseMagnitudeCallback(every=1, batch_size=4).compute(ctx, data, torch.Generator())
-    assert out["noise/noise_norm"] == pytest.approx(
-        math.sqrt(0.05 * float(torch.trace(sigma)) / 4), rel=1e-10)
 
 
 def test_the_batch_statistics_instrument_logs_the_measurements_called_by_hand():
