@@ -176,6 +176,8 @@ def test_trains_any_module_and_temperature_zero_is_sgd():
 
 
 def test_bad_arguments_are_named():
+    """Each a ValueError naming the argument; among them N = 0 would divide the variance
+    2 lr T / N by zero, a negative λ is no Gaussian prior, an infinite T no temperature."""
     p = [nn.Parameter(torch.zeros(3))]
     with pytest.raises(ValueError, match=r"give num_data=N, or data= \(build_optimizer_for"):
         SGLD(p, lr=0.1)                                       # full-data needs N
@@ -185,6 +187,14 @@ def test_bad_arguments_are_named():
         SGLD(p, lr=0.1, temperature=-1.0, num_data=3)
     with pytest.raises(ValueError, match="learning rate"):
         SGLD(p, lr=-0.1, num_data=3)
+    with pytest.raises(ValueError, match="num_data: 0"):
+        SGLD(p, lr=0.1, num_data=0)
+    with pytest.raises(ValueError, match="num_data: 0"):
+        sgld_noise_std(0.1, num_data=0)
+    with pytest.raises(ValueError, match="weight_decay"):
+        SGLD(p, lr=0.1, num_data=3, weight_decay=-0.01)
+    with pytest.raises(ValueError, match="temperature"):
+        SGLD(p, lr=0.1, num_data=3, temperature=math.inf)
     assert SGLD(p, lr=0.1, energy="mean").num_data is None   # mean: no N needed
     assert sgld_noise_std(0.5, energy="mean", temperature=0.25) == pytest.approx(0.5)
 
@@ -222,20 +232,6 @@ def test_settings_name_the_reading_n_and_the_given_seed():
     assert SGLD(p, lr=0.1, num_data=16, seed=7).settings() == {
         "energy": "full-data", "num_data": 16, "seed": 7}
     assert SGLD(p, lr=0.1, energy="mean").settings()["seed"] is None
-
-
-def test_bad_n_weight_decay_and_temperature_are_named():
-    """N = 0 would divide the variance 2 lr T / N by zero; a negative λ is no Gaussian prior;
-    an infinite T no temperature: each a ValueError naming the argument."""
-    p = [nn.Parameter(torch.zeros(3))]
-    with pytest.raises(ValueError, match="num_data: 0"):
-        SGLD(p, lr=0.1, num_data=0)
-    with pytest.raises(ValueError, match="num_data: 0"):
-        sgld_noise_std(0.1, num_data=0)
-    with pytest.raises(ValueError, match="weight_decay"):
-        SGLD(p, lr=0.1, num_data=3, weight_decay=-0.01)
-    with pytest.raises(ValueError, match="temperature"):
-        SGLD(p, lr=0.1, num_data=3, temperature=math.inf)
 
 
 def test_a_state_saved_under_the_other_reading_is_refused():
