@@ -20,7 +20,8 @@ from sgdlab.store import RunStore
 from sgdlab.store.runstore import summary_numbers
 from sgdlab.testing import TINY_RUN
 from sgdlab.train import train
-from sgdlab.train.tensorboard import TensorBoardLogger, summary_writer
+from sgdlab.train.tensorboard import (LiveRuns, TensorBoardLogger, export_runs, final_metrics,
+                                      last_step, run_folder, run_hparams, summary_writer)
 
 TINY = {**TINY_RUN, "name": "tiny tb",
         "train": {"epochs": 2, "batch_size": 5, "progress": False, "threads": 1},
@@ -250,8 +251,6 @@ def test_run_hparams_folder_and_final_metrics_written_by_hand():
     out; a sweep run's grid point, label and seed; a folder name with the characters a path
     cannot take replaced and its ends trimmed; ``final/`` tags cleaned as add_scalar cleans
     them; the last step of any series."""
-    from sgdlab.train.tensorboard import final_metrics, last_step, run_folder, run_hparams
-
     config = {"name": "n", "optimizer": {"name": "sgd", "lr": 0.1, "nesterov": False,
                                          "betas": [0.9, 0.99], "decay": None},
               "model": {"options": {}}, "seed": 3}
@@ -273,8 +272,6 @@ def test_run_hparams_folder_and_final_metrics_written_by_hand():
 def test_exporting_a_run_again_replaces_its_events(tmp_path):
     """A second export to the same folder (the run continued, or the same command run twice)
     writes each point once: the folder's earlier event files are removed first."""
-    from sgdlab.train.tensorboard import export_runs
-
     store = RunStore(tmp_path / "s.sqlite")
     rid = store.create_run(TINY_RUN, name="r")
     store.log_many(rid, [("train_loss", 0, 1.0), ("train_loss", 3, 0.5)])
@@ -288,8 +285,6 @@ def test_a_live_runs_session_sits_at_its_last_step_whatever_order_rows_came_in(t
     """Rows of several series arrive interleaved (a later step of one before an earlier one
     of another): the HParams session's final metrics sit at the run's last step, 9, not at
     the step of the last row written."""
-    from sgdlab.train.tensorboard import LiveRuns, run_folder
-
     live = LiveRuns(tmp_path)
     live.write("id1", "r", [("train_loss", 0, 1.0), ("train_loss", 9, 0.5)])
     live.write("id1", "r", [("test_loss", 4, 0.7)])
