@@ -14,6 +14,7 @@ from sgdlab.measure.batch_norm import recompute_bn_statistics
 from sgdlab.optim import build_optimizer, build_optimizer_for
 from sgdlab.optim.gld import NOISE_KINDS, StructuredNoiseGD
 from sgdlab.testing import (
+    Quadratic,
     SkipsItsLayer,
     covariance_reference,
     dense_hessian_reference,
@@ -186,8 +187,6 @@ def test_gld_const_follows_the_update_written_by_hand(momentum, dampening, neste
     documented momentum on g = g₀ + λθ − ε: b₁ = g, b = μ b + (1 − τ) g, step b or, Nesterov,
     g + μ b). The group's lr and weight_decay change after step 2 (a schedule), and the run
     is saved and resumed after step 3 through state_dict."""
-    from sgdlab.testing import Quadratic
-
     h = torch.tensor([[2.0, 0.5, 0.0], [0.5, 1.0, -0.3], [0.0, -0.3, 0.5]], dtype=torch.float64)
     theta0 = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
     data = (torch.zeros(4, 1, dtype=torch.float64), torch.zeros(4, dtype=torch.float64))
