@@ -6,7 +6,9 @@ import math
 import pytest
 import torch
 
-from sgdlab.optim._common import is_whole, momentum_direction, seeded_generator
+from sgdlab.optim._common import (NonFiniteLoss, check_finite_loss, check_plain_optimizer,
+                                  gradient_step_size, is_whole, momentum_direction,
+                                  seeded_generator)
 
 GRADS = [[1.0, -2.0], [0.5, 0.25], [-3.0, 1.0], [2.0, 2.0]]
 
@@ -70,15 +72,11 @@ def test_is_whole(value, whole):
 
 
 def test_the_gradient_step_size_is_the_inner_one_where_there_is_one():
-    from sgdlab.optim._common import gradient_step_size
-
     assert gradient_step_size({"lr": 0.1}) == 0.1
     assert gradient_step_size({"lr": 1.0, "inner_lr": 0.05}) == 0.05
 
 
 def test_an_inner_optimizer_must_be_a_registered_plain_one_not_excluded():
-    from sgdlab.optim._common import check_plain_optimizer
-
     check_plain_optimizer("base", "SGD", ())                 # either spelling, any case
     with pytest.raises(ValueError, match=r"^Invalid base optimizer 'sdg'; known: adam, "):
         check_plain_optimizer("base", "sdg", ())
@@ -90,8 +88,6 @@ def test_an_inner_optimizer_must_be_a_registered_plain_one_not_excluded():
 
 
 def test_a_non_finite_loss_stops_a_step_and_anything_else_does_not():
-    from sgdlab.optim._common import NonFiniteLoss, check_finite_loss
-
     for bad in (torch.tensor(math.nan), torch.tensor([1.0, math.inf]), math.inf, -math.inf):
         with pytest.raises(NonFiniteLoss):
             check_finite_loss(bad)
