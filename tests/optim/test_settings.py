@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from sgdlab.optim import build_optimizer, build_schedule
-from sgdlab.optim.settings import group_settings, inner_settings, split_own_state
+from sgdlab.optim.settings import (group_settings, inner_settings, plain_attributes,
+                                   split_own_state)
 
 
 def test_group_settings_leave_out_the_parameters_and_their_names():
@@ -48,8 +49,6 @@ def test_split_own_state_refuses_a_missing_entry_or_another_reading():
 
 
 def test_plain_attributes_are_numbers_strings_none_and_lists_of_them_less_the_position():
-    from sgdlab.optim.settings import plain_attributes
-
     class Schedule:
         def __init__(self):
             self.gamma, self.kind, self.off, self.flag = 0.5, "cosine", None, True

@@ -1115,7 +1115,7 @@ OPTION_ROWS = [
 
 
 def test_the_option_table_lists_every_option_of_every_instrument():
-    from sgdlab.train.instruments import instrument_params, instruments
+    from sgdlab.train.instruments import instrument_params
 
     covered = {}
     for name, options, _ in OPTION_ROWS:
