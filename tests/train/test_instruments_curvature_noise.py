@@ -1295,3 +1295,22 @@ def test_the_largest_instrument_seed_measures_late_in_a_run():
     ctx = SimpleNamespace(model=nn.Linear(2, 1), step=10**9)
     g = step_generator(ctx, 2**32 - 1)
     assert g.initial_seed() == 2**32 - 1 + 10**9
+
+
+def test_numpy_floats_and_bools_are_taken_by_every_instrument_that_takes_floats_and_bools():
+    """Like sharpness's scales and the Lanczos tol: entropy_angle's gamma / beta / inner_lr /
+    alpha, dynamics' hessian_tol (numpy floats) and noise_magnitude's replacement (numpy's
+    bool) are taken, kept as Python values; numpy's inf stays refused where inf is."""
+    cb = build_instrument("entropy_angle", every=1, gamma=np.float32(0.5), beta=np.float32(2),
+                          inner_lr=np.float32(0.25), alpha=np.float32(0.5))
+    assert (cb.gamma, cb.beta, cb.inner_lr, cb.alpha) == (0.5, 2.0, 0.25, 0.5)
+    assert {type(v) for v in (cb.gamma, cb.beta, cb.inner_lr, cb.alpha)} == {float}
+    with pytest.raises(ValueError, match=re.escape("Invalid gamma=inf")):
+        build_instrument("entropy_angle", every=1, gamma=np.float32("inf"))
+    build_instrument("dynamics", every=1, hessian_every=1, hessian_tol=np.float32(1e-3))
+    with pytest.raises(ValueError, match=re.escape("Invalid hessian_tol=inf")):
+        build_instrument("dynamics", every=1, hessian_every=1, hessian_tol=np.float32("inf"))
+    nm = build_instrument("noise_magnitude", every=1, replacement=np.bool_(False))
+    assert nm.replacement is False
+    with pytest.raises(ValueError, match=re.escape("Invalid replacement='no'")):
+        build_instrument("noise_magnitude", every=1, replacement="no")

@@ -272,10 +272,12 @@ def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = Non
     ``full_grad_norm`` and ``hess_norm_eval`` on their own cadences."""
     from sgdlab.errors import is_seed
 
-    from .curvature import SEED_RULE, check_options, finite_number, int_at_least, plain_int
+    from .curvature import (SEED_RULE, check_options, finite_number, int_at_least, plain_float,
+                            plain_int)
 
     full_grad_every, hessian_every, hessian_iter, seed = map(
         plain_int, (full_grad_every, hessian_every, hessian_iter, seed))
+    hessian_tol = plain_float(hessian_tol)
 
     # 0 read as "never" (the falsy test below) while the docs say None does: refused, like
     # every other period

@@ -43,7 +43,7 @@ from sgdlab.measure.passes import memory_budget_bytes
 from ..callbacks import Schedule, step_batch_size
 from . import register_instrument
 from .curvature import (MeasuredCallback, _common, check_options, eval_set_size, int_at_least,
-                        plain_int)
+                        plain_float, plain_int)
 
 __all__ = ["EntropyAngleCallback", "entropy_angle_instrument"]
 
@@ -64,6 +64,7 @@ class EntropyAngleCallback(MeasuredCallback):
                  **kw):
         super().__init__(schedule, **kw)
         steps, batch_size, num_samples = map(plain_int, (steps, batch_size, num_samples))
+        gamma, beta, inner_lr, alpha = map(plain_float, (gamma, beta, inner_lr, alpha))
         check_options(
             gamma=(gamma, _positive(gamma), "the scope, finite and > 0"),
             method=(method, method in METHODS, f"one of {', '.join(METHODS)}"),

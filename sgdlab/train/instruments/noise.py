@@ -115,9 +115,8 @@ class NoiseMagnitudeCallback(MeasuredCallback):
         batch_size = plain_int(batch_size)
         check_options(batch_size=(batch_size, batch_size is None
                                   or int_at_least(batch_size, 1), "an int >= 1"),
-                      replacement=(replacement, isinstance(replacement, bool),
-                                   "true or false"))
-        self.batch_size, self.replacement = batch_size, replacement
+                      replacement=(replacement, is_flag(replacement), "true or false"))
+        self.batch_size, self.replacement = batch_size, bool(replacement)
 
     def compute(self, ctx, data, generator):
         lr = gradient_step_size(ctx.optimizer.param_groups[0])
