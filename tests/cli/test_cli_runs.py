@@ -175,22 +175,30 @@ def test_runs_list_of_stopped_sweep_runs_without_checkpoints(tmp_path, capsys):
         (None, None), (None, "none"), (None, "none")]
 
 
+def _stopped_sweep_runs(store, keys, steps):
+    """Stopped runs of sweep entries ``keys`` of experiment e (one command), each entry's
+    checkpoint at ``steps[key]`` (none where absent)."""
+    from sgdlab.experiments.worker import CHECKPOINT_DIR
+    from sgdlab.store.folders import sweep_run_folder
+    from sgdlab.train.checkpoint import checkpoint_path, save_checkpoint
+
+    cfg = {"scale": "cpu", "command": "sgdlab run e --scale cpu"}
+    ids = [store.create_run({**cfg, "run_key": key}, name=key, experiment="e", env={},
+                            status="interrupted") for key in keys]
+    for key, step in steps.items():
+        save_checkpoint(checkpoint_path(sweep_run_folder(store.path, key) / CHECKPOINT_DIR),
+                        {"loop": {"step": step}})
+    return ids
+
+
 def test_one_sweep_command_for_two_stopped_entries_gives_each_entry_s_resume_point(tmp_path,
                                                                                  capsys):
     """The command continues both entries, each from its own point (docs/design/sweeps.md:
     `runs list` gives a stopped sweep run's checkpoint step): k1 from its checkpoint at step
     8, k2 from step 0. The listing gave the first entry's point alone, under the one command,
     as if it were both's."""
-    from sgdlab.experiments.worker import CHECKPOINT_DIR
-    from sgdlab.store.folders import sweep_run_folder
-    from sgdlab.train.checkpoint import checkpoint_path, save_checkpoint
-
     store = _store(tmp_path)
-    cfg = {"scale": "cpu", "command": "sgdlab run e --scale cpu"}
-    ids = [store.create_run({**cfg, "run_key": key}, name=key, experiment="e", env={},
-                            status="interrupted") for key in ("k1", "k2")]
-    save_checkpoint(checkpoint_path(sweep_run_folder(store.path, "k1") / CHECKPOINT_DIR),
-                    {"loop": {"step": 8}})
+    ids = _stopped_sweep_runs(store, ("k1", "k2"), {"k1": 8})
     assert main(["runs", "list", "--store", str(store.path)]) == 0
     assert capsys.readouterr().out.endswith(
         f"\n2 run(s) stopped before they ended; continue with:\n"
@@ -235,22 +243,6 @@ def test_resume_of_a_running_sweep_run_names_it_and_says_what_to_do(tmp_path, ca
         f"wait for it to end (`sgdlab runs show {rid}` shows how far it got), or stop that "
         f"sweep and continue it with: {command}  (a sweep reruns what the store lacks)\n")
     assert store.get_run(rid)["status"] == "running"        # left to its sweep
-
-
-def _stopped_sweep_runs(store, keys, steps):
-    """Stopped runs of sweep entries ``keys`` of experiment e (one command), each entry's
-    checkpoint at ``steps[key]`` (none where absent)."""
-    from sgdlab.experiments.worker import CHECKPOINT_DIR
-    from sgdlab.store.folders import sweep_run_folder
-    from sgdlab.train.checkpoint import checkpoint_path, save_checkpoint
-
-    cfg = {"scale": "cpu", "command": "sgdlab run e --scale cpu"}
-    ids = [store.create_run({**cfg, "run_key": key}, name=key, experiment="e", env={},
-                            status="interrupted") for key in keys]
-    for key, step in steps.items():
-        save_checkpoint(checkpoint_path(sweep_run_folder(store.path, key) / CHECKPOINT_DIR),
-                        {"loop": {"step": step}})
-    return ids
 
 
 def test_stopped_sweep_entries_at_one_checkpoint_step_share_one_resume_line(tmp_path, capsys):
