@@ -450,8 +450,6 @@ class _FakeRay:
 
     def __init__(self, resources: dict, initialized: bool = True,
                  node_resources: list[dict] | None = None):
-        from types import SimpleNamespace
-
         self.resources, self.initialized = resources, initialized
         self.node_resources = node_resources
         self.inits, self.submitted, self.cancelled, self.batches = [], [], [], []
@@ -470,6 +468,12 @@ class _FakeRay:
     def cluster_resources(self):
         return self.resources
 
+    @classmethod
+    def of_nodes(cls, nodes: list[dict]) -> "_FakeRay":
+        """A cluster of the alive ``nodes``, its resources their totals."""
+        total = {k: sum(n.get(k, 0) for n in nodes) for k in ("CPU", "GPU")}
+        return cls(total, node_resources=nodes)
+
     def nodes(self):
         if self.node_resources is None:
             return [{"Alive": True, "Resources": self.resources}]
@@ -477,8 +481,6 @@ class _FakeRay:
             {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]    # a dead node
 
     def remote(self, fn=None, **kw):
-        from types import SimpleNamespace
-
         if fn is None:                     # @ray.remote(num_cpus=0): the inbox actor class
             inbox = SimpleNamespace(take=SimpleNamespace(remote=lambda: "take"))
             return lambda cls: SimpleNamespace(remote=lambda: inbox)
@@ -570,8 +572,7 @@ def test_a_run_no_single_node_can_hold_is_refused_though_the_cluster_totals_woul
     from sgdlab.errors import UserError
     from sgdlab.experiments import ray_backend
 
-    total = {k: sum(n.get(k, 0) for n in nodes) for k in ("CPU", "GPU")}
-    fake = _FakeRay(total, node_resources=nodes)
+    fake = _FakeRay.of_nodes(nodes)
     monkeypatch.setattr(ray_backend, "import_ray", lambda: fake)
     with pytest.raises(UserError, match=re.escape(says)):
         ray_backend.RayBackend(lambda *a: None, **kw)
@@ -584,8 +585,7 @@ def test_a_run_no_single_node_can_hold_is_refused_though_the_cluster_totals_woul
 def test_runs_in_flight_are_what_the_nodes_hold_one_by_one(monkeypatch, nodes, kw, capacity):
     from sgdlab.experiments import ray_backend
 
-    total = {k: sum(n.get(k, 0) for n in nodes) for k in ("CPU", "GPU")}
-    fake = _FakeRay(total, node_resources=nodes)
+    fake = _FakeRay.of_nodes(nodes)
     monkeypatch.setattr(ray_backend, "import_ray", lambda: fake)
     assert ray_backend.RayBackend(lambda *a: None, **kw).capacity == capacity
 
