@@ -62,7 +62,6 @@ def _stand_in_worker(conn, parent_pid):
     ``hang`` waits to be stopped."""
     import os
     import signal
-    import time
 
     from sgdlab.experiments.worker import RunRecord
 

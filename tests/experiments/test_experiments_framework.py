@@ -1356,7 +1356,6 @@ def test_a_reports_environment_lists_the_runs_differing_values_numbers_by_size(t
     from types import SimpleNamespace
 
     from sgdlab.experiments.runner import _report_environment
-    from sgdlab.store import RunStore
 
     store = RunStore(tmp_path / "s.sqlite")
     envs = [{"device": "cuda:0", "gpu": "G1", "torch_threads": 10, "python": "3.11"},
@@ -1746,7 +1745,7 @@ def test_a_scale_replaces_runs_grid_and_seeds_and_merges_base_and_resources():
 def test_an_outside_regime_reason_is_said_on_one_line():
     """A reason folded over lines in the YAML is said with single spaces, in the finding's
     text and in its ``outside_regime``."""
-    from sgdlab.experiments.analysis import Conclusion, outside_regime
+    from sgdlab.experiments.analysis import outside_regime
 
     (c,) = outside_regime([Conclusion("y = 1", True, claim="c")], "l is ten times\n  the paper's")
     assert c.outside_regime == "l is ten times the paper's"
@@ -1851,8 +1850,6 @@ class _Step17(Procedure):
         return 40
 
     def run(self, run, ctx):
-        import time
-
         for name in ("a", "b"):
             ctx.store.log_metric(ctx.run_id, name, 17, 1.0)
             time.sleep(0.3)
