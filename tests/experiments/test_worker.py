@@ -2,16 +2,23 @@
 a run's numbers do not depend on how busy the machine was."""
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from sgdlab.errors import UserError
 from sgdlab.experiments.procedures import Procedure, RunOutput, register_procedure
 from sgdlab.experiments.procedures.measures import compute_final
-from sgdlab.experiments.spec import resolve
+from sgdlab.experiments.spec import RunSpec, resolve
 from sgdlab.experiments.sweep import load_runs, run_sweep
+from sgdlab.experiments.worker import (CHECKPOINT_DIR, DATA_FILE, CheckpointShipper, RunRecorder,
+                                       RunTask, apply_checkpoint, execute_run, read_files,
+                                       task_for, write_files)
 from sgdlab.testing import fake_block_timing
 
 pytestmark = pytest.mark.usefixtures("one_thread_runs")
@@ -58,10 +65,6 @@ class _Scripted:
     """A procedure doing what ``run.params["do"]`` says (picklable by reference)."""
 
     def run(self, run, ctx):
-        import numpy as np
-
-        from sgdlab.errors import UserError
-
         do = run.params["do"]
         ctx.store.log_many(ctx.run_id, [("loss", 0, 1.5), ("loss", 1, 0.5, 123.0)])
         if do == "crash":
@@ -85,8 +88,6 @@ class _Scripted:
 
 
 def _task(do: str, tmp_path, **kw):
-    from sgdlab.experiments.worker import RunTask
-
     run = {"experiment": "t", "version": 1, "scale": "cpu", "label": do,
            "params": {"do": do}, "seed": 0, "procedure": "_scripted", "depends": [],
            "dependency_keys": ["k0"], "grid": []}
@@ -94,8 +95,6 @@ def _task(do: str, tmp_path, **kw):
 
 
 def test_a_crash_is_a_failed_record_named_by_its_exception_with_the_rows_before_it(tmp_path):
-    from sgdlab.experiments.worker import execute_run
-
     rec = execute_run(_task("crash", tmp_path))
     assert rec.status == "failed" and rec.message.startswith("RuntimeError: boom xx")
     # the tail of the traceback: where it ended, the exception's last words
@@ -106,8 +105,6 @@ def test_a_crash_is_a_failed_record_named_by_its_exception_with_the_rows_before_
 
 
 def test_bad_input_is_failed_input_in_its_own_words_and_a_wrong_return_is_named(tmp_path):
-    from sgdlab.experiments.worker import execute_run
-
     rec = execute_run(_task("bad-input", tmp_path))
     assert (rec.status, rec.message) == ("failed-input", "lr must be > 0, got -1")
     rec = execute_run(_task("not-an-output", tmp_path))
@@ -116,10 +113,6 @@ def test_bad_input_is_failed_input_in_its_own_words_and_a_wrong_return_is_named(
 
 
 def test_a_runs_data_is_written_as_json_and_listed_once(tmp_path):
-    import json
-
-    from sgdlab.experiments.worker import DATA_FILE, execute_run
-
     rec = execute_run(_task("data", tmp_path))
     assert rec.status == "finished" and rec.summary == {"a": 0.25}
     path = tmp_path / "art" / DATA_FILE
@@ -130,8 +123,6 @@ def test_a_runs_data_is_written_as_json_and_listed_once(tmp_path):
 
 
 def test_a_runs_threads_are_set_for_it_and_given_back(tmp_path):
-    from sgdlab.experiments.worker import execute_run
-
     before = torch.get_num_threads()
     want = 2 if before != 2 else 3
     rec = execute_run(_task("threads", tmp_path, threads=want))
@@ -139,8 +130,6 @@ def test_a_runs_threads_are_set_for_it_and_given_back(tmp_path):
 
 
 def test_rows_sent_while_a_run_runs_are_not_sent_again_with_its_record(tmp_path):
-    from sgdlab.experiments.worker import execute_run
-
     sent = []
     rec = execute_run(_task("data", tmp_path), send=sent.append)
     assert [[r[:3] for r in b] for b in sent] == [[("loss", 0, 1.5), ("loss", 1, 0.5)]]
@@ -148,8 +137,6 @@ def test_rows_sent_while_a_run_runs_are_not_sent_again_with_its_record(tmp_path)
 
 
 def test_a_shipped_run_returns_its_files_but_no_checkpoint_and_leaves_no_folder(tmp_path):
-    from sgdlab.experiments.worker import CHECKPOINT_DIR, execute_run
-
     rec = execute_run(_task("files", tmp_path, ship=True))
     # no one to send a checkpoint to, none to resume from: it keeps none
     assert rec.summary == {"ckpt": "None", "ships": False}
@@ -168,9 +155,6 @@ def test_a_shipped_run_returns_its_files_but_no_checkpoint_and_leaves_no_folder(
 
 
 def test_task_for_copies_the_params_and_ships_the_folder_it_resumes(tmp_path):
-    from sgdlab.experiments.spec import RunSpec
-    from sgdlab.experiments.worker import task_for
-
     run = RunSpec("t", 1, "cpu", "a", {"opt": {"lr": 0.1}}, 0, "_scripted",
                   dependency_keys=("k0",))
     art = tmp_path / "art"
@@ -187,9 +171,6 @@ def test_task_for_copies_the_params_and_ships_the_folder_it_resumes(tmp_path):
 
 
 def test_the_recorder_counts_the_rows_given_sent_and_kept_and_records_only_its_run():
-    from sgdlab.errors import UserError
-    from sgdlab.experiments.worker import RunRecorder
-
     sent = []
     rec = RunRecorder("r1", sent.append, stored=3)
     rec.log_many("r1", [("a", 0, 1.0), ("a", 1, 2.0)])
@@ -209,9 +190,6 @@ def test_the_recorder_counts_the_rows_given_sent_and_kept_and_records_only_its_r
 
 
 def test_files_are_never_written_outside_their_folder(tmp_path):
-    from sgdlab.errors import UserError
-    from sgdlab.experiments.worker import read_files, write_files
-
     write_files(tmp_path / "f", {"a/b.bin": b"1"})
     assert read_files(tmp_path / "f") == {"a/b.bin": b"1"}
     with pytest.raises(UserError, match=r"refusing to write '../x' outside"):
@@ -222,10 +200,6 @@ def test_files_are_never_written_outside_their_folder(tmp_path):
 def test_a_checkpoint_ships_what_changed_by_size_time_and_content(tmp_path):
     """A file rewritten at its size is shipped whole; one touched only, as an empty tail;
     one grown twice, as its two tails (the CRC-32 of what was shipped runs on)."""
-    import os
-
-    from sgdlab.experiments.worker import CheckpointShipper, apply_checkpoint
-
     task, driver, sent = tmp_path / "task", tmp_path / "driver", []
     task.mkdir()
     driver.mkdir()
