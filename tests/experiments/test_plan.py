@@ -177,7 +177,6 @@ def test_the_plan_counts_the_steps_of_the_runs_to_execute_whose_length_is_known(
     """Four runs of 10 (stored), 5, unknown and 7 steps: 3 to run, 12 steps in the 2 of them
     whose parameters tell; the total is unknown until all of them tell."""
     from sgdlab.experiments.plan import Plan, PlannedRun
-
     from sgdlab.experiments.spec import resolve
 
     spec = resolve(yaml.safe_load((CATALOGUE_DIR / f"{GRID}.yaml").read_text()), "smoke")
