@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from sgdlab.data import load_dataset
-from sgdlab.data._common import seeded_indices
+from sgdlab.data._common import (_split_cache_key, normalize_images, seeded_indices,
+                                 stratified_split)
 from sgdlab.errors import DataError, UserError
 from sgdlab.testing import make_idx_dir
 
@@ -91,8 +92,6 @@ def _sklearn(labels, n_test, seed):
 def test_the_split_cache_is_keyed_on_what_the_split_depends_on(tmp_path, monkeypatch):
     from importlib import metadata
 
-    from sgdlab.data._common import _split_cache_key, stratified_split
-
     monkeypatch.setenv("SGDLAB_CACHE", str(tmp_path))
     labels = np.arange(40) % 4
     key = _split_cache_key(labels, 8, 0)
@@ -126,8 +125,6 @@ def test_a_sklearn_imported_from_elsewhere_than_its_metadata_is_not_cached(tmp_p
     # a source checkout on PYTHONPATH or an editable install: its code changes under a version
     from importlib import metadata
 
-    from sgdlab.data._common import _split_cache_key, stratified_split
-
     monkeypatch.setenv("SGDLAB_CACHE", str(tmp_path))
     labels = np.arange(40) % 4
     assert _split_cache_key(labels, 8, 0) is not None
@@ -141,8 +138,6 @@ def test_a_sklearn_imported_from_elsewhere_than_its_metadata_is_not_cached(tmp_p
 
 
 def test_a_damaged_split_entry_is_not_trusted(tmp_path, monkeypatch):
-    from sgdlab.data._common import _split_cache_key, stratified_split
-
     monkeypatch.setenv("SGDLAB_CACHE", str(tmp_path))
     labels = np.arange(40) % 4
     want = _sklearn(labels, 8, 0)
@@ -161,8 +156,6 @@ def test_a_damaged_split_entry_is_not_trusted(tmp_path, monkeypatch):
 
 def test_a_split_with_cache_false_neither_reads_nor_writes_the_cache(tmp_path, monkeypatch):
     # a loader's cache=False cached its split all the same
-    from sgdlab.data._common import _split_cache_key, stratified_split
-
     monkeypatch.setenv("SGDLAB_CACHE", str(tmp_path))
     labels = np.arange(40) % 4
     want = _sklearn(labels, 8, 0)
@@ -178,8 +171,6 @@ def test_a_split_with_cache_false_neither_reads_nor_writes_the_cache(tmp_path, m
 
 
 def test_standardize_divides_by_the_population_std_of_each_channel():
-    from sgdlab.data._common import normalize_images
-
     # channel 0 holds 0, 2, 4, 6 (mean 3, population std √5), channel 1 is constant (std 1)
     x = np.zeros((2, 2, 1, 2), np.float32)
     x[:, 0] = np.array([[[0, 2]], [[4, 6]]])
@@ -203,16 +194,12 @@ def test_a_balanced_subset_keeps_the_files_order():
 
 
 def test_a_test_split_of_every_example_names_the_empty_training_split():
-    from sgdlab.data._common import stratified_split
-
     labels = np.arange(6) % 2
     with pytest.raises(UserError, match=r"^test_size 6 leaves no training examples \(of 6\)$"):
         stratified_split(labels, 6, 0, cache=False)
 
 
 def test_unit_scaling_divides_both_splits_by_the_largest_pixel_value():
-    from sgdlab.data._common import normalize_images
-
     tr, te, info = normalize_images(np.array([[[0, 255]]], np.uint8),
                                     np.array([[[51, 255]]], np.uint8), "unit", 255.0)
     assert tr.dtype == te.dtype == np.float32 and info == {"normalize": "unit"}
@@ -228,7 +215,5 @@ def test_sizes_must_be_integers_not_booleans():
 
 def test_a_test_size_that_is_a_fraction_is_refused():
     # scikit-learn would read 0.25 as a quarter of the examples: the option counts examples
-    from sgdlab.data._common import stratified_split
-
     with pytest.raises(UserError, match=r"option 'test_size' must be an integer >= 1, got 0.25"):
         stratified_split(np.arange(8) % 2, 0.25, 0, cache=False)
