@@ -7,6 +7,7 @@ from torch import nn
 
 from sgdlab.models import MODELS, build_model, count_parameters, describe
 from sgdlab.errors import UserError
+from sgdlab.testing import random_eval_batchnorm
 
 from model_counts import bn, conv, dense  # tests/models is on sys.path
 
@@ -263,23 +264,22 @@ def test_resnet_blocks_are_he_et_als_residual_units():
     import torch.nn.functional as F
     torch.manual_seed(0)
     net = build_model("resnet-56", (3, 8, 8), 10, depth=8).double().eval()
+    bns = (m for m in net.modules() if isinstance(m, nn.BatchNorm2d))
+    for seed, m in enumerate(bns):                     # non-trivial statistics and weights
+        random_eval_batchnorm(m, seed)
     with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):            # non-trivial statistics and weights
-                m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2)
-                m.weight.uniform_(0.5, 2), m.bias.uniform_(-1, 1)
         same, down = net.blocks[0], net.blocks[1]           # 16 -> 16; 16 -> 32, stride 2
 
-        def bn(b, h):
+        def eval_bn(b, h):
             return (h - b.running_mean[:, None, None]) / (b.running_var[:, None, None]
                                                           + b.eps).sqrt() \
                 * b.weight[:, None, None] + b.bias[:, None, None]
         x = torch.randn(2, 16, 8, 8, dtype=torch.float64)
-        h = F.relu(bn(same.bn1, F.conv2d(x, same.conv1.weight, padding=1)))
-        want = F.relu(bn(same.bn2, F.conv2d(h, same.conv2.weight, padding=1)) + x)
+        h = F.relu(eval_bn(same.bn1, F.conv2d(x, same.conv1.weight, padding=1)))
+        want = F.relu(eval_bn(same.bn2, F.conv2d(h, same.conv2.weight, padding=1)) + x)
         torch.testing.assert_close(same(x), want)
-        h = F.relu(bn(down.bn1, F.conv2d(x, down.conv1.weight, stride=2, padding=1)))
-        r = bn(down.bn2, F.conv2d(h, down.conv2.weight, padding=1))
+        h = F.relu(eval_bn(down.bn1, F.conv2d(x, down.conv1.weight, stride=2, padding=1)))
+        r = eval_bn(down.bn2, F.conv2d(h, down.conv2.weight, padding=1))
         short = down._shortcut(x)
         torch.testing.assert_close(down(x), F.relu(r + short))
         # x's 16 channels, in order, at every other pixel; which 16 of the 32 the paper
