@@ -203,10 +203,11 @@ def _dropouts(module: nn.Module) -> list[float]:
 
 def test_mnistfc_dropouts_are_section_4_6_2s():
     # §4.6.2: input_784 -> drop_0.2 -> (fc_1024 -> drop_0.2) x 2 -> fc_10
-    kinds = [type(x).__name__ for x in build_model("mnistfc", MNIST, 10).m]
-    assert kinds == ["Flatten", "Dropout", "Linear", "ReLU", "BatchNorm1d", "Dropout",
-                     "Linear", "ReLU", "BatchNorm1d", "Dropout", "Linear"]
-    assert _dropouts(build_model("mnistfc", MNIST, 10)) == [0.2, 0.2, 0.2]
+    net = build_model("mnistfc", MNIST, 10)
+    assert [type(x).__name__ for x in net.m] == [
+        "Flatten", "Dropout", "Linear", "ReLU", "BatchNorm1d", "Dropout",
+        "Linear", "ReLU", "BatchNorm1d", "Dropout", "Linear"]
+    assert _dropouts(net) == [0.2, 0.2, 0.2]
 
 
 def test_lenet_layers_and_dropouts_are_section_4_6_2s():
@@ -265,8 +266,8 @@ def test_wide_resnet_16_4_count_by_hand_and_its_layers():
                 total += conv(ci, co, 1, False) if ci != co or (i == 0 and co != 16 * k) else 0
                 ci = co
         return total + bn(ci) + dense(ci, classes)
-    assert count("wide-resnet", CIFAR, 10, **WRN_16_4) == wrn(16, 4) == 2_748_890
     net = build_model("wide-resnet", CIFAR, 10, **WRN_16_4)
+    assert count_parameters(net) == wrn(16, 4) == 2_748_890
     assert [type(x).__name__ for x in net.m[-5:]] == [
         "BatchNorm2d", "ReLU", "AdaptiveAvgPool2d", "Flatten", "Linear"]
     block = net.m[1]
