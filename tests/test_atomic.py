@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sgdlab.atomic import write_whole
+from sgdlab.atomic import replaced_whole, save_figure, write_whole
 
 
 def test_a_write_that_fails_names_the_file_written_not_its_temporary(tmp_path):
@@ -29,8 +29,6 @@ def test_a_figure_is_written_whole_or_not_at_all(tmp_path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from sgdlab.atomic import save_figure
 
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
@@ -75,8 +73,6 @@ def test_two_writers_of_one_file_each_write_their_own_temporary_file(tmp_path):
     """Two writes of one file in flight at once (two sweeps ending with the same report): each
     through a temporary file of its own, so each replaces the file whole and neither renames
     the other's; the write that ends last is the file."""
-    from sgdlab.atomic import replaced_whole
-
     target = tmp_path / "report.md"
     with replaced_whole(target) as first:
         first.write_text("first\n")
@@ -134,8 +130,6 @@ def test_write_whole_never_writes_into_the_file_itself(tmp_path, monkeypatch):
 def test_save_figure_takes_the_format_given_over_the_suffix(tmp_path):
     """format= names the format where the path's suffix does not (a page's ``figure.out``)."""
     from matplotlib.figure import Figure
-
-    from sgdlab.atomic import save_figure
 
     fig = Figure()                   # no pyplot: nothing to close, no backend to pick
     fig.add_subplot().plot([0, 1], [1, 0])

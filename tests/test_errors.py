@@ -1,5 +1,7 @@
 """Warnings name the user's line: ``sgdlab.errors.warn`` attributes them to the first frame
 outside sgdlab and torch, through ``torch.no_grad()`` decorators and internal helpers."""
+import errno
+import os
 import warnings
 
 import pytest
@@ -7,7 +9,10 @@ import torch
 from torch import nn
 
 from sgdlab.data.registry import load_dataset
-from sgdlab.errors import closest_name, name_spelling, registered_spelling, warn
+from sgdlab.errors import (SEED_LIMIT, ConfigError, check_config_kind, check_keys,
+                           check_not_empty, closest_name, config_error, file_problem, is_seed,
+                           name_spelling, registered_spelling, unexpected_keyword, unknown_key,
+                           warn)
 from sgdlab.measure.curvature import hessian_eigenpairs
 from sgdlab.measure.sharpness import (expected_sharpness, local_entropy, mean_loss,
                                       perturbed_evaluations)
@@ -138,8 +143,6 @@ def test_a_name_cut_short_is_the_one_choice_it_begins_and_only_one():
 
 def test_a_seed_is_a_whole_number_of_32_bits_not_a_bool():
     """numpy's legacy seeding takes 0 .. 2**32 - 1."""
-    from sgdlab.errors import SEED_LIMIT, is_seed
-
     assert SEED_LIMIT == 2 ** 32
     assert is_seed(0) and is_seed(2 ** 32 - 1)
     for bad in (-1, 2 ** 32, True, False, 1.0, "1", None):
@@ -147,8 +150,6 @@ def test_a_seed_is_a_whole_number_of_32_bits_not_a_bool():
 
 
 def test_unknown_keys_are_named_with_their_path_and_the_closest_or_a_level_down():
-    from sgdlab.errors import ConfigError, check_keys, config_error, unknown_key
-
     known = ["epochs", "batch_size"]
     assert unknown_key("train", "epohcs", known) == (
         "train.epohcs: unknown key (did you mean epochs?)")
@@ -168,8 +169,6 @@ def test_unknown_keys_are_named_with_their_path_and_the_closest_or_a_level_down(
 
 
 def test_an_empty_config_or_one_of_another_kind_is_named_in_one_line():
-    from sgdlab.errors import ConfigError, check_config_kind, check_not_empty
-
     for raw in (None, {}):
         with pytest.raises(ConfigError, match=r"^c\.yaml: the file is empty .* a run config "
                                               r"needs data, model and optimizer"):
@@ -184,11 +183,6 @@ def test_an_empty_config_or_one_of_another_kind_is_named_in_one_line():
 
 
 def test_a_file_where_a_folder_is_needed_is_named(tmp_path):
-    import errno
-    import os
-
-    from sgdlab.errors import file_problem
-
     (tmp_path / "f").write_text("")
     e = OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(tmp_path / "f" / "a" / "b"))
     assert file_problem(e) == f"{tmp_path / 'f'} is a file, not a folder"
@@ -197,8 +191,6 @@ def test_a_file_where_a_folder_is_needed_is_named(tmp_path):
 
 
 def test_a_pyhessian_keyword_is_told_its_sgdlab_name():
-    from sgdlab.errors import unexpected_keyword
-
     assert unexpected_keyword("hessian_trace", "n_v", ["num_probes", "seed"]) == (
         "hessian_trace() got an unexpected keyword argument 'n_v' (PyHessian's n_v is "
         "num_probes here); it takes num_probes, seed")

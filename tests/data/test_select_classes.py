@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from sgdlab.data import load_dataset, select_classes
+from sgdlab.data import Dataset, load_dataset, select_classes, with_label_noise
 from sgdlab.errors import UserError
 
 
@@ -32,8 +32,6 @@ def test_bad_classes_are_user_errors(bad):
 def test_classes_of_a_dataset_with_uint8_labels():
     # labels as an IDX file holds them (uint8) indexed the relabelling table as a boolean mask
     # (an IndexError)
-    from sgdlab.data import Dataset
-
     x = torch.arange(3.0)[:, None]
     y = torch.tensor([2, 1, 2], dtype=torch.uint8)
     ds = select_classes(Dataset(x, y, x, y), [2])
@@ -47,8 +45,6 @@ def test_classes_of_a_dataset_with_uint8_labels():
 
 def test_classes_are_selected_before_label_noise_not_after():
     # the recorded noisy indices and original labels would no longer match the examples
-    from sgdlab.data import Dataset, with_label_noise
-
     x, y = torch.arange(6.0)[:, None], torch.tensor([0, 1, 2, 0, 1, 2])
     noisy = with_label_noise(Dataset(x, y, x, y), 2, seed=0)
     with pytest.raises(UserError, match="select classes before adding label noise"):

@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 from sgdlab.models.modes import (attributes_kept, buffer_restorer, buffers_kept, eval_mode,
-                                 first_batch_norm, module_label, modes_kept)
+                                 first_batch_norm, module_label, modes_kept,
+                                 uses_batch_statistics)
 
 
 def _fine_tuning_model() -> nn.Sequential:
@@ -249,7 +250,6 @@ def test_buffers_kept_on_a_lazy_model_not_yet_materialised():
 
 
 def test_a_batch_norm_without_running_statistics_uses_its_batch_in_eval_mode_too():
-    from sgdlab.models.modes import uses_batch_statistics
     net = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3, track_running_stats=False)).eval()
     assert uses_batch_statistics(net)
     assert not uses_batch_statistics(nn.Sequential(nn.BatchNorm1d(3)).eval())
