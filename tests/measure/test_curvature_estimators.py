@@ -563,8 +563,6 @@ def test_dense_hessian_takes_exactly_max_params_parameters():
         dense_hessian(model, loss_fn, data, max_params=20)
     # the dense eigenvalues take the same limit: d = limit allowed, d = limit + 1 refused
     # with an error naming d, the limit and the way out
-    from sgdlab.measure.curvature.dense import hessian_spectrum
-
     torch.testing.assert_close(hessian_spectrum(model, loss_fn, data, max_params=21),
                                torch.linalg.eigvalsh(ref))
     with pytest.raises(ValueError, match=r"^dense Hessian of 21 parameters needs [0-9.]+ GB; "
