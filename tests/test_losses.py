@@ -1,9 +1,11 @@
 """Losses by name: the one mapping configs, experiments and replica runs share."""
+import math
+
 import pytest
 import torch
 from torch import nn
 
-from sgdlab.data import load_dataset
+from sgdlab.data import Dataset, load_dataset
 from sgdlab.errors import ConfigError
 from sgdlab.losses import build_loss
 
@@ -64,8 +66,6 @@ def test_mse_on_labels_per_position_is_refused_by_name():
 
 
 def _labels_dataset(y, num_outputs):
-    from sgdlab.data import Dataset
-
     return Dataset(torch.zeros(len(y), 1), y, meta={"name": "toy", "task": "classification",
                                                     "num_outputs": num_outputs})
 
@@ -73,8 +73,6 @@ def _labels_dataset(y, num_outputs):
 def test_cross_entropy_is_the_plain_mean_of_minus_log_softmax():
     # no label smoothing, no weights: scores [ln 1, ln 3, 0] and [0, 0, ln 2] -> softmax
     # probabilities of the labels 3/5 (label 1) and 2/4 (label 2): loss (ln(5/3) + ln 2) / 2
-    import math
-
     loss = build_loss("cross_entropy", _labels_dataset(torch.tensor([1, 2]), 3))
     out = torch.tensor([[0.0, math.log(3.0), 0.0], [0.0, 0.0, math.log(2.0)]],
                        dtype=torch.float64)

