@@ -3,6 +3,7 @@ the kernel drops it when that process ends, a SIGKILL included."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import textwrap
 
 import pytest
 
-from sgdlab.claims import FolderBusy, claim_file, hold_lock
+from sgdlab.claims import FolderBusy, claim_file, folder_lock, hold_lock
 from sgdlab.testing import without_hard_links
 
 HOLDER = textwrap.dedent("""
@@ -78,23 +79,24 @@ def test_a_link_that_fails_otherwise_is_raised(tmp_path, monkeypatch):
     assert _claims(tmp_path) == []
 
 
-@pytest.mark.parametrize("code, locked", [(errno.ENOLCK, False), (errno.EBADF, True)])
-def test_a_file_system_without_locks_guards_nothing_and_another_flock_error_is_raised(
-        tmp_path, monkeypatch, code, locked):
-    """ENOLCK (no locks kept there): nothing is held, None, for both locks; any other error of
-    flock(2) is raised, not taken for a file system without locks."""
-    import fcntl
-
-    from sgdlab.claims import folder_lock
-
+def _flock_fails(monkeypatch, code: int) -> None:
     def fails(fd, op):
         raise OSError(code, os.strerror(code))
     monkeypatch.setattr(fcntl, "flock", fails)
-    if not locked:
-        assert hold_lock(tmp_path / "lock", "me") is None
-        with folder_lock(tmp_path):
-            pass
-        return
+
+
+def test_a_file_system_without_locks_guards_nothing(tmp_path, monkeypatch):
+    """ENOLCK (no locks kept there): nothing is held, None, for both locks."""
+    _flock_fails(monkeypatch, errno.ENOLCK)
+    assert hold_lock(tmp_path / "lock", "me") is None
+    with folder_lock(tmp_path):
+        pass
+
+
+def test_another_flock_error_is_raised(tmp_path, monkeypatch):
+    """Any other error of flock(2) is raised, not taken for a file system without locks."""
+    code = errno.EBADF
+    _flock_fails(monkeypatch, code)
     with pytest.raises(OSError) as e:
         hold_lock(tmp_path / "lock", "me")
     assert e.value.errno == code
