@@ -23,6 +23,14 @@ def is_seed(value: object) -> bool:
             and 0 <= value < SEED_LIMIT)
 
 
+def finite_number(value: object) -> bool:
+    """Whether ``value`` is a finite int or float (not a bool)."""
+    import math
+
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
 class UserError(Exception):
     """Bad input (config, file, option): the message names the problem."""
 

@@ -81,7 +81,7 @@ from typing import Any
 
 import numpy as np
 
-from sgdlab.errors import ConfigError
+from sgdlab.errors import ConfigError, finite_number as finite
 from sgdlab.experiments.analysis import Conclusion
 from sgdlab.experiments.procedures import StoredRun
 from sgdlab.report.figures import label_colours
@@ -96,10 +96,6 @@ def by_group(runs: list[StoredRun], key=None) -> "OrderedDict[str, list[StoredRu
     for r in runs:
         out.setdefault(key(r) if key else r.label, []).append(r)
     return out
-
-
-def finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def decided(holds: Any, *values: Any) -> bool | None:

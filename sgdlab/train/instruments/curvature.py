@@ -18,7 +18,6 @@ run logs the same values.
 """
 from __future__ import annotations
 
-import math
 import numbers
 import operator
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sgdlab.errors import is_seed
+from sgdlab.errors import finite_number, is_seed
 from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
 from sgdlab.measure.curvature.lanczos import convergence_warnings_named
 from sgdlab.measure.passes import memory_budget_bytes
@@ -91,11 +90,6 @@ def plain_float(v: Any) -> Any:
     if isinstance(v, numbers.Real) and not isinstance(v, (int, float)):
         return float(v)
     return v
-
-
-def finite_number(v: Any) -> bool:
-    """``v`` is a finite int or float (not a bool)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def is_flag(v: Any) -> bool:
