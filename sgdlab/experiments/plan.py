@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sgdlab.errors import UserError
+from sgdlab.experiments.resources import amount
 from sgdlab.experiments.runner import default_out_dir, foreign_out_dir, prepare
 from sgdlab.experiments.spec import ExperimentSpec, RunSpec, expand_data_dir, wall_time_text
 from sgdlab.experiments.sweep import (dependency_layers, finished_runs, run_device,
@@ -191,10 +192,11 @@ def plan_experiment(name_or_path: str | Path, *, scale: str = "cpu",
                           str(done[r.key]["id"]) if r.key in done else None)
                for r in runs]
     plan = Plan(spec, planned, {
-        "device": run_device(backend, device, gpus_per_run), "backend": backend,
+        "device": run_device(backend, device, amount(gpus_per_run)), "backend": backend,
         "address": address or (os.environ.get("RAY_ADDRESS") if backend == "ray" else None),
-        "workers": workers, "cpus_per_run": cpus_per_run, "gpus_per_run": gpus_per_run,
-        "threads_per_run": run_threads(backend, workers, cpus_per_run),
+        "workers": workers, "cpus_per_run": amount(cpus_per_run),
+        "gpus_per_run": amount(gpus_per_run),
+        "threads_per_run": run_threads(backend, workers, amount(cpus_per_run)),
         "store": str(store), "store_exists": store.is_file(), "out": str(out),
         "data_dir": data_dir}, datasets=[])
     _check_files(plan)

@@ -28,6 +28,7 @@ import threading
 from typing import Any
 
 from sgdlab.errors import UserError
+from sgdlab.experiments.resources import PerRun, per_run
 from sgdlab.experiments.worker import RunTask, execute_run
 
 
@@ -56,14 +57,20 @@ def with_plugins_env(kw: dict[str, Any]) -> dict[str, Any]:
 
 class RayBackend:
     """See the module docstring. ``workers`` caps the runs in flight (default: as many as
-    the cluster's resources hold)."""
+    the cluster's resources hold). ``cpus_per_run`` (default 1), ``gpus_per_run`` (default
+    0): numbers, taken as the flags', or :class:`PerRun` saying where they came from (the
+    refusal of a run no node can hold names it)."""
 
     name = "ray"
 
     def __init__(self, on_rows, *, address: str | None = None, workers: int | None = None,
-                 cpus_per_run: float = 1.0, gpus_per_run: float = 0.0, on_checkpoint=None):
+                 cpus_per_run: float | PerRun | None = None,
+                 gpus_per_run: float | PerRun | None = None, on_checkpoint=None):
         ray = self.ray = import_ray()
         self.refs: dict[Any, tuple[int, str]] = {}     # object ref -> (handle, run id)
+        cpus = per_run("cpus", cpus_per_run) or PerRun.default("cpus")
+        gpus = per_run("gpus", gpus_per_run) or PerRun.default("gpus")
+        cpus_per_run, gpus_per_run = cpus.value, gpus.value
         if not cpus_per_run > 0 or gpus_per_run < 0:
             raise UserError(f"--cpus-per-run must be > 0 and --gpus-per-run >= 0, got "
                             f"{cpus_per_run} and {gpus_per_run}")
@@ -90,7 +97,7 @@ class RayBackend:
                                 f"{str(e).strip().splitlines()[0] if str(e).strip() else e}"
                                 ) from None
         try:
-            slots = _slots(ray, cpus_per_run, gpus_per_run)
+            slots = _slots(ray, cpus, gpus)
         except UserError:
             self.close()
             raise
@@ -202,26 +209,44 @@ def check_reachable(address: str | None, timeout: float = 5.0) -> None:
         raise UserError(f"cannot reach Ray at {address}: {e.strerror or e}") from None
 
 
-def _slots(ray, cpus: float, gpus: float) -> int:
+def _slots(ray, cpus: PerRun, gpus: PerRun) -> int:
     """How many runs of ``cpus`` CPUs and ``gpus`` GPUs the alive nodes of the cluster hold
-    at once; a :class:`UserError` where no node can hold one. A task must fit on one node:
-    one no node can hold stays pending for ever (Ray's autoscaler says so in a log line), so
-    the sweep would wait without end, though the cluster's totals are enough (two 4-CPU
-    nodes, 6 CPUs per run). An autoscaling cluster whose nodes are not up yet is refused."""
+    at once; a :class:`UserError` where no node can hold one, naming where the number came
+    from (flag, variable, experiment file) and what to change there. A task must fit on one
+    node: one no node can hold stays pending for ever (Ray's autoscaler says so in a log
+    line), so the sweep would wait without end, though the cluster's totals are enough (two
+    4-CPU nodes, 6 CPUs per run). An autoscaling cluster whose nodes are not up yet is
+    refused."""
     nodes = [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive")]
     for kind, need in (("CPU", cpus), ("GPU", gpus)):
-        if need <= 0:
+        if need.value <= 0:
             continue
         largest = max((n.get(kind, 0) for n in nodes), default=0)
-        if largest < need:
-            raise UserError(f"{need:g} {kind}s per run: the largest node of the Ray cluster "
-                            f"has {largest:g} {kind}s "
-                            f"({sum(n.get(kind, 0) for n in nodes):g} in all)")
-    slots = sum(min(n.get("CPU", 0) // cpus,
-                    n.get("GPU", 0) // gpus if gpus > 0 else math.inf) for n in nodes)
+        if largest < need.value:
+            if largest > 0:
+                fix = f"a run must fit on one node: {need.at_most(largest)}"
+            elif kind == "CPU":
+                fix = ("no alive node has a CPU (an autoscaling cluster's nodes are not up "
+                       "yet?): start the cluster's nodes, then run again")
+            else:
+                fix = f"no alive node has a GPU: join a cluster with one, or {need.none()}"
+            raise UserError(f"{need.value:g} {kind}s per run ({need}): the largest node of "
+                            f"the Ray cluster has {largest:g} {kind}s "
+                            f"({sum(n.get(kind, 0) for n in nodes):g} in all); {fix}")
+    slots = sum(min(n.get("CPU", 0) // cpus.value,
+                    n.get("GPU", 0) // gpus.value if gpus.value > 0 else math.inf)
+                for n in nodes)
     if slots < 1:
-        raise UserError(f"{cpus:g} CPUs and {gpus:g} GPUs per run: no node of the Ray cluster "
-                        f"has both")
+        # the most of each that a node holding enough of the other has
+        cpus_fit = max((n.get("CPU", 0) for n in nodes if n.get("GPU", 0) >= gpus.value),
+                       default=0)
+        gpus_fit = max((n.get("GPU", 0) for n in nodes if n.get("CPU", 0) >= cpus.value),
+                       default=0)
+        fixes = [cpus.at_most(cpus_fit)] if cpus_fit > 0 else []
+        fixes.append(gpus.at_most(gpus_fit) if gpus_fit > 0 else
+                     f"run without GPUs: {gpus.none()}")
+        raise UserError(f"{cpus.value:g} CPUs ({cpus}) and {gpus.value:g} GPUs ({gpus}) per "
+                        f"run: no node of the Ray cluster has both; {', or '.join(fixes)}")
     return int(slots)
 
 

@@ -25,6 +25,8 @@ from sgdlab.claims import folder_lock
 from sgdlab.errors import ConfigError, ReportInterrupted, UserError, make_output_dir
 from sgdlab.experiments.analysis import Analysis, Conclusion, outside_regime
 from sgdlab.experiments.procedures import get_analysis
+from sgdlab.experiments.resources import PerRun
+from sgdlab.experiments.resources import resolve as resolve_per_run
 from sgdlab.experiments.spec import (ExperimentSpec, RunSpec, catalogue_name, expand_data_dir,
                                     grid_point, load_experiment, load_yaml, needs_data_dir,
                                     resolve)
@@ -135,16 +137,18 @@ def require_device(device: str) -> None:
 def prepare(name_or_path: str | Path, *, scale: str, device: str, data_dir: str | None,
             backend: str | None, cpus_per_run: float | None, gpus_per_run: float | None,
             readings: dict[str, str] | None, workers: int | None, address: str | None
-            ) -> tuple[ExperimentSpec, list[RunSpec], str, float | None, float | None]:
+            ) -> tuple[ExperimentSpec, list[RunSpec], str, PerRun | None, PerRun | None]:
     """The experiment resolved at ``scale``, its runs, and where they would execute: ``(spec,
-    runs, backend, cpus_per_run, gpus_per_run)``; the checks a run makes before its sweep (a
-    real run and a dry run fail alike)."""
+    runs, backend, cpus_per_run, gpus_per_run)``, the resources with where each came from
+    (:func:`sgdlab.experiments.resources.resolve`; None on the local backend, and where
+    nothing sets them); the checks a run makes before its sweep (a real run and a dry run
+    fail alike)."""
     spec = load_experiment(name_or_path, scale, readings)
     backend = backend or os.environ.get("SGDLAB_BACKEND") or "local"
     # the local backend refuses only the flags: the variables and resources: are for Ray
     cpus_given, gpus_given = cpus_per_run, gpus_per_run
-    cpus_per_run = _resource(cpus_per_run, "SGDLAB_CPUS_PER_RUN", spec, "cpus_per_run")
-    gpus_per_run = _resource(gpus_per_run, "SGDLAB_GPUS_PER_RUN", spec, "gpus_per_run")
+    cpus = resolve_per_run("cpus", cpus_per_run, spec.resources)
+    gpus = resolve_per_run("gpus", gpus_per_run, spec.resources)
     if backend == "local":
         require_device(device)
     if needs_data_dir(spec) and data_dir is None:
@@ -157,8 +161,8 @@ def prepare(name_or_path: str | Path, *, scale: str, device: str, data_dir: str 
     check_options(workers=workers, backend=backend, address=address, gpus_per_run=gpus_given,
                   cpus_per_run=cpus_given)
     if backend == "local":      # unused there; run_sweep would refuse GPUs as the flag
-        cpus_per_run = gpus_per_run = None
-    return spec, runs, backend, cpus_per_run, gpus_per_run
+        cpus = gpus = None
+    return spec, runs, backend, cpus, gpus
 
 
 def foreign_out_dir(out: Path, spec: ExperimentSpec) -> str | None:
@@ -251,17 +255,6 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu",
     except KeyboardInterrupt as e:
         raise ReportInterrupted(*e.args) from None
     return ExperimentResult(out, results, rep)
-
-
-def _resource(given: float | None, var: str, spec: ExperimentSpec, key: str) -> float | None:
-    if given is not None:
-        return given
-    if os.environ.get(var):
-        try:
-            return float(os.environ[var])
-        except ValueError:
-            raise UserError(f"${var} must be a number, got {os.environ[var]!r}") from None
-    return spec.resources.get(key)
 
 
 def analyze(spec: ExperimentSpec, *, store_path: str, data_dir: str | None = None

@@ -56,6 +56,7 @@ from typing import Any
 
 from sgdlab.errors import ConfigError, ReportInterrupted, UserError
 from sgdlab.experiments.procedures import StoredRun, get_procedure
+from sgdlab.experiments.resources import PerRun, amount, per_run
 from sgdlab.experiments.spec import CATALOGUE_DIR, RunSpec, dependency_run
 from sgdlab.experiments.worker import (CHECKPOINT_DIR, RunContext, RunRecord,
                                        apply_checkpoint, task_for, write_files)
@@ -172,8 +173,8 @@ def _env_int(name: str, value: str) -> int:
 def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: int | None = None,
               device: str = "cpu", progress: Callable[[str], None] | None = print,
               train_progress: bool = False, retries: int = 1, backend: str = "local",
-              address: str | None = None, cpus_per_run: float | None = None,
-              gpus_per_run: float | None = None, source: str | None = None,
+              address: str | None = None, cpus_per_run: float | PerRun | None = None,
+              gpus_per_run: float | PerRun | None = None, source: str | None = None,
               command: str | None = None, tensorboard: str | os.PathLike | None = None
               ) -> SweepReport:
     """Execute the runs that the store does not hold yet. See the module docstring.
@@ -182,9 +183,12 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
     (so the command that continues a stopped run can name it); ``command``: the command line
     that continues the sweep (``sgdlab run ...`` as it was given), recorded with each run.
     ``tensorboard``: a folder where each run's metrics are written live as TensorBoard event
-    files (:class:`sgdlab.train.tensorboard.LiveRuns`)."""
+    files (:class:`sgdlab.train.tensorboard.LiveRuns`). ``cpus_per_run``, ``gpus_per_run``:
+    numbers (as the flags give them) or :class:`~sgdlab.experiments.resources.PerRun` (which
+    also say where they came from, for the Ray backend's refusals)."""
+    cpus_per_run, gpus_per_run = per_run("cpus", cpus_per_run), per_run("gpus", gpus_per_run)
     check_options(workers=workers, backend=backend, address=address,
-                  gpus_per_run=gpus_per_run)
+                  gpus_per_run=amount(gpus_per_run))
     check_backend(backend, runs, store_path)
     curves = None
     if tensorboard is not None:
@@ -273,8 +277,8 @@ def run_device(backend: str, device: str, gpus_per_run: float | None) -> str:
 
 
 def make_backend(backend: str, on_rows, *, workers: int | None, address: str | None = None,
-                 cpus_per_run: float | None = None, gpus_per_run: float | None = None,
-                 on_checkpoint=None):
+                 cpus_per_run: float | PerRun | None = None,
+                 gpus_per_run: float | PerRun | None = None, on_checkpoint=None):
     """The backend ``run_sweep``'s options ask for. ``on_checkpoint(run_id, shipped)``: where
     the Ray backend hands the checkpoints its tasks send (the local ones write their own)."""
     from sgdlab.experiments.backends import InProcessBackend, ProcessPoolBackend
@@ -283,8 +287,7 @@ def make_backend(backend: str, on_rows, *, workers: int | None, address: str | N
         from sgdlab.experiments.ray_backend import RayBackend
 
         return RayBackend(on_rows, address=address, workers=workers,
-                          cpus_per_run=1.0 if cpus_per_run is None else float(cpus_per_run),
-                          gpus_per_run=float(gpus_per_run or 0.0),
+                          cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
                           on_checkpoint=on_checkpoint)
     workers = workers or 1
     return InProcessBackend(on_rows) if workers == 1 else ProcessPoolBackend(workers, on_rows)
@@ -310,8 +313,9 @@ class _Driver:
 
     def __init__(self, store, runs: list[RunSpec], rep: SweepReport, *, say, device: str,
                  workers: int | None, train_progress: bool, retries: int, backend: str,
-                 address: str | None, cpus_per_run: float | None, gpus_per_run: float | None,
-                 source: str | None = None, command: str | None = None, curves=None):
+                 address: str | None, cpus_per_run: PerRun | None,
+                 gpus_per_run: PerRun | None, source: str | None = None,
+                 command: str | None = None, curves=None):
         self.store, self.rep, self.device = store, rep, device
         self._say, self.said_at = say, time.monotonic()
         # an experiment file outside the catalogue, recorded with each run
@@ -329,8 +333,8 @@ class _Driver:
         self.options = dict(workers=workers, address=address, cpus_per_run=cpus_per_run,
                             gpus_per_run=gpus_per_run)
         self.backend_name, self._backend = backend, None
-        self.threads = run_threads(backend, workers, cpus_per_run)
-        self.device = run_device(backend, device, gpus_per_run)
+        self.threads = run_threads(backend, workers, amount(cpus_per_run))
+        self.device = run_device(backend, device, amount(gpus_per_run))
         from sgdlab.store import environment
 
         self.env = environment(device=self.device)

@@ -1372,6 +1372,7 @@ def test_a_reports_environment_lists_the_runs_differing_values_numbers_by_size(t
 def test_resources_per_run_are_the_flags_then_the_variables_and_for_ray_only(monkeypatch):
     """``--cpus-per-run`` over ``$SGDLAB_CPUS_PER_RUN``; the local backend, which gives each
     run cores // --workers threads, takes neither (a variable set for Ray is not an error)."""
+    from sgdlab.experiments.resources import FLAG, VARIABLE, PerRun
     from sgdlab.experiments.runner import prepare
 
     monkeypatch.setenv("SGDLAB_CPUS_PER_RUN", "2")
@@ -1380,8 +1381,9 @@ def test_resources_per_run_are_the_flags_then_the_variables_and_for_ray_only(mon
               address=None, gpus_per_run=None)
     assert prepare("chaudhari-pde-smoothing", backend="local", cpus_per_run=None,
                    **kw)[2:] == ("local", None, None)
+    # each with where it came from, which the Ray backend's refusals name
     assert prepare("chaudhari-pde-smoothing", backend="ray", cpus_per_run=3.0,
-                   **kw)[2:] == ("ray", 3.0, 0.5)
+                   **kw)[2:] == ("ray", PerRun("cpus", 3.0, FLAG), PerRun("gpus", 0.5, VARIABLE))
     monkeypatch.setenv("SGDLAB_CPUS_PER_RUN", "two")
     with pytest.raises(UserError, match=r"\$SGDLAB_CPUS_PER_RUN must be a number, got 'two'"):
         prepare("chaudhari-pde-smoothing", backend="ray", cpus_per_run=None, **kw)

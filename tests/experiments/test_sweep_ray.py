@@ -9,10 +9,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 # (registers the test procedures; the Ray workers import it too)
 from sweep_kill_helpers import DIR_ENV, KILL_ENV, cancel_once_sent
-from sgdlab.experiments.spec import load_experiment, resolve
+from sgdlab.cli.main import main
+from sgdlab.experiments.spec import CATALOGUE_DIR, load_experiment, resolve
 from sgdlab.experiments.sweep import artifacts_root, dependency_layers, load_runs, run_sweep
 from sgdlab.experiments.worker import CHECKPOINT_DIR
 from sgdlab.store import RunStore
@@ -205,7 +207,10 @@ def test_too_few_gpus_is_a_clear_error(ray_local):
     from sgdlab.errors import UserError
     from sgdlab.experiments.ray_backend import RayBackend
 
-    with pytest.raises(UserError, match="64 GPUs per run: the largest node of the Ray cluster has"):
+    with pytest.raises(UserError, match=re.escape(
+            "64 GPUs per run (--gpus-per-run 64): the largest node of the Ray cluster has 0 "
+            "GPUs (0 in all); no alive node has a GPU: join a cluster with one, or leave out "
+            "--gpus-per-run")):
         RayBackend(lambda *a: None, gpus_per_run=64)
 
 
@@ -535,7 +540,8 @@ def test_a_ray_instance_started_here_gets_the_cores_of_its_workers_and_stops_at_
         with pytest.raises(UserError, match="--cpus-per-run must be > 0 and --gpus-per-run"):
             ray_backend.RayBackend(lambda *a: None, **bad)
     with pytest.raises(UserError, match=re.escape(
-            "1 GPUs per run: the largest node of the Ray cluster has 0 GPUs")):
+            "1 GPUs per run (--gpus-per-run 1): the largest node of the Ray cluster has 0 "
+            "GPUs")):
         ray_backend.RayBackend(lambda *a: None, gpus_per_run=1.0)
 
 
@@ -551,19 +557,26 @@ def test_more_cpus_per_run_than_the_cluster_has_is_a_clear_error_not_a_sweep_tha
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(ray_backend.os, "cpu_count", lambda: 16)
     with pytest.raises(UserError, match=re.escape(
-            "32 CPUs per run: the largest node of the Ray cluster has 16 CPUs (16 in all)")):
+            "32 CPUs per run (--cpus-per-run 32): the largest node of the Ray cluster has 16 "
+            "CPUs (16 in all)")):
         ray_backend.RayBackend(lambda *a: None, cpus_per_run=32.0)
     assert not fake.initialized              # the instance it started is stopped
 
 
 @pytest.mark.parametrize("nodes, kw, says", [
     ([{"CPU": 4.0}, {"CPU": 4.0}], {"cpus_per_run": 6.0},
-     "6 CPUs per run: the largest node of the Ray cluster has 4 CPUs (8 in all)"),
+     "6 CPUs per run (--cpus-per-run 6): the largest node of the Ray cluster has 4 CPUs "
+     "(8 in all); a run must fit on one node: give --cpus-per-run 4 or less"),
     ([{"CPU": 4.0, "GPU": 1.0}, {"CPU": 4.0, "GPU": 1.0}], {"gpus_per_run": 1.5},
-     "1.5 GPUs per run: the largest node of the Ray cluster has 1 GPUs (2 in all)"),
+     "1.5 GPUs per run (--gpus-per-run 1.5): the largest node of the Ray cluster has 1 GPUs "
+     "(2 in all); a run must fit on one node: give --gpus-per-run 1 or less"),
     ([{"CPU": 8.0}, {"CPU": 2.0, "GPU": 1.0}], {"cpus_per_run": 4.0, "gpus_per_run": 1.0},
-     "4 CPUs and 1 GPUs per run: no node of the Ray cluster has both"),
-    ([], {}, "1 CPUs per run: the largest node of the Ray cluster has 0 CPUs (0 in all)")])
+     "4 CPUs (--cpus-per-run 4) and 1 GPUs (--gpus-per-run 1) per run: no node of the Ray "
+     "cluster has both; give --cpus-per-run 2 or less, or run without GPUs: leave out "
+     "--gpus-per-run"),
+    ([], {}, "1 CPUs per run (the default 1; --cpus-per-run sets it): the largest node of the "
+             "Ray cluster has 0 CPUs (0 in all); no alive node has a CPU (an autoscaling "
+             "cluster's nodes are not up yet?): start the cluster's nodes, then run again")])
 def test_a_run_no_single_node_can_hold_is_refused_though_the_cluster_totals_would(
         monkeypatch, nodes, kw, says):
     """Ray places a task on one node: with two 4-CPU nodes a 6-CPU run stays pending for
@@ -576,6 +589,70 @@ def test_a_run_no_single_node_can_hold_is_refused_though_the_cluster_totals_woul
     monkeypatch.setattr(ray_backend, "import_ray", lambda: fake)
     with pytest.raises(UserError, match=re.escape(says)):
         ray_backend.RayBackend(lambda *a: None, **kw)
+
+
+TWO_4_CPU_NODES = [{"CPU": 4.0}, {"CPU": 4.0}]
+NO_GPU_NODE = [{"CPU": 4.0}]
+ONE_GPU_SMALL_NODE = [{"CPU": 8.0}, {"CPU": 2.0, "GPU": 1.0}]
+TOO_BIG = "the largest node of the Ray cluster has 4 CPUs (8 in all); a run must fit on one node"
+NO_GPU = "the largest node of the Ray cluster has 0 GPUs (0 in all); no alive node has a GPU"
+
+
+@pytest.mark.parametrize("nodes, flags, env, resources, says", [
+    (TWO_4_CPU_NODES, ["--cpus-per-run", "6"], {}, {},
+     f"6 CPUs per run (--cpus-per-run 6): {TOO_BIG}: give --cpus-per-run 4 or less"),
+    (TWO_4_CPU_NODES, [], {"SGDLAB_CPUS_PER_RUN": "6"}, {},
+     f"6 CPUs per run ($SGDLAB_CPUS_PER_RUN=6): {TOO_BIG}: set $SGDLAB_CPUS_PER_RUN to 4 or "
+     "less (or give --cpus-per-run 4 or less)"),
+    (TWO_4_CPU_NODES, [], {}, {"cpus_per_run": 6},
+     f"6 CPUs per run (the experiment's resources: cpus_per_run: 6): {TOO_BIG}: give "
+     "--cpus-per-run 4 or less, which overrides the experiment's resources: (or lower "
+     "cpus_per_run in its file)"),
+    # the one that wins is the one named: the flag over the variable over the file
+    (TWO_4_CPU_NODES, ["--cpus-per-run", "6"], {"SGDLAB_CPUS_PER_RUN": "2"},
+     {"cpus_per_run": 2}, "6 CPUs per run (--cpus-per-run 6): "),
+    (TWO_4_CPU_NODES, [], {"SGDLAB_CPUS_PER_RUN": "6"}, {"cpus_per_run": 2},
+     "6 CPUs per run ($SGDLAB_CPUS_PER_RUN=6): "),
+    (NO_GPU_NODE, ["--gpus-per-run", "1"], {}, {},
+     f"1 GPUs per run (--gpus-per-run 1): {NO_GPU}: join a cluster with one, or leave out "
+     "--gpus-per-run"),
+    (NO_GPU_NODE, [], {"SGDLAB_GPUS_PER_RUN": "0.5"}, {},
+     f"0.5 GPUs per run ($SGDLAB_GPUS_PER_RUN=0.5): {NO_GPU}: join a cluster with one, or "
+     "unset $SGDLAB_GPUS_PER_RUN"),
+    (NO_GPU_NODE, [], {}, {"gpus_per_run": 1},
+     f"1 GPUs per run (the experiment's resources: gpus_per_run: 1): {NO_GPU}: join a cluster "
+     "with one, or give --gpus-per-run 0, which overrides the experiment's resources:"),
+    (ONE_GPU_SMALL_NODE, ["--gpus-per-run", "1"], {}, {"cpus_per_run": 4},
+     "4 CPUs (the experiment's resources: cpus_per_run: 4) and 1 GPUs (--gpus-per-run 1) per "
+     "run: no node of the Ray cluster has both; give --cpus-per-run 2 or less, which "
+     "overrides the experiment's resources: (or lower cpus_per_run in its file), or run "
+     "without GPUs: leave out --gpus-per-run"),
+    (ONE_GPU_SMALL_NODE, [], {"SGDLAB_CPUS_PER_RUN": "4", "SGDLAB_GPUS_PER_RUN": "1"}, {},
+     "4 CPUs ($SGDLAB_CPUS_PER_RUN=4) and 1 GPUs ($SGDLAB_GPUS_PER_RUN=1) per run: no node of "
+     "the Ray cluster has both; set $SGDLAB_CPUS_PER_RUN to 2 or less (or give "
+     "--cpus-per-run 2 or less), or run without GPUs: unset $SGDLAB_GPUS_PER_RUN")])
+def test_the_refusal_of_a_run_no_node_can_hold_names_where_its_resources_came_from(
+        tmp_path, capsys, monkeypatch, nodes, flags, env, resources, says):
+    """The CPUs and GPUs of a run come from the flag, the variable or the experiment's
+    resources: the refusal said "6 CPUs per run" only, and the user did not know which to
+    change. Through `sgdlab run`, as a user meets it (a stand-in for the cluster)."""
+    from sgdlab.experiments import ray_backend
+
+    monkeypatch.setattr(ray_backend, "import_ray", lambda: _FakeRay.of_nodes(nodes))
+    for var in ("SGDLAB_CPUS_PER_RUN", "SGDLAB_GPUS_PER_RUN", "SGDLAB_BACKEND"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    raw = yaml.safe_load((CATALOGUE_DIR / "zhu-escape-2d.yaml").read_text())
+    if resources:
+        raw["resources"] = resources
+    path = tmp_path / "e.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    code = main(["run", "--config", str(path), "--scale", "smoke", "--backend", "ray",
+                 "--out", str(tmp_path / "out"), "--store", str(tmp_path / "s.sqlite"),
+                 *flags])
+    err = capsys.readouterr().err
+    assert code != 0 and f"error: {says}" in err, err
 
 
 @pytest.mark.parametrize("nodes, kw, capacity", [
@@ -642,8 +719,10 @@ def test_a_ray_instance_started_for_fractional_cpus_per_run_gets_whole_cpus(
 
 
 @pytest.mark.parametrize("resources, says", [
-    ({"CPU": 1.0}, "1.5 CPUs per run: the largest node of the Ray cluster has 1 CPUs"),
-    ({"GPU": 1.0}, "1.5 CPUs per run: the largest node of the Ray cluster has 0 CPUs")])
+    ({"CPU": 1.0}, "1.5 CPUs per run (--cpus-per-run 1.5): the largest node of the Ray "
+                   "cluster has 1 CPUs"),
+    ({"GPU": 1.0}, "1.5 CPUs per run (--cpus-per-run 1.5): the largest node of the Ray "
+                   "cluster has 0 CPUs")])
 def test_a_joined_cluster_with_too_few_cpus_is_refused_and_left_running(monkeypatch,
                                                                         resources, says):
     """Joining a cluster (this process already connected, or --address) whose CPUs cannot
