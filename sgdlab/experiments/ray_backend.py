@@ -70,10 +70,11 @@ class RayBackend:
         self.refs: dict[Any, tuple[int, str]] = {}     # object ref -> (handle, run id)
         cpus = per_run("cpus", cpus_per_run) or PerRun.default("cpus")
         gpus = per_run("gpus", gpus_per_run) or PerRun.default("gpus")
+        if not cpus.value > 0:
+            raise UserError(f"CPUs per run must be > 0, got {cpus}")
+        if not gpus.value >= 0:
+            raise UserError(f"GPUs per run must be >= 0, got {gpus}")
         cpus_per_run, gpus_per_run = cpus.value, gpus.value
-        if not cpus_per_run > 0 or gpus_per_run < 0:
-            raise UserError(f"--cpus-per-run must be > 0 and --gpus-per-run >= 0, got "
-                            f"{cpus_per_run} and {gpus_per_run}")
         self.started = not ray.is_initialized()
         if self.started:
             kw: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR",

@@ -536,8 +536,9 @@ def test_a_ray_instance_started_here_gets_the_cores_of_its_workers_and_stops_at_
     assert fake.inits[-1]["num_cpus"] == 4.0 and backend.capacity == 2
     backend.close()
     assert not fake.initialized
-    for bad in ({"cpus_per_run": 0.0}, {"gpus_per_run": -1.0}):
-        with pytest.raises(UserError, match="--cpus-per-run must be > 0 and --gpus-per-run"):
+    for bad, says in (({"cpus_per_run": 0.0}, "CPUs per run must be > 0, got --cpus-per-run 0"),
+                      ({"gpus_per_run": -1.0}, "GPUs per run must be >= 0, got --gpus-per-run -1")):
+        with pytest.raises(UserError, match=f"^{says}$"):
             ray_backend.RayBackend(lambda *a: None, **bad)
     with pytest.raises(UserError, match=re.escape(
             "1 GPUs per run (--gpus-per-run 1): the largest node of the Ray cluster has 0 "
@@ -653,6 +654,24 @@ def test_the_refusal_of_a_run_no_node_can_hold_names_where_its_resources_came_fr
                  *flags])
     err = capsys.readouterr().err
     assert code != 0 and f"error: {says}" in err, err
+
+
+@pytest.mark.parametrize("var, value, says", [
+    ("SGDLAB_CPUS_PER_RUN", "0", "CPUs per run must be > 0, got $SGDLAB_CPUS_PER_RUN=0"),
+    ("SGDLAB_GPUS_PER_RUN", "-1", "GPUs per run must be >= 0, got $SGDLAB_GPUS_PER_RUN=-1")])
+def test_a_variable_out_of_range_is_named_not_taken_for_the_flag(tmp_path, capsys, monkeypatch,
+                                                                 var, value, says):
+    """The refusal said "--cpus-per-run must be > 0" where no flag had been given."""
+    from sgdlab.experiments import ray_backend
+
+    monkeypatch.setattr(ray_backend, "import_ray", lambda: _FakeRay({"CPU": 4.0}))
+    for other in ("SGDLAB_CPUS_PER_RUN", "SGDLAB_GPUS_PER_RUN"):
+        monkeypatch.delenv(other, raising=False)
+    monkeypatch.setenv(var, value)
+    code = main(["run", "zhu-escape-2d", "--scale", "smoke", "--backend", "ray",
+                 "--out", str(tmp_path / "out"), "--store", str(tmp_path / "s.sqlite")])
+    err = capsys.readouterr().err
+    assert code != 0 and f"error: {says}\n" in err, err
 
 
 @pytest.mark.parametrize("nodes, kw, capacity", [
