@@ -9,12 +9,6 @@ import torch
 from torch import Tensor
 
 
-def _rows(t: Any) -> int | None:
-    """The number of examples (first dimension) of ``t``; None for a 0-d tensor, which has
-    none to compare."""
-    return len(t) if getattr(t, "ndim", 1) else None
-
-
 @dataclass
 class Dataset:
     """Train/test tensors plus metadata.
@@ -30,7 +24,8 @@ class Dataset:
     largest label (plus one) or the targets' width, ``input_shape`` the inputs. Without
     ``x_test`` and ``y_test`` the test split is empty: training then logs no test metrics.
     Each split holds as many targets as inputs (first dimension), or the record is refused
-    with a ``ValueError`` naming both lengths.
+    with a ``ValueError`` naming both lengths; a 0-d tensor (a single number, no examples'
+    dimension) is refused with a ``ValueError`` naming it and its shape.
     """
 
     x_train: Tensor
@@ -65,6 +60,13 @@ class Dataset:
                     f"Dataset: {key} is a {'numpy.' * numpy}{type(value).__name__}, not "
                     "a torch tensor: convert it, torch.as_tensor(x, dtype=torch.float32) for "
                     "inputs, torch.as_tensor(y).long() for class labels")
+            # a 0-d tensor failed later, slicing the empty test split or in training ("len()
+            # of a 0-d tensor"), or was taken as a test split of no example
+            if isinstance(value, Tensor) and value.ndim == 0:
+                raise ValueError(
+                    f"Dataset: {key} is a 0-d tensor (shape (), the single number "
+                    f"{value.item()}): a split holds one row per example, inputs shaped "
+                    "(N, ...), class labels (N,)")
         if (self.x_test is None) != (self.y_test is None):
             raise ValueError("Dataset: give both x_test and y_test, or neither (no test split)")
         if self.x_test is None:
@@ -72,8 +74,8 @@ class Dataset:
         # a mismatch otherwise surfaced later, as an indexing error deep in training
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
-            nx, ny = _rows(x), _rows(y)
-            if nx is not None and ny is not None and nx != ny:
+            nx, ny = len(x), len(y)
+            if nx != ny:
                 raise ValueError(f"Dataset: x_{split} has {nx} examples but y_{split} has {ny} "
                                  f"(the {split} split needs one target per example)")
 

@@ -143,3 +143,18 @@ def test_to_casts_inputs_and_regression_targets_but_keeps_class_labels_int64():
     assert labels.y_train.dtype == labels.y_test.dtype == torch.int64
     targets = own(torch.randn(4, 2), torch.randn(2, 2)).to(dtype=torch.float64)
     assert targets.y_train.dtype == targets.y_test.dtype == torch.float64
+
+
+@pytest.mark.parametrize("key", ["x_train", "y_train", "x_test", "y_test"])
+def test_a_0d_tensor_is_refused_naming_it_and_its_shape(key):
+    # a 0-d test split was accepted (as a split of no example) and training failed with
+    # "len() of a 0-d tensor"; a 0-d training tensor failed with "slice() cannot be applied"
+    parts = _parts()
+    value = torch.tensor(1.5) if key[0] == "x" else torch.tensor(1)
+    with pytest.raises(ValueError, match=rf"Dataset: {key} is a 0-d tensor \(shape \(\), the "
+                                         rf"single number {value.item()}\): a split holds one "
+                                         r"row per example"):
+        Dataset(**{**parts, key: value})
+    if key.endswith("train"):      # without a test split too (the empty split sliced it)
+        with pytest.raises(ValueError, match=rf"Dataset: {key} is a 0-d tensor"):
+            Dataset(**{k: v for k, v in {**parts, key: value}.items() if k.endswith("train")})
