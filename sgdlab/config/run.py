@@ -472,7 +472,7 @@ def _check_schedule(path: str, sec: dict[str, Any], errors: list[str]) -> None:
 
 def _check_data(path: str, sec: dict[str, Any], errors: list[str]) -> None:
     from ..data import DATASETS, dataset_options
-    from ..data.registry import _canonical
+    from ..data.registry import _canonical, check_dataset_options
 
     if sec.get("file") is not None:
         # the tensors are the data: nothing to draw, download or pass on
@@ -492,8 +492,16 @@ def _check_data(path: str, sec: dict[str, Any], errors: list[str]) -> None:
     name = _registered_name(path, sec, DATASETS, "dataset", errors, key=_canonical)
     if name is None:
         return
+    before = len(errors)
     _check_args(join(path, "options"), sec["options"], dataset_options(name), False,
                 f"dataset {name!r}", errors)
+    if len(errors) == before:
+        # values the loader refuses (mnist1d's num_samples) fail here, not once the run is
+        # recorded and generating
+        try:
+            check_dataset_options(name, sec["options"])
+        except UserError as e:
+            errors.append(f"{join(path, 'options')}: {e}")
 
 
 def _no_data_source(path: str) -> str:

@@ -72,7 +72,33 @@ def _generate_mnist1d(num_samples: int, train_split: float, seed: int,
             "x_test": d["x_test"].astype(np.float32), "y_test": d["y_test"].astype(np.int64)}
 
 
-@register_dataset("mnist1d")
+#: the generator makes num_samples // 10 sequences of each of the 10 digits: fewer than 10
+#: make none (numpy's "need at least one array to stack")
+MNIST1D_MIN_SAMPLES = 10
+
+
+def check_mnist1d_options(*, num_samples: int, train_split: float, **_: object) -> None:
+    """Refuse, with a :class:`UserError` naming the option, the sizes the mnist1d generator
+    cannot make or would change (run configs are checked with it before generating)."""
+    if (not isinstance(num_samples, (int, np.integer)) or isinstance(num_samples, bool)
+            or num_samples < MNIST1D_MIN_SAMPLES):
+        raise UserError(f"option 'num_samples' must be an integer >= {MNIST1D_MIN_SAMPLES}, "
+                        f"got {num_samples!r}: mnist1d makes num_samples // 10 sequences of "
+                        "each of the 10 digits, so fewer than 10 make none")
+    if num_samples % 10:
+        # the generator makes num_samples // 10 sequences of each digit: 25 gave 20
+        raise UserError(f"option 'num_samples' must be a multiple of 10 (mnist1d makes "
+                        f"num_samples // 10 sequences per class), got {num_samples}")
+    if (isinstance(train_split, bool) or not isinstance(train_split, (int, float))
+            or not 0.0 < float(train_split) < 1.0):
+        raise UserError(f"option 'train_split' must be in (0, 1), got {train_split!r}")
+    if int(num_samples * float(train_split)) == 0:  # the generator's split (train_split < 1
+        # always leaves a test sequence)
+        raise UserError(f"option 'train_split'={train_split!r} of {num_samples} sequences "
+                        f"leaves no training sequences")
+
+
+@register_dataset("mnist1d", check=check_mnist1d_options)
 def load_mnist1d(*, seed: int = 0, num_samples: int = 5000, train_split: float = 0.8,
                  shuffle_seq: bool = False, flatten: bool = False, cache: bool = True) -> Dataset:
     """MNIST-1D (Greydanus 2020), generated locally with the ``mnist1d`` package.
@@ -80,24 +106,16 @@ def load_mnist1d(*, seed: int = 0, num_samples: int = 5000, train_split: float =
     Defaults give 4,000 train / 1,000 test sequences of length 40, 10 classes, inputs shaped
     (1, 40) (or (40,) with ``flatten``), standardised by the generator (global mean 0, std 1,
     over train and test together, as the published set). ``num_samples`` must be a multiple of
-    10 (the generator makes ``num_samples // 10`` sequences per class).
+    10, at least 10 (the generator makes ``num_samples // 10`` sequences per class; its split
+    is a shuffle cut at ``train_split``, not stratified, so a small set may miss a class in
+    one split).
     ``seed`` is the generator's seed (the published frozen dataset uses 42; sgdlab's default
     seed is 0, so pass ``seed=42`` to reproduce it). Generated arrays are cached on disk keyed
     by every argument and the package version (see :mod:`sgdlab.data.cache`).
     """
     import mnist1d
 
-    check_int("num_samples", num_samples, minimum=20)
-    if num_samples % 10:
-        # the generator makes num_samples // 10 sequences of each digit: 25 gave 20
-        raise UserError(f"option 'num_samples' must be a multiple of 10 (mnist1d makes "
-                        f"num_samples // 10 sequences per class), got {num_samples}")
-    if not 0.0 < float(train_split) < 1.0:
-        raise UserError(f"option 'train_split' must be in (0, 1), got {train_split!r}")
-    if int(num_samples * float(train_split)) == 0:  # the generator's split (train_split < 1
-        # always leaves a test sequence)
-        raise UserError(f"option 'train_split'={train_split!r} of {num_samples} sequences "
-                        f"leaves no training sequences")
+    check_mnist1d_options(num_samples=num_samples, train_split=train_split)
     version = getattr(mnist1d, "__version__", "?")
     key = cache_key("mnist1d", {"num_samples": num_samples, "train_split": float(train_split),
                                 "seed": seed, "shuffle_seq": bool(shuffle_seq),

@@ -29,16 +29,35 @@ def _canonical(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
-def register_dataset(name: str) -> Callable[[Loader], Loader]:
-    """Register ``fn(*, seed, [data_dir], **options) -> Dataset`` under ``name``."""
+#: name -> check of its options' values, without loading anything (see register_dataset)
+OPTION_CHECKS: dict[str, Callable[..., None]] = {}
+
+
+def register_dataset(name: str, *, check: Callable[..., None] | None = None
+                     ) -> Callable[[Loader], Loader]:
+    """Register ``fn(*, seed, [data_dir], **options) -> Dataset`` under ``name``.
+
+    ``check(**options)``, given every option (the defaults filled in), raises
+    :class:`UserError` for values the loader would refuse: a run config is validated with it
+    before anything is generated or recorded (:func:`check_dataset_options`)."""
     key = _canonical(name)
 
     def deco(fn: Loader) -> Loader:
         if key in DATASETS and DATASETS[key] is not fn:
             raise ValueError(f"dataset name {name!r} registered twice")
         DATASETS[key] = fn
+        if check is not None:
+            OPTION_CHECKS[key] = check
         return fn
     return deco
+
+
+def check_dataset_options(name: str, options: dict[str, Any]) -> None:
+    """Raise :class:`UserError` when dataset ``name`` would refuse ``options``' values (its
+    registered check, for the datasets that have one; known option names are assumed)."""
+    check = OPTION_CHECKS.get(_canonical(name))
+    if check is not None:
+        check(**{**dataset_options(name), **options})
 
 
 def dataset_options(name: str) -> dict[str, Any]:

@@ -500,6 +500,18 @@ def test_generic_dataset_options_are_valid_for_every_dataset():
         {**TINY, "data": {"name": "digits", "options": {"label_noise": "some"}}})
 
 
+def test_mnist1d_sizes_the_generator_cannot_make_are_refused_at_validation():
+    # they passed validation and failed only when the dataset was loaded, the run recorded
+    data = {"name": "mnist1d", "options": {"num_samples": 5}}
+    assert ("data.options: option 'num_samples' must be an integer >= 10, got 5: mnist1d makes "
+            "num_samples // 10 sequences of each of the 10 digits" in config_errors(
+                {**TINY, "data": data}))
+    data["options"] = {"num_samples": 20, "train_split": 0.01}
+    assert "leaves no training sequences" in config_errors({**TINY, "data": data})
+    data["options"] = {"num_samples": 10}
+    assert validate_config({**TINY, "data": data})["data"]["options"] == {"num_samples": 10}
+
+
 def test_bad_model_option_values_name_the_key():
     bad = {**TINY, "model": {"name": "mlp", "options": {"widths": "abc"}}}
     with pytest.raises(ConfigError, match=r"model\.options\.widths: must be a list of numbers, "

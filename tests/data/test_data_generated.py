@@ -174,6 +174,19 @@ def test_mnist1d_refuses_sizes_the_generator_would_change():
     assert (len(ds.y_train), len(ds.y_test)) == (15, 15)
 
 
+def test_mnist1d_takes_ten_sequences_one_per_digit_and_refuses_fewer_saying_why():
+    # 10 and 0 were refused as "an integer >= 20", a floor the generator does not have: it
+    # makes num_samples // 10 per digit, so 10 is one of each, and fewer none
+    ds = load_dataset("mnist1d", num_samples=10, cache=False)
+    assert sorted(ds.y_train.tolist() + ds.y_test.tolist()) == list(range(10))
+    assert (len(ds.y_train), len(ds.y_test)) == (8, 2)
+    for n in (0, 5):
+        with pytest.raises(UserError, match=rf"'num_samples' must be an integer >= 10, got {n}: "
+                                            r"mnist1d makes num_samples // 10 sequences of each "
+                                            r"of the 10 digits, so fewer than 10 make none"):
+            load_dataset("mnist1d", num_samples=n, cache=False)
+
+
 @pytest.mark.parametrize("seed", [-1, 2**32])
 def test_a_seed_the_generators_cannot_take_is_named(seed):
     # mnist1d raised numpy's ValueError; digits blamed test_size ("cannot split with
