@@ -109,6 +109,26 @@ def test_wide_resnets_are_zagoruyko_komodakis_counts():  # thesis §5.4.3, §5.4
     assert round(count("wide-resnet", CIFAR, 10, **WRN_28_10) / 1e5) * 1e5 == 36_500_000
 
 
+def test_the_thesis_wrn_option_sets_carry_its_dropout(paper_lines_of):
+    # §5.4.4 (lines 2161-2165; a footnote falls inside the sentence): "We use the WRN-16-4
+    # network ... The dropout probability is set to 0.4"; §5.4.3 (line 2130): "We use the
+    # WRN-28-10 network ... We use a dropout of probability 0.3"
+    assert WRN_16_4 == {"depth": 16, "widen": 4, "dropout": 0.4}
+    assert WRN_28_10 == {"depth": 28, "widen": 10, "dropout": 0.3}
+    # the registered default stays without dropout, as its note says (WRN_16_4 is §5.4.4's)
+    assert "dropout to 0 (§5.4.4 trains it with 0.4)" in describe("wide-resnet").notes
+    assert not any(isinstance(m, nn.Dropout) for m in build_model("wide-resnet", CIFAR, 10,
+                                                                   depth=10, widen=1).modules())
+    lines = paper_lines_of("chaudhari-2018-thesis-energy-landscape.txt")
+    svhn = lines.index("5.4.4. SVHN")
+    body = [ln for ln in lines[svhn:svhn + 12] if ln.strip() and not ln.startswith("⁴")]
+    said = next(i for i, ln in enumerate(body) if "We use the WRN-16-4 network" in ln)
+    assert body[said].endswith("The dropout probability is set to")
+    assert body[said + 1].startswith("0.4 and weight decay is set to")
+    cifar = lines[2129]
+    assert "We use the WRN-28-10 network" in cifar and "dropout of probability 0.3" in cifar
+
+
 def test_wide_resnet_projection_shortcut_takes_the_pre_activated_input():
     # Zagoruyko & Komodakis' code: where the width changes, BN -> ReLU is shared by the
     # convolution path and the 1x1 shortcut convolution (not applied to the raw input only)
