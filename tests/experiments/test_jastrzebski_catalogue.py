@@ -225,3 +225,14 @@ def test_fig_3s_eigenvalue_readings_share_one_name_and_the_which_vocabulary():
         runs = load_experiment(name, "cpu", {"hessian-eig": other}).expand()
         assert {w for r in runs for w in which(r.params)} == {other}, name
         assert not {r.key for r in before} & {r.key for r in runs}
+
+
+@pytest.mark.parametrize("name", ["jastrzebski-equal-ratio", "jastrzebski-ratio-grid",
+                                  "jastrzebski-interpolation", "jastrzebski-breakdown"])
+def test_paper_scale_says_the_text_states_no_momentum(name):
+    # eq. (1) (line 88) is SGD without momentum and no experiment of §3 states one ("trained
+    # with SGD", line 186): the plain SGD the runs take is a reading, listed as such
+    spec = load_experiment(name, "paper")
+    assert all(_plain_sgd(r.params) for r in spec.expand(data_dir="/d"))
+    text = " ".join(spec.deviations)
+    assert "no momentum" in text and "eq. (1)" in text, name
