@@ -82,6 +82,34 @@ def test_every_peer_has_a_section_and_the_docs_link_it():
     assert "(COMING-FROM.md)" in (root / "docs" / "GUIDE.md").read_text()
 
 
+def _free_names(code: str) -> set[str]:
+    """Names a snippet reads that neither it nor Python's builtins define."""
+    import ast
+    import builtins
+
+    tree = ast.parse(code)
+    bound, read = set(dir(builtins)), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (read if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, ast.alias):
+            bound.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, (ast.FunctionDef, ast.arg)):
+            bound.add(getattr(node, "name", None) or node.arg)
+    return read - bound
+
+
+def test_every_snippet_needs_only_the_setup_block():
+    # the page says each snippet runs as written on the setup block's names: a peer block
+    # that read a name of the sgdlab block (curvlinops' `v`) failed when copied alone
+    setup = _blocks("")["setup"]
+    given = set(_run(setup, {})) | _free_names(setup)
+    for section in _sections():
+        for key, code in _blocks(section).items():
+            if key != "setup":
+                assert _free_names(code) - given == set(), (section, key)
+
+
 def test_named_functions_and_instruments_exist():
     """Every `sgdlab.measure` / `sgdlab.operators` name and instrument the page gives exists."""
     import sgdlab.measure
