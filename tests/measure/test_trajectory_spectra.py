@@ -245,13 +245,36 @@ def test_the_recorder_snapshots_every_k_epochs_at_the_end_of_the_kth(tmp_path):
 
 @pytest.mark.parametrize("options, says", [
     ({"every_steps": None, "every_epochs": None}, "needs every_steps or every_epochs"),
-    ({"every_epochs": 0}, "Invalid every_epochs=0 (must be >= 1)"),
-    ({"every_steps": 0}, "Invalid every_steps=0 (must be >= 1)"),
+    ({"every_epochs": 0}, "Invalid every_epochs=0 (an int >= 1, or None)"),
+    ({"every_steps": 0}, "Invalid every_steps=0 (an int >= 1, or None)"),
+    ({"every_steps": True}, "Invalid every_steps=True (an int >= 1, or None)"),
     ({"num_coords": 0}, "Invalid num_coords=0 (an int >= 1"),
     ({"num_coords": 2.0}, "Invalid num_coords=2.0 (an int >= 1"),
+    ({"num_coords": True}, "Invalid num_coords=True (an int >= 1"),
+    ({"seed": -1}, "Invalid seed=-1 (an int in 0..2**32 - 1, as a run config's seed)"),
+    ({"seed": 2**32}, "Invalid seed=4294967296 (an int in 0..2**32 - 1"),
+    ({"seed": True}, "Invalid seed=True (an int in 0..2**32 - 1"),
     ({"dtype": "int8"}, "Invalid dtype='int8' (one of ")])
 def test_the_recorder_refuses_a_cadence_or_subset_it_cannot_record(tmp_path, options, says):
     """Refused when built, each naming the option (every_epochs = 0 would divide by zero at
-    the first epoch's end, a float num_coords fail the draw of the subset)."""
+    the first epoch's end, a float num_coords or a negative seed fail the draw of the subset,
+    True would be read as 1)."""
     with pytest.raises(ValueError, match=re.escape(says)):
         TrajectoryRecorder(tmp_path / "t", **options)
+
+
+def test_the_recorder_takes_numpy_and_torch_ints_as_ints(tmp_path):
+    """np.int64 / torch ints (a grid's values) are counts and seeds, as for the other
+    instruments; the seed is stored in meta.json as a plain int."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(10, 5, generator=g), torch.randint(0, 2, (10,), generator=g)
+    model = nn.Linear(5, 2)
+    rec = TrajectoryRecorder(tmp_path / "t", every_steps=np.int64(2), every_epochs=None,
+                             num_coords=np.int64(4), seed=torch.tensor(3))
+    assert (rec.every_steps, rec.num_coords, rec.seed) == (2, 4, 3)
+    assert type(rec.seed) is int and type(rec.num_coords) is int
+    train(model, nn.CrossEntropyLoss(), Dataset(x, y), torch.optim.SGD(model.parameters(),
+          lr=0.1), epochs=2, batch_size=5, callbacks=[rec], progress=False)
+    traj = open_trajectory(tmp_path / "t")
+    assert list(traj.steps) == [0, 2, 4] and traj.snapshots.shape == (3, 4)
+    assert traj.meta["subset_seed"] == 3

@@ -79,8 +79,8 @@ def plain_int(v: Any) -> Any:
 # a measurement at step s seeds its generator with seed + s (callbacks.step_generator), which
 # torch takes below 2**64: a seed past that was taken, then failed the first measurement
 # ("Overflow when unpacking long long"); 32 bits as a run config's seeds leave any step count
-SEED_RULE = ("an int in 0..2**32 - 1, as a run config's seed: the measurement at step s "
-             "seeds its generator with seed + s")
+RUN_SEED_RULE = "an int in 0..2**32 - 1, as a run config's seed"
+SEED_RULE = (f"{RUN_SEED_RULE}: the measurement at step s seeds its generator with seed + s")
 
 
 def plain_float(v: Any) -> Any:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from sgdlab.errors import is_seed
 from sgdlab.operators.params import num_params, params_vector
 from sgdlab.store.trajectory import _DTYPES, TrajectoryWriter
 
 from ..callbacks import Callback, Schedule, TrainContext
 from . import register_instrument
+from .curvature import RUN_SEED_RULE, check_options, int_at_least, plain_int
 
 __all__ = ["TrajectoryRecorder", "trajectory_instrument"]
 
@@ -38,14 +40,18 @@ class TrajectoryRecorder(Callback):
                  dtype: str = "float32"):
         if every_steps is None and every_epochs is None:
             raise ValueError("TrajectoryRecorder needs every_steps or every_epochs")
-        for name, v in (("every_steps", every_steps), ("every_epochs", every_epochs)):
-            if v is not None and v < 1:
-                raise ValueError(f"Invalid {name}={v} (must be >= 1)")
-        if dtype not in _DTYPES:
-            raise ValueError(f"Invalid dtype={dtype!r} (one of {', '.join(_DTYPES)})")
-        if num_coords is not None and (not isinstance(num_coords, int)
-                                       or isinstance(num_coords, bool) or num_coords < 1):
-            raise ValueError(f"Invalid num_coords={num_coords!r} (an int >= 1, or None: all)")
+        # numpy's and torch's ints are counts and seeds (np.int64(3) from a grid), kept as
+        # Python ints: the seed is written to the trajectory's meta.json
+        every_steps, every_epochs, num_coords, seed = map(
+            plain_int, (every_steps, every_epochs, num_coords, seed))
+        check_options(**{name: (v, v is None or int_at_least(v, 1), "an int >= 1, or None")
+                         for name, v in (("every_steps", every_steps),
+                                         ("every_epochs", every_epochs))},
+                      dtype=(dtype, dtype in _DTYPES, f"one of {', '.join(_DTYPES)}"),
+                      num_coords=(num_coords, num_coords is None or int_at_least(num_coords, 1),
+                                  "an int >= 1, or None: all"),
+                      # a negative seed was taken, then failed the subset's draw in training
+                      seed=(seed, is_seed(seed), RUN_SEED_RULE))
         self.path, self.every_steps, self.every_epochs = path, every_steps, every_epochs
         self.num_coords, self.seed, self.dtype = num_coords, seed, dtype
         self.schedule = Schedule.every(every_steps) if every_steps else Schedule.never()
