@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -15,6 +17,7 @@ from sgdlab.testing import Quadratic, TokenBag, flat_loss
 from sgdlab.train.callbacks import Callback, Schedule
 from sgdlab.train.instruments import build_instrument
 from sgdlab.train.instruments.dynamics import DynamicsCallback
+from sgdlab.train.instruments.walk import StepInterpolationCallback
 from sgdlab.train.loop import train
 
 
@@ -389,3 +392,47 @@ def test_a_step_that_does_not_move_logs_no_step_length():
     res = train(model, nn.CrossEntropyLoss(), _data(), torch.optim.SGD(model.parameters(), lr=0.0),
                 epochs=1, batch_size=4, callbacks=[cb], progress=False)
     assert res.status == "finished" and "step/alpha" not in res.history
+
+
+def test_step_interpolation_takes_numpy_and_torch_ints_as_ints():
+    """np.int64 epochs, subset size and seed (a grid's values) select what the Python ints
+    do: the same steps on the same 6 examples (np.int64(6) was taken for explicit data)."""
+    def walked(**kw):
+        model = _bn_model()
+        walk = StepInterpolationCallback(Schedule.every(1), num_points=2, **kw)
+        train(model, nn.CrossEntropyLoss(), _data(), torch.optim.SGD(model.parameters(),
+              lr=0.1), epochs=2, batch_size=4, callbacks=[walk], progress=False, seed=0)
+        return [(r.step, r.losses) for r in walk.records]
+
+    plain = walked(epochs=[2], eval_data=6, seed=3)
+    assert [t for t, _ in plain] == [3, 4, 5]
+    assert walked(epochs=[np.int64(2)], eval_data=np.int64(6), seed=np.int64(3)) == plain
+    assert walked(epochs=(torch.tensor(2),), eval_data=torch.tensor(6),
+                  seed=np.uint32(3)) == plain
+    walk = build_instrument("step_interpolation", schedule=Schedule.every(1),
+                            eval_subset=np.int64(6), seed=np.int64(3))
+    assert (type(walk.eval_data), type(walk.seed)) == (int, int)
+
+
+@pytest.mark.parametrize("options, says", [
+    ({"eval_data": True}, "Invalid eval_data=True (None, a subset size >= 1, or a batch"),
+    ({"eval_data": 0}, "Invalid eval_data=0 (None, a subset size >= 1"),
+    ({"eval_data": 6.0}, "Invalid eval_data=6.0 (None, a subset size >= 1"),
+    ({"epochs": [True]}, "Invalid epochs=[True] (a list of 1-based epoch numbers)"),
+    ({"epochs": (0,)}, "Invalid epochs=(0,) (a list of 1-based epoch numbers)"),
+    ({"eval_batch_size": True}, "Invalid eval_batch_size=True (an int >= 1, or None)"),
+    ({"seed": -1}, "Invalid seed=-1 (an int in 0..2**32 - 1, as a run config's seed)"),
+    ({"seed": 2**32}, "Invalid seed=4294967296 (an int in 0..2**32 - 1"),
+    ({"seed": True}, "Invalid seed=True (an int in 0..2**32 - 1")])
+def test_step_interpolation_refuses_a_bool_or_out_of_range_count_or_seed(options, says):
+    """Refused when built, naming the option and the value: True was a subset of 1 example
+    and epoch 1, a negative seed failed the subset's draw at the first step."""
+    with pytest.raises(ValueError, match=re.escape(says)):
+        StepInterpolationCallback(Schedule.every(1), **options)
+
+
+@pytest.mark.parametrize("size", [0, True, 2.5])
+def test_the_step_interpolation_instrument_names_its_eval_subset(size):
+    with pytest.raises(ValueError, match=re.escape(
+            f"Invalid eval_subset={size!r} (an int >= 1, or None: the whole training set)")):
+        build_instrument("step_interpolation", schedule=Schedule.every(1), eval_subset=size)

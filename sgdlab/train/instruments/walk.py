@@ -28,12 +28,15 @@ off and batch norm on its running statistics.
 """
 from __future__ import annotations
 
+import numbers
 import time
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from sgdlab.errors import is_seed
 from sgdlab.measure.passes import memory_budget_bytes
 from sgdlab.measure.step_length import WEIGHTS, normalized_step_length
 from sgdlab.measure.walk import (
@@ -49,6 +52,7 @@ from sgdlab.operators.params import params_vector
 
 from ..callbacks import Callback, Schedule, TrainContext, naming_divergence, train_subset
 from . import register_instrument
+from .curvature import RUN_SEED_RULE, check_options, int_at_least, plain_int
 
 __all__ = ["StepInterpolationCallback", "StepLengthCallback", "WALK_PREFIX",
            "step_interpolation_instrument", "step_length_instrument"]
@@ -88,16 +92,24 @@ class StepInterpolationCallback(Callback):
         if len(self.alphas) < 3:
             raise ValueError(f"Invalid num_points={num_points}: a barrier needs a point between "
                              "the iterates")
-        if epochs is not None and (not isinstance(epochs, (list, tuple)) or any(
-                not isinstance(e, int) or isinstance(e, bool) or e < 1 for e in epochs)):
-            raise ValueError(f"Invalid epochs={epochs!r} (a list of 1-based epoch numbers)")
+        # numpy's and torch's ints are epochs, subset sizes and seeds (np.int64 from a grid),
+        # kept as Python ints; a bool is none of them (True was a subset of 1 example)
+        given = epochs
+        if isinstance(epochs, (list, tuple)):
+            epochs = [plain_int(e) for e in epochs]
+        eval_data, eval_batch_size, seed = map(plain_int, (eval_data, eval_batch_size, seed))
+        check_options(
+            epochs=(given, epochs is None or (isinstance(epochs, list) and all(
+                int_at_least(e, 1) for e in epochs)), "a list of 1-based epoch numbers"),
+            eval_data=(eval_data, int_at_least(eval_data, 1) or not isinstance(
+                eval_data, (numbers.Number, str, np.bool_)),
+                "None, a subset size >= 1, or a batch or batches"),
+            eval_batch_size=(eval_batch_size, eval_batch_size is None
+                             or int_at_least(eval_batch_size, 1), "an int >= 1, or None"),
+            seed=(seed, is_seed(seed), RUN_SEED_RULE))
         self.epochs = None if epochs is None else frozenset(epochs)
         if bn_mode not in ("eval", "train"):
             raise ValueError(f"Invalid bn_mode={bn_mode!r}: expected 'eval' or 'train'")
-        if isinstance(eval_data, int) and eval_data < 1:
-            raise ValueError(f"Invalid eval subset size {eval_data} (must be >= 1)")
-        if eval_batch_size is not None and eval_batch_size < 1:
-            raise ValueError(f"Invalid eval_batch_size={eval_batch_size}")
         self.schedule = schedule if schedule is not None else Schedule.every(1)
         self.num_points, self.eval_data = num_points, eval_data
         self.eval_batch_size = eval_batch_size
@@ -206,6 +218,10 @@ def step_interpolation_instrument(*, schedule: Schedule, num_points: int = 10,
     epoch's end ``walk_epoch``, ``walk_epoch_steps``, ``walk_epoch_barriers``,
     ``walk_epoch_mean_height``, ``walk_epoch_mean_barrier_height`` (with a barrier) and
     ``walk_seconds``."""
+    eval_subset = plain_int(eval_subset)
+    # named as the instrument's option, not as the callback's eval_data (which takes data too)
+    check_options(eval_subset=(eval_subset, eval_subset is None or int_at_least(eval_subset, 1),
+                               "an int >= 1, or None: the whole training set"))
     return StepInterpolationCallback(schedule, num_points=num_points, spacing=spacing,
                                      epochs=epochs, eval_data=eval_subset,
                                      eval_batch_size=eval_batch_size, bn_mode=bn_mode,
