@@ -31,6 +31,17 @@ def finite_number(value: object) -> bool:
             and math.isfinite(value))
 
 
+def human_size(n: int) -> str:
+    """``n`` bytes in decimal units, as the design notes and messages give sizes: ``512 B``,
+    ``3.8 KB``, ``37.0 MB``, ``1.1 GB``."""
+    if n < 1000:
+        return f"{n} B"
+    for unit, scale in (("KB", 1e3), ("MB", 1e6), ("GB", 1e9)):
+        if round(n / scale, 1) < 1000:     # 999,950 B is 1.0 MB, not "1000.0 KB"
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 1e12:.1f} TB"
+
+
 class UserError(Exception):
     """Bad input (config, file, option): the message names the problem."""
 

@@ -885,9 +885,8 @@ def _export_summary(store, path: Path, run_ids: list[str] | None) -> Path:
 
 
 def _delete(args) -> int:
-    from sgdlab.errors import UserError
-    from sgdlab.store.deletion import (delete_orphans, delete_planned, find_orphans,
-                                       human_size, plan_deletion)
+    from sgdlab.errors import UserError, human_size
+    from sgdlab.store.deletion import delete_orphans, delete_planned, find_orphans, plan_deletion
     from sgdlab.store.folders import store_option
 
     selected = bool(args.run_ids or args.experiment or args.status or args.scale)
@@ -964,7 +963,7 @@ def _delete(args) -> int:
 def _print_deleted(store, result) -> None:
     """What :func:`~sgdlab.store.deletion.delete_planned` did: the rows and folders gone, the
     store file compacted, the folders kept or that could not be removed."""
-    from sgdlab.store.deletion import human_size
+    from sgdlab.errors import human_size
 
     rows = result.rows
     print(f"deleted {rows['runs']} run{'s' if rows['runs'] != 1 else ''} ({rows['metrics']} "
@@ -989,7 +988,7 @@ def _print_deleted(store, result) -> None:
 
 def _print_orphans(store, orphans) -> None:
     """The store's folders that no run names (``--orphans``), a line each with its size."""
-    from sgdlab.store.deletion import human_size
+    from sgdlab.errors import human_size
 
     k = len(orphans.folders)
     where = Path(store.path).parent
@@ -1007,7 +1006,7 @@ def _print_orphans(store, orphans) -> None:
 def _print_plan(plan, *, force: bool) -> None:
     """The runs a delete removes, a line each with its size on disk, then under it the
     folders that go, the files that stay and why, and the warnings for the runs that stay."""
-    from sgdlab.store.deletion import human_size
+    from sgdlab.errors import human_size
 
     n = len(plan.runs)
     print(f"{n} run{'s' if n != 1 else ''} to delete from {plan.store}, "

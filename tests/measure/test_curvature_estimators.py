@@ -1,6 +1,7 @@
 """Trace, Frobenius norm, SLQ density, dense spectra and the harmonic mean vs exact values."""
 import copy
 import math
+import re
 
 import pytest
 import torch
@@ -565,10 +566,23 @@ def test_dense_hessian_takes_exactly_max_params_parameters():
     # with an error naming d, the limit and the way out
     torch.testing.assert_close(hessian_spectrum(model, loss_fn, data, max_params=21),
                                torch.linalg.eigvalsh(ref))
-    with pytest.raises(ValueError, match=r"^dense Hessian of 21 parameters needs [0-9.]+ GB; "
+    # its size in a unit that reads right: 21² float64 entries are 3528 bytes, not "0.0 GB"
+    with pytest.raises(ValueError, match=r"^dense Hessian of 21 parameters needs 3\.5 KB; "
                                          r"raise max_params \(now 20\) if you mean it, or "
                                          r"use lanczos$"):
         hessian_spectrum(model, loss_fn, data, max_params=20)
+
+
+@pytest.mark.parametrize("width, size", [(10, "48.4 KB"), (40, "10.8 MB"), (200, "6.5 GB")])
+def test_the_dense_hessian_size_limit_names_the_size_at_every_scale(width, size):
+    """d = width² + width float32 parameters: d² · 4 bytes (110² · 4 = 48,400, 1640² · 4 =
+    10,758,400, 40,200² · 4 = 6.46e9), each in its unit (refused before the Hessian is built)."""
+    model = nn.Linear(width, width)
+    data = (torch.randn(2, width), torch.randn(2, width))
+    d = width * width + width
+    with pytest.raises(ValueError, match=rf"^dense Hessian of {d} parameters needs "
+                                         rf"{re.escape(size)}; raise max_params \(now 50\)"):
+        dense_hessian(model, nn.MSELoss(), data, max_params=50)
 
 
 def test_model_trace_and_frobenius_of_each_curvature_matrix_by_hand():

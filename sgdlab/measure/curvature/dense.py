@@ -6,7 +6,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import checked_keywords
+from sgdlab.errors import checked_keywords, human_size
 from sgdlab.operators import HessianOperator
 from sgdlab.operators.batches import Data
 
@@ -28,7 +28,8 @@ def dense_hessian(
     d = op.shape[0]
     if d > max_params:
         size = d * d * torch.empty((), dtype=op.dtype).element_size()
-        raise ValueError(f"dense Hessian of {d} parameters needs {size / 1e9:.1f} GB; "
+        # in a unit of its size: under a small max_params, "0.0 GB" read as no memory at all
+        raise ValueError(f"dense Hessian of {d} parameters needs {human_size(size)}; "
                          f"raise max_params (now {max_params}) if you mean it, or use lanczos")
     return symmetrise_(op.to_dense(chunk_size))
 
