@@ -187,6 +187,9 @@ def resume_run(run_id: str, *, store: Any = None, progress: bool | None = None,
     cfg = validate_config(run["config"])
     env = environment(seed=cfg["train"]["seed"], device=resolve_device(cfg["train"]["device"]))
     resume = checkpoint_path(out / "checkpoints").exists()
+    # asked before the folder is written: a run another process still runs, its folder
+    # removed, was given a new empty one, then refused (the claim below still decides a race)
+    store.refuse_live_owner(run_id)
     # a removed folder is made again with the files that say which run it holds
     make_output_dir(out, "the run folder")
     if not (out / "config.yaml").is_file():

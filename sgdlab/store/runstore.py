@@ -288,6 +288,22 @@ def owner_alive(host: str | None, pid: int | None, pid_start: str | None,
     return heartbeat is not None and now - heartbeat < STALE_AFTER
 
 
+def _refuse_live_owner(conn: Any, run_id: str, me: dict[str, Any], path: Any) -> None:
+    """A :class:`UserError` naming ``run_id`` and its owner when another live process runs it
+    (:meth:`RunStore.claim`'s refusal)."""
+    row = conn.execute("SELECT status, host, pid, pid_start, heartbeat FROM runs WHERE id = ?",
+                       (run_id,)).fetchone()
+    if row is None:
+        raise UserError(f"no run {run_id!r} in {path}")
+    status, host, pid, start, beat = row
+    # an unknown owner (a store from before liveness) cannot be judged: allowed
+    if (status == "running" and (host, pid) != (me["host"], me["pid"])
+            and owner_alive(host, pid, start, beat)):
+        raise UserError(f"run {run_id} is still running (process {pid} on {host}"
+                        + (f", heartbeat {time.time() - beat:.0f} s ago"
+                           if beat is not None else "") + "); stop it first")
+
+
 def shown_status(run: dict[str, Any], now: float | None = None) -> str:
     """A run's status as a user should see it: a ``running`` run whose process is gone is
     ``interrupted`` (same host) or ``stale`` (another host, heartbeat too old)."""
@@ -609,21 +625,17 @@ class RunStore:
         Refuses a run whose owner is still alive."""
         me = this_process()
         with _transaction(self._conn) as c:
-            row = c.execute("SELECT status, host, pid, pid_start, heartbeat FROM runs "
-                            "WHERE id = ?", (run_id,)).fetchone()
-            if row is None:
-                raise UserError(f"no run {run_id!r} in {self.path}")
-            status, host, pid, start, beat = row
-            # an unknown owner (a store from before liveness) cannot be judged: allowed
-            if (status == "running" and (host, pid) != (me["host"], me["pid"])
-                    and owner_alive(host, pid, start, beat)):
-                raise UserError(f"run {run_id} is still running (process {pid} on {host}"
-                                + (f", heartbeat {time.time() - beat:.0f} s ago"
-                                   if beat is not None else "") + "); stop it first")
+            _refuse_live_owner(c, run_id, me, self.path)
             c.execute("UPDATE runs SET status = 'running', message = NULL, host = ?, pid = ?, "
                       "pid_start = ?, heartbeat = ?, updated = ? WHERE id = ?",
                       (me["host"], me["pid"], me["pid_start"], time.time(), _now_iso(), run_id))
         self._keep_alive()
+
+    def refuse_live_owner(self, run_id: str) -> None:
+        """The refusal of :meth:`claim` for ``run_id`` whose owner is another live process,
+        without claiming it: asked before a resume writes anything for the run (its folder),
+        which the claim itself, made after, would refuse only once written."""
+        _refuse_live_owner(self._conn, run_id, this_process(), self.path)
 
     def set_status(self, run_id: str, status: str, message: str | None = None) -> None:
         _check_status(status)

@@ -307,6 +307,7 @@ def test_resume_of_a_train_run_another_process_runs_is_refused_as_before(tmp_pat
         assert f"run {sweep} of the sweep of e is still running (process {owner.pid} " in (
             capsys.readouterr().err)
         assert {store.get_run(r)["status"] for r in (rid, sweep)} == {"running"}
+        assert not (tmp_path / "run").exists()      # its removed folder is not made again
     finally:
         owner.kill()
         owner.wait()

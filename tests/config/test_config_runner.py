@@ -98,6 +98,28 @@ def test_resume_of_a_run_whose_process_is_alive_is_refused(tmp_path, monkeypatch
     assert RunStore(path).get_run(rid)["host"] == "another-host"
 
 
+def test_resume_of_a_live_run_whose_folder_was_removed_creates_nothing(tmp_path, monkeypatch):
+    """The live owner is asked about before the folder is made again: a removed folder stays
+    removed (it was recreated, with its config.yaml and run.json, then the claim refused)."""
+    import shutil
+    import sqlite3
+    import time
+
+    path, out = tmp_path / "runs.sqlite", tmp_path / "out"
+    with monkeypatch.context() as m:
+        m.setattr(runner, "_execute", lambda cfg, store, run_id, *a, **k: run_id)
+        rid = runner.run_config(TINY_RUN, out_dir=out, store=RunStore(path), progress=False)
+    with sqlite3.connect(path) as c:
+        c.execute("UPDATE runs SET host = 'another-host', pid = 1, pid_start = NULL, "
+                  "heartbeat = ? WHERE id = ?", (time.time(), rid))
+    shutil.rmtree(out)
+    with pytest.raises(UserError, match=rf"^run {rid} is still running \(process 1 on "
+                                        r"another-host, heartbeat \d+ s ago\); stop it first$"):
+        runner.resume_run(rid, store=RunStore(path), progress=False)
+    assert not out.exists()
+    assert RunStore(path).get_run(rid)["host"] == "another-host"
+
+
 def test_a_resume_whose_checkpoint_cannot_be_read_is_recorded_failed_saying_why(tmp_path):
     """A resume stopped in its own set-up (here a truncated checkpoint, before training) is
     recorded failed with the reason, as ``sgdlab runs show`` then tells it; the file is kept."""
