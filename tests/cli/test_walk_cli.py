@@ -77,6 +77,15 @@ def test_walk_refuses_a_count_below_one_before_it_makes_the_folder(tmp_path, cap
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_walk_refuses_a_seed_a_run_config_refuses_before_it_makes_the_folder(tmp_path, capsys,
+                                                                             seed):
+    assert main(["walk", "--seed", seed, "--steps", "2", "--out", str(tmp_path / "w")]) == 2
+    assert capsys.readouterr().err == (f"sgdlab: error: --seed must be an int in 0..2**32 - 1 "
+                                       f"(as a run config's seed), got {seed}\n")
+    assert not (tmp_path / "w").exists()
+
+
 def test_walk_names_a_width_below_one_by_its_option(tmp_path, capsys):
     # the model's message named "option 'widths[1]'", no option of sgdlab walk
     assert main(["walk", "--widths", "16", "0", "--steps", "2", "--out",
