@@ -436,3 +436,25 @@ def test_the_step_interpolation_instrument_names_its_eval_subset(size):
     with pytest.raises(ValueError, match=re.escape(
             f"Invalid eval_subset={size!r} (an int >= 1, or None: the whole training set)")):
         build_instrument("step_interpolation", schedule=Schedule.every(1), eval_subset=size)
+
+
+def test_step_length_takes_numpy_ints_and_refuses_bools_and_seeds_out_of_range():
+    """np.int64 subset size and seed draw the subset the Python ints do (np.int64(3) failed
+    the draw at the measured step: "an integer is required")."""
+    def alpha(**kw):
+        model = _bn_model()
+        cb = build_instrument("step_length", schedule=Schedule.at([1]), source="eval", **kw)
+        res = train(model, nn.CrossEntropyLoss(), _data(), torch.optim.SGD(model.parameters(),
+                    lr=0.1), epochs=1, batch_size=4, callbacks=[cb], progress=False, seed=0)
+        return res.history["step/alpha"]
+
+    plain = alpha(eval_subset=6, seed=3)
+    assert [t for t, _ in plain] == [1]
+    assert alpha(eval_subset=np.int64(6), seed=np.int64(3)) == plain
+    for key, value, rule in (("eval_subset", True, "an int >= 2, or None"),
+                             ("eval_subset", 1, "an int >= 2, or None"),
+                             ("seed", -1, "an int in 0..2**32 - 1"),
+                             ("seed", 2**32, "an int in 0..2**32 - 1"),
+                             ("seed", True, "an int in 0..2**32 - 1")):
+        with pytest.raises(ValueError, match=re.escape(f"Invalid {key}={value!r} ({rule}")):
+            build_instrument("step_length", schedule=Schedule.every(1), **{key: value})

@@ -240,8 +240,13 @@ class StepLengthCallback(Callback):
             raise ValueError(f"Invalid source={source!r}: expected 'step' or 'eval'")
         if weights not in WEIGHTS:
             raise ValueError(f"Invalid weights={weights!r}: expected one of {WEIGHTS}")
-        if eval_subset is not None and eval_subset < 2:
-            raise ValueError(f"Invalid eval_subset={eval_subset} (must be >= 2)")
+        # as the step interpolation's: np.int64(3) failed the subset's draw at the first
+        # measured step ("an integer is required"), True was a subset size
+        eval_subset, seed = plain_int(eval_subset), plain_int(seed)
+        check_options(eval_subset=(eval_subset, eval_subset is None
+                                   or int_at_least(eval_subset, 2),
+                                   "an int >= 2, or None: the whole training set"),
+                      seed=(seed, is_seed(seed), RUN_SEED_RULE))
         self.schedule, self.source, self.eval_subset = schedule, source, eval_subset
         self.weights, self.seed, self.prefix = weights, seed, prefix
         self._theta_t: Tensor | None = None
