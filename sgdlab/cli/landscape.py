@@ -112,7 +112,7 @@ def _save(out: Path, name: str, fig) -> str:
 def _main(args) -> int:
     import torch
 
-    from sgdlab.errors import UserError, make_output_dir, refuse_results_of_others
+    from sgdlab.errors import UserError, is_seed, make_output_dir, refuse_results_of_others
 
     given = [flag for dest, flag in _ESCAPE_FLAGS.items()
              if getattr(args, dest) not in (None, "paper" if dest == "protocol" else None)]
@@ -129,6 +129,10 @@ def _main(args) -> int:
         raise UserError(f"--device {args.device}: `sgdlab landscape pde` computes on the CPU "
                         "(--device applies to the demos that run chains)")
     check_device(args.device)
+    # bounded as a run config's seed: 2**64 was a traceback from torch in an empty --out
+    if not is_seed(args.seed):
+        raise UserError(f"--seed must be an int in 0..2**32 - 1 (as a run config's seed), got "
+                        f"{args.seed}")
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads must be >= 1, got {args.threads}")

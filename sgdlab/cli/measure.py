@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from sgdlab.cli._help import plain
-from sgdlab.errors import UserError, did_you_mean, make_output_dir
+from sgdlab.errors import UserError, did_you_mean, is_seed, make_output_dir
 from sgdlab.report.figures import save_and_close
 from sgdlab.strict_json import write_atomic
 
@@ -340,6 +340,11 @@ def _measure(args: argparse.Namespace) -> int:
         ("--lanczos-iter", args.lanczos_iter or 0,
          args.lanczos_iter is None or args.lanczos_iter >= least, at_least))
         if not ok]
+    # bounded as a run config's seed: 2**64 was a traceback from torch after the checkpoint
+    # had been read, named by no option
+    if not is_seed(args.seed):
+        bad.append(f"--seed must be an int in 0..2**32 - 1 (as a run config's seed), got "
+                   f"{args.seed}")
     if bad:
         raise UserError("; ".join(bad))
     try:

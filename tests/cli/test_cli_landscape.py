@@ -50,6 +50,17 @@ def test_escape_noise_trace_and_quick_repetitions_reach_the_experiment(tmp_path,
     assert (config["noise_trace"], config["repetitions"]) == (0.02, 50)
 
 
+@pytest.mark.parametrize("seed", ["-1", str(2**64)])
+def test_a_seed_a_run_config_refuses_is_refused_before_the_folder_is_made(tmp_path, capsys,
+                                                                          seed):
+    # 2**64 was a traceback from torch's generator, in the --out folder made for it
+    assert main(["landscape", "ou", "--quick", "--seed", seed, "--out",
+                 str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == ("sgdlab: error: --seed must be an int in 0..2**32 - 1 "
+                                       f"(as a run config's seed), got {seed}\n")
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_thread_count_below_one_is_refused(tmp_path, capsys):
     # --threads 0 reached torch.set_num_threads, whose error was a traceback
     assert main(["landscape", "ou", "--quick", "--threads", "0", "--out",

@@ -565,6 +565,9 @@ def test_each_option_reaches_the_measurement_it_names(tiny_run, tmp_path, capsys
     (["--what", "surface", "--extent", "0"], "--extent must be finite and > 0, got 0"),
     (["--what", "noise,alignment", "--k", "2", "--lanczos-iter", "1"],
      "--lanczos-iter must be >= --k (2), got 1"),
+    (["--seed=-1"], "--seed must be an int in 0..2**32 - 1 (as a run config's seed), got -1"),
+    (["--seed", str(2**64)], "--seed must be an int in 0..2**32 - 1 (as a run config's seed), "
+                             f"got {2**64}"),
 ])
 def test_a_value_out_of_range_is_refused_at_its_boundary(tmp_path, capsys, argv, problem):
     # checked before the checkpoint is read: the target need not exist
