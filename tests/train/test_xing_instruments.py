@@ -406,6 +406,7 @@ def test_step_interpolation_takes_numpy_and_torch_ints_as_ints():
 
     plain = walked(epochs=[2], eval_data=6, seed=3)
     assert [t for t, _ in plain] == [3, 4, 5]
+    assert len(StepInterpolationCallback(num_points=np.int64(2)).alphas) == 4
     assert walked(epochs=[np.int64(2)], eval_data=np.int64(6), seed=np.int64(3)) == plain
     assert walked(epochs=(torch.tensor(2),), eval_data=torch.tensor(6),
                   seed=np.uint32(3)) == plain
@@ -415,6 +416,8 @@ def test_step_interpolation_takes_numpy_and_torch_ints_as_ints():
 
 
 @pytest.mark.parametrize("options, says", [
+    ({"num_points": True}, "Invalid num_points=True (an int >= 1)"),
+    ({"num_points": 10.0}, "Invalid num_points=10.0 (an int >= 1)"),
     ({"eval_data": True}, "Invalid eval_data=True (None, a subset size >= 1, or a batch"),
     ({"eval_data": 0}, "Invalid eval_data=0 (None, a subset size >= 1"),
     ({"eval_data": 6.0}, "Invalid eval_data=6.0 (None, a subset size >= 1"),

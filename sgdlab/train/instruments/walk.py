@@ -88,6 +88,9 @@ class StepInterpolationCallback(Callback):
                  alpha_chunk: int | None = None, vectorize: bool | None = None,
                  memory_budget: int | str | None = None, rtol: float = 1e-4, atol: float = 0.0,
                  refine: bool = False, height_floor: str = "segment", seed: int = 0):
+        # True was 1 point, 10.0 a traceback from torch.linspace
+        num_points = plain_int(num_points)
+        check_options(num_points=(num_points, int_at_least(num_points, 1), "an int >= 1"))
         self.alphas = segment_alphas(num_points, spacing=spacing)   # validates both
         if len(self.alphas) < 3:
             raise ValueError(f"Invalid num_points={num_points}: a barrier needs a point between "
