@@ -31,6 +31,30 @@ def finite_number(value: object) -> bool:
             and math.isfinite(value))
 
 
+def int_at_least(v: object, low: int) -> bool:
+    """``v`` is a Python int >= ``low`` (not a bool); give it :func:`plain_int` first, and
+    store what that returns, for numpy's and torch's ints to pass."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def plain_int(v: object) -> object:
+    """``v`` as a Python int when it is an integer of numpy or torch (``np.int64(256)``, a
+    one-element integer tensor: a count or seed computed with them), which the checks' ``int``
+    would refuse and ``torch.manual_seed`` fails on; anything else (a bool of any kind, a
+    float, a string, None) unchanged, for the checks to judge."""
+    import operator
+
+    # a tensor only once torch is loaded: this module is imported before it, by the CLI too
+    torch = sys.modules.get("torch")
+    if v is None or isinstance(v, int) or (torch is not None and isinstance(v, torch.Tensor)
+                                           and v.dtype == torch.bool):
+        return v
+    try:
+        return operator.index(v)
+    except TypeError:
+        return v
+
+
 def human_size(n: int) -> str:
     """``n`` bytes in decimal units, as the design notes and messages give sizes: ``512 B``,
     ``3.8 KB``, ``37.0 MB``, ``1.1 GB``."""

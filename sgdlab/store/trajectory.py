@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sgdlab.errors import DataError, UserError
+from sgdlab.errors import DataError, UserError, int_at_least, is_seed, plain_int
 from sgdlab.strict_json import write_atomic
 
 __all__ = ["TrajectoryReader", "TrajectoryWriter", "choose_coordinates", "open_trajectory"]
@@ -37,11 +37,17 @@ _INDEX = np.dtype("<i8")
 
 
 def choose_coordinates(num_params: int, num_coords: int | None, seed: int = 0) -> np.ndarray | None:
-    """A fixed random subset of ``num_coords`` sorted indices in [0, num_params) (None: all)."""
+    """A fixed random subset of ``num_coords`` sorted indices in [0, num_params) (None: all);
+    numpy's and torch's ints are ints (:func:`~sgdlab.errors.plain_int`)."""
+    num_coords, seed = plain_int(num_coords), plain_int(seed)
+    # True was 1 coordinate, a negative seed numpy's "expected non-negative integer"
+    if num_coords is not None and not int_at_least(num_coords, 1):
+        raise UserError(f"num_coords must be >= 1 (an int, or None: all), got {num_coords!r}")
+    if not is_seed(seed):
+        raise UserError(f"seed must be an int in 0..2**32 - 1 (as a run config's seed), got "
+                        f"{seed!r}")
     if num_coords is None or num_coords >= num_params:
         return None
-    if num_coords < 1:
-        raise UserError(f"num_coords must be >= 1, got {num_coords}")
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(num_params, size=num_coords, replace=False)).astype(np.int64)
 
@@ -134,9 +140,11 @@ class TrajectoryWriter:
                             f"{sorted(_DTYPES)}")
         if num_params < 1:
             raise UserError(f"num_params must be >= 1, got {num_params}")
+        # checked before the folder is made; the seed is written to meta.json as a plain int
+        num_coords, seed = plain_int(num_coords), plain_int(seed)
+        coords = choose_coordinates(num_params, num_coords, seed)
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        coords = choose_coordinates(num_params, num_coords, seed)
         meta = {"format": FORMAT, "version": VERSION, "dtype": dtype, "num_params": num_params,
                 "num_coords": num_params if coords is None else len(coords),
                 "subset_seed": None if coords is None else seed, "extra": extra_meta or {}}

@@ -2,8 +2,11 @@
 truncation bounds and the coordinate subset, checked on tiny trajectories by hand."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
+import torch
 
 from sgdlab.errors import UserError
 from sgdlab.store.trajectory import TrajectoryWriter, choose_coordinates, open_trajectory
@@ -44,3 +47,27 @@ def test_as_many_coordinates_as_parameters_is_no_subset():
     assert len(sub) == 4 and list(sub) == sorted(set(sub)) and sub.max() < 5
     with pytest.raises(UserError, match="num_coords must be >= 1"):
         choose_coordinates(5, 0)
+
+
+def test_numpy_and_torch_ints_are_a_subset_size_and_seed(tmp_path):
+    """np.int64(3) and np.int64(1) draw the subset 3 and 1 do, and the seed is stored as the
+    int 1 (np.int64 failed the write of meta.json: "not JSON serializable")."""
+    sub = choose_coordinates(10, 3, seed=1)
+    np.testing.assert_array_equal(choose_coordinates(10, np.int64(3), seed=np.int64(1)), sub)
+    w = TrajectoryWriter(tmp_path / "tr", 10, num_coords=torch.tensor(3), seed=np.uint8(1))
+    np.testing.assert_array_equal(w.coords, sub)
+    assert open_trajectory(tmp_path / "tr").meta["subset_seed"] == 1
+
+
+@pytest.mark.parametrize("options, says", [
+    ({"num_coords": True}, "num_coords must be >= 1 (an int, or None: all), got True"),
+    ({"num_coords": 2.0}, "num_coords must be >= 1 (an int, or None: all), got 2.0"),
+    ({"num_coords": 3, "seed": -1}, "seed must be an int in 0..2**32 - 1 (as a run config's "
+                                    "seed), got -1"),
+    ({"num_coords": 3, "seed": True}, "seed must be an int in 0..2**32 - 1"),
+    ({"num_coords": 3, "seed": 2**32}, "seed must be an int in 0..2**32 - 1")])
+def test_a_bool_or_a_seed_out_of_range_is_refused_before_the_folder_is_made(tmp_path, options,
+                                                                            says):
+    with pytest.raises(UserError, match=re.escape(says)):
+        TrajectoryWriter(tmp_path / "tr", 10, **options)
+    assert not (tmp_path / "tr").exists()

@@ -19,13 +19,13 @@ run logs the same values.
 from __future__ import annotations
 
 import numbers
-import operator
 from typing import Any
 
 import numpy as np
 import torch
 
-from sgdlab.errors import finite_number, is_seed
+# int_at_least and plain_int are imported from here by the other instruments
+from sgdlab.errors import finite_number, int_at_least, is_seed, plain_int
 from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
 from sgdlab.measure.curvature.lanczos import convergence_warnings_named
 from sgdlab.measure.passes import memory_budget_bytes
@@ -54,26 +54,6 @@ def check_options(**rules: tuple[Any, bool, str]) -> None:
     for name, (value, ok, rule) in rules.items():
         if not ok:
             raise ValueError(f"Invalid {name}={value!r} ({rule})")
-
-
-def int_at_least(v: Any, low: int) -> bool:
-    """``v`` is a Python int >= ``low`` (not a bool); give it :func:`plain_int` first, and
-    store what that returns, for numpy's and torch's ints to pass."""
-    return isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-
-def plain_int(v: Any) -> Any:
-    """``v`` as a Python int when it is an integer of numpy or torch (``np.int64(256)``, a
-    one-element integer tensor: a count or seed computed with them), which the checks' ``int``
-    would refuse and ``torch.manual_seed`` fails on; anything else (a bool of any kind, a
-    float, a string, None) unchanged, for the checks to judge."""
-    if v is None or isinstance(v, int) or (isinstance(v, torch.Tensor)
-                                           and v.dtype == torch.bool):
-        return v
-    try:
-        return operator.index(v)
-    except TypeError:
-        return v
 
 
 # a measurement at step s seeds its generator with seed + s (callbacks.step_generator), which
