@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sgdlab.errors import checked_keywords
+from sgdlab.errors import checked_keywords, int_at_least, is_seed, plain_int
 
 __all__ = [
     "CONFIDENCE_Z_99",
@@ -76,7 +76,8 @@ def discard_burnin(snapshots, burnin: int) -> np.ndarray:
     """The snapshots after the first ``burnin`` (thesis §6.3.3: "We discard the first 10³
     epochs of training ("burnin") to ensure that SGD has reached the steady-state")."""
     a = _as_2d(snapshots)
-    if not isinstance(burnin, (int, np.integer)) or burnin < 0:
+    burnin = plain_int(burnin)      # np.int64 is a count; True is not (it discarded 1)
+    if not int_at_least(burnin, 0):
         raise ValueError(f"Invalid burnin={burnin!r} (a number of snapshots >= 0)")
     if burnin > len(a) - 2:
         raise ValueError(f"burnin={burnin} leaves fewer than 2 of the {len(a)} snapshots")
@@ -202,8 +203,13 @@ def iterate_autocorrelation(snapshots, max_lag: int | None = None, *,
 def brownian_reference(n: int, num_coords: int, *, seed: int = 0) -> np.ndarray:
     """Snapshots (n, num_coords) of independent standard Brownian paths (cumulative sums of
     i.i.d. N(0, 1) increments): the process the thesis compares SGD's trajectory with."""
-    if n < 2 or num_coords < 1:
-        raise ValueError(f"need n >= 2 and num_coords >= 1, got {n}, {num_coords}")
+    n, num_coords, seed = plain_int(n), plain_int(num_coords), plain_int(seed)
+    # True was 1 coordinate and a bool or float n numpy's "an integer is required"
+    if not (int_at_least(n, 2) and int_at_least(num_coords, 1)):
+        raise ValueError(f"need ints n >= 2 and num_coords >= 1, got {n!r}, {num_coords!r}")
+    if not is_seed(seed):
+        raise ValueError(f"Invalid seed={seed!r} (an int in 0..2**32 - 1, as a run config's "
+                         "seed)")
     rng = np.random.default_rng(seed)
     return np.cumsum(rng.standard_normal((n, num_coords)), axis=0)
 

@@ -14,6 +14,8 @@ from sgdlab.data.base import Dataset
 from sgdlab.measure.trajectory import (
     CONFIDENCE_Z_99,
     _fisher_p_value,
+    brownian_reference,
+    discard_burnin,
     fisher_g_test,
     increment_autocorrelation,
     increment_spectrum,
@@ -125,6 +127,25 @@ def test_bad_inputs():
         periodicity_test(np.ones((20, 3)))
     with pytest.raises(ValueError, match="max_lag"):
         increment_autocorrelation(_brownian()[:10], max_lag=9)
+
+
+def test_counts_and_seeds_take_numpy_ints_and_refuse_bools():
+    """np.int64 counts and seeds are ints; True is no count (it was 1 snapshot discarded, 1
+    coordinate, or numpy's "an integer is required"), -1 no seed."""
+    ref = brownian_reference(6, 2, seed=1)
+    np.testing.assert_array_equal(brownian_reference(np.int64(6), np.int64(2),
+                                                     seed=np.int64(1)), ref)
+    np.testing.assert_array_equal(discard_burnin(ref, np.int64(2)), ref[2:])
+    for bad in ({"num_coords": True}, {"n": 6.0}):
+        args = {"n": 6, "num_coords": 2, **bad}
+        with pytest.raises(ValueError, match=re.escape(
+                f"need ints n >= 2 and num_coords >= 1, got {args['n']!r}, "
+                f"{args['num_coords']!r}")):
+            brownian_reference(args["n"], args["num_coords"])
+    with pytest.raises(ValueError, match=re.escape("Invalid seed=-1 (an int in 0..2**32 - 1")):
+        brownian_reference(6, 2, seed=-1)
+    with pytest.raises(ValueError, match=re.escape("Invalid burnin=True (a number of snaps")):
+        discard_burnin(ref, True)
 
 
 def test_writer_reader_round_trip_subset_and_partial_row(tmp_path):
