@@ -96,7 +96,7 @@ from torch import Tensor, nn
 
 from ..accuracy import argmax_hits, perplexity_tokens
 from ..data.augment import batch_augmentation
-from ..errors import UserError
+from ..errors import UserError, is_seed, plain_int
 from ..loss_settings import loss_name, loss_reduction, torch_loss_class
 from ..measure.batch_norm import recompute_bn_statistics
 from ..models.modes import eval_mode
@@ -516,7 +516,13 @@ class _Training:
                  sequence_loss="mean", eval_bn="running", on_checkpoint=None):
         self.t_start = time.perf_counter()
         self.on_checkpoint = on_checkpoint
-        _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps)
+        # numpy's and torch's ints are counts and seeds (np.int64 from a grid), as for the
+        # instruments; a bool is neither
+        epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps, seed = map(
+            plain_int, (epochs, batch_size, eval_every, eval_subset, checkpoint_every,
+                        max_steps, seed))
+        _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps,
+                    seed)
         if checkpoint_seconds is not None and (
                 isinstance(checkpoint_seconds, bool)
                 or not isinstance(checkpoint_seconds, (int, float))
@@ -1394,7 +1400,8 @@ def is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps) -> None:
+def _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps,
+                seed) -> None:
     if not is_int(epochs) or epochs < 0:
         raise UserError(f"epochs must be an int >= 0, got {epochs!r}")
     if (not callable(batch_size) and batch_size != "full"
@@ -1412,6 +1419,10 @@ def _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, m
                         f"{checkpoint_every!r}")
     if max_steps is not None and (not is_int(max_steps) or max_steps < 0):
         raise UserError(f"max_steps must be an int >= 0, got {max_steps!r}")
+    # True was seed 1; bounded as a run config's seed, which a stored run's config holds
+    if not is_seed(seed):
+        raise UserError(f"seed must be an int in 0..2**32 - 1 (as a run config's seed), got "
+                        f"{seed!r}")
 
 
 def _check_optimizer_updates(model, optimizer) -> None:

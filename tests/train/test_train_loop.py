@@ -96,6 +96,31 @@ def test_deterministic_given_seed_and_seed_matters():
     assert [s for s, _ in r1.history["test_acc"]] == [0, 8, 16, 24]
 
 
+def test_numpy_and_torch_ints_are_counts_and_seeds_as_python_ints_are():
+    """np.int64 epochs, batch size, max_steps, eval_subset and seed (a grid's values) train
+    as the Python ints do (they were refused: "epochs must be an int >= 0, got
+    np.int64(2)")."""
+    m1, r1 = run(seed=3, epochs=2, batch_size=8, max_steps=10, eval_subset=20)
+    m2, r2 = run(seed=np.int64(3), epochs=np.int64(2), batch_size=torch.tensor(8),
+                 max_steps=np.int32(10), eval_subset=np.uint16(20))
+    assert r1.steps == 10 and torch.equal(flat(m1), flat(m2)) and r1.history == r2.history
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("epochs", True, "epochs must be an int >= 0, got True"),
+    ("batch_size", True, "batch_size must be an int >= 1, "),
+    ("max_steps", np.True_, "max_steps must be an int >= 0, got np.True_"),
+    ("seed", True, "seed must be an int in 0..2**32 - 1 (as a run config's seed), got True"),
+    ("seed", -1, "seed must be an int in 0..2**32 - 1 (as a run config's seed), got -1"),
+    ("seed", 2**32, "seed must be an int in 0..2**32 - 1 (as a run config's seed), got "
+                    "4294967296"),
+    ("seed", 3.0, "seed must be an int in 0..2**32 - 1 (as a run config's seed), got 3.0")])
+def test_a_bool_count_or_a_seed_a_run_config_refuses_is_refused(option, value, says):
+    # True was seed 1, and -1, 2**64 - 1 or 3.0 seeds no run config takes
+    with pytest.raises(UserError, match=re.escape(says)):
+        run(**{option: value})
+
+
 def test_without_replacement_visits_every_example_once_per_epoch():
     n, b = 23, 5
     rec = RecordBatches()
