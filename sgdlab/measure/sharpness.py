@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from sgdlab.accuracy import argmax_hits
-from sgdlab.errors import checked_keywords
+from sgdlab.errors import checked_keywords, int_at_least, plain_int
 from sgdlab.models.modes import buffer_restorer, buffers_kept
 from sgdlab.operators.batches import (Data, check_batch_loss, check_data, check_model_data,
                                       fixed_randomness, is_single_batch, iterate_batches,
@@ -231,6 +231,16 @@ def _perturbed_evaluations(model: nn.Module, loss_fn: LossFn, data: Data, pertur
     return totals / n, acc
 
 
+def _sample_count(num_samples: object) -> int:
+    """``num_samples`` as a Python int >= 1 (numpy's and torch's ints too), else the
+    ValueError naming it: True was 1 sample, 0 torch's "max(): Expected reduction dim" and a
+    bool or float torch's "randn() received an invalid combination of arguments"."""
+    n = plain_int(num_samples)
+    if not int_at_least(n, 1):
+        raise ValueError(f"Invalid num_samples={num_samples!r} (an int >= 1)")
+    return n
+
+
 def _gaussian(num: int, d: int, sigma: float, theta: Tensor,
               generator: torch.Generator | None) -> Tensor:
     gdev = generator.device if generator is not None else theta.device
@@ -256,8 +266,7 @@ def expected_sharpness(
     in :func:`perturbed_evaluations` (L(θ) is evaluated in the same chunks of samples)."""
     if not 0 <= sigma < math.inf:       # NaN fails this too: it measured NaN
         raise ValueError(f"Invalid sigma={sigma} (must be finite and >= 0)")
-    if num_samples < 1:
-        raise ValueError(f"Invalid num_samples={num_samples} (must be >= 1)")
+    num_samples = _sample_count(num_samples)
     theta = params_vector(model)
     data = _same_batches(model, data)
     base = mean_loss(model, loss_fn, data, memory_budget=memory_budget)
@@ -409,6 +418,7 @@ def local_entropy(
     if not (0 <= gamma < math.inf and 0 < beta < math.inf):
         raise ValueError(f"Invalid gamma={gamma} / beta={beta} (need finite gamma >= 0, "
                          "beta > 0)")
+    num_samples = _sample_count(num_samples)
     theta = params_vector(model)
     data = _same_batches(model, data)
     xi = _gaussian(num_samples, theta.numel(), math.sqrt(gamma / beta), theta, generator)

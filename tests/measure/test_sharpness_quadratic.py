@@ -1,8 +1,10 @@
 """Sharpness measures on a quadratic loss with closed forms."""
 import copy
 import math
+import re
 from contextlib import nullcontext
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -385,6 +387,26 @@ def test_sharpness_refuses_no_samples_and_a_zero_box():
     for bad in (0.0, -1e-3, float("nan")):
         with pytest.raises(ValueError, match="Invalid epsilon"):
             epsilon_sharpness(model, _loss, DATA, bad)
+
+
+@pytest.mark.parametrize("measure", ["expected", "local_entropy"])
+def test_a_sample_count_is_an_int_numpy_s_included(measure):
+    """np.int64(4) samples are 4 (local entropy's result held np.int64); True, 0 and 2.0 are
+    refused naming the option (True was 1 sample of expected sharpness and torch's randn()
+    error for local entropy, 0 torch's max() error)."""
+    def value(n):
+        g = torch.Generator().manual_seed(0)
+        if measure == "expected":
+            return expected_sharpness(Quadratic(H), _loss, DATA, 0.1, n, generator=g)
+        return local_entropy(Quadratic(H), _loss, DATA, 0.1, num_samples=n, generator=g)
+
+    assert value(np.int64(4)) == value(4)
+    if measure == "local_entropy":
+        assert type(value(np.int64(4)).num_samples) is int
+    for bad in (True, 0, 2.0):
+        with pytest.raises(ValueError, match=re.escape(f"Invalid num_samples={bad!r} (an int "
+                                                       ">= 1)")):
+            value(bad)
 
 
 def test_local_entropy_of_losses_spread_over_thousands_stays_finite():
