@@ -3,6 +3,7 @@ import copy
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -10,7 +11,7 @@ from torch import nn
 from sgdlab.measure.curvature import (
     SpectralDensity, dense_hessian, frobenius_norm, harmonic_mean_eigenvalue,
     hessian_bottom_eigenvalues, hessian_frobenius_norm, hessian_spectrum, hessian_trace,
-    hutchinson_trace, spectral_density,
+    hutchinson_trace, lanczos, spectral_density,
 )
 from sgdlab.testing import (dense_hessian_reference, empirical_fisher_reference, ggn_reference,
                             per_sample_gradients_loop, tiny_classification, tiny_mlp)
@@ -661,3 +662,22 @@ def test_a_float32_operator_draws_the_float64_probes_cast():
             for a in (a64.float(), a64)]
     torch.testing.assert_close(dens[0].nodes, dens[1].nodes, rtol=0, atol=1e-5)
     torch.testing.assert_close(dens[0].weights, dens[1].weights, rtol=0, atol=1e-5)
+
+
+def test_probe_and_eigenpair_counts_take_numpy_ints_and_refuse_bools():
+    """np.int64 probes and k are the Python ints' (the same estimates, exactly); True is no
+    count (it was 1 probe, 1 eigenpair), named with the option and the value."""
+    a = _spd_like(d=8)
+
+    def g():
+        return torch.Generator().manual_seed(0)
+
+    for estimate in (hutchinson_trace, frobenius_norm):
+        assert estimate(a, np.int64(5), generator=g()) == estimate(a, 5, generator=g())
+        with pytest.raises(ValueError, match=re.escape("Invalid num_probes=True (an int >= 1)")):
+            estimate(a, True, generator=g())
+    top = lanczos(a, np.int64(2), generator=g())[0]
+    torch.testing.assert_close(top, lanczos(a, 2, generator=g())[0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match=re.escape("Invalid k=True: need an int 1 <= k <= d = "
+                                                   "8")):
+        lanczos(a, True, generator=g())

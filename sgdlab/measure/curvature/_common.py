@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from sgdlab.errors import int_at_least, plain_int
 from sgdlab.operators import LinearOperator, as_operator
 from sgdlab.operators.linear import _Wrapped
 
@@ -99,8 +100,9 @@ def probe_samples(op: LinearOperator, num_probes: int, generator, kind: str,
     operator choose the block (:meth:`~sgdlab.operators.LinearOperator.block_tuner`: bounded by
     its memory budget and, for model operators, measured cheapest per column for the
     ``product`` kind). The samples do not depend on the blocks (see :func:`probe_block`)."""
-    if num_probes < 1:
-        raise ValueError(f"Invalid num_probes={num_probes} (must be >= 1)")
+    num_probes = plain_int(num_probes)   # np.int64 is a count; True is not (it was 1 probe)
+    if not int_at_least(num_probes, 1):
+        raise ValueError(f"Invalid num_probes={num_probes!r} (an int >= 1)")
     tuner = op.block_tuner(product, block_size=block_size)
     samples: list[float] = []
     for _, b in tuner.blocks(num_probes):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgdlab.errors import checked_keywords, warn
+from sgdlab.errors import checked_keywords, int_at_least, plain_int, warn
 from sgdlab.operators import as_operator
 
 from .._repr import compact_repr
@@ -268,8 +268,9 @@ def lanczos(
     check_which(which)
     op = working_operator(A, dtype)
     d = op.shape[0]
-    if k < 1 or k > d:
-        raise ValueError(f"Invalid k={k}: need 1 <= k <= d = {d}")
+    k = plain_int(k)     # np.int64 is a count; True is not (it was 1 eigenpair)
+    if not int_at_least(k, 1) or k > d:
+        raise ValueError(f"Invalid k={k!r}: need an int 1 <= k <= d = {d}")
     if which == "both" and 2 * k > d:
         raise ValueError(f"which='both' with k={k} needs 2k <= d = {d}")
     if tol < 0:
