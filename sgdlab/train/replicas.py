@@ -98,7 +98,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.augment import batch_augmentation
-from ..errors import ConfigError, UserError, check_keys
+from ..errors import ConfigError, UserError, check_keys, is_seed, plain_int
 from ..operators.blocking import reproducible_blocks
 from ..operators.params import copy_module
 from ..optim.elastic import Parle, master_average
@@ -207,6 +207,11 @@ class ParleConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        # numpy's and torch's ints are counts and seeds (np.int64 from a grid): they were
+        # refused as "must be a number"; a bool still is
+        for f in fields(self):
+            if f.type == "int":
+                setattr(self, f.name, plain_int(getattr(self, f.name)))
         if not isinstance(self.replicas, int) or self.replicas < 1:
             raise ConfigError(f"replicas must be an int >= 1, got {self.replicas!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -223,6 +228,9 @@ class ParleConfig:
             if (f.type in ("float", "float | None", "int") and not (v is None and "None" in f.type)
                     and (isinstance(v, bool) or not isinstance(v, (int, float)))):
                 raise ConfigError(f"{f.name} must be a number, got {v!r}")
+        if not is_seed(self.seed):    # bounded as a run config's seed
+            raise ConfigError(f"seed must be an int in 0..2**32 - 1 (as a run config's seed), "
+                              f"got {self.seed!r}")
         if not isinstance(self.lr_milestones, (list, tuple)) or any(
                 not isinstance(m, (int, float)) or isinstance(m, bool) or m < 0
                 for m in self.lr_milestones):

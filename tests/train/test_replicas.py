@@ -7,6 +7,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -1261,3 +1262,20 @@ def test_a_loss_that_does_not_reach_the_parameters_is_named():
                       seed=0)
     with pytest.raises(UserError, match=r"the loss does not depend on the model's trainable"):
         train_replicas(SkipsItsLayer(4, 3, torch.float64), LOSS, toy_data(), cfg, rounds=1)
+
+
+def test_parle_config_takes_numpy_and_torch_ints_as_ints():
+    """np.int64 counts and seed (a grid's values) were refused: "replicas must be an int >= 1,
+    got np.int64(2)", "L must be a number, got np.int64(3)"."""
+    cfg = ParleConfig(replicas=np.int64(2), L=np.int32(3), batch_size=torch.tensor(8),
+                      seed=np.uint32(5))
+    assert (cfg.replicas, cfg.L, cfg.batch_size, cfg.seed) == (2, 3, 8, 5)
+    assert all(type(v) is int for v in (cfg.replicas, cfg.L, cfg.batch_size, cfg.seed))
+    assert replica_seeds(cfg.seed, 1) == replica_seeds(5, 1)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5])
+def test_parle_config_bounds_its_seed_as_a_run_config_s(seed):
+    with pytest.raises(ConfigError, match=re.escape(
+            f"seed must be an int in 0..2**32 - 1 (as a run config's seed), got {seed!r}")):
+        ParleConfig(seed=seed)
