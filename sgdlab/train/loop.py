@@ -578,8 +578,9 @@ class _Training:
                                and not self.y_train.is_floating_point())
         if batch_size == "full":
             batch_size = n
-        self.bs_of: Callable[[int], int] = (batch_size if callable(batch_size)
-                                            else (lambda e: batch_size))
+        # a schedule's np.int64 (np.geomspace(...).astype(int)[e]) is a batch size too
+        self.bs_of: Callable[[int], int] = ((lambda e: plain_int(batch_size(e)))
+                                            if callable(batch_size) else (lambda e: batch_size))
         # the step each epoch starts at, and the total after the last
         starts = list(itertools.accumulate((self.epoch_steps(e) for e in range(epochs)),
                                            initial=0))

@@ -104,6 +104,12 @@ def test_numpy_and_torch_ints_are_counts_and_seeds_as_python_ints_are():
     m2, r2 = run(seed=np.int64(3), epochs=np.int64(2), batch_size=torch.tensor(8),
                  max_steps=np.int32(10), eval_subset=np.uint16(20))
     assert r1.steps == 10 and torch.equal(flat(m1), flat(m2)) and r1.history == r2.history
+    # a batch-size schedule's numpy ints too ("batch_size(0) must be an int >= 1, got
+    # np.int64(8)")
+    sizes = np.array([8, 12])
+    m3, r3 = run(seed=3, epochs=2, batch_size=lambda e: int(sizes[e]))
+    m4, r4 = run(seed=3, epochs=2, batch_size=lambda e: sizes[e])
+    assert r3.steps == 8 + 5 and torch.equal(flat(m3), flat(m4)) and r3.history == r4.history
 
 
 @pytest.mark.parametrize("option, value, says", [
