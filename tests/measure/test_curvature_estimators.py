@@ -11,7 +11,7 @@ from torch import nn
 from sgdlab.measure.curvature import (
     SpectralDensity, dense_hessian, frobenius_norm, harmonic_mean_eigenvalue,
     hessian_bottom_eigenvalues, hessian_frobenius_norm, hessian_spectrum, hessian_trace,
-    hutchinson_trace, lanczos, spectral_density,
+    hutchinson_trace, lanczos, power_iteration, spectral_density,
 )
 from sgdlab.testing import (dense_hessian_reference, empirical_fisher_reference, ggn_reference,
                             per_sample_gradients_loop, tiny_classification, tiny_mlp)
@@ -681,3 +681,11 @@ def test_probe_and_eigenpair_counts_take_numpy_ints_and_refuse_bools():
     with pytest.raises(ValueError, match=re.escape("Invalid k=True: need an int 1 <= k <= d = "
                                                    "8")):
         lanczos(a, True, generator=g())
+    # the iteration counts likewise (True was 1 iteration)
+    torch.testing.assert_close(lanczos(a, 1, num_iter=np.int64(8), generator=g())[0],
+                               lanczos(a, 1, num_iter=8, generator=g())[0], rtol=0, atol=0)
+    for bad in (True, 30.0):
+        with pytest.raises(ValueError, match=re.escape(f"Invalid num_iter={bad!r} (an int >= 1")):
+            lanczos(a, 1, num_iter=bad, generator=g())
+        with pytest.raises(ValueError, match=re.escape(f"Invalid num_iter={bad!r} (an int >= 1")):
+            power_iteration(a, num_iter=bad, generator=g())

@@ -278,6 +278,9 @@ def lanczos(
     if criterion not in ("residual", "error_bound", "ritz_change"):
         raise ValueError(f"Invalid criterion={criterion!r}: expected 'residual', 'error_bound' "
                          "or 'ritz_change'")
+    num_iter = plain_int(num_iter)      # True was 1 iteration, 30.0 a TypeError from range()
+    if num_iter is not None and not int_at_least(num_iter, 1):
+        raise ValueError(f"Invalid num_iter={num_iter!r} (an int >= 1, or None: the default)")
     want = 2 * k if which == "both" else k
     m_max = min(d, num_iter if num_iter is not None else max(2 * want + 60, 4 * want))
     if m_max < want:
@@ -423,8 +426,9 @@ def power_iteration(
     Stops when the Rayleigh quotient changes by less than ``tol`` relative to its magnitude
     (PyHessian's criterion). Returns ``(eigenvalue, eigenvector, num_matvecs)``.
     """
-    if num_iter < 1:
-        raise ValueError(f"Invalid num_iter={num_iter} (must be >= 1)")
+    num_iter = plain_int(num_iter)
+    if not int_at_least(num_iter, 1):
+        raise ValueError(f"Invalid num_iter={num_iter!r} (an int >= 1)")
     op = as_operator(A)
     v = random_vector(op, generator)
     v = v / torch.linalg.vector_norm(v)
