@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from sgdlab.errors import checked_keywords
+from sgdlab.errors import checked_keywords, int_at_least, plain_int
 from sgdlab.measure.batch_norm import BN_TYPES
 from sgdlab.measure.passes import (PassPlan, evaluate_points, pointwise_passes, resolved_budget,
                                    vmapped_passes)
@@ -120,6 +120,9 @@ def segment_alphas(num_points: int = 10, *, spacing: str = "interior",
     """
     if spacing not in SPACINGS:
         raise ValueError(f"Invalid spacing={spacing!r}: expected 'interior' or 'inclusive'")
+    num_points = plain_int(num_points)   # np.int64 is a count; True (1 point), 10.0 are not
+    if not int_at_least(num_points, 0):
+        raise ValueError(f"Invalid num_points={num_points!r}: an int, the points on the segment")
     if spacing == "interior":
         if num_points < 1:
             raise ValueError(f"Invalid num_points={num_points}: need at least 1 point between "

@@ -3,7 +3,9 @@ answers, and the batched-over-α evaluation against a naive loop."""
 from __future__ import annotations
 
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -72,6 +74,16 @@ def test_segment_alphas_paper_and_inclusive_readings():
                                torch.arange(10, dtype=torch.float64) / 9, rtol=0, atol=1e-15)
     with pytest.raises(ValueError, match="spacing"):
         segment_alphas(10, spacing="both")
+
+
+@pytest.mark.parametrize("spacing", ["interior", "inclusive"])
+def test_segment_alphas_take_a_numpy_count_and_refuse_a_bool_or_float(spacing):
+    """np.int64(10) points are 10; True was 1 interior point (2.0 torch's linspace error)."""
+    torch.testing.assert_close(segment_alphas(np.int64(10), spacing=spacing),
+                               segment_alphas(10, spacing=spacing), rtol=0, atol=0)
+    for bad in (True, 2.0):
+        with pytest.raises(ValueError, match=re.escape(f"Invalid num_points={bad!r}: an int")):
+            segment_alphas(bad, spacing=spacing)
 
 
 def test_valley_floor_readings_at_the_iterates_and_between():
