@@ -1368,7 +1368,7 @@ def test_double_well_runs_example_6_43_at_unit_temperature():
 
 def test_trajectory_fft_paper_scale_is_section_6_3_3s():
     """§6.3.1 (ii) and §6.3.3 (lines 2911, 2914, 2958): tiny-fc (small-fc with 16 hidden units,
-    5 classes: the digits 0-4 of MNIST) trained with Nesterov momentum 0.9 for 10⁵ epochs, a
+    5 classes: the digits 0-4 of MNIST, the authors' code's five) trained with Nesterov momentum 0.9 for 10⁵ epochs, a
     snapshot of every weight after each epoch; the full gradient once an epoch."""
     from sgdlab.train.loop import steps_per_epoch
 
@@ -1383,6 +1383,17 @@ def test_trajectory_fft_paper_scale_is_section_6_3_3s():
     # MNIST's training digits 0-4: 5,923 + 6,742 + 5,958 + 6,131 + 5,842
     assert dyn["full_grad_every"] == steps_per_epoch(30_596, p["batch_size"])
 
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_trajectory_fft_names_its_five_classes_a_choice_of_the_authors_code(scale):
+    """§6.3.1 (ii) (line 2911) gives tiny-fc "5 output classes (30,000 input images)" without
+    saying which five; the digits 0-4 are the authors' code's (grad-info loader.halfmnist keeps
+    the labels below --nc 5), so each scale that runs them lists them as a departure."""
+    spec = load_experiment("chaudhari-trajectory-fft", scale)
+    assert all(r.params["dataset"]["classes"] == [0, 1, 2, 3, 4]
+               for r in spec.expand(data_dir="/d"))
+    assert any("5 output classes" in d and "line 2911" in d and "authors' code" in d
+               for d in spec.deviations), spec.deviations
 
 def test_diffusion_spectrum_paper_scale_is_section_6_3_1s():
     """§6.3.1-6.3.2 (lines 2906-2926): small-lenet and small-fc on MNIST, small-allcnn on
