@@ -103,6 +103,21 @@ def test_the_noiseless_flow_is_read_as_rest_cycle_or_spiral():
                            "orbit_radius_end": [0.005, 0.005]}, 1e-6, 0.95) == "spiral"
 
 
+def test_the_double_well_entry_states_the_cycle_and_current_rules_its_analysis_applies():
+    """Fig. 6.4c's "converges to limit cycles" (line 2989) is read off the noiseless flow with a
+    one-sided rule: a radius that grows (an orbit nearing its cycle from inside) counts as a
+    cycle, so the entry says "at least 95%", not "within 5%"; and it states the tolerance of
+    the angular velocity against λπ^(3/2)/Z (5 standard errors plus 10%)."""
+    from sgdlab.experiments.spec import load_experiment
+
+    grown = {"orbit_speed_end": [0.5], "orbit_radius_half": [1.0], "orbit_radius_end": [1.2]}
+    assert lr._orbit_kind(grown, 1e-6, 0.95) == "cycle"
+    spec = load_experiment("chaudhari-double-well", "cpu")
+    text = " ".join(spec.description.split())
+    assert spec.options["cycle_ratio"] == 0.95 and "at least 95%" in text
+    assert "within 5%" not in text
+    assert "within 5 standard errors plus 10%" in text
+
 def test_the_standard_error_of_the_mean_over_seeds():
     def run(seed, w, se):
         return stored_run("g", seed, summary={"angular_velocity": w, "angular_velocity_se": se})
