@@ -961,3 +961,13 @@ def test_projection_residual_compares_the_top_20_eigenspaces(scale):
         (m,) = [m for m in r.params["measure"] if m["name"] == "alignment"]
         assert m["k"] == 20, r.label
     assert "residual" in spec.options["tests"]
+
+
+def test_projection_residual_states_both_halves_of_line_223_that_it_judges(paper_lines):
+    """Line 223: the residual "becomes small and stable in the later stage of optimization";
+    the analysis judges both halves (options.tests: residual -> small, stable), so the entry's
+    one-sentence claim names both, not the first alone."""
+    assert "becomes small and stable in the later stage" in paper_lines[222]
+    paper = read_file(catalogue_files()["zhu-projection-residual"])["paper"]
+    assert "small and stable in the later stage" in paper["claim"], paper["claim"]
+    assert "residual" in load_experiment("zhu-projection-residual", "cpu").options["tests"]
