@@ -971,3 +971,18 @@ def test_projection_residual_states_both_halves_of_line_223_that_it_judges(paper
     paper = read_file(catalogue_files()["zhu-projection-residual"])["paper"]
     assert "small and stable in the later stage" in paper["claim"], paper["claim"]
     assert "residual" in load_experiment("zhu-projection-residual", "cpu").options["tests"]
+
+
+def test_alignment_cubic_says_what_its_absolute_thresholds_mean():
+    """Line 113 gives no number for "approaches 1" or "extremely similar": the entry states
+    what its thresholds amount to, and the figures it gives are those of its options and of
+    the three networks of Suppl. A (lines 372-374: 251, 141 and 103 parameters)."""
+    import math
+
+    spec = load_experiment("zhu-alignment-cubic", "cpu")
+    o, text = spec.options, " ".join(spec.description.split())
+    assert (o["cosine_above"], o["eigenvalue_atol"]) == (0.9, 0.1)
+    assert f"within {round(math.degrees(math.acos(o['cosine_above'])))}°" in text
+    assert "0.06-0.10" in text and "d = 103-251" in text
+    assert (f"{1 / math.sqrt(251):.2f}", f"{1 / math.sqrt(103):.2f}") == ("0.06", "0.10")
+    assert "tenth of the range of the normalised eigenvalues" in text
