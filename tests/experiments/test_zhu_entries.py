@@ -367,6 +367,20 @@ def test_rmsprop_sgd_quotes_first_what_the_text_concludes_not_the_experiments_pu
     assert _quoted("zhu-rmsprop-sgd", "SGD is run to check whether SGD can escape", 320)
 
 
+def test_rmsprop_sgd_claims_rest_on_line_322_not_on_the_purpose_of_line_320(paper_lines):
+    """Both of the paper's claims (better generalisation, flatter minima) are line 322's
+    suggestion, "diffuse towards flatter minima for better generalization"; line 320 only says
+    why SGD is run, so no claim cites it as its support."""
+    assert "flatter minima for better generalization" in paper_lines[321]
+    claims = [c for c in load_experiment("zhu-rmsprop-sgd", "cpu").options["claims"]
+              if "control" not in c["claim"]]
+    assert len(claims) == 2
+    for c in claims:
+        assert "line 322" in c["claim"] and "line 320" not in c["claim"], c["claim"]
+    acc = next(c for c in claims if c["metric"] == "test_acc")
+    assert "for better generalization" in acc["claim"]
+
+
 def test_rmsprop_sgd_claims_by_hand():
     from sgdlab.experiments.procedures.generic import compare_groups
 
