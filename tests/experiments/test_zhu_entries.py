@@ -1000,3 +1000,38 @@ def test_alignment_cubic_says_what_its_absolute_thresholds_mean():
     assert "0.06-0.10" in text and "d = 103-251" in text
     assert (f"{1 / math.sqrt(251):.2f}", f"{1 / math.sqrt(103):.2f}") == ("0.06", "0.10")
     assert "tenth of the range of the normalised eigenvalues" in text
+
+
+def _every_reading(name: str):
+    """The default readings and, one at a time, every other choice of each."""
+    readings = read_file(catalogue_files()[name]).get("readings") or {}
+    yield {}
+    for key, r in readings.items():
+        for choice in r["choices"]:
+            if choice != r["default"]:
+                yield {key: choice}
+
+
+_NETWORK_ENTRIES = [n for n in ZHU if not n.startswith("zhu-escape")]
+
+
+@pytest.mark.parametrize("name", _NETWORK_ENTRIES)
+def test_network_runs_keep_a_constant_rate_without_momentum_or_weight_decay(name):
+    """"all learning rates in each experiments are kept constant during optimization" (line
+    361); SGD is eq. (1)'s plain step and every dynamics of §4.2 a plain step plus noise, with
+    no momentum; Suppl. D's VGG11 has no "weight decay" (line 477), and no other setting names
+    one. At every scale and under every reading: no schedule, momentum or weight decay."""
+    def optimizers(opt):
+        yield opt
+        for key in ("first_hyper", "second_hyper"):     # the switch of Fig. 7
+            if key in opt:
+                yield opt[key]
+
+    for scale in SCALES:
+        for readings in _every_reading(name):
+            for r in load_experiment(name, scale, readings=readings).expand(data_dir="/d"):
+                where = (scale, readings, r.label)
+                assert not r.params.get("schedule"), where
+                for opt in optimizers(r.params["optimizer"]):
+                    assert not opt.get("momentum") and not opt.get("nesterov"), where
+                    assert not opt.get("weight_decay"), where
