@@ -1035,3 +1035,22 @@ def test_network_runs_keep_a_constant_rate_without_momentum_or_weight_decay(name
                 for opt in optimizers(r.params["optimizer"]):
                     assert not opt.get("momentum") and not opt.get("nesterov"), where
                     assert not opt.get("weight_decay"), where
+
+
+@pytest.mark.parametrize("name", ["zhu-noisy-label", "zhu-gld-const-tuning"])
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_every_continuation_from_the_gd_solution_runs_as_many_iterations(name, scale):
+    """Figs. 5 and 6 plot every dynamics over the same iterations from θ*_GD ("starting from
+    iteration 3000", lines 251, 260): SGD's epochs of m = 20 over the 1,200 images (§5.1,
+    line 205) make as many steps as the full-batch dynamics' epochs of one step each."""
+    runs = {r.label: r.params for r in load_experiment(name, scale).expand(data_dir="/d")}
+    start = runs.pop("gd-start")
+    assert (start["batch_size"], start["epochs"]) == ("full", 3000)     # line 227
+    steps = set()
+    for label, p in runs.items():
+        data = p["dataset"]
+        n = data.get("n_train", data.get("train_size"))
+        assert n == 1200, label
+        per_epoch = 1 if p["batch_size"] == "full" else -(-n // p["batch_size"])
+        steps.add(per_epoch * p["epochs"])
+    assert len(steps) == 1, steps
