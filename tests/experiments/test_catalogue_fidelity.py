@@ -53,23 +53,90 @@ def _cited_lines(where: str) -> list[tuple[int, int]]:
                                                             where)]
 
 
+def _misplaced(quote: str, where: str, text: str) -> str | None:
+    """What is wrong with ``quote`` as a passage of ``text`` at ``where`` (None: nothing): too
+    short to identify a passage, not in the text (letters and digits compared), no line cited,
+    or not beginning within 3 lines of a line cited (PDF-to-text wraps)."""
+    if len(_norm(quote)) < 30:
+        return "quote too short to identify a passage"
+    if not where.strip():
+        return "quote without a location"
+    if _norm(quote) not in _norm(text):
+        return f"quote not found in its paper's text: {quote[:80]!r}"
+    cited = _cited_lines(where)
+    if not cited:
+        return f"location {where!r} cites no line of the paper's text"
+    lines = text.splitlines()
+    near = [_norm(" ".join(lines[max(0, a - 4):b + 3])) for a, b in cited]
+    if not any(_norm(quote)[:40] in w for w in near):
+        return f"quote not at {where!r}: {quote[:60]!r}"
+    return None
+
+
 @pytest.mark.parametrize("name", list(FILES))
 def test_quotes_are_passages_of_the_papers(name, paper_texts):
     """Each quote is a passage of the entry's own paper (not of any of the five), and where
     its location cites a line, the passage starts there (within 3 lines: PDF-to-text wraps)."""
     raw = read_file(FILES[name])
     text = _own_paper(raw, paper_texts)
-    lines = text.splitlines()
     for quote, where in _quotes(raw):
-        assert len(_norm(quote)) >= 30, f"{name}: quote too short to identify a passage"
-        assert where.strip(), f"{name}: quote without a location"
-        assert _norm(quote) in _norm(text), \
-            f"{name}: quote not found in its paper's text: {quote[:80]!r}"
-        cited = _cited_lines(where)
-        assert cited, f"{name}: location {where!r} cites no line of the paper's text"
-        near = [_norm(" ".join(lines[max(0, a - 4):b + 3])) for a, b in cited]
-        assert any(_norm(quote)[:40] in w for w in near), \
-            f"{name}: quote not at {where!r}: {quote[:60]!r}"
+        problem = _misplaced(quote, where, text)
+        assert problem is None, f"{name}: {problem}"
+
+
+# a paper of 30 lines whose passage starts at line 15 and is hyphenated across line 16; the
+# filler lines share the passage's first letters ("there") but not its first 40
+_PASSAGE = ("The results show that Entropy-SGD obtains a compa-\n"
+            "rable error of $1.37 \\pm 0.03\\%$ on mnistfc.")
+_PAPER = "\n".join([f"Filler {k}: there is more." for k in range(1, 15)] + [_PASSAGE]
+                   + [f"Filler {k}: there is more." for k in range(17, 31)])
+_QUOTE = "The results show that Entropy-SGD obtains a comparable error of $1.37 \\pm 0.03\\%$"
+
+
+def test_a_quote_is_found_on_the_lines_its_location_cites_within_three_either_side():
+    assert _PAPER.splitlines()[14].startswith("The results")          # line 15, 1-based
+    for where in ("line 15", "lines 15-16", "lines 15–16", "line 12", "line 18",
+                  "lines 2-12", "§3, line 99 and line 13"):
+        assert _misplaced(_QUOTE, where, _PAPER) is None, where
+    # a passage 4 lines after the first cited line or the last one, or 4 lines before it
+    for where in ("line 11", "line 19", "lines 2-11", "lines 19-25"):
+        assert "quote not at" in _misplaced(_QUOTE, where, _PAPER), where
+
+
+def test_a_wrong_quote_a_location_without_a_line_and_a_short_quote_each_fail():
+    for wrong in (_QUOTE.replace("1.37", "1.39"),           # digits count
+                  _QUOTE.replace("error", "errors"), _QUOTE.replace("comparable", "similar"),
+                  _QUOTE + " and on lenet"):
+        assert "not found in its paper's text" in _misplaced(wrong, "line 15", _PAPER), wrong
+    assert "cites no line" in _misplaced(_QUOTE, "§3.3.2, Fig. 3.5", _PAPER)
+    assert "without a location" in _misplaced(_QUOTE, "  ", _PAPER)
+    assert "too short" in _misplaced("The results show that Entropy", "line 15", _PAPER)
+
+
+def test_a_quote_is_checked_against_its_own_papers_text_only():
+    other = "\n".join(f"Another paper, line {k}." for k in range(1, 31))
+    texts = {"xing-2018-walk-with-sgd": other, "zhu-2019-anisotropic-noise": _PAPER,
+             "zhuang-2020-other": _PAPER}
+    zhu = {"paper": {"author": "Zhu, Zhanxing, Wu, Jingfeng", "quote": _QUOTE,
+                     "where": "line 15"}}
+    xing = {"paper": {"author": "Xing, Chen, Arpit, Devansh", "quote": _QUOTE,
+                      "where": "line 15"}}
+    assert _misplaced(_QUOTE, "line 15", _own_paper(zhu, texts)) is None
+    # Zhu et al.'s passage quoted by an entry of Xing et al.'s paper: not in that paper
+    assert "not found" in _misplaced(_QUOTE, "line 15", _own_paper(xing, texts))
+    with pytest.raises(AssertionError, match="no single paper text for author 'zhu'"):
+        _own_paper(zhu, {**texts, "zhu-2020-second": other})
+
+
+def test_every_quote_of_an_entry_is_checked():
+    raw = {"paper": {"quote": "first", "where": "line 1",
+                     "quotes": [{"quote": "second", "where": "line 2"},
+                                {"quote": "third", "where": "lines 3-4"}]}}
+    assert _quotes(raw) == [("first", "line 1"), ("second", "line 2"), ("third", "lines 3-4")]
+    assert _quotes({"paper": {"quotes": [{"quote": "only", "where": "l. 9"}]}}) == [
+        ("only", "l. 9")]
+    assert _cited_lines("§2, lines 97-99 and line 81; lines 5 – 6") == [(97, 99), (81, 81),
+                                                                        (5, 6)]
 
 
 def _spaced(text: str) -> str:
@@ -112,15 +179,19 @@ def _verbatim(quote: str, text: str) -> bool:
 
 
 def test_the_verbatim_check_allows_white_space_hyphenation_and_marked_edits_only():
-    text = "The  covari-\nance scales, see [10].\nIt is ... standard … here." + " x" * 200 + " end"
+    text = ("The  covari-\nance scales, see [10].\nIt is ... standard … here." + " x" * 200
+            + " end\nEntropy-\nSGD runs.")
     for ok in ("The covariance scales, see [10].", "The covari- ance scales",
                "scales, see [10]. It is", "It is ... standard", "The […] scales, see",
                "It [was] standard", "[T]he covariance", "covariance […] It is",
-               "It is [...] here."):
+               "It is [...] here.", "Entropy- SGD runs."):
         assert _verbatim(ok, text), ok
+    # a hyphen before a capital is a compound's ("Entropy-SGD"), not a word broken at the
+    # line's end; a piece after an omission must be in the text, not merely near
     for bad in ("the covariance scales", "The covariance scales see", "It is … standard",
                 "standard ... here", "It is ... standard … here!", "scoping [is] standard",
-                "It is ... here.", "here. […] end", "[…]"):
+                "It is ... here.", "here. […] end", "[…]", "EntropySGD runs.",
+                "The covariance […] nowhere in the text", "It is [...] standard here"):
         assert not _verbatim(bad, text), bad
 
 
@@ -165,6 +236,29 @@ def test_a_quote_that_cites_a_line_is_checked_there():
         "the covariance scales"]
 
 
+def _strings(o, path=""):
+    """(path, text) of every string of an entry but its ``paper.quote`` and
+    ``paper.quotes[i].quote`` (checked on their own, without a line cited inside them)."""
+    if isinstance(o, dict):
+        for k, v in o.items():
+            yield from _strings(v, f"{path}.{k}")
+    elif isinstance(o, list):
+        for i, v in enumerate(o):
+            yield from _strings(v, f"{path}[{i}]")
+    elif isinstance(o, str) and not re.search(r"paper\.quotes?(\[\d+\]\.quote)?$", path):
+        yield path, o
+
+
+def test_every_string_of_an_entry_but_its_paper_quotes_is_searched_for_cited_quotes():
+    raw = {"description": "d", "paper": {"claim": "c", "quote": "q", "where": "w",
+                                         "quotes": [{"quote": "q0", "where": "w0"}]},
+           "options": {"claims": [{"claim": "c0", "n": 3}], "notes": ["n0"]}}
+    assert dict(_strings(raw)) == {
+        ".description": "d", ".paper.claim": "c", ".paper.where": "w",
+        ".paper.quotes[0].where": "w0", ".options.claims[0].claim": "c0",
+        ".options.notes[0]": "n0"}
+
+
 @pytest.mark.parametrize("name", list(FILES))
 def test_the_catalogues_other_quotes_that_cite_a_line_are_their_papers_characters(
         name, paper_texts):
@@ -173,18 +267,7 @@ def test_the_catalogues_other_quotes_that_cite_a_line_are_their_papers_character
     ``paper.quote`` and begins near that line."""
     raw = read_file(FILES[name])
     paper = _own_paper(raw, paper_texts)
-
-    def strings(o, path=""):
-        if isinstance(o, dict):
-            for k, v in o.items():
-                yield from strings(v, f"{path}.{k}")
-        elif isinstance(o, list):
-            for i, v in enumerate(o):
-                yield from strings(v, f"{path}[{i}]")
-        elif isinstance(o, str) and not re.search(r"paper\.quotes?(\[\d+\]\.quote)?$", path):
-            yield path, o
-
-    wrong = [f"{path}: {q}" for path, s in strings(raw) for q in _misquoted(s, paper)]
+    wrong = [f"{path}: {q}" for path, s in _strings(raw) for q in _misquoted(s, paper)]
     assert not wrong, "\n".join(wrong)
 
 
@@ -582,3 +665,26 @@ def test_train_examples_of_an_embedded_set_are_the_loaders_count(dataset):
 
     opts = {k: v for k, v in dataset.items() if k != "name"}
     assert train_examples(dataset) == len(load_dataset(dataset["name"], **opts).x_train)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"claim": "  "}, r"x\.yaml\.paper\.claim: expected a non-empty string"),
+    ({"quote": " \n"}, r"x\.yaml\.paper\.quote: expected a non-empty string"),
+    ({"where": 3}, r"x\.yaml\.paper\.where: expected a non-empty string"),
+    ({"quotes": {"quote": "a passage", "where": "line 3"}},
+     r"x\.yaml\.paper\.quotes: expected a list of \{quote, where\} mappings"),
+    ({"quotes": [{"quote": "a passage", "where": " "}]},
+     r"x\.yaml\.paper\.quotes\[0\]: missing string key 'where'"),
+    ({"quotes": [{"quote": "", "where": "line 3"}]},
+     r"x\.yaml\.paper\.quotes\[0\]: missing string key 'quote'"),
+    ({"quotes": [{"quote": "a passage", "where": "line 3", "page": 2}]},
+     r"x\.yaml\.paper\.quotes\[0\]\.page: unknown key"),
+    ({"quotes": ["a passage, line 3"]}, r"x\.yaml\.paper\.quotes\[0\]: expected a mapping"),
+])
+def test_a_blank_or_misshapen_quote_is_refused_by_name(change, message):
+    # where the paper texts are not at hand, this is the only check a quote meets: each
+    # blank or misshapen part is refused, named where it is
+    raw = read_file(next(iter(FILES.values())))
+    raw["paper"] = {**raw["paper"], **change}
+    with pytest.raises(ConfigError, match=message):
+        validate_raw(raw, "x.yaml")
