@@ -922,3 +922,18 @@ def sweep_replica_run(folder: Path, *, stop_in_round: int | None = None):
             return store, run_id, spec
     store.complete_run(run_id, out.status, summary=out.summary)
     return store, run_id, spec
+
+
+def paper_texts_folder(named: str | None, beside: Path) -> Path | None:
+    """The folder of the papers' plain texts (``*.txt``) that the tests check quotes against:
+    ``named`` (``$SGDLAB_PAPERS``) where given, else ``beside`` where it holds a text, else
+    None (those tests are skipped). A ``named`` folder without a text is an error, not a skip:
+    a mistyped path would skip every check against the papers without a word."""
+    def holds_texts(p: Path) -> bool:
+        return p.is_dir() and any(p.glob("*.txt"))
+
+    if named:
+        if not holds_texts(Path(named)):
+            raise ValueError(f"SGDLAB_PAPERS={named!r} is not a folder of paper texts (*.txt)")
+        return Path(named)
+    return beside if holds_texts(beside) else None

@@ -76,12 +76,14 @@ def close_figures():
 def papers_folder() -> Path | None:
     """The folder of the papers' plain texts: ``$SGDLAB_PAPERS``, else ``../shared/papers``
     beside the repository; None when neither holds a ``.txt`` file (tests that quote the papers
-    are skipped then)."""
-    for p in (os.environ.get("SGDLAB_PAPERS"),
-              Path(__file__).resolve().parents[1].parent / "shared" / "papers"):
-        if p and Path(p).is_dir() and any(Path(p).glob("*.txt")):
-            return Path(p)
-    return None
+    are skipped then). A ``$SGDLAB_PAPERS`` without a text fails those tests instead."""
+    from sgdlab.testing import paper_texts_folder
+
+    try:
+        return paper_texts_folder(os.environ.get("SGDLAB_PAPERS"),
+                                  Path(__file__).resolve().parents[1].parent / "shared" / "papers")
+    except ValueError as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="session")

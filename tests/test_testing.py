@@ -21,3 +21,23 @@ def test_the_dense_hessian_reference_of_a_loss_linear_in_the_outputs(two_layers)
     h = torch.func.hessian(flat_loss(model, loss_fn, (x, y)))(params_vector(model))
     assert bool(h.abs().max() > 0) == two_layers     # the W2 W1 cross terms
     torch.testing.assert_close(dense_hessian_reference(model, loss_fn, (x, y)), h)
+
+
+def test_the_paper_texts_folder_is_the_named_one_and_a_wrong_name_is_an_error(tmp_path):
+    # the checks of the catalogue's quotes against the papers skip where no text is at hand;
+    # a $SGDLAB_PAPERS naming a folder without one must not skip them silently
+    from sgdlab.testing import paper_texts_folder
+
+    named, beside, empty = tmp_path / "named", tmp_path / "beside", tmp_path / "empty"
+    for d, files in ((named, ["a-2020.txt"]), (beside, ["b-2019.txt"]), (empty, ["x.pdf"])):
+        d.mkdir()
+        for f in files:
+            (d / f).write_text("text\n")
+    assert paper_texts_folder(str(named), beside) == named
+    assert paper_texts_folder(None, beside) == beside
+    assert paper_texts_folder("", beside) == beside
+    assert paper_texts_folder(None, empty) is None
+    assert paper_texts_folder(None, tmp_path / "absent") is None
+    for wrong in (empty, tmp_path / "absent", named / "a-2020.txt"):
+        with pytest.raises(ValueError, match="SGDLAB_PAPERS=.* is not a folder of paper texts"):
+            paper_texts_folder(str(wrong), beside)
