@@ -1172,3 +1172,38 @@ def test_a_boolean_summary_value_is_a_flag_not_a_measurement():
     v = values_by_group(groups, ["m"])
     assert v["a"]["m"] == 3.0 and v["a"]["m__n"] == 1 and v["a"]["m__missing"] == 1
     assert v["a"]["m__by_seed"] == {1: 3.0}
+
+
+def test_seeds_note_and_label_say_how_many_seeds_a_curve_holds():
+    from sgdlab.experiments.procedures.common import seeds_label, seeds_note
+
+    def groups(*sizes):
+        return OrderedDict((f"g{i}", [run(f"g{i}", s) for s in range(n)])
+                           for i, n in enumerate(sizes))
+    assert seeds_note(groups(3, 3)) == "mean ± std over 3 seeds"
+    assert seeds_note(groups(3, 2)) == "mean ± std over 2-3 seeds"
+    assert seeds_note(groups(2, 3), spread=False) == "mean over 2-3 seeds"
+    assert seeds_note(OrderedDict(a=[run("a", 4)], b=[run("b", 7)])) == "seeds 4, 7"
+    assert seeds_note(OrderedDict(a=[run("a", 4)], b=[])) == "seed 4"
+    assert seeds_note(OrderedDict(a=[])) == ""
+    assert seeds_label("sgd", [3, 3, 2], 3) == "sgd (mean of 2-3 of 3 seeds)"
+    assert seeds_label("sgd", [2, 2], 3) == "sgd (mean of 2 of 3 seeds)"
+    assert seeds_label("sgd", [3, 3], 3) == "sgd" and seeds_label("sgd", [], 3) == "sgd"
+
+
+def test_a_summary_table_reads_mean_and_sample_std_over_seeds_as_the_thesis_prints_them():
+    # Chaudhari's Table 3.1 prints "1.37 ± 0.03" over runs; seeds at 1.34, 1.37 and 1.40
+    # have mean 1.37 and sample std sqrt((0.03² + 0 + 0.03²) / 2) = 0.03 (the population
+    # std, sqrt(0.0018 / 3) = 0.02449, would read otherwise); one seed has no spread to show
+    # in a bar, and a NaN seed is left out of both
+    from sgdlab.experiments.procedures.common import summary_table
+
+    groups = OrderedDict(
+        a=[run("a", s, summary={"err": v}) for s, v in enumerate([1.34, 1.37, 1.40])],
+        b=[run("b", 0, summary={"err": 0.5})],
+        c=[run("c", s, summary={"err": v}) for s, v in enumerate([0.49, math.nan, 0.51])])
+    md = summary_table("t", groups, [("err", "test error")]).to_markdown()
+    assert "| a | 3 | 1.37 | 0.03 | 3 | 0 |" in md
+    assert "| b | 1 | 0.5 | 0 | 1 | 0 |" in md
+    # (0.49, 0.51): mean 0.5, sample std sqrt(2 · 0.01² / 1) = 0.01414
+    assert "| c | 3 | 0.5 | 0.01414 | 2 | 0 |" in md

@@ -45,6 +45,9 @@ def test_mean_std_matches_sample_formula():
     # the mean is rounded once from its exact value: equal seeds give that value itself
     assert mean_std([0.1, 0.1, 0.1]) == (0.1, 0.0) and mean_std([0.1, 0.3])[0] == 0.2
     assert mean_std([1.0, math.inf])[0] == math.inf
+    # an infinite seed: the float mean, of either sign, and NaN for +inf with -inf
+    assert mean_std([1.0, -math.inf])[0] == -math.inf
+    assert math.isnan(mean_std([math.inf, -math.inf])[0])
 
 
 def test_table_differences_match_rows_on_labels():
