@@ -297,7 +297,11 @@ def test_quote_and_location_go_together():
     raw["paper"]["quote"] = "a passage without a location"
     with pytest.raises(ConfigError, match="'quote' and 'where' go together"):
         validate_raw(raw, "x.yaml")
-    raw["paper"]["where"] = "§1"
+    del raw["paper"]["quote"]
+    raw["paper"]["where"] = "a location without a passage, line 3"
+    with pytest.raises(ConfigError, match="'quote' and 'where' go together"):
+        validate_raw(raw, "x.yaml")
+    raw["paper"].update(quote="a passage", where="§1")
     raw["paper"]["quotes"] = [{"quote": "another passage"}]
     with pytest.raises(ConfigError, match=r"quotes\[0\]: missing string key 'where'"):
         validate_raw(raw, "x.yaml")
