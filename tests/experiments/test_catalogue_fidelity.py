@@ -684,6 +684,8 @@ def test_train_examples_of_an_embedded_set_are_the_loaders_count(dataset):
     ({"quotes": [{"quote": "a passage", "where": "line 3", "page": 2}]},
      r"x\.yaml\.paper\.quotes\[0\]\.page: unknown key"),
     ({"quotes": ["a passage, line 3"]}, r"x\.yaml\.paper\.quotes\[0\]: expected a mapping"),
+    ({"quotes": [{"quote": "a passage", "where": "line 3"}, {"quote": "another"}]},
+     r"x\.yaml\.paper\.quotes\[1\]: missing string key 'where'"),
 ])
 def test_a_blank_or_misshapen_quote_is_refused_by_name(change, message):
     # where the paper texts are not at hand, this is the only check a quote meets: each

@@ -1207,3 +1207,12 @@ def test_a_summary_table_reads_mean_and_sample_std_over_seeds_as_the_thesis_prin
     assert "| b | 1 | 0.5 | 0 | 1 | 0 |" in md
     # (0.49, 0.51): mean 0.5, sample std sqrt(2 · 0.01² / 1) = 0.01414
     assert "| c | 3 | 0.5 | 0.01414 | 2 | 0 |" in md
+
+
+def test_a_claims_two_values_are_printed_with_at_least_four_digits_and_enough_to_differ():
+    from sgdlab.experiments.procedures.common import _fmt_pair
+
+    assert _fmt_pair(1.234, 5.678) == ("1.234", "5.678")        # 4 digits though 3 differ
+    assert _fmt_pair(8.40612, 8.40648) == ("8.4061", "8.4065")  # not "8.406 < 8.406"
+    assert _fmt_pair(0.5, 0.5) == ("0.5", "0.5")
+    assert _fmt_pair(math.nan, 1.0) == ("nan", "1")
