@@ -167,6 +167,7 @@ def test_values_by_group_and_mean_curve_by_hand():
     assert std[:2] == pytest.approx([math.sqrt(0.02)] * 2)   # sample std of {x, x + 0.2}
     assert math.isnan(std[2])                       # one run: no spread to show
     assert mean_curve(rs[:1], "acc")[2] == [0.0] * 3     # a single run: std 0, as before
+    assert mean_curve([rs[0], rs[2]], "acc")[2] == [0.0] * 3     # and beside one without it
 
 
 def test_mean_curve_keeps_the_healthy_seeds_after_one_diverged():
@@ -1183,7 +1184,8 @@ def test_seeds_note_and_label_say_how_many_seeds_a_curve_holds():
     assert seeds_note(groups(3, 3)) == "mean ± std over 3 seeds"
     assert seeds_note(groups(3, 2)) == "mean ± std over 2-3 seeds"
     assert seeds_note(groups(2, 3), spread=False) == "mean over 2-3 seeds"
-    assert seeds_note(OrderedDict(a=[run("a", 4)], b=[run("b", 7)])) == "seeds 4, 7"
+    assert seeds_note(OrderedDict(a=[run("a", 7)], b=[run("b", 4)], c=[run("c", 7)])) == \
+        "seeds 4, 7"
     assert seeds_note(OrderedDict(a=[run("a", 4)], b=[])) == "seed 4"
     assert seeds_note(OrderedDict(a=[])) == ""
     assert seeds_label("sgd", [3, 3, 2], 3) == "sgd (mean of 2-3 of 3 seeds)"
@@ -1214,5 +1216,5 @@ def test_a_claims_two_values_are_printed_with_at_least_four_digits_and_enough_to
 
     assert _fmt_pair(1.234, 5.678) == ("1.234", "5.678")        # 4 digits though 3 differ
     assert _fmt_pair(8.40612, 8.40648) == ("8.4061", "8.4065")  # not "8.406 < 8.406"
-    assert _fmt_pair(0.5, 0.5) == ("0.5", "0.5")
+    assert _fmt_pair(0.1, 0.1) == ("0.1", "0.1")                # not 0.10000000000000001
     assert _fmt_pair(math.nan, 1.0) == ("nan", "1")
