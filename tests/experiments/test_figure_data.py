@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
@@ -335,3 +336,23 @@ def test_a_continuation_starts_after_the_longest_run_of_the_group_it_continues()
               "sgd": [run("sgd", 0, {"init_from": "gd"}, {"loss": [(0, 0.5), (12, 0.1)]})],
               "late": [run("late", 0, {"init_from": "sgd"}, {"loss": [(0, 0.1)]})]}
     assert continuation_offsets(groups) == {"gd": 0, "sgd": 8, "late": 20}
+
+
+def test_a_propagated_error_bar_needs_two_seeds_of_every_part_it_is_made_of():
+    # a part over one seed has no std to propagate: the bar has none (drawn with a zero-length
+    # bar, as a bar over one seed), not the other part's std alone as if the first had none
+    from sgdlab.experiments.procedures.generic import _bar_figure
+
+    def r(g, s, tr, te):
+        return run(g, s, summary={"train_acc": tr, "test_acc": te, "gap": tr - te})
+    groups = {"a": [r("a", s, tr, te) for s, (tr, te) in enumerate([(0.9, 0.8), (1.0, 0.9)])],
+              "b": [r("b", 0, 0.9, 0.8)],
+              "c": [r("c", 0, 0.9, 0.8), r("c", 1, 1.0, math.nan)]}
+    spec = SimpleNamespace(paper={"figure": "Fig. 4"})
+    bar = {"name": "gap", "metrics": [["gap", "train - test"]],
+           "propagate": {"gap": ["train_acc", "test_acc"]}}
+    # a: the std of (0.9, 1.0) and of (0.8, 0.9) is sqrt(2) · 0.05, so sqrt(2 · 0.005) = 0.1;
+    # c's train_acc alone has a std (sqrt(2) · 0.05), its test_acc one seed
+    assert _error_bar_half_lengths(_bar_figure(spec, groups, bar)) == pytest.approx(
+        [0.1, 0.0, 0.0])
+    plt.close("all")
