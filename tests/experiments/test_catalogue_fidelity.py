@@ -230,6 +230,9 @@ def test_a_quote_that_cites_a_line_is_checked_there():
     paper = "one\ntwo\nThe covariance scales.\n" + "x\n" * 10 + "It is standard.\n"
     text = 'it says "The covariance scales" (line 3) and \'It is\', line 14'
     assert _misquoted(text, paper) == []
+    # a range cites its lines through its last: "It is standard" is on line 14
+    assert _misquoted('"It is standard" (lines 3-11)', paper) == []
+    assert _misquoted('"It is standard" (lines 3-10)', paper) == ["It is standard"]
     assert _misquoted('"It is standard", line 3; "[t]he covariance", l. 9', paper) == [
         "It is standard", "[t]he covariance"]
     assert _misquoted('"the covariance scales" (Fig. 1, line 3)', paper) == [
