@@ -1218,3 +1218,20 @@ def test_a_claims_two_values_are_printed_with_at_least_four_digits_and_enough_to
     assert _fmt_pair(8.40612, 8.40648) == ("8.4061", "8.4065")  # not "8.406 < 8.406"
     assert _fmt_pair(0.1, 0.1) == ("0.1", "0.1")                # not 0.10000000000000001
     assert _fmt_pair(math.nan, 1.0) == ("nan", "1")
+
+
+def test_values_by_group_and_the_table_flag_the_seeds_whose_value_is_a_lower_bound():
+    # a run that stopped before it reached its target reports a step count that is only a
+    # lower bound (metric + "__censored"): the claims and the table must be told
+    from sgdlab.experiments.procedures.common import summary_table
+
+    groups = OrderedDict(a=[run("a", 0, summary={"m": 5.0, "m__censored": True}),
+                            run("a", 1, summary={"m": 3.0})],
+                         b=[run("b", 0, summary={"m": 1.0})])
+    v = values_by_group(groups, ["m"])
+    assert v["a"]["m__censored"] is True and "m__censored" not in v["b"]
+    t = summary_table("t", groups, [("m", "steps")])
+    assert t.columns == ["run", "seeds", "steps", "steps std", "steps: seeds at a lower bound",
+                         "diverged"]
+    assert t.rows == [["a", 2, 4.0, pytest.approx(math.sqrt(2.0)), 1, 0],
+                      ["b", 1, 1.0, 0.0, 0, 0]]
