@@ -199,6 +199,28 @@ def test_readings_change_the_lower_rate_and_phase_ones_noise():
     assert quiet["gd"].key != default["gd"].key
 
 
+def test_phase_ones_noise_takes_the_readings_of_line_148s_maximum_gradient_variance():
+    """Phase one's noise is §4's: "variance calculated by multiplying the maximum gradient
+    variance of the model at the initialization with a factor" (line 148), which leaves open
+    per-example or batch-100 gradients and, on this batch-normalised MLP, which batch-norm
+    statistics; xing-isotropic-noise names both readings, and so does footnote 6's entry. The
+    defaults keep the runs (and their keys) as they were."""
+    for scale in ("cpu", "paper"):
+        default = _by_label(scale)
+        opt = default["gd-iso"].params["optimizer"]
+        assert opt.get("noise_batch_size", 1) == 1 and opt["variance_bn"] == "data"
+        same = _by_label(scale, {"max-variance": "per-example", "max-variance-bn": "data"})
+        assert {k: r.key for k, r in same.items()} == {k: r.key for k, r in default.items()}
+        batch = _by_label(scale, {"max-variance": "batch-100"})
+        running = _by_label(scale, {"max-variance-bn": "running"})
+        for label in ("gd-iso", "lower-lr"):      # the noisy runs: phase one, and its rerun
+            assert batch[label].params["optimizer"]["noise_batch_size"] == 100
+            assert running[label].params["optimizer"]["variance_bn"] == "running"
+        for label in ("gd", "sgd"):               # noiseless, warm-started from the new phase one
+            assert batch[label].params == default[label].params
+            assert batch[label].key != default[label].key
+
+
 @pytest.mark.usefixtures("one_thread_runs")
 def test_at_smoke_scale_the_lower_rate_repeats_phase_one_up_to_the_switch(tmp_path):
     """The lower-lr run is phase one again up to the switch (same seed, same noise): its
