@@ -249,6 +249,38 @@ def test_cosine_grid_batch_trend_and_learning_rate_equivalence():
     assert c[3].agrees_with_paper is None                                  # descriptive
 
 
+
+def test_cosine_grid_reads_the_batch_trend_of_section_3_2_or_of_appendix_b():
+    """§3.2: "the cosine is significantly more negative for larger batch sizes" (line 107);
+    Appendix B: "smaller batch size will make the angle between gradients of two consecutive
+    iterations larger" (line 256), a more negative cosine for the smaller batch. The reading
+    `batch-cosine` names both; the distance's trend (line 126, and line 258's "travels
+    farther" for smaller batches) is the same under either."""
+    from sgdlab.experiments.spec import load_experiment
+
+    def r(label, b, cos, seed):
+        return run(label, seed, params={"optimizer": {"lr": 0.1}, "batch_size": b},
+                   metrics={"grad_cosine": [(s, cos) for s in range(1, 50)],
+                            "dist_from_init": [(49, 10.0 / b)]})
+    runs = [r(f"B{b}", b, -0.1 * np.log2(b / 25) + 0.004 * seed, seed)
+            for seed in (0, 1) for b in (25, 50, 100, 200)]
+    base = {"fixed_lr": 0.1, "fixed_batch": 100, "after_step": 0}
+    for options, cosine in (({}, True), ({"batch_cosine_trend": "negative"}, True),
+                            ({"batch_cosine_trend": "positive"}, False)):
+        spec = SimpleNamespace(paper=PAPER, options={**base, **options})
+        c = xing_cosine_grid(spec, runs).conclusions
+        assert c[0].agrees_with_paper is cosine and c[1].agrees_with_paper is True, options
+        assert "rises" in c[0].claim if options.get("batch_cosine_trend") == "positive" \
+            else "falls" in c[0].claim
+    with pytest.raises(ConfigError, match="batch_cosine_trend"):
+        xing_cosine_grid(SimpleNamespace(paper=PAPER, options={**base,
+                                                               "batch_cosine_trend": "up"}), runs)
+    for scale in ("cpu", "paper"):
+        assert load_experiment("xing-cosine-grid", scale).options.get(
+            "batch_cosine_trend", "negative") == "negative"
+        o = load_experiment("xing-cosine-grid", scale, readings={"batch-cosine": "appendix-b"})
+        assert o.options["batch_cosine_trend"] == "positive"
+
 def breakdown_run(n, beta, seed, best, status="finished"):
     """A β-scaled run (η = 0.1β, S = 50β) on n training examples whose test accuracy reaches
     ``best`` at its last evaluation."""

@@ -348,7 +348,9 @@ def xing_cosine_grid(spec, runs: list[StoredRun]) -> Analysis:
     Per run: mean cosine of consecutive gradients over steps >= ``options.after_step``
     (``grad_cosine_mean``) and the final distance from the initialisation (``distance``).
 
-    Checks: the cosine falls with the batch size (Spearman ρ <= −0.5) and so does the distance;
+    Checks: the cosine falls with the batch size (Spearman ρ <= −0.5; line 107) and so does the
+    distance (line 126); ``options.batch_cosine_trend: positive`` expects the cosine to rise
+    instead, Appendix B's "smaller batch size will make the angle [...] larger" (line 256);
     the learning rate leaves the cosine unchanged — an equivalence test (TOST, margin
     ``options.lr_margin``) between the smallest and the largest learning rate of the sweep;
     the rank correlation with the learning rate is reported too."""
@@ -358,6 +360,10 @@ def xing_cosine_grid(spec, runs: list[StoredRun]) -> Analysis:
     o = spec.options
     after = int(o.get("after_step", 0))
     lr0, b0 = float(o["fixed_lr"]), float(o["fixed_batch"])
+    cos_trend = o.get("batch_cosine_trend", "negative")
+    if cos_trend not in ("negative", "positive"):
+        raise ConfigError(f"options.batch_cosine_trend must be negative or positive, not "
+                          f"{cos_trend!r}")
     for r in runs:
         r.summary["grad_cosine_mean"] = _mean_after(r, "grad_cosine", after)
         r.summary["distance"] = _value_at(r, "dist_from_init", None)
@@ -388,15 +394,16 @@ def xing_cosine_grid(spec, runs: list[StoredRun]) -> Analysis:
     fig.suptitle(f"{paper_ref(spec.paper)}: {seeds_note(groups)}", fontsize=9)
     fig.tight_layout()
     concl = []
-    for metric, col, what in (("grad_cosine_mean", 2, "gradient cosine"),
-                              ("distance", 4, "final distance from the initialisation")):
+    for col, what, sign in ((2, "gradient cosine", cos_trend),
+                            (4, "final distance from the initialisation", "negative")):
         rho = _spearman([p[1] for p in by_b], [p[col] for p in by_b])
         concl.append(Conclusion(
             f"{what} vs batch size at lr = {lr0:g}: Spearman ρ = {rho:.2f} over "
             f"{ranked_over([p[1] for p in by_b], [p[col] for p in by_b], 'batch sizes')} "
             f"(a clear trend needs |ρ| ≥ {CLEAR_TREND})",
-            agrees_with_paper=trend_verdict(rho, "negative"),
-            claim=f"the {what} falls as the batch size grows", evidence={"spearman": rho}))
+            agrees_with_paper=trend_verdict(rho, sign),
+            claim=f"the {what} {'falls' if sign == 'negative' else 'rises'} as the batch size "
+                  "grows", evidence={"spearman": rho}))
     if len(by_lr) >= 2:
         lo, hi = by_lr[0][-1], by_lr[-1][-1]
         concl += check_claims([{
