@@ -281,3 +281,29 @@ def test_the_plugin_block_runs_as_written(tmp_path, monkeypatch, request):
     cli(*words[4:], "--set", "train.epochs=1", "--set", "measure=[]", "--no-progress")
     (run,) = RunStore().list_runs(status="finished")
     assert run["config"]["model"]["name"] == "my-linear"
+
+
+def test_the_instruments_paragraph_names_every_registered_instrument():
+    # `min_abs_grad` and `field_alignment` were registered but missing from the paragraph
+    from sgdlab.train.instruments import instruments
+
+    text = README.read_text()
+    paragraph = text[text.index("Instruments (`measure:`"):text.index("They are\ncallbacks")]
+    assert set(instruments()) <= set(re.findall(r"`([a-z_]+)`", paragraph))
+
+
+def test_the_readmes_relative_links_name_existing_pages_and_anchors():
+    # the GUIDE's links are checked in tests/test_guide.py; the README's were not
+    text = README.read_text()
+    for link in re.findall(r"\]\(([^)\s]+)\)", text):
+        if "://" in link:
+            continue
+        path, _, anchor = link.partition("#")
+        page = README.parent / path
+        assert page.exists(), f"README links to a missing page: {link}"
+        if anchor:
+            headings = re.findall(r"^#+ (.*)$", page.read_text(), re.M)
+            slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+                     for h in headings}
+            slugs |= set(re.findall(r'<a id="([^"]+)"', page.read_text()))
+            assert anchor in slugs, f"README links to a missing anchor: {link}"
