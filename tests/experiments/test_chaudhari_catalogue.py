@@ -1500,3 +1500,21 @@ def test_every_entry_training_the_thesis_wrns_uses_the_thesis_dropout():
         [{"name": "wide-resnet", "dropout": 0.4},
          {"name": "wide-resnet", "depth": 28, "widen": 10, "dropout": 0.3},
          {"name": "wide-resnet", "depth": 10, "widen": 1}]) == []
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_trivialized_lenet_block_padding_reading_pads_both_runs_and_the_default_none(scale):
+    """§2.4.3's block32 is "a convolutional layer with a 5×5 kernel" (line 702), its padding
+    not stated: unpadded by default (the authors' LeNets), padded by 2 under the reading
+    block-padding=same, for Adam and Trivialized-SGD alike (they share the network)."""
+    from sgdlab.models import build_model
+
+    runs = load_experiment("chaudhari-trivialized-lenet", scale).expand(data_dir="/d")
+    assert all("padding" not in r.params["model"] for r in runs)
+    same = load_experiment("chaudhari-trivialized-lenet", scale,
+                           readings={"block-padding": "same"}).expand(data_dir="/d")
+    assert {r.label for r in same} == {"adam", "trivialized"}
+    for r in same:
+        net = build_model(r.params["model"]["name"], (1, 28, 28), 10,
+                          **{k: v for k, v in r.params["model"].items() if k != "name"})
+        assert net.features(torch.zeros(1, 1, 28, 28)).shape == (1, 64 * 3 * 3), r.label

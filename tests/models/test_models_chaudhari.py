@@ -249,6 +249,19 @@ def test_trivialized_lenet_has_batch_norm_not_dropout_after_its_convolutions():
     assert sum(isinstance(x, nn.BatchNorm2d) for x in net.features) == 2
 
 
+def test_trivialized_lenet_padding_keeps_each_convolutions_input_size():
+    # §2.4.3 states "a 5×5 kernel" and no padding: unpadded by default (28 -> 24 -> 8 -> 4 -> 1),
+    # padding=2 (reading block-padding=same) keeps the size: 28 -> 28 -> 9 -> 9 -> 3
+    x = torch.zeros(2, *MNIST)
+    plain = build_model("trivialized-lenet", MNIST, 10)
+    padded = build_model("trivialized-lenet", MNIST, 10, padding=2)
+    assert plain.features(x).shape == (2, 64) and padded.features(x).shape == (2, 64 * 3 * 3)
+    assert count("trivialized-lenet", padding=2) == conv(1, 32, 5) + bn(32) + conv(32, 64, 5) \
+        + bn(64) + dense(64 * 9, 512) + dense(512, 10)
+    with pytest.raises(UserError, match="padding"):
+        build_model("trivialized-lenet", MNIST, 10, padding=-1)
+
+
 def test_allcnn_layers_strides_and_dropouts_are_section_4_6_3s():
     # §4.6.3: drop_0.2 -> block_96 -> block_192 -> conv_192,3 x 2 -> conv_10 -> mean-pool,
     # block_d = conv_d,3 -> conv_d,3 -> conv*_d,3 (stride 2) -> drop_0.5; mean-pool takes
