@@ -1518,3 +1518,21 @@ def test_trivialized_lenet_block_padding_reading_pads_both_runs_and_the_default_
         net = build_model(r.params["model"]["name"], (1, 28, 28), 10,
                           **{k: v for k, v in r.params["model"].items() if k != "name"})
         assert net.features(torch.zeros(1, 1, 28, 28)).shape == (1, 64 * 3 * 3), r.label
+
+
+@pytest.mark.parametrize("name", ["chaudhari-entropy-sgd", "chaudhari-entropy-sgd-rnn"])
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_entropy_sgd_inner_momentum_reading_reaches_every_inner_momentum_run(name, scale):
+    """§3.2.2 puts "Nesterov's momentum [...] for outer and inner loops" (line 950) on
+    Algorithm 2, whose inner step is dy = ∇f(y) − γ⁻¹(x − y) (line 944): the default
+    accelerates ∇f alone (the authors' Entropy-SGD code), inner-momentum=whole-step the whole
+    dy, in every Entropy-SGD run with an inner momentum, and in no other run."""
+    default = load_experiment(name, scale).expand(data_dir="/d")
+    assert all("inner_momentum_on" not in r.params.get("optimizer", {}) for r in default)
+    runs = load_experiment(name, scale, readings={"inner-momentum": "whole-step"}
+                           ).expand(data_dir="/d")
+    inner = {r.label for r in runs if r.params["optimizer"]["name"] == "entropy_sgd"
+             and r.params["optimizer"].get("inner_momentum", 0) > 0}
+    assert inner
+    assert {r.label for r in runs
+            if r.params["optimizer"].get("inner_momentum_on") == "step"} == inner
