@@ -56,11 +56,14 @@ from .registry import build_optimizer, register_optimizer
 from .settings import inner_settings, split_own_state
 
 __all__ = ["TrivializedSGD", "AnnealedNoiseSGD", "trivialization_heuristics", "field_strength",
-           "P_COUNTS"]
+           "P_COUNTS", "FIELD_ON"]
 
 _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # what §2.4.2's p counts: "the number of layers" or "the number of hidden layers" (line 682-686)
 P_COUNTS = ("weight-layers", "hidden-layers")
+# which coordinates the field covers: every trainable parameter, or the weight tensors only
+# (Algorithm 1's "weights of a deep network w", line 500: biases and batch norm left out)
+FIELD_ON = ("all", "weights")
 
 
 def _check_p_count(p_count: str) -> None:
@@ -112,6 +115,10 @@ class TrivializedSGD(PicklesWhole, Optimizer):
         n: annealing range, 0 < n <= N (default N, as in Algorithm 1).
         tau0: annealing time constant τ₀ in optimizer steps (> 0).
         resample: draw a fresh ξ every step (the "resampled annealed noise" control).
+        field_on: the coordinates h covers: ``"all"`` trainable parameters (default) or
+            ``"weights"``, the tensors of two or more dimensions (Linear and Conv weights:
+            biases and batch-norm scales and shifts get none). The same draws either way: the
+            weights' coordinates of h are those of ``"all"``.
         seed: seed of the field's generator (default ``torch.initial_seed()``).
         model, loss_fn, data: passed by ``build_optimizer_for`` (only ``model`` is used, for the
             heuristics).
@@ -125,9 +132,13 @@ class TrivializedSGD(PicklesWhole, Optimizer):
                  p: int | None = None, p_count: str = "weight-layers",
                  num_spins: int | None = None, n: float | None = None, tau0: float = 1000.0,
                  resample: bool | None = None, seed: int | None = None,
+                 field_on: str = "all",
                  model: nn.Module | None = None, loss_fn: Any = None, data: Any = None,
                  **base_hyper: Any):
         check_plain_optimizer("base", base, exclude=("trivialized", "annealed-noise"))
+        if field_on not in FIELD_ON:
+            raise ValueError(f"Invalid field_on {field_on!r}; choose one of {', '.join(FIELD_ON)}")
+        self.field_on = field_on
         if not 0 < coupling < math.inf:
             raise ValueError(f"Invalid coupling J: {coupling} (must be finite > 0)")
         if not tau0 > 0:
@@ -172,6 +183,11 @@ class TrivializedSGD(PicklesWhole, Optimizer):
         per step)."""
         xi = standard_normal((self._dim if n is None else n,), generator=self.generator,
                              dtype=torch.float64, device=self._device)
+        if self.field_on == "weights":     # zero h where no weight tensor lies
+            groups = self.param_groups if n is None else self.param_groups[-1:]
+            keep = torch.cat([torch.full((q.numel(),), q.dim() >= 2, device=xi.device)
+                              for g in groups for q in g["params"]])
+            xi = xi * keep
         return self.field_scale * xi
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -246,7 +262,7 @@ class TrivializedSGD(PicklesWhole, Optimizer):
         saved field and generator."""
         return {"base": self.base_name, "p": self.p, "num_spins": self.num_spins, "n": self.n,
                 "coupling": self.coupling, "tau0": self.tau0, "resample": self.resample,
-                "seed": self._given_seed,
+                "field_on": self.field_on, "seed": self._given_seed,
                 **inner_settings("base", self.base, groups=False)}
 
     @runs_state_dict_hooks

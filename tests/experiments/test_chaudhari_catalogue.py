@@ -1536,3 +1536,19 @@ def test_entropy_sgd_inner_momentum_reading_reaches_every_inner_momentum_run(nam
     assert inner
     assert {r.label for r in runs
             if r.params["optimizer"].get("inner_momentum_on") == "step"} == inner
+
+
+@pytest.mark.parametrize("name", ["chaudhari-trivialized", "chaudhari-trivialized-lenet",
+                                  "chaudhari-trivialized-allcnn"])
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_field_on_reading_reaches_every_field_run_and_the_default_covers_all(name, scale):
+    """Algorithm 1 perturbs the "weights of a deep network w" (line 500): by default every
+    trainable parameter, under field-on=weights the weight tensors only, in every run with a
+    field (Trivialized-SGD and the resampled control) and no other."""
+    default = load_experiment(name, scale).expand(data_dir="/d")
+    assert all("field_on" not in r.params["optimizer"] for r in default)
+    runs = load_experiment(name, scale, readings={"field-on": "weights"}).expand(data_dir="/d")
+    field = {r.label for r in runs
+             if r.params["optimizer"]["name"] in ("trivialized", "annealed-noise")}
+    assert field and {r.label for r in runs
+                      if r.params["optimizer"].get("field_on") == "weights"} == field

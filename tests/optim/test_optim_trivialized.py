@@ -525,3 +525,28 @@ def test_the_heuristics_count_the_trained_layers_and_weights_only():
     net[0].requires_grad_(False)
     h = trivialization_heuristics(net)
     assert h == {"p": 3, "num_spins": pytest.approx(math.sqrt(72 / 3)), "layers": 3}
+
+
+@pytest.mark.parametrize("name", ["trivialized", "annealed-noise"])
+def test_field_on_weights_keeps_the_weights_draws_only(name):
+    # Algorithm 1 perturbs "weights of a deep network w" (thesis line 500): field_on="weights"
+    # gives the biases (1-D tensors) no field, and the weight tensors the draws of "all"
+    model, twin = tiny_mlp(seed=0), tiny_mlp(seed=0)
+    every = build_optimizer_for(name, twin, lr=0.1, coupling=0.05, tau0=3.0, seed=2)
+    opt = build_optimizer_for(name, model, lr=0.1, coupling=0.05, tau0=3.0, seed=2,
+                              field_on="weights")
+    keep = torch.cat([torch.full((q.numel(),), q.dim() >= 2) for q in model.parameters()])
+    assert 0 < int(keep.sum()) < keep.numel()
+    for i in range(3):
+        for m, o in ((model, opt), (twin, every)):
+            o.zero_grad()
+            LOSS(m(X), Y).backward()
+        g, theta = _grads(model), _flat(model)
+        opt.step()
+        every.step()
+        s, h = opt.last_perturbation()
+        torch.testing.assert_close(h, every.last_perturbation()[1] * keep)
+        torch.testing.assert_close(_flat(model), theta - 0.1 * (g + s * h.float()))
+    assert opt.settings()["field_on"] == "weights"
+    with pytest.raises(ValueError, match="field_on"):
+        build_optimizer_for(name, tiny_mlp(), lr=0.1, field_on="biases")
