@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from pathlib import Path
 
@@ -1925,3 +1927,57 @@ def test_a_resumed_run_that_crashes_naming_its_checkpoint_is_a_crash(tmp_path):
     assert CALLS == ["sq|x=1"] and ckpt.is_file()
     assert "resuming sq|x=1|seed=0 from step 0 (its last checkpoint)" in said
     assert not any("cannot be resumed" in x for x in said), said
+
+
+# ---- sgdlab.experiments.spec: names, paths and files (what `sgdlab run NAME` finds) ---------
+def test_a_name_not_in_the_catalogue_names_the_entries_it_holds_or_is_close_to():
+    """The hint's names, worked out by hand: an entry the name holds or is held in, then
+    difflib's ratio 2M/T >= 0.75 (``chaudhari-trivialised``: M = 20 matching characters, so
+    40/42, 40/48 and 40/49 for the three trivialized entries, best first), each named once."""
+    from sgdlab.experiments.spec import catalogue_name
+
+    assert catalogue_name("Xing_Walk") == "xing-walk" == catalogue_name(" xing-walk ")
+
+    def hint(name: str) -> str:
+        with pytest.raises(ConfigError) as e:
+            catalogue_name(name)
+        return str(e.value)
+
+    tail = "; `sgdlab list` shows the catalogue"
+    assert hint("walk") == f"unknown experiment 'walk' (did you mean xing-walk?){tail}"
+    # held in the name, which is too long for difflib's ratio (18/31)
+    assert hint("xing-walk-at-cpu-scale") == ("unknown experiment 'xing-walk-at-cpu-scale' "
+                                              f"(did you mean xing-walk?){tail}")
+    # found both ways (held, and 18/19 alike): named once
+    assert hint("xing-walks") == f"unknown experiment 'xing-walks' (did you mean xing-walk?){tail}"
+    assert hint("chaudhari-trivialised") == (
+        "unknown experiment 'chaudhari-trivialised' (did you mean chaudhari-trivialized, "
+        f"chaudhari-trivialized-lenet, chaudhari-trivialized-allcnn?){tail}")
+    # 'walk' of xing-walk alone matches: 8/15, under the cutoff, so no guess
+    assert hint("walker") == f"unknown experiment 'walker'{tail}"
+    assert hint("walker") == hint("walker")
+    with pytest.raises(ConfigError) as e:
+        catalogue_name("walker", or_folder=True)
+    assert str(e.value) == f"no experiment and no folder 'walker'{tail}"
+
+
+def test_load_experiment_reads_any_file_or_says_which_path_is_wrong(tmp_path, monkeypatch):
+    from sgdlab.experiments.spec import catalogue_files
+
+    with pytest.raises(ConfigError, match=r"^no experiment config '[^']*nope\.yml'"):
+        load_experiment(str(tmp_path / "nope.yml"))          # a path, not "unknown experiment"
+    other = _write(tmp_path, _raw(), "exp.conf")         # a file is a file, whatever its suffix
+    assert load_experiment(str(other)).name == "t-square"
+    with pytest.raises(ConfigError, match=r"is a folder, not an experiment config"):
+        load_experiment(str(tmp_path))
+    # a copy of an entry under the entry's file name, in another folder, is that copy
+    text = catalogue_files()["xing-walk"].read_text(encoding="utf-8")
+    (tmp_path / "xing-walk.yaml").write_text(re.sub(r"(?m)^version: \d+", "version: 9", text),
+                                            encoding="utf-8")
+    assert load_experiment(tmp_path / "xing-walk.yaml").version == 9
+    # a missing file spelled as an entry's file (Xing_Walk.yaml) names the entry
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"^no experiment config 'Xing_Walk.yaml'; the "
+                                          r"catalogue entry xing-walk is given by its name"):
+        load_experiment("Xing_Walk.yaml")
+
