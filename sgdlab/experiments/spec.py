@@ -809,25 +809,27 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=strict_yaml_loader(_Loader))
 
 
-_CACHE: dict[tuple[str, float, int], dict[str, Any]] = {}
+# parsed files by their text: the text is read every time (cheap; the parse is not), so an
+# edit is never served stale, though it keep the size within a tick of a coarse file clock
+_CACHE: dict[str, dict[str, Any]] = {}
 
 
 def read_file(path: str | Path) -> dict[str, Any]:
+    """The data of the experiment file at ``path``, the caller's own copy."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(not_a_config_file(path, "experiment config", (".yaml", ".yml")))
-    st = path.stat()
-    key = (str(path.resolve()), st.st_mtime, st.st_size)
-    if key not in _CACHE:
+    text = read_config_text(path)
+    if text not in _CACHE:
         try:
-            raw = load_yaml(read_config_text(path))
+            raw = load_yaml(text)
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: {yaml_problem(e)}") from None
         check_not_empty(raw, "experiment", path)
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
-        _CACHE[key] = raw
-    return copy.deepcopy(_CACHE[key])
+        _CACHE[text] = raw
+    return copy.deepcopy(_CACHE[text])
 
 
 def catalogue_files() -> dict[str, Path]:

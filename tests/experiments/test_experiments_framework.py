@@ -1981,3 +1981,33 @@ def test_load_experiment_reads_any_file_or_says_which_path_is_wrong(tmp_path, mo
                                           r"catalogue entry xing-walk is given by its name"):
         load_experiment("Xing_Walk.yaml")
 
+
+
+def test_an_experiment_file_rewritten_at_the_same_size_and_time_is_read_again(tmp_path,
+                                                                               monkeypatch):
+    """An edit that keeps the file's size within one tick of a coarse file clock (1 s, 2 s on
+    FAT, a jiffy on older kernels), or a copy that keeps its source's time (``cp -p``), was
+    served from the cache: the experiment before the edit ran."""
+    from sgdlab.experiments.spec import read_file
+
+    p = tmp_path / "e.yaml"
+    p.write_text("name: a\nbase: {lr: 0.1}\n", encoding="utf-8")
+    first = read_file(p)
+    assert first == {"name": "a", "base": {"lr": 0.1}}
+    first["base"]["lr"] = 7                         # the caller's copy, not the cache's
+    assert read_file(p) == {"name": "a", "base": {"lr": 0.1}}
+    stamp = p.stat().st_mtime_ns
+    p.write_text("name: a\nbase: {lr: 0.2}\n", encoding="utf-8")
+    os.utime(p, ns=(stamp, stamp))
+    assert read_file(p) == {"name": "a", "base": {"lr": 0.2}}
+    p.write_text("name: a\nbase: {lr: 0.3}\n", encoding="utf-8")
+    os.utime(p, ns=(stamp + 10**9, stamp + 10**9))
+    assert read_file(p)["base"]["lr"] == 0.3
+    # one relative name in two folders, alike in size and time: each folder's own file
+    for d, lr in (("a", 1), ("b", 2)):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "e.yaml").write_text(f"base: {{lr: {lr}}}\n", encoding="utf-8")
+        os.utime(tmp_path / d / "e.yaml", ns=(stamp, stamp))
+    for d, lr in (("a", 1), ("b", 2)):
+        monkeypatch.chdir(tmp_path / d)
+        assert read_file("e.yaml") == {"base": {"lr": lr}}
