@@ -2011,3 +2011,98 @@ def test_an_experiment_file_rewritten_at_the_same_size_and_time_is_read_again(tm
     for d, lr in (("a", 1), ("b", 2)):
         monkeypatch.chdir(tmp_path / d)
         assert read_file("e.yaml") == {"base": {"lr": lr}}
+
+
+# ---- sgdlab.experiments.spec: overrides land where stated ----------------------------------
+def test_set_dotted_lands_in_every_matching_item_and_names_what_is_in_the_way():
+    from sgdlab.experiments.spec import get_dotted, set_dotted
+
+    items = [{"kind": "a", "o": {"p": 1, "q": 2}}, 3, {"kind": "a"}, {"kind": "b"}]
+    d = {"final": items}
+    set_dotted(d, "final[kind=a].o", {"p": 5})       # a mapping merges into a mapping
+    assert d["final"] == [{"kind": "a", "o": {"p": 5, "q": 2}}, 3, {"kind": "a", "o": {"p": 5}},
+                          {"kind": "b"}]
+    assert items[0] == {"kind": "a", "o": {"p": 1, "q": 2}} and items[2] == {"kind": "a"}
+    assert get_dotted(d, "final[kind=a].o.q") == 2   # the first item so named
+    d = {"final": [{"name": "hessian-top.v2", "tol": 1}]}  # a value with '-' and '.'
+    set_dotted(d, "final[name=hessian-top.v2].tol", 0.5)
+    assert get_dotted(d, "final[name=hessian-top.v2].tol") == 0.5
+    assert get_dotted({"a": 1}, "a.b", "-") == "-" == get_dotted({"a": 1}, "a.l[k=v].x", "-")
+    for d, path, says in (
+            ({"a": 0}, "a.b", "cannot set 'a.b': 'a' is not a mapping"),
+            ({"a": {}}, "l[k=v]", "cannot set 'l[k=v]': a list selector needs a key after it"),
+            ({"l": {"k": "v"}}, "l[k=v].x", "cannot set 'l[k=v].x': 'l' is not a list"),
+            ({"l": []}, "l[k=v].x", "no item of 'l' has k = v (its items: none)"),
+            ({"l": [{"k": "u"}, 2, {"k": "w"}]}, "l[k=v].x", "(its items: u, w)")):
+        with pytest.raises(ConfigError) as e:
+            set_dotted(d, path, 1)
+        assert says in str(e.value), (path, str(e.value))
+
+
+def test_deep_merge_names_a_nameless_section_and_shares_nothing_with_its_inputs():
+    from sgdlab.experiments.spec import deep_merge
+
+    # a section without a name is not "another one": it takes the name and keeps its options
+    assert deep_merge({"o": {"lr": 1}}, {"o": {"name": "sgd"}}) == {"o": {"lr": 1, "name": "sgd"}}
+    b = {"l": [1], "s.t": [2], "o": {"name": "adam", "m": [3]}}
+    out = deep_merge({"o": {"name": "sgd"}, "s": {}}, b)
+    assert out == {"o": {"name": "adam", "m": [3]}, "s": {"t": [2]}, "l": [1]}
+    out["l"].append(9), out["s"]["t"].append(9), out["o"]["m"].append(9)
+    assert b == {"l": [1], "s.t": [2], "o": {"name": "adam", "m": [3]}}
+
+
+# ---- sgdlab.experiments.spec: small readers of the file ------------------------------------
+def test_scale_deviations_lists_each_scales_own_and_no_other():
+    from sgdlab.experiments.spec import scale_deviations
+
+    raw = {"scales": {"smoke": None, "cpu": {"deviations": ["a", "b"]}, "paper": {"seeds": [0]}}}
+    got = scale_deviations(raw)
+    assert got == {"cpu": ["a", "b"]}
+    got["cpu"].append("c")
+    assert raw["scales"]["cpu"]["deviations"] == ["a", "b"]
+    assert scale_deviations({"name": "x"}) == {}
+
+
+def test_paper_ref_leaves_out_a_missing_year_or_author():
+    from sgdlab.experiments.spec import paper_ref
+
+    assert paper_ref({"author": "Zhu", "figure": "Fig. 1"}) == "Zhu, Fig. 1"
+    assert paper_ref({"year": 2019, "figure": "Fig. 2"}) == "2019, Fig. 2"
+    assert paper_ref({}) == ""
+
+
+def test_wall_time_rounds_to_the_nearest_minute_or_second():
+    from sgdlab.experiments.spec import wall_time_text
+
+    assert [wall_time_text(m) for m in (19.6, 0.999, 0.5)] == ["~20 min", "~60 s", "~30 s"]
+
+
+def test_data_dir_fills_every_placeholder_as_an_absolute_folder(tmp_path, monkeypatch):
+    from sgdlab.experiments.spec import _substitute, expand_data_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert expand_data_dir(Path("~/d")) == str(tmp_path / "home" / "d")
+    assert expand_data_dir(None) is None
+    assert _substitute({"p": "${data_dir}/a:${data_dir}/b", "q": "x"}, "data") == {
+        "p": f"{tmp_path}/data/a:{tmp_path}/data/b", "q": "x"}
+    assert _substitute({"p": ["${data_dir}"]}, "~/d") == {"p": [f"{tmp_path}/home/d"]}
+    assert _substitute({"p": "plain"}, None) == {"p": "plain"}
+    with pytest.raises(ConfigError, match="this experiment reads real data: pass --data-dir"):
+        _substitute({"a": {"b": "${data_dir}"}}, None)
+
+
+def test_a_paper_misspelt_as_all_is_told_so():
+    from sgdlab.experiments.spec import catalogue_entries
+
+    with pytest.raises(ConfigError, match=r"unknown paper 'alll' \(did you mean all\?\)"):
+        catalogue_entries("alll")
+
+
+def test_choose_readings_of_a_file_without_readings():
+    from sgdlab.experiments.spec import choose_readings
+
+    assert choose_readings(_raw()) == {} == choose_readings(_raw(), {})
+    with pytest.raises(ConfigError, match=r"^t-square has no readings to choose from "
+                                          r"\(--reading m=two\): it names no ambiguity"):
+        choose_readings(_raw(), {"m": "two"})
