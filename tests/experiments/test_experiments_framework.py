@@ -2106,3 +2106,48 @@ def test_choose_readings_of_a_file_without_readings():
     with pytest.raises(ConfigError, match=r"^t-square has no readings to choose from "
                                           r"\(--reading m=two\): it names no ambiguity"):
         choose_readings(_raw(), {"m": "two"})
+
+
+def test_an_edited_copy_is_compared_with_its_entry_at_the_same_scale_and_reading(tmp_path):
+    """_check_option_numbers against a packaged file written here: every option that the
+    entry holds as a number (nested ones too, a scale's own, a reading's) is refused as a word
+    or a bool in the copy; None (an option left unset) passes, and a copy whose readings the
+    entry lacks is not compared."""
+    from sgdlab.experiments.spec import _check_option_numbers
+
+    reading = {"r": {"default": "a", "choices": {
+        "a": {"description": "as printed"},
+        "b": {"description": "as meant", "options": {"thr": 1}}}}}
+    packaged = _write(tmp_path, _raw(options={"tv": 0.3, "near": {"tol": 1e-3}, "flag": 1},
+                                     scales={"cpu": {"options": {"only_cpu": 2}}},
+                                     readings=reading), "packaged.yaml")
+
+    def refused(scale="smoke", readings=None, **options) -> str:
+        mine = _raw(options=options, scales={"cpu": {"options": options}}, readings={
+            "r": {**reading["r"], "choices": {**reading["r"]["choices"], "b": {
+                "description": "mine", "options": options}}}})
+        spec = resolve(mine, scale, readings=readings)
+        try:
+            _check_option_numbers(spec, packaged, scale, readings, "copy.yaml")
+        except ConfigError as e:
+            return str(e)
+        return ""
+
+    said = refused(tv="high", near={"tol": "small"}, flag=True)
+    assert said.startswith("copy.yaml: ") and said.count(" must be a number ") == 3
+    for part in ("options.tv must be a number (the catalogue's t-square has 0.3 at scale "
+                 "smoke), got 'high'", "options.near.tol must be a number (the catalogue's "
+                 "t-square has 0.001 at scale smoke), got 'small'",
+                 "options.flag must be a number (the catalogue's t-square has 1 at scale "
+                 "smoke), got True"):
+        assert part in said, said
+    assert refused(tv=None, near={"tol": 2}, flag=0.5) == ""
+    assert "options.only_cpu must be a number (the catalogue's t-square has 2 at scale cpu)" \
+        in refused("cpu", only_cpu="x")
+    assert refused("smoke", only_cpu="x") == ""
+    assert "options.thr must be a number" in refused(readings={"r": "b"}, thr="x")
+    assert refused(thr="x") == ""
+    copy_only = _raw(readings={"q": {"default": "y", "choices": {
+        "y": {"description": "y"}, "z": {"description": "z", "options": {"tv": "x"}}}}})
+    _check_option_numbers(resolve(copy_only, "smoke", readings={"q": "z"}), packaged, "smoke",
+                          {"q": "z"}, "copy.yaml")
