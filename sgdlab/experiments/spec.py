@@ -868,7 +868,10 @@ def catalogue_name(name: str, *, or_folder: bool = False) -> str:
         return name if name in files else spelled
     import difflib
 
-    close = [n for n in files if spelled in n or n in spelled]
+    held = [n for n in files if spelled in n or n in spelled]
+    # a name held in more entries than difflib names at most ('a', 'x', a blank) guesses
+    # nothing: it listed all forty
+    close = held if len(held) <= 3 else []
     close += [n for n in difflib.get_close_matches(spelled, list(files), n=3, cutoff=0.75)
               if n not in close]
     hint = f" (did you mean {', '.join(close)}?)" if close else ""

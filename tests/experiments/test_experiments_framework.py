@@ -1961,6 +1961,21 @@ def test_a_name_not_in_the_catalogue_names_the_entries_it_holds_or_is_close_to()
     assert str(e.value) == f"no experiment and no folder 'walker'{tail}"
 
 
+
+def test_a_name_held_in_many_entries_guesses_none_of_them():
+    """`sgdlab run a` (or a blank name, or `x`) was answered "did you mean" with every entry
+    whose name holds it: all forty for a blank. At most three names are a guess, as difflib's;
+    the catalogue's names holding 'sgd' are three (two entropy-sgd entries and rmsprop-sgd)."""
+    from sgdlab.experiments.spec import catalogue_name
+
+    for name in ("  ", "-", "a", "x"):
+        with pytest.raises(ConfigError) as e:
+            catalogue_name(name)
+        assert str(e.value) == f"unknown experiment {name!r}; `sgdlab list` shows the catalogue"
+    with pytest.raises(ConfigError, match=r"'sgd' \(did you mean chaudhari-entropy-sgd, "
+                                          r"chaudhari-entropy-sgd-rnn, zhu-rmsprop-sgd\?\)"):
+        catalogue_name("sgd")
+
 def test_load_experiment_reads_any_file_or_says_which_path_is_wrong(tmp_path, monkeypatch):
     from sgdlab.experiments.spec import catalogue_files
 
