@@ -1995,6 +1995,9 @@ def test_load_experiment_reads_any_file_or_says_which_path_is_wrong(tmp_path, mo
     with pytest.raises(ConfigError, match=r"^no experiment config 'Xing_Walk.yaml'; the "
                                           r"catalogue entry xing-walk is given by its name"):
         load_experiment("Xing_Walk.yaml")
+    # an entry's name, in any spelling, is the entry though a folder here is so named
+    (tmp_path / "Xing_Walk").mkdir()
+    assert load_experiment("Xing_Walk").name == "xing-walk"
 
 
 
