@@ -2169,3 +2169,16 @@ def test_an_edited_copy_is_compared_with_its_entry_at_the_same_scale_and_reading
         "y": {"description": "y"}, "z": {"description": "z", "options": {"tv": "x"}}}}})
     _check_option_numbers(resolve(copy_only, "smoke", readings={"q": "z"}), packaged, "smoke",
                           {"q": "z"}, "copy.yaml")
+
+
+def test_read_file_names_the_file_whose_text_is_no_mapping_or_no_yaml(tmp_path):
+    from sgdlab.experiments.spec import read_file
+
+    (tmp_path / "list.yaml").write_text("- a\n- b\n", encoding="utf-8")
+    (tmp_path / "bad.yaml").write_text("name: [a\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        read_file(tmp_path / "list.yaml")
+    assert str(e.value) == f"{tmp_path / 'list.yaml'}: expected a mapping at the top level"
+    with pytest.raises(ConfigError) as e:
+        read_file(tmp_path / "bad.yaml")
+    assert str(e.value).startswith(f"{tmp_path / 'bad.yaml'}: line 2, column 1: not valid YAML")
