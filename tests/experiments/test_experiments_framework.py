@@ -2046,6 +2046,9 @@ def test_set_dotted_lands_in_every_matching_item_and_names_what_is_in_the_way():
     set_dotted(d, "final[name=hessian-top.v2].tol", 0.5)
     assert get_dotted(d, "final[name=hessian-top.v2].tol") == 0.5
     assert get_dotted({"a": 1}, "a.b", "-") == "-" == get_dotted({"a": 1}, "a.l[k=v].x", "-")
+    d = {"a": {}}
+    set_dotted(d, "a.b.c", 1)                        # sections the path names are made
+    assert d == {"a": {"b": {"c": 1}}}
     for d, path, says in (
             ({"a": 0}, "a.b", "cannot set 'a.b': 'a' is not a mapping"),
             ({"a": {}}, "l[k=v]", "cannot set 'l[k=v]': a list selector needs a key after it"),
