@@ -363,6 +363,8 @@ def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 # a path part that selects the items of a list by one key: final[kind=hessian_top]
 _SELECTOR = re.compile(r"^(\w+)\[(\w+)=([^\]]+)\]$")
+# the dots that part a path, those inside a selector's brackets aside (final[name=v1.2].tol)
+_PART_DOT = re.compile(r"\.(?![^\[\]]*\])")
 
 
 def _items_where(items: Any, key: str, value: str) -> list[dict[str, Any]]:
@@ -393,7 +395,7 @@ def _selected(d: dict[str, Any], part: str, path: str) -> list[dict[str, Any]] |
 def set_dotted(d: dict[str, Any], path: str, value: Any) -> None:
     """Set ``value`` at a dotted ``path``; a part ``list[key=value]`` continues into every
     item of that list whose ``key`` reads ``value`` (``final[kind=hessian_top].bn_mode``)."""
-    parts = path.split(".")
+    parts = _PART_DOT.split(path)
     for i, p in enumerate(parts[:-1]):
         hits = _selected(d, p, path)
         if hits is not None:
@@ -425,7 +427,7 @@ def paper_ref(paper: dict[str, Any]) -> str:
 
 def get_dotted(d: dict[str, Any], path: str, default: Any = None) -> Any:
     """The value at a dotted ``path`` (``list[key=value]`` picks the first such item)."""
-    for p in path.split("."):
+    for p in _PART_DOT.split(path):
         m = _SELECTOR.match(p)
         if m is not None:
             name, key, value = m.groups()

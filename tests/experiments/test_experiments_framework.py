@@ -2042,9 +2042,13 @@ def test_set_dotted_lands_in_every_matching_item_and_names_what_is_in_the_way():
                           {"kind": "b"}]
     assert items[0] == {"kind": "a", "o": {"p": 1, "q": 2}} and items[2] == {"kind": "a"}
     assert get_dotted(d, "final[kind=a].o.q") == 2   # the first item so named
-    d = {"final": [{"name": "hessian-top.v2", "tol": 1}]}  # a value with '-' and '.'
+    # a value with '-' and '.': the path was cut at that dot, and the value set at keys
+    # 'final[name=hessian-top' and 'v2]' made for it, the list's item left as it was
+    d = {"final": [{"name": "hessian-top.v2", "tol": 1}]}
     set_dotted(d, "final[name=hessian-top.v2].tol", 0.5)
+    assert d == {"final": [{"name": "hessian-top.v2", "tol": 0.5}]}
     assert get_dotted(d, "final[name=hessian-top.v2].tol") == 0.5
+    assert get_dotted({"a": {"b": 1}}, "a.b") == 1
     assert get_dotted({"a": 1}, "a.b", "-") == "-" == get_dotted({"a": 1}, "a.l[k=v].x", "-")
     d = {"a": {}}
     set_dotted(d, "a.b.c", 1)                        # sections the path names are made
