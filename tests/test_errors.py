@@ -10,9 +10,9 @@ from torch import nn
 
 from sgdlab.data.registry import load_dataset
 from sgdlab.errors import (SEED_LIMIT, ConfigError, check_config_kind, check_keys,
-                           check_not_empty, closest_name, config_error, file_problem, is_seed,
-                           name_spelling, registered_spelling, unexpected_keyword, unknown_key,
-                           warn)
+                           check_not_empty, closest_name, config_error, file_problem, human_size,
+                           is_seed, name_spelling, registered_spelling, unexpected_keyword,
+                           unknown_key, warn)
 from sgdlab.measure.curvature import hessian_eigenpairs
 from sgdlab.measure.sharpness import (expected_sharpness, local_entropy, mean_loss,
                                       perturbed_evaluations)
@@ -194,3 +194,13 @@ def test_a_pyhessian_keyword_is_told_its_sgdlab_name():
     assert unexpected_keyword("hessian_trace", "n_v", ["num_probes", "seed"]) == (
         "hessian_trace() got an unexpected keyword argument 'n_v' (PyHessian's n_v is "
         "num_probes here); it takes num_probes, seed")
+
+
+def test_human_size_moves_to_the_next_decimal_unit_at_each_thousand():
+    assert [human_size(n) for n in (1000, 999_900, 1_010_000, 1_000_000_000, 2_000_000_000_000)
+            ] == ["1.0 KB", "999.9 KB", "1.0 MB", "1.0 GB", "2.0 TB"]
+
+
+def test_human_size_rounds_up_into_the_next_unit_rather_than_printing_1000():
+    assert [human_size(n) for n in (999_949, 999_950, 999_950_000, 999_960_000_000)] == [
+        "999.9 KB", "1.0 MB", "1.0 GB", "1.0 TB"]
