@@ -283,6 +283,13 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
             raise ValueError(f"Invalid sigma_h2: {sigma_h2} (must be >= 0)")
         if estimation_size is not None and (not is_whole(estimation_size) or estimation_size < 2):
             raise ValueError(f"Invalid estimation_size: {estimation_size} (an int >= 2)")
+        if hessian_iter is not None and (not is_whole(hessian_iter) or hessian_iter < 1):
+            raise ValueError(f"Invalid hessian_iter: {hessian_iter} (Lanczos' Krylov size, an "
+                             "int >= 1, or None: its default)")
+        # a config's whole floats (k: 2.0) are the counts Lanczos takes as ints: 2.0 failed the
+        # first noise refresh, after the run was recorded
+        k, hessian_iter = (int(v) if v is not None and is_whole(v) else v
+                           for v in (k, hessian_iter))
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                         weight_decay=weight_decay)
         self.noise = kind                # read by add_param_group within Optimizer.__init__

@@ -453,6 +453,31 @@ def test_invalid_hyper_parameters(problem, name, kw, match):
         build_optimizer_for(name, model, loss_fn=LOSS, data=data, **{"lr": 0.1, **kw})
 
 
+@pytest.mark.parametrize("name", ["gld-leading", "gld-hessian"])
+def test_a_configs_whole_floats_are_the_counts_lanczos_takes(problem, name):
+    # k: 2.0 and hessian_iter: 30.0 passed the config and the constructor (whole numbers, as a
+    # config may write them), then failed the first refresh in Lanczos, after the run was
+    # recorded; they draw what 2 and 30 draw
+    model, data, _, _ = problem
+    steps = []
+    for k, it in ((2.0, 30.0), (2, 30)):
+        m = copy.deepcopy(model)
+        opt = build(name, m, data, k=k, hessian_iter=it, eig_solver="lanczos", seed=0)
+        opt.zero_grad()
+        LOSS(m(data[0]), data[1]).backward()
+        opt.step()
+        steps.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
+    torch.testing.assert_close(steps[0], steps[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("it", [0, 2.5, "30"])
+def test_hessian_iter_is_refused_at_construction(problem, it):
+    # it reached Lanczos only at the first refresh
+    model, data, _, _ = problem
+    with pytest.raises(ValueError, match=r"Invalid hessian_iter: .*an int >= 1"):
+        build("gld-hessian", model, data, hessian_iter=it)
+
+
 def test_a_missing_sigma_reads_as_required_not_as_a_bad_value(problem):
     # "Invalid sigma: None (gld-const needs sigma >= 0)" read as if None had been given
     model, data, _, _ = problem
