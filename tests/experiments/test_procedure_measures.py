@@ -28,6 +28,16 @@ from sgdlab.experiments.procedures.measures import (compute_final, compute_scala
      r"measurement 'grad_norm' has no option 'tol'; allowed: .*\bevery\b"),
     ({"kind": "grad_norm"}, False, r"measurement 'grad_norm' during training needs 'every'"),
     ({"kind": "expected_sharpness", "memory_budget": "lots"}, True, "^f: "),
+    # counts sgdlab.measure takes as ints alone: refused with the experiment, not by Lanczos
+    # or the probes once the run has trained (30.0 and 1e1, as YAML reads them, were)
+    ({"kind": "hessian_top", "num_iter": 30.0}, True,
+     r"^f: measurement 'hessian_top': num_iter must be an integer >= 1 \(or null: the "
+     r"default\), got 30.0$"),
+    ({"kind": "hessian_frobenius", "every": 5, "probes": 10.0}, False,
+     r"^f: measurement 'hessian_frobenius': probes must be an integer >= 1, got 10.0$"),
+    ({"kind": "hessian_trace", "probes": True}, True, r"probes must be an integer >= 1, got True"),
+    ({"kind": "expected_sharpness", "num_samples": 0}, True,
+     r"num_samples must be an integer >= 1, got 0"),
 ])
 def test_a_measurement_is_refused_naming_what_is_wrong(m, final, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -40,6 +50,8 @@ def test_the_measurements_that_are_well_formed_pass():
     validate_measure({"kind": "hessian_spectrum", "chunk_size": 4, "split": "test"}, "f",
                      final=True)
     validate_measure({"kind": "grad_norm"}, "f", final=True)       # no 'every' at the end
+    validate_measure({"kind": "hessian_top", "num_iter": None, "every": 5}, "f", final=False)
+    validate_measure({"kind": "hessian_trace", "probes": 3}, "f", final=True)
     validate_measure({"kind": "fisher_diagonal", "reading": "adam-moments",
                       "bias_correction": False}, "f", final=True)
 

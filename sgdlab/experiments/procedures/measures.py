@@ -36,6 +36,9 @@ NEEDS_OPTIMIZER: set[str] = set()
 # option checks run when the experiment is validated, before any training
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {}
 _COMMON = {"kind", "every", "samples", "sample_seed", "at_epochs", "split"}
+# counts the measurements pass on to sgdlab.measure, which takes ints alone (30.0 is refused
+# there): checked with the experiment, not once a run has trained (option: (least, None ok))
+_COUNTS = {"num_iter": (1, True), "probes": (1, False), "num_samples": (1, False)}
 
 
 def scalar(name: str, options: set[str] = frozenset()):
@@ -78,6 +81,12 @@ def validate_measure(m: Any, where: str, *, final: bool) -> None:
         memory_budget_bytes(m.get("memory_budget"))
     except ValueError as e:
         raise ConfigError(f"{where}: {e}") from None
+    for k, (low, none_ok) in _COUNTS.items():
+        v = m.get(k)
+        if k in m and not (v is None and none_ok) and (
+                not isinstance(v, int) or isinstance(v, bool) or v < low):
+            raise ConfigError(f"{where}: measurement {kind!r}: {k} must be an integer >= {low}"
+                              f"{' (or null: the default)' if none_ok else ''}, got {v!r}")
     if not final and "every" not in m:
         raise ConfigError(f"{where}: measurement {kind!r} during training needs 'every' (steps)")
     if kind in CHECKS:
