@@ -229,3 +229,15 @@ def test_final_weights_prefer_the_weights_file_to_an_older_bare_state_dict(tmp_p
     assert torch.equal(final_weights(tmp_path)["weight"], old.weight)    # only the old file
     save_weights(tmp_path / "weights.pt", new, 7)
     assert torch.equal(final_weights(tmp_path)["weight"], new.weight)
+
+
+@pytest.mark.parametrize("item", [{"name": "step_length", "every": 1, "seed": -1},
+                                  {"name": "trajectory", "every_epochs": 1, "seed": 2**32}])
+def test_an_instrument_seed_out_of_range_is_refused_when_the_sweep_is_planned(item):
+    # the instruments bound it when built, which an experiment does as each run starts: every
+    # run failed after the sweep had begun, and --dry-run passed
+    with pytest.raises(ConfigError, match=rf"measure\[0\]\.seed: must be an int in 0\.\.2\*\*32 "
+                                          rf"- 1 \(as a run config's seed\), got {item['seed']}"):
+        get_procedure("train").validate({**SMALL_RUN, "epochs": 1, "measure": [item]}, "r")
+    get_procedure("train").validate({**SMALL_RUN, "epochs": 1,
+                                     "measure": [{**item, "seed": 2**32 - 1}]}, "r")
