@@ -37,9 +37,11 @@ def register_dataset(name: str, *, check: Callable[..., None] | None = None
                      ) -> Callable[[Loader], Loader]:
     """Register ``fn(*, seed, [data_dir], **options) -> Dataset`` under ``name``.
 
-    ``check(**options)``, given every option (the defaults filled in), raises
-    :class:`UserError` for values the loader would refuse: a run config is validated with it
-    before anything is generated or recorded (:func:`check_dataset_options`)."""
+    ``check(**options)``, given the loader's own keyword options (the defaults filled in;
+    not ``seed``, ``data_dir`` nor the :data:`GENERIC_OPTIONS` that :func:`load_dataset`
+    applies after loading), raises :class:`UserError` for values the loader would refuse: a
+    run config is validated with it before anything is generated or recorded
+    (:func:`check_dataset_options`)."""
     key = _canonical(name)
 
     def deco(fn: Loader) -> Loader:
@@ -57,7 +59,11 @@ def check_dataset_options(name: str, options: dict[str, Any]) -> None:
     registered check, for the datasets that have one; known option names are assumed)."""
     check = OPTION_CHECKS.get(_canonical(name))
     if check is not None:
-        check(**{**dataset_options(name), **options})
+        # the options the loader itself is called with: a check written with the loader's
+        # keywords (check(*, n)) was a TypeError for load_dataset's own n_train, label_noise...
+        own = {p.name for p in inspect.signature(_lookup(name)).parameters.values()
+               if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        check(**{k: v for k, v in {**dataset_options(name), **options}.items() if k in own})
 
 
 def dataset_options(name: str) -> dict[str, Any]:

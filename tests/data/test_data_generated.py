@@ -11,6 +11,7 @@ import torch
 
 from sgdlab.data import (DATASETS, dataset_options, load_dataset, register_dataset,
                          select_classes, subset, with_label_noise)
+from sgdlab.data.base import Dataset
 from sgdlab.errors import UserError
 
 
@@ -216,6 +217,34 @@ def test_names_match_with_either_separator_and_register_once():
     with pytest.raises(ValueError, match="dataset name 'CUBIC' registered twice"):
         register_dataset("CUBIC")(lambda **kwargs: None)
     assert register_dataset("cubic")(DATASETS["cubic"]) is DATASETS["cubic"]   # same: fine
+
+
+def test_a_plugin_check_written_with_the_loaders_keywords_is_given_those_alone():
+    # check(**options) got load_dataset's n_train, label_noise, ... too: a check taking the
+    # loader's keywords was a TypeError at run-config validation, not its own message
+    from sgdlab.config.run import validate_section
+    from sgdlab.data import registry
+    from sgdlab.errors import ConfigError
+
+    seen = []
+
+    def check(*, n, scale):
+        seen.append({"n": n, "scale": scale})
+        if n < 4:
+            raise UserError(f"option 'n' must be >= 4, got {n}")
+
+    def load(*, seed=0, n=8, scale=1.0):
+        return Dataset(torch.randn(n, 3) * scale, torch.randint(0, 2, (n,)))
+
+    register_dataset("plugin_checked", check=check)(load)
+    try:
+        registry.check_dataset_options("plugin_checked", {"n": 5, "n_train": 4})
+        assert seen == [{"n": 5, "scale": 1.0}]
+        with pytest.raises(ConfigError, match=r"^data\.options: option 'n' must be >= 4, got 2$"):
+            validate_section("data", {"name": "plugin_checked", "options": {"n": 2}},
+                             path="data")
+    finally:
+        del DATASETS["plugin_checked"], registry.OPTION_CHECKS["plugin_checked"]
 
 
 def test_dataset_options_are_the_loaders_with_its_own_defaults_then_the_generic_ones():
