@@ -241,3 +241,14 @@ def test_an_instrument_seed_out_of_range_is_refused_when_the_sweep_is_planned(it
         get_procedure("train").validate({**SMALL_RUN, "epochs": 1, "measure": [item]}, "r")
     get_procedure("train").validate({**SMALL_RUN, "epochs": 1,
                                      "measure": [{**item, "seed": 2**32 - 1}]}, "r")
+
+
+def test_a_dataset_option_its_loader_refuses_is_refused_when_the_sweep_is_planned():
+    # checked for run configs (register_dataset(check=)); an experiment's run loaded the data
+    # first, so every run of the sweep failed on it
+    run = {**SMALL_RUN, "epochs": 1, "dataset": {"name": "mnist1d", "num_samples": 5}}
+    with pytest.raises(ConfigError, match=r"^r: option 'num_samples' must be an integer >= 10, "
+                                          r"got 5: mnist1d makes"):
+        get_procedure("train").validate(run, "r")
+    get_procedure("train").validate({**run, "dataset": {"name": "mnist1d", "num_samples": 10,
+                                                        "data_dir": "/nowhere"}}, "r")

@@ -168,6 +168,11 @@ def _check_named(params: dict[str, Any], where: str) -> None:
         if bad:
             raise ConfigError(f"{where}: dataset {dname!r} has no option {bad[0]!r}; valid: "
                               f"{', '.join(sorted(dataset_options(dname)))}")
+        # values the loader refuses (mnist1d's num_samples: 5), as a run config's: before
+        # the sweep, not as each run loads its data
+        from sgdlab.data.registry import check_dataset_options
+
+        check_dataset_options(dname, {k: v for k, v in d.items() if k != "data_dir"})
     except UserError as e:
         if isinstance(e, ConfigError):
             raise
