@@ -286,10 +286,10 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
         if hessian_iter is not None and (not is_whole(hessian_iter) or hessian_iter < 1):
             raise ValueError(f"Invalid hessian_iter: {hessian_iter} (Lanczos' Krylov size, an "
                              "int >= 1, or None: its default)")
-        # a config's whole floats (k: 2.0) are the counts Lanczos takes as ints: 2.0 failed the
-        # first noise refresh, after the run was recorded
-        k, hessian_iter = (int(v) if v is not None and is_whole(v) else v
-                           for v in (k, hessian_iter))
+        # a config's whole floats (k: 2.0) are counts Lanczos and the subset draw take as ints
+        # alone: 2.0 failed the first noise refresh, after the run was recorded
+        k, hessian_iter, estimation_size = (int(v) if v is not None and is_whole(v) else v
+                                            for v in (k, hessian_iter, estimation_size))
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                         weight_decay=weight_decay)
         self.noise = kind                # read by add_param_group within Optimizer.__init__

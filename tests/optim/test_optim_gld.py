@@ -470,6 +470,20 @@ def test_a_configs_whole_floats_are_the_counts_lanczos_takes(problem, name):
     torch.testing.assert_close(steps[0], steps[1], rtol=0, atol=0)
 
 
+def test_a_whole_float_estimation_size_draws_the_subset_an_int_draws(problem):
+    # estimation_size: 8.0 passed the constructor, then failed the first refresh's slice
+    model, data, _, _ = problem
+    steps = []
+    for n in (8.0, 8):
+        m = copy.deepcopy(model)
+        opt = build("gld-sgd-like", m, data, estimation_size=n, seed=0)
+        opt.zero_grad()
+        LOSS(m(data[0]), data[1]).backward()
+        opt.step()
+        steps.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
+    torch.testing.assert_close(steps[0], steps[1], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("it", [0, 2.5, "30"])
 def test_hessian_iter_is_refused_at_construction(problem, it):
     # it reached Lanczos only at the first refresh
