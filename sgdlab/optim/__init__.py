@@ -35,6 +35,7 @@ from .gld import (  # noqa: E402
     StructuredNoiseGD,
 )
 from .random_lr import RandomLRSGD  # noqa: E402
+from .rmsprop_eq15 import RMSPropEq15  # noqa: E402
 from .sgld import SGLD  # noqa: E402
 from .smoothing import HEAT, HJ  # noqa: E402
 from .switch import SwitchOptimizer  # noqa: E402
@@ -45,5 +46,5 @@ __all__ = ["OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_optimizer_for",
            "register_schedule", "schedule_name",
            "AnnealedNoiseSGD", "EntropyAdam", "EntropySGD", "GD", "GLDConst", "GLDDiagonal",
            "GLDDynamic", "GLDHessian", "GLDLeading", "GLDSGDLike", "HEAT", "HJ",
-           "IsotropicNoiseGD", "Parle", "RandomLRSGD", "SGLD", "StructuredNoiseGD",
+           "IsotropicNoiseGD", "Parle", "RandomLRSGD", "RMSPropEq15", "SGLD", "StructuredNoiseGD",
            "SwitchOptimizer", "TrivializedSGD"]

@@ -49,7 +49,7 @@ HYPER = {
     "switch": dict(first="rmsprop", second="sgd", switch_step=2,
                    first_hyper=dict(lr=0.01), second_hyper=dict(lr=0.1)),
     "trivialized": dict(lr=0.1), "annealed-noise": dict(lr=0.1),
-    "sgld": dict(lr=0.1),
+    "sgld": dict(lr=0.1), "rmsprop-eq15": dict(lr=0.01, delta=1e-4),
 }
 
 
@@ -283,6 +283,7 @@ GROUP_HYPER = {
     "hj": dict(_SGD_LIKE, inner_lr=0.05, gamma=0.05), "heat": dict(_SGD_LIKE, gamma=0.005),
     "switch": dict(lr=0.05, weight_decay=0.01), "trivialized": _SGD_LIKE,
     "annealed-noise": _SGD_LIKE, "sgld": dict(lr=0.05, temperature=0.5, weight_decay=0.01),
+    "rmsprop-eq15": dict(lr=0.005, rho=0.9, delta=1e-3),
     **{name: _GLD for name in HYPER if name.startswith(("gld", "gd"))},
 }
 GROUP_HYPER["adamw"] = GROUP_HYPER["adam"]
