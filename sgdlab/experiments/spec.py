@@ -38,6 +38,8 @@ and edits, run with ``sgdlab run --config FILE``) is *data*: it is parsed with
             params: {optimizer.lr: 0.05}    # set (dotted paths) on every expanded run ...
             labels: [gld]                   # ... or on the run groups whose label starts so
             exact_labels: [gd]              # ... or is exactly so (not gd-start)
+            # or, where groups need different params: pieces, each {params, labels,
+            # exact_labels}, in place of the three keys above
             options: {...}                  # deep-merged into the analysis options
             deviations: ["..."]             # appended to the scale's deviations
     options: {claims: [{less: [a, b], ..., reading: {lr: suppl-d}}]}   # only under that choice
@@ -69,7 +71,10 @@ runs of two readings never mix, runs that no reading changes are shared), its ``
 keys as they were before the file had readings. ``labels`` reach the groups whose label begins
 with one of them, ``exact_labels`` those whose label is one of them (a prefix ``gd`` reaches
 ``gd-start`` too); given both, a choice reaches the groups either names. A choice's labels need
-not name a run group at every scale: a scale without such groups is left as it is. Where the
+not name a run group at every scale: a scale without such groups is left as it is. A choice
+whose groups need different ``params`` (one reading of an optimizer set at ``optimizer`` on one
+group and at ``optimizer.first`` on another) lists ``pieces``, each ``{params, labels,
+exact_labels}`` read as a choice's own, applied in order, in place of those three keys. Where the
 paper's readings make different claims, a claim of ``options.claims`` may carry ``reading: {KEY:
 CHOICE}`` (or a list of choices): it is tested only when that reading is taken. Reports name
 every reading taken.
@@ -114,7 +119,10 @@ _RUN_KEYS = {"label", "params", "depends"}
 _OUTPUT_KEYS = {"tables", "figures"}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _READING_KEYS = {"default", "choices"}
-_CHOICE_KEYS = {"description", "params", "labels", "exact_labels", "options", "deviations"}
+_CHOICE_KEYS = {"description", "params", "labels", "exact_labels", "pieces", "options",
+                "deviations"}
+# one piece of a choice whose groups take different params
+_PIECE_KEYS = {"params", "labels", "exact_labels"}
 # a reading and its choice are typed on the command line and name the output folder
 _READING_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
@@ -394,7 +402,9 @@ def _selected(d: dict[str, Any], part: str, path: str) -> list[dict[str, Any]] |
 
 def set_dotted(d: dict[str, Any], path: str, value: Any) -> None:
     """Set ``value`` at a dotted ``path``; a part ``list[key=value]`` continues into every
-    item of that list whose ``key`` reads ``value`` (``final[kind=hessian_top].bn_mode``)."""
+    item of that list whose ``key`` reads ``value`` (``final[kind=hessian_top].bn_mode``). A
+    mapping merges into the mapping there, as in :func:`deep_merge`, unless it names another
+    ``name`` (another optimizer, model): then it replaces it whole."""
     parts = _PART_DOT.split(path)
     for i, p in enumerate(parts[:-1]):
         hits = _selected(d, p, path)
@@ -410,10 +420,12 @@ def set_dotted(d: dict[str, Any], path: str, value: Any) -> None:
         d = nxt
     if _SELECTOR.match(parts[-1]):
         raise ConfigError(f"cannot set {path!r}: a list selector needs a key after it")
-    if isinstance(value, dict) and isinstance(d.get(parts[-1]), dict):
-        d[parts[-1]] = deep_merge(d[parts[-1]], value)
+    old = d.get(parts[-1])
+    if (isinstance(value, dict) and isinstance(old, dict)
+            and not ("name" in value and old.get("name", value["name"]) != value["name"])):
+        d[parts[-1]] = deep_merge(old, value)
     else:
-        d[parts[-1]] = value
+        d[parts[-1]] = value      # as deep_merge: another optimizer's options start afresh
 
 
 def paper_ref(paper: dict[str, Any]) -> str:
@@ -595,18 +607,49 @@ def _check_readings(where: str, readings: Any) -> None:
             desc = c.get("description")
             if not (isinstance(desc, str) and desc.strip() and "\n" not in desc.strip()):
                 raise ConfigError(f"{cat}: missing one-line string key 'description'")
-            for k in ("params", "options"):
-                v = c.get(k, {})
-                if not isinstance(v, dict) or not all(isinstance(p, str) for p in v):
-                    raise ConfigError(f"{cat}.{k}: expected a mapping")
-            for k in ("labels", "exact_labels"):
-                labels = c.get(k, [])
-                if not isinstance(labels, list) or not all(isinstance(s, str) and s
-                                                           for s in labels):
-                    raise ConfigError(f"{cat}.{k}: expected a list of run group labels")
-                if labels and not c.get("params"):
-                    raise ConfigError(f"{cat}.{k}: limits 'params', which the choice lacks")
+            _check_mapping(f"{cat}.options", c.get("options", {}))
+            if "pieces" in c:
+                _check_pieces(f"{cat}.pieces", c)
+            else:
+                _check_targets(cat, c)
             _check_sentences(f"{cat}.deviations", c.get("deviations", []))
+
+
+def _check_mapping(where: str, v: Any) -> None:
+    if not isinstance(v, dict) or not all(isinstance(p, str) for p in v):
+        raise ConfigError(f"{where}: expected a mapping")
+
+
+def _check_targets(where: str, c: dict[str, Any]) -> None:
+    """A choice's (or a piece's) ``params``, ``labels`` and ``exact_labels``."""
+    _check_mapping(f"{where}.params", c.get("params", {}))
+    for k in ("labels", "exact_labels"):
+        labels = c.get(k, [])
+        if not isinstance(labels, list) or not all(isinstance(s, str) and s for s in labels):
+            raise ConfigError(f"{where}.{k}: expected a list of run group labels")
+        if labels and not c.get("params"):
+            raise ConfigError(f"{where}.{k}: limits 'params', which the choice lacks")
+
+
+def _check_pieces(where: str, c: dict[str, Any]) -> None:
+    """``pieces: [{params, labels, exact_labels}, ...]``, in place of the choice's own three
+    keys: each piece sets non-empty ``params`` on the groups it names (it must name some)."""
+    mixed = sorted(_PIECE_KEYS & set(c))
+    if mixed:
+        raise ConfigError(f"{where}: a choice with 'pieces' sets its params in them, not in "
+                          f"its own {mixed[0]!r}")
+    pieces = c["pieces"]
+    if not isinstance(pieces, list) or not pieces:
+        raise ConfigError(f"{where}: expected a list of {{params, labels, exact_labels}}")
+    for i, piece in enumerate(pieces):
+        at = f"{where}[{i}]"
+        _check_keys(at, piece, _PIECE_KEYS)
+        _check_targets(at, piece)
+        if not piece.get("params"):
+            raise ConfigError(f"{at}: missing mapping 'params'")
+        if not (piece.get("labels") or piece.get("exact_labels")):
+            raise ConfigError(f"{at}: names no run groups ('labels' or 'exact_labels'): a "
+                              "choice's own 'params' reach every group")
 
 
 def choose_readings(raw: dict[str, Any], readings: dict[str, str] | None = None
@@ -716,9 +759,10 @@ def resolve(raw: dict[str, Any], scale: str, source: str = "<config>",
         source=source, raw=raw,
         resources={**(raw.get("resources") or {}), **(ov.get("resources") or {})},
         readings=chosen, outside_regime=ov.get("outside_regime"),
-        reading_params=[(tuple(c["labels"]) if "labels" in c else None,
-                         tuple(c["exact_labels"]) if "exact_labels" in c else None,
-                         dict(c["params"])) for c in picked if c.get("params")])
+        reading_params=[(tuple(t["labels"]) if "labels" in t else None,
+                         tuple(t["exact_labels"]) if "exact_labels" in t else None,
+                         dict(t["params"])) for c in picked for t in _pieces(c)
+                        if t.get("params")])
     from sgdlab.experiments.procedures import get_analysis, get_procedure
 
     proc = get_procedure(spec.procedure)      # raises ConfigError on unknown names
@@ -729,6 +773,11 @@ def resolve(raw: dict[str, Any], scale: str, source: str = "<config>",
         proc.validate(r.params, where=f"{spec.name}[{scale}] run {r.label!r}")
         proc.validate_seed(r.params, r.seed, where=f"{spec.name}[{scale}].seeds")
     return spec
+
+
+def _pieces(choice: dict[str, Any]) -> list[dict[str, Any]]:
+    """A choice's ``{params, labels, exact_labels}`` sets: its ``pieces``, or itself."""
+    return choice["pieces"] if "pieces" in choice else [choice]
 
 
 def _check_reading_targets(where: str, readings: dict[str, Any], raw: dict[str, Any],
@@ -742,21 +791,28 @@ def _check_reading_targets(where: str, readings: dict[str, Any], raw: dict[str, 
             (ov or {}).get("runs", []) for ov in (raw.get("scales") or {}).values()]
         for g in runs))
     for key, r in readings.items():
-        for name, c in r["choices"].items():
-            at = f"{where}.{key}.choices.{name}"
-            for lab in c.get("labels", []):
-                if not any(g.startswith(lab) for g in groups):
-                    raise ConfigError(f"{at}.labels: {lab!r} begins no run group's label at "
-                                      f"any scale ({', '.join(groups)})")
-            for lab in c.get("exact_labels", []):
-                if lab not in groups:
-                    raise ConfigError(f"{at}.exact_labels: {lab!r} is no run group's label at "
-                                      f"any scale{did_you_mean(lab, groups)} "
-                                      f"({', '.join(groups)})")
-            clash = sorted(set(c.get("params", {})) & set(grid))
-            if clash:
-                raise ConfigError(f"{at}.params: {clash[0]!r} is a grid axis at scale "
-                                  f"{scale!r}")
+        for name, choice in r["choices"].items():
+            for i, c in enumerate(_pieces(choice)):
+                at = f"{where}.{key}.choices.{name}" + (f".pieces[{i}]" if "pieces" in choice
+                                                          else "")
+                _check_piece_targets(at, c, groups, grid, scale)
+
+
+def _check_piece_targets(at: str, c: dict[str, Any], groups: list[str], grid: dict[str, Any],
+                         scale: str) -> None:
+    """One choice's (or piece's) ``labels`` and ``exact_labels`` against the file's run
+    groups ``groups``, and its ``params`` against the grid's axes."""
+    for lab in c.get("labels", []):
+        if not any(g.startswith(lab) for g in groups):
+            raise ConfigError(f"{at}.labels: {lab!r} begins no run group's label at "
+                              f"any scale ({', '.join(groups)})")
+    for lab in c.get("exact_labels", []):
+        if lab not in groups:
+            raise ConfigError(f"{at}.exact_labels: {lab!r} is no run group's label at "
+                              f"any scale{did_you_mean(lab, groups)} ({', '.join(groups)})")
+    clash = sorted(set(c.get("params", {})) & set(grid))
+    if clash:
+        raise ConfigError(f"{at}.params: {clash[0]!r} is a grid axis at scale {scale!r}")
 
 
 def _claims_of_readings(where: str, options: dict[str, Any], chosen: dict[str, str],

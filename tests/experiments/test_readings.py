@@ -142,6 +142,75 @@ def test_bad_exact_labels_name_the_path(exact, message):
         resolve(raw, "smoke", "x.yaml")
 
 
+def _with_pieces() -> dict:
+    """The toy file with a reading whose groups take different params: ``cfg.m`` on ``a``,
+    ``factor`` on the ``b-`` groups (Zhu's RMSProp at ``optimizer`` on one group and at
+    ``optimizer.first`` on the other)."""
+    raw = _raw()
+    raw["readings"]["p"] = {"default": "none", "choices": {
+        "none": {"description": "as the file has it"},
+        "split": {"description": "m on a, a factor on the b groups", "pieces": [
+            {"params": {"cfg.m": 3}, "exact_labels": ["a"]},
+            {"params": {"factor": 4}, "labels": ["b-"]}]}}}
+    return raw
+
+
+def test_a_choices_pieces_set_each_their_params_on_their_own_groups():
+    raw = _with_pieces()
+    default = resolve(raw, "smoke")
+    split = {r.label: r for r in resolve(raw, "smoke", readings={"p": "split"}).expand()}
+    assert {lab: (r.params["cfg"]["m"], r.params.get("factor")) for lab, r in split.items()} == {
+        "a|x=1": (3, None), "a|x=2": (3, None), "b-one|x=1": (1, 4), "b-one|x=2": (1, 4),
+        "b-two|x=1": (1, 4), "b-two|x=2": (1, 4)}
+    assert not set(_keys(default).values()) & {r.key for r in split.values()}
+    # the default choice keeps the keys of the file without the reading
+    plain = _raw()
+    assert _keys(default) == _keys(resolve(plain, "smoke"))
+    # pieces apply in order, after the other readings' params: a later piece wins
+    raw["readings"]["p"]["choices"]["split"]["pieces"].append(
+        {"params": {"factor": 5}, "exact_labels": ["b-two"]})
+    split = {r.label: r.params.get("factor")
+             for r in resolve(raw, "smoke", readings={"p": "split"}).expand()}
+    assert split["b-one|x=1"] == 4 and split["b-two|x=1"] == 5
+
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("pieces", {"params": {"factor": 4}}), "choices.split.pieces: expected a list of"),
+    (("pieces", []), "choices.split.pieces: expected a list of"),
+    (("params", {"factor": 4}), "choices.split.pieces: a choice with 'pieces' sets its "
+                                "params in them, not in its own 'params'"),
+    (("pieces", [{"params": {"factor": 4}}]), "choices.split.pieces[0]: names no run groups"),
+    (("pieces", [{"labels": ["b-"]}]), "choices.split.pieces[0].labels: limits 'params'"),
+    (("pieces", [{"params": {"factor": 4}, "label": ["b-"]}]), "choices.split.pieces[0]"),
+    (("pieces", [{"params": {"factor": 4}, "exact_labels": ["b-on"]}]),
+     "choices.split.pieces[0].exact_labels: 'b-on' is no run group's label at any scale "
+     "(did you mean b-one?)"),
+    (("pieces", [{"params": {"x": 2}, "labels": ["b-"]}]),
+     "choices.split.pieces[0].params: 'x' is a grid axis"),
+])
+def test_bad_pieces_name_the_path(edit, message):
+    raw = _with_pieces()
+    raw["readings"]["p"]["choices"]["split"][edit[0]] = edit[1]
+    with pytest.raises(ConfigError) as e:
+        resolve(raw, "smoke", "x.yaml", readings={"p": "split"})
+    assert message in str(e.value), str(e.value)
+
+
+def test_a_mapping_naming_another_name_replaces_the_one_there_as_deep_merge_does():
+    from sgdlab.experiments.spec import deep_merge, set_dotted
+
+    base = {"optimizer": {"name": "rmsprop", "lr": 1e-3, "alpha": 0.99, "eps": 1e-8}}
+    other = {"name": "rmsprop-eq15", "lr": 1e-3, "rho": 0.99}
+    params = copy.deepcopy(base)
+    set_dotted(params, "optimizer", other)     # torch's alpha and eps are not carried over
+    assert params["optimizer"] == other == deep_merge(base, {"optimizer": other})["optimizer"]
+    set_dotted(params, "optimizer", {"name": "rmsprop-eq15", "delta": 1e-6})   # same: merges
+    assert params["optimizer"] == {**other, "delta": 1e-6}
+    set_dotted(params, "optimizer", {"lr": 0.5})                               # no name: merges
+    assert params["optimizer"]["lr"] == 0.5 and params["optimizer"]["rho"] == 0.99
+
+
 def test_a_path_part_list_key_value_reaches_the_matching_list_items():
     from sgdlab.experiments.spec import get_dotted, set_dotted
 
@@ -316,7 +385,8 @@ def test_each_catalogue_reading_resolves_and_only_its_other_choices_change_the_r
         assert [r.key for r in runs[scale]] == [
             r.key for r in resolve(bare, scale, str(path)).expand(data_dir="/d")]
     for key, r in raw["readings"].items():
-        assert "params" not in r["choices"][r["default"]], f"{name}: {key}'s default sets params"
+        assert not {"params", "pieces"} & set(r["choices"][r["default"]]), (
+            f"{name}: {key}'s default sets params")
         for choice in r["choices"]:
             changed = []
             for scale in SCALES:
