@@ -357,6 +357,34 @@ def test_rmsprop_sgd_compares_with_its_own_state_at_the_switch(scale):
                    320)
 
 
+@pytest.mark.parametrize("scale", SCALES)
+def test_rmsprop_form_eq15_runs_eqs_14_15_in_both_groups_and_pytorch_keeps_the_runs(scale):
+    """Reading rmsprop-form: ``pytorch`` (default) is the file's torch RMSprop, unchanged;
+    ``eq15`` puts rmsprop-eq15 (Suppl. F's η, ρ = α = 0.99, δ = ε = 10⁻⁸) at the base
+    optimizer of ``rmsprop`` and at the switch's first of ``rmsprop-then-sgd``, nothing else."""
+    from sgdlab.optim import RMSPropEq15, build_optimizer
+
+    default = {r.label: r for r in load_experiment("zhu-rmsprop-sgd", scale).expand("/d")}
+    pytorch = {r.label: r for r in load_experiment(
+        "zhu-rmsprop-sgd", scale, readings={"rmsprop-form": "pytorch"}).expand("/d")}
+    eq15 = {r.label: r for r in load_experiment(
+        "zhu-rmsprop-sgd", scale, readings={"rmsprop-form": "eq15"}).expand("/d")}
+    assert {k: r.key for k, r in pytorch.items()} == {k: r.key for k, r in default.items()}
+    assert default["rmsprop"].params["optimizer"]["name"] == "rmsprop"
+    hyper = {"lr": 1e-3, "rho": 0.99, "delta": 1e-8}
+    assert eq15["rmsprop"].params["optimizer"] == {"name": "rmsprop-eq15", **hyper}
+    opt = eq15["rmsprop-then-sgd"].params["optimizer"]
+    was = default["rmsprop-then-sgd"].params["optimizer"]
+    assert opt == {**was, "first": "rmsprop-eq15", "first_hyper": hyper}
+    for label in eq15:      # the rest of each run as the file has it
+        mine = {k: v for k, v in eq15[label].params.items() if k != "optimizer"}
+        assert mine == {k: v for k, v in default[label].params.items() if k != "optimizer"}
+        assert eq15[label].key != default[label].key
+    p = torch.zeros(2, requires_grad=True)
+    built = build_optimizer(opt["name"], [p], **{k: v for k, v in opt.items() if k != "name"})
+    assert isinstance(built.first, RMSPropEq15)
+
+
 def test_rmsprop_sgd_quotes_first_what_the_text_concludes_not_the_experiments_purpose():
     """Line 320 says why SGD is run ("to check whether SGD can escape"), not what it found; the
     conclusion the claims rest on is line 322's suggestion, the entry's main quote."""
