@@ -45,8 +45,8 @@ def test_steps_match_eqs_14_15_by_hand_in_float64():
     lr, rho, delta = 0.01, 0.9, 1e-3
     p = torch.tensor(THETA0, dtype=torch.float64, requires_grad=True)
     opt = build_optimizer("rmsprop-eq15", [p], lr=lr, rho=rho, delta=delta)
-    got = _run(opt, p, torch.tensor(A, dtype=torch.float64), torch.tensor(C, dtype=torch.float64),
-               4)
+    a, c = torch.tensor(A, dtype=torch.float64), torch.tensor(C, dtype=torch.float64)
+    got = _run(opt, p, a, c, 4)
     want, r = _by_hand(THETA0, A, C, lr=lr, rho=rho, delta=delta, steps=4)
     torch.testing.assert_close(torch.tensor(got), torch.tensor(want), rtol=1e-14, atol=1e-15)
     torch.testing.assert_close(opt.state[p]["square_avg"], torch.tensor(r, dtype=torch.float64),
