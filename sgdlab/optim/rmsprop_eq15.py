@@ -8,7 +8,8 @@ element-wise, with r_0 = 0. Two things set it apart from ``torch.optim.RMSprop``
 default setting"): δ is inside the root, and the step divides by r_t, the average *before*
 this step's gradient enters it, where torch divides by √r_{t+1} + ε. With r_0 = 0 the first
 step is η g / √δ (10⁴ η g at δ = 10⁻⁸): the printed form, taken literally, where torch's
-first step is η g / (√(1 − ρ) |g| + ε) ≈ 10 η sign(g) at ρ = 0.99. docs/FIDELITY.md (Zhu) compares the two.
+first step is η g / (√(1 − ρ) |g| + ε) ≈ 10 η sign(g) at ρ = 0.99. docs/FIDELITY.md (Zhu)
+compares the two.
 
 No momentum, no weight decay, no centring: eqs. (14)–(15) have none. A complex parameter
 steps as the pairs of its real and imaginary parts (torch.optim's convention); a sparse
