@@ -20,7 +20,8 @@ to the underlying implementation of SGD": the field is added to the gradient the
 **N and p for a real network** (§2.4.2): "N := (# weights / p)^{1/2} where p is taken to be the
 number of layers", a convolution (with its batch normalization and max-pooling) counting as one
 layer. :func:`trivialization_heuristics` counts the weight layers (``nn.Linear`` / ``nn.Conv*``)
-as p and sets N = (d / p)^{1/2}, d the number of trainable parameters. The same paragraph calls
+as p and sets N = (d / p)^{1/2}, d the number of trainable parameters (of the weight tensors
+under ``field_on="weights"``: d counts the coordinates the field covers). The same paragraph calls
 p "the number of hidden layers" (as §2.1 and §2.4.1 do: the 3-spin glass is "three hidden
 layers [...] and a fourth loss layer"), one fewer: ``p_count="hidden-layers"`` counts the weight
 layers but the output one. N only matters when ``n`` is given explicitly (n ≤ N keeps the
@@ -71,17 +72,30 @@ def _check_p_count(p_count: str) -> None:
         raise ValueError(f"Invalid p_count {p_count!r}; choose one of {', '.join(P_COUNTS)}")
 
 
-def trivialization_heuristics(model: nn.Module, *, p_count: str = "weight-layers"
-                              ) -> dict[str, float]:
+def _check_field_on(field_on: str) -> None:
+    if field_on not in FIELD_ON:
+        raise ValueError(f"Invalid field_on {field_on!r}; choose one of {', '.join(FIELD_ON)}")
+
+
+def _covered(q: Tensor, field_on: str) -> bool:
+    """Whether the field has coordinates on ``q``: every tensor (``"all"``), or the weight
+    tensors, those of two or more dimensions (``"weights"``)."""
+    return field_on == "all" or q.dim() >= 2
+
+
+def trivialization_heuristics(model: nn.Module, *, p_count: str = "weight-layers",
+                              field_on: str = "all") -> dict[str, float]:
     """Thesis §2.4.2 for a model: ``{"p": max(3, P), "num_spins": (d / P)^{1/2}, "layers": L}``
     with L the number of weight layers (``nn.Linear`` / ``nn.Conv*``), P = L
     (``p_count="weight-layers"``) or L − 1, the output layer left out (``"hidden-layers"``),
-    and d the number of trainable parameters (module docstring)."""
+    and d, the "# weights", the number of trainable parameters the field covers (``field_on``:
+    all of them, or the weight tensors only; module docstring)."""
     _check_p_count(p_count)
+    _check_field_on(field_on)
     layers = sum(1 for m in model.modules()
                  if isinstance(m, _WEIGHT_LAYERS) and getattr(m, "weight", None) is not None
                  and m.weight.requires_grad)
-    d = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    d = sum(p.numel() for p in model.parameters() if p.requires_grad and _covered(p, field_on))
     counted = layers if p_count == "weight-layers" else max(0, layers - 1)
     return {"p": max(3, counted), "num_spins": math.sqrt(d / max(1, counted)),
             "layers": layers}
@@ -111,7 +125,8 @@ class TrivializedSGD(PicklesWhole, Optimizer):
         p: spin-glass order (> 2); default from ``model`` (:func:`trivialization_heuristics`).
         p_count: what the default p counts, ``"weight-layers"`` (default) or
             ``"hidden-layers"`` (one fewer; module docstring).
-        num_spins: N; default (d / p)^{1/2} from ``model`` (thesis §2.4.2), else d.
+        num_spins: N; default (d / p)^{1/2} from ``model`` (thesis §2.4.2), else d; d the
+            coordinates the field covers (all parameters', or the weight tensors').
         n: annealing range, 0 < n <= N (default N, as in Algorithm 1).
         tau0: annealing time constant τ₀ in optimizer steps (> 0).
         resample: draw a fresh ξ every step (the "resampled annealed noise" control).
@@ -136,8 +151,7 @@ class TrivializedSGD(PicklesWhole, Optimizer):
                  model: nn.Module | None = None, loss_fn: Any = None, data: Any = None,
                  **base_hyper: Any):
         check_plain_optimizer("base", base, exclude=("trivialized", "annealed-noise"))
-        if field_on not in FIELD_ON:
-            raise ValueError(f"Invalid field_on {field_on!r}; choose one of {', '.join(FIELD_ON)}")
+        _check_field_on(field_on)
         self.field_on = field_on
         if not 0 < coupling < math.inf:
             raise ValueError(f"Invalid coupling J: {coupling} (must be finite > 0)")
@@ -148,8 +162,12 @@ class TrivializedSGD(PicklesWhole, Optimizer):
         super().__init__(self.base.param_groups, self.base.defaults)
         self._link()
 
-        heur = trivialization_heuristics(model, p_count=p_count) if model is not None else {}
+        heur = (trivialization_heuristics(model, p_count=p_count, field_on=field_on)
+                if model is not None else {})
         d = sum(q.numel() for g in self.param_groups for q in g["params"])
+        # §2.4.2's "# weights" of N: the coordinates the field covers
+        covered = sum(q.numel() for g in self.param_groups for q in g["params"]
+                      if _covered(q, field_on))
         p = p if p is not None else heur.get("p")
         if p is None:
             raise ValueError("Invalid p: None (give p, the spin-glass order, or model= for the "
@@ -157,7 +175,7 @@ class TrivializedSGD(PicklesWhole, Optimizer):
         if not p > 2:
             raise ValueError(f"Invalid p: {p} (spin-glass order, must be > 2)")
         if num_spins is None:
-            num_spins = heur.get("num_spins", d)
+            num_spins = heur.get("num_spins", covered)
         if not num_spins > 0:
             raise ValueError(f"Invalid num_spins N: {num_spins} (must be > 0)")
         n = num_spins if n is None else n
@@ -185,7 +203,8 @@ class TrivializedSGD(PicklesWhole, Optimizer):
                              dtype=torch.float64, device=self._device)
         if self.field_on == "weights":     # zero h where no weight tensor lies
             groups = self.param_groups if n is None else self.param_groups[-1:]
-            keep = torch.cat([torch.full((q.numel(),), q.dim() >= 2, device=xi.device)
+            keep = torch.cat([torch.full((q.numel(),), _covered(q, "weights"),
+                                         device=xi.device)
                               for g in groups for q in g["params"]])
             xi = xi * keep
         return self.field_scale * xi

@@ -550,3 +550,22 @@ def test_field_on_weights_keeps_the_weights_draws_only(name):
     assert opt.settings()["field_on"] == "weights"
     with pytest.raises(ValueError, match="field_on"):
         build_optimizer_for(name, tiny_mlp(), lr=0.1, field_on="biases")
+
+
+@pytest.mark.parametrize("name", ["trivialized", "annealed-noise"])
+def test_field_on_weights_counts_the_weights_in_n(name):
+    # §2.4.2's N := (# weights / p)^{1/2} counts the coordinates the field covers: under
+    # field_on="weights" the weight tensors', the biases and batch norm left out, as from h
+    net = nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 5),
+                        nn.ReLU(), nn.Linear(5, 2))
+    weights = 3 * 5 + 5 * 5 + 5 * 2
+    h = trivialization_heuristics(net, field_on="weights")
+    assert h == {"p": 3, "num_spins": pytest.approx(math.sqrt(weights / 3)), "layers": 3}
+    every = sum(q.numel() for q in net.parameters())
+    assert trivialization_heuristics(net)["num_spins"] == pytest.approx(math.sqrt(every / 3))
+    opt = build_optimizer_for(name, net, lr=0.1, seed=0, field_on="weights")
+    assert opt.num_spins == opt.n == pytest.approx(math.sqrt(weights / 3))
+    bare = build_optimizer(name, list(net.parameters()), lr=0.1, p=3, seed=0, field_on="weights")
+    assert bare.num_spins == weights             # no model: N = d, the weights' count
+    with pytest.raises(ValueError, match="field_on"):
+        trivialization_heuristics(net, field_on="biases")
