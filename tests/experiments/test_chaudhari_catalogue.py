@@ -1552,3 +1552,23 @@ def test_field_on_reading_reaches_every_field_run_and_the_default_covers_all(nam
              if r.params["optimizer"]["name"] in ("trivialized", "annealed-noise")}
     assert field and {r.label for r in runs
                       if r.params["optimizer"].get("field_on") == "weights"} == field
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_field_on_weights_compares_fig_2_3b_minimum_of_the_step_within_weights_only(scale):
+    """Under field-on=weights the biases get no field: a minimum of |∇f + s_i h| over every
+    parameter is then the biases' |∇f| (exactly 0 on a ReLU unit inactive on the batch) as
+    much as the field's effect, so Fig. 2.3b's step-gradient claim is made within the first
+    layer's weights only; under the default field-on=all the claims are as before."""
+    def metrics(readings):
+        o = load_experiment("chaudhari-trivialized", scale, readings=readings).options
+        return {c["metric"] for c in o["claims"] if c["metric"].startswith("min_grad_step")}
+
+    for over, metric in (("all-weights", "min_grad_step_mean_all"),
+                         ("nonzero", "min_grad_step_mean_nonzero"),
+                         ("first-layer", "min_grad_step_mean_first")):
+        assert metrics({"min-over": over}) == {metric}
+        assert metrics({"min-over": over, "field-on": "weights"}) == (
+            {metric} if over == "first-layer" else set())
+    assert metrics({"min-over": "first-layer", "min-during": "running",
+                    "field-on": "weights"}) == {"min_grad_step_running_first"}
