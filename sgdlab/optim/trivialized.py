@@ -288,13 +288,18 @@ class TrivializedSGD(PicklesWhole, Optimizer):
     def state_dict(self) -> dict[str, Any]:
         sd = self.base.state_dict()
         sd["trivialized"] = {"base": self.base_name, "i": self._i, "field": self.field.clone(),
-                             "generator": self.generator.get_state()}
+                             "generator": self.generator.get_state(), "field_on": self.field_on}
         return sd
 
     @runs_state_dict_hooks
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict, extra = split_own_state(state_dict, "trivialized", "TrivializedSGD",
                                             base=self.base_name)
+        # a state saved before field_on existed drew its field over every parameter; a field
+        # of the other coverage would put h where this optimizer has none, or the reverse
+        saved_on = extra.get("field_on", "all")
+        if saved_on != self.field_on:
+            raise ValueError(f"state_dict is for field_on {saved_on!r}, not {self.field_on!r}")
         self.base.load_state_dict(state_dict)
         self._link()
         self._i = int(extra["i"])

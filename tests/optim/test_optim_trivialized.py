@@ -569,3 +569,25 @@ def test_field_on_weights_counts_the_weights_in_n(name):
     assert bare.num_spins == weights             # no model: N = d, the weights' count
     with pytest.raises(ValueError, match="field_on"):
         trivialization_heuristics(net, field_on="biases")
+
+
+@pytest.mark.parametrize("name", ["trivialized", "annealed-noise"])
+def test_a_state_loads_only_into_the_field_coverage_it_was_saved_with(name):
+    # a state saved before field_on existed (no entry) drew h over every parameter: it loads
+    # into field_on="all" as before, and is refused by "weights", whose h has no bias part
+    model = tiny_mlp(seed=0)
+    every = build_optimizer_for(name, model, lr=0.1, seed=2)
+    _run(model, every, 2)
+    old = every.state_dict()
+    del old["trivialized"]["field_on"]
+    again = build_optimizer_for(name, model, lr=0.1, seed=2)
+    again.load_state_dict(old)
+    torch.testing.assert_close(again.field, every.field)
+    weights = build_optimizer_for(name, model, lr=0.1, seed=2, field_on="weights")
+    with pytest.raises(ValueError, match="field_on 'all', not 'weights'"):
+        weights.load_state_dict(old)
+    with pytest.raises(ValueError, match="field_on 'weights', not 'all'"):
+        again.load_state_dict(weights.state_dict())
+    twin = build_optimizer_for(name, model, lr=0.1, seed=5, field_on="weights")
+    twin.load_state_dict(weights.state_dict())
+    torch.testing.assert_close(twin.field, weights.field)
