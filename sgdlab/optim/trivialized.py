@@ -202,12 +202,14 @@ class TrivializedSGD(PicklesWhole, Optimizer):
         xi = standard_normal((self._dim if n is None else n,), generator=self.generator,
                              dtype=torch.float64, device=self._device)
         if self.field_on == "weights":     # zero h where no weight tensor lies
-            groups = self.param_groups if n is None else self.param_groups[-1:]
-            keep = torch.cat([torch.full((q.numel(),), _covered(q, "weights"),
-                                         device=xi.device)
-                              for g in groups for q in g["params"]])
-            xi = xi * keep
+            xi = xi * self._weights_mask(self.param_groups if n is None
+                                         else self.param_groups[-1:])
         return self.field_scale * xi
+
+    def _weights_mask(self, groups: list[dict[str, Any]]) -> Tensor:
+        """True on the coordinates of the weight tensors (flat in ``groups``' order)."""
+        return torch.cat([torch.full((q.numel(),), _covered(q, "weights"), device=self._device)
+                          for g in groups for q in g["params"]])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group to the base optimizer; the fixed field grows by fresh draws for its
@@ -295,9 +297,15 @@ class TrivializedSGD(PicklesWhole, Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict, extra = split_own_state(state_dict, "trivialized", "TrivializedSGD",
                                             base=self.base_name)
-        # a state saved before field_on existed drew its field over every parameter; a field
-        # of the other coverage would put h where this optimizer has none, or the reverse
-        saved_on = extra.get("field_on", "all")
+        # a field of the other coverage would put h where this optimizer has none, or the
+        # reverse; a state saved without field_on is read off its field (a draw over every
+        # parameter is not 0 off the weights, almost surely)
+        saved_on = extra.get("field_on")
+        if saved_on is None:
+            off = ~self._weights_mask(self.param_groups)
+            field = extra["field"].to(off.device)
+            saved_on = (self.field_on if field.numel() != off.numel() or not bool(off.any())
+                        else "all" if bool(field[off].ne(0).any()) else "weights")
         if saved_on != self.field_on:
             raise ValueError(f"state_dict is for field_on {saved_on!r}, not {self.field_on!r}")
         self.base.load_state_dict(state_dict)

@@ -573,8 +573,9 @@ def test_field_on_weights_counts_the_weights_in_n(name):
 
 @pytest.mark.parametrize("name", ["trivialized", "annealed-noise"])
 def test_a_state_loads_only_into_the_field_coverage_it_was_saved_with(name):
-    # a state saved before field_on existed (no entry) drew h over every parameter: it loads
-    # into field_on="all" as before, and is refused by "weights", whose h has no bias part
+    # a state saved without field_on is read off its field: one drawn over every parameter
+    # loads into field_on="all" as before, and is refused by "weights", whose h has no bias
+    # part; one zero off the weights loads into "weights" only
     model = tiny_mlp(seed=0)
     every = build_optimizer_for(name, model, lr=0.1, seed=2)
     _run(model, every, 2)
@@ -591,3 +592,8 @@ def test_a_state_loads_only_into_the_field_coverage_it_was_saved_with(name):
     twin = build_optimizer_for(name, model, lr=0.1, seed=5, field_on="weights")
     twin.load_state_dict(weights.state_dict())
     torch.testing.assert_close(twin.field, weights.field)
+    unmarked = weights.state_dict()
+    del unmarked["trivialized"]["field_on"]
+    twin.load_state_dict(unmarked)
+    with pytest.raises(ValueError, match="field_on 'weights', not 'all'"):
+        again.load_state_dict(unmarked)
