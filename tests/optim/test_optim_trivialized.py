@@ -597,3 +597,24 @@ def test_a_state_loads_only_into_the_field_coverage_it_was_saved_with(name):
     twin.load_state_dict(unmarked)
     with pytest.raises(ValueError, match="field_on 'weights', not 'all'"):
         again.load_state_dict(unmarked)
+
+
+@pytest.mark.parametrize("name", ["trivialized", "annealed-noise"])
+def test_field_on_weights_keeps_the_draws_over_groups_and_an_added_group(name):
+    # two groups and one added later (the field grows by draws for the new group only):
+    # "weights" is "all"'s h with the biases and batch-norm coordinates zeroed, step by step
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    ps = list(net.parameters())
+    keep = torch.cat([torch.full((q.numel(),), q.dim() >= 2) for q in ps])
+    opts = [build_optimizer(name, [{"params": ps[:2]}, {"params": ps[2:4], "lr": 0.2}],
+                            lr=0.1, p=3, seed=1, **kw) for kw in ({}, {"field_on": "weights"})]
+    for o in opts:
+        o.add_param_group({"params": ps[4:]})
+    for _ in range(2):
+        for o in opts:
+            for q in ps:
+                q.grad = torch.zeros_like(q)
+            o.step()
+        every, weights = (o.last_perturbation()[1] for o in opts)
+        assert every.shape == keep.shape and bool(every[~keep].ne(0).all())
+        assert torch.equal(weights, every * keep)
