@@ -131,9 +131,11 @@ class TrivializedSGD(PicklesWhole, Optimizer):
         tau0: annealing time constant τ₀ in optimizer steps (> 0).
         resample: draw a fresh ξ every step (the "resampled annealed noise" control).
         field_on: the coordinates h covers: ``"all"`` trainable parameters (default) or
-            ``"weights"``, the tensors of two or more dimensions (Linear and Conv weights:
-            biases and batch-norm scales and shifts get none). The same draws either way: the
-            weights' coordinates of h are those of ``"all"``.
+            ``"weights"``, the tensors of two or more dimensions (Linear, Conv, Embedding and
+            recurrent weight matrices: biases, batch-norm scales and shifts and any other 1-D
+            or scalar parameter get none; a LayerNorm over several dimensions would get h on
+            its scale). The same draws either way: the weights' coordinates of h are those
+            of ``"all"``.
         seed: seed of the field's generator (default ``torch.initial_seed()``).
         model, loss_fn, data: passed by ``build_optimizer_for`` (only ``model`` is used, for the
             heuristics).
