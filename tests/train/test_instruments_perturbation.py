@@ -242,3 +242,21 @@ def test_the_nonzero_minima_skip_exact_zeros_written_by_hand():
         f"{p}/step_nonzero": 0.2, f"{p}/zero_fraction": 0.25,
         f"{p}/loss/w": 0.0, f"{p}/step/w": 0.0, f"{p}/loss_nonzero/w": 0.2,
         f"{p}/step_nonzero/w": 0.2}, rel=1e-15)
+
+
+@pytest.mark.parametrize("name", ["trivialized", "annealed-noise"])
+def test_alignment_under_field_on_weights_is_over_the_weight_tensors(name):
+    """With h on the weight tensors only, x is those tensors: the biases, which get no field,
+    would otherwise enlarge ‖x‖ (and batch norm's scales, 1 at the start, even more)."""
+    h, spy, model, opt = _run(name, coupling=0.3, tau0=4.0, seed=5, field_on="weights")
+    keep = torch.cat([torch.full((p.numel(),), p.dim() >= 2) for p in model.parameters()])
+    assert 0 < int(keep.sum()) < keep.numel()
+    for s, v in h["field_alignment"]:
+        direction = (spy.before[s] - spy.after[s] - spy.grad[s]) / opt.strength(s - 1)
+        torch.testing.assert_close(direction[~keep], torch.zeros(int((~keep).sum()),
+                                                                 dtype=direction.dtype))
+        x, d = spy.after[s][keep], direction[keep]
+        dot = abs(float(x @ d))
+        assert dict(h["field_alignment/raw"])[s] == pytest.approx(dot, rel=1e-9)
+        assert v == pytest.approx(dot / float(x.norm() * d.norm()), rel=1e-9)
+        assert v > dot / float(spy.after[s].norm() * d.norm()) * (1 + 1e-6)

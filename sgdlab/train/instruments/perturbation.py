@@ -24,7 +24,9 @@ Both are minima over the weights of one step; the running minimum over training 
 minimum of the logged series (the experiments' ``reduce: min``).
 
 Instrument ``field_alignment`` logs after the steps of its schedule, with x the weights after
-the step and h the field the step added (fixed, or that step's draw):
+the step and h the field the step added (fixed, or that step's draw), both over the
+coordinates the field covers (all parameters, or the weight tensors under Trivialized-SGD's
+``field_on="weights"``):
 
 - ``field_alignment``: |hᵀx| / (‖h‖ ‖x‖), normalised (why: :mod:`sgdlab.measure.perturbation`);
 - ``field_alignment/raw``: |hᵀx|, h as drawn, J√(p(p−2)) ξ, without the annealed strength s_i
@@ -164,6 +166,12 @@ class FieldAlignmentCallback(Callback):
             return
         weights = _ordered_params(opt)
         h = pert[1]
+        if getattr(opt, "field_on", "all") == "weights":
+            # x is the coordinates h lives on: biases and batch-norm scales (1 at the start)
+            # would dilute the cosine, by a share that changes as the weights grow
+            keep = [q.dim() >= 2 for q in weights]
+            h = _field_slices(weights, keep, h)
+            weights = [q for q, k in zip(weights, keep) if k]
         ctx.log_dict({self.prefix: perturbation_alignment(weights, h),
                       f"{self.prefix}/raw": perturbation_alignment(weights, h,
                                                                    normalise=False)})
