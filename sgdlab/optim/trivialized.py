@@ -192,6 +192,9 @@ class TrivializedSGD(PicklesWhole, Optimizer):
         self._given_seed = None if seed is None else int(seed)
         self._dim = d
         self._device = next((q.device for g in self.param_groups for q in g["params"]), None)
+        # built once (grown by add_param_group), not on each draw of a resampled field
+        self._mask = (self._weights_mask(self.param_groups) if field_on == "weights"
+                      else None)
         self._i = 0
         self.field = self._draw_field()
         self._last: tuple[float, Tensor] | None = None     # (s_i, h) of the latest step
@@ -203,9 +206,8 @@ class TrivializedSGD(PicklesWhole, Optimizer):
         per step)."""
         xi = standard_normal((self._dim if n is None else n,), generator=self.generator,
                              dtype=torch.float64, device=self._device)
-        if self.field_on == "weights":     # zero h where no weight tensor lies
-            xi = xi * self._weights_mask(self.param_groups if n is None
-                                         else self.param_groups[-1:])
+        if self._mask is not None:     # zero h where no weight tensor lies
+            xi = xi * (self._mask if n is None else self._mask[-n:])
         return self.field_scale * xi
 
     def _weights_mask(self, groups: list[dict[str, Any]]) -> Tensor:
@@ -225,6 +227,8 @@ class TrivializedSGD(PicklesWhole, Optimizer):
         self._link()
         check_real_parameters(self, _REAL_FIELD)
         n = sum(q.numel() for q in self.param_groups[-1]["params"])
+        if self._mask is not None:
+            self._mask = torch.cat([self._mask, self._weights_mask(self.param_groups[-1:])])
         if not self.resample:
             self.field = torch.cat([self.field, self._draw_field(n)])
         self._dim += n
