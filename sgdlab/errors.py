@@ -23,6 +23,15 @@ def is_seed(value: object) -> bool:
             and 0 <= value < SEED_LIMIT)
 
 
+#: what :func:`is_seed` asks, as the option checks' messages give it
+RUN_SEED_RULE = "an int in 0..2**32 - 1, as a run config's seed"
+
+
+def not_a_seed(name: str, value: object) -> str:
+    """The message for a ``name`` (an argument, ``--seed``) that fails :func:`is_seed`."""
+    return f"{name} must be an int in 0..2**32 - 1 (as a run config's seed), got {value!r}"
+
+
 def finite_number(value: object) -> bool:
     """Whether ``value`` is a finite int or float (not a bool)."""
     import math

@@ -112,7 +112,8 @@ def _save(out: Path, name: str, fig) -> str:
 def _main(args) -> int:
     import torch
 
-    from sgdlab.errors import UserError, is_seed, make_output_dir, refuse_results_of_others
+    from sgdlab.errors import (UserError, is_seed, make_output_dir, not_a_seed,
+                               refuse_results_of_others)
 
     given = [flag for dest, flag in _ESCAPE_FLAGS.items()
              if getattr(args, dest) not in (None, "paper" if dest == "protocol" else None)]
@@ -131,8 +132,7 @@ def _main(args) -> int:
     check_device(args.device)
     # bounded as a run config's seed: 2**64 was a traceback from torch in an empty --out
     if not is_seed(args.seed):
-        raise UserError(f"--seed must be an int in 0..2**32 - 1 (as a run config's seed), got "
-                        f"{args.seed}")
+        raise UserError(not_a_seed("--seed", args.seed))
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads must be >= 1, got {args.threads}")

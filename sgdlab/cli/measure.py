@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from sgdlab.cli._help import plain
-from sgdlab.errors import UserError, did_you_mean, is_seed, make_output_dir
+from sgdlab.errors import UserError, did_you_mean, is_seed, make_output_dir, not_a_seed
 from sgdlab.report.figures import save_and_close
 from sgdlab.strict_json import write_atomic
 
@@ -343,8 +343,7 @@ def _measure(args: argparse.Namespace) -> int:
     # bounded as a run config's seed: 2**64 was a traceback from torch after the checkpoint
     # had been read, named by no option
     if not is_seed(args.seed):
-        bad.append(f"--seed must be an int in 0..2**32 - 1 (as a run config's seed), got "
-                   f"{args.seed}")
+        bad.append(not_a_seed("--seed", args.seed))
     if bad:
         raise UserError("; ".join(bad))
     try:

@@ -115,7 +115,8 @@ def _walk(args: argparse.Namespace) -> int:
     import torch
 
     from sgdlab.data import load_dataset
-    from sgdlab.errors import UserError, is_seed, make_output_dir, refuse_results_of_others
+    from sgdlab.errors import (UserError, is_seed, make_output_dir, not_a_seed,
+                               refuse_results_of_others)
     from sgdlab.measure.interpolation import interpolate_models
     from sgdlab.measure.trajectory import (
         increment_autocorrelation,
@@ -143,8 +144,7 @@ def _walk(args: argparse.Namespace) -> int:
     # bounded as a run config's seed: -1 failed the trajectory's subset draw after the
     # output folder was made and GD had trained
     if not is_seed(args.seed):
-        raise UserError(f"--seed must be an int in 0..2**32 - 1 (as a run config's seed), got "
-                        f"{args.seed}")
+        raise UserError(not_a_seed("--seed", args.seed))
     if any(w < 1 for w in args.widths):     # the model's message names 'widths[1]', no flag
         raise UserError(f"--widths must each be >= 1, got {' '.join(map(str, args.widths))}")
     for name in ("lr", "lr_gd", "lr_sgd"):

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sgdlab.errors import checked_keywords, int_at_least, is_seed, plain_int
+from sgdlab.errors import (RUN_SEED_RULE, checked_keywords, int_at_least, is_seed,
+                           plain_int)
 
 __all__ = [
     "CONFIDENCE_Z_99",
@@ -208,8 +209,7 @@ def brownian_reference(n: int, num_coords: int, *, seed: int = 0) -> np.ndarray:
     if not (int_at_least(n, 2) and int_at_least(num_coords, 1)):
         raise ValueError(f"need ints n >= 2 and num_coords >= 1, got {n!r}, {num_coords!r}")
     if not is_seed(seed):
-        raise ValueError(f"Invalid seed={seed!r} (an int in 0..2**32 - 1, as a run config's "
-                         "seed)")
+        raise ValueError(f"Invalid seed={seed!r} ({RUN_SEED_RULE})")
     rng = np.random.default_rng(seed)
     return np.cumsum(rng.standard_normal((n, num_coords)), axis=0)
 

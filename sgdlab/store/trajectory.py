@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sgdlab.errors import DataError, UserError, int_at_least, is_seed, plain_int
+from sgdlab.errors import DataError, UserError, int_at_least, is_seed, not_a_seed, plain_int
 from sgdlab.strict_json import write_atomic
 
 __all__ = ["TrajectoryReader", "TrajectoryWriter", "choose_coordinates", "open_trajectory"]
@@ -44,8 +44,7 @@ def choose_coordinates(num_params: int, num_coords: int | None, seed: int = 0) -
     if num_coords is not None and not int_at_least(num_coords, 1):
         raise UserError(f"num_coords must be >= 1 (an int, or None: all), got {num_coords!r}")
     if not is_seed(seed):
-        raise UserError(f"seed must be an int in 0..2**32 - 1 (as a run config's seed), got "
-                        f"{seed!r}")
+        raise UserError(not_a_seed("seed", seed))
     if num_coords is None or num_coords >= num_params:
         return None
     rng = np.random.default_rng(seed)

@@ -96,7 +96,7 @@ from torch import Tensor, nn
 
 from ..accuracy import argmax_hits, perplexity_tokens
 from ..data.augment import batch_augmentation
-from ..errors import UserError, is_seed, plain_int
+from ..errors import UserError, is_seed, not_a_seed, plain_int
 from ..loss_settings import loss_name, loss_reduction, torch_loss_class
 from ..measure.batch_norm import recompute_bn_statistics
 from ..models.modes import eval_mode
@@ -1422,8 +1422,7 @@ def _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, m
         raise UserError(f"max_steps must be an int >= 0, got {max_steps!r}")
     # True was seed 1; bounded as a run config's seed, which a stored run's config holds
     if not is_seed(seed):
-        raise UserError(f"seed must be an int in 0..2**32 - 1 (as a run config's seed), got "
-                        f"{seed!r}")
+        raise UserError(not_a_seed("seed", seed))
 
 
 def _check_optimizer_updates(model, optimizer) -> None:

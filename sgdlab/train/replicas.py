@@ -98,7 +98,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.augment import batch_augmentation
-from ..errors import ConfigError, UserError, check_keys, is_seed, plain_int
+from ..errors import ConfigError, UserError, check_keys, is_seed, not_a_seed, plain_int
 from ..operators.blocking import reproducible_blocks
 from ..operators.params import copy_module
 from ..optim.elastic import Parle, master_average
@@ -229,8 +229,7 @@ class ParleConfig:
                     and (isinstance(v, bool) or not isinstance(v, (int, float)))):
                 raise ConfigError(f"{f.name} must be a number, got {v!r}")
         if not is_seed(self.seed):    # bounded as a run config's seed
-            raise ConfigError(f"seed must be an int in 0..2**32 - 1 (as a run config's seed), "
-                              f"got {self.seed!r}")
+            raise ConfigError(not_a_seed("seed", self.seed))
         if not isinstance(self.lr_milestones, (list, tuple)) or any(
                 not isinstance(m, (int, float)) or isinstance(m, bool) or m < 0
                 for m in self.lr_milestones):

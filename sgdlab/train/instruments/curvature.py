@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 # int_at_least and plain_int are imported from here by the other instruments
-from sgdlab.errors import finite_number, int_at_least, is_seed, plain_int
+from sgdlab.errors import RUN_SEED_RULE, finite_number, int_at_least, is_seed, plain_int
 from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
 from sgdlab.measure.curvature.lanczos import convergence_warnings_named
 from sgdlab.measure.passes import memory_budget_bytes
@@ -59,7 +59,6 @@ def check_options(**rules: tuple[Any, bool, str]) -> None:
 # a measurement at step s seeds its generator with seed + s (callbacks.step_generator), which
 # torch takes below 2**64: a seed past that was taken, then failed the first measurement
 # ("Overflow when unpacking long long"); 32 bits as a run config's seeds leave any step count
-RUN_SEED_RULE = "an int in 0..2**32 - 1, as a run config's seed"
 SEED_RULE = (f"{RUN_SEED_RULE}: the measurement at step s seeds its generator with seed + s")
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sgdlab.errors import int_at_least, is_seed, plain_int
+from sgdlab.errors import RUN_SEED_RULE, int_at_least, is_seed, plain_int
 from sgdlab.operators.params import num_params, params_vector
 from sgdlab.store.trajectory import _DTYPES, TrajectoryWriter
 
 from ..callbacks import Callback, Schedule, TrainContext
 from . import register_instrument
-from .curvature import RUN_SEED_RULE, check_options
+from .curvature import check_options
 
 __all__ = ["TrajectoryRecorder", "trajectory_instrument"]
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgdlab.errors import int_at_least, is_seed, plain_int
+from sgdlab.errors import RUN_SEED_RULE, int_at_least, is_seed, plain_int
 from sgdlab.measure.passes import memory_budget_bytes
 from sgdlab.measure.step_length import WEIGHTS, normalized_step_length
 from sgdlab.measure.walk import (
@@ -52,7 +52,7 @@ from sgdlab.operators.params import params_vector
 
 from ..callbacks import Callback, Schedule, TrainContext, naming_divergence, train_subset
 from . import register_instrument
-from .curvature import RUN_SEED_RULE, check_options
+from .curvature import check_options
 
 __all__ = ["StepInterpolationCallback", "StepLengthCallback", "WALK_PREFIX",
            "step_interpolation_instrument", "step_length_instrument"]
