@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import ConfigError
+from sgdlab.errors import ConfigError, int_at_least
 
 Scalar = Callable[..., dict[str, float]]
 ArrayM = Callable[..., tuple[dict[str, Any], dict[str, Any]]]
@@ -83,8 +83,7 @@ def validate_measure(m: Any, where: str, *, final: bool) -> None:
         raise ConfigError(f"{where}: {e}") from None
     for k, (low, none_ok) in _COUNTS.items():
         v = m.get(k)
-        if k in m and not (v is None and none_ok) and (
-                not isinstance(v, int) or isinstance(v, bool) or v < low):
+        if k in m and not (v is None and none_ok) and not int_at_least(v, low):
             raise ConfigError(f"{where}: measurement {kind!r}: {k} must be an integer >= {low}"
                               f"{' (or null: the default)' if none_ok else ''}, got {v!r}")
     if not final and "every" not in m:
