@@ -57,7 +57,7 @@ from .registry import build_optimizer, register_optimizer
 from .settings import inner_settings, split_own_state
 
 __all__ = ["TrivializedSGD", "AnnealedNoiseSGD", "trivialization_heuristics", "field_strength",
-           "P_COUNTS", "FIELD_ON"]
+           "P_COUNTS", "FIELD_ON", "field_covers"]
 
 _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # what §2.4.2's p counts: "the number of layers" or "the number of hidden layers" (line 682-686)
@@ -77,7 +77,7 @@ def _check_field_on(field_on: str) -> None:
         raise ValueError(f"Invalid field_on {field_on!r}; choose one of {', '.join(FIELD_ON)}")
 
 
-def _covered(q: Tensor, field_on: str) -> bool:
+def field_covers(q: Tensor, field_on: str) -> bool:
     """Whether the field has coordinates on ``q``: every tensor (``"all"``), or the weight
     tensors, those of two or more dimensions (``"weights"``)."""
     return field_on == "all" or q.dim() >= 2
@@ -95,7 +95,8 @@ def trivialization_heuristics(model: nn.Module, *, p_count: str = "weight-layers
     layers = sum(1 for m in model.modules()
                  if isinstance(m, _WEIGHT_LAYERS) and getattr(m, "weight", None) is not None
                  and m.weight.requires_grad)
-    d = sum(p.numel() for p in model.parameters() if p.requires_grad and _covered(p, field_on))
+    d = sum(p.numel() for p in model.parameters()
+            if p.requires_grad and field_covers(p, field_on))
     counted = layers if p_count == "weight-layers" else max(0, layers - 1)
     return {"p": max(3, counted), "num_spins": math.sqrt(d / max(1, counted)),
             "layers": layers}
@@ -169,7 +170,7 @@ class TrivializedSGD(PicklesWhole, Optimizer):
         d = sum(q.numel() for g in self.param_groups for q in g["params"])
         # §2.4.2's "# weights" of N: the coordinates the field covers
         covered = sum(q.numel() for g in self.param_groups for q in g["params"]
-                      if _covered(q, field_on))
+                      if field_covers(q, field_on))
         p = p if p is not None else heur.get("p")
         if p is None:
             raise ValueError("Invalid p: None (give p, the spin-glass order, or model= for the "
@@ -212,7 +213,8 @@ class TrivializedSGD(PicklesWhole, Optimizer):
 
     def _weights_mask(self, groups: list[dict[str, Any]]) -> Tensor:
         """True on the coordinates of the weight tensors (flat in ``groups``' order)."""
-        return torch.cat([torch.full((q.numel(),), _covered(q, "weights"), device=self._device)
+        return torch.cat([torch.full((q.numel(),), field_covers(q, "weights"),
+                                     device=self._device)
                           for g in groups for q in g["params"]])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:

@@ -46,6 +46,7 @@ from torch import Tensor
 
 from sgdlab.measure.perturbation import (min_abs_coordinates, overall_minimum,
                                          perturbation_alignment, zero_fraction)
+from sgdlab.optim.trivialized import field_covers
 
 from ..callbacks import Callback, Schedule, TrainContext
 from . import register_instrument
@@ -169,7 +170,7 @@ class FieldAlignmentCallback(Callback):
         if getattr(opt, "field_on", "all") == "weights":
             # x is the coordinates h lives on: biases and batch-norm scales (1 at the start)
             # would dilute the cosine, by a share that changes as the weights grow
-            keep = [q.dim() >= 2 for q in weights]
+            keep = [field_covers(q, "weights") for q in weights]
             h = _field_slices(weights, keep, h)
             weights = [q for q, k in zip(weights, keep) if k]
         ctx.log_dict({self.prefix: perturbation_alignment(weights, h),
