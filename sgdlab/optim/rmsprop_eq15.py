@@ -74,13 +74,11 @@ class RMSPropEq15(PicklesWhole, Optimizer):
                     continue
                 g = dense(p.grad)
                 state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["square_avg"] = torch.zeros_like(
-                        torch.view_as_real(p) if p.is_complex() else p,
-                        memory_format=torch.preserve_format)
                 if p.is_complex():      # the pairs of real and imaginary parts
                     p, g = torch.view_as_real(p), torch.view_as_real(g)
+                if not state:
+                    state["step"] = 0
+                    state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
                 ps.append(p)
                 gs.append(g)
