@@ -36,8 +36,8 @@ from typing import Annotated, Any, Literal, NamedTuple
 from pydantic import BeforeValidator, Field, ValidationError, WithJsonSchema
 
 from ..errors import (SEED_LIMIT, ConfigError, DataError, UserError, check_config_kind,
-                      config_error, did_you_mean, is_seed, join, registered_spelling,
-                      unknown_key)
+                      config_error, did_you_mean, is_seed, join, not_a_seed,
+                      registered_spelling, unknown_key)
 from ..losses import LOSSES, build_loss
 from .schema import OpenSection, Section, invalid, plain_data, problems, validate
 
@@ -556,8 +556,7 @@ def _check_measure_item(path: str, item: dict[str, Any], errors: list[str]) -> N
             and getattr(registry[name], "__module__", "").startswith("sgdlab.")):
         # sgdlab's instruments bound it so when built: an experiment builds them as each run
         # starts, so a seed of -1 failed every run after the sweep had begun
-        errors.append(f"{join(path, 'seed')}: must be an int in 0..2**32 - 1 (as a run "
-                      f"config's seed), got {seed!r}")
+        errors.append(not_a_seed(f"{join(path, 'seed')}:", seed))
     chosen = [k for k in ("every", "at", "log_points") if item.get(k) is not None]
     if len(chosen) > 1:
         errors.append(f"{path}: give at most one of every, at, log_points")
