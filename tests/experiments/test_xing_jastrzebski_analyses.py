@@ -229,16 +229,20 @@ def test_hessian_norm_names_the_eigenvalue_the_runs_logged(which, sym, axis):
     plt.close(fig)
 
 
+def cosine_run(label, lr, b, cos, seed):
+    """A cosine-grid run at rate ``lr`` and batch ``b`` whose consecutive-gradient cosine is
+    ``cos`` throughout and whose distance from its start is 10 / b."""
+    return run(label, seed, params={"optimizer": {"lr": lr}, "batch_size": b},
+               metrics={"grad_cosine": [(s, cos) for s in range(1, 50)],
+                        "dist_from_init": [(49, 10.0 / b)]})
+
+
 def test_cosine_grid_batch_trend_and_learning_rate_equivalence():
-    def r(label, lr, b, cos, seed):
-        return run(label, seed, params={"optimizer": {"lr": lr}, "batch_size": b},
-                   metrics={"grad_cosine": [(s, cos) for s in range(1, 50)],
-                            "dist_from_init": [(49, 10.0 / b)]})
     runs = []
     for seed, jitter in ((0, 0.0), (1, 0.004)):
-        runs += [r(f"B{b}", 0.1, b, -0.1 * np.log2(b / 25) + jitter, seed)
+        runs += [cosine_run(f"B{b}", 0.1, b, -0.1 * np.log2(b / 25) + jitter, seed)
                  for b in (25, 50, 100, 200)]
-        runs += [r(f"lr{lr}", lr, 100, -0.2 + 0.01 * np.log2(lr / 0.1) + jitter, seed)
+        runs += [cosine_run(f"lr{lr}", lr, 100, -0.2 + 0.01 * np.log2(lr / 0.1) + jitter, seed)
                  for lr in (0.05, 0.2)]
     spec = SimpleNamespace(paper=PAPER, options={"fixed_lr": 0.1, "fixed_batch": 100,
                                                  "after_step": 0, "lr_margin": 0.05})
@@ -249,7 +253,6 @@ def test_cosine_grid_batch_trend_and_learning_rate_equivalence():
     assert c[3].agrees_with_paper is None                                  # descriptive
 
 
-
 def test_cosine_grid_reads_the_batch_trend_of_section_3_2_or_of_appendix_b():
     """§3.2: "the cosine is significantly more negative for larger batch sizes" (line 107);
     Appendix B: "smaller batch size will make the angle between gradients of two consecutive
@@ -258,11 +261,7 @@ def test_cosine_grid_reads_the_batch_trend_of_section_3_2_or_of_appendix_b():
     farther" for smaller batches) is the same under either."""
     from sgdlab.experiments.spec import load_experiment
 
-    def r(label, b, cos, seed):
-        return run(label, seed, params={"optimizer": {"lr": 0.1}, "batch_size": b},
-                   metrics={"grad_cosine": [(s, cos) for s in range(1, 50)],
-                            "dist_from_init": [(49, 10.0 / b)]})
-    runs = [r(f"B{b}", b, -0.1 * np.log2(b / 25) + 0.004 * seed, seed)
+    runs = [cosine_run(f"B{b}", 0.1, b, -0.1 * np.log2(b / 25) + 0.004 * seed, seed)
             for seed in (0, 1) for b in (25, 50, 100, 200)]
     base = {"fixed_lr": 0.1, "fixed_batch": 100, "after_step": 0}
     for options, cosine in (({}, True), ({"batch_cosine_trend": "negative"}, True),
@@ -280,6 +279,7 @@ def test_cosine_grid_reads_the_batch_trend_of_section_3_2_or_of_appendix_b():
             "batch_cosine_trend", "negative") == "negative"
         o = load_experiment("xing-cosine-grid", scale, readings={"batch-cosine": "appendix-b"})
         assert o.options["batch_cosine_trend"] == "positive"
+
 
 def breakdown_run(n, beta, seed, best, status="finished"):
     """A β-scaled run (η = 0.1β, S = 50β) on n training examples whose test accuracy reaches
