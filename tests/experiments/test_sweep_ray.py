@@ -599,6 +599,21 @@ TOO_BIG = "the largest node of the Ray cluster has 4 CPUs (8 in all); a run must
 NO_GPU = "the largest node of the Ray cluster has 0 GPUs (0 in all); no alive node has a GPU"
 
 
+def _ray_run(tmp_path, capsys, monkeypatch, fake, env: dict, argv: list) -> tuple[int, str]:
+    """`sgdlab run ARGV --scale smoke --backend ray` on the stand-in cluster ``fake``, with
+    only ``env`` of the per-run variables set: its exit code and what it wrote to stderr."""
+    from sgdlab.experiments import ray_backend
+
+    monkeypatch.setattr(ray_backend, "import_ray", lambda: fake)
+    for var in ("SGDLAB_CPUS_PER_RUN", "SGDLAB_GPUS_PER_RUN", "SGDLAB_BACKEND"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    code = main(["run", *argv, "--scale", "smoke", "--backend", "ray",
+                 "--out", str(tmp_path / "out"), "--store", str(tmp_path / "s.sqlite")])
+    return code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("nodes, flags, env, resources, says", [
     (TWO_4_CPU_NODES, ["--cpus-per-run", "6"], {}, {},
      f"6 CPUs per run (--cpus-per-run 6): {TOO_BIG}: give --cpus-per-run 4 or less"),
@@ -637,22 +652,13 @@ def test_the_refusal_of_a_run_no_node_can_hold_names_where_its_resources_came_fr
     """The CPUs and GPUs of a run come from the flag, the variable or the experiment's
     resources: the refusal said "6 CPUs per run" only, and the user did not know which to
     change. Through `sgdlab run`, as a user meets it (a stand-in for the cluster)."""
-    from sgdlab.experiments import ray_backend
-
-    monkeypatch.setattr(ray_backend, "import_ray", lambda: _FakeRay.of_nodes(nodes))
-    for var in ("SGDLAB_CPUS_PER_RUN", "SGDLAB_GPUS_PER_RUN", "SGDLAB_BACKEND"):
-        monkeypatch.delenv(var, raising=False)
-    for var, value in env.items():
-        monkeypatch.setenv(var, value)
     raw = yaml.safe_load((CATALOGUE_DIR / "zhu-escape-2d.yaml").read_text())
     if resources:
         raw["resources"] = resources
     path = tmp_path / "e.yaml"
     path.write_text(yaml.safe_dump(raw))
-    code = main(["run", "--config", str(path), "--scale", "smoke", "--backend", "ray",
-                 "--out", str(tmp_path / "out"), "--store", str(tmp_path / "s.sqlite"),
-                 *flags])
-    err = capsys.readouterr().err
+    code, err = _ray_run(tmp_path, capsys, monkeypatch, _FakeRay.of_nodes(nodes), env,
+                         ["--config", str(path), *flags])
     assert code != 0 and f"error: {says}" in err, err
 
 
@@ -662,15 +668,8 @@ def test_the_refusal_of_a_run_no_node_can_hold_names_where_its_resources_came_fr
 def test_a_variable_out_of_range_is_named_not_taken_for_the_flag(tmp_path, capsys, monkeypatch,
                                                                  var, value, says):
     """The refusal said "--cpus-per-run must be > 0" where no flag had been given."""
-    from sgdlab.experiments import ray_backend
-
-    monkeypatch.setattr(ray_backend, "import_ray", lambda: _FakeRay({"CPU": 4.0}))
-    for other in ("SGDLAB_CPUS_PER_RUN", "SGDLAB_GPUS_PER_RUN"):
-        monkeypatch.delenv(other, raising=False)
-    monkeypatch.setenv(var, value)
-    code = main(["run", "zhu-escape-2d", "--scale", "smoke", "--backend", "ray",
-                 "--out", str(tmp_path / "out"), "--store", str(tmp_path / "s.sqlite")])
-    err = capsys.readouterr().err
+    code, err = _ray_run(tmp_path, capsys, monkeypatch, _FakeRay({"CPU": 4.0}), {var: value},
+                         ["zhu-escape-2d"])
     assert code != 0 and f"error: {says}\n" in err, err
 
 
