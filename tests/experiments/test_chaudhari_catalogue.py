@@ -1368,8 +1368,9 @@ def test_double_well_runs_example_6_43_at_unit_temperature():
 
 def test_trajectory_fft_paper_scale_is_section_6_3_3s():
     """§6.3.1 (ii) and §6.3.3 (lines 2911, 2914, 2958): tiny-fc (small-fc with 16 hidden units,
-    5 classes: the digits 0-4 of MNIST, the authors' code's five) trained with Nesterov momentum 0.9 for 10⁵ epochs, a
-    snapshot of every weight after each epoch; the full gradient once an epoch."""
+    5 classes: the digits 0-4 of MNIST, the authors' code's five) trained with Nesterov
+    momentum 0.9 for 10⁵ epochs, a snapshot of every weight after each epoch; the full
+    gradient once an epoch."""
     from sgdlab.train.loop import steps_per_epoch
 
     (p,) = paper_runs("chaudhari-trajectory-fft").values()
@@ -1394,6 +1395,7 @@ def test_trajectory_fft_names_its_five_classes_a_choice_of_the_authors_code(scal
                for r in spec.expand(data_dir="/d"))
     assert any("5 output classes" in d and "line 2911" in d and "authors' code" in d
                for d in spec.deviations), spec.deviations
+
 
 def test_diffusion_spectrum_paper_scale_is_section_6_3_1s():
     """§6.3.1-6.3.2 (lines 2906-2926): small-lenet and small-fc on MNIST, small-allcnn on

@@ -118,6 +118,7 @@ def test_the_double_well_entry_states_the_cycle_and_current_rules_its_analysis_a
     assert "within 5%" not in text
     assert "within 5 standard errors plus 10%" in text
 
+
 def test_the_standard_error_of_the_mean_over_seeds():
     def run(seed, w, se):
         return stored_run("g", seed, summary={"angular_velocity": w, "angular_velocity_se": se})
