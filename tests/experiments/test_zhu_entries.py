@@ -364,11 +364,12 @@ def test_rmsprop_form_eq15_runs_eqs_14_15_in_both_groups_and_pytorch_keeps_the_r
     optimizer of ``rmsprop`` and at the switch's first of ``rmsprop-then-sgd``, nothing else."""
     from sgdlab.optim import RMSPropEq15, build_optimizer
 
-    default = {r.label: r for r in load_experiment("zhu-rmsprop-sgd", scale).expand("/d")}
-    pytorch = {r.label: r for r in load_experiment(
-        "zhu-rmsprop-sgd", scale, readings={"rmsprop-form": "pytorch"}).expand("/d")}
-    eq15 = {r.label: r for r in load_experiment(
-        "zhu-rmsprop-sgd", scale, readings={"rmsprop-form": "eq15"}).expand("/d")}
+    def by_label(form=None):
+        readings = {"rmsprop-form": form} if form else None
+        spec = load_experiment("zhu-rmsprop-sgd", scale, readings=readings)
+        return {r.label: r for r in spec.expand("/d")}
+
+    default, pytorch, eq15 = by_label(), by_label("pytorch"), by_label("eq15")
     assert {k: r.key for k, r in pytorch.items()} == {k: r.key for k, r in default.items()}
     assert default["rmsprop"].params["optimizer"]["name"] == "rmsprop"
     hyper = {"lr": 1e-3, "rho": 0.99, "delta": 1e-8}
@@ -400,8 +401,7 @@ def test_rmsprop_sgd_claims_rest_on_line_322_not_on_the_purpose_of_line_320(pape
     suggestion, "diffuse towards flatter minima for better generalization"; line 320 only says
     why SGD is run, so no claim cites it as its support."""
     assert "flatter minima for better generalization" in paper_lines[321]
-    claims = [c for c in load_experiment("zhu-rmsprop-sgd", "cpu").options["claims"]
-              if "control" not in c["claim"]]
+    claims = [c for c in _claims("zhu-rmsprop-sgd") if "control" not in c["claim"]]
     assert len(claims) == 2
     for c in claims:
         assert "line 322" in c["claim"] and "line 320" not in c["claim"], c["claim"]
