@@ -1930,6 +1930,15 @@ def test_a_resumed_run_that_crashes_naming_its_checkpoint_is_a_crash(tmp_path):
 
 
 # ---- sgdlab.experiments.spec: names, paths and files (what `sgdlab run NAME` finds) ---------
+def _hint(name: str) -> str:
+    """What catalogue_name says of ``name``, which no entry has."""
+    from sgdlab.experiments.spec import catalogue_name
+
+    with pytest.raises(ConfigError) as e:
+        catalogue_name(name)
+    return str(e.value)
+
+
 def test_a_name_not_in_the_catalogue_names_the_entries_it_holds_or_is_close_to():
     """The hint's names, worked out by hand: an entry the name holds or is held in, then
     difflib's ratio 2M/T >= 0.75 (``chaudhari-trivialised``: M = 20 matching characters, so
@@ -1937,29 +1946,22 @@ def test_a_name_not_in_the_catalogue_names_the_entries_it_holds_or_is_close_to()
     from sgdlab.experiments.spec import catalogue_name
 
     assert catalogue_name("Xing_Walk") == "xing-walk" == catalogue_name(" xing-walk ")
-
-    def hint(name: str) -> str:
-        with pytest.raises(ConfigError) as e:
-            catalogue_name(name)
-        return str(e.value)
-
     tail = "; `sgdlab list` shows the catalogue"
-    assert hint("walk") == f"unknown experiment 'walk' (did you mean xing-walk?){tail}"
+    assert _hint("walk") == f"unknown experiment 'walk' (did you mean xing-walk?){tail}"
     # held in the name, which is too long for difflib's ratio (18/31)
-    assert hint("xing-walk-at-cpu-scale") == ("unknown experiment 'xing-walk-at-cpu-scale' "
-                                              f"(did you mean xing-walk?){tail}")
+    assert _hint("xing-walk-at-cpu-scale") == ("unknown experiment 'xing-walk-at-cpu-scale' "
+                                               f"(did you mean xing-walk?){tail}")
     # found both ways (held, and 18/19 alike): named once
-    assert hint("xing-walks") == f"unknown experiment 'xing-walks' (did you mean xing-walk?){tail}"
-    assert hint("chaudhari-trivialised") == (
+    assert _hint("xing-walks") == f"unknown experiment 'xing-walks' (did you mean xing-walk?){tail}"
+    assert _hint("chaudhari-trivialised") == (
         "unknown experiment 'chaudhari-trivialised' (did you mean chaudhari-trivialized, "
         f"chaudhari-trivialized-lenet, chaudhari-trivialized-allcnn?){tail}")
     # 'walk' of xing-walk alone matches: 8/15, under the cutoff, so no guess
-    assert hint("walker") == f"unknown experiment 'walker'{tail}"
-    assert hint("walker") == hint("walker")
+    assert _hint("walker") == f"unknown experiment 'walker'{tail}"
+    assert _hint("walker") == _hint("walker")
     with pytest.raises(ConfigError) as e:
         catalogue_name("walker", or_folder=True)
     assert str(e.value) == f"no experiment and no folder 'walker'{tail}"
-
 
 
 def test_a_name_held_in_many_entries_guesses_none_of_them():
@@ -1969,12 +1971,12 @@ def test_a_name_held_in_many_entries_guesses_none_of_them():
     from sgdlab.experiments.spec import catalogue_name
 
     for name in ("  ", "-", "a", "x"):
-        with pytest.raises(ConfigError) as e:
-            catalogue_name(name)
-        assert str(e.value) == f"unknown experiment {name!r}; `sgdlab list` shows the catalogue"
+        assert _hint(name) == (
+            f"unknown experiment {name!r}; `sgdlab list` shows the catalogue")
     with pytest.raises(ConfigError, match=r"'sgd' \(did you mean chaudhari-entropy-sgd, "
                                           r"chaudhari-entropy-sgd-rnn, zhu-rmsprop-sgd\?\)"):
         catalogue_name("sgd")
+
 
 def test_load_experiment_reads_any_file_or_says_which_path_is_wrong(tmp_path, monkeypatch):
     from sgdlab.experiments.spec import catalogue_files
@@ -1998,7 +2000,6 @@ def test_load_experiment_reads_any_file_or_says_which_path_is_wrong(tmp_path, mo
     # an entry's name, in any spelling, is the entry though a folder here is so named
     (tmp_path / "Xing_Walk").mkdir()
     assert load_experiment("Xing_Walk").name == "xing-walk"
-
 
 
 def test_an_experiment_file_rewritten_at_the_same_size_and_time_is_read_again(tmp_path,
