@@ -174,7 +174,6 @@ def test_a_choices_pieces_set_each_their_params_on_their_own_groups():
     assert split["b-one|x=1"] == 4 and split["b-two|x=1"] == 5
 
 
-
 @pytest.mark.parametrize("edit, message", [
     (("pieces", {"params": {"factor": 4}}), "choices.split.pieces: expected a list of"),
     (("pieces", []), "choices.split.pieces: expected a list of"),
