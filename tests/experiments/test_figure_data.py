@@ -294,6 +294,11 @@ def _error_bar_half_lengths(fig) -> list[float]:
     return [float(abs(s[1][1] - s[0][1]) / 2) for s in segments]
 
 
+def _gap_run(label, seed, train, test):
+    """A run whose summary holds its train and test accuracy and their gap."""
+    return run(label, seed, summary={"train_acc": train, "test_acc": test, "gap": train - test})
+
+
 def test_a_propagated_error_bar_combines_the_stds_of_what_the_difference_is_made_of():
     """Musso (2020) Fig. 4 right: "The error bars descend from propagation of the standard
     deviations of the original data": the train - test gap's bar is √(std_train² + std_test²),
@@ -301,8 +306,7 @@ def test_a_propagated_error_bar_combines_the_stds_of_what_the_difference_is_made
     from sgdlab.experiments.procedures.generic import _bar_figure
 
     train, test = [0.9, 0.95, 1.0], [0.8, 0.85, 0.9]
-    runs = [run("a", s, summary={"train_acc": tr, "test_acc": te, "gap": tr - te})
-            for s, (tr, te) in enumerate(zip(train, test))]
+    runs = [_gap_run("a", s, tr, te) for s, (tr, te) in enumerate(zip(train, test))]
     spec = SimpleNamespace(paper={"figure": "Fig. 4"})
     bar = {"name": "gap", "metrics": [["gap", "train - test"]]}
     assert _error_bar_half_lengths(_bar_figure(spec, {"a": runs}, bar)) == pytest.approx([0])
@@ -343,11 +347,10 @@ def test_a_propagated_error_bar_needs_two_seeds_of_every_part_it_is_made_of():
     # bar, as a bar over one seed), not the other part's std alone as if the first had none
     from sgdlab.experiments.procedures.generic import _bar_figure
 
-    def r(g, s, tr, te):
-        return run(g, s, summary={"train_acc": tr, "test_acc": te, "gap": tr - te})
-    groups = {"a": [r("a", s, tr, te) for s, (tr, te) in enumerate([(0.9, 0.8), (1.0, 0.9)])],
-              "b": [r("b", 0, 0.9, 0.8)],
-              "c": [r("c", 0, 0.9, 0.8), r("c", 1, 1.0, math.nan)]}
+    groups = {"a": [_gap_run("a", s, tr, te)
+                    for s, (tr, te) in enumerate([(0.9, 0.8), (1.0, 0.9)])],
+              "b": [_gap_run("b", 0, 0.9, 0.8)],
+              "c": [_gap_run("c", 0, 0.9, 0.8), _gap_run("c", 1, 1.0, math.nan)]}
     spec = SimpleNamespace(paper={"figure": "Fig. 4"})
     bar = {"name": "gap", "metrics": [["gap", "train - test"]],
            "propagate": {"gap": ["train_acc", "test_acc"]}}
