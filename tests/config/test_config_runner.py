@@ -78,20 +78,26 @@ def test_a_run_its_store_fails_to_record_leaves_its_folder_free(tmp_path, monkey
     runner._refuse_held(out)          # free: a new run may take it
 
 
-def test_resume_of_a_run_whose_process_is_alive_is_refused(tmp_path, monkeypatch):
-    """A run whose owner is alive (here: another host with a fresh heartbeat) is not resumed
-    a second time: the resume is refused naming it, and nothing is trained into its folder."""
+def _run_left_running_on_another_host(tmp_path, monkeypatch):
+    """A run recorded and its folder written, then left running (no training) by process 1
+    of another host with a fresh heartbeat: (store path, run folder, run id)."""
     import sqlite3
     import time
 
     path, out = tmp_path / "runs.sqlite", tmp_path / "out"
-    # recorded and its folder written, then left running: no training
     with monkeypatch.context() as m:
         m.setattr(runner, "_execute", lambda cfg, store, run_id, *a, **k: run_id)
         rid = runner.run_config(TINY_RUN, out_dir=out, store=RunStore(path), progress=False)
     with sqlite3.connect(path) as c:
         c.execute("UPDATE runs SET host = 'another-host', pid = 1, pid_start = NULL, "
                   "heartbeat = ? WHERE id = ?", (time.time(), rid))
+    return path, out, rid
+
+
+def test_resume_of_a_run_whose_process_is_alive_is_refused(tmp_path, monkeypatch):
+    """A run whose owner is alive (here: another host with a fresh heartbeat) is not resumed
+    a second time: the resume is refused naming it, and nothing is trained into its folder."""
+    path, out, rid = _run_left_running_on_another_host(tmp_path, monkeypatch)
     with pytest.raises(UserError, match=f"run {rid} is still running"):
         runner.resume_run(rid, store=RunStore(path), progress=False)
     assert not (out / "checkpoints").exists()
@@ -102,16 +108,8 @@ def test_resume_of_a_live_run_whose_folder_was_removed_creates_nothing(tmp_path,
     """The live owner is asked about before the folder is made again: a removed folder stays
     removed (it was recreated, with its config.yaml and run.json, then the claim refused)."""
     import shutil
-    import sqlite3
-    import time
 
-    path, out = tmp_path / "runs.sqlite", tmp_path / "out"
-    with monkeypatch.context() as m:
-        m.setattr(runner, "_execute", lambda cfg, store, run_id, *a, **k: run_id)
-        rid = runner.run_config(TINY_RUN, out_dir=out, store=RunStore(path), progress=False)
-    with sqlite3.connect(path) as c:
-        c.execute("UPDATE runs SET host = 'another-host', pid = 1, pid_start = NULL, "
-                  "heartbeat = ? WHERE id = ?", (time.time(), rid))
+    path, out, rid = _run_left_running_on_another_host(tmp_path, monkeypatch)
     shutil.rmtree(out)
     with pytest.raises(UserError, match=rf"^run {rid} is still running \(process 1 on "
                                         r"another-host, heartbeat \d+ s ago\); stop it first$"):
