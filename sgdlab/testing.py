@@ -487,6 +487,15 @@ def fenced_blocks(text: str, *langs: str) -> list[FencedBlock]:
     return [b for b in found if not langs or b.lang in langs]
 
 
+def markdown_anchors(page: Path) -> set[str]:
+    """Explicit ``<a id>`` anchors and GitHub's heading slugs of a Markdown page (a ``#`` line
+    inside a fenced block is no heading): what the doc tests check a link's ``#anchor`` in."""
+    text = page.read_text()
+    slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+             for h in re.findall(r"^#+ (.+)$", FENCED_BLOCK.sub("", text), re.M)}
+    return slugs | set(re.findall(r'<a id="([^"]+)"', text))
+
+
 class ThreadCommunicator:
     """Replica ``rank`` of ``world`` replica processes run as threads (:func:`run_threads`):
     ``average`` all-reduces through shared slots, summing in rank order and dividing by the

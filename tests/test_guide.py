@@ -21,7 +21,7 @@ import torch
 
 from sgdlab.cli.main import build_parser
 from sgdlab.experiments.spec import catalogue_files, catalogue_papers
-from sgdlab.testing import FENCED_BLOCK, fenced_blocks
+from sgdlab.testing import FENCED_BLOCK, fenced_blocks, markdown_anchors
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "GUIDE.md"
 
@@ -126,14 +126,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _anchors(page: Path) -> set[str]:
-    """Explicit `<a id>` anchors and GitHub's heading slugs of a Markdown page."""
-    text = page.read_text()
-    slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
-             for h in re.findall(r"^#+ (.+)$", FENCED_BLOCK.sub("", text), re.M)}
-    return slugs | set(re.findall(r'<a id="([^"]+)"', text))
-
-
 def test_guide_links_resolve():
     """Every relative link of the GUIDE names an existing page, and an anchor of it."""
     links = re.findall(r"\]\(([^)\s]+)\)", prose())
@@ -144,7 +136,7 @@ def test_guide_links_resolve():
         page = (GUIDE.parent / path).resolve() if path else GUIDE    # "#anchor": this page
         assert page.exists(), f"GUIDE links to a missing page: {link}"
         if anchor:
-            assert anchor in _anchors(page), f"GUIDE links to a missing anchor: {link}"
+            assert anchor in markdown_anchors(page), f"GUIDE links to a missing anchor: {link}"
 
 
 def test_guide_has_its_examples():

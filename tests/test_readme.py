@@ -14,7 +14,7 @@ import pytest
 from sgdlab.cli.main import main
 from sgdlab.config import json_schema, load_config
 from sgdlab.store import RunStore
-from sgdlab.testing import fenced_blocks
+from sgdlab.testing import fenced_blocks, markdown_anchors
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -305,8 +305,4 @@ def test_the_readmes_relative_links_name_existing_pages_and_anchors():
         page = README.parent / path
         assert page.exists(), f"README links to a missing page: {link}"
         if anchor:
-            headings = re.findall(r"^#+ (.*)$", page.read_text(), re.M)
-            slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
-                     for h in headings}
-            slugs |= set(re.findall(r'<a id="([^"]+)"', page.read_text()))
-            assert anchor in slugs, f"README links to a missing anchor: {link}"
+            assert anchor in markdown_anchors(page), f"README links to a missing anchor: {link}"
