@@ -453,34 +453,29 @@ def test_invalid_hyper_parameters(problem, name, kw, match):
         build_optimizer_for(name, model, loss_fn=LOSS, data=data, **{"lr": 0.1, **kw})
 
 
+def _first_step(name, model, data, **kw):
+    """The parameters of a copy of ``model`` after one step of ``build(name, ...)``."""
+    m = copy.deepcopy(model)
+    _run(m, build(name, m, data, **kw), data, 1)
+    return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+
 @pytest.mark.parametrize("name", ["gld-leading", "gld-hessian"])
 def test_a_configs_whole_floats_are_the_counts_lanczos_takes(problem, name):
     # k: 2.0 and hessian_iter: 30.0 passed the config and the constructor (whole numbers, as a
     # config may write them), then failed the first refresh in Lanczos, after the run was
     # recorded; they draw what 2 and 30 draw
     model, data, _, _ = problem
-    steps = []
-    for k, it in ((2.0, 30.0), (2, 30)):
-        m = copy.deepcopy(model)
-        opt = build(name, m, data, k=k, hessian_iter=it, eig_solver="lanczos", seed=0)
-        opt.zero_grad()
-        LOSS(m(data[0]), data[1]).backward()
-        opt.step()
-        steps.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
+    steps = [_first_step(name, model, data, k=k, hessian_iter=it, eig_solver="lanczos", seed=0)
+             for k, it in ((2.0, 30.0), (2, 30))]
     torch.testing.assert_close(steps[0], steps[1], rtol=0, atol=0)
 
 
 def test_a_whole_float_estimation_size_draws_the_subset_an_int_draws(problem):
     # estimation_size: 8.0 passed the constructor, then failed the first refresh's slice
     model, data, _, _ = problem
-    steps = []
-    for n in (8.0, 8):
-        m = copy.deepcopy(model)
-        opt = build("gld-sgd-like", m, data, estimation_size=n, seed=0)
-        opt.zero_grad()
-        LOSS(m(data[0]), data[1]).backward()
-        opt.step()
-        steps.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
+    steps = [_first_step("gld-sgd-like", model, data, estimation_size=n, seed=0)
+             for n in (8.0, 8)]
     torch.testing.assert_close(steps[0], steps[1], rtol=0, atol=0)
 
 
