@@ -46,6 +46,12 @@ def tiny_mlp(in_dim: int = 3, hidden: int = 4, out_dim: int = 2, *, seed: int = 
     return model.to(dtype)
 
 
+def weight_tensor_mask(params) -> Tensor:
+    """Which coordinates of the flat parameter vector (``params`` in order) are the weight
+    tensors', those of two or more dimensions: what ``field_on="weights"`` perturbs."""
+    return torch.cat([torch.full((p.numel(),), p.dim() >= 2) for p in params])
+
+
 def scalar_linear(weight: float) -> nn.Linear:
     """x ↦ w·x in float64, one weight and no bias: losses and gradients worked out by hand."""
     model = nn.Linear(1, 1, bias=False).double()

@@ -10,7 +10,7 @@ from torch import nn
 
 from sgdlab.optim import build_optimizer, build_optimizer_for
 from sgdlab.optim.trivialized import field_strength, trivialization_heuristics
-from sgdlab.testing import tiny_classification, tiny_mlp
+from sgdlab.testing import tiny_classification, tiny_mlp, weight_tensor_mask
 
 LOSS = nn.CrossEntropyLoss()
 X, Y = tiny_classification(n=16, seed=1)
@@ -535,7 +535,7 @@ def test_field_on_weights_keeps_the_weights_draws_only(name):
     every = build_optimizer_for(name, twin, lr=0.1, coupling=0.05, tau0=3.0, seed=2)
     opt = build_optimizer_for(name, model, lr=0.1, coupling=0.05, tau0=3.0, seed=2,
                               field_on="weights")
-    keep = torch.cat([torch.full((q.numel(),), q.dim() >= 2) for q in model.parameters()])
+    keep = weight_tensor_mask(model.parameters())
     assert 0 < int(keep.sum()) < keep.numel()
     for i in range(3):
         for m, o in ((model, opt), (twin, every)):
@@ -605,7 +605,7 @@ def test_field_on_weights_keeps_the_draws_over_groups_and_an_added_group(name):
     # "weights" is "all"'s h with the biases and batch-norm coordinates zeroed, step by step
     net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
     ps = list(net.parameters())
-    keep = torch.cat([torch.full((q.numel(),), q.dim() >= 2) for q in ps])
+    keep = weight_tensor_mask(ps)
     opts = [build_optimizer(name, [{"params": ps[:2]}, {"params": ps[2:4], "lr": 0.2}],
                             lr=0.1, p=3, seed=1, **kw) for kw in ({}, {"field_on": "weights"})]
     for o in opts:

@@ -12,7 +12,7 @@ from torch import nn
 from sgdlab.data.base import Dataset
 from sgdlab.errors import UserError
 from sgdlab.optim import build_optimizer_for
-from sgdlab.testing import tiny_classification, tiny_mlp
+from sgdlab.testing import tiny_classification, tiny_mlp, weight_tensor_mask
 from sgdlab.train.callbacks import Callback, Schedule
 from sgdlab.train.instruments import build_instrument, instruments
 from sgdlab.train.instruments.perturbation import FieldAlignmentCallback, MinAbsGradientCallback
@@ -249,7 +249,7 @@ def test_alignment_under_field_on_weights_is_over_the_weight_tensors(name):
     """With h on the weight tensors only, x is those tensors: the biases, which get no field,
     would otherwise enlarge ‖x‖ (and batch norm's scales, 1 at the start, even more)."""
     h, spy, model, opt = _run(name, coupling=0.3, tau0=4.0, seed=5, field_on="weights")
-    keep = torch.cat([torch.full((p.numel(),), p.dim() >= 2) for p in model.parameters()])
+    keep = weight_tensor_mask(model.parameters())
     assert 0 < int(keep.sum()) < keep.numel()
     for s, v in h["field_alignment"]:
         direction = (spy.before[s] - spy.after[s] - spy.grad[s]) / opt.strength(s - 1)
