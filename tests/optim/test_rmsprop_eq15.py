@@ -28,25 +28,30 @@ def _by_hand(theta0, a, c, *, lr, rho, delta, steps):
     return out, r
 
 
-def _run(opt, p, a, c, steps):
+A, C, THETA0 = [2.0, 0.5, 1.0], [1.0, -1.0, 0.0], [0.3, 0.2, -0.4]
+A64, C64 = torch.tensor(A, dtype=torch.float64), torch.tensor(C, dtype=torch.float64)
+
+
+def _theta0() -> torch.Tensor:
+    return torch.tensor(THETA0, dtype=torch.float64, requires_grad=True)
+
+
+def _run(opt, p, steps):
+    """``steps`` steps of ``opt`` on ½ Σ a_i (p_i − c_i)²: p after each, as lists."""
     out = []
     for _ in range(steps):
         opt.zero_grad()
-        (0.5 * (a * (p - c) ** 2).sum()).backward()
+        (0.5 * (A64 * (p - C64) ** 2).sum()).backward()
         opt.step()
         out.append(p.detach().tolist())
     return out
 
 
-A, C, THETA0 = [2.0, 0.5, 1.0], [1.0, -1.0, 0.0], [0.3, 0.2, -0.4]
-
-
 def test_steps_match_eqs_14_15_by_hand_in_float64():
     lr, rho, delta = 0.01, 0.9, 1e-3
-    p = torch.tensor(THETA0, dtype=torch.float64, requires_grad=True)
+    p = _theta0()
     opt = build_optimizer("rmsprop-eq15", [p], lr=lr, rho=rho, delta=delta)
-    a, c = torch.tensor(A, dtype=torch.float64), torch.tensor(C, dtype=torch.float64)
-    got = _run(opt, p, a, c, 4)
+    got = _run(opt, p, 4)
     want, r = _by_hand(THETA0, A, C, lr=lr, rho=rho, delta=delta, steps=4)
     torch.testing.assert_close(torch.tensor(got), torch.tensor(want), rtol=1e-14, atol=1e-15)
     torch.testing.assert_close(opt.state[p]["square_avg"], torch.tensor(r, dtype=torch.float64),
@@ -57,31 +62,29 @@ def test_steps_match_eqs_14_15_by_hand_in_float64():
 def test_the_first_step_is_lr_g_over_root_delta_and_differs_from_torch_rmsprop():
     # r_0 = 0 and r_t (not r_{t+1}) in the denominator: θ_1 = θ_0 − η g / √δ = θ_0 − 10⁴ η g
     g0 = torch.tensor(_quadratic_grad(THETA0, A, C), dtype=torch.float64)
-    a, c = torch.tensor(A, dtype=torch.float64), torch.tensor(C, dtype=torch.float64)
-    p = torch.tensor(THETA0, dtype=torch.float64, requires_grad=True)
-    _run(RMSPropEq15([p], lr=1e-3), p, a, c, 1)         # ρ = 0.99, δ = 1e-8 by default
+    p = _theta0()
+    _run(RMSPropEq15([p], lr=1e-3), p, 1)               # ρ = 0.99, δ = 1e-8 by default
     want = torch.tensor(THETA0, dtype=torch.float64) - 1e-3 * 1e4 * g0
     torch.testing.assert_close(p.detach(), want, rtol=1e-14, atol=1e-15)
-    q = torch.tensor(THETA0, dtype=torch.float64, requires_grad=True)
-    _run(torch.optim.RMSprop([q], lr=1e-3), q, a, c, 1)  # ≈ θ_0 − 10 η sign(g)
+    q = _theta0()
+    _run(torch.optim.RMSprop([q], lr=1e-3), q, 1)        # ≈ θ_0 − 10 η sign(g)
     torch.testing.assert_close(q.detach(), torch.tensor(THETA0, dtype=torch.float64)
                                - 1e-3 * g0 / (0.1 * g0.abs() + 1e-8), rtol=1e-12, atol=1e-15)
     assert (p.detach() - q.detach()).abs().min() > 1e-3
 
 
 def test_state_dict_round_trip_continues_the_trajectory():
-    a, c = torch.tensor(A, dtype=torch.float64), torch.tensor(C, dtype=torch.float64)
-    p = torch.tensor(THETA0, dtype=torch.float64, requires_grad=True)
+    p = _theta0()
     opt = RMSPropEq15([p], lr=0.01, rho=0.9, delta=1e-3)
-    _run(opt, p, a, c, 2)
+    _run(opt, p, 2)
     # a copy: state_dict holds the live tensors, as torch's does
     saved, at = copy.deepcopy(opt.state_dict()), p.detach().clone()
-    straight = _run(opt, p, a, c, 2)
+    straight = _run(opt, p, 2)
     q = at.clone().requires_grad_(True)
     fresh = RMSPropEq15([q], lr=0.5, rho=0.5, delta=1.0)      # groups come from the state
     fresh.load_state_dict(saved)
     assert fresh.param_groups[0]["rho"] == 0.9 and fresh.param_groups[0]["delta"] == 1e-3
-    assert _run(fresh, q, a, c, 2) == straight
+    assert _run(fresh, q, 2) == straight
 
 
 def test_torch_rmsprops_state_is_refused():
@@ -100,13 +103,16 @@ def test_invalid_hyper_parameters_are_named(kw, word):
 
 def test_as_switchs_first_optimizer_then_sgd():
     lr, rho, delta, k = 0.01, 0.9, 1e-3, 3
-    a, c = torch.tensor(A, dtype=torch.float64), torch.tensor(C, dtype=torch.float64)
-    p = torch.tensor(THETA0, dtype=torch.float64, requires_grad=True)
-    opt = build_optimizer("switch", [p], first="rmsprop-eq15", second="sgd", switch_step=k,
-                          first_hyper=dict(lr=lr, rho=rho, delta=delta),
-                          second_hyper=dict(lr=0.1))
+
+    def switch(p):
+        return build_optimizer("switch", [p], first="rmsprop-eq15", second="sgd",
+                               switch_step=k, first_hyper=dict(lr=lr, rho=rho, delta=delta),
+                               second_hyper=dict(lr=0.1))
+
+    p = _theta0()
+    opt = switch(p)
     assert isinstance(opt, SwitchOptimizer) and isinstance(opt.first, RMSPropEq15)
-    got = _run(opt, p, a, c, k + 2)
+    got = _run(opt, p, k + 2)
     want, _ = _by_hand(THETA0, A, C, lr=lr, rho=rho, delta=delta, steps=k)
     theta = want[-1]
     for _ in range(2):
@@ -116,10 +122,8 @@ def test_as_switchs_first_optimizer_then_sgd():
     # and its state round-trips through the switch's
     saved = copy.deepcopy(opt.state_dict())
     q = p.detach().clone().requires_grad_(True)
-    again = build_optimizer("switch", [q], first="rmsprop-eq15", second="sgd", switch_step=k,
-                            first_hyper=dict(lr=lr, rho=rho, delta=delta),
-                            second_hyper=dict(lr=0.1))
+    again = switch(q)
     again.load_state_dict(saved)
     torch.testing.assert_close(again.first.state[q]["square_avg"],
                                opt.first.state[p]["square_avg"], rtol=0, atol=0)
-    assert _run(again, q, a, c, 1) == _run(opt, p, a, c, 1)
+    assert _run(again, q, 1) == _run(opt, p, 1)
