@@ -212,17 +212,23 @@ def test_recorder_in_training_resumes_without_duplicates(tmp_path):
     np.testing.assert_array_equal(part.snapshots, full.snapshots)
 
 
+def _train_recording(recorder, *, n, epochs):
+    """nn.Linear(5, 2) trained by SGD (lr 0.1, batches of 5) on ``n`` seeded examples for
+    ``epochs`` epochs, ``recorder`` its callback."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, 5, generator=g), torch.randint(0, 2, (n,), generator=g)
+    model = nn.Linear(5, 2)
+    train(model, nn.CrossEntropyLoss(), Dataset(x, y), torch.optim.SGD(model.parameters(),
+          lr=0.1), epochs=epochs, batch_size=5, callbacks=[recorder], progress=False)
+
+
 def test_the_trajectory_instrument_is_built_by_its_own_cadence_alone(tmp_path):
     # build_instrument("trajectory", ...) demanded a step schedule (every=, at= or
     # schedule=) that the recorder then ignored; a run config refuses one
     from sgdlab.train.instruments import build_instrument
 
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(20, 5, generator=g), torch.randint(0, 2, (20,), generator=g)
-    model = nn.Linear(5, 2)
     rec = build_instrument("trajectory", path=tmp_path / "t", every_steps=2, every_epochs=None)
-    train(model, nn.CrossEntropyLoss(), Dataset(x, y), torch.optim.SGD(model.parameters(),
-          lr=0.1), epochs=2, batch_size=5, callbacks=[rec], progress=False)
+    _train_recording(rec, n=20, epochs=2)
     assert list(open_trajectory(tmp_path / "t").steps) == [0, 2, 4, 6, 8]
     for given, key in ((dict(every=2), "every"), (dict(at=[1]), "at")):
         with pytest.raises(ValueError, match=rf"keeps its own cadence \(every_steps / "
@@ -252,14 +258,9 @@ def test_fisher_g_refuses_non_finite_values():
 
 def test_the_recorder_snapshots_every_k_epochs_at_the_end_of_the_kth(tmp_path):
     # 2 steps per epoch, every_epochs=2 over 4 epochs: step 0, then the ends of epochs 2 and 4
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(10, 5, generator=g), torch.randint(0, 2, (10,), generator=g)
     # (labelled by the epochs completed); a fresh run at the same path starts the file again
     for _ in range(2):
-        model = nn.Linear(5, 2)
-        rec = TrajectoryRecorder(tmp_path / "t", every_epochs=2)
-        train(model, nn.CrossEntropyLoss(), Dataset(x, y), torch.optim.SGD(model.parameters(),
-              lr=0.1), epochs=4, batch_size=5, callbacks=[rec], progress=False)
+        _train_recording(TrajectoryRecorder(tmp_path / "t", every_epochs=2), n=10, epochs=4)
         traj = open_trajectory(tmp_path / "t")
         assert list(traj.steps) == [0, 4, 8] and list(traj.epochs) == [0, 2, 4]
 
@@ -287,15 +288,11 @@ def test_the_recorder_refuses_a_cadence_or_subset_it_cannot_record(tmp_path, opt
 def test_the_recorder_takes_numpy_and_torch_ints_as_ints(tmp_path):
     """np.int64 / torch ints (a grid's values) are counts and seeds, as for the other
     instruments; the seed is stored in meta.json as a plain int."""
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(10, 5, generator=g), torch.randint(0, 2, (10,), generator=g)
-    model = nn.Linear(5, 2)
     rec = TrajectoryRecorder(tmp_path / "t", every_steps=np.int64(2), every_epochs=None,
                              num_coords=np.int64(4), seed=torch.tensor(3))
     assert (rec.every_steps, rec.num_coords, rec.seed) == (2, 4, 3)
     assert type(rec.seed) is int and type(rec.num_coords) is int
-    train(model, nn.CrossEntropyLoss(), Dataset(x, y), torch.optim.SGD(model.parameters(),
-          lr=0.1), epochs=2, batch_size=5, callbacks=[rec], progress=False)
+    _train_recording(rec, n=10, epochs=2)
     traj = open_trajectory(tmp_path / "t")
     assert list(traj.steps) == [0, 2, 4] and traj.snapshots.shape == (3, 4)
     assert traj.meta["subset_seed"] == 3
