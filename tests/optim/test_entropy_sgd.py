@@ -889,28 +889,17 @@ def test_defaults_are_the_thesis_settings():
 def test_inner_momentum_on_the_step_carries_algorithm_2s_whole_dy_by_hand(inner_nesterov):
     # reading inner-momentum=whole-step: the inner momentum carries dy = ∇f(y) + γ⁻¹(y − x)
     # + λy (Algorithm 2, line 944), two inner steps replayed in float64
-    gen = torch.Generator().manual_seed(3)
-    A = torch.randn(3, 3, generator=gen, dtype=torch.float64)
-    A = A @ A.T + torch.eye(3, dtype=torch.float64)
-    b = torch.randn(3, generator=gen, dtype=torch.float64)
-    w0 = torch.randn(3, generator=gen, dtype=torch.float64)
-    p = nn.Parameter(w0.clone())
-    opt = EntropySGD([p], lr=0.7, inner_lr=0.1, gamma=0.5, L=2, alpha=0.75, noise=0.0,
+    Q, p, w0 = quadratic(d=3, seed=3)
+    w = nn.Parameter(w0.clone())
+    opt = EntropySGD([w], lr=0.7, inner_lr=0.1, gamma=0.5, L=2, alpha=0.75, noise=0.0,
                      momentum=0.9, nesterov=True, inner_momentum=0.6,
                      inner_nesterov=inner_nesterov, inner_momentum_on="step", weight_decay=0.01)
-
-    def closure():
-        opt.zero_grad()
-        loss = 0.5 * p @ A @ p - b @ p
-        loss.backward()
-        return loss
-
-    opt.step(closure)
+    opt.step(quad_closure(w, Q, p))
     x, y, z, buf = w0.clone(), w0.clone(), w0.clone(), torch.zeros(3, dtype=torch.float64)
     for _ in range(2):
-        dy = A @ y - b + (y - x) / 0.5 + 0.01 * y
+        dy = Q @ y + p + (y - x) / 0.5 + 0.01 * y
         buf = 0.6 * buf + dy
         y = y - 0.1 * (dy + 0.6 * buf if inner_nesterov else buf)
         z = 0.75 * z + 0.25 * y
     G = x - z                                # normalize: x − z; outer Nesterov from a zero buffer
-    torch.testing.assert_close(p.detach(), x - 0.7 * (G + 0.9 * G), rtol=0, atol=1e-15)
+    torch.testing.assert_close(w.detach(), x - 0.7 * (G + 0.9 * G), rtol=0, atol=1e-15)
