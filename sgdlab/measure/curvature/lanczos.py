@@ -147,9 +147,14 @@ def lanczos_decomposition(
     precision of the basis and recurrence (default the operator's, float32 for a float16 or
     bfloat16 one; products stay in the operator's precision).
     """
+    # np.int64 is a count; True (1 step) and 2.5 (int() made it 2) are not. A count below 1
+    # still takes one step, as it did.
+    num_iter = plain_int(num_iter)
+    if not int_at_least(num_iter, -math.inf):
+        raise ValueError(f"Invalid num_iter={num_iter!r} (an int)")
     op = working_operator(A, dtype)
     d = op.shape[0]
-    m = max(1, min(int(num_iter), d))
+    m = max(1, min(num_iter, d))
     q = random_vector(op, generator) if v0 is None else v0.to(device=op.device, dtype=op.dtype)
     nrm = torch.linalg.vector_norm(q)
     if not torch.isfinite(nrm) or nrm == 0:
