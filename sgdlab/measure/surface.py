@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import checked_keywords
+from sgdlab.errors import checked_keywords, int_at_least, plain_int
 from sgdlab.operators.batches import Data, is_single_batch, iterate_batches
 from sgdlab.operators.params import (copy_module, params_vector, set_params_vector,
                                       trainable_named_params)
@@ -184,11 +184,11 @@ def _grid(extent: float | tuple[float, float], steps: int) -> list[float]:
     else:
         lo, hi = (float(v) for v in extent) if len(extent) == 2 else (math.nan, math.nan)
     # an infinite extent makes every coordinate (the origin too: 0 · inf) NaN
-    if not (-math.inf < lo < hi < math.inf) or not isinstance(steps, numbers.Integral) \
-            or steps < 2:
+    # a torch int is a count (was refused); a bool is not
+    if not (-math.inf < lo < hi < math.inf) or not int_at_least(plain_int(steps), 2):
         raise ValueError(f"need a finite extent (lo < hi, or a number > 0) and an integer "
                          f"steps >= 2, got extent={extent!r} and steps={steps!r}")
-    return [float(v) for v in torch.linspace(lo, hi, steps, dtype=torch.float64)]
+    return [float(v) for v in torch.linspace(lo, hi, plain_int(steps), dtype=torch.float64)]
 
 
 class _Chunked:
@@ -273,8 +273,9 @@ def loss_surface(
     """
     if bn_stats not in ("keep", "recompute"):
         raise ValueError(f"Invalid bn_stats={bn_stats!r}: expected 'keep' or 'recompute'")
-    if chunk_size < 1:
-        raise ValueError(f"Invalid chunk_size={chunk_size} (must be >= 1)")
+    chunk_size = plain_int(chunk_size)     # np.int64 is a count; True (1 point) and 2.5 not
+    if not int_at_least(chunk_size, 1):
+        raise ValueError(f"Invalid chunk_size={chunk_size!r} (must be an int >= 1)")
     theta = params_vector(model)
     if isinstance(directions, Tensor):      # one flat vector, or (d, k) columns / (k, d) rows
         dirs = [directions] if directions.dim() == 1 else list(

@@ -2,6 +2,7 @@
 import copy
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -385,3 +386,17 @@ def test_recomputed_statistics_default_to_the_whole_training_set_as_one_batch():
     recompute_bn_statistics(ref, (x, y))             # one batch: exact at every layer
     assert s.train_loss[1] == pytest.approx(evaluate(ref, loss_fn, batches)[0], rel=1e-10)
     assert s.test_loss[1] == pytest.approx(evaluate(ref, loss_fn, test)[0], rel=1e-10)
+
+
+def test_steps_and_chunk_size_take_numpy_and_torch_ints_and_refuse_bools():
+    # a torch int steps was refused, chunk_size=True (1 point per pass) and 2.5 were taken
+    model = nn.Linear(3, 1).double()
+    data = (torch.ones(4, 3, dtype=torch.float64), torch.zeros(4, 1, dtype=torch.float64))
+    d = torch.ones(4, dtype=torch.float64)
+    for steps, chunk in ((torch.tensor(3), np.int64(2)), (np.int64(3), torch.tensor(2))):
+        surf = loss_surface(model, nn.MSELoss(), data, d, steps=steps, chunk_size=chunk)
+        assert surf.coords == [[-1.0, 0.0, 1.0]]
+    for kw, match in (({"steps": True}, "steps=True"), ({"chunk_size": True}, "chunk_size"),
+                      ({"chunk_size": 2.5}, "chunk_size")):
+        with pytest.raises(ValueError, match=match):
+            loss_surface(model, nn.MSELoss(), data, d, **kw)
