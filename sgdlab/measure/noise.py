@@ -25,19 +25,31 @@ Conventions (stated once, used everywhere in sgdlab):
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import checked_keywords
+from sgdlab.errors import checked_keywords, int_at_least, plain_int
 from sgdlab.operators import LinearOperator, per_sample_gradients
 from sgdlab.operators.factors import PerSampleFactors, per_sample_factors
 from sgdlab.operators.batches import Data, check_mean_of_samples
 
 # Above this size the Gram/d x d eigendecomposition is replaced by Lanczos on the implicit Gram.
 DENSE_EIG_LIMIT = 6000
+
+
+def _sample_count(value: object, what: str) -> int:
+    """``value`` as an int when it is a whole number of samples (an int of Python, numpy or
+    torch, or a whole float such as 4.0), else a ValueError naming ``what``: int() truncated
+    2.5 to 2, and True passed as one sample."""
+    v = plain_int(value)
+    if not (int_at_least(v, -math.inf) or (isinstance(v, numbers.Real) and not isinstance(
+            v, numbers.Integral) and float(v).is_integer())):
+        raise ValueError(f"Invalid {what} {value!r} (a whole number of samples)")
+    return int(v)
 
 
 @checked_keywords()
@@ -47,14 +59,8 @@ def minibatch_noise_factor(batch_size: int, num_samples: int, *, replacement: bo
     With replacement: c = 1/b (thesis eq. 6.4). Without replacement: c = (N − b)/(b (N − 1))
     (thesis eq. 6.5; = 0 for the full batch b = N).
     """
-    for value, what in ((batch_size, "batch size"), (num_samples, "number of samples")):
-        try:
-            whole = int(value) == value
-        except (TypeError, ValueError, OverflowError):
-            whole = False
-        if not whole:       # int() would truncate: 1/2 for a batch of 2.5
-            raise ValueError(f"Invalid {what} {value!r} (a whole number of samples)")
-    b, n = int(batch_size), int(num_samples)
+    b = _sample_count(batch_size, "batch size")
+    n = _sample_count(num_samples, "number of samples")
     if b < 1:
         raise ValueError(f"Invalid batch size {batch_size} (must be >= 1)")
     if n < 1:
@@ -545,6 +551,7 @@ def noise_magnitude(
     ``num_samples`` that training draws from (default: the N that Σ is estimated on, that of
     ``data`` or of ``covariance``), sqrt(η c Tr Σ) with c = (N − m)/(m (N − 1)); zero for a
     batch of all N (full-batch GD)."""
+    batch_size = _sample_count(batch_size, "batch size")
     if lr < 0 or batch_size < 1:
         raise ValueError(f"Invalid lr={lr} / batch_size={batch_size}")
     if not isinstance(replacement, bool):    # a string such as "false" would read as True

@@ -1,6 +1,7 @@
 """Gradient covariance / diffusion matrix against explicit sums and mini-batch enumeration."""
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -397,3 +398,25 @@ def test_eigenpairs_refuse_more_pairs_than_min_n_d(n, d):
     torch.testing.assert_close(vals, torch.linalg.eigvalsh(f.T @ f).flip(0)[:k])
     with pytest.raises(ValueError, match=rf"Invalid k={k + 1}: need 1 <= k <= min\(N, d\)"):
         cov.eigenpairs(k + 1)
+
+
+def test_minibatch_factor_takes_numpy_and_torch_ints_and_refuses_bools():
+    # True was a batch (or a set) of one sample
+    for b, n in ((np.int64(4), torch.tensor(10)), (torch.tensor(4), np.int32(10))):
+        assert minibatch_noise_factor(b, n, replacement=False) == \
+            minibatch_noise_factor(4, 10, replacement=False)
+    for b, n in ((True, 10), (np.True_, 10), (4, True), (torch.tensor(True), 10)):
+        with pytest.raises(ValueError, match=r"Invalid (batch size|number of samples) "):
+            minibatch_noise_factor(b, n)
+
+
+def test_noise_magnitude_batch_size_takes_numpy_and_torch_ints_and_refuses_bools():
+    # with replacement, True was a batch of one and 2.5 a batch of 2.5 samples
+    model, data, loss_fn = tiny_mlp(3, 4, 2), tiny_classification(10, 3, 2), nn.CrossEntropyLoss()
+    cov = gradient_covariance(model, loss_fn, data)
+    ref = noise_magnitude(model, loss_fn, data, 0.1, 4, covariance=cov).noise_norm
+    for b in (np.int64(4), torch.tensor(4)):
+        assert noise_magnitude(model, loss_fn, data, 0.1, b, covariance=cov).noise_norm == ref
+    for b in (True, 2.5):
+        with pytest.raises(ValueError, match=r"Invalid batch size "):
+            noise_magnitude(model, loss_fn, data, 0.1, b, covariance=cov)
