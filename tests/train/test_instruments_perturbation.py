@@ -260,3 +260,43 @@ def test_alignment_under_field_on_weights_is_over_the_weight_tensors(name):
         assert dict(h["field_alignment/raw"])[s] == pytest.approx(dot, rel=1e-9)
         assert v == pytest.approx(dot / float(x.norm() * d.norm()), rel=1e-9)
         assert v > dot / float(spy.after[s].norm() * d.norm()) * (1 + 1e-6)
+
+
+def test_over_weights_takes_every_minimum_over_the_weight_tensors_past_a_dead_bias():
+    """A layer of two units, the second dead on the batch: its weight row and bias have
+    ∇f = 0, and the field s·h (s = 0.5) is on the weights only. Over every parameter the
+    dead bias sets min |∇f + s h| = 0; over the weights (by hand, float64) the minima are
+    min |∇f + s h| = min(|0.3 + 0.1|, |−0.6 − 0.1|, |0 + 0.05|, |0 − 0.4|) = 0.05,
+    min |∇f| = 0 (the dead row), over ∇f ≠ 0: |∇f + s h| 0.4, |∇f| 0.3; zero share 2/4."""
+    model = nn.Linear(2, 2).double()
+    w, b = model.weight, model.bias
+    w.grad = torch.tensor([[0.3, -0.6], [0.0, 0.0]], dtype=torch.float64)
+    b.grad = torch.tensor([0.7, 0.0], dtype=torch.float64)
+    h = torch.tensor([0.2, -0.2, 0.1, -0.8, 0.0, 0.0], dtype=torch.float64)   # w | b
+    ctx = SimpleNamespace(step=0, model=model, optimizer=_FieldOpt([w, b], 0.5, h))
+    got = {}
+    for over in ("all", "weights"):
+        logged = {}
+        ctx.step, ctx.log_dict = 0, logged.update
+        cb = build_instrument("min_abs_grad", schedule=Schedule.every(1), over=over,
+                              layers=["weight"])
+        cb.on_after_backward(ctx)
+        ctx.step = 1
+        cb.on_step_end(ctx)
+        got[over] = logged
+    p = "min_abs_grad"
+    assert got["all"][f"{p}/step"] == 0.0 and got["all"][f"{p}/zero_fraction"] == 3 / 6
+    assert got["weights"] == pytest.approx({
+        f"{p}/step": 0.05, f"{p}/loss": 0.0, f"{p}/step_nonzero": 0.4,
+        f"{p}/loss_nonzero": 0.3, f"{p}/zero_fraction": 0.5,
+        f"{p}/step/weight": 0.05, f"{p}/loss/weight": 0.0, f"{p}/step_nonzero/weight": 0.4,
+        f"{p}/loss_nonzero/weight": 0.3}, rel=1e-15)
+
+
+def test_over_weights_refuses_a_named_bias_and_an_unknown_choice():
+    model = nn.Linear(2, 2)
+    cb = MinAbsGradientCallback(Schedule.every(1), layers=["bias"], over="weights")
+    with pytest.raises(ValueError, match="'bias' is not a weight tensor"):
+        cb.check(model, None)
+    with pytest.raises(ValueError, match="Invalid over='biases'"):
+        MinAbsGradientCallback(Schedule.every(1), over="biases")

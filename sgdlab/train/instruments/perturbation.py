@@ -20,6 +20,13 @@ parameter order; parameters without a gradient are left out):
   ``min_abs_grad/step/NAME``, ``min_abs_grad/loss_nonzero/NAME``,
   ``min_abs_grad/step_nonzero/NAME``.
 
+With ``over="weights"`` every one of these is taken over the weight tensors only (those of
+two or more dimensions, where Trivialized-SGD's ``field_on="weights"`` puts its field,
+:func:`~sgdlab.optim.trivialized.field_covers`), in every run, with a field or without: a
+ReLU unit inactive on the whole batch gives its bias ∇f = 0 exactly and no field term, so
+over every parameter the minimum of ∇f + s_i h would be 0 there (default ``"all"``: every
+parameter with a gradient).
+
 Both are minima over the weights of one step; the running minimum over training is the
 minimum of the logged series (the experiments' ``reduce: min``).
 
@@ -46,7 +53,7 @@ from torch import Tensor
 
 from sgdlab.measure.perturbation import (min_abs_coordinates, overall_minimum,
                                          perturbation_alignment, zero_fraction)
-from sgdlab.optim.trivialized import field_covers
+from sgdlab.optim.trivialized import FIELD_ON, field_covers
 
 from ..callbacks import Callback, Schedule, TrainContext
 from . import register_instrument
@@ -85,12 +92,14 @@ class MinAbsGradientCallback(Callback):
     """min |gradient coordinate| of each scheduled step (module docstring)."""
 
     def __init__(self, schedule: Schedule, *, layers: str | Sequence[str] | None = None,
-                 prefix: str = "min_abs_grad"):
+                 over: str = "all", prefix: str = "min_abs_grad"):
+        if over not in FIELD_ON:
+            raise ValueError(f"Invalid over={over!r}; choose one of {', '.join(FIELD_ON)}")
         if not (layers is None or layers == "all" or (
                 isinstance(layers, (list, tuple)) and all(isinstance(n, str) for n in layers))):
             raise ValueError(f"Invalid layers={layers!r} (a list of parameter names, 'all', "
                              "or leave it out for none)")
-        self.schedule, self.prefix = schedule, prefix
+        self.schedule, self.prefix, self.over = schedule, prefix, over
         self.layers = layers if layers in (None, "all") else tuple(layers)
         # the step count, parameters, which have a gradient, and their copied gradients
         self._pending: tuple[int, list[Tensor], list[bool], list[Tensor]] | None = None
@@ -102,13 +111,17 @@ class MinAbsGradientCallback(Callback):
             if bad:
                 raise ValueError(f"Invalid layers: no parameter {bad[0]!r} in the model; its "
                                  f"parameters: {', '.join(names)}")
+            left_out = [n for n in self.layers if not field_covers(names[n], self.over)]
+            if left_out:
+                raise ValueError(f"Invalid layers: {left_out[0]!r} is not a weight tensor, and "
+                                 f"over={self.over!r} leaves it out")
 
     def on_after_backward(self, ctx: TrainContext) -> None:
         self._pending = None
         if not self.should_run(ctx.step + 1):
             return
         params = _ordered_params(ctx.optimizer)
-        keep = [q.grad is not None for q in params]
+        keep = [q.grad is not None and field_covers(q, self.over) for q in params]
         grads = [q.grad.detach().to_dense().clone() for q, k in zip(params, keep) if k]
         if grads:    # copied: a base optimizer may change p.grad in place (Nesterov SGD)
             self._pending = (ctx.step + 1, params, keep, grads)
@@ -180,12 +193,14 @@ class FieldAlignmentCallback(Callback):
 
 @register_instrument("min_abs_grad")
 def min_abs_grad_instrument(*, schedule: Schedule, layers: str | list[str] | None = None,
+                            over: str = "all",
                             prefix: str = "min_abs_grad") -> MinAbsGradientCallback:
     """Minimum |coordinate| of the loss gradient and of the gradient the optimizer stepped
     with (the loss gradient plus Trivialized-SGD's field term), over all weights, over those
     with a non-zero loss gradient, and within the parameter tensors named in ``layers``
-    (thesis Fig. 2.3b)."""
-    return MinAbsGradientCallback(schedule, layers=layers, prefix=prefix)
+    (thesis Fig. 2.3b); over every parameter (``over="all"``) or the weight tensors only
+    (``"weights"``)."""
+    return MinAbsGradientCallback(schedule, layers=layers, over=over, prefix=prefix)
 
 
 @register_instrument("field_alignment")
