@@ -1557,20 +1557,30 @@ def test_field_on_reading_reaches_every_field_run_and_the_default_covers_all(nam
 
 
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
-def test_field_on_weights_compares_fig_2_3b_minimum_of_the_step_within_weights_only(scale):
+def test_field_on_weights_takes_fig_2_3b_minima_over_the_weights_in_both_runs(scale):
     """Under field-on=weights the biases get no field: a minimum of |∇f + s_i h| over every
-    parameter is then the biases' |∇f| (exactly 0 on a ReLU unit inactive on the batch) as
-    much as the field's effect, so Fig. 2.3b's step-gradient claim is made within the first
-    layer's weights only; under the default field-on=all the claims are as before."""
-    def metrics(readings):
-        o = load_experiment("chaudhari-trivialized", scale, readings=readings).options
-        return {c["metric"] for c in o["claims"] if c["metric"].startswith("min_grad_step")}
+    parameter would be a dead unit's bias's |∇f| = 0. The minima are then taken over the
+    weight tensors (min_abs_grad's over: weights) in the Adam run as in the field's, and every
+    Fig. 2.3b claim, over all the weights, the non-zero ones or the first layer's, of the
+    step gradient and of ∇f, is made as under the default field-on=all."""
+    def entry(readings):
+        return load_experiment("chaudhari-trivialized", scale, readings=readings)
 
-    for over, metric in (("all-weights", "min_grad_step_mean_all"),
-                         ("nonzero", "min_grad_step_mean_nonzero"),
-                         ("first-layer", "min_grad_step_mean_first")):
-        assert metrics({"min-over": over}) == {metric}
-        assert metrics({"min-over": over, "field-on": "weights"}) == (
-            {metric} if over == "first-layer" else set())
-    assert metrics({"min-over": "first-layer", "min-during": "running",
-                    "field-on": "weights"}) == {"min_grad_step_running_first"}
+    def metrics(readings):
+        return {c["metric"] for c in entry(readings).options["claims"]
+                if c["metric"].startswith("min_grad_")}
+
+    def overs(readings):
+        return {(r.label, m.get("over")) for r in entry(readings).expand(data_dir="/d")
+                for m in r.params["measure"] if m["name"] == "min_abs_grad"}
+
+    assert overs({}) == {("adam", None), ("trivialized", None)}
+    assert overs({"field-on": "weights"}) == {("adam", "weights"), ("trivialized", "weights")}
+    for gradient in ("step", "loss"):
+        for during, tag in (("per-step", "mean"), ("running", "running")):
+            for over, end in (("all-weights", "all"), ("nonzero", "nonzero"),
+                              ("first-layer", "first")):
+                chosen = {"min-gradient": gradient, "min-during": during, "min-over": over}
+                want = {f"min_grad_{gradient}_{tag}_{end}"}
+                assert metrics(chosen) == want
+                assert metrics({**chosen, "field-on": "weights"}) == want
