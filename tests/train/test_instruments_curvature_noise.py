@@ -1108,7 +1108,8 @@ OPTION_ROWS = [
                            alpha=0.5, batch_size=4, sgd_gradient="full", num_samples=5,
                            memory_budget="4KiB", prefix="ea", eval_subset=7,
                            eval_mode=False, seed=9), {"memory_budget": 4096}),
-    ("min_abs_grad", dict(layers=["0.weight"], prefix="m2"), {"layers": ("0.weight",)}),
+    ("min_abs_grad", dict(layers=["0.weight"], prefix="m2", over="weights"),
+     {"layers": ("0.weight",)}),
     ("field_alignment", dict(prefix="f2"), {}),
     ("trajectory", dict(path="t", every_steps=3, every_epochs=2, num_coords=4, seed=9,
                         dtype="float64"), {})]
