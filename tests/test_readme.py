@@ -288,7 +288,8 @@ def test_the_instruments_paragraph_names_every_registered_instrument():
     from sgdlab.train.instruments import instruments
 
     text = README.read_text()
-    paragraph = text[text.index("Instruments (`measure:`"):text.index("They are\ncallbacks")]
+    start = text.index("Instruments (`measure:`")
+    paragraph = text[start:start + re.search(r"They are\s+callbacks", text[start:]).start()]
     # other tests in the same process register private `_test_*` instruments
     packaged = {n for n in instruments() if not n.startswith("_")}
     assert "hessian" in packaged
