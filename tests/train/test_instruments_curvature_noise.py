@@ -1175,8 +1175,12 @@ def test_the_alignment_instrument_refuses_fewer_lanczos_iterations_than_pairs():
     assert build_instrument("alignment", every=1, k=3, num_iter=3).num_iter == 3
 
 
-@pytest.mark.parametrize("make", [np.int64, np.int32, torch.tensor],
-                         ids=["np.int64", "np.int32", "torch"])
+# the integer types a count arrives as from numpy (a grid's values) or torch
+_INT_KINDS = pytest.mark.parametrize("make", [np.int64, np.int32, torch.tensor],
+                                     ids=["np.int64", "np.int32", "torch"])
+
+
+@_INT_KINDS
 def test_numpy_and_torch_ints_are_counts_and_seeds_and_measure_as_python_ints(make):
     """A count computed with numpy or torch (``np.int64(12)`` from ``np.geomspace(...)
     .astype(int)``) is an int: the int check of eval_subset and batch_size refused it, though
@@ -1251,8 +1255,7 @@ _INT_OPTIONS = [  # (instrument, option, value, other options, where the built o
     ("dynamics", "hessian_every", 3, {}, None)]
 
 
-@pytest.mark.parametrize("make", [np.int64, np.int32, torch.tensor],
-                         ids=["np.int64", "np.int32", "torch"])
+@_INT_KINDS
 @pytest.mark.parametrize("name, option, value, other, attr", _INT_OPTIONS,
                          ids=[f"{n}.{o}" for n, o, *_ in _INT_OPTIONS])
 def test_every_int_option_of_the_instruments_takes_numpy_and_torch_ints(
