@@ -174,6 +174,14 @@ class _Switch:
         self.active, self.param_groups = active, active.param_groups
 
 
+def _measure_step_one(cb, ctx):
+    """The instrument's step 1 by hand: the gradients read after backward, logged at its end."""
+    ctx.step = 0
+    cb.on_after_backward(ctx)
+    ctx.step = 1
+    cb.on_step_end(ctx)
+
+
 def test_field_slices_follow_the_optimizer_order_skip_gradientless_tensors_and_unwrap_switch():
     model = nn.Sequential(nn.Linear(2, 1), nn.Linear(1, 1)).double()
     w0, b0, w1, b1 = model.parameters()
@@ -188,9 +196,7 @@ def test_field_slices_follow_the_optimizer_order_skip_gradientless_tensors_and_u
     cb.on_after_backward(ctx)
     cb.on_step_end(ctx)                   # a step that did not happen: nothing logged
     assert logged == {}
-    cb.on_after_backward(ctx)
-    ctx.step = 1
-    cb.on_step_end(ctx)
+    _measure_step_one(cb, ctx)
     # g + s h by hand: w1: −0.25 + 0.5; w0: (0.5 + 1.5, −4 + 2); b1: −2 + 2.5
     assert logged["min_abs_grad/step/1.weight"] == 0.25
     assert logged["min_abs_grad/step/0.weight"] == 2.0
@@ -233,9 +239,7 @@ def test_the_nonzero_minima_skip_exact_zeros_written_by_hand():
     cb = MinAbsGradientCallback(Schedule.every(1), layers=["w"])
     w.grad = torch.tensor([0.0, 0.5, -0.2], dtype=torch.float64)
     b.grad = torch.tensor([-0.3], dtype=torch.float64)
-    cb.on_after_backward(ctx)
-    ctx.step = 1
-    cb.on_step_end(ctx)
+    _measure_step_one(cb, ctx)
     p = "min_abs_grad"
     assert logged == pytest.approx({
         f"{p}/loss": 0.0, f"{p}/step": 0.0, f"{p}/loss_nonzero": 0.2,
@@ -277,12 +281,10 @@ def test_over_weights_takes_every_minimum_over_the_weight_tensors_past_a_dead_bi
     got = {}
     for over in ("all", "weights"):
         logged = {}
-        ctx.step, ctx.log_dict = 0, logged.update
+        ctx.log_dict = logged.update
         cb = build_instrument("min_abs_grad", schedule=Schedule.every(1), over=over,
                               layers=["weight"])
-        cb.on_after_backward(ctx)
-        ctx.step = 1
-        cb.on_step_end(ctx)
+        _measure_step_one(cb, ctx)
         got[over] = logged
     p = "min_abs_grad"
     assert got["all"][f"{p}/step"] == 0.0 and got["all"][f"{p}/zero_fraction"] == 3 / 6
