@@ -321,27 +321,29 @@ def test_step_0_draws_batches_of_the_loops_size_when_it_says_one_and_no_size_is_
         assert at_step_0(loop_b, batch_size=own_b) == [(0, pytest.approx(ref, rel=1e-12))]
 
 
+def _train_toy(callbacks):
+    """A seeded 4-6-3 tanh net trained one epoch on ``toy_dataset()`` by SGD (lr 0.1, batches
+    of 8) with ``callbacks``: (model, result)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    res = train(model, nn.CrossEntropyLoss(), toy_dataset(),
+                torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, batch_size=8,
+                callbacks=callbacks, progress=False)
+    return model, res
+
+
 def test_batch_statistics_instrument_draws_its_own_batch():
     """Fresh batches come from the instrument's generator (seed + step): the logged values are
     those of :func:`batch_statistics` on that batch, and training is not perturbed."""
     from sgdlab.measure import batch_statistics
 
     data = toy_dataset()
-
-    def run(cbs):
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
-        res = train(model, nn.CrossEntropyLoss(), data,
-                    torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, batch_size=8,
-                    callbacks=cbs, progress=False)
-        return model, res
-
     fresh = build_instrument("batch_statistics", schedule=Schedule.at([0, 5]), batch_size=12,
                              seed=3, tic="ggn", curvature="hessian")
     step = build_instrument("batch_statistics", schedule=Schedule.at([0, 5]), source="step",
                             epsilon=1e-5, prefix="step_batch")
-    model, res = run([fresh, step])
-    bare, _ = run([])
+    model, res = _train_toy([fresh, step])
+    bare, _ = _train_toy([])
     for p, q in zip(model.parameters(), bare.parameters()):
         assert torch.equal(p, q)
     h = res.history
@@ -1186,16 +1188,9 @@ def test_numpy_and_torch_ints_are_counts_and_seeds_and_measure_as_python_ints(ma
     .astype(int)``) is an int: the int check of eval_subset and batch_size refused it, though
     the measurement took it, and a numpy seed failed the first measurement (``manual_seed``:
     "an integer is required"). Kept as Python ints, the run logs what the ints give."""
-    data = toy_dataset()
-
     def run(**options):
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
         cb = build_instrument("batch_statistics", schedule=Schedule.at([0, 2]), **options)
-        res = train(model, nn.CrossEntropyLoss(), data,
-                    torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, batch_size=8,
-                    callbacks=[cb], progress=False)
-        return cb, res.history["batch/norm_test"]
+        return cb, _train_toy([cb])[1].history["batch/norm_test"]
 
     cb, got = run(batch_size=make(12), eval_subset=make(30), seed=make(3))
     assert (cb.batch_size, cb.eval_subset, cb.seed) == (12, 30, 3)
