@@ -1260,14 +1260,11 @@ def test_cosine_grid_rows_run_by_learning_rate_then_batch_size_in_number_order()
     200, where text puts 100 and 200 before 25)."""
     import matplotlib.pyplot as plt
 
-    def r(lr, b):
-        return run(f"lr{lr}B{b}", 0, params={"optimizer": {"lr": lr}, "batch_size": b},
-                   metrics={"grad_cosine": [(s, -b / 1000 - lr) for s in range(1, 5)],
-                            "dist_from_init": [(4, 1.0)]})
     settings = [(0.1, 200), (0.2, 100), (0.1, 25), (0.05, 100), (0.1, 100), (0.1, 50)]
     spec = SimpleNamespace(paper=PAPER, options={"fixed_lr": 0.1, "fixed_batch": 100,
                                                  "after_step": 0, "lr_margin": 0.05})
-    out = xing_cosine_grid(spec, [r(lr, b) for lr, b in settings])
+    out = xing_cosine_grid(spec, [cosine_run(f"lr{lr}B{b}", lr, b, -b / 1000 - lr, 0)
+                                  for lr, b in settings])
     rows = out.tables[0].rows
     assert [(row[0], row[1]) for row in rows] == [(0.05, 100), (0.1, 25), (0.1, 50),
                                                   (0.1, 100), (0.1, 200), (0.2, 100)]
