@@ -1258,8 +1258,6 @@ def test_cosine_grid_rows_run_by_learning_rate_then_batch_size_in_number_order()
     largest learning rate) are in numeric order of (lr, B), whatever the runs' order: not the
     runs' order, nor their labels' text order (lr=0.05 < lr=0.1 < lr=0.2; B 25 < 50 < 100 <
     200, where text puts 100 and 200 before 25)."""
-    import matplotlib.pyplot as plt
-
     settings = [(0.1, 200), (0.2, 100), (0.1, 25), (0.05, 100), (0.1, 100), (0.1, 50)]
     spec = SimpleNamespace(paper=PAPER, options={"fixed_lr": 0.1, "fixed_batch": 100,
                                                  "after_step": 0, "lr_margin": 0.05})
@@ -1274,7 +1272,6 @@ def test_cosine_grid_rows_run_by_learning_rate_then_batch_size_in_number_order()
     ax_b, ax_lr = out.figures[0][1].axes[:2]
     assert list(ax_b.lines[0].get_xdata()) == [25, 50, 100, 200]
     assert list(ax_lr.lines[0].get_xdata()) == [0.05, 0.1, 0.2]
-    plt.close(out.figures[0][1])
 
 
 def test_the_walks_distance_is_read_at_the_step_asked_for_else_the_last():
