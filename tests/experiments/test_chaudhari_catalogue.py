@@ -1522,6 +1522,18 @@ def test_trivialized_lenet_block_padding_reading_pads_both_runs_and_the_default_
         assert net.features(torch.zeros(1, 1, 28, 28)).shape == (1, 64 * 3 * 3), r.label
 
 
+def _optimizer_option_set_on_exactly(name, scale, readings, option, takes):
+    """The default sets ``option = (key, value)`` in no run's optimizer; ``readings`` sets it
+    in the runs whose optimizer ``takes`` (some), and in no other."""
+    key, value = option
+    default = load_experiment(name, scale).expand(data_dir="/d")
+    assert all(key not in r.params.get("optimizer", {}) for r in default)
+    runs = load_experiment(name, scale, readings=readings).expand(data_dir="/d")
+    chosen = {r.label for r in runs if takes(r.params["optimizer"])}
+    assert chosen
+    assert {r.label for r in runs if r.params["optimizer"].get(key) == value} == chosen
+
+
 @pytest.mark.parametrize("name", ["chaudhari-entropy-sgd", "chaudhari-entropy-sgd-rnn"])
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
 def test_entropy_sgd_inner_momentum_reading_reaches_every_inner_momentum_run(name, scale):
@@ -1529,15 +1541,9 @@ def test_entropy_sgd_inner_momentum_reading_reaches_every_inner_momentum_run(nam
     Algorithm 2, whose inner step is dy = ∇f(y) − γ⁻¹(x − y) (line 944): the default
     accelerates ∇f alone (the authors' Entropy-SGD code), inner-momentum=whole-step the whole
     dy, in every Entropy-SGD run with an inner momentum, and in no other run."""
-    default = load_experiment(name, scale).expand(data_dir="/d")
-    assert all("inner_momentum_on" not in r.params.get("optimizer", {}) for r in default)
-    runs = load_experiment(name, scale, readings={"inner-momentum": "whole-step"}
-                           ).expand(data_dir="/d")
-    inner = {r.label for r in runs if r.params["optimizer"]["name"] == "entropy_sgd"
-             and r.params["optimizer"].get("inner_momentum", 0) > 0}
-    assert inner
-    assert {r.label for r in runs
-            if r.params["optimizer"].get("inner_momentum_on") == "step"} == inner
+    _optimizer_option_set_on_exactly(
+        name, scale, {"inner-momentum": "whole-step"}, ("inner_momentum_on", "step"),
+        lambda opt: opt["name"] == "entropy_sgd" and opt.get("inner_momentum", 0) > 0)
 
 
 @pytest.mark.parametrize("name", ["chaudhari-trivialized", "chaudhari-trivialized-lenet",
@@ -1547,13 +1553,9 @@ def test_field_on_reading_reaches_every_field_run_and_the_default_covers_all(nam
     """Algorithm 1 perturbs the "weights of a deep network w" (line 500): by default every
     trainable parameter, under field-on=weights the weight tensors only, in every run with a
     field (Trivialized-SGD and the resampled control) and no other."""
-    default = load_experiment(name, scale).expand(data_dir="/d")
-    assert all("field_on" not in r.params["optimizer"] for r in default)
-    runs = load_experiment(name, scale, readings={"field-on": "weights"}).expand(data_dir="/d")
-    field = {r.label for r in runs
-             if r.params["optimizer"]["name"] in ("trivialized", "annealed-noise")}
-    assert field and {r.label for r in runs
-                      if r.params["optimizer"].get("field_on") == "weights"} == field
+    _optimizer_option_set_on_exactly(
+        name, scale, {"field-on": "weights"}, ("field_on", "weights"),
+        lambda opt: opt["name"] in ("trivialized", "annealed-noise"))
 
 
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
