@@ -359,14 +359,18 @@ def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     for k, v in b.items():
         if "." in k:
             set_dotted(out, k, copy.deepcopy(v))
-        elif (isinstance(v, dict) and isinstance(out.get(k), dict) and "name" in v
-              and out[k].get("name", v["name"]) != v["name"]):
-            out[k] = copy.deepcopy(v)     # another model/optimizer/...: its options start afresh
-        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+        elif _merges_into(out.get(k), v):
             out[k] = deep_merge(out[k], v)
-        else:
+        else:       # a value, or another model/optimizer/...: its options start afresh
             out[k] = copy.deepcopy(v)
     return out
+
+
+def _merges_into(old: Any, new: Any) -> bool:
+    """Whether mapping ``new`` merges into mapping ``old`` (:func:`deep_merge`,
+    :func:`set_dotted`), rather than replacing it: not when it names another ``name``."""
+    return (isinstance(new, dict) and isinstance(old, dict)
+            and not ("name" in new and old.get("name", new["name"]) != new["name"]))
 
 
 # a path part that selects the items of a list by one key: final[kind=hessian_top]
@@ -421,8 +425,7 @@ def set_dotted(d: dict[str, Any], path: str, value: Any) -> None:
     if _SELECTOR.match(parts[-1]):
         raise ConfigError(f"cannot set {path!r}: a list selector needs a key after it")
     old = d.get(parts[-1])
-    if (isinstance(value, dict) and isinstance(old, dict)
-            and not ("name" in value and old.get("name", value["name"]) != value["name"])):
+    if _merges_into(old, value):
         d[parts[-1]] = deep_merge(old, value)
     else:
         d[parts[-1]] = value      # as deep_merge: another optimizer's options start afresh
