@@ -184,11 +184,11 @@ def _grid(extent: float | tuple[float, float], steps: int) -> list[float]:
     else:
         lo, hi = (float(v) for v in extent) if len(extent) == 2 else (math.nan, math.nan)
     # an infinite extent makes every coordinate (the origin too: 0 · inf) NaN
-    # a torch int is a count (was refused); a bool is not
-    if not (-math.inf < lo < hi < math.inf) or not int_at_least(plain_int(steps), 2):
+    n = plain_int(steps)        # a torch int is a count (was refused); a bool is not
+    if not (-math.inf < lo < hi < math.inf) or not int_at_least(n, 2):
         raise ValueError(f"need a finite extent (lo < hi, or a number > 0) and an integer "
                          f"steps >= 2, got extent={extent!r} and steps={steps!r}")
-    return [float(v) for v in torch.linspace(lo, hi, plain_int(steps), dtype=torch.float64)]
+    return [float(v) for v in torch.linspace(lo, hi, n, dtype=torch.float64)]
 
 
 class _Chunked:
