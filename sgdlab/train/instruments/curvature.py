@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 
-# int_at_least and plain_int are imported from here by the other instruments
 from sgdlab.errors import RUN_SEED_RULE, finite_number, int_at_least, is_seed, plain_int
 from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
 from sgdlab.measure.curvature.lanczos import convergence_warnings_named

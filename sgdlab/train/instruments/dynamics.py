@@ -270,10 +270,9 @@ def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = Non
     ``hessian_which``: the spectral norm ("magnitude") or the largest eigenvalue ("largest").
     Logs ``grad_cosine``, ``dist_from_init``, ``param_norm``, ``update_norm`` (no prefix);
     ``full_grad_norm`` and ``hess_norm_eval`` on their own cadences."""
-    from sgdlab.errors import is_seed
+    from sgdlab.errors import finite_number, int_at_least, is_seed, plain_int
 
-    from .curvature import (SEED_RULE, check_options, finite_number, int_at_least, plain_float,
-                            plain_int)
+    from .curvature import SEED_RULE, check_options, plain_float
 
     full_grad_every, hessian_every, hessian_iter, seed = map(
         plain_int, (full_grad_every, hessian_every, hessian_iter, seed))

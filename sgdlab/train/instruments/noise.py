@@ -33,18 +33,18 @@ from __future__ import annotations
 
 import torch
 
+from sgdlab.errors import int_at_least, plain_int
 from sgdlab.measure.alignment import sigma_hessian_alignment
 from sgdlab.measure.batch_statistics import batch_statistics, takeuchi_information
 from sgdlab.measure.curvature.lanczos import convergence_warnings_named
 from sgdlab.measure.noise import gradient_covariance, noise_magnitude
+from sgdlab.operators.params import num_params
 from sgdlab.optim import gradient_step_size
 
 from ..callbacks import Schedule, step_batch_size
 from . import register_instrument
-from sgdlab.operators.params import num_params
-
-from .curvature import (MeasuredCallback, _common, check_options, eval_set_size, int_at_least,
-                        is_flag, plain_int, positive_tolerance)
+from .curvature import (MeasuredCallback, _common, check_options, eval_set_size, is_flag,
+                        positive_tolerance)
 
 __all__ = ["AlignmentCallback", "BatchStatisticsCallback", "NoiseCallback",
            "NoiseMagnitudeCallback"]
