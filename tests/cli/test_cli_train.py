@@ -411,11 +411,15 @@ def test_runs_compare_shows_config_differences_final_values_and_curves(tmp_path,
         assert main(["train", str(cfg), "--store", store, "--out", str(tmp_path / lr),
                      "--set", f"optimizer.lr={lr}", "--set", "train.epochs=2"]) == 0
     a, b = (r["id"] for r in RunStore(store).list_runs())
+    # ids are time + 4 random hex digits: runs started in the same second may share more than
+    # a[:-2], so each prefix stops one character past what the two ids share
+    shared = len(os.path.commonprefix([a, b]))
+    a_prefix, b_prefix = a[:shared + 1], b[:shared + 1]
     finals = {r: json.loads((tmp_path / lr / "results.json").read_text())["final"]
               for r, lr in ((a, "0.05"), (b, "0.01"))}
     capsys.readouterr()
     png = tmp_path / "cmp.png"
-    assert main(["runs", "compare", a, b[:-2], "--store", store, "--plot", str(png)]) == 0
+    assert main(["runs", "compare", a, b_prefix, "--store", store, "--plot", str(png)]) == 0
     lines = capsys.readouterr().out.splitlines()
     (lr_row,) = [ln for ln in lines if ln.startswith("optimizer.lr")]
     assert lr_row.split()[1:] == ["0.05", "0.01"]
@@ -427,8 +431,8 @@ def test_runs_compare_shows_config_differences_final_values_and_curves(tmp_path,
     assert png.stat().st_size > 0
     assert main(["runs", "compare", a, "--store", store]) == 2          # one run
     assert f"at least two runs, got one ({a})" in capsys.readouterr().err
-    assert main(["runs", "compare", a, a[:-2], "--store", store]) == 2  # one run, twice
-    assert f"{a}, {a[:-2]} all name run {a}" in capsys.readouterr().err
+    assert main(["runs", "compare", a, a_prefix, "--store", store]) == 2  # one run, twice
+    assert f"{a}, {a_prefix} all name run {a}" in capsys.readouterr().err
     assert main(["runs", "compare", a, b, "--metric", "hess/top_1", "--store", store]) == 2
     assert "no run recorded hess/top_1;" in capsys.readouterr().err
     assert main(["runs", "compare", a, b, "--metric", "test_los", "--store", store]) == 2
