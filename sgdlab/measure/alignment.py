@@ -138,6 +138,7 @@ def sigma_hessian_alignment(
     trace_alignment: bool = False,
     chunk_size: int | None = 256,
     exact_frobenius: bool | None = None,
+    centred: bool = True,
 ) -> Alignment:
     """Σ–H alignment of the current model over ``data`` (Zhu et al. 2019).
 
@@ -147,7 +148,8 @@ def sigma_hessian_alignment(
     parameter regression nets, where a near rank-one H makes the probe estimate off by ~√(2/M)
     and λ_1/‖H‖_F can exceed 1), else estimated from ``num_probes`` Gaussian probes (E‖Hv‖²).
     Σ: population covariance of per-sample gradients (:mod:`sgdlab.measure.noise`), exact top-k
-    and ‖Σ‖_F through the Gram matrix.
+    and ‖Σ‖_F through the Gram matrix; ``centred=False`` puts their uncentred second moment
+    Σ + ḡḡᵀ (eq. (6)'s E[g gᵀ]) in its place in every quantity (Tr(HΣ) and Tr Σ included).
     ``trace_alignment=True`` also computes Tr(HΣ) (N HVPs), Tr H and Tr Σ; Tr H like ‖H‖_F:
     exact from the d unit columns with ``exact_frobenius`` (``num_probes`` Rademacher probes of
     an indefinite H, whose trace is small next to ‖H‖_F, were off by more than Tr H itself),
@@ -158,7 +160,7 @@ def sigma_hessian_alignment(
     """
     if loss_reduction(loss_fn) != "sum":
         check_mean_of_samples(loss_fn, data, "sigma_hessian_alignment")
-    cov = gradient_covariance(model, loss_fn, data, chunk_size=chunk_size)
+    cov = gradient_covariance(model, loss_fn, data, chunk_size=chunk_size, centred=centred)
     s_vals, s_vecs = cov.eigenpairs(k)
     op = HessianOperator(model, loss_fn, data)
     h_vals, h_vecs = lanczos(op, k, tol=tol, num_iter=num_iter, generator=generator)

@@ -19,6 +19,10 @@ Conventions (stated once, used everywhere in sgdlab):
     is used here (the printed sign adds 2/(N−1) ḡḡᵀ; tests/measure/test_diffusion_thesis.py).
   :func:`minibatch_noise_factor` returns that scalar; :meth:`GradientCovariance.minibatch` the
   scaled covariance.
+- ``centred=False`` (:func:`gradient_covariance`) gives the uncentred second moment
+  M = (1/N) Σ_i g_i g_iᵀ = Σ + ḡḡᵀ instead, factor G/√N: Zhu et al.'s eq. (6) writes the Fisher
+  information E[g gᵀ] so, which equals Σ where ḡ = 0 (docs/FIDELITY.md, "Which Σ §3 compares
+  with H"). Every method below then reads M; a mini-batch's covariance is Σ's alone.
 - The numerical rank uses numpy's ``matrix_rank`` threshold on the d x d matrix:
   λ_max · d · eps(dtype). The rank fraction is rank / d.
 """
@@ -116,7 +120,8 @@ def _check_finite_gradients(t: Tensor) -> None:
 
 class GradientCovariance:
     """Σ = Fᵀ F with F = (G − 1ḡᵀ)·sqrt(scale/N) (population covariance of per-sample gradients,
-    times ``scale`` when built by :meth:`minibatch` / :meth:`scaled`).
+    times ``scale`` when built by :meth:`minibatch` / :meth:`scaled`); with ``centred=False``
+    the second moment M = Fᵀ F, F = G·sqrt(scale/N) (module docstring).
 
     Two representations, same interface:
 
@@ -130,29 +135,35 @@ class GradientCovariance:
         factor: F, shape (N, d) (materialised lazily in the factored representation).
         mean: ḡ, shape (d,), the full-batch gradient of the mean loss.
         num_samples: N.
+        centred: whether F subtracts ḡ (Σ) or not (M).
     """
 
     def __init__(self, factor: Tensor | None, mean: Tensor, num_samples: int, *,
-                 per_sample: PerSampleFactors | None = None, scale: float = 1.0):
+                 per_sample: PerSampleFactors | None = None, scale: float = 1.0,
+                 centred: bool = True):
         if factor is None and per_sample is None:
             raise ValueError("GradientCovariance needs a factor or factored per-sample gradients")
         _check_finite_gradients(mean)
         self._factor, self.mean, self.num_samples = factor, mean, int(num_samples)
         self._ps, self._scale = per_sample, float(scale)
+        self.centred = _check_centred(centred)
         self._gram: Tensor | None = None
         self._raw_gram: Tensor | None = None
         self._eigh: tuple[Tensor, Tensor, bool] | None = None
 
     @classmethod
-    def from_per_sample(cls, ps: PerSampleFactors, scale: float = 1.0
+    def from_per_sample(cls, ps: PerSampleFactors, scale: float = 1.0, *, centred: bool = True
                         ) -> "GradientCovariance":
-        return cls(None, ps.mean(), ps.num_samples, per_sample=ps, scale=scale)
+        return cls(None, ps.mean(), ps.num_samples, per_sample=ps, scale=scale,
+                   centred=centred)
 
     @property
     def factor(self) -> Tensor:
         if self._factor is None:
             g = self._ps.materialize()
-            self._factor = (g - self.mean) * math.sqrt(self._scale / self.num_samples)
+            if self.centred:
+                g = g - self.mean
+            self._factor = g * math.sqrt(self._scale / self.num_samples)
         return self._factor
 
     @property
@@ -177,9 +188,9 @@ class GradientCovariance:
             if self._factored():
                 n = self.num_samples
                 k = self._uncentred_gram()
-                # centre: C K C with C = I − 11ᵀ/N, then scale/N
-                r = k.mean(0, keepdim=True)
-                k = k - r - r.T + k.mean()
+                if self.centred:        # C K C with C = I − 11ᵀ/N
+                    r = k.mean(0, keepdim=True)
+                    k = k - r - r.T + k.mean()
                 gram = k * (self._scale / n)
             else:
                 f = self._factor
@@ -198,10 +209,11 @@ class GradientCovariance:
     def mean_projections(self) -> Tensor:
         """F ḡ (N,), float64: each sample's centred gradient along the mean gradient,
         (g_i − ḡ)ᵀ ḡ · sqrt(scale/N), so that ḡᵀ Σ ḡ = ‖F ḡ‖² (from the Gram matrix when
-        factored: G ḡ = G Gᵀ 1 / N and ‖ḡ‖² = 1ᵀ G Gᵀ 1 / N²)."""
+        factored: G ḡ = G Gᵀ 1 / N and ‖ḡ‖² = 1ᵀ G Gᵀ 1 / N²); uncentred, g_iᵀ ḡ · sqrt(scale/N)."""
         if self._factored():
             raw = self._uncentred_gram()
-            return (raw.mean(1) - raw.mean()) * math.sqrt(self._scale / self.num_samples)
+            along = raw.mean(1) - raw.mean() if self.centred else raw.mean(1)
+            return along * math.sqrt(self._scale / self.num_samples)
         return self._factor.double() @ self.mean.double()
 
     def trace(self) -> float:
@@ -214,7 +226,8 @@ class GradientCovariance:
         """diag Σ, shape (d,)."""
         if self._factored():
             n = self.num_samples
-            diag = (self._ps.sq_sum() / n - self.mean ** 2) * self._scale
+            second = self._ps.sq_sum() / n
+            diag = (second - self.mean ** 2 if self.centred else second) * self._scale
         else:
             diag = (self._factor ** 2).sum(0)
         return _in_range(diag, "the diagonal of the gradient covariance", self.dtype)
@@ -225,8 +238,10 @@ class GradientCovariance:
             u = u.to(self.dtype)
             colsum = u.sum(0)
             gt = self._ps.rmatmul(u)
-            mean = self.mean if u.dim() == 1 else self.mean[:, None]
-            return (gt - mean * colsum) * math.sqrt(self._scale / self.num_samples)
+            if self.centred:
+                mean = self.mean if u.dim() == 1 else self.mean[:, None]
+                gt = gt - mean * colsum
+            return gt * math.sqrt(self._scale / self.num_samples)
         return self._factor.T @ u.to(self._factor.dtype)
 
     def operator(self) -> CovarianceOperator:
@@ -346,7 +361,7 @@ class GradientCovariance:
     def spectrum(self) -> Tensor:
         """All nonzero eigenvalues of Σ (above :meth:`rank_threshold`), descending, float64.
 
-        At most min(N − 1, d) of them (centring removes one direction)."""
+        At most min(N − 1, d) of them (centring removes one direction; uncentred min(N, d))."""
         vals = self._full_eigh()[0].flip(0)
         if len(vals) == 0 or vals[0] <= 0:
             return vals[:0]
@@ -379,18 +394,23 @@ class GradientCovariance:
             raise ValueError(f"Invalid scale {c} (must be >= 0)")
         if self._factored():
             return GradientCovariance(None, self.mean, self.num_samples, per_sample=self._ps,
-                                      scale=self._scale * c)
-        return GradientCovariance(self._factor * math.sqrt(c), self.mean, self.num_samples)
+                                      scale=self._scale * c, centred=self.centred)
+        return GradientCovariance(self._factor * math.sqrt(c), self.mean, self.num_samples,
+                                  centred=self.centred)
 
     def minibatch(self, batch_size: int, *, replacement: bool = True) -> "GradientCovariance":
         """Covariance of the mini-batch gradient g_B (thesis eq. 6.4 / 6.5): see
-        :func:`minibatch_noise_factor`."""
+        :func:`minibatch_noise_factor`. Σ's only: g_B's covariance is c Σ, not c M."""
+        if not self.centred:
+            raise ValueError("the mini-batch gradient's covariance scales the centred Σ, not the "
+                             "uncentred second moment (gradient_covariance(centred=True))")
         return self.scaled(minibatch_noise_factor(batch_size, self.num_samples,
                                                   replacement=replacement))
 
     def __repr__(self) -> str:
         kind = "factored" if self._factored() else "dense factor"
-        return (f"GradientCovariance(N={self.num_samples}, d={self.dim}, {kind}, "
+        form = "" if self.centred else ", uncentred"
+        return (f"GradientCovariance(N={self.num_samples}, d={self.dim}, {kind}{form}, "
                 f"dtype={self.dtype})")
 
 
@@ -402,8 +422,11 @@ def gradient_covariance(
     *,
     chunk_size: int | None = 256,
     method: str = "auto",
+    centred: bool = True,
 ) -> GradientCovariance:
-    """Σ (population covariance of per-sample gradients of the current model over ``data``).
+    """Σ (population covariance of per-sample gradients of the current model over ``data``),
+    or with ``centred=False`` their uncentred second moment M = (1/N) Σ_i g_i g_iᵀ = Σ + ḡḡᵀ
+    (Zhu et al. 2019, eq. (6)'s E[g gᵀ], against eq. (3)'s centred Σ).
 
     ``method``: ``"factored"`` keeps per-layer factors of a network of ``nn.Linear`` /
     ``nn.Conv1d`` / ``nn.Conv2d`` layers (one forward + backward; the Gram matrix layer by
@@ -416,8 +439,9 @@ def gradient_covariance(
     """
     if method not in ("auto", "factored", "vmap"):
         raise ValueError(f"Invalid method={method!r}: expected 'auto', 'factored' or 'vmap'")
+    centred = _check_centred(centred)
     if method in ("auto", "factored"):
-        cov = _factored_covariance(model, loss_fn, data)
+        cov = _factored_covariance(model, loss_fn, data, centred=centred)
         if cov is not None:
             return cov
         if method == "factored":
@@ -428,16 +452,24 @@ def gradient_covariance(
                              method="vmap").detach()
     n = g.shape[0]
     mean = g.mean(0)
-    factor = (g - mean) / math.sqrt(n)
-    return GradientCovariance(factor, mean, n)
+    factor = ((g - mean) if centred else g) / math.sqrt(n)
+    return GradientCovariance(factor, mean, n, centred=centred)
+
+
+def _check_centred(centred: object) -> bool:
+    """``centred`` when it is a bool: a string such as "false" would read as True."""
+    if not isinstance(centred, bool):
+        raise ValueError(f"centred must be True (Σ, eq. (3)) or False (the second moment "
+                         f"E[g gᵀ], eq. (6)), got {centred!r}")
+    return centred
 
 
 def _factored_covariance(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
-                         data: Data) -> GradientCovariance | None:
-    """Σ from the per-layer factored engine, or None where the model does not qualify: the
-    one decision of :func:`gradient_covariance`'s ``"auto"`` and :func:`gradient_variance`."""
+                         data: Data, *, centred: bool = True) -> GradientCovariance | None:
+    """Σ (or M) from the per-layer factored engine, or None where the model does not qualify:
+    the one decision of :func:`gradient_covariance`'s ``"auto"`` and :func:`gradient_variance`."""
     ps = per_sample_factors(model, loss_fn, data)
-    return None if ps is None else GradientCovariance.from_per_sample(ps)
+    return None if ps is None else GradientCovariance.from_per_sample(ps, centred=centred)
 
 
 class GradientVariance:

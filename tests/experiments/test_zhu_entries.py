@@ -616,6 +616,31 @@ def test_cubic_grid_is_a_reading_of_the_entries_that_fit_the_cubic(name, cubic, 
         assert float(open_.x_train[1] - open_.x_train[0]) == pytest.approx(0.1)
 
 
+# --- Which Σ §3 compares with H: eq. (3)'s centred Σ or eq. (6)'s E[g gᵀ], a named reading -------
+ALIGNMENT_ENTRIES = ["zhu-alignment-cubic", "zhu-projection-residual"]
+
+
+@pytest.mark.parametrize("name", ALIGNMENT_ENTRIES)
+@pytest.mark.parametrize("scale", SCALES)
+def test_sigma_form_uncentred_sets_centred_false_on_every_alignment_measurement(name, scale):
+    """The default leaves the runs and their keys as they were (eq. (3)'s Σ, no ``centred``
+    in the instrument's options); ``sigma-form=uncentred`` sets ``centred: false`` on every
+    run's alignment instrument and on nothing else, so that every run is a new one."""
+    default = load_experiment(name, scale).expand(data_dir="/d")
+    other = load_experiment(name, scale,
+                            readings={"sigma-form": "uncentred"}).expand(data_dir="/d")
+    assert default and [r.label for r in default] == [r.label for r in other]
+    assert all("centred" not in m for r in default for m in r.params["measure"])
+    for a, b in zip(default, other):
+        want = copy.deepcopy(a.params)
+        for m in want["measure"]:
+            if m["name"] == "alignment":
+                m["centred"] = False
+        assert b.params == want, a.label
+        assert any(m["name"] == "alignment" for m in a.params["measure"]), a.label
+    assert not {r.key for r in default} & {r.key for r in other}
+
+
 # --- zhu-large-network: the sharpness half of "not better than GD" ----------------------------
 @pytest.mark.parametrize("scale", SCALES)
 def test_large_network_judges_both_halves_of_no_better_than_gd(scale):

@@ -188,12 +188,9 @@ def test_a_bfloat16_model_s_alignment_is_that_of_its_float64_copy():
         assert abs(half[key] - ref[key]) < 0.02, (key, half[key], ref[key])
 
 
-def test_zhu_alignment_quantities_of_least_squares_in_closed_form():
-    """Every Σ–H quantity on ℓ_i = (x_iᵀθ − y_i)², N = 6, d = 3, from closed forms: H =
-    (2/N) XᵀX, g_i = 2 r_i x_i, Σ by eq. (3) (1/N). Eq. (9)'s cosine of the i-th eigenvectors
-    of eq. (8)'s non-increasing orders (as |cos|: an eigenvector's sign is arbitrary), Fig.
-    1(c)'s λ_i / ‖H‖_F and γ_i / ‖Σ‖_F, eq. (20)'s e(U_k, V_k), and Tr(HΣ) against the
-    isotropic noise of the same trace, (Tr Σ / d) I, whose indicator is Tr H · Tr Σ / d."""
+def _least_squares():
+    """ℓ_i = (x_iᵀθ − y_i)², N = 6, d = 3, away from its minimum: the model, its data, the
+    per-sample gradients g_i = 2 r_i x_i and H = (2/N) XᵀX in closed form (float64)."""
     g = torch.Generator().manual_seed(3)
     x = torch.randn(6, 3, generator=g, dtype=torch.float64) * torch.tensor(
         [2.0, 1.0, 0.3], dtype=torch.float64)
@@ -201,11 +198,19 @@ def test_zhu_alignment_quantities_of_least_squares_in_closed_form():
     model = nn.Linear(3, 1, bias=False).double()
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[0.2, -0.4, 1.0]], dtype=torch.float64))
-    n, d, k = 6, 3, 2
     r = x @ model.weight.detach()[0] - y[:, 0]
-    grads = 2 * r[:, None] * x
+    return model, (x, y), 2 * r[:, None] * x, 2 * x.T @ x / len(x)
+
+
+def test_zhu_alignment_quantities_of_least_squares_in_closed_form():
+    """Every Σ–H quantity on ℓ_i = (x_iᵀθ − y_i)², N = 6, d = 3, from closed forms: H =
+    (2/N) XᵀX, g_i = 2 r_i x_i, Σ by eq. (3) (1/N). Eq. (9)'s cosine of the i-th eigenvectors
+    of eq. (8)'s non-increasing orders (as |cos|: an eigenvector's sign is arbitrary), Fig.
+    1(c)'s λ_i / ‖H‖_F and γ_i / ‖Σ‖_F, eq. (20)'s e(U_k, V_k), and Tr(HΣ) against the
+    isotropic noise of the same trace, (Tr Σ / d) I, whose indicator is Tr H · Tr Σ / d."""
+    model, (x, y), grads, h = _least_squares()
+    d, k = 3, 2
     sigma = covariance_reference(grads)         # eq. (3), 1/N
-    h = 2 * x.T @ x / n
     hl, hv = torch.linalg.eigh(h)
     sl, sv = torch.linalg.eigh(sigma)
     hl, hv, sl, sv = hl.flip(0), hv.flip(1), sl.flip(0), sv.flip(1)      # non-increasing
@@ -229,6 +234,37 @@ def test_zhu_alignment_quantities_of_least_squares_in_closed_form():
     # against Tr(H (Tr Σ / d) I) = Tr H · Tr Σ / d, the isotropic noise of the same E‖ε‖²
     assert res.trace_ratio == pytest.approx(ths / (trh * trs / d), rel=1e-10)
     assert res.trace_ratio != pytest.approx(1.0, abs=0.05)      # Σ is not isotropic here
+
+
+def test_uncentred_alignment_compares_h_with_eq_6s_second_moment_in_closed_form():
+    """``centred=False`` sets H against eq. (6)'s E[g gᵀ] = (1/N) Σ_i g_i g_iᵀ in place of eq.
+    (3)'s Σ, on ℓ_i = (x_iᵀθ − y_i)² away from the minimum (ḡ ≠ 0, so the two differ): every
+    quantity from the closed forms g_i = 2 r_i x_i, H = (2/N) XᵀX, in float64."""
+    model, (x, y), grads, h = _least_squares()
+    d, k = 3, 2
+    second = grads.T @ grads / len(grads)                           # eq. (6), uncentred
+    hl, hv = (t.flip(-1) for t in torch.linalg.eigh(h))
+    ml, mv = (t.flip(-1) for t in torch.linalg.eigh(second))
+    kw = dict(tol=1e-12, generator=torch.Generator().manual_seed(0), trace_alignment=True)
+    res = sigma_hessian_alignment(model, nn.MSELoss(), (x, y), k, centred=False, **kw)
+    torch.testing.assert_close(res.sigma_eigvals, ml[:k], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(res.cosines, (hv[:, :k] * mv[:, :k]).sum(0).abs(),
+                               rtol=0, atol=1e-8)
+    u, v = hv[:, :k], mv[:, :k]
+    assert res.residual == pytest.approx(float(torch.linalg.matrix_norm(u - v @ v.T @ u) ** 2),
+                                         abs=1e-9)
+    torch.testing.assert_close(res.sigma_normalised, ml[:k] / torch.linalg.matrix_norm(second),
+                               rtol=1e-9, atol=0)
+    assert res.trace_h_sigma == pytest.approx(float(torch.trace(h @ second)), rel=1e-10)
+    assert res.trace_sigma == pytest.approx(float(torch.trace(second)), rel=1e-10)
+    assert res.trace_ratio == pytest.approx(
+        float(torch.trace(h @ second)) / (float(torch.trace(h)) * float(torch.trace(second)) / d),
+        rel=1e-10)
+    # the default is eq. (3)'s Σ, which differs by ḡḡᵀ here
+    centred = sigma_hessian_alignment(model, nn.MSELoss(), (x, y), k, **kw)
+    torch.testing.assert_close(centred.sigma_eigvals,
+                               torch.linalg.eigvalsh(covariance_reference(grads)).flip(0)[:k])
+    assert abs(centred.residual - res.residual) > 1e-3
 
 
 class _Bilinear(nn.Module):

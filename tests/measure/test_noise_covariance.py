@@ -420,3 +420,38 @@ def test_noise_magnitude_batch_size_takes_numpy_and_torch_ints_and_refuses_bools
     for b in (True, 2.5):
         with pytest.raises(ValueError, match=r"Invalid batch size "):
             noise_magnitude(model, loss_fn, data, 0.1, b, covariance=cov)
+
+
+def test_uncentred_second_moment_matches_explicit_sum(problem):
+    """``centred=False``: M = (1/N) Σ_i g_i g_iᵀ (Zhu et al.'s eq. (6), E[g gᵀ]) by an explicit
+    sum of outer products in float64, = Σ + ḡḡᵀ; every quantity of Σ reads M, from both
+    engines (the factored one without the (N, d) matrix)."""
+    model, loss_fn, data, method = problem
+    cov = gradient_covariance(model, loss_fn, data, method=method, centred=False)
+    g = per_sample_gradients_loop(model, loss_fn, data).double()
+    n, mean = len(g), g.mean(0)
+    ref = sum(torch.outer(gi, gi) for gi in g) / n
+    torch.testing.assert_close(ref, covariance_reference(g) + torch.outer(mean, mean))
+    assert cov.centred is False and "uncentred" in repr(cov)
+    torch.testing.assert_close(cov.gram(), g @ g.T / n, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(cov.mean_projections(), g @ mean / math.sqrt(n),
+                               rtol=1e-10, atol=1e-14)
+    u = torch.randn(n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(cov.rmatmul(u), g.T @ u / math.sqrt(n), rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(cov.diagonal(), torch.diagonal(ref), rtol=1e-10, atol=1e-14)
+    assert cov.trace() == pytest.approx(float(torch.trace(ref)), rel=1e-12)
+    assert cov.frobenius_norm() == pytest.approx(float(torch.linalg.matrix_norm(ref)), rel=1e-12)
+    vals, vecs = cov.eigenpairs(3)
+    rl, rv = torch.linalg.eigh(ref)
+    torch.testing.assert_close(vals, rl.flip(0)[:3], rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close((vecs * rv.flip(1)[:, :3]).sum(0).abs(),
+                               torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-8)
+    assert len(cov.spectrum()) == n              # d = 26 > N = 10: no direction centred away
+    torch.testing.assert_close(cov.scaled(2.0).dense(), 2 * ref, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(cov.dense(), ref, rtol=1e-10, atol=1e-14)
+    # Σ and M differ here, away from a minimum (ḡ ≠ 0)
+    assert float(mean.norm()) > 1e-3
+    with pytest.raises(ValueError, match="scales the centred Σ"):
+        cov.minibatch(4)
+    with pytest.raises(ValueError, match="centred must be True .* or False"):
+        gradient_covariance(model, loss_fn, data, method=method, centred="false")

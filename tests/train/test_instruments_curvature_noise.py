@@ -1026,6 +1026,27 @@ def test_the_alignment_instrument_logs_the_measurement_called_by_hand_at_that_st
     assert got["align/trace_ratio"] != by_hand(20).as_metrics("align")["align/trace_ratio"]
 
 
+def test_the_alignment_instruments_centred_false_measures_eq_6s_second_moment():
+    """``centred: false`` reaches sigma_hessian_alignment: H against the uncentred E[g gᵀ]
+    (Zhu et al.'s eq. (6)) in place of eq. (3)'s Σ, called by hand at that step."""
+    from sgdlab.measure.alignment import sigma_hessian_alignment
+
+    model, (x, y) = _noise_problem()
+    loss = nn.CrossEntropyLoss()
+
+    def measured(**options):
+        cb = build_instrument("alignment", every=1, k=2, seed=1, eval_subset=None, **options)
+        return cb._measure(_at_step(model, x, y, 4))
+
+    def by_hand(centred):
+        return sigma_hessian_alignment(model, loss, (x, y), 2, num_probes=20, tol=1e-3,
+                                       centred=centred,
+                                       generator=torch.Generator().manual_seed(1 + 4))
+    got = measured(centred=False)
+    assert got == by_hand(False).as_metrics("align")
+    assert got["align/sigma_norm_eig_1"] != measured()["align/sigma_norm_eig_1"]
+
+
 def test_the_batch_statistics_instrument_logs_the_measurements_called_by_hand():
     """On the step's batch: batch_statistics with the instrument's epsilon (and no lr where the
     step's is 0: no CABS size from a zero step) and takeuchi_information with its tic
@@ -1060,6 +1081,7 @@ def test_the_batch_statistics_instrument_logs_the_measurements_called_by_hand():
     ("noise", {"rank": "no"}, "Invalid rank='no' (true or false)"),
     ("noise", {"rank": 1}, "Invalid rank=1 (true or false)"),
     ("alignment", {"trace_alignment": "no"}, "Invalid trace_alignment='no' (true or false)"),
+    ("alignment", {"centred": "no"}, "Invalid centred='no' (true or false)"),
     ("hessian", {"eval_mode": "no"}, "Invalid eval_mode='no' (true or false)"),
     ("noise", {"eval_mode": 0.5}, "Invalid eval_mode=0.5 (true or false)"),
     ("entropy_angle", {"gamma": 1.0, "eval_mode": None},
@@ -1100,7 +1122,7 @@ OPTION_ROWS = [
      {"memory_budget": 4096}),
     ("noise", dict(k=2, rank=False, eval_subset=7, eval_mode=False, seed=9), {}),
     ("alignment", dict(k=2, num_probes=3, tol=0.01, trace_alignment=True, eval_subset=7,
-                       eval_mode=False, seed=9, num_iter=30), {}),
+                       eval_mode=False, seed=9, num_iter=30, centred=False), {}),
     ("noise_magnitude", dict(batch_size=3, replacement=False, eval_subset=7,
                              eval_mode=False, seed=9), {}),
     ("batch_statistics", dict(batch_size=3, epsilon=0.5, tic="hessian", curvature="ggn",

@@ -7,6 +7,7 @@ Instruments:
   population covariance of per-sample gradients on the evaluation set (the thesis' D(x));
 - ``alignment``: Σ–H alignment (Zhu et al.): ``align/cos_i``, ``align/residual``,
   ``align/hess_norm_eig_i``, ``align/sigma_norm_eig_i`` (+ ``align/trace_ratio``);
+  ``centred: false`` compares H with the uncentred second moment Σ + ḡḡᵀ instead of Σ;
 - ``noise_magnitude``: ``noise/grad_norm`` ‖∇L‖ and ``noise/noise_norm`` sqrt(η Tr Σ / m)
   (Zhu Fig. 2), with η the optimizer's current lr (first param group) and m the batch size of
   the current step (at step 0 the one the loop will step with; or ``batch_size`` when
@@ -75,7 +76,7 @@ class NoiseCallback(MeasuredCallback):
 class AlignmentCallback(MeasuredCallback):
     def __init__(self, schedule: Schedule | None = None, *, k: int = 5, num_probes: int = 20,
                  tol: float = 1e-3, trace_alignment: bool = False,
-                 num_iter: int | None = None, **kw):
+                 num_iter: int | None = None, centred: bool = True, **kw):
         super().__init__(schedule, **kw)
         k, num_probes, num_iter = map(plain_int, (k, num_probes, num_iter))
         check_options(k=(k, int_at_least(k, 1), "an int >= 1"),
@@ -84,8 +85,10 @@ class AlignmentCallback(MeasuredCallback):
                       num_iter=(num_iter, num_iter is None or int_at_least(num_iter, k),
                                 f"an int >= k ({k})"),
                       trace_alignment=(trace_alignment, is_flag(trace_alignment),
-                                       "true or false"))
+                                       "true or false"),
+                      centred=(centred, is_flag(centred), "true or false"))
         self.k, self.num_probes, self.tol = k, num_probes, tol
+        self.centred = bool(centred)
         self.trace_alignment = bool(trace_alignment)
         self.num_iter = num_iter
 
@@ -102,7 +105,8 @@ class AlignmentCallback(MeasuredCallback):
             res = sigma_hessian_alignment(ctx.model, ctx.loss_fn, data, self.k,
                                           num_probes=self.num_probes, tol=self.tol,
                                           num_iter=self.num_iter, generator=generator,
-                                          trace_alignment=self.trace_alignment)
+                                          trace_alignment=self.trace_alignment,
+                                          centred=self.centred)
         return res.as_metrics("align")
 
 
@@ -209,14 +213,16 @@ def noise_instrument(*, schedule: Schedule, k: int = 5, rank: bool = True,
 def alignment_instrument(*, schedule: Schedule, k: int = 5, num_probes: int = 20,
                          tol: float = 1e-3, trace_alignment: bool = False,
                          eval_subset: int | None = 1000, eval_mode: bool = True,
-                         seed: int = 0, num_iter: int | None = None) -> AlignmentCallback:
+                         seed: int = 0, num_iter: int | None = None,
+                         centred: bool = True) -> AlignmentCallback:
     """Σ–H alignment (Zhu et al. 2019); ``tol`` and ``num_iter`` (None: the default of
-    :func:`sgdlab.measure.curvature.lanczos`) are its Hessian Lanczos iteration's. Logs
+    :func:`sgdlab.measure.curvature.lanczos`) are its Hessian Lanczos iteration's;
+    ``centred: false`` takes the uncentred second moment (eq. (6)) for Σ (eq. (3)). Logs
     ``align/residual`` (in [0, k]), ``align/cos_i``, ``align/hess_norm_eig_i`` and
     ``align/sigma_norm_eig_i`` for i = 1..k (:class:`sgdlab.measure.Alignment`)."""
     return AlignmentCallback(schedule, k=k, num_probes=num_probes, tol=tol,
                              trace_alignment=trace_alignment, num_iter=num_iter,
-                             **_common(eval_subset, eval_mode, seed))
+                             centred=centred, **_common(eval_subset, eval_mode, seed))
 
 
 @register_instrument("noise_magnitude")
