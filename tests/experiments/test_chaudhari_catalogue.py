@@ -282,6 +282,63 @@ def test_heat_variance_reading_halves_the_perturbations_of_every_heat_run(scale)
         k: r.key for k, r in runs.items() if k not in want}
 
 
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_heat_variance_literal_perturbs_with_the_gamma_of_entropy_sgd_on_the_same_network(scale):
+    """(4.43) read literally, "variance γI" (line 1829): every HEAT run takes the γ of the
+    Entropy-SGD run on its network (10⁴ on MNIST, 30 on CIFAR-10) and its scoping, and its
+    perturbation variance is that γ; the other runs keep their keys."""
+    spec = load_experiment("chaudhari-smoothing", scale)
+    runs = {r.label: r for r in spec.expand(data_dir="/d")}
+    literal = {r.label: r for r in load_experiment(
+        "chaudhari-smoothing", scale, readings={"heat-variance": "literal"}).expand(
+        data_dir="/d")}
+    heat = {k for k, r in runs.items() if r.params["optimizer"]["name"] == "heat"}
+    assert heat == {"smoke": {"heat"}, "cpu": {"heat"},
+                    "paper": {"heat", "heat-mnistfc", "heat-allcnn"}}[scale]
+    for label in heat:
+        es = runs[label.replace("heat", "entropy-sgd")].params["optimizer"]
+        mine = literal[label].params["optimizer"]
+        assert mine == {**runs[label].params["optimizer"], "gamma": es["gamma"]}, label
+        assert mine.get("gamma_decay") == es.get("gamma_decay"), label
+        opt = build_optimizer("heat", [torch.nn.Parameter(torch.zeros(2))], seed=0,
+                              **{k: v for k, v in mine.items() if k != "name"})
+        assert opt.current_variance() == {"heat-allcnn": 30.0}.get(label, 1e4), label
+        assert literal[label].key != runs[label].key
+    assert {k: r.key for k, r in literal.items() if k not in heat} == {
+        k: r.key for k, r in runs.items() if k not in heat}
+
+
+def test_heat_variance_literal_steps_are_eq_4_43_by_hand_in_float64():
+    """Two steps of the cpu scale's HEAT under heat-variance=literal on f = ½|x|², by hand:
+    x ← x − (η/L) Σ_i ∇f(x + εⁱ) through Nesterov momentum, εⁱ ~ N(0, γ(t)I) with γ(t) =
+    10⁴ (1 − γ₁)^t drawn from a generator seeded as the optimizer's."""
+    (run,) = [r for r in load_experiment("chaudhari-smoothing", "cpu", readings={
+        "heat-variance": "literal"}).expand(data_dir="/d") if r.label == "heat" and r.seed == 0]
+    hyper = {k: v for k, v in run.params["optimizer"].items() if k != "name"}
+    x0 = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    w = torch.nn.Parameter(x0.clone())
+    opt = build_optimizer("heat", [w], seed=7, **hyper)
+
+    def closure():
+        opt.zero_grad()
+        loss = 0.5 * (w ** 2).sum()
+        loss.backward()
+        return loss
+
+    for _ in range(2):
+        opt.step(closure)
+    gen = torch.Generator().manual_seed(7)
+    x, buf, mu, lr = x0.clone(), None, hyper["momentum"], hyper["lr"]
+    for t in range(2):
+        s = math.sqrt(1e4 * (1 - hyper["gamma_decay"]) ** t)
+        eps = [s * torch.randn(3, generator=gen, dtype=torch.float64) for _ in range(hyper["L"])]
+        g = sum(x + e for e in eps) / hyper["L"]                          # ∇f(x + εⁱ) = x + εⁱ
+        buf = g if buf is None else mu * buf + g
+        x = x - lr * (g + mu * buf)                                       # Nesterov
+    torch.testing.assert_close(w.detach(), x, rtol=0, atol=1e-10)
+    assert (x - x0).abs().max() > 1.0           # perturbations of std 100 move x by that much
+
+
 def _without_noise(params: dict) -> dict:
     return {**params, "optimizer": {k: v for k, v in params["optimizer"].items()
                                     if k != "noise"}}
