@@ -16,6 +16,13 @@ Conventions (see docs/ARCHITECTURE.md):
   not change which batches are drawn. A dataset loaded with ``augment=`` (``meta["augment"]``,
   :mod:`sgdlab.data.augment`) has each drawn batch cropped / flipped with random numbers from
   the same generator, drawn right after the batch's indices.
+- **Micro-batches.** With ``micro_batch=m`` a batch of more than m examples is taken in
+  consecutive chunks of m (the last one shorter), each forward and backward on its own, each
+  chunk's mean loss weighted by its share of the batch's examples: the gradient is that of
+  Σ_k (n_k/B) L_k, the batch's mean loss when nothing couples its examples; batch norm in
+  train mode normalises (and updates its running statistics) chunk by chunk
+  (:func:`micro_batch_backward`). Full-batch GD then accumulates its gradient over chunks of
+  the stored order, the same at every step. Not for closure optimizers or token data.
 - **Closure optimizers** (class attribute ``needs_closure = True``) get
   ``optimizer.step(closure)``; each ``closure()`` call draws the next batch from the stream
   (every call of a step evaluates the step's batch when the optimizer's
@@ -319,6 +326,7 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
           resume: bool = False, complete: bool = True,
           schedule_every: str = "step", clip_grad_norm: float | None = None,
           sequence_loss: str = "mean", eval_bn: str = "running",
+          micro_batch: int | None = None,
           on_checkpoint: Callable[[Path], None] | None = None) -> RunResult:
     """Train ``model`` on ``data.train`` with ``optimizer``; see the module docstring.
 
@@ -378,6 +386,9 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
             ``"recompute"``, those of a train-mode pass over the training set at the current
             weights, written into the running buffers before each evaluation and left there
             (:func:`recompute_eval_statistics`). Training itself is unchanged.
+        micro_batch: take each batch larger than this in consecutive chunks of this many
+            examples, accumulating their size-weighted gradients (see the module docstring);
+            None (default): one forward and backward per batch.
         complete: record the end of the run in the store (summary and status, with the last
             metric rows, in one transaction). ``False`` when the caller still owes the run
             something (final measurements, files): the run stays ``running`` and the caller
@@ -391,7 +402,7 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
                     checkpoint_seconds=checkpoint_seconds, device=device, max_steps=max_steps,
                     drop_last=drop_last, resume=resume, progress=progress,
                     schedule_every=schedule_every, clip_grad_norm=clip_grad_norm,
-                    sequence_loss=sequence_loss, eval_bn=eval_bn,
+                    sequence_loss=sequence_loss, eval_bn=eval_bn, micro_batch=micro_batch,
                     on_checkpoint=on_checkpoint)
     # untimed probe blocks in the instruments, optimizers (GLD's Tr H) and end-of-run hooks:
     # a run's series must not depend on how busy the machine was
@@ -513,7 +524,8 @@ class _Training:
                  replacement, seed, callbacks, eval_every, eval_subset, checkpoint_dir,
                  checkpoint_every, device, max_steps, drop_last, resume, progress,
                  schedule_every="step", checkpoint_seconds=None, clip_grad_norm=None,
-                 sequence_loss="mean", eval_bn="running", on_checkpoint=None):
+                 sequence_loss="mean", eval_bn="running", micro_batch=None,
+                 on_checkpoint=None):
         self.t_start = time.perf_counter()
         self.on_checkpoint = on_checkpoint
         # numpy's and torch's ints are counts and seeds (np.int64 from a grid), as for the
@@ -567,6 +579,7 @@ class _Training:
         if n == 0:
             raise UserError("the training set is empty")
         self.loss_scale = _sequence_loss_scale(sequence_loss, self.y_train)
+        self.micro_batch = _check_micro_batch(micro_batch, optimizer, self.y_train)
         self.model, self.loss_fn = model, loss_fn
         self.optimizer, self.schedule = optimizer, schedule
         self.epochs, self.max_steps, self.drop_last = epochs, max_steps, drop_last
@@ -617,7 +630,8 @@ class _Training:
                          **model_settings(model, loss_fn, eval_subset),
                          "schedule_every": schedule_every,
                          "clip_grad_norm": None if self.clip is None else self.clip[1],
-                         "sequence_loss": sequence_loss, "eval_bn": eval_bn}
+                         "sequence_loss": sequence_loss, "eval_bn": eval_bn,
+                         "micro_batch": self.micro_batch}
         if resume:
             self._resume()
 
@@ -748,6 +762,9 @@ class _Training:
         if saved.get("eval_bn", "running") != now["eval_bn"]:
             changed.append(f"eval_bn ({saved.get('eval_bn', 'running')!r} -> "
                            f"{now['eval_bn']!r})")
+        # (another chunking is another gradient where batch norm normalises per chunk)
+        if saved.get("micro_batch") != now["micro_batch"]:
+            changed.append(f"micro_batch ({saved.get('micro_batch')} -> {now['micro_batch']})")
         return changed + model_setting_changes(saved, now)
 
     def open_record(self, store: Any, run_id: str | None, name: str | None = None) -> None:
@@ -817,7 +834,11 @@ class _Training:
                               loop, cb_after_backward, self.clip, self.loss_scale)
             else:
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(xb), yb)
+                chunked = self.micro_batch is not None and len(yb) > self.micro_batch
+                if chunked:   # backpropagated chunk by chunk, the weighted loss returned
+                    loss = micro_batch_backward(model, loss_fn, xb, yb, self.micro_batch)
+                else:
+                    loss = loss_fn(model(xb), yb)
                 if sync_every == 1:
                     v = loss.item()
                     if not math.isfinite(v):
@@ -829,7 +850,8 @@ class _Training:
                     pending.append(loss.detach())
                 # (a scaled loss that overflows to inf in float16 still has the gradient
                 # loss_scale x that of the finite loss: mul's backward does not read its output)
-                (loss if self.loss_scale == 1 else loss * self.loss_scale).backward()
+                if not chunked:
+                    (loss if self.loss_scale == 1 else loss * self.loss_scale).backward()
                 if self.clip is not None:
                     torch.nn.utils.clip_grad_norm_(*self.clip)
                 for cb in cb_after_backward:
@@ -1238,6 +1260,38 @@ def recompute_eval_statistics(model: nn.Module, x_train: Tensor, batch_size: int
     # the targets are not read: empty ones, so that nothing else is copied to the device
     batches = [(xb, xb.new_empty(0)) for xb in torch.tensor_split(x_train, k)]
     recompute_bn_statistics(model, batches, layerwise=False)
+
+
+def micro_batch_backward(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
+                         x: Tensor, y: Tensor, size: int) -> Tensor:
+    """Backpropagate the loss of ``(x, y)`` in consecutive chunks of at most ``size`` examples
+    and return it, detached: Σ_k (n_k/n) L_k, L_k chunk k's mean loss (``loss_fn``) and n_k its
+    examples, the batch's mean loss when nothing couples the examples (batch norm in train
+    mode normalises each chunk by its own statistics). The gradients accumulate into
+    ``.grad``, one chunk's graph alive at a time."""
+    n, total = len(y), None
+    for xs, ys in zip(x.split(size), y.split(size)):
+        loss = loss_fn(model(xs), ys) * (len(ys) / n)
+        loss.backward()
+        total = loss.detach() if total is None else total + loss.detach()
+    return total
+
+
+def _check_micro_batch(micro_batch: Any, optimizer: Any, y_train: Tensor) -> int | None:
+    """``micro_batch`` as an int (or None), refused where the loop cannot chunk the batch."""
+    if micro_batch is None:
+        return None
+    m = plain_int(micro_batch)
+    if not is_int(m) or m < 1:
+        raise UserError(f"micro_batch must be an int >= 1 (or None), got {micro_batch!r}")
+    if getattr(optimizer, "needs_closure", False):
+        raise UserError(f"micro_batch is not supported with {type(optimizer).__name__}, whose "
+                        "closure evaluates its own batches")
+    if not y_train.is_floating_point() and y_train.dim() > 1:
+        # a per-token mean weighs tokens, not examples (and window-sum scales it): chunks
+        # weighted by their examples would not be it
+        raise UserError("micro_batch is not supported for token data (targets (N, T))")
+    return m
 
 
 def _sequence_loss_scale(sequence_loss: Any, y_train: Tensor) -> int:

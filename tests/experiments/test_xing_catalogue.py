@@ -29,6 +29,9 @@ def test_the_lines_cited_below_say_what_they_are_cited_for(paper_lines):
     assert "first 40 epochs for VGG-11 on CIFAR-10 shown in Figure 8" in paper_lines[100]
     assert "towards the end" in paper_lines[100]
     assert "using batch size 100 and a fixed learning rate of 0.1" in paper_lines[149]
+    # GD's gradient (reading gd-gradient): a mean over the whole training set
+    assert "(GD- gradient computed using the whole dataset)" in paper_lines[60]
+    assert "denotes the expected gradient using all training samples" in paper_lines[143]
 
 
 @pytest.mark.parametrize("name", XING)
@@ -106,6 +109,37 @@ def test_full_batch_gd_on_batch_norm_lists_how_its_gradient_is_taken(name, scale
     found = [d for d in spec.deviations if d.startswith("full-batch GD takes one gradient")]
     assert len(found) == 1 and "line 150" in found[0] and "batch size 100" in found[0], \
         spec.deviations
+    assert "gd-gradient=whole-set" in found[0] and "gd-gradient=batches-100" in found[0]
+
+
+# entry -> its run groups that take full-batch GD steps (those of the reading gd-gradient)
+FULL_BATCH_GROUPS = {"xing-walk": {"gd"},
+                     "xing-isotropic-noise": {"gd", "gd-iso-0.05", "gd-iso-0.1"},
+                     "xing-stuck-continuation": {"gd-iso", "lower-lr", "gd"}}
+
+
+@pytest.mark.parametrize("name", sorted(FULL_BATCH_GROUPS))
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_gd_gradient_reading_accumulates_every_full_batch_run_over_batches_of_100(name, scale):
+    """GD's gradient "computed using the whole dataset" (line 61) in one pass by default, no
+    parameter set (the runs keep their keys); batches-100 (line 150's batch size 100) sets
+    micro_batch: 100 on every full-batch run and on no other, whose key changes only through
+    a dependency (the SGD continuation of a noisy run taken so)."""
+    spec = load_experiment(name, scale)
+    other = load_experiment(name, scale, readings={"gd-gradient": "batches-100"})
+    assert spec.readings["gd-gradient"] == "whole-set"
+    runs, chunked = spec.expand(data_dir="/d"), other.expand(data_dir="/d")
+    assert [(r.label, r.seed) for r in runs] == [(r.label, r.seed) for r in chunked]
+    for r, o in zip(runs, chunked):
+        assert "micro_batch" not in r.params, r.label
+        full = r.params["batch_size"] == "full"
+        assert full == (r.label in FULL_BATCH_GROUPS[name]), r.label
+        assert (o.key != r.key) == (full or bool(r.params.get("init_from"))), r.label
+        assert o.params.pop("micro_batch", None) == (100 if full else None), r.label
+        assert o.params == r.params, r.label
+    assert any("batches of 100" in d and "gd-gradient=batches-100" in d
+               for d in other.deviations)
+    assert not any(d.startswith("full-batch GD's gradient (reading") for d in spec.deviations)
 
 
 @pytest.mark.parametrize("name", XING)

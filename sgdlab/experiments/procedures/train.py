@@ -15,6 +15,8 @@ Run parameters (all data)::
     replacement: false                           # mini-batches with replacement
     drop_last: false                             # drop each epoch's last, short batch
     clip_grad_norm: null                         # rescale each gradient to at most this norm
+    micro_batch: null                            # take a larger batch's gradient in chunks
+                                                 # of this many (batch norm: chunk statistics)
     sequence_loss: mean                          # token data: step on the per-token mean, or
                                                  # window-sum: on it times the window length
     eval_every: 1                                # epochs between evaluations (0: start/end only)
@@ -189,7 +191,8 @@ class TrainProcedure(Procedure):
     allowed = {"dataset", "data_seed", "model", "loss", "dtype", "optimizer", "schedule",
                "batch_size", "epochs", "max_steps", "replacement", "drop_last", "eval_every",
                "eval_subset", "eval_bn", "clip_grad_norm", "sequence_loss",
-               "eval_every_steps", "measure", "final", "init_from", "save_model"}
+               "eval_every_steps", "measure", "final", "init_from", "save_model",
+               "micro_batch"}
     required = {"dataset", "model", "optimizer", "epochs", "batch_size"}
 
     def validate(self, params: dict[str, Any], where: str) -> None:
@@ -222,7 +225,7 @@ class TrainProcedure(Procedure):
             raise ConfigError(f"{where}: epochs must be a positive integer, got {e!r}")
         # checked here, not first when a run reaches the training loop: --dry-run reports them
         for k, low in (("eval_every", 0), ("eval_every_steps", 1), ("max_steps", 0),
-                       ("eval_subset", 1), ("data_seed", 0)):
+                       ("eval_subset", 1), ("data_seed", 0), ("micro_batch", 1)):
             v = params.get(k)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
                 raise ConfigError(f"{where}: {k} must be an integer >= {low}, got {v!r}")
@@ -356,6 +359,7 @@ class TrainProcedure(Procedure):
                     clip_grad_norm=p.get("clip_grad_norm"),
                     sequence_loss=p.get("sequence_loss", "mean"),
                     eval_bn=p.get("eval_bn", "running"),
+                    micro_batch=p.get("micro_batch"),
                     resume=ckpt is not None and checkpoint_path(ckpt).is_file(),
                     # a Ray task ships each checkpoint to the driver
                     on_checkpoint=getattr(ctx, "on_checkpoint", None),
