@@ -1326,6 +1326,44 @@ def test_master_buffers_reading_reaches_every_run_and_its_default_keeps_the_run_
     assert not {r.key for r in default} & {r.key for r in recompute}
 
 
+# the training examples of chaudhari-parle-split's runs at each scale (CIFAR-10's 50,000)
+PARLE_SPLIT_TRAIN = {"smoke": 256, "cpu": 4000, "paper": 50000}
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_eval_spacing_reading_evaluates_the_l_1_runs_every_epoch_and_no_parle_run(scale):
+    """When §5.5's errors were recorded is not stated: by default (no parameter set, every
+    run keeps its key) Parle's master once per Parle epoch, the L = 1 runs every 20 (paper)
+    or 25 (cpu) epochs; per-epoch evaluates SGD and Elastic-SGD every epoch of the whole
+    set's B = ⌈N/128⌉ mini-batches (the epoch of their lr milestones), Parle's runs as before:
+    at cpu and paper scale the two kinds then share their spacing, B rounds."""
+    from sgdlab.experiments.procedures.chaudhari import eval_rounds
+    from sgdlab.train.replicas import ParleConfig
+
+    spec = load_experiment("chaudhari-parle-split", scale)
+    other = load_experiment("chaudhari-parle-split", scale,
+                            readings={"eval-spacing": "per-epoch"})
+    assert spec.readings["eval-spacing"] == "coarse"
+    runs, per_epoch = spec.expand(data_dir="/d"), other.expand(data_dir="/d")
+    assert [(r.label, r.seed) for r in runs] == [(r.label, r.seed) for r in per_epoch]
+    n = PARLE_SPLIT_TRAIN[scale]
+    b = -(-n // 128)
+    for r, o in zip(runs, per_epoch):
+        assert "eval_every_epochs" not in r.params, r.label
+        single = ParleConfig.from_dict(dict(r.params["parle"])).L == 1
+        assert single == r.label.startswith(("sgd", "elastic")), r.label
+        assert (o.key != r.key) == single, r.label
+        if single:
+            assert eval_rounds(o.params, n) == b, r.label
+            assert o.params == {**r.params, "eval_every": None, "eval_every_epochs": 1}
+        else:
+            assert o.params == r.params, r.label
+            if scale != "smoke":
+                assert r.params["eval_every"] == b, r.label
+        if single and scale != "smoke":     # every 20 (paper) or 25 (cpu) epochs before
+            assert r.params["eval_every"] == {"cpu": 25, "paper": 20}[scale] * b, r.label
+
+
 @pytest.mark.parametrize("name", ["chaudhari-entropy-sgd", "chaudhari-smoothing",
                                   "chaudhari-sgld"])
 @pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])

@@ -359,3 +359,45 @@ def test_an_in_process_run_trains_on_its_device_with_it_current(tmp_path, monkey
                      dependencies={})
     out = get_procedure("replicas").run(replicas_spec(PARAMS), ctx)
     assert out.status == "finished" and calls == [(device, current)] and selected == []
+
+
+# 48 training examples in batches of 8: an epoch of the whole set is B = 6 rounds
+PER_EPOCH = {**PARAMS, "eval_every": None, "eval_every_epochs": 1, "grad_evals": 12,
+             "parle": {**PARAMS["parle"], "L": 1}}
+
+
+def test_eval_every_epochs_counts_epochs_of_the_whole_sets_mini_batches():
+    assert chaudhari.eval_rounds(PER_EPOCH, 48) == 6
+    assert chaudhari.eval_rounds({**PER_EPOCH, "eval_every_epochs": 2}, 50) == 14   # ⌈50/8⌉
+    assert chaudhari.eval_rounds(PARAMS, 48) == 1
+    assert chaudhari.eval_rounds({**PARAMS, "eval_every": None}, 48) is None
+
+
+def test_a_run_with_eval_every_epochs_is_evaluated_at_each_epochs_end(tmp_path):
+    out, rows = run_once(tmp_path, PER_EPOCH, "epochs")
+    assert out.status == "finished" and out.summary["rounds"] == 12
+    assert [s for s, _ in rows["test_acc"]] == [0, 6, 12]
+    _, by_rounds = run_once(tmp_path, {**PER_EPOCH, "eval_every": 6,
+                                       "eval_every_epochs": None}, "rounds")
+    assert by_rounds["test_acc"] == rows["test_acc"]
+    # the evaluations leave training alone: the final error of a run evaluated at its end only
+    _, at_end = run_once(tmp_path, {**PER_EPOCH, "eval_every_epochs": None}, "end")
+    assert at_end["test_acc"][-1] == rows["test_acc"][-1]
+
+
+def test_eval_every_and_eval_every_epochs_are_one_or_the_other():
+    proc = get_procedure("replicas")
+    proc.validate(PER_EPOCH, "run")
+    with pytest.raises(ConfigError, match="at most one of 'eval_every'"):
+        proc.validate({**PER_EPOCH, "eval_every": 6}, "run")
+    with pytest.raises(ConfigError, match="eval_every_epochs"):
+        proc.validate({**PER_EPOCH, "eval_every_epochs": 0}, "run")
+    # the distributed run config takes rounds, counted on the loaded training set first
+    with pytest.raises(ConfigError, match="give the rounds it makes"):
+        chaudhari.replica_run_config(PER_EPOCH, 3)
+
+
+def test_a_distributed_run_counts_the_epochs_on_its_training_set(tmp_path, monkeypatch):
+    monkeypatch.setattr(chaudhari, "_start", ForkedLaunch)
+    out, rows = run_once(tmp_path, {**PER_EPOCH, "mode": "distributed"}, "distributed")
+    assert out.status == "finished" and [s for s, _ in rows["test_acc"]] == [0, 6, 12]

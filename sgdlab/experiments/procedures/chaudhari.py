@@ -34,17 +34,18 @@ class ReplicasProcedure(Procedure):
     Params: ``dataset``, ``model``, ``loss``, ``dtype``, ``data_seed`` (as in ``train``),
     ``parle`` (a ``ParleConfig`` mapping; ``seed`` is the run seed), the length as ``epochs``
     (effective epochs per replica) or ``grad_evals`` (gradient evaluations per replica, i.e.
-    equal wall-clock time with one replica per device), ``eval_every`` (rounds),
-    ``eval_subset``, and ``mode``: ``inprocess`` (the default: the replicas stepped in turn in
+    equal wall-clock time with one replica per device), ``eval_every`` (rounds) or
+    ``eval_every_epochs`` (epochs of B rounds: :func:`eval_rounds`), ``eval_subset``, and
+    ``mode``: ``inprocess`` (the default: the replicas stepped in turn in
     the sweep's worker) or ``distributed`` (one process per replica, launched as ``sgdlab
     parle --mode distributed`` launches them: :func:`run_distributed`). A run without
     ``mode`` keeps the key it had before the parameter existed."""
 
     allowed = {"dataset", "data_seed", "model", "loss", "dtype", "parle", "epochs",
-               "grad_evals", "eval_every", "eval_subset", "mode"}
+               "grad_evals", "eval_every", "eval_every_epochs", "eval_subset", "mode"}
     required = {"dataset", "model", "parle"}
     numbers = {"epochs": "number>0", "grad_evals": "int>0", "eval_every": "int>0|null",
-               "eval_subset": "int>0|null"}
+               "eval_every_epochs": "int>0|null", "eval_subset": "int>0|null"}
 
     def validate(self, params, where):
         super().validate(params, where)
@@ -54,6 +55,9 @@ class ReplicasProcedure(Procedure):
         _check_named({k: params[k] for k in ("dataset", "model")}, where)
         if ("epochs" in params) == ("grad_evals" in params):
             raise ConfigError(f"{where}: give exactly one of 'epochs' or 'grad_evals'")
+        if params.get("eval_every") is not None and params.get("eval_every_epochs") is not None:
+            raise ConfigError(f"{where}: give at most one of 'eval_every' (rounds) or "
+                              "'eval_every_epochs'")
         if params.get("mode", "inprocess") not in REPLICA_MODES:
             raise ConfigError(f"{where}: mode must be one of {', '.join(REPLICA_MODES)}, got "
                               f"{params['mode']!r}")
@@ -90,10 +94,25 @@ class ReplicasProcedure(Procedure):
                   else {"grad_evals": int(p["grad_evals"])})
         with current_gpu(ctx.device):
             res = train_replicas(model, loss_fn, ds, cfg, **length, mode="inprocess",
-                                 eval_every=p.get("eval_every"),
+                                 eval_every=eval_rounds(p, len(ds.x_train)),
                                  eval_subset=p.get("eval_subset"), store=ctx.store,
                                  run_id=ctx.run_id, device=ctx.device, complete=False)
         return _replica_output(res.final, res.status, res.message, cfg.replicas)
+
+
+def eval_rounds(params: dict[str, Any], n_train: int) -> int | None:
+    """The rounds between a ``replicas`` run's evaluations: ``eval_every``, or
+    ``eval_every_epochs`` epochs of B = ⌈N/b⌉ rounds, N the whole training set and b the
+    batch size (§5.3.2's "B is the number of mini-batches in the global dataset", the epoch of
+    the lr milestones: an SGD epoch at L = 1, a Parle epoch of L·B gradient evaluations)."""
+    epochs = params.get("eval_every_epochs")
+    if epochs is None:
+        return params.get("eval_every")
+    from sgdlab.train.loop import steps_per_epoch
+    from sgdlab.train.replicas import ParleConfig
+
+    batch = ParleConfig.from_dict(dict(params["parle"])).batch_size
+    return int(epochs) * steps_per_epoch(n_train, batch)
 
 
 def _replica_output(final: dict[str, Any], status: str, message: str | None,
@@ -111,6 +130,9 @@ def replica_run_config(params: dict[str, Any], seed: int, device: str = "cpu"
     config (its ``seed`` the run seed), length and evaluations. No ``store``: the procedure
     records the run itself. ``device``: any cuda device places replica r on cuda:r (its local
     rank) of the GPUs the launcher sees, which :func:`replica_gpus` restricts to the run's."""
+    if params.get("eval_every_epochs") is not None:
+        raise ConfigError("eval_every_epochs counts the training set's mini-batches: give "
+                          "the rounds it makes (eval_rounds) as eval_every")
     dataset = dict(params["dataset"])
     cfg: dict[str, Any] = {
         "data": {"name": dataset.pop("name"), "seed": int(params.get("data_seed", 0)),
@@ -209,6 +231,11 @@ def run_distributed(run, ctx) -> RunOutput:
 
     p = run.params
     n = ParleConfig.from_dict({**p["parle"], "seed": run.seed}).replicas
+    if p.get("eval_every_epochs") is not None:      # rounds, counted on the training set
+        from sgdlab.experiments.procedures.train import load_data
+
+        rounds = eval_rounds(p, len(load_data(p).x_train))
+        p = {**{k: v for k, v in p.items() if k != "eval_every_epochs"}, "eval_every": rounds}
     # the run's GPUs: refused here, before its folder is touched, when fewer than n
     gpus = replica_gpus(ctx.device, n)
     art = Path(ctx.artifact_dir)
