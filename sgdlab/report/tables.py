@@ -2,11 +2,11 @@
 
 Cells are numbers, strings, booleans, ``None`` (shown as an empty cell / ``—``) or lists of
 them. Floats, also inside lists, are formatted with ``float_fmt`` for Markdown/HTML only, where
-a NaN (a value not measured, e.g. the std of one seed's missing metric) shows as ``—``; CSV
-and JSON keep full precision and the NaN (JSON: null). JSON has no infinity either: the JSON
-record writes ±inf as the strings ``"inf"`` / ``"-inf"``, not as null, because its readers
-tell the two apart (the report page shows an infinite ratio as ``inf`` and a value not
-measured as ``—``; the comparison subtracts both as numbers).
+a NaN (a value not measured or not defined, e.g. the std over seeds of a group with one seed)
+shows as ``—``; CSV and JSON keep full precision and the NaN (JSON: null). JSON has no
+infinity either: the JSON record writes ±inf as the strings ``"inf"`` / ``"-inf"``, not as
+null, because its readers tell the two apart (the report page shows an infinite ratio as
+``inf`` and a value not measured as ``—``; the comparison subtracts both as numbers).
 """
 from __future__ import annotations
 
@@ -137,12 +137,13 @@ def exact_mean(values: list[float]) -> float:
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean (:func:`exact_mean`) and sample standard deviation (0 for a single value); NaNs
-    ignored."""
+    """Mean (:func:`exact_mean`) and sample standard deviation; NaNs ignored. The std of a
+    single value is NaN, not 0: one seed measures no spread, and a 0 would read as seeds
+    that agree (two equal values have std 0). A table shows it as ``—``, JSON as null."""
     vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     if not vals:
         return float("nan"), float("nan")
     m = exact_mean(vals)
     if len(vals) < 2:
-        return m, 0.0
+        return m, float("nan")
     return m, math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))

@@ -76,6 +76,7 @@ def test_the_equal_ratio_curve_means_leave_out_the_evaluation_before_training():
     assert r.summary["curve_mean"] == pytest.approx(3.1 / 4)
     assert r.summary["late"] == pytest.approx(2.6 / 3)
     assert t.rows[0][3] == pytest.approx(3.1 / 4) and t.rows[0][5] == pytest.approx(2.6 / 3)
+    assert t.columns[4] == "std" and math.isnan(t.rows[0][4])   # one seed: no spread, not 0
 
 
 def test_an_end_next_to_an_overflowed_loss_has_no_width_and_the_default_rise_is_half():
@@ -102,6 +103,7 @@ def test_the_breakdown_reads_the_best_accuracy_over_training_not_the_last():
     (t,) = breakdown(SimpleNamespace(paper=PAPER, options={}), [r]).tables
     plt.close("all")
     assert r.summary["best_acc"] == 0.8 and t.rows[0][4] == 0.8
+    assert t.columns[5] == "std" and math.isnan(t.rows[0][5])   # one seed: no spread, not 0
 
 
 def test_the_grid_by_default_expects_flatter_minima_and_better_accuracy_at_larger_ratios():

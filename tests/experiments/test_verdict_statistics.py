@@ -166,8 +166,80 @@ def test_values_by_group_and_mean_curve_by_hand():
     assert mean == pytest.approx([0.2, 0.6, 0.9]) and n == [2, 2, 1]
     assert std[:2] == pytest.approx([math.sqrt(0.02)] * 2)   # sample std of {x, x + 0.2}
     assert math.isnan(std[2])                       # one run: no spread to show
-    assert mean_curve(rs[:1], "acc")[2] == [0.0] * 3     # a single run: std 0, as before
-    assert mean_curve([rs[0], rs[2]], "acc")[2] == [0.0] * 3     # and beside one without it
+    # a single run measures no spread: NaN (no band), not 0 (a band of width 0) ...
+    assert all(map(math.isnan, mean_curve(rs[:1], "acc")[2]))
+    assert all(map(math.isnan, mean_curve([rs[0], rs[2]], "acc")[2]))  # beside one without it
+    # ... while two runs with equal values measure a spread of 0
+    twins = [run("a", s, metrics={"acc": [(0, 0.5), (10, 0.75)]}) for s in (0, 1)]
+    assert mean_curve(twins, "acc")[2] == [0.0, 0.0]
+
+
+def test_a_one_seed_group_shows_no_std_and_two_equal_seeds_show_0():
+    """The std over one seed is undefined: the summary table shows ``—`` (JSON null), not a
+    0 that reads as seeds that agree; two seeds with one value show their spread, 0."""
+    import json
+
+    from sgdlab.experiments.procedures.common import summary_table
+    from sgdlab.strict_json import dumps
+
+    groups = OrderedDict(one=[run("one", 0, summary={"m": 0.5})],
+                         twins=[run("twins", s, summary={"m": 0.25}) for s in (0, 1)],
+                         pair=[run("pair", s, summary={"m": v}) for s, v in ((0, 1.0),
+                                                                             (1, 3.0))])
+    t = summary_table("s", groups, [("m", "m")])
+    assert t.columns == ["run", "seeds", "m", "m std", "diverged"]
+    one, twins, pair = t.rows
+    assert one[:3] == ["one", 1, 0.5] and math.isnan(one[3])
+    assert twins[:4] == ["twins", 2, 0.25, 0.0]
+    assert pair[2:4] == [2.0, math.sqrt(2.0)]
+    md = t.to_markdown().splitlines()
+    assert md[2] == "| one | 1 | 0.5 | — | 0 |" and md[3] == "| twins | 2 | 0.25 | 0 | 0 |"
+    rows = json.loads(dumps(t.to_json()))["rows"]
+    assert rows[0][3] is None and rows[1][3] == 0.0
+
+
+def test_a_group_without_a_spread_leaves_the_others_to_bound_a_claim():
+    """A one-seed group's std, absent or NaN, adds nothing to the seed-to-seed spread: the
+    other group's std still makes a gap inside it inconclusive, and with no spread at all
+    the point difference decides (a std of 0 never makes a claim "within the spread")."""
+    claim = [{"less": ["a", "b"], "metric": "m"}]
+    nan = float("nan")
+    for one in ({"m": 1.0, "m__n": 1}, {"m": 1.0, "m__n": 1, "m__std": nan}):
+        (c,) = check_claims(claim, {"a": one, "b": {"m": 1.05, "m__n": 3, "m__std": 0.1}})
+        assert c.agrees_with_paper is None and "(std 0.1)" in c.text
+        (c,) = check_claims(claim, {"a": one, "b": {"m": 1.05, "m__n": 1, "m__std": nan}})
+        assert c.agrees_with_paper is True and "within" not in c.text
+    # two seeds each, equal values: a measured spread of 0, the difference decides
+    v = values_by_group(OrderedDict(a=[run("a", s, summary={"m": 1.0}) for s in (0, 1)],
+                                    b=[run("b", s, summary={"m": 1.05}) for s in (0, 1)]),
+                        ["m"])
+    assert v["a"]["m__std"] == 0.0 and v["b"]["m__std"] == 0.0
+    (c,) = check_claims(claim, v)
+    assert c.agrees_with_paper is True and "within" not in c.text
+
+
+def test_the_cosine_grid_draws_no_error_bar_for_a_setting_of_one_seed():
+    """One seed at a setting: its std cell is ``—`` and its point has no error bar (a bar
+    of length 0 would read as seeds that agree); two seeds with equal cosines: std 0, a bar
+    of length 0 drawn."""
+    from sgdlab.experiments.procedures.xing import xing_cosine_grid
+
+    def r(b, seed, cos):
+        return run(f"B{b}", seed, params={"optimizer": {"lr": 0.1}, "batch_size": b},
+                   metrics={"grad_cosine": [(1, cos), (2, cos)],
+                            "dist_from_init": [(2, 1.0 / b)]})
+    spec = SimpleNamespace(paper=PAPER, options={"fixed_lr": 0.1, "fixed_batch": 50})
+    an = xing_cosine_grid(spec, [r(25, 0, 0.25), r(50, 0, 0.5), r(50, 1, 0.5),
+                                 r(100, 0, 0.125)])
+    table = an.table("cosine_grid")
+    assert [row[0:3] for row in table.rows] == [[0.1, 25, 0.25], [0.1, 50, 0.5],
+                                               [0.1, 100, 0.125]]
+    stds = table.column("std")
+    assert math.isnan(stds[0]) and stds[1] == 0.0 and math.isnan(stds[2])
+    ax_b = next(f for _, f in an.figures).axes[0]     # against the batch size at lr 0.1
+    (bars,) = ax_b.containers
+    drawn = [seg for seg in bars.lines[2][0].get_segments() if len(seg)]
+    assert len(drawn) == 1 and drawn[0].tolist() == [[50.0, 0.5], [50.0, 0.5]]
 
 
 def test_mean_curve_keeps_the_healthy_seeds_after_one_diverged():
@@ -1196,8 +1268,8 @@ def test_seeds_note_and_label_say_how_many_seeds_a_curve_holds():
 def test_a_summary_table_reads_mean_and_sample_std_over_seeds_as_the_thesis_prints_them():
     # Chaudhari's Table 3.1 prints "1.37 ± 0.03" over runs; seeds at 1.34, 1.37 and 1.40
     # have mean 1.37 and sample std sqrt((0.03² + 0 + 0.03²) / 2) = 0.03 (the population
-    # std, sqrt(0.0018 / 3) = 0.02449, would read otherwise); one seed has no spread to show
-    # in a bar, and a NaN seed is left out of both
+    # std, sqrt(0.0018 / 3) = 0.02449, would read otherwise); one seed has no spread (—, not
+    # 0), and a NaN seed is left out of both
     from sgdlab.experiments.procedures.common import summary_table
 
     groups = OrderedDict(
@@ -1206,7 +1278,7 @@ def test_a_summary_table_reads_mean_and_sample_std_over_seeds_as_the_thesis_prin
         c=[run("c", s, summary={"err": v}) for s, v in enumerate([0.49, math.nan, 0.51])])
     md = summary_table("t", groups, [("err", "test error")]).to_markdown()
     assert "| a | 3 | 1.37 | 0.03 | 3 | 0 |" in md
-    assert "| b | 1 | 0.5 | 0 | 1 | 0 |" in md
+    assert "| b | 1 | 0.5 | — | 1 | 0 |" in md
     # (0.49, 0.51): mean 0.5, sample std sqrt(2 · 0.01² / 1) = 0.01414
     assert "| c | 3 | 0.5 | 0.01414 | 2 | 0 |" in md
 
@@ -1233,5 +1305,5 @@ def test_values_by_group_and_the_table_flag_the_seeds_whose_value_is_a_lower_bou
     t = summary_table("t", groups, [("m", "steps")])
     assert t.columns == ["run", "seeds", "steps", "steps std", "steps: seeds at a lower bound",
                          "diverged"]
-    assert t.rows == [["a", 2, 4.0, pytest.approx(math.sqrt(2.0)), 1, 0],
-                      ["b", 1, 1.0, 0.0, 0, 0]]
+    assert t.rows[0] == ["a", 2, 4.0, pytest.approx(math.sqrt(2.0)), 1, 0]
+    assert t.rows[1][:3] + t.rows[1][4:] == ["b", 1, 1.0, 0, 0] and math.isnan(t.rows[1][3])

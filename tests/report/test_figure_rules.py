@@ -268,6 +268,29 @@ def test_one_series_of_bars_has_a_colour_per_label_and_an_interval_below_and_abo
     assert fig.axes[0].get_ylabel() == "gap"
     plt.close(fig)
 
+def test_a_bar_of_one_seed_has_no_error_bar_and_one_of_equal_seeds_a_bar_of_0():
+    """A NaN std (one seed: no spread measured) draws no error bar for its bar, the others
+    keep theirs; a std of 0 (seeds that agree) draws one of length 0, caps at the mean."""
+    from matplotlib.container import BarContainer
+
+    from sgdlab.report.figures.charts import grouped_bars
+
+    fig = grouped_bars(["one", "twins", "pair"], {"acc": ([0.5, 0.75, 0.875],
+                                                          [np.nan, 0.0, 0.125])},
+                       ylabel="acc", zoom=True)
+    ax = fig.axes[0]
+    (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
+    segs = bars.errorbar.lines[2][0].get_segments()
+    assert [s.tolist() for s in segs] == [[], [[1.0, 0.75], [1.0, 0.75]],
+                                          [[2.0, 0.75], [2.0, 1.0]]]
+    caps = [c.get_ydata() for c in bars.errorbar.lines[1]]
+    assert all(np.isnan(float(y[0])) for y in caps)        # none for the one seed
+    assert [float(y[1]) for y in caps] == [0.75, 0.75]
+    # the zoomed axis still spans the mean without a bar: 0.5 .. 1.0, a quarter margin
+    assert ax.get_ylim() == pytest.approx((0.375, 1.125))
+    plt.close(fig)
+
+
 def test_bars_on_a_numeric_axis_stand_at_their_values():
     from sgdlab.report.figures.charts import grouped_bars
 

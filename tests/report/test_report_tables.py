@@ -41,9 +41,14 @@ def test_mean_std_matches_sample_formula():
     m, s = mean_std([1.0, 2.0, 4.0, float("nan")])
     squares = (1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2
     assert m == pytest.approx(7 / 3) and s == pytest.approx(math.sqrt(squares / 2))
-    assert mean_std([3.0]) == (3.0, 0.0) and math.isnan(mean_std([])[0])
-    # the mean is rounded once from its exact value: equal seeds give that value itself
+    assert math.isnan(mean_std([])[0])
+    # one value measures no spread: its std is undefined (NaN), not 0 ...
+    m, s = mean_std([3.0])
+    assert m == 3.0 and math.isnan(s)
+    # ... while equal values measure none: 0. The mean is rounded once from its exact value:
+    # equal seeds give that value itself
     assert mean_std([0.1, 0.1, 0.1]) == (0.1, 0.0) and mean_std([0.1, 0.3])[0] == 0.2
+    assert mean_std([0.1, 0.1]) == (0.1, 0.0)
     assert mean_std([1.0, math.inf])[0] == math.inf
     # an infinite seed: the float mean, of either sign, and NaN for +inf with -inf
     assert mean_std([1.0, -math.inf])[0] == -math.inf

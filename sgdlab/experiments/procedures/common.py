@@ -111,7 +111,9 @@ def decided(holds: Any, *values: Any) -> bool | None:
 
 
 def stat(runs: list[StoredRun], key: str) -> tuple[float, float, int]:
-    """(mean, std, n) of a summary key over runs (non-finite and missing values skipped)."""
+    """(mean, std, n) of a summary key over runs (non-finite and missing values skipped);
+    the std is NaN where n < 2 (:func:`~sgdlab.report.tables.mean_std`: one seed has no
+    spread)."""
     vals = [r.summary.get(key) for r in runs]
     vals = [float(v) for v in vals if finite(v)]
     m, s = mean_std(vals)
@@ -124,8 +126,9 @@ def mean_curve(runs: list[StoredRun], metric: str, *, counts: bool = False) -> t
     the steps after its last finite value, and the others' curves go on. A step is kept
     where every run still going (not past its last finite value) recorded it: a record of
     one seed between the others' steps would be a mean over that seed alone. Where fewer
-    than two runs are in a mean its std is NaN (a single run: 0). Returns ``(steps, mean,
-    std)``; ``counts=True`` adds the number of runs in each mean."""
+    than two runs are in a mean its std is NaN (a single run's everywhere), so no band is
+    drawn there. Returns ``(steps, mean, std)``; ``counts=True`` adds the number of runs in
+    each mean."""
     series = [dict(r.metrics.get(metric, [])) for r in runs]
     series = [s for s in series if s]
     if not series:
@@ -143,7 +146,7 @@ def mean_curve(runs: list[StoredRun], metric: str, *, counts: bool = False) -> t
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(arr, axis=0)
         std = (np.where(n > 1, np.nanstd(arr, axis=0, ddof=1), np.nan) if len(arr) > 1
-               else np.zeros(len(steps)))
+               else np.full(len(steps), np.nan))
     out = ([float(t) for t in steps], mean.tolist(), std.tolist())
     return out + ([int(k) for k in n],) if counts else out
 
@@ -190,10 +193,12 @@ def summary_table(name: str, groups: "OrderedDict[str, list[StoredRun]]",
                   metrics: list[tuple[str, str]], caption: str = "",
                   first: str = "run") -> Table:
     """Rows = groups; "seeds" (the group's runs); per metric a mean and a std column (over
-    the seeds with a finite value), where some group's mean leaves seeds out (a diverged run's
-    inf, a value not measured) a column counting the seeds in it, and where some run's value
-    is only a lower bound (``metric + "__censored"``) a column counting those seeds, so that a
-    bound is not read as a measurement; plus the diverged runs."""
+    the seeds with a finite value; NaN, shown as ``—`` and written as null, where one seed
+    has a value: it measures no spread, while two equal values show 0), where some group's
+    mean leaves seeds out (a diverged run's inf, a value not measured) a column counting the
+    seeds in it, and where some run's value is only a lower bound (``metric +
+    "__censored"``) a column counting those seeds, so that a bound is not read as a
+    measurement; plus the diverged runs."""
     censored = {key for key, _ in metrics
                 if any(r.summary.get(key + "__censored") for rs in groups.values() for r in rs)}
     partial = {key for key, _ in metrics
@@ -221,7 +226,8 @@ def summary_table(name: str, groups: "OrderedDict[str, list[StoredRun]]",
 
 def values_by_group(groups: "OrderedDict[str, list[StoredRun]]", metrics: list[str]
                     ) -> dict[str, dict[str, Any]]:
-    """``{group: {metric: mean, metric + "__std": std over seeds, metric + "__by_seed":
+    """``{group: {metric: mean, metric + "__std": std over seeds (only where two or more
+    seeds have a finite value: one seed has no spread), metric + "__by_seed":
     {seed: value}}}`` (the last for claims with ``paired: true``), ``metric + "__missing"``:
     the number of seeds left out of the mean (no finite value), ``metric + "__diverged"``:
     the number of diverged runs whose value (from before they stopped) is in it, where there
@@ -265,9 +271,11 @@ def _paired_spread(values: dict[str, dict[str, Any]], metric: str, a: list[str],
 
 
 def seed_spread(values: dict[str, dict[str, Any]], keys: list[tuple[str, str]]) -> float:
-    """The largest seed-to-seed std (``metric + "__std"``) over (group, metric) ``keys``; 0
-    where none has one (a single seed)."""
-    return max((values.get(g, {}).get(m + "__std", 0.0) for g, m in keys), default=0.0)
+    """The largest seed-to-seed std (``metric + "__std"``) over (group, metric) ``keys``; a
+    group with one seed has none (absent or NaN) and adds nothing; 0 where none has one, so
+    that the verdict rests on the point difference (:func:`within_spread`)."""
+    stds = (values.get(g, {}).get(m + "__std") for g, m in keys)
+    return max((float(s) for s in stds if finite(s)), default=0.0)
 
 
 def within_spread(gap: float, spread: float) -> bool:

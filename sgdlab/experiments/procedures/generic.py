@@ -177,7 +177,8 @@ def group_key(spec, r: StoredRun) -> str:
 def _bar_figure(spec, groups, b: dict[str, Any]):
     """``options.bars`` entry ``{name, metrics: [[key, label], ...], ylabel, zoom,
     propagate}``: per group the mean over seeds of each summary ``key`` as a bar, the seeds'
-    std as its error bar (as Musso (2020) Figs. 3-4 plot them). ``propagate: {key: [k1, k2,
+    std as its error bar (as Musso (2020) Figs. 3-4 plot them; none for a group of one seed,
+    which measures no spread). ``propagate: {key: [k1, k2,
     ...]}`` takes a difference's error bar from the seeds' stds of the values it is computed
     from, √(Σ std_i²), as Musso (2020) Fig. 4 right does ("The error bars descend from
     propagation of the standard deviations of the original data")."""
@@ -193,10 +194,9 @@ def _bar_figure(spec, groups, b: dict[str, Any]):
     series = {}
     for key, label in (tuple(m) for m in b["metrics"]):
         st = [stat(rs, key) for rs in groups.values()]
-        errs = [s if n > 1 else float("nan") for _, s, n in st]
+        errs = [s for _, s, _ in st]        # NaN for a group of one seed: no bar
         if key in propagate:
-            errs = [math.sqrt(sum(s ** 2 for _, s, _ in parts)) if min(n for *_, n in parts) > 1
-                    else float("nan")
+            errs = [math.sqrt(sum(s ** 2 for _, s, _ in parts))
                     for parts in ([stat(rs, k) for k in propagate[key]]
                                   for rs in groups.values())]
         series[label] = ([m for m, _, _ in st], errs)

@@ -294,7 +294,7 @@ def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
         v = vals[g]
         p = rs[0].params
         rows.append([g, lr_text(p), batch_size_text(p["batch_size"]), v["curve_mean"],
-                     v.get("curve_mean__std", 0.0), v["late"], len(rs)])
+                     v.get("curve_mean__std", math.nan), v["late"], len(rs)])
     table = Table("equal_ratio", ["run", "lr", "batch size", f"mean {metric} over the curve",
                                   "std", f"{metric} (last {k})", "seeds"], rows)
     figs = epoch_curves(spec, groups, o.get("curves", [metric, "train_loss"]))
@@ -568,7 +568,7 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
         lr, b = lr_and_batch(rs[0])
         v = vals[g]
         rows.append([size(rs[0]), beta[rs[0].key], lr, int(b), v["best_acc"],
-                     v.get("best_acc__std", 0.0),
+                     v.get("best_acc__std", math.nan),
                      sum(1 for r in rs if r.status == "diverged"), len(rs)])
     rows.sort(key=lambda r: (-r[0], r[1]))
     table = Table("breakdown", ["training examples", "β", "lr", "batch size",

@@ -373,8 +373,8 @@ def xing_cosine_grid(spec, runs: list[StoredRun]) -> Analysis:
     for g, rs in groups.items():
         lr, b = _setting(rs[0])
         v = vals[g]
-        rows.append([lr, int(b), v["grad_cosine_mean"], v.get("grad_cosine_mean__std", 0.0),
-                     v["distance"], len(rs), g])
+        rows.append([lr, int(b), v["grad_cosine_mean"],
+                     v.get("grad_cosine_mean__std", math.nan), v["distance"], len(rs), g])
     rows.sort(key=lambda r: (r[0], r[1]))
     table = Table("cosine_grid", ["lr", "batch size", "mean cos(g_t-1, g_t)", "std",
                                   "final ‖θ − θ₀‖", "seeds"], [r[:-1] for r in rows],

@@ -190,11 +190,12 @@ def error_bars(series: Series, *, xlabel: str, ylabel: str, title: str = "",
     """Points with error bars against a setting, one series per label (``{label: (x, y,
     err)}``, as :func:`curves` takes them), joined by a line: ``err`` None (no bars), one value
     per point (± it) or a 2 × n array (below and above each point, an interval); a NaN
-    error draws no bar. A point whose value is NaN or infinite is marked "no value" at the
-    foot of the axes in its series' colour (:func:`_mark_missing`), since a missing point
-    reads as a setting never run. ``logx`` / ``logy`` as in :func:`curves`. ``styles``:
-    matplotlib keywords per label for ``errorbar`` (``{"color": "C1", "ls": "none",
-    "marker": "s"}``), so that a series keeps one colour across panels. ``legend=False``:
+    error draws no bar (the std of one seed: a bar of length 0 would read as seeds that
+    agree), the other points keep theirs. A point whose value is NaN or infinite is marked
+    "no value" at the foot of the axes in its series' colour (:func:`_mark_missing`), since
+    a missing point reads as a setting never run. ``logx`` / ``logy`` as in :func:`curves`.
+    ``styles``: matplotlib keywords per label for ``errorbar`` (``{"color": "C1", "ls":
+    "none", "marker": "s"}``), so that a series keeps one colour across panels. ``legend=False``:
     none (a single unnamed series, or one legend for the figure). Where two series have
     the same value at a setting (:func:`_coincide`), each series is drawn ``DODGE`` points
     beside the next, so that none hides another."""
@@ -279,10 +280,12 @@ def grouped_bars(labels: Sequence[str],
                  ax=None, colors: Sequence[str] | None = None, numeric: bool = False):
     """Bars per label (x), one bar per series side by side (``{name: (means, errs)}``; a
     single series is a plain bar chart, its name in no legend), errs as error bars (e.g. std
-    over seeds; a 2 × n array for an interval below and above each mean). ``zoom``: the y
-    axis spans the bars' tops and error bars with a margin instead of starting at 0, so that
-    differences of a fraction of a point between accuracies near 1 can be seen (the axis label
-    says where it starts when that is not 0). ``colors``: with a single series, one colour per
+    over seeds; a 2 × n array for an interval below and above each mean); a NaN error draws
+    no bar for its mean (the std of one seed: a bar of length 0 would read as seeds that
+    agree), the others keep theirs. ``zoom``: the y axis spans the bars' tops and error bars
+    with a margin instead of starting at 0, so that differences of a fraction of a point
+    between accuracies near 1 can be seen (the axis label says where it starts when that is
+    not 0). ``colors``: with a single series, one colour per
     label, where the labels have colours of their own in the report's other figures (a
     group's or a method's curve); several series are told apart by the series' colours
     instead. ``numeric``: the labels are
@@ -301,12 +304,15 @@ def grouped_bars(labels: Sequence[str],
     tops = []
     for i, (name, (means, errs)) in enumerate(series.items()):
         m = np.asarray(means, float)
-        e = None if errs is None else np.nan_to_num(np.asarray(errs, float))
+        e = None if errs is None else np.asarray(errs, float)
         one = {"color": list(colors)} if colors and len(series) == 1 else {}
         ax.bar(x + (i - (len(series) - 1) / 2) * width, m, width, yerr=e, capsize=3,
                label=name, **one)
         _mark_missing(ax, x + (i - (len(series) - 1) / 2) * width, m)
-        below, above = (0, 0) if e is None else (e[0], e[1]) if e.ndim == 2 else (e, e)
+        # a mean without an error bar still bounds the zoomed axis
+        spans = None if e is None else np.nan_to_num(e)
+        below, above = ((0, 0) if spans is None else (spans[0], spans[1]) if spans.ndim == 2
+                        else (spans, spans))
         tops += list(m - below) + list(m + above)
     if not numeric:
         ax.set_xticks(x)
