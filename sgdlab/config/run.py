@@ -528,10 +528,17 @@ def _check_model(path: str, sec: dict[str, Any], errors: list[str]) -> None:
                 f"model {name!r}", errors)
 
 
-def _check_measure_item(path: str, item: dict[str, Any], errors: list[str]) -> None:
+def _check_measure_item(path: str, item: dict[str, Any], errors: list[str], *,
+                        build: bool = True) -> None:
+    """One ``measure`` item: its keys against the instrument's signature and, with ``build``
+    and no problem found so far, the instrument built (on no schedule, with no model), so
+    that its own checks of its values run: an experiment builds each run's instruments only
+    when that run starts, after the runs before it have trained. A caller that builds them
+    next with the run's model (:func:`build_measure`, every problem at once) passes False."""
     from ..train.instruments import instrument_params, instruments
 
     registry = instruments()
+    n_errors = len(errors)
     name = _registered_name(path, item, registry, "instrument", errors)
     if name is None:
         return
@@ -569,6 +576,14 @@ def _check_measure_item(path: str, item: dict[str, Any], errors: list[str]) -> N
         other = "at" if "at" in chosen else "log_points"
         errors.append(f"{path}.start: start is the first step of `every`; {other} names its "
                       "own steps (give start with every, or the steps in at)")
+    if build and len(errors) == n_errors:
+        from ..train.callbacks import Schedule
+        from ..train.instruments import build_instrument
+
+        try:
+            build_instrument(name, schedule=Schedule.never(), **given)
+        except (ValueError, TypeError, UserError) as e:
+            errors.append(_option_error(path, item, e, instrument=name))
 
 
 def with_instrument_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -744,8 +759,9 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
     items = raw.get("measure")
     for i, item in enumerate(items if isinstance(items, list) else []):
         if sound(("measure", i)) and isinstance(item, dict):
+            # build_from_config builds them with the model's checks: every problem at once
             _check_measure_item(f"measure[{i}]", cfg["measure"][i] if cfg
-                                else checked("measure", item), errors)
+                                else checked("measure", item), errors, build=False)
     if not errors and cfg["model"]["warm_start"] is not None and not cfg["model"]["init_from"]:
         errors.append("model.warm_start: records a warm start, but model.init_from is not set "
                       "(remove both to start from the seed's weights)")
@@ -967,11 +983,14 @@ def measure_schedule(item: dict[str, Any], total_steps: int):
     return Schedule.every(item.get("every") or 1, item.get("start") or 0)
 
 
-def _option_error(i: int, item: dict[str, Any], e: Exception) -> str:
-    """An instrument's error for ``measure[i]``: its "Invalid KEY=..." names the option, and
-    is reported under the option's key path."""
+def _option_error(path: str, item: dict[str, Any], e: Exception,
+                  instrument: str | None = None) -> str:
+    """An instrument's error for the ``measure`` item at ``path``: its "Invalid KEY=..."
+    names the option, and is reported under the option's key path (after the instrument's
+    name, where the path alone does not show which instrument the item is)."""
     key = re.match(r"Invalid (\w+)=", str(e))
-    return f"measure[{i}]" + (f".{key[1]}" if key and key[1] in item else "") + f": {e}"
+    named = f"instrument {instrument!r}: " if instrument else ""
+    return path + (f".{key[1]}" if key and key[1] in item else "") + f": {named}{e}"
 
 
 def build_measure(items: list[dict[str, Any]], total_steps: int, model: Any = None,
@@ -992,7 +1011,7 @@ def build_measure(items: list[dict[str, Any]], total_steps: int, model: Any = No
             if model is not None:
                 callbacks[-1].check(model, data)
         except (ValueError, TypeError, UserError) as e:
-            errors.append(_option_error(i, item, e))
+            errors.append(_option_error(f"measure[{i}]", item, e))
             continue
         prefix = getattr(callbacks[-1], "prefix", None)
         if prefix is not None and prefix in prefixes:

@@ -353,7 +353,7 @@ def build_master_instruments(items: Any, rounds: Any, model: torch.nn.Module, da
                           f"10}}, ...), got {items!r}")
     errors: list[str] = []
     for i, item in enumerate(items):
-        _check_measure_item(f"measure[{i}]", item, errors)
+        _check_measure_item(f"measure[{i}]", item, errors, build=False)  # built below
         if item.get("log_points") is not None and not isinstance(rounds, int):
             errors.append(f"measure[{i}].log_points: spaces measurements up to the run's "
                           "last round, which needs 'rounds' (give every or at instead)")

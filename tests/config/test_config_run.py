@@ -491,6 +491,29 @@ def test_out_of_range_instrument_options_are_refused_before_training():
         "  measure[5].batch_size: Invalid batch_size=-4 (an int >= 1)"]
 
 
+@pytest.mark.parametrize("item", [
+    {"name": "trajectory", "path": "t", "every_steps": 2.0},
+    {"name": "hessian", "every": 2, "k": 2.0},
+    {"name": "alignment", "every": 2, "num_probes": 20.0},
+    {"name": "entropy_angle", "every": 2, "gamma": 0.1, "steps": 20.0},
+    {"name": "dynamics", "every": 1, "hessian_every": 5.0}])
+def test_a_measure_section_is_checked_by_building_its_instrument(item):
+    """An experiment checks each run's ``measure`` items by themselves (validate_section),
+    before any run: a count given as a float, which the instrument's constructor refuses,
+    is refused there in the instrument's own words, under the key and naming the
+    instrument."""
+    from sgdlab.config import validate_section
+    from sgdlab.train.instruments import build_instrument
+
+    key = next(k for k, v in item.items() if isinstance(v, float) and k != "gamma")
+    with pytest.raises(ValueError) as own:
+        build_instrument(**item)
+    with pytest.raises(ConfigError) as e:
+        validate_section("measure", item, path="r: measure[1]")
+    assert str(e.value) == f"r: measure[1].{key}: instrument {item['name']!r}: {own.value}"
+    validate_section("measure", {**item, key: int(item[key])}, path="r: measure[1]")
+
+
 def test_generic_dataset_options_are_valid_for_every_dataset():
     # load_dataset applies n_train / n_test / label_noise to any dataset
     cfg = validate_config({**TINY, "data": {"name": "digits",

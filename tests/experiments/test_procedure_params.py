@@ -252,3 +252,43 @@ def test_a_dataset_option_its_loader_refuses_is_refused_when_the_sweep_is_planne
         get_procedure("train").validate(run, "r")
     get_procedure("train").validate({**run, "dataset": {"name": "mnist1d", "num_samples": 10,
                                                         "data_dir": "/nowhere"}}, "r")
+
+
+SWEEP = """
+name: two-runs
+version: 1
+description: a run, then a run measuring its trajectory
+paper: {author: X, year: 2020, title: T, figure: F, claim: C}
+analysis: compare_groups
+base:
+  dataset: {name: cubic}
+  model: {name: zhu-mlp-1-6-6-6-1}
+  optimizer: {name: sgd, lr: 0.05}
+  batch_size: 4
+  epochs: 1
+runs:
+  - {label: plain}
+  - label: traced
+    params:
+      measure: [{name: trajectory, every_steps: STEPS}]
+"""
+
+
+def test_an_instrument_count_given_as_a_float_is_refused_before_any_run_trains(tmp_path,
+                                                                              capsys):
+    # the instrument refused it when built, as its run started: the runs before it trained
+    # first, and --dry-run passed
+    from sgdlab.cli.main import main
+    from sgdlab.experiments.spec import load_experiment
+
+    bad, store = tmp_path / "two-runs.yaml", tmp_path / "runs.sqlite"
+    bad.write_text(SWEEP.replace("STEPS", "2.0"))
+    message = ("two-runs[smoke] run 'traced': measure[0].every_steps: instrument "
+               "'trajectory': Invalid every_steps=2.0 (an int >= 1, or None)")
+    for extra in (["--dry-run"], []):
+        assert main(["run", "--config", str(bad), "--scale", "smoke", "--store", str(store),
+                     "--out", str(tmp_path / "out"), *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert not store.exists() or RunStore(store).list_runs() == []
+    bad.write_text(SWEEP.replace("STEPS", "2"))
+    assert len(load_experiment(bad, "smoke").expand()) == 2

@@ -7,7 +7,10 @@ An instrument module ``sgdlab/train/instruments/<area>.py`` registers a factory:
 
 The factory takes the keyword ``schedule`` (a :class:`~sgdlab.train.callbacks.Schedule` on
 steps) plus its own keyword-only parameters, and returns a
-:class:`~sgdlab.train.callbacks.Callback`. A config's ``measure`` list then names it::
+:class:`~sgdlab.train.callbacks.Callback`, checking its options' values (``check_options``)
+and doing nothing else: an experiment builds each run's instruments once when it is loaded,
+so that a bad value stops it before any run trains (files are opened in ``on_train_begin``).
+A config's ``measure`` list then names it::
 
     measure:
       - {name: grad_norm, every: 10}            # or at: [0, 100], or log_points: 20
