@@ -80,7 +80,9 @@ CHOICE}`` (or a list of choices): it is tested only when that reading is taken. 
 every reading taken.
 
 Each expanded run has a deterministic **run key**: the SHA-256 of (experiment, version, scale,
-label, parameters, seed), so a re-run finds finished runs in the store and skips them.
+label, parameters, seed), so a re-run finds finished runs in the store and skips them. The key
+reads the parameters without the optimizer options that are idle (:func:`key_params`), so two
+readings whose runs differ only there share those runs.
 """
 from __future__ import annotations
 
@@ -147,8 +149,9 @@ class RunSpec:
 
     @property
     def key(self) -> str:
-        return run_key(self.experiment, self.version, self.scale, self.label, self.params,
-                       self.seed, self.procedure, self.dependency_keys)
+        return run_key(self.experiment, self.version, self.scale, self.label,
+                       key_params(self.params), self.seed, self.procedure,
+                       self.dependency_keys)
 
     @property
     def run_name(self) -> str:
@@ -198,6 +201,22 @@ def _registered_spellings(params: dict[str, Any]) -> dict[str, Any]:
             if name is not None:
                 params[key] = {**sec, "name": name}
     return params
+
+
+def key_params(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as the run key reads them: the ``optimizer`` section without the options
+    that act only through one that is off (Entropy-SGD's ``inner_momentum_on`` without an
+    inner momentum: :func:`sgdlab.optim.registry.without_idle_options`), so that runs that
+    train the same, bit for bit, share one key, whichever readings set them (``--reading
+    momentum=outer`` with ``--reading inner-momentum=whole-step``). The run keeps its params
+    as given: they are validated and trained as written."""
+    sec = params.get("optimizer") if isinstance(params, dict) else None
+    if not (isinstance(sec, dict) and isinstance(sec.get("name"), str)):
+        return params
+    from sgdlab.optim.registry import without_idle_options
+
+    kept = without_idle_options(sec["name"], sec)
+    return params if len(kept) == len(sec) else {**params, "optimizer": kept}
 
 
 def grid_point(params: dict[str, Any], keys) -> dict[str, Any]:

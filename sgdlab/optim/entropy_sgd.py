@@ -225,6 +225,10 @@ class EntropySGD(SeededNoise, Optimizer):
 
     needs_closure = True
     _step_supports_amp_scaling = True   # torch.amp.GradScaler.step marks it: refused
+    # what the inner momentum carries and whether its buffer is kept: nothing to act on
+    # without an inner momentum (registry.without_idle_options)
+    idle_options = {"inner_momentum_on": "inner_momentum",
+                    "inner_momentum_buffer": "inner_momentum"}
     _options_added_later = {
         "inner_momentum_on": ("gradient", INNER_MOMENTUM_ON,
                               "its inner momentum carried the gradient alone"),

@@ -116,6 +116,37 @@ def needs_model(cls) -> bool:
     return bool(getattr(cls, "needs_model", False))
 
 
+def without_idle_options(name: str, hyper: dict[str, Any]) -> dict[str, Any]:
+    """``hyper`` (an optimizer's keyword arguments) without the options that act only through
+    another one which is off: an optimizer class declares them as ``idle_options = {option:
+    through}`` (Entropy-SGD's ``inner_momentum_on`` carries nothing without an
+    ``inner_momentum``), ``through`` read from ``hyper`` or else from the default of the
+    first ``__init__`` up the class's MRO that names it. The optimizer built from either
+    steps the same, bit for bit: an experiment's run key is computed from this form, so that
+    one run is not trained twice under two keys (docs/GUIDE.md, readings). An unknown name,
+    or an optimizer declaring none, leaves ``hyper`` as it is."""
+    cls = OPTIMIZERS.get(registered_spelling(name, OPTIMIZERS) or "")
+    idle = getattr(cls, "idle_options", None)
+    if not idle:
+        return hyper
+    out = dict(hyper)
+    for option, through in idle.items():
+        if option in out and not hyper.get(through, _init_default(cls, through)):
+            del out[option]
+    return out
+
+
+def _init_default(cls: type, name: str) -> Any:
+    """The default of ``name`` in the first ``__init__`` of ``cls``'s MRO that has it (a
+    subclass passing ``**kw`` on, as Entropy-Adam does, takes its parent's); None if none."""
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            p = inspect.signature(klass.__init__).parameters.get(name)
+            if p is not None and p.default is not p.empty:
+                return p.default
+    return None
+
+
 def build_optimizer_for(name: str, model, *, loss_fn=None, data=None, **hyper: Any):
     """Build optimizer ``name`` over ``model``'s trainable parameters, passing the model,
     loss and estimation data to optimizers that need them."""

@@ -15,7 +15,8 @@ from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import (Procedure, RunOutput, register_analysis,
                                            register_procedure)
 from sgdlab.experiments.runner import default_out_dir, run_experiment
-from sgdlab.experiments.spec import SCALES, catalogue_files, load_experiment, read_file, resolve
+from sgdlab.experiments.spec import (SCALES, catalogue_files, key_params, load_experiment,
+                                     read_file, resolve)
 from sgdlab.report.tables import Table
 
 SEEN: list[dict] = []       # the runs each analysis was given: label and params
@@ -393,11 +394,30 @@ def test_each_catalogue_reading_resolves_and_only_its_other_choices_change_the_r
                 spec = load_experiment(name, scale, readings={key: choice})
                 mine = spec.expand(data_dir="/d")
                 assert [x.label for x in mine] == [x.label for x in runs[scale]]
+                # no option a single choice sets is idle: its runs keep the keys they had
+                # before the keys left idle options out
+                assert all(key_params(x.params) is x.params for x in mine), (name, choice)
                 if (any(a.params != b.params for a, b in zip(mine, runs[scale]))
                         or spec.options != default[scale].options):
                     changed.append(scale)
             # a choice that changes nothing at any scale would name a reading it does not run
             assert bool(changed) == (choice != r["default"]), (name, key, choice, changed)
+
+
+def test_readings_that_combine_into_the_runs_of_each_alone_train_nothing_new():
+    """``--reading momentum=outer`` leaves the PTB Entropy-SGD runs no inner momentum, on which
+    ``--reading inner-momentum=whole-step`` then sets what it carries: the same training,
+    which had another run key. Each run of the two together is now a run of one of them
+    alone, key for key; its params stay as the readings wrote them."""
+    entry = "chaudhari-entropy-sgd-rnn"
+    outer, whole = {"momentum": "outer"}, {"inner-momentum": "whole-step"}
+    alone = {r.key for rd in (outer, whole)
+             for r in load_experiment(entry, "smoke", readings=rd).expand()}
+    both = load_experiment(entry, "smoke", readings={**outer, **whole}).expand()
+    assert {r.key for r in both} <= alone
+    ptb = [r for r in both if r.label == "entropy-sgd-ptb"]
+    assert ptb and all(r.params["optimizer"]["inner_momentum_on"] == "step"
+                       and r.params["optimizer"]["inner_momentum"] == 0.0 for r in ptb)
 
 
 def test_zhu_escape_readings_combine_on_the_landscape():

@@ -197,3 +197,50 @@ def test_an_optimizer_taking_any_keyword_is_built_with_them_unchecked():
     finally:
         del OPTIMIZERS["test-anything-kw"]
     assert isinstance(opt, Anything) and opt.extra == 3 and opt.param_groups[0]["lr"] == 0.5
+
+
+def _entropy_trajectory(name: str, **hyper) -> list[torch.Tensor]:
+    """Weights of a tiny float64 least-squares model after each of 3 steps of ``name``."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(8, 1, generator=g, dtype=torch.float64)
+    model = torch.nn.Linear(3, 1).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(1, 3, generator=g, dtype=torch.float64))
+        model.bias.zero_()
+    opt = build_optimizer(name, model.parameters(), L=3, gamma=1.0, noise=1e-4, seed=1,
+                          **hyper)
+
+    def closure():
+        opt.zero_grad()
+        loss = ((model(x) - y) ** 2).mean()
+        loss.backward()
+        return loss
+
+    out = []
+    for _ in range(3):
+        opt.step(closure)
+        out.append(model.weight.detach().clone())
+    return out
+
+
+@pytest.mark.parametrize("name", ["entropy_sgd", "entropy_adam"])
+def test_options_idle_without_an_inner_momentum_are_dropped_and_change_nothing(name):
+    """What the inner momentum carries and whether its buffer is kept act on nothing without
+    an inner momentum: the steps are the same bit for bit, and the form a run key is made of
+    leaves them out (given one, it keeps them)."""
+    from sgdlab.optim.registry import without_idle_options
+
+    idle = {"inner_momentum_on": "step", "inner_momentum_buffer": "kept"}
+    plain = _entropy_trajectory(name)
+    assert all(torch.equal(a, b) for a, b in zip(plain, _entropy_trajectory(name, **idle)))
+    assert without_idle_options(name, {"lr": 0.5, **idle}) == {"lr": 0.5}
+    assert without_idle_options(name, {"inner_momentum": 0.0, **idle}) == {"inner_momentum": 0.0}
+    moving = {"inner_momentum": 0.5, **idle}
+    assert without_idle_options(name, moving) == moving
+    assert not all(torch.equal(a, b) for a, b in zip(
+        _entropy_trajectory(name, inner_momentum=0.5),
+        _entropy_trajectory(name, **moving)))
+    # an optimizer declaring none keeps every option
+    assert without_idle_options("sgd", {"lr": 0.1, "dampening": 0.5}) == {"lr": 0.1,
+                                                                          "dampening": 0.5}
