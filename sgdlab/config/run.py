@@ -684,8 +684,9 @@ _SECTIONS: dict[str, type[Section]] = {
 
 def validate_section(key: str, value: Any, *, path: str) -> dict[str, Any]:
     """One ``optimizer``, ``schedule``, ``measure`` item, ``data`` or ``model`` section, checked
-    as in a run config (structure, then the registered callable's arguments) and reported
-    under ``path``; ConfigError listing the problems."""
+    as in a run config (structure, then the registered callable's arguments; a ``measure``
+    item's instrument is built, so that its own checks run) and reported under ``path``;
+    ConfigError listing the problems."""
     errors: list[str] = []
     sec = validate(value, _SECTIONS[key], path=path, errors=errors)
     if sec is not None:
@@ -989,7 +990,8 @@ def _option_error(path: str, item: dict[str, Any], e: Exception,
     names the option, and is reported under the option's key path (after the instrument's
     name, where the path alone does not show which instrument the item is)."""
     key = re.match(r"Invalid (\w+)=", str(e))
-    named = f"instrument {instrument!r}: " if instrument else ""
+    named = (f"instrument {instrument!r}: "
+             if instrument and f"instrument {instrument!r}" not in str(e) else "")
     return path + (f".{key[1]}" if key and key[1] in item else "") + f": {named}{e}"
 
 
