@@ -83,6 +83,17 @@ class ConfigError(UserError, ValueError):
     """An invalid run or experiment config; the message names the offending key."""
 
 
+def checked_int(name: str, v: object, low: int, what: str = "", *, optional: bool = False,
+                error: type[UserError] = UserError) -> int | None:
+    """``v`` as a Python int (:func:`plain_int`: numpy's and torch's ints are counts too) when
+    it is an int >= ``low`` (not a bool), or None when it is None and ``optional``; else an
+    ``error`` "<name> must be an int >= <low><what>, got <v>" (``what`` says more: " (steps)")."""
+    v = plain_int(v)
+    if (v is None and optional) or int_at_least(v, low):
+        return v
+    raise error(f"{name} must be an int >= {low}{what}, got {v!r}")
+
+
 def join(path: str, key: str | int) -> str:
     """The key path of ``key`` under ``path``: ``path.key``, ``path[i]``."""
     if isinstance(key, int):

@@ -2,17 +2,19 @@
 outside sgdlab and torch, through ``torch.no_grad()`` decorators and internal helpers."""
 import errno
 import os
+import re
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from sgdlab.data.registry import load_dataset
-from sgdlab.errors import (SEED_LIMIT, ConfigError, check_config_kind, check_keys,
-                           check_not_empty, closest_name, config_error, file_problem, human_size,
-                           is_seed, name_spelling, registered_spelling, unexpected_keyword,
-                           unknown_key, warn)
+from sgdlab.errors import (SEED_LIMIT, ConfigError, UserError, check_config_kind, check_keys,
+                           check_not_empty, checked_int, closest_name, config_error,
+                           file_problem, human_size, is_seed, name_spelling, registered_spelling,
+                           unexpected_keyword, unknown_key, warn)
 from sgdlab.measure.curvature import hessian_eigenpairs
 from sgdlab.measure.sharpness import (expected_sharpness, local_entropy, mean_loss,
                                       perturbed_evaluations)
@@ -139,6 +141,18 @@ def test_a_name_cut_short_is_the_one_choice_it_begins_and_only_one():
     # a prefix that two choices begin, or one under 3 characters, picks none of them
     assert closest_name("sgd", ["sgd-momentum", "sgd-nesterov"]) is None
     assert closest_name("co", ["cosine-cyclic", "xy"]) is None
+
+
+def test_a_checked_int_is_a_plain_int_at_or_above_its_bound_and_never_a_bool():
+    for v in (3, np.int64(3), torch.tensor(3)):
+        assert type(checked_int("n", v, 3)) is int and checked_int("n", v, 3) == 3
+    assert checked_int("n", None, 1, optional=True) is None
+    for v, got in ((2, "2"), (np.int64(2), "2"), (True, "True"), (np.True_, "np.True_"),
+                   (3.0, "3.0"), ("3", "'3'"), (None, "None")):
+        with pytest.raises(UserError, match=re.escape(f"n must be an int >= 3, got {got}")):
+            checked_int("n", v, 3)
+    with pytest.raises(ConfigError, match=re.escape("n must be an int >= 1 (steps), got 0")):
+        checked_int("n", 0, 1, " (steps)", optional=True, error=ConfigError)
 
 
 def test_a_seed_is_a_whole_number_of_32_bits_not_a_bool():

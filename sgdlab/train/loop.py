@@ -103,7 +103,7 @@ from torch import Tensor, nn
 
 from ..accuracy import argmax_hits, perplexity_tokens
 from ..data.augment import batch_augmentation
-from ..errors import UserError, is_seed, not_a_seed, plain_int
+from ..errors import UserError, checked_int, int_at_least, is_seed, not_a_seed, plain_int
 from ..loss_settings import loss_name, loss_reduction, torch_loss_class
 from ..measure.batch_norm import recompute_bn_statistics
 from ..models.modes import eval_mode
@@ -636,10 +636,8 @@ class _Training:
             self._resume()
 
     def epoch_steps(self, e: int) -> int:
-        b = self.bs_of(e)
-        if not isinstance(b, int) or isinstance(b, bool) or b < 1:
-            raise UserError(f"batch_size({e}) must be an int >= 1, got {b!r}")
-        return steps_per_epoch(self.n, b, self.drop_last)
+        return steps_per_epoch(self.n, checked_int(f"batch_size({e})", self.bs_of(e), 1),
+                               self.drop_last)
 
     # --- set-up -----------------------------------------------------------------------------
     def _resume(self) -> None:
@@ -1450,30 +1448,20 @@ def progress_watched() -> bool:
     return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
-def is_int(v: Any) -> bool:
-    """Whether ``v`` is an int, not a bool (an argument count: ``True`` is no 1)."""
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _check_args(epochs, batch_size, eval_every, eval_subset, checkpoint_every, max_steps,
                 seed) -> None:
-    if not is_int(epochs) or epochs < 0:
-        raise UserError(f"epochs must be an int >= 0, got {epochs!r}")
+    checked_int("epochs", epochs, 0)
     if (not callable(batch_size) and batch_size != "full"
-            and (not is_int(batch_size) or batch_size < 1)):
+            and not int_at_least(batch_size, 1)):
         raise UserError(f'batch_size must be an int >= 1, "full" (full-batch GD) or a callable '
                         f"epoch -> int, got {batch_size!r}")
     if eval_every is not None and not isinstance(eval_every, Schedule) and (
-            not is_int(eval_every) or eval_every < 0):
+            not int_at_least(eval_every, 0)):
         raise UserError(f"eval_every must be an int >= 0 (epochs) or a Schedule, got "
                         f"{eval_every!r}")
-    if eval_subset is not None and (not is_int(eval_subset) or eval_subset < 1):
-        raise UserError(f"eval_subset must be an int >= 1, got {eval_subset!r}")
-    if checkpoint_every is not None and (not is_int(checkpoint_every) or checkpoint_every < 1):
-        raise UserError(f"checkpoint_every must be an int >= 1 (steps), got "
-                        f"{checkpoint_every!r}")
-    if max_steps is not None and (not is_int(max_steps) or max_steps < 0):
-        raise UserError(f"max_steps must be an int >= 0, got {max_steps!r}")
+    checked_int("eval_subset", eval_subset, 1, optional=True)
+    checked_int("checkpoint_every", checkpoint_every, 1, " (steps)", optional=True)
+    checked_int("max_steps", max_steps, 0, optional=True)
     # True was seed 1; bounded as a run config's seed, which a stored run's config holds
     if not is_seed(seed):
         raise UserError(not_a_seed("seed", seed))

@@ -98,7 +98,8 @@ import torch
 from torch import Tensor, nn
 
 from ..data.augment import batch_augmentation
-from ..errors import ConfigError, UserError, check_keys, is_seed, not_a_seed, plain_int
+from ..errors import (ConfigError, UserError, check_keys, checked_int, finite_number, is_seed,
+                      not_a_seed, plain_int)
 from ..operators.blocking import reproducible_blocks
 from ..operators.params import copy_module
 from ..optim.elastic import Parle, master_average
@@ -107,7 +108,7 @@ from .checkpoint import (changed_settings, load_checkpoint, rng_state, save_chec
                          set_rng_state)
 from .communicator import status_all_reduce, told_all
 from .loop import (BatchStream, abort_run, as_callbacks, check_callbacks, check_dataset,
-                   check_loss, evaluation_metrics, evaluation_sets, is_int,
+                   check_loss, evaluation_metrics, evaluation_sets,
                    model_setting_changes, model_settings, open_writer, recompute_eval_statistics,
                    record_abort, record_completion, steps_per_epoch, training_device)
 
@@ -212,10 +213,8 @@ class ParleConfig:
         for f in fields(self):
             if f.type == "int":
                 setattr(self, f.name, plain_int(getattr(self, f.name)))
-        if not isinstance(self.replicas, int) or self.replicas < 1:
-            raise ConfigError(f"replicas must be an int >= 1, got {self.replicas!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ConfigError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
+        for name in ("replicas", "batch_size"):
+            checked_int(name, getattr(self, name), 1, error=ConfigError)
         for k in ("gamma", "rho"):  # YAML has no inf literal that everyone writes the same way
             v = getattr(self, k)
             if isinstance(v, str):
@@ -560,11 +559,13 @@ class _ReplicaTraining:
             raise ConfigError(f"mode must be 'inprocess' or 'distributed', got {mode!r}")
         if sum(v is not None for v in (rounds, epochs, grad_evals)) != 1:
             raise ConfigError("give exactly one of rounds=, epochs= or grad_evals=")
-        _check_length_and_evaluation(epochs, eval_every, eval_subset)
-        if checkpoint_every is not None and (not isinstance(checkpoint_every, int)
-                                             or checkpoint_every < 1):
-            raise ConfigError(f"checkpoint_every must be an int >= 1, got "
-                              f"{checkpoint_every!r}")
+        _check_length(epochs)
+        # read from a replica config they may be any YAML value, which would otherwise stop the
+        # run with a comparison's TypeError
+        eval_every, eval_subset, checkpoint_every = (
+            checked_int(name, v, 1, optional=True, error=ConfigError) for name, v in (
+                ("eval_every", eval_every), ("eval_subset", eval_subset),
+                ("checkpoint_every", checkpoint_every)))
         if (resume or checkpoint_every is not None) and checkpoint_dir is None:
             raise UserError("resume / checkpoint_every need checkpoint_dir")
         check_dataset(data)
@@ -674,15 +675,12 @@ class _ReplicaTraining:
         cfg = self.cfg
         n_a, B = len(self.workers[0].x), self.workers[0].B
         if grad_evals is not None:
-            if not (isinstance(grad_evals, int) and grad_evals > 0):
-                raise ConfigError(f"grad_evals must be an int > 0, got {grad_evals!r}")
-            rounds = math.ceil(grad_evals / cfg.L)
+            rounds = math.ceil(checked_int("grad_evals", grad_evals, 1, error=ConfigError)
+                               / cfg.L)
         elif rounds is None:
             # a pass over the replica's examples is ⌈n_a/B⌉ steps (the last batch may be short)
             rounds = max(1, math.ceil(epochs * math.ceil(n_a / B) / cfg.L))
-        if not isinstance(rounds, int) or rounds < 0:
-            raise ConfigError(f"rounds must be an int >= 0, got {rounds!r}")
-        return rounds
+        return checked_int("rounds", rounds, 0, error=ConfigError)
 
     def _resume(self) -> None:
         # every rank must have found and loaded a consistent set, or none starts
@@ -1149,16 +1147,12 @@ def _load_replica_checkpoint(ckpt: Path, rank: int, world: int, cfg: ParleConfig
                   "killed while saving)")
 
 
-def _check_length_and_evaluation(epochs: Any, eval_every: Any, eval_subset: Any) -> None:
-    """Refuse, as a :class:`ConfigError`, an ``epochs`` that is no finite number > 0 and an
-    ``eval_every`` / ``eval_subset`` that is no int >= 1: read from a replica config they may
-    be any YAML value, which would otherwise stop the run with a comparison's TypeError."""
-    if epochs is not None and not ((is_int(epochs) or isinstance(epochs, float))
-                                   and math.isfinite(epochs) and epochs > 0):
+def _check_length(epochs: Any) -> None:
+    """Refuse, as a :class:`ConfigError`, an ``epochs`` that is no finite number > 0: read from
+    a replica config it may be any YAML value, which would otherwise stop the run with a
+    comparison's TypeError."""
+    if epochs is not None and not (finite_number(epochs) and epochs > 0):
         raise ConfigError(f"epochs must be a finite number > 0, got {epochs!r}")
-    for name, v in (("eval_every", eval_every), ("eval_subset", eval_subset)):
-        if v is not None and not (is_int(v) and v >= 1):
-            raise ConfigError(f"{name} must be an int >= 1, got {v!r}")
 
 
 def _run_settings(model: nn.Module, loss_fn: Any, eval_subset: int | None,

@@ -349,7 +349,11 @@ def test_config_from_dict():
     (dict(epochs=float("nan")), "epochs must be a finite number > 0, got nan"),
     (dict(rounds=1, eval_every="x"), "eval_every must be an int >= 1, got 'x'"),
     (dict(rounds=1, eval_subset="x"), "eval_subset must be an int >= 1, got 'x'"),
-    (dict(rounds=1, eval_subset=0), "eval_subset must be an int >= 1, got 0")])
+    (dict(rounds=1, eval_subset=0), "eval_subset must be an int >= 1, got 0"),
+    # True was 1 round, 1 gradient evaluation, a checkpoint every round
+    (dict(rounds=True), "rounds must be an int >= 0, got True"),
+    (dict(grad_evals=True), "grad_evals must be an int >= 1, got True"),
+    (dict(rounds=1, checkpoint_every=True), "checkpoint_every must be an int >= 1, got True")])
 def test_a_length_or_evaluation_of_the_wrong_type_is_a_config_error(kw, message):
     # values read from a replica config's YAML: a TypeError of a comparison before
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -1262,6 +1266,13 @@ def test_a_loss_that_does_not_reach_the_parameters_is_named():
                       seed=0)
     with pytest.raises(UserError, match=r"the loss does not depend on the model's trainable"):
         train_replicas(SkipsItsLayer(4, 3, torch.float64), LOSS, toy_data(), cfg, rounds=1)
+
+
+@pytest.mark.parametrize("key", ["replicas", "batch_size"])
+def test_parle_config_refuses_a_bool_count(key):
+    # True was 1 replica, a batch of 1
+    with pytest.raises(ConfigError, match=re.escape(f"{key} must be an int >= 1, got True")):
+        ParleConfig(**{key: True})
 
 
 def test_parle_config_takes_numpy_and_torch_ints_as_ints():
