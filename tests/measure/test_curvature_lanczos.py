@@ -525,12 +525,12 @@ def test_the_warning_says_when_the_wanted_pair_missed_tol_and_only_then():
     assert abs(float(vals[0]) - 4.0) < 4e-3 * 4.0
 
 
-def test_lanczos_decomposition_takes_numpy_and_torch_counts_and_refuses_bools():
-    # True ran one step and 2.5 two (int() truncated it)
+def test_lanczos_decomposition_takes_numpy_and_torch_counts_and_refuses_bools_and_no_steps():
+    # True ran one step, 2.5 two (int() truncated it), and 0 or -1 one
     a = torch.diag(torch.arange(1.0, 7.0, dtype=torch.float64))
     v0 = torch.ones(6, dtype=torch.float64)
     for n in (np.int64(3), torch.tensor(3)):
         assert len(lanczos_decomposition(a, n, v0=v0).alpha) == 3
-    for bad in (True, 2.5, "3"):
-        with pytest.raises(ValueError, match=r"num_iter="):
+    for bad in (True, 2.5, "3", 0, -1, np.int64(0)):
+        with pytest.raises(ValueError, match=r"num_iter=.* \(an int >= 1"):
             lanczos_decomposition(a, bad, v0=v0)

@@ -135,9 +135,10 @@ def lanczos_decomposition(
     dtype: torch.dtype | None = None,
     stop_at_breakdown: Callable[[Tensor, Tensor], bool] | None = None,
 ) -> LanczosResult:
-    """Run ``num_iter`` Lanczos steps from ``v0`` (random Gaussian if None) with full
-    re-orthogonalisation (classical Gram–Schmidt applied twice, so the basis stays orthonormal to
-    working precision). ``stop(alpha, beta, basis, beta_next)`` may end the iteration early.
+    """Run ``num_iter`` Lanczos steps (an int >= 1; at most d are taken) from ``v0`` (random
+    Gaussian if None) with full re-orthogonalisation (classical Gram–Schmidt applied twice, so
+    the basis stays orthonormal to working precision). ``stop(alpha, beta, basis, beta_next)``
+    may end the iteration early.
 
     On breakdown (an invariant subspace is found, |β| ≈ 0) the iteration restarts from a fresh
     random vector orthogonal to the basis (T decouples, β = 0), so multiplicities are recovered;
@@ -147,11 +148,11 @@ def lanczos_decomposition(
     precision of the basis and recurrence (default the operator's, float32 for a float16 or
     bfloat16 one; products stay in the operator's precision).
     """
-    # np.int64 is a count; True (1 step) and 2.5 (int() made it 2) are not. A count below 1
-    # still takes one step, as it did.
+    # np.int64 is a count; True (1 step) and 2.5 (int() made it 2) are not, nor is a count
+    # below 1 (it took one step)
     num_iter = plain_int(num_iter)
-    if not int_at_least(num_iter, -math.inf):
-        raise ValueError(f"Invalid num_iter={num_iter!r} (an int)")
+    if not int_at_least(num_iter, 1):
+        raise ValueError(f"Invalid num_iter={num_iter!r} (an int >= 1: the Lanczos steps)")
     op = working_operator(A, dtype)
     d = op.shape[0]
     m = max(1, min(num_iter, d))
