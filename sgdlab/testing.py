@@ -155,6 +155,20 @@ def stored_run(label: str = "a", seed: int = 0, *, params: dict | None = None,
                      data=data or {})
 
 
+def unique_prefix(run_id: str, store: str | Path) -> str:
+    """The shortest prefix of ``run_id`` (its timestamp at least) that no other run of the store
+    at ``store`` begins with, for the tests that name a run by a prefix: ids are a timestamp and
+    4 random hex digits, so runs started in the same second share a fixed cut such as
+    ``run_id[:-2]`` one time in 256. Unique among the runs recorded so far: ask again after
+    another run is recorded."""
+    from sgdlab.store import RunStore
+
+    with RunStore(store) as runs:
+        others = [r["id"] for r in runs.list_runs() if r["id"] != run_id]
+    return next(run_id[:n] for n in range(len(run_id) - 4, len(run_id) + 1)
+                if not any(o.startswith(run_id[:n]) for o in others))
+
+
 def run_experiment_config(raw: dict, folder: Path, scale: str = "cpu"):
     """Runs the experiment config ``raw``, written to ``folder/exp.yaml``, at ``scale``: its
     report in ``folder/o``, its runs in the store ``folder/runs.sqlite``. The runner's result."""

@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 from sgdlab.operators.params import params_vector
-from sgdlab.testing import dense_hessian_reference, flat_loss
+from sgdlab.store import RunStore
+from sgdlab.testing import dense_hessian_reference, flat_loss, unique_prefix
 
 
 @pytest.mark.parametrize("two_layers", [False, True])
@@ -41,3 +42,15 @@ def test_the_paper_texts_folder_is_the_named_one_and_a_wrong_name_is_an_error(tm
     for wrong in (empty, tmp_path / "absent", named / "a-2020.txt"):
         with pytest.raises(ValueError, match="SGDLAB_PAPERS=.* is not a folder of paper texts"):
             paper_texts_folder(str(wrong), beside)
+
+
+def test_a_unique_prefix_stops_one_character_past_what_another_run_shares(tmp_path):
+    # two runs started in the same second share run_id[:-2] one time in 256
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        a, b, c = (store.create_run({}, run_id=f"20261207-105503-{tail}", status="finished")
+                   for tail in ("ab12", "ab34", "f000"))
+    path = tmp_path / "runs.sqlite"
+    assert [unique_prefix(r, path) for r in (a, b, c)] == [
+        "20261207-105503-ab1", "20261207-105503-ab3", "20261207-105503-f"]
+    with RunStore(path) as store:
+        assert [store.get_run(unique_prefix(r, path))["id"] for r in (a, b, c)] == [a, b, c]

@@ -19,7 +19,7 @@ import yaml
 from sgdlab.cli.main import main
 from sgdlab.cli.train import EXIT_DIVERGED
 from sgdlab.store import RunStore
-from sgdlab.testing import strict_loads
+from sgdlab.testing import strict_loads, unique_prefix
 
 # An instrument that stops its own process at a step: SIGKILL at $SGDLAB_TEST_KILL_AT, SIGTERM
 # at $SGDLAB_TEST_TERM_AT (unset: it does nothing, so the same config runs uninterrupted).
@@ -125,7 +125,7 @@ def test_train_killed_at_several_points_resumes_to_the_uninterrupted_run(tmp_pat
     assert store.get_run(rid)["status"] == "interrupted"
     assert not (kill_dir / "results.json").exists()
 
-    assert main(["resume", rid[:-1], "--store", str(store_path)]) == 0
+    assert main(["resume", unique_prefix(rid, store_path), "--store", str(store_path)]) == 0
     out = capsys.readouterr().out
     assert "resumed from step 30" in out and "finished after 30 steps" in out
 
@@ -411,10 +411,7 @@ def test_runs_compare_shows_config_differences_final_values_and_curves(tmp_path,
         assert main(["train", str(cfg), "--store", store, "--out", str(tmp_path / lr),
                      "--set", f"optimizer.lr={lr}", "--set", "train.epochs=2"]) == 0
     a, b = (r["id"] for r in RunStore(store).list_runs())
-    # ids are time + 4 random hex digits: runs started in the same second may share more than
-    # a[:-2], so each prefix stops one character past what the two ids share
-    shared = len(os.path.commonprefix([a, b]))
-    a_prefix, b_prefix = a[:shared + 1], b[:shared + 1]
+    a_prefix, b_prefix = unique_prefix(a, store), unique_prefix(b, store)
     finals = {r: json.loads((tmp_path / lr / "results.json").read_text())["final"]
               for r, lr in ((a, "0.05"), (b, "0.01"))}
     capsys.readouterr()
@@ -1295,9 +1292,12 @@ def test_init_from_warm_starts_and_its_resume_continues_from_its_own_checkpoint(
     store = RunStore(store_path)
     (source,) = store.list_runs()
     capsys.readouterr()
-    warm = ["--store", str(store_path), "--init-from", source["id"][:-2], "--set",
-            "optimizer.lr=0.01", "--set", "optimizer.momentum=0.5"]
-    assert main(["train", str(cfg), "--out", str(tmp_path / "ref"), *warm]) == 0
+
+    def warm():     # the source by a prefix no run recorded so far shares
+        return ["--store", str(store_path), "--init-from",
+                unique_prefix(source["id"], store_path), "--set", "optimizer.lr=0.01", "--set",
+                "optimizer.momentum=0.5"]
+    assert main(["train", str(cfg), "--out", str(tmp_path / "ref"), *warm()]) == 0
     ref_run = store.list_runs()[-1]
     assert main(["runs", "show", ref_run["id"], "--store", str(store_path)]) == 0
     shown = capsys.readouterr().out
@@ -1305,7 +1305,8 @@ def test_init_from_warm_starts_and_its_resume_continues_from_its_own_checkpoint(
             f"({src / 'checkpoints' / 'last.pt'}; weights sha256 ") in shown, shown
     assert ref_run["config"]["model"]["init_from"] == source["id"]
 
-    assert _terminated_at(17, ["train", str(cfg), "--out", str(tmp_path / "killed"), *warm]) == 130
+    assert _terminated_at(17, ["train", str(cfg), "--out", str(tmp_path / "killed"),
+                               *warm()]) == 130
     rid = store.list_runs()[-1]["id"]
     src.rename(moved)                    # the source is not read again: its folder is gone
     assert main(["resume", rid, "--store", str(store_path)]) == 0
@@ -1323,7 +1324,8 @@ def test_init_from_warm_starts_and_its_resume_continues_from_its_own_checkpoint(
 
     # stopped before its first checkpoint (step 7): a resume restarts it from the source
     moved.rename(src)
-    assert _terminated_at(3, ["train", str(cfg), "--out", str(tmp_path / "early"), *warm]) == 130
+    assert _terminated_at(3, ["train", str(cfg), "--out", str(tmp_path / "early"),
+                               *warm()]) == 130
     early = store.list_runs()[-1]["id"]
     kept = src / "checkpoints" / "kept.pt"
     (src / "checkpoints" / "last.pt").rename(kept)

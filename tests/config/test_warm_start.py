@@ -11,6 +11,7 @@ from sgdlab.config.runner import run_config
 from sgdlab.config.warm_start import warm_start_record, weights_sha256
 from sgdlab.errors import ConfigError
 from sgdlab.store import RunStore
+from sgdlab.testing import unique_prefix
 from sgdlab.train.checkpoint import load_checkpoint
 from sgdlab.train.loop import train
 
@@ -37,8 +38,9 @@ def source(tmp_path_factory):
 def test_the_model_starts_at_the_checkpoint_s_weights_and_buffers_exactly(source):
     store, rid, ckpt = source
     saved = load_checkpoint(ckpt)["model"]
-    # another seed: its own initial weights differ, the loaded ones replace them
-    cfg = {**_with(BN, init_from=rid[:-1]), "train": {**BN["train"], "seed": 5}}
+    # another seed: its own initial weights differ, the loaded ones replace them (a prefix
+    # unique among the runs the module's other tests add to the store)
+    cfg = {**_with(BN, init_from=unique_prefix(rid, store)), "train": {**BN["train"], "seed": 5}}
     built = build_from_config(cfg, store=store)
     state = built.model.state_dict()
     assert state.keys() == saved.keys() and any("running_mean" in k for k in state)
@@ -73,8 +75,8 @@ def test_training_from_it_equals_training_a_model_given_the_state_dict_by_hand(s
 
 def test_the_stored_config_records_the_source_run_step_and_weights_hash(source, tmp_path):
     store, rid, ckpt = source
-    outcome = run_config(_with(BN, init_from=rid[:-1]), out_dir=tmp_path / "w", store=store,
-                         progress=False)
+    outcome = run_config(_with(BN, init_from=unique_prefix(rid, store)), out_dir=tmp_path / "w",
+                         store=store, progress=False)
     model = RunStore(store).get_run(outcome.run_id)["config"]["model"]
     state = load_checkpoint(ckpt)
     assert model["init_from"] == rid                # the full id: a prefix may become ambiguous
@@ -262,14 +264,6 @@ def _tiny(**model) -> dict:
             "train": {**TINY_RUN["train"], "threads": 1, "progress": False}}
 
 
-def _unique_prefix(run_id, store):
-    """The shortest prefix of ``run_id`` (its timestamp at least) that no other run of ``store``
-    shares (runs of one sweep start within a second: a fixed cut may name two)."""
-    others = [r["id"] for r in RunStore(store).list_runs() if r["id"] != run_id]
-    return next(run_id[:n] for n in range(len(run_id) - 4, len(run_id))
-                if not any(o.startswith(run_id[:n]) for o in others))
-
-
 def test_a_finished_sweep_run_starts_a_run_from_its_final_weights(sweep_runs):
     """Its checkpoint is removed; the weights it keeps are its last checkpoint's, entry for
     entry, found by run id, prefix and run folder."""
@@ -280,7 +274,7 @@ def test_a_finished_sweep_run_starts_a_run_from_its_final_weights(sweep_runs):
     assert run.status == "finished"
     folder = artifacts_root(RunStore(store)) / run.key
     assert not (folder / "checkpoint").exists() and (folder / "weights.pt").is_file()
-    for init_from in (run.run_id, _unique_prefix(run.run_id, store), str(folder)):
+    for init_from in (run.run_id, unique_prefix(run.run_id, store), str(folder)):
         built = build_from_config(_tiny(init_from=init_from), store=store)
         state = built.model.state_dict()
         assert state.keys() == final.keys()
