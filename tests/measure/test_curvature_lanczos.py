@@ -20,6 +20,27 @@ def _sym(d, seed=0, shift=0.0):
     return (a + a.T) / 2 + shift * torch.eye(d, dtype=torch.float64)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_near_zero_cluster_at_the_smallest_end_is_counted_once_per_eigenvalue(seed):
+    """A PSD matrix with three exact zeros and eigenvalues 1e-12, 3e-11, 1e-10 below a bulk
+    in [0.5, 10]: over the whole space (num_iter = d, tol = 0) the 8 smallest come out as
+    eigvalsh gives them, each cluster member once. Without the full re-orthogonalisation the
+    basis loses orthogonality once a cluster value converges: 0.5 came out twice (a ghost)
+    and two zeros were missing."""
+    d = 40
+    lam = torch.cat([torch.zeros(3, dtype=torch.float64),
+                     torch.tensor([1e-12, 3e-11, 1e-10], dtype=torch.float64),
+                     torch.linspace(0.5, 10, d - 6, dtype=torch.float64)])
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(seed),
+                                       dtype=torch.float64))
+    a = (q * lam) @ q.T
+    vals, vecs = lanczos(a, 8, which="smallest", num_iter=d, tol=0,
+                         generator=torch.Generator().manual_seed(seed))
+    torch.testing.assert_close(vals, torch.linalg.eigvalsh(a)[:8], rtol=0, atol=1e-13)
+    torch.testing.assert_close(vecs.T @ vecs, torch.eye(8, dtype=torch.float64), rtol=0,
+                               atol=1e-12)
+
+
 @pytest.mark.parametrize("which", ["largest", "smallest", "both", "magnitude"])
 def test_lanczos_matches_eigh(which):
     a = _sym(60, seed=3)

@@ -240,7 +240,9 @@ def lanczos(
             for the k-th. Restarts happen at a breakdown only: without one, a start vector's
             Krylov space holds one direction of each eigenspace, so an exactly repeated
             eigenvalue among the k can come out once, the next distinct eigenvalue in its
-            place (5, 4, 4, 3.9, ... read as 5, 4, 3.9). At a breakdown of a block begun at a
+            place (5, 4, 4, 3.9, ... read as 5, 4, 3.9), and so can the members of a cluster
+            narrower than the tolerance (0, 0, 0, 1e-12, 3e-11, 1e-10 below a bulk from 0.5,
+            smallest first, read as two values, then 0.5). At a breakdown of a block begun at a
             random vector the iteration ends when that block's extreme values, and the
             previous random block's, do not beat the k-th wanted one: nothing left in the
             space can change the wanted values (c·I takes k + 1 products; two blocks, as a
