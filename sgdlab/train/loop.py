@@ -1279,9 +1279,7 @@ def _check_micro_batch(micro_batch: Any, optimizer: Any, y_train: Tensor) -> int
     """``micro_batch`` as an int (or None), refused where the loop cannot chunk the batch."""
     if micro_batch is None:
         return None
-    m = plain_int(micro_batch)
-    if not is_int(m) or m < 1:
-        raise UserError(f"micro_batch must be an int >= 1 (or None), got {micro_batch!r}")
+    m = checked_int("micro_batch", micro_batch, 1, " (or None)")
     if getattr(optimizer, "needs_closure", False):
         raise UserError(f"micro_batch is not supported with {type(optimizer).__name__}, whose "
                         "closure evaluates its own batches")
