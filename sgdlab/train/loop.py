@@ -22,7 +22,8 @@ Conventions (see docs/ARCHITECTURE.md):
   Σ_k (n_k/B) L_k, the batch's mean loss when nothing couples its examples; batch norm in
   train mode normalises (and updates its running statistics) chunk by chunk
   (:func:`micro_batch_backward`). Full-batch GD then accumulates its gradient over chunks of
-  the stored order, the same at every step. Not for closure optimizers or token data.
+  the stored order, the same at every step. Not for closure optimizers, token data or a
+  weighted mean loss (class weights, ignored targets: each chunk normalised by its own).
 - **Closure optimizers** (class attribute ``needs_closure = True``) get
   ``optimizer.step(closure)``; each ``closure()`` call draws the next batch from the stream
   (every call of a step evaluates the step's batch when the optimizer's
@@ -107,7 +108,8 @@ from ..errors import UserError, checked_int, int_at_least, is_seed, not_a_seed, 
 from ..loss_settings import loss_name, loss_reduction, torch_loss_class
 from ..measure.batch_norm import recompute_bn_statistics
 from ..models.modes import eval_mode
-from ..operators.batches import check_target_shape, dtype_refusal, loss_refusal
+from ..operators.batches import (check_target_shape, chunk_loss_problem, dtype_refusal,
+                                 loss_refusal)
 from ..operators.blocking import reproducible_blocks
 from ..operators.params import reaching_parameters
 from .callbacks import Callback, Schedule, TrainContext, callback_keys
@@ -579,7 +581,7 @@ class _Training:
         if n == 0:
             raise UserError("the training set is empty")
         self.loss_scale = _sequence_loss_scale(sequence_loss, self.y_train)
-        self.micro_batch = _check_micro_batch(micro_batch, optimizer, self.y_train)
+        self.micro_batch = _check_micro_batch(micro_batch, optimizer, loss_fn, self.y_train)
         self.model, self.loss_fn = model, loss_fn
         self.optimizer, self.schedule = optimizer, schedule
         self.epochs, self.max_steps, self.drop_last = epochs, max_steps, drop_last
@@ -1275,7 +1277,8 @@ def micro_batch_backward(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], T
     return total
 
 
-def _check_micro_batch(micro_batch: Any, optimizer: Any, y_train: Tensor) -> int | None:
+def _check_micro_batch(micro_batch: Any, optimizer: Any, loss_fn: Any,
+                       y_train: Tensor) -> int | None:
     """``micro_batch`` as an int (or None), refused where the loop cannot chunk the batch."""
     if micro_batch is None:
         return None
@@ -1287,6 +1290,12 @@ def _check_micro_batch(micro_batch: Any, optimizer: Any, y_train: Tensor) -> int
         # a per-token mean weighs tokens, not examples (and window-sum scales it): chunks
         # weighted by their examples would not be it
         raise UserError("micro_batch is not supported for token data (targets (N, T))")
+    problem = chunk_loss_problem(loss_fn, y_train)
+    if problem is not None:
+        # each chunk's loss is normalised by that chunk's own sum of weights
+        raise UserError(f"micro_batch weights the chunks' losses by their examples, but "
+                        f"{problem}: the chunks' losses so weighted are not the batch's; use "
+                        "a plain mean loss, or no micro_batch")
     return m
 
 

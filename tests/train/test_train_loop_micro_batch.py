@@ -121,3 +121,18 @@ def test_micro_batch_is_refused_for_token_data():
     with pytest.raises(UserError, match="micro_batch is not supported for token data"):
         train(model, lambda out, t: nn.functional.cross_entropy(out.transpose(1, 2), t), data,
               opt, epochs=1, batch_size=4, progress=False, micro_batch=2)
+
+
+@pytest.mark.parametrize("loss_fn, why", [
+    (nn.CrossEntropyLoss(weight=torch.tensor([1.0, 3.0], dtype=torch.float64)), r"weight=\.\.\."),
+    (nn.CrossEntropyLoss(ignore_index=1), "ignore_index=1"),
+])
+def test_micro_batch_is_refused_for_a_loss_whose_chunks_do_not_average_to_the_batchs(loss_fn,
+                                                                                      why):
+    """Class weights, or ignored targets among the labels, normalise each chunk's loss by its
+    own sum of weights: chunks weighted by their examples would step on another gradient."""
+    model = mlp(False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    with pytest.raises(UserError, match=f"micro_batch .*{why}"):
+        train(model, loss_fn, toy_data(), opt, epochs=1, batch_size="full", progress=False,
+              micro_batch=3)
