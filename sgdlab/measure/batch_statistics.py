@@ -176,7 +176,8 @@ def takeuchi_information(
     ``"hessian"`` (exact diagonal from d Hessian-vector products: small models). Coordinates
     whose curvature is ≤ 0 (ReLU-dead weights have H_jj = 0) are left out of the diagonal form
     when ``epsilon=0``; ``epsilon > 0`` is added to every H_jj instead (Cockpit's reading,
-    default 1e-7 there). ``covariance``: Σ over the same ``data``, when already computed."""
+    default 1e-7 there). ``covariance``: Σ over the same ``data``, when already computed (or C
+    itself, built with ``centred=False``)."""
     from .curvature import hessian_diagonal
 
     if curvature not in ("ggn", "hessian"):
@@ -188,8 +189,9 @@ def takeuchi_information(
         raise ValueError("covariance: Takeuchi's C needs Σ itself, not a scaled covariance "
                          "(minibatch() / scaled())")
     cov = covariance if covariance is not None else gradient_covariance(model, loss_fn, data)
-    mean = cov.mean.double()
-    second = cov.diagonal().double() + mean.square()                   # diag C
+    second = cov.diagonal().double()                                   # diag C
+    if cov.centred:         # Σ's diagonal: C = Σ + ḡḡᵀ
+        second = second + cov.mean.double().square()
     with _curvature_keyword("takeuchi_information"):
         h = hessian_diagonal(model, loss_fn, data, exact=True, operator=curvature).value.double()
     ratios = _kept_ratios(second, h, epsilon)

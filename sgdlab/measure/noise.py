@@ -594,6 +594,9 @@ def noise_magnitude(
                          "samples batches are drawn from without replacement; with "
                          "replacement=True it has no effect (pass replacement=False)")
     check_mean_of_samples(loss_fn, data, "noise_magnitude")
+    if covariance is not None and not covariance.centred:
+        raise ValueError("noise_magnitude: the noise is that of Σ (centred), not of the "
+                         "uncentred second moment Σ + ḡḡᵀ (gradient_covariance(centred=True))")
     cov = covariance or gradient_covariance(model, loss_fn, data, chunk_size=chunk_size)
     tr = cov.trace()
     if replacement:

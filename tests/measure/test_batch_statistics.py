@@ -264,3 +264,21 @@ def test_takeuchi_trace_form_adds_epsilon_to_the_trace_of_the_curvature():
     tic = takeuchi_information(model, loss_fn, data, curvature="ggn", epsilon=0.1)
     assert tic.trace == pytest.approx(float((g ** 2).sum() / len(g) / (h.sum() + 0.1)),
                                       rel=1e-9)
+
+
+def test_takeuchi_information_takes_an_uncentred_covariance_as_its_c():
+    """A covariance built with ``centred=False`` is C itself, (1/N) Σ_n g_n g_nᵀ: its diagonal
+    is not Σ's, to which ḡ² is added (float64, against the explicit sum)."""
+    from sgdlab.measure.noise import gradient_covariance
+
+    model, loss_fn = tiny_mlp(3, 4, 3).double(), nn.CrossEntropyLoss()
+    x, y = tiny_classification(n=11, in_dim=3, classes=3)
+    data = (x.double(), y)
+    g = per_sample_gradients_loop(model, loss_fn, data).double()
+    c = torch.diagonal(g.T @ g / len(g))
+    h = torch.diagonal(ggn_reference(model, loss_fn, data))
+    uncentred = gradient_covariance(model, loss_fn, data, centred=False)
+    tic = takeuchi_information(model, loss_fn, data, covariance=uncentred)
+    assert tic.trace == pytest.approx(float(c.sum() / h.sum()), rel=1e-10)
+    keep = h > 0
+    assert tic.diagonal == pytest.approx(float((c[keep] / h[keep]).sum()), rel=1e-10)

@@ -455,3 +455,11 @@ def test_uncentred_second_moment_matches_explicit_sum(problem):
         cov.minibatch(4)
     with pytest.raises(ValueError, match="centred must be True .* or False"):
         gradient_covariance(model, loss_fn, data, method=method, centred="false")
+
+
+def test_noise_magnitude_refuses_an_uncentred_covariance(problem):
+    """sqrt(η Tr Σ / m) is the noise of eq. (2): Tr(Σ + ḡḡᵀ) would add ‖ḡ‖² to it."""
+    model, loss_fn, data, method = problem
+    cov = gradient_covariance(model, loss_fn, data, method=method, centred=False)
+    with pytest.raises(ValueError, match="centred"):
+        noise_magnitude(model, loss_fn, data, 0.1, 2, covariance=cov)
