@@ -387,7 +387,8 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
             passes went: an Entropy-SGD's, HJ's or HEAT's at its inner points, not at x);
             ``"recompute"``, those of a train-mode pass over the training set at the current
             weights, written into the running buffers before each evaluation and left there
-            (:func:`recompute_eval_statistics`). Training itself is unchanged.
+            (:func:`recompute_eval_statistics`; in batches of at most ``micro_batch``).
+            Training itself is unchanged.
         micro_batch: take each batch larger than this in consecutive chunks of this many
             examples, accumulating their size-weighted gradients (see the module docstring);
             None (default): one forward and backward per batch.
@@ -940,8 +941,10 @@ class _Training:
         ctx = self.ctx
         ctx.step = self.loop["step"]
         if self.eval_bn == "recompute":
-            recompute_eval_statistics(self.model, self.x_train, self.bs_of(
-                min(self.loop["epoch"], max(self.epochs - 1, 0))))
+            b = self.bs_of(min(self.loop["epoch"], max(self.epochs - 1, 0)))
+            if self.micro_batch is not None:    # the batches training normalises with
+                b = min(b, self.micro_batch)
+            recompute_eval_statistics(self.model, self.x_train, b)
         for name, v in evaluation_metrics(self.model, self.loss_fn, self.eval_sets,
                                           classification=self.classification):
             ctx.log(name, v)

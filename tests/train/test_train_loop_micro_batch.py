@@ -136,3 +136,22 @@ def test_micro_batch_is_refused_for_a_loss_whose_chunks_do_not_average_to_the_ba
     with pytest.raises(UserError, match=f"micro_batch .*{why}"):
         train(model, loss_fn, toy_data(), opt, epochs=1, batch_size="full", progress=False,
               micro_batch=3)
+
+
+def test_eval_bn_recompute_passes_over_the_training_set_in_micro_batches():
+    """The statistics an evaluation recomputes (eval_bn="recompute") are those of a pass in
+    the chunks training normalises with, not in one full batch (which micro_batch avoids):
+    with two batch-norm layers the second one's input depends on the first one's batches."""
+    from sgdlab.train.loop import recompute_eval_statistics
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 4),
+                          nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).double()
+    data = toy_data()
+    gd_step(model, data, micro_batch=5, eval_bn="recompute")
+    chunks, whole = copy.deepcopy(model), copy.deepcopy(model)
+    recompute_eval_statistics(chunks, data.x_train, 5)
+    recompute_eval_statistics(whole, data.x_train, 10)
+    assert not torch.allclose(chunks[4].running_var, whole[4].running_var, rtol=1e-6)
+    for name, buf in model.named_buffers():
+        torch.testing.assert_close(buf, dict(chunks.named_buffers())[name], rtol=0, atol=0)
