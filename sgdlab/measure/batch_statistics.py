@@ -185,7 +185,7 @@ def takeuchi_information(
     if epsilon < 0:
         raise ValueError(f"Invalid epsilon={epsilon} (must be >= 0)")
     check_mean_of_samples(loss_fn, data, "takeuchi_information")
-    if covariance is not None and covariance._scale != 1.0:
+    if covariance is not None and covariance.scale != 1.0:
         raise ValueError("covariance: Takeuchi's C needs Σ itself, not a scaled covariance "
                          "(minibatch() / scaled())")
     cov = covariance if covariance is not None else gradient_covariance(model, loss_fn, data)

@@ -125,7 +125,8 @@ class GradientCovariance:
 
     Two representations, same interface:
 
-    - dense: the (N, d) factor F itself (``GradientCovariance(factor, mean, num_samples)``);
+    - dense: the (N, d) factor F itself (``GradientCovariance(factor, mean, num_samples)``,
+      ``scale`` then only recording the c that F already carries);
     - factored: per-layer activations and output gradients of a network of linear and
       convolution layers (:class:`~sgdlab.operators.factors.PerSampleFactors`), from which the Gram
       matrix, trace, diagonal, eigenvectors and noise samples are computed without ever forming
@@ -165,6 +166,11 @@ class GradientCovariance:
                 g = g - self.mean
             self._factor = g * math.sqrt(self._scale / self.num_samples)
         return self._factor
+
+    @property
+    def scale(self) -> float:
+        """The factor c of c·Σ (:meth:`scaled`, :meth:`minibatch`); 1 for Σ itself."""
+        return self._scale
 
     @property
     def dim(self) -> int:
@@ -395,8 +401,9 @@ class GradientCovariance:
         if self._factored():
             return GradientCovariance(None, self.mean, self.num_samples, per_sample=self._ps,
                                       scale=self._scale * c, centred=self.centred)
+        # the dense factor carries c itself; scale records it (``scale``)
         return GradientCovariance(self._factor * math.sqrt(c), self.mean, self.num_samples,
-                                  centred=self.centred)
+                                  scale=self._scale * c, centred=self.centred)
 
     def minibatch(self, batch_size: int, *, replacement: bool = True) -> "GradientCovariance":
         """Covariance of the mini-batch gradient g_B (thesis eq. 6.4 / 6.5): see
@@ -597,6 +604,11 @@ def noise_magnitude(
     if covariance is not None and not covariance.centred:
         raise ValueError("noise_magnitude: the noise is that of Σ (centred), not of the "
                          "uncentred second moment Σ + ḡḡᵀ (gradient_covariance(centred=True))")
+    if covariance is not None and covariance.scale != 1.0:
+        # the batch's factor 1/m (or c) is applied below: a mini-batch covariance would take it
+        # twice
+        raise ValueError("noise_magnitude: covariance must be Σ itself, not a scaled covariance "
+                         "(minibatch() / scaled()): the batch's factor is applied here")
     cov = covariance or gradient_covariance(model, loss_fn, data, chunk_size=chunk_size)
     tr = cov.trace()
     if replacement:

@@ -153,6 +153,11 @@ def test_takeuchi_information_against_dense_matrices(curvature, reference):
     with pytest.raises(ValueError, match="scaled"):
         takeuchi_information(model, loss_fn, data, curvature=curvature,
                              covariance=cov.minibatch(4))
+    # a dense covariance's factor carries the scale: refused the same
+    dense = gradient_covariance(model, loss_fn, data, method="vmap")
+    with pytest.raises(ValueError, match="scaled"):
+        takeuchi_information(model, loss_fn, data, curvature=curvature,
+                             covariance=dense.scaled(2.0))
 
 
 @pytest.mark.parametrize("curvature, reference", [("hessian", dense_hessian_reference),

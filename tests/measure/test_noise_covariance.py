@@ -463,3 +463,18 @@ def test_noise_magnitude_refuses_an_uncentred_covariance(problem):
     cov = gradient_covariance(model, loss_fn, data, method=method, centred=False)
     with pytest.raises(ValueError, match="centred"):
         noise_magnitude(model, loss_fn, data, 0.1, 2, covariance=cov)
+
+
+def test_noise_magnitude_refuses_a_scaled_covariance(problem):
+    """The batch's factor is applied inside: a mini-batch covariance would take it twice
+    (sqrt(η Tr Σ / m²)); Σ itself gives sqrt(η Tr Σ / m), as without ``covariance``."""
+    model, loss_fn, data, method = problem
+    cov = gradient_covariance(model, loss_fn, data, method=method)
+    for scaled in (cov.minibatch(2), cov.scaled(3.0)):
+        assert scaled.scale != 1.0
+        with pytest.raises(ValueError, match="scaled covariance"):
+            noise_magnitude(model, loss_fn, data, 0.1, 2, covariance=scaled)
+    given = noise_magnitude(model, loss_fn, data, 0.1, 2, covariance=cov)
+    assert given.noise_norm == pytest.approx(math.sqrt(0.1 * cov.trace() / 2), rel=1e-12)
+    assert given.noise_norm == pytest.approx(
+        noise_magnitude(model, loss_fn, data, 0.1, 2).noise_norm, rel=1e-6)
