@@ -23,7 +23,8 @@ writes
   recorded during training (measured again at that step, a value replaces the last one),
 - ``measurements.json`` (scalars and arrays: eigenvalues, spectra, SLQ density, the loss
   surface; a non-finite value is null; ``memory_budget``: the passes' budget in bytes, null
-  for the device's default) and plots (``hessian_density.png``, ``spectra.png``,
+  for the device's default; ``centred``, with noise or alignment: false for ``--uncentred``)
+  and plots (``hessian_density.png``, ``spectra.png``,
   ``alignment.png``, ``loss_surface.png``; ``curvature_history.png``, ``noise_magnitude.png`` and
   ``batch_statistics.png`` when the run recorded such series during training) to ``--out``
   (default: ``<run folder>/measure-step<step>``).
@@ -54,6 +55,7 @@ OPTIONS = {
     "k": ("--k", ("hessian", "noise", "alignment"), 5),
     "probes": ("--probes", ("hessian", "alignment"), 100),
     "lanczos_iter": ("--lanczos-iter", ("hessian", "alignment", "surface"), None),
+    "uncentred": ("--uncentred", ("noise", "alignment"), False),
     "sigma": ("--sigma", ("sharpness",), 0.01),
     "epsilon": ("--epsilon", ("sharpness",), 1e-3),
     "gamma": ("--gamma", ("sharpness",), 1e-4),
@@ -100,6 +102,10 @@ def register(subparsers) -> None:
                    help="most Lanczos iterations for the eigenvalues of hessian, alignment "
                         "and surface's --directions hessian (default min(d, 2k + 60)); raise "
                         "it where a warning says an eigenvalue did not converge")
+    p.add_argument("--uncentred", action="store_true", default=None,
+                   help="noise and alignment of the uncentred second moment E[g gᵀ] = Σ + "
+                        "ḡḡᵀ of the per-sample gradients (Zhu et al. eq. (6)) instead of their "
+                        "covariance Σ (eq. (3), default)")
     p.add_argument("--sigma", type=float,
                    help="σ of the expected-sharpness perturbation (default 0.01)")
     p.add_argument("--epsilon", type=float, help="Keskar ε (default 1e-3)")
@@ -389,12 +395,16 @@ def _measure(args: argparse.Namespace) -> int:
     make_output_dir(out_dir)
     print(f"sgdlab: measuring {ckpt} (step {step}) on {len(x)} {args.data} examples, "
           f"{d} parameters, "
-          f"{'train' if args.train_mode else 'eval'} mode", flush=True)
+          f"{'train' if args.train_mode else 'eval'} mode"
+          f"{', Σ uncentred (E[g gᵀ] = Σ + ḡḡᵀ)' if args.uncentred else ''}",
+          flush=True)
 
     result: dict[str, Any] = {"checkpoint": str(ckpt), "run_id": run_id, "step": step,
                               "data": args.data, "num_samples": len(x), "what": what,
                               "seed": args.seed, "memory_budget": args.memory_budget,
                               "scalars": {}, "arrays": {}}
+    if {"noise", "alignment"} & set(what):
+        result["centred"] = not args.uncentred
     m = _Measuring(args, model, loss_fn, batch, out_dir, result)
     t0 = time.perf_counter()
     # a fixed order, not --what's: with --train-mode dropout draws on the global RNG in turn
@@ -555,7 +565,7 @@ def _noise(m: _Measuring) -> None:
     from sgdlab.measure.noise import DENSE_EIG_LIMIT, gradient_covariance
     from sgdlab.report.figures.curvature import eigenspectrum_figure
 
-    cov = gradient_covariance(m.model, m.loss_fn, m.batch)
+    cov = gradient_covariance(m.model, m.loss_fn, m.batch, centred=not m.args.uncentred)
     k = min(m.args.k, cov.num_samples, cov.dim)
     s_vals, _ = cov.eigenpairs(k)
     m.scalars.update({"noise/trace": cov.trace(), "noise/mean_eig": cov.trace() / cov.dim})
@@ -565,9 +575,10 @@ def _noise(m: _Measuring) -> None:
         m.scalars.update({"noise/rank": float(len(spec)),
                           "noise/rank_fraction": len(spec) / cov.dim})
         m.arrays["noise/spectrum"] = _tolist(spec)
-    spectra = {"D(x) = Σ": m.arrays.get("noise/spectrum", _tolist(s_vals))}
+    label = "D(x) = Σ" if cov.centred else "E[g gᵀ] = Σ + ḡḡᵀ"
+    spectra = {label: m.arrays.get("noise/spectrum", _tolist(s_vals))}
     # the round-off each was computed with: Σ's rank threshold; Lanczos in the model's dtype
-    dtypes, dims = {"D(x) = Σ": cov.dtype}, {"D(x) = Σ": cov.dim}
+    dtypes, dims = {label: cov.dtype}, {label: cov.dim}
     if "hess/top" in m.arrays:   # the Hessian's top-k, when measured too
         spectra["Hessian (top-k)"] = m.arrays["hess/top"]
         params = [p for p in m.model.parameters() if p.requires_grad]
@@ -584,13 +595,16 @@ def _alignment(m: _Measuring) -> None:
     with _named("align (the Hessian's top-k)"):
         al = sigma_hessian_alignment(m.model, m.loss_fn, m.batch, m.args.k,
                                      num_probes=m.args.probes, tol=1e-4,
-                                     num_iter=m.args.lanczos_iter, generator=m.gen())
+                                     num_iter=m.args.lanczos_iter, generator=m.gen(),
+                                     centred=not m.args.uncentred)
     m.scalars.update(al.as_metrics("align"))
     m.arrays.update({"align/cosines": _tolist(al.cosines),
                      "align/hessian_normalised": _tolist(al.hessian_normalised),
                      "align/sigma_normalised": _tolist(al.sigma_normalised)})
     m.figures.append(_save(alignment_figure(_tolist(al.cosines), _tolist(al.hessian_normalised),
-                                            _tolist(al.sigma_normalised), residual=al.residual),
+                                            _tolist(al.sigma_normalised), residual=al.residual,
+                                            title=("E[g gᵀ]–H alignment (uncentred Σ + ḡḡᵀ)"
+                                                   if m.args.uncentred else None)),
                            m.out_dir / "alignment.png"))
 
 

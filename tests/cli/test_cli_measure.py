@@ -39,6 +39,10 @@ def _trained_tiny(tmp_path, *, lr: str, exit_code: int):
     (["--what", "surface", "--directions", "hessian", "--normalization", "layer"],
      "--normalization: a random-direction option, but --directions hessian (it applies to "
      "--directions random only)"),
+    # the Hessian, the mini-batch statistics and the rest take no Σ to uncentre
+    (["--what", "hessian,sharpness,batch", "--uncentred"],
+     "--uncentred applies to --what noise or alignment, not measured with --what "
+     "hessian,sharpness,batch: it would change nothing"),
 ])
 def test_an_option_of_a_measurement_not_asked_for_is_refused(tmp_path, capsys, argv, needle):
     # it was ignored: `--batches 0` without `--what batch` measured the Hessian and said nothing
@@ -476,6 +480,67 @@ def test_printed_curvature_and_noise_are_the_dense_float64_values_of_the_seeded_
     assert int((vals > 10 * threshold).sum()) <= rank <= int((vals > threshold / 10).sum())
     assert rank <= 11      # centred: at most N − 1
     assert printed["noise/rank_fraction"] == pytest.approx(rank / d, rel=1e-5)
+
+
+def test_uncentred_noise_and_alignment_are_the_python_calls_with_centred_false(tmp_path,
+                                                                               capsys):
+    """``--uncentred``: noise and alignment of a float64 run are those of
+    ``gradient_covariance`` and ``sigma_hessian_alignment`` with ``centred=False`` on the same
+    seeded subset, the noise the dense (1/N) Σᵢ gᵢgᵢᵀ = Σ + ḡḡᵀ; measurements.json records
+    ``centred: false``."""
+    import torch
+
+    from sgdlab.measure.alignment import sigma_hessian_alignment
+    from sgdlab.measure.noise import gradient_covariance
+    from sgdlab.operators.blocking import reproducible_blocks
+    from sgdlab.testing import (
+        covariance_reference, empirical_fisher_reference, per_sample_gradients_loop,
+    )
+
+    cfg = tmp_path / "tiny64.yaml"
+    cfg.write_text("name: tiny64\ndata: {name: cubic, seed: 0}\n"
+                   "model: {name: zhu-mlp-1-6-6-6-1}\noptimizer: {name: sgd, lr: 0.01}\n"
+                   "train: {epochs: 0, batch_size: 4, dtype: float64, threads: 1, "
+                   "progress: false}\n")
+    run, store = tmp_path / "run", tmp_path / "s.sqlite"
+    assert main(["train", str(cfg), "--store", str(store), "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["measure", str(run), "--what", "noise,alignment", "--uncentred", "--k", "3",
+                 "--subset", "12", "--seed", "5", "--store", str(store),
+                 "--out", str(tmp_path / "m")]) == 0
+    assert "Σ uncentred (E[g gᵀ] = Σ + ḡḡᵀ)" in capsys.readouterr().out
+    res = json.loads((tmp_path / "m" / "measurements.json").read_text())
+    assert res["centred"] is False
+
+    model, loss_fn, data = _float64_model_and_examples(run, subset=12, seed=5)
+    cov = gradient_covariance(model, loss_fn, data, centred=False)
+    vals = cov.eigenpairs(3)[0]
+    for i in range(3):
+        assert res["scalars"][f"noise/top_{i + 1}"] == pytest.approx(float(vals[i]), rel=1e-9)
+    assert res["arrays"]["noise/spectrum"] == pytest.approx(cov.spectrum().tolist(), rel=1e-9)
+    grads = per_sample_gradients_loop(model, loss_fn, data)
+    second_moment = empirical_fisher_reference(grads)
+    assert res["scalars"]["noise/trace"] == pytest.approx(float(second_moment.trace()),
+                                                          rel=1e-10)
+    assert res["scalars"]["noise/rank"] == cov.rank()
+    # not Σ: M = Σ + ḡḡᵀ, trace Σ + ‖ḡ‖², ‖ḡ‖² far from round-off here
+    sigma_trace = float(covariance_reference(grads).trace())
+    gbar_sq = float(grads.mean(0).square().sum())
+    assert res["scalars"]["noise/trace"] == pytest.approx(sigma_trace + gbar_sq, rel=1e-10)
+    assert gbar_sq > 0.1 * sigma_trace
+
+    with reproducible_blocks():
+        al = sigma_hessian_alignment(model, loss_fn, data, 3, num_probes=100, tol=1e-4,
+                                     generator=torch.Generator().manual_seed(5),
+                                     centred=False)
+    for key, value in al.as_metrics("align").items():
+        assert res["scalars"][key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+    assert res["arrays"]["align/sigma_normalised"] == pytest.approx(
+        al.sigma_normalised.tolist(), rel=1e-9)
+    centred = sigma_hessian_alignment(model, loss_fn, data, 3, num_probes=100, tol=1e-4,
+                                      generator=torch.Generator().manual_seed(5))
+    assert res["scalars"]["align/sigma_norm_eig_1"] != pytest.approx(
+        centred.as_metrics("align")["align/sigma_norm_eig_1"], rel=1e-6)
 
 
 def test_data_test_measures_the_test_split(tiny_run, tmp_path, capsys):
