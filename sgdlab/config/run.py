@@ -12,8 +12,8 @@ A run config (YAML or TOML, data only) has these sections; every key but the nam
     schedule:  {name: constant}       # any registered schedule + its args
     train:     {epochs: 10, batch_size: 128, replacement: false, drop_last: false, seed: 0,
                 eval_every: 1, eval_subset: null, eval_bn: running, checkpoint_every: null,
-                max_steps: null, device: cpu, dtype: float32, threads: null, progress: true,
-                tensorboard: null}
+                max_steps: null, micro_batch: null, device: cpu, dtype: float32,
+                threads: null, progress: true, tensorboard: null}
     measure:   [{name: <instrument>, every: 10, ...params}]   # or at: [...] / log_points: 20
     store:     {path: null}           # default $SGDLAB_STORE or ./sgdlab-runs/runs.sqlite
 
@@ -180,6 +180,10 @@ class TrainSection(Section):
     clip_grad_norm: float | None = Field(None, gt=0,
                                          description="rescale each gradient to at most this "
                                                      "norm (null: no clipping)")
+    micro_batch: int | None = Field(
+        None, ge=1, description="take each batch larger than this in consecutive chunks of this "
+                                "many examples, their gradients weighted by size and summed "
+                                "(batch norm: each chunk's statistics); null: one pass")
     sequence_loss: Literal["mean", "window-sum"] = Field(
         "mean", description="token data: step on the per-token mean loss, or on the loss summed "
                             "over each window's positions (window-sum, Zaremba et al.'s)")
@@ -447,6 +451,18 @@ def _check_optimizer(path: str, sec: dict[str, Any], errors: list[str]) -> None:
                  None if needs_model(cls)
                  else lambda hyper: cls([torch.nn.Parameter(torch.zeros(1))], **hyper),
                  numbers=_required_numbers(fn) | optional, nullable=optional)
+
+
+def _check_micro_batch_optimizer(name: str, errors: list[str]) -> None:
+    """``train.micro_batch`` with an optimizer whose closure draws its own batches (Entropy-SGD,
+    HJ, ...), which the loop cannot chunk: refused here, before a run is recorded (the loop
+    refuses it at its first step)."""
+    from ..optim import OPTIMIZERS
+
+    name = registered_spelling(name, OPTIMIZERS)
+    if name is not None and getattr(OPTIMIZERS[name], "needs_closure", False):
+        errors.append(f"train.micro_batch: not supported with optimizer {name!r}, whose "
+                      "closure evaluates its own batches (leave micro_batch out)")
 
 
 def _check_schedule(path: str, sec: dict[str, Any], errors: list[str]) -> None:
@@ -753,6 +769,8 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
     for key in ("data", "model", "optimizer", "schedule"):
         if sound((key,)):
             _CHECKS[key](key, cfg[key] if cfg else checked(key, raw.get(key)), errors)
+    if cfg and cfg["train"]["micro_batch"] is not None:
+        _check_micro_batch_optimizer(cfg["optimizer"]["name"], errors)
     data = raw.get("data")
     if (not sound(("data",)) and isinstance(data, dict)
             and data.get("name") is None and data.get("file") is None):
@@ -768,11 +786,13 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
                       "(remove both to start from the seed's weights)")
     if errors:
         raise config_error(errors)
-    # a run without a warm start, plugins or a data file keeps the config it always had
-    # (stored configs compare)
+    # a run without a warm start, plugins, a data file or micro-batches keeps the config it
+    # always had (stored configs compare)
     for key in ("init_from", "warm_start"):
         if cfg["model"][key] is None:
             del cfg["model"][key]
+    if cfg["train"]["micro_batch"] is None:
+        del cfg["train"]["micro_batch"]
     if cfg["plugins"]:
         from ..plugins import recorded_plugins
 
@@ -812,8 +832,8 @@ TRAINING_KEYS: dict[str, tuple[str, ...] | None] = {
     "optimizer": None,
     "schedule": None,
     "train": ("epochs", "batch_size", "replacement", "drop_last", "seed", "eval_every",
-              "eval_subset", "eval_bn", "max_steps", "clip_grad_norm", "sequence_loss",
-              "dtype"),
+              "eval_subset", "eval_bn", "max_steps", "clip_grad_norm", "micro_batch",
+              "sequence_loss", "dtype"),
     "measure": None,
 }
 
@@ -832,10 +852,10 @@ def training_settings(cfg: dict[str, Any]) -> dict[str, Any]:
         value = cfg[section]
         if keys is not None and isinstance(value, dict):
             # no warm start is no init_from key, no data file no file key, a data file no
-            # name, as validate_config leaves them
+            # name, no micro-batches no micro_batch key, as validate_config leaves them
             value = {k: value[k] for k in keys
-                     if k in value and not (k in ("init_from", "file", "sha256", "name")
-                                            and value[k] is None)}
+                     if k in value and not (k in ("init_from", "file", "sha256", "name",
+                                                  "micro_batch") and value[k] is None)}
         out[section] = copy.deepcopy(value)
     return out
 
@@ -1160,7 +1180,7 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False, store: An
                         eval_subset=t["eval_subset"], checkpoint_every=t["checkpoint_every"],
                         max_steps=t["max_steps"], device=device, progress=t["progress"],
                         clip_grad_norm=t["clip_grad_norm"], sequence_loss=t["sequence_loss"],
-                        eval_bn=t["eval_bn"])
+                        eval_bn=t["eval_bn"], micro_batch=t.get("micro_batch"))
     return BuiltRun(model, loss_fn, data, optimizer, schedule, callbacks, train_kwargs)
 
 

@@ -853,6 +853,28 @@ def test_runs_compare_prints_the_config_name_once(tmp_path, capsys):
     assert row.split()[1:] == ["tiny-a", "tiny-b"]
 
 
+def test_a_run_with_micro_batches_stopped_and_resumed_ends_as_the_uninterrupted_one(
+        tmp_path, capsys):
+    """``train.micro_batch: 3`` (batches of 4 in chunks of 3 and 1): the stored config keeps
+    it, and the resume, which trains that config again from its checkpoint, ends at the
+    uninterrupted run's weights."""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY.replace("epochs: 6", "epochs: 2") + "measure: [{name: _test_kill, "
+                                                           "every: 1}]\n")
+    store_path = tmp_path / "runs.sqlite"
+    args = ["train", str(cfg), "--store", str(store_path), "--set", "train.micro_batch=3"]
+    assert main([*args, "--out", str(tmp_path / "ref")]) == 0
+    assert _terminated_at(8, [*args, "--out", str(tmp_path / "stopped")]) == 130
+    store = RunStore(store_path)
+    ref, stopped = store.list_runs()
+    assert stopped["config"]["train"]["micro_batch"] == 3 and stopped["status"] == "interrupted"
+    assert main(["resume", stopped["id"], "--store", str(store_path)]) == 0
+    assert "resumed from step 7" in capsys.readouterr().out
+    a, b = (torch.load(tmp_path / d / "checkpoints" / "last.pt", weights_only=True)["model"]
+            for d in ("ref", "stopped"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_and_show_take_the_run_folder(tmp_path, capsys, monkeypatch):
     """The folder a run was written to stands for the run and its store, as in `runs
     compare`: `sgdlab resume FOLDER` from anywhere, without --store."""

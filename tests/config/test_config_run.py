@@ -115,6 +115,9 @@ def test_packaged_default_validates_with_defaults_filled():
     ("store.path=3", "store.path: must be a string, got 3"),
     ("train.clip_grad_norm=0", "train.clip_grad_norm: must be > 0.0, got 0"),
     ("train.clip_grad_norm=.nan", "train.clip_grad_norm: must be a number, got nan"),
+    ("train.micro_batch=0", "train.micro_batch: must be >= 1, got 0"),
+    ("train.micro_batch=2.5", "train.micro_batch: must be an integer, got 2.5"),
+    ("train.micro_batch=true", "train.micro_batch: must be an integer, got True"),
 ])
 def test_bad_values_name_their_key(override, message):
     errors = config_errors(apply_overrides(TINY, [override]))
@@ -351,6 +354,69 @@ def test_sequence_loss_from_a_config_reaches_the_loop():
                              ).train_kwargs["sequence_loss"] == "window-sum"
     with pytest.raises(ConfigError, match="train.sequence_loss"):
         validate_config(apply_overrides(TINY, ["train.sequence_loss=sum"]))
+
+
+def test_micro_batch_from_a_config_trains_as_train_with_micro_batch():
+    """A batch-normalised MLP on the 20 cubic examples, two full-batch GD steps in float64:
+    ``train.micro_batch: 8`` trains bit for bit as ``train(..., micro_batch=8)`` (chunks of
+    8, 8, 4, each normalised by its own statistics), not as one pass."""
+    from sgdlab.train import train
+
+    raw = apply_overrides(TINY, ["model={name: mlp, options: {widths: [6], batchnorm: true}}",
+                                 "train.batch_size=full", "train.dtype=float64",
+                                 "train.progress=false"])
+
+    def trained(cfg, **kw) -> list:
+        b = build_from_config(cfg)
+        train(*b[:4], schedule=b.schedule, callbacks=b.callbacks, **{**b.train_kwargs, **kw})
+        return [t.detach().clone() for t in b.model.state_dict().values()]
+
+    built = build_from_config(apply_overrides(raw, ["train.micro_batch=8"]))
+    assert built.train_kwargs["micro_batch"] == 8
+    assert build_from_config(raw).train_kwargs["micro_batch"] is None
+    chunked = trained(apply_overrides(raw, ["train.micro_batch=8"]))
+    assert all(torch.equal(a, b) for a, b in zip(chunked, trained(raw, micro_batch=8)))
+    assert not all(torch.equal(a, b) for a, b in zip(chunked, trained(raw)))
+
+
+def test_micro_batch_of_a_closure_optimizer_is_refused_by_the_config():
+    # the loop refused it at its first step, after `sgdlab train` had recorded the run
+    assert config_errors(apply_overrides(TINY, [
+        "train.micro_batch=4", "optimizer={name: entropy-sgd, lr: 0.1}"])) == (
+        "train.micro_batch: not supported with optimizer 'entropy_sgd', whose closure "
+        "evaluates its own batches (leave micro_batch out)")
+
+
+def test_a_config_without_micro_batch_keeps_its_stored_config_and_settings():
+    """The stored config of a run without ``micro_batch`` (the text runs are stored and
+    matched by) and its training settings (``runs compare``, a sweep run's ``training``) are
+    what sgdlab stored before the key existed: SHA-256 of the store's JSON, computed at commit
+    802e0850. One that sets it stores and compares it."""
+    import hashlib
+
+    from sgdlab.config.run import stored_training_settings, training_settings
+    from sgdlab.experiments.procedures import get_procedure
+    from sgdlab.store.runstore import _to_json
+
+    def digest(obj) -> str:
+        return hashlib.sha256(_to_json(obj).encode()).hexdigest()
+
+    cfg = validate_config(TINY)
+    assert digest(cfg) == "5db96713cb53c4909cf61b151099b91649faca06feb66d8e7d7a40bb74a6ef65"
+    settings = "2fce263a7d88e572b59a20375ac44a777fc13b4addba560978ac05a70644cc36"
+    assert digest(training_settings(cfg)) == digest(stored_training_settings(cfg)) == settings
+    params = {"dataset": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
+              "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 2, "batch_size": "full"}
+    procedure = get_procedure("train")
+    assert digest(procedure.training_settings(params, 3)) == (
+        "5115595a03e0bba1612403fa5172bfcde9fe33903065bc21e266e280de671b61")
+
+    chunked = validate_config(apply_overrides(TINY, ["train.micro_batch=3"]))
+    assert chunked["train"]["micro_batch"] == 3 and validate_config(chunked) == chunked
+    assert training_settings(chunked)["train"]["micro_batch"] == 3
+    assert stored_training_settings(chunked) == training_settings(chunked)
+    assert procedure.training_settings({**params, "micro_batch": 3}, 3)["train"][
+        "micro_batch"] == 3
 
 
 def test_eval_bn_from_a_config_reaches_the_loop_and_a_stored_config_without_it_is_running():
