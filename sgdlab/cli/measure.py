@@ -23,7 +23,10 @@ writes
   recorded during training (measured again at that step, a value replaces the last one),
 - ``measurements.json`` (scalars and arrays: eigenvalues, spectra, SLQ density, the loss
   surface; a non-finite value is null; ``memory_budget``: the passes' budget in bytes, null
-  for the device's default; ``centred``, with noise or alignment: false for ``--uncentred``)
+  for the device's default; ``centred``, with noise or alignment: false for ``--uncentred``;
+  ``settings``: every setting the values depend on, the options of the measurements made,
+  the examples' split, subset and seed, the mode, dtype and device, and the passes' fixed
+  Lanczos tolerance and density probes, also in the config of a run this command creates)
   and plots (``hessian_density.png``, ``spectra.png``,
   ``alignment.png``, ``loss_surface.png``; ``curvature_history.png``, ``noise_magnitude.png`` and
   ``batch_statistics.png`` when the run recorded such series during training) to ``--out``
@@ -71,6 +74,9 @@ OPTIONS = {
     "batches": ("--batches", ("batch",), 20),
     "batch_curvature": ("--batch-curvature", ("batch",), None),
 }
+# fixed settings of the passes, recorded with the options in measurements.json's settings
+LANCZOS_TOL = 1e-4
+DENSITY_PROBES, DENSITY_MAX_ITER = 5, 80     # the Hessian's SLQ density
 
 
 def register(subparsers) -> None:
@@ -303,6 +309,39 @@ def _refuse_non_finite(model, loss_fn, batch, ckpt: Path, step: int,
                         "weights of a run that diverged?)")
 
 
+def _settings(args: argparse.Namespace, what: list[str], model, batch_size: int | None
+              ) -> dict[str, Any]:
+    """Every setting the values measured depend on, for measurements.json's ``settings``: the
+    examples (split, subset, seed), the model's mode, dtype and device, the options of the
+    measurements in ``what`` (``batch_size``: the one used, ``lanczos_iter`` null for
+    Lanczos' default, ``centred`` for ``--uncentred``) and the fixed settings of their passes.
+    Two files measured alike hold equal ones."""
+    param = next(model.parameters())
+    out: dict[str, Any] = {"data": args.data, "subset": args.subset, "seed": args.seed,
+                           "train_mode": bool(args.train_mode),
+                           "dtype": str(param.dtype).removeprefix("torch."),
+                           "device": param.device.type}
+    hessian_surface = "surface" in what and args.directions == "hessian"
+    for dest, (_, needs, _) in OPTIONS.items():
+        if not set(needs) & set(what):
+            continue
+        if dest == "lanczos_iter" and not ({"hessian", "alignment"} & set(what)
+                                           or hessian_surface):
+            continue            # random directions run no Lanczos
+        if dest in ("normalization", "bias_bn") and args.directions != "random":
+            continue
+        if dest == "uncentred":
+            out["centred"] = not args.uncentred
+        else:
+            out[dest] = batch_size if dest == "batch_size" else getattr(args, dest)
+    if {"hessian", "alignment"} & set(what) or hessian_surface:
+        out["lanczos_tol"] = LANCZOS_TOL
+    if "hessian" in what:
+        out["density_probes"] = DENSITY_PROBES
+        out["density_max_iter"] = DENSITY_MAX_ITER
+    return out
+
+
 def _tolist(t) -> list[float]:
     return [float(v) for v in t.reshape(-1).tolist()]
 
@@ -402,6 +441,7 @@ def _measure(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {"checkpoint": str(ckpt), "run_id": run_id, "step": step,
                               "data": args.data, "num_samples": len(x), "what": what,
                               "seed": args.seed, "memory_budget": args.memory_budget,
+                              "settings": _settings(args, what, model, batch_size),
                               "scalars": {}, "arrays": {}}
     if {"noise", "alignment"} & set(what):
         result["centred"] = not args.uncentred
@@ -454,7 +494,8 @@ def _measure(args: argparse.Namespace) -> int:
         except UserError:
             run_id = None
     if run_id is None:
-        run_id = store.create_run({"measure": str(ckpt), "source_config": cfg},
+        run_id = store.create_run({"measure": str(ckpt), "source_config": cfg,
+                                   "settings": result["settings"]},
                                   name=f"measure {ckpt.name}", experiment="measure",
                                   status="finished")
         print(f"  (no run for this checkpoint in {store.path}: recorded as run {run_id})")
@@ -544,13 +585,16 @@ def _hessian(m: _Measuring) -> None:
     op = HessianOperator(m.model, m.loss_fn, m.batch)
     k = min(m.args.k, op.shape[0])
     with _named(f"hess/top_1..{k}" if k > 1 else "hess/top_1"):
-        h_vals, _ = lanczos(op, k, tol=1e-4, num_iter=m.args.lanczos_iter, generator=m.gen())
+        h_vals, _ = lanczos(op, k, tol=LANCZOS_TOL, num_iter=m.args.lanczos_iter,
+                            generator=m.gen())
     with _named("hess/bottom_1"):
-        bottom, _ = lanczos(op, 1, which="smallest", tol=1e-4, num_iter=m.args.lanczos_iter,
+        bottom, _ = lanczos(op, 1, which="smallest", tol=LANCZOS_TOL,
+                            num_iter=m.args.lanczos_iter,
                             generator=m.gen())
     tr = hutchinson_trace(op, m.args.probes, generator=m.gen())
     fro = frobenius_norm(op, m.args.probes, generator=m.gen())
-    dens = spectral_density(op, num_probes=5, num_iter=min(80, op.shape[0]), generator=m.gen())
+    dens = spectral_density(op, num_probes=DENSITY_PROBES,
+                            num_iter=min(DENSITY_MAX_ITER, op.shape[0]), generator=m.gen())
     m.scalars.update({f"hess/top_{i + 1}": float(v) for i, v in enumerate(h_vals)})
     m.scalars.update({"hess/bottom_1": float(bottom[0]), "hess/trace": tr.value,
                       "hess/trace_se": tr.stderr, "hess/frobenius": fro.value})
@@ -594,7 +638,7 @@ def _alignment(m: _Measuring) -> None:
 
     with _named("align (the Hessian's top-k)"):
         al = sigma_hessian_alignment(m.model, m.loss_fn, m.batch, m.args.k,
-                                     num_probes=m.args.probes, tol=1e-4,
+                                     num_probes=m.args.probes, tol=LANCZOS_TOL,
                                      num_iter=m.args.lanczos_iter, generator=m.gen(),
                                      centred=not m.args.uncentred)
     m.scalars.update(al.as_metrics("align"))
@@ -648,7 +692,7 @@ def _surface(m: _Measuring) -> None:
     args = m.args
     if args.directions == "hessian":
         with _named("surface (the Hessian's top-2 directions)"):
-            dirs = hessian_directions(m.model, m.loss_fn, m.batch, 2, tol=1e-4,
+            dirs = hessian_directions(m.model, m.loss_fn, m.batch, 2, tol=LANCZOS_TOL,
                                       num_iter=args.lanczos_iter, generator=m.gen())
     else:
         g = m.gen()

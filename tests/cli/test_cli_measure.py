@@ -620,6 +620,33 @@ def test_each_option_reaches_the_measurement_it_names(tiny_run, tmp_path, capsys
     assert printed["hess/trace"] == pytest.approx(tr["result"].value, rel=1e-5)
 
 
+def test_measurements_json_holds_the_settings_the_values_depend_on(tiny_run, tmp_path,
+                                                                   capsys):
+    """``settings``: the options of the measurements made, as given or as defaulted (the
+    batch size the run's train.batch_size, Lanczos' iterations null for its default), the
+    examples, mode, dtype and device, and the passes' fixed settings; strict JSON that reads
+    back equal."""
+    from sgdlab.strict_json import dumps
+    from sgdlab.testing import strict_loads
+
+    run, store = tiny_run
+    assert main(["measure", str(run), "--what", "hessian,noise,alignment,surface,batch",
+                 "--uncentred", "--k", "2", "--probes", "3", "--normalization", "layer",
+                 "--extent", "0.5", "--steps", "3", "--batches", "2", "--subset", "12",
+                 "--seed", "4", "--store", str(store), "--out", str(tmp_path / "m")]) == 0
+    capsys.readouterr()
+    text = (tmp_path / "m" / "measurements.json").read_text()
+    settings = strict_loads(text)["settings"]
+    assert settings == {
+        "data": "train", "subset": 12, "seed": 4, "train_mode": False, "dtype": "float32",
+        "device": "cpu", "k": 2, "probes": 3, "lanczos_iter": None, "centred": False,
+        "directions": "random", "normalization": "layer", "bias_bn": "zero", "extent": 0.5,
+        "steps": 3, "bn_stats": "keep", "memory_budget": None, "batch_size": 4,
+        "batches": 2, "batch_curvature": None, "lanczos_tol": 1e-4, "density_probes": 5,
+        "density_max_iter": 80}
+    assert strict_loads(dumps(settings)) == settings
+
+
 @pytest.mark.parametrize("argv, problem", [
     (["--probes", "0"], "--probes must be >= 1, got 0"),
     (["--what", "sharpness", "--samples", "0"], "--samples must be >= 1, got 0"),
