@@ -689,3 +689,28 @@ def test_probe_and_eigenpair_counts_take_numpy_ints_and_refuse_bools():
             lanczos(a, 1, num_iter=bad, generator=g())
         with pytest.raises(ValueError, match=re.escape(f"Invalid num_iter={bad!r} (an int >= 1")):
             power_iteration(a, num_iter=bad, generator=g())
+
+
+@pytest.mark.parametrize("keyword, bad, rule", [
+    ("num_iter", 2.5, "an int >= 1: the Lanczos steps per probe"),
+    ("num_iter", True, "an int >= 1: the Lanczos steps per probe"),
+    ("num_iter", 0, "an int >= 1: the Lanczos steps per probe"),
+    ("num_probes", 2.0, "an int >= 1: the probes"),
+    ("num_probes", True, "an int >= 1: the probes"),
+    ("grid", 50.0, "an int >= 1: the grid points, or a 1-D grid"),
+    ("grid", True, "an int >= 1: the grid points, or a 1-D grid"),
+    ("grid", 0, "an int >= 1: the grid points, or a 1-D grid"),
+])
+def test_slq_counts_refuse_floats_and_bools(keyword, bad, rule):
+    # int() made num_iter 2.5 two steps, True one; a float grid was one point at that value
+    with pytest.raises(ValueError, match=re.escape(f"Invalid {keyword}={bad!r} ({rule})")):
+        spectral_density(_spd_like(d=8), **{keyword: bad})
+
+
+def test_slq_counts_take_numpy_ints():
+    """np.int64 probes, steps and grid points are the Python ints' (the same density)."""
+    a = _spd_like(d=8)
+    dens = [spectral_density(a, num_probes=n(2), num_iter=n(4), grid=n(30),
+                             generator=torch.Generator().manual_seed(3)) for n in (int, np.int64)]
+    assert len(dens[1].grid) == 30
+    torch.testing.assert_close(dens[1].density, dens[0].density, rtol=0, atol=0)

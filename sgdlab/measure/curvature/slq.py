@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from sgdlab.errors import checked_keywords
+from sgdlab.errors import checked_keywords, int_at_least, plain_int
 from sgdlab.operators import LinearOperator
 
 from ._common import Operand, random_vector, working_operator
@@ -124,12 +124,23 @@ def spectral_density(
         dtype: working precision of the Lanczos recurrences (as in
             :func:`~sgdlab.measure.curvature.lanczos.lanczos`).
     """
-    if num_probes < 1 or num_iter < 1:
-        raise ValueError("num_probes and num_iter must be >= 1")
+    # np.int64 is a count; True (1) and 2.5 (int() made it 2) are not
+    num_probes, num_iter = plain_int(num_probes), plain_int(num_iter)
+    if not int_at_least(num_probes, 1):
+        raise ValueError(f"Invalid num_probes={num_probes!r} (an int >= 1: the probes)")
+    if not int_at_least(num_iter, 1):
+        raise ValueError(f"Invalid num_iter={num_iter!r} (an int >= 1: the Lanczos steps per "
+                         "probe)")
+    if not isinstance(grid, Tensor):
+        grid = plain_int(grid)
+    # a float or bool was taken as a one-point grid at that value, not as a count of points
+    if isinstance(grid, (bool, float)) or (isinstance(grid, int) and grid < 1):
+        raise ValueError(f"Invalid grid={grid!r} (an int >= 1: the grid points, or a 1-D "
+                         "grid)")
     op = working_operator(A, dtype)
     nodes, weights = [], []
     starts = [random_vector(op, generator) for _ in range(num_probes)]   # the sequential draws
-    m = max(1, min(int(num_iter), op.shape[0]))
+    m = max(1, min(num_iter, op.shape[0]))
     basis_bytes = m * op.shape[0] * torch.finfo(op.dtype).bits // 8
     if op.device.type == "cuda":       # blocks are not measured there (the memory cap is the
         basis_bytes += op._probe_bytes()  # block), so the products' scratch counts too
