@@ -223,3 +223,61 @@ def test_the_alignment_tests_by_default_are_fig_1s_two_statements():
     assert "approach 1" in cos.claim and cos.agrees_with_paper is True
     assert "extremely similar" in eig.claim and eig.agrees_with_paper is True
     assert eig.evidence["gaps"] == pytest.approx([0.025, 0.0], abs=1e-15)
+
+
+def _alignment_texts(centred: list) -> dict:
+    """The matrix labels of the alignment analysis of one seed per ``centred`` value (its
+    alignment instrument's ``centred``; None: left out, the default): the table's column and
+    caption, the figures' titles (without the residual), legend and cosine axis, the findings
+    up to their values, the claims."""
+    import matplotlib.pyplot as plt
+
+    m = {"align/cos_1": [(10, 0.99)], "align/hess_norm_eig_1": [(10, 0.9)],
+         "align/sigma_norm_eig_1": [(10, 0.875)]}
+    runs = [run("g", seed, metrics=m, params={"measure": [
+        {"name": "alignment", "k": 1, **({} if c is None else {"centred": c})}]})
+            for seed, c in enumerate(centred)]
+    out = zhu.zhu_alignment(SimpleNamespace(paper=PAPER, options={}), runs)
+    (_, fig), (_, history) = out.figures
+    texts = {"column": out.tables[0].columns[-1], "caption": out.tables[0].caption,
+             "title": fig._suptitle.get_text().split(" ($e")[0],
+             "legend": [t.get_text() for t in fig.axes[1].get_legend().get_texts()],
+             "cos_axis": fig.axes[0].get_ylabel(), "history": history.axes[1].get_ylabel(),
+             "findings": [c.text.split(" = ")[0] for c in out.conclusions],
+             "claims": [c.claim for c in out.conclusions]}
+    plt.close(fig), plt.close(history)
+    return texts
+
+
+CAPTION = "at the last measurement; cosine mean and std over seeds, eigenvalues mean over seeds"
+CLAIMS = ["the cosines of the 1 leading eigenvector pairs of H and Σ approach 1",
+          "the normalised leading eigenvalues of H and Σ are extremely similar"]
+
+
+@pytest.mark.parametrize("centred, matrix, tex, caption, cosine_finding", [
+    # the default (or centred: true) as before
+    ([None, True], "Σ", r"\Sigma", CAPTION, "g: |cos(u_i, v_i)| of the 1 leading eigenvector "
+                                             "pairs at the end"),
+    ([False, False], "E[g gᵀ]", r"E[g\,g^T]",
+     CAPTION + "; v_i the eigenvectors of E[g gᵀ], E[g gᵀ] = Σ + ḡḡᵀ the uncentred second "
+               "moment of the per-sample gradients (eq. (6))",
+     "g: |cos(u_i, v_i)| of the 1 leading eigenvector pairs of H and E[g gᵀ] at the end"),
+], ids=["centred", "uncentred"])
+def test_alignment_labels_name_the_uncentred_second_moment_where_the_runs_measured_it(
+        centred, matrix, tex, caption, cosine_finding):
+    """The reading sigma-form=uncentred (the alignment instrument's ``centred: false``)
+    compares H with E[g gᵀ] = Σ + ḡḡᵀ: the tables, figures and findings name that matrix,
+    the claims stay the paper's (of Σ); the default's labels are Σ's, as before."""
+    assert _alignment_texts(centred) == {
+        "column": f"λ_i({matrix})/‖{matrix}‖_F", "caption": caption,
+        "title": f"g: {matrix}–H alignment at the end of training, mean over 2 seeds",
+        "legend": ["H", matrix], "cos_axis": rf"$|\cos(u_i(H), v_i({tex}))|$",
+        "history": f"|cos(u_1(H), v_1({matrix}))|",
+        "findings": [cosine_finding, "g: gaps between the Frobenius-normalised leading "
+                                     f"eigenvalues of H and {matrix} at the end"],
+        "claims": CLAIMS}
+
+
+def test_alignment_runs_of_both_matrices_are_named_as_either():
+    # no reading mixes them: seeds of both forms are labelled with both names
+    assert _alignment_texts([None, False])["column"] == "λ_i(Σ or E[g gᵀ])/‖Σ or E[g gᵀ]‖_F"

@@ -25,6 +25,21 @@ def _k(r: StoredRun) -> int:
     return max([int(m.group(1)) for n in r.metrics if (m := _COS.match(n))] or [0])
 
 
+SIGMA, UNCENTRED = "Σ", "E[g gᵀ]"
+
+
+def _second_moment(runs: list[StoredRun]) -> str:
+    """The matrix the runs' ``alignment`` instrument set against H: eq. (3)'s covariance Σ
+    (its default), the uncentred second moment E[g gᵀ] = Σ + ḡḡᵀ of eq. (6) where every run's
+    has ``centred: false`` (the reading ``sigma-form=uncentred``), or either for a mixture."""
+    kinds = {any(isinstance(m, dict) and m.get("name") == "alignment"
+                 and m.get("centred") is False for m in r.params.get("measure") or [])
+             for r in runs}
+    if kinds == {True}:
+        return UNCENTRED
+    return SIGMA if kinds != {True, False} else f"{SIGMA} or {UNCENTRED}"
+
+
 def _third(n: int) -> int:
     """How many log points make a third of ``n``: ⌈n/3⌉ (one for one or two points)."""
     return -(-n // 3)
@@ -75,6 +90,7 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
     rows, concl, figs = [], [], []
     for g, rs in groups.items():
         k = max(_k(r) for r in rs)      # a seed that measured nothing has no k
+        sigma = _second_moment(rs)
         d = int(rs[0].summary.get("num_params", 0)) or None
         cos_end, pairs = [], []
         for i in range(1, k + 1):
@@ -89,8 +105,9 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
         figs.append((f"alignment_{g}", alignment_figure(
             cos_end, [h for h, _ in pairs], [s for _, s in pairs],
             residual=mean_std([_last(r, "align/residual") for r in rs])[0],
-            title=f"{g}: Σ–H alignment at the end of training"
-                  + (f", mean over {len(rs)} seeds" if len(rs) > 1 else ""))))
+            title=f"{g}: {sigma}–H alignment at the end of training"
+                  + (f", mean over {len(rs)} seeds" if len(rs) > 1 else ""),
+            uncentred=sigma == UNCENTRED)))
         # (finding, agrees, claim, evidence) per requested test, with the seeds that have no
         # finite value where it reads: a verdict on the mean of the others would hide them
         checks: list[tuple[tuple, int]] = []
@@ -109,14 +126,15 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
             # every pair must be finite: min() skips a NaN that is not first
             lo = min(cos_end) if cos_end and all(map(finite, cos_end)) else float("nan")
             checks.append(((
-                f"|cos(u_i, v_i)| of the {k} leading eigenvector pairs at the end = "
+                f"|cos(u_i, v_i)| of the {k} leading eigenvector pairs"
+                f"{'' if sigma == SIGMA else f' of H and {sigma}'} at the end = "
                 f"{', '.join(f'{c:.3f}' for c in cos_end)} (smallest {lo:.3f}, threshold {thr})",
                 None if not finite(lo) else lo > thr,
                 f"the cosines of the {k} leading eigenvector pairs of H and Σ approach 1",
                 {"cosines": cos_end, "threshold": thr}),
                 lost([f"align/cos_{i}" for i in range(1, k + 1)])))
         if "eigenvalues" in tests:
-            checks.append((_eigenvalue_check(o, pairs),
+            checks.append((_eigenvalue_check(o, pairs, sigma),
                            lost([f"align/{w}_norm_eig_{i}" for w in ("hess", "sigma")
                                  for i in range(1, k + 1)])))
         if "residual" in tests:
@@ -128,14 +146,18 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
                   for (text, ok, claim, ev), gone in checks]
         concl += [Conclusion(f"{g}: {text}", agrees_with_paper=ok, claim=claim, evidence=ev)
                   for text, ok, claim, ev in found]
+    sigma = _second_moment(runs)
     table = Table("alignment", ["run", "i", "|cos(u_i, v_i)|", "std", "λ_i(H)/‖H‖_F",
-                                "λ_i(Σ)/‖Σ‖_F"], rows, keys=["run", "i"],
+                                f"λ_i({sigma})/‖{sigma}‖_F"], rows, keys=["run", "i"],
                   caption="at the last measurement; "
-                  "cosine mean and std over seeds, eigenvalues mean over seeds")
+                  "cosine mean and std over seeds, eigenvalues mean over seeds"
+                  + ("" if sigma == SIGMA else f"; v_i the eigenvectors of {sigma}, "
+                     f"{UNCENTRED} = Σ + ḡḡᵀ the uncentred second moment of the per-sample "
+                     "gradients (eq. (6))"))
     # two panels: the residual (in [0, k]) and a cosine (in [0, 1]) are different quantities
     fig, axes = panels(2)
     for ax, name, ylabel in ((axes[0], "align/residual", "projection residual e(U_k, V_k)"),
-                             (axes[1], "align/cos_1", "|cos(u_1(H), v_1(Σ))|")):
+                             (axes[1], "align/cos_1", f"|cos(u_1(H), v_1({sigma}))|")):
         series = {}
         for g, rs in groups.items():
             st, m, sd, n = mean_curve(rs, name, counts=True)
@@ -152,9 +174,11 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
     return Analysis(tables=[table], figures=figs, conclusions=concl)
 
 
-def _eigenvalue_check(o: dict, pairs: list[tuple[float, float]]) -> tuple:
+def _eigenvalue_check(o: dict, pairs: list[tuple[float, float]], sigma: str = SIGMA
+                      ) -> tuple:
     """The ``eigenvalues`` test of :func:`zhu_alignment` on the (λ_i(H)/‖H‖_F,
-    λ_i(Σ)/‖Σ‖_F) pairs: (finding, agrees, claim, evidence)."""
+    λ_i(Σ)/‖Σ‖_F) pairs, ``sigma`` the matrix measured (:func:`_second_moment`): (finding,
+    agrees, claim, evidence); the claim is the paper's, of Σ."""
     gaps = [abs(a - b) for a, b in pairs]
     atol = float(o.get("eigenvalue_atol", 0.1))
     rtol = o.get("eigenvalue_rtol", 0.25)
@@ -164,8 +188,8 @@ def _eigenvalue_check(o: dict, pairs: list[tuple[float, float]]) -> tuple:
     worst = max(gaps) if gaps else float("nan")
     worst_rel = max(rel) if rel else float("nan")
     ok = all(gap <= atol for gap in gaps) and (rtol is None or all(r <= rtol for r in rel))
-    text = (f"gaps between the Frobenius-normalised leading eigenvalues of H and Σ at the end "
-            f"= {', '.join(f'{x:.3f}' for x in gaps)} (largest {worst:.3f}, tolerance {atol})")
+    text = (f"gaps between the Frobenius-normalised leading eigenvalues of H and {sigma} at the "
+            f"end = {', '.join(f'{x:.3f}' for x in gaps)} (largest {worst:.3f}, tolerance {atol})")
     if rtol is not None:
         text += (f"; relative to the larger of each pair {', '.join(f'{x:.2f}' for x in rel)} "
                  f"(largest {worst_rel:.2f}, tolerance {rtol})")

@@ -229,26 +229,28 @@ def signed_log_histogram_figure(values: Mapping[str, Sequence[float]], *, clip: 
 
 def alignment_figure(cosines: Sequence[float], hessian_normalised: Sequence[float],
                      sigma_normalised: Sequence[float], *, residual: float | None = None,
-                     title: str | None = None) -> plt.Figure:
-    """Left: |⟨u_i, v_i⟩| per index i; right: λ_i/‖·‖_F of H and Σ."""
+                     title: str | None = None, uncentred: bool = False) -> plt.Figure:
+    """Left: |⟨u_i, v_i⟩| per index i; right: λ_i/‖·‖_F of H and Σ (``uncentred``: of the
+    uncentred second moment E[g gᵀ] = Σ + ḡḡᵀ, the matrix compared with H instead)."""
+    matrix, tex = ("E[g gᵀ]", r"E[g\,g^T]") if uncentred else ("Σ", r"\Sigma")
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
     k = np.arange(1, len(cosines) + 1)
     if len(k):
         a.bar(k, np.asarray(cosines, float), color="C0")
         a.set_ylim(0, 1.02)
         b.plot(k, np.asarray(hessian_normalised, float), "o-", label="H")
-        b.plot(k, np.asarray(sigma_normalised, float), "s--", label="Σ")
+        b.plot(k, np.asarray(sigma_normalised, float), "s--", label=matrix)
         b.legend(fontsize=8)
     else:
         _empty(a, "no alignment recorded")
     a.set_xlabel("eigen-index i")
     # mathtext: an underscore in plain text is drawn as one, not as a subscript
-    a.set_ylabel(r"$|\cos(u_i(H), v_i(\Sigma))|$")
+    a.set_ylabel(rf"$|\cos(u_i(H), v_i({tex}))|$")
     b.set_xlabel("eigen-index i")
     for ax in (a, b):       # an index: no ticks between integers
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     b.set_ylabel(r"$\lambda_i\ /\ \|M\|_F$")
-    sup = title or "Σ–H alignment"
+    sup = title or f"{matrix}–H alignment"
     if residual is not None:
         # e(U_k, V_k) ∈ [0, k]: "of k" read as a count; the range says what the value means
         sup += f" ($e(U_k, V_k)$ = {residual:.3g} in [0, {len(k)}])"
