@@ -714,3 +714,35 @@ def test_slq_counts_take_numpy_ints():
                              generator=torch.Generator().manual_seed(3)) for n in (int, np.int64)]
     assert len(dens[1].grid) == 30
     torch.testing.assert_close(dens[1].density, dens[0].density, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("call, bad, message", [
+    ("diagonal", 2.5, "Invalid num_probes=2.5 (an int >= 1)"),
+    ("diagonal", True, "Invalid num_probes=True (an int >= 1)"),
+    ("hutchpp", 4.5, "Invalid num_matvecs=4.5 (Hutch++ needs an int >= 3)"),
+    ("hutchpp", True, "Invalid num_matvecs=True (Hutch++ needs an int >= 3)"),
+    ("block_size", 2.5, "Invalid block_size=2.5 (an int >= 1)"),
+    ("block_size", True, "Invalid block_size=True (an int >= 1)"),
+])
+def test_probe_counts_and_block_sizes_refuse_floats_and_bools(call, bad, message):
+    # a comparison with 1 (or 3) let them through: range() then failed on 2.5, True was 1
+    from sgdlab.measure.curvature import diagonal, hutchpp_trace
+
+    a = _spd_like(d=8)
+    run = {"diagonal": lambda: diagonal(a, bad),
+           "hutchpp": lambda: hutchpp_trace(a, bad),
+           "block_size": lambda: diagonal(a, 4, block_size=bad)}[call]
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run()
+
+
+def test_probe_counts_and_block_sizes_take_numpy_ints():
+    """np.int64 probes, products and block sizes are the Python ints' (the same estimates)."""
+    from sgdlab.measure.curvature import diagonal, hutchpp_trace
+
+    a = _spd_like(d=8)
+    plain, numpy = [(diagonal(a, n(4), block_size=n(2),
+                              generator=torch.Generator().manual_seed(1)).value,
+                     hutchpp_trace(a, n(9), generator=torch.Generator().manual_seed(1)).value)
+                    for n in (int, np.int64)]
+    torch.testing.assert_close(numpy, plain, rtol=0, atol=0)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import UserError, checked_keywords
+from sgdlab.errors import UserError, checked_keywords, int_at_least, plain_int
 from sgdlab.loss_settings import torch_loss_class
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data,
                                       iterate_batches, loss_derivatives, stochastic_modules)
@@ -73,8 +73,9 @@ def diagonal(
         _check_finite(total)
         return DiagonalEstimate(total, torch.zeros_like(total), d, True)
     tuner = op.block_tuner("matmat", block_size=block_size)
-    if num_probes < 1:
-        raise ValueError(f"Invalid num_probes={num_probes} (must be >= 1)")
+    num_probes = plain_int(num_probes)   # np.int64 is a count; True and 2.5 are not
+    if not int_at_least(num_probes, 1):
+        raise ValueError(f"Invalid num_probes={num_probes!r} (an int >= 1)")
     squares = torch.zeros_like(total)
     for _, b in tuner.blocks(num_probes):
         v = probe_block(op, b, generator, "rademacher")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sgdlab.errors import checked_keywords
+from sgdlab.errors import checked_keywords, int_at_least, plain_int
 
 from ._common import Estimate, Operand, mc_estimate, probe_block, working_operator
 
@@ -25,8 +25,9 @@ def hutchpp_trace(
     ``num_matvecs`` (≥ 3) is split m/3 sketch, m/3 for A Q, m/3 Rademacher probes; the standard
     error is that of the Hutchinson part (the sketched part has none given Q).
     """
-    if num_matvecs < 3:
-        raise ValueError(f"Invalid num_matvecs={num_matvecs} (Hutch++ needs >= 3)")
+    num_matvecs = plain_int(num_matvecs)   # np.int64 is a count; True and 4.5 are not
+    if not int_at_least(num_matvecs, 3):
+        raise ValueError(f"Invalid num_matvecs={num_matvecs!r} (Hutch++ needs an int >= 3)")
     op = working_operator(A, dtype, exact_products=True)
     k = num_matvecs // 3
 
