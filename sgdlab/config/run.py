@@ -453,16 +453,24 @@ def _check_optimizer(path: str, sec: dict[str, Any], errors: list[str]) -> None:
                  numbers=_required_numbers(fn) | optional, nullable=optional)
 
 
-def _check_micro_batch_optimizer(name: str, errors: list[str]) -> None:
-    """``train.micro_batch`` with an optimizer whose closure draws its own batches (Entropy-SGD,
-    HJ, ...), which the loop cannot chunk: refused here, before a run is recorded (the loop
-    refuses it at its first step)."""
+def micro_batch_optimizer_problem(name: Any) -> str | None:
+    """Why a ``micro_batch`` does not go with optimizer ``name``, or None: an optimizer whose
+    closure draws its own batches (Entropy-SGD, HJ, ...), which the loop cannot chunk. The one
+    rule of a run config's ``train.micro_batch`` and an experiment run's ``micro_batch``,
+    checked before a run is recorded (the loop refuses it at its first step)."""
     from ..optim import OPTIMIZERS
 
     name = registered_spelling(name, OPTIMIZERS)
     if name is not None and getattr(OPTIMIZERS[name], "needs_closure", False):
-        errors.append(f"train.micro_batch: not supported with optimizer {name!r}, whose "
-                      "closure evaluates its own batches (leave micro_batch out)")
+        return (f"not supported with optimizer {name!r}, whose closure evaluates its own "
+                "batches (leave micro_batch out)")
+    return None
+
+
+def _check_micro_batch_optimizer(name: str, errors: list[str]) -> None:
+    problem = micro_batch_optimizer_problem(name)
+    if problem is not None:
+        errors.append(f"train.micro_batch: {problem}")
 
 
 def _check_schedule(path: str, sec: dict[str, Any], errors: list[str]) -> None:

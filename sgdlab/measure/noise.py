@@ -57,16 +57,23 @@ def _sample_count(value: object, what: str) -> int:
 
 
 @checked_keywords()
+def check_batch_size(batch_size: object) -> int:
+    """``batch_size`` as an int when it is a whole number of samples >= 1, else a ValueError:
+    the check of :func:`minibatch_noise_factor` that needs no data."""
+    b = _sample_count(batch_size, "batch size")
+    if b < 1:
+        raise ValueError(f"Invalid batch size {batch_size} (must be >= 1)")
+    return b
+
+
 def minibatch_noise_factor(batch_size: int, num_samples: int, *, replacement: bool = True) -> float:
     """c such that Cov[g_B] = c · Σ for a mini-batch of size b drawn from N samples.
 
     With replacement: c = 1/b (thesis eq. 6.4). Without replacement: c = (N − b)/(b (N − 1))
     (thesis eq. 6.5; = 0 for the full batch b = N).
     """
-    b = _sample_count(batch_size, "batch size")
+    b = check_batch_size(batch_size)
     n = _sample_count(num_samples, "number of samples")
-    if b < 1:
-        raise ValueError(f"Invalid batch size {batch_size} (must be >= 1)")
     if n < 1:
         raise ValueError(f"Invalid number of samples {num_samples} (must be >= 1)")
     if replacement:

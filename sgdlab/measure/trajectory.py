@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sgdlab.errors import (RUN_SEED_RULE, checked_keywords, int_at_least, is_seed,
-                           plain_int)
+from sgdlab.errors import (RUN_SEED_RULE, checked_keywords, finite_number, int_at_least,
+                           is_seed, plain_int)
 
 __all__ = [
     "CONFIDENCE_Z_99",
@@ -72,14 +72,37 @@ def _as_2d(snapshots) -> np.ndarray:
     return a
 
 
+def check_burnin(burnin: object) -> int:
+    """``burnin`` as an int when it is a number of snapshots >= 0, else a ValueError (the
+    check of :func:`discard_burnin` that needs no snapshots)."""
+    burnin = plain_int(burnin)      # np.int64 is a count; True is not (it discarded 1)
+    if not int_at_least(burnin, 0):
+        raise ValueError(f"Invalid burnin={burnin!r} (a number of snapshots >= 0)")
+    return burnin
+
+
+def check_max_lag(max_lag: object) -> int | None:
+    """``max_lag`` as an int >= 1, or None (the default), else a ValueError: the check of the
+    autocorrelations' ``max_lag`` that needs no snapshots (2.5 failed as a slice bound)."""
+    max_lag = plain_int(max_lag)
+    if max_lag is not None and not int_at_least(max_lag, 1):
+        raise ValueError(f"Invalid max_lag={max_lag!r} (an int >= 1, or None)")
+    return max_lag
+
+
+def check_level(level: object, name: str = "level") -> None:
+    """A ValueError unless ``level`` (a test's significance level, or a ``fraction``) lies in
+    (0, 1)."""
+    if not (finite_number(level) and 0 < level < 1):
+        raise ValueError(f"Invalid {name}={level!r} (must be in (0, 1))")
+
+
 @checked_keywords()
 def discard_burnin(snapshots, burnin: int) -> np.ndarray:
     """The snapshots after the first ``burnin`` (thesis §6.3.3: "We discard the first 10³
     epochs of training ("burnin") to ensure that SGD has reached the steady-state")."""
     a = _as_2d(snapshots)
-    burnin = plain_int(burnin)      # np.int64 is a count; True is not (it discarded 1)
-    if not int_at_least(burnin, 0):
-        raise ValueError(f"Invalid burnin={burnin!r} (a number of snapshots >= 0)")
+    burnin = check_burnin(burnin)
     if burnin > len(a) - 2:
         raise ValueError(f"burnin={burnin} leaves fewer than 2 of the {len(a)} snapshots")
     return a[burnin:]
@@ -160,6 +183,7 @@ def _autocorrelation(c: np.ndarray, max_lag: int | None, min_lag: int) -> Autoco
     n = len(c)
     if c.shape[1] == 0:
         raise ValueError("no coordinate moves along the trajectory")
+    max_lag = check_max_lag(max_lag)
     if max_lag is None:
         max_lag = min(n - 1, max(1, int(10 * math.log10(n))))
     if not 1 <= max_lag < n:
@@ -284,8 +308,7 @@ def _binomial_tail(k: int, n: int, p: float) -> float:
 
 def _test_increments(snapshots, level: float) -> np.ndarray:
     """The standardised increments of the coordinates that move, for the spectral tests."""
-    if not 0 < level < 1:
-        raise ValueError(f"Invalid level={level} (must be in (0, 1))")
+    check_level(level)
     c, _ = _centered(increments(snapshots), standardize=True)
     if c.shape[1] == 0:
         raise ValueError("no coordinate moves along the trajectory")
@@ -335,8 +358,7 @@ def low_frequency_test(snapshots, *, fraction: float = 0.1, level: float = 0.01
     (the "low-frequency modes" of thesis Remark 6.41) against a flat white-noise spectrum."""
     from scipy import stats
 
-    if not 0 < fraction < 1:
-        raise ValueError(f"Invalid fraction={fraction} (must be in (0, 1))")
+    check_level(fraction, "fraction")
     c = _test_increments(snapshots, level)
     n = len(c)
     m = (n - 1) // 2

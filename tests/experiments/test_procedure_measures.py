@@ -44,6 +44,44 @@ def test_a_measurement_is_refused_naming_what_is_wrong(m, final, msg):
         validate_measure(m, "f", final=final)
 
 
+@pytest.mark.parametrize("m, msg", [
+    ({"kind": "hessian_spectrum", "chunk_size": 2.0},
+     "^f: measurement 'hessian_spectrum': chunk_size must be a positive integer, got 2.0$"),
+    ({"kind": "trajectory_spectrum", "max_lag": 0}, "Invalid max_lag=0 "),
+    ({"kind": "trajectory_spectrum", "level": 1.0}, r"Invalid level=1.0 \(must be in"),
+    ({"kind": "trajectory_spectrum", "low_fraction": 0}, "Invalid low_fraction=0 "),
+    ({"kind": "diffusion_spectrum", "batch_size": 2.5}, "Invalid batch size 2.5 "),
+    ({"kind": "diffusion_spectrum", "replacement": "no"}, "replacement must be true or false"),
+    ({"kind": "hessian_top", "which": "top"}, "^f: measurement 'hessian_top': Invalid "),
+    ({"kind": "hessian_top", "samples": 2.5}, "samples must be an integer >= 1"),
+    ({"kind": "hessian_top", "samples": 4, "sample_seed": 1.5},
+     "sample_seed must be an integer >= 0"),
+])
+def test_a_final_measurements_own_argument_checks_run_when_it_is_validated(m, msg):
+    # each failed, or was cut short by int(), only once the run had trained
+    with pytest.raises(ConfigError, match=msg):
+        validate_measure(m, "f", final=True)
+
+
+def test_a_final_measurement_checks_its_arguments_before_any_model_work(tmp_path):
+    # no model, no data, no trajectory: the checks come first, in the function itself
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer, got 2.0"):
+        compute_final({"kind": "hessian_spectrum", "chunk_size": 2.0}, None, None, None)
+    with pytest.raises(ValueError, match="Invalid batch size 0 "):
+        compute_final({"kind": "diffusion_spectrum", "batch_size": 0}, None, None, None)
+    with pytest.raises(ValueError, match=r"Invalid burnin=1.5 \(a number of snapshots"):
+        trajectory_spectrum(tmp_path / "no-trajectory", burnin=1.5)
+    with pytest.raises(ValueError, match="Invalid max_lag=2.5 "):
+        trajectory_spectrum(tmp_path / "no-trajectory", max_lag=2.5)
+    from types import SimpleNamespace
+
+    ds = SimpleNamespace(x_train=torch.arange(6.0), y_train=torch.arange(6))
+    for m in ({"kind": "grad_norm", "samples": 2.5},
+              {"kind": "grad_norm", "samples": 2, "sample_seed": 1.5}):
+        with pytest.raises(ValueError, match="must be an integer"):
+            measurement_data(ds, m)     # was int()'s 2 examples, or seed 1
+
+
 def test_the_measurements_that_are_well_formed_pass():
     validate_measure({"kind": "grad_norm", "every": 5, "samples": 10, "bn_mode": "train"}, "f",
                      final=False)

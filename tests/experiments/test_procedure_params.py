@@ -292,3 +292,40 @@ def test_an_instrument_count_given_as_a_float_is_refused_before_any_run_trains(t
     assert not store.exists() or RunStore(store).list_runs() == []
     bad.write_text(SWEEP.replace("STEPS", "2"))
     assert len(load_experiment(bad, "smoke").expand()) == 2
+
+
+# the second run's params: PARAMS, a mapping
+SECOND_BAD = SWEEP.replace("\n      measure: [{name: trajectory, every_steps: STEPS}]", " PARAMS")
+
+
+@pytest.mark.parametrize("params, message", [
+    ("{final: [{kind: hessian_spectrum, chunk_size: 2.0}]}",
+     "final[0]: measurement 'hessian_spectrum': chunk_size must be a positive integer, got 2.0"),
+    ("{final: [{kind: trajectory_spectrum, max_lag: 2.5}]}",
+     "final[0]: measurement 'trajectory_spectrum': Invalid max_lag=2.5 (an int >= 1, or None)"),
+    ("{final: [{kind: trajectory_spectrum, burnin: 1.5}]}",
+     "final[0]: measurement 'trajectory_spectrum': Invalid burnin=1.5 (a number of snapshots"),
+    ("{final: [{kind: diffusion_spectrum, batch_size: 0}]}",
+     "final[0]: measurement 'diffusion_spectrum': batch_size: Invalid batch size 0 (must be"),
+    ("{final: [{kind: hessian_top, samples: 2.5}]}",
+     "final[0]: measurement 'hessian_top': samples must be an integer >= 1 (or null: the "
+     "default), got 2.5"),
+    ("{final: [{kind: grad_norm, sample_seed: 1.5, samples: 4}]}",
+     "final[0]: measurement 'grad_norm': sample_seed must be an integer >= 0"),
+    ("{optimizer: {name: entropy_sgd, lr: 0.1, L: 2}, micro_batch: 2}",
+     "micro_batch: not supported with optimizer 'entropy_sgd', whose closure evaluates its "
+     "own batches (leave micro_batch out)"),
+])
+def test_a_setting_that_fails_after_training_is_refused_before_any_run_trains(
+        params, message, tmp_path, capsys):
+    # each passed --dry-run, and the second run failed once the first had trained (or, for
+    # samples and sample_seed, was cut short by int())
+    from sgdlab.cli.main import main
+
+    bad, store = tmp_path / "two-runs.yaml", tmp_path / "runs.sqlite"
+    bad.write_text(SECOND_BAD.replace("PARAMS", params))
+    for extra in (["--dry-run"], []):
+        assert main(["run", "--config", str(bad), "--scale", "smoke", "--store", str(store),
+                     "--out", str(tmp_path / "out"), *extra]) == 2
+        assert f"two-runs[smoke] run 'traced': {message}" in capsys.readouterr().err
+    assert not store.exists() or RunStore(store).list_runs() == []

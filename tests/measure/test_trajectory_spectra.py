@@ -20,6 +20,7 @@ from sgdlab.measure.trajectory import (
     increment_autocorrelation,
     increment_spectrum,
     increments,
+    low_frequency_test,
     periodicity_test,
 )
 from sgdlab.store.trajectory import TrajectoryWriter, open_trajectory
@@ -127,6 +128,13 @@ def test_bad_inputs():
         periodicity_test(np.ones((20, 3)))
     with pytest.raises(ValueError, match="max_lag"):
         increment_autocorrelation(_brownian()[:10], max_lag=9)
+    # a float lag was a TypeError as a slice bound; np.int64 is a lag
+    with pytest.raises(ValueError, match=re.escape("Invalid max_lag=2.5 (an int >= 1, or None)")):
+        increment_autocorrelation(_brownian()[:10], max_lag=2.5)
+    assert increment_autocorrelation(_brownian()[:10], max_lag=np.int64(3)).lags.tolist() == [
+        0, 1, 2, 3]
+    with pytest.raises(ValueError, match=re.escape("Invalid fraction='0.1' (must be in")):
+        low_frequency_test(_brownian(), fraction="0.1")
 
 
 def test_counts_and_seeds_take_numpy_ints_and_refuse_bools():

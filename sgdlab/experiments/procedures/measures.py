@@ -35,30 +35,76 @@ ARRAYS: dict[str, tuple[ArrayM, set[str]]] = {}
 NEEDS_OPTIMIZER: set[str] = set()
 # option checks run when the experiment is validated, before any training
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {}
+# a measurement's own argument checks, which its function runs first and the experiment's
+# validation runs on the options bound to the function's signature (defaults filled in)
+ARGUMENT_CHECKS: dict[str, Callable[..., None]] = {}
 _COMMON = {"kind", "every", "samples", "sample_seed", "at_epochs", "split"}
 # counts the measurements pass on to sgdlab.measure, which takes ints alone (30.0 is refused
-# there): checked with the experiment, not once a run has trained (option: (least, None ok))
-_COUNTS = {"num_iter": (1, True), "probes": (1, False), "num_samples": (1, False)}
+# there), and the examples they are taken on (int() truncated samples: 2.5): checked with the
+# experiment, not once a run has trained (option: (least, None ok))
+_COUNTS = {"num_iter": (1, True), "probes": (1, False), "num_samples": (1, False),
+           "samples": (1, True), "sample_seed": (0, True)}
+# the arguments a measurement's function is given by the run, not by the measurement's options
+_GIVEN = {"model", "loss_fn", "data", "optimizer", "path"}
 
 
-def scalar(name: str, options: set[str] = frozenset()):
+def scalar(name: str, options: set[str] = frozenset(), *,
+           arguments: Callable[..., None] | None = None):
+    """``arguments(**options)``: the function's own checks of its options (a ValueError)."""
     def deco(fn):
         SCALARS[name] = (fn, set(options))
+        if arguments is not None:
+            ARGUMENT_CHECKS[name] = arguments
         return fn
     return deco
 
 
 def array(name: str, options: set[str] = frozenset(), *, needs_optimizer: bool = False,
-          check: Callable[[dict[str, Any]], None] | None = None):
-    """``check(m)`` raises a ValueError for option values that would fail after training."""
+          check: Callable[[dict[str, Any]], None] | None = None,
+          arguments: Callable[..., None] | None = None):
+    """``check(m)`` raises a ValueError for option values that would fail after training;
+    ``arguments(**options)`` are the function's own checks of its options, as for scalars."""
     def deco(fn):
         ARRAYS[name] = (fn, set(options))
         if needs_optimizer:
             NEEDS_OPTIMIZER.add(name)
         if check is not None:
             CHECKS[name] = check
+        if arguments is not None:
+            ARGUMENT_CHECKS[name] = arguments
         return fn
     return deco
+
+
+def check_counts(m: dict[str, Any]) -> None:
+    """A ValueError for a count of ``m`` (:data:`_COUNTS`) that is not an int in range."""
+    for k, (low, none_ok) in _COUNTS.items():
+        v = m.get(k)
+        if k in m and not (v is None and none_ok) and not int_at_least(v, low):
+            raise ValueError(f"measurement {m.get('kind')!r}: {k} must be an integer >= {low}"
+                             f"{' (or null: the default)' if none_ok else ''}, got {v!r}")
+
+
+def check_arguments(m: dict[str, Any]) -> None:
+    """The options of measurement ``m`` bound to its function's signature, defaults filled in,
+    and given to the function's own argument checks (:data:`ARGUMENT_CHECKS`): what the
+    function refuses first when a run has trained, refused before any run starts."""
+    import inspect
+
+    kind = m["kind"]
+    fn = trajectory_spectrum if kind == "trajectory_spectrum" else \
+        {**SCALARS, **ARRAYS}[kind][0]
+    try:
+        bound = inspect.signature(fn).bind_partial(**_opts(m))
+    except TypeError as e:
+        raise ValueError(f"measurement {kind!r}: {e}") from None
+    bound.apply_defaults()
+    if kind in ARGUMENT_CHECKS:
+        try:
+            ARGUMENT_CHECKS[kind](**{k: v for k, v in bound.arguments.items()
+                                     if k not in _GIVEN})
+        except ValueError as e:
+            raise ValueError(f"measurement {kind!r}: {e}") from None
 
 
 def validate_measure(m: Any, where: str, *, final: bool) -> None:
@@ -81,11 +127,11 @@ def validate_measure(m: Any, where: str, *, final: bool) -> None:
         memory_budget_bytes(m.get("memory_budget"))
     except ValueError as e:
         raise ConfigError(f"{where}: {e}") from None
-    for k, (low, none_ok) in _COUNTS.items():
-        v = m.get(k)
-        if k in m and not (v is None and none_ok) and not int_at_least(v, low):
-            raise ConfigError(f"{where}: measurement {kind!r}: {k} must be an integer >= {low}"
-                              f"{' (or null: the default)' if none_ok else ''}, got {v!r}")
+    try:
+        check_counts(m)
+        check_arguments(m)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
     if not final and "every" not in m:
         raise ConfigError(f"{where}: measurement {kind!r} during training needs 'every' (steps)")
     if kind in CHECKS:
@@ -100,6 +146,7 @@ def _opts(m: dict[str, Any]) -> dict[str, Any]:
 
 
 def measurement_data(ds, m: dict[str, Any], device=None) -> tuple[Tensor, Tensor]:
+    check_counts(m)     # samples: 2.5 was int()'s 2
     x, y = (ds.x_test, ds.y_test) if m.get("split") == "test" else (ds.x_train, ds.y_train)
     n = m.get("samples")
     if n is not None and m.get("sample_seed") is not None:
@@ -136,16 +183,23 @@ def _gen(seed: int | None) -> torch.Generator:
 
 
 # --- scalars -----------------------------------------------------------------------------
-@scalar("hessian_top", {"tol", "num_iter", "bn_mode", "which"})
+def _check_hessian_top(*, which, **_) -> None:
+    from sgdlab.measure.dynamics import check_hessian_which
+
+    check_hessian_which(which, "hessian_top which")
+
+
+@scalar("hessian_top", {"tol", "num_iter", "bn_mode", "which"}, arguments=_check_hessian_top)
 def _hessian_top(model, loss_fn, data, tol: float = 1e-3, num_iter: int = 40,
                  bn_mode: str = "eval", which: str = "magnitude"):
     """``which="magnitude"``: the spectral norm max |λ| (Xing et al.'s "max eigenvalue
     (spectral norm)"); ``"largest"``: the algebraically largest eigenvalue λ_max
     (Jastrzebski et al.'s "largest eigenvalue"), which differs from the norm when a negative
     eigenvalue is the larger in magnitude."""
-    from sgdlab.measure.dynamics import HESSIAN_WHICH, check_hessian_which
+    from sgdlab.measure.dynamics import HESSIAN_WHICH
 
-    fn = HESSIAN_WHICH[check_hessian_which(which, "hessian_top which")]
+    _check_hessian_top(which=which)
+    fn = HESSIAN_WHICH[which]
     return {"hessian_top": fn(model, loss_fn, data, bn_mode=bn_mode, tol=tol,
                               num_iter=num_iter, generator=_gen(0))}
 
@@ -199,16 +253,19 @@ def _expected_sharpness(model, loss_fn, data, sigma: float = 0.01, num_samples: 
 
 
 # --- arrays ------------------------------------------------------------------------------
-@array("hessian_spectrum", {"max_params", "chunk_size"})
+def _check_hessian_spectrum(*, chunk_size, **_) -> None:
+    if not int_at_least(chunk_size, 1):
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+
+
+@array("hessian_spectrum", {"max_params", "chunk_size"}, arguments=_check_hessian_spectrum)
 def _hessian_spectrum(model, loss_fn, data, max_params: int = 60_000, chunk_size: int = 256):
     """``chunk_size``: Hessian columns per product (:func:`sgdlab.measure.curvature.
     dense_hessian`); 1 for a recurrent network, whose batched double backward costs ~3 times
     a column's (docs/design/curvature.md, "Dense Hessians of recurrent networks")."""
     from sgdlab.measure.curvature import harmonic_mean_eigenvalue, hessian_spectrum
 
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"hessian_spectrum: chunk_size must be a positive integer, got "
-                         f"{chunk_size!r}")
+    _check_hessian_spectrum(chunk_size=chunk_size)
     raw = hessian_spectrum(model, loss_fn, data, max_params=max_params, chunk_size=chunk_size)
     # the positive part above the round-off of the model's dtype: cast to float64 first, the
     # threshold took float64's eps and kept float32 round-off, which the mean then reads
@@ -256,11 +313,25 @@ def _fisher_diagonal(model, loss_fn, data, optimizer=None, reading: str = "per-s
             {"fisher_diagonal": diag.tolist()})
 
 
-@array("diffusion_spectrum", {"batch_size", "replacement"})
+def _check_diffusion_spectrum(*, batch_size, replacement) -> None:
+    from sgdlab.measure.noise import check_batch_size
+
+    if batch_size is not None:
+        try:
+            check_batch_size(batch_size)
+        except ValueError as e:
+            raise ValueError(f"batch_size: {e} (or null: Σ itself)") from None
+    if not isinstance(replacement, bool):
+        raise ValueError(f"replacement must be true or false, got {replacement!r}")
+
+
+@array("diffusion_spectrum", {"batch_size", "replacement"},
+       arguments=_check_diffusion_spectrum)
 def _diffusion_spectrum(model, loss_fn, data, batch_size: int | None = None,
                         replacement: bool = True):
     from sgdlab.measure.noise import diffusion_matrix
 
+    _check_diffusion_spectrum(batch_size=batch_size, replacement=replacement)
     D = diffusion_matrix(model, loss_fn, data, batch_size, replacement=replacement)
     spec = D.spectrum().double()
     return ({"diffusion_rank": int(D.rank()), "diffusion_rank_fraction": float(D.rank_fraction()),
@@ -270,7 +341,19 @@ def _diffusion_spectrum(model, loss_fn, data, batch_size: int | None = None,
             {"diffusion_eigenvalues": spec.tolist()})
 
 
-@array("trajectory_spectrum", {"max_lag", "level", "burnin", "low_fraction"})
+def _check_trajectory_spectrum(*, max_lag, level, burnin, low_fraction) -> None:
+    """The checks of :func:`trajectory_spectrum`'s options that need no trajectory, as the
+    functions of ``sgdlab.measure.trajectory`` it calls make them."""
+    from sgdlab.measure.trajectory import check_burnin, check_level, check_max_lag
+
+    check_max_lag(max_lag)
+    check_level(level)
+    check_burnin(burnin)
+    check_level(low_fraction, "low_fraction")
+
+
+@array("trajectory_spectrum", {"max_lag", "level", "burnin", "low_fraction"},
+       arguments=_check_trajectory_spectrum)
 def _trajectory_spectrum_placeholder(*a, **k):  # pragma: no cover - dispatched by the procedure
     raise RuntimeError("trajectory_spectrum needs the run's recorded trajectory")
 
@@ -289,6 +372,8 @@ def trajectory_spectrum(path, *, max_lag: int | None = None, level: float = 0.01
                                            periodicity_test)
     from sgdlab.store.trajectory import open_trajectory
 
+    _check_trajectory_spectrum(max_lag=max_lag, level=level, burnin=burnin,
+                               low_fraction=low_fraction)
     traj = open_trajectory(path)
     # the spectra take the snapshots as a series at equal time steps: a recorder with both
     # cadences (every k steps and every epoch) interleaves the two, and a straight drift then

@@ -229,6 +229,12 @@ class TrainProcedure(Procedure):
             v = params.get(k)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
                 raise ConfigError(f"{where}: {k} must be an integer >= {low}, got {v!r}")
+        if params.get("micro_batch") is not None:
+            from sgdlab.config.run import micro_batch_optimizer_problem
+
+            problem = micro_batch_optimizer_problem(params["optimizer"]["name"])
+            if problem is not None:
+                raise ConfigError(f"{where}: micro_batch: {problem}")
         for k in ("replacement", "save_model"):
             if not isinstance(params.get(k, False), bool):
                 raise ConfigError(f"{where}: {k} must be true or false, got {params[k]!r}")
