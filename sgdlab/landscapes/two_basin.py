@@ -42,6 +42,7 @@ The population Hessian is (1/N) Σ_k H_{branch(k)} (piecewise constant).
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -354,6 +355,16 @@ def two_basin(name: str = "paper", *, seed: int = 0, dtype: torch.dtype = torch.
     if name == "rescaled":
         return TwoBasin.rescaled(seed=seed, dtype=dtype, **kw)
     if name == "authors-code":
+        own = [k for k in inspect.signature(TwoBasin.authors_code).parameters if k != "dtype"]
+        printed = sorted(set(kw) & set(inspect.signature(TwoBasin).parameters) - set(own))
+        if printed:
+            # the printed loss's options, which the authors' code fixes: Python's "unexpected
+            # keyword argument" said nothing of why
+            raise UserError(
+                f"{printed[0]} is an option of the printed loss (landscapes 'paper' and "
+                "'rescaled'); 'authors-code' is the authors' code's loss at θ = π/4 with its "
+                "own data (an anisotropic normal draw times data_scale), whose options are "
+                f"{', '.join(own)}")
         return TwoBasin.authors_code(seed=seed, dtype=dtype, **kw)
     raise UserError(f"unknown two-basin landscape {name!r}; choose from {', '.join(LANDSCAPES)}")
 

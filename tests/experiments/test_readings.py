@@ -425,10 +425,16 @@ def test_zhu_escape_readings_combine_on_the_landscape():
                            readings={"landscape": "rescaled", "data-var": "std"})
     assert {json.dumps(r.params["landscape"], sort_keys=True) for r in spec.expand()} == {
         '{"data_var": 0.0001, "name": "rescaled"}'}
-    # the authors' code draws its own data: a data variance does not apply to it
-    with pytest.raises(ConfigError, match="landscape 'authors-code': .*data_var"):
+    # the authors' code draws its own data: a data variance does not apply to it, and the
+    # message says so and names the two readings (it was Python's "unexpected keyword")
+    with pytest.raises(ConfigError) as e:
         load_experiment("zhu-escape-2d", "smoke",
                         readings={"landscape": "authors-code", "data-var": "std"})
+    assert str(e.value).startswith(
+        "zhu-escape-2d[smoke] run 'gd': landscape 'authors-code': data_var is an option of "
+        "the printed loss (landscapes 'paper' and 'rescaled'); 'authors-code' is the authors' "
+        "code's loss at θ = π/4 with its own data")
+    assert str(e.value).endswith("(with the readings landscape=authors-code, data-var=std)")
 
 
 def _write(tmp_path, raw, name="t.yaml"):

@@ -105,6 +105,17 @@ def test_named_variants():
         two_basin("sharp")
 
 
+@pytest.mark.parametrize("option, value", [("data_var", 1e-4), ("theta", 1.0)])
+def test_a_printed_loss_option_is_refused_for_the_authors_code_saying_why(option, value):
+    # Python's "unexpected keyword argument" said nothing of why (a config setting both)
+    with pytest.raises(UserError, match=(
+            f"^{option} is an option of the printed loss \\(landscapes 'paper' and "
+            "'rescaled'\\); 'authors-code' is the authors' code's loss at θ = π/4 with its own "
+            "data .*, whose options are num_samples, seed, data_scale$")):
+        two_basin("authors-code", **{option: value})
+    assert two_basin("authors-code", num_samples=5).num_samples == 5
+
+
 def test_gradients_and_hessian_match_autograd():
     land = TwoBasin(num_samples=30, seed=1)
     gen = torch.Generator().manual_seed(0)
