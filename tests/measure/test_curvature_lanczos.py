@@ -41,6 +41,84 @@ def test_a_near_zero_cluster_at_the_smallest_end_is_counted_once_per_eigenvalue(
                                atol=1e-12)
 
 
+def _with_spectrum(lam, seed=0):
+    q, _ = torch.linalg.qr(torch.randn(len(lam), len(lam), dtype=torch.float64,
+                                       generator=torch.Generator().manual_seed(seed)))
+    return (q * lam) @ q.T
+
+
+def _expected(ref, k, which):
+    return {"largest": ref.flip(0)[:k], "smallest": ref[:k],
+            "both": torch.cat([ref.flip(0)[:k], ref[:k]]),
+            "magnitude": ref[torch.argsort(ref.abs(), descending=True)[:k]]}[which]
+
+
+@pytest.mark.parametrize("which,k", [("largest", 3), ("magnitude", 3), ("both", 3),
+                                     ("smallest", 3)])
+def test_check_copies_finds_a_repeated_eigenvalue_one_start_vector_misses(which, k):
+    """5, 4, 4, 3.9 over a bulk in [-2.9, 2.9] (d = 100; mirrored by -1 for "smallest", at
+    both ends for "both"): one start vector's Krylov space holds one direction of the
+    eigenspace of 4, so the 3.9 came in its place; the deflated check finds the second 4."""
+    top = torch.tensor([5.0, 4.0, 4.0, 3.9], dtype=torch.float64)
+    ends = torch.cat([top, -top]) if which == "both" else top
+    lam = torch.cat([ends, torch.linspace(-2.9, 2.9, 100 - len(ends), dtype=torch.float64)])
+    lam = -lam if which == "smallest" else lam
+    a = _with_spectrum(lam)
+    expect = _expected(torch.linalg.eigvalsh(a), k, which)
+    plain, _ = lanczos(a, k, which=which, generator=torch.Generator().manual_seed(0))
+    assert (plain - expect).abs().max() > 0.05
+    vals, vecs = lanczos(a, k, which=which, check_copies=True,
+                         generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(vals, expect, rtol=0, atol=1e-8)
+    torch.testing.assert_close(vecs.T @ vecs, torch.eye(len(vals), dtype=torch.float64),
+                               rtol=0, atol=1e-10)
+    assert (a @ vecs - vecs * vals).norm(dim=0).max() < 1e-4
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_check_copies_counts_each_member_of_a_near_zero_cluster(seed):
+    """The cluster 0, 0, 0, 1e-12, 3e-11, 1e-10 below 34 eigenvalues in [0.5, 10], 8
+    smallest at the default tol: two cluster values, then 0.5, 0.79, ... without the check;
+    with it the 8 smallest to the tolerance (1e-6 of the spectral radius 10)."""
+    d = 40
+    lam = torch.cat([torch.zeros(3, dtype=torch.float64),
+                     torch.tensor([1e-12, 3e-11, 1e-10], dtype=torch.float64),
+                     torch.linspace(0.5, 10, d - 6, dtype=torch.float64)])
+    a = _with_spectrum(lam, seed)
+    vals, vecs = lanczos(a, 8, which="smallest", check_copies=True,
+                         generator=torch.Generator().manual_seed(seed))
+    torch.testing.assert_close(vals, torch.linalg.eigvalsh(a)[:8], rtol=0, atol=1e-5)
+    torch.testing.assert_close(vecs.T @ vecs, torch.eye(8, dtype=torch.float64), rtol=0,
+                               atol=1e-10)
+
+
+@pytest.mark.parametrize("which", ["largest", "smallest", "both", "magnitude"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_check_copies_leaves_a_distinct_spectrum_as_it_was_for_one_more_run(which, k):
+    """Outliers 12, 9, 7.5, 6, 5.5 over a bulk in [-2, 5] (d = 300): the same values as
+    without the check, whose run to the extreme of the rest at most about doubles the
+    products (15 -> 32 for k = 1, 23 -> 48 for k = 3; exactly twice at the smallest end,
+    where both runs stop at num_iter inside the bulk)."""
+    lam = torch.cat([torch.tensor([12.0, 9.0, 7.5, 6.0, 5.5], dtype=torch.float64),
+                     torch.linspace(-2, 5, 295, dtype=torch.float64)])
+    a = _with_spectrum(lam, 3)
+    plain_op, checked_op = DenseOperator(a), DenseOperator(a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # the bulk end converges slowly
+        plain, _ = lanczos(plain_op, k, which=which, generator=torch.Generator().manual_seed(0))
+        checked, vecs = lanczos(checked_op, k, which=which, check_copies=True,
+                                generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(checked, plain, rtol=0, atol=1e-12)
+    assert plain_op.num_matvecs < checked_op.num_matvecs <= 2.2 * plain_op.num_matvecs
+    torch.testing.assert_close(vecs.T @ vecs, torch.eye(len(checked), dtype=torch.float64),
+                               rtol=0, atol=1e-10)
+
+
+def test_check_copies_must_be_a_bool():
+    with pytest.raises(ValueError, match="check_copies"):
+        lanczos(_sym(10), 1, check_copies="yes")
+
+
 @pytest.mark.parametrize("which", ["largest", "smallest", "both", "magnitude"])
 def test_lanczos_matches_eigh(which):
     a = _sym(60, seed=3)
