@@ -24,8 +24,9 @@ writes
 - ``measurements.json`` (scalars and arrays: eigenvalues, spectra, SLQ density, the loss
   surface; a non-finite value is null; ``memory_budget``: the passes' budget in bytes, null
   for the device's default; ``centred``, with noise or alignment: false for ``--uncentred``;
-  ``settings``: every setting the values depend on, the options of the measurements made,
-  the examples' split, subset and seed, the mode, dtype and device, and the passes' fixed
+  ``check_copies``, with hessian, noise or alignment: whether ``--check-copies`` checked their
+  top-k; ``settings``: every setting the values depend on, the options of the measurements
+  made, the examples' split, subset and seed, the mode, dtype and device, and the passes' fixed
   Lanczos tolerance and density probes, also in the config of a run this command creates)
   and plots (``hessian_density.png``, ``spectra.png``,
   ``alignment.png``, ``loss_surface.png``; ``curvature_history.png``, ``noise_magnitude.png`` and
@@ -59,6 +60,7 @@ OPTIONS = {
     "probes": ("--probes", ("hessian", "alignment"), 100),
     "lanczos_iter": ("--lanczos-iter", ("hessian", "alignment", "surface"), None),
     "uncentred": ("--uncentred", ("noise", "alignment"), False),
+    "check_copies": ("--check-copies", ("hessian", "noise", "alignment"), False),
     "sigma": ("--sigma", ("sharpness",), 0.01),
     "epsilon": ("--epsilon", ("sharpness",), 1e-3),
     "gamma": ("--gamma", ("sharpness",), 1e-4),
@@ -112,6 +114,12 @@ def register(subparsers) -> None:
                    help="noise and alignment of the uncentred second moment E[g gᵀ] = Σ + "
                         "ḡḡᵀ of the per-sample gradients (Zhu et al. eq. (6)) instead of their "
                         "covariance Σ (eq. (3), default)")
+    p.add_argument("--check-copies", action="store_true", default=None,
+                   help="check the top-k eigenvalues of hessian, noise and alignment for "
+                        "copies of a repeated eigenvalue (or a cluster narrower than the "
+                        "tolerance) that one Lanczos start vector misses: Lanczos again on "
+                        "the rest of the space, about twice the products (noise: where "
+                        "Lanczos, not a dense eigh, finds them)")
     p.add_argument("--sigma", type=float,
                    help="σ of the expected-sharpness perturbation (default 0.01)")
     p.add_argument("--epsilon", type=float, help="Keskar ε (default 1e-3)")
@@ -445,6 +453,8 @@ def _measure(args: argparse.Namespace) -> int:
                               "scalars": {}, "arrays": {}}
     if {"noise", "alignment"} & set(what):
         result["centred"] = not args.uncentred
+    if {"hessian", "noise", "alignment"} & set(what):
+        result["check_copies"] = args.check_copies
     m = _Measuring(args, model, loss_fn, batch, out_dir, result)
     t0 = time.perf_counter()
     # a fixed order, not --what's: with --train-mode dropout draws on the global RNG in turn
@@ -586,7 +596,7 @@ def _hessian(m: _Measuring) -> None:
     k = min(m.args.k, op.shape[0])
     with _named(f"hess/top_1..{k}" if k > 1 else "hess/top_1"):
         h_vals, _ = lanczos(op, k, tol=LANCZOS_TOL, num_iter=m.args.lanczos_iter,
-                            generator=m.gen())
+                            generator=m.gen(), check_copies=m.args.check_copies)
     with _named("hess/bottom_1"):
         bottom, _ = lanczos(op, 1, which="smallest", tol=LANCZOS_TOL,
                             num_iter=m.args.lanczos_iter,
@@ -611,7 +621,7 @@ def _noise(m: _Measuring) -> None:
 
     cov = gradient_covariance(m.model, m.loss_fn, m.batch, centred=not m.args.uncentred)
     k = min(m.args.k, cov.num_samples, cov.dim)
-    s_vals, _ = cov.eigenpairs(k)
+    s_vals, _ = cov.eigenpairs(k, check_copies=m.args.check_copies)
     m.scalars.update({"noise/trace": cov.trace(), "noise/mean_eig": cov.trace() / cov.dim})
     m.scalars.update({f"noise/top_{i + 1}": float(v) for i, v in enumerate(s_vals)})
     if min(cov.num_samples, cov.dim) <= DENSE_EIG_LIMIT:
@@ -640,7 +650,8 @@ def _alignment(m: _Measuring) -> None:
         al = sigma_hessian_alignment(m.model, m.loss_fn, m.batch, m.args.k,
                                      num_probes=m.args.probes, tol=LANCZOS_TOL,
                                      num_iter=m.args.lanczos_iter, generator=m.gen(),
-                                     centred=not m.args.uncentred)
+                                     centred=not m.args.uncentred,
+                                     check_copies=m.args.check_copies)
     m.scalars.update(al.as_metrics("align"))
     m.arrays.update({"align/cosines": _tolist(al.cosines),
                      "align/hessian_normalised": _tolist(al.hessian_normalised),

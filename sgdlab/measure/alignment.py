@@ -139,11 +139,14 @@ def sigma_hessian_alignment(
     chunk_size: int | None = 256,
     exact_frobenius: bool | None = None,
     centred: bool = True,
+    check_copies: bool = False,
 ) -> Alignment:
     """Σ–H alignment of the current model over ``data`` (Zhu et al. 2019).
 
     H: Hessian of the mean loss (top-k by Lanczos, tolerance ``tol``, at most ``num_iter``
-    iterations, None for :func:`sgdlab.measure.curvature.lanczos`'s default); ‖H‖_F exact from the d
+    iterations, None for :func:`sgdlab.measure.curvature.lanczos`'s default; ``check_copies``:
+    its deflated check for the copies of a repeated eigenvalue one start vector misses, about
+    twice the products, for Σ's top-k too where Lanczos finds them); ‖H‖_F exact from the d
     unit columns when ``exact_frobenius`` (default: when d <= 1,000, as for Zhu's 103-251
     parameter regression nets, where a near rank-one H makes the probe estimate off by ~√(2/M)
     and λ_1/‖H‖_F can exceed 1), else estimated from ``num_probes`` Gaussian probes (E‖Hv‖²).
@@ -161,9 +164,10 @@ def sigma_hessian_alignment(
     if loss_reduction(loss_fn) != "sum":
         check_mean_of_samples(loss_fn, data, "sigma_hessian_alignment")
     cov = gradient_covariance(model, loss_fn, data, chunk_size=chunk_size, centred=centred)
-    s_vals, s_vecs = cov.eigenpairs(k)
+    s_vals, s_vecs = cov.eigenpairs(k, check_copies=check_copies)
     op = HessianOperator(model, loss_fn, data)
-    h_vals, h_vecs = lanczos(op, k, tol=tol, num_iter=num_iter, generator=generator)
+    h_vals, h_vecs = lanczos(op, k, tol=tol, num_iter=num_iter, generator=generator,
+                             check_copies=check_copies)
     if exact_frobenius is None:
         exact_frobenius = op.shape[0] <= EXACT_FROBENIUS_MAX_DIM
     h_fro = frobenius_norm(op, num_probes, exact=exact_frobenius, generator=generator).value

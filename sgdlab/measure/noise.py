@@ -290,7 +290,8 @@ class GradientCovariance:
         return self._eigh
 
     def eigenpairs(self, k: int = 1, *, tol: float = 1e-8,
-                   generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+                   generator: torch.Generator | None = None,
+                   check_copies: bool = False) -> tuple[Tensor, Tensor]:
         """Top-k eigenpairs of Σ, eigenvalues descending, eigenvectors (d, k) unit columns.
 
         Through the Gram matrix when d > N: K = U Λ Uᵀ ⇒ Σ (Fᵀ u) = λ (Fᵀ u), so
@@ -298,7 +299,9 @@ class GradientCovariance:
         :meth:`spectrum`; for k ≤ min(N, d)/10 on CPU, LAPACK's ``evx`` computes only those
         k pairs); larger Gram matrices up to ``DENSE_EIG_LIMIT`` = 6000 use Lanczos on
         the explicit Gram matrix (relative residual ``tol``), beyond it Lanczos on the implicit
-        Gram (or Σ) operator.
+        Gram (or Σ) operator. ``check_copies``: there, Lanczos' deflated check for the
+        copies of a repeated eigenvalue one start vector misses (about twice the products;
+        ``eigh`` finds every copy).
         """
         n, d = self.num_samples, self.dim
         if k < 1 or k > min(n, d):
@@ -323,7 +326,8 @@ class GradientCovariance:
 
             via_gram = True
             vals, vecs = lanczos(self.gram(), k, tol=tol, generator=generator,
-                                 num_iter=min(n, max(4 * k + 200, 300)))
+                                 num_iter=min(n, max(4 * k + 200, 300)),
+                                 check_copies=check_copies)
         elif n >= d and d <= DENSE_EIG_LIMIT:
             vals, vecs, via_gram = self._full_eigh()
             vals, vecs = vals.flip(0)[:k], vecs.flip(1)[:, :k]
@@ -332,7 +336,7 @@ class GradientCovariance:
 
             via_gram = n < d
             op = _GramOperator(self.factor) if via_gram else CovarianceOperator(self.factor)
-            vals, vecs = lanczos(op, k, tol=tol, generator=generator)
+            vals, vecs = lanczos(op, k, tol=tol, generator=generator, check_copies=check_copies)
             vals, vecs = vals.double(), vecs.double()
         if via_gram:
             v = self.rmatmul(vecs.to(dtype)).double()

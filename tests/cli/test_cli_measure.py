@@ -36,6 +36,9 @@ def _trained_tiny(tmp_path, *, lr: str, exit_code: int):
      "surface, not measured with --what hessian,noise"),
     (["--what", "surface", "--batch-curvature", "ggn"], "--batch-curvature applies to --what "
                                                         "batch, not measured with --what surface"),
+    (["--what", "sharpness", "--check-copies"], "--check-copies applies to --what hessian, "
+                                                "noise or alignment, not measured with --what "
+                                                "sharpness"),
     (["--what", "surface", "--directions", "hessian", "--normalization", "layer"],
      "--normalization: a random-direction option, but --directions hessian (it applies to "
      "--directions random only)"),
@@ -90,6 +93,39 @@ def test_train_mode_names_the_model_itself_as_the_batch_norm(model, label):
     with pytest.raises(UserError) as e:
         _refuse_train_mode_batch_norm(model(nn), True)
     assert str(e.value).startswith(f"--train-mode: {label} would normalise"), str(e.value)
+
+
+def test_check_copies_reaches_every_top_k_and_is_recorded(tmp_path, capsys, monkeypatch):
+    """--check-copies: the Hessian's top-k of hessian and alignment, and Σ's, are checked for
+    copies a start vector misses (Lanczos' check_copies); measurements.json says whether."""
+    import sgdlab.measure.alignment as alignment
+    import sgdlab.measure.curvature as curvature
+    from sgdlab.measure.noise import GradientCovariance
+
+    asked: list[tuple[str, object]] = []
+
+    def spy(where, real):
+        def call(*args, **kwargs):
+            asked.append((where, kwargs.get("check_copies")))
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(curvature, "lanczos", spy("hessian", curvature.lanczos))
+    monkeypatch.setattr(alignment, "lanczos", spy("alignment", alignment.lanczos))
+    monkeypatch.setattr(GradientCovariance, "eigenpairs",
+                        spy("sigma", GradientCovariance.eigenpairs))
+    run = _trained_tiny(tmp_path, lr="0.01", exit_code=0)
+    argv = ["measure", str(run), "--what", "hessian,noise,alignment", "--k", "2", "--probes",
+            "2"]
+    for given, out in ((["--check-copies"], "checked"), ([], "plain")):
+        asked.clear()
+        assert main([*argv, *given, "--out", str(tmp_path / out)]) == 0
+        res = json.loads((tmp_path / out / "measurements.json").read_text())
+        assert res["check_copies"] is bool(given)
+        # the bottom eigenvalue (one pair: a copy cannot change it) is not checked
+        assert asked == [("hessian", bool(given)), ("hessian", None), ("sigma", bool(given)),
+                         ("sigma", bool(given)), ("alignment", bool(given))]
+    capsys.readouterr()
 
 
 def test_a_lanczos_that_did_not_converge_names_the_option_that_iterates_longer(tmp_path,

@@ -312,3 +312,24 @@ def test_the_trace_ratio_of_a_noiseless_point_is_nan_not_an_error():
     assert res.trace_h == pytest.approx(2 * float((x[0] ** 2).sum()), rel=1e-12)
     assert math.isnan(res.trace_ratio)
     assert math.isnan(res.as_metrics()["align/trace_ratio"])
+
+
+def test_check_copies_reaches_both_top_k(monkeypatch):
+    """``check_copies`` goes to the Lanczos of H's top-k and to Σ's top-k (the bilinear saddle
+    above: H's 6 and 2 as without it)."""
+    import sgdlab.measure.alignment as alignment
+    from sgdlab.measure.noise import GradientCovariance
+
+    asked = []
+    lanczos, eigenpairs = alignment.lanczos, GradientCovariance.eigenpairs
+    monkeypatch.setattr(alignment, "lanczos", lambda *a, **kw: asked.append(
+        ("hessian", kw.get("check_copies"))) or lanczos(*a, **kw))
+    monkeypatch.setattr(GradientCovariance, "eigenpairs", lambda *a, **kw: asked.append(
+        ("sigma", kw.get("check_copies"))) or eigenpairs(*a, **kw))
+    x = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]], dtype=torch.float64)
+    y = torch.tensor([[-3.0], [-3.0], [3.0], [3.0]], dtype=torch.float64)
+    res = sigma_hessian_alignment(_Bilinear(0.0), nn.MSELoss(), (x, y), 2, tol=1e-12,
+                                  generator=torch.Generator().manual_seed(0), check_copies=True)
+    assert asked == [("sigma", True), ("hessian", True)]
+    torch.testing.assert_close(res.hessian_eigvals, torch.tensor([6.0, 2.0],
+                                                                 dtype=torch.float64))

@@ -297,7 +297,7 @@ def test_slq_quadrature_is_exact_gauss_quadrature_per_probe():
     ("hessian_top_eigenvalue", {"max_iters": 5},
      r"^hessian_top_eigenvalue\(\) got an unexpected keyword argument 'max_iters' \(did you "
      r"mean num_iter\?\); it takes model, loss_fn, data, operator, num_iter, tol, generator, "
-     r"v0, criterion, dtype$"),
+     r"v0, criterion, dtype, check_copies$"),
     ("hessian_spectral_density", {"n_v": 3},
      r"^hessian_spectral_density\(\) got an unexpected keyword argument 'n_v' \(PyHessian's "
      r"n_v is num_probes here\); it takes .*num_probes, num_iter, sigma, grid, margin"),

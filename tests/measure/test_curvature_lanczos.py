@@ -92,6 +92,27 @@ def test_check_copies_counts_each_member_of_a_near_zero_cluster(seed):
                                atol=1e-10)
 
 
+@pytest.mark.parametrize("which", ["smallest", "both"])
+def test_check_copies_over_the_whole_space_stays_out_of_the_pairs_found(which):
+    """tol = 0 runs every step: the main run spans the whole space (d = 40) and finds the
+    near-zero cluster exactly; the check's run spans the d − 8 dimensions left and no more
+    (72 products). Restarts drawn beyond them took the pairs found, eigenvalue 0 of the
+    deflated operator, for cluster members: 0.79 off, the vectors not orthogonal, 560
+    products."""
+    d, k = 40, (8 if which == "smallest" else 4)
+    lam = torch.cat([torch.zeros(3, dtype=torch.float64),
+                     torch.tensor([1e-12, 3e-11, 1e-10], dtype=torch.float64),
+                     torch.linspace(0.5, 10, d - 6, dtype=torch.float64)])
+    op = DenseOperator(_with_spectrum(lam))
+    vals, vecs = lanczos(op, k, which=which, tol=0, check_copies=True,
+                         generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(vals, _expected(torch.linalg.eigvalsh(op.matrix), k, which),
+                               rtol=0, atol=1e-13)
+    torch.testing.assert_close(vecs.T @ vecs, torch.eye(len(vals), dtype=torch.float64),
+                               rtol=0, atol=1e-12)
+    assert op.num_matvecs == d + (d - 8)
+
+
 @pytest.mark.parametrize("which", ["largest", "smallest", "both", "magnitude"])
 @pytest.mark.parametrize("k", [1, 3])
 def test_check_copies_leaves_a_distinct_spectrum_as_it_was_for_one_more_run(which, k):

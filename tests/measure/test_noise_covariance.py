@@ -478,3 +478,27 @@ def test_noise_magnitude_refuses_a_scaled_covariance(problem):
     assert given.noise_norm == pytest.approx(math.sqrt(0.1 * cov.trace() / 2), rel=1e-12)
     assert given.noise_norm == pytest.approx(
         noise_magnitude(model, loss_fn, data, 0.1, 2).noise_norm, rel=1e-6)
+
+
+def test_check_copies_finds_a_repeated_eigenvalue_on_the_lanczos_path():
+    """N = 1,001 > 1,000 samples, d = 1,010: Lanczos on the explicit Gram matrix, whose
+    eigenvalues 25, 16, 16, 15.21 over a bulk below 9 one start vector reads as 25, 16, 15.21;
+    ``check_copies`` finds the second 16 (eigh's values, float64)."""
+    from sgdlab.measure.noise import GradientCovariance
+
+    n, d = 1001, 1010
+    s = torch.cat([torch.tensor([5.0, 4.0, 4.0, 3.9], dtype=torch.float64),
+                   torch.linspace(0.1, 2.9, n - 4, dtype=torch.float64)])
+    # a Householder reflection for the eigenvectors (a QR of 1,001 x 1,001 took a second)
+    u = torch.randn(n, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    q = torch.eye(n, dtype=torch.float64) - 2 * (u @ u.T) / (u.T @ u)
+    factor = torch.cat([q * s, torch.zeros(n, d - n, dtype=torch.float64)], dim=1)
+    cov = GradientCovariance(factor, torch.zeros(d, dtype=torch.float64), n)
+    plain, _ = cov.eigenpairs(3, tol=1e-6, generator=torch.Generator().manual_seed(0))
+    assert float(plain[2]) == pytest.approx(3.9 ** 2, rel=1e-6)
+    vals, vecs = cov.eigenpairs(3, tol=1e-6, generator=torch.Generator().manual_seed(0),
+                                check_copies=True)
+    torch.testing.assert_close(vals, torch.tensor([25.0, 16.0, 16.0], dtype=torch.float64),
+                               rtol=1e-6, atol=0)
+    torch.testing.assert_close(vecs.T @ vecs, torch.eye(3, dtype=torch.float64), rtol=0,
+                               atol=1e-8)

@@ -1116,7 +1116,7 @@ def test_numpy_bools_are_taken_as_the_flags_they_are():
 OPTION_ROWS = [
     ("hessian", dict(k=3, bottom=2, trace_probes=4, frobenius_probes=5, operator="ggn",
                      tol=0.01, eval_subset=7, eval_mode=False, seed=9, prefix="h2",
-                     block_size=3, num_iter=40), {}),
+                     block_size=3, num_iter=40, check_copies=True), {}),
     ("sharpness", dict(sigma=0.2, num_samples=3, epsilon=0.5, gamma=0.25, beta=3.0,
                        eval_subset=7, eval_mode=False, seed=9, memory_budget="4KiB"),
      {"memory_budget": 4096}),
@@ -1335,3 +1335,29 @@ def test_numpy_floats_and_bools_are_taken_by_every_instrument_that_takes_floats_
     assert nm.replacement is False
     with pytest.raises(ValueError, match=re.escape("Invalid replacement='no'")):
         build_instrument("noise_magnitude", every=1, replacement="no")
+
+
+def test_the_hessian_instrument_passes_check_copies_to_its_top_and_bottom_k(monkeypatch):
+    import sgdlab.train.instruments.curvature as inst
+
+    asked = []
+
+    def spy(*args, **kwargs):
+        asked.append((kwargs.get("which", "largest"), kwargs.get("check_copies")))
+        return real(*args, **kwargs)
+
+    real = inst.lanczos
+    monkeypatch.setattr(inst, "lanczos", spy)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    for check in (True, False):
+        asked.clear()
+        cb = build_instrument("hessian", schedule=Schedule.at([0]), k=2, bottom=1,
+                              eval_subset=None, check_copies=check)
+        res = train(model, nn.CrossEntropyLoss(), toy_dataset(),
+                    torch.optim.SGD(model.parameters(), lr=0.0), epochs=1, batch_size=40,
+                    callbacks=[cb], progress=False)
+        assert asked == [("largest", check), ("smallest", check)]
+        assert "hess/top_2" in res.history and "hess/bottom_1" in res.history
+    with pytest.raises(ValueError, match=r"Invalid check_copies='yes' \(true or false\)"):
+        build_instrument("hessian", every=1, check_copies="yes")

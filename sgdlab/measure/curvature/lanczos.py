@@ -248,9 +248,6 @@ class _Deflated(_Wrapped):
     def _matmat(self, m: Tensor) -> Tensor:
         return _orthogonal_to(self.columns, self.op.matmat(_orthogonal_to(self.columns, m)))
 
-    def _probe_bytes(self) -> int:
-        return self.op._probe_bytes()
-
 
 @checked_keywords()
 def lanczos(
@@ -284,12 +281,12 @@ def lanczos(
             eigenvalue among the k can come out once, the next distinct eigenvalue in its
             place (5, 4, 4, 3.9, ... read as 5, 4, 3.9), and so can the members of a cluster
             narrower than the tolerance (0, 0, 0, 1e-12, 3e-11, 1e-10 below a bulk from 0.5,
-            smallest first, read as two values, then 0.5). At a breakdown of a block begun at a
-            random vector the iteration ends when that block's extreme values, and the
-            previous random block's, do not beat the k-th wanted one: nothing left in the
-            space can change the wanted values (c·I takes k + 1 products; two blocks, as a
-            start with a component along an extreme eigenvector below the breakdown
-            threshold misses it).
+            smallest first, read as two values, then 0.5; ``check_copies`` finds the missed
+            copies of both). At a breakdown of a block begun at a random vector the
+            iteration ends when that block's extreme values, and the previous random
+            block's, do not beat the k-th wanted one: nothing left in the space can change
+            the wanted values (c·I takes k + 1 products; two blocks, as a start with a
+            component along an extreme eigenvector below the breakdown threshold misses it).
         criterion: ``"residual"`` (above; a residual r bounds the eigenvalue error by r²/gap)
             or ``"error_bound"``: stop once that bound on the eigenvalue error,
             min(r, r²/gap) with gap the distance from θ to the nearest other Ritz value (the
@@ -315,7 +312,7 @@ def lanczos(
             start orthogonal to V; a value that beats or ties the k-th wanted one within
             ``tol`` joins them and the check repeats until a run finds none. 5, 4, 4, 3.9
             over a bulk below 3 then reads 5, 4, 4 (25 -> 88 products, d = 100, k = 3), the
-            near-zero cluster above its 8 smallest values (36 -> 120). On distinct spectra
+            near-zero cluster above its 8 smallest values (36 -> 120-122). On distinct spectra
             the answer is unchanged and the check costs 1.7-2.9x the products (d = 200-300,
             k = 1-5: one more run to the extreme of the rest, which may be a bulk's edge).
 

@@ -34,7 +34,9 @@ def hessian_eigenpairs(model: nn.Module, loss_fn: LossFn, data: Data, k: int = 1
     of the mean loss over ``data``, by Lanczos: ``which`` (largest | smallest | both |
     magnitude), ``num_iter`` (the Krylov dimension, default ``min(d, max(2k + 60, 4k))``),
     ``tol`` (relative residual), ``generator`` / ``v0`` (the start vector), ``criterion``
-    (residual | error_bound | ritz_change) and ``dtype`` (working precision) as in
+    (residual | error_bound | ritz_change), ``dtype`` (working precision) and
+    ``check_copies`` (a deflated check for the copies of a repeated eigenvalue one start
+    vector misses, about twice the products) as in
     :func:`~sgdlab.measure.curvature.lanczos.lanczos`."""
     return lanczos(curvature_operator(operator, model, loss_fn, data), k, which=which, **kw)
 

@@ -150,6 +150,10 @@ class HessianCallback(MeasuredCallback):
         tol: Lanczos relative residual tolerance; ``num_iter``: its most iterations (None:
             :func:`sgdlab.measure.curvature.lanczos`'s default, min(d, 2k + 60)), which a
             warning naming the series that did not reach ``tol`` says to raise.
+        check_copies: Lanczos' deflated check for the copies of a repeated eigenvalue (or a
+            cluster narrower than ``tol``) one start vector misses, for the top-k and
+            bottom-k (:func:`sgdlab.measure.curvature.lanczos`'s ``check_copies``: about twice
+            the products).
         block_size: probes per batched product for the trace and Frobenius estimates; None:
             the operator's memory-bound block. Not timed (``block_tuner``): the float round-off
             of a batched product depends on its block, and a run's series must not depend on
@@ -159,7 +163,7 @@ class HessianCallback(MeasuredCallback):
     def __init__(self, schedule: Schedule | None = None, *, k: int = 1, bottom: int = 0,
                  trace_probes: int = 0, frobenius_probes: int = 0, operator: str = "hessian",
                  tol: float = 1e-3, num_iter: int | None = None, prefix: str | None = None,
-                 block_size: int | None = None, **kw):
+                 block_size: int | None = None, check_copies: bool = False, **kw):
         super().__init__(schedule, **kw)
         # numpy's and torch's ints are counts (np.int64(5) from a grid); kept as Python ints
         k, bottom, trace_probes, frobenius_probes, num_iter, block_size = map(
@@ -172,7 +176,8 @@ class HessianCallback(MeasuredCallback):
                       f"an int >= k and bottom ({max(k, bottom, 1)})"),
             block_size=(block_size, block_size is None or int_at_least(block_size, 1),
                         "an int >= 1"),
-            operator=(operator, operator in OPERATORS, f"one of {', '.join(sorted(OPERATORS))}"))
+            operator=(operator, operator in OPERATORS, f"one of {', '.join(sorted(OPERATORS))}"),
+            check_copies=(check_copies, isinstance(check_copies, bool), "true or false"))
         if not (k or bottom or trace_probes or frobenius_probes):
             # it ran every step without logging a value, and said nothing
             raise ValueError("Invalid k=0 with bottom, trace_probes and frobenius_probes 0: "
@@ -182,6 +187,7 @@ class HessianCallback(MeasuredCallback):
         self.trace_probes, self.frobenius_probes = trace_probes, frobenius_probes
         self.prefix = SERIES_PREFIXES.get(operator, operator) if prefix is None else prefix
         self.block_size = block_size
+        self.check_copies = check_copies
 
     def check(self, model, data) -> None:
         super().check(model, data)
@@ -196,12 +202,13 @@ class HessianCallback(MeasuredCallback):
         if self.k:
             with convergence_warnings_named(_series(p, "top", self.k), advice):
                 vals, _ = lanczos(op, self.k, tol=self.tol, num_iter=self.num_iter,
-                                  generator=generator)
+                                  generator=generator, check_copies=self.check_copies)
             out.update({f"{p}/top_{i + 1}": float(v) for i, v in enumerate(vals)})
         if self.bottom:
             with convergence_warnings_named(_series(p, "bottom", self.bottom), advice):
                 vals, _ = lanczos(op, self.bottom, which="smallest", tol=self.tol,
-                                  num_iter=self.num_iter, generator=generator)
+                                  num_iter=self.num_iter, generator=generator,
+                                  check_copies=self.check_copies)
             out.update({f"{p}/bottom_{i + 1}": float(v) for i, v in enumerate(vals)})
         block = self.block_size or op.probe_block_size()
         if self.trace_probes:
@@ -272,13 +279,17 @@ def hessian_instrument(*, schedule: Schedule, k: int = 1, bottom: int = 0,
                        eval_subset: int | None = 1000, eval_mode: bool = True,
                        seed: int = 0, prefix: str | None = None,
                        block_size: int | None = None,
-                       num_iter: int | None = None) -> HessianCallback:
+                       num_iter: int | None = None,
+                       check_copies: bool = False) -> HessianCallback:
     """Hessian (or GGN / empirical Fisher) top-k, bottom-k, trace, Frobenius norm, logged as
     ``<prefix>/top_1``, ...; ``prefix`` absent or null: the operator's, ``hess``, ``ggn`` or
-    ``fisher`` (a second instrument of one operator needs its own prefix)."""
+    ``fisher`` (a second instrument of one operator needs its own prefix); ``check_copies``:
+    Lanczos' deflated check for missed copies of a repeated eigenvalue (see
+    :class:`HessianCallback`)."""
     return HessianCallback(schedule, k=k, bottom=bottom, trace_probes=trace_probes,
                            frobenius_probes=frobenius_probes, operator=operator, tol=tol,
                            num_iter=num_iter, prefix=prefix, block_size=block_size,
+                           check_copies=check_copies,
                            **_common(eval_subset, eval_mode, seed))
 
 
