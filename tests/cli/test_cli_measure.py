@@ -676,6 +676,7 @@ def test_measurements_json_holds_the_settings_the_values_depend_on(tiny_run, tmp
     assert settings == {
         "data": "train", "subset": 12, "seed": 4, "train_mode": False, "dtype": "float32",
         "device": "cpu", "k": 2, "probes": 3, "lanczos_iter": None, "centred": False,
+        "check_copies": False,
         "directions": "random", "normalization": "layer", "bias_bn": "zero", "extent": 0.5,
         "steps": 3, "bn_stats": "keep", "memory_budget": None, "batch_size": 4,
         "batches": 2, "batch_curvature": None, "lanczos_tol": 1e-4, "density_probes": 5,
