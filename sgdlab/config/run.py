@@ -455,16 +455,17 @@ def _check_optimizer(path: str, sec: dict[str, Any], errors: list[str]) -> None:
 
 def micro_batch_optimizer_problem(name: Any) -> str | None:
     """Why a ``micro_batch`` does not go with optimizer ``name``, or None: an optimizer whose
-    closure draws its own batches (Entropy-SGD, HJ, ...), which the loop cannot chunk. The one
-    rule of a run config's ``train.micro_batch`` and an experiment run's ``micro_batch``,
-    checked before a run is recorded (the loop refuses it at its first step)."""
+    closure draws its own batches (Entropy-SGD, HJ, ...), which the loop cannot chunk
+    (:func:`~sgdlab.train.loop.micro_batch_optimizer_refusal`). A run config's
+    ``train.micro_batch`` and an experiment run's ``micro_batch`` are checked so before a run
+    is recorded (the loop refuses it at its first step)."""
     from ..optim import OPTIMIZERS
+    from ..train.loop import micro_batch_optimizer_refusal
 
     name = registered_spelling(name, OPTIMIZERS)
-    if name is not None and getattr(OPTIMIZERS[name], "needs_closure", False):
-        return (f"not supported with optimizer {name!r}, whose closure evaluates its own "
-                "batches (leave micro_batch out)")
-    return None
+    problem = (None if name is None
+               else micro_batch_optimizer_refusal(OPTIMIZERS[name], f"optimizer {name!r}"))
+    return None if problem is None else f"{problem} (leave micro_batch out)"
 
 
 def _check_micro_batch_optimizer(name: str, errors: list[str]) -> None:

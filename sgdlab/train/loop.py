@@ -1280,15 +1280,24 @@ def micro_batch_backward(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], T
     return total
 
 
+def micro_batch_optimizer_refusal(optimizer: Any, name: str) -> str | None:
+    """Why a ``micro_batch`` does not go with ``optimizer`` (an optimizer or its class, called
+    ``name``), or None: a closure optimizer's closure evaluates its own batches, which the loop
+    cannot chunk. The one rule of the loop, a run config and an experiment run."""
+    if getattr(optimizer, "needs_closure", False):
+        return f"not supported with {name}, whose closure evaluates its own batches"
+    return None
+
+
 def _check_micro_batch(micro_batch: Any, optimizer: Any, loss_fn: Any,
                        y_train: Tensor) -> int | None:
     """``micro_batch`` as an int (or None), refused where the loop cannot chunk the batch."""
     if micro_batch is None:
         return None
     m = checked_int("micro_batch", micro_batch, 1, " (or None)")
-    if getattr(optimizer, "needs_closure", False):
-        raise UserError(f"micro_batch is not supported with {type(optimizer).__name__}, whose "
-                        "closure evaluates its own batches")
+    problem = micro_batch_optimizer_refusal(optimizer, type(optimizer).__name__)
+    if problem is not None:
+        raise UserError(f"micro_batch is {problem}")
     if not y_train.is_floating_point() and y_train.dim() > 1:
         # a per-token mean weighs tokens, not examples (and window-sum scales it): chunks
         # weighted by their examples would not be it
