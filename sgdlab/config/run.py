@@ -468,12 +468,6 @@ def micro_batch_optimizer_problem(name: Any) -> str | None:
     return None if problem is None else f"{problem} (leave micro_batch out)"
 
 
-def _check_micro_batch_optimizer(name: str, errors: list[str]) -> None:
-    problem = micro_batch_optimizer_problem(name)
-    if problem is not None:
-        errors.append(f"train.micro_batch: {problem}")
-
-
 def _check_schedule(path: str, sec: dict[str, Any], errors: list[str]) -> None:
     import torch
 
@@ -779,7 +773,9 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
         if sound((key,)):
             _CHECKS[key](key, cfg[key] if cfg else checked(key, raw.get(key)), errors)
     if cfg and cfg["train"]["micro_batch"] is not None:
-        _check_micro_batch_optimizer(cfg["optimizer"]["name"], errors)
+        problem = micro_batch_optimizer_problem(cfg["optimizer"]["name"])
+        if problem is not None:
+            errors.append(f"train.micro_batch: {problem}")
     data = raw.get("data")
     if (not sound(("data",)) and isinstance(data, dict)
             and data.get("name") is None and data.get("file") is None):
