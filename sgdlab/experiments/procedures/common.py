@@ -145,8 +145,7 @@ def mean_curve(runs: list[StoredRun], metric: str, *, counts: bool = False) -> t
     with warnings.catch_warnings():     # a step where no run is finite: NaN, said by the value
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(arr, axis=0)
-        std = (np.where(n > 1, np.nanstd(arr, axis=0, ddof=1), np.nan) if len(arr) > 1
-               else np.full(len(steps), np.nan))
+        std = np.where(n > 1, np.nanstd(arr, axis=0, ddof=1), np.nan)
     out = ([float(t) for t in steps], mean.tolist(), std.tolist())
     return out + ([int(k) for k in n],) if counts else out
 
