@@ -38,6 +38,15 @@ from sgdlab.experiments.procedures.measures import (compute_final, compute_scala
     ({"kind": "hessian_trace", "probes": True}, True, r"probes must be an integer >= 1, got True"),
     ({"kind": "expected_sharpness", "num_samples": 0}, True,
      r"num_samples must be an integer >= 1, got 0"),
+    # trajectory_spectrum is given its item's keys, and failed on these once trained
+    ({"kind": "trajectory_spectrum", "samples": 64}, True,
+     r"^f: measurement 'trajectory_spectrum' has no option 'samples' \(samples does not "
+     r"apply to trajectory_spectrum, which reads the run's recorded trajectory, not "
+     r"examples\); allowed: burnin, kind, level, low_fraction, max_lag$"),
+    ({"kind": "trajectory_spectrum", "split": "test"}, True,
+     r"has no option 'split' \(split does not apply to trajectory_spectrum"),
+    ({"kind": "trajectory_spectrum", "sample_seed": 0}, True, r"has no option 'sample_seed' "),
+    ({"kind": "trajectory_spectrum", "every": 5}, True, r"has no option 'every' "),
 ])
 def test_a_measurement_is_refused_naming_what_is_wrong(m, final, msg):
     with pytest.raises(ConfigError, match=msg):

@@ -312,6 +312,10 @@ SECOND_BAD = SWEEP.replace("\n      measure: [{name: trajectory, every_steps: ST
      "default), got 2.5"),
     ("{final: [{kind: grad_norm, sample_seed: 1.5, samples: 4}]}",
      "final[0]: measurement 'grad_norm': sample_seed must be an integer >= 0"),
+    ("{measure: [{name: trajectory, every_steps: 1}], "
+     "final: [{kind: trajectory_spectrum, samples: 64}]}",
+     "final[0]: measurement 'trajectory_spectrum' has no option 'samples' (samples does not "
+     "apply to trajectory_spectrum, which reads the run's recorded trajectory, not examples)"),
     ("{optimizer: {name: entropy_sgd, lr: 0.1, L: 2}, micro_batch: 2}",
      "micro_batch: not supported with optimizer 'entropy_sgd', whose closure evaluates its "
      "own batches (leave micro_batch out)"),

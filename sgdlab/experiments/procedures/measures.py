@@ -116,11 +116,16 @@ def validate_measure(m: Any, where: str, *, final: bool) -> None:
         extra = " (array measurements only in 'final')" if kind in ARRAYS else ""
         raise ConfigError(f"{where}: unknown measurement kind {kind!r}{extra}; known: "
                           f"{', '.join(sorted(table))}")
-    allowed = _COMMON | table[kind][1]
+    # trajectory_spectrum reads the run's recorded trajectory, and is given its item's keys
+    # (all but kind): the common ones, which choose the examples, would fail it once trained
+    common = {"kind"} if kind == "trajectory_spectrum" else _COMMON
+    allowed = common | table[kind][1]
     for k in m:
         if k not in allowed:
-            raise ConfigError(f"{where}: measurement {kind!r} has no option {k!r}; allowed: "
-                              f"{', '.join(sorted(allowed))}")
+            why = (f" ({k} does not apply to trajectory_spectrum, which reads the run's "
+                   "recorded trajectory, not examples)" if k in _COMMON else "")
+            raise ConfigError(f"{where}: measurement {kind!r} has no option {k!r}{why}; "
+                              f"allowed: {', '.join(sorted(allowed))}")
     from sgdlab.measure.passes import memory_budget_bytes
 
     try:
