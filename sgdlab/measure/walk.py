@@ -63,6 +63,7 @@ __all__ = [
     "StepInterpolation",
     "EpochWalkSummary",
     "analyze_segment",
+    "check_bn_mode",
     "evaluation_mode",
     "SPACINGS",
     "VALLEY_FLOORS",
@@ -133,6 +134,14 @@ def segment_alphas(num_points: int = 10, *, spacing: str = "interior",
     return torch.linspace(0.0, 1.0, num_points, dtype=dtype)
 
 
+def check_bn_mode(bn_mode: object) -> str:
+    """``bn_mode`` if it is "eval" or "train", else a ValueError: the one check of a
+    measurement's ``bn_mode`` (:func:`evaluation_mode`'s, made without a model)."""
+    if bn_mode not in ("eval", "train"):
+        raise ValueError(f"Invalid bn_mode={bn_mode!r}: expected 'eval' or 'train'")
+    return bn_mode
+
+
 @contextlib.contextmanager
 def evaluation_mode(model: nn.Module, bn_mode: str = "eval") -> Iterator[None]:
     """Dropout off; batch norm in ``bn_mode`` ("eval": running stats, "train": batch stats).
@@ -140,8 +149,7 @@ def evaluation_mode(model: nn.Module, bn_mode: str = "eval") -> Iterator[None]:
     Restores every submodule's ``training`` flag on exit, and in "train" mode also the
     batch-norm buffers (running statistics) that forward passes inside the block update.
     """
-    if bn_mode not in ("eval", "train"):
-        raise ValueError(f"Invalid bn_mode={bn_mode!r}: expected 'eval' or 'train'")
+    check_bn_mode(bn_mode)
     with eval_mode(model):
         if bn_mode == "train":
             for m in model.modules():

@@ -65,6 +65,12 @@ def test_a_measurement_is_refused_naming_what_is_wrong(m, final, msg):
     ({"kind": "hessian_top", "samples": 2.5}, "samples must be an integer >= 1"),
     ({"kind": "hessian_top", "samples": 4, "sample_seed": 1.5},
      "sample_seed must be an integer >= 0"),
+    # bn_mode was checked by evaluation_mode, once the run had trained
+    ({"kind": "hessian_top", "bn_mode": "batch"},
+     r"^f: measurement 'hessian_top': Invalid bn_mode='batch': expected 'eval' or 'train'$"),
+    ({"kind": "hessian_trace", "bn_mode": "running"}, "Invalid bn_mode='running'"),
+    ({"kind": "hessian_frobenius", "bn_mode": None}, "Invalid bn_mode=None"),
+    ({"kind": "grad_norm", "bn_mode": ["eval"]}, r"Invalid bn_mode=\['eval'\]"),
 ])
 def test_a_final_measurements_own_argument_checks_run_when_it_is_validated(m, msg):
     # each failed, or was cut short by int(), only once the run had trained

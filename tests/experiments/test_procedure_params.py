@@ -316,6 +316,9 @@ SECOND_BAD = SWEEP.replace("\n      measure: [{name: trajectory, every_steps: ST
      "final: [{kind: trajectory_spectrum, samples: 64}]}",
      "final[0]: measurement 'trajectory_spectrum' has no option 'samples' (samples does not "
      "apply to trajectory_spectrum, which reads the run's recorded trajectory, not examples)"),
+    ("{final: [{kind: hessian_trace, bn_mode: batch}]}",
+     "final[0]: measurement 'hessian_trace': Invalid bn_mode='batch': expected 'eval' or "
+     "'train'"),
     ("{optimizer: {name: entropy_sgd, lr: 0.1, L: 2}, micro_batch: 2}",
      "micro_batch: not supported with optimizer 'entropy_sgd', whose closure evaluates its "
      "own batches (leave micro_batch out)"),

@@ -188,10 +188,17 @@ def _gen(seed: int | None) -> torch.Generator:
 
 
 # --- scalars -----------------------------------------------------------------------------
-def _check_hessian_top(*, which, **_) -> None:
+def _check_bn_mode(*, bn_mode, **_) -> None:
+    from sgdlab.measure.walk import check_bn_mode
+
+    check_bn_mode(bn_mode)
+
+
+def _check_hessian_top(*, which, bn_mode, **_) -> None:
     from sgdlab.measure.dynamics import check_hessian_which
 
     check_hessian_which(which, "hessian_top which")
+    _check_bn_mode(bn_mode=bn_mode)
 
 
 @scalar("hessian_top", {"tol", "num_iter", "bn_mode", "which"}, arguments=_check_hessian_top)
@@ -203,36 +210,39 @@ def _hessian_top(model, loss_fn, data, tol: float = 1e-3, num_iter: int = 40,
     eigenvalue is the larger in magnitude."""
     from sgdlab.measure.dynamics import HESSIAN_WHICH
 
-    _check_hessian_top(which=which)
+    _check_hessian_top(which=which, bn_mode=bn_mode)
     fn = HESSIAN_WHICH[which]
     return {"hessian_top": fn(model, loss_fn, data, bn_mode=bn_mode, tol=tol,
                               num_iter=num_iter, generator=_gen(0))}
 
 
-@scalar("hessian_frobenius", {"probes", "bn_mode"})
+@scalar("hessian_frobenius", {"probes", "bn_mode"}, arguments=_check_bn_mode)
 def _hessian_frob(model, loss_fn, data, probes: int = 20, bn_mode: str = "eval"):
     from sgdlab.measure.curvature import hessian_frobenius_norm
     from sgdlab.measure.walk import evaluation_mode
 
+    _check_bn_mode(bn_mode=bn_mode)
     with evaluation_mode(model, bn_mode):
         est = hessian_frobenius_norm(model, loss_fn, data, probes, generator=_gen(1))
     return {"hessian_frobenius": est.value}
 
 
-@scalar("hessian_trace", {"probes", "bn_mode"})
+@scalar("hessian_trace", {"probes", "bn_mode"}, arguments=_check_bn_mode)
 def _hessian_trace(model, loss_fn, data, probes: int = 20, bn_mode: str = "eval"):
     from sgdlab.measure.curvature import hessian_trace
     from sgdlab.measure.walk import evaluation_mode
 
+    _check_bn_mode(bn_mode=bn_mode)
     with evaluation_mode(model, bn_mode):
         est = hessian_trace(model, loss_fn, data, probes, generator=_gen(2))
     return {"hessian_trace": est.value}
 
 
-@scalar("grad_norm", {"bn_mode"})
+@scalar("grad_norm", {"bn_mode"}, arguments=_check_bn_mode)
 def _grad_norm(model, loss_fn, data, bn_mode: str = "eval"):
     from sgdlab.measure.dynamics import full_batch_grad_norm
 
+    _check_bn_mode(bn_mode=bn_mode)
     return {"grad_norm": full_batch_grad_norm(model, loss_fn, data, bn_mode=bn_mode)}
 
 

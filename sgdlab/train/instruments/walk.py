@@ -42,6 +42,7 @@ from sgdlab.measure.step_length import WEIGHTS, normalized_step_length
 from sgdlab.measure.walk import (
     StepInterpolation,
     analyze_segment,
+    check_bn_mode,
     evaluation_mode,
     height_floor_of,
     segment_alphas,
@@ -111,8 +112,7 @@ class StepInterpolationCallback(Callback):
                              or int_at_least(eval_batch_size, 1), "an int >= 1, or None"),
             seed=(seed, is_seed(seed), RUN_SEED_RULE))
         self.epochs = None if epochs is None else frozenset(epochs)
-        if bn_mode not in ("eval", "train"):
-            raise ValueError(f"Invalid bn_mode={bn_mode!r}: expected 'eval' or 'train'")
+        check_bn_mode(bn_mode)
         self.schedule = schedule if schedule is not None else Schedule.every(1)
         self.num_points, self.eval_data = num_points, eval_data
         self.eval_batch_size = eval_batch_size
