@@ -71,6 +71,20 @@ def test_a_measurement_is_refused_naming_what_is_wrong(m, final, msg):
     ({"kind": "hessian_trace", "bn_mode": "running"}, "Invalid bn_mode='running'"),
     ({"kind": "hessian_frobenius", "bn_mode": None}, "Invalid bn_mode=None"),
     ({"kind": "grad_norm", "bn_mode": ["eval"]}, r"Invalid bn_mode=\['eval'\]"),
+    # a string failed at Lanczos' comparison, NaN and inf were taken
+    ({"kind": "hessian_top", "tol": "1e-3"},
+     r"^f: measurement 'hessian_top': Invalid tol='1e-3' \(a finite number >= 0; 0 runs "
+     r"num_iter steps\)$"),
+    ({"kind": "hessian_top", "tol": -1e-3}, r"Invalid tol=-0.001 "),
+    ({"kind": "hessian_top", "tol": math.nan}, r"Invalid tol=nan "),
+    ({"kind": "hessian_top", "tol": math.inf}, r"Invalid tol=inf "),
+    # a string failed at the comparison with d, 0 refused every model after its training
+    ({"kind": "hessian_spectrum", "max_params": "10000"},
+     r"^f: measurement 'hessian_spectrum': Invalid max_params='10000' \(the most parameters "
+     r"a dense Hessian is built for: an int >= 1\)$"),
+    ({"kind": "hessian_spectrum", "max_params": 0}, r"Invalid max_params=0 "),
+    ({"kind": "hessian_spectrum", "max_params": 1e4}, r"Invalid max_params=10000.0 "),
+    ({"kind": "hessian_spectrum", "max_params": True}, r"Invalid max_params=True "),
 ])
 def test_a_final_measurements_own_argument_checks_run_when_it_is_validated(m, msg):
     # each failed, or was cut short by int(), only once the run had trained
@@ -88,6 +102,10 @@ def test_a_final_measurement_checks_its_arguments_before_any_model_work(tmp_path
         trajectory_spectrum(tmp_path / "no-trajectory", burnin=1.5)
     with pytest.raises(ValueError, match="Invalid max_lag=2.5 "):
         trajectory_spectrum(tmp_path / "no-trajectory", max_lag=2.5)
+    with pytest.raises(ValueError, match="Invalid tol=-1 "):
+        compute_final({"kind": "hessian_top", "tol": -1}, None, None, None)
+    with pytest.raises(ValueError, match="Invalid max_params='all' "):
+        compute_final({"kind": "hessian_spectrum", "max_params": "all"}, None, None, None)
     from types import SimpleNamespace
 
     ds = SimpleNamespace(x_train=torch.arange(6.0), y_train=torch.arange(6))

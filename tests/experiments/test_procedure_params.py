@@ -319,6 +319,11 @@ SECOND_BAD = SWEEP.replace("\n      measure: [{name: trajectory, every_steps: ST
     ("{final: [{kind: hessian_trace, bn_mode: batch}]}",
      "final[0]: measurement 'hessian_trace': Invalid bn_mode='batch': expected 'eval' or "
      "'train'"),
+    ("{final: [{kind: hessian_top, tol: -0.001}]}",
+     "final[0]: measurement 'hessian_top': Invalid tol=-0.001 (a finite number >= 0"),
+    ("{final: [{kind: hessian_spectrum, max_params: lots}]}",
+     "final[0]: measurement 'hessian_spectrum': Invalid max_params='lots' (the most "
+     "parameters a dense Hessian is built for: an int >= 1)"),
     ("{optimizer: {name: entropy_sgd, lr: 0.1, L: 2}, micro_batch: 2}",
      "micro_batch: not supported with optimizer 'entropy_sgd', whose closure evaluates its "
      "own batches (leave micro_batch out)"),

@@ -574,6 +574,19 @@ def test_dense_hessian_takes_exactly_max_params_parameters():
         hessian_spectrum(model, loss_fn, data, max_params=20)
 
 
+@pytest.mark.parametrize("max_params", ["10000", 0, -5, 1e4, True, None])
+def test_dense_hessian_refuses_a_size_limit_that_is_not_a_count(max_params):
+    # a string or None failed at the comparison with d; 1e4 passed as a limit, True as 1
+    model = tiny_mlp(3, 4, 1)
+    data = (torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"^Invalid max_params=.* \(the most parameters a "
+                                         r"dense Hessian is built for: an int >= 1\)$"):
+        dense_hessian(model, nn.MSELoss(), data, max_params=max_params)
+    ref = dense_hessian_reference(model, nn.MSELoss(), data)
+    torch.testing.assert_close(dense_hessian(model, nn.MSELoss(), data,
+                                             max_params=np.int64(21)), ref)
+
+
 @pytest.mark.parametrize("width, size", [(10, "48.4 KB"), (40, "10.8 MB"), (200, "6.5 GB")])
 def test_the_dense_hessian_size_limit_names_the_size_at_every_scale(width, size):
     """d = width² + width float32 parameters: d² · 4 bytes (110² · 4 = 48,400, 1640² · 4 =

@@ -1,4 +1,5 @@
 """Lanczos / power iteration / Hessian eigenpairs against dense float64 references."""
+import math
 import warnings
 
 import numpy as np
@@ -181,6 +182,18 @@ def test_lanczos_float32_and_bad_input():
         lanczos(a, 1, which="top")
     with pytest.raises(ValueError, match="k="):
         lanczos(a, 0)
+
+
+@pytest.mark.parametrize("tol", ["1e-3", -1e-3, math.nan, math.inf, True])
+def test_lanczos_refuses_a_tolerance_that_is_not_a_finite_number_at_least_zero(tol):
+    # a string failed at the comparison; NaN never stopped early and inf stopped at once
+    a = _sym(8, seed=1)
+    with pytest.raises(ValueError, match=r"^Invalid tol=.* \(a finite number >= 0; 0 runs "
+                                         r"num_iter steps\)$"):
+        lanczos(a, 1, tol=tol)
+    # numpy's floats are tolerances
+    vals, _ = lanczos(a, 1, tol=np.float32(1e-8), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(vals[0], torch.linalg.eigvalsh(a)[-1], rtol=0, atol=1e-7)
 
 
 def test_power_iteration_top_eigenvalue():

@@ -194,10 +194,12 @@ def _check_bn_mode(*, bn_mode, **_) -> None:
     check_bn_mode(bn_mode)
 
 
-def _check_hessian_top(*, which, bn_mode, **_) -> None:
+def _check_hessian_top(*, which, tol, bn_mode, **_) -> None:
+    from sgdlab.measure.curvature.lanczos import check_tol
     from sgdlab.measure.dynamics import check_hessian_which
 
     check_hessian_which(which, "hessian_top which")
+    check_tol(tol)
     _check_bn_mode(bn_mode=bn_mode)
 
 
@@ -210,7 +212,7 @@ def _hessian_top(model, loss_fn, data, tol: float = 1e-3, num_iter: int = 40,
     eigenvalue is the larger in magnitude."""
     from sgdlab.measure.dynamics import HESSIAN_WHICH
 
-    _check_hessian_top(which=which, bn_mode=bn_mode)
+    _check_hessian_top(which=which, tol=tol, bn_mode=bn_mode)
     fn = HESSIAN_WHICH[which]
     return {"hessian_top": fn(model, loss_fn, data, bn_mode=bn_mode, tol=tol,
                               num_iter=num_iter, generator=_gen(0))}
@@ -268,9 +270,12 @@ def _expected_sharpness(model, loss_fn, data, sigma: float = 0.01, num_samples: 
 
 
 # --- arrays ------------------------------------------------------------------------------
-def _check_hessian_spectrum(*, chunk_size, **_) -> None:
+def _check_hessian_spectrum(*, chunk_size, max_params) -> None:
+    from sgdlab.measure.curvature.dense import check_max_params
+
     if not int_at_least(chunk_size, 1):
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    check_max_params(max_params)
 
 
 @array("hessian_spectrum", {"max_params", "chunk_size"}, arguments=_check_hessian_spectrum)
@@ -280,7 +285,7 @@ def _hessian_spectrum(model, loss_fn, data, max_params: int = 60_000, chunk_size
     a column's (docs/design/curvature.md, "Dense Hessians of recurrent networks")."""
     from sgdlab.measure.curvature import harmonic_mean_eigenvalue, hessian_spectrum
 
-    _check_hessian_spectrum(chunk_size=chunk_size)
+    _check_hessian_spectrum(chunk_size=chunk_size, max_params=max_params)
     raw = hessian_spectrum(model, loss_fn, data, max_params=max_params, chunk_size=chunk_size)
     # the positive part above the round-off of the model's dtype: cast to float64 first, the
     # threshold took float64's eps and kept float32 round-off, which the mean then reads

@@ -6,9 +6,20 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import checked_keywords, human_size
+from sgdlab.errors import checked_keywords, human_size, int_at_least, plain_int
 from sgdlab.operators import HessianOperator
 from sgdlab.operators.batches import Data
+
+
+def check_max_params(max_params: object) -> int:
+    """``max_params`` as an int when it is a number of parameters >= 1, else a ValueError:
+    :func:`dense_hessian`'s check of its size limit, made without a model (a string failed at
+    the comparison with d, and a limit below 1 refuses every model)."""
+    max_params = plain_int(max_params)      # np.int64 is a count; True and 6e4 are not
+    if not int_at_least(max_params, 1):
+        raise ValueError(f"Invalid max_params={max_params!r} (the most parameters a dense "
+                         "Hessian is built for: an int >= 1)")
+    return max_params
 
 
 @checked_keywords()
@@ -24,6 +35,7 @@ def dense_hessian(
     time, vmapped through the cached gradient graph for a single batch). Symmetrised
     ((H + Hᵀ)/2, in place) to remove round-off asymmetry. Refuses d > ``max_params`` (d²
     memory)."""
+    max_params = check_max_params(max_params)
     op = HessianOperator(model, loss_fn, data)
     d = op.shape[0]
     if d > max_params:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgdlab.errors import checked_keywords, int_at_least, plain_int, warn
+from sgdlab.errors import checked_keywords, finite_number, int_at_least, plain_int, warn
 from sgdlab.operators import LinearOperator, as_operator
 from sgdlab.operators.linear import _Wrapped
 
@@ -249,6 +249,17 @@ class _Deflated(_Wrapped):
         return _orthogonal_to(self.columns, self.op.matmat(_orthogonal_to(self.columns, m)))
 
 
+def check_tol(tol: object) -> float:
+    """``tol`` when it is a finite number >= 0 (numpy's floats as Python floats), else a
+    ValueError: :func:`lanczos`'s check of its tolerance, made without an operator (a string
+    failed at the comparison, NaN stopped no run early and inf stopped every one at once)."""
+    if isinstance(tol, np.floating):
+        tol = float(tol)
+    if not (finite_number(tol) and tol >= 0):
+        raise ValueError(f"Invalid tol={tol!r} (a finite number >= 0; 0 runs num_iter steps)")
+    return tol
+
+
 @checked_keywords()
 def lanczos(
     A: Operand,
@@ -329,8 +340,7 @@ def lanczos(
         raise ValueError(f"Invalid k={k!r}: need an int 1 <= k <= d = {d}")
     if which == "both" and 2 * k > d:
         raise ValueError(f"which='both' with k={k} needs 2k <= d = {d}")
-    if tol < 0:
-        raise ValueError(f"Invalid tol={tol} (must be >= 0)")
+    tol = check_tol(tol)
     if not isinstance(check_copies, bool):
         raise ValueError(f"Invalid check_copies={check_copies!r} (True or False)")
     if criterion not in ("residual", "error_bound", "ritz_change"):
@@ -583,5 +593,5 @@ def power_iteration(
     return float(lam), v, num_iter
 
 
-__all__ = ["LanczosResult", "lanczos", "lanczos_decomposition",
+__all__ = ["LanczosResult", "check_tol", "lanczos", "lanczos_decomposition",
            "power_iteration"]
