@@ -56,7 +56,6 @@ def _sample_count(value: object, what: str) -> int:
     return int(v)
 
 
-@checked_keywords()
 def check_batch_size(batch_size: object) -> int:
     """``batch_size`` as an int when it is a whole number of samples >= 1, else a ValueError:
     the check of :func:`minibatch_noise_factor` that needs no data."""
@@ -66,6 +65,7 @@ def check_batch_size(batch_size: object) -> int:
     return b
 
 
+@checked_keywords()
 def minibatch_noise_factor(batch_size: int, num_samples: int, *, replacement: bool = True) -> float:
     """c such that Cov[g_B] = c · Σ for a mini-batch of size b drawn from N samples.
 
