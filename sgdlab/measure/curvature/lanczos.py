@@ -354,7 +354,7 @@ def lanczos(
     if m_max < want:
         raise ValueError(f"num_iter={num_iter} is smaller than the number of pairs wanted ({want})")
 
-    def run(operator: LinearOperator, exclude: Tensor | None, k: int = k
+    def run(operator: LinearOperator, exclude: Tensor | None, k: int
             ) -> tuple[np.ndarray, Tensor, float, np.ndarray]:
         """The k wanted Ritz values (as ``which`` orders them), their vectors, the spectral
         radius estimate and the Ritz indices, from ``v0`` or (``exclude`` given) a random
@@ -449,9 +449,9 @@ def lanczos(
         vecs = res.basis.T @ torch.from_numpy(s[:, idx]).to(device=op.device, dtype=op.dtype)
         return theta[idx], vecs, float(np.abs(theta).max()), idx
 
-    vals, vecs, scale, _ = run(op, None)
+    vals, vecs, scale, _ = run(op, None, k)
     if check_copies:
-        vals, vecs = deflation_checked(run, op, vals, vecs, scale, k, which, tol, criterion)
+        vals, vecs = _deflation_checked(run, op, vals, vecs, scale, k, which, tol, criterion)
     return torch.from_numpy(vals).to(device=op.device, dtype=op.dtype), vecs
 
 
@@ -472,11 +472,11 @@ def _beats_or_ties(theta: float, kth: float, margin: float, which: str) -> bool:
     return bool(abs(theta) >= abs(kth) - margin)
 
 
-def deflation_checked(run: Callable[[LinearOperator, Tensor | None],
-                                    tuple[np.ndarray, Tensor, float, np.ndarray]],
-                      op: LinearOperator, vals: np.ndarray, vecs: Tensor, scale: float,
-                      k: int, which: str, tol: float, criterion: str
-                      ) -> tuple[np.ndarray, Tensor]:
+def _deflation_checked(run: Callable[[LinearOperator, Tensor | None, int],
+                                     tuple[np.ndarray, Tensor, float, np.ndarray]],
+                       op: LinearOperator, vals: np.ndarray, vecs: Tensor, scale: float,
+                       k: int, which: str, tol: float, criterion: str
+                       ) -> tuple[np.ndarray, Tensor]:
     """The wanted pairs ``(vals, vecs)`` of a Lanczos ``run`` checked for copies it missed:
     ``run(operator, exclude, 1)`` for one pair (per end for "both") on (I − VVᵀ) A (I − VVᵀ),
     V every pair found so far, from a random start orthogonal to V; a value that beats or
