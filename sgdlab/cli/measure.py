@@ -329,20 +329,21 @@ def _settings(args: argparse.Namespace, what: list[str], model, batch_size: int 
                            "train_mode": bool(args.train_mode),
                            "dtype": str(param.dtype).removeprefix("torch."),
                            "device": param.device.type}
-    hessian_surface = "surface" in what and args.directions == "hessian"
+    # surface's --directions random runs no Lanczos
+    lanczos_runs = (bool({"hessian", "alignment"} & set(what))
+                    or ("surface" in what and args.directions == "hessian"))
     for dest, (_, needs, _) in OPTIONS.items():
         if not set(needs) & set(what):
             continue
-        if dest == "lanczos_iter" and not ({"hessian", "alignment"} & set(what)
-                                           or hessian_surface):
-            continue            # random directions run no Lanczos
+        if dest == "lanczos_iter" and not lanczos_runs:
+            continue
         if dest in ("normalization", "bias_bn") and args.directions != "random":
             continue
         if dest == "uncentred":
             out["centred"] = not args.uncentred
         else:
             out[dest] = batch_size if dest == "batch_size" else getattr(args, dest)
-    if {"hessian", "alignment"} & set(what) or hessian_surface:
+    if lanczos_runs:
         out["lanczos_tol"] = LANCZOS_TOL
     if "hessian" in what:
         out["density_probes"] = DENSITY_PROBES
