@@ -659,8 +659,6 @@ def _alignment(m: _Measuring) -> None:
                      "align/sigma_normalised": _tolist(al.sigma_normalised)})
     m.figures.append(_save(alignment_figure(_tolist(al.cosines), _tolist(al.hessian_normalised),
                                             _tolist(al.sigma_normalised), residual=al.residual,
-                                            title=("E[g gᵀ]–H alignment (uncentred Σ + ḡḡᵀ)"
-                                                   if m.args.uncentred else None),
                                             uncentred=m.args.uncentred),
                            m.out_dir / "alignment.png"))
 

@@ -250,7 +250,7 @@ def alignment_figure(cosines: Sequence[float], hessian_normalised: Sequence[floa
     for ax in (a, b):       # an index: no ticks between integers
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     b.set_ylabel(r"$\lambda_i\ /\ \|M\|_F$")
-    sup = title or f"{matrix}–H alignment"
+    sup = title or f"{matrix}–H alignment" + (" (uncentred Σ + ḡḡᵀ)" if uncentred else "")
     if residual is not None:
         # e(U_k, V_k) ∈ [0, k]: "of k" read as a count; the range says what the value means
         sup += f" ($e(U_k, V_k)$ = {residual:.3g} in [0, {len(k)}])"
