@@ -268,6 +268,7 @@ def test_one_series_of_bars_has_a_colour_per_label_and_an_interval_below_and_abo
     assert fig.axes[0].get_ylabel() == "gap"
     plt.close(fig)
 
+
 def test_a_bar_of_one_seed_has_no_error_bar_and_one_of_equal_seeds_a_bar_of_0():
     """A NaN std (one seed: no spread measured) draws no error bar for its bar, the others
     keep theirs; a std of 0 (seeds that agree) draws one of length 0, caps at the mean."""
