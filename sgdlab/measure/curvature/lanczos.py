@@ -322,7 +322,7 @@ def lanczos(
             for ``"both"``), on (I − VVᵀ) A (I − VVᵀ) with V the pairs found, from a random
             start orthogonal to V; a value that beats or ties the k-th wanted one within
             ``tol`` joins them and the check repeats until a run finds none. 5, 4, 4, 3.9
-            over a bulk below 3 then reads 5, 4, 4 (25 -> 88 products, d = 100, k = 3), the
+            over a bulk below 3 then reads 5, 4, 4 (26-30 -> 92-101 products, d = 100, k = 3), the
             near-zero cluster above its 8 smallest values (36 -> 120-122). On distinct spectra
             the answer is unchanged and the check costs 1.7-2.9x the products (d = 200-300,
             k = 1-5: one more run to the extreme of the rest, which may be a bulk's edge).
