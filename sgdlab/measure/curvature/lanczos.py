@@ -354,11 +354,10 @@ def lanczos(
     if m_max < want:
         raise ValueError(f"num_iter={num_iter} is smaller than the number of pairs wanted ({want})")
 
-    def run(operator: LinearOperator, exclude: Tensor | None, k: int
-            ) -> tuple[np.ndarray, Tensor, float, np.ndarray]:
+    def run(exclude: Tensor | None, k: int) -> tuple[np.ndarray, Tensor, float, np.ndarray]:
         """The k wanted Ritz values (as ``which`` orders them), their vectors, the spectral
-        radius estimate and the Ritz indices, from ``v0`` or (``exclude`` given) a random
-        start."""
+        radius estimate and the Ritz indices of A from ``v0``, or (``exclude`` given) of A
+        deflated by those columns from a random start orthogonal to them."""
         want = 2 * k if which == "both" else k
         previous: list[np.ndarray] = []
         first = v0 if exclude is None else None
@@ -434,6 +433,7 @@ def lanczos(
             quiet = quiet + 1 if done else 0
             return quiet >= 2
 
+        operator = op if exclude is None else _Deflated(op, exclude)
         res = lanczos_decomposition(operator, m_max, v0=first, generator=generator,
                                     stop=converged, stop_at_breakdown=complete_at_breakdown,
                                     exclude=exclude)
@@ -449,9 +449,9 @@ def lanczos(
         vecs = res.basis.T @ torch.from_numpy(s[:, idx]).to(device=op.device, dtype=op.dtype)
         return theta[idx], vecs, float(np.abs(theta).max()), idx
 
-    vals, vecs, scale, _ = run(op, None, k)
+    vals, vecs, scale, _ = run(None, k)
     if check_copies:
-        vals, vecs = _deflation_checked(run, op, vals, vecs, scale, k, which, tol, criterion)
+        vals, vecs = _deflation_checked(run, d, vals, vecs, scale, k, which, tol, criterion)
     return torch.from_numpy(vals).to(device=op.device, dtype=op.dtype), vecs
 
 
@@ -472,13 +472,13 @@ def _beats_or_ties(theta: float, kth: float, margin: float, which: str) -> bool:
     return bool(abs(theta) >= abs(kth) - margin)
 
 
-def _deflation_checked(run: Callable[[LinearOperator, Tensor | None, int],
+def _deflation_checked(run: Callable[[Tensor | None, int],
                                      tuple[np.ndarray, Tensor, float, np.ndarray]],
-                       op: LinearOperator, vals: np.ndarray, vecs: Tensor, scale: float,
+                       d: int, vals: np.ndarray, vecs: Tensor, scale: float,
                        k: int, which: str, tol: float, criterion: str
                        ) -> tuple[np.ndarray, Tensor]:
     """The wanted pairs ``(vals, vecs)`` of a Lanczos ``run`` checked for copies it missed:
-    ``run(operator, exclude, 1)`` for one pair (per end for "both") on (I − VVᵀ) A (I − VVᵀ),
+    ``run(V, 1)`` for one pair (per end for "both") on (I − VVᵀ) A (I − VVᵀ),
     V every pair found so far, from a random start orthogonal to V; a value that beats or
     ties (within ``tol``) the k-th wanted one joins the pairs found, and the check repeats
     until a run finds none (one pair a run: k pairs a run cost more products on every
@@ -495,12 +495,11 @@ def _deflation_checked(run: Callable[[LinearOperator, Tensor | None, int],
         order = _wanted_order(v, end)[:k]
         return v[order], x[:, order]
 
-    d = op.shape[0]
     while True:
         pool = torch.cat([x for _, x in found.values()], dim=1)
         if pool.shape[1] >= d:
             break
-        theta, y, radius, ritz = run(_Deflated(op, pool), pool, 1)
+        theta, y, radius, ritz = run(pool, 1)
         scale = max(scale, radius)
         added = False
         per_end = len(theta) // len(ends)
