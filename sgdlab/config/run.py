@@ -458,7 +458,7 @@ def micro_batch_optimizer_problem(name: Any) -> str | None:
     closure draws its own batches (Entropy-SGD, HJ, ...), which the loop cannot chunk
     (:func:`~sgdlab.train.loop.micro_batch_optimizer_refusal`). A run config's
     ``train.micro_batch`` and an experiment run's ``micro_batch`` are checked so before a run
-    is recorded (the loop refuses it at its first step)."""
+    is recorded (the loop refuses it as it sets up, before the first step)."""
     from ..optim import OPTIMIZERS
     from ..train.loop import micro_batch_optimizer_refusal
 
