@@ -562,6 +562,8 @@ class _Measuring:
     result: dict[str, Any]
     figures: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)   # printed under the scalars they explain
+    # Σ of noise, kept for alignment (same examples, same --uncentred) when both are measured
+    covariance: Any = None
 
     @property
     def scalars(self) -> dict[str, float]:
@@ -621,6 +623,8 @@ def _noise(m: _Measuring) -> None:
     from sgdlab.report.figures.curvature import eigenspectrum_figure
 
     cov = gradient_covariance(m.model, m.loss_fn, m.batch, centred=not m.args.uncentred)
+    if "alignment" in m.result["what"]:
+        m.covariance = cov      # per-sample gradients once: the costly part of both
     k = min(m.args.k, cov.num_samples, cov.dim)
     s_vals, _ = cov.eigenpairs(k, check_copies=m.args.check_copies)
     m.scalars.update({"noise/trace": cov.trace(), "noise/mean_eig": cov.trace() / cov.dim})
@@ -647,12 +651,13 @@ def _alignment(m: _Measuring) -> None:
     from sgdlab.measure.alignment import sigma_hessian_alignment
     from sgdlab.report.figures.curvature import alignment_figure
 
+    cov, m.covariance = m.covariance, None      # its memory freed for what follows
     with _named("align (the Hessian's top-k)"):
         al = sigma_hessian_alignment(m.model, m.loss_fn, m.batch, m.args.k,
                                      num_probes=m.args.probes, tol=LANCZOS_TOL,
                                      num_iter=m.args.lanczos_iter, generator=m.gen(),
                                      centred=not m.args.uncentred,
-                                     check_copies=m.args.check_copies)
+                                     check_copies=m.args.check_copies, covariance=cov)
     m.scalars.update(al.as_metrics("align"))
     m.arrays.update({"align/cosines": _tolist(al.cosines),
                      "align/hessian_normalised": _tolist(al.hessian_normalised),

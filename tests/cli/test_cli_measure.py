@@ -518,6 +518,44 @@ def test_printed_curvature_and_noise_are_the_dense_float64_values_of_the_seeded_
     assert printed["noise/rank_fraction"] == pytest.approx(rank / d, rel=1e-5)
 
 
+def test_noise_and_alignment_share_one_covariance(tmp_path, capsys, monkeypatch):
+    """--what noise,alignment builds Σ (per-sample gradients) once, on the one set of examples,
+    and stores the values each gives measured alone (float64)."""
+    import sgdlab.measure.noise as noise
+
+    builds = []
+    for engine in ("per_sample_factors", "per_sample_gradients"):
+        def counted(*args, real=getattr(noise, engine), **kwargs):
+            builds.append(engine)
+            return real(*args, **kwargs)
+        monkeypatch.setattr(noise, engine, counted)
+    cfg = tmp_path / "tiny64.yaml"
+    cfg.write_text("name: tiny64\ndata: {name: cubic, seed: 0}\n"
+                   "model: {name: zhu-mlp-1-6-6-6-1}\noptimizer: {name: sgd, lr: 0.01}\n"
+                   "train: {epochs: 0, batch_size: 4, dtype: float64, threads: 1, "
+                   "progress: false}\n")
+    run, store = tmp_path / "run", tmp_path / "s.sqlite"
+    assert main(["train", str(cfg), "--store", str(store), "--out", str(run)]) == 0
+    res = {}
+    for what in ("noise,alignment", "noise", "alignment"):
+        builds.clear()
+        probes = ["--probes", "4"] if "alignment" in what else []
+        assert main(["measure", str(run), "--what", what, "--k", "3", *probes,
+                     "--subset", "12", "--seed", "5", "--store", str(store),
+                     "--out", str(tmp_path / what)]) == 0
+        assert len(builds) == 1, (what, builds)
+        res[what] = json.loads((tmp_path / what / "measurements.json").read_text())
+    capsys.readouterr()
+    both, alone = res["noise,alignment"], {**res["noise"]["scalars"],
+                                           **res["alignment"]["scalars"]}
+    assert both["scalars"].keys() == alone.keys()
+    assert any(key.startswith("align/") for key in alone)
+    for key, value in alone.items():
+        assert both["scalars"][key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
+    for key, value in {**res["noise"]["arrays"], **res["alignment"]["arrays"]}.items():
+        assert both["arrays"][key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
+
+
 def test_uncentred_noise_and_alignment_are_the_python_calls_with_centred_false(tmp_path,
                                                                                capsys):
     """``--uncentred``: noise and alignment of a float64 run are those of

@@ -1,6 +1,7 @@
 """Σ–H alignment metrics on constructed matrices with known answers, and on a tiny model."""
 import functools
 import math
+import re
 
 import pytest
 import torch
@@ -333,3 +334,54 @@ def test_check_copies_reaches_both_top_k(monkeypatch):
     assert asked == [("sigma", True), ("hessian", True)]
     torch.testing.assert_close(res.hessian_eigvals, torch.tensor([6.0, 2.0],
                                                                  dtype=torch.float64))
+
+
+def _alignment_values(res) -> dict[str, float]:
+    return {**res.as_metrics(), "trace_h": res.trace_h, "trace_sigma": res.trace_sigma,
+            "sigma_frobenius": res.sigma_frobenius}
+
+
+@pytest.mark.parametrize("centred", [True, False])
+def test_a_covariance_computed_before_gives_the_same_alignment(centred, monkeypatch):
+    """``covariance=``: Σ (or the second moment) of the same examples, computed once and
+    passed in, gives the values computed without it; no per-sample gradients are taken."""
+    from sgdlab.measure.noise import gradient_covariance
+
+    model = tiny_mlp(3, 4, 2)
+    data, loss_fn = tiny_classification(10, 3, 2), nn.CrossEntropyLoss()
+    kw = dict(tol=1e-12, num_probes=5, trace_alignment=True, centred=centred)
+    alone = sigma_hessian_alignment(model, loss_fn, data, 2,
+                                    generator=torch.Generator().manual_seed(0), **kw)
+    cov = gradient_covariance(model, loss_fn, data, centred=centred)
+    cov.spectrum()      # as sgdlab measure's noise leaves it: its full eigh cached
+    import sgdlab.measure.alignment as alignment
+
+    monkeypatch.setattr(alignment, "gradient_covariance", None)     # Σ is not built again
+    shared = sigma_hessian_alignment(model, loss_fn, data, 2, covariance=cov,
+                                     generator=torch.Generator().manual_seed(0), **kw)
+    a, b = _alignment_values(alone), _alignment_values(shared)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert b[key] == pytest.approx(a[key], rel=1e-12, abs=1e-12), key
+
+
+def test_a_covariance_other_than_the_one_it_would_compute_is_refused():
+    from sgdlab.measure.noise import gradient_covariance
+
+    model = tiny_mlp(3, 4, 2)
+    data, loss_fn = tiny_classification(10, 3, 2), nn.CrossEntropyLoss()
+    cov = gradient_covariance(model, loss_fn, data)
+    for bad, says in (
+            (gradient_covariance(model, loss_fn, data, centred=False),
+             "covariance is the uncentred second moment Σ + ḡḡᵀ, centred=True asks for Σ"),
+            (cov.minibatch(2), "covariance must be Σ itself, not a scaled covariance"),
+            (gradient_covariance(model, loss_fn, (data[0][:6], data[1][:6])),
+             "covariance is over 6 samples, data holds 10: it must be Σ of the same examples"),
+            (gradient_covariance(tiny_mlp(3, 5, 2), loss_fn, data),
+             "covariance is over 32 parameters, the model has 26: it must be this model's Σ"),
+            (cov.dense(), "covariance must be a GradientCovariance")):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            sigma_hessian_alignment(model, loss_fn, data, 2, covariance=bad)
+    with pytest.raises(ValueError, match=re.escape("covariance is Σ (centred), centred=False "
+                                                   "asks for the uncentred second moment")):
+        sigma_hessian_alignment(model, loss_fn, data, 2, covariance=cov, centred=False)
