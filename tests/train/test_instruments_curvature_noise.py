@@ -1082,6 +1082,8 @@ def test_the_batch_statistics_instrument_logs_the_measurements_called_by_hand():
     ("noise", {"rank": 1}, "Invalid rank=1 (true or false)"),
     ("alignment", {"trace_alignment": "no"}, "Invalid trace_alignment='no' (true or false)"),
     ("alignment", {"centred": "no"}, "Invalid centred='no' (true or false)"),
+    ("noise", {"check_copies": "no"}, "Invalid check_copies='no' (true or false)"),
+    ("alignment", {"check_copies": 1}, "Invalid check_copies=1 (true or false)"),
     ("hessian", {"eval_mode": "no"}, "Invalid eval_mode='no' (true or false)"),
     ("noise", {"eval_mode": 0.5}, "Invalid eval_mode=0.5 (true or false)"),
     ("entropy_angle", {"gamma": 1.0, "eval_mode": None},
@@ -1120,9 +1122,11 @@ OPTION_ROWS = [
     ("sharpness", dict(sigma=0.2, num_samples=3, epsilon=0.5, gamma=0.25, beta=3.0,
                        eval_subset=7, eval_mode=False, seed=9, memory_budget="4KiB"),
      {"memory_budget": 4096}),
-    ("noise", dict(k=2, rank=False, eval_subset=7, eval_mode=False, seed=9), {}),
+    ("noise", dict(k=2, rank=False, eval_subset=7, eval_mode=False, seed=9,
+                   check_copies=True), {}),
     ("alignment", dict(k=2, num_probes=3, tol=0.01, trace_alignment=True, eval_subset=7,
-                       eval_mode=False, seed=9, num_iter=30, centred=False), {}),
+                       eval_mode=False, seed=9, num_iter=30, centred=False,
+                       check_copies=True), {}),
     ("noise_magnitude", dict(batch_size=3, replacement=False, eval_subset=7,
                              eval_mode=False, seed=9), {}),
     ("batch_statistics", dict(batch_size=3, epsilon=0.5, tic="hessian", curvature="ggn",
@@ -1361,3 +1365,34 @@ def test_the_hessian_instrument_passes_check_copies_to_its_top_and_bottom_k(monk
         assert "hess/top_2" in res.history and "hess/bottom_1" in res.history
     with pytest.raises(ValueError, match=r"Invalid check_copies='yes' \(true or false\)"):
         build_instrument("hessian", every=1, check_copies="yes")
+
+
+def test_the_noise_and_alignment_instruments_pass_check_copies_to_their_top_k(monkeypatch):
+    """``check_copies`` reaches Σ's top-k (noise) and the Lanczos of H's and Σ's top-k
+    (alignment), as the hessian instrument's reaches its own; off by default."""
+    import sgdlab.measure.alignment as alignment
+    from sgdlab.measure.noise import GradientCovariance
+
+    asked = []
+
+    def spy(where, real):
+        def call(*args, **kwargs):
+            asked.append((where, kwargs.get("check_copies")))
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(alignment, "lanczos", spy("hessian", alignment.lanczos))
+    monkeypatch.setattr(GradientCovariance, "eigenpairs",
+                        spy("sigma", GradientCovariance.eigenpairs))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    for given in ({"check_copies": True}, {"check_copies": False}, {}):
+        asked.clear()
+        cbs = [build_instrument(name, schedule=Schedule.at([0]), k=2, eval_subset=None,
+                                **given) for name in ("noise", "alignment")]
+        res = train(model, nn.CrossEntropyLoss(), toy_dataset(),
+                    torch.optim.SGD(model.parameters(), lr=0.0), epochs=1, batch_size=40,
+                    callbacks=cbs, progress=False)
+        check = given.get("check_copies", False)
+        assert asked == [("sigma", check), ("sigma", check), ("hessian", check)]
+        assert "noise/top_2" in res.history and "align/cos_2" in res.history

@@ -8,6 +8,10 @@ Instruments:
 - ``alignment``: Σ–H alignment (Zhu et al.): ``align/cos_i``, ``align/residual``,
   ``align/hess_norm_eig_i``, ``align/sigma_norm_eig_i`` (+ ``align/trace_ratio``);
   ``centred: false`` compares H with the uncentred second moment Σ + ḡḡᵀ instead of Σ;
+  both take ``check_copies`` (the ``hessian`` instrument's): Lanczos' deflated check for the
+  copies of a repeated eigenvalue one start vector misses, for their top-k where Lanczos
+  finds them (H's; Σ's past :meth:`~sgdlab.measure.noise.GradientCovariance.eigenpairs`'
+  dense sizes);
 - ``noise_magnitude``: ``noise/grad_norm`` ‖∇L‖ and ``noise/noise_norm`` sqrt(η Tr Σ / m)
   (Zhu Fig. 2), with η the optimizer's current lr (first param group) and m the batch size of
   the current step (at step 0 the one the loop will step with; or ``batch_size`` when
@@ -54,18 +58,22 @@ __all__ = ["AlignmentCallback", "BatchStatisticsCallback", "NoiseCallback",
 class NoiseCallback(MeasuredCallback):
     """Tr Σ, top-k eigenvalues and numerical rank of the per-sample gradient covariance."""
 
-    def __init__(self, schedule: Schedule | None = None, *, k: int = 5, rank: bool = True, **kw):
+    def __init__(self, schedule: Schedule | None = None, *, k: int = 5, rank: bool = True,
+                 check_copies: bool = False, **kw):
         super().__init__(schedule, **kw)
         k = plain_int(k)
         check_options(k=(k, int_at_least(k, 0), "an int >= 0; 0: no eigenvalues"),
-                      rank=(rank, is_flag(rank), "true or false"))
+                      rank=(rank, is_flag(rank), "true or false"),
+                      check_copies=(check_copies, is_flag(check_copies), "true or false"))
         self.k, self.rank = k, bool(rank)
+        self.check_copies = bool(check_copies)
 
     def compute(self, ctx, data, generator):
         cov = gradient_covariance(ctx.model, ctx.loss_fn, data)
         out = {"noise/trace": cov.trace(), "noise/mean_eig": cov.trace() / cov.dim}
         if self.k:
-            vals, _ = cov.eigenpairs(min(self.k, cov.num_samples, cov.dim))
+            vals, _ = cov.eigenpairs(min(self.k, cov.num_samples, cov.dim),
+                                     check_copies=self.check_copies)
             out.update({f"noise/top_{i + 1}": float(v) for i, v in enumerate(vals)})
         if self.rank:
             r = cov.rank()
@@ -76,7 +84,8 @@ class NoiseCallback(MeasuredCallback):
 class AlignmentCallback(MeasuredCallback):
     def __init__(self, schedule: Schedule | None = None, *, k: int = 5, num_probes: int = 20,
                  tol: float = 1e-3, trace_alignment: bool = False,
-                 num_iter: int | None = None, centred: bool = True, **kw):
+                 num_iter: int | None = None, centred: bool = True,
+                 check_copies: bool = False, **kw):
         super().__init__(schedule, **kw)
         k, num_probes, num_iter = map(plain_int, (k, num_probes, num_iter))
         check_options(k=(k, int_at_least(k, 1), "an int >= 1"),
@@ -86,9 +95,10 @@ class AlignmentCallback(MeasuredCallback):
                                 f"an int >= k ({k})"),
                       trace_alignment=(trace_alignment, is_flag(trace_alignment),
                                        "true or false"),
-                      centred=(centred, is_flag(centred), "true or false"))
+                      centred=(centred, is_flag(centred), "true or false"),
+                      check_copies=(check_copies, is_flag(check_copies), "true or false"))
         self.k, self.num_probes, self.tol = k, num_probes, tol
-        self.centred = bool(centred)
+        self.centred, self.check_copies = bool(centred), bool(check_copies)
         self.trace_alignment = bool(trace_alignment)
         self.num_iter = num_iter
 
@@ -106,7 +116,8 @@ class AlignmentCallback(MeasuredCallback):
                                           num_probes=self.num_probes, tol=self.tol,
                                           num_iter=self.num_iter, generator=generator,
                                           trace_alignment=self.trace_alignment,
-                                          centred=self.centred)
+                                          centred=self.centred,
+                                          check_copies=self.check_copies)
         return res.as_metrics("align")
 
 
@@ -202,11 +213,13 @@ class BatchStatisticsCallback(MeasuredCallback):
 @register_instrument("noise")
 def noise_instrument(*, schedule: Schedule, k: int = 5, rank: bool = True,
                      eval_subset: int | None = 1000, eval_mode: bool = True,
-                     seed: int = 0) -> NoiseCallback:
+                     seed: int = 0, check_copies: bool = False) -> NoiseCallback:
     """Diffusion matrix D(x) = Σ: trace, top-k eigenvalues, numerical rank. Logs
     ``noise/trace``, ``noise/top_1`` ... ``noise/top_k``, ``noise/mean_eig``, ``noise/rank``
-    and ``noise/rank_fraction``."""
-    return NoiseCallback(schedule, k=k, rank=rank, **_common(eval_subset, eval_mode, seed))
+    and ``noise/rank_fraction``; ``check_copies``: Lanczos' deflated check for missed copies
+    of a repeated eigenvalue among the top-k (module docstring)."""
+    return NoiseCallback(schedule, k=k, rank=rank, check_copies=check_copies,
+                         **_common(eval_subset, eval_mode, seed))
 
 
 @register_instrument("alignment")
@@ -214,15 +227,19 @@ def alignment_instrument(*, schedule: Schedule, k: int = 5, num_probes: int = 20
                          tol: float = 1e-3, trace_alignment: bool = False,
                          eval_subset: int | None = 1000, eval_mode: bool = True,
                          seed: int = 0, num_iter: int | None = None,
-                         centred: bool = True) -> AlignmentCallback:
+                         centred: bool = True,
+                         check_copies: bool = False) -> AlignmentCallback:
     """Σ–H alignment (Zhu et al. 2019); ``tol`` and ``num_iter`` (None: the default of
     :func:`sgdlab.measure.curvature.lanczos`) are its Hessian Lanczos iteration's;
-    ``centred: false`` takes the uncentred second moment (eq. (6)) for Σ (eq. (3)). Logs
+    ``centred: false`` takes the uncentred second moment (eq. (6)) for Σ (eq. (3));
+    ``check_copies``: Lanczos' deflated check for missed copies of a repeated eigenvalue
+    among the top-k of H and Σ (module docstring). Logs
     ``align/residual`` (in [0, k]), ``align/cos_i``, ``align/hess_norm_eig_i`` and
     ``align/sigma_norm_eig_i`` for i = 1..k (:class:`sgdlab.measure.Alignment`)."""
     return AlignmentCallback(schedule, k=k, num_probes=num_probes, tol=tol,
                              trace_alignment=trace_alignment, num_iter=num_iter,
-                             centred=centred, **_common(eval_subset, eval_mode, seed))
+                             centred=centred, check_copies=check_copies,
+                             **_common(eval_subset, eval_mode, seed))
 
 
 @register_instrument("noise_magnitude")
