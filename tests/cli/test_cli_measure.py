@@ -518,6 +518,19 @@ def test_printed_curvature_and_noise_are_the_dense_float64_values_of_the_seeded_
     assert printed["noise/rank_fraction"] == pytest.approx(rank / d, rel=1e-5)
 
 
+def _untrained_tiny64(tmp_path):
+    """Zhu's 1-6-6-6-1 MLP on the cubic data in float64, stored untrained (0 epochs): its
+    run folder and store."""
+    cfg = tmp_path / "tiny64.yaml"
+    cfg.write_text("name: tiny64\ndata: {name: cubic, seed: 0}\n"
+                   "model: {name: zhu-mlp-1-6-6-6-1}\noptimizer: {name: sgd, lr: 0.01}\n"
+                   "train: {epochs: 0, batch_size: 4, dtype: float64, threads: 1, "
+                   "progress: false}\n")
+    run, store = tmp_path / "run", tmp_path / "s.sqlite"
+    assert main(["train", str(cfg), "--store", str(store), "--out", str(run)]) == 0
+    return run, store
+
+
 def test_noise_and_alignment_share_one_covariance(tmp_path, capsys, monkeypatch):
     """--what noise,alignment builds Σ (per-sample gradients) once, on the one set of examples,
     and stores the values each gives measured alone (float64)."""
@@ -529,13 +542,7 @@ def test_noise_and_alignment_share_one_covariance(tmp_path, capsys, monkeypatch)
             builds.append(engine)
             return real(*args, **kwargs)
         monkeypatch.setattr(noise, engine, counted)
-    cfg = tmp_path / "tiny64.yaml"
-    cfg.write_text("name: tiny64\ndata: {name: cubic, seed: 0}\n"
-                   "model: {name: zhu-mlp-1-6-6-6-1}\noptimizer: {name: sgd, lr: 0.01}\n"
-                   "train: {epochs: 0, batch_size: 4, dtype: float64, threads: 1, "
-                   "progress: false}\n")
-    run, store = tmp_path / "run", tmp_path / "s.sqlite"
-    assert main(["train", str(cfg), "--store", str(store), "--out", str(run)]) == 0
+    run, store = _untrained_tiny64(tmp_path)
     res = {}
     for what in ("noise,alignment", "noise", "alignment"):
         builds.clear()
@@ -571,13 +578,7 @@ def test_uncentred_noise_and_alignment_are_the_python_calls_with_centred_false(t
         covariance_reference, empirical_fisher_reference, per_sample_gradients_loop,
     )
 
-    cfg = tmp_path / "tiny64.yaml"
-    cfg.write_text("name: tiny64\ndata: {name: cubic, seed: 0}\n"
-                   "model: {name: zhu-mlp-1-6-6-6-1}\noptimizer: {name: sgd, lr: 0.01}\n"
-                   "train: {epochs: 0, batch_size: 4, dtype: float64, threads: 1, "
-                   "progress: false}\n")
-    run, store = tmp_path / "run", tmp_path / "s.sqlite"
-    assert main(["train", str(cfg), "--store", str(store), "--out", str(run)]) == 0
+    run, store = _untrained_tiny64(tmp_path)
     capsys.readouterr()
     assert main(["measure", str(run), "--what", "noise,alignment", "--uncentred", "--k", "3",
                  "--subset", "12", "--seed", "5", "--store", str(store),
