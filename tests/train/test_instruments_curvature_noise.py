@@ -1354,7 +1354,8 @@ def test_the_hessian_instrument_passes_check_copies_to_its_top_and_bottom_k(monk
     monkeypatch.setattr(inst, "lanczos", spy)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
-    for check in (True, False):
+    # numpy's bool is an on/off value as for the other flags, passed on as a Python bool
+    for check in (True, False, np.bool_(True)):
         asked.clear()
         cb = build_instrument("hessian", schedule=Schedule.at([0]), k=2, bottom=1,
                               eval_subset=None, check_copies=check)
@@ -1362,6 +1363,7 @@ def test_the_hessian_instrument_passes_check_copies_to_its_top_and_bottom_k(monk
                     torch.optim.SGD(model.parameters(), lr=0.0), epochs=1, batch_size=40,
                     callbacks=[cb], progress=False)
         assert asked == [("largest", check), ("smallest", check)]
+        assert all(type(c) is bool for _, c in asked)
         assert "hess/top_2" in res.history and "hess/bottom_1" in res.history
     with pytest.raises(ValueError, match=r"Invalid check_copies='yes' \(true or false\)"):
         build_instrument("hessian", every=1, check_copies="yes")

@@ -177,7 +177,7 @@ class HessianCallback(MeasuredCallback):
             block_size=(block_size, block_size is None or int_at_least(block_size, 1),
                         "an int >= 1"),
             operator=(operator, operator in OPERATORS, f"one of {', '.join(sorted(OPERATORS))}"),
-            check_copies=(check_copies, isinstance(check_copies, bool), "true or false"))
+            check_copies=(check_copies, is_flag(check_copies), "true or false"))
         if not (k or bottom or trace_probes or frobenius_probes):
             # it ran every step without logging a value, and said nothing
             raise ValueError("Invalid k=0 with bottom, trace_probes and frobenius_probes 0: "
@@ -187,7 +187,7 @@ class HessianCallback(MeasuredCallback):
         self.trace_probes, self.frobenius_probes = trace_probes, frobenius_probes
         self.prefix = SERIES_PREFIXES.get(operator, operator) if prefix is None else prefix
         self.block_size = block_size
-        self.check_copies = check_copies
+        self.check_copies = bool(check_copies)
 
     def check(self, model, data) -> None:
         super().check(model, data)
