@@ -63,6 +63,7 @@ __all__ = [
     "StepInterpolation",
     "EpochWalkSummary",
     "analyze_segment",
+    "BN_MODES",
     "check_bn_mode",
     "evaluation_mode",
     "SPACINGS",
@@ -134,11 +135,18 @@ def segment_alphas(num_points: int = 10, *, spacing: str = "interior",
     return torch.linspace(0.0, 1.0, num_points, dtype=dtype)
 
 
-def check_bn_mode(bn_mode: object) -> str:
-    """``bn_mode`` if it is "eval" or "train", else a ValueError: the one check of a
-    measurement's ``bn_mode`` (:func:`evaluation_mode`'s, made without a model)."""
-    if bn_mode not in ("eval", "train"):
-        raise ValueError(f"Invalid bn_mode={bn_mode!r}: expected 'eval' or 'train'")
+BN_MODES = ("eval", "train")
+
+
+def check_bn_mode(bn_mode: object, name: str = "bn_mode", *, also: tuple[str, ...] = ()) -> str:
+    """``bn_mode`` if it is one of :data:`BN_MODES` ("eval", "train") or of ``also``, else a
+    ValueError naming the option ``name``: the one check of a measurement's ``bn_mode``
+    (:func:`evaluation_mode`'s, made without a model). ``also``: a caller's own values (the
+    dynamics instrument's "both", a measurement in each mode)."""
+    modes = BN_MODES + also
+    if bn_mode not in modes:
+        listed = ", ".join(map(repr, modes[:-1])) + f" or {modes[-1]!r}"
+        raise ValueError(f"Invalid {name}={bn_mode!r}: expected {listed}")
     return bn_mode
 
 

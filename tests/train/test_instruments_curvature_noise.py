@@ -1094,7 +1094,7 @@ def test_the_batch_statistics_instrument_logs_the_measurements_called_by_hand():
     ("hessian", {"tol": -1e-3}, "Invalid tol=-0.001 (must be a finite number > 0)"),
     ("alignment", {"tol": math.inf}, "Invalid tol=inf (must be a finite number > 0)"),
     ("dynamics", {"hessian_tol": math.inf},
-     "Invalid hessian_tol=inf (must be a finite number >= 0)")])
+     "Invalid hessian_tol=inf (a finite number >= 0; 0 runs hessian_iter steps)")])
 def test_options_the_measurement_cannot_take_are_refused_when_built(name, options, says):
     """Each was accepted by the instrument and failed its first measurement, after the steps
     before it: a fraction as a count or a seed ("slice indices must be integers",

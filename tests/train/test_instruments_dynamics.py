@@ -2,6 +2,9 @@
 Fig. 6.3c does not say which; the authors' code takes train mode on batches of 128)."""
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -73,6 +76,23 @@ def test_full_gradient_bn_mode_is_checked():
     with pytest.raises(ValueError, match="Invalid full_grad_bn_mode='both'"):
         build_instrument("dynamics", schedule=Schedule.every(1), full_grad_every=1,
                          full_grad_bn_mode="both")
+    # the measurements' rule (walk.check_bn_mode), and "both" for the Hessian's norm
+    with pytest.raises(ValueError, match=r"^Invalid hessian_bn_mode='batch': expected 'eval', "
+                                         r"'train' or 'both'$"):
+        build_instrument("dynamics", schedule=Schedule.every(1), hessian_every=1,
+                         hessian_bn_mode="batch")
+
+
+@pytest.mark.parametrize("tol", [math.nan, -1e-3, "1e-3", True])
+def test_the_hessian_tolerance_is_lanczos_tolerance_named_as_the_instrument_names_it(tol):
+    # lanczos' rule (check_tol); its message names hessian_iter, the steps 0 runs
+    with pytest.raises(ValueError, match=r"^Invalid hessian_tol=.* \(a finite number >= 0; 0 "
+                                         r"runs hessian_iter steps\)$"):
+        build_instrument("dynamics", schedule=Schedule.every(1), hessian_every=1,
+                         hessian_tol=tol)
+    cb = build_instrument("dynamics", schedule=Schedule.every(1), hessian_every=1,
+                          hessian_tol=np.float32(0), hessian_iter=2)
+    assert cb.hessian_kw == {"tol": 0.0, "num_iter": 2}
 
 
 def test_the_gradient_cosine_of_float32_gradients_stays_within_minus_one_and_one():

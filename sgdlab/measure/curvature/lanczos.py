@@ -249,14 +249,17 @@ class _Deflated(_Wrapped):
         return _orthogonal_to(self.columns, self.op.matmat(_orthogonal_to(self.columns, m)))
 
 
-def check_tol(tol: object) -> float:
+def check_tol(tol: object, name: str = "tol", num_iter: str = "num_iter") -> float:
     """``tol`` when it is a finite number >= 0 (numpy's floats as Python floats), else a
     ValueError: :func:`lanczos`'s check of its tolerance, made without an operator (a string
-    failed at the comparison, NaN stopped no run early and inf stopped every one at once)."""
+    failed at the comparison, NaN stopped no run early and inf stopped every one at once).
+    ``name`` and ``num_iter``: what the caller's options for the tolerance and the most
+    iterations are called, for the message."""
     if isinstance(tol, np.floating):
         tol = float(tol)
     if not (finite_number(tol) and tol >= 0):
-        raise ValueError(f"Invalid tol={tol!r} (a finite number >= 0; 0 runs num_iter steps)")
+        raise ValueError(f"Invalid {name}={tol!r} (a finite number >= 0; 0 runs {num_iter} "
+                         "steps)")
     return tol
 
 

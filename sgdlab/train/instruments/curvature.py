@@ -26,7 +26,7 @@ import torch
 
 from sgdlab.errors import RUN_SEED_RULE, finite_number, int_at_least, is_seed, plain_int
 from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
-from sgdlab.measure.curvature.lanczos import convergence_warnings_named
+from sgdlab.measure.curvature.lanczos import check_tol, convergence_warnings_named
 from sgdlab.measure.passes import memory_budget_bytes
 from sgdlab.measure.sharpness import epsilon_sharpness, expected_sharpness, local_entropy
 from sgdlab.models.modes import first_batch_norm
@@ -77,10 +77,14 @@ def is_flag(v: Any) -> bool:
 
 
 def positive_tolerance(v: Any) -> bool:
-    """``v`` is a finite number > 0: a relative residual tolerance (with inf, Lanczos takes
-    its first k Ritz values as converged and warns of nothing); numpy's floats included."""
-    v = plain_float(v)
-    return finite_number(v) and v > 0
+    """``v`` is a tolerance :func:`~sgdlab.measure.curvature.lanczos.check_tol` takes (numpy's
+    numbers included) other than 0. Lanczos takes 0 (it runs num_iter steps); these
+    instruments do not: their series are checked only by the warning that names those not
+    converged, which Lanczos does not give at tol = 0."""
+    try:
+        return check_tol(plain_float(v)) > 0
+    except ValueError:
+        return False
 
 
 def eval_set_size(data: Any, eval_subset: int | None) -> int:

@@ -40,7 +40,9 @@ import torch
 from torch import Tensor
 
 from sgdlab.errors import warn
+from sgdlab.measure.curvature.lanczos import check_tol
 from sgdlab.measure.dynamics import HESSIAN_WHICH, check_hessian_which, full_batch_grad_norm
+from sgdlab.measure.walk import BN_MODES, check_bn_mode
 from sgdlab.operators.params import grads_vector, params_vector, trainable_named_params
 
 from ..callbacks import Callback, Schedule, TrainContext, step_generator, train_subset
@@ -74,13 +76,8 @@ class DynamicsCallback(Callback):
                  hessian_kw: dict | None = None, hessian_which: str = "magnitude",
                  seed: int = 0):
         self.hessian_which = check_hessian_which(hessian_which)
-        if hessian_bn_mode not in ("eval", "train", "both"):
-            raise ValueError(f"Invalid hessian_bn_mode={hessian_bn_mode!r}: expected 'eval', "
-                             "'train' or 'both'")
-        if full_grad_bn_mode not in ("eval", "train"):
-            raise ValueError(f"Invalid full_grad_bn_mode={full_grad_bn_mode!r}: expected "
-                             "'eval' or 'train'")
-        self.full_grad_bn_mode = full_grad_bn_mode
+        check_bn_mode(hessian_bn_mode, "hessian_bn_mode", also=("both",))
+        self.full_grad_bn_mode = check_bn_mode(full_grad_bn_mode, "full_grad_bn_mode")
         if eval_subset is not None and eval_subset < 1:
             raise ValueError(f"Invalid eval_subset={eval_subset} (must be >= 1)")
         if eval_batch_size is not None and eval_batch_size < 1:
@@ -89,7 +86,7 @@ class DynamicsCallback(Callback):
         self.schedule = schedule if schedule is not None else Schedule.every(1)
         self.full_grad_schedule = full_grad_schedule or Schedule.never()
         self.hessian_schedule = hessian_schedule or Schedule.never()
-        self.bn_modes = ("eval", "train") if hessian_bn_mode == "both" else (hessian_bn_mode,)
+        self.bn_modes = BN_MODES if hessian_bn_mode == "both" else (hessian_bn_mode,)
         self.eval_subset, self.hessian_kw, self.seed = eval_subset, dict(hessian_kw or {}), seed
         self.theta0: Tensor | None = None
         self.knows_start = True     # θ_0 is the run's step-0 model (not a resumed one)
@@ -270,7 +267,7 @@ def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = Non
     ``hessian_which``: the spectral norm ("magnitude") or the largest eigenvalue ("largest").
     Logs ``grad_cosine``, ``dist_from_init``, ``param_norm``, ``update_norm`` (no prefix);
     ``full_grad_norm`` and ``hess_norm_eval`` on their own cadences."""
-    from sgdlab.errors import finite_number, int_at_least, is_seed, plain_int
+    from sgdlab.errors import int_at_least, is_seed, plain_int
 
     from .curvature import SEED_RULE, check_options, plain_float
 
@@ -285,11 +282,10 @@ def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = Non
                                    "an int >= 1, or leave it out for never"),
                   hessian_every=(hessian_every, hessian_every is None
                                  or int_at_least(hessian_every, 1),
-                                 "an int >= 1, or leave it out for never"),
-                  hessian_tol=(hessian_tol, hessian_tol is None
-                               or (finite_number(hessian_tol) and hessian_tol >= 0),
-                               "must be a finite number >= 0"),
-                  hessian_iter=(hessian_iter, hessian_iter is None
+                                 "an int >= 1, or leave it out for never"))
+    if hessian_tol is not None:
+        check_tol(hessian_tol, "hessian_tol", "hessian_iter")
+    check_options(hessian_iter=(hessian_iter, hessian_iter is None
                                 or int_at_least(hessian_iter, 1), "an int >= 1"),
                   seed=(seed, is_seed(seed), SEED_RULE))
     kw = {k: v for k, v in (("tol", hessian_tol), ("num_iter", hessian_iter)) if v is not None}
