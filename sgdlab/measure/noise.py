@@ -601,9 +601,9 @@ def noise_magnitude(
     ``num_samples`` that training draws from (default: the N that Σ is estimated on, that of
     ``data`` or of ``covariance``), sqrt(η c Tr Σ) with c = (N − m)/(m (N − 1)); zero for a
     batch of all N (full-batch GD)."""
-    batch_size = _sample_count(batch_size, "batch size")
-    if lr < 0 or batch_size < 1:
-        raise ValueError(f"Invalid lr={lr} / batch_size={batch_size}")
+    batch_size = check_batch_size(batch_size)
+    if lr < 0:
+        raise ValueError(f"Invalid lr={lr} (must be >= 0)")
     if not isinstance(replacement, bool):    # a string such as "false" would read as True
         raise ValueError(f"noise_magnitude: replacement must be True or False, got "
                          f"{replacement!r}")

@@ -422,6 +422,19 @@ def test_noise_magnitude_batch_size_takes_numpy_and_torch_ints_and_refuses_bools
             noise_magnitude(model, loss_fn, data, 0.1, b, covariance=cov)
 
 
+def test_noise_magnitude_checks_its_batch_size_by_minibatch_noise_factors_rule():
+    # check_batch_size: a batch of 0 was reported as "Invalid lr=0.1 / batch_size=0"
+    model, data, loss_fn = tiny_mlp(3, 4, 2), tiny_classification(10, 3, 2), nn.CrossEntropyLoss()
+    cov = gradient_covariance(model, loss_fn, data)
+    for b in (0, np.int64(-2)):
+        with pytest.raises(ValueError, match=rf"^Invalid batch size {b} \(must be >= 1\)$"):
+            noise_magnitude(model, loss_fn, data, 0.1, b, covariance=cov)
+        with pytest.raises(ValueError, match=rf"^Invalid batch size {b} \(must be >= 1\)$"):
+            minibatch_noise_factor(b, 10)
+    with pytest.raises(ValueError, match=r"^Invalid lr=-0.1 \(must be >= 0\)$"):
+        noise_magnitude(model, loss_fn, data, -0.1, 4, covariance=cov)
+
+
 def test_uncentred_second_moment_matches_explicit_sum(problem):
     """``centred=False``: M = (1/N) Σ_i g_i g_iᵀ (Zhu et al.'s eq. (6), E[g gᵀ]) by an explicit
     sum of outer products in float64, = Σ + ḡḡᵀ; every quantity of Σ reads M, from both
