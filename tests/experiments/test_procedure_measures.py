@@ -47,6 +47,11 @@ from sgdlab.experiments.procedures.measures import (compute_final, compute_scala
      r"has no option 'split' \(split does not apply to trajectory_spectrum"),
     ({"kind": "trajectory_spectrum", "sample_seed": 0}, True, r"has no option 'sample_seed' "),
     ({"kind": "trajectory_spectrum", "every": 5}, True, r"has no option 'every' "),
+    # at_epochs was taken as an option of every measurement and read by none
+    ({"kind": "grad_norm", "at_epochs": [1, 2]}, True,
+     r"^f: measurement 'grad_norm' has no option 'at_epochs'; allowed: bn_mode, every, kind, "
+     r"sample_seed, samples, split$"),
+    ({"kind": "hessian_top", "every": 5, "at_epochs": [1]}, False, r"has no option 'at_epochs'"),
 ])
 def test_a_measurement_is_refused_naming_what_is_wrong(m, final, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -183,7 +188,7 @@ def test_the_hessian_spectrum_summary_of_a_known_spectrum():
 def test_the_scalar_curvatures_of_a_known_hessian():
     # Hessian diag(1, 2, 4): trace 7 exactly with Rademacher probes; gradient (1, 4, 12)
     model, loss, data = _diagonal_quadratic([1.0, 2.0, 4.0])
-    common = {"every": 10, "samples": 3, "sample_seed": None, "at_epochs": None}
+    common = {"every": 10, "samples": 3, "sample_seed": None}
     s, d = compute_final({"kind": "hessian_trace", "probes": 3, **common}, model, loss, data)
     assert d == {} and s["hessian_trace"] == pytest.approx(7.0, abs=1e-12)
     s, _ = compute_final({"kind": "grad_norm", **common}, model, loss, data)
@@ -392,7 +397,7 @@ def test_jastrzebski_curvatures_of_logistic_regression_in_closed_form():
     h = (x.T * (p * (1 - p))) @ x / len(x)
     lam = torch.linalg.eigvalsh(h)
     loss, data = nn.BCEWithLogitsLoss(), (x, y)
-    common = {"every": 10, "samples": 8, "sample_seed": None, "at_epochs": None}
+    common = {"every": 10, "samples": 8, "sample_seed": None}
     s, _ = compute_final({"kind": "hessian_top", "which": "largest", "tol": 1e-10,
                           "num_iter": 3, **common}, model, loss, data)
     assert s["hessian_top"] == pytest.approx(float(lam[-1]), rel=1e-9)

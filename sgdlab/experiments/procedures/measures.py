@@ -38,7 +38,7 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {}
 # a measurement's own argument checks, which its function runs first and the experiment's
 # validation runs on the options bound to the function's signature (defaults filled in)
 ARGUMENT_CHECKS: dict[str, Callable[..., None]] = {}
-_COMMON = {"kind", "every", "samples", "sample_seed", "at_epochs", "split"}
+_COMMON = {"kind", "every", "samples", "sample_seed", "split"}
 # counts the measurements pass on to sgdlab.measure, which takes ints alone (30.0 is refused
 # there), and the examples they are taken on (int() truncated samples: 2.5): checked with the
 # experiment, not once a run has trained (option: (least, None ok))
