@@ -28,11 +28,11 @@ from torch import Tensor, nn
 from sgdlab.errors import checked_keywords
 from sgdlab.loss_settings import loss_reduction
 from sgdlab.operators import HessianOperator
-from sgdlab.operators.batches import Data, check_mean_of_samples, num_samples
+from sgdlab.operators.batches import Data, check_mean_of_samples
 
 from .curvature import frobenius_norm, hutchinson_trace, lanczos
 from .curvature._common import unit_column_blocks
-from .noise import GradientCovariance, gradient_covariance
+from .noise import GradientCovariance, check_given_covariance, gradient_covariance
 
 
 def _check_bases(u: Tensor, v: Tensor) -> None:
@@ -121,25 +121,6 @@ class Alignment:
         return out
 
 
-def _check_given_covariance(cov: GradientCovariance, centred: bool, n: int) -> None:
-    """A ValueError where a ``covariance`` given to :func:`sigma_hessian_alignment` is not
-    the matrix it would compute itself over ``n`` samples with ``centred``."""
-    if not isinstance(cov, GradientCovariance):
-        raise ValueError(f"sigma_hessian_alignment: covariance must be a GradientCovariance "
-                         f"(gradient_covariance(...)), got {type(cov).__name__}")
-    if cov.centred != centred:
-        given, asked = (("Σ (centred)", "the uncentred second moment Σ + ḡḡᵀ") if cov.centred
-                        else ("the uncentred second moment Σ + ḡḡᵀ", "Σ (centred)"))
-        raise ValueError(f"sigma_hessian_alignment: covariance is {given}, centred={centred} "
-                         f"asks for {asked} (gradient_covariance(centred={centred}))")
-    if cov.scale != 1.0:
-        raise ValueError("sigma_hessian_alignment: covariance must be Σ itself, not a scaled "
-                         "covariance (minibatch() / scaled())")
-    if cov.num_samples != n:
-        raise ValueError(f"sigma_hessian_alignment: covariance is over {cov.num_samples} "
-                         f"samples, data holds {n}: it must be Σ of the same examples")
-
-
 EXACT_FROBENIUS_MAX_DIM = 1000     # d products of a model this small cost next to nothing
 
 
@@ -186,14 +167,12 @@ def sigma_hessian_alignment(
     if loss_reduction(loss_fn) != "sum":
         check_mean_of_samples(loss_fn, data, "sigma_hessian_alignment")
     if covariance is not None:
-        _check_given_covariance(covariance, centred, num_samples(data))
+        check_given_covariance("sigma_hessian_alignment", covariance, model, data,
+                               centred=centred)
     cov = covariance if covariance is not None else gradient_covariance(
         model, loss_fn, data, chunk_size=chunk_size, centred=centred)
     s_vals, s_vecs = cov.eigenpairs(k, check_copies=check_copies)
     op = HessianOperator(model, loss_fn, data)
-    if cov.dim != op.shape[0]:
-        raise ValueError(f"sigma_hessian_alignment: covariance is over {cov.dim} parameters, "
-                         f"the model has {op.shape[0]}: it must be this model's Σ")
     h_vals, h_vecs = lanczos(op, k, tol=tol, num_iter=num_iter, generator=generator,
                              check_copies=check_copies)
     if exact_frobenius is None:

@@ -57,7 +57,7 @@ from sgdlab.errors import checked_keywords
 from sgdlab.operators.batches import Data, check_mean_of_samples
 from sgdlab.operators.ggn import OutputNotTensor
 
-from .noise import GradientCovariance, gradient_covariance
+from .noise import GradientCovariance, check_given_covariance, gradient_covariance
 from .sharpness import mean_loss
 
 __all__ = ["BatchStatistics", "TakeuchiInformation", "batch_statistics",
@@ -176,8 +176,9 @@ def takeuchi_information(
     ``"hessian"`` (exact diagonal from d Hessian-vector products: small models). Coordinates
     whose curvature is ≤ 0 (ReLU-dead weights have H_jj = 0) are left out of the diagonal form
     when ``epsilon=0``; ``epsilon > 0`` is added to every H_jj instead (Cockpit's reading,
-    default 1e-7 there). ``covariance``: Σ over the same ``data``, when already computed (or C
-    itself, built with ``centred=False``)."""
+    default 1e-7 there). ``covariance``: Σ of this model over the same ``data``, when already
+    computed (or C itself, built with ``centred=False``; not scaled); its numbers of samples
+    and parameters are checked."""
     from .curvature import hessian_diagonal
 
     if curvature not in ("ggn", "hessian"):
@@ -185,9 +186,8 @@ def takeuchi_information(
     if epsilon < 0:
         raise ValueError(f"Invalid epsilon={epsilon} (must be >= 0)")
     check_mean_of_samples(loss_fn, data, "takeuchi_information")
-    if covariance is not None and covariance.scale != 1.0:
-        raise ValueError("covariance: Takeuchi's C needs Σ itself, not a scaled covariance "
-                         "(minibatch() / scaled())")
+    if covariance is not None:      # Σ or C itself (either form: C = Σ + ḡḡᵀ below)
+        check_given_covariance("takeuchi_information", covariance, model, data)
     cov = covariance if covariance is not None else gradient_covariance(model, loss_fn, data)
     second = cov.diagonal().double()                                   # diag C
     if cov.centred:         # Σ's diagonal: C = Σ + ḡḡᵀ

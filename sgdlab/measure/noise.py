@@ -36,10 +36,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import checked_keywords, int_at_least, plain_int
+from sgdlab.errors import checked_keywords, finite_number, int_at_least, plain_int
 from sgdlab.operators import LinearOperator, per_sample_gradients
 from sgdlab.operators.factors import PerSampleFactors, per_sample_factors
-from sgdlab.operators.batches import Data, check_mean_of_samples
+from sgdlab.operators.batches import Data, check_mean_of_samples, num_samples
+from sgdlab.operators.params import num_params
 
 # Above this size the Gram/d x d eigendecomposition is replaced by Lanczos on the implicit Gram.
 DENSE_EIG_LIMIT = 6000
@@ -432,6 +433,37 @@ class GradientCovariance:
                 f"dtype={self.dtype})")
 
 
+def check_given_covariance(who: str, cov: object, model: nn.Module, data: Data, *,
+                           centred: bool | None = None, asked_by: str | None = None) -> None:
+    """A ValueError naming ``who`` where a ``covariance`` given to it is not the matrix that
+    :func:`gradient_covariance` would compute for ``model`` over ``data``: no
+    :class:`GradientCovariance`, not of the form ``centred`` (None: either), scaled
+    (:meth:`~GradientCovariance.minibatch`, :meth:`~GradientCovariance.scaled`), over another
+    number of samples or of parameters. ``asked_by``: what asks for that form, for the message
+    (default ``centred=<centred>``, the caller's option)."""
+    if not isinstance(cov, GradientCovariance):
+        raise ValueError(f"{who}: covariance must be a GradientCovariance "
+                         f"(gradient_covariance(...)), got {type(cov).__name__}")
+    if centred is not None and cov.centred != centred:
+        given, asked = (("Σ (centred)", "the uncentred second moment Σ + ḡḡᵀ") if cov.centred
+                        else ("the uncentred second moment Σ + ḡḡᵀ", "Σ (centred)"))
+        asked_by = f"centred={centred}" if asked_by is None else asked_by
+        raise ValueError(f"{who}: covariance is {given}, {asked_by} asks for {asked} "
+                         f"(gradient_covariance(centred={centred}))")
+    if cov.scale != 1.0:
+        itself = "Σ" if cov.centred else "the second moment"
+        raise ValueError(f"{who}: covariance must be {itself} itself, not a scaled covariance "
+                         "(minibatch() / scaled())")
+    n = num_samples(data)
+    if cov.num_samples != n:
+        raise ValueError(f"{who}: covariance is over {cov.num_samples} samples, data holds "
+                         f"{n}: it must be Σ of the same examples")
+    d = num_params(model)
+    if cov.dim != d:
+        raise ValueError(f"{who}: covariance is over {cov.dim} parameters, the model has {d}: "
+                         "it must be this model's Σ")
+
+
 @checked_keywords()
 def gradient_covariance(
     model: nn.Module,
@@ -594,14 +626,18 @@ def noise_magnitude(
     replacement: bool = True,
     num_samples: int | None = None,
 ) -> NoiseMagnitude:
-    """‖∇L‖ and sqrt(η Tr Σ / m) at the current parameters (pass ``covariance`` to reuse one);
-    η = 0 (a schedule's zero, as cosine-cyclic's at τ = P) gives no noise.
+    """‖∇L‖ and sqrt(η Tr Σ / m) at the current parameters (pass ``covariance`` to reuse one:
+    Σ of this model over ``data``, not scaled, :func:`check_given_covariance`); η = 0 (a schedule's zero, as cosine-cyclic's at τ = P) gives no noise.
 
     ``replacement=False``: the noise of batches of m distinct samples drawn from the
     ``num_samples`` that training draws from (default: the N that Σ is estimated on, that of
     ``data`` or of ``covariance``), sqrt(η c Tr Σ) with c = (N − m)/(m (N − 1)); zero for a
     batch of all N (full-batch GD)."""
     batch_size = check_batch_size(batch_size)
+    if isinstance(lr, numbers.Real) and not isinstance(lr, (int, float)):
+        lr = float(lr)      # numpy's numbers (a bool stays one, refused below)
+    if not finite_number(lr):    # NaN gave a NaN noise, a string a TypeError
+        raise ValueError(f"Invalid lr={lr!r} (a finite number >= 0)")
     if lr < 0:
         raise ValueError(f"Invalid lr={lr} (must be >= 0)")
     if not isinstance(replacement, bool):    # a string such as "false" would read as True
@@ -612,14 +648,11 @@ def noise_magnitude(
                          "samples batches are drawn from without replacement; with "
                          "replacement=True it has no effect (pass replacement=False)")
     check_mean_of_samples(loss_fn, data, "noise_magnitude")
-    if covariance is not None and not covariance.centred:
-        raise ValueError("noise_magnitude: the noise is that of Σ (centred), not of the "
-                         "uncentred second moment Σ + ḡḡᵀ (gradient_covariance(centred=True))")
-    if covariance is not None and covariance.scale != 1.0:
-        # the batch's factor 1/m (or c) is applied below: a mini-batch covariance would take it
-        # twice
-        raise ValueError("noise_magnitude: covariance must be Σ itself, not a scaled covariance "
-                         "(minibatch() / scaled()): the batch's factor is applied here")
+    if covariance is not None:
+        # a scaled one is refused too: the batch's factor 1/m (or c) is applied below, and a
+        # mini-batch covariance would take it twice
+        check_given_covariance("noise_magnitude", covariance, model, data, centred=True,
+                               asked_by="the noise of eq. (2)")
     cov = covariance or gradient_covariance(model, loss_fn, data, chunk_size=chunk_size)
     tr = cov.trace()
     if replacement:

@@ -2,6 +2,7 @@
 loops, written the way Cockpit's autograd references and the papers write them."""
 import functools
 import math
+import re
 
 import pytest
 import torch
@@ -287,3 +288,20 @@ def test_takeuchi_information_takes_an_uncentred_covariance_as_its_c():
     assert tic.trace == pytest.approx(float(c.sum() / h.sum()), rel=1e-10)
     keep = h > 0
     assert tic.diagonal == pytest.approx(float((c[keep] / h[keep]).sum()), rel=1e-10)
+
+
+def test_takeuchi_information_refuses_a_covariance_of_other_samples_or_another_model():
+    """Σ of 6 of the 11 examples gave C of neither; of another network, a shape error."""
+    from sgdlab.measure.noise import gradient_covariance
+
+    model, loss_fn = tiny_mlp(3, 4, 3), nn.CrossEntropyLoss()
+    data = tiny_classification(n=11, in_dim=3, classes=3)
+    cov = gradient_covariance(model, loss_fn, data)
+    for bad, says in (
+            (gradient_covariance(model, loss_fn, (data[0][:6], data[1][:6])),
+             "covariance is over 6 samples, data holds 11: it must be Σ of the same examples"),
+            (gradient_covariance(tiny_mlp(3, 5, 3), loss_fn, data),
+             "covariance is over 38 parameters, the model has 31: it must be this model's Σ"),
+            (cov.dense(), "covariance must be a GradientCovariance")):
+        with pytest.raises(ValueError, match="^takeuchi_information: " + re.escape(says)):
+            takeuchi_information(model, loss_fn, data, covariance=bad)

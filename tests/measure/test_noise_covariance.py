@@ -1,5 +1,6 @@
 """Gradient covariance / diffusion matrix against explicit sums and mini-batch enumeration."""
 import math
+import re
 
 import numpy as np
 import pytest
@@ -433,6 +434,34 @@ def test_noise_magnitude_checks_its_batch_size_by_minibatch_noise_factors_rule()
             minibatch_noise_factor(b, 10)
     with pytest.raises(ValueError, match=r"^Invalid lr=-0.1 \(must be >= 0\)$"):
         noise_magnitude(model, loss_fn, data, -0.1, 4, covariance=cov)
+
+
+def test_noise_magnitude_refuses_an_lr_that_is_no_finite_number():
+    # only lr < 0 was checked: NaN gave a NaN noise, a string failed on a TypeError
+    model, data, loss_fn = tiny_mlp(3, 4, 2), tiny_classification(10, 3, 2), nn.CrossEntropyLoss()
+    cov = gradient_covariance(model, loss_fn, data)
+    for bad in (math.nan, math.inf, "0.1", True, np.bool_(True)):
+        with pytest.raises(ValueError, match=rf"^Invalid lr={re.escape(repr(bad))} "
+                                             r"\(a finite number >= 0\)$"):
+            noise_magnitude(model, loss_fn, data, bad, 4, covariance=cov)
+    ref = noise_magnitude(model, loss_fn, data, 0.5, 4, covariance=cov).noise_norm
+    for lr in (np.float32(0.5), np.float64(0.5)):
+        assert noise_magnitude(model, loss_fn, data, lr, 4, covariance=cov).noise_norm == ref
+    assert noise_magnitude(model, loss_fn, data, np.int64(0), 4, covariance=cov).noise_norm == 0
+
+
+def test_noise_magnitude_refuses_a_covariance_of_other_samples_or_another_model():
+    """Tr Σ of 6 of the 10 examples, or of another network, gave a noise of neither."""
+    model, data, loss_fn = tiny_mlp(3, 4, 2), tiny_classification(10, 3, 2), nn.CrossEntropyLoss()
+    cov = gradient_covariance(model, loss_fn, data)
+    for bad, says in (
+            (gradient_covariance(model, loss_fn, (data[0][:6], data[1][:6])),
+             "covariance is over 6 samples, data holds 10: it must be Σ of the same examples"),
+            (gradient_covariance(tiny_mlp(3, 5, 2), loss_fn, data),
+             "covariance is over 32 parameters, the model has 26: it must be this model's Σ"),
+            (cov.dense(), "covariance must be a GradientCovariance")):
+        with pytest.raises(ValueError, match="^noise_magnitude: " + re.escape(says)):
+            noise_magnitude(model, loss_fn, data, 0.1, 2, covariance=bad)
 
 
 def test_uncentred_second_moment_matches_explicit_sum(problem):
