@@ -3,6 +3,7 @@ Fig. 6.3c does not say which; the authors' code takes train mode on batches of 1
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -81,6 +82,18 @@ def test_full_gradient_bn_mode_is_checked():
                                          r"'train' or 'both'$"):
         build_instrument("dynamics", schedule=Schedule.every(1), hessian_every=1,
                          hessian_bn_mode="batch")
+
+
+@pytest.mark.parametrize("option", ["eval_subset", "eval_batch_size"])
+def test_the_evaluation_counts_are_ints_as_the_other_instruments_counts(option):
+    # only < 1 was checked: 2.5 and True were taken, '4' failed on a TypeError
+    for bad in (2.5, True, "4", np.bool_(True), 0):
+        with pytest.raises(ValueError, match=rf"^Invalid {option}={re.escape(repr(bad))} "
+                                             r"\(an int >= 1, or None: "):
+            build_instrument("dynamics", schedule=Schedule.every(1), **{option: bad})
+    for good in (np.int64(4), torch.tensor(4)):
+        cb = build_instrument("dynamics", schedule=Schedule.every(1), **{option: good})
+        assert getattr(cb, option) == 4 and type(getattr(cb, option)) is int
 
 
 @pytest.mark.parametrize("tol", [math.nan, -1e-3, "1e-3", True])

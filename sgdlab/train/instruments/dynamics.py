@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sgdlab.errors import warn
+from sgdlab.errors import int_at_least, plain_int, warn
 from sgdlab.measure.curvature.lanczos import check_tol
 from sgdlab.measure.dynamics import HESSIAN_WHICH, check_hessian_which, full_batch_grad_norm
 from sgdlab.measure.walk import BN_MODES, check_bn_mode
@@ -47,6 +47,7 @@ from sgdlab.operators.params import grads_vector, params_vector, trainable_named
 
 from ..callbacks import Callback, Schedule, TrainContext, step_generator, train_subset
 from . import register_instrument
+from .curvature import check_options
 
 __all__ = ["DynamicsCallback", "dynamics_instrument"]
 
@@ -78,10 +79,14 @@ class DynamicsCallback(Callback):
         self.hessian_which = check_hessian_which(hessian_which)
         check_bn_mode(hessian_bn_mode, "hessian_bn_mode", also=("both",))
         self.full_grad_bn_mode = check_bn_mode(full_grad_bn_mode, "full_grad_bn_mode")
-        if eval_subset is not None and eval_subset < 1:
-            raise ValueError(f"Invalid eval_subset={eval_subset} (must be >= 1)")
-        if eval_batch_size is not None and eval_batch_size < 1:
-            raise ValueError(f"Invalid eval_batch_size={eval_batch_size} (must be >= 1)")
+        # 2.5 and True were taken, '4' failed on a TypeError; numpy's and torch's ints are ints
+        eval_subset, eval_batch_size = plain_int(eval_subset), plain_int(eval_batch_size)
+        check_options(eval_subset=(eval_subset, eval_subset is None
+                                   or int_at_least(eval_subset, 1),
+                                   "an int >= 1, or None: the whole training set"),
+                      eval_batch_size=(eval_batch_size, eval_batch_size is None
+                                       or int_at_least(eval_batch_size, 1),
+                                       "an int >= 1, or None: one batch"))
         self.eval_batch_size = eval_batch_size
         self.schedule = schedule if schedule is not None else Schedule.every(1)
         self.full_grad_schedule = full_grad_schedule or Schedule.never()
@@ -267,9 +272,9 @@ def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = Non
     ``hessian_which``: the spectral norm ("magnitude") or the largest eigenvalue ("largest").
     Logs ``grad_cosine``, ``dist_from_init``, ``param_norm``, ``update_norm`` (no prefix);
     ``full_grad_norm`` and ``hess_norm_eval`` on their own cadences."""
-    from sgdlab.errors import int_at_least, is_seed, plain_int
+    from sgdlab.errors import is_seed
 
-    from .curvature import SEED_RULE, check_options, plain_float
+    from .curvature import SEED_RULE, plain_float
 
     full_grad_every, hessian_every, hessian_iter, seed = map(
         plain_int, (full_grad_every, hessian_every, hessian_iter, seed))
