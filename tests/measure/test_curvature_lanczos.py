@@ -184,7 +184,8 @@ def test_lanczos_float32_and_bad_input():
         lanczos(a, 0)
 
 
-@pytest.mark.parametrize("tol", ["1e-3", -1e-3, math.nan, math.inf, True])
+@pytest.mark.parametrize("tol", ["1e-3", -1e-3, math.nan, math.inf, True, np.bool_(False),
+                                 np.int64(-1)])
 def test_lanczos_refuses_a_tolerance_that_is_not_a_finite_number_at_least_zero(tol):
     # a string failed at the comparison; NaN never stopped early and inf stopped at once
     a = _sym(8, seed=1)
@@ -194,6 +195,15 @@ def test_lanczos_refuses_a_tolerance_that_is_not_a_finite_number_at_least_zero(t
     # numpy's floats are tolerances
     vals, _ = lanczos(a, 1, tol=np.float32(1e-8), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(vals[0], torch.linalg.eigvalsh(a)[-1], rtol=0, atol=1e-7)
+
+
+def test_lanczos_takes_numpy_ints_as_tolerances_as_it_takes_pythons():
+    # np.int64(0) was refused while 0 and np.float64(0) were taken
+    a = _sym(8, seed=1)
+    runs = [lanczos(a, 1, tol=tol, num_iter=5, generator=torch.Generator().manual_seed(0))[0]
+            for tol in (0, np.int64(0), np.int32(0))]
+    for vals in runs[1:]:
+        assert torch.equal(vals, runs[0])
 
 
 def test_power_iteration_top_eigenvalue():

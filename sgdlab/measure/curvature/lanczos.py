@@ -250,13 +250,16 @@ class _Deflated(_Wrapped):
 
 
 def check_tol(tol: object, name: str = "tol", num_iter: str = "num_iter") -> float:
-    """``tol`` when it is a finite number >= 0 (numpy's floats as Python floats), else a
-    ValueError: :func:`lanczos`'s check of its tolerance, made without an operator (a string
-    failed at the comparison, NaN stopped no run early and inf stopped every one at once).
+    """``tol`` when it is a finite number >= 0 (numpy's floats and ints as Python's; a bool
+    of either is none), else a ValueError: :func:`lanczos`'s check of its tolerance, made
+    without an operator (a string failed at the comparison, NaN stopped no run early and inf
+    stopped every one at once).
     ``name`` and ``num_iter``: what the caller's options for the tolerance and the most
     iterations are called, for the message."""
     if isinstance(tol, np.floating):
         tol = float(tol)
+    elif isinstance(tol, np.integer):       # np.bool_ is none: refused below
+        tol = int(tol)
     if not (finite_number(tol) and tol >= 0):
         raise ValueError(f"Invalid {name}={tol!r} (a finite number >= 0; 0 runs {num_iter} "
                          "steps)")
