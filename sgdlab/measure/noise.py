@@ -627,7 +627,8 @@ def noise_magnitude(
     num_samples: int | None = None,
 ) -> NoiseMagnitude:
     """‖∇L‖ and sqrt(η Tr Σ / m) at the current parameters (pass ``covariance`` to reuse one:
-    Σ of this model over ``data``, not scaled, :func:`check_given_covariance`); η = 0 (a schedule's zero, as cosine-cyclic's at τ = P) gives no noise.
+    Σ of this model over ``data``, not scaled, :func:`check_given_covariance`); η = 0 (a
+    schedule's zero, as cosine-cyclic's at τ = P) gives no noise. ``lr``: a finite number >= 0.
 
     ``replacement=False``: the noise of batches of m distinct samples drawn from the
     ``num_samples`` that training draws from (default: the N that Σ is estimated on, that of
