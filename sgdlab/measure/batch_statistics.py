@@ -50,10 +50,11 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import checked_keywords
+from sgdlab.errors import checked_keywords, finite_number
 from sgdlab.operators.batches import Data, check_mean_of_samples
 from sgdlab.operators.ggn import OutputNotTensor
 
@@ -111,8 +112,7 @@ def batch_statistics(
     ``curvature``: ``"hessian"`` | ``"ggn"`` adds McCandlish et al.'s B_noise (module
     docstring; forms the (B, d) gradient matrix). A non-finite gradient or loss (a diverged
     model) raises ``FloatingPointError``."""
-    if epsilon < 0:
-        raise ValueError(f"Invalid epsilon={epsilon} (must be >= 0)")
+    epsilon = _checked_epsilon(epsilon)
     check_mean_of_samples(loss_fn, batch, "batch_statistics")
     if lr is not None and not lr > 0:
         raise ValueError(f"Invalid lr={lr} (must be > 0)")
@@ -183,8 +183,7 @@ def takeuchi_information(
 
     if curvature not in ("ggn", "hessian"):
         raise ValueError(f"Invalid curvature={curvature!r}: expected 'ggn' or 'hessian'")
-    if epsilon < 0:
-        raise ValueError(f"Invalid epsilon={epsilon} (must be >= 0)")
+    epsilon = _checked_epsilon(epsilon)
     check_mean_of_samples(loss_fn, data, "takeuchi_information")
     if covariance is not None:      # Σ or C itself (either form: C = Σ + ḡḡᵀ below)
         check_given_covariance("takeuchi_information", covariance, model, data)
@@ -226,6 +225,16 @@ def _curvature_noise_scale(kind: str, model: nn.Module, loss_fn, batch: Data,
     ghg = float(op.quadratic_forms(cov.mean[:, None]).double()[0]) - trace_hs / b
     return {"trace_h_cov": trace_hs, "grad_h_grad_unbiased": ghg,
             "noise_scale_curvature": _ratio(trace_hs, ghg)}
+
+
+def _checked_epsilon(epsilon: object) -> float:
+    """``epsilon`` as a float when it is a finite number >= 0 (numpy's too): a NaN ε made every
+    ratio NaN, a string failed on the comparison, and True was 1."""
+    if isinstance(epsilon, (np.floating, np.integer)):
+        epsilon = float(epsilon)
+    if not (finite_number(epsilon) and epsilon >= 0):
+        raise ValueError(f"Invalid epsilon={epsilon!r} (a finite number >= 0)")
+    return float(epsilon)
 
 
 def _ratio(a: float, b: float) -> float:

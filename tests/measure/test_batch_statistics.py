@@ -3,6 +3,7 @@ loops, written the way Cockpit's autograd references and the papers write them."
 import functools
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -305,3 +306,26 @@ def test_takeuchi_information_refuses_a_covariance_of_other_samples_or_another_m
     with pytest.raises(ValueError, match=r"^takeuchi_information: covariance is over 38 "
                                          r"parameters, the model has 31"):
         takeuchi_information(model, loss_fn, data, covariance=wider)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "0.1", True, -1.0])
+def test_epsilon_must_be_a_finite_number_at_least_zero(bad):
+    """A NaN ε made every ratio NaN, a string failed on the comparison and True was 1."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2)).double()
+    x, y = torch.randn(6, 3, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 0, 1])
+    loss_fn = nn.CrossEntropyLoss()
+    for call in (lambda: batch_statistics(model, loss_fn, (x, y), epsilon=bad),
+                 lambda: takeuchi_information(model, loss_fn, (x, y), epsilon=bad)):
+        with pytest.raises(ValueError, match=r"Invalid epsilon=.* \(a finite number >= 0\)"):
+            call()
+
+
+def test_epsilon_takes_numpy_numbers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2)).double()
+    x, y = torch.randn(6, 3, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 0, 1])
+    loss_fn = nn.CrossEntropyLoss()
+    plain = batch_statistics(model, loss_fn, (x, y), epsilon=0.5)
+    for eps in (np.float32(0.5), np.float64(0.5)):
+        assert batch_statistics(model, loss_fn, (x, y), epsilon=eps) == plain
