@@ -64,6 +64,17 @@ def plain_int(v: object) -> object:
         return v
 
 
+def plain_float(v: object) -> object:
+    """``v`` as a Python float when it is a real number of numpy's (``np.float32(0.01)``),
+    which the measurements take and the checks' ``float`` would refuse; anything else (a
+    Python number, a bool, a string, None) unchanged."""
+    import numbers
+
+    if isinstance(v, numbers.Real) and not isinstance(v, (int, float)):
+        return float(v)
+    return v
+
+
 def human_size(n: int) -> str:
     """``n`` bytes in decimal units, as the design notes and messages give sizes: ``512 B``,
     ``3.8 KB``, ``37.0 MB``, ``1.1 GB``."""

@@ -50,11 +50,10 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import checked_keywords, finite_number
+from sgdlab.errors import checked_keywords, finite_number, plain_float
 from sgdlab.operators.batches import Data, check_mean_of_samples
 from sgdlab.operators.ggn import OutputNotTensor
 
@@ -230,8 +229,7 @@ def _curvature_noise_scale(kind: str, model: nn.Module, loss_fn, batch: Data,
 def _checked_epsilon(epsilon: object) -> float:
     """``epsilon`` as a float when it is a finite number >= 0 (numpy's too): a NaN ε made every
     ratio NaN, a string failed on the comparison, and True was 1."""
-    if isinstance(epsilon, (np.floating, np.integer)):
-        epsilon = float(epsilon)
+    epsilon = plain_float(epsilon)
     if not (finite_number(epsilon) and epsilon >= 0):
         raise ValueError(f"Invalid epsilon={epsilon!r} (a finite number >= 0)")
     return float(epsilon)

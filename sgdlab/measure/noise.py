@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import checked_keywords, finite_number, int_at_least, plain_int
+from sgdlab.errors import checked_keywords, finite_number, int_at_least, plain_float, plain_int
 from sgdlab.operators import LinearOperator, per_sample_gradients
 from sgdlab.operators.factors import PerSampleFactors, per_sample_factors
 from sgdlab.operators.batches import Data, check_mean_of_samples, num_samples
@@ -635,8 +635,7 @@ def noise_magnitude(
     ``data`` or of ``covariance``), sqrt(η c Tr Σ) with c = (N − m)/(m (N − 1)); zero for a
     batch of all N (full-batch GD)."""
     batch_size = check_batch_size(batch_size)
-    if isinstance(lr, numbers.Real) and not isinstance(lr, (int, float)):
-        lr = float(lr)      # numpy's numbers (a bool stays one, refused below)
+    lr = plain_float(lr)    # numpy's numbers (a bool stays one, refused below)
     if not finite_number(lr):    # NaN gave a NaN noise, a string a TypeError
         raise ValueError(f"Invalid lr={lr!r} (a finite number >= 0)")
     if lr < 0:

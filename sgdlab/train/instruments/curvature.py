@@ -18,13 +18,13 @@ run logs the same values.
 """
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 import torch
 
-from sgdlab.errors import RUN_SEED_RULE, finite_number, int_at_least, is_seed, plain_int
+from sgdlab.errors import (RUN_SEED_RULE, finite_number, int_at_least, is_seed, plain_float,
+                           plain_int)
 from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
 from sgdlab.measure.curvature.lanczos import check_tol, convergence_warnings_named
 from sgdlab.measure.passes import memory_budget_bytes
@@ -59,15 +59,6 @@ def check_options(**rules: tuple[Any, bool, str]) -> None:
 # torch takes below 2**64: a seed past that was taken, then failed the first measurement
 # ("Overflow when unpacking long long"); 32 bits as a run config's seeds leave any step count
 SEED_RULE = (f"{RUN_SEED_RULE}: the measurement at step s seeds its generator with seed + s")
-
-
-def plain_float(v: Any) -> Any:
-    """``v`` as a Python float when it is a real number of numpy's (``np.float32(0.01)``),
-    which the measurements take and the checks' ``float`` would refuse; anything else (a
-    Python number, a bool, a string, None) unchanged."""
-    if isinstance(v, numbers.Real) and not isinstance(v, (int, float)):
-        return float(v)
-    return v
 
 
 def is_flag(v: Any) -> bool:
