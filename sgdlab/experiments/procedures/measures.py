@@ -188,6 +188,7 @@ def _gen(seed: int | None) -> torch.Generator:
 
 
 # --- scalars -----------------------------------------------------------------------------
+# at load only: the functions' evaluation_mode checks bn_mode first, before any model work
 def _check_bn_mode(*, bn_mode, **_) -> None:
     from sgdlab.measure.walk import check_bn_mode
 
@@ -223,7 +224,6 @@ def _hessian_frob(model, loss_fn, data, probes: int = 20, bn_mode: str = "eval")
     from sgdlab.measure.curvature import hessian_frobenius_norm
     from sgdlab.measure.walk import evaluation_mode
 
-    _check_bn_mode(bn_mode=bn_mode)
     with evaluation_mode(model, bn_mode):
         est = hessian_frobenius_norm(model, loss_fn, data, probes, generator=_gen(1))
     return {"hessian_frobenius": est.value}
@@ -234,7 +234,6 @@ def _hessian_trace(model, loss_fn, data, probes: int = 20, bn_mode: str = "eval"
     from sgdlab.measure.curvature import hessian_trace
     from sgdlab.measure.walk import evaluation_mode
 
-    _check_bn_mode(bn_mode=bn_mode)
     with evaluation_mode(model, bn_mode):
         est = hessian_trace(model, loss_fn, data, probes, generator=_gen(2))
     return {"hessian_trace": est.value}
@@ -244,7 +243,6 @@ def _hessian_trace(model, loss_fn, data, probes: int = 20, bn_mode: str = "eval"
 def _grad_norm(model, loss_fn, data, bn_mode: str = "eval"):
     from sgdlab.measure.dynamics import full_batch_grad_norm
 
-    _check_bn_mode(bn_mode=bn_mode)
     return {"grad_norm": full_batch_grad_norm(model, loss_fn, data, bn_mode=bn_mode)}
 
 
