@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgdlab.errors import checked_keywords, finite_number, int_at_least, plain_int, warn
+from sgdlab.errors import (checked_keywords, finite_number, int_at_least, plain_float, plain_int,
+                           warn)
 from sgdlab.operators import LinearOperator, as_operator
 from sgdlab.operators.linear import _Wrapped
 
@@ -250,16 +251,13 @@ class _Deflated(_Wrapped):
 
 
 def check_tol(tol: object, name: str = "tol", num_iter: str = "num_iter") -> float:
-    """``tol`` when it is a finite number >= 0 (numpy's floats and ints as Python's; a bool
-    of either is none), else a ValueError: :func:`lanczos`'s check of its tolerance, made
+    """``tol`` when it is a finite number >= 0 (numpy's floats and ints as Python floats; a
+    bool of either kind is none), else a ValueError: :func:`lanczos`'s check of its tolerance, made
     without an operator (a string failed at the comparison, NaN stopped no run early and inf
     stopped every one at once).
     ``name`` and ``num_iter``: what the caller's options for the tolerance and the most
     iterations are called, for the message."""
-    if isinstance(tol, np.floating):
-        tol = float(tol)
-    elif isinstance(tol, np.integer):       # np.bool_ is none: refused below
-        tol = int(tol)
+    tol = plain_float(tol)      # np.bool_ is none: refused below
     if not (finite_number(tol) and tol >= 0):
         raise ValueError(f"Invalid {name}={tol!r} (a finite number >= 0; 0 runs {num_iter} "
                          "steps)")

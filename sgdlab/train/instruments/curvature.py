@@ -73,7 +73,7 @@ def positive_tolerance(v: Any) -> bool:
     instruments do not: their series are checked only by the warning that names those not
     converged, which Lanczos does not give at tol = 0."""
     try:
-        return check_tol(plain_float(v)) > 0
+        return check_tol(v) > 0
     except ValueError:
         return False
 
