@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sgdlab.errors import int_at_least, plain_int, warn
+from sgdlab.errors import int_at_least, plain_float, plain_int, warn
 from sgdlab.measure.curvature.lanczos import check_tol
 from sgdlab.measure.dynamics import HESSIAN_WHICH, check_hessian_which, full_batch_grad_norm
 from sgdlab.measure.walk import BN_MODES, check_bn_mode
@@ -274,7 +274,7 @@ def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = Non
     ``full_grad_norm`` and ``hess_norm_eval`` on their own cadences."""
     from sgdlab.errors import is_seed
 
-    from .curvature import SEED_RULE, plain_float
+    from .curvature import SEED_RULE
 
     full_grad_every, hessian_every, hessian_iter, seed = map(
         plain_int, (full_grad_every, hessian_every, hessian_iter, seed))

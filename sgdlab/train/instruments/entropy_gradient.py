@@ -37,13 +37,13 @@ from typing import Any
 
 import torch
 
-from sgdlab.errors import int_at_least, plain_int
+from sgdlab.errors import int_at_least, plain_float, plain_int
 from sgdlab.measure.entropy_gradient import METHODS, SGD_GRADIENTS, local_entropy_gradient_angle
 from sgdlab.measure.passes import memory_budget_bytes
 
 from ..callbacks import Schedule, step_batch_size
 from . import register_instrument
-from .curvature import MeasuredCallback, _common, check_options, eval_set_size, plain_float
+from .curvature import MeasuredCallback, _common, check_options, eval_set_size
 
 __all__ = ["EntropyAngleCallback", "entropy_angle_instrument"]
 
