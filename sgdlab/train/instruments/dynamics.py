@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sgdlab.errors import int_at_least, plain_float, plain_int, warn
+from sgdlab.errors import int_at_least, is_seed, plain_float, plain_int, warn
 from sgdlab.measure.curvature.lanczos import check_tol
 from sgdlab.measure.dynamics import HESSIAN_WHICH, check_hessian_which, full_batch_grad_norm
 from sgdlab.measure.walk import BN_MODES, check_bn_mode
@@ -47,7 +47,7 @@ from sgdlab.operators.params import grads_vector, params_vector, trainable_named
 
 from ..callbacks import Callback, Schedule, TrainContext, step_generator, train_subset
 from . import register_instrument
-from .curvature import check_options
+from .curvature import SEED_RULE, check_options
 
 __all__ = ["DynamicsCallback", "dynamics_instrument"]
 
@@ -272,10 +272,6 @@ def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = Non
     ``hessian_which``: the spectral norm ("magnitude") or the largest eigenvalue ("largest").
     Logs ``grad_cosine``, ``dist_from_init``, ``param_norm``, ``update_norm`` (no prefix);
     ``full_grad_norm`` and ``hess_norm_eval`` on their own cadences."""
-    from sgdlab.errors import is_seed
-
-    from .curvature import SEED_RULE
-
     full_grad_every, hessian_every, hessian_iter, seed = map(
         plain_int, (full_grad_every, hessian_every, hessian_iter, seed))
     hessian_tol = plain_float(hessian_tol)
