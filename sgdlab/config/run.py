@@ -580,8 +580,8 @@ def _check_measure_item(path: str, item: dict[str, Any], errors: list[str], *,
     if (isinstance(seed, (int, float)) and not isinstance(seed, bool) and not is_seed(seed)
             and "seed" in (params or {})
             and getattr(registry[name], "__module__", "").startswith("sgdlab.")):
-        # sgdlab's instruments bound it so when built: an experiment builds them as each run
-        # starts, so a seed of -1 failed every run after the sweep had begun
+        # sgdlab's instruments bound it so when built, which a run config's validation leaves
+        # to build_from_config: refused with the config, in a run config's seed's words
         errors.append(not_a_seed(f"{join(path, 'seed')}:", seed))
     chosen = [k for k in ("every", "at", "log_points") if item.get(k) is not None]
     if len(chosen) > 1:
