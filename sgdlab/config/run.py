@@ -570,8 +570,8 @@ def _check_measure_item(path: str, item: dict[str, Any], errors: list[str], *,
     if "memory_budget" in given and "memory_budget" in (params or {}):
         from ..measure.passes import memory_budget_bytes
 
-        # checked when the config is read: an experiment builds each run's instruments only
-        # when that run starts
+        # checked when the config is read: a run config's validation leaves the instrument's
+        # build to build_from_config
         try:
             memory_budget_bytes(given["memory_budget"])
         except ValueError as e:
