@@ -188,7 +188,8 @@ def _gen(seed: int | None) -> torch.Generator:
 
 
 # --- scalars -----------------------------------------------------------------------------
-# at load only: the functions' evaluation_mode checks bn_mode first, before any model work
+# for the load's checks: at run time the functions' evaluation_mode checks bn_mode first,
+# before any model work (hessian_top's own checks, which need no model, run it as well)
 def _check_bn_mode(*, bn_mode, **_) -> None:
     from sgdlab.measure.walk import check_bn_mode
 
