@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sgdlab.errors import (RUN_SEED_RULE, checked_keywords, finite_number, int_at_least,
-                           is_seed, plain_int)
+                           is_seed, plain_float, plain_int)
 
 __all__ = [
     "CONFIDENCE_Z_99",
@@ -92,7 +92,8 @@ def check_max_lag(max_lag: object) -> int | None:
 
 def check_level(level: object, name: str = "level") -> None:
     """A ValueError unless ``level`` (a test's significance level, or a ``fraction``) lies in
-    (0, 1)."""
+    (0, 1); numpy's floats too (np.float32 is no Python float)."""
+    level = plain_float(level)
     if not (finite_number(level) and 0 < level < 1):
         raise ValueError(f"Invalid {name}={level!r} (must be in (0, 1))")
 

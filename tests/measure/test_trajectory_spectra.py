@@ -135,6 +135,9 @@ def test_bad_inputs():
         0, 1, 2, 3]
     with pytest.raises(ValueError, match=re.escape("Invalid fraction='0.1' (must be in")):
         low_frequency_test(_brownian(), fraction="0.1")
+    # numpy's float32 is a level, as before the check (np.float64 is a Python float anyway)
+    assert periodicity_test(_brownian(), level=np.float32(0.05)).combined_p_value == \
+        pytest.approx(periodicity_test(_brownian(), level=0.05).combined_p_value, rel=1e-6)
 
 
 def test_counts_and_seeds_take_numpy_ints_and_refuse_bools():
