@@ -93,6 +93,15 @@ def mc_estimate(samples: list[float]) -> Estimate:
     return Estimate(float(t.mean()), se, n)
 
 
+def check_num_probes(num_probes: object) -> int:
+    """``num_probes`` as a Python int when it is an int >= 1 (numpy's and torch's too), else a
+    ValueError: np.int64 is a count; True (it was 1 probe) and 2.5 are not."""
+    num_probes = plain_int(num_probes)
+    if not int_at_least(num_probes, 1):
+        raise ValueError(f"Invalid num_probes={num_probes!r} (an int >= 1)")
+    return num_probes
+
+
 def probe_samples(op: LinearOperator, num_probes: int, generator, kind: str,
                   block_size: int | None, stat: Callable[[Tensor], Tensor], *,
                   product: str) -> list[float]:
@@ -100,9 +109,7 @@ def probe_samples(op: LinearOperator, num_probes: int, generator, kind: str,
     operator choose the block (:meth:`~sgdlab.operators.LinearOperator.block_tuner`: bounded by
     its memory budget and, for model operators, measured cheapest per column for the
     ``product`` kind). The samples do not depend on the blocks (see :func:`probe_block`)."""
-    num_probes = plain_int(num_probes)   # np.int64 is a count; True is not (it was 1 probe)
-    if not int_at_least(num_probes, 1):
-        raise ValueError(f"Invalid num_probes={num_probes!r} (an int >= 1)")
+    num_probes = check_num_probes(num_probes)
     tuner = op.block_tuner(product, block_size=block_size)
     samples: list[float] = []
     for _, b in tuner.blocks(num_probes):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import UserError, checked_keywords, int_at_least, plain_int
+from sgdlab.errors import UserError, checked_keywords
 from sgdlab.loss_settings import torch_loss_class
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data,
                                       iterate_batches, loss_derivatives, stochastic_modules)
@@ -28,7 +28,8 @@ from sgdlab.operators.per_sample import (check_per_sample_model, checked_per_sam
                                          per_sample_contexts)
 
 from .._repr import compact_repr
-from ._common import Operand, probe_block, unit_column_blocks, working_operator
+from ._common import (Operand, check_num_probes, probe_block, unit_column_blocks,
+                      working_operator)
 
 __all__ = ["DiagonalEstimate", "diagonal", "ggn_diagonal"]
 
@@ -73,9 +74,7 @@ def diagonal(
         _check_finite(total)
         return DiagonalEstimate(total, torch.zeros_like(total), d, True)
     tuner = op.block_tuner("matmat", block_size=block_size)
-    num_probes = plain_int(num_probes)   # np.int64 is a count; True and 2.5 are not
-    if not int_at_least(num_probes, 1):
-        raise ValueError(f"Invalid num_probes={num_probes!r} (an int >= 1)")
+    num_probes = check_num_probes(num_probes)
     squares = torch.zeros_like(total)
     for _, b in tuner.blocks(num_probes):
         v = probe_block(op, b, generator, "rademacher")
