@@ -713,6 +713,7 @@ def test_probe_and_eigenpair_counts_take_numpy_ints_and_refuse_bools():
     ("grid", 50.0, "an int >= 1: the grid points, or a 1-D grid"),
     ("grid", True, "an int >= 1: the grid points, or a 1-D grid"),
     ("grid", 0, "an int >= 1: the grid points, or a 1-D grid"),
+    ("grid", np.float32(50.0), "an int >= 1: the grid points, or a 1-D grid"),
 ])
 def test_slq_counts_refuse_floats_and_bools(keyword, bad, rule):
     # int() made num_iter 2.5 two steps, True one; a float grid was one point at that value

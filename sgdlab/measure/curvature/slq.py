@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -133,10 +134,11 @@ def spectral_density(
                          "probe)")
     if not isinstance(grid, Tensor):
         grid = plain_int(grid)
-    # a float or bool was taken as a one-point grid at that value, not as a count of points
-    if isinstance(grid, (bool, float)) or (isinstance(grid, int) and grid < 1):
-        raise ValueError(f"Invalid grid={grid!r} (an int >= 1: the grid points, or a 1-D "
-                         "grid)")
+        # a number other than an int (a float, a bool, numpy's float32) was taken as a
+        # one-point grid at that value, not as a count of points
+        if np.ndim(grid) == 0 and not int_at_least(grid, 1):
+            raise ValueError(f"Invalid grid={grid!r} (an int >= 1: the grid points, or a 1-D "
+                             "grid)")
     op = working_operator(A, dtype)
     nodes, weights = [], []
     starts = [random_vector(op, generator) for _ in range(num_probes)]   # the sequential draws
