@@ -42,6 +42,7 @@ and edits, run with ``sgdlab run --config FILE``) is *data*: it is parsed with
             # exact_labels}, in place of the three keys above
             options: {...}                  # deep-merged into the analysis options
             deviations: ["..."]             # appended to the scale's deviations
+            title: "..."                    # the entry's title under this choice (one line)
     options: {claims: [{less: [a, b], ..., reading: {lr: suppl-d}}]}   # only under that choice
 
 Each scale may list its ``deviations``: every place where that scale departs from the paper's
@@ -67,13 +68,16 @@ A **reading** is one way of taking a passage the paper leaves ambiguous or state
 inconsistently; each ambiguity is a named option with a default. The chosen choice's ``params``
 are set on each run after the group and grid merge, at every scale (and so enter the run keys:
 runs of two readings never mix, runs that no reading changes are shared), its ``options`` and
-``deviations`` join the scale's. A default choice without ``params`` leaves the runs and their
-keys as they were before the file had readings. ``labels`` reach the groups whose label begins
-with one of them, ``exact_labels`` those whose label is one of them (a prefix ``gd`` reaches
-``gd-start`` too); given both, a choice reaches the groups either names. A choice's labels need
-not name a run group at every scale: a scale without such groups is left as it is. A choice
-whose groups need different ``params`` (one reading of an optimizer set at ``optimizer`` on one
-group and at ``optimizer.first`` on another) lists ``pieces``, each ``{params, labels,
+``deviations`` join the scale's. A choice that changes what the entry's title names (the matrix
+measured) gives the title the entry takes under it, ``title``; the choices of one reading at
+most may give titles, so that two readings taken together never compete for it. A default
+choice without ``params`` leaves the runs and their keys as they were before the file had
+readings. ``labels`` reach the groups whose label begins with one of them, ``exact_labels``
+those whose label is one of them (a prefix ``gd`` reaches ``gd-start`` too); given both, a
+choice reaches the groups either names. A choice's labels need not name a run group at every
+scale: a scale without such groups is left as it is. A choice whose groups need different
+``params`` (one reading of an optimizer set at ``optimizer`` on one group and at
+``optimizer.first`` on another) lists ``pieces``, each ``{params, labels,
 exact_labels}`` read as a choice's own, applied in order, in place of those three keys. Where the
 paper's readings make different claims, a claim of ``options.claims`` may carry ``reading: {KEY:
 CHOICE}`` (or a list of choices): it is tested only when that reading is taken. Reports name
@@ -122,7 +126,7 @@ _OUTPUT_KEYS = {"tables", "figures"}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _READING_KEYS = {"default", "choices"}
 _CHOICE_KEYS = {"description", "params", "labels", "exact_labels", "pieces", "options",
-                "deviations"}
+                "deviations", "title"}
 # one piece of a choice whose groups take different params
 _PIECE_KEYS = {"params", "labels", "exact_labels"}
 # a reading and its choice are typed on the command line and name the output folder
@@ -603,7 +607,8 @@ def _check_sentences(where: str, devs: Any) -> None:
 
 def _check_readings(where: str, readings: Any) -> None:
     """``{KEY: {default, choices: {CHOICE: {description, params, labels, exact_labels,
-    options, deviations}}}}``, names fit for a command line and a folder name."""
+    options, deviations, title}}}}``, names fit for a command line and a folder name; the
+    choices of one reading at most give a ``title``."""
     if not isinstance(readings, dict) or not readings:
         raise ConfigError(f"{where}: expected a mapping reading -> {{default, choices}}")
 
@@ -635,6 +640,14 @@ def _check_readings(where: str, readings: Any) -> None:
             else:
                 _check_targets(cat, c)
             _check_sentences(f"{cat}.deviations", c.get("deviations", []))
+            title = c.get("title", "one line")
+            if not (isinstance(title, str) and title.strip() and "\n" not in title.strip()):
+                raise ConfigError(f"{cat}.title: expected a one-line string, got {title!r}")
+    titled = [k for k, r in readings.items()
+              if any("title" in c for c in r["choices"].values())]
+    if len(titled) > 1:
+        raise ConfigError(f"{where}: choices of {', '.join(titled)} give titles; one reading "
+                          "at most may, or two taken together would compete for the title")
 
 
 def _check_mapping(where: str, v: Any) -> None:
@@ -769,7 +782,8 @@ def resolve(raw: dict[str, Any], scale: str, source: str = "<config>",
     options = _claims_of_readings(f"{source}.options.claims", options, chosen,
                                   raw.get("readings") or {})
     spec = ExperimentSpec(
-        name=raw["name"], version=raw["version"], title=raw.get("title", raw["name"]),
+        name=raw["name"], version=raw["version"],
+        title=next((c["title"] for c in picked if "title" in c), raw.get("title", raw["name"])),
         description=raw["description"].strip(), paper=dict(raw["paper"]),
         procedure=raw.get("procedure", "train"), analysis=raw["analysis"], scale=scale,
         base=base, runs=copy.deepcopy(runs), grid=grid,

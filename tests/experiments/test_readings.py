@@ -249,6 +249,17 @@ def test_a_choice_joins_its_options_and_deviations_and_every_reading_is_describe
     assert default.options["threshold"] == 1 and default.deviations == ["toy data"]
 
 
+def test_a_choice_with_a_title_gives_the_entry_its_title_under_that_choice():
+    """A choice that changes what the title names (the matrix measured) titles the entry,
+    and the reports with it; the other choices keep the file's title."""
+    raw = _raw()
+    raw["title"] = "y against x"
+    raw["readings"]["m"]["choices"]["two"]["title"] = "y against 2x"
+    assert resolve(raw, "smoke", readings={"m": "two"}).describe()["title"] == "y against 2x"
+    assert resolve(raw, "smoke", readings={"f": "double"}).title == "y against x"
+    assert resolve(raw, "smoke").title == "y against x"
+
+
 def test_a_claim_of_a_reading_is_tested_only_under_that_reading():
     """A passage read two ways can make two different claims (a difference, or none): each
     claim names its reading and only the chosen one's reaches the analysis."""
@@ -338,6 +349,11 @@ TWO = "readings/m/choices/two"
     (_set("options/claims", [{"less": ["a", "b"], "metric": "y", "reading": "two"}]),
      "x.yaml.options.claims[0].reading: expected a mapping reading -> choice"),
     (_set(f"{TWO}/params", {"x": 5}), "choices.two.params: 'x' is a grid axis"),
+    (_set(f"{TWO}/title", "two\nlines"), "choices.two.title: expected a one-line string"),
+    (_set(f"{TWO}/title", 2), "choices.two.title: expected a one-line string, got 2"),
+    (lambda raw: (_set(f"{TWO}/title", "m as two")(raw),
+                  _set("readings/f/choices/double/title", "with a factor")(raw)),
+     "x.yaml.readings: choices of m, f give titles; one reading at most may"),
     (_set(f"{TWO}/params", {"y": 5}), "run 'b-one|x=1': unknown parameter 'y'"),
 ])
 def test_bad_readings_name_the_path(mutate, message):

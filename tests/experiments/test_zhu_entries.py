@@ -684,6 +684,24 @@ def test_sigma_form_uncentred_sets_centred_false_on_every_alignment_measurement(
     assert not {r.key for r in default} & {r.key for r in other}
 
 
+
+@pytest.mark.parametrize("name", ALIGNMENT_ENTRIES)
+def test_sigma_form_uncentred_reports_name_the_matrix_measured_in_their_title(name):
+    """Under ``sigma-form=uncentred`` H is compared with E[g gᵀ], as the tables, figures and
+    findings say: the report's title says so too (it said "Σ–H alignment", "H and Σ"); the
+    default's title names Σ, as before."""
+    from sgdlab.report.html import header_html
+
+    def title(readings=None):
+        spec = load_experiment(name, "smoke", readings=readings)
+        page = header_html({"experiment": spec.describe(), "scale": "smoke"})
+        return re.search(r"<p class='sub'>(.*?)</p>", page).group(1)
+
+    default, uncentred = title(), title({"sigma-form": "uncentred"})
+    assert "Σ" in default and "E[g gᵀ]" not in default
+    assert "Σ" not in uncentred and "E[g gᵀ]" in uncentred
+    assert uncentred == default.replace("Σ", "E[g gᵀ]")
+
 # --- zhu-large-network: the sharpness half of "not better than GD" ----------------------------
 @pytest.mark.parametrize("scale", SCALES)
 def test_large_network_judges_both_halves_of_no_better_than_gd(scale):
