@@ -31,7 +31,7 @@ from sgdlab.operators import HessianOperator
 from sgdlab.operators.batches import Data, check_mean_of_samples
 
 from .curvature import frobenius_norm, hutchinson_trace, lanczos
-from .curvature._common import unit_column_blocks
+from .curvature._common import unit_column_blocks, working_operator
 from .noise import GradientCovariance, check_given_covariance, gradient_covariance
 
 
@@ -121,6 +121,35 @@ class Alignment:
         return out
 
 
+def _check_given_eigenpairs(pairs: object, op: HessianOperator, k: int) -> None:
+    """A ValueError where ``hessian_eigenpairs`` given to :func:`sigma_hessian_alignment` are
+    not of the form its Lanczos run on ``op`` returns: no pair of tensors (eigvals, eigvecs),
+    shapes other than (k,) and (d, k), eigenvalues not descending, another dtype than
+    Lanczos' working one (the operator's, float32 for half precision) or another device,
+    values that are not finite."""
+    who = "sigma_hessian_alignment: hessian_eigenpairs"
+    if not (isinstance(pairs, tuple) and len(pairs) == 2
+            and all(isinstance(t, Tensor) for t in pairs)):
+        raise ValueError(f"{who} must be the pair (eigvals, eigvecs) of tensors that lanczos "
+                         f"returns, got {type(pairs).__name__}")
+    vals, vecs = pairs
+    d = op.shape[0]
+    if tuple(vals.shape) != (k,) or tuple(vecs.shape) != (d, k):
+        raise ValueError(f"{who} have shapes {tuple(vals.shape)} and {tuple(vecs.shape)}; "
+                         f"k = {k} of the model's d = {d} parameters asks for ({k},) and "
+                         f"({d}, {k}): they must be this model's top-k")
+    if bool((vals[1:] > vals[:-1]).any()):
+        raise ValueError(f"{who}: eigvals {vals.tolist()} are not descending: they must be "
+                         "the top-k (lanczos' which='largest'), largest first")
+    dtype = working_operator(op, None).dtype
+    for name, t in (("eigvals", vals), ("eigvecs", vecs)):
+        if t.dtype != dtype or t.device != op.device:
+            raise ValueError(f"{who}: {name} are {t.dtype} on {t.device}, Lanczos of the "
+                             f"model's Hessian gives {dtype} on {op.device}")
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{who}: {name} hold non-finite values")
+
+
 EXACT_FROBENIUS_MAX_DIM = 1000     # d products of a model this small cost next to nothing
 
 
@@ -141,6 +170,7 @@ def sigma_hessian_alignment(
     centred: bool = True,
     check_copies: bool = False,
     covariance: GradientCovariance | None = None,
+    hessian_eigenpairs: tuple[Tensor, Tensor] | None = None,
 ) -> Alignment:
     """Σ–H alignment of the current model over ``data`` (Zhu et al. 2019).
 
@@ -163,18 +193,32 @@ def sigma_hessian_alignment(
     batch, only scales H. ``covariance``: Σ (or, with ``centred=False``, the second moment)
     of this model over the same ``data``, when already computed (:func:`gradient_covariance`,
     not scaled); its form and its numbers of samples and parameters are checked.
+    ``hessian_eigenpairs``: H's top-k ``(eigvals, eigvecs)`` of this model over the same
+    ``data``, when already computed (:func:`~sgdlab.measure.curvature.lanczos` of
+    :class:`~sgdlab.operators.HessianOperator`, or ``hessian_eigenpairs(model, loss_fn, data,
+    k)``, with the ``tol``, ``num_iter`` and ``check_copies`` wanted: ``tol`` and
+    ``num_iter`` are then unused, ``check_copies`` applies to Σ's top-k only). No Lanczos runs
+    here, so the probes draw first from ``generator``: the generator that run was given,
+    passed on in the state it left it, draws the probes of a call without the pairs given
+    that generator fresh (the same values). Their shapes, (k,) and (d, k), descending order,
+    dtype (Lanczos' working dtype on this model), device and finiteness are checked.
     """
     if loss_reduction(loss_fn) != "sum":
         check_mean_of_samples(loss_fn, data, "sigma_hessian_alignment")
     if covariance is not None:
         check_given_covariance("sigma_hessian_alignment", covariance, model, data,
                                centred=centred)
+    op = HessianOperator(model, loss_fn, data)
+    if hessian_eigenpairs is not None:      # refused before Σ is computed
+        _check_given_eigenpairs(hessian_eigenpairs, op, k)
     cov = covariance if covariance is not None else gradient_covariance(
         model, loss_fn, data, chunk_size=chunk_size, centred=centred)
     s_vals, s_vecs = cov.eigenpairs(k, check_copies=check_copies)
-    op = HessianOperator(model, loss_fn, data)
-    h_vals, h_vecs = lanczos(op, k, tol=tol, num_iter=num_iter, generator=generator,
-                             check_copies=check_copies)
+    if hessian_eigenpairs is not None:
+        h_vals, h_vecs = hessian_eigenpairs
+    else:
+        h_vals, h_vecs = lanczos(op, k, tol=tol, num_iter=num_iter, generator=generator,
+                                 check_copies=check_copies)
     if exact_frobenius is None:
         exact_frobenius = op.shape[0] <= EXACT_FROBENIUS_MAX_DIM
     h_fro = frobenius_norm(op, num_probes, exact=exact_frobenius, generator=generator).value

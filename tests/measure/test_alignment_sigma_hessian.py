@@ -385,3 +385,63 @@ def test_a_covariance_other_than_the_one_it_would_compute_is_refused():
     with pytest.raises(ValueError, match=re.escape("covariance is Σ (centred), centred=False "
                                                    "asks for the uncentred second moment")):
         sigma_hessian_alignment(model, loss_fn, data, 2, covariance=cov, centred=False)
+
+
+@pytest.mark.parametrize("check_copies", [False, True])
+def test_hessian_eigenpairs_computed_before_give_the_same_alignment(check_copies, monkeypatch):
+    """``hessian_eigenpairs=``: H's top-k of the same examples, computed by Lanczos once and
+    passed in with the generator as that run left it, gives the values computed without them
+    (‖H‖_F and Tr H by probes, drawn where the alignment's own Lanczos run leaves the
+    generator); no Lanczos is run."""
+    from sgdlab.measure.curvature import lanczos
+    from sgdlab.operators import HessianOperator
+
+    model = tiny_mlp(3, 4, 2)
+    data, loss_fn = tiny_classification(10, 3, 2), nn.CrossEntropyLoss()
+    kw = dict(tol=1e-10, num_probes=5, trace_alignment=True, exact_frobenius=False,
+              check_copies=check_copies)
+    alone = sigma_hessian_alignment(model, loss_fn, data, 2,
+                                    generator=torch.Generator().manual_seed(0), **kw)
+    g = torch.Generator().manual_seed(0)
+    pairs = lanczos(HessianOperator(model, loss_fn, data), 2, tol=1e-10, generator=g,
+                    check_copies=check_copies)
+    import sgdlab.measure.alignment as alignment
+
+    monkeypatch.setattr(alignment, "lanczos", None)     # H's top-k are not computed again
+    shared = sigma_hessian_alignment(model, loss_fn, data, 2, hessian_eigenpairs=pairs,
+                                     generator=g, **kw)
+    a, b = _alignment_values(alone), _alignment_values(shared)
+    assert a["trace_h"] is not None and a == b
+    assert shared.hessian_frobenius == alone.hessian_frobenius
+    torch.testing.assert_close(shared.hessian_eigvals, alone.hessian_eigvals, rtol=0, atol=0)
+
+
+def test_hessian_eigenpairs_other_than_lanczos_would_return_are_refused(monkeypatch):
+    from sgdlab.measure.curvature import lanczos
+    from sgdlab.operators import HessianOperator
+
+    model = tiny_mlp(3, 4, 2)
+    data, loss_fn = tiny_classification(10, 3, 2), nn.CrossEntropyLoss()
+    vals, vecs = lanczos(HessianOperator(model, loss_fn, data), 3)
+    import sgdlab.measure.alignment as alignment
+
+    # refused before Σ is computed
+    monkeypatch.setattr(alignment, "gradient_covariance", None)
+    nan = vecs.clone()
+    nan[0, 0] = math.nan
+    who = "sigma_hessian_alignment: hessian_eigenpairs"
+    for bad, says in (
+            ([vals[:2], vecs[:, :2]], f"{who} must be the pair (eigvals, eigvecs) of tensors "
+                                      "that lanczos returns, got list"),
+            ((vals, vecs), f"{who} have shapes (3,) and (26, 3); k = 2 of the model's d = 26 "
+                           "parameters asks for (2,) and (26, 2): they must be this model's "
+                           "top-k"),
+            ((vals[:2], vecs[:20, :2]), "have shapes (2,) and (20, 2); k = 2"),
+            ((vals[:2].flip(0), vecs[:, :2]), f"{who}: eigvals [{float(vals[1])}, "
+                                              f"{float(vals[0])}] are not descending"),
+            ((vals[:2].float(), vecs[:, :2]), f"{who}: eigvals are torch.float32 on cpu, "
+                                              "Lanczos of the model's Hessian gives "
+                                              "torch.float64 on cpu"),
+            ((vals[:2], nan[:, :2]), f"{who}: eigvecs hold non-finite values")):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            sigma_hessian_alignment(model, loss_fn, data, 2, hessian_eigenpairs=bad)
