@@ -564,6 +564,9 @@ class _Measuring:
     notes: list[str] = field(default_factory=list)   # printed under the scalars they explain
     # Σ of noise, kept for alignment (same examples, same --uncentred) when both are measured
     covariance: Any = None
+    # H's top-k of hessian, kept for alignment (same examples, k, Lanczos options) when both
+    # are measured: ((eigvals, eigvecs), the generator as that Lanczos run left it)
+    hessian_top: Any = None
 
     @property
     def scalars(self) -> dict[str, float]:
@@ -596,18 +599,24 @@ def _hessian(m: _Measuring) -> None:
     from sgdlab.report.figures.curvature import spectral_density_figure
 
     op = HessianOperator(m.model, m.loss_fn, m.batch)
+    # alignment's k (--k) was refused above min(N, d): where it is measured, k is --k
     k = min(m.args.k, op.shape[0])
-    with _named(f"hess/top_1..{k}" if k > 1 else "hess/top_1"):
-        h_vals, _ = lanczos(op, k, tol=LANCZOS_TOL, num_iter=m.args.lanczos_iter,
-                            generator=m.gen(), check_copies=m.args.check_copies)
+    shared = "alignment" in m.result["what"]
+    g = m.gen()
+    with _named((f"hess/top_1..{k}" if k > 1 else "hess/top_1")
+                + (" and align (the Hessian's top-k)" if shared else "")):
+        h_vals, h_vecs = lanczos(op, k, tol=LANCZOS_TOL, num_iter=m.args.lanczos_iter,
+                                 generator=g, check_copies=m.args.check_copies)
+    if shared:
+        m.hessian_top = (h_vals, h_vecs), g     # Lanczos once: the costly part of both
     with _named("hess/bottom_1"):
         bottom, _ = lanczos(op, 1, which="smallest", tol=LANCZOS_TOL,
                             num_iter=m.args.lanczos_iter,
                             generator=m.gen())
     tr = hutchinson_trace(op, m.args.probes, generator=m.gen())
     fro = frobenius_norm(op, m.args.probes, generator=m.gen())
-    dens = spectral_density(op, num_probes=DENSITY_PROBES,
-                            num_iter=min(DENSITY_MAX_ITER, op.shape[0]), generator=m.gen())
+    dens = spectral_density(op, num_probes=DENSITY_PROBES, num_iter=DENSITY_MAX_ITER,
+                            generator=m.gen())
     m.scalars.update({f"hess/top_{i + 1}": float(v) for i, v in enumerate(h_vals)})
     m.scalars.update({"hess/bottom_1": float(bottom[0]), "hess/trace": tr.value,
                       "hess/trace_se": tr.stderr, "hess/frobenius": fro.value})
@@ -652,12 +661,16 @@ def _alignment(m: _Measuring) -> None:
     from sgdlab.report.figures.curvature import alignment_figure
 
     cov, m.covariance = m.covariance, None      # its memory freed for what follows
+    top, m.hessian_top = m.hessian_top, None
+    # the probes draw from the generator where alignment's own Lanczos run would leave it
+    pairs, g = top if top is not None else (None, m.gen())
     with _named("align (the Hessian's top-k)"):
         al = sigma_hessian_alignment(m.model, m.loss_fn, m.batch, m.args.k,
                                      num_probes=m.args.probes, tol=LANCZOS_TOL,
-                                     num_iter=m.args.lanczos_iter, generator=m.gen(),
+                                     num_iter=m.args.lanczos_iter, generator=g,
                                      centred=not m.args.uncentred,
-                                     check_copies=m.args.check_copies, covariance=cov)
+                                     check_copies=m.args.check_copies, covariance=cov,
+                                     hessian_eigenpairs=pairs)
     m.scalars.update(al.as_metrics("align"))
     m.arrays.update({"align/cosines": _tolist(al.cosines),
                      "align/hessian_normalised": _tolist(al.hessian_normalised),

@@ -97,7 +97,8 @@ def test_train_mode_names_the_model_itself_as_the_batch_norm(model, label):
 
 def test_check_copies_reaches_every_top_k_and_is_recorded(tmp_path, capsys, monkeypatch):
     """--check-copies: the Hessian's top-k of hessian and alignment, and Σ's, are checked for
-    copies a start vector misses (Lanczos' check_copies); measurements.json says whether."""
+    copies a start vector misses (Lanczos' check_copies); measurements.json says whether.
+    Measured with hessian, alignment takes hessian's top-k; alone, it runs its own Lanczos."""
     import sgdlab.measure.alignment as alignment
     import sgdlab.measure.curvature as curvature
     from sgdlab.measure.noise import GradientCovariance
@@ -124,7 +125,11 @@ def test_check_copies_reaches_every_top_k_and_is_recorded(tmp_path, capsys, monk
         assert res["check_copies"] is bool(given)
         # the bottom eigenvalue (one pair: a copy cannot change it) is not checked
         assert asked == [("hessian", bool(given)), ("hessian", None), ("sigma", bool(given)),
-                         ("sigma", bool(given)), ("alignment", bool(given))]
+                         ("sigma", bool(given))]
+        asked.clear()
+        assert main([*argv[:3], "alignment", *argv[4:], *given,
+                     "--out", str(tmp_path / f"{out}-alignment")]) == 0
+        assert asked == [("sigma", bool(given)), ("alignment", bool(given))]
     capsys.readouterr()
 
 
@@ -135,12 +140,18 @@ def test_a_lanczos_that_did_not_converge_names_the_option_that_iterates_longer(t
     run = _trained_tiny(tmp_path, lr="0.01", exit_code=0)
     capsys.readouterr()
     argv = ["measure", str(run), "--what", "hessian,alignment", "--k", "1", "--probes", "2"]
-    assert main([*argv, "--lanczos-iter", "2", "--out", str(tmp_path / "short")]) == 0
-    err = capsys.readouterr().err
-    for values in ("hess/top_1", "hess/bottom_1", "align (the Hessian's top-k)"):
-        assert (f"sgdlab: warning: {values}: 1 eigenpair(s) not converged after 2 iterations"
-                in err), err
-    assert err.count("; raise --lanczos-iter above that\n") == 3 and "num_iter" not in err
+    # measured with hessian, alignment takes hessian's top-k: one warning names both
+    for what, warned in (("hessian,alignment", ("hess/top_1 and align (the Hessian's top-k)",
+                                                "hess/bottom_1")),
+                         ("alignment", ("align (the Hessian's top-k)",))):
+        assert main([*argv[:3], what, *argv[4:], "--lanczos-iter", "2",
+                     "--out", str(tmp_path / f"short-{what}")]) == 0
+        err = capsys.readouterr().err
+        for values in warned:
+            assert (f"sgdlab: warning: {values}: 1 eigenpair(s) not converged after 2 "
+                    "iterations" in err), err
+        assert (err.count("; raise --lanczos-iter above that\n") == len(warned)
+                and "num_iter" not in err)
     # d = 97 iterations: the Krylov space is the whole space, exact
     assert main([*argv, "--lanczos-iter", "97", "--out", str(tmp_path / "long")]) == 0
     assert "not converged" not in capsys.readouterr().err
@@ -561,6 +572,38 @@ def test_noise_and_alignment_share_one_covariance(tmp_path, capsys, monkeypatch)
         assert both["scalars"][key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
     for key, value in {**res["noise"]["arrays"], **res["alignment"]["arrays"]}.items():
         assert both["arrays"][key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
+
+
+def test_hessian_and_alignment_share_one_lanczos_run(tmp_path, capsys, monkeypatch):
+    """--what hessian,alignment runs Lanczos for the Hessian's top-k once, on the one set of
+    examples, and stores the values each gives measured alone (float64; ‖H‖_F by probes
+    here, drawn where alignment's own Lanczos run leaves its generator)."""
+    import sgdlab.measure.alignment as alignment
+    import sgdlab.measure.curvature as curvature
+
+    top_k = []
+    for module in (curvature, alignment):
+        def counted(*args, real=module.lanczos, **kwargs):
+            if kwargs.get("which", "largest") == "largest":
+                top_k.append(args[1])
+            return real(*args, **kwargs)
+        monkeypatch.setattr(module, "lanczos", counted)
+    monkeypatch.setattr(alignment, "EXACT_FROBENIUS_MAX_DIM", 0)
+    run, store = _untrained_tiny64(tmp_path)
+    res = {}
+    for what in ("hessian,alignment", "hessian", "alignment"):
+        top_k.clear()
+        assert main(["measure", str(run), "--what", what, "--k", "3", "--probes", "4",
+                     "--subset", "12", "--seed", "5", "--check-copies", "--store", str(store),
+                     "--out", str(tmp_path / what)]) == 0
+        assert top_k == [3], (what, top_k)
+        res[what] = json.loads((tmp_path / what / "measurements.json").read_text())
+    capsys.readouterr()
+    both = res["hessian,alignment"]
+    alone = {part: {**res["hessian"][part], **res["alignment"][part]}
+             for part in ("scalars", "arrays")}
+    assert any(key.startswith("align/hess_norm_eig") for key in alone["scalars"])
+    assert both["scalars"] == alone["scalars"] and both["arrays"] == alone["arrays"]
 
 
 def test_uncentred_noise_and_alignment_are_the_python_calls_with_centred_false(tmp_path,
