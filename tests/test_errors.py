@@ -12,7 +12,7 @@ from torch import nn
 
 from sgdlab.data.registry import load_dataset
 from sgdlab.errors import (SEED_LIMIT, ConfigError, UserError, check_config_kind, check_keys,
-                           check_not_empty, checked_int, closest_name, config_error,
+                           check_not_empty, checked_float, checked_int, closest_name, config_error,
                            file_problem, human_size, is_seed, name_spelling, registered_spelling,
                            unexpected_keyword, unknown_key, warn)
 from sgdlab.measure.curvature import hessian_eigenpairs
@@ -153,6 +153,27 @@ def test_a_checked_int_is_a_plain_int_at_or_above_its_bound_and_never_a_bool():
             checked_int("n", v, 3)
     with pytest.raises(ConfigError, match=re.escape("n must be an int >= 1 (steps), got 0")):
         checked_int("n", 0, 1, " (steps)", optional=True, error=ConfigError)
+
+
+def test_a_checked_float_is_a_finite_plain_float_at_or_above_its_bound_and_never_a_bool():
+    for v in (0, 0.0, np.float32(0.0), np.int64(0)):         # the bound itself
+        assert type(checked_float("c", v)) is float and checked_float("c", v) == 0.0
+    assert checked_float("c", np.float32(0.25)) == 0.25
+    assert checked_float("c", None, optional=True) is None
+    for v, got in ((-1e-300, "-1e-300"), (np.float32(-0.5), "-0.5"), (True, "True"),
+                   (np.True_, "np.True_"), ("1", "'1'"), (float("nan"), "nan"),
+                   (float("inf"), "inf"), (np.float64("inf"), "np.float64(inf)"), (None, "None")):
+        says = f"c must be a finite number >= 0, got {got}"
+        with pytest.raises(UserError, match=re.escape(says)):
+            checked_float("c", v)
+    # strict: the bound itself is refused, just above it taken
+    assert checked_float("lr", 5e-324, strict=True) == 5e-324
+    with pytest.raises(ConfigError, match=re.escape("lr must be a finite number > 0 (the step), "
+                                                    "got 0.0")):
+        checked_float("lr", 0.0, what=" (the step)", strict=True, error=ConfigError)
+    assert checked_float("x", 1.5, low=1.5) == 1.5
+    with pytest.raises(UserError, match=re.escape("x must be a finite number >= 1.5, got 1.49")):
+        checked_float("x", 1.49, low=1.5)
 
 
 def test_a_seed_is_a_whole_number_of_32_bits_not_a_bool():
