@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgdlab.errors import UserError
+from sgdlab.errors import UserError, checked_float
 from sgdlab.optim import noise
 
 from .base import apart_seed, check_count
@@ -113,8 +113,7 @@ class EscapeConfig:
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
                 raise UserError(f"{name} must be a number, got {value!r}")
-        if not 0 < self.lr < float("inf"):                  # NaN fails this too
-            raise UserError(f"lr must be a finite number > 0, got {self.lr}")
+        checked_float("lr", self.lr, strict=True)
         if not isinstance(self.record_trajectory, (bool, np.bool_)):
             raise UserError(f"record_trajectory must be true or false, "
                             f"got {self.record_trajectory!r}")
@@ -123,9 +122,7 @@ class EscapeConfig:
                             ("sharpness_samples", 1), ("sharpness_every", 0)):
             setattr(self, name, check_count(name, getattr(self, name), least))
         for name in ("const_sigma", "hessian_scale", "sharpness_sigma", "noise_trace"):
-            if not 0 <= getattr(self, name) < float("inf"):     # NaN fails this too
-                raise UserError(f"{name} must be a finite number >= 0, "
-                                f"got {getattr(self, name)}")
+            checked_float(name, getattr(self, name))
         for name, allowed in (("protocol", PROTOCOLS), ("success_rule", SUCCESS_RULES),
                               ("start", ("sharp_minimum", "sharp_center"))):
             if getattr(self, name) not in allowed:

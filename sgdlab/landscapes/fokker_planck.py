@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from sgdlab.errors import UserError
+from sgdlab.errors import UserError, checked_float
 
 from .pde import _check_grid
 
@@ -77,17 +77,6 @@ def stable_step(drift: Tensor, dx: float, diffusion: float) -> float:
     return 1 / top if top > 0 else math.inf
 
 
-def _nonnegative(value: float, name: str) -> float:
-    """``value`` as a float, or a UserError naming ``name`` if it is not a finite number >= 0."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{name} must be a finite number >= 0, got {value!r}") from None
-    if not 0 <= v < math.inf:
-        raise UserError(f"{name} must be a finite number >= 0, got {value}")
-    return v
-
-
 def fokker_planck(rho0: Tensor, x: Tensor, drift: Tensor | Callable[[float], Tensor],
                   diffusion: float, t: float, *, dt: float | None = None,
                   cfl: float = DEFAULT_CFL, times: Sequence[float] | None = None
@@ -113,8 +102,8 @@ def fokker_planck(rho0: Tensor, x: Tensor, drift: Tensor | Callable[[float], Ten
     if bool((rho0 < 0).any()):
         raise UserError(f"rho0 must be >= 0 (a density), its minimum is {float(rho0.min()):.3g}")
     dx = _check_grid(rho0, x)
-    d = _nonnegative(diffusion, "diffusion")
-    t = _nonnegative(t, "t")
+    d = checked_float("diffusion", diffusion)
+    t = checked_float("t", t)
     if not 0 < cfl <= 1:
         raise UserError(f"cfl must be in (0, 1], got {cfl}")
     if dt is not None and not 0 < dt < math.inf:

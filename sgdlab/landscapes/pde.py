@@ -29,7 +29,7 @@ import math
 import torch
 from torch import Tensor
 
-from sgdlab.errors import UserError
+from sgdlab.errors import UserError, checked_float
 
 from .base import check_positive
 
@@ -75,9 +75,7 @@ def padded_grid(x: Tensor, width: float) -> tuple[Tensor, slice]:
     :func:`heat_smoothing` whose Gaussian (variance t/β; ``width`` = 8√(t/β) is ample) does
     not run off the ends at the points of ``x``."""
     dx = _check_grid(x, x)
-    if not 0 <= width < float("inf"):
-        raise UserError(f"width must be a finite number >= 0, got {width}")
-    k = math.ceil(width / dx)
+    k = math.ceil(checked_float("width", width) / dx)
     y = x[0] + dx * torch.arange(-k, x.numel() + k, dtype=x.dtype, device=x.device)
     return y, slice(k, k + x.numel())
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgdlab.errors import UserError
+from sgdlab.errors import UserError, checked_float
 from sgdlab.optim.noise import standard_normal
 
 from .base import Landscape, apart_seed, check_count, check_positive, check_states
@@ -88,9 +88,7 @@ class PSpinGlass(Landscape):
         n = check_count("n", n, 2)          # 4.5 failed in randn, a 0-d tensor stayed one
         if (nu is None) == (regime is None):
             raise UserError("give exactly one of nu or regime")
-        self.nu = regime_field(regime, n) if regime is not None else float(nu)
-        if not 0 <= self.nu < math.inf:
-            raise UserError(f"nu must be a finite number >= 0, got {self.nu}")
+        self.nu = checked_float("nu", regime_field(regime, n) if regime is not None else nu)
         self.dim = self.n = n
         gen = torch.Generator().manual_seed(seed)
         j = torch.randn(n, n, n, generator=gen, dtype=torch.float64)

@@ -48,7 +48,7 @@ import math
 import torch
 from torch import Tensor
 
-from sgdlab.errors import UserError
+from sgdlab.errors import UserError, checked_float
 
 from .base import Landscape, check_count
 
@@ -105,8 +105,7 @@ class TwoBasin(Landscape):
         dtype: torch.dtype = torch.float64,
     ) -> None:
         num_samples = check_count("num_samples", num_samples, 1)   # 2.5 failed in randn
-        if not 0 <= data_var < math.inf:
-            raise UserError(f"data_var must be a finite number >= 0, got {data_var}")
+        checked_float("data_var", data_var)
         if sharp_hessian is None:
             if not all(0 < w < math.inf for w in sharp_weights):   # min() passes a NaN
                 raise UserError(f"sharp_weights must be positive and finite, got {sharp_weights}")

@@ -1,7 +1,9 @@
 """1-D Fokker–Planck solver (thesis Fig. 4.1, the density equation of (4.33)): closed forms
 for Ornstein–Uhlenbeck and pure diffusion, the orders of convergence, mass and sign."""
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -128,6 +130,13 @@ def test_bad_input_is_refused_with_the_problem_named():
         fokker_planck(r0, x, b, 0.1, -1.0)
     with pytest.raises(UserError, match="times must be increasing"):
         fokker_planck(r0, x, b, 0.1, 1.0, times=[0.5, 0.2])
+    # a bool and a string are no diffusion or time (float() read True as 1 and "2" as 2)
+    for d, t, says in ((True, 1.0, "diffusion must be a finite number >= 0, got True"),
+                       (0.1, "2", "t must be a finite number >= 0, got '2'")):
+        with pytest.raises(UserError, match=re.escape(says)):
+            fokker_planck(r0, x, b, d, t)
+    same = fokker_planck(r0, x, b, np.float32(0.125), np.float32(0.5))
+    torch.testing.assert_close(same, fokker_planck(r0, x, b, 0.125, 0.5), rtol=0, atol=0)
     faces = downhill_drift(x ** 2 / 2, x)
     bound = stable_step(faces, float(x[1] - x[0]), 0.1)
     with pytest.raises(UserError, match="above the stability bound"):

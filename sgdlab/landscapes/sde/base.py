@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgdlab.errors import UserError
+from sgdlab.errors import UserError, checked_float
 from sgdlab.optim.noise import psd_sqrt  # symmetric square root, negatives clipped (batched)
 
 from ..base import check_count, check_psd_matrix, psd_tolerances
@@ -57,8 +57,7 @@ class SDE:
         c = self.scalar_noise
         if c is None:
             return
-        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 <= c < math.inf:
-            raise UserError(f"scalar_noise must be a finite number >= 0, got {c!r}")
+        checked_float("scalar_noise", c)
         if self.noise_dim != self.dim:
             raise UserError(f"scalar_noise is G = c I, square: noise_dim must be dim = "
                             f"{self.dim}, got {self.noise_dim}")
@@ -106,9 +105,7 @@ class SDE:
             except (TypeError, ValueError):
                 raise UserError(f"diffusion must be None, a number, a (d,) or (d, d) tensor or "
                                 f"a callable, got {type(diffusion).__name__}") from None
-            if not 0 <= value < math.inf:
-                raise UserError(f"diffusion must be a finite number >= 0, got {diffusion}")
-            c = scale * math.sqrt(value)
+            c = scale * math.sqrt(checked_float("diffusion", value))
             # the identity in float64: a float32 one put 2e-8 errors into float64 factors
             return cls(drift, lambda x: (c * torch.eye(dim, dtype=torch.float64)).to(x).expand(
                 *x.shape[:-1], dim, dim), dim, dim, additive=True, scalar_noise=c)
