@@ -87,6 +87,7 @@ from torch.optim import Optimizer
 
 from sgdlab.errors import warn
 from sgdlab.measure.curvature import hessian_eigenpairs, hutchinson_trace, lanczos
+from sgdlab.measure.curvature.lanczos import check_tol
 from sgdlab.measure.dynamics import check_hessian_which
 from sgdlab.measure.noise import (GradientCovariance, GradientVariance, gradient_covariance,
                                   gradient_variance)
@@ -254,10 +255,9 @@ class StructuredNoiseGD(PicklesWhole, Optimizer):
             raise ValueError(f"Invalid trace_probes: {trace_probes} (an int >= 1)")
         if eig_solver not in ("auto", "dense", "lanczos"):
             raise ValueError(f"Invalid eig_solver: {eig_solver!r} (auto | dense | lanczos)")
-        if not eig_tol >= 0:
-            raise ValueError(f"Invalid eig_tol: {eig_tol}")
-        if not hessian_tol >= 0:
-            raise ValueError(f"Invalid hessian_tol: {hessian_tol}")
+        # NaN and inf were taken (never converged / converged at once), a bool as 0 or 1
+        eig_tol = check_tol(eig_tol, "eig_tol", "Lanczos' default min(d, 2k + 60)")
+        hessian_tol = check_tol(hessian_tol, "hessian_tol", "hessian_iter")
         if kind == "const" and sigma is None:
             raise ValueError("gld-const requires sigma= (the noise std σ, >= 0)")
         if kind == "const" and not sigma >= 0:

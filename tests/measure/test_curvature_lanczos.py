@@ -228,6 +228,10 @@ def test_power_iteration_runs_num_iter_products_and_refuses_none():
             v = a @ v / (a @ v).norm()
     with pytest.raises(ValueError, match="num_iter"):
         power_iteration(a, num_iter=0)
+    # Lanczos' rule for its tolerance: NaN ran every product, inf stopped at the second
+    for bad in (math.nan, math.inf, -1e-3, True, "0"):
+        with pytest.raises(ValueError, match=r"^Invalid tol=.* \(a finite number >= 0; 0 runs "):
+            power_iteration(a, num_iter=5, tol=bad)
 
 
 def test_hessian_eigenpairs_vs_dense_hessian():

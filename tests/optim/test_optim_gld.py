@@ -5,6 +5,7 @@ from one backward per sample, H by torch.func.hessian (sgdlab.testing)."""
 import copy
 import io
 import math
+import re
 import warnings
 
 import pytest
@@ -436,6 +437,13 @@ def test_float32_model_and_dataset_argument():
     ("gld-sgd-like", dict(noise_batch_size=2, refresh_every=0), "refresh_every"),
     ("gld-sgd-like", dict(noise_batch_size=2, estimation_size=1000), "estimation_size"),
     ("gld-sgd-like", dict(noise_batch_size=2, sampling="cholesky"), "sampling"),
+    # Lanczos' tolerances as Lanczos checks them: inf stopped at the first iterate
+    ("gld-leading", dict(noise_batch_size=2, k=2, eig_tol=math.inf),
+     re.escape("Invalid eig_tol=inf (a finite number >= 0; 0 runs Lanczos' default")),
+    ("gld-leading", dict(noise_batch_size=2, k=2, eig_tol=True), "Invalid eig_tol=True"),
+    ("gld-hessian", dict(noise_batch_size=2, k=2, hessian_tol=math.inf),
+     re.escape("Invalid hessian_tol=inf (a finite number >= 0; 0 runs hessian_iter steps)")),
+    ("gld-hessian", dict(noise_batch_size=2, k=2, hessian_tol=math.nan), "Invalid hessian_tol=nan"),
     ("gd", dict(lr=-1.0), "learning rate"),
     ("gd", dict(momentum=-0.5), "momentum"),
     ("gd", dict(nesterov=True), "Nesterov"),

@@ -746,15 +746,14 @@ def test_curvature_and_sharpness_instruments_log_the_closed_forms_of_a_quadratic
 
 def test_curvature_instrument_options_are_checked_where_they_are_built():
     """Options no measurement can take are refused when the instrument is built (a config's
-    key path names them before training): tol = 0 (a relative tolerance never met early),
-    num_iter below k or below bottom (fewer Krylov vectors than pairs), no evaluation
+    key path names them before training): num_iter below k or below bottom (fewer Krylov
+    vectors than pairs), no evaluation
     examples, a zero ε box; the largest counts a model can give, k = bottom = d, pass its
     check."""
     from sgdlab.train.instruments.curvature import HessianCallback
 
     every = Schedule.every(5)
     for name, options, needle in [
-            ("hessian", {"tol": 0}, "Invalid tol=0 (must be a finite number > 0)"),
             ("hessian", {"k": 2, "num_iter": 1}, "Invalid num_iter=1"),
             ("hessian", {"k": 1, "bottom": 4, "num_iter": 3}, "Invalid num_iter=3"),
             ("hessian", {"eval_subset": 0}, "Invalid eval_subset=0"),
@@ -1089,10 +1088,14 @@ def test_the_batch_statistics_instrument_logs_the_measurements_called_by_hand():
     ("entropy_angle", {"gamma": 1.0, "eval_mode": None},
      "Invalid eval_mode=None (true or false)"),
     # inf: Lanczos stops at its first iterate and calls it converged
-    ("hessian", {"tol": math.inf}, "Invalid tol=inf (must be a finite number > 0)"),
-    ("hessian", {"tol": math.nan}, "Invalid tol=nan (must be a finite number > 0)"),
-    ("hessian", {"tol": -1e-3}, "Invalid tol=-0.001 (must be a finite number > 0)"),
-    ("alignment", {"tol": math.inf}, "Invalid tol=inf (must be a finite number > 0)"),
+    ("hessian", {"tol": math.inf},
+     "Invalid tol=inf (a finite number >= 0; 0 runs num_iter steps)"),
+    ("hessian", {"tol": math.nan},
+     "Invalid tol=nan (a finite number >= 0; 0 runs num_iter steps)"),
+    ("hessian", {"tol": -1e-3},
+     "Invalid tol=-0.001 (a finite number >= 0; 0 runs num_iter steps)"),
+    ("alignment", {"tol": math.inf},
+     "Invalid tol=inf (a finite number >= 0; 0 runs num_iter steps)"),
     ("dynamics", {"hessian_tol": math.inf},
      "Invalid hessian_tol=inf (a finite number >= 0; 0 runs hessian_iter steps)")])
 def test_options_the_measurement_cannot_take_are_refused_when_built(name, options, says):
@@ -1250,12 +1253,38 @@ def test_numpy_floats_are_sharpness_parameters():
             build_instrument("sharpness", every=1, sigma=bad)
 
 
+def test_tol_0_runs_num_iter_lanczos_steps_in_the_hessian_and_alignment_instruments():
+    """tol = 0 is Lanczos' "never stop early" (it runs num_iter steps), which these
+    instruments refused as other Lanczos callers (dynamics' hessian_tol, hessian_top) take it:
+    on the float64 MLP (d = 26) with num_iter = d, the eigenvalues are those of a small tol
+    and of the dense Hessian, to round-off."""
+    from sgdlab.train.instruments.curvature import HessianCallback
+    from sgdlab.train.instruments.noise import AlignmentCallback
+
+    model, data = _noise_problem()
+    ctx = _measuring_context(model)
+    exact = torch.linalg.eigvalsh(dense_hessian_reference(model, nn.CrossEntropyLoss(), data))
+
+    def measured(cls, tol, **kw):
+        return cls(every=1, tol=tol, num_iter=26, **kw).compute(
+            ctx, data, torch.Generator().manual_seed(0))
+
+    hess = {tol: measured(HessianCallback, tol, k=2, bottom=1) for tol in (0, 1e-12)}
+    assert hess[0] == pytest.approx(hess[1e-12], rel=1e-9, abs=1e-12)
+    assert [hess[0]["hess/top_1"], hess[0]["hess/top_2"], hess[0]["hess/bottom_1"]] == (
+        pytest.approx([float(exact[-1]), float(exact[-2]), float(exact[0])], abs=1e-10))
+    align = {tol: measured(AlignmentCallback, tol, k=2, num_probes=2) for tol in (0, 1e-12)}
+    assert align[0] == pytest.approx(align[1e-12], rel=1e-9, abs=1e-12)
+    assert align[0]["align/hess_norm_eig_1"] > 0
+
+
 def test_a_numpy_float_tolerance_is_a_tolerance():
-    """``np.float32(1e-3)`` as the Lanczos tol is a finite number > 0 (lanczos takes it); numpy's
-    inf is not."""
+    """``np.float32(1e-3)`` as the Lanczos tol is a finite number >= 0 (lanczos takes it),
+    kept as a Python float; numpy's inf is not."""
     assert build_instrument("hessian", every=1, tol=np.float32(1e-3)).tol == np.float32(1e-3)
+    assert type(build_instrument("hessian", every=1, tol=np.float32(1e-3)).tol) is float
     assert build_instrument("alignment", every=1, tol=np.float32(1e-3)).tol == np.float32(1e-3)
-    says = "Invalid tol=np.float32(inf) (must be a finite"
+    says = "Invalid tol=inf (a finite number >= 0"
     with pytest.raises(ValueError, match=re.escape(says)):
         build_instrument("hessian", every=1, tol=np.float32("inf"))
 

@@ -574,11 +574,13 @@ def power_iteration(
     comparison: Lanczos converges in far fewer products).
 
     Stops when the Rayleigh quotient changes by less than ``tol`` relative to its magnitude
-    (PyHessian's criterion). Returns ``(eigenvalue, eigenvector, num_matvecs)``.
+    (PyHessian's criterion; ``tol=0`` runs ``num_iter`` steps). Returns ``(eigenvalue,
+    eigenvector, num_matvecs)``.
     """
     num_iter = plain_int(num_iter)
     if not int_at_least(num_iter, 1):
         raise ValueError(f"Invalid num_iter={num_iter!r} (an int >= 1)")
+    tol = check_tol(tol)        # NaN ran every step, inf stopped at the second
     op = as_operator(A)
     v = random_vector(op, generator)
     v = v / torch.linalg.vector_norm(v)

@@ -67,17 +67,6 @@ def is_flag(v: Any) -> bool:
     return isinstance(v, (bool, np.bool_))
 
 
-def positive_tolerance(v: Any) -> bool:
-    """``v`` is a tolerance :func:`~sgdlab.measure.curvature.lanczos.check_tol` takes (numpy's
-    numbers included) other than 0. Lanczos takes 0 (it runs num_iter steps); these
-    instruments do not: their series are checked only by the warning that names those not
-    converged, which Lanczos does not give at tol = 0."""
-    try:
-        return check_tol(v) > 0
-    except ValueError:
-        return False
-
-
 def eval_set_size(data: Any, eval_subset: int | None) -> int:
     """The number of examples a measurement on ``eval_subset`` of ``data``'s training set
     sees (:func:`~sgdlab.train.callbacks.train_subset`)."""
@@ -142,7 +131,8 @@ class HessianCallback(MeasuredCallback):
         operator: ``hessian`` | ``ggn`` | ``empirical_fisher``.
         prefix: the series' prefix, ``<prefix>/top_1``, ...; None: the operator's
             (:data:`SERIES_PREFIXES`: ``hess``, ``ggn``, ``fisher``).
-        tol: Lanczos relative residual tolerance; ``num_iter``: its most iterations (None:
+        tol: Lanczos relative residual tolerance (0: every one of num_iter steps is run);
+            ``num_iter``: its most iterations (None:
             :func:`sgdlab.measure.curvature.lanczos`'s default, min(d, 2k + 60)), which a
             warning naming the series that did not reach ``tol`` says to raise.
         check_copies: Lanczos' deflated check for the copies of a repeated eigenvalue (or a
@@ -163,10 +153,10 @@ class HessianCallback(MeasuredCallback):
         # numpy's and torch's ints are counts (np.int64(5) from a grid); kept as Python ints
         k, bottom, trace_probes, frobenius_probes, num_iter, block_size = map(
             plain_int, (k, bottom, trace_probes, frobenius_probes, num_iter, block_size))
+        tol = check_tol(tol)        # 0: num_iter steps, unwarned (Lanczos' own rule)
         check_options(**{key: (v, int_at_least(v, 0), "an int >= 0") for key, v in (
             ("k", k), ("bottom", bottom), ("trace_probes", trace_probes),
             ("frobenius_probes", frobenius_probes))},
-            tol=(tol, positive_tolerance(tol), "must be a finite number > 0"),
             num_iter=(num_iter, num_iter is None or int_at_least(num_iter, max(k, bottom, 1)),
                       f"an int >= k and bottom ({max(k, bottom, 1)})"),
             block_size=(block_size, block_size is None or int_at_least(block_size, 1),

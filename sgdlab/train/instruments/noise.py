@@ -41,15 +41,14 @@ import torch
 from sgdlab.errors import int_at_least, plain_int
 from sgdlab.measure.alignment import sigma_hessian_alignment
 from sgdlab.measure.batch_statistics import batch_statistics, takeuchi_information
-from sgdlab.measure.curvature.lanczos import convergence_warnings_named
+from sgdlab.measure.curvature.lanczos import check_tol, convergence_warnings_named
 from sgdlab.measure.noise import gradient_covariance, noise_magnitude
 from sgdlab.operators.params import num_params
 from sgdlab.optim import gradient_step_size
 
 from ..callbacks import Schedule, step_batch_size
 from . import register_instrument
-from .curvature import (MeasuredCallback, _common, check_options, eval_set_size, is_flag,
-                        positive_tolerance)
+from .curvature import MeasuredCallback, _common, check_options, eval_set_size, is_flag
 
 __all__ = ["AlignmentCallback", "BatchStatisticsCallback", "NoiseCallback",
            "NoiseMagnitudeCallback"]
@@ -88,9 +87,9 @@ class AlignmentCallback(MeasuredCallback):
                  check_copies: bool = False, **kw):
         super().__init__(schedule, **kw)
         k, num_probes, num_iter = map(plain_int, (k, num_probes, num_iter))
+        tol = check_tol(tol)        # 0: num_iter steps, unwarned (Lanczos' own rule)
         check_options(k=(k, int_at_least(k, 1), "an int >= 1"),
                       num_probes=(num_probes, int_at_least(num_probes, 1), "an int >= 1"),
-                      tol=(tol, positive_tolerance(tol), "must be a finite number > 0"),
                       num_iter=(num_iter, num_iter is None or int_at_least(num_iter, k),
                                 f"an int >= k ({k})"),
                       trace_alignment=(trace_alignment, is_flag(trace_alignment),
@@ -230,7 +229,8 @@ def alignment_instrument(*, schedule: Schedule, k: int = 5, num_probes: int = 20
                          centred: bool = True,
                          check_copies: bool = False) -> AlignmentCallback:
     """Σ–H alignment (Zhu et al. 2019); ``tol`` and ``num_iter`` (None: the default of
-    :func:`sgdlab.measure.curvature.lanczos`) are its Hessian Lanczos iteration's;
+    :func:`sgdlab.measure.curvature.lanczos`) are its Hessian Lanczos iteration's (tol = 0
+    runs every one of num_iter steps);
     ``centred: false`` takes the uncentred second moment (eq. (6)) for Σ (eq. (3));
     ``check_copies``: Lanczos' deflated check for missed copies of a repeated eigenvalue
     among the top-k of H and Σ (module docstring). Logs
