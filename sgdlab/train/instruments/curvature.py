@@ -153,7 +153,6 @@ class HessianCallback(MeasuredCallback):
         # numpy's and torch's ints are counts (np.int64(5) from a grid); kept as Python ints
         k, bottom, trace_probes, frobenius_probes, num_iter, block_size = map(
             plain_int, (k, bottom, trace_probes, frobenius_probes, num_iter, block_size))
-        tol = check_tol(tol)        # 0: num_iter steps, unwarned (Lanczos' own rule)
         check_options(**{key: (v, int_at_least(v, 0), "an int >= 0") for key, v in (
             ("k", k), ("bottom", bottom), ("trace_probes", trace_probes),
             ("frobenius_probes", frobenius_probes))},
@@ -163,6 +162,7 @@ class HessianCallback(MeasuredCallback):
                         "an int >= 1"),
             operator=(operator, operator in OPERATORS, f"one of {', '.join(sorted(OPERATORS))}"),
             check_copies=(check_copies, is_flag(check_copies), "true or false"))
+        tol = check_tol(tol)        # 0: num_iter steps, unwarned (Lanczos' own rule)
         if not (k or bottom or trace_probes or frobenius_probes):
             # it ran every step without logging a value, and said nothing
             raise ValueError("Invalid k=0 with bottom, trace_probes and frobenius_probes 0: "

@@ -87,7 +87,6 @@ class AlignmentCallback(MeasuredCallback):
                  check_copies: bool = False, **kw):
         super().__init__(schedule, **kw)
         k, num_probes, num_iter = map(plain_int, (k, num_probes, num_iter))
-        tol = check_tol(tol)        # 0: num_iter steps, unwarned (Lanczos' own rule)
         check_options(k=(k, int_at_least(k, 1), "an int >= 1"),
                       num_probes=(num_probes, int_at_least(num_probes, 1), "an int >= 1"),
                       num_iter=(num_iter, num_iter is None or int_at_least(num_iter, k),
@@ -96,6 +95,7 @@ class AlignmentCallback(MeasuredCallback):
                                        "true or false"),
                       centred=(centred, is_flag(centred), "true or false"),
                       check_copies=(check_copies, is_flag(check_copies), "true or false"))
+        tol = check_tol(tol)        # 0: num_iter steps, unwarned (Lanczos' own rule)
         self.k, self.num_probes, self.tol = k, num_probes, tol
         self.centred, self.check_copies = bool(centred), bool(check_copies)
         self.trace_alignment = bool(trace_alignment)
