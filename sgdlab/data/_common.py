@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError, UserError, did_you_mean
+from ..errors import DataError, UserError, checked_int, did_you_mean
 from .base import Dataset
 
 NORMALIZATIONS = ("unit", "symmetric", "standardize", "imagenet", "gcn", "gcn-zca", "none")
@@ -30,10 +30,9 @@ def require_data_dir(data_dir: str | Path | None, name: str) -> Path:
 
 
 def check_int(name: str, value: Any, *, minimum: int = 0, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        raise UserError(f"option {name!r} must be an integer >= {minimum}, got {value!r}")
+    """A :class:`UserError` "option 'name' must be an int >= minimum, got value" unless
+    ``value`` is an int (numpy's too) >= ``minimum``, or None where ``allow_none``."""
+    checked_int(f"option {name!r}", value, minimum, optional=allow_none)
 
 
 def seeded_indices(labels: np.ndarray, n: int | None, seed: int, *, balanced: bool,

@@ -592,8 +592,9 @@ def test_generic_dataset_options_are_valid_for_every_dataset():
 def test_mnist1d_sizes_the_generator_cannot_make_are_refused_at_validation():
     # they passed validation and failed only when the dataset was loaded, the run recorded
     data = {"name": "mnist1d", "options": {"num_samples": 5}}
-    assert ("data.options: option 'num_samples' must be an integer >= 10, got 5: mnist1d makes "
-            "num_samples // 10 sequences of each of the 10 digits" in config_errors(
+    assert ("data.options: option 'num_samples' must be an int >= 10 (mnist1d makes "
+            "num_samples // 10 sequences of each of the 10 digits, so fewer than 10 make none), "
+            "got 5" in config_errors(
                 {**TINY, "data": data}))
     data["options"] = {"num_samples": 20, "train_split": 0.01}
     assert "leaves no training sequences" in config_errors({**TINY, "data": data})

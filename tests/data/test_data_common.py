@@ -208,12 +208,12 @@ def test_unit_scaling_divides_both_splits_by_the_largest_pixel_value():
 
 def test_sizes_must_be_integers_not_booleans():
     # True is an int to Python: a subset of True examples was one example
-    with pytest.raises(UserError, match="option 'n_train' must be an integer >= 1, got True"):
+    with pytest.raises(UserError, match="option 'n_train' must be an int >= 1, got True"):
         seeded_indices(np.zeros(4), True, 0, balanced=False, what="n_train")
     assert len(seeded_indices(np.zeros(4), 1, 0, balanced=False)) == 1    # the minimum is valid
 
 
 def test_a_test_size_that_is_a_fraction_is_refused():
     # scikit-learn would read 0.25 as a quarter of the examples: the option counts examples
-    with pytest.raises(UserError, match=r"option 'test_size' must be an integer >= 1, got 0.25"):
+    with pytest.raises(UserError, match=r"option 'test_size' must be an int >= 1, got 0.25"):
         stratified_split(np.arange(8) % 2, 0.25, 0, cache=False)

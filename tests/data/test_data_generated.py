@@ -182,9 +182,9 @@ def test_mnist1d_takes_ten_sequences_one_per_digit_and_refuses_fewer_saying_why(
     assert sorted(ds.y_train.tolist() + ds.y_test.tolist()) == list(range(10))
     assert (len(ds.y_train), len(ds.y_test)) == (8, 2)
     for n in (0, 5):
-        with pytest.raises(UserError, match=rf"'num_samples' must be an integer >= 10, got {n}: "
-                                            r"mnist1d makes num_samples // 10 sequences of each "
-                                            r"of the 10 digits, so fewer than 10 make none"):
+        with pytest.raises(UserError, match=rf"'num_samples' must be an int >= 10 \(mnist1d "
+                                            r"makes num_samples // 10 sequences of each of the "
+                                            rf"10 digits, so fewer than 10 make none\), got {n}$"):
             load_dataset("mnist1d", num_samples=n, cache=False)
 
 
@@ -286,7 +286,7 @@ def test_mnist1d_cache_entries_are_kept_apart_by_seed_split_and_shuffle(tmp_path
 
 
 def test_generated_sizes_that_have_no_data_are_refused():
-    with pytest.raises(UserError, match="option 'n_train' must be an integer >= 2, got 1"):
+    with pytest.raises(UserError, match="option 'n_train' must be an int >= 2, got 1"):
         load_dataset("cubic", n_train=1)     # one point: no grid step
     for split in (0.0, 1.0):                 # 1.0 left no test sequence
         with pytest.raises(UserError, match=rf"'train_split' must be in \(0, 1\), got {split}"):

@@ -108,7 +108,7 @@ def test_text_chars_bad_files_name_the_problem(tmp_path):
         load_dataset("text_chars", path=str(tmp_path))
     with pytest.raises(UserError, match="option 'split' must be one of test, validation"):
         load_dataset("text_chars", split="valid")
-    with pytest.raises(UserError, match="'seq_len' must be an integer >= 1"):
+    with pytest.raises(UserError, match="'seq_len' must be an int >= 1"):
         load_dataset("text_chars", seq_len=0)
     (tmp_path / "d").mkdir()
     with pytest.raises(DataError, match=r"no text file in .*d \(looked for pg2600.txt"):

@@ -98,7 +98,7 @@ def test_subset_refuses_an_empty_split():
     # (recorded as a failed run whose resume could never succeed)
     ds = toy()
     for kwargs, name in (({"n_train": 0}, "n_train"), ({"n_train": None, "n_test": 0}, "n_test")):
-        with pytest.raises(UserError, match=f"option '{name}' must be an integer >= 1, got 0"):
+        with pytest.raises(UserError, match=f"option '{name}' must be an int >= 1, got 0"):
             subset(ds, **kwargs)
 
 
@@ -202,5 +202,5 @@ def test_subset_records_its_sizes_in_meta():
 
 @pytest.mark.parametrize("bad", [-1, 2.5])
 def test_label_noise_of_no_whole_number_of_examples_is_named(bad):
-    with pytest.raises(UserError, match=rf"option 'num_noisy' must be an integer >= 0, got {bad}"):
+    with pytest.raises(UserError, match=rf"option 'num_noisy' must be an int >= 0, got {bad}"):
         with_label_noise(toy(), bad)

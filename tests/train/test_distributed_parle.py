@@ -588,7 +588,7 @@ def test_a_bad_model_or_data_option_of_a_replica_config_names_its_section():
     # layout was called an unknown option 'options' without saying where options go
     from sgdlab.train.distributed import build_model_and_data
 
-    with pytest.raises(ConfigError, match=r"^data: option 'n_train' must be an integer >= 2"):
+    with pytest.raises(ConfigError, match=r"^data: option 'n_train' must be an int >= 2"):
         build_model_and_data({"data": {"name": "cubic", "n_train": -1},
                               "model": {"name": "mlp"}})
     with pytest.raises(ConfigError, match=r"^model: model 'mlp' has no option\(s\) 'options'.*; "
