@@ -60,7 +60,7 @@ import math
 
 from torch import Tensor, nn
 
-from ..errors import UserError, int_at_least
+from ..errors import UserError, checked_int
 from .registry import check_positive, check_prob, flat_size, image_shape, register_model
 
 _THESIS = "Chaudhari 2018, A picture of the energy landscape of deep neural networks (thesis)"
@@ -216,8 +216,7 @@ class ThesisLeNet(nn.Module):
         if block not in ("relu-pool-bn", "bn-relu-pool", "pool-bn", "relu-pool"):
             raise UserError(f"option 'block' must be relu-pool-bn, bn-relu-pool, pool-bn or "
                             f"relu-pool, got {block!r}")
-        if not int_at_least(padding, 0):
-            raise UserError(f"option 'padding' must be an integer >= 0, got {padding!r}")
+        checked_int("option 'padding'", padding, 0)
 
         def conv_block(ci: int, co: int, pool: int) -> list[nn.Module]:
             conv, mp = nn.Conv2d(ci, co, 5, padding=padding), nn.MaxPool2d(pool, stride=pool)

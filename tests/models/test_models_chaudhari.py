@@ -258,8 +258,9 @@ def test_trivialized_lenet_padding_keeps_each_convolutions_input_size():
     assert plain.features(x).shape == (2, 64) and padded.features(x).shape == (2, 64 * 3 * 3)
     assert count("trivialized-lenet", padding=2) == conv(1, 32, 5) + bn(32) + conv(32, 64, 5) \
         + bn(64) + dense(64 * 9, 512) + dense(512, 10)
-    with pytest.raises(UserError, match="padding"):
-        build_model("trivialized-lenet", MNIST, 10, padding=-1)
+    for bad in (-1, 2.0, True):
+        with pytest.raises(UserError, match=f"^option 'padding' must be an int >= 0, got {bad}$"):
+            build_model("trivialized-lenet", MNIST, 10, padding=bad)
 
 
 def test_allcnn_layers_strides_and_dropouts_are_section_4_6_3s():
