@@ -644,12 +644,12 @@ def test_train_procedure_checks_measure_and_optimizer_like_run_configs(change, n
 
 
 @pytest.mark.parametrize("change,needle", [
-    ({"eval_every": "two"}, "x: eval_every must be an integer >= 0, got 'two'"),
-    ({"eval_every": -2}, "x: eval_every must be an integer >= 0, got -2"),
-    ({"eval_every_steps": 0}, "x: eval_every_steps must be an integer >= 1, got 0"),
-    ({"max_steps": 2.5}, "x: max_steps must be an integer >= 0, got 2.5"),
-    ({"eval_subset": 0}, "x: eval_subset must be an integer >= 1, got 0"),
-    ({"data_seed": True}, "x: data_seed must be an integer >= 0, got True"),
+    ({"eval_every": "two"}, "x: eval_every must be an int >= 0, got 'two'"),
+    ({"eval_every": -2}, "x: eval_every must be an int >= 0, got -2"),
+    ({"eval_every_steps": 0}, "x: eval_every_steps must be an int >= 1, got 0"),
+    ({"max_steps": 2.5}, "x: max_steps must be an int >= 0, got 2.5"),
+    ({"eval_subset": 0}, "x: eval_subset must be an int >= 1, got 0"),
+    ({"data_seed": True}, "x: data_seed must be an int >= 0, got True"),
     ({"replacement": "false"}, "x: replacement must be true or false, got 'false'"),
     ({"save_model": 1}, "x: save_model must be true or false, got 1"),
     ({"loss": "ce"}, "x: loss must be one of auto, cross_entropy, mse, got 'ce'"),

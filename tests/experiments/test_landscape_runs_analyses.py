@@ -306,7 +306,7 @@ def test_an_escape_run_may_keep_no_trajectories_but_not_fewer():
 
     proc = lr.EscapeProcedure()
     proc.validate({"method": "sgd", "trajectories": 0}, "runs[0]")
-    with pytest.raises(ConfigError, match="trajectories must be an integer >= 0, got -1"):
+    with pytest.raises(ConfigError, match="trajectories must be an int >= 0, got -1"):
         proc.validate({"method": "sgd", "trajectories": -1}, "runs[0]")
 
 

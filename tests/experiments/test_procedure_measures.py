@@ -31,13 +31,13 @@ from sgdlab.experiments.procedures.measures import (compute_final, compute_scala
     # counts sgdlab.measure takes as ints alone: refused with the experiment, not by Lanczos
     # or the probes once the run has trained (30.0 and 1e1, as YAML reads them, were)
     ({"kind": "hessian_top", "num_iter": 30.0}, True,
-     r"^f: measurement 'hessian_top': num_iter must be an integer >= 1 \(or null: the "
+     r"^f: measurement 'hessian_top': num_iter must be an int >= 1 \(or null: the "
      r"default\), got 30.0$"),
     ({"kind": "hessian_frobenius", "every": 5, "probes": 10.0}, False,
-     r"^f: measurement 'hessian_frobenius': probes must be an integer >= 1, got 10.0$"),
-    ({"kind": "hessian_trace", "probes": True}, True, r"probes must be an integer >= 1, got True"),
+     r"^f: measurement 'hessian_frobenius': probes must be an int >= 1, got 10.0$"),
+    ({"kind": "hessian_trace", "probes": True}, True, r"probes must be an int >= 1, got True"),
     ({"kind": "expected_sharpness", "num_samples": 0}, True,
-     r"num_samples must be an integer >= 1, got 0"),
+     r"num_samples must be an int >= 1, got 0"),
     # trajectory_spectrum is given its item's keys, and failed on these once trained
     ({"kind": "trajectory_spectrum", "samples": 64}, True,
      r"^f: measurement 'trajectory_spectrum' has no option 'samples' \(samples does not "
@@ -67,9 +67,9 @@ def test_a_measurement_is_refused_naming_what_is_wrong(m, final, msg):
     ({"kind": "diffusion_spectrum", "batch_size": 2.5}, "Invalid batch size 2.5 "),
     ({"kind": "diffusion_spectrum", "replacement": "no"}, "replacement must be true or false"),
     ({"kind": "hessian_top", "which": "top"}, "^f: measurement 'hessian_top': Invalid "),
-    ({"kind": "hessian_top", "samples": 2.5}, "samples must be an integer >= 1"),
+    ({"kind": "hessian_top", "samples": 2.5}, "samples must be an int >= 1"),
     ({"kind": "hessian_top", "samples": 4, "sample_seed": 1.5},
-     "sample_seed must be an integer >= 0"),
+     "sample_seed must be an int >= 0"),
     # bn_mode was checked by evaluation_mode, once the run had trained
     ({"kind": "hessian_top", "bn_mode": "batch"},
      r"^f: measurement 'hessian_top': Invalid bn_mode='batch': expected 'eval' or 'train'$"),
@@ -116,7 +116,7 @@ def test_a_final_measurement_checks_its_arguments_before_any_model_work(tmp_path
     ds = SimpleNamespace(x_train=torch.arange(6.0), y_train=torch.arange(6))
     for m in ({"kind": "grad_norm", "samples": 2.5},
               {"kind": "grad_norm", "samples": 2, "sample_seed": 1.5}):
-        with pytest.raises(ValueError, match="must be an integer"):
+        with pytest.raises(ValueError, match="must be an int >= "):
             measurement_data(ds, m)     # was int()'s 2 examples, or seed 1
 
 

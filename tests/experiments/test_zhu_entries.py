@@ -780,7 +780,7 @@ def test_fidelity_scopes_the_refresh_of_sigma_to_the_entries_that_do_it():
     ({"lr": "fast"}, "lr must be a number, got 'fast'"),
     ({"iterations": 40.5}, "iterations must be an integer"),
     ({"iterations": -40}, "iterations must be an integer >= 1"),
-    ({"trajectories": -1}, "trajectories must be an integer >= 0"),
+    ({"trajectories": -1}, "trajectories must be an int >= 0"),
 ])
 def test_escape_runs_refuse_a_bad_value_when_planned(params, match):
     """A value of the wrong type or range in an edited experiment file fails the plan (and

@@ -5,7 +5,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from sgdlab.errors import ConfigError, did_you_mean
+from sgdlab.errors import ConfigError, checked_int, did_you_mean
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import (Procedure, RunOutput, register_analysis,
                                            register_procedure)
@@ -78,9 +78,8 @@ class EscapeProcedure(Procedure):
             EscapeConfig(**fields).validate()
         except UserError as e:
             raise ConfigError(f"{where}: {e}") from None
-        keep = params.get("trajectories", 5)
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
-            raise ConfigError(f"{where}: trajectories must be an integer >= 0, got {keep!r}")
+        checked_int(f"{where}: trajectories", params.get("trajectories", 5), 0,
+                    error=ConfigError)
 
     def run(self, run, ctx) -> RunOutput:
         from sgdlab.landscapes.escape import EscapeConfig, escape_experiment

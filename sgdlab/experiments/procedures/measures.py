@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import ConfigError, int_at_least
+from sgdlab.errors import ConfigError, checked_int, int_at_least
 
 Scalar = Callable[..., dict[str, float]]
 ArrayM = Callable[..., tuple[dict[str, Any], dict[str, Any]]]
@@ -77,12 +77,13 @@ def array(name: str, options: set[str] = frozenset(), *, needs_optimizer: bool =
 
 
 def check_counts(m: dict[str, Any]) -> None:
-    """A ValueError for a count of ``m`` (:data:`_COUNTS`) that is not an int in range."""
+    """A ConfigError (a ValueError) for a count of ``m`` (:data:`_COUNTS`) that is not an int
+    in range."""
     for k, (low, none_ok) in _COUNTS.items():
-        v = m.get(k)
-        if k in m and not (v is None and none_ok) and not int_at_least(v, low):
-            raise ValueError(f"measurement {m.get('kind')!r}: {k} must be an integer >= {low}"
-                             f"{' (or null: the default)' if none_ok else ''}, got {v!r}")
+        if k in m:
+            checked_int(f"measurement {m.get('kind')!r}: {k}", m[k], low,
+                        " (or null: the default)" if none_ok else "", optional=none_ok,
+                        error=ConfigError)
 
 
 def check_arguments(m: dict[str, Any]) -> None:

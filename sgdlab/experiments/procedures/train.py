@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sgdlab.errors import ConfigError
+from sgdlab.errors import ConfigError, checked_int
 from sgdlab.experiments.procedures import Procedure, RunOutput, register_procedure
 from sgdlab.experiments.procedures.measures import (compute_final, measurement_data,
                                                     validate_measure)
@@ -226,9 +226,7 @@ class TrainProcedure(Procedure):
         # checked here, not first when a run reaches the training loop: --dry-run reports them
         for k, low in (("eval_every", 0), ("eval_every_steps", 1), ("max_steps", 0),
                        ("eval_subset", 1), ("data_seed", 0), ("micro_batch", 1)):
-            v = params.get(k)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
-                raise ConfigError(f"{where}: {k} must be an integer >= {low}, got {v!r}")
+            checked_int(f"{where}: {k}", params.get(k), low, optional=True, error=ConfigError)
         if params.get("micro_batch") is not None:
             from sgdlab.config.run import micro_batch_optimizer_problem
 
