@@ -104,7 +104,7 @@ from torch import Tensor, nn
 
 from ..accuracy import argmax_hits, perplexity_tokens
 from ..data.augment import batch_augmentation
-from ..errors import UserError, checked_int, int_at_least, is_seed, not_a_seed, plain_int
+from ..errors import UserError, checked_float, checked_int, int_at_least, is_seed, not_a_seed, plain_int
 from ..loss_settings import loss_name, loss_reduction, torch_loss_class
 from ..measure.batch_norm import recompute_bn_statistics
 from ..models.modes import eval_mode
@@ -546,11 +546,8 @@ class _Training:
                             f"{checkpoint_seconds!r}")
         self.checkpoint_seconds = checkpoint_seconds
         self.saved_time = time.monotonic()   # of the last checkpoint written (or the start)
-        if clip_grad_norm is not None and (
-                isinstance(clip_grad_norm, bool) or not isinstance(clip_grad_norm, (int, float))
-                or not 0 < clip_grad_norm < math.inf):
-            raise UserError(f"clip_grad_norm must be a finite number > 0 (or None), got "
-                            f"{clip_grad_norm!r}")
+        clip_grad_norm = checked_float("clip_grad_norm", clip_grad_norm, 0.0, " (or None)",
+                                       strict=True, optional=True)
         if schedule_every not in ("step", "epoch"):
             raise UserError(f"schedule_every must be 'step' or 'epoch', got {schedule_every!r}")
         self.schedule_per_step = schedule_every == "step"

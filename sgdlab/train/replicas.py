@@ -98,7 +98,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.augment import batch_augmentation
-from ..errors import (ConfigError, UserError, check_keys, checked_int, finite_number, is_seed,
+from ..errors import (ConfigError, UserError, check_keys, checked_float, checked_int, is_seed,
                       not_a_seed, plain_int)
 from ..operators.blocking import reproducible_blocks
 from ..operators.params import copy_module
@@ -1151,8 +1151,7 @@ def _check_length(epochs: Any) -> None:
     """Refuse, as a :class:`ConfigError`, an ``epochs`` that is no finite number > 0: read from
     a replica config it may be any YAML value, which would otherwise stop the run with a
     comparison's TypeError."""
-    if epochs is not None and not (finite_number(epochs) and epochs > 0):
-        raise ConfigError(f"epochs must be a finite number > 0, got {epochs!r}")
+    checked_float("epochs", epochs, strict=True, optional=True, error=ConfigError)
 
 
 def _run_settings(model: nn.Module, loss_fn: Any, eval_subset: int | None,

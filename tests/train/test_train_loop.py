@@ -1589,6 +1589,8 @@ def test_clip_grad_norm_bad_values_are_refused_and_a_resume_may_not_change_it(tm
         run(None, epochs=2, checkpoint_dir=tmp_path, resume=True)
     resumed = run(1, epochs=2, checkpoint_dir=tmp_path, resume=True)
     assert resumed.history["train_loss"] == whole.history["train_loss"]
+    # numpy's float is the number it holds (it was refused as no int or float)
+    assert run(np.float32(1.0), epochs=2).history["train_loss"] == whole.history["train_loss"]
 
 
 # --- sequence_loss: the step on the window's summed loss ------------------------------------
