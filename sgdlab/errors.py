@@ -105,20 +105,21 @@ def checked_int(name: str, v: object, low: int, what: str = "", *, optional: boo
     raise error(f"{name} must be an int >= {low}{what}, got {v!r}")
 
 
-def checked_float(name: str, v: object, low: float = 0.0, what: str = "", *,
+def checked_float(name: str, v: object, low: float | None = 0.0, what: str = "", *,
                   strict: bool = False, optional: bool = False,
                   error: type[UserError] = UserError) -> float | None:
     """``v`` as a Python float (:func:`plain_float`: numpy's numbers too; ints as floats)
-    when it is a finite number >= ``low`` (> ``low`` when ``strict``; never a bool, NaN or
-    inf), or None when it is None and ``optional``; else an ``error`` "<name> must be a finite
-    number >= <low><what>, got <v>" (``what`` says more: " (the noise scale)")."""
+    when it is a finite number >= ``low`` (> ``low`` when ``strict``; any finite number when
+    ``low`` is None; never a bool, NaN or inf), or None when it is None and ``optional``; else
+    an ``error`` "<name> must be a finite number >= <low><what>, got <v>" (``what`` says
+    more: " (the noise scale)")."""
     v = plain_float(v)
     if v is None and optional:
         return None
-    if finite_number(v) and (v > low if strict else v >= low):
+    if finite_number(v) and (low is None or (v > low if strict else v >= low)):
         return float(v)
-    raise error(f"{name} must be a finite number {'>' if strict else '>='} {low:g}{what}, "
-                f"got {v!r}")
+    bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
+    raise error(f"{name} must be a finite number{bound}{what}, got {v!r}")
 
 
 def join(path: str, key: str | int) -> str:

@@ -174,6 +174,11 @@ def test_a_checked_float_is_a_finite_plain_float_at_or_above_its_bound_and_never
     assert checked_float("x", 1.5, low=1.5) == 1.5
     with pytest.raises(UserError, match=re.escape("x must be a finite number >= 1.5, got 1.49")):
         checked_float("x", 1.49, low=1.5)
+    # no bound: any finite number
+    assert checked_float("u", -1e300, low=None) == -1e300
+    for v in (float("-inf"), float("nan"), False):
+        with pytest.raises(UserError, match=re.escape(f"u must be a finite number, got {v!r}")):
+            checked_float("u", v, low=None)
 
 
 def test_a_seed_is_a_whole_number_of_32_bits_not_a_bool():

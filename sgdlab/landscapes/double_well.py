@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgdlab.errors import UserError
+from sgdlab.errors import UserError, checked_float
 from sgdlab.optim.noise import standard_normal
 
 from .base import Landscape, check_count, check_positive, check_states
@@ -56,9 +56,7 @@ class DoubleWell(Landscape):
     def __init__(self, lam: float = 0.0, *, beta: float = 1.0) -> None:
         # β = inf (no noise) is refused too: j = λ e^{βΦ} J_ss and Z are then not finite
         check_positive("beta", beta)
-        if not math.isfinite(lam):
-            raise UserError(f"lam must be a finite number, got {lam}")
-        self.lam, self.beta = float(lam), float(beta)
+        self.lam, self.beta = checked_float("lam", lam, None), float(beta)
 
     @staticmethod
     def potential(x: Tensor) -> Tensor:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from sgdlab.errors import UserError
+from sgdlab.errors import UserError, checked_float
 
 from .base import check_count, check_floating_dtype, check_positive
 
@@ -119,8 +119,7 @@ def anneal(
         raise UserError(f"beta must be a (start, end) pair, got {beta}")
     for b in beta:        # β rises geometrically: a zero or negative end has no such schedule
         check_positive("beta", b)
-    if not math.isfinite(gamma_max):
-        raise UserError(f"gamma_max must be a finite number, got {gamma_max}")
+    checked_float("gamma_max", gamma_max, None)
     b, n, d = inst.patterns.shape
     dev, dtype = inst.patterns.device, inst.patterns.dtype
     gdev = generator.device if generator is not None else dev

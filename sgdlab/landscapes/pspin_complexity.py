@@ -27,23 +27,13 @@ from __future__ import annotations
 
 import math
 
-from sgdlab.errors import UserError
+from sgdlab.errors import UserError, checked_float
 
 from .base import check_count
 
 
 def _order(p: int) -> int:
     return check_count("p", p, 2)
-
-
-def _finite(name: str, value: float) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{name} must be a finite number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise UserError(f"{name} must be a finite number, got {value}")
-    return v
 
 
 def threshold_energy(p: int) -> float:
@@ -56,7 +46,7 @@ def threshold_energy(p: int) -> float:
 def rate_function(u: float, p: int) -> float:
     """I₁(u) of Lemma 2.2 for u ≤ −E_∞ (module docstring; 0 at u = −E_∞, positive and
     decreasing in u below it). Above −E_∞ it does not enter (2.11)-(2.12): refused."""
-    u, e = _finite("u", u), threshold_energy(p)
+    u, e = checked_float("u", u, None), threshold_energy(p)
     if u > -e:
         raise UserError(f"I_1(u) is defined for u <= -E_inf = {-e:.6g}, got u = {u}")
     root = math.sqrt(max(u * u - e * e, 0.0))
@@ -66,7 +56,7 @@ def rate_function(u: float, p: int) -> float:
 def complexity(u: float, p: int, index: int | None = None) -> float:
     """Θ(u), eq. (2.11) (``index=None``: all critical points), or Θ_k(u), eq. (2.12) (``index``
     = k): lim (1/N) log E crt_k(u) for the critical points with energy per spin at most u."""
-    u, p = _finite("u", u), _order(p)
+    u, p = checked_float("u", u, None), _order(p)
     e = threshold_energy(p)
     base = 0.5 * math.log(p - 1)
     quad = (p - 2) / (4 * (p - 1)) * u * u
@@ -103,7 +93,8 @@ def ground_state_energy(p: int) -> float:
 def field_order_parameter(nu: float, p: int, coupling: float = 1.0) -> float:
     """B = (J² p(p − 2) − ν²)/(J² p² + ν²), eq. (2.15), in (−1, 1 − 2/p] for a field of
     strength ν (h ~ N(0, ν² I)) and couplings of scale J."""
-    nu, j, p = _finite("nu", nu), _finite("coupling", coupling), _order(p)
+    nu, j = checked_float("nu", nu, None), checked_float("coupling", coupling, None)
+    p = _order(p)
     if nu < 0 or j <= 0:
         raise UserError(f"need nu >= 0 and coupling > 0, got nu = {nu}, coupling = {j}")
     return (j * j * p * (p - 2) - nu * nu) / (j * j * p * p + nu * nu)
@@ -113,7 +104,7 @@ def expected_critical_points(b: float, n: int) -> float:
     """E crt(H̃) for B > 0 at large N, eq. (2.16)'s third case (Theorem 2.7, Fyodorov 2013):
     4 N^{1/2} √((1 + B)/(π B)) exp((N/2) log((1 + B)/(1 − B))). Exponential in N for B of
     order 1; O(N) in the band B = O(1/N), where it meets (2.17)'s τ ≪ −1 case."""
-    b, n = _finite("b", b), check_count("n", n, 1)
+    b, n = checked_float("b", b, None), check_count("n", n, 1)
     if not 0 < b < 1:
         raise UserError(f"(2.16)'s formula holds for 0 < B < 1, got B = {b}")
     return 4 * math.sqrt(n) * math.sqrt((1 + b) / (math.pi * b)) * math.exp(
@@ -122,7 +113,7 @@ def expected_critical_points(b: float, n: int) -> float:
 
 def critical_field(p: int, coupling: float = 1.0) -> float:
     """ν_c = J √(p(p − 2)), where B = 0 (§2.3.1)."""
-    p, j = _order(p), _finite("coupling", coupling)
+    p, j = _order(p), checked_float("coupling", coupling, None)
     if j <= 0:
         raise UserError(f"coupling must be > 0, got {j}")
     return j * math.sqrt(p * (p - 2))

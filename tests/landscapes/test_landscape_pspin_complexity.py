@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -67,6 +68,18 @@ def test_ground_state_energy_is_the_zero_of_the_minima_complexity():
     assert threshold_energy(3) == pytest.approx(1.633, abs=5e-4)
     with pytest.raises(UserError, match="p must be an integer >= 3"):
         ground_state_energy(2)
+
+
+def test_a_level_or_field_is_a_finite_number_not_a_bool_or_string():
+    """float() read True as 1 and "0.5" as 0.5; numpy's floats are the numbers they hold."""
+    assert complexity(np.float32(-1.75), 3, 0) == complexity(-1.75, 3, 0)
+    for bad, says in (((True, 3, 0), "u must be a finite number, got True"),
+                      (("-1.75", 3, 0), "u must be a finite number, got '-1.75'"),
+                      ((math.nan, 3, 0), "u must be a finite number, got nan")):
+        with pytest.raises(UserError, match=f"^{re.escape(says)}$"):
+            complexity(*bad)
+    with pytest.raises(UserError, match=r"^nu must be a finite number, got '0\.1'$"):
+        field_order_parameter("0.1", 3)
 
 
 def test_order_parameter_places_the_three_regimes_of_section_2_4_1():
