@@ -105,6 +105,18 @@ def checked_int(name: str, v: object, low: int, what: str = "", *, optional: boo
     raise error(f"{name} must be an int >= {low}{what}, got {v!r}")
 
 
+def checked_int_argument(name: str, v: object, low: int, what: str = "", *,
+                         optional: bool = False) -> int | None:
+    """:func:`checked_int` for a function's argument, in torch.optim's words: a ValueError
+    "Invalid <name>=<v> (an int >= <low><what>)" (``what``: ": the Lanczos steps", ", or
+    None"), the form the measurements and instruments share and a run config reads an
+    option's key path from."""
+    v = plain_int(v)
+    if (v is None and optional) or int_at_least(v, low):
+        return v
+    raise ValueError(f"Invalid {name}={v!r} (an int >= {low}{what})")
+
+
 def checked_float(name: str, v: object, low: float | None = 0.0, what: str = "", *,
                   strict: bool = False, optional: bool = False,
                   error: type[UserError] = UserError) -> float | None:

@@ -12,7 +12,8 @@ from torch import nn
 
 from sgdlab.data.registry import load_dataset
 from sgdlab.errors import (SEED_LIMIT, ConfigError, UserError, check_config_kind, check_keys,
-                           check_not_empty, checked_float, checked_int, closest_name, config_error,
+                           check_not_empty, checked_float, checked_int, checked_int_argument,
+                           closest_name, config_error,
                            file_problem, human_size, is_seed, name_spelling, registered_spelling,
                            unexpected_keyword, unknown_key, warn)
 from sgdlab.measure.curvature import hessian_eigenpairs
@@ -153,6 +154,15 @@ def test_a_checked_int_is_a_plain_int_at_or_above_its_bound_and_never_a_bool():
             checked_int("n", v, 3)
     with pytest.raises(ConfigError, match=re.escape("n must be an int >= 1 (steps), got 0")):
         checked_int("n", 0, 1, " (steps)", optional=True, error=ConfigError)
+
+
+def test_a_checked_int_argument_is_refused_in_torch_optims_words_as_a_value_error():
+    for v in (3, np.int64(3), torch.tensor(3)):
+        assert type(checked_int_argument("n", v, 3)) is int
+    assert checked_int_argument("n", None, 1, ", or None", optional=True) is None
+    for v, got in ((2, "2"), (True, "True"), (3.0, "3.0"), ("3", "'3'"), (None, "None")):
+        with pytest.raises(ValueError, match=re.escape(f"Invalid n={got} (an int >= 3: steps)")):
+            checked_int_argument("n", v, 3, ": steps")
 
 
 def test_a_checked_float_is_a_finite_plain_float_at_or_above_its_bound_and_never_a_bool():
