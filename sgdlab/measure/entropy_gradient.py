@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import checked_keywords
+from sgdlab.errors import checked_int_argument, checked_keywords
 from sgdlab.models.modes import buffer_restorer, buffers_kept
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data, concat_batches,
                                       fixed_randomness, iterate_batches, loss_derivatives,
@@ -109,11 +109,6 @@ def _check_scope(gamma: float, beta: float, method: str) -> None:
     if not beta_ok:
         raise ValueError(f"Invalid beta={beta} (> 0; inf, no thermal noise, for the langevin "
                          "method only: the importance samples have variance γ/β)")
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
-        raise ValueError(f"Invalid {name}={value!r} (an int >= {low})")
 
 
 class _Minibatches:
@@ -212,9 +207,9 @@ def _importance_gradient(model: nn.Module, loss_fn: LossFn, data: Data, gamma: f
 def _check_estimate(method: str, steps: int, inner_lr: float, alpha: float,
                     num_samples: int) -> None:
     if method == "importance":
-        _check_int("num_samples", num_samples, 1)
+        checked_int_argument("num_samples", num_samples, 1)
         return
-    _check_int("steps", steps, 1)
+    checked_int_argument("steps", steps, 1)
     if not 0 < inner_lr < math.inf:
         raise ValueError(f"Invalid inner_lr={inner_lr} (finite and > 0)")
     if not 0 <= alpha < 1:
@@ -278,7 +273,7 @@ def _checked(model: nn.Module, loss_fn: LossFn, data: Data, gamma, beta, method,
     _check_scope(gamma, beta, method)
     _check_estimate(method, steps, inner_lr, alpha, num_samples)
     if batch_size is not None:
-        _check_int("batch_size", batch_size, 1)
+        checked_int_argument("batch_size", batch_size, 1)
     check_batch_loss(loss_fn, data)
     check_model_data(model, loss_fn, data)
     return _same_batches(model, data)

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from sgdlab.accuracy import argmax_hits
-from sgdlab.errors import checked_keywords, int_at_least, plain_int
+from sgdlab.errors import checked_int_argument, checked_keywords
 from sgdlab.models.modes import buffer_restorer, buffers_kept
 from sgdlab.operators.batches import (Data, check_batch_loss, check_data, check_model_data,
                                       fixed_randomness, is_single_batch, iterate_batches,
@@ -235,10 +235,7 @@ def _sample_count(num_samples: object) -> int:
     """``num_samples`` as a Python int >= 1 (numpy's and torch's ints too), else the
     ValueError naming it: True was 1 sample, 0 torch's "max(): Expected reduction dim" and a
     bool or float torch's "randn() received an invalid combination of arguments"."""
-    n = plain_int(num_samples)
-    if not int_at_least(n, 1):
-        raise ValueError(f"Invalid num_samples={num_samples!r} (an int >= 1)")
-    return n
+    return checked_int_argument("num_samples", num_samples, 1)
 
 
 def _gaussian(num: int, d: int, sigma: float, theta: Tensor,

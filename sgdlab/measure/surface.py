@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import checked_keywords, int_at_least, plain_int
+from sgdlab.errors import checked_int_argument, checked_keywords, int_at_least, plain_int
 from sgdlab.operators.batches import Data, is_single_batch, iterate_batches
 from sgdlab.operators.params import (copy_module, params_vector, set_params_vector,
                                       trainable_named_params)
@@ -273,9 +273,8 @@ def loss_surface(
     """
     if bn_stats not in ("keep", "recompute"):
         raise ValueError(f"Invalid bn_stats={bn_stats!r}: expected 'keep' or 'recompute'")
-    chunk_size = plain_int(chunk_size)     # np.int64 is a count; True (1 point) and 2.5 not
-    if not int_at_least(chunk_size, 1):
-        raise ValueError(f"Invalid chunk_size={chunk_size!r} (must be an int >= 1)")
+    # np.int64 is a count; True (1 point) and 2.5 not
+    chunk_size = checked_int_argument("chunk_size", chunk_size, 1)
     theta = params_vector(model)
     if isinstance(directions, Tensor):      # one flat vector, or (d, k) columns / (k, d) rows
         dirs = [directions] if directions.dim() == 1 else list(

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sgdlab.errors import (RUN_SEED_RULE, checked_keywords, finite_number, int_at_least,
+from sgdlab.errors import (RUN_SEED_RULE, checked_int_argument, checked_keywords, finite_number,
+                           int_at_least,
                            is_seed, plain_float, plain_int)
 
 __all__ = [
@@ -84,10 +85,7 @@ def check_burnin(burnin: object) -> int:
 def check_max_lag(max_lag: object) -> int | None:
     """``max_lag`` as an int >= 1, or None (the default), else a ValueError: the check of the
     autocorrelations' ``max_lag`` that needs no snapshots (2.5 failed as a slice bound)."""
-    max_lag = plain_int(max_lag)
-    if max_lag is not None and not int_at_least(max_lag, 1):
-        raise ValueError(f"Invalid max_lag={max_lag!r} (an int >= 1, or None)")
-    return max_lag
+    return checked_int_argument("max_lag", max_lag, 1, ", or None", optional=True)
 
 
 def check_level(level: object, name: str = "level") -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -275,6 +276,22 @@ def test_bad_input_is_refused_by_name(kw, says):
         local_entropy_gradient_angle(model, loss_fn, data, gamma, **kw)
     with pytest.raises(ValueError, match="Invalid sgd_gradient='mini'"):
         local_entropy_gradient_angle(model, loss_fn, data, 0.5, sgd_gradient="mini")
+
+
+def test_numpy_ints_are_the_counts_they_hold():
+    """np.int64 steps, samples and batch size (a count computed with numpy) were refused as no
+    int; they give what the Python ints give."""
+    model, loss_fn, data, _ = quadratic()
+
+    def grad(**kw):
+        return local_entropy_gradient(model, loss_fn, data, 0.5, **kw,
+                                      generator=torch.Generator().manual_seed(0))
+
+    for kw in ({"steps": 3, "batch_size": 2}, {"method": "importance", "num_samples": 4}):
+        as_numpy = {k: np.int64(v) if isinstance(v, int) else v for k, v in kw.items()}
+        torch.testing.assert_close(grad(**as_numpy), grad(**kw), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"^Invalid steps=True \(an int >= 1\)$"):
+        grad(steps=True)
 
 
 def test_a_diverging_chain_is_a_floating_point_error():

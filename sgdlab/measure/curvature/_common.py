@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from sgdlab.errors import int_at_least, plain_int
+from sgdlab.errors import checked_int_argument
 from sgdlab.operators import LinearOperator, as_operator
 from sgdlab.operators.linear import _Wrapped
 
@@ -96,10 +96,7 @@ def mc_estimate(samples: list[float]) -> Estimate:
 def check_num_probes(num_probes: object) -> int:
     """``num_probes`` as a Python int when it is an int >= 1 (numpy's and torch's too), else a
     ValueError: np.int64 is a count; True (it was 1 probe) and 2.5 are not."""
-    num_probes = plain_int(num_probes)
-    if not int_at_least(num_probes, 1):
-        raise ValueError(f"Invalid num_probes={num_probes!r} (an int >= 1)")
-    return num_probes
+    return checked_int_argument("num_probes", num_probes, 1)
 
 
 def probe_samples(op: LinearOperator, num_probes: int, generator, kind: str,

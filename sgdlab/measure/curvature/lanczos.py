@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgdlab.errors import (checked_keywords, finite_number, int_at_least, plain_float, plain_int,
-                           warn)
+from sgdlab.errors import (checked_int_argument, checked_keywords, finite_number, int_at_least,
+                           plain_float, plain_int, warn)
 from sgdlab.operators import LinearOperator, as_operator
 from sgdlab.operators.linear import _Wrapped
 
@@ -155,9 +155,7 @@ def lanczos_decomposition(
     """
     # np.int64 is a count; True (1 step) and 2.5 (int() made it 2) are not, nor is a count
     # below 1 (it took one step)
-    num_iter = plain_int(num_iter)
-    if not int_at_least(num_iter, 1):
-        raise ValueError(f"Invalid num_iter={num_iter!r} (an int >= 1: the Lanczos steps)")
+    num_iter = checked_int_argument("num_iter", num_iter, 1, ": the Lanczos steps")
     op = working_operator(A, dtype)
     d = op.shape[0]
     # the excluded columns take p dimensions: the whole space is spanned after d - p steps
@@ -350,9 +348,9 @@ def lanczos(
     if criterion not in ("residual", "error_bound", "ritz_change"):
         raise ValueError(f"Invalid criterion={criterion!r}: expected 'residual', 'error_bound' "
                          "or 'ritz_change'")
-    num_iter = plain_int(num_iter)      # True was 1 iteration, 30.0 a TypeError from range()
-    if num_iter is not None and not int_at_least(num_iter, 1):
-        raise ValueError(f"Invalid num_iter={num_iter!r} (an int >= 1, or None: the default)")
+    # True was 1 iteration, 30.0 a TypeError from range()
+    num_iter = checked_int_argument("num_iter", num_iter, 1, ", or None: the default",
+                                    optional=True)
     want = 2 * k if which == "both" else k
     m_max = min(d, num_iter if num_iter is not None else max(2 * want + 60, 4 * want))
     if m_max < want:
@@ -577,9 +575,7 @@ def power_iteration(
     (PyHessian's criterion; ``tol=0`` runs ``num_iter`` steps). Returns ``(eigenvalue,
     eigenvector, num_matvecs)``.
     """
-    num_iter = plain_int(num_iter)
-    if not int_at_least(num_iter, 1):
-        raise ValueError(f"Invalid num_iter={num_iter!r} (an int >= 1)")
+    num_iter = checked_int_argument("num_iter", num_iter, 1)
     tol = check_tol(tol)        # NaN ran every step, inf stopped at the second
     op = as_operator(A)
     v = random_vector(op, generator)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgdlab.errors import checked_keywords, int_at_least, plain_int
+from sgdlab.errors import checked_int_argument, checked_keywords, int_at_least, plain_int
 from sgdlab.operators import LinearOperator
 
 from ._common import Operand, random_vector, working_operator
@@ -126,12 +126,8 @@ def spectral_density(
             :func:`~sgdlab.measure.curvature.lanczos.lanczos`).
     """
     # np.int64 is a count; True (1) and 2.5 (int() made it 2) are not
-    num_probes, num_iter = plain_int(num_probes), plain_int(num_iter)
-    if not int_at_least(num_probes, 1):
-        raise ValueError(f"Invalid num_probes={num_probes!r} (an int >= 1: the probes)")
-    if not int_at_least(num_iter, 1):
-        raise ValueError(f"Invalid num_iter={num_iter!r} (an int >= 1: the Lanczos steps per "
-                         "probe)")
+    num_probes = checked_int_argument("num_probes", num_probes, 1, ": the probes")
+    num_iter = checked_int_argument("num_iter", num_iter, 1, ": the Lanczos steps per probe")
     if not isinstance(grid, Tensor):
         grid = plain_int(grid)
         # a number other than an int (a float, a bool, numpy's float32) was taken as a
