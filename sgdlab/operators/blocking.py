@@ -28,7 +28,7 @@ from contextvars import ContextVar
 
 import torch
 
-from sgdlab.errors import int_at_least, plain_int
+from sgdlab.errors import checked_int_argument
 
 # a larger block must be at least this much cheaper per column to be preferred (timing noise)
 _MARGIN = 0.95
@@ -61,9 +61,8 @@ class BlockTuner:
     """
 
     def __init__(self, cap: int, *, device: torch.device | str = "cpu", fixed: int | None = None):
-        fixed = plain_int(fixed)     # np.int64 is a size; True and 2.5 are not
-        if fixed is not None and not int_at_least(fixed, 1):
-            raise ValueError(f"Invalid block_size={fixed!r} (an int >= 1)")
+        # np.int64 is a size; True and 2.5 are not
+        fixed = checked_int_argument("block_size", fixed, 1, optional=True)
         self.cap = max(1, int(cap))
         self.device = torch.device(device)
         self.settled: int | None = fixed
