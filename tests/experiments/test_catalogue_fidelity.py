@@ -639,26 +639,32 @@ def test_breakdown_sampling_reading_gives_eq_4s_noise_at_every_beta(scale):
 
 
 # the entries whose paper scale trains on CIFAR-10: Musso §3.2-3.3 (VGG16), Jastrzebski et al.
-# §3 (VGG-11, ResNet-56)
+# §3 (VGG-11, ResNet-56); and on MNIST with its input handling unstated: Musso §3.1, §3.3
 CIFAR10_ENTRIES = ("musso-cifar-regularization", "musso-equal-temperature",
                    "jastrzebski-equal-ratio", "jastrzebski-interpolation",
                    "jastrzebski-breakdown")
+MNIST_ENTRIES = ("musso-protocols", "musso-protocols-model2", "musso-equal-temperature")
 
 
-@pytest.mark.parametrize("name", CIFAR10_ENTRIES)
-def test_paper_scale_lists_the_unstated_cifar10_training_details(name):
-    # neither paper says whether its CIFAR-10 images were augmented, and Jastrzebski et al.'s
-    # footnote 5 (line 180) says only "We have adapted the final layers to be compatible with
-    # the CIFAR10 dataset": what the paper scale does there is a reading, listed as such
+@pytest.mark.parametrize("name, dataset", [(n, "cifar10") for n in CIFAR10_ENTRIES]
+                         + [(n, "mnist") for n in MNIST_ENTRIES])
+def test_paper_scale_lists_the_unstated_image_handling(name, dataset):
+    # neither paper says whether its images were augmented (nor Musso how MNIST's were
+    # scaled), and Jastrzebski et al.'s footnote 5 (line 180) says only "We have adapted the
+    # final layers to be compatible with the CIFAR10 dataset": what the paper scale does there
+    # is a reading, listed as such
     from sgdlab.experiments.spec import load_experiment
 
     spec = load_experiment(name, "paper")
     runs = [r.params for r in spec.expand(data_dir="/d")
-            if r.params["dataset"]["name"] == "cifar10"]
-    assert runs, f"{name}: no CIFAR-10 run at paper scale"
+            if r.params["dataset"]["name"] == dataset]
+    assert runs, f"{name}: no {dataset} run at paper scale"
     text = " ".join(spec.deviations)
     if any(not p["dataset"].get("augment") for p in runs):
         assert "no data augmentation" in text, name
+    if dataset == "mnist":      # the loader's default scaling, named
+        assert all(p["dataset"].get("normalize", "unit") == "unit" for p in runs)
+        assert "pixels scaled to [0, 1]" in text, name
     if any(p["model"]["name"] == "vgg-11" for p in runs):
         assert "footnote 5" in text, name
 
