@@ -36,6 +36,7 @@ LINES = {
     215: "fixed ratio $\\frac{\\beta \\times (\\eta=0.1)}{\\beta \\times (S=50)}$",      # Fig. 5
     219: "This is done for a smaller training set size in Fig. 5 (a) than in (b).",
     225: "Experiments are repeated 5 times with different random seeds.",            # footnote 10
+    229: "we consider SGD with a fixed learning rate",                               # §4
 }
 
 # Fig. 1 (lines 178, 184) and Fig. 2 (line 186, footnote 7 on line 195): label ->
@@ -236,3 +237,15 @@ def test_paper_scale_says_the_text_states_no_momentum(name):
     assert all(_plain_sgd(r.params) for r in spec.expand(data_dir="/d"))
     text = " ".join(spec.deviations)
     assert "no momentum" in text and "eq. (1)" in text, name
+
+
+@pytest.mark.parametrize("name", ["jastrzebski-ratio-grid", "jastrzebski-interpolation",
+                                  "jastrzebski-breakdown"])
+def test_paper_scale_says_figs_3_to_5_state_no_schedule(name):
+    # footnote 7's schedules (line 195) are those of Fig. 2; Figs. 3-5 state none, and §4
+    # speaks of "SGD with a fixed learning rate" (line 229): the constant η the runs take is
+    # a reading, listed as such
+    spec = load_experiment(name, "paper")
+    assert not any(r.params.get("schedule") for r in spec.expand(data_dir="/d"))
+    text = " ".join(spec.deviations)
+    assert "fixed learning rate" in text and "line 229" in text, name
