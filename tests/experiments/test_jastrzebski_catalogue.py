@@ -249,3 +249,13 @@ def test_paper_scale_says_figs_3_to_5_state_no_schedule(name):
     assert not any(r.params.get("schedule") for r in spec.expand(data_dir="/d"))
     text = " ".join(spec.deviations)
     assert "fixed learning rate" in text and "line 229" in text, name
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_ratio_grid_says_both_curvatures_skip_the_finite_differences(scale):
+    # "we computed the largest eigenvalue and we approximated the Frobenius norm of the
+    # Hessian [...] using the finite difference method" (line 193) may qualify both: both
+    # come from exact Hessian-vector products here, and the scale says so of both
+    spec = load_experiment("jastrzebski-ratio-grid", scale)
+    (text,) = [d for d in spec.deviations if "finite difference" in d]
+    assert "λ_max" in text and "Frobenius" in text and "line 193" in text
