@@ -136,3 +136,25 @@ def test_spearman_of_a_constant_side_is_undefined_quietly():
         warnings.simplefilter("error")
         assert math.isnan(_spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
         assert math.isnan(_spearman([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]))
+
+
+def test_the_entrys_grid_reports_the_training_loss_and_accuracy_without_a_claim():
+    # §2.2 compares "minima with the same loss value" (line 160) and footnote 8 (line 197)
+    # has most models at almost 100% training accuracy: the table shows both, no verdict
+    from sgdlab.experiments.spec import load_experiment
+
+    def run(lr, b, loss):
+        return stored_run(f"lr={lr},B={b}", 0, params={"optimizer": {"name": "sgd", "lr": lr},
+                                                     "batch_size": b},
+                          summary={"hessian_top": 1 / lr, "hessian_frobenius": 2 / lr,
+                                   "test_acc": lr, "train_loss": loss, "train_acc": 1 - loss})
+    runs = [run(0.01, 100, 0.3), run(0.02, 100, 0.2), run(0.04, 100, 0.1)]
+    spec = load_experiment("jastrzebski-ratio-grid", "cpu")
+    res = ratio_grid(SimpleNamespace(paper=PAPER, options=spec.options), runs)
+    plt.close("all")
+    (t,) = res.tables
+    assert t.columns[3:8] == ["Hessian λ_max", "Hessian ‖H‖_F", "validation accuracy",
+                              "train loss", "train accuracy"]
+    assert [row[6] for row in t.rows] == pytest.approx([0.3, 0.2, 0.1])
+    assert [row[7] for row in t.rows] == pytest.approx([0.7, 0.8, 0.9])
+    assert not [c for c in res.conclusions if "train" in (c.claim or "")]

@@ -112,7 +112,7 @@ def ratio_rows(runs: list[StoredRun], metrics: list[str]):
 
 LABELS = {"hessian_top": "Hessian λ_max", "hessian_frobenius": "Hessian ‖H‖_F",
           "test_acc": "validation accuracy", "test_loss": "validation loss",
-          "train_loss": "train loss"}
+          "train_loss": "train loss", "train_acc": "train accuracy"}
 # the same names on a figure's axes, their subscripts in mathtext (matplotlib draws a plain
 # underscore as one); tables and conclusions keep LABELS' plain text
 AXIS_LABELS = {**LABELS, "hessian_top": r"Hessian $\lambda_{max}$",
