@@ -158,3 +158,28 @@ def test_the_entrys_grid_reports_the_training_loss_and_accuracy_without_a_claim(
     assert [row[6] for row in t.rows] == pytest.approx([0.3, 0.2, 0.1])
     assert [row[7] for row in t.rows] == pytest.approx([0.7, 0.8, 0.9])
     assert not [c for c in res.conclusions if "train" in (c.claim or "")]
+
+
+def test_the_breakdown_draws_fig_5s_curves_of_every_beta_at_each_size():
+    # Fig. 5 plots validation-accuracy curves, β = 1 in blue and the others "diverging from
+    # the blue" (line 215): options.curves draws each (size, β) group's mean curve by epoch
+    def run(n, lr, b, seed, accs):
+        steps = [0, 10, 20]
+        return stored_run(f"beta{lr / 0.1:g}", seed,
+                          params={"dataset": {"name": "d", "n_train": n},
+                                  "optimizer": {"name": "sgd", "lr": lr}, "batch_size": b},
+                          metrics={"test_acc": list(zip(steps, accs)),
+                                   "epoch": [(s, s / 10) for s in steps]})
+    runs = [run(n, lr, b, s, [0.1, 0.5 + lr, 0.6 + lr]) for n in (100, 50)
+            for lr, b in ((0.1, 10), (0.2, 20)) for s in (0, 1)]
+    spec = SimpleNamespace(paper={**PAPER, "figure": "Fig. 5"}, options={"curves": ["test_acc"]})
+    res = breakdown(spec, runs)
+    figs = dict(res.figures)
+    (ax,) = figs["curve_test_acc"].axes
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert set(lines) == {f"n={n},beta={b}" for n in (100, 50) for b in (1, 2)}
+    x, y = lines["n=50,beta=2"].get_data()
+    assert list(x) == [0.0, 1.0, 2.0] and list(y) == pytest.approx([0.1, 0.7, 0.8])
+    assert set(dict(breakdown(SimpleNamespace(paper=spec.paper, options={}), runs).figures)) \
+        == {"breakdown"}
+    plt.close("all")

@@ -538,6 +538,9 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
     ("The curves diverging from the blue […] magnified for smaller dataset size", line
     215).
 
+    ``options.curves`` (metric names) adds Fig. 5's own figure: each (size, β) group's mean
+    curve of those metrics against epochs.
+
     ``options.within_limit`` says at which sizes the smallest β > 1 lies within "a certain
     limit" (line 219 names none): ``every-size`` (default), its two claims at every size;
     ``largest-size``, at the largest training set only (the breakdown is "magnified for
@@ -676,7 +679,13 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
             "claim": "the learning curves of a large β depart further from β = 1's on the "
                      "smaller training set"}],
             {f"{n} examples": v for n, v in curve_departure.items()})
-    return Analysis(tables=[table], figures=[("breakdown", fig)], conclusions=concl)
+    figs = [("breakdown", fig)]
+    if o.get("curves"):
+        # Fig. 5 itself: the validation-accuracy curves of every β, at each training-set size
+        figs += group_curves(groups, o["curves"], _epochs, xlabel="epoch",
+                             title=lambda m: f"{_label(m, o)} per (training examples, β)",
+                             ylabel=lambda m: _label(m, o))
+    return Analysis(tables=[table], figures=figs, conclusions=concl)
 
 
 @register_procedure("train_or_interpolate")
