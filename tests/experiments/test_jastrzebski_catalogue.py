@@ -259,3 +259,17 @@ def test_ratio_grid_says_both_curvatures_skip_the_finite_differences(scale):
     spec = load_experiment("jastrzebski-ratio-grid", scale)
     (text,) = [d for d in spec.deviations if "finite difference" in d]
     assert "λ_max" in text and "Frobenius" in text and "line 193" in text
+
+
+def test_footnote_7s_schedules_on_figs_4_and_5_are_a_reading_network_by_network():
+    # footnote 7 (line 195) schedules Fig. 2's ResNet-56 and VGG-11; Figs. 4-5 train the
+    # same networks and state none: `lr-schedule=footnote-7` gives each network its own
+    reading = {"lr-schedule": "footnote-7"}
+    runs = load_experiment("jastrzebski-interpolation", "paper", reading).expand(data_dir="/d")
+    steps = {"vgg-11": VGG_STEPS, "resnet-56": RESNET_STEPS}
+    trained = [r.params for r in runs if "between" not in r.params]
+    assert {p["model"]["name"] for p in trained} == set(steps)
+    for p in trained:
+        assert p["schedule"] == steps[p["model"]["name"]]
+    runs = load_experiment("jastrzebski-breakdown", "paper", reading).expand(data_dir="/d")
+    assert all(r.params["schedule"] == VGG_STEPS for r in runs)
