@@ -16,10 +16,13 @@ out layer by layer (:mod:`sgdlab.operators.rop`, ``rop=False`` turns it off).
 """
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+import warnings
 
-from sgdlab.errors import UserError
+import torch
+from torch import Tensor, nn
+
+from sgdlab.errors import UserError, warn
+from sgdlab.loss_settings import loss_name
 
 from .hessian import SecondOrderOperator, _unflatten_cols, second_order_forward
 from .taylor import taylor_quadratic_forms
@@ -53,8 +56,52 @@ def check_tensor_output(out: object, who: str) -> None:
         raise OutputNotTensor(who, type(out).__name__)
 
 
+def warn_zero_output_curvature(model: nn.Module, loss_fn, data, who: str) -> None:
+    """A warning where ``loss_fn`` is linear in the model's outputs on the data's first
+    samples (∇²_f L = 0), so that G = Jᵀ ∇²_f L J is zero, which every product then gives
+    without a word: a model ending in ``log_softmax`` under ``NLLLoss`` (the cross-entropy
+    whose GGN is that of the logits), ``L1Loss``. One no-grad, eval-mode forward pass of
+    those samples; a model or loss that fails on them is left to the measurement."""
+    from .batches import _first_samples, _probe_forward
+
+    first = _first_samples(data)
+    param = next(model.parameters(), None)
+    if first is None or param is None or not len(first[0]):
+        return
+    x, y = first[0].to(param.device), first[1].to(param.device)
+    try:
+        out = _probe_forward(model, x)
+        if not isinstance(out, Tensor) or not out.is_floating_point():
+            return
+        o = out.detach().requires_grad_(True)
+        # ∇²_f L v for a random v: zero only where ∇²_f L is (NLLLoss's double backward
+        # keeps a graph whose products are all zero)
+        v = torch.randn(o.shape, generator=torch.Generator().manual_seed(0),
+                        dtype=o.dtype).to(o.device)
+        with torch.enable_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")     # the measurement's own pass gives them
+            g = torch.autograd.grad(loss_fn(o, y), o, create_graph=True, allow_unused=True)[0]
+            hv = None if g is None or not g.requires_grad else \
+                torch.autograd.grad(g, o, v, allow_unused=True)[0]
+    except Exception:
+        return
+    if hv is None or not bool(hv.abs().max() > 0):
+        warn(
+            f"{who}: {loss_name(loss_fn)} is linear in the model's outputs (on the data's "
+            "first samples its Hessian in them, ∇²_f L, is zero), so the Gauss-Newton matrix "
+            "G = Jᵀ ∇²_f L J is zero. A model that ends in log_softmax under NLLLoss: give "
+            "the GGN the logits (the model without its last log_softmax, under "
+            "nn.CrossEntropyLoss: the same loss); or measure the Hessian")
+
+
 class GGNOperator(SecondOrderOperator):
-    """G = Jᵀ ∇²_f L J over ``data`` (mean over samples, batches weighted by size)."""
+    """G = Jᵀ ∇²_f L J over ``data`` (mean over samples, batches weighted by size); a loss
+    linear in the outputs (``NLLLoss`` of log-probabilities) makes it zero, with a warning
+    (:func:`warn_zero_output_curvature`)."""
+
+    def __init__(self, model, loss_fn, data, **kw):
+        super().__init__(model, loss_fn, data, **kw)
+        warn_zero_output_curvature(self.model, loss_fn, data, "GGNOperator")
 
     def _graph(self, x: Tensor, y: Tensor) -> tuple:
         """(x, y, out, o, g_out): the outputs' graph ``out``, and the loss's gradient g_out in

@@ -82,6 +82,29 @@ def test_unused_parameters_have_zero_gradient_and_curvature():
                                        ref)
 
 
+def test_a_ggn_of_log_probabilities_under_nll_loss_is_zero_and_says_so():
+    # PyTorch's MNIST example ends its network in log_softmax under F.nll_loss: linear in the
+    # log-probabilities, so G = Jᵀ ∇²_f L J = 0, which every GGN measurement returned without a
+    # word (ggn_diagonal 0, Takeuchi's ratio 0/0 = nan); the logits under cross-entropy are
+    # the same loss with the GGN one means
+    from sgdlab.measure import ggn_diagonal
+
+    logits = tiny_mlp(3, 4, 3)
+    log_probs = nn.Sequential(logits, nn.LogSoftmax(dim=1))
+    data = tiny_classification(6, 3, 3)
+    for loss_fn in (nn.NLLLoss(), F.nll_loss):
+        with pytest.warns(UserWarning, match="linear in the model's outputs.*CrossEntropyLoss"):
+            ggn = GGNOperator(log_probs, loss_fn, data)
+        assert ggn.to_dense().abs().max() == 0
+        with pytest.warns(UserWarning, match="ggn_diagonal: .* linear in the model's outputs"):
+            assert ggn_diagonal(log_probs, loss_fn, data).abs().max() == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ref = GGNOperator(logits, nn.CrossEntropyLoss(), data).to_dense()
+        ggn_diagonal(logits, nn.CrossEntropyLoss(), data)
+    torch.testing.assert_close(ref, ggn_reference(logits, nn.CrossEntropyLoss(), data))
+
+
 def _mean_residual(out, y):
     return (out - y).mean()
 
@@ -106,7 +129,8 @@ def test_a_loss_linear_in_the_outputs_has_curvature_from_the_model_alone(model, 
         torch.testing.assert_close(hess.matvec(v[:, 0]), h @ v[:, 0])
         torch.testing.assert_close(hess.matmat(v), h @ v)
         torch.testing.assert_close(hess.quadratic_forms(v), (v * (h @ v)).sum(0))
-        ggn = GGNOperator(model, _mean_residual, data, **paths)
+        with pytest.warns(UserWarning, match="G = Jᵀ ∇²_f L J is zero"):
+            ggn = GGNOperator(model, _mean_residual, data, **paths)
         assert ggn.matvec(v[:, 0]).abs().max() == 0 and ggn.matmat(v).abs().max() == 0
         assert ggn.quadratic_forms(v).abs().max() == 0
 

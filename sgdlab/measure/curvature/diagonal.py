@@ -21,7 +21,7 @@ from sgdlab.loss_settings import torch_loss_class
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data,
                                       iterate_batches, loss_derivatives, stochastic_modules)
 from sgdlab.operators.factors import checked_per_sample_factors, samples_interact
-from sgdlab.operators.ggn import check_tensor_output
+from sgdlab.operators.ggn import check_tensor_output, warn_zero_output_curvature
 from sgdlab.operators.linear import kept_running_statistics
 from sgdlab.operators.params import num_params, reaching_parameters, require_trainable
 from sgdlab.operators.per_sample import (check_per_sample_model, checked_per_sample_gradients,
@@ -176,6 +176,7 @@ def ggn_diagonal(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
     check_per_sample_model(model)
     check_batch_loss(loss_fn, data)
     check_model_data(model, loss_fn, data)
+    warn_zero_output_curvature(model, loss_fn, data, "ggn_diagonal")
     if stochastic := stochastic_modules(model):
         # its forward pass and its C per-sample passes would each draw other masks
         raise UserError(f"ggn_diagonal needs a deterministic forward pass: "
