@@ -104,7 +104,8 @@ from torch import Tensor, nn
 
 from ..accuracy import argmax_hits, perplexity_tokens
 from ..data.augment import batch_augmentation
-from ..errors import UserError, checked_float, checked_int, int_at_least, is_seed, not_a_seed, plain_int
+from ..errors import (UserError, checked_float, checked_int, int_at_least, is_seed, not_a_seed,
+                      plain_int, warn)
 from ..loss_settings import loss_name, loss_reduction, torch_loss_class
 from ..measure.batch_norm import recompute_bn_statistics
 from ..models.modes import eval_mode
@@ -315,9 +316,20 @@ class _Diverged(Exception):
         self.scale, self.scaled = scale, scaled
 
 
+class _DefaultBatchSize(int):
+    """train()'s default batch size, 128, told apart from a 128 the caller gives."""
+
+    def __repr__(self) -> str:
+        return int.__repr__(self)
+
+
+DEFAULT_BATCH_SIZE = _DefaultBatchSize(128)
+
+
 def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: Any,
           optimizer: torch.optim.Optimizer, *, epochs: int,
-          batch_size: int | str | Callable[[int], int] = 128, schedule: Any = None,
+          batch_size: int | str | Callable[[int], int] = DEFAULT_BATCH_SIZE,
+          schedule: Any = None,
           replacement: bool = False, seed: int = 0, callbacks: Sequence[Callback] = (),
           eval_every: int | Schedule | None = None, eval_subset: int | None = None,
           store: Any = None, run_id: str | None = None, name: str | None = None,
@@ -339,7 +351,8 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
             closure).
         epochs: number of epochs (see ``max_steps`` to stop earlier).
         batch_size: int, or ``epoch -> int``; ``>= N`` or ``"full"`` (as in a run config)
-            means full-batch GD.
+            means full-batch GD. Left at its default, 128, on fewer training examples it
+            is full-batch GD too, with a warning that says so.
         schedule: anything with ``step()`` (and ``state_dict``/``load_state_dict`` for
             checkpoints), stepped once per optimizer step (``schedule_every``).
         schedule_every: ``"step"`` (default: sgdlab's schedules, which count epochs through
@@ -398,6 +411,8 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
             ends it with :meth:`sgdlab.store.RunStore.complete_run`. Failures and interrupts
             are recorded either way.
     """
+    defaulted = batch_size is DEFAULT_BATCH_SIZE
+    batch_size = int(batch_size) if defaulted else batch_size
     run = _Training(model, loss_fn, data, optimizer, epochs=epochs, batch_size=batch_size,
                     schedule=schedule, replacement=replacement, seed=seed, callbacks=callbacks,
                     eval_every=eval_every, eval_subset=eval_subset,
@@ -407,6 +422,11 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
                     schedule_every=schedule_every, clip_grad_norm=clip_grad_norm,
                     sequence_loss=sequence_loss, eval_bn=eval_bn, micro_batch=micro_batch,
                     on_checkpoint=on_checkpoint)
+    if defaulted and run.n < batch_size:
+        # a small data set of one's own trained without batch_size= was silently GD
+        warn(f"train: batch_size was left at its default {batch_size}, more than the "
+             f"{run.n} training examples: every step is full-batch gradient descent; pass "
+             "batch_size= for SGD (or batch_size='full' for GD)")
     # untimed probe blocks in the instruments, optimizers (GLD's Tr H) and end-of-run hooks:
     # a run's series must not depend on how busy the machine was
     with reproducible_blocks():

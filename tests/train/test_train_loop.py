@@ -2114,3 +2114,24 @@ def test_checkpoints_fall_every_checkpoint_every_steps_and_at_the_end(tmp_path):
     assert steps(None) == [3, 6, 9, 9]
     # one due on an epoch's last step waits for the epoch end's work: written once
     assert steps(3) == [3, 6, 9, 9]
+
+
+def test_the_default_batch_size_on_a_smaller_training_set_warns_that_it_is_gd():
+    # train() without batch_size= on 60 examples of one's own took the default 128: every
+    # step full-batch GD, without a word; a batch size one gives is taken as meant
+    import warnings
+
+    data = toy_data(60)
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3)
+    with pytest.warns(UserWarning, match="default 128, more than the 60 training examples"):
+        r = train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
+                  epochs=2, progress=False)
+    assert r.steps == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for b in (128, "full"):
+            r = train(model, nn.CrossEntropyLoss(), data,
+                      torch.optim.SGD(model.parameters(), lr=0.1), epochs=2, batch_size=b,
+                      progress=False)
+            assert r.steps == 2
