@@ -595,6 +595,39 @@ def check_data(data: object) -> None:
         raise UserError(f"data is a torch Dataset ({type(data).__name__}), whose items are "
                         "single samples: measurements take a batch (x, y) or an iterable of "
                         "batches; wrap it in a DataLoader(dataset, batch_size=...)")
+    why = _random_sample_set(data)
+    if why is not None:
+        # each pass over the loader was another data set: Lanczos' products were of different
+        # matrices (eigenvalues of none of them) and two mean losses of one model differed
+        raise UserError(f"data is a DataLoader that {why}, so every pass over it reads "
+                        "another set of samples and each product or loss of a measurement "
+                        "would be of other data: measure on a loader whose passes read the "
+                        "same samples (shuffle=False, or drop_last=False), or on a fixed batch")
+
+
+def _random_sample_set(data: object) -> str | None:
+    """How a ``DataLoader``'s passes read different sets of samples (a random subset or
+    multiset each), or None: a loader that shuffles all its samples, or reads them in order,
+    reads the same set every pass."""
+    from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
+
+    if not isinstance(data, DataLoader) or data.batch_sampler is None:
+        return None
+    sampler = data.sampler
+    if isinstance(sampler, WeightedRandomSampler):
+        return "draws its samples by weight (WeightedRandomSampler)"
+    if not isinstance(sampler, RandomSampler):
+        return None
+    if sampler.replacement:
+        return "draws its samples with replacement"
+    n, drawn = len(sampler.data_source), sampler.num_samples
+    if n and drawn % n:
+        return f"draws num_samples={drawn} of its {n} samples at random"
+    batch = data.batch_size
+    if data.drop_last and batch and drawn % batch:
+        return (f"shuffles its {n} samples and drops the last partial batch (drop_last=True): "
+                f"another {drawn % batch} of them left out of each pass")
+    return None
 
 
 def check_batch_rows(x: Tensor, y: Tensor, which: str = "the batch") -> None:

@@ -266,7 +266,7 @@ def test_check_batch_rows_compares_the_samples_of_inputs_and_targets(x_shape, n_
 
 
 def test_check_batch_loss_refuses_what_batches_would_average_wrongly():
-    from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+    from torch.utils.data import DataLoader, RandomSampler, TensorDataset, default_collate
 
     x, y = torch.zeros(6, 2), torch.tensor([0, 1, 2, 0, 1, -100])
     batches = [(x[:3], y[:3]), (x[3:], y[3:])]
@@ -283,10 +283,14 @@ def test_check_batch_loss_refuses_what_batches_would_average_wrongly():
                          batches[:1] * 2)
     with pytest.raises(UserError, match="ignore_index"):
         check_batch_loss(nn.CrossEntropyLoss(), batches)
-    # drawn with replacement, a pass need not read every target: not looked at
+    # a collate_fn of one's own may change the targets: not looked at
     ds = TensorDataset(x, y)
     check_batch_loss(nn.CrossEntropyLoss(), DataLoader(
-        ds, batch_size=3, sampler=RandomSampler(ds, replacement=True)))
+        ds, batch_size=3, collate_fn=lambda rows: default_collate(rows)))
+    # drawn with replacement, every pass reads other samples: refused as data
+    with pytest.raises(UserError, match="with replacement"):
+        check_batch_loss(nn.CrossEntropyLoss(), DataLoader(
+            ds, batch_size=3, sampler=RandomSampler(ds, replacement=True)))
     assert chunk_loss_problem(nn.CrossEntropyLoss(), y) is not None
     assert chunk_loss_problem(nn.CrossEntropyLoss(), y[:5]) is None
 
@@ -295,3 +299,37 @@ def test_check_target_shape_refuses_broadcasting_targets():
     with pytest.raises(UserError, match="broadcasts"):
         check_target_shape(nn.MSELoss(), torch.zeros(4, 1), torch.zeros(4))
     check_target_shape(nn.MSELoss(), torch.zeros(4, 1), torch.zeros(4, 1))
+
+
+def test_a_loader_that_reads_another_set_of_samples_each_pass_is_refused():
+    # a shuffled loader that drops its last partial batch left out other samples at every
+    # pass: Lanczos' products were of different matrices, its "eigenvalues" those of no data
+    # set, and two mean losses of one model unequal
+    from torch.utils.data import DataLoader, RandomSampler, TensorDataset, WeightedRandomSampler
+
+    from sgdlab.measure import hessian_eigenpairs
+    from sgdlab.testing import tiny_classification, tiny_mlp
+
+    model, (x, y) = tiny_mlp(3, 4, 2), tiny_classification(10, 3, 2)
+    ds, loss_fn = TensorDataset(x, y), nn.CrossEntropyLoss()
+    refused = {
+        "drops the last partial batch": DataLoader(ds, batch_size=4, shuffle=True,
+                                                   drop_last=True),
+        "with replacement": DataLoader(ds, batch_size=4,
+                                       sampler=RandomSampler(ds, replacement=True)),
+        "by weight": DataLoader(ds, batch_size=4,
+                                sampler=WeightedRandomSampler(torch.ones(10), 10)),
+        "num_samples=6 of its 10": DataLoader(ds, batch_size=4,
+                                              sampler=RandomSampler(ds, num_samples=6))}
+    for why, loader in refused.items():
+        with pytest.raises(UserError, match=f"DataLoader that .*{why}.*another set of samples"):
+            hessian_eigenpairs(model, loss_fn, loader, 2)
+        with pytest.raises(UserError, match=why):
+            mean_loss(model, loss_fn, loader)
+    # the same samples at every pass: all of them shuffled, or the same ones dropped
+    full = mean_loss(model, loss_fn, (x, y))
+    for loader in (DataLoader(ds, batch_size=4, shuffle=True),
+                   DataLoader(ds, batch_size=5, shuffle=True, drop_last=True)):
+        assert mean_loss(model, loss_fn, loader) == pytest.approx(full, rel=1e-12)
+    assert mean_loss(model, loss_fn, DataLoader(ds, batch_size=4, drop_last=True)) == \
+        pytest.approx(mean_loss(model, loss_fn, (x[:8], y[:8])), rel=1e-12)
