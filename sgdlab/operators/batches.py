@@ -605,6 +605,32 @@ def check_data(data: object) -> None:
                         "same samples (shuffle=False, or drop_last=False), or on a fixed batch")
 
 
+def check_reshuffled_batches(model: nn.Module, data: Data) -> None:
+    """A ``UserError`` for a ``DataLoader`` that shuffles, given a model whose loss depends on
+    how the samples are batched: batch norm that normalises by each batch's statistics (train
+    mode, or no running statistics) across several batches, or dropout drawn in train mode
+    (one draw of the masks per batch, whose rows meet other samples at every pass). Each pass
+    then makes other batches, and each product of a curvature operator was of another matrix
+    (the model's mode is the operators' own; functions that set a mode of their own, or read
+    such a loader once, check what they run)."""
+    from torch.utils.data import DataLoader, RandomSampler
+
+    from sgdlab.models.modes import first_batch_norm, uses_batch_statistics
+
+    if not (isinstance(data, DataLoader) and isinstance(data.sampler, RandomSampler)):
+        return
+    if uses_batch_statistics(model) and not _one_loader_batch(data):
+        layer = first_batch_norm(model, training=True) or first_batch_norm(model)
+        why = f"{layer} normalises each batch by its own statistics"
+    elif stochastic := stochastic_modules(model):
+        why = f"{stochastic[0]} in train mode draws one set of dropout masks per batch"
+    else:
+        return
+    raise UserError(f"data is a DataLoader that shuffles, so every pass over it makes other "
+                    f"batches, and {why}: each curvature product would be of another "
+                    "batching. Measure with shuffle=False, or call model.eval() first")
+
+
 def _random_sample_set(data: object) -> str | None:
     """How a ``DataLoader``'s passes read different sets of samples (a random subset or
     multiset each), or None: a loader that shuffles all its samples, or reads them in order,

@@ -14,7 +14,8 @@ from torch import Tensor
 from sgdlab.errors import warn
 from sgdlab.models.modes import buffers_kept, writes_buffers
 
-from .batches import (check_batch_loss, check_model_data, draws_unseen, fixed_randomness,
+from .batches import (check_batch_loss, check_model_data, check_reshuffled_batches,
+                      draws_unseen, fixed_randomness,
                       gradient_hooks_held, iterate_batches, loss_derivatives, plain_checkpoints,
                       stochastic_modules)
 from .blocking import BlockTuner, blocks_reproducible
@@ -188,7 +189,9 @@ class ModelOperator(LinearOperator):
     ``model.eval()`` for the network without dropout); so it does for a forward of one's own
     that draws (``F.dropout(h, p, self.training)``), found by one no-grad pass over the first
     samples (:func:`~sgdlab.operators.batches.draws_unseen`). A loader that reshuffles its
-    samples gives other batches, and so other masks per sample, on every pass.
+    samples gives other batches, and so other masks per sample, on every pass: refused, as
+    it is where batch norm normalises by each batch's statistics
+    (:func:`~sgdlab.operators.batches.check_reshuffled_batches`).
 
     The products are those of the loss's own derivatives: no gradient hook the user put on
     the model runs, in the forward passes (:meth:`fixed_randomness`) nor in the backward
@@ -201,6 +204,7 @@ class ModelOperator(LinearOperator):
         if data is not None or not data_optional:
             check_batch_loss(loss_fn, data)
             check_model_data(model, loss_fn, data)
+            check_reshuffled_batches(model, data)
         self.params = require_trainable(model)
         first = next(iter(self.params.values()))
         # parameters of several dtypes: products in the widest, as their flat vectors are

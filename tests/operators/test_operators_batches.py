@@ -333,3 +333,29 @@ def test_a_loader_that_reads_another_set_of_samples_each_pass_is_refused():
         assert mean_loss(model, loss_fn, loader) == pytest.approx(full, rel=1e-12)
     assert mean_loss(model, loss_fn, DataLoader(ds, batch_size=4, drop_last=True)) == \
         pytest.approx(mean_loss(model, loss_fn, (x[:8], y[:8])), rel=1e-12)
+
+
+def test_a_shuffling_loader_is_refused_where_the_batching_changes_the_loss():
+    # train-mode batch norm (each batch's statistics) and dropout (a draw per batch) under a
+    # shuffling loader: other batches at every pass, so two Lanczos runs on one model gave
+    # two λ_max far apart; in eval mode the loss is the samples' mean, whatever the batching
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from sgdlab.measure import hessian_top_eigenvalue
+    from sgdlab.testing import tiny_classification
+
+    x, y = tiny_classification(10, 3, 2)
+    loader = DataLoader(TensorDataset(x, y), batch_size=4, shuffle=True)
+    loss_fn = nn.CrossEntropyLoss()
+    torch.manual_seed(0)
+    for layer, why in [(nn.BatchNorm1d(4), "BatchNorm1d.*own statistics"),
+                       (nn.Dropout(0.5), "Dropout.*one set of dropout masks per batch")]:
+        model = nn.Sequential(nn.Linear(3, 4), layer, nn.Tanh(), nn.Linear(4, 2)).double()
+        with pytest.raises(UserError, match=f"DataLoader that shuffles.*{why}.*shuffle=False"):
+            hessian_top_eigenvalue(model, loss_fn, loader)
+        with pytest.raises(UserError, match="DataLoader that shuffles"):
+            HessianOperator(model, loss_fn, loader)
+        HessianOperator(model, loss_fn, DataLoader(TensorDataset(x, y), batch_size=4))
+        model.eval()
+        torch.testing.assert_close(HessianOperator(model, loss_fn, loader).to_dense(),
+                                   HessianOperator(model, loss_fn, (x, y)).to_dense())
