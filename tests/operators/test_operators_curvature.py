@@ -102,6 +102,9 @@ def test_a_ggn_of_log_probabilities_under_nll_loss_is_zero_and_says_so():
         warnings.simplefilter("error")
         ref = GGNOperator(logits, nn.CrossEntropyLoss(), data).to_dense()
         ggn_diagonal(logits, nn.CrossEntropyLoss(), data)
+        # Huber is linear only beyond delta: its first samples' residuals say nothing
+        far = (data[0], torch.full((6, 3), 100.0, dtype=torch.float64))
+        GGNOperator(logits, nn.HuberLoss(delta=0.1), far)
     torch.testing.assert_close(ref, ggn_reference(logits, nn.CrossEntropyLoss(), data))
 
 
