@@ -16,8 +16,6 @@ out layer by layer (:mod:`sgdlab.operators.rop`, ``rop=False`` turns it off).
 """
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import Tensor, nn
 
@@ -85,8 +83,9 @@ def warn_zero_output_curvature(model: nn.Module, loss_fn, data, who: str) -> Non
         # keeps a graph whose products are all zero)
         v = torch.randn(o.shape, generator=torch.Generator().manual_seed(0),
                         dtype=o.dtype).to(o.device)
-        with torch.enable_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")     # the measurement's own pass gives them
+        # no catch_warnings: leaving it resets the filters' registries, and this warning,
+        # once per call site, came again at every measurement of a training run
+        with torch.enable_grad():
             g = torch.autograd.grad(loss_fn(o, y), o, create_graph=True, allow_unused=True)[0]
             hv = None if g is None or not g.requires_grad else \
                 torch.autograd.grad(g, o, v, allow_unused=True)[0]
