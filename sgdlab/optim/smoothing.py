@@ -77,8 +77,11 @@ class HJ(EntropySGD):
         form: ``"prox"`` (4.40–4.41) or ``"implicit"`` (4.42).
         normalize: prox form only — γ-scaled outer gradient (x − y_L) (default) or
             γ⁻¹(x − y_L).
-        momentum, nesterov: outer momentum; inner_momentum, inner_nesterov: inner momentum on
-            ∇f_B (prox form); weight_decay: L2 added to ∇f.
+        momentum, nesterov: outer momentum; inner_momentum, inner_nesterov: inner momentum
+            (prox form); weight_decay: L2 added to ∇f.
+        inner_momentum_on: prox form only — what the inner momentum carries, ``"gradient"``
+            (default) ∇f_B alone, the pull γ⁻¹(y − x) added unaccelerated, or ``"step"`` the
+            whole drift of (4.40) (as Entropy-SGD's; §4.6.1 leaves momentum "standard").
         weight_decay_on: prox form only — ``"inner"`` (default) the L2 term in the inner
             steps only, ``"both"`` also λx in the outer gradient (as Entropy-SGD's).
         gamma_decay, gamma_min, gamma_max: scoping of γ as in Entropy-SGD.
@@ -87,7 +90,8 @@ class HJ(EntropySGD):
     def __init__(self, params, lr: float = 0.1, *, gamma: float = 0.1, L: int = 5,
                  inner_lr: float = 0.1, form: str = "prox", normalize: bool | None = None,
                  momentum: float = 0.0, nesterov: bool = False, inner_momentum: float = 0.0,
-                 inner_nesterov: bool = False, weight_decay: float = 0.0,
+                 inner_nesterov: bool = False, inner_momentum_on: str = "gradient",
+                 weight_decay: float = 0.0,
                  weight_decay_on: str = "inner", gamma_decay: float = 0.0,
                  gamma_min: float | None = None, gamma_max: float | None = None):
         _check(form in ("prox", "implicit"), f"Invalid HJ form: {form!r} ('prox' or 'implicit')")
@@ -104,6 +108,7 @@ class HJ(EntropySGD):
                          gamma_decay=gamma_decay, gamma_min=gamma_min, gamma_max=gamma_max,
                          alpha=0.0, noise=0.0, momentum=momentum, nesterov=nesterov,
                          inner_momentum=inner_momentum, inner_nesterov=inner_nesterov,
+                         inner_momentum_on=inner_momentum_on,
                          weight_decay=weight_decay, weight_decay_on=weight_decay_on,
                          normalize=(form == "prox") if normalize is None else bool(normalize),
                          seed=0, _extra_defaults={"form": form})

@@ -1681,3 +1681,24 @@ def test_field_on_weights_takes_fig_2_3b_minima_over_the_weights_in_both_runs(sc
                 want = {f"min_grad_{gradient}_{tag}_{end}"}
                 assert metrics(chosen) == want
                 assert metrics({**chosen, "field-on": "weights"}) == want
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_smoothing_inner_momentum_reading_reaches_every_entropy_sgd_and_hj_run(scale):
+    """§4.6.1 adds momentum to the inner steps (4.40) as "standard" (line 1831) without saying
+    what it carries: by default ∇f alone (the authors' Entropy-SGD code), under
+    inner-momentum=whole-step the whole drift ∇f + γ⁻¹(y − x), in every Entropy-SGD and HJ
+    run with an inner momentum and in no other (SGD and HEAT have no inner loop); HJ's
+    optimizer takes it."""
+    _optimizer_option_set_on_exactly(
+        "chaudhari-smoothing", scale, {"inner-momentum": "whole-step"},
+        ("inner_momentum_on", "step"),
+        lambda opt: opt["name"] in ("entropy_sgd", "hj") and opt.get("inner_momentum", 0) > 0)
+    runs = load_experiment("chaudhari-smoothing", scale,
+                           readings={"inner-momentum": "whole-step"}).expand(data_dir="/d")
+    hj = [r.params["optimizer"] for r in runs if r.params["optimizer"]["name"] == "hj"]
+    assert hj
+    for opt in hj:
+        built = build_optimizer("hj", [torch.nn.Parameter(torch.zeros(2))],
+                                **{k: v for k, v in opt.items() if k != "name"})
+        assert built.param_groups[0]["inner_momentum_on"] == "step"

@@ -318,11 +318,13 @@ def _nesterov(buf, g, mu):
     return g + mu * buf, buf
 
 
+@pytest.mark.parametrize("carried", ["gradient", "step"])
 @pytest.mark.parametrize("normalize", [True, False])
-def test_hj_prox_is_eqs_4_40_4_41_by_hand_with_scoping_and_momentum(normalize):
+def test_hj_prox_is_eqs_4_40_4_41_by_hand_with_scoping_and_momentum(normalize, carried):
     """§4.6.1.2, three outer steps of L = 3: (4.40) with β_ex⁻¹ = 0, y^{k+1} = y^k −
     η_y[∇f(y^k) + (y^k − x)/γ] from y = x (Nesterov on ∇f, the pull unaccelerated, as
-    Entropy-SGD's inner loop), ⟨y⟩ = y_L (α = 0: the last iterate, no average), then (4.41)
+    Entropy-SGD's inner loop; or on the whole drift, ``inner_momentum_on="step"``, the
+    reading inner-momentum=whole-step), ⟨y⟩ = y_L (α = 0: the last iterate, no average), then (4.41)
     x ← x − ηγ⁻¹(x − y_L) (``normalize=False``) or §3.2.3's x ← x − η(x − y_L), through
     Nesterov momentum; γ scoped per outer step, γ(t) = γ₀(1 − γ₁)^t (§3.2.3, line 958)."""
     Q, p, x0 = quadratic(seed=3)
@@ -334,8 +336,12 @@ def test_hj_prox_is_eqs_4_40_4_41_by_hand_with_scoping_and_momentum(normalize):
         c = 1.0 if normalize else 1 / gamma
         y, ibuf, z = x.clone(), None, x.clone()
         for _ in range(L):
-            d, ibuf = _nesterov(ibuf, _grad_f(Q, p, y), imu)
-            y = y - eta_y * (d + (y - x) / gamma)                       # (4.40)
+            if carried == "gradient":
+                d, ibuf = _nesterov(ibuf, _grad_f(Q, p, y), imu)
+                y = y - eta_y * (d + (y - x) / gamma)                   # (4.40)
+            else:
+                d, ibuf = _nesterov(ibuf, _grad_f(Q, p, y) + (y - x) / gamma, imu)
+                y = y - eta_y * d
             z = 0.25 * z + 0.75 * y
         if t == 0:
             averaged = x - eta * c * (x - z)
@@ -343,7 +349,8 @@ def test_hj_prox_is_eqs_4_40_4_41_by_hand_with_scoping_and_momentum(normalize):
         x = x - eta * d
     w = nn.Parameter(x0.clone())
     opt = HJ([w], lr=eta, gamma=g0, gamma_decay=g1, L=L, inner_lr=eta_y, momentum=mu,
-             nesterov=True, inner_momentum=imu, inner_nesterov=True, normalize=normalize)
+             nesterov=True, inner_momentum=imu, inner_nesterov=True, normalize=normalize,
+             inner_momentum_on=carried)
     seen = []
     for _ in range(3):
         seen.append(opt.current_gamma())
