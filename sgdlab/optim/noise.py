@@ -152,7 +152,8 @@ def leading_noise(eigvals: Tensor, eigvecs: Tensor, *, scale: float | Tensor = 1
 def hessian_noise_variance(trace_sigma: float | Tensor, trace_h_plus: float | Tensor,
                            batch_size: int = 1) -> float | Tensor:
     """σ_H² = Tr Σ / (m Tr H₊): the scale for which E‖ε‖² = σ_H² Tr H₊ = Tr Σ / m, the expected
-    squared norm of the SGD noise of batch size m (Zhu et al. §4.2)."""
+    squared norm of the SGD noise of batch size m (Zhu et al. §5.1, which prints it with Tr H,
+    "to guarantee that it has the same expected noise norm as that of SGD"; §4.2 tunes σ_H²)."""
     if batch_size < 1:
         raise ValueError(f"Invalid batch_size={batch_size} (must be >= 1)")
     _check_nonneg("trace_sigma", trace_sigma)
@@ -164,7 +165,8 @@ def hessian_noise_variance(trace_sigma: float | Tensor, trace_h_plus: float | Te
 
 def hessian_noise(eigvals: Tensor, eigvecs: Tensor, sigma_h2: float | Tensor, **kw) -> Tensor:
     """ε ~ N(0, σ_H² H₊) with H₊ = Σ_{i≤k} |λ_i| u_i u_iᵀ from Hessian eigenpairs (GLD Hessian).
-    Negative curvature directions enter with |λ| (Zhu et al. use the positive part of H)."""
+    Negative curvature directions enter with |λ|: Zhu et al.'s H₊ "reverses the negative
+    eigenvalue of H" (§4.2 item 6), it does not drop it as the positive part max(λ, 0) would."""
     return low_rank_noise(eigvals.abs(), eigvecs, scale=sigma_h2, **kw)
 
 
