@@ -281,3 +281,36 @@ def test_alignment_labels_name_the_uncentred_second_moment_where_the_runs_measur
 def test_alignment_runs_of_both_matrices_are_named_as_either():
     # no reading mixes them: seeds of both forms are labelled with both names
     assert _alignment_texts([None, False])["column"] == "λ_i(Σ or E[g gᵀ])/‖Σ or E[g gᵀ]‖_F"
+
+
+def test_the_cubic_figures_draw_each_leading_cosine_by_step_as_figs_1b_8b_9b():
+    """``options.cosine_history`` (set by zhu-alignment-cubic): each group's figure gains a
+    panel of its k leading cosines over training, the mean over seeds at each step, as
+    Figs. 1(b), 8(b) and 9(b) plot them; without it the figure keeps its two panels."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from sgdlab.experiments.spec import load_experiment
+
+    def seed(s):
+        m = {f"align/cos_{i}": [(t, 0.5 + 0.1 * i + 0.01 * s * t) for t in (1, 10, 100)]
+             for i in (1, 2)}
+        m.update({f"align/{w}_norm_eig_{i}": [(100, 0.5 / i)] for w in ("hess", "sigma")
+                  for i in (1, 2)})
+        return run("g", s, metrics=m)
+    runs = [seed(0), seed(1)]
+    options = dict(load_experiment("zhu-alignment-cubic", "cpu").options)
+    assert options["cosine_history"] is True
+    (_, fig), (_, history) = zhu.zhu_alignment(
+        SimpleNamespace(paper=PAPER, options=options), runs).figures
+    panel = fig.axes[2]
+    lines = {ln.get_label(): ln for ln in panel.get_lines()}
+    assert sorted(lines) == ["i = 1", "i = 2"]
+    for i in (1, 2):
+        np.testing.assert_allclose(lines[f"i = {i}"].get_ydata(),
+                                   [0.5 + 0.1 * i + 0.005 * t for t in (1, 10, 100)])
+    assert panel.get_xlabel() == "step"
+    plain, _ = zhu.zhu_alignment(SimpleNamespace(paper=PAPER, options={}), runs).figures
+    assert len(plain[1].axes) == 2
+    for f in (fig, history, plain[1]):
+        plt.close(f)

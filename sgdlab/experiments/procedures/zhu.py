@@ -80,6 +80,8 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
 
     The values are means over seeds; a seed without a finite value where a test reads them
     (a diverged run) makes that test inconclusive rather than leave it to the other seeds.
+    ``options.cosine_history`` adds to each group's figure its k leading cosines over
+    training, as Figs. 1(b), 8(b) and 9(b) plot them.
     """
     from sgdlab.report.figures.charts import curves, panels
     from sgdlab.report.figures.curvature import alignment_figure
@@ -101,13 +103,17 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
             cos_end.append(c[0])
             pairs.append((h[0], s[0]))
         res_steps, res_mean, _ = mean_curve(rs, "align/residual")
+        history = None
+        if o.get("cosine_history"):     # Figs. 1(b), 8(b), 9(b): each leading cosine by step
+            history = [(st, m, sd if len(rs) > 1 else None) for st, m, sd in
+                       (mean_curve(rs, f"align/cos_{i}") for i in range(1, k + 1))]
         # the table's means over the seeds, not one seed's values
         figs.append((f"alignment_{g}", alignment_figure(
             cos_end, [h for h, _ in pairs], [s for _, s in pairs],
             residual=mean_std([_last(r, "align/residual") for r in rs])[0],
             title=f"{g}: {sigma}–H alignment at the end of training"
                   + (f", mean over {len(rs)} seeds" if len(rs) > 1 else ""),
-            uncentred=sigma == UNCENTRED)))
+            uncentred=sigma == UNCENTRED, cosine_history=history)))
         # (finding, agrees, claim, evidence) per requested test, with the seeds that have no
         # finite value where it reads: a verdict on the mean of the others would hide them
         checks: list[tuple[tuple, int]] = []

@@ -229,11 +229,21 @@ def signed_log_histogram_figure(values: Mapping[str, Sequence[float]], *, clip: 
 
 def alignment_figure(cosines: Sequence[float], hessian_normalised: Sequence[float],
                      sigma_normalised: Sequence[float], *, residual: float | None = None,
-                     title: str | None = None, uncentred: bool = False) -> plt.Figure:
+                     title: str | None = None, uncentred: bool = False,
+                     cosine_history: Sequence[tuple] | None = None) -> plt.Figure:
     """Left: |⟨u_i, v_i⟩| per index i; right: λ_i/‖·‖_F of H and Σ (``uncentred``: of the
-    uncentred second moment E[g gᵀ] = Σ + ḡḡᵀ, the matrix compared with H instead)."""
+    uncentred second moment E[g gᵀ] = Σ + ḡḡᵀ, the matrix compared with H instead).
+    ``cosine_history``: per index i, its (steps, mean, std) over training, drawn in a third
+    panel as Zhu et al.'s Figs. 1(b), 8(b) and 9(b) plot the leading cosines by iteration."""
     matrix, tex = ("E[g gᵀ]", r"E[g\,g^T]") if uncentred else ("Σ", r"\Sigma")
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2 if cosine_history is None else 3,
+                             figsize=(9 if cosine_history is None else 13.5, 3.4),
+                             constrained_layout=True)
+    a, b = axes[:2]
+    if cosine_history is not None:
+        # log-spaced measurements: on a linear axis most points sit at its origin
+        curves({f"i = {i}": c for i, c in enumerate(cosine_history, 1)}, xlabel="step",
+               ylabel=rf"$|\cos(u_i(H), v_i({tex}))|$", ax=axes[2], log_steps_x=True)
     k = np.arange(1, len(cosines) + 1)
     if len(k):
         a.bar(k, np.asarray(cosines, float), color="C0")
