@@ -301,16 +301,46 @@ def test_the_cubic_figures_draw_each_leading_cosine_by_step_as_figs_1b_8b_9b():
     runs = [seed(0), seed(1)]
     options = dict(load_experiment("zhu-alignment-cubic", "cpu").options)
     assert options["cosine_history"] is True
-    (_, fig), (_, history) = zhu.zhu_alignment(
-        SimpleNamespace(paper=PAPER, options=options), runs).figures
-    panel = fig.axes[2]
+    figs = dict(zhu.zhu_alignment(SimpleNamespace(paper=PAPER, options=options), runs).figures)
+    panel = figs["alignment_g"].axes[2]
     lines = {ln.get_label(): ln for ln in panel.get_lines()}
     assert sorted(lines) == ["i = 1", "i = 2"]
     for i in (1, 2):
         np.testing.assert_allclose(lines[f"i = {i}"].get_ydata(),
                                    [0.5 + 0.1 * i + 0.005 * t for t in (1, 10, 100)])
     assert panel.get_xlabel() == "step"
-    plain, _ = zhu.zhu_alignment(SimpleNamespace(paper=PAPER, options={}), runs).figures
-    assert len(plain[1].axes) == 2
-    for f in (fig, history, plain[1]):
+    plain = dict(zhu.zhu_alignment(SimpleNamespace(paper=PAPER, options={}), runs).figures)
+    assert len(plain["alignment_g"].axes) == 2
+    for f in (*figs.values(), *plain.values()):
+        plt.close(f)
+
+
+def test_the_cubic_entry_draws_the_training_and_test_loss_by_step_as_figs_1a_8a_9a():
+    """``options.curves`` (zhu-alignment-cubic: train_loss, test_loss on a log axis): one
+    figure per metric, each group's mean over seeds by step; none without the option."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from sgdlab.experiments.spec import load_experiment
+
+    def seed(s):
+        m = {"align/cos_1": [(100, 0.99)], "align/hess_norm_eig_1": [(100, 0.9)],
+             "align/sigma_norm_eig_1": [(100, 0.9)],
+             "train_loss": [(0, 1.0 + s), (100, 0.01 + s / 100)],
+             "test_loss": [(0, 2.0 + s), (100, 0.1)]}
+        return run("mlp-251", s, metrics=m)
+    runs = [seed(0), seed(1)]
+    spec = load_experiment("zhu-alignment-cubic", "cpu")
+    figs = dict(zhu.zhu_alignment(SimpleNamespace(paper=PAPER, options=spec.options),
+                                  runs).figures)
+    assert {"curve_train_loss", "curve_test_loss"} <= set(spec.outputs["figures"])
+    for name, want in (("curve_train_loss", [1.5, 0.015]), ("curve_test_loss", [2.5, 0.1])):
+        ax = figs[name].axes[0]
+        (line,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("mlp-251")]
+        np.testing.assert_allclose(line.get_xdata(), [0, 100])
+        np.testing.assert_allclose(line.get_ydata(), want)
+        assert ax.get_yscale() == "log"
+    plain = dict(zhu.zhu_alignment(SimpleNamespace(paper=PAPER, options={}), runs).figures)
+    assert set(plain) == {"alignment_mlp-251", "alignment_history"}
+    for f in (*figs.values(), *plain.values()):
         plt.close(f)

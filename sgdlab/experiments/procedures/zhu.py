@@ -81,7 +81,9 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
     The values are means over seeds; a seed without a finite value where a test reads them
     (a diverged run) makes that test inconclusive rather than leave it to the other seeds.
     ``options.cosine_history`` adds to each group's figure its k leading cosines over
-    training, as Figs. 1(b), 8(b) and 9(b) plot them.
+    training, as Figs. 1(b), 8(b) and 9(b) plot them; ``options.curves`` draws those
+    metrics of every group over training (``options.logy``: on a log axis), as Figs. 1(a),
+    8(a) and 9(a) draw the training and test loss.
     """
     from sgdlab.report.figures.charts import curves, panels
     from sgdlab.report.figures.curvature import alignment_figure
@@ -177,6 +179,12 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
                  + seeds_note(groups), fontsize=10)
     fig.tight_layout()
     figs.append(("alignment_history", fig))
+    if o.get("curves"):     # Figs. 1(a), 8(a), 9(a): training and test loss by iteration
+        from sgdlab.experiments.procedures.common import curve_label, group_curves
+
+        figs += group_curves(groups, o["curves"], lambda g, rs, st: st, xlabel="step",
+                             title=lambda m: f"{spec.paper['figure']}: {curve_label(m, o)}",
+                             logy=o.get("logy", ()))
     return Analysis(tables=[table], figures=figs, conclusions=concl)
 
 
