@@ -10,6 +10,7 @@ from torch import nn
 from sgdlab.measure.curvature import (
     hessian_eigenpairs, hessian_top_eigenvalue, lanczos, lanczos_decomposition, power_iteration,
 )
+from sgdlab.measure.curvature.lanczos import convergence_warnings_named
 from sgdlab.measure.curvature.slq import lanczos_lockstep
 from sgdlab.operators import DenseOperator, HessianOperator, LinearOperator
 from sgdlab.testing import dense_hessian_reference, tiny_classification, tiny_mlp
@@ -681,3 +682,47 @@ def test_lanczos_decomposition_takes_numpy_and_torch_counts_and_refuses_bools_an
     for bad in (True, 2.5, "3", 0, -1, np.int64(0)):
         with pytest.raises(ValueError, match=r"num_iter=.* \(an int >= 1"):
             lanczos_decomposition(a, bad, v0=v0)
+
+
+def _measure_named(times: int) -> list[str]:
+    """The warnings shown (their texts) for ``times`` measurements of the top eigenvalue of
+    diag(4, linspace(0, 2, 39)) that miss tol (as above), each named by
+    :func:`convergence_warnings_named` and followed by a warning of the caller's own, from
+    one line, under the filters the caller set."""
+    lam, v0 = _diag_4_over_bulk(), torch.ones(40, dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as shown:
+        for _ in range(times):
+            with convergence_warnings_named("hess/top_1", "raise the instrument's num_iter"):
+                lanczos(torch.diag(lam), 1, v0=v0, num_iter=5, tol=2e-3)
+            warnings.warn("the caller's own", UserWarning)
+    return [str(w.message) for w in shown]
+
+
+def test_named_convergence_warnings_show_once_per_location_and_always_when_asked():
+    # leaving the catch_warnings block that caught them cleared every module's record of the
+    # warnings shown: each, the caller's own too, came again at every measurement
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        said = _measure_named(3)
+    assert len(said) == 2, said
+    assert said[0].startswith("hess/top_1: 1 eigenpair(s) not converged after 5 iterations")
+    assert said[0].endswith("; raise the instrument's num_iter")
+    assert said[1] == "the caller's own"
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        said = _measure_named(3)
+    assert [s.split(":")[0] for s in said] == ["hess/top_1", "the caller's own"] * 3
+
+
+def test_a_named_convergence_warning_raises_under_an_error_filter_with_its_name():
+    # it raised as lanczos' own "lanczos: ...; raise num_iter", before the block renamed it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeWarning, match=r"^hess/top_1: 1 eigenpair\(s\) not conv.*"
+                                                 r"; raise the instrument's num_iter$"):
+            _measure_named(1)
+    with warnings.catch_warnings():     # outside a block: lanczos' own words
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeWarning, match=r"^lanczos: .*; raise num_iter$"):
+            lanczos(torch.diag(_diag_4_over_bulk()), 1, v0=torch.ones(40, dtype=torch.float64),
+                    num_iter=5, tol=2e-3)

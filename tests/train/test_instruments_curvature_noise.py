@@ -649,6 +649,31 @@ def test_a_hessian_instrument_that_did_not_converge_names_its_series_and_num_ite
         build_instrument("hessian", every=1, k=2, num_iter=1)
 
 
+def _loss_that_warns(out, y):
+    warnings.warn("the loss's own", UserWarning)
+    return nn.functional.cross_entropy(out, y)
+
+
+def test_a_warning_of_a_run_with_a_hessian_instrument_shows_once_per_location():
+    # the instrument's Lanczos calls ran in a catch_warnings block, and leaving it cleared
+    # every module's record of the warnings shown: the loss's came again at each measurement
+    def said(action):
+        model = nn.Sequential(nn.Linear(4, 3))
+        cb = build_instrument("hessian", schedule=Schedule.every(1), k=1, eval_subset=None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter(action)
+            res = train(model, _loss_that_warns, toy_dataset(), torch.optim.SGD(
+                model.parameters(), lr=0.1), epochs=4, batch_size=40, callbacks=[cb],
+                progress=False)
+        assert len(res.history["hess/top_1"]) >= 4
+        return [str(w.message) for w in caught]
+
+    torch.manual_seed(0)
+    said("ignore")      # a module's first import (scipy.linalg's) may set filters: done here
+    assert said("default") == ["the loss's own"]
+    assert said("always").count("the loss's own") >= 8     # a step's and a measurement's
+
+
 def test_an_alignment_instrument_that_did_not_converge_names_itself_and_num_iter():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))

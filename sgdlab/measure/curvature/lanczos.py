@@ -11,9 +11,9 @@ basis usually suffices (two reads of it per step instead of four: 80 steps on a
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -445,8 +445,9 @@ def lanczos(
             worst = float(relative(theta, idx, np.abs(res.residual * s[-1, idx])).max())
             if worst > tol:
                 what = "error bound" if criterion == "error_bound" else "residual"
-                warn(f"lanczos: {want} eigenpair(s) not converged after {len(res.alpha)} "
-                     f"iterations (relative {what} {worst:.1e} > tol {tol:g}); {_ADVICE}",
+                values, advice = _NAMED.get()
+                warn(f"{values}: {want} eigenpair(s) not converged after {len(res.alpha)} "
+                     f"iterations (relative {what} {worst:.1e} > tol {tol:g}); {advice}",
                      RuntimeWarning)
         vecs = res.basis.T @ torch.from_numpy(s[:, idx]).to(device=op.device, dtype=op.dtype)
         return theta[idx], vecs, float(np.abs(theta).max()), idx
@@ -523,27 +524,27 @@ def _deflation_checked(run: Callable[[Tensor | None, int],
     return np.concatenate([v for v, _ in pairs]), torch.cat([x for _, x in pairs], dim=1)
 
 
-_ADVICE = "raise num_iter"
+#: the eigenvalues and the advice a warning that Lanczos did not converge names: "lanczos" and
+#: "raise num_iter" unless a :func:`convergence_warnings_named` block says otherwise
+_NAMED: ContextVar[tuple[str, str]] = ContextVar("lanczos_warning_named",
+                                                 default=("lanczos", "raise num_iter"))
 
 
 @contextmanager
 def convergence_warnings_named(values: str, advice: str) -> Iterator[None]:
-    """Re-issue, after the block, the warnings of its :func:`lanczos` calls that their wanted
-    pairs did not converge with the ``values`` they were about in place of ``lanczos`` and
-    ``advice`` in place of "raise num_iter": where a command's flag or an instrument's option
-    sets ``num_iter``, the warning names that, and which series it concerns. Other warnings
-    pass on as they were."""
-    caught: list[warnings.WarningMessage] = []
+    """The warnings of the block's :func:`lanczos` calls that their wanted pairs did not
+    converge name the ``values`` they are about in place of ``lanczos`` and ``advice`` in
+    place of "raise num_iter": where a command's flag or an instrument's option sets
+    ``num_iter``, the warning names that, and which series it concerns. Named where they are
+    given, not caught and given again: leaving a ``warnings.catch_warnings`` block clears every
+    module's record of the warnings it showed, so each warning of a training run (this one, a
+    vmap fallback, any of the user's) came again at every measurement. Other warnings are
+    untouched."""
+    token = _NAMED.set((values, advice))
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            yield
+        yield
     finally:
-        # (an interrupted block keeps the warnings given before it stopped)
-        for w in caught:
-            text = str(w.message)
-            if text.startswith("lanczos: ") and text.endswith(_ADVICE):
-                text = f"{values}: {text[len('lanczos: '):-len(_ADVICE)]}{advice}"
-            warn(text, w.category)
+        _NAMED.reset(token)
 
 
 def eigenvalue_error_bound(theta: np.ndarray, idx: np.ndarray,
