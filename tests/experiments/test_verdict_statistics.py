@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from collections import OrderedDict
 from types import SimpleNamespace
 
@@ -256,6 +257,26 @@ def test_mean_curve_keeps_the_healthy_seeds_after_one_diverged():
     assert mean[:2] == pytest.approx([4.0 / 3, 13.0 / 6])
     assert mean[2:] == pytest.approx([1.5 / (t + 1) for t in range(2, 10)])
     assert std[2:] == pytest.approx([math.sqrt(0.5) / (t + 1) for t in range(2, 10)])
+
+
+def test_mean_curve_leaves_the_warnings_shown_once_per_location_as_they_were():
+    """A step no run is finite at (mean NaN) or one run is (std NaN): numpy's empty-slice
+    warnings were ignored in a catch_warnings block, and leaving it voided every module's
+    record of the warnings shown, so a warning given between curves came again at each."""
+    rs = [run("a", 0, metrics={"loss": [(0, 1.0), (1, 2.0), (2, math.inf)]}),
+          run("a", 1, metrics={"loss": [(0, 3.0)]})]
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            steps, mean, std, n = mean_curve(rs, "loss", counts=True)
+            warnings.warn("between curves", UserWarning)
+    assert [str(w.message) for w in shown] == ["between curves"]
+    assert (steps, n, mean[:2], std[0]) == ([0.0, 1.0, 2.0], [2, 1, 0], [2.0, 2.0],
+                                            pytest.approx(math.sqrt(2.0)))
+    assert math.isnan(mean[2]) and all(map(math.isnan, std[1:]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # nothing of numpy's to raise
+        assert mean_curve(rs, "loss")[0] == steps
 
 
 def _grid_run(lr, b, seed, top, acc, status="finished"):

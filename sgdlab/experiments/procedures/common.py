@@ -74,7 +74,6 @@ close/far claim on a censored value.
 from __future__ import annotations
 
 import math
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -142,10 +141,12 @@ def mean_curve(runs: list[StoredRun], metric: str, *, counts: bool = False) -> t
     keep = (finite | ~going).all(axis=0)
     steps, arr, finite = [t for t, k in zip(steps, keep) if k], arr[:, keep], finite[:, keep]
     n = finite.sum(axis=0)
-    with warnings.catch_warnings():     # a step where no run is finite: NaN, said by the value
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(arr, axis=0)
-        std = np.where(n > 1, np.nanstd(arr, axis=0, ddof=1), np.nan)
+    # NaN where no run is in a mean, or one in a std, said by the value: numpy's warning of an
+    # empty slice is never given (a catch_warnings block to ignore it, once left, voided every
+    # module's record of the warnings shown, which then came again at each curve)
+    mean, std = np.full(len(steps), np.nan), np.full(len(steps), np.nan)
+    mean[n > 0] = np.nanmean(arr[:, n > 0], axis=0)
+    std[n > 1] = np.nanstd(arr[:, n > 1], axis=0, ddof=1)
     out = ([float(t) for t in steps], mean.tolist(), std.tolist())
     return out + ([int(k) for k in n],) if counts else out
 
