@@ -157,7 +157,8 @@ def register(subparsers) -> None:
     bat.add_argument("--batches", type=int, metavar="R",
                      help="mini-batches averaged (default 20); CABS takes the learning rate "
                           "the checkpoint's optimizer holds (Entropy-SGD's, HJ's and heat's "
-                          "inner one, the step along mini-batch gradients)")
+                          "inner one, the step along mini-batch gradients; random-lr-sgd's "
+                          "l<α²>/<α>, the constant step with its noise)")
     bat.add_argument("--batch-curvature", choices=("hessian", "ggn"),
                      help="also McCandlish et al.'s curvature-weighted noise scale B_noise "
                           "with this matrix (one quadratic form per sample)")
@@ -809,7 +810,8 @@ def _checkpoint_lr(state: dict, cfg: dict, store, run_id: str | None,
     """The step size that multiplies mini-batch gradients at the checkpoint's next step (the
     optimizer's, which a schedule has moved), else the config's: for Entropy-SGD and the
     HJ / heat smoothers the inner step η_y (``inner_lr``), not the outer η′ that moves x
-    towards the inner loop's average; a replica run's: the last one it recorded (after its
+    towards the inner loop's average, for ``random-lr-sgd`` l⟨α²⟩/⟨α⟩
+    (:func:`sgdlab.optim.gradient_step_size`); a replica run's: the last one it recorded (after its
     milestones) up to the checkpoint's ``step``, of a stopped distributed run of the
     ``replicas`` procedure, whose record holds none, the last one its own store holds up to it;
     None when there is none > 0."""

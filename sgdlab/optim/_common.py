@@ -173,9 +173,21 @@ def gradient_step_size(group: dict) -> float:
     """The step size along mini-batch gradients of an optimizer's parameter group: ``lr``,
     except for the optimizers that take those steps in an inner loop (Entropy-SGD, the HJ and
     heat smoothers: ``inner_lr``, η_y), whose ``lr`` is the outer step η′ towards the inner
-    average. SGD-noise measurements that scale with the step (CABS, the noise magnitude) take
-    this one."""
-    return float(group["inner_lr"] if "inner_lr" in group else group["lr"])
+    average, and for ``random-lr-sgd``, which draws its step α·l anew each step: the constant
+    step with the same drift and diffusion, l⟨α²⟩/⟨α⟩
+    (:func:`sgdlab.optim.random_lr.noise_equivalent_lr`). ``group``: a parameter group (also
+    of a state dict; ``switch`` and ``trivialized`` share their inner optimizer's) or an
+    optimizer's config (``name``). SGD-noise measurements that scale with the step (CABS, the
+    noise magnitude) take this one."""
+    if "inner_lr" in group:
+        return float(group["inner_lr"])
+    named = registered_spelling(group.get("name"), OPTIMIZERS) == "random-lr-sgd"
+    if named or {"convention", "multiply"} <= group.keys():
+        # imported here: random_lr builds on this module
+        from .random_lr import noise_equivalent_lr
+        return noise_equivalent_lr({"convention": "paper", "multiply": "gradient",
+                                    "momentum": 0.0, **group})
+    return float(group["lr"])
 
 
 _HOOK_TABLES = ("_optimizer_state_dict_pre_hooks", "_optimizer_state_dict_post_hooks",

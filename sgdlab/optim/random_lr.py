@@ -48,6 +48,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from sgdlab.errors import ConfigError
 from sgdlab.measure.temperature import MUSSO_CONVENTIONS as CONVENTIONS
 
 from ._common import (PicklesWhole, closure_loss, momentum_direction,
@@ -55,7 +56,8 @@ from ._common import (PicklesWhole, closure_loss, momentum_direction,
 from .registry import register_optimizer
 from .settings import split_own_state
 
-__all__ = ["RandomLRSGD", "CONVENTIONS", "MULTIPLY", "alpha_high"]
+__all__ = ["RandomLRSGD", "CONVENTIONS", "MULTIPLY", "alpha_high", "alpha_moments",
+           "noise_equivalent_lr"]
 
 # CONVENTIONS: α's upper end, U[0, 1] (eq. (1), ``lr`` = maximal l) or U[0, 2] (``lr`` = mean)
 MULTIPLY = ("gradient", "step")
@@ -68,6 +70,35 @@ def alpha_high(convention: str) -> float:
     except KeyError:
         raise ValueError(f"Invalid convention {convention!r}; known: "
                          f"{', '.join(CONVENTIONS)}") from None
+
+
+def alpha_moments(convention: str) -> tuple[float, float]:
+    """⟨α⟩ and ⟨α²⟩ of α ~ U[0, high] for a convention: high/2 and high²/3 (eq. (25) and the
+    ⟨α²⟩ = ⅓ behind eq. (24)'s 1/(3C) for ``"paper"``; 1 and 4/3 for ``"mean-lr"``)."""
+    high = alpha_high(convention)
+    return high / 2.0, high * high / 3.0
+
+
+def noise_equivalent_lr(group: dict[str, Any]) -> float:
+    """The constant SGD step η whose SDE a parameter group of :class:`RandomLRSGD` follows:
+    l ⟨α²⟩ / ⟨α⟩ (2l/3 under ``"paper"``, 4l/3 under ``"mean-lr"``).
+
+    A step −α l g_Γ has mean drift −⟨α⟩ l ∇f and mini-batch noise of covariance ⟨α²⟩ l² Σ/C;
+    with the time step ⟨α⟩ l the drift is −∇f dt and the diffusion (⟨α²⟩ l/⟨α⟩) Σ/C, that
+    of constant SGD at η = l⟨α²⟩/⟨α⟩ (Zhu et al. 2019, eq. (5); the random run's stationary
+    temperature, twice eq. (19)'s, is constant SGD's at that η). Neither the mean step ⟨α⟩l
+    (the drift only) nor the root-mean-square step l√⟨α²⟩ (the noise only) is. Momentum
+    leaves the ratio as it is where α multiplies the gradient (eq. (1)); where it multiplies
+    the whole step (``multiply="step"``) with μ > 0 one α scales a buffer of many gradients,
+    which this does not cover: a ConfigError (a ValueError) says so."""
+    if group["multiply"] == "step" and group["momentum"] > 0:
+        raise ConfigError(
+            f"random-lr-sgd with multiply='step' and momentum {group['momentum']}: one α "
+            "scales the whole momentum buffer, so no constant SGD step with the same noise is "
+            "given here; the noise measurements take one for multiply='gradient' (eq. (1)) "
+            "or momentum 0")
+    mean, mean_square = alpha_moments(group["convention"])
+    return float(group["lr"]) * mean_square / mean
 
 
 def random_lr_sgd(params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],

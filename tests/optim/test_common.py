@@ -94,3 +94,21 @@ def test_a_non_finite_loss_stops_a_step_and_anything_else_does_not():
     for fine in (torch.tensor(2.0), 1.5, "not a number", None,
                  torch.empty((), device="meta")):      # a dry run: no values to check
         check_finite_loss(fine)
+
+
+def test_the_gradient_step_size_of_random_lr_sgd_is_its_noise_step_through_the_wrappers():
+    """l⟨α²⟩/⟨α⟩ (2l/3, 4l/3 under mean-lr) for random-lr-sgd's group, a state dict's, its
+    config (defaults filled) and the groups that switch and trivialized share with it."""
+    from sgdlab.optim import build_optimizer
+    from sgdlab.optim.random_lr import RandomLRSGD
+
+    p = [torch.nn.Parameter(torch.zeros(3))]
+    for opt in (RandomLRSGD(p, lr=0.3),
+                build_optimizer("switch", p, first="random-lr-sgd", switch_step=5,
+                                first_hyper={"lr": 0.3}),
+                build_optimizer("trivialized", p, base="random-lr-sgd", lr=0.3, p=3, seed=0)):
+        assert gradient_step_size(opt.param_groups[0]) == pytest.approx(0.2, rel=1e-12)
+    saved = RandomLRSGD(p, lr=0.3, convention="mean-lr").state_dict()["param_groups"][0]
+    assert gradient_step_size(saved) == pytest.approx(0.4, rel=1e-12)
+    for name in ("random-lr-sgd", "Random_LR_SGD"):
+        assert gradient_step_size({"name": name, "lr": 0.3}) == pytest.approx(0.2, rel=1e-12)

@@ -378,3 +378,59 @@ def test_a_parameter_without_a_gradient_is_left_alone_and_still_one_draw_per_ste
     torch.testing.assert_close(x.detach(), want, rtol=0, atol=1e-15)
     assert torch.equal(frozen.detach(), torch.tensor([1.0], dtype=D))
     assert "momentum_buffer" not in opt.state[frozen] and opt.last_alpha == u
+
+
+def _uniform_mean(fn, high, n=200_000):
+    """E fn(α) for α ~ U[0, high] by the midpoint rule in float64 (error O(n⁻²))."""
+    alpha = (torch.arange(n, dtype=D) + 0.5) * (high / n)
+    return float(fn(alpha).mean())
+
+
+@pytest.mark.parametrize("convention, high", [("paper", 1.0), ("mean-lr", 2.0)])
+def test_alpha_moments_are_the_uniform_laws_mean_and_mean_square(convention, high):
+    """⟨α⟩ = high/2 (eq. (25): ½ under eq. (1)) and ⟨α²⟩ = high²/3 (eq. (24)'s 1/(3C))."""
+    from sgdlab.optim.random_lr import alpha_moments
+
+    mean, mean_square = alpha_moments(convention)
+    assert mean == pytest.approx(_uniform_mean(lambda a: a, high), rel=1e-12)
+    assert mean_square == pytest.approx(_uniform_mean(lambda a: a * a, high), rel=1e-9)
+
+
+@pytest.mark.parametrize("convention, high", [("paper", 1.0), ("mean-lr", 2.0)])
+def test_the_noise_equivalent_step_gives_constant_sgd_the_random_runs_stationary_variance(
+        convention, high):
+    """x ← x − α l (k x + ε) on f = k x²/2 with gradient noise ε of variance s²: the exact
+    stationary E x² = ⟨α²⟩l²s² / (1 − ⟨(1 − αlk)²⟩) (α's moments by quadrature) is constant
+    SGD's η²s² / (1 − (1 − ηk)²) at η = the noise step (2l/3, 4l/3), not at the mean step
+    ⟨α⟩l nor at the root-mean-square step l√⟨α²⟩."""
+    from sgdlab.optim import gradient_step_size
+
+    lr, k, s2 = 0.05, 3.0, 0.7
+    group = RandomLRSGD([torch.nn.Parameter(torch.zeros(1))], lr=lr,
+                        convention=convention).param_groups[0]
+    random_run = (_uniform_mean(lambda a: a * a, high) * lr * lr * s2
+                  / (1 - _uniform_mean(lambda a: (1 - a * lr * k) ** 2, high)))
+
+    def constant_run(eta):
+        return eta * eta * s2 / (1 - (1 - eta * k) ** 2)
+
+    eta = gradient_step_size(group)
+    assert eta == pytest.approx(2 * high * lr / 3, rel=1e-12)
+    assert constant_run(eta) == pytest.approx(random_run, rel=1e-9)
+    for other in (high / 2 * lr, math.sqrt(high * high / 3) * lr):
+        assert constant_run(other) != pytest.approx(random_run, rel=1e-2)
+
+
+def test_the_noise_equivalent_step_of_a_step_multiplied_alpha_needs_momentum_0():
+    """multiply="step" is eq. (1)'s rule at μ = 0 (the same step); with μ > 0 one α scales a
+    whole buffer and the step is refused, naming the choice."""
+    from sgdlab.optim import gradient_step_size
+
+    p = [torch.nn.Parameter(torch.zeros(1))]
+    step = RandomLRSGD(p, lr=0.3, multiply="step").param_groups[0]
+    assert gradient_step_size(step) == pytest.approx(0.2, rel=1e-12)
+    buffered = RandomLRSGD(p, lr=0.3, multiply="step", momentum=0.9).param_groups[0]
+    with pytest.raises(ValueError, match="multiply='step' and momentum 0.9"):
+        gradient_step_size(buffered)
+    nesterov = RandomLRSGD(p, lr=0.3, momentum=0.9, nesterov=True).param_groups[0]
+    assert gradient_step_size(nesterov) == pytest.approx(0.2, rel=1e-12)

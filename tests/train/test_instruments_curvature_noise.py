@@ -870,6 +870,56 @@ def test_the_noise_magnitude_instrument_takes_its_batch_size_and_the_groups_curr
         math.sqrt(0.05 * float(torch.trace(sigma)) / 4), rel=1e-10)
 
 
+@pytest.mark.parametrize("convention, factor", [("paper", 2 / 3), ("mean-lr", 4 / 3)])
+def test_the_noise_magnitude_and_cabs_of_random_lr_sgd_are_constant_sgds_at_its_noise_step(
+        convention, factor):
+    """Under random-lr-sgd (α·l, α ~ U[0, 1] or U[0, 2]) both instruments take η = l⟨α²⟩/⟨α⟩
+    (2l/3, 4l/3), the constant step with the same drift and diffusion: their values are plain
+    SGD's at that η, sqrt(η Tr Σ / m) against Σ by outer products in float64, and so through
+    the optimizer trivialized steps with."""
+    from sgdlab.optim import build_optimizer
+    from sgdlab.optim.random_lr import RandomLRSGD
+    from sgdlab.train.instruments.noise import BatchStatisticsCallback, NoiseMagnitudeCallback
+
+    model, (x, y) = _noise_problem()
+    sigma = covariance_reference(per_sample_gradients_loop(model, nn.CrossEntropyLoss(),
+                                                           (x, y)))
+    params = list(model.parameters())
+
+    def measured(opt):
+        ctx = _measuring_context(model, optimizer=opt, batch=(x, y),
+                                 data=SimpleNamespace(x_train=x))
+        noise = NoiseMagnitudeCallback(Schedule.every(1), batch_size=4)
+        cabs = BatchStatisticsCallback(Schedule.every(1), source="step")
+        return (noise.compute(ctx, (x, y), torch.Generator())["noise/noise_norm"],
+                cabs.compute(ctx, (x, y), torch.Generator())["batch/cabs_batch_size"])
+
+    constant = measured(torch.optim.SGD(params, lr=0.3 * factor))
+    assert constant[0] == pytest.approx(
+        math.sqrt(0.3 * factor * float(torch.trace(sigma)) / 4), rel=1e-10)
+    for opt in (RandomLRSGD(params, lr=0.3, convention=convention),
+                build_optimizer("trivialized", params, base="random-lr-sgd", lr=0.3, p=3,
+                                seed=0, convention=convention)):
+        assert measured(opt) == pytest.approx(constant, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["noise_magnitude", "batch_statistics"])
+def test_a_random_step_on_a_whole_momentum_buffer_is_refused_before_step_0(name):
+    """random-lr-sgd with multiply="step" and μ > 0 has no constant step of the same noise
+    here: an instrument measuring at step 3 refuses it before the first step, naming it."""
+    from sgdlab.errors import ConfigError
+    from sgdlab.optim.random_lr import RandomLRSGD
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    init = copy.deepcopy(model)
+    opt = RandomLRSGD(model.parameters(), lr=0.1, momentum=0.9, multiply="step")
+    with pytest.raises(ConfigError, match="multiply='step' and momentum 0.9"):
+        train(model, nn.CrossEntropyLoss(), toy_dataset(), opt, epochs=1, batch_size=8,
+              callbacks=[build_instrument(name, schedule=Schedule.at([3]))], progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), init.parameters()))
+
+
 def test_the_alignment_instrument_logs_the_trace_ratio_when_asked():
     from sgdlab.train.instruments.noise import AlignmentCallback
 

@@ -13,16 +13,21 @@ Instruments:
   finds them (H's; Σ's past :meth:`~sgdlab.measure.noise.GradientCovariance.eigenpairs`'
   dense sizes);
 - ``noise_magnitude``: ``noise/grad_norm`` ‖∇L‖ and ``noise/noise_norm`` sqrt(η Tr Σ / m)
-  (Zhu Fig. 2), with η the optimizer's current lr (first param group) and m the batch size of
-  the current step (at step 0 the one the loop will step with; or ``batch_size`` when
-  given); ``replacement: false`` takes the noise of batches of m distinct samples of the N
-  training samples, sqrt(η Tr Σ (N − m)/(m (N − 1))), as the loop's epochs draw them.
+  (Zhu Fig. 2), with η the optimizer's current step along mini-batch gradients (first param
+  group, :func:`sgdlab.optim.gradient_step_size`: its lr, Entropy-SGD's and the smoothers'
+  inner η_y, and for ``random-lr-sgd``, whose step α·l is drawn anew each step, the constant
+  step with the same drift and diffusion, l⟨α²⟩/⟨α⟩: 2l/3, or 4l/3 under ``mean-lr``) and m
+  the batch size of the current step (at step 0 the one the loop will step with; or
+  ``batch_size`` when given); ``replacement: false`` takes the noise of batches of m distinct
+  samples of the N training samples, sqrt(η Tr Σ (N − m)/(m (N − 1))), as the loop's epochs
+  draw them.
 
 - ``batch_statistics``: a mini-batch's gradient tests and ratios
   (:mod:`sgdlab.measure.batch_statistics`): ``batch/norm_test``, ``batch/inner_product_test``,
   ``batch/orthogonality_test``, ``batch/mean_gsnr``, ``batch/eb_criterion``,
-  ``batch/cabs_batch_size`` (η: the optimizer's current lr), ``batch/noise_scale`` and its
-  parts ``batch/trace_cov`` and ``batch/grad_sq_unbiased``, ``batch/grad_sq``, ``batch/loss``;
+  ``batch/cabs_batch_size`` (η: the same step as ``noise_magnitude``'s), ``batch/noise_scale``
+  and its parts ``batch/trace_cov`` and ``batch/grad_sq_unbiased``, ``batch/grad_sq``,
+  ``batch/loss``;
   with ``tic`` also ``batch/tic_diagonal`` and ``batch/tic_trace``, with ``curvature``
   (``hessian`` | ``ggn``) McCandlish et al.'s ``batch/noise_scale_curvature`` and its parts
   ``batch/trace_h_cov``, ``batch/grad_h_grad_unbiased``. The mini-batch is drawn
@@ -120,8 +125,20 @@ class AlignmentCallback(MeasuredCallback):
         return res.as_metrics("align")
 
 
-class NoiseMagnitudeCallback(MeasuredCallback):
+class _StepScaled(MeasuredCallback):
+    """An instrument that scales with the optimizer's step along mini-batch gradients."""
+
     reads_training_step = True      # the optimizer's step size
+
+    def on_train_begin(self, ctx) -> None:
+        # a step it has no η for (random-lr-sgd's multiply="step" with momentum) is refused
+        # before step 0, not at the first measurement
+        if getattr(ctx, "optimizer", None) is not None:
+            gradient_step_size(ctx.optimizer.param_groups[0])
+        super().on_train_begin(ctx)
+
+
+class NoiseMagnitudeCallback(_StepScaled):
 
     def __init__(self, schedule: Schedule | None = None, *, batch_size: int | None = None,
                  replacement: bool = True, **kw):
@@ -145,10 +162,8 @@ class NoiseMagnitudeCallback(MeasuredCallback):
         return {"noise/grad_norm": nm.grad_norm, "noise/noise_norm": nm.noise_norm}
 
 
-class BatchStatisticsCallback(MeasuredCallback):
+class BatchStatisticsCallback(_StepScaled):
     """Batch statistics (module docstring) on a fresh or the step's mini-batch."""
-
-    reads_training_step = True      # the optimizer's step size, the step's batch
 
     def __init__(self, schedule: Schedule | None = None, *, batch_size: int | None = None,
                  source: str = "fresh", epsilon: float = 0.0, tic: str | None = None,
