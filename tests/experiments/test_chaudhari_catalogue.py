@@ -1629,7 +1629,8 @@ def _optimizer_option_set_on_exactly(name, scale, readings, option, takes):
     assert {r.label for r in runs if r.params["optimizer"].get(key) == value} == chosen
 
 
-@pytest.mark.parametrize("name", ["chaudhari-entropy-sgd", "chaudhari-entropy-sgd-rnn"])
+@pytest.mark.parametrize("name", ["chaudhari-entropy-sgd", "chaudhari-entropy-sgd-rnn",
+                                  "chaudhari-sgld"])
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
 def test_entropy_sgd_inner_momentum_reading_reaches_every_inner_momentum_run(name, scale):
     """§3.2.2 puts "Nesterov's momentum [...] for outer and inner loops" (line 950) on
