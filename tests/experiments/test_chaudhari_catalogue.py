@@ -781,6 +781,27 @@ def test_sgld_entry_runs_entropy_sgd_as_section_3_3_2_and_sgld_under_the_decay(s
             assert p == mine[label], label
 
 
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_sgld_dropout_reading_moves_lenet_sgld_to_entropy_sgds_rate_only(scale):
+    """§3.3.6 keeps dropout "consistent with the experiments in Section 3.3" (line 1124),
+    where lenet has 0.5 in the baseline and 0.25 under Entropy-SGD (line 1052): by default
+    SGLD's lenet keeps 0.5; sgld-dropout=entropy-sgd gives it 0.25 and changes no other run
+    (allcnn's 0.5 is both methods', line 1075)."""
+    def runs(readings=None):
+        spec = load_experiment("chaudhari-sgld", scale, readings=readings)
+        return {(r.label, r.seed): r for r in spec.expand(data_dir="/d")}
+
+    default, reduced = runs(), runs({"sgld-dropout": "entropy-sgd"})
+    assert default.keys() == reduced.keys()
+    for key, run in default.items():
+        if key[0] == "sgld":
+            assert run.params["model"]["dropout"] == 0.5
+            assert reduced[key].params["model"]["dropout"] == 0.25
+            assert reduced[key].key != run.key
+        else:
+            assert reduced[key].key == run.key, key
+
+
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
 def test_table_5_2s_full_data_row_runs_with_every_replica_on_the_whole_set(scale):
     """Table 5.2's first row (line 2192: Parle 5.18%, Elastic-SGD 5.76%) has every replica on
