@@ -171,6 +171,34 @@ def test_factored_matches_vmap_without_materialising():
     torch.testing.assert_close(fac.factor, ref.factor)
 
 
+def test_factored_spectrum_beyond_the_dense_limit_diagonalises_sigma_not_the_gram(monkeypatch):
+    """With N > d beyond ``DENSE_EIG_LIMIT`` the d x d Σ is the smaller matrix: the factored
+    engine's spectrum, rank, eigenpairs and Frobenius norm come from it without forming the
+    N x N Gram (the whole MNIST training set, N = 60,000: 29 GB), and match the dense sum."""
+    import sgdlab.measure.noise as noise
+
+    model, loss_fn = tiny_mlp(3, 4, 2), nn.CrossEntropyLoss()
+    data = tiny_classification(40, 3, 2)
+    monkeypatch.setattr(noise, "DENSE_EIG_LIMIT", 30)
+    cov = gradient_covariance(model, loss_fn, data, method="factored")
+    assert cov.num_samples > noise.DENSE_EIG_LIMIT >= cov.dim         # N = 40, d = 26
+
+    def no_gram(self):
+        raise AssertionError("the N x N Gram matrix was formed")
+
+    monkeypatch.setattr(noise.GradientCovariance, "gram", no_gram)
+    ref = covariance_reference(per_sample_gradients_loop(model, loss_fn, data))
+    ref_vals = torch.linalg.eigvalsh(ref).flip(0)
+    keep = ref_vals > ref_vals[0] * cov.dim * torch.finfo(torch.float64).eps
+    spec = cov.spectrum()
+    torch.testing.assert_close(spec, ref_vals[keep], rtol=1e-9, atol=1e-15)
+    assert cov.rank() == int(keep.sum())
+    vals, vecs = cov.eigenpairs(2)
+    torch.testing.assert_close(vals, ref_vals[:2], rtol=1e-9, atol=1e-15)
+    torch.testing.assert_close(ref @ vecs, vecs * vals, rtol=1e-7, atol=1e-12)
+    assert cov.frobenius_norm() == pytest.approx(float(torch.linalg.matrix_norm(ref)), rel=1e-10)
+
+
 def test_factored_path_declines_unsupported_models():
     from sgdlab.operators.factors import per_sample_factors
 
