@@ -7,11 +7,12 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..errors import registered_spelling
+from ..errors import ConfigError, registered_spelling
 from .registry import OPTIMIZERS
 
 
@@ -169,18 +170,36 @@ def momentum_direction(state: dict, g: Tensor, group: dict) -> Tensor:
     return g
 
 
-def gradient_step_size(group: dict) -> float:
+def gradient_step_size(group: dict, schedule: Any = None) -> float:
     """The step size along mini-batch gradients of an optimizer's parameter group: ``lr``,
     except for the optimizers that take those steps in an inner loop (Entropy-SGD, the HJ and
     heat smoothers: ``inner_lr``, η_y), whose ``lr`` is the outer step η′ towards the inner
-    average, and for ``random-lr-sgd``, which draws its step α·l anew each step: the constant
-    step with the same drift and diffusion, l⟨α²⟩/⟨α⟩
-    (:func:`sgdlab.optim.random_lr.noise_equivalent_lr`). ``group``: a parameter group (also
-    of a state dict; ``switch`` and ``trivialized`` share their inner optimizer's) or an
+    average, and for a step α·l drawn anew each step: the constant step with the same drift
+    and diffusion, l⟨α²⟩/⟨α⟩. ``random-lr-sgd`` draws α itself
+    (:func:`sgdlab.optim.random_lr.noise_equivalent_lr`); the ``random`` schedule
+    (:class:`sgdlab.optim.protocols.RandomLR`, given as ``schedule`` where it is stepped after
+    each optimizer step) writes η·α, α ~ U[1 − w, 1 + w], into ``lr``: its step is η(1 + w²/3)
+    from the group's ``initial_lr`` η (times random-lr-sgd's own ratio, an independent draw).
+    With momentum that draw scales the whole update: a ConfigError (a ValueError). Another
+    schedule leaves the current ``lr`` the step. ``group``: a parameter group (also of a
+    state dict; ``switch`` and ``trivialized`` share their inner optimizer's) or an
     optimizer's config (``name``). SGD-noise measurements that scale with the step (CABS, the
     noise magnitude) take this one."""
     if "inner_lr" in group:
-        return float(group["inner_lr"])
+        return float(group["inner_lr"])      # a schedule moves lr, the outer step
+    # imported here: protocols builds on this module
+    from .protocols import RandomLR
+    if isinstance(schedule, RandomLR):
+        if group.get("momentum", 0) > 0:
+            raise ConfigError(
+                f"the random schedule with momentum {group['momentum']}: its draw scales the "
+                "whole step, momentum buffer included, so no constant SGD step with the same "
+                "noise is given here; the noise measurements take one at momentum 0 (or use "
+                "the optimizer random-lr-sgd, whose α multiplies each new gradient)")
+        width = schedule.width
+        # a group the schedule has not written yet holds its base rate
+        base = group.get("initial_lr", group["lr"])
+        return gradient_step_size({**group, "lr": base}) * (1 + width**2 / 3)
     named = registered_spelling(group.get("name"), OPTIMIZERS) == "random-lr-sgd"
     if named or {"convention", "multiply"} <= group.keys():
         # imported here: random_lr builds on this module

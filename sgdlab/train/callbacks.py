@@ -46,6 +46,10 @@ class TrainContext:
     # batches of the step's size before any step has set ``batch``; declared last, so that
     # a TrainContext built with positional arguments keeps their meaning
     batch_size: int | None = None
+    # the learning-rate schedule the loop steps (None: none) and when: after each optimizer
+    # step ("step") or at each epoch's end ("epoch"), for instruments that read its draws
+    schedule: Any = None
+    schedule_every: str = "step"
 
     def log(self, name: str, value: float, step: int | None = None) -> None:
         """Record a scalar metric at ``step`` (default: the current step) in memory and store."""

@@ -637,7 +637,8 @@ class _Training:
         self.eval_schedule = eval_every if isinstance(eval_every, Schedule) else None
         self.sync_every = _loss_sync_every(device, self.callbacks)
         self.pending: list[Tensor] = []   # unread losses in deferred mode
-        self.ctx = TrainContext(model=model, optimizer=optimizer, loss_fn=loss_fn, data=data)
+        self.ctx = TrainContext(model=model, optimizer=optimizer, loss_fn=loss_fn, data=data,
+                                schedule=schedule, schedule_every=schedule_every)
         self.loop: dict[str, Any] = {"step": 0, "epoch": 0, "step_in_epoch": 0, "grad_evals": 0,
                                      "samples": 0, "loss_sum": 0.0, "loss_count": 0,
                                      "last_eval_step": -1}

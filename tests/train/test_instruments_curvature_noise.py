@@ -879,28 +879,111 @@ def test_the_noise_magnitude_and_cabs_of_random_lr_sgd_are_constant_sgds_at_its_
     the optimizer trivialized steps with."""
     from sgdlab.optim import build_optimizer
     from sgdlab.optim.random_lr import RandomLRSGD
-    from sgdlab.train.instruments.noise import BatchStatisticsCallback, NoiseMagnitudeCallback
 
     model, (x, y) = _noise_problem()
     sigma = covariance_reference(per_sample_gradients_loop(model, nn.CrossEntropyLoss(),
                                                            (x, y)))
     params = list(model.parameters())
-
-    def measured(opt):
-        ctx = _measuring_context(model, optimizer=opt, batch=(x, y),
-                                 data=SimpleNamespace(x_train=x))
-        noise = NoiseMagnitudeCallback(Schedule.every(1), batch_size=4)
-        cabs = BatchStatisticsCallback(Schedule.every(1), source="step")
-        return (noise.compute(ctx, (x, y), torch.Generator())["noise/noise_norm"],
-                cabs.compute(ctx, (x, y), torch.Generator())["batch/cabs_batch_size"])
-
-    constant = measured(torch.optim.SGD(params, lr=0.3 * factor))
+    constant = _noise_and_cabs(model, torch.optim.SGD(params, lr=0.3 * factor))
     assert constant[0] == pytest.approx(
         math.sqrt(0.3 * factor * float(torch.trace(sigma)) / 4), rel=1e-10)
     for opt in (RandomLRSGD(params, lr=0.3, convention=convention),
                 build_optimizer("trivialized", params, base="random-lr-sgd", lr=0.3, p=3,
                                 seed=0, convention=convention)):
-        assert measured(opt) == pytest.approx(constant, rel=1e-12)
+        assert _noise_and_cabs(model, opt) == pytest.approx(constant, rel=1e-12)
+
+
+def _noise_and_cabs(model, opt, **context):
+    """``noise/noise_norm`` (m = 4) and ``batch/cabs_batch_size`` (the step's batch: the whole
+    evaluation set) of the noise tests' problem under ``opt`` and the loop's ``context``."""
+    from sgdlab.train.instruments.noise import BatchStatisticsCallback, NoiseMagnitudeCallback
+
+    x, y = _noise_problem()[1]
+    ctx = _measuring_context(model, optimizer=opt, batch=(x, y),
+                             data=SimpleNamespace(x_train=x), **context)
+    noise = NoiseMagnitudeCallback(Schedule.every(1), batch_size=4)
+    cabs = BatchStatisticsCallback(Schedule.every(1), source="step")
+    return (noise.compute(ctx, (x, y), torch.Generator())["noise/noise_norm"],
+            cabs.compute(ctx, (x, y), torch.Generator())["batch/cabs_batch_size"])
+
+
+@pytest.mark.parametrize("width", [0.5, 1.0])
+def test_under_the_random_schedule_noise_magnitude_and_cabs_are_constant_sgds_at_its_noise_step(
+        width):
+    """The ``random`` schedule writes η·α, α ~ U[1 − w, 1 + w], into lr each step: both
+    instruments take η⟨α²⟩/⟨α⟩ = η(1 + w²/3), not the draw the group holds, and their values
+    are plain SGD's at that step (on random-lr-sgd times its own l⟨α²⟩/⟨α⟩, 2l/3: the draws are
+    independent); a deterministic schedule, and the random one stepped at epoch ends (its
+    draw holds for the epoch), leave the current lr the step. Float64."""
+    from sgdlab.optim.protocols import CosineCyclicLR, RandomLR
+    from sgdlab.optim.random_lr import RandomLRSGD
+
+    model = _noise_problem()[0]
+    params = list(model.parameters())
+    noise_step = 0.3 * (1 + width**2 / 3)
+    for opt, ratio in ((torch.optim.SGD(params, lr=0.3), 1.0),
+                       (RandomLRSGD(params, lr=0.3), 2 / 3)):
+        schedule = RandomLR(opt, width=width, seed=0)
+        draw = opt.param_groups[0]["lr"]
+        assert draw != pytest.approx(0.3 * (1 + width**2 / 3))    # the draw is not the step
+        assert _noise_and_cabs(model, opt, schedule=schedule) == pytest.approx(
+            _noise_and_cabs(model, torch.optim.SGD(params, lr=ratio * noise_step)), rel=1e-12)
+        assert _noise_and_cabs(model, opt, schedule=schedule,
+                               schedule_every="epoch") == pytest.approx(
+            _noise_and_cabs(model, torch.optim.SGD(params, lr=ratio * draw)), rel=1e-12)
+    opt = torch.optim.SGD(params, lr=0.3)
+    cyclic = CosineCyclicLR(opt, period=3, steps_per_epoch=3)
+    for _ in range(4):
+        cyclic.step()
+    current = opt.param_groups[0]["lr"]
+    assert current == pytest.approx(0.45)                      # η [1 + cos(π/3)], τ = 1
+    assert _noise_and_cabs(model, opt, schedule=cyclic) == pytest.approx(
+        _noise_and_cabs(model, torch.optim.SGD(params, lr=current)), rel=1e-12)
+
+
+def test_the_loop_gives_the_instruments_the_random_schedules_noise_step_from_step_0():
+    """In a run under the ``random`` schedule (w = 1, SGD at η = 0.1) the instruments log at
+    step 0 the values of direct calls at η(1 + w²/3) = 4η/3, whatever the draw of step 0."""
+    from sgdlab.measure import batch_statistics
+    from sgdlab.optim.protocols import RandomLR
+
+    data = toy_dataset()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    init = copy.deepcopy(model).eval()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = RandomLR(opt, width=1.0, seed=0)
+    batch = build_instrument("batch_statistics", schedule=Schedule.at([0]), batch_size=12,
+                             seed=3)
+    noise = build_instrument("noise_magnitude", schedule=Schedule.at([0]), batch_size=8)
+    res = train(model, nn.CrossEntropyLoss(), data, opt, schedule=schedule, epochs=1,
+                batch_size=8, callbacks=[batch, noise], progress=False, max_steps=1)
+    idx = torch.randperm(40, generator=torch.Generator().manual_seed(3))[:12]
+    ref = batch_statistics(init, nn.CrossEntropyLoss(), (data.x_train[idx], data.y_train[idx]),
+                           lr=0.4 / 3)
+    h = res.history
+    assert h["batch/cabs_batch_size"][0][1] == pytest.approx(ref.cabs_batch_size, rel=1e-6)
+    nm = noise_magnitude(init, nn.CrossEntropyLoss(), data.train, 0.4 / 3, 8)
+    assert h["noise/noise_norm"][0][1] == pytest.approx(nm.noise_norm, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["noise_magnitude", "batch_statistics"])
+def test_the_random_schedule_on_a_momentum_buffer_is_refused_before_step_0(name):
+    """The ``random`` schedule's draw scales torch SGD's whole update, momentum buffer
+    included (random-lr-sgd's multiply="step"): no constant step of the same noise here, so an
+    instrument measuring at step 3 refuses it before the first step, naming the momentum."""
+    from sgdlab.errors import ConfigError
+    from sgdlab.optim.protocols import RandomLR
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    init = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    with pytest.raises(ConfigError, match="random schedule with momentum 0.9"):
+        train(model, nn.CrossEntropyLoss(), toy_dataset(), opt,
+              schedule=RandomLR(opt, width=0.5, seed=0), epochs=1, batch_size=8,
+              callbacks=[build_instrument(name, schedule=Schedule.at([3]))], progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), init.parameters()))
 
 
 @pytest.mark.parametrize("name", ["noise_magnitude", "batch_statistics"])

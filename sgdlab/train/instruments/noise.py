@@ -16,11 +16,13 @@ Instruments:
   (Zhu Fig. 2), with η the optimizer's current step along mini-batch gradients (first param
   group, :func:`sgdlab.optim.gradient_step_size`: its lr, Entropy-SGD's and the smoothers'
   inner η_y, and for ``random-lr-sgd``, whose step α·l is drawn anew each step, the constant
-  step with the same drift and diffusion, l⟨α²⟩/⟨α⟩: 2l/3, or 4l/3 under ``mean-lr``) and m
-  the batch size of the current step (at step 0 the one the loop will step with; or
-  ``batch_size`` when given); ``replacement: false`` takes the noise of batches of m distinct
-  samples of the N training samples, sqrt(η Tr Σ (N − m)/(m (N − 1))), as the loop's epochs
-  draw them.
+  step with the same drift and diffusion, l⟨α²⟩/⟨α⟩: 2l/3, or 4l/3 under ``mean-lr``; so
+  too under the loop's ``random`` schedule stepped each step, whose draw η·α, α ~ U[1 − w,
+  1 + w], the group's lr holds: η(1 + w²/3), refused with momentum; another schedule's
+  current lr is the step) and m the batch size of the current step (at step 0 the one the
+  loop will step with; or ``batch_size`` when given); ``replacement: false`` takes the noise
+  of batches of m distinct samples of the N training samples, sqrt(η Tr Σ (N − m)/(m (N −
+  1))), as the loop's epochs draw them.
 
 - ``batch_statistics``: a mini-batch's gradient tests and ratios
   (:mod:`sgdlab.measure.batch_statistics`): ``batch/norm_test``, ``batch/inner_product_test``,
@@ -131,11 +133,20 @@ class _StepScaled(MeasuredCallback):
     reads_training_step = True      # the optimizer's step size
 
     def on_train_begin(self, ctx) -> None:
-        # a step it has no η for (random-lr-sgd's multiply="step" with momentum) is refused
-        # before step 0, not at the first measurement
+        # a step it has no η for (one draw on a whole momentum buffer) is refused before
+        # step 0, not at the first measurement
         if getattr(ctx, "optimizer", None) is not None:
-            gradient_step_size(ctx.optimizer.param_groups[0])
+            self.step_size(ctx)
         super().on_train_begin(ctx)
+
+    @staticmethod
+    def step_size(ctx) -> float:
+        """The first group's :func:`~sgdlab.optim.gradient_step_size` under the loop's
+        schedule where it draws each step's rate; a rate drawn at an epoch's end holds for
+        the epoch, the current lr."""
+        per_step = getattr(ctx, "schedule_every", "step") == "step"
+        return gradient_step_size(ctx.optimizer.param_groups[0],
+                                  getattr(ctx, "schedule", None) if per_step else None)
 
 
 class NoiseMagnitudeCallback(_StepScaled):
@@ -150,7 +161,7 @@ class NoiseMagnitudeCallback(_StepScaled):
         self.batch_size, self.replacement = batch_size, bool(replacement)
 
     def compute(self, ctx, data, generator):
-        lr = gradient_step_size(ctx.optimizer.param_groups[0])
+        lr = self.step_size(ctx)
         m = self.batch_size or step_batch_size(ctx)
         if m is None:
             return {}   # a loop of one's own that sets no batch, before its first step
@@ -213,7 +224,7 @@ class BatchStatisticsCallback(_StepScaled):
             batch = (x[idx.to(x.device)], y[idx.to(y.device)])
         if len(batch[0]) < 2:
             return {}   # one sample (an epoch's last batch): no variance, nothing to test
-        lr = gradient_step_size(ctx.optimizer.param_groups[0])
+        lr = self.step_size(ctx)
         out = batch_statistics(ctx.model, ctx.loss_fn, batch, lr=lr if lr > 0 else None,
                                epsilon=self.epsilon,
                                curvature=self.curvature).as_metrics(self.prefix)
