@@ -216,7 +216,7 @@ class ThesisLeNet(nn.Module):
         if block not in ("relu-pool-bn", "bn-relu-pool", "pool-bn", "relu-pool"):
             raise UserError(f"option 'block' must be relu-pool-bn, bn-relu-pool, pool-bn or "
                             f"relu-pool, got {block!r}")
-        checked_int("option 'padding'", padding, 0)
+        padding = checked_int("option 'padding'", padding, 0)   # Conv2d fails on a 0-d tensor
 
         def conv_block(ci: int, co: int, pool: int) -> list[nn.Module]:
             conv, mp = nn.Conv2d(ci, co, 5, padding=padding), nn.MaxPool2d(pool, stride=pool)

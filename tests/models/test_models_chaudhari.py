@@ -2,6 +2,7 @@
 architecture), by-hand derivations, and the readings kept as options."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -261,6 +262,10 @@ def test_trivialized_lenet_padding_keeps_each_convolutions_input_size():
     for bad in (-1, 2.0, True):
         with pytest.raises(UserError, match=f"^option 'padding' must be an int >= 0, got {bad}$"):
             build_model("trivialized-lenet", MNIST, 10, padding=bad)
+    # numpy's and torch's ints are paddings too: Conv2d gets them as Python ints
+    for two in (np.int64(2), torch.tensor(2)):
+        same = build_model("trivialized-lenet", MNIST, 10, padding=two)
+        assert same.features[0].padding == (2, 2) and type(same.features[0].padding[0]) is int
 
 
 def test_allcnn_layers_strides_and_dropouts_are_section_4_6_3s():
