@@ -113,7 +113,5 @@ def expected_critical_points(b: float, n: int) -> float:
 
 def critical_field(p: int, coupling: float = 1.0) -> float:
     """ν_c = J √(p(p − 2)), where B = 0 (§2.3.1)."""
-    p, j = _order(p), checked_float("coupling", coupling, None)
-    if j <= 0:
-        raise UserError(f"coupling must be > 0, got {j}")
+    p, j = _order(p), checked_float("coupling", coupling, strict=True)
     return j * math.sqrt(p * (p - 2))
