@@ -29,10 +29,12 @@ def require_data_dir(data_dir: str | Path | None, name: str) -> Path:
     return d
 
 
-def check_int(name: str, value: Any, *, minimum: int = 0, allow_none: bool = False) -> None:
-    """A :class:`UserError` "option 'name' must be an int >= minimum, got value" unless
-    ``value`` is an int (numpy's too) >= ``minimum``, or None where ``allow_none``."""
-    checked_int(f"option {name!r}", value, minimum, optional=allow_none)
+def check_int(name: str, value: Any, *, minimum: int = 0, allow_none: bool = False
+              ) -> int | None:
+    """``value`` as a Python int if it is an int (numpy's and torch's too) >= ``minimum``, or
+    None where ``allow_none``; else a :class:`UserError` "option 'name' must be an int >=
+    minimum, got value"."""
+    return checked_int(f"option {name!r}", value, minimum, optional=allow_none)
 
 
 def seeded_indices(labels: np.ndarray, n: int | None, seed: int, *, balanced: bool,
@@ -46,7 +48,7 @@ def seeded_indices(labels: np.ndarray, n: int | None, seed: int, *, balanced: bo
     total = len(labels)
     if n is None:
         return np.arange(total)
-    check_int(what, n, minimum=1)  # an empty split fails only later, in training
+    n = check_int(what, n, minimum=1)  # an empty split fails only later, in training
     if n > total:
         raise UserError(f"{what} {n} is larger than the {total} available examples")
     rng = np.random.default_rng(seed)
@@ -77,7 +79,7 @@ def stratified_split(labels: np.ndarray, n_test: int, seed: int, *, cache: bool 
     the scikit-learn and numpy versions: ``import sklearn`` costs ~2 s of CPU (it imports
     scipy.stats), as much as torch, in every process that loads the data. ``cache=False`` (a
     loader's own ``cache=False``): no cache entry is read or written."""
-    check_int("test_size", n_test, minimum=1)
+    n_test = check_int("test_size", n_test, minimum=1)
     if n_test >= len(labels):
         raise UserError(f"test_size {n_test} leaves no training examples (of {len(labels)})")
     key = _split_cache_key(labels, n_test, seed) if cache else None

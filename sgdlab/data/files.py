@@ -278,8 +278,8 @@ def _load_idx_dataset(dataset: str, data_dir, *, seed: int, train_size, test_siz
 def _finish_files(dataset: str, x_tr, y_tr, x_te, y_te, *, num_classes: int, seed: int,
                   train_size, test_size, balanced: bool, normalize: str, flatten: bool,
                   source: str) -> Dataset:
-    check_int("train_size", train_size, minimum=1, allow_none=True)
-    check_int("test_size", test_size, minimum=1, allow_none=True)
+    train_size = check_int("train_size", train_size, minimum=1, allow_none=True)
+    test_size = check_int("test_size", test_size, minimum=1, allow_none=True)
     # independent seeded streams for the two splits, so changing test_size keeps the train subset
     i_tr = seeded_indices(y_tr, train_size, seed, balanced=balanced, what="train_size")
     i_te = seeded_indices(y_te, test_size, seed + 1, balanced=balanced, what="test_size")

@@ -35,8 +35,8 @@ def load_cubic(*, seed: int = 0, n_train: int = 20, n_test: int = 100,
     points, x = 1 left out). Inputs and targets are float32 shaped (N, 1). Nothing is random:
     ``seed`` is only recorded.
     """
-    check_int("n_train", n_train, minimum=2)
-    check_int("n_test", n_test, minimum=2)
+    n_train = check_int("n_train", n_train, minimum=2)
+    n_test = check_int("n_test", n_test, minimum=2)
     if grid not in CUBIC_GRIDS:
         raise UserError(f"option 'grid' must be one of {', '.join(CUBIC_GRIDS)}, got {grid!r}")
 

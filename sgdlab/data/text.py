@@ -158,7 +158,7 @@ def _corpus(name: str, path: Any, data_dir, gutenberg: bool,
             max_chars: int | None = None) -> tuple[str, str, dict[str, Any]]:
     """(text, where, meta) of the file a text dataset reads, or of the bundled corpus; its
     first ``max_chars`` characters when given."""
-    check_int("max_chars", max_chars, minimum=1, allow_none=True)
+    max_chars = check_int("max_chars", max_chars, minimum=1, allow_none=True)
     text, where, info = _whole_corpus(name, path, data_dir, gutenberg)
     return (text if max_chars is None else text[:max_chars]), where, info
 
@@ -243,7 +243,7 @@ def load_text_chars(*, seed: int = 0, data_dir=None, path: str | None = None, se
     (50, the thesis' unroll). The Dataset's test tensors hold the test part, or the
     validation part with ``split="validation"``.
     """
-    check_int("seq_len", seq_len, minimum=1)
+    seq_len = check_int("seq_len", seq_len, minimum=1)
     split = _check_split(split)
     text, where, info = _corpus("text_chars", path, data_dir, bool(gutenberg), max_chars)
     codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
@@ -337,7 +337,7 @@ def load_ptb(*, seed: int = 0, data_dir=None, seq_len: int = 35, split: str = "t
     the training file lacks (none in the real files) is an error naming it
     (``unknown="error"``), or is read as ``<unk>`` (``unknown="unk"``).
     """
-    check_int("seq_len", seq_len, minimum=1)
+    seq_len = check_int("seq_len", seq_len, minimum=1)
     split = _check_split(split)
     if unknown not in ("error", "unk"):
         raise UserError(f"option 'unknown' must be 'error' or 'unk', got {unknown!r}")
@@ -389,8 +389,8 @@ def load_text_words(*, seed: int = 0, data_dir=None, path: str | None = None,
     and ``<unk>`` last, which every other word becomes. Windows of ``seq_len`` words (35);
     ``split`` as :func:`load_text_chars`.
     """
-    check_int("seq_len", seq_len, minimum=1)
-    check_int("vocab_size", vocab_size, minimum=2)
+    seq_len = check_int("seq_len", seq_len, minimum=1)
+    vocab_size = check_int("vocab_size", vocab_size, minimum=2)
     split = _check_split(split)
     text, where, info = _corpus("text_words", path, data_dir, bool(gutenberg), max_chars)
     words = text_words(text)
@@ -434,9 +434,9 @@ def load_text_lines(*, seed: int = 0, data_dir=None, path: str | None = None,
     character, from its learnt initial state alone, which the shifted-window convention of
     these datasets has no input for.
     """
-    check_int("n_lines", n_lines, minimum=1)
-    check_int("line_length", line_length, minimum=2)
-    check_int("test_lines", test_lines, minimum=1)
+    n_lines = check_int("n_lines", n_lines, minimum=1)
+    line_length = check_int("line_length", line_length, minimum=2)
+    test_lines = check_int("test_lines", test_lines, minimum=1)
     if other_chars not in ("skip", "error"):
         raise UserError(f"option 'other_chars' must be 'skip' or 'error', got {other_chars!r}")
     text, where, info = _corpus("text_lines", path, data_dir, bool(gutenberg))

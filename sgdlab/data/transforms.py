@@ -44,7 +44,7 @@ def with_label_noise(ds: Dataset, num_noisy: int, seed: int = 0, *,
     if ds.task != "classification":
         raise UserError(f"label noise needs a classification dataset; {ds.name!r} is {ds.task}")
     _one_label_each(ds, "label noise")
-    check_int("num_noisy", num_noisy)
+    num_noisy = check_int("num_noisy", num_noisy)
     n = len(ds.y_train)
     if num_noisy > n:
         raise UserError(f"num_noisy={num_noisy} exceeds the {n} training examples of {ds.name!r}")

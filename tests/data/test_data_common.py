@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from sgdlab.data import load_dataset
 from sgdlab.data._common import (_split_cache_key, normalize_images, seeded_indices,
@@ -211,6 +212,14 @@ def test_sizes_must_be_integers_not_booleans():
     with pytest.raises(UserError, match="option 'n_train' must be an int >= 1, got True"):
         seeded_indices(np.zeros(4), True, 0, balanced=False, what="n_train")
     assert len(seeded_indices(np.zeros(4), 1, 0, balanced=False)) == 1    # the minimum is valid
+
+
+def test_sizes_of_numpy_and_torch_are_taken_as_the_ints_they_hold():
+    # a 0-d tensor passed the check and then failed inside numpy ("must be int, not NoneType")
+    for two in (np.int64(2), torch.tensor(2)):
+        assert len(seeded_indices(np.zeros(4), two, 0, balanced=False)) == 2
+        assert [len(i) for i in stratified_split(np.arange(8) % 2, two, 0, cache=False)] == [6, 2]
+    assert len(load_dataset("cubic", n_train=torch.tensor(4)).y_train) == 4
 
 
 def test_a_test_size_that_is_a_fraction_is_refused():
