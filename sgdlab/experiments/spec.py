@@ -605,6 +605,11 @@ def _check_sentences(where: str, devs: Any) -> None:
         raise ConfigError(f"{where}: expected a list of sentences")
 
 
+def _one_line(text: Any) -> bool:
+    """``text`` is a string of one non-blank line (surrounding whitespace aside)."""
+    return isinstance(text, str) and bool(text.strip()) and "\n" not in text.strip()
+
+
 def _check_readings(where: str, readings: Any) -> None:
     """``{KEY: {default, choices: {CHOICE: {description, params, labels, exact_labels,
     options, deviations, title}}}}``, names fit for a command line and a folder name; the
@@ -631,8 +636,7 @@ def _check_readings(where: str, readings: Any) -> None:
             cat = f"{at}.choices.{name}"
             check_name(f"{at}.choices", "choice", name)
             _check_keys(cat, c, _CHOICE_KEYS)
-            desc = c.get("description")
-            if not (isinstance(desc, str) and desc.strip() and "\n" not in desc.strip()):
+            if not _one_line(c.get("description")):
                 raise ConfigError(f"{cat}: missing one-line string key 'description'")
             _check_mapping(f"{cat}.options", c.get("options", {}))
             if "pieces" in c:
@@ -640,9 +644,8 @@ def _check_readings(where: str, readings: Any) -> None:
             else:
                 _check_targets(cat, c)
             _check_sentences(f"{cat}.deviations", c.get("deviations", []))
-            title = c.get("title", "one line")
-            if not (isinstance(title, str) and title.strip() and "\n" not in title.strip()):
-                raise ConfigError(f"{cat}.title: expected a one-line string, got {title!r}")
+            if "title" in c and not _one_line(c["title"]):
+                raise ConfigError(f"{cat}.title: expected a one-line string, got {c['title']!r}")
     titled = [k for k, r in readings.items()
               if any("title" in c for c in r["choices"].values())]
     if len(titled) > 1:
