@@ -9,7 +9,8 @@ import re
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import StoredRun, register_analysis
-from sgdlab.experiments.procedures.common import (by_group, finite, mean_curve, seeds_label,
+from sgdlab.experiments.procedures.common import (by_group, curve_label, finite,
+                                                  group_curves, mean_curve, seeds_label,
                                                   seeds_note)
 from sgdlab.report.tables import Table, mean_std
 
@@ -180,11 +181,9 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
     fig.tight_layout()
     figs.append(("alignment_history", fig))
     if o.get("curves"):     # Figs. 1(a), 8(a), 9(a): training and test loss by iteration
-        from sgdlab.experiments.procedures.common import curve_label, group_curves
-
         figs += group_curves(groups, o["curves"], lambda g, rs, st: st, xlabel="step",
                              title=lambda m: f"{spec.paper['figure']}: {curve_label(m, o)}",
-                             logy=o.get("logy", ()))
+                             ylabel=lambda m: curve_label(m, o), logy=o.get("logy", ()))
     return Analysis(tables=[table], figures=figs, conclusions=concl)
 
 
