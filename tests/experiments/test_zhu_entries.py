@@ -433,7 +433,6 @@ def test_rmsprop_sgd_claims_by_hand():
     assert sharp.agrees_with_paper is True and "0.0021" in sharp.text
 
 
-
 @pytest.mark.parametrize("scale", SCALES)
 def test_rmsprop_sgd_claims_need_solutions_that_fit_at_least_the_clean_examples(scale):
     """Every claim is about "the RMSProp solution" SGD starts from (line 320: "we firstly run
@@ -684,7 +683,6 @@ def test_sigma_form_uncentred_sets_centred_false_on_every_alignment_measurement(
     assert not {r.key for r in default} & {r.key for r in other}
 
 
-
 @pytest.mark.parametrize("name", ALIGNMENT_ENTRIES)
 def test_sigma_form_uncentred_reports_name_the_matrix_measured_in_their_title(name):
     """Under ``sigma-form=uncentred`` H is compared with E[g gᵀ], as the tables, figures and
@@ -701,6 +699,7 @@ def test_sigma_form_uncentred_reports_name_the_matrix_measured_in_their_title(na
     assert "Σ" in default and "E[g gᵀ]" not in default
     assert "Σ" not in uncentred and "E[g gᵀ]" in uncentred
     assert uncentred == default.replace("Σ", "E[g gᵀ]")
+
 
 # --- zhu-large-network: the sharpness half of "not better than GD" ----------------------------
 @pytest.mark.parametrize("scale", SCALES)
