@@ -132,9 +132,9 @@ class HessianCallback(MeasuredCallback):
         prefix: the series' prefix, ``<prefix>/top_1``, ...; None: the operator's
             (:data:`SERIES_PREFIXES`: ``hess``, ``ggn``, ``fisher``).
         tol: Lanczos relative residual tolerance (0: every one of num_iter steps is run);
-            ``num_iter``: its most iterations (None:
-            :func:`sgdlab.measure.curvature.lanczos`'s default, min(d, 2k + 60)), which a
-            warning naming the series that did not reach ``tol`` says to raise.
+            ``num_iter``: its most iterations (None: :func:`sgdlab.measure.curvature.lanczos`'s
+            default, min(d, 2k + 60)), which a warning naming the series that did not reach
+            ``tol`` says to raise.
         check_copies: Lanczos' deflated check for the copies of a repeated eigenvalue (or a
             cluster narrower than ``tol``) one start vector misses, for the top-k and
             bottom-k (:func:`sgdlab.measure.curvature.lanczos`'s ``check_copies``: about twice
