@@ -86,7 +86,7 @@ def noise_equivalent_lr(group: dict[str, Any]) -> float:
     A step −α l g_Γ has mean drift −⟨α⟩ l ∇f and mini-batch noise of covariance ⟨α²⟩ l² Σ/C;
     with the time step ⟨α⟩ l the drift is −∇f dt and the diffusion (⟨α²⟩ l/⟨α⟩) Σ/C, that
     of constant SGD at η = l⟨α²⟩/⟨α⟩ (Zhu et al. 2019, eq. (5); the random run's stationary
-    temperature, twice eq. (19)'s, is constant SGD's at that η). Neither the mean step ⟨α⟩l
+    temperature, twice Musso's eq. (19), is constant SGD's at that η). Neither the mean step ⟨α⟩l
     (the drift only) nor the root-mean-square step l√⟨α²⟩ (the noise only) is. Momentum
     leaves the ratio as it is where α multiplies the gradient (eq. (1)); where it multiplies
     the whole step (``multiply="step"``) with μ > 0 one α scales a buffer of many gradients,
