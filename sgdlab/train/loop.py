@@ -319,9 +319,6 @@ class _Diverged(Exception):
 class _DefaultBatchSize(int):
     """train()'s default batch size, 128, told apart from a 128 the caller gives."""
 
-    def __repr__(self) -> str:
-        return int.__repr__(self)
-
 
 DEFAULT_BATCH_SIZE = _DefaultBatchSize(128)
 
