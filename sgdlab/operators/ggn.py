@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from sgdlab.accuracy import ignored_target
 from sgdlab.errors import UserError, warn
 from sgdlab.loss_settings import loss_name
 
@@ -61,19 +62,28 @@ _CURVED_NEAR_ZERO = frozenset({"HuberLoss", "SmoothL1Loss", "huber_loss", "smoot
 
 def warn_zero_output_curvature(model: nn.Module, loss_fn, data, who: str) -> None:
     """A warning where ``loss_fn`` is linear in the model's outputs on the data's first
-    samples (∇²_f L = 0), so that G = Jᵀ ∇²_f L J is zero, which every product then gives
-    without a word: a model ending in ``log_softmax`` under ``NLLLoss`` (the cross-entropy
-    whose GGN is that of the logits), ``L1Loss``. One no-grad, eval-mode forward pass of
-    those samples; a model or loss that fails on them is left to the measurement."""
+    samples whose targets it counts (∇²_f L = 0), so that G = Jᵀ ∇²_f L J is zero, which
+    every product then gives without a word: a model ending in ``log_softmax`` under
+    ``NLLLoss`` (the cross-entropy whose GGN is that of the logits), ``L1Loss``. One no-grad,
+    eval-mode forward pass of those samples; a model or loss that fails on them is left to
+    the measurement."""
     from .batches import _first_samples, _probe_forward
 
     if loss_name(loss_fn) in _CURVED_NEAR_ZERO:
         return
     first = _first_samples(data)
     param = next(model.parameters(), None)
-    if first is None or param is None or not len(first[0]):
+    if first is None or param is None:
         return
     x, y = first[0].to(param.device), first[1].to(param.device)
+    ignore = ignored_target(loss_fn)
+    if ignore is not None and not y.is_floating_point():
+        # a sample whose targets are all ignored adds no loss, curved or not (and a mean over
+        # none is 0/0): the others are probed
+        counted = (y != ignore).reshape(len(y), -1).any(1)
+        x, y = x[counted], y[counted]
+    if not len(x):
+        return
     try:
         out = _probe_forward(model, x)
         if not isinstance(out, Tensor) or not out.is_floating_point():
@@ -91,6 +101,8 @@ def warn_zero_output_curvature(model: nn.Module, loss_fn, data, who: str) -> Non
                 torch.autograd.grad(g, o, v, allow_unused=True)[0]
     except Exception:
         return
+    if hv is not None and not bool(torch.isfinite(hv).all()):
+        return      # a loss undefined on these samples (class weights of 0) shows no curvature
     if hv is None or not bool(hv.abs().max() > 0):
         warn(
             f"{who}: {loss_name(loss_fn)} is linear in the model's outputs (on the data's "

@@ -108,6 +108,24 @@ def test_a_ggn_of_log_probabilities_under_nll_loss_is_zero_and_says_so():
     torch.testing.assert_close(ref, ggn_reference(logits, nn.CrossEntropyLoss(), data))
 
 
+def test_the_zero_curvature_warning_probes_only_the_samples_the_loss_counts():
+    # cross-entropy whose first samples' targets are ignored (a mean over none: nan; a sum: 0)
+    # or weighted 0 is curved on the others: no warning; NLLLoss still gets it from the rest
+    logits = tiny_mlp(3, 4, 3)
+    x, y = tiny_classification(6, 3, 3)
+    ignored = (x, torch.cat([torch.full((2,), -100), y[2:]]))
+    zero_weight = nn.CrossEntropyLoss(weight=torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for loss_fn, data in ((nn.CrossEntropyLoss(), ignored),
+                              (nn.CrossEntropyLoss(reduction="sum"), ignored),
+                              (zero_weight, (x, torch.tensor([0, 0, 1, 2, 1, 2])))):
+            GGNOperator(logits, loss_fn, data)
+    one_ignored = (x, torch.cat([torch.full((1,), -100), y[1:]]))
+    with pytest.warns(UserWarning, match="NLLLoss is linear in the model's outputs"):
+        GGNOperator(nn.Sequential(logits, nn.LogSoftmax(dim=1)), nn.NLLLoss(), one_ignored)
+
+
 def _mean_residual(out, y):
     return (out - y).mean()
 
