@@ -189,7 +189,8 @@ class ModelOperator(LinearOperator):
     ``model.eval()`` for the network without dropout); so it does for a forward of one's own
     that draws (``F.dropout(h, p, self.training)``), found by one no-grad pass over the first
     samples (:func:`~sgdlab.operators.batches.draws_unseen`). A loader that reshuffles its
-    samples gives other batches, and so other masks per sample, on every pass: refused, as
+    samples gives other batches, and so other masks per sample, on every pass: refused with
+    dropout modules in train mode (not for a forward of one's own, which no module names), as
     it is where batch norm normalises by each batch's statistics
     (:func:`~sgdlab.operators.batches.check_reshuffled_batches`).
 
