@@ -39,8 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sgdlab.errors import (RUN_SEED_RULE, checked_int_argument, checked_keywords, finite_number,
-                           int_at_least,
-                           is_seed, plain_float, plain_int)
+                           int_at_least, is_seed, plain_float, plain_int)
 
 __all__ = [
     "CONFIDENCE_Z_99",

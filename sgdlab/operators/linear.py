@@ -14,10 +14,9 @@ from torch import Tensor
 from sgdlab.errors import warn
 from sgdlab.models.modes import buffers_kept, writes_buffers
 
-from .batches import (check_batch_loss, check_model_data, check_reshuffled_batches,
-                      draws_unseen, fixed_randomness,
-                      gradient_hooks_held, iterate_batches, loss_derivatives, plain_checkpoints,
-                      stochastic_modules)
+from .batches import (check_batch_loss, check_model_data, check_reshuffled_batches, draws_unseen,
+                      fixed_randomness, gradient_hooks_held, iterate_batches, loss_derivatives,
+                      plain_checkpoints, stochastic_modules)
 from .blocking import BlockTuner, blocks_reproducible
 from .params import copy_module
 
