@@ -613,11 +613,13 @@ def check_reshuffled_batches(model: nn.Module, data: Data) -> None:
     then makes other batches, and each product of a curvature operator was of another matrix
     (the model's mode is the operators' own; functions that set a mode of their own, or read
     such a loader once, check what they run)."""
-    from torch.utils.data import DataLoader, RandomSampler
+    from torch.utils.data import DataLoader, RandomSampler, SubsetRandomSampler
 
     from sgdlab.models.modes import first_batch_norm, uses_batch_statistics
 
-    if not (isinstance(data, DataLoader) and isinstance(data.sampler, RandomSampler)):
+    # a subset sampler reorders its indices at every pass too
+    shuffles = (RandomSampler, SubsetRandomSampler)
+    if not (isinstance(data, DataLoader) and isinstance(data.sampler, shuffles)):
         return
     if uses_batch_statistics(model) and not _one_loader_batch(data):
         layer = first_batch_norm(model, training=True) or first_batch_norm(model)

@@ -339,7 +339,7 @@ def test_a_shuffling_loader_is_refused_where_the_batching_changes_the_loss():
     # train-mode batch norm (each batch's statistics) and dropout (a draw per batch) under a
     # shuffling loader: other batches at every pass, so two Lanczos runs on one model gave
     # two λ_max far apart; in eval mode the loss is the samples' mean, whatever the batching
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
 
     from sgdlab.measure import hessian_top_eigenvalue
     from sgdlab.testing import tiny_classification
@@ -356,6 +356,11 @@ def test_a_shuffling_loader_is_refused_where_the_batching_changes_the_loss():
         with pytest.raises(UserError, match="DataLoader that shuffles"):
             HessianOperator(model, loss_fn, loader)
         HessianOperator(model, loss_fn, DataLoader(TensorDataset(x, y), batch_size=4))
+        # a subset sampler reshuffles its indices at every pass as well
+        subset = DataLoader(TensorDataset(x, y), batch_size=4,
+                            sampler=SubsetRandomSampler(range(8)))
+        with pytest.raises(UserError, match="DataLoader that shuffles"):
+            HessianOperator(model, loss_fn, subset)
         model.eval()
         torch.testing.assert_close(HessianOperator(model, loss_fn, loader).to_dense(),
                                    HessianOperator(model, loss_fn, (x, y)).to_dense())
