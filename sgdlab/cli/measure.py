@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from sgdlab.cli._help import plain
-from sgdlab.errors import UserError, did_you_mean, is_seed, make_output_dir, not_a_seed
+from sgdlab.errors import (ConfigError, UserError, did_you_mean, is_seed, make_output_dir,
+                           not_a_seed)
 from sgdlab.report.figures import save_and_close
 from sgdlab.strict_json import write_atomic
 
@@ -433,6 +434,8 @@ def _measure(args: argparse.Namespace) -> int:
     # bad batch options and an alignment k Σ cannot give are refused before anything is
     # measured
     batch_size = _batch_size(args, cfg, len(x)) if "batch" in what else None
+    # and a run whose step is not SGD's (CABS has no η for it)
+    batch_lr = _batch_lr(state, cfg, store, run_id, step) if "batch" in what else None
     d = num_params(model)
     if "alignment" in what and args.k > min(len(x), d):
         raise UserError(f"--k {args.k}: alignment takes the top-k eigenpairs of Σ, which has "
@@ -462,8 +465,7 @@ def _measure(args: argparse.Namespace) -> int:
     # a fixed order, not --what's: with --train-mode dropout draws on the global RNG in turn
     steps = {"hessian": lambda: _hessian(m), "noise": lambda: _noise(m),
              "alignment": lambda: _alignment(m), "sharpness": lambda: _sharpness(m),
-             "batch": lambda: _batch(m, batch_size,
-                                     *_batch_lr(state, cfg, store, run_id, step)),
+             "batch": lambda: _batch(m, batch_size, *batch_lr),
              "surface": lambda: _surface(m)}
     from sgdlab.operators.blocking import reproducible_blocks
 
@@ -810,11 +812,14 @@ def _checkpoint_lr(state: dict, cfg: dict, store, run_id: str | None,
     """The step size that multiplies mini-batch gradients at the checkpoint's next step (the
     optimizer's, which a schedule has moved), else the config's: for Entropy-SGD and the
     HJ / heat smoothers the inner step η_y (``inner_lr``), not the outer η′ that moves x
-    towards the inner loop's average, for ``random-lr-sgd`` l⟨α²⟩/⟨α⟩
-    (:func:`sgdlab.optim.gradient_step_size`); a replica run's: the last one it recorded (after its
-    milestones) up to the checkpoint's ``step``, of a stopped distributed run of the
-    ``replicas`` procedure, whose record holds none, the last one its own store holds up to it;
-    None when there is none > 0."""
+    towards the inner loop's average, for ``random-lr-sgd`` l⟨α²⟩/⟨α⟩, under the ``random``
+    schedule stepped each step η(1 + w²/3), not the draw saved in ``lr``
+    (:func:`sgdlab.optim.gradient_step_size`, given the checkpoint's schedule state as the
+    training instruments are given the schedule; its ConfigError with momentum under that
+    schedule, and for Adam, AdamW or RMSprop, is raised); a replica run's: the last one it
+    recorded (after its milestones) up to the checkpoint's ``step``, of a stopped distributed
+    run of the ``replicas`` procedure, whose record holds none, the last one its own store
+    holds up to it; None when there is none > 0."""
     return _batch_lr(state, cfg, store, run_id, step)[0]
 
 
@@ -833,8 +838,13 @@ def _batch_lr(state: dict, cfg: dict, store, run_id: str | None,
 
     groups = (state.get("optimizer") or {}).get("param_groups") or [{}]
     group = groups[0] if "lr" in groups[0] else (cfg.get("optimizer") or {})
+    # the schedule as the training instruments are given it: one that draws each step's rate
+    # (its state names it), not one stepped at epoch ends, whose draw holds for the epoch
+    per_step = (state.get("settings") or {}).get("schedule_every", "step") == "step"
     try:
-        lr = gradient_step_size(group)
+        lr = gradient_step_size(group, state.get("schedule") if per_step else None)
+    except ConfigError:
+        raise                   # no step of SGD's noise (momentum under the draw, Adam's)
     except (KeyError, TypeError, ValueError):
         return None, False
     return (lr if lr > 0 else None), False

@@ -23,8 +23,9 @@ would pass with (Cockpit's reading); the test passes with a tolerance θ when th
   > 0 says the gradient is indistinguishable from noise (stop);
 - CABS batch size (Balles, Romero & Hennig 2017, eq. 22, as Cockpit evaluates it):
   η Tr Σ / L for learning rate η and mini-batch loss L (derived for plain SGD; Cockpit refuses
-  other optimizers, here η is the learning rate whatever the optimizer, so with momentum μ
-  the step's scale is about η/(1 − μ), not η);
+  other optimizers; the instruments and ``sgdlab measure`` give the step
+  :func:`sgdlab.optim.gradient_step_size`, which refuses Adam, AdamW and RMSprop, and keeps
+  SGD's lr with momentum μ, where the step's scale is about η/(1 − μ), not η);
 - simple noise scale (McCandlish, Kaplan, Amodei et al. 2018, with the unbiased estimators of
   their appendix taken at batch sizes 1 and B): B_simple = Tr S / |G|², with
   |G|² = ‖ḡ‖² − Tr S / B unbiased for the squared norm of the true gradient. Its ratio is

@@ -170,6 +170,43 @@ def momentum_direction(state: dict, g: Tensor, group: dict) -> Tensor:
     return g
 
 
+#: the registered optimizers whose step divides the gradient by a running root mean square
+PRECONDITIONED = ("adam", "adamw", "rmsprop", "rmsprop-eq15", "entropy_adam")
+
+
+def preconditioned_optimizer(group: dict) -> str | None:
+    """The registered name of the optimizer whose parameter group (also of a state dict) or
+    config ``group`` is, where its step along mini-batch gradients is not lr times the
+    gradient (or a momentum buffer of them) but divides each coordinate by a running root
+    mean square (:data:`PRECONDITIONED`; Entropy-Adam only with Adam in its inner loop,
+    ``adam="inner"``); None otherwise. Told by the group's keys, as torch writes them."""
+    name = registered_spelling(group.get("name"), OPTIMIZERS)
+    if name is None:
+        if "adam" in group:                         # Entropy-Adam's own key
+            name = "entropy_adam"
+        elif "betas" in group:
+            name = "adamw" if group.get("decoupled_weight_decay") else "adam"
+        elif {"alpha", "centered"} <= group.keys():
+            name = "rmsprop"
+        elif {"rho", "delta"} <= group.keys():
+            name = "rmsprop-eq15"
+    if name == "entropy_adam" and group.get("adam", "outer") == "outer":
+        return None                     # its steps along gradients: the SGLD loop's η_y
+    return name if name in PRECONDITIONED else None
+
+
+def _schedule_width(schedule: Any) -> float | None:
+    """The width w of the ``random`` schedule, given as the schedule or its ``state_dict``
+    (a checkpoint's); None for another schedule or none."""
+    # imported here: protocols builds on this module
+    from .protocols import RandomLR
+    if isinstance(schedule, RandomLR):
+        return schedule.width
+    if isinstance(schedule, dict) and schedule.get("name") == RandomLR.name:
+        return float(schedule["width"])
+    return None
+
+
 def gradient_step_size(group: dict, schedule: Any = None) -> float:
     """The step size along mini-batch gradients of an optimizer's parameter group: ``lr``,
     except for the optimizers that take those steps in an inner loop (Entropy-SGD, the HJ and
@@ -178,25 +215,34 @@ def gradient_step_size(group: dict, schedule: Any = None) -> float:
     and diffusion, l⟨α²⟩/⟨α⟩. ``random-lr-sgd`` draws α itself
     (:func:`sgdlab.optim.random_lr.noise_equivalent_lr`); the ``random`` schedule
     (:class:`sgdlab.optim.protocols.RandomLR`, given as ``schedule`` where it is stepped after
-    each optimizer step) writes η·α, α ~ U[1 − w, 1 + w], into ``lr``: its step is η(1 + w²/3)
-    from the group's ``initial_lr`` η (times random-lr-sgd's own ratio, an independent draw).
-    With momentum that draw scales the whole update: a ConfigError (a ValueError). Another
-    schedule leaves the current ``lr`` the step. ``group``: a parameter group (also of a
-    state dict; ``switch`` and ``trivialized`` share their inner optimizer's) or an
-    optimizer's config (``name``). SGD-noise measurements that scale with the step (CABS, the
-    noise magnitude) take this one."""
+    each optimizer step, or its ``state_dict``, as a checkpoint holds it) writes η·α, α ~
+    U[1 − w, 1 + w], into ``lr``: its step is η(1 + w²/3) from the group's ``initial_lr`` η
+    (times random-lr-sgd's own ratio, an independent draw). With momentum that draw scales
+    the whole update: a ConfigError (a ValueError). Another schedule leaves the current
+    ``lr`` the step. An optimizer whose step is no multiple of the gradient
+    (:func:`preconditioned_optimizer`: Adam, AdamW, RMSprop) has none: a ConfigError naming
+    it. ``group``: a parameter group (also of a state dict; ``switch`` and ``trivialized``
+    share their inner optimizer's) or an optimizer's config (``name``). SGD-noise
+    measurements that scale with the step (CABS, the noise magnitude) take this one."""
+    adaptive = preconditioned_optimizer(group)
+    if adaptive is not None:
+        raise ConfigError(
+            f"optimizer {adaptive}: its step divides each coordinate of the gradient by a "
+            "running root mean square, so it is not a step size times the gradient, and CABS "
+            "(Balles et al., derived for plain SGD) and the noise magnitude sqrt(η Tr Σ / m) "
+            "(the diffusion of SGD's SDE, Zhu et al. eq. 5) have no η for it; measure a run "
+            "of sgd (or random-lr-sgd), or take Tr Σ alone (the noise instrument, sgdlab "
+            "measure --what noise)")
     if "inner_lr" in group:
         return float(group["inner_lr"])      # a schedule moves lr, the outer step
-    # imported here: protocols builds on this module
-    from .protocols import RandomLR
-    if isinstance(schedule, RandomLR):
+    width = _schedule_width(schedule)
+    if width is not None:
         if group.get("momentum", 0) > 0:
             raise ConfigError(
                 f"the random schedule with momentum {group['momentum']}: its draw scales the "
                 "whole step, momentum buffer included, so no constant SGD step with the same "
                 "noise is given here; the noise measurements take one at momentum 0 (or use "
                 "the optimizer random-lr-sgd, whose α multiplies each new gradient)")
-        width = schedule.width
         # a group the schedule has not written yet holds its base rate
         base = group.get("initial_lr", group["lr"])
         return gradient_step_size({**group, "lr": base}) * (1 + width**2 / 3)

@@ -894,3 +894,93 @@ def test_batch_means_leave_out_the_batches_where_a_statistic_is_undefined(monkey
     # the noise scale: the ratio of the two means, each over its own defined batches
     assert out["batch/trace_cov"] == 5.0 and out["batch/grad_sq_unbiased"] == 2.0
     assert out["batch/noise_scale"] == 5.0 / 2.0
+
+
+
+def _trained_random_schedule(tmp_path, *, optimizer: str):
+    """A 3-step float64 run of Zhu's 1-6-6-6-1 MLP on the cubic data under the ``random``
+    schedule (w = 0.5) with ``optimizer`` (a flow mapping): its folder and store."""
+    cfg = tmp_path / "random.yaml"
+    cfg.write_text("name: random\ndata: {name: cubic, seed: 0}\nmodel: {name: zhu-mlp-1-6-6-6-1}\n"
+                   f"optimizer: {optimizer}\nschedule: {{name: random, width: 0.5, seed: 1}}\n"
+                   "train: {epochs: 1, max_steps: 3, batch_size: 4, threads: 1, "
+                   "dtype: float64}\n")
+    run, store = tmp_path / "run", tmp_path / "s.sqlite"
+    assert main(["train", str(cfg), "--store", str(store), "--out", str(run),
+                 "--no-progress"]) == 0
+    return run, store
+
+
+def test_cabs_of_a_checkpoint_under_the_random_schedule_takes_the_instruments_step(tmp_path):
+    """The checkpoint's ``lr`` under the ``random`` schedule is the last step's draw η·α;
+    ``--what batch`` takes the step the training instruments take (gradient_step_size given
+    the schedule the checkpoint holds), η(1 + w²/3): CABS of one batch of all examples
+    against a direct call at that step, float64."""
+    from sgdlab.config.io import load_config
+    from sgdlab.config.run import build_from_config
+    from sgdlab.measure import batch_statistics
+    from sgdlab.train.checkpoint import load_checkpoint
+
+    run, store = _trained_random_schedule(tmp_path, optimizer="{name: sgd, lr: 0.05}")
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    noise_step = 0.05 * (1 + 0.5**2 / 3)
+    draw = state["optimizer"]["param_groups"][0]["lr"]
+    assert draw != pytest.approx(noise_step, rel=1e-3)      # the draw is not the step
+    built = build_from_config(load_config(run / "config.yaml"))
+    model = built.model.eval()
+    model.load_state_dict(state["model"])
+    n = len(built.data.train[0])
+    assert main(["measure", str(run), "--store", str(store), "--what", "batch",
+                 "--batch-size", str(n), "--batches", "1", "--subset", "0",
+                 "--out", str(tmp_path / "m")]) == 0
+    cabs = json.loads((tmp_path / "m" / "measurements.json").read_text())["scalars"][
+        "batch/cabs_batch_size"]
+    ref = batch_statistics(model, built.loss_fn, built.data.train, lr=noise_step)
+    assert cabs == pytest.approx(ref.cabs_batch_size, rel=1e-10)
+
+
+def test_a_random_schedule_stepped_at_epoch_ends_leaves_the_checkpoints_draw_the_step(
+        tmp_path):
+    """train() with the ``random`` schedule stepped at epoch ends (``schedule_every``): its
+    draw holds for the epoch and is the step, as the training instruments take it; stepped
+    each step, η(1 + w²/3) (float64)."""
+    import torch
+    from torch import nn
+
+    from sgdlab.cli.measure import _checkpoint_lr
+    from sgdlab.optim.protocols import RandomLR
+    from sgdlab.testing import toy_dataset
+    from sgdlab.train import train
+    from sgdlab.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+    for every in ("epoch", "step"):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 3)).double()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        folder = tmp_path / every
+        train(model, nn.CrossEntropyLoss(), toy_dataset().to(dtype=torch.float64), opt,
+              epochs=2, batch_size=20,
+              schedule=RandomLR(opt, width=1.0, seed=0), schedule_every=every,
+              checkpoint_dir=folder, progress=False)
+        state = load_checkpoint(folder / CHECKPOINT_NAME)
+        draw = state["optimizer"]["param_groups"][0]["lr"]
+        assert draw != pytest.approx(0.4 / 3, rel=1e-3)
+        assert _checkpoint_lr(state, {}, None, None) == pytest.approx(
+            draw if every == "epoch" else 0.4 / 3, rel=1e-12)
+
+
+@pytest.mark.parametrize("optimizer, needle", [
+    ("{name: sgd, lr: 0.05, momentum: 0.9}", "the random schedule with momentum 0.9"),
+    ("{name: adam, lr: 0.01}", "optimizer adam: its step divides each coordinate")])
+def test_measure_batch_refuses_a_step_with_no_sgd_noise_before_measuring(
+        tmp_path, capsys, optimizer, needle):
+    """A checkpoint whose step has no constant SGD step of the same noise (the random
+    schedule's draw on a momentum buffer; Adam's preconditioned step) is refused as the
+    training instruments refuse it, before anything is measured or written; its CABS was
+    computed with the saved lr."""
+    run, store = _trained_random_schedule(tmp_path, optimizer=optimizer)
+    capsys.readouterr()
+    assert main(["measure", str(run), "--store", str(store), "--what", "hessian,batch",
+                 "--out", str(tmp_path / "m")]) == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

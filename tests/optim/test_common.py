@@ -8,7 +8,7 @@ import torch
 
 from sgdlab.optim._common import (NonFiniteLoss, check_finite_loss, check_plain_optimizer,
                                   gradient_step_size, is_whole, momentum_direction,
-                                  seeded_generator)
+                                  preconditioned_optimizer, seeded_generator)
 
 GRADS = [[1.0, -2.0], [0.5, 0.25], [-3.0, 1.0], [2.0, 2.0]]
 
@@ -112,3 +112,56 @@ def test_the_gradient_step_size_of_random_lr_sgd_is_its_noise_step_through_the_w
     assert gradient_step_size(saved) == pytest.approx(0.4, rel=1e-12)
     for name in ("random-lr-sgd", "Random_LR_SGD"):
         assert gradient_step_size({"name": name, "lr": 0.3}) == pytest.approx(0.2, rel=1e-12)
+
+
+def test_an_optimizer_whose_step_is_not_lr_times_the_gradient_has_no_gradient_step_size():
+    """Adam, AdamW, RMSprop, eq. (15)'s RMSProp and Entropy-Adam with Adam in its inner loop
+    divide the gradient by a running root mean square: named from a live group, a state
+    dict's, a config, and refused by gradient_step_size (a ConfigError naming them); SGD's,
+    Entropy-Adam's outer form (its inner SGLD steps at inner_lr) and random-lr-sgd's keep
+    their step."""
+    from sgdlab.errors import ConfigError
+    from sgdlab.optim import build_optimizer
+
+    p = [torch.nn.Parameter(torch.zeros(3))]
+    for name in ("adam", "adamw", "rmsprop", "rmsprop-eq15"):
+        opt = build_optimizer(name, p, lr=0.1)
+        for group in (opt.param_groups[0], opt.state_dict()["param_groups"][0],
+                      {"name": name.upper(), "lr": 0.1}):
+            assert preconditioned_optimizer(group) == name
+            with pytest.raises(ConfigError, match=f"^optimizer {name}: its step divides"):
+                gradient_step_size(group)
+    inner = build_optimizer("entropy_adam", p, adam="inner")
+    assert preconditioned_optimizer(inner.param_groups[0]) == "entropy_adam"
+    assert preconditioned_optimizer({"name": "entropy-adam", "adam": "inner"}) == "entropy_adam"
+    outer = build_optimizer("entropy_adam", p, inner_lr=0.1)
+    assert gradient_step_size(outer.param_groups[0]) == 0.1
+    assert gradient_step_size({"name": "entropy_adam", "inner_lr": 0.2, "lr": 0.01}) == 0.2
+    for opt in (torch.optim.SGD(p, lr=0.1, momentum=0.9),
+                build_optimizer("sgld", p, lr=0.1, num_data=10),
+                build_optimizer("switch", p, first="sgd", second="adam", switch_step=2,
+                                first_hyper={"lr": 0.1})):
+        assert preconditioned_optimizer(opt.param_groups[0]) is None
+        assert gradient_step_size(opt.param_groups[0]) == 0.1
+
+
+def test_the_random_schedules_state_dict_gives_the_step_the_schedule_gives():
+    """A checkpoint holds the ``random`` schedule's state: given it, gradient_step_size takes
+    η(1 + w²/3) as given the live schedule, refuses it with momentum alike, and another
+    schedule's state leaves the current lr the step."""
+    from sgdlab.errors import ConfigError
+    from sgdlab.optim.protocols import CosineCyclicLR, RandomLR
+
+    p = [torch.nn.Parameter(torch.zeros(3))]
+    opt = torch.optim.SGD(p, lr=0.3)
+    schedule = RandomLR(opt, width=0.5, seed=0)
+    saved = opt.state_dict()["param_groups"][0]
+    assert gradient_step_size(saved, schedule.state_dict()) == pytest.approx(
+        gradient_step_size(opt.param_groups[0], schedule), rel=1e-15)
+    assert gradient_step_size(saved, schedule.state_dict()) == pytest.approx(
+        0.3 * (1 + 0.25 / 3), rel=1e-12)
+    heavy = torch.optim.SGD(p, lr=0.3, momentum=0.9)
+    with pytest.raises(ConfigError, match="random schedule with momentum 0.9"):
+        gradient_step_size(heavy.param_groups[0], RandomLR(heavy, width=0.5).state_dict())
+    cyclic = CosineCyclicLR(torch.optim.SGD(p, lr=0.3), period=3)
+    assert gradient_step_size({"lr": 0.2}, cyclic.state_dict()) == 0.2

@@ -1003,6 +1003,28 @@ def test_a_random_step_on_a_whole_momentum_buffer_is_refused_before_step_0(name)
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), init.parameters()))
 
 
+@pytest.mark.parametrize("name", ["noise_magnitude", "batch_statistics"])
+@pytest.mark.parametrize("optimizer", ["rmsprop", "switch"])
+def test_an_optimizer_whose_step_is_not_lr_times_the_gradient_is_refused_before_step_0(
+        name, optimizer):
+    """RMSprop's step divides the gradient by a running root mean square: CABS and the noise
+    magnitude have no η for it, and an instrument measuring at step 3 refuses it before the
+    first step, naming it; so too under switch where the optimizer after the switch is it."""
+    from sgdlab.errors import ConfigError
+    from sgdlab.optim import build_optimizer
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    init = copy.deepcopy(model)
+    opt = (build_optimizer("switch", model.parameters(), first="sgd", second="rmsprop",
+                           switch_step=2, first_hyper={"lr": 0.1})
+           if optimizer == "switch" else torch.optim.RMSprop(model.parameters(), lr=0.01))
+    with pytest.raises(ConfigError, match="^optimizer rmsprop: its step divides"):
+        train(model, nn.CrossEntropyLoss(), toy_dataset(), opt, epochs=1, batch_size=8,
+              callbacks=[build_instrument(name, schedule=Schedule.at([3]))], progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), init.parameters()))
+
+
 def test_the_alignment_instrument_logs_the_trace_ratio_when_asked():
     from sgdlab.train.instruments.noise import AlignmentCallback
 

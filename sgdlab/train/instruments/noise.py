@@ -19,10 +19,11 @@ Instruments:
   step with the same drift and diffusion, l⟨α²⟩/⟨α⟩: 2l/3, or 4l/3 under ``mean-lr``; so
   too under the loop's ``random`` schedule stepped each step, whose draw η·α, α ~ U[1 − w,
   1 + w], the group's lr holds: η(1 + w²/3), refused with momentum; another schedule's
-  current lr is the step) and m the batch size of the current step (at step 0 the one the
-  loop will step with; or ``batch_size`` when given); ``replacement: false`` takes the noise
-  of batches of m distinct samples of the N training samples, sqrt(η Tr Σ (N − m)/(m (N −
-  1))), as the loop's epochs draw them.
+  current lr is the step; refused for Adam, AdamW and RMSprop, whose step is no η times the
+  gradient, and for ``switch`` to or from one) and m the batch size of the current step (at
+  step 0 the one the loop will step with; or ``batch_size`` when given); ``replacement:
+  false`` takes the noise of batches of m distinct samples of the N training samples,
+  sqrt(η Tr Σ (N − m)/(m (N − 1))), as the loop's epochs draw them.
 
 - ``batch_statistics``: a mini-batch's gradient tests and ratios
   (:mod:`sgdlab.measure.batch_statistics`): ``batch/norm_test``, ``batch/inner_product_test``,
@@ -51,7 +52,7 @@ from sgdlab.measure.batch_statistics import batch_statistics, takeuchi_informati
 from sgdlab.measure.curvature.lanczos import check_tol, convergence_warnings_named
 from sgdlab.measure.noise import gradient_covariance, noise_magnitude
 from sgdlab.operators.params import num_params
-from sgdlab.optim import gradient_step_size
+from sgdlab.optim import SwitchOptimizer, gradient_step_size
 
 from ..callbacks import Schedule, step_batch_size
 from . import register_instrument
@@ -133,10 +134,14 @@ class _StepScaled(MeasuredCallback):
     reads_training_step = True      # the optimizer's step size
 
     def on_train_begin(self, ctx) -> None:
-        # a step it has no η for (one draw on a whole momentum buffer) is refused before
-        # step 0, not at the first measurement
-        if getattr(ctx, "optimizer", None) is not None:
+        # a step it has no η for (one draw on a whole momentum buffer, Adam's) is refused
+        # before step 0, not at the first measurement; switch's second optimizer too
+        optimizer = getattr(ctx, "optimizer", None)
+        if optimizer is not None:
             self.step_size(ctx)
+            if isinstance(optimizer, SwitchOptimizer):
+                for phase in (optimizer.first, optimizer.second):
+                    gradient_step_size(phase.param_groups[0])
         super().on_train_begin(ctx)
 
     @staticmethod
