@@ -159,7 +159,8 @@ def register(subparsers) -> None:
                      help="mini-batches averaged (default 20); CABS takes the learning rate "
                           "the checkpoint's optimizer holds (Entropy-SGD's, HJ's and heat's "
                           "inner one, the step along mini-batch gradients; random-lr-sgd's "
-                          "l<α²>/<α>, the constant step with its noise)")
+                          "l<α²>/<α>, the constant step with its noise; none for Adam, "
+                          "AdamW or RMSprop, whose step is no lr times the gradient)")
     bat.add_argument("--batch-curvature", choices=("hessian", "ggn"),
                      help="also McCandlish et al.'s curvature-weighted noise scale B_noise "
                           "with this matrix (one quadratic form per sample)")
@@ -434,7 +435,7 @@ def _measure(args: argparse.Namespace) -> int:
     # bad batch options and an alignment k Σ cannot give are refused before anything is
     # measured
     batch_size = _batch_size(args, cfg, len(x)) if "batch" in what else None
-    # and a run whose step is not SGD's (CABS has no η for it)
+    # and a step with no SGD noise (the random schedule's draw on a momentum buffer)
     batch_lr = _batch_lr(state, cfg, store, run_id, step) if "batch" in what else None
     d = num_params(model)
     if "alignment" in what and args.k > min(len(x), d):
@@ -701,12 +702,18 @@ def _sharpness(m: _Measuring) -> None:
                                     "gamma": args.gamma, "samples": args.samples}
 
 
-def _batch(m: _Measuring, batch_size: int, lr: float | None, unrecorded: bool = False
-           ) -> None:
-    """``unrecorded``: a replica run that recorded no lr, in its record nor its own store."""
+def _batch(m: _Measuring, batch_size: int, lr: float | None, unrecorded: bool = False,
+           adaptive: str | None = None) -> None:
+    """``unrecorded``: a replica run that recorded no lr, in its record nor its own store;
+    ``adaptive``: the checkpoint's optimizer, where its step is no lr times the gradient."""
     m.scalars.update(_batch_scalars(m.args, batch_size, lr, m.model, m.loss_fn, m.batch,
                                     m.gen()))
-    if lr is None:
+    if adaptive is not None:
+        m.notes.append(f"batch/cabs_batch_size is NaN (null in measurements.json): optimizer "
+                       f"{adaptive} divides each coordinate of the gradient by a running root "
+                       "mean square, and CABS (Balles et al.) assumes plain SGD's step η·g; "
+                       "the other statistics need no step")
+    elif lr is None:
         from sgdlab.store.folders import SWEEP_REPLICA_FOLDER, SWEEP_REPLICA_STORE
 
         why = (f"the run recorded none up to this step (a distributed run of the `replicas` "
@@ -810,44 +817,55 @@ def _sweep_replica_lr(store, cfg: dict, step: int | None) -> list:
 def _checkpoint_lr(state: dict, cfg: dict, store, run_id: str | None,
                    step: int | None = None) -> float | None:
     """The step size that multiplies mini-batch gradients at the checkpoint's next step (the
-    optimizer's, which a schedule has moved), else the config's: for Entropy-SGD and the
-    HJ / heat smoothers the inner step η_y (``inner_lr``), not the outer η′ that moves x
-    towards the inner loop's average, for ``random-lr-sgd`` l⟨α²⟩/⟨α⟩, under the ``random``
-    schedule stepped each step η(1 + w²/3), not the draw saved in ``lr``
-    (:func:`sgdlab.optim.gradient_step_size`, given the checkpoint's schedule state as the
-    training instruments are given the schedule; its ConfigError with momentum under that
-    schedule, and for Adam, AdamW or RMSprop, is raised); a replica run's: the last one it
-    recorded (after its milestones) up to the checkpoint's ``step``, of a stopped distributed
-    run of the ``replicas`` procedure, whose record holds none, the last one its own store
-    holds up to it; None when there is none > 0."""
+    optimizer's, which a schedule has moved; ``switch``'s: the one that takes that step),
+    else the config's: for Entropy-SGD and the HJ / heat smoothers the inner step η_y
+    (``inner_lr``), not the outer η′ that moves x towards the inner loop's average, for
+    ``random-lr-sgd`` l⟨α²⟩/⟨α⟩, under the ``random`` schedule stepped each step η(1 + w²/3),
+    not the draw saved in ``lr`` (:func:`sgdlab.optim.gradient_step_size`, given the
+    checkpoint's schedule state as the training instruments are given the schedule; its
+    ConfigError with momentum under that schedule is raised); a replica run's: the last one
+    it recorded (after its milestones) up to the checkpoint's ``step``, of a stopped
+    distributed run of the ``replicas`` procedure, whose record holds none, the last one its
+    own store holds up to it; None when there is none > 0, and for Adam, AdamW or RMSprop,
+    whose step is no lr times the gradient."""
     return _batch_lr(state, cfg, store, run_id, step)[0]
 
 
-def _batch_lr(state: dict, cfg: dict, store, run_id: str | None,
-              step: int | None = None) -> tuple[float | None, bool]:
-    """:func:`_checkpoint_lr`, and whether the run is a replica run that recorded no lr up to
-    ``step``, in its record nor its own store (the note :func:`_batch` writes): read once."""
+def _batch_lr(state: dict, cfg: dict, store, run_id: str | None, step: int | None = None
+              ) -> tuple[float | None, bool, str | None]:
+    """:func:`_checkpoint_lr`, whether the run is a replica run that recorded no lr up to
+    ``step``, in its record nor its own store, and the adaptive optimizer that takes the
+    next step, if one does (:func:`sgdlab.optim.preconditioned_optimizer`): the notes
+    :func:`_batch` writes; read once."""
     from sgdlab.store.folders import is_replica_run
 
     if is_replica_run(cfg):
         own = _recorded_lr(store, run_id, step)
         recorded = own or _sweep_replica_lr(store, cfg, step)
         lr = recorded[-1][1] if recorded else None
-        return (float(lr) if isinstance(lr, (int, float)) and lr > 0 else None), not recorded
-    from sgdlab.optim import gradient_step_size
+        return ((float(lr) if isinstance(lr, (int, float)) and lr > 0 else None),
+                not recorded, None)
+    from sgdlab.optim import gradient_step_size, preconditioned_optimizer
 
-    groups = (state.get("optimizer") or {}).get("param_groups") or [{}]
+    saved = state.get("optimizer") or {}
+    switch = saved.get("switch")
+    if isinstance(switch, dict):         # switch's state: the optimizer taking the next step
+        saved = saved.get("first" if switch["t"] < switch["switch_step"] else "second") or {}
+    groups = saved.get("param_groups") or [{}]
     group = groups[0] if "lr" in groups[0] else (cfg.get("optimizer") or {})
+    adaptive = preconditioned_optimizer(group)
+    if adaptive is not None:
+        return None, False, adaptive      # no η: CABS is left out, with a note
     # the schedule as the training instruments are given it: one that draws each step's rate
     # (its state names it), not one stepped at epoch ends, whose draw holds for the epoch
     per_step = (state.get("settings") or {}).get("schedule_every", "step") == "step"
     try:
         lr = gradient_step_size(group, state.get("schedule") if per_step else None)
     except ConfigError:
-        raise                   # no step of SGD's noise (momentum under the draw, Adam's)
+        raise                   # no step of SGD's noise (momentum under the random draw)
     except (KeyError, TypeError, ValueError):
-        return None, False
-    return (lr if lr > 0 else None), False
+        return None, False, None
+    return (lr if lr > 0 else None), False, None
 
 
 def _batch_scalars(args, b: int, lr: float | None, model, loss_fn, data,

@@ -24,8 +24,9 @@ would pass with (Cockpit's reading); the test passes with a tolerance θ when th
 - CABS batch size (Balles, Romero & Hennig 2017, eq. 22, as Cockpit evaluates it):
   η Tr Σ / L for learning rate η and mini-batch loss L (derived for plain SGD; Cockpit refuses
   other optimizers; the instruments and ``sgdlab measure`` give the step
-  :func:`sgdlab.optim.gradient_step_size`, which refuses Adam, AdamW and RMSprop, and keeps
-  SGD's lr with momentum μ, where the step's scale is about η/(1 − μ), not η);
+  :func:`sgdlab.optim.gradient_step_size`, which keeps SGD's lr with momentum μ, where the
+  step's scale is about η/(1 − μ), not η, and give none for Adam, AdamW and RMSprop, whose
+  step is no η times the gradient: CABS is then NaN, the only statistic that needs ``lr``);
 - simple noise scale (McCandlish, Kaplan, Amodei et al. 2018, with the unbiased estimators of
   their appendix taken at batch sizes 1 and B): B_simple = Tr S / |G|², with
   |G|² = ‖ḡ‖² − Tr S / B unbiased for the squared norm of the true gradient. Its ratio is

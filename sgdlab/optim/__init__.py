@@ -2,7 +2,7 @@
 import importlib as _importlib
 import pkgutil as _pkgutil
 
-from ._common import gradient_step_size
+from ._common import gradient_step_size, preconditioned_optimizer
 from .registry import (
     OPTIMIZERS,
     SCHEDULES,
@@ -42,8 +42,8 @@ from .switch import SwitchOptimizer  # noqa: E402
 from .trivialized import AnnealedNoiseSGD, TrivializedSGD  # noqa: E402
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_optimizer_for",
-           "build_schedule", "gradient_step_size", "optimizer_name", "register_optimizer",
-           "register_schedule", "schedule_name",
+           "build_schedule", "gradient_step_size", "optimizer_name",
+           "preconditioned_optimizer", "register_optimizer", "register_schedule", "schedule_name",
            "AnnealedNoiseSGD", "EntropyAdam", "EntropySGD", "GD", "GLDConst", "GLDDiagonal",
            "GLDDynamic", "GLDHessian", "GLDLeading", "GLDSGDLike", "HEAT", "HJ",
            "IsotropicNoiseGD", "Parle", "RandomLRSGD", "RMSPropEq15", "SGLD", "StructuredNoiseGD",

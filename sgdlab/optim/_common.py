@@ -221,8 +221,11 @@ def gradient_step_size(group: dict, schedule: Any = None) -> float:
     the whole update: a ConfigError (a ValueError). Another schedule leaves the current
     ``lr`` the step. An optimizer whose step is no multiple of the gradient
     (:func:`preconditioned_optimizer`: Adam, AdamW, RMSprop) has none: a ConfigError naming
-    it. ``group``: a parameter group (also of a state dict; ``switch`` and ``trivialized``
-    share their inner optimizer's) or an optimizer's config (``name``). SGD-noise
+    it (the ``batch_statistics`` instrument and ``sgdlab measure --what batch`` ask
+    :func:`preconditioned_optimizer` first and leave CABS out; the ``noise_magnitude``
+    instrument refuses such a run, and skips such a phase of ``switch``). ``group``: a
+    parameter group (also of a state dict; ``switch`` and ``trivialized`` share their inner
+    optimizer's: ``switch``'s active one) or an optimizer's config (``name``). SGD-noise
     measurements that scale with the step (CABS, the noise magnitude) take this one."""
     adaptive = preconditioned_optimizer(group)
     if adaptive is not None:
@@ -232,7 +235,7 @@ def gradient_step_size(group: dict, schedule: Any = None) -> float:
             "(Balles et al., derived for plain SGD) and the noise magnitude sqrt(η Tr Σ / m) "
             "(the diffusion of SGD's SDE, Zhu et al. eq. 5) have no η for it; measure a run "
             "of sgd (or random-lr-sgd), or take Tr Σ alone (the noise instrument, sgdlab "
-            "measure --what noise)")
+            "measure --what noise; batch_statistics measures all but CABS)")
     if "inner_lr" in group:
         return float(group["inner_lr"])      # a schedule moves lr, the outer step
     width = _schedule_width(schedule)

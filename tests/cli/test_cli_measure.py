@@ -389,11 +389,11 @@ def test_a_replica_run_whose_own_store_holds_an_lr_of_zero_is_not_told_it_record
     cfg = {"procedure": "replicas", "run_key": "k", "params": dict(SWEEP_REPLICA_PARAMS)}
     own = sweep_replica_checkpoints(store.path, "k").parent / SWEEP_REPLICA_STORE
     own.parent.mkdir(parents=True)
-    assert _batch_lr({}, cfg, store, None, 4) == (None, True)
+    assert _batch_lr({}, cfg, store, None, 4) == (None, True, None)
     private = RunStore(own)
     private.log_metric(private.create_run({"method": "parle"}), "lr", 2, 0.0)
     private.close()
-    assert _batch_lr({}, cfg, store, None, 4) == (None, False)
+    assert _batch_lr({}, cfg, store, None, 4) == (None, False, None)
 
 
 def test_cabs_of_an_interrupted_replica_run_takes_the_lr_of_its_checkpoint_s_round(tmp_path):
@@ -897,13 +897,16 @@ def test_batch_means_leave_out_the_batches_where_a_statistic_is_undefined(monkey
 
 
 
-def _trained_random_schedule(tmp_path, *, optimizer: str):
-    """A 3-step float64 run of Zhu's 1-6-6-6-1 MLP on the cubic data under the ``random``
-    schedule (w = 0.5) with ``optimizer`` (a flow mapping): its folder and store."""
+def _trained_random_schedule(tmp_path, *, optimizer: str,
+                             schedule: str | None = "{name: random, width: 0.5, seed: 1}"):
+    """A 3-step float64 run of Zhu's 1-6-6-6-1 MLP on the cubic data under ``schedule`` (the
+    ``random`` one, w = 0.5; None: none) with ``optimizer`` (flow mappings): its folder and
+    store."""
     cfg = tmp_path / "random.yaml"
     cfg.write_text("name: random\ndata: {name: cubic, seed: 0}\nmodel: {name: zhu-mlp-1-6-6-6-1}\n"
-                   f"optimizer: {optimizer}\nschedule: {{name: random, width: 0.5, seed: 1}}\n"
-                   "train: {epochs: 1, max_steps: 3, batch_size: 4, threads: 1, "
+                   f"optimizer: {optimizer}\n"
+                   + (f"schedule: {schedule}\n" if schedule else "")
+                   + "train: {epochs: 1, max_steps: 3, batch_size: 4, threads: 1, "
                    "dtype: float64}\n")
     run, store = tmp_path / "run", tmp_path / "s.sqlite"
     assert main(["train", str(cfg), "--store", str(store), "--out", str(run),
@@ -969,18 +972,62 @@ def test_a_random_schedule_stepped_at_epoch_ends_leaves_the_checkpoints_draw_the
             draw if every == "epoch" else 0.4 / 3, rel=1e-12)
 
 
-@pytest.mark.parametrize("optimizer, needle", [
-    ("{name: sgd, lr: 0.05, momentum: 0.9}", "the random schedule with momentum 0.9"),
-    ("{name: adam, lr: 0.01}", "optimizer adam: its step divides each coordinate")])
-def test_measure_batch_refuses_a_step_with_no_sgd_noise_before_measuring(
-        tmp_path, capsys, optimizer, needle):
+def test_measure_batch_refuses_a_step_with_no_sgd_noise_before_measuring(tmp_path, capsys):
     """A checkpoint whose step has no constant SGD step of the same noise (the random
-    schedule's draw on a momentum buffer; Adam's preconditioned step) is refused as the
-    training instruments refuse it, before anything is measured or written; its CABS was
-    computed with the saved lr."""
-    run, store = _trained_random_schedule(tmp_path, optimizer=optimizer)
+    schedule's draw on a momentum buffer) is refused as the training instruments refuse it,
+    before anything is measured or written; its CABS was computed with the saved lr."""
+    run, store = _trained_random_schedule(tmp_path,
+                                          optimizer="{name: sgd, lr: 0.05, momentum: 0.9}")
     capsys.readouterr()
     assert main(["measure", str(run), "--store", str(store), "--what", "hessian,batch",
                  "--out", str(tmp_path / "m")]) == 2
-    assert needle in capsys.readouterr().err
+    assert "the random schedule with momentum 0.9" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_measure_batch_of_an_adam_checkpoint_writes_the_statistics_that_need_no_step(
+        tmp_path, capsys):
+    """Adam's step divides each coordinate by a running root mean square, so CABS has no η
+    for it: ``--what batch`` writes every other statistic, equal to a direct call without lr
+    on one batch of all examples (float64), CABS null, and prints a note naming Adam."""
+    from sgdlab.config.io import load_config
+    from sgdlab.config.run import build_from_config
+    from sgdlab.measure import batch_statistics
+    from sgdlab.train.checkpoint import load_checkpoint
+
+    run, store = _trained_random_schedule(tmp_path, optimizer="{name: adam, lr: 0.01}",
+                                          schedule=None)
+    built = build_from_config(load_config(run / "config.yaml"))
+    model = built.model.eval()
+    model.load_state_dict(load_checkpoint(run / "checkpoints" / "last.pt")["model"])
+    n = len(built.data.train[0])
+    capsys.readouterr()
+    assert main(["measure", str(run), "--store", str(store), "--what", "batch",
+                 "--batch-size", str(n), "--batches", "1", "--subset", "0",
+                 "--out", str(tmp_path / "m")]) == 0
+    assert ("(batch/cabs_batch_size is NaN (null in measurements.json): optimizer adam "
+            "divides each coordinate") in capsys.readouterr().out
+    got = json.loads((tmp_path / "m" / "measurements.json").read_text())["scalars"]
+    ref = batch_statistics(model, built.loss_fn, built.data.train, lr=None).as_metrics()
+    assert got.pop("batch/cabs_batch_size") is None
+    assert math.isnan(ref.pop("batch/cabs_batch_size"))
+    assert {k: got[k] for k in ref} == pytest.approx(ref, rel=1e-10)
+
+
+def test_a_switch_checkpoints_batch_step_is_the_next_steps_optimizers():
+    """``switch``'s state holds both optimizers: ``--what batch`` reads the one that takes the
+    checkpoint's next step, RMSprop before the switch (no η: left out, named for the note)
+    and SGD's lr after it."""
+    import torch
+
+    from sgdlab.cli.measure import _batch_lr
+    from sgdlab.optim import build_optimizer
+
+    p = [torch.nn.Parameter(torch.zeros(3))]
+    opt = build_optimizer("switch", p, first="rmsprop", second="sgd", switch_step=1,
+                          first_hyper={"lr": 0.01}, second_hyper={"lr": 0.05})
+    assert _batch_lr({"optimizer": opt.state_dict()}, {}, None, None) == (None, False,
+                                                                          "rmsprop")
+    p[0].grad = torch.ones(3)
+    opt.step()
+    assert _batch_lr({"optimizer": opt.state_dict()}, {}, None, None) == (0.05, False, None)

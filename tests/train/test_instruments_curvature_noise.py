@@ -1003,26 +1003,101 @@ def test_a_random_step_on_a_whole_momentum_buffer_is_refused_before_step_0(name)
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), init.parameters()))
 
 
-@pytest.mark.parametrize("name", ["noise_magnitude", "batch_statistics"])
-@pytest.mark.parametrize("optimizer", ["rmsprop", "switch"])
-def test_an_optimizer_whose_step_is_not_lr_times_the_gradient_is_refused_before_step_0(
-        name, optimizer):
-    """RMSprop's step divides the gradient by a running root mean square: CABS and the noise
-    magnitude have no η for it, and an instrument measuring at step 3 refuses it before the
-    first step, naming it; so too under switch where the optimizer after the switch is it."""
+@pytest.mark.parametrize("optimizer, named", [("rmsprop", "rmsprop"), ("adam", "adam"),
+                                              ("switch", "adam")])
+def test_the_noise_magnitude_of_an_adaptive_optimizer_is_refused_and_its_batch_statistics_run(
+        optimizer, named):
+    """RMSprop's and Adam's step divides the gradient by a running root mean square: the
+    noise magnitude sqrt(η Tr Σ / m) has no η for it, and the instrument measuring at step 3
+    refuses it before the first step, naming it (a switch from Adam to RMSprop too: no step
+    has an η); batch_statistics, most of whose statistics need no step, runs."""
     from sgdlab.errors import ConfigError
     from sgdlab.optim import build_optimizer
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
     init = copy.deepcopy(model)
-    opt = (build_optimizer("switch", model.parameters(), first="sgd", second="rmsprop",
-                           switch_step=2, first_hyper={"lr": 0.1})
-           if optimizer == "switch" else torch.optim.RMSprop(model.parameters(), lr=0.01))
-    with pytest.raises(ConfigError, match="^optimizer rmsprop: its step divides"):
-        train(model, nn.CrossEntropyLoss(), toy_dataset(), opt, epochs=1, batch_size=8,
-              callbacks=[build_instrument(name, schedule=Schedule.at([3]))], progress=False)
+
+    def run(name):
+        opt = (build_optimizer("switch", model.parameters(), first="adam", second="rmsprop",
+                               switch_step=2, first_hyper={"lr": 0.01},
+                               second_hyper={"lr": 0.01}) if optimizer == "switch"
+               else build_optimizer(optimizer, model.parameters(), lr=0.01))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return train(model, nn.CrossEntropyLoss(), toy_dataset(), opt, epochs=1,
+                         batch_size=8, max_steps=3, progress=False,
+                         callbacks=[build_instrument(name, schedule=Schedule.at([3]))])
+
+    with pytest.raises(ConfigError, match=f"^optimizer {named}: its step divides"):
+        run("noise_magnitude")
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), init.parameters()))
+    assert [s for s, _ in run("batch_statistics").history["batch/norm_test"]] == [3]
+
+
+def _float64_run(opt_of, callbacks, *, max_steps):
+    """train() of a float64 4-6-3 tanh MLP on the toy data (batches of 8) with the optimizer
+    ``opt_of(params)``: the result, the initial model, the trained one and the warnings."""
+    data = toy_dataset().to(dtype=torch.float64)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    init = copy.deepcopy(model).eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = train(model, nn.CrossEntropyLoss(), data, opt_of(model.parameters()), epochs=1,
+                    batch_size=8, callbacks=callbacks, progress=False, max_steps=max_steps)
+    return res, data, init, model.eval(), [str(w.message) for w in caught
+                                           if issubclass(w.category, RuntimeWarning)]
+
+
+def test_under_adam_batch_statistics_logs_the_statistics_that_need_no_step_and_no_cabs():
+    """Adam's step is no η times the gradient: the instrument logs every statistic that
+    needs no step, equal to a direct call without lr (its fresh batch of step 0, float64),
+    and no CABS, with one warning in a run of two measurements, naming the optimizer."""
+    from sgdlab.measure import batch_statistics
+
+    cb = build_instrument("batch_statistics", schedule=Schedule.at([0, 1]), batch_size=12,
+                          seed=3)
+    res, data, init, _, warned = _float64_run(
+        lambda p: torch.optim.Adam(p, lr=0.01), [cb], max_steps=1)
+    idx = torch.randperm(40, generator=torch.Generator().manual_seed(3))[:12]
+    ref = batch_statistics(init, nn.CrossEntropyLoss(), (data.x_train[idx], data.y_train[idx]),
+                           lr=None).as_metrics()
+    del ref["batch/cabs_batch_size"]            # NaN without lr
+    h = res.history
+    assert "batch/cabs_batch_size" not in h
+    assert {k: h[k][0][1] for k in ref} == pytest.approx(ref, rel=1e-12)
+    assert [s for s, _ in h["batch/norm_test"]] == [0, 1]
+    assert len(warned) == 1
+    assert "optimizer adam takes the steps from step 0" in warned[0]
+    assert "batch/cabs_batch_size is left out" in warned[0]
+
+
+def test_a_switch_from_rmsprop_to_sgd_is_measured_after_the_switch_at_sgds_step():
+    """Zhu et al.'s RMSProp then SGD (switch at step 2): the instruments judge the optimizer
+    that takes the next step. The noise magnitude logs nothing while RMSprop steps and, from
+    step 2, plain SGD's sqrt(η Tr Σ / m) at the second optimizer's lr (a direct call on the
+    trained model, float64); batch_statistics logs CABS from step 2 only, its other
+    statistics at every step; one warning each."""
+    from sgdlab.optim import build_optimizer
+
+    steps = Schedule.at([0, 1, 2, 3])
+    noise = build_instrument("noise_magnitude", schedule=steps, batch_size=8)
+    batch = build_instrument("batch_statistics", schedule=steps, batch_size=12)
+    res, data, _, model, warned = _float64_run(
+        lambda p: build_optimizer("switch", p, first="rmsprop", second="sgd", switch_step=2,
+                                  first_hyper={"lr": 0.01}, second_hyper={"lr": 0.05}),
+        [noise, batch], max_steps=3)
+    h = res.history
+    assert [s for s, _ in h["noise/noise_norm"]] == [2, 3]
+    assert [s for s, _ in h["noise/grad_norm"]] == [2, 3]
+    ref = noise_magnitude(model, nn.CrossEntropyLoss(), data.train, 0.05, 8)
+    assert h["noise/noise_norm"][-1][1] == pytest.approx(ref.noise_norm, rel=1e-10)
+    assert h["noise/grad_norm"][-1][1] == pytest.approx(ref.grad_norm, rel=1e-10)
+    assert [s for s, _ in h["batch/cabs_batch_size"]] == [2, 3]
+    assert [s for s, _ in h["batch/norm_test"]] == [0, 1, 2, 3]
+    assert len(warned) == 2
+    assert all("optimizer rmsprop takes the steps from step 0" in w for w in warned)
 
 
 def test_the_alignment_instrument_logs_the_trace_ratio_when_asked():

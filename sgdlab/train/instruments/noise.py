@@ -19,16 +19,21 @@ Instruments:
   step with the same drift and diffusion, l⟨α²⟩/⟨α⟩: 2l/3, or 4l/3 under ``mean-lr``; so
   too under the loop's ``random`` schedule stepped each step, whose draw η·α, α ~ U[1 − w,
   1 + w], the group's lr holds: η(1 + w²/3), refused with momentum; another schedule's
-  current lr is the step; refused for Adam, AdamW and RMSprop, whose step is no η times the
-  gradient, and for ``switch`` to or from one) and m the batch size of the current step (at
-  step 0 the one the loop will step with; or ``batch_size`` when given); ``replacement:
-  false`` takes the noise of batches of m distinct samples of the N training samples,
-  sqrt(η Tr Σ (N − m)/(m (N − 1))), as the loop's epochs draw them.
+  current lr is the step) and m the batch size of the current step (at step 0 the one the
+  loop will step with; or ``batch_size`` when given); ``replacement: false`` takes the noise
+  of batches of m distinct samples of the N training samples, sqrt(η Tr Σ (N − m)/(m (N −
+  1))), as the loop's epochs draw them. Adam, AdamW and RMSprop, whose step is no η times
+  the gradient, are refused before step 0 (``switch`` between two of them too); under
+  ``switch`` from or to SGD the optimizer that takes the next step is judged at each
+  measurement: while it is such a one nothing is logged (one warning a run), after the
+  switch to SGD its η is taken.
 
 - ``batch_statistics``: a mini-batch's gradient tests and ratios
   (:mod:`sgdlab.measure.batch_statistics`): ``batch/norm_test``, ``batch/inner_product_test``,
   ``batch/orthogonality_test``, ``batch/mean_gsnr``, ``batch/eb_criterion``,
-  ``batch/cabs_batch_size`` (η: the same step as ``noise_magnitude``'s), ``batch/noise_scale``
+  ``batch/cabs_batch_size`` (η: the same step as ``noise_magnitude``'s; left out, with one
+  warning a run, at the steps of Adam, AdamW or RMSprop, ``switch``'s phase of one included,
+  whose step has no η: the other statistics need none), ``batch/noise_scale``
   and its parts ``batch/trace_cov`` and ``batch/grad_sq_unbiased``, ``batch/grad_sq``,
   ``batch/loss``;
   with ``tic`` also ``batch/tic_diagonal`` and ``batch/tic_trace``, with ``curvature``
@@ -46,13 +51,13 @@ from __future__ import annotations
 
 import torch
 
-from sgdlab.errors import int_at_least, plain_int
+from sgdlab.errors import int_at_least, plain_int, warn
 from sgdlab.measure.alignment import sigma_hessian_alignment
 from sgdlab.measure.batch_statistics import batch_statistics, takeuchi_information
 from sgdlab.measure.curvature.lanczos import check_tol, convergence_warnings_named
 from sgdlab.measure.noise import gradient_covariance, noise_magnitude
 from sgdlab.operators.params import num_params
-from sgdlab.optim import SwitchOptimizer, gradient_step_size
+from sgdlab.optim import SwitchOptimizer, gradient_step_size, preconditioned_optimizer
 
 from ..callbacks import Schedule, step_batch_size
 from . import register_instrument
@@ -129,32 +134,69 @@ class AlignmentCallback(MeasuredCallback):
 
 
 class _StepScaled(MeasuredCallback):
-    """An instrument that scales with the optimizer's step along mini-batch gradients."""
+    """An instrument that scales with the optimizer's step along mini-batch gradients.
+
+    At a step an adaptive optimizer takes (:func:`~sgdlab.optim.preconditioned_optimizer`:
+    Adam, AdamW, RMSprop; ``switch``'s phase of one) there is no such step: what needs it is
+    left out (:meth:`left_out`), with one warning a run; an instrument that measures nothing
+    else (:attr:`only_step_scaled`) refuses an optimizer that is adaptive at every step,
+    before step 0."""
 
     reads_training_step = True      # the optimizer's step size
+    only_step_scaled = False
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self._warned_adaptive = False
+
+    def left_out(self) -> str:
+        """What is not measured at an adaptive optimizer's steps, and why (its warning)."""
+        raise NotImplementedError
 
     def on_train_begin(self, ctx) -> None:
-        # a step it has no η for (one draw on a whole momentum buffer, Adam's) is refused
-        # before step 0, not at the first measurement; switch's second optimizer too
+        # a step it has no η for (one draw on a whole momentum buffer; for the noise
+        # magnitude, Adam's) is refused before step 0, not at the first measurement
+        self._warned_adaptive = False
         optimizer = getattr(ctx, "optimizer", None)
         if optimizer is not None:
-            self.step_size(ctx)
-            if isinstance(optimizer, SwitchOptimizer):
-                for phase in (optimizer.first, optimizer.second):
-                    gradient_step_size(phase.param_groups[0])
+            phases = ((optimizer.first, optimizer.second)
+                      if isinstance(optimizer, SwitchOptimizer) else (optimizer,))
+            groups = [phase.param_groups[0] for phase in phases]
+            stepped = [g for g in groups if preconditioned_optimizer(g) is None]
+            for group in stepped:
+                self._gradient_step_size(ctx, group)
+            if self.only_step_scaled and not stepped:
+                gradient_step_size(groups[0])       # its ConfigError naming the optimizer
         super().on_train_begin(ctx)
 
     @staticmethod
-    def step_size(ctx) -> float:
-        """The first group's :func:`~sgdlab.optim.gradient_step_size` under the loop's
-        schedule where it draws each step's rate; a rate drawn at an epoch's end holds for
-        the epoch, the current lr."""
+    def _gradient_step_size(ctx, group: dict) -> float:
+        # the loop's schedule where it draws each step's rate; a rate drawn at an epoch's
+        # end holds for the epoch, the current lr
         per_step = getattr(ctx, "schedule_every", "step") == "step"
-        return gradient_step_size(ctx.optimizer.param_groups[0],
-                                  getattr(ctx, "schedule", None) if per_step else None)
+        return gradient_step_size(group, getattr(ctx, "schedule", None) if per_step else None)
+
+    def step_size(self, ctx) -> float | None:
+        """The first group's :func:`~sgdlab.optim.gradient_step_size` under the loop's
+        schedule; None, warned once a run, where the optimizer taking the step (``switch``'s
+        active one) is adaptive."""
+        group = ctx.optimizer.param_groups[0]
+        adaptive = preconditioned_optimizer(group)
+        if adaptive is None:
+            return self._gradient_step_size(ctx, group)
+        if not self._warned_adaptive:
+            self._warned_adaptive = True
+            name = getattr(self, "instrument", None) or type(self).__name__
+            warn(f"{name}: optimizer {adaptive} takes the steps from step {ctx.step} on, "
+                 "dividing each coordinate of the gradient by a running root mean square, so "
+                 f"its step is no step size times the gradient: {self.left_out()}",
+                 RuntimeWarning)
+        return None
 
 
 class NoiseMagnitudeCallback(_StepScaled):
+
+    only_step_scaled = True     # sqrt(η Tr Σ / m) is its η, so no adaptive run has one
 
     def __init__(self, schedule: Schedule | None = None, *, batch_size: int | None = None,
                  replacement: bool = True, **kw):
@@ -165,8 +207,14 @@ class NoiseMagnitudeCallback(_StepScaled):
                       replacement=(replacement, is_flag(replacement), "true or false"))
         self.batch_size, self.replacement = batch_size, bool(replacement)
 
+    def left_out(self) -> str:
+        return ("the noise magnitude sqrt(η Tr Σ / m), the diffusion of plain SGD's step η·g "
+                "(Zhu et al. eq. 5), is not measured (nothing logged) at its steps")
+
     def compute(self, ctx, data, generator):
         lr = self.step_size(ctx)
+        if lr is None:
+            return {}   # an adaptive phase of switch: no η (warned)
         m = self.batch_size or step_batch_size(ctx)
         if m is None:
             return {}   # a loop of one's own that sets no batch, before its first step
@@ -206,6 +254,10 @@ class BatchStatisticsCallback(_StepScaled):
         self.batch_size, self.source, self.epsilon, self.tic = batch_size, source, epsilon, tic
         self.prefix = prefix
 
+    def left_out(self) -> str:
+        return (f"{self.prefix}/cabs_batch_size is left out at its steps (CABS, Balles et al., "
+                "assumes plain SGD's step η·g); the statistics that need no step are measured")
+
     def check(self, model, data) -> None:
         super().check(model, data)
         if self.batch_size is not None:        # min() below would cut it to the pool silently
@@ -230,7 +282,8 @@ class BatchStatisticsCallback(_StepScaled):
         if len(batch[0]) < 2:
             return {}   # one sample (an epoch's last batch): no variance, nothing to test
         lr = self.step_size(ctx)
-        out = batch_statistics(ctx.model, ctx.loss_fn, batch, lr=lr if lr > 0 else None,
+        out = batch_statistics(ctx.model, ctx.loss_fn, batch,
+                               lr=lr if lr is not None and lr > 0 else None,
                                epsilon=self.epsilon,
                                curvature=self.curvature).as_metrics(self.prefix)
         if self.tic is not None:
