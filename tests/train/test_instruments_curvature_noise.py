@@ -1100,6 +1100,22 @@ def test_a_switch_from_rmsprop_to_sgd_is_measured_after_the_switch_at_sgds_step(
     assert all("optimizer rmsprop takes the steps from step 0" in w for w in warned)
 
 
+def test_a_switch_under_trivialized_is_judged_by_its_phases_not_refused():
+    """trivialized shares its base's groups: with a switch from RMSprop to SGD as its base,
+    the noise magnitude is measured from the switch on (SGD's η), not refused before step 0
+    as if RMSprop took every step."""
+    from sgdlab.optim import build_optimizer
+
+    noise = build_instrument("noise_magnitude", schedule=Schedule.at([0, 1, 2, 3]),
+                             batch_size=8)
+    res, *_ = _float64_run(
+        lambda p: build_optimizer("trivialized", p, base="switch", first="rmsprop",
+                                  second="sgd", switch_step=2, first_hyper={"lr": 0.01},
+                                  second_hyper={"lr": 0.05}, p=3, num_spins=10),
+        [noise], max_steps=3)
+    assert [s for s, _ in res.history["noise/noise_norm"]] == [2, 3]
+
+
 def test_the_alignment_instrument_logs_the_trace_ratio_when_asked():
     from sgdlab.train.instruments.noise import AlignmentCallback
 

@@ -133,6 +133,16 @@ class AlignmentCallback(MeasuredCallback):
         return res.as_metrics("align")
 
 
+def _phases(optimizer) -> tuple:
+    """The optimizers that take a run's steps: ``switch``'s two, also as the base of
+    ``trivialized``, which shares its base's groups; else ``optimizer`` alone."""
+    while isinstance(getattr(optimizer, "base", None), torch.optim.Optimizer):
+        optimizer = optimizer.base
+    if isinstance(optimizer, SwitchOptimizer):
+        return optimizer.first, optimizer.second
+    return (optimizer,)
+
+
 class _StepScaled(MeasuredCallback):
     """An instrument that scales with the optimizer's step along mini-batch gradients.
 
@@ -159,9 +169,7 @@ class _StepScaled(MeasuredCallback):
         self._warned_adaptive = False
         optimizer = getattr(ctx, "optimizer", None)
         if optimizer is not None:
-            phases = ((optimizer.first, optimizer.second)
-                      if isinstance(optimizer, SwitchOptimizer) else (optimizer,))
-            groups = [phase.param_groups[0] for phase in phases]
+            groups = [phase.param_groups[0] for phase in _phases(optimizer)]
             stepped = [g for g in groups if preconditioned_optimizer(g) is None]
             for group in stepped:
                 self._gradient_step_size(ctx, group)
