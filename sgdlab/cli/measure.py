@@ -856,11 +856,10 @@ def _batch_lr(state: dict, cfg: dict, store, run_id: str | None, step: int | Non
     adaptive = preconditioned_optimizer(group)
     if adaptive is not None:
         return None, False, adaptive      # no η: CABS is left out, with a note
-    # the schedule as the training instruments are given it: one that draws each step's rate
-    # (its state names it), not one stepped at epoch ends, whose draw holds for the epoch
-    per_step = (state.get("settings") or {}).get("schedule_every", "step") == "step"
+    # the schedule as the training instruments are given it (its state names a random one)
+    every = (state.get("settings") or {}).get("schedule_every", "step")
     try:
-        lr = gradient_step_size(group, state.get("schedule") if per_step else None)
+        lr = gradient_step_size(group, state.get("schedule"), every)
     except ConfigError:
         raise                   # no step of SGD's noise (momentum under the random draw)
     except (KeyError, TypeError, ValueError):

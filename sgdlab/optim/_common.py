@@ -207,7 +207,7 @@ def _schedule_width(schedule: Any) -> float | None:
     return None
 
 
-def gradient_step_size(group: dict, schedule: Any = None) -> float:
+def gradient_step_size(group: dict, schedule: Any = None, every: str = "step") -> float:
     """The step size along mini-batch gradients of an optimizer's parameter group: ``lr``,
     except for the optimizers that take those steps in an inner loop (Entropy-SGD, the HJ and
     heat smoothers: ``inner_lr``, η_y), whose ``lr`` is the outer step η′ towards the inner
@@ -217,7 +217,9 @@ def gradient_step_size(group: dict, schedule: Any = None) -> float:
     (:class:`sgdlab.optim.protocols.RandomLR`, given as ``schedule`` where it is stepped after
     each optimizer step, or its ``state_dict``, as a checkpoint holds it) writes η·α, α ~
     U[1 − w, 1 + w], into ``lr``: its step is η(1 + w²/3) from the group's ``initial_lr`` η
-    (times random-lr-sgd's own ratio, an independent draw). With momentum that draw scales
+    (times random-lr-sgd's own ratio, an independent draw); stepped at epoch ends
+    (``every="epoch"``, the loop's ``schedule_every``) its draw holds for the epoch, the
+    current ``lr``. With momentum that draw scales
     the whole update: a ConfigError (a ValueError). Another schedule leaves the current
     ``lr`` the step. An optimizer whose step is no multiple of the gradient
     (:func:`preconditioned_optimizer`: Adam, AdamW, RMSprop) has none: a ConfigError naming
@@ -238,7 +240,7 @@ def gradient_step_size(group: dict, schedule: Any = None) -> float:
             "measure --what noise; batch_statistics measures all but CABS)")
     if "inner_lr" in group:
         return float(group["inner_lr"])      # a schedule moves lr, the outer step
-    width = _schedule_width(schedule)
+    width = _schedule_width(schedule) if every == "step" else None
     if width is not None:
         if group.get("momentum", 0) > 0:
             raise ConfigError(

@@ -179,10 +179,8 @@ class _StepScaled(MeasuredCallback):
 
     @staticmethod
     def _gradient_step_size(ctx, group: dict) -> float:
-        # the loop's schedule where it draws each step's rate; a rate drawn at an epoch's
-        # end holds for the epoch, the current lr
-        per_step = getattr(ctx, "schedule_every", "step") == "step"
-        return gradient_step_size(group, getattr(ctx, "schedule", None) if per_step else None)
+        return gradient_step_size(group, getattr(ctx, "schedule", None),
+                                  getattr(ctx, "schedule_every", "step"))
 
     def step_size(self, ctx) -> float | None:
         """The first group's :func:`~sgdlab.optim.gradient_step_size` under the loop's
