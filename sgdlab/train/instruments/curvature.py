@@ -55,6 +55,12 @@ def check_options(**rules: tuple[Any, bool, str]) -> None:
             raise ValueError(f"Invalid {name}={value!r} ({rule})")
 
 
+def optional_count(value: Any, low: int, rest: str = "") -> tuple[Any, bool, str]:
+    """A :func:`check_options` rule for an int >= ``low`` or None: its rule reads
+    "an int >= low" followed by ``rest`` (what None means, say)."""
+    return value, value is None or int_at_least(value, low), f"an int >= {low}{rest}"
+
+
 # a measurement at step s seeds its generator with seed + s (callbacks.step_generator), which
 # torch takes below 2**64: a seed past that was taken, then failed the first measurement
 # ("Overflow when unpacking long long"); 32 bits as a run config's seeds leave any step count
@@ -85,9 +91,8 @@ class MeasuredCallback(MeasurementCallback):
         # a fraction or a bool was taken, then failed the first measurement ("slice indices
         # must be integers", "manual_seed expected a long"); numpy's and torch's ints are ints
         eval_subset, seed = plain_int(eval_subset), plain_int(seed)
-        check_options(eval_subset=(eval_subset, eval_subset is None
-                                   or int_at_least(eval_subset, 1),
-                                   "an int >= 1, or None: the whole training set"),
+        check_options(eval_subset=optional_count(eval_subset, 1,
+                                                 ", or None: the whole training set"),
                       seed=(seed, is_seed(seed), SEED_RULE),
                       eval_mode=(eval_mode, is_flag(eval_mode), "true or false"))
         super().__init__(self._measure, schedule, every=every, start=start, at=at,
@@ -158,8 +163,7 @@ class HessianCallback(MeasuredCallback):
             ("frobenius_probes", frobenius_probes))},
             num_iter=(num_iter, num_iter is None or int_at_least(num_iter, max(k, bottom, 1)),
                       f"an int >= k and bottom ({max(k, bottom, 1)})"),
-            block_size=(block_size, block_size is None or int_at_least(block_size, 1),
-                        "an int >= 1"),
+            block_size=optional_count(block_size, 1),
             operator=(operator, operator in OPERATORS, f"one of {', '.join(sorted(OPERATORS))}"),
             check_copies=(check_copies, is_flag(check_copies), "true or false"))
         tol = check_tol(tol)        # 0: num_iter steps, unwarned (Lanczos' own rule)

@@ -43,7 +43,7 @@ from sgdlab.measure.passes import memory_budget_bytes
 
 from ..callbacks import Schedule, step_batch_size
 from . import register_instrument
-from .curvature import MeasuredCallback, _common, check_options, eval_set_size
+from .curvature import MeasuredCallback, _common, check_options, eval_set_size, optional_count
 
 __all__ = ["EntropyAngleCallback", "entropy_angle_instrument"]
 
@@ -74,8 +74,8 @@ class EntropyAngleCallback(MeasuredCallback):
             inner_lr=(inner_lr, _positive(inner_lr), "finite and > 0"),
             alpha=(alpha, isinstance(alpha, (int, float)) and not isinstance(alpha, bool)
                    and 0 <= alpha < 1, "in [0, 1)"),
-            batch_size=(batch_size, batch_size is None or int_at_least(batch_size, 1),
-                        "an int >= 1, or leave it out for the step's batch size"),
+            batch_size=optional_count(batch_size, 1,
+                                      ", or leave it out for the step's batch size"),
             sgd_gradient=(sgd_gradient, sgd_gradient in SGD_GRADIENTS,
                           f"one of {', '.join(SGD_GRADIENTS)}"),
             num_samples=(num_samples, int_at_least(num_samples, 1), "an int >= 1"))

@@ -61,7 +61,8 @@ from sgdlab.optim import SwitchOptimizer, gradient_step_size, preconditioned_opt
 
 from ..callbacks import Schedule, step_batch_size
 from . import register_instrument
-from .curvature import MeasuredCallback, _common, check_options, eval_set_size, is_flag
+from .curvature import (MeasuredCallback, _common, check_options, eval_set_size, is_flag,
+                        optional_count)
 
 __all__ = ["AlignmentCallback", "BatchStatisticsCallback", "NoiseCallback",
            "NoiseMagnitudeCallback"]
@@ -208,8 +209,7 @@ class NoiseMagnitudeCallback(_StepScaled):
                  replacement: bool = True, **kw):
         super().__init__(schedule, **kw)
         batch_size = plain_int(batch_size)
-        check_options(batch_size=(batch_size, batch_size is None
-                                  or int_at_least(batch_size, 1), "an int >= 1"),
+        check_options(batch_size=optional_count(batch_size, 1),
                       replacement=(replacement, is_flag(replacement), "true or false"))
         self.batch_size, self.replacement = batch_size, bool(replacement)
 
@@ -243,8 +243,7 @@ class BatchStatisticsCallback(_StepScaled):
             raise ValueError(f"Invalid source={source!r}: expected 'fresh' or 'step'")
         batch_size = plain_int(batch_size)     # np.int64(8) is a batch size
         # 2.5 was taken, then failed the first draw ("slice indices must be integers")
-        check_options(batch_size=(batch_size, batch_size is None
-                                  or int_at_least(batch_size, 2), "an int >= 2"))
+        check_options(batch_size=optional_count(batch_size, 2))
         if source == "step" and batch_size is not None:
             raise ValueError("batch_size applies to source='fresh' only (source='step' uses "
                              "the step's own batch)")

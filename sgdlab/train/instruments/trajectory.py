@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sgdlab.errors import RUN_SEED_RULE, int_at_least, is_seed, plain_int
+from sgdlab.errors import RUN_SEED_RULE, is_seed, plain_int
 from sgdlab.operators.params import num_params, params_vector
 from sgdlab.store.trajectory import _DTYPES, TrajectoryWriter
 
 from ..callbacks import Callback, Schedule, TrainContext
 from . import register_instrument
-from .curvature import check_options
+from .curvature import check_options, optional_count
 
 __all__ = ["TrajectoryRecorder", "trajectory_instrument"]
 
@@ -44,12 +44,11 @@ class TrajectoryRecorder(Callback):
         # Python ints: the seed is written to the trajectory's meta.json
         every_steps, every_epochs, num_coords, seed = map(
             plain_int, (every_steps, every_epochs, num_coords, seed))
-        check_options(**{name: (v, v is None or int_at_least(v, 1), "an int >= 1, or None")
+        check_options(**{name: optional_count(v, 1, ", or None")
                          for name, v in (("every_steps", every_steps),
                                          ("every_epochs", every_epochs))},
                       dtype=(dtype, dtype in _DTYPES, f"one of {', '.join(_DTYPES)}"),
-                      num_coords=(num_coords, num_coords is None or int_at_least(num_coords, 1),
-                                  "an int >= 1, or None: all"),
+                      num_coords=optional_count(num_coords, 1, ", or None: all"),
                       # a negative seed was taken, then failed the subset's draw in training
                       seed=(seed, is_seed(seed), RUN_SEED_RULE))
         self.path, self.every_steps, self.every_epochs = path, every_steps, every_epochs

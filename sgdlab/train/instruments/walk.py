@@ -53,7 +53,7 @@ from sgdlab.operators.params import params_vector
 
 from ..callbacks import Callback, Schedule, TrainContext, naming_divergence, train_subset
 from . import register_instrument
-from .curvature import check_options
+from .curvature import check_options, optional_count
 
 __all__ = ["StepInterpolationCallback", "StepLengthCallback", "WALK_PREFIX",
            "step_interpolation_instrument", "step_length_instrument"]
@@ -108,8 +108,7 @@ class StepInterpolationCallback(Callback):
             eval_data=(eval_data, int_at_least(eval_data, 1) or not isinstance(
                 eval_data, (numbers.Number, str, np.bool_)),
                 "None, a subset size >= 1, or a batch or batches"),
-            eval_batch_size=(eval_batch_size, eval_batch_size is None
-                             or int_at_least(eval_batch_size, 1), "an int >= 1, or None"),
+            eval_batch_size=optional_count(eval_batch_size, 1, ", or None"),
             seed=(seed, is_seed(seed), RUN_SEED_RULE))
         self.epochs = None if epochs is None else frozenset(epochs)
         check_bn_mode(bn_mode)
@@ -223,8 +222,7 @@ def step_interpolation_instrument(*, schedule: Schedule, num_points: int = 10,
     ``walk_seconds``."""
     eval_subset = plain_int(eval_subset)
     # named as the instrument's option, not as the callback's eval_data (which takes data too)
-    check_options(eval_subset=(eval_subset, eval_subset is None or int_at_least(eval_subset, 1),
-                               "an int >= 1, or None: the whole training set"))
+    check_options(eval_subset=optional_count(eval_subset, 1, ", or None: the whole training set"))
     return StepInterpolationCallback(schedule, num_points=num_points, spacing=spacing,
                                      epochs=epochs, eval_data=eval_subset,
                                      eval_batch_size=eval_batch_size, bn_mode=bn_mode,
@@ -246,9 +244,8 @@ class StepLengthCallback(Callback):
         # as the step interpolation's: np.int64(3) failed the subset's draw at the first
         # measured step ("an integer is required"), True was a subset size
         eval_subset, seed = plain_int(eval_subset), plain_int(seed)
-        check_options(eval_subset=(eval_subset, eval_subset is None
-                                   or int_at_least(eval_subset, 2),
-                                   "an int >= 2, or None: the whole training set"),
+        check_options(eval_subset=optional_count(eval_subset, 2,
+                                                 ", or None: the whole training set"),
                       seed=(seed, is_seed(seed), RUN_SEED_RULE))
         self.schedule, self.source, self.eval_subset = schedule, source, eval_subset
         self.weights, self.seed, self.prefix = weights, seed, prefix
