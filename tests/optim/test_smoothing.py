@@ -324,8 +324,8 @@ def test_hj_prox_is_eqs_4_40_4_41_by_hand_with_scoping_and_momentum(normalize, c
     """§4.6.1.2, three outer steps of L = 3: (4.40) with β_ex⁻¹ = 0, y^{k+1} = y^k −
     η_y[∇f(y^k) + (y^k − x)/γ] from y = x (Nesterov on ∇f, the pull unaccelerated, as
     Entropy-SGD's inner loop; or on the whole drift, ``inner_momentum_on="step"``, the
-    reading inner-momentum=whole-step), ⟨y⟩ = y_L (α = 0: the last iterate, no average), then (4.41)
-    x ← x − ηγ⁻¹(x − y_L) (``normalize=False``) or §3.2.3's x ← x − η(x − y_L), through
+    reading inner-momentum=whole-step), ⟨y⟩ = y_L (α = 0: the last iterate, no average), then
+    (4.41) x ← x − ηγ⁻¹(x − y_L) (``normalize=False``) or §3.2.3's x ← x − η(x − y_L), through
     Nesterov momentum; γ scoped per outer step, γ(t) = γ₀(1 − γ₁)^t (§3.2.3, line 958)."""
     Q, p, x0 = quadratic(seed=3)
     eta, eta_y, L, g0, g1, mu, imu = 0.4, 0.1, 3, 0.6, 0.3, 0.9, 0.5
