@@ -559,9 +559,9 @@ class _ReplicaTraining:
             raise ConfigError(f"mode must be 'inprocess' or 'distributed', got {mode!r}")
         if sum(v is not None for v in (rounds, epochs, grad_evals)) != 1:
             raise ConfigError("give exactly one of rounds=, epochs= or grad_evals=")
-        _check_length(epochs)
         # read from a replica config they may be any YAML value, which would otherwise stop the
         # run with a comparison's TypeError
+        checked_float("epochs", epochs, strict=True, optional=True, error=ConfigError)
         eval_every, eval_subset, checkpoint_every = (
             checked_int(name, v, 1, optional=True, error=ConfigError) for name, v in (
                 ("eval_every", eval_every), ("eval_subset", eval_subset),
@@ -1145,13 +1145,6 @@ def _load_replica_checkpoint(ckpt: Path, rank: int, world: int, cfg: ParleConfig
         return None, f"rank{rank}.pt is missing from {str(ckpt)!r}"
     return None, (f"{'; '.join(found)} but master.pt from round {head['round']} (the run was "
                   "killed while saving)")
-
-
-def _check_length(epochs: Any) -> None:
-    """Refuse, as a :class:`ConfigError`, an ``epochs`` that is no finite number > 0: read from
-    a replica config it may be any YAML value, which would otherwise stop the run with a
-    comparison's TypeError."""
-    checked_float("epochs", epochs, strict=True, optional=True, error=ConfigError)
 
 
 def _run_settings(model: nn.Module, loss_fn: Any, eval_subset: int | None,
