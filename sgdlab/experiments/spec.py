@@ -806,12 +806,12 @@ def resolve(raw: dict[str, Any], scale: str, source: str = "<config>",
 
     proc = get_procedure(spec.procedure)      # raises ConfigError on unknown names
     get_analysis(spec.analysis)
-    # validate every run's parameters against the procedure's schema (unknown keys named);
-    # a placeholder data dir lets paper-scale specs validate without one
     # the readings taken otherwise than by default, which the message names: a run their
     # params make invalid (two readings that do not combine) is no fault of the file
     taken = ", ".join(f"{k}={c}" for k, c in chosen.items()
                       if c != raw["readings"][k]["default"])
+    # validate every run's parameters against the procedure's schema (unknown keys named);
+    # a placeholder data dir lets paper-scale specs validate without one
     for r in spec.expand(data_dir=None if not _needs_data_dir(spec) else "<data-dir>"):
         try:
             proc.validate(r.params, where=f"{spec.name}[{scale}] run {r.label!r}")
