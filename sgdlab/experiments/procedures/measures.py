@@ -93,19 +93,17 @@ def check_arguments(m: dict[str, Any]) -> None:
     import inspect
 
     kind = m["kind"]
+    if kind not in ARGUMENT_CHECKS:
+        return
     fn = trajectory_spectrum if kind == "trajectory_spectrum" else \
         {**SCALARS, **ARRAYS}[kind][0]
-    try:
-        bound = inspect.signature(fn).bind_partial(**_opts(m))
-    except TypeError as e:
-        raise ValueError(f"measurement {kind!r}: {e}") from None
+    # the options are the function's keywords: validate_measure refused any other first
+    bound = inspect.signature(fn).bind_partial(**_opts(m))
     bound.apply_defaults()
-    if kind in ARGUMENT_CHECKS:
-        try:
-            ARGUMENT_CHECKS[kind](**{k: v for k, v in bound.arguments.items()
-                                     if k not in _GIVEN})
-        except ValueError as e:
-            raise ValueError(f"measurement {kind!r}: {e}") from None
+    try:
+        ARGUMENT_CHECKS[kind](**{k: v for k, v in bound.arguments.items() if k not in _GIVEN})
+    except ValueError as e:
+        raise ValueError(f"measurement {kind!r}: {e}") from None
 
 
 def validate_measure(m: Any, where: str, *, final: bool) -> None:
