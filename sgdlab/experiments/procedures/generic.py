@@ -178,10 +178,10 @@ def _bar_figure(spec, groups, b: dict[str, Any]):
     """``options.bars`` entry ``{name, metrics: [[key, label], ...], ylabel, zoom,
     propagate}``: per group the mean over seeds of each summary ``key`` as a bar, the seeds'
     std as its error bar (as Musso (2020) Figs. 3-4 plot them; none for a group of one seed,
-    which measures no spread). ``propagate: {key: [k1, k2,
-    ...]}`` takes a difference's error bar from the seeds' stds of the values it is computed
-    from, √(Σ std_i²), as Musso (2020) Fig. 4 right does ("The error bars descend from
-    propagation of the standard deviations of the original data")."""
+    which measures no spread). ``propagate: {key: [k1, k2, ...]}`` takes a difference's error
+    bar from the seeds' stds of the values it is computed from, √(Σ std_i²), as Musso (2020)
+    Fig. 4 right does ("The error bars descend from propagation of the standard deviations of
+    the original data"); none where one of those values is over one seed."""
     from sgdlab.report.figures.charts import grouped_bars
 
     if not isinstance(b, dict) or "name" not in b or not b.get("metrics"):
