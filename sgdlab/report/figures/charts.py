@@ -235,14 +235,20 @@ def error_bars(series: Series, *, xlabel: str, ylabel: str, title: str = "",
 
 def _span_points(ax, x, y, e) -> None:
     """Widen ``ax``'s data limits to the finite points (x, y) and their error bars."""
-    if e is None:
-        lo = hi = np.zeros_like(y)
-    else:
-        e = np.nan_to_num(np.broadcast_to(e, y.shape) if e.ndim < 2 else e, nan=0.0)
-        lo, hi = (e, e) if e.ndim < 2 else (e[0], e[1])
+    lo, hi = _bar_extents(y, e)
     ok = np.isfinite(x) & np.isfinite(y)
     for ys in (y - lo, y + hi):
         ax.update_datalim(np.column_stack([x[ok], ys[ok]]))
+
+
+def _bar_extents(y, e) -> tuple[np.ndarray, np.ndarray]:
+    """How far each value's error bar reaches below and above it (``e``: None, one value per
+    point or a 2 × n array): 0 where it has none (no ``e``, or a NaN error: a value without
+    a bar still bounds the axes)."""
+    if e is None:
+        return np.zeros_like(y), np.zeros_like(y)
+    e = np.nan_to_num(np.broadcast_to(e, y.shape) if e.ndim < 2 else e, nan=0.0)
+    return (e, e) if e.ndim < 2 else (e[0], e[1])
 
 
 # points between the series of error_bars drawn side by side (_coincide)
@@ -309,10 +315,7 @@ def grouped_bars(labels: Sequence[str],
         ax.bar(x + (i - (len(series) - 1) / 2) * width, m, width, yerr=e, capsize=3,
                label=name, **one)
         _mark_missing(ax, x + (i - (len(series) - 1) / 2) * width, m)
-        # a mean without an error bar still bounds the zoomed axis
-        spans = None if e is None else np.nan_to_num(e)
-        below, above = ((0, 0) if spans is None else (spans[0], spans[1]) if spans.ndim == 2
-                        else (spans, spans))
+        below, above = _bar_extents(m, e)
         tops += list(m - below) + list(m + above)
     if not numeric:
         ax.set_xticks(x)
