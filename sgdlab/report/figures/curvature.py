@@ -236,9 +236,8 @@ def alignment_figure(cosines: Sequence[float], hessian_normalised: Sequence[floa
     ``cosine_history``: per index i, its (steps, mean, std) over training, drawn in a third
     panel as Zhu et al.'s Figs. 1(b), 8(b) and 9(b) plot the leading cosines by iteration."""
     matrix, tex = ("E[g gᵀ]", r"E[g\,g^T]") if uncentred else ("Σ", r"\Sigma")
-    fig, axes = plt.subplots(1, 2 if cosine_history is None else 3,
-                             figsize=(9 if cosine_history is None else 13.5, 3.4),
-                             constrained_layout=True)
+    panels = 2 if cosine_history is None else 3
+    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.4), constrained_layout=True)
     a, b = axes[:2]
     if cosine_history is not None:
         # log-spaced measurements: on a linear axis most points sit at its origin
