@@ -579,6 +579,18 @@ def sgd_steps_then_interrupt(steps: int) -> Callable:
     return stopping
 
 
+def check_copies_recorder(asked: list) -> Callable[[str, Callable], Callable]:
+    """``spy(where, real)``: ``real`` (a ``lanczos`` or ``eigenpairs`` to patch in) wrapped so
+    that each call appends ``(where, its check_copies keyword)`` to ``asked``, None where the
+    call passed none."""
+    def spy(where: str, real: Callable) -> Callable:
+        def call(*args, **kwargs):
+            asked.append((where, kwargs.get("check_copies")))
+            return real(*args, **kwargs)
+        return call
+    return spy
+
+
 def assert_uniform_moments(samples: Tensor, high: float) -> None:
     """``samples`` (n of them) have the mean high/2 and the variance high²/12 of U[0, high],
     each within 4 standard errors: √(σ²/n) for the mean, √((μ₄ − σ⁴)/n) for the sample

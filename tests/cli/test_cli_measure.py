@@ -8,6 +8,7 @@ import math
 import pytest
 
 from sgdlab.cli.main import main
+from sgdlab.testing import check_copies_recorder
 
 
 def _trained_tiny(tmp_path, *, lr: str, exit_code: int):
@@ -104,13 +105,7 @@ def test_check_copies_reaches_every_top_k_and_is_recorded(tmp_path, capsys, monk
     from sgdlab.measure.noise import GradientCovariance
 
     asked: list[tuple[str, object]] = []
-
-    def spy(where, real):
-        def call(*args, **kwargs):
-            asked.append((where, kwargs.get("check_copies")))
-            return real(*args, **kwargs)
-        return call
-
+    spy = check_copies_recorder(asked)
     monkeypatch.setattr(curvature, "lanczos", spy("hessian", curvature.lanczos))
     monkeypatch.setattr(alignment, "lanczos", spy("alignment", alignment.lanczos))
     monkeypatch.setattr(GradientCovariance, "eigenpairs",

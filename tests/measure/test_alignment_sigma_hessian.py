@@ -12,7 +12,7 @@ from sgdlab.measure.alignment import (
     eigenvector_cosines, normalised_eigenvalues, projection_residual, sigma_hessian_alignment,
 )
 from sgdlab.testing import (
-    covariance_reference, dense_hessian_reference, per_sample_gradients_loop,
+    check_copies_recorder, covariance_reference, dense_hessian_reference, per_sample_gradients_loop,
     tiny_classification, tiny_mlp,
 )
 
@@ -322,11 +322,10 @@ def test_check_copies_reaches_both_top_k(monkeypatch):
     from sgdlab.measure.noise import GradientCovariance
 
     asked = []
-    lanczos, eigenpairs = alignment.lanczos, GradientCovariance.eigenpairs
-    monkeypatch.setattr(alignment, "lanczos", lambda *a, **kw: asked.append(
-        ("hessian", kw.get("check_copies"))) or lanczos(*a, **kw))
-    monkeypatch.setattr(GradientCovariance, "eigenpairs", lambda *a, **kw: asked.append(
-        ("sigma", kw.get("check_copies"))) or eigenpairs(*a, **kw))
+    spy = check_copies_recorder(asked)
+    monkeypatch.setattr(alignment, "lanczos", spy("hessian", alignment.lanczos))
+    monkeypatch.setattr(GradientCovariance, "eigenpairs",
+                        spy("sigma", GradientCovariance.eigenpairs))
     x = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]], dtype=torch.float64)
     y = torch.tensor([[-3.0], [-3.0], [3.0], [3.0]], dtype=torch.float64)
     res = sigma_hessian_alignment(_Bilinear(0.0), nn.MSELoss(), (x, y), 2, tol=1e-12,

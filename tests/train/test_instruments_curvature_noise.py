@@ -13,9 +13,9 @@ from torch import nn
 from sgdlab.data.base import Dataset
 from sgdlab.measure.noise import noise_magnitude
 from sgdlab.errors import UserError
-from sgdlab.testing import (Quadratic, covariance_reference, dense_hessian_reference,
-                            per_sample_gradients_loop, tiny_classification, tiny_mlp,
-                            toy_dataset)
+from sgdlab.testing import (Quadratic, check_copies_recorder, covariance_reference,
+                            dense_hessian_reference, per_sample_gradients_loop,
+                            tiny_classification, tiny_mlp, toy_dataset)
 from sgdlab.train.callbacks import MeasurementCallback, Schedule, train_subset
 from sgdlab.train.instruments import build_instrument, instruments
 from sgdlab.train.loop import train
@@ -1676,13 +1676,7 @@ def test_the_noise_and_alignment_instruments_pass_check_copies_to_their_top_k(mo
     from sgdlab.measure.noise import GradientCovariance
 
     asked = []
-
-    def spy(where, real):
-        def call(*args, **kwargs):
-            asked.append((where, kwargs.get("check_copies")))
-            return real(*args, **kwargs)
-        return call
-
+    spy = check_copies_recorder(asked)
     monkeypatch.setattr(alignment, "lanczos", spy("hessian", alignment.lanczos))
     monkeypatch.setattr(GradientCovariance, "eigenpairs",
                         spy("sigma", GradientCovariance.eigenpairs))
