@@ -22,6 +22,19 @@ def _sym(d, seed=0, shift=0.0):
     return (a + a.T) / 2 + shift * torch.eye(d, dtype=torch.float64)
 
 
+def _with_spectrum(lam, seed=0):
+    q, _ = torch.linalg.qr(torch.randn(len(lam), len(lam), dtype=torch.float64,
+                                       generator=torch.Generator().manual_seed(seed)))
+    return (q * lam) @ q.T
+
+
+def _near_zero_cluster(d):
+    """0, 0, 0, 1e-12, 3e-11, 1e-10 below d − 6 eigenvalues evenly spread over [0.5, 10]."""
+    return torch.cat([torch.zeros(3, dtype=torch.float64),
+                      torch.tensor([1e-12, 3e-11, 1e-10], dtype=torch.float64),
+                      torch.linspace(0.5, 10, d - 6, dtype=torch.float64)])
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_near_zero_cluster_at_the_smallest_end_is_counted_once_per_eigenvalue(seed):
     """A PSD matrix with three exact zeros and eigenvalues 1e-12, 3e-11, 1e-10 below a bulk
@@ -30,23 +43,13 @@ def test_a_near_zero_cluster_at_the_smallest_end_is_counted_once_per_eigenvalue(
     basis loses orthogonality once a cluster value converges: 0.5 came out twice (a ghost)
     and two zeros were missing."""
     d = 40
-    lam = torch.cat([torch.zeros(3, dtype=torch.float64),
-                     torch.tensor([1e-12, 3e-11, 1e-10], dtype=torch.float64),
-                     torch.linspace(0.5, 10, d - 6, dtype=torch.float64)])
-    q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(seed),
-                                       dtype=torch.float64))
-    a = (q * lam) @ q.T
+    lam = _near_zero_cluster(d)
+    a = _with_spectrum(lam, seed)
     vals, vecs = lanczos(a, 8, which="smallest", num_iter=d, tol=0,
                          generator=torch.Generator().manual_seed(seed))
     torch.testing.assert_close(vals, torch.linalg.eigvalsh(a)[:8], rtol=0, atol=1e-13)
     torch.testing.assert_close(vecs.T @ vecs, torch.eye(8, dtype=torch.float64), rtol=0,
                                atol=1e-12)
-
-
-def _with_spectrum(lam, seed=0):
-    q, _ = torch.linalg.qr(torch.randn(len(lam), len(lam), dtype=torch.float64,
-                                       generator=torch.Generator().manual_seed(seed)))
-    return (q * lam) @ q.T
 
 
 def _expected(ref, k, which):
@@ -83,9 +86,7 @@ def test_check_copies_counts_each_member_of_a_near_zero_cluster(seed):
     smallest at the default tol: two cluster values, then 0.5, 0.79, ... without the check;
     with it the 8 smallest to the tolerance (1e-6 of the spectral radius 10)."""
     d = 40
-    lam = torch.cat([torch.zeros(3, dtype=torch.float64),
-                     torch.tensor([1e-12, 3e-11, 1e-10], dtype=torch.float64),
-                     torch.linspace(0.5, 10, d - 6, dtype=torch.float64)])
+    lam = _near_zero_cluster(d)
     a = _with_spectrum(lam, seed)
     vals, vecs = lanczos(a, 8, which="smallest", check_copies=True,
                          generator=torch.Generator().manual_seed(seed))
@@ -102,9 +103,7 @@ def test_check_copies_over_the_whole_space_stays_out_of_the_pairs_found(which):
     deflated operator, for cluster members: 0.79 off, the vectors not orthogonal, 560
     products."""
     d, k = 40, (8 if which == "smallest" else 4)
-    lam = torch.cat([torch.zeros(3, dtype=torch.float64),
-                     torch.tensor([1e-12, 3e-11, 1e-10], dtype=torch.float64),
-                     torch.linspace(0.5, 10, d - 6, dtype=torch.float64)])
+    lam = _near_zero_cluster(d)
     op = DenseOperator(_with_spectrum(lam))
     vals, vecs = lanczos(op, k, which=which, tol=0, check_copies=True,
                          generator=torch.Generator().manual_seed(0))
@@ -148,13 +147,7 @@ def test_lanczos_matches_eigh(which):
     k = 3
     vals, vecs = lanczos(a, k, which=which, num_iter=60, tol=1e-10,
                          generator=torch.Generator().manual_seed(0))
-    ref = torch.linalg.eigvalsh(a)
-    expect = {
-        "largest": ref.flip(0)[:k],
-        "smallest": ref[:k],
-        "both": torch.cat([ref.flip(0)[:k], ref[:k]]),
-        "magnitude": ref[torch.argsort(ref.abs(), descending=True)[:k]],
-    }[which]
+    expect = _expected(torch.linalg.eigvalsh(a), k, which)
     torch.testing.assert_close(vals, expect, rtol=1e-9, atol=1e-9)
     # eigenvector residuals
     r = a @ vecs - vecs * vals
