@@ -524,14 +524,18 @@ def test_printed_curvature_and_noise_are_the_dense_float64_values_of_the_seeded_
     assert printed["noise/rank_fraction"] == pytest.approx(rank / d, rel=1e-5)
 
 
-def _untrained_tiny64(tmp_path):
-    """Zhu's 1-6-6-6-1 MLP on the cubic data in float64, stored untrained (0 epochs): its
-    run folder and store."""
+def _zhu_run64(tmp_path, *, optimizer: str = "{name: sgd, lr: 0.01}",
+               schedule: str | None = None, steps: int = 0):
+    """Zhu's 1-6-6-6-1 MLP on the cubic data in float64, trained ``steps`` steps (0: stored
+    untrained) with ``optimizer`` under ``schedule`` (flow mappings; None: none): its run
+    folder and store."""
     cfg = tmp_path / "tiny64.yaml"
-    cfg.write_text("name: tiny64\ndata: {name: cubic, seed: 0}\n"
-                   "model: {name: zhu-mlp-1-6-6-6-1}\noptimizer: {name: sgd, lr: 0.01}\n"
-                   "train: {epochs: 0, batch_size: 4, dtype: float64, threads: 1, "
-                   "progress: false}\n")
+    cfg.write_text("name: tiny64\ndata: {name: cubic, seed: 0}\nmodel: {name: zhu-mlp-1-6-6-6-1}\n"
+                   f"optimizer: {optimizer}\n"
+                   + (f"schedule: {schedule}\n" if schedule else "")
+                   + (f"train: {{epochs: 1, max_steps: {steps}, " if steps else
+                      "train: {epochs: 0, ")
+                   + "batch_size: 4, dtype: float64, threads: 1, progress: false}\n")
     run, store = tmp_path / "run", tmp_path / "s.sqlite"
     assert main(["train", str(cfg), "--store", str(store), "--out", str(run)]) == 0
     return run, store
@@ -548,7 +552,7 @@ def test_noise_and_alignment_share_one_covariance(tmp_path, capsys, monkeypatch)
             builds.append(engine)
             return real(*args, **kwargs)
         monkeypatch.setattr(noise, engine, counted)
-    run, store = _untrained_tiny64(tmp_path)
+    run, store = _zhu_run64(tmp_path)
     res = {}
     for what in ("noise,alignment", "noise", "alignment"):
         builds.clear()
@@ -584,7 +588,7 @@ def test_hessian_and_alignment_share_one_lanczos_run(tmp_path, capsys, monkeypat
             return real(*args, **kwargs)
         monkeypatch.setattr(module, "lanczos", counted)
     monkeypatch.setattr(alignment, "EXACT_FROBENIUS_MAX_DIM", 0)
-    run, store = _untrained_tiny64(tmp_path)
+    run, store = _zhu_run64(tmp_path)
     res = {}
     for what in ("hessian,alignment", "hessian", "alignment"):
         top_k.clear()
@@ -616,7 +620,7 @@ def test_uncentred_noise_and_alignment_are_the_python_calls_with_centred_false(t
         covariance_reference, empirical_fisher_reference, per_sample_gradients_loop,
     )
 
-    run, store = _untrained_tiny64(tmp_path)
+    run, store = _zhu_run64(tmp_path)
     capsys.readouterr()
     assert main(["measure", str(run), "--what", "noise,alignment", "--uncentred", "--k", "3",
                  "--subset", "12", "--seed", "5", "--store", str(store),
@@ -891,22 +895,8 @@ def test_batch_means_leave_out_the_batches_where_a_statistic_is_undefined(monkey
     assert out["batch/noise_scale"] == 5.0 / 2.0
 
 
-
-def _trained_random_schedule(tmp_path, *, optimizer: str,
-                             schedule: str | None = "{name: random, width: 0.5, seed: 1}"):
-    """A 3-step float64 run of Zhu's 1-6-6-6-1 MLP on the cubic data under ``schedule`` (the
-    ``random`` one, w = 0.5; None: none) with ``optimizer`` (flow mappings): its folder and
-    store."""
-    cfg = tmp_path / "random.yaml"
-    cfg.write_text("name: random\ndata: {name: cubic, seed: 0}\nmodel: {name: zhu-mlp-1-6-6-6-1}\n"
-                   f"optimizer: {optimizer}\n"
-                   + (f"schedule: {schedule}\n" if schedule else "")
-                   + "train: {epochs: 1, max_steps: 3, batch_size: 4, threads: 1, "
-                   "dtype: float64}\n")
-    run, store = tmp_path / "run", tmp_path / "s.sqlite"
-    assert main(["train", str(cfg), "--store", str(store), "--out", str(run),
-                 "--no-progress"]) == 0
-    return run, store
+# the random schedule of the checkpoints whose CABS step is read
+_RANDOM = "{name: random, width: 0.5, seed: 1}"
 
 
 def test_cabs_of_a_checkpoint_under_the_random_schedule_takes_the_instruments_step(tmp_path):
@@ -919,7 +909,8 @@ def test_cabs_of_a_checkpoint_under_the_random_schedule_takes_the_instruments_st
     from sgdlab.measure import batch_statistics
     from sgdlab.train.checkpoint import load_checkpoint
 
-    run, store = _trained_random_schedule(tmp_path, optimizer="{name: sgd, lr: 0.05}")
+    run, store = _zhu_run64(tmp_path, optimizer="{name: sgd, lr: 0.05}", schedule=_RANDOM,
+                            steps=3)
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     noise_step = 0.05 * (1 + 0.5**2 / 3)
     draw = state["optimizer"]["param_groups"][0]["lr"]
@@ -971,8 +962,8 @@ def test_measure_batch_refuses_a_step_with_no_sgd_noise_before_measuring(tmp_pat
     """A checkpoint whose step has no constant SGD step of the same noise (the random
     schedule's draw on a momentum buffer) is refused as the training instruments refuse it,
     before anything is measured or written; its CABS was computed with the saved lr."""
-    run, store = _trained_random_schedule(tmp_path,
-                                          optimizer="{name: sgd, lr: 0.05, momentum: 0.9}")
+    run, store = _zhu_run64(tmp_path, optimizer="{name: sgd, lr: 0.05, momentum: 0.9}",
+                            schedule=_RANDOM, steps=3)
     capsys.readouterr()
     assert main(["measure", str(run), "--store", str(store), "--what", "hessian,batch",
                  "--out", str(tmp_path / "m")]) == 2
@@ -990,8 +981,7 @@ def test_measure_batch_of_an_adam_checkpoint_writes_the_statistics_that_need_no_
     from sgdlab.measure import batch_statistics
     from sgdlab.train.checkpoint import load_checkpoint
 
-    run, store = _trained_random_schedule(tmp_path, optimizer="{name: adam, lr: 0.01}",
-                                          schedule=None)
+    run, store = _zhu_run64(tmp_path, optimizer="{name: adam, lr: 0.01}", steps=3)
     built = build_from_config(load_config(run / "config.yaml"))
     model = built.model.eval()
     model.load_state_dict(load_checkpoint(run / "checkpoints" / "last.pt")["model"])
