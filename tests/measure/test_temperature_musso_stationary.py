@@ -105,32 +105,32 @@ def test_the_discrete_rule_sits_at_twice_eq_19s_temperature_and_the_constant_rul
     assert constant_rule / (t / K) == pytest.approx(3.0, rel=1e-4)
     mean_rule = _discrete_stationary_x2(l, c, mu, 1.0, 4 / 3)
     assert mean_rule / (t / K) == pytest.approx(4.0, rel=1e-4)
-    # the hand-derived moment system against the step's own matrices: z = (x, v) goes to
-    # A(α) z + b(α) ζ, so vec Cov z = E[A ⊗ A] vec Cov z + E[b ⊗ b] Σ₁/C, with E over α by
-    # Gauss-Legendre on [0, 1] (two nodes: exact for these degree-2 polynomials in α)
+    # the hand-derived moment system against the step's own matrices: z = (x, v)
     ll = 0.05
+    x2 = _stationary_x2_of_step(lambda al: np.array([[1 - ll * al * K, ll * mu], [-al * K, mu]]),
+                                lambda al: np.array([-ll * al, -al]), c)
+    assert x2 == pytest.approx(_discrete_stationary_x2(ll, c, mu, 0.5, 1 / 3), rel=1e-12)
+
+
+def _stationary_x2_of_step(a, b, c: int) -> float:
+    """E x² in the stationary state of z ← A(α) z + b(α) ζ (z = (x, ·), α ~ U[0, 1], ζ of
+    variance Σ₁/C): vec Cov z = E[A ⊗ A] vec Cov z + E[b ⊗ b] Σ₁/C, with E over α by
+    Gauss-Legendre on [0, 1] (two nodes: exact for A and b of degree 1 in α)."""
     nodes, weights = np.polynomial.legendre.leggauss(2)
     nodes, weights = (nodes + 1) / 2, weights / 2
-    a_kron = sum(w * np.kron(*[np.array([[1 - ll * al * K, ll * mu], [-al * K, mu]])] * 2)
-                 for al, w in zip(nodes, weights))
-    b_kron = sum(w * np.kron(*[np.array([-ll * al, -al])] * 2) for al, w in zip(nodes, weights))
-    cov = np.linalg.solve(np.eye(4) - a_kron, b_kron * S2 / c)
-    assert cov[0] == pytest.approx(_discrete_stationary_x2(ll, c, mu, 0.5, 1 / 3), rel=1e-12)
+    a_kron = sum(w * np.kron(*[a(al)] * 2) for al, w in zip(nodes, weights))
+    b_kron = sum(w * np.kron(*[b(al)] * 2) for al, w in zip(nodes, weights))
+    return float(np.linalg.solve(np.eye(4) - a_kron, b_kron * S2 / c)[0])
 
 
 def _nesterov_stationary_x2(l: float, c: int, mu: float) -> float:
     """E x² in the stationary state of torch's Nesterov form on the randomly scaled gradient
     (``RandomLRSGD(nesterov=True)``): g = α(kx + ζ), b ← μb + g, x ← x − l(g + μb), α ~ U[0, 1].
     In z = (x, b): z ← A(α) z + B(α) ζ with A = [[1 − lαk(1 + μ), −lμ²], [αk, μ]] and
-    B = (−lα(1 + μ), α); E over α by Gauss-Legendre on [0, 1] (exact: degree 2 in α)."""
-    nodes, weights = np.polynomial.legendre.leggauss(2)
-    nodes, weights = (nodes + 1) / 2, weights / 2
-    a_kron = sum(w * np.kron(*[np.array([[1 - l * al * K * (1 + mu), -l * mu * mu],
-                                         [al * K, mu]])] * 2)
-                 for al, w in zip(nodes, weights))
-    b_kron = sum(w * np.kron(*[np.array([-l * al * (1 + mu), al])] * 2)
-                 for al, w in zip(nodes, weights))
-    return float(np.linalg.solve(np.eye(4) - a_kron, b_kron * S2 / c)[0])
+    B = (−lα(1 + μ), α)."""
+    return _stationary_x2_of_step(
+        lambda al: np.array([[1 - l * al * K * (1 + mu), -l * mu * mu], [al * K, mu]]),
+        lambda al: np.array([-l * al * (1 + mu), al]), c)
 
 
 @pytest.mark.parametrize("c, mu", [(2, 0.75), (1, 0.5), (3, 0.9)])
