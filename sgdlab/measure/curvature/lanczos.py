@@ -454,7 +454,7 @@ def lanczos(
 
     vals, vecs, scale, _ = run(None, k)
     if check_copies:
-        vals, vecs = _deflation_checked(run, d, vals, vecs, scale, k, which, tol, criterion)
+        vals, vecs = _deflation_checked(run, vals, vecs, scale, k, which, tol, criterion)
     return torch.from_numpy(vals).to(device=op.device, dtype=op.dtype), vecs
 
 
@@ -477,7 +477,7 @@ def _beats_or_ties(theta: float, kth: float, margin: float, which: str) -> bool:
 
 def _deflation_checked(run: Callable[[Tensor | None, int],
                                      tuple[np.ndarray, Tensor, float, np.ndarray]],
-                       d: int, vals: np.ndarray, vecs: Tensor, scale: float,
+                       vals: np.ndarray, vecs: Tensor, scale: float,
                        k: int, which: str, tol: float, criterion: str
                        ) -> tuple[np.ndarray, Tensor]:
     """The wanted pairs ``(vals, vecs)`` of a Lanczos ``run`` checked for copies it missed:
@@ -500,7 +500,7 @@ def _deflation_checked(run: Callable[[Tensor | None, int],
 
     while True:
         pool = torch.cat([x for _, x in found.values()], dim=1)
-        if pool.shape[1] >= d:
+        if pool.shape[1] >= pool.shape[0]:     # the whole space
             break
         theta, y, radius, ritz = run(pool, 1)
         scale = max(scale, radius)
