@@ -845,12 +845,11 @@ def _batch_lr(state: dict, cfg: dict, store, run_id: str | None, step: int | Non
         lr = recorded[-1][1] if recorded else None
         return ((float(lr) if isinstance(lr, (int, float)) and lr > 0 else None),
                 not recorded, None)
-    from sgdlab.optim import gradient_step_size, preconditioned_optimizer
+    from sgdlab.optim import SwitchOptimizer, gradient_step_size, preconditioned_optimizer
 
     saved = state.get("optimizer") or {}
-    switch = saved.get("switch")
-    if isinstance(switch, dict):         # switch's state: the optimizer taking the next step
-        saved = saved.get("first" if switch["t"] < switch["switch_step"] else "second") or {}
+    if isinstance(saved.get("switch"), dict):   # the optimizer taking the next step
+        saved = SwitchOptimizer.active_state(saved) or {}
     groups = saved.get("param_groups") or [{}]
     group = groups[0] if "lr" in groups[0] else (cfg.get("optimizer") or {})
     adaptive = preconditioned_optimizer(group)

@@ -89,6 +89,13 @@ class SwitchOptimizer(PicklesWhole, Optimizer):
     def active(self) -> Optimizer:
         return self.first if self._t < self.switch_step else self.second
 
+    @staticmethod
+    def active_state(state_dict: dict[str, Any]) -> dict[str, Any]:
+        """Of a saved :meth:`state_dict`, the state of the optimizer that takes the next step
+        (what :attr:`active` is once it is loaded)."""
+        meta = state_dict["switch"]
+        return state_dict["first" if meta["t"] < meta["switch_step"] else "second"]
+
     @property
     def switched(self) -> bool:
         return self._t >= self.switch_step
