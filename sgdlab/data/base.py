@@ -26,6 +26,8 @@ class Dataset:
     Each split holds as many targets as inputs (first dimension), or the record is refused
     with a ``ValueError`` naming both lengths; a 0-d tensor (a single number, no examples'
     dimension) is refused with a ``ValueError`` naming it and its shape.
+    A torch dataset or ``DataLoader`` becomes a record through :meth:`from_torch`, which reads
+    each split once into these tensors.
     """
 
     x_train: Tensor
@@ -78,6 +80,38 @@ class Dataset:
             if nx != ny:
                 raise ValueError(f"Dataset: x_{split} has {nx} examples but y_{split} has {ny} "
                                  f"(the {split} split needs one target per example)")
+
+    @classmethod
+    def from_torch(cls, train: Any, test: Any = None, *, meta: dict[str, Any] | None = None,
+                   batch_size: int = 1024) -> "Dataset":
+        """The record of a torch dataset or ``DataLoader`` of (input, target) items per split
+        (``test`` None: no test split), each read once into tensors
+        (:func:`sgdlab.data.torch_data.split_tensors`): a map-style ``Dataset`` (a
+        torchvision dataset, a ``TensorDataset``, one's own) in order through a
+        ``DataLoader`` of ``batch_size`` with torch's default collate, an
+        ``IterableDataset`` as it iterates, a ``DataLoader`` as it is. Integer targets (Python
+        ints, 0-d integer tensors) become int64 class labels (N,), floating-point ones stay
+        regression targets of their shape; ``meta`` as given (empty: inferred from the
+        tensors, as above).
+
+        Training batches these tensors itself, from the run's seed, which is what lets a run
+        resume bit for bit. What the dataset draws at random is drawn once here and then
+        fixed: a random transform (torchvision's ``RandomCrop``, ``RandomHorizontalFlip``) is
+        one augmented copy of each example, not a new one per epoch; for augmentation per
+        batch give ``meta={"augment": augmentation_spec("crop-flip")}``
+        (:mod:`sgdlab.data.augment`), which :func:`sgdlab.train.train` applies to every batch
+        it draws. A ``DataLoader`` that shuffles warns (its order is then random); one with
+        ``drop_last=True`` that would leave examples out is refused. Items that are not
+        pairs, inputs of varying shapes, inputs the default collate cannot stack (a PIL
+        image: ``transform=ToTensor()``) and an empty split are refused with a
+        ``ValueError`` naming the problem.
+        """
+        from .torch_data import split_tensors
+
+        x_train, y_train = split_tensors(train, "train", batch_size)
+        x_test, y_test = (split_tensors(test, "test", batch_size) if test is not None
+                          else (None, None))
+        return cls(x_train, y_train, x_test, y_test, dict(meta or {}))
 
     @property
     def name(self) -> str:

@@ -1355,9 +1355,10 @@ def training_device(device: str | torch.device) -> torch.device:
 
 def check_dataset(data: Any) -> None:
     """Training takes a :class:`sgdlab.data.Dataset`, not the ``(x, y)`` batches the
-    measurements take: say so instead of failing on a missing attribute; and as many labels
-    as examples."""
-    from torch.utils.data import TensorDataset
+    measurements take: say so instead of failing on a missing attribute, naming
+    ``Dataset.from_torch`` for a torch dataset or ``DataLoader``; and as many labels as
+    examples."""
+    from torch.utils.data import DataLoader, Dataset as TorchDataset, TensorDataset
 
     if isinstance(data, TensorDataset) and len(data.tensors) == 2:
         # its (inputs, targets) are a Dataset's training split: it was told to build one
@@ -1365,7 +1366,16 @@ def check_dataset(data: Any) -> None:
         raise UserError(
             "data is a torch TensorDataset: training takes a sgdlab.data.Dataset; its two "
             "tensors are one's training split, sgdlab.data.Dataset(*data.tensors) (with a "
-            "test set: Dataset(*train.tensors, *test.tensors))")
+            "test set: Dataset(*train.tensors, *test.tensors)), or "
+            "sgdlab.data.Dataset.from_torch(data, test)")
+    if isinstance(data, (TorchDataset, DataLoader)):
+        # the loop batches tensors itself, from the run's seed (bit-exact resume): a torch
+        # dataset is read into them once
+        kind = "DataLoader" if isinstance(data, DataLoader) else "Dataset"
+        raise UserError(
+            f"data is a torch {kind} ({type(data).__name__}): training takes a "
+            "sgdlab.data.Dataset of tensors, which it batches itself; read the dataset into "
+            "one with sgdlab.data.Dataset.from_torch(train, test)")
     if not all(hasattr(data, a) for a in ("x_train", "y_train", "x_test", "y_test")):
         raise UserError(
             f"data must be a sgdlab.data.Dataset (x_train, y_train, x_test, y_test), got "

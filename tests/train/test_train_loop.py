@@ -1394,6 +1394,45 @@ def test_a_torch_tensor_dataset_is_told_the_dataset_to_build():
     assert res.status == "finished"
 
 
+def test_a_torch_dataset_or_loader_is_told_to_read_it_with_from_torch_and_then_trains():
+    """A DataLoader or a torch Dataset of one's own was told "data must be a
+    sgdlab.data.Dataset ..., for your own tensors: ...", leaving the samples to stack by hand;
+    Dataset.from_torch reads them, and that record trains (train_replicas says the same)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from sgdlab.train.replicas import ParleConfig, train_replicas
+
+    class Pairs(torch.utils.data.Dataset):
+        def __init__(self, x, y):
+            self.x, self.y = x, y
+
+        def __len__(self):
+            return len(self.x)
+
+        def __getitem__(self, i):
+            return self.x[i], int(self.y[i])
+
+    data, model = toy_data(), make_model()
+    train_set, loader = Pairs(*data.train), DataLoader(TensorDataset(*data.test), batch_size=7)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for given, kind in ((loader, r"DataLoader \(DataLoader\)"), (train_set, r"Dataset \(Pairs\)")):
+        with pytest.raises(UserError, match=rf"data is a torch {kind}: .*sgdlab.data.Dataset."
+                                            r"from_torch\(train, test\)"):
+            train(model, nn.CrossEntropyLoss(), given, opt, epochs=1, progress=False)
+    with pytest.raises(UserError, match=r"torch DataLoader .*Dataset.from_torch\(train, test"):
+        train_replicas(model, nn.CrossEntropyLoss(), loader, ParleConfig(replicas=1), epochs=1)
+    with pytest.raises(UserError, match=r"TensorDataset.*Dataset.from_torch\(data, test\)"):
+        train(model, nn.CrossEntropyLoss(), TensorDataset(*data.train), opt, epochs=1,
+              progress=False)
+    read = Dataset.from_torch(train_set, loader)
+    assert torch.equal(read.x_train, data.x_train) and torch.equal(read.y_test, data.y_test)
+    res = train(model, nn.CrossEntropyLoss(), read, opt, epochs=2, batch_size=20,
+                progress=False)
+    assert res.status == "finished" and res.final["steps"] == 6
+    assert res.history["train_loss"][-1][1] < res.history["train_loss"][0][1]
+    assert "test_acc" in res.final
+
+
 def test_train_replicas_is_imported_beside_train():
     # the README's table names train_replicas (Elastic-SGD, Parle) with the optimizers:
     # `from sgdlab.train import train_replicas` was an ImportError (sgdlab.train.replicas only)
