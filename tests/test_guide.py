@@ -102,6 +102,11 @@ def _own_model(out: list[str]) -> None:
     assert out[3] == "100 gradient evaluations in 20 steps"  # L = 5 per Entropy-SGD step
 
 
+def _from_torch(out: list[str]) -> None:
+    assert out[0] == "Dataset(unnamed: train (200, 10), test (100, 10), task=classification)"
+    assert out[1].startswith("finished test_acc") and _floats(out[1])[0] > 0.8
+
+
 CHECKS = {
     "lmax = MeasurementCallback(": _own_model,
     'opt = build_optimizer("random-lr-sgd"': _musso,
@@ -112,6 +117,7 @@ CHECKS = {
     "st = batch_statistics(": _batch,
     "ctx = TrainContext(": _own_loop,
     "stream = batches()": _closure_loop,
+    "data = Dataset.from_torch(": _from_torch,
 }
 
 
