@@ -8,7 +8,8 @@ Transforms (:func:`with_label_noise`, :func:`subset`, :func:`standardize`) retur
 :class:`Dataset` records and note what they did in ``meta``. Image preprocessing (pixels in
 [−1, 1], global contrast normalisation, ZCA whitening) is the loaders' ``normalize`` option
 (:mod:`sgdlab.data.preprocess`); per-batch augmentation is ``load_dataset(..., augment=...)``
-(:mod:`sgdlab.data.augment`), applied by the training loops.
+(:mod:`sgdlab.data.augment`), applied by the training loops. A torch dataset or ``DataLoader``
+becomes a :class:`Dataset` through :meth:`Dataset.from_torch` (:mod:`sgdlab.data.torch_data`).
 """
 from .base import Dataset
 from .registry import DATASETS, dataset_options, load_dataset, register_dataset

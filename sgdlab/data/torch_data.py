@@ -51,13 +51,11 @@ def split_tensors(source: Any, split: str = "train",
     seen = 0
     for number, batch in _loader_batches(batches, split):
         x, y = _batch_pair(batch, number, split)
-        for part, (first, new) in (("input", (xs, x)), ("target", (ys, y))):
-            if first and first[0].shape[1:] != new.shape[1:]:
-                raise ValueError(
-                    f"Dataset.from_torch: {split} item {seen} has a{'n' * (part[0] == 'i')} "
-                    f"{part} of shape {tuple(new.shape[1:])}, item 0 one of shape "
-                    f"{tuple(first[0].shape[1:])}: a split's {part}s are stacked into one "
-                    "tensor, so they must share a shape (resize or pad them in the dataset)")
+        # a batch stacked its items, so its first item stands for all of them
+        for part, read, new in (("input", xs, x), ("target", ys, y)):
+            if read and read[0].shape[1:] != new.shape[1:]:
+                raise _shape_mismatch(f"{split} item {seen}", part, tuple(new.shape[1:]),
+                                      tuple(read[0].shape[1:]))
         xs.append(x)
         ys.append(y)
         seen += len(x)
@@ -172,10 +170,16 @@ class _ItemCollate:
             self.first = shapes
         for part, shape, first in zip(("input", "target"), shapes, self.first):
             if shape != first:
-                raise ValueError(
-                    f"{where} has a{'n' * (part[0] == 'i')} {part} of shape {shape}, item 0 "
-                    f"one of shape {first}: a split's {part}s are stacked into one tensor, so "
-                    "they must share a shape (resize or pad them in the dataset)")
+                raise _shape_mismatch(f"{self.split} item {self.seen}", part, shape, first)
+
+
+def _shape_mismatch(item: str, part: str, shape: tuple[int, ...],
+                    first: tuple[int, ...]) -> ValueError:
+    """The refusal of ``item``'s input or target (``part``) shaped otherwise than item 0's."""
+    article = "an" if part == "input" else "a"
+    return ValueError(f"Dataset.from_torch: {item} has {article} {part} of shape {shape}, item "
+                      f"0 one of shape {first}: a split's {part}s are stacked into one tensor, "
+                      "so they must share a shape (resize or pad them in the dataset)")
 
 
 def _stackable(value: Any) -> bool:

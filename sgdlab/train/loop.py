@@ -1368,7 +1368,8 @@ def check_dataset(data: Any) -> None:
             "tensors are one's training split, sgdlab.data.Dataset(*data.tensors) (with a "
             "test set: Dataset(*train.tensors, *test.tensors)), or "
             "sgdlab.data.Dataset.from_torch(data, test)")
-    if isinstance(data, (TorchDataset, DataLoader)):
+    tensors = all(hasattr(data, a) for a in ("x_train", "y_train", "x_test", "y_test"))
+    if isinstance(data, (TorchDataset, DataLoader)) and not tensors:
         # the loop batches tensors itself, from the run's seed (bit-exact resume): a torch
         # dataset is read into them once
         kind = "DataLoader" if isinstance(data, DataLoader) else "Dataset"
@@ -1376,7 +1377,7 @@ def check_dataset(data: Any) -> None:
             f"data is a torch {kind} ({type(data).__name__}): training takes a "
             "sgdlab.data.Dataset of tensors, which it batches itself; read the dataset into "
             "one with sgdlab.data.Dataset.from_torch(train, test)")
-    if not all(hasattr(data, a) for a in ("x_train", "y_train", "x_test", "y_test")):
+    if not tensors:
         raise UserError(
             f"data must be a sgdlab.data.Dataset (x_train, y_train, x_test, y_test), got "
             f"{type(data).__name__}; for your own tensors: "
