@@ -916,6 +916,29 @@ def loss_value_refusal(loss_fn: object, outputs: object, targets: Tensor, *,
         "0-dim tensor); return the mean over the samples (.mean())")
 
 
+def _not_a_pair(i: int, batch: object) -> UserError:
+    """The error for a loader's item that is no ``(x, y)`` pair of tensors: what it is, and
+    how to pass pairs (a loader of (x, y, index) triples or of a tokenizer's dicts was told
+    only "got list" or "got dict")."""
+    pair = "b[0], b[1]"
+    if isinstance(batch, dict):
+        keys = [repr(k) for k in batch]
+        got = (f"a dict with keys {', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''}"
+               if keys else "an empty dict")
+        if len(keys) >= 2:
+            pair = f"b[{keys[0]}], b[{keys[-1]}]"
+    elif isinstance(batch, (tuple, list)):
+        kinds = [type(t).__name__ for t in batch]
+        got = (f"a {type(batch).__name__} of {len(batch)} items "
+               f"({', '.join(kinds[:6])}{', ...' if len(kinds) > 6 else ''})")
+    else:
+        got = type(batch).__name__
+    return UserError(f"data: batch {i} is not an (inputs, targets) pair of tensors (got {got}): "
+                     f"measurements take (x, y) batches; pass the loader's as pairs, a list "
+                     f"[({pair}) for b in loader] or a DataLoader whose collate_fn returns "
+                     "(x, y)")
+
+
 def iterate_batches(data: Data, device: torch.device | None = None) -> Iterator[Batch]:
     """Yield the non-empty ``(x, y)`` batches, moved to ``device`` when given; data without a
     sample, or an item that is not an ``(x, y)`` pair of tensors, is a ``UserError``."""
@@ -925,8 +948,7 @@ def iterate_batches(data: Data, device: torch.device | None = None) -> Iterator[
     for i, batch in enumerate(batches):
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2
                 and all(isinstance(t, Tensor) for t in batch)):
-            raise UserError(f"data: batch {i} is not an (inputs, targets) pair of tensors "
-                            f"(got {type(batch).__name__})")
+            raise _not_a_pair(i, batch)
         x, y = batch
         check_batch_rows(x, y, f"batch {i}")
         if not len(x):

@@ -230,6 +230,20 @@ def test_iterate_batches_reads_a_list_pair_as_one_batch_and_detaches_it():
         assert not bx.requires_grad                # activations kept as data: no graph
 
 
+def test_a_loader_of_triples_or_dicts_is_named_with_the_pairs_to_pass():
+    # a loader of (x, y, index) triples or of a tokenizer's dicts was told "got list" or
+    # "got dict", nothing of what it held or what to pass instead
+    x, y, _ = _batches()
+    with pytest.raises(UserError, match=r"batch 0 is not an \(inputs, targets\) pair of "
+                       r"tensors \(got a list of 3 items \(Tensor, Tensor, int\)\): .* "
+                       r"\[\(b\[0\], b\[1\]\) for b in loader\]"):
+        list(iterate_batches([[x, y, 0]]))
+    records = [{"input_ids": x, "attention_mask": x, "labels": y}]
+    with pytest.raises(UserError, match=r"\(got a dict with keys 'input_ids', 'attention_mask',"
+                       r" 'labels'\): .* \[\(b\['input_ids'\], b\['labels'\]\) for b in"):
+        list(iterate_batches(records))
+
+
 def test_num_samples_and_concat_batches_count_every_sample():
     x, y, batches = _batches()
     assert num_samples(batches) == 7 and num_samples((x, y)) == 7
