@@ -226,7 +226,9 @@ def naming_divergence(cb: Callback) -> Iterator[None]:
 
 class MeasurementCallback(Callback):
     """Call ``fn(ctx) -> dict[str, float]`` on a step schedule (``schedule=``, ``every=`` from
-    ``start=``, or ``at=``) and log every entry; the initial model too (step 0, before
+    ``start=``, or ``at=``) and log every entry (one number each: a float, a 0-dim tensor or
+    an ``Estimate``; an entry that is None or NaN is left out at that step, in whatever type
+    it comes); the initial model too (step 0, before
     training) where the schedule has step 0, or as ``at_train_begin`` says. ``fn`` runs on a
     fork of torch's global generators: its random draws do not change the run's; and the
     model's train/eval flags, buffers (batch norm's running statistics) and plain attributes
@@ -298,15 +300,18 @@ class MeasurementCallback(Callback):
                             "{name: value}: return {'my/name': value}, so that the series has "
                             "a name")
         for k, v in values.items():
-            if v is not None and not (isinstance(v, float) and math.isnan(v)):
-                ctx.log(k, _scalar(k, v))
+            # NaN as a tensor or a numpy scalar too: it was logged where a float NaN was not
+            value = None if v is None else _scalar(k, v)
+            if value is not None and not math.isnan(value):
+                ctx.log(k, value)
 
 
 def _scalar(name: str, value: Any) -> float:
     """``value`` as the float a series records; a ``UserError`` naming ``name`` for a value
     that is no number (a ``GradientCovariance``, a vector), where ``float()`` failed bare."""
     try:
-        return float(value)
+        # detached: a value with a graph (a norm of the weights) warned from torch's float()
+        return float(value.detach() if isinstance(value, Tensor) else value)
     except (TypeError, ValueError, RuntimeError):
         shape = f" of shape {tuple(value.shape)}" if isinstance(value, Tensor) else ""
         raise UserError(f"MeasurementCallback: fn returned {name!r} = a "

@@ -1,7 +1,9 @@
 """sgdlab.train.callbacks: schedules, MeasurementCallback around a training run, the context's
 helpers."""
 import math
+import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -96,6 +98,22 @@ def test_a_measurement_skips_none_and_nan_values_and_logs_the_others():
         at=[1])])
     assert "none" not in r.history and "nan" not in r.history
     assert r.history["x"] == [(1, 2.0)] and r.history["t"] == [(1, 3.0)]
+
+
+def test_a_measurement_skips_nan_in_any_number_type_and_logs_a_graph_without_a_warning():
+    # a NaN 0-dim tensor or numpy scalar was logged where a float NaN was left out, and a
+    # value with a graph warned from torch's float() of a tensor that requires grad
+    w = torch.ones(2, requires_grad=True)
+
+    def fn(ctx):
+        return {"tensor": torch.tensor(math.nan), "numpy": np.float32("nan"),
+                "graph": (w * 3).sum()}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = tiny_run([MeasurementCallback(fn, at=[1])])
+    assert "tensor" not in r.history and "numpy" not in r.history
+    assert r.history["graph"] == [(1, 6.0)]
 
 
 def test_a_resumed_run_measures_the_initial_model_once(tmp_path):
