@@ -177,7 +177,10 @@ def align_to(reference: nn.Module, model: nn.Module, *, similarity: str = "cosin
     architecture) by the greedy layer-wise rule of the module docstring. ``model`` itself is
     left as it is. With ``check_input``, both the copy and ``model`` are run on it in eval
     mode and a ValueError is raised when their outputs differ by more than ``atol`` (the
-    model is then no plain chain of layers, e.g. it has residual connections)."""
+    model is then no plain chain of layers, e.g. it has residual connections). The chain is
+    read from the modules' order, not from ``forward``: without ``check_input`` a ResNet's
+    copy is permuted all the same and computes another function, so pass a batch of inputs
+    unless the model is a chain."""
     if similarity not in SIMILARITIES:
         raise ValueError(f"align_to: similarity must be one of {SIMILARITIES}, "
                          f"got {similarity!r}")
