@@ -55,6 +55,23 @@ def check_tensor_output(out: object, who: str) -> None:
         raise OutputNotTensor(who, type(out).__name__)
 
 
+def check_output_is_tensor(model: nn.Module, x: Tensor, who: str, keyword: str) -> None:
+    """:class:`OutputNotTensor` (``who`` needs one output tensor, ``keyword`` asks for the
+    Hessian) when ``model``'s output on the inputs ``x`` (a few samples, one no-grad,
+    eval-mode pass) is no tensor: a training callback checks before step 0 what its first
+    measurement would refuse (a tuple output met after hours of training). A model that
+    fails on ``x`` is left to the measurement's own pass."""
+    from .batches import _probe_forward
+
+    param = next(model.parameters(), None)
+    try:
+        out = _probe_forward(model, x if param is None else x.to(param.device))
+    except Exception:
+        return
+    if not isinstance(out, Tensor):
+        raise OutputNotTensor(who, type(out).__name__, keyword)
+
+
 # losses linear in the outputs only away from zero residuals: a zero Hessian on the first
 # samples says nothing of the others'
 _CURVED_NEAR_ZERO = frozenset({"HuberLoss", "SmoothL1Loss", "huber_loss", "smooth_l1_loss"})

@@ -568,6 +568,36 @@ def test_eigenpair_counts_the_model_cannot_give_are_refused_before_step_0():
     assert "align/cos_19" in res.history
 
 
+class _TwoHeads(nn.Module):
+    """Logits and an auxiliary output, as a tuple: a loss takes the logits apart."""
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.aux = nn.Linear(4, 3), nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.body(x), self.aux(x)
+
+
+@pytest.mark.parametrize("name, option", [("hessian", "operator"), ("batch_statistics", "tic"),
+                                          ("batch_statistics", "curvature")])
+def test_a_gauss_newton_option_on_a_tuple_output_is_refused_before_step_0(name, option):
+    """The Gauss-Newton matrix needs one output tensor: a model returning a tuple failed the
+    run at the instrument's first measurement, after every step before it."""
+    torch.manual_seed(0)
+    model = _TwoHeads()
+    steps = []
+    probe = MeasurementCallback(lambda ctx: steps.append(ctx.step) or {}, Schedule.every(1))
+    cb = build_instrument(name, schedule=Schedule.at([5]), **{option: "ggn"})
+    with pytest.raises(UserError, match=rf"callbacks\[1\] \({name}\): {option}='ggn' needs "
+                       rf"the model's output as one tensor.* returned a tuple.* Hessian "
+                       rf"\({option}='hessian'\)"):
+        train(model, lambda out, y: nn.functional.cross_entropy(out[0], y), toy_dataset(),
+              torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, batch_size=8,
+              callbacks=[probe, cb], progress=False)
+    assert steps == []                       # refused before step 0
+
+
 def test_sharpness_instrument_passes_its_memory_budget_to_every_measurement(monkeypatch):
     import sgdlab.train.instruments.curvature as inst
 

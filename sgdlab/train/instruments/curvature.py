@@ -32,6 +32,7 @@ from sgdlab.measure.sharpness import epsilon_sharpness, expected_sharpness, loca
 from sgdlab.models.modes import first_batch_norm
 from sgdlab.operators import curvature_operator
 from sgdlab.operators.factory import OPERATORS
+from sgdlab.operators.ggn import check_output_is_tensor
 from sgdlab.operators.params import num_params
 
 from ..callbacks import (MeasurementCallback, Schedule, TrainContext, step_generator,
@@ -183,6 +184,9 @@ class HessianCallback(MeasuredCallback):
         d = num_params(model)
         check_options(**{key: (v, v <= d, f"more eigenvalues than the model's {d} parameters")
                          for key, v in (("k", self.k), ("bottom", self.bottom))})
+        if self.operator == "ggn":
+            check_output_is_tensor(model, data.x_train[:2], "operator='ggn'",
+                                   "operator='hessian'")
 
     def compute(self, ctx, data, generator):
         op = curvature_operator(self.operator, ctx.model, ctx.loss_fn, data)

@@ -56,6 +56,7 @@ from sgdlab.measure.alignment import sigma_hessian_alignment
 from sgdlab.measure.batch_statistics import batch_statistics, takeuchi_information
 from sgdlab.measure.curvature.lanczos import check_tol, convergence_warnings_named
 from sgdlab.measure.noise import gradient_covariance, noise_magnitude
+from sgdlab.operators.ggn import check_output_is_tensor
 from sgdlab.operators.params import num_params
 from sgdlab.optim import SwitchOptimizer, gradient_step_size, preconditioned_optimizer
 
@@ -265,6 +266,10 @@ class BatchStatisticsCallback(_StepScaled):
 
     def check(self, model, data) -> None:
         super().check(model, data)
+        for key, val in (("tic", self.tic), ("curvature", self.curvature)):
+            if val == "ggn":
+                check_output_is_tensor(model, data.x_train[:2], f"{key}='ggn'",
+                                       f"{key}='hessian'")
         if self.batch_size is not None:        # min() below would cut it to the pool silently
             n = eval_set_size(data, self.eval_subset)
             check_options(batch_size=(self.batch_size, self.batch_size <= n,
