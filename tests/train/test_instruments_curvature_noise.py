@@ -598,6 +598,47 @@ def test_a_gauss_newton_option_on_a_tuple_output_is_refused_before_step_0(name, 
     assert steps == []                       # refused before step 0
 
 
+def _steps_before_refusal(cb, model, loss_fn, data) -> list[int]:
+    """The steps a run took before ``cb`` refused it (UserError), by a probe measuring
+    after every step."""
+    steps = []
+    probe = MeasurementCallback(lambda ctx: steps.append(ctx.step) or {}, Schedule.every(1),
+                                at_train_begin=False)
+    with pytest.raises(UserError) as e:
+        train(model, loss_fn, data, torch.optim.SGD(model.parameters(), lr=0.1), epochs=1,
+              batch_size=8, callbacks=[probe, cb], progress=False)
+    return steps, str(e.value)
+
+
+@pytest.mark.parametrize("name", ["noise", "alignment", "noise_magnitude", "batch_statistics"])
+def test_what_the_per_sample_measurements_refuse_is_refused_before_step_0(name):
+    """A batch norm without running statistics (no per-sample gradients), a cross-entropy
+    with class weights and, for the instruments that measure the whole evaluation set, ignored
+    targets in it (no plain mean of the samples' losses) failed the run at the instrument's
+    first measurement, after every step before it."""
+    torch.manual_seed(0)
+    bn = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6, track_running_stats=False),
+                       nn.Tanh(), nn.Linear(6, 3))
+    steps, says = _steps_before_refusal(build_instrument(name, schedule=Schedule.at([4])), bn,
+                                        nn.CrossEntropyLoss(), toy_dataset())
+    assert steps == [] and f"({name}): per-sample gradients are undefined for layer '1'" in says
+    if name == "noise":         # Σ is defined for any loss
+        return
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    weighted = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 3.0]))
+    steps, says = _steps_before_refusal(build_instrument(name, schedule=Schedule.at([4])),
+                                        model, weighted, toy_dataset())
+    assert steps == [] and f"the {name} instrument sets per-sample gradients" in says
+    assert "(weight=...) is a mean weighted by the class weights" in says
+    data = toy_dataset()
+    data.y_train[::5] = -100
+    if name == "batch_statistics":      # batches drawn from the set may hold none
+        return
+    steps, says = _steps_before_refusal(build_instrument(name, schedule=Schedule.at([4])),
+                                        model, nn.CrossEntropyLoss(), data)
+    assert steps == [] and "(ignore_index=-100) averages over the targets not ignored" in says
+
+
 def test_sharpness_instrument_passes_its_memory_budget_to_every_measurement(monkeypatch):
     import sgdlab.train.instruments.curvature as inst
 

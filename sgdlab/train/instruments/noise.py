@@ -72,6 +72,8 @@ __all__ = ["AlignmentCallback", "BatchStatisticsCallback", "NoiseCallback",
 class NoiseCallback(MeasuredCallback):
     """Tr Σ, top-k eigenvalues and numerical rank of the per-sample gradient covariance."""
 
+    per_sample = True
+
     def __init__(self, schedule: Schedule | None = None, *, k: int = 5, rank: bool = True,
                  check_copies: bool = False, **kw):
         super().__init__(schedule, **kw)
@@ -96,6 +98,8 @@ class NoiseCallback(MeasuredCallback):
 
 
 class AlignmentCallback(MeasuredCallback):
+
+    per_sample = mean_of_samples = True
     def __init__(self, schedule: Schedule | None = None, *, k: int = 5, num_probes: int = 20,
                  tol: float = 1e-3, trace_alignment: bool = False,
                  num_iter: int | None = None, centred: bool = True,
@@ -156,6 +160,7 @@ class _StepScaled(MeasuredCallback):
 
     reads_training_step = True      # the optimizer's step size
     only_step_scaled = False
+    per_sample = mean_of_samples = True
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
@@ -235,6 +240,8 @@ class NoiseMagnitudeCallback(_StepScaled):
 
 class BatchStatisticsCallback(_StepScaled):
     """Batch statistics (module docstring) on a fresh or the step's mini-batch."""
+
+    measures_eval_set = False       # batches drawn from it, or the step's
 
     def __init__(self, schedule: Schedule | None = None, *, batch_size: int | None = None,
                  source: str = "fresh", epsilon: float = 0.0, tic: str | None = None,
