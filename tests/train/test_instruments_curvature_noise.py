@@ -639,6 +639,23 @@ def test_what_the_per_sample_measurements_refuse_is_refused_before_step_0(name):
     assert steps == [] and "(ignore_index=-100) averages over the targets not ignored" in says
 
 
+def test_the_step_length_instrument_refuses_a_weighted_loss_before_step_0():
+    """Its losses and slopes are means of the samples' own: class weights failed the run at
+    its first measured step; ignored targets in the evaluation set it reads (source eval)
+    too, while the steps' batches (source step) may hold none."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    weighted = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 3.0]))
+    steps, says = _steps_before_refusal(build_instrument("step_length", at=[3]), model,
+                                        weighted, toy_dataset())
+    assert steps == [] and "the step_length instrument sets per-sample gradients" in says
+    data = toy_dataset()
+    data.y_train[::5] = -100
+    steps, says = _steps_before_refusal(build_instrument("step_length", at=[3], source="eval"),
+                                        model, nn.CrossEntropyLoss(), data)
+    assert steps == [] and "(ignore_index=-100) averages over the targets" in says
+
+
 def test_sharpness_instrument_passes_its_memory_budget_to_every_measurement(monkeypatch):
     import sgdlab.train.instruments.curvature as inst
 

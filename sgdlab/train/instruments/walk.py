@@ -49,6 +49,7 @@ from sgdlab.measure.walk import (
     segment_losses,
     summarize_epochs,
 )
+from sgdlab.operators.batches import check_mean_of_samples
 from sgdlab.operators.params import params_vector
 
 from ..callbacks import Callback, Schedule, TrainContext, naming_divergence, train_subset
@@ -252,6 +253,18 @@ class StepLengthCallback(Callback):
         self._theta_t: Tensor | None = None
         self._data: Any = None
 
+    def on_train_begin(self, ctx: TrainContext) -> None:
+        # the measurement's refusal of a loss that is no plain mean of the samples' (class
+        # weights; ignored targets in the evaluation set it reads), before step 0, not after
+        # the steps before the first measured one
+        check_mean_of_samples(ctx.loss_fn, self._eval_data(ctx) if self.source == "eval"
+                              else [], "the step_length instrument")
+
+    def _eval_data(self, ctx: TrainContext):
+        if self._data is None:
+            self._data = train_subset(ctx.data, self.eval_subset, self.seed)
+        return self._data
+
     def on_step_begin(self, ctx: TrainContext) -> None:
         self._theta_t = params_vector(ctx.model) if self.should_run(ctx.step) else None
 
@@ -259,12 +272,7 @@ class StepLengthCallback(Callback):
         if self._theta_t is None:
             return
         theta_t, self._theta_t = self._theta_t, None
-        if self.source == "step":
-            data = ctx.batch
-        else:
-            if self._data is None:
-                self._data = train_subset(ctx.data, self.eval_subset, self.seed)
-            data = self._data
+        data = ctx.batch if self.source == "step" else self._eval_data(ctx)
         end = params_vector(ctx.model)
         if data is None or bool(torch.equal(end, theta_t)):
             return        # no batch, or a step that did not move (lr 0): no α
