@@ -610,7 +610,8 @@ def _steps_before_refusal(cb, model, loss_fn, data) -> list[int]:
     return steps, str(e.value)
 
 
-@pytest.mark.parametrize("name", ["noise", "alignment", "noise_magnitude", "batch_statistics"])
+@pytest.mark.parametrize("name", ["noise", "alignment", "noise_magnitude", "batch_statistics",
+                                  "hessian"])
 def test_what_the_per_sample_measurements_refuse_is_refused_before_step_0(name):
     """A batch norm without running statistics (no per-sample gradients), a cross-entropy
     with class weights and, for the instruments that measure the whole evaluation set, ignored
@@ -619,10 +620,12 @@ def test_what_the_per_sample_measurements_refuse_is_refused_before_step_0(name):
     torch.manual_seed(0)
     bn = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6, track_running_stats=False),
                        nn.Tanh(), nn.Linear(6, 3))
-    steps, says = _steps_before_refusal(build_instrument(name, schedule=Schedule.at([4])), bn,
-                                        nn.CrossEntropyLoss(), toy_dataset())
+    options = {"operator": "empirical_fisher"} if name == "hessian" else {}
+    steps, says = _steps_before_refusal(build_instrument(name, schedule=Schedule.at([4]),
+                                                         **options),
+                                        bn, nn.CrossEntropyLoss(), toy_dataset())
     assert steps == [] and f"({name}): per-sample gradients are undefined for layer '1'" in says
-    if name == "noise":         # Σ is defined for any loss
+    if name in ("noise", "hessian"):         # Σ and the empirical Fisher take any loss
         return
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
     weighted = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 3.0]))
