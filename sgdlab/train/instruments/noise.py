@@ -98,8 +98,8 @@ class NoiseCallback(MeasuredCallback):
 
 
 class AlignmentCallback(MeasuredCallback):
-
     per_sample = mean_of_samples = True
+
     def __init__(self, schedule: Schedule | None = None, *, k: int = 5, num_probes: int = 20,
                  tol: float = 1e-3, trace_alignment: bool = False,
                  num_iter: int | None = None, centred: bool = True,
