@@ -629,7 +629,8 @@ def _check_readings(where: str, readings: Any) -> None:
         choices = r.get("choices")
         if not isinstance(choices, dict) or len(choices) < 2:
             raise ConfigError(f"{at}.choices: expected a mapping of at least two named choices")
-        if r.get("default") not in choices:
+        # a list or mapping as the default is no choice's name (and no key to look up)
+        if not isinstance(r.get("default"), str) or r["default"] not in choices:
             raise ConfigError(f"{at}.default: {r.get('default')!r} is not one of its choices "
                               f"({', '.join(map(str, choices))})")
         for name, c in choices.items():
@@ -707,7 +708,7 @@ def choose_readings(raw: dict[str, Any], readings: dict[str, str] | None = None
             raise ConfigError(f"{raw['name']}: unknown reading {k!r}{did_you_mean(k, table)}; "
                               f"its readings: {menu}")
         choices = table[k]["choices"]
-        if c not in choices:
+        if not isinstance(c, str) or c not in choices:
             raise ConfigError(f"{raw['name']}: reading {k!r} has no choice {c!r}"
                               f"{did_you_mean(c, choices)}; choices: {', '.join(choices)} "
                               f"(default {table[k]['default']})")
@@ -887,7 +888,7 @@ def _claims_of_readings(where: str, options: dict[str, Any], chosen: dict[str, s
                 raise ConfigError(f"{where}[{i}].reading: unknown reading {k!r}"
                                   f"{did_you_mean(k, readings)}")
             for n in names:
-                if n not in readings[k]["choices"]:
+                if not isinstance(n, str) or n not in readings[k]["choices"]:
                     raise ConfigError(f"{where}[{i}].reading: reading {k!r} has no choice "
                                       f"{n!r}{did_you_mean(str(n), readings[k]['choices'])}")
             take = take and chosen[k] in names

@@ -326,6 +326,9 @@ TWO = "readings/m/choices/two"
                               "default)"),
     (_set(f"{MV}/default", "three"), "x.yaml.readings.m.default: 'three' is not one of its "
                                      "choices (one, two)"),
+    # a list or mapping is no choice's name: named as the file's mistake, not a TypeError
+    (_set(f"{MV}/default", ["one"]), "x.yaml.readings.m.default: ['one'] is not one of its "
+                                     "choices (one, two)"),
     (_set(f"{MV}/choices", {"one": {"description": "d"}}), "readings.m.choices: expected a "
                                                            "mapping of at least two"),
     (_set(f"{MV}/choices/Two!", {"description": "d"}), "choice name 'Two!' must be"),
@@ -346,6 +349,9 @@ TWO = "readings/m/choices/two"
      "x.yaml.options.claims[0].reading: unknown reading 'mm' (did you mean m?)"),
     (_set("options/claims", [{"less": ["a", "b"], "metric": "y", "reading": {"m": "tw"}}]),
      "x.yaml.options.claims[0].reading: reading 'm' has no choice 'tw' (did you mean two?)"),
+    (_set("options/claims", [{"less": ["a", "b"], "metric": "y",
+                              "reading": {"m": [["two"]]}}]),
+     "x.yaml.options.claims[0].reading: reading 'm' has no choice ['two']"),
     (_set("options/claims", [{"less": ["a", "b"], "metric": "y", "reading": "two"}]),
      "x.yaml.options.claims[0].reading: expected a mapping reading -> choice"),
     (_set(f"{TWO}/params", {"x": 5}), "choices.two.params: 'x' is a grid axis"),
@@ -373,6 +379,10 @@ def test_choosing_an_unknown_reading_or_choice_lists_the_valid_ones():
     with pytest.raises(ConfigError) as e:
         resolve(_raw(), "smoke", readings={"f": "dubble"})
     assert str(e.value) == ("t-read: reading 'f' has no choice 'dubble' (did you mean "
+                            "double?); choices: plain, double (default plain)")
+    with pytest.raises(ConfigError) as e:     # from Python: a list is no choice's name
+        resolve(_raw(), "smoke", readings={"f": ["double"]})
+    assert str(e.value) == ("t-read: reading 'f' has no choice ['double'] (did you mean "
                             "double?); choices: plain, double (default plain)")
     plain = _raw()
     del plain["readings"]
