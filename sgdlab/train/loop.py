@@ -435,9 +435,15 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
         except FloatingPointError as e:  # how measurements report a non-finite model
             run.diverged_in_measurement(e)
         except BaseException as e:
+            m = run.micro_batch
+            # a batch's last micro-batch is the other batch of one (40 examples in batches of
+            # 10 and micro-batches of 3), which the partial batch alone did not explain
+            chunk = ("" if m is None else f", and with micro_batch={m} a batch's last "
+                     f"micro-batch holds one when the batch's size mod {m} = 1")
             one = (f"with {len(run.x_train)} training samples the last partial batch of an "
-                   "epoch holds one when N mod batch_size = 1: train with drop_last=True (a "
-                   "run config's train.drop_last: true) or another batch_size")
+                   f"epoch holds one when N mod batch_size = 1{chunk}: train with "
+                   "drop_last=True (a run config's train.drop_last: true) or another "
+                   f"batch_size{'' if m is None else ' or micro_batch'}")
             abort_run(run, e, run.model, run.loss_fn, run.x_train, run.y_train,
                       batch_of_one=one)
         return run.complete(record_end=complete)

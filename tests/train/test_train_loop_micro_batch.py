@@ -96,6 +96,14 @@ def test_micro_batch_must_be_a_positive_int(bad):
         gd_step(mlp(False), toy_data(), micro_batch=bad)
 
 
+def test_a_micro_batch_of_one_in_batch_norm_is_named_with_the_micro_batch():
+    """10 examples, full batch, chunks of 3: the last chunk holds one (10 mod 3 = 1), which no
+    partial batch explains (there is none); the message names micro_batch and its value."""
+    with pytest.raises(UserError, match=r"with micro_batch=3 a batch's last micro-batch "
+                                        r"holds one .* or another batch_size or micro_batch"):
+        gd_step(mlp(True), toy_data(), micro_batch=3)
+
+
 def test_micro_batch_is_refused_for_closure_optimizers():
     model = mlp(False)
     opt = EntropySGD(model.parameters(), lr=1.0, inner_lr=0.1, L=2, gamma=1.0, noise=0.0)
