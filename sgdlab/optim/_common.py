@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError, registered_spelling
+from ..errors import (ConfigError, checked_float, finite_number, plain_float,
+                      registered_spelling)
 from .registry import OPTIMIZERS
 
 
@@ -203,8 +204,23 @@ def _schedule_width(schedule: Any) -> float | None:
     if isinstance(schedule, RandomLR):
         return schedule.width
     if isinstance(schedule, dict) and schedule.get("name") == RandomLR.name:
-        return float(schedule["width"])
+        width = plain_float(schedule.get("width"))
+        if not (finite_number(width) and 0 <= width <= 1):
+            raise ConfigError(f"the random schedule's width must be a number in [0, 1] (its "
+                              f"state_dict's, as RandomLR takes it), got {width!r}")
+        return float(width)
     return None
+
+
+def group_number(group: dict, key: str) -> float:
+    """``group[key]`` (a step size, a momentum) as a float: a finite number >= 0, a
+    one-element tensor too (torch's groups may hold one), else a ConfigError naming the key
+    and the value (a string was read as its number, NaN and a negative step passed on)."""
+    v = group[key]
+    if isinstance(v, Tensor) and v.numel() == 1:
+        v = v.item()
+    return checked_float(key, v, 0.0, " (of the optimizer's parameter group)",
+                         error=ConfigError)
 
 
 def gradient_step_size(group: dict, schedule: Any = None, every: str = "step") -> float:
@@ -228,7 +244,15 @@ def gradient_step_size(group: dict, schedule: Any = None, every: str = "step") -
     instrument refuses such a run, and skips such a phase of ``switch``). ``group``: a
     parameter group (also of a state dict; ``switch`` and ``trivialized`` share their inner
     optimizer's: ``switch``'s active one) or an optimizer's config (``name``). SGD-noise
-    measurements that scale with the step (CABS, the noise magnitude) take this one."""
+    measurements that scale with the step (CABS, the noise magnitude) take this one. A rate
+    or momentum that is no finite number >= 0, a width outside [0, 1] or an ``every`` other
+    than ``"step"`` and ``"epoch"`` is a ConfigError naming it."""
+    if not isinstance(group, dict):
+        raise ConfigError(f"group must be an optimizer's parameter group or config (a dict "
+                          f"with 'lr'), got {type(group).__name__}")
+    if every not in ("step", "epoch"):        # another word was read as "epoch"
+        raise ConfigError(f"every must be 'step' or 'epoch' (the training loop's "
+                          f"schedule_every), got {every!r}")
     adaptive = preconditioned_optimizer(group)
     if adaptive is not None:
         raise ConfigError(
@@ -239,10 +263,10 @@ def gradient_step_size(group: dict, schedule: Any = None, every: str = "step") -
             "of sgd (or random-lr-sgd), or take Tr Σ alone (the noise instrument, sgdlab "
             "measure --what noise; batch_statistics measures all but CABS)")
     if "inner_lr" in group:
-        return float(group["inner_lr"])      # a schedule moves lr, the outer step
+        return group_number(group, "inner_lr")      # a schedule moves lr, the outer step
     width = _schedule_width(schedule) if every == "step" else None
     if width is not None:
-        if group.get("momentum", 0) > 0:
+        if "momentum" in group and group_number(group, "momentum") > 0:
             raise ConfigError(
                 f"the random schedule with momentum {group['momentum']}: its draw scales the "
                 "whole step, momentum buffer included, so no constant SGD step with the same "
@@ -257,7 +281,7 @@ def gradient_step_size(group: dict, schedule: Any = None, every: str = "step") -
         from .random_lr import noise_equivalent_lr
         return noise_equivalent_lr({"convention": "paper", "multiply": "gradient",
                                     "momentum": 0.0, **group})
-    return float(group["lr"])
+    return group_number(group, "lr")
 
 
 _HOOK_TABLES = ("_optimizer_state_dict_pre_hooks", "_optimizer_state_dict_post_hooks",

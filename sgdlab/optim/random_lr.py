@@ -51,7 +51,7 @@ from torch.optim import Optimizer
 from sgdlab.errors import ConfigError
 from sgdlab.measure.temperature import MUSSO_CONVENTIONS as CONVENTIONS
 
-from ._common import (PicklesWhole, closure_loss, momentum_direction,
+from ._common import (PicklesWhole, closure_loss, group_number, momentum_direction,
                       runs_state_dict_hooks, seeded_generator)
 from .registry import register_optimizer
 from .settings import split_own_state
@@ -91,14 +91,17 @@ def noise_equivalent_lr(group: dict[str, Any]) -> float:
     leaves the ratio as it is where α multiplies the gradient (eq. (1)); where it multiplies
     the whole step (``multiply="step"``) with μ > 0 one α scales a buffer of many gradients,
     which this does not cover: a ConfigError (a ValueError) says so."""
-    if group["multiply"] == "step" and group["momentum"] > 0:
+    if group["multiply"] not in MULTIPLY:       # another word was read as "gradient"
+        raise ConfigError(f"multiply must be one of {', '.join(map(repr, MULTIPLY))}, got "
+                          f"{group['multiply']!r}")
+    if group["multiply"] == "step" and group_number(group, "momentum") > 0:
         raise ConfigError(
             f"random-lr-sgd with multiply='step' and momentum {group['momentum']}: one α "
             "scales the whole momentum buffer, so no constant SGD step with the same noise is "
             "given here; the noise measurements take one for multiply='gradient' (eq. (1)) "
             "or momentum 0")
     mean, mean_square = alpha_moments(group["convention"])
-    return float(group["lr"]) * mean_square / mean
+    return group_number(group, "lr") * mean_square / mean
 
 
 def random_lr_sgd(params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]],

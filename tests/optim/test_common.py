@@ -76,6 +76,32 @@ def test_the_gradient_step_size_is_the_inner_one_where_there_is_one():
     assert gradient_step_size({"lr": 1.0, "inner_lr": 0.05}) == 0.05
 
 
+@pytest.mark.parametrize("args, message", [
+    (({"lr": "0.1"},), "lr must be a finite number >= 0 (of the optimizer's parameter "
+                      "group), got '0.1'"),
+    (({"lr": float("nan")},), "lr must be a finite number >= 0"),
+    (({"lr": -0.1},), "lr must be a finite number >= 0"),
+    (({"lr": True},), "lr must be a finite number >= 0"),
+    (({"lr": 1.0, "inner_lr": "0.05"},), "inner_lr must be a finite number >= 0"),
+    (({"lr": 0.1, "momentum": None}, {"name": "random", "width": 0.5}),
+     "momentum must be a finite number >= 0"),
+    (({"lr": 0.1}, {"name": "random", "width": 2.0}),
+     "the random schedule's width must be a number in [0, 1]"),
+    (({"lr": 0.1}, None, "epochs"), "every must be 'step' or 'epoch'"),
+    ((0.1,), "group must be an optimizer's parameter group or config"),
+    (({"name": "random-lr-sgd", "lr": 0.3, "multiply": "steps"},),
+     "multiply must be one of 'gradient', 'step', got 'steps'"),
+])
+def test_a_bad_gradient_step_size_argument_is_named(args, message):
+    """A string, NaN, a bool or a negative rate was read as a step (or failed deep inside);
+    a misspelt ``every`` or ``multiply`` was read as the other choice."""
+    from sgdlab.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        gradient_step_size(*args)
+    assert message in str(e.value)
+
+
 def test_an_inner_optimizer_must_be_a_registered_plain_one_not_excluded():
     check_plain_optimizer("base", "SGD", ())                 # either spelling, any case
     with pytest.raises(ValueError, match=r"^Invalid base optimizer 'sdg'; known: adam, "):
