@@ -314,8 +314,9 @@ class GradientCovariance:
         ``eigh`` finds every copy).
         """
         n, d = self.num_samples, self.dim
-        if k < 1 or k > min(n, d):
-            raise ValueError(f"Invalid k={k}: need 1 <= k <= min(N, d) = {min(n, d)}")
+        k = plain_int(k)     # np.int64 is a count; True (1 pair), 2.5 and "2" are not
+        if not int_at_least(k, 1) or k > min(n, d):
+            raise ValueError(f"Invalid k={k!r}: need an int 1 <= k <= min(N, d) = {min(n, d)}")
         dtype, dev = self.dtype, self.device
         small = n <= 1000 if self._factored() else min(n, d) <= 1000    # factored: N x N Gram
         if self._eigh is None and small and k <= min(n, d) // 10 and dev.type == "cpu":

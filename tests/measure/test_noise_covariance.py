@@ -425,8 +425,22 @@ def test_eigenpairs_refuse_more_pairs_than_min_n_d(n, d):
     vals, vecs = cov.eigenpairs(k)
     assert vals.shape == (k,) and vecs.shape == (d, k)
     torch.testing.assert_close(vals, torch.linalg.eigvalsh(f.T @ f).flip(0)[:k])
-    with pytest.raises(ValueError, match=rf"Invalid k={k + 1}: need 1 <= k <= min\(N, d\)"):
+    with pytest.raises(ValueError, match=rf"Invalid k={k + 1}: need an int 1 <= k <= min\(N, d\)"):
         cov.eigenpairs(k + 1)
+
+
+@pytest.mark.parametrize("k", [True, 2.5, "2", 0])
+def test_eigenpairs_refuse_a_k_that_is_no_count(k):
+    """True was one pair, 2.5 and "2" failed inside the eigensolver with a TypeError; numpy's
+    ints are counts."""
+    from sgdlab.measure.noise import GradientCovariance
+
+    f = torch.randn(6, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    cov = GradientCovariance(f, torch.zeros(4, dtype=torch.float64), 6)
+    with pytest.raises(ValueError, match=re.escape(f"Invalid k={k!r}: need an int 1 <= k <= "
+                                                   "min(N, d) = 4")):
+        cov.eigenpairs(k)
+    assert cov.eigenpairs(np.int64(2))[0].shape == (2,)
 
 
 def test_minibatch_factor_takes_numpy_and_torch_ints_and_refuses_bools():
