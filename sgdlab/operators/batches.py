@@ -572,6 +572,10 @@ def check_data(data: object) -> None:
         raise UserError("data is a sgdlab.data.Dataset: measurements take a batch (x, y) or "
                         "an iterable of batches; pass data.train (its training examples) or "
                         "data.test")
+    if not (hasattr(data, "__iter__") or hasattr(data, "__getitem__")):
+        # a number or another object: "'int' object is not iterable" from deep inside
+        raise UserError(f"data is {data!r} (a {type(data).__name__}): measurements take a "
+                        "batch (x, y) or an iterable of batches")
     if (isinstance(data, tuple) and len(data) != 2 and data
             and all(isinstance(t, Tensor) for t in data)):
         raise UserError(f"data is a tuple of {len(data)} tensors: a batch is one (inputs, "

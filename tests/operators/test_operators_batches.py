@@ -13,13 +13,21 @@ from sgdlab.measure import ggn_diagonal, mean_loss
 from sgdlab.models.recurrent import LSTMStack
 from sgdlab.operators import HessianOperator
 from sgdlab.operators.batches import (bags_composed, cast_batches, check_batch_loss,
-                                      check_batch_rows, check_model_data, check_target_shape,
+                                      check_batch_rows, check_data, check_model_data, check_target_shape,
                                       chunk_loss_problem, concat_batches, fixed_randomness,
                                       gradient_hooks_held, iterate_batches, iterate_chunks,
                                       loss_derivatives, num_samples, stochastic_modules)
 from sgdlab.testing import memory_budget_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("data", [3, 0.5, object()])
+def test_data_that_is_no_batch_nor_iterable_is_named(data):
+    """A number failed deep inside the passes on "'int' object is not iterable"."""
+    with pytest.raises(UserError, match=r"^data is .* \(a (int|float|object)\): measurements "
+                                        r"take a batch \(x, y\) or an iterable of batches$"):
+        check_data(data)
 
 
 class _Recurrent(nn.Module):
