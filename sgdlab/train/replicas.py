@@ -98,8 +98,8 @@ import torch
 from torch import Tensor, nn
 
 from ..data.augment import batch_augmentation
-from ..errors import (ConfigError, UserError, check_keys, checked_float, checked_int, is_seed,
-                      not_a_seed, plain_int)
+from ..errors import (ConfigError, UserError, check_keys, checked_float, checked_int,
+                      finite_number, is_seed, not_a_seed, plain_int)
 from ..operators.blocking import reproducible_blocks
 from ..operators.params import copy_module
 from ..optim.elastic import Parle, master_average
@@ -229,14 +229,15 @@ class ParleConfig:
                 raise ConfigError(f"{f.name} must be a number, got {v!r}")
         if not is_seed(self.seed):    # bounded as a run config's seed
             raise ConfigError(not_a_seed("seed", self.seed))
+        # a NaN milestone was never passed, an infinite one never reached: no drop, said nowhere
         if not isinstance(self.lr_milestones, (list, tuple)) or any(
-                not isinstance(m, (int, float)) or isinstance(m, bool) or m < 0
-                for m in self.lr_milestones):
-            raise ConfigError(f"lr_milestones must be a list of epochs >= 0, got "
+                not finite_number(m) or m < 0 for m in self.lr_milestones):
+            raise ConfigError(f"lr_milestones must be a list of finite epochs >= 0, got "
                               f"{self.lr_milestones!r}")
         self.lr_milestones = sorted(self.lr_milestones)
-        if not self.lr_factor > 0:
-            raise ConfigError(f"lr_factor must be > 0, got {self.lr_factor}")
+        # an infinite factor made the rate inf after the first milestone
+        self.lr_factor = checked_float("lr_factor", self.lr_factor, 0.0, strict=True,
+                                       error=ConfigError)
         if self.epoch_unit not in EPOCH_UNITS:
             raise ConfigError(f"epoch_unit must be one of {', '.join(EPOCH_UNITS)}, got "
                               f"{self.epoch_unit!r}")

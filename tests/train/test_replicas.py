@@ -336,6 +336,18 @@ def test_bad_config_raises_config_error(kw):
         ParleConfig(**kw)
 
 
+@pytest.mark.parametrize("kw, message", [
+    (dict(lr_milestones=[float("nan")]), "lr_milestones must be a list of finite epochs >= 0"),
+    (dict(lr_milestones=[1, math.inf]), "lr_milestones must be a list of finite epochs >= 0"),
+    (dict(lr_factor=math.inf), "lr_factor must be a finite number > 0, got inf"),
+])
+def test_a_milestone_never_passed_or_an_infinite_lr_factor_is_refused(kw, message):
+    """A NaN or infinite milestone never dropped the rate, said nowhere; an infinite factor
+    made it inf after the first milestone."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ParleConfig(**kw)
+
+
 def test_config_from_dict():
     assert ParleConfig.from_dict({"gamma": "inf", "rho": 2}).gamma == math.inf
     with pytest.raises(ConfigError, match="unknown"):
