@@ -41,8 +41,11 @@ __all__ = [
 def _check_bounds(lower: float | None, upper: float | None) -> None:
     if lower is not None and upper is not None and lower > upper:
         raise ValueError(f"Invalid clipping range: lower={lower} > upper={upper}")
-    if lower is not None and lower < 0:
+    # a NaN bound clipped nothing (max and min keep the scale against NaN), said nowhere
+    if lower is not None and not lower >= 0:
         raise ValueError(f"Invalid lower clip: {lower} (must be >= 0)")
+    if upper is not None and math.isnan(upper):
+        raise ValueError(f"Invalid upper clip: {upper} (must be a number, inf allowed)")
 
 
 class Scope:

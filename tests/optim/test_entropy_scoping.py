@@ -112,6 +112,8 @@ def test_clipping_edges_and_an_infinite_scale_far_into_training():
 
 @pytest.mark.parametrize("make, match", [
     (lambda: ExponentialScope(1.0, 0.5, lower=-1.0), "lower clip"),
+    (lambda: ExponentialScope(1.0, 0.5, lower=math.nan), "lower clip: nan"),
+    (lambda: ExponentialScope(1.0, 0.5, upper=math.nan), "upper clip: nan"),
     (lambda: ExponentialScope(1.0, 0.5, period=0), "period"),
     (lambda: ConstantScope(1.0)(-1), "scoping step"),
     (lambda: StepScope(1.0, [1], 0.0), "factor"),
