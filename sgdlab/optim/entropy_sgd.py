@@ -62,6 +62,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from sgdlab.errors import int_at_least, plain_int
 from sgdlab.measure.entropy_gradient import langevin_step_
 
 from ._common import (NonFiniteLoss, PicklesWhole, check_finite_loss, check_real_parameters,
@@ -248,7 +249,8 @@ class EntropySGD(SeededNoise, Optimizer):
                  _extra_defaults: dict[str, Any] | None = None):
         _check(lr >= 0, f"Invalid learning rate: {lr}")
         _check(inner_lr > 0, f"Invalid inner learning rate: {inner_lr}")
-        _check(isinstance(L, int) and L >= 1, f"Invalid number of inner steps L: {L} (int >= 1)")
+        L = plain_int(L)      # numpy's ints are counts; True is not (it was one step)
+        _check(int_at_least(L, 1), f"Invalid number of inner steps L: {L!r} (int >= 1)")
         _check(gamma > 0, f"Invalid gamma: {gamma} (must be > 0; inf means no coupling)")
         _check(0 <= alpha < 1, f"Invalid alpha: {alpha} (must be in [0, 1))")
         _check(noise >= 0 and math.isfinite(noise), f"Invalid thermal noise: {noise}")

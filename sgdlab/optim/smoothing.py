@@ -51,6 +51,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from sgdlab.errors import int_at_least, plain_int
+
 from ._common import (NonFiniteLoss, check_finite_loss, closure_checks_finite,
                       dense, inner_closure_loss, momentum_direction, require_closure)
 from .entropy_sgd import EntropySGD, SeededNoise, _check, _check_shared_L, check_choice
@@ -191,7 +193,8 @@ class HEAT(SeededNoise, Optimizer):
         _check(0 <= gamma < math.inf, f"Invalid gamma: {gamma} (variance, must be finite >= 0)")
         check_choice("variance_convention", variance_convention, HEAT_VARIANCE_CONVENTIONS)
         check_choice("batches", batches, HEAT_BATCHES)
-        _check(isinstance(L, int) and L >= 1, f"Invalid number of samples L: {L} (int >= 1)")
+        L = plain_int(L)      # numpy's ints are counts; True is not (it was one step)
+        _check(int_at_least(L, 1), f"Invalid number of samples L: {L!r} (int >= 1)")
         _check(0 <= momentum < 1, f"Invalid momentum value: {momentum}")
         _check(not nesterov or momentum > 0, "Nesterov momentum requires a momentum")
         _check(weight_decay >= 0, f"Invalid weight_decay value: {weight_decay}")

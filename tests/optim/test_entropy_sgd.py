@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -388,6 +389,14 @@ def test_scoping_applies_per_outer_step():
 def test_invalid_hyper_parameters_raise(kw):
     with pytest.raises(ValueError):
         EntropySGD([nn.Parameter(torch.zeros(2))], **kw)
+
+
+def test_the_inner_steps_are_an_int_not_a_bool_numpy_s_ints_taken():
+    """L=True was one inner step; np.int64(3), a grid's count, was refused."""
+    with pytest.raises(ValueError, match=r"Invalid number of inner steps L: True \(int >= 1\)"):
+        EntropySGD([nn.Parameter(torch.zeros(2))], L=True)
+    opt = EntropySGD([nn.Parameter(torch.zeros(2))], L=np.int64(3))
+    assert type(opt.param_groups[0]["L"]) is int and opt.param_groups[0]["L"] == 3
 
 
 def test_step_without_closure_raises():

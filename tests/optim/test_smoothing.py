@@ -180,7 +180,8 @@ def test_heat_does_not_perturb_frozen_parameters():
 
 @pytest.mark.parametrize("cls,kw", [(HJ, dict(form="x")), (HJ, dict(gamma=math.inf)),
                                     (HJ, dict(gamma=0)), (HEAT, dict(gamma=-1)),
-                                    (HEAT, dict(L=0)), (HEAT, dict(nesterov=True)),
+                                    (HEAT, dict(L=0)), (HEAT, dict(L=True)),
+                                    (HEAT, dict(nesterov=True)), (HJ, dict(L=True)),
                                     (HJ, dict(form="implicit", normalize=True)),
                                     (HJ, dict(form="implicit", inner_momentum=0.9))])
 def test_invalid_hyper_parameters(cls, kw):
