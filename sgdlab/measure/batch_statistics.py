@@ -113,7 +113,7 @@ def batch_statistics(
     ``curvature``: ``"hessian"`` | ``"ggn"`` adds McCandlish et al.'s B_noise (module
     docstring; forms the (B, d) gradient matrix). A non-finite gradient or loss (a diverged
     model) raises ``FloatingPointError``."""
-    epsilon = _checked_epsilon(epsilon)
+    epsilon = checked_epsilon(epsilon)
     check_mean_of_samples(loss_fn, batch, "batch_statistics")
     if lr is not None and not lr > 0:
         raise ValueError(f"Invalid lr={lr} (must be > 0)")
@@ -184,7 +184,7 @@ def takeuchi_information(
 
     if curvature not in ("ggn", "hessian"):
         raise ValueError(f"Invalid curvature={curvature!r}: expected 'ggn' or 'hessian'")
-    epsilon = _checked_epsilon(epsilon)
+    epsilon = checked_epsilon(epsilon)
     check_mean_of_samples(loss_fn, data, "takeuchi_information")
     if covariance is not None:      # Σ or C itself (either form: C = Σ + ḡḡᵀ below)
         check_given_covariance("takeuchi_information", covariance, model, data)
@@ -228,7 +228,7 @@ def _curvature_noise_scale(kind: str, model: nn.Module, loss_fn, batch: Data,
             "noise_scale_curvature": _ratio(trace_hs, ghg)}
 
 
-def _checked_epsilon(epsilon: object) -> float:
+def checked_epsilon(epsilon: object) -> float:
     """``epsilon`` as a float when it is a finite number >= 0 (numpy's too): a NaN ε made every
     ratio NaN, a string failed on the comparison, and True was 1."""
     epsilon = plain_float(epsilon)

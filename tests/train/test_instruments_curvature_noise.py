@@ -1432,6 +1432,8 @@ def test_the_batch_statistics_instrument_logs_the_measurements_called_by_hand():
     ("hessian", {"eval_subset": True}, "Invalid eval_subset=True (an int >= 1"),
     ("hessian", {"seed": 1.5}, "Invalid seed=1.5 (an int in 0..2**32 - 1"),
     ("batch_statistics", {"batch_size": 2.5}, "Invalid batch_size=2.5 (an int >= 2)"),
+    ("batch_statistics", {"epsilon": math.nan}, "Invalid epsilon=nan (a finite number >= 0)"),
+    ("batch_statistics", {"epsilon": "0.1"}, "Invalid epsilon='0.1' (a finite number >= 0)"),
     ("sharpness", {"sigma": math.inf}, "Invalid sigma=inf (must be a finite number)"),
     ("sharpness", {"epsilon": math.inf}, "Invalid epsilon=inf (must be a finite number)"),
     ("sharpness", {"gamma": math.inf}, "Invalid gamma=inf (must be a finite number)"),

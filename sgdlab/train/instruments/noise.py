@@ -53,7 +53,8 @@ import torch
 
 from sgdlab.errors import int_at_least, plain_int, warn
 from sgdlab.measure.alignment import sigma_hessian_alignment
-from sgdlab.measure.batch_statistics import batch_statistics, takeuchi_information
+from sgdlab.measure.batch_statistics import (batch_statistics, checked_epsilon,
+                                             takeuchi_information)
 from sgdlab.measure.curvature.lanczos import check_tol, convergence_warnings_named
 from sgdlab.measure.noise import gradient_covariance, noise_magnitude
 from sgdlab.operators.ggn import check_output_is_tensor
@@ -255,8 +256,8 @@ class BatchStatisticsCallback(_StepScaled):
         if source == "step" and batch_size is not None:
             raise ValueError("batch_size applies to source='fresh' only (source='step' uses "
                              "the step's own batch)")
-        if epsilon < 0:
-            raise ValueError(f"Invalid epsilon={epsilon} (must be >= 0)")
+        # the measurement's own rule, at build: a NaN passed and failed the first measurement
+        epsilon = checked_epsilon(epsilon)
         for key, val in (("tic", tic), ("curvature", curvature)):
             if val not in (None, "ggn", "hessian"):
                 raise ValueError(f"Invalid {key}={val!r}: expected 'ggn', 'hessian' or null")
