@@ -115,8 +115,9 @@ def batch_statistics(
     model) raises ``FloatingPointError``."""
     epsilon = checked_epsilon(epsilon)
     check_mean_of_samples(loss_fn, batch, "batch_statistics")
-    if lr is not None and not lr > 0:
-        raise ValueError(f"Invalid lr={lr} (must be > 0)")
+    lr = plain_float(lr)    # numpy's numbers (a bool stays one, refused below)
+    if lr is not None and not (finite_number(lr) and lr > 0):   # True was 1, a string failed
+        raise ValueError(f"Invalid lr={lr!r} (a finite number > 0, or None)")
     if curvature not in (None, "hessian", "ggn"):
         raise ValueError(f"Invalid curvature={curvature!r}: expected 'hessian', 'ggn' or None")
     cov = gradient_covariance(model, loss_fn, batch, method=method)

@@ -321,6 +321,15 @@ def test_epsilon_must_be_a_finite_number_at_least_zero(bad):
             call()
 
 
+@pytest.mark.parametrize("bad", [float("inf"), "0.1", True, 0.0])
+def test_lr_must_be_a_finite_number_above_zero_or_none(bad):
+    """CABS' step: True was 1 and inf passed as steps, a string failed on the comparison."""
+    model = nn.Sequential(nn.Linear(3, 2)).double()
+    x, y = torch.randn(6, 3, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"Invalid lr=.* \(a finite number > 0, or None\)"):
+        batch_statistics(model, nn.CrossEntropyLoss(), (x, y), lr=bad)
+
+
 def test_epsilon_takes_numpy_numbers():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 2)).double()
