@@ -146,8 +146,10 @@ def trajectory_pca(points: Tensor | np.ndarray | Sequence[Tensor], k: int = 2) -
         raise ValueError(f"trajectory_pca: need a (T, d) stack of >= 2 iterates, got shape "
                          f"{tuple(m.shape)}")
     dev = m - m[-1]
-    if not 1 <= k <= min(dev.shape):
-        raise ValueError(f"Invalid k={k}: need 1 <= k <= min(T, d) = {min(dev.shape)}")
+    k = plain_int(k)     # np.int64 is a count; True (one direction), 2.5 and "2" are not
+    if not int_at_least(k, 1) or k > min(dev.shape):
+        raise ValueError(f"Invalid k={k!r}: need an int 1 <= k <= min(T, d) = "
+                         f"{min(dev.shape)}")
     _u, s, vh = torch.linalg.svd(dev, full_matrices=False)
     total = float((s ** 2).sum())
     if total == 0:

@@ -1,5 +1,6 @@
 """Loss lines / planes, filter-normalised directions, trajectory PCA against closed forms."""
 import copy
+import re
 import warnings
 
 import numpy as np
@@ -194,6 +195,12 @@ def test_trajectory_pca_of_a_path_off_any_plane_against_the_dense_eigenproblem()
     torch.testing.assert_close(pca.coords, dev @ torch.stack(pca.directions, 1))
     with pytest.raises(ValueError, match="Invalid k=6"):
         trajectory_pca(pts, k=6)
+    # True was one direction; 2.5 and "2" failed inside with a TypeError
+    for bad in (True, 2.5, "2"):
+        with pytest.raises(ValueError, match=re.escape(f"Invalid k={bad!r}: need an int 1 <= k "
+                                                       "<= min(T, d) = 5")):
+            trajectory_pca(pts, k=bad)
+    assert len(trajectory_pca(pts, k=np.int64(2)).directions) == 2
 
 
 def test_trajectory_pca_reads_a_trajectory_file_as_is(tmp_path):
