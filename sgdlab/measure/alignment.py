@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import checked_keywords
+from sgdlab.errors import checked_int_argument, checked_keywords
 from sgdlab.loss_settings import loss_reduction
 from sgdlab.operators import HessianOperator
 from sgdlab.operators.batches import Data, check_mean_of_samples
@@ -203,6 +203,9 @@ def sigma_hessian_alignment(
     that generator fresh (the same values). Their shapes, (k,) and (d, k), descending order,
     dtype (Lanczos' working dtype on this model), device and finiteness are checked.
     """
+    # before any pass: the exact Frobenius norm (small d), which reads no probes, took anything
+    num_probes = checked_int_argument("num_probes", num_probes, 1,
+                                      ": the Frobenius and trace probes")
     if loss_reduction(loss_fn) != "sum":
         check_mean_of_samples(loss_fn, data, "sigma_hessian_alignment")
     if covariance is not None:

@@ -41,6 +41,7 @@ from sgdlab.operators import LinearOperator, per_sample_gradients
 from sgdlab.operators.factors import PerSampleFactors, per_sample_factors
 from sgdlab.operators.batches import Data, check_mean_of_samples, num_samples
 from sgdlab.operators.params import num_params
+from sgdlab.operators.per_sample import check_chunk_size
 
 # Above this size the Gram/d x d eigendecomposition is replaced by Lanczos on the implicit Gram.
 DENSE_EIG_LIMIT = 6000
@@ -500,6 +501,7 @@ def gradient_covariance(
     if method not in ("auto", "factored", "vmap"):
         raise ValueError(f"Invalid method={method!r}: expected 'auto', 'factored' or 'vmap'")
     centred = _check_centred(centred)
+    chunk_size = check_chunk_size(chunk_size)     # before the factored engine, which ignores it
     if method in ("auto", "factored"):
         cov = _factored_covariance(model, loss_fn, data, centred=centred)
         if cov is not None:
@@ -578,6 +580,7 @@ def gradient_variance(
 
     from .fisher import per_sample_variance
 
+    chunk_size = check_chunk_size(chunk_size)     # before the factored engine, which ignores it
     cov = _factored_covariance(model, loss_fn, data)     # gradient_covariance's "auto"
     if cov is not None:
         return cov

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.func import grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from sgdlab.errors import UserError, warn
+from sgdlab.errors import UserError, checked_int_argument, warn
 from sgdlab.models.modes import BN_TYPES, module_label
 
 from .batches import (Data, bags_composed, check_loss_reduction, check_model_data,
@@ -121,10 +121,19 @@ def per_sample_gradients(
     """
     if method not in ("auto", "factored", "vmap"):
         raise ValueError(f"Invalid method={method!r}: expected 'auto', 'factored' or 'vmap'")
+    chunk_size = check_chunk_size(chunk_size)
     check_per_sample_data(model, loss_fn, data)
     with per_sample_contexts(model):
         return checked_per_sample_gradients(model, loss_fn, data, chunk_size=chunk_size,
                                             method=method)
+
+
+def check_chunk_size(chunk_size: object) -> int | None:
+    """``chunk_size`` (samples per vmap call) as an int >= 1 (numpy's too) or None: a string
+    or a fraction failed inside torch, True was one sample a call, and the factored engine,
+    which does not read it, took anything."""
+    return checked_int_argument("chunk_size", chunk_size, 1,
+                                ": samples per vmap call, or None: all at once", optional=True)
 
 
 def check_per_sample_data(model: nn.Module, loss_fn, data: Data) -> None:

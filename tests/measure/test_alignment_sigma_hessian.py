@@ -136,6 +136,17 @@ def test_trace_h_sigma_takes_every_sample_across_its_blocks():
     assert res.trace_sigma == pytest.approx(float(torch.trace(s)), rel=1e-10)
 
 
+@pytest.mark.parametrize("bad", [True, 2.5, "3", 0])
+def test_num_probes_must_be_a_count_even_where_the_exact_norm_reads_none(bad):
+    """A small model's exact Frobenius norm reads no probes: True, 2.5 and "3" were taken."""
+    model = tiny_mlp(3, 4, 2).double()
+    x, y = tiny_classification(8, 3, 2)
+    with pytest.raises(ValueError, match=re.escape(f"Invalid num_probes={bad!r} (an int >= 1: "
+                                                   "the Frobenius and trace probes)")):
+        sigma_hessian_alignment(model, nn.CrossEntropyLoss(), (x.double(), y), k=2,
+                                num_probes=bad)
+
+
 def test_a_loss_that_is_no_mean_of_the_samples_losses_is_refused():
     # class weights cancel in one sample's loss: Σ was that of the unweighted losses (its mean
     # gradient is not the loss's), set against H of the weighted loss

@@ -429,6 +429,19 @@ def test_eigenpairs_refuse_more_pairs_than_min_n_d(n, d):
         cov.eigenpairs(k + 1)
 
 
+@pytest.mark.parametrize("bad", [True, 2.5, "3", 0])
+def test_a_chunk_size_that_is_no_count_is_refused_on_the_factored_path_too(bad):
+    """The factored engine reads no chunk_size: True, 2.5 and "3" were taken there (and failed
+    inside torch on the vmap route)."""
+    from sgdlab.measure.noise import gradient_variance
+
+    model, data = tiny_mlp(3, 4, 2), tiny_classification(10, 3, 2)
+    for fn in (gradient_covariance, gradient_variance):
+        with pytest.raises(ValueError, match=re.escape(f"Invalid chunk_size={bad!r} (an int >= 1: "
+                                                       "samples per vmap call, or None")):
+            fn(model, nn.CrossEntropyLoss(), data, chunk_size=bad)
+
+
 @pytest.mark.parametrize("k", [True, 2.5, "2", 0])
 def test_eigenpairs_refuse_a_k_that_is_no_count(k):
     """True was one pair, 2.5 and "2" failed inside the eigensolver with a TypeError; numpy's

@@ -13,7 +13,7 @@ from sgdlab.operators import per_sample_gradients
 from sgdlab.operators.factors import _Conv, _Layer, _made_first, per_sample_factors
 from sgdlab.testing import (GRUClassifier, TiedByHand, covariance_reference,
                             per_sample_gradients_loop, random_eval_batchnorm,
-                            relu_chains_with_ties)
+                            relu_chains_with_ties, tiny_classification, tiny_mlp)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -173,6 +173,15 @@ def test_the_sequential_layers_are_read_once_a_call(pooled, monkeypatch):
     assert ps is not None and calls == [model]
     torch.testing.assert_close(ps.materialize(), per_sample_gradients_loop(
         model, nn.CrossEntropyLoss(), (x, y)), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("bad", [True, 2.5, "3", 0])
+def test_per_sample_gradients_refuse_a_chunk_size_that_is_no_count(bad):
+    """2.5 and "3" failed inside torch, True was one sample a call, 0 all at once."""
+    model, data = tiny_mlp(3, 4, 2), tiny_classification(6, 3, 2)
+    with pytest.raises(ValueError, match=r"Invalid chunk_size=.* \(an int >= 1: samples per "
+                                          r"vmap call, or None: all at once\)"):
+        per_sample_gradients(model, nn.CrossEntropyLoss(), data, chunk_size=bad, method="vmap")
 
 
 def test_batchnorm_in_train_mode_gets_a_clear_error():
