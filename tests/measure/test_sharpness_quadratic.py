@@ -389,6 +389,25 @@ def test_sharpness_refuses_no_samples_and_a_zero_box():
             epsilon_sharpness(model, _loss, DATA, bad)
 
 
+def test_sharpness_options_that_are_no_numbers_are_named():
+    """True was a box of half-width 1, a step of the whole box or a σ of 1, and one ascent
+    step; a string failed on a comparison, 2.5 steps in range()."""
+    model = Quadratic(H)
+    for call, says in (
+            (lambda: epsilon_sharpness(model, _loss, DATA, True), "Invalid epsilon=True"),
+            (lambda: epsilon_sharpness(model, _loss, DATA, "0.1"), "Invalid epsilon='0.1'"),
+            (lambda: epsilon_sharpness(model, _loss, DATA, 0.1, step_fraction="0.5"),
+             "Invalid step_fraction='0.5'"),
+            (lambda: epsilon_sharpness(model, _loss, DATA, 0.1, num_steps=True),
+             "Invalid num_steps=True (an int >= 1)"),
+            (lambda: epsilon_sharpness(model, _loss, DATA, 0.1, num_steps=2.5),
+             "Invalid num_steps=2.5 (an int >= 1)"),
+            (lambda: expected_sharpness(model, _loss, DATA, True, 2), "Invalid sigma=True"),
+            (lambda: expected_sharpness(model, _loss, DATA, "0.1", 2), "Invalid sigma='0.1'")):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            call()
+
+
 @pytest.mark.parametrize("measure", ["expected", "local_entropy"])
 def test_a_sample_count_is_an_int_numpy_s_included(measure):
     """np.int64(4) samples are 4 (local entropy's result held np.int64); True, 0 and 2.0 are
