@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from sgdlab.errors import warn
+from sgdlab.errors import checked_int_argument, warn
 from sgdlab.models.modes import buffers_kept, writes_buffers
 
 from .batches import (check_batch_loss, check_model_data, check_reshuffled_batches, draws_unseen,
@@ -155,6 +155,8 @@ class LinearOperator:
 
     def to_dense(self, chunk_size: int = 256) -> Tensor:
         """Materialise by d products, ``chunk_size`` columns at a time (small problems only)."""
+        # a negative chunk took no product and returned torch.empty's memory as the matrix
+        chunk_size = checked_int_argument("chunk_size", chunk_size, 1, ": columns per pass")
         d = self.shape[0]
         out = torch.empty(d, d, dtype=self.dtype, device=self.device)
         for i in range(0, d, chunk_size):

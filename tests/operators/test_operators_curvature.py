@@ -2,6 +2,7 @@
 import copy
 import functools
 import pickle
+import re
 import warnings
 
 import pytest
@@ -253,6 +254,21 @@ def test_hessian_operator_float32_and_factory_and_algebra():
                                2 * (v * (a @ v)).sum(0))
     with pytest.raises(ValueError, match="Unknown curvature operator"):
         curvature_operator("fisher_true", model, loss_fn, (x, y))
+
+
+@pytest.mark.parametrize("bad", [-1, 0, 2.5, True])
+def test_to_dense_refuses_a_chunk_size_that_is_no_count(bad):
+    """-1 took no product and returned torch.empty's memory as the Hessian (dense_hessian
+    too); 0 and 2.5 failed in range(), True was one column a pass."""
+    from sgdlab.measure import dense_hessian
+
+    model, data = tiny_mlp(3, 4, 2), tiny_classification(8, 3, 2)
+    op = HessianOperator(model, nn.CrossEntropyLoss(), data)
+    says = f"Invalid chunk_size={bad!r} (an int >= 1: columns per pass)"
+    for call in (lambda: op.to_dense(bad),
+                 lambda: dense_hessian(model, nn.CrossEntropyLoss(), data, chunk_size=bad)):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            call()
 
 
 def _loader(data, cut=4):
