@@ -721,6 +721,23 @@ def test_slq_counts_refuse_floats_and_bools(keyword, bad, rule):
         spectral_density(_spd_like(d=8), **{keyword: bad})
 
 
+@pytest.mark.parametrize("keyword, bad, rule", [
+    ("margin", float("nan"), "a finite number >= 0"),
+    ("margin", -0.5, "a finite number >= 0"),
+    ("margin", "0.1", "a finite number >= 0"),
+    ("sigma", float("nan"), "a finite number > 0, or None"),
+    ("sigma", 0.0, "a finite number > 0, or None"),
+    ("sigma", True, "a finite number > 0, or None"),
+])
+def test_slq_margin_and_sigma_are_refused_before_any_probe(keyword, bad, rule, monkeypatch):
+    """A NaN margin or σ gave a NaN grid or density; σ <= 0 was refused after every probe."""
+    from sgdlab.measure.curvature import slq
+
+    monkeypatch.setattr(slq, "lanczos_lockstep", lambda *a: pytest.fail("a probe ran"))
+    with pytest.raises(ValueError, match=re.escape(f"Invalid {keyword}={bad!r} ({rule})")):
+        spectral_density(_spd_like(d=8), **{keyword: bad})
+
+
 def test_slq_counts_take_numpy_ints():
     """np.int64 probes, steps and grid points are the Python ints' (the same density)."""
     a = _spd_like(d=8)

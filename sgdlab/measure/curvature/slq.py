@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgdlab.errors import checked_int_argument, checked_keywords, int_at_least, plain_int
+from sgdlab.errors import (checked_int_argument, checked_keywords, finite_number,
+                           int_at_least, plain_float, plain_int)
 from sgdlab.operators import LinearOperator
 
 from ._common import Operand, random_vector, working_operator
@@ -135,6 +136,13 @@ def spectral_density(
         if np.ndim(grid) == 0 and not int_at_least(grid, 1):
             raise ValueError(f"Invalid grid={grid!r} (an int >= 1: the grid points, or a 1-D "
                              "grid)")
+    # before the Lanczos runs: a NaN margin or σ made the grid or the density NaN, said
+    # nowhere, and σ <= 0 was refused only after every probe had run
+    margin, sigma = plain_float(margin), plain_float(sigma)
+    if not (finite_number(margin) and margin >= 0):
+        raise ValueError(f"Invalid margin={margin!r} (a finite number >= 0)")
+    if sigma is not None and not (finite_number(sigma) and sigma > 0):
+        raise ValueError(f"Invalid sigma={sigma!r} (a finite number > 0, or None)")
     op = working_operator(A, dtype)
     nodes, weights = [], []
     starts = [random_vector(op, generator) for _ in range(num_probes)]   # the sequential draws
@@ -157,8 +165,6 @@ def spectral_density(
     span = max(hi - lo, abs(hi), abs(lo), 1e-12)
     if sigma is None:
         sigma = max(0.01 * span, 1e-12)
-    if sigma <= 0:
-        raise ValueError(f"Invalid sigma={sigma} (must be > 0)")
     if isinstance(grid, int):
         pad = margin * span + 5 * sigma
         g = torch.linspace(lo - pad, hi + pad, grid, dtype=torch.float64)
