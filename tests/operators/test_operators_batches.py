@@ -13,10 +13,11 @@ from sgdlab.measure import ggn_diagonal, mean_loss
 from sgdlab.models.recurrent import LSTMStack
 from sgdlab.operators import HessianOperator
 from sgdlab.operators.batches import (bags_composed, cast_batches, check_batch_loss,
-                                      check_batch_rows, check_data, check_model_data, check_target_shape,
-                                      chunk_loss_problem, concat_batches, fixed_randomness,
-                                      gradient_hooks_held, iterate_batches, iterate_chunks,
-                                      loss_derivatives, num_samples, stochastic_modules)
+                                      check_batch_rows, check_data, check_model_data,
+                                      check_target_shape, chunk_loss_problem, concat_batches,
+                                      fixed_randomness, gradient_hooks_held, iterate_batches,
+                                      iterate_chunks, loss_derivatives, num_samples,
+                                      stochastic_modules)
 from sgdlab.testing import memory_budget_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
