@@ -278,17 +278,32 @@ def analyze(spec: ExperimentSpec, *, store_path: str, data_dir: str | None = Non
     return analysis, stored, missing
 
 
-def _other_scales(spec: ExperimentSpec, store_path: str) -> list[str]:
-    """The scales other than ``spec``'s at which the store holds finished runs of its
-    experiment (``sgdlab report NAME`` reads the ``cpu`` scale unless told otherwise)."""
-    scales = set()
+def _other_settings(spec: ExperimentSpec, store_path: str) -> list[str]:
+    """The ``--scale`` and ``--reading`` options, other than ``spec``'s, under which the store
+    holds finished runs of its experiment (``sgdlab report NAME`` reads the ``cpu`` scale and
+    the default readings unless told otherwise). A run's readings are those of the
+    ``sgdlab run`` command that recorded it."""
+    import shlex
+
+    mine = (spec.scale, tuple(spec.changed_readings().items()))
+    found = set()
     for row in open_store(store_path).list_runs(experiment=spec.name):
         cfg = row.get("config") or {}
         if isinstance(cfg, str):
             cfg = json.loads(cfg)
-        if row.get("status") in DONE and isinstance(cfg, dict) and cfg.get("scale"):
-            scales.add(str(cfg["scale"]))
-    return sorted(scales - {spec.scale})
+        if row.get("status") not in DONE or not isinstance(cfg, dict) or not cfg.get("scale"):
+            continue
+        try:
+            words = shlex.split(str(cfg.get("command") or ""))
+        except ValueError:      # a command that is no shell line names no reading
+            words = []
+        readings = tuple(words[i + 1].partition("=")[::2] for i, w in enumerate(words[:-1])
+                         if w == "--reading")
+        found.add((str(cfg["scale"]), readings))
+    # no --reading, where the one given took some: the defaults, said (dropping it is the fix)
+    plain = " (the default readings)" if mine[1] else ""
+    return [" ".join([f"--scale {scale}"] + [f"--reading {k}={c}" for k, c in readings])
+            + ("" if readings else plain) for scale, readings in sorted(found - {mine})]
 
 
 def build_report(spec: ExperimentSpec, out: Path, *, store_path: str, device: str = "cpu",
@@ -315,13 +330,15 @@ def _report_analysis(spec: ExperimentSpec, out: Path, analysis, stored: list, mi
                      require_runs: bool) -> dict[str, Any]:
     """:func:`build_report`'s work once ``analysis`` is computed."""
     if require_runs and missing and not stored:
-        others = _other_scales(spec, store_path)
+        others = _other_settings(spec, store_path)
+        taken = "".join(f", {k}={c}" for k, c in spec.changed_readings().items())
         raise UserError(
-            f"none of the {len(missing)} runs of {spec.name!r} at scale {spec.scale} is in the "
-            f"run store {store_path!r}: nothing to report (a report reads stored runs; " + (
-                f"the store holds runs of it at scale {', '.join(others)}: give --scale "
-                f"{others[0]})" if others else
-                "run the experiment with `sgdlab run`, or give --store the store it used)"))
+            f"none of the {len(missing)} runs of {spec.name!r} at scale {spec.scale}{taken} is "
+            f"in the run store {store_path!r}: nothing to report (a report reads stored runs; "
+            + (f"the store holds runs of it under {', and under '.join(others)}: give "
+               "those options)"
+               if others else
+               "run the experiment with `sgdlab run`, or give --store the store it used)"))
     out.mkdir(parents=True, exist_ok=True)
     # two reports written into one folder at once take turns: one's files are not mixed
     # with, or removed as stale by, the other's

@@ -431,7 +431,8 @@ def test_report_of_a_name_at_a_scale_not_run_names_the_scale_that_was(tmp_path, 
     assert main(["report", "zhu-escape-2d", "--store", store,
                  "--out", str(tmp_path / "cpu")]) == 2
     err = one_error_line(capsys)
-    assert "at scale cpu" in err and "holds runs of it at scale smoke: give --scale smoke" in err
+    assert ("at scale cpu" in err
+            and "holds runs of it under --scale smoke: give those options" in err)
     assert not (tmp_path / "cpu").exists()
 
 

@@ -117,3 +117,33 @@ def test_a_partial_report_says_how_many_of_its_runs_are_missing(tmp_path, capsys
                           "...); ")
     _say_if_partial(tmp_path, {"incomplete": False, "missing_runs": [], "runs": [{}]})
     assert capsys.readouterr().out == ""
+
+
+def test_report_of_a_name_names_the_reading_its_stored_runs_were_run_under(tmp_path, capsys):
+    # after `run NAME --scale smoke --reading K=C`, `report NAME --scale smoke` said only that
+    # the store held runs of it at scale smoke: the option it had given
+    from sgdlab.store import RunStore
+
+    store = str(tmp_path / "runs.sqlite")
+    with RunStore(store) as s:     # runs as `sgdlab run` records them: scale and command
+        s.create_run({"scale": "smoke", "command": "sgdlab run zhu-escape-2d --scale smoke "
+                      "--out 'o u t' --reading landscape=rescaled"},
+                     name="gd|seed=0", experiment="zhu-escape-2d", status="finished")
+    for scale in ("smoke", "cpu"):
+        assert main(["report", "zhu-escape-2d", "--scale", scale, "--store", store,
+                     "--out", str(tmp_path / scale)]) == 2
+        err = capsys.readouterr().err
+        assert (f"runs of 'zhu-escape-2d' at scale {scale} is in the run store" in err
+                and "holds runs of it under --scale smoke --reading landscape=rescaled: give "
+                "those options" in err), err
+        assert not (tmp_path / scale).exists()
+    # runs of the default readings, asked for under another: said to be the defaults
+    with RunStore(store) as s:
+        s.create_run({"scale": "smoke", "command": "sgdlab run zhu-escape-2d --scale smoke"},
+                     name="gd|seed=0", experiment="zhu-escape-2d", status="finished")
+    assert main(["report", "zhu-escape-2d", "--scale", "smoke", "--reading",
+                 "landscape=authors-code", "--store", store, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert ("at scale smoke, landscape=authors-code is in the run store" in err
+            and "holds runs of it under --scale smoke (the default readings), and under "
+            "--scale smoke --reading landscape=rescaled: give those options" in err), err
