@@ -116,7 +116,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
                 k = int(k)
                 if k >= len(node):
                     raise ConfigError(f"--set {item!r}: {where} has {len(node)} entries, no "
-                                      f"[{k}]")
+                                      f"[{k}]; {_whole_list(where)}")
             elif isinstance(k, int):
                 raise ConfigError(f"--set {item!r}: {where or 'the config'} is not a list")
             last = i == len(steps) - 1
@@ -126,16 +126,23 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
                 if isinstance(node, dict) and node.get(k) is None:
                     nxt = steps[i + 1]
                     if isinstance(nxt, int) or nxt.isdigit():
-                        raise ConfigError(f"--set {item!r}: the config has no "
-                                          f"{_override_path(steps[:i + 1])} list; [{nxt}] "
-                                          "picks an entry of a list in the config file, so "
-                                          "write the list there")
+                        listed = _override_path(steps[:i + 1])
+                        raise ConfigError(f"--set {item!r}: the config has no {listed} list; "
+                                          f"[{nxt}] picks an entry of a list the config "
+                                          f"gives; {_whole_list(listed)}")
                     node[k] = {}
                 if not isinstance(node[k], (dict, list)):
                     raise ConfigError(f"--set {item!r}: {_override_path(steps[:i + 1])} is not "
                                       "a section")
                 node = node[k]
     return out
+
+
+def _whole_list(path: str) -> str:
+    """How ``--set`` gives a list entries of its own (a packaged config has no file to add
+    them to)."""
+    example = "{name: hessian, every: 5}" if path == "measure" else "..."
+    return f"--set '{path}=[{example}]' sets the whole list"
 
 
 def _override_steps(key: str) -> list[str | int]:

@@ -250,6 +250,20 @@ def test_yaml_and_toml_and_overrides(tmp_path):
             apply_overrides(raw, [bad])
 
 
+def test_set_of_a_list_entry_the_config_lacks_says_how_to_set_the_list():
+    # "write the list there" named a config file that a packaged config (digits-mlp) has not
+    raw = {"name": "r", "measure": [{"name": "noise"}], "model": {"options": {"widths": [8]}}}
+    for bad, path, example in (
+            ("measure[1].every=5", "measure", "{name: hessian, every: 5}"),
+            ("model.options.widths[1]=4", "model.options.widths", "..."),
+            ("schedule.milestones[0]=2", "schedule.milestones", "...")):
+        with pytest.raises(ConfigError) as err:
+            apply_overrides(raw, [bad])
+        assert str(err.value).endswith(f"; --set '{path}=[{example}]' sets the whole list")
+    cfg = apply_overrides({"name": "r"}, ["measure=[{name: hessian, every: 5}]"])
+    assert cfg["measure"] == [{"name": "hessian", "every": 5}]
+
+
 class _Inner(Section):
     k: Literal[1, 2]
 
