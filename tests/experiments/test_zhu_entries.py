@@ -1167,3 +1167,14 @@ def test_every_continuation_from_the_gd_solution_runs_as_many_iterations(name, s
         per_epoch = 1 if p["batch_size"] == "full" else -(-n // p["batch_size"])
         steps.add(per_epoch * p["epochs"])
     assert len(steps) == 1, steps
+
+
+def test_the_escape_entry_is_titled_by_the_landscape_it_runs_under_each_reading():
+    # under landscape=rescaled the report and `sgdlab run` were titled "the printed 2-D
+    # two-basin loss", the loss that reading does not run
+    titles = {choice: load_experiment("zhu-escape-2d", "smoke",
+                                      readings={"landscape": choice}).title
+              for choice in ("printed", "rescaled", "authors-code")}
+    assert "of the printed 2-D two-basin loss" in titles["printed"]
+    assert "of a rescaled 2-D two-basin loss, not the printed one" in titles["rescaled"]
+    assert "loss of the authors' code" in titles["authors-code"]
