@@ -28,7 +28,9 @@ def _store_arg(p: argparse.ArgumentParser) -> None:
 def _selection_args(p: argparse.ArgumentParser, which: str, status_note: str) -> None:
     """--experiment, --status and --scale: the runs ``which`` ("only" or "the") the command
     takes, as ``runs list`` selects them; ``status_note`` ends the --status help."""
-    p.add_argument("--experiment", help=f"{which} runs of this experiment")
+    p.add_argument("--experiment", help=f"{which} runs of this experiment, a catalogue entry "
+                                        "run by `sgdlab run` (a run of `sgdlab train` is of "
+                                        "none)")
     p.add_argument("--status", choices=("running", "finished", "diverged", "failed",
                                         "interrupted", "stale"),
                    help=f"{which} runs with this status{status_note}")
@@ -138,8 +140,8 @@ def register(subparsers) -> None:
     rm = sub.add_parser("delete", help="remove runs: their records and the files the store "
                                        "keeps for them",
                         description="Delete the runs named (ids, unique prefixes or run "
-                                    "folders) or selected by --experiment and --status (given "
-                                    "with RUNs, they narrow them): their rows in the store "
+                                    "folders) or selected by --experiment, --status and --scale "
+                                    "(given with RUNs, they narrow them): their rows in the store "
                                     "and the folders the store keeps for them (a run folder "
                                     "beside the store, a sweep run's artifact folder), then "
                                     "compacts the store's file. Lists "
@@ -446,14 +448,25 @@ _TEST_COLUMNS = ("test_acc", "test_loss", "test_perplexity")
 
 def _experiment_hint(store, experiment: str | None) -> str:
     """`` (did you mean X?)`` for a mistyped --experiment: the closest experiment the store
-    holds runs of; "" when none is close, no --experiment was given or the store holds runs
+    holds runs of, or that runs of that name belong to no experiment (``sgdlab train
+    digits-mlp``'s); "" when none is close, no --experiment was given or the store holds runs
     of it (another filter left them out)."""
     if not experiment:
         return ""
     from sgdlab.errors import did_you_mean
 
-    held = {r["experiment"] for r in store.list_runs() if r["experiment"]}
-    return "" if experiment in held else did_you_mean(experiment, held)
+    runs = store.list_runs()
+    held = {r["experiment"] for r in runs if r["experiment"]}
+    if experiment in held:
+        return ""
+    # `sgdlab train digits-mlp` records a run named digits-mlp, of no experiment
+    named = sum(1 for r in runs if not r["experiment"] and r["name"] == experiment)
+    if named:
+        runs_are = "run is" if named == 1 else "runs are"
+        return (f" ({named} {runs_are} named {experiment!r}, of no experiment: `sgdlab train` "
+                "and the commands other than `sgdlab run` record none; `sgdlab runs list` "
+                "without --experiment shows them)")
+    return did_you_mean(experiment, held)
 
 
 def _list(args) -> int:

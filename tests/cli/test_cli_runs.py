@@ -123,6 +123,22 @@ def test_an_experiment_held_but_filtered_out_is_not_said_to_be_mistyped(tmp_path
     assert capsys.readouterr().out.endswith(f"{store.path} (did you mean xing-walk?)\n")
 
 
+def test_an_experiment_filter_naming_runs_of_no_experiment_says_so(tmp_path, capsys):
+    # `runs list --experiment digits-mlp` after `sgdlab train digits-mlp` said only that the
+    # store held no such runs
+    store = _store(tmp_path)
+    store.create_run({}, name="digits-mlp", env={}, status="finished")
+    store.create_run({}, name="digits-mlp", env={}, status="finished")
+    store.create_run({}, name="a", experiment="xing-walk", env={}, status="finished")
+    for cmd in (["list"], ["delete", "--dry-run"], ["export", str(tmp_path / "e.csv")]):
+        main(["runs", *cmd, "--experiment", "digits-mlp", "--store", str(store.path)])
+        said = capsys.readouterr()
+        assert (said.out + said.err).strip().endswith(
+            f"{store.path} (2 runs are named 'digits-mlp', of no experiment: `sgdlab train` and "
+            "the commands other than `sgdlab run` record none; `sgdlab runs list` without "
+            "--experiment shows them)"), cmd
+
+
 def test_a_stopped_run_s_checkpoint_step_is_read_from_its_checkpoint(tmp_path):
     from sgdlab.cli.runs import checkpoint_state, checkpoint_step
     from sgdlab.train.checkpoint import checkpoint_path, save_checkpoint
