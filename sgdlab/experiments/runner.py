@@ -494,12 +494,15 @@ def rebuild(target: str | Path, *, scale: str | None = None, store_path: str | N
     if (t / RESULTS).is_file():
         old = _experiment_results(t / RESULTS)
         workers = (old.get("environment") or {}).get("workers")
+        name = (old.get("experiment") or {}).get("name", "NAME")
         if readings:
+            wanted = " ".join(f"--reading {k}={c}" for k, c in readings.items())
             raise UserError(f"--reading chooses for an experiment name; {t} holds a report "
-                            "whose readings are recorded (run the other reading to compare)")
+                            f"whose readings are recorded (`sgdlab report {name} --scale "
+                            f"{scale or old['scale']} {wanted}` rebuilds that reading's "
+                            "report from the runs `sgdlab run` stored for it)")
         if scale is not None and scale != old["scale"]:
             # was ignored: the folder's own scale was rebuilt, not the one asked for
-            name = (old.get("experiment") or {}).get("name", "NAME")
             raise UserError(f"--scale {scale} chooses for an experiment name; {t} holds a "
                             f"report at scale {old['scale']} (`sgdlab report {name} --scale "
                             f"{scale}` rebuilds the {scale} one)")
