@@ -1,7 +1,7 @@
 """``sgdlab list [NAME ...] [--json]``: the experiment catalogue, one line per entry with its
 wall time at ``cpu`` scale and the paper figure it reproduces; with names, those entries' claim,
-file and the readings (``sgdlab run NAME --reading KEY=CHOICE``) of the passages their paper
-leaves open."""
+description, file and the readings (``sgdlab run NAME --reading KEY=CHOICE``) of the passages
+their paper leaves open."""
 from __future__ import annotations
 
 import argparse
@@ -23,8 +23,9 @@ def register(subparsers) -> None:
                                           f"≤{CPU_UNRECORDED_AT_MOST} min: no time "
                                           "recorded, not among the longest) and the paper "
                                           "figure/table it reproduces. With NAMEs: "
-                                          "their claim, file and readings (the passages the "
-                                          "paper leaves open, for --reading KEY=CHOICE). A "
+                                          "their claim, description, file and readings (the "
+                                          "passages the paper leaves open, for --reading "
+                                          "KEY=CHOICE). A "
                                           "NAME that is no entry searches the names, papers, "
                                           "figures and titles (`sgdlab list zhu`, "
                                           "`sgdlab list 'fig. 4'`).")
@@ -106,8 +107,8 @@ def _list(args: argparse.Namespace) -> int:
           "--workers 2, in the run of docs/RESULTS.md\n"
           f"(≤{CPU_UNRECORDED_AT_MOST} min: no time recorded, not among the longest); "
           "--scale smoke: seconds.\n`sgdlab list NAME` shows an "
-          "entry's claim, file and readings (--reading KEY=CHOICE);\n--json adds the quotes "
-          "and each scale's departures.")
+          "entry's claim, description, file and readings (--reading KEY=CHOICE);\n--json adds "
+          "the quotes and each scale's departures.")
     return 0
 
 
@@ -132,6 +133,8 @@ def _details(item: dict, w: int) -> None:
     pad = " " * (w + 4)
     if item["paper"].get("claim"):
         print(f"{pad}claim: {item['paper']['claim']}")
+    # what is run and how the claim is checked: read before choosing a scale or a reading
+    print(f"{pad}description: {item['description']}")
     print(f"{pad}run: sgdlab run {item['name']} --scale cpu --workers 2  ({cpu_time(item)} "
           "on 2 cores; smoke: seconds, only checks "
           "that it runs; paper: the paper's grid, --data-dir for data files; --dry-run: its "

@@ -128,3 +128,13 @@ def test_a_time_under_a_minute_reads_in_seconds():
     assert cpu_time({"wall_minutes": {"cpu": 0.66}}) == "~40 s"
     assert cpu_time({"wall_minutes": {"cpu": 11.4}}) == "~11 min"
     assert cpu_time({"wall_minutes": {}}) == f"≤{CPU_UNRECORDED_AT_MOST} min"
+
+
+def test_an_entry_shown_in_full_gives_its_description(capsys):
+    # what the entry runs and checks was only in --json and the report: a reader choosing an
+    # entry from `sgdlab list NAME` did not see it
+    (entry,) = [e for e in catalogue() if e["name"] == "xing-walk"]
+    assert main(["list", "xing-walk"]) == 0
+    out = capsys.readouterr().out
+    assert f"\n             description: {entry['description']}\n" in out
+    assert entry["description"].startswith("Full-batch GD and SGD (batch 100)")

@@ -561,7 +561,7 @@ def test_list_is_one_line_per_entry_and_list_name_shows_it_in_full(capsys):
     assert "--reading" not in out.split("\n\n")[0]
     line = next(ln for ln in entries if ln.startswith("xing-isotropic-noise "))
     assert line.endswith("[3 readings]")
-    assert "`sgdlab list NAME` shows an entry's claim, file and readings" in out
+    assert "`sgdlab list NAME` shows an entry's claim, description, file and readings" in out
     assert cli(["list", "Xing_Isotropic_Noise", "xing-schedules"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("xing-isotropic-noise ")
