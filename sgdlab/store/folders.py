@@ -97,6 +97,9 @@ def experiment_report_note(folder: Path, *, compare: bool = False) -> str | None
     except (OSError, ValueError, KeyError, TypeError):
         return None
     store = f" {store_option(res['store'])}" if res.get("store") else ""
+    # the store holds the experiment's runs at every scale: the report's are of its own
+    if res.get("scale") in ("smoke", "cpu", "paper"):
+        store = f" --scale {res['scale']}{store}"
     # runs export writes nowhere without a PATH; the compare advice answers only a compare
     reports = (f"; two reports compare with `sgdlab report {folder} --compare OTHER`"
                if compare else "")

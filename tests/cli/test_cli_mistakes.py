@@ -241,7 +241,8 @@ def test_measure_of_an_experiments_output_folder_says_how_to_reach_its_runs(tmp_
     assert main(["measure", str(out)]) == 2
     assert one_error_line(capsys).startswith(
         f"sgdlab: error: {out} holds the report of experiment xing-walk (scale smoke, 2 runs), "
-        f"not one run: `sgdlab runs list --experiment xing-walk --store {tmp_path}/runs.sqlite` "
+        f"not one run: `sgdlab runs list --experiment xing-walk --scale smoke --store "
+        f"{tmp_path}/runs.sqlite` "
         "lists its runs")
 
 
@@ -254,9 +255,12 @@ def test_the_commands_named_for_an_experiments_output_folder_run_as_written(
     monkeypatch.chdir(tmp_path)
     store = tmp_path / "runs.sqlite"
     with RunStore(store) as s:
-        rid = s.create_run({"a": 1}, name="gd|seed=0", experiment="xing-walk",
-                           status="finished")
+        rid = s.create_run({"a": 1, "scale": "smoke"}, name="gd|seed=0",
+                           experiment="xing-walk", status="finished")
         s.log_metrics(rid, 1, {"loss": 0.5})
+        # of another scale: the report's commands leave it out
+        s.create_run({"scale": "cpu"}, name="gd|seed=0", experiment="xing-walk",
+                     status="finished")
     out = _xing_walk_report(tmp_path, 1, store)
     for argv, compares in ((["measure", str(out)], False), (["resume", str(out)], False),
                            (["runs", "show", str(out)], False),
@@ -268,7 +272,8 @@ def test_the_commands_named_for_an_experiments_output_folder_run_as_written(
         assert len(commands) == 2, err
         for command in commands:
             assert main(shlex.split(command)[1:]) == 0, command
-        assert rid in capsys.readouterr().out
+        listed = capsys.readouterr().out
+        assert rid in listed and listed.count("gd|seed=0") == 1, listed
     assert (tmp_path / "runs.csv").is_file()
 
 

@@ -453,7 +453,7 @@ def test_runs_compare_shows_config_differences_final_values_and_curves(tmp_path,
         {"experiment": {"name": "grid"}, "scale": "smoke", "runs": [{}, {}], "store": store}))
     assert main(["runs", "compare", str(tmp_path / "report"), a]) == 2
     assert (f"report holds the report of experiment grid (scale smoke, 2 runs), not one run: "
-            f"`sgdlab runs list --experiment grid --store {store}` lists its runs"
+            f"`sgdlab runs list --experiment grid --scale smoke --store {store}` lists its runs"
             ) in capsys.readouterr().err
 
 

@@ -73,3 +73,18 @@ def test_a_store_made_for_a_run_that_did_not_start_goes_with_its_folder(tmp_path
     other = tmp_path / "new" / "other.sqlite"
     store, made = open_new_store(other)
     assert made == [other]
+
+
+def test_a_report_folder_s_note_lists_the_runs_of_its_scale(tmp_path):
+    # `runs list --experiment NAME` listed the runs of every scale beside the report's own
+    import json
+
+    from sgdlab.store.folders import experiment_report_note
+
+    (tmp_path / "results.json").write_text(json.dumps(
+        {"experiment": {"name": "xing-walk"}, "scale": "cpu", "runs": [{}] * 4,
+         "store": str(tmp_path / "runs.sqlite")}))
+    note = experiment_report_note(tmp_path)
+    store = f"--store {tmp_path / 'runs.sqlite'}"
+    assert f"`sgdlab runs list --experiment xing-walk --scale cpu {store}` lists its runs" in note
+    assert f"`sgdlab runs export runs.csv --experiment xing-walk --scale cpu {store}`" in note
