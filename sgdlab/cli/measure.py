@@ -109,8 +109,8 @@ def register(subparsers) -> None:
                    help="Hutchinson / Frobenius probes of hessian and alignment (default 100)")
     p.add_argument("--lanczos-iter", type=int, metavar="N",
                    help="most Lanczos iterations for the eigenvalues of hessian, alignment "
-                        "and surface's --directions hessian (default min(d, 2k + 60)); raise "
-                        "it where a warning says an eigenvalue did not converge")
+                        "and surface's --directions hessian (default min(d, max(2k + 60, 4k))); "
+                        "raise it where a warning says an eigenvalue did not converge")
     p.add_argument("--uncentred", action="store_true", default=None,
                    help="noise and alignment of the uncentred second moment E[g gᵀ] = Σ + "
                         "ḡḡᵀ of the per-sample gradients (Zhu et al. eq. (6)) instead of their "
