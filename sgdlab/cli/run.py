@@ -243,8 +243,9 @@ def print_results(res) -> int:
     from sgdlab.report.verdicts import SMOKE, verdict
 
     smoke = res.results.get("scale") == "smoke"
-    if smoke and res.results.get("conclusions"):
-        print(f"conclusions ({SMOKE}):")
+    if res.results.get("conclusions"):
+        # a header at every scale: the lines would otherwise run on from the runs' progress
+        print(f"conclusions ({SMOKE}):" if smoke else "conclusions:")
     for c in res.results.get("conclusions", []):
         words, kind = verdict(c, res.results.get("scale"))
         label = {"agree": "agrees", "disagree": "DISAGREES"}.get(kind, words)
