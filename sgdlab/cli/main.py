@@ -111,6 +111,10 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
         # a command's own hint for this option, or none: (flag, its value, the closest option's)
         own_hint = getattr(command, "unknown_option_hint", None)
         own = own_hint(flag, _value_after(unknown, flag), hint) if own_hint and flag else None
+        # a word the command does not take (a second NAME): the command may say what to do
+        word_hint = getattr(command, "stray_word_hint", None)
+        if not flag and not hint and word_hint:
+            own = word_hint(unknown[0])
         hint = f" ({own})" if own else hint
         command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
     return args

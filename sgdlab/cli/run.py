@@ -76,6 +76,17 @@ def _override_hint(flag: str, value: str | None, option_hint: str = "") -> str |
     return None
 
 
+def _second_name_hint(word: str) -> str | None:
+    """What ``sgdlab run xing-walk zhu-escape-2d`` is told: one entry a command."""
+    from sgdlab.experiments.spec import catalogue_papers, list_names
+
+    if word not in list_names():
+        return None
+    papers = ", ".join(catalogue_papers())
+    return (f"sgdlab run takes one entry: run {word} with a command of its own, or every "
+            f"entry of one paper with --paper PAPER ({papers}, or all)")
+
+
 def register(subparsers) -> None:
     from sgdlab.cli._plugins import add_plugin_option
 
@@ -84,6 +95,7 @@ def register(subparsers) -> None:
         description="Run an experiment: its sweep (only the runs missing from the store), then "
                     "tables, figures, conclusions and an HTML report in --out.")
     p.unknown_option_hint = _override_hint
+    p.stray_word_hint = _second_name_hint
     p.add_argument("name", nargs="?", help="catalogue name (see `sgdlab list`)")
     p.add_argument("--paper", metavar="PAPER",
                    help="instead of NAME: every entry of one paper (chaudhari, jastrzebski, "

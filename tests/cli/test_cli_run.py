@@ -558,3 +558,17 @@ def test_the_command_that_continues_a_sweep_repeats_its_options_with_absolute_pa
         "--reading spacing=inclusive --reading valley-floor=segment")
     # recorded with each run: the store it is read from is its own
     assert "--store" not in same_command(args, store=False)
+
+
+def test_a_second_entry_name_says_that_run_takes_one(capsys):
+    # "unrecognized arguments: zhu-escape-2d" said nothing of --paper nor of one entry a run
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "xing-walk", "zhu-escape-2d", "--scale", "smoke"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "unrecognized arguments: zhu-escape-2d (sgdlab run takes one entry: run zhu-escape-2d "
+        "with a command of its own, or every entry of one paper with --paper PAPER (chaudhari, "
+        "jastrzebski, musso, xing, zhu, or all))")
+    with pytest.raises(SystemExit):      # a word that is no entry: argparse's message alone
+        main(["run", "xing-walk", "3"])
+    assert capsys.readouterr().err.splitlines()[-1].endswith("unrecognized arguments: 3")
