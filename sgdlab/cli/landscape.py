@@ -58,11 +58,14 @@ def register(subparsers) -> None:
                    help="step size η (default 0.1, or 0.005 with --protocol authors-code)")
     g.add_argument("--const-sigma", type=float, default=None, help="GLD const σ (default 2)")
     g.add_argument("--hessian-scale", type=float, default=None, help="GLD Hessian σ_H² (default 1)")
-    g.add_argument("--landscape", dest="escape_landscape",
-                   choices=("paper", "rescaled", "authors-code"), default=None,
-                   help="two-basin loss: paper (as printed, the default), rescaled (orthogonal "
-                        "sharp axes 10/1, flat 0.1) or authors-code (their 2Dim code; the "
-                        "default with --protocol authors-code)")
+    shape = g.add_argument("--landscape", dest="escape_landscape",
+                           choices=("paper", "rescaled", "authors-code"), default=None,
+                           help="two-basin loss: paper (as printed, the default), rescaled "
+                                "(orthogonal sharp axes 10/1, flat 0.1) or authors-code (their "
+                                "2Dim code; the default with --protocol authors-code)")
+    # zhu-escape-2d's reading names the printed loss landscape=printed
+    shape.hints = {"printed": "the printed loss is --landscape paper, the catalogue's "
+                              "--reading landscape=printed"}
     g.add_argument("--data-var", type=float, default=None,
                    help="paper/rescaled: variance of each data coordinate (default 0.01, the "
                         "printed N(0, 0.01) read as a variance; 1e-4 reads it as a std)")

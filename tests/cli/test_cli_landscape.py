@@ -67,3 +67,14 @@ def test_a_thread_count_below_one_is_refused(tmp_path, capsys):
                  str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err == "sgdlab: error: --threads must be >= 1, got 0\n"
     assert not (tmp_path / "o").exists()
+
+
+def test_the_catalogue_s_name_of_the_printed_loss_points_to_its_option(capsys):
+    # `sgdlab list zhu-escape-2d` names the printed loss landscape=printed; the option's
+    # choice is paper, and "printed" was an invalid choice close to none
+    with pytest.raises(SystemExit) as stop:
+        main(["landscape", "escape", "--quick", "--landscape", "printed"])
+    assert stop.value.code == 2
+    assert ("invalid choice: 'printed' (the printed loss is --landscape paper, the catalogue's "
+            "--reading landscape=printed); choose from paper, rescaled, authors-code"
+            in capsys.readouterr().err)
