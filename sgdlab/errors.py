@@ -1,5 +1,6 @@
-"""Errors a user can fix (the CLI prints their message without a traceback), and warnings
-attributed to the user's own call."""
+"""Errors a user can fix (the CLI prints their message without a traceback), warnings
+attributed to the user's own call, and torch's warnings that name nothing a user can act on
+kept from them."""
 from __future__ import annotations
 
 import errno
@@ -7,7 +8,8 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 # seeds run in 0..SEED_LIMIT - 1: numpy's legacy seeding and scikit-learn's random_state take
@@ -220,6 +222,43 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
     while frame.f_back is not None and _internal(frame.f_code.co_filename):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level + 1)
+
+
+@contextmanager
+def torch_warning_ignored(message: str, category: type[Warning]) -> Iterator[None]:
+    """Within: a warning of ``category`` given from torch's own code whose text the regular
+    expression ``message`` matches from its start is not shown; every other warning is as
+    before. For torch's warnings from inside a measurement that name nothing its caller can
+    act on. Not ``warnings.catch_warnings``: leaving one calls ``warnings._filters_mutated()``,
+    which voids every module's record of the warnings shown, so each warning shown once per
+    location (sgdlab's, the user's) came again at every measurement of a run
+    (docs/design/curvature.md). The filter goes first in ``warnings.filters``, in place, and
+    out on exit: a warning it ignores is never recorded, so no record needs voiding."""
+    entry = ("ignore", re.compile(message), category, re.compile(r"torch(\.|$)"), 0)
+    filters = warnings.filters
+    filters.insert(0, entry)
+    try:
+        yield
+    finally:
+        with suppress(ValueError):      # gone already: warnings.resetwarnings() within
+            filters.remove(entry)
+
+
+def forward_mode_loaded() -> None:
+    """Load torch's forward-mode decompositions, which its first forward-mode pass
+    (``torch.func.jvp``, ``jacfwd``, ``hessian``) imports: they are compiled with
+    ``torch.jit.script``, whose deprecation warning (18 of them at torch 2.13) is about
+    torch's own code. Once loaded, later passes import nothing and warn nothing."""
+    if "torch._decomp.decompositions_for_jvp" in sys.modules:
+        return
+    from torch.autograd import forward_ad
+
+    load = getattr(forward_ad, "_maybe_load_decompositions", None)     # torch's private
+    # the 3.14 wording too: "`torch.jit.script` is not supported in Python 3.14+ ..."
+    with torch_warning_ignored(r"`torch\.jit\.script` is (deprecated|not supported)",
+                               DeprecationWarning):
+        if load is not None:
+            load()
 
 
 def did_you_mean(name: object, choices) -> str:

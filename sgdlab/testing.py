@@ -688,6 +688,22 @@ class TokenBag(nn.Module):
         return self.head(torch.tanh(self.emb(x)).mean(1))
 
 
+class TinyAttention(nn.Module):
+    """Tokens -> an embedding -> self-attention (``nn.MultiheadAttention``: its fused fast path
+    in eval mode) -> mean over positions -> a linear head; ``dropout`` on the attention
+    weights."""
+
+    def __init__(self, vocab: int = 6, dim: int = 4, heads: int = 2, classes: int = 2, *,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.emb, self.head = nn.Embedding(vocab, dim), nn.Linear(dim, classes)
+        self.att = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+
+    def forward(self, x):
+        e = self.emb(x)
+        return self.head(self.att(e, e, e, need_weights=False)[0].mean(1))
+
+
 class TinyTransformer(nn.Module):
     """Tokens -> a Transformer encoder layer -> mean over positions -> a linear head. The sizes
     are options: a dense-Hessian reference grows with the square of the parameter count."""

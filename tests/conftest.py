@@ -55,6 +55,19 @@ def one_thread_runs(monkeypatch):
 
 
 @pytest.fixture
+def forward_mode_unloaded(monkeypatch):
+    """As before a process's first forward-mode pass (``torch.func.jvp``, ``jacfwd``): torch's
+    jvp decompositions not imported, so the next such pass imports them again (a test that
+    runs after another one's finds them imported); put back as they were afterwards."""
+    import sys
+
+    import torch._decomp
+
+    monkeypatch.delitem(sys.modules, "torch._decomp.decompositions_for_jvp", raising=False)
+    monkeypatch.delattr(torch._decomp, "decompositions_for_jvp", raising=False)
+
+
+@pytest.fixture
 def tmp_store(tmp_path, monkeypatch) -> Path:
     """``$SGDLAB_STORE`` in the test's folder: commands that record their runs in the default
     run store (``sgdlab train``, ``sgdlab parle``) write there, not into the current folder."""

@@ -15,7 +15,7 @@ from sgdlab.errors import (SEED_LIMIT, ConfigError, UserError, check_config_kind
                            check_not_empty, checked_float, checked_int, checked_int_argument,
                            closest_name, config_error,
                            file_problem, human_size, is_seed, name_spelling, registered_spelling,
-                           unexpected_keyword, unknown_key, warn)
+                           torch_warning_ignored, unexpected_keyword, unknown_key, warn)
 from sgdlab.measure.curvature import hessian_eigenpairs
 from sgdlab.measure.sharpness import (expected_sharpness, local_entropy, mean_loss,
                                       perturbed_evaluations)
@@ -89,6 +89,47 @@ def test_a_direct_warning_names_this_line():
         warn("a message", RuntimeWarning)
     assert [(m.filename, m.category, str(m.message)) for m in w] == [
         (__file__, RuntimeWarning, "a message")]
+
+
+def _given_from(module: str, text: str, category=UserWarning) -> None:
+    """A warning as the code of ``module`` gives it (its own line 1)."""
+    warnings.warn_explicit(text, category, f"{module.replace('.', '/')}.py", 1, module=module)
+
+
+def test_an_ignored_torch_warning_is_torchs_of_that_category_and_text_alone():
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        with torch_warning_ignored(r"a (fused|plain) kernel\b", UserWarning):
+            _given_from("torch.nn.modules.activation", "a fused kernel ran slowly")    # ignored
+            _given_from("torch.nn.functional", "a plain kernel ran slowly")           # ignored
+            _given_from("torch.nn.functional", "a fused kernels ran slowly")
+            _given_from("torch.nn.functional", "it said a fused kernel ran slowly")
+            _given_from("torch.nn.functional", "a fused kernel", RuntimeWarning)
+            _given_from("torchvision.ops", "a fused kernel ran slowly")
+            _given_from("mymodel", "a fused kernel ran slowly")
+        _given_from("torch.nn.functional", "a plain kernel ran slowly")              # after
+    assert [(m.category, str(m.message)) for m in w] == [
+        (UserWarning, "a fused kernels ran slowly"),
+        (UserWarning, "it said a fused kernel ran slowly"),
+        (RuntimeWarning, "a fused kernel"),
+        (UserWarning, "a fused kernel ran slowly"),
+        (UserWarning, "a fused kernel ran slowly"),
+        (UserWarning, "a plain kernel ran slowly")]
+
+
+def test_a_warning_shown_before_an_ignored_torch_warning_is_not_shown_again():
+    # leaving a warnings.catch_warnings block voids every module's record of the warnings
+    # shown: a warning shown once per location came again after each measurement
+    def loss_warns():
+        warnings.warn("the loss's own", UserWarning)
+
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            loss_warns()
+            with torch_warning_ignored("a fused kernel", UserWarning):
+                _given_from("torch.nn.functional", "a fused kernel ran slowly")
+    assert [str(m.message) for m in w] == ["the loss's own"]
 
 
 def test_registered_spelling_finds_the_registered_name_in_either_spelling():

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import UserError
+from sgdlab.errors import UserError, forward_mode_loaded
 
 
 class Landscape(ABC):
@@ -152,6 +152,7 @@ class Landscape(ABC):
         """∇²L(θ), shape ``(..., dim, dim)``."""
         self._check(theta)
         flat = theta.reshape(-1, self.dim)
+        forward_mode_loaded()       # torch.func.hessian is forward over reverse mode
         hess = torch.func.vmap(torch.func.hessian(lambda t: self.loss(t)))(flat)
         return hess.reshape(*theta.shape[:-1], self.dim, self.dim)
 

@@ -35,7 +35,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import UserError, warn
+from sgdlab.errors import UserError, torch_warning_ignored, warn
 from sgdlab.models.modes import buffer_restorer, eval_mode, uses_batch_statistics
 from sgdlab.operators.batches import chunk_loss_problem, stochastic_modules
 from sgdlab.operators.params import trainable_named_params
@@ -66,6 +66,17 @@ P = TypeVar("P")
 Batches = Callable[[], Iterable[tuple[Tensor, Tensor]]]
 
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+# torch's fused kernels of its own modules that vmap has no batching rule for and runs once
+# per point, with a "performance drop" warning at every call: attention (nn.MultiheadAttention's
+# and nn.TransformerEncoderLayer's eval-mode fast paths, the CPU kernel of
+# scaled_dot_product_attention below them in train mode) and nn.EmbeddingBag. Once per point
+# is what vectorize=False costs too, and the batched routes gained nothing
+# (docs/design/curvature.md, "Known limits"): nothing for the caller to act on. Another op's
+# fallback (an op in a module of the caller's own) still warns.
+_FUSED_FALLBACK = (r"There is a performance drop because we have not yet implemented the "
+                   r"batching rule for aten::(_native_multi_head_attention|"
+                   r"_transformer_encoder_layer_fwd|_scaled_dot_product_flash_attention_for_cpu|"
+                   r"embedding_bag)\b")
 # below this many samples a pass gets slow per sample: fewer points per vmap call come first
 _MIN_CHUNK = 256
 # vmap folds the points into one tensor, and cuDNN indexes with 32 bits (vmap_budget)
@@ -413,15 +424,16 @@ def vmapped_passes(plan: PassPlan, batches: Batches, num_points: int,
     calls = []
     n = 0
     restore = buffer_restorer(plan.model)     # each call from them, as one point at a time
-    for x, y in batches():
-        k, chunks = plan.split(x, y)
-        for s in range(0, num_points, k):
-            points = slice(s, s + k)
-            params = stacked(points)
-            for xc, yc in chunks:
-                restore()
-                calls.append((points, evaluate(params, xc, yc), len(xc)))
-        n += len(x)
+    with torch_warning_ignored(_FUSED_FALLBACK, UserWarning):
+        for x, y in batches():
+            k, chunks = plan.split(x, y)
+            for s in range(0, num_points, k):
+                points = slice(s, s + k)
+                params = stacked(points)
+                for xc, yc in chunks:
+                    restore()
+                    calls.append((points, evaluate(params, xc, yc), len(xc)))
+            n += len(x)
     return calls, n
 
 

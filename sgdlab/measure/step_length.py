@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from torch.func import vmap
 from torch.utils._pytree import tree_leaves, tree_map, tree_map_only
 
-from sgdlab.errors import UserError, checked_keywords
+from sgdlab.errors import UserError, checked_keywords, forward_mode_loaded
 from sgdlab.operators.batches import (Data, check_mean_of_samples, concat_batches,
                                       fixed_randomness)
 from sgdlab.operators.params import (check_params_vector, copy_module, functional_call,
@@ -96,6 +96,7 @@ def per_sample_losses_and_slopes(model: nn.Module, loss_fn: LossFn, theta: Tenso
     def losses(t: Tensor) -> Tensor:
         return sample_losses(functional_call(model, unflatten_like(t, like), (x,)))
 
+    forward_mode_loaded()
     try:
         with fixed_randomness(model, x.device):
             values, slopes = torch.func.jvp(losses, (theta.detach(),), (direction.detach(),))

@@ -1,5 +1,7 @@
 """The Landscape base: autograd defaults, mini-batches, and constant-matrix diffusion."""
 import math
+import sys
+import warnings
 
 import pytest
 import torch
@@ -20,6 +22,19 @@ class _Cubic(Landscape):
 
     def per_sample_loss(self, theta):
         return (theta[..., None, :] ** 3 * self.a).sum(-1) / 3
+
+
+@pytest.mark.usefixtures("forward_mode_unloaded")
+def test_the_first_autograd_hessian_passes_on_no_torchscript_deprecation():
+    """torch.func.hessian is forward over reverse mode: its first pass compiles torch's
+    decompositions with the deprecated torch.jit.script, torch's warning, not the caller's."""
+    th = torch.tensor([0.5, -1.0, 2.0], dtype=f64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        h = _Cubic(torch.ones(2, 3, dtype=f64)).hessian(th)
+    assert torch.equal(h, torch.diag(2 * th))
+    assert "torch._decomp.decompositions_for_jvp" in sys.modules      # loaded in the call
+    assert [str(w.message) for w in caught] == []
 
 
 def test_autograd_defaults_match_closed_forms():

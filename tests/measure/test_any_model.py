@@ -411,10 +411,6 @@ def test_perturbed_points_of_a_model_with_two_dtypes(vectorize):
     close(seg, [_eval_loss(model, loss_fn, (x, y)), ref[0]], 1e-6)
 
 
-# torch has no batching rule for the fused encoder layer in eval mode: vmap runs it point by
-# point and says so (docs/design/curvature.md, Known limits)
-@pytest.mark.filterwarnings("ignore:There is a performance drop because we have not yet "
-                            "implemented the batching rule:UserWarning")
 @pytest.mark.parametrize("name", list(ZOO))
 def test_sharpness_is_finite_and_does_not_depend_on_batching(name):
     model, loss_fn, data = make(name)

@@ -1,12 +1,18 @@
 """The ``memory_budget`` option as every place that takes one reads it
 (:func:`sgdlab.measure.passes.memory_budget_bytes`)."""
 import re
+import warnings
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from sgdlab.measure.passes import memory_budget_bytes, resolved_budget
+from sgdlab.measure.sharpness import expected_sharpness, local_entropy
+from sgdlab.measure.walk import segment_losses
+from sgdlab.operators.params import params_vector
+from sgdlab.testing import TinyAttention, TinyTransformer
 
 
 @pytest.mark.parametrize("value,expected", [
@@ -148,3 +154,65 @@ def test_the_vmap_budget_keeps_every_activation_below_two_to_the_31_elements():
     assert vmap_budget(10**15, 100, 2**29) == 3 * 100
     assert vmap_budget(250, 100, 2**29) == 250               # a smaller budget stays
     assert vmap_budget(10**15, 100, 2**32) == 100             # at least one sample
+
+
+# ---- torch's warnings inside vmapped passes ------------------------------------------------
+
+_DROP = "There is a performance drop because we have not yet implemented the batching rule"
+
+
+class _Bag(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bag, self.head = nn.EmbeddingBag(7, 4), nn.Linear(4, 3)
+
+    def forward(self, ids):
+        return self.head(self.bag(ids))
+
+
+class _Renorm(nn.Module):
+    """An op vmap has no batching rule for (``aten::renorm``) in a module of the caller's."""
+
+    def forward(self, h):
+        return torch.renorm(h[None], 2, 0, 1.0)[0]
+
+
+def _vmapped_measurements(model, data):
+    theta = params_vector(model)
+    loss_fn = nn.CrossEntropyLoss()
+    expected_sharpness(model, loss_fn, data, 0.01, 2, generator=torch.Generator().manual_seed(0))
+    local_entropy(model, loss_fn, data, 0.01, num_samples=2,
+                  generator=torch.Generator().manual_seed(0))
+    segment_losses(model, loss_fn, data, theta, theta + 0.01, 1)
+
+
+@pytest.mark.parametrize("make,train", [
+    (TinyAttention, False),     # the fast path's aten::_native_multi_head_attention
+    (TinyAttention, True),      # aten::_scaled_dot_product_flash_attention_for_cpu
+    (TinyTransformer, False),   # aten::_transformer_encoder_layer_fwd
+    (_Bag, False),              # aten::embedding_bag
+])
+def test_vmap_running_a_fused_torch_module_point_by_point_warns_nothing(make, train):
+    """vmap has no batching rule for these kernels and runs them once per point, as the
+    points one at a time do: torch's warning of a "performance drop" names nothing the
+    caller can act on."""
+    torch.manual_seed(0)
+    model = make().train(train)
+    data = (torch.randint(0, 6, (5, 3)), torch.randint(0, 2, (5,)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _vmapped_measurements(model, data)
+    assert [str(w.message) for w in caught if _DROP in str(w.message)] == []
+
+
+def test_vmap_running_another_op_point_by_point_still_warns_and_the_filter_is_gone():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), _Renorm(), nn.Linear(4, 3))
+    data = (torch.randn(5, 3), torch.randint(0, 3, (5,)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        before = list(warnings.filters)
+        _vmapped_measurements(model, data)
+        after = list(warnings.filters)
+    assert any("aten::renorm" in str(w.message) for w in caught)
+    assert after == before

@@ -2,6 +2,8 @@
 least-squares fit of explicit per-sample losses and slopes."""
 import copy
 import math
+import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -354,3 +356,17 @@ def test_an_observation_without_noise_is_fitted_exactly():
     w = 1 / np.array([ell1.var(ddof=1), s0.var(ddof=1), s1.var(ddof=1)])
     w1, w2 = np.linalg.solve(rows.T @ (w[:, None] * rows), rows.T @ (w * rhs))
     assert w2 > 0 and st.alpha == pytest.approx(-2 * t * w2 / w1 - 1, rel=1e-8)
+
+
+@pytest.mark.usefixtures("forward_mode_unloaded")
+def test_the_first_forward_mode_pass_passes_on_no_torchscript_deprecation():
+    """torch's first forward-mode pass compiles its decompositions with torch.jit.script,
+    which warns of its own deprecation: torch's code, nothing the caller can change."""
+    model = tiny_mlp()
+    x, y = tiny_classification()
+    theta = params_vector(model).detach()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        normalized_step_length(model, nn.CrossEntropyLoss(), theta, theta + 0.1, (x, y))
+    assert "torch._decomp.decompositions_for_jvp" in sys.modules      # loaded in the call
+    assert [str(w.message) for w in caught] == []

@@ -2,6 +2,7 @@
 that recurrent layers and attention draw without a dropout module, float64; and the gradient
 hooks it holds."""
 import warnings
+from functools import partial
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from sgdlab.operators.batches import (bags_composed, cast_batches, check_batch_l
                                       fixed_randomness, gradient_hooks_held, iterate_batches,
                                       iterate_chunks, loss_derivatives, num_samples,
                                       stochastic_modules)
-from sgdlab.testing import memory_budget_for
+from sgdlab.testing import TinyAttention, memory_budget_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,19 +46,6 @@ class _Recurrent(nn.Module):
         return self.head(self.rnn(self.emb(x))[1][0][-1])
 
 
-class _Attention(nn.Module):
-    """Tokens -> self-attention with dropout on its weights -> mean over positions -> head."""
-
-    def __init__(self):
-        super().__init__()
-        self.emb, self.head = nn.Embedding(6, 4), nn.Linear(4, 2)
-        self.att = nn.MultiheadAttention(4, 2, dropout=0.5, batch_first=True)
-
-    def forward(self, x):
-        e = self.emb(x)
-        return self.head(self.att(e, e, e, need_weights=False)[0].mean(1))
-
-
 class _Stack(nn.Module):
     """Tokens -> sgdlab's own two-layer LSTM (``F.dropout`` between its layers) -> head."""
 
@@ -79,7 +67,8 @@ def test_dropout_inside_recurrent_layers_and_attention_is_randomness_too():
     x, y = torch.randint(0, 6, (40, 4), generator=g), torch.randint(0, 2, (40,), generator=g)
     loss_fn = nn.CrossEntropyLoss()
     for cls, name in ((_Recurrent, r"layer 'rnn' \(LSTM\)"),
-                      (_Attention, r"layer 'att' \(MultiheadAttention\)"),
+                      (partial(TinyAttention, dropout=0.5),
+                       r"layer 'att' \(MultiheadAttention\)"),
                       (_Stack, r"layer 'rnn' \(LSTMStack\)")):
         torch.manual_seed(0)
         model = cls().double()
