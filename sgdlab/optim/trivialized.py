@@ -19,15 +19,23 @@ to the underlying implementation of SGD": the field is added to the gradient the
 
 **N and p for a real network** (§2.4.2): "N := (# weights / p)^{1/2} where p is taken to be the
 number of layers", a convolution (with its batch normalization and max-pooling) counting as one
-layer. :func:`trivialization_heuristics` counts the weight layers (``nn.Linear`` / ``nn.Conv*``)
-as p and sets N = (d / p)^{1/2}, d the number of trainable parameters (of the weight tensors
-under ``field_on="weights"``: d counts the coordinates the field covers). The same paragraph calls
-p "the number of hidden layers" (as §2.1 and §2.4.1 do: the 3-spin glass is "three hidden
-layers [...] and a fourth loss layer"), one fewer: ``p_count="hidden-layers"`` counts the weight
-layers but the output one. N only matters when ``n`` is given explicitly (n ≤ N keeps the
-square root real). The thesis' formula gives a zero field for p ≤ 2 (√(p(p−2)) = 0); sgdlab
-raises p to 3 for networks with fewer than three layers so counted (a departure, for small test
-networks; the thesis' networks have p ≥ 3).
+layer. :func:`trivialization_heuristics` counts the weight layers as p and sets
+N = (d / p)^{1/2}, d the number of trainable parameters (of the weight tensors under
+``field_on="weights"``: d counts the coordinates the field covers). A weight layer is a module
+that applies a trainable weight of its own to its input: ``nn.Linear``, ``nn.Conv*`` and
+``nn.ConvTranspose*`` (a convolution's transpose). The thesis has only convolutional and fully
+connected networks; for the other layers the code reads "layer" as a fully connected one is: one
+weight matrix deep. So ``nn.Embedding`` / ``nn.EmbeddingBag`` (a fully connected layer on
+one-hot tokens) count one, ``nn.MultiheadAttention`` one for its input projection (queries,
+keys and values side by side) besides its ``out_proj`` (an ``nn.Linear``: a second), and a
+recurrent stack (``nn.RNN`` / ``nn.GRU`` / ``nn.LSTM``, any module with parameters named as
+theirs, ``weight_ih_l{k}``) one per stacked layer, its time steps and a reverse direction
+beside it not counted. The same paragraph calls p "the number of hidden layers" (as §2.1 and
+§2.4.1 do: the 3-spin glass is "three hidden layers [...] and a fourth loss layer"), one fewer:
+``p_count="hidden-layers"`` counts the weight layers but the output one. N only matters when
+``n`` is given explicitly (n ≤ N keeps the square root real). The thesis' formula gives a zero
+field for p ≤ 2 (√(p(p−2)) = 0); sgdlab raises p to 3 for networks with fewer than three layers
+so counted (a departure, for small test networks; the thesis' networks have p ≥ 3).
 
 ``resample=True`` (registered as ``annealed-noise``) draws a fresh ξ every step with the same
 annealed strength: Gaussian noise of the same magnitude but no fixed direction — the thesis'
@@ -42,6 +50,7 @@ was added (the instruments of :mod:`sgdlab.train.instruments.perturbation` read 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -59,7 +68,11 @@ from .settings import inner_settings, split_own_state
 __all__ = ["TrivializedSGD", "AnnealedNoiseSGD", "trivialization_heuristics", "field_strength",
            "P_COUNTS", "FIELD_ON", "field_covers"]
 
-_WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# modules that are one weight layer each (module docstring) when their ``weight`` is trainable
+_WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
+                  nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Embedding, nn.EmbeddingBag)
+# a recurrent stack's input weights of layer k (not its reverse direction's: "_reverse" follows)
+_RECURRENT_LAYER = re.compile(r"weight_ih_l\d+")
 # what §2.4.2's p counts: "the number of layers" or "the number of hidden layers" (line 682-686)
 P_COUNTS = ("weight-layers", "hidden-layers")
 # which coordinates the field covers: every trainable parameter, or the weight tensors only
@@ -83,18 +96,32 @@ def field_covers(q: Tensor, field_on: str) -> bool:
     return field_on == "all" or q.dim() >= 2
 
 
+def _trainable(*weights: Tensor | None) -> bool:
+    return any(w is not None and w.requires_grad for w in weights)
+
+
+def _weight_layers(m: nn.Module) -> int:
+    """The weight layers of §2.4.2's p that ``m`` is itself (its submodules counted apart)."""
+    if isinstance(m, _WEIGHT_LAYERS):
+        return int(_trainable(getattr(m, "weight", None)))
+    if isinstance(m, nn.MultiheadAttention):
+        return int(_trainable(m.in_proj_weight, m.q_proj_weight, m.k_proj_weight,
+                              m.v_proj_weight))
+    return sum(1 for name, w in m.named_parameters(recurse=False)
+               if _RECURRENT_LAYER.fullmatch(name) and w.requires_grad)
+
+
 def trivialization_heuristics(model: nn.Module, *, p_count: str = "weight-layers",
                               field_on: str = "all") -> dict[str, float]:
     """Thesis §2.4.2 for a model: ``{"p": max(3, P), "num_spins": (d / P)^{1/2}, "layers": L}``
-    with L the number of weight layers (``nn.Linear`` / ``nn.Conv*``), P = L
+    with L the number of weight layers (``nn.Linear``, ``nn.Conv*``, ``nn.ConvTranspose*``;
+    embeddings, attention and recurrent layers as the module docstring reads them), P = L
     (``p_count="weight-layers"``) or L − 1, the output layer left out (``"hidden-layers"``),
     and d, the "# weights", the number of trainable parameters the field covers (``field_on``:
     all of them, or the weight tensors only; module docstring)."""
     _check_p_count(p_count)
     _check_field_on(field_on)
-    layers = sum(1 for m in model.modules()
-                 if isinstance(m, _WEIGHT_LAYERS) and getattr(m, "weight", None) is not None
-                 and m.weight.requires_grad)
+    layers = sum(_weight_layers(m) for m in model.modules())
     d = sum(p.numel() for p in model.parameters()
             if p.requires_grad and field_covers(p, field_on))
     counted = layers if p_count == "weight-layers" else max(0, layers - 1)

@@ -10,7 +10,7 @@ from torch import nn
 
 from sgdlab.optim import build_optimizer, build_optimizer_for
 from sgdlab.optim.trivialized import field_strength, trivialization_heuristics
-from sgdlab.testing import tiny_classification, tiny_mlp, weight_tensor_mask
+from sgdlab.testing import TinyAttention, tiny_classification, tiny_mlp, weight_tensor_mask
 
 LOSS = nn.CrossEntropyLoss()
 X, Y = tiny_classification(n=16, seed=1)
@@ -64,6 +64,45 @@ def test_heuristics_are_thesis_2_4_2():
                                                      / 3))
     small = trivialization_heuristics(tiny_mlp())
     assert small["layers"] == 2 and small["p"] == 3                 # raised to 3 (zero field)
+
+
+def test_a_transposed_convolution_is_a_weight_layer():
+    """A decoder: conv, transposed conv, conv: three layers of 2·4·9 + 4, 4·3·16 + 3 and
+    3·1·1 + 1 = 76, 195 and 4 weights; p = 3, N = (275 / 3)^{1/2}."""
+    net = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.ConvTranspose2d(4, 3, 4, stride=2),
+                        nn.ReLU(), nn.Conv2d(3, 1, 1))
+    assert trivialization_heuristics(net) == {"p": 3, "num_spins": math.sqrt(275 / 3),
+                                              "layers": 3}
+    h = trivialization_heuristics(net, p_count="hidden-layers", field_on="weights")
+    assert h == {"p": 3, "num_spins": math.sqrt((72 + 192 + 3) / 2), "layers": 3}
+
+
+def test_an_attention_classifier_counts_embedding_input_and_output_projections_and_head():
+    """Embedding 6·4 = 24; input projection 3·4·4 + 12 = 60; out_proj 4·4 + 4 = 20; head
+    4·2 + 2 = 10: four layers, 114 weights. Keys and values of another width (kdim 5) take
+    three projection tensors, still one layer: 16 + 2·20 + 12 = 68, and out_proj 20."""
+    assert trivialization_heuristics(TinyAttention()) == {
+        "p": 4, "num_spins": math.sqrt(114 / 4), "layers": 4}
+    assert trivialization_heuristics(nn.MultiheadAttention(4, 2, kdim=5, vdim=5)) == {
+        "p": 3, "num_spins": math.sqrt(88 / 2), "layers": 2}
+    frozen = TinyAttention()
+    frozen.emb.weight.requires_grad_(False)             # a fixed embedding: no layer of p
+    assert trivialization_heuristics(frozen) == {
+        "p": 3, "num_spins": math.sqrt(90 / 3), "layers": 3}
+
+
+def test_a_recurrent_stack_counts_one_layer_per_stacked_layer():
+    """nn.LSTM(3, 4, num_layers=2, bidirectional=True) and a head: two layers, the reverse
+    direction beside the forward one; 2·(16·3 + 16·4 + 32) + 2·(16·8 + 16·4 + 32) = 736, and
+    the head 8·2 + 2 = 18: p = 3, N = (754 / 3)^{1/2}."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(3, 4, num_layers=2, bidirectional=True)
+            self.head = nn.Linear(8, 2)
+
+    assert trivialization_heuristics(Net()) == {"p": 3, "num_spins": math.sqrt(754 / 3),
+                                                "layers": 3}
 
 
 def test_update_is_base_step_on_gradient_plus_annealed_fixed_field():
