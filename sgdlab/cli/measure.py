@@ -595,6 +595,17 @@ def _named(values: str):
     return convergence_warnings_named(values, "raise --lanczos-iter above that")
 
 
+def _note_fewer_eigenvalues(m: _Measuring, prefix: str, k: int, why: str) -> None:
+    """Say that ``prefix``'s top-k holds only the ``k`` eigenvalues there are, where ``--k``
+    asked for more (alignment refuses such a ``--k``: its residual counts k pairs)."""
+    def top(first: int, last: int) -> str:
+        return f"{prefix}/top_{first}" + (f"..{last}" if last > first else "")
+
+    if k < m.args.k:
+        m.notes.append(f"{top(k + 1, m.args.k)} not measured (--k {m.args.k}): {why}; "
+                       f"{top(1, k)} {'are' if k > 1 else 'is'} all there are")
+
+
 def _hessian(m: _Measuring) -> None:
     from sgdlab.measure.curvature import (
         frobenius_norm, hutchinson_trace, lanczos, spectral_density,
@@ -605,6 +616,8 @@ def _hessian(m: _Measuring) -> None:
     op = HessianOperator(m.model, m.loss_fn, m.batch)
     # alignment's k (--k) was refused above min(N, d): where it is measured, k is --k
     k = min(m.args.k, op.shape[0])
+    _note_fewer_eigenvalues(m, "hess", k, f"the Hessian of d = {op.shape[0]} parameters has "
+                                          f"{op.shape[0]} eigenvalues")
     shared = "alignment" in m.result["what"]
     g = m.gen()
     with _named((f"hess/top_1..{k}" if k > 1 else "hess/top_1")
@@ -639,6 +652,10 @@ def _noise(m: _Measuring) -> None:
     if "alignment" in m.result["what"]:
         m.covariance = cov      # per-sample gradients once: the costly part of both
     k = min(m.args.k, cov.num_samples, cov.dim)
+    _note_fewer_eigenvalues(m, "noise", k, f"Σ of N = {cov.num_samples} examples and d = "
+                                           f"{cov.dim} parameters has at most min(N, d) = "
+                                           f"{min(cov.num_samples, cov.dim)} nonzero "
+                                           "eigenvalues, the rest are 0")
     s_vals, _ = cov.eigenpairs(k, check_copies=m.args.check_copies)
     m.scalars.update({"noise/trace": cov.trace(), "noise/mean_eig": cov.trace() / cov.dim})
     m.scalars.update({f"noise/top_{i + 1}": float(v) for i, v in enumerate(s_vals)})

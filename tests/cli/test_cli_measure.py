@@ -676,6 +676,26 @@ def test_data_test_measures_the_test_split(tiny_run, tmp_path, capsys):
                                                                  rel=1e-4)
 
 
+@pytest.mark.parametrize("argv,last,note", [
+    (["--what", "noise", "--k", "25"], "noise/top_20",
+     "(noise/top_21..25 not measured (--k 25): Σ of N = 20 examples and d = 103 parameters has "
+     "at most min(N, d) = 20 nonzero eigenvalues, the rest are 0; noise/top_1..20 are all there "
+     "are)"),
+    (["--what", "hessian", "--k", "104", "--probes", "2"], "hess/top_103",
+     "(hess/top_104 not measured (--k 104): the Hessian of d = 103 parameters has 103 "
+     "eigenvalues; hess/top_1..103 are all there are)")])
+def test_a_top_k_cut_to_the_eigenvalues_there_are_says_so(tiny_run, tmp_path, capsys, argv,
+                                                          last, note):
+    """--k above the eigenvalues there are reported fewer top_i than asked and said nothing
+    (alignment refuses such a --k: its residual counts k pairs of Σ)."""
+    run, store = tiny_run
+    capsys.readouterr()
+    assert main(["measure", str(run), *argv, "--store", str(store),
+                 "--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert note in out and last in _printed_scalars(out)
+
+
 def _spy(monkeypatch, module, name: str, calls: dict) -> None:
     """Replace ``module.name`` by a wrapper that records its bound arguments, the model's
     train/eval mode at the call and the result."""
