@@ -56,6 +56,13 @@ def _report(args: argparse.Namespace) -> int:
     if args.compare and args.out:      # checked before the reports are rebuilt
         from sgdlab.report.compare import check_page_path
         check_page_path(args.out)
+    if (args.scale is not None or readings) and is_report(args.target) \
+            and is_report(args.compare):
+        # neither is an experiment name for --scale and --reading to choose for: refused as
+        # for one folder alone (they were ignored)
+        from sgdlab.experiments.runner import check_recorded_choices
+        for target in (args.target, args.compare):
+            check_recorded_choices(target, scale=args.scale, readings=readings)
     if args.compare:                   # so is what they are reports of
         from sgdlab.report.compare import check_same_experiment
         check_same_experiment(

@@ -481,6 +481,28 @@ def _experiment_results(path: Path) -> dict[str, Any]:
     return old
 
 
+def check_recorded_choices(folder: str | Path, *, scale: str | None = None,
+                           readings: dict[str, str] | None = None) -> dict[str, Any]:
+    """The results.json of the report in ``folder``, after refusing ``readings`` and a
+    ``scale`` other than the recorded one: the report is rebuilt at the scale and readings it
+    records (``--scale`` and ``--reading`` choose for an experiment name)."""
+    t = Path(folder)
+    old = _experiment_results(t / RESULTS)
+    name = (old.get("experiment") or {}).get("name", "NAME")
+    if readings:
+        wanted = " ".join(f"--reading {k}={c}" for k, c in readings.items())
+        raise UserError(f"--reading chooses for an experiment name; {t} holds a report "
+                        f"whose readings are recorded (`sgdlab report {name} --scale "
+                        f"{scale or old['scale']} {wanted}` rebuilds that reading's "
+                        "report from the runs `sgdlab run` stored for it)")
+    if scale is not None and scale != old["scale"]:
+        # was ignored: the folder's own scale was rebuilt, not the one asked for
+        raise UserError(f"--scale {scale} chooses for an experiment name; {t} holds a "
+                        f"report at scale {old['scale']} (`sgdlab report {name} --scale "
+                        f"{scale}` rebuilds the {scale} one)")
+    return old
+
+
 def rebuild(target: str | Path, *, scale: str | None = None, store_path: str | None = None,
             out_dir: str | Path | None = None, data_dir: str | None = None,
             readings: dict[str, str] | None = None) -> tuple[Path, dict]:
@@ -492,20 +514,8 @@ def rebuild(target: str | Path, *, scale: str | None = None, store_path: str | N
     recorded = False        # the store is the one TARGET's results.json names
     workers = None          # how many ran the runs: known from an earlier report only
     if (t / RESULTS).is_file():
-        old = _experiment_results(t / RESULTS)
+        old = check_recorded_choices(t, scale=scale, readings=readings)
         workers = (old.get("environment") or {}).get("workers")
-        name = (old.get("experiment") or {}).get("name", "NAME")
-        if readings:
-            wanted = " ".join(f"--reading {k}={c}" for k, c in readings.items())
-            raise UserError(f"--reading chooses for an experiment name; {t} holds a report "
-                            f"whose readings are recorded (`sgdlab report {name} --scale "
-                            f"{scale or old['scale']} {wanted}` rebuilds that reading's "
-                            "report from the runs `sgdlab run` stored for it)")
-        if scale is not None and scale != old["scale"]:
-            # was ignored: the folder's own scale was rebuilt, not the one asked for
-            raise UserError(f"--scale {scale} chooses for an experiment name; {t} holds a "
-                            f"report at scale {old['scale']} (`sgdlab report {name} --scale "
-                            f"{scale}` rebuilds the {scale} one)")
         taken = {k: r["choice"]
                  for k, r in ((old.get("experiment") or {}).get("readings") or {}).items()}
         spec = resolve(_recorded_file(old["config"]), old["scale"],
@@ -552,5 +562,5 @@ def rebuild(target: str | Path, *, scale: str | None = None, store_path: str | N
     return out, results
 
 
-__all__ = ["Analysis", "Conclusion", "ExperimentResult", "Table", "build_report", "rebuild",
-           "require_device", "run_experiment"]
+__all__ = ["Analysis", "Conclusion", "ExperimentResult", "Table", "build_report",
+           "check_recorded_choices", "rebuild", "require_device", "run_experiment"]

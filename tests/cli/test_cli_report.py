@@ -111,6 +111,32 @@ def test_a_report_folder_alone_refuses_a_scale_or_reading_it_was_not_written_at(
     assert sorted(p.name for p in folder.iterdir()) == ["results.json"]
 
 
+def test_two_report_folders_compared_refuse_a_scale_or_reading_as_one_does(
+        tmp_path, capsys, monkeypatch):
+    # with --compare they were ignored (each folder rebuilt at what it records) when neither
+    # was an experiment name for them to choose for
+    import sgdlab.experiments.runner as runner
+
+    monkeypatch.setattr(runner, "rebuild", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("rebuilt before the check")))
+    folders = []
+    for name, scale in (("a", "cpu"), ("b", "smoke")):
+        folders.append(tmp_path / name)
+        folders[-1].mkdir()
+        (folders[-1] / "results.json").write_text(json.dumps({
+            "scale": scale, "config": {"file": {}}, "experiment": {"name": "xing-walk",
+                                                                   "version": 1}}))
+    a, b = map(str, folders)
+    assert main(["report", a, "--compare", b, "--reading", "spacing=inclusive"]) == 2
+    err = capsys.readouterr().err
+    assert (f"--reading chooses for an experiment name; {a} holds a report whose readings are "
+            "recorded" in err and err.count("\n") == 1)
+    assert main(["report", a, "--compare", b, "--scale", "cpu"]) == 2
+    assert (f"--scale cpu chooses for an experiment name; {b} holds a report at scale smoke"
+            in capsys.readouterr().err)
+    assert sorted(p.name for f in folders for p in f.iterdir()) == ["results.json"] * 2
+
+
 def test_a_partial_report_says_how_many_of_its_runs_are_missing(tmp_path, capsys):
     from sgdlab.cli.report import _say_if_partial
 
