@@ -307,12 +307,18 @@ def _check_args(path: str, given: dict[str, Any], params: dict[str, Any], var_kw
             if not isinstance(v, bool):
                 errors.append(f"{p}: must be true or false, got {v!r}")
         elif isinstance(d, (int, float)) and not isinstance(d, bool):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
+            is_lr = k == "lr" or k.endswith("_lr")
+            if isinstance(v, bool):
+                errors.append(f"{p}: must be a number, not a bool ({v})")
+            elif not isinstance(v, (int, float)):
                 errors.append(f"{p}: must be a number, got {v!r}")
             elif isinstance(v, float) and math.isnan(v):
-                errors.append(f"{p}: must be a number, got nan")
+                # the rule refusing inf below, or none: an infinite default allows inf
+                errors.append(f"{p}: must be a finite number, got nan" if is_lr
+                              or not math.isinf(d) else f"{p}: must be a number (inf allowed), "
+                                                         "not nan")
             elif math.isinf(v):
-                if k == "lr" or k.endswith("_lr"):
+                if is_lr:
                     # an infinite step size passes torch's checks but is never meaningful
                     # (-inf is left to the range check: "must be >= 0")
                     if v > 0:

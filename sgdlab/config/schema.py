@@ -13,7 +13,6 @@ The JSON Schema of a section is pydantic's ``model_json_schema()``.
 """
 from __future__ import annotations
 
-import math
 import typing
 from collections.abc import Sequence
 from typing import Any
@@ -89,6 +88,8 @@ _TYPE_WORDS = {
     "bool_parsing": "true or false", "string_type": "a string", "list_type": "a list",
     "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
 }
+_NUMBER_TYPES = frozenset({"int_type", "int_from_float", "int_parsing", "float_type",
+                           "float_parsing"})
 _BOUNDS = {"greater_than_equal": ("ge", ">="), "less_than_equal": ("le", "<="),
            "greater_than": ("gt", ">"), "less_than": ("lt", "<")}
 
@@ -109,10 +110,12 @@ def message(err: dict[str, Any], model: type[Section], path: str = "") -> str:
                   if (sub := _section_of(info.annotation)) is not None}
         return unknown_key(path_of(path, loc[:-1]), str(loc[-1]), known, nested)
     if kind in _TYPE_WORDS:
+        if isinstance(value, bool) and kind in _NUMBER_TYPES:
+            # the number it would be in Python is the value the rule refuses: say which rule
+            return f"{where}: must be {_TYPE_WORDS[kind]}, not a bool ({value})"
         return f"{where}: must be {_TYPE_WORDS[kind]}, got {describe_value(value)}"
     if kind == "finite_number":
-        what = "a number" if isinstance(value, float) and math.isnan(value) else "a finite number"
-        return f"{where}: must be {what}, got {describe_value(value)}"
+        return f"{where}: must be a finite number, got {describe_value(value)}"
     if kind in _BOUNDS:
         key, op = _BOUNDS[kind]
         return f"{where}: must be {op} {err['ctx'][key]}, got {describe_value(value)}"

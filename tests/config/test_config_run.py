@@ -114,10 +114,11 @@ def test_packaged_default_validates_with_defaults_filled():
                                    "sgdlab.train.train_replicas (or `sgdlab parle`)"),
     ("store.path=3", "store.path: must be a string, got 3"),
     ("train.clip_grad_norm=0", "train.clip_grad_norm: must be > 0.0, got 0"),
-    ("train.clip_grad_norm=.nan", "train.clip_grad_norm: must be a number, got nan"),
+    ("train.clip_grad_norm=.nan", "train.clip_grad_norm: must be a finite number, got nan"),
     ("train.micro_batch=0", "train.micro_batch: must be >= 1, got 0"),
     ("train.micro_batch=2.5", "train.micro_batch: must be an integer, got 2.5"),
-    ("train.micro_batch=true", "train.micro_batch: must be an integer, got True"),
+    ("train.micro_batch=true", "train.micro_batch: must be an integer, not a bool (True)"),
+    ("train.clip_grad_norm=true", "train.clip_grad_norm: must be a number, not a bool (True)"),
 ])
 def test_bad_values_name_their_key(override, message):
     errors = config_errors(apply_overrides(TINY, [override]))
@@ -292,7 +293,7 @@ def test_sections_nested_lists_and_unknown_keys():
     assert "items[1].v: unknown key (valid keys: w)" in msg
     with pytest.raises(ConfigError, match=r"^x\.items\[0\]\.w: must be an integer, got '1'$"):
         validate({"inner": {"k": 1}, "items": [{"w": "1"}]}, _Top, path="x")
-    with pytest.raises(ConfigError, match=r"^a: must be a number, got nan$"):
+    with pytest.raises(ConfigError, match=r"^a: must be a finite number, got nan$"):
         validate({"a": float("nan"), "inner": {"k": 1}}, _Top)
     with pytest.raises(ConfigError, match=r"^inner: required section is missing$"):
         validate({}, _Top)
@@ -1164,7 +1165,9 @@ def test_values_at_the_edge_of_their_range_are_valid(override):
     ("optimizer={name: adam, lr: 0.1, eps: -1.0e-8}", "optimizer.eps: must be >= 0, got -1e-08"),
     ("optimizer.lr=.inf", "optimizer.lr: a learning rate must be finite, got inf"),
     ("optimizer.momentum=.inf", "optimizer.momentum: must be a finite number, got inf"),
-    ("optimizer.lr=.nan", "optimizer.lr: must be a number, got nan"),
+    ("optimizer.lr=.nan", "optimizer.lr: must be a finite number, got nan"),
+    ("optimizer.momentum=.nan", "optimizer.momentum: must be a finite number, got nan"),
+    ("optimizer.momentum=true", "optimizer.momentum: must be a number, not a bool (True)"),
     ("optimizer={name: adam, lr: 0.1, betas: [0.9]}",
      "optimizer.betas: must be a list of 2 numbers, got [0.9]"),
     ("optimizer={name: adam, lr: 0.1, betas: [0.9, 0.99, 0.9]}",
@@ -1183,6 +1186,18 @@ def test_values_at_the_edge_of_their_range_are_valid(override):
 ])
 def test_values_out_of_range_name_their_key(override, message):
     assert message in config_errors(apply_overrides(TINY, [override]))
+
+
+def test_nan_for_an_argument_whose_default_is_inf_names_the_inf_it_may_be():
+    # NaN is refused for every number, inf only where the default is finite: "must be a
+    # finite number" would refuse the inf such an argument takes
+    from sgdlab.config.run import _check_args
+
+    errors: list[str] = []
+    _check_args("optimizer", {"cap": math.nan, "width": math.nan},
+                {"cap": math.inf, "width": 1.0}, False, "f", errors)
+    assert errors == ["optimizer.cap: must be a number (inf allowed), not nan",
+                      "optimizer.width: must be a finite number, got nan"]
 
 
 def test_a_data_file_is_stored_as_an_absolute_path(tmp_path, monkeypatch):
