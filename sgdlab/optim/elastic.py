@@ -65,7 +65,7 @@ from torch import Tensor
 from ._common import NonFiniteLoss, require_closure
 from .entropy_sgd import EntropySGD, _check
 from .registry import register_optimizer
-from .scoping import ExponentialScope
+from .scoping import scope_of
 
 __all__ = [
     "NORMALIZATIONS",
@@ -158,7 +158,8 @@ class Parle(EntropySGD):
         _check(master in MASTERS, f"Invalid master {master!r}; choose one of {', '.join(MASTERS)}")
         _check(rho > 0, f"Invalid rho: {rho} (must be > 0; inf means no coupling)")
         _check(isinstance(replicas, int) and replicas >= 1, f"Invalid replicas: {replicas}")
-        ExponentialScope(rho, rho_decay, lower=rho_min, upper=rho_max)  # validates
+        scope_of("rho", dict(rho=rho, rho_decay=rho_decay, rho_min=rho_min,
+                             rho_max=rho_max))  # validates
         extra = dict(rho=rho, rho_decay=rho_decay, rho_min=rho_min, rho_max=rho_max,
                      normalization=normalization, master=master, replicas=replicas)
         super().__init__(params, lr, inner_lr=lr if inner_lr is None else inner_lr, gamma=gamma,
@@ -167,8 +168,7 @@ class Parle(EntropySGD):
 
     def current_rho(self, group: dict | None = None) -> float:
         g = self.param_groups[0] if group is None else group
-        return ExponentialScope(g["rho"], g["rho_decay"], lower=g["rho_min"],
-                                upper=g["rho_max"])(self.outer_steps)
+        return scope_of("rho", g)(self.outer_steps)
 
     def _outer_gradient(self, group: dict, p: Tensor, gamma: float,
                         master: Tensor | None) -> Tensor:

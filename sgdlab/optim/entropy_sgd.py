@@ -69,7 +69,7 @@ from ._common import (NonFiniteLoss, PicklesWhole, check_finite_loss, check_real
                       closure_checks_finite, dense, inner_closure_loss, momentum_direction,
                       refuse_meta, require_closure, runs_state_dict_hooks)
 from .registry import register_optimizer
-from .scoping import ExponentialScope
+from .scoping import scope_of
 from .settings import split_own_state
 
 __all__ = ["EntropySGD", "EntropyAdam", "SeededNoise", "INNER_MOMENTUM_ON",
@@ -264,7 +264,8 @@ class EntropySGD(SeededNoise, Optimizer):
         check_choice("inner_momentum_buffer", inner_momentum_buffer, INNER_MOMENTUM_BUFFER)
         check_choice("weight_decay_on", weight_decay_on, WEIGHT_DECAY_ON)
         # validates the scoping arguments early (raises ValueError)
-        ExponentialScope(gamma, gamma_decay, lower=gamma_min, upper=gamma_max)
+        scope_of("gamma", dict(gamma=gamma, gamma_decay=gamma_decay, gamma_min=gamma_min,
+                               gamma_max=gamma_max))
         defaults = dict(lr=lr, inner_lr=inner_lr, L=L, gamma=gamma, gamma_decay=gamma_decay,
                         gamma_min=gamma_min, gamma_max=gamma_max, alpha=alpha, noise=noise,
                         momentum=momentum, nesterov=nesterov, inner_momentum=inner_momentum,
@@ -295,8 +296,7 @@ class EntropySGD(SeededNoise, Optimizer):
     def current_gamma(self, group: dict | None = None) -> float:
         """γ(t) for the next outer step (scoped and clipped)."""
         g = self.param_groups[0] if group is None else group
-        return ExponentialScope(g["gamma"], g["gamma_decay"], lower=g["gamma_min"],
-                                upper=g["gamma_max"])(self.outer_steps)
+        return scope_of("gamma", g)(self.outer_steps)
 
     def _counters(self) -> dict[str, int]:
         return {"outer_steps": self.outer_steps, "inner_steps": self.inner_steps}

@@ -35,17 +35,23 @@ __all__ = [
     "StepScope",
     "ScopingSchedule",
     "build_scope",
+    "scope_of",
 ]
 
 
-def _check_bounds(lower: float | None, upper: float | None) -> None:
+def _check_bounds(lower: float | None, upper: float | None,
+                  names: tuple[str, str] | None = None) -> None:
+    """``names``: the options that gave the bounds (``gamma_min``, ``gamma_max``), named by
+    the messages; a scope's own are ``lower`` and ``upper``."""
     if lower is not None and upper is not None and lower > upper:
-        raise ValueError(f"Invalid clipping range: lower={lower} > upper={upper}")
+        low, up = names or ("lower", "upper")
+        raise ValueError(f"Invalid clipping range: {low}={lower} > {up}={upper}")
+    low, up = names or ("lower clip", "upper clip")
     # a NaN bound clipped nothing (max and min keep the scale against NaN), said nowhere
     if lower is not None and not lower >= 0:
-        raise ValueError(f"Invalid lower clip: {lower} (must be >= 0)")
+        raise ValueError(f"Invalid {low}: {lower} (must be >= 0)")
     if upper is not None and math.isnan(upper):
-        raise ValueError(f"Invalid upper clip: {upper} (must be a number, inf allowed)")
+        raise ValueError(f"Invalid {up}: {upper} (must be a number, inf allowed)")
 
 
 class Scope:
@@ -172,6 +178,17 @@ class StepScope(Scope):
 
     def _spec(self) -> dict[str, Any]:
         return {"initial": self.initial, "milestones": list(self.milestones), "factor": self.factor}
+
+
+def scope_of(key: str, options: dict[str, Any]) -> ExponentialScope:
+    """The exponential scope of an optimizer's hyper-parameter ``key`` (``gamma``, ``rho``;
+    thesis eq. 5.10) from its options ``key``, ``key_decay``, ``key_min`` and ``key_max`` (a
+    param group holds them): a bad rate or clip is named by the option that gave it."""
+    lower, upper, rate = options[f"{key}_min"], options[f"{key}_max"], options[f"{key}_decay"]
+    _check_bounds(lower, upper, (f"{key}_min", f"{key}_max"))
+    if not rate < 1:
+        raise ValueError(f"Invalid {key}_decay: {rate} (a scoping rate, must be < 1)")
+    return ExponentialScope(options[key], rate, lower=lower, upper=upper)
 
 
 _KINDS: dict[str, type[Scope]] = {

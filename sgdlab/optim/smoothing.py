@@ -57,7 +57,7 @@ from ._common import (NonFiniteLoss, check_finite_loss, closure_checks_finite,
                       dense, inner_closure_loss, momentum_direction, require_closure)
 from .entropy_sgd import EntropySGD, SeededNoise, _check, _check_shared_L, check_choice
 from .registry import register_optimizer
-from .scoping import ExponentialScope
+from .scoping import scope_of
 
 __all__ = ["HJ", "HEAT", "HEAT_BATCHES", "HEAT_VARIANCE_CONVENTIONS"]
 
@@ -198,7 +198,8 @@ class HEAT(SeededNoise, Optimizer):
         _check(0 <= momentum < 1, f"Invalid momentum value: {momentum}")
         _check(not nesterov or momentum > 0, "Nesterov momentum requires a momentum")
         _check(weight_decay >= 0, f"Invalid weight_decay value: {weight_decay}")
-        ExponentialScope(max(gamma, 1e-300), gamma_decay, lower=gamma_min, upper=gamma_max)
+        scope_of("gamma", dict(gamma=max(gamma, 1e-300), gamma_decay=gamma_decay,
+                               gamma_min=gamma_min, gamma_max=gamma_max))
         super().__init__(params, dict(lr=lr, gamma=gamma, L=L, momentum=momentum,
                                       nesterov=nesterov, weight_decay=weight_decay,
                                       gamma_decay=gamma_decay, gamma_min=gamma_min,
@@ -223,8 +224,7 @@ class HEAT(SeededNoise, Optimizer):
         g = self.param_groups[0] if group is None else group
         if g["gamma"] == 0:
             return 0.0
-        return ExponentialScope(g["gamma"], g["gamma_decay"], lower=g["gamma_min"],
-                                upper=g["gamma_max"])(self.steps)
+        return scope_of("gamma", g)(self.steps)
 
     def current_variance(self, group: dict | None = None) -> float:
         """The variance of the next step's perturbations: γ(t) under ``"eq-4.28"``, γ(t)/2

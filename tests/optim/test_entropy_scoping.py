@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 from torch import nn
 
 from sgdlab.optim import build_schedule
+from sgdlab.optim.elastic import Parle
 from sgdlab.optim.entropy_sgd import EntropySGD
+from sgdlab.optim.smoothing import HEAT
 from sgdlab.optim.scoping import (
     ConstantScope,
     ExponentialScope,
@@ -124,3 +127,18 @@ def test_clipping_edges_and_an_infinite_scale_far_into_training():
 def test_a_scope_of_no_schedule_is_refused(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: EntropySGD(p, gamma_min=math.nan), "Invalid gamma_min: nan (must be >= 0)"),
+    (lambda p: EntropySGD(p, gamma_max=math.nan),
+     "Invalid gamma_max: nan (must be a number, inf allowed)"),
+    (lambda p: EntropySGD(p, gamma_decay=1.0), "Invalid gamma_decay: 1.0 (a scoping rate, "),
+    (lambda p: Parle(p, rho_min=math.nan), "Invalid rho_min: nan (must be >= 0)"),
+    (lambda p: Parle(p, rho_min=2.0, rho_max=1.0),
+     "Invalid clipping range: rho_min=2.0 > rho_max=1.0"),
+    (lambda p: HEAT(p, gamma_min=-1.0), "Invalid gamma_min: -1.0 (must be >= 0)")])
+def test_an_optimizer_s_bad_scoping_names_the_option_given(make, message):
+    # "Invalid lower clip: nan" named the scope's bound, not the gamma_min the user gave
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        make([nn.Parameter(torch.zeros(1))])

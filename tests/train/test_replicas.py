@@ -348,6 +348,14 @@ def test_a_milestone_never_passed_or_an_infinite_lr_factor_is_refused(kw, messag
         ParleConfig(**kw)
 
 
+@pytest.mark.parametrize("key", ["gamma_min", "rho_min"])
+def test_a_nan_clip_is_named_by_its_option(key):
+    # "Invalid lower clip: nan": the scope's bound, not the option given
+    with pytest.raises(ConfigError, match=re.escape(
+            f"invalid Parle hyper-parameters: Invalid {key}: nan (must be >= 0)")):
+        ParleConfig(**{key: math.nan})
+
+
 def test_config_from_dict():
     assert ParleConfig.from_dict({"gamma": "inf", "rho": 2}).gamma == math.inf
     with pytest.raises(ConfigError, match="unknown"):
