@@ -72,10 +72,9 @@ def per_sample_variance(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Te
     no entry is negative and none loses digits to E(g²) − (E g)² cancelling. Dropout in train
     mode: per_sample_gradients' masks, one fixed draw going on from chunk to chunk."""
     from sgdlab.operators.batches import fixed_randomness
+    from sgdlab.operators.per_sample import check_chunk_size
 
-    if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool)
-                                   or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    chunk_size = check_chunk_size(chunk_size)
     device = next(iter(trainable_named_params(model).values()), torch.empty(0)).device
     # dropout in train mode: per_sample_gradients' one draw for all chunks (each chunk's own
     # context would seed the same masks again for every chunk)

@@ -704,7 +704,7 @@ def test_the_hessian_spectrum_of_a_char_lstm_on_token_lines_is_torch_funcs_dense
         got = torch.tensor(data["hessian_eigenvalues"], dtype=torch.float64)
         assert summary["hessian_dim"] == len(want)
         assert torch.allclose(got, want, rtol=0, atol=1e-12 * float(want.abs().max()))
-    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+    with pytest.raises(ValueError, match=r"Invalid chunk_size=0 \(an int >= 1: columns per "):
         compute_final({"kind": "hessian_spectrum", "chunk_size": 0}, model, loss_fn, (x, y))
 
 

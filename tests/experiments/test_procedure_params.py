@@ -300,7 +300,8 @@ SECOND_BAD = SWEEP.replace("\n      measure: [{name: trajectory, every_steps: ST
 
 @pytest.mark.parametrize("params, message", [
     ("{final: [{kind: hessian_spectrum, chunk_size: 2.0}]}",
-     "final[0]: measurement 'hessian_spectrum': chunk_size must be a positive integer, got 2.0"),
+     "final[0]: measurement 'hessian_spectrum': Invalid chunk_size=2.0 (an int >= 1: columns "
+     "per pass)"),
     ("{final: [{kind: trajectory_spectrum, max_lag: 2.5}]}",
      "final[0]: measurement 'trajectory_spectrum': Invalid max_lag=2.5 (an int >= 1, or None)"),
     ("{final: [{kind: trajectory_spectrum, burnin: 1.5}]}",

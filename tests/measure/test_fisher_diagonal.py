@@ -2,6 +2,9 @@
 3.4c), in its two readings, against hand computations in float64."""
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -149,8 +152,14 @@ def test_readings_refuse_what_they_cannot_read():
         fisher_diagonal(model, loss_fn, (x, y), reading="adam")
     with pytest.raises(ValueError, match="bias_correction must be true or false"):
         fisher_diagonal(model, reading="adam-moments", optimizer=fresh, bias_correction="no")
-    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
-        fisher_diagonal(model, loss_fn, (x, y), chunk_size=0)
+    # per_sample_gradients' words for its chunk_size, which this one is passed on as
+    for bad in (0, True, 2.5):
+        with pytest.raises(ValueError, match=re.escape(
+                f"Invalid chunk_size={bad!r} (an int >= 1: samples per vmap call, or None")):
+            fisher_diagonal(model, loss_fn, (x, y), chunk_size=bad)
+    # numpy's ints are counts, as for per_sample_gradients (refused before)
+    assert torch.equal(fisher_diagonal(model, loss_fn, (x, y), chunk_size=np.int64(4)),
+                       fisher_diagonal(model, loss_fn, (x, y), chunk_size=4))
 
 
 @pytest.mark.parametrize("chunk_size", [1, 5])

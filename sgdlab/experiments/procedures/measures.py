@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import ConfigError, checked_int, int_at_least
+from sgdlab.errors import ConfigError, checked_int, checked_int_argument
 
 Scalar = Callable[..., dict[str, float]]
 ArrayM = Callable[..., tuple[dict[str, Any], dict[str, Any]]]
@@ -271,8 +271,8 @@ def _expected_sharpness(model, loss_fn, data, sigma: float = 0.01, num_samples: 
 def _check_hessian_spectrum(*, chunk_size, max_params) -> None:
     from sgdlab.measure.curvature.dense import check_max_params
 
-    if not int_at_least(chunk_size, 1):
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    # in the words of LinearOperator.to_dense, which dense_hessian passes it to
+    checked_int_argument("chunk_size", chunk_size, 1, ": columns per pass")
     check_max_params(max_params)
 
 
