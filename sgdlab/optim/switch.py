@@ -93,8 +93,12 @@ class SwitchOptimizer(PicklesWhole, Optimizer):
     def active_state(state_dict: dict[str, Any]) -> dict[str, Any]:
         """Of a saved :meth:`state_dict`, the state of the optimizer that takes the next step
         (what :attr:`active` is once it is loaded)."""
-        meta = state_dict["switch"]
-        return state_dict["first" if meta["t"] < meta["switch_step"] else "second"]
+        meta = _switch_entry(state_dict, ("t", "switch_step"))
+        which = "first" if meta["t"] < meta["switch_step"] else "second"
+        if which not in state_dict:
+            raise ValueError(f"state_dict has no {which!r} entry, the state of the optimizer "
+                             f"that takes step {meta['t']} (switch_step {meta['switch_step']})")
+        return state_dict[which]
 
     @property
     def switched(self) -> bool:
@@ -145,9 +149,7 @@ class SwitchOptimizer(PicklesWhole, Optimizer):
 
     @runs_state_dict_hooks
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        meta = state_dict.get("switch")
-        if meta is None:
-            raise ValueError("state_dict has no 'switch' entry (not saved by SwitchOptimizer)")
+        meta = _switch_entry(state_dict, ("t", "switch_step", "names"))
         if tuple(meta["names"]) != self.names:
             raise ValueError(f"state_dict is for optimizers {meta['names']}, "
                              f"not {list(self.names)}")
@@ -155,6 +157,26 @@ class SwitchOptimizer(PicklesWhole, Optimizer):
         self.second.load_state_dict(state_dict["second"])
         self._t, self.switch_step = int(meta["t"]), int(meta["switch_step"])
         self._link()
+
+
+def _switch_entry(state_dict: object, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The ``switch`` entry of a saved :meth:`SwitchOptimizer.state_dict`, holding ``keys``
+    (of its step count ``t``, ``switch_step`` and ``names``); a ValueError naming what
+    ``state_dict`` holds instead (another optimizer's state: a KeyError 'switch' before)."""
+    def held(d: object) -> str:
+        return (f"keys {', '.join(map(repr, d)) or '(none)'}" if isinstance(d, dict)
+                else f"a {type(d).__name__}")
+
+    meta = state_dict.get("switch") if isinstance(state_dict, dict) else None
+    if not isinstance(meta, dict):
+        # the words of the other optimizers' own entries (settings.split_own_state)
+        raise ValueError("state_dict has no 'switch' entry (not saved by SwitchOptimizer; it "
+                         f"holds {held(state_dict)})")
+    missing = [k for k in keys if k not in meta]
+    if missing:
+        raise ValueError(f"state_dict's 'switch' entry has no {', '.join(missing)} (not saved "
+                         f"by SwitchOptimizer; it holds {held(meta)})")
+    return meta
 
 
 register_optimizer("switch")(SwitchOptimizer)
