@@ -700,9 +700,9 @@ def _draw_figures(res, o: Path) -> list[Path]:
 def report(res, *, out: str | Path | None, processes: int | None = None,
            store: str | Path | None = None) -> str:
     """How a replica run is reported, the same in both modes: a status line, the final
-    metrics as JSON (``wall_time``: the training rounds, set-up excluded; a non-finite value,
-    as after a divergence, is null and named on the line below), the weights' path and the
-    run store that holds the run."""
+    metrics as JSON (``wall_time``: the training rounds of all the run's calls, set-up
+    excluded; a non-finite value, as after a divergence, is null and named on the line below),
+    the weights' path and the run store that holds the run."""
     mode = "in-process" if processes is None else f"distributed, {processes} processes"
     lines = [f"parle ({mode}, {res.rounds} rounds, {res.grad_evals} gradient evaluations per "
              f"replica): {res.status}" + (f" ({res.message})" if res.message else ""),

@@ -138,7 +138,10 @@ class RunResult:
     ``history`` maps a metric name to ``[(step, value), ...]`` (everything logged by the loop and
     the callbacks, including before a resume); ``final`` holds the last value of each evaluation
     metric (``train_loss``, ``test_acc``, ...) plus ``steps``, ``epochs``, ``grad_evals``,
-    ``effective_epochs``. ``wall_time`` is seconds spent in this call.
+    ``effective_epochs``. ``wall_time`` is the run's seconds over all its calls: this call's,
+    plus those its checkpoint carries from the calls before a resume (up to their last
+    checkpoint; the steps after it are redone and counted in this call). A resume from a
+    checkpoint that carries none (written before they were recorded) counts this call alone.
     """
 
     run_id: str | None
@@ -553,6 +556,7 @@ class _Training:
                  sequence_loss="mean", eval_bn="running", micro_batch=None,
                  on_checkpoint=None):
         self.t_start = time.perf_counter()
+        self.wall_before = 0.0   # seconds of the calls before a resume, from the checkpoint
         self.on_checkpoint = on_checkpoint
         # numpy's and torch's ints are counts and seeds (np.int64 from a grid), as for the
         # instruments; a bool is neither
@@ -680,6 +684,12 @@ class _Training:
         set_rng_state(state["rng"], self.gen)
         self.ctx.history = {k: [tuple(p) for p in v] for k, v in state["history"].items()}
         self.run_id = state.get("run_id")
+        self.wall_before = float(state.get("wall_time", 0.0))
+
+    def wall_time(self) -> float:
+        """Seconds of the run so far: this call's, plus the earlier calls' that its checkpoint
+        carried."""
+        return self.wall_before + time.perf_counter() - self.t_start
 
     def _load_callback_states(self, saved: list | dict) -> None:
         """The saved states back on the callbacks of the same key (:func:`callback_keys`):
@@ -1004,6 +1014,7 @@ class _Training:
             "settings": self.settings,
             "loop": dict(self.loop),
             "history": self.ctx.history,
+            "wall_time": self.wall_time(),
         })
         self.saved_at = self.loop["step"]
         self.saved_time = time.monotonic()
@@ -1081,7 +1092,7 @@ class _Training:
             self._say(f"{self.status} at step {loop['step']}/{self.total_steps} "
                       f"({loop['epoch']}/{self.epochs_reached} epochs done)")
         final = _final(ctx.history, loop, epochs_done=loop["epoch"], n=self.n)
-        wall = time.perf_counter() - self.t_start
+        wall = self.wall_time()
         result = RunResult(run_id=self.run_id, status=self.status, steps=loop["step"],
                            epochs_completed=loop["epoch"], history=ctx.history, final=final,
                            checkpoint=self.ckpt_file if self.ckpt_file is not None

@@ -302,7 +302,9 @@ class ParleConfig:
 
 @dataclass
 class ReplicaResult:
-    """What :func:`train_replicas` returns. ``master`` is the final model (x̄)."""
+    """What :func:`train_replicas` returns. ``master`` is the final model (x̄); ``wall_time``
+    and ``comm_time`` are the seconds of the run's rounds over all its calls (a resume adds
+    its own to those its checkpoint carries)."""
 
     master: nn.Module
     status: str                       # "finished" | "diverged"
@@ -584,6 +586,7 @@ class _ReplicaTraining:
         self.start = 0                  # rounds done before this call (a resume)
         self.stored_rows: int | None = None
         self.comm_time = 0.0
+        self.wall_before = 0.0          # seconds of the calls before a resume (their rounds)
         # a rank that cannot (its device out of memory, an OUT it does not see) stops them all
         with self._told("setting up its replicas"):
             self._set_up(model, data, callbacks, rounds, epochs, grad_evals, eval_subset,
@@ -699,6 +702,8 @@ class _ReplicaTraining:
         self.history = {k: [(int(s), float(v)) for s, v in pts]
                         for k, pts in head["history"].items()}
         self.comm_time = float(mine_state.get("comm_time", 0.0))
+        # (a rank file from before it was recorded: this call's rounds alone)
+        self.wall_before = float(mine_state.get("wall_time", 0.0))
         self.saved_run_id = head.get("run_id")
         if head.get("last") and head.get("master") is not None:
             self.resumed_last = [t.to(self.dev) for t in head["master"]]
@@ -972,6 +977,11 @@ class _ReplicaTraining:
                               "same callbacks on every rank")
 
     # --- checkpoint -------------------------------------------------------------------------
+    def wall_time(self) -> float:
+        """Seconds of the run's rounds so far: this call's, plus the earlier calls' that its
+        checkpoint carried (up to their last set: the rounds after it are redone here)."""
+        return self.wall_before + time.perf_counter() - self.t_start
+
     def checkpoint(self, r: int, master: Sequence[Tensor] | None) -> None:
         """The checkpoint set of round ``r``: this process' ``rank{r}.pt``, then rank 0's
         ``master.pt``, each followed by a status all-reduce (every rank stops when any file
@@ -990,7 +1000,7 @@ class _ReplicaTraining:
                 os.replace(mine, prev)
             save_checkpoint(mine, {
                 "round": r, "world_size": self.world, "rank": self.rank,
-                "comm_time": self.comm_time,
+                "comm_time": self.comm_time, "wall_time": self.wall_time(),
                 "workers": {w.index: w.state_dict() for w in self.workers}, "rng": rng_state()})
         # nobody overwrites its rank file before master.pt is written
         with self._told(f"writing master.pt of round {r}"):
@@ -1060,7 +1070,7 @@ class _ReplicaTraining:
         ``record_end`` the last rows, summary and status in one transaction."""
         cfg, workers = self.cfg, self.workers
         step = self.round * cfg.L
-        wall = time.perf_counter() - self.t_start
+        wall = self.wall_time()
         w0 = workers[0]
         final = {k: v[-1][1] for k, v in self.history.items()
                  if k.startswith(("train_", "test_")) and v}

@@ -649,6 +649,27 @@ def test_a_set_failing_twice_while_saving_still_resumes_from_the_set_before(tmp_
     assert sorted(p.name for p in ck.iterdir()) == ["master.pt", "rank0.pt"]
 
 
+def test_a_resumed_run_s_wall_time_adds_the_seconds_its_rank_file_carries(tmp_path):
+    """The resumed run's ``wall_time`` is the time of all its calls' rounds, as ``comm_time``
+    is: the seconds the rank file carries plus this call's; a rank file that carries none
+    (written before they were recorded) gives the resumed call's alone."""
+    data, ck = toy_data(), tmp_path / "ck"
+    first = train_replicas(toy_model(), LOSS, data, SAVING, rounds=2, checkpoint_dir=ck)
+    mine = torch.load(ck / "rank0.pt", weights_only=True)
+    assert 0 < mine["wall_time"] <= first.wall_time
+    mine["wall_time"] = 1000.0       # as if the first call had taken that long
+    torch.save(mine, ck / "rank0.pt")
+    res = train_replicas(toy_model(), LOSS, data, SAVING, rounds=3, checkpoint_dir=ck,
+                         resume=True)
+    assert res.wall_time == res.final["wall_time"] and res.wall_time > 1000.0
+    mine = torch.load(ck / "rank0.pt", weights_only=True)
+    del mine["wall_time"]
+    torch.save(mine, ck / "rank0.pt")
+    res = train_replicas(toy_model(), LOSS, data, SAVING, rounds=4, checkpoint_dir=ck,
+                         resume=True)
+    assert res.rounds == 4 and res.wall_time < 1000.0
+
+
 def test_resume_with_another_loss_dtype_or_evaluation_subset_is_refused(tmp_path):
     """Besides the Parle config (now named with both values) and the training set's size: a
     resume with another torch loss trained another objective, float32 replicas took the

@@ -279,6 +279,29 @@ def test_resume_of_a_checkpoint_without_a_row_count_keeps_the_rows_up_to_its_ste
     assert store.metrics(r2.run_id) == ref_store.metrics(ref.run_id)
 
 
+def test_a_resumed_run_s_wall_time_adds_the_seconds_its_checkpoint_carries(tmp_path):
+    """``wall_time`` is the run's over all its calls, as an uninterrupted run's: a resume adds
+    the seconds its checkpoint carries; a checkpoint that carries none (written before they
+    were recorded) gives the resumed call's alone."""
+    from sgdlab.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+
+    store, ck = RunStore(tmp_path / "runs.sqlite"), checkpoint_path(tmp_path / "ck")
+    _, r1 = run(store=store, checkpoint_dir=ck.parent, max_steps=11)
+    state = load_checkpoint(ck)
+    assert 0 < state["wall_time"] <= r1.wall_time
+    state["wall_time"] = 1000.0      # as if the first call had taken that long
+    save_checkpoint(ck, state)
+    _, r2 = run(store=store, checkpoint_dir=ck.parent, resume=True, max_steps=18)
+    assert r2.wall_time > 1000.0
+    assert store.get_run(r2.run_id)["summary"]["wall_time"] == r2.wall_time
+    state = load_checkpoint(ck)
+    assert 1000.0 < state["wall_time"] <= r2.wall_time   # carried on to the next resume
+    del state["wall_time"]
+    save_checkpoint(ck, state)
+    _, r3 = run(store=store, checkpoint_dir=ck.parent, resume=True)
+    assert r3.steps == 24 and r3.wall_time < 1000.0
+
+
 def test_on_checkpoint_sees_each_checkpoint_after_the_rows_it_counts_are_stored(tmp_path):
     """A sweep's Ray task sends each checkpoint on (``on_checkpoint``): it must come once the
     checkpoint is on disk and the store holds every row it counts."""
