@@ -98,13 +98,15 @@ def _command_parser(parser: argparse.ArgumentParser,
 def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """``parser.parse_args(argv)``, but an unknown argument is reported by the command it was
     given to, with its usage and the closest of its options (argparse's own message shows
-    the top-level usage: none of the command's options)."""
+    the top-level usage: none of the command's options); then the command's
+    ``check_arguments(args)``, if it has one, may refuse them as argparse does (a message,
+    exit status 2)."""
     from sgdlab.errors import did_you_mean
 
     args, unknown = parser.parse_known_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    command = _command_parser(parser, words)
     if unknown:
-        words = sys.argv[1:] if argv is None else argv
-        command = _command_parser(parser, words)
         options = [s for a in command._actions for s in a.option_strings]
         flag = next((w.split("=", 1)[0] for w in unknown if w.startswith("--")), None)
         hint = did_you_mean(flag, options) if flag else _split_pair(words, unknown[0])
@@ -117,6 +119,12 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
             own = word_hint(unknown[0])
         hint = f" ({own})" if own else hint
         command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    # an argument checked against the others (--reading's example is of the NAME given with
+    # it, before or after it), which an argument's type cannot see
+    check = getattr(command, "check_arguments", None)
+    problem = check(args) if check else None
+    if problem:
+        command.error(problem)
     return args
 
 

@@ -10,6 +10,7 @@ import argparse
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 
 def add_reading_option(p: argparse.ArgumentParser, when: str = "") -> None:
@@ -39,18 +40,74 @@ def check_device(device: str, *, here: bool = True) -> None:
         require_device(device)
 
 
-def _reading(text: str) -> tuple[str, str]:
+class _Malformed(str):
+    """A ``--reading`` that is no KEY=CHOICE: refused by :func:`check_readings`, once the entry
+    its example is drawn from is known (NAME may come after the option)."""
+
+
+def _reading(text: str) -> tuple[str, str] | _Malformed:
     key, eq, choice = (w.strip() for w in text.partition("="))
-    if not (eq and key and choice):
-        raise argparse.ArgumentTypeError(f"expected KEY=CHOICE (a reading and one of its "
-                                         f"choices, e.g. max-variance=batch-100), got {text!r}")
-    return key, choice
+    return (key, choice) if eq and key and choice else _Malformed(text)
+
+
+def check_readings(args: argparse.Namespace) -> str | None:
+    """The problem with a ``--reading`` that is no KEY=CHOICE, with an example of the entry
+    the command names (NAME, ``--config FILE``, report's TARGET); None when each is one.
+    With ``--paper`` none: ``--reading`` is refused there, with an example of the paper's."""
+    bad = next((r for r in args.reading if isinstance(r, _Malformed)), None)
+    if bad is None or getattr(args, "paper", None) is not None:
+        return None
+    entry = _entry_readings(args)
+    if entry is None:
+        what = "a reading and one of its choices: `sgdlab list NAME` shows an entry's readings"
+    elif not entry[1]:
+        what = f"{entry[0]} has no readings to choose from: it names no ambiguity of its paper"
+    else:
+        name, table = entry
+        key = bad.partition("=")[0].strip()
+        what = f"a reading of {name} and one of its choices, e.g. {reading_example(table, key)}"
+        what += (f"; {key}'s choices: {', '.join(table[key]['choices'])} (default "
+                 f"{table[key]['default']})" if key in table
+                 else f"; `sgdlab list {name}` shows its readings")
+    return f"argument --reading: expected KEY=CHOICE ({what}), got {str(bad)!r}"
+
+
+def reading_example(table: dict[str, Any], key: str | None = None) -> str:
+    """KEY=CHOICE of an entry's (validated) ``readings`` table: ``key``'s reading when it is
+    one, else the first, with its first choice other than the default."""
+    k = key if key in table else next(iter(table))
+    choice = next((c for c in table[k]["choices"] if c != table[k]["default"]),
+                  table[k]["default"])
+    return f"{k}={choice}"
+
+
+def _entry_readings(args: argparse.Namespace) -> tuple[str, dict[str, Any]] | None:
+    """(the entry's name, its readings table) for the entry the command names; None for none,
+    or for one it cannot read (its own error comes when it is run)."""
+    from sgdlab.errors import UserError
+    from sgdlab.experiments.spec import catalogue_files, catalogue_name, read_file, validate_raw
+
+    name = getattr(args, "name", None) or getattr(args, "target", None)
+    config = getattr(args, "config", None)
+    try:
+        if config:
+            raw = validate_raw(read_file(config), config)
+        elif name:
+            raw = validate_raw(read_file(catalogue_files()[catalogue_name(name)]), name)
+        else:
+            return None
+    except (UserError, OSError):
+        return None
+    return raw["name"], raw.get("readings") or {}
 
 
 def readings_of(args: argparse.Namespace) -> dict[str, str]:
     """``--reading`` as ``{reading: choice}``; one reading chosen twice is an error."""
     from sgdlab.errors import UserError
 
+    problem = check_readings(args)
+    if problem:     # (a caller that built ``args`` without the parser's check)
+        raise UserError(problem)
     out: dict[str, str] = {}
     for key, choice in args.reading:
         if out.get(key, choice) != choice:
@@ -96,6 +153,7 @@ def register(subparsers) -> None:
                     "tables, figures, conclusions and an HTML report in --out.")
     p.unknown_option_hint = _override_hint
     p.stray_word_hint = _second_name_hint
+    p.check_arguments = check_readings
     p.add_argument("name", nargs="?", help="catalogue name (see `sgdlab list`)")
     p.add_argument("--paper", metavar="PAPER",
                    help="instead of NAME: every entry of one paper (chaudhari, jastrzebski, "

@@ -26,7 +26,7 @@ def run_paper(args: argparse.Namespace) -> int:
     if args.reading:
         raise UserError("--reading is refused with --paper: each entry has its own readings "
                         "(`sgdlab list NAME`); run the entry by name: sgdlab run NAME "
-                        "--reading KEY=CHOICE")
+                        f"--reading KEY=CHOICE{_paper_reading_example(args.paper)}")
     if args.compare is not None:
         read_page(args.compare)              # a page it cannot read fails before any run
     names = catalogue_entries(args.paper)
@@ -45,6 +45,22 @@ def run_paper(args: argparse.Namespace) -> int:
         raise UserError(f"{len(failing)} of {len(names)} entries would fail (above): nothing "
                         f"was run; `{same_command(args)} --dry-run` shows their plans")
     return _run_all(args, names, outs, root)
+
+
+def _paper_reading_example(paper: str) -> str:
+    """`` (e.g. sgdlab run NAME --reading KEY=CHOICE)`` of the paper's first entry that has
+    readings; ``""`` for an unknown paper (refused by name once --reading is dropped)."""
+    from sgdlab.cli.list import catalogue
+    from sgdlab.cli.run import reading_example
+    from sgdlab.experiments.spec import catalogue_entries
+
+    try:
+        names = catalogue_entries(paper)
+    except UserError:
+        return ""
+    entry = next((e for e in catalogue() if e["name"] in names and e["readings"]), None)
+    return ("" if entry is None else
+            f" (e.g. sgdlab run {entry['name']} --reading {reading_example(entry['readings'])})")
 
 
 def _plan(args: argparse.Namespace, name: str, out: Path):

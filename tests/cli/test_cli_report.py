@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sgdlab.cli.main import main
 
 
@@ -178,3 +180,12 @@ def test_report_of_a_name_names_the_reading_its_stored_runs_were_run_under(tmp_p
     assert ("at scale smoke, landscape=authors-code is in the run store" in err
             and "holds runs of it under --scale smoke (the default readings), and under "
             "--scale smoke --reading landscape=rescaled: give those options" in err), err
+
+
+def test_a_reading_without_its_choice_is_shown_an_example_of_the_target_s_own(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["report", "xing-walk", "--reading", "spacing"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert ("argument --reading: expected KEY=CHOICE (a reading of xing-walk and one of its "
+            "choices, e.g. spacing=inclusive;") in err

@@ -514,6 +514,29 @@ def test_a_reading_without_its_key_or_choice_is_refused_as_an_argument(capsys, g
     assert "argument --reading: expected KEY=CHOICE" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, example", [
+    # the example is the entry's own: its first reading, a choice other than the default
+    (["xing-walk", "--reading", "gd"], "a reading of xing-walk and one of its choices, e.g. "
+     "valley-floor=segment; `sgdlab list xing-walk` shows its readings), got 'gd'"),
+    # NAME after the option; a reading of the entry given without its choice: its choices
+    (["--reading", "spacing", "xing-walk"], "e.g. spacing=inclusive; spacing's choices: "
+     "interior, inclusive (default interior)), got 'spacing'"),
+    (["zhu-escape-2d", "--reading", "landscape="], "a reading of zhu-escape-2d and one of its "
+     "choices, e.g. landscape=rescaled;"),
+    (["xing-schedules", "--reading", "spacing"], "(xing-schedules has no readings to choose "
+     "from: it names no ambiguity of its paper), got 'spacing'"),
+    (["--reading", "spacing"], "(a reading and one of its choices: `sgdlab list NAME` shows an "
+     "entry's readings), got 'spacing'"),
+])
+def test_a_reading_without_its_choice_is_shown_an_example_of_the_entry_s_own(capsys, argv,
+                                                                             example):
+    with pytest.raises(SystemExit) as e:
+        main(["run", *argv, "--dry-run"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "argument --reading: expected KEY=CHOICE (" in err
+    assert example in err and "max-variance" not in err
+
+
 def test_name_and_config_together_are_refused(tmp_path, capsys):
     assert main(["run", "xing-walk", "--config", str(tmp_path / "x.yaml"), "--scale",
                  "smoke", "--store", str(tmp_path / "s.sqlite")]) == 2

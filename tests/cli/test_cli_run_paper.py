@@ -60,6 +60,9 @@ def test_the_paper_runs_in_the_order_sgdlab_list_and_results_md_show():
     (["--paper", "xing", "--config", "x.yaml"], "give --paper xing or --config x.yaml, not both"),
     (["--paper", "xing", "--reading", "max-variance=batch-100"],
      "--reading is refused with --paper: each entry has its own readings"),
+    # the example is of the paper's own entries, a reading given without its choice too
+    (["--paper", "zhu", "--reading", "max-variance"], "run the entry by name: sgdlab run NAME "
+     "--reading KEY=CHOICE (e.g. sgdlab run zhu-alignment-cubic --reading grid=half-open)"),
     (["xing-walk", "--compare", "RESULTS.md"], "--compare compares the summary page of --paper"),
     (["--paper", "xing", "--compare", "no-such.md"], "cannot read no-such.md: "),
 ])
