@@ -17,7 +17,8 @@ import warnings
 
 class _Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose invalid choice (a misspelt command, ``--scale papr``) also
-    names the closest valid one, as sgdlab's own "unknown ..." messages do. Subcommands'
+    names the closest valid one, as sgdlab's own "unknown ..." messages do, and whose missing
+    argument is told what to give where its action has a ``missing_hint``. Subcommands'
     parsers are of the class of their parent, so every level has it."""
 
     def _check_value(self, action, value):
@@ -35,6 +36,17 @@ class _Parser(argparse.ArgumentParser):
             choices = ", ".join(map(str, action.choices))
             raise argparse.ArgumentError(action, f"invalid choice: {value!r}{hint}; choose "
                                                  f"from {choices}") from None
+
+    def error(self, message):
+        # a missing argument's own word on what to give (`sgdlab train`'s CONFIG): argparse
+        # names it alone; the message and exit status 2 stay argparse's
+        head = "the following arguments are required: "
+        if message.startswith(head):
+            hints = {argparse._get_action_name(a): getattr(a, "missing_hint", None)
+                     for a in self._actions}
+            message = head + ", ".join(f"{n} ({hints[n]})" if hints.get(n) else n
+                                       for n in message[len(head):].split(", "))
+        super().error(message)
 
 
 def _nested_command(action, value) -> str | None:

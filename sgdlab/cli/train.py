@@ -26,8 +26,15 @@ def register(subparsers) -> None:
                     "(default: a folder named after the run id next to the store).",
         epilog=EXIT_STATUSES)
     p.unknown_option_hint = config_key_hint
-    p.add_argument("config", metavar="CONFIG",
-                   help="a .yaml/.toml run config or a packaged config's name")
+    config = p.add_argument("config", metavar="CONFIG",
+                            help="a .yaml/.toml run config or a packaged config's name")
+    # what a first `sgdlab train` is told (argparse named CONFIG alone); digits-mlp is the
+    # README's first run
+    names = _packaged_names()
+    first = "digits-mlp" if "digits-mlp" in names else next(iter(names), None)
+    config.missing_hint = "a .yaml/.toml run config file" if first is None else (
+        f"a packaged config's name ({', '.join(names)}), as in `sgdlab train {first}`, or a "
+        f".yaml/.toml run config file, as `sgdlab train {first} --print-config` prints one")
     p.add_argument("--out", metavar="DIR", help="run folder (default: <store folder>/<run id>)")
     p.add_argument("--store", metavar="PATH",
                    help="run store (default: config's store.path, $SGDLAB_STORE, or "

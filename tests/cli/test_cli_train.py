@@ -279,6 +279,20 @@ def test_set_optimizer_name_takes_either_spelling_and_stores_the_registered_one(
     assert saved["optimizer"]["name"] == "random-lr-sgd"
 
 
+def test_train_without_a_config_says_what_config_is(capsys):
+    """argparse named CONFIG alone; its message, usage and exit status 2 stay."""
+    from sgdlab.config import packaged_configs
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--out", "somewhere"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("usage: sgdlab train ")
+    assert err.endswith("sgdlab train: error: the following arguments are required: CONFIG (a "
+                        f"packaged config's name ({', '.join(packaged_configs())}), as in "
+                        "`sgdlab train digits-mlp`, or a .yaml/.toml run config file, as "
+                        "`sgdlab train digits-mlp --print-config` prints one)\n")
+
+
 def test_an_experiment_given_to_train_names_the_command_that_runs_it(tmp_path, capsys,
                                                                       monkeypatch):
     # "no config file 'xing-walk' and no packaged config of that name" before
