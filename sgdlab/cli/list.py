@@ -27,12 +27,15 @@ def register(subparsers) -> None:
                                           "passages the paper leaves open, for --reading "
                                           "KEY=CHOICE). A "
                                           "NAME that is no entry searches the names, papers, "
-                                          "figures and titles (`sgdlab list zhu`, "
-                                          "`sgdlab list 'fig. 4'`).")
+                                          "figures and titles, then (as a phrase) the "
+                                          "descriptions, claims and measured quantities "
+                                          "(`sgdlab list zhu`, "
+                                          "`sgdlab list 'fig. 4'`, `sgdlab list sharpness`).")
     p.add_argument("names", nargs="*", metavar="NAME",
                    help="show these entries in full (default: one line per entry); a "
                         "word or phrase that is no entry's name shows every entry whose "
-                        "name, paper, figure and title hold all its words")
+                        "name, paper, figure and title hold all its words, then those whose "
+                        "description, claim or a measured quantity holds it as a phrase")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_list)
 
@@ -53,6 +56,7 @@ def catalogue() -> list[dict]:
                               "quote": _squash(p.get("quote")), "where": p.get("where"),
                               "quotes": [{"quote": _squash(q["quote"]), "where": q["where"]}
                                          for q in p.get("quotes", [])]},
+                    "measures": _measures(raw),
                     "deviations": scale_deviations(raw),
                     "readings": {k: {"default": r["default"],
                                      "choices": {c: v["description"].strip()
@@ -64,6 +68,19 @@ def catalogue() -> list[dict]:
                     "scales": sorted(set(raw.get("scales", {})) | {"smoke", "cpu", "paper"}),
                     "file": str(path)})
     return out
+
+
+def _measures(raw: dict) -> list[str]:
+    """What the entry's runs measure (their instruments and final measurements, as the file
+    names them: ``sharpness``, ``expected_sharpness``) and the quantities its claims compare
+    (``metric_name``), each once."""
+    groups = [raw.get("base") or {}] + [r.get("params") or {} for r in raw.get("runs") or []]
+    said = [m.get(key) for g in groups for section, key in (("measure", "name"),
+                                                            ("final", "kind"))
+            for m in g.get(section) or [] if isinstance(m, dict)]
+    said += [c.get("metric_name") for c in (raw.get("options") or {}).get("claims") or []
+             if isinstance(c, dict)]
+    return list(dict.fromkeys(m for m in said if isinstance(m, str)))
 
 
 def _squash(text: str | None) -> str | None:
@@ -83,7 +100,7 @@ def _list(args: argparse.Namespace) -> int:
             except ConfigError:
                 # a paper, a figure, a word of a title: what a reader looking for a figure
                 # types; nothing found keeps the error that names the closest entries
-                found = [i["name"] for i in items if _matches(n, i)]
+                found = _search(n, items)
                 if not found:
                     raise
                 wanted += found
@@ -121,12 +138,26 @@ def cpu_time(item: dict) -> str:
     return f"≤{CPU_UNRECORDED_AT_MOST} min" if minutes is None else wall_time_text(minutes)
 
 
-def _matches(query: str, item: dict) -> bool:
-    """Every word of ``query`` occurs, in any case, in the entry's one-line description."""
-    p = item["paper"]
-    text = f"{item['name']} {p['author']} {p['year']}, {p['figure']}: {item['title']}".lower()
+def _search(query: str, items: list[dict]) -> list[str]:
+    """The entries ``query`` finds (in any case), each in catalogue order: first those whose
+    line (name, paper, figure, title) holds every word of it, then those whose description,
+    paper's claim or a measured quantity (:func:`_measures`, also with spaces for its
+    underscores) holds it as a phrase (its words in order: scattered over a description's
+    prose, ``fig. 99``'s words were found in most). A query of no words finds nothing."""
     words = query.lower().split()
-    return bool(words) and all(w in text for w in words)
+    if not words:
+        return []
+    phrase, named, described = " ".join(words), [], []
+    for i in items:
+        p = i["paper"]
+        line = f"{i['name']} {p['author']} {p['year']}, {p['figure']}: {i['title']}".lower()
+        texts = [i["description"], " ".join((p.get("claim") or "").split()), *i["measures"],
+                 *(m.replace("_", " ") for m in i["measures"])]
+        if all(w in line for w in words):
+            named.append(i["name"])
+        elif any(phrase in t.lower() for t in texts):
+            described.append(i["name"])
+    return named + described
 
 
 def _details(item: dict, w: int) -> None:

@@ -24,6 +24,35 @@ def test_a_paper_or_a_figure_finds_its_entries(capsys):
     assert len(names) == 9 and all(n.startswith("zhu-") for n in names)
 
 
+def test_a_word_of_the_descriptions_or_measures_finds_entries_after_those_it_names(capsys):
+    """`sgdlab list sharpness` found nothing: the search read the entries' lines alone. Their
+    descriptions, claims and measured quantities are searched too (for the query as a
+    phrase), their hits listed after those of the lines."""
+    items = {e["name"]: e for e in catalogue()}
+    assert "expected_sharpness" in items["zhu-large-network"]["measures"]
+    assert "expected sharpness" in items["zhu-large-network"]["measures"]   # a claim's metric
+    assert main(["list", "sharpness"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()
+             if line and not line.startswith(" ")]
+    assert "zhu-large-network" in names and "zhu-rmsprop-sgd" in names
+    assert all("sharpness" not in e["title"].lower() for e in items.values())
+    # a title hit first: "Hessian" is in xing-hessian-norm's title, in zhu-escape-2d's
+    # description only
+    assert main(["list", "hessian"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()
+             if line and not line.startswith(" ")]
+    assert "hessian" not in items["zhu-escape-2d"]["title"].lower()
+    assert names.index("xing-hessian-norm") < names.index("zhu-escape-2d")
+    # an instrument's name, as written or with spaces for its underscores; beyond the lines a
+    # phrase, not words scattered over the prose
+    for query in ("step_interpolation", "Step Interpolation"):
+        assert main(["list", query]) == 0
+        names = [line.split()[0] for line in capsys.readouterr().out.splitlines()
+                 if line and not line.startswith(" ")]
+        assert names == [n for n, e in items.items() if "step_interpolation" in e["measures"]]
+    assert main(["list", "interpolation step"]) == 2
+
+
 def test_an_exact_name_shows_that_entry_alone(capsys):
     assert main(["list", "xing-walk"]) == 0
     out = capsys.readouterr().out
