@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 
-def add_reading_option(p: argparse.ArgumentParser, when: str = "") -> None:
+def add_reading_option(p: argparse.ArgumentParser, when: str = "", *,
+                       what: str = "read an ambiguity of the paper as CHOICE") -> None:
+    """``--reading KEY=CHOICE`` (repeatable); ``what`` it does, ``when`` it applies."""
     p.add_argument("--reading", action="append", type=_reading, default=[],
                    metavar="KEY=CHOICE",
-                   help=f"read an ambiguity of the paper as CHOICE{when} (repeatable; `sgdlab "
-                        "list NAME` shows the entry's readings, the others keep their "
-                        "defaults)")
+                   help=f"{what}{when} (repeatable; `sgdlab list NAME` shows the entry's "
+                        "readings, the others keep their defaults)")
 
 
 def add_device_option(p: argparse.ArgumentParser) -> None:
@@ -87,7 +88,8 @@ def _entry_readings(args: argparse.Namespace) -> tuple[str, dict[str, Any]] | No
     from sgdlab.errors import UserError
     from sgdlab.experiments.spec import catalogue_files, catalogue_name, read_file, validate_raw
 
-    name = getattr(args, "name", None) or getattr(args, "target", None)
+    name = (getattr(args, "name", None) or getattr(args, "target", None)
+            or getattr(args, "experiment", None))      # (`sgdlab runs list --experiment`)
     config = getattr(args, "config", None)
     try:
         if config:

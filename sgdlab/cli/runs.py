@@ -39,22 +39,62 @@ def _selection_args(p: argparse.ArgumentParser, which: str, status_note: str) ->
                         "(runs of one experiment at two scales share their names)")
 
 
+def _reading_arg(p: argparse.ArgumentParser) -> None:
+    """--reading KEY=CHOICE: the runs of --experiment that its sweep under a reading takes."""
+    from .run import add_reading_option, check_readings
+
+    add_reading_option(p, what="only the runs of --experiment that its sweep (at each run's "
+                               "scale) takes when it reads an ambiguity of the paper as "
+                               "CHOICE, as `sgdlab run NAME --reading KEY=CHOICE` does")
+    p.check_arguments = check_readings
+
+
 def _filters(args) -> list[str]:
-    """The selection by --experiment, --status and --scale, in words."""
+    """The selection by --experiment, --status, --scale and --reading, in words."""
     return [f"{k} {v!r}" for k, v in (("experiment", args.experiment), ("status", args.status),
-                                      ("scale", args.scale)) if v]
+                                      ("scale", args.scale)) if v] + [
+        f"reading {k}={c}" for k, c in getattr(args, "reading", None) or []]
+
+
+def _readings(args) -> dict[str, str]:
+    """--reading as ``{KEY: CHOICE}`` ({} for none), refused unless --experiment names a
+    catalogue entry that has that reading and choice."""
+    if not getattr(args, "reading", None):
+        return {}
+    from sgdlab.errors import UserError
+    from sgdlab.experiments.readings import check_choices
+
+    from .run import readings_of
+
+    if not args.experiment:
+        raise UserError("--reading selects the runs of an experiment's sweep under a reading: "
+                        "give --experiment NAME with it")
+    readings = readings_of(args)
+    check_choices(args.experiment, readings)
+    return readings
+
+
+def _selected_runs(args, store) -> list[dict]:
+    """The runs of the store that --experiment, --status, --scale and --reading select,
+    oldest first."""
+    readings = _readings(args)
+    runs = store.list_runs(experiment=args.experiment, status=args.status, scale=args.scale)
+    if not readings:
+        return runs
+    from sgdlab.experiments.readings import runs_of_readings
+
+    return runs_of_readings(args.experiment, readings, runs)
 
 
 def _selected_ids(args, store, refs: list[str]) -> tuple[list[str], list[str]]:
     """The ids of the runs a command takes, and of those named but left out: the runs
     ``refs`` name (each once, however often named), narrowed to the selection by
-    --experiment, --status and --scale (:func:`_filters`) when one is given; every run of the
-    selection, as ``runs list`` selects them, when ``refs`` is empty."""
+    --experiment, --status, --scale and --reading (:func:`_filters`) when one is given; every
+    run of the selection, as ``runs list`` selects them, when ``refs`` is empty."""
     ids = list(dict.fromkeys(store.resolve(r) for r in refs))
     if not _filters(args):
         return ids, []
-    matching = [r["id"] for r in store.list_runs(experiment=args.experiment,
-                                                  status=args.status, scale=args.scale)]
+    matching = [r["id"] for r in _selected_runs(args, store)]
     if not refs:
         return matching, []
     return [i for i in ids if i in matching], [i for i in ids if i not in matching]
@@ -73,10 +113,16 @@ def register(subparsers) -> None:
                                     "rounds x L, the inner steps of each replica), final test "
                                     "accuracy and loss. "
                                     "A run whose process died shows as interrupted (stale: on "
-                                    "another host), with the command that continues it.")
+                                    "another host), with the command that continues it. With "
+                                    "--experiment NAME, once a run of a reading other than "
+                                    "the default is listed, a READINGS column names the "
+                                    "readings whose sweep takes each run (default; KEY=CHOICE; "
+                                    "all: every one), as a run no reading changes is one "
+                                    "stored run for each.")
     _store_arg(ls)
     _selection_args(ls, "only", " (interrupted: also runs whose process died; stale: on "
                                 "another host, silent)")
+    _reading_arg(ls)
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ls.set_defaults(func=_list)
 
@@ -131,6 +177,7 @@ def register(subparsers) -> None:
                          "(repeatable; default all)")
     _selection_args(ex, "only", ", as `runs list` shows it (given with --run, they narrow "
                                 "it)")
+    _reading_arg(ex)
     ex.add_argument("--summary", action="store_true",
                     help="CSV with one row per run instead: its id, name, experiment, "
                          "status, the config keys that differ between the runs written "
@@ -473,7 +520,9 @@ def _list(args) -> int:
     from sgdlab.store.runstore import run_scale
 
     store = _open(args)
-    runs = store.list_runs(experiment=args.experiment, status=args.status, scale=args.scale)
+    runs = _selected_runs(args, store)
+    # which readings' sweeps take each run: one stored run serves every reading it is alike in
+    readings, every = _listed_readings(args.experiment, runs)
     # how far each stopped run got: its last checkpoint is where a resume continues
     stopped = {r["id"]: store.get_run(r["id"]) for r in runs
                if r["status"] in ("interrupted", "stale")}
@@ -485,7 +534,8 @@ def _list(args) -> int:
                       "scale": run_scale(r),
                       "checkpoint_step": ckpt[r["id"]] if ckpt.get(r["id"], -1) != -1 else None,
                       "checkpoint": (checkpoint_state(stopped[r["id"]], ckpt[r["id"]])
-                                     if r["id"] in stopped else None)}
+                                     if r["id"] in stopped else None),
+                      **({"readings": readings[r["id"]]} if readings else {})}
                      for r in runs], indent=1, nonfinite="string"))
         return 0
     if not runs:
@@ -507,7 +557,13 @@ def _list(args) -> int:
     # an experiment's runs at two scales have the same names: the scale tells them apart
     scales = [run_scale(r) for r in runs]
     scaled = any(scales)
-    rows = [("RUN_ID", "NAME", "EXPERIMENT", *(("SCALE",) if scaled else ()), "STATUS",
+    # runs of two readings have the same names too: only a listing that holds runs of a
+    # reading off its default needs the column
+    from sgdlab.experiments.readings import DEFAULT, readings_text
+
+    read = any(DEFAULT not in names for names in readings.values() if names)
+    rows = [("RUN_ID", "NAME", "EXPERIMENT", *(("SCALE",) if scaled else ()),
+             *(("READINGS",) if read else ()), "STATUS",
              "STEPS", "TEST_ACC", "TEST_LOSS", *(("TEST_PPL",) if ppl else ()), "CREATED")]
     for r, scale in zip(runs, scales):
         s = r["summary"]
@@ -515,11 +571,12 @@ def _list(args) -> int:
         if not steps and ckpt.get(r["id"]) not in (None, -1):
             steps = f"{ckpt[r['id']]} (ckpt)"     # a stopped run: its last checkpoint
         rows.append((r["id"], r["name"] or "", r["experiment"] or "",
-                     *((str(scale or ""),) if scaled else ()), r["status"],
+                     *((str(scale or ""),) if scaled else ()),
+                     *((readings_text(readings[r["id"]], every),) if read else ()), r["status"],
                      steps, *(cells[r["id"]][m] for m in shown),
                      r["created"][:19].replace("T", " ")))
     print("\n".join(aligned(rows)))
-    first = 6 if scaled else 5          # the first test column
+    first = rows[0].index("TEST_ACC")
     if any("@" in c for row in rows[1:] for c in row[first:first + len(shown)]):
         print("(VALUE @STEP: the last evaluation of a run that has not finished)")
     # the command that continues each and where it starts: one per sweep entry, that of its
@@ -554,6 +611,34 @@ def _list(args) -> int:
     return 0
 
 
+def _listed_readings(experiment: str | None, runs: list[dict]
+                     ) -> tuple[dict[str, list[str]], int]:
+    """Run id -> the readings of catalogue entry ``experiment`` whose sweeps take it
+    (:func:`~sgdlab.experiments.readings.runs_readings`), and how many readings it has; ({}, 0)
+    without an experiment, or for one with no readings."""
+    if not experiment or not runs:
+        return {}, 0
+    from sgdlab.experiments.readings import entry_readings, reading_names, runs_readings
+
+    of = runs_readings(experiment, runs)
+    return (of, len(reading_names(entry_readings(experiment)))) if of else ({}, 0)
+
+
+def _readings_line(run: dict) -> str | None:
+    """``readings: ...``: those whose sweeps take a sweep run of an entry with readings."""
+    cfg = run.get("config")
+    if not (run.get("experiment") and isinstance(cfg, dict) and cfg.get("run_key")):
+        return None
+    of, _ = _listed_readings(run["experiment"], [run])
+    if not of:
+        return None
+    if not of[run["id"]]:
+        return (f"readings: none (no sweep of {run['experiment']} at scale {cfg.get('scale')} "
+                "takes its run key: another version of the entry, or an edited copy, ran it)")
+    return (f"readings: {', '.join(of[run['id']])} (the sweeps that take this run, at scale "
+            f"{cfg.get('scale')})")
+
+
 def _show(args) -> int:
     from sgdlab.config.runner import FailedRunAdvice
     from sgdlab.store.runstore import run_scale
@@ -570,6 +655,9 @@ def _show(args) -> int:
     print("  ".join([f"run {run['id']}"] + [f"{k} {run[k]}" for k in ("name", "experiment")
                                              if run[k]]
                     + ([f"scale {scale}"] if scale else [])))
+    readings = _readings_line(run)
+    if readings:
+        print(readings)
     print(f"status: {run['status']}" + (f" ({run['message']})" if run["message"] else ""))
     if run["status"] in ("interrupted", "stale") and run["recorded_status"] == "running":
         print(f"  recorded as running, but {_stopped_note(run)}")

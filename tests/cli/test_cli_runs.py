@@ -327,3 +327,87 @@ def test_resume_of_a_train_run_another_process_runs_is_refused_as_before(tmp_pat
     finally:
         owner.kill()
         owner.wait()
+
+
+def _reading_runs(store, name: str, readings: dict, labels=None) -> list[str]:
+    """Store the smoke runs of catalogue entry ``name`` under ``readings`` (those labelled
+    ``labels``; all by default) as `sgdlab run` records them, finished; their ids."""
+    from sgdlab.experiments.spec import load_experiment
+
+    return [store.create_run(r.config(), name=r.run_name, experiment=name, env={},
+                             status="finished")
+            for r in load_experiment(name, "smoke", readings).expand()
+            if labels is None or r.label in labels]
+
+
+def test_runs_list_names_the_readings_whose_sweeps_take_each_run(tmp_path, capsys):
+    # two runs named gd|seed=0, one per reading: the READINGS column tells them apart
+    store = _store(tmp_path)
+    base = ["runs", "list", "--experiment", "zhu-escape-2d", "--store", str(store.path)]
+    gd, sgd = _reading_runs(store, "zhu-escape-2d", {}, {"gd", "sgd"})
+    assert main(base) == 0
+    assert "READINGS" not in _listed(capsys)[0]     # the default readings' alone: as before
+    (rescaled,) = _reading_runs(store, "zhu-escape-2d", {"landscape": "rescaled"}, {"gd"})
+    assert main(base) == 0
+    head, rows = _listed(capsys)
+    assert head[3:6] == ["SCALE", "READINGS", "STATUS"]
+    assert {rid: cells[1:5] for rid, cells in rows.items()} == {
+        gd: ["gd|seed=0", "zhu-escape-2d", "smoke", "default"],
+        sgd: ["sgd|seed=0", "zhu-escape-2d", "smoke", "default"],
+        rescaled: ["gd|seed=0", "zhu-escape-2d", "smoke", "landscape=rescaled"]}
+    assert main([*base, "--json"]) == 0
+    assert {r["id"]: r["readings"] for r in json.loads(capsys.readouterr().out)} == {
+        gd: ["default"], sgd: ["default"], rescaled: ["landscape=rescaled"]}
+    # --reading keeps the runs of that reading's sweep; the others take their defaults
+    assert main([*base, "--reading", "landscape=rescaled"]) == 0
+    assert list(_listed(capsys)[1]) == [rescaled]
+    out = tmp_path / "e.csv"
+    assert main(["runs", "export", str(out), "--summary", "--experiment", "zhu-escape-2d",
+                 "--reading", "landscape=printed", "--store", str(store.path)]) == 0
+    assert [r["run_id"] for r in csv.DictReader(open(out))] == [gd, sgd]
+    capsys.readouterr()
+    assert main(["runs", "show", rescaled, "--store", str(store.path)]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "readings: landscape=rescaled (the sweeps that take this run, at scale smoke)")
+
+
+def test_a_run_every_reading_takes_is_listed_as_of_all(tmp_path, capsys):
+    # a run no reading changes is one stored run for each: "all", not eight names
+    store = _store(tmp_path)
+    default = _reading_runs(store, "chaudhari-independent-copies", {})
+    (own,) = _reading_runs(store, "chaudhari-independent-copies", {"overlap": "layer-mean"},
+                           {"compare"})
+    assert main(["runs", "list", "--experiment", "chaudhari-independent-copies", "--store",
+                 str(store.path)]) == 0
+    _, rows = _listed(capsys)
+    assert [rows[rid][4] for rid in [*default, own]] == [
+        "all", "all", "all", "default, ensemble-than=mean-copy", "overlap=layer-mean"]
+    assert main(["runs", "show", default[0], "--store", str(store.path)]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "readings: default, ensemble-than=mean-copy, overlap=layer-mean, bn-stats=recompute "
+        "(the sweeps that take this run, at scale smoke)")
+
+
+def test_a_reading_filter_is_refused_without_its_entry_or_with_a_choice_it_lacks(
+        tmp_path, capsys):
+    store = _store(tmp_path)
+    _reading_runs(store, "zhu-escape-2d", {}, {"gd"})
+    base = ["runs", "list", "--store", str(store.path)]
+    assert main([*base, "--reading", "landscape=rescaled"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "--reading selects the runs of an experiment's sweep under a reading: give "
+        "--experiment NAME with it")
+    assert main([*base, "--experiment", "zhu-escape-2d", "--reading", "landscape=rescale"]) == 2
+    assert ("reading 'landscape' has no choice 'rescale' (did you mean rescaled?); choices: "
+            "printed, rescaled, authors-code (default printed)") in capsys.readouterr().err
+    assert main(["runs", "export", str(tmp_path / "e.csv"), *base[2:], "--experiment",
+                 "zhu-escape-2d", "--reading", "lands=rescaled"]) == 2
+    assert "unknown reading 'lands' (did you mean landscape?); its readings: landscape (" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / "e.csv").exists()
+    try:
+        main([*base, "--experiment", "zhu-escape-2d", "--reading", "rescaled"])
+    except SystemExit as e:
+        assert e.code == 2
+    assert ("expected KEY=CHOICE (a reading of zhu-escape-2d and one of its choices, e.g. "
+            "landscape=rescaled") in capsys.readouterr().err

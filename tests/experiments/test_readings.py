@@ -629,3 +629,28 @@ def test_a_list_selector_compares_the_items_value_as_text():
     set_dotted(params, "items[n=1].v", 5)
     assert params == {"items": [{"n": 1, "v": 5}, {"n": 2, "v": 0}]}
     assert get_dotted(params, "items[n=2].n") == 2
+
+
+def test_a_stored_run_is_of_each_reading_whose_sweep_at_its_data_dir_takes_it(tmp_path):
+    """A paper-scale run's key holds its --data-dir, which the store keeps only in its
+    params: read back from there, each data dir's runs are found under their readings."""
+    from sgdlab.experiments.readings import runs_of_readings, runs_readings
+
+    entry, text = "chaudhari-hessian-spectrum", {"smallfc": "text"}
+    runs, own = [], set()
+    for data_dir in (tmp_path / "a", tmp_path / "b"):
+        default = load_experiment(entry, "paper").expand(str(data_dir))
+        keys = {r.key for r in default}
+        runs += [{"id": f"{r.key}-default", "config": r.config()} for r in default]
+        for r in load_experiment(entry, "paper", text).expand(str(data_dir)):
+            if r.key not in keys:
+                own.add(f"{r.key}-text")
+                runs.append({"id": f"{r.key}-text", "config": r.config()})
+    shown = runs_readings(entry, runs)
+    assert own and all(shown[rid] == ["smallfc=text"] for rid in own)
+    shared = {rid for rid, names in shown.items() if "smallfc=text" in names} - own
+    assert shared and all(shown[rid][0] == "default" for rid in shared)
+    assert {r["id"] for r in runs_of_readings(entry, text, runs)} == own | shared
+    # a run of another version of the entry (or an edited copy): of no reading
+    other = {**runs[0]["config"], "run_key": "0" * 20}
+    assert runs_readings(entry, [{"id": "x", "config": other}]) == {"x": []}
