@@ -158,10 +158,9 @@ class Parle(EntropySGD):
         _check(master in MASTERS, f"Invalid master {master!r}; choose one of {', '.join(MASTERS)}")
         _check(rho > 0, f"Invalid rho: {rho} (must be > 0; inf means no coupling)")
         _check(isinstance(replicas, int) and replicas >= 1, f"Invalid replicas: {replicas}")
-        scope_of("rho", dict(rho=rho, rho_decay=rho_decay, rho_min=rho_min,
-                             rho_max=rho_max))  # validates
         extra = dict(rho=rho, rho_decay=rho_decay, rho_min=rho_min, rho_max=rho_max,
                      normalization=normalization, master=master, replicas=replicas)
+        scope_of("rho", extra)  # validates
         super().__init__(params, lr, inner_lr=lr if inner_lr is None else inner_lr, gamma=gamma,
                          L=L, _extra_defaults=extra, **kw)
         self.communicator = communicator

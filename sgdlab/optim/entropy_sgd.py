@@ -263,9 +263,6 @@ class EntropySGD(SeededNoise, Optimizer):
         check_choice("inner_momentum_on", inner_momentum_on, INNER_MOMENTUM_ON)
         check_choice("inner_momentum_buffer", inner_momentum_buffer, INNER_MOMENTUM_BUFFER)
         check_choice("weight_decay_on", weight_decay_on, WEIGHT_DECAY_ON)
-        # validates the scoping arguments early (raises ValueError)
-        scope_of("gamma", dict(gamma=gamma, gamma_decay=gamma_decay, gamma_min=gamma_min,
-                               gamma_max=gamma_max))
         defaults = dict(lr=lr, inner_lr=inner_lr, L=L, gamma=gamma, gamma_decay=gamma_decay,
                         gamma_min=gamma_min, gamma_max=gamma_max, alpha=alpha, noise=noise,
                         momentum=momentum, nesterov=nesterov, inner_momentum=inner_momentum,
@@ -273,6 +270,7 @@ class EntropySGD(SeededNoise, Optimizer):
                         inner_momentum_buffer=inner_momentum_buffer, weight_decay=weight_decay,
                         weight_decay_on=weight_decay_on,
                         normalize=normalize, **(_extra_defaults or {}))
+        scope_of("gamma", defaults)     # validates the scoping arguments (raises ValueError)
         super().__init__(params, defaults)
         self._init_rng(seed)
         self.outer_steps = 0

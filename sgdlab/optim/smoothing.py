@@ -198,14 +198,12 @@ class HEAT(SeededNoise, Optimizer):
         _check(0 <= momentum < 1, f"Invalid momentum value: {momentum}")
         _check(not nesterov or momentum > 0, "Nesterov momentum requires a momentum")
         _check(weight_decay >= 0, f"Invalid weight_decay value: {weight_decay}")
-        scope_of("gamma", dict(gamma=max(gamma, 1e-300), gamma_decay=gamma_decay,
-                               gamma_min=gamma_min, gamma_max=gamma_max))
-        super().__init__(params, dict(lr=lr, gamma=gamma, L=L, momentum=momentum,
-                                      nesterov=nesterov, weight_decay=weight_decay,
-                                      gamma_decay=gamma_decay, gamma_min=gamma_min,
-                                      gamma_max=gamma_max,
-                                      variance_convention=variance_convention,
-                                      batches=batches))
+        defaults = dict(lr=lr, gamma=gamma, L=L, momentum=momentum, nesterov=nesterov,
+                        weight_decay=weight_decay, gamma_decay=gamma_decay,
+                        gamma_min=gamma_min, gamma_max=gamma_max,
+                        variance_convention=variance_convention, batches=batches)
+        scope_of("gamma", {**defaults, "gamma": max(gamma, 1e-300)})
+        super().__init__(params, defaults)
         self._init_rng(seed)
         self.steps = 0
 
