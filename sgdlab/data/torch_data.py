@@ -23,9 +23,10 @@ def split_tensors(source: Any, split: str = "train",
     them: a map-style torch ``Dataset`` read through a non-shuffling ``DataLoader`` of
     ``batch_size`` with torch's default collate, an ``IterableDataset`` as it iterates, a
     ``DataLoader`` as it is (its own batches, collate and order). Integer targets become int64
-    class labels; a Python float (input or target) becomes torch's default dtype, as
-    ``torch.tensor`` makes it (the default collate's float64 would not match a float32 model);
-    other dtypes and shapes stay as collated. ``split`` names the split in messages.
+    class labels; a dataset's Python float (input or target) becomes torch's default dtype, as
+    ``torch.tensor`` makes it (the default collate's float64 would not match a float32 model),
+    while a ``DataLoader``'s collate is its own (float64 stays); other dtypes and shapes stay
+    as collated. ``split`` names the split in messages.
 
     A ``ValueError`` names the problem: items that are not (input, target) pairs, inputs or
     targets of varying shapes (both shapes and the item's index), inputs the default collate
@@ -134,7 +135,7 @@ def _batch_pair(batch: Any, number: int, split: str) -> tuple[Tensor, Tensor]:
 class _ItemCollate:
     """torch's default collate, after checking each item (numbered across batches, the loader
     being sequential and in this process): an (input, target) pair, an input the default
-    collate stacks, and the first item's shapes."""
+    collate stacks, and the first item's shapes; Python floats then of torch's default dtype."""
 
     def __init__(self, split: str):
         self.split, self.seen, self.first = split, 0, None
