@@ -598,9 +598,9 @@ def test_a_gauss_newton_option_on_a_tuple_output_is_refused_before_step_0(name, 
     assert steps == []                       # refused before step 0
 
 
-def _steps_before_refusal(cb, model, loss_fn, data) -> list[int]:
+def _steps_before_refusal(cb, model, loss_fn, data) -> tuple[list[int], str]:
     """The steps a run took before ``cb`` refused it (UserError), by a probe measuring
-    after every step."""
+    after every step, and the refusal's message."""
     steps = []
     probe = MeasurementCallback(lambda ctx: steps.append(ctx.step) or {}, Schedule.every(1),
                                 at_train_begin=False)
