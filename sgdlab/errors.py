@@ -136,6 +136,20 @@ def checked_float(name: str, v: object, low: float | None = 0.0, what: str = "",
     raise error(f"{name} must be a finite number{bound}{what}, got {v!r}")
 
 
+def checked_float_argument(name: str, v: object, low: float, what: str = "", *,
+                           strict: bool = False, optional: bool = False) -> float | None:
+    """:func:`checked_float` for a function's argument, in :func:`checked_int_argument`'s
+    words: a ValueError "Invalid <name>=<v> (a finite number >= <low><what>)" (> ``low`` when
+    ``strict``; ``what``: ", or None")."""
+    v = plain_float(v)
+    if v is None and optional:
+        return None
+    if finite_number(v) and (v > low if strict else v >= low):
+        return float(v)
+    raise ValueError(f"Invalid {name}={v!r} (a finite number {'>' if strict else '>='} "
+                     f"{low:g}{what})")
+
+
 def join(path: str, key: str | int) -> str:
     """The key path of ``key`` under ``path``: ``path.key``, ``path[i]``."""
     if isinstance(key, int):

@@ -55,7 +55,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import checked_keywords, finite_number, plain_float
+from sgdlab.errors import checked_float_argument, checked_keywords
 from sgdlab.operators.batches import Data, check_mean_of_samples
 from sgdlab.operators.ggn import OutputNotTensor
 
@@ -115,9 +115,8 @@ def batch_statistics(
     model) raises ``FloatingPointError``."""
     epsilon = checked_epsilon(epsilon)
     check_mean_of_samples(loss_fn, batch, "batch_statistics")
-    lr = plain_float(lr)    # numpy's numbers (a bool stays one, refused below)
-    if lr is not None and not (finite_number(lr) and lr > 0):   # True was 1, a string failed
-        raise ValueError(f"Invalid lr={lr!r} (a finite number > 0, or None)")
+    # True was 1, a string failed on the comparison
+    lr = checked_float_argument("lr", lr, 0, ", or None", strict=True, optional=True)
     if curvature not in (None, "hessian", "ggn"):
         raise ValueError(f"Invalid curvature={curvature!r}: expected 'hessian', 'ggn' or None")
     cov = gradient_covariance(model, loss_fn, batch, method=method)
@@ -232,10 +231,7 @@ def _curvature_noise_scale(kind: str, model: nn.Module, loss_fn, batch: Data,
 def checked_epsilon(epsilon: object) -> float:
     """``epsilon`` as a float when it is a finite number >= 0 (numpy's too): a NaN ε made every
     ratio NaN, a string failed on the comparison, and True was 1."""
-    epsilon = plain_float(epsilon)
-    if not (finite_number(epsilon) and epsilon >= 0):
-        raise ValueError(f"Invalid epsilon={epsilon!r} (a finite number >= 0)")
-    return float(epsilon)
+    return checked_float_argument("epsilon", epsilon, 0)
 
 
 def _ratio(a: float, b: float) -> float:

@@ -40,8 +40,7 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from sgdlab.accuracy import argmax_hits
-from sgdlab.errors import (checked_int_argument, checked_keywords, finite_number,
-                           plain_float)
+from sgdlab.errors import checked_float_argument, checked_int_argument, checked_keywords
 from sgdlab.models.modes import buffer_restorer, buffers_kept
 from sgdlab.operators.batches import (Data, check_batch_loss, check_data, check_model_data,
                                       fixed_randomness, is_single_batch, iterate_batches,
@@ -262,9 +261,7 @@ def expected_sharpness(
     """E_ξ[L(θ+ξ)] − L(θ), ξ ~ N(0, σ² I) over all trainable parameters, from M samples;
     returns the mean and its standard error (std over samples / √M). ``memory_budget``: as
     in :func:`perturbed_evaluations` (L(θ) is evaluated in the same chunks of samples)."""
-    sigma = plain_float(sigma)      # a NaN measured NaN, True was 1, a string failed
-    if not (finite_number(sigma) and sigma >= 0):
-        raise ValueError(f"Invalid sigma={sigma!r} (must be finite and >= 0)")
+    sigma = checked_float_argument("sigma", sigma, 0)    # a NaN measured NaN, True was 1
     num_samples = _sample_count(num_samples)
     theta = params_vector(model)
     data = _same_batches(model, data)
@@ -336,14 +333,11 @@ def epsilon_sharpness(
     mode) keeps each batch whole: a chunk would normalise with, and differentiate through,
     its own statistics. Dropout in train mode is refused where a batch must be split, as in
     :func:`perturbed_evaluations` (L(θ) is evaluated first, by :func:`mean_loss`)."""
-    # numpy's numbers taken; True was 1, a string failed on the comparison
-    epsilon, step_fraction = plain_float(epsilon), plain_float(step_fraction)
-    if not (finite_number(epsilon) and epsilon > 0):
-        raise ValueError(f"Invalid epsilon={epsilon!r} (must be finite and > 0)")
+    # True was 1, a string failed on the comparison
+    epsilon = checked_float_argument("epsilon", epsilon, 0, strict=True)
     num_steps = checked_int_argument("num_steps", num_steps, 1)
     # 0 never moves, < 0 descends, NaN fills ζ with NaN
-    if not (finite_number(step_fraction) and step_fraction > 0):
-        raise ValueError(f"Invalid step_fraction={step_fraction!r} (must be finite and > 0)")
+    step_fraction = checked_float_argument("step_fraction", step_fraction, 0, strict=True)
     check_not_inference_mode()          # its ascent steps follow gradients
     theta = params_vector(model)
     data = _same_batches(model, data)

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgdlab.errors import (checked_int_argument, checked_keywords, finite_number,
-                           int_at_least, plain_float, plain_int)
+from sgdlab.errors import (checked_float_argument, checked_int_argument, checked_keywords,
+                           int_at_least, plain_int)
 from sgdlab.operators import LinearOperator
 
 from ._common import Operand, random_vector, working_operator
@@ -138,11 +138,8 @@ def spectral_density(
                              "grid)")
     # before the Lanczos runs: a NaN margin or σ made the grid or the density NaN, said
     # nowhere, and σ <= 0 was refused only after every probe had run
-    margin, sigma = plain_float(margin), plain_float(sigma)
-    if not (finite_number(margin) and margin >= 0):
-        raise ValueError(f"Invalid margin={margin!r} (a finite number >= 0)")
-    if sigma is not None and not (finite_number(sigma) and sigma > 0):
-        raise ValueError(f"Invalid sigma={sigma!r} (a finite number > 0, or None)")
+    margin = checked_float_argument("margin", margin, 0)
+    sigma = checked_float_argument("sigma", sigma, 0, ", or None", strict=True, optional=True)
     op = working_operator(A, dtype)
     nodes, weights = [], []
     starts = [random_vector(op, generator) for _ in range(num_probes)]   # the sequential draws
