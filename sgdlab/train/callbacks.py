@@ -192,6 +192,12 @@ class Callback:
         cannot take (more eigenpairs than parameters, ...). The loop calls it before step 0 and
         a run config before the run is recorded, not at the first measurement."""
 
+    def check_run(self, ctx: TrainContext) -> None:
+        """Raise for what this run gives the callback (its loss, data) that its measurement
+        would refuse (a loss that is no plain mean of the samples' ...): before step 0, not
+        at the first measurement. ``on_train_begin`` calls it; a loop that calls no
+        ``on_train_begin`` (:func:`sgdlab.train.replicas.train_replicas`) calls it itself."""
+
     # Callbacks with memory (e.g. the previous gradient) save it here so resume is exact.
     def state_dict(self) -> dict[str, Any]:
         return {}

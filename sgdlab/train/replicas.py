@@ -53,7 +53,9 @@ Conventions:
   final master). Their values are logged at step r · L into the run's series. Distributed,
   rank 0 measures and then tells every rank in one all-reduce whether it failed, so all stop
   in that round (**Failures**). An instrument's ``FloatingPointError`` ends the run as
-  diverged, with the master it measured.
+  diverged, with the master it measured. What an instrument's measurement would refuse of the
+  loss and data (class weights, ignored targets in its evaluation set) is refused before
+  round 0 (its ``check_run``), as :func:`sgdlab.train.loop.train` refuses it before step 0.
 - **Divergence.** A non-finite mean replica loss ends the run with status ``"diverged"``
   (all processes see the same all-reduced value, so they stop together). A replica whose
   loss was not finite at any inner step reports NaN for the round, so the round takes no
@@ -636,6 +638,11 @@ class _ReplicaTraining:
         self.ctx = TrainContext(model=self.master_model, optimizer=None, loss_fn=self.loss_fn,
                                 data=on_dev, batch_size=self.workers[0].B,
                                 logger=self._store_row)
+        if self.is_main:
+            # what the first measurement would refuse of the loss and data (class weights,
+            # ...), before round 0, as train()'s on_train_begin refuses it before step 0
+            for cb in self.instruments:
+                cb.check_run(self.ctx)
 
     def _processes(self, mode: str, communicator: Any) -> None:
         """Which replicas this process steps, and how it computes the master from them."""

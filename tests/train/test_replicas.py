@@ -1331,3 +1331,25 @@ def test_parle_config_bounds_its_seed_as_a_run_config_s(seed):
     with pytest.raises(ConfigError, match=re.escape(
             f"seed must be an int in 0..2**32 - 1 (as a run config's seed), got {seed!r}")):
         ParleConfig(seed=seed)
+
+
+@pytest.mark.parametrize("case", ["class weights", "ignored targets"])
+def test_a_loss_an_instrument_s_measurement_refuses_is_refused_before_round_0(tmp_path, case):
+    """The alignment instrument sets per-sample gradients against the batch loss: a loss
+    that is no plain mean of the samples' (class weights, or targets it ignores in the
+    evaluation set) is refused before any round runs and before the run is recorded, not
+    at its first measurement (round 2) after the rounds before it."""
+    from sgdlab.errors import UserError
+    from sgdlab.store import RunStore
+    from sgdlab.train.instruments import build_instrument
+    data, loss = toy_data(), LOSS
+    if case == "class weights":
+        loss = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    else:
+        data.y_train[::5] = -100
+    store, rounds = RunStore(tmp_path / "runs.sqlite"), []
+    with pytest.raises(UserError, match="the alignment instrument sets per-sample gradients"):
+        train_replicas(toy_model(), loss, data, ParleConfig(**BN_CFG), rounds=3, store=store,
+                       callbacks=[build_instrument("alignment", at=[2], k=1, num_probes=2)],
+                       progress=lambda r, n, value: rounds.append(r))
+    assert rounds == [] and store.list_runs() == []

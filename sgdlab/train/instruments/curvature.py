@@ -97,7 +97,7 @@ class MeasuredCallback(MeasurementCallback):
     per_sample = False
     #: the batch loss as the mean of the samples' losses: a loss with class weights, or
     #: ignored targets in the evaluation set where the measurement runs on it, refused by
-    #: on_train_begin (check() has no loss)
+    #: check_run (check() has no loss)
     mean_of_samples = False
     #: whether the measurement's batches are those of the evaluation set (else drawn from it)
     measures_eval_set = True
@@ -127,13 +127,16 @@ class MeasuredCallback(MeasurementCallback):
         if self.per_sample:
             check_running_statistics(model)
 
-    def on_train_begin(self, ctx: TrainContext) -> None:
+    def check_run(self, ctx: TrainContext) -> None:
         if self.mean_of_samples:
             name = getattr(self, "instrument", None) or type(self).__name__
             # ignored targets only where every measurement reads the whole evaluation set:
             # batches drawn from it may miss them
             check_mean_of_samples(ctx.loss_fn, self.eval_data(ctx) if self.measures_eval_set
                                   else [], f"the {name} instrument")
+
+    def on_train_begin(self, ctx: TrainContext) -> None:
+        self.check_run(ctx)
         super().on_train_begin(ctx)
 
     def eval_data(self, ctx: TrainContext):

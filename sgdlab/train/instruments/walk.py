@@ -253,12 +253,15 @@ class StepLengthCallback(Callback):
         self._theta_t: Tensor | None = None
         self._data: Any = None
 
-    def on_train_begin(self, ctx: TrainContext) -> None:
+    def check_run(self, ctx: TrainContext) -> None:
         # the measurement's refusal of a loss that is no plain mean of the samples' (class
         # weights; ignored targets in the evaluation set it reads), before step 0, not after
         # the steps before the first measured one
         check_mean_of_samples(ctx.loss_fn, self._eval_data(ctx) if self.source == "eval"
                               else [], "the step_length instrument")
+
+    def on_train_begin(self, ctx: TrainContext) -> None:
+        self.check_run(ctx)
 
     def _eval_data(self, ctx: TrainContext):
         if self._data is None:
