@@ -134,7 +134,9 @@ def register(subparsers) -> None:
     show.add_argument("run_id", metavar="RUN_ID",
                       help="a run id, a unique prefix or the run's folder")
     show.add_argument("--json", action="store_true",
-                      help="print the run and its metric series as JSON")
+                      help="print the run and its metric series as JSON (a sweep run "
+                           "of an entry with readings: readings, the names of those whose "
+                           "sweeps take it)")
     show.set_defaults(func=_show)
 
     cmp = sub.add_parser("compare", help="runs side by side: what their configs change, "
@@ -624,18 +626,26 @@ def _listed_readings(experiment: str | None, runs: list[dict]
     return (of, len(reading_names(entry_readings(experiment)))) if of else ({}, 0)
 
 
-def _readings_line(run: dict) -> str | None:
-    """``readings: ...``: those whose sweeps take a sweep run of an entry with readings."""
+def _run_readings(run: dict) -> list[str] | None:
+    """The readings whose sweeps take a sweep run of an entry with readings (none: [], a run
+    key no sweep of its scale takes); None for any other run."""
     cfg = run.get("config")
     if not (run.get("experiment") and isinstance(cfg, dict) and cfg.get("run_key")):
         return None
     of, _ = _listed_readings(run["experiment"], [run])
-    if not of:
+    return of[run["id"]] if of else None
+
+
+def _readings_line(run: dict) -> str | None:
+    """``readings: ...``: those whose sweeps take a sweep run of an entry with readings."""
+    names = _run_readings(run)
+    if names is None:
         return None
-    if not of[run["id"]]:
+    cfg = run["config"]
+    if not names:
         return (f"readings: none (no sweep of {run['experiment']} at scale {cfg.get('scale')} "
                 "takes its run key: another version of the entry, or an edited copy, ran it)")
-    return (f"readings: {', '.join(of[run['id']])} (the sweeps that take this run, at scale "
+    return (f"readings: {', '.join(names)} (the sweeps that take this run, at scale "
             f"{cfg.get('scale')})")
 
 
@@ -648,7 +658,10 @@ def _show(args) -> int:
     run = _get_run(store, ref, elsewhere)
     metrics = store.metrics(run["id"])
     if args.json:
-        print(dumps({**run, "metrics": {k: v for k, v in metrics.items()}}, indent=1,
+        # the names of the text output's readings: line, where it has one
+        readings = _run_readings(run)
+        print(dumps({**run, **({"readings": readings} if readings is not None else {}),
+                     "metrics": {k: v for k, v in metrics.items()}}, indent=1,
                     default=str, nonfinite="string"))
         return 0
     scale = run_scale(run)

@@ -388,6 +388,32 @@ def test_a_run_every_reading_takes_is_listed_as_of_all(tmp_path, capsys):
         "(the sweeps that take this run, at scale smoke)")
 
 
+def test_runs_show_json_names_the_readings_of_its_text_line(tmp_path, capsys):
+    """`runs show --json` carries the readings: line's names, [] for a run key no sweep
+    takes ("readings: none"), and no readings for a run that is no sweep run."""
+    store = _store(tmp_path)
+    (rescaled,) = _reading_runs(store, "zhu-escape-2d", {"landscape": "rescaled"}, {"gd"})
+    (gd,) = _reading_runs(store, "zhu-escape-2d", {}, {"gd"})
+    edited = store.create_run({**store.get_run(gd)["config"], "run_key": "edited"},
+                              name="gd|seed=0", experiment="zhu-escape-2d", env={},
+                              status="finished")
+    plain = store.create_run({"lr": 0.1}, name="a", env={}, status="finished")
+
+    def shown(rid):
+        assert main(["runs", "show", rid, "--store", str(store.path)]) == 0
+        text = capsys.readouterr().out.splitlines()[1]
+        assert main(["runs", "show", rid, "--store", str(store.path), "--json"]) == 0
+        return text, json.loads(capsys.readouterr().out).get("readings", "absent")
+
+    assert shown(rescaled) == (
+        "readings: landscape=rescaled (the sweeps that take this run, at scale smoke)",
+        ["landscape=rescaled"])
+    assert shown(gd)[1] == ["default"]
+    text, names = shown(edited)
+    assert text.startswith("readings: none (") and names == []
+    assert shown(plain)[1] == "absent"
+
+
 def test_a_reading_filter_is_refused_without_its_entry_or_with_a_choice_it_lacks(
         tmp_path, capsys):
     store = _store(tmp_path)
