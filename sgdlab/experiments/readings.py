@@ -76,12 +76,15 @@ def _data_dirs(expanded: Any, stored: Any) -> set[str]:
     return set()
 
 
-def _key_and_scale(run: dict) -> tuple[str, str] | None:
-    """(run key, scale) of a stored run of a sweep; None for another command's run."""
-    cfg = run.get("config")
-    if isinstance(cfg, dict) and cfg.get("run_key") and cfg.get("scale"):
-        return str(cfg["run_key"]), str(cfg["scale"])
-    return None
+def _keyed_by_scale(runs: list[dict]) -> dict[str, list[tuple[str, dict]]]:
+    """Scale -> (run key, run) of each stored run of a sweep among ``runs``, scales sorted;
+    another command's runs are left out."""
+    out: dict[str, list[tuple[str, dict]]] = {}
+    for run in runs:
+        cfg = run.get("config")
+        if isinstance(cfg, dict) and cfg.get("run_key") and cfg.get("scale"):
+            out.setdefault(str(cfg["scale"]), []).append((str(cfg["run_key"]), run))
+    return dict(sorted(out.items()))
 
 
 def runs_readings(name: str, runs: list[dict]) -> dict[str, list[str]]:
@@ -94,14 +97,12 @@ def runs_readings(name: str, runs: list[dict]) -> dict[str, list[str]]:
     names = reading_names(entry_readings(name))
     if len(names) == 1:
         return {}
-    keyed = {r["id"]: ks for r in runs if (ks := _key_and_scale(r)) is not None}
     out: dict[str, list[str]] = {r["id"]: [] for r in runs}
-    for scale in sorted({s for _, s in keyed.values()}):
-        at_scale = [r for r in runs if r["id"] in keyed and keyed[r["id"]][1] == scale]
+    for scale, keyed in _keyed_by_scale(runs).items():
         for shown, readings in names.items():
-            keys = sweep_keys(name, scale, readings, at_scale)
-            for r in at_scale:
-                if keyed[r["id"]][0] in keys:
+            keys = sweep_keys(name, scale, readings, [r for _, r in keyed])
+            for key, r in keyed:
+                if key in keys:
                     out[r["id"]].append(shown)
     return out
 
@@ -109,12 +110,11 @@ def runs_readings(name: str, runs: list[dict]) -> dict[str, list[str]]:
 def runs_of_readings(name: str, readings: dict[str, str], runs: list[dict]) -> list[dict]:
     """The stored ``runs`` of entry ``name`` that its sweep at their scale under ``readings``
     (``{reading: choice}``, the defaults for the others) includes."""
-    keyed = {r["id"]: ks for r in runs if (ks := _key_and_scale(r)) is not None}
-    keys: dict[str, set[str]] = {}
-    for scale in sorted({s for _, s in keyed.values()}):
-        keys[scale] = sweep_keys(name, scale, readings,
-                                 [r for r in runs if keyed.get(r["id"], ("", ""))[1] == scale])
-    return [r for r in runs if r["id"] in keyed and keyed[r["id"]][0] in keys[keyed[r["id"]][1]]]
+    taken: set[str] = set()
+    for scale, keyed in _keyed_by_scale(runs).items():
+        keys = sweep_keys(name, scale, readings, [r for _, r in keyed])
+        taken |= {r["id"] for key, r in keyed if key in keys}
+    return [r for r in runs if r["id"] in taken]
 
 
 def readings_text(shown: list[str], every: int) -> str:
