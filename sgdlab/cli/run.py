@@ -86,7 +86,8 @@ def _entry_readings(args: argparse.Namespace) -> tuple[str, dict[str, Any]] | No
     """(the entry's name, its readings table) for the entry the command names; None for none,
     or for one it cannot read (its own error comes when it is run)."""
     from sgdlab.errors import UserError
-    from sgdlab.experiments.spec import catalogue_files, catalogue_name, read_file, validate_raw
+    from sgdlab.experiments.readings import entry_data
+    from sgdlab.experiments.spec import read_file, validate_raw
 
     name = (getattr(args, "name", None) or getattr(args, "target", None)
             or getattr(args, "experiment", None))      # (`sgdlab runs list --experiment`)
@@ -95,7 +96,7 @@ def _entry_readings(args: argparse.Namespace) -> tuple[str, dict[str, Any]] | No
         if config:
             raw = validate_raw(read_file(config), config)
         elif name:
-            raw = validate_raw(read_file(catalogue_files()[catalogue_name(name)]), name)
+            raw = validate_raw(entry_data(name), name)
         else:
             return None
     except (UserError, OSError):

@@ -23,16 +23,22 @@ DEFAULT = "default"
 _DATA_DIR = "/<data-dir>"
 
 
+def entry_data(name: str) -> dict[str, Any]:
+    """The data of the catalogue entry ``name``'s file; a ConfigError naming the closest
+    entries for a name the catalogue lacks."""
+    return read_file(catalogue_files()[catalogue_name(name)])
+
+
 def entry_readings(name: str) -> dict[str, Any]:
-    """The ``readings`` table of the catalogue entry ``name`` ({} for none); a ConfigError
-    naming the closest entries for a name the catalogue lacks."""
-    return read_file(catalogue_files()[catalogue_name(name)]).get("readings") or {}
+    """The ``readings`` table of the catalogue entry ``name`` ({} for none), refused as by
+    :func:`entry_data`."""
+    return entry_data(name).get("readings") or {}
 
 
 def check_choices(name: str, readings: dict[str, str]) -> None:
     """A ConfigError naming the entry's readings (or that it has none) for an unknown
     reading or choice of ``readings`` (``{reading: choice}``), as ``sgdlab run`` refuses it."""
-    choose_readings(read_file(catalogue_files()[catalogue_name(name)]), readings)
+    choose_readings(entry_data(name), readings)
 
 
 def reading_names(table: dict[str, Any]) -> dict[str, dict[str, str]]:
