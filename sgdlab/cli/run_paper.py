@@ -50,17 +50,17 @@ def run_paper(args: argparse.Namespace) -> int:
 def _paper_reading_example(paper: str) -> str:
     """`` (e.g. sgdlab run NAME --reading KEY=CHOICE)`` of the paper's first entry that has
     readings; ``""`` for an unknown paper (refused by name once --reading is dropped)."""
-    from sgdlab.cli.list import catalogue
     from sgdlab.cli.run import reading_example
+    from sgdlab.experiments.readings import entry_readings
     from sgdlab.experiments.spec import catalogue_entries
 
     try:
         names = catalogue_entries(paper)
     except UserError:
         return ""
-    entry = next((e for e in catalogue() if e["name"] in names and e["readings"]), None)
-    return ("" if entry is None else
-            f" (e.g. sgdlab run {entry['name']} --reading {reading_example(entry['readings'])})")
+    found = next(((n, table) for n in names if (table := entry_readings(n))), None)
+    return ("" if found is None else
+            f" (e.g. sgdlab run {found[0]} --reading {reading_example(found[1])})")
 
 
 def _plan(args: argparse.Namespace, name: str, out: Path):
