@@ -17,10 +17,11 @@ EXIT_STATUSES = (f"exit status: 0 the run finished, {EXIT_DIVERGED} it diverged 
 def register(subparsers) -> None:
     from sgdlab.cli._plugins import add_plugin_option
 
+    names = _packaged_names()
     p = subparsers.add_parser(
         "train", help="train a model from a run config (YAML/TOML or a packaged name)",
         description="Train from a run config. CONFIG is a .yaml/.toml file or the name of a "
-                    f"packaged config ({', '.join(_packaged_names()) or 'none'}; `sgdlab train "
+                    f"packaged config ({', '.join(names) or 'none'}; `sgdlab train "
                     "NAME --print-config` shows one). The run is recorded in the run store; "
                     "results.json, the learning-curve plot and checkpoints go to --out "
                     "(default: a folder named after the run id next to the store).",
@@ -30,7 +31,6 @@ def register(subparsers) -> None:
                             help="a .yaml/.toml run config or a packaged config's name")
     # what a first `sgdlab train` is told (argparse named CONFIG alone); digits-mlp is the
     # README's first run
-    names = _packaged_names()
     first = "digits-mlp" if "digits-mlp" in names else next(iter(names), None)
     config.missing_hint = "a .yaml/.toml run config file" if first is None else (
         f"a packaged config's name ({', '.join(names)}), as in `sgdlab train {first}`, or a "
