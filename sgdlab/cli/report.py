@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from sgdlab.cli.run import add_reading_option, check_readings, readings_of
+from sgdlab.cli.run import add_reading_option, readings_of
 
 
 def register(subparsers) -> None:
@@ -24,7 +24,6 @@ def register(subparsers) -> None:
                    help="scale when TARGET/OTHER is an experiment name (default cpu; an "
                         "output directory keeps its own)")
     add_reading_option(p, " when TARGET/OTHER is an experiment name")
-    p.check_arguments = check_readings
     p.add_argument("--store", metavar="PATH", help="run store path (default: as recorded)")
     p.add_argument("--out", metavar="PATH",
                    help="output directory for a rebuilt report (default: TARGET itself, or "

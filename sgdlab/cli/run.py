@@ -15,11 +15,13 @@ from typing import Any
 
 def add_reading_option(p: argparse.ArgumentParser, when: str = "", *,
                        what: str = "read an ambiguity of the paper as CHOICE") -> None:
-    """``--reading KEY=CHOICE`` (repeatable); ``what`` it does, ``when`` it applies."""
+    """``--reading KEY=CHOICE`` (repeatable); ``what`` it does, ``when`` it applies. The
+    parser's ``check_arguments`` is :func:`check_readings`, which refuses a malformed one."""
     p.add_argument("--reading", action="append", type=_reading, default=[],
                    metavar="KEY=CHOICE",
                    help=f"{what}{when} (repeatable; `sgdlab list NAME` shows the entry's "
                         "readings, the others keep their defaults)")
+    p.check_arguments = check_readings
 
 
 def add_device_option(p: argparse.ArgumentParser) -> None:
@@ -156,7 +158,6 @@ def register(subparsers) -> None:
                     "tables, figures, conclusions and an HTML report in --out.")
     p.unknown_option_hint = _override_hint
     p.stray_word_hint = _second_name_hint
-    p.check_arguments = check_readings
     p.add_argument("name", nargs="?", help="catalogue name (see `sgdlab list`)")
     p.add_argument("--paper", metavar="PAPER",
                    help="instead of NAME: every entry of one paper (chaudhari, jastrzebski, "

@@ -41,12 +41,11 @@ def _selection_args(p: argparse.ArgumentParser, which: str, status_note: str) ->
 
 def _reading_arg(p: argparse.ArgumentParser) -> None:
     """--reading KEY=CHOICE: the runs of --experiment that its sweep under a reading takes."""
-    from .run import add_reading_option, check_readings
+    from .run import add_reading_option
 
     add_reading_option(p, what="only the runs of --experiment that its sweep (at each run's "
                                "scale) takes when it reads an ambiguity of the paper as "
                                "CHOICE, as `sgdlab run NAME --reading KEY=CHOICE` does")
-    p.check_arguments = check_readings
 
 
 def _filters(args) -> list[str]:
