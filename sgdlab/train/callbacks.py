@@ -195,8 +195,11 @@ class Callback:
     def check_run(self, ctx: TrainContext) -> None:
         """Raise for what this run gives the callback (its loss, data) that its measurement
         would refuse (a loss that is no plain mean of the samples' ...): before step 0, not
-        at the first measurement. ``on_train_begin`` calls it; a loop that calls no
-        ``on_train_begin`` (:func:`sgdlab.train.replicas.train_replicas`) calls it itself."""
+        at the first measurement. :func:`sgdlab.train.loop.train` calls it on every callback
+        before any ``on_train_begin`` (a later callback's refusal comes before an earlier one
+        measures step 0), as :func:`sgdlab.train.replicas.train_replicas` does before round
+        0; the instruments' ``on_train_begin`` calls it too, for a loop of one's own that
+        calls only the hooks (cheap a second time: the evaluation subset is drawn once)."""
 
     # Callbacks with memory (e.g. the previous gradient) save it here so resume is exact.
     def state_dict(self) -> dict[str, Any]:

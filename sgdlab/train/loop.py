@@ -827,6 +827,10 @@ class _Training:
                                if self.epochs > 0 else 0)
         ctx.batch_size = (min(self.bs_of(min(loop["epoch"], self.epochs - 1)), self.n)
                           if self.epochs > 0 else None)
+        # each callback refuses this run's loss and data before any measures step 0: from its
+        # own on_train_begin, a later one's refusal came after an earlier one had logged step 0
+        for cb in self.callbacks:
+            cb.check_run(ctx)
         for cb in self.hooks["on_train_begin"]:
             cb.on_train_begin(ctx)
         if loop["step"] == 0 and loop["last_eval_step"] < 0:

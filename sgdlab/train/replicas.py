@@ -640,7 +640,7 @@ class _ReplicaTraining:
                                 logger=self._store_row)
         if self.is_main:
             # what the first measurement would refuse of the loss and data (class weights,
-            # ...), before round 0, as train()'s on_train_begin refuses it before step 0
+            # ...), before round 0, as train() refuses it before step 0
             for cb in self.instruments:
                 cb.check_run(self.ctx)
 

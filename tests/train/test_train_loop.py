@@ -1351,6 +1351,24 @@ def test_a_measurement_callback_measures_a_model_without_parameters():
     assert norms[0] == 0 and norms[-1] > norms[1] > 0
 
 
+def test_a_later_callbacks_refusal_of_the_loss_comes_before_an_earlier_one_measures_step_0():
+    # each instrument's check_run ran in its own on_train_begin: a measurement listed before
+    # the alignment instrument had measured (and logged) the initial model of a refused run
+    from sgdlab.train import MeasurementCallback
+    from sgdlab.train.instruments import build_instrument
+
+    measured: list[int] = []
+    spy = MeasurementCallback(lambda ctx: measured.append(ctx.step) or {"spy": 1.0},
+                              Schedule.every(1))
+    alignment = build_instrument("alignment", every=1, eval_subset=20)
+    model = make_model()
+    weighted = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 3.0]))
+    with pytest.raises(UserError, match="the alignment instrument sets per-sample gradients"):
+        train(model, weighted, toy_data(), torch.optim.SGD(model.parameters(), lr=0.1),
+              epochs=1, batch_size=20, progress=False, callbacks=[spy, alignment])
+    assert measured == []
+
+
 def test_a_run_result_prints_its_series_lengths_not_every_point():
     # the dataclass's repr printed every (step, value) of every series
     _, r = run(epochs=3)
