@@ -208,6 +208,11 @@ class Callback:
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+def callback_name(cb: Callback) -> str:
+    """The callback's name in messages: its instrument's name, else its class's."""
+    return getattr(cb, "instrument", None) or type(cb).__name__
+
+
 def callback_keys(callbacks: Iterable[Callback]) -> list[str]:
     """Each callback's key in a checkpoint: its kind (the instrument's name, else its class)
     and its position among the callbacks of that kind, ``"dynamics#0"``. A resume hands the
@@ -216,6 +221,8 @@ def callback_keys(callbacks: Iterable[Callback]) -> list[str]:
     seen: dict[str, int] = {}
     keys = []
     for cb in callbacks:
+        # the qualified name, not callback_name's: two classes named alike in other scopes
+        # (Outer.Probe, Other.Probe) take no state of each other's, and saved keys stay valid
         kind = getattr(cb, "instrument", None) or type(cb).__qualname__
         keys.append(f"{kind}#{seen.get(kind, 0)}")
         seen[kind] = seen.get(kind, 0) + 1
@@ -229,8 +236,7 @@ def naming_divergence(cb: Callback) -> Iterator[None]:
     try:
         yield
     except FloatingPointError as e:
-        name = getattr(cb, "instrument", None) or type(cb).__name__
-        raise FloatingPointError(f"{name}: {e}") from e
+        raise FloatingPointError(f"{callback_name(cb)}: {e}") from e
 
 
 class MeasurementCallback(Callback):

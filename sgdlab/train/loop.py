@@ -113,7 +113,7 @@ from ..operators.batches import (check_target_shape, chunk_loss_problem, dtype_r
                                  loss_refusal)
 from ..operators.blocking import reproducible_blocks
 from ..operators.params import reaching_parameters
-from .callbacks import Callback, Schedule, TrainContext, callback_keys
+from .callbacks import Callback, Schedule, TrainContext, callback_keys, callback_name
 from .checkpoint import (changed_settings, checkpoint_path, load_checkpoint, load_state,
                          rng_state, save_checkpoint, set_rng_state, snapshot)
 
@@ -1433,8 +1433,7 @@ def check_callbacks(callbacks: Sequence[Callback], model: nn.Module, data: Any) 
         try:
             cb.check(model, data)
         except (ValueError, UserError) as e:
-            name = getattr(cb, "instrument", None) or type(cb).__name__
-            raise UserError(f"callbacks[{i}] ({name}): {e}") from None
+            raise UserError(f"callbacks[{i}] ({callback_name(cb)}): {e}") from None
 
 
 def check_loss(loss_fn: Any) -> None:

@@ -105,7 +105,8 @@ from ..errors import (ConfigError, UserError, check_keys, checked_float, checked
 from ..operators.blocking import reproducible_blocks
 from ..operators.params import copy_module
 from ..optim.elastic import Parle, master_average
-from .callbacks import MeasurementCallback, Schedule, TrainContext, callback_keys
+from .callbacks import (MeasurementCallback, Schedule, TrainContext, callback_keys,
+                        callback_name)
 from .checkpoint import (changed_settings, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
 from .communicator import status_all_reduce, told_all
@@ -442,7 +443,7 @@ def master_instruments(callbacks: Any, model: nn.Module, data: Any
     ``data``; a ``UserError`` naming any other (it needs the steps of a training loop)."""
     cbs = as_callbacks(callbacks)
     for i, cb in enumerate(cbs):
-        name = getattr(cb, "instrument", None) or type(cb).__name__
+        name = callback_name(cb)
         if not isinstance(cb, MeasurementCallback) or cb.reads_training_step:
             raise UserError(
                 f"callbacks[{i}] ({name}) cannot measure a replica run: Parle measures the "
@@ -956,8 +957,7 @@ class _ReplicaTraining:
                 diverged = e
             except Exception as e:       # (an interrupt stops this process alone, as ever)
                 error = e
-                where = (f"measuring the master after round {r} with "
-                         f"{getattr(cb, 'instrument', None) or type(cb).__name__}")
+                where = f"measuring the master after round {r} with {callback_name(cb)}"
         if self._settle(where, error, diverged=diverged is not None):
             self.status = "diverged"
             self.message = (f"non-finite values in a measurement of the master after round "

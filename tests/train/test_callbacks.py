@@ -15,6 +15,7 @@ from sgdlab.train import Callback, MeasurementCallback, Schedule, train
 from sgdlab.train.callbacks import (
     TrainContext,
     callback_keys,
+    callback_name,
     step_batch_size,
     step_generator,
     train_subset,
@@ -172,3 +173,15 @@ def test_callback_keys_number_each_kind_from_zero():
     assert callback_keys([A(), B(), A(), B(), A()]) == [
         f"{A.__qualname__}#0", "dynamics#0", f"{A.__qualname__}#1", "dynamics#1",
         f"{A.__qualname__}#2"]
+
+
+def test_a_callback_is_named_in_messages_by_its_instrument_else_its_class():
+    class A(Callback):
+        pass
+
+    class B(Callback):
+        instrument = "dynamics"
+
+    # the class's plain name in messages; its key (callback_keys) is the qualified one
+    assert callback_name(A()) == "A" != A.__qualname__
+    assert callback_name(B()) == "dynamics"

@@ -37,8 +37,8 @@ from sgdlab.operators.ggn import check_output_is_tensor
 from sgdlab.operators.params import num_params
 from sgdlab.operators.per_sample import check_running_statistics
 
-from ..callbacks import (MeasurementCallback, Schedule, TrainContext, step_generator,
-                         train_subset)
+from ..callbacks import (MeasurementCallback, Schedule, TrainContext, callback_name,
+                         step_generator, train_subset)
 from . import register_instrument
 
 __all__ = ["HessianCallback", "SERIES_PREFIXES", "SharpnessCallback", "MeasuredCallback"]
@@ -129,11 +129,10 @@ class MeasuredCallback(MeasurementCallback):
 
     def check_run(self, ctx: TrainContext) -> None:
         if self.mean_of_samples:
-            name = getattr(self, "instrument", None) or type(self).__name__
             # ignored targets only where every measurement reads the whole evaluation set:
             # batches drawn from it may miss them
             check_mean_of_samples(ctx.loss_fn, self.eval_data(ctx) if self.measures_eval_set
-                                  else [], f"the {name} instrument")
+                                  else [], f"the {callback_name(self)} instrument")
 
     def on_train_begin(self, ctx: TrainContext) -> None:
         self.check_run(ctx)

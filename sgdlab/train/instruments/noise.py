@@ -61,7 +61,7 @@ from sgdlab.operators.ggn import check_output_is_tensor
 from sgdlab.operators.params import num_params
 from sgdlab.optim import SwitchOptimizer, gradient_step_size, preconditioned_optimizer
 
-from ..callbacks import Schedule, step_batch_size
+from ..callbacks import Schedule, callback_name, step_batch_size
 from . import register_instrument
 from .curvature import (MeasuredCallback, _common, check_options, eval_set_size, is_flag,
                         optional_count)
@@ -200,7 +200,7 @@ class _StepScaled(MeasuredCallback):
             return self._gradient_step_size(ctx, group)
         if not self._warned_adaptive:
             self._warned_adaptive = True
-            name = getattr(self, "instrument", None) or type(self).__name__
+            name = callback_name(self)
             warn(f"{name}: optimizer {adaptive} takes the steps from step {ctx.step} on, "
                  "dividing each coordinate of the gradient by a running root mean square, so "
                  f"its step is no step size times the gradient: {self.left_out()}",
