@@ -624,6 +624,21 @@ def load_cifar100(*, seed: int = 0, data_dir=None, train_size: int | None = None
                        flatten=flatten, labels=labels)
 
 
+def published_train_size(name: str) -> int | None:
+    """The training examples in the published files of file dataset ``name``, as the loader
+    keeps them all (no ``train_size``): 60,000 for MNIST and Fashion-MNIST, 50,000 for
+    CIFAR-10 and CIFAR-100 (the counts the loaders recognise the published files by); None
+    for another dataset. Files of one's own, which the loaders read too, may hold another
+    number: this is what a plan counts steps with, without reading the files."""
+    dataset = name.strip().lower().replace("-", "_")
+    if dataset in _IDX_SUBDIRS:
+        return _IDX_LABEL_PRINTS[dataset, "train"][0]
+    if dataset in _CIFAR:
+        spec = _CIFAR[dataset]
+        return spec["published"]["train"] * len(spec["train"])
+    return None
+
+
 def find_files(name: str, data_dir, path=None) -> str | None:
     """Where the files of dataset ``name`` lie in ``data_dir`` (``"IDX files in DIR"``,
     ``"CIFAR python batches in DIR"``, ``"PTB files in DIR"``, ``"text file PATH"``), looked

@@ -116,7 +116,7 @@ from .loop import (BatchStream, abort_run, as_callbacks, check_callbacks, check_
                    record_abort, record_completion, steps_per_epoch, training_device)
 
 __all__ = ["ParleConfig", "ReplicaResult", "ReplicaWorker", "train_replicas", "replica_shards",
-           "replica_seeds"]
+           "replica_seeds", "replica_rounds"]
 
 
 SCOPING_1_2B = "1/2B"
@@ -326,6 +326,21 @@ class ReplicaResult:
 def _seed(seed: int, replica: int, stream: int) -> int:
     # distinct, reproducible seeds per (replica, purpose) that do not depend on the mode
     return (int(seed) * 1_000_003 + replica * 7_919 + stream * 104_729) % (2**62)
+
+
+def replica_rounds(config: ParleConfig, n_a: int | None, *, rounds: int | None = None,
+                   epochs: float | None = None, grad_evals: int | None = None) -> int:
+    """A run's length in rounds, from whichever of ``rounds``, ``epochs`` (per replica, over
+    its ``n_a`` examples; ``n_a`` is read for them alone) or ``grad_evals`` (per replica)
+    was given."""
+    cfg = config
+    if grad_evals is not None:
+        rounds = math.ceil(checked_int("grad_evals", grad_evals, 1, error=ConfigError) / cfg.L)
+    elif rounds is None:
+        B = min(cfg.batch_size, n_a)     # a replica's batch (ReplicaWorker.B)
+        # a pass over the replica's examples is ⌈n_a/B⌉ steps (the last batch may be short)
+        rounds = max(1, math.ceil(epochs * math.ceil(n_a / B) / cfg.L))
+    return checked_int("rounds", rounds, 0, error=ConfigError)
 
 
 def replica_seeds(seed: int, replica: int) -> dict[str, int]:
@@ -684,15 +699,8 @@ class _ReplicaTraining:
 
     def _length(self, rounds: int | None, epochs: float | None, grad_evals: int | None) -> int:
         """The run's length in rounds, from whichever of the three was given."""
-        cfg = self.cfg
-        n_a, B = len(self.workers[0].x), self.workers[0].B
-        if grad_evals is not None:
-            rounds = math.ceil(checked_int("grad_evals", grad_evals, 1, error=ConfigError)
-                               / cfg.L)
-        elif rounds is None:
-            # a pass over the replica's examples is ⌈n_a/B⌉ steps (the last batch may be short)
-            rounds = max(1, math.ceil(epochs * math.ceil(n_a / B) / cfg.L))
-        return checked_int("rounds", rounds, 0, error=ConfigError)
+        return replica_rounds(self.cfg, len(self.workers[0].x), rounds=rounds, epochs=epochs,
+                              grad_evals=grad_evals)
 
     def _resume(self) -> None:
         # every rank must have found and loaded a consistent set, or none starts

@@ -208,6 +208,36 @@ def test_the_plan_counts_the_steps_of_the_runs_to_execute_whose_length_is_known(
     assert not any(line.startswith("training steps") for line in plan.lines())
 
 
+def test_a_paper_scale_plan_counts_the_steps_of_the_published_training_set(tmp_path, capsys):
+    """Fashion-MNIST's training files hold 60,000 images: each run of the paper-scale grid
+    takes 200 epochs of ⌈60,000 / S⌉ steps, counted without the files (an empty folder); the
+    plan had said "training steps: not told by the runs' parameters". A ``classes`` filter
+    leaves the size to the files: not told."""
+    (tmp_path / "data").mkdir()
+    where = {"scale": "paper", "data_dir": str(tmp_path / "data"),
+             "store_path": str(tmp_path / "s.sqlite"), "out_dir": tmp_path / "out"}
+    plan = plan_experiment(GRID, **where)
+    assert len(plan.runs) == 90 and not plan.ok          # (the files are missing)
+    for p in plan.runs:
+        assert p.steps == 200 * -(-60000 // p.run.params["batch_size"])
+    total = sum(p.steps for p in plan.runs)
+    assert total == 3 * 5 * 200 * sum(60000 // s for s in (25, 50, 100, 200, 400, 800))
+    assert f"training steps: {total}" in plan.lines()
+    code = main(["run", GRID, "--scale", "paper", "--data-dir", where["data_dir"], "--store",
+                 where["store_path"], "--out", str(where["out_dir"]), "--dry-run", "--json"])
+    got = json.loads(capsys.readouterr().out)
+    assert code == 2 and got["totals"]["steps"] == total
+    assert [r["steps"] for r in got["runs"]] == [p.steps for p in plan.runs]
+    raw = yaml.safe_load((CATALOGUE_DIR / f"{GRID}.yaml").read_text())
+    raw["scales"]["paper"]["base"]["dataset"]["classes"] = [0, 1]
+    path = tmp_path / "two-classes.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+    plan = plan_experiment(str(path), **where)
+    assert all(p.steps is None for p in plan.runs)
+    assert "training steps: not told by the runs' parameters" in plan.lines()
+    assert plan.to_json()["totals"]["steps"] is None
+
+
 def test_a_store_that_could_not_be_created_is_named_with_the_folder_in_the_way(tmp_path,
                                                                               monkeypatch):
     """The nearest existing folder above a new store decides: absent folders are made; a

@@ -212,6 +212,73 @@ def test_max_steps_caps_the_planned_steps_and_never_adds_to_them():
     assert train.planned_steps({**p, "batch_size": "full"}) == 2
 
 
+def test_the_planned_steps_of_a_batch_size_schedule_are_the_steps_its_run_takes(tmp_path):
+    """A square cycle of batches 4 and 16 over 20 examples: epochs of 5, 2 and 5 steps (5, 1
+    and 5 with drop_last), counted by the code the run counts with; a dict batch size had
+    left the plan without a count."""
+    batches = {"kind": "cyclic", "low": 4, "high": 16, "period": 2, "shape": "square"}
+    params = {**TRAIN, "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": batches,
+              "epochs": 3}
+    train = get_procedure("train")
+    assert train.planned_steps(params) == 5 + 2 + 5
+    assert train.planned_steps({**params, "drop_last": True}) == 5 + 1 + 5
+    assert train.planned_steps({**params, "max_steps": 6}) == 6
+    out, _, _ = _train_run(params, 0, tmp_path, "cyclic")
+    assert out.status == "finished" and out.summary["steps"] == 12
+    # a schedule the run refuses: no count (the run says why)
+    assert train.planned_steps({**params, "batch_size": {"kind": "wavy"}}) is None
+
+
+@pytest.mark.parametrize("dataset, n", [
+    ({"name": "mnist"}, 60000), ({"name": "fashion-mnist", "label_noise": 200}, 60000),
+    ({"name": "cifar10", "test_size": 500}, 50000),
+    ({"name": "cifar100", "labels": "coarse"}, 50000)])
+def test_a_file_dataset_keeping_its_training_files_has_their_published_size(dataset, n):
+    from sgdlab.experiments.procedures.train import train_examples
+
+    assert train_examples({**dataset, "data_dir": "/nowhere"}) == n
+    p = {"dataset": dataset, "model": {"name": "mlp"}, "optimizer": {"name": "sgd", "lr": 0.1},
+         "batch_size": 128, "epochs": 2}
+    train = get_procedure("train")
+    assert train.planned_steps(p) == 2 * -(-n // 128)
+    assert train.planned_steps({**p, "drop_last": True}) == 2 * (n // 128)
+    # the size left to the files: a classes filter keeps their examples of those classes;
+    # text windows are counted in a file's tokens
+    for other in ({**dataset, "classes": [0, 1]}, {"name": "ptb"}, {"name": "text_chars"}):
+        assert train_examples(other) is None
+        assert train.planned_steps({**p, "dataset": other}) is None
+
+
+PARLE = {"dataset": {"name": "digits", "n_train": 20, "n_test": 10},
+         "model": {"name": "mlp", "widths": [5]}, "dtype": "float64",
+         "parle": {"replicas": 2, "L": 3, "batch_size": 8, "lr": 0.1}}
+
+
+@pytest.mark.parametrize("length, steps", [
+    ({"grad_evals": 7}, 9),             # ⌈7 / 3⌉ = 3 rounds of L = 3 inner steps
+    ({"epochs": 2}, 6),                 # ⌈2 · ⌈20 / 8⌉ / 3⌉ = 2 rounds
+    ({"epochs": 2.5, "dataset": {"name": "mnist"}}, 18750)])   # ⌈2.5 · 7500 / 3⌉ = 6250
+def test_the_planned_steps_of_a_replica_run_are_its_rounds_times_l(length, steps, tmp_path):
+    """The steps of a ``replicas`` run are each replica's inner steps, rounds · L (the step its
+    metrics are logged at), its rounds as train_replicas makes them of its length."""
+    p = {**PARLE, **length}
+    assert get_procedure("replicas").planned_steps(p) == steps
+    if p["dataset"]["name"] == "digits":
+        store = RunStore(str(tmp_path / "runs.sqlite"))
+        run_id = store.create_run({"t": 1}, name="parle")
+        ctx = RunContext(store=store, run_id=run_id, progress=None, device="cpu",
+                         artifact_dir=tmp_path, dependencies={}, checkpoint_dir=None)
+        out = get_procedure("replicas").run(SimpleNamespace(params=p, seed=0), ctx)
+        assert out.summary["rounds"] * 3 == out.summary["grad_evals"] == steps
+
+
+def test_the_planned_steps_of_a_replica_run_on_split_data_are_not_told():
+    # a replica's part of the data is drawn when the run starts
+    p = {**PARLE, "epochs": 2, "parle": {**PARLE["parle"], "shard": True}}
+    assert get_procedure("replicas").planned_steps(p) is None
+    assert get_procedure("replicas").planned_steps({**p, "grad_evals": 6}) == 6
+
+
 def test_max_steps_zero_is_a_run_that_measures_its_initialisation():
     p = {**SMALL_RUN, "epochs": 1}
     get_procedure("train").validate({**p, "max_steps": 0}, "r")

@@ -81,6 +81,22 @@ class ReplicasProcedure(Procedure):
         return ([checkpoint_folder(Path(folder) / SWEEP_REPLICA_FOLDER)]
                 if params.get("mode") == "distributed" else [])
 
+    def planned_steps(self, params):
+        """Inner steps per replica, rounds x L (the step its metrics are logged at), with the
+        rounds :func:`~sgdlab.train.replicas.train_replicas` makes of ``grad_evals``, or of
+        ``epochs`` over the whole training set when its size is known (on split data a
+        replica's part is drawn: not counted)."""
+        from sgdlab.experiments.procedures.train import train_examples
+        from sgdlab.train.replicas import ParleConfig, replica_rounds
+
+        cfg = ParleConfig.from_dict(dict(params["parle"]))
+        if "grad_evals" in params:
+            return replica_rounds(cfg, None, grad_evals=int(params["grad_evals"])) * cfg.L
+        n = train_examples(params["dataset"])
+        if n is None or cfg.shard:
+            return None
+        return replica_rounds(cfg, n, epochs=float(params["epochs"])) * cfg.L
+
     def run(self, run, ctx) -> RunOutput:
         from sgdlab.experiments.procedures.train import build
         from sgdlab.train.replicas import ParleConfig, train_replicas

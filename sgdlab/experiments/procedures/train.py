@@ -77,12 +77,15 @@ EMBEDDED_IMAGES = {"digits": 1797, "mnist_small": 5000}
 def train_examples(dataset: dict[str, Any]) -> int | None:
     """The training examples of a ``dataset`` mapping when its options fix them: ``n_train``
     (a subset taken last), else ``train_size`` of a file dataset or what ``test_size`` leaves
-    of an embedded one (``digits``: 1,437, ``mnist_small``: 4,000 by default), unless
-    ``classes`` filters it; None otherwise (a file dataset's own size; a loader whose
-    ``n_train`` means something else, such as a grid size)."""
+    of an embedded one (``digits``: 1,437, ``mnist_small``: 4,000 by default), or the
+    published training set of MNIST, Fashion-MNIST (60,000) and CIFAR (50,000)
+    (:func:`~sgdlab.data.files.published_train_size`), unless ``classes`` filters it; None
+    otherwise (text windows, whose number depends on the file; a loader whose ``n_train``
+    means something else, such as a grid size)."""
     import inspect
 
     from sgdlab.data import DATASETS
+    from sgdlab.data.files import published_train_size
 
     name = str(dataset["name"]).strip().lower().replace("-", "_")
     loader = DATASETS[name]
@@ -98,7 +101,18 @@ def train_examples(dataset: dict[str, Any]) -> int | None:
     if name in EMBEDDED_IMAGES:
         return EMBEDDED_IMAGES[name] - int(dataset.get("test_size",
                                                        signature["test_size"].default))
-    return None
+    return published_train_size(name)
+
+
+def epoch_steps(n: int, batch_size, epochs: int, drop_last: bool) -> list[int]:
+    """The optimizer steps of each of ``epochs`` epochs over ``n`` examples, as the loop counts
+    them: ``batch_size`` an int or a batch-size schedule (epoch -> size, as
+    :func:`resolve_batch_size` builds it), whose epochs may take different numbers."""
+    from sgdlab.train.loop import steps_per_epoch
+
+    if not callable(batch_size):
+        return [steps_per_epoch(n, batch_size, drop_last)] * epochs
+    return [steps_per_epoch(n, batch_size(e), drop_last) for e in range(epochs)]
 
 
 def final_weights(folder) -> dict[str, Any]:
@@ -253,18 +267,23 @@ class TrainProcedure(Procedure):
             validate_measure(m, f"{where}: final[{i}]", final=True)
 
     def planned_steps(self, params: dict[str, Any]) -> int | None:
-        """``epochs`` x steps per epoch, capped by ``max_steps`` (as the loop counts them),
-        when the training set's size is in the parameters (``n_train``, a file dataset's
-        ``train_size``) or the batch is the full set."""
-        from sgdlab.train.loop import steps_per_epoch
-
+        """The steps of each epoch summed over ``epochs``, capped by ``max_steps``, as
+        :meth:`run` counts them (:func:`epoch_steps`, a batch-size schedule's epochs each at
+        its size), when the training set's size is known (:func:`train_examples`) or the
+        batch is the full set."""
         p, b = params, params["batch_size"]
         cap = None if p.get("max_steps") is None else int(p["max_steps"])
         n = train_examples(p["dataset"])
-        if isinstance(b, dict) or (n is None and b != "full"):
+        if b == "full":
+            total = p["epochs"]
+        elif n is None:
             return None
-        total = p["epochs"] * (1 if b == "full" else steps_per_epoch(
-            n, b, bool(p.get("drop_last", False))))
+        else:
+            try:
+                bs = resolve_batch_size(b, n)
+            except ConfigError:         # the run fails on it, and says why
+                return None
+            total = sum(epoch_steps(n, bs, p["epochs"], bool(p.get("drop_last", False))))
         return total if cap is None else min(total, cap)
 
     def training_settings(self, params: dict[str, Any], seed: int) -> dict[str, Any] | None:
@@ -313,7 +332,7 @@ class TrainProcedure(Procedure):
         from sgdlab.optim.registry import build_optimizer_for, build_schedule
         from sgdlab.train.callbacks import Schedule
         from sgdlab.train.checkpoint import checkpoint_path
-        from sgdlab.train.loop import steps_per_epoch, train
+        from sgdlab.train.loop import train
 
         p = run.params
         ds, model, loss_fn, dtype = build(p, run.seed, ctx)
@@ -323,10 +342,9 @@ class TrainProcedure(Procedure):
         oname = hyper.pop("name")
         opt = build_optimizer_for(oname, model, loss_fn=loss_fn, data=ds.train, **hyper)
         drop_last = bool(p.get("drop_last", False))
-        spe = steps_per_epoch(n, bs(0) if callable(bs) else bs, drop_last)
         # a batch-size schedule changes the steps of each epoch: count them as the loop does
-        counts = [steps_per_epoch(n, bs(e), drop_last) if callable(bs) else spe
-                  for e in range(p["epochs"])]
+        counts = epoch_steps(n, bs, p["epochs"], drop_last)
+        spe = counts[0]
         # the steps the run takes (max_steps beyond the epochs' steps adds none), which a
         # schedule that decays over the run and log-spaced measurements are built for
         total = sum(counts) if p.get("max_steps") is None else min(sum(counts),
