@@ -9,7 +9,7 @@ Run parameters (all data)::
     dtype: float32 | float64
     optimizer: {name: sgd, lr: 0.1, ...}         # build_optimizer_for(name, model, ...)
     schedule: {name: cosine_cyclic, ...}         # build_schedule (optional)
-    batch_size: 64 | full | {name: cyclic_batch_size, ...}
+    batch_size: 64 | full | {kind: cyclic, low: .., high: .., period: ..}
     epochs: 5
     max_steps: null
     replacement: false                           # mini-batches with replacement
