@@ -639,7 +639,8 @@ class _ReplicaTraining:
         self.x_recompute = x_all if self.cfg.master_buffers == "recompute" else None
         self._build_workers(model, data, x_all, y_all)
         self.instruments = master_instruments(callbacks, model, data)
-        self.rounds = self._length(rounds, epochs, grad_evals)
+        self.rounds = replica_rounds(self.cfg, len(self.workers[0].x), rounds=rounds,
+                                     epochs=epochs, grad_evals=grad_evals)
         self.eval_sets = evaluation_sets(data, eval_subset, _seed(self.cfg.seed, 0, 3),
                                          self.dev)
         # (copied before a resume loads the replicas' weights: the same model either way)
@@ -696,11 +697,6 @@ class _ReplicaTraining:
                 xa, ya = x_all[idx], y_all[idx]
             self.workers.append(ReplicaWorker(a, m, self.loss_fn, xa, ya, cfg, batches,
                                               augment=augment))
-
-    def _length(self, rounds: int | None, epochs: float | None, grad_evals: int | None) -> int:
-        """The run's length in rounds, from whichever of the three was given."""
-        return replica_rounds(self.cfg, len(self.workers[0].x), rounds=rounds, epochs=epochs,
-                              grad_evals=grad_evals)
 
     def _resume(self) -> None:
         # every rank must have found and loaded a consistent set, or none starts
