@@ -42,7 +42,7 @@ from ..torch_files import read_torch_file
 from ._common import (check_int, make_classification, normalize_images, require_data_dir,
                       seeded_indices)
 from .base import Dataset
-from .registry import register_dataset
+from .registry import _canonical, register_dataset
 
 # --- IDX (LeCun et al.'s MNIST format) ------------------------------------------------------
 
@@ -630,7 +630,7 @@ def published_train_size(name: str) -> int | None:
     CIFAR-10 and CIFAR-100 (the counts the loaders recognise the published files by); None
     for another dataset. Files of one's own, which the loaders read too, may hold another
     number: this is what a plan counts steps with, without reading the files."""
-    dataset = name.strip().lower().replace("-", "_")
+    dataset = _canonical(name)
     if dataset in _IDX_SUBDIRS:
         return _IDX_LABEL_PRINTS[dataset, "train"][0]
     if dataset in _CIFAR:
