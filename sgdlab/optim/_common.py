@@ -279,8 +279,7 @@ def gradient_step_size(group: dict, schedule: Any = None, every: str = "step") -
     if named or {"convention", "multiply"} <= group.keys():
         # imported here: random_lr builds on this module
         from .random_lr import noise_equivalent_lr
-        return noise_equivalent_lr({"convention": "paper", "multiply": "gradient",
-                                    "momentum": 0.0, **group})
+        return noise_equivalent_lr(group)
     return group_number(group, "lr")
 
 

@@ -53,7 +53,7 @@ from sgdlab.measure.temperature import MUSSO_CONVENTIONS as CONVENTIONS
 
 from ._common import (PicklesWhole, closure_loss, group_number, momentum_direction,
                       runs_state_dict_hooks, seeded_generator)
-from .registry import register_optimizer
+from .registry import _init_default, register_optimizer
 from .settings import split_own_state
 
 __all__ = ["RandomLRSGD", "CONVENTIONS", "MULTIPLY", "alpha_high", "alpha_moments",
@@ -80,7 +80,8 @@ def alpha_moments(convention: str) -> tuple[float, float]:
 
 
 def noise_equivalent_lr(group: dict[str, Any]) -> float:
-    """The constant SGD step η whose SDE a parameter group of :class:`RandomLRSGD` follows:
+    """The constant SGD step η whose SDE a parameter group of :class:`RandomLRSGD` follows
+    (or its config: :class:`RandomLRSGD`'s defaults for what it leaves out):
     l ⟨α²⟩ / ⟨α⟩ (2l/3 under ``"paper"``, 4l/3 under ``"mean-lr"``).
 
     A step −α l g_Γ has mean drift −⟨α⟩ l ∇f and mini-batch noise of covariance ⟨α²⟩ l² Σ/C;
@@ -91,6 +92,8 @@ def noise_equivalent_lr(group: dict[str, Any]) -> float:
     leaves the ratio as it is where α multiplies the gradient (eq. (1)); where it multiplies
     the whole step (``multiply="step"``) with μ > 0 one α scales a buffer of many gradients,
     which this does not cover: a ConfigError (a ValueError) says so."""
+    defaults = {k: _init_default(RandomLRSGD, k) for k in ("convention", "multiply", "momentum")}
+    group = {**defaults, **group}
     if group["multiply"] not in MULTIPLY:       # another word was read as "gradient"
         raise ConfigError(f"multiply must be one of {', '.join(map(repr, MULTIPLY))}, got "
                           f"{group['multiply']!r}")
