@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgdlab.errors import (checked_int_argument, checked_keywords, finite_number, int_at_least,
-                           plain_float, plain_int, warn)
+from sgdlab.errors import (checked_float_argument, checked_int_argument, checked_keywords,
+                           int_at_least, plain_int, warn)
 from sgdlab.operators import LinearOperator, as_operator
 from sgdlab.operators.linear import _Wrapped
 
@@ -255,11 +255,7 @@ def check_tol(tol: object, name: str = "tol", num_iter: str = "num_iter") -> flo
     stopped every one at once).
     ``name`` and ``num_iter``: what the caller's options for the tolerance and the most
     iterations are called, for the message."""
-    tol = plain_float(tol)      # np.bool_ is none: refused below
-    if not (finite_number(tol) and tol >= 0):
-        raise ValueError(f"Invalid {name}={tol!r} (a finite number >= 0; 0 runs {num_iter} "
-                         "steps)")
-    return tol
+    return checked_float_argument(name, tol, 0, f"; 0 runs {num_iter} steps")
 
 
 @checked_keywords()
