@@ -193,7 +193,7 @@ class HEAT(SeededNoise, Optimizer):
         _check(0 <= gamma < math.inf, f"Invalid gamma: {gamma} (variance, must be finite >= 0)")
         check_choice("variance_convention", variance_convention, HEAT_VARIANCE_CONVENTIONS)
         check_choice("batches", batches, HEAT_BATCHES)
-        L = plain_int(L)      # numpy's ints are counts; True is not (it was one step)
+        L = plain_int(L)      # numpy's ints are counts; True is not (it was one perturbation)
         _check(int_at_least(L, 1), f"Invalid number of samples L: {L!r} (int >= 1)")
         _check(0 <= momentum < 1, f"Invalid momentum value: {momentum}")
         _check(not nesterov or momentum > 0, "Nesterov momentum requires a momentum")
