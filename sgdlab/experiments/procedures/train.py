@@ -234,9 +234,7 @@ class TrainProcedure(Procedure):
         if params.get("eval_bn", "running") not in EVAL_BN:
             raise ConfigError(f"{where}: eval_bn must be one of {', '.join(EVAL_BN)}, got "
                               f"{params['eval_bn']!r}")
-        e = params["epochs"]
-        if not isinstance(e, int) or e < 1:
-            raise ConfigError(f"{where}: epochs must be a positive integer, got {e!r}")
+        checked_int(f"{where}: epochs", params["epochs"], 1, error=ConfigError)
         # checked here, not first when a run reaches the training loop: --dry-run reports them
         for k, low in (("eval_every", 0), ("eval_every_steps", 1), ("max_steps", 0),
                        ("eval_subset", 1), ("data_seed", 0), ("micro_batch", 1)):
