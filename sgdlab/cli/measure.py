@@ -595,15 +595,17 @@ def _named(values: str):
     return convergence_warnings_named(values, "raise --lanczos-iter above that")
 
 
+def _top(prefix: str, first: int, last: int) -> str:
+    """``hess/top_1..5`` (``hess/top_1`` where ``first`` is ``last``): the named eigenvalues."""
+    return f"{prefix}/top_{first}" + (f"..{last}" if last > first else "")
+
+
 def _note_fewer_eigenvalues(m: _Measuring, prefix: str, k: int, why: str) -> None:
     """Say that ``prefix``'s top-k holds only the ``k`` eigenvalues there are, where ``--k``
     asked for more (alignment refuses such a ``--k``: its residual counts k pairs)."""
-    def top(first: int, last: int) -> str:
-        return f"{prefix}/top_{first}" + (f"..{last}" if last > first else "")
-
     if k < m.args.k:
-        m.notes.append(f"{top(k + 1, m.args.k)} not measured (--k {m.args.k}): {why}; "
-                       f"{top(1, k)} {'are' if k > 1 else 'is'} all there are")
+        m.notes.append(f"{_top(prefix, k + 1, m.args.k)} not measured (--k {m.args.k}): "
+                       f"{why}; {_top(prefix, 1, k)} {'are' if k > 1 else 'is'} all there are")
 
 
 def _hessian(m: _Measuring) -> None:
@@ -620,8 +622,7 @@ def _hessian(m: _Measuring) -> None:
                                           f"{op.shape[0]} eigenvalues")
     shared = "alignment" in m.result["what"]
     g = m.gen()
-    with _named((f"hess/top_1..{k}" if k > 1 else "hess/top_1")
-                + (" and align (the Hessian's top-k)" if shared else "")):
+    with _named(_top("hess", 1, k) + (" and align (the Hessian's top-k)" if shared else "")):
         h_vals, h_vecs = lanczos(op, k, tol=LANCZOS_TOL, num_iter=m.args.lanczos_iter,
                                  generator=g, check_copies=m.args.check_copies)
     if shared:
