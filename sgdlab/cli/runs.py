@@ -631,8 +631,9 @@ def _run_readings(run: dict) -> list[str] | None:
     cfg = run.get("config")
     if not (run.get("experiment") and isinstance(cfg, dict) and cfg.get("run_key")):
         return None
-    of, _ = _listed_readings(run["experiment"], [run])
-    return of[run["id"]] if of else None
+    from sgdlab.experiments.readings import runs_readings
+
+    return runs_readings(run["experiment"], [run]).get(run["id"])
 
 
 def _readings_line(run: dict) -> str | None:
