@@ -11,6 +11,12 @@ from sgdlab.cli.list import CPU_UNRECORDED_AT_MOST, catalogue, cpu_time
 from sgdlab.cli.main import main
 
 
+def _listed_names(capsys) -> list[str]:
+    """The entries `sgdlab list` printed, in order: the first word of each unindented line."""
+    return [line.split()[0] for line in capsys.readouterr().out.splitlines()
+            if line and not line.startswith(" ")]
+
+
 def test_a_paper_or_a_figure_finds_its_entries(capsys):
     """`sgdlab list zhu` and `sgdlab list 'zhu fig. 4'` were errors ("unknown experiment"):
     a reader looking for a figure had to read the whole catalogue."""
@@ -19,8 +25,7 @@ def test_a_paper_or_a_figure_finds_its_entries(capsys):
     assert out.startswith("zhu-projection-residual ") and "Fig. 4(b)" in out
     assert "run: sgdlab run zhu-projection-residual --scale cpu" in out
     assert main(["list", "ZHU"]) == 0
-    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()
-             if line and not line.startswith(" ")]
+    names = _listed_names(capsys)
     assert len(names) == 9 and all(n.startswith("zhu-") for n in names)
 
 
@@ -32,23 +37,20 @@ def test_a_word_of_the_descriptions_or_measures_finds_entries_after_those_it_nam
     assert "expected_sharpness" in items["zhu-large-network"]["measures"]
     assert "expected sharpness" in items["zhu-large-network"]["measures"]   # a claim's metric
     assert main(["list", "sharpness"]) == 0
-    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()
-             if line and not line.startswith(" ")]
+    names = _listed_names(capsys)
     assert "zhu-large-network" in names and "zhu-rmsprop-sgd" in names
     assert all("sharpness" not in e["title"].lower() for e in items.values())
     # a title hit first: "Hessian" is in xing-hessian-norm's title, in zhu-escape-2d's
     # description only
     assert main(["list", "hessian"]) == 0
-    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()
-             if line and not line.startswith(" ")]
+    names = _listed_names(capsys)
     assert "hessian" not in items["zhu-escape-2d"]["title"].lower()
     assert names.index("xing-hessian-norm") < names.index("zhu-escape-2d")
     # an instrument's name, as written or with spaces for its underscores; beyond the lines a
     # phrase, not words scattered over the prose
     for query in ("step_interpolation", "Step Interpolation"):
         assert main(["list", query]) == 0
-        names = [line.split()[0] for line in capsys.readouterr().out.splitlines()
-                 if line and not line.startswith(" ")]
+        names = _listed_names(capsys)
         assert names == [n for n, e in items.items() if "step_interpolation" in e["measures"]]
     assert main(["list", "interpolation step"]) == 2
 
@@ -62,8 +64,7 @@ def test_an_exact_name_shows_that_entry_alone(capsys):
 
 def test_an_entry_both_named_and_found_is_shown_once(capsys):
     assert main(["list", "xing-walk", "xing", "xing-walk"]) == 0
-    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()
-             if line and not line.startswith(" ")]
+    names = _listed_names(capsys)
     assert names[0] == "xing-walk" and sorted(names) == sorted(set(names))
     assert set(names) == {e["name"] for e in catalogue() if e["name"].startswith("xing-")}
 
