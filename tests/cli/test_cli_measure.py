@@ -924,8 +924,6 @@ def test_cabs_of_a_checkpoint_under_the_random_schedule_takes_the_instruments_st
     ``--what batch`` takes the step the training instruments take (gradient_step_size given
     the schedule the checkpoint holds), η(1 + w²/3): CABS of one batch of all examples
     against a direct call at that step, float64."""
-    from sgdlab.config.io import load_config
-    from sgdlab.config.run import build_from_config
     from sgdlab.measure import batch_statistics
     from sgdlab.train.checkpoint import load_checkpoint
 
@@ -935,16 +933,14 @@ def test_cabs_of_a_checkpoint_under_the_random_schedule_takes_the_instruments_st
     noise_step = 0.05 * (1 + 0.5**2 / 3)
     draw = state["optimizer"]["param_groups"][0]["lr"]
     assert draw != pytest.approx(noise_step, rel=1e-3)      # the draw is not the step
-    built = build_from_config(load_config(run / "config.yaml"))
-    model = built.model.eval()
-    model.load_state_dict(state["model"])
-    n = len(built.data.train[0])
+    model, loss_fn, data = _float64_model_and_examples(run)
+    n = len(data[0])
     assert main(["measure", str(run), "--store", str(store), "--what", "batch",
                  "--batch-size", str(n), "--batches", "1", "--subset", "0",
                  "--out", str(tmp_path / "m")]) == 0
     cabs = json.loads((tmp_path / "m" / "measurements.json").read_text())["scalars"][
         "batch/cabs_batch_size"]
-    ref = batch_statistics(model, built.loss_fn, built.data.train, lr=noise_step)
+    ref = batch_statistics(model, loss_fn, data, lr=noise_step)
     assert cabs == pytest.approx(ref.cabs_batch_size, rel=1e-10)
 
 
@@ -996,16 +992,11 @@ def test_measure_batch_of_an_adam_checkpoint_writes_the_statistics_that_need_no_
     """Adam's step divides each coordinate by a running root mean square, so CABS has no η
     for it: ``--what batch`` writes every other statistic, equal to a direct call without lr
     on one batch of all examples (float64), CABS null, and prints a note naming Adam."""
-    from sgdlab.config.io import load_config
-    from sgdlab.config.run import build_from_config
     from sgdlab.measure import batch_statistics
-    from sgdlab.train.checkpoint import load_checkpoint
 
     run, store = _zhu_run64(tmp_path, optimizer="{name: adam, lr: 0.01}", steps=3)
-    built = build_from_config(load_config(run / "config.yaml"))
-    model = built.model.eval()
-    model.load_state_dict(load_checkpoint(run / "checkpoints" / "last.pt")["model"])
-    n = len(built.data.train[0])
+    model, loss_fn, data = _float64_model_and_examples(run)
+    n = len(data[0])
     capsys.readouterr()
     assert main(["measure", str(run), "--store", str(store), "--what", "batch",
                  "--batch-size", str(n), "--batches", "1", "--subset", "0",
@@ -1013,7 +1004,7 @@ def test_measure_batch_of_an_adam_checkpoint_writes_the_statistics_that_need_no_
     assert ("(batch/cabs_batch_size is NaN (null in measurements.json): optimizer adam "
             "divides each coordinate") in capsys.readouterr().out
     got = json.loads((tmp_path / "m" / "measurements.json").read_text())["scalars"]
-    ref = batch_statistics(model, built.loss_fn, built.data.train, lr=None).as_metrics()
+    ref = batch_statistics(model, loss_fn, data, lr=None).as_metrics()
     assert got.pop("batch/cabs_batch_size") is None
     assert math.isnan(ref.pop("batch/cabs_batch_size"))
     assert {k: got[k] for k in ref} == pytest.approx(ref, rel=1e-10)
