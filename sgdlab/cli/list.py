@@ -151,7 +151,7 @@ def _search(query: str, items: list[dict]) -> list[str]:
     for i in items:
         p = i["paper"]
         line = f"{i['name']} {p['author']} {p['year']}, {p['figure']}: {i['title']}".lower()
-        texts = [i["description"], " ".join((p.get("claim") or "").split()), *i["measures"],
+        texts = [i["description"], _squash(p.get("claim")) or "", *i["measures"],
                  *(m.replace("_", " ") for m in i["measures"])]
         if all(w in line for w in words):
             named.append(i["name"])
