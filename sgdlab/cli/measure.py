@@ -878,7 +878,7 @@ def _batch_lr(state: dict, cfg: dict, store, run_id: str | None, step: int | Non
     try:
         lr = gradient_step_size(group, state.get("schedule"), every)
     except ConfigError:
-        raise                   # no step of SGD's noise (momentum under the random draw)
+        raise       # named: no step of SGD's noise (momentum under the random draw, a bad lr)
     except (KeyError, TypeError, ValueError):
         return None, False, None
     return (lr if lr > 0 else None), False, None
