@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sgdlab.errors import (RUN_SEED_RULE, finite_number, int_at_least, is_seed, plain_float,
-                           plain_int)
+from sgdlab.errors import (RUN_SEED_RULE, checked_int_argument, finite_number, int_at_least,
+                           is_seed, plain_float, plain_int)
 from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
 from sgdlab.measure.curvature.lanczos import check_tol, convergence_warnings_named
 from sgdlab.measure.passes import memory_budget_bytes
@@ -56,12 +56,6 @@ def check_options(**rules: tuple[Any, bool, str]) -> None:
     for name, (value, ok, rule) in rules.items():
         if not ok:
             raise ValueError(f"Invalid {name}={value!r} ({rule})")
-
-
-def optional_count(value: Any, low: int, rest: str = "") -> tuple[Any, bool, str]:
-    """A :func:`check_options` rule for an int >= ``low`` or None: its rule reads
-    "an int >= low" followed by ``rest`` (what None means, say)."""
-    return value, value is None or int_at_least(value, low), f"an int >= {low}{rest}"
 
 
 # a measurement at step s seeds its generator with seed + s (callbacks.step_generator), which
@@ -107,10 +101,10 @@ class MeasuredCallback(MeasurementCallback):
                  eval_mode: bool = True, seed: int = 0, at_train_begin: bool | None = None):
         # a fraction or a bool was taken, then failed the first measurement ("slice indices
         # must be integers", "manual_seed expected a long"); numpy's and torch's ints are ints
-        eval_subset, seed = plain_int(eval_subset), plain_int(seed)
-        check_options(eval_subset=optional_count(eval_subset, 1,
-                                                 ", or None: the whole training set"),
-                      seed=(seed, is_seed(seed), SEED_RULE),
+        eval_subset = checked_int_argument("eval_subset", eval_subset, 1,
+                                           ", or None: the whole training set", optional=True)
+        seed = plain_int(seed)
+        check_options(seed=(seed, is_seed(seed), SEED_RULE),
                       eval_mode=(eval_mode, is_flag(eval_mode), "true or false"))
         super().__init__(self._measure, schedule, every=every, start=start, at=at,
                          at_train_begin=at_train_begin)
@@ -186,16 +180,16 @@ class HessianCallback(MeasuredCallback):
                  block_size: int | None = None, check_copies: bool = False, **kw):
         super().__init__(schedule, **kw)
         # numpy's and torch's ints are counts (np.int64(5) from a grid); kept as Python ints
-        k, bottom, trace_probes, frobenius_probes, num_iter, block_size = map(
-            plain_int, (k, bottom, trace_probes, frobenius_probes, num_iter, block_size))
+        k, bottom, trace_probes, frobenius_probes, num_iter = map(
+            plain_int, (k, bottom, trace_probes, frobenius_probes, num_iter))
         check_options(**{key: (v, int_at_least(v, 0), "an int >= 0") for key, v in (
             ("k", k), ("bottom", bottom), ("trace_probes", trace_probes),
             ("frobenius_probes", frobenius_probes))},
             num_iter=(num_iter, num_iter is None or int_at_least(num_iter, max(k, bottom, 1)),
                       f"an int >= k and bottom ({max(k, bottom, 1)})"),
-            block_size=optional_count(block_size, 1),
             operator=(operator, operator in OPERATORS, f"one of {', '.join(sorted(OPERATORS))}"),
             check_copies=(check_copies, is_flag(check_copies), "true or false"))
+        block_size = checked_int_argument("block_size", block_size, 1, optional=True)
         tol = check_tol(tol)        # 0: num_iter steps, unwarned (Lanczos' own rule)
         if not (k or bottom or trace_probes or frobenius_probes):
             # it ran every step without logging a value, and said nothing

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sgdlab.errors import is_seed, plain_float, plain_int, warn
+from sgdlab.errors import checked_int_argument, is_seed, plain_float, plain_int, warn
 from sgdlab.measure.curvature.lanczos import check_tol
 from sgdlab.measure.dynamics import HESSIAN_WHICH, check_hessian_which, full_batch_grad_norm
 from sgdlab.measure.walk import BN_MODES, check_bn_mode
@@ -47,7 +47,7 @@ from sgdlab.operators.params import grads_vector, params_vector, trainable_named
 
 from ..callbacks import Callback, Schedule, TrainContext, step_generator, train_subset
 from . import register_instrument
-from .curvature import SEED_RULE, check_options, optional_count
+from .curvature import SEED_RULE, check_options
 
 __all__ = ["DynamicsCallback", "dynamics_instrument"]
 
@@ -80,10 +80,10 @@ class DynamicsCallback(Callback):
         check_bn_mode(hessian_bn_mode, "hessian_bn_mode", also=("both",))
         self.full_grad_bn_mode = check_bn_mode(full_grad_bn_mode, "full_grad_bn_mode")
         # 2.5 and True were taken, '4' failed on a TypeError; numpy's and torch's ints are ints
-        eval_subset, eval_batch_size = plain_int(eval_subset), plain_int(eval_batch_size)
-        check_options(eval_subset=optional_count(eval_subset, 1,
-                                                 ", or None: the whole training set"),
-                      eval_batch_size=optional_count(eval_batch_size, 1, ", or None: one batch"))
+        eval_subset = checked_int_argument("eval_subset", eval_subset, 1,
+                                           ", or None: the whole training set", optional=True)
+        eval_batch_size = checked_int_argument("eval_batch_size", eval_batch_size, 1,
+                                               ", or None: one batch", optional=True)
         self.eval_batch_size = eval_batch_size
         self.schedule = schedule if schedule is not None else Schedule.every(1)
         self.full_grad_schedule = full_grad_schedule or Schedule.never()
@@ -275,13 +275,13 @@ def dynamics_instrument(*, schedule: Schedule, full_grad_every: int | None = Non
 
     # 0 read as "never" (the falsy test below) while the docs say None does: refused, like
     # every other period
-    check_options(**{name: optional_count(v, 1, ", or leave it out for never")
-                     for name, v in (("full_grad_every", full_grad_every),
-                                     ("hessian_every", hessian_every))})
+    full_grad_every, hessian_every = (
+        checked_int_argument(name, v, 1, ", or leave it out for never", optional=True)
+        for name, v in (("full_grad_every", full_grad_every), ("hessian_every", hessian_every)))
     if hessian_tol is not None:
         check_tol(hessian_tol, "hessian_tol", "hessian_iter")
-    check_options(hessian_iter=optional_count(hessian_iter, 1),
-                  seed=(seed, is_seed(seed), SEED_RULE))
+    hessian_iter = checked_int_argument("hessian_iter", hessian_iter, 1, optional=True)
+    check_options(seed=(seed, is_seed(seed), SEED_RULE))
     kw = {k: v for k, v in (("tol", hessian_tol), ("num_iter", hessian_iter)) if v is not None}
     return DynamicsCallback(
         schedule,

@@ -37,13 +37,13 @@ from typing import Any
 
 import torch
 
-from sgdlab.errors import int_at_least, plain_float, plain_int
+from sgdlab.errors import checked_int_argument, int_at_least, plain_float, plain_int
 from sgdlab.measure.entropy_gradient import METHODS, SGD_GRADIENTS, local_entropy_gradient_angle
 from sgdlab.measure.passes import memory_budget_bytes
 
 from ..callbacks import Schedule, step_batch_size
 from . import register_instrument
-from .curvature import MeasuredCallback, _common, check_options, eval_set_size, optional_count
+from .curvature import MeasuredCallback, _common, check_options, eval_set_size
 
 __all__ = ["EntropyAngleCallback", "entropy_angle_instrument"]
 
@@ -63,7 +63,7 @@ class EntropyAngleCallback(MeasuredCallback):
                  memory_budget: int | str | None = None, prefix: str = "entropy_angle",
                  **kw):
         super().__init__(schedule, **kw)
-        steps, batch_size, num_samples = map(plain_int, (steps, batch_size, num_samples))
+        steps, num_samples = plain_int(steps), plain_int(num_samples)
         gamma, beta, inner_lr, alpha = map(plain_float, (gamma, beta, inner_lr, alpha))
         check_options(
             gamma=(gamma, _positive(gamma), "the scope, finite and > 0"),
@@ -74,11 +74,12 @@ class EntropyAngleCallback(MeasuredCallback):
             inner_lr=(inner_lr, _positive(inner_lr), "finite and > 0"),
             alpha=(alpha, isinstance(alpha, (int, float)) and not isinstance(alpha, bool)
                    and 0 <= alpha < 1, "in [0, 1)"),
-            batch_size=optional_count(batch_size, 1,
-                                      ", or leave it out for the step's batch size"),
             sgd_gradient=(sgd_gradient, sgd_gradient in SGD_GRADIENTS,
                           f"one of {', '.join(SGD_GRADIENTS)}"),
             num_samples=(num_samples, int_at_least(num_samples, 1), "an int >= 1"))
+        batch_size = checked_int_argument("batch_size", batch_size, 1,
+                                          ", or leave it out for the step's batch size",
+                                          optional=True)
         self.memory_budget = memory_budget_bytes(memory_budget)
         self.gamma, self.beta, self.method, self.steps = gamma, beta, method, steps
         self.inner_lr, self.alpha, self.batch_size = inner_lr, alpha, batch_size

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import torch
 
-from sgdlab.errors import int_at_least, plain_int, warn
+from sgdlab.errors import checked_int_argument, int_at_least, plain_int, warn
 from sgdlab.measure.alignment import sigma_hessian_alignment
 from sgdlab.measure.batch_statistics import (batch_statistics, checked_epsilon,
                                              takeuchi_information)
@@ -63,8 +63,7 @@ from sgdlab.optim import SwitchOptimizer, gradient_step_size, preconditioned_opt
 
 from ..callbacks import Schedule, callback_name, step_batch_size
 from . import register_instrument
-from .curvature import (MeasuredCallback, _common, check_options, eval_set_size, is_flag,
-                        optional_count)
+from .curvature import MeasuredCallback, _common, check_options, eval_set_size, is_flag
 
 __all__ = ["AlignmentCallback", "BatchStatisticsCallback", "NoiseCallback",
            "NoiseMagnitudeCallback"]
@@ -215,9 +214,8 @@ class NoiseMagnitudeCallback(_StepScaled):
     def __init__(self, schedule: Schedule | None = None, *, batch_size: int | None = None,
                  replacement: bool = True, **kw):
         super().__init__(schedule, **kw)
-        batch_size = plain_int(batch_size)
-        check_options(batch_size=optional_count(batch_size, 1),
-                      replacement=(replacement, is_flag(replacement), "true or false"))
+        batch_size = checked_int_argument("batch_size", batch_size, 1, optional=True)
+        check_options(replacement=(replacement, is_flag(replacement), "true or false"))
         self.batch_size, self.replacement = batch_size, bool(replacement)
 
     def left_out(self) -> str:
@@ -250,9 +248,9 @@ class BatchStatisticsCallback(_StepScaled):
         super().__init__(schedule, **kw)
         if source not in ("fresh", "step"):
             raise ValueError(f"Invalid source={source!r}: expected 'fresh' or 'step'")
-        batch_size = plain_int(batch_size)     # np.int64(8) is a batch size
-        # 2.5 was taken, then failed the first draw ("slice indices must be integers")
-        check_options(batch_size=optional_count(batch_size, 2))
+        # 2.5 was taken, then failed the first draw ("slice indices must be integers");
+        # np.int64(8) is a batch size
+        batch_size = checked_int_argument("batch_size", batch_size, 2, optional=True)
         if source == "step" and batch_size is not None:
             raise ValueError("batch_size applies to source='fresh' only (source='step' uses "
                              "the step's own batch)")

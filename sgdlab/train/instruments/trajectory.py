@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sgdlab.errors import RUN_SEED_RULE, is_seed, plain_int
+from sgdlab.errors import RUN_SEED_RULE, checked_int_argument, is_seed, plain_int
 from sgdlab.operators.params import num_params, params_vector
 from sgdlab.store.trajectory import _DTYPES, TrajectoryWriter
 
 from ..callbacks import Callback, Schedule, TrainContext
 from . import register_instrument
-from .curvature import check_options, optional_count
+from .curvature import check_options
 
 __all__ = ["TrajectoryRecorder", "trajectory_instrument"]
 
@@ -42,13 +42,13 @@ class TrajectoryRecorder(Callback):
             raise ValueError("TrajectoryRecorder needs every_steps or every_epochs")
         # numpy's and torch's ints are counts and seeds (np.int64(3) from a grid), kept as
         # Python ints: the seed is written to the trajectory's meta.json
-        every_steps, every_epochs, num_coords, seed = map(
-            plain_int, (every_steps, every_epochs, num_coords, seed))
-        check_options(**{name: optional_count(v, 1, ", or None")
-                         for name, v in (("every_steps", every_steps),
-                                         ("every_epochs", every_epochs))},
-                      dtype=(dtype, dtype in _DTYPES, f"one of {', '.join(_DTYPES)}"),
-                      num_coords=optional_count(num_coords, 1, ", or None: all"),
+        every_steps, every_epochs = (
+            checked_int_argument(name, v, 1, ", or None", optional=True)
+            for name, v in (("every_steps", every_steps), ("every_epochs", every_epochs)))
+        num_coords = checked_int_argument("num_coords", num_coords, 1, ", or None: all",
+                                          optional=True)
+        seed = plain_int(seed)
+        check_options(dtype=(dtype, dtype in _DTYPES, f"one of {', '.join(_DTYPES)}"),
                       # a negative seed was taken, then failed the subset's draw in training
                       seed=(seed, is_seed(seed), RUN_SEED_RULE))
         self.path, self.every_steps, self.every_epochs = path, every_steps, every_epochs

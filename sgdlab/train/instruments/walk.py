@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgdlab.errors import RUN_SEED_RULE, int_at_least, is_seed, plain_int
+from sgdlab.errors import RUN_SEED_RULE, checked_int_argument, int_at_least, is_seed, plain_int
 from sgdlab.measure.passes import memory_budget_bytes
 from sgdlab.measure.step_length import WEIGHTS, normalized_step_length
 from sgdlab.measure.walk import (
@@ -54,7 +54,7 @@ from sgdlab.operators.params import params_vector
 
 from ..callbacks import Callback, Schedule, TrainContext, naming_divergence, train_subset
 from . import register_instrument
-from .curvature import check_options, optional_count
+from .curvature import check_options
 
 __all__ = ["StepInterpolationCallback", "StepLengthCallback", "WALK_PREFIX",
            "step_interpolation_instrument", "step_length_instrument"]
@@ -102,14 +102,15 @@ class StepInterpolationCallback(Callback):
         given = epochs
         if isinstance(epochs, (list, tuple)):
             epochs = [plain_int(e) for e in epochs]
-        eval_data, eval_batch_size, seed = map(plain_int, (eval_data, eval_batch_size, seed))
+        eval_data, seed = plain_int(eval_data), plain_int(seed)
+        eval_batch_size = checked_int_argument("eval_batch_size", eval_batch_size, 1, ", or None",
+                                               optional=True)
         check_options(
             epochs=(given, epochs is None or (isinstance(epochs, list) and all(
                 int_at_least(e, 1) for e in epochs)), "a list of 1-based epoch numbers"),
             eval_data=(eval_data, int_at_least(eval_data, 1) or not isinstance(
                 eval_data, (numbers.Number, str, np.bool_)),
                 "None, a subset size >= 1, or a batch or batches"),
-            eval_batch_size=optional_count(eval_batch_size, 1, ", or None"),
             seed=(seed, is_seed(seed), RUN_SEED_RULE))
         self.epochs = None if epochs is None else frozenset(epochs)
         check_bn_mode(bn_mode)
@@ -221,9 +222,9 @@ def step_interpolation_instrument(*, schedule: Schedule, num_points: int = 10,
     epoch's end ``walk_epoch``, ``walk_epoch_steps``, ``walk_epoch_barriers``,
     ``walk_epoch_mean_height``, ``walk_epoch_mean_barrier_height`` (with a barrier) and
     ``walk_seconds``."""
-    eval_subset = plain_int(eval_subset)
     # named as the instrument's option, not as the callback's eval_data (which takes data too)
-    check_options(eval_subset=optional_count(eval_subset, 1, ", or None: the whole training set"))
+    eval_subset = checked_int_argument("eval_subset", eval_subset, 1,
+                                       ", or None: the whole training set", optional=True)
     return StepInterpolationCallback(schedule, num_points=num_points, spacing=spacing,
                                      epochs=epochs, eval_data=eval_subset,
                                      eval_batch_size=eval_batch_size, bn_mode=bn_mode,
@@ -244,10 +245,10 @@ class StepLengthCallback(Callback):
             raise ValueError(f"Invalid weights={weights!r}: expected one of {WEIGHTS}")
         # as the step interpolation's: np.int64(3) failed the subset's draw at the first
         # measured step ("an integer is required"), True was a subset size
-        eval_subset, seed = plain_int(eval_subset), plain_int(seed)
-        check_options(eval_subset=optional_count(eval_subset, 2,
-                                                 ", or None: the whole training set"),
-                      seed=(seed, is_seed(seed), RUN_SEED_RULE))
+        eval_subset = checked_int_argument("eval_subset", eval_subset, 2,
+                                           ", or None: the whole training set", optional=True)
+        seed = plain_int(seed)
+        check_options(seed=(seed, is_seed(seed), RUN_SEED_RULE))
         self.schedule, self.source, self.eval_subset = schedule, source, eval_subset
         self.weights, self.seed, self.prefix = weights, seed, prefix
         self._theta_t: Tensor | None = None
