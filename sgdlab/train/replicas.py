@@ -328,12 +328,11 @@ def _seed(seed: int, replica: int, stream: int) -> int:
     return (int(seed) * 1_000_003 + replica * 7_919 + stream * 104_729) % (2**62)
 
 
-def replica_rounds(config: ParleConfig, n_a: int | None, *, rounds: int | None = None,
+def replica_rounds(cfg: ParleConfig, n_a: int | None, *, rounds: int | None = None,
                    epochs: float | None = None, grad_evals: int | None = None) -> int:
     """A run's length in rounds, from whichever of ``rounds``, ``epochs`` (per replica, over
     its ``n_a`` examples; ``n_a`` is read for them alone) or ``grad_evals`` (per replica)
     was given."""
-    cfg = config
     if grad_evals is not None:
         rounds = math.ceil(checked_int("grad_evals", grad_evals, 1, error=ConfigError) / cfg.L)
     elif rounds is None:
