@@ -29,12 +29,12 @@ def require_data_dir(data_dir: str | Path | None, name: str) -> Path:
     return d
 
 
-def check_int(name: str, value: Any, *, minimum: int = 0, allow_none: bool = False
-              ) -> int | None:
+def check_int(name: str, value: Any, *, minimum: int = 0, allow_none: bool = False,
+              what: str = "") -> int | None:
     """``value`` as a Python int if it is an int (numpy's and torch's too) >= ``minimum``, or
     None where ``allow_none``; else a :class:`UserError` "option 'name' must be an int >=
-    minimum, got value"."""
-    return checked_int(f"option {name!r}", value, minimum, optional=allow_none)
+    minimum<what>, got value" (``what`` says why: " (mnist1d makes ...)")."""
+    return checked_int(f"option {name!r}", value, minimum, what, optional=allow_none)
 
 
 def seeded_indices(labels: np.ndarray, n: int | None, seed: int, *, balanced: bool,

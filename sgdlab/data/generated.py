@@ -6,7 +6,7 @@ import random
 import numpy as np
 import torch
 
-from ..errors import UserError, checked_int
+from ..errors import UserError
 from ._common import check_int, make_classification
 from .base import Dataset
 from .cache import cache_key, cached_arrays
@@ -80,9 +80,9 @@ MNIST1D_MIN_SAMPLES = 10
 def check_mnist1d_options(*, num_samples: int, train_split: float, **_: object) -> None:
     """Refuse, with a :class:`UserError` naming the option, the sizes the mnist1d generator
     cannot make or would change (run configs are checked with it before generating)."""
-    checked_int("option 'num_samples'", num_samples, MNIST1D_MIN_SAMPLES,
-                " (mnist1d makes num_samples // 10 sequences of each of the 10 digits, so "
-                "fewer than 10 make none)")
+    check_int("num_samples", num_samples, minimum=MNIST1D_MIN_SAMPLES,
+              what=" (mnist1d makes num_samples // 10 sequences of each of the 10 digits, so "
+                   "fewer than 10 make none)")
     if num_samples % 10:
         # the generator makes num_samples // 10 sequences of each digit: 25 gave 20
         raise UserError(f"option 'num_samples' must be a multiple of 10 (mnist1d makes "
