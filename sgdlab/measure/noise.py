@@ -285,15 +285,16 @@ class GradientCovariance:
         return n < self.dim or (self._factored() and n <= DENSE_EIG_LIMIT)
 
     def _smaller_matrix(self) -> tuple[Tensor, bool]:
-        """The smaller of K = F Fᵀ and Σ = Fᵀ F (float64), and whether it is K."""
+        """K = F Fᵀ or Σ = Fᵀ F (float64), as :meth:`_via_gram` chooses (the smaller, but
+        for factored gradients up to ``DENSE_EIG_LIMIT`` samples), and whether it is K."""
         if self._via_gram():
             return self.gram(), True
         f = self.factor.double()
         return f.T @ f, False
 
     def _full_eigh(self) -> tuple[Tensor, Tensor, bool]:
-        """Eigen-decomposition of the smaller of K = F Fᵀ and Σ = Fᵀ F (ascending, float64).
-        Returns (vals, vecs, via_gram); cached."""
+        """Eigen-decomposition of K = F Fᵀ or Σ = Fᵀ F (:meth:`_smaller_matrix`; ascending,
+        float64). Returns (vals, vecs, via_gram); cached."""
         if self._eigh is None:
             m, via_gram = self._smaller_matrix()
             vals, vecs = torch.linalg.eigh(m)
