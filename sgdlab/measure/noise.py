@@ -333,7 +333,7 @@ class GradientCovariance:
         elif self._eigh is not None or small:
             vals, vecs, via_gram = self._full_eigh()
             vals, vecs = vals.flip(0)[:k], vecs.flip(1)[:, :k]
-        elif (n < d or self._factored()) and n <= DENSE_EIG_LIMIT:
+        elif self._via_gram() and n <= DENSE_EIG_LIMIT:
             # a few pairs of an explicit N x N Gram: Lanczos (O(N²) per product) beats eigh
             from .curvature import lanczos
 
