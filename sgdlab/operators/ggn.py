@@ -23,6 +23,7 @@ from sgdlab.accuracy import ignored_target
 from sgdlab.errors import UserError, warn
 from sgdlab.loss_settings import loss_name
 
+from .batches import _first_samples, _probe_forward
 from .hessian import SecondOrderOperator, _unflatten_cols, second_order_forward
 from .taylor import taylor_quadratic_forms
 from .rop import rop_products
@@ -61,8 +62,6 @@ def check_output_is_tensor(model: nn.Module, x: Tensor, who: str, keyword: str) 
     eval-mode pass) is no tensor: a training callback checks before step 0 what its first
     measurement would refuse (a tuple output met after hours of training). A model that
     fails on ``x`` is left to the measurement's own pass."""
-    from .batches import _probe_forward
-
     param = next(model.parameters(), None)
     try:
         out = _probe_forward(model, x if param is None else x.to(param.device))
@@ -84,8 +83,6 @@ def warn_zero_output_curvature(model: nn.Module, loss_fn, data, who: str) -> Non
     ``NLLLoss`` (the cross-entropy whose GGN is that of the logits), ``L1Loss``. One no-grad,
     eval-mode forward pass of those samples; a model or loss that fails on them is left to
     the measurement."""
-    from .batches import _first_samples, _probe_forward
-
     if loss_name(loss_fn) in _CURVED_NEAR_ZERO:
         return
     first = _first_samples(data)
