@@ -31,6 +31,7 @@ from torch import Tensor
 
 from sgdlab.errors import UserError, checked_float
 
+from .base import check_positive
 from .pde import _check_grid
 
 # the default step is this fraction of the stability bound
@@ -106,8 +107,8 @@ def fokker_planck(rho0: Tensor, x: Tensor, drift: Tensor | Callable[[float], Ten
     t = checked_float("t", t)
     if not 0 < cfl <= 1:
         raise UserError(f"cfl must be in (0, 1], got {cfl}")
-    if dt is not None and not 0 < dt < math.inf:
-        raise UserError(f"dt must be > 0 and finite, got {dt}")
+    if dt is not None:
+        dt = check_positive("dt", dt)
     targets = [] if times is None else [float(s) for s in times]
     if any(not 0 <= s <= t for s in targets) or any(
             b < a for a, b in zip(targets, targets[1:])):
