@@ -250,9 +250,9 @@ class _Deflated(_Wrapped):
 
 def check_tol(tol: object, name: str = "tol", num_iter: str = "num_iter") -> float:
     """``tol`` when it is a finite number >= 0 (numpy's floats and ints as Python floats; a
-    bool of either kind is none), else a ValueError: :func:`lanczos`'s check of its tolerance, made
-    without an operator (a string failed at the comparison, NaN stopped no run early and inf
-    stopped every one at once).
+    bool of either kind is none), else a ValueError: :func:`lanczos`'s check of its
+    tolerance, made without an operator (a string failed at the comparison, NaN stopped no
+    run early and inf stopped every one at once).
     ``name`` and ``num_iter``: what the caller's options for the tolerance and the most
     iterations are called, for the message."""
     return checked_float_argument(name, tol, 0, f"; 0 runs {num_iter} steps")
