@@ -188,12 +188,13 @@ def register(subparsers) -> None:
     rm = sub.add_parser("delete", help="remove runs: their records and the files the store "
                                        "keeps for them",
                         description="Delete the runs named (ids, unique prefixes or run "
-                                    "folders) or selected by --experiment, --status and --scale "
-                                    "(given with RUNs, they narrow them): their rows in the store "
-                                    "and the folders the store keeps for them (a run folder "
-                                    "beside the store, a sweep run's artifact folder), then "
-                                    "compacts the store's file. Lists "
-                                    "what goes, with sizes, and asks first. Files outside the "
+                                    "folders) or selected by --experiment, --status, --scale "
+                                    "and --reading (given with RUNs, they narrow them): their "
+                                    "rows in the store and the folders the store keeps for them "
+                                    "(a run folder beside the store, a sweep run's artifact "
+                                    "folder), then compacts the store's file. Lists what goes, "
+                                    "with sizes (and, as `runs list` does, the readings whose "
+                                    "sweeps take each run), and asks first. Files outside the "
                                     "store's folders stay. A run a live process holds is "
                                     "refused. With --orphans, also (or alone: only) the "
                                     "store's folders that no run names, which a delete "
@@ -204,6 +205,7 @@ def register(subparsers) -> None:
     rm.add_argument("run_ids", metavar="RUN", nargs="*",
                     help="a run id, a unique prefix or the run's folder (any number)")
     _selection_args(rm, "the", ", as `runs list` shows it")
+    _reading_arg(rm)
     rm.add_argument("--dry-run", action="store_true",
                     help="list what would be deleted, delete nothing")
     rm.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
@@ -560,9 +562,7 @@ def _list(args) -> int:
     scaled = any(scales)
     # runs of two readings have the same names too: only a listing that holds runs of a
     # reading off its default needs the column
-    from sgdlab.experiments.readings import DEFAULT, readings_text
-
-    read = any(DEFAULT not in names for names in readings.values() if names)
+    read = _readings_cells(readings, every)
     rows = [("RUN_ID", "NAME", "EXPERIMENT", *(("SCALE",) if scaled else ()),
              *(("READINGS",) if read else ()), "STATUS",
              "STEPS", "TEST_ACC", "TEST_LOSS", *(("TEST_PPL",) if ppl else ()), "CREATED")]
@@ -573,7 +573,7 @@ def _list(args) -> int:
             steps = f"{ckpt[r['id']]} (ckpt)"     # a stopped run: its last checkpoint
         rows.append((r["id"], r["name"] or "", r["experiment"] or "",
                      *((str(scale or ""),) if scaled else ()),
-                     *((readings_text(readings[r["id"]], every),) if read else ()), r["status"],
+                     *((read[r["id"]],) if read else ()), r["status"],
                      steps, *(cells[r["id"]][m] for m in shown),
                      r["created"][:19].replace("T", " ")))
     print("\n".join(aligned(rows)))
@@ -1003,7 +1003,8 @@ def _delete(args) -> int:
     from sgdlab.store.deletion import delete_orphans, delete_planned, find_orphans, plan_deletion
     from sgdlab.store.folders import store_option
 
-    selected = bool(args.run_ids or args.experiment or args.status or args.scale)
+    selected = bool(args.run_ids or args.experiment or args.status or args.scale
+                    or args.reading)
     if not (selected or args.orphans):
         raise UserError("name the runs to delete: RUN ids (unique prefixes, run folders), "
                         "--experiment NAME or --status STATUS (`sgdlab runs list` shows them); "
@@ -1023,7 +1024,8 @@ def _delete(args) -> int:
                 return 0
         else:
             plan = plan_deletion(store, ids)
-            _print_plan(plan, force=args.force)
+            _print_plan(plan, force=args.force,
+                        readings=_plan_readings(args, [r.run for r in plan.runs]))
     # folders an interrupted delete left: listed with --orphans, else pointed to
     orphans = find_orphans(store)
     if args.orphans:
@@ -1117,17 +1119,50 @@ def _print_orphans(store, orphans) -> None:
         print(f"note: {orphans.unscanned}")
 
 
-def _print_plan(plan, *, force: bool) -> None:
-    """The runs a delete removes, a line each with its size on disk, then under it the
-    folders that go, the files that stay and why, and the warnings for the runs that stay."""
+def _plan_readings(args, runs: list[dict]) -> tuple[dict[str, str], list[str]]:
+    """The READINGS cells of the runs a delete removes (run id -> cell; {} where `runs list`
+    with the same selection would show no column, unless --reading chose them), and the ids
+    of those that a sweep under a reading other than the one --reading chose takes too."""
+    chosen = _readings(args)
+    readings, every = _listed_readings(args.experiment, runs)
+    cells = _readings_cells(readings, every, chosen=bool(chosen))
+    if not chosen:
+        return cells, []
+    from sgdlab.experiments.readings import entry_readings, reading_name
+
+    own = reading_name(entry_readings(args.experiment), chosen)
+    return cells, [rid for rid, names in readings.items() if set(names) - {own}]
+
+
+def _readings_cells(readings: dict[str, list[str]], every: int, *,
+                    chosen: bool = False) -> dict[str, str]:
+    """Run id -> its READINGS cell (:func:`~sgdlab.experiments.readings.readings_text`) for
+    the runs' ``readings`` (:func:`_listed_readings`); {} where no run is of a reading off its
+    default and none was ``chosen`` by --reading: the runs' names then tell them apart."""
+    from sgdlab.experiments.readings import DEFAULT, readings_text
+
+    if not readings or not (chosen or any(DEFAULT not in names
+                                          for names in readings.values() if names)):
+        return {}
+    return {rid: readings_text(names, every) for rid, names in readings.items()}
+
+
+def _print_plan(plan, *, force: bool,
+                readings: tuple[dict[str, str], list[str]] = ({}, [])) -> None:
+    """The runs a delete removes, a line each with its size on disk (and its READINGS cell,
+    where ``readings`` has them: :func:`_plan_readings`), then under it the folders that go,
+    the files that stay and why, and the warnings for the runs that stay."""
     from sgdlab.errors import human_size
 
+    cells, shared = readings
     n = len(plan.runs)
     print(f"{n} run{'s' if n != 1 else ''} to delete from {plan.store}, "
           f"{human_size(plan.size)} of files:")
-    rows = [("RUN_ID", "NAME", "EXPERIMENT", "STATUS", "SIZE")]
-    rows += [(r.run["id"], r.run["name"] or "", r.run["experiment"] or "", r.run["status"],
-              human_size(r.size)) for r in plan.runs]
+    rows = [("RUN_ID", "NAME", "EXPERIMENT", *(("READINGS",) if cells else ()), "STATUS",
+             "SIZE")]
+    rows += [(r.run["id"], r.run["name"] or "", r.run["experiment"] or "",
+              *((cells[r.run["id"]],) if cells else ()), r.run["status"], human_size(r.size))
+             for r in plan.runs]
     for i, line in enumerate(aligned(rows, indent="  ")):
         print(line)
         if i == 0:
@@ -1148,6 +1183,12 @@ def _print_plan(plan, *, force: bool) -> None:
         print(f"warning: run {run['id']}{named} stays; it was warm-started from {source}, "
               "deleted here: it keeps working from its own checkpoint, but a restart from "
               "step 0 (of a run stopped before its first checkpoint) would need that source")
+    if shared:
+        k = len(shared)
+        print(f"note: {k} of {'these runs are' if k != 1 else 'these runs is'} also of the "
+              f"sweep of another reading (READINGS), as one stored run serves every reading "
+              f"it is alike in: {', '.join(shared)} {'go' if k != 1 else 'goes'} from "
+              f"{'their' if k != 1 else 'its'} sweeps too")
     if plan.rerun:
         k = len(plan.rerun)
         print(f"note: {k} finished or diverged sweep run{'s' if k != 1 else ''} "

@@ -1,4 +1,5 @@
-"""Which of a catalogue entry's readings take a stored run (``sgdlab runs list|show|export``).
+"""Which of a catalogue entry's readings take a stored run (``sgdlab runs
+list|show|export|delete``).
 
 A run whose config no reading changes is one stored run (one run key) for every reading that
 leaves it so, and its record keeps only the ``sgdlab run`` command that first ran it: a run
@@ -48,6 +49,14 @@ def reading_names(table: dict[str, Any]) -> dict[str, dict[str, str]]:
     for key, r in table.items():
         out.update({f"{key}={c}": {key: c} for c in r["choices"] if c != r["default"]})
     return out
+
+
+def reading_name(table: dict[str, Any], readings: dict[str, str]) -> str | None:
+    """The name (:func:`reading_names`) of ``readings`` (``{reading: choice}``) of an entry's
+    readings ``table``: ``"default"`` where every choice is its reading's default, ``KEY=CHOICE``
+    for the one that is not; None for two or more off their defaults, which no name has."""
+    off = [f"{k}={c}" for k, c in readings.items() if c != table[k]["default"]]
+    return DEFAULT if not off else off[0] if len(off) == 1 else None
 
 
 def sweep_keys(name: str, scale: str, readings: dict[str, str], runs: list[dict]) -> set[str]:

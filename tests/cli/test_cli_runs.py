@@ -388,6 +388,52 @@ def test_a_run_every_reading_takes_is_listed_as_of_all(tmp_path, capsys):
         "(the sweeps that take this run, at scale smoke)")
 
 
+def _planned(out: str) -> dict[str, list[str]]:
+    """The cells of each run of the table a `runs delete` plan printed, by run id."""
+    lines = out.splitlines()
+    rows = [ln.split() for ln in lines[1:] if ln.startswith("  2")]
+    return {cells[0]: cells for cells in rows}
+
+
+def test_runs_delete_by_reading_takes_that_readings_runs_and_names_their_readings(
+        tmp_path, capsys):
+    # two runs named gd|seed=0, one per reading: --reading deletes one reading's alone
+    store = _store(tmp_path)
+    base = ["runs", "delete", "--experiment", "zhu-escape-2d", "--store", str(store.path)]
+    gd, sgd = _reading_runs(store, "zhu-escape-2d", {}, {"gd", "sgd"})
+    (rescaled,) = _reading_runs(store, "zhu-escape-2d", {"landscape": "rescaled"}, {"gd"})
+    assert main([*base, "--reading", "landscape=rescaled", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].split()[3:5] == ["READINGS", "STATUS"]
+    assert _planned(out) == {rescaled: [rescaled, "gd|seed=0", "zhu-escape-2d",
+                                        "landscape=rescaled", "finished", "0", "B"]}
+    assert "also of the sweep of another reading" not in out
+    # the default reading's choice named: its runs, said to be the default's
+    assert main([*base, "--reading", "landscape=printed", "--dry-run"]) == 0
+    assert {rid: cells[3] for rid, cells in _planned(capsys.readouterr().out).items()} == {
+        gd: "default", sgd: "default"}
+    assert main([*base, "--reading", "landscape=rescaled", "--yes"]) == 0
+    assert [r["id"] for r in store.list_runs()] == [gd, sgd]
+
+
+def test_runs_delete_by_reading_says_which_runs_other_readings_share(tmp_path, capsys):
+    # a run no reading changes is one stored run for each: deleting it takes it from all
+    store = _store(tmp_path)
+    default = _reading_runs(store, "chaudhari-independent-copies", {})
+    (own,) = _reading_runs(store, "chaudhari-independent-copies", {"overlap": "layer-mean"},
+                           {"compare"})
+    assert main(["runs", "delete", "--experiment", "chaudhari-independent-copies",
+                 "--reading", "overlap=layer-mean", "--dry-run", "--store",
+                 str(store.path)]) == 0
+    out = capsys.readouterr().out
+    shared = default[:3]
+    assert {rid: cells[3] for rid, cells in _planned(out).items()} == {
+        **dict.fromkeys(shared, "all"), own: "overlap=layer-mean"}
+    assert (f"note: 3 of these runs are also of the sweep of another reading (READINGS), as "
+            f"one stored run serves every reading it is alike in: {', '.join(shared)} go from "
+            "their sweeps too") in out
+
+
 def test_runs_show_json_names_the_readings_of_its_text_line(tmp_path, capsys):
     """`runs show --json` carries the readings: line's names, [] for a run key no sweep
     takes ("readings: none"), and no readings for a run that is no sweep run."""
@@ -431,6 +477,13 @@ def test_a_reading_filter_is_refused_without_its_entry_or_with_a_choice_it_lacks
     assert "unknown reading 'lands' (did you mean landscape?); its readings: landscape (" in (
         capsys.readouterr().err)
     assert not (tmp_path / "e.csv").exists()
+    # runs delete selects as runs list does: refused alike, nothing deleted
+    delete = ["runs", "delete", "--yes", *base[2:]]
+    assert main([*delete, "--reading", "landscape=rescaled"]) == 2
+    assert capsys.readouterr().err.strip().endswith("give --experiment NAME with it")
+    assert main([*delete, "--experiment", "zhu-escape-2d", "--reading", "landscape=x"]) == 2
+    assert "reading 'landscape' has no choice 'x'" in capsys.readouterr().err
+    assert len(store.list_runs()) == 1
     try:
         main([*base, "--experiment", "zhu-escape-2d", "--reading", "rescaled"])
     except SystemExit as e:

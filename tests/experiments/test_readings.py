@@ -654,3 +654,13 @@ def test_a_stored_run_is_of_each_reading_whose_sweep_at_its_data_dir_takes_it(tm
     # a run of another version of the entry (or an edited copy): of no reading
     other = {**runs[0]["config"], "run_key": "0" * 20}
     assert runs_readings(entry, [{"id": "x", "config": other}]) == {"x": []}
+
+
+def test_a_reading_name_is_default_one_choice_off_its_default_or_none_for_two():
+    from sgdlab.experiments.readings import reading_name
+
+    table = {"a": {"default": "x", "choices": {"x": {}, "y": {}}},
+             "b": {"default": "u", "choices": {"u": {}, "v": {}}}}
+    assert reading_name(table, {}) == reading_name(table, {"a": "x"}) == "default"
+    assert reading_name(table, {"a": "x", "b": "v"}) == "b=v"
+    assert reading_name(table, {"a": "y", "b": "v"}) is None
