@@ -580,6 +580,9 @@ def _list(args) -> int:
     first = rows[0].index("TEST_ACC")
     if any("@" in c for row in rows[1:] for c in row[first:first + len(shown)]):
         print("(VALUE @STEP: the last evaluation of a run that has not finished)")
+    narrowing = _narrowing_note(args, runs, scales, readings)
+    if narrowing:
+        print(narrowing)
     # the command that continues each and where it starts: one per sweep entry, that of its
     # latest stopped run (runs come oldest first). Either invocation that stopped an entry
     # reruns it, and once one has, the other's run needs nothing (finished_since)
@@ -610,6 +613,31 @@ def _list(args) -> int:
         print(f"{'' if hints else chr(10)}{redone} other stopped run(s) need nothing: a later "
               "run of the same sweep entry finished")
     return 0
+
+
+def _narrowing_note(args, runs: list[dict], scales: list[str | None],
+                    readings: dict[str, list[str]]) -> str | None:
+    """A footnote for a listing that holds runs of one name at several scales or readings
+    (the SCALE and READINGS columns alone tell them apart): the options that list one's,
+    ``--scale`` with a listed scale, ``--reading`` with a listed KEY=CHOICE; None for none."""
+    from sgdlab.experiments.readings import DEFAULT
+
+    by_name: dict[tuple, list[tuple[str | None, tuple[str, ...]]]] = {}
+    for r, scale in zip(runs, scales):
+        by_name.setdefault((r["experiment"], r["name"]), []).append(
+            (scale, tuple(readings.get(r["id"], ()))))
+    mixed = [kinds for kinds in by_name.values() if len(set(kinds)) > 1]
+    differ = {}
+    if not args.scale and any(len({s for s, _ in kinds}) > 1 for kinds in mixed):
+        differ["scales"] = next(f"--scale {s}" for kinds in mixed for s, _ in kinds if s)
+    choices = [n for kinds in mixed if len({names for _, names in kinds}) > 1
+               for _, names in kinds for n in names if n != DEFAULT]
+    if not getattr(args, "reading", None) and choices:
+        differ["readings"] = f"--reading {choices[0]}"
+    if not differ:
+        return None
+    return (f"(runs of one name at several {' or '.join(differ)}: "
+            f"{' or '.join(f'`{o}`' for o in differ.values())} lists those of one)")
 
 
 def _listed_readings(experiment: str | None, runs: list[dict]

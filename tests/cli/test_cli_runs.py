@@ -371,6 +371,31 @@ def test_runs_list_names_the_readings_whose_sweeps_take_each_run(tmp_path, capsy
         "readings: landscape=rescaled (the sweeps that take this run, at scale smoke)")
 
 
+def test_runs_list_of_runs_named_alike_names_the_options_that_list_one_scale_or_reading(
+        tmp_path, capsys):
+    # its runs named gd|seed=0 differ by their scale or reading alone: the footnote names
+    # the --scale and --reading (a listed KEY=CHOICE) that tell them apart
+    store = _store(tmp_path)
+    base = ["runs", "list", "--experiment", "zhu-escape-2d", "--store", str(store.path)]
+    _reading_runs(store, "zhu-escape-2d", {}, {"gd", "sgd"})
+    assert main(base) == 0
+    assert not capsys.readouterr().out.splitlines()[-1].startswith("(")
+    _reading_runs(store, "zhu-escape-2d", {"landscape": "rescaled"}, {"gd"})
+    assert main(base) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "(runs of one name at several readings: `--reading landscape=rescaled` lists those of "
+        "one)")
+    store.create_run({**store.list_runs()[0]["config"], "scale": "cpu"}, name="gd|seed=0",
+                     experiment="zhu-escape-2d", env={}, status="finished")
+    assert main(base) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "(runs of one name at several scales or readings: `--scale smoke` or `--reading "
+        "landscape=rescaled` lists those of one)")
+    # an option given is not suggested again
+    assert main([*base, "--scale", "smoke", "--reading", "landscape=printed"]) == 0
+    assert not capsys.readouterr().out.splitlines()[-1].startswith("(")
+
+
 def test_a_run_every_reading_takes_is_listed_as_of_all(tmp_path, capsys):
     # a run no reading changes is one stored run for each: "all", not eight names
     store = _store(tmp_path)

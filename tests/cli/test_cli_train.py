@@ -794,9 +794,10 @@ def test_runs_of_an_experiment_at_two_scales_are_told_apart_and_selected(tmp_pat
     assert [r["id"] for r in store.list_runs(scale="cpu")] == [ids["cpu"]]
     base = ["--store", str(store.path)]
     assert main(["runs", "list", *base]) == 0
-    head, *rows = capsys.readouterr().out.splitlines()
+    head, *rows, note = capsys.readouterr().out.splitlines()
     col = head.index("SCALE")
     assert [r[col:].split()[0] for r in rows] == ["smoke", "cpu", "finished"]   # none: blank
+    assert note == "(runs of one name at several scales: `--scale smoke` lists those of one)"
     assert main(["runs", "list", "--scale", "smoke", *base]) == 0
     assert [r.split()[0] for r in capsys.readouterr().out.splitlines()[1:]] == [ids["smoke"]]
     assert main(["runs", "list", "--json", *base]) == 0
