@@ -282,7 +282,9 @@ def _other_settings(spec: ExperimentSpec, store_path: str) -> list[str]:
     """The ``--scale`` and ``--reading`` options, other than ``spec``'s, under which the store
     holds finished runs of its experiment (``sgdlab report NAME`` reads the ``cpu`` scale and
     the default readings unless told otherwise). A run's readings are those of the
-    ``sgdlab run`` command that recorded it."""
+    ``sgdlab run`` command that recorded it: the options to give, readings combined
+    (``--reading a=x --reading b=y``) too, which ``readings.runs_readings`` (each choice off
+    its default alone, matched by run key) cannot name."""
     import shlex
 
     mine = (spec.scale, tuple(spec.changed_readings().items()))
