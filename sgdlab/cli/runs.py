@@ -1053,7 +1053,9 @@ def _delete(args) -> int:
         else:
             plan = plan_deletion(store, ids)
             _print_plan(plan, force=args.force,
-                        readings=_plan_readings(args, [r.run for r in plan.runs]))
+                        readings=_plan_readings(args, [r.run for r in plan.runs]),
+                        rerun_options="".join(f" --reading {k}={c}"
+                                              for k, c in _readings(args).items()))
     # folders an interrupted delete left: listed with --orphans, else pointed to
     orphans = find_orphans(store)
     if args.orphans:
@@ -1176,10 +1178,12 @@ def _readings_cells(readings: dict[str, list[str]], every: int, *,
 
 
 def _print_plan(plan, *, force: bool,
-                readings: tuple[dict[str, str], list[str]] = ({}, [])) -> None:
+                readings: tuple[dict[str, str], list[str]] = ({}, []),
+                rerun_options: str = "") -> None:
     """The runs a delete removes, a line each with its size on disk (and its READINGS cell,
     where ``readings`` has them: :func:`_plan_readings`), then under it the folders that go,
-    the files that stay and why, and the warnings for the runs that stay."""
+    the files that stay and why, and the warnings for the runs that stay; ``rerun_options``
+    (the --reading options the delete chose by) go into the command that runs them again."""
     from sgdlab.errors import human_size
 
     cells, shared = readings
@@ -1221,8 +1225,8 @@ def _print_plan(plan, *, force: bool,
         k = len(plan.rerun)
         print(f"note: {k} finished or diverged sweep run{'s' if k != 1 else ''} "
               f"({', '.join(plan.rerun)}): `sgdlab run` of {'their' if k != 1 else 'its'} "
-              f"experiment runs {'them' if k != 1 else 'it'} again (it runs what the store "
-              "lacks)")
+              f"experiment{f' with{rerun_options}' if rerun_options else ''} runs "
+              f"{'them' if k != 1 else 'it'} again (it runs what the store lacks)")
 
 
 def _confirm(prompt: str) -> bool:

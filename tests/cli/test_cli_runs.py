@@ -433,6 +433,9 @@ def test_runs_delete_by_reading_takes_that_readings_runs_and_names_their_reading
     assert _planned(out) == {rescaled: [rescaled, "gd|seed=0", "zhu-escape-2d",
                                         "landscape=rescaled", "finished", "0", "B"]}
     assert "also of the sweep of another reading" not in out
+    # the command that runs it again is that reading's sweep
+    assert (f"({rescaled}): `sgdlab run` of its experiment with --reading landscape=rescaled "
+            "runs it again") in out
     # the default reading's choice named: its runs, said to be the default's
     assert main([*base, "--reading", "landscape=printed", "--dry-run"]) == 0
     assert {rid: cells[3] for rid, cells in _planned(capsys.readouterr().out).items()} == {
