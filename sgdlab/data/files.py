@@ -30,7 +30,7 @@ import os
 import pickle
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -629,7 +629,8 @@ def published_train_size(name: str) -> int | None:
     keeps them all (no ``train_size``): 60,000 for MNIST and Fashion-MNIST, 50,000 for
     CIFAR-10 and CIFAR-100 (the counts the loaders recognise the published files by); None
     for another dataset. Files of one's own, which the loaders read too, may hold another
-    number: this is what a plan counts steps with, without reading the files."""
+    number (:func:`train_size_in_files` counts them): this is what a plan counts steps with
+    where they cannot be counted."""
     dataset = _canonical(name)
     if dataset in _IDX_SUBDIRS:
         return _IDX_LABEL_PRINTS[dataset, "train"][0]
@@ -637,6 +638,152 @@ def published_train_size(name: str) -> int | None:
         spec = _CIFAR[dataset]
         return spec["published"]["train"] * len(spec["train"])
     return None
+
+
+class TrainSize(NamedTuple):
+    """The training examples a file dataset's run sees before any subset, and how that is
+    known (:func:`train_size_in_files`)."""
+
+    n: int
+    counted: bool      # counted in the files; False: the published size stands in for it
+    how: str           # where it was counted, or why the published size stands
+
+    def __str__(self) -> str:
+        return f"{self.n:,} examples ({self.how})"
+
+
+def train_size_in_files(name: str, data_dir) -> TrainSize | None:
+    """How many training examples file dataset ``name`` holds in ``data_dir``, counted without
+    loading the data: an IDX training label file's header (gzipped too: only its first bytes
+    are inflated), Keras' ``y_train``, a CIFAR binary file's size in records, a python
+    batch's label list (unpickled without building its images). Where the files are absent
+    (a dry run before the download), lie in a downloaded archive (not opened to count) or
+    their header cannot be read (the run says why), the published size
+    (:func:`published_train_size`), said so. None for a dataset that reads no such files."""
+    dataset = _canonical(name)
+    published = published_train_size(dataset)
+    if published is None:
+        return None
+    if data_dir is None:
+        return TrainSize(published, False, "the published size: no data_dir")
+    try:
+        root = require_data_dir(data_dir, dataset)
+        found = (_find_idx(root, dataset) if dataset in _IDX_SUBDIRS
+                 else _cifar_files(dataset, root))
+    except DataError:
+        return TrainSize(published, False, "the published size: the files are not found")
+    try:
+        n, where = _count_train_examples(dataset, found)
+    except DataError as e:
+        return TrainSize(published, False, f"the published size: {e}")
+    if n is None:
+        return TrainSize(published, False, f"the published size: {where} is not opened to "
+                                           "count")
+    return TrainSize(n, True, f"counted in {where}")
+
+
+def _count_train_examples(dataset: str, found) -> tuple[int | None, str]:
+    """(training examples, where counted) in the files :func:`_find_idx` or
+    :func:`_cifar_files` found for ``dataset``; None for a downloaded archive."""
+    if isinstance(found, Path):     # Keras' mnist.npz: its small label array only
+        import zipfile
+
+        try:
+            with np.load(found, allow_pickle=False) as f:  # a bare .npy: no `with`, TypeError
+                return len(f[_NPZ_KEYS["train_labels"]]), str(found)
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+            raise DataError(f"cannot read {found}: {e}") from None
+    if isinstance(found, dict):     # the four IDX files
+        return read_idx_shape(found["train_labels"])[0], str(found["train_labels"])
+    kind, loc, _ = found
+    if kind.endswith("archive"):
+        return None, str(loc)
+    spec = _CIFAR[dataset]
+    if kind == "binary":
+        record = spec["label_bytes"] + 3072
+        return sum(_stat(loc / f"{n}.bin").st_size // record for n in spec["train"]), str(loc)
+    return sum(_cifar_labels_counted(str(loc / n), spec["key"], *_file_key(loc / n))
+               for n in spec["train"]), str(loc)
+
+
+def _file_key(path: Path) -> tuple[int, ...]:
+    """What tells a file from another at its path, or the same file changed."""
+    st = _stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _stat(path: Path) -> os.stat_result:
+    try:
+        return path.stat()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {file_problem(e)}") from None
+
+
+def read_idx_shape(path: str | Path) -> tuple[int, ...]:
+    """The sizes an IDX file's header gives (its first, the number of items), read from the
+    header alone: ``4 + 4 * ndim`` bytes, inflated first when the file is gzip-compressed. A
+    :class:`DataError` naming the file when they cannot be read; :func:`read_idx` checks
+    the rest."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            f = gzip.GzipFile(fileobj=raw) if gzipped else raw
+            head = f.read(4)
+            if len(head) == 4 and head[:2] == b"\x00\x00" and head[2] in _IDX_DTYPES \
+                    and head[3]:
+                sizes = f.read(4 * head[3])
+                if len(sizes) == 4 * head[3]:
+                    return tuple(int.from_bytes(sizes[i:i + 4], "big")
+                                 for i in range(0, len(sizes), 4))
+    except OSError as e:    # gzip's BadGzipFile too
+        problem = file_problem(e) if e.errno is not None else str(e)
+        raise DataError(f"cannot read IDX file {path}: {problem}") from None
+    except (EOFError, zlib.error) as e:
+        raise DataError(f"cannot read IDX file {path}: {e}") from None
+    raise DataError(f"malformed IDX file {path}: no IDX header")
+
+
+class _Unbuilt:
+    """A numpy object of a CIFAR batch whose labels alone are counted: never built; an array
+    keeps its shape (``_frombuffer(buffer, dtype, shape, order)``'s, or in the state
+    ``(version, shape, dtype, fortran, data)`` of ``_reconstruct``'s array)."""
+
+    def __init__(self, *args: Any) -> None:
+        self.shape = tuple(args[2]) if len(args) == 4 else None
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 5:
+            self.shape = tuple(state[1])
+
+
+class _LabelCountingUnpickler(_RestrictedUnpickler):
+    """:class:`_RestrictedUnpickler` that builds no numpy object (the images are skipped)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = super().find_class(module, name)
+        return _Unbuilt if module.startswith("numpy") else found
+
+
+@functools.lru_cache(maxsize=16)
+def _cifar_labels_counted(path: str, key: bytes, *stat: int) -> int:
+    # ``stat`` is only the cache key: a plan counts each run's training set, and the runs of
+    # a sweep read one folder
+    try:
+        with open(path, "rb") as f:
+            obj = _LabelCountingUnpickler(f, path).load()
+    except (DataError, OSError) as e:
+        raise _cifar_read_error(e, Path(path)) from None
+    except Exception as e:  # pickle raises many types on corrupt input
+        raise DataError(f"malformed CIFAR batch {path}: cannot unpickle ({type(e).__name__}: "
+                        f"{e})") from None
+    labels = obj.get(key, obj.get(key.decode())) if isinstance(obj, dict) else None
+    if isinstance(labels, (list, tuple)):
+        return len(labels)
+    if isinstance(labels, _Unbuilt) and labels.shape:
+        return labels.shape[0]
+    raise DataError(f"malformed CIFAR batch {path}: no {key.decode()!r} list")
 
 
 def find_files(name: str, data_dir, path=None) -> str | None:

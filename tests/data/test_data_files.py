@@ -861,3 +861,78 @@ def test_idx_header_shorter_than_its_sizes_is_a_truncated_header(tmp_path):
     p.write_bytes(bytes([0, 0, 0x08, 3, 0, 0, 0, 2]))
     with pytest.raises(DataError, match=rf"^malformed IDX file {p}: truncated header$"):
         read_idx(p)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_the_training_examples_of_idx_files_are_counted_in_a_header(tmp_path, gz):
+    # a plan counted the published 60,000 whatever the files held
+    from sgdlab.data.files import read_idx_shape, train_size_in_files
+
+    make_idx_dir(tmp_path / "fashion", n_train=37, gz=gz)
+    labels = tmp_path / "fashion" / (IDX_NAMES["train_labels"] + ".gz" * gz)
+    counted = train_size_in_files("fashion-mnist", tmp_path)
+    assert counted == (37, True, f"counted in {labels}")
+    assert str(counted) == f"37 examples (counted in {labels})"
+    # the header alone is read: the data behind it may be cut short (the run says so)
+    blob = struct.pack(">IIII", 2051, 50, 28, 28) + np.random.default_rng(0).bytes(5000)
+    p = tmp_path / "cut"
+    p.write_bytes(gzip.compress(blob)[:2000] if gz else blob[:2000])
+    assert read_idx_shape(p) == (50, 28, 28)
+    with pytest.raises(DataError):
+        read_idx(p)
+
+
+def test_the_training_examples_of_cifar_batches_are_their_label_lists(tmp_path):
+    import tarfile
+
+    from sgdlab.data.files import train_size_in_files
+
+    make_cifar10(tmp_path / "py", n=3)
+    folder = tmp_path / "py" / "cifar-10-batches-py"
+    assert train_size_in_files("cifar10", tmp_path / "py") == (15, True, f"counted in {folder}")
+    # labels pickled as a numpy array (protocol 5), counted by its shape: no array is built
+    x = np.zeros((4, 3072), np.uint8)
+    with open(folder / "data_batch_2", "wb") as f:
+        pickle.dump({"data": x, "labels": np.arange(4)}, f, protocol=5)
+    assert train_size_in_files("cifar10", tmp_path / "py").n == 3 + 4 + 3 + 3 + 3
+    # the binary version: records of a label byte and 3072 pixels
+    b = tmp_path / "bin" / "cifar-10-batches-bin"
+    b.mkdir(parents=True)
+    for i in range(1, 6):
+        (b / f"data_batch_{i}.bin").write_bytes(_binary_records(np.zeros((i, 3072), np.uint8),
+                                                                np.arange(i) % 10))
+    (b / "test_batch.bin").write_bytes(_binary_records(x, np.arange(4)))
+    assert train_size_in_files("cifar10", tmp_path / "bin") == (15, True, f"counted in {b}")
+    # a downloaded archive is not opened to count; a batch that does not unpickle (the run
+    # fails on it, saying why), absent files, no folder: the published 50,000
+    (tmp_path / "arc").mkdir()
+    with tarfile.open(tmp_path / "arc" / "cifar-10-python.tar.gz", "w:gz") as tf:
+        tf.add(folder, arcname=folder.name)
+    assert train_size_in_files("cifar10", tmp_path / "arc") == (
+        50000, False, f"the published size: {tmp_path / 'arc' / 'cifar-10-python.tar.gz'} is "
+                      "not opened to count")
+    (folder / "data_batch_4").write_bytes(b"not a pickle")
+    counted = train_size_in_files("cifar10", tmp_path / "py")
+    assert counted[:2] == (50000, False)
+    assert counted.how.startswith(f"the published size: malformed CIFAR batch {folder}/data_")
+    assert train_size_in_files("cifar10", tmp_path / "arc" / "none") == (
+        50000, False, "the published size: the files are not found")
+    assert train_size_in_files("cifar100", None) == (50000, False,
+                                                      "the published size: no data_dir")
+    assert train_size_in_files("digits", tmp_path) is None
+
+
+def test_the_training_examples_of_keras_mnist_npz_are_its_labels(tmp_path):
+    from sgdlab.data.files import train_size_in_files
+
+    np.savez_compressed(tmp_path / "mnist.npz", x_train=np.zeros((6, 28, 28), np.uint8),
+                        y_train=np.zeros(6, np.uint8), x_test=np.zeros((2, 28, 28), np.uint8),
+                        y_test=np.zeros(2, np.uint8))
+    assert train_size_in_files("mnist", tmp_path) == (6, True,
+                                                       f"counted in {tmp_path / 'mnist.npz'}")
+    # an IDX label file with no header: the published size, and why
+    make_idx_dir(tmp_path / "mnist", n_train=9)
+    (tmp_path / "mnist" / IDX_NAMES["train_labels"]).write_bytes(b"<html>")
+    assert train_size_in_files("mnist", tmp_path) == (
+        60000, False, f"the published size: malformed IDX file "
+                      f"{tmp_path / 'mnist' / IDX_NAMES['train_labels']}: no IDX header")

@@ -249,6 +249,24 @@ def test_a_file_dataset_keeping_its_training_files_has_their_published_size(data
         assert train.planned_steps({**p, "dataset": other}) is None
 
 
+def test_the_planned_steps_on_ones_own_files_are_counted_in_them(tmp_path):
+    """37 training images in MNIST's IDX files, not the published 60,000: the steps of a run
+    (and of a replica run's epochs) are counted in the files' header, as many as the run
+    loads; for CIFAR in its batches' label lists. The dry run and the sweep count so."""
+    from sgdlab.experiments.procedures.train import train_examples
+    from sgdlab.testing import make_cifar10, make_idx_dir
+
+    make_idx_dir(tmp_path / "mnist", n_train=37, n_test=5, gz=True)
+    make_cifar10(tmp_path / "cifar", n=4, n_test=2)
+    mnist = {"name": "mnist", "data_dir": str(tmp_path), "flatten": True}
+    assert train_examples(mnist) == 37 == len(load_dataset(**mnist).x_train)
+    assert train_examples({"name": "cifar10", "data_dir": str(tmp_path / "cifar")}) == 20
+    p = {**SMALL_RUN, "dataset": mnist, "epochs": 2}
+    assert get_procedure("train").planned_steps(p) == 2 * 5          # ⌈37 / 8⌉ an epoch
+    # ⌈2 · ⌈37 / 8⌉ / 3⌉ = 4 rounds of L = 3 inner steps
+    assert get_procedure("replicas").planned_steps({**PARLE, "dataset": mnist, "epochs": 2}) == 12
+
+
 PARLE = {"dataset": {"name": "digits", "n_train": 20, "n_test": 10},
          "model": {"name": "mlp", "widths": [5]}, "dtype": "float64",
          "parle": {"replicas": 2, "L": 3, "batch_size": 8, "lr": 0.1}}

@@ -75,17 +75,19 @@ EMBEDDED_IMAGES = {"digits": 1797, "mnist_small": 5000}
 
 
 def train_examples(dataset: dict[str, Any]) -> int | None:
-    """The training examples of a ``dataset`` mapping when its options fix them: ``n_train``
-    (a subset taken last), else ``train_size`` of a file dataset or what ``test_size`` leaves
-    of an embedded one (``digits``: 1,437, ``mnist_small``: 4,000 by default), or the
-    published training set of MNIST, Fashion-MNIST (60,000) and CIFAR (50,000)
-    (:func:`~sgdlab.data.files.published_train_size`), unless ``classes`` filters it; None
-    otherwise (text windows, whose number depends on the file; a loader whose ``n_train``
-    means something else, such as a grid size)."""
+    """The training examples a run on a ``dataset`` mapping sees, when its options and files
+    tell without loading them: ``n_train`` (a subset taken last), else ``train_size`` of a file
+    dataset or what ``test_size`` leaves of an embedded one (``digits``: 1,437,
+    ``mnist_small``: 4,000 by default), or the training set of MNIST, Fashion-MNIST and CIFAR
+    as counted in the files of its ``data_dir``, the published 60,000 or 50,000 where they are
+    absent (:func:`~sgdlab.data.files.train_size_in_files`), unless ``classes`` filters it;
+    None otherwise (text windows, whose number depends on the file; a loader whose
+    ``n_train`` means something else, such as a grid size). What ``--dry-run`` and a sweep's
+    "step X of N" count with."""
     import inspect
 
     from sgdlab.data import DATASETS
-    from sgdlab.data.files import published_train_size
+    from sgdlab.data.files import train_size_in_files
 
     name = str(dataset["name"]).strip().lower().replace("-", "_")
     loader = DATASETS[name]
@@ -101,7 +103,8 @@ def train_examples(dataset: dict[str, Any]) -> int | None:
     if name in EMBEDDED_IMAGES:
         return EMBEDDED_IMAGES[name] - int(dataset.get("test_size",
                                                        signature["test_size"].default))
-    return published_train_size(name)
+    counted = train_size_in_files(name, dataset.get("data_dir"))
+    return None if counted is None else counted.n
 
 
 def epoch_steps(n: int, batch_size, epochs: int, drop_last: bool) -> list[int]:
