@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sgdlab.errors import UserError
 from sgdlab.experiments.resources import amount
@@ -27,6 +27,9 @@ from sgdlab.experiments.runner import default_out_dir, foreign_out_dir, prepare
 from sgdlab.experiments.spec import ExperimentSpec, RunSpec, expand_data_dir, wall_time_text
 from sgdlab.experiments.sweep import (dependency_layers, finished_runs, run_device,
                                      run_threads)
+
+if TYPE_CHECKING:
+    from sgdlab.data.files import TrainSize
 
 # the run parameters that say how long a run is, by procedure: train, replicas (Parle),
 # zhu_escape, double_well, pspin
@@ -51,6 +54,7 @@ class DataNeed:
     found: str | None                # where it was found; None when missing
     problem: str | None              # the message loading it would give
     at_path: bool = True             # looked for at a path (not a dataset given no folder)
+    train_size: TrainSize | None = None     # a file dataset's training examples
     runs: int = 0                    # runs that read it
     to_run: int = 0                  # ... of them that would execute
 
@@ -96,7 +100,9 @@ class Plan:
             "wall_minutes": self.spec.wall_minutes(),
             "datasets": list(self.datasets),
             "files": [{"what": f.what, "found": f.found, "problem": f.problem, "runs": f.runs,
-                       "to_run": f.to_run} for f in self.files],
+                       "to_run": f.to_run,
+                       "train_size": None if f.train_size is None else f.train_size._asdict()}
+                      for f in self.files],
             "problems": list(self.problems), "notes": list(self.notes), "ok": self.ok,
         }
 
@@ -152,6 +158,8 @@ class Plan:
                 out.append(f"  {f.what}: MISSING; {used} (the error below)")
             else:
                 out.append(f"  {f.what}: missing, {used}: {f.problem}")
+            if f.train_size is not None:     # what the steps above are counted with
+                out.append(f"    training set: {f.train_size}")
         return out
 
     def _on_nodes(self, need: DataNeed) -> bool:
@@ -259,7 +267,8 @@ def _check_files(plan: Plan) -> None:
     problem (a stored run is not run again, so what it read may be gone), or on Ray a note:
     the real run does not look for it on this machine (``run_experiment``)."""
     plan.datasets, plan.files = data_needs([p.run for p in plan.runs],
-                                           {p.run.key for p in plan.runs if p.stored})
+                                           {p.run.key for p in plan.runs if p.stored},
+                                           count_train=True)
     for f in missing_needs(plan.files):
         if plan._on_nodes(f):
             plan.notes.append(f"{f.what}: not found on this machine: {ON_NODES}")
@@ -267,13 +276,17 @@ def _check_files(plan: Plan) -> None:
             plan.problems.append(f.problem)
 
 
-def data_needs(runs: list[RunSpec], stored: set[str]) -> tuple[list[str], list[DataNeed]]:
+def data_needs(runs: list[RunSpec], stored: set[str], *, count_train: bool = False
+               ) -> tuple[list[str], list[DataNeed]]:
     """The dataset names ``runs`` load, and the files they read (datasets in their
     ``data_dir``, weights), looked up as their loaders look them up without reading them.
-    ``stored``: the keys of the runs the store holds finished, which do not execute."""
+    ``stored``: the keys of the runs the store holds finished, which do not execute.
+    ``count_train``: also count a file dataset's training examples (headers only: what the
+    plan's steps are counted with, said beside the files)."""
     import inspect
 
     from sgdlab.data import DATASETS
+    from sgdlab.data.files import train_size_in_files
 
     needs: dict[tuple[str, str], DataNeed] = {}
 
@@ -299,6 +312,8 @@ def data_needs(runs: list[RunSpec], stored: set[str]) -> tuple[list[str], list[D
             if loader is not None and "data_dir" in inspect.signature(loader).parameters:
                 hits.append(need(name, where, lambda n=name, d=where, f=ds.get("path"):
                                  _look_up(n, d, f)))
+                if count_train and hits[-1].train_size is None:
+                    hits[-1].train_size = train_size_in_files(name, where)
         model = r.params.get("model")
         if isinstance(model, dict) and model.get("name") == "musso-vgg16" \
                 and isinstance(model.get("weights"), str):

@@ -268,3 +268,29 @@ def test_the_plan_gives_each_run_the_threads_the_sweep_would(tmp_path, monkeypat
     got = [plan_experiment("zhu-escape-2d", scale="smoke", store_path=store, workers=w)
            .settings["threads_per_run"] for w in (None, 2, 3)]
     assert got == [8, 4, 2]
+
+
+def test_the_plan_counts_the_steps_of_ones_own_files_and_says_where(tmp_path):
+    """MNIST files of 37 training images: each run's steps are counted over 37, and the
+    dataset's line says where that was counted; before the download, the published 60,000,
+    said to be that."""
+    from sgdlab.testing import IDX_NAMES, make_idx_dir
+
+    make_idx_dir(tmp_path / "data" / "mnist", n_train=37, n_test=5)
+    cfg = mnist_file(tmp_path, {"name": "mnist", "data_dir": "${data_dir}"})
+    where = {"scale": "smoke", "data_dir": str(tmp_path / "data"),
+             "store_path": str(tmp_path / "s.sqlite"), "out_dir": tmp_path / "out"}
+    plan = plan_experiment(cfg, **where)
+    assert plan.ok and plan.runs
+    for p in plan.runs:
+        assert p.steps == p.run.params["epochs"] * -(-37 // p.run.params["batch_size"])
+    labels = tmp_path / "data" / "mnist" / IDX_NAMES["train_labels"]
+    assert f"    training set: 37 examples (counted in {labels})" in plan.lines()
+    assert plan.to_json()["files"][0]["train_size"] == {
+        "n": 37, "counted": True, "how": f"counted in {labels}"}
+    (tmp_path / "empty").mkdir()
+    plan = plan_experiment(cfg, **{**where, "data_dir": str(tmp_path / "empty")})
+    assert all(p.steps == p.run.params["epochs"] * -(-60000 // p.run.params["batch_size"])
+               for p in plan.runs)
+    assert ("    training set: 60,000 examples (the published size: the files are not found)"
+            in plan.lines())
