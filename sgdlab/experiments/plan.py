@@ -274,6 +274,34 @@ def _check_files(plan: Plan) -> None:
             plan.notes.append(f"{f.what}: not found on this machine: {ON_NODES}")
         else:
             plan.problems.append(f.problem)
+    plan.problems += _subsets_too_large(plan)
+
+
+def _subsets_too_large(plan: Plan) -> list[str]:
+    """A problem for each file dataset whose runs to execute ask for a ``train_size``
+    subset larger than the training examples counted in its files (the loader would refuse
+    it when the run starts), the runs named."""
+    from sgdlab.data.files import train_size_in_files
+
+    asked: dict[tuple[str, str, int], list[str]] = {}
+    for p in plan.runs:
+        ds = p.run.params.get("dataset")
+        if p.stored or not isinstance(ds, dict) or "name" not in ds:
+            continue
+        size = ds.get("train_size")
+        if isinstance(size, int) and not isinstance(size, bool):
+            asked.setdefault((str(ds["name"]), ds.get("data_dir"), size), []).append(
+                p.run.label)
+    out = []
+    for (name, where, size), labels in asked.items():
+        counted = train_size_in_files(name, where)
+        if counted is not None and counted.counted and size > counted.n:
+            k = len(labels)
+            out.append(f"{name}: train_size {size:,} of {k} run{'s' if k != 1 else ''} "
+                       f"[{'; '.join(labels)}] is more than the {counted}: give a "
+                       f"train_size of at most {counted.n:,}, or point --data-dir at the "
+                       "whole training set")
+    return out
 
 
 def data_needs(runs: list[RunSpec], stored: set[str], *, count_train: bool = False

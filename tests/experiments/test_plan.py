@@ -294,3 +294,23 @@ def test_the_plan_counts_the_steps_of_ones_own_files_and_says_where(tmp_path):
                for p in plan.runs)
     assert ("    training set: 60,000 examples (the published size: the files are not found)"
             in plan.lines())
+
+
+def test_a_train_size_above_the_examples_in_ones_files_is_a_problem_of_the_plan(tmp_path):
+    """A subset of 256 from MNIST files of 37 training images: the dry run says so (the
+    loader would refuse it only when each run starts); 30 of them plan."""
+    from sgdlab.testing import make_idx_dir
+
+    make_idx_dir(tmp_path / "data" / "mnist", n_train=37, n_test=5)
+    where = {"scale": "smoke", "data_dir": str(tmp_path / "data"),
+             "store_path": str(tmp_path / "s.sqlite"), "out_dir": tmp_path / "out"}
+    cfg = mnist_file(tmp_path, {"name": "mnist", "data_dir": "${data_dir}",
+                                "train_size": 256})
+    plan = plan_experiment(cfg, **where)
+    assert not plan.ok
+    (problem,) = [p for p in plan.problems if "train_size" in p]
+    assert problem.startswith("mnist: train_size 256 of 4 runs [lr=0.05,batch_size=128; ")
+    assert "] is more than the 37 examples (counted in " in problem
+    assert "give a train_size of at most 37" in problem
+    cfg = mnist_file(tmp_path, {"name": "mnist", "data_dir": "${data_dir}", "train_size": 30})
+    assert plan_experiment(cfg, **where).ok
