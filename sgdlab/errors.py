@@ -119,6 +119,17 @@ def checked_int_argument(name: str, v: object, low: int, what: str = "", *,
     raise ValueError(f"Invalid {name}={v!r} (an int >= {low}{what})")
 
 
+def checked_count_argument(name: str, v: object, high: int, bound: str) -> int:
+    """``v`` as a Python int (:func:`plain_int`) when it is an int in 1..``high`` (not a bool),
+    else a ValueError "Invalid <name>=<v>: need an int 1 <= <name> <= <bound> = <high>": how
+    many eigenpairs or directions to find in a problem of ``high`` (``bound`` names it: ``d``,
+    ``min(N, d)``)."""
+    v = plain_int(v)
+    if int_at_least(v, 1) and v <= high:
+        return v
+    raise ValueError(f"Invalid {name}={v!r}: need an int 1 <= {name} <= {bound} = {high}")
+
+
 def checked_float(name: str, v: object, low: float | None = 0.0, what: str = "", *,
                   strict: bool = False, optional: bool = False,
                   error: type[UserError] = UserError) -> float | None:

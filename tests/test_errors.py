@@ -12,7 +12,8 @@ from torch import nn
 
 from sgdlab.data.registry import load_dataset
 from sgdlab.errors import (SEED_LIMIT, ConfigError, UserError, check_config_kind, check_keys,
-                           check_not_empty, checked_float, checked_int, checked_int_argument,
+                           check_not_empty, checked_count_argument, checked_float, checked_int,
+                           checked_int_argument,
                            closest_name, config_error,
                            file_problem, human_size, is_seed, name_spelling, registered_spelling,
                            torch_warning_ignored, unexpected_keyword, unknown_key, warn)
@@ -204,6 +205,15 @@ def test_a_checked_int_argument_is_refused_in_torch_optims_words_as_a_value_erro
     for v, got in ((2, "2"), (True, "True"), (3.0, "3.0"), ("3", "'3'"), (None, "None")):
         with pytest.raises(ValueError, match=re.escape(f"Invalid n={got} (an int >= 3: steps)")):
             checked_int_argument("n", v, 3, ": steps")
+
+
+def test_a_checked_count_argument_is_an_int_from_one_to_its_bound_never_a_bool():
+    for v in (1, 4, np.int64(4), torch.tensor(2)):
+        assert type(checked_count_argument("k", v, 4, "d")) is int
+    for v, got in ((0, "0"), (5, "5"), (True, "True"), (2.0, "2.0"), ("2", "'2'")):
+        says = f"Invalid k={got}: need an int 1 <= k <= min(N, d) = 4"
+        with pytest.raises(ValueError, match=re.escape(says)):
+            checked_count_argument("k", v, 4, "min(N, d)")
 
 
 def test_a_checked_float_is_a_finite_plain_float_at_or_above_its_bound_and_never_a_bool():

@@ -36,7 +36,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import checked_keywords, finite_number, int_at_least, plain_float, plain_int
+from sgdlab.errors import (checked_count_argument, checked_keywords, finite_number, int_at_least,
+                           plain_float, plain_int)
 from sgdlab.operators import LinearOperator, per_sample_gradients
 from sgdlab.operators.factors import PerSampleFactors, per_sample_factors
 from sgdlab.operators.batches import Data, check_mean_of_samples, num_samples
@@ -316,9 +317,8 @@ class GradientCovariance:
         ``eigh`` finds every copy).
         """
         n, d = self.num_samples, self.dim
-        k = plain_int(k)     # np.int64 is a count; True (1 pair), 2.5 and "2" are not
-        if not int_at_least(k, 1) or k > min(n, d):
-            raise ValueError(f"Invalid k={k!r}: need an int 1 <= k <= min(N, d) = {min(n, d)}")
+        # np.int64 is a count; True (1 pair), 2.5 and "2" are not
+        k = checked_count_argument("k", k, min(n, d), "min(N, d)")
         dtype, dev = self.dtype, self.device
         small = n <= 1000 if self._factored() else min(n, d) <= 1000    # factored: N x N Gram
         if self._eigh is None and small and k <= min(n, d) // 10 and dev.type == "cpu":

@@ -36,7 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import checked_int_argument, checked_keywords, int_at_least, plain_int
+from sgdlab.errors import (checked_count_argument, checked_int_argument, checked_keywords,
+                           int_at_least, plain_int)
 from sgdlab.operators.batches import Data, is_single_batch, iterate_batches
 from sgdlab.operators.params import (copy_module, params_vector, set_params_vector,
                                       trainable_named_params)
@@ -146,10 +147,8 @@ def trajectory_pca(points: Tensor | np.ndarray | Sequence[Tensor], k: int = 2) -
         raise ValueError(f"trajectory_pca: need a (T, d) stack of >= 2 iterates, got shape "
                          f"{tuple(m.shape)}")
     dev = m - m[-1]
-    k = plain_int(k)     # np.int64 is a count; True (one direction), 2.5 and "2" are not
-    if not int_at_least(k, 1) or k > min(dev.shape):
-        raise ValueError(f"Invalid k={k!r}: need an int 1 <= k <= min(T, d) = "
-                         f"{min(dev.shape)}")
+    # np.int64 is a count; True (one direction), 2.5 and "2" are not
+    k = checked_count_argument("k", k, min(dev.shape), "min(T, d)")
     _u, s, vh = torch.linalg.svd(dev, full_matrices=False)
     total = float((s ** 2).sum())
     if total == 0:

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgdlab.errors import (checked_float_argument, checked_int_argument, checked_keywords,
-                           int_at_least, plain_int, warn)
+from sgdlab.errors import (checked_count_argument, checked_float_argument, checked_int_argument,
+                           checked_keywords, warn)
 from sgdlab.operators import LinearOperator, as_operator
 from sgdlab.operators.linear import _Wrapped
 
@@ -333,9 +333,7 @@ def lanczos(
     check_which(which)
     op = working_operator(A, dtype)
     d = op.shape[0]
-    k = plain_int(k)     # np.int64 is a count; True is not (it was 1 eigenpair)
-    if not int_at_least(k, 1) or k > d:
-        raise ValueError(f"Invalid k={k!r}: need an int 1 <= k <= d = {d}")
+    k = checked_count_argument("k", k, d, "d")     # np.int64 is a count; True is not
     if which == "both" and 2 * k > d:
         raise ValueError(f"which='both' with k={k} needs 2k <= d = {d}")
     tol = check_tol(tol)
