@@ -115,7 +115,7 @@ def _save(out: Path, name: str, fig) -> str:
 def _main(args) -> int:
     import torch
 
-    from sgdlab.errors import (UserError, is_seed, make_output_dir, not_a_seed,
+    from sgdlab.errors import (UserError, checked_float, is_seed, make_output_dir, not_a_seed,
                                refuse_results_of_others)
 
     given = [flag for dest, flag in _ESCAPE_FLAGS.items()
@@ -126,8 +126,8 @@ def _main(args) -> int:
     if args.demo != "pde" and args.beta is not None:
         raise UserError(f"--beta: a pde option, but the demo is {args.demo!r} (it applies to "
                         "`sgdlab landscape pde` only)")
-    if args.beta is not None and not 0 < args.beta < math.inf:
-        raise UserError(f"--beta must be > 0 and finite, got {args.beta:g}")
+    if args.beta is not None:
+        checked_float("--beta", args.beta, 0.0, strict=True)
     if args.demo == "pde" and args.device != "cpu":
         # its grids hold 10³–10⁴ points and no chains: nothing for a GPU to do
         raise UserError(f"--device {args.device}: `sgdlab landscape pde` computes on the CPU "

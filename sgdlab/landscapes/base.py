@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import UserError, forward_mode_loaded
+from sgdlab.errors import UserError, checked_float, forward_mode_loaded
 
 
 class Landscape(ABC):
@@ -236,15 +236,10 @@ class AnalyticLoss(Landscape):
 
 
 def check_positive(name: str, value: float) -> float:
-    """``value`` as a float if it is a finite number > 0, else a ``UserError`` naming it (a NaN
-    or infinite step, time or temperature gives NaN states, not an error, downstream)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{name} must be > 0 and finite, got {value!r}") from None
-    if not 0 < v < float("inf"):
-        raise UserError(f"{name} must be > 0 and finite, got {value}")
-    return v
+    """``value`` as a float if it is a finite number > 0 (not a bool or a string), else a
+    ``UserError`` "<name> must be a finite number > 0, got <value>" (:func:`checked_float`;
+    a NaN or infinite step, time or temperature gives NaN states, not an error, downstream)."""
+    return checked_float(name, value, 0.0, strict=True)
 
 
 def check_floating_dtype(call: str, dtype: object) -> None:

@@ -208,8 +208,7 @@ def wide_and_narrow_minima(z: Tensor) -> Tensor:
 def _check_periodic(f: Tensor, period: float, t: float, beta: float) -> None:
     if f.ndim != 1 or f.numel() < 3:
         raise UserError("f must be a 1-D tensor of >= 3 values over one period")
-    if not period > 0:
-        raise UserError(f"period must be > 0, got {period}")
+    check_positive("period", period)
     _check_t(t)
     _check_beta(beta)
 

@@ -1,8 +1,10 @@
 """The Landscape base: autograd defaults, mini-batches, and constant-matrix diffusion."""
 import math
+import re
 import sys
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -116,9 +118,19 @@ def test_a_batch_without_replacement_of_every_sample_is_a_permutation():
 
 @pytest.mark.parametrize("value", [0, 0.0, -1e-300, math.nan, math.inf])
 def test_check_positive_refuses_zero_and_non_finite_values(value):
-    with pytest.raises(UserError, match="alpha must be > 0 and finite"):
+    with pytest.raises(UserError, match=re.escape(f"alpha must be a finite number > 0, got "
+                                                  f"{value!r}")):
         check_positive("alpha", value)
     assert check_positive("alpha", 1e-300) == 1e-300
+    assert check_positive("alpha", np.float32(0.5)) == 0.5
+
+
+@pytest.mark.parametrize("value", [True, "0.1"])
+def test_check_positive_refuses_a_bool_or_a_string(value):
+    # float() took them: True was a step of 1, "0.1" a step of 0.1
+    with pytest.raises(UserError, match=re.escape(f"dt must be a finite number > 0, got "
+                                                  f"{value!r}")):
+        check_positive("dt", value)
 
 
 def test_the_psd_check_allows_round_off_of_64_d_eps_relative_to_the_largest_eigenvalue():

@@ -74,11 +74,11 @@ def test_the_pde_demo_takes_the_thesis_beta_unless_told_and_only_it_takes_beta(t
     assert main(["landscape", "ou", "--out", str(tmp_path / "o"), "--quick", "--beta", "2"]) == 2
     assert "--beta: a pde option, but the demo is 'ou'" in capsys.readouterr().err
     assert main(["landscape", "pde", "--out", str(tmp_path / "z"), "--beta", "0"]) == 2
-    assert "--beta must be > 0 and finite, got 0" in capsys.readouterr().err
+    assert "--beta must be a finite number > 0, got 0.0" in capsys.readouterr().err
     # β = inf (and nan) reached the Cole–Hopf quadrature: a bare "math domain error"
     for bad in ("inf", "nan"):
         assert main(["landscape", "pde", "--out", str(tmp_path / "z"), "--beta", bad]) == 2
-        assert f"--beta must be > 0 and finite, got {bad}" in capsys.readouterr().err
+        assert f"--beta must be a finite number > 0, got {bad}" in capsys.readouterr().err
     assert main(["landscape", "escape", "--out", str(tmp_path / "z"), "--data-var", "nan"]) == 2
     assert "--data-var must be a finite number >= 0, got nan" in capsys.readouterr().err
     assert not (tmp_path / "z").exists()

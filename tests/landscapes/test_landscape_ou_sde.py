@@ -504,7 +504,7 @@ def test_a_constant_factor_without_chain_dimensions_still_broadcasts():
     (lambda: coarsen(torch.zeros(6, 2), 0), "factor must be an integer >= 1"),
     (lambda: coarsen(torch.zeros(6, 2), -2), "factor must be an integer >= 1"),
     (lambda: coarsen(torch.zeros(6, 2), 1.5), "factor must be an integer >= 1"),
-    (lambda: brownian_increments((2,), -0.1, 3), "dt must be > 0"),
+    (lambda: brownian_increments((2,), -0.1, 3), "dt must be a finite number > 0"),
     (lambda: brownian_increments((2,), 0.1, -3), "steps must be an integer >= 0"),
     (lambda: SDE(lambda x: -x, None, 0, 0), "dim must be an integer >= 1"),
     (lambda: SDE(lambda x: -x, None, 2.5, 2), "dim must be an integer >= 1"),

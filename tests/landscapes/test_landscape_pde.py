@@ -100,7 +100,7 @@ def test_local_entropy_constant_and_heat_preserves_constants():
     with pytest.raises(UserError):
         viscous_hj(f, x ** 3, 0.1)
     for beta in (0.0, -1.0):
-        with pytest.raises(UserError, match="beta must be > 0"):
+        with pytest.raises(UserError, match="beta must be a finite number > 0"):
             heat_smoothing(f, x, 0.3, beta=beta)
     with pytest.raises(UserError, match="build it in float64"):
         heat_smoothing(f.float(), torch.linspace(-5, 5, 501), 0.3)
@@ -198,12 +198,13 @@ def test_periodic_solvers_refuse_bad_input_and_lost_precision():
     f = torch.sin(x) + 0.5 * torch.cos(3 * x)
     for solver in (periodic_cole_hopf, finite_difference_viscous_hj):
         for kw in (dict(beta=0.0), dict(beta=-1.0)):
-            with pytest.raises(UserError, match="beta must be > 0"):
+            with pytest.raises(UserError, match="beta must be a finite number > 0"):
                 solver(f, period, 0.1, **kw)             # explicit steps: dt <= 0 never ended
-        with pytest.raises(UserError, match="t must be > 0"):
+        with pytest.raises(UserError, match="t must be a finite number > 0"):
             solver(f, period, -1.0)
-        with pytest.raises(UserError, match="period must be > 0"):
-            solver(f, 0.0, 0.1)
+        for bad in (0.0, math.inf):          # an infinite period gave dx = inf
+            with pytest.raises(UserError, match="period must be a finite number > 0"):
+                solver(f, bad, 0.1)
     with pytest.raises(UserError, match="cfl"):
         finite_difference_viscous_hj(f, period, 0.1, cfl=0.0)
     # e^(-beta (f - min f)) at beta = 10 reaches FFT round-off: an error, not NaN or wrong values
@@ -212,14 +213,14 @@ def test_periodic_solvers_refuse_bad_input_and_lost_precision():
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda x, f: viscous_hj(f, x, float("nan")), "t must be > 0"),
-    (lambda x, f: hopf_lax(f, x, float("inf")), "t must be > 0"),
-    (lambda x, f: viscous_hj(f, x, 0.5, beta=float("nan")), "beta must be > 0"),
+    (lambda x, f: viscous_hj(f, x, float("nan")), "t must be a finite number > 0"),
+    (lambda x, f: hopf_lax(f, x, float("inf")), "t must be a finite number > 0"),
+    (lambda x, f: viscous_hj(f, x, 0.5, beta=float("nan")), "beta must be a finite number > 0"),
     (lambda x, f: viscous_hj(f, x, 0.5, beta=float("inf")), "beta must be finite"),
     (lambda x, f: heat_smoothing(f, x, 0.5, beta=float("inf")), "beta must be finite"),
-    (lambda x, f: local_entropy(f, x, 0.5, beta=float("nan")), "beta must be > 0"),
+    (lambda x, f: local_entropy(f, x, 0.5, beta=float("nan")), "beta must be a finite number > 0"),
     (lambda x, f: viscous_hj(f * float("nan"), x, 0.5), "f has NaN"),
-    (lambda x, f: semiconcavity_bound(float("nan"), 0.5), "C must be > 0"),
+    (lambda x, f: semiconcavity_bound(float("nan"), 0.5), "C must be a finite number > 0"),
 ], ids=["t-nan", "t-inf", "beta-nan", "beta-inf", "heat-beta-inf", "entropy-beta-nan",
         "f-nan", "c-nan"])
 def test_non_finite_times_temperatures_and_losses_are_named_errors(call, match):
