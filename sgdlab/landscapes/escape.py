@@ -46,7 +46,6 @@ recorded every ``sharpness_every`` iterations and averaged over repetitions.
 """
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -109,11 +108,9 @@ class EscapeConfig:
         """A ``UserError`` naming the first bad field; whole-number floats (600.0) of the counts
         are stored as ints. A fractional count (100.5) or a bool was a TypeError deep in the
         run, or ran: ``True`` iterations as 1, a 1.5 ``batch_size`` divided Σ by 1.5."""
-        for name in ("lr", "const_sigma", "hessian_scale", "sharpness_sigma", "noise_trace"):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
-                raise UserError(f"{name} must be a number, got {value!r}")
-        checked_float("lr", self.lr, strict=True)
+        checked_float("lr", self.lr, strict=True)       # a bool or a string too
+        for name in ("const_sigma", "hessian_scale", "sharpness_sigma", "noise_trace"):
+            checked_float(name, getattr(self, name))
         if not isinstance(self.record_trajectory, (bool, np.bool_)):
             raise UserError(f"record_trajectory must be true or false, "
                             f"got {self.record_trajectory!r}")
@@ -121,8 +118,6 @@ class EscapeConfig:
                             ("batch_size", 1), ("leading_k", 1), ("hessian_k", 1),
                             ("sharpness_samples", 1), ("sharpness_every", 0)):
             setattr(self, name, check_count(name, getattr(self, name), least))
-        for name in ("const_sigma", "hessian_scale", "sharpness_sigma", "noise_trace"):
-            checked_float(name, getattr(self, name))
         for name, allowed in (("protocol", PROTOCOLS), ("success_rule", SUCCESS_RULES),
                               ("start", ("sharp_minimum", "sharp_center"))):
             if getattr(self, name) not in allowed:

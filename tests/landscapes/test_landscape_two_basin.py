@@ -1,6 +1,7 @@
 """Two-basin landscape (Zhu et al. Suppl. B, as printed, and its named variants) and the escape
 experiment."""
 import math
+import re
 
 import pytest
 import torch
@@ -558,15 +559,16 @@ def test_escape_config_takes_whole_float_counts_as_ints():
 
 
 @pytest.mark.parametrize("field, value, match", [
-    ("lr", "0.1", "lr must be a number"), ("lr", True, "lr must be a number"),
-    ("const_sigma", "2", "const_sigma must be a number"),
-    ("sharpness_sigma", None, "sharpness_sigma must be a number"),
-    ("noise_trace", False, "noise_trace must be a number"),
+    ("lr", "0.1", "lr must be a finite number > 0, got '0.1'"),
+    ("lr", True, "lr must be a finite number > 0, got True"),
+    ("const_sigma", "2", "const_sigma must be a finite number >= 0, got '2'"),
+    ("sharpness_sigma", None, "sharpness_sigma must be a finite number >= 0, got None"),
+    ("noise_trace", False, "noise_trace must be a finite number >= 0, got False"),
     ("record_trajectory", "no", "record_trajectory must be true or false"),
 ])
 def test_escape_config_refuses_a_non_number_by_name(field, value, match):
     # a str was a TypeError from '<' in validate; True ran as lr = 1; "no" recorded trajectories
-    with pytest.raises(UserError, match=match):
+    with pytest.raises(UserError, match=re.escape(match)):
         EscapeConfig(**{field: value}).validate()
 
 
