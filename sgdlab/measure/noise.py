@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import (checked_count_argument, checked_keywords, finite_number, int_at_least,
-                           plain_float, plain_int)
+from sgdlab.errors import (checked_count_argument, checked_float_argument, checked_keywords,
+                           int_at_least, plain_int)
 from sgdlab.operators import LinearOperator, per_sample_gradients
 from sgdlab.operators.factors import PerSampleFactors, per_sample_factors
 from sgdlab.operators.batches import Data, check_mean_of_samples, num_samples
@@ -649,11 +649,7 @@ def noise_magnitude(
     ``data`` or of ``covariance``), sqrt(η c Tr Σ) with c = (N − m)/(m (N − 1)); zero for a
     batch of all N (full-batch GD)."""
     batch_size = check_batch_size(batch_size)
-    lr = plain_float(lr)    # numpy's numbers (a bool stays one, refused below)
-    if not finite_number(lr):    # NaN gave a NaN noise, a string a TypeError
-        raise ValueError(f"Invalid lr={lr!r} (a finite number >= 0)")
-    if lr < 0:
-        raise ValueError(f"Invalid lr={lr} (must be >= 0)")
+    lr = checked_float_argument("lr", lr, 0.0)    # NaN gave a NaN noise, a string a TypeError
     if not isinstance(replacement, bool):    # a string such as "false" would read as True
         raise ValueError(f"noise_magnitude: replacement must be True or False, got "
                          f"{replacement!r}")

@@ -487,7 +487,7 @@ def test_noise_magnitude_checks_its_batch_size_by_minibatch_noise_factors_rule()
             noise_magnitude(model, loss_fn, data, 0.1, b, covariance=cov)
         with pytest.raises(ValueError, match=rf"^Invalid batch size {b} \(must be >= 1\)$"):
             minibatch_noise_factor(b, 10)
-    with pytest.raises(ValueError, match=r"^Invalid lr=-0.1 \(must be >= 0\)$"):
+    with pytest.raises(ValueError, match=r"^Invalid lr=-0.1 \(a finite number >= 0\)$"):
         noise_magnitude(model, loss_fn, data, -0.1, 4, covariance=cov)
 
 
