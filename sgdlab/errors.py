@@ -42,6 +42,13 @@ def finite_number(value: object) -> bool:
             and math.isfinite(value))
 
 
+def refused_value(value: object) -> str:
+    """How a message ends that refuses ``value`` where a number is wanted: ``not a bool
+    (True)`` for a bool, which Python takes for the int 1 (the rule it would pass is not
+    what refuses it), else ``got <repr>``."""
+    return f"not a bool ({value})" if isinstance(value, bool) else f"got {value!r}"
+
+
 def int_at_least(v: object, low: int) -> bool:
     """``v`` is a Python int >= ``low`` (not a bool); give it :func:`plain_int` first, and
     store what that returns, for numpy's and torch's ints to pass."""

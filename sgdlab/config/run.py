@@ -37,7 +37,7 @@ from pydantic import BeforeValidator, Field, ValidationError, WithJsonSchema
 
 from ..errors import (SEED_LIMIT, ConfigError, DataError, UserError, check_config_kind,
                       config_error, did_you_mean, is_seed, join, not_a_seed,
-                      registered_spelling, unknown_key)
+                      refused_value, registered_spelling, unknown_key)
 from ..losses import LOSSES, build_loss
 from .schema import OpenSection, Section, invalid, plain_data, problems, validate
 
@@ -308,10 +308,8 @@ def _check_args(path: str, given: dict[str, Any], params: dict[str, Any], var_kw
                 errors.append(f"{p}: must be true or false, got {v!r}")
         elif isinstance(d, (int, float)) and not isinstance(d, bool):
             is_lr = k == "lr" or k.endswith("_lr")
-            if isinstance(v, bool):
-                errors.append(f"{p}: must be a number, not a bool ({v})")
-            elif not isinstance(v, (int, float)):
-                errors.append(f"{p}: must be a number, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                errors.append(f"{p}: must be a number, {refused_value(v)}")
             elif isinstance(v, float) and math.isnan(v):
                 # the rule refusing inf below, or none: an infinite default allows inf
                 errors.append(f"{p}: must be a finite number, got nan" if is_lr

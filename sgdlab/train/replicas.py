@@ -101,7 +101,7 @@ from torch import Tensor, nn
 
 from ..data.augment import batch_augmentation
 from ..errors import (ConfigError, UserError, check_keys, checked_float, checked_int,
-                      finite_number, is_seed, not_a_seed, plain_int)
+                      finite_number, is_seed, not_a_seed, plain_int, refused_value)
 from ..operators.blocking import reproducible_blocks
 from ..operators.params import copy_module
 from ..optim.elastic import Parle, master_average
@@ -229,7 +229,7 @@ class ParleConfig:
             v = getattr(self, f.name)
             if (f.type in ("float", "float | None", "int") and not (v is None and "None" in f.type)
                     and (isinstance(v, bool) or not isinstance(v, (int, float)))):
-                raise ConfigError(f"{f.name} must be a number, got {v!r}")
+                raise ConfigError(f"{f.name} must be a number, {refused_value(v)}")
         if not is_seed(self.seed):    # bounded as a run config's seed
             raise ConfigError(not_a_seed("seed", self.seed))
         # a NaN milestone was never passed, an infinite one never reached: no drop, said nowhere

@@ -653,6 +653,10 @@ def test_train_procedure_checks_measure_and_optimizer_like_run_configs(change, n
     ({"max_steps": 2.5}, "x: max_steps must be an int >= 0, got 2.5"),
     ({"eval_subset": 0}, "x: eval_subset must be an int >= 1, got 0"),
     ({"data_seed": True}, "x: data_seed must be an int >= 0, got True"),
+    ({"batch_size": True}, "x: batch_size must be a positive integer, 'full' or a schedule "
+                           "mapping, not a bool (True)"),
+    ({"batch_size": 0}, "x: batch_size must be a positive integer, 'full' or a schedule "
+                        "mapping, got 0"),
     ({"replacement": "false"}, "x: replacement must be true or false, got 'false'"),
     ({"save_model": 1}, "x: save_model must be true or false, got 1"),
     ({"loss": "ce"}, "x: loss must be one of auto, cross_entropy, mse, got 'ce'"),

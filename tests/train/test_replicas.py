@@ -1316,6 +1316,15 @@ def test_parle_config_refuses_a_bool_count(key):
         ParleConfig(**{key: True})
 
 
+@pytest.mark.parametrize("key", ["lr", "L", "alpha"])
+def test_parle_config_names_a_bool_number_as_run_configs_do(key):
+    # "lr must be a number, got True" read as if True were no number at all
+    with pytest.raises(ConfigError, match=re.escape(f"{key} must be a number, not a bool (True)")):
+        ParleConfig(**{key: True})
+    with pytest.raises(ConfigError, match=re.escape(f"{key} must be a number, got 'x'")):
+        ParleConfig(**{key: "x"})
+
+
 def test_parle_config_takes_numpy_and_torch_ints_as_ints():
     """np.int64 counts and seed (a grid's values) were refused: "replicas must be an int >= 1,
     got np.int64(2)", "L must be a number, got np.int64(3)"."""

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sgdlab.errors import ConfigError, checked_int
+from sgdlab.errors import ConfigError, checked_int, refused_value
 from sgdlab.experiments.procedures import Procedure, RunOutput, register_procedure
 from sgdlab.experiments.procedures.measures import (compute_final, measurement_data,
                                                     validate_measure)
@@ -255,9 +255,11 @@ class TrainProcedure(Procedure):
             raise ConfigError(f"{where}: loss must be one of {', '.join(LOSSES)}, got "
                               f"{params['loss']!r}")
         b = params["batch_size"]
-        if not (b == "full" or isinstance(b, dict) or (isinstance(b, int) and b >= 1)):
+        # a bool is an int to isinstance: true was a batch of 1
+        if isinstance(b, bool) or not (b == "full" or isinstance(b, dict)
+                                       or (isinstance(b, int) and b >= 1)):
             raise ConfigError(f"{where}: batch_size must be a positive integer, 'full' or a "
-                              f"schedule mapping, got {b!r}")
+                              f"schedule mapping, {refused_value(b)}")
         from sgdlab.config.run import validate_section
 
         for i, m in enumerate(params.get("measure", []) or []):
