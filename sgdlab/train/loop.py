@@ -117,8 +117,8 @@ from .callbacks import Callback, Schedule, TrainContext, callback_keys, callback
 from .checkpoint import (changed_settings, checkpoint_path, load_checkpoint, load_state,
                          rng_state, save_checkpoint, set_rng_state, snapshot)
 
-__all__ = ["LOSS_DIVERGENCE", "RunResult", "BatchStream", "evaluate", "steps_per_epoch",
-           "train"]
+__all__ = ["LOSS_DIVERGENCE", "RunResult", "BatchStream", "epoch_steps", "evaluate",
+           "steps_per_epoch", "train"]
 
 # how the message of a run that diverged on its loss begins (a measurement's non-finite
 # numbers, with the loss still finite, read otherwise): warm starts refuse the weights it
@@ -181,6 +181,17 @@ def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
     if batch_size >= n:
         return 1
     return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def epoch_steps(n: int, batch_size: int | Callable[[int], int], epochs: int,
+                drop_last: bool = False) -> list[int]:
+    """The optimizer steps of each of ``epochs`` epochs over ``n`` examples, as the loop takes
+    them: ``batch_size`` an int or a batch-size schedule (epoch -> size; numpy's ints too),
+    whose epochs may take different numbers. A size that is no int >= 1 is a ``UserError``
+    naming its epoch ("batch_size(3) must be an int >= 1, got 0")."""
+    size_of = batch_size if callable(batch_size) else (lambda e: batch_size)
+    return [steps_per_epoch(n, checked_int(f"batch_size({e})", size_of(e), 1), drop_last)
+            for e in range(epochs)]
 
 
 class BatchStream:
@@ -621,9 +632,9 @@ class _Training:
         # a schedule's np.int64 (np.geomspace(...).astype(int)[e]) is a batch size too
         self.bs_of: Callable[[int], int] = ((lambda e: plain_int(batch_size(e)))
                                             if callable(batch_size) else (lambda e: batch_size))
+        self.epoch_lengths = epoch_steps(n, self.bs_of, epochs, drop_last)
         # the step each epoch starts at, and the total after the last
-        starts = list(itertools.accumulate((self.epoch_steps(e) for e in range(epochs)),
-                                           initial=0))
+        starts = list(itertools.accumulate(self.epoch_lengths, initial=0))
         self.total_steps = starts[-1] if max_steps is None else min(starts[-1], max_steps)
         # the epochs the run reaches (fewer where max_steps stops it): progress lines' total
         self.epochs_reached = sum(start < self.total_steps for start in starts[:-1])
@@ -662,10 +673,6 @@ class _Training:
                          "micro_batch": self.micro_batch}
         if resume:
             self._resume()
-
-    def epoch_steps(self, e: int) -> int:
-        return steps_per_epoch(self.n, checked_int(f"batch_size({e})", self.bs_of(e), 1),
-                               self.drop_last)
 
     # --- set-up -----------------------------------------------------------------------------
     def _resume(self) -> None:
@@ -823,7 +830,7 @@ class _Training:
     def fit(self) -> None:
         loop, ctx = self.loop, self.ctx
         ctx.step, ctx.epoch = loop["step"], loop["epoch"]
-        ctx.steps_per_epoch = (self.epoch_steps(min(loop["epoch"], self.epochs - 1))
+        ctx.steps_per_epoch = (self.epoch_lengths[min(loop["epoch"], self.epochs - 1)]
                                if self.epochs > 0 else 0)
         ctx.batch_size = (min(self.bs_of(min(loop["epoch"], self.epochs - 1)), self.n)
                           if self.epochs > 0 else None)
@@ -854,7 +861,7 @@ class _Training:
         max_steps, checkpoint_every = self.max_steps, self.checkpoint_every
         epoch = loop["epoch"]
         b = self.bs_of(epoch)
-        n_steps = self.epoch_steps(epoch)
+        n_steps = self.epoch_lengths[epoch]
         ctx.epoch, ctx.steps_per_epoch, ctx.batch_size = epoch, n_steps, min(b, self.n)
         while loop["step_in_epoch"] < n_steps:
             if max_steps is not None and loop["step"] >= max_steps:

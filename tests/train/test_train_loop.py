@@ -18,7 +18,7 @@ from sgdlab.errors import UserError
 from sgdlab.store import RunStore
 from sgdlab.testing import SkipsItsLayer, TokenTagger
 from sgdlab.train import Callback, Schedule, evaluate, train
-from sgdlab.train.loop import BatchStream, steps_per_epoch
+from sgdlab.train.loop import BatchStream, epoch_steps, steps_per_epoch
 
 torch.set_num_threads(1)
 
@@ -523,6 +523,15 @@ def test_callable_batch_size_and_eval_schedule():
                  eval_every=Schedule.every(4))
     assert res.steps == 10 + 5 + 1
     assert [s for s, _ in res.history["train_loss"]] == [0, 4, 8, 12, 16]
+
+
+def test_epoch_steps_counts_each_epoch_at_its_size_as_the_loop_takes_them():
+    # one count for the loop and an experiment's planned steps (--dry-run)
+    assert epoch_steps(60, lambda e: [6, 12, 60][e], 3) == [10, 5, 1]
+    assert epoch_steps(10, np.int64(4), 2) == [3, 3]
+    assert epoch_steps(10, 4, 2, drop_last=True) == [2, 2]
+    with pytest.raises(UserError, match=re.escape("batch_size(1) must be an int >= 1, got 0")):
+        epoch_steps(10, lambda e: [4, 0][e], 2)
 
 
 def test_batch_size_full_is_full_batch_gd_as_in_a_run_config(tmp_path):

@@ -107,17 +107,6 @@ def train_examples(dataset: dict[str, Any]) -> int | None:
     return None if counted is None else counted.n
 
 
-def epoch_steps(n: int, batch_size, epochs: int, drop_last: bool) -> list[int]:
-    """The optimizer steps of each of ``epochs`` epochs over ``n`` examples, as the loop counts
-    them: ``batch_size`` an int or a batch-size schedule (epoch -> size, as
-    :func:`resolve_batch_size` builds it), whose epochs may take different numbers."""
-    from sgdlab.train.loop import steps_per_epoch
-
-    if not callable(batch_size):
-        return [steps_per_epoch(n, batch_size, drop_last)] * epochs
-    return [steps_per_epoch(n, batch_size(e), drop_last) for e in range(epochs)]
-
-
 def final_weights(folder) -> dict[str, Any]:
     """The state dict a finished ``train`` run left in its artifact folder ``folder``:
     :data:`~sgdlab.train.checkpoint.WEIGHTS_NAME`, or :data:`MODEL_FILE` (a bare state dict)
@@ -271,9 +260,12 @@ class TrainProcedure(Procedure):
 
     def planned_steps(self, params: dict[str, Any]) -> int | None:
         """The steps of each epoch summed over ``epochs``, capped by ``max_steps``, as
-        :meth:`run` counts them (:func:`epoch_steps`, a batch-size schedule's epochs each at
-        its size), when the training set's size is known (:func:`train_examples`) or the
-        batch is the full set."""
+        :meth:`run` and the loop count them (:func:`sgdlab.train.loop.epoch_steps`, a
+        batch-size schedule's epochs each at its size), when the training set's size is known
+        (:func:`train_examples`) or the batch is the full set."""
+        from sgdlab.errors import UserError
+        from sgdlab.train.loop import epoch_steps
+
         p, b = params, params["batch_size"]
         cap = None if p.get("max_steps") is None else int(p["max_steps"])
         n = train_examples(p["dataset"])
@@ -284,9 +276,9 @@ class TrainProcedure(Procedure):
         else:
             try:
                 bs = resolve_batch_size(b, n)
-            except ConfigError:         # the run fails on it, and says why
+                total = sum(epoch_steps(n, bs, p["epochs"], bool(p.get("drop_last", False))))
+            except UserError:         # the run fails on it, and says why
                 return None
-            total = sum(epoch_steps(n, bs, p["epochs"], bool(p.get("drop_last", False))))
         return total if cap is None else min(total, cap)
 
     def training_settings(self, params: dict[str, Any], seed: int) -> dict[str, Any] | None:
@@ -335,7 +327,7 @@ class TrainProcedure(Procedure):
         from sgdlab.optim.registry import build_optimizer_for, build_schedule
         from sgdlab.train.callbacks import Schedule
         from sgdlab.train.checkpoint import checkpoint_path
-        from sgdlab.train.loop import train
+        from sgdlab.train.loop import epoch_steps, train
 
         p = run.params
         ds, model, loss_fn, dtype = build(p, run.seed, ctx)
