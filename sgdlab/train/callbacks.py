@@ -75,6 +75,34 @@ def train_subset(data: Any, size: int | None, seed: int = 0) -> tuple[Tensor, Te
     return x, y
 
 
+def train_batches(data: Any, size: int | None, seed: int = 0, batch_size: int | None = None
+                  ) -> tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]:
+    """:func:`train_subset`'s ``(x, y)``, or, when ``batch_size`` is smaller than it, the list
+    of its ``(x, y)`` batches of ``batch_size`` examples (the last one shorter)."""
+    x, y = train_subset(data, size, seed)
+    if batch_size is None or batch_size >= len(x):
+        return x, y
+    return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+
+
+class FixedEvalSet:
+    """For a callback that measures on a fixed evaluation set: ``eval_data(ctx)`` is
+    :func:`train_batches` of the callback's ``eval_subset`` examples drawn with its ``seed``
+    (in batches of its ``eval_batch_size``, where it has one), drawn at the first call and
+    kept: every measurement of a run reads the same examples."""
+
+    eval_subset: int | None = None
+    eval_batch_size: int | None = None
+    seed: int = 0
+    _data: Any = None
+
+    def eval_data(self, ctx: "TrainContext") -> Any:
+        if self._data is None:
+            self._data = train_batches(ctx.data, self.eval_subset, self.seed,
+                                       self.eval_batch_size)
+        return self._data
+
+
 def model_device(ctx: "TrainContext") -> torch.device:
     """The device the run computes on: its model's parameters', or, for a model without any
     (the loop trains one: an optimizer over tensors the model closes over), its training

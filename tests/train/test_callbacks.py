@@ -18,6 +18,7 @@ from sgdlab.train.callbacks import (
     callback_name,
     step_batch_size,
     step_generator,
+    train_batches,
     train_subset,
 )
 
@@ -150,6 +151,18 @@ def test_train_subset_is_size_distinct_examples_fixed_by_its_seed():
     assert not torch.equal(train_subset(data, 6, seed=2)[1], ys)
     assert train_subset(data, None)[1] is data.y_train
     assert train_subset(data, 20)[1] is data.y_train
+
+
+def test_train_batches_split_the_subset_into_batches_only_when_smaller_than_it():
+    # one split for the dynamics and step interpolation instruments' evaluation sets
+    x = torch.arange(20.0)[:, None]
+    data = Dataset(x, torch.arange(20), x, torch.arange(20))
+    xs, ys = train_subset(data, 5, seed=1)
+    batches = train_batches(data, 5, 1, 2)
+    assert [len(b) for _, b in batches] == [2, 2, 1]
+    assert torch.equal(torch.cat([b for _, b in batches]), ys)
+    for whole in (None, 5, 9):
+        assert torch.equal(train_batches(data, 5, 1, whole)[1], ys)
 
 
 def test_step_generator_is_seeded_with_seed_plus_step_and_batch_size_is_the_step_s():

@@ -37,8 +37,8 @@ from sgdlab.operators.ggn import check_output_is_tensor
 from sgdlab.operators.params import num_params
 from sgdlab.operators.per_sample import check_running_statistics
 
-from ..callbacks import (MeasurementCallback, Schedule, TrainContext, callback_name,
-                         step_generator, train_subset)
+from ..callbacks import (FixedEvalSet, MeasurementCallback, Schedule, TrainContext,
+                         callback_name, step_generator)
 from . import register_instrument
 
 __all__ = ["HessianCallback", "SERIES_PREFIXES", "SharpnessCallback", "MeasuredCallback"]
@@ -77,7 +77,7 @@ def eval_set_size(data: Any, eval_subset: int | None) -> int:
     return n if eval_subset is None else min(n, eval_subset)
 
 
-class MeasuredCallback(MeasurementCallback):
+class MeasuredCallback(FixedEvalSet, MeasurementCallback):
     """A :class:`MeasurementCallback` on a fixed evaluation set, with a per-step generator;
     its schedule given as :class:`MeasurementCallback` takes it (``schedule=``, ``every=`` from
     ``start=``, or ``at=``), as are its subclasses' (``HessianCallback(every=10)``).
@@ -131,11 +131,6 @@ class MeasuredCallback(MeasurementCallback):
     def on_train_begin(self, ctx: TrainContext) -> None:
         self.check_run(ctx)
         super().on_train_begin(ctx)
-
-    def eval_data(self, ctx: TrainContext):
-        if self._data is None:
-            self._data = train_subset(ctx.data, self.eval_subset, self.seed)
-        return self._data
 
     def generator(self, ctx: TrainContext) -> torch.Generator:
         return step_generator(ctx, self.seed)

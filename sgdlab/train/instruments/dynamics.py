@@ -45,14 +45,14 @@ from sgdlab.measure.dynamics import HESSIAN_WHICH, check_hessian_which, full_bat
 from sgdlab.measure.walk import BN_MODES, check_bn_mode
 from sgdlab.operators.params import grads_vector, params_vector, trainable_named_params
 
-from ..callbacks import Callback, Schedule, TrainContext, step_generator, train_subset
+from ..callbacks import Callback, FixedEvalSet, Schedule, TrainContext, step_generator
 from . import register_instrument
 from .curvature import SEED_RULE, check_options
 
 __all__ = ["DynamicsCallback", "dynamics_instrument"]
 
 
-class DynamicsCallback(Callback):
+class DynamicsCallback(FixedEvalSet, Callback):
     """Cheap per-step dynamics plus optional full-gradient and Hessian norms.
 
     Args:
@@ -107,14 +107,6 @@ class DynamicsCallback(Callback):
         self._diff: Tensor | None = None
         self._grad_views: list[list[Tensor]] = []
         self._data: Any = None
-
-    def _eval_data(self, ctx: TrainContext):
-        if self._data is None:
-            x, y = train_subset(ctx.data, self.eval_subset, self.seed)
-            b = self.eval_batch_size
-            self._data = (x, y) if b is None or b >= len(x) else [
-                (x[i : i + b], y[i : i + b]) for i in range(0, len(x), b)]
-        return self._data
 
     def on_train_begin(self, ctx: TrainContext) -> None:
         if self.theta0 is None:
@@ -229,12 +221,12 @@ class DynamicsCallback(Callback):
     def _expensive(self, ctx: TrainContext) -> None:
         if self.full_grad_schedule(ctx.step):
             ctx.log("full_grad_norm", full_batch_grad_norm(
-                ctx.model, ctx.loss_fn, self._eval_data(ctx), bn_mode=self.full_grad_bn_mode))
+                ctx.model, ctx.loss_fn, self.eval_data(ctx), bn_mode=self.full_grad_bn_mode))
         if self.hessian_schedule(ctx.step):
             for mode in self.bn_modes:
                 kw = {"generator": step_generator(ctx, self.seed), **self.hessian_kw}
                 ctx.log(f"hess_norm_{mode}", HESSIAN_WHICH[self.hessian_which](
-                    ctx.model, ctx.loss_fn, self._eval_data(ctx), bn_mode=mode, **kw))
+                    ctx.model, ctx.loss_fn, self.eval_data(ctx), bn_mode=mode, **kw))
 
     def state_dict(self) -> dict[str, Any]:
         prev = None

@@ -52,7 +52,8 @@ from sgdlab.measure.walk import (
 from sgdlab.operators.batches import check_mean_of_samples
 from sgdlab.operators.params import params_vector
 
-from ..callbacks import Callback, Schedule, TrainContext, naming_divergence, train_subset
+from ..callbacks import (Callback, FixedEvalSet, Schedule, TrainContext, naming_divergence,
+                         train_batches)
 from . import register_instrument
 from .curvature import check_options
 
@@ -129,11 +130,7 @@ class StepInterpolationCallback(Callback):
     def _resolve_data(self, ctx: TrainContext) -> Any:
         spec = self.eval_data
         if spec is None or isinstance(spec, int):
-            x, y = train_subset(ctx.data, spec, self.seed)
-            if self.eval_batch_size is None or self.eval_batch_size >= len(x):
-                return (x, y)
-            b = self.eval_batch_size
-            return [(x[i : i + b], y[i : i + b]) for i in range(0, len(x), b)]
+            return train_batches(ctx.data, spec, self.seed, self.eval_batch_size)
         return spec
 
     def on_train_begin(self, ctx: TrainContext) -> None:
@@ -232,7 +229,7 @@ def step_interpolation_instrument(*, schedule: Schedule, num_points: int = 10,
                                      seed=seed, memory_budget=memory_budget)
 
 
-class StepLengthCallback(Callback):
+class StepLengthCallback(FixedEvalSet, Callback):
     """Cockpit's normalised step length α of the steps ``schedule`` selects (module
     docstring); ``weights`` as in :func:`~sgdlab.measure.step_length.normalized_step_length`."""
 
@@ -258,16 +255,11 @@ class StepLengthCallback(Callback):
         # the measurement's refusal of a loss that is no plain mean of the samples' (class
         # weights; ignored targets in the evaluation set it reads), before step 0, not after
         # the steps before the first measured one
-        check_mean_of_samples(ctx.loss_fn, self._eval_data(ctx) if self.source == "eval"
+        check_mean_of_samples(ctx.loss_fn, self.eval_data(ctx) if self.source == "eval"
                               else [], "the step_length instrument")
 
     def on_train_begin(self, ctx: TrainContext) -> None:
         self.check_run(ctx)
-
-    def _eval_data(self, ctx: TrainContext):
-        if self._data is None:
-            self._data = train_subset(ctx.data, self.eval_subset, self.seed)
-        return self._data
 
     def on_step_begin(self, ctx: TrainContext) -> None:
         self._theta_t = params_vector(ctx.model) if self.should_run(ctx.step) else None
@@ -276,7 +268,7 @@ class StepLengthCallback(Callback):
         if self._theta_t is None:
             return
         theta_t, self._theta_t = self._theta_t, None
-        data = ctx.batch if self.source == "step" else self._eval_data(ctx)
+        data = ctx.batch if self.source == "step" else self.eval_data(ctx)
         end = params_vector(ctx.model)
         if data is None or bool(torch.equal(end, theta_t)):
             return        # no batch, or a step that did not move (lr 0): no α
