@@ -132,11 +132,16 @@ class Landscape(ABC):
         """∇L(θ) (or of the mini-batch loss on ``idx``), shape ``(..., dim)``.
 
         Chains are independent, so the gradient of the summed loss is each chain's gradient.
+        A ``theta`` that requires grad (with grad mode on) gives a differentiable result, as
+        the closed forms of the subclasses do: a detached one made the pathwise derivative of
+        a simulation through the drift −∇f silently wrong (∂x_n/∂x_0 = 1 on ½x²).
         """
         self._check(theta)
+        differentiable = theta.requires_grad and torch.is_grad_enabled()
         with torch.enable_grad():
-            t = theta.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(self.loss(t, idx).sum(), t)
+            t = theta if differentiable else theta.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.loss(t, idx).sum(), t,
+                                       create_graph=differentiable)
         return g
 
     def per_sample_grad(self, theta: Tensor) -> Tensor:

@@ -145,3 +145,23 @@ def test_the_psd_check_allows_round_off_of_64_d_eps_relative_to_the_largest_eige
         else:
             with pytest.raises(UserError, match="D must be positive semi-definite"):
                 check_psd_matrix("D", mat, 3)
+
+
+def test_autograd_grad_is_differentiable_so_a_simulation_has_its_pathwise_derivative():
+    """Noiseless Euler on f = a x²/2 by the autograd default: x_n = (1 − h a)ⁿ x_0 exactly, so
+    ∂x_n/∂x_0 = (1 − h a)ⁿ (a detached ∇f gave 1); without requires_grad nothing is tracked."""
+    a, h, n = 3.0, 0.1, 10
+    land = AnalyticLoss(lambda t: a * (t ** 2).sum(-1) / 2, 1)
+    sde = SDE(lambda x: -land.grad(x), None, 1, 1)
+    x0 = torch.tensor([[0.7], [-2.0]], dtype=f64, requires_grad=True)
+    final = simulate(sde, x0, dt=h, steps=n).final
+    (dx0,) = torch.autograd.grad(final.sum(), x0)
+    assert torch.allclose(dx0, torch.full_like(x0, (1 - h * a) ** n), rtol=1e-12, atol=0)
+    # the second derivative of f = x⁴/4 through ∇f: d/dx (x³) = 3x²
+    quartic = AnalyticLoss(lambda t: (t ** 4).sum(-1) / 4, 2)
+    x = torch.tensor([[0.5, -2.0]], dtype=f64, requires_grad=True)
+    (d2,) = torch.autograd.grad(quartic.grad(x).sum(), x)
+    assert torch.allclose(d2, 3 * x.detach() ** 2, rtol=1e-12, atol=0)
+    assert not quartic.grad(x.detach()).requires_grad
+    with torch.no_grad():
+        assert not quartic.grad(x).requires_grad
