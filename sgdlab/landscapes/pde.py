@@ -31,19 +31,32 @@ from torch import Tensor
 
 from sgdlab.errors import UserError, checked_float
 
-from .base import check_positive
+from .base import check_count, check_positive
 
 
-def _check_grid(f: Tensor, x: Tensor) -> float:
+def _check_tensors(**named) -> None:
+    """A ``UserError`` naming the first argument that is not a torch tensor (a numpy array
+    failed with an AttributeError on ``numel`` or a TypeError inside ``torch.cat``)."""
+    for name, value in named.items():
+        if not isinstance(value, Tensor):
+            raise UserError(f"{name} must be a torch.Tensor (torch.as_tensor(...) for an "
+                            f"array), got {type(value).__name__}")
+
+
+def _check_grid(f: Tensor, x: Tensor, names: tuple[str, str] = ("f", "x")) -> float:
+    """The spacing of the uniform grid ``x`` with values ``f``, else a ``UserError`` in the
+    caller's ``names`` (a NaN in a quadrature grid's fy was reported as one in f)."""
+    fn, xn = names
+    _check_tensors(**{fn: f, xn: x})
     if f.ndim != 1 or x.ndim != 1 or f.shape != x.shape or x.numel() < 3:
-        raise UserError("f and x must be 1-D tensors of the same length (>= 3)")
+        raise UserError(f"{fn} and {xn} must be 1-D tensors of the same length (>= 3)")
     if bool(torch.isnan(f).any()):         # +inf is allowed: a constraint, e^{−βf} = 0
-        raise UserError("f has NaN values")
+        raise UserError(f"{fn} has NaN values")
     dx = x[1:] - x[:-1]
     if (dx <= 0).any() or not torch.allclose(dx, dx[0].expand_as(dx), rtol=1e-6, atol=1e-12):
         hint = (f" (a {x.dtype} grid's spacing is uneven by rounding: build it in float64)"
                 if x.dtype != torch.float64 else "")
-        raise UserError("x must be a uniform, increasing grid" + hint)
+        raise UserError(f"{xn} must be a uniform, increasing grid" + hint)
     return float(dx[0])
 
 
@@ -66,7 +79,7 @@ def _quadrature_grid(f: Tensor, x: Tensor, y: Tensor | None, fy: Tensor | None
         return x, f, dx
     if fy is None:
         raise UserError("pass fy = f(y) together with y")
-    return y, fy, _check_grid(fy, y)
+    return y, fy, _check_grid(fy, y, ("fy", "y"))
 
 
 def padded_grid(x: Tensor, width: float) -> tuple[Tensor, slice]:
@@ -110,8 +123,16 @@ def hopf_lax(f: Tensor, x: Tensor, t: float, *, y: Tensor | None = None,
     _check_t(t)
     if y is None:
         y, fy = x, f
-    elif fy is None or fy.shape != y.shape:
-        raise UserError("pass fy = f(y) together with y")
+    else:
+        # any increasing grid will do for the minimum, but a NaN in fy made every u NaN
+        if fy is None:
+            raise UserError("pass fy = f(y) together with y")
+        _check_tensors(y=y, fy=fy)
+        if y.ndim != 1 or fy.shape != y.shape:
+            raise UserError(f"y and fy must be 1-D tensors of the same length, got "
+                            f"{tuple(y.shape)} and {tuple(fy.shape)}")
+        if bool(torch.isnan(fy).any()) or bool(torch.isnan(y).any()):
+            raise UserError("y or fy has NaN values")
     return (fy[None, :] + (x[:, None] - y[None, :]) ** 2 / (2 * t)).min(dim=1).values
 
 
@@ -132,6 +153,8 @@ def hopf_lax_newton(fn, x: Tensor, t: float, *, y: Tensor,
     then Newton steps on f'(p) + (p − x)/t = 0 (derivatives by autograd). Second differences of
     this u are free of the grid-minimisation noise of :func:`hopf_lax`."""
     _check_t(t)
+    _check_tensors(x=x, y=y)
+    steps = check_count("steps", steps)     # a negative count ran no Newton step, silently
     fy = fn(y)
     p = y[(fy[None, :] + (x[:, None] - y[None, :]) ** 2 / (2 * t)).argmin(dim=1)].clone()
     for _ in range(steps):
@@ -146,6 +169,10 @@ def convexity_interval(u: Tensor, x: Tensor, index: int, *, tol: float = 1e-8
     """The widest grid interval [x_l, x_r] around ``x[index]`` on which u is convex (second
     differences ≥ −tol): the I(x, t) of the thesis' Example 4.15."""
     dx = _check_grid(u, x)
+    # an index past the end (or negative) returned the interval of the last grid point
+    index = check_count("index", index)
+    if index >= x.numel():
+        raise UserError(f"index must be < {x.numel()} (the grid's length), got {index}")
     ok = second_difference(u, dx) >= -tol          # ok[i] is about x[i + 1]
     i = min(max(index - 1, 0), len(ok) - 1)
     if not ok[i]:

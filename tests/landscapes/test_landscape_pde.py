@@ -282,3 +282,30 @@ def test_derivatives_of_an_affine_function_have_zero_curvature():
     # f(p) = 2p at t = ½: the prox is p = x − 2t = x − 1, u = f(p) + (p − x)²/(2t) = 2x − 1
     torch.testing.assert_close(p, z - 1.0)
     torch.testing.assert_close(u, 2 * z - 1.0)
+
+
+def test_bad_grids_and_arguments_name_the_problem():
+    """A NaN in a finer grid's fy made every Hopf–Lax value NaN, and was reported as one in
+    f by the quadratures; numpy arrays failed inside torch; a negative Newton count ran no
+    step; an index past the grid gave the last point's convexity interval."""
+    from sgdlab.landscapes.pde import convexity_interval
+
+    x = torch.linspace(-1, 1, 21, dtype=f64)
+    y = torch.linspace(-2, 2, 81, dtype=f64)
+    fy = y ** 2
+    fy[3] = float("nan")
+    with pytest.raises(UserError, match="fy has NaN"):
+        hopf_lax(x ** 2, x, 0.5, y=y, fy=fy)
+    with pytest.raises(UserError, match="fy has NaN"):
+        viscous_hj(x ** 2, x, 0.5, y=y, fy=fy)
+    with pytest.raises(UserError, match="y and fy must be 1-D"):
+        hopf_lax(x ** 2, x, 0.5, y=y, fy=fy[:-1])
+    with pytest.raises(UserError, match="f must be a torch.Tensor"):
+        heat_smoothing((x ** 2).numpy(), x, 0.5)
+    with pytest.raises(UserError, match="y must be a torch.Tensor"):
+        hopf_lax_newton(lambda z: z ** 2, x, 0.5, y=y.numpy())
+    with pytest.raises(UserError, match="steps must be an integer >= 0"):
+        hopf_lax_newton(lambda z: z ** 2, x, 0.5, y=y, steps=-1)
+    for index in (-1, 21):
+        with pytest.raises(UserError, match="index must be"):
+            convexity_interval(x ** 2, x, index)
