@@ -40,6 +40,9 @@ class Landscape(ABC):
 
     dim: int
     num_samples: int | None = None
+    #: whether chains wider than the landscape's dtype are evaluated in the wider one (the
+    #: p-spin glass promotes); elsewhere the constants' matmuls refuse them (see ``_check``)
+    evaluates_wider_chains: bool = False
 
     # ------------------------------------------------------------ device / dtype
     def to(self, device: torch.device | str | None = None,
@@ -66,8 +69,12 @@ class Landscape(ABC):
             if new is not value:
                 setattr(self, name, new)
         # a nested landscape or module is moved in place, with no assignment to forget it
-        self.__dict__.pop("_device_memo", None)
+        self._forget_memos()
         return self
+
+    def _forget_memos(self) -> None:
+        self.__dict__.pop("_device_memo", None)
+        self.__dict__.pop("_dtype_memo", None)
 
     def _tensors(self) -> Iterator[Tensor]:
         """Every tensor the landscape holds, in the order of :meth:`_apply`'s walk."""
@@ -89,16 +96,18 @@ class Landscape(ABC):
         return None
 
     def __setattr__(self, name: str, value) -> None:
-        self.__dict__.pop("_device_memo", None)
+        self._forget_memos()
         object.__setattr__(self, name, value)
 
     @property
     def dtype(self) -> torch.dtype | None:
         """The dtype of the landscape's floating tensors; None for one that holds none."""
-        for t in self._tensors():
-            if t.is_floating_point():
-                return t.dtype
-        return None
+        # memoised as the device is: every evaluation checks its chains against it
+        if "_dtype_memo" in self.__dict__:
+            return self.__dict__["_dtype_memo"]
+        found = next((t.dtype for t in self._tensors() if t.is_floating_point()), None)
+        self.__dict__["_dtype_memo"] = found
+        return found
 
     def check_device(self, name: str, x: Tensor) -> None:
         """A ``UserError`` naming both devices unless tensor ``x`` (chains, an initial point)
@@ -181,6 +190,20 @@ class Landscape(ABC):
                 f"got {tuple(theta.shape)}"
             )
         self.check_device("theta", theta)
+        if not self.evaluates_wider_chains:
+            self.check_dtype("theta", theta)
+
+    def check_dtype(self, name: str, x: Tensor) -> None:
+        """A ``UserError`` naming both dtypes when floating chains ``x`` are wider than the
+        landscape's floating tensors (float64 chains on a float32 landscape failed in a matmul
+        with "expected m1 and m2 to have the same dtype"). Narrower chains are promoted."""
+        own = self.dtype
+        if own is None or not x.is_floating_point() or \
+                torch.promote_types(x.dtype, own) == own:
+            return
+        raise UserError(f"{type(self).__name__}: {name} is {x.dtype} but the landscape is "
+                        f"{own}; move one of them (landscape.to(dtype={x.dtype}) or "
+                        f"{name}.to({own}))")
 
     def sample_batches(
         self, batch_shape: tuple[int, ...], batch_size: int, *, replacement: bool = True,

@@ -83,6 +83,8 @@ class PSpinGlass(Landscape):
         seed: seed of the (J, h) draw.
     """
 
+    evaluates_wider_chains = True          # _common_dtype: σ in σ's dtype promoted with J's
+
     def __init__(self, n: int = 100, *, nu: float | None = None, regime: str | None = None,
                  seed: int = 0, dtype: torch.dtype = torch.float64) -> None:
         n = check_count("n", n, 2)          # 4.5 failed in randn, a 0-d tensor stayed one

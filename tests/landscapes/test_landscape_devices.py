@@ -298,3 +298,24 @@ def test_perceptron_instances_move_and_anneal_the_same():
     assert {t.device.type for t in (inst.teacher, inst.patterns, inst.labels)} == {"meta"}
     with pytest.raises(UserError, match="floating"):
         inst.to(dtype=torch.int8)
+
+
+@pytest.mark.parametrize("cls", list(FACTORIES), ids=lambda c: c.__name__)
+def test_float64_chains_on_a_float32_landscape_are_promoted_or_named(cls):
+    """Quadratic and TwoBasin failed in a matmul ("expected m1 and m2 to have the same
+    dtype"), and Quadratic.hessian answered in float32; the p-spin glass and the landscapes
+    that hold no tensors evaluate such chains in float64."""
+    land = FACTORIES[cls]().to(dtype=f32)
+    th = _points(land)
+    calls = [land.loss, land.grad, land.hessian]
+    if land.num_samples is not None:
+        calls += [land.per_sample_loss, land.gradient_covariance]
+    for call in calls:
+        if land.dtype is None or land.evaluates_wider_chains:
+            assert call(th).dtype == f64
+        else:
+            with pytest.raises(UserError, match=r"theta is torch.float64 but the landscape is "
+                                                r"torch.float32"):
+                call(th)
+    land.to(dtype=f64)                           # the memoised dtype follows the move
+    assert land.grad(th).dtype == f64
