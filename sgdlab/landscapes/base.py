@@ -219,6 +219,7 @@ class Landscape(ABC):
         if n is None:
             raise UserError(f"{type(self).__name__} has no samples to draw batches from")
         batch_size = check_count("batch_size", batch_size, 1)   # 2.5 failed inside randint
+        check_generator(generator)
         if not replacement and batch_size > n:
             raise UserError(f"batch_size must be in [1, {n}] here, got {batch_size}")
         device = self.device if device is None else torch.device(device)
@@ -268,6 +269,15 @@ def check_positive(name: str, value: float) -> float:
     ``UserError`` "<name> must be a finite number > 0, got <value>" (:func:`checked_float`;
     a NaN or infinite step, time or temperature gives NaN states, not an error, downstream)."""
     return checked_float(name, value, 0.0, strict=True)
+
+
+def check_generator(generator: object) -> None:
+    """A ``UserError`` unless ``generator`` is None or a ``torch.Generator`` (a seed passed
+    as the generator failed with "'int' object has no attribute 'device'")."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise UserError(f"generator must be a torch.Generator or None "
+                        f"(torch.Generator().manual_seed(seed) for a seed), got "
+                        f"{type(generator).__name__}")
 
 
 def check_floating_dtype(call: str, dtype: object) -> None:

@@ -38,7 +38,7 @@ from torch import Tensor
 from sgdlab.errors import UserError, checked_float
 from sgdlab.optim.noise import standard_normal
 
-from .base import Landscape, check_count, check_positive, check_states
+from .base import Landscape, check_count, check_generator, check_positive, check_states
 from .sde.base import SDE
 
 
@@ -158,6 +158,7 @@ def winding_rate(dw: DoubleWell, x0: Tensor, *, dt: float, steps: int,
 
     dt, steps = check_positive("dt", dt), check_count("steps", steps, 1)
     check_states("x0", x0, 2)
+    check_generator(generator)
     sde, integ = dw.sde(), EulerMaruyama()
     x = x0.clone()
     total = x.new_zeros(x.shape[:-1])      # on the chains' device, as the draws below

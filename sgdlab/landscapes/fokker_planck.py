@@ -32,7 +32,7 @@ from torch import Tensor
 from sgdlab.errors import UserError, checked_float
 
 from .base import check_positive
-from .pde import _check_grid
+from .pde import _check_grid, _check_tensors
 
 # the default step is this fraction of the stability bound
 DEFAULT_CFL = 0.9
@@ -96,6 +96,7 @@ def fokker_planck(rho0: Tensor, x: Tensor, drift: Tensor | Callable[[float], Ten
 
     Returns ρ(·, t); with ``times`` (increasing, in [0, t]) also the densities at those times,
     stacked (len(times), n)."""
+    _check_tensors(rho0=rho0, x=x)          # a numpy rho0 failed inside torch.isfinite
     if rho0.ndim != 1:
         raise UserError(f"rho0 must be a 1-D tensor, got shape {tuple(rho0.shape)}")
     if not bool(torch.isfinite(rho0).all()):
@@ -159,7 +160,9 @@ def fokker_planck(rho0: Tensor, x: Tensor, drift: Tensor | Callable[[float], Ten
 
 
 def gaussian_density(x: Tensor, mean: float, var: float) -> Tensor:
-    """N(mean, var) sampled at ``x``."""
+    """N(mean, var) sampled at ``x`` (var > 0: 0 gave NaN everywhere, < 0 a math error)."""
+    var = check_positive("var", var)
+    mean = checked_float("mean", mean, None)
     return torch.exp(-(x - mean) ** 2 / (2 * var)) / math.sqrt(2 * math.pi * var)
 
 

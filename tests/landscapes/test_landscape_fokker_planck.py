@@ -155,3 +155,14 @@ def test_the_step_is_cfl_times_the_stability_bound():
     rho = fokker_planck(rho0, x, torch.zeros(5, dtype=f64), 1.0, 0.5, cfl=0.5)
     expect = torch.tensor([1 / 16, 1 / 4, 3 / 8, 1 / 4, 1 / 16], dtype=f64)
     torch.testing.assert_close(rho, expect, atol=1e-15, rtol=0)
+
+
+def test_gaussian_density_needs_a_positive_variance_and_fp_names_a_numpy_density():
+    """var = 0 gave NaN at every point and var < 0 a bare math domain error; a numpy rho0
+    failed inside torch.isfinite."""
+    x = torch.linspace(-1, 1, 11, dtype=torch.float64)
+    for var in (0.0, -1.0, float("nan")):
+        with pytest.raises(UserError, match="var must be > 0"):
+            gaussian_density(x, 0.0, var)
+    with pytest.raises(UserError, match="rho0 must be a torch.Tensor"):
+        fokker_planck(np.ones(11), x, -x, 0.5, 0.1)

@@ -592,3 +592,19 @@ def test_quadratic_potential_with_isotropic_noise_is_the_hessian():
     cov = q.sde_stationary_covariance(0.1, 4)
     torch.testing.assert_close(cov, 0.1 / 8 * torch.diag(torch.tensor([0.5, 2.0], dtype=f64)),
                                atol=1e-14, rtol=0)
+
+
+def test_a_seed_for_a_generator_and_a_nan_start_time_are_named():
+    """generator=0 failed with "'int' object has no attribute 'device'" (simulate) or inside
+    randint (sgd_chains); t0 = NaN made every recorded time NaN."""
+    q = Quadratic(torch.eye(2, dtype=f64), num_samples=5)
+    sde = SDE.langevin(q.grad, 2)
+    x0 = torch.zeros(3, 2, dtype=f64)
+    with pytest.raises(UserError, match="generator must be a torch.Generator"):
+        simulate(sde, x0, dt=0.1, steps=2, generator=0)
+    with pytest.raises(UserError, match="generator must be a torch.Generator"):
+        sgd_chains(q, x0, lr=0.1, batch_size=1, steps=2, generator=0)
+    with pytest.raises(UserError, match="t0 must be a finite number"):
+        simulate(sde, x0, dt=0.1, steps=2, record_every=1, t0=float("nan"))
+    path = simulate(sde, x0, dt=0.25, steps=2, record_every=1, t0=1)
+    assert path.times == [1.0, 1.25, 1.5]

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from sgdlab.errors import UserError
+from sgdlab.errors import UserError, checked_float
 from sgdlab.optim.noise import standard_normal
 
-from ..base import check_count, check_positive, check_states
+from ..base import check_count, check_generator, check_positive, check_states
 from .base import SDE, Integrator
 from .euler_maruyama import EulerMaruyama
 
@@ -71,6 +71,8 @@ def simulate(
     dt = check_positive("dt", dt)
     steps = check_count("steps", steps)
     check_states("x0", x0, sde.dim)
+    check_generator(generator)
+    t0 = checked_float("t0", t0, None)      # a NaN t0 made every recorded time NaN
     if record_every:                       # None or 0: nothing recorded
         record_every = check_count("record_every", record_every, 1)
     integ = integrator or EulerMaruyama()
