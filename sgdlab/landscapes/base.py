@@ -280,6 +280,19 @@ def check_generator(generator: object) -> None:
                         f"{type(generator).__name__}")
 
 
+def seeded_generator(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed``, a whole number (a 1.5 or "1" failed inside
+    ``manual_seed`` with "expected a long"); a ``UserError`` naming it otherwise."""
+    try:
+        value = operator.index(seed)
+    except TypeError:
+        value = int(seed) if isinstance(seed, numbers.Real) and float(seed).is_integer() \
+            else None
+    if isinstance(seed, bool) or value is None:
+        raise UserError(f"seed must be an integer, got {seed!r}")
+    return torch.Generator().manual_seed(value)
+
+
 def check_floating_dtype(call: str, dtype: object) -> None:
     """A ``UserError`` naming ``call`` unless ``dtype`` is None or a floating torch.dtype (the
     ``dtype`` of a ``to`` that moves floating tensors only)."""

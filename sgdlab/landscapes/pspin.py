@@ -33,7 +33,10 @@ from torch import Tensor
 from sgdlab.errors import UserError, checked_float
 from sgdlab.optim.noise import standard_normal
 
-from .base import Landscape, apart_seed, check_count, check_positive, check_states
+from .base import (
+    Landscape, apart_seed, check_count, check_floating_dtype, check_positive, check_states,
+    seeded_generator,
+)
 from .pspin_complexity import critical_field
 
 REGIMES = ("glassy", "critical", "trivial")
@@ -87,12 +90,13 @@ class PSpinGlass(Landscape):
 
     def __init__(self, n: int = 100, *, nu: float | None = None, regime: str | None = None,
                  seed: int = 0, dtype: torch.dtype = torch.float64) -> None:
+        check_floating_dtype("PSpinGlass", dtype)
         n = check_count("n", n, 2)          # 4.5 failed in randn, a 0-d tensor stayed one
         if (nu is None) == (regime is None):
             raise UserError("give exactly one of nu or regime")
         self.nu = checked_float("nu", regime_field(regime, n) if regime is not None else nu)
         self.dim = self.n = n
-        gen = torch.Generator().manual_seed(seed)
+        gen = seeded_generator(seed)
         j = torch.randn(n, n, n, generator=gen, dtype=torch.float64)
         self.J = j.to(dtype)                       # the raw couplings (for reference checks)
         perms = [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]

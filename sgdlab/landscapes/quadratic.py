@@ -32,7 +32,10 @@ from torch import Tensor
 
 from sgdlab.errors import UserError
 
-from .base import Landscape, check_count, check_positive, check_psd_matrix
+from .base import (
+    Landscape, check_count, check_floating_dtype, check_positive, check_psd_matrix,
+    seeded_generator,
+)
 from .linear_potential import LinearPotential, linear_potential
 from .sde.base import psd_sqrt
 
@@ -57,6 +60,7 @@ class Quadratic(Landscape):
     def __init__(self, hessian: Tensor, *, num_samples: int = 100,
                  noise_cov: Tensor | None = None, minimum: Tensor | None = None,
                  seed: int = 0, dtype: torch.dtype = torch.float64) -> None:
+        check_floating_dtype("Quadratic", dtype)   # int64 failed in randn ("normal_kernel")
         h = torch.as_tensor(hessian, dtype=dtype)
         if h.ndim != 2 or h.shape[0] != h.shape[1]:
             raise UserError(f"hessian must be square (d, d), got {tuple(h.shape)}")
@@ -78,7 +82,7 @@ class Quadratic(Landscape):
             raise UserError(f"minimum must have shape ({d},), got {tuple(self.minimum.shape)}")
         if not bool(torch.isfinite(self.minimum).all()):
             raise UserError(f"minimum has non-finite entries: {self.minimum.tolist()}")
-        gen = torch.Generator().manual_seed(seed)
+        gen = seeded_generator(seed)
         z = torch.randn(num_samples, d, generator=gen, dtype=dtype)
         z = z - z.mean(0)
         emp = z.T @ z / num_samples

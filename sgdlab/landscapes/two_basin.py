@@ -50,7 +50,7 @@ from torch import Tensor
 
 from sgdlab.errors import UserError, checked_float
 
-from .base import Landscape, check_count
+from .base import Landscape, check_count, check_floating_dtype, seeded_generator
 
 LANDSCAPES: tuple[str, ...] = ("paper", "rescaled", "authors-code")
 PAPER_THETA = 5 * math.pi / 6
@@ -104,6 +104,7 @@ class TwoBasin(Landscape):
         name: str = "paper",
         dtype: torch.dtype = torch.float64,
     ) -> None:
+        check_floating_dtype("TwoBasin", dtype)
         num_samples = check_count("num_samples", num_samples, 1)   # 2.5 failed in randn
         checked_float("data_var", data_var)
         if sharp_hessian is None:
@@ -120,7 +121,7 @@ class TwoBasin(Landscape):
                     or torch.linalg.eigvalsh(h).min() <= 0:
                 raise UserError(f"{what} must be a symmetric positive definite 2x2 matrix")
         if data is None:
-            gen = torch.Generator().manual_seed(seed)
+            gen = seeded_generator(seed)
             data = torch.randn(num_samples, 2, generator=gen, dtype=torch.float64)
             data = data * math.sqrt(data_var)
         data = torch.as_tensor(data, dtype=dtype)
@@ -200,7 +201,7 @@ class TwoBasin(Landscape):
         theta = math.pi / 4
         c, s = math.cos(theta), math.sin(theta)
         k = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
-        gen = torch.Generator().manual_seed(seed)
+        gen = seeded_generator(seed)
         z = torch.randn(num_samples, 2, generator=gen, dtype=torch.float64)
         data = (z * torch.tensor([math.sqrt(10.0), 1.0], dtype=torch.float64)) @ k * data_scale
         return cls(data=data, theta=theta, name="authors-code", dtype=dtype)

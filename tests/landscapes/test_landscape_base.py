@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sgdlab.errors import UserError
+from sgdlab.landscapes import PSpinGlass, Quadratic, TwoBasin
 from sgdlab.landscapes.base import AnalyticLoss, Landscape, check_positive
 from sgdlab.landscapes.sde import SDE, simulate
 
@@ -165,3 +166,20 @@ def test_autograd_grad_is_differentiable_so_a_simulation_has_its_pathwise_deriva
     assert not quartic.grad(x.detach()).requires_grad
     with torch.no_grad():
         assert not quartic.grad(x).requires_grad
+
+
+@pytest.mark.parametrize("make", [
+    lambda **kw: Quadratic(torch.eye(2, dtype=f64), **kw),
+    lambda **kw: TwoBasin(**kw),
+    lambda **kw: PSpinGlass(4, nu=0.1, **kw),
+], ids=["Quadratic", "TwoBasin", "PSpinGlass"])
+def test_a_fractional_seed_or_an_integer_dtype_is_named(make):
+    """seed=1.5 failed in manual_seed ("expected a long"), dtype=torch.int64 in randn
+    ("normal_kernel_cpu" not implemented); a whole float seed is that integer's draw."""
+    for seed in (1.5, "1", True):
+        with pytest.raises(UserError, match="seed must be an integer"):
+            make(seed=seed)
+    with pytest.raises(UserError, match="dtype must be a floating torch.dtype"):
+        make(dtype=torch.int64)
+    a, b = make(seed=3.0), make(seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a._tensors(), b._tensors()))
