@@ -467,10 +467,11 @@ def escape_experiment(
     landscape: TwoBasin | None = None,
     config: EscapeConfig | None = None,
     *,
-    methods: tuple[str, ...] | list[str] = METHODS,
+    methods: str | tuple[str, ...] | list[str] = METHODS,
 ) -> EscapeResult:
     """Run every method from the sharp minimum; success rate = share ending in the flat basin
-    (or, ``success_rule="corner"``, with both coordinates < −0.5).
+    (or, ``success_rule="corner"``, with both coordinates < −0.5). ``methods``: names from
+    :data:`METHODS`, each once, or one name.
 
     Each method uses its own generator seeded with ``method_seed(config.seed, method)``. The default
     landscape is ``TwoBasin(dtype=torch.float32)``; the state takes the landscape's dtype and
@@ -486,7 +487,14 @@ def escape_experiment(
     if not isinstance(land, TwoBasin):      # an AttributeError about sharp_center before
         raise UserError(f"escape_experiment runs on a TwoBasin landscape (its sharp and flat "
                         f"basins), got {type(land).__name__}")
-    methods = list(methods)
+    # one name alone is that method (list("gd") was ['g', 'd']); none failed in torch.stack
+    # and a repeated one ran twice into one entry of the result
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    if not methods:
+        raise UserError(f"methods must name at least one of {', '.join(METHODS)}")
+    repeated = sorted({m for m in methods if methods.count(m) > 1})
+    if repeated:
+        raise UserError(f"methods repeat {', '.join(map(str, repeated))}: each runs once")
     gens = [torch.Generator().manual_seed(method_seed(cfg.seed, m)) if m in METHODS
             else torch.Generator() for m in methods]
     final, sharp, traj, passage = run_methods(methods, land, cfg, generators=gens)

@@ -838,3 +838,19 @@ def test_wilson_interval_ends_at_exactly_zero_and_one_for_rates_zero_and_one(n):
     assert lo == 0.0 and hi == pytest.approx(z2 / (n + z2), rel=1e-14)
     lo, hi = wilson_interval(n, n)
     assert hi == 1.0 and lo == pytest.approx(n / (n + z2), rel=1e-14)
+
+
+def test_escape_methods_one_name_none_or_repeated():
+    """methods="gd" was read as ['g', 'd'], () failed in torch.stack, ("gd", "gd") ran GD
+    twice into one entry of the result."""
+    land = TwoBasin(num_samples=5, dtype=torch.float64)
+    cfg = EscapeConfig(lr=0.005, repetitions=2, iterations=2, sharpness_every=0,
+                       record_trajectory=False)
+    one = escape_experiment(land, cfg, methods="gd")
+    assert list(one.success_rate) == ["gd"]
+    again = escape_experiment(land, cfg, methods=("gd",))
+    assert torch.equal(one.final["gd"], again.final["gd"])
+    with pytest.raises(UserError, match="at least one"):
+        escape_experiment(land, cfg, methods=())
+    with pytest.raises(UserError, match="methods repeat gd"):
+        escape_experiment(land, cfg, methods=("gd", "sgd", "gd"))
