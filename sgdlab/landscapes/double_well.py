@@ -231,6 +231,13 @@ def angular_velocity(states: Tensor, dt: float) -> Tensor:
     summarise it with a median or over many chains. A chain that turns by more than π between
     two records (near the origin) has that turn wrapped away: records 0.05 apart read λ = 1.5's
     mean 4% low; :func:`winding_rate` counts every integration step."""
+    # (S, C) states read their last axis as (x₁, x₂), one record gave 0/0 = NaN, and a dt
+    # <= 0 flipped or broke the sign, all without a word
+    if not isinstance(states, Tensor) or states.ndim < 2 or states.shape[-1] != 2 \
+            or states.shape[0] < 2:
+        got = tuple(states.shape) if isinstance(states, Tensor) else type(states).__name__
+        raise UserError(f"states must be a tensor of shape (records >= 2, ..., 2), got {got}")
+    dt = check_positive("dt", dt)
     ang = torch.atan2(states[..., 1], states[..., 0])
     d = torch.diff(ang, dim=0)
     d = (d + math.pi) % (2 * math.pi) - math.pi

@@ -7,6 +7,7 @@ import scipy.integrate
 import scipy.stats
 import torch
 
+from sgdlab.errors import UserError
 from sgdlab.landscapes.double_well import DoubleWell, noiseless_orbits, winding_rate
 from sgdlab.landscapes.sde import simulate
 
@@ -124,6 +125,13 @@ def test_angular_velocity_of_a_uniform_rotation():
     radius = torch.tensor([0.5, 2.0, 1.0], dtype=f64)
     states = radius[:, None] * torch.stack([phase.cos(), phase.sin()], -1)    # (S, C, 2)
     torch.testing.assert_close(angular_velocity(states, dt), omega, rtol=0, atol=1e-12)
+    # (S, C) states, one record (0/0) and a dt <= 0 gave a number, not an error
+    for bad in (states[..., 0], states[:1]):
+        with pytest.raises(UserError, match=r"states must be a tensor of shape \(records >= 2"):
+            angular_velocity(bad, dt)
+    for bad_dt in (0.0, -dt):
+        with pytest.raises(UserError, match="dt must be > 0"):
+            angular_velocity(states, bad_dt)
 
 
 def test_resting_points_move_with_lambda():

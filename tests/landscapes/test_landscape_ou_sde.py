@@ -608,3 +608,16 @@ def test_a_seed_for_a_generator_and_a_nan_start_time_are_named():
         simulate(sde, x0, dt=0.1, steps=2, record_every=1, t0=float("nan"))
     path = simulate(sde, x0, dt=0.25, steps=2, record_every=1, t0=1)
     assert path.times == [1.0, 1.25, 1.5]
+
+
+def test_langevin_beta_must_be_a_positive_number_and_observe_a_tensor():
+    """beta="2" failed with a TypeError about '>'; an observe returning a float failed in
+    torch.stack after the whole simulation."""
+    for beta in ("2", True, None, float("nan"), 0.0):
+        with pytest.raises(UserError, match="beta must be a number > 0"):
+            SDE.langevin(lambda x: x, 2, beta=beta)
+    sde = SDE.langevin(lambda x: x, 2, beta=np.float32(2.0))
+    assert sde.scalar_noise == pytest.approx(1.0)               # √(2/β)
+    with pytest.raises(UserError, match="observe.state. must return a torch.Tensor"):
+        simulate(sde, torch.zeros(3, 2, dtype=f64), dt=0.1, steps=2, record_every=1,
+                 observe=lambda s: float(s.sum()))

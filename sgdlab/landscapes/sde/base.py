@@ -12,6 +12,7 @@ overdamped Langevin form dX = −∇f dt + √(2β⁻¹ D(X)) dB is :meth:`SDE.l
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,8 +84,11 @@ class SDE:
         is finite, symmetric and PSD up to round-off: a ``UserError`` names the first state
         where it is not. A D that may dip below zero must be clipped by the callable itself).
         """
-        if not beta > 0:                     # NaN fails this too; β = inf is zero noise
-            raise UserError(f"beta must be > 0, got {beta}")
+        # a string was a TypeError about '>'; NaN fails too; β = inf is zero noise
+        if isinstance(beta, (bool, str)) or not isinstance(beta, (numbers.Real, Tensor)) \
+                or not float(beta) > 0:
+            raise UserError(f"beta must be a number > 0, got {beta!r}")
+        beta = float(beta)
         scale = math.sqrt(2.0 / beta)
         if extra_drift is None:
             def drift(x: Tensor) -> Tensor:

@@ -111,6 +111,9 @@ def simulate(
     if record_every:
         times.append(t0)
         states.append(obs(x))
+        if not isinstance(states[0], Tensor):   # failed in torch.stack after the last step
+            raise UserError(f"observe(state) must return a torch.Tensor, got "
+                            f"{type(states[0]).__name__}")
     for n in range(steps):
         dw = x.new_zeros(*x.shape[:-1], 0) if sde.factor is None else draw(n + look)
         x = integ.step(sde, x, t0 + n * dt, dt, dw)
