@@ -26,8 +26,10 @@ from .base import Landscape
 
 class LandscapeModel(nn.Module):
     """θ as an ``nn.Parameter``; ``forward(idx) -> ℓ_idx(θ)`` of shape (B,). θ takes θ0's
-    dtype promoted with that of the landscape's tensors (float64 for the float64 landscapes),
-    and the landscape's device (θ0's for a landscape that holds no tensors).
+    dtype promoted with that of the landscape's tensors (float64 for the float64 landscapes; a
+    θ0 wider than a float32 landscape is a ``UserError`` unless the landscape evaluates wider
+    chains, as the p-spin glass does), and the landscape's device (θ0's for a landscape that
+    holds no tensors).
 
     ``model.to(device)`` / ``.double()`` move the landscape with θ (in place, as a submodule
     moves with its parent), so the engine's usual ``model.to(device)`` keeps them together.
@@ -49,6 +51,10 @@ class LandscapeModel(nn.Module):
         # θ in the dtype the landscape holds its tensors in: a float32 θ0 such as torch.zeros(d)
         # on a float64 landscape made a float32 parameter, so its gradients and steps were
         # rounded to float32 while every closed form stays float64 (p-spin's matmuls refused it)
+        # a θ0 wider than a landscape that refuses wider chains: its error now, not at the
+        # first forward inside the engine
+        if not landscape.evaluates_wider_chains:
+            landscape.check_dtype("theta0", theta)
         dtype = theta.dtype
         for v in landscape._tensors():
             if v.is_floating_point():

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from sgdlab.errors import UserError
 from sgdlab.landscapes.base import AnalyticLoss
 from sgdlab.landscapes.module import as_problem
 from sgdlab.landscapes.pspin import PSpinGlass
@@ -112,3 +113,15 @@ def test_the_model_returns_the_losses_of_the_samples_it_is_given():
     model, _, _ = as_problem(bowl, theta)
     torch.testing.assert_close(model(torch.tensor([0, 0, 0])),
                                torch.full((3,), 0.49 + 0.81, dtype=f64))
+
+
+def test_a_float64_start_on_a_float32_landscape_is_named_at_construction():
+    """The float64 parameter failed in the landscape's matmul at the first forward, inside
+    the engine; the p-spin glass evaluates it in float64."""
+    q = Quadratic(torch.eye(2, dtype=f64), num_samples=5).to(dtype=torch.float32)
+    with pytest.raises(UserError, match="theta0 is torch.float64 but the landscape is "
+                                        "torch.float32"):
+        as_problem(q, torch.zeros(2, dtype=f64))
+    glass = PSpinGlass(4, nu=0.1).to(dtype=torch.float32)
+    model, loss_fn, (x, y) = as_problem(glass, torch.ones(4, dtype=f64))
+    assert model.theta.dtype == f64 and loss_fn(model(x), y).dtype == f64
