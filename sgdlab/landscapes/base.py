@@ -283,12 +283,8 @@ def check_generator(generator: object) -> None:
 def seeded_generator(seed: int) -> torch.Generator:
     """A CPU generator seeded with ``seed``, a whole number (a 1.5 or "1" failed inside
     ``manual_seed`` with "expected a long"); a ``UserError`` naming it otherwise."""
-    try:
-        value = operator.index(seed)
-    except TypeError:
-        value = int(seed) if isinstance(seed, numbers.Real) and float(seed).is_integer() \
-            else None
-    if isinstance(seed, bool) or value is None:
+    value = _whole_number(seed)
+    if value is None:
         raise UserError(f"seed must be an integer, got {seed!r}")
     return torch.Generator().manual_seed(value)
 
@@ -304,14 +300,22 @@ def check_floating_dtype(call: str, dtype: object) -> None:
 def check_count(name: str, value: int, minimum: int = 0) -> int:
     """``value`` as an int if it is a whole number >= ``minimum`` (an int, a 0-d integer
     tensor, or a float such as 4.0), else a ``UserError`` naming it."""
-    try:
-        v = operator.index(value)
-    except TypeError:
-        real = isinstance(value, numbers.Real) and float(value).is_integer()
-        v = int(value) if real else None
-    if isinstance(value, bool) or v is None or v < minimum:
+    v = _whole_number(value)
+    if v is None or v < minimum:
         raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return v
+
+
+def _whole_number(value: object) -> int | None:
+    """``value`` as an int if it is a whole number (an int, a 0-d integer tensor, a float
+    such as 4.0; never a bool), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        real = isinstance(value, numbers.Real) and float(value).is_integer()
+        return int(value) if real else None
 
 
 def apart_seed(seed: int, key: int) -> int:
