@@ -200,6 +200,12 @@ def heat_smoothing(f: Tensor, x: Tensor, t: float, *, beta: float = 1.0,
     y, fy, _ = _quadrature_grid(f, x, y, fy)
     _check_t(t)
     _check_beta(beta)
+    # an infinite value (a constraint for the HJ solutions) met kernel weights that underflow
+    # to 0 and gave NaN; the Gaussian average of such an f is infinite everywhere
+    if not bool(torch.isfinite(fy).all()):
+        raise UserError("heat_smoothing averages f itself and needs finite values (an infinite "
+                        "one makes u infinite everywhere); viscous_hj and hopf_lax take +inf "
+                        "as a constraint")
     k = torch.exp(-(x[:, None] - y[None, :]) ** 2 / (2 * t / beta))
     return (k @ fy) / k.sum(1)
 

@@ -309,3 +309,14 @@ def test_bad_grids_and_arguments_name_the_problem():
     for index in (-1, 21):
         with pytest.raises(UserError, match="index must be"):
             convexity_interval(x ** 2, x, index)
+
+
+def test_heat_smoothing_refuses_an_infinite_f_that_the_hj_solutions_take():
+    """+inf (a constraint) met kernel weights that underflow to 0: NaN at most points."""
+    x = torch.linspace(-2, 2, 401, dtype=f64)
+    f = x ** 2
+    f[:50] = float("inf")
+    with pytest.raises(UserError, match="heat_smoothing averages f itself and needs finite"):
+        heat_smoothing(f, x, 0.001)
+    assert torch.isfinite(viscous_hj(f, x, 0.001)[50:]).all()
+    assert torch.isfinite(hopf_lax(f, x, 0.001)).all()
