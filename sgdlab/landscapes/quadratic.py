@@ -128,12 +128,14 @@ class Quadratic(Landscape):
         return self.H.expand(*theta.shape[:-1], self.dim, self.dim)
 
     # ------------------------------------------------------------- closed forms
-    def sde_stationary_covariance(self, lr: float, batch_size: int) -> Tensor:
-        """Σ_z solving H Σ + Σ H = (η/S) C (the OU limit; (η/2S) I when C = H)."""
-        _check_lr_batch(lr, batch_size)
+    def sde_stationary_covariance(self, lr: float, batch_size: int, *,
+                                  replacement: bool = True) -> Tensor:
+        """Σ_z solving H Σ + Σ H = η c C (the OU limit; (η/2S) I when C = H), c = 1/S for
+        with-replacement batches, (N − S)/(S (N − 1)) without (as :func:`~.sde.sgd_sde`)."""
+        c = self._noise_factor(lr, batch_size, replacement)
         import scipy.linalg   # here: ~0.3 s that importing the landscapes need not pay
 
-        q = (lr / batch_size) * self.C.cpu().double().numpy()
+        q = (lr * c) * self.C.cpu().double().numpy()
         sol = scipy.linalg.solve_continuous_lyapunov(self.H.cpu().double().numpy(), q)
         return torch.as_tensor((sol + sol.T) / 2).to(self.H)
 
@@ -143,25 +145,40 @@ class Quadratic(Landscape):
         U = I when C = H, U = H when C = I. C must be positive definite here."""
         return linear_potential(self.H, self.C)
 
-    def sgd_stationary_covariance(self, lr: float, batch_size: int) -> Tensor:
-        """The discrete chain's Σ = (I − ηH) Σ (I − ηH) + (η²/S) C (with-replacement batches)."""
+    def sgd_stationary_covariance(self, lr: float, batch_size: int, *,
+                                  replacement: bool = True) -> Tensor:
+        """The discrete chain's Σ = (I − ηH) Σ (I − ηH) + η² c C, c = 1/S for with-replacement
+        batches, (N − S)/(S (N − 1)) without (``sgd_chains(..., replacement=False)``)."""
         import scipy.linalg
 
-        _check_lr_batch(lr, batch_size)
+        c = self._noise_factor(lr, batch_size, replacement)
         # solved in float64 on the CPU (scipy), returned on the landscape's device and dtype
         a = np.eye(self.dim) - lr * self.H.cpu().double().numpy()
         if np.abs(np.linalg.eigvals(a)).max() >= 1:
             raise UserError(f"SGD is unstable at lr={lr}: need lr < 2 / λ_max(H)")
-        q = (lr ** 2 / batch_size) * self.C.cpu().double().numpy()
+        q = (lr ** 2 * c) * self.C.cpu().double().numpy()
         sol = scipy.linalg.solve_discrete_lyapunov(a, q)
         return torch.as_tensor((sol + sol.T) / 2).to(self.H)
 
     def stationary_excess_loss(self, lr: float, batch_size: int, *,
-                               discrete: bool = False) -> float:
+                               discrete: bool = False, replacement: bool = True) -> float:
         """E[L] − L(θ*) = ½ Tr(H Σ); for C = H and the SDE this is (η/4S) Tr H (eq. 7)."""
         cov = (self.sgd_stationary_covariance if discrete else
-               self.sde_stationary_covariance)(lr, batch_size)
+               self.sde_stationary_covariance)(lr, batch_size, replacement=replacement)
         return float(0.5 * torch.trace(self.H @ cov))
+
+    def _noise_factor(self, lr: float, batch_size: int, replacement: bool) -> float:
+        """c of Cov[mini-batch gradient] = c C; only with-replacement batches were modelled,
+        though sgd_chains and sgd_sde also run without."""
+        from sgdlab.measure.noise import minibatch_noise_factor
+
+        _check_lr_batch(lr, batch_size)
+        if not isinstance(replacement, (bool, np.bool_)):
+            raise UserError(f"replacement must be True or False, got {replacement!r}")
+        try:
+            return minibatch_noise_factor(batch_size, self.num_samples, replacement=replacement)
+        except ValueError as e:
+            raise UserError(str(e)) from None
 
 
 __all__ = ["Quadratic"]

@@ -621,3 +621,23 @@ def test_langevin_beta_must_be_a_positive_number_and_observe_a_tensor():
     with pytest.raises(UserError, match="observe.state. must return a torch.Tensor"):
         simulate(sde, torch.zeros(3, 2, dtype=f64), dt=0.1, steps=2, record_every=1,
                  observe=lambda s: float(s.sum()))
+
+
+@pytest.mark.parametrize("replacement", [True, False])
+def test_stationary_covariances_of_batches_drawn_without_replacement(replacement):
+    """H = C = diag(λ): per direction the chain's variance is η c / (2 − ηλ) and the OU
+    limit's η c / 2, c = 1/S with replacement and (N − S)/(S (N − 1)) without (thesis eqs.
+    6.4-6.5), the factor sgd_chains and sgd_sde use; only c = 1/S was offered."""
+    lam = torch.tensor([1.0, 0.25], dtype=f64)
+    q = Quadratic(torch.diag(lam), num_samples=10)
+    lr, s, n = 0.2, 4, 10
+    c = 1 / s if replacement else (n - s) / (s * (n - 1))
+    disc = q.sgd_stationary_covariance(lr, s, replacement=replacement)
+    torch.testing.assert_close(disc, torch.diag(lr * c / (2 - lr * lam)), rtol=1e-12, atol=0)
+    ou = q.sde_stationary_covariance(lr, s, replacement=replacement)
+    torch.testing.assert_close(ou, torch.eye(2, dtype=f64) * lr * c / 2, rtol=1e-12, atol=0)
+    assert q.stationary_excess_loss(lr, s, replacement=replacement) == pytest.approx(
+        lr * c / 4 * float(lam.sum()), rel=1e-12)
+    if not replacement:
+        with pytest.raises(UserError, match="exceeds the 10 samples"):
+            q.sgd_stationary_covariance(lr, 11, replacement=False)
