@@ -219,6 +219,7 @@ class Landscape(ABC):
         if n is None:
             raise UserError(f"{type(self).__name__} has no samples to draw batches from")
         batch_size = check_count("batch_size", batch_size, 1)   # 2.5 failed inside randint
+        replacement = check_flag("replacement", replacement)
         check_generator(generator)
         if not replacement and batch_size > n:
             raise UserError(f"batch_size must be in [1, {n}] here, got {batch_size}")
@@ -278,6 +279,14 @@ def check_generator(generator: object) -> None:
         raise UserError(f"generator must be a torch.Generator or None "
                         f"(torch.Generator().manual_seed(seed) for a seed), got "
                         f"{type(generator).__name__}")
+
+
+def check_flag(name: str, value: object) -> bool:
+    """``value`` as a bool if it is one (numpy's too), else a ``UserError`` naming it: a
+    string such as "no" is truthy, and ``replacement="no"`` drew with replacement."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise UserError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def seeded_generator(seed: int) -> torch.Generator:

@@ -33,7 +33,7 @@ from torch import Tensor
 from sgdlab.errors import UserError
 
 from .base import (
-    Landscape, check_count, check_floating_dtype, check_positive, check_psd_matrix,
+    Landscape, check_count, check_flag, check_floating_dtype, check_positive, check_psd_matrix,
     seeded_generator,
 )
 from .linear_potential import LinearPotential, linear_potential
@@ -173,10 +173,9 @@ class Quadratic(Landscape):
         from sgdlab.measure.noise import minibatch_noise_factor
 
         _check_lr_batch(lr, batch_size)
-        if not isinstance(replacement, (bool, np.bool_)):
-            raise UserError(f"replacement must be True or False, got {replacement!r}")
         try:
-            return minibatch_noise_factor(batch_size, self.num_samples, replacement=replacement)
+            return minibatch_noise_factor(batch_size, self.num_samples,
+                                          replacement=check_flag("replacement", replacement))
         except ValueError as e:
             raise UserError(str(e)) from None
 

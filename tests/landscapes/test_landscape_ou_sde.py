@@ -641,3 +641,16 @@ def test_stationary_covariances_of_batches_drawn_without_replacement(replacement
     if not replacement:
         with pytest.raises(UserError, match="exceeds the 10 samples"):
             q.sgd_stationary_covariance(lr, 11, replacement=False)
+
+
+def test_replacement_must_be_a_flag():
+    """replacement="no" is truthy: SGD drew with replacement, the opposite of what it says."""
+    q = Quadratic(torch.eye(2, dtype=f64), num_samples=5)
+    x0 = torch.zeros(3, 2, dtype=f64)
+    for call in (lambda: sgd_chains(q, x0, lr=0.1, batch_size=2, steps=1, replacement="no"),
+                 lambda: sgd_sde(q, lr=0.1, batch_size=2, replacement="no"),
+                 lambda: q.sgd_stationary_covariance(0.1, 2, replacement="no")):
+        with pytest.raises(UserError, match="replacement must be True or False, got 'no'"):
+            call()
+    assert sgd_chains(q, x0, lr=0.1, batch_size=2, steps=1, replacement=np.False_).final.shape \
+        == (3, 2)

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from sgdlab.errors import UserError
 
-from ..base import Landscape, check_count, check_positive, check_states
+from ..base import Landscape, check_count, check_flag, check_positive, check_states
 from .base import SDE
 from .simulate import Path
 
@@ -80,7 +80,8 @@ def sgd_sde(landscape: Landscape, *, lr: float, batch_size: int,
     except UserError as e:
         raise UserError(f"sgd_sde needs lr > 0 and an integer batch_size >= 1: {e}") from None
     try:
-        c = minibatch_noise_factor(batch_size, n, replacement=replacement)
+        c = minibatch_noise_factor(batch_size, n,
+                                   replacement=check_flag("replacement", replacement))
     except ValueError as e:
         raise UserError(str(e)) from None
     scale = math.sqrt(lr * c / n)
