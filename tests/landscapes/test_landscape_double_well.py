@@ -130,7 +130,7 @@ def test_angular_velocity_of_a_uniform_rotation():
         with pytest.raises(UserError, match=r"states must be a tensor of shape \(records >= 2"):
             angular_velocity(bad, dt)
     for bad_dt in (0.0, -dt):
-        with pytest.raises(UserError, match="dt must be > 0"):
+        with pytest.raises(UserError, match="dt must be a finite number > 0"):
             angular_velocity(states, bad_dt)
 
 

@@ -162,7 +162,7 @@ def test_gaussian_density_needs_a_positive_variance_and_fp_names_a_numpy_density
     failed inside torch.isfinite."""
     x = torch.linspace(-1, 1, 11, dtype=torch.float64)
     for var in (0.0, -1.0, float("nan")):
-        with pytest.raises(UserError, match="var must be > 0"):
+        with pytest.raises(UserError, match="var must be a finite number > 0"):
             gaussian_density(x, 0.0, var)
     with pytest.raises(UserError, match="rho0 must be a torch.Tensor"):
         fokker_planck(np.ones(11), x, -x, 0.5, 0.1)
