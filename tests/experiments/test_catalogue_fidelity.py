@@ -472,8 +472,10 @@ def run_summaries(tmp_path, runs: list[dict]) -> dict[str, dict]:
 def test_clip_grad_norm_reaches_the_training_loop(tmp_path):
     from sgdlab.experiments.procedures import get_procedure
 
-    for bad in ("yes", 0, -1.0, True):
-        with pytest.raises(ConfigError, match="clip_grad_norm must be a number > 0"):
+    for bad, says in (("yes", "got 'yes'"), (0, "got 0"), (-1.0, "got -1.0"),
+                      (float("inf"), "got inf"), (True, "not a bool (True)")):
+        with pytest.raises(ConfigError, match=re.escape(
+                f"clip_grad_norm must be a finite number > 0 or null, {says}")):
             get_procedure("train").validate({**CUBIC_RUN, "clip_grad_norm": bad}, "x")
     summary = run_summaries(tmp_path, [
         {"label": "plain"}, {"label": "loose", "params": {"clip_grad_norm": 1e9}},

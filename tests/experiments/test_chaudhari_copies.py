@@ -2,6 +2,8 @@
 their own seeds, and the comparison run's numbers are the measurement functions' on them."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -161,9 +163,12 @@ def test_compare_options_are_checked_when_planned():
                       "bn_stats must be one of average, recompute, got 'x'"),
                      (dict(copies=["a", "b"], similarity="l2"), "similarity must be one of"),
                      (dict(copies=["a", "b"], eval_batch_size=0),
-                      "eval_batch_size must be a positive integer, got 0"),
-                     (dict(copies=["a", "b"], eval_batch_size=True), "positive integer"),
-                     (dict(copy=True), "copy must be an integer"),
+                      "eval_batch_size must be a positive integer or null, got 0"),
+                     (dict(copies=["a", "b"], eval_batch_size=True), re.escape(
+                         "eval_batch_size must be a positive integer or null, not a bool "
+                         "(True)")),
+                     (dict(copy=True), re.escape(
+                         "copy must be an integer in [0, 1000), not a bool (True)")),
                      (dict(copy=1000), r"copy must be an integer in \[0, 1000\), got 1000")):
         with pytest.raises(ConfigError, match=msg):
             proc.validate(dict(base, **bad), "r")

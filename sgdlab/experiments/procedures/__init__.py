@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sgdlab.errors import ConfigError, did_you_mean
+from sgdlab.errors import ConfigError, did_you_mean, refused_value
 
 PROCEDURES: dict[str, "Procedure"] = {}
 ANALYSES: dict[str, Callable[..., "Analysis"]] = {}
@@ -108,7 +108,7 @@ class Procedure:
         for k, rule in self.numbers.items():
             problem = number_problem(params[k], rule) if k in params else None
             if problem:
-                raise ConfigError(f"{where}: {k} must be {problem}, got {params[k]!r}")
+                raise ConfigError(f"{where}: {k} must be {problem}, {refused_value(params[k])}")
 
     def validate_seed(self, params: dict[str, Any], seed: int, where: str) -> None:
         """A :class:`ConfigError` (at ``where``, the ``seeds`` key) when a run of ``params``

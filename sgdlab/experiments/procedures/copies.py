@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from sgdlab.errors import SEED_LIMIT, ConfigError
+from sgdlab.errors import SEED_LIMIT, ConfigError, refused_value
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import (Procedure, RunOutput, StoredRun, get_procedure,
                                            register_analysis, register_procedure)
@@ -47,6 +47,7 @@ class CompareCopies(Procedure):
     allowed = {"dataset", "data_seed", "model", "loss", "dtype", "copies", "similarity",
                "overlap", "bn_stats", "eval_batch_size"}
     required = {"dataset", "model", "copies"}
+    numbers = {"eval_batch_size": "int>0|null"}
 
     def validate(self, params, where):
         from sgdlab.measure.permutation import OVERLAP_READINGS, SIMILARITIES
@@ -61,11 +62,6 @@ class CompareCopies(Procedure):
             if key in params and params[key] not in ok:
                 raise ConfigError(f"{where}: {key} must be one of {', '.join(ok)}, got "
                                   f"{params[key]!r}")
-        eb = params.get("eval_batch_size")
-        # a bool is an int to isinstance: true would evaluate one example at a time
-        if eb is not None and not (isinstance(eb, int) and not isinstance(eb, bool)
-                                   and eb > 0):
-            raise ConfigError(f"{where}: eval_batch_size must be a positive integer, got {eb!r}")
 
     def run(self, run, ctx) -> RunOutput:
         from sgdlab.experiments.procedures.train import build, final_weights
@@ -139,7 +135,8 @@ class TrainOrCompareCopies(Procedure):
                               "k-th copy) or copies: [labels] (compare them)")
         k = params["copy"]
         if not (isinstance(k, int) and not isinstance(k, bool) and 0 <= k < COPY_SEED_STRIDE):
-            raise ConfigError(f"copy must be an integer in [0, {COPY_SEED_STRIDE}), got {k!r}")
+            raise ConfigError(f"copy must be an integer in [0, {COPY_SEED_STRIDE}), "
+                              f"{refused_value(k)}")
         proc = get_procedure("train")
         drop = {"copy"} | (get_procedure("compare_copies").allowed - proc.allowed)
         return proc, {k2: v for k2, v in params.items() if k2 not in drop}, k

@@ -200,6 +200,7 @@ class TrainProcedure(Procedure):
                "eval_every_steps", "measure", "final", "init_from", "save_model",
                "micro_batch"}
     required = {"dataset", "model", "optimizer", "epochs", "batch_size"}
+    numbers = {"clip_grad_norm": "number>0|null"}
 
     def validate(self, params: dict[str, Any], where: str) -> None:
         super().validate(params, where)
@@ -214,10 +215,6 @@ class TrainProcedure(Procedure):
             raise ConfigError(f"{where}: dtype must be float32 or float64")
         if not isinstance(params.get("drop_last", False), bool):
             raise ConfigError(f"{where}: drop_last must be true or false")
-        c = params.get("clip_grad_norm")
-        if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float))
-                              or not 0 < c < float("inf")):
-            raise ConfigError(f"{where}: clip_grad_norm must be a number > 0, got {c!r}")
         from sgdlab.train.loop import EVAL_BN, SEQUENCE_LOSSES
 
         if params.get("sequence_loss", "mean") not in SEQUENCE_LOSSES:
