@@ -31,7 +31,8 @@ RUN_SEED_RULE = "an int in 0..2**32 - 1, as a run config's seed"
 
 def not_a_seed(name: str, value: object) -> str:
     """The message for a ``name`` (an argument, ``--seed``) that fails :func:`is_seed`."""
-    return f"{name} must be an int in 0..2**32 - 1 (as a run config's seed), got {value!r}"
+    return (f"{name} must be an int in 0..2**32 - 1 (as a run config's seed), "
+            f"{refused_value(value)}")
 
 
 def finite_number(value: object) -> bool:

@@ -225,9 +225,11 @@ class ParleConfig:
                     setattr(self, k, float(v))
                 except ValueError:
                     raise ConfigError(f"{k} must be a number or 'inf', got {v!r}") from None
-        for f in fields(self):      # a number given as text ("fast", "1e-3" in old YAML)
+        # a number given as text ("fast", "1e-3" in old YAML); the seed has a rule of its own
+        for f in fields(self):
             v = getattr(self, f.name)
-            if (f.type in ("float", "float | None", "int") and not (v is None and "None" in f.type)
+            if (f.type in ("float", "float | None", "int") and f.name != "seed"
+                    and not (v is None and "None" in f.type)
                     and (isinstance(v, bool) or not isinstance(v, (int, float)))):
                 raise ConfigError(f"{f.name} must be a number, {refused_value(v)}")
         if not is_seed(self.seed):    # bounded as a run config's seed

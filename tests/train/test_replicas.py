@@ -1335,10 +1335,12 @@ def test_parle_config_takes_numpy_and_torch_ints_as_ints():
     assert replica_seeds(cfg.seed, 1) == replica_seeds(5, 1)
 
 
-@pytest.mark.parametrize("seed", [-1, 2**32, 1.5])
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, "7", True, False])
 def test_parle_config_bounds_its_seed_as_a_run_config_s(seed):
+    # a bool seed was "seed must be a number, not a bool (True)", without the seed's rule
     with pytest.raises(ConfigError, match=re.escape(
-            f"seed must be an int in 0..2**32 - 1 (as a run config's seed), got {seed!r}")):
+            f"seed must be an int in 0..2**32 - 1 (as a run config's seed), "
+            f"{f'not a bool ({seed})' if isinstance(seed, bool) else f'got {seed!r}'}")):
         ParleConfig(seed=seed)
 
 

@@ -116,7 +116,8 @@ def test_numpy_and_torch_ints_are_counts_and_seeds_as_python_ints_are():
     ("epochs", True, "epochs must be an int >= 0, got True"),
     ("batch_size", True, "batch_size must be an int >= 1, "),
     ("max_steps", np.True_, "max_steps must be an int >= 0, got np.True_"),
-    ("seed", True, "seed must be an int in 0..2**32 - 1 (as a run config's seed), got True"),
+    ("seed", True, "seed must be an int in 0..2**32 - 1 (as a run config's seed), not a bool "
+                   "(True)"),
     ("seed", -1, "seed must be an int in 0..2**32 - 1 (as a run config's seed), got -1"),
     ("seed", 2**32, "seed must be an int in 0..2**32 - 1 (as a run config's seed), got "
                     "4294967296"),
