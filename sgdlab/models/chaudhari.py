@@ -71,7 +71,7 @@ def _downsample(input_shape: tuple[int, ...], size: int | None, name: str) -> li
     "7x7 down-sampled images"); nothing when ``size`` is None or the images are that small."""
     if size is None:
         return []
-    check_positive("input_size", size)
+    size = check_positive("input_size", size)
     if len(input_shape) != 3:
         raise UserError(f"model {name!r} with input_size={size} needs image inputs (C, H, W), "
                         f"got {input_shape}; pass input_size=None for flat inputs")
@@ -105,8 +105,7 @@ class ThesisFC(nn.Module):
                  batchnorm: bool, dropout: float, input_dropout: float,
                  input_size: int | None = None, order: str = "relu-bn", name: str = "fc"):
         super().__init__()
-        check_positive("width", width)
-        check_positive("depth", depth)
+        width, depth = check_positive("width", width), check_positive("depth", depth)
         check_prob("dropout", dropout)
         check_prob("input_dropout", input_dropout)
         if order not in FC_ORDERS:
@@ -207,10 +206,9 @@ class ThesisLeNet(nn.Module):
                  pools: tuple[int, int], hidden: int, dropout: float, fc_dropout: float,
                  block: str, fc_batchnorm: bool, name: str, padding: int = 0) -> None:
         super().__init__()
-        c1, c2 = channels
-        for n, v in (("channels[0]", c1), ("channels[1]", c2), ("hidden", hidden),
-                     ("pools[0]", pools[0]), ("pools[1]", pools[1])):
-            check_positive(n, v)
+        c1, c2 = (check_positive(f"channels[{i}]", c) for i, c in enumerate(channels))
+        hidden = check_positive("hidden", hidden)
+        pools = tuple(check_positive(f"pools[{i}]", p) for i, p in enumerate(pools))
         check_prob("dropout", dropout)
         check_prob("fc_dropout", fc_dropout)
         if block not in ("relu-pool-bn", "bn-relu-pool", "pool-bn", "relu-pool"):
@@ -316,8 +314,7 @@ class AllCNN(nn.Module):
     def __init__(self, input_shape, num_outputs: int, *, c1: int, c2: int, dropout: float,
                  input_dropout: float, last_block: str = "code") -> None:
         super().__init__()
-        for n, v in (("c1", c1), ("c2", c2)):
-            check_positive(n, v)
+        c1, c2 = check_positive("c1", c1), check_positive("c2", c2)
         check_prob("dropout", dropout)
         check_prob("input_dropout", input_dropout)
         if last_block not in ("code", "paper"):

@@ -24,6 +24,5 @@ from .registry import check_positive, register_model
                 reference_input=(1, 28, 28),
                 notes="4 linear layers = 3 hidden x width (default 400) + output; our reading")
 def jastrzebski_mlp(input_shape, num_outputs, *, width: int = 400, depth: int = 3) -> nn.Module:
-    check_positive("width", width)
-    check_positive("depth", depth)
+    width, depth = check_positive("width", width), check_positive("depth", depth)
     return MLP(input_shape, num_outputs, [width] * depth, act="relu", batchnorm=True)

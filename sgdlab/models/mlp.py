@@ -21,8 +21,7 @@ class MLP(nn.Module):
                  *, act: str = "relu", batchnorm: bool = False, dropout: float = 0.0,
                  input_dropout: float = 0.0, bias: bool = True) -> None:
         super().__init__()
-        for i, w in enumerate(widths):
-            check_positive(f"widths[{i}]", w)
+        widths = [check_positive(f"widths[{i}]", w) for i, w in enumerate(widths)]
         check_prob("dropout", dropout)
         check_prob("input_dropout", input_dropout)
         self.in_features = math.prod(input_shape)

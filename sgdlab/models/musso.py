@@ -54,7 +54,7 @@ MODEL2_INITS = ("torch", "kaiming")
                 notes="§B.1 table (27); ReLU as §B states; 79,510 parameters on MNIST")
 def musso_bilayer(input_shape, num_outputs, *, hidden: int = 100, activation: str = "relu"
                   ) -> nn.Module:
-    check_positive("hidden", hidden)
+    hidden = check_positive("hidden", hidden)
     return MLP(input_shape, num_outputs, [hidden], act=activation)
 
 
@@ -78,8 +78,7 @@ class MussoModel2(nn.Module):
                             f"{init!r}")
         if len(channels) != 5:
             raise UserError(f"option 'channels' must list 5 widths, got {list(channels)}")
-        for i, w in enumerate(channels):
-            check_positive(f"channels[{i}]", w)
+        channels = [check_positive(f"channels[{i}]", w) for i, w in enumerate(channels)]
         layers: list[nn.Module] = []
         prev = input_shape[0]
         for i, w in enumerate(channels):
@@ -173,8 +172,8 @@ class TorchvisionVGG16(nn.Module):
 def musso_vgg16(input_shape, num_outputs, *, weights: str | None = None, stages: int = 5,
                 width: int = 64, classifier_width: int = 4096, dropout: float = 0.5,
                 batchnorm: bool = False) -> nn.Module:
-    for name, v in (("width", width), ("classifier_width", classifier_width)):
-        check_positive(name, v)
+    width = check_positive("width", width)
+    classifier_width = check_positive("classifier_width", classifier_width)
     if stages not in range(1, 6) or isinstance(stages, bool):
         raise UserError(f"option 'stages' must be 1..5 (VGG16 has five), got {stages!r}")
     check_prob("dropout", dropout)

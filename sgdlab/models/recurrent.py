@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..errors import UserError
+from ..errors import UserError, checked_float
 from .registry import check_positive, check_prob, register_model
 
 _THESIS = "Chaudhari 2018, A picture of the energy landscape of deep neural networks (thesis)"
@@ -165,25 +165,21 @@ class TokenLSTM(nn.Module):
                  init_scale: float | None, forget_bias: float | None = None) -> None:
         super().__init__()
         _sequence_length(name, input_shape)
-        check_positive("hidden", hidden)
-        check_positive("layers", layers)
+        hidden, layers = check_positive("hidden", hidden), check_positive("layers", layers)
         check_prob("dropout", dropout)
         if vocab < 2:
             raise UserError(f"model {name!r} needs a vocabulary of at least 2 tokens "
                             f"(num_outputs), got {vocab}")
         self.name, self.vocab, self.dropout = name, vocab, dropout
         if embedding is not None:
-            check_positive("embedding", embedding)
+            embedding = check_positive("embedding", embedding)
             self.embedding: nn.Embedding | None = nn.Embedding(vocab, embedding)
         else:
             self.embedding = None
         self.lstm = _recurrence(impl, embedding or vocab, hidden, layers, dropout)
         self.decoder = nn.Linear(hidden, vocab)
         if init_scale is not None:
-            if not isinstance(init_scale, (int, float)) or isinstance(init_scale, bool) \
-                    or not init_scale > 0:
-                raise UserError(f"option 'init_scale' must be a positive number, got "
-                                f"{init_scale!r}")
+            init_scale = checked_float("option 'init_scale'", init_scale, 0.0, strict=True)
             for p in self.parameters():
                 nn.init.uniform_(p, -init_scale, init_scale)
         if forget_bias is not None:            # char-rnn: forget gates' i2h biases set to 1
@@ -252,14 +248,11 @@ class AutogradLSTM(nn.Module):
                  init_scale: float) -> None:
         super().__init__()
         _sequence_length("char-lstm-autograd", input_shape)
-        check_positive("hidden", hidden)
+        hidden = check_positive("hidden", hidden)
         if vocab < 2:
             raise UserError(f"model 'char-lstm-autograd' needs a vocabulary of at least 2 "
                             f"tokens (num_outputs), got {vocab}")
-        if not isinstance(init_scale, (int, float)) or isinstance(init_scale, bool) \
-                or not init_scale > 0:
-            raise UserError(f"option 'init_scale' must be a positive number, got "
-                            f"{init_scale!r}")
+        init_scale = checked_float("option 'init_scale'", init_scale, 0.0, strict=True)
         self.vocab = vocab
         self.lstm = LSTMStack(vocab, hidden, 1, two_biases=False)
         self.init_hidden = nn.Parameter(torch.empty(hidden))

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UserError, did_you_mean, name_spelling, registered_spelling
+from ..errors import UserError, checked_int, did_you_mean, name_spelling, registered_spelling
 from .modes import eval_mode
 
 Builder = Callable[..., nn.Module]
@@ -138,8 +138,7 @@ def build_model(name: str, input_shape: Sequence[int] | int, num_outputs: int,
         raise UserError(f"input_shape must be a sequence of ints, got {input_shape!r}") from None
     if not shape or any(s <= 0 for s in shape):
         raise UserError(f"input_shape must be non-empty with positive sizes, got {shape}")
-    if not isinstance(num_outputs, int) or isinstance(num_outputs, bool) or num_outputs < 1:
-        raise UserError(f"num_outputs must be a positive integer, got {num_outputs!r}")
+    num_outputs = checked_int("num_outputs", num_outputs, 1)
     allowed = info.options
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -222,9 +221,10 @@ def flat_size(features: nn.Module, input_shape: tuple[int, ...], name: str) -> i
     return int(out[0].numel())
 
 
-def check_positive(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UserError(f"option {name!r} must be a positive integer, got {value!r}")
+def check_positive(name: str, value: Any) -> int:
+    """``value`` of model option ``name`` as a Python int (numpy's and torch's ints too: a
+    grid's values) when it is an int >= 1, else a :class:`UserError` naming the option."""
+    return checked_int(f"option {name!r}", value, 1)
 
 
 def check_prob(name: str, value: Any) -> None:

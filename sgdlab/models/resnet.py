@@ -51,7 +51,7 @@ class CifarResNet(nn.Module):
         super().__init__()
         if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
             raise UserError(f"option 'depth' must be 6n+2 (20, 32, 44, 56, 110), got {depth!r}")
-        check_positive("width", width)
+        width = check_positive("width", width)
         if shortcut not in ("A", "B"):
             raise UserError(f"option 'shortcut' must be 'A' or 'B', got {shortcut!r}")
         n = (depth - 2) // 6

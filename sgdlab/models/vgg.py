@@ -68,8 +68,8 @@ def _register(key: str, label: str) -> None:
                 not isinstance(classifier_widths, Sequence):
             raise UserError(f"option 'classifier_widths' must be a list of hidden widths, "
                             f"got {classifier_widths!r}")
-        for i, w in enumerate(classifier_widths):
-            check_positive(f"classifier_widths[{i}]", w)
+        classifier_widths = [check_positive(f"classifier_widths[{i}]", w)
+                             for i, w in enumerate(classifier_widths)]
         return VGG(CONFIGS[key], image_shape(name, input_shape), num_outputs,
                    batchnorm=batchnorm, classifier_widths=classifier_widths, name=name)
 

@@ -65,8 +65,7 @@ class WideResNet(nn.Module):
         if shortcut not in SHORTCUTS:
             raise UserError(f"option 'shortcut' must be one of {', '.join(SHORTCUTS)}, got "
                             f"{shortcut!r}")
-        check_positive("depth", depth)
-        check_positive("widen", widen)
+        depth, widen = check_positive("depth", depth), check_positive("widen", widen)
         check_prob("dropout", dropout)
         if (depth - 4) % 6 or depth < 10:
             raise UserError(f"WRN depth must be 6n+4 with n >= 1 (10, 16, 28, ...), got {depth}")

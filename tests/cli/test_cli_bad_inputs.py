@@ -110,7 +110,7 @@ def test_print_config_checks_option_values_as_training_does(tmp_path, capsys):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY)
     bad = {"model={name: mlp, options: {widths: [-3]}}":
-           "model.options: option 'widths[0]' must be a positive",
+           "model.options: option 'widths[0]' must be an int >= 1, got -3",
            "data.options.n_train=1": "data.options: option 'n_train' must be an int >= 2",
            "data.name=mnist": "dataset 'mnist' reads files: pass data_dir="}
     for override, message in bad.items():

@@ -1,6 +1,9 @@
 """Parameter counts (papers' statements and our derivations) and forward shapes."""
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -214,7 +217,7 @@ def test_a_model_of_ones_own_registers_by_name_alone():
 def test_registry_refusals_name_the_problem():
     with pytest.raises(UserError, match=r"positive sizes, got \(0, 4\)"):
         build_model("mlp", (0, 4), 2)
-    with pytest.raises(UserError, match="num_outputs must be a positive integer, got True"):
+    with pytest.raises(UserError, match="num_outputs must be an int >= 1, got True"):
         build_model("mlp", (4,), True)
     for p in (1.0, -0.1):
         with pytest.raises(UserError, match=r"'dropout' must be a probability in \[0, 1\)"):
@@ -224,6 +227,26 @@ def test_registry_refusals_name_the_problem():
     with pytest.raises(ValueError, match="model name 'mlp' registered twice"):
         register_model("mlp")(lambda input_shape, num_outputs: nn.Identity())
     assert describe("mlp").builder.__name__ == "mlp"
+
+
+def test_numpy_ints_are_sizes_and_counts_as_python_ints_are():
+    """A grid's np.int64 width or class count was refused: "option 'width' must be a positive
+    integer, got np.int64(8)"."""
+    model = build_model("jastrzebski-mlp", (4,), np.int64(3), width=np.int64(8),
+                        depth=torch.tensor(2))
+    twin = build_model("jastrzebski-mlp", (4,), 3, width=8, depth=2)
+    assert [p.shape for p in model.parameters()] == [p.shape for p in twin.parameters()]
+    assert build_model("mlp", (4,), 2, widths=[np.int32(5)]).net[1].out_features == 5
+
+
+@pytest.mark.parametrize("bad", [True, 8.0, "8", np.float64(8.0)])
+def test_a_size_option_that_is_no_int_is_named_with_the_option(bad):
+    with pytest.raises(UserError, match=re.escape(
+            f"option 'width' must be an int >= 1, got {bad!r}")):
+        build_model("jastrzebski-mlp", (4,), 3, width=bad)
+    with pytest.raises(UserError, match=re.escape(
+            f"option 'widths[1]' must be an int >= 1, got {bad!r}")):
+        build_model("mlp", (4,), 2, widths=[3, bad])
 
 
 def test_count_parameters_leaves_out_frozen_ones_unless_asked():

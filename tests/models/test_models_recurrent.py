@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -171,6 +173,18 @@ def test_bad_inputs_are_named():
         build_model("ptb-lstm", (8,), 10, hidden=4, impl="cudnn")
     with pytest.raises(UserError, match="init_scale"):
         build_model("ptb-lstm", (8,), 10, hidden=4, init_scale=0)
+    # inf drew every weight from U(-inf, inf); numpy's float (a grid's value) was refused
+    for name in ("ptb-lstm", "char-lstm-autograd"):
+        for bad in (math.inf, True, "0.1"):
+            with pytest.raises(UserError, match=re.escape(
+                    f"option 'init_scale' must be a finite number > 0, got {bad!r}")):
+                build_model(name, (8,), 10, hidden=4, init_scale=bad)
+        built = []
+        for scale in (np.float32(0.5), 0.5):
+            torch.manual_seed(0)
+            built.append(build_model(name, (8,), 10, hidden=4, init_scale=scale))
+        assert all(torch.equal(a, b) for a, b in zip(built[0].parameters(),
+                                                    built[1].parameters()))
     with pytest.raises(UserError, match="vocabulary"):
         build_model("char-lstm-autograd", (8,), 1)
 
