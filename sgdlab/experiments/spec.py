@@ -103,8 +103,9 @@ from typing import Any
 import yaml
 
 from sgdlab.errors import (SEED_LIMIT, ConfigError, check_config_kind, check_keys,
-                           check_not_empty, did_you_mean, name_spelling, not_a_config_file,
-                           read_config_text, registered_spelling)
+                           check_not_empty, did_you_mean, int_at_least, name_spelling,
+                           not_a_config_file, read_config_text, refused_value,
+                           registered_spelling)
 from sgdlab.yaml_loaders import exponent_floats, strict_yaml_loader, yaml_problem
 
 SCALES = ("smoke", "cpu", "paper")
@@ -564,8 +565,9 @@ def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:
         raise ConfigError(f"{source}: name {raw['name']!r} must be lower-case letters, digits "
                           "and dashes")
     version = raw["version"]
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ConfigError(f"{source}: version must be a positive integer")
+    if not int_at_least(version, 1):
+        raise ConfigError(f"{source}: version must be a positive integer, "
+                          f"{refused_value(version)}")
     _check_keys(f"{source}.paper", raw["paper"], _PAPER_KEYS)
     for k in ("author", "year", "figure"):
         if k not in raw["paper"]:
@@ -592,7 +594,7 @@ def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:
         if "wall_minutes" in (ov or {}) and (isinstance(minutes, bool) or not isinstance(
                 minutes, (int, float)) or not minutes > 0):
             raise ConfigError(f"{where}.wall_minutes: expected the measured wall time in "
-                              f"minutes, a number > 0, got {minutes!r}")
+                              f"minutes, a number > 0, {refused_value(minutes)}")
         reason = (ov or {}).get("outside_regime")
         if "outside_regime" in (ov or {}) and not (isinstance(reason, str) and reason.strip()):
             raise ConfigError(f"{where}.outside_regime: expected one sentence saying why the "
@@ -754,7 +756,7 @@ def _check_resources(where: str, sec: dict[str, Any]) -> None:
         low = 0 if k == "gpus_per_run" else 1e-9
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= low:
             raise ConfigError(f"{where}.resources.{k}: expected a number "
-                              f"{'>= 0' if low == 0 else '> 0'}, got {v!r}")
+                              f"{'>= 0' if low == 0 else '> 0'}, {refused_value(v)}")
 
 
 def _check_run_lists(where: str, sec: dict[str, Any]) -> None:

@@ -155,7 +155,8 @@ def test_expand_keys_and_scale_override(tmp_path):
     (lambda r: r.update(runs=[{"label": "a"}, {"label": "a"}]), "duplicate label 'a'"),
     (lambda r: r.update(grid={"x": []}), "grid.x: expected a non-empty list of values"),
     (lambda r: r.update(seeds=[2**32]), "seeds: 4294967296 is outside 0"),
-    (lambda r: r.update(version=0), "version must be a positive integer"),
+    (lambda r: r.update(version=0), "version must be a positive integer, got 0"),
+    (lambda r: r.update(version=True), "version must be a positive integer, not a bool"),
     (lambda r: r["paper"].pop("figure"), "paper: missing required key 'figure'"),
     (lambda r: r["paper"].update(quote="a passage"), "'quote' and 'where' go together"),
     (lambda r: r["scales"].update(cpu={"outside_regime": "  "}),
@@ -1358,6 +1359,18 @@ def test_a_scales_wall_time_is_a_positive_number_and_leaves_the_runs_alone():
         with pytest.raises(ConfigError, match="cpu.wall_minutes: expected the measured wall "
                                               "time in minutes, a number > 0"):
             resolve(_raw(scales={"cpu": {"wall_minutes": bad}}), "cpu")
+    # a bool is named as one: "a number > 0, got True" read as if True were no number
+    with pytest.raises(ConfigError, match=r"a number > 0, not a bool \(True\)$"):
+        resolve(_raw(scales={"cpu": {"wall_minutes": True}}), "cpu")
+
+
+@pytest.mark.parametrize("key, bad, says", [
+    ("cpus_per_run", True, "expected a number > 0, not a bool (True)"),
+    ("gpus_per_run", False, "expected a number >= 0, not a bool (False)"),
+    ("cpus_per_run", "2", "expected a number > 0, got '2'")])
+def test_a_resource_that_is_no_number_is_named(key, bad, says):
+    with pytest.raises(ConfigError, match=re.escape(f"resources.{key}: {says}")):
+        resolve(_raw(resources={key: bad}), "smoke")
 
 
 def test_a_reports_environment_lists_the_runs_differing_values_numbers_by_size(tmp_path):

@@ -777,6 +777,8 @@ def test_fidelity_scopes_the_refresh_of_sigma_to_the_entries_that_do_it():
 
 @pytest.mark.parametrize("params,match", [
     ({"lr": "fast"}, "lr must be a number, got 'fast'"),
+    ({"lr": True}, r"lr must be a number, not a bool \(True\)"),
+    ({"iterations": False}, r"iterations must be an integer, not a bool \(False\)"),
     ({"iterations": 40.5}, "iterations must be an integer"),
     ({"iterations": -40}, "iterations must be an integer >= 1"),
     ({"trajectories": -1}, "trajectories must be an int >= 0"),

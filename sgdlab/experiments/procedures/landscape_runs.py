@@ -5,7 +5,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from sgdlab.errors import ConfigError, checked_int, did_you_mean
+from sgdlab.errors import ConfigError, checked_int, did_you_mean, refused_value
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import (Procedure, RunOutput, register_analysis,
                                            register_procedure)
@@ -73,7 +73,7 @@ class EscapeProcedure(Procedure):
             if number and (isinstance(v, bool) or not isinstance(v, (int, float))
                            or (isinstance(default, int) and isinstance(v, float))):
                 kind = "an integer" if isinstance(default, int) else "a number"
-                raise ConfigError(f"{where}: {k} must be {kind}, got {v!r}")
+                raise ConfigError(f"{where}: {k} must be {kind}, {refused_value(v)}")
         try:
             EscapeConfig(**fields).validate()
         except UserError as e:
