@@ -8,12 +8,12 @@ interchangeable (``fashion-mnist`` == ``fashion_mnist``).
 from __future__ import annotations
 
 import inspect
-import numbers
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError, did_you_mean, is_seed, warn
+from ..errors import (UserError, did_you_mean, int_at_least, is_seed, plain_int, refused_value,
+                      warn)
 from .base import Dataset
 
 Loader = Callable[..., Dataset]
@@ -161,10 +161,10 @@ def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None
     if label_noise:
         from .transforms import with_label_noise
 
-        if (not isinstance(label_noise, numbers.Integral) or isinstance(label_noise, bool)
-                or label_noise < 0):
+        label_noise = plain_int(label_noise)
+        if not int_at_least(label_noise, 0):
             raise UserError(f"option 'label_noise' is a number of training examples to "
-                            f"mislabel (an integer >= 0), got {label_noise!r}")
+                            f"mislabel (an integer >= 0), {refused_value(label_noise)}")
 
         ds = with_label_noise(ds, label_noise, seed)
     if augment is not None:

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..errors import UserError
+from ..errors import UserError, int_at_least, plain_int, refused_value
 from .mlp import MLP
 from .registry import (activation, check_positive, check_prob, flat_size, image_shape,
                        register_model)
@@ -174,8 +174,10 @@ def musso_vgg16(input_shape, num_outputs, *, weights: str | None = None, stages:
                 batchnorm: bool = False) -> nn.Module:
     width = check_positive("width", width)
     classifier_width = check_positive("classifier_width", classifier_width)
-    if stages not in range(1, 6) or isinstance(stages, bool):
-        raise UserError(f"option 'stages' must be 1..5 (VGG16 has five), got {stages!r}")
+    stages = plain_int(stages)
+    # not `in range(1, 6)`: 2.0 and True are in it
+    if not (int_at_least(stages, 1) and stages <= 5):
+        raise UserError(f"option 'stages' must be 1..5 (VGG16 has five), {refused_value(stages)}")
     check_prob("dropout", dropout)
     model = TorchvisionVGG16(image_shape("musso-vgg16", input_shape), num_outputs,
                              stages=stages, width=width, classifier_width=classifier_width,

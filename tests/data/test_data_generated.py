@@ -263,6 +263,9 @@ def test_a_negative_label_noise_is_named_as_the_option_it_is():
     with pytest.raises(UserError, match=r"option 'label_noise' is a number of training "
                                         r"examples to mislabel \(an integer >= 0\), got -3"):
         load_dataset("cubic", label_noise=-3)
+    # True, an int to Python, was refused as "got True", as if it were no number at all
+    with pytest.raises(UserError, match=r"to mislabel \(an integer >= 0\), not a bool \(True\)$"):
+        load_dataset("digits", label_noise=True)
 
 
 def test_mnist1d_cache_entries_are_kept_apart_by_seed_split_and_shuffle(tmp_path, monkeypatch):

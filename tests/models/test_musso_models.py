@@ -1,6 +1,8 @@
 """Musso 2020, Appendix B: Models 1-3 layer by layer, with the parameter counts they imply."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -116,6 +118,11 @@ def test_small_vgg16_family_member():
     assert m(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
     with pytest.raises(UserError, match="stages"):
         build_model("musso-vgg16", (1, 8, 8), 10, stages=6)
+    # 2.0 was taken (it is in range(1, 6)); True was refused as "got True"
+    for bad, says in ((2.0, "got 2.0"), (True, "not a bool (True)")):
+        with pytest.raises(UserError, match=re.escape(
+                f"option 'stages' must be 1..5 (VGG16 has five), {says}")):
+            build_model("musso-vgg16", (1, 8, 8), 10, stages=bad, width=8)
 
 
 def test_model3_has_torchvisions_initialisation():
