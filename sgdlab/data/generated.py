@@ -6,7 +6,7 @@ import random
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, refused_value
 from ._common import check_int, make_classification
 from .base import Dataset
 from .cache import cache_key, cached_arrays
@@ -89,7 +89,7 @@ def check_mnist1d_options(*, num_samples: int, train_split: float, **_: object) 
                         f"num_samples // 10 sequences per class), got {num_samples}")
     if (isinstance(train_split, bool) or not isinstance(train_split, (int, float))
             or not 0.0 < float(train_split) < 1.0):
-        raise UserError(f"option 'train_split' must be in (0, 1), got {train_split!r}")
+        raise UserError(f"option 'train_split' must be in (0, 1), {refused_value(train_split)}")
     if int(num_samples * float(train_split)) == 0:  # the generator's split (train_split < 1
         # always leaves a test sequence)
         raise UserError(f"option 'train_split'={train_split!r} of {num_samples} sequences "

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import UserError, checked_float, forward_mode_loaded
+from sgdlab.errors import UserError, checked_float, forward_mode_loaded, refused_value
 
 
 class Landscape(ABC):
@@ -311,7 +311,7 @@ def check_count(name: str, value: int, minimum: int = 0) -> int:
     tensor, or a float such as 4.0), else a ``UserError`` naming it."""
     v = _whole_number(value)
     if v is None or v < minimum:
-        raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise UserError(f"{name} must be an integer >= {minimum}, {refused_value(value)}")
     return v
 
 

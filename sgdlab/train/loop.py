@@ -105,7 +105,7 @@ from torch import Tensor, nn
 from ..accuracy import argmax_hits, perplexity_tokens
 from ..data.augment import batch_augmentation
 from ..errors import (UserError, checked_float, checked_int, int_at_least, is_seed, not_a_seed,
-                      plain_int, warn)
+                      plain_int, refused_value, warn)
 from ..loss_settings import loss_name, loss_reduction, torch_loss_class
 from ..measure.batch_norm import recompute_bn_statistics
 from ..models.modes import eval_mode
@@ -580,8 +580,8 @@ class _Training:
                 isinstance(checkpoint_seconds, bool)
                 or not isinstance(checkpoint_seconds, (int, float))
                 or not checkpoint_seconds >= 0):
-            raise UserError(f"checkpoint_seconds must be a number >= 0, got "
-                            f"{checkpoint_seconds!r}")
+            raise UserError(f"checkpoint_seconds must be a number >= 0, "
+                            f"{refused_value(checkpoint_seconds)}")
         self.checkpoint_seconds = checkpoint_seconds
         self.saved_time = time.monotonic()   # of the last checkpoint written (or the start)
         clip_grad_norm = checked_float("clip_grad_norm", clip_grad_norm, 0.0, " (or None)",

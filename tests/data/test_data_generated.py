@@ -294,6 +294,8 @@ def test_generated_sizes_that_have_no_data_are_refused():
     for split in (0.0, 1.0):                 # 1.0 left no test sequence
         with pytest.raises(UserError, match=rf"'train_split' must be in \(0, 1\), got {split}"):
             load_dataset("mnist1d", num_samples=20, train_split=split, cache=False)
+    with pytest.raises(UserError, match=r"'train_split' must be in \(0, 1\), not a bool \(True\)"):
+        load_dataset("mnist1d", num_samples=20, train_split=True, cache=False)
 
 
 def test_generic_options_are_the_documented_transforms_in_order_seeded_by_the_seed():

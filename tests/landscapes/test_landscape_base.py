@@ -134,6 +134,17 @@ def test_check_positive_refuses_a_bool_or_a_string(value):
         check_positive("dt", value)
 
 
+def test_check_count_names_a_bool_as_one():
+    from sgdlab.landscapes.base import check_count
+
+    # "steps must be an integer >= 1, got True" read as if True were no integer
+    with pytest.raises(UserError, match=re.escape(
+            "steps must be an integer >= 1, not a bool (True)")):
+        check_count("steps", True, 1)
+    with pytest.raises(UserError, match=re.escape("steps must be an integer >= 1, got 2.5")):
+        check_count("steps", 2.5, 1)
+
+
 def test_the_psd_check_allows_round_off_of_64_d_eps_relative_to_the_largest_eigenvalue():
     """psd_tolerances: λ_min ≥ −64 d eps max|λ| passes (d = 3: −192 eps), below is refused."""
     from sgdlab.landscapes.base import check_psd_matrix

@@ -363,6 +363,9 @@ def test_checkpoint_seconds_writes_a_checkpoint_only_that_long_after_the_last(
                                                                         flat(m_timed))
     with pytest.raises(UserError, match="checkpoint_seconds must be a number >= 0, got -1"):
         run(checkpoint_dir=tmp_path / "c", checkpoint_seconds=-1)
+    with pytest.raises(UserError, match=re.escape(
+            "checkpoint_seconds must be a number >= 0, not a bool (True)")):
+        run(checkpoint_dir=tmp_path / "c", checkpoint_seconds=True)
 
 
 def test_divergence_stops_cleanly_and_is_recorded(tmp_path):
