@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticCustomError
 
-from ..errors import config_error, did_you_mean, join, unknown_key
+from ..errors import config_error, did_you_mean, join, refused_value, unknown_key
 
 
 class Section(BaseModel):
@@ -112,7 +112,7 @@ def message(err: dict[str, Any], model: type[Section], path: str = "") -> str:
     if kind in _TYPE_WORDS:
         if isinstance(value, bool) and kind in _NUMBER_TYPES:
             # the number it would be in Python is the value the rule refuses: say which rule
-            return f"{where}: must be {_TYPE_WORDS[kind]}, not a bool ({value})"
+            return f"{where}: must be {_TYPE_WORDS[kind]}, {refused_value(value)}"
         return f"{where}: must be {_TYPE_WORDS[kind]}, got {describe_value(value)}"
     if kind == "finite_number":
         return f"{where}: must be a finite number, got {describe_value(value)}"
