@@ -294,7 +294,7 @@ def seeded_generator(seed: int) -> torch.Generator:
     ``manual_seed`` with "expected a long"); a ``UserError`` naming it otherwise."""
     value = _whole_number(seed)
     if value is None:
-        raise UserError(f"seed must be an integer, got {seed!r}")
+        raise UserError(f"seed must be an integer, {refused_value(seed)}")
     return torch.Generator().manual_seed(value)
 
 

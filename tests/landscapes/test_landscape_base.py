@@ -187,8 +187,8 @@ def test_autograd_grad_is_differentiable_so_a_simulation_has_its_pathwise_deriva
 def test_a_fractional_seed_or_an_integer_dtype_is_named(make):
     """seed=1.5 failed in manual_seed ("expected a long"), dtype=torch.int64 in randn
     ("normal_kernel_cpu" not implemented); a whole float seed is that integer's draw."""
-    for seed in (1.5, "1", True):
-        with pytest.raises(UserError, match="seed must be an integer"):
+    for seed, said in ((1.5, "got 1.5"), ("1", "got '1'"), (True, r"not a bool \(True\)")):
+        with pytest.raises(UserError, match=f"seed must be an integer, {said}"):
             make(seed=seed)
     with pytest.raises(UserError, match="dtype must be a floating torch.dtype"):
         make(dtype=torch.int64)
