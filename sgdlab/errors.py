@@ -47,7 +47,10 @@ def refused_value(value: object) -> str:
     """How a message ends that refuses ``value`` where a number is wanted: ``not a bool
     (True)`` for a bool, which Python takes for the int 1 (the rule it would pass is not
     what refuses it), else ``got <repr>``."""
-    return f"not a bool ({value})" if isinstance(value, bool) else f"got {value!r}"
+    import numpy as np
+
+    return (f"not a bool ({bool(value)})" if isinstance(value, (bool, np.bool_))
+            else f"got {value!r}")
 
 
 def int_at_least(v: object, low: int) -> bool:
@@ -108,11 +111,12 @@ def checked_int(name: str, v: object, low: int, what: str = "", *, optional: boo
                 error: type[UserError] = UserError) -> int | None:
     """``v`` as a Python int (:func:`plain_int`: numpy's and torch's ints are counts too) when
     it is an int >= ``low`` (not a bool), or None when it is None and ``optional``; else an
-    ``error`` "<name> must be an int >= <low><what>, got <v>" (``what`` says more: " (steps)")."""
+    ``error`` "<name> must be an int >= <low><what>, got <v>" (``what`` says more: " (steps)";
+    a bool: :func:`refused_value`)."""
     v = plain_int(v)
     if (v is None and optional) or int_at_least(v, low):
         return v
-    raise error(f"{name} must be an int >= {low}{what}, got {v!r}")
+    raise error(f"{name} must be an int >= {low}{what}, {refused_value(v)}")
 
 
 def checked_int_argument(name: str, v: object, low: int, what: str = "", *,
@@ -145,14 +149,14 @@ def checked_float(name: str, v: object, low: float | None = 0.0, what: str = "",
     when it is a finite number >= ``low`` (> ``low`` when ``strict``; any finite number when
     ``low`` is None; never a bool, NaN or inf), or None when it is None and ``optional``; else
     an ``error`` "<name> must be a finite number >= <low><what>, got <v>" (``what`` says
-    more: " (the noise scale)")."""
+    more: " (the noise scale)"; a bool: :func:`refused_value`)."""
     v = plain_float(v)
     if v is None and optional:
         return None
     if finite_number(v) and (low is None or (v > low if strict else v >= low)):
         return float(v)
     bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
-    raise error(f"{name} must be a finite number{bound}{what}, got {v!r}")
+    raise error(f"{name} must be a finite number{bound}{what}, {refused_value(v)}")
 
 
 def checked_float_argument(name: str, v: object, low: float, what: str = "", *,

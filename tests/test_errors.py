@@ -190,9 +190,10 @@ def test_a_checked_int_is_a_plain_int_at_or_above_its_bound_and_never_a_bool():
     for v in (3, np.int64(3), torch.tensor(3)):
         assert type(checked_int("n", v, 3)) is int and checked_int("n", v, 3) == 3
     assert checked_int("n", None, 1, optional=True) is None
-    for v, got in ((2, "2"), (np.int64(2), "2"), (True, "True"), (np.True_, "np.True_"),
-                   (3.0, "3.0"), ("3", "'3'"), (None, "None")):
-        with pytest.raises(UserError, match=re.escape(f"n must be an int >= 3, got {got}")):
+    for v, said in ((2, "got 2"), (np.int64(2), "got 2"), (True, "not a bool (True)"),
+                    (np.True_, "not a bool (True)"), (3.0, "got 3.0"), ("3", "got '3'"),
+                    (None, "got None")):
+        with pytest.raises(UserError, match=re.escape(f"n must be an int >= 3, {said}")):
             checked_int("n", v, 3)
     with pytest.raises(ConfigError, match=re.escape("n must be an int >= 1 (steps), got 0")):
         checked_int("n", 0, 1, " (steps)", optional=True, error=ConfigError)
@@ -221,10 +222,11 @@ def test_a_checked_float_is_a_finite_plain_float_at_or_above_its_bound_and_never
         assert type(checked_float("c", v)) is float and checked_float("c", v) == 0.0
     assert checked_float("c", np.float32(0.25)) == 0.25
     assert checked_float("c", None, optional=True) is None
-    for v, got in ((-1e-300, "-1e-300"), (np.float32(-0.5), "-0.5"), (True, "True"),
-                   (np.True_, "np.True_"), ("1", "'1'"), (float("nan"), "nan"),
-                   (float("inf"), "inf"), (np.float64("inf"), "np.float64(inf)"), (None, "None")):
-        says = f"c must be a finite number >= 0, got {got}"
+    for v, said in ((-1e-300, "got -1e-300"), (np.float32(-0.5), "got -0.5"),
+                    (True, "not a bool (True)"), (np.True_, "not a bool (True)"),
+                    ("1", "got '1'"), (float("nan"), "got nan"), (float("inf"), "got inf"),
+                    (np.float64("inf"), "got np.float64(inf)"), (None, "got None")):
+        says = f"c must be a finite number >= 0, {said}"
         with pytest.raises(UserError, match=re.escape(says)):
             checked_float("c", v)
     # strict: the bound itself is refused, just above it taken
@@ -237,8 +239,9 @@ def test_a_checked_float_is_a_finite_plain_float_at_or_above_its_bound_and_never
         checked_float("x", 1.49, low=1.5)
     # no bound: any finite number
     assert checked_float("u", -1e300, low=None) == -1e300
-    for v in (float("-inf"), float("nan"), False):
-        with pytest.raises(UserError, match=re.escape(f"u must be a finite number, got {v!r}")):
+    for v, said in ((float("-inf"), "got -inf"), (float("nan"), "got nan"),
+                    (False, "not a bool (False)")):
+        with pytest.raises(UserError, match=re.escape(f"u must be a finite number, {said}")):
             checked_float("u", v, low=None)
 
 

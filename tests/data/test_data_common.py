@@ -1,6 +1,8 @@
 """The loaders' shared pieces (sgdlab/data/_common.py): the data_dir check, subset sizes."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -209,7 +211,8 @@ def test_unit_scaling_divides_both_splits_by_the_largest_pixel_value():
 
 def test_sizes_must_be_integers_not_booleans():
     # True is an int to Python: a subset of True examples was one example
-    with pytest.raises(UserError, match="option 'n_train' must be an int >= 1, got True"):
+    with pytest.raises(UserError, match=re.escape(
+            "option 'n_train' must be an int >= 1, not a bool (True)")):
         seeded_indices(np.zeros(4), True, 0, balanced=False, what="n_train")
     assert len(seeded_indices(np.zeros(4), 1, 0, balanced=False)) == 1    # the minimum is valid
 

@@ -646,14 +646,14 @@ def test_train_procedure_checks_measure_and_optimizer_like_run_configs(change, n
 
 @pytest.mark.parametrize("change,needle", [
     # true is an int to isinstance: validated, then refused by the loop once the run started
-    ({"epochs": True}, "x: epochs must be an int >= 1, got True"),
+    ({"epochs": True}, "x: epochs must be an int >= 1, not a bool (True)"),
     ({"epochs": 0}, "x: epochs must be an int >= 1, got 0"),
     ({"eval_every": "two"}, "x: eval_every must be an int >= 0, got 'two'"),
     ({"eval_every": -2}, "x: eval_every must be an int >= 0, got -2"),
     ({"eval_every_steps": 0}, "x: eval_every_steps must be an int >= 1, got 0"),
     ({"max_steps": 2.5}, "x: max_steps must be an int >= 0, got 2.5"),
     ({"eval_subset": 0}, "x: eval_subset must be an int >= 1, got 0"),
-    ({"data_seed": True}, "x: data_seed must be an int >= 0, got True"),
+    ({"data_seed": True}, "x: data_seed must be an int >= 0, not a bool (True)"),
     ({"batch_size": True}, "x: batch_size must be a positive integer, 'full' or a schedule "
                            "mapping, not a bool (True)"),
     ({"batch_size": 0}, "x: batch_size must be a positive integer, 'full' or a schedule "

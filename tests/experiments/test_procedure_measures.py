@@ -35,7 +35,8 @@ from sgdlab.experiments.procedures.measures import (compute_final, compute_scala
      r"default\), got 30.0$"),
     ({"kind": "hessian_frobenius", "every": 5, "probes": 10.0}, False,
      r"^f: measurement 'hessian_frobenius': probes must be an int >= 1, got 10.0$"),
-    ({"kind": "hessian_trace", "probes": True}, True, r"probes must be an int >= 1, got True"),
+    ({"kind": "hessian_trace", "probes": True}, True,
+     r"probes must be an int >= 1, not a bool \(True\)"),
     ({"kind": "expected_sharpness", "num_samples": 0}, True,
      r"num_samples must be an int >= 1, got 0"),
     # trajectory_spectrum is given its item's keys, and failed on these once trained

@@ -129,8 +129,8 @@ def test_check_positive_refuses_zero_and_non_finite_values(value):
 @pytest.mark.parametrize("value", [True, "0.1"])
 def test_check_positive_refuses_a_bool_or_a_string(value):
     # float() took them: True was a step of 1, "0.1" a step of 0.1
-    with pytest.raises(UserError, match=re.escape(f"dt must be a finite number > 0, got "
-                                                  f"{value!r}")):
+    said = "not a bool (True)" if value is True else f"got {value!r}"
+    with pytest.raises(UserError, match=re.escape(f"dt must be a finite number > 0, {said}")):
         check_positive("dt", value)
 
 

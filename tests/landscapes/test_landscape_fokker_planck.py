@@ -131,7 +131,7 @@ def test_bad_input_is_refused_with_the_problem_named():
     with pytest.raises(UserError, match="times must be increasing"):
         fokker_planck(r0, x, b, 0.1, 1.0, times=[0.5, 0.2])
     # a bool and a string are no diffusion or time (float() read True as 1 and "2" as 2)
-    for d, t, says in ((True, 1.0, "diffusion must be a finite number >= 0, got True"),
+    for d, t, says in ((True, 1.0, "diffusion must be a finite number >= 0, not a bool (True)"),
                        (0.1, "2", "t must be a finite number >= 0, got '2'")):
         with pytest.raises(UserError, match=re.escape(says)):
             fokker_planck(r0, x, b, d, t)

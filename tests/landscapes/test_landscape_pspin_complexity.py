@@ -73,7 +73,7 @@ def test_ground_state_energy_is_the_zero_of_the_minima_complexity():
 def test_a_level_or_field_is_a_finite_number_not_a_bool_or_string():
     """float() read True as 1 and "0.5" as 0.5; numpy's floats are the numbers they hold."""
     assert complexity(np.float32(-1.75), 3, 0) == complexity(-1.75, 3, 0)
-    for bad, says in (((True, 3, 0), "u must be a finite number, got True"),
+    for bad, says in (((True, 3, 0), "u must be a finite number, not a bool (True)"),
                       (("-1.75", 3, 0), "u must be a finite number, got '-1.75'"),
                       ((math.nan, 3, 0), "u must be a finite number, got nan")):
         with pytest.raises(UserError, match=f"^{re.escape(says)}$"):

@@ -560,10 +560,10 @@ def test_escape_config_takes_whole_float_counts_as_ints():
 
 @pytest.mark.parametrize("field, value, match", [
     ("lr", "0.1", "lr must be a finite number > 0, got '0.1'"),
-    ("lr", True, "lr must be a finite number > 0, got True"),
+    ("lr", True, "lr must be a finite number > 0, not a bool (True)"),
     ("const_sigma", "2", "const_sigma must be a finite number >= 0, got '2'"),
     ("sharpness_sigma", None, "sharpness_sigma must be a finite number >= 0, got None"),
-    ("noise_trace", False, "noise_trace must be a finite number >= 0, got False"),
+    ("noise_trace", False, "noise_trace must be a finite number >= 0, not a bool (False)"),
     ("record_trajectory", "no", "record_trajectory must be true or false"),
 ])
 def test_escape_config_refuses_a_non_number_by_name(field, value, match):

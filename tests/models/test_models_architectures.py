@@ -217,7 +217,8 @@ def test_a_model_of_ones_own_registers_by_name_alone():
 def test_registry_refusals_name_the_problem():
     with pytest.raises(UserError, match=r"positive sizes, got \(0, 4\)"):
         build_model("mlp", (0, 4), 2)
-    with pytest.raises(UserError, match="num_outputs must be an int >= 1, got True"):
+    with pytest.raises(UserError,
+                       match=re.escape("num_outputs must be an int >= 1, not a bool (True)")):
         build_model("mlp", (4,), True)
     for p in (1.0, -0.1):
         with pytest.raises(UserError, match=r"'dropout' must be a probability in \[0, 1\)"):
@@ -241,11 +242,12 @@ def test_numpy_ints_are_sizes_and_counts_as_python_ints_are():
 
 @pytest.mark.parametrize("bad", [True, 8.0, "8", np.float64(8.0)])
 def test_a_size_option_that_is_no_int_is_named_with_the_option(bad):
+    said = "not a bool (True)" if bad is True else f"got {bad!r}"
     with pytest.raises(UserError, match=re.escape(
-            f"option 'width' must be an int >= 1, got {bad!r}")):
+            f"option 'width' must be an int >= 1, {said}")):
         build_model("jastrzebski-mlp", (4,), 3, width=bad)
     with pytest.raises(UserError, match=re.escape(
-            f"option 'widths[1]' must be an int >= 1, got {bad!r}")):
+            f"option 'widths[1]' must be an int >= 1, {said}")):
         build_model("mlp", (4,), 2, widths=[3, bad])
 
 

@@ -371,9 +371,10 @@ def test_config_from_dict():
     (dict(rounds=1, eval_subset="x"), "eval_subset must be an int >= 1, got 'x'"),
     (dict(rounds=1, eval_subset=0), "eval_subset must be an int >= 1, got 0"),
     # True was 1 round, 1 gradient evaluation, a checkpoint every round
-    (dict(rounds=True), "rounds must be an int >= 0, got True"),
-    (dict(grad_evals=True), "grad_evals must be an int >= 1, got True"),
-    (dict(rounds=1, checkpoint_every=True), "checkpoint_every must be an int >= 1, got True")])
+    (dict(rounds=True), "rounds must be an int >= 0, not a bool (True)"),
+    (dict(grad_evals=True), "grad_evals must be an int >= 1, not a bool (True)"),
+    (dict(rounds=1, checkpoint_every=True),
+     "checkpoint_every must be an int >= 1, not a bool (True)")])
 def test_a_length_or_evaluation_of_the_wrong_type_is_a_config_error(kw, message):
     # values read from a replica config's YAML: a TypeError of a comparison before
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -1312,7 +1313,8 @@ def test_a_loss_that_does_not_reach_the_parameters_is_named():
 @pytest.mark.parametrize("key", ["replicas", "batch_size"])
 def test_parle_config_refuses_a_bool_count(key):
     # True was 1 replica, a batch of 1
-    with pytest.raises(ConfigError, match=re.escape(f"{key} must be an int >= 1, got True")):
+    with pytest.raises(ConfigError,
+                       match=re.escape(f"{key} must be an int >= 1, not a bool (True)")):
         ParleConfig(**{key: True})
 
 

@@ -113,9 +113,9 @@ def test_numpy_and_torch_ints_are_counts_and_seeds_as_python_ints_are():
 
 
 @pytest.mark.parametrize("option, value, says", [
-    ("epochs", True, "epochs must be an int >= 0, got True"),
+    ("epochs", True, "epochs must be an int >= 0, not a bool (True)"),
     ("batch_size", True, "batch_size must be an int >= 1, "),
-    ("max_steps", np.True_, "max_steps must be an int >= 0, got np.True_"),
+    ("max_steps", np.True_, "max_steps must be an int >= 0, not a bool (True)"),
     ("seed", True, "seed must be an int in 0..2**32 - 1 (as a run config's seed), not a bool "
                    "(True)"),
     ("seed", -1, "seed must be an int in 0..2**32 - 1 (as a run config's seed), got -1"),
