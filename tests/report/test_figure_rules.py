@@ -63,6 +63,17 @@ def test_a_log_axis_over_less_than_a_decade_reads_plain_numbers():
     plt.close(fig)
 
 
+def test_a_log_axis_over_a_few_millionths_gives_each_tick_its_own_label():
+    """musso-protocols-model2's smoke loss, 2.308497 to 2.308501: six digits read 2.3085 at
+    every tick."""
+    fig = curves({"a": ([0, 1], [2.3085010, 2.3084965], None)}, xlabel="x", ylabel="loss",
+                 logy=True)
+    labels = _tick_texts(fig.axes[0])
+    assert fig.axes[0].get_yscale() == "log" and len(labels) >= 2, labels
+    assert len(set(labels)) == len(labels) and "2.308497" in labels, labels
+    plt.close(fig)
+
+
 def test_spectrum_leaves_exact_zeros_out_of_the_log_axis_and_counts_them():
     fig = eigenspectrum_figure({"H": [2.0, 0.5, -0.1, 0.0, 0.0]})
     ax = fig.axes[0]

@@ -3,7 +3,7 @@
 A log axis silently drops values ≤ 0 (and NaN/inf): :func:`log_scale` sets one only when all
 the finite values it is given are positive. Over less than two decades matplotlib labels minor
 ticks in the form 2.3 × 10⁰ (under one decade, only those); such an axis gets plain-number
-labels instead. A finite value with no finite neighbour is drawn with a marker
+labels instead, each its own (as many digits as tell them apart). A finite value with no finite neighbour is drawn with a marker
 (:func:`isolated`): a line alone does not show it. A step axis over several decades that
 starts at step 0 is a symmetric log axis (:func:`log_steps`), which keeps the 0. A recorded
 series is labelled on an axis by :func:`metric_label`, in the CLI's and the catalogue's figures
@@ -117,9 +117,11 @@ def quantity_label(names: Iterable[str]) -> str:
 
 
 class PlainLogFormatter(ticker.Formatter):
-    """Tick labels as plain numbers (``%.6g``); of more than ``MAX_LABELS`` ticks in view only
-    those at 1, 2, 3, 5 or 7 times a power of ten are labelled (1, 2 or 5 over a decade or more;
-    every k-th one when fewer than two qualify), so that labels do not overlap."""
+    """Tick labels as plain numbers (``%.6g``, more digits where six give two labelled ticks
+    one label: a loss of 2.308497 to 2.308501 read 2.3085 at every tick); of more than
+    ``MAX_LABELS`` ticks in view only those at 1, 2, 3, 5 or 7 times a power of ten are
+    labelled (1, 2 or 5 over a decade or more; every k-th one when fewer than two qualify), so
+    that labels do not overlap."""
 
     def __init__(self):
         self._ticks: list[float] = []
@@ -130,6 +132,7 @@ class PlainLogFormatter(ticker.Formatter):
     def __call__(self, x, pos=None):
         lo, hi = sorted(self.axis.get_view_interval())
         locs = [v for v in self._ticks if lo <= v <= hi]
+        keep = locs
         if len(locs) > MAX_LABELS:
             # under a decade, 7 too: 2, 3, 5 left the top two fifths of a 2-9 axis unlabelled
             mantissas = (1, 2, 5) if lo > 0 and hi >= 10 * lo else (1, 2, 3, 5, 7)
@@ -139,7 +142,15 @@ class PlainLogFormatter(ticker.Formatter):
                 keep = locs[::math.ceil(len(locs) / MAX_LABELS)]
             if not any(math.isclose(x, v, rel_tol=1e-9) for v in keep):
                 return ""
-        return f"{x:.6g}"
+        return f"{x:.{_distinct_digits(keep)}g}"
+
+
+def _distinct_digits(values: list[float]) -> int:
+    """The fewest significant digits, six at least, that give ``values`` distinct labels."""
+    for digits in range(6, 16):
+        if len({f"{v:.{digits}g}" for v in values}) == len(values):
+            return digits
+    return 16
 
 
 def log_scale(ax, values: Iterable[float], *, axis: str = "y") -> bool:
