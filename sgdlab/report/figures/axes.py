@@ -3,11 +3,11 @@
 A log axis silently drops values ≤ 0 (and NaN/inf): :func:`log_scale` sets one only when all
 the finite values it is given are positive. Over less than two decades matplotlib labels minor
 ticks in the form 2.3 × 10⁰ (under one decade, only those); such an axis gets plain-number
-labels instead, each its own (as many digits as tell them apart). A finite value with no finite neighbour is drawn with a marker
-(:func:`isolated`): a line alone does not show it. A step axis over several decades that
-starts at step 0 is a symmetric log axis (:func:`log_steps`), which keeps the 0. A recorded
-series is labelled on an axis by :func:`metric_label`, in the CLI's and the catalogue's figures
-alike.
+labels instead, each its own (as many digits as tell them apart). A finite value with no finite
+neighbour is drawn with a marker (:func:`isolated`): a line alone does not show it. A step axis
+over several decades that starts at step 0 is a symmetric log axis (:func:`log_steps`), which
+keeps the 0. A recorded series is labelled on an axis by :func:`metric_label`, in the CLI's and
+the catalogue's figures alike.
 """
 from __future__ import annotations
 
