@@ -234,6 +234,24 @@ def test_a_mean_curve_in_epochs_goes_on_past_a_first_seed_that_stopped_early():
     plt.close(fig)
 
 
+def test_the_catalogue_curves_and_bars_name_the_paper_of_the_figure_they_reproduce():
+    """"Fig. 4: test accuracy" left the reader to guess whose Fig. 4 it is."""
+    from sgdlab.experiments.procedures.common import continuation_curves, by_group
+
+    runs = [run("constant", 0, {}, {"test_acc": [(1, 0.5), (2, 0.6)]},
+                summary={"test_acc": 0.6})]
+    spec = SimpleNamespace(paper={"author": "Musso", "year": 2020, "figure": "Fig. 4"},
+                           options={"table": [], "curves": ["test_acc"], "bars": [
+                               {"name": "acc", "metrics": [["test_acc", "final"]]}]})
+    titles = [fig.axes[0].get_title() for _, fig in compare_groups(spec, runs).figures]
+    assert titles == ["Musso 2020, Fig. 4: test accuracy\nseed 0",
+                      "Musso 2020, Fig. 4: acc\nseed 0"]
+    (_, fig), = continuation_curves(spec, by_group(runs), ["test_acc"], xlabel="step",
+                                    marks=[])
+    assert fig.axes[0].get_title() == "Musso 2020, Fig. 4: test accuracy\nseed 0"
+    plt.close("all")
+
+
 def test_compare_groups_bars_are_the_seed_means_with_their_std_as_error_bars():
     def r(label, seed, best, final):
         return run(label, seed, {}, {"test_acc": [(1, final - 0.1), (2, best), (3, final)],

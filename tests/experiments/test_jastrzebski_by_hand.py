@@ -151,6 +151,10 @@ def test_the_entrys_grid_reports_the_training_loss_and_accuracy_without_a_claim(
     runs = [run(0.01, 100, 0.3), run(0.02, 100, 0.2), run(0.04, 100, 0.1)]
     spec = load_experiment("jastrzebski-ratio-grid", "cpu")
     res = ratio_grid(SimpleNamespace(paper=PAPER, options=spec.options), runs)
+    title = dict(res.figures)["curve_test_acc"].axes[0].get_title()
+    # whose Fig. 3; "(η, B)" kept on one line
+    assert title.replace("\n", " ").startswith(
+        "Jastrzebski 2018, Fig. 3: validation accuracy per (η,\u00a0B) ")
     plt.close("all")
     (t,) = res.tables
     assert t.columns[3:8] == ["Hessian λ_max", "Hessian ‖H‖_F", "validation accuracy",
@@ -180,6 +184,9 @@ def test_the_breakdown_draws_fig_5s_curves_of_every_beta_at_each_size():
     assert set(lines) == {f"n={n},beta={b}" for n in (100, 50) for b in (1, 2)}
     x, y = lines["n=50,beta=2"].get_data()
     assert list(x) == [0.0, 1.0, 2.0] and list(y) == pytest.approx([0.1, 0.7, 0.8])
+    # whose Fig. 5: the paper named in both titles
+    assert ax.get_title().startswith("Jastrzebski 2018, Fig. 5: ")
+    assert figs["breakdown"].axes[0].get_title() == "Jastrzebski 2018, Fig. 5: constant η/S"
     assert set(dict(breakdown(SimpleNamespace(paper=spec.paper, options={}), runs).figures)) \
         == {"breakdown"}
     plt.close("all")

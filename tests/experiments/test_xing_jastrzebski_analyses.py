@@ -223,7 +223,7 @@ def test_hessian_norm_names_the_eigenvalue_the_runs_logged(which, sym, axis):
     assert heads and all(c.startswith(sym + " first fifth") for c in heads), table.columns
     fig = dict(out.figures)["curve_hess_norm"]
     assert fig.axes[0].get_ylabel() == axis
-    assert fig.axes[0].get_title().startswith(f"Fig. 0: {sym},")
+    assert fig.axes[0].get_title().startswith(f"X, Fig. 0: {sym},")   # whose Fig. 0
     import matplotlib.pyplot as plt
 
     plt.close(fig)

@@ -210,7 +210,9 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
     if o.get("curves"):
         groups = by_group(runs, key=lambda r: "η={:g}, B={:g}".format(*lr_and_batch(r)))
         figs += group_curves(groups, o["curves"], _epochs, xlabel="epoch",
-                             title=lambda m: f"{_label(m, o)} per (η, B)",
+                             # a no-break space: wrapped, "(η," ended a line, "B)" began one
+                             title=lambda m: f"{paper_ref(spec.paper)}: {_label(m, o)} per "
+                                             "(η,\u00a0B)",
                              ylabel=lambda m: _label(m, o), bands=False)
     return Analysis(tables=[table], figures=figs, conclusions=conclusions)
 
@@ -585,7 +587,7 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
                                              [r[5] for r in rows if r[0] == n])
                   for n in sizes},
                  xlabel="β (η = β η₀, S = β S₀)", ylabel=f"best {LABELS.get(metric, metric)}",
-                 logx=True, markers=True, title=f"{spec.paper['figure']}: constant η/S")
+                 logx=True, markers=True, title=f"{paper_ref(spec.paper)}: constant η/S")
     for r in rows:
         if r[6]:
             fig.axes[0].axvline(r[1], color="red", ls=":", lw=1)
@@ -683,7 +685,8 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
     if o.get("curves"):
         # Fig. 5 itself: the validation-accuracy curves of every β, at each training-set size
         figs += group_curves(groups, o["curves"], _epochs, xlabel="epoch",
-                             title=lambda m: f"{_label(m, o)} per (training examples, β)",
+                             title=lambda m: (f"{paper_ref(spec.paper)}: {_label(m, o)} per "
+                                              "(training examples, β)"),
                              ylabel=lambda m: _label(m, o))
     return Analysis(tables=[table], figures=figs, conclusions=concl)
 

@@ -326,7 +326,7 @@ def _hessian_norm_figure(spec, groups, modes: list[str], quantity: tuple[str, st
                     group_x_axis(rs, steps, "epoch"), mean, std if len(rs) > 1 else None)
     sym, label = quantity
     fig = curves(series, xlabel="epoch", ylabel=label, logy=True,
-                 title=f"{spec.paper['figure']}: {sym}, batch norm in train and eval mode")
+                 title=f"{paper_ref(spec.paper)}: {sym}, batch norm in train and eval mode")
     for line in fig.axes[0].get_lines():
         if "eval-mode BN" in line.get_label():
             line.set_linestyle("--")

@@ -12,6 +12,7 @@ from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (by_group, curve_label, finite,
                                                   group_curves, mean_curve, seeds_label,
                                                   seeds_note)
+from sgdlab.experiments.spec import paper_ref
 from sgdlab.report.tables import Table, mean_std
 
 _COS = re.compile(r"^align/cos_(\d+)$")
@@ -182,7 +183,7 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
     figs.append(("alignment_history", fig))
     if o.get("curves"):     # Figs. 1(a), 8(a), 9(a): training and test loss by iteration
         figs += group_curves(groups, o["curves"], lambda g, rs, st: st, xlabel="step",
-                             title=lambda m: f"{spec.paper['figure']}: {curve_label(m, o)}",
+                             title=lambda m: f"{paper_ref(spec.paper)}: {curve_label(m, o)}",
                              ylabel=lambda m: curve_label(m, o), logy=o.get("logy", ()))
     return Analysis(tables=[table], figures=figs, conclusions=concl)
 
