@@ -355,7 +355,7 @@ def _double_well(args, out: Path) -> dict:
               f"winding {float(w.mean()):+.3f}, E[(x×b)/|x|²] {float(rate.mean()):+.3f}, "
               f"exact {dw.mean_angular_velocity():+.3f}; drift zeros {zeros}")
     fig = double_well_figure(e1, e2, hists, stationary, rest, ang,
-                             title=f"{chains} chains, seed {args.seed}")
+                             title=f"Chaudhari 2018, Fig. 6.4: {chains} chains, seed {args.seed}")
     return {"rows": rows, "chains": chains, "figures": [_save(out, "double_well.png", fig)]}
 
 
@@ -392,7 +392,7 @@ def _pspin(args, out: Path) -> dict:
         print(f"{regime:<9} ν={p.nu:.4f}: {len(reps)} distinct minima from {starts} starts "
               f"({int(res.converged.sum())} converged), H/N in [{float(e.min()):.4f}, "
               f"{float(e.max()):.4f}], {secs:.1f}s")
-    fig = pspin_figure(embeds, energies, counts, sizes)
+    fig = pspin_figure(embeds, energies, counts, sizes, paper="Chaudhari 2018, Fig. 2.2")
     return {"rows": rows, "figures": [_save(out, "pspin_tsne.png", fig)]}
 
 
@@ -432,7 +432,8 @@ def _pde(args, out: Path) -> dict:
                 f"the bound 1/(1/C+t) = {bound:.3f} + {rtol} grid allowance")
         print(f"{name:<40} max u_xx = {top:8.3f} ({note}, C = {c:.2f}); "
               f"argmin {float(x[u.argmin()]):+.3f} (f: {float(x[f.argmin()]):+.3f})")
-    fig = pde_figure(x.numpy(), f.numpy(), {k: v.numpy() for k, v in curves.items()}, t)
+    fig = pde_figure(x.numpy(), f.numpy(), {k: v.numpy() for k, v in curves.items()}, t,
+                     paper="Chaudhari 2018, Fig. 4.1")
     figures = [_save(out, "pde_smoothing.png", fig)]
     # Fig. 4.1's densities: the entry's defaults (ρ₀ on a poor local minimum of f)
     fp, dens = fokker_planck_densities({}, x, fn, t, beta, y, pad, fpad)
@@ -450,7 +451,7 @@ def _pde(args, out: Path) -> dict:
     smoothed = {k: v.numpy() for k, v in curves.items() if not k.startswith("heat")}
     fig = fokker_planck_figure(x.numpy(), f.numpy(), smoothed,
                                {k.removeprefix("density: "): v.numpy() for k, v in dens.items()},
-                               t, fp["fp: horizon"])
+                               t, fp["fp: horizon"], paper="Chaudhari 2018, Fig. 4.1")
     figures.append(_save(out, "pde_densities.png", fig))
     return {"t": t, "beta": beta, "C": c, "bound": bound, "curves": rows,
             "fokker_planck": {"horizon": fp["fp: horizon"], "diffusion": fp["fp: D"],

@@ -48,6 +48,9 @@ def test_the_double_well_current_of_several_seeds_weighs_the_error_of_their_mean
     assert "1.250 ± 0.025" in c.text and c.agrees_with_paper is False
     (_, fig), = an.figures
     assert sorted(fig.axes[0].collections[0].get_array().ravel()) == [0, 0, 0.5, 0.5]
+    # whose figure: it read "histograms of the chains of seeds 0, 1 pooled"
+    assert fig.get_suptitle() == \
+        "Chaudhari, Fig. 0: histograms of the chains of seeds 0, 1 pooled"
 
 
 # --- thesis §4.5.1, Example 4.13 ------------------------------------------------------------
@@ -166,6 +169,12 @@ def test_the_densities_of_fig_4_1_keep_their_mass_and_flow_downhill():
     assert float(np.abs(np.asarray(d[f"density: {_SGD}"])
                         - np.asarray(d[f"density: {_HOPF}"])).max()) > 0.01
     assert _fp_run(fp_diffusion="literal").summary["fp: D"] == 1.0
+    # both figures cite the paper's Fig. 4.1 (the smoothing figure named none)
+    figs = dict(pde_analysis(SimpleNamespace(paper=PAPER, options={}), [r]).figures)
+    assert figs["pde_smoothing"].axes[0].get_title() == \
+        "Chaudhari, Fig. 4.1: PDE smoothing at t = 0.5"
+    assert figs["pde_densities"].axes[0].get_title().startswith("Chaudhari, Fig. 4.1: smoothed")
+    plt.close("all")
 
 
 def test_the_density_verdicts_follow_the_mass_in_the_named_basins():
@@ -298,10 +307,11 @@ def test_the_iterate_acf_legend_lies_right_of_the_axes():
     assert box.x0 >= ax.get_window_extent(renderer).x1 and box.x1 <= fig.bbox.x1
     assert len(ax.get_legend().get_texts()) == 3
     # subscripts in mathtext; the increments' figure titled with what it shows, as its
-    # siblings are (it read "tiny-fc")
+    # siblings are (it read "tiny-fc"), and whose Fig. 6.3 each panel is
     assert ax.get_ylabel() == "autocorrelation of $x_k$"
+    assert ax.get_title() == "tiny-fc: autocorrelation of the iterates (Chaudhari, Fig. 6.3b)"
     title = dict(trajectory(spec, [r]).figures)["trajectory_tiny-fc"].get_suptitle()
-    assert title == "tiny-fc: increments of the trajectory (Fig. 6.3a)"
+    assert title == "tiny-fc: increments of the trajectory (Chaudhari, Fig. 6.3a)"
 
 
 def _grad_verdict(run, **options):
@@ -809,6 +819,9 @@ def test_the_fisher_panel_tests_the_caption_and_reads_a_variance_as_one():
     assert row[3] == pytest.approx(0.8) and row[7] == pytest.approx(0.1)
     assert row[8] == pytest.approx(0.85)        # the test accuracy too is the seeds' mean
     assert [n for n, _ in an.figures] == ["eigenspectrum", "eigen_histogram", "fisher_histogram"]
+    # each names the paper's figure (PAPER: Chaudhari, Fig. 0), which none did
+    titles = [f.axes[0].get_title() or f.get_suptitle() for _, f in an.figures]
+    assert all(t.startswith("Chaudhari, Fig. 0: ") for t in titles), titles
     strict = SimpleNamespace(paper=PAPER, options={**opts, "negative_fraction_below": 0.05,
                                                    "tail_ratio": 20.0})
     assert [c.agrees_with_paper for c in hessian_spectrum(strict, runs).conclusions] == \

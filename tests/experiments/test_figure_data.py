@@ -125,6 +125,7 @@ def test_the_spin_glass_embeds_each_distinct_minimum_once_with_its_multiplicity(
     assert np.allclose(pts.get_sizes() ** 2 / pts.get_sizes()[1] ** 2, [5, 1, 2])
     assert sorted(t.get_text() for t in ax.texts) == ["×2", "×5"]
     assert ax.get_title().endswith("3 distinct minima from 8 starts")
+    assert fig.get_suptitle().startswith("Fig. 2.2: minima of the spherical p-spin glass")
     plt.close(fig)
     # with several seeds the figure embeds the first seed's glass, and says so
     r1 = copy.deepcopy(r)

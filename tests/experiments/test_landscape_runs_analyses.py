@@ -130,6 +130,8 @@ def test_the_escape_sharpness_axis_is_labelled_as_every_sharpness_axis():
     assert ax.get_ylabel() == METRIC_LABELS["sharpness/expected"] \
         == "expected sharpness E[L(θ+ν)] − L(θ)"
     assert "ν ~ N(0, s²I)" in ax.get_title()
+    # which paper's figure, as its sibling escape_success says
+    assert ax.get_title().startswith("Zhu et al. Fig. 3(c): expected sharpness\n")
 
 
 def _well(lam: float, w: float, zeros: list, exact: float = 1.0):

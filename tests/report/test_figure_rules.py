@@ -131,7 +131,8 @@ def test_the_spectrum_legend_lies_below_the_axes_and_hides_no_point():
 
 def test_a_spectrum_titled_at_length_keeps_its_title_inside_the_figure():
     # the title chaudhari-hessian-spectrum gives it, at every scale
-    title = "Hessian eigenvalues (and Fisher diagonals) at the end of training"
+    title = ("Chaudhari 2018, Figs. 3.1, 3.4: Hessian eigenvalues (and Fisher diagonals) at "
+             "the end of training")
     fig = eigenspectrum_figure({"H": [2.0, 0.5, -0.1]}, title=title)
     fig.canvas.draw()
     assert drawn_inside_width_and_top(fig, fig.axes[0].title)

@@ -38,6 +38,8 @@ def test_escape_run_figure_writes_expected_sharpness_as_every_sharpness_axis():
     assert fig.axes[2].get_ylabel() == METRIC_LABELS["sharpness/expected"] \
         == "expected sharpness E[L(θ+ν)] − L(θ)"
     assert fig.axes[2].get_title() == "ν ~ N(0, σ²I)"
+    # the panels name their parts; the figure says which paper's figure it is
+    assert fig.get_suptitle().startswith("Zhu et al. 2019, Fig. 3: ")
     plt.close(fig)
 
 
@@ -183,6 +185,8 @@ def test_the_ou_figure_draws_eq_7_in_order_and_each_batch_size_s_chains_with_2_s
     fig = ou_figure([0.1, 0.05, 0.2], [0.03, 0.02, 0.09], [1e-3, 2e-3, 3e-3],
                     [0.025, 0.0125, 0.05], [1, 2, 2])
     ax = fig.axes[0]
+    # whose eq. 7
+    assert ax.get_title().replace("\n", " ").endswith("(Jastrzebski et al. 2018, eq. 7)")
     (eq7,) = [ln for ln in ax.get_lines() if ln.get_label() == "(η/4S) Tr H (eq. 7)"]
     assert list(eq7.get_xdata()) == [0.05, 0.1, 0.2]
     assert list(eq7.get_ydata()) == [0.0125, 0.025, 0.05]
@@ -214,6 +218,10 @@ def test_the_pde_figures_draw_f_and_each_smoothing_against_x():
     for ln, y in zip(lines, (f, u1, u2)):
         np.testing.assert_array_equal(ln.get_xydata(), np.column_stack([x, y]))
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("x", "u(x, t)")
+    assert ax.get_title() == "PDE smoothing at t = 0.5"
+    plt.close(fig)
+    fig = pde_figure(x, f, dict(zip(names, (u1, u2))), 0.5, paper="Chaudhari 2018, Fig. 4.1")
+    assert fig.axes[0].get_title() == "Chaudhari 2018, Fig. 4.1: PDE smoothing at t = 0.5"
     plt.close(fig)
     r0, r1, r2, r3 = (np.exp(-x ** 2 * k) for k in (1, 2, 3, 4))
     fig = fokker_planck_figure(x, f, dict(zip(names, (u1, u2))),

@@ -20,6 +20,7 @@ from sgdlab.experiments.procedures import (Procedure, RunOutput, StoredRun, regi
                                            register_procedure)
 from sgdlab.experiments.procedures.common import (by_group, check_claims, finite,
                                                   group_colours, seeds_named, stat, x_axis)
+from sgdlab.experiments.spec import paper_ref
 from sgdlab.report.tables import Table, mean_std
 from sgdlab.store.folders import SWEEP_REPLICA_FOLDER, SWEEP_REPLICA_STORE
 
@@ -467,14 +468,15 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
                                        "fraction negative", "test accuracy"], rows,
                   caption="Means over each run group's seeds; the figures show the spectrum of "
                           "its first seed that recorded one.")
-    f1 = eigenspectrum_figure(spectra, title="Hessian eigenvalues (and Fisher diagonals) at "
-                                             "the end of training", dtype=dtypes)
+    ref = paper_ref(spec.paper)
+    f1 = eigenspectrum_figure(spectra, title=f"{ref}: Hessian eigenvalues (and Fisher "
+                                             "diagonals) at the end of training", dtype=dtypes)
     f2 = histogram({k: v for k, v in spectra.items() if k not in fisher},
-                   xlabel="eigenvalue λ", title="Hessian eigenspectrum (log counts)")
+                   xlabel="eigenvalue λ", title=f"{ref}: Hessian eigenspectrum (log counts)")
     f3 = signed_log_histogram_figure(
         fisher, clip=min(clips, default=1e-5),
-        title="Fisher diagonal at the end of training, negative and positive entries (runs "
-              "pooled)")
+        title=f"{ref}: Fisher diagonal at the end of training, negative and positive entries "
+              "(runs pooled)")
     return Analysis(tables=[table], figures=[("eigenspectrum", f1), ("eigen_histogram", f2),
                                              ("fisher_histogram", f3)],
                     conclusions=concl)
@@ -657,6 +659,10 @@ def trajectory(spec, runs: list[StoredRun]) -> Analysis:
         raise ConfigError(f"options.grad_norm_window: {window!r} is not one of "
                           f"{', '.join(GRAD_NORM_WINDOWS)}")
     mean_of = int(o.get("grad_norm_mean_of", 5))
+
+    def panel(letter: str) -> str:
+        """Fig. 6.3's panel, cited with the paper: "Chaudhari 2018, Fig. 6.3a"."""
+        return paper_ref({**spec.paper, "figure": f"Fig. 6.3{letter}"})
     if mean_of < 1:
         raise ConfigError(f"options.grad_norm_mean_of must be >= 1, got {mean_of}")
     groups = by_group(runs, key=lambda r: r.group)
@@ -675,7 +681,7 @@ def trajectory(spec, runs: list[StoredRun]) -> Analysis:
         # the figures draw one trajectory's spectra: that seed is named, where there are several
         one = f"{g}, seed {r0.seed}" if len(rs) > 1 else g
         figs.append((f"trajectory_{g}", trajectory_figure(
-            spec_ns, ac, title=f"{one}: increments of the trajectory (Fig. 6.3a)")))
+            spec_ns, ac, title=f"{one}: increments of the trajectory ({panel('a')})")))
         lags = d.get("iterate_acf_lags", [])
         if lags:
             band = float(d["iterate_acf_band"])
@@ -683,7 +689,7 @@ def trajectory(spec, runs: list[StoredRun]) -> Analysis:
                 {"SGD iterates": (lags, d["iterate_acf_mean"], d["iterate_acf_std"]),
                  "Brownian path (same n)": (lags, d["brownian_acf_mean"], None)},
                 xlabel="lag (snapshots)", ylabel="autocorrelation of $x_k$", figsize=(7.2, 3.6),
-                title=f"{one}: autocorrelation of the iterates (Fig. 6.3b)")
+                title=f"{one}: autocorrelation of the iterates ({panel('b')})")
             ax = fig.axes[0]
             # the band is ±: the test counts |ACF| above it (Fig. 6.3b's dotted red lines)
             ax.axhspan(-band, band, color="tab:gray", alpha=0.2, lw=0,
@@ -699,7 +705,7 @@ def trajectory(spec, runs: list[StoredRun]) -> Analysis:
             figs.append((f"grad_norm_{g}", curves(
                 {"‖∇f‖ (full batch)": (steps, vals, None)}, xlabel="step",
                 ylabel="‖∇f($x_k$)‖", log_steps_x=True, logy=True,
-                title=f"{one}: full gradient norm (Fig. 6.3c)")))
+                title=f"{one}: full gradient norm ({panel('c')})")))
         lf_r = stat(rs, "low_frequency_ratio")[0]
         lf_p = stat(rs, "low_frequency_p_value")[0]
         lf = [bool(r.summary.get("low_frequency_excess")) for r in rs]

@@ -12,6 +12,7 @@ from sgdlab.experiments.procedures import (Procedure, RunOutput, register_analys
 from sgdlab.experiments.procedures.common import (by_group, check_claims, decided, finite,
                                                   group_colours, seed_spread, seeds_named,
                                                   stat, within_spread)
+from sgdlab.experiments.spec import paper_ref
 from sgdlab.report.tables import Table
 
 
@@ -247,7 +248,7 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
             series[names[m]] = (r0.data["sharpness_steps"], arr.mean(0).tolist(), None)
     f2 = curves(series, xlabel="iteration", ylabel=metric_label("sharpness/expected"), logy=True,
                 styles={names[m]: {"color": colour[m]} for m in groups},
-                title=f"expected sharpness, ν ~ N(0, s²I), s = "
+                title=f"Zhu et al. Fig. 3(c): expected sharpness\nν ~ N(0, s²I), s = "
                       f"{runs[0].params.get('sharpness_sigma', 0.1):g}\nmean over {held}")
     figs = [("escape_success", f1), ("escape_sharpness", f2)]
     if runs[0].data.get("trajectories"):
@@ -722,7 +723,7 @@ def double_well_analysis(spec, runs) -> Analysis:
     fig = double_well_figure(np.asarray(first["edges1"]), np.asarray(first["edges2"]),
                              {k: np.asarray(v) for k, v in hists.items()},
                              np.asarray(stationary), rest, ang,
-                             title=_chains_of(runs))
+                             title=f"{paper_ref(spec.paper)}: {_chains_of(runs)}")
     table = Table("double_well", ["λ", "TV(histogram, e^-Φ)", "mean angular velocity",
                                   "closed form", "zeros of the drift", "noiseless flow",
                                   "final radius (noiseless)"], rows)
@@ -829,7 +830,8 @@ def pspin_analysis(spec, runs) -> Analysis:
         if g != "one" and groups[g]:
             v["starts"] = float(groups[g][0].summary["starts"])
     concl = check_claims(spec.options.get("claims", []), vals)
-    return Analysis(tables=[table], figures=[("pspin_tsne", pspin_figure(emb, en, cnt, sizes))],
+    return Analysis(tables=[table], figures=[("pspin_tsne", pspin_figure(
+                        emb, en, cnt, sizes, paper=paper_ref(spec.paper)))],
                     conclusions=concl)
 
 
@@ -1113,6 +1115,8 @@ def pde_analysis(spec, runs) -> Analysis:
     r = runs[0]
     s, d = r.summary, r.data
     names = [k for k in (_VISCOUS, _HOPF, _HEAT) if k in d]
+    # the entry cites Figs. 4.1 and 3.2 and §4.5: the figures draw Fig. 4.1's
+    fig_4_1 = paper_ref({**spec.paper, "figure": "Fig. 4.1"})
     rows = [[k, s[f"{k}: max u_xx"], s["bound"], s[f"{k}: max u_xx_w"], s["bound_w"],
              s[f"{k}: argmin"], s["argmin_f"]] for k in names]
     table = Table("pde_smoothing", ["smoothing", "max u_xx (t)", "bound 1/(1/C + t)",
@@ -1181,7 +1185,7 @@ def pde_analysis(spec, runs) -> Analysis:
         agrees_with_paper=decided(wide < 0 < s["argmin_f"], wide, s["argmin_f"]),
         claim="for large γ local entropy has its global minimum in the wide valley (Fig. 3.2)"))
     fig = pde_figure(np.asarray(d["x"]), np.asarray(d["f"]),
-                     {k: np.asarray(d[k]) for k in names}, s["t"])
+                     {k: np.asarray(d[k]) for k in names}, s["t"], paper=fig_4_1)
     tables, figures = [table], [("pde_smoothing", fig)]
     if "fp: horizon" in s:
         concl += _density_conclusions(s)
@@ -1193,7 +1197,7 @@ def pde_analysis(spec, runs) -> Analysis:
             {k: np.asarray(d[k]) for k in (_VISCOUS, _HOPF)},
             {k.removeprefix("density: "): np.asarray(v) for k, v in d.items()
              if k.startswith("density: ")},
-            s["t"], s["fp: horizon"])))
+            s["t"], s["fp: horizon"], paper=fig_4_1)))
     return Analysis(tables=tables, figures=figures, conclusions=concl)
 
 

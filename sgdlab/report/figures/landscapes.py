@@ -74,6 +74,9 @@ def escape_run_figure(
                for n in names]
     fig.legend(handles=handles, loc="outside lower center", ncols=len(names), fontsize=8,
                frameon=False)
+    # the panels name their parts only: which figure of which paper, and of what
+    fig.suptitle("Zhu et al. 2019, Fig. 3: escaping the sharp minimum of the two-basin loss",
+                 fontsize=11)
     return fig
 
 
@@ -124,7 +127,7 @@ def ou_figure(ratios: Sequence[float], measured: Sequence[float], stderr: Sequen
         styles[label] = {"marker": "osD^v"[i % 5], "ms": 6, "mfc": "none", "ls": "none",
                          "color": f"C{i % 10}"}
     error_bars(chains, xlabel="η / S", ylabel="E[L] − L*", ax=ax, styles=styles,
-               title="SGD on a quadratic with C = H")
+               title="SGD on a quadratic with C = H (Jastrzebski et al. 2018, eq. 7)")
     return fig
 
 
@@ -171,12 +174,14 @@ ANNOTATE_MAX = 30
 
 def pspin_figure(embeddings: Mapping[str, Array], energies: Mapping[str, Array],
                  counts: Mapping[str, int],
-                 basin_sizes: Mapping[str, Array] | None = None) -> plt.Figure:
+                 basin_sizes: Mapping[str, Array] | None = None, *,
+                 paper: str = "") -> plt.Figure:
     """Thesis Fig. 2.2 style: 2-D embedding (t-SNE) of the distinct minima found per regime
     (one point each: ``embeddings[name]`` row i, ``energies[name][i]``), coloured by energy
     per spin; with ``basin_sizes`` (the number of starts that descended into each minimum)
     the marker area grows as √size, and when at most ``ANNOTATE_MAX`` minima are shown each
-    reached from more than one start is labelled ×size."""
+    reached from more than one start is labelled ×size. ``paper``: the figure reproduced
+    ("Chaudhari 2018, Fig. 2.2"), the title's first words."""
     n = len(embeddings)
     fig, axes = plt.subplots(1, n, figsize=(5 * n, 4.4), squeeze=False)
     for ax, name in zip(axes[0], embeddings):
@@ -207,7 +212,8 @@ def pspin_figure(embeddings: Mapping[str, Array], energies: Mapping[str, Array],
                      fontsize=10)
     # the panels name the regimes; what the points are, and that each colour bar is its own
     # wrapped to the figure: over one regime's 5 inches it ran past both edges
-    fig.suptitle(wrapped("minima of the spherical p-spin glass found by projected GD, one "
+    fig.suptitle(wrapped(f"{paper}: " * bool(paper)
+                         + "minima of the spherical p-spin glass found by projected GD, one "
                          "point per distinct minimum (t-SNE); each panel's colours on its "
                          "own scale", 0.95 * fig.get_figwidth()), fontsize=10)
     fig.tight_layout()
@@ -225,29 +231,33 @@ def smoothing_colour(name: str) -> str | None:
     return None
 
 
-def pde_figure(x: Array, f: Array, curves: Mapping[str, Array], t: float) -> plt.Figure:
-    """Thesis Fig. 4.1 style: f and its smoothings at time t."""
+def pde_figure(x: Array, f: Array, curves: Mapping[str, Array], t: float, *,
+               paper: str = "") -> plt.Figure:
+    """Thesis Fig. 4.1 style: f and its smoothings at time t. ``paper``: the figure reproduced
+    ("Chaudhari 2018, Fig. 4.1"), the title's first words."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(x, f, "k", lw=2, label="f")
     for name, u in curves.items():
         ax.plot(x, u, color=smoothing_colour(name), label=name)
-    ax.set(xlabel="x", ylabel="u(x, t)", title=f"PDE smoothing at t = {t}")
+    ax.set(xlabel="x", ylabel="u(x, t)", title=f"{paper}: " * bool(paper)
+           + f"PDE smoothing at t = {t}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def fokker_planck_figure(x: Array, f: Array, smoothed: Mapping[str, Array],
-                         densities: Mapping[str, Array], t: float, horizon: float
-                         ) -> plt.Figure:
+                         densities: Mapping[str, Array], t: float, horizon: float, *,
+                         paper: str = "Fig. 4.1") -> plt.Figure:
     """Thesis Fig. 4.1: f (black) with its viscous (red) and non-viscous (blue) HJ smoothings
     at t = T (top); the initial density (light gray) and the terminal densities of the
-    Fokker–Planck equation under f (SGD, dark gray) and under each smoothing (bottom)."""
+    Fokker–Planck equation under f (SGD, dark gray) and under each smoothing (bottom).
+    ``paper``: the figure reproduced, the title's first words."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
     top.plot(x, f, "k", lw=2, label="f")
     for name, u in smoothed.items():
         top.plot(x, u, color=smoothing_colour(name), label=f"{name}, t = {t:g}")
-    top.set(ylabel="u(x, t)", title="Fig. 4.1: smoothed losses and Fokker–Planck densities")
+    top.set(ylabel="u(x, t)", title=f"{paper}: smoothed losses and Fokker–Planck densities")
     top.legend(fontsize=8)
     items = list(densities.items())
     if items:
