@@ -241,6 +241,7 @@ def _alignment_texts(centred: list) -> dict:
     (_, fig), (_, history) = out.figures
     texts = {"column": out.tables[0].columns[-1], "caption": out.tables[0].caption,
              "title": fig._suptitle.get_text().split(" ($e")[0],
+             "history_title": history._suptitle.get_text().split(", ")[:2],
              "legend": [t.get_text() for t in fig.axes[1].get_legend().get_texts()],
              "cos_axis": fig.axes[0].get_ylabel(), "history": history.axes[1].get_ylabel(),
              "findings": [c.text.split(" = ")[0] for c in out.conclusions],
@@ -270,7 +271,9 @@ def test_alignment_labels_name_the_uncentred_second_moment_where_the_runs_measur
     the claims stay the paper's (of Σ); the default's labels are Σ's, as before."""
     assert _alignment_texts(centred) == {
         "column": f"λ_i({matrix})/‖{matrix}‖_F", "caption": caption,
-        "title": f"g: {matrix}–H alignment at the end of training, mean over 2 seeds",
+        "title": f"X, Fig. 0: {matrix}–H alignment of g at the end of training, mean over 2 "
+                 "seeds",
+        "history_title": ["X", "Fig. 0: projection residual and leading cosine over training"],
         "legend": ["H", matrix], "cos_axis": rf"$|\cos(u_i(H), v_i({tex}))|$",
         "history": f"|cos(u_1(H), v_1({matrix}))|",
         "findings": [cosine_finding, "g: gaps between the Frobenius-normalised leading "

@@ -507,8 +507,10 @@ def test_the_noise_magnitude_figure_names_the_seed_it_shows():
     (_, one), = zhu_noise_magnitude(spec, [run("r", 0, metrics=pts)]).figures
     (_, two), = zhu_noise_magnitude(spec, [run("r", s, metrics=pts) for s in (0, 1)]).figures
     assert "seed" not in one.axes[0].get_title()
-    assert one.axes[0].get_title().startswith("r:")
-    assert two.axes[0].get_title().startswith("r, seed 0:")
+    # whose figure first, then whose run
+    assert one.axes[0].get_title().startswith("Zhu 2019, Figs. 2, 11: ")
+    assert one.axes[0].get_title().endswith("(r)")
+    assert two.axes[0].get_title().endswith("(r, seed 0)")
     # the legend names the quantities as the paper does, not by their series
     assert [t.get_text() for t in one.axes[0].get_legend().get_texts()] == [
         "‖∇L‖ (mean gradient)", "sqrt(η Tr Σ / m) (noise)"]
@@ -526,7 +528,7 @@ def test_the_noise_of_batches_of_distinct_samples_is_named_as_such():
     res = zhu_noise_magnitude(spec, [run("r", 0, metrics=pts, params=params)])
     (_, fig), = res.figures
     name = "sqrt(η Tr Σ (N − m)/(m (N − 1)))"
-    assert fig.axes[0].get_title() == f"r: ‖∇L‖ vs {name}"
+    assert fig.axes[0].get_title() == f"Zhu 2019, Figs. 2, 11: ‖∇L‖ vs {name} (r)"
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
         "‖∇L‖ (mean gradient)", f"{name} (noise)"]
     (table,) = res.tables

@@ -115,7 +115,7 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
         figs.append((f"alignment_{g}", alignment_figure(
             cos_end, [h for h, _ in pairs], [s for _, s in pairs],
             residual=mean_std([_last(r, "align/residual") for r in rs])[0],
-            title=f"{g}: {sigma}–H alignment at the end of training"
+            title=f"{paper_ref(spec.paper)}: {sigma}–H alignment of {g} at the end of training"
                   + (f", mean over {len(rs)} seeds" if len(rs) > 1 else ""),
             uncentred=sigma == UNCENTRED, cosine_history=history)))
         # (finding, agrees, claim, evidence) per requested test, with the seeds that have no
@@ -177,7 +177,8 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
                 series[seeds_label(g + k, n, len(rs))] = (st, m, sd if len(rs) > 1 else None)
         # measured at log-spaced steps: on a linear axis most points sit at its origin
         curves(series, xlabel="step", ylabel=ylabel, ax=ax, log_steps_x=True)
-    fig.suptitle("projection residual and leading cosine over training, "
+    fig.suptitle(f"{paper_ref(spec.paper)}: projection residual and leading cosine over "
+                 "training, "
                  + seeds_note(groups), fontsize=10)
     fig.tight_layout()
     figs.append(("alignment_history", fig))
@@ -343,7 +344,8 @@ def zhu_noise_magnitude(spec, runs: list[StoredRun]) -> Analysis:
         # the figure's own spelling, "Tr Σ / m", as noise_magnitude_figure's default
         noise = f"sqrt(η {_noise_variance(rs)})".replace("Tr Σ/m)", "Tr Σ / m)")
         figs.append((f"noise_magnitude_{g}", noise_magnitude_figure(
-            rs[0].metrics, title=f"{one}: ‖∇L‖ vs {noise}", noise=noise)))
+            rs[0].metrics, title=f"{paper_ref(spec.paper)}: ‖∇L‖ vs {noise} ({one})",
+            noise=noise)))
         concl.append(Conclusion(
             f"{g}: median {what} {r_start:.3g} over the first third of the "
             f"log points ({_steps(early)}), {r_end:.3g} over the last third ({_steps(late)}); "
