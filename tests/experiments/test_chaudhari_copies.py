@@ -15,7 +15,7 @@ from sgdlab.measure.permutation import (align_to, average_weights, ensemble_accu
                                         overlap_matrix)
 from sgdlab.models import build_model
 from sgdlab.store import RunStore
-from sgdlab.testing import run_experiment_config, stored_run
+from sgdlab.testing import drawn_inside_width_and_top, run_experiment_config, stored_run
 from sgdlab.train.checkpoint import load_checkpoint
 
 MODEL = {"name": "small-mnistfc", "hidden": 6}
@@ -207,6 +207,10 @@ def test_the_overlap_figure_is_the_first_seeds_and_labels_its_cells_readably():
               if name == "overlap"]
     ax = fig.axes[0]
     assert "(seed 2)" in ax.get_title()
+    # whose figure, within the figure's width
+    assert ax.get_title().startswith("Chaudhari 2018, §5.0.1, Fig. 5.1")
+    fig.canvas.draw()
+    assert drawn_inside_width_and_top(fig, ax.title)
     cells = {t.get_text(): t.get_color() for t in ax.texts}
     # white on the dark low overlaps, black on the bright high ones
     assert cells == {"1.00": "black", "0.40": "white"}

@@ -398,7 +398,7 @@ def test_interpolation_outward_basin_widths():
     assert [c.agrees_with_paper for c in res.conclusions] == [True, True]
     # one interpolation per pair is drawn: the title names its seed
     titles = [fig.axes[0].get_title() for _, fig in res.figures]
-    assert titles == ["A → B (seed 0)", "A → B (seed 0)"]
+    assert titles == ["X, Fig. 0: A → B (seed 0)", "X, Fig. 0: A → B (seed 0)"]
 
 
 def test_measurement_subset_with_a_seed_is_random_and_fixed():

@@ -15,6 +15,7 @@ import numpy as np
 
 from sgdlab.errors import SEED_LIMIT, ConfigError, refused_value
 from sgdlab.experiments.analysis import Analysis, Conclusion
+from sgdlab.experiments.spec import paper_ref
 from sgdlab.experiments.procedures import (Procedure, RunOutput, StoredRun, get_procedure,
                                            register_analysis, register_procedure)
 from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
@@ -170,7 +171,7 @@ class TrainOrCompareCopies(Procedure):
 
 
 def _overlap_figure(mat: list[list[float]], title: str):
-    from sgdlab.report.figures.charts import plt
+    from sgdlab.report.figures.charts import plt, wrapped
 
     n = len(mat)
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
@@ -183,7 +184,8 @@ def _overlap_figure(mat: list[list[float]], title: str):
     ax.set_yticks(range(n), [str(i + 1) for i in range(n)])
     ax.set_xlabel("copy")
     ax.set_ylabel("copy")
-    ax.set_title(title, fontsize=9)
+    # wrapped: the paper's reference ran past both edges of the 4.2 inches
+    ax.set_title(wrapped(title, 4.0, fontsize=9), fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig
@@ -206,7 +208,8 @@ def copies_analysis(spec, runs: list[StoredRun]) -> Analysis:
                           + "; ".join(f"{m}: {d}" for m, d in METRICS))
     first = min(cmp_runs, key=lambda r: r.seed)
     fig = _overlap_figure(first.data["overlap_aligned"],
-                          f"overlap of aligned copies (seed {first.seed})")
+                          f"{paper_ref(spec.paper)}: overlap of aligned copies "
+                          f"(seed {first.seed})")
     groups = by_group(cmp_runs)
     vals = values_by_group(groups, [m for m, _ in METRICS]
                            + claim_metrics(o.get("claims", [])))

@@ -491,7 +491,8 @@ def interpolation(spec, runs: list[StoredRun]) -> Analysis:
             several = sum(1 for q in interp if q.group == r.group) > 1
             figs.append((f"interpolation_{r.group}", interpolation_figure(
                 r.data, labels=(a_lab, b_lab),
-                title=f"{a_lab} → {b_lab}" + (f" (seed {r.seed})" if several else ""))))
+                title=f"{paper_ref(spec.paper)}: {a_lab} → {b_lab}"
+                      + (f" (seed {r.seed})" if several else ""))))
     table = Table("interpolation", ["pair", "seed", "A (α = 0)", "B (α = 1)", "train loss at A",
                                     "train loss at B", "basin width at A (α)",
                                     "basin width at B (α)", "width at A (‖Δθ‖ units)",
