@@ -219,7 +219,8 @@ def _walk(args: argparse.Namespace) -> int:
     write_atomic(out / "history.json",
                  {label: {k: [list(p) for p in v] for k, v in h.items()}
                   for label, h in runs.items()})
-    fig = walk_figure(runs, title=f"walk with SGD on {args.data}: MLP {args.widths}")
+    fig = walk_figure(runs, title=f"Xing et al. 2018, Figs. 1-2: walk with SGD on {args.data}, "
+                                  f"MLP {args.widths}")
     save_and_close(fig, out / "walk.png", dpi=130)
     table = walk_epoch_table(runs)
     write_whole(out / "walk_barriers.csv", table.to_csv())
@@ -243,7 +244,8 @@ def _walk(args: argparse.Namespace) -> int:
         if len(snaps) >= 6:
             spec, acf = increment_spectrum(snaps), increment_autocorrelation(snaps)
             test = periodicity_test(snaps)
-            save_and_close(trajectory_figure(spec, acf, test=test, title="SGD"),
+            title = "Chaudhari 2018, Fig. 6.3a: increments of the SGD trajectory"
+            save_and_close(trajectory_figure(spec, acf, test=test, title=title),
                            out / "trajectory.png", dpi=130)
             results["trajectory_sgd"] = {
                 "snapshots": len(snaps), "coords": int(snaps.shape[1]),

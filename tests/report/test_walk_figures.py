@@ -92,6 +92,7 @@ def test_interpolation_and_trajectory_figures():
     fig = trajectory_figure(increment_spectrum(x), increment_autocorrelation(x),
                             test=periodicity_test(x), title="BM")
     assert "white noise" in fig._suptitle.get_text()
+    assert fig._suptitle.get_text().startswith("BM\nFisher g test: ")
     # the autocorrelation at lags 1.. as bars at those lags, ± its std as error bars
     acf = increment_autocorrelation(x)
     a2 = fig.axes[1]

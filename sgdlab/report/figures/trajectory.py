@@ -42,7 +42,8 @@ def trajectory_figure(spectrum: Any, autocorr: Any, *, test: Any = None,
     sup = title or ""
     if test is not None:
         verdict = "periodic drift" if test.periodic else "consistent with white noise"
-        sup = (f"{sup}  " if sup else "") + (
+        # a line of its own: after two spaces it read as the title's continuation
+        sup = (f"{sup}\n" if sup else "") + (
             f"Fisher g test: {verdict} ({100 * test.fraction_significant:.1f}% coords at "
             f"p<{test.level}, combined p={test.combined_p_value:.2g}, "
             f"peak f={test.dominant_frequency:.3g})")
