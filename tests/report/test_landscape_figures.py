@@ -290,6 +290,12 @@ def test_the_perceptron_figure_draws_each_method_s_errors_with_their_bars():
     (seg,) = sgd.lines[2]
     assert [s[1, 1] - s[0, 1] for s in seg.get_segments()] == pytest.approx([0.02, 0.04, 0.06])
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("α = N / d", "generalisation error ε")
+    # whose perceptron, and what the bars are
+    assert ax.get_title().replace("\n", " ") == (
+        "Chaudhari 2018, §3.1.1: binary perceptron, teacher–student (error bars ± 1 s.e.)")
+    plt.close(fig)
+    fig = perceptron_figure(alphas, {"sgd": [0.4, 0.3, 0.2]})
+    assert not fig.axes[0].get_title().endswith("s.e.)")
     plt.close(fig)
 
 

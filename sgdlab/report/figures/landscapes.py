@@ -276,8 +276,10 @@ def fokker_planck_figure(x: Array, f: Array, smoothed: Mapping[str, Array],
 def perceptron_figure(alphas: Sequence[float], errors: Mapping[str, Sequence[float]],
                       stderr: Mapping[str, Sequence[float]] | None = None) -> plt.Figure:
     """Generalisation error ε = arccos(R)/π vs α = N/d for each search method (``stderr``:
-    its error bars, per method)."""
+    its error bars, per method, ± one standard error, as the title says) of thesis §3.1.1."""
     stderr = stderr or {}
+    bars = " (error bars ± 1 s.e.)" if any(v is not None for v in stderr.values()) else ""
     return error_bars({name: (alphas, errs, stderr.get(name)) for name, errs in errors.items()},
                       xlabel="α = N / d", ylabel="generalisation error ε",
-                      title="binary perceptron, teacher–student", figsize=(6, 4.5))
+                      title=f"Chaudhari 2018, §3.1.1: binary perceptron, teacher–student{bars}",
+                      figsize=(6, 4.5))
