@@ -184,6 +184,27 @@ def test_signed_histogram_clips_the_peak_at_zero_and_splits_the_signs():
         signed_log_histogram_figure({"F": [1.0]}, clip=0.0)
 
 
+def test_the_histogram_and_alignment_titles_citing_the_paper_stay_inside_the_figure():
+    """chaudhari-hessian-spectrum's and zhu-projection-residual's titles, once they cite the
+    paper, ran past both edges of their 8- and 9-inch figures."""
+    from sgdlab.report.figures.curvature import alignment_figure
+
+    title = ("Chaudhari 2018, Figs. 3.1, 3.4: Fisher diagonal at the end of training, "
+             "negative and positive entries (runs pooled)")
+    fig = signed_log_histogram_figure({"F": [0.0, 1e-3, 2e-3]}, clip=1e-5, title=title)
+    fig.canvas.draw()
+    assert drawn_inside_width_and_top(fig, fig._suptitle)
+    assert fig.get_suptitle().replace("\n", " ") == title
+    plt.close(fig)
+    title = "Zhu 2019, Fig. 4(b): Σ–H alignment of noisy-label-sgd at the end of training"
+    fig = alignment_figure([0.9, 0.5, 0.4, 0.3], [0.8, 0.2, 0.1, 0.1], [0.7, 0.3, 0.2, 0.1],
+                           residual=1.54, title=title)
+    fig.canvas.draw()
+    assert drawn_inside_width_and_top(fig, fig._suptitle)
+    assert fig.get_suptitle().replace("\n", " ").startswith(title + " ($e(U_k, V_k)$ = 1.54")
+    plt.close(fig)
+
+
 def test_list_cells_are_rounded_like_numbers_in_markdown_and_html():
     t = Table("t", ["point"], [[[[0.9024283211774303, -1.0339757656912846e-25], None]]])
     assert "| [[0.9024, -1.034e-25], —] |" in t.to_markdown()

@@ -32,7 +32,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from sgdlab.report.figures.axes import (CURVATURE_SERIES, natural_order,  # noqa: E402
                                         quantity_label)
-from sgdlab.report.figures.charts import curves  # noqa: E402
+from sgdlab.report.figures.charts import curves, wrapped  # noqa: E402
 
 __all__ = ["alignment_figure", "batch_statistics_figure", "curvature_history_figure",
            "eigenspectrum_figure", "noise_magnitude_figure", "round_off_level",
@@ -223,7 +223,9 @@ def signed_log_histogram_figure(values: Mapping[str, Sequence[float]], *, clip: 
     neg_ax.set_xlabel("|λ| of the negative values")
     pos_ax.set_xlabel("λ (positive values)")
     neg_ax.set_ylabel("count")
-    fig.suptitle(title or "negative and positive values, log scale")
+    # wrapped to the figure: a title citing the paper ran past both of its edges
+    fig.suptitle(wrapped(title or "negative and positive values, log scale",
+                         0.95 * fig.get_figwidth(), fontsize=12))
     return fig
 
 
@@ -263,7 +265,7 @@ def alignment_figure(cosines: Sequence[float], hessian_normalised: Sequence[floa
     if residual is not None:
         # e(U_k, V_k) ∈ [0, k]: "of k" read as a count; the range says what the value means
         sup += f" ($e(U_k, V_k)$ = {residual:.3g} in [0, {len(k)}])"
-    fig.suptitle(sup)
+    fig.suptitle(wrapped(sup, 0.95 * fig.get_figwidth(), fontsize=12))
     return fig
 
 
