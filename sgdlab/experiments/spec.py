@@ -464,6 +464,14 @@ def paper_ref(paper: dict[str, Any]) -> str:
     return ", ".join(v for v in (who, str(paper.get("figure") or "")) if v)
 
 
+def cited(paper: dict[str, Any]) -> str:
+    """The start of a figure's title that cites the paper: :func:`paper_ref` and ": ", or
+    nothing where the ``paper`` block names none of author, year and figure (a title then
+    began ": ...")."""
+    ref = paper_ref(paper)
+    return f"{ref}: " if ref else ""
+
+
 def get_dotted(d: dict[str, Any], path: str, default: Any = None) -> Any:
     """The value at a dotted ``path`` (``list[key=value]`` picks the first such item)."""
     for p in _PART_DOT.split(path):

@@ -1807,6 +1807,13 @@ def test_data_dir_is_put_into_strings_inside_lists_too(tmp_path):
     assert got == {"a": [f"{tmp_path}/x", 1, {"b": [str(tmp_path)]}]}
 
 
+def test_a_title_cites_the_paper_only_where_its_block_names_one():
+    from sgdlab.experiments.spec import cited
+
+    assert cited({"author": "Musso", "year": 2020, "figure": "Fig. 4"}) == "Musso 2020, Fig. 4: "
+    assert cited({"claim": "x"}) == ""            # not ": " before the title's own words
+
+
 def test_paper_ref_is_first_author_year_and_figure():
     from sgdlab.experiments.spec import paper_ref
 

@@ -240,7 +240,7 @@ def _alignment_texts(centred: list) -> dict:
     out = zhu.zhu_alignment(SimpleNamespace(paper=PAPER, options={}), runs)
     (_, fig), (_, history) = out.figures
     texts = {"column": out.tables[0].columns[-1], "caption": out.tables[0].caption,
-             "title": fig._suptitle.get_text().split(" ($e")[0],
+             "title": fig._suptitle.get_text().replace("\n", " ").split(" ($e")[0],
              "history_title": history._suptitle.get_text().split(", ")[:2],
              "legend": [t.get_text() for t in fig.axes[1].get_legend().get_texts()],
              "cos_axis": fig.axes[0].get_ylabel(), "history": history.axes[1].get_ylabel(),

@@ -184,10 +184,10 @@ def test_signed_histogram_clips_the_peak_at_zero_and_splits_the_signs():
         signed_log_histogram_figure({"F": [1.0]}, clip=0.0)
 
 
-def test_the_histogram_and_alignment_titles_citing_the_paper_stay_inside_the_figure():
-    """chaudhari-hessian-spectrum's and zhu-projection-residual's titles, once they cite the
-    paper, ran past both edges of their 8- and 9-inch figures."""
-    from sgdlab.report.figures.curvature import alignment_figure
+def test_the_histogram_alignment_and_noise_titles_citing_the_paper_stay_inside_the_figure():
+    """chaudhari-hessian-spectrum's and zhu-noise-vs-gradient's titles, once they cite the
+    paper, ran past the edges of their figures; zhu-projection-residual's broke its [0, 4]."""
+    from sgdlab.report.figures.curvature import alignment_figure, noise_magnitude_figure
 
     title = ("Chaudhari 2018, Figs. 3.1, 3.4: Fisher diagonal at the end of training, "
              "negative and positive entries (runs pooled)")
@@ -202,6 +202,15 @@ def test_the_histogram_and_alignment_titles_citing_the_paper_stay_inside_the_fig
     fig.canvas.draw()
     assert drawn_inside_width_and_top(fig, fig._suptitle)
     assert fig.get_suptitle().replace("\n", " ").startswith(title + " ($e(U_k, V_k)$ = 1.54")
+    assert "[0,\u00a04])" in fig.get_suptitle()          # the range kept whole
+    plt.close(fig)
+    # the noise magnitude of one run of zhu-noise-vs-gradient, titled as its analysis does
+    title = "Zhu 2019, Figs. 2, 11: ‖∇L‖ vs sqrt(η Tr Σ / m) (noisy-label-sgd)"
+    fig = noise_magnitude_figure({"noise/grad_norm": [(0, 1.0), (1, 0.5)],
+                                  "noise/noise_norm": [(0, 0.2), (1, 0.1)]}, title=title)
+    fig.canvas.draw()
+    assert drawn_inside_width_and_top(fig, fig.axes[0].title)
+    assert fig.axes[0].get_title().replace("\n", " ") == title
     plt.close(fig)
 
 
@@ -447,7 +456,7 @@ def test_subscripts_in_the_spectrum_and_alignment_labels_are_subscripts():
     fig = alignment_figure([0.9, 0.5], [0.8, 0.2], [0.7, 0.3], residual=0.4)
     assert _plain_underscores(fig) == []
     # the residual with its range [0, k], its subscripts in mathtext too
-    assert fig.get_suptitle() == "Σ–H alignment ($e(U_k, V_k)$ = 0.4 in [0, 2])"
+    assert fig.get_suptitle() == "Σ–H alignment ($e(U_k, V_k)$ = 0.4 in [0,\u00a02])"
     fig.canvas.draw()                   # mathtext that parses
     plt.close(fig)
 

@@ -20,7 +20,7 @@ from sgdlab.experiments.procedures import (Procedure, RunOutput, StoredRun, regi
                                            register_procedure)
 from sgdlab.experiments.procedures.common import (by_group, check_claims, finite,
                                                   group_colours, seeds_named, stat, x_axis)
-from sgdlab.experiments.spec import paper_ref
+from sgdlab.experiments.spec import cited, paper_ref
 from sgdlab.report.tables import Table, mean_std
 from sgdlab.store.folders import SWEEP_REPLICA_FOLDER, SWEEP_REPLICA_STORE
 
@@ -468,14 +468,14 @@ def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
                                        "fraction negative", "test accuracy"], rows,
                   caption="Means over each run group's seeds; the figures show the spectrum of "
                           "its first seed that recorded one.")
-    ref = paper_ref(spec.paper)
-    f1 = eigenspectrum_figure(spectra, title=f"{ref}: Hessian eigenvalues (and Fisher "
+    ref = cited(spec.paper)
+    f1 = eigenspectrum_figure(spectra, title=f"{ref}Hessian eigenvalues (and Fisher "
                                              "diagonals) at the end of training", dtype=dtypes)
     f2 = histogram({k: v for k, v in spectra.items() if k not in fisher},
-                   xlabel="eigenvalue λ", title=f"{ref}: Hessian eigenspectrum (log counts)")
+                   xlabel="eigenvalue λ", title=f"{ref}Hessian eigenspectrum (log counts)")
     f3 = signed_log_histogram_figure(
         fisher, clip=min(clips, default=1e-5),
-        title=f"{ref}: Fisher diagonal at the end of training, negative and positive entries "
+        title=f"{ref}Fisher diagonal at the end of training, negative and positive entries "
               "(runs pooled)")
     return Analysis(tables=[table], figures=[("eigenspectrum", f1), ("eigen_histogram", f2),
                                              ("fisher_histogram", f3)],

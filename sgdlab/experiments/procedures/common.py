@@ -83,7 +83,7 @@ import numpy as np
 from sgdlab.errors import ConfigError, finite_number as finite
 from sgdlab.experiments.analysis import Conclusion
 from sgdlab.experiments.procedures import StoredRun
-from sgdlab.experiments.spec import paper_ref
+from sgdlab.experiments.spec import cited
 from sgdlab.report.figures import label_colours
 from sgdlab.report.tables import Table, mean_std
 
@@ -792,7 +792,7 @@ def continuation_curves(spec, groups: "OrderedDict[str, list[StoredRun]]",
     offsets = continuation_offsets(groups)
     return group_curves(groups, metrics, lambda g, rs, st: [s + offsets[g] for s in st],
                         xlabel=xlabel,
-                        title=lambda m: f"{paper_ref(spec.paper)}: "
+                        title=lambda m: f"{cited(spec.paper)}"
                                         f"{curve_label(m, spec.options)}",
                         ylabel=lambda m: curve_label(m, spec.options), logy=logy,
                         marks=sorted(marks))

@@ -15,7 +15,7 @@ import numpy as np
 
 from sgdlab.errors import SEED_LIMIT, ConfigError, refused_value
 from sgdlab.experiments.analysis import Analysis, Conclusion
-from sgdlab.experiments.spec import paper_ref
+from sgdlab.experiments.spec import cited
 from sgdlab.experiments.procedures import (Procedure, RunOutput, StoredRun, get_procedure,
                                            register_analysis, register_procedure)
 from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
@@ -208,7 +208,7 @@ def copies_analysis(spec, runs: list[StoredRun]) -> Analysis:
                           + "; ".join(f"{m}: {d}" for m, d in METRICS))
     first = min(cmp_runs, key=lambda r: r.seed)
     fig = _overlap_figure(first.data["overlap_aligned"],
-                          f"{paper_ref(spec.paper)}: overlap of aligned copies "
+                          f"{cited(spec.paper)}overlap of aligned copies "
                           f"(seed {first.seed})")
     groups = by_group(cmp_runs)
     vals = values_by_group(groups, [m for m, _ in METRICS]

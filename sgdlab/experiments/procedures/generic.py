@@ -39,7 +39,7 @@ from sgdlab.experiments.procedures.common import (add_references, by_group, chec
                                                   claim_metrics, curve_label, group_colours,
                                                   group_curves, group_x_axis, seeds_note, stat,
                                                   summary_table, values_by_group, x_axis)
-from sgdlab.experiments.spec import get_dotted, paper_ref
+from sgdlab.experiments.spec import cited, get_dotted
 from sgdlab.report.tables import exact_mean
 
 DEFAULT_TABLE = [["train_loss", "train loss"], ["test_loss", "test loss"],
@@ -203,7 +203,7 @@ def _bar_figure(spec, groups, b: dict[str, Any]):
     return grouped_bars(list(groups), series, ylabel=b.get("ylabel", ""),
                         colors=list(group_colours(groups).values()),
                         zoom=bool(b.get("zoom", False)),
-                        title=f"{paper_ref(spec.paper)}: {b.get('title', b['name'])}\n"
+                        title=f"{cited(spec.paper)}{b.get('title', b['name'])}\n"
                               + seeds_note(groups))
 
 
@@ -221,7 +221,7 @@ def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
     figs = group_curves(groups, o.get("curves", ["train_loss", "test_acc"]),
                         lambda g, rs, steps: group_x_axis(rs, steps, curve_x),
                         xlabel=metric_label(curve_x),
-                        title=lambda m: f"{paper_ref(spec.paper)}: {curve_label(m, o)}",
+                        title=lambda m: f"{cited(spec.paper)}{curve_label(m, o)}",
                         ylabel=lambda m: curve_label(m, o), logy=o.get("logy", []),
                         marks=o.get("curve_marks", []))    # e.g. where an optimizer switch is
     for b in o.get("bars", []) or []:

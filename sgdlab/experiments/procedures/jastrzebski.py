@@ -22,7 +22,7 @@ from sgdlab.experiments.procedures.common import (Derived, add_references, by_gr
                                                   check_claims, claim_metrics, curve_label,
                                                   finite, group_curves, group_x_axis,
                                                   seeds_note, stat, values_by_group)
-from sgdlab.experiments.spec import get_dotted, paper_ref
+from sgdlab.experiments.spec import cited, get_dotted
 from sgdlab.report.tables import Table, exact_mean
 
 
@@ -179,7 +179,7 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
                 agrees_with_paper=ok,
                 claim=f"{LABELS.get(m, m)} {'decreases' if sign == 'negative' else 'increases'} "
                       "as η/B grows", evidence={"spearman": rho}))
-    fig.suptitle(f"{paper_ref(spec.paper)}: final values vs η/B, "
+    fig.suptitle(f"{cited(spec.paper)}final values vs η/B, "
                  f"{seeds_note(settings, spread=False)} "
                  "(red dotted: diverged)", fontsize=9)
     fig.tight_layout()
@@ -211,7 +211,7 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
         groups = by_group(runs, key=lambda r: "η={:g}, B={:g}".format(*lr_and_batch(r)))
         figs += group_curves(groups, o["curves"], _epochs, xlabel="epoch",
                              # a no-break space: wrapped, "(η," ended a line, "B)" began one
-                             title=lambda m: f"{paper_ref(spec.paper)}: {_label(m, o)} per "
+                             title=lambda m: f"{cited(spec.paper)}{_label(m, o)} per "
                                              "(η,\u00a0B)",
                              ylabel=lambda m: _label(m, o), bands=False)
     return Analysis(tables=[table], figures=figs, conclusions=conclusions)
@@ -307,7 +307,7 @@ def epoch_curves(spec, groups, names: list[str]) -> list[tuple[str, Any]]:
     """One figure per metric series: the mean over seeds per group against epochs (± std)."""
     o = getattr(spec, "options", None) or {}
     return group_curves(groups, names, _epochs, xlabel="epoch",
-                        title=lambda m: f"{paper_ref(spec.paper)}: {_label(m, o)}",
+                        title=lambda m: f"{cited(spec.paper)}{_label(m, o)}",
                         ylabel=lambda m: _label(m, o))
 
 
@@ -491,7 +491,7 @@ def interpolation(spec, runs: list[StoredRun]) -> Analysis:
             several = sum(1 for q in interp if q.group == r.group) > 1
             figs.append((f"interpolation_{r.group}", interpolation_figure(
                 r.data, labels=(a_lab, b_lab),
-                title=f"{paper_ref(spec.paper)}: {a_lab} → {b_lab}"
+                title=f"{cited(spec.paper)}{a_lab} → {b_lab}"
                       + (f" (seed {r.seed})" if several else ""))))
     table = Table("interpolation", ["pair", "seed", "A (α = 0)", "B (α = 1)", "train loss at A",
                                     "train loss at B", "basin width at A (α)",
@@ -588,7 +588,7 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
                                              [r[5] for r in rows if r[0] == n])
                   for n in sizes},
                  xlabel="β (η = β η₀, S = β S₀)", ylabel=f"best {LABELS.get(metric, metric)}",
-                 logx=True, markers=True, title=f"{paper_ref(spec.paper)}: constant η/S")
+                 logx=True, markers=True, title=f"{cited(spec.paper)}constant η/S")
     for r in rows:
         if r[6]:
             fig.axes[0].axvline(r[1], color="red", ls=":", lw=1)
@@ -686,7 +686,7 @@ def breakdown(spec, runs: list[StoredRun]) -> Analysis:
     if o.get("curves"):
         # Fig. 5 itself: the validation-accuracy curves of every β, at each training-set size
         figs += group_curves(groups, o["curves"], _epochs, xlabel="epoch",
-                             title=lambda m: (f"{paper_ref(spec.paper)}: {_label(m, o)} per "
+                             title=lambda m: (f"{cited(spec.paper)}{_label(m, o)} per "
                                               "(training examples, β)"),
                              ylabel=lambda m: _label(m, o))
     return Analysis(tables=[table], figures=figs, conclusions=concl)

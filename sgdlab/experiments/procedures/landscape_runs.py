@@ -12,7 +12,7 @@ from sgdlab.experiments.procedures import (Procedure, RunOutput, register_analys
 from sgdlab.experiments.procedures.common import (by_group, check_claims, decided, finite,
                                                   group_colours, seed_spread, seeds_named,
                                                   stat, within_spread)
-from sgdlab.experiments.spec import paper_ref
+from sgdlab.experiments.spec import cited, paper_ref
 from sgdlab.report.tables import Table
 
 
@@ -723,7 +723,7 @@ def double_well_analysis(spec, runs) -> Analysis:
     fig = double_well_figure(np.asarray(first["edges1"]), np.asarray(first["edges2"]),
                              {k: np.asarray(v) for k, v in hists.items()},
                              np.asarray(stationary), rest, ang,
-                             title=f"{paper_ref(spec.paper)}: {_chains_of(runs)}")
+                             title=f"{cited(spec.paper)}{_chains_of(runs)}")
     table = Table("double_well", ["λ", "TV(histogram, e^-Φ)", "mean angular velocity",
                                   "closed form", "zeros of the drift", "noiseless flow",
                                   "final radius (noiseless)"], rows)

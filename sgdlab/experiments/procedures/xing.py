@@ -25,7 +25,7 @@ from sgdlab.experiments.procedures.common import (add_references, by_group, chec
                                                   summary_table, values_by_group)
 from sgdlab.experiments.procedures.jastrzebski import (CLEAR_TREND, _spearman, epoch_curves,
                                                        ranked_over, trend_verdict)
-from sgdlab.experiments.spec import paper_ref
+from sgdlab.experiments.spec import cited, paper_ref
 from sgdlab.measure.walk import VALLEY_FLOORS, has_valley_floor
 from sgdlab.report.tables import Table, exact_mean
 
@@ -227,7 +227,7 @@ def xing_barriers(spec, runs: list[StoredRun]) -> Analysis:
                   None) for g in groups}
     fig = curves(series, xlabel="epoch", ylabel="mean height above the valley floor",
                  markers=True, logy=True,
-                 title=f"{paper_ref(spec.paper)}: height above the valley floor per epoch\n"
+                 title=f"{cited(spec.paper)}height above the valley floor per epoch\n"
                        f"{seeds_note(groups, spread=False)}")
     table = walk_epoch_table({f"{r.group} (seed {r.seed})": r.metrics for r in runs})
     return Analysis(tables=[summary, table], figures=[("heights", fig)], conclusions=concl)
@@ -326,7 +326,7 @@ def _hessian_norm_figure(spec, groups, modes: list[str], quantity: tuple[str, st
                     group_x_axis(rs, steps, "epoch"), mean, std if len(rs) > 1 else None)
     sym, label = quantity
     fig = curves(series, xlabel="epoch", ylabel=label, logy=True,
-                 title=f"{paper_ref(spec.paper)}: {sym}, batch norm in train and eval mode")
+                 title=f"{cited(spec.paper)}{sym}, batch norm in train and eval mode")
     for line in fig.axes[0].get_lines():
         if "eval-mode BN" in line.get_label():
             line.set_linestyle("--")
@@ -391,7 +391,7 @@ def xing_cosine_grid(spec, runs: list[StoredRun]) -> Analysis:
         grid_ticks(ax, xs)
     ax_b.set_title(f"lr = {lr0:g}", fontsize=9)
     ax_lr.set_title(f"batch size = {b0:g}", fontsize=9)
-    fig.suptitle(f"{paper_ref(spec.paper)}: {seeds_note(groups)}", fontsize=9)
+    fig.suptitle(f"{cited(spec.paper)}{seeds_note(groups)}", fontsize=9)
     fig.tight_layout()
     concl = []
     for col, what, sign in ((2, "gradient cosine", cos_trend),

@@ -12,7 +12,7 @@ from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (by_group, curve_label, finite,
                                                   group_curves, mean_curve, seeds_label,
                                                   seeds_note)
-from sgdlab.experiments.spec import paper_ref
+from sgdlab.experiments.spec import cited
 from sgdlab.report.tables import Table, mean_std
 
 _COS = re.compile(r"^align/cos_(\d+)$")
@@ -115,7 +115,7 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
         figs.append((f"alignment_{g}", alignment_figure(
             cos_end, [h for h, _ in pairs], [s for _, s in pairs],
             residual=mean_std([_last(r, "align/residual") for r in rs])[0],
-            title=f"{paper_ref(spec.paper)}: {sigma}–H alignment of {g} at the end of training"
+            title=f"{cited(spec.paper)}{sigma}–H alignment of {g} at the end of training"
                   + (f", mean over {len(rs)} seeds" if len(rs) > 1 else ""),
             uncentred=sigma == UNCENTRED, cosine_history=history)))
         # (finding, agrees, claim, evidence) per requested test, with the seeds that have no
@@ -177,14 +177,14 @@ def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
                 series[seeds_label(g + k, n, len(rs))] = (st, m, sd if len(rs) > 1 else None)
         # measured at log-spaced steps: on a linear axis most points sit at its origin
         curves(series, xlabel="step", ylabel=ylabel, ax=ax, log_steps_x=True)
-    fig.suptitle(f"{paper_ref(spec.paper)}: projection residual and leading cosine over "
+    fig.suptitle(f"{cited(spec.paper)}projection residual and leading cosine over "
                  "training, "
                  + seeds_note(groups), fontsize=10)
     fig.tight_layout()
     figs.append(("alignment_history", fig))
     if o.get("curves"):     # Figs. 1(a), 8(a), 9(a): training and test loss by iteration
         figs += group_curves(groups, o["curves"], lambda g, rs, st: st, xlabel="step",
-                             title=lambda m: f"{paper_ref(spec.paper)}: {curve_label(m, o)}",
+                             title=lambda m: f"{cited(spec.paper)}{curve_label(m, o)}",
                              ylabel=lambda m: curve_label(m, o), logy=o.get("logy", ()))
     return Analysis(tables=[table], figures=figs, conclusions=concl)
 
@@ -344,7 +344,7 @@ def zhu_noise_magnitude(spec, runs: list[StoredRun]) -> Analysis:
         # the figure's own spelling, "Tr Σ / m", as noise_magnitude_figure's default
         noise = f"sqrt(η {_noise_variance(rs)})".replace("Tr Σ/m)", "Tr Σ / m)")
         figs.append((f"noise_magnitude_{g}", noise_magnitude_figure(
-            rs[0].metrics, title=f"{paper_ref(spec.paper)}: ‖∇L‖ vs {noise} ({one})",
+            rs[0].metrics, title=f"{cited(spec.paper)}‖∇L‖ vs {noise} ({one})",
             noise=noise)))
         concl.append(Conclusion(
             f"{g}: median {what} {r_start:.3g} over the first third of the "

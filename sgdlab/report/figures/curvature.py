@@ -264,7 +264,8 @@ def alignment_figure(cosines: Sequence[float], hessian_normalised: Sequence[floa
     sup = title or f"{matrix}–H alignment" + (" (uncentred Σ + ḡḡᵀ)" if uncentred else "")
     if residual is not None:
         # e(U_k, V_k) ∈ [0, k]: "of k" read as a count; the range says what the value means
-        sup += f" ($e(U_k, V_k)$ = {residual:.3g} in [0, {len(k)}])"
+        # a no-break space: wrapped, "[0," ended one line and "4])" began the next
+        sup += f" ($e(U_k, V_k)$ = {residual:.3g} in [0,\u00a0{len(k)}])"
     fig.suptitle(wrapped(sup, 0.95 * fig.get_figwidth(), fontsize=12))
     return fig
 
@@ -321,7 +322,9 @@ def noise_magnitude_figure(history: History, *, title: str | None = None,
         _empty(ax, "no noise magnitude recorded")
     ax.set_xlabel("step")
     ax.set_ylabel("norm")
-    ax.set_title(title or "gradient vs noise magnitude")
+    # wrapped to the figure: a title citing the paper and naming the run ran past its edge
+    ax.set_title(wrapped(title or "gradient vs noise magnitude", 0.95 * fig.get_figwidth(),
+                         fontsize=12))
     return fig
 
 
