@@ -96,6 +96,7 @@ class RayBackend:
                 raise UserError(f"cannot start or join Ray"
                                 f"{f' at {address}' if address else ''}: "
                                 f"{str(e).strip().splitlines()[0] if str(e).strip() else e}"
+                                f"{_token_hint(address or os.environ.get('RAY_ADDRESS'))}"
                                 ) from None
         try:
             slots = _slots(ray, cpus, gpus)
@@ -195,19 +196,76 @@ def _keep_sigterm_handler() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
+# HTTP/2's client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, its client
+# server) answers with a SETTINGS frame of its own (frame type 4, the header's fourth byte)
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_NOT_RAY = ("not a Ray cluster's port: give the head node's GCS port (`ray start --head "
+            "--port`, 6379 by default), or ray://HOST:10001 for its Ray Client server")
+
+
 def check_reachable(address: str | None, timeout: float = 5.0) -> None:
-    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) address that accepts no TCP connection is a
-    ``UserError`` at once: ``ray.init`` would retry it for minutes. Other forms (``auto``,
-    ``local``, None) are Ray's to resolve."""
+    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) address where no Ray answers is a
+    ``UserError`` at once: ``ray.init`` retries it for minutes. Accepting a TCP connection is
+    not enough: the port must answer HTTP/2's preface as the gRPC servers of Ray's GCS and
+    client do (not checked under ``$RAY_USE_TLS``); a port that accepts and stays silent kept
+    ``ray.init`` retrying for over two minutes, as did a web server's (the dashboard's 8265).
+    Other forms (``auto``, ``local``, None) are Ray's to resolve."""
     if not address or address in ("auto", "local"):
         return
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit():
+    scheme, has_scheme, rest = address.partition("://")
+    if has_scheme and scheme != "ray":
+        raise UserError(f"--address {address!r}: an {scheme}:// address is a web server's (the "
+                        "Ray dashboard's, for `ray job submit`), " + _NOT_RAY)
+    host, sep, port = (rest if has_scheme else address).rpartition(":")
+    if not sep or not host or not port.isdigit():
         raise UserError(f"--address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        conn = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
     except OSError as e:
         raise UserError(f"cannot reach Ray at {address}: {e.strerror or e}") from None
+    with conn:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+            return
+        answer = _first_bytes(conn, _HTTP2_PREFACE, 9)
+    if answer is not None and len(answer) == 9 and answer[3] == 4:
+        return
+    if answer is None:
+        what = f"accepts connections but answered nothing in {timeout:g} s"
+    elif answer.startswith(b"HTTP/"):
+        what = "answers as a web server (HTTP/1; the Ray dashboard's port is 8265)"
+    elif not answer:
+        what = "closed the connection without answering"
+    else:
+        what = "does not answer as a gRPC server"
+    raise UserError(f"no Ray at {address}: the port {what}; {_NOT_RAY}")
+
+
+def _first_bytes(conn: socket.socket, send: bytes, n: int) -> bytes | None:
+    """The first ``n`` bytes ``conn`` answers ``send`` with (fewer where it closes), None
+    where it says nothing before the socket's timeout."""
+    answer = b""
+    try:
+        conn.sendall(send)
+        while len(answer) < n:
+            chunk = conn.recv(n - len(answer))
+            if not chunk:
+                break
+            answer += chunk
+    except TimeoutError:
+        return answer or None
+    except OSError:      # reset by the peer: a server that refused what it was sent
+        pass
+    return answer
+
+
+def _token_hint(address: str | None) -> str:
+    """Why joining a cluster at an explicit address may fail: Ray sends its token only to
+    one found by ``auto``, while ``ray start --head`` turns token authentication on where a
+    token exists (``~/.ray/auth_token``, which a local ``ray.init`` writes)."""
+    if not address or address in ("auto", "local") or os.environ.get("RAY_AUTH_MODE"):
+        return ""
+    return ("; a cluster started with token authentication is joined with "
+            "RAY_AUTH_MODE=token set (and its token in ~/.ray/auth_token or $RAY_AUTH_TOKEN)")
 
 
 def _slots(ray, cpus: PerRun, gpus: PerRun) -> int:

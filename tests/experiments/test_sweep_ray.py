@@ -2,9 +2,12 @@
 backend is finished by the other (a local Ray instance: ``ray.init(num_cpus=2)``)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import socket
 import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -161,13 +164,79 @@ def test_unreachable_ray_addresses_fail_at_once():
         check_reachable(f"ray://127.0.0.1:{port}", timeout=2)
     with pytest.raises(UserError, match="expected HOST:PORT"):
         check_reachable("head-node")
-    with socket.socket() as s:
+    with pytest.raises(UserError, match="expected HOST:PORT"):
+        check_reachable(":6379")
+    with pytest.raises(UserError, match="an http:// address is a web server's .* GCS port"):
+        check_reachable("http://127.0.0.1:8265")
+    with socket.socket() as s:           # accepts connections (the kernel's), says nothing
         s.bind(("127.0.0.1", 0))
         s.listen()
-        check_reachable(f"127.0.0.1:{s.getsockname()[1]}", timeout=2)
-        check_reachable(f"ray://127.0.0.1:{s.getsockname()[1]}", timeout=2)   # a client's
+        with pytest.raises(UserError, match=r"no Ray at 127\.0\.0\.1:\d+: the port accepts "
+                                            r"connections but answered nothing in 0\.2 s; "
+                                            r"not a Ray cluster's port"):
+            check_reachable(f"127.0.0.1:{s.getsockname()[1]}", timeout=0.2)
+    with answering(b"HTTP/1.1 400 Bad Request\r\n\r\n") as port:
+        with pytest.raises(UserError, match="answers as a web server"):
+            check_reachable(f"127.0.0.1:{port}", timeout=2)
+    with answering(bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])) as port:     # a gRPC server's SETTINGS
+        check_reachable(f"127.0.0.1:{port}", timeout=2)
+        check_reachable(f"ray://127.0.0.1:{port}", timeout=2)   # a client server's
     for fine in (None, "auto", "local"):
         check_reachable(fine)
+
+
+@contextlib.contextmanager
+def answering(reply: bytes):
+    """The port of a server on 127.0.0.1 that answers each connection with ``reply``."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:          # closed: the test is done
+                return
+            with conn:
+                conn.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        server.close()
+        thread.join(timeout=5)
+
+
+def test_joining_an_explicit_address_that_fails_names_token_authentication(monkeypatch):
+    """Ray sends its token only to a cluster found by `auto`, and `ray start --head` turns
+    token authentication on where ~/.ray/auth_token exists: the sweep's one line said only
+    "Failed to connect to Ray cluster", after Ray's log lines saying InvalidAuthToken."""
+    from types import SimpleNamespace
+
+    from sgdlab.errors import UserError
+    from sgdlab.experiments import ray_backend
+
+    def init(**kw):
+        raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379")
+
+    fake = SimpleNamespace(is_initialized=lambda: False, init=init)
+    monkeypatch.setattr(ray_backend, "import_ray", lambda: fake)
+    monkeypatch.setattr(ray_backend, "check_reachable", lambda address: None)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(UserError, match=r"cannot start or join Ray at head:6379: Failed to "
+                                        r"connect .*; a cluster started with token "
+                                        r"authentication is joined with RAY_AUTH_MODE=token"):
+        ray_backend.RayBackend(lambda *a: None, address="head:6379")
+    for auto in ("auto", None):            # Ray sends the token there itself
+        with pytest.raises(UserError) as refused:
+            ray_backend.RayBackend(lambda *a: None, address=auto)
+        assert "RAY_AUTH_MODE" not in str(refused.value)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")        # set: the token was not the cause
+    with pytest.raises(UserError) as refused:
+        ray_backend.RayBackend(lambda *a: None, address="head:6379")
+    assert "RAY_AUTH_MODE" not in str(refused.value)
 
 
 def test_joining_a_cluster_passes_the_drivers_plugins_to_its_workers(monkeypatch):
