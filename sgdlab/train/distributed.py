@@ -216,6 +216,7 @@ def init_distributed(backend: str = DEFAULT_BACKEND, timeout: float = DEFAULT_TI
             raise UserError(f"environment variable {var} is not set: launch with torchrun, "
                             "e.g. `torchrun --standalone --nproc-per-node 3 -m "
                             "sgdlab.train.distributed CONFIG`")
+    check_launch_env()
     td = timeout_delta(timeout)
     if device == "cuda":
         gpu = local_device(device)
@@ -235,6 +236,22 @@ def init_distributed(backend: str = DEFAULT_BACKEND, timeout: float = DEFAULT_TI
         except Exception as e:
             raise ReplicaCommunicationError(f"start-up barrier failed: {e}") from e
     return backend
+
+
+def check_launch_env() -> None:
+    """RANK, WORLD_SIZE and MASTER_PORT that no launcher sets are a ``UserError`` before any
+    process group work: a RANK at or past WORLD_SIZE waited the whole ``--timeout`` for a
+    rank 0, saying nothing, then failed on a socket; a word ended in a ``ValueError``."""
+    env = {var: os.environ[var] for var in ("RANK", "WORLD_SIZE", "MASTER_PORT")}
+    bad = [f"{var}={value!r}" for var, value in env.items() if not value.strip().isdigit()]
+    if bad:
+        raise UserError(f"{', '.join(bad)}: expected a whole number >= 0 (torchrun sets "
+                        "RANK, WORLD_SIZE, MASTER_PORT for each process it starts)")
+    rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+    if not rank < world:
+        raise UserError(f"RANK={rank} with WORLD_SIZE={world}: the ranks of a run are 0 to "
+                        "WORLD_SIZE - 1, one process each (torchrun --nproc-per-node N "
+                        "numbers them)")
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -669,8 +669,12 @@ class _ReplicaTraining:
             from .communicator import TorchDistributedCommunicator
             comm = communicator or TorchDistributedCommunicator()
             if comm.world_size != n:
-                raise ConfigError(f"config.replicas = {n} but the process group has "
-                                  f"{comm.world_size} processes (one replica per process)")
+                w = comm.world_size
+                raise ConfigError(f"config.replicas = {n} but the process group has {w} "
+                                  f"processes (one replica per process): launch {n} "
+                                  f"(torchrun --nproc-per-node {n}), or set the replicas to "
+                                  f"{w} (parle.replicas; python -m sgdlab.train.distributed "
+                                  f"--replicas {w})")
             self.comm, self.mine, self.reduce = comm, [comm.rank], comm.reduce_round
             self.is_main, self.rank, self.world = comm.rank == 0, comm.rank, comm.world_size
         else:

@@ -171,6 +171,23 @@ def test_a_rank_started_without_torchrun_s_environment_is_told_to_launch_with_to
     assert machine == {}             # refused before any process group work
 
 
+@pytest.mark.parametrize("env, said", [
+    ({"RANK": "5"}, r"^RANK=5 with WORLD_SIZE=2: the ranks of a run are 0 to WORLD_SIZE - 1"),
+    ({"RANK": "2"}, r"^RANK=2 with WORLD_SIZE=2"),
+    ({"WORLD_SIZE": "0", "RANK": "0"}, r"^RANK=0 with WORLD_SIZE=0"),
+    ({"WORLD_SIZE": "two"}, r"^WORLD_SIZE='two': expected a whole number >= 0 \(torchrun"),
+    ({"RANK": "-1", "MASTER_PORT": "http"}, r"^RANK='-1', MASTER_PORT='http': expected")])
+def test_a_rank_environment_no_launcher_sets_is_refused_at_once(machine, monkeypatch, env,
+                                                                said):
+    """A rank past the world waited the whole --timeout for a rank 0, silent, then failed on
+    a socket; a word for a number ended in a ValueError's traceback."""
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    with pytest.raises(UserError, match=said):
+        distributed.init_distributed("auto", 60.0, "cpu")
+    assert machine == {}             # refused before any process group work
+
+
 def test_the_process_group_fails_a_stuck_collective_after_the_timeout(machine, monkeypatch):
     """The fail-fast guarantee: the group is created with ``--timeout`` (a dead or hung peer
     raises after at most that long), and with nccl a timed-out collective aborts the process

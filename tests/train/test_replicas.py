@@ -1366,3 +1366,19 @@ def test_a_loss_an_instrument_s_measurement_refuses_is_refused_before_round_0(tm
                        callbacks=[build_instrument("alignment", at=[2], k=1, num_probes=2)],
                        progress=lambda r, n, value: rounds.append(r))
     assert rounds == [] and store.list_runs() == []
+
+
+def test_more_replicas_than_processes_says_how_to_make_them_equal():
+    """torchrun started 2 processes for a config of 3 replicas: the refusal says both ways
+    to make them equal (it had said only that they differ)."""
+    from types import SimpleNamespace
+
+    from sgdlab.errors import ConfigError
+
+    cfg = ParleConfig(**{**BN_CFG, "replicas": 3})
+    with pytest.raises(ConfigError, match=re.escape(
+            "config.replicas = 3 but the process group has 2 processes (one replica per "
+            "process): launch 3 (torchrun --nproc-per-node 3), or set the replicas to 2 "
+            "(parle.replicas; python -m sgdlab.train.distributed --replicas 2)")):
+        train_replicas(toy_model(), LOSS, toy_data(), cfg, rounds=1, mode="distributed",
+                       communicator=SimpleNamespace(rank=0, world_size=2))
