@@ -671,10 +671,10 @@ class _ReplicaTraining:
             if comm.world_size != n:
                 w = comm.world_size
                 raise ConfigError(f"config.replicas = {n} but the process group has {w} "
-                                  f"processes (one replica per process): launch {n} "
-                                  f"(torchrun --nproc-per-node {n}), or set the replicas to "
-                                  f"{w} (parle.replicas; python -m sgdlab.train.distributed "
-                                  f"--replicas {w})")
+                                  f"processes (one replica per process): launch {n} in all "
+                                  f"(torchrun's --nproc-per-node times --nnodes), or set the "
+                                  f"replicas to {w} (parle.replicas; python -m "
+                                  f"sgdlab.train.distributed --replicas {w})")
             self.comm, self.mine, self.reduce = comm, [comm.rank], comm.reduce_round
             self.is_main, self.rank, self.world = comm.rank == 0, comm.rank, comm.world_size
         else:

@@ -1378,7 +1378,8 @@ def test_more_replicas_than_processes_says_how_to_make_them_equal():
     cfg = ParleConfig(**{**BN_CFG, "replicas": 3})
     with pytest.raises(ConfigError, match=re.escape(
             "config.replicas = 3 but the process group has 2 processes (one replica per "
-            "process): launch 3 (torchrun --nproc-per-node 3), or set the replicas to 2 "
+            "process): launch 3 in all (torchrun's --nproc-per-node times --nnodes), or set the "
+            "replicas to 2 "
             "(parle.replicas; python -m sgdlab.train.distributed --replicas 2)")):
         train_replicas(toy_model(), LOSS, toy_data(), cfg, rounds=1, mode="distributed",
                        communicator=SimpleNamespace(rank=0, world_size=2))
