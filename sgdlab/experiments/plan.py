@@ -216,10 +216,11 @@ def plan_experiment(name_or_path: str | Path, *, scale: str = "cpu",
         if problem:
             plan.problems.append(problem)
     if backend == "ray" and plan.to_run:
-        from sgdlab.experiments.ray_backend import import_ray
+        from sgdlab.experiments.ray_backend import check_reachable, import_ray
 
         try:
             import_ray()
+            check_reachable(plan.settings["address"])
         except UserError as e:
             plan.problems.append(str(e))
     return plan

@@ -219,8 +219,9 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu",
         # an unreadable store, too, fails before the folder is made; closed at once, so its
         # WAL is not folded into the file later by whichever reader comes next
         open_store(store_path).close()
-    # Ray missing, too, before the store and the folder are made (it starts with the first run)
-    check_backend(backend, runs, store_path)
+    # Ray missing or unreachable, too, before the store and the folder are made (it starts
+    # with the first run)
+    check_backend(backend, runs, store_path, address)
     # a data file missing for the runs to execute: said once (as the dry run says it), before
     # the store records a failed run and the folder is made, not by the first run's failure;
     # on Ray the runs read the data of the nodes, which this machine need not hold

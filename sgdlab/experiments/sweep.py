@@ -189,7 +189,7 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
     cpus_per_run, gpus_per_run = per_run("cpus", cpus_per_run), per_run("gpus", gpus_per_run)
     check_options(workers=workers, backend=backend, address=address,
                   gpus_per_run=amount(gpus_per_run))
-    check_backend(backend, runs, store_path)
+    check_backend(backend, runs, store_path, address)
     curves = None
     if tensorboard is not None:
         from sgdlab.train.tensorboard import LiveRuns
@@ -249,10 +249,12 @@ def check_options(*, workers: int | None, backend: str, address: str | None,
                         "threads ($SGDLAB_THREADS sets them)")
 
 
-def check_backend(backend: str, runs: list[RunSpec], store_path: str | None) -> None:
+def check_backend(backend: str, runs: list[RunSpec], store_path: str | None,
+                  address: str | None = None) -> None:
     """A backend the sweep will start (some run is not done in the store) that cannot start
-    here (Ray not installed) is a ``UserError`` before the store or an output folder is made:
-    the backend itself starts only with the first run."""
+    here (Ray not installed, no Ray at ``address`` or ``$RAY_ADDRESS``) is a ``UserError``
+    before the store or an output folder is made: the backend itself starts only with the
+    first run."""
     if backend != "ray" or not runs:
         return
     from sgdlab.store import default_store_path
@@ -266,9 +268,10 @@ def check_backend(backend: str, runs: list[RunSpec], store_path: str | None) -> 
             store.close()
         if all(r.key in done for r in runs):
             return
-    from sgdlab.experiments.ray_backend import import_ray
+    from sgdlab.experiments.ray_backend import check_reachable, import_ray
 
-    import_ray()
+    if not import_ray().is_initialized():      # else the sweep joins the Ray it runs in
+        check_reachable(address or os.environ.get("RAY_ADDRESS"))
 
 
 def run_device(backend: str, device: str, gpus_per_run: float | None) -> str:

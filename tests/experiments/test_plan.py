@@ -25,6 +25,9 @@ class NoRay:
     def init(self, *args, **kwargs):
         raise AssertionError("the dry run started Ray")
 
+    def is_initialized(self):
+        return False
+
 
 @pytest.fixture
 def no_ray(monkeypatch):
@@ -97,6 +100,24 @@ def test_a_dataset_given_no_folder_stops_a_ray_run_too(tmp_path, no_ray):
     assert not plan.ok and plan.notes == []
     assert plan.problems == [plan.files[0].problem]
     assert "the experiment gives it no folder" in plan.problems[0]
+
+
+def test_a_ray_address_where_no_ray_answers_stops_the_plan_and_the_run(tmp_path, capsys,
+                                                                      no_ray):
+    """The dry run said "would run" (exit 0) for an address nobody listens on, and the run
+    made its store and --out folder before it found out."""
+    import socket
+
+    with socket.socket() as s:           # a port that was free a moment ago: nobody listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["run", GRID, "--scale", "smoke", "--backend", "ray", "--address",
+            f"127.0.0.1:{port}", "--store", str(tmp_path / "s.sqlite"), "--out",
+            str(tmp_path / "out")]
+    for dry in (["--dry-run"], []):
+        assert main(args + dry) == 2
+        assert f"sgdlab: error: cannot reach Ray at 127.0.0.1:{port}" in capsys.readouterr().err
+        assert not any(p.name in ("s.sqlite", "out") for p in tmp_path.iterdir())
 
 
 def test_the_plan_looks_up_a_text_datasets_file_with_its_path_option(tmp_path):
