@@ -220,7 +220,7 @@ def plan_experiment(name_or_path: str | Path, *, scale: str = "cpu",
 
         try:
             import_ray()
-            check_reachable(plan.settings["address"])
+            check_reachable(address)
         except UserError as e:
             plan.problems.append(str(e))
     return plan

@@ -87,7 +87,7 @@ class RayBackend:
             # Ray installs a SIGTERM handler that aborts the driver; keep ours (SIGTERM stops
             # the sweep like Ctrl-C: tasks cancelled, runs recorded interrupted)
             term = signal.getsignal(signal.SIGTERM) if _main_thread() else None
-            check_reachable(address or os.environ.get("RAY_ADDRESS"))
+            check_reachable(address)
             try:
                 ray.init(address=address, **with_plugins_env(kw))
                 if term is not None:
@@ -209,20 +209,24 @@ def check_reachable(address: str | None, timeout: float = 5.0) -> None:
     not enough: the port must answer HTTP/2's preface as the gRPC servers of Ray's GCS and
     client do (not checked under ``$RAY_USE_TLS``); a port that accepts and stays silent kept
     ``ray.init`` retrying for over two minutes, as did a web server's (the dashboard's 8265).
-    Other forms (``auto``, ``local``, None) are Ray's to resolve."""
+    ``address`` None: ``$RAY_ADDRESS``, named as such (a variable left set in the shell is
+    easily forgotten). Other forms (``auto``, ``local``, none) are Ray's to resolve."""
+    where, named = "--address", ""
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        address, where, named = os.environ["RAY_ADDRESS"], "$RAY_ADDRESS", " ($RAY_ADDRESS)"
     if not address or address in ("auto", "local"):
         return
     scheme, has_scheme, rest = address.partition("://")
     if has_scheme and scheme != "ray":
-        raise UserError(f"--address {address!r}: an {scheme}:// address is a web server's (the "
+        raise UserError(f"{where} {address!r}: an {scheme}:// address is a web server's (the "
                         "Ray dashboard's, for `ray job submit`), " + _NOT_RAY)
     host, sep, port = (rest if has_scheme else address).rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise UserError(f"--address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+        raise UserError(f"{where} {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
     try:
         conn = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
     except OSError as e:
-        raise UserError(f"cannot reach Ray at {address}: {e.strerror or e}") from None
+        raise UserError(f"cannot reach Ray at {address}{named}: {e.strerror or e}") from None
     with conn:
         if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
             return
@@ -237,7 +241,7 @@ def check_reachable(address: str | None, timeout: float = 5.0) -> None:
         what = "closed the connection without answering"
     else:
         what = "does not answer as a gRPC server"
-    raise UserError(f"no Ray at {address}: the port {what}; {_NOT_RAY}")
+    raise UserError(f"no Ray at {address}{named}: the port {what}; {_NOT_RAY}")
 
 
 def _first_bytes(conn: socket.socket, send: bytes, n: int) -> bytes | None:

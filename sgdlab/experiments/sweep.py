@@ -271,7 +271,7 @@ def check_backend(backend: str, runs: list[RunSpec], store_path: str | None,
     from sgdlab.experiments.ray_backend import check_reachable, import_ray
 
     if not import_ray().is_initialized():      # else the sweep joins the Ray it runs in
-        check_reachable(address or os.environ.get("RAY_ADDRESS"))
+        check_reachable(address)
 
 
 def run_device(backend: str, device: str, gpus_per_run: float | None) -> str:

@@ -103,9 +103,10 @@ def test_a_dataset_given_no_folder_stops_a_ray_run_too(tmp_path, no_ray):
 
 
 def test_a_ray_address_where_no_ray_answers_stops_the_plan_and_the_run(tmp_path, capsys,
-                                                                      no_ray):
+                                                                      no_ray, monkeypatch):
     """The dry run said "would run" (exit 0) for an address nobody listens on, and the run
-    made its store and --out folder before it found out."""
+    made its store and --out folder before it found out. One from $RAY_ADDRESS is named so:
+    the command line gave none."""
     import socket
 
     with socket.socket() as s:           # a port that was free a moment ago: nobody listens
@@ -116,8 +117,18 @@ def test_a_ray_address_where_no_ray_answers_stops_the_plan_and_the_run(tmp_path,
             str(tmp_path / "out")]
     for dry in (["--dry-run"], []):
         assert main(args + dry) == 2
-        assert f"sgdlab: error: cannot reach Ray at 127.0.0.1:{port}" in capsys.readouterr().err
+        assert f"sgdlab: error: cannot reach Ray at 127.0.0.1:{port}: " in capsys.readouterr().err
         assert not any(p.name in ("s.sqlite", "out") for p in tmp_path.iterdir())
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    for dry in (["--dry-run"], []):
+        assert main(args[:6] + args[8:] + dry) == 2
+        assert (f"sgdlab: error: cannot reach Ray at 127.0.0.1:{port} ($RAY_ADDRESS): "
+                in capsys.readouterr().err)
+    monkeypatch.setenv("RAY_ADDRESS", "head-node")
+    assert main(args[:6] + args[8:] + ["--dry-run"]) == 2
+    assert ("$RAY_ADDRESS 'head-node': expected HOST:PORT, ray://HOST:PORT or auto"
+            in capsys.readouterr().err)
+    assert not any(p.name in ("s.sqlite", "out") for p in tmp_path.iterdir())
 
 
 def test_the_plan_looks_up_a_text_datasets_file_with_its_path_option(tmp_path):
