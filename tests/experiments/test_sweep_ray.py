@@ -188,14 +188,15 @@ def test_unreachable_ray_addresses_fail_at_once():
 @contextlib.contextmanager
 def answering(reply: bytes):
     """The port of a server on 127.0.0.1 that answers each connection with ``reply``."""
-    server = socket.create_server(("127.0.0.1", 0))
+    server, done = socket.create_server(("127.0.0.1", 0)), threading.Event()
+    server.settimeout(0.05)          # accept() wakes to see the test done (close() does not)
 
     def serve():
-        while True:
+        while not done.is_set():
             try:
                 conn, _ = server.accept()
-            except OSError:          # closed: the test is done
-                return
+            except TimeoutError:
+                continue
             with conn:
                 conn.sendall(reply)
 
@@ -204,8 +205,9 @@ def answering(reply: bytes):
     try:
         yield server.getsockname()[1]
     finally:
-        server.close()
+        done.set()
         thread.join(timeout=5)
+        server.close()
 
 
 def test_joining_an_explicit_address_that_fails_names_token_authentication(monkeypatch):
