@@ -1176,8 +1176,8 @@ def test_spin_glass_table_sets_the_lowest_energy_beside_fig_2_1s_levels(monkeypa
     import sgdlab.report.figures.landscapes as figures
     from sgdlab.experiments.procedures.landscape_runs import pspin_analysis
 
-    monkeypatch.setattr(figures, "pspin_figure", lambda *a: None)   # the table is tested
-    spec = SimpleNamespace(options={})                                 # no claims to judge
+    monkeypatch.setattr(figures, "pspin_figure", lambda *a, **k: None)   # the table is tested
+    spec = SimpleNamespace(options={}, paper={})                       # no claims to judge
     runs = [_pspin_run(g, -1.6, distinct_minima=1, cosine_distance=0.0, angular_distance=0.0)
             for g in ("glassy", "critical", "trivial")]
     note, = pspin_analysis(spec, runs).tables[0].notes

@@ -259,8 +259,8 @@ def test_trivialized_lenet_padding_keeps_each_convolutions_input_size():
     assert plain.features(x).shape == (2, 64) and padded.features(x).shape == (2, 64 * 3 * 3)
     assert count("trivialized-lenet", padding=2) == conv(1, 32, 5) + bn(32) + conv(32, 64, 5) \
         + bn(64) + dense(64 * 9, 512) + dense(512, 10)
-    for bad in (-1, 2.0, True):
-        with pytest.raises(UserError, match=f"^option 'padding' must be an int >= 0, got {bad}$"):
+    for bad, said in ((-1, r"got -1"), (2.0, r"got 2\.0"), (True, r"not a bool \(True\)")):
+        with pytest.raises(UserError, match=f"^option 'padding' must be an int >= 0, {said}$"):
             build_model("trivialized-lenet", MNIST, 10, padding=bad)
     # numpy's and torch's ints are paddings too: Conv2d gets them as Python ints
     for two in (np.int64(2), torch.tensor(2)):

@@ -175,9 +175,9 @@ def test_bad_inputs_are_named():
         build_model("ptb-lstm", (8,), 10, hidden=4, init_scale=0)
     # inf drew every weight from U(-inf, inf); numpy's float (a grid's value) was refused
     for name in ("ptb-lstm", "char-lstm-autograd"):
-        for bad in (math.inf, True, "0.1"):
+        for bad, said in ((math.inf, "got inf"), (True, "not a bool (True)"), ("0.1", "got '0.1'")):
             with pytest.raises(UserError, match=re.escape(
-                    f"option 'init_scale' must be a finite number > 0, got {bad!r}")):
+                    f"option 'init_scale' must be a finite number > 0, {said}")):
                 build_model(name, (8,), 10, hidden=4, init_scale=bad)
         built = []
         for scale in (np.float32(0.5), 0.5):
