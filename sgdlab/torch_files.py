@@ -29,7 +29,8 @@ def read_torch_file(path: Path, map_location: Any = "cpu", *, mmap: bool = False
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - each failure is named below, one line each
-        raise error(f"cannot read {what} {str(path)!r}: {_load_failure(path, e)}") from None
+        raise error(f"cannot read {what} {str(path)!r}: {_load_failure(path, e, what)}"
+                    ) from None
 
 
 def _failed_checksum(path: Path) -> str | None:
@@ -64,25 +65,28 @@ def _has_torch_pickle(path: Path) -> bool:
         return True     # unreadable as a zip: the other messages name that
 
 
-def _load_failure(path: Path, e: Exception) -> str:
+def _load_failure(path: Path, e: Exception, what: str = "checkpoint") -> str:
     size = path.stat().st_size if path.exists() else 0
     text = str(e)
+    kind = "checkpoint file" if what == "checkpoint" else what
     if size == 0:
         return "the file is empty"
     archive = zipfile.is_zipfile(path)
     if isinstance(e, (KeyError, IndexError)) and not archive:
         # the unpickler read a byte of text as an opcode it does not know (KeyError), or as
         # one that pops an empty stack (IndexError: "a: 1" of a YAML file)
-        return "not a checkpoint file (neither a torch archive nor a pickle: another format)"
+        return f"not a {kind} (neither a torch archive nor a pickle: another format)"
     if archive and not _has_torch_pickle(path):
         # torch's reader says "[enforce fail at inline_container.cc] ..."
         return ("a zip archive but not a torch one (no data.pkl in it: another format, e.g. "
                 "numpy's .npz; write it with torch.save)")
     if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in text:
         if "GLOBAL" in text or "global" in text:
+            wrote = ("only checkpoints sgdlab wrote can be read" if what == "checkpoint"
+                     else "save its tensors, not the objects that hold them")
             return ("it holds pickled Python objects other than tensors and plain data, which "
-                    "sgdlab does not load (only checkpoints sgdlab wrote can be read)")
-        return "not a checkpoint file (corrupt, or another format)"
+                    f"sgdlab does not load ({wrote})")
+        return f"not a {kind} (corrupt, or another format)"
     if isinstance(e, (EOFError, OSError)) or "zip archive" in text or "central directory" in text:
         return f"the file is truncated or corrupt ({size} bytes; not a complete torch archive)"
     return f"{type(e).__name__}: {text.strip().splitlines()[0] if text.strip() else ''}"

@@ -54,7 +54,7 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
     is refused. Each failure is one :class:`UserError` naming the problem."""
     from ..store import RunStore, default_store_path
     from ..store.folders import OLD_REPLICA_RESULT, REPLICA_MASTER, replica_result
-    from ..train.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
+    from ..train.checkpoint import CHECKPOINT_NAME, OWN_WEIGHTS_HINT, WEIGHTS_NAME
     from ..train.loop import python_trained
     from .io import CONFIG_SUFFIXES, load_config
     from .runner import run_folder
@@ -117,8 +117,7 @@ def locate_run(target: str, store_path: str | os.PathLike | None = None, *,
                             f"the runs){run}")
         if not cfg_file.exists():
             raise UserError(f"cannot rebuild the model of {str(ckpt)!r}: no config.yaml in its "
-                            f"run folder {str(folder)!r} (runs started by `sgdlab train` "
-                            "have one)")
+                            f"run folder {str(folder)!r}: {OWN_WEIGHTS_HINT}")
         cfg = load_config(cfg_file)
         run_id, recorded = recorded_run(folder)
         if store_path is None and recorded is not None:

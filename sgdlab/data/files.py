@@ -859,7 +859,12 @@ def load_data_file(path: str | Path, sha256: str | None = None) -> Dataset:
                         f"(sha256 {sha256[:16]}... recorded, {now[:16]}... now): it is not the "
                         "run's data; put the recorded file back, or remove data.sha256 from "
                         "the config to train on the file as it is now")
-    d = read_torch_file(f, "cpu", what="data file", error=DataError)
+    try:
+        d = read_torch_file(f, "cpu", what="data file", error=DataError)
+    except DataError as e:   # what to write instead: numpy's .npz, a whole TensorDataset
+        raise DataError(f"{e}; `file:` names a torch.save'd dict of tensors x_train, y_train "
+                        "(x_test, y_test, meta optional): of a TensorDataset ds, "
+                        "{'x_train': ds.tensors[0], 'y_train': ds.tensors[1]}") from None
     if not isinstance(d, dict):
         raise DataError(f"data file {str(f)!r} holds a {type(d).__name__}, not a dict of "
                         "tensors x_train, y_train (x_test, y_test, meta optional)")

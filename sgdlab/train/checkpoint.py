@@ -156,13 +156,33 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
         path = checkpoint_path(path)
     state = read_torch_file(path, map_location, mmap=mmap)
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
-        raise UserError(f"{str(path)!r} is not an sgdlab checkpoint (format "
-                        f"{state.get('format') if isinstance(state, dict) else '?'})")
+        raise UserError(f"{str(path)!r} is not an sgdlab checkpoint "
+                        f"({_foreign_contents(state)})")
     missing = [k for k in require if state.get(k) is None]
     if missing:
         raise UserError(f"checkpoint {str(path)!r} has no {', '.join(map(repr, missing))} entry "
                         f"(it holds: {', '.join(sorted(map(str, state))) or 'nothing'})")
     return state
+
+
+OWN_WEIGHTS_HINT = ("the command line reads the checkpoints of `sgdlab train`, whose run config "
+                    "rebuilds the model; weights saved by a script of one's own "
+                    "(torch.save(model.state_dict(), path)) are loaded into the model in "
+                    "Python and measured with sgdlab.measure's functions (docs/GUIDE.md, "
+                    "\"Your own model and data\")")
+
+
+def _foreign_contents(state: Any) -> str:
+    """What a file torch reads but sgdlab did not write holds, and where such weights go:
+    a bare state dict (``torch.save(model.state_dict())``) is the common one."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a checkpoint's dict"
+    if "format" in state:
+        return f"format {state['format']!r}, this version reads {FORMAT_VERSION}"
+    what = (f"a bare state dict of {len(state)} tensors"
+            if state and all(isinstance(v, torch.Tensor) for v in state.values())
+            else f"a dict of {', '.join(sorted(map(str, state))[:5]) or 'nothing'}")
+    return f"{what}, not written by `sgdlab train`: {OWN_WEIGHTS_HINT}"
 
 
 def load_weights(path: str | os.PathLike, step: int | None = None,

@@ -485,7 +485,42 @@ def input_refusal(e: BaseException, model: nn.Module, loss_fn: Any, x: Tensor,
     (``batch_of_one``: where the caller's batch of one comes from and what to change); None
     for any other failure (``train`` and ``train_replicas`` alike)."""
     return (_dtype_refusal(e, model, x) or _loss_refusal(e, model, loss_fn, x, y)
-            or _graph_refusal(e, model, loss_fn, x, y) or _batch_of_one_refusal(e, batch_of_one))
+            or _graph_refusal(e, model, loss_fn, x, y) or _batch_of_one_refusal(e, batch_of_one)
+            or _forward_refusal(e, model, x))
+
+
+def _forward_refusal(e: BaseException, model: nn.Module, x: Tensor) -> UserError | None:
+    """The :class:`UserError` for a failure ``e`` of the model's own forward pass, which an
+    eval-mode pass of the first two training inputs repeats (most often inputs of another
+    shape than the model takes: a convolution given flat rows): the inputs' shape, the
+    model's class and the line of the model's code that raised, which the traceback it
+    replaces showed; None for any other failure (the loss's, a step's)."""
+    if not isinstance(e, RuntimeError) or not len(x):
+        return None
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(x[:2])
+    except RuntimeError as again:
+        reason = (str(again).strip().splitlines() or [type(again).__name__])[0]
+        where = _raising_line(again)
+        return UserError(
+            f"the model ({type(model).__name__}) fails on the training inputs, each of shape "
+            f"{tuple(x.shape[1:])}: {reason}{where}; give it inputs of the shape it takes "
+            "(a registered model is built for the data's input_shape), or data of that shape")
+    except Exception:
+        return None
+    return None
+
+
+def _raising_line(e: BaseException) -> str:
+    """' (raised at FILE:LINE, in FUNCTION)' for the innermost frame of ``e``'s traceback
+    outside torch and sgdlab (the model's own code), or '' when there is none."""
+    import traceback
+
+    skip = (str(Path(torch.__file__).parent), str(Path(__file__).parents[1]))
+    own = [f for f in traceback.extract_tb(e.__traceback__)
+           if not f.filename.startswith(skip)]
+    return f" (raised at {own[-1].filename}:{own[-1].lineno}, in {own[-1].name})" if own else ""
 
 
 def _graph_refusal(e: BaseException, model: nn.Module, loss_fn: Any, x: Tensor,

@@ -994,7 +994,7 @@ def test_a_new_run_on_a_data_file_reads_it_once_for_its_sha256(tmp_path, monkeyp
 
 @pytest.mark.parametrize("content, reason", [
     (b"", "the file is empty"),
-    (b"x_train,y_train\n1,2\n", "not a checkpoint file"),
+    (b"x_train,y_train\n1,2\n", "not a data file"),
     (b"PK\x03\x04 truncated", "corrupt"),
 ])
 def test_an_unreadable_data_file_is_a_data_error_naming_the_file_not_a_bad_option(

@@ -142,3 +142,14 @@ def test_a_parle_run_s_master_is_at_step_rounds_times_l(tmp_path):
         found = locate_run(run_id, store.path, rebuild=rebuild)
         assert (found.checkpoint, found.step) == (tmp_path / "master.pt", 4 * 5)
         assert found.config["rounds"] == 4
+
+
+def test_weights_saved_by_a_script_of_one_s_own_are_told_where_they_are_measured(tmp_path):
+    # "no config.yaml in its run folder" said nothing of a bare state dict's way
+    import torch
+
+    torch.save({"w": torch.zeros(2)}, tmp_path / "mine.pt")
+    with pytest.raises(UserError, match=r"no config.yaml in its run folder .*: the command line "
+                                        r"reads the checkpoints of `sgdlab train`.*loaded into "
+                                        r"the model in Python.*Your own model and data"):
+        locate_run(str(tmp_path / "mine.pt"))

@@ -936,3 +936,23 @@ def test_the_training_examples_of_keras_mnist_npz_are_its_labels(tmp_path):
     assert train_size_in_files("mnist", tmp_path) == (
         60000, False, f"the published size: malformed IDX file "
                       f"{tmp_path / 'mnist' / IDX_NAMES['train_labels']}: no IDX header")
+
+
+def test_a_data_file_of_another_format_is_told_the_dict_of_tensors_to_write(tmp_path):
+    # a saved TensorDataset was "only checkpoints sgdlab wrote can be read", and numpy's .npz
+    # named no keys: each names the dict of tensors `file:` takes
+    from torch.utils.data import TensorDataset
+
+    from sgdlab.data.files import load_data_file
+
+    x, y = torch.randn(6, 3), torch.arange(6) % 2
+    torch.save(TensorDataset(x, y), tmp_path / "tds.pt")
+    np.savez(tmp_path / "d.npz", x_train=x.numpy(), y_train=y.numpy())
+    for name, reason in (("tds.pt", r"it holds pickled Python objects .*\(save its tensors, "
+                                    r"not the objects that hold them\)"),
+                         ("d.npz", r"a zip archive but not a torch one .*numpy's \.npz.*\)")):
+        with pytest.raises(DataError, match=rf"cannot read data file .*{name}': {reason}; "
+                                            r"`file:` names a torch.save'd dict of tensors "
+                                            r"x_train, y_train .*ds.tensors\[0\]") as e:
+            load_data_file(tmp_path / name)
+        assert "checkpoint" not in str(e.value)

@@ -68,6 +68,23 @@ def test_unreadable_checkpoints_are_named_in_one_line(tmp_path):
     assert "has no 'model' entry (it holds: format, loop)" in one_line(e)
 
 
+def test_a_file_sgdlab_did_not_write_is_named_by_what_it_holds_and_where_it_goes(tmp_path):
+    # "is not an sgdlab checkpoint (format None)" said neither what the file is nor what to do
+    net = nn.Linear(3, 2)
+    torch.save(net.state_dict(), tmp_path / "mine.pt")
+    torch.save({"epoch": 3, "model_state_dict": net.state_dict()}, tmp_path / "script.pt")
+    torch.save({"format": 99}, tmp_path / "future.pt")
+    for name, what in (("mine.pt", "a bare state dict of 2 tensors, not written by `sgdlab "
+                                   "train`: the command line reads the checkpoints of `sgdlab "
+                                   "train`"),
+                       ("script.pt", "a dict of epoch, model_state_dict, not written by"),
+                       ("future.pt", "format 99, this version reads 1")):
+        with pytest.raises(UserError) as e:
+            load_checkpoint(tmp_path / name)
+        assert f"{name}' is not an sgdlab checkpoint ({what}" in one_line(e), one_line(e)
+        assert ("sgdlab.measure's functions" in one_line(e)) == (name != "future.pt")
+
+
 def test_load_weights_reads_every_file_a_run_leaves_its_weights_in(tmp_path):
     """A loop's checkpoint, a finished run's final weights and a bare state dict (a parle
     master, a sweep run's model.pt: its step given) give the same model and their step; a

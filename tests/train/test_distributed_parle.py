@@ -532,7 +532,7 @@ def test_a_data_file_that_is_no_dict_of_tensors_is_named(tmp_path):
 
     cfg = {"data": {"file": str(tmp_path / "d.pt")}, "model": {"name": "mlp", "widths": [4]}}
     (tmp_path / "d.pt").write_text("x_train,y_train\n1,2\n")
-    with pytest.raises(UserError, match=r"cannot read data file '.*d.pt': not a checkpoint"):
+    with pytest.raises(UserError, match=r"cannot read data file '.*d.pt': not a data file"):
         build_model_and_data(cfg)
     torch.save({"x_train": torch.randn(8, 3)}, tmp_path / "d.pt")
     with pytest.raises(DataError, match=r"d.pt' needs the tensors x_train and y_train, and "

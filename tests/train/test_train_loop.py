@@ -870,7 +870,8 @@ def test_a_model_of_another_dtype_than_its_data_is_refused_saying_both(tmp_path,
 
 def test_integer_inputs_a_model_reads_itself_keep_its_own_error():
     """A model that reads integer inputs as one-hot rows (no nn.Embedding) and fails on a
-    shape was told its integers were the cause (a UserError saying to give floats)."""
+    shape was told its integers were the cause (a UserError saying to give floats): its own
+    error is named, with its line."""
 
     class OneHot(nn.Module):
         def __init__(self):
@@ -883,9 +884,10 @@ def test_integer_inputs_a_model_reads_itself_keep_its_own_error():
     x = torch.arange(10) % 5
     data = Dataset(x, x % 2, x, x % 2)
     model = OneHot()
-    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+    with pytest.raises(UserError, match=r"shapes cannot be multiplied.*in forward\)") as e:
         train(model, nn.CrossEntropyLoss(), data, torch.optim.SGD(model.parameters(), lr=0.1),
               epochs=1, progress=False)
+    assert "float" not in str(e.value) and isinstance(e.value.__cause__, RuntimeError)
 
 
 def test_evaluate_uses_eval_mode_and_restores_train_mode():
@@ -2228,3 +2230,33 @@ def test_the_default_batch_size_on_a_smaller_training_set_warns_that_it_is_gd():
                       torch.optim.SGD(model.parameters(), lr=0.1), epochs=2, batch_size=b,
                       progress=False)
             assert r.steps == 2
+
+
+class _ConvOnImages(nn.Module):
+    """A model of one's own that takes (1, 4, 4) images: flat rows fail in its forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.conv(x).flatten(1))
+
+
+def test_inputs_of_another_shape_than_the_model_takes_are_named_with_the_model_s_line():
+    # a traceback through torch's conv2d ended the command: name the inputs' shape, the
+    # model and the line of its own code that raised
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 16, generator=g), torch.randint(0, 2, (8,), generator=g)
+    model = _ConvOnImages()
+    with pytest.raises(UserError, match=r"the model \(_ConvOnImages\) fails on the training "
+                                        r"inputs, each of shape \(16,\): Expected 3D.*raised "
+                                        r"at .*test_train_loop\.py:\d+, in forward\)"):
+        train(model, nn.CrossEntropyLoss(), Dataset(x, y),
+              torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, batch_size=4,
+              progress=False)
+    r = train(model, nn.CrossEntropyLoss(), Dataset(x.reshape(8, 1, 4, 4), y),
+              torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, batch_size=4,
+              progress=False)
+    assert r.status == "finished"
