@@ -356,3 +356,24 @@ def test_the_curvature_history_draws_each_series_against_its_steps_in_its_panel(
             assert lines[n].tolist() == [list(p) for p in h[n]]
         assert ax.get_yscale() == scale and ax.get_xlabel() == "step"
     plt.close(fig)
+
+
+def test_the_scalars_of_sgdlab_measure_are_grouped_by_their_instrument():
+    # every measure/... name was one group "measure" (of no headline), so `runs compare`
+    # showed the first six alignment rows and no Hessian, noise or sharpness value
+    from sgdlab.report.figures.training import headline_series
+
+    h = {f"measure/{n}": [(24, 1.0)] for n in (
+        "align/cos_1", "align/cos_2", "align/cos_3", "align/cos_4", "align/residual",
+        "align/hess_norm_eig_1", "hess/top_1", "hess/trace", "noise/trace", "noise/top_1",
+        "noise/rank", "sharpness/expected", "sharpness/expected_se")}
+    groups = recorded_groups(h)
+    assert sorted(groups) == ["measure/align", "measure/hess", "measure/noise",
+                              "measure/sharpness"]
+    assert groups["measure/sharpness"] == ["measure/sharpness/expected"]
+    # the headlines of the instrument's own series
+    assert headline_series("measure/noise", groups["measure/noise"]) == [
+        "measure/noise/top_1", "measure/noise/trace"]
+    assert headline_series("measure/align", groups["measure/align"]) == [
+        "measure/align/cos_1", "measure/align/cos_2", "measure/align/cos_3",
+        "measure/align/residual"]

@@ -29,6 +29,7 @@ from sgdlab.report.figures.axes import (all_log_spaced, log_scale, metric_label,
                                         natural_order, quantity_label)
 from sgdlab.report.figures.charts import curves, panels  # noqa: E402
 from sgdlab.report.rates import last_step, used_rate_points  # noqa: E402
+from sgdlab.store.runstore import MEASURED  # noqa: E402
 
 __all__ = ["compare_runs_figure", "headline_series", "instrument_panels", "learning_curves",
            "recorded_groups", "thinned"]
@@ -172,6 +173,10 @@ def recorded_groups(history: History) -> dict[str, list[str]]:
             group = "learning rate"
         elif name in _OWN_PANEL:
             group = _OWN_PANEL[name]
+        elif name.startswith(MEASURED):
+            # `sgdlab measure`'s scalars (measure/hess/top_1): one group per instrument, as
+            # the series recorded during training, not one of all of them
+            group = "/".join(name.split("/", 2)[:2])
         elif "/" in name:
             group = name.split("/", 1)[0]
         elif name.startswith("walk_"):
@@ -186,7 +191,8 @@ def headline_series(group: str, names: Sequence[str]) -> list[str]:
     """The series of ``group`` a panel shows: its headline series when recorded, else the
     first ``MAX_SERIES`` in name order, a number in a name read as a number (``top_2`` before
     ``top_10``: by characters, a k = 12 panel showed top_1, top_10, ..., top_14)."""
-    head = [n for n in names if n.split("/")[-1] in _HEADLINES.get(group, ())]
+    headlines = _HEADLINES.get(group.removeprefix(MEASURED), ())
+    head = [n for n in names if n.split("/")[-1] in headlines]
     return sorted(head or names, key=natural_order)[:MAX_SERIES]
 
 
