@@ -1,7 +1,8 @@
 """``sgdlab measure CHECKPOINT_OR_RUN --what hessian,noise,alignment,sharpness,surface,batch``.
 
 Measures a trained model: by default the Hessian's top eigenvalues, trace and Frobenius norm,
-the gradient-noise covariance Σ, the Σ–H alignment and the sharpness, on 1000 training
+the gradient-noise covariance Σ (Chaudhari's diffusion matrix D; its noise/mean_eig is
+`sgdlab temperature --mean-eig`), the Σ–H alignment and the sharpness, on 1000 training
 examples (``sgdlab measure RUN_ID``; ``--what`` adds the loss surface and mini-batch tests).
 
 It loads a stored model — a run id (or unique prefix) in the run store, a run folder, or a

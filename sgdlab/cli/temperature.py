@@ -39,7 +39,8 @@ def register(subparsers) -> None:
                    help="N: adds β⁻¹ without replacement (factor 1 − B/N); no batch size "
                         "matched or given may exceed it")
     p.add_argument("--mean-eig", type=float, default=None, metavar="M",
-                   help="measured mean eigenvalue Tr D / d of the diffusion matrix (thesis)")
+                   help="measured mean eigenvalue Tr D / d of the diffusion matrix D = Σ "
+                        "(thesis): noise/mean_eig, as `sgdlab measure RUN` prints it")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--match-lr", "--new-batch-size", dest="match_lr", type=int, default=None,
                    metavar="NEW_BATCH_SIZE",

@@ -160,3 +160,11 @@ def test_the_kept_beta_inv_without_a_dataset_size_is_eta_over_2b(capsys):
 def test_a_match_that_cannot_be_made_is_refused_with_exit_2(capsys, argv, message):
     assert main(["temperature", "--lr", "0.1", "--batch-size", "128", *argv]) == 2
     assert capsys.readouterr().err == f"sgdlab: error: {message}\n"
+
+
+def test_the_mean_eigenvalue_names_the_scalar_sgdlab_measure_prints(capsys):
+    # "measured mean eigenvalue Tr D / d" named neither D = Σ nor where to read it
+    with pytest.raises(SystemExit):
+        main(["temperature", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "D = Σ (thesis): noise/mean_eig, as `sgdlab measure RUN` prints it" in help_text
