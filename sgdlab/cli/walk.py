@@ -153,6 +153,13 @@ def _walk(args: argparse.Namespace) -> int:
             raise UserError(f"--{name.replace('_', '-')} must be > 0, got {v}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if Path(args.data).expanduser().is_file():
+        raise UserError(
+            f"--data {args.data}: sgdlab walk trains its own MLP on a named dataset; for a "
+            "data file (or a model) of one's own, train a run config whose measure list "
+            "holds the step_interpolation and dynamics instruments (sgdlab train CONFIG, "
+            "data: {file: ...}), or register the data as a dataset in a plugin module "
+            "($SGDLAB_PLUGINS) and give its name")
     data = load_dataset(args.data)
     if data.task != "classification":
         raise UserError(f"sgdlab walk needs a classification dataset; {args.data} is "

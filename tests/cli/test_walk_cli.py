@@ -53,6 +53,16 @@ def test_walk_refuses_an_unknown_dataset_before_it_makes_the_folder(tmp_path, ca
     assert not (tmp_path / "w").exists()
 
 
+def test_walk_tells_a_data_file_where_its_walk_is_measured(tmp_path, capsys):
+    # "Unknown dataset 'data.pt'" listed the named datasets and no way for the file
+    (tmp_path / "data.pt").write_bytes(b"")
+    assert main(["walk", "--data", str(tmp_path / "data.pt"), "--out", str(tmp_path / "w")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "trains its own MLP on a named dataset" in err
+    assert "step_interpolation and dynamics instruments" in err and "$SGDLAB_PLUGINS" in err
+    assert not (tmp_path / "w").exists()
+
+
 def test_walk_refuses_token_windows_naming_the_data_it_takes(tmp_path, capsys):
     # a dtype RuntimeError traceback from the MLP's first layer, after the folder was made
     assert main(["walk", "--data", "text_lines", "--steps", "2", "--out",
