@@ -14,8 +14,9 @@ run id or path, its last checkpoint (``checkpoint/last.pt``); of a run of ``sgdl
 (Parle, Elastic-SGD, Entropy-SGD replicas), the master x̄ it ended with (``master.pt``), by
 run id or ``--out`` folder (of an interrupted one, the master of its last checkpoint, by the
 same or its ``checkpoints`` folder), rebuilt from the config the run store holds —
-measures it on a fixed subset of its training (or test) data with :mod:`sgdlab.measure`, and
-writes
+measures it on a fixed subset of its training (or test) data with :mod:`sgdlab.measure` (on
+the device it trained on; a run of ``sgdlab train`` on a device this machine lacks, a GPU, on
+the CPU, with a note), and writes
 
 - the scalars to the run's store (the one its folder records, or ``--store``) at the
   checkpoint's step, named ``measure/`` + the instrument
@@ -215,7 +216,8 @@ def _rebuild(cfg: dict, ckpt: Path, train_mode: bool = False, step: int | None =
     # an instrument registered only where the run trained, must not stop its model's rebuild
     # (and not a warm start's source weights: the checkpoint's replace them)
     built = build_from_config({**cfg, "measure": [],
-                               "train": {**(cfg.get("train") or {}), "tensorboard": None}},
+                               "train": {**(cfg.get("train") or {}), "tensorboard": None,
+                                         "device": _measured_device(cfg)}},
                               init=False)
     model = built.model
     _refuse_train_mode_batch_norm(model, train_mode)
@@ -223,6 +225,23 @@ def _rebuild(cfg: dict, ckpt: Path, train_mode: bool = False, step: int | None =
     load_state(model, state["model"], ckpt, "model")
     step = int(state.get("loop", {}).get("step", 0))
     return model, built.loss_fn, built.data, step, state
+
+
+def _measured_device(cfg: dict) -> str:
+    """The device a run of ``cfg`` is measured on: the one it trained on, else the CPU, with
+    a note, where this machine lacks it (a run trained on a GPU, measured on a laptop: its
+    settings record the device)."""
+    import sys
+
+    from sgdlab.config.run import missing_device
+
+    device = str((cfg.get("train") or {}).get("device") or "cpu")
+    problem = missing_device(device)
+    if problem is None:
+        return device
+    print(f"sgdlab: note: the run trained on {device}, which this machine lacks ({problem}): "
+          "measuring on cpu", file=sys.stderr, flush=True)
+    return "cpu"
 
 
 def _rebuild_sweep_run(cfg: dict, weights: Path, train_mode: bool, step: int | None):

@@ -1027,3 +1027,24 @@ def test_a_switch_checkpoints_batch_step_is_the_next_steps_optimizers():
     p[0].grad = torch.ones(3)
     opt.step()
     assert _batch_lr({"optimizer": opt.state_dict()}, {}, None, None) == (0.05, False, None)
+
+
+def test_a_run_trained_on_a_device_this_machine_lacks_is_measured_on_the_cpu(tiny_run,
+                                                                             tmp_path, capsys):
+    # a run trained on a GPU, its folder copied to a machine without it, was refused
+    # ("train.device: 'cuda' requested but CUDA is not available"), with no way to measure it
+    import json
+    import shutil
+
+    run, store = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    cfg = copy / "config.yaml"
+    assert "device: cpu" in cfg.read_text()
+    cfg.write_text(cfg.read_text().replace("device: cpu", "device: cuda:99"))
+    capsys.readouterr()
+    assert main(["measure", str(copy), "--what", "noise", "--k", "1", "--store", str(store),
+                 "--out", str(tmp_path / "m")]) == 0
+    assert ("the run trained on cuda:99, which this machine lacks" in capsys.readouterr().err)
+    settings = json.loads((tmp_path / "m" / "measurements.json").read_text())["settings"]
+    assert settings["device"] == "cpu"
