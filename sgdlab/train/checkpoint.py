@@ -216,6 +216,14 @@ def load_state(target: Any, state: Any, source: str | os.PathLike, what: str = "
     try:
         target.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        if isinstance(target, torch.nn.Module) and isinstance(state, dict):
+            from ..config.warm_start import mismatch
+
+            # torch's message lists every missing and unexpected name: hundreds of a ResNet's
+            problem = mismatch(target.state_dict(), state)
+            if problem is not None:
+                raise UserError(f"checkpoint {str(source)!r} does not fit this {what} "
+                                f"({problem}); was it written with another config?") from None
         lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
         detail = "; ".join(ln for ln in lines[1:4]) if len(lines) > 1 else (
             lines[0] if lines else type(e).__name__)

@@ -141,8 +141,20 @@ def test_resume_with_a_checkpoint_of_another_model_names_the_mismatch(tmp_path):
     with pytest.raises(UserError) as e:
         fit(width=5, checkpoint_dir=tmp_path, resume=True)
     msg = one_line(e)
-    assert "last.pt' does not fit this model" in msg and "size mismatch for 0.weight" in msg
-    assert "[4, 3]" in msg and "[5, 3]" in msg
+    assert "last.pt' does not fit this model" in msg
+    assert "mis-shaped: 0.weight (checkpoint [4, 3], model [5, 3])" in msg, msg
+
+
+def test_a_checkpoint_of_another_architecture_names_its_first_entries_not_all_of_them():
+    # torch's message listed every missing and unexpected name (hundreds of a ResNet's)
+    from sgdlab.train.checkpoint import load_state
+
+    deep = nn.Sequential(*[nn.Linear(2, 2) for _ in range(50)])
+    with pytest.raises(UserError) as e:
+        load_state(deep, nn.Sequential(nn.Conv2d(1, 2, 3)).state_dict(), "other.pt")
+    assert ("checkpoint 'other.pt' does not fit this model (missing: 1.weight, 1.bias, 2.weight "
+            "(and 95 more); mis-shaped: 0.weight (checkpoint [2, 1, 3, 3], model [2, 2])); was "
+            "it written with another config?") == one_line(e)
 
 
 def test_resume_with_other_sampling_settings_is_refused_naming_each_difference(tmp_path):
