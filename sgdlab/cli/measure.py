@@ -446,7 +446,10 @@ def _measure(args: argparse.Namespace) -> int:
 
     x, y = data.train if args.data == "train" else data.test
     if len(x) == 0:
-        raise UserError(f"dataset has no {args.data} examples")
+        other = "train" if args.data == "test" else "test"
+        raise UserError(f"--data {args.data}: the run's dataset has no {args.data} examples "
+                        f"(e.g. a data file without x_{args.data}, y_{args.data}); measure the "
+                        f"{other} split (--data {other})")
     if args.subset and args.subset < len(x):
         g = torch.Generator().manual_seed(args.seed)
         idx = torch.randperm(len(x), generator=g)[: args.subset].to(x.device)

@@ -1048,3 +1048,24 @@ def test_a_run_trained_on_a_device_this_machine_lacks_is_measured_on_the_cpu(tin
     assert ("the run trained on cuda:99, which this machine lacks" in capsys.readouterr().err)
     settings = json.loads((tmp_path / "m" / "measurements.json").read_text())["settings"]
     assert settings["device"] == "cpu"
+
+
+def test_the_test_split_of_a_data_file_without_one_is_named_with_the_split_there_is(tmp_path,
+                                                                                   capsys):
+    # "dataset has no test examples" named neither the option nor what to measure instead
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 1, generator=g)
+    torch.save({"x_train": x, "y_train": x ** 3}, tmp_path / "d.pt")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"name: t\ndata: {{file: {tmp_path / 'd.pt'}}}\n"
+                   "model: {name: zhu-mlp-1-6-6-6-1}\noptimizer: {name: sgd, lr: 0.01}\n"
+                   "train: {epochs: 1, batch_size: 4, threads: 1, progress: false}\n")
+    store = str(tmp_path / "s.sqlite")
+    assert main(["train", str(cfg), "--store", store, "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["measure", str(tmp_path / "run"), "--data", "test", "--what", "noise",
+                 "--store", store]) == 2
+    assert ("--data test: the run's dataset has no test examples (e.g. a data file without "
+            "x_test, y_test); measure the train split (--data train)") in capsys.readouterr().err
