@@ -802,6 +802,13 @@ def _batch_size(args, cfg: dict, n: int) -> int:
         key = "parle" if "parle" in cfg else "train"
         raise UserError(f"--what batch: give --batch-size B, 2 <= B <= {n} (the examples "
                         f"measured; the run's {key}.batch_size is {b!r}, not one number)")
+    if b > n >= 2:
+        given = ("--batch-size" if args.batch_size is not None else
+                 f"the run's {'parle' if 'parle' in cfg else 'train'}.batch_size (--batch-size "
+                 "left out)")
+        raise UserError(f"--what batch: {given} is {b}, more than the {n} examples measured: "
+                        f"give --batch-size B <= {n}, or measure more examples (--subset N; "
+                        "0: all)")
     if not 2 <= b <= n or args.batches < 1:
         raise UserError(f"--batch-size must be in [2, {n}] (the examples measured) and "
                         f"--batches >= 1, got {b} and {args.batches}")

@@ -1069,3 +1069,17 @@ def test_the_test_split_of_a_data_file_without_one_is_named_with_the_split_there
                  "--store", store]) == 2
     assert ("--data test: the run's dataset has no test examples (e.g. a data file without "
             "x_test, y_test); measure the train split (--data train)") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,given", [
+    ([], "the run's train.batch_size (--batch-size left out) is 4"),
+    (["--batch-size", "5"], "--batch-size is 5")])
+def test_a_batch_larger_than_the_examples_measured_names_both_ways_out(tiny_run, tmp_path,
+                                                                       capsys, argv, given):
+    # "--batch-size must be in [2, 3]" blamed an option not given for the run's batch size
+    run, store = tiny_run
+    capsys.readouterr()
+    assert main(["measure", str(run), "--what", "batch", "--subset", "3", *argv, "--store",
+                 str(store), "--out", str(tmp_path / "m")]) == 2
+    assert (f"--what batch: {given}, more than the 3 examples measured: give --batch-size B "
+            "<= 3, or measure more examples (--subset N; 0: all)") in capsys.readouterr().err
