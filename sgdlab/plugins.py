@@ -67,18 +67,19 @@ def import_plugin(name: str, *, where: str = "plugin") -> ModuleType:
                               f"{e.name!r} (put its folder on PYTHONPATH, or give the path of "
                               "its .py file)") from None
         raise ConfigError(f"{where}: importing plugin {name!r} failed: {type(e).__name__}: "
-                          f"{e}{_raised_at(e)}") from e
+                          f"{e}{raised_at(e)}") from e
     except ConfigError as e:        # a missing file, or the module's own config error
         raise ConfigError(f"{where}: {e}") from None
     except Exception as e:  # noqa: BLE001 - the user's module: any error, named as its own
         raise ConfigError(f"{where}: importing plugin {name!r} failed: {type(e).__name__}: "
-                          f"{e}{_raised_at(e)}") from e
+                          f"{e}{raised_at(e)}") from e
 
 
-def _raised_at(e: BaseException) -> str:
-    """`` (FILE, line N)``: the line of the user's code where an import failed (the last frame
-    outside importlib, sgdlab, the standard library and installed packages), as a traceback
-    would show it; ``""`` for a SyntaxError, whose message has its line, or when none is."""
+def raised_at(e: BaseException) -> str:
+    """`` (FILE, line N)``: the line of the user's code where ``e`` was raised (an import, a
+    model of a plugin's built or run: the last frame outside importlib, sgdlab, the standard
+    library and installed packages), as a traceback would show it; ``""`` for a SyntaxError,
+    whose message has its line, or when none is."""
     import sysconfig
     import traceback
 

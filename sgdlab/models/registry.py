@@ -147,7 +147,18 @@ def build_model(name: str, input_shape: Sequence[int] | int, num_outputs: int,
             f"{did_you_mean(unknown[0], allowed)}; valid options: "
             f"{', '.join(sorted(allowed)) or '(none)'}")
     assert info.builder is not None
-    model = info.builder(shape, num_outputs, **options)
+    try:
+        model = info.builder(shape, num_outputs, **options)
+    except UserError:
+        raise
+    except Exception as e:
+        if str(getattr(info.builder, "__module__", "")).startswith("sgdlab."):
+            raise
+        # a plugin's builder: its own error at its own line, as an import of it is named
+        from ..plugins import raised_at
+
+        raise UserError(f"model {info.name!r}: building it failed: {type(e).__name__}: "
+                        f"{e}{raised_at(e)}") from e
     if len(shape) == 2 and any(isinstance(m, nn.Conv2d) for m in model.modules()):
         # a CNN built for (H, W) images (image_shape: one channel) takes them as a dataset
         # of that shape holds them, (N, H, W), as well as (N, 1, H, W)

@@ -109,6 +109,7 @@ from ..errors import (UserError, checked_float, checked_int, int_at_least, is_se
 from ..loss_settings import loss_name, loss_reduction, torch_loss_class
 from ..measure.batch_norm import recompute_bn_statistics
 from ..models.modes import eval_mode
+from ..plugins import raised_at
 from ..operators.batches import (check_target_shape, chunk_loss_problem, dtype_refusal,
                                  loss_refusal)
 from ..operators.blocking import reproducible_blocks
@@ -502,25 +503,13 @@ def _forward_refusal(e: BaseException, model: nn.Module, x: Tensor) -> UserError
             model(x[:2])
     except RuntimeError as again:
         reason = (str(again).strip().splitlines() or [type(again).__name__])[0]
-        where = _raising_line(again)
         return UserError(
             f"the model ({type(model).__name__}) fails on the training inputs, each of shape "
-            f"{tuple(x.shape[1:])}: {reason}{where}; give it inputs of the shape it takes "
+            f"{tuple(x.shape[1:])}: {reason}{raised_at(again)}; give it inputs of the shape it takes "
             "(a registered model is built for the data's input_shape), or data of that shape")
     except Exception:
         return None
     return None
-
-
-def _raising_line(e: BaseException) -> str:
-    """' (raised at FILE:LINE, in FUNCTION)' for the innermost frame of ``e``'s traceback
-    outside torch and sgdlab (the model's own code), or '' when there is none."""
-    import traceback
-
-    skip = (str(Path(torch.__file__).parent), str(Path(__file__).parents[1]))
-    own = [f for f in traceback.extract_tb(e.__traceback__)
-           if not f.filename.startswith(skip)]
-    return f" (raised at {own[-1].filename}:{own[-1].lineno}, in {own[-1].name})" if own else ""
 
 
 def _graph_refusal(e: BaseException, model: nn.Module, loss_fn: Any, x: Tensor,

@@ -214,6 +214,21 @@ def test_a_model_of_ones_own_registers_by_name_alone():
     assert all(info.reference_input is not None for info in MODELS.values())
 
 
+def test_a_model_of_ones_own_that_fails_to_build_is_named_with_its_line():
+    # a typo in a plugin's builder (a class name) ended the command in a traceback
+    def typo(input_shape, num_outputs):
+        raise NameError("name 'Netw' is not defined")    # as a misspelt class name raises
+
+    try:
+        register_model("mine-typo")(typo)
+        with pytest.raises(UserError, match=r"model 'mine-typo': building it failed: NameError: "
+                                            r"name 'Netw' is not defined \(.*"
+                                            r"test_models_architectures\.py, line \d+\)$"):
+            build_model("mine-typo", (4,), 2)
+    finally:
+        MODELS.pop("mine-typo", None)
+
+
 def test_registry_refusals_name_the_problem():
     with pytest.raises(UserError, match=r"positive sizes, got \(0, 4\)"):
         build_model("mlp", (0, 4), 2)
