@@ -496,7 +496,8 @@ def _forward_refusal(e: BaseException, model: nn.Module, x: Tensor) -> UserError
     shape than the model takes: a convolution given flat rows): the inputs' shape, the
     model's class and the line of the model's code that raised, which the traceback it
     replaces showed; None for any other failure (the loss's, a step's)."""
-    if not isinstance(e, RuntimeError) or not len(x):
+    if (not isinstance(e, RuntimeError) or isinstance(e, torch.cuda.OutOfMemoryError)
+            or not len(x)):
         return None
     try:
         with torch.no_grad(), eval_mode(model):
