@@ -109,11 +109,11 @@ from ..errors import (UserError, checked_float, checked_int, int_at_least, is_se
 from ..loss_settings import loss_name, loss_reduction, torch_loss_class
 from ..measure.batch_norm import recompute_bn_statistics
 from ..models.modes import eval_mode
-from ..plugins import raised_at
 from ..operators.batches import (check_target_shape, chunk_loss_problem, dtype_refusal,
                                  loss_refusal)
 from ..operators.blocking import reproducible_blocks
 from ..operators.params import reaching_parameters
+from ..plugins import raised_at
 from .callbacks import Callback, Schedule, TrainContext, callback_keys, callback_name
 from .checkpoint import (changed_settings, checkpoint_path, load_checkpoint, load_state,
                          rng_state, save_checkpoint, set_rng_state, snapshot)
@@ -506,8 +506,9 @@ def _forward_refusal(e: BaseException, model: nn.Module, x: Tensor) -> UserError
         reason = (str(again).strip().splitlines() or [type(again).__name__])[0]
         return UserError(
             f"the model ({type(model).__name__}) fails on the training inputs, each of shape "
-            f"{tuple(x.shape[1:])}: {reason}{raised_at(again)}; give it inputs of the shape it takes "
-            "(a registered model is built for the data's input_shape), or data of that shape")
+            f"{tuple(x.shape[1:])}: {reason}{raised_at(again)}; give it inputs of the shape "
+            "it takes (a registered model is built for the data's input_shape), or data of "
+            "that shape")
     except Exception:
         return None
     return None
