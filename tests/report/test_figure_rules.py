@@ -1,6 +1,8 @@
 """Rules every figure follows: where a log axis goes, how its ticks read, what a spectrum on a
 log axis does with exact zeros, how a curve or bar without a finite value shows, that a long
 title stays inside the figure, and how list cells of a table are rounded."""
+import re
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -65,12 +67,33 @@ def test_a_log_axis_over_less_than_a_decade_reads_plain_numbers():
 
 def test_a_log_axis_over_a_few_millionths_gives_each_tick_its_own_label():
     """musso-protocols-model2's smoke loss, 2.308497 to 2.308501: six digits read 2.3085 at
-    every tick."""
-    fig = curves({"a": ([0, 1], [2.3085010, 2.3084965], None)}, xlabel="x", ylabel="loss",
+    every tick, and seven or more (2.30849525) are hard to tell apart: each label is the
+    tick's difference from an offset the axis states once."""
+    for lo, hi in [(2.3084965, 2.3085010), (2.30849525, 2.30849535)]:
+        fig = curves({"a": ([0, 1], [hi, lo], None)}, xlabel="x", ylabel="loss", logy=True)
+        ax = fig.axes[0]
+        labels = _tick_texts(ax)
+        assert ax.get_yscale() == "log" and len(labels) >= 2, labels
+        assert len(set(labels)) == len(labels), labels
+        digits = [len(re.sub(r"\D", "", t)) for t in labels]
+        assert max(digits) <= 3, labels
+        offset = ax.yaxis.offsetText.get_text()
+        assert re.search(r"10\^\{.*\}.*\+2\.308", offset), offset
+        # the labels read back as the ticks: offset + label × 10^k
+        k = int(re.search(r"10\^\{(.*?)\}", offset).group(1).replace("\u2212", "-"))
+        base = float(re.search(r"\+([0-9.]+)", offset).group(1))
+        view = sorted(ax.get_ylim())
+        ticks = [t.get_loc() for t in ax.yaxis.get_minor_ticks()
+                 if t.label1.get_text() and view[0] <= t.get_loc() <= view[1]]
+        values = [base + float(re.sub(r"[^0-9.\u2212-]", "", t).replace("\u2212", "-"))
+                  * 10.0 ** k for t in labels]
+        assert values == pytest.approx(sorted(ticks), rel=0, abs=1e-12)
+        plt.close(fig)
+    # a few thousandths need no offset: plain labels, none on the axis
+    fig = curves({"a": ([0, 1], [2.3041, 2.3034], None)}, xlabel="x", ylabel="loss",
                  logy=True)
-    labels = _tick_texts(fig.axes[0])
-    assert fig.axes[0].get_yscale() == "log" and len(labels) >= 2, labels
-    assert len(set(labels)) == len(labels) and "2.308497" in labels, labels
+    assert "2.3036" in _tick_texts(fig.axes[0])
+    assert fig.axes[0].yaxis.offsetText.get_text() == ""
     plt.close(fig)
 
 
@@ -716,3 +739,52 @@ def test_steps_are_log_spaced_only_when_most_lie_below_a_tenth_of_the_last():
 
     assert log_spaced([1, 2, 5, 300])            # three of four below 30
     assert not log_spaced([1, 2, 200, 300])      # half: evenly spaced from a small start
+
+
+def test_identical_curves_are_drawn_distinguishably():
+    """Two methods' min |∇f| both 0 (chaudhari-trivialized), two cyclic periods of one loss
+    (musso-protocols): drawn alike, the later curve hid the earlier. The coinciding one is
+    dashed, with markers; labels and the other curves stay as they were."""
+    x = np.arange(20.0)
+    fig = curves({"adam": (x, 0 * x, None), "trivialized": (x, 0 * x, None),
+                  "third": (x, 0 * x + 1e-12, None), "other": (x, x, None)},
+                 xlabel="epoch", ylabel="min |∇f|")
+    ax = fig.axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    looks = {k: (ln.get_linestyle(), ln.get_marker()) for k, ln in lines.items()}
+    assert looks["adam"] == looks["other"] == ("-", "None")
+    assert len({looks["adam"], looks["trivialized"], looks["third"]}) == 3, looks
+    # their markers at different points: not one over another
+    assert lines["trivialized"].get_markevery() != lines["third"].get_markevery()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(lines)
+    handles = ax.get_legend().legend_handles
+    assert handles[1].get_linestyle() == looks["trivialized"][0]
+    plt.close(fig)
+    # curves that differ (also a line style given by the caller) keep their styles
+    fig = curves({"a": (x, 0 * x, None), "b": (x, 0 * x, None), "c": (x, x, None)},
+                 xlabel="x", ylabel="y", styles={"b": {"ls": ":"}})
+    assert [ln.get_marker() for ln in fig.axes[0].get_lines()] == ["None"] * 3
+    plt.close(fig)
+    # jastrzebski-breakdown's accuracies 0.172 and 0.180 at epoch 1: within a hundredth of
+    # matplotlib's default 0-1 limits, not of the axes' own
+    fig = curves({"a": ([0, 1], [0.1015, 0.18], None), "b": ([0, 1], [0.1015, 0.172], None),
+                  "c": ([0, 1], [0.1015, 0.125], None)}, xlabel="epoch", ylabel="accuracy")
+    assert {ln.get_linestyle() for ln in fig.axes[0].get_lines()} == {"-"}
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("n, outside", [(3, False), (5, False), (7, True)])
+def test_a_legend_of_many_curves_goes_right_of_the_axes(n, outside):
+    """zhu-gld-const-tuning's seven sharpness curves: the legend inside covered them."""
+    x = np.arange(10.0)
+    fig = curves({f"gld-const-1e-{i}": (x, i * x, None) for i in range(n)}, xlabel="x",
+                 ylabel="y")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    box = ax.get_window_extent()
+    assert (legend.x0 >= box.x1) == outside
+    assert ax.contains_point(legend.get_points().mean(0)) == (not outside)
+    figure = fig.bbox
+    assert figure.x0 <= legend.x0 and legend.x1 <= figure.x1    # not cut off
+    plt.close(fig)

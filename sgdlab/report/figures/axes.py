@@ -3,7 +3,8 @@
 A log axis silently drops values ≤ 0 (and NaN/inf): :func:`log_scale` sets one only when all
 the finite values it is given are positive. Over less than two decades matplotlib labels minor
 ticks in the form 2.3 × 10⁰ (under one decade, only those); such an axis gets plain-number
-labels instead, each its own (as many digits as tell them apart). A finite value with no finite
+labels instead, each its own (as many digits as tell them apart; beyond six, an offset the axis
+states once, "×10⁻⁶ + 2.308", and short labels). A finite value with no finite
 neighbour is drawn with a marker (:func:`isolated`): a line alone does not show it. A step axis
 over several decades that starts at step 0 is a symmetric log axis (:func:`log_steps`), which
 keeps the 0. A recorded series is labelled on an axis by :func:`metric_label`, in the CLI's and
@@ -23,6 +24,8 @@ __all__ = ["CURVATURE_SERIES", "METRIC_LABELS", "all_log_spaced", "grid_ticks", 
            "quantity_label", "setting_labels"]
 
 MAX_LABELS = 6
+# significant digits of a plain tick label: beyond them, an offset (PlainLogFormatter)
+MAX_DIGITS = 6
 
 # the curvature instrument's series prefix by the matrix it measured
 # (sgdlab.train.instruments.curvature.SERIES_PREFIXES): the matrix's name and symbol, so that
@@ -118,7 +121,8 @@ def quantity_label(names: Iterable[str]) -> str:
 
 class PlainLogFormatter(ticker.Formatter):
     """Tick labels as plain numbers (``%.6g``, more digits where six give two labelled ticks
-    one label: a loss of 2.308497 to 2.308501 read 2.3085 at every tick); of more than
+    one label: a loss of 2.308497 to 2.308501 read 2.3085 at every tick; where they need more
+    than ``MAX_DIGITS``, labels with an offset: :meth:`_offset_formatter`); of more than
     ``MAX_LABELS`` ticks in view only those at 1, 2, 3, 5 or 7 times a power of ten are
     labelled (1, 2 or 5 over a decade or more; every k-th one when fewer than two qualify), so
     that labels do not overlap."""
@@ -142,7 +146,30 @@ class PlainLogFormatter(ticker.Formatter):
                 keep = locs[::math.ceil(len(locs) / MAX_LABELS)]
             if not any(math.isclose(x, v, rel_tol=1e-9) for v in keep):
                 return ""
+        offset = self._offset_formatter()
+        if offset is not None:
+            return offset(x)
         return f"{x:.{_distinct_digits(keep)}g}"
+
+    def get_offset(self):
+        offset = self._offset_formatter()
+        return offset.get_offset() if offset is not None else ""
+
+    def _offset_formatter(self) -> ticker.ScalarFormatter | None:
+        """Where the ticks in view (major and minor: over a few millionths only minor ones
+        are) need more than six significant digits to be told apart, a ScalarFormatter over
+        them: each label the tick's difference from a common offset, which the axis states
+        once ("×10⁻⁶ + 2.308"); else None. Computed from the axis, not from this formatter's
+        ticks: the offset text is the major formatter's, whose ticks lie outside the view."""
+        lo, hi = sorted(self.axis.get_view_interval())
+        locs = sorted(v for v in {*self.axis.get_majorticklocs(),
+                                  *self.axis.get_minorticklocs()} if lo <= v <= hi)
+        if len(locs) < 2 or _distinct_digits(locs) <= MAX_DIGITS:
+            return None
+        offset = ticker.ScalarFormatter(useOffset=True, useMathText=True)
+        offset.set_axis(self.axis)
+        offset.set_locs(locs)
+        return offset
 
 
 def _distinct_digits(values: list[float]) -> int:

@@ -45,8 +45,11 @@ def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: b
     ``styles``: matplotlib keywords per label (``{"color": "C0", "ls": ":"}``), so that one
     method keeps one colour across figures, or one network across the instants it was
     measured at. ``legend_outside``: the legend right of the axes, for curves that fill every
-    corner of them (a legend inside would hide some). ``legend=False``: none, where one legend
-    of the figure names the curves of all its panels."""
+    corner of them (a legend inside would hide some); so is a legend of more than
+    :data:`MAX_LEGEND_INSIDE` entries, the figure (when made here) widened by it. A curve
+    that coincides with an earlier one is restyled (:func:`separate_coincident`).
+    ``legend=False``: none, where one legend of the figure names the curves of all its
+    panels."""
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
@@ -73,18 +76,91 @@ def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: b
         log_steps(ax, [v for x, _, _ in series.values() for v in x])
     _scales_and_labels(ax, series, logx=logx, logy=logy, xlabel=xlabel, ylabel=ylabel,
                        title=title)
+    separate_coincident(ax)
+    outside = False
     if series and legend:
         handles, labels = ax.get_legend_handles_labels()
         if ended:
             handles.append(Line2D([], [], color="0.3", marker="x", ls="none", ms=7, mew=2))
             labels.append("last finite value (NaN / inf after)")
-        ax.legend(handles, labels, fontsize=7,
-                  **({"loc": "upper left", "bbox_to_anchor": (1.02, 1)} if legend_outside
-                     else {}))
+        outside = legend_outside or len(labels) > MAX_LEGEND_INSIDE
+        leg = ax.legend(handles, labels, fontsize=7,
+                        **({"loc": "upper left", "bbox_to_anchor": (1.02, 1)} if outside
+                           else {}))
+        if outside and fig is not None:
+            # the figure widened by the legend: the axes keep their width, nothing is cut off
+            w = leg.get_window_extent(fig.canvas.get_renderer()).width / fig.dpi
+            fig.set_figwidth(fig.get_figwidth() + w + 0.1)
     ax.grid(alpha=0.3)
     if fig is not None:
         fig.tight_layout()
     return fig if fig is not None else ax.figure
+
+
+# legend entries of a curves() axes beyond which the legend goes right of the axes: seven
+# curves' legend covered the data it names (zhu-gld-const-tuning's sharpness)
+MAX_LEGEND_INSIDE = 5
+# (line style, marker) of a curve that coincides with k earlier curves of its axes, by k - 1
+COINCIDENT_STYLES = (("--", "s"), (":", "^"), ("-.", "v"), ((0, (5, 1, 1, 1)), "D"))
+# markers at most this many per coinciding curve, each curve's at its own offset
+COINCIDENT_MARKS = 8
+# curves closer than this fraction of the axes' height coincide: about a line's width on a
+# figure's axes (gld-const's σ = 1e-2 and 1e-3, 0.9 % apart, read as one line)
+COINCIDENT_HEIGHT = 0.01
+
+
+def separate_coincident(ax) -> int:
+    """Restyle each labelled line of ``ax`` whose points coincide with an earlier labelled
+    line's (the same x, y within :data:`COINCIDENT_HEIGHT` of the axes' height, on their
+    scale and limits) and which is drawn alike: dashed, dotted, ... (:data:`COINCIDENT_STYLES`,
+    by how many earlier lines it coincides with), with markers of its own shape at positions
+    offset from the other coinciding lines' (on a curve of a few points, which they must
+    share, each smaller than the last). Drawn over one another in one style, the later line
+    hid the earlier, whose legend entry then named no visible line (both methods' min |∇f|
+    at 0, two cyclic periods of one loss); the labels, colours and data stay. Lines without a
+    label ("_..."), such as marks and crosses, are left alone. Call before the legend is made:
+    it copies the styles. How many lines were restyled."""
+    lines = [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+    if len(lines) < 2:
+        return 0
+    # y as a fraction of the axes' height (a log axis' too): what the eye tells apart; the
+    # limits brought up to date first (autoscaling is lazy: transLimits held the default 0-1)
+    ax.get_ylim()
+    to_axes = ax.transScale + ax.transLimits
+    data = []
+    for ln in lines:
+        x, y = np.asarray(ln.get_xdata(), float), np.asarray(ln.get_ydata(), float)
+        with np.errstate(all="ignore"):
+            height = to_axes.transform(np.column_stack([np.zeros_like(y), y]))[:, 1]
+        data.append((x, height if y.size else y))
+    tol = COINCIDENT_HEIGHT
+    restyled = 0
+    for i, line in enumerate(lines):
+        same = [j for j in range(i) if _coincident(data[i], data[j], tol)]
+        looks = (line.get_linestyle(), line.get_marker())
+        if not same or all((lines[j].get_linestyle(), lines[j].get_marker()) != looks
+                           for j in same):
+            continue
+        ls, marker = COINCIDENT_STYLES[(len(same) - 1) % len(COINCIDENT_STYLES)]
+        every = max(1, -(-len(data[i][0]) // COINCIDENT_MARKS))
+        # each coinciding line's markers between the others', and where they must share points
+        # (a curve of a few), smaller than the earlier ones': nested, none hides another
+        line.set(linestyle=ls, marker=marker, markersize=max(2.0, 7.0 - 1.5 * (len(same) - 1)),
+                 markevery=(len(same) * every // (len(COINCIDENT_STYLES) + 1), every))
+        restyled += 1
+    return restyled
+
+
+def _coincident(a, b, tol: float) -> bool:
+    """Whether the curves ``a`` and ``b`` ((x, y) arrays) have the same x and finite points
+    and some finite y, their ys within ``tol`` of each other."""
+    (xa, ya), (xb, yb) = a, b
+    if xa.shape != xb.shape or not np.allclose(xa, xb, rtol=1e-9, atol=0, equal_nan=True):
+        return False
+    ok = np.isfinite(ya)
+    if not ok.any() or not np.array_equal(ok, np.isfinite(yb)):
+        return False
+    return bool(np.all(np.abs(ya[ok] - yb[ok]) <= tol))
 
 
 def _scales_and_labels(ax, series: dict, *, logx: bool, logy: bool, xlabel: str, ylabel: str,
