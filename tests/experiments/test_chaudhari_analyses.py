@@ -597,9 +597,10 @@ def test_a_network_keeps_its_colour_across_the_instants_of_its_diffusion_spectra
     from sgdlab.experiments.procedures.chaudhari import diffusion_spectrum
 
     runs = []
-    for net in ("small-lenet", "small-fc"):
+    # spectra of their own: a curve equal to another network's is restyled to show
+    for net, eigenvalues in (("small-lenet", [1.0, 3.0]), ("small-fc", [0.2, 7.0])):
         for pct in (20, 100):
-            r = _spectrum_run(net, 0.5, [1.0, 3.0])
+            r = _spectrum_run(net, 0.5, eigenvalues)
             r.label = r.key = f"{net}@{pct}"
             runs.append(r)
     (_, fig), = diffusion_spectrum(SimpleNamespace(paper=PAPER, options={}), runs).figures
