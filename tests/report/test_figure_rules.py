@@ -765,6 +765,11 @@ def test_identical_curves_are_drawn_distinguishably():
                  xlabel="x", ylabel="y", styles={"b": {"ls": ":"}})
     assert [ln.get_marker() for ln in fig.axes[0].get_lines()] == ["None"] * 3
     plt.close(fig)
+    # a run and its continuation, which repeats the run's steps (xing-stuck-continuation)
+    fig = curves({"run": (x[:10], x[:10] ** 2, None), "continued": (x, x ** 2, None)},
+                 xlabel="x", ylabel="y")
+    assert [ln.get_linestyle() for ln in fig.axes[0].get_lines()] == ["-", "--"]
+    plt.close(fig)
     # jastrzebski-breakdown's accuracies 0.172 and 0.180 at epoch 1: within a hundredth of
     # matplotlib's default 0-1 limits, not of the axes' own
     fig = curves({"a": ([0, 1], [0.1015, 0.18], None), "b": ([0, 1], [0.1015, 0.172], None),

@@ -110,16 +110,16 @@ COINCIDENT_HEIGHT = 0.01
 
 
 def separate_coincident(ax) -> int:
-    """Restyle each labelled line of ``ax`` whose points coincide with an earlier labelled
-    line's (the same x, y within :data:`COINCIDENT_HEIGHT` of the axes' height, on their
-    scale and limits) and which is drawn alike: dashed, dotted, ... (:data:`COINCIDENT_STYLES`,
-    by how many earlier lines it coincides with), with markers of its own shape at positions
-    offset from the other coinciding lines' (on a curve of a few points, which they must
-    share, each smaller than the last). Drawn over one another in one style, the later line
-    hid the earlier, whose legend entry then named no visible line (both methods' min |∇f|
-    at 0, two cyclic periods of one loss); the labels, colours and data stay. Lines without a
-    label ("_..."), such as marks and crosses, are left alone. Call before the legend is made:
-    it copies the styles. How many lines were restyled."""
+    """Restyle each labelled line of ``ax`` that coincides with an earlier labelled line (one
+    lies on the other, :func:`_coincident`, within :data:`COINCIDENT_HEIGHT` of the axes'
+    height, on their scale and limits) and which is drawn alike: dashed, dotted, ...
+    (:data:`COINCIDENT_STYLES`, by how many earlier lines it coincides with), with markers of
+    its own shape at positions offset from the other coinciding lines' (on a curve of a few
+    points, which they must share, each smaller than the last). Drawn over one another in one
+    style, the later line hid the earlier, whose legend entry then named no visible line
+    (both methods' min |∇f| at 0, two cyclic periods of one loss); the labels, colours and
+    data stay. Lines without a label ("_..."), such as marks and crosses, are left alone.
+    Call before the legend is made: it copies the styles. How many lines were restyled."""
     lines = [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]
     if len(lines) < 2:
         return 0
@@ -145,22 +145,29 @@ def separate_coincident(ax) -> int:
         every = max(1, -(-len(data[i][0]) // COINCIDENT_MARKS))
         # each coinciding line's markers between the others', and where they must share points
         # (a curve of a few), smaller than the earlier ones': nested, none hides another
-        line.set(linestyle=ls, marker=marker, markersize=max(2.0, 7.0 - 1.5 * (len(same) - 1)),
+        line.set(linestyle=ls, marker=marker, markersize=max(2.5, 6.0 - 1.2 * (len(same) - 1)),
                  markevery=(len(same) * every // (len(COINCIDENT_STYLES) + 1), every))
         restyled += 1
     return restyled
 
 
 def _coincident(a, b, tol: float) -> bool:
-    """Whether the curves ``a`` and ``b`` ((x, y) arrays) have the same x and finite points
-    and some finite y, their ys within ``tol`` of each other."""
-    (xa, ya), (xb, yb) = a, b
-    if xa.shape != xb.shape or not np.allclose(xa, xb, rtol=1e-9, atol=0, equal_nan=True):
+    """Whether one of the curves ``a`` and ``b`` ((x, y) arrays) lies on the other: each of
+    its finite points (one at least) at an x of the other's, their ys within ``tol``. A run
+    continued by another (xing-stuck-continuation's isotropic-noise run under its lower-rate
+    continuation) lies on it over the steps it has."""
+    finite = [(x[ok], y[ok]) for x, y in (a, b) for ok in [np.isfinite(x) & np.isfinite(y)]]
+    (xs, ys), (xl, yl) = sorted(finite, key=lambda c: len(c[0]))
+    if not len(xs):
         return False
-    ok = np.isfinite(ya)
-    if not ok.any() or not np.array_equal(ok, np.isfinite(yb)):
-        return False
-    return bool(np.all(np.abs(ya[ok] - yb[ok]) <= tol))
+    order = np.argsort(xl, kind="stable")
+    xl, yl = xl[order], yl[order]
+    at = np.clip(np.searchsorted(xl, xs), 0, len(xl) - 1)
+    # the closer of the two neighbours in x: searchsorted finds the one at or above
+    below = np.clip(at - 1, 0, len(xl) - 1)
+    at = np.where(np.abs(xl[below] - xs) < np.abs(xl[at] - xs), below, at)
+    return bool(np.allclose(xl[at], xs, rtol=1e-9, atol=0)
+                and np.all(np.abs(yl[at] - ys) <= tol))
 
 
 def _scales_and_labels(ax, series: dict, *, logx: bool, logy: bool, xlabel: str, ylabel: str,
