@@ -21,7 +21,8 @@ the CPU, with a note), and writes
 - the scalars to the run's store (the one its folder records, or ``--store``) at the
   checkpoint's step, named ``measure/`` + the instrument
   names (``measure/hess/top_1``, ``measure/noise/trace``, ``measure/align/cos_1``,
-  ``measure/sharpness/expected``, ``measure/batch/norm_test``, ...), kept apart from the series
+  ``measure/sharpness/expected``, ``measure/batch/norm_test``, ...; of ``--data test``
+  ``measure/test/`` + them, ``measure/test/hess/top_1``), kept apart from the series
   recorded during training (measured again at that step, a value replaces the last one),
 - ``measurements.json`` (scalars and arrays: eigenvalues, spectra, SLQ density, the loss
   surface; a non-finite value is null; ``memory_budget``: the passes' budget in bytes, null
@@ -102,7 +103,8 @@ def register(subparsers) -> None:
                         "batch: mini-batch gradient tests, GSNR, noise scale, Takeuchi's "
                         "criterion)")
     p.add_argument("--data", default="train", choices=("train", "test"),
-                   help="which split to measure on: train (default) or test")
+                   help="which split to measure on: train (default) or test (its scalars "
+                        "stored as measure/test/..., beside the train split's measure/...)")
     p.add_argument("--subset", type=int, default=1000, metavar="N",
                    help="fixed random subset of N examples (0: all; default 1000)")
     p.add_argument("--k", type=int,
@@ -384,7 +386,7 @@ def _measure(args: argparse.Namespace) -> int:
     from sgdlab.measure.passes import memory_budget_bytes
     from sgdlab.operators.params import num_params
     from sgdlab.store.folders import is_replica_run
-    from sgdlab.store.runstore import MEASURED
+    from sgdlab.store.runstore import MEASURED, MEASURED_TEST
 
     what = [w.strip() for w in args.what.split(",") if w.strip()]
     bad = [w for w in what if w not in WHAT]
@@ -538,8 +540,10 @@ def _measure(args: argparse.Namespace) -> int:
                                   status="finished")
         print(f"  (no run for this checkpoint in {store.path}: recorded as run {run_id})")
     # prefixed: a measurement (its own subset and options) is not the training-time series
-    # measured again at the same step: the new values replace the last ones, not beside them
-    store.log_metrics(run_id, step, {f"{MEASURED}{k}": v for k, v in scalars.items()},
+    # measured again at the same step: the new values replace the last ones, not beside them;
+    # the test split's apart from the train split's, which they had replaced
+    prefix = MEASURED_TEST if args.data == "test" else MEASURED
+    store.log_metrics(run_id, step, {f"{prefix}{k}": v for k, v in scalars.items()},
                       replace=True)
     store.add_artifact(run_id, "measurements", path.resolve())
     # the run's curvature/noise series recorded during training by the instruments, if any

@@ -61,6 +61,9 @@ STALE_AFTER = 30.0       # a run on another host without a heartbeat for this lo
 # the prefix of the rows `sgdlab measure` adds to a run: they belong to no training step, so a
 # resume, which drops the rows logged after its checkpoint, keeps them
 MEASURED = "measure/"
+# of the test split (`sgdlab measure --data test`): beside the train split's ``measure/...``,
+# which keep their names (stored before the split was named)
+MEASURED_TEST = f"{MEASURED}test/"
 _TRAINING_ROW = f"substr(name, 1, {len(MEASURED)}) != '{MEASURED}'"
 
 _SCHEMA = """

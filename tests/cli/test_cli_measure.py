@@ -676,6 +676,28 @@ def test_data_test_measures_the_test_split(tiny_run, tmp_path, capsys):
                                                                  rel=1e-4)
 
 
+def test_the_test_split_s_values_are_stored_beside_the_train_split_s(tiny_run, tmp_path,
+                                                                     capsys):
+    """``--data test`` after ``--data train`` at the same step: both splits' values in the
+    store, the test split's as ``measure/test/...`` (they had replaced the train split's)."""
+    from sgdlab.store import RunStore
+
+    run, store = tiny_run
+    scalars = {}
+    for split in ("train", "test"):
+        out = tmp_path / split
+        assert main(["measure", str(run), "--what", "noise", "--k", "1", "--data", split,
+                     "--store", str(store), "--out", str(out)]) == 0
+        scalars[split] = json.loads((out / "measurements.json").read_text())
+    assert scalars["train"]["step"] == scalars["test"]["step"]
+    assert scalars["train"]["scalars"] != scalars["test"]["scalars"]
+    stored = RunStore(store).metrics(scalars["train"]["run_id"])
+    for split, prefix in (("train", "measure/"), ("test", "measure/test/")):
+        res = scalars[split]
+        for key, value in res["scalars"].items():
+            assert stored[prefix + key] == [(res["step"], value)], (split, key)
+
+
 @pytest.mark.parametrize("argv,last,note", [
     (["--what", "noise", "--k", "25"], "noise/top_20",
      "(noise/top_21..25 not measured (--k 25): Σ of N = 20 examples and d = 103 parameters has "

@@ -175,3 +175,28 @@ def test_runs_compare_marks_the_last_value_of_a_run_not_ended_alone(tmp_path, ca
     out = capsys.readouterr().out
     assert _final_row(out, "train_loss") == ["0.25", "0.25", "0.25", "@7"]
     assert "(VALUE @STEP: the last value of a run that has not finished)" in out
+
+
+def test_runs_compare_shows_each_split_s_measurements_and_the_hessian_s_trace(tmp_path,
+                                                                           capsys):
+    # `sgdlab measure --data test` stores measure/test/...: grouped by instrument as the train
+    # split's measure/... are, not as one group whose first six names hid the Hessian's; the
+    # Hessian's trace and Frobenius norm among its rows (by name, top_4 came before the trace)
+    store_path = tmp_path / "runs.sqlite"
+    hess = ("bottom_1", "frobenius", "top_1", "top_2", "top_3", "top_4", "trace")
+    align = ("cos_1", "cos_2", "cos_3", "cos_4", "residual")
+    names = [f"{split}{inst}/{n}" for split in ("measure/", "measure/test/")
+             for inst, ns in (("hess", hess), ("align", align)) for n in ns]
+    ids = _store_runs(store_path, *((name, [(m, 9, 1.0 + i) for i, m in enumerate(names)],
+                                     "finished", {}) for name in ("a", "b")))
+    assert main(["runs", "compare", *ids, "--store", str(store_path)]) == 0
+    rows = {ln.split()[1]: ln.split()[2:] for ln in capsys.readouterr().out.splitlines()
+            if ln.startswith("final ")}
+    for split in ("measure/", "measure/test/"):
+        assert [m.removeprefix(split) for m in rows if m.startswith(split)
+                and (split == "measure/test/" or not m.startswith("measure/test/"))] == [
+            "align/cos_1", "align/cos_2", "align/cos_3", "align/residual", "hess/bottom_1",
+            "hess/frobenius", "hess/top_1", "hess/top_2", "hess/top_3", "hess/trace"]
+    value = {m: 1.0 + i for i, m in enumerate(names)}
+    assert rows["measure/hess/trace"] == [f"{value['measure/hess/trace']:g}"] * 2
+    assert rows["measure/test/hess/trace"] == [f"{value['measure/test/hess/trace']:g}"] * 2

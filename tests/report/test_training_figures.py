@@ -377,3 +377,33 @@ def test_the_scalars_of_sgdlab_measure_are_grouped_by_their_instrument():
     assert headline_series("measure/align", groups["measure/align"]) == [
         "measure/align/cos_1", "measure/align/cos_2", "measure/align/cos_3",
         "measure/align/residual"]
+
+
+def test_the_test_split_s_measurements_are_grouped_apart_by_their_instrument():
+    from sgdlab.report.figures.training import headline_series
+
+    h = {f"measure/{split}{n}": [(24, 1.0)] for split in ("", "test/") for n in (
+        "align/cos_1", "align/cos_2", "align/cos_3", "align/cos_4", "align/residual",
+        "hess/top_1", "hess/trace", "noise/top_1", "noise/rank", "noise/trace")}
+    groups = recorded_groups(h)
+    assert sorted(groups) == ["measure/align", "measure/hess", "measure/noise",
+                              "measure/test/align", "measure/test/hess", "measure/test/noise"]
+    assert groups["measure/test/hess"] == ["measure/test/hess/top_1", "measure/test/hess/trace"]
+    # the instrument's headlines, as of the train split
+    assert headline_series("measure/test/noise", groups["measure/test/noise"]) == [
+        "measure/test/noise/top_1", "measure/test/noise/trace"]
+
+
+def test_a_hessian_panel_shows_its_trace_and_frobenius_norm_and_fills_up_with_the_rest():
+    from sgdlab.report.figures.training import headline_series
+
+    # by name alone bottom_1, frobenius, top_1 ... top_4: the trace left out
+    names = [f"hess/{n}" for n in ("bottom_1", "frobenius", "top_1", "top_2", "top_3",
+                                   "top_4", "top_5", "trace")]
+    assert headline_series("hess", names) == [
+        "hess/bottom_1", "hess/frobenius", "hess/top_1", "hess/top_2", "hess/top_3",
+        "hess/trace"]
+    assert headline_series("measure/hess", [f"measure/{n}" for n in names])[-1] == (
+        "measure/hess/trace")
+    # fewer headlines recorded: the rest fill the panel (top_4, top_5 not dropped)
+    assert headline_series("hess", names[2:7]) == names[2:7]

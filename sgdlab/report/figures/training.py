@@ -29,7 +29,7 @@ from sgdlab.report.figures.axes import (all_log_spaced, log_scale, metric_label,
                                         natural_order, quantity_label)
 from sgdlab.report.figures.charts import curves, panels  # noqa: E402
 from sgdlab.report.rates import last_step, used_rate_points  # noqa: E402
-from sgdlab.store.runstore import MEASURED  # noqa: E402
+from sgdlab.store.runstore import MEASURED, MEASURED_TEST  # noqa: E402
 
 __all__ = ["compare_runs_figure", "headline_series", "instrument_panels", "learning_curves",
            "recorded_groups", "thinned"]
@@ -143,6 +143,7 @@ MAX_SERIES, MAX_PANELS = 6, 12
 # series of comparable scale that say most about their instrument; a group without an entry
 # shows its first MAX_SERIES series in name order
 _HEADLINES = {
+    "hess": ("top_1", "top_2", "top_3", "trace", "frobenius"),
     "batch": ("norm_test", "inner_product_test", "orthogonality_test"),
     "step": ("alpha",),
     "noise": ("trace", "top_1", "top_2", "top_3"),
@@ -152,6 +153,10 @@ _HEADLINES = {
     "entropy_angle": ("degrees",),
 }
 
+# groups whose panel the rest of their series fill after the headlines, in name order: a
+# Hessian's trace and Frobenius norm shown (by name, bottom_1, frobenius, top_1 ... top_4 were),
+# and a k = 12 panel still shows top_1 ... top_6
+_FILLED = frozenset({"hess"})
 
 # series of one instrument on another scale than its headline: Keskar's ε-sharpness (~1) and
 # the local entropy (−f_γ, ~ −loss) flattened the expected sharpness (~1e-3) to a line at 0
@@ -175,8 +180,10 @@ def recorded_groups(history: History) -> dict[str, list[str]]:
             group = _OWN_PANEL[name]
         elif name.startswith(MEASURED):
             # `sgdlab measure`'s scalars (measure/hess/top_1): one group per instrument, as
-            # the series recorded during training, not one of all of them
-            group = "/".join(name.split("/", 2)[:2])
+            # the series recorded during training, not one of all of them; of the test split
+            # (measure/test/hess/top_1) one apart from the train split's
+            parts = 3 if name.startswith(MEASURED_TEST) else 2
+            group = "/".join(name.split("/", parts)[:parts])
         elif "/" in name:
             group = name.split("/", 1)[0]
         elif name.startswith("walk_"):
@@ -190,10 +197,14 @@ def recorded_groups(history: History) -> dict[str, list[str]]:
 def headline_series(group: str, names: Sequence[str]) -> list[str]:
     """The series of ``group`` a panel shows: its headline series when recorded, else the
     first ``MAX_SERIES`` in name order, a number in a name read as a number (``top_2`` before
-    ``top_10``: by characters, a k = 12 panel showed top_1, top_10, ..., top_14)."""
-    headlines = _HEADLINES.get(group.removeprefix(MEASURED), ())
-    head = [n for n in names if n.split("/")[-1] in headlines]
-    return sorted(head or names, key=natural_order)[:MAX_SERIES]
+    ``top_10``: by characters, a k = 12 panel showed top_1, top_10, ..., top_14); of a group
+    in ``_FILLED``, its headline series and then the rest, up to ``MAX_SERIES``."""
+    instrument = group.removeprefix(MEASURED_TEST).removeprefix(MEASURED)
+    headlines = _HEADLINES.get(instrument, ())
+    head = sorted((n for n in names if n.split("/")[-1] in headlines), key=natural_order)
+    if instrument in _FILLED:
+        head += sorted((n for n in names if n not in head), key=natural_order)
+    return sorted((head or sorted(names, key=natural_order))[:MAX_SERIES], key=natural_order)
 
 
 def _style(num_points: int) -> dict:
