@@ -9,6 +9,10 @@ stored config names them and ``sgdlab measure RUN`` / ``sgdlab runs resume RUN``
 again. ``$SGDLAB_PLUGINS`` (separated by ``os.pathsep``, as ``PYTHONPATH``) is imported by
 every command and by the workers of a sweep, which inherit it; it is not recorded.
 
+A recorded plugin file that was moved or renamed since is stood in for by a file that
+``--plugin`` or ``$SGDLAB_PLUGINS`` gives (:func:`import_recorded_plugins`), with a note; with
+none given, the error names the missing file and asks for ``--plugin NEWPATH``.
+
 Configs stay data: a plugin is imported (its module code runs, as ``import`` does), never
 evaluated from the config's text.
 """
@@ -26,6 +30,9 @@ from types import ModuleType
 from .errors import ConfigError
 
 PLUGINS_ENV = "SGDLAB_PLUGINS"
+
+# the --plugin names of the command running now (:func:`given_plugins`)
+_given: list[str] = []
 
 
 def is_plugin_file(name: str) -> bool:
@@ -155,6 +162,46 @@ def import_env_plugins() -> None:
 
 
 @contextmanager
+def given_plugins(names: Sequence[str]) -> Iterator[None]:
+    """Within the block, ``names`` (a command's ``--plugin``) are the plugins given to it,
+    beside ``$SGDLAB_PLUGINS``: the files that stand in for a recorded one that is gone."""
+    before = _given[:]
+    _given[:] = list(names)
+    try:
+        yield
+    finally:
+        _given[:] = before
+
+
+def import_recorded_plugins(names: Sequence[str], *, where: str = "plugins") -> list[str]:
+    """:func:`import_plugins` the plugins a config records, and return the list to record
+    now. A recorded file that is gone (moved or renamed) is replaced by the plugin files
+    ``--plugin`` (:func:`given_plugins`) or ``$SGDLAB_PLUGINS`` give, those of its file name
+    if any, with a note on stderr; with none given, a :class:`ConfigError` names the file and
+    asks for its new path. The stand-in is not checked against the file it replaces (no
+    content of a plugin is recorded): the names it registers are what the run needs."""
+    given = [k for k in recorded_plugins([*_given, *env_plugins()])
+             if is_plugin_file(k) and Path(k).is_file()]
+    out: list[str] = []
+    for i, name in enumerate(names):
+        key = plugin_key(name.strip()) if isinstance(name, str) and name.strip() else None
+        if key is None or not is_plugin_file(key) or Path(key).is_file():
+            import_plugin(name, where=f"{where}[{i}]")
+            out.append(name)
+            continue
+        stand_ins = [g for g in given if Path(g).name == Path(key).name] or given
+        if not stand_ins:
+            raise ConfigError(f"{where}[{i}]: cannot import plugin {key!r}: no such file "
+                              "(moved or renamed? give its new path with --plugin NEWPATH)")
+        print(f"sgdlab: note: plugin {key} recorded by the run is gone; using "
+              f"{', '.join(stand_ins)}", file=sys.stderr, flush=True)
+        for stand_in in stand_ins:
+            import_plugin(stand_in, where=f"{where}[{i}]")
+        out.extend(stand_ins)
+    return out
+
+
+@contextmanager
 def exported_plugins(names: Sequence[str]) -> Iterator[None]:
     """Within the block, ``names`` are added to ``$SGDLAB_PLUGINS`` of this process, so the
     processes it starts (a sweep's spawned or Ray workers) import them too; after it, the
@@ -173,5 +220,6 @@ def exported_plugins(names: Sequence[str]) -> Iterator[None]:
             os.environ[PLUGINS_ENV] = before
 
 
-__all__ = ["PLUGINS_ENV", "env_plugins", "exported_plugins", "import_env_plugins",
-           "import_plugin", "import_plugins", "is_plugin_file", "plugin_key"]
+__all__ = ["PLUGINS_ENV", "env_plugins", "exported_plugins", "given_plugins",
+           "import_env_plugins", "import_plugin", "import_plugins", "import_recorded_plugins",
+           "is_plugin_file", "plugin_key"]

@@ -4,14 +4,15 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
 from sgdlab.config import validate_config
 from sgdlab.errors import ConfigError
 from sgdlab.models import MODELS
-from sgdlab.plugins import (PLUGINS_ENV, env_plugins, exported_plugins, import_env_plugins,
-                            import_plugin, import_plugins, plugin_key)
+from sgdlab.plugins import (PLUGINS_ENV, env_plugins, exported_plugins, given_plugins,
+                            import_env_plugins, import_plugin, import_plugins, plugin_key)
 from sgdlab.testing import TINY_RUN as TINY
 from sgdlab.testing import user_model_plugin
 
@@ -191,3 +192,47 @@ def test_empty_entries_of_the_variable_and_surrounding_space_are_no_plugins(tmp_
     monkeypatch.setenv(PLUGINS_ENV, os.pathsep.join(["json", "", " ", "json"]))
     assert env_plugins() == ["json", "json"]
     assert import_plugin("  json ") is sys.modules["json"]
+
+
+def _moved_plugin(tmp_path) -> tuple[dict, str, str]:
+    """(a config recording a plugin file that is gone, the file it was moved to, its model)."""
+    module, model = _plugin(tmp_path)
+    (tmp_path / "new").mkdir()
+    moved = tmp_path / "new" / f"{module}.py"
+    (tmp_path / f"{module}.py").rename(moved)
+    gone = str(tmp_path.resolve() / f"{module}.py")
+    return {**TINY, "model": {"name": model}, "plugins": [gone]}, str(moved.resolve()), model
+
+
+def test_a_recorded_plugin_file_that_is_gone_asks_for_its_new_path(tmp_path, monkeypatch):
+    monkeypatch.delenv(PLUGINS_ENV, raising=False)
+    raw, _, _ = _moved_plugin(tmp_path)
+    with pytest.raises(ConfigError, match=rf"^plugins\[0\]: cannot import plugin "
+                                          rf"'{raw['plugins'][0]}': no such file \(moved or "
+                                          r"renamed\? give its new path with --plugin "
+                                          r"NEWPATH\)"):
+        validate_config(raw)
+
+
+@pytest.mark.usefixtures("_modules_as_they_were")
+def test_a_plugin_file_given_stands_in_for_a_recorded_one_that_is_gone(tmp_path, monkeypatch,
+                                                                       capsys):
+    monkeypatch.delenv(PLUGINS_ENV, raising=False)
+    raw, moved, model = _moved_plugin(tmp_path)
+    other = tmp_path / "plugin_other.py"        # given too, of another name: not used
+    other.write_text("X = 1\n")
+    with given_plugins([str(other), moved]):
+        import_plugins([str(other), moved], where="--plugin")
+        cfg = validate_config(raw)
+    assert model in MODELS and cfg["plugins"] == [moved]
+    assert capsys.readouterr().err == (f"sgdlab: note: plugin {raw['plugins'][0]} recorded by "
+                                       f"the run is gone; using {moved}\n")
+    # from $SGDLAB_PLUGINS, as given, by a new name: the one given file stands in
+    renamed = tmp_path / "new" / "plugin_renamed.py"
+    monkeypatch.setenv(PLUGINS_ENV, str(renamed))
+    with pytest.raises(ConfigError, match="no such file"):
+        validate_config(raw)        # the variable names no file either
+    (tmp_path / "new" / Path(moved).name).rename(renamed)
+    del MODELS[model]       # (as in a new process: the renamed file registers it again)
+    assert validate_config(raw)["plugins"] == [str(renamed.resolve())]
+    assert f"is gone; using {renamed.resolve()}" in capsys.readouterr().err

@@ -176,9 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     shown_before, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         from sgdlab.cli._plugins import import_command_plugins
+        from sgdlab.plugins import given_plugins
 
-        import_command_plugins(args)     # before a config names what they register
-        return int(args.func(args) or 0)
+        # (given: they stand in for a plugin file a run recorded that is gone)
+        with given_plugins(getattr(args, "plugins", None) or []):
+            import_command_plugins(args)     # before a config names what they register
+            return int(args.func(args) or 0)
     except UserError as e:
         print(f"sgdlab: error: {e}", file=sys.stderr)
         return 2

@@ -757,7 +757,7 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise config_error([f"config: must be a mapping, got {raw!r}"])
     check_config_kind(raw, "run")
-    _import_config_plugins(raw.get("plugins"))
+    plugins = _import_config_plugins(raw.get("plugins"))
     failed: list[tuple] = []
     try:
         cfg = RunConfig.model_validate(raw).model_dump()
@@ -807,7 +807,7 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
 
         # a plugin file's path, as a data file's, is stored absolute: the run is rebuilt from
         # any folder (sgdlab measure, runs resume)
-        cfg["plugins"] = recorded_plugins(cfg["plugins"])
+        cfg["plugins"] = recorded_plugins(plugins)
     else:
         del cfg["plugins"]
     if cfg["data"]["sha256"] is None:
@@ -820,13 +820,15 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def _import_config_plugins(plugins: Any) -> None:
+def _import_config_plugins(plugins: Any) -> Any:
     """Import a config's ``plugins`` before its names are checked (a malformed list is left
-    to the structural check)."""
-    from ..plugins import import_plugins
+    to the structural check); the list to record, a file that is gone replaced by the one
+    given in its place (:func:`~sgdlab.plugins.import_recorded_plugins`)."""
+    from ..plugins import import_recorded_plugins
 
     if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
-        import_plugins(plugins)
+        return import_recorded_plugins(plugins)
+    return plugins
 
 
 # --- the training settings -----------------------------------------------------------------

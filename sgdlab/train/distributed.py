@@ -87,7 +87,7 @@ from ..errors import (ConfigError, DataError, UserError, check_config_kind, chec
                       not_a_config_file, read_config_text, refuse_results_of_others,
                       unknown_keys)
 from ..losses import build_loss
-from ..plugins import import_plugins, recorded_plugins
+from ..plugins import import_recorded_plugins, recorded_plugins
 from ..store.folders import REPLICA_MASTER, REPLICA_RESULT, store_option
 from ..strict_json import dumps as strict_dumps, write_atomic
 from .communicator import (ReplicaCommunicationError, ReplicaFailed,
@@ -400,7 +400,7 @@ def build_model_and_data(cfg: dict[str, Any]):
     if not (isinstance(plugins, list) and all(isinstance(p, str) for p in plugins)):
         raise ConfigError(f"plugins must be a list of module names or .py files, got {plugins!r}")
     # before the names are looked up; also where sgdlab measure rebuilds a stored run
-    import_plugins(plugins)
+    import_recorded_plugins(plugins)
     dspec = dict(cfg["data"])
     if "file" in dspec:
         f = dspec.pop("file")

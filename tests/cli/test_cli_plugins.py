@@ -101,3 +101,37 @@ def test_sgdlab_run_leaves_the_callers_plugins_variable_as_it_was(tmp_path, monk
     assert seen[-1] == os.pathsep.join(["json", str(plugin)])
     assert os.environ[PLUGINS_ENV] == "json"
     sys.modules.pop(plugin.stem, None)
+
+
+def test_a_config_recording_a_plugin_file_that_moved_takes_the_one_given(tmp_path, monkeypatch,
+                                                                         capsys):
+    """A config as a run records it names its plugin file by its absolute path; the file moved
+    since, the command asks for its new path, and `--plugin NEWPATH` is used in its place (as
+    `sgdlab measure RUN` and `sgdlab resume RUN` rebuild the run through the same check)."""
+    import uuid
+
+    import yaml
+
+    from sgdlab.cli.main import main
+    from sgdlab.plugins import PLUGINS_ENV
+    from sgdlab.testing import TINY_RUN
+
+    monkeypatch.delenv(PLUGINS_ENV, raising=False)
+    gone = tmp_path / f"plugin_moved_{uuid.uuid4().hex[:8]}.py"
+    (tmp_path / "new").mkdir()
+    moved = tmp_path / "new" / gone.name
+    moved.write_text("X = 1\n")
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({**TINY_RUN, "plugins": [str(gone)]}))
+    capsys.readouterr()
+    assert main(["train", str(config), "--print-config"]) == 2
+    assert (f"plugins[0]: cannot import plugin '{gone}': no such file (moved or renamed? "
+            "give its new path with --plugin NEWPATH)") in capsys.readouterr().err
+    try:
+        assert main(["train", str(config), "--print-config", "--plugin", str(moved)]) == 0
+        out = capsys.readouterr()
+        assert out.err == (f"sgdlab: note: plugin {gone} recorded by the run is gone; using "
+                           f"{moved}\n")
+        assert yaml.safe_load(out.out)["plugins"] == [str(moved)]
+    finally:
+        sys.modules.pop(gone.stem, None)
