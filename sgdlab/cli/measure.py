@@ -176,7 +176,8 @@ def register(subparsers) -> None:
                    "$SGDLAB_STORE or ./sgdlab-runs/runs.sqlite)")
     p.add_argument("--out", metavar="DIR",
                    help="output folder (default: <run folder>/measure-step<step>)")
-    add_plugin_option(p, "; a run of sgdlab train imports those its config names itself")
+    add_plugin_option(p, "; a run of sgdlab train imports those its config names itself, a "
+                         "file given in place of a recorded file that is gone")
     p.set_defaults(func=_measure)
 
 

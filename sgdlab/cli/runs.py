@@ -230,6 +230,10 @@ def register(subparsers) -> None:
     res.add_argument("--no-progress", action="store_true",
                      help="no progress bar (default: one on a terminal, a line per epoch "
                           "into a log file or pipe, as the run was configured)")
+    from ._plugins import add_plugin_option
+
+    add_plugin_option(res, "; the run imports those its config names itself, a file given in "
+                           "place of a recorded file that is gone")
     res.set_defaults(func=_resume)
 
 

@@ -135,3 +135,13 @@ def test_a_config_recording_a_plugin_file_that_moved_takes_the_one_given(tmp_pat
         assert yaml.safe_load(out.out)["plugins"] == [str(moved)]
     finally:
         sys.modules.pop(gone.stem, None)
+
+
+def test_resume_takes_plugin_as_measure_does():
+    """`sgdlab resume RUN --plugin NEWPATH`: the file that stands in for a recorded plugin
+    file that is gone (or a module the run did not record)."""
+    from sgdlab.cli.main import build_parser
+
+    for command in ("resume", "measure"):
+        args = build_parser().parse_args([command, "RUN", "--plugin", "new/my_models.py"])
+        assert args.plugins == ["new/my_models.py"]
