@@ -14,8 +14,11 @@ Those that write ``base_lr · factor`` from the rates they stored when built (``
 schedules with ``switch``. At the switch the second optimizer's groups take over the keys of the
 first's that are no hyper-parameter of either (a group's own keys, ``OneCycleLR``'s phase rates
 and momenta), so such a scheduler goes on past it; one that cycles momentum cycles the first's
-key for it (Adam's ``betas``), which the second must have too (``cycle_momentum=False``
-otherwise).
+key for it (Adam's ``betas``), which the second must have too: a step of the first under
+such a scheduler (``OneCycleLR`` or ``CyclicLR`` with ``cycle_momentum=True``, the default) is
+refused with a ValueError naming the key otherwise, before it moves anything (the scheduler
+would raise a bare KeyError at the switch, or cycle a key the second never reads); build the
+scheduler with ``cycle_momentum=False`` there.
 ``state_dict()`` holds both optimizers' states and the step count.
 """
 from __future__ import annotations
@@ -133,8 +136,28 @@ class SwitchOptimizer(PicklesWhole, Optimizer):
                 **inner_settings("first", self.first, groups=self.first is idle),
                 **inner_settings("second", self.second, groups=self.second is idle)}
 
+    def _check_cycled_momentum(self) -> None:
+        """A ValueError, before a step of the first optimizer, when a scheduler cycles its
+        momentum (OneCycleLR and CyclicLR mark the groups with ``max_momentum`` and
+        ``base_momentum``) through a key the second optimizer has not: the scheduler chose
+        ``betas`` or ``momentum`` from the first's defaults when it was built, and would write
+        it into the second's groups after the switch (a KeyError for ``betas``; a ``momentum``
+        that Adam never reads)."""
+        if self.switched:
+            return
+        key = "betas" if "betas" in self.first.defaults else "momentum"
+        if key in self.second.defaults:
+            return
+        if any({"max_momentum", "base_momentum"} <= g.keys() for g in self.first.param_groups):
+            raise ValueError(
+                f"a scheduler cycles the momentum of switch's first optimizer "
+                f"{self.names[0]} through its {key!r}, which the second, {self.names[1]}, has "
+                "not, so after the switch the scheduler could not cycle it; build it with "
+                "cycle_momentum=False")
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
+        self._check_cycled_momentum()
         loss = closure_loss(closure)
         self.active.step()
         self._t += 1

@@ -51,3 +51,33 @@ def test_a_switch_state_without_the_next_steps_optimizer_is_named():
     del saved["switch"]["names"]
     with pytest.raises(ValueError, match=re.escape("'switch' entry has no names (not saved by")):
         _switch(0).load_state_dict(saved)
+
+
+def _one_parameter_switch(first: str, second: str, momentum: dict) -> tuple:
+    p = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    opt = build_optimizer("switch", [p], first=first, second=second, switch_step=2,
+                          first_hyper={"lr": 0.1, **momentum.get(first, {})},
+                          second_hyper={"lr": 0.1, **momentum.get(second, {})})
+    return p, opt
+
+
+@pytest.mark.parametrize("first, second, key", [("adam", "sgd", "betas"),
+                                                ("sgd", "adam", "momentum")])
+@pytest.mark.parametrize("scheduler", ["one-cycle", "cyclic"])
+def test_a_scheduler_cycling_a_momentum_the_second_lacks_is_refused_before_a_step(
+        first, second, key, scheduler):
+    # adam -> sgd: OneCycleLR / CyclicLR wrote Adam's betas into SGD's groups after the switch,
+    # a bare KeyError 'betas' from the scheduler; sgd -> adam: they wrote a momentum that Adam
+    # never reads, silently
+    p, opt = _one_parameter_switch(first, second, {"sgd": {"momentum": 0.9}})
+    if scheduler == "one-cycle":
+        torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=6)
+    else:
+        torch.optim.lr_scheduler.CyclicLR(opt, base_lr=0.01, max_lr=0.1, step_size_up=2)
+    p.grad = torch.ones_like(p)
+    before = p.detach().clone()
+    with pytest.raises(ValueError, match=f"through its '{key}', which the second, {second}, "
+                                         "has not.*cycle_momentum=False"):
+        opt.step()
+    assert torch.equal(p.detach(), before) and opt._t == 0
+
