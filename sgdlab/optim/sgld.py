@@ -54,7 +54,7 @@ from torch.optim import Optimizer
 
 from sgdlab.operators.batches import num_samples
 
-from ._common import (PicklesWhole, check_real_parameters, closure_loss, dense,
+from ._common import (PicklesWhole, check_real_parameters, closure_loss, dense, group_number,
                       runs_state_dict_hooks, seeded_generator)
 from .noise import standard_normal
 from .registry import register_optimizer
@@ -143,16 +143,19 @@ class SGLD(PicklesWhole, Optimizer):
         check_real_parameters(self, "its noise is drawn on real coordinates")
 
     def noise_std(self, group: dict[str, Any]) -> float:
-        """The noise std per coordinate of the next step of ``group``."""
-        return sgld_noise_std(group["lr"], temperature=group["temperature"],
+        """The noise std per coordinate of the next step of ``group``; a ConfigError naming
+        a group's ``lr`` or ``temperature`` that is no finite number >= 0 (one given to
+        ``add_param_group`` or written by hand: √(2 lr T) was a bare "math domain error")."""
+        return sgld_noise_std(group_number(group, "lr"),
+                              temperature=group_number(group, "temperature"),
                               energy=self.energy, num_data=self.num_data)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         loss = closure_loss(closure)
-        for group in self.param_groups:
+        stds = [self.noise_std(group) for group in self.param_groups]   # checked before a move
+        for group, std in zip(self.param_groups, stds):
             lr, wd = group["lr"], group["weight_decay"]
-            std = self.noise_std(group)
             for p in group["params"]:
                 if p.grad is None or not p.requires_grad:
                     continue

@@ -257,3 +257,18 @@ def test_a_sparse_gradient_with_weight_decay_steps_as_its_dense_gradient():
         o.step()
     assert sparse.weight.grad.is_sparse
     assert torch.equal(sparse.weight.detach(), dense.weight.detach())
+
+
+@pytest.mark.parametrize("key, value", [("lr", -0.1), ("temperature", -1.0),
+                                        ("lr", math.nan)])
+def test_a_group_rate_or_temperature_below_zero_is_named_before_any_group_moves(key, value):
+    # a group's own lr or T (add_param_group takes it unchecked, as torch does) met
+    # √(2 lr T / N) at the step: a bare "math domain error", after the groups before it moved
+    first, later = nn.Parameter(torch.ones(2, dtype=torch.float64)), \
+        nn.Parameter(torch.ones(2, dtype=torch.float64))
+    opt = SGLD([first], lr=0.1, num_data=4)
+    opt.add_param_group({"params": [later], key: value})
+    first.grad, later.grad = torch.ones(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=f"{key} must be a finite number >= 0 .*parameter group"):
+        opt.step()
+    assert torch.equal(first.detach(), torch.ones(2, dtype=torch.float64))
