@@ -66,8 +66,8 @@ from sgdlab.errors import int_at_least, plain_int
 from sgdlab.measure.entropy_gradient import langevin_step_
 
 from ._common import (NonFiniteLoss, PicklesWhole, check_finite_loss, check_real_parameters,
-                      closure_checks_finite, dense, inner_closure_loss, momentum_direction,
-                      refuse_meta, require_closure, runs_state_dict_hooks)
+                      closure_checks_finite, dense, group_number, inner_closure_loss,
+                      momentum_direction, refuse_meta, require_closure, runs_state_dict_hooks)
 from .registry import register_optimizer
 from .scoping import scope_of
 from .settings import split_own_state
@@ -347,6 +347,11 @@ class EntropySGD(SeededNoise, Optimizer):
         used, puts x back and raises :class:`~sgdlab.optim._common.NonFiniteLoss`."""
         require_closure(self, closure)
         check_finite = check_finite and not closure_checks_finite(closure)
+        for g in self.param_groups:
+            # a group's own (add_param_group takes it unchecked): a ConfigError naming it
+            # here, not a "math domain error" from the noise √(2 η_y T) inside the loop
+            for key in ("inner_lr", "noise"):
+                group_number(g, key)
         self._begin_outer()
         gammas = [self.current_gamma(g) for g in self.param_groups]
         first = None

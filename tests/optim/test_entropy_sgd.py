@@ -912,3 +912,35 @@ def test_inner_momentum_on_the_step_carries_algorithm_2s_whole_dy_by_hand(inner_
         z = 0.75 * z + 0.25 * y
     G = x - z                                # normalize: x − z; outer Nesterov from a zero buffer
     torch.testing.assert_close(w.detach(), x - 0.7 * (G + 0.9 * G), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("name, key, value", [
+    *((name, key, value) for name in ("entropy_sgd", "entropy_adam", "parle")
+      for key, value in (("inner_lr", -0.1), ("noise", -1e-4), ("inner_lr", math.nan))),
+    ("hj", "inner_lr", -0.1)])      # HJ refuses a group's noise itself
+def test_a_groups_own_inner_rate_or_noise_below_zero_is_named_before_the_closure(
+        name, key, value):
+    # add_param_group takes a group's own inner_lr or noise unchecked, as torch does; with
+    # noise on, √(2 η_y T) was a bare "math domain error" at the first inner step (NaN
+    # noise for a NaN)
+    first, later = (nn.Parameter(torch.ones(2, dtype=torch.float64)) for _ in range(2))
+    opt = build_optimizer(name, [first], lr=0.1, L=2, **({} if name == "hj" else
+                                                          {"noise": 1e-4}))
+    group = {"params": [later], key: value}
+    if name != "hj" and key == "inner_lr":
+        group["noise"] = 1e-4
+    opt.add_param_group(group)
+    calls = []
+
+    def closure():
+        calls.append(1)
+        opt.zero_grad()
+        loss = (first ** 2).sum() + (later ** 2).sum()
+        loss.backward()
+        return loss
+
+    with pytest.raises(ValueError, match=f"{key} must be a finite number >= 0 .*parameter group"):
+        opt.step(closure)
+    assert not calls
+    for p in (first, later):
+        assert torch.equal(p.detach(), torch.ones(2, dtype=torch.float64))
