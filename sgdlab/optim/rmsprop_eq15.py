@@ -41,6 +41,15 @@ def rmsprop_eq15(params: list[Tensor], grads: list[Tensor], rs: list[Tensor], *,
         r.mul_(rho).addcmul_(g, g, value=1.0 - rho)
 
 
+def _check_rho_delta(rho, delta, where: str = "") -> None:
+    """A ValueError naming eq. (14)'s ρ outside [0, 1) or eq. (15)'s δ not finite and > 0."""
+    if not 0.0 <= rho < 1.0:
+        raise ValueError(f"Invalid rho value{where}: {rho} (eq. (14)'s ρ, in [0, 1))")
+    if not 0.0 < delta < math.inf:
+        raise ValueError(f"Invalid delta value{where}: {delta} (eq. (15)'s δ, finite and > 0: "
+                         "r_0 = 0 makes the first step η g / √δ)")
+
+
 @register_optimizer("rmsprop-eq15")
 class RMSPropEq15(PicklesWhole, Optimizer):
     """RMSProp of Zhu et al. 2019, eqs. (14)–(15), as printed (module doc).
@@ -57,12 +66,19 @@ class RMSPropEq15(PicklesWhole, Optimizer):
     def __init__(self, params, lr: float = 1e-3, *, rho: float = 0.99, delta: float = 1e-8):
         if not 0.0 <= lr < math.inf:
             raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= rho < 1.0:
-            raise ValueError(f"Invalid rho value: {rho} (eq. (14)'s ρ, in [0, 1))")
-        if not 0.0 < delta < math.inf:
-            raise ValueError(f"Invalid delta value: {delta} (eq. (15)'s δ, finite and > 0: "
-                             "r_0 = 0 makes the first step η g / √δ)")
+        _check_rho_delta(rho, delta)
         super().__init__(params, dict(lr=lr, rho=rho, delta=delta))
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's, and the group's own ρ and δ checked as the constructor checks them
+        (a group's δ <= 0 stepped to NaN without a word); a refused group is not added."""
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        try:
+            _check_rho_delta(group["rho"], group["delta"], " (of a parameter group)")
+        except ValueError:
+            self.param_groups.pop()
+            raise
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:

@@ -127,3 +127,16 @@ def test_as_switchs_first_optimizer_then_sgd():
     torch.testing.assert_close(again.first.state[q]["square_avg"],
                                opt.first.state[p]["square_avg"], rtol=0, atol=0)
     assert _run(again, q, 1) == _run(opt, p, 1)
+
+
+@pytest.mark.parametrize("key, value", [("delta", -1.0), ("delta", 0.0), ("rho", 1.0)])
+def test_a_groups_own_rho_or_delta_is_checked_as_the_constructors(key, value):
+    # torch's add_param_group takes a group's values unchecked: δ <= 0 with r_0 = 0 divided by
+    # √δ and stepped the group's parameters to NaN without a word
+    first, later = (torch.nn.Parameter(torch.ones(2, dtype=torch.float64)) for _ in range(2))
+    opt = RMSPropEq15([first], lr=0.1, delta=1e-4)
+    with pytest.raises(ValueError, match=f"Invalid {key} value \\(of a parameter group\\)"):
+        opt.add_param_group({"params": [later], key: value})
+    assert len(opt.param_groups) == 1
+    with pytest.raises(ValueError, match=f"Invalid {key} value \\(of a parameter group\\)"):
+        RMSPropEq15([{"params": [later], key: value}], lr=0.1, delta=1e-4)
