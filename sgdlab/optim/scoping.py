@@ -188,6 +188,8 @@ def scope_of(key: str, options: dict[str, Any]) -> ExponentialScope:
     _check_bounds(lower, upper, (f"{key}_min", f"{key}_max"))
     if not rate < 1:
         raise ValueError(f"Invalid {key}_decay: {rate} (a scoping rate, must be < 1)")
+    if not options[key] > 0:     # a group's own (add_param_group takes it unchecked)
+        raise ValueError(f"Invalid {key}: {options[key]} (must be > 0, inf allowed)")
     return ExponentialScope(options[key], rate, lower=lower, upper=upper)
 
 

@@ -142,3 +142,20 @@ def test_an_optimizer_s_bad_scoping_names_the_option_given(make, message):
     # "Invalid lower clip: nan" named the scope's bound, not the gamma_min the user gave
     with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
         make([nn.Parameter(torch.zeros(1))])
+
+
+@pytest.mark.parametrize("make, key", [(EntropySGD, "gamma"), (HEAT, "gamma"), (Parle, "rho")])
+def test_a_groups_own_scale_below_zero_names_the_option(make, key):
+    # a group's own gamma (or Parle's rho) reached the scope as "Invalid initial scale: -1.0"
+    first, later = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
+    opt = make([first], L=1)
+    opt.add_param_group({"params": [later], key: -1.0})
+
+    def closure():
+        opt.zero_grad()
+        loss = (first ** 2 + later ** 2).sum()
+        loss.backward()
+        return loss
+
+    with pytest.raises(ValueError, match=f"^Invalid {key}: -1.0 \\(must be > 0, inf allowed\\)"):
+        opt.step(closure)
