@@ -1,5 +1,6 @@
 """``SwitchOptimizer``'s saved state read back: the state of the optimizer taking the next step,
-and what is not a switch optimizer's state, named."""
+and what is not a switch optimizer's state, named; a scheduler cycling a momentum key that the
+second optimizer lacks, refused."""
 from __future__ import annotations
 
 import re
