@@ -205,6 +205,11 @@ def resume_run(run_id: str, *, store: Any = None, progress: bool | None = None,
                       f"(killed before its first one, or removed): run {run_id} "
                       "restarts from step 0", file=sys.stderr, flush=True)
             store.truncate_metrics(run_id, 0)
+            if cfg["train"].get("tensorboard"):   # its events, as its rows: redone from step 0
+                from ..train import tensorboard
+
+                tensorboard.clear_events(tensorboard.run_folder(cfg["train"]["tensorboard"],
+                                                                run_id, cfg["name"]))
         if announce is not None:
             announce(run_id)
     except KeyboardInterrupt as e:

@@ -27,8 +27,8 @@ from ..errors import ResumableError
 from ..store.runstore import summary_numbers
 from .callbacks import Callback, TrainContext
 
-__all__ = ["LiveRuns", "TensorBoardLogger", "export_runs", "final_metrics", "last_step",
-           "run_folder", "run_hparams", "summary_writer", "write_final", "writer_class"]
+__all__ = ["LiveRuns", "TensorBoardLogger", "clear_events", "export_runs", "final_metrics",
+           "last_step", "run_folder", "run_hparams", "summary_writer", "write_final", "writer_class"]
 
 
 def writer_class():
@@ -51,6 +51,13 @@ def run_folder(root: str | Path, run_id: str, name: str | None = None) -> Path:
     """``root/<name>-<run id>`` (the run's TensorBoard folder; ``root/<run id>`` unnamed)."""
     label = re.sub(r"[^\w.+-]+", "_", name).strip("_") if name else ""
     return Path(root) / (f"{label}-{run_id}" if label else run_id)
+
+
+def clear_events(folder: str | Path) -> None:
+    """Remove the event files in ``folder`` (not its subfolders): a run written there afresh
+    would otherwise show each step twice, TensorBoard reading every file of a folder."""
+    for f in Path(folder).glob("events.out.tfevents.*"):
+        f.unlink()
 
 
 def _write(writer, history: dict[str, Sequence[tuple[int, float]]],
@@ -139,8 +146,7 @@ class TensorBoardLogger(Callback):
 
     def on_train_begin(self, ctx: TrainContext) -> None:
         if ctx.step > 0:  # resumed: start the event files afresh from the restored history
-            for f in self.folder.glob("events.out.tfevents.*"):
-                f.unlink()
+            clear_events(self.folder)
         self._writer = summary_writer(self.folder, flush_secs=self.flush_secs)
         self._written = {}
         self._drain(ctx)
@@ -226,8 +232,7 @@ def export_runs(store: Any, root: str | Path, run_ids: Iterable[str] | None = No
     out = []
     for run in runs:
         folder = run_folder(root, run["id"], run.get("name"))
-        for f in folder.glob("events.out.tfevents.*"):
-            f.unlink()
+        clear_events(folder)
         writer = summary_writer(folder)
         try:
             metrics = store.metrics(run["id"])

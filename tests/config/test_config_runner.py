@@ -131,3 +131,29 @@ def test_a_resume_whose_checkpoint_cannot_be_read_is_recorded_failed_saying_why(
     run = store.get_run(first.run_id)
     assert run["recorded_status"] == "failed" and "cannot read checkpoint" in run["message"]
     assert len(ckpt.read_bytes()) == 100
+
+
+def test_a_resume_that_restarts_from_step_0_rewrites_its_tensorboard_events(tmp_path):
+    """A run killed before its first checkpoint is redone from step 0: the events its first
+    process wrote are removed with its stored rows, so each step shows once."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from sgdlab.train.tensorboard import summary_writer
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    cfg = {**TINY_RUN, "train": {**TINY_RUN["train"], "epochs": 1,
+                                 "tensorboard": str(tmp_path / "tb")}}
+    first = runner.run_config(cfg, out_dir=tmp_path / "out", store=store, progress=False)
+    store.set_status(first.run_id, "interrupted")           # as if killed before its end
+    (tmp_path / "out" / "checkpoints" / "last.pt").unlink()  # ... and its first checkpoint
+    stale = summary_writer(first.tensorboard_path)          # what that process wrote
+    stale.add_scalar("train_loss", 123.0, global_step=1)
+    stale.close()
+    runner.resume_run(first.run_id, store=store, progress=False)
+    events = EventAccumulator(str(first.tensorboard_path), size_guidance={"scalars": 0})
+    events.Reload()
+    stored = store.metrics(first.run_id)
+    for name in ("train_loss", "test_loss", "lr"):
+        points = events.Scalars(name)
+        assert [e.step for e in points] == [s for s, _ in stored[name]], name
+        assert [e.value for e in points] == pytest.approx([v for _, v in stored[name]]), name
