@@ -982,17 +982,20 @@ class RunStore:
                       "ORDER BY rowid LIMIT ?", (target, source, count))
         return True
 
-    def metrics(self, run_id: str, name: str | None = None) -> dict[str, list[tuple[int, float]]]:
-        """``{metric: [(step, value), ...]}`` sorted by step (insertion order within a step)."""
+    def metrics(self, run_id: str, name: str | None = None, *, wall: bool = False
+                ) -> dict[str, list[tuple[int, float]]]:
+        """``{metric: [(step, value), ...]}`` sorted by step (insertion order within a step);
+        ``wall=True``: ``(step, value, wall)``, the Unix time each row was logged."""
         rid = self.resolve(run_id)
-        sql = "SELECT name, step, value FROM metrics WHERE run_id = ?"
+        sql = "SELECT name, step, value, wall FROM metrics WHERE run_id = ?"
         args: list[Any] = [rid]
         if name is not None:
             sql += " AND name = ?"
             args.append(name)
-        out: dict[str, list[tuple[int, float]]] = {}
-        for n, s, v in self._conn.execute(sql + " ORDER BY name, step, rowid", args):
-            out.setdefault(n, []).append((int(s), _float_or_nan(v)))
+        out: dict[str, list[Any]] = {}
+        for n, s, v, t in self._conn.execute(sql + " ORDER BY name, step, rowid", args):
+            out.setdefault(n, []).append((int(s), _float_or_nan(v), t) if wall
+                                         else (int(s), _float_or_nan(v)))
         return out
 
     def last_metric(self, run_id: str, name: str) -> tuple[int, float] | None:

@@ -60,11 +60,12 @@ def clear_events(folder: str | Path) -> None:
         f.unlink()
 
 
-def _write(writer, history: dict[str, Sequence[tuple[int, float]]],
-           start: dict[str, int]) -> None:
+def _write(writer, history: dict[str, Sequence[Sequence[Any]]], start: dict[str, int]) -> None:
+    """``history``'s points ``(step, value[, wall])`` after ``start``'s counts; without a
+    wall time, the time of writing."""
     for name, points in history.items():
-        for step, value in points[start.get(name, 0):]:
-            writer.add_scalar(name, value, global_step=step)
+        for step, value, *wall in points[start.get(name, 0):]:
+            writer.add_scalar(name, value, global_step=step, walltime=wall[0] if wall else None)
 
 
 def run_hparams(config: dict[str, Any]) -> dict[str, Any]:
@@ -222,8 +223,8 @@ class LiveRuns:
 
 def export_runs(store: Any, root: str | Path, run_ids: Iterable[str] | None = None, *,
                 hparams: Callable[[dict[str, Any]], dict[str, Any]] = run_hparams) -> list[Path]:
-    """Write the stored metrics of ``run_ids`` (default: every run) to ``root/<name>-<run id>``,
-    and the HParams session of each run with a summary (:func:`write_final`), its
+    """Write the stored metrics of ``run_ids`` (default: every run) to ``root/<name>-<run id>``
+    at the wall times they were logged, and the HParams session of each run with a summary (:func:`write_final`), its
     hyper-parameters ``hparams(stored config)`` (``sgdlab runs export`` gives
     :func:`sgdlab.config.run.training_hparams`, as a run of ``sgdlab train`` writes live);
     returns the folders written. A folder's earlier event files are replaced."""
@@ -235,7 +236,8 @@ def export_runs(store: Any, root: str | Path, run_ids: Iterable[str] | None = No
         clear_events(folder)
         writer = summary_writer(folder)
         try:
-            metrics = store.metrics(run["id"])
+            # at the times they were logged: TensorBoard's wall and relative axes as live
+            metrics = store.metrics(run["id"], wall=True)
             _write(writer, metrics, {})
             if run.get("summary"):
                 write_final(writer, hparams(run.get("config") or {}), run["summary"],

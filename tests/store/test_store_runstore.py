@@ -100,6 +100,17 @@ def test_last_metric_is_the_latest_step_then_the_latest_row(tmp_path):
     assert store.last_metric(rid[:8], "test_acc") == (30, 0.9)      # a prefix resolves
 
 
+def test_metrics_with_wall_give_each_row_the_time_it_was_logged(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    rid = store.create_run({})
+    store.log_many(rid, [("lr", 4, 0.1, 1004.0), ("lr", 0, float("nan"), 1000.0),
+                         ("test_loss", 0, 2.0, 1000.5)])
+    walls = store.metrics(rid, wall=True)
+    assert walls["lr"][0] == (0, pytest.approx(float("nan"), nan_ok=True), 1000.0)
+    assert walls["lr"][1:] == [(4, 0.1, 1004.0)] and walls["test_loss"] == [(0, 2.0, 1000.5)]
+    assert store.metrics(rid, "lr", wall=True) == {"lr": walls["lr"]}
+
+
 def test_ids_sort_by_creation_and_default_path(tmp_path, monkeypatch):
     ids = [new_run_id() for _ in range(3)]
     assert ids[0][:15] <= ids[-1][:15]

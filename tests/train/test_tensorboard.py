@@ -281,6 +281,21 @@ def test_exporting_a_run_again_replaces_its_events(tmp_path):
     store.close()
 
 
+def test_an_exported_run_keeps_the_times_its_rows_were_logged(tmp_path):
+    """Each point is written at its stored wall time, as a live run's are: TensorBoard's wall
+    and relative axes showed every point of an exported run at the moment of the export."""
+    store = RunStore(tmp_path / "s.sqlite")
+    rid = store.create_run(TINY_RUN, name="r")
+    store.log_many(rid, [("train_loss", 0, 1.0, 1000.0), ("train_loss", 3, 0.5, 1060.0),
+                         ("hess/top_1", 3, 2.0, 1061.5)])
+    export_runs(store, tmp_path / "tb")
+    acc = _accumulator(tmp_path / "tb" / f"r-{rid}")
+    assert [(e.step, e.wall_time) for e in acc.Scalars("train_loss")] == [(0, 1000.0),
+                                                                          (3, 1060.0)]
+    assert [e.wall_time for e in acc.Scalars("hess/top_1")] == [1061.5]
+    store.close()
+
+
 def test_a_live_runs_session_sits_at_its_last_step_whatever_order_rows_came_in(tmp_path):
     """Rows of several series arrive interleaved (a later step of one before an earlier one
     of another): the HParams session's final metrics sit at the run's last step, 9, not at
