@@ -23,12 +23,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import ResumableError
+from ..errors import ResumableError, warn
 from ..store.runstore import summary_numbers
 from .callbacks import Callback, TrainContext
 
 __all__ = ["LiveRuns", "TensorBoardLogger", "clear_events", "export_runs", "final_metrics",
-           "last_step", "run_folder", "run_hparams", "summary_writer", "write_final", "writer_class"]
+           "last_step", "run_folder", "run_hparams", "summary_writer", "write_final",
+           "writer_class"]
 
 
 def writer_class():
@@ -132,7 +133,8 @@ class TensorBoardLogger(Callback):
     recorded (``ctx.history`` is read after each step, epoch and at the end).
 
     ``run``: a subfolder of ``log_dir`` for this run (set by ``sgdlab train`` to
-    ``<name>-<run id>``). A resumed run rewrites its folder's events from the restored history,
+    ``<name>-<run id>``). Without it, a second run into ``log_dir`` warns: TensorBoard would
+    show the two as one run. A resumed run rewrites its folder's events from the restored history,
     so the steps recorded after the checkpoint by the interrupted process do not appear twice.
     """
 
@@ -148,6 +150,10 @@ class TensorBoardLogger(Callback):
     def on_train_begin(self, ctx: TrainContext) -> None:
         if ctx.step > 0:  # resumed: start the event files afresh from the restored history
             clear_events(self.folder)
+        elif any(self.folder.glob("events.out.tfevents.*")):
+            warn(f"{self.folder} already holds TensorBoard event files (another run's?): "
+                 "TensorBoard shows a folder's files as one run, their steps mixed; give each "
+                 "run a folder of its own (TensorBoardLogger(log_dir, run=NAME))")
         self._writer = summary_writer(self.folder, flush_secs=self.flush_secs)
         self._written = {}
         self._drain(ctx)
@@ -224,10 +230,10 @@ class LiveRuns:
 def export_runs(store: Any, root: str | Path, run_ids: Iterable[str] | None = None, *,
                 hparams: Callable[[dict[str, Any]], dict[str, Any]] = run_hparams) -> list[Path]:
     """Write the stored metrics of ``run_ids`` (default: every run) to ``root/<name>-<run id>``
-    at the wall times they were logged, and the HParams session of each run with a summary (:func:`write_final`), its
-    hyper-parameters ``hparams(stored config)`` (``sgdlab runs export`` gives
-    :func:`sgdlab.config.run.training_hparams`, as a run of ``sgdlab train`` writes live);
-    returns the folders written. A folder's earlier event files are replaced."""
+    at the wall times they were logged, and the HParams session of each run with a summary
+    (:func:`write_final`), its hyper-parameters ``hparams(stored config)`` (``sgdlab runs
+    export`` gives :func:`sgdlab.config.run.training_hparams`, as a run of ``sgdlab train``
+    writes live); returns the folders written. A folder's earlier event files are replaced."""
     runs = ([store.get_run(r) for r in run_ids] if run_ids is not None
             else store.list_runs())
     out = []

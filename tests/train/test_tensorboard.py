@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,20 @@ def test_resumed_run_rewrites_its_events_without_duplicates(tmp_path):
     events = read_events(tmp_path / "tb")
     assert_same_series(events, res.history)
     assert 999 not in [s for s, _ in events["train_loss"]]
+
+
+def test_a_second_run_into_the_same_folder_warns(tmp_path):
+    """From Python, two runs logged to one folder read back as one run with every step twice:
+    the second says so; a run in a folder of its own (``run=``) does not."""
+    torch.set_num_threads(1)
+    built = build_from_config({**TINY, "train": {**TINY["train"], "epochs": 1}})
+    kw = {**built.train_kwargs, "epochs": 1}
+    train(*built[:4], callbacks=[TensorBoardLogger(tmp_path)], **kw)
+    with pytest.warns(UserWarning, match=f"{tmp_path} already holds TensorBoard event files"):
+        train(*built[:4], callbacks=[TensorBoardLogger(tmp_path)], **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(*built[:4], callbacks=[TensorBoardLogger(tmp_path, run="seed-1")], **kw)
 
 
 def test_missing_tensorboard_is_a_clear_error(tmp_path, monkeypatch):
