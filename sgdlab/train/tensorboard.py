@@ -108,9 +108,11 @@ def final_metrics(summary: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def write_final(writer, hparams: dict[str, Any], summary: dict[str, Any], step: int) -> None:
+def write_final(writer, hparams: dict[str, Any], summary: dict[str, Any], step: int,
+                walltime: float | None = None) -> None:
     """Write a run's HParams session into ``writer``'s folder: ``hparams`` and the scalars
-    of :func:`final_metrics` at ``step`` (its last step, beside its curves)."""
+    of :func:`final_metrics` at ``step`` (its last step, beside its curves) and ``walltime``
+    (None: now)."""
     from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
     metrics = final_metrics(summary)
@@ -120,7 +122,7 @@ def write_final(writer, hparams: dict[str, Any], summary: dict[str, Any], step: 
     writer.file_writer.add_summary(start)
     writer.file_writer.add_summary(end)
     for tag, value in metrics.items():
-        writer.add_scalar(tag, value, global_step=step)
+        writer.add_scalar(tag, value, global_step=step, walltime=walltime)
 
 
 def last_step(history: dict[str, Sequence[tuple[int, float]]]) -> int:
@@ -247,7 +249,8 @@ def export_runs(store: Any, root: str | Path, run_ids: Iterable[str] | None = No
             _write(writer, metrics, {})
             if run.get("summary"):
                 write_final(writer, hparams(run.get("config") or {}), run["summary"],
-                            last_step(metrics))
+                            last_step(metrics),
+                            max((p[2] for ps in metrics.values() for p in ps), default=None))
         finally:
             writer.close()
         out.append(folder)

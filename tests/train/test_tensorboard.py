@@ -303,11 +303,14 @@ def test_an_exported_run_keeps_the_times_its_rows_were_logged(tmp_path):
     rid = store.create_run(TINY_RUN, name="r")
     store.log_many(rid, [("train_loss", 0, 1.0, 1000.0), ("train_loss", 3, 0.5, 1060.0),
                          ("hess/top_1", 3, 2.0, 1061.5)])
+    store.complete_run(rid, "finished", summary={"test_loss": 0.5})
     export_runs(store, tmp_path / "tb")
     acc = _accumulator(tmp_path / "tb" / f"r-{rid}")
     assert [(e.step, e.wall_time) for e in acc.Scalars("train_loss")] == [(0, 1000.0),
                                                                           (3, 1060.0)]
     assert [e.wall_time for e in acc.Scalars("hess/top_1")] == [1061.5]
+    # the final values beside the last row logged
+    assert [(e.step, e.wall_time) for e in acc.Scalars("final/test_loss")] == [(3, 1061.5)]
     store.close()
 
 
