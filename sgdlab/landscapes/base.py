@@ -41,7 +41,7 @@ class Landscape(ABC):
     dim: int
     num_samples: int | None = None
     #: whether chains wider than the landscape's dtype are evaluated in the wider one (the
-    #: p-spin glass promotes); elsewhere the constants' matmuls refuse them (see ``_check``)
+    #: p-spin glass promotes); elsewhere the constants' matmuls refuse them (``check_dtype``)
     evaluates_wider_chains: bool = False
 
     # ------------------------------------------------------------ device / dtype
@@ -190,15 +190,15 @@ class Landscape(ABC):
                 f"got {tuple(theta.shape)}"
             )
         self.check_device("theta", theta)
-        if not self.evaluates_wider_chains:
-            self.check_dtype("theta", theta)
+        self.check_dtype("theta", theta)
 
     def check_dtype(self, name: str, x: Tensor) -> None:
         """A ``UserError`` naming both dtypes when floating chains ``x`` are wider than the
         landscape's floating tensors (float64 chains on a float32 landscape failed in a matmul
-        with "expected m1 and m2 to have the same dtype"). Narrower chains are promoted."""
+        with "expected m1 and m2 to have the same dtype"). Narrower chains are promoted, and
+        wider ones too where the class sets :attr:`evaluates_wider_chains`."""
         own = self.dtype
-        if own is None or not x.is_floating_point() or \
+        if own is None or self.evaluates_wider_chains or not x.is_floating_point() or \
                 torch.promote_types(x.dtype, own) == own:
             return
         raise UserError(f"{type(self).__name__}: {name} is {x.dtype} but the landscape is "

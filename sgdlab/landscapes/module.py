@@ -48,13 +48,12 @@ class LandscapeModel(nn.Module):
             theta = theta.to(torch.get_default_dtype())
         if not bool(torch.isfinite(theta).all()):
             raise UserError(f"theta0 has non-finite entries: {theta.tolist()}")
+        # a θ0 wider than a landscape that refuses wider chains: its error now, not at the
+        # first forward inside the engine
+        landscape.check_dtype("theta0", theta)
         # θ in the dtype the landscape holds its tensors in: a float32 θ0 such as torch.zeros(d)
         # on a float64 landscape made a float32 parameter, so its gradients and steps were
         # rounded to float32 while every closed form stays float64 (p-spin's matmuls refused it)
-        # a θ0 wider than a landscape that refuses wider chains: its error now, not at the
-        # first forward inside the engine
-        if not landscape.evaluates_wider_chains:
-            landscape.check_dtype("theta0", theta)
         dtype = theta.dtype
         for v in landscape._tensors():
             if v.is_floating_point():
