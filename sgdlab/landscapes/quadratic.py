@@ -33,11 +33,12 @@ from torch import Tensor
 from sgdlab.errors import UserError
 
 from .base import (
-    Landscape, check_count, check_flag, check_floating_dtype, check_positive, check_psd_matrix,
+    Landscape, check_count, check_floating_dtype, check_positive, check_psd_matrix,
     seeded_generator,
 )
 from .linear_potential import LinearPotential, linear_potential
 from .sde.base import psd_sqrt
+from .sde.sgd import checked_noise_factor
 
 
 def _sym_power(mat: Tensor, power: float) -> Tensor:
@@ -168,16 +169,9 @@ class Quadratic(Landscape):
         return float(0.5 * torch.trace(self.H @ cov))
 
     def _noise_factor(self, lr: float, batch_size: int, replacement: bool) -> float:
-        """c of Cov[mini-batch gradient] = c C; only with-replacement batches were modelled,
-        though sgd_chains and sgd_sde also run without."""
-        from sgdlab.measure.noise import minibatch_noise_factor
-
+        """c of Cov[mini-batch gradient] = c C, as sgd_chains and sgd_sde draw the batches."""
         _check_lr_batch(lr, batch_size)
-        try:
-            return minibatch_noise_factor(batch_size, self.num_samples,
-                                          replacement=check_flag("replacement", replacement))
-        except ValueError as e:
-            raise UserError(str(e)) from None
+        return checked_noise_factor(batch_size, self.num_samples, replacement)
 
 
 __all__ = ["Quadratic"]

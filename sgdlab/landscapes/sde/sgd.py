@@ -69,8 +69,6 @@ def sgd_sde(landscape: Landscape, *, lr: float, batch_size: int,
     """The Itô SDE dX = −∇L dt + √(η c) Σ(X)^{1/2} dB approximating SGD, c = 1/S with
     replacement, (N − S)/(S (N − 1)) without (module docstring). Simulate it with chains on
     the landscape's device."""
-    from sgdlab.measure.noise import minibatch_noise_factor
-
     n = landscape.num_samples
     if n is None:
         raise UserError("sgd_sde needs a landscape with per-sample structure")
@@ -79,11 +77,7 @@ def sgd_sde(landscape: Landscape, *, lr: float, batch_size: int,
         batch_size = check_count("batch_size", batch_size, 1)
     except UserError as e:
         raise UserError(f"sgd_sde needs lr > 0 and an integer batch_size >= 1: {e}") from None
-    try:
-        c = minibatch_noise_factor(batch_size, n,
-                                   replacement=check_flag("replacement", replacement))
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    c = checked_noise_factor(batch_size, n, replacement)
     scale = math.sqrt(lr * c / n)
 
     def drift(x: Tensor) -> Tensor:
@@ -94,6 +88,19 @@ def sgd_sde(landscape: Landscape, *, lr: float, batch_size: int,
         return scale * (g - g.mean(-2, keepdim=True)).transpose(-1, -2)  # (..., d, N)
 
     return SDE(drift, factor, landscape.dim, n, additive=False)
+
+
+def checked_noise_factor(batch_size: int, num_samples: int, replacement: bool) -> float:
+    """c of Cov[∇L_B] = c Σ (:func:`sgdlab.measure.noise.minibatch_noise_factor`), with
+    ``replacement`` a flag (a truthy "no" drew with replacement) and a refusal a
+    ``UserError``; the SGD-SDE's and :class:`~sgdlab.landscapes.Quadratic`'s closed forms."""
+    from sgdlab.measure.noise import minibatch_noise_factor
+
+    try:
+        return minibatch_noise_factor(batch_size, num_samples,
+                                      replacement=check_flag("replacement", replacement))
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 __all__ = ["sgd_chains", "sgd_sde"]
