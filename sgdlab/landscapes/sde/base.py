@@ -85,7 +85,7 @@ class SDE:
         where it is not. A D that may dip below zero must be clipped by the callable itself).
         """
         # a string was a TypeError about '>'; NaN fails too; β = inf is zero noise
-        if isinstance(beta, (bool, str)) or not isinstance(beta, (numbers.Real, Tensor)) \
+        if isinstance(beta, bool) or not isinstance(beta, (numbers.Real, Tensor)) \
                 or not float(beta) > 0:
             raise UserError(f"beta must be a number > 0, got {beta!r}")
         beta = float(beta)
