@@ -109,7 +109,6 @@ class MeasuredCallback(FixedEvalSet, MeasurementCallback):
         super().__init__(self._measure, schedule, every=every, start=start, at=at,
                          at_train_begin=at_train_begin)
         self.eval_subset, self.eval_mode, self.seed = eval_subset, bool(eval_mode), seed
-        self._data: Any = None
 
     def check(self, model, data) -> None:
         bn = None if self.eval_mode else first_batch_norm(model, training=True, of_model=True)

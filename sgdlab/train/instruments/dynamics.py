@@ -106,7 +106,6 @@ class DynamicsCallback(FixedEvalSet, Callback):
         self._theta_views: list[list[Tensor]] = []
         self._diff: Tensor | None = None
         self._grad_views: list[list[Tensor]] = []
-        self._data: Any = None
 
     def on_train_begin(self, ctx: TrainContext) -> None:
         if self.theta0 is None:

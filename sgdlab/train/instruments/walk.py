@@ -249,7 +249,6 @@ class StepLengthCallback(FixedEvalSet, Callback):
         self.schedule, self.source, self.eval_subset = schedule, source, eval_subset
         self.weights, self.seed, self.prefix = weights, seed, prefix
         self._theta_t: Tensor | None = None
-        self._data: Any = None
 
     def check_run(self, ctx: TrainContext) -> None:
         # the measurement's refusal of a loss that is no plain mean of the samples' (class
