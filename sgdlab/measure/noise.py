@@ -317,7 +317,6 @@ class GradientCovariance:
         ``eigh`` finds every copy).
         """
         n, d = self.num_samples, self.dim
-        # np.int64 is a count; True (1 pair), 2.5 and "2" are not
         k = checked_count_argument("k", k, min(n, d), "min(N, d)")
         dtype, dev = self.dtype, self.device
         small = n <= 1000 if self._factored() else min(n, d) <= 1000    # factored: N x N Gram

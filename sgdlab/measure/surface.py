@@ -147,7 +147,6 @@ def trajectory_pca(points: Tensor | np.ndarray | Sequence[Tensor], k: int = 2) -
         raise ValueError(f"trajectory_pca: need a (T, d) stack of >= 2 iterates, got shape "
                          f"{tuple(m.shape)}")
     dev = m - m[-1]
-    # np.int64 is a count; True (one direction), 2.5 and "2" are not
     k = checked_count_argument("k", k, min(dev.shape), "min(T, d)")
     _u, s, vh = torch.linalg.svd(dev, full_matrices=False)
     total = float((s ** 2).sum())

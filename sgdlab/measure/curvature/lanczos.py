@@ -333,7 +333,7 @@ def lanczos(
     check_which(which)
     op = working_operator(A, dtype)
     d = op.shape[0]
-    k = checked_count_argument("k", k, d, "d")     # np.int64 is a count; True is not
+    k = checked_count_argument("k", k, d, "d")
     if which == "both" and 2 * k > d:
         raise ValueError(f"which='both' with k={k} needs 2k <= d = {d}")
     tol = check_tol(tol)
