@@ -81,4 +81,3 @@ def test_a_scheduler_cycling_a_momentum_the_second_lacks_is_refused_before_a_ste
                                          "has not.*cycle_momentum=False"):
         opt.step()
     assert torch.equal(p.detach(), before) and opt._t == 0
-
