@@ -65,7 +65,7 @@ def _has_torch_pickle(path: Path) -> bool:
         return True     # unreadable as a zip: the other messages name that
 
 
-def _load_failure(path: Path, e: Exception, what: str = "checkpoint") -> str:
+def _load_failure(path: Path, e: Exception, what: str) -> str:
     size = path.stat().st_size if path.exists() else 0
     text = str(e)
     kind = "checkpoint file" if what == "checkpoint" else what
