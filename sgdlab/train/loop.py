@@ -481,10 +481,11 @@ def input_refusal(e: BaseException, model: nn.Module, loss_fn: Any, x: Tensor,
                   y: Tensor, *, batch_of_one: str) -> UserError | None:
     """The :class:`UserError` that names what made training fail with ``e`` on the training
     inputs ``x`` and targets ``y``: inputs of another dtype than the model's, a loss that
-    returns a value per sample or that autograd cannot connect to the parameters, or a batch
-    of one sample in train-mode batch norm
-    (``batch_of_one``: where the caller's batch of one comes from and what to change); None
-    for any other failure (``train`` and ``train_replicas`` alike)."""
+    returns a value per sample or that autograd cannot connect to the parameters, a batch
+    of one sample in train-mode batch norm (``batch_of_one``: where the caller's batch of one
+    comes from and what to change), or a model whose own forward pass fails on them (inputs
+    of another shape than it takes); None for any other failure (``train`` and
+    ``train_replicas`` alike)."""
     return (_dtype_refusal(e, model, x) or _loss_refusal(e, model, loss_fn, x, y)
             or _graph_refusal(e, model, loss_fn, x, y) or _batch_of_one_refusal(e, batch_of_one)
             or _forward_refusal(e, model, x))
