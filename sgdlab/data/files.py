@@ -65,11 +65,8 @@ def read_idx(path: str | Path, *, expect_ndim: int | None = None,
             raw = gzip.decompress(raw)
     except FileNotFoundError:
         raise DataError(f"IDX file not found: {path}") from None
-    except OSError as e:   # no permission, a folder, an I/O error; gzip's BadGzipFile too
-        problem = file_problem(e) if e.errno is not None else str(e)
-        raise DataError(f"cannot read IDX file {path}: {problem}") from None
-    except (EOFError, zlib.error) as e:  # zlib.error: a corrupt deflate stream
-        raise DataError(f"cannot read IDX file {path}: {e}") from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise _idx_read_error(e, path) from None
     if len(raw) < 4:
         raise DataError(f"malformed IDX file {path}: only {len(raw)} bytes, no header")
     magic = int.from_bytes(raw[:4], "big")
@@ -97,6 +94,14 @@ def read_idx(path: str | Path, *, expect_ndim: int | None = None,
                         f"({expected} data bytes) but the file has {len(raw) - header}")
     array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
     return array.astype(dtype.newbyteorder("="))
+
+
+def _idx_read_error(e: Exception, path: Path) -> DataError:
+    """The :class:`DataError` for IDX file ``path`` that could not be read or inflated: an
+    ``OSError`` (no permission, a folder, an I/O error; gzip's BadGzipFile too), an
+    ``EOFError`` or a ``zlib.error`` (a corrupt deflate stream), with the reason."""
+    problem = file_problem(e) if isinstance(e, OSError) and e.errno is not None else str(e)
+    return DataError(f"cannot read IDX file {path}: {problem}")
 
 
 def _idx_hint(path: Path, raw: bytes, gzipped: bool) -> str:
@@ -737,11 +742,8 @@ def read_idx_shape(path: str | Path) -> tuple[int, ...]:
                 if len(sizes) == 4 * head[3]:
                     return tuple(int.from_bytes(sizes[i:i + 4], "big")
                                  for i in range(0, len(sizes), 4))
-    except OSError as e:    # gzip's BadGzipFile too
-        problem = file_problem(e) if e.errno is not None else str(e)
-        raise DataError(f"cannot read IDX file {path}: {problem}") from None
-    except (EOFError, zlib.error) as e:
-        raise DataError(f"cannot read IDX file {path}: {e}") from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise _idx_read_error(e, path) from None
     raise DataError(f"malformed IDX file {path}: no IDX header")
 
 
