@@ -382,14 +382,20 @@ def _cifar_read_error(e: OSError, path: Path) -> DataError:
     return DataError(f"cannot read CIFAR batch {path}: {file_problem(e)}")
 
 
-def _parse_cifar_pickle(f, where: str, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+def _unpickle_cifar(f, where: str, unpickler: type = _RestrictedUnpickler) -> Any:
+    """What the CIFAR batch in file object ``f`` pickles; a :class:`DataError` naming
+    ``where`` when it does not unpickle (an ``OSError`` reading it is left to the caller)."""
     try:
-        obj = _RestrictedUnpickler(f, where).load()
+        return unpickler(f, where).load()
     except (DataError, OSError):  # from find_class; or reading the file failed
         raise
     except Exception as e:  # pickle raises many types on corrupt input
         raise DataError(f"malformed CIFAR batch {where}: cannot unpickle ({type(e).__name__}: "
                         f"{e})") from None
+
+
+def _parse_cifar_pickle(f, where: str, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    obj = _unpickle_cifar(f, where)
     if not isinstance(obj, dict):
         raise DataError(f"malformed CIFAR batch {where}: expected a pickled dict, got "
                         f"{type(obj).__name__}")
@@ -774,12 +780,9 @@ def _cifar_labels_counted(path: str, key: bytes, *stat: int) -> int:
     # a sweep read one folder
     try:
         with open(path, "rb") as f:
-            obj = _LabelCountingUnpickler(f, path).load()
-    except (DataError, OSError) as e:
+            obj = _unpickle_cifar(f, path, _LabelCountingUnpickler)
+    except OSError as e:    # a DataError too, which _cifar_read_error passes on
         raise _cifar_read_error(e, Path(path)) from None
-    except Exception as e:  # pickle raises many types on corrupt input
-        raise DataError(f"malformed CIFAR batch {path}: cannot unpickle ({type(e).__name__}: "
-                        f"{e})") from None
     labels = obj.get(key, obj.get(key.decode())) if isinstance(obj, dict) else None
     if isinstance(labels, (list, tuple)):
         return len(labels)
