@@ -109,7 +109,7 @@ COINCIDENT_MARKS = 8
 COINCIDENT_HEIGHT = 0.01
 
 
-def separate_coincident(ax) -> int:
+def separate_coincident(ax) -> None:
     """Restyle each labelled line of ``ax`` that coincides with an earlier labelled line (one
     lies on the other, :func:`_coincident`, within :data:`COINCIDENT_HEIGHT` of the axes'
     height, on their scale and limits) and which is drawn alike: dashed, dotted, ...
@@ -119,10 +119,10 @@ def separate_coincident(ax) -> int:
     style, the later line hid the earlier, whose legend entry then named no visible line
     (both methods' min |∇f| at 0, two cyclic periods of one loss); the labels, colours and
     data stay. Lines without a label ("_..."), such as marks and crosses, are left alone.
-    Call before the legend is made: it copies the styles. How many lines were restyled."""
+    Call before the legend is made: it copies the styles."""
     lines = [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]
     if len(lines) < 2:
-        return 0
+        return
     # y as a fraction of the axes' height (a log axis' too): what the eye tells apart; the
     # limits brought up to date first (autoscaling is lazy: transLimits held the default 0-1)
     ax.get_ylim()
@@ -132,11 +132,9 @@ def separate_coincident(ax) -> int:
         x, y = np.asarray(ln.get_xdata(), float), np.asarray(ln.get_ydata(), float)
         with np.errstate(all="ignore"):
             height = to_axes.transform(np.column_stack([np.zeros_like(y), y]))[:, 1]
-        data.append((x, height if y.size else y))
-    tol = COINCIDENT_HEIGHT
-    restyled = 0
+        data.append((x, height))
     for i, line in enumerate(lines):
-        same = [j for j in range(i) if _coincident(data[i], data[j], tol)]
+        same = [j for j in range(i) if _coincident(data[i], data[j])]
         looks = (line.get_linestyle(), line.get_marker())
         if not same or all((lines[j].get_linestyle(), lines[j].get_marker()) != looks
                            for j in same):
@@ -147,15 +145,13 @@ def separate_coincident(ax) -> int:
         # (a curve of a few), smaller than the earlier ones': nested, none hides another
         line.set(linestyle=ls, marker=marker, markersize=max(2.5, 6.0 - 1.2 * (len(same) - 1)),
                  markevery=(len(same) * every // (len(COINCIDENT_STYLES) + 1), every))
-        restyled += 1
-    return restyled
 
 
-def _coincident(a, b, tol: float) -> bool:
+def _coincident(a, b) -> bool:
     """Whether one of the curves ``a`` and ``b`` ((x, y) arrays) lies on the other: each of
-    its finite points (one at least) at an x of the other's, their ys within ``tol``. A run
-    continued by another (xing-stuck-continuation's isotropic-noise run under its lower-rate
-    continuation) lies on it over the steps it has."""
+    its finite points (one at least) at an x of the other's, their ys within
+    :data:`COINCIDENT_HEIGHT`. A run continued by another (xing-stuck-continuation's
+    isotropic-noise run under its lower-rate continuation) lies on it over the steps it has."""
     finite = [(x[ok], y[ok]) for x, y in (a, b) for ok in [np.isfinite(x) & np.isfinite(y)]]
     (xs, ys), (xl, yl) = sorted(finite, key=lambda c: len(c[0]))
     if not len(xs):
@@ -167,7 +163,7 @@ def _coincident(a, b, tol: float) -> bool:
     below = np.clip(at - 1, 0, len(xl) - 1)
     at = np.where(np.abs(xl[below] - xs) < np.abs(xl[at] - xs), below, at)
     return bool(np.allclose(xl[at], xs, rtol=1e-9, atol=0)
-                and np.all(np.abs(yl[at] - ys) <= tol))
+                and np.all(np.abs(yl[at] - ys) <= COINCIDENT_HEIGHT))
 
 
 def _scales_and_labels(ax, series: dict, *, logx: bool, logy: bool, xlabel: str, ylabel: str,
