@@ -3,8 +3,8 @@
 A log axis silently drops values ≤ 0 (and NaN/inf): :func:`log_scale` sets one only when all
 the finite values it is given are positive. Over less than two decades matplotlib labels minor
 ticks in the form 2.3 × 10⁰ (under one decade, only those); such an axis gets plain-number
-labels instead, each its own (as many digits as tell them apart; beyond six, an offset the axis
-states once, "×10⁻⁶ + 2.308", and short labels). A finite value with no finite
+labels instead, each its own (six significant digits; where those give two ticks one label, an
+offset the axis states once, "×10⁻⁶ + 2.308", and short labels). A finite value with no finite
 neighbour is drawn with a marker (:func:`isolated`): a line alone does not show it. A step axis
 over several decades that starts at step 0 is a symmetric log axis (:func:`log_steps`), which
 keeps the 0. A recorded series is labelled on an axis by :func:`metric_label`, in the CLI's and
@@ -120,12 +120,11 @@ def quantity_label(names: Iterable[str]) -> str:
 
 
 class PlainLogFormatter(ticker.Formatter):
-    """Tick labels as plain numbers (``%.6g``, more digits where six give two labelled ticks
-    one label: a loss of 2.308497 to 2.308501 read 2.3085 at every tick; where they need more
-    than ``MAX_DIGITS``, labels with an offset: :meth:`_offset_formatter`); of more than
-    ``MAX_LABELS`` ticks in view only those at 1, 2, 3, 5 or 7 times a power of ten are
-    labelled (1, 2 or 5 over a decade or more; every k-th one when fewer than two qualify), so
-    that labels do not overlap."""
+    """Tick labels as plain numbers (``%.6g``; where six digits give two ticks one label, as a
+    loss of 2.308497 to 2.308501 read 2.3085 at every tick, labels with an offset:
+    :meth:`_offset_formatter`); of more than ``MAX_LABELS`` ticks in view only those at 1, 2, 3,
+    5 or 7 times a power of ten are labelled (1, 2 or 5 over a decade or more; every k-th one
+    when fewer than two qualify), so that labels do not overlap."""
 
     def __init__(self):
         self._ticks: list[float] = []
@@ -136,7 +135,6 @@ class PlainLogFormatter(ticker.Formatter):
     def __call__(self, x, pos=None):
         lo, hi = sorted(self.axis.get_view_interval())
         locs = [v for v in self._ticks if lo <= v <= hi]
-        keep = locs
         if len(locs) > MAX_LABELS:
             # under a decade, 7 too: 2, 3, 5 left the top two fifths of a 2-9 axis unlabelled
             mantissas = (1, 2, 5) if lo > 0 and hi >= 10 * lo else (1, 2, 3, 5, 7)
@@ -149,7 +147,7 @@ class PlainLogFormatter(ticker.Formatter):
         offset = self._offset_formatter()
         if offset is not None:
             return offset(x)
-        return f"{x:.{_distinct_digits(keep)}g}"
+        return f"{x:.{MAX_DIGITS}g}"
 
     def get_offset(self):
         offset = self._offset_formatter()
@@ -164,20 +162,12 @@ class PlainLogFormatter(ticker.Formatter):
         lo, hi = sorted(self.axis.get_view_interval())
         locs = sorted(v for v in {*self.axis.get_majorticklocs(),
                                   *self.axis.get_minorticklocs()} if lo <= v <= hi)
-        if len(locs) < 2 or _distinct_digits(locs) <= MAX_DIGITS:
+        if len({f"{v:.{MAX_DIGITS}g}" for v in locs}) == len(locs):
             return None
         offset = ticker.ScalarFormatter(useOffset=True, useMathText=True)
         offset.set_axis(self.axis)
         offset.set_locs(locs)
         return offset
-
-
-def _distinct_digits(values: list[float]) -> int:
-    """The fewest significant digits, six at least, that give ``values`` distinct labels."""
-    for digits in range(6, 16):
-        if len({f"{v:.{digits}g}" for v in values}) == len(values):
-            return digits
-    return 16
 
 
 def log_scale(ax, values: Iterable[float], *, axis: str = "y") -> bool:
