@@ -659,12 +659,13 @@ def trajectory(spec, runs: list[StoredRun]) -> Analysis:
         raise ConfigError(f"options.grad_norm_window: {window!r} is not one of "
                           f"{', '.join(GRAD_NORM_WINDOWS)}")
     mean_of = int(o.get("grad_norm_mean_of", 5))
+    if mean_of < 1:
+        raise ConfigError(f"options.grad_norm_mean_of must be >= 1, got {mean_of}")
 
     def panel(letter: str) -> str:
         """Fig. 6.3's panel, cited with the paper: "Chaudhari 2018, Fig. 6.3a"."""
         return paper_ref({**spec.paper, "figure": f"Fig. 6.3{letter}"})
-    if mean_of < 1:
-        raise ConfigError(f"options.grad_norm_mean_of must be >= 1, got {mean_of}")
+
     groups = by_group(runs, key=lambda r: r.group)
     rows, figs, concl = [], [], []
     for g, rs in groups.items():
