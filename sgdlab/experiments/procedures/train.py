@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sgdlab.errors import ConfigError, checked_int, refused_value
+from sgdlab.errors import ConfigError, UserError, checked_int, refused_value
 from sgdlab.experiments.procedures import Procedure, RunOutput, register_procedure
 from sgdlab.experiments.procedures.measures import (compute_final, measurement_data,
                                                     validate_measure)
@@ -158,7 +158,6 @@ def _check_named(params: dict[str, Any], where: str) -> None:
     """Model/dataset/optimizer/schedule names and options, checked before anything runs."""
     from sgdlab.data import DATASETS, dataset_options
     from sgdlab.models import describe
-    from sgdlab.errors import UserError
 
     try:
         m = dict(params["model"])
@@ -260,7 +259,6 @@ class TrainProcedure(Procedure):
         :meth:`run` and the loop count them (:func:`sgdlab.train.loop.epoch_steps`, a
         batch-size schedule's epochs each at its size), when the training set's size is known
         (:func:`train_examples`) or the batch is the full set."""
-        from sgdlab.errors import UserError
         from sgdlab.train.loop import epoch_steps
 
         p, b = params, params["batch_size"]
@@ -290,7 +288,6 @@ class TrainProcedure(Procedure):
         ``save_model`` decide no training. None when the settings make no valid run config
         (the run is then compared by its params)."""
         from sgdlab.config.run import TRAINING_KEYS, training_settings, validate_config
-        from sgdlab.errors import UserError
 
         p = params
         # the params that are the training loop's settings, in a run config's train.* (the
