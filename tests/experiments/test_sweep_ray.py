@@ -214,8 +214,6 @@ def test_joining_an_explicit_address_that_fails_names_token_authentication(monke
     """Ray sends its token only to a cluster found by `auto`, and `ray start --head` turns
     token authentication on where ~/.ray/auth_token exists: the sweep's one line said only
     "Failed to connect to Ray cluster", after Ray's log lines saying InvalidAuthToken."""
-    from types import SimpleNamespace
-
     from sgdlab.errors import UserError
     from sgdlab.experiments import ray_backend
 
