@@ -173,7 +173,7 @@ def given_plugins(names: Sequence[str]) -> Iterator[None]:
         _given[:] = before
 
 
-def import_recorded_plugins(names: Sequence[str], *, where: str = "plugins") -> list[str]:
+def import_recorded_plugins(names: Sequence[str]) -> list[str]:
     """:func:`import_plugins` the plugins a config records, and return the list to record
     now. A recorded file that is gone (moved or renamed) is replaced by the plugin files
     ``--plugin`` (:func:`given_plugins`) or ``$SGDLAB_PLUGINS`` give, those of its file name
@@ -184,19 +184,20 @@ def import_recorded_plugins(names: Sequence[str], *, where: str = "plugins") -> 
              if is_plugin_file(k) and Path(k).is_file()]
     out: list[str] = []
     for i, name in enumerate(names):
+        where = f"plugins[{i}]"
         key = plugin_key(name.strip()) if isinstance(name, str) and name.strip() else None
         if key is None or not is_plugin_file(key) or Path(key).is_file():
-            import_plugin(name, where=f"{where}[{i}]")
+            import_plugin(name, where=where)
             out.append(name)
             continue
         stand_ins = [g for g in given if Path(g).name == Path(key).name] or given
         if not stand_ins:
-            raise ConfigError(f"{where}[{i}]: cannot import plugin {key!r}: no such file "
+            raise ConfigError(f"{where}: cannot import plugin {key!r}: no such file "
                               "(moved or renamed? give its new path with --plugin NEWPATH)")
         print(f"sgdlab: note: plugin {key} recorded by the run is gone; using "
               f"{', '.join(stand_ins)}", file=sys.stderr, flush=True)
         for stand_in in stand_ins:
-            import_plugin(stand_in, where=f"{where}[{i}]")
+            import_plugin(stand_in, where=where)
         out.extend(stand_ins)
     return out
 
