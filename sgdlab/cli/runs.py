@@ -52,13 +52,13 @@ def _filters(args) -> list[str]:
     """The selection by --experiment, --status, --scale and --reading, in words."""
     return [f"{k} {v!r}" for k, v in (("experiment", args.experiment), ("status", args.status),
                                       ("scale", args.scale)) if v] + [
-        f"reading {k}={c}" for k, c in getattr(args, "reading", None) or []]
+        f"reading {k}={c}" for k, c in args.reading or []]
 
 
 def _readings(args) -> dict[str, str]:
     """--reading as ``{KEY: CHOICE}`` ({} for none), refused unless --experiment names a
     catalogue entry that has that reading and choice."""
-    if not getattr(args, "reading", None):
+    if not args.reading:
         return {}
     from sgdlab.errors import UserError
     from sgdlab.experiments.readings import check_choices
@@ -636,7 +636,7 @@ def _narrowing_note(args, runs: list[dict], scales: list[str | None],
         differ["scales"] = next(f"--scale {s}" for kinds in mixed for s, _ in kinds if s)
     choices = [n for kinds in mixed if len({names for _, names in kinds}) > 1
                for _, names in kinds for n in names if n != DEFAULT]
-    if not getattr(args, "reading", None) and choices:
+    if not args.reading and choices:
         differ["readings"] = f"--reading {choices[0]}"
     if not differ:
         return None
@@ -1056,10 +1056,10 @@ def _delete(args) -> int:
                 return 0
         else:
             plan = plan_deletion(store, ids)
-            _print_plan(plan, force=args.force,
-                        readings=_plan_readings(args, [r.run for r in plan.runs]),
-                        rerun_options="".join(f" --reading {k}={c}"
-                                              for k, c in _readings(args).items()))
+            chosen = _readings(args)
+            cells, shared = _plan_readings(args.experiment, chosen, [r.run for r in plan.runs])
+            _print_plan(plan, force=args.force, cells=cells, shared=shared,
+                        rerun_options="".join(f" --reading {k}={c}" for k, c in chosen.items()))
     # folders an interrupted delete left: listed with --orphans, else pointed to
     orphans = find_orphans(store)
     if args.orphans:
@@ -1153,18 +1153,18 @@ def _print_orphans(store, orphans) -> None:
         print(f"note: {orphans.unscanned}")
 
 
-def _plan_readings(args, runs: list[dict]) -> tuple[dict[str, str], list[str]]:
+def _plan_readings(experiment: str | None, chosen: dict[str, str], runs: list[dict]
+                   ) -> tuple[dict[str, str], list[str]]:
     """The READINGS cells of the runs a delete removes (run id -> cell; {} where `runs list`
-    with the same selection would show no column, unless --reading chose them), and the ids
-    of those that a sweep under a reading other than the one --reading chose takes too."""
-    chosen = _readings(args)
-    readings, every = _listed_readings(args.experiment, runs)
+    with the same selection would show no column, unless --reading ``chosen`` them), and the
+    ids of those that a sweep under a reading other than the one chosen takes too."""
+    readings, every = _listed_readings(experiment, runs)
     cells = _readings_cells(readings, every, chosen=bool(chosen))
     if not chosen:
         return cells, []
     from sgdlab.experiments.readings import entry_readings, reading_name
 
-    own = reading_name(entry_readings(args.experiment), chosen)
+    own = reading_name(entry_readings(experiment), chosen)
     return cells, [rid for rid, names in readings.items() if set(names) - {own}]
 
 
@@ -1181,16 +1181,15 @@ def _readings_cells(readings: dict[str, list[str]], every: int, *,
     return {rid: readings_text(names, every) for rid, names in readings.items()}
 
 
-def _print_plan(plan, *, force: bool,
-                readings: tuple[dict[str, str], list[str]] = ({}, []),
-                rerun_options: str = "") -> None:
+def _print_plan(plan, *, force: bool, cells: dict[str, str], shared: list[str],
+                rerun_options: str) -> None:
     """The runs a delete removes, a line each with its size on disk (and its READINGS cell,
-    where ``readings`` has them: :func:`_plan_readings`), then under it the folders that go,
-    the files that stay and why, and the warnings for the runs that stay; ``rerun_options``
-    (the --reading options the delete chose by) go into the command that runs them again."""
+    where ``cells`` has them: :func:`_plan_readings`), then under it the folders that go, the
+    files that stay and why, the warnings for the runs that stay, and a note on the ``shared``
+    runs that other readings' sweeps take too; ``rerun_options`` (the --reading options the
+    delete chose by) go into the command that runs them again."""
     from sgdlab.errors import human_size
 
-    cells, shared = readings
     n = len(plan.runs)
     print(f"{n} run{'s' if n != 1 else ''} to delete from {plan.store}, "
           f"{human_size(plan.size)} of files:")
