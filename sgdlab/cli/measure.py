@@ -542,7 +542,8 @@ def _measure(args: argparse.Namespace) -> int:
         print(f"  (no run for this checkpoint in {store.path}: recorded as run {run_id})")
     # prefixed: a measurement (its own subset and options) is not the training-time series
     # measured again at the same step: the new values replace the last ones, not beside them;
-    # the test split's apart from the train split's, which they had replaced
+    # the test split's under a prefix of their own: under the train split's names, they would
+    # replace those
     prefix = MEASURED_TEST if args.data == "test" else MEASURED
     store.log_metrics(run_id, step, {f"{prefix}{k}": v for k, v in scalars.items()},
                       replace=True)
@@ -803,14 +804,13 @@ def _batch_size(args, cfg: dict, n: int) -> int:
     examples measured, and ``--batches``."""
     b = args.batch_size if args.batch_size is not None else (
         cfg.get("parle") or cfg.get("train") or {}).get("batch_size")
+    key = "parle" if "parle" in cfg else "train"
     if not isinstance(b, int) or isinstance(b, bool):
-        key = "parle" if "parle" in cfg else "train"
         raise UserError(f"--what batch: give --batch-size B, 2 <= B <= {n} (the examples "
                         f"measured; the run's {key}.batch_size is {b!r}, not one number)")
     if b > n >= 2:
         given = ("--batch-size" if args.batch_size is not None else
-                 f"the run's {'parle' if 'parle' in cfg else 'train'}.batch_size (--batch-size "
-                 "left out)")
+                 f"the run's {key}.batch_size (--batch-size left out)")
         raise UserError(f"--what batch: {given} is {b}, more than the {n} examples measured: "
                         f"give --batch-size B <= {n}, or measure more examples (--subset N; "
                         "0: all)")
