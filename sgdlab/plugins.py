@@ -1,11 +1,11 @@
 """Plugins: the user's own modules, imported by name before a config is read, so that their
 ``register_model`` / ``register_dataset`` / ``register_optimizer`` / ... calls make their
-names available to run configs, ``sgdlab train``, ``measure``, ``runs resume`` and sweeps.
+names available to run configs, ``sgdlab train``, ``measure``, ``resume`` and sweeps.
 
 A plugin is a module name (``mylab.models``, found on ``sys.path``: set ``PYTHONPATH``) or
 the path of a ``.py`` file (imported as the module named by its stem). A run config lists
 them under ``plugins: [...]``; ``sgdlab train --plugin MODULE`` adds to that list, so the
-stored config names them and ``sgdlab measure RUN`` / ``sgdlab runs resume RUN`` import them
+stored config names them and ``sgdlab measure RUN`` / ``sgdlab resume RUN`` import them
 again. ``$SGDLAB_PLUGINS`` (separated by ``os.pathsep``, as ``PYTHONPATH``) is imported by
 every command and by the workers of a sweep, which inherit it; it is not recorded.
 

@@ -806,7 +806,7 @@ def validate_config(raw: dict[str, Any]) -> dict[str, Any]:
         from ..plugins import recorded_plugins
 
         # a plugin file's path, as a data file's, is stored absolute: the run is rebuilt from
-        # any folder (sgdlab measure, runs resume)
+        # any folder (sgdlab measure, sgdlab resume)
         cfg["plugins"] = recorded_plugins(plugins)
     else:
         del cfg["plugins"]
