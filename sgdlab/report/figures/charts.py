@@ -77,7 +77,6 @@ def curves(series: Series, *, xlabel: str, ylabel: str, title: str = "", logx: b
     _scales_and_labels(ax, series, logx=logx, logy=logy, xlabel=xlabel, ylabel=ylabel,
                        title=title)
     separate_coincident(ax)
-    outside = False
     if series and legend:
         handles, labels = ax.get_legend_handles_labels()
         if ended:
