@@ -17,8 +17,7 @@ from torch import Tensor
 from ..errors import checked_int, warn
 
 
-def split_tensors(source: Any, split: str = "train",
-                  batch_size: int = 1024) -> tuple[Tensor, Tensor]:
+def split_tensors(source: Any, split: str, batch_size: int) -> tuple[Tensor, Tensor]:
     """The inputs (N, ...) and targets (N, ...) of ``source``'s N items, in the order it gives
     them: a map-style torch ``Dataset`` read through a non-shuffling ``DataLoader`` of
     ``batch_size`` with torch's default collate, an ``IterableDataset`` as it iterates, a
