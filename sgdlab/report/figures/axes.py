@@ -128,9 +128,12 @@ class PlainLogFormatter(ticker.Formatter):
 
     def __init__(self):
         self._ticks: list[float] = []
+        self._offset: ticker.ScalarFormatter | None = None
 
     def set_locs(self, locs):
+        # once per set of ticks: each label and the offset text read it
         self._ticks = list(locs)
+        self._offset = self._offset_formatter()
 
     def __call__(self, x, pos=None):
         lo, hi = sorted(self.axis.get_view_interval())
@@ -144,14 +147,12 @@ class PlainLogFormatter(ticker.Formatter):
                 keep = locs[::math.ceil(len(locs) / MAX_LABELS)]
             if not any(math.isclose(x, v, rel_tol=1e-9) for v in keep):
                 return ""
-        offset = self._offset_formatter()
-        if offset is not None:
-            return offset(x)
+        if self._offset is not None:
+            return self._offset(x)
         return f"{x:.{MAX_DIGITS}g}"
 
     def get_offset(self):
-        offset = self._offset_formatter()
-        return offset.get_offset() if offset is not None else ""
+        return self._offset.get_offset() if self._offset is not None else ""
 
     def _offset_formatter(self) -> ticker.ScalarFormatter | None:
         """Where the ticks in view (major and minor: over a few millionths only minor ones
