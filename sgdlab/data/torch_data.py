@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import checked_int, warn
+from ..errors import ConfigError, checked_int, warn
 
 
 def split_tensors(source: Any, split: str, batch_size: int) -> tuple[Tensor, Tensor]:
@@ -35,7 +35,8 @@ def split_tensors(source: Any, split: str, batch_size: int) -> tuple[Tensor, Ten
     """
     from torch.utils.data import DataLoader, Dataset as TorchDataset
 
-    batch_size = checked_int("batch_size", batch_size, 1)
+    # a ConfigError is the ValueError the docstring promises, and still a UserError
+    batch_size = checked_int("batch_size", batch_size, 1, error=ConfigError)
     if isinstance(source, DataLoader):
         _check_loader(source, split)
         batches = source

@@ -1,6 +1,7 @@
 """Dataset.from_torch: a torch dataset or DataLoader read once into a Dataset's tensors."""
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -156,3 +157,10 @@ def test_what_is_no_torch_dataset_is_refused():
     with pytest.raises(ValueError, match=r"train is a ndarray, not a torch Dataset or "
                                          r"DataLoader; .*Dataset\(x_train, y_train"):
         Dataset.from_torch(np.zeros((3, 2)))
+
+
+def test_a_batch_size_below_one_is_the_value_error_of_the_other_refusals():
+    x, y = torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)
+    for bad, said in ((0, "got 0"), (True, "not a bool (True)")):
+        with pytest.raises(ValueError, match=re.escape(f"batch_size must be an int >= 1, {said}")):
+            Dataset.from_torch(TensorDataset(x, y), batch_size=bad)
