@@ -26,8 +26,10 @@ def _store_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _selection_args(p: argparse.ArgumentParser, which: str, status_note: str) -> None:
-    """--experiment, --status and --scale: the runs ``which`` ("only" or "the") the command
-    takes, as ``runs list`` selects them; ``status_note`` ends the --status help."""
+    """--experiment, --status, --scale and --reading: the runs ``which`` ("only" or "the") the
+    command takes, as ``runs list`` selects them; ``status_note`` ends the --status help."""
+    from .run import add_reading_option
+
     p.add_argument("--experiment", help=f"{which} runs of this experiment, a catalogue entry "
                                         "run by `sgdlab run` (a run of `sgdlab train` is of "
                                         "none)")
@@ -37,12 +39,6 @@ def _selection_args(p: argparse.ArgumentParser, which: str, status_note: str) ->
     p.add_argument("--scale", choices=("smoke", "cpu", "paper"),
                    help=f"{which} runs of an experiment run at this scale by `sgdlab run` "
                         "(runs of one experiment at two scales share their names)")
-
-
-def _reading_arg(p: argparse.ArgumentParser) -> None:
-    """--reading KEY=CHOICE: the runs of --experiment that its sweep under a reading takes."""
-    from .run import add_reading_option
-
     add_reading_option(p, what="only the runs of --experiment that its sweep (at each run's "
                                "scale) takes when it reads an ambiguity of the paper as "
                                "CHOICE, as `sgdlab run NAME --reading KEY=CHOICE` does")
@@ -121,7 +117,6 @@ def register(subparsers) -> None:
     _store_arg(ls)
     _selection_args(ls, "only", " (interrupted: also runs whose process died; stale: on "
                                 "another host, silent)")
-    _reading_arg(ls)
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ls.set_defaults(func=_list)
 
@@ -178,7 +173,6 @@ def register(subparsers) -> None:
                          "(repeatable; default all)")
     _selection_args(ex, "only", ", as `runs list` shows it (given with --run, they narrow "
                                 "it)")
-    _reading_arg(ex)
     ex.add_argument("--summary", action="store_true",
                     help="CSV with one row per run instead: its id, name, experiment, "
                          "status, the config keys that differ between the runs written "
@@ -205,7 +199,6 @@ def register(subparsers) -> None:
     rm.add_argument("run_ids", metavar="RUN", nargs="*",
                     help="a run id, a unique prefix or the run's folder (any number)")
     _selection_args(rm, "the", ", as `runs list` shows it")
-    _reading_arg(rm)
     rm.add_argument("--dry-run", action="store_true",
                     help="list what would be deleted, delete nothing")
     rm.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
