@@ -1028,8 +1028,7 @@ def _delete(args) -> int:
     from sgdlab.store.deletion import delete_orphans, delete_planned, find_orphans, plan_deletion
     from sgdlab.store.folders import store_option
 
-    selected = bool(args.run_ids or args.experiment or args.status or args.scale
-                    or args.reading)
+    selected = bool(args.run_ids or _filters(args))
     if not (selected or args.orphans):
         raise UserError("name the runs to delete: RUN ids (unique prefixes, run folders), "
                         "--experiment NAME or --status STATUS (`sgdlab runs list` shows them); "
