@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..models.modes import modes_kept, restore_buffers, saved_buffers
+from ..operators.batches import check_mean_of_samples
 
 
 @dataclass
@@ -89,18 +90,40 @@ class FixedEvalSet:
     """For a callback that measures on a fixed evaluation set: ``eval_data(ctx)`` is
     :func:`train_batches` of the callback's ``eval_subset`` examples drawn with its ``seed``
     (in batches of its ``eval_batch_size``, where it has one), drawn at the first call and
-    kept: every measurement of a run reads the same examples."""
+    kept: every measurement of a run reads the same examples.
+
+    One whose measurement sets per-sample gradients against the batch's loss sets
+    :attr:`mean_of_samples`: what that measurement refuses of the run's loss is refused by
+    ``check_run``, before step 0, not at its first measurement, after every step before it."""
 
     eval_subset: int | None = None
     eval_batch_size: int | None = None
     seed: int = 0
     _data: Any = None
+    #: the batch loss as the mean of the samples' losses: a loss with class weights, or
+    #: ignored targets in the evaluation set where the measurement runs on it, refused by
+    #: check_run (check() has no loss)
+    mean_of_samples = False
+    #: whether the measurement's batches are those of the evaluation set (else drawn from it,
+    #: or the steps')
+    measures_eval_set = True
 
     def eval_data(self, ctx: "TrainContext") -> Any:
         if self._data is None:
             self._data = train_batches(ctx.data, self.eval_subset, self.seed,
                                        self.eval_batch_size)
         return self._data
+
+    def check_run(self, ctx: "TrainContext") -> None:
+        if self.mean_of_samples:
+            # ignored targets only where every measurement reads the whole evaluation set:
+            # batches drawn from it may miss them
+            check_mean_of_samples(ctx.loss_fn, self.eval_data(ctx) if self.measures_eval_set
+                                  else [], f"the {callback_name(self)} instrument")
+
+    def on_train_begin(self, ctx: "TrainContext") -> None:
+        self.check_run(ctx)
+        super().on_train_begin(ctx)
 
 
 def model_device(ctx: "TrainContext") -> torch.device:

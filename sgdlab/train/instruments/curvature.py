@@ -31,14 +31,13 @@ from sgdlab.measure.passes import memory_budget_bytes
 from sgdlab.measure.sharpness import epsilon_sharpness, expected_sharpness, local_entropy
 from sgdlab.models.modes import first_batch_norm
 from sgdlab.operators import curvature_operator
-from sgdlab.operators.batches import check_mean_of_samples
 from sgdlab.operators.factory import OPERATORS
 from sgdlab.operators.ggn import check_output_is_tensor
 from sgdlab.operators.params import num_params
 from sgdlab.operators.per_sample import check_running_statistics
 
 from ..callbacks import (FixedEvalSet, MeasurementCallback, Schedule, TrainContext,
-                         callback_name, step_generator)
+                         step_generator)
 from . import register_instrument
 
 __all__ = ["HessianCallback", "SERIES_PREFIXES", "SharpnessCallback", "MeasuredCallback"]
@@ -84,17 +83,10 @@ class MeasuredCallback(FixedEvalSet, MeasurementCallback):
 
     A subclass whose measurement takes per-sample gradients sets :attr:`per_sample`; one that
     also sets them against the batch's loss (a plain mean of the samples' losses, refused
-    otherwise), :attr:`mean_of_samples`: what its measurement refuses is refused before step
-    0, not at its first measurement, after every step before it."""
+    otherwise), :attr:`mean_of_samples` (:class:`~sgdlab.train.callbacks.FixedEvalSet`)."""
 
     #: per-sample gradients: a batch norm without running statistics is refused by check()
     per_sample = False
-    #: the batch loss as the mean of the samples' losses: a loss with class weights, or
-    #: ignored targets in the evaluation set where the measurement runs on it, refused by
-    #: check_run (check() has no loss)
-    mean_of_samples = False
-    #: whether the measurement's batches are those of the evaluation set (else drawn from it)
-    measures_eval_set = True
 
     def __init__(self, schedule: Schedule | None = None, *, every: int | None = None,
                  start: int = 0, at: Any = None, eval_subset: int | None = 1000,
@@ -119,17 +111,6 @@ class MeasuredCallback(FixedEvalSet, MeasurementCallback):
                 "per-sample quantities are undefined; measure in eval mode, the default)")
         if self.per_sample:
             check_running_statistics(model)
-
-    def check_run(self, ctx: TrainContext) -> None:
-        if self.mean_of_samples:
-            # ignored targets only where every measurement reads the whole evaluation set:
-            # batches drawn from it may miss them
-            check_mean_of_samples(ctx.loss_fn, self.eval_data(ctx) if self.measures_eval_set
-                                  else [], f"the {callback_name(self)} instrument")
-
-    def on_train_begin(self, ctx: TrainContext) -> None:
-        self.check_run(ctx)
-        super().on_train_begin(ctx)
 
     def generator(self, ctx: TrainContext) -> torch.Generator:
         return step_generator(ctx, self.seed)

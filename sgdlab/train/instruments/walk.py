@@ -49,7 +49,6 @@ from sgdlab.measure.walk import (
     segment_losses,
     summarize_epochs,
 )
-from sgdlab.operators.batches import check_mean_of_samples
 from sgdlab.operators.params import params_vector
 
 from ..callbacks import (Callback, FixedEvalSet, Schedule, TrainContext, naming_divergence,
@@ -233,6 +232,9 @@ class StepLengthCallback(FixedEvalSet, Callback):
     """Cockpit's normalised step length α of the steps ``schedule`` selects (module
     docstring); ``weights`` as in :func:`~sgdlab.measure.step_length.normalized_step_length`."""
 
+    # its losses and slopes are means of the samples' own (FixedEvalSet.check_run)
+    mean_of_samples = True
+
     def __init__(self, schedule: Schedule, *, source: str = "step",
                  eval_subset: int | None = 1000, weights: str = "noise", seed: int = 0,
                  prefix: str = "step"):
@@ -250,15 +252,9 @@ class StepLengthCallback(FixedEvalSet, Callback):
         self.weights, self.seed, self.prefix = weights, seed, prefix
         self._theta_t: Tensor | None = None
 
-    def check_run(self, ctx: TrainContext) -> None:
-        # the measurement's refusal of a loss that is no plain mean of the samples' (class
-        # weights; ignored targets in the evaluation set it reads), before step 0, not after
-        # the steps before the first measured one
-        check_mean_of_samples(ctx.loss_fn, self.eval_data(ctx) if self.source == "eval"
-                              else [], "the step_length instrument")
-
-    def on_train_begin(self, ctx: TrainContext) -> None:
-        self.check_run(ctx)
+    @property
+    def measures_eval_set(self) -> bool:
+        return self.source == "eval"
 
     def on_step_begin(self, ctx: TrainContext) -> None:
         self._theta_t = params_vector(ctx.model) if self.should_run(ctx.step) else None
