@@ -96,9 +96,11 @@ def experiment_report_note(folder: Path, *, compare: bool = False) -> str | None
         name, runs = res["experiment"]["name"], res["runs"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    from sgdlab.experiments.spec import SCALES
+
     store = f" {store_option(res['store'])}" if res.get("store") else ""
     # the store holds the experiment's runs at every scale: the report's are of its own
-    if res.get("scale") in ("smoke", "cpu", "paper"):
+    if res.get("scale") in SCALES:
         store = f" --scale {res['scale']}{store}"
     # runs export writes nowhere without a PATH; the compare advice answers only a compare
     reports = (f"; two reports compare with `sgdlab report {folder} --compare OTHER`"
