@@ -73,8 +73,12 @@ def minibatch_noise_factor(batch_size: int, num_samples: int, *, replacement: bo
     """c such that Cov[g_B] = c · Σ for a mini-batch of size b drawn from N samples.
 
     With replacement: c = 1/b (thesis eq. 6.4). Without replacement: c = (N − b)/(b (N − 1))
-    (thesis eq. 6.5; = 0 for the full batch b = N).
+    (thesis eq. 6.5; = 0 for the full batch b = N). ``replacement``: a bool (numpy's too).
     """
+    import numpy as np
+
+    if not isinstance(replacement, (bool, np.bool_)):   # "no" is truthy: with replacement
+        raise ValueError(f"replacement must be True or False, got {replacement!r}")
     b = check_batch_size(batch_size)
     n = _sample_count(num_samples, "number of samples")
     if n < 1:

@@ -466,6 +466,19 @@ def test_minibatch_factor_takes_numpy_and_torch_ints_and_refuses_bools():
             minibatch_noise_factor(b, n)
 
 
+def test_a_minibatch_covariance_refuses_a_replacement_that_is_no_flag():
+    """"no" is truthy: Σ of batches drawn with replacement, the opposite of what it says."""
+    from sgdlab.measure.noise import GradientCovariance
+
+    f = torch.randn(6, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    cov = GradientCovariance(f, torch.zeros(4, dtype=torch.float64), 6)
+    for call in (lambda: minibatch_noise_factor(2, 6, replacement="no"),
+                 lambda: cov.minibatch(2, replacement="no")):
+        with pytest.raises(ValueError, match="replacement must be True or False, got 'no'"):
+            call()
+    assert minibatch_noise_factor(2, 6, replacement=np.False_) == 0.4
+
+
 def test_noise_magnitude_batch_size_takes_numpy_and_torch_ints_and_refuses_bools():
     # with replacement, True was a batch of one and 2.5 a batch of 2.5 samples
     model, data, loss_fn = tiny_mlp(3, 4, 2), tiny_classification(10, 3, 2), nn.CrossEntropyLoss()

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from sgdlab.errors import UserError
 
-from ..base import Landscape, check_count, check_flag, check_positive, check_states
+from ..base import Landscape, check_count, check_positive, check_states
 from .base import SDE
 from .simulate import Path
 
@@ -91,14 +91,13 @@ def sgd_sde(landscape: Landscape, *, lr: float, batch_size: int,
 
 
 def checked_noise_factor(batch_size: int, num_samples: int, replacement: bool) -> float:
-    """c of Cov[∇L_B] = c Σ (:func:`sgdlab.measure.noise.minibatch_noise_factor`), with
-    ``replacement`` a flag (a truthy "no" drew with replacement) and a refusal a
-    ``UserError``; the SGD-SDE's and :class:`~sgdlab.landscapes.Quadratic`'s closed forms."""
+    """c of Cov[∇L_B] = c Σ (:func:`sgdlab.measure.noise.minibatch_noise_factor`), with a
+    refusal (a ``replacement`` that is no flag too) a ``UserError``; the SGD-SDE's and
+    :class:`~sgdlab.landscapes.Quadratic`'s closed forms."""
     from sgdlab.measure.noise import minibatch_noise_factor
 
     try:
-        return minibatch_noise_factor(batch_size, num_samples,
-                                      replacement=check_flag("replacement", replacement))
+        return minibatch_noise_factor(batch_size, num_samples, replacement=replacement)
     except ValueError as e:
         raise UserError(str(e)) from None
 
