@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sgdlab.errors import UserError
+from sgdlab.errors import UserError, int_at_least
 from sgdlab.experiments.resources import amount
 from sgdlab.experiments.runner import default_out_dir, foreign_out_dir, prepare
 from sgdlab.experiments.spec import ExperimentSpec, RunSpec, expand_data_dir, wall_time_text
@@ -290,7 +290,7 @@ def _subsets_too_large(plan: Plan) -> list[str]:
         if p.stored or not isinstance(ds, dict) or "name" not in ds:
             continue
         size = ds.get("train_size")
-        if isinstance(size, int) and not isinstance(size, bool):
+        if int_at_least(size, 1):
             asked.setdefault((str(ds["name"]), ds.get("data_dir"), size), []).append(
                 p.run.label)
     out = []

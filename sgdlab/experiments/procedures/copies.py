@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from sgdlab.errors import SEED_LIMIT, ConfigError, refused_value
+from sgdlab.errors import SEED_LIMIT, ConfigError, int_at_least, refused_value
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.spec import cited
 from sgdlab.experiments.procedures import (Procedure, RunOutput, StoredRun, get_procedure,
@@ -135,7 +135,7 @@ class TrainOrCompareCopies(Procedure):
             raise ConfigError("a run of train_or_compare_copies has either copy: k (train the "
                               "k-th copy) or copies: [labels] (compare them)")
         k = params["copy"]
-        if not (isinstance(k, int) and not isinstance(k, bool) and 0 <= k < COPY_SEED_STRIDE):
+        if not (int_at_least(k, 0) and k < COPY_SEED_STRIDE):
             raise ConfigError(f"copy must be an integer in [0, {COPY_SEED_STRIDE}), "
                               f"{refused_value(k)}")
         proc = get_procedure("train")

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sgdlab.errors import ConfigError, UserError, checked_int, refused_value
+from sgdlab.errors import ConfigError, UserError, checked_int, int_at_least, refused_value
 from sgdlab.experiments.procedures import Procedure, RunOutput, register_procedure
 from sgdlab.experiments.procedures.measures import (compute_final, measurement_data,
                                                     validate_measure)
@@ -240,9 +240,7 @@ class TrainProcedure(Procedure):
             raise ConfigError(f"{where}: loss must be one of {', '.join(LOSSES)}, got "
                               f"{params['loss']!r}")
         b = params["batch_size"]
-        # a bool is an int to isinstance: true was a batch of 1
-        if isinstance(b, bool) or not (b == "full" or isinstance(b, dict)
-                                       or (isinstance(b, int) and b >= 1)):
+        if not (b == "full" or isinstance(b, dict) or int_at_least(b, 1)):
             raise ConfigError(f"{where}: batch_size must be a positive integer, 'full' or a "
                               f"schedule mapping, {refused_value(b)}")
         from sgdlab.config.run import validate_section
