@@ -5,11 +5,13 @@ The experiment is resolved and its sweep expanded by the code a real run uses
 option checks and dependency layers); the store is opened read-only (and not at all when its
 file is absent) to mark the runs it holds as finished, which a run would skip. The files the
 runs to execute read (datasets in their ``data_dir``, weights) are looked up as their loaders
-look them up, without reading them. Nothing is trained, and neither the store nor the output
-folder is created or written.
+look them up, without loading them (a file dataset's training examples, which the steps are
+counted with, are read from its headers or label lists). Nothing is trained, and neither the
+store nor the output folder is created or written.
 
 A problem that makes the real run fail for certain (a file missing for a run that would
-execute, an output folder with a file in the way, Ray not installed) is listed with the
+execute, a ``train_size`` above the training examples in the files, an output folder with a
+file in the way, Ray not installed or not answering at the address) is listed with the
 message the run would give; the plan is then not ``ok``. With ``backend="ray"`` a file missing
 on this machine is a note, not a problem: the real run does not look for it here (each Ray
 task reads it at the same path on its own node), so it would not fail for that.
