@@ -64,15 +64,16 @@ def sweep_keys(name: str, scale: str, readings: dict[str, str], runs: list[dict]
     defaults for the others), with each data dir that ``runs`` (stored runs, their configs
     parsed) were run with."""
     spec = load_experiment(name, scale, readings)
-    expanded = {(r.label, r.seed): r.params for r in spec.expand(_DATA_DIR)}
+    placeholder = spec.expand(_DATA_DIR)
+    expanded = {(r.label, r.seed): r.params for r in placeholder}
     dirs: set[str] = set()
     for run in runs:
         cfg = run.get("config")
         if isinstance(cfg, dict) and (cfg.get("label"), cfg.get("seed")) in expanded:
             dirs |= _data_dirs(expanded[(cfg["label"], cfg["seed"])], cfg.get("params"))
-    # none found: the placeholder's keys, which no stored run has (a spec that reads no data
-    # does not use it)
-    return {r.key for d in sorted(dirs) or [_DATA_DIR] for r in spec.expand(d)}
+    if not dirs:    # the placeholder's keys, which no stored run has (unless it reads no data)
+        return {r.key for r in placeholder}
+    return {r.key for d in dirs for r in spec.expand(d)}
 
 
 def _data_dirs(expanded: Any, stored: Any) -> set[str]:
