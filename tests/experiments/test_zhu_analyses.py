@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from sgdlab.errors import ConfigError
 from sgdlab.experiments.procedures import zhu
 from sgdlab.testing import stored_run as run
 
@@ -347,3 +348,51 @@ def test_the_cubic_entry_draws_the_training_and_test_loss_by_step_as_figs_1a_8a_
     assert set(plain) == {"alignment_mlp-251", "alignment_history"}
     for f in (*figs.values(), *plain.values()):
         plt.close(f)
+
+
+def _near_minimum_run(seed, final_loss):
+    """One seed of aligned H and Σ (k = 1) and a small stable residual whose last training
+    loss is ``final_loss``."""
+    m = {"align/cos_1": [(10, 0.99)], "align/hess_norm_eig_1": [(10, 0.9)],
+         "align/sigma_norm_eig_1": [(10, 0.88)],
+         "align/residual": [(t, 0.2 if t else 0.9) for t in range(11)],
+         "train_loss": [(0, 0.1), (10, final_loss)]}
+    return run("g", seed, summary={"num_params": 10}, metrics=m)
+
+
+def test_the_alignment_is_judged_only_where_every_seed_ends_near_a_minimum():
+    """With ``near_minimum_loss_below`` (ε = 10⁻³), a seed ending at a training loss of 0.02
+    leaves Fig. 1's two statements ("near the global minima", line 113) not judged though the
+    cosines and eigenvalues agree; the residual's claims keep their verdicts. A loss at ε is
+    not below it; every seed below ε, or no ε, judges them."""
+    spec = SimpleNamespace(paper=PAPER, options={
+        "tests": ["cosine", "eigenvalues", "residual"], "near_minimum_loss_below": 1e-3})
+    far = [_near_minimum_run(0, 2e-4), _near_minimum_run(1, 0.02)]
+    cos, eig, small, stable = zhu.zhu_alignment(spec, far).conclusions
+    assert (cos.agrees_with_paper, eig.agrees_with_paper) == (None, None)
+    assert "not judged: 1 of 2 seeds end with a training loss not below ε = 0.001" in cos.text
+    assert "0.0002, 0.02" in eig.text
+    assert (small.agrees_with_paper, stable.agrees_with_paper) == (True, True)
+    at = zhu.zhu_alignment(spec, [_near_minimum_run(0, 1e-3)]).conclusions
+    assert [c.agrees_with_paper for c in at] == [None, None, True, True]
+    near = [_near_minimum_run(0, 2e-4), _near_minimum_run(1, 9e-4)]
+    assert [c.agrees_with_paper for c in zhu.zhu_alignment(spec, near).conclusions] == [True] * 4
+    ungated = SimpleNamespace(paper=PAPER, options={"tests": ["cosine", "eigenvalues"]})
+    assert [c.agrees_with_paper for c in zhu.zhu_alignment(ungated, far).conclusions] == [
+        True, True]
+
+
+def test_a_seed_without_a_training_loss_is_not_known_to_be_near_a_minimum():
+    r = _near_minimum_run(0, 2e-4)
+    del r.metrics["train_loss"]
+    spec = SimpleNamespace(paper=PAPER, options={"near_minimum_loss_below": 1e-3})
+    cos, eig = zhu.zhu_alignment(spec, [r]).conclusions
+    assert (cos.agrees_with_paper, eig.agrees_with_paper) == (None, None)
+    assert "(nan)" in cos.text
+
+
+@pytest.mark.parametrize("eps", [0, -1e-3])
+def test_a_near_minimum_threshold_must_be_positive(eps):
+    spec = SimpleNamespace(paper=PAPER, options={"near_minimum_loss_below": eps})
+    with pytest.raises(ConfigError, match="near_minimum_loss_below must be > 0"):
+        zhu.zhu_alignment(spec, [_near_minimum_run(0, 2e-4)])

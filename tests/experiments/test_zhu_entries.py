@@ -1120,6 +1120,15 @@ def test_alignment_cubic_says_what_its_absolute_thresholds_mean():
     assert "tenth of the range of the normalised eigenvalues" in text
 
 
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+def test_alignment_cubic_judges_its_claims_only_near_a_minimum(scale):
+    """Line 113's alignment is "near the global minima", §2's L(θ) < ϵ (line 37): the entry
+    gates both claims on the final training MSE, ε = 10⁻³ ≈ 1% of the targets' variance."""
+    spec = load_experiment("zhu-alignment-cubic", scale)
+    assert spec.options["near_minimum_loss_below"] == 1e-3
+    assert "near the global minima" in spec.description
+
+
 def _every_reading(name: str):
     """The default readings and, one at a time, every other choice of each."""
     readings = read_file(catalogue_files()[name]).get("readings") or {}
