@@ -28,7 +28,7 @@ from sgdlab.experiments.resources import amount
 from sgdlab.experiments.runner import default_out_dir, foreign_out_dir, prepare
 from sgdlab.experiments.spec import ExperimentSpec, RunSpec, expand_data_dir, wall_time_text
 from sgdlab.experiments.sweep import (dependency_layers, finished_runs, run_device,
-                                     run_threads)
+                                     run_threads, stored_under)
 
 if TYPE_CHECKING:
     from sgdlab.data.files import TrainSize
@@ -191,7 +191,7 @@ def plan_experiment(name_or_path: str | Path, *, scale: str = "cpu",
         workers=workers, address=address)
     if runs:
         dependency_layers(runs)           # a dependency cycle fails the run before it starts
-    store, done = _stored(store_path, spec.name)
+    store, done = _stored(store_path, stored_under(runs) | {spec.name})
     out = Path(out_dir) if out_dir is not None else default_out_dir(spec)
     from sgdlab.experiments.procedures import get_procedure
 
@@ -246,9 +246,10 @@ def _first_existing(path: Path) -> Path | None:
     return next((p for p in (path, *path.parents) if p.exists()), None)
 
 
-def _stored(store_path: str | None, experiment: str) -> tuple[Path, dict[str, dict]]:
-    """The store's file and its finished runs of ``experiment``, read without creating or
-    writing the store."""
+def _stored(store_path: str | None, experiment: str | set[str]
+            ) -> tuple[Path, dict[str, dict]]:
+    """The store's file and its finished runs of ``experiment`` (or of each of several),
+    read without creating or writing the store."""
     from sgdlab.store import RunStore, default_store_path
 
     path = Path(store_path) if store_path is not None else default_store_path()
@@ -386,7 +387,7 @@ def missing_files(needs: list[DataNeed]) -> list[str]:
 def check_data(runs: list[RunSpec], store_path: str | None, experiment: str) -> None:
     """Raise a :class:`UserError` naming every file missing for a run of ``runs`` that the
     store does not hold finished: each such run would fail on it (what the plan lists)."""
-    _, done = _stored(store_path, experiment)
+    _, done = _stored(store_path, stored_under(runs) | {experiment})
     problems = missing_files(data_needs(runs, set(done))[1])
     if problems:
         raise UserError("\n".join(problems))

@@ -300,8 +300,11 @@ def _other_settings(spec: ExperimentSpec, store_path: str) -> list[str]:
             words = shlex.split(str(cfg.get("command") or ""))
         except ValueError:      # a command that is no shell line names no reading
             words = []
-        readings = tuple(words[i + 1].partition("=")[::2] for i, w in enumerate(words[:-1])
-                         if w == "--reading")
+        # a run keyed as this entry's may be another's command (``same_as``): its readings
+        # that this entry lacks are no setting of this entry
+        readings = tuple(kc for kc in (words[i + 1].partition("=")[::2]
+                                       for i, w in enumerate(words[:-1]) if w == "--reading")
+                         if kc[0] in spec.readings)
         found.add((str(cfg["scale"]), readings))
     # no --reading, where the one given took some: the defaults, said (dropping it is the fix)
     plain = " (the default readings)" if mine[1] else ""

@@ -20,6 +20,7 @@ and edits, run with ``sgdlab run --config FILE``) is *data*: it is parsed with
     base: {...}                         # run parameters shared by every run
     runs:                               # run groups: a label + parameter overrides
       - {label: sgd, params: {...}}
+      - {label: b, same_as: other-entry, params: {...}}   # other-entry's runs "b" (below)
     grid: {optimizer.lr: [0.01, 0.1]}   # cartesian product applied to every run group
     seeds: [0, 1]
     options: {...}                      # analysis options (thresholds, which metric, ...)
@@ -86,7 +87,10 @@ every reading taken.
 Each expanded run has a deterministic **run key**: the SHA-256 of (experiment, version, scale,
 label, parameters, seed), so a re-run finds finished runs in the store and skips them. The key
 reads the parameters without the optimizer options that are idle (:func:`key_params`), so two
-readings whose runs differ only there share those runs.
+readings whose runs differ only there share those runs. A run group ``same_as: ENTRY`` takes
+the keys (and the experiment name the store files them under) of the catalogue entry ENTRY's
+runs of the same label and seeds, at the same scale, where they train the same: two entries
+that compare with the same runs have them trained once.
 """
 from __future__ import annotations
 
@@ -122,7 +126,7 @@ _SCALE_KEYS = {"base", "runs", "grid", "seeds", "options", "requires_data_dir", 
                "deviations", "resources", "outside_regime", "wall_minutes"}
 # what one run asks of a Ray cluster (`sgdlab run --backend ray`); not part of the run keys
 _RESOURCE_KEYS = {"cpus_per_run", "gpus_per_run"}
-_RUN_KEYS = {"label", "params", "depends"}
+_RUN_KEYS = {"label", "params", "depends", "same_as"}
 _OUTPUT_KEYS = {"tables", "figures"}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _READING_KEYS = {"default", "choices"}
@@ -330,6 +334,7 @@ class ExperimentSpec:
                                        copy.deepcopy(params), int(seed), self.procedure,
                                        tuple(group.get("depends", ())),
                                        grid=tuple(self.grid)))
+        out = self._shared(out, data_dir)
         labels = {r.label for r in out}
         for r in out:
             for d in r.depends:
@@ -337,6 +342,39 @@ class ExperimentSpec:
                     raise ConfigError(f"{self.name}: run {r.label!r} depends on unknown run "
                                       f"label {d!r}; known: {', '.join(sorted(labels))}")
         return _with_dependency_keys(out, self.name)
+
+    def _shared(self, runs: list[RunSpec], data_dir: str | None) -> list[RunSpec]:
+        """``runs`` with those of a group ``same_as: ENTRY`` keyed as the catalogue entry
+        ENTRY's run of the same label and seed at this scale (under this spec's readings
+        that ENTRY has too) where that run trains the same: the same procedure, no
+        dependencies and the same :func:`key_params`, so that the store runs it once for
+        both entries. A run that differs keeps its own key."""
+        shared = {g["label"]: g["same_as"] for g in self.runs if "same_as" in g}
+        if not shared:
+            return runs
+        theirs: dict[tuple[str, str, int], RunSpec] = {}
+        for entry in sorted(set(shared.values())):
+            known = (load_experiment(entry, self.scale).raw.get("readings") or {})
+            chosen = {k: c for k, c in self.readings.items()
+                      if k in known and c in known[k]["choices"]}
+            other = load_experiment(entry, self.scale, readings=chosen)
+            for r in other._own_runs(data_dir):
+                theirs[(entry, r.label, r.seed)] = r
+        out = []
+        for r in runs:
+            twin = theirs.get((shared.get(r.label, ""), r.label, r.seed))
+            if (twin is not None and twin.procedure == r.procedure and not twin.depends
+                    and not r.depends and key_params(twin.params) == key_params(r.params)):
+                r = replace(r, experiment=twin.experiment, version=twin.version)
+            out.append(r)
+        return out
+
+    def _own_runs(self, data_dir: str | None) -> list[RunSpec]:
+        """The runs keyed as this entry's own (no ``same_as`` followed: two entries that
+        name each other do not expand each other in turn)."""
+        bare = replace(self, runs=[{k: v for k, v in g.items() if k != "same_as"}
+                                   for g in self.runs])
+        return bare.expand(data_dir)
 
     def describe(self) -> dict[str, Any]:
         table = self.raw.get("readings") or {}
@@ -537,6 +575,11 @@ def _check_runs(where: str, runs: Any) -> None:
             raise ConfigError(f"{where}.runs[{i}].params: expected a mapping")
         if not isinstance(r.get("depends", []), list):
             raise ConfigError(f"{where}.runs[{i}].depends: expected a list of labels")
+        if "same_as" in r and (not isinstance(r["same_as"], str)
+                               or r["same_as"] not in catalogue_files()):
+            entries = catalogue_files()
+            raise ConfigError(f"{where}.runs[{i}].same_as: {r['same_as']!r} is not a "
+                              f"catalogue entry{did_you_mean(str(r['same_as']), entries)}")
 
 
 def _check_grid(where: str, grid: Any) -> None:

@@ -49,7 +49,7 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,7 @@ from sgdlab.strict_json import nan_in_arrays
 
 __all__ = ["BACKENDS", "DONE", "RunContext", "SweepReport", "check_backend", "check_options",
            "dependency_layers", "finished_runs", "load_runs", "make_backend", "open_store",
-           "run_device", "run_sweep", "threads_per_worker"]
+           "run_device", "run_sweep", "stored_under", "threads_per_worker"]
 
 BACKENDS = ("local", "ray")
 
@@ -113,17 +113,25 @@ def artifact_file(path: str, store_path: str | os.PathLike) -> Path:
     return beside if beside.is_file() else p
 
 
-def finished_runs(store, experiment: str) -> dict[str, dict[str, Any]]:
-    """run key -> stored run row, for finished/diverged runs of ``experiment`` (latest wins)."""
+def finished_runs(store, experiment: str | Iterable[str]) -> dict[str, dict[str, Any]]:
+    """run key -> stored run row, for finished/diverged runs of ``experiment`` (latest wins),
+    or of each of several: the experiments ``stored_under`` names."""
     out: dict[str, dict[str, Any]] = {}
-    for row in store.list_runs(experiment=experiment):
-        cfg = row.get("config") or {}
-        if isinstance(cfg, str):
-            cfg = json.loads(cfg)
-        key = cfg.get("run_key")
-        if key and row.get("status") in DONE:
-            out[key] = row
+    for name in [experiment] if isinstance(experiment, str) else sorted(set(experiment)):
+        for row in store.list_runs(experiment=name):
+            cfg = row.get("config") or {}
+            if isinstance(cfg, str):
+                cfg = json.loads(cfg)
+            key = cfg.get("run_key")
+            if key and row.get("status") in DONE:
+                out[key] = row
     return out
+
+
+def stored_under(runs: list[RunSpec]) -> set[str]:
+    """The experiments ``runs`` are stored under: their entry's, and another entry's for a
+    run keyed as that entry's (``same_as``)."""
+    return {r.experiment for r in runs}
 
 
 def dependency_layers(runs: list[RunSpec]) -> list[list[RunSpec]]:
@@ -263,7 +271,7 @@ def check_backend(backend: str, runs: list[RunSpec], store_path: str | None,
     if path.is_file():
         store = open_store(path)
         try:
-            done = finished_runs(store, runs[0].experiment)
+            done = finished_runs(store, stored_under(runs))
         finally:
             store.close()
         if all(r.key in done for r in runs):
@@ -326,9 +334,9 @@ class _Driver:
                        and Path(source).resolve().parent != CATALOGUE_DIR.resolve() else None)
         self.command = command
         self.train_progress, self.retries = train_progress, retries
-        self.experiment = runs[0].experiment
+        self.stored_under = stored_under(runs)
         self.art_root = artifacts_root(store)
-        self.done = finished_runs(store, self.experiment)
+        self.done = finished_runs(store, self.stored_under)
         self.layers = dependency_layers(runs)
         self.by_label: dict[str, list[RunSpec]] = {}
         for r in runs:
@@ -528,7 +536,7 @@ class _Driver:
 
     def _look_at(self, waiting: dict[str, RunSpec], queue: deque) -> None:
         """Keys another sweep was running: done there, or free to take over."""
-        done = finished_runs(self.store, self.experiment)
+        done = finished_runs(self.store, self.stored_under)
         for key, r in list(waiting.items()):
             if key in done:
                 self._finished_elsewhere(waiting.pop(key), done[key])
@@ -705,7 +713,7 @@ def load_runs(runs: list[RunSpec], *, store_path: str | None = None
     store = open_store(store_path)
     if not runs:
         return [], []
-    done = finished_runs(store, runs[0].experiment)
+    done = finished_runs(store, stored_under(runs))
     out, missing = [], []
     for r in runs:
         row = done.get(r.key)

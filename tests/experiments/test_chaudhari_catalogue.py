@@ -743,9 +743,8 @@ def test_elastic_sgds_rho_reaches_its_floor_l_times_sooner_than_parles(scale, ba
 @pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
 def test_sgld_entry_runs_entropy_sgd_as_section_3_3_2_and_sgld_under_the_decay(scale):
     """§3.3.6 (line 1124): SGLD under η/(1+t)^b against Entropy-SGD's own lenet runs (those of
-    chaudhari-entropy-sgd, §3.3.2, trained alike: chaudhari-entropy-sgd evaluates more often,
-    for Table 3.1's speeds); at cpu scale both get the same effective epochs, and "much worse"
-    is a gap of 20% of Entropy-SGD's error at every scale."""
+    chaudhari-entropy-sgd, §3.3.2); at cpu scale both get the same effective epochs, and
+    "much worse" is a gap of 20% of Entropy-SGD's error at every scale."""
     def runs(name, readings=None):
         spec = load_experiment(name, scale, readings=readings)
         return {r.label: {k: v for k, v in r.params.items() if k != "eval_every_steps"}
@@ -779,6 +778,25 @@ def test_sgld_entry_runs_entropy_sgd_as_section_3_3_2_and_sgld_under_the_decay(s
             assert p["schedule"]["per"] == "epoch"
         else:
             assert p == mine[label], label
+
+
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+@pytest.mark.parametrize("readings", [{}, {"outer-step": "printed"},
+                                      {"sgld-dropout": "entropy-sgd"}])
+def test_sgld_entrys_entropy_sgd_runs_are_chaudhari_entropy_sgds_runs_in_the_store(scale,
+                                                                                  readings):
+    """chaudhari-sgld's Entropy-SGD runs train as chaudhari-entropy-sgd's (evaluated as often
+    too) and take their keys (``same_as``), so the store runs them once for both entries,
+    under a reading both entries have as under one of chaudhari-sgld's alone; its SGLD runs
+    keep chaudhari-sgld's own keys."""
+    theirs_readings = {k: c for k, c in readings.items() if k != "sgld-dropout"}
+    mine = load_experiment("chaudhari-sgld", scale, readings=readings).expand(data_dir="/d")
+    theirs = {(r.label, r.seed): r.key for r in load_experiment(
+        "chaudhari-entropy-sgd", scale, readings=theirs_readings).expand(data_dir="/d")}
+    shared = [r for r in mine if r.label.startswith("entropy-sgd")]
+    assert shared and all(r.key == theirs[(r.label, r.seed)] for r in shared)
+    assert {r.experiment for r in shared} == {"chaudhari-entropy-sgd"}
+    assert {r.experiment for r in mine if r.label.startswith("sgld")} == {"chaudhari-sgld"}
 
 
 @pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])

@@ -1437,6 +1437,68 @@ def test_the_stored_run_of_a_key_is_its_latest_finished_or_diverged_one(tmp_path
     assert {k: r["id"] for k, r in done.items()} == {"a": second, "b": diverged}
 
 
+def _sgld_copy(tmp_path, **entropy_sgd_params):
+    """chaudhari-sgld's file at smoke scale, its Entropy-SGD group's params updated."""
+    from sgdlab.experiments.spec import catalogue_files
+
+    raw = yaml.safe_load(catalogue_files()["chaudhari-sgld"].read_text(encoding="utf-8"))
+    group = next(g for g in raw["scales"]["smoke"]["runs"] if g["label"] == "entropy-sgd")
+    group["params"].update(entropy_sgd_params)
+    return _write(tmp_path, raw, name="chaudhari-sgld.yaml")
+
+
+def test_a_run_same_as_another_entry_takes_its_key_only_where_it_trains_the_same(tmp_path):
+    """``same_as: ENTRY``: a run keyed as ENTRY's run of its label and seed where the two
+    train alike; one whose params differ (here an edited copy) keeps its own key, and an
+    entry that is not in the catalogue is refused, named."""
+    theirs = load_experiment("chaudhari-entropy-sgd", "smoke").expand()[1]
+    same = load_experiment(_sgld_copy(tmp_path), "smoke").expand()
+    assert [r.key for r in same if r.label == "entropy-sgd"] == [theirs.key]
+    edited = load_experiment(_sgld_copy(tmp_path, epochs=2), "smoke").expand()
+    mine = next(r for r in edited if r.label == "entropy-sgd")
+    assert mine.experiment == "chaudhari-sgld" and mine.key != theirs.key
+    raw = yaml.safe_load(_sgld_copy(tmp_path).read_text(encoding="utf-8"))
+    raw["runs"][1]["same_as"] = "chaudhari-entropy-sdg"
+    with pytest.raises(ConfigError, match=r"runs\[1\]\.same_as: 'chaudhari-entropy-sdg' is "
+                       r"not a catalogue entry \(did you mean chaudhari-entropy-sgd\?\)"):
+        load_experiment(_write(tmp_path, raw), "smoke")
+
+
+def test_a_run_stored_by_the_entry_it_is_the_same_as_is_read_back_not_run_again(tmp_path):
+    """A run keyed as another entry's (``same_as``) is found in the store under that entry:
+    what the sweep skips, the plan counts as stored and the analysis reads back."""
+    from sgdlab.experiments.sweep import finished_runs, stored_under
+
+    runs = load_experiment("chaudhari-sgld", "smoke").expand()
+    shared = next(r for r in runs if r.label == "entropy-sgd")
+    st = RunStore(tmp_path / "s.sqlite")
+    rid = st.create_run({"run_key": shared.key}, experiment="chaudhari-entropy-sgd")
+    st.complete_run(rid, "finished", summary={"test_acc": 0.5})
+    st.close()
+    assert stored_under(runs) == {"chaudhari-sgld", "chaudhari-entropy-sgd"}
+    stored, missing = load_runs(runs, store_path=str(tmp_path / "s.sqlite"))
+    assert [(r.label, r.run_id) for r in stored] == [("entropy-sgd", rid)]
+    assert [r.label for r in missing] == ["sgld"]
+    st = RunStore(tmp_path / "s.sqlite")
+    assert set(finished_runs(st, stored_under(runs))) == {shared.key}
+    assert finished_runs(st, "chaudhari-sgld") == {}
+
+
+def test_a_shared_run_recorded_by_the_other_entry_names_no_reading_this_entry_lacks(tmp_path):
+    """The scales and readings a report says the store also holds runs under: a run shared
+    with chaudhari-sgld (``same_as``), recorded by its command with a reading of its own, is
+    one of chaudhari-entropy-sgd's runs at its default readings."""
+    from sgdlab.experiments.runner import _other_settings
+
+    spec = load_experiment("chaudhari-entropy-sgd", "cpu")
+    st = RunStore(tmp_path / "s.sqlite")
+    cfg = {"run_key": spec.expand()[-1].key, "scale": "cpu",
+           "command": "sgdlab run chaudhari-sgld --reading sgld-dropout=entropy-sgd"}
+    st.complete_run(st.create_run(cfg, experiment="chaudhari-entropy-sgd"), "finished")
+    st.close()
+    assert _other_settings(spec, str(tmp_path / "s.sqlite")) == []
+
+
 def test_the_threads_and_device_of_a_run_by_backend(monkeypatch):
     """Local: cores // workers, at least 1 also when $SGDLAB_THREADS says 0 (torch takes no
     0 threads); Ray: the run's whole CPUs (at least 1), on the GPU it is given unless the
