@@ -1471,17 +1471,25 @@ def test_a_run_stored_by_the_entry_it_is_the_same_as_is_read_back_not_run_again(
 
     runs = load_experiment("chaudhari-sgld", "smoke").expand()
     shared = next(r for r in runs if r.label == "entropy-sgd")
-    st = RunStore(tmp_path / "s.sqlite")
+    store = str(tmp_path / "s.sqlite")
+    st = RunStore(store)
     rid = st.create_run({"run_key": shared.key}, experiment="chaudhari-entropy-sgd")
     st.complete_run(rid, "finished", summary={"test_acc": 0.5})
     st.close()
     assert stored_under(runs) == {"chaudhari-sgld", "chaudhari-entropy-sgd"}
-    stored, missing = load_runs(runs, store_path=str(tmp_path / "s.sqlite"))
+    stored, missing = load_runs(runs, store_path=store)
     assert [(r.label, r.run_id) for r in stored] == [("entropy-sgd", rid)]
     assert [r.label for r in missing] == ["sgld"]
-    st = RunStore(tmp_path / "s.sqlite")
+    st = RunStore(store)
     assert set(finished_runs(st, stored_under(runs))) == {shared.key}
     assert finished_runs(st, "chaudhari-sgld") == {}
+    # with chaudhari-sgld's own run stored too, a sweep of both trains nothing
+    own = next(r for r in runs if r.label == "sgld")
+    st.complete_run(st.create_run({"run_key": own.key}, experiment="chaudhari-sgld"),
+                    "finished")
+    st.close()
+    rep = run_sweep(runs, store_path=store, progress=None)
+    assert rep.executed == [] and sorted(rep.skipped) == sorted([own.key, shared.key])
 
 
 def test_a_shared_run_recorded_by_the_other_entry_names_no_reading_this_entry_lacks(tmp_path):
