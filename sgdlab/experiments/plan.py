@@ -218,11 +218,10 @@ def plan_experiment(name_or_path: str | Path, *, scale: str = "cpu",
         if problem:
             plan.problems.append(problem)
     if backend == "ray" and plan.to_run:
-        from sgdlab.experiments.ray_backend import check_reachable, import_ray
+        from sgdlab.experiments.ray_backend import ready_ray
 
         try:
-            import_ray()
-            check_reachable(address)
+            ready_ray(address)        # what the run's check_backend asks, by the same code
         except UserError as e:
             plan.problems.append(str(e))
     return plan

@@ -41,6 +41,20 @@ def import_ray():
     return ray
 
 
+def ready_ray(address: str | None):
+    """Ray, imported, if this command can start or join it at ``address`` (None:
+    ``$RAY_ADDRESS``, else a new instance on this machine); else the ``UserError`` saying why
+    not: Ray not installed (:func:`import_ray`), no Ray answering at the address
+    (:func:`check_reachable`). A Ray already started in this process is the one a sweep joins:
+    no address is probed then. ``check_backend``, :class:`RayBackend` and the dry run's plan
+    all ask this; a command asks it once and hands the answer on (``RayBackend``'s
+    ``address_checked``)."""
+    ray = import_ray()
+    if not ray.is_initialized():
+        check_reachable(address)
+    return ray
+
+
 def with_plugins_env(kw: dict[str, Any]) -> dict[str, Any]:
     """``ray.init``'s keywords ``kw`` with the driver's ``$SGDLAB_PLUGINS`` in the tasks'
     environment (merged into a ``runtime_env`` already there): the workers of a cluster this
@@ -59,14 +73,17 @@ class RayBackend:
     """See the module docstring. ``workers`` caps the runs in flight (default: as many as
     the cluster's resources hold). ``cpus_per_run`` (default 1), ``gpus_per_run`` (default
     0): numbers, taken as the flags', or :class:`PerRun` saying where they came from (the
-    refusal of a run no node can hold names it)."""
+    refusal of a run no node can hold names it). ``address_checked``: :func:`ready_ray` has
+    answered for ``address`` in this command (``run_sweep`` asked it before the store was
+    opened), so the address is not probed again; a caller that builds the backend itself
+    leaves it False."""
 
     name = "ray"
 
     def __init__(self, on_rows, *, address: str | None = None, workers: int | None = None,
                  cpus_per_run: float | PerRun | None = None,
-                 gpus_per_run: float | PerRun | None = None, on_checkpoint=None):
-        ray = self.ray = import_ray()
+                 gpus_per_run: float | PerRun | None = None, on_checkpoint=None,
+                 address_checked: bool = False):
         self.refs: dict[Any, tuple[int, str]] = {}     # object ref -> (handle, run id)
         cpus = per_run("cpus", cpus_per_run) or PerRun.default("cpus")
         gpus = per_run("gpus", gpus_per_run) or PerRun.default("gpus")
@@ -75,6 +92,8 @@ class RayBackend:
         if not gpus.value >= 0:
             raise UserError(f"GPUs per run must be >= 0, got {gpus}")
         cpus_per_run, gpus_per_run = cpus.value, gpus.value
+        # before ray.init, which retries an address where no Ray answers for minutes
+        ray = self.ray = import_ray() if address_checked else ready_ray(address)
         self.started = not ray.is_initialized()
         if self.started:
             kw: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR",
@@ -87,7 +106,6 @@ class RayBackend:
             # Ray installs a SIGTERM handler that aborts the driver; keep ours (SIGTERM stops
             # the sweep like Ctrl-C: tasks cancelled, runs recorded interrupted)
             term = signal.getsignal(signal.SIGTERM) if _main_thread() else None
-            check_reachable(address)
             try:
                 ray.init(address=address, **with_plugins_env(kw))
                 if term is not None:

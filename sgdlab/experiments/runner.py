@@ -220,8 +220,8 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu",
         # WAL is not folded into the file later by whichever reader comes next
         open_store(store_path).close()
     # Ray missing or unreachable, too, before the store and the folder are made (it starts
-    # with the first run)
-    check_backend(backend, runs, store_path, address)
+    # with the first run); the sweep and its backend take the answer, not probing again
+    ray_checked = check_backend(backend, runs, store_path, address)
     # a data file missing for the runs to execute: said once (as the dry run says it), before
     # the store records a failed run and the folder is made, not by the first run's failure;
     # on Ray the runs read the data of the nodes, which this machine need not hold
@@ -246,7 +246,8 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu",
     rep = run_sweep(runs, store_path=store_path, workers=workers, device=device,
                     progress=progress, train_progress=train_progress, backend=backend,
                     address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
-                    source=spec.source, command=command, tensorboard=tensorboard)
+                    source=spec.source, command=command, tensorboard=tensorboard,
+                    ray_checked=ray_checked)
     try:
         store = open_store(store_path)
         path = str(store_file(store))

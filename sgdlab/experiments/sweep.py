@@ -183,8 +183,8 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
               train_progress: bool = False, retries: int = 1, backend: str = "local",
               address: str | None = None, cpus_per_run: float | PerRun | None = None,
               gpus_per_run: float | PerRun | None = None, source: str | None = None,
-              command: str | None = None, tensorboard: str | os.PathLike | None = None
-              ) -> SweepReport:
+              command: str | None = None, tensorboard: str | os.PathLike | None = None,
+              ray_checked: bool = False) -> SweepReport:
     """Execute the runs that the store does not hold yet. See the module docstring.
     ``retries``: how many times a run whose worker (or Ray task) was lost is tried again.
     ``source``: the experiment file, recorded with each run unless it is a catalogue entry
@@ -193,11 +193,13 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
     ``tensorboard``: a folder where each run's metrics are written live as TensorBoard event
     files (:class:`sgdlab.train.tensorboard.LiveRuns`). ``cpus_per_run``, ``gpus_per_run``:
     numbers (as the flags give them) or :class:`~sgdlab.experiments.resources.PerRun` (which
-    also say where they came from, for the Ray backend's refusals)."""
+    also say where they came from, for the Ray backend's refusals). ``ray_checked``: the
+    caller's :func:`check_backend` of these runs answered True (``run_experiment`` asks it
+    before making its folder): Ray is not checked again, nor its address probed."""
     cpus_per_run, gpus_per_run = per_run("cpus", cpus_per_run), per_run("gpus", gpus_per_run)
     check_options(workers=workers, backend=backend, address=address,
                   gpus_per_run=amount(gpus_per_run))
-    check_backend(backend, runs, store_path, address)
+    ray_checked = ray_checked or check_backend(backend, runs, store_path, address)
     curves = None
     if tensorboard is not None:
         from sgdlab.train.tensorboard import LiveRuns
@@ -212,7 +214,7 @@ def run_sweep(runs: list[RunSpec], *, store_path: str | None = None, workers: in
                      workers=workers, train_progress=train_progress, retries=retries,
                      backend=backend, address=address, cpus_per_run=cpus_per_run,
                      gpus_per_run=gpus_per_run, source=source, command=command,
-                     curves=curves)
+                     curves=curves, address_checked=bool(ray_checked))
     ended = False
     try:
         for layer in driver.layers:
@@ -258,13 +260,15 @@ def check_options(*, workers: int | None, backend: str, address: str | None,
 
 
 def check_backend(backend: str, runs: list[RunSpec], store_path: str | None,
-                  address: str | None = None) -> None:
+                  address: str | None = None) -> bool:
     """A backend the sweep will start (some run is not done in the store) that cannot start
-    here (Ray not installed, no Ray at ``address`` or ``$RAY_ADDRESS``) is a ``UserError``
-    before the store or an output folder is made: the backend itself starts only with the
-    first run."""
+    here (Ray not installed, no Ray at ``address`` or ``$RAY_ADDRESS``: ``ready_ray``) is a
+    ``UserError`` before the store or an output folder is made: the backend itself starts
+    only with the first run. True where Ray was checked and is ready (handed on to the
+    backend, which then does not probe the address again); False where nothing was checked
+    (the local backend, nothing to run)."""
     if backend != "ray" or not runs:
-        return
+        return False
     from sgdlab.store import default_store_path
 
     path = Path(store_path or default_store_path())
@@ -275,11 +279,11 @@ def check_backend(backend: str, runs: list[RunSpec], store_path: str | None,
         finally:
             store.close()
         if all(r.key in done for r in runs):
-            return
-    from sgdlab.experiments.ray_backend import check_reachable, import_ray
+            return False
+    from sgdlab.experiments.ray_backend import ready_ray
 
-    if not import_ray().is_initialized():      # else the sweep joins the Ray it runs in
-        check_reachable(address)
+    ready_ray(address)
+    return True
 
 
 def run_device(backend: str, device: str, gpus_per_run: float | None) -> str:
@@ -289,9 +293,11 @@ def run_device(backend: str, device: str, gpus_per_run: float | None) -> str:
 
 def make_backend(backend: str, on_rows, *, workers: int | None, address: str | None = None,
                  cpus_per_run: float | PerRun | None = None,
-                 gpus_per_run: float | PerRun | None = None, on_checkpoint=None):
+                 gpus_per_run: float | PerRun | None = None, on_checkpoint=None,
+                 address_checked: bool = False):
     """The backend ``run_sweep``'s options ask for. ``on_checkpoint(run_id, shipped)``: where
-    the Ray backend hands the checkpoints its tasks send (the local ones write their own)."""
+    the Ray backend hands the checkpoints its tasks send (the local ones write their own).
+    ``address_checked``: :func:`check_backend` answered True (see ``RayBackend``)."""
     from sgdlab.experiments.backends import InProcessBackend, ProcessPoolBackend
 
     if backend == "ray":
@@ -299,7 +305,7 @@ def make_backend(backend: str, on_rows, *, workers: int | None, address: str | N
 
         return RayBackend(on_rows, address=address, workers=workers,
                           cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
-                          on_checkpoint=on_checkpoint)
+                          on_checkpoint=on_checkpoint, address_checked=address_checked)
     workers = workers or 1
     return InProcessBackend(on_rows) if workers == 1 else ProcessPoolBackend(workers, on_rows)
 
@@ -326,7 +332,7 @@ class _Driver:
                  workers: int | None, train_progress: bool, retries: int, backend: str,
                  address: str | None, cpus_per_run: PerRun | None,
                  gpus_per_run: PerRun | None, source: str | None = None,
-                 command: str | None = None, curves=None):
+                 command: str | None = None, curves=None, address_checked: bool = False):
         self.store, self.rep, self.device = store, rep, device
         self._say, self.said_at = say, time.monotonic()
         # an experiment file outside the catalogue, recorded with each run
@@ -342,7 +348,7 @@ class _Driver:
         for r in runs:
             self.by_label.setdefault(r.label, []).append(r)
         self.options = dict(workers=workers, address=address, cpus_per_run=cpus_per_run,
-                            gpus_per_run=gpus_per_run)
+                            gpus_per_run=gpus_per_run, address_checked=address_checked)
         self.backend_name, self._backend = backend, None
         self.threads = run_threads(backend, workers, amount(cpus_per_run))
         self.device = run_device(backend, device, amount(gpus_per_run))

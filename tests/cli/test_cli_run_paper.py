@@ -103,11 +103,15 @@ def test_a_batch_with_an_entry_that_would_fail_runs_nothing(tmp_path, capsys, mo
 def test_a_ray_batch_is_not_refused_for_data_missing_here(tmp_path, capsys, monkeypatch):
     # its runs read the data on the Ray nodes: missing on this machine, it stops a local
     # batch only
+    from types import SimpleNamespace
+
     import sgdlab.experiments.ray_backend as ray_backend
 
     ran = []
     monkeypatch.setattr(run_paper, "_run_all", lambda args, names, *a: ran.append(names) or 0)
-    monkeypatch.setattr(ray_backend, "import_ray", lambda: None)
+    # Ray importable, not started in this process
+    monkeypatch.setattr(ray_backend, "import_ray",
+                        lambda: SimpleNamespace(is_initialized=lambda: False))
     monkeypatch.setattr(spec, "catalogue_entries", lambda paper: ["jastrzebski-ratio-grid"])
     (tmp_path / "data").mkdir()
     argv = ["run", "--paper", "jastrzebski", "--scale", "paper", "--data-dir",

@@ -683,6 +683,30 @@ def _ray_run(tmp_path, capsys, monkeypatch, fake, env: dict, argv: list) -> tupl
     return code, capsys.readouterr().err
 
 
+def test_a_ray_sweep_probes_its_address_once(tmp_path, capsys, monkeypatch):
+    """`sgdlab run` checks Ray before its folder is made, `run_sweep` before the store, the
+    backend before `ray.init`: each had probed the address again. The first answer is handed
+    on; a backend built directly still probes before it joins."""
+    from sgdlab.errors import UserError
+    from sgdlab.experiments import ray_backend
+
+    probes = []
+    connect = socket.create_connection
+    monkeypatch.setattr(socket, "create_connection", lambda where, *a, **kw: (
+        probes.append(where) or connect(where, *a, **kw)))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    fake = _FakeRay({"CPU": 0.0}, initialized=False)     # joined, then no node takes a run
+    with answering(bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])) as port:    # a gRPC server's SETTINGS
+        address = f"127.0.0.1:{port}"
+        code, err = _ray_run(tmp_path, capsys, monkeypatch, fake, {},
+                             ["zhu-escape-2d", "--address", address])
+        assert code != 0 and "no alive node has a CPU" in err, err
+        assert probes == [("127.0.0.1", port)] and fake.inits[-1]["address"] == address
+        with pytest.raises(UserError, match="no alive node has a CPU"):
+            ray_backend.RayBackend(lambda *a: None, address=address)
+        assert len(probes) == 2 and len(fake.inits) == 2
+
+
 @pytest.mark.parametrize("nodes, flags, env, resources, says", [
     (TWO_4_CPU_NODES, ["--cpus-per-run", "6"], {}, {},
      f"6 CPUs per run (--cpus-per-run 6): {TOO_BIG}: give --cpus-per-run 4 or less"),
