@@ -496,7 +496,7 @@ def _check_schedule(path: str, sec: dict[str, Any], errors: list[str]) -> None:
 
 def _check_data(path: str, sec: dict[str, Any], errors: list[str]) -> None:
     from ..data import DATASETS, dataset_options
-    from ..data.registry import _canonical, check_dataset_options
+    from ..data.registry import canonical_name, check_dataset_options
 
     if sec.get("file") is not None:
         # the tensors are the data: nothing to draw, download or pass on
@@ -513,7 +513,7 @@ def _check_data(path: str, sec: dict[str, Any], errors: list[str]) -> None:
     if sec.get("name") is None:
         errors.append(_no_data_source(path))
         return
-    name = _registered_name(path, sec, DATASETS, "dataset", errors, key=_canonical)
+    name = _registered_name(path, sec, DATASETS, "dataset", errors, key=canonical_name)
     if name is None:
         return
     before = len(errors)
@@ -724,7 +724,7 @@ def _named_argument(raw: dict[str, Any], err: dict[str, Any]) -> str | None:
     it names (``model: {name: mlp, widths: [64]}``, as replica configs write it), where that
     argument goes; None otherwise."""
     from ..data import DATASETS, dataset_options
-    from ..data.registry import _canonical
+    from ..data.registry import canonical_name
     from ..models import MODELS, describe
 
     loc = err["loc"]
@@ -734,7 +734,7 @@ def _named_argument(raw: dict[str, Any], err: dict[str, Any]) -> str | None:
     if not isinstance(name, str):
         return None
     if loc[0] == "data":
-        name = _canonical(name)
+        name = canonical_name(name)
         options = dataset_options(name) if name in DATASETS else {}
     else:
         name = _model_key(name)

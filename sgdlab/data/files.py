@@ -42,7 +42,7 @@ from ..torch_files import read_torch_file
 from ._common import (check_int, make_classification, normalize_images, require_data_dir,
                       seeded_indices)
 from .base import Dataset
-from .registry import _canonical, register_dataset
+from .registry import canonical_name, register_dataset
 
 # --- IDX (LeCun et al.'s MNIST format) ------------------------------------------------------
 
@@ -642,7 +642,7 @@ def published_train_size(name: str) -> int | None:
     for another dataset. Files of one's own, which the loaders read too, may hold another
     number (:func:`train_size_in_files` counts them): this is what a plan counts steps with
     where they cannot be counted."""
-    dataset = _canonical(name)
+    dataset = canonical_name(name)
     if dataset in _IDX_SUBDIRS:
         return _IDX_LABEL_PRINTS[dataset, "train"][0]
     if dataset in _CIFAR:
@@ -671,7 +671,7 @@ def train_size_in_files(name: str, data_dir) -> TrainSize | None:
     (a dry run before the download), lie in a downloaded archive (not opened to count) or
     their header cannot be read (the run says why), the published size
     (:func:`published_train_size`), said so. None for a dataset that reads no such files."""
-    dataset = _canonical(name)
+    dataset = canonical_name(name)
     published = published_train_size(dataset)
     if published is None:
         return None
@@ -798,7 +798,7 @@ def find_files(name: str, data_dir, path=None) -> str | None:
     checked); a :class:`DataError` with the message loading would give when one is missing.
     ``path``: the text datasets' option of that name. ``"the bundled corpus"`` for a text
     dataset given neither; None for a dataset that reads no files."""
-    dataset = name.strip().lower().replace("-", "_")
+    dataset = canonical_name(name)
     if dataset in _IDX_SUBDIRS:
         found = _find_idx(require_data_dir(data_dir, dataset), dataset)
         return (f"Keras' {found}" if isinstance(found, Path) else

@@ -25,7 +25,9 @@ GENERIC_OPTIONS = ("n_train", "n_test", "label_noise", "classes", "augment")
 DATASETS: dict[str, Loader] = {}
 
 
-def _canonical(name: str) -> str:
+def canonical_name(name: str) -> str:
+    """The key of dataset ``name`` in :data:`DATASETS` (whether registered or not): the
+    spellings a run config may give (``Fashion-MNIST``, `` mnist``) are one name."""
     return name.strip().lower().replace("-", "_")
 
 
@@ -42,7 +44,7 @@ def register_dataset(name: str, *, check: Callable[..., None] | None = None
     applies after loading), raises :class:`UserError` for values the loader would refuse: a
     run config is validated with it before anything is generated or recorded
     (:func:`check_dataset_options`)."""
-    key = _canonical(name)
+    key = canonical_name(name)
 
     def deco(fn: Loader) -> Loader:
         if key in DATASETS and DATASETS[key] is not fn:
@@ -57,7 +59,7 @@ def register_dataset(name: str, *, check: Callable[..., None] | None = None
 def check_dataset_options(name: str, options: dict[str, Any]) -> None:
     """Raise :class:`UserError` when dataset ``name`` would refuse ``options``' values (its
     registered check, for the datasets that have one; known option names are assumed)."""
-    check = OPTION_CHECKS.get(_canonical(name))
+    check = OPTION_CHECKS.get(canonical_name(name))
     if check is not None:
         # the options the loader itself is called with: a check written with the loader's
         # keywords (check(*, n)) was a TypeError for load_dataset's own n_train, label_noise...
@@ -81,7 +83,7 @@ def _lookup(name: str) -> Loader:
     if not isinstance(name, str):
         raise UserError(f"dataset name must be a string, got {name!r}")
     try:
-        return DATASETS[_canonical(name)]
+        return DATASETS[canonical_name(name)]
     except KeyError:
         raise UserError(
             f"Unknown dataset {name!r}{did_you_mean(name, DATASETS)}; known datasets: "
@@ -124,7 +126,7 @@ def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None
         owners = [d for d in sorted(DATASETS) if unknown[0] in dataset_options(d)]
         elsewhere = (f"; {unknown[0]!r} is an option of {', '.join(owners)}" if owners else "")
         raise UserError(
-            f"dataset {_canonical(name)!r} has no option(s) {', '.join(map(repr, unknown))}"
+            f"dataset {canonical_name(name)!r} has no option(s) {', '.join(map(repr, unknown))}"
             f"{did_you_mean(unknown[0], allowed | set(GENERIC_OPTIONS))}; valid options: "
             f"{', '.join(sorted(allowed | set(GENERIC_OPTIONS)))}{elsewhere}")
     if augment is not None:
@@ -140,7 +142,7 @@ def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None
         kwargs["data_dir"] = data_dir
     elif data_dir is not None:
         # mnist_small with data_dir=~/mnist is 4,000 bundled images, not the files there
-        warn(f"dataset {_canonical(name)!r} reads no files: data_dir {str(data_dir)!r} "
+        warn(f"dataset {canonical_name(name)!r} reads no files: data_dir {str(data_dir)!r} "
                       f"is ignored (the datasets read from files: {', '.join(_file_datasets())})",
                       UserWarning)
     # a loader that defines n_train / n_test itself (cubic: grid sizes) gets them directly
@@ -170,5 +172,5 @@ def load_dataset(name: str, *, seed: int = 0, data_dir: str | Path | None = None
     if augment is not None:
         ds = Dataset(ds.x_train, ds.y_train, ds.x_test, ds.y_test,
                      {**ds.meta, "augment": augmentation_spec(augment, ds.input_shape,
-                                                              _canonical(name))})
+                                                              canonical_name(name))})
     return ds

@@ -318,6 +318,7 @@ def data_needs(runs: list[RunSpec], stored: set[str], *, count_train: bool = Fal
 
     from sgdlab.data import DATASETS
     from sgdlab.data.files import train_size_in_files
+    from sgdlab.data.registry import canonical_name
 
     needs: dict[tuple[str, str], DataNeed] = {}
 
@@ -339,7 +340,7 @@ def data_needs(runs: list[RunSpec], stored: set[str], *, count_train: bool = Fal
         if isinstance(ds, dict) and "name" in ds:
             name, where = str(ds["name"]), ds.get("data_dir")
             names += [name] if name not in names else []
-            loader = DATASETS.get(name.strip().lower().replace("-", "_"))
+            loader = DATASETS.get(canonical_name(name))
             if loader is not None and "data_dir" in inspect.signature(loader).parameters:
                 hits.append(need(name, where, lambda n=name, d=where, f=ds.get("path"):
                                  _look_up(n, d, f)))

@@ -88,8 +88,9 @@ def train_examples(dataset: dict[str, Any]) -> int | None:
 
     from sgdlab.data import DATASETS
     from sgdlab.data.files import train_size_in_files
+    from sgdlab.data.registry import canonical_name
 
-    name = str(dataset["name"]).strip().lower().replace("-", "_")
+    name = canonical_name(str(dataset["name"]))
     loader = DATASETS[name]
     signature = inspect.signature(loader).parameters
     if "n_train" in signature:
