@@ -57,6 +57,8 @@ class DataNeed:
     problem: str | None              # the message loading it would give
     at_path: bool = True             # looked for at a path (not a dataset given no folder)
     train_size: TrainSize | None = None     # a file dataset's training examples
+    dataset: str | None = None       # the dataset's name as the runs give it (None: weights)
+    data_dir: str | None = None      # ... and its folder
     runs: int = 0                    # runs that read it
     to_run: int = 0                  # ... of them that would execute
 
@@ -283,9 +285,10 @@ def _check_files(plan: Plan) -> None:
 def _subsets_too_large(plan: Plan) -> list[str]:
     """A problem for each file dataset whose runs to execute ask for a ``train_size``
     subset larger than the training examples counted in its files (the loader would refuse
-    it when the run starts), the runs named."""
-    from sgdlab.data.files import train_size_in_files
-
+    it when the run starts), the runs named. The counts are the plan's files' (counted once,
+    by :func:`data_needs`)."""
+    counts = {(f.dataset, str(f.data_dir)): f.train_size for f in plan.files
+              if f.dataset is not None}
     asked: dict[tuple[str, str, int], list[str]] = {}
     for p in plan.runs:
         ds = p.run.params.get("dataset")
@@ -297,7 +300,7 @@ def _subsets_too_large(plan: Plan) -> list[str]:
                 p.run.label)
     out = []
     for (name, where, size), labels in asked.items():
-        counted = train_size_in_files(name, where)
+        counted = counts.get((name, str(where)))
         if counted is not None and counted.counted and size > counted.n:
             k = len(labels)
             out.append(f"{name}: train_size {size:,} of {k} run{'s' if k != 1 else ''} "
@@ -322,7 +325,9 @@ def data_needs(runs: list[RunSpec], stored: set[str], *, count_train: bool = Fal
 
     needs: dict[tuple[str, str], DataNeed] = {}
 
-    def need(kind: str, where: str | None, look) -> DataNeed:
+    def need(kind: str, where: str | None, look, count: bool = False) -> DataNeed:
+        """The need of ``kind`` (a dataset's name, or "weights") at ``where``, looked up (and
+        a dataset's training examples counted, ``count``) the first time only."""
         if (kind, str(where)) not in needs:
             try:
                 found, problem = look() or "not looked up", None
@@ -330,7 +335,11 @@ def data_needs(runs: list[RunSpec], stored: set[str], *, count_train: bool = Fal
                 found, problem = None, str(e)
             what = (f"weights {where}" if kind == "weights"
                     else kind if where is None else f"{kind} in {where}")
-            needs[kind, str(where)] = DataNeed(what, found, problem, at_path=where is not None)
+            needs[kind, str(where)] = DataNeed(
+                what, found, problem, at_path=where is not None,
+                train_size=train_size_in_files(kind, where) if count else None,
+                dataset=None if kind == "weights" else kind,
+                data_dir=None if kind == "weights" else where)
         return needs[kind, str(where)]
 
     names: list[str] = []
@@ -343,9 +352,7 @@ def data_needs(runs: list[RunSpec], stored: set[str], *, count_train: bool = Fal
             loader = DATASETS.get(canonical_name(name))
             if loader is not None and "data_dir" in inspect.signature(loader).parameters:
                 hits.append(need(name, where, lambda n=name, d=where, f=ds.get("path"):
-                                 _look_up(n, d, f)))
-                if count_train and hits[-1].train_size is None:
-                    hits[-1].train_size = train_size_in_files(name, where)
+                                 _look_up(n, d, f), count=count_train))
         model = r.params.get("model")
         if isinstance(model, dict) and model.get("name") == "musso-vgg16" \
                 and isinstance(model.get("weights"), str):

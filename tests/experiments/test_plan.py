@@ -328,17 +328,25 @@ def test_the_plan_counts_the_steps_of_ones_own_files_and_says_where(tmp_path):
             in plan.lines())
 
 
-def test_a_train_size_above_the_examples_in_ones_files_is_a_problem_of_the_plan(tmp_path):
+def test_a_train_size_above_the_examples_in_ones_files_is_a_problem_of_the_plan(
+        tmp_path, monkeypatch):
     """A subset of 256 from MNIST files of 37 training images: the dry run says so (the
-    loader would refuse it only when each run starts); 30 of them plan."""
+    loader would refuse it only when each run starts); 30 of them plan. The files are
+    counted once, for the dataset's line and this check (which had counted them again)."""
+    from sgdlab.data import files
     from sgdlab.testing import make_idx_dir
 
+    counted = []
+    count = files.train_size_in_files
+    monkeypatch.setattr(files, "train_size_in_files", lambda name, data_dir: (
+        counted.append((name, data_dir)) or count(name, data_dir)))
     make_idx_dir(tmp_path / "data" / "mnist", n_train=37, n_test=5)
     where = {"scale": "smoke", "data_dir": str(tmp_path / "data"),
              "store_path": str(tmp_path / "s.sqlite"), "out_dir": tmp_path / "out"}
     cfg = mnist_file(tmp_path, {"name": "mnist", "data_dir": "${data_dir}",
                                 "train_size": 256})
     plan = plan_experiment(cfg, **where)
+    assert counted == [("mnist", where["data_dir"])]
     assert not plan.ok
     (problem,) = [p for p in plan.problems if "train_size" in p]
     assert problem.startswith("mnist: train_size 256 of 4 runs [lr=0.05,batch_size=128; ")
