@@ -260,7 +260,7 @@ def _escape(args, out: Path, setup: tuple) -> dict:
     trajs = {m: t[:, 0].numpy() for m, t in res.trajectory.items()}
     fig = escape_run_figure(gx, gy, loss, trajs, res.success_rate, res.sharpness_steps,
                             res.sharpness, LABELS, success_rule=rule,
-                            intervals=res.success_interval())
+                            intervals=res.success_interval(), paper="Zhu et al. 2019, Fig. 3")
     data = res.to_dict()
     data["figures"] = [_save(out, "escape.png", fig)]
     data["landscape"] = land.describe()
@@ -474,6 +474,6 @@ def _perceptron(args, out: Path) -> dict:
     for i, a in enumerate(alphas):
         print(f"{a:6.2f} " + " ".join(f"{res['errors'][m][i]:14.3f} ± {res['stderr'][m][i]:5.3f}"
                                       for m in res["errors"]))
-    fig = perceptron_figure(alphas, res["errors"], res["stderr"])
+    fig = perceptron_figure(alphas, res["errors"], res["stderr"], paper="Chaudhari 2018, §3.1.1")
     res["figures"] = [_save(out, "perceptron.png", fig)]
     return res

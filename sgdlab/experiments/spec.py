@@ -504,10 +504,11 @@ def paper_ref(paper: dict[str, Any]) -> str:
 
 def cited(paper: dict[str, Any]) -> str:
     """The start of a figure's title that cites the paper: :func:`paper_ref` and ": ", or
-    nothing where the ``paper`` block names none of author, year and figure (a title then
-    began ": ...")."""
-    ref = paper_ref(paper)
-    return f"{ref}: " if ref else ""
+    nothing where the ``paper`` block names none of author, year and figure
+    (:func:`sgdlab.report.figures.cited`, which the figure functions use)."""
+    from sgdlab.report.figures import cited as citing
+
+    return citing(paper_ref(paper))
 
 
 def get_dotted(d: dict[str, Any], path: str, default: Any = None) -> Any:

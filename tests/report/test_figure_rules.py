@@ -152,6 +152,19 @@ def test_the_spectrum_legend_lies_below_the_axes_and_hides_no_point():
     plt.close(fig)
 
 
+def test_two_equal_spectra_are_drawn_distinguishably():
+    """A Lanczos top-k beside the exact spectrum it matches, drawn in one marker: the later
+    hid the earlier, whose legend entry named no visible point (the curves' rule)."""
+    v = np.geomspace(10.0, 1e-3, 30)
+    fig = eigenspectrum_figure({"exact": v, "Lanczos": v, "other": v[::-1] * 2})
+    looks = [(ln.get_linestyle(), ln.get_marker()) for ln in fig.axes[0].get_lines()]
+    handles = {t.get_text(): h for t, h in zip(fig.legends[0].get_texts(),
+                                                fig.legends[0].legend_handles)}
+    plt.close(fig)
+    assert looks[0] == looks[2] == ("None", ".") and looks[1] != looks[0]
+    assert (handles["Lanczos"].get_linestyle(), handles["Lanczos"].get_marker()) == looks[1]
+
+
 def test_a_spectrum_titled_at_length_keeps_its_title_inside_the_figure():
     # the title chaudhari-hessian-spectrum gives it, at every scale
     title = ("Chaudhari 2018, Figs. 3.1, 3.4: Hessian eigenvalues (and Fisher diagonals) at "

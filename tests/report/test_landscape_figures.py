@@ -33,7 +33,7 @@ def test_escape_run_figure_writes_expected_sharpness_as_every_sharpness_axis():
     g = np.linspace(-2.0, 2.0, 5)
     gx, gy = np.meshgrid(g, g)
     fig = escape_run_figure(gx, gy, gx ** 2 + gy ** 2, {"gd": np.zeros((3, 2))}, {"gd": 0.5},
-                            [0, 10], {"gd": [1.0, 0.5]})
+                            [0, 10], {"gd": [1.0, 0.5]}, paper="Zhu et al. 2019, Fig. 3")
     # Zhu et al.'s E_ν[L(θ+ν)] − L(θ) (§4.2), one notation in every figure
     assert fig.axes[2].get_ylabel() == METRIC_LABELS["sharpness/expected"] \
         == "expected sharpness E[L(θ+ν)] − L(θ)"
@@ -281,7 +281,7 @@ def test_the_perceptron_figure_draws_each_method_s_errors_with_their_bars():
 
     alphas = [0.5, 1.0, 2.0]
     fig = perceptron_figure(alphas, {"sgd": [0.4, 0.3, 0.2], "entropy": [0.35, 0.2, 0.1]},
-                            {"sgd": [0.01, 0.02, 0.03]})
+                            {"sgd": [0.01, 0.02, 0.03]}, paper="Chaudhari 2018, §3.1.1")
     (ax,) = fig.axes
     assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["entropy", "sgd"]
     ys = sorted(tuple(c.lines[0].get_ydata()) for c in ax.containers)
@@ -324,3 +324,71 @@ def test_the_escape_figures_draw_paths_rates_and_sharpness_from_the_data():
     marks = {ln.get_label(): ln.get_xydata().tolist() for ln in lines[2:]}
     assert marks == {"sharp min": [[1.0, -1.0]], "flat min": [[-2.0, 2.0]]}
     plt.close(fig)
+
+
+def _paper_figures():
+    """{figure function's name: (a function of ``paper`` that draws it, where its title
+    is)} of every landscape figure that cites the paper it reproduces."""
+    from sgdlab.report.figures import landscapes as lf
+
+    x = np.linspace(-1.0, 1.0, 5)
+    g = np.meshgrid(x, x)
+    emb = np.array([[0.0, 1.0], [2.0, 3.0]])
+    suptitle, first_title = (lambda fig: fig.get_suptitle()), (lambda fig: fig.axes[0].get_title())
+    return {
+        "escape_run_figure": (lambda paper: lf.escape_run_figure(
+            *g, g[0] ** 2, {"gd": np.zeros((3, 2))}, {"gd": 0.5}, [0, 10], {"gd": [1.0, 0.5]},
+            paper=paper), suptitle),
+        "pspin_figure": (lambda paper: lf.pspin_figure(
+            {"a": emb}, {"a": np.array([-0.5, -0.6])}, {"a": 2}, paper=paper), suptitle),
+        "pde_figure": (lambda paper: lf.pde_figure(x, x ** 2, {"heat equation": x}, 0.5,
+                                                   paper=paper), first_title),
+        "fokker_planck_figure": (lambda paper: lf.fokker_planck_figure(
+            x, x ** 2, {"viscous HJ": x}, {"initial": x, "SGD (u = f)": x}, 0.5, 2.0,
+            paper=paper), first_title),
+        "perceptron_figure": (lambda paper: lf.perceptron_figure(
+            [0.5, 1.0], {"sgd": [0.4, 0.3]}, paper=paper), first_title),
+    }
+
+
+@pytest.mark.parametrize("name", ["escape_run_figure", "pspin_figure", "pde_figure",
+                                  "fokker_planck_figure", "perceptron_figure"])
+def test_a_figure_cites_the_paper_only_where_its_caller_names_one(name):
+    """One convention in every figure: the caller passes the citation (the CLI and the
+    catalogue's entry each theirs), "" by default; a title built without one had begun
+    "Fig. 4.1: " (the Fokker–Planck figure's own default) or cited a paper it was not given."""
+    import inspect
+
+    from sgdlab.report.figures import landscapes
+
+    assert inspect.signature(getattr(landscapes, name)).parameters["paper"].default == ""
+    draw, title_of = _paper_figures()[name]
+    fig = draw("")
+    assert ": " not in title_of(fig)
+    plt.close(fig)
+    fig = draw("Chaudhari 2018, Fig. 9.9")
+    assert title_of(fig).replace("\n", " ").startswith("Chaudhari 2018, Fig. 9.9: ")
+    plt.close(fig)
+
+
+def test_coinciding_smoothings_and_densities_of_fig_4_1_are_drawn_distinguishably():
+    """A smoothing that leaves f as it was, or two densities that stayed in one basin, drawn
+    alike: the later line hid the earlier (the charts' rule for coinciding curves)."""
+    from sgdlab.report.figures.landscapes import fokker_planck_figure, pde_figure
+
+    x = np.linspace(-1.0, 1.0, 9)
+    names = ["viscous HJ", "non-viscous HJ", "heat equation"]
+    fig = pde_figure(x, x ** 2, {names[0]: x ** 2 / 2, names[1]: x ** 2 / 2, names[2]: x}, 0.5)
+    looks = {ln.get_label(): (ln.get_linestyle(), ln.get_marker())
+             for ln in fig.axes[0].get_lines()}
+    plt.close(fig)
+    assert looks[names[0]] != looks[names[1]]
+    assert looks[names[0]] == looks[names[2]] == looks["f"] == ("-", "None")
+    fig = fokker_planck_figure(x, x ** 2, {names[0]: x ** 2, names[1]: x},
+                               {"initial": x, "SGD (u = f)": x ** 2, names[0]: x ** 2,
+                                names[1]: x}, 0.5, 2.0)
+    top, bottom = ([(ln.get_linestyle(), ln.get_marker()) for ln in ax.get_lines()]
+                   for ax in fig.axes)
+    plt.close(fig)
+    assert top[0] != top[1] and top[2] == ("-", "None")        # f, u = f, u = x
+    assert bottom[0] != bottom[1] and bottom[2] == ("-", "None")

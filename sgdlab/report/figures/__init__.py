@@ -3,6 +3,14 @@
 import sys
 
 
+def cited(ref: str) -> str:
+    """The start of a figure's title that cites the paper figure it reproduces: ``ref``
+    ("Chaudhari 2018, Fig. 4.1") and ": ", or nothing where ``ref`` is empty (a title then
+    began ": ..."). Every figure function takes its ``paper`` from the caller, "" by default:
+    the catalogue's entries cite theirs with :func:`sgdlab.experiments.spec.cited`."""
+    return f"{ref}: " if ref else ""
+
+
 def label_colours(labels) -> dict[str, str]:
     """{label: colour} by the label's place among all of them (matplotlib's cycle C0..C9):
     a group, method or run keeps its colour in every panel and figure, also in one where it

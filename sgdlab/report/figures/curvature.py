@@ -32,7 +32,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from sgdlab.report.figures.axes import (CURVATURE_SERIES, natural_order,  # noqa: E402
                                         quantity_label)
-from sgdlab.report.figures.charts import curves, wrapped  # noqa: E402
+from sgdlab.report.figures.charts import curves, separate_coincident, wrapped  # noqa: E402
 
 __all__ = ["alignment_figure", "batch_statistics_figure", "curvature_history_figure",
            "eigenspectrum_figure", "noise_magnitude_figure", "round_off_level",
@@ -164,6 +164,9 @@ def eigenspectrum_figure(spectra: Mapping[str, Sequence[float]], *,
             labels.append(label)
             levels.append(level)
         drawn += 1
+    # two equal spectra (a top-k beside the exact one, two seeds at one minimum) drawn in one
+    # marker: the later hid the earlier
+    separate_coincident(ax)
     if drawn:
         # below the axes: the spectra fill the plot from the top left to the bottom right,
         # and a legend inside hid the small eigenvalues; the figure grows by its rows

@@ -14,10 +14,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from sgdlab.report.figures import label_colours  # noqa: E402
+from sgdlab.report.figures import cited, label_colours  # noqa: E402
 from sgdlab.report.figures.axes import metric_label  # noqa: E402
 from sgdlab.report.figures.charts import (curves, error_bars, grouped_bars,  # noqa: E402
-                                          interval_errors, panels, wrapped)
+                                          interval_errors, panels, separate_coincident,
+                                          wrapped)
 
 __all__ = ["double_well_figure", "escape_chains_figure", "escape_run_figure",
            "fokker_planck_figure", "ou_figure", "pde_figure", "perceptron_figure",
@@ -31,7 +32,7 @@ def escape_run_figure(
     success_rate: Mapping[str, float], sharpness_steps: Sequence[int],
     sharpness: Mapping[str, Sequence[float]], labels: Mapping[str, str] | None = None,
     success_rule: str = "success",
-    intervals: Mapping[str, tuple[float, float]] | None = None,
+    intervals: Mapping[str, tuple[float, float]] | None = None, *, paper: str = "",
 ) -> plt.Figure:
     """Zhu et al. Fig. 3 of one ``sgdlab landscape escape`` run of every method, in one figure:
     one repetition per method on the contours of L; success rates (``success_rule`` says what
@@ -40,7 +41,8 @@ def escape_run_figure(
     seed, are drawn as separate figures instead (:func:`escape_chains_figure`, and bars with
     Wilson intervals and curves pooled over the seeds), since their store holds no loss grid.
     ``intervals``: each method's interval (lo, hi) of its success rate, drawn as error bars
-    (:meth:`~sgdlab.landscapes.escape.EscapeResult.success_interval`)."""
+    (:meth:`~sgdlab.landscapes.escape.EscapeResult.success_interval`). ``paper``: the
+    figure reproduced ("Zhu et al. 2019, Fig. 3"), the title's first words."""
     labels = labels or {}
     # one colour per method in all three panels, and one legend for them below the panels
     # (inside the trajectories' panel it hid some of the iterates)
@@ -75,8 +77,7 @@ def escape_run_figure(
     fig.legend(handles=handles, loc="outside lower center", ncols=len(names), fontsize=8,
                frameon=False)
     # the panels name their parts only: which figure of which paper, and of what
-    fig.suptitle("Zhu et al. 2019, Fig. 3: escaping the sharp minimum of the two-basin loss",
-                 fontsize=11)
+    fig.suptitle(f"{cited(paper)}escaping the sharp minimum of the two-basin loss", fontsize=11)
     return fig
 
 
@@ -212,10 +213,9 @@ def pspin_figure(embeddings: Mapping[str, Array], energies: Mapping[str, Array],
                      fontsize=10)
     # the panels name the regimes; what the points are, and that each colour bar is its own
     # wrapped to the figure: over one regime's 5 inches it ran past both edges
-    fig.suptitle(wrapped(f"{paper}: " * bool(paper)
-                         + "minima of the spherical p-spin glass found by projected GD, one "
-                         "point per distinct minimum (t-SNE); each panel's colours on its "
-                         "own scale", 0.95 * fig.get_figwidth()), fontsize=10)
+    fig.suptitle(wrapped(f"{cited(paper)}minima of the spherical p-spin glass found by "
+                         "projected GD, one point per distinct minimum (t-SNE); each panel's "
+                         "colours on its own scale", 0.95 * fig.get_figwidth()), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -239,8 +239,9 @@ def pde_figure(x: Array, f: Array, curves: Mapping[str, Array], t: float, *,
     ax.plot(x, f, "k", lw=2, label="f")
     for name, u in curves.items():
         ax.plot(x, u, color=smoothing_colour(name), label=name)
-    ax.set(xlabel="x", ylabel="u(x, t)", title=f"{paper}: " * bool(paper)
-           + f"PDE smoothing at t = {t}")
+    ax.set(xlabel="x", ylabel="u(x, t)", title=f"{cited(paper)}PDE smoothing at t = {t}")
+    # a smoothing that has not moved f (or two that agree) would hide the one drawn before it
+    separate_coincident(ax)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -248,16 +249,17 @@ def pde_figure(x: Array, f: Array, curves: Mapping[str, Array], t: float, *,
 
 def fokker_planck_figure(x: Array, f: Array, smoothed: Mapping[str, Array],
                          densities: Mapping[str, Array], t: float, horizon: float, *,
-                         paper: str = "Fig. 4.1") -> plt.Figure:
+                         paper: str = "") -> plt.Figure:
     """Thesis Fig. 4.1: f (black) with its viscous (red) and non-viscous (blue) HJ smoothings
     at t = T (top); the initial density (light gray) and the terminal densities of the
     Fokker–Planck equation under f (SGD, dark gray) and under each smoothing (bottom).
-    ``paper``: the figure reproduced, the title's first words."""
+    ``paper``: the figure reproduced ("Chaudhari 2018, Fig. 4.1"), the title's first words."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
     top.plot(x, f, "k", lw=2, label="f")
     for name, u in smoothed.items():
         top.plot(x, u, color=smoothing_colour(name), label=f"{name}, t = {t:g}")
-    top.set(ylabel="u(x, t)", title=f"{paper}: smoothed losses and Fokker–Planck densities")
+    top.set(ylabel="u(x, t)", title=f"{cited(paper)}smoothed losses and Fokker–Planck densities")
+    separate_coincident(top)
     top.legend(fontsize=8)
     items = list(densities.items())
     if items:
@@ -268,18 +270,23 @@ def fokker_planck_figure(x: Array, f: Array, smoothed: Mapping[str, Array],
         c = "0.3" if i == 0 else smoothing_colour(name)
         bottom.plot(x, r, color=c, lw=2 if i == 0 else 1.5, label=f"{name}, τ = {horizon:g}")
     bottom.set(xlabel="x", ylabel="density")
+    # densities that stayed in one basin alike coincide: SGD's under f and a smoothing's
+    separate_coincident(bottom)
     bottom.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def perceptron_figure(alphas: Sequence[float], errors: Mapping[str, Sequence[float]],
-                      stderr: Mapping[str, Sequence[float]] | None = None) -> plt.Figure:
+                      stderr: Mapping[str, Sequence[float]] | None = None, *,
+                      paper: str = "") -> plt.Figure:
     """Generalisation error ε = arccos(R)/π vs α = N/d for each search method (``stderr``:
-    its error bars, per method, ± one standard error, as the title says) of thesis §3.1.1."""
+    its error bars, per method, ± one standard error, as the title says) of thesis §3.1.1.
+    ``paper``: the part of the paper reproduced ("Chaudhari 2018, §3.1.1"), the title's first
+    words."""
     stderr = stderr or {}
     bars = " (error bars ± 1 s.e.)" if any(v is not None for v in stderr.values()) else ""
     return error_bars({name: (alphas, errs, stderr.get(name)) for name, errs in errors.items()},
                       xlabel="α = N / d", ylabel="generalisation error ε",
-                      title=f"Chaudhari 2018, §3.1.1: binary perceptron, teacher–student{bars}",
+                      title=f"{cited(paper)}binary perceptron, teacher–student{bars}",
                       figsize=(6, 4.5))
