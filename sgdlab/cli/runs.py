@@ -766,6 +766,7 @@ def _compare(args) -> int:
     # the final scalars a run keeps in its summary alone (a sweep's final Hessian, an escape
     # rate) are results as much as its curves' last points
     finals = [summary_numbers(r["summary"] or {}) for r in runs]
+    left_out: dict[str, list[str]] = {}      # groups beyond the default rows' MAX_PANELS
     if args.metrics:
         missing = [m for m in args.metrics
                    if not any(m in rec or m in f for rec, f in zip(recorded, finals))]
@@ -778,12 +779,15 @@ def _compare(args) -> int:
         metrics = [m for m in asked if any(m in rec for rec in recorded)]
         summary_only = [m for m in asked if m not in metrics]
     else:
-        from sgdlab.report.figures.training import headline_series, recorded_groups
+        from sgdlab.report.figures.training import (MAX_PANELS, headline_series,
+                                                    recorded_groups)
 
         common = set.intersection(*recorded)
         metrics = [m for m in ("train_loss", "test_loss", "test_acc", "test_perplexity")
                    if m in common]
-        groups = recorded_groups({m: [(0, 0.0)] for m in common if m != "lr"})
+        groups = recorded_groups({m: [(0, 0.0)] for m in common if m != "lr"}, limit=None)
+        # the rows and the plot of the first MAX_PANELS groups; the rest named after the table
+        left_out = {g: groups.pop(g) for g in list(groups)[MAX_PANELS:]}
         metrics += [m for g, names in groups.items() for m in headline_series(g, names)]
         summary_only = sorted(set.intersection(*map(set, finals)) - set(metrics))
     from sgdlab.report.settings import differing_keys, shown
@@ -849,6 +853,12 @@ def _compare(args) -> int:
     print("\n".join(aligned(rows)))
     if any(r["status"] not in ("finished", "diverged") for r in runs) and len(rows) > 3:
         print("(VALUE @STEP: the last value of a run that has not finished)")
+    if left_out:
+        g, names = next(iter(left_out.items()))
+        print(f"({len(left_out)} more {'group' if len(left_out) == 1 else 'groups'} of "
+              f"series every run recorded, left out of the rows and the plot (at most "
+              f"{MAX_PANELS} by default): {', '.join(left_out)}; --metric names any series, "
+              f"e.g. --metric {headline_series(g, names)[0]})")
     if plot is not None:
         from sgdlab.report.figures import save_and_close
         from sgdlab.report.figures.training import compare_runs_figure

@@ -200,3 +200,25 @@ def test_runs_compare_shows_each_split_s_measurements_and_the_hessian_s_trace(tm
     value = {m: 1.0 + i for i, m in enumerate(names)}
     assert rows["measure/hess/trace"] == [f"{value['measure/hess/trace']:g}"] * 2
     assert rows["measure/test/hess/trace"] == [f"{value['measure/test/hess/trace']:g}"] * 2
+
+
+def test_runs_compare_names_the_groups_its_default_rows_leave_out(tmp_path, capsys):
+    """Seven instruments on both splits, 14 groups for 12 panels: both splits of the first
+    six show side by side and the command names the two left out and how to reach them (the
+    test split's noise and sharpness were cut without a word)."""
+    store_path = tmp_path / "runs.sqlite"
+    instruments = ("align", "batch", "fisher", "ggn", "hess", "noise", "sharpness")
+    names = [f"measure/{split}{i}/trace" for i in instruments for split in ("", "test/")]
+    ids = _store_runs(store_path, *((name, [(m, 9, 1.0) for m in names], "finished", {})
+                                    for name in ("a", "b")))
+    assert main(["runs", "compare", *ids, "--store", str(store_path)]) == 0
+    out = capsys.readouterr().out
+    finals = [ln.split()[1] for ln in out.splitlines() if ln.startswith("final ")]
+    assert finals == names[:12]
+    assert ("(2 more groups of series every run recorded, left out of the rows and the plot "
+            "(at most 12 by default): measure/sharpness, measure/test/sharpness; --metric "
+            "names any series, e.g. --metric measure/sharpness/trace)") in out
+    assert main(["runs", "compare", *ids, "--metric", "measure/test/sharpness/trace",
+                 "--store", str(store_path)]) == 0
+    out = capsys.readouterr().out
+    assert "final measure/test/sharpness/trace" in out and "left out" not in out

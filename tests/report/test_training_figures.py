@@ -394,6 +394,21 @@ def test_the_test_split_s_measurements_are_grouped_apart_by_their_instrument():
         "measure/test/noise/top_1", "measure/test/noise/trace"]
 
 
+def test_each_instrument_s_test_split_group_follows_its_train_split_s_before_the_cut():
+    """Seven instruments measured on both splits make 14 groups: in name order the cut at
+    MAX_PANELS = 12 left out two of the test split's while every train split's showed."""
+    from sgdlab.report.figures.training import MAX_PANELS
+
+    instruments = ("align", "batch", "fisher", "ggn", "hess", "noise", "sharpness")
+    h = {f"measure/{split}{i}/trace": [(9, 1.0)] for split in ("", "test/")
+         for i in instruments}
+    h["dist_from_init"] = [(0, 0.0), (9, 1.0)]
+    both = ["dynamics", *(f"measure/{split}{i}" for i in instruments for split in ("", "test/"))]
+    assert list(recorded_groups(h)) == both[:MAX_PANELS]
+    # all of them, for a caller that names those beyond the cut
+    assert list(recorded_groups(h, limit=None)) == both
+
+
 def test_a_hessian_panel_shows_its_trace_and_frobenius_norm_and_fills_up_with_the_rest():
     from sgdlab.report.figures.training import headline_series
 

@@ -164,8 +164,11 @@ _OWN_PANEL = {"sharpness/epsilon": "sharpness: Keskar ε",
               "sharpness/local_entropy": "local entropy −f_γ"}
 
 
-def recorded_groups(history: History) -> dict[str, list[str]]:
-    """{group: series names} of a history's instrument series (module docstring)."""
+def recorded_groups(history: History, *,
+                    limit: int | None = MAX_PANELS) -> dict[str, list[str]]:
+    """{group: series names} of a history's instrument series (module docstring), the first
+    ``limit`` of them (None: all) in panel order (:func:`_splits_side_by_side`); ``runs
+    compare`` names those beyond the limit."""
     groups: dict[str, list[str]] = {}
     for name, pts in sorted(history.items()):
         if name in _LOOP or not pts or _SKIP.search(name):
@@ -191,7 +194,22 @@ def recorded_groups(history: History) -> dict[str, list[str]]:
         else:
             group = "dynamics"
         groups.setdefault(group, []).append(name)
-    return dict(list(groups.items())[:MAX_PANELS])
+    return {g: groups[g] for g in _splits_side_by_side(groups)[:limit]}
+
+
+def _splits_side_by_side(groups: Sequence[str]) -> list[str]:
+    """``groups`` with each instrument's test-split group (``measure/test/hess``) right after
+    its train split's (``measure/hess``), each pair where the first of the two was: in name
+    order every measure/test/... group came after all the train split's, and the cut at
+    ``MAX_PANELS`` left out the test split's first, where both splits of the first
+    instruments can show."""
+    def train_split(g: str) -> str:
+        return MEASURED + g.removeprefix(MEASURED_TEST) if g.startswith(MEASURED_TEST) else g
+
+    first: dict[str, int] = {}
+    for i, g in enumerate(groups):
+        first.setdefault(train_split(g), i)
+    return sorted(groups, key=lambda g: (first[train_split(g)], g.startswith(MEASURED_TEST)))
 
 
 def headline_series(group: str, names: Sequence[str]) -> list[str]:
