@@ -148,7 +148,9 @@ def register(subparsers) -> None:
     cmp.add_argument("--metric", action="append", dest="metrics", metavar="NAME",
                      help="a recorded series or final value to compare (repeatable; "
                           "default: train_loss, test_loss, test_acc, test_perplexity, the "
-                          "series every run recorded and the final values every run has)")
+                          "headline series of the first 12 instruments' groups every run "
+                          "recorded, a test split's beside its train split's, the rest named "
+                          "after the table, and the final values every run has)")
     cmp.add_argument("--plot", metavar="FILE.png", help="draw the metrics' curves there")
     cmp.set_defaults(func=_compare)
 

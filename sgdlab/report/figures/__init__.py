@@ -6,8 +6,8 @@ import sys
 def cited(ref: str) -> str:
     """The start of a figure's title that cites the paper figure it reproduces: ``ref``
     ("Chaudhari 2018, Fig. 4.1") and ": ", or nothing where ``ref`` is empty (a title then
-    began ": ..."). Every figure function takes its ``paper`` from the caller, "" by default:
-    the catalogue's entries cite theirs with :func:`sgdlab.experiments.spec.cited`."""
+    began ": ..."). A figure function that cites takes its ``paper`` from the caller, "" by
+    default; the catalogue's entries cite theirs with :func:`sgdlab.experiments.spec.cited`."""
     return f"{ref}: " if ref else ""
 
 
