@@ -1192,6 +1192,24 @@ def test_paper_scale_says_the_thesis_validation_error_is_measured_on_the_test_im
                for d in spec.deviations), spec.deviations
 
 
+def test_copies_augment_reading_trains_the_copies_without_augmentation_and_nothing_else():
+    """§5.0.1 does not say whether the six allcnn copies saw augmented data: §5.5's pipeline
+    augments (line 2186, the default), the thesis' other allcnn runs on CIFAR-10 do not (lines
+    730, 1059), and the copies' 8.04% error (line 1917) is near those runs' 8.42% and 7.71%."""
+    default = {r.key: r for r in load_experiment("chaudhari-independent-copies", "paper")
+               .expand(data_dir="/D")}
+    plain = load_experiment("chaudhari-independent-copies", "paper",
+                            readings={"copies-augment": "none"}).expand(data_dir="/D")
+    assert {r.params["dataset"]["augment"] for r in default.values()} == {"crop-flip"}
+    assert len(plain) == len(default) == 7
+    for r in plain:
+        assert r.key not in default and r.params["dataset"]["augment"] is None
+        twin = next(d for d in default.values() if (d.label, d.seed) == (r.label, r.seed))
+        assert {**r.params, "dataset": {}} == {**twin.params, "dataset": {}}
+        assert {k: v for k, v in r.params["dataset"].items() if k != "augment"} == {
+            k: v for k, v in twin.params["dataset"].items() if k != "augment"}
+
+
 def _pspin_run(regime: str, energy: float = -1.0, **summary):
     """A stored p-spin run of ``regime`` whose six starts all converged to one minimum."""
     from sgdlab.testing import stored_run
