@@ -563,6 +563,34 @@ def test_remark_6_38_compares_both_cifar_spectra_with_both_mnist_ones():
     assert [v for claim, v in spread.items() if claim.startswith("CIFAR-100")] == [False]
 
 
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_fig_6_1s_small_lenet_performs_better_on_mnist_than_small_fc(scale):
+    """Fig. 6.1's caption: small-lenet "also performs better on MNIST" (line 2933); Remark
+    6.40: "small-lenet which is a much better network than small-fc" (line 2943). The claim
+    reads the final test accuracy at 100% of training, the mean over the seeds."""
+    from sgdlab.experiments.procedures.chaudhari import diffusion_spectrum
+    from sgdlab.experiments.spec import load_experiment
+
+    options = load_experiment("chaudhari-diffusion-spectrum", scale).options
+    # the paper scale's CIFAR claims need CIFAR runs: this one reads the two MNIST networks
+    options = {**options, "claims": [c for c in options["claims"]
+                                     if c.get("metric") == "test_acc"]}
+    assert len(options["claims"]) == 1
+
+    def verdict(lenet_accs: list[float], fc_acc: float) -> bool | None:
+        runs = [_spectrum_run("small-lenet", 0.01, [1.0, 1.1]) for _ in lenet_accs]
+        runs.append(_spectrum_run("small-fc", 0.5, [1.0, 3.0]))
+        for r, acc in zip(runs, lenet_accs + [fc_acc]):
+            r.summary["test_acc"] = acc
+        concl = diffusion_spectrum(SimpleNamespace(paper=PAPER, options=options), runs)
+        (v,) = [c.agrees_with_paper for c in concl.conclusions
+                if c.claim and c.claim.startswith("small-lenet performs better on MNIST")]
+        return v
+
+    assert verdict([0.99, 0.97], 0.975) is True         # mean 0.98 above small-fc's
+    assert verdict([0.99, 0.95], 0.975) is False        # mean 0.97 below it
+
+
 def test_the_variance_of_a_diffusion_spectrum_is_the_mean_over_the_seeds():
     """Each seed's D(x) has its own spectrum: the variance the table shows and the claims
     compare is the mean of the seeds' variances, as the rank and the trace are means."""

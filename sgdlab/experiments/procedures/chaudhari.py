@@ -500,7 +500,8 @@ def diffusion_spectrum(spec, runs: list[StoredRun]) -> Analysis:
     (Tr D / d: eq. (6.45)'s (1/d) Σ_{k=1}^d λ_k, zeros included), ``mean_nonzero_eig`` (the
     mean of the eigenvalues above footnote 1's threshold, the spectrum Figs. 6.1-6.2 plot:
     reading ``eigenvalue-mean`` of Remark 6.38), ``eig_variance`` (variance of the nonzero
-    eigenvalues)."""
+    eigenvalues) and ``test_acc`` (the final test accuracy: Fig. 6.1's small-lenet "also
+    performs better on MNIST", line 2933)."""
     from sgdlab.report.figures.charts import curves
 
     o = spec.options
@@ -525,7 +526,7 @@ def diffusion_spectrum(spec, runs: list[StoredRun]) -> Analysis:
              stat(rs, "diffusion_rank_fraction")[0], "trace": stat(rs, "diffusion_trace")[0],
              "eig_variance": float(np.mean(spreads)) if spreads else float("nan"),
              "mean_nonzero_eig": float(np.mean([e.mean() for e in plotted])) if plotted
-             else float("nan")}
+             else float("nan"), "test_acc": stat(rs, "test_acc")[0]}
         v["mean_eig"] = v["trace"] / d if d else float("nan")
         by_net.setdefault(net, {})[pct] = v
         if pct == 100.0:
