@@ -519,6 +519,9 @@ def _measure(args: argparse.Namespace) -> int:
                 raise
             break
         done.append(name)
+        # the values' scale and definitions once, above them: a bare number did not say
+        # whether it was per example or summed, relative or absolute
+        print(f"  ({conventions(name, m.args, len(x), batch_size)})", flush=True)
         for key, v in m.scalars.items():
             if key not in before[0]:
                 print(f"  {key:28s} {v:.6g}", flush=True)
@@ -579,6 +582,39 @@ def _measure(args: argparse.Namespace) -> int:
                                 f"({', '.join(done)}) is written above; measure the rest with "
                                 f"--what {','.join(rest)}")
     return 0
+
+
+def conventions(name: str, args: argparse.Namespace, n: int, batch_size: int | None) -> str:
+    """The line printed above measurement ``name``'s values: the scale and definitions a
+    reader needs to read them (per example or summed, of which matrix, the estimate's error,
+    the options they depend on), for ``n`` examples measured with the options ``args``
+    (``batch_size``: the mini-batches' of ``batch``)."""
+    loss = f"L the mean loss over the {n} examples (per example, not summed)"
+    sigma = ("Σ = (1/N) Σᵢ (gᵢ − ḡ)(gᵢ − ḡ)ᵀ" if not args.uncentred
+             else "E[g gᵀ] = (1/N) Σᵢ gᵢ gᵢᵀ = Σ + ḡḡᵀ (uncentred)")
+    per_example = (f"of the N = {n} per-example gradients gᵢ (a mini-batch gradient of B "
+                   "drawn with replacement has covariance Σ/B)")
+    return {
+        "hessian": f"hess/: eigenvalues of the Hessian H of {loss}; trace and frobenius: "
+                   f"estimates from {args.probes} probes, trace_se the trace's standard error",
+        "noise": f"noise/: {sigma} {per_example}; mean_eig = trace / d",
+        "alignment": f"align/: H of {loss}, {sigma} {per_example}; cos_i = |⟨u_i, v_i⟩| of "
+                     "their i-th eigenvectors, *_norm_eig_i = λ_i / ‖·‖_F, residual in "
+                     f"[0, {args.k}]",
+        "sharpness": f"sharpness/: {loss}; expected = E L(θ + ξ) − L(θ), ξ ~ N(0, σ²I), "
+                     f"σ = {args.sigma:g}, absolute, expected_se its standard error over "
+                     f"{args.samples} samples; epsilon = 100 (max L(θ + ζ) − L(θ)) / "
+                     f"(1 + L(θ)), |ζ_j| <= ε (|θ_j| + 1), ε = {args.epsilon:g}, relative, in "
+                     f"percent (Keskar et al.); local_entropy = −f_γ, γ = {args.gamma:g}",
+        "batch": f"batch/: means over {args.batches} mini-batches of B = {batch_size} of "
+                 "the measured examples; trace_cov = Tr S, S the unbiased covariance of a "
+                 "mini-batch's per-example gradients (the mini-batch gradient's ≈ S/B); "
+                 "grad_sq = ‖ḡ‖², ḡ the mini-batch gradient; noise_scale and "
+                 f"cabs_batch_size in examples; tic_* on all {n} examples",
+        "surface": f"surface/: {loss}, over the {args.steps}×{args.steps} points of the "
+                   f"plane (coordinates in [−{args.extent:g}, {args.extent:g}]); origin_loss "
+                   "at the model",
+    }[name]
 
 
 @dataclass

@@ -718,6 +718,38 @@ def test_a_top_k_cut_to_the_eigenvalues_there_are_says_so(tiny_run, tmp_path, ca
     assert note in out and last in _printed_scalars(out)
 
 
+def test_each_measurement_s_values_are_headed_by_their_scale_and_definitions(tiny_run,
+                                                                             tmp_path, capsys):
+    """The printed values said nothing of their scale: a line above each measurement's
+    values says it once (per example, not summed; which Σ; the trace's standard error;
+    sharpness's σ and ε and which is absolute or relative), with the options given."""
+    run, store = tiny_run
+    capsys.readouterr()
+    assert main(["measure", str(run), "--what", "hessian,noise,sharpness", "--k", "1",
+                 "--probes", "7", "--subset", "12", "--samples", "2", "--sigma", "0.03",
+                 "--epsilon", "0.002", "--uncentred", "--store", str(store),
+                 "--out", str(tmp_path / "m")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    heads = {name: lines[lines.index(f"  {name} ...") + 1] for name in
+             ("hessian", "noise", "sharpness")}
+    for name, prefix in (("hessian", "hess/"), ("noise", "noise/"),
+                         ("sharpness", "sharpness/")):
+        head = heads[name]
+        assert head.startswith(f"  ({prefix}: ") and head.endswith(")"), head
+        below = lines[lines.index(head) + 1]
+        assert below.startswith(f"  {prefix}"), below      # the values follow their head
+    mean_loss = "the mean loss over the 12 examples (per example, not summed)"
+    assert "eigenvalues of the Hessian H of L " + mean_loss in heads["hessian"]
+    assert "estimates from 7 probes, trace_se the trace's standard error" in heads["hessian"]
+    assert ("E[g gᵀ] = (1/N) Σᵢ gᵢ gᵢᵀ = Σ + ḡḡᵀ (uncentred) of the N = 12 per-example "
+            "gradients gᵢ (a mini-batch gradient of B drawn with replacement has covariance "
+            "Σ/B)") in heads["noise"]
+    assert "σ = 0.03, absolute, expected_se its standard error over 2 samples" in (
+        heads["sharpness"])
+    assert "ε = 0.002, relative, in percent (Keskar et al.)" in heads["sharpness"]
+    assert sum(line.startswith("  (") for line in lines) == 3     # once each, no more
+
+
 def _spy(monkeypatch, module, name: str, calls: dict) -> None:
     """Replace ``module.name`` by a wrapper that records its bound arguments, the model's
     train/eval mode at the call and the result."""
