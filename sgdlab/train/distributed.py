@@ -706,9 +706,10 @@ def _draw_figures(res, o: Path) -> list[Path]:
     from ..config.runner import draw_run_figures
 
     title = f"parle ({res.run_id or 'unrecorded'}, {res.status})"
-    # Parle's own series (the replicas' loss, γ, ρ, lr) are no instruments
+    # Parle's own series (the replicas' loss, mean and each's, γ, ρ, lr) are no instruments
     measured = {k: v for k, v in res.history.items()
-                if k not in ("replica_loss", "gamma", "rho", "lr")}
+                if k not in ("replica_loss", "gamma", "rho", "lr")
+                and not k.startswith("replica_loss/")}
     drawn = draw_run_figures(res.history, o, title=title,
                              instruments_title=f"{title}: instruments", instruments=measured)
     return [f for f in drawn if f is not None]

@@ -820,7 +820,7 @@ class _ReplicaTraining:
                 self.pending = (f"training its replica in round {r}", e)
             losses = [torch.full((), math.nan) for _ in workers]
         anchors = [w.optimizer.anchors() for w in workers]
-        master, mean_loss = self._reduce(anchors, losses)
+        master, mean_loss, each_loss = self._reduce(anchors, losses, each=True)
         if not math.isfinite(mean_loss):
             for w in workers:   # no outer step: x^a back from the inner loop's last y
                 w.optimizer.restore_x()
@@ -833,6 +833,8 @@ class _ReplicaTraining:
         step = r * cfg.L
         try:   # rank 0 writes the rows to the store (every flush_every s) and the progress
             self.log("replica_loss", mean_loss, step)
+            for a, loss in enumerate(each_loss):    # the spread about the mean
+                self.log(f"replica_loss/{a}", loss, step)
             self.log("gamma", gamma, step)
             self.log("rho", rho, step)
             self.log("lr", cfg.lr * lr_scale, step)
@@ -846,21 +848,33 @@ class _ReplicaTraining:
             self.pending = (f"recording round {r}", e)
         return master
 
-    def _reduce(self, values: list[list[Tensor]], losses: list[Tensor]
-                ) -> tuple[list[Tensor], float]:
-        """The mean over all replicas of ``values`` and of ``losses``, timed as communication.
-        Distributed, one more number rides along: whether a rank's own work failed since its
-        last collective (``pending``); then every rank learns which and how (:meth:`_settle`)."""
+    def _reduce(self, values: list[list[Tensor]], losses: list[Tensor], *, each: bool = False
+                ) -> tuple[Any, ...]:
+        """The mean over all replicas of ``values`` and of ``losses``, timed as communication;
+        ``each``: also every replica's loss, in replica order. Distributed, one more number
+        rides along: whether a rank's own work failed since its last collective
+        (``pending``); then every rank learns which and how (:meth:`_settle`); with ``each``,
+        a vector too, this rank's loss at its own index, whose mean times the world size is
+        every replica's loss (to a rounding in the anchors' dtype) in the same all-reduce."""
         tc = time.perf_counter()
         if self.comm is None:
             out = self.reduce(values, losses)
+            if each:
+                out = (*out, [float(v) for v in losses])
             failed = False
         else:
             v = values[0][0]
-            flag = torch.full((1,), float(self.pending is not None), dtype=v.dtype,
-                              device=v.device)
-            mean, loss = self.reduce([list(vs) + [flag] for vs in values], losses)
-            out, failed = (mean[:-1], loss), float(mean[-1]) > 0
+            extra = [torch.full((1,), float(self.pending is not None), dtype=v.dtype,
+                                device=v.device)]
+            if each:
+                own = torch.zeros(self.world, dtype=v.dtype, device=v.device)
+                own[self.rank] = losses[0].detach().to(own)    # one replica per process
+                extra.append(own)
+            mean, loss = self.reduce([list(vs) + extra for vs in values], losses)
+            n = len(mean) - len(extra)
+            out, failed = (mean[:n], loss), float(mean[n]) > 0
+            if each:
+                out = (*out, [float(x) * self.world for x in mean[n + 1]])
         self.comm_time += time.perf_counter() - tc
         if failed:
             self._settle("", None)

@@ -127,6 +127,11 @@ def test_distributed_gloo_processes_equal_inprocess(tmp_path, world, tmp_store):
     assert summary["final"]["grad_evals"] == 12 == res.grad_evals
     got = [v for _, v in summary["history"]["replica_loss"]]
     assert got == pytest.approx([v for _, v in res.history["replica_loss"]], rel=1e-12)
+    # each replica's loss too, from its own process (through the round's one all-reduce)
+    for a in range(world):
+        got = summary["history"][f"replica_loss/{a}"]
+        assert got == [[s, pytest.approx(v, rel=1e-12)]
+                       for s, v in res.history[f"replica_loss/{a}"]], a
 
 
 def inprocess_and_distributed(tmp_path, cfg, path):
@@ -220,6 +225,10 @@ def test_distributed_checkpoint_resume_equals_uninterrupted(tmp_path):
     assert summary["final"]["grad_evals"] == res.grad_evals
     got = [v for _, v in summary["history"]["replica_loss"]]
     assert got == pytest.approx([v for _, v in res.history["replica_loss"]], rel=1e-12)
+    for a in range(2):      # each replica's, its rounds before the resume kept
+        got = summary["history"][f"replica_loss/{a}"]
+        assert got == [[s, pytest.approx(v, rel=1e-12)]
+                       for s, v in res.history[f"replica_loss/{a}"]], a
     with pytest.raises(ConfigError, match="written by 2 process"):
         run_from_config(cfg, mode="inprocess", out=out, resume=True)
 

@@ -191,6 +191,31 @@ def test_the_replica_loss_of_a_round_is_the_mean_over_the_replicas_at_their_anch
     assert res.history["replica_loss"] == [(2, pytest.approx(want, rel=1e-13))]
 
 
+def test_each_replica_s_loss_is_recorded_beside_their_mean(tmp_path):
+    """Only the mean replica loss was recorded: ``replica_loss/a`` is replica a's own,
+    f_a(x₀) on its first mini-batch in round 1 (its whole shard), by hand, every round, in
+    the history and the run store, and their mean is ``replica_loss``."""
+    from sgdlab.store import RunStore
+
+    data, model = toy_data(), toy_model()
+    cfg = ParleConfig(replicas=3, L=2, lr=0.1, shard=True, batch_size=16, seed=0)
+    store = RunStore(tmp_path / "runs.sqlite")
+    res = train_replicas(model, LOSS, data, cfg, rounds=2, store=store)
+    with torch.no_grad():
+        want = [float(LOSS(model(data.x_train[idx]), data.y_train[idx]))
+                for idx in replica_shards(48, 3, cfg.seed)]
+    for a in range(3):
+        assert res.history[f"replica_loss/{a}"][0] == (2, pytest.approx(want[a], rel=1e-13))
+        assert [s for s, _ in res.history[f"replica_loss/{a}"]] == [2, 4]
+    assert len(set(want)) == 3      # three shards, three losses: a spread to see
+    for r in range(2):
+        each = [res.history[f"replica_loss/{a}"][r][1] for a in range(3)]
+        assert res.history["replica_loss"][r][1] == pytest.approx(sum(each) / 3, rel=1e-13)
+    recorded = store.metrics(res.run_id)
+    assert recorded["replica_loss/2"] == [(s, pytest.approx(v, rel=1e-6))
+                                          for s, v in res.history["replica_loss/2"]]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_a_cuda_device_on_a_machine_without_cuda_is_refused_by_name():
     # as train(): torch's AssertionError "Torch not compiled with CUDA enabled"
@@ -554,6 +579,7 @@ def test_checkpoint_resume_is_bit_exact(tmp_path):
         for a, b in zip(params(m), params(mr)):
             assert torch.equal(a, b)
     assert res.history == ref.history
+    assert {"replica_loss/0", "replica_loss/1"} <= set(res.history)    # each replica's too
     assert (res.rounds, res.grad_evals) == (7, ref.grad_evals)
 
     cfg = ParleConfig(**{**cfg.to_dict(), "master": "lagged"})  # its state resumes too
