@@ -25,7 +25,8 @@ the first has no checkpoint yet; a run that fails before its first checkpoint fr
 ``--plugin MODULE`` (a module name or a ``.py`` file; repeatable) imports a module of yours
 first, so that the models, datasets and optimizers its ``register_*`` calls name can be used;
 it is added to the config's ``plugins: [...]`` (recorded with the run: ``sgdlab measure``
-imports it again), and in distributed mode each replica process imports it too.
+imports it again), and in distributed mode each replica process imports it too; a plugin
+file the config lists that has moved since is replaced by the one given, in every process.
 
 The config (YAML or JSON) is described in :func:`sgdlab.train.distributed.build_run`::
 

@@ -773,46 +773,55 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rank = os.environ.get("RANK", "?")
     try:
-        from ..plugins import import_env_plugins
+        from ..plugins import given_plugins, import_env_plugins
 
         import_env_plugins()    # the launcher's $SGDLAB_PLUGINS: the config may name theirs
-        cfg = read_config(args.config, args.overrides, args.plugins)
-        if args.replicas is not None:
-            cfg.setdefault("parle", {})["replicas"] = args.replicas
-        cfg["store"] = str(run_store_path(cfg, args.store, args.out, args.resume))
-        backend = init_distributed(args.backend, args.timeout, cfg.get("device", "cpu"))
-        if dist.get_rank() == 0:
-            print(f"parle: {dist.get_world_size()} replica processes connected ({backend}, "
-                  f"timeout {args.timeout:g} s)", flush=True)
-        res = run_from_config(cfg, mode="distributed", out=args.out, resume=args.resume,
-                              checkpoint_every=args.checkpoint_every, claimed=args.claimed,
-                              progress=round_lines())
-        # on this rank's GPU, as the run's other status all-reduces (nccl's tensors)
-        told = told_all(TorchDistributedCommunicator(), "reporting the run",
-                        device=local_device(cfg.get("device", "cpu")))
-        try:  # also the barrier of a clean shutdown: all ranks tear gloo down together, rank
-            # 0's store still up
-            with told:
-                if dist.get_rank() == 0:
-                    print(report(res, out=args.out, processes=dist.get_world_size(),
-                                 store=cfg["store"]), flush=True)
-                    if os.environ.get(STATUS_ENV):
-                        Path(os.environ[STATUS_ENV]).write_text(res.status)
-        except ReplicaFailed:
-            raise
-        except Exception as e:
-            if e is told.error:
-                raise
-            # a peer that already left after a success must not turn it into a failure
-        try:
-            dist.destroy_process_group()
-        except Exception:
-            pass
-        return 0
+        # --plugin stands in for a plugin file the config records that is gone, as the
+        # launcher's own (sgdlab parle, sgdlab train) does: else only the launcher found it
+        with given_plugins(args.plugins):
+            return _train_rank(args)
     except (UserError, ReplicaCommunicationError) as e:
         print(f"sgdlab.train.distributed: rank {rank}: error: {e}", file=sys.stderr, flush=True)
         # a refusal (a ReplicaRefused too: another rank refused) 2, a failed collective 1
         return 2 if isinstance(e, UserError) else 1
+
+
+def _train_rank(args: argparse.Namespace) -> int:
+    """This process's replica of the run :func:`main`'s options ``args`` name, from its
+    process group's set-up to the report of the run; 0 when it ends."""
+    cfg = read_config(args.config, args.overrides, args.plugins)
+    if args.replicas is not None:
+        cfg.setdefault("parle", {})["replicas"] = args.replicas
+    cfg["store"] = str(run_store_path(cfg, args.store, args.out, args.resume))
+    backend = init_distributed(args.backend, args.timeout, cfg.get("device", "cpu"))
+    if dist.get_rank() == 0:
+        print(f"parle: {dist.get_world_size()} replica processes connected ({backend}, "
+              f"timeout {args.timeout:g} s)", flush=True)
+    res = run_from_config(cfg, mode="distributed", out=args.out, resume=args.resume,
+                          checkpoint_every=args.checkpoint_every, claimed=args.claimed,
+                          progress=round_lines())
+    # on this rank's GPU, as the run's other status all-reduces (nccl's tensors)
+    told = told_all(TorchDistributedCommunicator(), "reporting the run",
+                    device=local_device(cfg.get("device", "cpu")))
+    try:  # also the barrier of a clean shutdown: all ranks tear gloo down together, rank
+        # 0's store still up
+        with told:
+            if dist.get_rank() == 0:
+                print(report(res, out=args.out, processes=dist.get_world_size(),
+                             store=cfg["store"]), flush=True)
+                if os.environ.get(STATUS_ENV):
+                    Path(os.environ[STATUS_ENV]).write_text(res.status)
+    except ReplicaFailed:
+        raise
+    except Exception as e:
+        if e is told.error:
+            raise
+        # a peer that already left after a success must not turn it into a failure
+    try:
+        dist.destroy_process_group()
+    except Exception:
+        pass
+    return 0
 
 
 def exit_status(argv: list[str] | None = None) -> int:

@@ -40,3 +40,40 @@ def test_every_rank_imports_the_launchers_plugins(tmp_path, tmp_store, monkeypat
     assert [p.exitcode for p in procs] == [0, 0], [o[-2000:] for o in out]
     assert "parle (distributed, 2 processes, 1 rounds" in out[0], out[0]
     del store
+
+
+def test_a_plugin_given_stands_in_on_every_rank_for_a_recorded_file_that_is_gone(
+        tmp_path, tmp_store, monkeypatch):
+    """A config recording a plugin file moved since trains with `--plugin NEWPATH`, as
+    `sgdlab train --plugin` takes it: the launcher took it, each rank refused the recorded
+    path (no such file), only $SGDLAB_PLUGINS stood in for it there."""
+    monkeypatch.delenv(PLUGINS_ENV, raising=False)
+    tag = uuid.uuid4().hex[:8]
+    model, stem = f"dist-moved-linear-{tag}", f"dist_moved_models_{tag}"
+    (tmp_path / "new").mkdir()
+    moved = tmp_path / "new" / f"{stem}.py"
+    moved.write_text(PLUGIN.replace("{name}", model))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 4, generator=g)
+    torch.save({"x_train": x, "y_train": x[:, :3].argmax(1),
+                "meta": {"name": "toy", "task": "classification", "input_shape": (4,),
+                         "num_outputs": 3}}, tmp_path / "toy.pt")
+    cfg = {"data": {"file": str(tmp_path / "toy.pt")}, "model": {"name": model},
+           "plugins": [str(tmp_path / f"{stem}.py")],     # where it was: gone
+           "parle": {"replicas": 2, "L": 2, "lr": 0.1, "batch_size": 8, "seed": 2},
+           "rounds": 1, "seed": 1}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    logs = [str(tmp_path / f"rank{r}.log") for r in range(2)]
+    procs, store = forked_torchrun(2, [str(tmp_path / "cfg.json"), "--plugin", str(moved),
+                                       "--timeout", "30"], logs)
+    for p in procs:
+        p.join(120)
+        if p.is_alive():
+            p.kill()
+            pytest.fail("a rank did not finish in 120 s")
+    out = [open(log).read() for log in logs]
+    assert [p.exitcode for p in procs] == [0, 0], [o[-2000:] for o in out]
+    for o in out:
+        assert f"recorded by the run is gone; using {moved.resolve()}" in o, o
+    assert "parle (distributed, 2 processes, 1 rounds" in out[0], out[0]
+    del store
