@@ -51,6 +51,9 @@ class TrainContext:
     # step ("step") or at each epoch's end ("epoch"), for instruments that read its draws
     schedule: Any = None
     schedule_every: str = "step"
+    # a resumed run recorded in a store: reads its rows there, ``{metric: [(step, value,
+    # unix time logged), ...]}``, those of the restored history among them (None: no store)
+    stored_metrics: Callable[[], dict[str, list[tuple[int, float, float]]]] | None = None
 
     def log(self, name: str, value: float, step: int | None = None) -> None:
         """Record a scalar metric at ``step`` (default: the current step) in memory and store."""

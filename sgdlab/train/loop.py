@@ -89,6 +89,7 @@ Conventions (see docs/ARCHITECTURE.md):
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -865,6 +866,12 @@ class _Training:
         # own on_train_begin, a later one's refusal came after an earlier one had logged step 0
         for cb in self.callbacks:
             cb.check_run(ctx)
+        # (read only by a callback that replays the restored history: TensorBoard's; a
+        # sweep worker's recorder, which reads nothing back, has none)
+        metrics = getattr(self.store, "metrics", None)
+        if metrics is not None and self.run_id is not None and (
+                loop["step"] > 0 or loop["last_eval_step"] >= 0):
+            ctx.stored_metrics = functools.partial(metrics, self.run_id, wall=True)
         for cb in self.hooks["on_train_begin"]:
             cb.on_train_begin(ctx)
         if loop["step"] == 0 and loop["last_eval_step"] < 0:

@@ -28,8 +28,8 @@ from ..store.runstore import summary_numbers
 from .callbacks import Callback, TrainContext
 
 __all__ = ["LiveRuns", "TensorBoardLogger", "clear_events", "export_runs", "final_metrics",
-           "last_step", "run_folder", "run_hparams", "summary_writer", "write_final",
-           "writer_class"]
+           "last_step", "logged_times", "run_folder", "run_hparams", "summary_writer",
+           "write_final", "writer_class"]
 
 
 def writer_class():
@@ -67,6 +67,22 @@ def _write(writer, history: dict[str, Sequence[Sequence[Any]]], start: dict[str,
     for name, points in history.items():
         for step, value, *wall in points[start.get(name, 0):]:
             writer.add_scalar(name, value, global_step=step, walltime=wall[0] if wall else None)
+
+
+def logged_times(history: dict[str, Sequence[tuple[int, float]]],
+                 stored: dict[str, Sequence[tuple[int, float, float]]]
+                 ) -> dict[str, list[tuple[Any, ...]]]:
+    """``history``'s points ``(step, value, wall)`` with the Unix time each was logged, read
+    from the run's ``stored`` rows (:meth:`RunStore.metrics` with ``wall=True``) of the same
+    metric at the same steps; a series the store does not hold as the history does (a run
+    recorded anew at its resume) keeps ``(step, value)``: the time of writing."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    for name, points in history.items():
+        rows = stored.get(name) or []
+        same = [int(s) for s, _ in points] == [int(r[0]) for r in rows]
+        out[name] = ([(s, v, r[2]) for (s, v), r in zip(points, rows)] if same
+                     else [tuple(p) for p in points])
+    return out
 
 
 def run_hparams(config: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +153,9 @@ class TensorBoardLogger(Callback):
     ``run``: a subfolder of ``log_dir`` for this run (set by ``sgdlab train`` to
     ``<name>-<run id>``). Without it, a second run into ``log_dir`` warns: TensorBoard would
     show the two as one run. A resumed run rewrites its folder's events from the restored history,
-    so the steps recorded after the checkpoint by the interrupted process do not appear twice.
+    so the steps recorded after the checkpoint by the interrupted process do not appear twice;
+    each restored point at the time it was logged, which the run store holds
+    (:func:`logged_times`), or, a run recorded in no store, at the resume's time.
     """
 
     def __init__(self, log_dir: str | Path, *, run: str | None = None, flush_secs: int = 10):
@@ -158,6 +176,11 @@ class TensorBoardLogger(Callback):
                  "run a folder of its own (TensorBoardLogger(log_dir, run=NAME))")
         self._writer = summary_writer(self.folder, flush_secs=self.flush_secs)
         self._written = {}
+        if ctx.step > 0 and ctx.stored_metrics is not None:
+            # the restored points at the times they were first logged: written at the
+            # resume's, the wall axis jumped back over the interrupted process's steps
+            _write(self._writer, logged_times(ctx.history, ctx.stored_metrics()), {})
+            self._written = {k: len(v) for k, v in ctx.history.items()}
         self._drain(ctx)
 
     def _drain(self, ctx: TrainContext) -> None:

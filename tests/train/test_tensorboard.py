@@ -22,7 +22,8 @@ from sgdlab.store.runstore import summary_numbers
 from sgdlab.testing import TINY_RUN
 from sgdlab.train import train
 from sgdlab.train.tensorboard import (LiveRuns, TensorBoardLogger, export_runs, final_metrics,
-                                      last_step, run_folder, run_hparams, summary_writer)
+                                      last_step, logged_times, run_folder, run_hparams,
+                                      summary_writer)
 
 TINY = {**TINY_RUN, "name": "tiny tb",
         "train": {"epochs": 2, "batch_size": 5, "progress": False, "threads": 1},
@@ -156,6 +157,42 @@ def test_resumed_run_rewrites_its_events_without_duplicates(tmp_path):
     events = read_events(tmp_path / "tb")
     assert_same_series(events, res.history)
     assert 999 not in [s for s, _ in events["train_loss"]]
+
+
+def test_a_resumed_run_s_events_keep_the_times_its_restored_points_were_logged(tmp_path):
+    """A resume rewrote its restored points at the resume's time: TensorBoard's wall axis
+    jumped back. They keep the times the store holds for them, the steps after the
+    checkpoint the times they are logged."""
+    import sqlite3
+
+    torch.set_num_threads(1)
+    built = build_from_config(TINY)
+    store = RunStore(tmp_path / "s.sqlite")
+    tb = TensorBoardLogger(tmp_path / "tb")
+    kw = {**built.train_kwargs, "epochs": 1}
+    first = train(*built[:4], callbacks=[*built.callbacks, tb], checkpoint_dir=tmp_path / "ck",
+                  store=store, **kw)
+    with sqlite3.connect(tmp_path / "s.sqlite") as db:    # logged long ago, one apart
+        db.execute("UPDATE metrics SET wall = 1000.0 + rowid")
+    logged = store.metrics(first.run_id, wall=True)
+    res = train(*built[:4], callbacks=[*built.callbacks, tb], checkpoint_dir=tmp_path / "ck",
+                store=store, resume=True, **{**kw, "epochs": 2})
+    acc = _accumulator(tmp_path / "tb")
+    assert_same_series(read_events(tmp_path / "tb"), res.history)
+    for name, rows in logged.items():
+        events = [(e.step, e.wall_time) for e in acc.Scalars(name)]
+        assert events[:len(rows)] == [(s, w) for s, _, w in rows], name
+        assert all(w > 1e9 for _, w in events[len(rows):]), name    # now, after the resume
+    assert len(acc.Scalars("train_loss")) > len(logged["train_loss"])
+    store.close()
+
+
+def test_a_series_the_store_holds_at_other_steps_keeps_no_stored_times():
+    # a run recorded anew at its resume holds none of its restored points: written now
+    history = {"a": [(0, 1.0), (2, 0.5)], "b": [(0, 3.0)], "c": [(1, 2.0)]}
+    stored = {"a": [(0, 1.0, 10.0), (2, 0.5, 20.0)], "b": [(1, 3.0, 30.0)]}
+    assert logged_times(history, stored) == {"a": [(0, 1.0, 10.0), (2, 0.5, 20.0)],
+                                             "b": [(0, 3.0)], "c": [(1, 2.0)]}
 
 
 def test_a_second_run_into_the_same_folder_warns(tmp_path):
