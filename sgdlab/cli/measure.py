@@ -36,6 +36,10 @@ the CPU, with a note), and writes
   ``batch_statistics.png`` when the run recorded such series during training) to ``--out``
   (default: ``<run folder>/measure-step<step>``).
 
+Each measurement's values are printed as it ends, under one line of their scale and
+definitions (per example, not summed; which Σ; the estimates' standard errors; sharpness's σ
+and ε, and which of its values is absolute or relative).
+
 A Ctrl-C keeps the measurements finished before it: they are written as above
 (``measurements.json`` names them in ``what`` and the one stopped in ``interrupted_during``),
 and the message says which ``--what`` measures the rest.
