@@ -36,9 +36,9 @@ the CPU, with a note), and writes
   ``batch_statistics.png`` when the run recorded such series during training) to ``--out``
   (default: ``<run folder>/measure-step<step>``).
 
-Each measurement's values are printed as it ends, under one line of their scale and
-definitions (per example, not summed; which Σ; the estimates' standard errors; sharpness's σ
-and ε, and which of its values is absolute or relative).
+Each measurement's values are printed as it ends, under a note (wrapped at 100 columns) of
+their scale and definitions (per example, not summed; which Σ; the estimates' standard errors;
+sharpness's σ and ε, and which of its values is absolute or relative).
 
 A Ctrl-C keeps the measurements finished before it: they are written as above
 (``measurements.json`` names them in ``what`` and the one stopped in ``interrupted_during``),
@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -525,7 +526,9 @@ def _measure(args: argparse.Namespace) -> int:
         done.append(name)
         # the values' scale and definitions once, above them: a bare number did not say
         # whether it was per example or summed, relative or absolute
-        print(f"  ({conventions(name, m.args, len(x), batch_size)})", flush=True)
+        print(textwrap.fill(f"({conventions(name, m.args, len(x), batch_size)})", width=100,
+                            initial_indent="  ", subsequent_indent="   ",
+                            break_long_words=False, break_on_hyphens=False), flush=True)
         for key, v in m.scalars.items():
             if key not in before[0]:
                 print(f"  {key:28s} {v:.6g}", flush=True)

@@ -730,14 +730,16 @@ def test_each_measurement_s_values_are_headed_by_their_scale_and_definitions(tin
                  "--epsilon", "0.002", "--uncentred", "--store", str(store),
                  "--out", str(tmp_path / "m")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    heads = {name: lines[lines.index(f"  {name} ...") + 1] for name in
-             ("hessian", "noise", "sharpness")}
+    heads = {}
     for name, prefix in (("hessian", "hess/"), ("noise", "noise/"),
                          ("sharpness", "sharpness/")):
-        head = heads[name]
-        assert head.startswith(f"  ({prefix}: ") and head.endswith(")"), head
-        below = lines[lines.index(head) + 1]
-        assert below.startswith(f"  {prefix}"), below      # the values follow their head
+        first = lines.index(f"  {name} ...") + 1
+        end = next(i for i in range(first, len(lines)) if lines[i].startswith(f"  {prefix}"))
+        block = lines[first:end]            # the head, wrapped to the width of a terminal
+        assert all(len(line) <= 100 for line in block), block
+        assert block[0].startswith(f"  ({prefix}: ") and block[-1].endswith(")"), block
+        assert all(line.startswith("   ") for line in block[1:]), block
+        heads[name] = " ".join(line.strip() for line in block)
     mean_loss = "the mean loss over the 12 examples (per example, not summed)"
     assert "eigenvalues of the Hessian H of L " + mean_loss in heads["hessian"]
     assert "estimates from 7 probes, trace_se the trace's standard error" in heads["hessian"]
