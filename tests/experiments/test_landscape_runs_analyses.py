@@ -130,8 +130,22 @@ def test_the_escape_sharpness_axis_is_labelled_as_every_sharpness_axis():
     assert ax.get_ylabel() == METRIC_LABELS["sharpness/expected"] \
         == "expected sharpness E[L(θ+ν)] − L(θ)"
     assert "ν ~ N(0, s²I)" in ax.get_title()
-    # which paper's figure, as its sibling escape_success says
-    assert ax.get_title().startswith("Zhu et al. Fig. 3(c): expected sharpness\n")
+    # which paper's figure and panel: Fig. 3(b) is the sharpness over iterations (line 172)
+    assert ax.get_title().startswith("Zhu et al. Fig. 3(b): expected sharpness\n")
+
+
+def test_each_escape_figure_names_the_panel_of_fig_3_it_draws():
+    # the Fig. 3 caption (line 172): (a) the trajectories, (b) the expected sharpness over
+    # iterations, (c) the success rate in 600 iterations
+    run = _escape("sgd", 0, 5, [5] * 10, repetitions=10, sharpness_steps=[0, 10],
+                  sharpness=[0.2, 0.1], trajectories=[[[1.0, 1.0], [-1.0, -1.0]]],
+                  sharp_minimum=[1.0, 1.0], flat_minimum=[-1.0, -1.0])
+    figs = dict(lr.zhu_escape_analysis(SimpleNamespace(paper={"figure": "Fig. 3"},
+                                                       options={}), [run]).figures)
+    titles = {name: (fig.get_suptitle() or fig.axes[0].get_title()) for name, fig in figs.items()}
+    assert titles["escape_trajectories"].startswith("Zhu et al. Fig. 3(a): escape paths")
+    assert titles["escape_sharpness"].startswith("Zhu et al. Fig. 3(b): expected sharpness")
+    assert titles["escape_success"].startswith("Zhu et al. Fig. 3(c): escape success")
 
 
 def _well(lam: float, w: float, zeros: list, exact: float = 1.0):

@@ -145,11 +145,11 @@ def test_the_escape_chains_figure_says_what_its_panels_show():
     fig = escape_chains_figure(chains)
     assert fig.get_suptitle() == "escape paths from the sharp minimum"
     plt.close(fig)
-    fig = escape_chains_figure(chains, title="Fig. 3(c): the first 5 of 100 repetitions")
-    assert fig.get_suptitle() == "Fig. 3(c): the first 5 of 100 repetitions"
+    fig = escape_chains_figure(chains, title="Fig. 3(a): the first 5 of 100 repetitions")
+    assert fig.get_suptitle() == "Fig. 3(a): the first 5 of 100 repetitions"
     plt.close(fig)
     # the catalogue's title over one method's panel: inside the figure, broken at spaces
-    title = ("Zhu et al. Fig. 3(c): escape paths from the sharp minimum, the first 5 of 100 "
+    title = ("Zhu et al. Fig. 3(a): escape paths from the sharp minimum, the first 5 of 100 "
              "repetitions")
     fig = escape_chains_figure(chains, title=title)
     fig.canvas.draw()

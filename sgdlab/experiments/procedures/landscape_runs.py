@@ -248,7 +248,7 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
             series[names[m]] = (r0.data["sharpness_steps"], arr.mean(0).tolist(), None)
     f2 = curves(series, xlabel="iteration", ylabel=metric_label("sharpness/expected"), logy=True,
                 styles={names[m]: {"color": colour[m]} for m in groups},
-                title=f"Zhu et al. Fig. 3(c): expected sharpness\nν ~ N(0, s²I), s = "
+                title=f"Zhu et al. Fig. 3(b): expected sharpness\nν ~ N(0, s²I), s = "
                       f"{runs[0].params.get('sharpness_sigma', 0.1):g}\nmean over {held}")
     figs = [("escape_success", f1), ("escape_sharpness", f2)]
     if runs[0].data.get("trajectories"):
@@ -257,7 +257,7 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
             names[m] + (f", seed {rs[0].seed}" if len(rs) > 1 else ""):
                 (rs[0].data.get("trajectories", []), rs[0].data["sharp_minimum"],
                  rs[0].data["flat_minimum"]) for m, rs in groups.items()},
-            title="Zhu et al. Fig. 3(c): escape paths from the sharp minimum, the first "
+            title="Zhu et al. Fig. 3(a): escape paths from the sharp minimum, the first "
                   f"{len(runs[0].data['trajectories'])} of {reps} repetitions")
         figs.append(("escape_trajectories", fig))
     concl = []
