@@ -11,7 +11,7 @@ with the names the instruments log (:mod:`sgdlab.train.instruments.curvature` / 
 - :func:`signed_log_histogram_figure` — negative and positive values (the diagonal of a
   Fisher information, Chaudhari Fig. 3.4c) in log-spaced bins of |λ|, the peak at zero clipped;
 - :func:`alignment_figure` — Σ–H alignment: |cos| of the i-th eigenvectors and normalised
-  eigenvalues (Zhu et al. Fig. 3 style), from a single measurement;
+  eigenvalues (Zhu et al. Figs. 1(b)-(c), 8 and 9 style), from a single measurement;
 - :func:`curvature_history_figure` — ``hess/*`` (``ggn/*``, ``fisher/*``), ``noise/*``,
   ``align/residual`` against steps;
 - :func:`noise_magnitude_figure` — ‖∇L‖ vs sqrt(η Tr Σ / m) against steps (Zhu Fig. 2);
