@@ -298,6 +298,12 @@ def forward_mode_loaded() -> None:
             load()
 
 
+# where an unknown model or dataset name sends its reader: one of their own is registered by
+# a module the command has not imported
+PLUGIN_HINT = ("one of your own is registered by a module the command imports: --plugin "
+               "MODULE_OR_FILE.py, or $SGDLAB_PLUGINS")
+
+
 def did_you_mean(name: object, choices) -> str:
     """`` (did you mean X?)`` for the closest of ``choices`` to a misspelled ``name``, else
     ``""``: the hint every "unknown ..." message ends with."""

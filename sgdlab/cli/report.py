@@ -32,6 +32,10 @@ def register(subparsers) -> None:
     p.add_argument("--data-dir", metavar="DIR", type=os.path.expanduser,
                    help="directory with the paper's dataset files, for an experiment run at "
                         "scale paper (default: as recorded in results.json)")
+    from sgdlab.cli._plugins import add_plugin_option
+
+    # an experiment of one's own names models and datasets only its plugins register
+    add_plugin_option(p, "; as given to sgdlab run")
     p.set_defaults(func=_report)
 
 

@@ -354,9 +354,11 @@ def same_command(args: argparse.Namespace, *, store: bool = True) -> str:
     ``sgdlab runs list``); ``store=False`` leaves out ``--store``: the store a run is read from
     is the one it is in. The store is named also when ``$SGDLAB_STORE`` or the default gave
     it, as ``sgdlab train``'s resume command names it: from another shell or folder the
-    command would otherwise run the sweep again into another store."""
+    command would otherwise run the sweep again into another store. The ``--plugin`` modules
+    are named too, a file by its absolute path."""
     import shlex
 
+    from sgdlab.plugins import recorded_plugins
     from sgdlab.store import default_store_path
 
     def path(p):
@@ -377,4 +379,7 @@ def same_command(args: argparse.Namespace, *, store: bool = True) -> str:
             parts += [flag, str(value)]
     for key, choice in args.reading:
         parts += ["--reading", f"{key}={choice}"]
+    # without them the command stops at the first model or dataset the plugins register
+    for plugin in recorded_plugins(getattr(args, "plugins", None) or []):
+        parts += ["--plugin", plugin]
     return shlex.join(parts)

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import (UserError, did_you_mean, int_at_least, is_seed, plain_int, refused_value,
-                      warn)
+from ..errors import (PLUGIN_HINT, UserError, did_you_mean, int_at_least, is_seed, plain_int,
+                      refused_value, warn)
 from .base import Dataset
 
 Loader = Callable[..., Dataset]
@@ -87,7 +87,7 @@ def _lookup(name: str) -> Loader:
     except KeyError:
         raise UserError(
             f"Unknown dataset {name!r}{did_you_mean(name, DATASETS)}; known datasets: "
-            f"{', '.join(sorted(DATASETS))}"
+            f"{', '.join(sorted(DATASETS))} ({PLUGIN_HINT})"
         ) from None
 
 

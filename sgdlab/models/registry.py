@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UserError, checked_int, did_you_mean, name_spelling, registered_spelling
+from ..errors import (PLUGIN_HINT, UserError, checked_int, did_you_mean, name_spelling,
+                      registered_spelling)
 from .modes import eval_mode
 
 Builder = Callable[..., nn.Module]
@@ -115,8 +116,7 @@ def _lookup(name: str) -> ModelInfo:
         return MODELS[model_key(name)]
     except (KeyError, TypeError, AttributeError):
         raise UserError(f"Unknown model {name!r}{did_you_mean(name, MODELS)}; known models: "
-                        f"{', '.join(sorted(MODELS))}"
-                        ) from None
+                        f"{', '.join(sorted(MODELS))} ({PLUGIN_HINT})") from None
 
 
 def describe(name: str) -> ModelInfo:

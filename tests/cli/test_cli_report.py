@@ -189,3 +189,23 @@ def test_a_reading_without_its_choice_is_shown_an_example_of_the_target_s_own(ca
     assert e.value.code == 2
     assert ("argument --reading: expected KEY=CHOICE (a reading of xing-walk and one of its "
             "choices, e.g. spacing=inclusive;") in err
+
+
+def test_a_report_imports_the_plugins_its_experiment_s_models_need(tmp_path, monkeypatch):
+    # `sgdlab report DIR` of a sweep run with --plugin refused the option, and stopped at
+    # "Unknown model" without it
+    from sgdlab.cli.main import build_parser
+    from sgdlab.models import registry
+
+    monkeypatch.setattr(registry, "MODELS", dict(registry.MODELS))
+    plugin = tmp_path / "report_plugin_model.py"
+    plugin.write_text("import torch\nfrom sgdlab.models import register_model\n\n"
+                      "@register_model('report-plugin-net', paper='-', description='-')\n"
+                      "def net(input_shape, num_outputs):\n"
+                      "    return torch.nn.Linear(input_shape[0], num_outputs)\n")
+    args = build_parser().parse_args(["report", "out", "--plugin", str(plugin)])
+    assert args.plugins == [str(plugin)]
+    from sgdlab.cli._plugins import import_command_plugins
+
+    import_command_plugins(args)
+    assert "report-plugin-net" in registry.MODELS

@@ -595,3 +595,21 @@ def test_a_second_entry_name_says_that_run_takes_one(capsys):
     with pytest.raises(SystemExit):      # a word that is no entry: argparse's message alone
         main(["run", "xing-walk", "3"])
     assert capsys.readouterr().err.splitlines()[-1].endswith("unrecognized arguments: 3")
+
+
+def test_the_command_that_continues_a_sweep_names_its_plugins(tmp_path, monkeypatch):
+    # without --plugin the printed command stopped at "Unknown model" of the plugin's model
+    import argparse
+
+    from sgdlab.cli.run import same_command
+
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(
+        paper=None, name=None, config="exp.yaml", scale="cpu", data_dir=None, workers=2,
+        backend=None, address=None, cpus_per_run=None, gpus_per_run=None, device="cpu",
+        out="out", store="s.sqlite", tensorboard=None, reading=[],
+        plugins=["./my_models.py", "my_package.models"])
+    assert same_command(args, store=False) == (
+        f"sgdlab run --config {tmp_path / 'exp.yaml'} --scale cpu --workers 2 "
+        f"--out {tmp_path / 'out'} --plugin {tmp_path / 'my_models.py'} "
+        "--plugin my_package.models")

@@ -25,6 +25,9 @@ def test_unknown_dataset_lists_known_names():
         load_dataset("imagenet")
     with pytest.raises(UserError, match=r"'digitz' \(did you mean digits\?\); known datasets"):
         load_dataset("digitz")
+    # a dataset of one's own that the command did not import: how it is imported
+    with pytest.raises(UserError, match=r"known datasets: .* \(one of your own .*--plugin"):
+        load_dataset("my-blobs")
 
 
 def test_unknown_option_is_named():

@@ -58,6 +58,19 @@ def test_an_unknown_parle_key_is_named_by_its_path_in_the_run():
         resolve(raw, "smoke")
 
 
+def test_a_data_file_in_an_experiment_names_the_plugin_dataset_that_reads_it():
+    # `dataset: {file: ...}`, a run config's `data:` section, had read only "must be a
+    # mapping with a 'name'"; an unknown name did not say that a plugin registers one's own
+    train = get_procedure("train")
+    params = {"dataset": {"file": "blobs.pt"}, "model": {"name": "mlp"},
+              "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 1, "batch_size": 8}
+    with pytest.raises(ConfigError, match=r"'dataset' must be a mapping with a 'name': .*"
+                                          r"register_dataset.*load_data_file.*--plugin"):
+        train.validate(params, "e[cpu] run 'a'")
+    with pytest.raises(ConfigError, match=r"unknown dataset 'my-blobs'; .*--plugin"):
+        train.validate({**params, "dataset": {"name": "my-blobs"}}, "e[cpu] run 'a'")
+
+
 def test_an_unknown_p_spin_regime_is_refused_with_the_closest():
     raw = copy.deepcopy(RAW["chaudhari-spin-glass"])
     raw["runs"][0]["params"]["regime"] = "glasy"

@@ -45,7 +45,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sgdlab.errors import ConfigError, UserError, checked_int, int_at_least, refused_value
+from sgdlab.errors import (PLUGIN_HINT, ConfigError, UserError, checked_int, int_at_least,
+                           refused_value)
 from sgdlab.experiments.procedures import Procedure, RunOutput, register_procedure
 from sgdlab.experiments.procedures.measures import (compute_final, measurement_data,
                                                     validate_measure)
@@ -171,7 +172,7 @@ def _check_named(params: dict[str, Any], where: str) -> None:
         dname = d.pop("name")
         if str(dname).lower().replace("-", "_") not in DATASETS:
             raise ConfigError(f"{where}: unknown dataset {dname!r}; known: "
-                              f"{', '.join(sorted(DATASETS))}")
+                              f"{', '.join(sorted(DATASETS))} ({PLUGIN_HINT})")
         bad = sorted(set(d) - set(dataset_options(dname)) - {"data_dir"})
         if bad:
             raise ConfigError(f"{where}: dataset {dname!r} has no option {bad[0]!r}; valid: "
@@ -206,7 +207,13 @@ class TrainProcedure(Procedure):
         super().validate(params, where)
         for k in ("dataset", "model", "optimizer"):
             if not isinstance(params[k], dict) or "name" not in params[k]:
-                raise ConfigError(f"{where}: {k!r} must be a mapping with a 'name'")
+                # a run config's `data: {file: PATH}` has no equivalent in an experiment
+                hint = (": a registered dataset's; a file of your own tensors is read by a "
+                        "dataset registered in a plugin (register_dataset, returning "
+                        "sgdlab.data.files.load_data_file(PATH)), imported with --plugin"
+                        if k == "dataset" and isinstance(params[k], dict)
+                        and "file" in params[k] else "")
+                raise ConfigError(f"{where}: {k!r} must be a mapping with a 'name'{hint}")
         _check_named(params, where)
         if "schedule" in params and (not isinstance(params["schedule"], dict)
                                      or "name" not in params["schedule"]):
