@@ -377,6 +377,49 @@ def test_ratio_grid_trend_of_a_metric_constant_over_the_settings_is_undefined_qu
     assert not [w for w in recwarn if "constant" in str(w.message)]
 
 
+def test_a_claim_on_a_metric_no_run_records_names_the_metrics_they_do():
+    # "missing or non-finite values" read as seeds that failed to reach a value, where the
+    # options misspelt the metric
+    from sgdlab.experiments.procedures.common import values_by_group
+
+    groups = OrderedDict(a=[run("a", s, summary={"test_acc": 0.5 + s}) for s in (0, 1)],
+                         b=[run("b", 0, summary={"test_acc": 0.7})])
+    values = values_by_group(groups, ["test_accc", "test_acc"])
+    (c,) = check_claims([{"less": ["a", "b"], "metric": "test_accc"}], values)
+    assert c.agrees_with_paper is None
+    assert ("no run records 'test_accc' (did you mean test_acc?); the runs' final values "
+            "are test_acc: the claim cannot be checked") in c.text
+    # a seed without the value it records elsewhere is a missing value, as before
+    (c,) = check_claims([{"less": ["a", "b"], "metric": "test_acc"}], values_by_group(
+        OrderedDict(a=groups["a"], b=[run("b", 0, summary={"test_acc": float("nan")})]),
+        ["test_acc"]))
+    assert "missing or non-finite values" in c.text and "no run records" not in c.text
+    # a diverged run stops before its final measurements: its metric is missing, not unknown
+    stopped = OrderedDict(a=[run("a", 0, summary={"train_loss": 1.0}, status="diverged")],
+                          b=groups["b"])
+    (c,) = check_claims([{"less": ["a", "b"], "metric": "grad_norm"}],
+                        values_by_group(stopped, ["grad_norm"]))
+    assert "missing or non-finite values" in c.text and "no run records" not in c.text
+
+
+def test_ratio_grid_names_a_claimed_metric_it_cannot_test():
+    # a trend claimed in options.expect on a metric options.metrics leaves out had vanished
+    # from the conclusions; one on a metric no run records read "too few settings to rank"
+    from sgdlab.experiments.procedures.jastrzebski import ratio_grid
+
+    runs = [_grid_run(lr, b, 0, lr / b, 0.5 + lr) for lr in (0.05, 0.1, 0.2) for b in (20, 80)]
+    spec = SimpleNamespace(paper=PAPER, options={
+        "metrics": ["hess_top", "test_acc"],
+        "expect": {"hess_top": "negative", "hessian_topp": "negative"}})
+    trend, untested = ratio_grid(spec, runs).conclusions[:2]
+    assert trend.agrees_with_paper is None
+    assert "no run records 'hess_top' (did you mean hessian_top?)" in trend.text
+    assert untested.agrees_with_paper is None and untested.claim
+    assert untested.text == ("hessian_topp vs η/B: not tested, options.expect names "
+                             "'hessian_topp', which options.metrics (hess_top, test_acc) "
+                             "does not list")
+
+
 def test_ratio_grid_figure_draws_each_batch_sizes_finite_means_against_the_ratio():
     """A panel per metric: a line per batch size through its finite means at η/B (a setting
     whose seeds all diverged has none), a red dotted line at each setting with a diverged

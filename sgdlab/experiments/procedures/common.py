@@ -80,7 +80,7 @@ from typing import Any
 
 import numpy as np
 
-from sgdlab.errors import ConfigError, finite_number as finite
+from sgdlab.errors import ConfigError, did_you_mean, finite_number as finite
 from sgdlab.experiments.analysis import Conclusion
 from sgdlab.experiments.procedures import StoredRun
 from sgdlab.experiments.spec import cited
@@ -253,7 +253,26 @@ def values_by_group(groups: "OrderedDict[str, list[StoredRun]]", metrics: list[s
                 out[g][m + "__diverged"] = div
             if any(r.summary.get(m + "__censored") for r in rs):
                 out[g][m + "__censored"] = True
+            recorded = recorded_instead(rs, m)
+            if recorded is not None:
+                out[g][m + "__unrecorded"] = recorded
     return out
+
+
+def recorded_instead(runs: Sequence[StoredRun], metric: str) -> list[str] | None:
+    """The names the ``runs``' summaries record, sorted, where every run finished and none of
+    them records ``metric`` (a name misspelt in the options, or a measurement the runs do not
+    take); None where one does, where a run did not finish (a diverged run stops before its
+    final measurements), or where there are no runs."""
+    if not runs or any(metric in r.summary or r.status != "finished" for r in runs):
+        return None
+    return sorted(set().union(*(r.summary for r in runs)))
+
+
+def unrecorded_note(metric: str, recorded: Sequence[str]) -> str:
+    """Says that no run records ``metric``, the closest of ``recorded`` and all of them."""
+    return (f"no run records {metric!r}{did_you_mean(metric, recorded)}; the runs' final "
+            f"values are {', '.join(recorded) or 'none'}")
 
 
 def _paired_spread(values: dict[str, dict[str, Any]], metric: str, a: list[str],
@@ -607,8 +626,15 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                 text += f" — {bound}"
         if not all(map(finite, (va if isinstance(va, list) else [va])
                        + (vb if isinstance(vb, list) else [vb]))):
-            text += " (missing or non-finite values: the claim cannot be checked)"
             ok = None      # no evidence either way, not a disagreement
+            sides = [(x if isinstance(x, list) else [x], m)
+                     for x, m in zip(c[kind], (metric, c.get("metric_b", metric)))]
+            # a metric no run records is named, not read as a value a seed failed to reach
+            unrecorded = [(m, values.get(g, {}).get(m + "__unrecorded"))
+                          for gs, m in sides for g in gs]
+            text += (f" ({unrecorded_note(*unrecorded[0])}: the claim cannot be checked)"
+                     if all(names is not None for _, names in unrecorded) else
+                     " (missing or non-finite values: the claim cannot be checked)")
         groups = [g for x in c[kind] for g in (x if isinstance(x, list) else [x])]
         unmet = unmet_preconditions(c, groups, values, f"options.claims[{i}]")
         if unmet:

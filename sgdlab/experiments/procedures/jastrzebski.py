@@ -21,7 +21,8 @@ from sgdlab.experiments.procedures import StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (Derived, add_references, by_group,
                                                   check_claims, claim_metrics, curve_label,
                                                   finite, group_curves, group_x_axis,
-                                                  seeds_note, stat, values_by_group)
+                                                  recorded_instead, seeds_note, stat,
+                                                  unrecorded_note, values_by_group)
 from sgdlab.experiments.spec import cited, get_dotted
 from sgdlab.report.tables import Table, exact_mean
 
@@ -166,6 +167,7 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
             # fewer than three finite settings give no ρ: no evidence, not a disagreement
             ok = trend_verdict(rho, sign)
             ys = [r[3 + i] for r in rows if finite(r[2]) and finite(r[3 + i])]
+            recorded = recorded_instead(runs, m)
             # a deep net still at chance (smoke scale) gives one accuracy at every setting
             trend = ("too few settings to rank" if not finite(rho) and len(ys) < 3
                      else "the same value at every setting: nothing to rank"
@@ -175,10 +177,20 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
             conclusions.append(Conclusion(
                 f"{LABELS.get(m, m)} vs η/B: Spearman ρ = {rho:.2f} over "
                 f"{ranked_over([r[2] for r in rows], [r[3 + i] for r in rows], '(η, B) settings')}"
-                f" ({trend} with η/B; a clear trend needs |ρ| ≥ {CLEAR_TREND})",
+                + (f" ({unrecorded_note(m, recorded)}: the claim cannot be checked)"
+                   if recorded is not None else
+                   f" ({trend} with η/B; a clear trend needs |ρ| ≥ {CLEAR_TREND})"),
                 agrees_with_paper=ok,
                 claim=f"{LABELS.get(m, m)} {'decreases' if sign == 'negative' else 'increases'} "
                       "as η/B grows", evidence={"spearman": rho}))
+    # a claimed trend on a metric the table leaves out was dropped without a word
+    for m in (m for m in expect if m not in metrics):
+        conclusions.append(Conclusion(
+            f"{LABELS.get(m, m)} vs η/B: not tested, options.expect names {m!r}, which "
+            f"options.metrics ({', '.join(metrics)}) does not list",
+            agrees_with_paper=None,
+            claim=f"{LABELS.get(m, m)} {'decreases' if expect[m] == 'negative' else 'increases'}"
+                  " as η/B grows"))
     fig.suptitle(f"{cited(spec.paper)}final values vs η/B, "
                  f"{seeds_note(settings, spread=False)} "
                  "(red dotted: diverged)", fontsize=9)
