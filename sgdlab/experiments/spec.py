@@ -466,6 +466,17 @@ def _selected(d: dict[str, Any], part: str, path: str) -> list[dict[str, Any]] |
     return hits
 
 
+def _grid_axis_refused(grid: dict[str, Any], proc, message: str) -> str | None:
+    """The axis of ``grid`` that a run's validation ``message`` refuses, where it is one: a
+    top-level key procedure ``proc`` does not take (``optimiser.lr``), or the path the
+    message names (``optimizer.lrr: unknown key``)."""
+    for axis in grid:
+        top = _PART_DOT.split(axis)[0].split("[")[0]
+        if (top not in proc.allowed and repr(top) in message) or f"{axis}:" in message:
+            return axis
+    return None
+
+
 def set_dotted(d: dict[str, Any], path: str, value: Any) -> None:
     """Set ``value`` at a dotted ``path``; a part ``list[key=value]`` continues into every
     item of that list whose ``key`` reads ``value`` (``final[kind=hessian_top].bn_mode``). A
@@ -871,8 +882,11 @@ def resolve(raw: dict[str, Any], scale: str, source: str = "<config>",
         try:
             proc.validate(r.params, where=f"{spec.name}[{scale}] run {r.label!r}")
         except ConfigError as e:
+            axis = _grid_axis_refused(spec.grid, proc, str(e))
+            if axis is not None:    # the key is misspelt where the file spells it: the grid
+                e = ConfigError(f"{e} (the grid's axis {axis!r} sets it)")
             if not taken:
-                raise
+                raise e from None
             raise ConfigError(f"{e} (with the readings {taken})") from None
         proc.validate_seed(r.params, r.seed, where=f"{spec.name}[{scale}].seeds")
     return spec

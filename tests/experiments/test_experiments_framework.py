@@ -148,6 +148,8 @@ def test_expand_keys_and_scale_override(tmp_path):
     # said as "duplicate run label"
     (lambda r: r.update(seeds=[0, 1, 0]), "seeds: seed 0 is given twice"),
     (lambda r: r.update(runs=[{"label": "a", "parms": {}}]), "'parms'"),
+    # the run's message named a parameter the file spells nowhere but as a grid axis
+    (lambda r: r.update(grid={"xx": [1, 2]}), "(the grid's axis 'xx' sets it)"),
     (lambda r: r.update(runs=[{"label": "a", "depends": ["zz"]}]), "'zz'"),
     (lambda r: r.update(name="Bad Name"), "name"),
     # (each below: a check that no other entry made fail)

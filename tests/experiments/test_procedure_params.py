@@ -71,6 +71,15 @@ def test_a_data_file_in_an_experiment_names_the_plugin_dataset_that_reads_it():
         train.validate({**params, "dataset": {"name": "my-blobs"}}, "e[cpu] run 'a'")
 
 
+def test_a_misspelt_option_of_a_grid_axis_names_the_axis():
+    raw = copy.deepcopy(read_file(catalogue_files()["jastrzebski-ratio-grid"]))
+    grid = raw["scales"]["smoke"]["grid"]
+    grid["optimizer.lrr"] = grid.pop("optimizer.lr")
+    with pytest.raises(ConfigError, match=r"optimizer\.lrr: unknown key \(did you mean lr\?\) "
+                                          r"\(the grid's axis 'optimizer\.lrr' sets it\)$"):
+        resolve(raw, "smoke")
+
+
 def test_an_unknown_p_spin_regime_is_refused_with_the_closest():
     raw = copy.deepcopy(RAW["chaudhari-spin-glass"])
     raw["runs"][0]["params"]["regime"] = "glasy"
