@@ -114,6 +114,12 @@ def test_every_claim_kind_on_hand_made_values():
     from sgdlab.errors import ConfigError
     with pytest.raises(ConfigError, match="unknown group 'zz'"):
         check_claims([{"less": ["a", "zz"], "metric": "m"}], v)
+    # a grid point's label misspelt: the closest is named before the list of all
+    grid = {"lr=0.025,batch_size=80": {"m": 1.0}, "lr=0.1,batch_size=80": {"m": 2.0}}
+    with pytest.raises(ConfigError, match=r"unknown group 'lr=0.025,bs=80' \(did you mean "
+                                          r"lr=0.025,batch_size=80\?\); known: "):
+        check_claims([{"less": ["lr=0.025,bs=80", "lr=0.1,batch_size=80"], "metric": "m"}],
+                     grid)
     with pytest.raises(ConfigError, match="exactly one of"):
         check_claims([{"less": ["a", "b"], "greater": ["a", "b"], "metric": "m"}], v)
 

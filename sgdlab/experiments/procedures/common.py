@@ -474,7 +474,8 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
 
         def val(g: str, metric: str = metric) -> float:
             if g not in values:
-                raise ConfigError(f"options.claims[{i}]: unknown group {g!r}; known: "
+                raise ConfigError(f"options.claims[{i}]: unknown group {g!r}"
+                                  f"{did_you_mean(g, values)}; known: "
                                   f"{', '.join(values)}")
             return values[g].get(metric, float("nan"))
 
