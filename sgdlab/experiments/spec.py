@@ -625,8 +625,8 @@ def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:
         if k not in raw:
             # an experiment of one's own reproduces no paper's figure: what to write then
             hint = (" (author, year and figure of what the experiment reproduces; for one of "
-                    "your own, e.g. paper: {author: Me, year: 2026, figure: '-'})"
-                    if k == "paper" else "")
+                    "your own, e.g. paper: {author: Me, year: 2026, figure: ''}: left out of "
+                    "titles)" if k == "paper" else "")
             raise ConfigError(f"{source}: missing required key {k!r}{hint}")
     if not isinstance(raw["name"], str) or not _NAME_RE.match(raw["name"]):
         raise ConfigError(f"{source}: name {raw['name']!r} must be lower-case letters, digits "

@@ -142,7 +142,8 @@ def test_expand_keys_and_scale_override(tmp_path):
     (lambda r: r["scales"]["smoke"].update(epochs=1), "'epochs'"),
     (lambda r: r.pop("analysis"), "'analysis'"),
     # an experiment of one's own has no paper's figure: the message says what to write
-    (lambda r: r.pop("paper"), "paper: {author: Me, year: 2026, figure: '-'}"),
+    (lambda r: r.pop("paper"),
+     "paper: {author: Me, year: 2026, figure: ''}: left out of titles"),
     (lambda r: r.update(procedure="nope"), "'nope'"),
     (lambda r: r.update(seeds=[0, "a"]), "seeds"),
     # each run failed on numpy's 32-bit seed, and the same command failed them again
