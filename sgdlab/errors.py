@@ -298,10 +298,11 @@ def forward_mode_loaded() -> None:
             load()
 
 
-# where an unknown model or dataset name sends its reader: one of their own is registered by
-# a module the command has not imported
-PLUGIN_HINT = ("one of your own is registered by a module the command imports: --plugin "
-               "MODULE_OR_FILE.py, or $SGDLAB_PLUGINS")
+def plugin_hint(what: str) -> str:
+    """Where an unknown ``what`` (model, dataset) name sends its reader: one of their own is
+    registered by a module the command has not imported."""
+    return (f"a {what} of your own: import the module that registers it with --plugin "
+            "MODULE (a name or a .py file), or $SGDLAB_PLUGINS")
 
 
 def did_you_mean(name: object, choices) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import (PLUGIN_HINT, UserError, did_you_mean, int_at_least, is_seed, plain_int,
+from ..errors import (UserError, did_you_mean, int_at_least, is_seed, plain_int, plugin_hint,
                       refused_value, warn)
 from .base import Dataset
 
@@ -87,7 +87,7 @@ def _lookup(name: str) -> Loader:
     except KeyError:
         raise UserError(
             f"Unknown dataset {name!r}{did_you_mean(name, DATASETS)}; known datasets: "
-            f"{', '.join(sorted(DATASETS))} ({PLUGIN_HINT})"
+            f"{', '.join(sorted(DATASETS))} ({plugin_hint('dataset')})"
         ) from None
 
 

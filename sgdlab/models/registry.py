@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import (PLUGIN_HINT, UserError, checked_int, did_you_mean, name_spelling,
+from ..errors import (UserError, checked_int, did_you_mean, name_spelling, plugin_hint,
                       registered_spelling)
 from .modes import eval_mode
 
@@ -116,7 +116,7 @@ def _lookup(name: str) -> ModelInfo:
         return MODELS[model_key(name)]
     except (KeyError, TypeError, AttributeError):
         raise UserError(f"Unknown model {name!r}{did_you_mean(name, MODELS)}; known models: "
-                        f"{', '.join(sorted(MODELS))} ({PLUGIN_HINT})") from None
+                        f"{', '.join(sorted(MODELS))} ({plugin_hint('model')})") from None
 
 
 def describe(name: str) -> ModelInfo:

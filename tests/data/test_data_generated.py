@@ -26,7 +26,8 @@ def test_unknown_dataset_lists_known_names():
     with pytest.raises(UserError, match=r"'digitz' \(did you mean digits\?\); known datasets"):
         load_dataset("digitz")
     # a dataset of one's own that the command did not import: how it is imported
-    with pytest.raises(UserError, match=r"known datasets: .* \(one of your own .*--plugin"):
+    with pytest.raises(UserError,
+                       match=r"known datasets: .* \(a dataset of your own: .*--plugin"):
         load_dataset("my-blobs")
 
 

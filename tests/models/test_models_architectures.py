@@ -149,7 +149,8 @@ def test_bad_shapes_and_options_are_user_errors():
     with pytest.raises(UserError, match=r"Unknown model 'mlpp' \(did you mean mlp\?\)"):
         build_model("mlpp", (4,), 2)
     # a model of one's own that the command did not import: how it is imported
-    with pytest.raises(UserError, match=r"known models: .* \(one of your own .*--plugin"):
+    with pytest.raises(UserError,
+                       match=r"known models: .* \(a model of your own: .*--plugin"):
         build_model("my-net", (4,), 2)
     with pytest.raises(UserError, match=r"must be a string, got dict .*build_model\(spec"):
         build_model({"name": "mlp", "widths": [3]}, (4,), 2)   # not "did you mean mlp"

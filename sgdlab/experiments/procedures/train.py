@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sgdlab.errors import (PLUGIN_HINT, ConfigError, UserError, checked_int, int_at_least,
+from sgdlab.errors import (ConfigError, UserError, checked_int, int_at_least, plugin_hint,
                            refused_value)
 from sgdlab.experiments.procedures import Procedure, RunOutput, register_procedure
 from sgdlab.experiments.procedures.measures import (compute_final, measurement_data,
@@ -172,7 +172,7 @@ def _check_named(params: dict[str, Any], where: str) -> None:
         dname = d.pop("name")
         if str(dname).lower().replace("-", "_") not in DATASETS:
             raise ConfigError(f"{where}: unknown dataset {dname!r}; known: "
-                              f"{', '.join(sorted(DATASETS))} ({PLUGIN_HINT})")
+                              f"{', '.join(sorted(DATASETS))} ({plugin_hint('dataset')})")
         bad = sorted(set(d) - set(dataset_options(dname)) - {"data_dir"})
         if bad:
             raise ConfigError(f"{where}: dataset {dname!r} has no option {bad[0]!r}; valid: "
