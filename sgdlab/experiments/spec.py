@@ -619,6 +619,10 @@ def _check_seeds(where: str, seeds: Any) -> None:
 def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:
     """Check the file's structure; raises ``ConfigError`` naming the offending key."""
     check_config_kind(raw, "experiment", source)
+    if isinstance(raw, dict) and "plugins" in raw:     # a run config's key
+        raise ConfigError(f"{source}.plugins: an experiment file names no plugins; give them "
+                          "to the command: sgdlab run --config FILE --plugin MODULE "
+                          "(repeatable; the sweep's workers import them too)")
     # a paper's or a run's resources key given at the top: named where it belongs
     _check_keys(source, raw, _TOP_KEYS, {"paper": _PAPER_KEYS, "resources": _RESOURCE_KEYS})
     for k in _REQUIRED:

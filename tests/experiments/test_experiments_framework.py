@@ -141,6 +141,10 @@ def test_expand_keys_and_scale_override(tmp_path):
     (lambda r: r["scales"].update(huge={}), "'huge'"),
     (lambda r: r["scales"]["smoke"].update(epochs=1), "'epochs'"),
     (lambda r: r.pop("analysis"), "'analysis'"),
+    # a run config's key: the experiment's plugins are the command's
+    (lambda r: r.update(plugins=["my_models.py"]),
+     "plugins: an experiment file names no plugins; give them to the command: sgdlab run "
+     "--config FILE --plugin MODULE"),
     # an experiment of one's own has no paper's figure: the message says what to write
     (lambda r: r.pop("paper"),
      "paper: {author: Me, year: 2026, figure: ''}: left out of titles"),
