@@ -114,7 +114,8 @@ def run(only: str = "") -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     with one_thread():
         for name in PROBLEMS:
-            if not only or only in "bench_batch_statistics" or only in name:
+            figures = [f for f in GOALS if f.startswith(f"batch_statistics_{name}_speedup")]
+            if not only or only in "bench_batch_statistics" or any(only in f for f in figures):
                 out.update(measure(name))
     return out
 

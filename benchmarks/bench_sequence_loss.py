@@ -131,7 +131,8 @@ def run(only: str = "") -> dict[str, float | None]:
                 if not only or only in "bench_sequence_loss" or any(only in f for f in figures):
                     out.update(measure(name, layout))
         for name in MODELS:
-            if not only or only in "bench_sequence_loss" or only in f"sequence_loss_{name}_":
+            figure = f"sequence_loss_{name}_step_speedup"
+            if not only or only in "bench_sequence_loss" or only in figure:
                 out.update(measure_step(name))
     return out
 

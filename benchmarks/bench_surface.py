@@ -87,6 +87,7 @@ def run(only: str = "") -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     with one_thread():
         for name in ("digits_mlp", "cnn"):
-            if not only or only in "bench_surface" or only in name:
+            figures = [f for f in GOALS if f.startswith(f"loss_surface_{name}_")]
+            if not only or only in "bench_surface" or any(only in f for f in figures):
                 out.update(measure(name))
     return out

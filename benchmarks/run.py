@@ -9,7 +9,8 @@ as ``name: value (goal ...)`` (``skipped`` for None) and, with ``--json``, write
 ``{figure_name: number or null}``. A module declares ``GOALS = {figure: "<= 1.05", ...}``.
 ``--keep-freed-memory`` has glibc keep freed memory in the process for every library timed
 (``_timing.keep_freed_memory``): steadier ratios on machines with costly page faults.
-Exit status 1 if a benchmark module raised.
+``--list`` with ``--only`` lists the figures that would be printed. Exit status 1 if a benchmark
+module raised or measured none of the figures asked for, 2 if SUBSTRING matches no benchmark.
 """
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
               + ("yes" if keep_freed_memory() else "no (not glibc): default allocator"))
 
     figures: dict[str, float | None] = {}
-    failed = []
+    failed, matched = [], []
     for path in discover():
         try:
             module = load(path)
@@ -91,8 +92,11 @@ def main(argv: list[str] | None = None) -> int:
                     or any(args.only in name for name in goals))
         if not selected:
             continue
+        matched.append(path.name)
+        wanted = (lambda n: True) if (not args.only or args.only in path.stem) else (
+            lambda n: args.only in n)
         if args.list:
-            print(f"{path.name}: " + ", ".join(goals))
+            print(f"{path.name}: " + ", ".join(n for n in goals if wanted(n)))
             continue
         print(f"== {path.stem}", flush=True)
         t0 = time.perf_counter()
@@ -104,19 +108,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path.name}: failed:\n{traceback.format_exc()}", file=sys.stderr)
             failed.append(path.name)
             results = {name: None for name in goals}
-        wanted = (lambda n: True) if (not args.only or args.only in path.stem) else (
-            lambda n: args.only in n)
+        if not any(wanted(name) for name in results):
+            # selected by a figure's name, yet its run() chose none: a benchmark's own bug
+            print(f"{path.name}: measured none of the figures asked for "
+                  f"(--only {args.only!r})", file=sys.stderr)
+            failed.append(path.name)
         for name, value in results.items():
             if wanted(name):
                 value = None if value is None else float(value)
                 figures[name] = value
                 print(format_figure(name, value, goals.get(name)), flush=True)
         print(f"   ({time.perf_counter() - t0:.1f} s)", flush=True)
-    if args.list:
-        return 0
-    if not figures and not failed:
+    if not matched and not failed:
         print(f"no benchmark matches {args.only!r}", file=sys.stderr)
         return 2
+    if args.list:
+        return 0
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -349,3 +349,55 @@ def test_peer_figures_name_each_library_s_samples_where_they_differ(monkeypatch,
     peers = [bench.Peer(n, lambda _, n=n: n) for n in ("ours", "peer")]
     bench._compare("task", peers[0], peers[1:], lambda v: 0.0, 1.0)
     assert "median of ours 5, peer 1 samples of 25 calls each" in capsys.readouterr().out
+
+
+def _measuring_by_name(bench, *functions):
+    """``bench`` with each of ``functions`` (its measurements, by name) replaced by one that
+    returns 1.0 for every figure of GOALS whose name holds the arguments it was called with."""
+    def fake(*names, **_):
+        return {f: 1.0 for f in bench.GOALS if all(f"_{n}_" in f for n in names)}
+    for name in functions:
+        setattr(bench, name, fake)
+    return bench
+
+
+@pytest.mark.parametrize("module, functions", [
+    ("bench_batch_statistics", ("measure",)), ("bench_surface", ("measure",)),
+    ("bench_sequence_loss", ("measure", "measure_step"))])
+def test_a_figure_s_name_or_part_of_it_has_the_module_measure_that_figure(module, functions):
+    # `run.py --only loss_surface` selected bench_surface by its figures' names, whose run()
+    # then matched the substring against the problem's name alone and measured nothing
+    bench = _measuring_by_name(_bench(module), *functions)
+    for figure in bench.GOALS:
+        assert figure in bench.run(only=figure), figure
+    for part in ("_speedup", "vs_backpack", "loss_surface", "step_speedup"):
+        asked = [f for f in bench.GOALS if part in f]
+        assert set(asked) <= set(bench.run(only=part)), part
+
+
+def _fake_benchmarks(tmp_path, body: str):
+    """run.py with benchmarks/ holding one module bench_fake.py of ``body``."""
+    bench = tmp_path / "bench_fake.py"
+    bench.write_text('GOALS = {"fake_one_ratio": ">= 1", "fake_two_ratio": "report"}\n' + body)
+    run = _bench("run")
+    run.discover = lambda: [bench]
+    return run
+
+
+def test_run_py_fails_a_module_selected_by_a_figure_that_it_then_does_not_measure(
+        tmp_path, capsys):
+    run = _fake_benchmarks(tmp_path, "def run(only=''):\n    return {}\n")
+    assert run.main(["--only", "fake_one"]) == 1
+    assert "bench_fake.py: measured none of the figures asked for" in capsys.readouterr().err
+    assert run.main(["--only", "no_such_figure"]) == 2        # nothing selected: not a failure
+    assert "no benchmark matches 'no_such_figure'" in capsys.readouterr().err
+    assert run.main(["--list", "--only", "no_such_figure"]) == 2
+
+
+def test_run_py_lists_only_the_figures_that_only_selects(tmp_path, capsys):
+    run = _fake_benchmarks(tmp_path, "def run(only=''):\n    return {}\n")
+    assert run.main(["--list", "--only", "fake_two"]) == 0
+    assert capsys.readouterr().out == "bench_fake.py: fake_two_ratio\n"
+    assert run.main(["--list", "--only", "fake"]) == 0         # the module's name: every figure
+    assert capsys.readouterr().out == "bench_fake.py: fake_one_ratio, fake_two_ratio\n"
+
