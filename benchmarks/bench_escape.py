@@ -29,10 +29,11 @@ GOALS = {
 }
 
 
-def _median_time(fn, repeats: int = 3) -> float:
-    """Median thread CPU seconds of ``fn()``; prints the median wall seconds too."""
+def _median_time(what: str, fn, repeats: int = 3) -> float:
+    """Median thread CPU seconds of ``fn()``; prints them with the median wall seconds, named
+    ``what``."""
     cpu, wall = median_timed(fn, repeats)
-    print(f"  cpu {cpu:.3f} s, wall {wall:.3f} s")
+    print(f"  {what}: cpu {cpu:.3f} s, wall {wall:.3f} s (median of {repeats})")
     return cpu
 
 
@@ -48,9 +49,11 @@ def run() -> dict[str, float | None]:
               f"7 methods x {cfg.repetitions} reps x {cfg.iterations} iterations, "
               f"sharpness M={cfg.sharpness_samples} every {cfg.sharpness_every}")
         escape_experiment(land, EscapeConfig(iterations=20, record_trajectory=False))  # warm-up
-        full = _median_time(lambda: escape_experiment(land, cfg))
+        full = _median_time("with the sharpness probe (escape_experiment_seconds)",
+                            lambda: escape_experiment(land, cfg))
         dyn_cfg = EscapeConfig(record_trajectory=False, sharpness_every=0)
-        dyn = _median_time(lambda: escape_experiment(land, dyn_cfg))
+        dyn = _median_time("dynamics alone (escape_dynamics_seconds)",
+                           lambda: escape_experiment(land, dyn_cfg))
 
         p = PSpinGlass(100, regime="critical", seed=0)
         gen = torch.Generator().manual_seed(0)

@@ -401,3 +401,31 @@ def test_run_py_lists_only_the_figures_that_only_selects(tmp_path, capsys):
     assert run.main(["--list", "--only", "fake"]) == 0         # the module's name: every figure
     assert capsys.readouterr().out == "bench_fake.py: fake_one_ratio, fake_two_ratio\n"
 
+
+def test_escape_benchmark_names_the_figure_of_each_timing_it_prints(monkeypatch, capsys):
+    import types
+
+    import sgdlab.landscapes.escape as escape
+    import sgdlab.landscapes.pspin as pspin
+
+    bench = _bench("bench_escape")
+    monkeypatch.setattr(escape, "escape_experiment", lambda land, cfg: None)
+    monkeypatch.setattr(bench, "median_timed", lambda fn, repeats: (fn(), (1.0, 2.0))[1])
+
+    class Glass:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def random_starts(self, n, generator):
+            return n
+
+        def descend(self, starts, **kwargs):
+            return types.SimpleNamespace(converged=torch.ones(starts))
+
+    monkeypatch.setattr(pspin, "PSpinGlass", Glass)
+    assert set(bench.run()) == set(bench.GOALS)
+    timings = [line for line in capsys.readouterr().out.splitlines() if "wall" in line]
+    assert [line.split(":")[0].strip() for line in timings] == [
+        "with the sharpness probe (escape_experiment_seconds)",
+        "dynamics alone (escape_dynamics_seconds)"]
+
