@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 
 import torch
 from torch import nn
@@ -100,6 +101,17 @@ def _pyhessian():
         return None
 
 
+def _quietly(fn):
+    """``fn`` with the warnings it raises ignored: PyHessian's ``backward(create_graph=True)``
+    has torch warn of a reference cycle, a note about PyHessian's code that would read as
+    one about the benchmark (bench_peers ignores every library's warnings alike)."""
+    def quiet(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fn(*args, **kwargs)
+    return quiet
+
+
 def top_eig_figure(model, loss_fn, x, y) -> float | None:
     from sgdlab.measure.curvature import lanczos
     from sgdlab.operators import HessianOperator
@@ -116,6 +128,7 @@ def top_eig_figure(model, loss_fn, x, y) -> float | None:
                           generator=torch.Generator().manual_seed(1))
         return float(vals[0]), op.num_matvecs
 
+    @_quietly
     def theirs():
         torch.manual_seed(1)
         h = hessian(model, loss_fn, data=(x, y), cuda=False)
@@ -144,6 +157,7 @@ def trace_figure(model, loss_fn, x, y) -> float | None:
         return None
 
     def theirs(max_iter, tol):
+        @_quietly
         def f():
             torch.manual_seed(2)
             h = hessian(model, loss_fn, data=(x, y), cuda=False)

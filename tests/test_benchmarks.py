@@ -429,3 +429,26 @@ def test_escape_benchmark_names_the_figure_of_each_timing_it_prints(monkeypatch,
         "with the sharpness probe (escape_experiment_seconds)",
         "dynamics alone (escape_dynamics_seconds)"]
 
+
+def test_curvature_benchmark_keeps_pyhessian_s_warnings_out_of_its_output(monkeypatch):
+    import sys
+    import types
+    import warnings
+
+    class Hessian:
+        """PyHessian's interface; warns as torch does of PyHessian's create_graph backward."""
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def eigenvalues(self, **kwargs):
+            warnings.warn("a note about the peer's code", UserWarning)
+            return [1.0], None
+
+    monkeypatch.setitem(sys.modules, "pyhessian", types.SimpleNamespace(hessian=Hessian))
+    bench = _bench("bench_curvature")
+    model, x, y = _tiny_mlp(nn.Tanh(), 16)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert bench.top_eig_figure(model, nn.CrossEntropyLoss(), x, y) > 0
+    assert not [w for w in seen if "peer's code" in str(w.message)]
