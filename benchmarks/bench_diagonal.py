@@ -59,3 +59,11 @@ def run(only: str = "") -> dict[str, float | None]:
             if not only or only in "bench_diagonal" or only in key:
                 out[key] = measure(name)
     return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    from run import main
+
+    sys.exit(main(module=__file__))

@@ -112,5 +112,6 @@ def run(only: str = "") -> dict[str, float | None]:
 if __name__ == "__main__":
     import sys
 
-    for key, val in run(sys.argv[1] if len(sys.argv) > 1 else "").items():
-        print(f"{key}: {val:.3f}  (goal {GOALS[key]})")
+    from run import main
+
+    sys.exit(main(module=__file__))

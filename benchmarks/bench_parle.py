@@ -235,5 +235,8 @@ def run() -> dict[str, float | None]:
 
 
 if __name__ == "__main__":
-    for k, v in run().items():
-        print(f"{k}: {v} (goal {GOALS[k]})")
+    import sys
+
+    from run import main
+
+    sys.exit(main(module=__file__))

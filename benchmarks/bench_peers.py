@@ -50,12 +50,13 @@ the calibration runs not counted, and the time per call is the median over runs 
 time / K (printed with K and the number of runs). A peer whose
 calibration run takes over 20x sgdlab's time (and 10 s) without meeting the target is stopped
 there, its time taken as a lower bound (said in the output). ``SGDLAB_BENCH_REPEATS`` overrides
-the 5 (and 5x it the 25). ``python benchmarks/run.py --only cnn`` runs one problem's figures
-(any other substring selects the figures whose name contains it). The run with every problem
+the 5 (and 5x it the 25). ``python benchmarks/bench_peers.py cnn`` runs one problem's figures
+(any other substring selects the figures whose name contains it; ``run.py --only cnn`` also runs
+the other modules' figures with ``cnn`` in their names). The run with every problem
 takes about an hour on one core (the three small problems 32 minutes, most of it PyHessian's
 power iteration failing to reach 1e-3 on the CNNs).
 
-``python benchmarks/run.py --keep-freed-memory ...`` has glibc keep freed memory for every
+``python benchmarks/bench_peers.py --keep-freed-memory ...`` has glibc keep freed memory for every
 library alike (steadier figures on machines with costly page faults).
 ``SGDLAB_BENCH_DEVICE=cuda`` runs every library on the GPU (model, data, probes and
 generators there; PyHessian with ``cuda=True``) and times by the wall clock between
@@ -660,5 +661,6 @@ def run(only: str = "") -> dict[str, float | None]:
 if __name__ == "__main__":
     import sys
 
-    for key, val in run(sys.argv[1] if len(sys.argv) > 1 else "").items():
-        print(f"{key}: {val}")
+    from run import main
+
+    sys.exit(main(module=__file__))

@@ -69,3 +69,11 @@ def run() -> dict[str, float | None]:
           f"(workers importing torch) {first:.2f}")
     return {"ray_overhead_per_run_vs_local_pool": ra / lo,
             "ray_first_sweep_per_run_vs_local_pool": first / lo}
+
+
+if __name__ == "__main__":
+    import sys
+
+    from run import main
+
+    sys.exit(main(module=__file__))

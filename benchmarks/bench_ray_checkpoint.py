@@ -105,3 +105,11 @@ def run() -> dict[str, float | None]:
     finally:
         ray.shutdown()
     return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    from run import main
+
+    sys.exit(main(module=__file__))

@@ -178,5 +178,8 @@ def run() -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    for k, v in run().items():
-        print(f"{k}: {v}")
+    import sys
+
+    from run import main
+
+    sys.exit(main(module=__file__))

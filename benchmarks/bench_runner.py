@@ -107,4 +107,8 @@ def run() -> dict[str, float | None]:
 
 
 if __name__ == "__main__":
-    print(run())
+    import sys
+
+    from run import main
+
+    sys.exit(main(module=__file__))

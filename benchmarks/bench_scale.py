@@ -164,5 +164,8 @@ def run() -> dict[str, float | None]:
 
 
 if __name__ == "__main__":
-    for key, val in run().items():
-        print(f"{key}: {val}")
+    import sys
+
+    from run import main
+
+    sys.exit(main(module=__file__))

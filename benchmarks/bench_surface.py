@@ -91,3 +91,11 @@ def run(only: str = "") -> dict[str, float | None]:
             if not only or only in "bench_surface" or any(only in f for f in figures):
                 out.update(measure(name))
     return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    from run import main
+
+    sys.exit(main(module=__file__))

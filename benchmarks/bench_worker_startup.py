@@ -62,4 +62,6 @@ def run() -> dict[str, float | None]:
 
 
 if __name__ == "__main__":
-    print(run())
+    from run import main
+
+    sys.exit(main(module=__file__))

@@ -9,8 +9,10 @@ as ``name: value (goal ...)`` (``skipped`` for None) and, with ``--json``, write
 ``{figure_name: number or null}``. A module declares ``GOALS = {figure: "<= 1.05", ...}``.
 ``--keep-freed-memory`` has glibc keep freed memory in the process for every library timed
 (``_timing.keep_freed_memory``): steadier ratios on machines with costly page faults.
-``--list`` with ``--only`` lists the figures that would be printed. Exit status 1 if a benchmark
-module raised or measured none of the figures asked for, 2 if SUBSTRING matches no benchmark.
+``--list`` with ``--only`` lists the figures that would be printed. ``python
+benchmarks/bench_x.py [SUBSTRING] [--json PATH] ...`` runs that module alone, the same way.
+Exit status 1 if a benchmark module raised or measured none of the figures asked for, 2 if
+SUBSTRING matches no benchmark.
 """
 from __future__ import annotations
 
@@ -62,10 +64,19 @@ def format_figure(name: str, value, goal: str | None) -> str:
     return f"{name}: {float(value):.4g}{g}{mark}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", metavar="SUBSTRING", default="",
-                    help="run benchmarks whose module or figure names contain this")
+def main(argv: list[str] | None = None, module: str | None = None) -> int:
+    """Run the benchmarks as the command line asks; ``module``: the path of one benchmark
+    module, run alone (``python benchmarks/bench_x.py [SUBSTRING]``: its figures whose names
+    contain SUBSTRING, printed as here)."""
+    if module:
+        ap = argparse.ArgumentParser(prog=Path(module).name, description=(
+            f"{Path(module).stem}'s figures alone, as benchmarks/run.py prints them"))
+        ap.add_argument("only", metavar="SUBSTRING", nargs="?", default="",
+                        help="run the figures whose names contain this (all when omitted)")
+    else:
+        ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+        ap.add_argument("--only", metavar="SUBSTRING", default="",
+                        help="run benchmarks whose module or figure names contain this")
     ap.add_argument("--json", metavar="PATH", help="write {figure: value} here")
     ap.add_argument("--list", action="store_true", help="list modules and figures, run nothing")
     ap.add_argument("--keep-freed-memory", action="store_true",
@@ -80,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     figures: dict[str, float | None] = {}
     failed, matched = [], []
-    for path in discover():
+    for path in [Path(module).resolve()] if module else discover():
         try:
             module = load(path)
         except Exception:

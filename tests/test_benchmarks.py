@@ -452,3 +452,29 @@ def test_curvature_benchmark_keeps_pyhessian_s_warnings_out_of_its_output(monkey
         warnings.simplefilter("always")
         assert bench.top_eig_figure(model, nn.CrossEntropyLoss(), x, y) > 0
     assert not [w for w in seen if "peer's code" in str(w.message)]
+
+
+def test_a_benchmark_module_run_alone_prints_its_figures_as_run_py_does(tmp_path, capsys):
+    bench = tmp_path / "bench_fake.py"
+    bench.write_text('GOALS = {"fake_one_ratio": ">= 1", "fake_two_ratio": "report"}\n'
+                     "def run(only=''):\n"
+                     "    return {'fake_one_ratio': 2.0, 'fake_two_ratio': None}\n")
+    run = _bench("run")
+    assert run.main(["fake_one"], module=str(bench)) == 0
+    out = capsys.readouterr().out
+    assert "fake_one_ratio: 2 (goal >= 1)  [met]" in out and "fake_two" not in out
+    assert run.main([], module=str(bench)) == 0
+    assert "fake_two_ratio: skipped (goal report)" in capsys.readouterr().out
+    assert run.main(["no_such_figure"], module=str(bench)) == 2
+
+
+@pytest.mark.parametrize("path", sorted(BENCH.glob("bench_*.py")), ids=lambda p: p.stem)
+def test_every_benchmark_run_alone_goes_through_run_py(path):
+    # some printed a raw dict, some formatted None as a number, and four did nothing at all
+    import ast
+
+    tree = ast.parse(path.read_text())
+    mains = [node for node in tree.body if isinstance(node, ast.If)
+             and ast.unparse(node.test) == "__name__ == '__main__'"]
+    assert len(mains) == 1
+    assert "sys.exit(main(module=__file__))" in ast.unparse(mains[0])
