@@ -96,9 +96,14 @@ def _pyhessian():
         from pyhessian import hessian
         return hessian
     except Exception as e:
-        print(f"  pyhessian not installed ({type(e).__name__}: {e}); its figures are skipped. "
-              "Install with: pip install -c constraints.txt -e .[bench]")
+        if not _pyhessian.reported:        # said once, not for each of its two figures
+            _pyhessian.reported = True
+            print(f"  pyhessian not installed ({type(e).__name__}: {e}); its figures are "
+                  "skipped. Install with: pip install -c constraints.txt -e '.[bench]'")
         return None
+
+
+_pyhessian.reported = False
 
 
 def _quietly(fn):

@@ -256,9 +256,11 @@ def _compare(task: str, ours: Peer, peers: list[Peer], error, target: float) -> 
                  "library alike]")
     print(f"  {task}: {line}", flush=True)
     if ours.name not in rows:
+        print(f"    -> {ours.name} did not reach the target: the figure is skipped", flush=True)
         return None
     others = {n: r for n, r in rows.items() if n != ours.name}
     if not others:
+        print("    -> no peer ran or reached the target: the figure is skipped", flush=True)
         return None
     best = min(others, key=lambda n: others[n][0])
     ratio = others[best][0] / rows[ours.name][0]
@@ -271,11 +273,16 @@ def _compare(task: str, ours: Peer, peers: list[Peer], error, target: float) -> 
 # peers' set-up
 # ---------------------------------------------------------------------------------------------
 
+_MISSING: set[str] = set()     # libraries already reported missing: said once, not every task
+
+
 def _import(name: str):
     try:
         return __import__(name, fromlist=["_"])
     except Exception as e:
-        print(f"    ({name} not available: {type(e).__name__}: {e}; its runs are skipped)")
+        if name not in _MISSING:
+            _MISSING.add(name)
+            print(f"    ({name} not available: {type(e).__name__}: {e}; its runs are skipped)")
         return None
 
 

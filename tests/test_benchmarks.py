@@ -478,3 +478,33 @@ def test_every_benchmark_run_alone_goes_through_run_py(path):
              and ast.unparse(node.test) == "__name__ == '__main__'"]
     assert len(mains) == 1
     assert "sys.exit(main(module=__file__))" in ast.unparse(mains[0])
+
+
+def test_peer_figures_say_why_they_are_skipped_and_name_a_missing_library_once(
+        monkeypatch, capsys):
+    import sys
+
+    bench = _bench("bench_peers")
+    monkeypatch.setattr(bench, "_repeats", lambda: 1)
+    monkeypatch.setitem(sys.modules, "pyhessian", None)        # import raises ImportError
+    assert bench._import("pyhessian") is None and bench._import("pyhessian") is None
+    assert capsys.readouterr().out.count("pyhessian not available") == 1
+    ours = bench.Peer("sgdlab", lambda _: 0.0)
+    assert bench._compare("task", ours, [], lambda v: 0.0, 1.0) is None
+    assert "no peer ran or reached the target: the figure is skipped" in capsys.readouterr().out
+    peer = bench.Peer("peer", lambda _: 0.0)
+    assert bench._compare("task", bench.Peer("sgdlab", lambda _: 1.0), [peer],
+                          lambda v: v, 0.5) is None
+    assert "sgdlab did not reach the target: the figure is skipped" in capsys.readouterr().out
+
+
+def test_curvature_benchmark_names_a_missing_pyhessian_once(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyhessian", None)
+    bench = _bench("bench_curvature")
+    model, x, y = _tiny_mlp(nn.Tanh(), 8)
+    assert bench.top_eig_figure(model, nn.CrossEntropyLoss(), x, y) is None
+    assert bench.trace_figure(model, nn.CrossEntropyLoss(), x, y) is None
+    out = capsys.readouterr().out
+    assert out.count("pyhessian not installed") == 1 and "-e '.[bench]'" in out
