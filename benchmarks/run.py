@@ -93,12 +93,12 @@ def main(argv: list[str] | None = None, module: str | None = None) -> int:
     failed, matched = [], []
     for path in [Path(module).resolve()] if module else discover():
         try:
-            module = load(path)
+            bench = load(path)
         except Exception:
             print(f"{path.name}: could not import:\n{traceback.format_exc()}", file=sys.stderr)
             failed.append(path.name)
             continue
-        goals: dict[str, str] = dict(getattr(module, "GOALS", {}))
+        goals: dict[str, str] = dict(getattr(bench, "GOALS", {}))
         selected = (not args.only or args.only in path.stem
                     or any(args.only in name for name in goals))
         if not selected:
@@ -113,16 +113,16 @@ def main(argv: list[str] | None = None, module: str | None = None) -> int:
         t0 = time.perf_counter()
         try:
             # a module whose run() takes ``only`` skips the figures not asked for
-            takes_only = "only" in inspect.signature(module.run).parameters
-            results = module.run(only=args.only) if takes_only else module.run()
+            takes_only = "only" in inspect.signature(bench.run).parameters
+            results = bench.run(only=args.only) if takes_only else bench.run()
         except Exception:
             print(f"{path.name}: failed:\n{traceback.format_exc()}", file=sys.stderr)
             failed.append(path.name)
             results = {name: None for name in goals}
         if not any(wanted(name) for name in results):
             # selected by a figure's name, yet its run() chose none: a benchmark's own bug
-            print(f"{path.name}: measured none of the figures asked for "
-                  f"(--only {args.only!r})", file=sys.stderr)
+            print(f"{path.name}: measured none of the figures asked for by {args.only!r}",
+                  file=sys.stderr)
             failed.append(path.name)
         for name, value in results.items():
             if wanted(name):
