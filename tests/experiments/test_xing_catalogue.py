@@ -68,6 +68,27 @@ def test_cpu_hessian_norm_lists_the_length_fig_3_leaves_open():
                and "line 101" in d for d in spec.deviations), spec.deviations
 
 
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_cosine_grid_compares_every_batch_size_after_the_same_updates_and_says_so(
+        scale, paper_lines):
+    """Line 126 does not say whether the batch sizes' distances are compared after equal
+    updates or equal epochs; footnote 4 (line 109) compares GD with SGD "after the same
+    number of updates". Every run of the sweep stops at the same update, and each scale
+    names that basis among its deviations."""
+    assert "after the same number of updates, GD traverses a smaller" in paper_lines[108]
+    assert "smaller distance of parameters from initialization during training" in (
+        paper_lines[125])
+    spec = load_experiment("xing-cosine-grid", scale)
+    runs = spec.expand(data_dir="/d")
+    assert len({r.params["max_steps"] for r in runs}) == 1
+    for r in runs:     # no run ends its epochs before max_steps
+        n = r.params["dataset"]["n_train"] if scale == "paper" else 4000   # mnist_small
+        per_epoch = n // r.params["batch_size"]
+        assert r.params["epochs"] * per_epoch >= r.params["max_steps"], r.label
+    basis = [d for d in spec.deviations if "same number of updates" in d]
+    assert len(basis) == 1 and "line 126" in basis[0] and "line 109" in basis[0], basis
+
+
 @pytest.mark.parametrize("name", XING)
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
 def test_the_inputs_are_pixels_in_0_1_and_the_unstated_preprocessing_is_listed(name, scale):
