@@ -397,20 +397,29 @@ def test_runs_list_of_runs_named_alike_names_the_options_that_list_one_scale_or_
 
 
 def test_a_run_every_reading_takes_is_listed_as_of_all(tmp_path, capsys):
-    # a run no reading changes is one stored run for each: "all", not eight names
+    # a run no reading changes is one stored run for each: "all", not every reading's name
     store = _store(tmp_path)
-    default = _reading_runs(store, "chaudhari-independent-copies", {})
-    (own,) = _reading_runs(store, "chaudhari-independent-copies", {"overlap": "layer-mean"},
-                           {"compare"})
-    assert main(["runs", "list", "--experiment", "chaudhari-independent-copies", "--store",
+    default = dict(zip(EQUAL_RATIO_LABELS, _reading_runs(store, "jastrzebski-equal-ratio", {})))
+    (own,) = _reading_runs(store, "jastrzebski-equal-ratio", {"cbs-shape": "linear"}, {"cbs"})
+    assert main(["runs", "list", "--experiment", "jastrzebski-equal-ratio", "--store",
                  str(store.path)]) == 0
     _, rows = _listed(capsys)
-    assert [rows[rid][4] for rid in [*default, own]] == [
-        "all", "all", "all", "default, ensemble-than=mean-copy", "overlap=layer-mean"]
-    assert main(["runs", "show", default[0], "--store", str(store.path)]) == 0
+    # each reading retrains one run of its own: cbs-shape the cyclic batch size's, clr-steps
+    # the cyclic learning rate's; the other five are every reading's
+    assert {label: rows[rid][4] for label, rid in default.items()} == {
+        "cbs": "default, clr-steps=every-epoch", "clr": "default, cbs-shape=linear",
+        **dict.fromkeys(EQUAL_RATIO_LABELS[2:], "all")}
+    assert rows[own][4] == "cbs-shape=linear"
+    assert main(["runs", "show", default["const-lr0.001-B128"], "--store",
+                 str(store.path)]) == 0
     assert capsys.readouterr().out.splitlines()[1] == (
-        "readings: default, ensemble-than=mean-copy, overlap=layer-mean, bn-stats=recompute "
+        "readings: default, cbs-shape=linear, clr-steps=every-epoch "
         "(the sweeps that take this run, at scale smoke)")
+
+
+# jastrzebski-equal-ratio's smoke runs, in the order its sweep expands them
+EQUAL_RATIO_LABELS = ("cbs", "clr", "const-lr0.001-B128", "const-lr0.005-B640",
+                      "small-lr0.01-B50", "linear-lr0.04-B200", "sqrt-lr0.02-B200")
 
 
 def _planned(out: str) -> dict[str, list[str]]:
@@ -447,17 +456,17 @@ def test_runs_delete_by_reading_takes_that_readings_runs_and_names_their_reading
 def test_runs_delete_by_reading_says_which_runs_other_readings_share(tmp_path, capsys):
     # a run no reading changes is one stored run for each: deleting it takes it from all
     store = _store(tmp_path)
-    default = _reading_runs(store, "chaudhari-independent-copies", {})
-    (own,) = _reading_runs(store, "chaudhari-independent-copies", {"overlap": "layer-mean"},
-                           {"compare"})
-    assert main(["runs", "delete", "--experiment", "chaudhari-independent-copies",
-                 "--reading", "overlap=layer-mean", "--dry-run", "--store",
+    default = dict(zip(EQUAL_RATIO_LABELS, _reading_runs(store, "jastrzebski-equal-ratio", {})))
+    (own,) = _reading_runs(store, "jastrzebski-equal-ratio", {"cbs-shape": "linear"}, {"cbs"})
+    assert main(["runs", "delete", "--experiment", "jastrzebski-equal-ratio",
+                 "--reading", "cbs-shape=linear", "--dry-run", "--store",
                  str(store.path)]) == 0
     out = capsys.readouterr().out
-    shared = default[:3]
+    shared = [default[label] for label in EQUAL_RATIO_LABELS[1:]]   # all but the default's cbs
     assert {rid: cells[3] for rid, cells in _planned(out).items()} == {
-        **dict.fromkeys(shared, "all"), own: "overlap=layer-mean"}
-    assert (f"note: 3 of these runs are also of the sweep of another reading (READINGS), as "
+        default["clr"]: "default,", **dict.fromkeys(shared[1:], "all"),
+        own: "cbs-shape=linear"}
+    assert (f"note: 6 of these runs are also of the sweep of another reading (READINGS), as "
             f"one stored run serves every reading it is alike in: {', '.join(shared)} go from "
             "their sweeps too") in out
 
