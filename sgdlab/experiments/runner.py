@@ -33,7 +33,7 @@ from sgdlab.experiments.spec import (ExperimentSpec, RunSpec, catalogue_name, ex
 from sgdlab.experiments.sweep import (DONE, SweepReport, check_backend, check_options,
                                      load_runs, open_store, run_sweep, store_file,
                                      threads_per_worker)
-from sgdlab.report.figures import close_figures, open_figures, save_and_close
+from sgdlab.report.figures import close_figures, figure_title, open_figures, save_and_close
 from sgdlab.report.tables import Table
 from sgdlab.strict_json import finite_or_none, write_atomic
 
@@ -367,8 +367,9 @@ def _write_report(spec: ExperimentSpec, out: Path, analysis, stored: list, missi
         # figures are laid out by their makers (tight_layout / constrained): a "tight" bbox
         # would cost one more full draw per file
         save_figure(fig, png, dpi=100)
+        title = figure_title(fig)       # read before the figure is closed
         save_and_close(fig, svg)
-        fig_records.append({"name": name, "png": f"figures/{name}.png",
+        fig_records.append({"name": name, "title": title, "png": f"figures/{name}.png",
                             "svg": f"figures/{name}.svg"})
     for t in analysis.tables:
         write_whole(out / "tables" / f"{t.name}.csv", t.to_csv())
@@ -410,6 +411,8 @@ def _write_report(spec: ExperimentSpec, out: Path, analysis, stored: list, missi
                                 "seeds": spec.seeds, "options": spec.options},
                    **_file_yaml(spec.raw)},
         "environment": _report_environment(store_path, stored, device, workers),
+        "command": run_command(spec, out, store_path=store_path, data_dir=data_dir,
+                               device=device),
     }
     # whole or not at all: a truncated file in place of the previous report's could not be
     # read by `sgdlab report DIR`
@@ -418,6 +421,26 @@ def _write_report(spec: ExperimentSpec, out: Path, analysis, stored: list, missi
 
     write_html(results, out)
     return results
+
+
+def run_command(spec: ExperimentSpec, out: Path, *, store_path: str,
+                data_dir: str | None = None, device: str = "cpu") -> str:
+    """The ``sgdlab run`` command line that writes this report again into ``out``: the
+    entry by name (a catalogue file) or ``--config`` with its file, the scale, each reading
+    off its default, the store and the data folder, paths absolute. Its runs are in the
+    store, so it trains only those the store lacks."""
+    import shlex
+
+    what = [spec.name] if spec.catalogued else ["--config", os.path.abspath(spec.source)]
+    words = ["sgdlab", "run", *what, "--scale", spec.scale]
+    for key, choice in spec.changed_readings().items():
+        words += ["--reading", f"{key}={choice}"]
+    if data_dir is not None:
+        words += ["--data-dir", os.path.abspath(expand_data_dir(data_dir))]
+    if device != "cpu":
+        words += ["--device", device]
+    words += ["--store", os.path.abspath(store_path), "--out", os.path.abspath(out)]
+    return shlex.join(words)
 
 
 def _output_files(out: Path, tables: list[Table] | None = None,

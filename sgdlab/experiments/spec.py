@@ -387,13 +387,17 @@ class ExperimentSpec:
                 **({"outside_regime": self.outside_regime} if self.outside_regime else {}),
                 "procedure": self.procedure, "analysis": self.analysis}
 
+    @property
+    def catalogued(self) -> bool:
+        """Whether the spec is read from a file of the catalogue (by name, or by path)."""
+        # resolved: --config catalogue/NAME.yaml from the package's folder is that file
+        return Path(self.source).resolve().parent == CATALOGUE_DIR.resolve()
+
     def wall_minutes(self) -> float | None:
         """The whole entry's measured wall time at this scale (``scales.<scale>.wall_minutes``)
         when the spec is a catalogue file's under its default readings, as measured; else
         None."""
-        # resolved: --config catalogue/NAME.yaml from the package's folder is the file measured
-        catalogued = Path(self.source).resolve().parent == CATALOGUE_DIR.resolve()
-        if not catalogued or self.changed_readings():
+        if not self.catalogued or self.changed_readings():
             return None       # an edited copy, another reading: not the runs measured
         return ((self.raw.get("scales") or {}).get(self.scale) or {}).get("wall_minutes")
 

@@ -40,6 +40,9 @@ blockquote{margin:.5em 0 .5em 1em;padding:.3em .8em;border-left:3px solid #bbb;c
 """
 
 
+# the missing runs the page names; the rest are counted
+MISSING_SHOWN = 20
+
 # A figure this much wider than tall (a row of panels) gets the page's full width.
 WIDE_ASPECT = 1.8
 
@@ -76,11 +79,17 @@ def conclusions_html(results: dict[str, Any]) -> str:
 
 
 def figures_html(results: dict[str, Any], base_dir: Path) -> str:
+    """Each figure with a caption: what it shows (its title, where the figure has one), its
+    name and its SVG file, a link relative to the page (the PNG is embedded)."""
     parts = []
     for f in results.get("figures", []):
-        img, wide = _img(base_dir / f["png"], f["name"])
-        parts.append(f"<div class='fig{' wide' if wide else ''}'>{img}<p>"
-                     f"{html.escape(f['name'])} (<code>{html.escape(f['svg'])}</code>)</p></div>")
+        title = f.get("title") or ""
+        img, wide = _img(base_dir / f["png"], title or f["name"])
+        shows = f"{html.escape(title)}<br>" if title else ""
+        svg = html.escape(f["svg"])
+        parts.append(f"<div class='fig{' wide' if wide else ''}'>{img}<p>{shows}"
+                     f"{html.escape(f['name'])} (<a href='{svg}'><code>{svg}</code></a>)"
+                     "</p></div>")
     return "".join(parts) or "<p>No figures.</p>"
 
 
@@ -92,9 +101,10 @@ def tables_html(results: dict[str, Any]) -> str:
 def header_html(results: dict[str, Any]) -> str:
     e = results["experiment"]
     p = e.get("paper", {})
-    ref = f"{p.get('author', '?')} ({p.get('year', '?')}), {p.get('figure', '?')}"
-    if p.get("title"):
-        ref += f": <i>{html.escape(str(p['title']))}</i>"
+    # the paper's title before the figure: after it, it read as the figure's caption
+    title = f"<i>{html.escape(str(p['title']))}</i>, " if p.get("title") else ""
+    ref = (f"{html.escape(str(p.get('author', '?')))} ({html.escape(str(p.get('year', '?')))}), "
+           f"{title}{html.escape(str(p.get('figure', '?')))}")
     claim = f"<p><b>Paper's claim:</b> {html.escape(str(p['claim']))}</p>" if p.get("claim") else ""
     return (f"<h1>{html.escape(e['name'])} <small>v{e['version']} · scale "
             f"{html.escape(results['scale'])}</small></h1>"
@@ -140,10 +150,20 @@ def deviations_html(results: dict[str, Any]) -> str:
 def status_html(results: dict[str, Any]) -> str:
     parts = []
     if results.get("incomplete"):
-        miss = ", ".join(results.get("missing_runs", [])[:20])
-        parts.append(f"<p class='warn'>Incomplete: {len(results.get('missing_runs', []))} runs "
-                     f"missing ({html.escape(miss)}). Running the experiment again (`sgdlab "
-                     f"run`, same scale and store) completes them.</p>")
+        missing = results.get("missing_runs", [])
+        miss = ", ".join(missing[:MISSING_SHOWN]) + (
+            f", and {len(missing) - MISSING_SHOWN} more" if len(missing) > MISSING_SHOWN else "")
+        again = (f"<code>{html.escape(results['command'])}</code>" if results.get("command")
+                 else "<code>sgdlab run</code>, same scale and store")
+        parts.append(f"<p class='warn'>Incomplete: {len(missing)} runs missing "
+                     f"({html.escape(miss)}). Running the experiment again ({again}) "
+                     "completes them.</p>")
+    failed = (results.get("sweep") or {}).get("failed") or []
+    if failed:
+        items = "".join(f"<li><code>{html.escape(str(f['run']))}</code>: "
+                        f"{html.escape(str(f['message']))}</li>" for f in failed)
+        parts.append(f"<div class='warn'>{len(failed)} runs failed in this invocation:"
+                     f"<ul>{items}</ul></div>")
     if results.get("missing_outputs"):
         parts.append("<p class='warn'>Declared outputs not produced: "
                      + html.escape(", ".join(results["missing_outputs"])) + "</p>")
@@ -165,6 +185,19 @@ def runs_html(results: dict[str, Any]) -> str:
     return sweep + f"<p>Store: <code>{store}</code></p>" + t.to_html()
 
 
+def regenerate_html(results: dict[str, Any], base_dir: Path) -> str:
+    """The commands that write this page again: ``sgdlab report`` from the stored runs, and
+    the ``sgdlab run`` command of the experiment (it trains only the runs the store lacks)."""
+    import shlex
+
+    rebuild = shlex.join(["sgdlab", "report", str(base_dir.resolve())])
+    run = (f"<p>Run the experiment again (it trains only the runs the store lacks, then "
+           f"writes this page): <code>{html.escape(results['command'])}</code></p>"
+           if results.get("command") else "")
+    return (f"<p>Rebuild this page from the stored runs, without training: "
+            f"<code>{html.escape(rebuild)}</code></p>{run}")
+
+
 def page(title: str, body: str) -> str:
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>{body}"
@@ -184,6 +217,7 @@ def render(results: dict[str, Any], base_dir: Path) -> str:
             + "<h2>Tables</h2>" + tables_html(results)
             + "<h2>Figures</h2>" + figures_html(results, base_dir)
             + "<h2>Runs</h2>" + runs_html(results)
+            + "<h2>Regenerate</h2>" + regenerate_html(results, base_dir)
             + "<h2>Config</h2><p>Source: <code>" + source
             + "</code> (copy it and run <code>sgdlab run --config FILE</code>)</p>"
             + f"<pre>{html.escape(cfg)}</pre><details><summary>resolved at scale "

@@ -72,6 +72,7 @@ def _analysis(spec, runs):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(2, 2))
     ax.plot(ys)
+    ax.set_title("y of each run\nby seed")
     return Analysis(tables=[Table("squares", ["run", "seed", "y", "curve1"], rows)],
                     figures=[("ys", fig)],
                     conclusions=[Conclusion(f"max y = {max(ys)}", agrees_with_paper=max(ys) > 0,
@@ -2296,3 +2297,31 @@ def test_read_file_names_the_file_whose_text_is_no_mapping_or_no_yaml(tmp_path):
     with pytest.raises(ConfigError) as e:
         read_file(tmp_path / "bad.yaml")
     assert str(e.value).startswith(f"{tmp_path / 'bad.yaml'}: line 2, column 1: not valid YAML")
+
+
+def test_a_report_records_the_command_that_writes_it_again_and_what_each_figure_shows(
+        tmp_path):
+    """results.json holds the `sgdlab run` line of the report (a file outside the catalogue
+    by --config, paths absolute) and each figure's title; the page shows both."""
+    import shlex
+
+    from sgdlab.experiments.runner import run_command
+
+    path = _write(tmp_path, _raw())
+    out, store = tmp_path / "out", str(tmp_path / "runs.sqlite")
+    res = run_experiment(str(path), scale="smoke", out_dir=out, store_path=store,
+                         progress=None)
+    assert res.results["command"] == shlex.join(
+        ["sgdlab", "run", "--config", str(path), "--scale", "smoke", "--store", store,
+         "--out", str(out)])
+    assert [f["title"] for f in res.results["figures"]] == ["y of each run; by seed"]
+    page = (out / "report.html").read_text()
+    assert f"<code>{shlex.join(['sgdlab', 'report', str(out)])}</code>" in page
+    assert "<p>y of each run; by seed<br>ys (" in page
+    # a catalogue entry by its name, with the readings off their defaults
+    spec = load_experiment("zhu-escape-2d", "smoke", {"landscape": "rescaled"})
+    assert run_command(spec, Path("o"), store_path="s.sqlite", data_dir="~/d",
+                       device="cuda") == (
+        "sgdlab run zhu-escape-2d --scale smoke --reading landscape=rescaled --data-dir "
+        f"{os.path.expanduser('~/d')} --device cuda --store {os.path.abspath('s.sqlite')} "
+        f"--out {os.path.abspath('o')}")

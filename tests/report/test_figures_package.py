@@ -31,3 +31,19 @@ def test_close_figures_takes_an_analysis_pairs_and_figures_closed_already():
     plt.close(b)
     close_figures([("a", a), b])
     assert a.number not in plt.get_fignums()
+
+
+def test_figure_title_reads_the_suptitle_else_the_panels_titles():
+    from sgdlab.report.figures import figure_title
+
+    fig, (a, b, c) = plt.subplots(1, 3)
+    a.set_title("loss\nseed 0")
+    b.set_title("loss")
+    c.set_title("left", loc="left")
+    assert figure_title(fig) == "loss; seed 0; left"
+    fig.suptitle("Fig. 1: all\n two seeds ")
+    assert figure_title(fig) == "Fig. 1: all; two seeds"
+    close_figures([fig])
+    fig, _ = plt.subplots()
+    assert figure_title(fig) == ""
+    close_figures([fig])

@@ -157,3 +157,45 @@ def test_the_page_shows_every_table_note_missing_run_and_the_claim_beside_its_ve
             in page)
     assert "<tr><td>lr=0.1</td><td>3</td><td>finished</td><td>ID7</td><td>KEY9</td></tr>" \
         in page
+
+
+def test_the_citation_names_the_paper_before_its_figure(tmp_path):
+    r = _results(tmp_path, "cpu") | {"experiment": {
+        "name": "grid", "version": 1, "paper": {"author": "Smith & Jones", "year": 2019,
+                                                "figure": "Fig. 3(c)", "title": "On <noise>"}}}
+    page = render(r, tmp_path)
+    assert ("<p><b>Reproduces:</b> Smith &amp; Jones (2019), <i>On &lt;noise&gt;</i>, "
+            "Fig. 3(c)</p>") in page
+
+
+def test_each_figure_s_caption_says_what_it_shows_and_links_its_svg(tmp_path):
+    r = _results(tmp_path, "cpu")
+    r["figures"][0]["title"] = "Fig. 1: loss & η < 1; seed 0"
+    page = render(r, tmp_path)
+    assert ("<img alt='Fig. 1: loss &amp; η &lt; 1; seed 0' " in page)
+    assert ("<p>Fig. 1: loss &amp; η &lt; 1; seed 0<br>panels (<a href='figures/panels.svg'>"
+            "<code>figures/panels.svg</code></a>)</p>") in page
+    # a figure without a title (a results.json written before titles) keeps its name alone
+    assert ("<p>square (<a href='figures/square.svg'><code>figures/square.svg</code></a>)</p>"
+            in page)
+
+
+def test_missing_and_failed_runs_are_counted_named_and_the_command_that_completes_them(
+        tmp_path):
+    missing = [f"run{i}" for i in range(23)]
+    r = _results(tmp_path, "cpu") | {
+        "incomplete": True, "missing_runs": missing, "command": "sgdlab run grid --scale cpu",
+        "sweep": {"executed": 2, "skipped": 0, "seconds": 1.0,
+                  "failed": [{"run": "lr=1|seed=0", "message": "loss <inf> & more"}]}}
+    page = render(r, tmp_path)
+    assert ("23 runs missing (run0, run1, run2, run3, run4, run5, run6, run7, run8, run9, "
+            "run10, run11, run12, run13, run14, run15, run16, run17, run18, run19, and 3 more)"
+            ". Running the experiment again (<code>sgdlab run grid --scale cpu</code>) "
+            "completes them.") in page
+    assert "`" not in page.split("<h2>Conclusions")[0]
+    assert ("1 runs failed in this invocation:<ul><li><code>lr=1|seed=0</code>: "
+            "loss &lt;inf&gt; &amp; more</li></ul>") in page
+    assert ("<h2>Regenerate</h2><p>Rebuild this page from the stored runs, without "
+            f"training: <code>sgdlab report {tmp_path.resolve()}</code></p><p>Run the "
+            "experiment again (it trains only the runs the store lacks, then writes this "
+            "page): <code>sgdlab run grid --scale cpu</code></p>") in page

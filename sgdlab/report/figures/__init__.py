@@ -33,6 +33,17 @@ def save_and_close(fig, path, **kwargs):
         close_figures([fig])
 
 
+def figure_title(fig) -> str:
+    """What ``fig`` says it shows, for a caption beside it: its suptitle, else its panels'
+    titles (each once, "; " between them), lines joined by "; "; "" where it has none."""
+    # Figure.get_suptitle needs matplotlib 3.8 (the floor is 3.7)
+    sup = getattr(fig, "_suptitle", None)
+    titles = ([sup.get_text()] if sup is not None and sup.get_text().strip() else
+              [t for ax in fig.axes for t in (ax.get_title("left"), ax.get_title())])
+    lines = [ln.strip() for t in titles for ln in t.splitlines() if ln.strip()]
+    return "; ".join(dict.fromkeys(lines))
+
+
 def open_figures() -> set[int]:
     """The numbers of the figures pyplot holds (none where it is not imported): what a
     caller that closes what a piece of code left open (:func:`close_figures`) reads before."""
