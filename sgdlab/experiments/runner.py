@@ -395,7 +395,8 @@ def _write_report(spec: ExperimentSpec, out: Path, analysis, stored: list, missi
         # no parsing of labels
         "runs": [{"key": r.key, "run_id": r.run_id, "label": r.label, "seed": r.seed,
                   "grid": grid_point(r.params, spec.grid),
-                  "status": r.status, "summary": r.summary} for r in stored],
+                  "status": r.status, "message": r.message, "summary": r.summary}
+                 for r in stored],
         "missing_runs": [r.run_name for r in missing],
         "missing_outputs": declared_missing,
         "incomplete": bool(missing),

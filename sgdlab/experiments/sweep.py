@@ -740,5 +740,6 @@ def load_runs(runs: list[RunSpec], *, store_path: str | None = None
                 data = nan_in_arrays(json.loads(f.read_text()))
         out.append(StoredRun(key=r.key, run_id=str(run_id), label=r.label, seed=r.seed,
                              params=r.params, status=full.get("status", row.get("status")),
-                             summary=summary, metrics=store.metrics(run_id), data=data))
+                             summary=summary, metrics=store.metrics(run_id), data=data,
+                             message=full.get("message") or ""))
     return out, missing

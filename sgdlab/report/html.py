@@ -173,9 +173,14 @@ def status_html(results: dict[str, Any]) -> str:
 
 
 def runs_html(results: dict[str, Any]) -> str:
-    rows = [[r["label"], r["seed"], r["status"], r["run_id"], r["key"]]
-            for r in results.get("runs", [])]
-    t = Table("runs", ["run", "seed", "status", "store run id", "run key"], rows)
+    runs = results.get("runs", [])
+    rows = [[r["label"], r["seed"], r["status"], r["run_id"], r["key"]] for r in runs]
+    columns = ["run", "seed", "status", "store run id", "run key"]
+    if any(r.get("message") for r in runs):     # where a diverged run stopped, and why
+        columns.insert(3, "how it ended")
+        for row, r in zip(rows, runs):
+            row.insert(3, r.get("message") or "")
+    t = Table("runs", columns, rows)
     sw = results.get("sweep")
     sweep = ""
     if sw:

@@ -962,6 +962,9 @@ def test_a_diverged_run_leaves_strict_json_that_reads_back_to_the_same_report(tm
     res = run_experiment(str(_write(tmp_path, raw)), scale="cpu", out_dir=out,
                          store_path=store, progress=None)
     assert [r["status"] for r in res.results["runs"]] == ["finished", "diverged"]
+    assert [r["message"] for r in res.results["runs"]] == ["", (
+        "non-finite mini-batch loss (inf) at step 1 (epoch 1, the weights after 1 step); "
+        "stopped before the next step")]
     r = strict_loads((out / "results.json").read_text())
     claim, diverged = r["conclusions"]
     assert "(missing or non-finite values: the claim cannot be checked)" in claim["text"]

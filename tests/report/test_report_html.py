@@ -199,3 +199,17 @@ def test_missing_and_failed_runs_are_counted_named_and_the_command_that_complete
             f"training: <code>sgdlab report {tmp_path.resolve()}</code></p><p>Run the "
             "experiment again (it trains only the runs the store lacks, then writes this "
             "page): <code>sgdlab run grid --scale cpu</code></p>") in page
+
+
+def test_the_runs_table_says_where_a_diverged_run_stopped(tmp_path):
+    run = {"label": "calm", "seed": 0, "status": "finished", "run_id": "A", "key": "K1"}
+    page = render(_results(tmp_path, "cpu") | {"runs": [run]}, tmp_path)
+    assert "how it ended" not in page
+    wild = run | {"label": "wild", "status": "diverged", "run_id": "B", "key": "K2",
+                  "message": "non-finite mini-batch loss (inf) at step 1"}
+    page = render(_results(tmp_path, "cpu") | {"runs": [run | {"message": ""}, wild]},
+                  tmp_path)
+    assert "<th>status</th><th>how it ended</th><th>store run id</th>" in page
+    assert ("<tr><td>wild</td><td>0</td><td>diverged</td><td>non-finite mini-batch loss "
+            "(inf) at step 1</td><td>B</td><td>K2</td></tr>") in page
+    assert "<tr><td>calm</td><td>0</td><td>finished</td><td></td><td>A</td>" in page

@@ -53,6 +53,8 @@ class StoredRun:
     summary: dict[str, Any]
     metrics: dict[str, list[tuple[int, float]]]
     data: dict[str, Any]
+    # the store's word on how the run ended (where a diverged one stopped), "" if none
+    message: str = ""
 
     def series(self, name: str) -> tuple[list[float], list[float]]:
         pts = self.metrics.get(name, [])
