@@ -155,14 +155,17 @@ def status_html(results: dict[str, Any]) -> str:
             f", and {len(missing) - MISSING_SHOWN} more" if len(missing) > MISSING_SHOWN else "")
         again = (f"<code>{html.escape(results['command'])}</code>" if results.get("command")
                  else "<code>sgdlab run</code>, same scale and store")
-        parts.append(f"<p class='warn'>Incomplete: {len(missing)} runs missing "
-                     f"({html.escape(miss)}). Running the experiment again ({again}) "
-                     "completes them.</p>")
+        total = len(missing) + len(results.get("runs", []))
+        parts.append(f"<p class='warn'>Incomplete: {len(missing)} of {total} runs missing "
+                     f"({html.escape(miss)}); the tables, figures and conclusions cover the "
+                     f"stored runs only. Running the experiment again ({again}) completes "
+                     "them.</p>")
     failed = (results.get("sweep") or {}).get("failed") or []
     if failed:
         items = "".join(f"<li><code>{html.escape(str(f['run']))}</code>: "
                         f"{html.escape(str(f['message']))}</li>" for f in failed)
-        parts.append(f"<div class='warn'>{len(failed)} runs failed in this invocation:"
+        runs = "run" if len(failed) == 1 else "runs"
+        parts.append(f"<div class='warn'>{len(failed)} {runs} failed in this invocation:"
                      f"<ul>{items}</ul></div>")
     if results.get("missing_outputs"):
         parts.append("<p class='warn'>Declared outputs not produced: "

@@ -148,7 +148,8 @@ def test_the_page_shows_every_table_note_missing_run_and_the_claim_beside_its_ve
                   "key": "KEY9"}]}
     page = render(r, tmp_path)
     assert "<thead><tr><th>a</th></tr></thead>" in page and "<th>b</th>" in page
-    assert "2 runs missing (m1, m2)" in page
+    assert ("2 of 3 runs missing (m1, m2); the tables, figures and conclusions cover the "
+            "stored runs only.") in page
     assert "<p class='note'>one seed failed</p>" in page
     assert "<li>λ_max falls with η/B — <span class='disagree'>disagrees with the paper</span>" \
         "<br><span class='note'>paper: sharper at small η/B</span></li>" in page
@@ -188,12 +189,13 @@ def test_missing_and_failed_runs_are_counted_named_and_the_command_that_complete
         "sweep": {"executed": 2, "skipped": 0, "seconds": 1.0,
                   "failed": [{"run": "lr=1|seed=0", "message": "loss <inf> & more"}]}}
     page = render(r, tmp_path)
-    assert ("23 runs missing (run0, run1, run2, run3, run4, run5, run6, run7, run8, run9, "
+    assert ("23 of 23 runs missing (run0, run1, run2, run3, run4, run5, run6, run7, run8, run9, "
             "run10, run11, run12, run13, run14, run15, run16, run17, run18, run19, and 3 more)"
-            ". Running the experiment again (<code>sgdlab run grid --scale cpu</code>) "
+            "; the tables, figures and conclusions cover the stored runs only. Running the "
+            "experiment again (<code>sgdlab run grid --scale cpu</code>) "
             "completes them.") in page
     assert "`" not in page.split("<h2>Conclusions")[0]
-    assert ("1 runs failed in this invocation:<ul><li><code>lr=1|seed=0</code>: "
+    assert ("1 run failed in this invocation:<ul><li><code>lr=1|seed=0</code>: "
             "loss &lt;inf&gt; &amp; more</li></ul>") in page
     assert ("<h2>Regenerate</h2><p>Rebuild this page from the stored runs, without "
             f"training: <code>sgdlab report {tmp_path.resolve()}</code></p><p>Run the "
