@@ -232,7 +232,16 @@ def render(results: dict[str, Any], base_dir: Path) -> str:
             f"{html.escape(results['scale'])}</summary><pre>{html.escape(resolved)}</pre></details>"
             + f"<h2>Environment</h2><pre>{html.escape(env)}</pre>"
             + f"<p class='note'>Generated {generated} by sgdlab.</p>")
-    return page(f"{results['experiment']['name']} — sgdlab", body)
+    return page(page_title(results), body)
+
+
+def page_title(results: dict[str, Any]) -> str:
+    """The browser tab's words: the entry, its scale and the readings off their defaults
+    (two reports of one entry, open side by side, are told apart)."""
+    e = results["experiment"]
+    taken = [f"{k}={r['choice']}" for k, r in (e.get("readings") or {}).items()
+             if r["choice"] != r["default"]]
+    return f"{e['name']} ({'; '.join([str(results['scale']), *taken])}) — sgdlab"
 
 
 def write_html(results: dict[str, Any], out_dir: str | Path, filename: str = "report.html") -> Path:

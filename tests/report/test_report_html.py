@@ -215,3 +215,12 @@ def test_the_runs_table_says_where_a_diverged_run_stopped(tmp_path):
     assert ("<tr><td>wild</td><td>0</td><td>diverged</td><td>non-finite mini-batch loss "
             "(inf) at step 1</td><td>B</td><td>K2</td></tr>") in page
     assert "<tr><td>calm</td><td>0</td><td>finished</td><td></td><td>A</td>" in page
+
+
+def test_the_page_title_names_the_scale_and_the_readings_off_their_defaults(tmp_path):
+    r = _results(tmp_path, "smoke")
+    assert "<title>grid (smoke) — sgdlab</title>" in render(r, tmp_path)
+    r["experiment"]["readings"] = {
+        "landscape": {"choice": "rescaled", "default": "printed", "description": "d"},
+        "success": {"choice": "flat", "default": "flat", "description": "d"}}
+    assert "<title>grid (smoke; landscape=rescaled) — sgdlab</title>" in render(r, tmp_path)
