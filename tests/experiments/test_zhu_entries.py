@@ -4,6 +4,7 @@ hand-made runs."""
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -218,8 +219,12 @@ def _claims(name, scale="cpu"):
 @pytest.mark.parametrize("scale", SCALES)
 def test_noisy_label_states_the_training_facts_as_claims_of_their_own(scale):
     spec = load_experiment("zhu-noisy-label", scale)
-    (level,) = spec.options["references"]
+    level, near_zero = spec.options["references"]
     assert spec.options["references"][level] == {"train_acc": 0.999}
+    # "near zero" cross-entropy: log 10 / 100, two orders under a uniform guess over 10 classes
+    assert spec.options["references"][near_zero] == {"train_loss": 0.023}
+    assert "log 10 / 100 = 0.023" in near_zero and "log 10 / 100" in spec.description
+    assert abs(0.023 - math.log(10) / 100) < 5e-4
     by_groups = {(tuple(c["above"][0]), tuple(c["above"][1]), c["metric"]): c
                  for c in spec.options["claims"]}
     labels = [r.label for r in spec.expand(data_dir="/d") if r.label != "gd-start"]
@@ -227,11 +232,17 @@ def test_noisy_label_states_the_training_facts_as_claims_of_their_own(scale):
     dynamics = [k for k in by_groups if k[1] == (level,) and k[0] != ("gd-start",)]
     assert len(dynamics) == 1 and sorted(dynamics[0][0]) == sorted(labels)
     assert "line 227" in gd_start["claim"] and "line 236" in by_groups[dynamics[0]]["claim"]
+    # the loss halves: the reference above each group, the train loss below it
+    loss_start = by_groups[((near_zero,), ("gd-start",), "train_loss")]
+    losses = [k for k in by_groups if k[0] == (near_zero,) and k[1] != ("gd-start",)]
+    assert len(losses) == 1 and sorted(losses[0][1]) == sorted(labels)
+    assert "line 227" in loss_start["claim"] and "line 236" in by_groups[losses[0]]["claim"]
+    assert _quoted("zhu-noisy-label", "near zero training loss and 100% training accuracy", 227)
     # the orderings are not made to depend on them
     assert not any(c.get("requires") for c in spec.options["claims"])
     assert (tuple(CURVATURE_AWARE), tuple(OTHERS), "test_acc") in by_groups
     assert _quoted("zhu-noisy-label", "all the optimization dynamics can easily reach 100% "
-                   "training accuracy", 236)
+                   "training accuracy and near zero cross entropy loss", 236)
     assert _quoted("zhu-noisy-label", "GLD Hessian escapes from the sharp minimum slightly "
                    "better than SGD and GLD leading", 264)
     # one seed: no spread to judge "slightly" with, said in the description
@@ -261,6 +272,32 @@ def test_noisy_label_references_by_hand():
     bad = SimpleNamespace(paper=spec.paper, options={"references": {"gd": {"train_acc": 1}}})
     with pytest.raises(ConfigError, match="references"):
         zhu_noisy_label(bad, [run("gd", summary={"train_acc": 1.0})])
+
+
+def test_noisy_label_judges_near_zero_loss_by_hand():
+    """Lines 227 and 236's "near zero" loss: each group's final train loss below 0.023."""
+    from sgdlab.experiments.procedures.zhu import zhu_noisy_label
+
+    spec = load_experiment("zhu-noisy-label", "cpu")
+    claims = {c["claim"]: c for c in spec.options["claims"] if c["metric"] == "train_loss"}
+    start = next(k for k, c in claims.items() if c["above"][1] == ["gd-start"])
+    every = next(k for k, c in claims.items() if len(c["above"][1]) == 7)
+
+    def judged(losses):
+        runs = [run(g, summary={"train_acc": 1.0, "train_loss": loss, "test_acc": 0.7,
+                                "expected_sharpness": 0.005}) for g, loss in losses.items()]
+        return {c.claim: c for c in zhu_noisy_label(spec, runs).conclusions}
+
+    losses = {"gd-start": 0.022, **{g: 0.001 for g in CURVATURE_AWARE + OTHERS}}
+    res = judged(losses)
+    assert (res[start].agrees_with_paper, res[every].agrees_with_paper) == (True, True)
+    assert "0.022" in res[start].text and "0.023" in res[start].text
+    res = judged({**losses, "gd-start": 0.024, "gld-const": 0.03})
+    assert (res[start].agrees_with_paper, res[every].agrees_with_paper) == (False, False)
+    # a run without a loss decides nothing
+    runs = [run(g, summary={"train_acc": 1.0}) for g in losses]
+    res = {c.claim: c for c in zhu_noisy_label(spec, runs).conclusions}
+    assert res[start].agrees_with_paper is None and res[every].agrees_with_paper is None
 
 
 # --- zhu-gld-const-tuning: GLD const over Suppl. C's grid of σ (line 437) against SGD ----------
