@@ -326,6 +326,33 @@ def test_the_escape_figures_draw_paths_rates_and_sharpness_from_the_data():
     plt.close(fig)
 
 
+def test_the_escape_chains_figure_draws_coinciding_repetitions_once_and_counts_them():
+    """Plain GD's repetitions are one path: drawn one on another they read as one repetition
+    under a legend of one line per repetition."""
+    from sgdlab.report.figures.landscapes import escape_chains_figure
+
+    gd = [(1.0, 1.0), (2.4, 0.0), (-1.0, -1.0)]
+    noisy = [(1.0, 1.0), (0.5, 1.5), (-1.0, -0.9)]
+    # within a line's width (1 % of the panel's span) of GD's path: on the page, the same
+    near = [(1.0, 1.0), (2.4, 0.001), (-1.0, -1.0)]
+    fig = escape_chains_figure({"GD": ([gd] * 5, (1.0, 1.0), (-1.0, -1.0)),
+                                "mixed": ([gd, noisy, near, gd], (1.0, 1.0), (-1.0, -1.0)),
+                                "GLD": ([gd, noisy], (1.0, 1.0), (-1.0, -1.0))})
+    paths = {ax.get_title(): [ln for ln in ax.get_lines() if len(ln.get_xydata()) > 1]
+             for ax in fig.axes if ax.get_visible()}
+    assert [ln.get_xydata().tolist() for ln in paths["GD"]] == [[list(p) for p in gd]]
+    assert paths["GD"][0].get_label() == "5 coinciding repetitions (one line)"
+    assert [ln.get_label() for ln in paths["mixed"]][0] == "3 coinciding repetitions (one line)"
+    np.testing.assert_array_equal(paths["mixed"][1].get_xydata(), noisy)
+    assert len(paths["GLD"]) == 2
+    legends = {ax.get_title(): ax.get_legend() for ax in fig.axes if ax.get_visible()}
+    assert legends["GD"].get_title().get_text() == "one line per repetition"
+    assert [t.get_text() for t in legends["mixed"].get_texts()] == [
+        "3 coinciding repetitions (one line)", "sharp min", "flat min"]
+    assert legends["GLD"] is None              # no line there stands for several
+    plt.close(fig)
+
+
 def _paper_figures():
     """{figure function's name: (a function of ``paper`` that draws it, where its title
     is)} of every landscape figure that cites the paper it reproduces."""

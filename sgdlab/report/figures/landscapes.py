@@ -16,9 +16,9 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from sgdlab.report.figures import cited, label_colours  # noqa: E402
 from sgdlab.report.figures.axes import metric_label  # noqa: E402
-from sgdlab.report.figures.charts import (curves, error_bars, grouped_bars,  # noqa: E402
-                                          interval_errors, panels, separate_coincident,
-                                          wrapped)
+from sgdlab.report.figures.charts import (COINCIDENT_HEIGHT, curves, error_bars,  # noqa: E402
+                                          grouped_bars, interval_errors, panels,
+                                          separate_coincident, wrapped)
 
 __all__ = ["double_well_figure", "escape_chains_figure", "escape_run_figure",
            "fokker_planck_figure", "ou_figure", "pde_figure", "perceptron_figure",
@@ -86,25 +86,53 @@ def escape_chains_figure(chains: Mapping[str, tuple[Sequence[Array], Sequence[fl
                          title: str | None = None) -> plt.Figure:
     """The escape chains of the catalogue's runs, one panel per method: ``chains[title]`` is
     (the run's stored trajectories, one line per repetition; its sharp minimum; its flat
-    minimum), the minima its own since the seed draws the landscape's data shifts. ``title``:
-    the figure's (which figure of the paper, how many of the repetitions are drawn); the
-    panels name only the method."""
+    minimum), the minima its own since the seed draws the landscape's data shifts.
+    Repetitions that coincide (:func:`_coinciding_paths`: plain GD's, noiseless, are one path)
+    are drawn once, labelled with how many they are: drawn one on another, they read as one
+    repetition under a legend that promised a line each. ``title``: the figure's (which
+    figure of the paper, how many of the repetitions are drawn); the panels name only the
+    method."""
     fig, axes = panels(len(chains))
     # wrapped to the figure: one method's panel (4.2 inches) was narrower than the paper's
     # figure and repetitions named
     fig.suptitle(wrapped(title or "escape paths from the sharp minimum",
                          0.95 * fig.get_figwidth()), fontsize=10)
     for ax, (title, (trajectories, sharp, flat)) in zip(axes, chains.items()):
-        for tr in trajectories:
-            xs, ys = zip(*tr)
-            ax.plot(xs, ys, lw=0.7)
+        for path, count in _coinciding_paths(trajectories):
+            ax.plot(path[:, 0], path[:, 1], lw=0.7,
+                    **({"label": f"{count} coinciding repetitions (one line)"} if count > 1
+                       else {}))
         ax.plot(*sharp, "k^", label="sharp min")
         ax.plot(*flat, "ks", label="flat min")
         ax.set_title(title, fontsize=9)
         ax.set(xlabel="w₁", ylabel="w₂")      # the paper's L(w₁, w₂), App. B
+        if ax is not axes[0] and len(ax.get_legend_handles_labels()[0]) > 2:
+            ax.legend(fontsize=7)             # how many repetitions its one line stands for
     axes[0].legend(fontsize=7, title="one line per repetition", title_fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _coinciding_paths(paths: Sequence[Array]) -> list[tuple[Array, int]]:
+    """The distinct paths of ``paths`` (each a sequence of points (w₁, w₂)) in the order
+    first drawn, each with how many of ``paths`` coincide with it: as many points, each
+    within :data:`~sgdlab.report.figures.charts.COINCIDENT_HEIGHT` of the paths' span in
+    either coordinate of the first's (a line's width on the panel), or both NaN."""
+    arrays = [np.asarray(p, float).reshape(-1, 2) for p in paths]
+    finite = np.concatenate([a[np.isfinite(a).all(1)] for a in arrays] or [np.zeros((0, 2))])
+    span = np.ptp(finite, axis=0) if len(finite) else np.zeros(2)
+    drawn: list[list] = []
+    for a in arrays:
+        for entry in drawn:
+            b = entry[0]
+            with np.errstate(invalid="ignore"):
+                if b.shape == a.shape and np.all((a == b) | (np.isnan(a) & np.isnan(b))
+                                                 | (np.abs(a - b) <= COINCIDENT_HEIGHT * span)):
+                    entry[1] += 1
+                    break
+        else:
+            drawn.append([a, 1])
+    return [(a, count) for a, count in drawn]
 
 
 def ou_figure(ratios: Sequence[float], measured: Sequence[float], stderr: Sequence[float],
