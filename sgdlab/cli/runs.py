@@ -781,8 +781,8 @@ def _compare(args) -> int:
         metrics = [m for m in asked if any(m in rec for rec in recorded)]
         summary_only = [m for m in asked if m not in metrics]
     else:
-        from sgdlab.report.figures.training import (MAX_PANELS, headline_series,
-                                                    recorded_groups)
+        from sgdlab.report.figures.training import (MAX_PANELS, groups_left_out,
+                                                    headline_series, recorded_groups)
 
         common = set.intersection(*recorded)
         metrics = [m for m in ("train_loss", "test_loss", "test_acc", "test_perplexity")
@@ -857,10 +857,10 @@ def _compare(args) -> int:
         print("(VALUE @STEP: the last value of a run that has not finished)")
     if left_out:
         g, names = next(iter(left_out.items()))
-        print(f"({len(left_out)} more {'group' if len(left_out) == 1 else 'groups'} of "
-              f"series every run recorded, left out of the rows and the plot (at most "
-              f"{MAX_PANELS} by default): {', '.join(left_out)}; --metric names any series, "
-              f"e.g. --metric {headline_series(g, names)[0]})")
+        words = groups_left_out(list(left_out), recorded_by="every run",
+                                out_of=f"the rows and the plot (at most {MAX_PANELS} by default)")
+        print(f"({words}; --metric names any series, e.g. --metric "
+              f"{headline_series(g, names)[0]})")
     if plot is not None:
         from sgdlab.report.figures import save_and_close
         from sgdlab.report.figures.training import compare_runs_figure

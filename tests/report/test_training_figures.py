@@ -422,3 +422,28 @@ def test_a_hessian_panel_shows_its_trace_and_frobenius_norm_and_fills_up_with_th
         "measure/hess/trace")
     # fewer headlines recorded: the rest fill the panel (top_4, top_5 not dropped)
     assert headline_series("hess", names[2:7]) == names[2:7]
+
+
+def test_the_instrument_panels_name_the_groups_past_max_panels_they_leave_out():
+    """14 groups for 12 panels: the figure names the two it cuts, in the words of `sgdlab runs
+    compare` (the test split's noise and sharpness were cut without a word)."""
+    from sgdlab.report.figures.training import MAX_PANELS
+
+    instruments = ("align", "batch", "fisher", "ggn", "hess", "noise", "sharpness")
+    h = {f"measure/{split}{i}/trace": [(0, 1.0), (9, 2.0)] for split in ("", "test/")
+         for i in instruments}
+    fig = instrument_panels(h)
+    assert sum(ax.get_visible() for ax in fig.axes) == MAX_PANELS
+    note = fig.get_supxlabel().replace("\n", " ")
+    assert note.startswith("2 more groups of series, left out of the panels (at most 12): "
+                           "measure/sharpness, measure/test/sharpness; sgdlab runs show RUN ")
+    plt.close(fig)
+    del h["measure/test/sharpness/trace"]
+    fig = instrument_panels(h)
+    assert fig.get_supxlabel().startswith("1 more group of series, left out of the panels "
+                                          "(at most 12): measure/sharpness;")
+    plt.close(fig)
+    del h["measure/sharpness/trace"]
+    fig = instrument_panels(h)
+    assert fig.get_supxlabel() == ""           # nothing cut, nothing said
+    plt.close(fig)

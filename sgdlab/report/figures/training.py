@@ -9,7 +9,8 @@ A *history* is ``{name: [(step, value), ...]}`` as in ``RunResult.history`` or
 :func:`instrument_panels` draws everything else a run recorded (the instruments' series,
 grouped by the prefix before ``/`` or ``_``; a varying learning rate, drawn as steps since the
 loop samples it at step 0 and once per epoch) one small panel per group, so every instrument
-of a config has a plot next to the learning curves.
+of a config has a plot next to the learning curves (of the first ``MAX_PANELS`` groups; a line
+under the panels names the rest).
 """
 from __future__ import annotations
 
@@ -27,12 +28,12 @@ import numpy as np  # noqa: E402
 from sgdlab.report.figures import label_colours  # noqa: E402
 from sgdlab.report.figures.axes import (all_log_spaced, log_scale, metric_label,  # noqa: E402
                                         natural_order, quantity_label)
-from sgdlab.report.figures.charts import curves, panels  # noqa: E402
+from sgdlab.report.figures.charts import curves, panels, wrapped  # noqa: E402
 from sgdlab.report.rates import last_step, used_rate_points  # noqa: E402
 from sgdlab.store.runstore import MEASURED, MEASURED_TEST  # noqa: E402
 
-__all__ = ["compare_runs_figure", "headline_series", "instrument_panels", "learning_curves",
-           "recorded_groups", "thinned"]
+__all__ = ["compare_runs_figure", "groups_left_out", "headline_series", "instrument_panels",
+           "learning_curves", "recorded_groups", "thinned"]
 
 History = Mapping[str, Sequence[tuple[int, float]]]
 
@@ -168,7 +169,7 @@ def recorded_groups(history: History, *,
                     limit: int | None = MAX_PANELS) -> dict[str, list[str]]:
     """{group: series names} of a history's instrument series (module docstring), the first
     ``limit`` of them (None: all) in panel order (:func:`_splits_side_by_side`); ``runs
-    compare`` names those beyond the limit."""
+    compare`` and :func:`instrument_panels` name those beyond it."""
     groups: dict[str, list[str]] = {}
     for name, pts in sorted(history.items()):
         if name in _LOOP or not pts or _SKIP.search(name):
@@ -195,6 +196,17 @@ def recorded_groups(history: History, *,
             group = "dynamics"
         groups.setdefault(group, []).append(name)
     return {g: groups[g] for g in _splits_side_by_side(groups)[:limit]}
+
+
+def groups_left_out(left_out: Sequence[str], *, out_of: str, recorded_by: str = "") -> str:
+    """The words that say how many groups of instrument series (``left_out``, those past
+    :data:`MAX_PANELS` of :func:`recorded_groups`) were left ``out_of`` what ("the panels
+    (at most 12)") and which, for every figure and table that cuts at ``MAX_PANELS``
+    (``sgdlab runs compare``'s note, a run's instrument panels); ``recorded_by``: whose
+    series they are ("every run")."""
+    by = f" {recorded_by} recorded" if recorded_by else ""
+    return (f"{len(left_out)} more {'group' if len(left_out) == 1 else 'groups'} of series{by}, "
+            f"left out of {out_of}: {', '.join(left_out)}")
 
 
 def _splits_side_by_side(groups: Sequence[str]) -> list[str]:
@@ -244,11 +256,15 @@ def instrument_panels(history: History, *, title: str | None = None) -> plt.Figu
     """One panel per group of recorded instrument series against steps (at most
     ``MAX_SERIES`` series each, a recorded ``<name>_se`` as a ±1 s.e. band around ``<name>``,
     log scale when all values are positive and span over two decades), the learning rate as
-    the steps used it (:func:`used_rates`); None when the run recorded none."""
+    the steps used it (:func:`used_rates`); None when the run recorded none. Of more than
+    ``MAX_PANELS`` groups, the first that many; the rest named under the panels
+    (:func:`groups_left_out`)."""
     history = used_rates(history)
-    groups = recorded_groups(history)
+    groups = recorded_groups(history, limit=None)
     if not groups:
         return None
+    left_out = list(groups)[MAX_PANELS:]
+    groups = {g: groups[g] for g in list(groups)[:MAX_PANELS]}
     fig, axes = panels(len(groups), width=4.2, height=3.0, constrained=True)
     for ax, (group, names) in zip(axes, groups.items()):
         shown = headline_series(group, names)
@@ -259,6 +275,13 @@ def instrument_panels(history: History, *, title: str | None = None) -> plt.Figu
         _finish_panel(ax, group + more, vals[np.isfinite(vals)])
     if title:
         fig.suptitle(title)
+    if left_out:
+        # under the panels, where constrained layout makes room for it: the figure alone
+        # (train, parle, a distributed run's master) says what it cut
+        note = groups_left_out(left_out, out_of=f"the panels (at most {MAX_PANELS})")
+        fig.supxlabel(wrapped(f"{note}; sgdlab runs show RUN lists every series, sgdlab "
+                              "runs compare --metric NAME --plot FILE draws any",
+                              0.95 * fig.get_figwidth(), fontsize=9), fontsize=9)
     return fig
 
 
