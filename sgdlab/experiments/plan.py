@@ -11,8 +11,9 @@ store nor the output folder is created or written.
 
 A problem that makes the real run fail for certain (a file missing for a run that would
 execute, a ``train_size`` above the training examples in the files, an output folder with a
-file in the way, Ray not installed or not answering at the address) is listed with the
-message the run would give; the plan is then not ``ok``. With ``backend="ray"`` a file missing
+file in the way, Ray not installed or not answering at the address, a claim of the analysis
+naming a group the runs will not form or a metric they will not record: :func:`claim_problems`)
+is listed with the message the run would give; the plan is then not ``ok``. With ``backend="ray"`` a file missing
 on this machine is a note, not a problem: the real run does not look for it here (each Ray
 task reads it at the same path on its own node), so it would not fail for that.
 """
@@ -211,6 +212,7 @@ def plan_experiment(name_or_path: str | Path, *, scale: str = "cpu",
         "threads_per_run": run_threads(backend, workers, amount(cpus_per_run)),
         "store": str(store), "store_exists": store.is_file(), "out": str(out),
         "data_dir": data_dir}, datasets=[])
+    plan.problems += claim_problems(spec, runs)
     _check_files(plan)
     blocked = _blocked(out) or foreign_out_dir(out, spec)
     if blocked:
@@ -227,6 +229,24 @@ def plan_experiment(name_or_path: str | Path, *, scale: str = "cpu",
         except UserError as e:
             plan.problems.append(str(e))
     return plan
+
+
+def claim_problems(spec: ExperimentSpec, runs: list[RunSpec]) -> list[str]:
+    """What the analysis' claims (and its other options that name groups or metrics) name
+    that ``runs`` will not form or record, as far as the experiment tells before any run
+    trains (the analysis' ``claim_names``, :class:`~sgdlab.experiments.procedures.ClaimNames`),
+    each naming the file: found only when the report is written, such a name cost the whole
+    sweep's wait."""
+    from sgdlab.experiments.procedures import analysis_claim_names
+    from sgdlab.experiments.procedures.common import unknown_claim_names
+
+    names_of = analysis_claim_names(spec.analysis)
+    if names_of is None or not runs:
+        return []
+    names = names_of(spec, runs)
+    found = names.problems + unknown_claim_names(spec.options.get("claims"), names,
+                                                 spec.options)
+    return [f"{spec.source}: {p}" for p in found]
 
 
 def _store_problem(path: Path) -> str | None:

@@ -209,6 +209,13 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu",
         name_or_path, scale=scale, device=device, data_dir=data_dir, backend=backend,
         cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, readings=readings,
         workers=workers, address=address)
+    from sgdlab.experiments.plan import claim_problems
+
+    # a misspelt group or metric in a claim, before the sweep: the report would find it
+    # only after all the training
+    misnamed = claim_problems(spec, runs)
+    if misnamed:
+        raise ConfigError("\n".join(misnamed))
     if tensorboard is not None:
         from sgdlab.train.tensorboard import writer_class
 

@@ -131,6 +131,8 @@ EVAL_BATCH = 4096
 #: what an evaluation logs (each where it applies), in the order a run's summary lists them
 EVAL_METRICS = ("train_loss", "train_acc", "train_perplexity", "test_loss", "test_acc",
                 "test_perplexity")
+#: the counters a run's summary holds beside the last value of each of EVAL_METRICS
+FINAL_COUNTERS = ("steps", "epochs", "grad_evals", "effective_epochs")
 
 
 @dataclass
@@ -1225,8 +1227,8 @@ def _final(history: dict, loop: dict, *, epochs_done: int, n: int) -> dict[str, 
         finite = [v for _, v in history.get(name, []) if math.isfinite(v)]
         if finite:
             final[name] = finite[-1]
-    final.update(steps=loop["step"], epochs=epochs_done, grad_evals=loop["grad_evals"],
-                 effective_epochs=loop["samples"] / n)
+    final.update(zip(FINAL_COUNTERS, (loop["step"], epochs_done, loop["grad_evals"],
+                                      loop["samples"] / n)))
     return final
 
 

@@ -354,3 +354,79 @@ def test_a_train_size_above_the_examples_in_ones_files_is_a_problem_of_the_plan(
     assert "give a train_size of at most 37" in problem
     cfg = mnist_file(tmp_path, {"name": "mnist", "data_dir": "${data_dir}", "train_size": 30})
     assert plan_experiment(cfg, **where).ok
+
+
+def own_experiment(tmp_path, options: dict, final: list | None = None) -> str:
+    """An experiment of one's own: two optimizers on the cubic set, one seed, compared by
+    ``options`` (``final``: measurements on the final model)."""
+    base = {"dataset": {"name": "cubic"}, "model": {"name": "zhu-mlp-1-6-6-6-1"},
+            "optimizer": {"name": "sgd", "lr": 0.01}, "batch_size": 20, "epochs": 1}
+    raw = {"name": "mine", "version": 1, "description": "", "analysis": "compare_groups",
+           "procedure": "train",
+           "paper": {"author": "Me", "year": 2026, "figure": ""},
+           "base": {**base, **({"final": final} if final else {})},
+           "runs": [{"label": "sgd"},
+                    {"label": "adam", "params": {"optimizer": {"name": "adam", "lr": 0.01}}}],
+           "seeds": [0], "options": options}
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def plan_of(tmp_path, cfg: str):
+    return plan_experiment(cfg, scale="cpu", store_path=str(tmp_path / "s.sqlite"),
+                           out_dir=tmp_path / "out")
+
+
+@pytest.mark.parametrize("claim, problem", [
+    ({"less": ["sgd", "adma"], "metric": "test_acc"},
+     "no group 'adma' (did you mean adam?); the runs form sgd, adam"),
+    ({"less": ["sgd", "adam"], "metric": "tst_acc"},
+     "no run records a metric 'tst_acc' (did you mean test_acc?); they record "),
+    ({"less": ["sgd", "adam"], "metric": "test_acc", "requires": [
+        {"metric": "train_ac", "above": 0.5}]},
+     "no run records a metric 'train_ac' (did you mean train_acc?)"),
+])
+def test_a_misspelt_claim_fails_the_dry_run_and_the_run_before_training(tmp_path, capsys,
+                                                                        claim, problem):
+    from sgdlab.errors import ConfigError
+    from sgdlab.experiments.runner import run_experiment
+
+    cfg = own_experiment(tmp_path, {"claims": [{"less": ["sgd", "adam"], "metric": "train_loss"},
+                                               claim]})
+    plan = plan_of(tmp_path, cfg)
+    [found] = plan.problems
+    assert found.startswith(f"{cfg}: options.claims[1] (less: ['sgd', ") and problem in found
+    where = ["--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out")]
+    assert main(["run", "--config", cfg, "--scale", "cpu", *where, "--dry-run"]) == 2
+    assert f"sgdlab: error: {found}" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="options.claims.1."):
+        run_experiment(cfg, scale="cpu", store_path=where[1], out_dir=where[3], progress=None)
+    assert not any(p.name in ("s.sqlite", "out") for p in tmp_path.iterdir())
+
+
+def test_what_a_claim_may_name_plans_cleanly(tmp_path):
+    # references, derived values and the loop's counters are the value table's; a metric of a
+    # final measurement is not declared before it runs, and is let pass
+    options = {"references": {"chance": {"test_acc": 0.1}},
+               "derived": [{"name": "best", "metric": "test_acc", "reduce": "max"}],
+               "claims": [{"greater": ["adam", "chance"], "metric": "test_acc"},
+                          {"less": ["sgd", "adam"], "metric": "best"},
+                          {"above": [["sgd"], ["adam"]], "metric": "effective_epochs"}]}
+    assert plan_of(tmp_path, own_experiment(tmp_path, options)).problems == []
+    measured = {"claims": [{"less": ["sgd", "adam"], "metric": "grad_norm"}]}
+    plan = plan_of(tmp_path, own_experiment(tmp_path, measured, [{"kind": "grad_norm"}]))
+    assert plan.problems == []
+
+
+def test_a_trend_the_ratio_grid_would_not_test_fails_the_dry_run(tmp_path):
+    raw = yaml.safe_load((CATALOGUE_DIR / f"{GRID}.yaml").read_text())
+    raw["options"]["expect"] = {"hessian_top": "negative", "test_ac": "positive"}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    plan = plan_experiment(path, scale="smoke", store_path=str(tmp_path / "s.sqlite"),
+                           out_dir=tmp_path / "out")
+    [problem] = plan.problems
+    assert problem.startswith(f"{path}: options.expect names 'test_ac', which options.metrics "
+                              "does not list (did you mean test_acc?) (hessian_top, ")
+    assert problem.endswith("): its trend would not be tested")

@@ -26,6 +26,22 @@ from sgdlab.errors import ConfigError, did_you_mean, refused_value
 
 PROCEDURES: dict[str, "Procedure"] = {}
 ANALYSES: dict[str, Callable[..., "Analysis"]] = {}
+# analysis -> ``(spec, runs: list[RunSpec]) -> ClaimNames``: what its claims may name
+CLAIM_NAMES: dict[str, Callable[..., "ClaimNames"]] = {}
+
+
+@dataclass
+class ClaimNames:
+    """What the claims of an analysis (``options.claims``) may name, known from the experiment
+    before any run trains: ``groups``, the keys of the value table it builds (run groups and
+    pseudo-groups), and ``metrics``, the metrics those hold; None where the runs' records
+    alone tell (``sgdlab run --dry-run`` then checks nothing of that kind). ``problems``: a
+    sentence for each name its other options give that the runs will not have (the η/B
+    grid's ``expect``)."""
+
+    groups: list[str] | None = None
+    metrics: set[str] | None = None
+    problems: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -141,6 +157,12 @@ class Procedure:
         removes the training loop's checkpoint."""
         return []
 
+    def summary_keys(self, params: dict[str, Any]) -> set[str] | None:
+        """Every key the summary of a run of ``params`` can hold, when its parameters alone
+        tell (a claim naming another metric is refused before training); None when they do
+        not."""
+        return None
+
     def run(self, run, ctx) -> RunOutput:  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -154,9 +176,13 @@ def register_procedure(name: str):
     return deco
 
 
-def register_analysis(name: str):
+def register_analysis(name: str, *, claim_names: Callable[..., ClaimNames] | None = None):
+    """``claim_names(spec, runs)``: the :class:`ClaimNames` of the analysis for the runs the
+    sweep expands (``RunSpec``); without it nothing a claim names is checked before training."""
     def deco(fn):
         ANALYSES[name] = fn
+        if claim_names is not None:
+            CLAIM_NAMES[name] = claim_names
         return fn
     return deco
 
@@ -191,7 +217,14 @@ def get_analysis(name: str) -> Callable[..., "Analysis"]:
     return ANALYSES[name]
 
 
+def analysis_claim_names(name: str) -> Callable[..., ClaimNames] | None:
+    """The ``claim_names`` analysis ``name`` registered (:func:`register_analysis`), or None."""
+    _load_all()
+    return CLAIM_NAMES.get(name)
+
+
 from sgdlab.experiments.analysis import Analysis, Conclusion  # noqa: E402  (re-export)
 
-__all__ = ["Analysis", "Conclusion", "Procedure", "RunOutput", "StoredRun", "get_analysis",
-           "get_procedure", "register_analysis", "register_procedure"]
+__all__ = ["Analysis", "ClaimNames", "Conclusion", "Procedure", "RunOutput", "StoredRun",
+           "analysis_claim_names", "get_analysis", "get_procedure", "register_analysis",
+           "register_procedure"]

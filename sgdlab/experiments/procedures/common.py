@@ -82,7 +82,7 @@ import numpy as np
 
 from sgdlab.errors import ConfigError, did_you_mean, finite_number as finite
 from sgdlab.experiments.analysis import Conclusion
-from sgdlab.experiments.procedures import StoredRun
+from sgdlab.experiments.procedures import ClaimNames, StoredRun
 from sgdlab.experiments.spec import cited
 from sgdlab.report.figures import label_colours
 from sgdlab.report.tables import Table, mean_std
@@ -413,6 +413,79 @@ def add_best_of(values: dict[str, dict[str, Any]], options: dict[str, Any]) -> d
         values[name] = Derived(values[best], [best])
         names[name] = f"{name} (= {best}, by {sel['by']})"
     return names
+
+
+def pseudo_groups(options: dict[str, Any]) -> list[str]:
+    """The names :func:`add_references` and :func:`add_best_of` add to a value table."""
+    return [str(n) for k in ("references", "best_of")
+            if isinstance(options.get(k), dict) for n in options[k]]
+
+
+def run_groups(runs, key=lambda r: r.label.split("|")[0]) -> list[str]:
+    """The groups ``runs`` (``RunSpec`` or :class:`StoredRun`) form under ``key``, in
+    first-seen order; by default the run group's label (:attr:`StoredRun.group`)."""
+    return list(dict.fromkeys(key(r) for r in runs))
+
+
+def by_run_group(spec, runs, metrics: Iterable[str] | None = None) -> ClaimNames:
+    """The :class:`ClaimNames` of an analysis that groups ``runs`` by run group
+    (:attr:`StoredRun.group`) and adds the pseudo-groups of its options, with the
+    ``metrics`` its value table holds (None: not known before the runs)."""
+    return ClaimNames(run_groups(runs) + pseudo_groups(spec.options),
+                      None if metrics is None else set(metrics))
+
+
+def summary_names(runs) -> set[str] | None:
+    """Every key the summaries of ``runs`` (``RunSpec``) can hold, as their procedures
+    declare it (:meth:`Procedure.summary_keys`); None where one does not tell."""
+    from sgdlab.experiments.procedures import get_procedure
+
+    out: set[str] = set()
+    for r in runs:
+        keys = get_procedure(r.procedure).summary_keys(r.params)
+        if keys is None:
+            return None
+        out |= keys
+    return out
+
+
+def unknown_claim_names(claims: Any, names: ClaimNames, options: dict[str, Any]) -> list[str]:
+    """What ``claims`` (``options.claims``) name that the value table of their analysis
+    will not hold, found before any run trains: a group not among ``names.groups``, a metric
+    (compared or required) not among ``names.metrics`` nor the ``options.references``' own
+    (:class:`~sgdlab.experiments.procedures.ClaimNames`; None checks nothing of that kind).
+    One sentence a problem, naming the claim, with the closest name."""
+    out: list[str] = []
+    refs = options.get("references") if isinstance(options.get("references"), dict) else {}
+    known = None if names.metrics is None else names.metrics | {
+        m for ref in refs.values() if isinstance(ref, dict) for m in ref}
+    for i, c in enumerate(claims if isinstance(claims, list) else []):
+        kinds = [k for k in c if k in CLAIM_KINDS] if isinstance(c, dict) else []
+        if len(kinds) != 1 or not isinstance(c[kinds[0]], list):
+            continue        # malformed: check_claims says how when the report is written
+        sides = c[kinds[0]]
+        groups = [g for x in sides for g in (x if isinstance(x, list) else [x])]
+        what = f"options.claims[{i}] ({kinds[0]}: {sides}, metric {c.get('metric')!r})"
+        if names.groups is not None:
+            for g in _once(groups):
+                if g not in names.groups:
+                    out.append(f"{what}: no group {g!r}{did_you_mean(g, names.groups)}; the "
+                               f"runs form {', '.join(map(str, names.groups)) or 'none'}")
+        if known is not None:
+            used = [c[k] for k in ("metric", "metric_b") if k in c]
+            used += [r["metric"] for r in c.get("requires") or []
+                     if isinstance(r, dict) and "metric" in r]
+            for m in _once(used):
+                if not isinstance(m, str) or m not in known:
+                    out.append(f"{what}: no run records a metric {m!r}"
+                               f"{did_you_mean(m, known)}; they record "
+                               f"{', '.join(sorted(known))}")
+    return out
+
+
+def _once(items: list[Any]) -> list[Any]:
+    """``items`` without repeats, in order (a name a file gives may be unhashable)."""
+    return [x for i, x in enumerate(items) if x not in items[:i]]
 
 
 def claim_metrics(claims: list[dict[str, Any]]) -> list[str]:

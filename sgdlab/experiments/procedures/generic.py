@@ -34,10 +34,11 @@ import numpy as np
 
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
-from sgdlab.experiments.procedures import StoredRun, register_analysis
+from sgdlab.experiments.procedures import ClaimNames, StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
                                                   claim_metrics, curve_label, group_colours,
-                                                  group_curves, group_x_axis, seeds_note, stat,
+                                                  group_curves, group_x_axis, pseudo_groups,
+                                                  run_groups, seeds_note, stat, summary_names,
                                                   summary_table, values_by_group, x_axis)
 from sgdlab.experiments.spec import cited, get_dotted
 from sgdlab.report.tables import exact_mean
@@ -207,7 +208,19 @@ def _bar_figure(spec, groups, b: dict[str, Any]):
                               + seeds_note(groups))
 
 
-@register_analysis("compare_groups")
+def _claim_names(spec, runs) -> ClaimNames:
+    """The groups :func:`compare_groups` forms of ``runs`` (``RunSpec``) with the references,
+    and the metrics their summaries and ``options.derived`` hold, where the procedures tell."""
+    o = spec.options
+    metrics = summary_names(runs)
+    if metrics is not None:
+        metrics |= {d["name"] for d in o.get("derived") or [] if isinstance(d, dict)
+                    and "name" in d}
+    return ClaimNames(run_groups(runs, key=lambda r: group_key(spec, r)) + pseudo_groups(o),
+                      metrics)
+
+
+@register_analysis("compare_groups", claim_names=_claim_names)
 def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
     from sgdlab.report.figures.axes import metric_label
 

@@ -16,12 +16,13 @@ from pydantic import Field
 from sgdlab.config.schema import Section, validate
 
 from sgdlab.experiments.analysis import Analysis, Conclusion
-from sgdlab.errors import ConfigError
-from sgdlab.experiments.procedures import StoredRun, register_analysis
+from sgdlab.errors import ConfigError, did_you_mean
+from sgdlab.experiments.procedures import ClaimNames, StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (Derived, add_references, by_group,
                                                   check_claims, claim_metrics, curve_label,
                                                   finite, group_curves, group_x_axis,
-                                                  recorded_instead, seeds_note, stat,
+                                                  pseudo_groups, recorded_instead, run_groups,
+                                                  seeds_note, stat, summary_names,
                                                   unrecorded_note, values_by_group)
 from sgdlab.experiments.spec import cited, get_dotted
 from sgdlab.report.tables import Table, exact_mean
@@ -120,7 +121,30 @@ AXIS_LABELS = {**LABELS, "hessian_top": r"Hessian $\lambda_{max}$",
                "hessian_frobenius": r"Hessian $\|H\|_F$"}
 
 
-@register_analysis("jastrzebski_ratio_grid")
+RATIO_METRICS = ["hessian_top", "hessian_frobenius", "test_acc"]
+RATIO_EXPECT = {"hessian_top": "negative", "hessian_frobenius": "negative",
+                "test_acc": "positive"}
+
+
+def _ratio_grid_names(spec, runs) -> ClaimNames:
+    """:func:`ratio_grid` tests the trend of each metric of ``options.expect`` that
+    ``options.metrics`` lists, read from the runs' summaries: a name it would not find."""
+    o = spec.options
+    metrics = o.get("metrics", RATIO_METRICS)
+    expect = o.get("expect", RATIO_EXPECT)
+    problems = [f"options.expect names {m!r}, which options.metrics does not list"
+                f"{did_you_mean(m, metrics)} ({', '.join(metrics)}): its trend would not be "
+                "tested" for m in (expect if isinstance(expect, dict) else {})
+                if m not in metrics]
+    recorded = summary_names(runs)
+    if recorded is not None:
+        problems += [f"options.metrics: no run records a metric {m!r}"
+                     f"{did_you_mean(m, recorded)}; they record {', '.join(sorted(recorded))}"
+                     for m in metrics if m not in recorded]
+    return ClaimNames(problems=problems)
+
+
+@register_analysis("jastrzebski_ratio_grid", claim_names=_ratio_grid_names)
 def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
     """Final curvature and accuracy against η/B; Spearman correlations check the claims
     (larger η/B ⇒ flatter: lower λ_max and ‖H‖_F; ``options.expect`` gives the signs)."""
@@ -128,10 +152,8 @@ def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
     from sgdlab.report.figures.charts import error_bars, panels
 
     o = spec.options
-    metrics = o.get("metrics", ["hessian_top", "hessian_frobenius", "test_acc"])
-    expect: dict[str, str] = o.get("expect", {"hessian_top": "negative",
-                                              "hessian_frobenius": "negative",
-                                              "test_acc": "positive"})
+    metrics = o.get("metrics", RATIO_METRICS)
+    expect: dict[str, str] = o.get("expect", RATIO_EXPECT)
     rows = ratio_rows(runs, metrics)
     cols = ["lr", "batch size", "lr / B"] + [LABELS.get(m, m) for m in metrics] + [
         "diverged", "seeds"]
@@ -255,7 +277,24 @@ def curve_gap(a: StoredRun, b: StoredRun, metric: str) -> float:
     return float(np.mean(np.abs(np.subtract(x, y))))
 
 
-@register_analysis("jastrzebski_equal_ratio")
+def _equal_ratio_names(spec, runs) -> ClaimNames:
+    """The run groups, gap pseudo-groups and references :func:`equal_ratio` compares, and the
+    metrics they hold where the runs' procedures tell."""
+    o = spec.options
+    resc = o.get("rescaling") or []
+    gaps = []
+    for triple in [resc] if isinstance(resc, dict) else resc:
+        if isinstance(triple, dict):
+            suffix = f"-{triple['name']}" if isinstance(resc, list) and "name" in triple else ""
+            gaps += [f"gap-linear{suffix}", f"gap-sqrt{suffix}"]
+    gaps += [f"gap-{p['name']}" for p in o.get("pairs") or [] if isinstance(p, dict)
+             and "name" in p]
+    metrics = summary_names(runs)
+    return ClaimNames(run_groups(runs) + gaps + pseudo_groups(o),
+                      None if metrics is None else metrics | {"curve_mean", "late", "gap"})
+
+
+@register_analysis("jastrzebski_equal_ratio", claim_names=_equal_ratio_names)
 def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
     """Learning curves (in epochs) of runs that share η/S (Figs. 1-2).
 

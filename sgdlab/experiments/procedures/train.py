@@ -260,6 +260,15 @@ class TrainProcedure(Procedure):
         for i, m in enumerate(params.get("final", []) or []):
             validate_measure(m, f"{where}: final[{i}]", final=True)
 
+    def summary_keys(self, params: dict[str, Any]) -> set[str] | None:
+        """The loop's final evaluation metrics and counters and the weights counted
+        (:meth:`run`); None with ``final`` measurements, which declare no names."""
+        from sgdlab.train.loop import EVAL_METRICS, FINAL_COUNTERS
+
+        if params.get("final"):
+            return None
+        return {*EVAL_METRICS, *FINAL_COUNTERS, "num_params"}
+
     def planned_steps(self, params: dict[str, Any]) -> int | None:
         """The steps of each epoch summed over ``epochs``, capped by ``max_steps``, as
         :meth:`run` and the loop count them (:func:`sgdlab.train.loop.epoch_steps`, a

@@ -19,9 +19,10 @@ import numpy as np
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import StoredRun, register_analysis
-from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
-                                                  continuation_curves, finite, group_x_axis,
-                                                  mean_curve, seeds_label, seeds_note,
+from sgdlab.experiments.procedures.common import (add_references, by_group, by_run_group,
+                                                  check_claims, continuation_curves, finite,
+                                                  group_x_axis, mean_curve, seeds_label,
+                                                  seeds_note,
                                                   summary_table, values_by_group)
 from sgdlab.experiments.procedures.jastrzebski import (CLEAR_TREND, _spearman, epoch_curves,
                                                        ranked_over, trend_verdict)
@@ -127,7 +128,7 @@ def _claims(spec, runs: list[StoredRun], metrics: list[str], key=None):
 
 
 # --- Figs. 1-2: walk plots, GD vs SGD ----------------------------------------------------------
-@register_analysis("xing_walk")
+@register_analysis("xing_walk", claim_names=by_run_group)
 def xing_walk(spec, runs: list[StoredRun]) -> Analysis:
     """Walk plots per run group (first seed) and, per run: the mean consecutive-gradient cosine
     over steps >= ``options.after_step`` (``grad_cosine_mean``) and over the last
@@ -184,7 +185,7 @@ def xing_walk(spec, runs: list[StoredRun]) -> Analysis:
 
 
 # --- Tables 1-2: barriers and height above the valley floor per epoch ---------------------------
-@register_analysis("xing_barriers")
+@register_analysis("xing_barriers", claim_names=by_run_group)
 def xing_barriers(spec, runs: list[StoredRun]) -> Analysis:
     """Per run and per epoch of ``options.epochs`` (1-based, the epochs the step interpolation
     covered): ``barrier_fraction_epochE`` (barriers crossed / steps interpolated, Table 1) and
@@ -249,7 +250,7 @@ def fifths(values: list[float]) -> dict[str, float]:
             "end": exact_mean(values[n - k:]) if n >= 2 else float("nan")}
 
 
-@register_analysis("xing_hessian_norm")
+@register_analysis("xing_hessian_norm", claim_names=by_run_group)
 def xing_hessian_norm(spec, runs: list[StoredRun]) -> Analysis:
     """The Hessian spectral norm (or λ_max: :func:`hessian_quantity`) logged by the
     ``dynamics`` instrument, per batch-norm mode M (``hess_norm_train`` /
@@ -479,7 +480,8 @@ STUCK_METRICS = {
 }
 
 
-@register_analysis("xing_stuck")
+@register_analysis("xing_stuck",
+                   claim_names=lambda spec, runs: by_run_group(spec, runs, STUCK_METRICS))
 def xing_stuck(spec, runs: list[StoredRun]) -> Analysis:
     """Footnote 6 (line 161): the noisy run of group ``options.stuck_run`` and its
     continuations. A run with ``init_from: G`` continues G's run of the same seed from G's

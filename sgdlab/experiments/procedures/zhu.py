@@ -8,7 +8,7 @@ import re
 
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
-from sgdlab.experiments.procedures import StoredRun, register_analysis
+from sgdlab.experiments.procedures import ClaimNames, StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (by_group, curve_label, finite,
                                                   group_curves, mean_curve, seeds_label,
                                                   seeds_note)
@@ -403,7 +403,18 @@ def zhu_noise_magnitude(spec, runs: list[StoredRun]) -> Analysis:
     return Analysis(tables=[table], figures=figs, conclusions=concl)
 
 
-@register_analysis("zhu_noisy_label")
+# the values of zhu_noisy_label's table, which its claims compare
+NOISY_LABEL_METRICS = [("test_acc", "test accuracy"), ("expected_sharpness", "expected sharpness"),
+                       ("train_acc", "train accuracy"), ("train_loss", "train loss")]
+
+
+def _noisy_label_names(spec, runs) -> ClaimNames:
+    from sgdlab.experiments.procedures.common import by_run_group
+
+    return by_run_group(spec, runs, [k for k, _ in NOISY_LABEL_METRICS])
+
+
+@register_analysis("zhu_noisy_label", claim_names=_noisy_label_names)
 def zhu_noisy_label(spec, runs: list[StoredRun]) -> Analysis:
     """Test accuracy and expected sharpness of the dynamics started from the GD solution
     (Fig. 5), compared by ``options.claims``; curves of ``options.curves`` over iterations
@@ -418,8 +429,7 @@ def zhu_noisy_label(spec, runs: list[StoredRun]) -> Analysis:
 
     o = spec.options
     groups = by_group(runs, key=lambda r: r.group)
-    metrics = [("test_acc", "test accuracy"), ("expected_sharpness", "expected sharpness"),
-               ("train_acc", "train accuracy"), ("train_loss", "train loss")]
+    metrics = NOISY_LABEL_METRICS
     table = summary_table(o.get("table_name", "noisy_label"), groups, metrics,
                           caption="final values, mean and std over seeds")
     # the dynamics continued from the GD solution start where its run ended: the x axis counts
