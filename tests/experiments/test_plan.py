@@ -405,18 +405,22 @@ def test_a_misspelt_claim_fails_the_dry_run_and_the_run_before_training(tmp_path
     assert not any(p.name in ("s.sqlite", "out") for p in tmp_path.iterdir())
 
 
-def test_what_a_claim_may_name_plans_cleanly(tmp_path):
+def test_the_plan_names_only_what_the_runs_will_not_have(tmp_path):
     # references, derived values and the loop's counters are the value table's; a metric of a
     # final measurement is not declared before it runs, and is let pass
     options = {"references": {"chance": {"test_acc": 0.1}},
                "derived": [{"name": "best", "metric": "test_acc", "reduce": "max"}],
                "claims": [{"greater": ["adam", "chance"], "metric": "test_acc"},
                           {"less": ["sgd", "adam"], "metric": "best"},
-                          {"above": [["sgd"], ["adam"]], "metric": "effective_epochs"}]}
-    assert plan_of(tmp_path, own_experiment(tmp_path, options)).problems == []
-    measured = {"claims": [{"less": ["sgd", "adam"], "metric": "grad_norm"}]}
+                          {"above": [["sgd"], ["adam"]], "metric": "effective_epochs"},
+                          {"greater": ["adam", "chanse"], "metric": "test_acc"}]}
+    [problem] = plan_of(tmp_path, own_experiment(tmp_path, options)).problems
+    assert "options.claims[3]" in problem and "no group 'chanse' (did you mean chance?)" in problem
+    measured = {"claims": [{"less": ["sgd", "adam"], "metric": "grad_norm"},
+                           {"less": ["sgd", "adams"], "metric": "grad_norm"}]}
     plan = plan_of(tmp_path, own_experiment(tmp_path, measured, [{"kind": "grad_norm"}]))
-    assert plan.problems == []
+    [problem] = plan.problems
+    assert "options.claims[1]" in problem and "no group 'adams'" in problem
 
 
 def test_a_trend_the_ratio_grid_would_not_test_fails_the_dry_run(tmp_path):
