@@ -843,14 +843,8 @@ def _file_sha256(path: str, *stat: int) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def load_data_file(path: str | Path, sha256: str | None = None) -> Dataset:
-    """The :class:`~sgdlab.data.base.Dataset` a ``data: {file: PATH}`` section names: a dict
-    of tensors saved by ``torch.save`` (``x_train``, ``y_train``; ``x_test`` with ``y_test``,
-    and a ``meta`` dict, optional), read with ``weights_only=True``. The one reader of data
-    files, for replica run configs and run configs; a missing, unreadable (empty, corrupt,
-    another format) or malformed file is a :class:`DataError` naming it and the reason.
-    ``sha256``: the content a run recorded (:func:`data_file_sha256`); a file that has
-    changed since is a :class:`DataError` too, not read as the run's data."""
+def _existing_data_file(path: str | Path) -> Path:
+    """``path`` as a :class:`Path`, or a :class:`DataError` when no file stands there."""
     f = Path(path)
     if f.is_dir():     # a dataset's folder given as the file
         raise DataError(f"data file {str(f)!r} is a folder: `file:` names one torch.save'd "
@@ -859,6 +853,33 @@ def load_data_file(path: str | Path, sha256: str | None = None) -> Dataset:
     if not f.is_file():
         raise DataError(f"data file not found: {f} (`file:` names a torch.save'd dict of "
                         "tensors x_train, y_train; x_test, y_test and meta optional)")
+    return f
+
+
+def recorded_data_file(path: str | Path) -> dict[str, str]:
+    """``{file, sha256}`` of data file ``path``: its absolute path (``~`` expanded, a relative
+    one read from the working folder) and the SHA-256 of its bytes, as a run records them;
+    the :class:`DataError` of :func:`load_data_file` when no file stands there."""
+    f = _existing_data_file(Path(path).expanduser())
+    return {"file": str(f.resolve()), "sha256": data_file_sha256(f)}
+
+
+@functools.lru_cache(maxsize=8)
+def data_file_examples(path: str, sha256: str) -> int:
+    """The training examples of data file ``path`` whose bytes have SHA-256 ``sha256``, read
+    by :func:`load_data_file` (its refusals, its check of the content) once per content."""
+    return len(load_data_file(path, sha256=sha256).x_train)
+
+
+def load_data_file(path: str | Path, sha256: str | None = None) -> Dataset:
+    """The :class:`~sgdlab.data.base.Dataset` a ``data: {file: PATH}`` section names: a dict
+    of tensors saved by ``torch.save`` (``x_train``, ``y_train``; ``x_test`` with ``y_test``,
+    and a ``meta`` dict, optional), read with ``weights_only=True``. The one reader of data
+    files, for replica run configs and run configs; a missing, unreadable (empty, corrupt,
+    another format) or malformed file is a :class:`DataError` naming it and the reason.
+    ``sha256``: the content a run recorded (:func:`data_file_sha256`); a file that has
+    changed since is a :class:`DataError` too, not read as the run's data."""
+    f = _existing_data_file(path)
     if sha256 is not None and (now := data_file_sha256(f)) != sha256:
         raise DataError(f"data file {str(f)!r} has changed since the run recorded it "
                         f"(sha256 {sha256[:16]}... recorded, {now[:16]}... now): it is not the "

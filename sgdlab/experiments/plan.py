@@ -6,7 +6,9 @@ option checks and dependency layers); the store is opened read-only (and not at 
 file is absent) to mark the runs it holds as finished, which a run would skip. The files the
 runs to execute read (datasets in their ``data_dir``, weights) are looked up as their loaders
 look them up, without loading them (a file dataset's training examples, which the steps are
-counted with, are read from its headers or label lists). Nothing is trained, and neither the
+counted with, are read from its headers or label lists); a data file of the experiment's own
+(``dataset: {file: PATH}``) is loaded once, to count its examples and meet its loader's
+refusals. Nothing is trained, and neither the
 store nor the output folder is created or written.
 
 A problem that makes the real run fail for certain (a file missing for a run that would
@@ -155,7 +157,9 @@ class Plan:
         out.append("datasets: " + (", ".join(self.datasets) or "none"))
         for f in self.files:
             used = f"read by {f.runs} runs, {f.to_run} to execute"
-            if f.found is not None:
+            if f.found is not None and f.problem is not None:     # a data file its loader refuses
+                out.append(f"  {f.what}: found ({f.found}), REFUSED; {used} (the error below)")
+            elif f.found is not None:
                 out.append(f"  {f.what}: found ({f.found}); {used}")
             elif f.to_run and self._on_nodes(f):
                 out.append(f"  {f.what}: not found on this machine; {used} ({ON_NODES})")
@@ -336,11 +340,13 @@ def data_needs(runs: list[RunSpec], stored: set[str], *, count_train: bool = Fal
     ``data_dir``, weights), looked up as their loaders look them up without reading them.
     ``stored``: the keys of the runs the store holds finished, which do not execute.
     ``count_train``: also count a file dataset's training examples (headers only: what the
-    plan's steps are counted with, said beside the files)."""
+    plan's steps are counted with, said beside the files). A data file (``dataset: {file:
+    PATH}``) is read by its loader, found as the checksum its runs' keys name, its examples
+    counted in its ``x_train``."""
     import inspect
 
     from sgdlab.data import DATASETS
-    from sgdlab.data.files import train_size_in_files
+    from sgdlab.data.files import TrainSize, data_file_examples, train_size_in_files
     from sgdlab.data.registry import canonical_name
 
     needs: dict[tuple[str, str], DataNeed] = {}
@@ -362,11 +368,29 @@ def data_needs(runs: list[RunSpec], stored: set[str], *, count_train: bool = Fal
                 data_dir=None if kind == "weights" else where)
         return needs[kind, str(where)]
 
+    def file_need(path: str, sha256: str | None) -> DataNeed:
+        """The need of data file ``path``: read by its loader once (its refusals the
+        problem), its training examples and the checksum its runs are keyed by said."""
+        if ("data file", path) not in needs:
+            # found: the expansion took its checksum; read, it may still be refused
+            found, problem, size = f"sha256 {sha256}", None, None
+            try:
+                size = TrainSize(data_file_examples(path, sha256), True, "x_train of the file")
+            except UserError as e:      # a DataError is one
+                problem = str(e)
+            needs["data file", path] = DataNeed(f"data file {path}", found, problem,
+                                                train_size=size if count_train else None)
+        return needs["data file", path]
+
     names: list[str] = []
     for r in runs:
         hits = []
         ds = r.params.get("dataset")
-        if isinstance(ds, dict) and "name" in ds:
+        if isinstance(ds, dict) and isinstance(ds.get("file"), str):
+            name = f"data file {Path(ds['file']).name}"
+            names += [name] if name not in names else []
+            hits.append(file_need(ds["file"], ds.get("sha256")))
+        elif isinstance(ds, dict) and "name" in ds:
             name, where = str(ds["name"]), ds.get("data_dir")
             names += [name] if name not in names else []
             loader = DATASETS.get(canonical_name(name))

@@ -106,7 +106,7 @@ from typing import Any
 
 import yaml
 
-from sgdlab.errors import (SEED_LIMIT, ConfigError, check_config_kind, check_keys,
+from sgdlab.errors import (SEED_LIMIT, ConfigError, DataError, check_config_kind, check_keys,
                            check_not_empty, did_you_mean, int_at_least, name_spelling,
                            not_a_config_file, read_config_text, refused_value,
                            registered_spelling)
@@ -212,13 +212,39 @@ def _registered_spellings(params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def with_data_file(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` whose ``dataset`` names a data file (``{file: PATH}``, a run config's ``data:
+    {file: PATH}``) with the file as a run records it (:func:`~sgdlab.data.files.
+    recorded_data_file`): its absolute path and its bytes' ``sha256``, which the run key reads
+    in place of the path. A ``sha256`` the file gives is checked against the file; a missing
+    file is the loader's :class:`~sgdlab.errors.DataError`. Other params are returned as
+    they are."""
+    ds = params.get("dataset") if isinstance(params, dict) else None
+    if not (isinstance(ds, dict) and isinstance(ds.get("file"), str) and ds["file"]):
+        return params      # (no file, or not a path: the procedure refuses it)
+    from sgdlab.data.files import recorded_data_file
+
+    record = recorded_data_file(ds["file"])
+    if ds.get("sha256") not in (None, record["sha256"]):
+        raise DataError(f"data file {record['file']!r} is not the one dataset.sha256 names "
+                        f"(sha256 {str(ds['sha256'])[:16]}... given, {record['sha256'][:16]}"
+                        "... now): put that file back, or remove dataset.sha256 to run on "
+                        "the file as it is now")
+    return {**params, "dataset": {**ds, **record}}
+
+
 def key_params(params: dict[str, Any]) -> dict[str, Any]:
     """``params`` as the run key reads them: the ``optimizer`` section without the options
     that act only through one that is off (Entropy-SGD's ``inner_momentum_on`` without an
     inner momentum: :func:`sgdlab.optim.registry.without_idle_options`), so that runs that
     train the same, bit for bit, share one key, whichever readings set them (``--reading
-    momentum=outer`` with ``--reading inner-momentum=whole-step``). The run keeps its params
-    as given: they are validated and trained as written."""
+    momentum=outer`` with ``--reading inner-momentum=whole-step``); a data file's ``dataset``
+    without its path, its content named by its ``sha256`` (:func:`with_data_file`: the file
+    moved keeps the runs, the file edited makes new ones). The run keeps its params as
+    given: they are validated and trained as written."""
+    ds = params.get("dataset") if isinstance(params, dict) else None
+    if isinstance(ds, dict) and "file" in ds:
+        params = {**params, "dataset": {k: v for k, v in ds.items() if k != "file"}}
     sec = params.get("optimizer") if isinstance(params, dict) else None
     if not (isinstance(sec, dict) and isinstance(sec.get("name"), str)):
         return params
@@ -304,8 +330,11 @@ class ExperimentSpec:
     reading_params: list[tuple[tuple[str, ...] | None, tuple[str, ...] | None,
                                dict[str, Any]]] = field(repr=False, default_factory=list)
 
-    def expand(self, data_dir: str | None = None) -> list[RunSpec]:
-        """All runs: run groups x grid x seeds, in a deterministic order."""
+    def expand(self, data_dir: str | None = None, *, read_files: bool = True
+               ) -> list[RunSpec]:
+        """All runs: run groups x grid x seeds, in a deterministic order. ``read_files``: a
+        data file's checksum is taken (:func:`with_data_file`); without it (validation with a
+        placeholder ``data_dir``) the file is not looked at."""
         axes = list(self.grid.items())
         combos = list(itertools.product(*[v for _, v in axes])) if axes else [()]
         out: list[RunSpec] = []
@@ -325,6 +354,11 @@ class ExperimentSpec:
                         for k, v in over.items():
                             set_dotted(params, k, copy.deepcopy(v))
                 params = _registered_spellings(_substitute(params, data_dir))
+                if read_files:
+                    try:
+                        params = with_data_file(params)
+                    except DataError as e:
+                        raise DataError(f"{self.name}: run {label!r}: {e}") from None
                 for seed in self.seeds:
                     if (label, seed) in seen:
                         raise ConfigError(f"{self.name}: duplicate run label {label!r}")
@@ -434,9 +468,11 @@ def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 def _merges_into(old: Any, new: Any) -> bool:
     """Whether mapping ``new`` merges into mapping ``old`` (:func:`deep_merge`,
-    :func:`set_dotted`), rather than replacing it: not when it names another ``name``."""
+    :func:`set_dotted`), rather than replacing it: not when it names another ``name``, nor
+    when either is a data file's (``{file: PATH}``: the tensors are the whole dataset)."""
     return (isinstance(new, dict) and isinstance(old, dict)
-            and not ("name" in new and old.get("name", new["name"]) != new["name"]))
+            and not ("name" in new and old.get("name", new["name"]) != new["name"])
+            and not ("file" in new or "file" in old and "name" in new))
 
 
 # a path part that selects the items of a list by one key: final[kind=hessian_top]
@@ -890,7 +926,8 @@ def resolve(raw: dict[str, Any], scale: str, source: str = "<config>",
                       if c != raw["readings"][k]["default"])
     # validate every run's parameters against the procedure's schema (unknown keys named);
     # a placeholder data dir lets paper-scale specs validate without one
-    for r in spec.expand(data_dir=None if not _needs_data_dir(spec) else "<data-dir>"):
+    for r in spec.expand(data_dir=None if not _needs_data_dir(spec) else "<data-dir>",
+                         read_files=False):
         try:
             proc.validate(r.params, where=f"{spec.name}[{scale}] run {r.label!r}")
         except ConfigError as e:

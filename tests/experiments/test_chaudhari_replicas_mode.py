@@ -211,6 +211,14 @@ def test_the_run_config_keeps_the_length_and_options_the_params_give():
     assert cfg["grad_evals"] == 6 and "epochs" not in cfg and cfg["data"]["seed"] == 5
 
 
+def test_a_data_file_goes_to_the_replica_config_as_its_record():
+    """``dataset: {file, sha256}`` (the expansion's record of the file) is a replica config's
+    ``data: {file, sha256}``, whose build checks the content."""
+    data = {"file": "/d/blobs.pt", "sha256": "0" * 64}
+    get_procedure("replicas").validate({**PARAMS, "dataset": data}, "run")
+    assert chaudhari.replica_run_config({**PARAMS, "dataset": data}, 3)["data"] == data
+
+
 def test_a_replicas_run_gives_its_length_one_way():
     proc = get_procedure("replicas")
     with pytest.raises(ConfigError, match="give exactly one of 'epochs' or 'grad_evals'"):

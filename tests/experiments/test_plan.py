@@ -434,3 +434,51 @@ def test_a_trend_the_ratio_grid_would_not_test_fails_the_dry_run(tmp_path):
     assert problem.startswith(f"{path}: options.expect names 'test_ac', which options.metrics "
                               "does not list (did you mean test_acc?) (hessian_top, ")
     assert problem.endswith("): its trend would not be tested")
+
+
+def test_the_plan_names_a_data_file_its_examples_and_its_checksum(tmp_path, capsys):
+    """``dataset: {file: PATH}`` in place of the grid's dataset: the plan counts each run's
+    steps in the file's 40 training examples (one batch of 128 or 512) and says the file,
+    its examples and the checksum its runs are keyed by; the real run takes them too."""
+    import torch
+
+    from sgdlab.data.files import data_file_sha256
+
+    torch.save({"x_train": torch.randn(40, 3), "y_train": torch.arange(40) % 2},
+               tmp_path / "d.pt")
+    digest = data_file_sha256(tmp_path / "d.pt")
+    cfg = mnist_file(tmp_path, {"file": str(tmp_path / "d.pt")})
+    where = {"scale": "smoke", "store_path": str(tmp_path / "s.sqlite"),
+             "out_dir": tmp_path / "out"}
+    plan = plan_experiment(cfg, **where)
+    assert plan.ok and [p.steps for p in plan.runs] == [1] * 4
+    [need] = plan.files
+    assert (need.what, need.found, need.runs) == (f"data file {tmp_path / 'd.pt'}",
+                                                  f"sha256 {digest}", 4)
+    assert plan.datasets == ["data file d.pt"]
+    lines = plan.lines()
+    assert (f"  data file {tmp_path / 'd.pt'}: found (sha256 {digest}); read by 4 runs, 4 to "
+            "execute") in lines
+    assert "    training set: 40 examples (x_train of the file)" in lines
+
+
+def test_a_data_file_its_loader_refuses_stops_the_plan_with_the_loaders_message(tmp_path):
+    """A numpy .npz is not a torch.save'd dict: the loader's refusal, before any run."""
+    import numpy as np
+
+    np.savez(tmp_path / "d.npz", x_train=np.zeros((4, 2)), y_train=np.zeros(4))
+    cfg = mnist_file(tmp_path, {"file": str(tmp_path / "d.npz")})
+    where = {"scale": "smoke", "store_path": str(tmp_path / "s.sqlite"),
+             "out_dir": tmp_path / "out"}
+    plan = plan_experiment(cfg, **where)
+    [need] = plan.files
+    assert need.found.startswith("sha256 ") and plan.problems == [need.problem]
+    assert "numpy's .npz; write it with torch.save" in need.problem
+    assert any(line.startswith(f"  data file {tmp_path / 'd.npz'}: found ({need.found}), "
+                               "REFUSED; read by 4 runs, 4 to execute") for line in plan.lines())
+    from sgdlab.errors import UserError
+    from sgdlab.experiments.runner import run_experiment
+
+    with pytest.raises(UserError, match="numpy's .npz"):
+        run_experiment(cfg, **where)
+    assert not (tmp_path / "s.sqlite").exists()

@@ -58,15 +58,24 @@ def test_an_unknown_parle_key_is_named_by_its_path_in_the_run():
         resolve(raw, "smoke")
 
 
-def test_a_data_file_in_an_experiment_names_the_plugin_dataset_that_reads_it():
-    # `dataset: {file: ...}`, a run config's `data:` section, had read only "must be a
-    # mapping with a 'name'"; an unknown name did not say that a plugin registers one's own
+def test_a_data_file_takes_no_other_keys_as_in_a_run_config():
+    # `dataset: {file: PATH}`, a run config's `data: {file: PATH}`: the tensors are the data,
+    # nothing to draw or pass on; an unknown name still says that a plugin registers one's own
     train = get_procedure("train")
     params = {"dataset": {"file": "blobs.pt"}, "model": {"name": "mlp"},
               "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 1, "batch_size": 8}
-    with pytest.raises(ConfigError, match=r"'dataset' must be a mapping with a 'name': .*"
-                                          r"register_dataset.*load_data_file.*--plugin"):
-        train.validate(params, "e[cpu] run 'a'")
+    train.validate(params, "e[cpu] run 'a'")
+    with pytest.raises(ConfigError, match=r"^e\[cpu\] run 'a': dataset\.file: a data file "
+                                          r"takes no other keys, got dataset\.n_train, "
+                                          r"data_seed \(the whole mapping is dataset: "
+                                          r"\{file: PATH\}\)$"):
+        train.validate({**params, "dataset": {"file": "blobs.pt", "n_train": 8},
+                        "data_seed": 1}, "e[cpu] run 'a'")
+    with pytest.raises(ConfigError, match=r"dataset\.sha256: .*pattern"):
+        train.validate({**params, "dataset": {"file": "blobs.pt", "sha256": "abc"}}, "e")
+    with pytest.raises(ConfigError, match=r"'dataset' must be a mapping with a 'name' \(or, "
+                                          r"for the dataset, a 'file'\)$"):
+        train.validate({**params, "dataset": {"n_train": 8}}, "e[cpu] run 'a'")
     with pytest.raises(ConfigError, match=r"unknown dataset 'my-blobs'; .*--plugin"):
         train.validate({**params, "dataset": {"name": "my-blobs"}}, "e[cpu] run 'a'")
 

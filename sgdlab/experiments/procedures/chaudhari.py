@@ -152,8 +152,9 @@ def replica_run_config(params: dict[str, Any], seed: int, device: str = "cpu"
                           "the rounds it makes (eval_rounds) as eval_every")
     dataset = dict(params["dataset"])
     cfg: dict[str, Any] = {
-        "data": {"name": dataset.pop("name"), "seed": int(params.get("data_seed", 0)),
-                 **dataset},
+        # a data file (its path and sha256) as a replica config's `data: {file: PATH}`
+        "data": dataset if "file" in dataset else {
+            "name": dataset.pop("name"), "seed": int(params.get("data_seed", 0)), **dataset},
         "model": dict(params["model"]), "parle": {**params["parle"], "seed": seed},
         "seed": seed, "dtype": params.get("dtype", "float32"),
         "device": "cuda" if str(device).startswith("cuda") else "cpu"}

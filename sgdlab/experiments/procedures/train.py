@@ -3,6 +3,8 @@
 Run parameters (all data)::
 
     dataset: {name: digits, n_train: 500, ...}   # load_dataset(name, seed=data_seed, **opts)
+                                                 # or {file: PATH}: load_data_file(PATH), its
+                                                 # sha256 (in the run key) taken at expansion
     data_seed: 0                                 # the data are the same for every run seed
     model: {name: mlp, ...}                      # build_model(name, input_shape, outputs, **opts)
     loss: cross_entropy | mse                    # default from the dataset's task
@@ -64,8 +66,14 @@ def load_data(p: dict[str, Any], device: str | None = None, dtype=None):
     from sgdlab.data import load_dataset
 
     opts = dict(p["dataset"])
-    name = opts.pop("name")
-    ds = load_dataset(name, seed=int(p.get("data_seed", 0)), **opts)
+    if "file" in opts:
+        from sgdlab.data.files import load_data_file
+
+        # the content the run key names (sha256), or a DataError: the file changed since
+        ds = load_data_file(opts["file"], sha256=opts.get("sha256"))
+    else:
+        name = opts.pop("name")
+        ds = load_dataset(name, seed=int(p.get("data_seed", 0)), **opts)
     if dtype is not None:
         ds = ds.to(dtype=dtype)
     return ds
@@ -84,13 +92,21 @@ def train_examples(dataset: dict[str, Any]) -> int | None:
     absent (:func:`~sgdlab.data.files.train_size_in_files`), unless ``classes`` filters it;
     None otherwise (text windows, whose number depends on the file; a loader whose
     ``n_train`` means something else, such as a grid size). What ``--dry-run`` and a sweep's
-    "step X of N" count with."""
+    "step X of N" count with. A data file's (``file``, with the ``sha256`` the expansion
+    took) are its ``x_train``'s, read once per content."""
     import inspect
 
     from sgdlab.data import DATASETS
-    from sgdlab.data.files import train_size_in_files
+    from sgdlab.data.files import data_file_examples, train_size_in_files
     from sgdlab.data.registry import canonical_name
 
+    if "file" in dataset:
+        if dataset.get("sha256") is None:
+            return None
+        try:
+            return data_file_examples(dataset["file"], dataset["sha256"])
+        except UserError:     # the plan lists the file's problem
+            return None
     name = canonical_name(str(dataset["name"]))
     loader = DATASETS[name]
     signature = inspect.signature(loader).parameters
@@ -156,6 +172,23 @@ def resolve_batch_size(bs: Any, n_train: int):
     return int(bs)
 
 
+def _check_data_file(params: dict[str, Any], where: str) -> None:
+    """A ``dataset: {file: PATH}`` mapping, refused as a run config's ``data: {file: PATH}``
+    section: the file takes no other keys (the tensors are the data: nothing to draw), its
+    path and ``sha256`` checked by the run config's schema."""
+    from sgdlab.config.run import validate_section
+
+    d = params["dataset"]
+    others = sorted(f"dataset.{k}" for k in d if k not in ("file", "sha256"))
+    if params.get("data_seed", 0) != 0:
+        others.append("data_seed")
+    if others:
+        raise ConfigError(f"{where}: dataset.file: a data file takes no other keys, got "
+                          f"{', '.join(others)} (the whole mapping is dataset: {{file: PATH}})")
+    validate_section("data", {k: d[k] for k in ("file", "sha256") if k in d},
+                     path=f"{where}: dataset")
+
+
 def _check_named(params: dict[str, Any], where: str) -> None:
     """Model/dataset/optimizer/schedule names and options, checked before anything runs."""
     from sgdlab.data import DATASETS, dataset_options
@@ -168,20 +201,23 @@ def _check_named(params: dict[str, Any], where: str) -> None:
         if bad:
             raise ConfigError(f"{where}: model {info.name!r} has no option {bad[0]!r}; "
                               f"valid: {', '.join(sorted(info.options))}")
-        d = dict(params["dataset"])
-        dname = d.pop("name")
-        if str(dname).lower().replace("-", "_") not in DATASETS:
-            raise ConfigError(f"{where}: unknown dataset {dname!r}; known: "
-                              f"{', '.join(sorted(DATASETS))} ({plugin_hint('dataset')})")
-        bad = sorted(set(d) - set(dataset_options(dname)) - {"data_dir"})
-        if bad:
-            raise ConfigError(f"{where}: dataset {dname!r} has no option {bad[0]!r}; valid: "
-                              f"{', '.join(sorted(dataset_options(dname)))}")
-        # values the loader refuses (mnist1d's num_samples: 5), as a run config's: before
-        # the sweep, not as each run loads its data
-        from sgdlab.data.registry import check_dataset_options
+        if "file" in params["dataset"]:
+            _check_data_file(params, where)
+        else:
+            d = dict(params["dataset"])
+            dname = d.pop("name")
+            if str(dname).lower().replace("-", "_") not in DATASETS:
+                raise ConfigError(f"{where}: unknown dataset {dname!r}; known: "
+                                  f"{', '.join(sorted(DATASETS))} ({plugin_hint('dataset')})")
+            bad = sorted(set(d) - set(dataset_options(dname)) - {"data_dir"})
+            if bad:
+                raise ConfigError(f"{where}: dataset {dname!r} has no option {bad[0]!r}; "
+                                  f"valid: {', '.join(sorted(dataset_options(dname)))}")
+            # values the loader refuses (mnist1d's num_samples: 5), as a run config's: before
+            # the sweep, not as each run loads its data
+            from sgdlab.data.registry import check_dataset_options
 
-        check_dataset_options(dname, {k: v for k, v in d.items() if k != "data_dir"})
+            check_dataset_options(dname, {k: v for k, v in d.items() if k != "data_dir"})
     except UserError as e:
         if isinstance(e, ConfigError):
             raise
@@ -206,14 +242,10 @@ class TrainProcedure(Procedure):
     def validate(self, params: dict[str, Any], where: str) -> None:
         super().validate(params, where)
         for k in ("dataset", "model", "optimizer"):
-            if not isinstance(params[k], dict) or "name" not in params[k]:
-                # a run config's `data: {file: PATH}` has no equivalent in an experiment
-                hint = (": a registered dataset's; a file of your own tensors is read by a "
-                        "dataset registered in a plugin (register_dataset, returning "
-                        "sgdlab.data.files.load_data_file(PATH)), imported with --plugin"
-                        if k == "dataset" and isinstance(params[k], dict)
-                        and "file" in params[k] else "")
-                raise ConfigError(f"{where}: {k!r} must be a mapping with a 'name'{hint}")
+            if not isinstance(params[k], dict) or ("name" not in params[k] and not (
+                    k == "dataset" and "file" in params[k])):
+                also = " (or, for the dataset, a 'file')" if k == "dataset" else ""
+                raise ConfigError(f"{where}: {k!r} must be a mapping with a 'name'{also}")
         _check_named(params, where)
         if "schedule" in params and (not isinstance(params["schedule"], dict)
                                      or "name" not in params["schedule"]):
@@ -310,8 +342,10 @@ class TrainProcedure(Procedure):
         loop = [k for k in TRAINING_KEYS["train"] if k != "seed" and p.get(k) is not None]
         data, model = dict(p["dataset"]), dict(p["model"])
         raw: dict[str, Any] = {
-            "data": {"name": data.pop("name"), "seed": p.get("data_seed", 0),
-                     "data_dir": data.pop("data_dir", None), "options": data},
+            # a data file as a run config records it: its path and sha256, nothing else
+            "data": data if "file" in data else {
+                "name": data.pop("name"), "seed": p.get("data_seed", 0),
+                "data_dir": data.pop("data_dir", None), "options": data},
             "model": {"name": model.pop("name"), "options": model},
             "loss": p.get("loss") or "auto", "optimizer": dict(p["optimizer"]),
             "train": {"seed": seed, **{k: p[k] for k in loop}},

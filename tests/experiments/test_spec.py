@@ -1,0 +1,108 @@
+"""An experiment's runs on a data file of its own (``dataset: {file: PATH}``, as a run config's
+``data: {file: PATH}``): the file's SHA-256, not its path, is part of each run's key."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from sgdlab.errors import DataError
+from sgdlab.experiments.spec import load_experiment, resolve
+
+
+def data_file(path, seed: int = 0) -> str:
+    """A torch.save'd dict of 24 examples of 2 features, 2 classes, at ``path``."""
+    g = torch.Generator().manual_seed(seed)
+    torch.save({"x_train": torch.randn(24, 2, generator=g),
+                "y_train": torch.randint(0, 2, (24,), generator=g)}, path)
+    return str(path)
+
+
+def experiment(dataset: dict) -> dict:
+    """Two groups of a small MLP trained for one epoch of three steps on ``dataset``."""
+    return {"name": "own-data", "version": 1, "description": "a file of one's own",
+            "analysis": "compare_groups", "procedure": "train",
+            "paper": {"author": "Nobody", "year": 2020, "figure": ""},
+            "base": {"dataset": dataset, "model": {"name": "mlp", "widths": [4]},
+                     "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 8, "epochs": 1},
+            "runs": [{"label": "a"}, {"label": "b", "params": {"optimizer": {"lr": 0.2}}}],
+            "seeds": [0], "options": {"table": [["train_loss", "final train loss"]]}}
+
+
+def keys(dataset: dict) -> list[str]:
+    return [r.key for r in resolve(experiment(dataset), "cpu").expand()]
+
+
+def test_the_run_key_reads_the_files_content_not_its_path(tmp_path):
+    first = keys({"file": data_file(tmp_path / "d.pt")})
+    moved = shutil.move(tmp_path / "d.pt", tmp_path / "moved.pt")
+    assert keys({"file": str(moved)}) == first
+    data_file(moved, seed=1)          # edited in place
+    edited = keys({"file": str(moved)})
+    assert len(set(edited)) == 2 and not set(edited) & set(first)
+    [run] = [r for r in resolve(experiment({"file": str(moved)}), "cpu").expand()
+             if r.label == "a"]
+    # the run keeps the absolute path and the content it is keyed by, as a run config's record
+    from sgdlab.data.files import data_file_sha256
+
+    assert run.params["dataset"] == {"file": str(moved), "sha256": data_file_sha256(moved)}
+    assert run.config()["training"]["data"]["sha256"] == data_file_sha256(moved)
+
+
+def test_a_file_given_relative_to_the_working_folder_is_keyed_as_its_absolute_path(
+        tmp_path, monkeypatch):
+    key = keys({"file": data_file(tmp_path / "d.pt")})
+    monkeypatch.chdir(tmp_path)
+    [run, _] = resolve(experiment({"file": "d.pt"}), "cpu").expand()
+    assert run.params["dataset"]["file"] == str(tmp_path / "d.pt")
+    assert keys({"file": "d.pt"}) == key
+
+
+def test_a_missing_data_file_is_one_error_naming_it_when_the_runs_are_planned(tmp_path):
+    spec = resolve(experiment({"file": str(tmp_path / "gone.pt")}), "cpu")   # (not read)
+    with pytest.raises(DataError, match=r"^own-data: run 'a': data file not found: "
+                                        f"{tmp_path / 'gone.pt'} \\(`file:` names"):
+        spec.expand()
+
+
+def test_a_checksum_the_experiment_gives_is_checked_against_the_file(tmp_path):
+    f = data_file(tmp_path / "d.pt")
+    with pytest.raises(DataError, match=r"is not the one dataset.sha256 names \(sha256 "
+                                        r"0000000000000000\.\.\. given"):
+        keys({"file": f, "sha256": "0" * 64})
+
+
+def test_a_data_file_replaces_the_named_dataset_it_overrides(tmp_path):
+    raw = experiment({"name": "digits", "n_train": 64})
+    raw["scales"] = {"smoke": {"base": {"dataset": {"file": data_file(tmp_path / "d.pt")}}}}
+    [run, _] = resolve(raw, "smoke").expand()
+    assert set(run.params["dataset"]) == {"file", "sha256"}
+
+
+def test_an_experiment_trains_on_the_file_and_resumes_its_runs_after_a_move(tmp_path):
+    import yaml
+
+    from sgdlab.experiments.runner import run_experiment
+    from sgdlab.store import RunStore
+
+    def run(where: str) -> list[str]:
+        said: list[str] = []
+        cfg = tmp_path / "e.yaml"
+        cfg.write_text(yaml.safe_dump(experiment({"file": where})))
+        run_experiment(str(cfg), scale="cpu", store_path=str(tmp_path / "s.sqlite"),
+                       out_dir=tmp_path / "out", progress=said.append)
+        return said
+
+    said = run(data_file(tmp_path / "d.pt"))
+    assert sum("finished" in line for line in said) == 2
+    store = RunStore(tmp_path / "s.sqlite", readonly=True)
+    try:
+        [stored, _] = [store.get_run(r["id"]) for r in store.list_runs()]
+    finally:
+        store.close()
+    assert stored["config"]["params"]["dataset"]["file"] == str(tmp_path / "d.pt")
+    moved = shutil.move(tmp_path / "d.pt", tmp_path / "moved.pt")
+    assert not any("finished" in line for line in run(str(moved)))    # both stored
+    assert load_experiment(str(tmp_path / "e.yaml"), "cpu").expand()[0].key == \
+        stored["config"]["run_key"]
