@@ -59,11 +59,25 @@ def test_a_file_given_relative_to_the_working_folder_is_keyed_as_its_absolute_pa
     assert keys({"file": "d.pt"}) == key
 
 
-def test_a_missing_data_file_is_one_error_naming_it_when_the_runs_are_planned(tmp_path):
+def test_a_missing_data_file_is_one_error_naming_it_when_the_runs_are_planned(tmp_path,
+                                                                             capsys):
+    import yaml
+
+    from sgdlab.cli.main import main
+
     spec = resolve(experiment({"file": str(tmp_path / "gone.pt")}), "cpu")   # (not read)
-    with pytest.raises(DataError, match=r"^own-data: run 'a': data file not found: "
-                                        f"{tmp_path / 'gone.pt'} \\(`file:` names"):
+    said = f"own-data: run 'a': data file not found: {tmp_path / 'gone.pt'} (`file:` names"
+    with pytest.raises(DataError) as e:
         spec.expand()
+    assert str(e.value).startswith(said)
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text(yaml.safe_dump(experiment({"file": str(tmp_path / "gone.pt")})))
+    for dry in (["--dry-run"], []):
+        assert main(["run", "--config", str(cfg), "--scale", "cpu", "--store",
+                     str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out"), *dry]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"sgdlab: error: {said}") and err.count("\n") == 1
+    assert not any(p.name in ("s.sqlite", "out") for p in tmp_path.iterdir())
 
 
 def test_a_checksum_the_experiment_gives_is_checked_against_the_file(tmp_path):
