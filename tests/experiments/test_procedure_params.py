@@ -464,3 +464,23 @@ def test_a_setting_that_fails_after_training_is_refused_before_any_run_trains(
                      "--out", str(tmp_path / "out"), *extra]) == 2
         assert f"two-runs[smoke] run 'traced': {message}" in capsys.readouterr().err
     assert not store.exists() or RunStore(store).list_runs() == []
+
+
+def test_a_run_on_a_data_file_loads_the_content_its_key_names(tmp_path):
+    """The run reads the file with the checksum the expansion took: a file changed since the
+    runs were planned is refused, not trained on under the old content's key."""
+    import torch
+
+    from sgdlab.data.files import data_file_sha256
+    from sgdlab.errors import DataError
+    from sgdlab.experiments.procedures.train import load_data
+
+    f = tmp_path / "d.pt"
+    torch.save({"x_train": torch.ones(3, 2), "y_train": torch.tensor([0, 1, 0])}, f)
+    data = {"file": str(f), "sha256": data_file_sha256(f)}
+    assert torch.equal(load_data({"dataset": data}, dtype=torch.float64).x_train,
+                       torch.ones(3, 2, dtype=torch.float64))
+    # (another size: a rewrite within one tick of the file clock is told apart by it)
+    torch.save({"x_train": torch.zeros(4, 2), "y_train": torch.tensor([0, 1, 0, 1])}, f)
+    with pytest.raises(DataError, match="has changed since the run recorded it"):
+        load_data({"dataset": data})

@@ -11,11 +11,11 @@ from sgdlab.errors import DataError
 from sgdlab.experiments.spec import load_experiment, resolve
 
 
-def data_file(path, seed: int = 0) -> str:
-    """A torch.save'd dict of 24 examples of 2 features, 2 classes, at ``path``."""
-    g = torch.Generator().manual_seed(seed)
-    torch.save({"x_train": torch.randn(24, 2, generator=g),
-                "y_train": torch.randint(0, 2, (24,), generator=g)}, path)
+def data_file(path, n: int = 24) -> str:
+    """A torch.save'd dict of ``n`` examples of 2 features, 2 classes, at ``path``."""
+    g = torch.Generator().manual_seed(0)
+    torch.save({"x_train": torch.randn(n, 2, generator=g),
+                "y_train": torch.randint(0, 2, (n,), generator=g)}, path)
     return str(path)
 
 
@@ -38,7 +38,7 @@ def test_the_run_key_reads_the_files_content_not_its_path(tmp_path):
     first = keys({"file": data_file(tmp_path / "d.pt")})
     moved = shutil.move(tmp_path / "d.pt", tmp_path / "moved.pt")
     assert keys({"file": str(moved)}) == first
-    data_file(moved, seed=1)          # edited in place
+    data_file(moved, n=25)          # edited in place
     edited = keys({"file": str(moved)})
     assert len(set(edited)) == 2 and not set(edited) & set(first)
     [run] = [r for r in resolve(experiment({"file": str(moved)}), "cpu").expand()
