@@ -28,7 +28,9 @@ sgdlab's, both at the same accuracy; the peer is named in the printed line):
 - ``trace5_P`` / ``trace1_P``: Hutchinson trace (Rademacher) with the number of probes M that
   brings the standard error to 5% / 1% of the trace (M from the variance of vᵀHv measured with
   200 probes); every library runs the same estimator, so equal M is equal accuracy. Runs with
-  M above 200 are timed on 200 probes and scaled (printed).
+  M above 200 are timed on 200 probes and scaled (printed). The printed ``err`` only guards
+  against a broken run: an estimate's distance from the 200-probe pilot's in units of 6 of its
+  standard errors (≤ 1 passes; a legend line says so).
 - ``slq_P``: spectral density by stochastic Lanczos quadrature, 3 probes x 30 steps in every
   library (same quadrature; curvlinops adds its own spectral-boundary estimate).
 - ``per_sample_grad_P``: the N per-sample gradients (sgdlab: the (N, d) matrix; peers in their
@@ -50,11 +52,11 @@ the calibration runs not counted, and the time per call is the median over runs 
 time / K (printed with K and the number of runs). A peer whose
 calibration run takes over 20x sgdlab's time (and 10 s) without meeting the target is stopped
 there, its time taken as a lower bound (said in the output). ``SGDLAB_BENCH_REPEATS`` overrides
-the 5 (and 5x it the 25). ``python benchmarks/bench_peers.py cnn`` runs one problem's figures
-(any other substring selects the figures whose name contains it; ``run.py --only cnn`` also runs
-the other modules' figures with ``cnn`` in their names). The run with every problem
-takes about an hour on one core (the three small problems 32 minutes, most of it PyHessian's
-power iteration failing to reach 1e-3 on the CNNs).
+the 5 (and 5x it the 25). ``python benchmarks/bench_peers.py cnn`` runs one problem's figures,
+``--list cnn`` lists them (any other substring selects the figures whose name contains it;
+``run.py --only cnn`` also runs the other modules' figures with ``cnn`` in their names). The
+run with every problem takes about an hour on one core (the three small problems 32 minutes,
+most of it PyHessian's power iteration failing to reach 1e-3 on the CNNs).
 
 ``python benchmarks/bench_peers.py --keep-freed-memory ...`` has glibc keep freed memory for every
 library alike (steadier figures on machines with costly page faults).
@@ -404,6 +406,10 @@ def trace_tasks(model, loss_fn, x, y) -> dict[str, float | None]:
         scale = m / run_m
         print(f"  trace to {pct}%: Tr H ≈ {pilot.value:.4g}, sd(vᵀHv) = {sd:.3g} -> M = {m} "
               f"probes" + (f" (timed on {run_m}, scaled x{scale:.1f})" if scale > 1 else ""))
+        if pct == 5:        # "err 2.9e-01" next to "5%" read as a miss: what err is, once
+            print(f"  (trace err: |a library's estimate - the {pilot.num_samples}-probe pilot's "
+                  "Tr H| in units of 6 standard errors of its probes, <= 1 passes: a check for "
+                  "a broken run, the accuracy being that of the M probes)")
 
         def ours(_):
             return hutchinson_trace(HessianOperator(model, loss_fn, (x, y)), run_m,
@@ -615,12 +621,18 @@ def _reference(model, loss_fn, x, y) -> torch.Tensor:
     return vals.double().cpu()
 
 
+def figures(only: str = "") -> list[str]:
+    """The figures a run with ``only`` measures (and ``--list`` lists): a problem's name selects
+    that problem alone (``cnn`` is in ``cnn_bn``'s names too); any other substring the figures
+    whose names contain it, or all of them when it is part of the module's name."""
+    if only in PROBLEMS:
+        return [f for f in GOALS if f.endswith(f"_{only}_speedup_vs_best_peer")
+                or f == f"hvp_cost_in_gradients_{only}"]
+    return [f for f in GOALS if not only or only in f or only in "bench_peers"]
+
+
 def run(only: str = "") -> dict[str, float | None]:
-    if only in PROBLEMS:      # a problem's name: that problem alone (``cnn`` is in ``cnn_bn``)
-        wanted = [f for f in GOALS if f.endswith(f"_{only}_speedup_vs_best_peer")
-                  or f == f"hvp_cost_in_gradients_{only}"]
-    else:
-        wanted = [f for f in GOALS if not only or only in f or only in "bench_peers"]
+    wanted = figures(only)
     out: dict[str, float | None] = {}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

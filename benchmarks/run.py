@@ -9,7 +9,9 @@ as ``name: value (goal ...)`` (``skipped`` for None) and, with ``--json``, write
 ``{figure_name: number or null}``. A module declares ``GOALS = {figure: "<= 1.05", ...}``.
 ``--keep-freed-memory`` has glibc keep freed memory in the process for every library timed
 (``_timing.keep_freed_memory``): steadier ratios on machines with costly page faults.
-``--list`` with ``--only`` lists the figures that would be printed. ``python
+``--list`` with ``--only`` lists the figures that would be printed. A module may declare
+``figures(only) -> [figure names]``, the figures its ``run(only)`` measures (``bench_peers``: a
+problem's name selects that problem alone); run.py then lists and prints those. ``python
 benchmarks/bench_x.py [SUBSTRING] [--json PATH] ...`` runs that module alone, the same way.
 Exit status 1 if a benchmark module raised or measured none of the figures asked for, 2 if
 SUBSTRING matches no benchmark.
@@ -104,8 +106,12 @@ def main(argv: list[str] | None = None, module: str | None = None) -> int:
         if not selected:
             continue
         matched.append(path.name)
-        wanted = (lambda n: True) if (not args.only or args.only in path.stem) else (
-            lambda n: args.only in n)
+        if hasattr(bench, "figures"):      # the module's own rule, which its run() follows
+            asked = set(bench.figures(args.only))
+            wanted = asked.__contains__
+        else:
+            wanted = (lambda n: True) if (not args.only or args.only in path.stem) else (
+                lambda n: args.only in n)
         if args.list:
             print(f"{path.name}: " + ", ".join(n for n in goals if wanted(n)))
             continue

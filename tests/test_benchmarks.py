@@ -508,3 +508,38 @@ def test_curvature_benchmark_names_a_missing_pyhessian_once(monkeypatch, capsys)
     assert bench.trace_figure(model, nn.CrossEntropyLoss(), x, y) is None
     out = capsys.readouterr().out
     assert out.count("pyhessian not installed") == 1 and "-e '.[bench]'" in out
+
+
+def test_peer_figures_listed_for_a_problem_are_those_its_run_measures(capsys):
+    # `bench_peers.py --list cnn` listed the cnn_bn figures too, which a run of `cnn` leaves out
+    bench = _bench("bench_peers")
+    model, x, y = _tiny_mlp(nn.Tanh(), 8)
+    bench.problem = lambda name: (model, x, y, name)
+    for task in ("hvp_cost", "slq_task", "per_sample_task", "dx_task"):
+        setattr(bench, task, lambda *args: 1.0)
+    bench._reference = lambda *args: None
+    bench.eig_task = lambda k, *args: 1.0
+    bench.trace_tasks = lambda *args: {"trace5": 1.0, "trace1": 1.0}
+    run = _bench("run")
+    for only in ("cnn", "cnn_bn", "trace", ""):
+        measured = bench.run(only=only)
+        capsys.readouterr()
+        assert run.main(["--list", only], module=str(BENCH / "bench_peers.py")) == 0
+        listed = capsys.readouterr().out.strip().removeprefix("bench_peers.py: ").split(", ")
+        assert sorted(listed) == sorted(measured), only
+    assert not any("cnn_bn" in f for f in bench.run(only="cnn"))
+
+
+def test_peer_trace_figures_say_what_their_error_is(monkeypatch, capsys):
+    # "err 2.9e-01" printed beside "trace to 5%" read as a failed run: it is a distance from
+    # the pilot estimate in units of 6 standard errors, 1 at most passing
+    bench = _bench("bench_peers")
+    monkeypatch.setattr(bench, "_import", lambda name: None)        # sgdlab alone
+    monkeypatch.setattr(bench, "_repeats", lambda: 1)
+    model, x, y = _tiny_mlp(nn.Tanh(), 16)
+    bench.trace_tasks(model, nn.CrossEntropyLoss(), x, y)
+    out = capsys.readouterr().out
+    legend = ("(trace err: |a library's estimate - the 200-probe pilot's Tr H| in units of 6 "
+              "standard errors of its probes, <= 1 passes")
+    assert out.count(legend) == 1
+    assert out.index("trace to 5%") < out.index(legend) < out.index("trace5 (M = ")
