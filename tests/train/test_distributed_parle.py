@@ -13,10 +13,10 @@ import time
 import pytest
 import torch
 
-import sgdlab.data  # noqa: F401  (imported before forking: the workers start warm)
-import sgdlab.models  # noqa: F401
 from sgdlab.errors import ConfigError, UserError
 from sgdlab.testing import forked_torchrun, strict_loads
+# imports sgdlab.data and sgdlab.models (registering the models) before forking: the workers
+# start warm
 from sgdlab.train.distributed import run_from_config
 
 # `sgdlab parle` records every run in the run store: the default one in the test's folder
