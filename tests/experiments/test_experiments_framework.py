@@ -845,6 +845,24 @@ def test_a_claim_on_missing_values_is_inconclusive_not_a_disagreement():
     assert c.agrees_with_paper is None and "cannot be checked" in c.text
 
 
+@pytest.mark.parametrize("claim", [
+    {"less": ["a", "b"]}, {"greater": ["a", "b"], "margin": 0.1},
+    {"less": ["a", "b"], "margin": -1}, {"above": [["a", "c"], ["b"]]}, {"close": ["a", "b"]},
+    {"far": ["a", "b"]},
+    {"equivalent": ["a", "b"], "margin": 0.1}], ids=str)
+def test_a_claim_on_a_missing_value_says_it_is_missing_instead_of_comparing_it(claim):
+    """"loss of a (nan) is not lower than that of b (1)" stated a comparison no value made, and
+    an equivalence read "a (nan) vs b (1):  (missing ...": which value is missing, the others'."""
+    from sgdlab.experiments.procedures.common import check_claims
+
+    (c,) = check_claims([dict(claim, metric="loss")],
+                        {"a": {"loss": float("nan")}, "b": {"loss": 1.0}, "c": {"loss": 2.0}})
+    known = "c: 2, b: 1" if "above" in claim else "b: 1"
+    assert c.text == (f"loss: missing or non-finite value for a ({known}), so the claim cannot "
+                      "be checked")
+    assert c.agrees_with_paper is None
+
+
 def test_a_claim_whose_precondition_fails_is_inconclusive():
     from sgdlab.experiments.procedures.common import check_claims, claim_metrics
 
@@ -967,7 +985,8 @@ def test_a_diverged_run_leaves_strict_json_that_reads_back_to_the_same_report(tm
         "stopped before the next step")]
     r = strict_loads((out / "results.json").read_text())
     claim, diverged = r["conclusions"]
-    assert "(missing or non-finite values: the claim cannot be checked)" in claim["text"]
+    assert claim["text"].startswith("grad_norm: missing or non-finite value for wild (calm: ")
+    assert claim["text"].endswith("), so the claim cannot be checked")
     assert claim["agrees_with_paper"] is None and claim["evidence"]["wild"] is None
     assert diverged["text"] == "runs diverged in: wild"
     assert r["tables"][0]["rows"][1][4:6] == [None, None]       # no gradient norm measured

@@ -706,9 +706,11 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
             # a metric no run records is named, not read as a value a seed failed to reach
             unrecorded = [(m, values.get(g, {}).get(m + "__unrecorded"))
                           for gs, m in sides for g in gs]
-            text += (f" ({unrecorded_note(*unrecorded[0])}: the claim cannot be checked)"
-                     if all(names is not None for _, names in unrecorded) else
-                     " (missing or non-finite values: the claim cannot be checked)")
+            # the comparison's words ("(nan) is not lower than ...") would state a relation
+            # that no value supports: say which values are missing instead
+            text = (f"{mname}: {unrecorded_note(*unrecorded[0])}: the claim cannot be checked"
+                    if all(names is not None for _, names in unrecorded)
+                    else _missing_values_text(mname, ev, nm))
         groups = [g for x in c[kind] for g in (x if isinstance(x, list) else [x])]
         unmet = unmet_preconditions(c, groups, values, f"options.claims[{i}]")
         if unmet:
@@ -724,6 +726,20 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                               claim=c.get("claim"),
                               evidence=ev))
     return out
+
+
+def _missing_values_text(mname: str, evidence: dict[str, Any], name_of) -> str:
+    """A claim's text where some compared value is missing or not finite: which ones, and
+    the others' values (``evidence``: ``{group: value}``, or ``{"a": {...}, "b": {...}}`` for
+    ``above``)."""
+    nested = all(isinstance(side, dict) for side in evidence.values())
+    pairs = [kv for side in evidence.values() for kv in side.items()] if nested \
+        else list(evidence.items())
+    bad = [name_of(g) for g, v in pairs if not finite(v)]
+    known = ", ".join(f"{name_of(g)}: {_fmt(v)}" for g, v in pairs if finite(v))
+    listed = bad[0] if len(bad) == 1 else f"{', '.join(bad[:-1])} and {bad[-1]}"
+    return (f"{mname}: missing or non-finite value{'s' if len(bad) > 1 else ''} for {listed}"
+            f"{f' ({known})' if known else ''}, so the claim cannot be checked")
 
 
 _PARTIAL = " — partial data: "
