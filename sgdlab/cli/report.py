@@ -14,9 +14,11 @@ def register(subparsers) -> None:
         "report", help="rebuild an experiment report from the store; compare two",
         description="Rebuild results.json, figures, tables and report.html from the runs in the "
                     "store. TARGET is an output directory (its results.json says which "
-                    "experiment, scale and store) or an experiment name.")
+                    "experiment, scale and store), an experiment name or an experiment "
+                    "file.")
     p.add_argument("target", metavar="TARGET",
-                   help="an experiment's output directory, or a catalogue name")
+                   help="an experiment's output directory, a catalogue name, or an "
+                        "experiment file of your own (FILE.yaml)")
     p.add_argument("--compare", metavar="OTHER",
                    help="another report of the same experiment (an output directory or the "
                         "experiment's name): write a side-by-side page")

@@ -1111,7 +1111,13 @@ def catalogue_name(name: str, *, or_folder: bool = False) -> str:
                 f"runs one after another (`sgdlab list {spelled}` lists them)")
     what = (f"no experiment and no folder {name!r}" if or_folder
             else f"unknown experiment {name!r}")
-    raise ConfigError(f"{what}{hint}; `sgdlab list` shows the catalogue")
+    tail = "; `sgdlab list` shows the catalogue"
+    if or_folder:       # a report's target may also be an experiment file of one's own
+        tail += ", and `sgdlab report FILE.yaml` takes an experiment file of your own"
+        here = [f"{name}{ext}" for ext in (".yaml", ".yml") if Path(f"{name}{ext}").is_file()]
+        if here:
+            tail += f" (`sgdlab report {here[0]}` for the {here[0]} here)"
+    raise ConfigError(f"{what}{hint}{tail}")
 
 
 def load_experiment(name_or_path: str | Path, scale: str = "smoke",

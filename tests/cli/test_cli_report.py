@@ -84,11 +84,17 @@ def test_a_name_that_is_neither_an_experiment_nor_a_folder_is_said_to_be_neither
     monkeypatch.chdir(tmp_path)
     assert main(["report", "o99"]) == 2
     err = capsys.readouterr().err
-    assert "no experiment and no folder 'o99'; `sgdlab list` shows the catalogue" in err
+    assert ("no experiment and no folder 'o99'; `sgdlab list` shows the catalogue, and "
+            "`sgdlab report FILE.yaml` takes an experiment file of your own\n") in err
     assert main(["report", "xing-wlak"]) == 2
     assert ("no experiment and no folder 'xing-wlak' (did you mean xing-walk?)"
             in capsys.readouterr().err)
     assert not (tmp_path / "runs.sqlite").exists() and not list(tmp_path.iterdir())
+    # the name of an experiment file of one's own, without its extension: the file is named
+    (tmp_path / "o99.yml").write_text("name: o99\n")
+    assert main(["report", "o99"]) == 2
+    assert ("takes an experiment file of your own (`sgdlab report o99.yml` for the o99.yml "
+            "here)\n") in capsys.readouterr().err
 
 
 def test_a_report_folder_alone_refuses_a_scale_or_reading_it_was_not_written_at(

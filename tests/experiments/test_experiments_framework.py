@@ -2090,7 +2090,8 @@ def test_a_name_not_in_the_catalogue_names_the_entries_it_holds_or_is_close_to()
     assert _hint("walker") == f"unknown experiment 'walker'{tail}"
     with pytest.raises(ConfigError) as e:
         catalogue_name("walker", or_folder=True)
-    assert str(e.value) == f"no experiment and no folder 'walker'{tail}"
+    assert str(e.value) == (f"no experiment and no folder 'walker'{tail}, and `sgdlab report "
+                            "FILE.yaml` takes an experiment file of your own")
 
 
 def test_a_name_held_in_many_entries_guesses_none_of_them():
