@@ -36,6 +36,7 @@ in ``bench_peers.py`` (``per_sample_grad_*``, ``dx_spectrum_*``); the largest mo
 """
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 import warnings
@@ -91,19 +92,15 @@ def _problem(n: int = N_SAMPLES):
     return model, nn.CrossEntropyLoss(), x, y, source
 
 
+@functools.cache      # imported (or said missing) once, not for each of its two figures
 def _pyhessian():
     try:
         from pyhessian import hessian
         return hessian
     except Exception as e:
-        if not _pyhessian.reported:        # said once, not for each of its two figures
-            _pyhessian.reported = True
-            print(f"  pyhessian not installed ({type(e).__name__}: {e}); its figures are "
-                  "skipped. Install with: pip install -c constraints.txt -e '.[bench]'")
+        print(f"  pyhessian not installed ({type(e).__name__}: {e}); its figures are "
+              "skipped. Install with: pip install -c constraints.txt -e '.[bench]'")
         return None
-
-
-_pyhessian.reported = False
 
 
 def _quietly(fn):

@@ -69,6 +69,7 @@ off (cuDNN's default is on: every library's per-sample gradients were then ~1e-4
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import statistics
@@ -275,16 +276,12 @@ def _compare(task: str, ours: Peer, peers: list[Peer], error, target: float) -> 
 # peers' set-up
 # ---------------------------------------------------------------------------------------------
 
-_MISSING: set[str] = set()     # libraries already reported missing: said once, not every task
-
-
+@functools.cache      # a missing library said once, not for every task
 def _import(name: str):
     try:
         return __import__(name, fromlist=["_"])
     except Exception as e:
-        if name not in _MISSING:
-            _MISSING.add(name)
-            print(f"    ({name} not available: {type(e).__name__}: {e}; its runs are skipped)")
+        print(f"    ({name} not available: {type(e).__name__}: {e}; its runs are skipped)")
         return None
 
 
