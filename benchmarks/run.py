@@ -101,17 +101,15 @@ def main(argv: list[str] | None = None, module: str | None = None) -> int:
             failed.append(path.name)
             continue
         goals: dict[str, str] = dict(getattr(bench, "GOALS", {}))
-        selected = (not args.only or args.only in path.stem
-                    or any(args.only in name for name in goals))
-        if not selected:
+        every_figure = not args.only or args.only in path.stem
+        if not (every_figure or any(args.only in name for name in goals)):
             continue
         matched.append(path.name)
         if hasattr(bench, "figures"):      # the module's own rule, which its run() follows
-            asked = set(bench.figures(args.only))
-            wanted = asked.__contains__
+            wanted = set(bench.figures(args.only)).__contains__
         else:
-            wanted = (lambda n: True) if (not args.only or args.only in path.stem) else (
-                lambda n: args.only in n)
+            def wanted(name: str) -> bool:
+                return every_figure or args.only in name
         if args.list:
             print(f"{path.name}: " + ", ".join(n for n in goals if wanted(n)))
             continue
