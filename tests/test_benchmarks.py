@@ -455,11 +455,9 @@ def test_curvature_benchmark_keeps_pyhessian_s_warnings_out_of_its_output(monkey
 
 
 def test_a_benchmark_module_run_alone_prints_its_figures_as_run_py_does(tmp_path, capsys):
+    run = _fake_benchmarks(tmp_path, "def run(only=''):\n"
+                                     "    return {'fake_one_ratio': 2.0, 'fake_two_ratio': None}\n")
     bench = tmp_path / "bench_fake.py"
-    bench.write_text('GOALS = {"fake_one_ratio": ">= 1", "fake_two_ratio": "report"}\n'
-                     "def run(only=''):\n"
-                     "    return {'fake_one_ratio': 2.0, 'fake_two_ratio': None}\n")
-    run = _bench("run")
     assert run.main(["fake_one"], module=str(bench)) == 0
     out = capsys.readouterr().out
     assert "fake_one_ratio: 2 (goal >= 1)  [met]" in out and "fake_two" not in out
