@@ -623,9 +623,14 @@ def figures(only: str = "") -> list[str]:
     that problem alone (``cnn`` is in ``cnn_bn``'s names too); any other substring the figures
     whose names contain it, or all of them when it is part of the module's name."""
     if only in PROBLEMS:
-        return [f for f in GOALS if f.endswith(f"_{only}_speedup_vs_best_peer")
-                or f == f"hvp_cost_in_gradients_{only}"]
+        return _of_problem(only, GOALS)
     return [f for f in GOALS if not only or only in f or only in "bench_peers"]
+
+
+def _of_problem(name: str, names) -> list[str]:
+    """The figures among ``names`` of problem ``name`` (not those of ``cnn_bn`` for ``cnn``)."""
+    return [f for f in names if f.endswith(f"_{name}_speedup_vs_best_peer")
+            or f == f"hvp_cost_in_gradients_{name}"]
 
 
 def run(only: str = "") -> dict[str, float | None]:
@@ -635,8 +640,7 @@ def run(only: str = "") -> dict[str, float | None]:
     torch.set_num_threads(1)
     try:
         for name in PROBLEMS:
-            figs = [f for f in wanted if f.endswith(f"_{name}_speedup_vs_best_peer")
-                    or f == f"hvp_cost_in_gradients_{name}"]
+            figs = _of_problem(name, wanted)
             if not figs:
                 continue
             model, x, y, desc = problem(name)
