@@ -836,14 +836,18 @@ class _Training:
             changed.append(f"micro_batch ({saved.get('micro_batch')} -> {now['micro_batch']})")
         return changed + model_setting_changes(saved, now)
 
+    @property
+    def resumed(self) -> bool:
+        """Whether this call goes on from a checkpoint: a step taken, or step 0 evaluated."""
+        return self.loop["step"] > 0 or self.loop["last_eval_step"] >= 0
+
     def open_record(self, store: Any, run_id: str | None, name: str | None = None) -> None:
         """The run's record in the store: created here, or the caller's (``run_id``); on a
         resume the rows logged after the checkpoint are dropped (they are redone)."""
         run_id = run_id or self.run_id
         if store is not None:
-            resumed = self.loop["step"] > 0 or self.loop["last_eval_step"] >= 0
             run_id, self.writer = open_writer(
-                store, run_id, resumed=resumed, stored_rows=self.loop.get("stored_rows"),
+                store, run_id, resumed=self.resumed, stored_rows=self.loop.get("stored_rows"),
                 step=self.loop["step"], new_run=lambda: store.create_run(
                     _call_config(self.model, self.optimizer, self.schedule, *self.call),
                     name=name))
@@ -871,12 +875,11 @@ class _Training:
         # (read only by a callback that replays the restored history: TensorBoard's; a
         # sweep worker's recorder, which reads nothing back, has none)
         metrics = getattr(self.store, "metrics", None)
-        if metrics is not None and self.run_id is not None and (
-                loop["step"] > 0 or loop["last_eval_step"] >= 0):
+        if metrics is not None and self.run_id is not None and self.resumed:
             ctx.stored_metrics = functools.partial(metrics, self.run_id, wall=True)
         for cb in self.hooks["on_train_begin"]:
             cb.on_train_begin(ctx)
-        if loop["step"] == 0 and loop["last_eval_step"] < 0:
+        if not self.resumed:
             self.evaluate()
             self._log_lr()       # the epoch ends' samples leave out the first epoch's
         while loop["epoch"] < self.epochs:
