@@ -192,6 +192,7 @@ def _check_data_file(params: dict[str, Any], where: str) -> None:
 def _check_named(params: dict[str, Any], where: str) -> None:
     """Model/dataset/optimizer/schedule names and options, checked before anything runs."""
     from sgdlab.data import DATASETS, dataset_options
+    from sgdlab.data.registry import canonical_name
     from sgdlab.models import describe
 
     try:
@@ -206,7 +207,7 @@ def _check_named(params: dict[str, Any], where: str) -> None:
         else:
             d = dict(params["dataset"])
             dname = d.pop("name")
-            if str(dname).lower().replace("-", "_") not in DATASETS:
+            if canonical_name(str(dname)) not in DATASETS:
                 raise ConfigError(f"{where}: unknown dataset {dname!r}; known: "
                                   f"{', '.join(sorted(DATASETS))} ({plugin_hint('dataset')})")
             bad = sorted(set(d) - set(dataset_options(dname)) - {"data_dir"})
