@@ -198,7 +198,7 @@ def plan_experiment(name_or_path: str | Path, *, scale: str = "cpu",
         workers=workers, address=address)
     if runs:
         dependency_layers(runs)           # a dependency cycle fails the run before it starts
-    store, done = _stored(store_path, stored_under(runs) | {spec.name})
+    store, done = _stored(store_path, runs)
     out = Path(out_dir) if out_dir is not None else default_out_dir(spec)
     from sgdlab.experiments.procedures import get_procedure
 
@@ -271,10 +271,10 @@ def _first_existing(path: Path) -> Path | None:
     return next((p for p in (path, *path.parents) if p.exists()), None)
 
 
-def _stored(store_path: str | None, experiment: str | set[str]
-            ) -> tuple[Path, dict[str, dict]]:
-    """The store's file and its finished runs of ``experiment`` (or of each of several),
-    read without creating or writing the store."""
+def _stored(store_path: str | None, runs: list[RunSpec]) -> tuple[Path, dict[str, dict]]:
+    """The store's file and its finished runs of the experiments ``runs`` are stored under
+    (:func:`~sgdlab.experiments.sweep.stored_under`), read without creating or writing the
+    store."""
     from sgdlab.store import RunStore, default_store_path
 
     path = Path(store_path) if store_path is not None else default_store_path()
@@ -286,7 +286,7 @@ def _stored(store_path: str | None, experiment: str | set[str]
         return path, {}
     store = RunStore(path, readonly=True)
     try:
-        return path, finished_runs(store, experiment)
+        return path, finished_runs(store, stored_under(runs))
     finally:
         store.close()
 
@@ -435,10 +435,10 @@ def missing_files(needs: list[DataNeed]) -> list[str]:
     return [f.problem for f in missing_needs(needs)]
 
 
-def check_data(runs: list[RunSpec], store_path: str | None, experiment: str) -> None:
+def check_data(runs: list[RunSpec], store_path: str | None) -> None:
     """Raise a :class:`UserError` naming every file missing for a run of ``runs`` that the
     store does not hold finished: each such run would fail on it (what the plan lists)."""
-    _, done = _stored(store_path, stored_under(runs) | {experiment})
+    _, done = _stored(store_path, runs)
     problems = missing_files(data_needs(runs, set(done))[1])
     if problems:
         raise UserError("\n".join(problems))

@@ -235,7 +235,7 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu",
     if backend == "local":
         from sgdlab.experiments.plan import check_data
 
-        check_data(runs, store_path, spec.name)
+        check_data(runs, store_path)
     # the report's folder, before the runs: a sweep of hours must not end on a path it
     # cannot write to
     out = Path(out_dir) if out_dir is not None else default_out_dir(spec)
