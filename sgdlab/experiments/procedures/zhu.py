@@ -9,9 +9,9 @@ import re
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import ClaimNames, StoredRun, register_analysis
-from sgdlab.experiments.procedures.common import (by_group, curve_label, finite,
-                                                  group_curves, mean_curve, seeds_label,
-                                                  seeds_note)
+from sgdlab.experiments.procedures.common import (by_group, by_run_group, curve_label,
+                                                  finite, group_curves, mean_curve,
+                                                  seeds_label, seeds_note)
 from sgdlab.experiments.spec import cited
 from sgdlab.report.tables import Table, mean_std
 
@@ -409,8 +409,6 @@ NOISY_LABEL_METRICS = [("test_acc", "test accuracy"), ("expected_sharpness", "ex
 
 
 def _noisy_label_names(spec, runs) -> ClaimNames:
-    from sgdlab.experiments.procedures.common import by_run_group
-
     return by_run_group(spec, runs, [k for k, _ in NOISY_LABEL_METRICS])
 
 
