@@ -475,12 +475,16 @@ def unknown_claim_names(claims: Any, names: ClaimNames, options: dict[str, Any])
             used = [c[k] for k in ("metric", "metric_b") if k in c]
             used += [r["metric"] for r in c.get("requires") or []
                      if isinstance(r, dict) and "metric" in r]
-            for m in _once(used):
-                if not isinstance(m, str) or m not in known:
-                    out.append(f"{what}: no run records a metric {m!r}"
-                               f"{did_you_mean(m, known)}; they record "
-                               f"{', '.join(sorted(known))}")
+            out += [f"{what}: {unknown_metric(m, known)}" for m in _once(used)
+                    if not isinstance(m, str) or m not in known]
     return out
+
+
+def unknown_metric(metric: Any, known: set[str]) -> str:
+    """Says, before any run trains, that no run will record ``metric``: the closest of the
+    ``known`` names, and all of them."""
+    return (f"no run records a metric {metric!r}{did_you_mean(metric, known)}; they record "
+            f"{', '.join(sorted(known))}")
 
 
 def _once(items: list[Any]) -> list[Any]:

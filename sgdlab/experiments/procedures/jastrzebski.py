@@ -23,7 +23,8 @@ from sgdlab.experiments.procedures.common import (Derived, add_references, by_gr
                                                   finite, group_curves, group_x_axis,
                                                   pseudo_groups, recorded_instead, run_groups,
                                                   seeds_note, stat, summary_names,
-                                                  unrecorded_note, values_by_group)
+                                                  unknown_metric, unrecorded_note,
+                                                  values_by_group)
 from sgdlab.experiments.spec import cited, get_dotted
 from sgdlab.report.tables import Table, exact_mean
 
@@ -138,8 +139,7 @@ def _ratio_grid_names(spec, runs) -> ClaimNames:
                 if m not in metrics]
     recorded = summary_names(runs)
     if recorded is not None:
-        problems += [f"options.metrics: no run records a metric {m!r}"
-                     f"{did_you_mean(m, recorded)}; they record {', '.join(sorted(recorded))}"
+        problems += [f"options.metrics: {unknown_metric(m, recorded)}"
                      for m in metrics if m not in recorded]
     return ClaimNames(problems=problems)
 
