@@ -424,8 +424,7 @@ class ExperimentSpec:
     @property
     def catalogued(self) -> bool:
         """Whether the spec is read from a file of the catalogue (by name, or by path)."""
-        # resolved: --config catalogue/NAME.yaml from the package's folder is that file
-        return Path(self.source).resolve().parent == CATALOGUE_DIR.resolve()
+        return in_catalogue(self.source)
 
     def wall_minutes(self) -> float | None:
         """The whole entry's measured wall time at this scale (``scales.<scale>.wall_minutes``)
@@ -1054,6 +1053,12 @@ def read_file(path: str | Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: expected a mapping at the top level")
         _CACHE[text] = raw
     return copy.deepcopy(_CACHE[text])
+
+
+def in_catalogue(path: str | Path) -> bool:
+    """Whether experiment file ``path`` is one of the catalogue's."""
+    # resolved: --config catalogue/NAME.yaml from the package's folder is that file
+    return Path(path).resolve().parent == CATALOGUE_DIR.resolve()
 
 
 def catalogue_files() -> dict[str, Path]:

@@ -57,7 +57,7 @@ from typing import Any
 from sgdlab.errors import ConfigError, ReportInterrupted, UserError
 from sgdlab.experiments.procedures import StoredRun, get_procedure
 from sgdlab.experiments.resources import PerRun, amount, per_run
-from sgdlab.experiments.spec import CATALOGUE_DIR, RunSpec, dependency_run
+from sgdlab.experiments.spec import RunSpec, dependency_run, in_catalogue
 from sgdlab.experiments.worker import (CHECKPOINT_DIR, RunContext, RunRecord,
                                        apply_checkpoint, task_for, write_files)
 from sgdlab.strict_json import nan_in_arrays
@@ -337,7 +337,7 @@ class _Driver:
         self._say, self.said_at = say, time.monotonic()
         # an experiment file outside the catalogue, recorded with each run
         self.source = (str(Path(source).resolve()) if source is not None
-                       and Path(source).resolve().parent != CATALOGUE_DIR.resolve() else None)
+                       and not in_catalogue(source) else None)
         self.command = command
         self.train_progress, self.retries = train_progress, retries
         self.stored_under = stored_under(runs)
