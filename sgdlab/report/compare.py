@@ -182,7 +182,9 @@ def compare_html(dir_a: str | Path, dir_b: str | Path) -> str:
     da, db = Path(dir_a), Path(dir_b)
 
     def col(res: dict[str, Any], d: Path, tag: str) -> str:
-        return (f"<div><h2>{tag}: <code>{html.escape(str(d))}</code></h2>" + header_html(res)
+        # the report's own <h1> one level under this column's <h2>: one <h1> per page
+        return (f"<div><h2>{tag}: <code>{html.escape(str(d))}</code></h2>"
+                + header_html(res, level=3)
                 + status_html(res) + "<h3>Conclusions</h3>" + conclusions_html(res) + "</div>")
 
     body = ("<h1>Comparison</h1><div class='cols'>" + col(a, da, "A") + col(b, db, "B") + "</div>")

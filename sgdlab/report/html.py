@@ -98,7 +98,9 @@ def tables_html(results: dict[str, Any]) -> str:
     return tables or "<p>No tables.</p>"
 
 
-def header_html(results: dict[str, Any]) -> str:
+def header_html(results: dict[str, Any], level: int = 1) -> str:
+    """The experiment's name as a heading of ``level`` (the comparison page nests each
+    report's under its own <h2>), then what it reproduces, the claim, quotes and readings."""
     e = results["experiment"]
     p = e.get("paper", {})
     # the paper's title before the figure: after it, it read as the figure's caption
@@ -106,8 +108,8 @@ def header_html(results: dict[str, Any]) -> str:
     ref = (f"{html.escape(str(p.get('author', '?')))} ({html.escape(str(p.get('year', '?')))}), "
            f"{title}{html.escape(str(p.get('figure', '?')))}")
     claim = f"<p><b>Paper's claim:</b> {html.escape(str(p['claim']))}</p>" if p.get("claim") else ""
-    return (f"<h1>{html.escape(e['name'])} <small>v{e['version']} · scale "
-            f"{html.escape(results['scale'])}</small></h1>"
+    return (f"<h{level}>{html.escape(e['name'])} <small>v{e['version']} · scale "
+            f"{html.escape(results['scale'])}</small></h{level}>"
             f"<p class='sub'>{html.escape(e.get('title', ''))}</p>"
             f"<p><b>Reproduces:</b> {ref}</p>{claim}{quotes_html(p)}"
             f"<p>{html.escape(e.get('description', ''))}</p>{readings_html(e)}")

@@ -192,3 +192,14 @@ def test_a_report_whose_experiment_is_not_known_is_not_refused():
         check_same_experiment(*names, "a", "b")
     with pytest.raises(UserError, match="two experiments"):
         check_same_experiment("grid", "other", "a", "b")
+
+
+def test_each_report_s_heading_is_nested_under_its_column_s_heading(tmp_path):
+    # each report's <h1> sat under its column's <h2>: a page outline with three top levels
+    a = _results(tmp_path, "a", grid={"optimizer.lr": [0.1]}, seeds=[0], run_ids=["r1"])
+    b = _results(tmp_path, "b", grid={"optimizer.lr": [0.1]}, seeds=[0], run_ids=["r1"])
+    page = compare_html(a, b)
+    assert re.findall(r"<h1>(.*?)</h1>", page) == ["Comparison"]
+    levels = [int(n) for n in re.findall(r"<h(\d)>", page[:page.index("<h2>Settings")])]
+    assert levels == [1, 2, 3, 3, 2, 3, 3]      # A, its name, its conclusions; B alike
+    assert "<h3>grid <small>v1 · scale cpu</small></h3>" in page
