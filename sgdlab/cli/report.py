@@ -22,10 +22,11 @@ def register(subparsers) -> None:
     p.add_argument("--compare", metavar="OTHER",
                    help="another report of the same experiment (an output directory or the "
                         "experiment's name): write a side-by-side page")
+    # an experiment file is resolved at a scale and readings as a name is
+    named = " when TARGET/OTHER is an experiment name or FILE.yaml"
     p.add_argument("--scale", default=None, choices=["smoke", "cpu", "paper"],
-                   help="scale when TARGET/OTHER is an experiment name (default cpu; an "
-                        "output directory keeps its own)")
-    add_reading_option(p, " when TARGET/OTHER is an experiment name")
+                   help=f"scale{named} (default cpu; an output directory keeps its own)")
+    add_reading_option(p, named)
     p.add_argument("--store", metavar="PATH", help="run store path (default: as recorded)")
     p.add_argument("--out", metavar="PATH",
                    help="output directory for a rebuilt report (default: TARGET itself, or "

@@ -27,9 +27,9 @@ from sgdlab.experiments.analysis import Analysis, Conclusion, outside_regime
 from sgdlab.experiments.procedures import get_analysis
 from sgdlab.experiments.resources import PerRun
 from sgdlab.experiments.resources import resolve as resolve_per_run
-from sgdlab.experiments.spec import (ExperimentSpec, RunSpec, catalogue_name, expand_data_dir,
-                                    grid_point, load_experiment, load_yaml, needs_data_dir,
-                                    resolve)
+from sgdlab.experiments.spec import (REPORT_TAKES_A_FILE, ExperimentSpec, RunSpec,
+                                    catalogue_name, expand_data_dir, grid_point,
+                                    load_experiment, load_yaml, needs_data_dir, resolve)
 from sgdlab.experiments.sweep import (DONE, SweepReport, check_backend, check_options,
                                      load_runs, open_store, run_sweep, store_file,
                                      threads_per_worker)
@@ -571,8 +571,8 @@ def rebuild(target: str | Path, *, scale: str | None = None, store_path: str | N
     elif t.is_dir():
         raise UserError(f"{str(t)!r} has no {RESULTS}: not an experiment output directory")
     elif not t.exists() and (os.sep in str(target) or "/" in str(target)):
-        raise UserError(f"{str(t)!r}: no such directory (a report is rebuilt from an output "
-                        "directory or a catalogue name)")
+        raise UserError(f"{str(t)!r}: no such directory or file (a report is rebuilt from an "
+                        f"output directory or a catalogue name, and {REPORT_TAKES_A_FILE})")
     else:
         if not t.exists() and not str(target).endswith((".yaml", ".yml")):
             # o99: a mistyped output folder as likely as an experiment name

@@ -1087,6 +1087,10 @@ def catalogue_entries(paper: str) -> list[str]:
     return [n for n in catalogue_files() if paper == "all" or n.split("-")[0] == paper]
 
 
+# what the errors of `sgdlab report TARGET` say of a TARGET that is an experiment file
+REPORT_TAKES_A_FILE = "`sgdlab report FILE.yaml` takes an experiment file of your own"
+
+
 def catalogue_name(name: str, *, or_folder: bool = False) -> str:
     """The catalogue entry ``name`` spells (``Xing_Walk`` is ``xing-walk``); a ConfigError
     naming the closest entries for one that is not in the catalogue. ``or_folder``: ``name``
@@ -1118,7 +1122,7 @@ def catalogue_name(name: str, *, or_folder: bool = False) -> str:
             else f"unknown experiment {name!r}")
     tail = "; `sgdlab list` shows the catalogue"
     if or_folder:       # a report's target may also be an experiment file of one's own
-        tail += ", and `sgdlab report FILE.yaml` takes an experiment file of your own"
+        tail += f", and {REPORT_TAKES_A_FILE}"
         here = [f"{name}{ext}" for ext in (".yaml", ".yml") if Path(f"{name}{ext}").is_file()]
         if here:
             tail += f" (`sgdlab report {here[0]}` for the {here[0]} here)"

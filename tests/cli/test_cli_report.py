@@ -97,6 +97,28 @@ def test_a_name_that_is_neither_an_experiment_nor_a_folder_is_said_to_be_neither
             "here)\n") in capsys.readouterr().err
 
 
+def test_a_missing_path_with_a_folder_in_it_names_experiment_files_too(tmp_path, capsys,
+                                                                       monkeypatch):
+    # `sgdlab report sub/x.yaml` said "no such directory (... an output directory or a
+    # catalogue name)", as if an experiment file could not be meant
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "sub/x.yaml"]) == 2
+    assert ("'sub/x.yaml': no such directory or file (a report is rebuilt from an output "
+            "directory or a catalogue name, and `sgdlab report FILE.yaml` takes an experiment "
+            "file of your own)\n") in capsys.readouterr().err
+
+
+def test_scale_and_reading_help_name_an_experiment_file_too():
+    # the help gave --scale and --reading to an experiment name alone; a FILE.yaml target is
+    # resolved at them too
+    from sgdlab.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    helps = {a.dest: a.help for a in sub.choices["report"]._actions}
+    for dest in ("scale", "reading"):
+        assert "when TARGET/OTHER is an experiment name or FILE.yaml" in helps[dest], dest
+
+
 def test_a_report_folder_alone_refuses_a_scale_or_reading_it_was_not_written_at(
         tmp_path, capsys):
     # without --compare, --scale and --reading reach the folder's rebuild, which refuses
