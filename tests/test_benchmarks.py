@@ -541,3 +541,17 @@ def test_peer_trace_figures_say_what_their_error_is(monkeypatch, capsys):
               "standard errors of its probes, <= 1 passes")
     assert out.count(legend) == 1
     assert out.index("trace to 5%") < out.index(legend) < out.index("trace5 (M = ")
+
+
+def test_peer_slq_figure_says_what_its_error_is(monkeypatch, capsys):
+    # the slq line's err is a relative gap in units of 15%, printed without a word of it
+    bench = _bench("bench_peers")
+    monkeypatch.setattr(bench, "_import", lambda name: None)        # sgdlab alone
+    monkeypatch.setattr(bench, "_repeats", lambda: 1)
+    model, x, y = _tiny_mlp(nn.Tanh(), 16)
+    bench.slq_task(model, nn.CrossEntropyLoss(), x, y)
+    out = capsys.readouterr().out
+    legend = ("(slq err: |a library's largest node - sgdlab's| / sgdlab's, in units of 15%, "
+              "<= 1 passes: a check for a broken run")
+    assert out.count(legend) == 1
+    assert out.index(legend) < out.index("slq (3 probes x 30 steps)")
