@@ -63,6 +63,7 @@ def test_smoke_run_writes_outputs(name, tmp_path):
     for f in r["figures"]:
         assert (out / f["png"]).stat().st_size > 0 and (out / f["svg"]).stat().st_size > 0
     for t in r["tables"]:
+        assert t["caption"], t["name"]          # what the table shows, as every table says
         assert (out / "tables" / f"{t['name']}.csv").is_file()
         assert (out / "tables" / f"{t['name']}.md").is_file()
     html = (out / "report.html").read_text()

@@ -349,7 +349,10 @@ def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
         rows.append([g, lr_text(p), batch_size_text(p["batch_size"]), v["curve_mean"],
                      v.get("curve_mean__std", math.nan), v["late"], len(rs)])
     table = Table("equal_ratio", ["run", "lr", "batch size", f"mean {metric} over the curve",
-                                  "std", f"{metric} (last {k})", "seeds"], rows)
+                                  "std", f"{metric} (last {k})", "seeds"], rows,
+                  caption=f"Runs sharing η/S (Figs. 1-2): {metric} averaged over each learning "
+                          f"curve's evaluations after the start (mean and std over seeds) and "
+                          f"over its last {k} evaluations (mean over seeds)")
     figs = epoch_curves(spec, groups, o.get("curves", [metric, "train_loss"]))
     return Analysis(tables=[table], figures=figs, conclusions=check_claims(o.get("claims"), vals))
 

@@ -726,7 +726,11 @@ def double_well_analysis(spec, runs) -> Analysis:
                              title=f"{cited(spec.paper)}{_chains_of(runs)}")
     table = Table("double_well", ["λ", "TV(histogram, e^-Φ)", "mean angular velocity",
                                   "closed form", "zeros of the drift", "noiseless flow",
-                                  "final radius (noiseless)"], rows)
+                                  "final radius (noiseless)"], rows,
+                  caption="Example 6.43 per λ: total variation between the histogram of X and "
+                          "e^-Φ and mean angular velocity around the origin (means over seeds) "
+                          "beside its closed form λπ^(3/2)/Z; the zeros of the drift and the "
+                          "noiseless flow ẋ = −∇Φ + j, which take no noise")
     return Analysis(tables=[table], figures=[("double_well", fig)], conclusions=concl)
 
 
@@ -820,7 +824,10 @@ def pspin_analysis(spec, runs) -> Analysis:
         cnt[name], sizes[name] = r0.summary["distinct_minima"], r0.data["basin_sizes"]
     table = Table("pspin", ["regime", "ν", "distinct minima", "starts", "converged",
                             "mean cosine distance", "mean angle (rad)", "lowest H/N",
-                            "spread of H/N"], rows, notes=[_pspin_energy_note()])
+                            "spread of H/N"], rows, notes=[_pspin_energy_note()],
+                  caption="Fig. 2.2 per regime: distinct minima gradient descent reaches from "
+                          "the random starts, the starts converged, the mean distance between "
+                          "minima and their energies H/N (means over seeds)")
     # a run stored before the angle was recorded has none: NaN, its claim inconclusive
     vals = {g: {k: stat(rs, k)[0] for k in ("distinct_minima", "cosine_distance",
                                              "angular_distance", "converged")}
