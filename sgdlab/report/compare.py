@@ -109,8 +109,10 @@ def table_differences(a: dict[str, Any], b: dict[str, Any]) -> list[Table]:
             if only:
                 notes.append(f"rows only in {tag}: " + "; ".join(only))
         if rows or notes:
+            # a difference of two percentages in (percentage) points, as the tables show
             out.append(Table(f"{ta['name']}_diff", ta["columns"], rows, notes=notes,
-                             caption=f"{ta['name']}: B − A (rows matched on their settings)"))
+                             caption=f"{ta['name']}: B − A (rows matched on their settings)",
+                             percent=list(ta.get("percent", []))))
     return out
 
 

@@ -6,7 +6,10 @@ a NaN (a value not measured or not defined, e.g. the std over seeds of a group w
 shows as ``—``; CSV and JSON keep full precision and the NaN (JSON: null). JSON has no
 infinity either: the JSON record writes ±inf as the strings ``"inf"`` / ``"-inf"``, not as
 null, because its readers tell the two apart (the report page shows an infinite ratio as
-``inf`` and a value not measured as ``—``; the comparison subtracts both as numbers).
+``inf`` and a value not measured as ``—``; the comparison subtracts both as numbers). The
+columns named in ``percent`` hold fractions that Markdown/HTML show as percentages (0.45 as
+``45.0%``, as a paper's figure and the report's conclusions give a rate); CSV and JSON keep
+the fraction.
 """
 from __future__ import annotations
 
@@ -34,12 +37,15 @@ class Table:
     # the columns whose values name a row (its settings: lr, batch size, seed, ...): what a
     # comparison of two reports matches rows on (empty: the text cells and the first column)
     keys: list[str] = field(default_factory=list)
+    # the columns of fractions shown as percentages (Markdown and HTML only)
+    percent: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        unknown = [k for k in self.keys if k not in self.columns]
-        if unknown:
-            raise ValueError(f"table {self.name!r}: key column(s) {', '.join(unknown)} "
-                             "are not among its columns")
+        for what, named in (("key", self.keys), ("percent", self.percent)):
+            unknown = [k for k in named if k not in self.columns]
+            if unknown:
+                raise ValueError(f"table {self.name!r}: {what} column(s) "
+                                 f"{', '.join(unknown)} are not among its columns")
         for i, r in enumerate(self.rows):
             if len(r) != len(self.columns):
                 raise ValueError(f"table {self.name!r}: row {i} has {len(r)} cells, "
@@ -58,6 +64,13 @@ class Table:
         if isinstance(v, (list, tuple)):       # e.g. a point's coordinates, same precision
             return "[" + ", ".join(self._fmt(x) for x in v) + "]"
         return str(v)
+
+    def _cell(self, i: int, v: Any) -> str:
+        """Cell ``v`` of column ``i`` as shown: a fraction of a ``percent`` column in %."""
+        if (self.columns[i] in self.percent and isinstance(v, numbers.Real)
+                and not isinstance(v, bool) and math.isfinite(v)):
+            return f"{100 * float(v):.1f}%"
+        return self._fmt(v)
 
     def to_csv(self) -> str:
         buf = io.StringIO()
@@ -79,7 +92,8 @@ class Table:
         lines.append("|" + "|".join("---:" if self._numeric(i) else "---"
                                     for i in range(len(self.columns))) + "|")
         for r in self.rows:
-            lines.append("| " + " | ".join(esc(self._fmt(v)) for v in r) + " |")
+            lines.append("| " + " | ".join(esc(self._cell(i, v)) for i, v in enumerate(r))
+                         + " |")
         for n in self.notes:
             lines += ["", f"_{esc(n)}_"]
         return "\n".join(lines) + "\n"
@@ -93,7 +107,8 @@ class Table:
     def to_html(self) -> str:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
         body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(self._fmt(v))}</td>" for v in r) + "</tr>"
+            "<tr>" + "".join(f"<td>{html.escape(self._cell(i, v))}</td>"
+                             for i, v in enumerate(r)) + "</tr>"
             for r in self.rows)
         cap = f"<caption>{html.escape(self.caption)}</caption>" if self.caption else ""
         notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in self.notes)
@@ -110,13 +125,14 @@ class Table:
             return v
         return {"name": self.name, "caption": self.caption, "columns": list(self.columns),
                 "rows": [[clean(v) for v in r] for r in self.rows], "notes": list(self.notes),
-                "keys": list(self.keys)}
+                "keys": list(self.keys), "percent": list(self.percent)}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Table":
         return cls(name=d["name"], columns=list(d["columns"]),
                    rows=[list(r) for r in d["rows"]], caption=d.get("caption", ""),
-                   notes=list(d.get("notes", [])), keys=list(d.get("keys", [])))
+                   notes=list(d.get("notes", [])), keys=list(d.get("keys", [])),
+                   percent=list(d.get("percent", [])))
 
     def column(self, name: str) -> list[Any]:
         i = self.columns.index(name)

@@ -107,6 +107,12 @@ def test_the_escape_table_pools_the_seeds_with_wilson_intervals_at_z_2():
     lo, hi = wilson_interval(9, 20, 2.0)
     assert row["success rate"] == 0.45 and row["runs"] == 20
     assert (row["Wilson low (z = 2)"], row["Wilson high (z = 2)"]) == (lo, hi)
+    # shown in %, as the conclusions give a rate (Fig. 3(c)); stored as the fraction
+    # (the seeds' 0.3 and 0.6: std 0.3/√2 = 21.2 points; every chain reached the flat basin)
+    assert (f"| SGD | 2 | 20 | 45.0% | {100 * lo:.1f}% | {100 * hi:.1f}% | 21.2% | 100.0% |"
+            in table.to_markdown())
+    assert "PercentFormatter" in type(
+        dict(an.figures)["escape_success"].axes[0].yaxis.get_major_formatter()).__name__
     # an ordering with an empty side, a speed ordering of one tier: refused by name
     from sgdlab.errors import ConfigError
 

@@ -194,3 +194,23 @@ def test_table_differences_show_a_changed_boolean_cell_as_a_to_b_not_a_number():
     b = {"tables": [{"name": "v", "columns": cols, "rows": [["x", True, 0.75]]}]}
     (d,) = table_differences(a, b)
     assert d.rows == [["x", "False → True", 0.25]]
+
+
+def test_a_percent_column_shows_its_fractions_in_percent_and_stores_them_as_fractions():
+    t = Table("rates", ["method", "success rate", "n"], [["sgd", 0.45, 20], ["gd", None, 20]],
+              percent=["success rate"])
+    assert "| sgd | 45.0% | 20 |" in t.to_markdown() and "| gd | — | 20 |" in t.to_markdown()
+    assert "<td>45.0%</td>" in t.to_html()
+    assert "sgd,0.45,20" in t.to_csv() and t.to_json()["rows"][0][1] == 0.45
+    # the page rebuilt from results.json shows it so too
+    assert "<td>45.0%</td>" in Table.from_json(t.to_json()).to_html()
+    with pytest.raises(ValueError, match=r"percent column\(s\) rate are not among"):
+        Table("rates", ["method"], [], percent=["rate"])
+
+
+def test_the_difference_of_two_percent_columns_is_shown_in_points_too():
+    def report(rate):
+        return {"tables": [Table("rates", ["method", "success rate"], [["sgd", rate]],
+                                 percent=["success rate"]).to_json()]}
+    (diff,) = table_differences(report(0.4), report(0.45))
+    assert "| sgd | 5.0% |" in diff.to_markdown()

@@ -163,6 +163,14 @@ def _rate_estimate(counts: tuple[int, int], z: float = 2.0
     return (k / n if n else float("nan")), wilson_interval(k, n, z), n
 
 
+def percent_axis(ax) -> None:
+    """The y axis of success rates in %, as Zhu et al.'s Fig. 3(c) and the report's tables
+    and conclusions give them (the plotted values stay fractions)."""
+    from matplotlib.ticker import PercentFormatter
+
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+
+
 @register_analysis("zhu_escape")
 def zhu_escape_analysis(spec, runs) -> Analysis:
     """Success rate per method (pooled over seeds, with its Wilson score interval and the
@@ -222,6 +230,9 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
                                      "mean first passage (iterations)", "its std over seeds",
                                      "never reached", "final expected sharpness",
                                      "sharpness std"], rows,
+                  # rates in % as the conclusions and Fig. 3(c) give them; stored as fractions
+                  percent=["success rate", f"Wilson low (z = {z:g})",
+                           f"Wilson high (z = {z:g})", "std over seeds", "reached flat basin"],
                   caption=f"Escape from the sharp minimum at η = {r0.params.get('lr', 0.1)}"
                           + (f" (η·λ_max = {eta_lam:.3g})" if eta_lam else "")
                           + "; success rate pooled over the seeds' repetitions; first passage:"
@@ -238,6 +249,7 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
                       ylabel=f"success rate (Wilson interval, z = {z:g})",
                       title=f"Zhu et al. Fig. 3(c): escape success\n{held} pooled",
                       colors=list(colour.values()))
+    percent_axis(f1.axes[0])
     series = {}
     for m, rs in groups.items():
         r0 = rs[0]
@@ -517,6 +529,8 @@ def zhu_escape_sweep_analysis(spec, runs) -> Analysis:
     table = Table("escape_lr_sweep", ["η", "η·λ_max", "method", "runs", "success rate",
                                       f"Wilson low (z = {z:g})", f"Wilson high (z = {z:g})",
                                       "reached flat basin"], long_rows, keys=["η", "method"],
+                  percent=["success rate", f"Wilson low (z = {z:g})",
+                           f"Wilson high (z = {z:g})", "reached flat basin"],
                   caption="success rate pooled over seeds with its Wilson score interval")
     wide_t = Table("escape_lr_sweep_wide", ["η", "η·λ_max"] + [LABELS.get(m, m) for m in methods]
                    + ["paper's ordering (described)"], wide_rows, keys=["η"],
@@ -539,6 +553,7 @@ def zhu_escape_sweep_analysis(spec, runs) -> Analysis:
                      f"z = {z:g})",
                styles={LABELS.get(m, m): {"color": colour[m]} for m in methods})
     ax.set_ylim(-0.03, 1.03)
+    percent_axis(ax)
     fig.tight_layout()
     concl.append(Conclusion(ordering_summary(found)))
     return Analysis(tables=[wide_t, table], figures=[("escape_lr_sweep", fig)],
