@@ -528,30 +528,21 @@ def test_peer_figures_listed_for_a_problem_are_those_its_run_measures(capsys):
     assert not any("cnn_bn" in f for f in bench.run(only="cnn"))
 
 
-def test_peer_trace_figures_say_what_their_error_is(monkeypatch, capsys):
-    # "err 2.9e-01" printed beside "trace to 5%" read as a failed run: it is a distance from
-    # the pilot estimate in units of 6 standard errors, 1 at most passing
+# "err 2.9e-01" printed beside "trace to 5%" read as a failed run: it is a distance from the
+# pilot estimate in units of 6 standard errors, 1 at most passing; the slq line's err, a
+# relative gap in units of 15%, was printed without a word of it
+@pytest.mark.parametrize("task, legend, before, line", [
+    ("trace_tasks", "(trace err: |a library's estimate - the 200-probe pilot's Tr H| in units "
+                    "of 6 standard errors of its probes, <= 1 passes", "trace to 5%",
+     "trace5 (M = "),
+    ("slq_task", "(slq err: |a library's largest node - sgdlab's| / sgdlab's, in units of "
+                 "15%, <= 1 passes: a check for a broken run", "", "slq (3 probes x 30 steps)")])
+def test_peer_figures_say_what_their_error_is(task, legend, before, line, monkeypatch, capsys):
     bench = _bench("bench_peers")
     monkeypatch.setattr(bench, "_import", lambda name: None)        # sgdlab alone
     monkeypatch.setattr(bench, "_repeats", lambda: 1)
     model, x, y = _tiny_mlp(nn.Tanh(), 16)
-    bench.trace_tasks(model, nn.CrossEntropyLoss(), x, y)
+    getattr(bench, task)(model, nn.CrossEntropyLoss(), x, y)
     out = capsys.readouterr().out
-    legend = ("(trace err: |a library's estimate - the 200-probe pilot's Tr H| in units of 6 "
-              "standard errors of its probes, <= 1 passes")
     assert out.count(legend) == 1
-    assert out.index("trace to 5%") < out.index(legend) < out.index("trace5 (M = ")
-
-
-def test_peer_slq_figure_says_what_its_error_is(monkeypatch, capsys):
-    # the slq line's err is a relative gap in units of 15%, printed without a word of it
-    bench = _bench("bench_peers")
-    monkeypatch.setattr(bench, "_import", lambda name: None)        # sgdlab alone
-    monkeypatch.setattr(bench, "_repeats", lambda: 1)
-    model, x, y = _tiny_mlp(nn.Tanh(), 16)
-    bench.slq_task(model, nn.CrossEntropyLoss(), x, y)
-    out = capsys.readouterr().out
-    legend = ("(slq err: |a library's largest node - sgdlab's| / sgdlab's, in units of 15%, "
-              "<= 1 passes: a check for a broken run")
-    assert out.count(legend) == 1
-    assert out.index(legend) < out.index("slq (3 probes x 30 steps)")
+    assert out.index(before) < out.index(legend) < out.index(line)
