@@ -140,6 +140,22 @@ def test_the_escape_sharpness_axis_is_labelled_as_every_sharpness_axis():
     assert ax.get_title().startswith("Zhu et al. Fig. 3(b): expected sharpness\n")
 
 
+def test_the_escape_table_gives_the_sharpness_monte_carlo_error_beside_it():
+    """sqrt(Σ se²)/n over the seeds' independent draws: 0.003 and 0.004 give 0.0025; a run
+    without one (the quadrature) leaves the cell empty."""
+    runs = [_escape("sgd", s, 5, [5] * 10, repetitions=10) for s in (0, 1)]
+    for r, se in zip(runs, (0.003, 0.004)):
+        r.summary["final_sharpness_se"] = se
+    quad = _escape("gd", 0, 5, [5] * 10, repetitions=10)
+    an = lr.zhu_escape_analysis(SimpleNamespace(paper={"figure": "Fig. 3"}, options={}),
+                                runs + [quad])
+    (table,) = an.tables
+    col = table.columns.index("its Monte Carlo s.e.")
+    assert table.columns[col - 1] == "final expected sharpness"
+    assert table.rows[0][col] == pytest.approx(0.0025) and table.rows[1][col] is None
+    assert "Monte Carlo s.e." in table.caption and "locally concave" in table.caption
+
+
 def test_each_escape_figure_names_the_panel_of_fig_3_it_draws():
     # the Fig. 3 caption (line 172): (a) the trajectories, (b) the expected sharpness over
     # iterations, (c) the success rate in 600 iterations

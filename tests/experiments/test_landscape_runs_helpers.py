@@ -143,6 +143,9 @@ def test_the_escape_runs_summary_and_kept_chains():
     land = two_basin("paper", seed=0)
     assert s["eta_lambda_max"] == pytest.approx(2 * 0.05 / land.gd_stable_lr())
     assert s["final_sharpness"] == d["sharpness"][-1] != d["sharpness"][0]
+    # the Monte Carlo s.e. of the final sharpness, beside it (M = 4 draws per chain)
+    assert s["final_sharpness_se"] == d["sharpness_stderr"][-1] > 0
+    assert len(d["sharpness_stderr"]) == len(d["sharpness"])
     assert [(name, t) for name, t, _ in logged] == [
         ("expected_sharpness", t) for t in d["sharpness_steps"]]
     passage = d["first_passage"]
@@ -335,7 +338,8 @@ def test_an_escape_chain_already_in_the_flat_basin_at_iteration_0_has_reached_it
 
     def fake(land, cfg, methods):
         (m,) = methods
-        return SimpleNamespace(sharpness={}, sharpness_steps=[], success_rate={m: 2 / 3},
+        return SimpleNamespace(sharpness={}, sharpness_stderr={}, sharpness_steps=[],
+                               success_rate={m: 2 / 3},
                                reached_rate={m: 2 / 3},
                                first_passage={m: torch.tensor([0, -1, 4])},
                                successes=lambda _m: 2)

@@ -1229,3 +1229,23 @@ def test_the_escape_entry_is_titled_by_the_landscape_it_runs_under_each_reading(
     assert "of the printed 2-D two-basin loss" in titles["printed"]
     assert "of a rescaled 2-D two-basin loss, not the printed one" in titles["rescaled"]
     assert "loss of the authors' code" in titles["authors-code"]
+
+
+def test_sharpness_estimate_default_keeps_the_escape_runs_keys():
+    """``sharpness-estimate``: the default (Suppl. B's M = 100 draws) leaves every run of
+    zhu-escape-2d as it was; ``quadrature`` changes its runs' sharpness_estimator alone."""
+    path = catalogue_files()["zhu-escape-2d"]
+    before = read_file(path)
+    del before["readings"]["sharpness-estimate"]       # the file as it was without the reading
+    from sgdlab.experiments.spec import resolve
+
+    for scale in SCALES:
+        old = resolve(before, scale, str(path)).expand(data_dir="/d")
+        for readings in (None, {"sharpness-estimate": "monte-carlo"}):
+            spec = load_experiment("zhu-escape-2d", scale, readings=readings)
+            assert [r.key for r in spec.expand(data_dir="/d")] == [r.key for r in old]
+        quad = load_experiment("zhu-escape-2d", scale,
+                               readings={"sharpness-estimate": "quadrature"}).expand(data_dir="/d")
+        for a, b in zip(old, quad):
+            rest = {k: v for k, v in b.params.items() if k != "sharpness_estimator"}
+            assert b.params["sharpness_estimator"] == "quadrature" and rest == a.params

@@ -30,13 +30,15 @@ class EscapeProcedure(Procedure):
 
     allowed = {"method", "landscape", "lr", "iterations", "repetitions", "batch_size",
                "const_sigma", "leading_k", "hessian_k", "hessian_scale", "sharpness_sigma",
-               "sharpness_samples", "sharpness_every", "trajectories", "protocol",
+               "sharpness_samples", "sharpness_estimator", "sharpness_nodes",
+               "sharpness_every", "trajectories", "protocol",
                "noise_trace", "success_rule", "start"}
     required = {"method"}
 
     def validate(self, params, where):
         super().validate(params, where)
-        from sgdlab.landscapes.escape import METHODS, PROTOCOLS, SUCCESS_RULES
+        from sgdlab.landscapes.escape import (METHODS, PROTOCOLS, SHARPNESS_ESTIMATORS,
+                                              SUCCESS_RULES)
         from sgdlab.landscapes.two_basin import LANDSCAPES
 
         if params["method"] not in METHODS:
@@ -57,7 +59,8 @@ class EscapeProcedure(Procedure):
                 two_basin(name, **{k: v for k, v in land.items() if k != "name"})
             except (TypeError, UserError) as e:
                 raise ConfigError(f"{where}: landscape {name!r}: {e}") from None
-        for key, allowed in (("protocol", PROTOCOLS), ("success_rule", SUCCESS_RULES)):
+        for key, allowed in (("protocol", PROTOCOLS), ("success_rule", SUCCESS_RULES),
+                             ("sharpness_estimator", SHARPNESS_ESTIMATORS)):
             if key in params and params[key] not in allowed:
                 raise ConfigError(f"{where}: {key} must be one of {', '.join(allowed)}, "
                                   f"got {params[key]!r}")
@@ -101,8 +104,9 @@ class EscapeProcedure(Procedure):
         sharp = res.sharpness.get(method, [])
         ctx.store.log_many(ctx.run_id, [("expected_sharpness", t, v)
                                         for t, v in zip(res.sharpness_steps, sharp)])
+        sharp_se = res.sharpness_stderr.get(method, [])
         data: dict[str, Any] = {"sharpness_steps": res.sharpness_steps, "sharpness": sharp,
-                                "landscape": land.describe()}
+                                "sharpness_stderr": sharp_se, "landscape": land.describe()}
         if keep > 0:
             traj = res.trajectory[method][:, :keep]          # (T+1, keep, 2)
             stride = max(1, traj.shape[0] // 200)
@@ -123,8 +127,19 @@ class EscapeProcedure(Procedure):
                                   "repetitions": cfg.repetitions,
                                   "reached_rate": res.reached_rate[method],
                                   "lr": cfg.lr, "eta_lambda_max": 2 * cfg.lr / land.gd_stable_lr(),
-                                  "final_sharpness": sharp[-1] if sharp else None},
+                                  "final_sharpness": sharp[-1] if sharp else None,
+                                  # Monte Carlo s.e. of final_sharpness (None: quadrature)
+                                  "final_sharpness_se": sharp_se[-1] if sharp_se else None},
                          data=data)
+
+
+def _mean_se(runs) -> float | None:
+    """Monte Carlo standard error of the seeds' mean final sharpness, sqrt(Σ se²)/n over the
+    runs' own (independent draws); None where a run has none (the quadrature, older runs)."""
+    ses = [r.summary.get("final_sharpness_se") for r in runs]
+    if not ses or any(se is None for se in ses):
+        return None
+    return math.sqrt(sum(se * se for se in ses)) / len(ses)
 
 
 def _restricted_mean(passage: list[int], length: int) -> float:
@@ -212,7 +227,7 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
         known = passages[m] is not None
         never = sum(int(r.summary.get("never_reached", 0)) for r in rs) if known else None
         rows.append([names[m], n, reps, p, lo, hi, sr_s, reach, fp if known else None,
-                     fp_s if known and n > 1 else None, never, sh, sh_s])
+                     fp_s if known and n > 1 else None, never, sh, _mean_se(rs), sh_s])
         vals[m] = {"success_rate": sr, "final_sharpness": sh}
         if n > 1:
             vals[m]["success_rate__std"] = sr_s
@@ -229,7 +244,7 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
                                      "std over seeds", "reached flat basin",
                                      "mean first passage (iterations)", "its std over seeds",
                                      "never reached", "final expected sharpness",
-                                     "sharpness std"], rows,
+                                     "its Monte Carlo s.e.", "sharpness std"], rows,
                   # rates in % as the conclusions and Fig. 3(c) give them; stored as fractions
                   percent=["success rate", f"Wilson low (z = {z:g})",
                            f"Wilson high (z = {z:g})", "std over seeds", "reached flat basin"],
@@ -237,7 +252,10 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
                           + (f" (η·λ_max = {eta_lam:.3g})" if eta_lam else "")
                           + "; success rate pooled over the seeds' repetitions; first passage:"
                             " the first iteration in the flat basin, a chain that never got"
-                            " there counted at the run length")
+                            " there counted at the run length; expected sharpness: mean over"
+                            " the seeds, its Monte Carlo s.e. from the M draws (none under the"
+                            " quadrature); it is negative only at points where L is locally"
+                            " concave (the ridge between the basins) or by Monte Carlo noise")
     rates = [pooled[m][0] for m in groups]
     reps = sum(int(r.summary.get("repetitions", 0)) for r in runs) // max(1, len(runs))
     seeds = max(len(rs) for rs in groups.values())
