@@ -406,8 +406,8 @@ def test_a_misspelt_claim_fails_the_dry_run_and_the_run_before_training(tmp_path
 
 
 def test_the_plan_names_only_what_the_runs_will_not_have(tmp_path):
-    # references, derived values and the loop's counters are the value table's; a metric of a
-    # final measurement is not declared before it runs, and is let pass
+    # references, derived values, the loop's counters and the final measurements' metrics are
+    # the value table's
     options = {"references": {"chance": {"test_acc": 0.1}},
                "derived": [{"name": "best", "metric": "test_acc", "reduce": "max"}],
                "claims": [{"greater": ["adam", "chance"], "metric": "test_acc"},
@@ -421,6 +421,43 @@ def test_the_plan_names_only_what_the_runs_will_not_have(tmp_path):
     plan = plan_of(tmp_path, own_experiment(tmp_path, measured, [{"kind": "grad_norm"}]))
     [problem] = plan.problems
     assert "options.claims[1]" in problem and "no group 'adams'" in problem
+
+
+def test_a_misspelt_metric_of_a_final_measurement_fails_the_dry_run(tmp_path, capsys):
+    final = [{"kind": "hessian_spectrum"}, {"kind": "expected_sharpness", "num_samples": 2}]
+    options = {"claims": [{"less": ["sgd", "adam"], "metric": "hessian_lambda_max"},
+                          {"less": ["sgd", "adam"], "metric": "expected_sharpness_se"},
+                          {"less": ["sgd", "adam"], "metric": "hessian_lamda_max"},
+                          {"less": ["sgd", "adam"], "metric": "fisher_max"}]}
+    cfg = own_experiment(tmp_path, options, final)
+    misspelt, unmeasured = plan_of(tmp_path, cfg).problems
+    assert misspelt.startswith(f"{cfg}: options.claims[2] ")
+    assert ("no run records a metric 'hessian_lamda_max' (did you mean hessian_lambda_max?); "
+            "they record ") in misspelt
+    assert unmeasured.startswith(f"{cfg}: options.claims[3] ")
+    assert "no run records a metric 'fisher_max'" in unmeasured
+    where = ["--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out")]
+    assert main(["run", "--config", cfg, "--scale", "cpu", *where, "--dry-run"]) == 2
+    assert f"sgdlab: error: {misspelt}" in capsys.readouterr().err
+
+
+def test_a_train_run_records_what_its_plan_checks_claims_against(tmp_path):
+    # every final measurement's declared metrics, and nothing the plan would not expect
+    from sgdlab.experiments.procedures import get_procedure
+    from sgdlab.experiments.procedures.measures import final_metrics
+    from sgdlab.testing import run_experiment_config
+
+    final = [{"kind": "grad_norm"}, {"kind": "hessian_trace", "probes": 2, "samples": 8},
+             {"kind": "fisher_diagonal", "samples": 8}]
+    raw = yaml.safe_load(open(own_experiment(tmp_path, {}, final)).read())
+    raw["runs"] = raw["runs"][:1]
+    raw["base"]["max_steps"] = 2
+    res = run_experiment_config(raw, tmp_path)
+    [run] = res.results["runs"]
+    assert run["status"] == "finished"
+    declared = set.union(*map(final_metrics, final))
+    assert declared <= set(run["summary"]) <= get_procedure("train").summary_keys(
+        {"final": final})
 
 
 def test_a_trend_the_ratio_grid_would_not_test_fails_the_dry_run(tmp_path):

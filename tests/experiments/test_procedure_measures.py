@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from sgdlab.errors import ConfigError
-from sgdlab.experiments.procedures.measures import (compute_final, compute_scalar,
+from sgdlab.experiments.procedures.measures import (ARRAYS, SCALARS, compute_final,
+                                                    compute_scalar, final_metrics,
                                                     measurement_data, trajectory_spectrum,
                                                     validate_measure)
 
@@ -555,3 +556,43 @@ def test_the_hessian_spectrum_passes_its_size_limit_and_chunks(monkeypatch, m, m
     s, _ = compute_final({"kind": "hessian_spectrum", **m}, _linear([0.0]), None, None)
     assert seen == {"max_params": max_params, "chunk_size": chunk}
     assert (s["hessian_lambda_min"], s["hessian_lambda_max"]) == (-1.0, 2.0)
+
+
+# each measurement's options for one quick evaluation on a tiny model (a measurement missing
+# here fails its test below: its declared metrics would go unchecked)
+_QUICK = {"hessian_top": {}, "hessian_frobenius": {"probes": 2},
+          "hessian_trace": {"probes": 2}, "grad_norm": {}, "noise_trace": {},
+          "expected_sharpness": {"num_samples": 2}, "hessian_spectrum": {},
+          "fisher_diagonal": {}, "diffusion_spectrum": {"batch_size": 2},
+          "trajectory_spectrum": {"max_lag": 3}}
+
+
+@pytest.mark.parametrize("kind", sorted({**SCALARS, **ARRAYS}))
+def test_each_measurement_declares_the_metrics_a_run_of_it_writes(kind, walk):
+    # the claim check before training reads the declaration, the analysis the summary
+    m = {"kind": kind, **_QUICK[kind]}
+    validate_measure(m, "f", final=True)
+    if kind == "trajectory_spectrum":
+        summary, _ = trajectory_spectrum(walk[0], **_QUICK[kind])
+    else:
+        g = torch.Generator().manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+        data = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.arange(6) % 2
+        summary, _ = compute_final(m, model, nn.CrossEntropyLoss(), data)
+    assert set(summary) == final_metrics(m)
+
+
+def test_a_measurement_whose_options_name_its_metrics_declares_them_from_its_options(
+        monkeypatch):
+    from sgdlab.experiments.procedures import measures
+
+    for table in ("SCALARS", "METRICS"):        # the registration is undone after the test
+        monkeypatch.setattr(measures, table, dict(getattr(measures, table)))
+
+    @measures.scalar("top_k", {"k"}, metrics=lambda k: [f"top_{i}" for i in range(1, k + 1)])
+    def _top_k(model, loss_fn, data, k: int = 2):
+        return {f"top_{i}": 0.0 for i in range(1, k + 1)}
+
+    assert final_metrics({"kind": "top_k"}) == {"top_1", "top_2"}       # the default k
+    assert final_metrics({"kind": "top_k", "k": 3, "samples": 8}) == {"top_1", "top_2",
+                                                                       "top_3"}

@@ -13,10 +13,14 @@ comparable across steps); default: the whole training set. With ``sample_seed: s
 examples are a fixed random subset drawn with seed s instead — needed where the data are
 stored sorted by class (``mnist_small``'s first 400 training images are all zeros). Nothing
 is computed here: every quantity comes from ``sgdlab.measure``.
+
+Each measurement declares the metrics it writes into a run's summary (``metrics=``, a function
+of its options where they name them): :func:`final_metrics` tells before any run trains what a
+claim on a ``final`` measurement may name.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -35,6 +39,9 @@ ARRAYS: dict[str, tuple[ArrayM, set[str]]] = {}
 NEEDS_OPTIMIZER: set[str] = set()
 # option checks run when the experiment is validated, before any training
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {}
+# the summary metrics each measurement writes, from its options bound to its function's
+# signature with the defaults filled in (:func:`final_metrics`)
+METRICS: dict[str, Callable[..., Iterable[str]]] = {}
 # a measurement's own argument checks, which its function runs first and the experiment's
 # validation runs on the options bound to the function's signature (defaults filled in)
 ARGUMENT_CHECKS: dict[str, Callable[..., None]] = {}
@@ -48,24 +55,41 @@ _COUNTS = {"num_iter": (1, True), "probes": (1, False), "num_samples": (1, False
 _GIVEN = {"model", "loss_fn", "data", "optimizer", "path"}
 
 
+def _declared(metrics: Iterable[str] | Callable[..., Iterable[str]]
+              ) -> Callable[..., Iterable[str]]:
+    """``metrics`` as a function of the options: a fixed collection is one that ignores them."""
+    if callable(metrics):
+        return metrics
+    fixed = tuple(metrics)
+    return lambda **_: fixed
+
+
 def scalar(name: str, options: set[str] = frozenset(), *,
+           metrics: Iterable[str] | Callable[..., Iterable[str]],
            arguments: Callable[..., None] | None = None):
-    """``arguments(**options)``: the function's own checks of its options (a ValueError)."""
+    """``metrics``: the keys of the function's dict, or ``metrics(**options) -> keys`` where
+    its options name them; ``arguments(**options)``: the function's own checks of its options
+    (a ValueError)."""
     def deco(fn):
         SCALARS[name] = (fn, set(options))
+        METRICS[name] = _declared(metrics)
         if arguments is not None:
             ARGUMENT_CHECKS[name] = arguments
         return fn
     return deco
 
 
-def array(name: str, options: set[str] = frozenset(), *, needs_optimizer: bool = False,
+def array(name: str, options: set[str] = frozenset(), *,
+          metrics: Iterable[str] | Callable[..., Iterable[str]],
+          needs_optimizer: bool = False,
           check: Callable[[dict[str, Any]], None] | None = None,
           arguments: Callable[..., None] | None = None):
-    """``check(m)`` raises a ValueError for option values that would fail after training;
+    """``metrics``: the keys of the function's summary dict, as for scalars; ``check(m)``
+    raises a ValueError for option values that would fail after training;
     ``arguments(**options)`` are the function's own checks of its options, as for scalars."""
     def deco(fn):
         ARRAYS[name] = (fn, set(options))
+        METRICS[name] = _declared(metrics)
         if needs_optimizer:
             NEEDS_OPTIMIZER.add(name)
         if check is not None:
@@ -90,20 +114,33 @@ def check_arguments(m: dict[str, Any]) -> None:
     """The options of measurement ``m`` bound to its function's signature, defaults filled in,
     and given to the function's own argument checks (:data:`ARGUMENT_CHECKS`): what the
     function refuses first when a run has trained, refused before any run starts."""
-    import inspect
-
     kind = m["kind"]
     if kind not in ARGUMENT_CHECKS:
         return
+    try:
+        ARGUMENT_CHECKS[kind](**_bound_options(m))
+    except ValueError as e:
+        raise ValueError(f"measurement {kind!r}: {e}") from None
+
+
+def final_metrics(m: dict[str, Any]) -> set[str]:
+    """The metrics measurement ``m`` (validated: :func:`validate_measure`) writes into a run's
+    summary, as its registration declares them, from its options where they name them."""
+    return set(METRICS[m["kind"]](**_bound_options(m)))
+
+
+def _bound_options(m: dict[str, Any]) -> dict[str, Any]:
+    """The options of measurement ``m`` bound to its function's signature, defaults filled in,
+    without the arguments the run gives (:data:`_GIVEN`)."""
+    import inspect
+
+    kind = m["kind"]
     fn = trajectory_spectrum if kind == "trajectory_spectrum" else \
         {**SCALARS, **ARRAYS}[kind][0]
     # the options are the function's keywords: validate_measure refused any other first
     bound = inspect.signature(fn).bind_partial(**_opts(m))
     bound.apply_defaults()
-    try:
-        ARGUMENT_CHECKS[kind](**{k: v for k, v in bound.arguments.items() if k not in _GIVEN})
-    except ValueError as e:
-        raise ValueError(f"measurement {kind!r}: {e}") from None
+    return {k: v for k, v in bound.arguments.items() if k not in _GIVEN}
 
 
 def validate_measure(m: Any, where: str, *, final: bool) -> None:
@@ -204,7 +241,8 @@ def _check_hessian_top(*, which, tol, bn_mode, **_) -> None:
     _check_bn_mode(bn_mode=bn_mode)
 
 
-@scalar("hessian_top", {"tol", "num_iter", "bn_mode", "which"}, arguments=_check_hessian_top)
+@scalar("hessian_top", {"tol", "num_iter", "bn_mode", "which"}, metrics={"hessian_top"},
+        arguments=_check_hessian_top)
 def _hessian_top(model, loss_fn, data, tol: float = 1e-3, num_iter: int = 40,
                  bn_mode: str = "eval", which: str = "magnitude"):
     """``which="magnitude"``: the spectral norm max |λ| (Xing et al.'s "max eigenvalue
@@ -219,7 +257,8 @@ def _hessian_top(model, loss_fn, data, tol: float = 1e-3, num_iter: int = 40,
                               num_iter=num_iter, generator=_gen(0))}
 
 
-@scalar("hessian_frobenius", {"probes", "bn_mode"}, arguments=_check_bn_mode)
+@scalar("hessian_frobenius", {"probes", "bn_mode"}, metrics={"hessian_frobenius"},
+        arguments=_check_bn_mode)
 def _hessian_frob(model, loss_fn, data, probes: int = 20, bn_mode: str = "eval"):
     from sgdlab.measure.curvature import hessian_frobenius_norm
     from sgdlab.measure.walk import evaluation_mode
@@ -229,7 +268,8 @@ def _hessian_frob(model, loss_fn, data, probes: int = 20, bn_mode: str = "eval")
     return {"hessian_frobenius": est.value}
 
 
-@scalar("hessian_trace", {"probes", "bn_mode"}, arguments=_check_bn_mode)
+@scalar("hessian_trace", {"probes", "bn_mode"}, metrics={"hessian_trace"},
+        arguments=_check_bn_mode)
 def _hessian_trace(model, loss_fn, data, probes: int = 20, bn_mode: str = "eval"):
     from sgdlab.measure.curvature import hessian_trace
     from sgdlab.measure.walk import evaluation_mode
@@ -239,21 +279,22 @@ def _hessian_trace(model, loss_fn, data, probes: int = 20, bn_mode: str = "eval"
     return {"hessian_trace": est.value}
 
 
-@scalar("grad_norm", {"bn_mode"}, arguments=_check_bn_mode)
+@scalar("grad_norm", {"bn_mode"}, metrics={"grad_norm"}, arguments=_check_bn_mode)
 def _grad_norm(model, loss_fn, data, bn_mode: str = "eval"):
     from sgdlab.measure.dynamics import full_batch_grad_norm
 
     return {"grad_norm": full_batch_grad_norm(model, loss_fn, data, bn_mode=bn_mode)}
 
 
-@scalar("noise_trace")
+@scalar("noise_trace", metrics={"noise_trace"})
 def _noise_trace(model, loss_fn, data):
     from sgdlab.measure.noise import gradient_covariance
 
     return {"noise_trace": gradient_covariance(model, loss_fn, data).trace()}
 
 
-@scalar("expected_sharpness", {"sigma", "num_samples", "memory_budget"})
+@scalar("expected_sharpness", {"sigma", "num_samples", "memory_budget"},
+        metrics={"expected_sharpness", "expected_sharpness_se"})
 def _expected_sharpness(model, loss_fn, data, sigma: float = 0.01, num_samples: int = 20,
                         memory_budget: int | str | None = None):
     """``memory_budget``: bytes of activations one forward pass may take (absent or null: the
@@ -276,7 +317,10 @@ def _check_hessian_spectrum(*, chunk_size, max_params) -> None:
     check_max_params(max_params)
 
 
-@array("hessian_spectrum", {"max_params", "chunk_size"}, arguments=_check_hessian_spectrum)
+@array("hessian_spectrum", {"max_params", "chunk_size"},
+       metrics={"hessian_lambda_max", "hessian_lambda_min", "hessian_negative_fraction",
+                "hessian_near_zero_fraction", "hessian_harmonic_mean", "hessian_dim"},
+       arguments=_check_hessian_spectrum)
 def _hessian_spectrum(model, loss_fn, data, max_params: int = 60_000, chunk_size: int = 256):
     """``chunk_size``: Hessian columns per product (:func:`sgdlab.measure.curvature.
     dense_hessian`); 1 for a recurrent network, whose batched double backward costs ~3 times
@@ -311,8 +355,9 @@ def _check_fisher(m: dict[str, Any]) -> None:
         raise ValueError("fisher_diagonal: bias_correction belongs to reading 'adam-moments'")
 
 
-@array("fisher_diagonal", {"reading", "bias_correction"}, needs_optimizer=True,
-       check=_check_fisher)
+@array("fisher_diagonal", {"reading", "bias_correction"},
+       metrics={"fisher_dim", "fisher_max", "fisher_min", "fisher_negative_fraction"},
+       needs_optimizer=True, check=_check_fisher)
 def _fisher_diagonal(model, loss_fn, data, optimizer=None, reading: str = "per-sample",
                      bias_correction: bool = True):
     """The diagonal of the empirical Fisher, E(g²) − (E g)² (thesis §3.3.1 (iv)):
@@ -344,6 +389,8 @@ def _check_diffusion_spectrum(*, batch_size, replacement) -> None:
 
 
 @array("diffusion_spectrum", {"batch_size", "replacement"},
+       metrics={"diffusion_rank", "diffusion_rank_fraction", "diffusion_trace",
+                "diffusion_dim", "diffusion_samples", "diffusion_lambda_max"},
        arguments=_check_diffusion_spectrum)
 def _diffusion_spectrum(model, loss_fn, data, batch_size: int | None = None,
                         replacement: bool = True):
@@ -371,6 +418,10 @@ def _check_trajectory_spectrum(*, max_lag, level, burnin, low_fraction) -> None:
 
 
 @array("trajectory_spectrum", {"max_lag", "level", "burnin", "low_fraction"},
+       metrics={"acf_fraction_outside", "periodicity_p_value", "periodic",
+                "dominant_frequency", "snapshots", "burnin", "low_frequency_ratio",
+                "low_frequency_p_value", "low_frequency_excess",
+                "iterate_acf_fraction_outside", "brownian_iterate_acf_fraction_outside"},
        arguments=_check_trajectory_spectrum)
 def _trajectory_spectrum_placeholder(*a, **k):  # pragma: no cover - dispatched by the procedure
     raise RuntimeError("trajectory_spectrum needs the run's recorded trajectory")

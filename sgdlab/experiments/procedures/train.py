@@ -50,8 +50,8 @@ from typing import Any
 from sgdlab.errors import (ConfigError, UserError, checked_int, int_at_least, plugin_hint,
                            refused_value)
 from sgdlab.experiments.procedures import Procedure, RunOutput, register_procedure
-from sgdlab.experiments.procedures.measures import (compute_final, measurement_data,
-                                                    validate_measure)
+from sgdlab.experiments.procedures.measures import (compute_final, final_metrics,
+                                                    measurement_data, validate_measure)
 from sgdlab.losses import LOSSES, build_loss
 
 MODEL_FILE = "model.pt"       # the final weights as a bare state dict (``save_model``, before)
@@ -294,13 +294,15 @@ class TrainProcedure(Procedure):
             validate_measure(m, f"{where}: final[{i}]", final=True)
 
     def summary_keys(self, params: dict[str, Any]) -> set[str] | None:
-        """The loop's final evaluation metrics and counters and the weights counted
-        (:meth:`run`); None with ``final`` measurements, which declare no names."""
+        """The loop's final evaluation metrics and counters, the weights counted and the
+        metrics each ``final`` measurement declares (:func:`final_metrics`), as :meth:`run`
+        writes them."""
         from sgdlab.train.loop import EVAL_METRICS, FINAL_COUNTERS
 
-        if params.get("final"):
-            return None
-        return {*EVAL_METRICS, *FINAL_COUNTERS, "num_params"}
+        keys = {*EVAL_METRICS, *FINAL_COUNTERS, "num_params"}
+        for m in params.get("final") or []:
+            keys |= final_metrics(m)
+        return keys
 
     def planned_steps(self, params: dict[str, Any]) -> int | None:
         """The steps of each epoch summed over ``epochs``, capped by ``max_steps``, as
