@@ -37,8 +37,7 @@ class EscapeProcedure(Procedure):
 
     def validate(self, params, where):
         super().validate(params, where)
-        from sgdlab.landscapes.escape import (METHODS, PROTOCOLS, SHARPNESS_ESTIMATORS,
-                                              SUCCESS_RULES)
+        from sgdlab.landscapes.escape import METHODS
         from sgdlab.landscapes.two_basin import LANDSCAPES
 
         if params["method"] not in METHODS:
@@ -59,13 +58,9 @@ class EscapeProcedure(Procedure):
                 two_basin(name, **{k: v for k, v in land.items() if k != "name"})
             except (TypeError, UserError) as e:
                 raise ConfigError(f"{where}: landscape {name!r}: {e}") from None
-        for key, allowed in (("protocol", PROTOCOLS), ("success_rule", SUCCESS_RULES),
-                             ("sharpness_estimator", SHARPNESS_ESTIMATORS)):
-            if key in params and params[key] not in allowed:
-                raise ConfigError(f"{where}: {key} must be one of {', '.join(allowed)}, "
-                                  f"got {params[key]!r}")
-        # the run's EscapeConfig, built here: a value of the wrong type or range fails the
-        # plan (and --dry-run) instead of every run
+        # the run's EscapeConfig, built here: a value of the wrong type, range or choice
+        # (protocol, success_rule, sharpness_estimator) fails the plan (and --dry-run)
+        # instead of every run
         from sgdlab.errors import UserError
         from sgdlab.landscapes.escape import EscapeConfig
 
