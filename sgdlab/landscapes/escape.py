@@ -449,7 +449,7 @@ def expected_sharpness_quadrature(landscape: TwoBasin, w: Tensor, *, sigma: floa
     per_block = max(1, 10_000_000 // (grid.shape[0] * max(1, landscape.num_samples)))
     out = [(landscape.loss(b[:, None, :] + sigma * grid) * weights).sum(-1)
            - landscape.loss(b) for b in flat.split(per_block)]
-    return torch.cat(out).reshape(w.shape[:-1]) if out else w.new_zeros(w.shape[:-1])
+    return torch.cat(out).reshape(w.shape[:-1])
 
 
 # ------------------------------------------------------------------ the experiment
