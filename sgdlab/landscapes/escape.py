@@ -223,9 +223,9 @@ class EscapeResult:
         intervals = self.success_interval()
         for m, rate in self.success_rate.items():
             sh = self.sharpness.get(m)
-            se = self.sharpness_stderr.get(m)
+            sh_se = self.sharpness_stderr.get(m)
             sh_txt = (f"{sh[-1]:16.4f}" if sh else f"{'-':>16}") \
-                + (f" {se[-1]:8.4f}" if se else f" {'-':>8}")
+                + (f" {sh_se[-1]:8.4f}" if sh_se else f" {'-':>8}")
             se = binomial_se(rate, self.config.repetitions)
             lo, hi = intervals[m]
             lines.append(f"{LABELS.get(m, m):<14} {rate:8.1%} {se:7.1%} "
