@@ -1174,14 +1174,23 @@ class _transaction:
         self.conn = conn
 
     def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            return self.conn
+        except BaseException:
+            # a signal (Ctrl-C, SIGTERM) raised just after BEGIN skips __exit__: the write
+            # lock would stay held for the connection's life, every other writer waiting on it
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.conn.execute("COMMIT")
-        else:
-            self.conn.execute("ROLLBACK")
+        end = "COMMIT" if exc_type is None else "ROLLBACK"
+        try:
+            self.conn.execute(end)
+        finally:
+            if self.conn.in_transaction:    # a signal before the statement ran: end it anyway
+                self.conn.execute(end)
 
 
 def _check_status(status: str) -> None:

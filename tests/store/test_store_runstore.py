@@ -538,3 +538,52 @@ def test_listing_by_a_status_no_run_can_have_is_an_error_not_an_empty_list(tmp_p
     with pytest.raises(ValueError, match="Invalid run status 'done'"):
         store.list_runs(status="done")
     assert store.list_runs(status="stale") == []          # a shown status is one to ask for
+
+
+class _SignalAt:
+    """A connection whose ``execute`` of ``sql`` is interrupted as a signal would interrupt
+    it: after the statement ran (``after=True``) or before it (``after=False``), once."""
+
+    def __init__(self, conn, sql: str, *, after: bool):
+        self.conn, self.sql, self.after, self.fired = conn, sql, after, False
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+    def execute(self, sql: str, *args):
+        fire = sql == self.sql and not self.fired
+        if fire and not self.after:
+            self.fired = True
+            raise KeyboardInterrupt
+        out = self.conn.execute(sql, *args)
+        if fire:
+            self.fired = True
+            raise KeyboardInterrupt
+        return out
+
+
+@pytest.mark.parametrize("sql, after", [("BEGIN IMMEDIATE", True), ("COMMIT", False),
+                                        ("ROLLBACK", False)])
+def test_a_signal_inside_a_transactions_edges_leaves_no_write_lock_held(tmp_path, sql, after):
+    # Ctrl-C or SIGTERM just after BEGIN (where __exit__ never runs) or just before COMMIT /
+    # ROLLBACK left the transaction open: its write lock held for the connection's life, and
+    # every other writer of the store waited its busy timeout, then failed as "locked"
+    import sqlite3
+
+    from sgdlab.store.runstore import _transaction
+
+    path = tmp_path / "s.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    with pytest.raises(KeyboardInterrupt):
+        with _transaction(_SignalAt(conn, sql, after=after)) as c:
+            c.execute("INSERT INTO t VALUES (1)")
+            if sql == "ROLLBACK":
+                raise ValueError("the block failed")
+    assert not conn.in_transaction
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    other.execute("BEGIN IMMEDIATE")          # the lock is free: no "database is locked"
+    other.execute("ROLLBACK")
+    # a COMMIT the signal cut off before it ran is made after all; a rollback stays one
+    assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == (sql == "COMMIT")
