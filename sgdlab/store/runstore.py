@@ -983,7 +983,7 @@ class RunStore:
         return True
 
     def metrics(self, run_id: str, name: str | None = None, *, wall: bool = False
-                ) -> dict[str, list[tuple[int, float]]]:
+                ) -> dict[str, list[tuple[Any, ...]]]:
         """``{metric: [(step, value), ...]}`` sorted by step (insertion order within a step);
         ``wall=True``: ``(step, value, wall)``, the Unix time each row was logged."""
         rid = self.resolve(run_id)
