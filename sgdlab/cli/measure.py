@@ -14,9 +14,9 @@ run id or path, its last checkpoint (``checkpoint/last.pt``); of a run of ``sgdl
 (Parle, Elastic-SGD, Entropy-SGD replicas), the master x̄ it ended with (``master.pt``), by
 run id or ``--out`` folder (of an interrupted one, the master of its last checkpoint, by the
 same or its ``checkpoints`` folder), rebuilt from the config the run store holds —
-measures it on a fixed subset of its training (or test) data with :mod:`sgdlab.measure` (on
-the device it trained on; a run of ``sgdlab train`` on a device this machine lacks, a GPU, on
-the CPU, with a note), and writes
+measures it on a fixed subset of its training (or test) data with :mod:`sgdlab.measure` (a
+run of ``sgdlab train`` on the device it trained on, or on the CPU, with a note, where this
+machine lacks it, a GPU; a sweep's run and a master on the CPU), and writes
 
 - the scalars to the run's store (the one its folder records, or ``--store``) at the
   checkpoint's step, named ``measure/`` + the instrument
