@@ -388,7 +388,8 @@ class ExperimentSpec:
             return runs
         theirs: dict[tuple[str, str, int], RunSpec] = {}
         for entry in sorted(set(shared.values())):
-            known = (load_experiment(entry, self.scale).raw.get("readings") or {})
+            # the entry's readings table, read from its file: resolving it once is enough
+            known = read_file(catalogue_files()[entry]).get("readings") or {}
             chosen = {k: c for k, c in self.readings.items()
                       if k in known and c in known[k]["choices"]}
             other = load_experiment(entry, self.scale, readings=chosen)
