@@ -456,7 +456,7 @@ def expected_sharpness_quadrature(landscape: TwoBasin, w: Tensor, *, sigma: floa
 def run_methods(
     methods: tuple[str, ...] | list[str], landscape: TwoBasin, cfg: EscapeConfig,
     *, generators: list[torch.Generator],
-) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor, Tensor | None]:
     """Run R repetitions of K methods together as one (K, R, 2) state.
 
     Branch masks, gradients and the sharpness probe are computed once for all K·R chains;
