@@ -12,6 +12,7 @@ import yaml
 import sgdlab.experiments.ray_backend as ray_backend
 from sgdlab.cli.main import main
 from sgdlab.experiments.plan import ON_NODES, plan_experiment
+from sgdlab.experiments.procedures.common import CLAIM_KINDS
 from sgdlab.experiments.spec import CATALOGUE_DIR
 
 pytestmark = pytest.mark.usefixtures("one_thread_runs")
@@ -458,6 +459,87 @@ def test_a_train_run_records_what_its_plan_checks_claims_against(tmp_path):
     declared = set.union(*map(final_metrics, final))
     assert declared <= set(run["summary"]) <= get_procedure("train").summary_keys(
         {"final": final})
+
+
+# (entry, its claim i, what the edit gives it, the sentence the dry run says): each analysis
+# with claims of the entry's own, a misspelt group and a misspelt metric
+ENTRY_CLAIMS_MISSPELT = [
+    ("chaudhari-diffusion-spectrum", 0, {"greater": ["small-lenet", "small-fcc"]},
+     "no group 'small-fcc' (did you mean small-fc?); the runs form small-lenet, small-fc"),
+    ("chaudhari-diffusion-spectrum", 1, {"metric": "eig_varaince"},
+     "no run records a metric 'eig_varaince' (did you mean eig_variance?)"),
+    ("chaudhari-independent-copies", 2, {"less": ["compare", "slihgt"]},
+     "no group 'slihgt' (did you mean slight?); the runs form compare, chance, slight, far"),
+    ("chaudhari-independent-copies", 2, {"metric": "ensemble_rel_gian"},
+     "no run records a metric 'ensemble_rel_gian' (did you mean ensemble_rel_gain?)"),
+    ("chaudhari-trivialized", 1, {"less": ["trivialised", "adam"]},
+     "no group 'trivialised' (did you mean trivialized?); the runs form adam, trivialized"),
+    ("chaudhari-trivialized", 1, {"metric": "epochs_to_trian"},
+     "no run records a metric 'epochs_to_trian' (did you mean epochs_to_train?)"),
+    ("chaudhari-spin-glass", 3, {"less": ["critical", "glasy"]},
+     "no group 'glasy' (did you mean glassy?); the runs form glassy, critical, trivial, one"),
+    ("chaudhari-spin-glass", 3, {"metric": "distinct_minim"},
+     "no run records a metric 'distinct_minim' (did you mean distinct_minima?)"),
+    ("jastrzebski-interpolation", 0, {"greater": ["diferent-ratio", "different-ratio"]},
+     "no group 'diferent-ratio' (did you mean different-ratio?); the runs form equal-ratio, "
+     "different-ratio"),
+    ("jastrzebski-interpolation", 1, {"metric": "log_widht_A"},
+     "no run records a metric 'log_widht_A' (did you mean log_width_A?)"),
+    ("zhu-escape-2d", 0, {"greater": ["sgd", "gld_hesian"], "metric": "success_rate"},
+     "no group 'gld_hesian' (did you mean gld_hessian?); the runs form gd, gld_const, "),
+    ("zhu-escape-2d", 0, {"greater": ["sgd", "gd"], "metric": "success_rte"},
+     "no run records a metric 'success_rte' (did you mean success_rate?)"),
+]
+
+
+def entry_file(tmp_path, entry: str, edit) -> str:
+    """Catalogue ``entry`` with ``edit(raw)`` applied to its file's contents, in a file of its
+    own."""
+    raw = yaml.safe_load((CATALOGUE_DIR / f"{entry}.yaml").read_text())
+    edit(raw)
+    path = tmp_path / f"{entry}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+    return str(path)
+
+
+@pytest.mark.parametrize("entry, i, change, problem", ENTRY_CLAIMS_MISSPELT)
+def test_a_misspelt_claim_of_an_analysis_of_its_own_fails_the_dry_run(tmp_path, capsys, entry,
+                                                                      i, change, problem):
+    def edit(raw):
+        claims = raw["options"].setdefault("claims", [])
+        if i == len(claims):        # the entry makes none: one of one's own
+            claims.append({})
+        kept = claims[i] if not CLAIM_KINDS & change.keys() else {
+            k: v for k, v in claims[i].items() if k not in CLAIM_KINDS}
+        claims[i] = kept | change
+
+    cfg = entry_file(tmp_path, entry, edit)
+    where = ["--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out")]
+    plan = plan_experiment(cfg, scale="smoke", store_path=where[1], out_dir=where[3])
+    [found] = plan.problems
+    # the index among the claims of the default readings
+    assert found.startswith(f"{cfg}: options.claims[") and problem in found
+    assert main(["run", "--config", cfg, "--scale", "smoke", *where, "--dry-run"]) == 2
+    assert f"sgdlab: error: {found}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("entry, option, edit, problem", [
+    ("zhu-escape-2d", "options.ordering.slower",
+     lambda o: o["ordering"].update(slower=["gd", "gld_cnst"]),
+     "no group 'gld_cnst' (did you mean gld_const?); the runs form gd, gld_const, "),
+    ("zhu-escape-2d", "options.speed.tiers[1]",
+     lambda o: o["speed"]["tiers"].__setitem__(1, ["sgd", "gld_leadng"]),
+     "no group 'gld_leadng' (did you mean gld_leading?); the runs form gd, gld_const, "),
+    ("zhu-escape-lr-sweep", "options.faster", lambda o: o.update(faster=["sdg"]),
+     "no group 'sdg' (did you mean sgd?); the runs form "),
+])
+def test_a_misspelt_method_the_escape_analyses_order_fails_the_dry_run(tmp_path, entry, option,
+                                                                        edit, problem):
+    cfg = entry_file(tmp_path, entry, lambda raw: edit(raw["options"]))
+    plan = plan_experiment(cfg, scale="smoke", store_path=str(tmp_path / "s.sqlite"),
+                           out_dir=tmp_path / "out")
+    [found] = plan.problems
+    assert found.startswith(f"{cfg}: {option}: ") and problem in found
 
 
 def test_a_trend_the_ratio_grid_would_not_test_fails_the_dry_run(tmp_path):

@@ -16,8 +16,8 @@ import numpy as np
 
 from sgdlab.errors import ConfigError, check_keys
 from sgdlab.experiments.analysis import Analysis, Conclusion
-from sgdlab.experiments.procedures import (Procedure, RunOutput, StoredRun, register_analysis,
-                                           register_procedure)
+from sgdlab.experiments.procedures import (ClaimNames, Procedure, RunOutput, StoredRun,
+                                           register_analysis, register_procedure)
 from sgdlab.experiments.procedures.common import (by_group, check_claims, finite,
                                                   group_colours, seeds_named, stat, x_axis)
 from sgdlab.experiments.spec import cited, paper_ref
@@ -490,7 +490,20 @@ def _split_instant(label: str) -> tuple[str, float]:
     return net, float(pct) if pct else 100.0
 
 
-@register_analysis("chaudhari_diffusion_spectrum")
+# the values chaudhari_diffusion_spectrum's claims compare for each network at 100%
+DIFFUSION_VALUES = ("rank", "rank_fraction", "trace", "eig_variance", "mean_nonzero_eig",
+                    "test_acc", "mean_eig")
+
+
+def _diffusion_names(spec, runs) -> ClaimNames:
+    """The networks :func:`diffusion_spectrum` compares (those of the runs at 100% of
+    training) and the values its claims read."""
+    instants = [_split_instant(r.label.split("|")[0]) for r in runs]
+    return ClaimNames(list(dict.fromkeys(net for net, pct in instants if pct == 100.0)),
+                      set(DIFFUSION_VALUES))
+
+
+@register_analysis("chaudhari_diffusion_spectrum", claim_names=_diffusion_names)
 def diffusion_spectrum(spec, runs: list[StoredRun]) -> Analysis:
     """Thesis §6.3.2: D(x) (eq. 6.4, network in evaluation mode) has a very small rank that
     "ranges between 0.3% - 2%" of d (the rank fraction inside ``rank_fraction_range``, both
@@ -756,7 +769,24 @@ def trajectory(spec, runs: list[StoredRun]) -> Analysis:
 
 
 # --- Trivialized-SGD (thesis §2.4.3) ---------------------------------------------------------
-@register_analysis("chaudhari_trivialized")
+# the values chaudhari_trivialized adds to each run's summary (epochs_to_train: with
+# options.trained_at)
+TRIVIALIZED_VALUES = ("early_train_loss", "test_error")
+
+
+def _trivialized_names(spec, runs) -> ClaimNames:
+    """``compare_groups``' names with the values :func:`trivialized` adds."""
+    from sgdlab.experiments.procedures.generic import compare_groups_names
+
+    names = compare_groups_names(spec, runs)
+    if names.metrics is not None:
+        names.metrics |= set(TRIVIALIZED_VALUES)
+        if spec.options.get("trained_at") is not None:
+            names.metrics.add("epochs_to_train")
+    return names
+
+
+@register_analysis("chaudhari_trivialized", claim_names=_trivialized_names)
 def trivialized(spec, runs: list[StoredRun]) -> Analysis:
     """``compare_groups`` plus the values the thesis' Trivialized-SGD claims are about:
     ``early_train_loss`` (training loss at the evaluation at the end of epoch ``early_epoch``,

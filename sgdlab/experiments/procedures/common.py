@@ -467,10 +467,8 @@ def unknown_claim_names(claims: Any, names: ClaimNames, options: dict[str, Any])
         groups = [g for x in sides for g in (x if isinstance(x, list) else [x])]
         what = f"options.claims[{i}] ({kinds[0]}: {sides}, metric {c.get('metric')!r})"
         if names.groups is not None:
-            for g in _once(groups):
-                if g not in names.groups:
-                    out.append(f"{what}: no group {g!r}{did_you_mean(g, names.groups)}; the "
-                               f"runs form {', '.join(map(str, names.groups)) or 'none'}")
+            out += [f"{what}: {unknown_group(g, names.groups)}" for g in _once(groups)
+                    if g not in names.groups]
         if known is not None:
             used = [c[k] for k in ("metric", "metric_b") if k in c]
             used += [r["metric"] for r in c.get("requires") or []
@@ -478,6 +476,21 @@ def unknown_claim_names(claims: Any, names: ClaimNames, options: dict[str, Any])
             out += [f"{what}: {unknown_metric(m, known)}" for m in _once(used)
                     if not isinstance(m, str) or m not in known]
     return out
+
+
+def unknown_group(group: Any, groups: list[str]) -> str:
+    """Says, before any run trains, that the runs will form no group ``group``: the closest of
+    the ``groups`` they form, and all of them."""
+    return (f"no group {group!r}{did_you_mean(group, groups)}; the runs form "
+            f"{', '.join(map(str, groups)) or 'none'}")
+
+
+def option_group_problems(where: str, named: Any, groups: list[str]) -> list[str]:
+    """A sentence for each group the option at ``where`` (a list of groups, or None) names
+    that is not among ``groups``, found before any run trains."""
+    if not isinstance(named, list):
+        return []
+    return [f"{where}: {unknown_group(g, groups)}" for g in _once(named) if g not in groups]
 
 
 def unknown_metric(metric: Any, known: set[str]) -> str:

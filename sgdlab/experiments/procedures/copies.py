@@ -16,10 +16,12 @@ import numpy as np
 from sgdlab.errors import SEED_LIMIT, ConfigError, int_at_least, refused_value
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.spec import cited
-from sgdlab.experiments.procedures import (Procedure, RunOutput, StoredRun, get_procedure,
-                                           register_analysis, register_procedure)
+from sgdlab.experiments.procedures import (ClaimNames, Procedure, RunOutput, StoredRun,
+                                           get_procedure, register_analysis,
+                                           register_procedure)
 from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
-                                                  claim_metrics, values_by_group)
+                                                  claim_metrics, pseudo_groups, run_groups,
+                                                  values_by_group)
 from sgdlab.report.tables import Table
 
 # copy k of seed s trains with seed COPY_SEED_STRIDE·s + k
@@ -191,7 +193,19 @@ def _overlap_figure(mat: list[list[float]], title: str):
     return fig
 
 
-@register_analysis("chaudhari_copies")
+# what a comparison run's summary holds besides METRICS
+COMPARE_EXTRA = ("individual_err_std", "copies")
+
+
+def _copies_names(spec, runs) -> ClaimNames:
+    """The run groups of the comparison runs (``copies``) and references
+    :func:`copies_analysis` compares, and what a comparison run's summary holds."""
+    return ClaimNames(run_groups([r for r in runs if "copies" in r.params])
+                      + pseudo_groups(spec.options),
+                      {m for m, _ in METRICS} | set(COMPARE_EXTRA))
+
+
+@register_analysis("chaudhari_copies", claim_names=_copies_names)
 def copies_analysis(spec, runs: list[StoredRun]) -> Analysis:
     """The compare runs' errors and overlaps per seed (table ``copies``), Fig. 5.1's matrix of
     the first seed's aligned overlaps (figure ``overlap``), and ``options.claims`` on the

@@ -208,7 +208,7 @@ def _bar_figure(spec, groups, b: dict[str, Any]):
                               + seeds_note(groups))
 
 
-def _claim_names(spec, runs) -> ClaimNames:
+def compare_groups_names(spec, runs) -> ClaimNames:
     """The groups :func:`compare_groups` forms of ``runs`` (``RunSpec``) with the references,
     and the metrics their summaries and ``options.derived`` hold, where the procedures tell."""
     o = spec.options
@@ -220,7 +220,7 @@ def _claim_names(spec, runs) -> ClaimNames:
                       metrics)
 
 
-@register_analysis("compare_groups", claim_names=_claim_names)
+@register_analysis("compare_groups", claim_names=compare_groups_names)
 def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
     from sgdlab.report.figures.axes import metric_label
 

@@ -505,7 +505,17 @@ def _end_basin(alphas, losses, center: float, rise: float, side: str):
     return basin_width(alphas, losses, center, rise, side=side)
 
 
-@register_analysis("jastrzebski_interpolation")
+# the basin widths jastrzebski_interpolation's claims compare for each interpolation group
+WIDTHS = ("width_A", "width_B", "log_width_A", "log_width_B")
+
+
+def _interpolation_names(spec, runs) -> ClaimNames:
+    """The run groups of the interpolation runs (``between``) :func:`interpolation` compares,
+    and the widths it measures."""
+    return ClaimNames(run_groups([r for r in runs if "between" in r.params]), set(WIDTHS))
+
+
+@register_analysis("jastrzebski_interpolation", claim_names=_interpolation_names)
 def interpolation(spec, runs: list[StoredRun]) -> Analysis:
     """Basin widths at both ends of each interpolation (Fig. 4): per interpolation run,
     ``width_A`` / ``width_B`` — the α-length of the basin on the outward side of α = 0 (α < 0)
@@ -557,7 +567,7 @@ def interpolation(spec, runs: list[StoredRun]) -> Analysis:
                           f"there + {rise:g}; 'closed' means the loss reached that level inside "
                           f"the α range (otherwise the width is only a lower bound)")
     groups = by_group(interp, key=lambda r: r.group)
-    vals = values_by_group(groups, ["width_A", "width_B", "log_width_A", "log_width_B"])
+    vals = values_by_group(groups, list(WIDTHS))
     return Analysis(tables=[table], figures=figs,
                     conclusions=check_claims(o.get("claims"), vals))
 

@@ -7,10 +7,11 @@ from typing import Any
 
 from sgdlab.errors import ConfigError, checked_int, did_you_mean, refused_value
 from sgdlab.experiments.analysis import Analysis, Conclusion
-from sgdlab.experiments.procedures import (Procedure, RunOutput, register_analysis,
-                                           register_procedure)
+from sgdlab.experiments.procedures import (ClaimNames, Procedure, RunOutput,
+                                           register_analysis, register_procedure)
 from sgdlab.experiments.procedures.common import (by_group, check_claims, decided, finite,
-                                                  group_colours, seed_spread, seeds_named,
+                                                  group_colours, option_group_problems,
+                                                  run_groups, seed_spread, seeds_named,
                                                   stat, within_spread)
 from sgdlab.experiments.spec import cited, paper_ref
 from sgdlab.report.tables import Table
@@ -181,7 +182,32 @@ def percent_axis(ax) -> None:
     ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
 
 
-@register_analysis("zhu_escape")
+# what zhu_escape's claims compare for each method: the seeds' means
+ESCAPE_VALUES = ("success_rate", "final_sharpness")
+
+
+def _methods(runs) -> list[str]:
+    """The escape methods ``runs`` (``RunSpec`` or stored) run, in first-seen order: the
+    groups of the escape analyses."""
+    return run_groups(runs, key=lambda r: r.params.get("method"))
+
+
+def _escape_names(spec, runs) -> ClaimNames:
+    """The methods :func:`zhu_escape_analysis` compares (its claims' groups, and those
+    ``options.ordering`` and ``options.speed`` order) and the values its claims read."""
+    o, methods = spec.options, _methods(runs)
+    order, speed = ((o.get(k) if isinstance(o.get(k), dict) else {})
+                    for k in ("ordering", "speed"))
+    problems = [p for side in ("faster", "slower")
+                for p in option_group_problems(f"options.ordering.{side}", order.get(side),
+                                               methods)]
+    tiers = speed.get("tiers")
+    for i, tier in enumerate(tiers if isinstance(tiers, list) else []):
+        problems += option_group_problems(f"options.speed.tiers[{i}]", tier, methods)
+    return ClaimNames(methods, set(ESCAPE_VALUES), problems)
+
+
+@register_analysis("zhu_escape", claim_names=_escape_names)
 def zhu_escape_analysis(spec, runs) -> Analysis:
     """Success rate per method (pooled over seeds, with its Wilson score interval and the
     seed-to-seed spread), expected sharpness over iterations, trajectories (Fig. 3).
@@ -223,7 +249,7 @@ def zhu_escape_analysis(spec, runs) -> Analysis:
         never = sum(int(r.summary.get("never_reached", 0)) for r in rs) if known else None
         rows.append([names[m], n, reps, p, lo, hi, sr_s, reach, fp if known else None,
                      fp_s if known and n > 1 else None, never, sh, _mean_se(rs), sh_s])
-        vals[m] = {"success_rate": sr, "final_sharpness": sh}
+        vals[m] = dict(zip(ESCAPE_VALUES, (sr, sh)))
         if n > 1:
             vals[m]["success_rate__std"] = sr_s
             if known:
@@ -490,7 +516,16 @@ def ordering_summary(found: dict[str, list[str]]) -> str:
             f"{at(f['is untestable'])}")
 
 
-@register_analysis("zhu_escape_sweep")
+def _escape_sweep_names(spec, runs) -> ClaimNames:
+    """No claims: the methods ``options.faster`` and ``options.slower`` order, which the
+    runs must run."""
+    methods = _methods(runs)
+    return ClaimNames(problems=[p for side in ("faster", "slower") for p in
+                                option_group_problems(f"options.{side}",
+                                                      spec.options.get(side), methods)])
+
+
+@register_analysis("zhu_escape_sweep", claim_names=_escape_sweep_names)
 def zhu_escape_sweep_analysis(spec, runs) -> Analysis:
     """Success rate of every method as a function of η, with Wilson score intervals; per η, a
     description of whether the paper's ordering (``options.faster`` above ``options.slower``,
@@ -833,7 +868,18 @@ def _pspin_energy_note() -> str:
             "the critical points of index k thin out as e^{−N(k+1)I₁(u)} (Fig. 2.1).")
 
 
-@register_analysis("pspin")
+# what pspin's claims compare for each regime: the seeds' means, and its starts
+PSPIN_VALUES = ("distinct_minima", "cosine_distance", "angular_distance", "converged")
+
+
+def _pspin_names(spec, runs) -> ClaimNames:
+    """The regimes :func:`pspin_analysis` compares, with the reference ``one`` (a single
+    minimum), and the values its claims read."""
+    return ClaimNames(run_groups(runs, key=lambda r: r.params.get("regime")) + ["one"],
+                      {*PSPIN_VALUES, "starts"})
+
+
+@register_analysis("pspin", claim_names=_pspin_names)
 def pspin_analysis(spec, runs) -> Analysis:
     """Distinct minima and mean cosine distance per regime; claims from ``options.claims``."""
     from sgdlab.report.figures.landscapes import pspin_figure
@@ -857,9 +903,7 @@ def pspin_analysis(spec, runs) -> Analysis:
                           "the random starts, the starts converged, the mean distance between "
                           "minima and their energies H/N (means over seeds)")
     # a run stored before the angle was recorded has none: NaN, its claim inconclusive
-    vals = {g: {k: stat(rs, k)[0] for k in ("distinct_minima", "cosine_distance",
-                                             "angular_distance", "converged")}
-            for g, rs in groups.items()}
+    vals = {g: {k: stat(rs, k)[0] for k in PSPIN_VALUES} for g, rs in groups.items()}
     vals["one"] = {"distinct_minima": 1.0}
     for g, v in list(vals.items()):
         if g != "one" and groups[g]:
