@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from sgdlab.atomic import write_whole
+from sgdlab.report.inline_math import inline_math_html
 from sgdlab.report.tables import Table
 from sgdlab.report.verdicts import verdict
 
@@ -130,10 +131,11 @@ def readings_html(experiment: dict[str, Any]) -> str:
 
 
 def quotes_html(paper: dict[str, Any]) -> str:
-    """The paper's own words for what is tested, with their locations."""
+    """The paper's own words for what is tested, with their locations; their inline LaTeX
+    rendered (:func:`sgdlab.report.inline_math.inline_math_html`)."""
     pairs = ([{"quote": paper["quote"], "where": paper.get("where", "")}] if paper.get("quote")
              else []) + list(paper.get("quotes", []))
-    return "".join(f"<blockquote>“{html.escape(' '.join(str(q['quote']).split()))}”"
+    return "".join(f"<blockquote>“{inline_math_html(' '.join(str(q['quote']).split()))}”"
                    f"<br><span class='note'>— {html.escape(str(q['where']))}</span></blockquote>"
                    for q in pairs)
 
