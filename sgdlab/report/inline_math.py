@@ -49,6 +49,7 @@ SIZING = {"left", "right", "big", "Big", "bigl", "bigr", "Bigl", "Bigr"}
 MATH_CHARS = {"-": "−", "'": "′"}
 
 _MATH = re.compile(r"(?<!\\)\$([^$]+?)(?<!\\)\$")
+_COMMAND = re.compile(r"\\([A-Za-z]+|.)")
 _LOOSE_COMMAND = re.compile(r"\\[A-Za-z]+(?:\{[^{}$]*\})*")
 
 
@@ -147,14 +148,11 @@ class _Parser:
         return html.escape(MATH_CHARS.get(c, c)), i + 1
 
     def command(self, i: int) -> tuple[str, int]:
-        m = re.compile(r"\\([A-Za-z]+|.)").match(self.s, i)
+        m = _COMMAND.match(self.s, i)
         if m is None:       # a lone backslash at the end
             return "\\", i + 1
         name, j = m.group(1), m.end()
-        if name.isalpha() and name not in RELATIONS and (i == 0 or self.s[i - 1] != " "):
-            # TeX drops the spaces after a control word (``(\pm 1, 0)``); kept where the
-            # source spaces it on both sides (``1.37 \pm 0.03``) and after a relation, which
-            # TeX spaces (``\approx 95\%``)
+        if name.isalpha() and self._spaces_dropped(name, i, j):
             j = self._skip_spaces(j)
         if name in GREEK:
             return GREEK[name], j
@@ -209,6 +207,18 @@ class _Parser:
         while re.search(r"\{[^{}]*\}", top_level):    # braced groups are one term
             top_level = re.sub(r"\{[^{}]*\}", "", top_level)
         return f"({rendered})" if re.search(r"[+\-=\s]", top_level) else rendered
+
+    def _spaces_dropped(self, name: str, start: int, end: int) -> bool:
+        """Whether the spaces after the control word ``name`` at ``start:end`` go: TeX drops
+        them (``(\\pm 1, 0)`` reads (±1, 0)); kept where the source spaces the command on
+        both sides (``1.37 \\pm 0.03``) and around a relation, which TeX spaces
+        (``\\approx 95\\%``, ``\\lambda = 0.5``)."""
+        nxt = self._skip_spaces(end)
+        command_next = _COMMAND.match(self.s, nxt)
+        relation_next = self.s[nxt:nxt + 1] in set("=<>+-,;:|") or (
+            command_next is not None and command_next.group(1) in RELATIONS)
+        return not (name in RELATIONS or relation_next
+                    or (start > 0 and self.s[start - 1] == " "))
 
     def _skip_spaces(self, i: int) -> int:
         while i < len(self.s) and self.s[i] == " ":

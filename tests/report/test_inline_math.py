@@ -32,6 +32,7 @@ def test_every_catalogue_quote_shows_its_math_without_dollars_or_backslashes():
     (r"a large $\|j(x)\|$", "a large ‖<i>j</i>(<i>x</i>)‖"),
     (r"where $\nabla f(x) = 0$", "where ∇<i>f</i>(<i>x</i>) = 0"),
     (r"namely $(\pm 1, 0)$", "namely (±1, 0)"),
+    (r"For $\lambda = 0.5$", "For λ = 0.5"),
     (r"$v_t = \frac{\beta^{-1}}{2} \Delta v$",
      "<i>v</i><sub><i>t</i></sub> = β<sup>−1</sup>/2 Δ <i>v</i>"),
     (r"$\eta/(1+t)^b$", "η/(1+<i>t</i>)<sup><i>b</i></sup>"),
