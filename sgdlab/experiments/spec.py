@@ -48,7 +48,9 @@ and edits, run with ``sgdlab run --config FILE``) is *data*: it is parsed with
 
 Each scale may list its ``deviations``: every place where that scale departs from the paper's
 stated setting (model, data, optimizer constants, epochs, grid), one sentence each. Reports
-show them next to the verdicts. A scale whose settings lie outside the regime in which the
+show them next to the verdicts. A scale that lists none (most entries' ``smoke``) has them
+derived from its config against the ``paper`` scale's (:meth:`ExperimentSpec.derived_deviations`),
+and reports say so. A scale whose settings lie outside the regime in which the
 paper makes its claims (a learning rate the paper says its claim does not hold at) states so in
 ``outside_regime: "..."``, one sentence with the paper's words: every claim's verdict at that
 scale is then reported as neither agreeing nor disagreeing, with that reason, and counted with
@@ -110,6 +112,7 @@ from sgdlab.errors import (SEED_LIMIT, ConfigError, DataError, check_config_kind
                            check_not_empty, did_you_mean, int_at_least, name_spelling,
                            not_a_config_file, read_config_text, refused_value,
                            registered_spelling)
+from sgdlab.report.settings import departures
 from sgdlab.yaml_loaders import exponent_floats, strict_yaml_loader, yaml_problem
 
 SCALES = ("smoke", "cpu", "paper")
@@ -420,7 +423,29 @@ class ExperimentSpec:
                 "description": self.description, "paper": self.paper,
                 "deviations": list(self.deviations), "readings": readings,
                 **({"outside_regime": self.outside_regime} if self.outside_regime else {}),
+                **({"derived_deviations": derived} if (derived := self.derived_deviations())
+                   else {}),
                 "procedure": self.procedure, "analysis": self.analysis}
+
+    def resolved_config(self) -> dict[str, Any]:
+        """The settings this scale runs (results.json's ``config.resolved``)."""
+        return {"base": self.base, "runs": self.runs, "grid": self.grid, "seeds": self.seeds,
+                "options": self.options}
+
+    def derived_deviations(self) -> list[str]:
+        """Where a scale whose file lists no ``deviations`` departs from the ``paper`` scale
+        (under the same readings), derived from the two resolved configs
+        (:func:`sgdlab.report.settings.departures`: ``epochs 1 (paper: 200)``); none at the
+        paper scale, at a scale that lists its departures, or where the file's paper scale
+        does not resolve (an edited copy)."""
+        listed = ((self.raw.get("scales") or {}).get(self.scale) or {}).get("deviations")
+        if self.scale == "paper" or listed or not self.raw:
+            return []
+        try:
+            paper = resolve(self.raw, "paper", self.source, readings=self.readings)
+        except ConfigError:
+            return []
+        return departures(self.resolved_config(), paper.resolved_config(), "paper")
 
     @property
     def catalogued(self) -> bool:

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 from sgdlab.atomic import write_whole
 from sgdlab.errors import UserError
 from sgdlab.experiments.spec import paper_ref
-from sgdlab.report.verdicts import OUTSIDE, SMOKE
+from sgdlab.report.verdicts import DERIVED, OUTSIDE, SMOKE, SMOKE_SCALE
 from sgdlab.report.verdicts import verdict as report_verdict
 
 MARKDOWN = {"agree": "agrees", "disagree": "**disagrees**"}
@@ -125,11 +125,18 @@ def results_markdown(results: list[dict[str, Any]], *, command: str | None) -> s
                        f"{verdict(c.get('agrees_with_paper'), c, r.get('scale'))} |")
         if r.get("incomplete"):
             sec.append(f"| incomplete: {len(r.get('missing_runs', []))} runs missing | | |")
-        devs = e.get("deviations") or []
-        sec += ["", f"Departures from the paper at `{r.get('scale', '?')}` scale:"
-                if devs else f"No departures from the paper listed at `{r.get('scale', '?')}` "
-                "scale."]
-        sec += [f"- {' '.join(x.split())}" for x in devs]
+        scale = r.get("scale", "?")
+        devs, derived = e.get("deviations") or [], e.get("derived_deviations") or []
+        if devs:
+            sec += ["", f"Departures from the paper at `{scale}` scale:"]
+            sec += [f"- {' '.join(x.split())}" for x in devs]
+        if derived:
+            sec += ["", f"Departures from the paper at `{scale}` scale, {DERIVED}:"]
+            sec += [f"- {x}" for x in derived]
+        if not devs and not derived:
+            sec += ["", f"No departures from the paper listed at `{scale}` scale."]
+        if scale == "smoke":
+            sec += ["", SMOKE_SCALE]
         rs = e.get("readings") or {}
         if rs:
             sec += ["", "Readings of the paper's text: " + "; ".join(

@@ -16,7 +16,7 @@ import yaml
 from sgdlab.atomic import write_whole
 from sgdlab.report.inline_math import inline_math_html
 from sgdlab.report.tables import Table
-from sgdlab.report.verdicts import verdict
+from sgdlab.report.verdicts import DERIVED, SMOKE_SCALE, verdict
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;
@@ -141,14 +141,19 @@ def quotes_html(paper: dict[str, Any]) -> str:
 
 
 def deviations_html(results: dict[str, Any]) -> str:
-    """Where this scale departs from the paper's setting, shown beside the verdicts."""
-    devs = results["experiment"].get("deviations") or []
-    if not devs:
-        return ""
-    items = "".join(f"<li>{html.escape(d)}</li>" for d in devs)
-    return (f"<p class='note'><b>Departures from the paper at scale "
-            f"{html.escape(results['scale'])}</b> (read the verdicts with these in mind):</p>"
-            f"<ul class='note'>{items}</ul>")
+    """Where this scale departs from the paper's setting, shown beside the verdicts: as the
+    entry lists it, else as derived from the config; at smoke scale, what that scale is
+    for."""
+    e, scale = results["experiment"], html.escape(results["scale"])
+    parts = [f"<p class='note'>{SMOKE_SCALE}</p>"] if results["scale"] == "smoke" else []
+    for devs, how in ((e.get("deviations"), ""),
+                      (e.get("derived_deviations"), f", {html.escape(DERIVED)}")):
+        if devs:
+            items = "".join(f"<li>{html.escape(d)}</li>" for d in devs)
+            parts.append(f"<p class='note'><b>Departures from the paper at scale {scale}</b>"
+                         f"{how} (read the verdicts with these in mind):</p>"
+                         f"<ul class='note'>{items}</ul>")
+    return "".join(parts)
 
 
 def status_html(results: dict[str, Any]) -> str:

@@ -85,3 +85,46 @@ def _window(v: str, start: int, width: int) -> str:
     if start + width - 1 >= len(v):
         return "…" + v[1 - width:]
     return "…" + v[start:start + width - 2] + "…"
+
+
+# a setting one config lacks: the procedure's default applies
+NOT_SET = "not set"
+# where a scale reads its data from ``--data-dir`` (spec.py's placeholder)
+DATA_DIR = "${data_dir}"
+
+
+def departures(mine: dict, reference: dict, name: str) -> list[str]:
+    """Each setting of the resolved experiment config ``mine`` (``{base, runs, grid, seeds,
+    options}``, as results.json records it) that differs from ``reference``'s, as "KEY VALUE
+    (NAME: VALUE)": the base config's keys bare (``epochs 1 (paper: 200)``), a run group's
+    ``run LABEL: KEY``, then ``grid.KEY``, ``seeds`` and ``options.KEY``. Run groups that only
+    one config has are named once, not key by key."""
+    out: list[str] = []
+
+    def compare(prefix: str, a: dict[str, str], b: dict[str, str]) -> None:
+        flats = [a, b]
+        differ = differing_keys(flats)
+        # lists of different lengths (``options.claims``): their counts, not index by index
+        resized = [k for k in differ if all(f.get(k, "").endswith(" items") for f in flats)]
+        for k in differ:
+            values = [f.get(k, NOT_SET) for f in flats]
+            if any(k.startswith(r + "[") for r in resized) or (
+                    values[0] == NOT_SET and DATA_DIR in values[1]):
+                continue    # the data's name says what differs, not where it is read from
+            ours, theirs = shown(values)
+            out.append(f"{prefix}{k} {ours} ({name}: {theirs})")
+
+    def flat(value: object, prefix: str = "") -> dict[str, str]:
+        return flat_config(value, prefix) if value not in (None, {}, []) else {}
+
+    compare("", flat(mine.get("base")), flat(reference.get("base")))
+    groups = [{g.get("label", ""): g.get("params") for g in c.get("runs") or []}
+              for c in (mine, reference)]
+    if set(groups[0]) != set(groups[1]):
+        ours, theirs = (", ".join(repr(label) for label in g) or "none" for g in groups)
+        out.append(f"run groups {ours} ({name}: {theirs})")
+    for label in (lb for lb in groups[0] if lb in groups[1]):
+        compare(f"run {label!r}: ", flat(groups[0][label]), flat(groups[1][label]))
+    for key in ("grid", "seeds", "options"):
+        compare("", flat(mine.get(key), key), flat(reference.get(key), key))
+    return out

@@ -11,6 +11,13 @@ from typing import Any
 
 SMOKE = "smoke scale: checks that it runs, not a verdict"
 OUTSIDE = "outside the paper's regime"
+# beside a smoke report's departures: what that scale is for
+SMOKE_SCALE = ("Smoke scale checks that the pipeline runs; it does not test the paper's claims "
+               "(its runs are far too small and short).")
+# a scale's departures when its entry lists none: every setting set otherwise than the paper
+# scale's (``ExperimentSpec.derived_deviations``)
+DERIVED = ("derived from the config, as the entry lists none for this scale: each setting that "
+           "differs from the paper scale's")
 # a claim's verdict (``agrees_with_paper``) in a word: the verdict column adds "with the
 # paper"; a finding outside the paper's regime says what its numbers alone give in these
 CLAIM = {True: "agrees", False: "disagrees", None: "inconclusive"}
@@ -30,4 +37,4 @@ def verdict(conclusion: dict[str, Any], scale: str | None) -> tuple[str, str]:
     return (CLAIM[None] if conclusion.get("claim") else "descriptive"), "neutral"
 
 
-__all__ = ["CLAIM", "OUTSIDE", "SMOKE", "verdict"]
+__all__ = ["CLAIM", "DERIVED", "OUTSIDE", "SMOKE", "SMOKE_SCALE", "verdict"]

@@ -705,3 +705,24 @@ def test_a_blank_or_misshapen_quote_is_refused_by_name(change, message):
     raw["paper"] = {**raw["paper"], **change}
     with pytest.raises(ConfigError, match=message):
         validate_raw(raw, "x.yaml")
+
+
+def test_a_scale_listing_no_departures_gets_them_derived_from_the_paper_scales_config():
+    """Smoke scale lists no departures, yet shrinks everything: each setting it sets otherwise
+    than the paper scale is derived, with both values. Scales that list theirs keep them."""
+    raw = read_file(FILES["jastrzebski-ratio-grid"])
+    smoke = resolve(raw, "smoke", "x.yaml").describe()
+    assert smoke["deviations"] == []
+    derived = smoke["derived_deviations"]
+    for d in ("epochs 1 (paper: 200)", "dataset.name digits (paper: fashion_mnist)",
+              "model.width 16 (paper: 400)", "seeds [0] (paper: [0, 1, 2])",
+              "grid.batch_size [128, 512] (paper: [25, 50, 100, 200, 400, 800])"):
+        assert d in derived
+    # the paper scale reads its data from --data-dir: the data's name says what differs
+    assert not any("data_dir" in d for d in derived)
+    for scale in ("cpu", "paper"):
+        described = resolve(raw, scale, "x.yaml").describe()
+        assert described["deviations"] and "derived_deviations" not in described
+    # an edited copy whose paper scale does not resolve: nothing derived, no error
+    raw["scales"]["paper"]["base"]["epochs"] = "many"
+    assert "derived_deviations" not in resolve(raw, "smoke", "x.yaml").describe()

@@ -470,3 +470,18 @@ def test_a_smoke_scale_finding_reads_as_no_verdict_in_the_findings_table():
              "scale": "smoke"}
     assert f"| x | c | {SMOKE} |" in results_markdown([smoke], command=None)
     assert "| x | c | agrees |" in results_markdown([{**smoke, "scale": "cpu"}], command=None)
+
+
+def test_a_smoke_result_lists_derived_departures_and_says_it_tests_no_claim():
+    """Every smoke section said "No departures from the paper listed at `smoke` scale.",
+    though smoke shrinks everything."""
+    from sgdlab.experiments.spec import load_experiment
+    from sgdlab.report.verdicts import SMOKE_SCALE
+
+    spec = load_experiment("chaudhari-double-well", "smoke")
+    md = results_markdown([{"experiment": spec.describe(), "scale": "smoke",
+                            "conclusions": []}], command="x")
+    assert "No departures" not in md
+    assert ("Departures from the paper at `smoke` scale, derived from the config" in md
+            and "\n- chains 500 (paper: 100000)\n" in md)
+    assert SMOKE_SCALE in md

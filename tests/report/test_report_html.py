@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from sgdlab.experiments.summary import results_markdown  # noqa: E402
 from sgdlab.report.html import png_size, render  # noqa: E402
-from sgdlab.report.verdicts import SMOKE  # noqa: E402
+from sgdlab.report.verdicts import SMOKE, SMOKE_SCALE  # noqa: E402
 
 CONCLUSIONS = [{"text": "λ_max falls with η/B", "claim": "sharper at small η/B",
                 "agrees_with_paper": False},
@@ -224,3 +224,12 @@ def test_the_page_title_names_the_scale_and_the_readings_off_their_defaults(tmp_
         "landscape": {"choice": "rescaled", "default": "printed", "description": "d"},
         "success": {"choice": "flat", "default": "flat", "description": "d"}}
     assert "<title>grid (smoke; landscape=rescaled) — sgdlab</title>" in render(r, tmp_path)
+
+
+def test_smoke_scale_shows_the_departures_derived_from_its_config(tmp_path):
+    r = _results(tmp_path, "smoke")
+    r["experiment"]["derived_deviations"] = ["epochs 1 (paper: 200)", "seeds [0] (paper: [0, 1])"]
+    page = render(r, tmp_path)
+    assert "<b>Departures from the paper at scale smoke</b>, derived from the config" in page
+    assert "<li>epochs 1 (paper: 200)</li><li>seeds [0] (paper: [0, 1])</li>" in page
+    assert SMOKE_SCALE in page and SMOKE_SCALE not in render(_results(tmp_path, "cpu"), tmp_path)

@@ -1,7 +1,7 @@
 """What differs between configs, as the compare tables show it."""
 from __future__ import annotations
 
-from sgdlab.report.settings import WIDTH, differing_keys, flat_config, shown
+from sgdlab.report.settings import WIDTH, departures, differing_keys, flat_config, shown
 
 
 def test_values_that_differ_in_the_middle_are_cut_where_they_differ():
@@ -48,3 +48,20 @@ def test_a_value_that_is_the_start_of_another_is_cut_apart_from_it():
     assert len(set(cut)) == 3 and all(len(v) <= WIDTH for v in cut)
     assert cut[0] == "…" + a[1 - WIDTH:] and cut[1] == "…" + b[1 - WIDTH:]
     assert "C" in cut[2]
+
+
+def test_departures_name_each_changed_setting_with_both_values():
+    paper = {"base": {"epochs": 200, "dataset": {"name": "cifar10", "data_dir": "${data_dir}"}},
+             "runs": [{"label": "sgd", "params": {"batch_size": 128}}, {"label": "gd"}],
+             "grid": {}, "seeds": [0, 1],
+             "options": {"claims": [{"less": ["a", "b"]}, {"less": ["c", "d"]}], "tol": 0.05}}
+    smoke = {"base": {"epochs": 2, "dataset": {"name": "digits", "n_train": 256}},
+             "runs": [{"label": "sgd", "params": {"batch_size": 64}}], "grid": {},
+             "seeds": [0], "options": {"claims": [{"less": ["a", "b"]}], "tol": 0.05}}
+    assert departures(smoke, paper, "paper") == [
+        "dataset.n_train 256 (paper: not set)", "dataset.name digits (paper: cifar10)",
+        "epochs 2 (paper: 200)", "run groups 'sgd' (paper: 'sgd', 'gd')",
+        "run 'sgd': batch_size 64 (paper: 128)", "seeds [0] (paper: [0, 1])",
+        # a list of another length: its count, not its items one by one
+        "options.claims 1 items (paper: 2 items)"]
+    assert departures(paper, paper, "paper") == []
