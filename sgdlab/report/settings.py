@@ -10,6 +10,12 @@ import json
 import re
 
 WIDTH = 40   # characters of a value shown in a table
+ITEMS = re.compile(r"\d+ items?")
+
+
+def items(n: int) -> str:
+    """How a list of sections reads in a flattened config: ``1 item``, ``3 items``."""
+    return f"{n} item" if n == 1 else f"{n} items"
 
 
 def flat_config(cfg: object, prefix: str = "") -> dict[str, str]:
@@ -21,7 +27,7 @@ def flat_config(cfg: object, prefix: str = "") -> dict[str, str]:
             out.update(flat_config(v, f"{prefix}.{k}" if prefix else str(k)))
         return out
     if isinstance(cfg, list) and cfg and all(isinstance(v, dict) for v in cfg):
-        out = {prefix: f"{len(cfg)} items"}
+        out = {prefix: items(len(cfg))}
         for i, v in enumerate(cfg):
             out.update(flat_config(v, f"{prefix}[{i}]"))
         return out
@@ -105,7 +111,7 @@ def departures(mine: dict, reference: dict, name: str) -> list[str]:
         flats = [a, b]
         differ = differing_keys(flats)
         # lists of different lengths (``options.claims``): their counts, not index by index
-        resized = [k for k in differ if all(f.get(k, "").endswith(" items") for f in flats)]
+        resized = [k for k in differ if all(ITEMS.fullmatch(f.get(k, "")) for f in flats)]
         for k in differ:
             values = [f.get(k, NOT_SET) for f in flats]
             if any(k.startswith(r + "[") for r in resized) or (

@@ -841,7 +841,7 @@ def test_runs_compare_names_a_list_item_one_config_lacks_in_one_row():
              flat_config({"train": {"epochs": 3}, "measure": [{"name": "hessian", "k": 3}]})]
     assert differing_keys(flats) == ["measure", "measure[0].k", "measure[1]", "train.epochs"]
     assert [f.get("measure[1]", "—") for f in flats] == ["noise", "—"]
-    assert [f["measure"] for f in flats] == ["2 items", "1 items"]
+    assert [f["measure"] for f in flats] == ["2 items", "1 item"]
 
 
 def test_config_diff_orders_list_items_by_number():

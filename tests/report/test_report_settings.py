@@ -63,5 +63,5 @@ def test_departures_name_each_changed_setting_with_both_values():
         "epochs 2 (paper: 200)", "run groups 'sgd' (paper: 'sgd', 'gd')",
         "run 'sgd': batch_size 64 (paper: 128)", "seeds [0] (paper: [0, 1])",
         # a list of another length: its count, not its items one by one
-        "options.claims 1 items (paper: 2 items)"]
+        "options.claims 1 item (paper: 2 items)"]
     assert departures(paper, paper, "paper") == []
