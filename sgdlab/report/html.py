@@ -145,13 +145,15 @@ def deviations_html(results: dict[str, Any]) -> str:
     entry lists it, else as derived from the config; at smoke scale, what that scale is
     for."""
     e, scale = results["experiment"], html.escape(results["scale"])
-    parts = [f"<p class='note'>{SMOKE_SCALE}</p>"] if results["scale"] == "smoke" else []
+    smoke = results["scale"] == "smoke"
+    parts = [f"<p class='note'>{SMOKE_SCALE}</p>"] if smoke else []
+    mind = "" if smoke else " (read the verdicts with these in mind)"    # smoke tests no claim
     for devs, how in ((e.get("deviations"), ""),
                       (e.get("derived_deviations"), f", {html.escape(DERIVED)}")):
         if devs:
             items = "".join(f"<li>{html.escape(d)}</li>" for d in devs)
             parts.append(f"<p class='note'><b>Departures from the paper at scale {scale}</b>"
-                         f"{how} (read the verdicts with these in mind):</p>"
+                         f"{how}{mind}:</p>"
                          f"<ul class='note'>{items}</ul>")
     return "".join(parts)
 

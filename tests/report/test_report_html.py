@@ -233,3 +233,10 @@ def test_smoke_scale_shows_the_departures_derived_from_its_config(tmp_path):
     assert "<b>Departures from the paper at scale smoke</b>, derived from the config" in page
     assert "<li>epochs 1 (paper: 200)</li><li>seeds [0] (paper: [0, 1])</li>" in page
     assert SMOKE_SCALE in page and SMOKE_SCALE not in render(_results(tmp_path, "cpu"), tmp_path)
+    assert "verdicts with these in mind" not in page     # smoke shows no verdict to read
+
+
+def test_a_listed_departure_asks_the_verdicts_to_be_read_with_it(tmp_path):
+    r = _results(tmp_path, "cpu")
+    r["experiment"]["deviations"] = ["2 seeds instead of 5"]
+    assert "(read the verdicts with these in mind):</p>" in render(r, tmp_path)
