@@ -144,11 +144,35 @@ class SeededNoise(PicklesWhole):
 
     def _load_counters(self, c: dict[str, Any]) -> None: ...
 
+    def _refuse_another_seeded_noise_state(self, state_dict: dict[str, Any],
+                                           extra: dict[str, Any]) -> None:
+        """A ValueError for the state of another optimizer of this mixin: Entropy-SGD,
+        Entropy-Adam, HJ, Parle and HEAT all keep their entry under ``"noise"``, and one's
+        state loaded into another replaced its groups, then stepped with the other's
+        hyper-parameters (Entropy-SGD took HJ's, Parle's and Entropy-Adam's) or failed on a
+        KeyError. The entry names the class that saved it; a state saved before it did must
+        hold this optimizer's counters and, in each group, every key of its defaults (less
+        ``_options_added_later``)."""
+        name = type(self).__name__
+        saved_by = extra.get("saved_by")
+        if saved_by is not None:
+            if saved_by != name:
+                raise ValueError(f"state_dict was saved by {saved_by}, not {name}")
+            return
+        wanted = [k for k in self.defaults if k not in self._options_added_later]
+        missing = [k for k in self._counters() if k not in extra]
+        for saved in state_dict.get("param_groups", []):
+            missing += [k for k in wanted if k not in saved and k not in missing]
+        if missing:
+            raise ValueError(f"state_dict has no {', '.join(map(repr, missing))} (not saved "
+                             f"by {name})")
+
     @runs_state_dict_hooks
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()  # type: ignore[misc]
         rng = self._generator.get_state() if self._generator is not None else self._pending_rng
-        sd["noise"] = {"seed": self._seed, "rng_state": rng, **self._counters()}
+        sd["noise"] = {"seed": self._seed, "rng_state": rng, **self._counters(),
+                       "saved_by": type(self).__name__}
         return sd
 
     @runs_state_dict_hooks
@@ -164,6 +188,7 @@ class SeededNoise(PicklesWhole):
                                          f"existed ({did}); this optimizer was built with "
                                          f"{built[name]!r}")
         state_dict, extra = split_own_state(state_dict, "noise", type(self).__name__)
+        self._refuse_another_seeded_noise_state(state_dict, extra)
         super().load_state_dict(state_dict)  # type: ignore[misc]
         for group in self.param_groups:
             for name, (old, _, _) in added.items():

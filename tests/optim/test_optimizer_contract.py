@@ -1168,6 +1168,48 @@ def test_another_optimizers_state_is_refused_naming_the_one_that_saves_it(name):
     assert _steps(opt, model, data, 1)                       # and it still steps
 
 
+# the closure optimizers, which keep their generator's state under the same entry ("noise")
+SEEDED_NOISE = ("entropy_sgd", "entropy_adam", "hj", "parle", "heat")
+# a state saved before its entry named the class: told apart by its keys, except where the
+# saver is a subclass holding every key of the loader's (HJ, Parle, Entropy-Adam's groups
+# hold all of Entropy-SGD's), which loads as before
+SUBCLASS_KEYS = {("entropy_adam", "entropy_sgd"), ("hj", "entropy_sgd"),
+                 ("parle", "entropy_sgd")}
+
+
+@pytest.mark.parametrize("unnamed", [False, True])
+@pytest.mark.parametrize("saver,name", [(a, b) for a in SEEDED_NOISE for b in SEEDED_NOISE
+                                        if a != b])
+def test_another_closure_optimizers_state_is_refused(saver, name, unnamed):
+    # Entropy-SGD took HJ's, Parle's and Entropy-Adam's state and stepped with their groups;
+    # the others took one another's and failed at the next step (KeyError 'form', 'adam',
+    # 'rho_min') or at the load (KeyError 'steps', 'outer_steps'). The saver's own kind
+    # resumes from it, bit for bit, also from a state saved before the entry named the class.
+    model, data = _setup("cpu")
+    source = _build(saver, model, data)
+    _steps(source, model, data, 1)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    state = copy.deepcopy(source.state_dict())
+    if unnamed:
+        if (saver, name) in SUBCLASS_KEYS:
+            pytest.skip("not told apart by its keys")
+        state["noise"].pop("saved_by", None)    # as saved before it named the class
+    later = _steps(source, model, data, 1)
+    opt = _build(name, model, data)
+    before = copy.deepcopy(opt.state_dict())
+    what = (r"state_dict has no '\w+'.* \(not saved by " if unnamed
+            else rf"state_dict was saved by {type(source).__name__}, not ")
+    with pytest.raises(ValueError, match=rf"^{what}{type(opt).__name__}"):
+        opt.load_state_dict(state)
+    assert _same(opt.state_dict(), before), (saver, name)
+    assert _steps(opt, model, data, 1)                       # and it still steps
+    fresh, _ = _setup("cpu")
+    fresh.load_state_dict(saved)
+    twin = _build(saver, fresh, data)
+    twin.load_state_dict(state)
+    assert _steps(twin, fresh, data, 1) == later, saver
+
+
 # --- torch's state-dict hooks -------------------------------------------------------------------
 
 
