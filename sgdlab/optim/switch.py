@@ -40,7 +40,11 @@ __all__ = ["SwitchOptimizer"]
 
 def _copy_params(params) -> list:
     """The parameters or groups, each group's ``params`` as its own list: both optimizers
-    get every parameter even when a group gives them as an iterator (``m.parameters()``)."""
+    get every parameter even when a group gives them as an iterator (``m.parameters()``).
+    A tensor is passed on as it is, for torch's TypeError (iterated, it gave its rows, and the
+    error was "can't optimize a non-leaf Tensor")."""
+    if isinstance(params, Tensor):
+        return params
     out = []
     for g in params:
         if isinstance(g, dict) and "params" in g:      # (torch names a group without)

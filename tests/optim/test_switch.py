@@ -1,6 +1,6 @@
 """``SwitchOptimizer``'s saved state read back: the state of the optimizer taking the next step,
 and what is not a switch optimizer's state, named; a scheduler cycling a momentum key that the
-second optimizer lacks, refused."""
+second optimizer lacks, refused; a tensor given as ``params``, torch's TypeError."""
 from __future__ import annotations
 
 import re
@@ -81,3 +81,14 @@ def test_a_scheduler_cycling_a_momentum_the_second_lacks_is_refused_before_a_ste
                                          "has not.*cycle_momentum=False"):
         opt.step()
     assert torch.equal(p.detach(), before) and opt._t == 0
+
+
+def test_a_tensor_for_params_is_torchs_type_error():
+    # torch.optim.SGD(tensor) asks for an iterable; the switch iterated the tensor's rows and
+    # said "can't optimize a non-leaf Tensor"
+    p = torch.nn.Parameter(torch.ones(2, 3))
+    with pytest.raises(TypeError, match="should be an iterable of Tensors or dicts"):
+        torch.optim.SGD(p, lr=0.1)
+    with pytest.raises(TypeError, match="should be an iterable of Tensors or dicts"):
+        SwitchOptimizer(p, first="sgd", second="adam", switch_step=1,
+                        first_hyper={"lr": 0.1}, second_hyper={"lr": 0.01})
