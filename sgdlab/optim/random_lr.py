@@ -128,7 +128,7 @@ class RandomLRSGD(PicklesWhole, Optimizer):
     Args:
         params: parameters or parameter groups.
         lr: l of eq. (2) — the maximal learning rate (``convention="paper"``) or the mean one
-            (``convention="mean-lr"``).
+            (``convention="mean-lr"``); an LR scheduler sets this l, and α multiplies it.
         momentum: μ of eq. (1), in [0, 1).
         nesterov: Nesterov's form of the momentum (torch's convention, see the module doc).
         weight_decay: w, the L2 coefficient added to the gradient (α multiplies it too).
