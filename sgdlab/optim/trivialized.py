@@ -325,7 +325,8 @@ class TrivializedSGD(PicklesWhole, Optimizer):
     def state_dict(self) -> dict[str, Any]:
         sd = self.base.state_dict()
         sd["trivialized"] = {"base": self.base_name, "i": self._i, "field": self.field.clone(),
-                             "generator": self.generator.get_state(), "field_on": self.field_on}
+                             "generator": self.generator.get_state(), "field_on": self.field_on,
+                             "resample": self.resample}
         return sd
 
     @runs_state_dict_hooks
@@ -343,6 +344,13 @@ class TrivializedSGD(PicklesWhole, Optimizer):
                         else "all" if bool(field[off].ne(0).any()) else "weights")
         if saved_on != self.field_on:
             raise ValueError(f"state_dict is for field_on {saved_on!r}, not {self.field_on!r}")
+        # annealed-noise's state (a field redrawn every step) loaded into trivialized, or the
+        # reverse, was taken without a word; a state saved before the entry held it is not told
+        saved_resample = extra.get("resample")
+        if saved_resample is not None and bool(saved_resample) != self.resample:
+            raise ValueError(f"state_dict is for resample {bool(saved_resample)}, not "
+                             f"{self.resample} (a field redrawn every step is annealed-noise's "
+                             "rule, a fixed one trivialized's)")
         self.base.load_state_dict(state_dict)
         self._link()
         self._i = int(extra["i"])

@@ -657,3 +657,24 @@ def test_field_on_weights_keeps_the_draws_over_groups_and_an_added_group(name):
         every, weights = (o.last_perturbation()[1] for o in opts)
         assert every.shape == keep.shape and bool(every[~keep].ne(0).all())
         assert torch.equal(weights, every * keep)
+
+
+@pytest.mark.parametrize("saver,loader", [("trivialized", "annealed-noise"),
+                                          ("annealed-noise", "trivialized")])
+def test_a_state_loads_only_into_the_same_resampling(saver, loader):
+    # one's state was taken by the other without a word, which then stepped its own rule on
+    # the other's field; a state saved before the entry held resample loads as before
+    model = tiny_mlp(seed=0)
+    source = build_optimizer_for(saver, model, lr=0.1, seed=2)
+    _run(model, source, 2)
+    state = copy.deepcopy(source.state_dict())
+    opt = build_optimizer_for(loader, model, lr=0.1, seed=2)
+    with pytest.raises(ValueError, match=rf"^state_dict is for resample {source.resample}, not "
+                                         rf"{opt.resample} \(a field redrawn every step"):
+        opt.load_state_dict(state)
+    # the same rule under the other name (resample given) takes it
+    same = build_optimizer_for(loader, model, lr=0.1, seed=2, resample=source.resample)
+    same.load_state_dict(state)
+    torch.testing.assert_close(same.field, source.field)
+    state["trivialized"].pop("resample")
+    opt.load_state_dict(state)
