@@ -180,15 +180,15 @@ class SeededNoise(PicklesWhole):
         # another optimizer's state (torch.optim.SGD's) was loaded without a word: its groups
         # replaced these, and the next step failed on a KeyError ('inner_momentum', 'L')
         added = self._options_added_later
-        if "noise" in state_dict:       # another optimizer's state is refused by the split
-            for saved, built in zip(state_dict.get("param_groups", []), self.param_groups):
-                for name, (old, _, did) in added.items():
-                    if name not in saved and built[name] != old:
-                        raise ValueError(f"{type(self).__name__} state saved before {name} "
-                                         f"existed ({did}); this optimizer was built with "
-                                         f"{built[name]!r}")
         state_dict, extra = split_own_state(state_dict, "noise", type(self).__name__)
+        # first: a key another optimizer's groups lack is not this one's older state
         self._refuse_another_seeded_noise_state(state_dict, extra)
+        for saved, built in zip(state_dict.get("param_groups", []), self.param_groups):
+            for name, (old, _, did) in added.items():
+                if name not in saved and built[name] != old:
+                    raise ValueError(f"{type(self).__name__} state saved before {name} "
+                                     f"existed ({did}); this optimizer was built with "
+                                     f"{built[name]!r}")
         super().load_state_dict(state_dict)  # type: ignore[misc]
         for group in self.param_groups:
             for name, (old, _, _) in added.items():

@@ -1210,6 +1210,18 @@ def test_another_closure_optimizers_state_is_refused(saver, name, unnamed):
     assert _steps(twin, fresh, data, 1) == later, saver
 
 
+def test_another_closure_optimizers_state_is_not_read_as_an_older_own_state():
+    # HEAT's groups lack weight_decay_on, an option Entropy-SGD gained later: its state was
+    # refused as Entropy-SGD's "state saved before weight_decay_on existed"
+    model, data = _setup("cpu")
+    heat = _build("heat", model, data)
+    _steps(heat, model, data, 1)
+    opt = build_optimizer("entropy_sgd", model.parameters(), lr=0.1, L=3, weight_decay=0.01,
+                          weight_decay_on="both")
+    with pytest.raises(ValueError, match="^state_dict was saved by HEAT, not EntropySGD$"):
+        opt.load_state_dict(heat.state_dict())
+
+
 # --- torch's state-dict hooks -------------------------------------------------------------------
 
 
