@@ -391,8 +391,34 @@ def test_a_seed_without_a_training_loss_is_not_known_to_be_near_a_minimum():
     assert "(nan)" in cos.text
 
 
-@pytest.mark.parametrize("eps", [0, -1e-3])
+@pytest.mark.parametrize("eps", [0, -1e-3, True, "1e-3"])
 def test_a_near_minimum_threshold_must_be_positive(eps):
     spec = SimpleNamespace(paper=PAPER, options={"near_minimum_loss_below": eps})
-    with pytest.raises(ConfigError, match="near_minimum_loss_below must be > 0"):
+    with pytest.raises(ConfigError, match="near_minimum_loss_below must be a finite number > 0"):
         zhu.zhu_alignment(spec, [_near_minimum_run(0, 2e-4)])
+
+
+@pytest.mark.parametrize("eps, said", [(0, "got 0"), (-1e-3, "got -0.001"),
+                                       (True, "not a bool (True)"), ("tiny", "got 'tiny'")])
+def test_a_bad_near_minimum_threshold_fails_the_plan_before_training(tmp_path, eps, said):
+    """Refused by the dry run and the run (``claim_problems``), not after all the training
+    when the report is written; the problem names the file, the option and the value."""
+    import yaml
+
+    from sgdlab.experiments.plan import plan_experiment
+    from sgdlab.experiments.runner import run_experiment
+    from sgdlab.experiments.spec import CATALOGUE_DIR
+
+    raw = yaml.safe_load((CATALOGUE_DIR / "zhu-alignment-cubic.yaml").read_text())
+    # a name of its own: a copy keeping the entry's name has its non-numbers refused on load
+    raw["name"], raw["options"]["near_minimum_loss_below"] = "mine", eps
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    where = {"scale": "smoke", "store_path": str(tmp_path / "s.sqlite"),
+             "out_dir": tmp_path / "out"}
+    [problem] = plan_experiment(str(cfg), **where).problems
+    assert problem == (f"{cfg}: options.near_minimum_loss_below must be a finite number > 0 "
+                       f"or null, {said}")
+    with pytest.raises(ConfigError, match="near_minimum_loss_below"):
+        run_experiment(str(cfg), progress=None, **where)
+    assert not any(p.name in ("s.sqlite", "out") for p in tmp_path.iterdir())

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import re
 
-from sgdlab.errors import ConfigError
+from sgdlab.errors import ConfigError, refused_value
 from sgdlab.experiments.analysis import Analysis, Conclusion
-from sgdlab.experiments.procedures import ClaimNames, StoredRun, register_analysis
+from sgdlab.experiments.procedures import (ClaimNames, StoredRun, number_problem,
+                                           register_analysis)
 from sgdlab.experiments.procedures.common import (by_group, by_run_group, curve_label,
                                                   finite, group_curves, mean_curve,
                                                   seeds_label, seeds_note)
@@ -54,7 +55,21 @@ def _steps(ts: list[float]) -> str:
     return f"step {ts[0]:g}" if ts[0] == ts[-1] else f"steps {ts[0]:g}-{ts[-1]:g}"
 
 
-@register_analysis("zhu_alignment")
+def _alignment_names(spec, runs) -> ClaimNames:
+    """:func:`zhu_alignment` takes no claims; a ``near_minimum_loss_below`` it would refuse
+    only when the report is written, after all the training, is a problem of the plan."""
+    problem = _near_minimum_problem(spec.options)
+    return ClaimNames(problems=[problem] if problem else [])
+
+
+def _near_minimum_problem(o: dict) -> str | None:
+    """Why ``options.near_minimum_loss_below`` is no ε (a number > 0, or null), or None."""
+    eps = o.get("near_minimum_loss_below")
+    rule = number_problem(eps, "number>0|null")
+    return rule and f"options.near_minimum_loss_below must be {rule}, {refused_value(eps)}"
+
+
+@register_analysis("zhu_alignment", claim_names=_alignment_names)
 def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
     """Leading-eigenvector cosines and Frobenius-normalised eigenvalues of H and Σ (Figs. 1, 8,
     9) and the projection residual e(U_k, V_k) over training (eq. (13), Fig. 4).
@@ -206,12 +221,12 @@ def _far_from_minimum(o: dict, rs: list[StoredRun]) -> str:
     """"" where ``options.near_minimum_loss_below`` is unset or every seed's last training
     loss is below it; else the note that leaves :func:`zhu_alignment`'s cosine and eigenvalue
     claims not judged, naming the seeds' losses."""
+    problem = _near_minimum_problem(o)
+    if problem:
+        raise ConfigError(problem)
     eps = o.get("near_minimum_loss_below")
     if eps is None:
         return ""
-    eps = float(eps)
-    if not eps > 0:
-        raise ConfigError(f"options.near_minimum_loss_below must be > 0, got {eps}")
     losses = [_last(r, "train_loss") for r in rs]
     far = sum(1 for v in losses if not (finite(v) and v < eps))
     if not far:
