@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import UserError
+from ..errors import UserError, plain_int, refused_value
 from .registry import check_positive, image_shape, register_model
 
 
@@ -49,8 +49,10 @@ class CifarResNet(nn.Module):
     def __init__(self, input_shape, num_outputs: int, *, depth: int = 56, width: int = 16,
                  shortcut: str = "A") -> None:
         super().__init__()
-        if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-            raise UserError(f"option 'depth' must be 6n+2 (20, 32, 44, 56, 110), got {depth!r}")
+        depth = plain_int(depth)      # a grid's np.int64 depth too
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 8 or (depth - 2) % 6:
+            raise UserError(f"option 'depth' must be 6n+2 (20, 32, 44, 56, 110), "
+                            f"{refused_value(depth)}")
         width = check_positive("width", width)
         if shortcut not in ("A", "B"):
             raise UserError(f"option 'shortcut' must be 'A' or 'B', got {shortcut!r}")

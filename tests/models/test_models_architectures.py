@@ -259,6 +259,17 @@ def test_numpy_ints_are_sizes_and_counts_as_python_ints_are():
     assert build_model("mlp", (4,), 2, widths=[np.int32(5)]).net[1].out_features == 5
 
 
+def test_a_resnet_takes_a_numpy_or_torch_integer_depth():
+    twin = [p.shape for p in build_model("resnet-56", (3, 8, 8), 10, depth=8).parameters()]
+    for depth in (np.int64(8), torch.tensor(8)):
+        net = build_model("resnet-56", (3, 8, 8), 10, depth=depth)
+        assert [p.shape for p in net.parameters()] == twin
+    for bad, said in ((True, "not a bool (True)"), (np.float64(8.0), "got np.float64(8.0)")):
+        rule = f"'depth' must be 6n+2 (20, 32, 44, 56, 110), {said}"
+        with pytest.raises(UserError, match=re.escape(rule)):
+            build_model("resnet-56", (3, 8, 8), 10, depth=bad)
+
+
 @pytest.mark.parametrize("bad", [True, 8.0, "8", np.float64(8.0)])
 def test_a_size_option_that_is_no_int_is_named_with_the_option(bad):
     said = "not a bool (True)" if bad is True else f"got {bad!r}"
