@@ -173,6 +173,16 @@ def checked_float_argument(name: str, v: object, low: float, what: str = "", *,
                      f"{low:g}{what})")
 
 
+def check_flag(name: str, value: object, *, error: type[UserError] = UserError) -> bool:
+    """``value`` as a bool if it is one (numpy's too), else an ``error`` naming it: a
+    string such as "no" is truthy, and ``replacement="no"`` drew with replacement."""
+    import numpy as np
+
+    if not isinstance(value, (bool, np.bool_)):
+        raise error(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def join(path: str, key: str | int) -> str:
     """The key path of ``key`` under ``path``: ``path.key``, ``path[i]``."""
     if isinstance(key, int):

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import UserError, checked_float, forward_mode_loaded, refused_value
+from sgdlab.errors import (UserError, check_flag, checked_float, forward_mode_loaded,
+                           refused_value)
 
 
 class Landscape(ABC):
@@ -279,14 +280,6 @@ def check_generator(generator: object) -> None:
         raise UserError(f"generator must be a torch.Generator or None "
                         f"(torch.Generator().manual_seed(seed) for a seed), got "
                         f"{type(generator).__name__}")
-
-
-def check_flag(name: str, value: object) -> bool:
-    """``value`` as a bool if it is one (numpy's too), else a ``UserError`` naming it: a
-    string such as "no" is truthy, and ``replacement="no"`` drew with replacement."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise UserError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def seeded_generator(seed: int) -> torch.Generator:

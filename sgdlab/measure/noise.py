@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import (checked_count_argument, checked_float_argument, checked_keywords,
-                           int_at_least, plain_int)
+from sgdlab.errors import (ConfigError, check_flag, checked_count_argument,
+                           checked_float_argument, checked_keywords, int_at_least, plain_int)
 from sgdlab.operators import LinearOperator, per_sample_gradients
 from sgdlab.operators.factors import PerSampleFactors, per_sample_factors
 from sgdlab.operators.batches import Data, check_mean_of_samples, num_samples
@@ -75,10 +75,8 @@ def minibatch_noise_factor(batch_size: int, num_samples: int, *, replacement: bo
     With replacement: c = 1/b (thesis eq. 6.4). Without replacement: c = (N − b)/(b (N − 1))
     (thesis eq. 6.5; = 0 for the full batch b = N). ``replacement``: a bool (numpy's too).
     """
-    import numpy as np
-
-    if not isinstance(replacement, (bool, np.bool_)):   # "no" is truthy: with replacement
-        raise ValueError(f"replacement must be True or False, got {replacement!r}")
+    # "no" is truthy: with replacement; a ValueError as the other refusals here
+    replacement = check_flag("replacement", replacement, error=ConfigError)
     b = check_batch_size(batch_size)
     n = _sample_count(num_samples, "number of samples")
     if n < 1:
@@ -653,9 +651,8 @@ def noise_magnitude(
     batch of all N (full-batch GD)."""
     batch_size = check_batch_size(batch_size)
     lr = checked_float_argument("lr", lr, 0.0)    # NaN gave a NaN noise, a string a TypeError
-    if not isinstance(replacement, bool):    # a string such as "false" would read as True
-        raise ValueError(f"noise_magnitude: replacement must be True or False, got "
-                         f"{replacement!r}")
+    # a string such as "false" would read as True; a ValueError as the other refusals here
+    replacement = check_flag("replacement", replacement, error=ConfigError)
     if replacement and num_samples is not None:
         raise ValueError(f"noise_magnitude: num_samples={num_samples!r} is the number of "
                          "samples batches are drawn from without replacement; with "

@@ -397,6 +397,19 @@ def test_noise_magnitude_refuses_a_replacement_that_is_not_a_bool_or_a_lone_num_
         noise_magnitude(model, nn.MSELoss(), data, lr=0.1, batch_size=6, replacement=False)
 
 
+def test_noise_magnitude_checks_its_replacement_flag_as_the_others_do():
+    """The shared ``check_flag``: numpy's bool is a flag, and the refusal reads as
+    ``minibatch_noise_factor``'s and the landscapes' do."""
+    from sgdlab.errors import UserError
+
+    model, data, _ = _least_squares()
+    kw = dict(lr=0.1, batch_size=2)
+    assert noise_magnitude(model, nn.MSELoss(), data, replacement=np.False_, **kw) == \
+        noise_magnitude(model, nn.MSELoss(), data, replacement=False, **kw)
+    with pytest.raises(UserError, match="^replacement must be True or False, got 'no'$"):
+        noise_magnitude(model, nn.MSELoss(), data, replacement="no", **kw)
+
+
 def test_one_sample_drawn_without_replacement_has_no_noise():
     """N = 1, b = 1: the only batch is the whole data, so Cov g_B = 0 — the factor
     (N − b)/(b (N − 1)) is 0/0 there and taken as its value for b = N, 0."""
