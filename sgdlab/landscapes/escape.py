@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgdlab.errors import UserError, checked_float
+from sgdlab.errors import UserError, check_flag, checked_float
 from sgdlab.optim import noise
 
 from .base import apart_seed, check_count
@@ -120,9 +120,7 @@ class EscapeConfig:
         checked_float("lr", self.lr, strict=True)       # a bool or a string too
         for name in ("const_sigma", "hessian_scale", "sharpness_sigma", "noise_trace"):
             checked_float(name, getattr(self, name))
-        if not isinstance(self.record_trajectory, (bool, np.bool_)):
-            raise UserError(f"record_trajectory must be true or false, "
-                            f"got {self.record_trajectory!r}")
+        self.record_trajectory = check_flag("record_trajectory", self.record_trajectory)
         for name, least in (("seed", 0), ("iterations", 1), ("repetitions", 1),
                             ("batch_size", 1), ("leading_k", 1), ("hessian_k", 1),
                             ("sharpness_samples", 1), ("sharpness_every", 0),

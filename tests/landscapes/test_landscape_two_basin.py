@@ -641,7 +641,8 @@ def test_escape_config_takes_whole_float_counts_as_ints():
     ("const_sigma", "2", "const_sigma must be a finite number >= 0, got '2'"),
     ("sharpness_sigma", None, "sharpness_sigma must be a finite number >= 0, got None"),
     ("noise_trace", False, "noise_trace must be a finite number >= 0, not a bool (False)"),
-    ("record_trajectory", "no", "record_trajectory must be true or false"),
+    ("record_trajectory", "no", "record_trajectory must be True or False, got 'no'"),
+    ("record_trajectory", 1, "record_trajectory must be True or False, got 1"),
 ])
 def test_escape_config_refuses_a_non_number_by_name(field, value, match):
     # a str was a TypeError from '<' in validate; True ran as lr = 1; "no" recorded trajectories
