@@ -29,7 +29,8 @@ from sgdlab.experiments.resources import PerRun
 from sgdlab.experiments.resources import resolve as resolve_per_run
 from sgdlab.experiments.spec import (REPORT_TAKES_A_FILE, ExperimentSpec, RunSpec,
                                     catalogue_name, expand_data_dir, grid_point,
-                                    load_experiment, load_yaml, needs_data_dir, resolve)
+                                    in_catalogue, load_experiment, load_yaml, needs_data_dir,
+                                    resolve)
 from sgdlab.experiments.sweep import (DONE, SweepReport, check_backend, check_options,
                                      load_runs, open_store, run_sweep, store_file,
                                      threads_per_worker)
@@ -525,7 +526,11 @@ def check_recorded_choices(folder: str | Path, *, scale: str | None = None,
     records (``--scale`` and ``--reading`` choose for an experiment name)."""
     t = Path(folder)
     old = _experiment_results(t / RESULTS)
+    # what `sgdlab report` takes for it: the catalogue name, or the experiment's own file
     name = (old.get("experiment") or {}).get("name", "NAME")
+    source = old["config"].get("source")
+    if isinstance(source, str) and not in_catalogue(source):
+        name = source
     if readings:
         wanted = " ".join(f"--reading {k}={c}" for k, c in readings.items())
         raise UserError(f"--reading chooses for an experiment name; {t} holds a report "

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from sgdlab.cli.main import main
+from sgdlab.experiments.spec import CATALOGUE_DIR
 
 
 def _report(folder, name):
@@ -139,6 +140,21 @@ def test_a_report_folder_alone_refuses_a_scale_or_reading_it_was_not_written_at(
             "rebuilds that reading's report from the runs `sgdlab run` stored for it)"
             in capsys.readouterr().err)
     assert sorted(p.name for p in folder.iterdir()) == ["results.json"]
+
+
+def test_a_refused_reading_names_the_experiment_file_a_report_came_from(tmp_path, capsys):
+    # `sgdlab report mine ...` knows no experiment "mine": the command names its file, as a
+    # catalogue entry's names the entry
+    folder = tmp_path / "out"
+    folder.mkdir()
+    own = str(tmp_path / "mine.yaml")
+    for source, target in ((own, own), (str(CATALOGUE_DIR / "xing-walk.yaml"), "xing-walk")):
+        (folder / "results.json").write_text(json.dumps({
+            "scale": "cpu", "config": {"file": {}, "source": source},
+            "experiment": {"name": "xing-walk", "version": 1}}))
+        assert main(["report", str(folder), "--reading", "spacing=inclusive"]) == 2
+        assert (f"(`sgdlab report {target} --scale cpu --reading spacing=inclusive` rebuilds "
+                in capsys.readouterr().err)
 
 
 def test_two_report_folders_compared_refuse_a_scale_or_reading_as_one_does(
