@@ -787,7 +787,7 @@ def _compare(args) -> int:
         common = set.intersection(*recorded)
         metrics = [m for m in ("train_loss", "test_loss", "test_acc", "test_perplexity")
                    if m in common]
-        groups = recorded_groups({m: [(0, 0.0)] for m in common if m != "lr"}, limit=None)
+        groups = recorded_groups({m: [(0, 0.0)] for m in common if m != "lr"})
         # the rows and the plot of the first MAX_PANELS groups; the rest named after the table
         left_out = {g: groups.pop(g) for g in list(groups)[MAX_PANELS:]}
         metrics += [m for g, names in groups.items() for m in headline_series(g, names)]

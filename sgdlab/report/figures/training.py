@@ -166,10 +166,11 @@ _OWN_PANEL = {"sharpness/epsilon": "sharpness: Keskar ε",
 
 
 def recorded_groups(history: History, *,
-                    limit: int | None = MAX_PANELS) -> dict[str, list[str]]:
+                    limit: int | None = None) -> dict[str, list[str]]:
     """{group: series names} of a history's instrument series (module docstring), the first
     ``limit`` of them (None: all) in panel order (:func:`_splits_side_by_side`); ``runs
-    compare`` and :func:`instrument_panels` name those beyond it."""
+    compare`` and :func:`instrument_panels` take them all and name those past
+    :data:`MAX_PANELS`."""
     groups: dict[str, list[str]] = {}
     for name, pts in sorted(history.items()):
         if name in _LOOP or not pts or _SKIP.search(name):
@@ -260,7 +261,7 @@ def instrument_panels(history: History, *, title: str | None = None) -> plt.Figu
     ``MAX_PANELS`` groups, the first that many; the rest named under the panels
     (:func:`groups_left_out`)."""
     history = used_rates(history)
-    groups = recorded_groups(history, limit=None)
+    groups = recorded_groups(history)
     if not groups:
         return None
     left_out = list(groups)[MAX_PANELS:]
