@@ -22,7 +22,7 @@ import yaml
 
 from sgdlab.atomic import save_figure, write_whole
 from sgdlab.claims import folder_lock
-from sgdlab.errors import ConfigError, ReportInterrupted, UserError, make_output_dir
+from sgdlab.errors import ConfigError, DataError, ReportInterrupted, UserError, make_output_dir
 from sgdlab.experiments.analysis import Analysis, Conclusion, outside_regime
 from sgdlab.experiments.procedures import get_analysis
 from sgdlab.experiments.resources import PerRun
@@ -269,7 +269,7 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu",
 
 def analyze(spec: ExperimentSpec, *, store_path: str, data_dir: str | None = None
             ) -> tuple[Analysis, list, list]:
-    runs = spec.expand(data_dir=data_dir if needs_data_dir(spec) else None)
+    runs = _report_runs(spec, store_path, data_dir if needs_data_dir(spec) else None)
     stored, missing = load_runs(runs, store_path=store_path)
     fn = get_analysis(spec.analysis)
     if not stored:
@@ -286,6 +286,29 @@ def analyze(spec: ExperimentSpec, *, store_path: str, data_dir: str | None = Non
             analysis = Analysis(notes=[f"analysis needs the missing runs: {type(e).__name__}: {e}"])
     analysis.conclusions = outside_regime(analysis.conclusions, spec.outside_regime)
     return analysis, stored, missing
+
+
+def _report_runs(spec: ExperimentSpec, store_path: str, data_dir: str | None
+                 ) -> list[RunSpec]:
+    """The runs of ``spec`` whose stored records a report reads. A data file of its own
+    (``dataset: {file: PATH}``) that no longer stands at PATH is keyed by the ``sha256`` the
+    store's runs of the experiment at its scale recorded of it (the newest run's, where the
+    file changed between runs): the report reads no data."""
+    try:
+        return spec.expand(data_dir=data_dir)
+    except DataError:
+        stored: dict[str, str] = {}
+        for row in open_store(store_path).list_runs(experiment=spec.name, scale=spec.scale):
+            cfg = row.get("config") or {}
+            if isinstance(cfg, str):
+                cfg = json.loads(cfg)
+            ds = ((cfg.get("params") if isinstance(cfg, dict) else None) or {}).get("dataset")
+            if (row.get("status") in DONE and isinstance(ds, dict)
+                    and isinstance(ds.get("file"), str) and isinstance(ds.get("sha256"), str)):
+                stored[ds["file"]] = ds["sha256"]       # oldest first: the newest stays
+        if not stored:
+            raise
+        return spec.expand(data_dir=data_dir, stored_files=stored)
 
 
 def _other_settings(spec: ExperimentSpec, store_path: str) -> list[str]:

@@ -215,19 +215,28 @@ def _registered_spellings(params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def with_data_file(params: dict[str, Any]) -> dict[str, Any]:
+def with_data_file(params: dict[str, Any],
+                   stored_files: dict[str, str] | None = None) -> dict[str, Any]:
     """``params`` whose ``dataset`` names a data file (``{file: PATH}``, a run config's ``data:
     {file: PATH}``) with the file as a run records it (:func:`~sgdlab.data.files.
     recorded_data_file`): its absolute path and its bytes' ``sha256``, which the run key reads
     in place of the path. A ``sha256`` the file gives is checked against the file; a missing
-    file is the loader's :class:`~sgdlab.errors.DataError`. Other params are returned as
-    they are."""
+    file is the loader's :class:`~sgdlab.errors.DataError`, unless ``stored_files`` (absolute
+    path -> the ``sha256`` stored runs recorded of it: a report, which reads no data) names
+    it, or the dataset gives its ``sha256``. Other params are returned as they are."""
     ds = params.get("dataset") if isinstance(params, dict) else None
     if not (isinstance(ds, dict) and isinstance(ds.get("file"), str) and ds["file"]):
         return params      # (no file, or not a path: the procedure refuses it)
     from sgdlab.data.files import recorded_data_file
 
-    record = recorded_data_file(ds["file"])
+    try:
+        record = recorded_data_file(ds["file"])
+    except DataError:
+        path = str(Path(ds["file"]).expanduser().resolve())     # as a run records it
+        sha256 = ds.get("sha256") or (stored_files or {}).get(path)
+        if stored_files is None or not sha256:
+            raise
+        return {**params, "dataset": {**ds, "file": path, "sha256": sha256}}
     if ds.get("sha256") not in (None, record["sha256"]):
         raise DataError(f"data file {record['file']!r} is not the one dataset.sha256 names "
                         f"(sha256 {str(ds['sha256'])[:16]}... given, {record['sha256'][:16]}"
@@ -333,11 +342,12 @@ class ExperimentSpec:
     reading_params: list[tuple[tuple[str, ...] | None, tuple[str, ...] | None,
                                dict[str, Any]]] = field(repr=False, default_factory=list)
 
-    def expand(self, data_dir: str | None = None, *, read_files: bool = True
-               ) -> list[RunSpec]:
+    def expand(self, data_dir: str | None = None, *, read_files: bool = True,
+               stored_files: dict[str, str] | None = None) -> list[RunSpec]:
         """All runs: run groups x grid x seeds, in a deterministic order. ``read_files``: a
         data file's checksum is taken (:func:`with_data_file`); without it (validation with a
-        placeholder ``data_dir``) the file is not looked at."""
+        placeholder ``data_dir``) the file is not looked at. ``stored_files``: the checksums
+        stored runs recorded of data files no longer found (:func:`with_data_file`)."""
         axes = list(self.grid.items())
         combos = list(itertools.product(*[v for _, v in axes])) if axes else [()]
         out: list[RunSpec] = []
@@ -359,7 +369,7 @@ class ExperimentSpec:
                 params = _registered_spellings(_substitute(params, data_dir))
                 if read_files:
                     try:
-                        params = with_data_file(params)
+                        params = with_data_file(params, stored_files)
                     except DataError as e:
                         raise DataError(f"{self.name}: run {label!r}: {e}") from None
                 for seed in self.seeds:

@@ -120,3 +120,29 @@ def test_an_experiment_trains_on_the_file_and_resumes_its_runs_after_a_move(tmp_
     assert not any("finished" in line for line in run(str(moved)))    # both stored
     assert load_experiment(str(tmp_path / "e.yaml"), "cpu").expand()[0].key == \
         stored["config"]["run_key"]
+
+
+def test_a_report_reads_its_stored_runs_after_their_data_file_is_moved_away(tmp_path, capsys):
+    """The report reads stored runs only: the runs' keys hold the file's SHA-256, which the
+    store's runs recorded, so the file need not stand where the experiment names it."""
+    import json
+
+    import yaml
+
+    from sgdlab.cli.main import main
+    from sgdlab.experiments.runner import run_experiment
+
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text(yaml.safe_dump(experiment({"file": data_file(tmp_path / "d.pt")})))
+    store, out = str(tmp_path / "s.sqlite"), tmp_path / "out"
+    run_experiment(str(cfg), scale="cpu", store_path=store, out_dir=out, progress=None)
+    shutil.move(tmp_path / "d.pt", tmp_path / "away.pt")
+    (out / "report.html").unlink()
+    assert main(["report", str(out)]) == 0, capsys.readouterr().err
+    assert (out / "report.html").is_file()
+    results = json.loads((out / "results.json").read_text())
+    assert not results["incomplete"] and len(results["runs"]) == 2
+    # a run still needs the file: it would train what the store lacks on it
+    assert main(["run", "--config", str(cfg), "--scale", "cpu", "--store", store, "--out",
+                 str(out), "--dry-run"]) == 2
+    assert "data file not found" in capsys.readouterr().err
