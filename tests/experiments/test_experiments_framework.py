@@ -387,7 +387,7 @@ def test_report_of_a_folder_refuses_a_scale_other_than_its_own(tmp_path, capsys)
     assert cli(["report", str(out), "--scale", "cpu"]) == 2
     assert capsys.readouterr().err.strip() == (
         f"sgdlab: error: --scale cpu chooses for an experiment name; {out} holds a report at "
-        "scale smoke (`sgdlab report t-square --scale cpu` rebuilds the cpu one)")
+        f"scale smoke (`sgdlab report {cfg} --scale cpu` rebuilds the cpu one)")
     assert cli(["report", str(out), "--scale", "smoke"]) == 0
     assert cli(["report", str(out)]) == 0
 
