@@ -131,12 +131,12 @@ def readings_html(experiment: dict[str, Any]) -> str:
 
 
 def quotes_html(paper: dict[str, Any]) -> str:
-    """The paper's own words for what is tested, with their locations; their inline LaTeX
-    rendered (:func:`sgdlab.report.inline_math.inline_math_html`)."""
+    """The paper's own words for what is tested, with their locations; the inline LaTeX of
+    both rendered (:func:`sgdlab.report.inline_math.inline_math_html`)."""
     pairs = ([{"quote": paper["quote"], "where": paper.get("where", "")}] if paper.get("quote")
              else []) + list(paper.get("quotes", []))
-    return "".join(f"<blockquote>“{inline_math_html(' '.join(str(q['quote']).split()))}”"
-                   f"<br><span class='note'>— {html.escape(str(q['where']))}</span></blockquote>"
+    return "".join(f"<blockquote>“{inline_math_html(' '.join(str(q['quote']).split()))}”<br>"
+                   f"<span class='note'>— {inline_math_html(str(q['where']))}</span></blockquote>"
                    for q in pairs)
 
 

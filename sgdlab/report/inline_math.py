@@ -8,8 +8,11 @@ symbols become Unicode, ``^{...}`` / ``_{...}`` become <sup> / <sub>, ``\\text{}
 ``\\mathrm{}`` stay upright, Latin variables are set in italics, ``\\boldsymbol{}`` in bold,
 ``\\frac{a}{b}`` reads a/b. A command it does not know is shown as written, and a ``$...$``
 it cannot read (an unbalanced brace) stays whole, dollars included: nothing is dropped.
-Outside ``$...$`` a LaTeX command the text extraction left unwrapped (``\\boldsymbol{H}``) is
-rendered alone; the rest of the text is only escaped.
+Outside ``$...$`` the TeX the text extraction left unwrapped is rendered alone: a command
+(``\\boldsymbol{H}``), and a sub/superscript where nothing else can be meant (``10^{-4}``,
+``η_0``, ``θ_{GD}^*``: a braced group, or one character ending the word, after a lone letter, a
+number, a closing bracket or a command); snake_case names (``zhu_2019.txt``, ``max_norm``),
+addresses and code spans stay as written, and the rest of the text is only escaped.
 """
 from __future__ import annotations
 
@@ -50,7 +53,21 @@ MATH_CHARS = {"-": "−", "'": "′"}
 
 _MATH = re.compile(r"(?<!\\)\$([^$]+?)(?<!\\)\$")
 _COMMAND = re.compile(r"\\([A-Za-z]+|.)")
-_LOOSE_COMMAND = re.compile(r"\\[A-Za-z]+(?:\{[^{}$]*\})*")
+# TeX the text extraction left outside the dollars (`\boldsymbol{H}`, `10^{-4}`, `η_0`,
+# `θ_{GD}^*`), read only where nothing else is meant. A script is a braced group (one level of
+# braces inside: `^{\text{ss}}`) or one letter, digit or `*` that ends the word (`η_0`, not
+# `zhu_2019`); it follows a command, a lone letter (Latin or Greek: `y^k`, not `lr_a`), a number
+# or a closing bracket. Possessive, so that a script is read whole or not at all.
+_GROUP = r"\{[^{}$]*(?:\{[^{}$]*\}[^{}$]*)*\}"
+_SCRIPTS = rf"(?:[\^_](?:{_GROUP}|[^\W_](?!\w)|\*))++"
+_SCRIPT_BASE = r"(?:(?<![\w./\\])(?:[^\W\d_]|\d+(?:\.\d+)?)|[)\]])"
+# nor is it the middle of a file name or an address (`x_1.txt`, `a_b@c.org`, `x_1/`)
+_SCRIPTS_END = r"(?![\w@/]|\.\w)"
+# an address or a code span stays as written, whatever it holds
+_VERBATIM = r"[A-Za-z][A-Za-z0-9+.-]*://\S+|www\.\S+|`[^`]*`"
+_LOOSE_TEX = re.compile(
+    rf"(?P<verbatim>{_VERBATIM})|\\[A-Za-z]+(?:\{{[^{{}}$]*\}})*(?:{_SCRIPTS}{_SCRIPTS_END})?"
+    rf"|{_SCRIPT_BASE}{_SCRIPTS}{_SCRIPTS_END}")
 
 
 class _Unreadable(ValueError):
@@ -74,10 +91,10 @@ def inline_math_html(text: str) -> str:
 
 def _text_html(text: str) -> str:
     out, at = [], 0
-    for m in _LOOSE_COMMAND.finditer(text):
+    for m in _LOOSE_TEX.finditer(text):
         out.append(html.escape(text[at:m.start()]))
         try:
-            out.append(math_html(m.group(0)))
+            out.append(html.escape(m.group(0)) if m.group("verbatim") else math_html(m.group(0)))
         except _Unreadable:
             out.append(html.escape(m.group(0)))
         at = m.end()
