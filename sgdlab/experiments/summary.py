@@ -82,8 +82,17 @@ def write_summary(folders: Iterable[str | Path], path: str | Path, *, command: s
     return write_whole(path, results_markdown(load_results(folders), command=command))
 
 
+# LaTeX's norm `\|`, not a backslash before it (`\\|` is a line break and a bar)
+_LATEX_NORM = re.compile(r"(?<!\\)((?:\\\\)*)\\\|")
+
+
 def _cell(text: Any) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """``text`` on one line as a Markdown table cell, its ``|`` escaped once (``\\|``).
+    LaTeX's norm ``\\|`` is written ``‖``, which holds no bar to escape: GitHub's table turns
+    an escaped ``\\\\|`` back into ``\\|``, and its ``$...$`` reads that as Markdown's escape
+    of a lone ``|``, a single bar."""
+    flat = " ".join(str(text).split())
+    return _LATEX_NORM.sub("\\1‖", flat).replace("|", "\\|")
 
 
 def verdict_counts(result: dict[str, Any]) -> tuple[int, int, int]:

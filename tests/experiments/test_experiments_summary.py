@@ -37,6 +37,21 @@ def test_markdown_counts_quotes_and_departures(tmp_path):
     assert "No departures from the paper listed at `cpu` scale." in md
 
 
+def test_a_cell_escapes_its_bars_once_and_writes_latex_s_norm_as_the_norm(tmp_path):
+    # `\|` came out `\\|`, which GitHub's table hands its `$...$` as `\|`: a single bar
+    r = _result("e1", [{"text": r"a | b and $\|g\|$", "agrees_with_paper": True,
+                        "claim": r"line break \\| bar"}], [])
+    r["experiment"]["paper"] |= {"quote": r"a large $\|j(x)\|$, SGD", "where": "l. 1 | 2"}
+    (tmp_path / "e1").mkdir()
+    (tmp_path / "e1" / "results.json").write_text(json.dumps(r))
+    md = results_markdown(load_all(tmp_path), command=None)
+    assert "| “a large $‖j(x)‖$, SGD” (l. 1 \\| 2) |" in md
+    assert r"| a \| b and $‖g‖$ | line break \\\| bar | agrees |" in md
+    assert r"> “a large $\|j(x)\|$, SGD” — l. 1 | 2" in md         # not a table: verbatim
+    finding = parse_page(md, "page")["e1"].findings[0]
+    assert finding[:2] == ("a | b and $‖g‖$", r"line break \\| bar")
+
+
 def test_the_usage_in_the_module_docstring_runs(tmp_path, capsys):
     from sgdlab.experiments import summary
 
