@@ -87,7 +87,8 @@ def warn_zero_output_curvature(model: nn.Module, loss_fn, data, who: str) -> Non
         return
     first = _first_samples(data)
     param = next(model.parameters(), None)
-    if first is None or param is None:
+    # no samples (an empty batch): the products' pass over the data says so, by name
+    if first is None or param is None or not len(first[1]):
         return
     x, y = first[0].to(param.device), first[1].to(param.device)
     ignore = ignored_target(loss_fn)

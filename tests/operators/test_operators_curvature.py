@@ -159,13 +159,16 @@ def test_a_loss_linear_in_the_outputs_has_curvature_from_the_model_alone(model, 
 
 def test_bad_data_and_frozen_models_are_named_errors():
     from sgdlab.errors import UserError
-    from sgdlab.measure import (expected_sharpness, gradient_covariance, hessian_top_eigenvalue,
-                                hessian_trace)
+    from sgdlab.measure import (expected_sharpness, ggn_diagonal, gradient_covariance,
+                                hessian_top_eigenvalue, hessian_trace)
 
     model, loss_fn = tiny_mlp(3, 4, 2), nn.CrossEntropyLoss()
     x, y = tiny_classification(9, 3, 2)
+    ggn_top = functools.partial(hessian_top_eigenvalue, operator="ggn")
     for data in ([], (x[:0], y[:0]), [(x[:0], y[:0])]):
-        for measure in (hessian_top_eigenvalue, hessian_trace, per_sample_gradients):
+        # the GGN's check for a loss linear in the outputs failed on an empty batch's labels
+        for measure in (hessian_top_eigenvalue, hessian_trace, per_sample_gradients,
+                        ggn_top, ggn_diagonal):
             with pytest.raises(UserError, match="no samples"):
                 measure(model, loss_fn, data)
     # a generator is consumed by the first pass: the second says so, not just "no samples"
