@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from .batches import Data, cast_batches
+from .batches import Data, cast_batches, check_mean_of_samples
 from .linear import ModelOperator
 from .params import copy_module, state_versions
 from .per_sample import (check_per_sample_data, checked_per_sample_gradients,
@@ -20,6 +20,12 @@ from .per_sample import (check_per_sample_data, checked_per_sample_gradients,
 
 class EmpiricalFisherOperator(ModelOperator):
     """F v = (1/N) Gᵀ (G v) with G the (N, d) per-sample gradients.
+
+    Built from data, it refuses a loss whose batch value is not the mean of the samples'
+    losses (:func:`~sgdlab.operators.batches.check_mean_of_samples`: ``reduction="sum"``,
+    class weights, ignored targets), whose Hessian and GGN it would not stand beside: each
+    row of G is one sample's loss alone, so F was that of the plain mean (a summed loss's
+    Hessian N times larger).
 
     ``store_gradients=True`` (default) computes G once (N·d memory, two thin matmuls per
     product) and again after the model's parameters or buffers changed in place (an optimizer
@@ -42,6 +48,11 @@ class EmpiricalFisherOperator(ModelOperator):
         if data is None and gradients is None:
             raise ValueError("EmpiricalFisherOperator needs data or precomputed gradients")
         super().__init__(model, loss_fn, data, data_optional=gradients is not None)
+        if data is not None:
+            # F stands beside the Hessian and GGN of the batch loss, which it approximates only
+            # where that loss is the mean of the samples' own: of a summed one H is N times the
+            # mean's and F not, and class weights cancel in a sample's own loss
+            check_mean_of_samples(loss_fn, data, "EmpiricalFisherOperator")
         self.chunk_size = chunk_size
         self._store = store_gradients
         self._versions: tuple[int, ...] | None = None    # of the model G was computed at

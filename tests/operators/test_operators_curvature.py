@@ -748,6 +748,35 @@ def test_weighted_mean_losses_are_refused_on_batches(loss_fn):
     torch.testing.assert_close(HessianOperator(model, loss_fn, (x, y)).to_dense(), ref)
 
 
+@pytest.mark.parametrize("loss_fn, why", [
+    (nn.CrossEntropyLoss(reduction="sum"), r"reduction='sum'\) is N times the mean"),
+    (nn.CrossEntropyLoss(weight=_WEIGHTS), "mean weighted by the class weights"),
+    (nn.CrossEntropyLoss(ignore_index=1), "averages over the targets not ignored")],
+    ids=["sum", "weight", "ignore_index"])
+def test_the_empirical_fisher_refuses_a_batch_loss_that_is_no_mean_of_the_samples(loss_fn,
+                                                                                   why):
+    """Its rows are each sample's loss alone, so on one batch F was the plain mean's beside
+    another loss's Hessian: of a summed loss N times the mean's (F was not), with class
+    weights (which cancel in one sample's loss) or ignored targets (rows of zeros counted in
+    the 1/N) a weighted mean's. hessian_trace(operator=...) read 1/N of Tr F against Tr H."""
+    from sgdlab.errors import UserError
+    from sgdlab.measure import hessian_trace
+
+    model = tiny_mlp(3, 4, 2)
+    x, _ = tiny_classification(8, 3, 2)
+    y = torch.tensor([0, 0, 0, 1, 1, 1, 1, 0])
+    with pytest.raises(UserError, match=f"EmpiricalFisherOperator sets per-sample.*{why}"):
+        EmpiricalFisherOperator(model, loss_fn, (x, y))
+    with pytest.raises(UserError, match=why):
+        hessian_trace(model, loss_fn, (x, y), num_probes=2, operator="empirical_fisher")
+    # the Hessian and GGN of the batch loss as it is (a sum: N times the mean's)
+    torch.testing.assert_close(HessianOperator(model, loss_fn, (x, y)).to_dense(),
+                               dense_hessian_reference(model, loss_fn, (x, y)))
+    # precomputed gradients are the operator as given
+    g = per_sample_gradients(model, nn.CrossEntropyLoss(), (x, y))
+    EmpiricalFisherOperator(model, loss_fn, gradients=g)
+
+
 def test_partials_of_torch_losses_are_measured_on_batches_as_their_modules():
     """Where the module form is measured on batches, so is the partial of its function, with
     the same numbers: uniform class weights (a plain mean), a mean reduction given by name,

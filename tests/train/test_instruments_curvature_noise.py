@@ -625,11 +625,13 @@ def test_what_the_per_sample_measurements_refuse_is_refused_before_step_0(name):
                                                          **options),
                                         bn, nn.CrossEntropyLoss(), toy_dataset())
     assert steps == [] and f"({name}): per-sample gradients are undefined for layer '1'" in says
-    if name in ("noise", "hessian"):         # Σ and the empirical Fisher take any loss
+    if name == "noise":         # Σ, the spread of the samples' own gradients, takes any loss
         return
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
     weighted = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 3.0]))
-    steps, says = _steps_before_refusal(build_instrument(name, schedule=Schedule.at([4])),
+    # the empirical Fisher stands beside the Hessian of the batch loss: a plain mean's only
+    steps, says = _steps_before_refusal(build_instrument(name, schedule=Schedule.at([4]),
+                                                         **options),
                                         model, weighted, toy_dataset())
     assert steps == [] and f"the {name} instrument sets per-sample gradients" in says
     assert "(weight=...) is a mean weighted by the class weights" in says
@@ -637,7 +639,8 @@ def test_what_the_per_sample_measurements_refuse_is_refused_before_step_0(name):
     data.y_train[::5] = -100
     if name == "batch_statistics":      # batches drawn from the set may hold none
         return
-    steps, says = _steps_before_refusal(build_instrument(name, schedule=Schedule.at([4])),
+    steps, says = _steps_before_refusal(build_instrument(name, schedule=Schedule.at([4]),
+                                                         **options),
                                         model, nn.CrossEntropyLoss(), data)
     assert steps == [] and "(ignore_index=-100) averages over the targets not ignored" in says
 

@@ -171,7 +171,8 @@ class HessianCallback(MeasuredCallback):
             raise ValueError("Invalid k=0 with bottom, trace_probes and frobenius_probes 0: "
                              "the instrument would measure nothing (set one of them >= 1)")
         self.k, self.bottom, self.tol, self.operator = k, bottom, tol, operator
-        self.per_sample = operator == "empirical_fisher"     # (1/N) Σ_i g_i g_iᵀ
+        # (1/N) Σ_i g_i g_iᵀ, refused beside a loss that is no plain mean of the samples'
+        self.per_sample = self.mean_of_samples = operator == "empirical_fisher"
         self.num_iter = num_iter
         self.trace_probes, self.frobenius_probes = trace_probes, frobenius_probes
         self.prefix = SERIES_PREFIXES.get(operator, operator) if prefix is None else prefix
