@@ -599,6 +599,12 @@ def check_data(data: object) -> None:
         raise UserError(f"data is a torch Dataset ({type(data).__name__}), whose items are "
                         "single samples: measurements take a batch (x, y) or an iterable of "
                         "batches; wrap it in a DataLoader(dataset, batch_size=...)")
+    if _unbatched_tensor_loader(data):
+        # each item a row of the tensors: len(x) counted its features as samples, and the
+        # per-sample passes sliced features ("slice() cannot be applied to a 0-dim tensor")
+        raise UserError("data is a DataLoader with batch_size=None over a TensorDataset: its "
+                        "items are single samples without a batch axis, while measurements "
+                        "take batches (x, y); give the loader a batch_size")
     why = _random_sample_set(data)
     if why is not None:
         # each pass over the loader was another data set: Lanczos' products were of different
@@ -607,6 +613,16 @@ def check_data(data: object) -> None:
                         "another set of samples and each product or loss of a measurement "
                         "would be of other data: measure on a loader whose passes read the "
                         "same samples (shuffle=False, or drop_last=False), or on a fixed batch")
+
+
+def _unbatched_tensor_loader(data: object) -> bool:
+    """Whether ``data`` is a ``DataLoader`` without automatic batching (``batch_size=None``)
+    over a ``TensorDataset``, whose items are then single rows (a dataset of one's own may
+    give whole batches so)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    return (isinstance(data, DataLoader) and data.batch_sampler is None
+            and isinstance(data.dataset, TensorDataset))
 
 
 def check_reshuffled_batches(model: nn.Module, data: Data) -> None:
@@ -947,7 +963,8 @@ def iterate_batches(data: Data, device: torch.device | None = None) -> Iterator[
     """Yield the non-empty ``(x, y)`` batches, moved to ``device`` when given; data without a
     sample, or an item that is not an ``(x, y)`` pair of tensors, is a ``UserError``."""
     check_data(data)
-    batches = [data] if is_single_batch(data) else data
+    single = is_single_batch(data)
+    batches = [data] if single else data
     seen = 0
     for i, batch in enumerate(batches):
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2
@@ -955,6 +972,14 @@ def iterate_batches(data: Data, device: torch.device | None = None) -> Iterator[
             raise _not_a_pair(i, batch)
         x, y = batch
         check_batch_rows(x, y, f"batch {i}")
+        if not y.dim() and x.dim() and not single:
+            # one sample without a batch axis: len(x) counted its features as samples (a
+            # list of batches and such samples was weighted wrong, 0.15 off a mean loss)
+            raise UserError(
+                f"data: batch {i} has a 0-d target and inputs of shape {tuple(x.shape)}: one "
+                "sample without a batch axis (a list of (x[i], y[i]), or a loader without a "
+                "batch size), while measurements take batches; pass (x, y) whole, batches "
+                "(x[j:k], y[j:k]), or a DataLoader with a batch_size")
         if not len(x):
             continue             # weighs nothing in a mean over samples
         seen += len(x)

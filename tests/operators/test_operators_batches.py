@@ -242,6 +242,30 @@ def test_a_loader_of_triples_or_dicts_is_named_with_the_pairs_to_pass():
         list(iterate_batches(records))
 
 
+def test_single_samples_without_a_batch_axis_are_named():
+    """A loader with batch_size=None over a TensorDataset, or a list of (x[i], y[i]), gives
+    samples without a batch axis: len(x) counted their features as samples (a batch of five
+    and one such sample: a mean loss 0.15 off), and per-sample passes failed on "slice()
+    cannot be applied to a 0-dim tensor"."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    loss_fn = nn.CrossEntropyLoss()
+    with pytest.raises(UserError, match=r"batch_size=None over a TensorDataset: its items are "
+                                        r"single samples .* give the loader a batch_size"):
+        mean_loss(model, loss_fn, DataLoader(TensorDataset(x, y), batch_size=None))
+    with pytest.raises(UserError, match=r"data: batch 1 has a 0-d target and inputs of shape "
+                                        r"\(3,\): one sample without a batch axis"):
+        mean_loss(model, loss_fn, [(x[:5], y[:5]), (x[5], y[5])])
+    # a dataset that gives whole batches by index is read without a batch size
+    batched = [(x[:4], y[:4]), (x[4:], y[4:])]
+    assert mean_loss(model, loss_fn, DataLoader(batched, batch_size=None)) == pytest.approx(
+        mean_loss(model, loss_fn, (x, y)), rel=1e-12)
+
+
 def test_num_samples_and_concat_batches_count_every_sample():
     x, y, batches = _batches()
     assert num_samples(batches) == 7 and num_samples((x, y)) == 7
