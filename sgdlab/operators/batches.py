@@ -837,6 +837,7 @@ def check_model_data(model: nn.Module, loss_fn: object, data: Data, *,
     it in its context; the model's failure is left to it in either case (a model may need more
     samples than the two probed)."""
     check_data(data)
+    check_batches_of_one(model, data)
     first = _first_samples(data)
     param = next(model.parameters(), None)
     if first is None or param is None or not len(first[0]):
@@ -881,6 +882,67 @@ def check_model_data(model: nn.Module, loss_fn: object, data: Data, *,
                 f"with targets of shape {tuple(y.shape)}{where} ({type(e).__name__}: "
                 f"{(str(e).splitlines() or [''])[0]}): training would fail at its first "
                 "step") from e
+
+
+def _batch_of_one(data: Data) -> tuple[str, Tensor] | None:
+    """(which, its inputs) for a batch of ``data`` that holds one sample, where the batches'
+    sizes can be read without a pass over the data (:func:`_readable_targets`' rule: one
+    batch, a list of batches, a ``DataLoader`` over a ``TensorDataset`` in batches of its
+    sampler's samples); None otherwise."""
+    from torch.utils.data import BatchSampler, DataLoader, TensorDataset
+
+    if is_single_batch(data):
+        return ("the batch", data[0]) if data[0].dim() and len(data[0]) == 1 else None
+    if isinstance(data, (list, tuple)):
+        for i, b in enumerate(data):
+            if is_single_batch(b) and b[0].dim() and len(b[0]) == 1:
+                return f"batch {i}", b[0]
+        return None
+    if not (isinstance(data, DataLoader) and isinstance(data.dataset, TensorDataset)
+            and type(data.batch_sampler) is BatchSampler and data.dataset.tensors[0].dim()):
+        return None
+    try:
+        n, size = len(data.batch_sampler.sampler), data.batch_sampler.batch_size
+    except TypeError:           # a sampler without a length
+        return None
+    last = n % size if not data.drop_last else 0
+    if size == 1 and n:
+        return "batch 0", data.dataset.tensors[0][:1]
+    return (f"batch {n // size} (the last, of {n} samples in batches of {size})",
+            data.dataset.tensors[0][:1]) if last == 1 else None
+
+
+def check_batches_of_one(model: nn.Module, data: Data) -> None:
+    """A ``UserError`` naming a batch of one sample (:func:`_batch_of_one`) that reaches a
+    batch norm normalising by its batch's statistics (train mode, or no running statistics)
+    where that needs two (torch's "Expected more than 1 value per channel when training",
+    which names no batch: most often a loader's last partial batch). Found by one no-grad
+    forward pass of the sample, run only for such a model and batch; its randomness and the
+    buffers it moves are put back."""
+    from sgdlab.models.modes import buffers_kept, first_batch_norm, uses_batch_statistics
+
+    if not uses_batch_statistics(model):
+        return
+    found = _batch_of_one(data)
+    param = next(model.parameters(), None)
+    if found is None or param is None:
+        return
+    which, x = found
+    try:
+        with torch.no_grad(), buffers_kept(model, keep_versions=True), \
+                fixed_randomness(model, param.device):
+            model(x.to(param.device))
+    except ValueError as e:
+        if not str(e).startswith("Expected more than 1 value per channel when training"):
+            return
+        layer = first_batch_norm(model, training=True) or first_batch_norm(model)
+        raise UserError(
+            f"data: {which} holds one sample, and {layer} normalises each batch by its own "
+            f"statistics, which needs two ({str(e).splitlines()[0]}): call model.eval() "
+            "(its running statistics), or batch the data so that no batch holds one sample"
+        ) from e
+    except Exception:
+        return          # the model's own failure: the measurement's pass reports it
 
 
 def check_run_data(model: nn.Module, loss_fn: object, data: object) -> None:

@@ -266,6 +266,33 @@ def test_single_samples_without_a_batch_axis_are_named():
         mean_loss(model, loss_fn, (x, y)), rel=1e-12)
 
 
+def test_a_batch_of_one_sample_in_train_mode_batch_norm_is_named():
+    """torch's "Expected more than 1 value per channel when training" named no batch (a
+    loader's last partial batch, most often): named, with model.eval(); a batch of one
+    image, several values per channel, is measured; the model is left as it was."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(),
+                          nn.Linear(4, 2)).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    y = torch.tensor([0, 1, 0, 1, 1])
+    loss_fn, stats = nn.CrossEntropyLoss(), model[1].running_mean.clone()
+    loader = DataLoader(TensorDataset(x, y), batch_size=2)
+    with pytest.raises(UserError, match=r"data: batch 2 \(the last, of 5 samples in batches of "
+                                        r"2\) holds one sample, and layer '1' \(BatchNorm1d\) "
+                                        r"normalises .* call model.eval\(\)"):
+        HessianOperator(model, loss_fn, loader)
+    with pytest.raises(UserError, match=r"data: batch 1 holds one sample"):
+        mean_loss(model, loss_fn, [(x[:4], y[:4]), (x[4:], y[4:])])
+    assert model.training and torch.equal(model[1].running_mean, stats)
+    model.eval()
+    HessianOperator(model, loss_fn, loader)
+    images = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.Flatten(),
+                           nn.Linear(8, 2)).double()
+    mean_loss(images, loss_fn, (torch.randn(1, 1, 2, 2, dtype=torch.float64), y[:1]))
+
+
 def test_num_samples_and_concat_batches_count_every_sample():
     x, y, batches = _batches()
     assert num_samples(batches) == 7 and num_samples((x, y)) == 7
