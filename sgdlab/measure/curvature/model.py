@@ -129,7 +129,8 @@ def hessian_diagonal(
     backpropagated loss-Hessian factors instead (:func:`ggn_diagonal`: C per-sample gradient
     passes, not d products) unless another ``dtype`` is asked for, or the model's samples
     interact in its forward pass (a batch statistic: no per-sample factors)."""
-    if exact and operator == "ggn" and dtype in (None, next(model.parameters()).dtype):
+    first = next(model.parameters(), None)     # none: the operator below names the problem
+    if exact and operator == "ggn" and first is not None and dtype in (None, first.dtype):
         try:
             value = ggn_diagonal(model, loss_fn, data)
             return DiagonalEstimate(value, torch.zeros_like(value), value.numel(), True)
