@@ -1041,7 +1041,8 @@ def iterate_batches(data: Data, device: torch.device | None = None) -> Iterator[
                 f"data: batch {i} has a 0-d target and inputs of shape {tuple(x.shape)}: one "
                 "sample without a batch axis (a list of (x[i], y[i]), or a loader without a "
                 "batch size), while measurements take batches; pass (x, y) whole, batches "
-                "(x[j:k], y[j:k]), or a DataLoader with a batch_size")
+                "(x[j:k], y[j:k]), or a DataLoader with a batch_size (a placeholder target "
+                "for a loss that ignores them: torch.zeros(len(x)))")
         if not len(x):
             continue             # weighs nothing in a mean over samples
         seen += len(x)
