@@ -65,7 +65,7 @@ def evaluate(model: nn.Module, loss_fn: LossFn, data: Data) -> tuple[float, floa
     without a label.
     """
     check_batch_loss(loss_fn, data)
-    check_model_data(model, loss_fn, data)
+    check_model_data(model, loss_fn, data, own_mode=False)    # evaluated in eval mode
     device = next(model.parameters()).device
     loss = 0.0
     n = correct = labels = 0

@@ -281,7 +281,7 @@ def segment_losses(
     for name, th in (("theta_a", theta_a), ("theta_b", theta_b)):
         check_params_vector(model, th, name, "(model, loss_fn, data, theta_a, theta_b, ...)")
     check_batch_loss(loss_fn, data)
-    check_model_data(model, loss_fn, data)
+    check_model_data(model, loss_fn, data, own_mode=False)    # bn_mode sets the statistics
     if isinstance(alphas, int):
         alphas = segment_alphas(alphas)
     alphas = torch.as_tensor(alphas, dtype=torch.float64).reshape(-1)

@@ -815,7 +815,8 @@ def _first_samples(data: Data) -> Batch | None:
 
 
 def check_model_data(model: nn.Module, loss_fn: object, data: Data, *,
-                     loss_may_read_params: bool = False, loss_runs: bool = False) -> None:
+                     loss_may_read_params: bool = False, loss_runs: bool = False,
+                     own_mode: bool = True) -> None:
     """A ``UserError`` for data the model and the loss take without failing but not as meant,
     found on the first samples (:func:`_first_samples`) before a measurement computes anything:
     inputs of another floating dtype than the model's parameters that the model refuses
@@ -835,9 +836,13 @@ def check_model_data(model: nn.Module, loss_fn: object, data: Data, *,
     failure does not depend on the batch: refused before the run is recorded). Otherwise a
     model or a loss that fails on the samples is left to the caller's own pass, which reports
     it in its context; the model's failure is left to it in either case (a model may need more
-    samples than the two probed)."""
+    samples than the two probed). ``own_mode``: the measurement runs the model in its own
+    train/eval mode, so a batch of one that batch norm normalises by its own statistics is
+    refused (:func:`check_batches_of_one`); False where the measurement sets the mode or the
+    statistics itself."""
     check_data(data)
-    check_batches_of_one(model, data)
+    if own_mode:
+        check_batches_of_one(model, data)
     first = _first_samples(data)
     param = next(model.parameters(), None)
     if first is None or param is None or not len(first[0]):

@@ -115,3 +115,22 @@ def test_step_interpolation_with_inclusive_spacing_evaluates_k_points_with_the_i
     assert r.losses == pytest.approx([0.5, 1 / 18, 1 / 18, 0.5], rel=1e-12)
     assert r.valley_alpha == pytest.approx(1 / 3, abs=1e-15)
     assert r.height_above_floor == pytest.approx(0.5 - 1 / 18, rel=1e-12)
+
+
+def test_a_batch_of_one_is_no_problem_where_bn_mode_sets_the_statistics():
+    # segment_losses evaluates in bn_mode's statistics, not the model's own train mode: a
+    # batch of one sample is measured (the check of batches of one is for measurements that
+    # run the model as it is), equal to the loss of the model in eval mode
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(),
+                          nn.Linear(4, 2)).double()
+    model[1].running_mean.uniform_(-0.5, 0.5)
+    x, y = torch.randn(3, 3, dtype=torch.float64), torch.tensor([0, 1, 1])
+    data, loss_fn = [(x[:2], y[:2]), (x[2:], y[2:])], nn.CrossEntropyLoss()
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    losses = segment_losses(model, loss_fn, data, theta, theta, [0.0])
+    assert model.training
+    with torch.no_grad():
+        model.eval()
+        ref = loss_fn(model(x), y)
+    assert float(losses[0]) == pytest.approx(float(ref), rel=1e-12)
