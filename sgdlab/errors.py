@@ -173,13 +173,16 @@ def checked_float_argument(name: str, v: object, low: float, what: str = "", *,
                      f"{low:g}{what})")
 
 
-def check_flag(name: str, value: object, *, error: type[UserError] = UserError) -> bool:
-    """``value`` as a bool if it is one (numpy's too), else an ``error`` naming it: a
-    string such as "no" is truthy, and ``replacement="no"`` drew with replacement."""
+def check_flag(name: str, value: object, what: str = "", *,
+               error: type[UserError] = UserError) -> bool:
+    """``value`` as a bool if it is one (numpy's too), else an ``error`` "<name> must be True
+    or False<what>, got <value>" (``what`` says more: " (True: Σ; False: ...)"): a string
+    such as "no" is truthy, and ``replacement="no"`` drew with replacement. The one wording of
+    every on/off check, the instruments' options too (a run config reads the key from it)."""
     import numpy as np
 
     if not isinstance(value, (bool, np.bool_)):
-        raise error(f"{name} must be True or False, got {value!r}")
+        raise error(f"{name} must be True or False{what}, got {value!r}")
     return bool(value)
 
 

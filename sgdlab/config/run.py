@@ -1017,13 +1017,15 @@ def measure_schedule(item: dict[str, Any], total_steps: int):
 
 def _option_error(path: str, item: dict[str, Any], e: Exception,
                   instrument: str | None = None) -> str:
-    """An instrument's error for the ``measure`` item at ``path``: its "Invalid KEY=..."
-    names the option, and is reported under the option's key path (after the instrument's
-    name, where the path alone does not show which instrument the item is)."""
-    key = re.match(r"Invalid (\w+)=", str(e))
+    """An instrument's error for the ``measure`` item at ``path``: its "Invalid KEY=..." (or
+    an on/off option's "KEY must be True or False", :func:`~sgdlab.errors.check_flag`) names
+    the option, and is reported under the option's key path (after the instrument's name,
+    where the path alone does not show which instrument the item is)."""
+    key = re.match(r"Invalid (\w+)=|(\w+) must be True or False", str(e))
+    key = key and (key[1] or key[2])
     named = (f"instrument {instrument!r}: "
              if instrument and f"instrument {instrument!r}" not in str(e) else "")
-    return path + (f".{key[1]}" if key and key[1] in item else "") + f": {named}{e}"
+    return path + (f".{key}" if key and key in item else "") + f": {named}{e}"
 
 
 def build_measure(items: list[dict[str, Any]], total_steps: int, model: Any = None,

@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import checked_keywords
+from sgdlab.errors import ConfigError, check_flag, checked_keywords
 from sgdlab.operators.batches import Data
 from sgdlab.operators.params import trainable_named_params
 
@@ -138,8 +138,7 @@ def adam_moments_variance(model: nn.Module, optimizer: torch.optim.Optimizer, *,
     from ``optimizer``'s ``exp_avg``, ``exp_avg_sq`` and ``step``, flat, float64. An optimizer
     without that state (SGD, RMSprop, an Adam before its first step, an Adam over other
     parameters) is a ValueError naming what is missing."""
-    if not isinstance(bias_correction, bool):
-        raise ValueError(f"bias_correction must be true or false, got {bias_correction!r}")
+    bias_correction = check_flag("bias_correction", bias_correction, error=ConfigError)
     betas = {id(p): g.get("betas") for g in optimizer.param_groups for p in g["params"]}
     kind = type(optimizer).__name__
     out = []

@@ -521,11 +521,9 @@ def gradient_covariance(
 
 
 def _check_centred(centred: object) -> bool:
-    """``centred`` when it is a bool: a string such as "false" would read as True."""
-    if not isinstance(centred, bool):
-        raise ValueError(f"centred must be True (Σ, eq. (3)) or False (the second moment "
-                         f"E[g gᵀ], eq. (6)), got {centred!r}")
-    return centred
+    """``centred`` as a bool (numpy's too): a string such as "false" would read as True."""
+    return check_flag("centred", centred, " (True: Σ, eq. (3); False: the second moment "
+                      "E[g gᵀ], eq. (6))", error=ConfigError)
 
 
 def _factored_covariance(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],

@@ -572,6 +572,28 @@ def test_out_of_range_instrument_options_are_refused_before_training():
         "  measure[5].batch_size: Invalid batch_size=-4 (an int >= 1)"]
 
 
+def test_instrument_flags_are_refused_under_their_key():
+    """A run config refuses an instrument's on/off option by its schema (the key's bool
+    annotation) before the instrument is built; an option refused by the instrument's own
+    ``check_flag`` (one without the annotation: a plugin's) still names its key path."""
+    from sgdlab.config.run import _option_error
+    from sgdlab.errors import check_flag
+
+    bad = [{"name": "noise", "every": 2, "rank": "no"},
+           {"name": "hessian", "every": 2, "eval_mode": 1},
+           {"name": "noise_magnitude", "every": 2, "replacement": "false"}]
+    with pytest.raises(ConfigError) as e:
+        build_from_config({**TINY, "measure": bad})
+    assert str(e.value).splitlines()[1:] == [
+        "  measure[0].rank: must be true or false, got 'no'",
+        "  measure[1].eval_mode: must be true or false, got 1",
+        "  measure[2].replacement: must be true or false, got 'false'"]
+    with pytest.raises(ConfigError) as e:
+        check_flag("rank", "no", error=ConfigError)
+    assert _option_error("measure[0]", bad[0], e.value) == \
+        "measure[0].rank: rank must be True or False, got 'no'"
+
+
 @pytest.mark.parametrize("item", [
     {"name": "trajectory", "path": "t", "every_steps": 2.0},
     {"name": "hessian", "every": 2, "k": 2.0},

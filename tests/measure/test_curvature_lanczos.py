@@ -137,8 +137,16 @@ def test_check_copies_leaves_a_distinct_spectrum_as_it_was_for_one_more_run(whic
 
 
 def test_check_copies_must_be_a_bool():
-    with pytest.raises(ValueError, match="check_copies"):
+    """The shared ``check_flag``: the refusal reads as the other flags' do, and numpy's bool
+    is a flag (refused before)."""
+    with pytest.raises(ValueError, match="^check_copies must be True or False, got 'yes'$"):
         lanczos(_sym(10), 1, check_copies="yes")
+    a = _sym(10)
+    for flag in (False, True):
+        gen = [torch.Generator().manual_seed(0) for _ in range(2)]
+        torch.testing.assert_close(
+            lanczos(a, 2, check_copies=np.bool_(flag), generator=gen[0])[0],
+            lanczos(a, 2, check_copies=flag, generator=gen[1])[0], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("which", ["largest", "smallest", "both", "magnitude"])

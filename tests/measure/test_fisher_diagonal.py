@@ -126,6 +126,24 @@ def test_adam_moments_uncorrected_after_one_step_is_minus_0_009_g_squared():
                                torch.zeros(2, dtype=torch.float64), rtol=0, atol=1e-14)
 
 
+def test_bias_correction_is_checked_as_every_flag_is():
+    """The shared ``check_flag``: numpy's bool is a flag (refused before), and the refusal
+    reads as the other flags' do."""
+    from sgdlab.errors import UserError
+
+    model, _, _, _ = _regression()
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    model.weight.grad = torch.ones_like(model.weight)
+    model.bias.grad = torch.ones_like(model.bias)
+    opt.step()
+    for flag in (False, True):
+        torch.testing.assert_close(
+            adam_moments_variance(model, opt, bias_correction=np.bool_(flag)),
+            adam_moments_variance(model, opt, bias_correction=flag), rtol=0, atol=0)
+    with pytest.raises(UserError, match="^bias_correction must be True or False, got 'no'$"):
+        adam_moments_variance(model, opt, bias_correction="no")
+
+
 def test_readings_refuse_what_they_cannot_read():
     model, loss_fn, x, y = _regression()
     sgd = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -150,7 +168,7 @@ def test_readings_refuse_what_they_cannot_read():
         fisher_diagonal(model, reading="per-sample", optimizer=fresh)
     with pytest.raises(ValueError, match=r"one of per-sample, adam-moments, got 'adam'"):
         fisher_diagonal(model, loss_fn, (x, y), reading="adam")
-    with pytest.raises(ValueError, match="bias_correction must be true or false"):
+    with pytest.raises(ValueError, match="bias_correction must be True or False"):
         fisher_diagonal(model, reading="adam-moments", optimizer=fresh, bias_correction="no")
     # per_sample_gradients' words for its chunk_size, which this one is passed on as
     for bad in (0, True, 2.5):

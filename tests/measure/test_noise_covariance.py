@@ -576,8 +576,25 @@ def test_uncentred_second_moment_matches_explicit_sum(problem):
     assert float(mean.norm()) > 1e-3
     with pytest.raises(ValueError, match="scales the centred Σ"):
         cov.minibatch(4)
-    with pytest.raises(ValueError, match="centred must be True .* or False"):
+    with pytest.raises(ValueError, match="centred must be True or False .*, got 'false'"):
         gradient_covariance(model, loss_fn, data, method=method, centred="false")
+
+
+def test_centred_is_checked_as_every_flag_is():
+    """The shared ``check_flag``: numpy's bool is a flag (refused before), and the refusal
+    reads as the other flags' do, with what each value measures."""
+    from sgdlab.errors import UserError
+
+    model, data, _ = _least_squares()
+    cov = gradient_covariance(model, nn.MSELoss(), data, centred=np.False_)
+    assert cov.centred is False
+    torch.testing.assert_close(
+        cov.dense(), gradient_covariance(model, nn.MSELoss(), data, centred=False).dense(),
+        rtol=0, atol=0)
+    with pytest.raises(UserError, match=re.escape(
+            "centred must be True or False (True: Σ, eq. (3); False: the second moment "
+            "E[g gᵀ], eq. (6)), got 'no'")):
+        gradient_covariance(model, nn.MSELoss(), data, centred="no")
 
 
 def test_noise_magnitude_refuses_an_uncentred_covariance(problem):

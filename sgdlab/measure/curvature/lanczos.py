@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgdlab.errors import (checked_count_argument, checked_float_argument, checked_int_argument,
-                           checked_keywords, warn)
+from sgdlab.errors import (ConfigError, check_flag, checked_count_argument,
+                           checked_float_argument, checked_int_argument, checked_keywords, warn)
 from sgdlab.operators import LinearOperator, as_operator
 from sgdlab.operators.linear import _Wrapped
 
@@ -337,8 +337,7 @@ def lanczos(
     if which == "both" and 2 * k > d:
         raise ValueError(f"which='both' with k={k} needs 2k <= d = {d}")
     tol = check_tol(tol)
-    if not isinstance(check_copies, bool):
-        raise ValueError(f"Invalid check_copies={check_copies!r} (True or False)")
+    check_copies = check_flag("check_copies", check_copies, error=ConfigError)
     if criterion not in ("residual", "error_bound", "ritz_change"):
         raise ValueError(f"Invalid criterion={criterion!r}: expected 'residual', 'error_bound' "
                          "or 'ritz_change'")

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
-from sgdlab.errors import (RUN_SEED_RULE, checked_int_argument, finite_number, int_at_least,
-                           is_seed, plain_float, plain_int)
+from sgdlab.errors import (RUN_SEED_RULE, ConfigError, check_flag, checked_int_argument,
+                           finite_number, int_at_least, is_seed, plain_float, plain_int)
 from sgdlab.measure.curvature import frobenius_norm, hutchinson_trace, lanczos
 from sgdlab.measure.curvature.lanczos import check_tol, convergence_warnings_named
 from sgdlab.measure.passes import memory_budget_bytes
@@ -63,12 +62,6 @@ def check_options(**rules: tuple[Any, bool, str]) -> None:
 SEED_RULE = (f"{RUN_SEED_RULE}: the measurement at step s seeds its generator with seed + s")
 
 
-def is_flag(v: Any) -> bool:
-    """``v`` is a bool (numpy's included): an on/off option, where a truthy string or number
-    ("no", 0.5) would be read as on."""
-    return isinstance(v, (bool, np.bool_))
-
-
 def eval_set_size(data: Any, eval_subset: int | None) -> int:
     """The number of examples a measurement on ``eval_subset`` of ``data``'s training set
     sees (:func:`~sgdlab.train.callbacks.train_subset`)."""
@@ -96,11 +89,12 @@ class MeasuredCallback(FixedEvalSet, MeasurementCallback):
         eval_subset = checked_int_argument("eval_subset", eval_subset, 1,
                                            ", or None: the whole training set", optional=True)
         seed = plain_int(seed)
-        check_options(seed=(seed, is_seed(seed), SEED_RULE),
-                      eval_mode=(eval_mode, is_flag(eval_mode), "true or false"))
+        check_options(seed=(seed, is_seed(seed), SEED_RULE))
+        # an on/off option read by truth: "no" and 0.5 were on
+        eval_mode = check_flag("eval_mode", eval_mode, error=ConfigError)
         super().__init__(self._measure, schedule, every=every, start=start, at=at,
                          at_train_begin=at_train_begin)
-        self.eval_subset, self.eval_mode, self.seed = eval_subset, bool(eval_mode), seed
+        self.eval_subset, self.eval_mode, self.seed = eval_subset, eval_mode, seed
 
     def check(self, model, data) -> None:
         bn = None if self.eval_mode else first_batch_norm(model, training=True, of_model=True)
@@ -162,8 +156,8 @@ class HessianCallback(MeasuredCallback):
             ("frobenius_probes", frobenius_probes))},
             num_iter=(num_iter, num_iter is None or int_at_least(num_iter, max(k, bottom, 1)),
                       f"an int >= k and bottom ({max(k, bottom, 1)})"),
-            operator=(operator, operator in OPERATORS, f"one of {', '.join(sorted(OPERATORS))}"),
-            check_copies=(check_copies, is_flag(check_copies), "true or false"))
+            operator=(operator, operator in OPERATORS, f"one of {', '.join(sorted(OPERATORS))}"))
+        check_copies = check_flag("check_copies", check_copies, error=ConfigError)
         block_size = checked_int_argument("block_size", block_size, 1, optional=True)
         tol = check_tol(tol)        # 0: num_iter steps, unwarned (Lanczos' own rule)
         if not (k or bottom or trace_probes or frobenius_probes):

@@ -51,7 +51,8 @@ from __future__ import annotations
 
 import torch
 
-from sgdlab.errors import checked_int_argument, int_at_least, plain_int, warn
+from sgdlab.errors import (ConfigError, check_flag, checked_int_argument, int_at_least, plain_int,
+                           warn)
 from sgdlab.measure.alignment import sigma_hessian_alignment
 from sgdlab.measure.batch_statistics import (batch_statistics, checked_epsilon,
                                              takeuchi_information)
@@ -63,7 +64,7 @@ from sgdlab.optim import SwitchOptimizer, gradient_step_size, preconditioned_opt
 
 from ..callbacks import Schedule, callback_name, step_batch_size
 from . import register_instrument
-from .curvature import MeasuredCallback, _common, check_options, eval_set_size, is_flag
+from .curvature import MeasuredCallback, _common, check_options, eval_set_size
 
 __all__ = ["AlignmentCallback", "BatchStatisticsCallback", "NoiseCallback",
            "NoiseMagnitudeCallback"]
@@ -78,11 +79,9 @@ class NoiseCallback(MeasuredCallback):
                  check_copies: bool = False, **kw):
         super().__init__(schedule, **kw)
         k = plain_int(k)
-        check_options(k=(k, int_at_least(k, 0), "an int >= 0; 0: no eigenvalues"),
-                      rank=(rank, is_flag(rank), "true or false"),
-                      check_copies=(check_copies, is_flag(check_copies), "true or false"))
-        self.k, self.rank = k, bool(rank)
-        self.check_copies = bool(check_copies)
+        check_options(k=(k, int_at_least(k, 0), "an int >= 0; 0: no eigenvalues"))
+        self.k, self.rank = k, check_flag("rank", rank, error=ConfigError)
+        self.check_copies = check_flag("check_copies", check_copies, error=ConfigError)
 
     def compute(self, ctx, data, generator):
         cov = gradient_covariance(ctx.model, ctx.loss_fn, data)
@@ -109,15 +108,12 @@ class AlignmentCallback(MeasuredCallback):
         check_options(k=(k, int_at_least(k, 1), "an int >= 1"),
                       num_probes=(num_probes, int_at_least(num_probes, 1), "an int >= 1"),
                       num_iter=(num_iter, num_iter is None or int_at_least(num_iter, k),
-                                f"an int >= k ({k})"),
-                      trace_alignment=(trace_alignment, is_flag(trace_alignment),
-                                       "true or false"),
-                      centred=(centred, is_flag(centred), "true or false"),
-                      check_copies=(check_copies, is_flag(check_copies), "true or false"))
+                                f"an int >= k ({k})"))
+        self.trace_alignment = check_flag("trace_alignment", trace_alignment, error=ConfigError)
+        self.centred = check_flag("centred", centred, error=ConfigError)
+        self.check_copies = check_flag("check_copies", check_copies, error=ConfigError)
         tol = check_tol(tol)        # 0: num_iter steps, unwarned (Lanczos' own rule)
         self.k, self.num_probes, self.tol = k, num_probes, tol
-        self.centred, self.check_copies = bool(centred), bool(check_copies)
-        self.trace_alignment = bool(trace_alignment)
         self.num_iter = num_iter
 
     def check(self, model, data) -> None:
@@ -215,8 +211,8 @@ class NoiseMagnitudeCallback(_StepScaled):
                  replacement: bool = True, **kw):
         super().__init__(schedule, **kw)
         batch_size = checked_int_argument("batch_size", batch_size, 1, optional=True)
-        check_options(replacement=(replacement, is_flag(replacement), "true or false"))
-        self.batch_size, self.replacement = batch_size, bool(replacement)
+        self.batch_size = batch_size
+        self.replacement = check_flag("replacement", replacement, error=ConfigError)
 
     def left_out(self) -> str:
         return ("the noise magnitude sqrt(η Tr Σ / m), the diffusion of plain SGD's step η·g "
