@@ -146,6 +146,8 @@ class Parle(EntropySGD):
         communicator: object with ``average(list[Tensor]) -> list[Tensor]``.
     """
 
+    _own_group_keys = ("rho",)  # a state saved before saved_by is told by it
+
     def __init__(self, params, lr: float = 0.1, *, inner_lr: float | None = None,
                  gamma: float = 100.0, L: int = 25, rho: float = 1.0, rho_decay: float = 0.0,
                  rho_min: float | None = None, rho_max: float | None = None,

@@ -106,6 +106,9 @@ class SeededNoise(PicklesWhole):
     _generator: torch.Generator | None
     _pending_rng: Tensor | None
     _options_added_later: dict[str, tuple[str, Any, str]] = {}
+    #: group keys this class writes and the classes it derives from do not, present since
+    #: its first states: a state saved before ``saved_by`` existed is told apart by them
+    _own_group_keys: tuple[str, ...] = ()
 
     def _init_rng(self, seed: int | None) -> None:
         self._given_seed = None if seed is None else int(seed)
@@ -152,16 +155,24 @@ class SeededNoise(PicklesWhole):
         hyper-parameters (Entropy-SGD took HJ's, Parle's and Entropy-Adam's) or failed on a
         KeyError. The entry names the class that saved it; a state saved before it did must
         hold this optimizer's counters and, in each group, every key of its defaults (less
-        ``_options_added_later``)."""
+        ``_options_added_later``), and no group key of another class' own (HJ's ``form``,
+        Parle's ``rho``, Entropy-Adam's ``betas``: their groups hold all of Entropy-SGD's)."""
         name = type(self).__name__
         saved_by = extra.get("saved_by")
         if saved_by is not None:
             if saved_by != name:
                 raise ValueError(f"state_dict was saved by {saved_by}, not {name}")
             return
+        groups = state_dict.get("param_groups", [])
+        for other in _subclasses(SeededNoise):
+            held = [k for k in other._own_group_keys
+                    if k not in self.defaults and any(k in g for g in groups)]
+            if held:
+                raise ValueError(f"state_dict was saved by {other.__name__} (its groups hold "
+                                 f"{held[0]!r}), not {name}")
         wanted = [k for k in self.defaults if k not in self._options_added_later]
         missing = [k for k in self._counters() if k not in extra]
-        for saved in state_dict.get("param_groups", []):
+        for saved in groups:
             missing += [k for k in wanted if k not in saved and k not in missing]
         if missing:
             raise ValueError(f"state_dict has no {', '.join(map(repr, missing))} (not saved "
@@ -199,6 +210,11 @@ class SeededNoise(PicklesWhole):
         rng = extra["rng_state"]
         self._pending_rng = None if rng is None else rng.clone()
 
+
+
+def _subclasses(cls: type) -> list[type]:
+    """Every class derived from ``cls``, at any depth."""
+    return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -521,6 +537,8 @@ class EntropyAdam(EntropySGD):
     ∇f_B(y) + wd·y (the coupling pull and the noise are not preconditioned; the moments persist
     across outer steps, t = inner steps); the outer step is Entropy-SGD's.
     """
+
+    _own_group_keys = ("betas",)  # a state saved before saved_by is told by it
 
     def __init__(self, params, lr: float = 0.01, *, adam: str = "outer",
                  inner_lr: float | None = None, betas: tuple[float, float] = (0.9, 0.999),

@@ -89,6 +89,8 @@ class HJ(EntropySGD):
         gamma_decay, gamma_min, gamma_max: scoping of γ as in Entropy-SGD.
     """
 
+    _own_group_keys = ("form",)  # a state saved before saved_by is told by it
+
     def __init__(self, params, lr: float = 0.1, *, gamma: float = 0.1, L: int = 5,
                  inner_lr: float = 0.1, form: str = "prox", normalize: bool | None = None,
                  momentum: float = 0.0, nesterov: bool = False, inner_momentum: float = 0.0,
