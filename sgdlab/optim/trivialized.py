@@ -139,6 +139,10 @@ def field_strength(i: int | Tensor, *, n: float, num_spins: float, tau0: float) 
 
 
 _REAL_FIELD = "its random field is drawn on real coordinates"
+# what the field and its strength s_i are made of, saved with the state: one loaded into an
+# optimizer built with others stepped the saved field at the builder's strength, or redrew
+# it at the builder's scale, without a word (a state saved before it held them loads)
+_FIELD_SETTINGS = ("coupling", "p", "tau0", "n", "num_spins")
 
 
 class TrivializedSGD(PicklesWhole, Optimizer):
@@ -326,7 +330,8 @@ class TrivializedSGD(PicklesWhole, Optimizer):
         sd = self.base.state_dict()
         sd["trivialized"] = {"base": self.base_name, "i": self._i, "field": self.field.clone(),
                              "generator": self.generator.get_state(), "field_on": self.field_on,
-                             "resample": self.resample}
+                             "resample": self.resample,
+                             **{name: getattr(self, name) for name in _FIELD_SETTINGS}}
         return sd
 
     @runs_state_dict_hooks
@@ -351,6 +356,12 @@ class TrivializedSGD(PicklesWhole, Optimizer):
             raise ValueError(f"state_dict is for resample {bool(saved_resample)}, not "
                              f"{self.resample} (a field redrawn every step is annealed-noise's "
                              "rule, a fixed one trivialized's)")
+        for name in _FIELD_SETTINGS:
+            saved, built = extra.get(name), getattr(self, name)
+            if saved is not None and float(saved) != built:
+                raise ValueError(f"state_dict is for {name} {float(saved)!r}, not {built!r} "
+                                 "(the field's settings are the state's: build the optimizer "
+                                 "with the saved ones)")
         self.base.load_state_dict(state_dict)
         self._link()
         self._i = int(extra["i"])

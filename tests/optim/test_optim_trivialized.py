@@ -678,3 +678,31 @@ def test_a_state_loads_only_into_the_same_resampling(saver, loader):
     torch.testing.assert_close(same.field, source.field)
     state["trivialized"].pop("resample")
     opt.load_state_dict(state)
+
+
+@pytest.mark.parametrize("name", ["trivialized", "annealed-noise"])
+@pytest.mark.parametrize("setting, other", [("coupling", 2e-3), ("p", 4), ("tau0", 10.0),
+                                            ("n", 5.0), ("num_spins", 20.0)])
+def test_a_state_loads_only_into_the_same_field_settings(name, setting, other):
+    # the state held none of them: one built with another J, p, τ₀, n or N took the saved
+    # field and stepped it at its own strength (or redrew it at its own scale), without a word
+    model = tiny_mlp(seed=0)
+    built = dict(lr=0.1, seed=2, coupling=1e-3, p=3, tau0=100.0, n=8.0, num_spins=10.0)
+    source = build_optimizer_for(name, model, **built)
+    _run(model, source, 2)
+    state = copy.deepcopy(source.state_dict())
+    opt = build_optimizer_for(name, model, **{**built, setting: other})
+    before = copy.deepcopy(opt.state_dict())
+    with pytest.raises(ValueError, match=rf"^state_dict is for {setting} "
+                                         rf"{float(built[setting])!r}, not {float(other)!r} "):
+        opt.load_state_dict(state)
+    assert opt._i == 0 and torch.equal(opt.state_dict()["trivialized"]["field"],
+                                       before["trivialized"]["field"])
+    # the same settings take it; a state saved before it held them loads as before
+    same = build_optimizer_for(name, model, **built)
+    same.load_state_dict(state)
+    assert same._i == 2 and torch.equal(same.field, source.field)
+    for key in ("coupling", "p", "tau0", "n", "num_spins"):
+        state["trivialized"].pop(key)
+    opt.load_state_dict(state)
+    assert opt._i == 2 and getattr(opt, setting) == float(other)
