@@ -158,13 +158,16 @@ def _find_idx(root: Path, dataset: str) -> dict[str, Path] | Path:
     other = "fashion" if dataset == "mnist" else "mnist"
     subdirs = [s for s in _IDX_SUBDIRS[dataset]
                if s != "raw" or not root.name.lower().startswith(other)]
-    dirs = [root / s for s in subdirs] + [root]
+    # a sub-folder that is not there holds none of the files
+    dirs = [d for d in [root / s for s in subdirs] + [root] if d.is_dir()]
 
     def found(d: Path, stem: str) -> Path | None:
         names = _idx_names(stem)
         # a .gz unpacked "to a folder" (7-Zip's default) gives train-images-idx3-ubyte/ holding
-        # the file of the same name
-        return next((p for n in names for p in [d / n] + [d / n / m for m in names]
+        # the file of the same name; only a folder is looked into (a dry run looks the files
+        # up for each run, in the folders of a download not made yet too)
+        return next((p for n in names
+                     for p in [d / n] + ([d / n / m for m in names] if (d / n).is_dir() else [])
                      if p.is_file()), None)
 
     def missing(d: Path, stem: str) -> str:
