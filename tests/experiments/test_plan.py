@@ -13,7 +13,7 @@ import sgdlab.experiments.ray_backend as ray_backend
 from sgdlab.cli.main import main
 from sgdlab.experiments.plan import ON_NODES, plan_experiment
 from sgdlab.experiments.procedures.common import CLAIM_KINDS
-from sgdlab.experiments.spec import CATALOGUE_DIR
+from sgdlab.experiments.spec import CATALOGUE_DIR, SCALES, catalogue_entries
 
 pytestmark = pytest.mark.usefixtures("one_thread_runs")
 
@@ -540,6 +540,37 @@ def test_a_misspelt_method_the_escape_analyses_order_fails_the_dry_run(tmp_path,
                            out_dir=tmp_path / "out")
     [found] = plan.problems
     assert found.startswith(f"{cfg}: {option}: ") and problem in found
+
+
+@pytest.mark.parametrize("entry", catalogue_entries("all"))
+def test_every_entry_plans_at_every_scale_under_every_reading(tmp_path, entry):
+    """Each scale, under the defaults and under each other choice of each reading (alone, as
+    ``--reading KEY=CHOICE`` takes it): no error before the sweep and no problem of the plan
+    but a file of the paper's data missing from the empty ``--data-dir``. A claim naming a
+    group the runs no longer form, a metric they no longer record or a refused option was
+    found only by running that entry at that scale and reading; each failing combination is
+    named as the command that shows it."""
+    from sgdlab.errors import UserError
+    from sgdlab.experiments.plan import missing_files
+    from sgdlab.experiments.readings import entry_readings, reading_names
+
+    (tmp_path / "data").mkdir()
+    failed = []
+    for scale in SCALES:
+        for shown, readings in reading_names(entry_readings(entry)).items():
+            command = (f"sgdlab run {entry} --scale {scale}"
+                       f"{' --reading ' + shown if readings else ''} --dry-run")
+            try:
+                plan = plan_experiment(entry, scale=scale, data_dir=str(tmp_path / "data"),
+                                       readings=readings, store_path=str(tmp_path / "s.sqlite"),
+                                       out_dir=tmp_path / "out")
+            except UserError as e:          # a ConfigError is one
+                failed.append(f"{command}: {e}")
+                continue
+            missing = missing_files(plan.files)
+            failed += [f"{command}: {p}" for p in plan.problems if p not in missing]
+    assert not failed, "\n".join(failed)
+    assert not any(p.name in ("s.sqlite", "out") for p in tmp_path.iterdir())
 
 
 def test_a_trend_the_ratio_grid_would_not_test_fails_the_dry_run(tmp_path):
