@@ -364,6 +364,44 @@ def test_claims_keep_their_texts_whole(name, scale):
             assert text.count("(") == text.count(")"), f"{name} ({scale}): {text!r}"
 
 
+
+# "margin 0.27 points", "equivalence margin 0.27 test-accuracy points", "the 0.5-point margin"
+_MARGIN_IN_POINTS = re.compile(r"margin \(?(\d+(?:\.\d+)?) (?:test-accuracy )?points?\b"
+                               r"|(\d+(?:\.\d+)?)-point margin")
+
+
+def _margins_named_in_points(text: str) -> list[float]:
+    return [float(a or b) for a, b in _MARGIN_IN_POINTS.findall(text)]
+
+
+def test_a_margin_in_points_is_read_from_the_text():
+    assert _margins_named_in_points("equivalence margin 0.27 test-accuracy points instead of "
+                                    "0.045; wider than the 0.5-point margin; (lenet, margin "
+                                    "2.2 points, 20%); the margin (0.27 points, below)") == [
+        0.27, 0.5, 2.2, 0.27]
+    assert _margins_named_in_points("a margin of one percentage point; 0.045 points at") == []
+
+
+@pytest.mark.parametrize("name", list(FILES))
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_a_margin_the_prose_of_a_scale_names_in_points_is_one_of_its_claims(name, scale):
+    """A deviation, claim or metric name of a scale that names an accuracy margin in points
+    ("equivalence margin 0.27 test-accuracy points") names the margin of one of that scale's
+    claims (0.0027): a margin changed in the config leaves no stale number in the prose."""
+    from sgdlab.experiments.spec import load_experiment
+
+    spec = load_experiment(name, scale)
+    claims = spec.options.get("claims") or []
+    margins = {round(100 * abs(float(c["margin"])), 6) for c in claims
+               if isinstance(c.get("margin"), (int, float))}
+    texts = list(spec.deviations) + [str(c.get(k, "")) for c in claims
+                                     for k in ("claim", "metric_name")]
+    for text in texts:
+        for points in _margins_named_in_points(text):
+            assert round(points, 6) in margins, (
+                f"{name} ({scale}) names a margin of {points:g} points, but its claims' "
+                f"margins are {sorted(margins)} points: {text[:120]!r}")
+
 # training-set sizes of the datasets whose runs cap their length with max_steps
 TRAIN_SIZES = {"mnist_small": 4000, "digits": 1437, "cifar10": 50000, "mnist": 60000}
 
