@@ -237,20 +237,22 @@ def plan_experiment(name_or_path: str | Path, *, scale: str = "cpu",
 
 
 def claim_problems(spec: ExperimentSpec, runs: list[RunSpec]) -> list[str]:
-    """What the analysis' claims (and its other options that name groups or metrics) name
-    that ``runs`` will not form or record, as far as the experiment tells before any run
-    trains (the analysis' ``claim_names``, :class:`~sgdlab.experiments.procedures.ClaimNames`),
-    each naming the file: found only when the report is written, such a name cost the whole
-    sweep's wait."""
-    from sgdlab.experiments.procedures import analysis_claim_names
+    """The analysis' options it does not read or whose values break the rules it declared
+    (:func:`~sgdlab.experiments.procedures.analysis_option_problems`), else what its claims
+    (and its other options that name groups or metrics) name that ``runs`` will not form or
+    record, as far as the experiment tells before any run trains (the analysis'
+    ``claim_names``, :class:`~sgdlab.experiments.procedures.ClaimNames`), each naming the
+    file: found only when the report is written, such a mistake cost the whole sweep's wait."""
+    from sgdlab.experiments.procedures import analysis_claim_names, analysis_option_problems
     from sgdlab.experiments.procedures.common import unknown_claim_names
 
+    found = analysis_option_problems(spec.analysis, spec.options)
     names_of = analysis_claim_names(spec.analysis)
-    if names_of is None or not runs:
-        return []
-    names = names_of(spec, runs)
-    found = names.problems + unknown_claim_names(spec.options.get("claims"), names,
-                                                 spec.options)
+    # claim_names reads the options as their rules say: not when they break them
+    if not found and names_of is not None and runs:
+        names = names_of(spec, runs)
+        found = names.problems + unknown_claim_names(spec.options.get("claims"), names,
+                                                     spec.options)
     return [f"{spec.source}: {p}" for p in found]
 
 

@@ -26,6 +26,29 @@ def test_catalogue_is_not_empty_and_resolves_at_every_scale():
             assert spec.expand(data_dir="/data"), (name, scale)
 
 
+def test_every_entry_gives_its_analysis_only_options_it_reads_as_it_reads_them():
+    # the analysis options of a scale and a reading choice are deep-merged into the entry's,
+    # so each mapping passing the analysis' rules lets every scale and reading plan
+    from sgdlab.experiments.procedures import ANALYSIS_OPTIONS, analysis_option_problems
+    from sgdlab.experiments.spec import catalogue_files, read_file
+
+    found, checked = {}, set()
+    for name, path in catalogue_files().items():
+        raw = read_file(path)
+        pieces = {"options": raw.get("options") or {}}
+        pieces |= {f"scales.{s}.options": (o or {}).get("options") or {}
+                   for s, o in (raw.get("scales") or {}).items()}
+        pieces |= {f"readings.{k}.choices.{c}.options": x.get("options") or {}
+                   for k, r in (raw.get("readings") or {}).items()
+                   for c, x in r["choices"].items()}
+        for where, options in pieces.items():
+            if problems := analysis_option_problems(raw["analysis"], options):
+                found[f"{name} {where}"] = problems
+        checked |= {raw["analysis"]} & ANALYSIS_OPTIONS.keys()
+    assert not found
+    assert checked == ANALYSIS_OPTIONS.keys()     # each declaration met by an entry
+
+
 def _readme_result_keys() -> list[str]:
     """The top-level keys README.md lists for an experiment's ``results.json``, in order."""
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()

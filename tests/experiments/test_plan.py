@@ -632,3 +632,87 @@ def test_a_data_file_its_loader_refuses_stops_the_plan_with_the_loaders_message(
     with pytest.raises(UserError, match="numpy's .npz"):
         run_experiment(cfg, **where)
     assert not (tmp_path / "s.sqlite").exists()
+
+
+# (entry, an option misspelt with its value and the option it misspells, an option given a
+# value its analysis' rule refuses and what the rule asks): per analysis that declares its
+# options; None is the compare_groups experiment of one's own above
+OPTION_MISTAKES = [
+    ("zhu-alignment-cubic", ("cosine_abov", 0.9, "cosine_above"),
+     ("cosine_above", "high", "a finite number, got 'high'")),
+    ("zhu-projection-residual", ("residual_sprad", 0.25, "residual_spread"),
+     ("eigenvalue_rtol", True, "a finite number >= 0 or null, not a bool (True)")),
+    (None, ("curvs", ["train_loss"], "curves"),
+     ("curve_marks", ["5"], "a list, each item a finite number, got ['5']")),
+    ("jastrzebski-ratio-grid", ("equal_ratio_margn", 0.01, "equal_ratio_margin"),
+     ("equal_ratio_margin", -0.01, "a finite number >= 0, got -0.01")),
+    ("xing-walk", ("afer_step", 20, "after_step"),
+     ("final_updates", -1, "a positive integer, got -1")),
+    ("xing-barriers", ("epoch", [1], "epochs"),
+     ("barrier_epochs", 2, "a list, each item a positive integer or null, got 2")),
+    ("xing-hessian-norm", ("referenses", {}, "references"),
+     ("claims", {"less": ["a", "b"]}, "a list, got {'less': ['a', 'b']}")),
+    ("xing-cosine-grid", ("lr_margine", 0.05, "lr_margin"),
+     ("fixed_batch", "100", "a finite number > 0, got '100'")),
+    ("xing-stuck-continuation", ("windw", 5, "window"),
+     ("stuck_run", ["gd-iso"], "a string, got ['gd-iso']")),
+]
+
+
+def own_copy(tmp_path, entry: str | None, options: dict) -> str:
+    """An experiment of one's own with ``options`` added: catalogue ``entry`` under a name of
+    its own (a copy keeping the name has its numbers compared with the entry's on load), or
+    :func:`own_experiment`."""
+    if entry is None:
+        return own_experiment(tmp_path, options)
+
+    def edit(raw):
+        raw["name"] = "mine"
+        raw["options"] = {**raw.get("options", {}), **options}
+    return entry_file(tmp_path, entry, edit)
+
+
+@pytest.mark.parametrize("entry, misspelt, wrong", OPTION_MISTAKES)
+def test_a_misspelt_or_mistyped_option_fails_the_dry_run_and_the_run(tmp_path, capsys, entry,
+                                                                     misspelt, wrong):
+    """Each analysis declares the options it reads and their rules: an option read with
+    float() or iterated when the report is written failed there, after all the training, or
+    was not read at all."""
+    from sgdlab.errors import ConfigError
+    from sgdlab.experiments.procedures import ANALYSIS_OPTIONS
+    from sgdlab.experiments.runner import run_experiment
+
+    key, value, meant = misspelt
+    cfg = own_copy(tmp_path, entry, {key: value})
+    where = ["--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out")]
+    [found] = plan_experiment(cfg, scale="smoke", store_path=where[1],
+                              out_dir=where[3]).problems
+    analysis = yaml.safe_load(open(cfg))["analysis"]
+    assert found == (f"{cfg}: options.{key}: analysis {analysis!r} has no option {key!r} "
+                     f"(did you mean {meant}?); its options: "
+                     f"{', '.join(sorted(ANALYSIS_OPTIONS[analysis]))}")
+    assert main(["run", "--config", cfg, "--scale", "smoke", *where, "--dry-run"]) == 2
+    assert f"sgdlab: error: {found}" in capsys.readouterr().err
+    key, value, said = wrong
+    cfg = own_copy(tmp_path, entry, {key: value})
+    [found] = plan_experiment(cfg, scale="smoke", store_path=where[1],
+                              out_dir=where[3]).problems
+    assert found == f"{cfg}: options.{key} must be {said}"
+    with pytest.raises(ConfigError, match=f"options.{key} must be "):
+        run_experiment(cfg, scale="smoke", store_path=where[1], out_dir=where[3],
+                       progress=None)
+    assert not any(p.name in ("s.sqlite", "out") for p in tmp_path.iterdir())
+
+
+def test_an_edited_copy_of_an_entry_has_its_options_checked_too(tmp_path):
+    # a copy keeping the entry's name: its numbers are compared with the entry's on load,
+    # and every option is checked against the analysis' rules when it is planned
+    for options, problem in (
+            ({"afer_step": 20}, "options.afer_step: analysis 'xing_walk' has no option "
+                                "'afer_step' (did you mean after_step?); its options: "),
+            ({"valley_floor": "middle"},
+             "options.valley_floor must be one of interior, segment, got 'middle'")):
+        cfg = entry_file(tmp_path, "xing-walk", lambda raw: raw["options"].update(options))
+        [found] = plan_experiment(cfg, scale="cpu", store_path=str(tmp_path / "s.sqlite"),
+                                  out_dir=tmp_path / "out").problems
+        assert found.startswith(f"{cfg}: {problem}")

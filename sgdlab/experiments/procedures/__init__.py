@@ -28,6 +28,8 @@ PROCEDURES: dict[str, "Procedure"] = {}
 ANALYSES: dict[str, Callable[..., "Analysis"]] = {}
 # analysis -> ``(spec, runs: list[RunSpec]) -> ClaimNames``: what its claims may name
 CLAIM_NAMES: dict[str, Callable[..., "ClaimNames"]] = {}
+# analysis -> ``{option: rule}`` (:func:`option_problem`): every option it reads
+ANALYSIS_OPTIONS: dict[str, dict[str, str]] = {}
 
 
 @dataclass
@@ -83,7 +85,8 @@ class StoredRun:
 
 
 # what each rule of ``Procedure.numbers`` accepts, as its message says it
-_NUMBER_RULES = {"int>0": "a positive integer", "number": "a finite number",
+_NUMBER_RULES = {"int>0": "a positive integer", "int>=0": "an integer >= 0",
+                 "number": "a finite number",
                  "number>0": "a finite number > 0", "number>=0": "a finite number >= 0"}
 
 
@@ -98,6 +101,53 @@ def number_problem(value: Any, rule: str) -> str | None:
           and not (base.endswith(">0") and value <= 0)
           and not (base.endswith(">=0") and value < 0))
     return None if ok else _NUMBER_RULES[base] + (" or null" if base != rule else "")
+
+
+# the other rules of an analysis option (:func:`option_problem`), and what each accepts
+_KIND_RULES = {"bool": (bool, "true or false"), "str": (str, "a string"),
+               "list": (list, "a list"), "dict": (dict, "a mapping")}
+
+
+def option_problem(value: Any, rule: str) -> str | None:
+    """What ``value`` should be under ``rule``, or None when it is. A rule is a key of
+    ``_NUMBER_RULES`` or ``_KIND_RULES``, ``one of A, B`` (one of those words) or ``list of
+    RULE`` (a list whose items follow RULE), with ``|null`` when None is accepted too."""
+    if value is None and rule.endswith("|null"):
+        return None
+    base = rule.removesuffix("|null")
+    null = " or null" if base != rule else ""
+    if base.startswith("one of "):
+        ok = isinstance(value, str) and value in base[len("one of "):].split(", ")
+        return None if ok else base + null
+    if base.startswith("list of "):
+        item = base[len("list of "):]
+        if isinstance(value, list) and all(option_problem(v, item) is None for v in value):
+            return None
+        # (what None is refused for is what the rule asks of each item)
+        return f"a list, each item {option_problem(None, item)}{null}"
+    if base in _KIND_RULES:
+        kind, said = _KIND_RULES[base]
+        # a bool is no number, and an int no bool
+        return None if isinstance(value, kind) else said + null
+    return number_problem(value, rule)
+
+
+def analysis_option_problems(name: str, options: dict[str, Any]) -> list[str]:
+    """A sentence for each option of ``options`` that analysis ``name`` does not read (with
+    the closest name it does) and each value against the rule it declared
+    (:func:`register_analysis`); none for an analysis that declared no options."""
+    _load_all()
+    rules = ANALYSIS_OPTIONS.get(name)
+    if rules is None:
+        return []
+    out = []
+    for k, v in options.items():
+        if k not in rules:
+            out.append(f"options.{k}: analysis {name!r} has no option {k!r}"
+                       f"{did_you_mean(k, rules)}; its options: {', '.join(sorted(rules))}")
+        elif (problem := option_problem(v, rules[k])) is not None:
+            out.append(f"options.{k} must be {problem}, {refused_value(v)}")
+    return out
 
 
 class Procedure:
@@ -176,13 +226,19 @@ def register_procedure(name: str):
     return deco
 
 
-def register_analysis(name: str, *, claim_names: Callable[..., ClaimNames] | None = None):
+def register_analysis(name: str, *, claim_names: Callable[..., ClaimNames] | None = None,
+                      options: dict[str, str] | None = None):
     """``claim_names(spec, runs)``: the :class:`ClaimNames` of the analysis for the runs the
-    sweep expands (``RunSpec``); without it nothing a claim names is checked before training."""
+    sweep expands (``RunSpec``); without it nothing a claim names is checked before training.
+    ``options``: ``{option: rule}`` (:func:`option_problem`) for every option the analysis
+    reads; given, another option or a value against its rule fails the plan before training
+    (:func:`analysis_option_problems`), without it no option is checked there."""
     def deco(fn):
         ANALYSES[name] = fn
         if claim_names is not None:
             CLAIM_NAMES[name] = claim_names
+        if options is not None:
+            ANALYSIS_OPTIONS[name] = dict(options)
         return fn
     return deco
 
@@ -226,5 +282,5 @@ def analysis_claim_names(name: str) -> Callable[..., ClaimNames] | None:
 from sgdlab.experiments.analysis import Analysis, Conclusion  # noqa: E402  (re-export)
 
 __all__ = ["Analysis", "ClaimNames", "Conclusion", "Procedure", "RunOutput", "StoredRun",
-           "analysis_claim_names", "get_analysis", "get_procedure", "register_analysis",
-           "register_procedure"]
+           "analysis_claim_names", "analysis_option_problems", "get_analysis", "get_procedure",
+           "register_analysis", "register_procedure"]

@@ -88,6 +88,10 @@ from sgdlab.report.figures import label_colours
 from sgdlab.report.tables import Table, mean_std
 
 CLAIM_KINDS = {"less", "greater", "close", "far", "above", "equivalent"}
+# the rules (``register_analysis``'s ``options``) of the options every analysis that checks
+# claims against references reads, and of those of the curves :func:`group_curves` draws
+CLAIM_OPTIONS = {"claims": "list", "references": "dict"}
+CURVE_OPTIONS = {"curves": "list of str", "logy": "list of str", "curve_labels": "dict"}
 
 
 def by_group(runs: list[StoredRun], key=None) -> "OrderedDict[str, list[StoredRun]]":

@@ -35,11 +35,12 @@ import numpy as np
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import ClaimNames, StoredRun, register_analysis
-from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
-                                                  claim_metrics, curve_label, group_colours,
-                                                  group_curves, group_x_axis, pseudo_groups,
-                                                  run_groups, seeds_note, stat, summary_names,
-                                                  summary_table, values_by_group, x_axis)
+from sgdlab.experiments.procedures.common import (CLAIM_OPTIONS, CURVE_OPTIONS, add_references,
+                                                  by_group, check_claims, claim_metrics,
+                                                  curve_label, group_colours, group_curves,
+                                                  group_x_axis, pseudo_groups, run_groups,
+                                                  seeds_note, stat, summary_names, summary_table,
+                                                  values_by_group, x_axis)
 from sgdlab.experiments.spec import cited, get_dotted
 from sgdlab.report.tables import exact_mean
 
@@ -220,7 +221,10 @@ def compare_groups_names(spec, runs) -> ClaimNames:
                       metrics)
 
 
-@register_analysis("compare_groups", claim_names=compare_groups_names)
+@register_analysis("compare_groups", claim_names=compare_groups_names, options={
+    **CLAIM_OPTIONS, **CURVE_OPTIONS, "derived": "list", "table": "list", "table_name": "str",
+    "caption": "str", "curve_x": "str", "curve_marks": "list of number", "bars": "list",
+    "group_by": "str|null"})
 def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
     from sgdlab.report.figures.axes import metric_label
 

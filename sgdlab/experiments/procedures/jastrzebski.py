@@ -18,12 +18,11 @@ from sgdlab.config.schema import Section, validate
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.errors import ConfigError, did_you_mean
 from sgdlab.experiments.procedures import ClaimNames, StoredRun, register_analysis
-from sgdlab.experiments.procedures.common import (Derived, add_references, by_group,
-                                                  check_claims, claim_metrics, curve_label,
-                                                  finite, group_curves, group_x_axis,
-                                                  pseudo_groups, recorded_instead, run_groups,
-                                                  seeds_note, stat, summary_names,
-                                                  unknown_metric, unrecorded_note,
+from sgdlab.experiments.procedures.common import (CURVE_OPTIONS, Derived, add_references, by_group,
+                                                  check_claims, claim_metrics, curve_label, finite,
+                                                  group_curves, group_x_axis, pseudo_groups,
+                                                  recorded_instead, run_groups, seeds_note, stat,
+                                                  summary_names, unknown_metric, unrecorded_note,
                                                   values_by_group)
 from sgdlab.experiments.spec import cited, get_dotted
 from sgdlab.report.tables import Table, exact_mean
@@ -144,7 +143,10 @@ def _ratio_grid_names(spec, runs) -> ClaimNames:
     return ClaimNames(problems=problems)
 
 
-@register_analysis("jastrzebski_ratio_grid", claim_names=_ratio_grid_names)
+@register_analysis("jastrzebski_ratio_grid", claim_names=_ratio_grid_names, options={
+    "metrics": "list of str", "expect": "dict", "equal_ratio_metric": "str",
+    "equal_ratio_margin": "number>=0", "curves": CURVE_OPTIONS["curves"],
+    "curve_labels": CURVE_OPTIONS["curve_labels"]})
 def ratio_grid(spec, runs: list[StoredRun]) -> Analysis:
     """Final curvature and accuracy against η/B; Spearman correlations check the claims
     (larger η/B ⇒ flatter: lower λ_max and ‖H‖_F; ``options.expect`` gives the signs)."""

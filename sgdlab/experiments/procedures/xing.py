@@ -19,10 +19,10 @@ import numpy as np
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import StoredRun, register_analysis
-from sgdlab.experiments.procedures.common import (add_references, by_group, by_run_group,
-                                                  check_claims, continuation_curves, finite,
-                                                  group_x_axis, mean_curve, seeds_label,
-                                                  seeds_note,
+from sgdlab.experiments.procedures.common import (CLAIM_OPTIONS, CURVE_OPTIONS, add_references,
+                                                  by_group, by_run_group, check_claims,
+                                                  continuation_curves, finite, group_x_axis,
+                                                  mean_curve, seeds_label, seeds_note,
                                                   summary_table, values_by_group)
 from sgdlab.experiments.procedures.jastrzebski import (CLEAR_TREND, _spearman, epoch_curves,
                                                        ranked_over, trend_verdict)
@@ -128,7 +128,10 @@ def _claims(spec, runs: list[StoredRun], metrics: list[str], key=None):
 
 
 # --- Figs. 1-2: walk plots, GD vs SGD ----------------------------------------------------------
-@register_analysis("xing_walk", claim_names=by_run_group)
+@register_analysis("xing_walk", claim_names=by_run_group, options={
+    **CLAIM_OPTIONS, "after_step": "int>=0", "final_updates": "int>0",
+    "valley_floor": f"one of {', '.join(VALLEY_FLOORS)}", "valley_after": "int>=0",
+    "distance_at": "int>=0|null", "max_steps": "int>0|null"})
 def xing_walk(spec, runs: list[StoredRun]) -> Analysis:
     """Walk plots per run group (first seed) and, per run: the mean consecutive-gradient cosine
     over steps >= ``options.after_step`` (``grad_cosine_mean``) and over the last
@@ -185,7 +188,8 @@ def xing_walk(spec, runs: list[StoredRun]) -> Analysis:
 
 
 # --- Tables 1-2: barriers and height above the valley floor per epoch ---------------------------
-@register_analysis("xing_barriers", claim_names=by_run_group)
+@register_analysis("xing_barriers", claim_names=by_run_group, options={
+    **CLAIM_OPTIONS, "epochs": "list of int>0", "barrier_epochs": "list of int>0|null"})
 def xing_barriers(spec, runs: list[StoredRun]) -> Analysis:
     """Per run and per epoch of ``options.epochs`` (1-based, the epochs the step interpolation
     covered): ``barrier_fraction_epochE`` (barriers crossed / steps interpolated, Table 1) and
@@ -250,7 +254,7 @@ def fifths(values: list[float]) -> dict[str, float]:
             "end": exact_mean(values[n - k:]) if n >= 2 else float("nan")}
 
 
-@register_analysis("xing_hessian_norm", claim_names=by_run_group)
+@register_analysis("xing_hessian_norm", claim_names=by_run_group, options=CLAIM_OPTIONS)
 def xing_hessian_norm(spec, runs: list[StoredRun]) -> Analysis:
     """The Hessian spectral norm (or λ_max: :func:`hessian_quantity`) logged by the
     ``dynamics`` instrument, per batch-norm mode M (``hess_norm_train`` /
@@ -342,7 +346,9 @@ def _setting(r: StoredRun) -> tuple[float, float]:
     return lr_and_batch(r)
 
 
-@register_analysis("xing_cosine_grid")
+@register_analysis("xing_cosine_grid", options={
+    "after_step": "int>=0", "fixed_lr": "number>0", "fixed_batch": "number>0",
+    "batch_cosine_trend": "one of negative, positive", "lr_margin": "number>=0"})
 def xing_cosine_grid(spec, runs: list[StoredRun]) -> Analysis:
     """Two one-dimensional sweeps around (``options.fixed_lr``, ``options.fixed_batch``): the
     batch size at the fixed learning rate and the learning rate at the fixed batch size (§3.2).
@@ -481,7 +487,10 @@ STUCK_METRICS = {
 
 
 @register_analysis("xing_stuck",
-                   claim_names=lambda spec, runs: by_run_group(spec, runs, STUCK_METRICS))
+                   claim_names=lambda spec, runs: by_run_group(spec, runs, STUCK_METRICS),
+                   options={**CLAIM_OPTIONS, **CURVE_OPTIONS, "stuck_run": "str",
+                            "window": "number>0", "lag": "number>0",
+                            "switch_step": "number>=0"})
 def xing_stuck(spec, runs: list[StoredRun]) -> Analysis:
     """Footnote 6 (line 161): the noisy run of group ``options.stuck_run`` and its
     continuations. A run with ``init_from: G`` continues G's run of the same seed from G's

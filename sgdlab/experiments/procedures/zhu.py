@@ -10,9 +10,9 @@ from sgdlab.errors import ConfigError, refused_value
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import (ClaimNames, StoredRun, number_problem,
                                            register_analysis)
-from sgdlab.experiments.procedures.common import (by_group, by_run_group, curve_label,
-                                                  finite, group_curves, mean_curve,
-                                                  seeds_label, seeds_note)
+from sgdlab.experiments.procedures.common import (CURVE_OPTIONS, by_group, by_run_group,
+                                                  curve_label, finite, group_curves,
+                                                  mean_curve, seeds_label, seeds_note)
 from sgdlab.experiments.spec import cited
 from sgdlab.report.tables import Table, mean_std
 
@@ -55,13 +55,6 @@ def _steps(ts: list[float]) -> str:
     return f"step {ts[0]:g}" if ts[0] == ts[-1] else f"steps {ts[0]:g}-{ts[-1]:g}"
 
 
-def _alignment_names(spec, runs) -> ClaimNames:
-    """:func:`zhu_alignment` takes no claims; a ``near_minimum_loss_below`` it would refuse
-    only when the report is written, after all the training, is a problem of the plan."""
-    problem = _near_minimum_problem(spec.options)
-    return ClaimNames(problems=[problem] if problem else [])
-
-
 def _near_minimum_problem(o: dict) -> str | None:
     """Why ``options.near_minimum_loss_below`` is no ε (a number > 0, or null), or None."""
     eps = o.get("near_minimum_loss_below")
@@ -69,7 +62,14 @@ def _near_minimum_problem(o: dict) -> str | None:
     return rule and f"options.near_minimum_loss_below must be {rule}, {refused_value(eps)}"
 
 
-@register_analysis("zhu_alignment", claim_names=_alignment_names)
+ALIGNMENT_TESTS = ("cosine", "eigenvalues", "residual")
+
+
+@register_analysis("zhu_alignment", options={
+    "tests": f"list of one of {', '.join(ALIGNMENT_TESTS)}", "cosine_above": "number",
+    "eigenvalue_atol": "number>=0", "eigenvalue_rtol": "number>=0|null",
+    "residual_small_fraction": "number>=0", "residual_spread": "number>=0",
+    "near_minimum_loss_below": "number>0|null", "cosine_history": "bool", **CURVE_OPTIONS})
 def zhu_alignment(spec, runs: list[StoredRun]) -> Analysis:
     """Leading-eigenvector cosines and Frobenius-normalised eigenvalues of H and Σ (Figs. 1, 8,
     9) and the projection residual e(U_k, V_k) over training (eq. (13), Fig. 4).
