@@ -656,6 +656,16 @@ OPTION_MISTAKES = [
      ("fixed_batch", "100", "a finite number > 0, got '100'")),
     ("xing-stuck-continuation", ("windw", 5, "window"),
      ("stuck_run", ["gd-iso"], "a string, got ['gd-iso']")),
+    ("jastrzebski-equal-ratio", ("last_kk", 3, "last_k"),
+     ("last_k", 2.5, "a positive integer, got 2.5")),
+    ("jastrzebski-interpolation", ("rize", 0.5, "rise"),
+     ("rise", "half", "a finite number > 0, got 'half'")),
+    ("jastrzebski-breakdown", ("curve_margn", 0.01, "curve_margin"),
+     ("within_limit", "all", "one of every-size, largest-size, got 'all'")),
+    ("zhu-noise-vs-gradient", ("dominance_ration", 10, "dominance_ratio"),
+     ("dominance_ratio", False, "a finite number > 0, not a bool (False)")),
+    ("zhu-noisy-label", ("best_off", {}, "best_of"),
+     ("curves", "test_acc", "a list, each item a string, got 'test_acc'")),
 ]
 
 

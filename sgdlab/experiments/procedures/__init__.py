@@ -110,9 +110,10 @@ _KIND_RULES = {"bool": (bool, "true or false"), "str": (str, "a string"),
 
 def option_problem(value: Any, rule: str) -> str | None:
     """What ``value`` should be under ``rule``, or None when it is. A rule is a key of
-    ``_NUMBER_RULES`` or ``_KIND_RULES``, ``one of A, B`` (one of those words) or ``list of
-    RULE`` (a list whose items follow RULE), with ``|null`` when None is accepted too."""
-    if value is None and rule.endswith("|null"):
+    ``_NUMBER_RULES`` or ``_KIND_RULES``, ``one of A, B`` (one of those words), ``list of
+    RULE`` (a list whose items follow RULE) or ``any`` (an option the analysis checks itself),
+    with ``|null`` when None is accepted too."""
+    if rule == "any" or value is None and rule.endswith("|null"):
         return None
     base = rule.removesuffix("|null")
     null = " or null" if base != rule else ""

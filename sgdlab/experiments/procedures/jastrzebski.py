@@ -18,12 +18,12 @@ from sgdlab.config.schema import Section, validate
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.errors import ConfigError, did_you_mean
 from sgdlab.experiments.procedures import ClaimNames, StoredRun, register_analysis
-from sgdlab.experiments.procedures.common import (CURVE_OPTIONS, Derived, add_references, by_group,
-                                                  check_claims, claim_metrics, curve_label, finite,
-                                                  group_curves, group_x_axis, pseudo_groups,
-                                                  recorded_instead, run_groups, seeds_note, stat,
-                                                  summary_names, unknown_metric, unrecorded_note,
-                                                  values_by_group)
+from sgdlab.experiments.procedures.common import (CLAIM_OPTIONS, CURVE_OPTIONS, Derived,
+                                                  add_references, by_group, check_claims,
+                                                  claim_metrics, curve_label, finite, group_curves,
+                                                  group_x_axis, pseudo_groups, recorded_instead,
+                                                  run_groups, seeds_note, stat, summary_names,
+                                                  unknown_metric, unrecorded_note, values_by_group)
 from sgdlab.experiments.spec import cited, get_dotted
 from sgdlab.report.tables import Table, exact_mean
 
@@ -296,7 +296,9 @@ def _equal_ratio_names(spec, runs) -> ClaimNames:
                       None if metrics is None else metrics | {"curve_mean", "late", "gap"})
 
 
-@register_analysis("jastrzebski_equal_ratio", claim_names=_equal_ratio_names)
+@register_analysis("jastrzebski_equal_ratio", claim_names=_equal_ratio_names, options={
+    **CLAIM_OPTIONS, "metric": "str", "last_k": "int>0", "rescaling": "any", "pairs": "list",
+    "curves": CURVE_OPTIONS["curves"], "curve_labels": CURVE_OPTIONS["curve_labels"]})
 def equal_ratio(spec, runs: list[StoredRun]) -> Analysis:
     """Learning curves (in epochs) of runs that share η/S (Figs. 1-2).
 
@@ -517,7 +519,8 @@ def _interpolation_names(spec, runs) -> ClaimNames:
     return ClaimNames(run_groups([r for r in runs if "between" in r.params]), set(WIDTHS))
 
 
-@register_analysis("jastrzebski_interpolation", claim_names=_interpolation_names)
+@register_analysis("jastrzebski_interpolation", claim_names=_interpolation_names,
+                   options={"claims": CLAIM_OPTIONS["claims"], "rise": "number>0"})
 def interpolation(spec, runs: list[StoredRun]) -> Analysis:
     """Basin widths at both ends of each interpolation (Fig. 4): per interpolation run,
     ``width_A`` / ``width_B`` — the α-length of the basin on the outward side of α = 0 (α < 0)
@@ -587,7 +590,10 @@ def _gaps_to(runs: list[StoredRun], ref: dict[int, StoredRun], metric: str) -> d
     return out
 
 
-@register_analysis("jastrzebski_breakdown")
+@register_analysis("jastrzebski_breakdown", options={
+    "metric": "str", "margin": "number>=0", "curve_margin": "number>=0",
+    "within_limit": "one of every-size, largest-size", "curves": CURVE_OPTIONS["curves"],
+    "curve_labels": CURVE_OPTIONS["curve_labels"]})
 def breakdown(spec, runs: list[StoredRun]) -> Analysis:
     """η = β η₀, S = β S₀ for growing β at one or more training-set sizes (Fig. 5). Per run:
     ``best_acc``, the maximum of ``options.metric`` over training (footnote 10: "the maximum

@@ -10,8 +10,8 @@ from sgdlab.errors import ConfigError, refused_value
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import (ClaimNames, StoredRun, number_problem,
                                            register_analysis)
-from sgdlab.experiments.procedures.common import (CURVE_OPTIONS, by_group, by_run_group,
-                                                  curve_label, finite, group_curves,
+from sgdlab.experiments.procedures.common import (CLAIM_OPTIONS, CURVE_OPTIONS, by_group,
+                                                  by_run_group, curve_label, finite, group_curves,
                                                   mean_curve, seeds_label, seeds_note)
 from sgdlab.experiments.spec import cited
 from sgdlab.report.tables import Table, mean_std
@@ -354,7 +354,8 @@ def _noise_variance(runs: list[StoredRun]) -> str:
     return "Tr Σ/m" if kinds != {True, False} else "Tr Σ/m or Tr Σ (N − m)/(m (N − 1))"
 
 
-@register_analysis("zhu_noise_magnitude")
+@register_analysis("zhu_noise_magnitude", options={
+    "dominance_ratio": "number>0", "noise_scale": f"one of {', '.join(NOISE_SCALES)}"})
 def zhu_noise_magnitude(spec, runs: list[StoredRun]) -> Analysis:
     """‖∇L‖ vs the noise magnitude sqrt(η Tr Σ / m) over training (Fig. 2).
 
@@ -427,7 +428,9 @@ def _noisy_label_names(spec, runs) -> ClaimNames:
     return by_run_group(spec, runs, [k for k, _ in NOISY_LABEL_METRICS])
 
 
-@register_analysis("zhu_noisy_label", claim_names=_noisy_label_names)
+@register_analysis("zhu_noisy_label", claim_names=_noisy_label_names, options={
+    **CLAIM_OPTIONS, "best_of": "dict", "table_name": "str", "curves": CURVE_OPTIONS["curves"],
+    "curve_labels": CURVE_OPTIONS["curve_labels"]})
 def zhu_noisy_label(spec, runs: list[StoredRun]) -> Analysis:
     """Test accuracy and expected sharpness of the dynamics started from the GD solution
     (Fig. 5), compared by ``options.claims``; curves of ``options.curves`` over iterations
