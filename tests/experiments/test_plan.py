@@ -635,8 +635,8 @@ def test_a_data_file_its_loader_refuses_stops_the_plan_with_the_loaders_message(
 
 
 # (entry, an option misspelt with its value and the option it misspells, an option given a
-# value its analysis' rule refuses and what the rule asks): per analysis that declares its
-# options; None is the compare_groups experiment of one's own above
+# value its analysis' rule refuses and what the rule asks): one for each analysis (each
+# declares its options); None is the compare_groups experiment of one's own above
 OPTION_MISTAKES = [
     ("zhu-alignment-cubic", ("cosine_abov", 0.9, "cosine_above"),
      ("cosine_above", "high", "a finite number, got 'high'")),
@@ -666,6 +666,25 @@ OPTION_MISTAKES = [
      ("dominance_ratio", False, "a finite number > 0, not a bool (False)")),
     ("zhu-noisy-label", ("best_off", {}, "best_of"),
      ("curves", "test_acc", "a list, each item a string, got 'test_acc'")),
+    ("zhu-escape-2d", ("orderin", {}, "ordering"),
+     ("speed", ["sgd"], "a mapping, got ['sgd']")),
+    ("zhu-escape-lr-sweep", ("fastr", ["sgd"], "faster"),
+     ("z", "2", "a finite number > 0, got '2'")),
+    ("chaudhari-hessian-spectrum", ("tail_ration", 10, "tail_ratio"),
+     ("negative_bar", 0.1, "one of float32-round-off, dtype-round-off, beyond-peak, got 0.1")),
+    ("chaudhari-diffusion-spectrum", ("same_within_facter", 2, "same_within_factor"),
+     ("rank_fraction_range", [0.003, "2%"],
+      "a list, each item a finite number > 0, got [0.003, '2%']")),
+    ("chaudhari-trajectory-fft", ("grad_norm_mean", 5, "grad_norm_mean_of"),
+     ("grad_norm_mean_of", 0, "a positive integer, got 0")),
+    ("chaudhari-trivialized", ("early_step", 1, "early_epoch"),
+     ("trained_at", "half", "a finite number or null, got 'half'")),
+    ("chaudhari-independent-copies", ("claim", [], "claims"),
+     ("references", [], "a mapping, got []")),
+    ("chaudhari-double-well", ("cycle_ration", 0.95, "cycle_ratio"),
+     ("zero_tol", -1e-6, "a finite number >= 0, got -1e-06")),
+    ("chaudhari-spin-glass", ("claimss", [], "claims"),
+     ("claims", "less", "a list, got 'less'")),
 ]
 
 
@@ -726,3 +745,22 @@ def test_an_edited_copy_of_an_entry_has_its_options_checked_too(tmp_path):
         [found] = plan_experiment(cfg, scale="cpu", store_path=str(tmp_path / "s.sqlite"),
                                   out_dir=tmp_path / "out").problems
         assert found.startswith(f"{cfg}: {problem}")
+
+
+def test_every_analysis_declares_its_options_and_has_its_mistakes_tested_above():
+    from sgdlab.experiments.procedures import ANALYSES, ANALYSIS_OPTIONS, get_analysis
+
+    get_analysis("compare_groups")      # every module of the package registered
+    shipped = {a for a in ANALYSES if not a.startswith("_test")}      # (tests' own aside)
+    assert shipped <= ANALYSIS_OPTIONS.keys()
+    tested = {yaml.safe_load((CATALOGUE_DIR / f"{e}.yaml").read_text())["analysis"]
+              for e, _, _ in OPTION_MISTAKES if e} | {"compare_groups", "pde_smoothing"}
+    assert tested == shipped
+
+
+def test_an_option_of_an_analysis_that_reads_none_fails_the_dry_run(tmp_path):
+    cfg = own_copy(tmp_path, "chaudhari-pde-smoothing", {"tol": 1e-6})
+    [found] = plan_experiment(cfg, scale="smoke", store_path=str(tmp_path / "s.sqlite"),
+                              out_dir=tmp_path / "out").problems
+    assert found == (f"{cfg}: options.tol: analysis 'pde_smoothing' has no option 'tol'; its "
+                     "options: none")

@@ -145,7 +145,8 @@ def analysis_option_problems(name: str, options: dict[str, Any]) -> list[str]:
     for k, v in options.items():
         if k not in rules:
             out.append(f"options.{k}: analysis {name!r} has no option {k!r}"
-                       f"{did_you_mean(k, rules)}; its options: {', '.join(sorted(rules))}")
+                       f"{did_you_mean(k, rules)}; its options: "
+                       f"{', '.join(sorted(rules)) or 'none'}")
         elif (problem := option_problem(v, rules[k])) is not None:
             out.append(f"options.{k} must be {problem}, {refused_value(v)}")
     return out

@@ -18,8 +18,9 @@ from sgdlab.errors import ConfigError, check_keys
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import (ClaimNames, Procedure, RunOutput, StoredRun,
                                            register_analysis, register_procedure)
-from sgdlab.experiments.procedures.common import (by_group, check_claims, finite,
+from sgdlab.experiments.procedures.common import (CLAIM_OPTIONS, by_group, check_claims, finite,
                                                   group_colours, seeds_named, stat, x_axis)
+from sgdlab.experiments.procedures.generic import COMPARE_OPTIONS
 from sgdlab.experiments.spec import cited, paper_ref
 from sgdlab.report.tables import Table, mean_std
 from sgdlab.store.folders import SWEEP_REPLICA_FOLDER, SWEEP_REPLICA_STORE
@@ -367,7 +368,10 @@ def _fisher_reading(r: StoredRun) -> str:
     return "per-sample"
 
 
-@register_analysis("chaudhari_hessian_spectrum")
+@register_analysis("chaudhari_hessian_spectrum", options={
+    "near_zero": "dict", "allowance": "number>=0", "tail_ratio": "number>0",
+    "negative_fraction_below": "number>=0",
+    "negative_bar": f"one of {', '.join(NEGATIVE_BARS)}"})
 def hessian_spectrum(spec, runs: list[StoredRun]) -> Analysis:
     """Thesis §3.3.1, Figs. 3.1 and 3.4: at the end of training most Hessian eigenvalues are
     near zero (|λ| ≤ the figure's threshold: the fraction the thesis reports, less
@@ -503,7 +507,9 @@ def _diffusion_names(spec, runs) -> ClaimNames:
                       set(DIFFUSION_VALUES))
 
 
-@register_analysis("chaudhari_diffusion_spectrum", claim_names=_diffusion_names)
+@register_analysis("chaudhari_diffusion_spectrum", claim_names=_diffusion_names, options={
+    "claims": CLAIM_OPTIONS["claims"], "rank_fraction_range": "list of number>0",
+    "same_within_factor": "number>0"})
 def diffusion_spectrum(spec, runs: list[StoredRun]) -> Analysis:
     """Thesis §6.3.2: D(x) (eq. 6.4, network in evaluation mode) has a very small rank that
     "ranges between 0.3% - 2%" of d (the rank fraction inside ``rank_fraction_range``, both
@@ -651,7 +657,10 @@ def _mean_drop(runs: list[StoredRun], start: tuple[str, float] | None, mean_of: 
     return tuple(mean_std([e[i] for e in ends])[0] for i in range(3))
 
 
-@register_analysis("chaudhari_trajectory")
+@register_analysis("chaudhari_trajectory", options={
+    "iterate_acf_outside_above": "number", "grad_norm_drop_below": "number>0",
+    "grad_norm_window": f"one of {', '.join(GRAD_NORM_WINDOWS)}",
+    "grad_norm_mean_of": "int>0"})
 def trajectory(spec, runs: list[StoredRun]) -> Analysis:
     """Thesis §6.3.3, Fig. 6.3, after the burn-in: (a) the spectrum of the increments is not
     flat but has excess low-frequency power (Remark 6.41; ``low_frequency_test``); (b) the
@@ -786,7 +795,8 @@ def _trivialized_names(spec, runs) -> ClaimNames:
     return names
 
 
-@register_analysis("chaudhari_trivialized", claim_names=_trivialized_names)
+@register_analysis("chaudhari_trivialized", claim_names=_trivialized_names, options={
+    **COMPARE_OPTIONS, "early_epoch": "number>=0|null", "trained_at": "number|null"})
 def trivialized(spec, runs: list[StoredRun]) -> Analysis:
     """``compare_groups`` plus the values the thesis' Trivialized-SGD claims are about:
     ``early_train_loss`` (training loss at the evaluation at the end of epoch ``early_epoch``,

@@ -19,9 +19,9 @@ from sgdlab.experiments.spec import cited
 from sgdlab.experiments.procedures import (ClaimNames, Procedure, RunOutput, StoredRun,
                                            get_procedure, register_analysis,
                                            register_procedure)
-from sgdlab.experiments.procedures.common import (add_references, by_group, check_claims,
-                                                  claim_metrics, pseudo_groups, run_groups,
-                                                  values_by_group)
+from sgdlab.experiments.procedures.common import (CLAIM_OPTIONS, add_references, by_group,
+                                                  check_claims, claim_metrics, pseudo_groups,
+                                                  run_groups, values_by_group)
 from sgdlab.report.tables import Table
 
 # copy k of seed s trains with seed COPY_SEED_STRIDE·s + k
@@ -205,7 +205,7 @@ def _copies_names(spec, runs) -> ClaimNames:
                       {m for m, _ in METRICS} | set(COMPARE_EXTRA))
 
 
-@register_analysis("chaudhari_copies", claim_names=_copies_names)
+@register_analysis("chaudhari_copies", claim_names=_copies_names, options=CLAIM_OPTIONS)
 def copies_analysis(spec, runs: list[StoredRun]) -> Analysis:
     """The compare runs' errors and overlaps per seed (table ``copies``), Fig. 5.1's matrix of
     the first seed's aligned overlaps (figure ``overlap``), and ``options.claims`` on the

@@ -221,10 +221,14 @@ def compare_groups_names(spec, runs) -> ClaimNames:
                       metrics)
 
 
-@register_analysis("compare_groups", claim_names=compare_groups_names, options={
+# the rules of compare_groups' options (``register_analysis``), which analyses built on it add to
+COMPARE_OPTIONS = {
     **CLAIM_OPTIONS, **CURVE_OPTIONS, "derived": "list", "table": "list", "table_name": "str",
     "caption": "str", "curve_x": "str", "curve_marks": "list of number", "bars": "list",
-    "group_by": "str|null"})
+    "group_by": "str|null"}
+
+
+@register_analysis("compare_groups", claim_names=compare_groups_names, options=COMPARE_OPTIONS)
 def compare_groups(spec, runs: list[StoredRun]) -> Analysis:
     from sgdlab.report.figures.axes import metric_label
 

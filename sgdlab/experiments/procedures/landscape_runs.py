@@ -207,7 +207,8 @@ def _escape_names(spec, runs) -> ClaimNames:
     return ClaimNames(methods, set(ESCAPE_VALUES), problems)
 
 
-@register_analysis("zhu_escape", claim_names=_escape_names)
+@register_analysis("zhu_escape", claim_names=_escape_names, options={
+    "claims": "list", "ordering": "dict", "speed": "dict"})
 def zhu_escape_analysis(spec, runs) -> Analysis:
     """Success rate per method (pooled over seeds, with its Wilson score interval and the
     seed-to-seed spread), expected sharpness over iterations, trajectories (Fig. 3).
@@ -525,7 +526,8 @@ def _escape_sweep_names(spec, runs) -> ClaimNames:
                                                       spec.options.get(side), methods)])
 
 
-@register_analysis("zhu_escape_sweep", claim_names=_escape_sweep_names)
+@register_analysis("zhu_escape_sweep", claim_names=_escape_sweep_names, options={
+    "faster": "list of str", "slower": "list of str", "z": "number>0"})
 def zhu_escape_sweep_analysis(spec, runs) -> Analysis:
     """Success rate of every method as a function of η, with Wilson score intervals; per η, a
     description of whether the paper's ordering (``options.faster`` above ``options.slower``,
@@ -703,7 +705,9 @@ def _orbit_kind(s: dict[str, Any], rest_speed: float, cycle_ratio: float) -> str
     return "spiral"
 
 
-@register_analysis("double_well")
+@register_analysis("double_well", options={
+    "tv_below": "number>0", "rest_speed": "number>0", "cycle_ratio": "number>0",
+    "zero_tol": "number>=0"})
 def double_well_analysis(spec, runs) -> Analysis:
     """Thesis Example 6.43 / Fig. 6.4: the steady state stays e^{−Φ} for every λ (TV below
     ``tv_below``); for λ = 0 the drift rests at (±1, 0); for the intermediate λ its zeros have
@@ -879,7 +883,7 @@ def _pspin_names(spec, runs) -> ClaimNames:
                       {*PSPIN_VALUES, "starts"})
 
 
-@register_analysis("pspin", claim_names=_pspin_names)
+@register_analysis("pspin", claim_names=_pspin_names, options={"claims": "list"})
 def pspin_analysis(spec, runs) -> Analysis:
     """Distinct minima and mean cosine distance per regime; claims from ``options.claims``."""
     from sgdlab.report.figures.landscapes import pspin_figure
@@ -1182,7 +1186,7 @@ class PDEProcedure(Procedure):
         return RunOutput(summary=summary, data=data)
 
 
-@register_analysis("pde_smoothing")
+@register_analysis("pde_smoothing", options={})     # it reads none
 def pde_analysis(spec, runs) -> Analysis:
     """The claims of Lemma 4.17, Example 4.15 / Fig. 4.1, Example 4.13 and Fig. 3.2 on the
     stored 1-D solutions (see :class:`PDEProcedure`)."""
