@@ -128,7 +128,7 @@ def option_problem(value: Any, rule: str) -> str | None:
         return f"a list, each item {option_problem(None, item)}{null}"
     if base in _KIND_RULES:
         kind, said = _KIND_RULES[base]
-        # a bool is no number, and an int no bool
+        # an int is no bool: ``cosine_history: 1`` is refused
         return None if isinstance(value, kind) else said + null
     return number_problem(value, rule)
 
