@@ -373,3 +373,35 @@ def test_ggn_diagonal_of_train_mode_spectral_norm_leaves_its_vectors(hook_based)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
+
+
+class _FrozenFloat32Scale(nn.Module):
+    """A float64 linear layer after a frozen float32 scale, registered first."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((3,), 0.5), requires_grad=False)
+        self.lin = nn.Linear(3, 3, dtype=torch.float64)
+
+    def forward(self, x):
+        return self.lin(x * self.scale.to(x.dtype))
+
+
+def test_hessian_diagonal_takes_the_factors_by_the_trainable_parameters_dtype(monkeypatch):
+    """The exact GGN diagonal in the operator's own dtype (its trainable parameters') comes
+    from the backpropagated factors: it was decided by the first parameter's dtype, a frozen
+    float32 one's here, so dtype=torch.float64 took d products instead."""
+    import sgdlab.measure.curvature.model as curvature_model
+
+    torch.manual_seed(0)
+    model, loss_fn = _FrozenFloat32Scale(), nn.CrossEntropyLoss()
+    x, y = tiny_classification(6, 3, 3)
+    ref = torch.diagonal(ggn_reference(model, loss_fn, (x, y)))
+    factored = curvature_model.ggn_diagonal
+    calls = []
+    monkeypatch.setattr(curvature_model, "ggn_diagonal",
+                        lambda *a: calls.append(1) or factored(*a))
+    for dtype in (None, torch.float64):
+        est = hessian_diagonal(model, loss_fn, (x, y), exact=True, operator="ggn", dtype=dtype)
+        torch.testing.assert_close(est.value, ref, rtol=1e-9, atol=1e-12)
+    assert len(calls) == 2

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from sgdlab.errors import checked_keywords
 from sgdlab.operators import curvature_operator
 from sgdlab.operators.batches import Data
+from sgdlab.operators.params import flat_dtype, trainable_named_params
 
 from ._common import Estimate
 from .diagonal import DiagonalEstimate, SamplesInteract, diagonal, ggn_diagonal
@@ -127,10 +128,13 @@ def hessian_diagonal(
     ``num_probes`` Rademacher probes with per-entry standard errors (see
     :func:`~sgdlab.measure.curvature.diagonal.diagonal`). The exact GGN diagonal comes from
     backpropagated loss-Hessian factors instead (:func:`ggn_diagonal`: C per-sample gradient
-    passes, not d products) unless another ``dtype`` is asked for, or the model's samples
-    interact in its forward pass (a batch statistic: no per-sample factors)."""
-    first = next(model.parameters(), None)     # none: the operator below names the problem
-    if exact and operator == "ggn" and first is not None and dtype in (None, first.dtype):
+    passes, not d products) unless a ``dtype`` other than the trainable parameters' is asked
+    for, or the model's samples interact in its forward pass (a batch statistic: no
+    per-sample factors)."""
+    # the operator's own dtype is its trainable parameters' (a frozen one's may differ);
+    # none: the operator below names the problem
+    trainable = trainable_named_params(model).values()
+    if exact and operator == "ggn" and trainable and dtype in (None, flat_dtype(trainable)):
         try:
             value = ggn_diagonal(model, loss_fn, data)
             return DiagonalEstimate(value, torch.zeros_like(value), value.numel(), True)
