@@ -37,8 +37,8 @@ from sgdlab.measure.batch_norm import BN_TYPES, has_batchnorm, recompute_bn_stat
 from sgdlab.models.modes import eval_mode
 from sgdlab.operators.batches import (Data, check_batch_loss, check_model_data,
                                       iterate_batches)
-from sgdlab.operators.params import (copy_module, frozen_named_params, params_vector,
-                                      set_params_vector)
+from sgdlab.operators.params import (copy_module, frozen_named_params, model_device,
+                                      params_vector, set_params_vector)
 
 __all__ = [
     "BasinWidth",
@@ -66,7 +66,7 @@ def evaluate(model: nn.Module, loss_fn: LossFn, data: Data) -> tuple[float, floa
     """
     check_batch_loss(loss_fn, data)
     check_model_data(model, loss_fn, data, own_mode=False)    # evaluated in eval mode
-    device = next(model.parameters()).device
+    device = model_device(model)       # a module without parameters has a loss too
     loss = 0.0
     n = correct = labels = 0
     classify = True

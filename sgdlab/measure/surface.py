@@ -39,8 +39,8 @@ from torch import Tensor, nn
 from sgdlab.errors import (checked_count_argument, checked_int_argument, checked_keywords,
                            int_at_least, plain_int)
 from sgdlab.operators.batches import Data, is_single_batch, iterate_batches
-from sgdlab.operators.params import (copy_module, params_vector, set_params_vector,
-                                      trainable_named_params)
+from sgdlab.operators.params import (copy_module, model_device, params_vector,
+                                      set_params_vector, trainable_named_params)
 
 from ._repr import compact_repr
 from .batch_norm import has_batchnorm, recompute_bn_statistics
@@ -215,7 +215,7 @@ def _recompute_in_chunks(model: nn.Module, data: Data, layerwise: bool,
     if not layerwise:
         recompute_bn_statistics(model, data, layerwise=False)
         return
-    device = next(model.parameters()).device
+    device = model_device(model)       # batch norm without affine parameters has its buffers
     plan = PassPlan(model, resolved_budget(memory_budget, device), 1, vectorized=False,
                     caller="loss_surface")
     if not is_single_batch(data) and iter(data) is data:

@@ -27,6 +27,7 @@ from torch import nn
 
 import sgdlab.measure as M
 from sgdlab.errors import UserError
+from sgdlab.measure.interpolation import evaluate
 from sgdlab.measure.sharpness import perturbed_evaluations
 from sgdlab.operators.params import flatten, params_vector, set_params_vector
 from sgdlab.testing import (GRUClassifier, SkipsItsLayer, TiedByHand, TiedEmbedding,
@@ -760,7 +761,8 @@ def test_a_loss_that_autograd_cannot_reach_the_parameters_from_is_named(name):
 @pytest.mark.parametrize("kind", ["no_parameters", "all_frozen"])
 def test_a_model_with_nothing_to_perturb_has_a_loss_and_names_the_problem_elsewhere(kind):
     """A module without trainable parameters (a fixed feature map, a frozen network) has a
-    mean loss: mean_loss read its device from a first parameter (StopIteration without one).
+    mean loss: mean_loss and the interpolation's evaluate read their device from a first
+    parameter (StopIteration without one).
     What moves or differentiates θ refuses it by name; it failed inside torch.cat
     ("expected a non-empty list of Tensors"), or in a segment's passes."""
     torch.manual_seed(0)
@@ -774,6 +776,7 @@ def test_a_model_with_nothing_to_perturb_has_a_loss_and_names_the_problem_elsewh
     loss_fn = nn.CrossEntropyLoss()
     close(M.mean_loss(model, loss_fn, (x, y)), F.cross_entropy(model(x), y), 1e-15)
     close(M.mean_loss(model, loss_fn, two_batches((x, y))), F.cross_entropy(model(x), y), 1e-15)
+    close(evaluate(model, loss_fn, two_batches((x, y)))[0], F.cross_entropy(model(x), y), 1e-15)
     empty = torch.zeros(0, dtype=torch.float64)
     for fn in (params_vector, M.parameter_norm,
                lambda m: M.expected_sharpness(m, loss_fn, (x, y), 0.1, 2, generator=gen()),

@@ -159,6 +159,23 @@ def test_recomputed_statistics_follow_bn_layerwise():
         assert s.train_loss[1] != pytest.approx(evaluate(other, loss_fn, batches)[0], rel=1e-6)
 
 
+def test_statistics_recomputed_in_chunks_for_batch_norm_without_parameters():
+    """The chunked recomputation of the surface's batch-norm statistics took its device from
+    a first parameter: StopIteration for batch norm without affine parameters, which has its
+    running statistics all the same."""
+    from sgdlab.measure.surface import _recompute_in_chunks
+
+    x, y = tiny_classification(12, 3, 2)
+    batches = [(x[:5], y[:5]), (x[5:], y[5:])]
+    model = nn.Sequential(nn.BatchNorm1d(3, affine=False)).double()
+    reference = copy.deepcopy(model)
+    _recompute_in_chunks(model, batches, True, None)
+    recompute_bn_statistics(reference, batches, layerwise=True)
+    for name, b in reference.named_buffers():
+        torch.testing.assert_close(model.get_buffer(name), b, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(model[0].running_mean, x.mean(0), rtol=1e-12, atol=1e-15)
+
+
 def test_trajectory_pca_recovers_the_plane_of_a_planar_path():
     g = torch.Generator().manual_seed(0)
     basis, _ = torch.linalg.qr(torch.randn(10, 2, dtype=torch.float64, generator=g))
