@@ -70,6 +70,27 @@ def catalogue() -> list[dict]:
     return out
 
 
+def with_derived_deviations(item: dict) -> dict:
+    """The ``catalogue()`` item with ``derived_deviations`` after its ``deviations``: ``{scale:
+    [departure, ...]}`` for each scale whose file lists none, the paper scale aside, derived
+    from the config under the default readings (:meth:`ExperimentSpec.derived_deviations`:
+    what the report of a run at that scale shows). Out of :func:`catalogue`: each scale is
+    resolved, with the imports that takes, which the one-line listing does without."""
+    from sgdlab.experiments.spec import load_experiment
+
+    derived = {}
+    for scale in item["scales"]:
+        if scale != "paper" and scale not in item["deviations"]:
+            if found := load_experiment(item["file"], scale).derived_deviations():
+                derived[scale] = found
+    out = {}
+    for k, v in item.items():
+        out[k] = v
+        if k == "deviations":
+            out["derived_deviations"] = derived
+    return out
+
+
 def _measures(raw: dict) -> list[str]:
     """What the entry's runs measure (their instruments and final measurements, as the file
     names them: ``sharpness``, ``expected_sharpness``) and the quantities its claims compare
@@ -106,7 +127,7 @@ def _list(args: argparse.Namespace) -> int:
                 wanted += found
         items = [next(i for i in items if i["name"] == n) for n in dict.fromkeys(wanted)]
     if args.json:
-        print(dumps(items, indent=1))
+        print(dumps([with_derived_deviations(i) for i in items], indent=1))
         return 0
     w = max((len(i["name"]) for i in items), default=10)
     for i in items:
@@ -125,7 +146,7 @@ def _list(args: argparse.Namespace) -> int:
           f"(≤{CPU_UNRECORDED_AT_MOST} min: no time recorded, not among the longest); "
           "--scale smoke: seconds.\n`sgdlab list NAME` shows an "
           "entry's claim, description, file and readings (--reading KEY=CHOICE);\n--json adds "
-          "the quotes and each scale's departures.")
+          "the quotes and each scale's departures (listed, or derived from the config).")
     return 0
 
 
@@ -169,7 +190,7 @@ def _details(item: dict, w: int) -> None:
     print(f"{pad}run: sgdlab run {item['name']} --scale cpu --workers 2  ({cpu_time(item)} "
           "on 2 cores; smoke: seconds, only checks "
           "that it runs; paper: the paper's grid, --data-dir for data files; --dry-run: its "
-          "runs)")
+          "runs and the scale's departures from the paper)")
     print(f"{pad}file: {item['file']}")
     for k, r in item["readings"].items():
         for c, desc in r["choices"].items():

@@ -33,6 +33,7 @@ from sgdlab.experiments.runner import default_out_dir, foreign_out_dir, prepare
 from sgdlab.experiments.spec import ExperimentSpec, RunSpec, expand_data_dir, wall_time_text
 from sgdlab.experiments.sweep import (dependency_layers, finished_runs, run_device,
                                      run_threads, stored_under)
+from sgdlab.report.verdicts import DERIVED
 
 if TYPE_CHECKING:
     from sgdlab.data.files import TrainSize
@@ -111,6 +112,8 @@ class Plan:
                        "to_run": f.to_run,
                        "train_size": None if f.train_size is None else f.train_size._asdict()}
                       for f in self.files],
+            "deviations": list(self.spec.deviations),
+            "derived_deviations": self.spec.derived_deviations(),
             "problems": list(self.problems), "notes": list(self.notes), "ok": self.ok,
         }
 
@@ -170,7 +173,19 @@ class Plan:
                 out.append(f"  {f.what}: missing, {used}: {f.problem}")
             if f.train_size is not None:     # what the steps above are counted with
                 out.append(f"    training set: {f.train_size}")
-        return out
+        return out + self._departure_lines()
+
+    def _departure_lines(self) -> list[str]:
+        """Where this scale departs from the paper, as the report shows it: as the entry
+        lists it (with its readings'), and as derived from the config where the entry lists
+        none for the scale (:meth:`ExperimentSpec.derived_deviations`), said to be derived."""
+        s, out = self.spec, []
+        for devs, how in ((s.deviations, ", as the entry lists them"),
+                          (s.derived_deviations(), f", {DERIVED}")):
+            if devs:
+                out.append(f"departures from the paper at scale {s.scale}{how}:")
+                out += [f"  - {' '.join(d.split())}" for d in devs]
+        return out or [f"departures from the paper at scale {s.scale}: none listed"]
 
     def _on_nodes(self, need: DataNeed) -> bool:
         """Whether ``need``, missing here, is read only where the runs execute: on Ray, each

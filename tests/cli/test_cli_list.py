@@ -168,3 +168,21 @@ def test_an_entry_shown_in_full_gives_its_description(capsys):
     out = capsys.readouterr().out
     assert f"\n             description: {entry['description']}\n" in out
     assert entry["description"].startswith("Full-batch GD and SGD (batch 100)")
+
+
+def test_json_gives_the_departures_derived_for_a_scale_that_lists_none(capsys):
+    """A scale whose file lists no departures (xing-walk's smoke) has them derived from the
+    config, as its report shows them; --json gave only the listed ones. A scale that lists its
+    own (Musso's smoke, every cpu scale) has none derived. The one-line listing stays one line
+    per entry."""
+    from sgdlab.experiments.spec import load_experiment
+
+    assert main(["list", "--json", "xing-walk", "musso-protocols"]) == 0
+    walk, musso = json.loads(capsys.readouterr().out)
+    derived = load_experiment("xing-walk", "smoke").derived_deviations()
+    assert "dataset.name digits (paper: cifar10)" in derived
+    assert walk["derived_deviations"] == {"smoke": derived}
+    assert set(walk["deviations"]) == {"cpu", "paper"}
+    assert musso["derived_deviations"] == {} and "smoke" in musso["deviations"]
+    assert main(["list"]) == 0
+    assert "(paper: " not in capsys.readouterr().out

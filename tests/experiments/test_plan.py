@@ -206,6 +206,29 @@ def test_the_plan_says_how_long_the_catalogue_measured_the_entry(tmp_path, monke
     assert plan_experiment(str(copy), scale="cpu", store_path=store).spec.wall_minutes() is None
 
 
+def test_the_plan_shows_the_scales_departures_as_the_report_will(tmp_path):
+    """A scale whose file lists no departures (the grid's smoke) shows those derived from the
+    config, said to be derived; a scale that lists them (cpu) shows those. The plan showed
+    neither: they were first seen in the report, after the runs."""
+    from sgdlab.report.verdicts import DERIVED
+
+    store = str(tmp_path / "s.sqlite")
+    smoke = plan_experiment(GRID, scale="smoke", store_path=store)
+    derived = smoke.spec.derived_deviations()
+    assert derived and smoke.to_json()["derived_deviations"] == derived
+    assert smoke.to_json()["deviations"] == []
+    lines = smoke.lines()
+    head = lines.index(f"departures from the paper at scale smoke, {DERIVED}:")
+    assert lines[head + 1:] == [f"  - {d}" for d in derived]
+    cpu = plan_experiment(GRID, scale="cpu", store_path=store)
+    listed = cpu.spec.deviations
+    assert listed and cpu.to_json()["deviations"] == listed
+    assert cpu.to_json()["derived_deviations"] == []
+    lines = cpu.lines()
+    head = lines.index("departures from the paper at scale cpu, as the entry lists them:")
+    assert lines[head + 1:] == [f"  - {' '.join(d.split())}" for d in listed]
+
+
 def test_the_plan_counts_the_steps_of_the_runs_to_execute_whose_length_is_known():
     """Four runs of 10 (stored), 5, unknown and 7 steps: 3 to run, 12 steps in the 2 of them
     whose parameters tell; the total is unknown until all of them tell."""
