@@ -74,7 +74,8 @@ def _plan(args: argparse.Namespace, name: str, out: Path):
 
 
 def _print_plans(args: argparse.Namespace, plans: list) -> int:
-    """Each entry's plan as ``--dry-run`` prints it, then the totals; 2 when one would fail."""
+    """Each entry's plan as ``--dry-run`` prints it (its departures counted, not listed),
+    then the totals; 2 when one would fail."""
     failing = sum(bool(problems) for _, _, problems in plans)
     if args.json:
         from sgdlab.strict_json import dumps
@@ -84,7 +85,7 @@ def _print_plans(args: argparse.Namespace, plans: list) -> int:
                      for n, plan, problems in plans], indent=1, default=str))
     else:
         for n, plan, problems in plans:
-            print("\n".join(plan.lines()) if plan is not None
+            print("\n".join(plan.lines(departures=False)) if plan is not None
                   else f"dry run: {n} [{args.scale}]: cannot be planned (the error below)")
             print()
         found = [p for _, p, _ in plans if p is not None]

@@ -117,8 +117,10 @@ class Plan:
             "problems": list(self.problems), "notes": list(self.notes), "ok": self.ok,
         }
 
-    def lines(self) -> list[str]:
-        """The plan as text, one run a line."""
+    def lines(self, *, departures: bool = True) -> list[str]:
+        """The plan as text, one run a line; the scale's departures from the paper in full
+        with ``departures``, else counted, with the command that lists them (a batch of
+        entries, where they would fill pages)."""
         s, st = self.spec, self.settings
         tag = "".join(f", {k}={c}" for k, c in s.changed_readings().items())
         out = [f"dry run: {s.name} v{s.version} [{s.scale}{tag}] — {s.title}"]
@@ -173,7 +175,18 @@ class Plan:
                 out.append(f"  {f.what}: missing, {used}: {f.problem}")
             if f.train_size is not None:     # what the steps above are counted with
                 out.append(f"    training set: {f.train_size}")
-        return out + self._departure_lines()
+        return out + (self._departure_lines() if departures else [self._departure_count()])
+
+    def _departure_count(self) -> str:
+        """One line: how many departures the scale has and where they are listed."""
+        s = self.spec
+        devs, how = ((s.deviations, "listed") if s.deviations
+                     else (s.derived_deviations(), "derived from the config"))
+        if not devs:
+            return f"departures from the paper at scale {s.scale}: none listed"
+        readings = "".join(f" --reading {k}={c}" for k, c in s.changed_readings().items())
+        return (f"departures from the paper at scale {s.scale}: {len(devs)} ({how}; `sgdlab run "
+                f"{s.name} --scale {s.scale}{readings} --dry-run` lists them)")
 
     def _departure_lines(self) -> list[str]:
         """Where this scale departs from the paper, as the report shows it: as the entry

@@ -230,6 +230,9 @@ def test_the_dry_run_plans_every_entry(tmp_path, capsys):
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert text.count("dry run: musso-") == 4
+    # each entry's departures counted with the command that lists them, not listed
+    assert text.count("--scale smoke --dry-run` lists them)") == 4
+    assert "smoke, as the entry lists them:" not in text
     runs = sum(len(p["runs"]) for p in plans)
     assert text.rstrip().endswith(f"total: 4 entries, {runs} runs, {runs} to run (0 already "
                                   "stored); 0 entries would fail")

@@ -227,6 +227,14 @@ def test_the_plan_shows_the_scales_departures_as_the_report_will(tmp_path):
     lines = cpu.lines()
     head = lines.index("departures from the paper at scale cpu, as the entry lists them:")
     assert lines[head + 1:] == [f"  - {' '.join(d.split())}" for d in listed]
+    # a batch of entries counts them, with the command that lists them
+    name = smoke.spec.name
+    assert smoke.lines(departures=False)[-1] == (
+        f"departures from the paper at scale smoke: {len(derived)} (derived from the config; "
+        f"`sgdlab run {name} --scale smoke --dry-run` lists them)")
+    assert cpu.lines(departures=False)[-1] == (
+        f"departures from the paper at scale cpu: {len(listed)} (listed; `sgdlab run {name} "
+        "--scale cpu --dry-run` lists them)")
 
 
 def test_the_plan_counts_the_steps_of_the_runs_to_execute_whose_length_is_known():
