@@ -1,5 +1,6 @@
-"""What differs between configs: ``sgdlab runs compare`` (run configs) and the comparison of
-two experiment reports (their resolved grids, seeds and base configs).
+"""What differs between configs: ``sgdlab runs compare`` (run configs), the comparison of
+two experiment reports (their resolved grids, seeds and base configs) and a scale's departures
+from the paper scale (:func:`departures`).
 
 Values are compared whole and cut to :data:`WIDTH` characters only to be shown (two lists that
 differ in their last item are different settings, however long), and cut where they differ
