@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import UserError, plain_int, refused_value
+from ..errors import UserError, int_at_least, plain_int, refused_value
 from .registry import check_positive, image_shape, register_model
 
 
@@ -50,7 +50,7 @@ class CifarResNet(nn.Module):
                  shortcut: str = "A") -> None:
         super().__init__()
         depth = plain_int(depth)      # a grid's np.int64 depth too
-        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 8 or (depth - 2) % 6:
+        if not int_at_least(depth, 8) or (depth - 2) % 6:
             raise UserError(f"option 'depth' must be 6n+2 (20, 32, 44, 56, 110), "
                             f"{refused_value(depth)}")
         width = check_positive("width", width)
