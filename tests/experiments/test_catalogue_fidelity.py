@@ -364,7 +364,6 @@ def test_claims_keep_their_texts_whole(name, scale):
             assert text.count("(") == text.count(")"), f"{name} ({scale}): {text!r}"
 
 
-
 # "margin 0.27 points", "equivalence margin 0.27 test-accuracy points", "the 0.5-point margin"
 _MARGIN_IN_POINTS = re.compile(r"margin \(?(\d+(?:\.\d+)?) (?:test-accuracy )?points?\b"
                                r"|(\d+(?:\.\d+)?)-point margin")
@@ -401,6 +400,7 @@ def test_a_margin_the_prose_of_a_scale_names_in_points_is_one_of_its_claims(name
             assert round(points, 6) in margins, (
                 f"{name} ({scale}) names a margin of {points:g} points, but its claims' "
                 f"margins are {sorted(margins)} points: {text[:120]!r}")
+
 
 # training-set sizes of the datasets whose runs cap their length with max_steps
 TRAIN_SIZES = {"mnist_small": 4000, "digits": 1437, "cifar10": 50000, "mnist": 60000}
