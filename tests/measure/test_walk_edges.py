@@ -9,6 +9,7 @@ from torch import nn
 
 from sgdlab.measure.walk import (StepInterpolation, analyze_segment, segment_losses,
                                  step_interpolation, summarize_epochs)
+from sgdlab.operators.params import params_vector
 from sgdlab.testing import Quadratic
 
 
@@ -127,7 +128,7 @@ def test_a_batch_of_one_is_no_problem_where_bn_mode_sets_the_statistics():
     model[1].running_mean.uniform_(-0.5, 0.5)
     x, y = torch.randn(3, 3, dtype=torch.float64), torch.tensor([0, 1, 1])
     data, loss_fn = [(x[:2], y[:2]), (x[2:], y[2:])], nn.CrossEntropyLoss()
-    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    theta = params_vector(model)
     losses = segment_losses(model, loss_fn, data, theta, theta, [0.0])
     assert model.training
     with torch.no_grad():
