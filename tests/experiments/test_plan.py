@@ -405,8 +405,8 @@ def own_experiment(tmp_path, options: dict, final: list | None = None) -> str:
     return str(path)
 
 
-def plan_of(tmp_path, cfg: str):
-    return plan_experiment(cfg, scale="cpu", store_path=str(tmp_path / "s.sqlite"),
+def plan_of(tmp_path, cfg: str, scale: str = "cpu"):
+    return plan_experiment(cfg, scale=scale, store_path=str(tmp_path / "s.sqlite"),
                            out_dir=tmp_path / "out")
 
 
@@ -546,8 +546,7 @@ def test_a_misspelt_claim_of_an_analysis_of_its_own_fails_the_dry_run(tmp_path, 
 
     cfg = entry_file(tmp_path, entry, edit)
     where = ["--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out")]
-    plan = plan_experiment(cfg, scale="smoke", store_path=where[1], out_dir=where[3])
-    [found] = plan.problems
+    [found] = plan_of(tmp_path, cfg, "smoke").problems
     # the index among the claims of the default readings
     assert found.startswith(f"{cfg}: options.claims[") and problem in found
     assert main(["run", "--config", cfg, "--scale", "smoke", *where, "--dry-run"]) == 2
@@ -567,9 +566,7 @@ def test_a_misspelt_claim_of_an_analysis_of_its_own_fails_the_dry_run(tmp_path, 
 def test_a_misspelt_method_the_escape_analyses_order_fails_the_dry_run(tmp_path, entry, option,
                                                                         edit, problem):
     cfg = entry_file(tmp_path, entry, lambda raw: edit(raw["options"]))
-    plan = plan_experiment(cfg, scale="smoke", store_path=str(tmp_path / "s.sqlite"),
-                           out_dir=tmp_path / "out")
-    [found] = plan.problems
+    [found] = plan_of(tmp_path, cfg, "smoke").problems
     assert found.startswith(f"{cfg}: {option}: ") and problem in found
 
 
@@ -745,8 +742,7 @@ def test_a_misspelt_or_mistyped_option_fails_the_dry_run_and_the_run(tmp_path, c
     key, value, meant = misspelt
     cfg = own_copy(tmp_path, entry, {key: value})
     where = ["--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out")]
-    [found] = plan_experiment(cfg, scale="smoke", store_path=where[1],
-                              out_dir=where[3]).problems
+    [found] = plan_of(tmp_path, cfg, "smoke").problems
     analysis = yaml.safe_load(open(cfg))["analysis"]
     assert found == (f"{cfg}: options.{key}: analysis {analysis!r} has no option {key!r} "
                      f"(did you mean {meant}?); its options: "
@@ -755,8 +751,7 @@ def test_a_misspelt_or_mistyped_option_fails_the_dry_run_and_the_run(tmp_path, c
     assert f"sgdlab: error: {found}" in capsys.readouterr().err
     key, value, said = wrong
     cfg = own_copy(tmp_path, entry, {key: value})
-    [found] = plan_experiment(cfg, scale="smoke", store_path=where[1],
-                              out_dir=where[3]).problems
+    [found] = plan_of(tmp_path, cfg, "smoke").problems
     assert found == f"{cfg}: options.{key} must be {said}"
     with pytest.raises(ConfigError, match=f"options.{key} must be "):
         run_experiment(cfg, scale="smoke", store_path=where[1], out_dir=where[3],
@@ -773,8 +768,7 @@ def test_an_edited_copy_of_an_entry_has_its_options_checked_too(tmp_path):
             ({"valley_floor": "middle"},
              "options.valley_floor must be one of interior, segment, got 'middle'")):
         cfg = entry_file(tmp_path, "xing-walk", lambda raw: raw["options"].update(options))
-        [found] = plan_experiment(cfg, scale="cpu", store_path=str(tmp_path / "s.sqlite"),
-                                  out_dir=tmp_path / "out").problems
+        [found] = plan_of(tmp_path, cfg).problems
         assert found.startswith(f"{cfg}: {problem}")
 
 
@@ -791,7 +785,6 @@ def test_every_analysis_declares_its_options_and_has_its_mistakes_tested_above()
 
 def test_an_option_of_an_analysis_that_reads_none_fails_the_dry_run(tmp_path):
     cfg = own_copy(tmp_path, "chaudhari-pde-smoothing", {"tol": 1e-6})
-    [found] = plan_experiment(cfg, scale="smoke", store_path=str(tmp_path / "s.sqlite"),
-                              out_dir=tmp_path / "out").problems
+    [found] = plan_of(tmp_path, cfg, "smoke").problems
     assert found == (f"{cfg}: options.tol: analysis 'pde_smoothing' has no option 'tol'; its "
                      "options: none")
