@@ -165,12 +165,10 @@ _OWN_PANEL = {"sharpness/epsilon": "sharpness: Keskar ε",
               "sharpness/local_entropy": "local entropy −f_γ"}
 
 
-def recorded_groups(history: History, *,
-                    limit: int | None = None) -> dict[str, list[str]]:
-    """{group: series names} of a history's instrument series (module docstring), the first
-    ``limit`` of them (None: all) in panel order (:func:`_splits_side_by_side`); ``runs
-    compare`` and :func:`instrument_panels` take them all and name those past
-    :data:`MAX_PANELS`."""
+def recorded_groups(history: History) -> dict[str, list[str]]:
+    """{group: series names} of a history's instrument series (module docstring), all of them
+    in panel order (:func:`_splits_side_by_side`); ``runs compare`` and
+    :func:`instrument_panels` draw the first :data:`MAX_PANELS` and name the others."""
     groups: dict[str, list[str]] = {}
     for name, pts in sorted(history.items()):
         if name in _LOOP or not pts or _SKIP.search(name):
@@ -196,7 +194,7 @@ def recorded_groups(history: History, *,
         else:
             group = "dynamics"
         groups.setdefault(group, []).append(name)
-    return {g: groups[g] for g in _splits_side_by_side(groups)[:limit]}
+    return {g: groups[g] for g in _splits_side_by_side(groups)}
 
 
 def groups_left_out(left_out: Sequence[str], *, out_of: str, recorded_by: str = "") -> str:
