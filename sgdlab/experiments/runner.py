@@ -298,11 +298,9 @@ def _report_runs(spec: ExperimentSpec, store_path: str, data_dir: str | None
         return spec.expand(data_dir=data_dir)
     except DataError:
         stored: dict[str, str] = {}
+        # scale= keeps the runs whose (decoded) config is a mapping naming that scale
         for row in open_store(store_path).list_runs(experiment=spec.name, scale=spec.scale):
-            cfg = row.get("config") or {}
-            if isinstance(cfg, str):
-                cfg = json.loads(cfg)
-            ds = ((cfg.get("params") if isinstance(cfg, dict) else None) or {}).get("dataset")
+            ds = (row["config"].get("params") or {}).get("dataset")
             if (row.get("status") in DONE and isinstance(ds, dict)
                     and isinstance(ds.get("file"), str) and isinstance(ds.get("sha256"), str)):
                 stored[ds["file"]] = ds["sha256"]       # oldest first: the newest stays
