@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import re
 
-from sgdlab.errors import ConfigError, refused_value
+from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
-from sgdlab.experiments.procedures import (ClaimNames, StoredRun, number_problem,
+from sgdlab.experiments.procedures import (ClaimNames, StoredRun, analysis_option_problems,
                                            register_analysis)
 from sgdlab.experiments.procedures.common import (CLAIM_OPTIONS, CURVE_OPTIONS, by_group,
                                                   by_run_group, curve_label, finite, group_curves,
@@ -53,13 +53,6 @@ def _steps(ts: list[float]) -> str:
     if not ts:
         return "no steps"
     return f"step {ts[0]:g}" if ts[0] == ts[-1] else f"steps {ts[0]:g}-{ts[-1]:g}"
-
-
-def _near_minimum_problem(o: dict) -> str | None:
-    """Why ``options.near_minimum_loss_below`` is no ε (a number > 0, or null), or None."""
-    eps = o.get("near_minimum_loss_below")
-    rule = number_problem(eps, "number>0|null")
-    return rule and f"options.near_minimum_loss_below must be {rule}, {refused_value(eps)}"
 
 
 ALIGNMENT_TESTS = ("cosine", "eigenvalues", "residual")
@@ -221,10 +214,10 @@ def _far_from_minimum(o: dict, rs: list[StoredRun]) -> str:
     """"" where ``options.near_minimum_loss_below`` is unset or every seed's last training
     loss is below it; else the note that leaves :func:`zhu_alignment`'s cosine and eigenvalue
     claims not judged, naming the seeds' losses."""
-    problem = _near_minimum_problem(o)
-    if problem:
-        raise ConfigError(problem)
     eps = o.get("near_minimum_loss_below")
+    # the plan refuses it by the declared rule; a report is not planned first
+    if problems := analysis_option_problems("zhu_alignment", {"near_minimum_loss_below": eps}):
+        raise ConfigError(problems[0])
     if eps is None:
         return ""
     losses = [_last(r, "train_loss") for r in rs]
