@@ -20,7 +20,8 @@ from sgdlab.experiments.procedures import (ClaimNames, Procedure, RunOutput, Sto
                                            register_analysis, register_procedure)
 from sgdlab.experiments.procedures.common import (CLAIM_OPTIONS, by_group, check_claims, finite,
                                                   group_colours, seeds_named, stat, x_axis)
-from sgdlab.experiments.procedures.generic import COMPARE_OPTIONS
+from sgdlab.experiments.procedures.generic import (COMPARE_OPTIONS, compare_groups,
+                                                   compare_groups_names)
 from sgdlab.experiments.spec import cited, paper_ref
 from sgdlab.report.tables import Table, mean_std
 from sgdlab.store.folders import SWEEP_REPLICA_FOLDER, SWEEP_REPLICA_STORE
@@ -785,8 +786,6 @@ TRIVIALIZED_VALUES = ("early_train_loss", "test_error")
 
 def _trivialized_names(spec, runs) -> ClaimNames:
     """``compare_groups``' names with the values :func:`trivialized` adds."""
-    from sgdlab.experiments.procedures.generic import compare_groups_names
-
     names = compare_groups_names(spec, runs)
     if names.metrics is not None:
         names.metrics |= set(TRIVIALIZED_VALUES)
@@ -807,8 +806,6 @@ def trivialized(spec, runs: list[StoredRun]) -> Analysis:
     whose training accuracy reaches a. A run that never reaches it gets its last epoch, flagged
     ``epochs_to_train__censored`` (a lower bound: a net that has not trained by the end has
     trained no faster than that)."""
-    from sgdlab.experiments.procedures.generic import compare_groups
-
     if "early_step" in spec.options:
         raise ConfigError("options.early_step is not read: give options.early_epoch, the "
                           "epoch at whose end the early training loss is read")
