@@ -19,7 +19,8 @@ from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import (ClaimNames, Procedure, RunOutput, StoredRun,
                                            register_analysis, register_procedure)
 from sgdlab.experiments.procedures.common import (CLAIM_OPTIONS, by_group, check_claims, finite,
-                                                  group_colours, seeds_named, stat, x_axis)
+                                                  group_colours, run_groups, seeds_named, stat,
+                                                  x_axis)
 from sgdlab.experiments.procedures.generic import (COMPARE_OPTIONS, compare_groups,
                                                    compare_groups_names)
 from sgdlab.experiments.spec import cited, paper_ref
@@ -503,7 +504,7 @@ DIFFUSION_VALUES = ("rank", "rank_fraction", "trace", "eig_variance", "mean_nonz
 def _diffusion_names(spec, runs) -> ClaimNames:
     """The networks :func:`diffusion_spectrum` compares (those of the runs at 100% of
     training) and the values its claims read."""
-    instants = [_split_instant(r.label.split("|")[0]) for r in runs]
+    instants = map(_split_instant, run_groups(runs))
     return ClaimNames(list(dict.fromkeys(net for net, pct in instants if pct == 100.0)),
                       set(DIFFUSION_VALUES))
 
