@@ -448,8 +448,7 @@ class ExperimentSpec:
         (:func:`sgdlab.report.settings.departures`: ``epochs 1 (paper: 200)``); none at the
         paper scale, at a scale that lists its departures, or where the file's paper scale
         does not resolve (an edited copy)."""
-        listed = ((self.raw.get("scales") or {}).get(self.scale) or {}).get("deviations")
-        if self.scale == "paper" or listed or not self.raw:
+        if self.scale == "paper" or scale_deviations(self.raw).get(self.scale) or not self.raw:
             return []
         try:
             paper = resolve(self.raw, "paper", self.source, readings=self.readings)
