@@ -13,12 +13,12 @@ written.
 
 A problem that makes the real run fail for certain (a file missing for a run that would
 execute, a ``train_size`` above the training examples in the files, an output folder with a
-file in the way, Ray not installed or not answering at the address, a claim of the analysis
-naming a group the runs will not form or a metric they will not record: :func:`claim_problems`)
-is listed with the message the run would give; the plan is then not ``ok``. With
-``backend="ray"`` a file missing on this machine is a note, not a problem: the real run does
-not look for it here (each Ray task reads it at the same path on its own node), so it would
-not fail for that.
+file in the way, Ray not installed or not answering at the address, an option the analysis
+does not read or against its rule, a claim of the analysis naming a group the runs will not
+form or a metric they will not record: :func:`claim_problems`) is listed with the message the
+run would give; the plan is then not ``ok``. With ``backend="ray"`` a file missing on this
+machine is a note, not a problem: the real run does not look for it here (each Ray task reads
+it at the same path on its own node), so it would not fail for that.
 """
 from __future__ import annotations
 
