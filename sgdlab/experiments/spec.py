@@ -232,9 +232,11 @@ def with_data_file(params: dict[str, Any],
     try:
         record = recorded_data_file(ds["file"])
     except DataError:
+        if stored_files is None:
+            raise
         path = str(Path(ds["file"]).expanduser().resolve())     # as a run records it
-        sha256 = ds.get("sha256") or (stored_files or {}).get(path)
-        if stored_files is None or not sha256:
+        sha256 = ds.get("sha256") or stored_files.get(path)
+        if not sha256:
             raise
         return {**params, "dataset": {**ds, "file": path, "sha256": sha256}}
     if ds.get("sha256") not in (None, record["sha256"]):
