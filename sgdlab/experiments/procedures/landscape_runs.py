@@ -192,15 +192,20 @@ def _methods(runs) -> list[str]:
     return run_groups(runs, key=lambda r: r.params.get("method"))
 
 
+def _order_problems(where: str, order: dict, methods: list[str]) -> list[str]:
+    """A sentence for each method the ``faster`` or ``slower`` list of ``order`` (the options
+    at ``where``) names that the runs do not run."""
+    return [p for side in ("faster", "slower")
+            for p in option_group_problems(f"{where}.{side}", order.get(side), methods)]
+
+
 def _escape_names(spec, runs) -> ClaimNames:
     """The methods :func:`zhu_escape_analysis` compares (its claims' groups, and those
     ``options.ordering`` and ``options.speed`` order) and the values its claims read."""
     o, methods = spec.options, _methods(runs)
     order, speed = ((o.get(k) if isinstance(o.get(k), dict) else {})
                     for k in ("ordering", "speed"))
-    problems = [p for side in ("faster", "slower")
-                for p in option_group_problems(f"options.ordering.{side}", order.get(side),
-                                               methods)]
+    problems = _order_problems("options.ordering", order, methods)
     tiers = speed.get("tiers")
     for i, tier in enumerate(tiers if isinstance(tiers, list) else []):
         problems += option_group_problems(f"options.speed.tiers[{i}]", tier, methods)
@@ -520,10 +525,7 @@ def ordering_summary(found: dict[str, list[str]]) -> str:
 def _escape_sweep_names(spec, runs) -> ClaimNames:
     """No claims: the methods ``options.faster`` and ``options.slower`` order, which the
     runs must run."""
-    methods = _methods(runs)
-    return ClaimNames(problems=[p for side in ("faster", "slower") for p in
-                                option_group_problems(f"options.{side}",
-                                                      spec.options.get(side), methods)])
+    return ClaimNames(problems=_order_problems("options", spec.options, _methods(runs)))
 
 
 @register_analysis("zhu_escape_sweep", claim_names=_escape_sweep_names, options={
