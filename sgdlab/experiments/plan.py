@@ -180,13 +180,15 @@ class Plan:
     def _departure_count(self) -> str:
         """One line: how many departures the scale has and where they are listed."""
         s = self.spec
-        devs, how = ((s.deviations, "listed") if s.deviations
-                     else (s.derived_deviations(), "derived from the config"))
-        if not devs:
+        # the lists _departure_lines shows: a reading's own besides those derived, if any
+        counts = [f"{len(devs)} {how}" for devs, how in (
+            (s.deviations, "listed"), (s.derived_deviations(), "derived from the config"))
+            if devs]
+        if not counts:
             return f"departures from the paper at scale {s.scale}: none listed"
         readings = "".join(f" --reading {k}={c}" for k, c in s.changed_readings().items())
-        return (f"departures from the paper at scale {s.scale}: {len(devs)} ({how}; `sgdlab run "
-                f"{s.name} --scale {s.scale}{readings} --dry-run` lists them)")
+        return (f"departures from the paper at scale {s.scale}: {', '.join(counts)} (`sgdlab "
+                f"run {s.name} --scale {s.scale}{readings} --dry-run` lists them)")
 
     def _departure_lines(self) -> list[str]:
         """Where this scale departs from the paper, as the report shows it: as the entry

@@ -230,11 +230,20 @@ def test_the_plan_shows_the_scales_departures_as_the_report_will(tmp_path):
     # a batch of entries counts them, with the command that lists them
     name = smoke.spec.name
     assert smoke.lines(departures=False)[-1] == (
-        f"departures from the paper at scale smoke: {len(derived)} (derived from the config; "
-        f"`sgdlab run {name} --scale smoke --dry-run` lists them)")
+        f"departures from the paper at scale smoke: {len(derived)} derived from the config "
+        f"(`sgdlab run {name} --scale smoke --dry-run` lists them)")
     assert cpu.lines(departures=False)[-1] == (
-        f"departures from the paper at scale cpu: {len(listed)} (listed; `sgdlab run {name} "
+        f"departures from the paper at scale cpu: {len(listed)} listed (`sgdlab run {name} "
         "--scale cpu --dry-run` lists them)")
+    # a reading's own departures where the scale lists none: both lists counted, as shown
+    walk = plan_experiment("xing-walk", scale="smoke", store_path=store,
+                           readings={"gd-gradient": "batches-100"})
+    n = len(walk.spec.derived_deviations())
+    assert len(walk.spec.deviations) == 1 and n
+    assert walk.lines(departures=False)[-1] == (
+        f"departures from the paper at scale smoke: 1 listed, {n} derived from the config "
+        "(`sgdlab run xing-walk --scale smoke --reading gd-gradient=batches-100 --dry-run` "
+        "lists them)")
 
 
 def test_the_plan_counts_the_steps_of_the_runs_to_execute_whose_length_is_known():
