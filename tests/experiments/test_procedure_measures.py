@@ -204,8 +204,13 @@ def test_the_scalar_curvatures_of_a_known_hessian():
         model.weight.zero_()
     s, _ = compute_final({"kind": "expected_sharpness"}, model, nn.MSELoss(),
                          (x, torch.zeros(3, 1, dtype=torch.float64)))
-    assert s["expected_sharpness"] == pytest.approx(3.5e-4, rel=0.5)
-    assert 0.02 < s["expected_sharpness_se"] / s["expected_sharpness"] < 1
+    # each draw ξ gives exactly ½ ξᵀHξ: the 20 draws of the measurement's generator (seed 3)
+    xi = 0.01 * torch.randn(20, 3, generator=torch.Generator().manual_seed(3),
+                            dtype=torch.float64)
+    by_hand = 0.5 * (xi.square() * torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64)).sum(1)
+    assert s["expected_sharpness"] == pytest.approx(float(by_hand.mean()), rel=1e-10)
+    assert s["expected_sharpness_se"] == pytest.approx(float(by_hand.std() / math.sqrt(20)),
+                                                       rel=1e-10)
 
 
 def _linear(w, dtype=torch.float64):
