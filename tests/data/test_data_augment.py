@@ -108,7 +108,7 @@ def test_augmentation_reads_only_meta():
     ds = Dataset(images(), torch.zeros(16, dtype=torch.long), images(2), torch.zeros(2),
                  {"augment": {"name": "crop", "padding": 1, "flip": 0.0}})
     out = batch_augmentation(ds)(ds.x_train, torch.Generator().manual_seed(0))
-    for img, aug in zip(ds.x_train, out):
+    for img, aug in zip(ds.x_train, out, strict=True):
         assert any(torch.equal(v, aug) for k, v in candidates(img, 1).items() if not k[2])
 
 

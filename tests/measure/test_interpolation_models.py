@@ -103,7 +103,7 @@ def test_recomputed_statistics_follow_bn_layerwise(layerwise):
     batches = [(train[0][:12], train[1][:12]), (train[0][12:], train[1][12:])]
     loss_fn = nn.CrossEntropyLoss()
     c = interpolate_models(a, b, loss_fn, batches, alphas=[0.0, 1.0], bn_layerwise=layerwise)
-    for got, m in zip(c.train_loss, (a, b)):
+    for got, m in zip(c.train_loss, (a, b), strict=True):
         own, other = copy.deepcopy(m), copy.deepcopy(m)
         recompute_bn_statistics(own, batches, layerwise=layerwise)
         recompute_bn_statistics(other, batches, layerwise=not layerwise)

@@ -140,7 +140,7 @@ def test_vmapped_points_with_batch_statistics_in_chunks_normalise_by_the_whole_b
     loss_fn = nn.CrossEntropyLoss()
     got, _ = perturbed_evaluations(model, loss_fn, (x, y), offsets, vectorize=True,
                                    chunk_size=2, memory_budget=budget)
-    for off, g in zip(offsets, got.tolist()):
+    for off, g in zip(offsets, got.tolist(), strict=True):
         m = copy.deepcopy(model)                        # train mode: the whole batch's stats
         theta = torch.nn.utils.parameters_to_vector(m.parameters())
         torch.nn.utils.vector_to_parameters(theta + off, m.parameters())

@@ -243,7 +243,7 @@ def test_hessian_directions_are_the_top_eigenvectors():
     dirs = hessian_directions(model, loss_fn, data, 2, tol=1e-10,
                               generator=torch.Generator().manual_seed(0))
     _vals, vecs = torch.linalg.eigh(dense_hessian_reference(model, loss_fn, data))
-    for d, ref in zip(dirs, (vecs[:, -1], vecs[:, -2])):
+    for d, ref in zip(dirs, (vecs[:, -1], vecs[:, -2]), strict=True):
         assert float(d.norm()) == pytest.approx(1.0, abs=1e-12)
         assert abs(float(d @ ref)) == pytest.approx(1.0, abs=1e-8)
 

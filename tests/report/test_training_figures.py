@@ -348,7 +348,7 @@ def test_the_curvature_history_draws_each_series_against_its_steps_in_its_panel(
     for ax, names, scale in zip(fig.axes, (["hess/top_2", "hess/top_10"],
                                            ["noise/trace", "noise/top_1"],
                                            ["align/cos_1", "align/residual"]),
-                                ("log", "log", "linear")):
+                                ("log", "log", "linear"), strict=True):
         lines = {ln.get_label(): ln.get_xydata() for ln in ax.get_lines()
                  if not ln.get_label().startswith("_")}
         assert list(lines) == names

@@ -89,6 +89,7 @@ def test_per_layer_minima_are_each_tensors_and_their_minimum_is_the_overall_one(
     h, spy, model, _ = _run("trivialized", layers="all", coupling=0.3, tau0=4.0, seed=5)
     names = [n for n, _ in model.named_parameters()]
     sizes = [p.numel() for p in model.parameters()]
+    assert [s for s, _ in h["min_abs_grad/step"]] == list(range(1, 7))
     for s, v in h["min_abs_grad/step"]:
         moved = (spy.before[s] - spy.after[s]).split(sizes)
         per = [dict(h[f"min_abs_grad/step/{n}"])[s] for n in names]
