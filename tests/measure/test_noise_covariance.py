@@ -99,7 +99,8 @@ def test_numerical_rank_uses_numpy_threshold():
     lam = torch.tensor([1.0, 0.5, 400 * eps, 8 * eps], dtype=torch.float64)
     cov = GradientCovariance(u @ torch.diag(lam.sqrt()) @ v.T, torch.zeros(40, dtype=lam.dtype),
                              6)
-    assert cov.rank_threshold() == pytest.approx(40 * eps, rel=1e-12)
+    # abs=0: approx's default abs=1e-12 would take any threshold below 100 times 40 eps
+    assert cov.rank_threshold() == pytest.approx(40 * eps, rel=1e-12, abs=0)
     assert cov.rank() == 3 == np.linalg.matrix_rank(cov.dense().numpy(), hermitian=True)
     torch.testing.assert_close(cov.spectrum(), lam[:3], rtol=0, atol=4 * eps)
 
