@@ -273,17 +273,27 @@ def claim_problems(spec: ExperimentSpec, runs: list[RunSpec]) -> list[str]:
     record, as far as the experiment tells before any run trains (the analysis'
     ``claim_names``, :class:`~sgdlab.experiments.procedures.ClaimNames`), each naming the
     file: found only when the report is written, such a mistake cost the whole sweep's wait."""
-    from sgdlab.experiments.procedures import analysis_claim_names, analysis_option_problems
+    from sgdlab.experiments.procedures import analysis_claim_names
     from sgdlab.experiments.procedures.common import unknown_claim_names
 
-    found = analysis_option_problems(spec.analysis, spec.options)
+    found = option_problems(spec)
     names_of = analysis_claim_names(spec.analysis)
     # claim_names reads the options as their rules say: not when they break them
     if not found and names_of is not None and runs:
         names = names_of(spec, runs)
-        found = names.problems + unknown_claim_names(spec.options.get("claims"), names,
-                                                     spec.options)
-    return [f"{spec.source}: {p}" for p in found]
+        found = [f"{spec.source}: {p}" for p in names.problems + unknown_claim_names(
+            spec.options.get("claims"), names, spec.options)]
+    return found
+
+
+def option_problems(spec: ExperimentSpec) -> list[str]:
+    """The analysis' options of ``spec`` that break the rules it declared
+    (:func:`~sgdlab.experiments.procedures.analysis_option_problems`), each naming the file:
+    checked before the runs train and before a report of stored runs analyses them."""
+    from sgdlab.experiments.procedures import analysis_option_problems
+
+    return [f"{spec.source}: {p}"
+            for p in analysis_option_problems(spec.analysis, spec.options)]
 
 
 def _store_problem(path: Path) -> str | None:

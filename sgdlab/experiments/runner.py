@@ -269,6 +269,13 @@ def run_experiment(name_or_path: str | Path, *, scale: str = "cpu",
 
 def analyze(spec: ExperimentSpec, *, store_path: str, data_dir: str | None = None
             ) -> tuple[Analysis, list, list]:
+    from sgdlab.experiments.plan import option_problems
+
+    # the options as a run checks them before training: the analysis would ignore a misspelt
+    # one, or fail on a mistyped or missing one with Python's own error
+    refused = option_problems(spec)
+    if refused:
+        raise ConfigError("\n".join(refused))
     runs = _report_runs(spec, store_path, data_dir if needs_data_dir(spec) else None)
     stored, missing = load_runs(runs, store_path=store_path)
     fn = get_analysis(spec.analysis)

@@ -8,8 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from sgdlab.errors import ConfigError
-from sgdlab.experiments.procedures import StoredRun
+from sgdlab.experiments.procedures import StoredRun, analysis_option_problems
 from sgdlab.experiments.procedures.chaudhari import burnin_end, trajectory
 from sgdlab.landscapes.pde import within_semiconcavity_bound
 from sgdlab.experiments.procedures.landscape_runs import (_HEAT, _HOPF, _SGD, _VISCOUS,
@@ -943,9 +942,9 @@ def test_the_negative_bars_of_a_fisher_diagonal_and_an_unknown_bar():
         "negative beyond float32 round-off (λ < −max |λ|·eps32)"))
     assert share("dtype-round-off")[0] == pytest.approx(0.2)        # the run's float32
     assert share("beyond-peak")[0] == pytest.approx(0.1)
-    with pytest.raises(ConfigError, match="options.negative_bar: 'float16' is not one of "
-                                          "float32-round-off, dtype-round-off, beyond-peak"):
-        share("float16")
+    assert analysis_option_problems("chaudhari_hessian_spectrum", {"negative_bar": "float16"}) \
+        == ["options.negative_bar must be one of float32-round-off, dtype-round-off, "
+            "beyond-peak, got 'float16'"]
 
 
 # --- thesis §5.0.1: the ensemble of independently trained copies ------------------------------
@@ -1033,10 +1032,12 @@ def test_the_trajectory_claims_on_their_thresholds_and_defaults():
     run.summary.update(iterate_acf_fraction_outside=0.8,
                        brownian_iterate_acf_fraction_outside=0.8)
     assert "does not tell" in _trajectory_claims([run])[1].text
-    for bad, msg in (({"grad_norm_mean_of": 0}, "grad_norm_mean_of must be >= 1, got 0"),
-                     ({"grad_norm_window": "all"}, "'all' is not one of after-burnin")):
-        with pytest.raises(ConfigError, match=msg):
-            _trajectory_claims([run], **bad)
+    # refused before training and before a report, by the rules the analysis declares
+    for bad, msg in (({"grad_norm_mean_of": 0}, "grad_norm_mean_of must be a positive "
+                                                "integer, got 0"),
+                     ({"grad_norm_window": "all"}, "grad_norm_window must be one of "
+                                                   "after-burnin, whole-run, got 'all'")):
+        assert analysis_option_problems("chaudhari_trajectory", bad) == [f"options.{msg}"]
 
 
 @pytest.mark.usefixtures("blank_figures")
@@ -1080,8 +1081,9 @@ def test_the_trivialized_values_read_the_epoch_asked_for():
         trivialized(SimpleNamespace(paper=PAPER, options=opts), [r])
         plt.close("all")
         assert r.summary["early_train_loss"] == pytest.approx(want, nan_ok=True)
-    with pytest.raises(ConfigError, match="options.early_step is not read"):
-        trivialized(SimpleNamespace(paper=PAPER, options={"early_step": 10}), [r])
+    [early_step] = analysis_option_problems("chaudhari_trivialized", {"early_step": 10})
+    assert early_step.startswith("options.early_step: analysis 'chaudhari_trivialized' has no "
+                                 "option 'early_step' (did you mean early_epoch?)")
 
 
 def test_a_trivialized_run_without_records_has_no_values_not_winning_ones():

@@ -315,6 +315,27 @@ def _output_per_run(spec, runs):
     return Analysis(tables=tables, figures=figures)
 
 
+def test_a_report_of_stored_runs_checks_the_analysis_options_before_analysing(tmp_path,
+                                                                             capsys):
+    # `sgdlab report FILE` analysed without the check a run makes before training: a
+    # misspelt option or claim key was ignored or failed the analysis with Python's error
+    store = str(tmp_path / "runs.sqlite")
+    run_experiment(str(_write(tmp_path, _raw())), scale="smoke", out_dir=tmp_path / "out",
+                   store_path=store, progress=None)
+    for analysis, options, problem in (
+            ("compare_groups", {"tabel_name": "t"}, "options.tabel_name: analysis "
+             "'compare_groups' has no option 'tabel_name' (did you mean table_name?)"),
+            ("compare_groups", {"claims": [{"grater": ["sq", "sq"], "metric": "y"}]},
+             "options.claims[0]: a claim has no key 'grater' (did you mean greater?)"),
+            ("xing_cosine_grid", {"fixed_batch": 1}, "options.fixed_lr: analysis "
+             "'xing_cosine_grid' needs this option, a finite number > 0")):
+        cfg = _write(tmp_path, _raw(analysis=analysis, options=options, outputs={}), "mine.yaml")
+        assert cli(["report", str(cfg), "--scale", "smoke", "--store", store,
+                    "--out", str(tmp_path / "rep")]) == 2
+        assert f"sgdlab: error: {cfg}: {problem}" in capsys.readouterr().err
+        assert not (tmp_path / "rep").exists()
+
+
 def test_a_rewritten_report_leaves_no_outputs_of_the_report_it_replaces(tmp_path):
     # the same experiment's folder is rewritten; files the old report wrote and the new one
     # does not (a grid point dropped, runs missing) would sit beside it as if they were its own

@@ -688,7 +688,7 @@ OPTION_MISTAKES = [
     ("xing-barriers", ("epoch", [1], "epochs"),
      ("barrier_epochs", 2, "a list, each item a positive integer or null, got 2")),
     ("xing-hessian-norm", ("referenses", {}, "references"),
-     ("claims", {"less": ["a", "b"]}, "a list, got {'less': ['a', 'b']}")),
+     ("claims", {"less": ["a", "b"]}, "a list or null, got {'less': ['a', 'b']}")),
     ("xing-cosine-grid", ("lr_margine", 0.05, "lr_margin"),
      ("fixed_batch", "100", "a finite number > 0, got '100'")),
     ("xing-stuck-continuation", ("windw", 5, "window"),
@@ -721,7 +721,7 @@ OPTION_MISTAKES = [
     ("chaudhari-double-well", ("cycle_ration", 0.95, "cycle_ratio"),
      ("zero_tol", -1e-6, "a finite number >= 0, got -1e-06")),
     ("chaudhari-spin-glass", ("claimss", [], "claims"),
-     ("claims", "less", "a list, got 'less'")),
+     ("claims", "less", "a list or null, got 'less'")),
 ]
 
 
@@ -797,3 +797,55 @@ def test_an_option_of_an_analysis_that_reads_none_fails_the_dry_run(tmp_path):
     [found] = plan_of(tmp_path, cfg, "smoke").problems
     assert found == (f"{cfg}: options.tol: analysis 'pde_smoothing' has no option 'tol'; its "
                      "options: none")
+
+
+def test_a_required_option_missing_fails_the_dry_run_and_the_run(tmp_path, capsys):
+    # xing_cosine_grid reads its two sweeps around (fixed_lr, fixed_batch): without one the
+    # report failed with a KeyError after all the training
+    from sgdlab.errors import ConfigError
+    from sgdlab.experiments.runner import run_experiment
+
+    cfg = entry_file(tmp_path, "xing-cosine-grid", lambda raw: raw["options"].pop("fixed_lr"))
+    [found] = plan_of(tmp_path, cfg, "smoke").problems
+    assert found == (f"{cfg}: options.fixed_lr: analysis 'xing_cosine_grid' needs this "
+                     "option, a finite number > 0")
+    where = ["--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out")]
+    assert main(["run", "--config", cfg, "--scale", "smoke", *where, "--dry-run"]) == 2
+    assert f"sgdlab: error: {found}" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="options.fixed_lr: analysis 'xing_cosine_grid' "):
+        run_experiment(cfg, scale="smoke", store_path=where[1], out_dir=where[3],
+                       progress=None)
+    assert not any(p.name in ("s.sqlite", "out") for p in tmp_path.iterdir())
+
+
+def test_claims_null_is_no_claims(tmp_path):
+    # every analysis reads a null `claims:` as none; the rule refused it
+    assert plan_of(tmp_path, own_experiment(tmp_path, {"claims": None})).problems == []
+
+
+@pytest.mark.parametrize("claim, problem", [
+    ({"grater": ["sgd", "adam"], "metric": "test_acc"},
+     "options.claims[1]: a claim has no key 'grater' (did you mean greater?); its keys: "
+     "above, atol, claim, close, "),
+    ({"less": ["sgd", "adam"], "metrc": "test_acc"},
+     "options.claims[1]: a claim has no key 'metrc' (did you mean metric?); its keys: "),
+    ({"less": ["sgd", "adam"], "metric": "test_acc", "margin": "1%"},
+     "options.claims[1].margin must be a finite number, got '1%'"),
+    ({"less": ["sgd", "adam"], "metric": "test_acc", "requires": [
+        {"metric": "train_acc", "abve": 0.5}]},
+     "options.claims[1].requires[0]: a precondition has no key 'abve' (did you mean above?); "
+     "its keys: above, below, metric"),
+    ({"less": ["sgd", "adam"]},
+     "options.claims[1]: a claim has exactly one of above, close, equivalent, far, greater, "
+     "less and a 'metric'"),
+])
+def test_a_misspelt_key_of_a_claim_fails_the_dry_run(tmp_path, capsys, claim, problem):
+    # a misspelt kind failed the report after all the training; a misspelt margin or metric
+    # name was ignored, its default used without a word
+    cfg = own_experiment(tmp_path, {"claims": [{"less": ["sgd", "adam"], "metric": "test_acc"},
+                                               claim]})
+    [found] = plan_of(tmp_path, cfg).problems
+    assert found.startswith(f"{cfg}: {problem}")
+    where = ["--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out")]
+    assert main(["run", "--config", cfg, *where, "--dry-run"]) == 2
+    assert f"sgdlab: error: {found}" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import matplotlib
 import pytest
 
 from sgdlab.errors import ConfigError
+from sgdlab.experiments.procedures import analysis_option_problems
 from sgdlab.experiments.procedures.xing import (relative_drop, stuck_continuation,
                                                window_mean, xing_stuck)
 from sgdlab.experiments.spec import SCALES, load_experiment
@@ -132,15 +133,14 @@ def test_a_continuation_without_its_source_seed_has_no_values():
 
 def test_the_analysis_needs_its_options():
     runs = _runs([2.0, 1.0, 1.0, 1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0])
-    with pytest.raises(ConfigError, match="stuck_run, window and lag"):
-        xing_stuck(SimpleNamespace(paper={"figure": "f"}, options={"stuck_run": "gd-iso"}),
-                   runs)
+    # refused before training and before a report: each required option, each length
+    assert analysis_option_problems("xing_stuck", {"stuck_run": "gd-iso"}) == [
+        f"options.{k}: analysis 'xing_stuck' needs this option, a finite number > 0"
+        for k in ("window", "lag")]
+    for window, lag in ((20, 0), (0, 20), (20, -10)):
+        assert analysis_option_problems("xing_stuck", _spec(window=window, lag=lag).options)
     with pytest.raises(ConfigError, match="no run group 'noisy'"):
         xing_stuck(_spec(stuck_run="noisy"), runs)
-    # each of the two lengths must be positive, not only one of them
-    for window, lag in ((20, 0), (0, 20), (20, -10)):
-        with pytest.raises(ConfigError, match="window and lag must be > 0"):
-            xing_stuck(_spec(window=window, lag=lag), runs)
     with pytest.raises(ConfigError, match="options.switch_step: run group 'lower-lr'"):
         o = _spec()
         del o.options["switch_step"]

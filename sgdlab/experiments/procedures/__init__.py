@@ -108,11 +108,17 @@ _KIND_RULES = {"bool": (bool, "true or false"), "str": (str, "a string"),
                "list": (list, "a list"), "dict": (dict, "a mapping")}
 
 
+# the word that begins the rule of an option the analysis cannot do without
+REQUIRED = "required "
+
+
 def option_problem(value: Any, rule: str) -> str | None:
     """What ``value`` should be under ``rule``, or None when it is. A rule is a key of
     ``_NUMBER_RULES`` or ``_KIND_RULES``, ``one of A, B`` (one of those words), ``list of
     RULE`` (a list whose items follow RULE) or ``any`` (an option the analysis checks itself),
-    with ``|null`` when None is accepted too."""
+    with ``|null`` when None is accepted too; ``required RULE`` is RULE for an option that
+    must be given (:func:`analysis_option_problems` says its absence)."""
+    rule = rule.removeprefix(REQUIRED)
     if rule == "any" or value is None and rule.endswith("|null"):
         return None
     base = rule.removesuffix("|null")
@@ -133,10 +139,16 @@ def option_problem(value: Any, rule: str) -> str | None:
     return number_problem(value, rule)
 
 
-def analysis_option_problems(name: str, options: dict[str, Any]) -> list[str]:
+def analysis_option_problems(name: str, options: dict[str, Any], *,
+                             part: bool = False) -> list[str]:
     """A sentence for each option of ``options`` that analysis ``name`` does not read (with
-    the closest name it does) and each value against the rule it declared
-    (:func:`register_analysis`); none for an analysis that declared no options."""
+    the closest name it does), each value against the rule it declared
+    (:func:`register_analysis`), each required option missing and each claim of
+    ``options.claims`` with a key a claim has not
+    (:func:`~sgdlab.experiments.procedures.common.claim_entry_problems`); none for an
+    analysis that declared no options. ``part``: ``options`` is one of the mappings merged
+    into an experiment's (a scale's, a reading choice's), where a required option may lie in
+    another."""
     _load_all()
     rules = ANALYSIS_OPTIONS.get(name)
     if rules is None:
@@ -149,6 +161,14 @@ def analysis_option_problems(name: str, options: dict[str, Any]) -> list[str]:
                        f"{', '.join(sorted(rules)) or 'none'}")
         elif (problem := option_problem(v, rules[k])) is not None:
             out.append(f"options.{k} must be {problem}, {refused_value(v)}")
+        elif k == "claims" and v is not None:
+            from sgdlab.experiments.procedures.common import claim_entry_problems
+
+            out += claim_entry_problems(v)
+    out += [f"options.{k}: analysis {name!r} needs this option, "
+            f"{option_problem(None, rule.removeprefix(REQUIRED))}"
+            for k, rule in rules.items()
+            if rule.startswith(REQUIRED) and k not in options and not part]
     return out
 
 
@@ -233,8 +253,10 @@ def register_analysis(name: str, *, claim_names: Callable[..., ClaimNames] | Non
     """``claim_names(spec, runs)``: the :class:`ClaimNames` of the analysis for the runs the
     sweep expands (``RunSpec``); without it nothing a claim names is checked before training.
     ``options``: ``{option: rule}`` (:func:`option_problem`) for every option the analysis
-    reads; given, another option or a value against its rule fails the plan before training
-    (:func:`analysis_option_problems`), without it no option is checked there."""
+    reads (``required RULE`` for one it cannot do without); given, another option, a value
+    against its rule or a required option missing fails the plan before training and the
+    report before analysing (:func:`analysis_option_problems`), without it no option is
+    checked there."""
     def deco(fn):
         ANALYSES[name] = fn
         if claim_names is not None:

@@ -80,7 +80,7 @@ from typing import Any
 
 import numpy as np
 
-from sgdlab.errors import ConfigError, did_you_mean, finite_number as finite
+from sgdlab.errors import ConfigError, did_you_mean, finite_number as finite, refused_value
 from sgdlab.experiments.analysis import Conclusion
 from sgdlab.experiments.procedures import ClaimNames, StoredRun
 from sgdlab.experiments.spec import cited
@@ -90,7 +90,15 @@ from sgdlab.report.tables import Table, mean_std
 CLAIM_KINDS = {"less", "greater", "close", "far", "above", "equivalent"}
 # the rules (``register_analysis``'s ``options``) of the options every analysis that checks
 # claims against references reads, and of those of the curves :func:`group_curves` draws
-CLAIM_OPTIONS = {"claims": "list", "references": "dict"}
+CLAIM_OPTIONS = {"claims": "list|null", "references": "dict"}
+# the keys of a claim (an item of ``options.claims``) and the rule (``option_problem``) of each
+# value, as :func:`check_claims` reads them; ``reading`` is read when the file is loaded
+CLAIM_KEYS = {**{k: "list" for k in CLAIM_KINDS}, "metric": "str", "metric_b": "str",
+              "metric_name": "str", "claim": "str", "margin": "number", "rtol": "number>=0",
+              "atol": "number>=0", "paired": "bool", "requires": "list", "requires_why": "str",
+              "reading": "any"}
+# those of a claim's precondition (an item of its ``requires``)
+REQUIRES_KEYS = {"metric": "str", "above": "number", "below": "number"}
 CURVE_OPTIONS = {"curves": "list of str", "logy": "list of str", "curve_labels": "dict"}
 
 
@@ -479,6 +487,45 @@ def unknown_claim_names(claims: Any, names: ClaimNames, options: dict[str, Any])
                      if isinstance(r, dict) and "metric" in r]
             out += [f"{what}: {unknown_metric(m, known)}" for m in _once(used)
                     if not isinstance(m, str) or m not in known]
+    return out
+
+
+def claim_entry_problems(claims: list[Any]) -> list[str]:
+    """A sentence for each claim of ``claims`` (``options.claims``) that is no mapping, has a
+    key a claim has not (with the closest one, :data:`CLAIM_KEYS`) or a value against its
+    key's rule, or lacks one kind or its metric, and alike for each of its ``requires``
+    entries: found before any run trains, such a claim failed the report or had its
+    misspelt key ignored."""
+    from sgdlab.experiments.procedures import option_problem
+
+    def entry(where: str, c: Any, keys: dict[str, str], what: str) -> list[str]:
+        if not isinstance(c, dict):
+            return [f"{where} must be a mapping ({what}), {refused_value(c)}"]
+        out = []
+        for k, v in c.items():
+            if k not in keys:
+                out.append(f"{where}: {what} has no key {k!r}{did_you_mean(k, keys)}; its "
+                           f"keys: {', '.join(sorted(keys))}")
+            elif (problem := option_problem(v, keys[k])) is not None:
+                out.append(f"{where}.{k} must be {problem}, {refused_value(v)}")
+        return out
+
+    out: list[str] = []
+    for i, c in enumerate(claims):
+        where = f"options.claims[{i}]"
+        found = entry(where, c, CLAIM_KEYS, "a claim")
+        # (a misspelt kind or metric is said as such, not as one missing too)
+        if not found and (len([k for k in c if k in CLAIM_KINDS]) != 1 or "metric" not in c):
+            found.append(f"{where}: a claim has exactly one of "
+                         f"{', '.join(sorted(CLAIM_KINDS))} and a 'metric'")
+        requires = c.get("requires") if isinstance(c, dict) else None
+        for j, r in enumerate(requires if isinstance(requires, list) else []):
+            at = f"{where}.requires[{j}]"
+            said = entry(at, r, REQUIRES_KEYS, "a precondition")
+            if not said and ("metric" not in r or len({"above", "below"} & r.keys()) != 1):
+                said.append(f"{at}: give a 'metric' and one of above / below")
+            found += said
+        out += found
     return out
 
 

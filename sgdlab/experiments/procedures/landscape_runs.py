@@ -9,10 +9,11 @@ from sgdlab.errors import ConfigError, checked_int, did_you_mean, refused_value
 from sgdlab.experiments.analysis import Analysis, Conclusion
 from sgdlab.experiments.procedures import (ClaimNames, Procedure, RunOutput,
                                            register_analysis, register_procedure)
-from sgdlab.experiments.procedures.common import (by_group, check_claims, decided, finite,
-                                                  group_colours, option_group_problems,
-                                                  run_groups, seed_spread, seeds_named,
-                                                  stat, within_spread)
+from sgdlab.experiments.procedures.common import (CLAIM_OPTIONS, by_group, check_claims,
+                                                  decided, finite, group_colours,
+                                                  option_group_problems, run_groups,
+                                                  seed_spread, seeds_named, stat,
+                                                  within_spread)
 from sgdlab.experiments.spec import cited, paper_ref
 from sgdlab.report.tables import Table
 
@@ -213,7 +214,7 @@ def _escape_names(spec, runs) -> ClaimNames:
 
 
 @register_analysis("zhu_escape", claim_names=_escape_names, options={
-    "claims": "list", "ordering": "dict", "speed": "dict"})
+    "claims": CLAIM_OPTIONS["claims"], "ordering": "dict", "speed": "dict"})
 def zhu_escape_analysis(spec, runs) -> Analysis:
     """Success rate per method (pooled over seeds, with its Wilson score interval and the
     seed-to-seed spread), expected sharpness over iterations, trajectories (Fig. 3).
@@ -885,7 +886,8 @@ def _pspin_names(spec, runs) -> ClaimNames:
                       {*PSPIN_VALUES, "starts"})
 
 
-@register_analysis("pspin", claim_names=_pspin_names, options={"claims": "list"})
+@register_analysis("pspin", claim_names=_pspin_names,
+                   options={"claims": CLAIM_OPTIONS["claims"]})
 def pspin_analysis(spec, runs) -> Analysis:
     """Distinct minima and mean cosine distance per regime; claims from ``options.claims``."""
     from sgdlab.report.figures.landscapes import pspin_figure

@@ -63,9 +63,6 @@ def valley_floor(r: StoredRun, reading: str = "interior") -> list[float]:
     we refer to this minimum as the floor of the valley"); ``segment``: the lowest loss of
     every segment, an end point included (Fig. 1's caption: "The dashed orange line connects
     the minimum of the loss interpolation between consecutive iterations")."""
-    if reading not in VALLEY_FLOORS:
-        raise ConfigError(f"options.valley_floor: {reading!r} is not one of "
-                          f"{', '.join(VALLEY_FLOORS)}")
     alpha = dict(_points(r, "walk_valley_alpha"))
     return [x for s, x in _points(r, "walk_valley_loss")
             if has_valley_floor(alpha.get(s, 0.0), reading)]
@@ -202,10 +199,6 @@ def xing_barriers(spec, runs: list[StoredRun]) -> Analysis:
     o = spec.options
     epochs = [int(e) for e in o.get("epochs", [1])]
     barrier_epochs = o.get("barrier_epochs")
-    if barrier_epochs is not None and (not isinstance(barrier_epochs, list) or any(
-            not isinstance(e, int) or isinstance(e, bool) or e < 1 for e in barrier_epochs)):
-        raise ConfigError(f"options.barrier_epochs: {barrier_epochs!r} is not a list of "
-                          "1-based epoch numbers")
     metrics: list[tuple[str, str]] = []
     for e in epochs:
         metrics += [(f"barriers_epoch{e}", f"barriers, epoch {e}"),
@@ -347,7 +340,8 @@ def _setting(r: StoredRun) -> tuple[float, float]:
 
 
 @register_analysis("xing_cosine_grid", options={
-    "after_step": "int>=0", "fixed_lr": "number>0", "fixed_batch": "number>0",
+    "after_step": "int>=0", "fixed_lr": "required number>0",
+    "fixed_batch": "required number>0",
     "batch_cosine_trend": "one of negative, positive", "lr_margin": "number>=0"})
 def xing_cosine_grid(spec, runs: list[StoredRun]) -> Analysis:
     """Two one-dimensional sweeps around (``options.fixed_lr``, ``options.fixed_batch``): the
@@ -368,9 +362,6 @@ def xing_cosine_grid(spec, runs: list[StoredRun]) -> Analysis:
     after = int(o.get("after_step", 0))
     lr0, b0 = float(o["fixed_lr"]), float(o["fixed_batch"])
     cos_trend = o.get("batch_cosine_trend", "negative")
-    if cos_trend not in ("negative", "positive"):
-        raise ConfigError(f"options.batch_cosine_trend must be negative or positive, not "
-                          f"{cos_trend!r}")
     for r in runs:
         r.summary["grad_cosine_mean"] = _mean_after(r, "grad_cosine", after)
         r.summary["distance"] = _value_at(r, "dist_from_init", None)
@@ -488,8 +479,8 @@ STUCK_METRICS = {
 
 @register_analysis("xing_stuck",
                    claim_names=lambda spec, runs: by_run_group(spec, runs, STUCK_METRICS),
-                   options={**CLAIM_OPTIONS, **CURVE_OPTIONS, "stuck_run": "str",
-                            "window": "number>0", "lag": "number>0",
+                   options={**CLAIM_OPTIONS, **CURVE_OPTIONS, "stuck_run": "required str",
+                            "window": "required number>0", "lag": "required number>0",
                             "switch_step": "number>=0"})
 def xing_stuck(spec, runs: list[StoredRun]) -> Analysis:
     """Footnote 6 (line 161): the noisy run of group ``options.stuck_run`` and its
@@ -502,14 +493,8 @@ def xing_stuck(spec, runs: list[StoredRun]) -> Analysis:
     ``loss_drop``, against ``options.references``. Curves count steps from the start of
     training, the end of phase one marked."""
     o = spec.options
-    try:
-        stuck_group = str(o["stuck_run"])
-        window, lag = float(o["window"]), float(o["lag"])
-    except KeyError as e:
-        raise ConfigError(f"options.{e.args[0]}: xing_stuck needs stuck_run, window and "
-                          "lag") from None
-    if not (window > 0 and lag > 0):
-        raise ConfigError(f"options: window and lag must be > 0 updates, got {window}, {lag}")
+    stuck_group = str(o["stuck_run"])
+    window, lag = float(o["window"]), float(o["lag"])
     groups = by_group(runs, key=lambda r: r.group)
     if stuck_group not in groups:
         raise ConfigError(f"options.stuck_run: no run group {stuck_group!r}; groups: "
