@@ -95,7 +95,10 @@ HEIGHT_FLOORS = ("segment", "interior")
 
 def has_valley_floor(valley_alpha: float, reading: str = "interior") -> bool:
     """Whether a segment whose lowest point is at ``valley_alpha`` has a valley floor under
-    ``reading`` (one of :data:`VALLEY_FLOORS`)."""
+    ``reading`` (one of :data:`VALLEY_FLOORS`; another is a ValueError, not read as one)."""
+    if reading not in VALLEY_FLOORS:
+        raise ValueError(f"Invalid valley floor reading {reading!r}: expected "
+                         f"{' or '.join(map(repr, VALLEY_FLOORS))}")
     return reading == "segment" or 0.0 < valley_alpha < 1.0
 
 

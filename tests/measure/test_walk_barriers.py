@@ -94,6 +94,10 @@ def test_valley_floor_readings_at_the_iterates_and_between():
         assert has_valley_floor(alpha) is inside
         assert has_valley_floor(alpha, "interior") is inside
         assert has_valley_floor(alpha, "segment") is True
+    # another reading is refused, not read as "interior"
+    with pytest.raises(ValueError, match=r"Invalid valley floor reading 'middle': expected "
+                                         r"'interior' or 'segment'"):
+        has_valley_floor(0.5, "middle")
 
 
 def test_gd_bouncing_in_a_1d_valley_closed_form():
