@@ -165,8 +165,7 @@ def analysis_option_problems(name: str, options: dict[str, Any], *,
             from sgdlab.experiments.procedures.common import claim_entry_problems
 
             out += claim_entry_problems(v)
-    out += [f"options.{k}: analysis {name!r} needs this option, "
-            f"{option_problem(None, rule.removeprefix(REQUIRED))}"
+    out += [f"options.{k}: analysis {name!r} needs this option, {option_problem(None, rule)}"
             for k, rule in rules.items()
             if rule.startswith(REQUIRED) and k not in options and not part]
     return out
