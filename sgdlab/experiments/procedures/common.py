@@ -99,6 +99,9 @@ CLAIM_KEYS = {**{k: "list" for k in CLAIM_KINDS}, "metric": "str", "metric_b": "
               "reading": "any"}
 # those of a claim's precondition (an item of its ``requires``)
 REQUIRES_KEYS = {"metric": "str", "above": "number", "below": "number"}
+# what a claim and a precondition must hold besides keys of those names, as a problem says it
+CLAIM_FORM = f"a claim has exactly one of {', '.join(sorted(CLAIM_KINDS))} and a 'metric'"
+PRECONDITION_FORM = "give a 'metric' and one of above / below"
 CURVE_OPTIONS = {"curves": "list of str", "logy": "list of str", "curve_labels": "dict"}
 
 
@@ -516,14 +519,13 @@ def claim_entry_problems(claims: list[Any]) -> list[str]:
         found = entry(where, c, CLAIM_KEYS, "a claim")
         # (a misspelt kind or metric is said as such, not as one missing too)
         if not found and (len([k for k in c if k in CLAIM_KINDS]) != 1 or "metric" not in c):
-            found.append(f"{where}: a claim has exactly one of "
-                         f"{', '.join(sorted(CLAIM_KINDS))} and a 'metric'")
+            found.append(f"{where}: {CLAIM_FORM}")
         requires = c.get("requires") if isinstance(c, dict) else None
         for j, r in enumerate(requires if isinstance(requires, list) else []):
             at = f"{where}.requires[{j}]"
             said = entry(at, r, REQUIRES_KEYS, "a precondition")
             if not said and ("metric" not in r or len({"above", "below"} & r.keys()) != 1):
-                said.append(f"{at}: give a 'metric' and one of above / below")
+                said.append(f"{at}: {PRECONDITION_FORM}")
             found += said
         out += found
     return out
@@ -572,7 +574,7 @@ def unmet_preconditions(c: dict[str, Any], groups: list[str],
     for j, r in enumerate(c.get("requires", [])):
         bounds = [k for k in ("above", "below") if k in r]
         if "metric" not in r or len(bounds) != 1:
-            raise ConfigError(f"{where}.requires[{j}]: give a 'metric' and one of above / below")
+            raise ConfigError(f"{where}.requires[{j}]: {PRECONDITION_FORM}")
         bound = float(r[bounds[0]])
         missed = []
         # a reference is a constant: no precondition applies to it; a derived pseudo-group's
@@ -601,8 +603,7 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
     for i, c in enumerate(claims or []):
         kinds = [k for k in c if k in CLAIM_KINDS]
         if len(kinds) != 1 or "metric" not in c:
-            raise ConfigError(f"options.claims[{i}]: a claim has exactly one of "
-                              f"{', '.join(sorted(CLAIM_KINDS))} and a 'metric'")
+            raise ConfigError(f"options.claims[{i}]: {CLAIM_FORM}")
         kind, metric = kinds[0], c["metric"]
         if kind == "equivalent" and isinstance(c[kind], list) and len(c[kind]) > 2:
             out.append(_all_equivalent(c, values, names))
