@@ -222,8 +222,8 @@ def with_data_file(params: dict[str, Any],
     recorded_data_file`): its absolute path and its bytes' ``sha256``, which the run key reads
     in place of the path. A ``sha256`` the file gives is checked against the file; a missing
     file is the loader's :class:`~sgdlab.errors.DataError`, unless ``stored_files`` (absolute
-    path -> the ``sha256`` stored runs recorded of it: a report, which reads no data) names
-    it, or the dataset gives its ``sha256``. Other params are returned as they are."""
+    path -> the ``sha256`` stored runs recorded of it: a report, which reads no data) is given
+    and names it or the dataset gives its ``sha256``. Other params are returned as they are."""
     ds = params.get("dataset") if isinstance(params, dict) else None
     if not (isinstance(ds, dict) and isinstance(ds.get("file"), str) and ds["file"]):
         return params      # (no file, or not a path: the procedure refuses it)
