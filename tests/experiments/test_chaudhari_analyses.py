@@ -1032,12 +1032,9 @@ def test_the_trajectory_claims_on_their_thresholds_and_defaults():
     run.summary.update(iterate_acf_fraction_outside=0.8,
                        brownian_iterate_acf_fraction_outside=0.8)
     assert "does not tell" in _trajectory_claims([run])[1].text
-    # refused before training and before a report, by the rules the analysis declares
-    for bad, msg in (({"grad_norm_mean_of": 0}, "grad_norm_mean_of must be a positive "
-                                                "integer, got 0"),
-                     ({"grad_norm_window": "all"}, "grad_norm_window must be one of "
-                                                   "after-burnin, whole-run, got 'all'")):
-        assert analysis_option_problems("chaudhari_trajectory", bad) == [f"options.{msg}"]
+    # refused before training and before a report, by the rule the analysis declares
+    assert analysis_option_problems("chaudhari_trajectory", {"grad_norm_window": "all"}) == [
+        "options.grad_norm_window must be one of after-burnin, whole-run, got 'all'"]
 
 
 @pytest.mark.usefixtures("blank_figures")
@@ -1081,9 +1078,6 @@ def test_the_trivialized_values_read_the_epoch_asked_for():
         trivialized(SimpleNamespace(paper=PAPER, options=opts), [r])
         plt.close("all")
         assert r.summary["early_train_loss"] == pytest.approx(want, nan_ok=True)
-    [early_step] = analysis_option_problems("chaudhari_trivialized", {"early_step": 10})
-    assert early_step.startswith("options.early_step: analysis 'chaudhari_trivialized' has no "
-                                 "option 'early_step' (did you mean early_epoch?)")
 
 
 def test_a_trivialized_run_without_records_has_no_values_not_winning_ones():
