@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -207,8 +208,6 @@ def runs_html(results: dict[str, Any]) -> str:
 def regenerate_html(results: dict[str, Any], base_dir: Path) -> str:
     """The commands that write this page again: ``sgdlab report`` from the stored runs, and
     the ``sgdlab run`` command of the experiment (it trains only the runs the store lacks)."""
-    import shlex
-
     rebuild = shlex.join(["sgdlab", "report", str(base_dir.resolve())])
     run = (f"<p>Run the experiment again (it trains only the runs the store lacks, then "
            f"writes this page): <code>{html.escape(results['command'])}</code></p>"
