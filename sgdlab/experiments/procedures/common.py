@@ -89,7 +89,7 @@ from sgdlab.report.tables import Table, mean_std
 
 CLAIM_KINDS = {"less", "greater", "close", "far", "above", "equivalent"}
 # the rules (``register_analysis``'s ``options``) of the options every analysis that checks
-# claims against references reads, and of those of the curves :func:`group_curves` draws
+# claims against references reads
 CLAIM_OPTIONS = {"claims": "list|null", "references": "dict"}
 # the keys of a claim (an item of ``options.claims``) and the rule (``option_problem``) of each
 # value, as :func:`check_claims` reads them; ``reading`` is read when the file is loaded
@@ -102,6 +102,7 @@ REQUIRES_KEYS = {"metric": "str", "above": "number", "below": "number"}
 # what a claim and a precondition must hold besides keys of those names, as a problem says it
 CLAIM_FORM = f"a claim has exactly one of {', '.join(sorted(CLAIM_KINDS))} and a 'metric'"
 PRECONDITION_FORM = "give a 'metric' and one of above / below"
+# the rules of the options of the curves :func:`group_curves` draws
 CURVE_OPTIONS = {"curves": "list of str", "logy": "list of str", "curve_labels": "dict"}
 
 
