@@ -20,8 +20,8 @@ from sgdlab.experiments.procedures import (ClaimNames, Procedure, RunOutput, Sto
                                            get_procedure, register_analysis,
                                            register_procedure)
 from sgdlab.experiments.procedures.common import (CLAIM_OPTIONS, add_references, by_group,
-                                                  check_claims, claim_metrics, pseudo_groups,
-                                                  run_groups, values_by_group)
+                                                  by_run_group, check_claims, claim_metrics,
+                                                  values_by_group)
 from sgdlab.report.tables import Table
 
 # copy k of seed s trains with seed COPY_SEED_STRIDE·s + k
@@ -200,9 +200,8 @@ COMPARE_EXTRA = ("individual_err_std", "copies")
 def _copies_names(spec, runs) -> ClaimNames:
     """The run groups of the comparison runs (``copies``) and references
     :func:`copies_analysis` compares, and what a comparison run's summary holds."""
-    return ClaimNames(run_groups([r for r in runs if "copies" in r.params])
-                      + pseudo_groups(spec.options),
-                      {m for m, _ in METRICS} | set(COMPARE_EXTRA))
+    return by_run_group(spec, [r for r in runs if "copies" in r.params],
+                        [m for m, _ in METRICS] + list(COMPARE_EXTRA))
 
 
 @register_analysis("chaudhari_copies", claim_names=_copies_names, options=CLAIM_OPTIONS)
