@@ -607,7 +607,7 @@ def rebuild(target: str | Path, *, scale: str | None = None, store_path: str | N
                         f"output directory or a catalogue name, and {REPORT_TAKES_A_FILE})")
     else:
         if not t.exists() and not str(target).endswith((".yaml", ".yml")):
-            # o99: a mistyped output folder as likely as an experiment name
+            # a mistyped output folder as likely as an experiment name
             catalogue_name(str(target), or_folder=True)
         spec = load_experiment(str(target), scale or "cpu", readings)
         out = Path(out_dir) if out_dir else default_out_dir(spec)
