@@ -419,6 +419,22 @@ def plan_of(tmp_path, cfg: str, scale: str = "cpu"):
                            out_dir=tmp_path / "out")
 
 
+def run_of(tmp_path, cfg: str, scale: str = "cpu"):
+    """The run :func:`plan_of` plans."""
+    from sgdlab.experiments.runner import run_experiment
+
+    return run_experiment(cfg, scale=scale, store_path=str(tmp_path / "s.sqlite"),
+                          out_dir=str(tmp_path / "out"), progress=None)
+
+
+def dry_run_refuses(tmp_path, capsys, cfg: str, problem: str, scale: str = "cpu") -> None:
+    """`sgdlab run --config CFG --dry-run` of :func:`plan_of`'s store and folder exits 2 with
+    ``problem`` as its error."""
+    assert main(["run", "--config", cfg, "--scale", scale, "--store", str(tmp_path / "s.sqlite"),
+                 "--out", str(tmp_path / "out"), "--dry-run"]) == 2
+    assert f"sgdlab: error: {problem}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("claim, problem", [
     ({"less": ["sgd", "adma"], "metric": "test_acc"},
      "no group 'adma' (did you mean adam?); the runs form sgd, adam"),
@@ -431,18 +447,15 @@ def plan_of(tmp_path, cfg: str, scale: str = "cpu"):
 def test_a_misspelt_claim_fails_the_dry_run_and_the_run_before_training(tmp_path, capsys,
                                                                         claim, problem):
     from sgdlab.errors import ConfigError
-    from sgdlab.experiments.runner import run_experiment
 
     cfg = own_experiment(tmp_path, {"claims": [{"less": ["sgd", "adam"], "metric": "train_loss"},
                                                claim]})
     plan = plan_of(tmp_path, cfg)
     [found] = plan.problems
     assert found.startswith(f"{cfg}: options.claims[1] (less: ['sgd', ") and problem in found
-    where = ["--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out")]
-    assert main(["run", "--config", cfg, "--scale", "cpu", *where, "--dry-run"]) == 2
-    assert f"sgdlab: error: {found}" in capsys.readouterr().err
+    dry_run_refuses(tmp_path, capsys, cfg, found)
     with pytest.raises(ConfigError, match="options.claims.1."):
-        run_experiment(cfg, scale="cpu", store_path=where[1], out_dir=where[3], progress=None)
+        run_of(tmp_path, cfg)
     assert not any(p.name in ("s.sqlite", "out") for p in tmp_path.iterdir())
 
 
@@ -477,9 +490,7 @@ def test_a_misspelt_metric_of_a_final_measurement_fails_the_dry_run(tmp_path, ca
             "they record ") in misspelt
     assert unmeasured.startswith(f"{cfg}: options.claims[3] ")
     assert "no run records a metric 'fisher_max'" in unmeasured
-    where = ["--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out")]
-    assert main(["run", "--config", cfg, "--scale", "cpu", *where, "--dry-run"]) == 2
-    assert f"sgdlab: error: {misspelt}" in capsys.readouterr().err
+    dry_run_refuses(tmp_path, capsys, cfg, misspelt)
 
 
 def test_a_train_run_records_what_its_plan_checks_claims_against(tmp_path):
@@ -554,12 +565,10 @@ def test_a_misspelt_claim_of_an_analysis_of_its_own_fails_the_dry_run(tmp_path, 
         claims[i] = kept | change
 
     cfg = entry_file(tmp_path, entry, edit)
-    where = ["--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out")]
     [found] = plan_of(tmp_path, cfg, "smoke").problems
     # the index among the claims of the default readings
     assert found.startswith(f"{cfg}: options.claims[") and problem in found
-    assert main(["run", "--config", cfg, "--scale", "smoke", *where, "--dry-run"]) == 2
-    assert f"sgdlab: error: {found}" in capsys.readouterr().err
+    dry_run_refuses(tmp_path, capsys, cfg, found, "smoke")
 
 
 @pytest.mark.parametrize("entry, option, edit, problem", [
@@ -611,13 +620,9 @@ def test_every_entry_plans_at_every_scale_under_every_reading(tmp_path, entry):
 
 
 def test_a_trend_the_ratio_grid_would_not_test_fails_the_dry_run(tmp_path):
-    raw = yaml.safe_load((CATALOGUE_DIR / f"{GRID}.yaml").read_text())
-    raw["options"]["expect"] = {"hessian_top": "negative", "test_ac": "positive"}
-    path = tmp_path / "grid.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    plan = plan_experiment(path, scale="smoke", store_path=str(tmp_path / "s.sqlite"),
-                           out_dir=tmp_path / "out")
-    [problem] = plan.problems
+    path = entry_file(tmp_path, GRID, lambda raw: raw["options"].update(
+        expect={"hessian_top": "negative", "test_ac": "positive"}))
+    [problem] = plan_of(tmp_path, path, "smoke").problems
     assert problem.startswith(f"{path}: options.expect names 'test_ac', which options.metrics "
                               "does not list (did you mean test_acc?) (hessian_top, ")
     assert problem.endswith("): its trend would not be tested")
@@ -635,9 +640,7 @@ def test_the_plan_names_a_data_file_its_examples_and_its_checksum(tmp_path, caps
                tmp_path / "d.pt")
     digest = data_file_sha256(tmp_path / "d.pt")
     cfg = mnist_file(tmp_path, {"file": str(tmp_path / "d.pt")})
-    where = {"scale": "smoke", "store_path": str(tmp_path / "s.sqlite"),
-             "out_dir": tmp_path / "out"}
-    plan = plan_experiment(cfg, **where)
+    plan = plan_of(tmp_path, cfg, "smoke")
     assert plan.ok and [p.steps for p in plan.runs] == [1] * 4
     [need] = plan.files
     assert (need.what, need.found, need.runs) == (f"data file {tmp_path / 'd.pt'}",
@@ -653,21 +656,18 @@ def test_a_data_file_its_loader_refuses_stops_the_plan_with_the_loaders_message(
     """A numpy .npz is not a torch.save'd dict: the loader's refusal, before any run."""
     import numpy as np
 
+    from sgdlab.errors import UserError
+
     np.savez(tmp_path / "d.npz", x_train=np.zeros((4, 2)), y_train=np.zeros(4))
     cfg = mnist_file(tmp_path, {"file": str(tmp_path / "d.npz")})
-    where = {"scale": "smoke", "store_path": str(tmp_path / "s.sqlite"),
-             "out_dir": tmp_path / "out"}
-    plan = plan_experiment(cfg, **where)
+    plan = plan_of(tmp_path, cfg, "smoke")
     [need] = plan.files
     assert need.found.startswith("sha256 ") and plan.problems == [need.problem]
     assert "numpy's .npz; write it with torch.save" in need.problem
     assert any(line.startswith(f"  data file {tmp_path / 'd.npz'}: found ({need.found}), "
                                "REFUSED; read by 4 runs, 4 to execute") for line in plan.lines())
-    from sgdlab.errors import UserError
-    from sgdlab.experiments.runner import run_experiment
-
     with pytest.raises(UserError, match="numpy's .npz"):
-        run_experiment(cfg, **where)
+        run_of(tmp_path, cfg, "smoke")
     assert not (tmp_path / "s.sqlite").exists()
 
 
@@ -746,25 +746,21 @@ def test_a_misspelt_or_mistyped_option_fails_the_dry_run_and_the_run(tmp_path, c
     was not read at all."""
     from sgdlab.errors import ConfigError
     from sgdlab.experiments.procedures import ANALYSIS_OPTIONS
-    from sgdlab.experiments.runner import run_experiment
 
     key, value, meant = misspelt
     cfg = own_copy(tmp_path, entry, {key: value})
-    where = ["--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out")]
     [found] = plan_of(tmp_path, cfg, "smoke").problems
     analysis = yaml.safe_load(open(cfg))["analysis"]
     assert found == (f"{cfg}: options.{key}: analysis {analysis!r} has no option {key!r} "
                      f"(did you mean {meant}?); its options: "
                      f"{', '.join(sorted(ANALYSIS_OPTIONS[analysis]))}")
-    assert main(["run", "--config", cfg, "--scale", "smoke", *where, "--dry-run"]) == 2
-    assert f"sgdlab: error: {found}" in capsys.readouterr().err
+    dry_run_refuses(tmp_path, capsys, cfg, found, "smoke")
     key, value, said = wrong
     cfg = own_copy(tmp_path, entry, {key: value})
     [found] = plan_of(tmp_path, cfg, "smoke").problems
     assert found == f"{cfg}: options.{key} must be {said}"
     with pytest.raises(ConfigError, match=f"options.{key} must be "):
-        run_experiment(cfg, scale="smoke", store_path=where[1], out_dir=where[3],
-                       progress=None)
+        run_of(tmp_path, cfg, "smoke")
     assert not any(p.name in ("s.sqlite", "out") for p in tmp_path.iterdir())
 
 
@@ -803,18 +799,14 @@ def test_a_required_option_missing_fails_the_dry_run_and_the_run(tmp_path, capsy
     # xing_cosine_grid reads its two sweeps around (fixed_lr, fixed_batch): without one the
     # report failed with a KeyError after all the training
     from sgdlab.errors import ConfigError
-    from sgdlab.experiments.runner import run_experiment
 
     cfg = entry_file(tmp_path, "xing-cosine-grid", lambda raw: raw["options"].pop("fixed_lr"))
     [found] = plan_of(tmp_path, cfg, "smoke").problems
     assert found == (f"{cfg}: options.fixed_lr: analysis 'xing_cosine_grid' needs this "
                      "option, a finite number > 0")
-    where = ["--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out")]
-    assert main(["run", "--config", cfg, "--scale", "smoke", *where, "--dry-run"]) == 2
-    assert f"sgdlab: error: {found}" in capsys.readouterr().err
+    dry_run_refuses(tmp_path, capsys, cfg, found, "smoke")
     with pytest.raises(ConfigError, match="options.fixed_lr: analysis 'xing_cosine_grid' "):
-        run_experiment(cfg, scale="smoke", store_path=where[1], out_dir=where[3],
-                       progress=None)
+        run_of(tmp_path, cfg, "smoke")
     assert not any(p.name in ("s.sqlite", "out") for p in tmp_path.iterdir())
 
 
@@ -846,6 +838,4 @@ def test_a_misspelt_key_of_a_claim_fails_the_dry_run(tmp_path, capsys, claim, pr
                                                claim]})
     [found] = plan_of(tmp_path, cfg).problems
     assert found.startswith(f"{cfg}: {problem}")
-    where = ["--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out")]
-    assert main(["run", "--config", cfg, *where, "--dry-run"]) == 2
-    assert f"sgdlab: error: {found}" in capsys.readouterr().err
+    dry_run_refuses(tmp_path, capsys, cfg, found)
