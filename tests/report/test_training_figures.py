@@ -394,16 +394,19 @@ def test_the_test_split_s_measurements_are_grouped_apart_by_their_instrument():
         "measure/test/noise/top_1", "measure/test/noise/trace"]
 
 
+# seven instruments: on both splits, 14 groups of series for MAX_PANELS = 12 panels
+INSTRUMENTS = ("align", "batch", "fisher", "ggn", "hess", "noise", "sharpness")
+
+
 def test_each_instrument_s_test_split_group_follows_its_train_split_s_before_the_cut():
     """Seven instruments measured on both splits make 14 groups: in name order the cut at
     MAX_PANELS = 12 left out two of the test split's while every train split's showed."""
     from sgdlab.report.figures.training import MAX_PANELS
 
-    instruments = ("align", "batch", "fisher", "ggn", "hess", "noise", "sharpness")
     h = {f"measure/{split}{i}/trace": [(9, 1.0)] for split in ("", "test/")
-         for i in instruments}
+         for i in INSTRUMENTS}
     h["dist_from_init"] = [(0, 0.0), (9, 1.0)]
-    both = ["dynamics", *(f"measure/{split}{i}" for i in instruments for split in ("", "test/"))]
+    both = ["dynamics", *(f"measure/{split}{i}" for i in INSTRUMENTS for split in ("", "test/"))]
     # all of them, in panel order: the panels and `runs compare` draw the first MAX_PANELS
     # and name those beyond the cut
     assert list(recorded_groups(h)) == both and len(both) > MAX_PANELS
@@ -429,9 +432,8 @@ def test_the_instrument_panels_name_the_groups_past_max_panels_they_leave_out():
     compare` (the test split's noise and sharpness were cut without a word)."""
     from sgdlab.report.figures.training import MAX_PANELS
 
-    instruments = ("align", "batch", "fisher", "ggn", "hess", "noise", "sharpness")
     h = {f"measure/{split}{i}/trace": [(0, 1.0), (9, 2.0)] for split in ("", "test/")
-         for i in instruments}
+         for i in INSTRUMENTS}
     fig = instrument_panels(h)
     assert sum(ax.get_visible() for ax in fig.axes) == MAX_PANELS
     note = fig.get_supxlabel().replace("\n", " ")
