@@ -127,15 +127,11 @@ def test_a_report_reads_its_stored_runs_after_their_data_file_is_moved_away(tmp_
     store's runs recorded, so the file need not stand where the experiment names it."""
     import json
 
-    import yaml
-
     from sgdlab.cli.main import main
-    from sgdlab.experiments.runner import run_experiment
+    from sgdlab.testing import run_experiment_config
 
-    cfg = tmp_path / "e.yaml"
-    cfg.write_text(yaml.safe_dump(experiment({"file": data_file(tmp_path / "d.pt")})))
-    store, out = str(tmp_path / "s.sqlite"), tmp_path / "out"
-    run_experiment(str(cfg), scale="cpu", store_path=store, out_dir=out, progress=None)
+    run_experiment_config(experiment({"file": data_file(tmp_path / "d.pt")}), tmp_path)
+    cfg, store, out = tmp_path / "exp.yaml", str(tmp_path / "runs.sqlite"), tmp_path / "o"
     shutil.move(tmp_path / "d.pt", tmp_path / "away.pt")
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0, capsys.readouterr().err
