@@ -24,7 +24,7 @@ class EmpiricalFisherOperator(ModelOperator):
     Built from data, it refuses a loss whose batch value is not the mean of the samples'
     losses (:func:`~sgdlab.operators.batches.check_mean_of_samples`: ``reduction="sum"``,
     class weights, ignored targets), whose Hessian and GGN it would not stand beside: each
-    row of G is one sample's loss alone, so F was that of the plain mean (a summed loss's
+    row of G is one sample's loss alone, so F is that of the plain mean (a summed loss's
     Hessian N times larger).
 
     ``store_gradients=True`` (default) computes G once (N·d memory, two thin matmuls per
@@ -49,9 +49,6 @@ class EmpiricalFisherOperator(ModelOperator):
             raise ValueError("EmpiricalFisherOperator needs data or precomputed gradients")
         super().__init__(model, loss_fn, data, data_optional=gradients is not None)
         if data is not None:
-            # F stands beside the Hessian and GGN of the batch loss, which it approximates only
-            # where that loss is the mean of the samples' own: of a summed one H is N times the
-            # mean's and F not, and class weights cancel in a sample's own loss
             check_mean_of_samples(loss_fn, data, "EmpiricalFisherOperator")
         self.chunk_size = chunk_size
         self._store = store_gradients
