@@ -440,8 +440,9 @@ def expected_sharpness_quadrature(landscape: TwoBasin, w: Tensor, *, sigma: floa
     the 2-D loss, batched over chains; shape (...). No sampling error: exact to round-off
     where every sample stays on one branch over the grid (there L is quadratic), and across a
     branch kink it converges as the grid is refined (the printed loss, σ = 0.1, 40 nodes:
-    within 5·10⁻⁴ of 80 nodes on the segment between the minima; design doc). Chains are
-    evaluated in blocks so that a block's (chains × nodes² × N) losses stay near 10⁷ terms."""
+    within 5·10⁻⁴ of 80 nodes on the segment between the minima;
+    docs/design/landscapes-escape.md). Chains are evaluated in blocks so that a block's
+    (chains × nodes² × N) losses stay near 10⁷ terms."""
     grid, weights = gauss_hermite_normal(w.shape[-1], nodes, dtype=w.dtype, device=w.device)
     flat = w.reshape(-1, w.shape[-1])
     per_block = max(1, 10_000_000 // (grid.shape[0] * max(1, landscape.num_samples)))
