@@ -838,7 +838,8 @@ class _Training:
 
     @property
     def resumed(self) -> bool:
-        """Whether this call goes on from a checkpoint: a step taken, or step 0 evaluated."""
+        """Whether this call goes on from a checkpoint: a step taken, or step 0 evaluated (so
+        read before this call evaluates or steps: after, every call is one)."""
         return self.loop["step"] > 0 or self.loop["last_eval_step"] >= 0
 
     def open_record(self, store: Any, run_id: str | None, name: str | None = None) -> None:
