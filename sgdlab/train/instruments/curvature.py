@@ -171,7 +171,7 @@ class HessianCallback(MeasuredCallback):
         self.trace_probes, self.frobenius_probes = trace_probes, frobenius_probes
         self.prefix = SERIES_PREFIXES.get(operator, operator) if prefix is None else prefix
         self.block_size = block_size
-        self.check_copies = bool(check_copies)
+        self.check_copies = check_copies
 
     def check(self, model, data) -> None:
         super().check(model, data)
