@@ -52,7 +52,8 @@ class TrainContext:
     schedule: Any = None
     schedule_every: str = "step"
     # a resumed run recorded in a store: reads its rows there, ``{metric: [(step, value,
-    # unix time logged), ...]}``, those of the restored history among them (None: no store)
+    # unix time logged), ...]}``, those of the restored history among them (None: a run
+    # started afresh, or recorded in no store)
     stored_metrics: Callable[[], dict[str, list[tuple[int, float, float]]]] | None = None
 
     def log(self, name: str, value: float, step: int | None = None) -> None:
