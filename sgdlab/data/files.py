@@ -869,8 +869,9 @@ def recorded_data_file(path: str | Path) -> dict[str, str]:
 
 @functools.lru_cache(maxsize=8)
 def data_file_examples(path: str, sha256: str) -> int:
-    """The training examples of data file ``path`` whose bytes have SHA-256 ``sha256``, read
-    by :func:`load_data_file` (its refusals, its check of the content) once per content."""
+    """The number of training examples in data file ``path`` whose bytes have SHA-256
+    ``sha256``, read by :func:`load_data_file` (its refusals, its check of the content) once
+    per content."""
     return len(load_data_file(path, sha256=sha256).x_train)
 
 
