@@ -1188,6 +1188,12 @@ class _transaction:
         end = "COMMIT" if exc_type is None else "ROLLBACK"
         try:
             self.conn.execute(end)
+        except sqlite3.Error:
+            # the statement itself failed (a COMMIT refused): running it again would fail
+            # again; the rollback releases the write lock, and the error is the caller's
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
         finally:
             if self.conn.in_transaction:    # a signal before the statement ran: end it anyway
                 self.conn.execute(end)

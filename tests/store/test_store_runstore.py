@@ -587,3 +587,44 @@ def test_a_signal_inside_a_transactions_edges_leaves_no_write_lock_held(tmp_path
     other.execute("ROLLBACK")
     # a COMMIT the signal cut off before it ran is made after all; a rollback stays one
     assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == (sql == "COMMIT")
+
+
+class _CommitRefused:
+    """A connection whose ``COMMIT`` fails as SQLite refuses one (an I/O error, a full disk),
+    every time, leaving the transaction open."""
+
+    def __init__(self, conn):
+        self.conn, self.commits = conn, 0
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+    def execute(self, sql: str, *args):
+        import sqlite3
+
+        if sql == "COMMIT":
+            self.commits += 1
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.conn.execute(sql, *args)
+
+
+def test_a_refused_commit_is_rolled_back_once_and_raised_not_tried_again(tmp_path):
+    # a COMMIT SQLite refuses was run a second time (as for a signal before it ran), failing
+    # again with the transaction, and its write lock, still held
+    import sqlite3
+
+    from sgdlab.store.runstore import _transaction
+
+    path = tmp_path / "s.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    refused = _CommitRefused(conn)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        with _transaction(refused) as c:
+            c.execute("INSERT INTO t VALUES (1)")
+    assert refused.commits == 1 and not conn.in_transaction
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    other.execute("BEGIN IMMEDIATE")          # the lock is free
+    other.execute("ROLLBACK")
+    assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 0
