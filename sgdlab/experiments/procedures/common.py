@@ -82,7 +82,8 @@ import numpy as np
 
 from sgdlab.errors import ConfigError, did_you_mean, finite_number as finite, refused_value
 from sgdlab.experiments.analysis import Conclusion
-from sgdlab.experiments.procedures import ClaimNames, StoredRun
+from sgdlab.experiments.procedures import (ClaimNames, StoredRun, get_procedure,
+                                           option_problem)
 from sgdlab.experiments.spec import cited
 from sgdlab.report.figures import label_colours
 from sgdlab.report.tables import Table, mean_std
@@ -454,8 +455,6 @@ def by_run_group(spec, runs, metrics: Iterable[str] | None = None) -> ClaimNames
 def summary_names(runs) -> set[str] | None:
     """Every key the summaries of ``runs`` (``RunSpec``) can hold, as their procedures
     declare it (:meth:`Procedure.summary_keys`); None where one does not tell."""
-    from sgdlab.experiments.procedures import get_procedure
-
     out: set[str] = set()
     for r in runs:
         keys = get_procedure(r.procedure).summary_keys(r.params)
@@ -500,8 +499,6 @@ def claim_entry_problems(claims: list[Any]) -> list[str]:
     key's rule, or lacks one kind or its metric, and alike for each of its ``requires``
     entries: found before any run trains, such a claim failed the report or had its
     misspelt key ignored."""
-    from sgdlab.experiments.procedures import option_problem
-
     def entry(where: str, c: Any, keys: dict[str, str], what: str) -> list[str]:
         if not isinstance(c, dict):
             return [f"{where} must be a mapping ({what}), {refused_value(c)}"]
