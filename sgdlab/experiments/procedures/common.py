@@ -776,7 +776,7 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
             # the comparison's words ("(nan) is not lower than ...") would state a relation
             # that no value supports: say which values are missing instead
             text = (f"{mname}: {unrecorded_note(*unrecorded[0])}: the claim cannot be checked"
-                    if all(names is not None for _, names in unrecorded)
+                    if all(recorded is not None for _, recorded in unrecorded)
                     else _missing_values_text(mname, ev, nm))
         groups = [g for x in c[kind] for g in (x if isinstance(x, list) else [x])]
         unmet = unmet_preconditions(c, groups, values, f"options.claims[{i}]")
