@@ -588,6 +588,44 @@ def test_a_misspelt_method_the_escape_analyses_order_fails_the_dry_run(tmp_path,
     assert found.startswith(f"{cfg}: {option}: ") and problem in found
 
 
+def _without_switch_step(raw):
+    for piece in [raw, *raw["scales"].values()]:
+        (piece.get("options") or {}).pop("switch_step", None)
+
+
+@pytest.mark.parametrize("entry, edit, problem", [
+    ("xing-stuck-continuation", lambda raw: raw["options"].update(stuck_run="gd-isoo"),
+     "options.stuck_run: no group 'gd-isoo' (did you mean gd-iso?); the runs form gd-iso, "
+     "lower-lr, gd, sgd"),
+    ("xing-stuck-continuation", _without_switch_step,
+     "options.switch_step: run group 'lower-lr' neither starts from another (init_from) nor "
+     "is 'gd-iso': give the step where it switches"),
+    ("zhu-escape-2d", lambda raw: raw["options"]["speed"].update(claim="faster"),
+     "options.speed: the speed ordering has no key 'claim' (did you mean claims?); its keys: "
+     "claims, tiers, z"),
+    ("zhu-escape-2d", lambda raw: raw["options"]["speed"].update(z=0),
+     "options.speed.z must be a finite number > 0, got 0"),
+    ("zhu-escape-2d", lambda raw: raw["options"]["speed"].update(tiers=[["sgd", "gd"]]),
+     "options.speed.tiers: needs two or more non-empty tiers of methods, got [['sgd', 'gd']]"),
+    ("zhu-escape-2d", lambda raw: raw["options"]["speed"]["claims"].append("a third"),
+     "options.speed.claims: 3 claims for 2 pairs of adjacent tiers"),
+    ("zhu-escape-2d", lambda raw: raw["options"]["ordering"].update(fastr=["sgd"]),
+     "options.ordering: the ordering has no key 'fastr' (did you mean faster?); its keys: "
+     "claim, faster, slower, z"),
+    ("zhu-escape-2d", lambda raw: raw["options"]["ordering"].pop("slower"),
+     "options.ordering: needs methods in both 'faster' and 'slower'"),
+])
+def test_an_option_the_report_would_refuse_fails_the_dry_run(tmp_path, capsys, entry, edit,
+                                                             problem):
+    """What an analysis read of its options only when the report was written, after all the
+    training, the plan knows: the run groups a group option names, the keys of a nested
+    option."""
+    cfg = entry_file(tmp_path, entry, edit)
+    [found] = plan_of(tmp_path, cfg, "smoke").problems
+    assert found.startswith(f"{cfg}: {problem}")
+    dry_run_refuses(tmp_path, capsys, cfg, found, "smoke")
+
+
 @pytest.mark.parametrize("entry", catalogue_entries("all"))
 def test_every_entry_plans_at_every_scale_under_every_reading(tmp_path, entry):
     """Each scale, under the defaults and under each other choice of each reading (alone, as

@@ -139,7 +139,7 @@ def test_the_analysis_needs_its_options():
         for k in ("window", "lag")]
     for window, lag in ((20, 0), (0, 20), (20, -10)):
         assert analysis_option_problems("xing_stuck", _spec(window=window, lag=lag).options)
-    with pytest.raises(ConfigError, match="no run group 'noisy'"):
+    with pytest.raises(ConfigError, match="options.stuck_run: no group 'noisy'"):
         xing_stuck(_spec(stuck_run="noisy"), runs)
     with pytest.raises(ConfigError, match="options.switch_step: run group 'lower-lr'"):
         o = _spec()

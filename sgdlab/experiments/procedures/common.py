@@ -493,35 +493,40 @@ def unknown_claim_names(claims: Any, names: ClaimNames, options: dict[str, Any])
     return out
 
 
+def mapping_problems(where: str, mapping: Any, keys: dict[str, str], what: str) -> list[str]:
+    """A sentence for ``mapping`` (an option or a part of one, at ``where``; ``what`` says
+    what it is: "a claim") that is no mapping, and for each of its keys not among ``keys``
+    (with the closest one) or whose value breaks that key's rule (``keys``: ``{key: rule}``,
+    :func:`~sgdlab.experiments.procedures.option_problem`)."""
+    if not isinstance(mapping, dict):
+        return [f"{where} must be a mapping ({what}), {refused_value(mapping)}"]
+    out = []
+    for k, v in mapping.items():
+        if k not in keys:
+            out.append(f"{where}: {what} has no key {k!r}{did_you_mean(k, keys)}; its "
+                       f"keys: {', '.join(sorted(keys))}")
+        elif (problem := option_problem(v, keys[k])) is not None:
+            out.append(f"{where}.{k} must be {problem}, {refused_value(v)}")
+    return out
+
+
 def claim_entry_problems(claims: list[Any]) -> list[str]:
     """A sentence for each claim of ``claims`` (``options.claims``) that is no mapping, has a
     key a claim has not (with the closest one, :data:`CLAIM_KEYS`) or a value against its
     key's rule, or lacks one kind or its metric, and alike for each of its ``requires``
     entries: found before any run trains, such a claim failed the report or had its
     misspelt key ignored."""
-    def entry(where: str, c: Any, keys: dict[str, str], what: str) -> list[str]:
-        if not isinstance(c, dict):
-            return [f"{where} must be a mapping ({what}), {refused_value(c)}"]
-        out = []
-        for k, v in c.items():
-            if k not in keys:
-                out.append(f"{where}: {what} has no key {k!r}{did_you_mean(k, keys)}; its "
-                           f"keys: {', '.join(sorted(keys))}")
-            elif (problem := option_problem(v, keys[k])) is not None:
-                out.append(f"{where}.{k} must be {problem}, {refused_value(v)}")
-        return out
-
     out: list[str] = []
     for i, c in enumerate(claims):
         where = f"options.claims[{i}]"
-        found = entry(where, c, CLAIM_KEYS, "a claim")
+        found = mapping_problems(where, c, CLAIM_KEYS, "a claim")
         # (a misspelt kind or metric is said as such, not as one missing too)
         if not found and (len([k for k in c if k in CLAIM_KINDS]) != 1 or "metric" not in c):
             found.append(f"{where}: {CLAIM_FORM}")
         requires = c.get("requires") if isinstance(c, dict) else None
         for j, r in enumerate(requires if isinstance(requires, list) else []):
             at = f"{where}.requires[{j}]"
-            said = entry(at, r, REQUIRES_KEYS, "a precondition")
+            said = mapping_problems(at, r, REQUIRES_KEYS, "a precondition")
             if not said and ("metric" not in r or len({"above", "below"} & r.keys()) != 1):
                 said.append(f"{at}: {PRECONDITION_FORM}")
             found += said

@@ -11,8 +11,8 @@ from sgdlab.experiments.procedures import (ClaimNames, Procedure, RunOutput,
                                            register_analysis, register_procedure)
 from sgdlab.experiments.procedures.common import (CLAIM_OPTIONS, by_group, check_claims,
                                                   decided, finite, group_colours,
-                                                  option_group_problems, run_groups,
-                                                  seed_spread, seeds_named, stat,
+                                                  mapping_problems, option_group_problems,
+                                                  run_groups, seed_spread, seeds_named, stat,
                                                   within_spread)
 from sgdlab.experiments.spec import cited, paper_ref
 from sgdlab.report.tables import Table
@@ -200,16 +200,56 @@ def _order_problems(where: str, order: dict, methods: list[str]) -> list[str]:
             for p in option_group_problems(f"{where}.{side}", order.get(side), methods)]
 
 
+# what each key of the escape analysis' options.ordering and options.speed must be
+ORDERING_KEYS = {"faster": "list of str", "slower": "list of str", "z": "number>0",
+                 "claim": "str"}
+SPEED_KEYS = {"tiers": "list of list of str", "z": "number>0", "claims": "list of str"}
+
+
+def _ordering_problems(order: Any, methods: list[str]) -> list[str]:
+    """What :func:`_judged_ordering` would refuse of ``options.ordering`` when the report is
+    written: a key it does not read or a value against its rule (:data:`ORDERING_KEYS`), an
+    empty side, a method the runs do not run."""
+    found = mapping_problems("options.ordering", order, ORDERING_KEYS, "the ordering")
+    if found:
+        return found
+    if not (order.get("faster") and order.get("slower")):
+        return ["options.ordering: needs methods in both 'faster' and 'slower'"]
+    return _order_problems("options.ordering", order, methods)
+
+
+def _speed_problems(speed: Any, methods: list[str]) -> list[str]:
+    """What :func:`_judged_speed` would refuse of ``options.speed`` when the report is
+    written: a key it does not read or a value against its rule (:data:`SPEED_KEYS`), fewer
+    than two tiers or an empty one, a method the runs do not run; and more ``claims`` than
+    pairs of adjacent tiers (one claim a pair: the others would be read by none)."""
+    found = mapping_problems("options.speed", speed, SPEED_KEYS, "the speed ordering")
+    if found:
+        return found
+    tiers = speed.get("tiers") or []
+    if len(tiers) < 2 or not all(tiers):
+        return [f"options.speed.tiers: needs two or more non-empty tiers of methods, got "
+                f"{tiers!r}"]
+    claims = speed.get("claims") or []
+    if len(claims) > len(tiers) - 1:
+        pairs = len(tiers) - 1
+        found.append(f"options.speed.claims: {len(claims)} claims for {pairs} "
+                     f"pair{'s' if pairs > 1 else ''} of adjacent tiers (claims[i] is pair "
+                     "i's)")
+    for i, tier in enumerate(tiers):
+        found += option_group_problems(f"options.speed.tiers[{i}]", tier, methods)
+    return found
+
+
 def _escape_names(spec, runs) -> ClaimNames:
     """The methods :func:`zhu_escape_analysis` compares (its claims' groups, and those
-    ``options.ordering`` and ``options.speed`` order) and the values its claims read."""
+    ``options.ordering`` and ``options.speed`` order) and the values its claims read; what
+    those two options hold that the report would refuse (:func:`_ordering_problems`,
+    :func:`_speed_problems`) as problems."""
     o, methods = spec.options, _methods(runs)
-    order, speed = ((o.get(k) if isinstance(o.get(k), dict) else {})
-                    for k in ("ordering", "speed"))
-    problems = _order_problems("options.ordering", order, methods)
-    tiers = speed.get("tiers")
-    for i, tier in enumerate(tiers if isinstance(tiers, list) else []):
-        problems += option_group_problems(f"options.speed.tiers[{i}]", tier, methods)
+    # (an empty or null one is not judged)
+    problems = _ordering_problems(o["ordering"], methods) if o.get("ordering") else []
+    problems += _speed_problems(o["speed"], methods) if o.get("speed") else []
     return ClaimNames(methods, set(ESCAPE_VALUES), problems)
 
 

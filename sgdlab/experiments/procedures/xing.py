@@ -14,16 +14,19 @@ with a stated threshold.
 from __future__ import annotations
 
 import math
+from typing import Any
+
 import numpy as np
 
 from sgdlab.errors import ConfigError
 from sgdlab.experiments.analysis import Analysis, Conclusion
-from sgdlab.experiments.procedures import StoredRun, register_analysis
+from sgdlab.experiments.procedures import ClaimNames, StoredRun, register_analysis
 from sgdlab.experiments.procedures.common import (CLAIM_OPTIONS, CURVE_OPTIONS, add_references,
                                                   by_group, by_run_group, check_claims,
                                                   continuation_curves, finite, group_x_axis,
-                                                  mean_curve, seeds_label, seeds_note,
-                                                  summary_table, values_by_group)
+                                                  mean_curve, run_groups, seeds_label,
+                                                  seeds_note, summary_table, unknown_group,
+                                                  values_by_group)
 from sgdlab.experiments.procedures.jastrzebski import (CLEAR_TREND, _spearman, epoch_curves,
                                                        ranked_over, trend_verdict)
 from sgdlab.experiments.spec import cited, paper_ref
@@ -477,8 +480,32 @@ STUCK_METRICS = {
 }
 
 
-@register_analysis("xing_stuck",
-                   claim_names=lambda spec, runs: by_run_group(spec, runs, STUCK_METRICS),
+def stuck_problems(options: dict[str, Any], runs) -> list[str]:
+    """A sentence for each thing ``options`` of :func:`xing_stuck` ask that ``runs``
+    (``RunSpec`` or stored) do not give: ``stuck_run`` naming no run group (with the closest
+    and all of them), else each group that neither starts from another (``init_from``) nor
+    is the stuck one where ``switch_step`` does not say where it switches. Found when the
+    sweep is planned and again when the report is written."""
+    groups, stuck = run_groups(runs), options["stuck_run"]
+    if stuck not in groups:
+        return [f"options.stuck_run: {unknown_group(stuck, groups)}"]
+    if "switch_step" in options:
+        return []
+    return [f"options.switch_step: run group {g!r} neither starts from another (init_from) "
+            f"nor is {stuck!r}: give the step where it switches"
+            for g in run_groups([r for r in runs if not r.params.get("init_from")])
+            if g != stuck]
+
+
+def _stuck_names(spec, runs) -> ClaimNames:
+    """The run groups and :data:`STUCK_METRICS` the claims of :func:`xing_stuck` read, and
+    :func:`stuck_problems` of its options."""
+    names = by_run_group(spec, runs, STUCK_METRICS)
+    names.problems += stuck_problems(spec.options, runs)
+    return names
+
+
+@register_analysis("xing_stuck", claim_names=_stuck_names,
                    options={**CLAIM_OPTIONS, **CURVE_OPTIONS, "stuck_run": "required str",
                             "window": "required number>0", "lag": "required number>0",
                             "switch_step": "number>=0"})
@@ -496,23 +523,19 @@ def xing_stuck(spec, runs: list[StoredRun]) -> Analysis:
     stuck_group = str(o["stuck_run"])
     window, lag = float(o["window"]), float(o["lag"])
     groups = by_group(runs, key=lambda r: r.group)
-    if stuck_group not in groups:
-        raise ConfigError(f"options.stuck_run: no run group {stuck_group!r}; groups: "
-                          f"{', '.join(groups)}")
+    # (the plan found them before training; the stored runs given may be others)
+    if problems := stuck_problems(o, runs):
+        raise ConfigError("; ".join(problems))
     marks = set()
     for r in runs:
-        src = r.params.get("init_from") if isinstance(r.params, dict) else None
+        src = r.params.get("init_from")
         if r.group == stuck_group:
             phase_one, switch = r, _last_step(r)
         elif src:
             phase_one = next((q for q in groups.get(src, []) if q.seed == r.seed), None)
             switch = _last_step(phase_one) if phase_one is not None else float("nan")
-        elif "switch_step" in o:
-            phase_one, switch = r, float(o["switch_step"])
         else:
-            raise ConfigError(f"options.switch_step: run group {r.group!r} neither starts from "
-                              f"another (init_from) nor is {stuck_group!r}: give the step "
-                              "where it switches")
+            phase_one, switch = r, float(o["switch_step"])
         if phase_one is None:       # its source seed is missing: nothing to continue from
             r.summary.update({k: float("nan") for k in STUCK_METRICS})
             continue
