@@ -27,25 +27,16 @@ def test_catalogue_is_not_empty_and_resolves_at_every_scale():
 
 
 def test_every_entry_gives_its_analysis_only_options_it_reads_as_it_reads_them():
-    # the analysis options of a scale and a reading choice are deep-merged into the entry's,
-    # so each mapping passing the analysis' rules lets every scale and reading plan
+    # the file's own options; those its scales and reading choices merge in are checked
+    # where they are merged, by test_plan.py::test_every_entry_plans_at_every_scale_under_...
     from sgdlab.experiments.procedures import ANALYSIS_OPTIONS, analysis_option_problems
     from sgdlab.experiments.spec import catalogue_files, read_file
 
     found, checked = {}, set()
     for name, path in catalogue_files().items():
         raw = read_file(path)
-        pieces = {"options": raw.get("options") or {}}
-        pieces |= {f"scales.{s}.options": (o or {}).get("options") or {}
-                   for s, o in (raw.get("scales") or {}).items()}
-        pieces |= {f"readings.{k}.choices.{c}.options": x.get("options") or {}
-                   for k, r in (raw.get("readings") or {}).items()
-                   for c, x in r["choices"].items()}
-        for where, options in pieces.items():
-            # a required option is the file's own or is merged in from another piece
-            if problems := analysis_option_problems(raw["analysis"], options,
-                                                    part=where != "options"):
-                found[f"{name} {where}"] = problems
+        if problems := analysis_option_problems(raw["analysis"], raw.get("options") or {}):
+            found[name] = problems
         checked |= {raw["analysis"]} & ANALYSIS_OPTIONS.keys()
     assert not found
     assert checked == ANALYSIS_OPTIONS.keys()     # each declaration met by an entry

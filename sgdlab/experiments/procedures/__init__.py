@@ -139,16 +139,13 @@ def option_problem(value: Any, rule: str) -> str | None:
     return number_problem(value, rule)
 
 
-def analysis_option_problems(name: str, options: dict[str, Any], *,
-                             part: bool = False) -> list[str]:
+def analysis_option_problems(name: str, options: dict[str, Any]) -> list[str]:
     """A sentence for each option of ``options`` that analysis ``name`` does not read (with
     the closest name it does), each value against the rule it declared
     (:func:`register_analysis`), each required option missing and each claim of
     ``options.claims`` with a key a claim has not
     (:func:`~sgdlab.experiments.procedures.common.claim_entry_problems`); none for an
-    analysis that declared no options. ``part``: ``options`` is one of the mappings merged
-    into an experiment's (a scale's, a reading choice's), where a required option may lie in
-    another."""
+    analysis that declared no options."""
     _load_all()
     rules = ANALYSIS_OPTIONS.get(name)
     if rules is None:
@@ -167,7 +164,7 @@ def analysis_option_problems(name: str, options: dict[str, Any], *,
             out += claim_entry_problems(v)
     out += [f"options.{k}: analysis {name!r} needs this option, {option_problem(None, rule)}"
             for k, rule in rules.items()
-            if rule.startswith(REQUIRED) and k not in options and not part]
+            if rule.startswith(REQUIRED) and k not in options]
     return out
 
 
