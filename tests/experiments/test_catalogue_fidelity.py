@@ -466,7 +466,7 @@ def test_drop_last_reaches_the_training_loop_and_its_step_count():
          "optimizer": {"name": "sgd", "lr": 0.1}, "batch_size": 400, "epochs": 2}
     assert train.planned_steps(p) == 2 * 113
     assert train.planned_steps({**p, "drop_last": True}) == 2 * 112
-    with pytest.raises(ConfigError, match="drop_last must be true or false"):
+    with pytest.raises(ConfigError, match="^x: drop_last must be True or False, got 'yes'$"):
         train.validate({**p, "drop_last": "yes"}, "x")
 
 

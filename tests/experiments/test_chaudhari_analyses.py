@@ -775,7 +775,9 @@ def test_the_fisher_measurement_reads_the_optimizer_it_is_given():
         compute_final(m, model, loss_fn, (x, y))
     # a misspelt reading is refused when the experiment is checked, before any training
     for bad, msg in (({"reading": "adam"}, "reading must be one of"),
-                     ({"reading": "adam-moments", "bias_correction": "yes"}, "true or false"),
+                     ({"reading": "adam-moments", "bias_correction": "yes"},
+                      "^final\\[0\\]: fisher_diagonal: bias_correction must be True or False, "
+                      "got 'yes'$"),
                      ({"bias_correction": False}, "belongs to reading 'adam-moments'")):
         with pytest.raises(ConfigError, match=msg):
             validate_measure({"kind": "fisher_diagonal", **bad}, "final[0]", final=True)

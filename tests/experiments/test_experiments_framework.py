@@ -689,8 +689,8 @@ def test_train_procedure_checks_measure_and_optimizer_like_run_configs(change, n
                            "mapping, not a bool (True)"),
     ({"batch_size": 0}, "x: batch_size must be a positive integer, 'full' or a schedule "
                         "mapping, got 0"),
-    ({"replacement": "false"}, "x: replacement must be true or false, got 'false'"),
-    ({"save_model": 1}, "x: save_model must be true or false, got 1"),
+    ({"replacement": "false"}, "x: replacement must be True or False, got 'false'"),
+    ({"save_model": 1}, "x: save_model must be True or False, got 1"),
     ({"loss": "ce"}, "x: loss must be one of auto, cross_entropy, mse, got 'ce'"),
 ])
 def test_train_procedure_checks_its_own_values_before_any_run(change, needle):

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sgdlab.errors import ConfigError, checked_int, checked_int_argument
+from sgdlab.errors import ConfigError, check_flag, checked_int, checked_int_argument
 
 Scalar = Callable[..., dict[str, float]]
 ArrayM = Callable[..., tuple[dict[str, Any], dict[str, Any]]]
@@ -348,9 +348,8 @@ def _check_fisher(m: dict[str, Any]) -> None:
     if m.get("reading", "per-sample") not in FISHER_READINGS:
         raise ValueError(f"fisher_diagonal: reading must be one of "
                          f"{', '.join(FISHER_READINGS)}, got {m.get('reading')!r}")
-    if not isinstance(m.get("bias_correction", True), bool):
-        raise ValueError(f"fisher_diagonal: bias_correction must be true or false, got "
-                         f"{m['bias_correction']!r}")
+    check_flag("fisher_diagonal: bias_correction", m.get("bias_correction", True),
+               error=ConfigError)
     if "bias_correction" in m and m.get("reading", "per-sample") != "adam-moments":
         raise ValueError("fisher_diagonal: bias_correction belongs to reading 'adam-moments'")
 
@@ -384,8 +383,7 @@ def _check_diffusion_spectrum(*, batch_size, replacement) -> None:
             check_batch_size(batch_size)
         except ValueError as e:
             raise ValueError(f"batch_size: {e} (or null: Σ itself)") from None
-    if not isinstance(replacement, bool):
-        raise ValueError(f"replacement must be true or false, got {replacement!r}")
+    check_flag("replacement", replacement, error=ConfigError)
 
 
 @array("diffusion_spectrum", {"batch_size", "replacement"},

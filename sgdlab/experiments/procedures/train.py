@@ -47,8 +47,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sgdlab.errors import (ConfigError, UserError, checked_int, int_at_least, plugin_hint,
-                           refused_value)
+from sgdlab.errors import (ConfigError, UserError, check_flag, checked_int, int_at_least,
+                           plugin_hint, refused_value)
 from sgdlab.experiments.procedures import Procedure, RunOutput, register_procedure
 from sgdlab.experiments.procedures.measures import (compute_final, final_metrics,
                                                     measurement_data, validate_measure)
@@ -253,8 +253,7 @@ class TrainProcedure(Procedure):
             raise ConfigError(f"{where}: 'schedule' must be a mapping with a 'name'")
         if params.get("dtype", "float32") not in ("float32", "float64"):
             raise ConfigError(f"{where}: dtype must be float32 or float64")
-        if not isinstance(params.get("drop_last", False), bool):
-            raise ConfigError(f"{where}: drop_last must be true or false")
+        check_flag(f"{where}: drop_last", params.get("drop_last", False), error=ConfigError)
         from sgdlab.train.loop import EVAL_BN, SEQUENCE_LOSSES
 
         if params.get("sequence_loss", "mean") not in SEQUENCE_LOSSES:
@@ -275,8 +274,7 @@ class TrainProcedure(Procedure):
             if problem is not None:
                 raise ConfigError(f"{where}: micro_batch: {problem}")
         for k in ("replacement", "save_model"):
-            if not isinstance(params.get(k, False), bool):
-                raise ConfigError(f"{where}: {k} must be true or false, got {params[k]!r}")
+            check_flag(f"{where}: {k}", params.get(k, False), error=ConfigError)
         if params.get("loss") not in (None, *LOSSES):
             raise ConfigError(f"{where}: loss must be one of {', '.join(LOSSES)}, got "
                               f"{params['loss']!r}")
