@@ -503,9 +503,7 @@ def _check_data(path: str, sec: dict[str, Any], errors: list[str]) -> None:
         others = [k for k, default in (("name", None), ("data_dir", None), ("options", {}),
                                        ("seed", 0)) if sec.get(k, default) != default]
         if others:
-            errors.append(f"{join(path, 'file')}: a data file takes no other keys, got "
-                          f"{', '.join(join(path, k) for k in others)} (the whole section "
-                          f"is {path}: {{file: PATH}})")
+            errors.append(data_file_alone(path, [join(path, k) for k in others]))
         return
     if sec.get("sha256") is not None:
         errors.append(f"{join(path, 'sha256')}: the fingerprint of a data file, but "
@@ -526,6 +524,15 @@ def _check_data(path: str, sec: dict[str, Any], errors: list[str]) -> None:
             check_dataset_options(name, sec["options"])
         except UserError as e:
             errors.append(f"{join(path, 'options')}: {e}")
+
+
+def data_file_alone(path: str, others: list[str], whole: str = "section") -> str:
+    """The problem of a data file (``PATH.file``) given with ``others`` (their key paths)
+    beside it: the tensors are the data, nothing to draw, download or pass on. A run
+    config's ``data`` section and an experiment's ``dataset`` mapping (``whole``) say it
+    alike."""
+    return (f"{join(path, 'file')}: a data file takes no other keys, got {', '.join(others)} "
+            f"(the whole {whole} is {path}: {{file: PATH}})")
 
 
 def _no_data_source(path: str) -> str:
@@ -1200,7 +1207,8 @@ def build_from_config(cfg: dict[str, Any], *, validated: bool = False, store: An
 __all__ = ["BuiltRun", "DataSection", "MeasureItem", "ModelSection", "OptimizerSection",
            "RunConfig", "ScheduleSection", "StoreSection", "TrainSection", "WarmStartRecord",
            "build_from_config",
-           "TRAINING_KEYS", "build_measure", "json_schema", "measure_schedule",
+           "TRAINING_KEYS", "build_measure", "data_file_alone", "json_schema",
+           "measure_schedule",
            "with_instrument_defaults",
            "resolve_device", "stored_training_settings", "training_hparams", "training_settings",
            "validate_config", "validate_section"]

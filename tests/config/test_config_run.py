@@ -1222,6 +1222,24 @@ def test_nan_for_an_argument_whose_default_is_inf_names_the_inf_it_may_be():
                       "optimizer.width: must be a finite number, got nan"]
 
 
+def test_a_run_config_and_an_experiment_refuse_keys_beside_a_data_file_in_one_sentence():
+    """``data: {file: PATH}`` and an experiment's ``dataset: {file: PATH}`` share the check's
+    words (:func:`data_file_alone`), each naming its own keys."""
+    from sgdlab.config.run import data_file_alone
+    from sgdlab.experiments.procedures import get_procedure
+
+    assert data_file_alone("data", ["data.seed"]) in config_errors(
+        apply_overrides(TINY, ["data={file: x.pt, seed: 1}"]))
+    params = {"dataset": {"file": "x.pt", "n_train": 8}, "model": {"name": "mlp"},
+              "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 1, "batch_size": 8}
+    with pytest.raises(ConfigError) as e:
+        get_procedure("train").validate(params, "e")
+    assert str(e.value) == "e: " + data_file_alone("dataset", ["dataset.n_train"], "mapping")
+    assert data_file_alone("dataset", ["dataset.n_train"], "mapping") == (
+        "dataset.file: a data file takes no other keys, got dataset.n_train (the whole "
+        "mapping is dataset: {file: PATH})")
+
+
 def test_a_data_file_is_stored_as_an_absolute_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sub").mkdir()

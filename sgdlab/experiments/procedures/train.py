@@ -175,16 +175,15 @@ def resolve_batch_size(bs: Any, n_train: int):
 def _check_data_file(params: dict[str, Any], where: str) -> None:
     """A ``dataset: {file: PATH}`` mapping, refused as a run config's ``data: {file: PATH}``
     section: the file takes no other keys (the tensors are the data: nothing to draw), its
-    path and ``sha256`` checked by the run config's schema."""
-    from sgdlab.config.run import validate_section
+    path and ``sha256`` checked by the run config's schema, in the same words."""
+    from sgdlab.config.run import data_file_alone, validate_section
 
     d = params["dataset"]
     others = sorted(f"dataset.{k}" for k in d if k not in ("file", "sha256"))
     if params.get("data_seed", 0) != 0:
         others.append("data_seed")
     if others:
-        raise ConfigError(f"{where}: dataset.file: a data file takes no other keys, got "
-                          f"{', '.join(others)} (the whole mapping is dataset: {{file: PATH}})")
+        raise ConfigError(f"{where}: {data_file_alone('dataset', others, 'mapping')}")
     validate_section("data", {k: d[k] for k in ("file", "sha256") if k in d},
                      path=f"{where}: dataset")
 
