@@ -28,6 +28,7 @@ import hashlib
 import math
 import os
 import pickle
+import struct
 import zlib
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -100,8 +101,12 @@ def _idx_read_error(e: Exception, path: Path) -> DataError:
     """The :class:`DataError` for IDX file ``path`` that could not be read or inflated: an
     ``OSError`` (no permission, a folder, an I/O error; gzip's BadGzipFile too), an
     ``EOFError`` or a ``zlib.error`` (a corrupt deflate stream), with the reason."""
-    problem = file_problem(e) if isinstance(e, OSError) and e.errno is not None else str(e)
-    return DataError(f"cannot read IDX file {path}: {problem}")
+    return DataError(f"cannot read IDX file {path}: {_read_problem(e)}")
+
+
+def _read_problem(e: Exception) -> str:
+    """Why a file could not be read or inflated, for a message."""
+    return file_problem(e) if isinstance(e, OSError) and e.errno is not None else str(e)
 
 
 def _idx_hint(path: Path, raw: bytes, gzipped: bool) -> str:
@@ -238,6 +243,52 @@ def _read_idx_beside_gz(path: Path, ndim: int) -> np.ndarray:
                         f"{path.name} to read the .gz, or decompress it again)") from None
 
 
+def _check_idx_copies(dataset: str, path: Path, stem: str) -> None:
+    """A :class:`DataError` when another copy of IDX file ``path`` (``stem``'s plain, ``.gz``
+    or dotted names) lies beside it holding other data: torchvision keeps ``X`` beside
+    ``X.gz`` and ``path`` alone is read, so an ``X`` left from another download was read
+    without a word. Compared by length and CRC-32, a ``.gz`` by its trailer's (inflated to
+    compare when they differ: a gzip of several members has its last member's)."""
+    for other in (path.parent / n for n in _idx_names(stem)):
+        if other == path or not other.is_file():
+            continue
+        try:
+            crc = _idx_crc(other)   # None only for ``other``: ``path`` was read whole
+            if (crc is not None and crc == _idx_crc(path)) or \
+                    _idx_bytes(other) == _idx_bytes(path):
+                continue
+            problem = " holding different data"
+        except (OSError, EOFError, zlib.error) as e:
+            problem = f", but {other} cannot be read ({_read_problem(e)})"
+        raise DataError(f"{dataset}: {path} and {other} are two copies of {stem}{problem}: "
+                        f"delete the one that is not {dataset}'s ({path} is the one read), or "
+                        f"both and decompress the .gz again")
+
+
+def _idx_bytes(path: Path) -> bytes:
+    """The bytes of IDX file ``path``, inflated when it is gzip-compressed (by content)."""
+    raw = path.read_bytes()
+    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+
+
+def _idx_crc(path: Path) -> tuple[int, int] | None:
+    """(length mod 2**32, CRC-32) of the data :func:`_idx_bytes` gives, a gzip file's from its
+    trailer (its last member's) without inflating it; None for a gzip file too short to
+    have one."""
+    with open(path, "rb") as f:
+        if f.read(2) == b"\x1f\x8b":
+            if f.seek(0, os.SEEK_END) < 18:     # a gzip header and trailer take 18 bytes
+                return None
+            f.seek(-8, os.SEEK_END)
+            crc, size = struct.unpack("<II", f.read(8))
+            return size, crc
+        f.seek(0)
+        size = crc = 0
+        while block := f.read(1 << 24):
+            size, crc = size + len(block), zlib.crc32(block, crc)
+        return size % 2**32, crc
+
+
 def _idx_folder(paths: dict[str, Path]) -> Path:
     """The folder the four IDX files were found in (above any folder named like a file)."""
     return Path(os.path.commonpath([str(p.parent) for p in paths.values()]))
@@ -254,6 +305,8 @@ def _load_idx_dataset(dataset: str, data_dir, *, seed: int, train_size, test_siz
     else:
         arrays = {k: _read_idx_beside_gz(p, 3 if k.endswith("images") else 1)
                   for k, p in found.items()}
+        for k, p in found.items():
+            _check_idx_copies(dataset, p, _IDX_FILES[k])
         paths = {k: str(p) for k, p in found.items()}
         source = f"IDX files in {_idx_folder(found)}"
     for split in ("train", "test"):

@@ -956,3 +956,27 @@ def test_a_data_file_of_another_format_is_told_the_dict_of_tensors_to_write(tmp_
                                             r"x_train, y_train .*ds.tensors\[0\]") as e:
             load_data_file(tmp_path / name)
         assert "checkpoint" not in str(e.value)
+
+
+def test_idx_file_and_its_gz_holding_different_data_is_refused(tmp_path):
+    # torchvision keeps X beside X.gz and X is read; an X left from another download (MNIST's
+    # labels beside Fashion-MNIST's .gz) was trained on without a word
+    arrays = make_idx_dir(tmp_path, gz=True)
+    raw = tmp_path / IDX_NAMES["train_labels"]
+    write_idx(raw, np.roll(arrays["train_labels"], 1))
+    with pytest.raises(DataError, match=rf"^mnist: {raw} and {raw}.gz are two copies of "
+                                        rf"{raw.name} holding different data"):
+        load_dataset("mnist", data_dir=tmp_path)
+    # the same data in both (torchvision's layout), the .gz in two gzip members (its
+    # trailer's CRC is the last member's only): read
+    blob = raw.with_name(raw.name + ".gz")
+    plain = gzip.decompress(blob.read_bytes())
+    raw.write_bytes(plain)
+    blob.write_bytes(gzip.compress(plain[:9]) + gzip.compress(plain[9:]))
+    ds = load_dataset("mnist", data_dir=tmp_path, normalize="none")
+    np.testing.assert_array_equal(ds.y_train.numpy(), arrays["train_labels"])
+    # a .gz beside its copy that does not inflate is no copy of it either
+    blob.write_bytes(gzip.compress(plain)[:-8] + bytes(8))
+    with pytest.raises(DataError, match=rf"^mnist: {raw} and {blob} are two copies .* {blob} "
+                                        r"cannot be read \(CRC check failed"):
+        load_dataset("mnist", data_dir=tmp_path)
