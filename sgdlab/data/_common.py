@@ -21,7 +21,12 @@ def require_data_dir(data_dir: str | Path | None, name: str) -> Path:
         raise DataError(f"dataset {name!r} reads files: pass data_dir= (config key data.data_dir) "
                         f"pointing to the directory that holds them")
     d = Path(data_dir).expanduser()
-    if d.is_file():   # e.g. the downloaded archive itself
+    try:
+        is_file = d.is_file()
+    except OSError as e:    # inside a folder that may not be searched: not False, an error
+        raise DataError(f"data_dir for dataset {name!r} cannot be looked into: {d}: "
+                        f"{e.strerror or e}") from None
+    if is_file:   # e.g. the downloaded archive itself
         raise DataError(f"data_dir for dataset {name!r} is a file, not a folder: {d}; give the "
                         f"folder that holds it ({d.parent})")
     if not d.is_dir():

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import inspect
 import math
 import os
 import pickle
@@ -154,6 +155,33 @@ def _idx_names(stem: str) -> list[str]:
     return [stem, stem + ".gz", dotted, dotted + ".gz"]
 
 
+class _FolderNotSearched(DataError):
+    """A folder on the way to a dataset's files may not be searched (no permission)."""
+
+
+def _searching(find):
+    """``find`` (the look-up of a ``dataset``'s files) with a path inside a folder that may
+    not be searched a :class:`DataError` naming it: ``Path.is_dir`` and ``is_file`` raise
+    ``PermissionError`` there, where a missing path is False (a traceback; the command line
+    said "cannot write" the path)."""
+    signature = inspect.signature(find)
+
+    @functools.wraps(find)
+    def searched(*args, **kwargs):
+        try:
+            return find(*args, **kwargs)
+        except DataError:
+            raise
+        except OSError as e:
+            dataset = signature.bind(*args, **kwargs).arguments["dataset"]
+            where = f" at {os.fsdecode(e.filename)}" if e.filename is not None else ""
+            raise _FolderNotSearched(f"{dataset}: cannot look for its files{where}: "
+                                     f"{_read_problem(e)} (each folder on the way must be "
+                                     "searchable)") from None
+    return searched
+
+
+@_searching
 def _find_idx(root: Path, dataset: str) -> dict[str, Path] | Path:
     """The four IDX files, all from one folder: the dataset's own sub-folders first, then
     ``root`` itself (so MNIST files lying in ``root`` are not read as Fashion-MNIST when a
@@ -543,6 +571,7 @@ def _cifar_source(root: Path, spec: dict) -> tuple[str, Path, Path]:
                     f"{', '.join(spec['dirs'][1:])} of {root})")
 
 
+@_searching
 def _cifar_files(dataset: str, root: Path) -> tuple[str, Path, list[str]]:
     """(kind, location, file names) of ``dataset``'s files in ``root`` (see
     :func:`_cifar_source`); a :class:`DataError` names the first file missing from an
@@ -737,6 +766,8 @@ def train_size_in_files(name: str, data_dir) -> TrainSize | None:
         root = require_data_dir(data_dir, dataset)
         found = (_find_idx(root, dataset) if dataset in _IDX_SUBDIRS
                  else _cifar_files(dataset, root))
+    except _FolderNotSearched as e:
+        return TrainSize(published, False, f"the published size: {e}")
     except DataError:
         return TrainSize(published, False, "the published size: the files are not found")
     try:

@@ -980,3 +980,36 @@ def test_idx_file_and_its_gz_holding_different_data_is_refused(tmp_path):
     with pytest.raises(DataError, match=rf"^mnist: {raw} and {blob} are two copies .* {blob} "
                                         r"cannot be read \(CRC check failed"):
         load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_a_dataset_folder_that_cannot_be_searched_is_a_data_error_naming_it(tmp_path,
+                                                                             monkeypatch):
+    # Path.is_dir / is_file raise PermissionError for a path inside a folder without search
+    # permission: a traceback (the command line said "cannot write" it); root searches
+    # every folder, so the refusal is simulated
+    import errno
+    import pathlib
+
+    from sgdlab.data.files import find_files, train_size_in_files
+
+    make_idx_dir(tmp_path / "MNIST" / "raw")
+    make_cifar10(tmp_path)
+    stat = pathlib.Path.stat
+    locked = [tmp_path / "MNIST", tmp_path / "cifar-10-batches-py"]
+
+    def refuse(path, **kwargs):
+        if any(folder in path.parents for folder in locked):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return stat(path, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "stat", refuse)
+    for name, folder in (("mnist", "MNIST"), ("cifar10", "cifar-10-batches-py")):
+        message = rf"^{name}: cannot look for its files at {tmp_path / folder}/\S+: Permission"
+        with pytest.raises(DataError, match=message):
+            load_dataset(name, data_dir=tmp_path)
+        with pytest.raises(DataError, match=message):
+            find_files(name, tmp_path)
+        assert "Permission denied" in train_size_in_files(name, tmp_path).how
+    with pytest.raises(DataError, match=rf"^data_dir for dataset 'mnist' cannot be looked "
+                                        rf"into: {tmp_path / 'MNIST' / 'raw'}: Permission"):
+        load_dataset("mnist", data_dir=tmp_path / "MNIST" / "raw")
