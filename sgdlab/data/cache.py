@@ -4,7 +4,8 @@ Location: ``$SGDLAB_CACHE`` if set, else ``~/.cache/sgdlab``. Entries are ``.npz
 a key that encodes every argument the arrays depend on; they are written to a temporary file and
 renamed into place, so concurrent processes never read a half-written entry. A cache that cannot
 be found, searched or written (no home directory, a read-only home) is skipped silently: the
-arrays are rebuilt each time; an entry that does not read back as an ``.npz`` is rebuilt.
+arrays are rebuilt each time; an entry that does not read back as an ``.npz``, or holds arrays
+other than its loader makes (``valid``), is rebuilt.
 """
 from __future__ import annotations
 

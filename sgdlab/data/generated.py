@@ -72,6 +72,20 @@ def _generate_mnist1d(num_samples: int, train_split: float, seed: int,
             "x_test": d["x_test"].astype(np.float32), "y_test": d["y_test"].astype(np.int64)}
 
 
+def _whole_mnist1d(arrays: dict[str, np.ndarray], num_samples: int) -> bool:
+    """Whether a cache entry holds what :func:`_generate_mnist1d` makes of ``num_samples``
+    (a multiple of 10: all of them): float32 sequences of one length split into train and
+    test, an int64 label for each. Another entry under the name (an older layout) is
+    rebuilt, not a KeyError or served as the set."""
+    x, y, x_te, y_te = (arrays.get(k) for k in ("x", "y", "x_test", "y_test"))
+    if any(a is None for a in (x, y, x_te, y_te)):
+        return False
+    return (x.dtype == x_te.dtype == np.float32 and y.dtype == y_te.dtype == np.int64
+            and x.ndim == x_te.ndim == 2 and x.shape[1] == x_te.shape[1]
+            and y.shape == x.shape[:1] and y_te.shape == x_te.shape[:1]
+            and len(x) + len(x_te) == num_samples)
+
+
 #: the generator makes num_samples // 10 sequences of each of the 10 digits: fewer than 10
 #: make none (numpy's "need at least one array to stack")
 MNIST1D_MIN_SAMPLES = 10
@@ -119,7 +133,8 @@ def load_mnist1d(*, seed: int = 0, num_samples: int = 5000, train_split: float =
                                 "seed": seed, "shuffle_seq": bool(shuffle_seq),
                                 "version": version})
     d = cached_arrays(key, lambda: _generate_mnist1d(num_samples, float(train_split), seed,
-                                                     bool(shuffle_seq)), enabled=cache)
+                                                     bool(shuffle_seq)), enabled=cache,
+                      valid=lambda arrays: _whole_mnist1d(arrays, num_samples))
     x_tr, x_te = d["x"][:, None, :], d["x_test"][:, None, :]
     return make_classification(x_tr, d["y"], x_te, d["y_test"], name="mnist1d", seed=seed,
                                num_classes=10, flatten=flatten,

