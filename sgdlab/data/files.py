@@ -31,6 +31,7 @@ import os
 import pickle
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -155,6 +156,19 @@ def _idx_names(stem: str) -> list[str]:
     return [stem, stem + ".gz", dotted, dotted + ".gz"]
 
 
+def _idx_copies(d: Path, stem: str) -> Iterator[Path]:
+    """The files in folder ``d`` that may hold IDX file ``stem``, the one read first: its
+    plain, ``.gz`` and dotted names, each also in a folder of its own name (a ``.gz``
+    unpacked "to a folder", 7-Zip's default, gives ``train-images-idx3-ubyte/`` holding the
+    file); only a folder is looked into (a dry run looks the files up for each run, in the
+    folders of a download not made yet too)."""
+    names = _idx_names(stem)
+    for n in names:
+        for p in [d / n] + ([d / n / m for m in names] if (d / n).is_dir() else []):
+            if p.is_file():
+                yield p
+
+
 class _FolderNotSearched(DataError):
     """A folder on the way to a dataset's files may not be searched (no permission)."""
 
@@ -195,13 +209,7 @@ def _find_idx(root: Path, dataset: str) -> dict[str, Path] | Path:
     dirs = [d for d in [root / s for s in subdirs] + [root] if d.is_dir()]
 
     def found(d: Path, stem: str) -> Path | None:
-        names = _idx_names(stem)
-        # a .gz unpacked "to a folder" (7-Zip's default) gives train-images-idx3-ubyte/ holding
-        # the file of the same name; only a folder is looked into (a dry run looks the files
-        # up for each run, in the folders of a download not made yet too)
-        return next((p for n in names
-                     for p in [d / n] + ([d / n / m for m in names] if (d / n).is_dir() else [])
-                     if p.is_file()), None)
+        return next(_idx_copies(d, stem), None)
 
     def missing(d: Path, stem: str) -> str:
         folder = next((d / n for n in _idx_names(stem) if (d / n).is_dir()), None)
@@ -271,14 +279,14 @@ def _read_idx_beside_gz(path: Path, ndim: int) -> np.ndarray:
                         f"{path.name} to read the .gz, or decompress it again)") from None
 
 
-def _check_idx_copies(dataset: str, path: Path, stem: str) -> None:
-    """A :class:`DataError` when another copy of IDX file ``path`` (``stem``'s plain, ``.gz``
-    or dotted names) lies beside it holding other data: torchvision keeps ``X`` beside
-    ``X.gz`` and ``path`` alone is read, so an ``X`` left from another download was read
-    without a word. Compared by length and CRC-32, a ``.gz`` by its trailer's (inflated to
-    compare when they differ: a gzip of several members has its last member's)."""
-    for other in (path.parent / n for n in _idx_names(stem)):
-        if other == path or not other.is_file():
+def _check_idx_copies(dataset: str, path: Path, folder: Path, stem: str) -> None:
+    """A :class:`DataError` when another copy of IDX file ``path`` lies in ``folder``
+    (:func:`_idx_copies`) holding other data: torchvision keeps ``X`` beside ``X.gz`` and
+    ``path`` alone is read, so an ``X`` left from another download was read without a word.
+    Compared by length and CRC-32, a ``.gz`` by its trailer's (inflated to compare when they
+    differ: a gzip of several members has its last member's)."""
+    for other in _idx_copies(folder, stem):
+        if other == path:
             continue
         try:
             crc = _idx_crc(other)   # None only for ``other``: ``path`` was read whole
@@ -334,7 +342,7 @@ def _load_idx_dataset(dataset: str, data_dir, *, seed: int, train_size, test_siz
         arrays = {k: _read_idx_beside_gz(p, 3 if k.endswith("images") else 1)
                   for k, p in found.items()}
         for k, p in found.items():
-            _check_idx_copies(dataset, p, _IDX_FILES[k])
+            _check_idx_copies(dataset, p, _idx_folder(found), _IDX_FILES[k])
         paths = {k: str(p) for k, p in found.items()}
         source = f"IDX files in {_idx_folder(found)}"
     for split in ("train", "test"):

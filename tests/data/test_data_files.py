@@ -980,6 +980,14 @@ def test_idx_file_and_its_gz_holding_different_data_is_refused(tmp_path):
     with pytest.raises(DataError, match=rf"^mnist: {raw} and {blob} are two copies .* {blob} "
                                         r"cannot be read \(CRC check failed"):
         load_dataset("mnist", data_dir=tmp_path)
+    # the .gz beside the folder 7-Zip unpacked it to is a copy too
+    blob.write_bytes(gzip.compress(plain[:-1] + b"\x03"))
+    raw.unlink()
+    (tmp_path / raw.name).mkdir()
+    (tmp_path / raw.name / raw.name).write_bytes(plain)
+    with pytest.raises(DataError, match=rf"^mnist: {raw / raw.name} and {blob} are two copies "
+                                        rf"of {raw.name} holding different data"):
+        load_dataset("mnist", data_dir=tmp_path)
 
 
 def test_a_dataset_folder_that_cannot_be_searched_is_a_data_error_naming_it(tmp_path,
