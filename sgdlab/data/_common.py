@@ -16,10 +16,14 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def require_data_dir(data_dir: str | Path | None, name: str) -> Path:
-    """``data_dir`` as an existing folder, or a :class:`DataError` naming dataset ``name``."""
+    """``data_dir`` as an existing folder, or a :class:`DataError` naming dataset ``name``
+    (an empty string too: an unset variable, not the working folder)."""
     if data_dir is None:
         raise DataError(f"dataset {name!r} reads files: pass data_dir= (config key data.data_dir) "
                         f"pointing to the directory that holds them")
+    if isinstance(data_dir, str) and not data_dir:   # Path("") is the working folder
+        raise DataError(f"data_dir for dataset {name!r} is empty: give the folder that holds "
+                        f"the files ('.' for the working folder)")
     d = Path(data_dir).expanduser()
     try:
         is_file = d.is_file()

@@ -626,6 +626,9 @@ def _substitute(obj: Any, data_dir: str | None) -> Any:
         if data_dir is None:
             raise ConfigError("this experiment reads real data: pass --data-dir DIR "
                               "(the directory holding the dataset files)")
+        if not os.fspath(data_dir):     # abspath("") is the working folder
+            raise ConfigError("--data-dir is empty (an unset variable?): give the directory "
+                              "holding the dataset files ('.' for the working folder)")
         # absolute: the runs' keys hold it, so `--data-dir data` from one folder and the same
         # folder named from another (or the absolute path results.json records) are one run
         return obj.replace("${data_dir}", os.path.abspath(expand_data_dir(data_dir)))

@@ -229,3 +229,15 @@ def test_a_test_size_that_is_a_fraction_is_refused():
     # scikit-learn would read 0.25 as a quarter of the examples: the option counts examples
     with pytest.raises(UserError, match=r"option 'test_size' must be an int >= 1, got 0.25"):
         stratified_split(np.arange(8) % 2, 0.25, 0, cache=False)
+
+
+def test_an_empty_data_dir_is_refused_not_read_as_the_working_folder(tmp_path, monkeypatch):
+    # data_dir "" (an unset variable in --data-dir "$DATA" or a config) was Path(""), the
+    # working folder: the files lying there were trained on without a word
+    make_idx_dir(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"^data_dir for dataset 'mnist' is empty: give the "
+                                        r"folder that holds the files \('\.' for the working "
+                                        r"folder\)$"):
+        load_dataset("mnist", data_dir="")
+    assert len(load_dataset("mnist", data_dir=".").x_train) == 40

@@ -2267,6 +2267,11 @@ def test_data_dir_fills_every_placeholder_as_an_absolute_folder(tmp_path, monkey
     assert _substitute({"p": "plain"}, None) == {"p": "plain"}
     with pytest.raises(ConfigError, match="this experiment reads real data: pass --data-dir"):
         _substitute({"a": {"b": "${data_dir}"}}, None)
+    # --data-dir "$DIR" with DIR unset was the working folder, its files read as the data
+    with pytest.raises(ConfigError, match=r"^--data-dir is empty \(an unset variable\?\): "
+                                          r"give the directory holding the dataset files "
+                                          r"\('\.' for the working folder\)$"):
+        _substitute({"a": "${data_dir}"}, "")
 
 
 def test_a_paper_misspelt_as_all_is_told_so():
