@@ -868,6 +868,16 @@ def test_claims_null_is_no_claims(tmp_path):
     ({"less": ["sgd", "adam"]},
      "options.claims[1]: a claim has exactly one of above, close, equivalent, far, greater, "
      "less and a 'metric'"),
+    # the report refused these once every run had trained
+    ({"greater": ["adam"], "metric": "test_acc"},
+     "options.claims[1].greater compares two groups, [A, B], got ['adam']"),
+    ({"less": ["sgd", "adam", "sgd"], "metric": "test_acc"},
+     "options.claims[1].less compares two groups, [A, B], got ['sgd', 'adam', 'sgd']"),
+    ({"equivalent": ["sgd"], "metric": "test_acc", "margin": 0.1},
+     "options.claims[1].equivalent compares two groups, [A, B] (or more), got ['sgd']"),
+    ({"above": ["sgd", "adam"], "metric": "test_acc"},
+     "options.claims[1].above compares two lists of groups, [[A1, A2, ...], [B1, ...]], "
+     "got ['sgd', 'adam']"),
 ])
 def test_a_misspelt_key_of_a_claim_fails_the_dry_run(tmp_path, capsys, claim, problem):
     # a misspelt kind failed the report after all the training; a misspelt margin or metric

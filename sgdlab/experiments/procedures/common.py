@@ -523,6 +523,8 @@ def claim_entry_problems(claims: list[Any]) -> list[str]:
         # (a misspelt kind or metric is said as such, not as one missing too)
         if not found and (len([k for k in c if k in CLAIM_KINDS]) != 1 or "metric" not in c):
             found.append(f"{where}: {CLAIM_FORM}")
+        elif not found:
+            found += _claim_sides_problems(where, c)
         requires = c.get("requires") if isinstance(c, dict) else None
         for j, r in enumerate(requires if isinstance(requires, list) else []):
             at = f"{where}.requires[{j}]"
@@ -532,6 +534,23 @@ def claim_entry_problems(claims: list[Any]) -> list[str]:
             found += said
         out += found
     return out
+
+
+def _claim_sides_problems(where: str, c: dict[str, Any]) -> list[str]:
+    """What is wrong with the groups a well-formed claim ``c`` compares, as
+    :func:`check_claims` reads them: two groups ``[A, B]`` (``equivalent``: two or more),
+    ``above`` two lists of groups. Found before any run trains; the report had failed on it
+    after all the training."""
+    kind = next(k for k in c if k in CLAIM_KINDS)
+    sides = c[kind]
+    if kind == "above":
+        if len(sides) != 2 or not all(isinstance(s, list) and s for s in sides):
+            return [f"{where}.above compares two lists of groups, [[A1, A2, ...], [B1, ...]], "
+                    f"{refused_value(sides)}"]
+    elif len(sides) != 2 and not (kind == "equivalent" and len(sides) > 2):
+        more = " (or more)" if kind == "equivalent" else ""
+        return [f"{where}.{kind} compares two groups, [A, B]{more}, {refused_value(sides)}"]
+    return []
 
 
 def unknown_group(group: Any, groups: list[str]) -> str:
