@@ -117,14 +117,21 @@ def config_loader() -> type:
     return strict_yaml_loader(exponent_floats(yaml.SafeLoader))
 
 
-def yaml_problem(e: Exception) -> str:
+def yaml_problem(e: Exception, text: str | None = None) -> str:
     """One line for a YAML error of a config: where, and what (a tag is named as such; a
-    parse error names the construct it was reading and where that starts)."""
+    parse error names the construct it was reading and where that starts; with the parsed
+    ``text``, a tab that stopped the scanner is named as one: libyaml's message omits the
+    character)."""
     from yaml.constructor import ConstructorError     # its problems say all (a key twice, ...)
 
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
     problem = (getattr(e, "problem", None) or str(e)).strip().splitlines()[0]
+    if mark is not None and text is not None and "cannot start any token" in problem:
+        line = (text.splitlines()[mark.line:mark.line + 1] or [""])[0]
+        if line[mark.column:mark.column + 1] == "\t":
+            return (f"{where}not valid YAML: a tab character, which YAML does not take for "
+                    "indentation or between items: write spaces instead")
     if "constructor for the tag" in problem:
         tag = problem.split("tag", 1)[1].strip().strip("'\"")
         return (f"{where}YAML tag {tag!r} is not allowed: a config is plain data (mappings, "

@@ -66,3 +66,21 @@ def test_a_signed_fraction_without_a_leading_digit_is_a_number():
     assert _config("a: -.5\nb: +.5e-1\nc: [-.5, .5]\n") == {"a": -0.5, "b": 0.05,
                                                             "c": [-0.5, 0.5]}
     assert _config("x: -.\ny: -.e3\n") == {"x": "-.", "y": "-.e3"}
+
+
+@pytest.mark.parametrize("text, where", [
+    ("name: x\nbase:\n\tepochs: 2\n", "line 3, column 1"),
+    ("seeds: [0,\t1]\n", "line 1, column 11"),
+    ("base:\n  epochs:\t2\n", "line 2, column 10"),
+])
+def test_a_tab_is_named_as_one_where_the_scanner_stops(text, where):
+    # libyaml said "found character that cannot start any token", the tab left out
+    from sgdlab.yaml_loaders import yaml_problem
+
+    with pytest.raises(yaml.YAMLError) as e:
+        _config(text)
+    assert yaml_problem(e.value, text) == (
+        f"{where}: not valid YAML: a tab character, which YAML does not take for "
+        "indentation or between items: write spaces instead")
+    # without the text, the scanner's own words
+    assert "a tab" not in yaml_problem(e.value)

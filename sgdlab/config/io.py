@@ -22,7 +22,7 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
     try:
         return yaml.load(text, Loader=config_loader())  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: {yaml_problem(e)}") from None
+        raise ConfigError(f"{source}: {yaml_problem(e, text)}") from None
 
 
 def packaged_configs() -> dict[str, Path]:

@@ -267,7 +267,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
         try:
             cfg = yaml.load(text, Loader=config_loader())  # noqa: S506 (a SafeLoader)
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: {yaml_problem(e)}") from None
+            raise ConfigError(f"{p}: {yaml_problem(e, text)}") from None
     else:
         try:
             cfg = json.loads(text)
