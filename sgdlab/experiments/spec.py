@@ -542,6 +542,37 @@ def _selected(d: dict[str, Any], part: str, path: str) -> list[dict[str, Any]] |
     return hits
 
 
+def _where_given(raw: dict[str, Any], scale: str, run: RunSpec, message: str) -> list[str]:
+    """Where in the file ``raw`` the run parameter that a validation ``message`` of ``run``
+    refuses is given (``base.batchsize``, ``runs[0].params.optimizer``; each place that sets
+    it, in merge order): the message names the run and the parameter, and the run's params
+    merge ``base``, the scale's ``base`` and the group's ``params``. The parameter is the run
+    parameter named first in the message after its run; none where it is given nowhere (a
+    missing one)."""
+    said = message.split(f"run {run.label!r}: ", 1)[-1]
+    # a parameter the message names: at its start, or quoted (unknown parameter 'batchsize')
+    named = [(m.start(), k) for k in run.params if isinstance(k, str)
+             for m in [re.search(rf"^{re.escape(k)}\b|'{re.escape(k)}'", said)] if m]
+    if not named:
+        return []
+    key = min(named)[1]
+    ov = (raw.get("scales") or {}).get(scale) or {}
+    sections = [("base", raw.get("base")), (f"scales.{scale}.base", ov.get("base"))]
+    runs_at = f"scales.{scale}.runs" if "runs" in ov else "runs"
+    # a grid's run label is the group's, then "|" and the grid point (alone: no group label)
+    label = run.label.split("|")[0] if "|" in run.label or not run.grid else ""
+    for i, g in enumerate(ov.get("runs", raw.get("runs")) or []):
+        if isinstance(g, dict) and g.get("label") == label:
+            sections.append((f"{runs_at}[{i}].params", g.get("params")))
+    out: list[str] = []
+    for at, sec in sections:
+        for k, v in (sec.items() if isinstance(sec, dict) else ()):
+            if isinstance(k, str) and _PART_DOT.split(k)[0].split("[")[0] == key:
+                # a value replaces what the sections before gave; a mapping merges into it
+                out = out + [f"{at}.{k}"] if isinstance(v, dict) or k != key else [f"{at}.{k}"]
+    return out
+
+
 def _grid_axis_refused(grid: dict[str, Any], proc, message: str) -> str | None:
     """The axis of ``grid`` that a run's validation ``message`` refuses, where it is one: a
     top-level key procedure ``proc`` does not take (``optimiser.lr``), or the path the
@@ -682,9 +713,12 @@ def _check_grid(where: str, grid: Any) -> None:
 
 
 def _check_seeds(where: str, seeds: Any) -> None:
-    if (not isinstance(seeds, list) or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
-        raise ConfigError(f"{where}.seeds: expected a non-empty list of integers")
+    if not isinstance(seeds, list) or not seeds:
+        raise ConfigError(f"{where}.seeds: expected a non-empty list of integers, "
+                          f"{refused_value(seeds)}")
+    for i, s in enumerate(seeds):
+        if not isinstance(s, int) or isinstance(s, bool):     # a quoted '0' is a string
+            raise ConfigError(f"{where}.seeds[{i}]: expected an integer, {refused_value(s)}")
     for s in seeds:
         # a run's seed seeds numpy (32 bits): a larger one failed each run, and "re-run the
         # same command" failed them again
@@ -957,8 +991,12 @@ def resolve(raw: dict[str, Any], scale: str, source: str = "<config>",
                         if t.get("params")])
     from sgdlab.experiments.procedures import get_analysis, get_procedure
 
-    proc = get_procedure(spec.procedure)      # raises ConfigError on unknown names
-    get_analysis(spec.analysis)
+    for key, get in (("procedure", get_procedure), ("analysis", get_analysis)):
+        try:
+            get(getattr(spec, key))       # raises ConfigError on unknown names
+        except ConfigError as e:
+            raise ConfigError(f"{source}.{key}: {e}") from None
+    proc = get_procedure(spec.procedure)
     # the readings taken otherwise than by default, which the message names: a run their
     # params make invalid (two readings that do not combine) is no fault of the file
     taken = ", ".join(f"{k}={c}" for k, c in chosen.items()
@@ -973,8 +1011,13 @@ def resolve(raw: dict[str, Any], scale: str, source: str = "<config>",
             axis = _grid_axis_refused(spec.grid, proc, str(e))
             if axis is not None:    # the key is misspelt where the file spells it: the grid
                 e = ConfigError(f"{e} (the grid's axis {axis!r} sets it)")
-            if not taken:
-                raise e from None
+            if not taken:       # the file's fault: the file and where it gives the key
+                if axis is None and (given := _where_given(raw, scale, r, str(e))):
+                    e = ConfigError(f"{e} (given at {', '.join(given)})")
+                elif axis is None and "missing parameter" in str(e):
+                    e = ConfigError(f"{e} (give it in base, for every run, or in the run "
+                                    "group's params)")
+                raise (e if source == "<config>" else ConfigError(f"{source}: {e}")) from None
             raise ConfigError(f"{e} (with the readings {taken})") from None
         proc.validate_seed(r.params, r.seed, where=f"{spec.name}[{scale}].seeds")
     return spec
@@ -1087,7 +1130,7 @@ def read_file(path: str | Path) -> dict[str, Any]:
         try:
             raw = load_yaml(text)
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: {yaml_problem(e)}") from None
+            raise ConfigError(f"{path}: {yaml_problem(e, text)}") from None
         check_not_empty(raw, "experiment", path)
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")

@@ -151,6 +151,9 @@ def test_expand_keys_and_scale_override(tmp_path):
      "paper: {author: Me, year: 2026, figure: ''}: left out of titles"),
     (lambda r: r.update(procedure="nope"), "'nope'"),
     (lambda r: r.update(seeds=[0, "a"]), "seeds"),
+    # "a non-empty list of integers" for a list of them, quoted
+    (lambda r: r.update(seeds=["0", "1"]), "0]: expected an integer, got '0'"),
+    (lambda r: r.update(seeds=0), "seeds: expected a non-empty list of integers, got 0"),
     # each run failed on numpy's 32-bit seed, and the same command failed them again
     (lambda r: r.update(seeds=[2**40]), "seeds: 1099511627776 is outside 0"),
     # said as "duplicate run label"
@@ -181,8 +184,10 @@ def test_bad_configs_name_the_problem(mutate, needle):
 
 
 @pytest.mark.parametrize("over, message", [
-    ({"procedure": "_test_squar"}, "unknown procedure '_test_squar' (did you mean _test_square?)"),
-    ({"analysis": "_test_squar"}, "unknown analysis '_test_squar' (did you mean _test_square?)"),
+    ({"procedure": "_test_squar"},
+     "<config>.procedure: unknown procedure '_test_squar' (did you mean _test_square?)"),
+    ({"analysis": "_test_squar"},
+     "<config>.analysis: unknown analysis '_test_squar' (did you mean _test_square?)"),
     ({"base": {"x": 1, "factr": 2}},
      "unknown parameter 'factr' for procedure '_test_square' (did you mean factor?); allowed:"),
 ])

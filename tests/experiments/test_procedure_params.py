@@ -54,7 +54,9 @@ def test_an_unknown_parle_key_is_named_by_its_path_in_the_run():
     raw = copy.deepcopy(RAW["chaudhari-parle"])
     raw["base"]["parle"]["lrr"] = 0.1
     with pytest.raises(ConfigError, match=r"^chaudhari-parle\[smoke\] run '[^']+': parle\.lrr: "
-                                          r"unknown key \(did you mean lr\?\)$"):
+                                          r"unknown key \(did you mean lr\?\) \(given at "
+                                          r"base\.parle, scales\.smoke\.base\.parle, "
+                                          r"scales\.smoke\.runs\[0\]\.params\.parle\)$"):
         resolve(raw, "smoke")
 
 
@@ -74,8 +76,18 @@ def test_a_data_file_takes_no_other_keys_as_in_a_run_config():
     with pytest.raises(ConfigError, match=r"dataset\.sha256: .*pattern"):
         train.validate({**params, "dataset": {"file": "blobs.pt", "sha256": "abc"}}, "e")
     with pytest.raises(ConfigError, match=r"'dataset' must be a mapping with a 'name' \(or, "
-                                          r"for the dataset, a 'file'\)$"):
+                                          r"for a data file of your own, a 'file'\); it gives "
+                                          r"n_train$"):
         train.validate({**params, "dataset": {"n_train": 8}}, "e[cpu] run 'a'")
+    # a misspelt 'file' or 'name' was not named: the message said what a dataset needs only
+    with pytest.raises(ConfigError, match=r"a 'file'\); it gives fle \(did you mean file\?\)$"):
+        train.validate({**params, "dataset": {"fle": "blobs.pt"}}, "e[cpu] run 'a'")
+    with pytest.raises(ConfigError, match=r"^e: 'model' must be a mapping with a 'name'; it gives "
+                                          r"nme, widths \(did you mean name\?\)$"):
+        train.validate({**params, "model": {"nme": "mlp", "widths": [4]}}, "e")
+    with pytest.raises(ConfigError, match=r"^e: 'optimizer' must be a mapping with a 'name', "
+                                          r"got 'sgd'$"):
+        train.validate({**params, "optimizer": "sgd"}, "e")
     with pytest.raises(ConfigError, match=r"unknown dataset 'my-blobs'; .*--plugin"):
         train.validate({**params, "dataset": {"name": "my-blobs"}}, "e[cpu] run 'a'")
 

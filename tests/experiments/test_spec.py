@@ -1,13 +1,15 @@
 """An experiment's runs on a data file of its own (``dataset: {file: PATH}``, as a run config's
-``data: {file: PATH}``): the file's SHA-256, not its path, is part of each run's key."""
+``data: {file: PATH}``): the file's SHA-256, not its path, is part of each run's key. A run
+parameter the file gets wrong is named with the file and where the file gives it."""
 from __future__ import annotations
 
 import shutil
 
 import pytest
 import torch
+import yaml
 
-from sgdlab.errors import DataError
+from sgdlab.errors import ConfigError, DataError
 from sgdlab.experiments.spec import load_experiment, resolve
 
 
@@ -142,3 +144,35 @@ def test_a_report_reads_its_stored_runs_after_their_data_file_is_moved_away(tmp_
     assert main(["run", "--config", str(cfg), "--scale", "cpu", "--store", store, "--out",
                  str(out), "--dry-run"]) == 2
     assert "data file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda raw: raw["base"].update(batchsize=8),
+     "own-data[cpu] run 'a': unknown parameter 'batchsize' for procedure 'train' (did you "
+     "mean batch_size?); allowed: "),
+    (lambda raw: raw["runs"][1]["params"]["optimizer"].update(lr="fast"),
+     "own-data[cpu] run 'b': optimizer.lr: must be a number, got 'fast' (given at "
+     "base.optimizer, runs[1].params.optimizer)"),
+    (lambda raw: raw["base"].update(epochs="two"),
+     "own-data[cpu] run 'a': epochs must be an int >= 1, got 'two' (given at base.epochs)"),
+    (lambda raw: raw.update(scales={"cpu": {"base": {"epochs": 0}}}),
+     "own-data[cpu] run 'a': epochs must be an int >= 1, got 0 (given at "
+     "scales.cpu.base.epochs)"),
+    (lambda raw: raw.update(grid={"optimizer.lr": [0.1]},
+                            runs=[{"label": "", "params": {"epochs": "two"}}]),
+     "own-data[cpu] run 'lr=0.1': epochs must be an int >= 1, got 'two' (given at "
+     "runs[0].params.epochs)"),
+    (lambda raw: raw["base"].pop("optimizer"),
+     "own-data[cpu] run 'a': missing parameter 'optimizer' for procedure 'train' (give it in "
+     "base, for every run, or in the run group's params)"),
+])
+def test_a_wrong_run_parameter_names_the_file_and_where_it_gives_it(tmp_path, edit, problem):
+    # the message named the run and the parameter, not the file, nor whether the value came
+    # from base or from the group's params
+    raw = experiment({"name": "digits"})
+    edit(raw)
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as e:
+        load_experiment(str(path), "cpu")
+    assert str(e.value).startswith(f"{path}: {problem}")

@@ -47,8 +47,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sgdlab.errors import (ConfigError, UserError, check_flag, checked_int, int_at_least,
-                           plugin_hint, refused_value)
+from sgdlab.errors import (ConfigError, UserError, check_flag, checked_int, did_you_mean,
+                           int_at_least, plugin_hint, refused_value)
 from sgdlab.experiments.procedures import Procedure, RunOutput, register_procedure
 from sgdlab.experiments.procedures.measures import (compute_final, final_metrics,
                                                     measurement_data, validate_measure)
@@ -242,10 +242,16 @@ class TrainProcedure(Procedure):
     def validate(self, params: dict[str, Any], where: str) -> None:
         super().validate(params, where)
         for k in ("dataset", "model", "optimizer"):
-            if not isinstance(params[k], dict) or ("name" not in params[k] and not (
-                    k == "dataset" and "file" in params[k])):
-                also = " (or, for the dataset, a 'file')" if k == "dataset" else ""
-                raise ConfigError(f"{where}: {k!r} must be a mapping with a 'name'{also}")
+            sec = params[k]
+            keys = ("name", "file") if k == "dataset" else ("name",)
+            if isinstance(sec, dict) and any(n in sec for n in keys):
+                continue
+            also = " (or, for a data file of your own, a 'file')" if k == "dataset" else ""
+            # what it gives instead, a misspelt 'name' or 'file' said as such
+            given = (f"; it gives {', '.join(map(str, sec))}"
+                     + "".join(dict.fromkeys(did_you_mean(g, keys) for g in sec))
+                     if isinstance(sec, dict) else f", {refused_value(sec)}")
+            raise ConfigError(f"{where}: {k!r} must be a mapping with a 'name'{also}{given}")
         _check_named(params, where)
         if "schedule" in params and (not isinstance(params["schedule"], dict)
                                      or "name" not in params["schedule"]):
