@@ -195,7 +195,7 @@ def test_guide_bash_commands_parse(tmp_path):
             pytest.fail(f"GUIDE command does not parse: {line}")
         if args.command == "run" and args.paper is not None:
             assert args.paper in [*catalogue_papers(), "all"], line
-        elif args.command == "run":
+        elif args.command == "run" and args.config is None:
             assert args.name in catalogue, line
     # the distributed trainer the GUIDE launches with torchrun
     torchrun = [ln for t in blocks("bash") for ln in t.splitlines() if ln.startswith("torchrun")]
@@ -261,6 +261,45 @@ def test_guide_metric_names_are_recorded(tmp_path, monkeypatch, one_thread):
                      "--out", "measured"]) == 0
     stored = set(RunStore().metrics(run_id))
     assert {f"measure/{n}" for n in named if n.startswith(("batch/tic", "surface/"))} <= stored
+
+
+def test_the_experiment_of_ones_own_plans_as_written(tmp_path, monkeypatch, request):
+    """The section's plugin heredoc and `python -c` run as written, and its experiment file,
+    with them, plans its six runs on the file's 400 examples with no problem: what its
+    `sgdlab run --config` lines run (trained in seconds; the test trains nothing)."""
+    import shlex
+    import sys
+
+    from sgdlab.experiments.plan import plan_experiment
+    from sgdlab.models import MODELS
+    from sgdlab.plugins import import_plugins
+
+    text = GUIDE.read_text()
+    start = text.index("## An experiment of your own")
+    section = text[start:text.index("\n## ", start + 1)]
+    setup, commands = [b.code for b in fenced_blocks(section, "bash")]
+    (experiment,) = [b.code for b in fenced_blocks(section, "yaml")]
+    # the plugin's model and module go with the test (a later test's registry saw them)
+    assert "my-mlp" not in MODELS and "my_models" not in sys.modules
+    request.addfinalizer(lambda: (MODELS.pop("my-mlp", None), sys.modules.pop("my_models", None)))
+    monkeypatch.chdir(tmp_path)
+    heredoc = re.search(r"cat > (\S+) <<'EOF'\n(.*?)^EOF\n(.*)", setup, re.S | re.M)
+    (tmp_path / heredoc.group(1)).write_text(heredoc.group(2))
+    words = shlex.split(heredoc.group(3))
+    assert words[:2] == ["python", "-c"]
+    exec(compile(words[2], "GUIDE.md python -c", "exec"), {"__name__": "__main__"})
+    name = re.match(r"# (\S+\.yaml)\n", experiment).group(1)
+    (tmp_path / name).write_text(experiment)
+    runs = [shlex.split(ln, comments=True) for ln in commands.splitlines()
+            if ln.startswith("sgdlab run ")]
+    assert runs and all(w[2:6] == ["--config", name, "--plugin", "./my_models.py"] for w in runs)
+    import_plugins(["./my_models.py"])
+    plan = plan_experiment(name, store_path=str(tmp_path / "s.sqlite"), out_dir=tmp_path / "o")
+    assert plan.problems == []
+    assert [p.run.run_name for p in plan.runs] == [
+        f"{g}|seed={s}" for g in ("sgd", "entropy-sgd", "random-lr") for s in (0, 1)]
+    (need,) = plan.files
+    assert need.train_size.n == 400 and need.found
 
 
 def test_readings_the_docs_name_exist():
