@@ -946,7 +946,9 @@ def _existing_data_file(path: str | Path) -> Path:
                         "dict of tensors x_train, y_train (x_test, y_test, meta optional); a "
                         "named dataset reads its folder as `name:` with `data_dir:`")
     if not f.is_file():
-        raise DataError(f"data file not found: {f} (`file:` names a torch.save'd dict of "
+        # a relative path is read from the working folder, not from the config's folder
+        at = "" if f.is_absolute() else f" (looked for in the working folder {Path.cwd()})"
+        raise DataError(f"data file not found: {f}{at} (`file:` names a torch.save'd dict of "
                         "tensors x_train, y_train; x_test, y_test and meta optional)")
     return f
 

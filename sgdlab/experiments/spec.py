@@ -373,7 +373,10 @@ class ExperimentSpec:
                     try:
                         params = with_data_file(params, stored_files)
                     except DataError as e:
-                        raise DataError(f"{self.name}: run {label!r}: {e}") from None
+                        # the file, the run and the key, as a refused run parameter
+                        source = "" if self.source == "<config>" else f"{self.source}: "
+                        raise DataError(f"{source}{self.name}[{self.scale}] run {label!r}: "
+                                        f"dataset.file: {e}") from None
                 for seed in self.seeds:
                     if (label, seed) in seen:
                         raise ConfigError(f"{self.name}: duplicate run label {label!r}")

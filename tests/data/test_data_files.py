@@ -1021,3 +1021,17 @@ def test_a_dataset_folder_that_cannot_be_searched_is_a_data_error_naming_it(tmp_
     with pytest.raises(DataError, match=rf"^data_dir for dataset 'mnist' cannot be looked "
                                         rf"into: {tmp_path / 'MNIST' / 'raw'}: Permission"):
         load_dataset("mnist", data_dir=tmp_path / "MNIST" / "raw")
+
+
+def test_a_missing_data_file_at_a_relative_path_names_the_folder_it_was_looked_for_in(
+        tmp_path, monkeypatch):
+    # "data file not found: data.pt" did not say that the path is read from the working
+    # folder, not from the folder of the config that names it
+    from sgdlab.data.files import load_data_file
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"^data file not found: data\.pt \(looked for in the "
+                                        rf"working folder {tmp_path}\) \(`file:` names"):
+        load_data_file("data.pt")
+    with pytest.raises(DataError, match=rf"^data file not found: {tmp_path}/d\.pt \(`file:`"):
+        load_data_file(tmp_path / "d.pt")

@@ -443,6 +443,10 @@ def dry_run_refuses(tmp_path, capsys, cfg: str, problem: str, scale: str = "cpu"
     ({"less": ["sgd", "adam"], "metric": "test_acc", "requires": [
         {"metric": "train_ac", "above": 0.5}]},
      "no run records a metric 'train_ac' (did you mean train_acc?)"),
+    # an instrument's series, which a claim reads only through a derived value
+    ({"less": ["sgd", "adam"], "metric": "hess/top_1"},
+     "'hess/top_1' names a series of `measure`, not a final value: compare_groups' "
+     "options.derived makes one, {name: NAME, metric: hess/top_1, reduce: last}"),
 ])
 def test_a_misspelt_claim_fails_the_dry_run_and_the_run_before_training(tmp_path, capsys,
                                                                         claim, problem):

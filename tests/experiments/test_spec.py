@@ -68,7 +68,8 @@ def test_a_missing_data_file_is_one_error_naming_it_when_the_runs_are_planned(tm
     from sgdlab.cli.main import main
 
     spec = resolve(experiment({"file": str(tmp_path / "gone.pt")}), "cpu")   # (not read)
-    said = f"own-data: run 'a': data file not found: {tmp_path / 'gone.pt'} (`file:` names"
+    said = (f"own-data[cpu] run 'a': dataset.file: data file not found: {tmp_path / 'gone.pt'} "
+            "(`file:` names")
     with pytest.raises(DataError) as e:
         spec.expand()
     assert str(e.value).startswith(said)
@@ -78,7 +79,8 @@ def test_a_missing_data_file_is_one_error_naming_it_when_the_runs_are_planned(tm
         assert main(["run", "--config", str(cfg), "--scale", "cpu", "--store",
                      str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out"), *dry]) == 2
         err = capsys.readouterr().err
-        assert err.startswith(f"sgdlab: error: {said}") and err.count("\n") == 1
+        # the file and the key, as a refused run parameter's
+        assert err.startswith(f"sgdlab: error: {cfg}: {said}") and err.count("\n") == 1
     assert not any(p.name in ("s.sqlite", "out") for p in tmp_path.iterdir())
 
 

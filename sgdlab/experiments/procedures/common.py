@@ -571,8 +571,13 @@ def option_group_problems(where: str, named: Any, groups: list[str]) -> list[str
 def unknown_metric(metric: Any, known: set[str]) -> str:
     """Says, before any run trains, that no run will record ``metric``: the closest of the
     ``known`` names, and all of them."""
-    return (f"no run records a metric {metric!r}{did_you_mean(metric, known)}; they record "
+    said = (f"no run records a metric {metric!r}{did_you_mean(metric, known)}; they record "
             f"{', '.join(sorted(known))}")
+    if isinstance(metric, str) and "/" in metric:
+        # an instrument's series (hess/top_1): recorded during training, no final value
+        said += (f"; {metric!r} names a series of `measure`, not a final value: compare_groups'"
+                 f" options.derived makes one, {{name: NAME, metric: {metric}, reduce: last}}")
+    return said
 
 
 def _once(items: list[Any]) -> list[Any]:
