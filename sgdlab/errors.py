@@ -558,8 +558,10 @@ _KIND_COMMANDS = {"run": "sgdlab train FILE", "experiment": "sgdlab run --config
 # what each kind of config needs at least, named when a file holds nothing
 _KIND_NEEDS = {"run": "data, model and optimizer sections (`sgdlab train digits-mlp "
                       "--print-config` prints a complete one)",
-               "experiment": "name, version, description, paper, analysis, runs and scales (the "
-                             "catalogue's files, sgdlab/experiments/catalogue/, are examples)",
+               "experiment": "name, version, description, paper and analysis, and the run "
+                             "parameters in base or runs (docs/GUIDE.md, 'An experiment of your "
+                             "own'; the catalogue's files, sgdlab/experiments/catalogue/, are "
+                             "examples)",
                "replica": "data, model and parle sections and a length (rounds, epochs or "
                           "grad_evals)"}
 

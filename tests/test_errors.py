@@ -278,6 +278,12 @@ def test_an_empty_config_or_one_of_another_kind_is_named_in_one_line():
                                               r"needs data, model and optimizer"):
             check_not_empty(raw, "run", "c.yaml")
     check_not_empty({"data": {}}, "run", "c.yaml")
+    # it had said "runs and scales", which a file of one's own does without
+    with pytest.raises(ConfigError, match=r"^e\.yaml: the file is empty .* an experiment config "
+                                          r"needs name, version, description, paper and "
+                                          r"analysis, and the run parameters in base or runs "
+                                          r"\(docs/GUIDE\.md, 'An experiment of your own'"):
+        check_not_empty(None, "experiment", "e.yaml")
     with pytest.raises(ConfigError, match=r"^e\.yaml is an experiment config, not a run config "
                                           r"\(it has paper, runs\): run it with `sgdlab run "
                                           r"--config e\.yaml`"):

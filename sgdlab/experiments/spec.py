@@ -751,6 +751,9 @@ def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:
     if not isinstance(raw["name"], str) or not _NAME_RE.match(raw["name"]):
         raise ConfigError(f"{source}: name {raw['name']!r} must be lower-case letters, digits "
                           "and dashes")
+    for k in ("description", "title"):     # read as text (stripped, put in titles)
+        if k in raw and not isinstance(raw[k], str):
+            raise ConfigError(f"{source}.{k}: expected a string, {refused_value(raw[k])}")
     version = raw["version"]
     if not int_at_least(version, 1):
         raise ConfigError(f"{source}: version must be a positive integer, "

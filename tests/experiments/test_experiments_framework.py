@@ -153,6 +153,9 @@ def test_expand_keys_and_scale_override(tmp_path):
     (lambda r: r.update(seeds=[0, "a"]), "seeds"),
     # "a non-empty list of integers" for a list of them, quoted
     (lambda r: r.update(seeds=["0", "1"]), "0]: expected an integer, got '0'"),
+    # a description or title other than text failed with an AttributeError's traceback
+    (lambda r: r.update(description=5), "description: expected a string, got 5"),
+    (lambda r: r.update(title=7), "title: expected a string, got 7"),
     (lambda r: r.update(seeds=0), "seeds: expected a non-empty list of integers, got 0"),
     # each run failed on numpy's 32-bit seed, and the same command failed them again
     (lambda r: r.update(seeds=[2**40]), "seeds: 1099511627776 is outside 0"),
