@@ -82,14 +82,30 @@ def test_a_data_file_takes_no_other_keys_as_in_a_run_config():
     # a misspelt 'file' or 'name' was not named: the message said what a dataset needs only
     with pytest.raises(ConfigError, match=r"a 'file'\); it gives fle \(did you mean file\?\)$"):
         train.validate({**params, "dataset": {"fle": "blobs.pt"}}, "e[cpu] run 'a'")
+    with pytest.raises(ConfigError, match=r"unknown dataset 'my-blobs'; .*--plugin"):
+        train.validate({**params, "dataset": {"name": "my-blobs"}}, "e[cpu] run 'a'")
+
+
+def test_a_section_of_the_wrong_shape_says_what_it_gives():
+    # a mapping without its 'name' was said to need one, not what it held; a mapping given
+    # for a list was read key by key
+    train = get_procedure("train")
+    params = {"dataset": {"name": "digits"}, "model": {"name": "mlp"},
+              "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 1, "batch_size": 8}
+    train.validate(params, "e")
     with pytest.raises(ConfigError, match=r"^e: 'model' must be a mapping with a 'name'; it gives "
                                           r"nme, widths \(did you mean name\?\)$"):
         train.validate({**params, "model": {"nme": "mlp", "widths": [4]}}, "e")
     with pytest.raises(ConfigError, match=r"^e: 'optimizer' must be a mapping with a 'name', "
                                           r"got 'sgd'$"):
         train.validate({**params, "optimizer": "sgd"}, "e")
-    with pytest.raises(ConfigError, match=r"unknown dataset 'my-blobs'; .*--plugin"):
-        train.validate({**params, "dataset": {"name": "my-blobs"}}, "e[cpu] run 'a'")
+    # a mapping's keys were read as its items: "measure[0]: must be a mapping, got 'name'"
+    with pytest.raises(ConfigError, match=r"^e: measure must be a list of mappings \(- \{name: "
+                                          r"\.\.\.\} per instrument\), got \{'name': "):
+        train.validate({**params, "measure": {"name": "hessian", "every": 2}}, "e")
+    with pytest.raises(ConfigError, match=r"^e: final must be a list of mappings .* per "
+                                          r"measurement\), got 'hessian_top'$"):
+        train.validate({**params, "final": "hessian_top"}, "e")
 
 
 def test_a_misspelt_option_of_a_grid_axis_names_the_axis():

@@ -289,6 +289,13 @@ class TrainProcedure(Procedure):
                               f"schedule mapping, {refused_value(b)}")
         from sgdlab.config.run import validate_section
 
+        for k in ("measure", "final"):
+            # a mapping's keys had been read as its items ("measure[0]: must be a mapping,
+            # got 'name'"), a string's letters as measurements
+            if not isinstance(params.get(k) or [], list):
+                raise ConfigError(f"{where}: {k} must be a list of mappings (- {{name: ...}} "
+                                  f"per {'instrument' if k == 'measure' else 'measurement'}), "
+                                  f"{refused_value(params[k])}")
         for i, m in enumerate(params.get("measure", []) or []):
             if isinstance(m, dict) and m.get("name") == "trajectory" and "path" not in m:
                 m = {**m, "path": TRAJECTORY_FILE}  # run() records into the artifact directory
