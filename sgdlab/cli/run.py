@@ -168,8 +168,9 @@ def register(subparsers) -> None:
                    help="with --paper: after the summary page, print which verdicts moved "
                         "against PAGE (an earlier page, e.g. docs/RESULTS.md)")
     p.add_argument("--config", metavar="FILE",
-                   help="an experiment YAML file (e.g. a copy of a catalogue entry) "
-                        "instead of NAME")
+                   help="an experiment YAML file instead of NAME: an edited copy of a "
+                        "catalogue entry, or one of your own (docs/GUIDE.md, 'An experiment "
+                        "of your own')")
     scale = p.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"],
                            help="smoke: seconds; cpu: minutes on 2 cores, embedded data "
                                 "(default); paper: the paper's model, data (--data-dir) "

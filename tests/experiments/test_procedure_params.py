@@ -60,12 +60,16 @@ def test_an_unknown_parle_key_is_named_by_its_path_in_the_run():
         resolve(raw, "smoke")
 
 
+# a train run's params: an MLP on a data file, one epoch of SGD
+TRAIN_PARAMS = {"dataset": {"file": "blobs.pt"}, "model": {"name": "mlp"},
+                "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 1, "batch_size": 8}
+
+
 def test_a_data_file_takes_no_other_keys_as_in_a_run_config():
     # `dataset: {file: PATH}`, a run config's `data: {file: PATH}`: the tensors are the data,
     # nothing to draw or pass on; an unknown name still says that a plugin registers one's own
     train = get_procedure("train")
-    params = {"dataset": {"file": "blobs.pt"}, "model": {"name": "mlp"},
-              "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 1, "batch_size": 8}
+    params = TRAIN_PARAMS
     train.validate(params, "e[cpu] run 'a'")
     with pytest.raises(ConfigError, match=r"^e\[cpu\] run 'a': dataset\.file: a data file "
                                           r"takes no other keys, got dataset\.n_train, "
@@ -90,8 +94,7 @@ def test_a_section_of_the_wrong_shape_says_what_it_gives():
     # a mapping without its 'name' was said to need one, not what it held; a mapping given
     # for a list was read key by key
     train = get_procedure("train")
-    params = {"dataset": {"name": "digits"}, "model": {"name": "mlp"},
-              "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 1, "batch_size": 8}
+    params = {**TRAIN_PARAMS, "dataset": {"name": "digits"}}
     train.validate(params, "e")
     with pytest.raises(ConfigError, match=r"^e: 'model' must be a mapping with a 'name'; it gives "
                                           r"nme, widths \(did you mean name\?\)$"):
