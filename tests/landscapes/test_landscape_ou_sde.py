@@ -211,6 +211,31 @@ def test_simulate_records_what_observe_returns_at_each_record():
     torch.testing.assert_close(path.final, x0 * 0.9 ** 4, rtol=1e-14, atol=0)
 
 
+def test_sgd_chains_records_the_state_after_k_steps_at_sde_time_k_lr():
+    """A full batch drawn without replacement is the full gradient (the samples are centred),
+    so each chain is GD, θ_k = θ* + (I − ηH)^k (θ₀ − θ*), recorded at steps 0, 2, 4 with times
+    t = k η: 0, 0.2, 0.4 (the state after k steps at t = kη, not (k − 1)η)."""
+    q = Quadratic(H3, num_samples=4, minimum=torch.tensor([0.5, -1.0, 2.0], dtype=f64), seed=3)
+    th0 = torch.tensor([[1.0, 2.0, 3.0], [-1.0, 0.0, 0.5]], dtype=f64)
+    path = sgd_chains(q, th0, lr=0.1, batch_size=4, steps=4, replacement=False,
+                      generator=torch.Generator().manual_seed(0), record_every=2)
+    assert path.times == pytest.approx([0.0, 0.2, 0.4], rel=1e-15)
+    contraction = 1 - 0.1 * torch.diagonal(H3)
+    want = torch.stack([q.minimum + contraction ** k * (th0 - q.minimum) for k in (0, 2, 4)])
+    torch.testing.assert_close(path.states, want, rtol=0, atol=1e-14)
+    torch.testing.assert_close(path.final, want[-1], rtol=0, atol=1e-14)
+
+
+def test_langevin_adds_the_extra_drift_to_minus_the_gradient():
+    """dX = (−∇f + j) dt + ...: at x = (1, 2), ∇f = 2x and j = (−x₂, x₁) give the drift
+    (−2 − 2, −4 + 1) = (−4, −3) (a rotation reversed by a sign leaves the steady state alone)."""
+    sde = SDE.langevin(lambda x: 2 * x, 2,
+                       extra_drift=lambda x: torch.stack([-x[..., 1], x[..., 0]], -1))
+    x = torch.tensor([[1.0, 2.0]], dtype=f64)
+    torch.testing.assert_close(sde.drift(x), torch.tensor([[-4.0, -3.0]], dtype=f64),
+                               rtol=0, atol=0)
+
+
 def test_scalar_diffusion_factor_is_exact_in_float64():
     sde = SDE.langevin(lambda x: x, 3, diffusion=0.7)
     g = sde.factor(torch.zeros(2, 3, dtype=f64))
@@ -428,6 +453,14 @@ def test_quadratic_psd_checks_are_relative_to_the_matrix_scale():
         quad = Quadratic(h, num_samples=20)
         torch.testing.assert_close(quad.gradient_covariance(torch.zeros(1, 3, dtype=f64))[0],
                                    h, rtol=0, atol=1e-12 * s)
+
+
+def test_path_mean_se_of_three_chains_by_hand():
+    """Chain averages 2, 3, 5.5: mean 3.5, s.e. std(avg) / √C with Bessel's std, √(3.25 / 3)."""
+    values = torch.tensor([[1.0, 2.0, 3.0], [3.0, 4.0, 8.0]], dtype=f64)
+    mean, se = path_mean_se(values)
+    assert mean == pytest.approx(3.5, rel=1e-15)
+    assert se == pytest.approx(math.sqrt(3.25 / 3), rel=1e-15)
 
 
 def test_path_mean_se_is_the_standard_error_of_correlated_records():

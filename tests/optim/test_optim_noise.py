@@ -46,6 +46,17 @@ def test_isotropic_and_dynamic():
     assert abs(float(sq.mean()) - tr) < 5 * float(sq.std()) / math.sqrt(S)
 
 
+def test_dynamic_noise_of_per_chain_traces_is_the_same_draws_times_root_trace_over_d():
+    """Tr Σ per chain (a tensor, as the escape experiment passes it) gives ε = √(Tr Σ / d) z
+    per chain with z the generator's standard normals: a standard deviation, not the variance
+    Tr Σ / d."""
+    traces = torch.tensor([4.0, 0.36], dtype=torch.float64)
+    eps = N.dynamic_noise(traces, 2, sample_shape=(3,), generator=_gen(4))
+    z = torch.randn((3, 2, 2), generator=_gen(4), dtype=torch.float64)
+    want = z * torch.tensor([[math.sqrt(2.0)], [math.sqrt(0.18)]], dtype=torch.float64)
+    torch.testing.assert_close(eps, want, rtol=1e-15, atol=0)
+
+
 def test_diagonal_and_batched_chains():
     v = torch.tensor([[0.5, 2.0, 0.1], [1.0, 1.0, 3.0]], dtype=torch.float64)   # 2 chains
     eps = N.diagonal_noise(v, sample_shape=(S,), generator=_gen())
