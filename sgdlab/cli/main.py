@@ -248,11 +248,9 @@ def _sigterm_as_interrupt():
     record ``interrupted`` and say how to continue. Returns the previous handler."""
     if threading.current_thread() is not threading.main_thread():
         return None
+    from sgdlab.interrupts import raise_terminated
 
-    def handler(signum, frame):
-        raise KeyboardInterrupt("terminated (SIGTERM)")
-
-    return signal.signal(signal.SIGTERM, handler)
+    return signal.signal(signal.SIGTERM, raise_terminated)
 
 
 def entry() -> int:

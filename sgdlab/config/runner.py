@@ -433,7 +433,22 @@ def progress_mode(given: bool | None, configured: bool) -> bool | str:
 
 def _interrupted(store: Any, run_id: str, hint: str, e: KeyboardInterrupt) -> None:
     _record_end(store, run_id, "interrupted", f"{type(e).__name__}: {e}".rstrip(": "))
-    raise RunInterrupted(f"run {run_id} interrupted; continue it with: {hint}") from None
+    raise RunInterrupted(f"run {run_id} interrupted{_kept(e)}; continue it with: {hint}"
+                         ) from None
+
+
+def _kept(e: KeyboardInterrupt) -> str:
+    """What an interrupt during training kept, as the loop attached it to ``e``: where the
+    resume starts. Empty for one before or after training."""
+    if not hasattr(e, "stopped_step"):
+        return ""
+    stopped, saved = e.stopped_step, e.checkpoint_step
+    if saved is None:
+        return f" at step {stopped} (no checkpoint yet: it restarts from step 0)"
+    if saved == stopped:
+        return f" at step {stopped}, saved in its checkpoint there"
+    return (f" at step {stopped} (its last checkpoint is at step {saved}: the steps after "
+            "it are trained again)")
 
 
 def _finish(cfg: dict[str, Any], store: Any, run_id: str, out: Path, env: dict[str, Any],

@@ -60,7 +60,11 @@ Conventions (see docs/ARCHITECTURE.md):
   hooks, so that a resume after an interrupt there trains no step again) and at the end;
   with ``checkpoint_seconds``, each of these only once that many seconds have passed since
   the last one was written (or the run started), so that the time spent writing them stays
-  small whatever the length of an epoch (a sweep run's cadence);
+  small whatever the length of an epoch (a sweep run's cadence). A Ctrl-C or SIGTERM (where
+  its handler raises ``KeyboardInterrupt``: Python's for SIGINT, the command line's for
+  SIGTERM) that lands in a step is held to the step's end, where a checkpoint is written and
+  it is raised (:mod:`sgdlab.interrupts`); one in a callback's ``on_step_end`` or
+  ``on_epoch_end`` or in an evaluation, or a second one, is raised at once.
   ``resume=True`` continues from the last one bit for bit (same
   batches, same noise, same final weights as an uninterrupted run on the same machine). A
   resume with another training-set size, batch size, seed, ``replacement`` or ``drop_last``,
@@ -89,6 +93,7 @@ Conventions (see docs/ARCHITECTURE.md):
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
@@ -114,6 +119,7 @@ from ..operators.batches import (check_target_shape, chunk_loss_problem, dtype_r
                                  loss_refusal)
 from ..operators.blocking import reproducible_blocks
 from ..operators.params import reaching_parameters
+from ..interrupts import StepInterrupts
 from ..plugins import raised_at
 from .callbacks import Callback, Schedule, TrainContext, callback_keys, callback_name
 from .checkpoint import (changed_settings, checkpoint_path, load_checkpoint, load_state,
@@ -384,7 +390,8 @@ def train(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: A
         store, run_id, name: a :class:`sgdlab.store.RunStore`; a run (called ``name`` in
             ``sgdlab runs list``) is created when ``run_id`` is None. Metrics are written in
             batches (every 2 s, each epoch end, before every checkpoint, and at the end).
-        checkpoint_dir, checkpoint_every: where and how often (steps) to checkpoint.
+        checkpoint_dir, checkpoint_every: where and how often (steps) to checkpoint (and
+            at a step's end on an interrupt, in the main thread: see the module docstring).
         checkpoint_seconds: write a checkpoint only when this many seconds have passed since
             the last one (or the start); the end of training included. None: every one due.
         progress: show a tqdm bar (only when stderr is a terminal or in a Jupyter notebook);
@@ -692,6 +699,7 @@ class _Training:
                                      "last_eval_step": -1}
         self.ckpt_file = checkpoint_path(checkpoint_dir) if checkpoint_dir is not None else None
         self.saved_at: int | None = None     # the step of the last checkpoint on disk
+        self.interrupts = StepInterrupts()   # a Ctrl-C held to a step's end (fit)
         self.run_id: str | None = None
         self.store = self.writer = self.pbar = None
         self.status, self.message = "finished", None
@@ -883,10 +891,26 @@ class _Training:
         if not self.resumed:
             self.evaluate()
             self._log_lr()       # the epoch ends' samples leave out the first epoch's
-        while loop["epoch"] < self.epochs:
-            if not self._epoch():
-                break            # max_steps reached inside the epoch
-            self._end_epoch()
+        # with somewhere to save, a Ctrl-C or SIGTERM during a step waits for its end and is
+        # raised there after a checkpoint: the steps since the last periodic one are kept
+        with self.interrupts if self.ckpt_file is not None else contextlib.nullcontext():
+            self.interrupts.holding = True
+            while loop["epoch"] < self.epochs:
+                if not self._epoch():
+                    break            # max_steps reached inside the epoch
+                self._end_epoch()
+            self._stop_if_interrupted()
+
+    def _stop_if_interrupted(self) -> None:
+        """An interrupt held during a step: checkpoint here, at a step boundary (the state a
+        periodic checkpoint at this step saves), then raise it."""
+        if self.interrupts.held is None:
+            return
+        if self.pending:
+            self._read_losses()
+        if self.saved_at != self.loop["step"]:
+            self.checkpoint()
+        self.interrupts.raise_held()
 
     def _epoch(self) -> bool:
         """The steps of the current epoch; False if ``max_steps`` stopped it."""
@@ -899,6 +923,7 @@ class _Training:
         cb_step_end = self.hooks["on_step_end"]
         eval_schedule, pbar, sync_every = self.eval_schedule, self.pbar, self.sync_every
         max_steps, checkpoint_every = self.max_steps, self.checkpoint_every
+        interrupts = self.interrupts
         epoch = loop["epoch"]
         b = self.bs_of(epoch)
         n_steps = self.epoch_lengths[epoch]
@@ -908,6 +933,8 @@ class _Training:
                 if pending:
                     self._read_losses()
                 return False
+            if interrupts.held is not None:
+                self._stop_if_interrupted()
             xb, yb = stream.batch(x_train, y_train, b)
             ctx.batch = (xb, yb)
             for cb in cb_step_begin:
@@ -949,8 +976,12 @@ class _Training:
             ctx.step = loop["step"]
             if len(pending) >= sync_every:
                 self._read_losses()
-            for cb in cb_step_end:
-                cb.on_step_end(ctx)
+            if cb_step_end:
+                # the step-end measurements, maybe long, stay interruptible at once
+                interrupts.holding = False
+                for cb in cb_step_end:
+                    cb.on_step_end(ctx)
+                interrupts.holding = True
             if eval_schedule is not None and eval_schedule(loop["step"]):
                 self.evaluate()
             if pbar is not None:
@@ -972,8 +1003,11 @@ class _Training:
         ctx.log_dict(_epoch_metrics(loop, done, self.n))
         if self._eval_due_at_epoch_end(done):
             self.evaluate()
-        for cb in self.hooks["on_epoch_end"]:
-            cb.on_epoch_end(ctx)
+        if self.hooks["on_epoch_end"]:
+            holding, self.interrupts.holding = self.interrupts.holding, False
+            for cb in self.hooks["on_epoch_end"]:
+                cb.on_epoch_end(ctx)
+            self.interrupts.holding = holding
         if self.schedule is not None and not self.schedule_per_step:
             self.schedule.step()         # after the epoch's metrics, as torch's examples do
         self._log_lr()                   # after it: the lr the next epoch steps with
@@ -1020,6 +1054,12 @@ class _Training:
 
     # --- evaluation -------------------------------------------------------------------------
     def evaluate(self) -> None:
+        # a pass over the evaluation data, maybe long: interruptible at once
+        holding, self.interrupts.holding = self.interrupts.holding, False
+        self._evaluate()
+        self.interrupts.holding = holding
+
+    def _evaluate(self) -> None:
         ctx = self.ctx
         ctx.step = self.loop["step"]
         if self.eval_bn == "recompute":
@@ -1107,6 +1147,12 @@ class _Training:
         """An exception or interrupt ends the run: keep what was logged, record why."""
         if self.pbar is not None:
             self.pbar.close()
+        if isinstance(e, KeyboardInterrupt):
+            # what the interrupt keeps, for the caller's message: the step it stopped at and
+            # that of the last checkpoint on disk (None: none, the run restarts from step 0)
+            e.stopped_step = self.loop["step"]
+            e.checkpoint_step = (self.saved_at if self.ckpt_file is not None
+                                 and self.ckpt_file.exists() else None)
         record_abort(self.store, self.writer, self.run_id, e,
                      where=f"at step {self.loop['step']}")
 

@@ -22,7 +22,8 @@ from sgdlab.store import RunStore
 from sgdlab.testing import strict_loads, unique_prefix
 
 # An instrument that stops its own process at a step: SIGKILL at $SGDLAB_TEST_KILL_AT, SIGTERM
-# at $SGDLAB_TEST_TERM_AT (unset: it does nothing, so the same config runs uninterrupted).
+# at $SGDLAB_TEST_TERM_AT (at the step's end), or during the step that reaches
+# $SGDLAB_TEST_TERM_IN (unset: it does nothing, so the same config runs uninterrupted).
 KILL_INSTRUMENT = textwrap.dedent("""
     import os, signal
     from sgdlab.train.callbacks import Callback
@@ -36,6 +37,9 @@ KILL_INSTRUMENT = textwrap.dedent("""
                              ("SGDLAB_TEST_TERM_AT", signal.SIGTERM)):
                 if str(ctx.step) == os.environ.get(var):
                     os.kill(os.getpid(), sig)
+        def on_after_backward(self, ctx):
+            if str(ctx.step + 1) == os.environ.get("SGDLAB_TEST_TERM_IN"):
+                os.kill(os.getpid(), signal.SIGTERM)
 
     if "_test_kill" not in INSTRUMENTS:
         register_instrument("_test_kill")(lambda *, schedule: _Kill(schedule))
@@ -102,7 +106,9 @@ def test_train_killed_at_several_points_resumes_to_the_uninterrupted_run(tmp_pat
     ref_run, killed = store.list_runs()
     rid, hint = killed["id"], f"sgdlab resume {killed['id']} --store {store_path}"
     assert code == 130 and "Traceback" not in said.err, said.err
-    assert f"run {rid} interrupted; continue it with: {hint}" in said.err
+    # (in a measurement at a step's end: raised at once, the steps after step 14 redone)
+    assert (f"run {rid} interrupted at step 17 (its last checkpoint is at step 14: the steps "
+            f"after it are trained again); continue it with: {hint}") in said.err
     assert hint in said.out                                  # announced before training
     assert (killed["recorded_status"], killed["status"]) == ("interrupted", "interrupted")
 
@@ -914,6 +920,31 @@ def test_resume_and_show_take_the_run_folder(tmp_path, capsys, monkeypatch):
     (out / "results.json").unlink()
     assert main(["runs", "show", str(out)]) == 2
     assert "is a folder but not a run's" in capsys.readouterr().err
+
+
+def test_sigterm_mid_step_saves_that_step_and_the_resume_goes_on_from_it(tmp_path, capsys):
+    """SIGTERM during step 17 (checkpoints every 7): the run stopped with its last checkpoint
+    at 14 and said only how to continue. The step now ends and is saved; the message says so,
+    and the resume goes on from step 17 to the uninterrupted run's weights."""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY + "measure: [{name: _test_kill, every: 1}]\n")
+    store_path, ref_dir, out = tmp_path / "runs.sqlite", tmp_path / "ref", tmp_path / "run"
+    assert main(["train", str(cfg), "--store", str(store_path), "--out", str(ref_dir)]) == 0
+    os.environ["SGDLAB_TEST_TERM_IN"] = "17"
+    try:
+        code = main(["train", str(cfg), "--store", str(store_path), "--out", str(out)])
+    finally:
+        del os.environ["SGDLAB_TEST_TERM_IN"]
+    err = capsys.readouterr().err
+    (rid,) = [r["id"] for r in RunStore(store_path).list_runs() if r["status"] != "finished"]
+    assert code == 130 and "Traceback" not in err, err
+    assert (f"run {rid} interrupted at step 17, saved in its checkpoint there; continue it "
+            f"with: sgdlab resume {rid} --store {store_path}") in err
+    assert main(["resume", rid, "--store", str(store_path)]) == 0
+    assert "resuming run " + rid + " from its last checkpoint, step 17" in capsys.readouterr().out
+    ref = torch.load(ref_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+    res = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(ref[k], res[k]) for k in ref)
 
 
 def test_ctrl_c_after_training_names_the_resume_command_and_records_interrupted(

@@ -2261,3 +2261,60 @@ def test_inputs_of_another_shape_than_the_model_takes_are_named_with_the_model_s
               torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, batch_size=4,
               progress=False)
     assert r.status == "finished"
+
+
+class SignalInStep(Callback):
+    """Sends ``signum`` to this process during step ``at`` (after its backward pass), as a
+    Ctrl-C or ``kill`` landing mid-step would."""
+
+    def __init__(self, at: int, signum: int = 2):
+        self.at, self.signum = at, signum
+
+    def on_after_backward(self, ctx):
+        if ctx.step == self.at:
+            import signal
+
+            signal.raise_signal(self.signum)
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_mid_step_is_raised_at_its_end_with_a_checkpoint(tmp_path, signame):
+    """Ctrl-C (or SIGTERM, as the command line raises it) during step 5 of an epoch of 8, no
+    checkpoint yet: the run lost its steps and restarted from step 0. The step now ends, a
+    checkpoint is saved at step 6 and the interrupt raised; the resume ends bit for bit where
+    the uninterrupted run does."""
+    import signal
+
+    from sgdlab.interrupts import raise_terminated
+    from sgdlab.train.checkpoint import load_checkpoint
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        kw = dict(epochs=2, batch_size=8)          # 8 steps per epoch
+        ref_model, ref = run(callbacks=[RunningSum()], **kw)
+        ckpt = tmp_path / "ckpt"
+        with pytest.raises(KeyboardInterrupt):
+            run(callbacks=[RunningSum(), SignalInStep(5, getattr(signal, signame))],
+                checkpoint_dir=ckpt, **kw)
+        assert load_checkpoint(ckpt)["loop"]["step"] == 6
+        model, res = run(callbacks=[RunningSum()], checkpoint_dir=ckpt, resume=True, **kw)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert torch.equal(flat(model), flat(ref_model))
+    assert res.history == ref.history and res.steps == 16
+
+
+def test_a_signal_in_a_step_end_measurement_is_raised_at_once(tmp_path):
+    """A measurement at a step's end (maybe minutes long) stays interruptible at once: no
+    checkpoint there, the run stopped at that step."""
+    import signal
+
+    class SignalAtEnd(Callback):
+        def on_step_end(self, ctx):
+            if ctx.step == 5:
+                signal.raise_signal(signal.SIGINT)
+                raise AssertionError("not raised at once")
+
+    with pytest.raises(KeyboardInterrupt):
+        run(callbacks=[SignalAtEnd()], checkpoint_dir=tmp_path, epochs=1, batch_size=8)
+    assert not (tmp_path / "last.pt").exists()
