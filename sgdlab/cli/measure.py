@@ -514,14 +514,16 @@ def _measure(args: argparse.Namespace) -> int:
             # untimed probe blocks: the values it stores must not depend on the machine's load
             with reproducible_blocks():
                 measure()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             # the measurements done are kept (written below); this one's partial values not
             stopped = name
             m.scalars.clear(), m.arrays.clear()
             m.scalars.update(before[0]), m.arrays.update(before[1])
             m.figures[:], m.notes[:] = before[2], before[3]
-            if not done:
-                raise
+            if not done:     # (said a bare "interrupted")
+                raise KeyboardInterrupt(f"{str(e) or 'interrupted'} during {name}, the first "
+                                        "measurement: nothing was measured or written; run "
+                                        "the same command again") from None
             break
         done.append(name)
         # the values' scale and definitions once, above them: a bare number did not say

@@ -326,6 +326,9 @@ def test_an_interrupted_measure_keeps_the_measurements_done_before(tmp_path, cap
     assert main(["measure", str(run_dir), "--store", store, "--what", "hessian",
                  "--out", str(tmp_path / "m2")]) == 130
     assert not (tmp_path / "m2" / "measurements.json").exists()
+    # (it said a bare "interrupted")
+    assert ("sgdlab: interrupted during hessian, the first measurement: nothing was measured "
+            "or written; run the same command again") in capsys.readouterr().err
 
 
 def _sweep(name: str, description: str) -> dict:
