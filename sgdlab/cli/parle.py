@@ -296,8 +296,24 @@ def _continue(args, n: int | None) -> str:
     from sgdlab.train.distributed import has_checkpoint
 
     if has_checkpoint(args.out):
-        return f"; continue with: {command} --resume"
+        saved = _saved_round(args.out)
+        where = "" if saved is None else f"; its last checkpoint is at round {saved}"
+        return f"{where}; continue with: {command} --resume"
     return f"; no checkpoint was written yet: start it again with {command}"
+
+
+def _saved_round(out: str) -> int | None:
+    """The round of the run's last checkpoint in ``out`` (where ``--resume`` goes on);
+    None where it cannot be read (``--resume`` says why)."""
+    from sgdlab.train.checkpoint import load_checkpoint
+    from sgdlab.train.distributed import checkpoint_folder
+    from sgdlab.train.replicas import MASTER_CHECKPOINT
+
+    try:   # mapped, not read: the weights are not needed
+        return int(load_checkpoint(checkpoint_folder(out) / MASTER_CHECKPOINT,
+                                   mmap=True)["round"])
+    except Exception:  # noqa: BLE001 - said by --resume, not by this hint
+        return None
 
 
 def _stop(proc: subprocess.Popen, grace: float = 20.0) -> None:

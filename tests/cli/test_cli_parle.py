@@ -419,7 +419,9 @@ def test_an_interrupted_replica_run_is_measured_from_its_last_checkpoint(
 
     monkeypatch.setattr(replicas._ReplicaTraining, "_round", stop_in_round_3)
     assert main(["parle", str(cfg), "--out", str(out)]) == 130
-    assert f"continue with: sgdlab parle {cfg} --out {out} --resume" in capsys.readouterr().err
+    # where it goes on from (it named the command alone)
+    assert (f"its last checkpoint is at round 2; continue with: sgdlab parle {cfg} --out {out} "
+            "--resume") in capsys.readouterr().err
     monkeypatch.undo()
     (run,) = RunStore(store).list_runs()
     assert run["status"] == "interrupted" and not (out / "master.pt").exists()
