@@ -112,6 +112,7 @@ from ..accuracy import argmax_hits, perplexity_tokens
 from ..data.augment import batch_augmentation
 from ..errors import (UserError, checked_float, checked_int, int_at_least, is_seed, not_a_seed,
                       plain_int, refused_value, warn)
+from ..interrupts import StepInterrupts
 from ..loss_settings import loss_name, loss_reduction, torch_loss_class
 from ..measure.batch_norm import recompute_bn_statistics
 from ..models.modes import eval_mode
@@ -119,7 +120,6 @@ from ..operators.batches import (check_target_shape, chunk_loss_problem, dtype_r
                                  loss_refusal)
 from ..operators.blocking import reproducible_blocks
 from ..operators.params import reaching_parameters
-from ..interrupts import StepInterrupts
 from ..plugins import raised_at
 from .callbacks import Callback, Schedule, TrainContext, callback_keys, callback_name
 from .checkpoint import (changed_settings, checkpoint_path, load_checkpoint, load_state,
