@@ -157,3 +157,20 @@ def test_a_resume_that_restarts_from_step_0_rewrites_its_tensorboard_events(tmp_
         points = events.Scalars(name)
         assert [e.step for e in points] == [s for s, _ in stored[name]], name
         assert [e.value for e in points] == pytest.approx([v for _, v in stored[name]]), name
+
+
+def test_an_interrupted_runs_message_says_where_its_resume_starts():
+    """The loop attaches the step it stopped at and that of its last checkpoint to the
+    interrupt; the message said only the resume command."""
+    _kept = runner._kept
+
+    def stopped(at, saved):
+        e = KeyboardInterrupt()
+        e.stopped_step, e.checkpoint_step = at, saved
+        return e
+
+    assert _kept(stopped(6, 6)) == " at step 6, saved in its checkpoint there"
+    assert _kept(stopped(9, 7)) == (" at step 9 (its last checkpoint is at step 7: the steps "
+                                    "after it are trained again)")
+    assert _kept(stopped(3, None)) == " at step 3 (no checkpoint yet: it restarts from step 0)"
+    assert _kept(KeyboardInterrupt()) == ""       # before or after training
