@@ -14,6 +14,8 @@ import sys
 import threading
 import warnings
 
+from sgdlab.interrupts import TERMINATED, raise_terminated
+
 
 class _Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose invalid choice (a misspelt command, ``--scale papr``) also
@@ -248,8 +250,6 @@ def _sigterm_as_interrupt():
     record ``interrupted`` and say how to continue. Returns the previous handler."""
     if threading.current_thread() is not threading.main_thread():
         return None
-    from sgdlab.interrupts import raise_terminated
-
     return signal.signal(signal.SIGTERM, raise_terminated)
 
 
@@ -289,7 +289,7 @@ def _late_signal(signum, frame) -> None:
         os._exit(130)
     _LATE["signalled"] = True
     code = _LATE["code"]
-    what = "interrupted" if signum == signal.SIGINT else "terminated (SIGTERM)"
+    what = "interrupted" if signum == signal.SIGINT else TERMINATED
     status = "" if code is None else f" (exit status {code if isinstance(code, int) else 1})"
     # os.write: print() is not safe in a handler that may run inside another print
     os.write(2, f"sgdlab: {what} after the command had ended{status}; finishing its exit "
