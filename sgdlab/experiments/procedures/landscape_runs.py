@@ -207,9 +207,9 @@ SPEED_KEYS = {"tiers": "list of list of str", "z": "number>0", "claims": "list o
 
 
 def _ordering_problems(order: Any, methods: list[str]) -> list[str]:
-    """What :func:`_judged_ordering` would refuse of ``options.ordering`` when the report is
-    written: a key it does not read or a value against its rule (:data:`ORDERING_KEYS`), an
-    empty side, a method the runs do not run."""
+    """What of ``options.ordering`` :func:`_judged_ordering` would refuse when the report is
+    written (an empty side, a method the runs do not run) or misread (a key it does not read,
+    a value against its rule: :data:`ORDERING_KEYS`)."""
     found = mapping_problems("options.ordering", order, ORDERING_KEYS, "the ordering")
     if found:
         return found
@@ -219,10 +219,10 @@ def _ordering_problems(order: Any, methods: list[str]) -> list[str]:
 
 
 def _speed_problems(speed: Any, methods: list[str]) -> list[str]:
-    """What :func:`_judged_speed` would refuse of ``options.speed`` when the report is
-    written: a key it does not read or a value against its rule (:data:`SPEED_KEYS`), fewer
-    than two tiers or an empty one, a method the runs do not run; and more ``claims`` than
-    pairs of adjacent tiers (one claim a pair: the others would be read by none)."""
+    """What of ``options.speed`` :func:`_judged_speed` would refuse when the report is
+    written (fewer than two tiers or an empty one, a method the runs do not run) or misread (a
+    key it does not read, a value against its rule: :data:`SPEED_KEYS`; more ``claims`` than
+    pairs of adjacent tiers: one claim a pair, the others read by none)."""
     found = mapping_problems("options.speed", speed, SPEED_KEYS, "the speed ordering")
     if found:
         return found
@@ -244,8 +244,8 @@ def _speed_problems(speed: Any, methods: list[str]) -> list[str]:
 def _escape_names(spec, runs) -> ClaimNames:
     """The methods :func:`zhu_escape_analysis` compares (its claims' groups, and those
     ``options.ordering`` and ``options.speed`` order) and the values its claims read; what
-    those two options hold that the report would refuse (:func:`_ordering_problems`,
-    :func:`_speed_problems`) as problems."""
+    those two options hold that the report would refuse or misread
+    (:func:`_ordering_problems`, :func:`_speed_problems`) as problems."""
     o, methods = spec.options, _methods(runs)
     # (an empty or null one is not judged)
     problems = _ordering_problems(o["ordering"], methods) if o.get("ordering") else []
