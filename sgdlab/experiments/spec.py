@@ -997,12 +997,13 @@ def resolve(raw: dict[str, Any], scale: str, source: str = "<config>",
                         if t.get("params")])
     from sgdlab.experiments.procedures import get_analysis, get_procedure
 
+    registered = {}
     for key, get in (("procedure", get_procedure), ("analysis", get_analysis)):
         try:
-            get(getattr(spec, key))       # raises ConfigError on unknown names
+            registered[key] = get(getattr(spec, key))       # raises ConfigError on unknown names
         except ConfigError as e:
             raise ConfigError(f"{source}.{key}: {e}") from None
-    proc = get_procedure(spec.procedure)
+    proc = registered["procedure"]
     # the readings taken otherwise than by default, which the message names: a run their
     # params make invalid (two readings that do not combine) is no fault of the file
     taken = ", ".join(f"{k}={c}" for k, c in chosen.items()
