@@ -513,9 +513,9 @@ def mapping_problems(where: str, mapping: Any, keys: dict[str, str], what: str) 
 def claim_entry_problems(claims: list[Any]) -> list[str]:
     """A sentence for each claim of ``claims`` (``options.claims``) that is no mapping, has a
     key a claim has not (with the closest one, :data:`CLAIM_KEYS`) or a value against its
-    key's rule, or lacks one kind or its metric, and alike for each of its ``requires``
-    entries: found before any run trains, such a claim failed the report or had its
-    misspelt key ignored."""
+    key's rule, or lacks one kind or its metric, or whose kind is not given the groups it compares
+    (:func:`_claim_sides_problems`), and alike for each of its ``requires`` entries: found
+    before any run trains, such a claim failed the report or had its misspelt key ignored."""
     out: list[str] = []
     for i, c in enumerate(claims):
         where = f"options.claims[{i}]"
