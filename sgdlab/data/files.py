@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import inspect
 import math
 import os
 import pickle
@@ -174,20 +173,17 @@ class _FolderNotSearched(DataError):
 
 
 def _searching(find):
-    """``find`` (the look-up of a ``dataset``'s files) with a path inside a folder that may
-    not be searched a :class:`DataError` naming it: ``Path.is_dir`` and ``is_file`` raise
-    ``PermissionError`` there, where a missing path is False (a traceback; the command line
-    said "cannot write" the path)."""
-    signature = inspect.signature(find)
-
+    """``find(dataset, root)`` (the look-up of ``dataset``'s files in ``root``) with a path
+    inside a folder that may not be searched a :class:`DataError` naming it: ``Path.is_dir``
+    and ``is_file`` raise ``PermissionError`` there, where a missing path is False (a
+    traceback; the command line said "cannot write" the path)."""
     @functools.wraps(find)
-    def searched(*args, **kwargs):
+    def searched(dataset: str, root: Path):
         try:
-            return find(*args, **kwargs)
+            return find(dataset, root)
         except DataError:
             raise
         except OSError as e:
-            dataset = signature.bind(*args, **kwargs).arguments["dataset"]
             where = f" at {os.fsdecode(e.filename)}" if e.filename is not None else ""
             raise _FolderNotSearched(f"{dataset}: cannot look for its files{where}: "
                                      f"{_read_problem(e)} (each folder on the way must be "
@@ -196,7 +192,7 @@ def _searching(find):
 
 
 @_searching
-def _find_idx(root: Path, dataset: str) -> dict[str, Path] | Path:
+def _find_idx(dataset: str, root: Path) -> dict[str, Path] | Path:
     """The four IDX files, all from one folder: the dataset's own sub-folders first, then
     ``root`` itself (so MNIST files lying in ``root`` are not read as Fashion-MNIST when a
     ``FashionMNIST/raw`` folder is there; and train and test never come from two folders).
@@ -333,7 +329,7 @@ def _idx_folder(paths: dict[str, Path]) -> Path:
 def _load_idx_dataset(dataset: str, data_dir, *, seed: int, train_size, test_size, balanced: bool,
                       normalize: str, flatten: bool) -> Dataset:
     root = require_data_dir(data_dir, dataset)
-    found = _find_idx(root, dataset)
+    found = _find_idx(dataset, root)
     if isinstance(found, Path):
         arrays = _read_keras_npz(found)
         paths = {k: f"{found} ({key})" for k, key in _NPZ_KEYS.items()}  # for the messages
@@ -772,7 +768,7 @@ def train_size_in_files(name: str, data_dir) -> TrainSize | None:
         return TrainSize(published, False, "the published size: no data_dir")
     try:
         root = require_data_dir(data_dir, dataset)
-        found = (_find_idx(root, dataset) if dataset in _IDX_SUBDIRS
+        found = (_find_idx(dataset, root) if dataset in _IDX_SUBDIRS
                  else _cifar_files(dataset, root))
     except _FolderNotSearched as e:
         return TrainSize(published, False, f"the published size: {e}")
@@ -895,7 +891,7 @@ def find_files(name: str, data_dir, path=None) -> str | None:
     dataset given neither; None for a dataset that reads no files."""
     dataset = canonical_name(name)
     if dataset in _IDX_SUBDIRS:
-        found = _find_idx(require_data_dir(data_dir, dataset), dataset)
+        found = _find_idx(dataset, require_data_dir(data_dir, dataset))
         return (f"Keras' {found}" if isinstance(found, Path) else
                 f"IDX files in {_idx_folder(found)}")
     if dataset in _CIFAR:
