@@ -337,10 +337,11 @@ def _load_idx_dataset(dataset: str, data_dir, *, seed: int, train_size, test_siz
     else:
         arrays = {k: _read_idx_beside_gz(p, 3 if k.endswith("images") else 1)
                   for k, p in found.items()}
+        folder = _idx_folder(found)
         for k, p in found.items():
-            _check_idx_copies(dataset, p, _idx_folder(found), _IDX_FILES[k])
+            _check_idx_copies(dataset, p, folder, _IDX_FILES[k])
         paths = {k: str(p) for k, p in found.items()}
-        source = f"IDX files in {_idx_folder(found)}"
+        source = f"IDX files in {folder}"
     for split in ("train", "test"):
         xi, yi = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if len(xi) == 0:
