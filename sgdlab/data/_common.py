@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError, UserError, checked_int, did_you_mean
+from ..errors import DataError, UserError, checked_int, did_you_mean, file_problem
 from .base import Dataset
 
 NORMALIZATIONS = ("unit", "symmetric", "standardize", "imagenet", "gcn", "gcn-zca", "none")
@@ -29,7 +29,7 @@ def require_data_dir(data_dir: str | Path | None, name: str) -> Path:
         is_file = d.is_file()
     except OSError as e:    # inside a folder that may not be searched: not False, an error
         raise DataError(f"data_dir for dataset {name!r} cannot be looked into: {d}: "
-                        f"{e.strerror or e}") from None
+                        f"{file_problem(e)}") from None
     if is_file:   # e.g. the downloaded archive itself
         raise DataError(f"data_dir for dataset {name!r} is a file, not a folder: {d}; give the "
                         f"folder that holds it ({d.parent})")
