@@ -204,16 +204,13 @@ def _find_idx(dataset: str, root: Path) -> dict[str, Path] | Path:
     # a sub-folder that is not there holds none of the files
     dirs = [d for d in [root / s for s in subdirs] + [root] if d.is_dir()]
 
-    def found(d: Path, stem: str) -> Path | None:
-        return next(_idx_copies(d, stem), None)
-
     def missing(d: Path, stem: str) -> str:
         folder = next((d / n for n in _idx_names(stem) if (d / n).is_dir()), None)
         return (f"{folder} (a folder, without the file {stem} in it)" if folder else
                 f"{d / stem} (or .gz)")
 
     for d in dirs:
-        paths = {k: found(d, stem) for k, stem in _IDX_FILES.items()}
+        paths = {k: next(_idx_copies(d, stem), None) for k, stem in _IDX_FILES.items()}
         if all(paths.values()):
             return paths  # type: ignore[return-value]
         if any(paths.values()):
