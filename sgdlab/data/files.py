@@ -249,8 +249,7 @@ def _read_keras_npz(path: Path) -> dict[str, np.ndarray]:
     except DataError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        problem = file_problem(e) if isinstance(e, OSError) and e.errno is not None else e
-        raise DataError(f"cannot read {path}: {problem}") from None
+        raise DataError(f"cannot read {path}: {_read_problem(e)}") from None
     for k, a in arrays.items():
         ndim = 3 if k.endswith("images") else 1
         if a.dtype != np.uint8 or a.ndim != ndim:
