@@ -164,3 +164,15 @@ def test_a_batch_size_below_one_is_the_value_error_of_the_other_refusals():
     for bad, said in ((0, "got 0"), (True, "not a bool (True)")):
         with pytest.raises(ValueError, match=re.escape(f"batch_size must be an int >= 1, {said}")):
             Dataset.from_torch(TensorDataset(x, y), batch_size=bad)
+
+
+def test_a_loader_dropping_the_last_batch_of_an_iterable_of_unknown_length_is_refused():
+    # len() of its sampler fails: how many it drops is unknown, which is not none
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter([(torch.tensor([float(i)]), i % 2) for i in range(10)])
+
+    with pytest.raises(ValueError, match="drops its last partial batch .*its last examples"):
+        Dataset.from_torch(DataLoader(Stream(), batch_size=4, drop_last=True))
+    ds = Dataset.from_torch(DataLoader(Stream(), batch_size=4))
+    assert ds.x_train.flatten().tolist() == [float(i) for i in range(10)]

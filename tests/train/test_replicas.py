@@ -1409,3 +1409,83 @@ def test_more_replicas_than_processes_says_how_to_make_them_equal():
             "(parle.replicas; python -m sgdlab.train.distributed --replicas 2)")):
         train_replicas(toy_model(), LOSS, toy_data(), cfg, rounds=1, mode="distributed",
                        communicator=SimpleNamespace(rank=0, world_size=2))
+
+
+def test_a_recomputed_master_normalises_each_batch_of_the_replicas_batch_size_by_its_own():
+    """``master_buffers="recompute"`` feeds the training set to the master in batches of the
+    replicas' batch size (b = 8 of N = 40: 5 batches), each normalised by its own statistics:
+    a second batch-norm layer's running statistics are the mean and unbiased variance of its
+    inputs so made, which differ from one batch of all 40 (the first layer's do not)."""
+    data = bn_data(n=40)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 5),
+                          nn.BatchNorm1d(5), nn.Linear(5, 3)).double()
+    res = train_replicas(model, LOSS, data, ParleConfig(**BN_CFG, master_buffers="recompute"),
+                         rounds=2)
+    w1, b1, g1, beta1, w2, b2 = params(res.master)[:6]
+
+    def second_inputs(batches):
+        out = []
+        for x in batches:
+            h = x @ w1.T + b1
+            h = (h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + 1e-5) * g1 + beta1
+            out.append(h.clamp_min(0) @ w2.T + b2)
+        return torch.cat(out)
+
+    h2 = second_inputs(data.x_train.split(8))
+    bn2 = res.master[4]
+    torch.testing.assert_close(bn2.running_mean, h2.mean(0), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(bn2.running_var, h2.var(0), rtol=1e-12, atol=1e-12)
+    assert (second_inputs([data.x_train]).mean(0) - h2.mean(0)).abs().max() > 1e-3
+
+
+def test_the_master_loaded_from_a_checkpoint_has_the_mean_of_the_replicas_buffers(tmp_path):
+    """:func:`load_master_checkpoint` puts x̄ of master.pt and the mean (not the sum) of the
+    replicas' running statistics in the rank files into the model: the run's final master."""
+    from sgdlab.train.replicas import load_master_checkpoint
+    data = bn_data()
+    res = train_replicas(bn_model(), LOSS, data, ParleConfig(**BN_CFG), rounds=2,
+                         checkpoint_dir=tmp_path)
+    model = bn_model(seed=5)
+    head = load_master_checkpoint(tmp_path, model)
+    assert head["round"] == 2
+    states = [w["model"] for w in torch.load(tmp_path / "rank0.pt",
+                                             weights_only=True)["workers"].values()]
+    for k in ("1.running_mean", "1.running_var"):
+        want = (states[0][k] + states[1][k]) / 2
+        torch.testing.assert_close(model.state_dict()[k], want, rtol=1e-15, atol=0)
+        assert torch.equal(model.state_dict()[k], res.master.state_dict()[k])
+    for p, q in zip(params(model), head["master"]):
+        assert torch.equal(p, q)
+
+
+def test_overlapping_shards_are_windows_of_the_permutation_from_replica_a_s_start():
+    """With ``fraction`` replica a's examples are the m = round(f·N) entries of the seeded
+    permutation π from position round(a·N/n) on (cyclically): replica 0's window starts at
+    π's first entry. N = 10, n = 3, f = 0.5: windows [0, 5), [3, 8), [7, 12) mod 10."""
+    from sgdlab.train.replicas import _seed
+    perm = torch.randperm(10, generator=torch.Generator().manual_seed(_seed(4, 0, 9)))
+    want = [perm[[i % 10 for i in range(s, s + 5)]].sort().values for s in (0, 3, 7)]
+    got = replica_shards(10, 3, seed=4, fraction=0.5)
+    assert all(torch.equal(a, b) for a, b in zip(got, want)) and len(got) == 3
+    # the disjoint shards deal π round-robin from its first entry
+    assert torch.equal(replica_shards(10, 3, seed=4)[0], perm[0::3].sort().values)
+
+
+def test_instruments_see_a_replica_s_batch_cut_to_its_shard():
+    """A batch size above a replica's examples (64 > N_a = 24) is its whole shard, as its
+    steps take it: the measurements' batch size (``ctx.batch_size``, which noise instruments
+    draw their batches with) is 24, not 64."""
+    from sgdlab.train import MeasurementCallback
+    from sgdlab.train.callbacks import step_batch_size
+
+    sizes = []
+
+    def batch_size(ctx):
+        sizes.append(step_batch_size(ctx))
+        return {}
+
+    train_replicas(toy_model(), LOSS, toy_data(n=48),
+                   ParleConfig(replicas=2, L=1, lr=0.1, batch_size=64, shard=True), rounds=1,
+                   callbacks=[MeasurementCallback(batch_size, every=1)])
+    assert sizes == [24, 24]

@@ -833,6 +833,14 @@ def test_progress_by_epochs_ends_with_a_line_where_max_steps_stops_the_run(capsy
     assert [ln.split("  ")[0] for ln in err] == [
         "epoch 1/2 (step 4/6)", "finished at step 6/6 (1/2 epochs done)"]
     assert "test_acc " in err[1]
+    # cut at step 8, the end of epoch 2: it reaches 2 epochs (the third, starting at step 8,
+    # takes no step), and its last epoch line is "epoch 2/2", not "epoch 2/3" or none
+    train(model, nn.CrossEntropyLoss(), toy_data(),
+          torch.optim.SGD(model.parameters(), lr=0.1), epochs=3, batch_size=16,
+          max_steps=8, progress="epochs")
+    err = capsys.readouterr().err.splitlines()
+    assert [ln.split("  ")[0] for ln in err][:2] == ["epoch 1/2 (step 4/8)",
+                                                      "epoch 2/2 (step 8/8)"]
 
 
 class _CastsItsInputs(nn.Module):
