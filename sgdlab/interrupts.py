@@ -32,8 +32,9 @@ class StepInterrupts:
     """While entered (main thread only), a SIGINT or SIGTERM whose handler raises
     ``KeyboardInterrupt`` is held when it lands while ``holding`` is true (the loop sets it for
     the step's own work), with a line on stderr; :meth:`raise_held` raises it later, at a step
-    boundary. A signal outside those windows, or a second one, raises at once (a long
-    measurement stays interruptible). Other handlers are left alone."""
+    boundary, or leaving raises it (unless an interrupt is already on its way out). A signal
+    outside those windows, or a second one, raises at once (a long measurement stays
+    interruptible). Other handlers are left alone."""
 
     def __init__(self) -> None:
         self.holding = False
@@ -49,15 +50,21 @@ class StepInterrupts:
                     signal.signal(signum, self._handle)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: Any) -> None:
         self.holding = False
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous.clear()
+        # a held interrupt outlives what else ends the block (a divergence the caller takes
+        # for a normal end, a failed checkpoint, a signal after the last boundary): not dropped
+        if exc_type is None or not issubclass(exc_type, KeyboardInterrupt):
+            self.raise_held()
+        self.held = None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         previous = self._previous[signum]
         if not self.holding or self.held is not None:
+            self.held = None        # the interrupt raised now is the held one's too
             previous(signum, frame)
             return
         self.held = (signum, previous)

@@ -39,6 +39,20 @@ def test_outside_a_step_or_a_second_signal_raises_at_once():
             signal.raise_signal(signal.SIGINT)      # again: at once
 
 
+@pytest.mark.parametrize("ending", [None, ValueError("diverged")])
+def test_leaving_with_a_held_signal_raises_it(ending):
+    """A signal held, then the block ends without reaching a step boundary (an exception the
+    caller takes for a normal end, or none): leaving raises it, where it was dropped."""
+    with pytest.raises(KeyboardInterrupt) as raised:
+        with StepInterrupts() as interrupts:
+            interrupts.holding = True
+            signal.raise_signal(signal.SIGINT)
+            if ending is not None:
+                raise ending
+    assert raised.value.__context__ is ending and interrupts.held is None
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_other_handlers_are_left_alone_and_the_handlers_restored():
     seen = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))

@@ -2326,3 +2326,21 @@ def test_a_signal_in_a_step_end_measurement_is_raised_at_once(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run(callbacks=[SignalAtEnd()], checkpoint_dir=tmp_path, epochs=1, batch_size=8)
     assert not (tmp_path / "last.pt").exists()
+
+
+def test_a_signal_held_in_a_step_that_diverges_still_stops_the_run(tmp_path):
+    """Ctrl-C early in step 3, whose loss is non-finite: the divergence ends the run before
+    the step's end, and the held interrupt is raised all the same (train returned a diverged
+    result, the Ctrl-C dropped)."""
+    import signal
+
+    class SignalThenPoison(Callback):
+        def on_step_begin(self, ctx):
+            if ctx.step == 3:
+                signal.raise_signal(signal.SIGINT)
+                with torch.no_grad():
+                    ctx.model[0].weight[0, 0] = math.nan
+
+    with pytest.raises(KeyboardInterrupt) as raised:
+        run(callbacks=[SignalThenPoison()], checkpoint_dir=tmp_path, epochs=1, batch_size=8)
+    assert raised.value.stopped_step == 3
