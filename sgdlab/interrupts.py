@@ -19,6 +19,11 @@ from typing import Any, Callable
 TERMINATED = "terminated (SIGTERM)"
 
 
+def interrupt_word(signum: int) -> str:
+    """How a stop by ``signum`` is said: Ctrl-C's word for SIGINT, :data:`TERMINATED` else."""
+    return "interrupted" if signum == signal.SIGINT else TERMINATED
+
+
 def raise_terminated(signum: int, frame: FrameType | None) -> None:
     """A SIGTERM handler that stops as Ctrl-C does."""
     raise KeyboardInterrupt(TERMINATED)
@@ -68,7 +73,7 @@ class StepInterrupts:
             previous(signum, frame)
             return
         self.held = (signum, previous)
-        what = "interrupted" if signum == signal.SIGINT else TERMINATED
+        what = interrupt_word(signum)
         # os.write: print() is not safe in a handler that may run inside another print
         os.write(2, f"{what}: stopping at the end of this step, with a checkpoint (again to "
                     "stop at once)\n".encode())

@@ -14,7 +14,7 @@ import sys
 import threading
 import warnings
 
-from sgdlab.interrupts import TERMINATED, raise_terminated
+from sgdlab.interrupts import interrupt_word, raise_terminated
 
 
 class _Parser(argparse.ArgumentParser):
@@ -289,7 +289,7 @@ def _late_signal(signum, frame) -> None:
         os._exit(130)
     _LATE["signalled"] = True
     code = _LATE["code"]
-    what = "interrupted" if signum == signal.SIGINT else TERMINATED
+    what = interrupt_word(signum)
     status = "" if code is None else f" (exit status {code if isinstance(code, int) else 1})"
     # os.write: print() is not safe in a handler that may run inside another print
     os.write(2, f"sgdlab: {what} after the command had ended{status}; finishing its exit "
