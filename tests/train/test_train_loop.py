@@ -5,6 +5,7 @@ import functools
 import math
 import random
 import re
+import signal
 import sys
 
 import numpy as np
@@ -2275,13 +2276,11 @@ class SignalInStep(Callback):
     """Sends ``signum`` to this process during step ``at`` (after its backward pass), as a
     Ctrl-C or ``kill`` landing mid-step would."""
 
-    def __init__(self, at: int, signum: int = 2):
+    def __init__(self, at: int, signum: int):
         self.at, self.signum = at, signum
 
     def on_after_backward(self, ctx):
         if ctx.step == self.at:
-            import signal
-
             signal.raise_signal(self.signum)
 
 
@@ -2291,8 +2290,6 @@ def test_a_signal_mid_step_is_raised_at_its_end_with_a_checkpoint(tmp_path, sign
     checkpoint yet: the run lost its steps and restarted from step 0. The step now ends, a
     checkpoint is saved at step 6 and the interrupt raised; the resume ends bit for bit where
     the uninterrupted run does."""
-    import signal
-
     from sgdlab.interrupts import raise_terminated
     from sgdlab.train.checkpoint import load_checkpoint
 
@@ -2315,8 +2312,6 @@ def test_a_signal_mid_step_is_raised_at_its_end_with_a_checkpoint(tmp_path, sign
 def test_a_signal_in_a_step_end_measurement_is_raised_at_once(tmp_path):
     """A measurement at a step's end (maybe minutes long) stays interruptible at once: no
     checkpoint there, the run stopped at that step."""
-    import signal
-
     class SignalAtEnd(Callback):
         def on_step_end(self, ctx):
             if ctx.step == 5:
@@ -2332,7 +2327,6 @@ def test_a_signal_held_in_a_step_that_diverges_still_stops_the_run(tmp_path):
     """Ctrl-C early in step 3, whose loss is non-finite: the divergence ends the run before
     the step's end, and the held interrupt is raised all the same (train returned a diverged
     result, the Ctrl-C dropped)."""
-    import signal
 
     class SignalThenPoison(Callback):
         def on_step_begin(self, ctx):
