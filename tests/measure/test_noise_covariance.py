@@ -105,6 +105,22 @@ def test_numerical_rank_uses_numpy_threshold():
     torch.testing.assert_close(cov.spectrum(), lam[:3], rtol=0, atol=4 * eps)
 
 
+
+def test_a_zero_covariance_has_orthonormal_eigenvectors_of_zero():
+    """N equal per-sample gradients: Σ = 0 exactly, λ_max = 0 and so a rank threshold of 0.
+    Through the Gram matrix (d > N) every Fᵀu is the zero vector: each eigenvalue of 0 (at the
+    threshold itself) still gets a unit eigenvector, the columns orthonormal."""
+    from sgdlab.measure.noise import GradientCovariance
+
+    g = torch.full((3, 5), 0.25, dtype=torch.float64)      # three equal per-sample gradients
+    mean = g.mean(0)
+    cov = GradientCovariance((g - mean) / math.sqrt(3), mean, 3)
+    assert float(cov.factor.abs().max()) == 0.0 and cov.rank_threshold(0.0) == 0.0
+    vals, vecs = cov.eigenpairs(3, generator=torch.Generator().manual_seed(0))
+    assert vals.tolist() == [0.0, 0.0, 0.0]
+    torch.testing.assert_close(vecs.T @ vecs, torch.eye(3, dtype=torch.float64), rtol=0,
+                               atol=1e-12)
+
 def test_sample_has_the_covariance(problem):
     model, loss_fn, data, method = problem
     cov = gradient_covariance(model, loss_fn, data, method=method)
