@@ -172,6 +172,15 @@ def test_top_eigenvalue_points_to_eigenpairs_when_asked_for_several():
             hessian_top_eigenvalue(model, nn.CrossEntropyLoss(), data, **kw)
 
 
+
+def test_the_frobenius_norm_of_a_zero_matrix_is_zero_with_no_standard_error():
+    """A = 0 (a model at a point of zero curvature): every ‖A v‖² is 0, so ‖A‖_F = 0; the
+    delta-method error se / (2‖A‖_F) is 0 / 0 there, read as NaN rather than raised."""
+    est = frobenius_norm(torch.zeros(4, 4, dtype=torch.float64), 5,
+                         generator=torch.Generator().manual_seed(0))
+    assert est.value == 0.0 and est.num_samples == 5
+    assert math.isnan(est.stderr)
+
 def test_standard_errors_equal_the_exact_probe_variances():
     """The reported standard errors are those of the probes' distributions, not merely some
     positive number (a wrong stderr would make every "within k standard errors" check
