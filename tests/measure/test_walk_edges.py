@@ -56,6 +56,18 @@ def test_refining_a_linear_segment_keeps_the_lowest_grid_point():
     assert r.height_above_floor == 1.0 and not r.barrier
 
 
+
+@pytest.mark.parametrize("vertex", [0.05, 0.95])
+def test_refining_a_floor_at_an_iterate_fits_the_three_points_at_that_end(vertex):
+    # L(α) = (α − α*)² with α* next to an iterate: the lowest grid point is that iterate, and
+    # the parabola through the three end points is L itself, so the floor is α* exactly
+    a = [0.0, 0.25, 0.5, 0.75, 1.0]
+    r = analyze_segment(a, [(x - vertex) ** 2 for x in a], refine=True)
+    assert r.valley_alpha == pytest.approx(vertex, abs=1e-12)
+    assert r.valley_loss == pytest.approx(0.0, abs=1e-12)
+    assert r.height_above_floor == pytest.approx((vertex ** 2 + (1 - vertex) ** 2) / 2,
+                                                 rel=1e-12)
+
 def test_records_without_an_epoch_are_epoch_zero():
     def rec(epoch, height):
         return StepInterpolation([0.0, 1.0], [1.0, 1.0], 1.0, 1.0, 0.0, 1.0, False, 0.0,
