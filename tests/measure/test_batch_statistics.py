@@ -338,3 +338,12 @@ def test_epsilon_takes_numpy_numbers():
     plain = batch_statistics(model, loss_fn, (x, y), epsilon=0.5)
     for eps in (np.float32(0.5), np.float64(0.5)):
         assert batch_statistics(model, loss_fn, (x, y), epsilon=eps) == plain
+
+
+def test_a_round_off_negative_ratio_reads_zero_under_the_root():
+    # the orthogonality test's Tr S − ḡᵀSḡ/‖ḡ‖² is 0 for gradients all along ḡ, and round-off
+    # can leave it at −1e-18, which reads 0 under the root, not the 1e-9 of √|v|
+    from sgdlab.measure.batch_statistics import _root
+
+    assert _root(-1e-18) == 0.0 and _root(0.25) == 0.5
+    assert math.isnan(_root(math.nan)) and math.isnan(_root(math.inf))
