@@ -1381,3 +1381,27 @@ def test_values_by_group_and_the_table_flag_the_seeds_whose_value_is_a_lower_bou
                          "diverged"]
     assert t.rows[0] == ["a", 2, 4.0, pytest.approx(math.sqrt(2.0)), 1, 0]
     assert t.rows[1][:3] + t.rows[1][4:] == ["b", 1, 1.0, 0, 0] and math.isnan(t.rows[1][3])
+
+
+def test_a_claim_on_two_metrics_of_a_group_takes_the_spread_and_seeds_of_metric_b():
+    # "the loss at the end is lower than at the start": end 1.0 (std 0.1) against start 2.0
+    # (std 2.0); the gap 2.0 − 1.0 = 1.0 lies within the spread, the larger std 2.0 of the
+    # two compared values (with the std of end only, 0.1, it would agree)
+    g = {"end": 1.0, "end__std": 0.1, "end__n": 3, "start": 2.0, "start__std": 2.0,
+         "start__n": 3}
+    claim = {"less": ["g", "g"], "metric": "end", "metric_b": "start"}
+    assert _agrees(claim, {"g": g}) is None
+    # the seeds a mean leaves out are those of the values compared: end of a (all 3 seeds)
+    # against start of b (2 of 3), whose end, not compared, misses a seed too; end 1.0 <
+    # start 2.0 with no spread agrees
+    a = {"end": 1.0, "end__n": 3}
+    b = {"end": 5.0, "end__n": 2, "end__missing": 1, "start": 2.0, "start__n": 2,
+         "start__missing": 1}
+    claim = {"less": ["a", "b"], "metric": "end", "metric_b": "start"}
+    (c,) = check_claims([claim], {"a": a, "b": b})
+    assert c.agrees_with_paper is True
+    assert c.text.endswith(" — partial data: 1 of 3 seeds of b without a finite value, left "
+                           "out of the means")
+    # b's start complete: no seed is left out of a compared mean, whatever b's end misses
+    b.update(start__n=3, start__missing=0)
+    assert "partial data" not in check_claims([claim], {"a": a, "b": b})[0].text
