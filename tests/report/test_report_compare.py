@@ -5,7 +5,7 @@ import html
 import json
 import re
 
-from sgdlab.report.compare import compare_html
+from sgdlab.report.compare import compare_html, table_differences
 
 
 def _results(tmp_path, name, *, scale="cpu", grid, seeds, run_ids, columns=("lr", "acc")):
@@ -203,3 +203,15 @@ def test_each_report_s_heading_is_nested_under_its_column_s_heading(tmp_path):
     levels = [int(n) for n in re.findall(r"<h(\d)>", page[:page.index("<h2>Settings")])]
     assert levels == [1, 2, 3, 3, 2, 3, 3]      # A, its name, its conclusions; B alike
     assert "<h3>grid <small>v1 · scale cpu</small></h3>" in page
+
+
+def test_declared_keys_that_are_not_columns_fall_back_to_the_row_labels():
+    # a results.json whose table names a key column it lacks (edited by hand): rows
+    # are matched on the first column and the text cells, as before tables declared keys, not
+    # refused for the missing column; B − A by hand: x 0.75 − 0.5 = 0.25, y 0.5 − 1.0 = −0.5
+    cols = ["run", "acc"]
+    a = {"tables": [{"name": "t", "columns": cols, "keys": ["run", "seed"],
+                     "rows": [["x", 0.5], ["y", 1.0]]}]}
+    b = {"tables": [{"name": "t", "columns": cols, "rows": [["y", 0.5], ["x", 0.75]]}]}
+    (d,) = table_differences(a, b)
+    assert d.rows == [["x", 0.25], ["y", -0.5]] and d.notes == []
