@@ -1235,6 +1235,44 @@ def test_an_equivalent_claim_takes_each_groups_own_spread():
         assert f"[{-half:.4g}, {half:.4g}]" in c.text
 
 
+
+def _against_reference(mean, std, n, ref, margin, order=("a", "paper")):
+    """An equivalent claim of group a (``mean`` ± ``std`` over ``n`` seeds) against the
+    reference "paper" = ``ref``, as an analysis builds it (``add_references``)."""
+    from sgdlab.experiments.procedures.common import add_references
+
+    values = _vals(a=(mean, std, n))
+    add_references(values, {"references": {"paper": {"m": ref}}})
+    (c,) = check_claims([{"equivalent": list(order), "metric": "m", "margin": margin}], values)
+    return c
+
+
+def test_an_equivalent_claim_against_a_reference_is_a_one_sample_tost():
+    # a = 0.5 ± 0.1 over 3 seeds vs the constant 0.5: se = 0.1/√3 = 0.05774, df = 3 − 1 = 2,
+    # half-width t_{0.95, 2}·se = 2.919986 × 0.05774 = 0.1686 > margin 0.15: the interval
+    # straddles ±0.15 (read as a one-seed group, the point difference 0 <= 0.15 had agreed)
+    half = 2.919986 * 0.1 / math.sqrt(3)
+    assert 0.1685 < half < 0.1687
+    for order in (("a", "paper"), ("paper", "a")):
+        c = _against_reference(0.5, 0.1, 3, 0.5, 0.15, order)
+        assert c.agrees_with_paper is None, c.text
+        assert f"[{-half:.4g}, {half:.4g}]" in c.text and "straddles" in c.text
+        assert "one-sample: the reference is a constant" in c.text
+    # margin 0.2 > 0.1686: inside, equivalent
+    assert _against_reference(0.5, 0.1, 3, 0.5, 0.2).agrees_with_paper is True
+    # a = 0.5 ± 0.1 over 30 seeds vs 0.55, margin 0.1: se = 0.1/√30 = 0.018257, df = 29,
+    # t_{0.95, 29} = 1.699127, half-width 0.03102: [−0.0810, −0.0190] inside ±0.1, equivalent
+    # (read as a one-seed group, 0.1 − |−0.05| lay within a's std 0.1: inconclusive)
+    c = _against_reference(0.5, 0.1, 30, 0.55, 0.1)
+    assert c.agrees_with_paper is True, c.text
+    half = 1.699127 * 0.1 / math.sqrt(30)
+    assert f"[{-0.05 - half:.4g}, {-0.05 + half:.4g}]" in c.text
+    # a = 0.9 ± 0.1 over 3 vs 0.5: [0.4 − 0.1686, 0.4 + 0.1686] lies beyond 0.15
+    assert _against_reference(0.9, 0.1, 3, 0.5, 0.15).agrees_with_paper is False
+    # one seed of a: no spread on either side, the point difference decides
+    c = _against_reference(0.5, float("nan"), 1, 0.6, 0.15)
+    assert c.agrees_with_paper is True and "one seed: no spread" in c.text
+
 def test_zhu_noise_dominance_at_the_ratio_itself():
     """"Dominates" with the default ratio 1 is strictly above 1 (noise as large as the gradient
     does not dominate it); with 10, a late ratio of 10 itself counts."""

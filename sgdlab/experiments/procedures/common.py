@@ -18,8 +18,12 @@ Welch confidence interval of mean_A − mean_B (two one-sided tests at 5%) must 
 ±margin to agree; it disagrees when the interval lies wholly outside ±margin, and is
 inconclusive otherwise. ``rtol`` adds rtol·|mean_B| to the margin (as for ``close``), for a
 metric with no unit of its own such as a loss. With a single seed per group there is no
-spread to go on, and the point difference decides (the text says so). With more than two
-groups ("the protocols all reach equivalent levels") every pair is tested: the claim agrees
+spread to go on, and the point difference decides (the text says so). A reference
+(``options.references``, a number the paper states) is a constant, with no spread and no seed
+count, in every claim kind: against one the interval is the group's one-sample TOST interval,
+mean_A − ref ± t_{0.95, n_A−1}·s_A/√n_A, and the other kinds' seed-to-seed spread is the
+group's std alone. With more than two groups ("the protocols all reach equivalent
+levels") every pair is tested: the claim agrees
 when every pair is equivalent (the intersection-union principle: no correction is needed
 for that conclusion), disagrees when some pair is not (a union of tests: with many pairs one
 outside the margin by chance gets likelier, so the text names the pair and its interval),
@@ -309,8 +313,9 @@ def _paired_spread(values: dict[str, dict[str, Any]], metric: str, a: list[str],
 
 def seed_spread(values: dict[str, dict[str, Any]], keys: list[tuple[str, str]]) -> float:
     """The largest seed-to-seed std (``metric + "__std"``) over (group, metric) ``keys``; a
-    group with one seed has none (absent or NaN) and adds nothing; 0 where none has one, so
-    that the verdict rests on the point difference (:func:`within_spread`)."""
+    group with one seed has none (absent or NaN) and adds nothing, nor does a reference (a
+    constant); 0 where none has one, so that the verdict rests on the point difference
+    (:func:`within_spread`)."""
     stds = (values.get(g, {}).get(m + "__std") for g, m in keys)
     return max((float(s) for s in stds if finite(s)), default=0.0)
 
@@ -349,9 +354,24 @@ def _fmt_pair(va: float, vb: float) -> tuple[str, str]:
     return sa, sb
 
 
-def equivalence(va: float, vb: float, sa: float, sb: float, na: int, nb: int,
+def spread_and_count(values: dict[str, dict[str, Any]], group: str,
+                     metric: str) -> tuple[float, float]:
+    """(seed-to-seed std, seed count) of ``group``'s ``metric`` as :func:`equivalence` reads
+    them: a group without a std (one seed) has 0; a reference is a constant, with no spread
+    and no seeds to count, so its count is infinite and a test's degrees of freedom are the
+    other group's alone."""
+    if isinstance(values.get(group), Reference):
+        return 0.0, math.inf
+    v = values.get(group, {})
+    return v.get(metric + "__std", 0.0), int(v.get(metric + "__n", 1))
+
+
+def equivalence(va: float, vb: float, sa: float, sb: float, na: float, nb: float,
                 margin: float) -> tuple[bool | None, str]:
-    """(verdict, text) of the TOST equivalence test described in the module docstring."""
+    """(verdict, text) of the TOST equivalence test described in the module docstring. A
+    count ``na`` or ``nb`` of ``math.inf`` is a constant (:func:`spread_and_count`): its
+    side adds nothing to the standard error nor to the degrees of freedom, so against a
+    constant the interval is the other group's one-sample one, t_{0.95, n−1}·s/√n."""
     from scipy import stats
 
     d = va - vb
@@ -376,6 +396,8 @@ def equivalence(va: float, vb: float, sa: float, sb: float, na: int, nb: int,
         t = float(stats.t.ppf(0.95, df))
         lo, hi = d - t * se, d + t * se
     ci = f"90% CI of the difference [{_fmt(lo)}, {_fmt(hi)}]"
+    if math.inf in (na, nb):
+        ci += " (one-sample: the reference is a constant)"
     if -margin <= lo and hi <= margin:
         return True, f"{ci} lies inside ±{margin:g}: equivalent"
     if lo > margin or hi < -margin:
@@ -729,10 +751,10 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                                       "tolerates, absolute or as a fraction of |mean_B|)")
                 rtol = float(c.get("rtol", 0.0))
                 eq_margin = margin + rtol * abs(vb) if fin else margin
-                ok, how = (None, "") if not fin else equivalence(
-                    va, vb, values[ga].get(metric + "__std", 0.0),
-                    values[gb].get(mb + "__std", 0.0), int(values[ga].get(metric + "__n", 1)),
-                    int(values[gb].get(mb + "__n", 1)), eq_margin)
+                (sa, na), (sb, nb) = spread_and_count(values, ga, metric), \
+                    spread_and_count(values, gb, mb)
+                ok, how = (None, "") if not fin else equivalence(va, vb, sa, sb, na, nb,
+                                                                 eq_margin)
                 fa, fb = (("≥ " if cens else "") + _fmt(v) for cens, v in ((cens_a, va),
                                                                           (cens_b, vb)))
                 text = f"{mname} of {nm(a)} ({fa}) vs {nm(b)} ({fb}): {how}"
