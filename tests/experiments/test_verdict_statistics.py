@@ -1273,6 +1273,39 @@ def test_an_equivalent_claim_against_a_reference_is_a_one_sample_tost():
     c = _against_reference(0.5, float("nan"), 1, 0.6, 0.15)
     assert c.agrees_with_paper is True and "one seed: no spread" in c.text
 
+
+def test_best_of_is_the_group_of_the_largest_mean_first_listed_on_a_tie():
+    from sgdlab.errors import ConfigError
+    from sgdlab.experiments.procedures.common import Derived, add_best_of
+
+    values = {"a": {"acc": 0.5, "sharp": 1.0}, "b": {"acc": 0.7, "sharp": 2.0},
+              "c": {"acc": 0.7, "sharp": 3.0}, "d": {"acc": float("nan"), "sharp": 4.0}}
+    # acc over d, a, c, b: nan (no value to choose by), 0.5, 0.7, 0.7: c, listed before b
+    names = add_best_of(values, {"best_of": {"best": {"of": ["d", "a", "c", "b"], "by": "acc"}}})
+    assert values["best"] == {"acc": 0.7, "sharp": 3.0} and values["best"].of == ("c",)
+    assert isinstance(values["best"], Derived) and names == {"best": "best (= c, by acc)"}
+    # a claim reads the chosen group's other metrics (sharp 3 > 1) under the name given ...
+    claim = {"greater": ["best", "a"], "metric": "sharp"}
+    (c,) = check_claims([claim], values, names)
+    assert c.agrees_with_paper is True and "sharp of best (= c, by acc) (3)" in c.text
+    # ... and its preconditions on that group: c's acc 0.7 is not above 0.7, a's 0.5 is
+    (c,) = check_claims([{**claim, "requires": [{"metric": "acc", "above": 0.6}]}],
+                        values, names)
+    assert c.agrees_with_paper is None and "acc of a = 0.5 is not above 0.6" in c.text
+    (c,) = check_claims([{**claim, "requires": [{"metric": "acc", "above": 0.7}]}],
+                        values, names)
+    assert "acc of c = 0.7 is not above 0.7" in c.text and "acc of best" not in c.text
+    # no group with a value to choose by: an empty pseudo-group, a claim on it undecided
+    names = add_best_of(values, {"best_of": {"none": {"of": ["d"], "by": "acc"}}})
+    assert values["none"] == {} and values["none"].of == ("d",)
+    assert names == {"none": "none (none of d has a acc)"}
+    assert check_claims([{**claim, "greater": ["none", "a"]}], values,
+                        names)[0].agrees_with_paper is None
+    for bad in ({"other": {"of": ["a", "zz"], "by": "acc"}}, {"a": {"of": ["b"], "by": "acc"}},
+                {"other": {"of": [], "by": "acc"}}, {"other": {"of": ["a"]}}):
+        with pytest.raises(ConfigError, match="options.best_of: .* must be a new name"):
+            add_best_of(values, {"best_of": bad})
+
 def test_zhu_noise_dominance_at_the_ratio_itself():
     """"Dominates" with the default ratio 1 is strictly above 1 (noise as large as the gradient
     does not dominate it); with 10, a late ratio of 10 itself counts."""

@@ -353,18 +353,6 @@ def test_gld_const_tuning_judges_the_best_sigma_against_sgd_by_hand():
     assert judged(accs, sharp)[1].agrees_with_paper is False
 
 
-def test_best_of_takes_the_first_listed_group_on_a_tie_and_refuses_unknown_groups():
-    from sgdlab.experiments.procedures.common import Derived, add_best_of
-
-    values = {"a": {"acc": 0.5, "sharp": 1.0}, "b": {"acc": 0.7, "sharp": 2.0},
-              "c": {"acc": 0.7, "sharp": 3.0}, "d": {"acc": float("nan"), "sharp": 4.0}}
-    names = add_best_of(values, {"best_of": {"best": {"of": ["d", "a", "c", "b"], "by": "acc"}}})
-    assert values["best"] == {"acc": 0.7, "sharp": 3.0} and values["best"].of == ("c",)
-    assert isinstance(values["best"], Derived) and names == {"best": "best (= c, by acc)"}
-    with pytest.raises(ConfigError, match="best_of"):
-        add_best_of(values, {"best_of": {"other": {"of": ["a", "zz"], "by": "acc"}}})
-
-
 # --- zhu-rmsprop-sgd: SGD against the RMSProp solution it starts from -------------------------
 @pytest.mark.parametrize("scale", SCALES)
 def test_rmsprop_sgd_compares_with_its_own_state_at_the_switch(scale):
