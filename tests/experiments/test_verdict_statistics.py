@@ -1274,6 +1274,24 @@ def test_an_equivalent_claim_against_a_reference_is_a_one_sample_tost():
     assert c.agrees_with_paper is True and "one seed: no spread" in c.text
 
 
+
+def test_a_paired_claim_against_a_reference_pairs_each_seed_with_the_constant():
+    from sgdlab.experiments.procedures.common import add_references
+
+    # a's seeds 0.1, 0.3, 0.2: mean 0.2, std 0.1; the constant is the same at every seed, so
+    # the per-seed differences 0.25 − a_s = 0.15, −0.05, 0.05 have std 0.1 (it had been an
+    # error: a reference has no per-seed values)
+    values = {"a": {"m": 0.2, "m__std": 0.1, "m__n": 3,
+                    "m__by_seed": {0: 0.1, 1: 0.3, 2: 0.2}}}
+    add_references(values, {"references": {"r": {"m": 0.25}, "low": {"m": 0.05}}})
+    # 0.25 − 0.2 = 0.05 lies within the paired std 0.1: inconclusive
+    (c,) = check_claims([{"less": ["a", "r"], "metric": "m", "paired": True}], values)
+    assert c.agrees_with_paper is None and "paired seed-to-seed spread (std 0.1)" in c.text
+    # 0.2 − 0.05 = 0.15 beyond it: agrees, for greater and for above alike
+    for claim in ({"greater": ["a", "low"]}, {"above": [["a"], ["low"]]}):
+        (c,) = check_claims([{**claim, "metric": "m", "paired": True}], values)
+        assert c.agrees_with_paper is True and "paired seed-to-seed std 0.1" in c.text
+
 def test_best_of_is_the_group_of_the_largest_mean_first_listed_on_a_tie():
     from sgdlab.errors import ConfigError
     from sgdlab.experiments.procedures.common import Derived, add_best_of

@@ -56,7 +56,7 @@ seed-to-seed std of the compared groups from the claim's boundary (for close/far
 from the tolerance) is inconclusive. ``paired: true`` takes that spread from the per-seed
 differences instead (for ``above``, of min over A − max over B), for groups whose runs share
 each seed's start (the same initialisation, or a continuation of the same seed's run): the
-seeds' common variation then cancels.
+seeds' common variation then cancels. A reference there is its constant at every seed.
 
 A group's mean is over the seeds with a finite value; where some seed has none (a diverged
 run, a measurement that failed), the conclusion's text says how many of the group's seeds
@@ -299,15 +299,20 @@ def unrecorded_note(metric: str, recorded: Sequence[str]) -> str:
 def _paired_spread(values: dict[str, dict[str, Any]], metric: str, a: list[str],
                    b: list[str], where: str) -> float:
     """Std over the seeds every group shares of min over A − max over B: the spread of a
-    comparison between runs that share each seed's start (same initialisation, same data)."""
+    comparison between runs that share each seed's start (same initialisation, same data).
+    A reference is a constant: the same value at every seed, and no seeds of its own."""
     try:
-        by_seed = [values[g][metric + "__by_seed"] for g in a + b]
+        by_seed = {g: values[g][metric + "__by_seed"] for g in a + b
+                   if not isinstance(values[g], Reference)}
     except KeyError:
         raise ConfigError(f"{where}: 'paired' needs per-seed values, which this analysis "
                           "does not keep") from None
-    seeds = sorted(set.intersection(*(set(v) for v in by_seed)))
-    diffs = [min(values[g][metric + "__by_seed"][s] for g in a)
-             - max(values[g][metric + "__by_seed"][s] for g in b) for s in seeds]
+
+    def at(g: str, seed: Any) -> float:
+        return by_seed[g][seed] if g in by_seed else values[g][metric]
+
+    seeds = sorted(set.intersection(*(set(v) for v in by_seed.values()))) if by_seed else []
+    diffs = [min(at(g, s) for g in a) - max(at(g, s) for g in b) for s in seeds]
     return float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
 
 
@@ -790,7 +795,8 @@ def check_claims(claims: list[dict[str, Any]], values: dict[str, dict[str, float
                 high, low = (ga, gb) if kind == "above" else \
                     ([ga], [gb]) if kind == "greater" else ([gb], [ga])
                 spread = _paired_spread(values, metric, high, low, f"options.claims[{i}]")
-                seed_sets = {frozenset(values[g][metric + "__by_seed"]) for g in high + low}
+                seed_sets = {frozenset(values[g][metric + "__by_seed"]) for g in high + low
+                             if not isinstance(values[g], Reference)}
                 if len(seed_sets) > 1:
                     # the means average different seeds while the spread pairs the shared
                     # ones: no paired comparison (a seed diverged or is missing on one side)
