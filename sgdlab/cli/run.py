@@ -315,15 +315,18 @@ def plan_entry(args: argparse.Namespace, target: str, out: str | Path | None):
 
 def print_results(res) -> int:
     """The conclusions with their verdicts, the failed runs and where the report is."""
-    from sgdlab.report.verdicts import SMOKE, verdict
+    from sgdlab.report.verdicts import SMOKE, cites_paper, claim_word, verdict
 
     smoke = res.results.get("scale") == "smoke"
     if res.results.get("conclusions"):
         # a header at every scale: the lines would otherwise run on from the runs' progress
         print(f"conclusions ({SMOKE}):" if smoke else "conclusions:")
+    cited = cites_paper(res.results)
+    # a disagreement in capitals, to stand out among the lines
+    loud = {"agree": claim_word(True, cited), "disagree": claim_word(False, cited).upper()}
     for c in res.results.get("conclusions", []):
-        words, kind = verdict(c, res.results.get("scale"))
-        label = {"agree": "agrees", "disagree": "DISAGREES"}.get(kind, words)
+        words, kind = verdict(c, res.results.get("scale"), cited=cited)
+        label = loud.get(kind, words)
         tag = "" if smoke else f"[{label}] "
         print(f"  - {tag}{c['text']}")
     if res.sweep.failed:

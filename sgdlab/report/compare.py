@@ -15,7 +15,7 @@ from sgdlab.report.html import (conclusions_html, figures_html, header_html, pag
                                 status_html)
 from sgdlab.report.settings import differing_keys, flat_config, shown
 from sgdlab.report.tables import INFINITIES, Table
-from sgdlab.report.verdicts import verdict
+from sgdlab.report.verdicts import cites_paper, verdict
 
 
 def load_results(out_dir: str | Path) -> dict[str, Any]:
@@ -158,7 +158,7 @@ def compare_lines(dir_a: str | Path, dir_b: str | Path) -> list[str]:
         for c in res.get("conclusions", []):
             claim = c.get("claim") or c.get("text", "")
             n = sum(1 for k in out if k[0] == claim)
-            out[(claim, n)] = verdict(c, res.get("scale"))[0]
+            out[(claim, n)] = verdict(c, res.get("scale"), cited=cites_paper(res))[0]
         return out
 
     va, vb = by_claim(a), by_claim(b)

@@ -17,7 +17,7 @@ import yaml
 from sgdlab.atomic import write_whole
 from sgdlab.report.inline_math import inline_math_html
 from sgdlab.report.tables import Table
-from sgdlab.report.verdicts import DERIVED, SMOKE_SCALE, verdict
+from sgdlab.report.verdicts import DERIVED, SMOKE_SCALE, cites_paper, verdict
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;
@@ -71,10 +71,12 @@ def _img(path: Path, alt: str) -> tuple[str, bool]:
 
 def conclusions_html(results: dict[str, Any]) -> str:
     items = []
+    cited = cites_paper(results)
+    whose = "paper" if cited else "claim"
     for c in results.get("conclusions", []):
-        claim = (f"<br><span class='note'>paper: {html.escape(c['claim'])}</span>"
+        claim = (f"<br><span class='note'>{whose}: {html.escape(c['claim'])}</span>"
                  if c.get("claim") else "")
-        words, kind = verdict(c, results.get("scale"))
+        words, kind = verdict(c, results.get("scale"), cited=cited)
         items.append(f"<li>{html.escape(c['text'])} — <span class='{kind}'>"
                      f"{html.escape(words)}</span>{claim}</li>")
     return "<ul>" + "".join(items) + "</ul>" if items else "<p>No conclusions.</p>"

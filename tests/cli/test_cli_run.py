@@ -563,6 +563,25 @@ def test_the_results_of_a_sweep_with_failed_runs_exit_1(tmp_path, capsys):
                                        f"report:  {tmp_path / 'report.html'}\n")
 
 
+def test_the_conclusions_of_an_experiment_citing_no_paper_hold_or_fail(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from sgdlab.cli.run import print_results
+
+    cs = [{"text": "a", "agrees_with_paper": True, "claim": "c1"},
+          {"text": "b", "agrees_with_paper": False, "claim": "c2"}]
+    paper = {"author": "Me", "year": 2026, "figure": ""}
+    res = SimpleNamespace(results={"scale": "cpu", "conclusions": cs,
+                                   "experiment": {"paper": paper}},
+                          sweep=SimpleNamespace(failed=[]), out_dir=tmp_path,
+                          report_path=tmp_path / "report.html", ok=True)
+    print_results(res)
+    assert capsys.readouterr().out.startswith("conclusions:\n  - [holds] a\n  - [FAILS] b\n")
+    paper["figure"] = "Fig. 1"
+    print_results(res)
+    assert "  - [agrees] a\n  - [DISAGREES] b\n" in capsys.readouterr().out
+
+
 def test_the_command_that_continues_a_sweep_repeats_its_options_with_absolute_paths(
         tmp_path, monkeypatch):
     import argparse

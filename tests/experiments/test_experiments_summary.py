@@ -37,6 +37,18 @@ def test_markdown_counts_quotes_and_departures(tmp_path):
     assert "No departures from the paper listed at `cpu` scale." in md
 
 
+def test_an_experiment_citing_no_paper_has_its_claims_hold_or_fail(tmp_path):
+    cs = [{"text": "a", "agrees_with_paper": True, "claim": "c1"},
+          {"text": "b", "agrees_with_paper": False, "claim": "c2"}]
+    r = _result("mine", cs, [])
+    r["experiment"]["paper"] = {"author": "Me", "year": 2026, "figure": ""}
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "results.json").write_text(json.dumps(r))
+    md = results_markdown(load_all(tmp_path), command=None)
+    assert "| a | c1 | holds |" in md and "| b | c2 | **fails** |" in md
+    assert "| 1 / 1 / 0 |" in md        # counted as the catalogue's are
+
+
 def test_a_cell_escapes_its_bars_once_and_writes_latex_s_norm_as_the_norm(tmp_path):
     # `\|` came out `\\|`, which GitHub's table hands its `$...$` as `\|`: a single bar
     r = _result("e1", [{"text": r"a | b and $\|g\|$", "agrees_with_paper": True,

@@ -31,7 +31,9 @@ def _results(tmp_path, scale):
     (tmp_path / "figures").mkdir(exist_ok=True)
     _figure(tmp_path / "figures" / "panels.png", (15, 4))
     _figure(tmp_path / "figures" / "square.png", (5, 4))
-    return {"experiment": {"name": "grid", "version": 1, "title": "η/B grid", "paper": {}},
+    # a catalogue-like entry: its paper cited, its verdicts worded against it
+    paper = {"author": "J", "year": 2017, "figure": "F1"}
+    return {"experiment": {"name": "grid", "version": 1, "title": "η/B grid", "paper": paper},
             "scale": scale, "conclusions": CONCLUSIONS,
             "figures": [{"name": n, "png": f"figures/{n}.png", "svg": f"figures/{n}.svg"}
                         for n in ("panels", "square")],
