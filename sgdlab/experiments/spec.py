@@ -762,6 +762,7 @@ def validate_raw(raw: Any, source: str = "<config>") -> dict[str, Any]:
     for k in ("author", "year", "figure"):
         if k not in raw["paper"]:
             raise ConfigError(f"{source}.paper: missing required key {k!r}")
+    _check_year(f"{source}.paper.year", raw["paper"]["year"])
     _check_quotes(f"{source}.paper", raw["paper"])
     for k in ("base", "options"):
         if k in raw and not isinstance(raw[k], dict):
@@ -905,6 +906,17 @@ def choose_readings(raw: dict[str, Any], readings: dict[str, str] | None = None
                               f"{did_you_mean(c, choices)}; choices: {', '.join(choices)} "
                               f"(default {table[k]['default']})")
     return {k: given.get(k, r["default"]) for k, r in table.items()}
+
+
+def _check_year(where: str, year: Any) -> None:
+    """A paper's year is a year, written as an integer (a quoted '2018' is a string), up to
+    next year's (a paper in press): it is printed in every title that cites the paper."""
+    import datetime
+
+    latest = datetime.date.today().year + 1
+    if not (int_at_least(year, 1) and year <= latest):
+        raise ConfigError(f"{where}: expected the year as an integer from 1 to {latest}, "
+                          f"{refused_value(year)}")
 
 
 def _check_quotes(where: str, paper: dict[str, Any]) -> None:

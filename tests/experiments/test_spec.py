@@ -178,3 +178,23 @@ def test_a_wrong_run_parameter_names_the_file_and_where_it_gives_it(tmp_path, ed
     with pytest.raises(ConfigError) as e:
         load_experiment(str(path), "cpu")
     assert str(e.value).startswith(f"{path}: {problem}")
+
+
+@pytest.mark.parametrize("year, refused", [("twenty", "got 'twenty'"), ("2018", "got '2018'"),
+                                           (2018.5, "got 2018.5"), (-5, "got -5"),
+                                           (9999, "got 9999"), (True, "not a bool (True)")])
+def test_a_paper_year_that_is_no_year_is_refused_naming_the_file_and_the_key(tmp_path, year,
+                                                                            refused):
+    # a year of "twenty" was taken, and printed in every title citing the paper
+    import datetime
+
+    raw = experiment({"name": "digits"})
+    raw["paper"]["year"] = year
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    latest = datetime.date.today().year + 1
+    with pytest.raises(ConfigError) as e:
+        load_experiment(str(path), "cpu")
+    assert str(e.value) == (f"{path}.paper.year: expected the year as an integer from 1 to "
+                            f"{latest}, {refused}")
+
