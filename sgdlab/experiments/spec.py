@@ -545,13 +545,15 @@ def _selected(d: dict[str, Any], part: str, path: str) -> list[dict[str, Any]] |
     return hits
 
 
-def _where_given(raw: dict[str, Any], scale: str, run: RunSpec, message: str) -> list[str]:
+def _where_given(raw: dict[str, Any], scale: str, run: RunSpec, message: str,
+                 chosen: dict[str, str] | None = None) -> list[str]:
     """Where in the file ``raw`` the run parameter that a validation ``message`` of ``run``
     refuses is given (``base.batchsize``, ``runs[0].params.optimizer``; each place that sets
     it, in merge order): the message names the run and the parameter, and the run's params
-    merge ``base``, the scale's ``base`` and the group's ``params``. The parameter is the run
-    parameter named first in the message after its run; none where it is given nowhere (a
-    missing one)."""
+    merge ``base``, the scale's ``base``, the group's ``params`` and the params of the
+    ``chosen`` readings' choices that reach the group. The parameter is the run parameter
+    named first in the message after its run; none where it is given nowhere (a missing
+    one)."""
     said = message.split(f"run {run.label!r}: ", 1)[-1]
     # a parameter the message names: at its start, or quoted (unknown parameter 'batchsize')
     named = [(m.start(), k) for k in run.params if isinstance(k, str)
@@ -567,6 +569,14 @@ def _where_given(raw: dict[str, Any], scale: str, run: RunSpec, message: str) ->
     for i, g in enumerate(ov.get("runs", raw.get("runs")) or []):
         if isinstance(g, dict) and g.get("label") == label:
             sections.append((f"{runs_at}[{i}].params", g.get("params")))
+    for k, c in (chosen or {}).items():
+        choice = raw["readings"][k]["choices"][c]
+        at = f"readings.{k}.choices.{c}"
+        for i, t in enumerate(_pieces(choice)):
+            if _reaches(label, tuple(t["labels"]) if "labels" in t else None,
+                        tuple(t["exact_labels"]) if "exact_labels" in t else None):
+                sections.append((f"{at}.pieces[{i}].params" if "pieces" in choice
+                                 else f"{at}.params", t.get("params")))
     out: list[str] = []
     for at, sec in sections:
         for k, v in (sec.items() if isinstance(sec, dict) else ()):
@@ -1030,14 +1040,17 @@ def resolve(raw: dict[str, Any], scale: str, source: str = "<config>",
             axis = _grid_axis_refused(spec.grid, proc, str(e))
             if axis is not None:    # the key is misspelt where the file spells it: the grid
                 e = ConfigError(f"{e} (the grid's axis {axis!r} sets it)")
-            if not taken:       # the file's fault: the file and where it gives the key
-                if axis is None and (given := _where_given(raw, scale, r, str(e))):
-                    e = ConfigError(f"{e} (given at {', '.join(given)})")
-                elif axis is None and "missing parameter" in str(e):
-                    e = ConfigError(f"{e} (give it in base, for every run, or in the run "
-                                    "group's params)")
-                raise (e if source == "<config>" else ConfigError(f"{source}: {e}")) from None
-            raise ConfigError(f"{e} (with the readings {taken})") from None
+            # the file and where it gives the key, under any readings
+            notes = []
+            if axis is None and (given := _where_given(raw, scale, r, str(e), chosen)):
+                notes.append(f"given at {', '.join(given)}")
+            elif axis is None and "missing parameter" in str(e):
+                notes.append("give it in base, for every run, or in the run group's params")
+            if taken:
+                notes.append(f"with the readings {taken}")
+            if notes:
+                e = ConfigError(f"{e} ({'; '.join(notes)})")
+            raise (e if source == "<config>" else ConfigError(f"{source}: {e}")) from None
         proc.validate_seed(r.params, r.seed, where=f"{spec.name}[{scale}].seeds")
     return spec
 

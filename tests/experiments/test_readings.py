@@ -457,10 +457,13 @@ def test_zhu_escape_readings_combine_on_the_landscape():
         load_experiment("zhu-escape-2d", "smoke",
                         readings={"landscape": "authors-code", "data-var": "std"})
     assert str(e.value).startswith(
+        f"{catalogue_files()['zhu-escape-2d']}: "
         "zhu-escape-2d[smoke] run 'gd': landscape 'authors-code': data_var is an option of "
         "the printed loss (landscapes 'paper' and 'rescaled'); 'authors-code' is the authors' "
         "code's loss at θ = π/4 with its own data")
-    assert str(e.value).endswith("(with the readings landscape=authors-code, data-var=std)")
+    assert str(e.value).endswith(
+        "readings.data-var.choices.std.params.landscape; with the readings "
+        "landscape=authors-code, data-var=std)")
 
 
 def _write(tmp_path, raw, name="t.yaml"):

@@ -198,3 +198,20 @@ def test_a_paper_year_that_is_no_year_is_refused_naming_the_file_and_the_key(tmp
     assert str(e.value) == (f"{path}.paper.year: expected the year as an integer from 1 to "
                             f"{latest}, {refused}")
 
+
+def test_a_run_refused_under_a_reading_names_the_file_and_where_the_key_is_given(tmp_path):
+    # the message named the readings taken, neither the file nor where it gives the key
+    raw = experiment({"name": "digits"})
+    raw["readings"] = {"step": {"default": "small", "choices": {
+        "small": {"description": "the step as printed"},
+        "big": {"description": "a misprint's step", "labels": ["b"],
+                "params": {"optimizer.lr": "fast"}}}}}
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert load_experiment(str(path), "cpu").readings == {"step": "small"}
+    with pytest.raises(ConfigError) as e:
+        load_experiment(str(path), "cpu", readings={"step": "big"})
+    assert str(e.value) == (
+        f"{path}: own-data[cpu] run 'b': optimizer.lr: must be a number, got 'fast' (given at "
+        "base.optimizer, runs[1].params.optimizer, readings.step.choices.big.params.optimizer.lr;"
+        " with the readings step=big)")
