@@ -4,9 +4,11 @@
 launches one process per replica with torchrun on this machine (gloo for the config's
 ``device: cpu``, nccl for ``device: cuda``),
 i.e. ``torchrun --nproc-per-node N --standalone -m sgdlab.train.distributed CONFIG`` (its
-rendezvous on a free port: runs started at the same time do not collide). For several
-machines, ``--print-command`` prints that command without ``--standalone``, for you to run
-on each node with ``--nnodes``/``--node-rank``/``--rdzv-endpoint`` added.
+rendezvous on a free port: runs started at the same time do not collide), run in
+``sgdlab.train.launch``, which prints a failure as one line per failed rank (its exit code
+or signal, and its error) in place of torchrun's traceback. For several machines,
+``--print-command`` prints that command without ``--standalone``, for you to run on each node
+with ``--nnodes``/``--node-rank``/``--rdzv-endpoint`` added.
 
 With ``--out DIR`` checkpoints are written to ``DIR/checkpoints`` every ``--checkpoint-every``
 rounds (default: the config's ``checkpoint_every``, else 10) and at the end; ``--resume``
@@ -107,7 +109,8 @@ def torchrun_command(config: str, replicas: int, *, out: str | None = None,
                      backend: str = DEFAULT_BACKEND, timeout: float = DEFAULT_TIMEOUT,
                      resume: bool = False, checkpoint_every: int | None = None,
                      claimed: bool = False, standalone: bool = False, store: str | None = None,
-                     plugins: Sequence[str] = (), overrides: Sequence[str] = ()) -> list[str]:
+                     plugins: Sequence[str] = (), overrides: Sequence[str] = (),
+                     launcher: str = "torch.distributed.run") -> list[str]:
     """The torchrun command line that runs ``config`` with one process per replica
     (``claimed``: the caller has taken ``out`` for them). ``standalone``: this machine only,
     the rendezvous on a port the system picks free (``--standalone``). Without it torchrun
@@ -116,8 +119,10 @@ def torchrun_command(config: str, replicas: int, *, out: str | None = None,
     finds in use (EADDRINUSE: that run fails); the nodes of a multi-machine run add their
     own ``--rdzv-endpoint``, which ``--standalone`` would override. ``plugins``: modules
     each replica process imports (``--plugin``), a file's path made absolute (the command
-    is run from any folder). ``overrides``: ``--set KEY=VALUE`` for every replica process."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(replicas)]
+    is run from any folder). ``overrides``: ``--set KEY=VALUE`` for every replica process.
+    ``launcher``: the module run with torchrun's arguments (``sgdlab.train.launch``: torchrun
+    with a failure summary in place of its traceback)."""
+    cmd = [sys.executable, "-m", launcher, "--nproc-per-node", str(replicas)]
     if standalone:
         cmd += ["--standalone"]
     cmd += ["-m", "sgdlab.train.distributed", str(config), "--replicas", str(replicas),
@@ -217,8 +222,9 @@ def _run(args) -> int:
     except BaseException:
         drop_if_unused(made)
         raise
+    # torchrun run by sgdlab.train.launch: a failed replica's summary, not torchrun's traceback
     cmd = torchrun_command(args.config, n, **options, claimed=claim is not None,
-                           standalone=True)
+                           standalone=True, launcher="sgdlab.train.launch")
     # an interrupt of this command (Ctrl-C, SIGTERM) stops torchrun and every replica with it
     # (_stop), instead of leaving the replicas training on their own; torchrun in a session of
     # its own, so a terminal's Ctrl-C reaches this process alone (torchrun's own handling
@@ -249,8 +255,9 @@ def _run(args) -> int:
         if code != 0:
             drop_if_unused(made)
     if code != 0:
-        # torchrun has printed each replica's error (a dead one as its signal); one line
-        # that says what it means and how the computed rounds are kept
+        # each replica has printed its error, and the launch one line per failed rank (its
+        # exit code or signal); one line that says what it means and how the computed
+        # rounds are kept
         print(f"sgdlab: error: the distributed run failed (torchrun exit code {code}): a "
               f"replica process died or failed, see the messages above{_continue(args, n)}",
               file=sys.stderr)

@@ -138,6 +138,21 @@ def launcher_gone() -> bool:
         return True                   # the parent is gone meanwhile
 
 
+def failed(rank: str, message: str) -> None:
+    """Print this replica's error, and leave its message where torchrun reads a worker's
+    error (``$TORCHELASTIC_ERROR_FILE``, torchrun's JSON): the failure summary of the launch
+    (:mod:`sgdlab.train.launch`) names it beside the rank and its exit code."""
+    print(f"sgdlab.train.distributed: rank {rank}: error: {message}", file=sys.stderr,
+          flush=True)
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        try:
+            Path(path).write_text(json.dumps({"message": message,
+                                              "timestamp": int(time.time())}))
+        except OSError:     # the summary goes without it; the message is printed above
+            pass
+
+
 def timeout_delta(timeout: float, name: str = "timeout") -> datetime.timedelta:
     """``timeout`` seconds as the process group's timedelta; a ConfigError unless it is > 0 and
     finite (``inf`` or 1e15 overflowed in every replica, after all of them had started)."""
@@ -767,8 +782,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     die_with_parent()
     if launcher_gone():       # it died before we asked for its death to end us too
-        print(f"sgdlab.train.distributed: rank {os.environ.get('RANK', '?')}: error: the "
-              "sgdlab parle that launched this replica has ended", file=sys.stderr, flush=True)
+        failed(os.environ.get("RANK", "?"), "the sgdlab parle that launched this replica has "
+               "ended")
         return 1
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rank = os.environ.get("RANK", "?")
@@ -781,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
         with given_plugins(args.plugins):
             return _train_rank(args)
     except (UserError, ReplicaCommunicationError) as e:
-        print(f"sgdlab.train.distributed: rank {rank}: error: {e}", file=sys.stderr, flush=True)
+        failed(rank, str(e))
         # a refusal (a ReplicaRefused too: another rank refused) 2, a failed collective 1
         return 2 if isinstance(e, UserError) else 1
 
@@ -843,8 +858,7 @@ def exit_status(argv: list[str] | None = None) -> int:
         return 130
     except BaseException as e:
         traceback.print_exc()
-        print(f"sgdlab.train.distributed: rank {rank}: error: {type(e).__name__}: {e}",
-              file=sys.stderr, flush=True)
+        failed(rank, f"{type(e).__name__}: {e}")
         return 1
 
 

@@ -237,7 +237,8 @@ def test_parle_launches_torchrun_with_one_thread_per_process(tmp_path, monkeypat
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert main(["parle", str(cfg), "--mode", "distributed"]) == 0
     (cmd, env), = calls
-    assert env["OMP_NUM_THREADS"] == "1" and cmd[2:4] == ["torch.distributed.run",
+    # torchrun in sgdlab.train.launch: a failure summary in place of torchrun's traceback
+    assert env["OMP_NUM_THREADS"] == "1" and cmd[2:4] == ["sgdlab.train.launch",
                                                            "--nproc-per-node"]
     assert main(["parle", str(cfg), "--mode", "distributed", "--print-command"]) == 0
     assert capsys.readouterr().out.startswith("OMP_NUM_THREADS=1 ")
