@@ -573,8 +573,7 @@ def _where_given(raw: dict[str, Any], scale: str, run: RunSpec, message: str,
         choice = raw["readings"][k]["choices"][c]
         at = f"readings.{k}.choices.{c}"
         for i, t in enumerate(_pieces(choice)):
-            if _reaches(label, tuple(t["labels"]) if "labels" in t else None,
-                        tuple(t["exact_labels"]) if "exact_labels" in t else None):
+            if _reaches(label, *_targets(t)):
                 sections.append((f"{at}.pieces[{i}].params" if "pieces" in choice
                                  else f"{at}.params", t.get("params")))
     out: list[str] = []
@@ -1013,10 +1012,8 @@ def resolve(raw: dict[str, Any], scale: str, source: str = "<config>",
         source=source, raw=raw,
         resources={**(raw.get("resources") or {}), **(ov.get("resources") or {})},
         readings=chosen, outside_regime=ov.get("outside_regime"),
-        reading_params=[(tuple(t["labels"]) if "labels" in t else None,
-                         tuple(t["exact_labels"]) if "exact_labels" in t else None,
-                         dict(t["params"])) for c in picked for t in _pieces(c)
-                        if t.get("params")])
+        reading_params=[(*_targets(t), dict(t["params"])) for c in picked
+                        for t in _pieces(c) if t.get("params")])
     from sgdlab.experiments.procedures import get_analysis, get_procedure
 
     registered = {}
@@ -1058,6 +1055,13 @@ def resolve(raw: dict[str, Any], scale: str, source: str = "<config>",
 def _pieces(choice: dict[str, Any]) -> list[dict[str, Any]]:
     """A choice's ``{params, labels, exact_labels}`` sets: its ``pieces``, or itself."""
     return choice["pieces"] if "pieces" in choice else [choice]
+
+
+def _targets(piece: dict[str, Any]) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
+    """A piece's ``labels`` and ``exact_labels`` as :func:`_reaches` reads them (None where
+    the piece gives none)."""
+    return (tuple(piece["labels"]) if "labels" in piece else None,
+            tuple(piece["exact_labels"]) if "exact_labels" in piece else None)
 
 
 def _check_reading_targets(where: str, readings: dict[str, Any], raw: dict[str, Any],
