@@ -546,7 +546,7 @@ def _selected(d: dict[str, Any], part: str, path: str) -> list[dict[str, Any]] |
 
 
 def _where_given(raw: dict[str, Any], scale: str, run: RunSpec, message: str,
-                 chosen: dict[str, str] | None = None) -> list[str]:
+                 chosen: dict[str, str]) -> list[str]:
     """Where in the file ``raw`` the run parameter that a validation ``message`` of ``run``
     refuses is given (``base.batchsize``, ``runs[0].params.optimizer``; each place that sets
     it, in merge order): the message names the run and the parameter, and the run's params
@@ -569,7 +569,7 @@ def _where_given(raw: dict[str, Any], scale: str, run: RunSpec, message: str,
     for i, g in enumerate(ov.get("runs", raw.get("runs")) or []):
         if isinstance(g, dict) and g.get("label") == label:
             sections.append((f"{runs_at}[{i}].params", g.get("params")))
-    for k, c in (chosen or {}).items():
+    for k, c in chosen.items():
         choice = raw["readings"][k]["choices"][c]
         at = f"readings.{k}.choices.{c}"
         for i, t in enumerate(_pieces(choice)):
