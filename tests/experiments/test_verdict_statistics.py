@@ -1235,7 +1235,6 @@ def test_an_equivalent_claim_takes_each_groups_own_spread():
         assert f"[{-half:.4g}, {half:.4g}]" in c.text
 
 
-
 def _against_reference(mean, std, n, ref, margin, order=("a", "paper")):
     """An equivalent claim of group a (``mean`` ± ``std`` over ``n`` seeds) against the
     reference "paper" = ``ref``, as an analysis builds it (``add_references``)."""
@@ -1274,7 +1273,6 @@ def test_an_equivalent_claim_against_a_reference_is_a_one_sample_tost():
     assert c.agrees_with_paper is True and "one seed: no spread" in c.text
 
 
-
 def test_a_paired_claim_against_a_reference_pairs_each_seed_with_the_constant():
     from sgdlab.experiments.procedures.common import add_references
 
@@ -1291,6 +1289,7 @@ def test_a_paired_claim_against_a_reference_pairs_each_seed_with_the_constant():
     for claim in ({"greater": ["a", "low"]}, {"above": [["a"], ["low"]]}):
         (c,) = check_claims([{**claim, "metric": "m", "paired": True}], values)
         assert c.agrees_with_paper is True and "paired seed-to-seed std 0.1" in c.text
+
 
 def test_best_of_is_the_group_of_the_largest_mean_first_listed_on_a_tie():
     from sgdlab.errors import ConfigError
@@ -1323,6 +1322,7 @@ def test_best_of_is_the_group_of_the_largest_mean_first_listed_on_a_tie():
                 {"other": {"of": [], "by": "acc"}}, {"other": {"of": ["a"]}}):
         with pytest.raises(ConfigError, match="options.best_of: .* must be a new name"):
             add_best_of(values, {"best_of": bad})
+
 
 def test_zhu_noise_dominance_at_the_ratio_itself():
     """"Dominates" with the default ratio 1 is strictly above 1 (noise as large as the gradient
