@@ -5,6 +5,7 @@ No fixture here is autouse: a module opts in, e.g.
 """
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -45,6 +46,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def sigint_interrupts():
+    """Python's own SIGINT handler for the test (raise ``KeyboardInterrupt``), restored after:
+    a process started in the background by a non-interactive shell (a CI job, ``nohup ... &``)
+    inherits SIGINT ignored, where a raised SIGINT does nothing and sgdlab rightly leaves the
+    ignoring alone."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture

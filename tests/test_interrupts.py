@@ -8,6 +8,11 @@ import pytest
 from sgdlab.interrupts import TERMINATED, StepInterrupts, raise_terminated
 
 
+@pytest.fixture(autouse=True)
+def _sigint_interrupts(sigint_interrupts):
+    """Every test here raises SIGINT: Python's handler, whatever the test process inherited."""
+
+
 @pytest.fixture
 def sigterm_as_interrupt():
     previous = signal.signal(signal.SIGTERM, raise_terminated)

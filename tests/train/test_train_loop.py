@@ -2285,7 +2285,8 @@ class SignalInStep(Callback):
 
 
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
-def test_a_signal_mid_step_is_raised_at_its_end_with_a_checkpoint(tmp_path, signame):
+def test_a_signal_mid_step_is_raised_at_its_end_with_a_checkpoint(tmp_path, signame,
+                                                                  sigint_interrupts):
     """Ctrl-C (or SIGTERM, as the command line raises it) during step 5 of an epoch of 8, no
     checkpoint yet: the run lost its steps and restarted from step 0. The step now ends, a
     checkpoint is saved at step 6 and the interrupt raised; the resume ends bit for bit where
@@ -2309,7 +2310,7 @@ def test_a_signal_mid_step_is_raised_at_its_end_with_a_checkpoint(tmp_path, sign
     assert res.history == ref.history and res.steps == 16
 
 
-def test_a_signal_in_a_step_end_measurement_is_raised_at_once(tmp_path):
+def test_a_signal_in_a_step_end_measurement_is_raised_at_once(tmp_path, sigint_interrupts):
     """A measurement at a step's end (maybe minutes long) stays interruptible at once: no
     checkpoint there, the run stopped at that step."""
     class SignalAtEnd(Callback):
@@ -2323,7 +2324,8 @@ def test_a_signal_in_a_step_end_measurement_is_raised_at_once(tmp_path):
     assert not (tmp_path / "last.pt").exists()
 
 
-def test_a_signal_held_in_a_step_that_diverges_still_stops_the_run(tmp_path):
+def test_a_signal_held_in_a_step_that_diverges_still_stops_the_run(tmp_path,
+                                                                   sigint_interrupts):
     """Ctrl-C early in step 3, whose loss is non-finite: the divergence ends the run before
     the step's end, and the held interrupt is raised all the same (train returned a diverged
     result, the Ctrl-C dropped)."""
