@@ -781,12 +781,11 @@ def main(argv: list[str] | None = None) -> int:
                         "sgdlab parle --set (repeatable)")
     args = p.parse_args(argv)
     die_with_parent()
+    rank = os.environ.get("RANK", "?")
     if launcher_gone():       # it died before we asked for its death to end us too
-        failed(os.environ.get("RANK", "?"), "the sgdlab parle that launched this replica has "
-               "ended")
+        failed(rank, "the sgdlab parle that launched this replica has ended")
         return 1
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    rank = os.environ.get("RANK", "?")
     try:
         from ..plugins import given_plugins, import_env_plugins
 
